@@ -1,0 +1,161 @@
+"""The contract between the bot and the systems it rolls back.
+
+An `Action` is one step of a plan. The bot shows `describe()` before anyone
+approves, so it must name the exact thing that will happen (resolved revision,
+backup file, target group), and two plans with equal descriptions are the same
+plan: the approval hash is computed from them.
+
+Errors decide what happens next, as in kopf: `PermanentError` stops the plan,
+`TemporaryError(delay=...)` asks the runner to call `run` again after `delay`
+seconds while the step's deadline allows.
+
+A `Target` is one configured thing that can be rolled back (a Deployment, a
+database, a listener, a configuration directory). It lists its rollback points
+for the modal, runs the checks of the pre-rollback checklist that a machine can
+verify, and turns a chosen point into a `TargetPlan` whose phases the bot
+orders around maintenance mode and health polling.
+
+Nothing in `actions` imports `bot` or Slack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+class ActionError(Exception):
+    """Base of the errors an action raises on purpose."""
+
+
+class PermanentError(ActionError):
+    """Stop the plan: trying again will not help."""
+
+
+class TemporaryError(ActionError):
+    """Try again after `delay` seconds, while the step's deadline allows."""
+
+    def __init__(self, message: str, *, delay: float = 1.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PlanningError(ActionError):
+    """The requested rollback cannot be planned (no such revision, backup missing, ...)."""
+
+
+@dataclass
+class StepContext:
+    """What a running step may use.
+
+    `memory` is durable: whatever a step stores there is saved before the
+    runner moves on and survives a crash of the bot, so a later step (or the
+    same step resumed) can read it. Keys are plain strings, values JSON.
+    `emit` sends one line of output to the incident thread as it happens.
+    """
+
+    incident_id: str
+    run_id: str
+    deadline: float
+    memory: MutableMapping[str, Any] = field(default_factory=dict)
+    emit: Callable[[str], None] = lambda line: None
+
+    def remaining(self) -> float:
+        """Seconds left before the step's deadline (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    @classmethod
+    def for_test(cls, *, timeout: float = 30.0, **kwargs: Any) -> StepContext:
+        """Build a context with a deadline `timeout` seconds from now."""
+        kwargs.setdefault("incident_id", "INC-TEST")
+        kwargs.setdefault("run_id", "run-test")
+        return cls(deadline=time.monotonic() + timeout, **kwargs)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a finished step reports: one line, its full output, and facts to keep."""
+
+    summary: str
+    output: str = ""
+    skipped: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Action(Protocol):
+    """One step of a rollback plan."""
+
+    name: str
+    """Short stable name, e.g. `kubernetes.rollout_undo`."""
+
+    idempotent: bool
+    """True when running the step again after a crash mid-step is safe."""
+
+    timeout: float
+    """Seconds the step may take, retries included."""
+
+    def describe(self) -> str:
+        """Say exactly what the step will do; shown before approval."""
+        ...
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Do the step, or raise PermanentError / TemporaryError."""
+        ...
+
+
+@dataclass(frozen=True)
+class RollbackPoint:
+    """A place a target can be rolled back to, as listed in the modal."""
+
+    ref: str
+    """What a plan is built from: a revision number, a backup path, an ISO time."""
+    label: str
+    """One line for a person: `rev 4 · voxflow/api:v1.2.3 · 2h ago`."""
+    created_at: datetime | None = None
+    is_current: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    """One machine-verified line of the pre-rollback checklist."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class TargetPlan:
+    """A target's steps, by phase; the bot puts the phases in the procedures' order.
+
+    prepare: before anything changes (stop workers, back up the current state)
+    rollback: the change itself
+    verify: confirm the change took (rollout status, verification queries)
+    resume: put back what prepare stopped (restart workers); runs even after a failure
+    """
+
+    prepare: list[Action] = field(default_factory=list)
+    rollback: list[Action] = field(default_factory=list)
+    verify: list[Action] = field(default_factory=list)
+    resume: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Target(Protocol):
+    """One configured system that can be rolled back."""
+
+    def points(self) -> list[RollbackPoint]:
+        """List rollback points, newest first, the current state marked."""
+        ...
+
+    def checks(self, ref: str | None) -> list[Check]:
+        """Run the pre-rollback checks a machine can verify for `ref` (None: default)."""
+        ...
+
+    def plan(self, ref: str | None, *, force: bool = False) -> TargetPlan:
+        """Resolve `ref` (None: the default point) into concrete steps, or raise PlanningError."""
+        ...

@@ -1,0 +1,50 @@
+"""Parameter models shared by several actions modules.
+
+Each actions module defines the pydantic model of its own target's parameters;
+the few pieces two kinds need (an AWS connection, a secret reference) live
+here. Models forbid unknown keys so a typo in the config file is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+
+class Strict(BaseModel):
+    """Base for config models: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """Where a secret lives: an environment variable or a file, never the config itself."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+    def read(self) -> SecretStr:
+        """Read the secret now (not at import or config-load time)."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise KeyError(f"environment variable {self.env} is not set")
+            return SecretStr(value)
+        assert self.file is not None
+        return SecretStr(Path(self.file).read_text().strip())
+
+
+class AwsConnection(Strict):
+    """How boto3 reaches AWS: region, optional endpoint (moto, LocalStack), optional profile."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    profile: str | None = None
