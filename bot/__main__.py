@@ -1,0 +1,135 @@
+"""The `rollback-bot` command line: check-config, db upgrade, serve, demo.
+
+This module and `bot/app.py` are the composition root: they build the one
+Settings object, the config, the store and the Slack app, and pass them down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from bot.config import ConfigError, load_config, summary
+from bot.settings import Settings
+from bot.store import make_engine, upgrade
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValidationError as exc:
+        print(f"bad settings: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rollback-bot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(title="commands")
+
+    check = sub.add_parser("check-config", help="validate a rollback config file")
+    check.add_argument("file", nargs="?", help="config file (default: $ROLLBACK_CONFIG)")
+    check.set_defaults(handler=_check_config)
+
+    db = sub.add_parser("db", help="the bot's own database")
+    db_sub = db.add_subparsers(title="db commands")
+    up = db_sub.add_parser("upgrade", help="create or upgrade the schema")
+    up.set_defaults(handler=_db_upgrade)
+
+    serve = sub.add_parser("serve", help="run the bot (Slack app and runner)")
+    mode = serve.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--socket", action="store_true", help="connect over Socket Mode")
+    mode.add_argument("--http", metavar="HOST:PORT", help="serve POST /slack/events here")
+    serve.add_argument("--config", help="config file (default: $ROLLBACK_CONFIG)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = args.file or Settings().rollback_config
+    config = load_config(path)
+    print(f"{path}: OK")
+    for line in summary(config):
+        print(line)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    settings = Settings()
+    revision = upgrade(make_engine(settings.database_url))
+    print(f"schema at revision {revision}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bot.app import BotProcess
+    from bot.store import SchemaOutOfDate
+
+    settings = Settings()
+    missing = [
+        name
+        for name, value in (
+            ("SLACK_BOT_TOKEN", settings.slack_bot_token),
+            ("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+            ("SLACK_APP_TOKEN", settings.slack_app_token if args.socket else None),
+        )
+        if value is not None and not value.get_secret_value()
+    ]
+    if missing:
+        print(f"set {', '.join(missing)} first (see README: configure)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    host, port = _address(args.http) if args.http else ("", 0)
+    config = load_config(args.config or settings.rollback_config)
+    try:
+        process = BotProcess(settings=settings, config=config)
+    except SchemaOutOfDate as exc:
+        print(f"rollback-bot: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    process.start_runner()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if args.socket:
+            process.serve_socket_mode()
+        else:
+            bound = process.start_http(host, port)
+            print(f"serving Slack at http://{bound[0]}:{bound[1]}/slack/events", flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        process.stop()
+    return 0
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"--http wants HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

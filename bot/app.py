@@ -1,0 +1,166 @@
+"""The composition root: build the Slack app, the runner and the HTTP endpoint from settings.
+
+`create_app` builds the Bolt app and registers each handler module with the
+same `Deps`; no module-level app exists, so tests and the demo build as many
+as they like, side by side. `BotProcess` owns what runs: the runner thread
+and either the HTTP endpoint (Slack's request URL at POST /slack/events,
+GET /healthz) or Socket Mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from actions.http import read_metrics
+from bot.config import RollbackConfig
+from bot.plans import Planner
+from bot.runner import Runner
+from bot.settings import Settings
+from bot.store import Store, make_engine, require_current_schema
+from bot.verification import MetricsReader
+from bot.workflow import Workflow
+from handlers import approvals, commands, errors, home, modals
+from handlers.deps import Deps
+from handlers.thread import IncidentThread, SlackProgress
+
+log = logging.getLogger(__name__)
+
+
+def build_client(settings: Settings) -> WebClient:
+    """A Web API client that retries rate limits, server errors and dropped connections."""
+    return WebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def create_app(settings: Settings, deps: Deps) -> App:
+    """Build the Bolt app and register every handler module."""
+    app = App(
+        token=settings.slack_bot_token.get_secret_value(),
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        client=deps.client,
+        process_before_response=False,
+    )
+    for module in (commands, modals, approvals, home):
+        module.register(app, deps)
+    errors.register(app, deps.client)
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http: " + format, *args)
+
+
+@dataclass
+class BotProcess:
+    """A running bot: deps, the Bolt app, the runner thread and one way in."""
+
+    settings: Settings
+    config: RollbackConfig
+    planner: Planner = field(default_factory=Planner)
+    metrics_reader: MetricsReader = read_metrics
+    deps: Deps = field(init=False)
+    app: App = field(init=False)
+    runner: Runner = field(init=False)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _http: WSGIServer | None = None
+
+    def __post_init__(self) -> None:
+        engine = make_engine(self.settings.database_url)
+        require_current_schema(engine)
+        store = Store(engine)
+        self.deps = Deps(
+            config=self.config,
+            store=store,
+            workflow=Workflow(store=store, config=self.config),
+            planner=self.planner,
+            client=build_client(self.settings),
+            metrics_reader=self.metrics_reader,
+        )
+        self.app = create_app(self.settings, self.deps)
+        self.runner = Runner(
+            store=store,
+            workflow=self.deps.workflow,
+            config=self.config,
+            planner=self.planner,
+            progress=SlackProgress(IncidentThread(self.deps)),
+            lease_seconds=self.settings.runner_lease_seconds,
+        )
+
+    def start_runner(self) -> None:
+        """Run approved rollbacks in the background, woken early by approvals."""
+        thread = threading.Thread(target=self._run_loop, name="runner", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _run_loop(self) -> None:
+        wake = self.deps.wake_runner
+        while not self._stop.is_set():
+            try:
+                self.runner.run_pending()
+            except Exception:
+                log.exception("runner pass failed; trying again")
+            wake.wait(self.settings.runner_poll_seconds)
+            wake.clear()
+
+    def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Serve POST /slack/events through Bolt and GET /healthz."""
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        handler = SlackRequestHandler(self.app, path="/slack/events")
+        return handler(environ, start_response)
+
+    def start_http(self, host: str, port: int) -> tuple[str, int]:
+        """Serve Slack's request URL in a background thread; return the bound address."""
+        self._http = make_server(
+            host, port, self.wsgi, server_class=_Server, handler_class=_QuietHandler
+        )
+        thread = threading.Thread(target=self._http.serve_forever, name="http", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        address = self._http.server_address
+        return str(address[0]), int(address[1])
+
+    def serve_socket_mode(self) -> None:
+        """Connect to Slack over Socket Mode and block until stopped."""
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        SocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value()).start()
+
+    def stop(self) -> None:
+        """Stop the HTTP endpoint and the runner."""
+        self._stop.set()
+        self.deps.wake_runner.set()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)

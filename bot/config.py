@@ -1,0 +1,251 @@
+"""The rollback config file: environments, their targets, approvers and policies.
+
+One YAML file describes everything the bot may roll back. Each actions module
+owns the pydantic model of its target's parameters; this module assembles
+them into the file's schema with `kind` as the discriminator, adds the
+environment-level policy, and turns validation errors into one line per
+problem that names the file and the field path as a person would write it
+(`environments.prod.targets.app.namespace: field required`). Unknown keys are
+errors everywhere: a misspelt `aproovers` must not silently mean "nobody".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from actions.configfiles import ConfigFilesParams
+from actions.database import DatabaseParams
+from actions.docker import DockerParams
+from actions.http import Communications, Maintenance, Metrics
+from actions.kubernetes import KubernetesParams
+from actions.loadbalancer import BlueGreenParams
+from actions.params import Strict
+
+
+class FullParams(Strict):
+    """The procedures' full-system rollback: other targets of the same environment, in order."""
+
+    kind: Literal["full"]
+    targets: list[str] = Field(min_length=1)
+
+
+TargetParams = Annotated[
+    KubernetesParams
+    | DockerParams
+    | BlueGreenParams
+    | ConfigFilesParams
+    | DatabaseParams
+    | FullParams,
+    Field(discriminator="kind"),
+]
+TARGET_KINDS = ("kubernetes", "docker", "bluegreen", "config", "database", "full")
+
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+class Approvers(Strict):
+    """Who may approve: Slack user ids (U…/W…) and user-group ids (S…)."""
+
+    users: list[str] = []
+    groups: list[str] = []
+
+    @field_validator("users")
+    @classmethod
+    def _user_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _USER_ID.match(item):
+                raise ValueError(f"{item!r} is not a Slack user id (U… or W…)")
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _group_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _GROUP_ID.match(item):
+                raise ValueError(f"{item!r} is not a Slack user-group id (S…)")
+        return value
+
+
+class Thresholds(Strict):
+    """The monitoring thresholds that raise a Critical incident."""
+
+    error_rate_percent: float = Field(default=50.0, gt=0, le=100)
+    response_time_ms: float = Field(default=5000.0, gt=0)
+
+
+class Environment(Strict):
+    """An environment's channel, approvers, policies, endpoints and targets."""
+
+    incident_channel: str
+    approvers: Approvers
+    approvals_required: int = Field(default=1, ge=1, le=10)
+    approval_ttl_minutes: float = Field(default=30.0, gt=0)
+    auto_rollback: bool = False
+    veto_seconds: float = Field(default=120.0, ge=0)
+    break_glass: bool = False
+    dedicated_channel: bool = False
+    thresholds: Thresholds = Thresholds()
+    health_url: str | None = None
+    maintenance: Maintenance | None = None
+    metrics: Metrics | None = None
+    communications: Communications = Communications()
+    targets: dict[str, TargetParams]
+
+    @field_validator("targets")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"target name {name!r} must be lowercase letters, digits, - or _")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Environment:
+        if not self.approvers.users and not self.approvers.groups:
+            raise ValueError("approvers: name at least one user or group")
+        for name, target in self.targets.items():
+            if isinstance(target, FullParams):
+                for member in target.targets:
+                    member_params = self.targets.get(member)
+                    if member_params is None:
+                        raise ValueError(f"targets.{name}.targets: no target named {member!r}")
+                    if isinstance(member_params, FullParams):
+                        raise ValueError(f"targets.{name}.targets: {member!r} is itself 'full'")
+        return self
+
+
+class RollbackConfig(Strict):
+    """The whole file."""
+
+    environments: dict[str, Environment] = Field(min_length=1)
+
+    @field_validator("environments")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"environment name {name!r} must be lowercase letters or digits")
+        return value
+
+    def environment(self, name: str) -> Environment:
+        """Return an environment, or raise UnknownTarget naming the known ones."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments))
+            raise UnknownTarget(f"unknown environment '{name}' (known: {known})") from None
+
+    def target(self, env: str, name: str) -> TargetParams:
+        """Return a target's parameters, or raise UnknownTarget naming the known ones."""
+        environment = self.environment(env)
+        try:
+            return environment.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(environment.targets))
+            raise UnknownTarget(f"unknown target '{name}' in {env} (known: {known})") from None
+
+
+class UnknownTarget(LookupError):
+    """A target or environment the config file does not name."""
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; `problems` has one line per problem."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+def load_config(path: str | Path) -> RollbackConfig:
+    """Read and validate the config file, or raise ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    return parse_config(raw, path=path)
+
+
+def parse_config(raw: Any, *, path: Path) -> RollbackConfig:
+    """Validate already-parsed YAML, or raise ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["the file must be a mapping with an 'environments' key"])
+    try:
+        return RollbackConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, [_problem(error) for error in exc.errors()]) from None
+
+
+_MESSAGES = {
+    "missing": "field required",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _problem(error: Any) -> str:
+    loc = _field_path(error["loc"])
+    message = _MESSAGES.get(error["type"]) or _plain(error["msg"])
+    return f"{loc}: {message}" if loc else message
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for index, item in enumerate(loc):
+        after_target_name = index >= 2 and loc[index - 2] == "targets"
+        if after_target_name and item in TARGET_KINDS:
+            continue
+        parts.append(str(item))
+    return ".".join(parts)
+
+
+def _plain(message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
+def summary(config: RollbackConfig) -> list[str]:
+    """Describe the environments and targets in a few lines for `check-config`."""
+    lines = []
+    for env_name, env in config.environments.items():
+        approvers = len(env.approvers.users) + len(env.approvers.groups)
+        lines.append(
+            f"environment {env_name}: channel {env.incident_channel}, "
+            f"{env.approvals_required} approval(s) from {approvers} approver entr"
+            f"{'y' if approvers == 1 else 'ies'}, "
+            f"auto-rollback {'on' if env.auto_rollback else 'off'}, "
+            f"break-glass {'allowed' if env.break_glass else 'off'}"
+        )
+        for name, target in env.targets.items():
+            lines.append(f"  target {name}: {describe_target(target)}")
+    return lines
+
+
+def describe_target(target: TargetParams) -> str:
+    """One line naming what a target is."""
+    match target:
+        case KubernetesParams():
+            workers = f", workers {', '.join(target.workers)}" if target.workers else ""
+            return f"kubernetes deployment/{target.deployment} in {target.namespace}{workers}"
+        case DockerParams():
+            return f"docker container {target.container} ({target.image})"
+        case BlueGreenParams():
+            return f"bluegreen listener {target.listener_arn}"
+        case ConfigFilesParams():
+            return f"config {target.directory} (backups in {target.backups})"
+        case DatabaseParams():
+            methods = "/".join(target.methods)
+            return f"database {target.connection.dbname} ({methods})"
+        case FullParams():
+            return f"full system: {' then '.join(target.targets)}"
+    raise AssertionError(target)

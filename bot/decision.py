@@ -1,0 +1,176 @@
+"""The procedures' decision matrix: severity levels and the rollback flowchart. Pure functions.
+
+The flowchart is read exactly as drawn in the procedures:
+
+    Is system functional? -> Yes -> Can issue be fixed quickly? -> Yes -> Fix forward
+          | No                                   | No
+    Is data at risk? -> Yes -> IMMEDIATE ROLLBACK
+          | No
+    Is user impact severe? -> Yes -> Rollback recommended
+          | No
+    Monitor and fix forward
+
+so "functional but not quickly fixable" falls through to the data question,
+just like "not functional".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Severity(enum.StrEnum):
+    """Severity levels of the procedures' table."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Recommendation(enum.StrEnum):
+    """What the flowchart concludes."""
+
+    IMMEDIATE_ROLLBACK = "immediate_rollback"
+    ROLLBACK_RECOMMENDED = "rollback_recommended"
+    FIX_FORWARD = "fix_forward"
+    MONITOR_AND_FIX_FORWARD = "monitor_and_fix_forward"
+
+    @property
+    def label(self) -> str:
+        """Words for people."""
+        return _TITLES[self]
+
+    @property
+    def rolls_back(self) -> bool:
+        """Whether the recommendation is to roll back."""
+        return self in (Recommendation.IMMEDIATE_ROLLBACK, Recommendation.ROLLBACK_RECOMMENDED)
+
+
+_TITLES = {
+    Recommendation.IMMEDIATE_ROLLBACK: "Immediate rollback",
+    Recommendation.ROLLBACK_RECOMMENDED: "Rollback recommended",
+    Recommendation.FIX_FORWARD: "Fix forward",
+    Recommendation.MONITOR_AND_FIX_FORWARD: "Monitor and fix forward",
+}
+
+
+@dataclass(frozen=True)
+class SeverityLevel:
+    """One row of the severity table."""
+
+    severity: Severity
+    description: str
+    response_time: str
+    response_minutes: int
+    decision: str
+
+
+SEVERITY_TABLE: dict[Severity, SeverityLevel] = {
+    Severity.CRITICAL: SeverityLevel(
+        Severity.CRITICAL,
+        "System down, data loss, security breach",
+        "Immediate",
+        0,
+        "Automatic rollback",
+    ),
+    Severity.HIGH: SeverityLevel(
+        Severity.HIGH,
+        "Major functionality broken, significant user impact",
+        "15 minutes",
+        15,
+        "Rollback recommended",
+    ),
+    Severity.MEDIUM: SeverityLevel(
+        Severity.MEDIUM,
+        "Minor functionality issues, limited user impact",
+        "1 hour",
+        60,
+        "Fix forward preferred",
+    ),
+    Severity.LOW: SeverityLevel(
+        Severity.LOW,
+        "Cosmetic issues, no functional impact",
+        "4 hours",
+        240,
+        "Fix forward",
+    ),
+}
+
+
+def level(severity: Severity) -> SeverityLevel:
+    """Return the severity table's row."""
+    return SEVERITY_TABLE[severity]
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The flowchart's four questions; None means not answered yet."""
+
+    functional: bool | None = None
+    fixable_quickly: bool | None = None
+    data_at_risk: bool | None = None
+    severe_impact: bool | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The flowchart's conclusion, the reason in words, and whether answers are missing."""
+
+    recommendation: Recommendation | None
+    reason: str
+    missing: tuple[str, ...] = ()
+
+
+_QUESTIONS = {
+    "functional": "Is the system functional?",
+    "fixable_quickly": "Can the issue be fixed quickly?",
+    "data_at_risk": "Is data at risk?",
+    "severe_impact": "Is user impact severe?",
+}
+
+
+def question(name: str) -> str:
+    """Return the flowchart question for an `Answers` field name."""
+    return _QUESTIONS[name]
+
+
+def decide(answers: Answers) -> Decision:
+    """Walk the flowchart as far as the answers go."""
+    if answers.functional is None:
+        return _needs("functional")
+    if answers.functional:
+        if answers.fixable_quickly is None:
+            return _needs("fixable_quickly")
+        if answers.fixable_quickly:
+            return Decision(
+                Recommendation.FIX_FORWARD,
+                "The system is functional and the issue can be fixed quickly: fix forward.",
+            )
+    lead = (
+        "The system is functional but the issue cannot be fixed quickly"
+        if answers.functional
+        else "The system is not functional"
+    )
+    if answers.data_at_risk is None:
+        return _needs("data_at_risk")
+    if answers.data_at_risk:
+        return Decision(
+            Recommendation.IMMEDIATE_ROLLBACK, f"{lead} and data is at risk: roll back now."
+        )
+    if answers.severe_impact is None:
+        return _needs("severe_impact")
+    if answers.severe_impact:
+        return Decision(
+            Recommendation.ROLLBACK_RECOMMENDED,
+            f"{lead}, data is not at risk, and user impact is severe: rollback recommended.",
+        )
+    return Decision(
+        Recommendation.MONITOR_AND_FIX_FORWARD,
+        f"{lead}, data is not at risk, and user impact is not severe: monitor and fix forward.",
+    )
+
+
+def _needs(field_name: str) -> Decision:
+    return Decision(None, f"Answer: {_QUESTIONS[field_name]}", (field_name,))

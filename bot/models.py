@@ -1,0 +1,148 @@
+"""The bot's own tables. Only `bot/store.py` opens sessions on them.
+
+Runs carry a `version` column: every state transition is a conditional
+UPDATE on (id, state, version), so two bot processes, or two approvers
+clicking in the same instant, produce exactly one transition on SQLite and on
+PostgreSQL alike, without relying on either database's locking dialect.
+`target_locks` has one row per (environment, target) that an active run
+holds; its primary key is what keeps a second rollback of the same target out.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Store naive UTC, hand back aware UTC, on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[datetime]
+    environment: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16), default="slack")
+    opened_by: Mapped[str] = mapped_column(String(40))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recommendation: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detected_at: Mapped[datetime | None]
+    channel: Mapped[str | None] = mapped_column(String(40))
+    card_ts: Mapped[str | None] = mapped_column(String(40))
+    resolved_at: Mapped[datetime | None]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    environment: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(40))
+    point: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[list[Any]]
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    requester: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
+    review_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    approved_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None]
+    memory: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    slack: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("run_id", "approver", "plan_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(40))
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+
+
+class StepRecord(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(80))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    summary: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class TargetLock(Base):
+    __tablename__ = "target_locks"
+
+    environment: Mapped[str] = mapped_column(String(40), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    incident_id: Mapped[str] = mapped_column(String(40))

@@ -1,0 +1,91 @@
+"""The whole bot on one machine: fake Slack, a SQLite database, the real Bolt app over HTTP.
+
+`rollback-bot demo` and the end-to-end tests start the same thing: a
+`FakeSlack` seeded with the config's incident channels and people, the bot's
+schema in a temporary SQLite file, a `BotProcess` serving Slack's request
+URL on a free port with a generated signing secret, its runner thread, and a
+`Platform` that sends signed requests as people would.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actions.http import read_metrics
+from bot.app import BotProcess
+from bot.config import RollbackConfig
+from bot.plans import Planner
+from bot.sandbox.platform import Person, Platform
+from bot.sandbox.slack import FakeSlack
+from bot.settings import Settings
+from bot.store import make_engine, upgrade
+from bot.verification import MetricsReader
+
+
+@dataclass
+class Sandbox:
+    """A bot wired to stand-ins, started and stopped as one."""
+
+    config: RollbackConfig
+    workdir: Path
+    people: dict[str, str]
+    planner: Planner = field(default_factory=Planner)
+    metrics_reader: MetricsReader = read_metrics
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    runner_poll_seconds: float = 0.2
+    slack: FakeSlack = field(init=False)
+    process: BotProcess = field(init=False)
+    platform: Platform = field(init=False)
+    settings: Settings = field(init=False)
+
+    def start(self) -> Sandbox:
+        """Start fake Slack, migrate the database, serve the bot, start its runner."""
+        self.slack = FakeSlack().start()
+        for user_id, name in self.people.items():
+            self.slack.add_user(user_id, name=name, real_name=name.capitalize())
+        for group_id, members in self.groups.items():
+            self.slack.add_usergroup(group_id, handle=group_id.lower(), users=members)
+        for index, env in enumerate(self.config.environments.values()):
+            self.slack.add_channel(
+                f"incidents-{index}", channel_id=env.incident_channel, members=list(self.people)
+            )
+        self.settings = Settings(
+            slack_bot_token=self.slack.token,
+            slack_signing_secret=secrets.token_hex(16),
+            slack_api_url=self.slack.url,
+            database_url=f"sqlite:///{self.workdir / 'rollback-bot.db'}",
+            runner_poll_seconds=self.runner_poll_seconds,
+            runner_lease_seconds=10.0,
+        )
+        upgrade(make_engine(self.settings.database_url))
+        self.process = BotProcess(
+            settings=self.settings,
+            config=self.config,
+            planner=self.planner,
+            metrics_reader=self.metrics_reader,
+        )
+        host, port = self.process.start_http("127.0.0.1", 0)
+        self.process.start_runner()
+        self.platform = Platform(
+            bot_url=f"http://{host}:{port}/slack/events",
+            signing_secret=self.settings.slack_signing_secret.get_secret_value(),
+            slack=self.slack,
+        )
+        return self
+
+    def person(self, user_id: str) -> Person:
+        """One of the seeded people."""
+        return self.platform.person(user_id, self.people[user_id])
+
+    def stop(self) -> None:
+        """Stop the bot and fake Slack."""
+        self.process.stop()
+        self.slack.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,26 @@
+"""Process settings: tokens, database URL, config path. Built once at start-up, passed down.
+
+Nothing reads the environment at import time; `Settings()` does, when the
+command line builds it. Tokens are `SecretStr`, so printing the settings or an
+error that includes them shows `**********`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the process needs from its environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_signing_secret: SecretStr = SecretStr("")
+    slack_app_token: SecretStr = SecretStr("")
+    slack_api_url: str = "https://slack.com/api/"
+    database_url: str = "sqlite:///rollback-bot.db"
+    rollback_config: str = "rollback.yml"
+    runner_lease_seconds: float = Field(default=30.0, gt=0)
+    runner_poll_seconds: float = Field(default=1.0, gt=0)

@@ -1,0 +1,534 @@
+"""The only module that opens sessions on the bot's own database.
+
+Functions here are thin: they read and write rows and keep each state change
+atomic with its audit event. Rules (who may approve, what expires) live in
+`bot/workflow.py`; this module only guarantees that a change happens once.
+
+A transition is a conditional UPDATE on (id, state, version). Zero rows
+updated means somebody else changed the run first; the caller re-reads and
+decides. That works the same on SQLite and PostgreSQL and needs no
+SELECT … FOR UPDATE.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.models import Approval, Event, Incident, Run, StepRecord, TargetLock
+
+Clock = Callable[[], datetime]
+ACTIVE_STATES = ("requested", "approved", "running")
+TERMINAL_STATES = ("succeeded", "failed", "rejected", "expired", "cancelled")
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Return the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database schema is missing or older than this code."""
+
+
+class TargetBusy(RuntimeError):
+    """Another active run holds the target."""
+
+    def __init__(self, *, environment: str, target: str, incident_id: str) -> None:
+        self.incident_id = incident_id
+        super().__init__(
+            f"{target} in {environment} is already being rolled back in {incident_id}; "
+            "finish or cancel that one first"
+        )
+
+
+class Conflict(RuntimeError):
+    """The run changed under us (state or version no longer as expected)."""
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets a busy timeout and immediate write transactions."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _alembic_config(connection: Any) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine) -> str:
+    """Create or upgrade the schema to the newest revision; return that revision."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+    return schema_revisions(engine)[1]
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """Return (the database's revision, this code's newest revision)."""
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Raise SchemaOutOfDate, saying which command fixes it, unless the schema is current."""
+    current, head = schema_revisions(engine)
+    if current != head:
+        found = "no schema" if current is None else f"schema revision {current}"
+        raise SchemaOutOfDate(
+            f"the database has {found}, this bot needs {head}: run `rollback-bot db upgrade` first"
+        )
+
+
+@dataclass(frozen=True)
+class StepView:
+    """A step's record."""
+
+    position: int
+    name: str
+    state: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    summary: str
+    output: str
+    data: dict[str, Any]
+
+
+class Store:
+    """Row access for incidents, runs, approvals, steps and events."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Open a session whose transaction commits on success."""
+        with self._sessions.begin() as session:
+            yield session
+
+    # incidents ----------------------------------------------------------------
+
+    def new_incident_id(self, session: Session) -> str:
+        """Return `INC-YYYYMMDD-HHMMSS`, with `-2`, `-3`… when the second is taken."""
+        base = f"INC-{self.clock():%Y%m%d-%H%M%S}"
+        taken = set(session.scalars(select(Incident.id).where(Incident.id.like(f"{base}%"))).all())
+        if base not in taken:
+            return base
+        suffix = 2
+        while f"{base}-{suffix}" in taken:
+            suffix += 1
+        return f"{base}-{suffix}"
+
+    def create_incident(self, **fields: Any) -> Incident:
+        """Insert an incident with a fresh id and its `incident.opened` event; retry on id races."""
+        for _ in range(20):
+            try:
+                with self.session() as session:
+                    incident = Incident(
+                        id=self.new_incident_id(session), created_at=self.clock(), **fields
+                    )
+                    session.add(incident)
+                    session.flush()
+                    self._event(
+                        session,
+                        incident_id=incident.id,
+                        kind="incident.opened",
+                        actor=fields.get("opened_by"),
+                        detail={"severity": fields.get("severity"), "source": fields.get("source")},
+                    )
+                    return incident
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not allocate an incident id")
+
+    def incident(self, incident_id: str) -> Incident | None:
+        """Return an incident, or None."""
+        with self.session() as session:
+            return session.get(Incident, incident_id)
+
+    def update_incident(self, incident_id: str, **fields: Any) -> None:
+        """Set fields on an incident (Slack channel and card ts, resolution time)."""
+        with self.session() as session:
+            session.execute(update(Incident).where(Incident.id == incident_id).values(**fields))
+
+    # runs ---------------------------------------------------------------------
+
+    def create_run(self, *, locks: list[str], actor: str, **fields: Any) -> Run:
+        """Insert a requested run holding `locks` on its environment, or raise TargetBusy."""
+        run_id = secrets.token_hex(8)
+        now = self.clock()
+        try:
+            with self.session() as session:
+                run = Run(id=run_id, created_at=now, state="requested", version=0, **fields)
+                session.add(run)
+                session.flush()
+                for target in locks:
+                    session.add(
+                        TargetLock(
+                            environment=run.environment,
+                            target=target,
+                            run_id=run_id,
+                            incident_id=run.incident_id,
+                        )
+                    )
+                session.flush()
+                self._event(
+                    session,
+                    incident_id=run.incident_id,
+                    run_id=run_id,
+                    kind="run.requested",
+                    actor=actor,
+                    detail={"target": run.target, "point": run.point, "plan_hash": run.plan_hash},
+                )
+                return run
+        except IntegrityError:
+            holder = self.lock_holder(environment=fields["environment"], targets=locks)
+            if holder is None:
+                raise
+            raise TargetBusy(
+                environment=fields["environment"], target=fields["target"], incident_id=holder
+            ) from None
+
+    def lock_holder(self, *, environment: str, targets: list[str]) -> str | None:
+        """Return the incident holding any of `targets`, or None."""
+        with self.session() as session:
+            return session.scalars(
+                select(TargetLock.incident_id).where(
+                    TargetLock.environment == environment, TargetLock.target.in_(targets)
+                )
+            ).first()
+
+    def run(self, run_id: str) -> Run | None:
+        """Return a run, or None."""
+        with self.session() as session:
+            return session.get(Run, run_id)
+
+    def runs(
+        self,
+        *,
+        incident_id: str | None = None,
+        environment: str | None = None,
+        target: str | None = None,
+        states: tuple[str, ...] | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Return runs, newest first, filtered."""
+        query = select(Run).order_by(Run.created_at.desc(), Run.id).limit(limit)
+        if incident_id is not None:
+            query = query.where(Run.incident_id == incident_id)
+        if environment is not None:
+            query = query.where(Run.environment == environment)
+        if target is not None:
+            query = query.where(Run.target == target)
+        if states is not None:
+            query = query.where(Run.state.in_(states))
+        with self.session() as session:
+            return list(session.scalars(query).all())
+
+    def transition(
+        self,
+        run: Run,
+        *,
+        to: str,
+        kind: str,
+        actor: str | None,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Run:
+        """Move `run` from its current state to `to` with its event, or raise Conflict."""
+        with self.session() as session:
+            changed = self._bump(session, run, state=to, **fields)
+            if not changed:
+                raise Conflict(f"run {run.id} changed before the {kind} could be recorded")
+            if to in TERMINAL_STATES:
+                session.execute(delete(TargetLock).where(TargetLock.run_id == run.id))
+            self._event(
+                session,
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind=kind,
+                actor=actor,
+                detail=detail or {},
+            )
+            fresh = session.get(Run, run.id)
+            assert fresh is not None
+            return fresh
+
+    def record_approval(
+        self, run: Run, *, approver: str, since: datetime, to_state: str | None
+    ) -> tuple[Run, int]:
+        """Add `approver`'s approval of the run's plan; move to `to_state` if given.
+
+        `to_state` is decided by the caller from the count it expects; the
+        count is re-checked here inside the transaction. Returns the run and
+        the number of valid approvals. Raises Conflict when the run changed
+        first, IntegrityError when this approver already approved this plan.
+        """
+        with self.session() as session:
+            now = self.clock()
+            session.add(Approval(run_id=run.id, approver=approver, plan_hash=run.plan_hash, at=now))
+            session.flush()
+            count = self._approvals(session, run, since=since)
+            new_state = to_state if to_state and count >= run.approvals_required else run.state
+            values: dict[str, Any] = {"state": new_state}
+            if new_state != run.state:
+                values["approved_at"] = now
+            if not self._bump(session, run, **values):
+                raise Conflict(f"run {run.id} changed while approving")
+            self._event(
+                session,
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind="run.approved" if new_state != run.state else "approval.added",
+                actor=approver,
+                detail={"approvals": count, "required": run.approvals_required},
+            )
+            fresh = session.get(Run, run.id)
+            assert fresh is not None
+            return fresh, count
+
+    def approvers(self, run: Run, *, since: datetime) -> list[tuple[str, datetime]]:
+        """Return (approver, time) for the run's current plan, approvals at or after `since`."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Approval.approver, Approval.at)
+                .where(
+                    Approval.run_id == run.id,
+                    Approval.plan_hash == run.plan_hash,
+                    Approval.at >= since,
+                )
+                .order_by(Approval.at)
+            ).all()
+            return [(row[0], row[1]) for row in rows]
+
+    def _approvals(self, session: Session, run: Run, *, since: datetime) -> int:
+        return (
+            session.scalar(
+                select(func.count(func.distinct(Approval.approver))).where(
+                    Approval.run_id == run.id,
+                    Approval.plan_hash == run.plan_hash,
+                    Approval.at >= since,
+                )
+            )
+            or 0
+        )
+
+    def _bump(self, session: Session, run: Run, **values: Any) -> bool:
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.state == run.state, Run.version == run.version)
+            .values(version=Run.version + 1, **values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def set_run_fields(self, run_id: str, **fields: Any) -> None:
+        """Set bookkeeping fields that are not state (Slack message ts, memory)."""
+        with self.session() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+    # leases -------------------------------------------------------------------
+
+    def claim(self, run_id: str, *, owner: str, seconds: float) -> bool:
+        """Take the run's lease if it is free or expired."""
+        now = self.clock()
+        with self.session() as session:
+            result = session.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.state.in_(("approved", "running")),
+                    (Run.lease_owner.is_(None))
+                    | (Run.lease_owner == owner)
+                    | (Run.lease_expires_at < now),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def renew(self, run_id: str, *, owner: str, seconds: float) -> bool:
+        """Extend the lease we hold; False if it was lost."""
+        with self.session() as session:
+            result = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.lease_owner == owner)
+                .values(lease_expires_at=self.clock() + timedelta(seconds=seconds))
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def release(self, run_id: str, *, owner: str) -> None:
+        """Give the lease back."""
+        with self.session() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def claimable(self) -> list[str]:
+        """Return ids of approved or running runs whose lease is free or expired."""
+        now = self.clock()
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Run.id)
+                    .where(
+                        Run.state.in_(("approved", "running")),
+                        (Run.lease_owner.is_(None)) | (Run.lease_expires_at < now),
+                    )
+                    .order_by(Run.approved_at)
+                ).all()
+            )
+
+    def due_for_expiry(self) -> list[Run]:
+        """Return requested runs past their expiry time."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Run).where(Run.state == "requested", Run.expires_at < self.clock())
+                ).all()
+            )
+
+    # steps --------------------------------------------------------------------
+
+    def steps(self, run_id: str) -> list[StepView]:
+        """Return the run's step records in plan order."""
+        with self.session() as session:
+            rows = session.scalars(
+                select(StepRecord).where(StepRecord.run_id == run_id).order_by(StepRecord.position)
+            ).all()
+            return [
+                StepView(
+                    r.position,
+                    r.name,
+                    r.state,
+                    r.attempts,
+                    r.started_at,
+                    r.finished_at,
+                    r.summary,
+                    r.output,
+                    r.data,
+                )
+                for r in rows
+            ]
+
+    def save_step(
+        self, run: Run, *, position: int, name: str, event_kind: str, **fields: Any
+    ) -> None:
+        """Create or update a step record, with its event, in one transaction."""
+        with self.session() as session:
+            record = session.scalars(
+                select(StepRecord).where(
+                    StepRecord.run_id == run.id, StepRecord.position == position
+                )
+            ).first()
+            if record is None:
+                record = StepRecord(run_id=run.id, position=position, name=name, state="pending")
+                session.add(record)
+            for key, value in fields.items():
+                setattr(record, key, value)
+            detail = {"position": position, "name": name, "state": record.state}
+            if record.summary:
+                detail["summary"] = record.summary
+            self._event(
+                session,
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind=event_kind,
+                actor=None,
+                detail=detail,
+            )
+
+    # events -------------------------------------------------------------------
+
+    def add_event(
+        self,
+        *,
+        incident_id: str,
+        kind: str,
+        actor: str | None = None,
+        run_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an audit event."""
+        with self.session() as session:
+            self._event(
+                session,
+                incident_id=incident_id,
+                run_id=run_id,
+                kind=kind,
+                actor=actor,
+                detail=detail or {},
+            )
+
+    def events(self, incident_id: str) -> list[Event]:
+        """Return an incident's events in order."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(Event).where(Event.incident_id == incident_id).order_by(Event.id)
+                ).all()
+            )
+
+    def step_rates(self, *, environment: str, target: str, key: str) -> list[float]:
+        """Return the numeric `data[key]` of earlier steps of a target's runs (newest first)."""
+        with self.session() as session:
+            rows = session.scalars(
+                select(StepRecord.data)
+                .join(Run, Run.id == StepRecord.run_id)
+                .where(Run.environment == environment, Run.target == target)
+                .order_by(StepRecord.finished_at.desc())
+            ).all()
+            return [float(d[key]) for d in rows if isinstance(d, dict) and key in d]
+
+    def _event(
+        self,
+        session: Session,
+        *,
+        incident_id: str,
+        kind: str,
+        actor: str | None,
+        detail: dict[str, Any],
+        run_id: str | None = None,
+    ) -> None:
+        session.add(
+            Event(
+                incident_id=incident_id,
+                run_id=run_id,
+                at=self.clock(),
+                kind=kind,
+                actor=actor,
+                detail=detail,
+            )
+        )

@@ -1,0 +1,143 @@
+"""The incident timeline and the procedures' root-cause-analysis template, from stored events.
+
+Everything here is derived from the append-only event log, so the template a
+team edits after an incident says what the bot recorded, not what somebody
+remembers at the end of a long night. The sections people must write (root
+cause, contributing factors, action items) stay as the procedures have them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.models import Event, Incident, Run
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One line of the timeline."""
+
+    at: datetime
+    label: str
+
+
+_LABELS = {
+    "incident.opened": "Investigation started (incident opened by {actor})",
+    "run.requested": "Rollback decision made: rollback requested by {actor}",
+    "approval.added": "Approval recorded from {actor}",
+    "run.approved": "Rollback approved by {actor}",
+    "run.break_glass": "Break-glass rollback by {actor} (mandatory review)",
+    "run.rejected": "Rollback rejected by {actor}",
+    "run.cancelled": "Rollback cancelled by {actor}",
+    "run.expired": "Approval request expired",
+    "run.started": "Rollback initiated",
+    "run.resumed": "Rollback resumed after the bot restarted",
+    "run.succeeded": "Rollback completed",
+    "run.failed": "Rollback failed: manual intervention required",
+}
+
+
+def moments(incident: Incident, events: list[Event]) -> list[Moment]:
+    """Return the timeline: detection, the recorded events, and when service was restored."""
+    lines = [Moment(incident.detected_at or incident.created_at, "Issue first detected")]
+    for event in events:
+        label = _LABELS.get(event.kind)
+        if label is not None:
+            lines.append(Moment(event.at, label.format(actor=_who(event.actor))))
+        elif event.kind == "step.failed":
+            lines.append(Moment(event.at, f"Step failed: {event.detail.get('name')}"))
+    restored = service_restored(events)
+    if restored is not None:
+        lines.append(Moment(restored, "Service restored (health check passing)"))
+    return sorted(lines, key=lambda m: m.at)
+
+
+def service_restored(events: list[Event]) -> datetime | None:
+    """Return when the health check passed, or when the run succeeded if it had none."""
+    for event in events:
+        if event.kind == "step.succeeded" and "health" in str(event.detail.get("name", "")):
+            return event.at
+    return next((e.at for e in events if e.kind == "run.succeeded"), None)
+
+
+def _first(events: list[Event], *kinds: str) -> datetime | None:
+    return next((e.at for e in events if e.kind in kinds), None)
+
+
+def _who(actor: str | None) -> str:
+    if actor is None:
+        return "the bot"
+    return actor if actor == "monitoring" else f"<@{actor}>"
+
+
+def duration(delta: timedelta | None) -> str:
+    """Say a duration the way people write it: 45s, 3m 05s, 1h 02m."""
+    if delta is None:
+        return "n/a"
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def _span(start: datetime | None, end: datetime | None) -> timedelta | None:
+    return end - start if start and end else None
+
+
+def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> str:
+    """Render the procedures' RCA template with summary and timeline filled in."""
+    start = incident.detected_at or incident.created_at
+    initiated = _first(events, "run.started")
+    completed = _first(events, "run.succeeded", "run.failed")
+    restored = service_restored(events)
+    end = restored or completed
+    impact = incident.summary or "[Description of user impact]"
+    lines = [
+        "# Post-Rollback Root Cause Analysis",
+        "",
+        "## Incident Summary",
+        f"- **Incident ID**: {incident.id}",
+        f"- **Date/Time**: {start:%Y-%m-%d %H:%M:%S} UTC",
+        f"- **Duration**: {duration(_span(start, end))}",
+        f"- **Rollback Time**: {duration(_span(initiated, completed))}",
+        f"- **Impact**: {impact}",
+        f"- **Severity**: {incident.severity.capitalize()}",
+        f"- **Target**: {incident.target} in {incident.environment}",
+    ]
+    for run in runs:
+        lines.append(f"- **Outcome**: {run.state} — {run.outcome or 'not finished'}")
+        if run.review_required:
+            lines.append("- **Review**: break-glass rollback, mandatory review")
+    lines += ["", "## Timeline"]
+    lines += [f"- **{m.at:%H:%M:%S}**: {m.label}" for m in moments(incident, events)]
+    lines += [
+        "",
+        "## Root Cause",
+        "[Detailed description of what caused the issue]",
+        "",
+        "## Contributing Factors",
+        "- [Factor 1]",
+        "- [Factor 2]",
+        "- [Factor 3]",
+        "",
+        "## What Went Well",
+        "- [Positive aspects of the response]",
+        "",
+        "## What Could Be Improved",
+        "- [Areas for improvement]",
+        "",
+        "## Action Items",
+        "- [ ] [Action item 1] - Owner: [Name] - Due: [Date]",
+        "- [ ] [Action item 2] - Owner: [Name] - Due: [Date]",
+        "- [ ] [Action item 3] - Owner: [Name] - Due: [Date]",
+        "",
+        "## Prevention Measures",
+        "- [Measure 1]",
+        "- [Measure 2]",
+        "- [Measure 3]",
+        "",
+    ]
+    return "\n".join(lines)

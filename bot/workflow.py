@@ -1,0 +1,311 @@
+"""State transitions of a rollback run, and the two-person rule.
+
+    requested -> approved -> running -> succeeded | failed
+    requested -> rejected | expired | cancelled
+    approved  -> cancelled
+
+Every method either makes exactly one transition (one transaction with its
+audit event, in `bot.store`) or raises `Refused` with a sentence the person
+who clicked can read. Nothing here knows Slack: the caller says who the user
+is and which configured user groups they belong to.
+
+Idempotence comes from the store: the same approver approving the same plan
+twice hits the approvals table's unique key, and a Slack retry of the same
+click is exactly that. Races come out as `Conflict`, after which we re-read
+the run and answer from its new state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError
+
+from bot.config import Environment, FullParams, RollbackConfig
+from bot.decision import Answers, Severity, decide
+from bot.models import Incident, Run
+from bot.store import ACTIVE_STATES, Conflict, Store
+
+if TYPE_CHECKING:
+    from bot.plans import Plan
+
+log = logging.getLogger(__name__)
+
+BREAK_GLASS_PHRASE = "EMERGENCY"
+
+_ALLOWED = {
+    "approved": ("requested",),
+    "rejected": ("requested",),
+    "expired": ("requested",),
+    "cancelled": ("requested", "approved"),
+    "running": ("approved", "running"),
+    "succeeded": ("running",),
+    "failed": ("approved", "running"),
+}
+
+
+class Refused(Exception):
+    """A request or click that changes nothing; the message says why."""
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    """What an approval click did."""
+
+    run: Run
+    approvals: int
+    started: bool
+    message: str
+
+
+@dataclass
+class Workflow:
+    """Requests, approvals, rejections, expiry and the run's own transitions."""
+
+    store: Store
+    config: RollbackConfig
+
+    # requesting ---------------------------------------------------------------
+
+    def request(
+        self,
+        *,
+        plan: Plan,
+        requester: str,
+        severity: Severity,
+        answers: Answers,
+        summary: str = "",
+        source: str = "slack",
+        detected_at: datetime | None = None,
+        force: bool = False,
+        break_glass: bool = False,
+        confirmation: str | None = None,
+    ) -> tuple[Incident, Run]:
+        """Open an incident and request its rollback; break-glass approves it at once."""
+        env = self.config.environment(plan.environment)
+        if break_glass:
+            self._check_break_glass(env, plan.environment, confirmation)
+        decision = decide(answers)
+        incident = self.store.create_incident(
+            environment=plan.environment,
+            target=plan.target,
+            severity=severity.value,
+            source=source,
+            opened_by=requester,
+            summary=summary,
+            answers={k: v for k, v in vars(answers).items()},
+            recommendation=decision.recommendation.value if decision.recommendation else None,
+            reason=decision.reason,
+            detected_at=detected_at or self.store.clock(),
+        )
+        run = self.store.create_run(
+            locks=self._locks(env, plan.target),
+            actor=requester,
+            incident_id=incident.id,
+            environment=plan.environment,
+            target=plan.target,
+            point=plan.point,
+            plan=plan.as_json(),
+            plan_hash=plan.hash,
+            requester=requester,
+            approvals_required=env.approvals_required,
+            expires_at=self.store.clock() + timedelta(minutes=env.approval_ttl_minutes),
+            force=force,
+            break_glass=break_glass,
+            review_required=break_glass,
+            memory={"notes": list(plan.notes)},
+        )
+        if break_glass:
+            run = self.store.transition(
+                run,
+                to="approved",
+                kind="run.break_glass",
+                actor=requester,
+                detail={"review_required": True, "confirmation": BREAK_GLASS_PHRASE},
+                approved_at=self.store.clock(),
+            )
+        return incident, run
+
+    def _check_break_glass(self, env: Environment, env_name: str, confirmation: str | None) -> None:
+        if not env.break_glass:
+            raise Refused(f"break-glass is not allowed in {env_name}; ask an approver")
+        if confirmation != BREAK_GLASS_PHRASE:
+            raise Refused(f"break-glass needs the confirmation typed exactly: {BREAK_GLASS_PHRASE}")
+
+    def _locks(self, env: Environment, target: str) -> list[str]:
+        """Lock the target, and for a full-system rollback each of its members too."""
+        params = env.targets[target]
+        members = params.targets if isinstance(params, FullParams) else []
+        return [target, *members]
+
+    # approving ----------------------------------------------------------------
+
+    def is_approver(self, env: Environment, user: str, user_groups: frozenset[str]) -> bool:
+        """Return whether `user` is a configured approver, directly or through a group."""
+        return user in env.approvers.users or bool(user_groups & set(env.approvers.groups))
+
+    def approve(
+        self,
+        run_id: str,
+        *,
+        user: str,
+        user_groups: frozenset[str] = frozenset(),
+        current_plan_hash: str | None = None,
+    ) -> ApprovalOutcome:
+        """Count `user`'s approval; start the run when enough distinct approvers agreed."""
+        for _ in range(10):
+            run = self._run(run_id)
+            env = self.config.environment(run.environment)
+            self._check_approval(run, env, user=user, user_groups=user_groups)
+            if current_plan_hash is not None and current_plan_hash != run.plan_hash:
+                raise Refused(
+                    "the plan changed since it was requested (a newer revision or backup "
+                    "appeared); this approval would not be for what will run. "
+                    "Cancel and request the rollback again."
+                )
+            since = self._approval_window_start(env)
+            try:
+                fresh, count = self.store.record_approval(
+                    run, approver=user, since=since, to_state="approved"
+                )
+            except IntegrityError:
+                raise Refused("you already approved this rollback; nothing changed") from None
+            except Conflict:
+                continue
+            started = fresh.state == "approved"
+            need = fresh.approvals_required - count
+            message = (
+                "approved; the rollback starts now"
+                if started
+                else f"approval recorded; {need} more approver(s) needed"
+            )
+            return ApprovalOutcome(run=fresh, approvals=count, started=started, message=message)
+        raise Refused("the rollback kept changing while approving; try again")
+
+    def _check_approval(
+        self, run: Run, env: Environment, *, user: str, user_groups: frozenset[str]
+    ) -> None:
+        if run.state != "requested":
+            raise Refused(self._not_pending(run))
+        if self.store.clock() >= run.expires_at:
+            self._expire(run)
+            raise Refused("this approval request has expired; request the rollback again")
+        if user == run.requester:
+            raise Refused("you requested this rollback; a second person must approve it")
+        if not self.is_approver(env, user, user_groups):
+            raise Refused(f"you are not an approver for {run.environment}")
+
+    def _approval_window_start(self, env: Environment) -> datetime:
+        return self.store.clock() - timedelta(minutes=env.approval_ttl_minutes)
+
+    def _not_pending(self, run: Run) -> str:
+        if run.state in ("approved", "running", "succeeded", "failed"):
+            who = ", ".join(a for a, _ in self.approvals(run)) or "break-glass"
+            return f"this rollback was already approved ({who}); it is {run.state}"
+        return f"this rollback is {run.state}; nothing to approve"
+
+    def approvals(self, run: Run) -> list[tuple[str, datetime]]:
+        """Return the approvals that count for the run's plan."""
+        env = self.config.environment(run.environment)
+        since = (run.approved_at or self.store.clock()) - timedelta(
+            minutes=env.approval_ttl_minutes
+        )
+        return self.store.approvers(run, since=since)
+
+    # rejecting, cancelling, expiring ------------------------------------------
+
+    def reject(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset(), reason: str = ""
+    ) -> Run:
+        """Reject a requested run (an approver, not the requester)."""
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if run.state != "requested":
+            raise Refused(self._not_pending(run))
+        if not self.is_approver(env, user, user_groups) or user == run.requester:
+            raise Refused(
+                "only an approver other than the requester can reject; "
+                "the requester can cancel instead"
+            )
+        return self._move(run, to="rejected", actor=user, detail={"reason": reason})
+
+    def cancel(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
+        """Cancel a run that has not started (the requester or an approver)."""
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if run.state not in _ALLOWED["cancelled"]:
+            raise Refused(f"this rollback is {run.state}; it can no longer be cancelled")
+        if user != run.requester and not self.is_approver(env, user, user_groups):
+            raise Refused("only the requester or an approver can cancel")
+        return self._move(run, to="cancelled", actor=user)
+
+    def expire_due(self) -> list[Run]:
+        """Expire every requested run past its time-to-live."""
+        expired = []
+        for run in self.store.due_for_expiry():
+            try:
+                expired.append(self._expire(run))
+            except Conflict:
+                continue
+        return expired
+
+    def _expire(self, run: Run) -> Run:
+        return self.store.transition(run, to="expired", kind="run.expired", actor=None)
+
+    # running (called by the runner) --------------------------------------------
+
+    def start(self, run: Run) -> Run:
+        """Mark the run running (first start or resume after a crash)."""
+        fields: dict[str, Any] = {}
+        if run.started_at is None:
+            fields["started_at"] = self.store.clock()
+        kind = "run.started" if run.state == "approved" else "run.resumed"
+        return self._move(run, to="running", actor=None, kind=kind, **fields)
+
+    def finish(self, run: Run, *, ok: bool, outcome: str, needs_manual: bool = False) -> Run:
+        """Mark the run succeeded or failed, releasing the target."""
+        to = "succeeded" if ok else "failed"
+        return self._move(
+            run,
+            to=to,
+            actor=None,
+            detail={"outcome": outcome, "needs_manual": needs_manual},
+            outcome=outcome,
+            needs_manual=needs_manual,
+            finished_at=self.store.clock(),
+        )
+
+    # helpers ------------------------------------------------------------------
+
+    def _run(self, run_id: str) -> Run:
+        run = self.store.run(run_id)
+        if run is None:
+            raise Refused(f"no rollback run {run_id}")
+        return run
+
+    def _move(
+        self,
+        run: Run,
+        *,
+        to: str,
+        actor: str | None,
+        kind: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Run:
+        if run.state not in _ALLOWED[to]:
+            raise Refused(f"a {run.state} rollback cannot become {to}")
+        try:
+            return self.store.transition(
+                run, to=to, kind=kind or f"run.{to}", actor=actor, detail=detail, **fields
+            )
+        except Conflict:
+            fresh = self._run(run.id)
+            raise Refused(f"the rollback changed meanwhile; it is now {fresh.state}") from None
+
+    def active_for(self, env: str, target: str) -> list[Run]:
+        """Return the active runs of a target."""
+        return self.store.runs(environment=env, target=target, states=ACTIVE_STATES)

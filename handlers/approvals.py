@@ -1,0 +1,178 @@
+"""Approve, Reject and Cancel buttons, and the people's ticks on the verification checklist.
+
+The click is acked at once. Who the user is comes from Slack's signed
+payload; which approver groups they are in is asked of Slack
+(`usergroups.users.list`) and cached for a minute. Before an approval counts,
+the plan is rebuilt from the live systems and its hash compared with the one
+requested: an approval is for one exact plan. A refusal is an ephemeral
+message to the person who clicked, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from actions.base import ActionError
+from bot.config import Environment
+from bot.models import Run
+from bot.verification import TICK
+from bot.workflow import Refused
+from handlers.deps import Deps
+from handlers.ids import Action
+from handlers.thread import IncidentThread
+
+log = logging.getLogger(__name__)
+GROUP_CACHE_SECONDS = 60.0
+
+
+class Approvals:
+    """Turns button clicks into workflow calls and thread updates."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.thread = IncidentThread(deps)
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def groups_of(self, env: Environment, user: str) -> frozenset[str]:
+        """Return the configured approver groups `user` belongs to."""
+        found = set()
+        for group in env.approvers.groups:
+            members = self._members(group)
+            if user in members:
+                found.add(group)
+        return frozenset(found)
+
+    def _members(self, group: str) -> frozenset[str]:
+        now = time.monotonic()
+        hit = self._groups.get(group)
+        if hit and now - hit[0] < GROUP_CACHE_SECONDS:
+            return hit[1]
+        users = frozenset(self.deps.client.usergroups_users_list(usergroup=group)["users"])
+        self._groups[group] = (now, users)
+        return users
+
+    def current_hash(self, run: Run) -> str:
+        """Rebuild the run's plan from the live systems and return its hash."""
+        env = self.deps.config.environment(run.environment)
+        plan = self.deps.planner.build(
+            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
+        )
+        return plan.hash
+
+    def approve(self, run_id: str, user: str) -> str | None:
+        """Count an approval; return a refusal to show the user, or None."""
+        run = self.deps.store.run(run_id)
+        if run is None:
+            return "this rollback no longer exists"
+        env = self.deps.config.environment(run.environment)
+        try:
+            current = self.current_hash(run) if run.state == "requested" else None
+            outcome = self.deps.workflow.approve(
+                run_id, user=user, user_groups=self.groups_of(env, user), current_plan_hash=current
+            )
+        except Refused as exc:
+            self.thread.refresh(run_id)
+            return str(exc)
+        except ActionError as exc:
+            return f"the plan can no longer be built, so it cannot be approved: {exc}"
+        self.thread.refresh(run_id)
+        if outcome.started:
+            self.deps.wake_runner.set()
+        return None
+
+    def reject(self, run_id: str, user: str) -> str | None:
+        """Reject; return a refusal or None."""
+        return self._simple(run_id, user, "reject")
+
+    def cancel(self, run_id: str, user: str) -> str | None:
+        """Cancel; return a refusal or None."""
+        return self._simple(run_id, user, "cancel")
+
+    def _simple(self, run_id: str, user: str, verb: str) -> str | None:
+        run = self.deps.store.run(run_id)
+        if run is None:
+            return "this rollback no longer exists"
+        env = self.deps.config.environment(run.environment)
+        groups = self.groups_of(env, user)
+        try:
+            if verb == "reject":
+                self.deps.workflow.reject(run_id, user=user, user_groups=groups)
+            else:
+                self.deps.workflow.cancel(run_id, user=user, user_groups=groups)
+        except Refused as exc:
+            return str(exc)
+        self.thread.refresh(run_id)
+        return None
+
+    def tick(self, run_id: str, user: str, selected: set[str]) -> None:
+        """Record who ticked or unticked which checklist items, then re-render the list."""
+        run = self.deps.store.run(run_id)
+        if run is None:
+            return
+        events = self.deps.store.events(run.incident_id)
+        before: set[str] = set()
+        for event in events:
+            if event.kind == TICK:
+                key = str(event.detail.get("item"))
+                (before.add if event.detail.get("checked") else before.discard)(key)
+        for key in sorted(selected ^ before):
+            self.deps.store.add_event(
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind=TICK,
+                actor=user,
+                detail={"item": key, "checked": key in selected},
+            )
+        self.thread.post_checklist(run)
+
+
+def _run_of_message(deps: Deps, body: dict[str, Any]) -> str | None:
+    channel = body.get("channel", {}).get("id")
+    ts = body.get("container", {}).get("message_ts")
+    for run in deps.store.runs(limit=200):
+        if run.slack.get("channel") == channel and ts in (
+            run.slack.get("checklist_ts"),
+            run.slack.get("plan_ts"),
+        ):
+            return run.id
+    return None
+
+
+def register(app: App, deps: Deps) -> None:
+    """Listen for the thread's buttons and checkboxes."""
+    approvals = Approvals(deps)
+    verbs = {
+        Action.APPROVE: approvals.approve,
+        Action.REJECT: approvals.reject,
+        Action.CANCEL: approvals.cancel,
+    }
+
+    for action_id, verb in verbs.items():
+
+        @app.action(action_id)
+        def clicked(
+            ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient, verb=verb
+        ) -> None:
+            ack()
+            refusal = verb(action["value"], body["user"]["id"])
+            if refusal is not None:
+                client.chat_postEphemeral(
+                    channel=body["channel"]["id"],
+                    user=body["user"]["id"],
+                    thread_ts=body.get("container", {}).get("thread_ts"),
+                    text=f":warning: {refusal[0].upper()}{refusal[1:]}.",
+                )
+
+    @app.action(Action.VERIFY)
+    def ticked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        run_id = _run_of_message(deps, body)
+        if run_id is None:
+            return
+        selected = {o["value"] for o in action.get("selected_options") or []}
+        approvals.tick(run_id, body["user"]["id"], selected)

@@ -1,0 +1,308 @@
+"""Pure builders for the incident thread: domain objects in, slack_sdk models out.
+
+One builder per message a person sees: the incident card, the plan with its
+Approve / Reject / Cancel buttons, the progress message, a step's output, the
+post-rollback checklist, and the replies to /rollback status, history and
+help. No I/O here; the handlers fetch, these render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    CheckboxesElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+)
+
+from bot.config import Approvers
+from bot.decision import Recommendation
+from bot.models import Incident, Run
+from bot.store import StepView
+from bot.verification import VerifyItem
+from handlers import text as t
+from handlers.ids import Action
+from handlers.ids import Block as BlockId
+
+STATE_ICONS = {
+    "pending": ":white_large_square:",
+    "running": ":hourglass_flowing_sand:",
+    "succeeded": ":white_check_mark:",
+    "skipped": ":fast_forward:",
+    "failed": ":x:",
+    "not run": ":no_entry_sign:",
+}
+RUN_TITLES = {
+    "requested": ":hourglass: Awaiting approval",
+    "approved": ":white_check_mark: Approved, starting",
+    "running": ":arrows_counterclockwise: Rolling back",
+    "succeeded": ":large_green_circle: Rolled back",
+    "failed": ":red_circle: Failed: manual intervention required",
+    "rejected": ":no_entry: Rejected",
+    "cancelled": ":heavy_minus_sign: Cancelled",
+    "expired": ":alarm_clock: Approval expired",
+}
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=_md(text))
+
+
+def _context(*lines: str) -> ContextBlock:
+    return ContextBlock(elements=[_md(line) for line in lines[:10]])
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the card and plan message say about a run's people."""
+
+    approvals: list[tuple[str, datetime]]
+    rejected_by: str | None = None
+    cancelled_by: str | None = None
+
+
+def _status_line(run: Run, facts: RunFacts) -> str:
+    line = RUN_TITLES[run.state]
+    if facts.approvals:
+        who = ", ".join(f"{t.user(u)} at {t.clock(at)}" for u, at in facts.approvals)
+        line += f" · Approved by {who}"
+    if run.break_glass:
+        line += " · :rotating_light: break-glass, mandatory review"
+    if run.state == "rejected" and facts.rejected_by:
+        line += f" by {t.user(facts.rejected_by)}"
+    if run.state == "cancelled" and facts.cancelled_by:
+        line += f" by {t.user(facts.cancelled_by)}"
+    if run.state == "requested":
+        line += f" (expires {t.clock(run.expires_at)})"
+    return line
+
+
+def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[Block]:
+    """The parent message of the incident thread."""
+    recommendation = (
+        Recommendation(incident.recommendation).label if incident.recommendation else "—"
+    )
+    blocks: list[Block] = [
+        HeaderBlock(
+            text=t.cut(
+                f"{incident.id} · {incident.severity.capitalize()} · "
+                f"{incident.target} in {incident.environment}",
+                t.HEADER_LIMIT,
+            )
+        ),
+        _section(
+            f"*Opened by* {t.user(incident.opened_by)} · *Recommendation:* {recommendation}\n"
+            f"{incident.reason}"
+        ),
+    ]
+    if incident.summary:
+        blocks.append(_section(f"*Impact:* {incident.summary}"))
+    if run is not None:
+        blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
+        if run.outcome:
+            blocks.append(_context(run.outcome))
+    return blocks
+
+
+def card_text(incident: Incident, run: Run | None) -> str:
+    """Notification text of the card."""
+    state = run.state if run else "open"
+    return f"{incident.id}: rollback of {incident.target} in {incident.environment} ({state})"
+
+
+def _plan_lines(plan: list[dict[str, Any]]) -> str:
+    lines = []
+    for step in plan:
+        flag = " _(always runs)_" if step["always"] else ""
+        lines.append(f"{step['position'] + 1}. `{step['phase']}` {step['description']}{flag}")
+    return "\n".join(lines)
+
+
+def mention_approvers(approvers: Approvers) -> str:
+    """Mention every configured approver and group."""
+    return " ".join([t.user(u) for u in approvers.users] + [t.group(g) for g in approvers.groups])
+
+
+def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
+    """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
+    point = f" to `{run.point}`" if run.point else ""
+    blocks: list[Block] = [
+        _section(f"*Rollback plan* for *{run.target}* in *{run.environment}*{point}"),
+        _section(_plan_lines(run.plan)),
+    ]
+    notes = run.memory.get("notes") or []
+    if notes:
+        blocks.append(_section("*Notes*\n" + "\n".join(f"• {n}" for n in notes)))
+    if run.force:
+        blocks.append(_context(":warning: forced: missing rollback scripts overridden"))
+    count = len(facts.approvals)
+    blocks.append(
+        _context(
+            f"Approvals {count}/{run.approvals_required} · requested by {t.user(run.requester)}"
+            f" · plan `{run.plan_hash[:12]}`"
+        )
+    )
+    if run.state == "requested":
+        blocks.append(_section(f"Approvers: {mention_approvers(approvers)}"))
+        blocks.append(approval_buttons(run))
+    else:
+        blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
+    return blocks
+
+
+def approval_buttons(run: Run) -> ActionsBlock:
+    """Approve (with a confirm dialog), Reject and Cancel."""
+    confirm = ConfirmObject(
+        title="Approve this rollback?",
+        text=t.cut(
+            f"{run.target} in {run.environment} will be rolled back now, "
+            f"{len(run.plan)} steps as listed.",
+            300,
+        ),
+        confirm="Approve and run",
+        deny="Not yet",
+    )
+    return ActionsBlock(
+        block_id=BlockId.APPROVAL,
+        elements=[
+            ButtonElement(
+                text="Approve",
+                action_id=Action.APPROVE,
+                value=run.id,
+                style="primary",
+                confirm=confirm,
+            ),
+            ButtonElement(text="Reject", action_id=Action.REJECT, value=run.id, style="danger"),
+            ButtonElement(text="Cancel", action_id=Action.CANCEL, value=run.id),
+        ],
+    )
+
+
+def progress_message(run: Run, records: list[StepView]) -> list[Block]:
+    """One line per step: icon, name, state, duration; edited in place as steps run."""
+    by_position = {r.position: r for r in records}
+    finished = run.state in ("succeeded", "failed")
+    lines = []
+    for step in run.plan:
+        record = by_position.get(step["position"])
+        state = record.state if record else ("not run" if finished else "pending")
+        took = t.seconds(record.started_at, record.finished_at) if record else ""
+        summary = f" — {record.summary}" if record and record.summary else ""
+        lines.append(
+            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{step['name']}* "
+            f"{state}{f' ({took})' if took else ''}{summary}"
+        )
+    done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
+    blocks: list[Block] = [
+        _section(f"*Progress* · {RUN_TITLES[run.state]} · {done}/{len(run.plan)} steps"),
+        _section("\n".join(lines)),
+    ]
+    if run.state == "failed":
+        blocks.append(_section(f":rotating_light: *Manual intervention required.* {run.outcome}"))
+    return blocks
+
+
+def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bool]:
+    """A step's output as a thread reply; True when it was cut and needs a file."""
+    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {step['name']}*"
+    body = record.output or record.summary
+    rendered, was_cut = t.code(body, t.SECTION_LIMIT - 100)
+    return [_section(header), _section(rendered)], was_cut
+
+
+def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
+    """The procedures' verification checklist: the bot's ticks with evidence, boxes for people."""
+    auto = [i for i in items if i.automatic]
+    people = [i for i in items if not i.automatic]
+    blocks: list[Block] = [_section("*Post-rollback verification*")]
+    for item in auto:
+        icon = ":white_check_mark:" if item.ok else ":x:"
+        blocks.append(_section(f"{icon} {item.label}\n_{item.evidence}_"))
+    if people:
+        options = [Option(value=i.key, text=t.cut(i.label, t.LABEL_LIMIT)) for i in people]
+        ticked = [o for o, i in zip(options, people, strict=True) if i.ticked_by]
+        box = CheckboxesElement(
+            action_id=Action.VERIFY, options=options, initial_options=ticked or None
+        )
+        blocks.append(
+            SectionBlock(block_id=BlockId.VERIFY, text=_md("*For people to check*"), accessory=box)
+        )
+        done = [f"{i.label.split(':')[0]} ✔ {t.user(i.ticked_by)}" for i in people if i.ticked_by]
+        if done:
+            blocks.append(_context(*done))
+    return blocks
+
+
+def run_line(run: Run, approvals: list[tuple[str, datetime]]) -> str:
+    """One line of /rollback status or history."""
+    who = ", ".join(t.user(u) for u, _ in approvals) or ("break-glass" if run.break_glass else "—")
+    took = ""
+    if run.started_at and run.finished_at:
+        took = f" in {t.seconds(run.started_at, run.finished_at)}"
+    return (
+        f"*{run.incident_id}* {run.target}/{run.environment} · {run.state}{took} · "
+        f"requested by {t.user(run.requester)} · approved by {who} · "
+        f"{run.created_at:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def lines_message(title: str, lines: list[str]) -> list[Block]:
+    """A title and lines, split over sections so no text passes Slack's limit."""
+    blocks: list[Block] = [_section(f"*{title}*")]
+    chunk: list[str] = []
+    for line in lines or ["nothing to show"]:
+        if sum(len(c) + 1 for c in chunk) + len(line) > t.SECTION_LIMIT - 10:
+            blocks.append(_section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    blocks.append(_section("\n".join(chunk)))
+    return blocks[: t.MESSAGE_BLOCKS]
+
+
+USAGE = (
+    "*Usage*\n"
+    "`/rollback <target> <env> [to <revision|timestamp|backup>]` opens the rollback form\n"
+    "`/rollback status [INC-…]` shows active rollbacks, or one incident\n"
+    "`/rollback history <target> <env>` lists past rollbacks\n"
+    "`/rollback help` shows this"
+)
+
+
+def help_message(targets: dict[str, list[str]]) -> list[Block]:
+    """Usage and the configured targets."""
+    known = [f"`{env}`: {', '.join(f'`{n}`' for n in names)}" for env, names in targets.items()]
+    return [_section(USAGE), _section("*Targets*\n" + "\n".join(known))]
+
+
+def refusal(message: str, *, usage: bool = False) -> list[Block]:
+    """An ephemeral explanation; with the usage when the command itself was wrong."""
+    blocks: list[Block] = [_section(f":warning: {message}")]
+    if usage:
+        blocks.append(_section(USAGE))
+    return blocks
+
+
+def home_view_blocks(active: list[tuple[Run, str | None]]) -> list[Block]:
+    """App Home: active incidents and runs with links to their threads."""
+    blocks: list[Block] = [HeaderBlock(text="Rollbacks in progress"), DividerBlock()]
+    if not active:
+        blocks.append(_section("No active rollbacks."))
+    for run, link in active[:40]:
+        thread = f" · <{link}|open thread>" if link else ""
+        blocks.append(_section(f"{run_line(run, [])}{thread}"))
+    return blocks

@@ -1,0 +1,171 @@
+"""`/rollback`: the grammar and its dispatch.
+
+    /rollback <target> <env> [to <revision|timestamp|backup>]
+    /rollback status [INC-…]
+    /rollback history <target> <env>
+    /rollback help
+
+Parsing is a pure function so every malformed command is tested without
+Slack; anything it cannot parse is answered with what was wrong and the
+usage, ephemerally, never a stack trace. Opening the modal acks first and
+opens a "Loading…" view with the trigger id at once; the rollback points and
+checks, which talk to the target system, fill it in afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.config import UnknownTarget
+from bot.store import ACTIVE_STATES
+from handlers import blocks
+from handlers.deps import Deps
+from handlers.ids import ModalMeta
+from handlers.modal_blocks import message_view
+from handlers.modals import ModalService
+
+log = logging.getLogger(__name__)
+_INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
+
+
+class CommandError(ValueError):
+    """The command text is not in the grammar; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class Status:
+    incident_id: str | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    target: str
+    environment: str
+
+
+@dataclass(frozen=True)
+class Rollback:
+    target: str
+    environment: str
+    point: str | None = None
+
+
+Command = Help | Status | History | Rollback
+
+
+def parse(text: str) -> Command:
+    """Parse the text after `/rollback`, or raise CommandError."""
+    words = text.split()
+    if not words or words == ["help"]:
+        return Help()
+    head, rest = words[0].lower(), words[1:]
+    if head == "status":
+        if len(rest) > 1:
+            raise CommandError("`status` takes at most one incident id")
+        if rest and not _INCIDENT.match(rest[0]):
+            raise CommandError(f"`{rest[0]}` is not an incident id (INC-YYYYMMDD-HHMMSS)")
+        return Status(rest[0] if rest else None)
+    if head == "history":
+        if len(rest) != 2:
+            raise CommandError("`history` needs a target and an environment")
+        return History(target=rest[0].lower(), environment=rest[1].lower())
+    if head == "help":
+        raise CommandError("`help` takes no arguments")
+    if not rest:
+        raise CommandError(f"`{words[0]}` needs an environment: `/rollback {words[0]} <env>`")
+    target, environment, tail = head, rest[0].lower(), rest[1:]
+    if not tail:
+        return Rollback(target=target, environment=environment)
+    if tail[0].lower() != "to" or len(tail) < 2:
+        raise CommandError(f"expected `to <revision|timestamp|backup>` after `{environment}`")
+    return Rollback(target=target, environment=environment, point=" ".join(tail[1:]))
+
+
+def register(app: App, deps: Deps) -> None:
+    """Listen for /rollback."""
+    modals = ModalService(deps)
+
+    @app.command("/rollback")
+    def rollback(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+        try:
+            parsed = parse(command.get("text", ""))
+        except CommandError as exc:
+            ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
+            return
+        if isinstance(parsed, Rollback):
+            _open_modal(ack, command, client, parsed, deps, modals)
+            return
+        ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
+
+
+def _answer(parsed: Command, deps: Deps) -> list[Any]:
+    if isinstance(parsed, Help):
+        targets = {n: list(e.targets) for n, e in deps.config.environments.items()}
+        return blocks.help_message(targets)
+    if isinstance(parsed, Status):
+        return _status(parsed, deps)
+    assert isinstance(parsed, History)
+    try:
+        deps.config.target(parsed.environment, parsed.target)
+    except UnknownTarget as exc:
+        return blocks.refusal(str(exc), usage=True)
+    runs = deps.store.runs(environment=parsed.environment, target=parsed.target, limit=20)
+    lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+    return blocks.lines_message(
+        f"Rollback history of {parsed.target} in {parsed.environment}", lines
+    )
+
+
+def _status(parsed: Status, deps: Deps) -> list[Any]:
+    if parsed.incident_id is None:
+        runs = deps.store.runs(states=ACTIVE_STATES)
+        lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+        return blocks.lines_message("Active rollbacks", lines)
+    incident = deps.store.incident(parsed.incident_id)
+    if incident is None:
+        return blocks.refusal(f"no incident {parsed.incident_id}")
+    runs = deps.store.runs(incident_id=incident.id)
+    lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+    lines += [f"Outcome: {r.outcome}" for r in runs if r.outcome]
+    return blocks.lines_message(
+        f"{incident.id}: {incident.target} in {incident.environment}", lines
+    )
+
+
+def _open_modal(
+    ack: Ack,
+    command: dict[str, Any],
+    client: WebClient,
+    parsed: Rollback,
+    deps: Deps,
+    modals: ModalService,
+) -> None:
+    try:
+        deps.config.target(parsed.environment, parsed.target)
+    except UnknownTarget as exc:
+        ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
+        return
+    ack()
+    meta = ModalMeta(
+        environment=parsed.environment,
+        target=parsed.target,
+        requester=command["user_id"],
+        channel_id=command["channel_id"],
+        point_hint=parsed.point,
+    )
+    opened = client.views_open(
+        trigger_id=command["trigger_id"],
+        view=message_view(meta, "Roll back", f"Loading rollback points for *{parsed.target}*…"),
+    )
+    modals.fill(view_id=opened["view"]["id"], meta=meta)

@@ -1,0 +1,27 @@
+"""What every handler module is given by `register(app, deps)`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from slack_sdk import WebClient
+
+from bot.config import RollbackConfig
+from bot.plans import Planner
+from bot.store import Store
+from bot.verification import MetricsReader
+from bot.workflow import Workflow
+
+
+@dataclass
+class Deps:
+    """The bot's services, built once by the composition root."""
+
+    config: RollbackConfig
+    store: Store
+    workflow: Workflow
+    planner: Planner
+    client: WebClient
+    metrics_reader: MetricsReader
+    wake_runner: threading.Event = field(default_factory=threading.Event)

@@ -1,0 +1,32 @@
+"""App Home: the active incidents and runs, with links to their threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.models.views import View
+
+from bot.store import ACTIVE_STATES
+from handlers import blocks
+from handlers.deps import Deps
+
+
+def thread_link(slack: dict[str, Any]) -> str | None:
+    """Return the permalink of a run's thread, built from channel and ts."""
+    if not slack.get("channel") or not slack.get("thread_ts"):
+        return None
+    return f"https://slack.com/archives/{slack['channel']}/p{slack['thread_ts'].replace('.', '')}"
+
+
+def register(app: App, deps: Deps) -> None:
+    """Publish the home tab when a user opens it."""
+
+    @app.event("app_home_opened")
+    def opened(event: dict[str, Any], client: WebClient) -> None:
+        runs = deps.store.runs(states=ACTIVE_STATES)
+        view = View(
+            type="home", blocks=blocks.home_view_blocks([(r, thread_link(r.slack)) for r in runs])
+        )
+        client.views_publish(user_id=event["user"], view=view)

@@ -1,0 +1,248 @@
+"""Pure builders for the rollback modal: the decision matrix, rollback point and checklist.
+
+The modal is rebuilt from the same inputs every time an answer changes, so
+the recommendation shown is always the one `bot.decision` computes for the
+answers on screen. Block and action ids come from `handlers.ids`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from slack_sdk.models.blocks import (
+    Block,
+    CheckboxesElement,
+    ContextBlock,
+    DividerBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    RadioButtonsElement,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.views import View
+
+from actions.base import Check, RollbackPoint
+from bot.decision import SEVERITY_TABLE, Answers, Decision, Severity, question
+from handlers import text as t
+from handlers.ids import QUESTION_BLOCKS, Action, Callback, ModalMeta
+from handlers.ids import Block as BlockId
+
+PERSON_CHECKS = (
+    ("notified", "Stakeholders notified of the planned rollback"),
+    ("reviewed", "Rollback point reviewed with the team"),
+)
+RECOMMENDATION_ICONS = {
+    "immediate_rollback": ":red_circle:",
+    "rollback_recommended": ":large_orange_circle:",
+    "fix_forward": ":large_green_circle:",
+    "monitor_and_fix_forward": ":large_blue_circle:",
+}
+YES, NO = "yes", "no"
+
+
+@dataclass(frozen=True)
+class ModalContent:
+    """Everything the modal shows."""
+
+    meta: ModalMeta
+    target_line: str
+    points: list[RollbackPoint]
+    selected: str | None
+    checks: list[Check]
+    decision: Decision
+    answers: Answers = field(default_factory=Answers)
+    severity: Severity | None = None
+    summary: str = ""
+    ticked: frozenset[str] = frozenset()
+    options: frozenset[str] = frozenset()
+    break_glass_allowed: bool = False
+    force_allowed: bool = False
+    automatic_steps: list[str] = field(default_factory=list)
+    problem: str | None = None
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))
+
+
+def _option(value: str, label: str) -> Option:
+    return Option(value=value, text=t.cut(label, t.LABEL_LIMIT))
+
+
+def rollback_modal(content: ModalContent) -> View:
+    """The whole modal."""
+    meta = content.meta
+    blocks: list[Block] = [
+        SectionBlock(text=_md(f"*{meta.target}* in *{meta.environment}*: {content.target_line}")),
+    ]
+    if content.problem:
+        blocks.append(SectionBlock(text=_md(f":warning: {content.problem}")))
+    if content.points:
+        blocks.append(_point_input(content))
+    blocks += [DividerBlock(), _severity_input(content)]
+    blocks += _question_inputs(content)
+    blocks.append(recommendation_block(content.decision, content.severity))
+    blocks += [DividerBlock(), *_checklist(content)]
+    blocks.append(
+        InputBlock(
+            block_id=BlockId.SUMMARY,
+            label="What is happening? (user impact)",
+            optional=True,
+            element=PlainTextInputElement(
+                action_id=Action.SUMMARY,
+                multiline=True,
+                max_length=2000,
+                initial_value=content.summary or None,
+            ),
+        )
+    )
+    blocks += _option_inputs(content)
+    return View(
+        type="modal",
+        callback_id=Callback.ROLLBACK_MODAL,
+        title="Roll back",
+        submit="Request rollback",
+        close="Cancel",
+        private_metadata=meta.dump(),
+        blocks=blocks[: t.MODAL_BLOCKS],
+    )
+
+
+def _point_input(content: ModalContent) -> InputBlock:
+    options = [
+        _option(p.ref, f"{p.label}{' (current)' if p.is_current else ''}")
+        for p in content.points[:100]
+    ]
+    initial = next((o for o in options if o.value == content.selected), None)
+    return InputBlock(
+        block_id=BlockId.POINT,
+        label="Roll back to",
+        element=StaticSelectElement(
+            action_id=Action.POINT,
+            options=options,
+            initial_option=initial,
+            placeholder="Choose a rollback point",
+        ),
+        dispatch_action=True,
+    )
+
+
+def _severity_input(content: ModalContent) -> InputBlock:
+    options = [
+        _option(s.value, f"{s.value.capitalize()} — {row.response_time}: {row.description}")
+        for s, row in SEVERITY_TABLE.items()
+    ]
+    initial = next((o for o in options if o.value == content.severity), None)
+    return InputBlock(
+        block_id=BlockId.SEVERITY,
+        label="Severity",
+        element=RadioButtonsElement(
+            action_id=Action.SEVERITY, options=options, initial_option=initial
+        ),
+        dispatch_action=True,
+    )
+
+
+def _question_inputs(content: ModalContent) -> list[Block]:
+    blocks: list[Block] = []
+    for name, (block_id, action_id) in QUESTION_BLOCKS.items():
+        value = getattr(content.answers, name)
+        options = [_option(YES, "Yes"), _option(NO, "No")]
+        initial = None if value is None else options[0 if value else 1]
+        blocks.append(
+            InputBlock(
+                block_id=block_id,
+                label=question(name),
+                optional=name not in content.decision.missing and value is None,
+                element=RadioButtonsElement(
+                    action_id=action_id, options=options, initial_option=initial
+                ),
+                dispatch_action=True,
+            )
+        )
+    return blocks
+
+
+def recommendation_block(decision: Decision, severity: Severity | None) -> SectionBlock:
+    """The live recommendation and the severity's response time."""
+    if decision.recommendation is None:
+        text = f":grey_question: *Recommendation pending.* {decision.reason}"
+    else:
+        icon = RECOMMENDATION_ICONS[decision.recommendation.value]
+        text = f"{icon} *{decision.recommendation.label}.* {decision.reason}"
+    if severity is not None:
+        row = SEVERITY_TABLE[severity]
+        text += f"\n*{severity.value.capitalize()}*: respond within {row.response_time.lower()}"
+        text += f"; the table says: {row.decision.lower()}."
+    return SectionBlock(block_id=BlockId.RECOMMENDATION, text=_md(text))
+
+
+def _checklist(content: ModalContent) -> list[Block]:
+    lines = [
+        f"{':white_check_mark:' if c.ok else ':x:'} {c.name}{f' — {c.detail}' if c.detail else ''}"
+        for c in content.checks
+    ]
+    lines += [f":robot_face: {step}" for step in content.automatic_steps]
+    blocks: list[Block] = [
+        SectionBlock(text=_md("*Pre-rollback checklist*")),
+        ContextBlock(elements=[_md("\n".join(lines) or "no automatic checks")]),
+    ]
+    options = [_option(key, label) for key, label in PERSON_CHECKS]
+    initial = [o for o in options if o.value in content.ticked] or None
+    blocks.append(
+        InputBlock(
+            block_id=BlockId.PERSON_CHECKS,
+            label="Checked by you",
+            optional=True,
+            element=CheckboxesElement(
+                action_id=Action.PERSON_CHECKS, options=options, initial_options=initial
+            ),
+        )
+    )
+    return blocks
+
+
+def _option_inputs(content: ModalContent) -> list[Block]:
+    options = []
+    if content.force_allowed:
+        options.append(_option("force", "Force: run even where a rollback script is missing"))
+    if content.break_glass_allowed:
+        options.append(_option("break_glass", "Break-glass: run without a second approver"))
+    if not options:
+        return []
+    initial = [o for o in options if o.value in content.options] or None
+    blocks: list[Block] = [
+        InputBlock(
+            block_id=BlockId.OPTIONS,
+            label="Emergency options",
+            optional=True,
+            element=CheckboxesElement(
+                action_id=Action.OPTIONS, options=options, initial_options=initial
+            ),
+        )
+    ]
+    if content.break_glass_allowed:
+        blocks.append(
+            InputBlock(
+                block_id=BlockId.CONFIRM,
+                label="For break-glass, type EMERGENCY",
+                optional=True,
+                element=PlainTextInputElement(action_id=Action.CONFIRM, max_length=20),
+            )
+        )
+    return blocks
+
+
+def message_view(meta: ModalMeta, title: str, body: str) -> View:
+    """A modal that only says something (Loading…, Creating incident…, an error)."""
+    return View(
+        type="modal",
+        callback_id=Callback.ROLLBACK_MODAL,
+        title=t.cut(title, 24),
+        close="Close",
+        private_metadata=meta.dump(),
+        blocks=[SectionBlock(text=_md(body))],
+    )

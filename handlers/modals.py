@@ -1,0 +1,285 @@
+"""The rollback modal: fill it, update the recommendation live, take the submission.
+
+Every change of an answer re-renders the whole modal from the view's state
+with `views.update` (guarded by the view's hash, so a stale update loses to a
+newer one). The target's rollback points and machine checks are cached for a
+minute per (environment, target, point), so clicking through the questions
+does not query Kubernetes or pg_restore on every click.
+
+Submission validates what it can within Slack's 3 seconds and answers with
+field errors; otherwise it swaps the modal to "Creating incident…", builds the
+plan, opens the incident and its thread, and says in the modal where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from actions.base import ActionError, Check, RollbackPoint
+from bot.config import FullParams, describe_target
+from bot.decision import Answers, Severity, decide
+from bot.plans import default_point
+from bot.store import TargetBusy
+from bot.workflow import BREAK_GLASS_PHRASE, Refused
+from handlers.deps import Deps
+from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
+from handlers.modal_blocks import ModalContent, message_view, rollback_modal
+from handlers.thread import IncidentThread
+
+log = logging.getLogger(__name__)
+CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class FormState:
+    """What the person has entered so far."""
+
+    point: str | None = None
+    severity: Severity | None = None
+    answers: Answers = field(default_factory=Answers)
+    summary: str = ""
+    ticked: frozenset[str] = frozenset()
+    options: frozenset[str] = frozenset()
+    confirmation: str = ""
+
+
+def read_state(values: dict[str, dict[str, dict[str, Any]]]) -> FormState:
+    """Turn a view's state.values into a FormState."""
+
+    def get(block: str, action: str) -> dict[str, Any]:
+        return values.get(block, {}).get(action, {})
+
+    def selected(block: str, action: str) -> str | None:
+        option = get(block, action).get("selected_option")
+        return option["value"] if option else None
+
+    def many(block: str, action: str) -> frozenset[str]:
+        return frozenset(o["value"] for o in get(block, action).get("selected_options") or [])
+
+    answers = {
+        name: None if (v := selected(block, action)) is None else v == "yes"
+        for name, (block, action) in QUESTION_BLOCKS.items()
+    }
+    severity = selected(Block.SEVERITY, Action.SEVERITY)
+    return FormState(
+        point=selected(Block.POINT, Action.POINT),
+        severity=Severity(severity) if severity else None,
+        answers=Answers(**answers),
+        summary=get(Block.SUMMARY, Action.SUMMARY).get("value") or "",
+        ticked=many(Block.PERSON_CHECKS, Action.PERSON_CHECKS),
+        options=many(Block.OPTIONS, Action.OPTIONS),
+        confirmation=(get(Block.CONFIRM, Action.CONFIRM).get("value") or "").strip(),
+    )
+
+
+def resolve_point(points: list[RollbackPoint], hint: str | None) -> str | None:
+    """Match `to <x>` against the points: exact ref, ref tail, label start, else pass it on."""
+    if not hint:
+        chosen = default_point(points)
+        return chosen.ref if chosen else None
+    for point in points:
+        tail = point.ref.split(":", 1)[-1]
+        if hint in (point.ref, tail, tail.rsplit("/", 1)[-1]) or point.label.startswith(hint):
+            return point.ref
+    return hint
+
+
+class ModalService:
+    """Builds and updates the modal; takes its submission."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
+
+    def _cached(self, key: tuple[str, str, str | None], compute: Any) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        value = compute()
+        self._cache[key] = (now, value)
+        return value
+
+    def content(self, meta: ModalMeta, form: FormState | None) -> ModalContent:
+        """Compute what the modal shows for `form` (None: first open)."""
+        env = self.deps.config.environment(meta.environment)
+        params = env.targets[meta.target]
+        problem = None
+        points: list[RollbackPoint] = []
+        try:
+            points = self._cached(
+                (meta.environment, meta.target, None),
+                lambda: self.deps.planner.points(env, meta.target),
+            )
+        except (ActionError, OSError) as exc:
+            problem = f"Could not list rollback points: {exc}"
+        selected = form.point if form and form.point else resolve_point(points, meta.point_hint)
+        if selected and points and selected not in {p.ref for p in points}:
+            points = [*points, RollbackPoint(ref=selected, label=selected)]
+        checks = self._checks(meta, selected)
+        holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
+        if holder:
+            checks = [*checks, Check("Target not locked by another incident", False, holder)]
+        else:
+            checks = [*checks, Check("Target not locked by another incident", True)]
+        form = form or FormState()
+        return ModalContent(
+            meta=meta,
+            target_line=describe_target(params),
+            points=points,
+            selected=selected,
+            checks=checks,
+            decision=decide(form.answers),
+            answers=form.answers,
+            severity=form.severity,
+            summary=form.summary,
+            ticked=form.ticked,
+            options=form.options,
+            break_glass_allowed=env.break_glass,
+            force_allowed=_has_kind(env, meta.target, "database"),
+            automatic_steps=_automatic_steps(env, meta.target),
+            problem=problem,
+        )
+
+    def _checks(self, meta: ModalMeta, point: str | None) -> list[Check]:
+        env = self.deps.config.environment(meta.environment)
+        try:
+            checks: list[Check] = self._cached(
+                (meta.environment, meta.target, point),
+                lambda: self.deps.planner.checks(env, meta.target, point),
+            )
+            return checks
+        except (ActionError, OSError) as exc:
+            return [Check("Pre-rollback checks", False, str(exc))]
+
+    def fill(self, *, view_id: str, meta: ModalMeta) -> None:
+        """Replace the Loading… view with the real modal."""
+        self.deps.client.views_update(
+            view_id=view_id, view=rollback_modal(self.content(meta, None))
+        )
+
+    def on_change(self, body: dict[str, Any], client: WebClient) -> None:
+        """Re-render the modal after an answer changed."""
+        view = body["view"]
+        meta = ModalMeta.load(view["private_metadata"])
+        form = read_state(view["state"]["values"])
+        try:
+            client.views_update(
+                view_id=view["id"], hash=view["hash"], view=rollback_modal(self.content(meta, form))
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") != "hash_conflict":
+                raise
+
+    def validate(self, meta: ModalMeta, form: FormState) -> dict[str, str]:
+        """Return field errors by block id; empty when the form can be submitted."""
+        errors: dict[str, str] = {}
+        if form.severity is None:
+            errors[Block.SEVERITY] = "Choose a severity."
+        for name in decide(form.answers).missing:
+            errors[QUESTION_BLOCKS[name][0]] = "Answer this question to get a recommendation."
+        if "break_glass" in form.options and form.confirmation != BREAK_GLASS_PHRASE:
+            errors[Block.CONFIRM] = f"Type {BREAK_GLASS_PHRASE} to run without a second approver."
+        holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
+        if holder:
+            errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
+        return errors
+
+    def submit(self, *, meta: ModalMeta, form: FormState, view_id: str, user: str) -> None:
+        """Build the plan, open the incident and its thread; say the result in the modal."""
+        env = self.deps.config.environment(meta.environment)
+        try:
+            plan = self.deps.planner.build(
+                env_name=meta.environment,
+                env=env,
+                target=meta.target,
+                point=form.point,
+                force="force" in form.options,
+            )
+            incident, run = self.deps.workflow.request(
+                plan=plan,
+                requester=user,
+                severity=form.severity or Severity.HIGH,
+                answers=form.answers,
+                summary=form.summary,
+                force="force" in form.options,
+                break_glass="break_glass" in form.options,
+                confirmation=form.confirmation,
+            )
+        except (ActionError, TargetBusy, Refused, OSError) as exc:
+            self._say(meta, view_id, "Not requested", f":warning: Nothing was requested: {exc}")
+            return
+        for item in sorted(form.ticked):
+            self.deps.store.add_event(
+                incident_id=incident.id, kind="prerollback.check", actor=user, detail={"item": item}
+            )
+        run = IncidentThread(self.deps).open(incident, run)
+        link = _permalink(run.slack["channel"], run.slack["thread_ts"])
+        state = (
+            "break-glass: approved, starting now"
+            if run.state == "approved"
+            else "waiting for a second person to approve"
+        )
+        self._say(meta, view_id, "Incident created", f"*{incident.id}* opened: {state}.\n{link}")
+        if run.state == "approved":
+            self.deps.wake_runner.set()
+
+    def _say(self, meta: ModalMeta, view_id: str, title: str, body: str) -> None:
+        self.deps.client.views_update(view_id=view_id, view=message_view(meta, title, body))
+
+
+def _permalink(channel: str, ts: str) -> str:
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
+def _has_kind(env: Any, target: str, kind: str) -> bool:
+    params = env.targets[target]
+    names = params.targets if isinstance(params, FullParams) else [target]
+    return any(env.targets[n].kind == kind for n in names)
+
+
+def _automatic_steps(env: Any, target: str) -> list[str]:
+    steps = []
+    if env.maintenance is not None:
+        steps.append("The bot puts the system in maintenance mode and takes it out after")
+    params = env.targets[target]
+    names = params.targets if isinstance(params, FullParams) else [target]
+    if any(getattr(env.targets[n], "workers", None) for n in names):
+        steps.append("The bot stops background workers and restarts them after")
+    if _has_kind(env, target, "database"):
+        steps.append("The bot backs up the current database first and verifies the backup")
+    return steps
+
+
+def register(app: App, deps: Deps) -> None:
+    """Listen for answer changes and the submission."""
+    service = ModalService(deps)
+    live = [Action.POINT, Action.SEVERITY, *(a for _, a in QUESTION_BLOCKS.values())]
+
+    for action_id in live:
+
+        @app.action(action_id)
+        def changed(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+            ack()
+            service.on_change(body, client)
+
+    @app.view(Callback.ROLLBACK_MODAL)
+    def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = ModalMeta.load(view["private_metadata"])
+        form = read_state(view["state"]["values"])
+        errors = service.validate(meta, form)
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        ack(
+            response_action="update",
+            view=message_view(meta, "Creating incident", "Creating incident… one moment."),
+        )
+        service.submit(meta=meta, form=form, view_id=view["id"], user=body["user"]["id"])

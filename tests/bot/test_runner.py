@@ -1,0 +1,239 @@
+"""The runner: durable step execution, failure handling, leases and resuming after a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import RollbackConfig
+from bot.decision import Answers, Severity
+from bot.models import Run
+from bot.plans import Planner
+from bot.runner import Runner
+from bot.store import StepView, Store
+from bot.workflow import Workflow
+from tests.bot.conftest import ALICE, BOB
+from tests.fakes.targets import script_log, write_script
+
+ROOT = Path(__file__).parents[2]
+
+
+class Recorder:
+    """A Progress that writes down what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def run_started(self, run: Run, *, resumed: bool) -> None:
+        self.calls.append(("run_started", resumed))
+
+    def step_started(self, run: Run, step: dict[str, Any]) -> None:
+        self.calls.append(("step_started", step["name"]))
+
+    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
+        self.calls.append(("step_output", line))
+
+    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+        self.calls.append(("step_finished", (step["name"], record.state)))
+
+    def run_finished(self, run: Run) -> None:
+        self.calls.append(("run_finished", run.state))
+
+    def run_expired(self, run: Run) -> None:
+        self.calls.append(("run_expired", run.id))
+
+
+def approved_run(workflow: Workflow, planner: Planner) -> Run:
+    env = workflow.config.environment("prod")
+    plan = planner.build(env_name="prod", env=env, target="app", point="1")
+    _, run = workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    return workflow.approve(run.id, user=BOB).run
+
+
+def make_runner(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, **kw: Any
+) -> tuple[Runner, Recorder]:
+    progress = Recorder()
+    runner = Runner(
+        store=store,
+        workflow=workflow,
+        config=config,
+        planner=planner,
+        progress=progress,
+        sleep=lambda s: None,
+        **kw,
+    )
+    return runner, progress
+
+
+def states(store: Store, run_id: str) -> list[tuple[str, str]]:
+    return [(s.name, s.state) for s in store.steps(run_id)]
+
+
+def test_approved_run_executes_every_step_in_order_and_succeeds(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    run = approved_run(workflow, planner)
+    runner, progress = make_runner(store, workflow, config, planner)
+    assert runner.run_pending() == [run.id]
+    assert script_log(script) == ["stop_workers", "undo", "status", "start_workers"]
+    assert states(store, run.id) == [
+        ("stop_workers", "succeeded"),
+        ("undo", "succeeded"),
+        ("status", "succeeded"),
+        ("start_workers", "succeeded"),
+    ]
+    final = store.run(run.id)
+    assert final is not None and final.state == "succeeded" and final.finished_at is not None
+    assert progress.calls[0] == ("run_started", False)
+    assert progress.calls[-1] == ("run_finished", "succeeded")
+    assert ("step_output", "undo attempt 1: ok") in progress.calls
+
+
+def test_a_run_is_executed_only_once(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    approved_run(workflow, planner)
+    runner, _ = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    assert runner.run_pending() == []
+    assert script_log(script).count("undo") == 1
+
+
+def test_failed_step_stops_the_plan_but_always_steps_still_run(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    write_script(script, undo=["permanent"])
+    run = approved_run(workflow, planner)
+    runner, progress = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    assert script_log(script) == ["stop_workers", "undo", "start_workers"]
+    final = store.run(run.id)
+    assert final is not None and final.state == "failed" and final.needs_manual
+    assert "step 2 (undo) failed: undo broke" in final.outcome
+    assert "Manual intervention required" in final.outcome
+    assert "Not run: status: scripted step" in final.outcome
+    assert ("step_finished", ("undo", "failed")) in progress.calls
+
+
+def test_temporary_errors_are_retried_within_the_steps_deadline(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    write_script(script, undo=["temporary", "temporary", "ok"])
+    run = approved_run(workflow, planner)
+    runner, _ = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    undo = store.steps(run.id)[1]
+    assert undo.state == "succeeded"
+    assert script_log(script).count("undo") == 3
+
+
+def test_temporary_errors_past_the_deadline_fail_the_step(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    write_script(script, undo=["temporary"], _timeout=0.2)
+    run = approved_run(workflow, planner)
+    runner, _ = make_runner(store, workflow, config, planner, sleep=time.sleep)
+    runner.run_pending()
+    final = store.run(run.id)
+    assert final is not None and final.state == "failed"
+    assert "gave up: step deadline reached" in final.outcome
+
+
+def test_plan_that_changed_after_approval_is_not_run(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    run = approved_run(workflow, planner)
+    write_script(script, _label="a newer revision appeared")
+    runner, _ = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    final = store.run(run.id)
+    assert final is not None and final.state == "failed"
+    assert "plan changed after it was approved" in final.outcome
+    assert script_log(script) == []
+
+
+def test_a_run_leased_by_another_runner_is_left_alone(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    run = approved_run(workflow, planner)
+    assert store.claim(run.id, owner="other-process", seconds=60)
+    runner, _ = make_runner(store, workflow, config, planner)
+    assert runner.run_pending() == []
+    assert runner.execute(run.id) is False
+    assert script_log(script) == []
+
+
+def test_step_memory_is_saved_with_the_run(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner
+) -> None:
+    run = approved_run(workflow, planner)
+    runner, _ = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    final = store.run(run.id)
+    assert final is not None and final.memory["undo.done"] == 1
+
+
+def crash_mid_step(url: str, script: Path, run_id: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.crash_runner", url, str(script), run_id],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "undo" not in script_log(script):
+            assert child.poll() is None, "the child runner exited before the step"
+            assert time.monotonic() < deadline, "the child runner never reached the step"
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    time.sleep(1.2)  # the child's one-second lease runs out
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_run_of_a_killed_process_resumes_a_step_that_is_safe_to_repeat(
+    database_url: str, store: Store, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    live = Store(store.engine)
+    workflow = Workflow(store=live, config=config)
+    write_script(script, undo=["hang", "ok"])
+    run = approved_run(workflow, planner)
+    crash_mid_step(database_url, script, run.id)
+    assert live.run(run.id).state == "running"  # type: ignore[union-attr]
+    runner, progress = make_runner(live, workflow, config, planner)
+    assert runner.run_pending() == [run.id]
+    final = live.run(run.id)
+    assert final is not None and final.state == "succeeded"
+    assert progress.calls[0] == ("run_started", True)
+    assert script_log(script) == ["stop_workers", "undo", "undo", "status", "start_workers"]
+    assert final.memory["stop_workers.done"] == 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_run_of_a_killed_process_needs_a_person_when_the_step_is_not_safe_to_repeat(
+    database_url: str, store: Store, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    live = Store(store.engine)
+    workflow = Workflow(store=live, config=config)
+    write_script(script, undo=["hang", "ok"], _not_idempotent=["undo"])
+    run = approved_run(workflow, planner)
+    crash_mid_step(database_url, script, run.id)
+    runner, _ = make_runner(live, workflow, config, planner)
+    runner.run_pending()
+    final = live.run(run.id)
+    assert final is not None and final.state == "failed" and final.needs_manual
+    assert "interrupted by a crash and is not safe to repeat" in final.outcome
+    assert "Not run: status: scripted step" in final.outcome
+    assert script_log(script) == ["stop_workers", "undo", "start_workers"]

@@ -1,0 +1,59 @@
+"""The store: schema upgrades, the out-of-date refusal, ids and events (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from bot.__main__ import main
+from bot.store import SchemaOutOfDate, Store, make_engine, require_current_schema, upgrade
+
+
+def test_bot_refuses_an_empty_database_and_names_the_fix(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with pytest.raises(SchemaOutOfDate, match=r"no schema.*run `rollback-bot db upgrade` first"):
+        require_current_schema(engine)
+
+
+def test_bot_refuses_an_older_schema_revision(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(SchemaOutOfDate, match="schema revision 0000"):
+        require_current_schema(engine)
+
+
+def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None:
+    engine = make_engine(database_url)
+    first = upgrade(engine)
+    assert upgrade(engine) == first
+    require_current_schema(engine)
+
+
+def test_db_upgrade_command_creates_the_schema(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["db", "upgrade"]) == 0
+    assert "schema at revision" in capsys.readouterr().out
+    require_current_schema(make_engine(database_url))
+
+
+def test_events_are_kept_in_the_order_they_happened(store: Store) -> None:
+    incident = store.create_incident(
+        environment="prod", target="app", severity="high", source="slack", opened_by="UA1"
+    )
+    for kind in ("a", "b", "c"):
+        store.add_event(incident_id=incident.id, kind=kind)
+    assert [e.kind for e in store.events(incident.id)] == ["incident.opened", "a", "b", "c"]
+
+
+def test_timestamps_come_back_in_utc(store: Store) -> None:
+    incident = store.create_incident(
+        environment="prod", target="app", severity="high", source="slack", opened_by="UA1"
+    )
+    fetched = store.incident(incident.id)
+    assert fetched is not None
+    assert fetched.created_at == store.clock()
+    assert fetched.created_at.utcoffset() is not None

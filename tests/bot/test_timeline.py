@@ -1,0 +1,59 @@
+"""The timeline and the RCA template are filled from what the bot recorded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.decision import Answers, Severity
+from bot.plans import Planner
+from bot.runner import NullProgress, Runner
+from bot.store import Store
+from bot.timeline import duration, moments, rca_template
+from bot.workflow import Workflow
+from tests.bot.conftest import ALICE, BOB, Clock
+
+
+def test_rca_template_has_summary_and_timeline_from_the_audit_log(
+    store: Store, workflow: Workflow, planner: Planner, clock: Clock
+) -> None:
+    env = workflow.config.environment("prod")
+    plan = planner.build(env_name="prod", env=env, target="app", point="1")
+    detected = clock.now - timedelta(minutes=4)
+    incident, run = workflow.request(
+        plan=plan,
+        requester=ALICE,
+        severity=Severity.HIGH,
+        answers=Answers(functional=False, data_at_risk=False, severe_impact=True),
+        summary="Calls drop after 10 seconds",
+        detected_at=detected,
+    )
+    clock.advance(minutes=2)
+    workflow.approve(run.id, user=BOB)
+    clock.advance(seconds=5)
+    Runner(
+        store=store,
+        workflow=workflow,
+        config=workflow.config,
+        planner=planner,
+        progress=NullProgress(),
+    ).run_pending()
+    events = store.events(incident.id)
+    runs = store.runs(incident_id=incident.id)
+    text = rca_template(incident, runs, events)
+    assert f"- **Incident ID**: {incident.id}" in text
+    assert "- **Impact**: Calls drop after 10 seconds" in text
+    assert "- **Duration**: 6m 05s" in text
+    assert "- **Rollback Time**: 0s" in text
+    labels = [m.label for m in moments(incident, events)]
+    assert labels[0] == "Issue first detected"
+    assert "Rollback decision made: rollback requested by <@UALICE0001>" in labels
+    assert "Rollback approved by <@UBOB000001>" in labels
+    assert labels.index("Rollback initiated") < labels.index("Rollback completed")
+    assert "## Root Cause" in text and "## Action Items" in text
+
+
+def test_durations_read_like_people_write_them() -> None:
+    assert duration(timedelta(seconds=42)) == "42s"
+    assert duration(timedelta(minutes=3, seconds=5)) == "3m 05s"
+    assert duration(timedelta(hours=1, minutes=2)) == "1h 02m"
+    assert duration(None) == "n/a"

@@ -1,0 +1,117 @@
+"""A target whose steps do what a test scripts, for the workflow and runner tests.
+
+Each step reads its behaviour from a JSON file shared by every process that
+builds the same plan, so a runner in a child process (killed mid-step) and the
+one that resumes it run the same script.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actions.base import (
+    Check,
+    PermanentError,
+    PlanningError,
+    RollbackPoint,
+    StepContext,
+    StepResult,
+    TargetPlan,
+    TemporaryError,
+)
+
+
+@dataclass
+class ScriptedStep:
+    """A step that follows `script[name]`: a list of outcomes, one per attempt."""
+
+    name: str
+    script_file: Path
+    idempotent: bool = True
+    timeout: float = 5.0
+    label: str = ""
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.label or 'scripted step'}"
+
+    def run(self, ctx: StepContext) -> StepResult:
+        script = json.loads(self.script_file.read_text())
+        outcomes: list[Any] = script.get(self.name, ["ok"])
+        log: list[str] = script.setdefault("_log", [])
+        attempt = sum(1 for entry in log if entry == self.name)
+        log.append(self.name)
+        self.script_file.write_text(json.dumps(script))
+        outcome = outcomes[min(attempt, len(outcomes) - 1)]
+        ctx.emit(f"{self.name} attempt {attempt + 1}: {outcome}")
+        if outcome == "temporary":
+            raise TemporaryError("not yet", delay=0.01)
+        if outcome == "permanent":
+            raise PermanentError(f"{self.name} broke")
+        if outcome == "hang":
+            ctx.memory[f"{self.name}.hanging"] = True
+            time.sleep(60)
+        if outcome == "skip":
+            return StepResult(summary="already there", skipped=True)
+        ctx.memory[f"{self.name}.done"] = attempt + 1
+        return StepResult(summary=f"{self.name} done", output=f"{self.name} output")
+
+
+class ScriptedTarget:
+    """A Target whose plan is prepare/rollback/verify/resume scripted steps."""
+
+    def __init__(self, script_file: Path, *, label: str = "") -> None:
+        self.script_file = script_file
+        self.label = label
+
+    def _script(self) -> dict[str, Any]:
+        return json.loads(self.script_file.read_text())
+
+    def points(self) -> list[RollbackPoint]:
+        return [
+            RollbackPoint(ref="2", label="rev 2", is_current=True),
+            RollbackPoint(ref="1", label="rev 1"),
+        ]
+
+    def checks(self, ref: str | None) -> list[Check]:
+        return [Check(name="previous revision exists", ok=ref in (None, "1"))]
+
+    def plan(self, ref: str | None, *, force: bool = False) -> TargetPlan:
+        if ref not in (None, "1"):
+            raise PlanningError(f"unable to find specified revision {ref} in history")
+        script = self._script()
+        label = script.get("_label", self.label)
+        unsafe = set(script.get("_not_idempotent", []))
+
+        timeout = float(script.get("_timeout", 5.0))
+
+        def step(name: str) -> ScriptedStep:
+            return ScriptedStep(
+                name,
+                self.script_file,
+                idempotent=name not in unsafe,
+                timeout=timeout,
+                label=label,
+            )
+
+        return TargetPlan(
+            prepare=[step("stop_workers")],
+            rollback=[step("undo")],
+            verify=[step("status")],
+            resume=[step("start_workers")],
+            notes=["scripted"] if force else [],
+        )
+
+
+def write_script(path: Path, **outcomes: Any) -> Path:
+    """Write a step script: `undo=["temporary", "ok"]`, `_not_idempotent=["undo"]`."""
+    path.write_text(json.dumps(outcomes))
+    return path
+
+
+def script_log(path: Path) -> list[str]:
+    """Return the names of the steps run so far, in order, one per attempt."""
+    return list(json.loads(path.read_text()).get("_log", []))
