@@ -57,7 +57,6 @@ def build_client(settings: Settings) -> WebClient:
 def create_app(settings: Settings, deps: Deps) -> App:
     """Build the Bolt app and register every handler module."""
     app = App(
-        token=settings.slack_bot_token.get_secret_value(),
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         client=deps.client,
         process_before_response=False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -143,6 +144,23 @@ def _run_of_message(deps: Deps, body: dict[str, Any]) -> str | None:
     return None
 
 
+def _button(verb: Callable[[str, str], str | None]) -> Callable[..., None]:
+    """A listener that acks, applies `verb` and explains a refusal to the clicker."""
+
+    def clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        refusal = verb(action["value"], body["user"]["id"])
+        if refusal is not None:
+            client.chat_postEphemeral(
+                channel=body["channel"]["id"],
+                user=body["user"]["id"],
+                thread_ts=body.get("container", {}).get("thread_ts"),
+                text=f":warning: {refusal[0].upper()}{refusal[1:]}.",
+            )
+
+    return clicked
+
+
 def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
     approvals = Approvals(deps)
@@ -153,20 +171,7 @@ def register(app: App, deps: Deps) -> None:
     }
 
     for action_id, verb in verbs.items():
-
-        @app.action(action_id)
-        def clicked(
-            ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient, verb=verb
-        ) -> None:
-            ack()
-            refusal = verb(action["value"], body["user"]["id"])
-            if refusal is not None:
-                client.chat_postEphemeral(
-                    channel=body["channel"]["id"],
-                    user=body["user"]["id"],
-                    thread_ts=body.get("container", {}).get("thread_ts"),
-                    text=f":warning: {refusal[0].upper()}{refusal[1:]}.",
-                )
+        app.action(action_id)(_button(verb))
 
     @app.action(Action.VERIFY)
     def ticked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:

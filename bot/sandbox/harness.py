@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from actions.http import read_metrics
 from bot.app import BotProcess
 from bot.config import RollbackConfig
@@ -52,8 +54,8 @@ class Sandbox:
                 f"incidents-{index}", channel_id=env.incident_channel, members=list(self.people)
             )
         self.settings = Settings(
-            slack_bot_token=self.slack.token,
-            slack_signing_secret=secrets.token_hex(16),
+            slack_bot_token=SecretStr(self.slack.token),
+            slack_signing_secret=SecretStr(secrets.token_hex(16)),
             slack_api_url=self.slack.url,
             database_url=f"sqlite:///{self.workdir / 'rollback-bot.db'}",
             runner_poll_seconds=self.runner_poll_seconds,

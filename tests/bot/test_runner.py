@@ -63,14 +63,9 @@ def make_runner(
     store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, **kw: Any
 ) -> tuple[Runner, Recorder]:
     progress = Recorder()
+    kw.setdefault("sleep", lambda s: None)
     runner = Runner(
-        store=store,
-        workflow=workflow,
-        config=config,
-        planner=planner,
-        progress=progress,
-        sleep=lambda s: None,
-        **kw,
+        store=store, workflow=workflow, config=config, planner=planner, progress=progress, **kw
     )
     return runner, progress
 

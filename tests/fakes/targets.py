@@ -54,6 +54,8 @@ class ScriptedStep:
         if outcome == "hang":
             ctx.memory[f"{self.name}.hanging"] = True
             time.sleep(60)
+        if outcome == "long":
+            return StepResult(summary="long output", output="x" * 6000)
         if outcome == "skip":
             return StepResult(summary="already there", skipped=True)
         ctx.memory[f"{self.name}.done"] = attempt + 1

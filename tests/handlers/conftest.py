@@ -1,0 +1,108 @@
+"""The real Bolt app over HTTP, fake Slack, a scripted target: the Slack side end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import parse_config
+from bot.plans import Planner
+from bot.sandbox.harness import Sandbox
+from bot.sandbox.platform import Person
+from bot.sandbox.slack import Message
+from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
+from tests.fakes.targets import ScriptedTarget, write_script
+from tests.fakes.waiting import wait_for
+
+DAVE = "UDAVE00001"
+CHANNEL = "C0INCIDENT"
+PEOPLE = {ALICE: "alice", BOB: "bob", CAROL: "carol", MALLORY: "mallory", DAVE: "dave"}
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    return write_script(tmp_path / "script.json")
+
+
+@pytest.fixture
+def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox]]:
+    started: list[Sandbox] = []
+
+    def make(**prod: Any) -> Sandbox:
+        config = parse_config(config_dict(**prod), path=Path("test.yml"))
+        sandbox = Sandbox(
+            config=config,
+            workdir=tmp_path,
+            people=PEOPLE,
+            planner=Planner(factory=lambda params: ScriptedTarget(script)),
+            groups={"SDBAS00001": [DAVE]},
+            runner_poll_seconds=0.1,
+        )
+        started.append(sandbox.start())
+        return sandbox
+
+    yield make
+    for sandbox in started:
+        sandbox.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    return make_sandbox()
+
+
+ANSWERS = {
+    "severity": "high",
+    "q_functional": "no",
+    "q_data_at_risk": "no",
+    "q_severe_impact": "yes",
+}
+
+
+def request_rollback(
+    sandbox: Sandbox, person: Person, text: str = "app prod", answers: dict[str, Any] | None = None
+) -> Message:
+    """Type the command, answer the modal, submit; return the plan message in the thread."""
+    assert person.slash(text).status_code == 200
+    view_id = person.opened_view()
+    wait_for(
+        lambda: sandbox.slack.view(view_id).callback_id and _has_block(sandbox, view_id),
+        what="the modal to fill",
+    )
+    for block_id, value in (answers or ANSWERS).items():
+        assert person.choose(view_id, block_id, value).status_code == 200
+    response = person.submit(view_id)
+    assert response.status_code == 200, response.text
+    assert response.json()["response_action"] == "update"
+    return wait_for(lambda: plan_message(sandbox), what="the plan message")
+
+
+def _has_block(sandbox: Sandbox, view_id: str) -> bool:
+    return any(b.get("block_id") == "severity" for b in sandbox.slack.view(view_id).view["blocks"])
+
+
+def card(sandbox: Sandbox) -> Message:
+    return next(m for m in sandbox.slack.messages(CHANNEL) if m.thread_ts is None and m.blocks)
+
+
+def plan_message(sandbox: Sandbox) -> Message | None:
+    return next(
+        (m for m in sandbox.slack.messages(CHANNEL) if m.text.startswith("Rollback plan")), None
+    )
+
+
+def text_of(message: Message) -> str:
+    """All text of a message's blocks, as a person reads it."""
+    parts = [message.text]
+    for block in message.blocks:
+        for key in ("text",):
+            if isinstance(block.get(key), dict):
+                parts.append(block[key]["text"])
+        for element in block.get("elements") or []:
+            if isinstance(element, dict) and isinstance(element.get("text"), (str, dict)):
+                text = element["text"]
+                parts.append(text["text"] if isinstance(text, dict) else text)
+    return "\n".join(parts)

@@ -1,0 +1,245 @@
+"""A rollback from /rollback to the RCA template, through the real Bolt app over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.sandbox.harness import Sandbox
+from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.targets import script_log, write_script
+from tests.fakes.waiting import wait_for
+from tests.handlers.conftest import CHANNEL, DAVE, card, request_rollback, text_of
+
+
+def run_state(sandbox: Sandbox) -> str:
+    runs = sandbox.process.deps.store.runs()
+    return runs[0].state if runs else "none"
+
+
+def ephemeral_to(sandbox: Sandbox, user: str) -> list[str]:
+    return [e.text for e in sandbox.slack.ephemerals(CHANNEL) if e.user == user]
+
+
+def test_modal_opens_with_the_previous_revision_and_the_recommendation_updates_live(
+    sandbox: Sandbox,
+) -> None:
+    alice = sandbox.person(ALICE)
+    assert alice.slash("app prod").status_code == 200
+    view_id = alice.opened_view()
+    view = wait_for(lambda: (v := sandbox.slack.view(view_id)).updates and v.view, what="the modal")
+    point = next(b for b in view["blocks"] if b.get("block_id") == "point")
+    assert point["element"]["initial_option"]["value"] == "1"
+    alice.choose(view_id, "severity", "critical")
+    alice.choose(view_id, "q_functional", "no")
+    alice.choose(view_id, "q_data_at_risk", "yes")
+    recommendation = next(
+        b
+        for b in sandbox.slack.view(view_id).view["blocks"]
+        if b.get("block_id") == "recommendation"
+    )
+    assert "Immediate rollback" in recommendation["text"]["text"]
+    assert "respond within immediate" in recommendation["text"]["text"]
+
+
+def test_submission_with_unanswered_questions_gets_field_errors_and_creates_nothing(
+    sandbox: Sandbox,
+) -> None:
+    alice = sandbox.person(ALICE)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    wait_for(lambda: sandbox.slack.view(view_id).updates, what="the modal")
+    alice.choose(view_id, "q_functional", "no")
+    response = alice.submit(view_id)
+    body = response.json()
+    assert body["response_action"] == "errors"
+    assert set(body["errors"]) == {"severity", "q_data_at_risk"}
+    assert sandbox.process.deps.store.runs() == []
+
+
+def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: Path) -> None:
+    alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
+    plan = request_rollback(sandbox, alice)
+    plan_text = text_of(plan)
+    assert "1. `prepare` stop_workers" in plan_text
+    assert f"<@{BOB}>" in plan_text and "<!subteam^SDBAS00001>" in plan_text
+    approve = next(b for b in plan.blocks if b.get("block_id") == "approval_buttons")
+    assert approve["elements"][0]["confirm"]["confirm"]["text"] == "Approve and run"
+    assert "Awaiting approval" in text_of(card(sandbox))
+
+    alice.click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: ephemeral_to(sandbox, ALICE), what="the refusal")
+    assert "a second person must approve" in ephemeral_to(sandbox, ALICE)[0]
+    assert run_state(sandbox) == "requested"
+
+    bob.click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: run_state(sandbox) == "succeeded", what="the run to succeed")
+    assert script_log(script) == ["stop_workers", "undo", "status", "start_workers"]
+    wait_for(lambda: sandbox.slack.files(), what="the RCA template")
+
+    card_text = text_of(card(sandbox))
+    assert f"Approved by <@{BOB}>" in card_text and "Rolled back" in card_text
+    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+    progress = next(m for m in thread if m.text.startswith("Rollback progress"))
+    assert progress.edits >= 8
+    assert ":white_check_mark: 2. *undo* succeeded" in text_of(progress)
+    checklist = next(m for m in thread if m.text == "Post-rollback verification checklist")
+    assert "User Authentication" in str(checklist.blocks)
+    (rca,) = sandbox.slack.files()
+    assert rca.name.endswith("-rca.md")
+    assert "- **Incident ID**: INC-" in rca.text
+    assert "Rollback approved by <@UBOB000001>" in rca.text
+    assert rca.thread_ts == card(sandbox).ts
+
+
+def test_non_approver_is_refused_and_nothing_changes(sandbox: Sandbox) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(MALLORY).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: ephemeral_to(sandbox, MALLORY), what="the refusal")
+    assert "not an approver for prod" in ephemeral_to(sandbox, MALLORY)[0]
+    assert run_state(sandbox) == "requested"
+
+
+def test_approver_through_a_user_group_can_approve(sandbox: Sandbox) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(DAVE).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: run_state(sandbox) == "succeeded", what="the run")
+
+
+def test_double_approval_runs_the_plan_once(sandbox: Sandbox, script: Path) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    bob = sandbox.person(BOB)
+    bob.click(CHANNEL, plan.ts, "approve_run")
+    bob.click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: run_state(sandbox) == "succeeded", what="the run")
+    wait_for(lambda: ephemeral_to(sandbox, BOB), what="the second click's answer")
+    assert "already approved" in ephemeral_to(sandbox, BOB)[0]
+    assert script_log(script).count("undo") == 1
+
+
+def test_reject_updates_the_card_and_frees_the_target(sandbox: Sandbox) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "reject_run")
+    wait_for(lambda: "Rejected" in text_of(card(sandbox)), what="the card to say rejected")
+    assert f"by <@{BOB}>" in text_of(card(sandbox))
+    assert run_state(sandbox) == "rejected"
+
+
+def test_requester_can_cancel(sandbox: Sandbox) -> None:
+    alice = sandbox.person(ALICE)
+    plan = request_rollback(sandbox, alice)
+    alice.click(CHANNEL, plan.ts, "cancel_run")
+    wait_for(lambda: "Cancelled" in text_of(card(sandbox)), what="the card to say cancelled")
+
+
+def test_failed_step_says_manual_intervention_and_what_did_not_run(
+    sandbox: Sandbox, script: Path
+) -> None:
+    write_script(script, undo=["permanent"])
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: run_state(sandbox) == "failed", what="the run to fail")
+    wait_for(lambda: sandbox.slack.files(), what="the RCA template")
+    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+    progress = next(m for m in thread if m.text.startswith("Rollback progress"))
+    text = text_of(progress)
+    assert "Manual intervention required" in text
+    assert ":no_entry_sign: 3. *status* not run" in text
+    assert "Failed: manual intervention required" in text_of(card(sandbox))
+
+
+def test_long_step_output_is_cut_and_attached_as_a_file(sandbox: Sandbox, script: Path) -> None:
+    write_script(script, status=["long"])
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: len(sandbox.slack.files()) >= 2, what="the output file and the template")
+    output = next(f for f in sandbox.slack.files() if "step3-status" in f.name)
+    assert len(output.text) == 6000
+    reply = next(
+        m
+        for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+        if m.text.startswith("Step 3 (status)")
+    )
+    assert "cut; full text attached" in text_of(reply)
+
+
+def test_rate_limited_slack_calls_are_retried(sandbox: Sandbox) -> None:
+    sandbox.slack.fail_next("chat.postMessage", status=429, retry_after=0, times=1)
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    assert plan is not None
+    statuses = [c.status for c in sandbox.slack.calls_to("chat.postMessage")]
+    assert statuses[0] == 429 and 200 in statuses
+
+
+def test_break_glass_runs_without_a_second_person_and_is_marked_for_review(
+    sandbox: Sandbox,
+) -> None:
+    answers = {
+        "severity": "critical",
+        "q_functional": "no",
+        "q_data_at_risk": "yes",
+        "options": ["break_glass"],
+        "confirm_text": "EMERGENCY",
+    }
+    request_rollback(sandbox, sandbox.person(ALICE), answers=answers)
+    wait_for(lambda: run_state(sandbox) == "succeeded", what="the run")
+    assert "break-glass, mandatory review" in text_of(card(sandbox))
+
+
+def test_expired_approval_is_marked_in_the_thread(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(approval_ttl_minutes=0.005)
+    request_rollback(sandbox, sandbox.person(ALICE))
+    wait_for(lambda: run_state(sandbox) == "expired", what="the request to expire")
+    wait_for(lambda: "Approval expired" in text_of(card(sandbox)), what="the card")
+    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+    assert any("approval request expired" in m.text for m in thread)
+
+
+def test_dedicated_channel_per_incident_invites_requester_and_approvers(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(dedicated_channel=True)
+    alice = sandbox.person(ALICE)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    wait_for(lambda: sandbox.slack.view(view_id).updates, what="the modal")
+    for block_id, value in {
+        "severity": "high",
+        "q_functional": "no",
+        "q_data_at_risk": "yes",
+    }.items():
+        alice.choose(view_id, block_id, value)
+    alice.submit(view_id)
+    channel = wait_for(
+        lambda: next((c for c in sandbox.slack.channels() if c.name.startswith("inc-")), None),
+        what="the incident channel",
+    )
+    assert channel.name.endswith("-app")
+    invited = {i.user for i in sandbox.slack.invites() if i.channel == channel.id}
+    assert {ALICE, BOB} <= invited
+    link = wait_for(
+        lambda: [m for m in sandbox.slack.messages(CHANNEL) if channel.id in m.text],
+        what="the link in the incident channel",
+    )
+    assert "is handled in" in link[0].text
+
+
+def test_app_home_lists_active_rollbacks(sandbox: Sandbox) -> None:
+    request_rollback(sandbox, sandbox.person(ALICE))
+    event = {
+        "token": "x",
+        "team_id": "T0SANDBOX",
+        "api_app_id": "A0SANDBOX",
+        "type": "event_callback",
+        "event_id": "Ev1",
+        "event_time": 1,
+        "event": {"type": "app_home_opened", "user": BOB, "channel": "D0BOB", "tab": "home"},
+    }
+    import json
+
+    sandbox.platform.post(json.dumps(event).encode(), "application/json")
+    home = wait_for(lambda: sandbox.slack.home(BOB), what="the home tab")
+    assert "INC-" in str(home.view["blocks"])
+    assert "open thread" in str(home.view["blocks"])
