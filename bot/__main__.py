@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="create or upgrade the schema")
     up.set_defaults(handler=_db_upgrade)
 
+    demo = sub.add_parser("demo", help="play a whole incident on local stand-ins")
+    demo.add_argument("--step", action="store_true", help="pause between people's actions")
+    demo.add_argument("--keep", action="store_true", help="leave everything running afterwards")
+    demo.set_defaults(handler=_demo)
+
     serve = sub.add_parser("serve", help="run the bot (Slack app and runner)")
     mode = serve.add_mutually_exclusive_group(required=True)
     mode.add_argument("--socket", action="store_true", help="connect over Socket Mode")
@@ -81,6 +86,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     revision = upgrade(make_engine(settings.database_url))
     print(f"schema at revision {revision}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bot import demo
+
+    return demo.run(step=args.step, keep=args.keep)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ errors everywhere: a misspelt `aproovers` must not silently mean "nobody".
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -165,8 +167,8 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {p}" for p in problems))
 
 
-def load_config(path: str | Path) -> RollbackConfig:
-    """Read and validate the config file, or raise ConfigError."""
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> RollbackConfig:
+    """Read and validate the config file, expanding `${NAME}` from the environment."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -174,7 +176,35 @@ def load_config(path: str | Path) -> RollbackConfig:
         raise ConfigError(path, ["file not found"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    problems: list[str] = []
+    raw = _expand(raw, os.environ if environ is None else environ, (), problems)
+    if problems:
+        raise ConfigError(path, problems)
     return parse_config(raw, path=path)
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(
+    value: Any, environ: Mapping[str, str], where: tuple[Any, ...], problems: list[str]
+) -> Any:
+    """Replace `${NAME}` in every string; an unset NAME is a problem naming the field."""
+    if isinstance(value, dict):
+        return {k: _expand(v, environ, (*where, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, environ, (*where, i), problems) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            problems.append(f"{'.'.join(map(str, where))}: environment variable {name} is not set")
+            return match.group(0)
+        return environ[name]
+
+    return _VARIABLE.sub(substitute, value)
 
 
 def parse_config(raw: Any, *, path: Path) -> RollbackConfig:

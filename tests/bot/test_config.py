@@ -129,3 +129,22 @@ def test_unknown_target_lookup_lists_the_known_ones() -> None:
         config.target("prod", "api")
     with pytest.raises(UnknownTarget, match="unknown environment 'qa'"):
         config.target("qa", "app")
+
+
+def test_environment_variables_are_expanded_in_strings(tmp_path: Path) -> None:
+    raw = config_dict(health_url="http://127.0.0.1:${WEB_PORT}/health")
+    path = tmp_path / "rollback.yml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, environ={"WEB_PORT": "8080"})
+    assert config.environments["prod"].health_url == "http://127.0.0.1:8080/health"
+
+
+def test_unset_environment_variable_is_named_with_its_field(tmp_path: Path) -> None:
+    raw = config_dict(health_url="http://${NOPE}/health")
+    path = tmp_path / "rollback.yml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.problems == [
+        "environments.prod.health_url: environment variable NOPE is not set"
+    ]

@@ -1,0 +1,280 @@
+"""`rollback-bot demo`: the whole job on this machine, no Slack app, no cluster, no cloud.
+
+It starts the stand-ins (fake Slack Web API, fake Kubernetes API server with
+its deployment controller, a local health and maintenance endpoint), the bot's
+schema in a temporary SQLite file, and the real Bolt app on its real HTTP
+endpoint with a generated signing secret. Then people act through signed
+requests exactly as Slack would send them: alice asks for a rollback and
+answers the modal, tries to approve her own request and is refused, bob
+approves, and the bot rolls `voxflow-api` back on the fake cluster.
+
+Everything the incident channel would show is printed as it happens. Each
+expectation is checked; the first one that fails ends the demo with a
+non-zero exit and says what did not happen.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.config import load_config
+from bot.sandbox.harness import Sandbox
+from bot.sandbox.kubernetes import FakeKubernetes
+from bot.sandbox.slack import Call
+from bot.sandbox.web import Reply, Request, WebStub
+
+DEMO_CONFIG = Path(__file__).parents[1] / "examples" / "demo.yml"
+ALICE, BOB = "U0ALICE001", "U0BOB00001"
+PEOPLE = {ALICE: "alice", BOB: "bob"}
+NAMESPACE, APP, WORKER = "voxflow-prod", "voxflow-api", "voxflow-worker"
+IMAGES = ["voxflow/api:v1.2.2", "voxflow/api:v1.2.3", "voxflow/api:v1.2.4"]
+GOOD_IMAGE = IMAGES[1]
+CHANNEL = "C0DEMOINCI"
+
+
+class DemoFailure(Exception):
+    """Something did not happen as the demo describes."""
+
+
+def wait(check: Callable[[], Any], *, seconds: float, what: str) -> Any:
+    """Poll until `check` is truthy, or fail saying `what` did not happen."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise DemoFailure(f"{what} did not happen within {seconds:.0f}s")
+
+
+class Printer:
+    """Prints what the incident channel shows, as the bot calls Slack."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.thread_roots: set[str] = set()
+
+    def __call__(self, call: Call) -> None:
+        if not call.ok:
+            self._line(f"  (Slack answered {call.error or call.status} to {call.method})")
+            return
+        args, response = call.args, call.response or {}
+        match call.method:
+            case "chat.postMessage":
+                reply = bool(args.get("thread_ts"))
+                self._message("↳ " if reply else "■ ", args, indent=reply)
+            case "chat.update":
+                self._message("✎ edited: ", args, indent=args.get("ts") not in self.thread_roots)
+            case "chat.postEphemeral":
+                self._line(f"  (only {args.get('user')} sees) {args.get('text')}")
+            case "views.open" | "views.update":
+                self._view(args.get("view") or {})
+            case "files.completeUploadExternal":
+                titles = [f.get("title") for f in args.get("files") or []]
+                self._line(f"  ↳ file attached: {', '.join(map(str, titles))}")
+        if call.method == "chat.postMessage" and not args.get("thread_ts"):
+            self.thread_roots.add(str(response.get("ts")))
+
+    def _message(self, prefix: str, args: dict[str, Any], *, indent: bool) -> None:
+        lines = render_blocks(args.get("blocks") or []) or [str(args.get("text", ""))]
+        pad = "    " if indent else ""
+        self._line(f"{pad}{prefix}{lines[0]}")
+        for line in lines[1:]:
+            self._line(f"{pad}  {line}")
+
+    def _view(self, view: dict[str, Any]) -> None:
+        title = (view.get("title") or {}).get("text", "")
+        for block in view.get("blocks") or []:
+            if block.get("block_id") == "recommendation":
+                self._line(f"  [modal '{title}'] {block['text']['text'].splitlines()[0]}")
+                return
+        self._line(f"  [modal '{title}'] {render_blocks(view.get('blocks') or [])[:1]}")
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
+    """Block Kit as terminal lines."""
+    lines: list[str] = []
+    for block in blocks:
+        text = block.get("text")
+        if isinstance(text, dict):
+            lines += str(text.get("text", "")).splitlines()
+        for element in block.get("elements") or []:
+            label = element.get("text")
+            if element.get("type") == "button" and isinstance(label, dict):
+                lines.append(f"[{label['text']}]")
+            elif isinstance(label, str):
+                lines += label.splitlines()
+        accessory = block.get("accessory") or {}
+        selected = {o["value"] for o in accessory.get("initial_options") or []}
+        for option in accessory.get("options") or []:
+            mark = "x" if option["value"] in selected else " "
+            lines.append(f"[{mark}] {option['text']['text']}")
+    return [line for line in lines if line.strip()]
+
+
+def health_of(kube: FakeKubernetes) -> Callable[[Request], Reply]:
+    """The app is healthy once the old revision runs on every replica again."""
+
+    def answer(_request: Request) -> Reply:
+        deployment = kube.deployment(NAMESPACE, APP)
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        status = deployment.get("status", {})
+        wanted = deployment["spec"]["replicas"]
+        settled = status.get("updatedReplicas") == wanted == status.get("availableReplicas")
+        if image == GOOD_IMAGE and settled:
+            return Reply(200, json={"status": "ok", "image": image})
+        return Reply(503, json={"status": "calls dropping", "image": image})
+
+    return answer
+
+
+def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> int:
+    """Play the incident; return the exit status."""
+    workdir = Path(tempfile.mkdtemp(prefix="rb-demo-"))
+    kube = FakeKubernetes(ready_delay=0.3).start()
+    web = WebStub().start()
+    sandbox: Sandbox | None = None
+    try:
+        kube.add_deployment(NAMESPACE, APP, images=IMAGES, replicas=3)
+        kube.add_deployment(NAMESPACE, WORKER, images=["voxflow/worker:v1.2.4"], replicas=2)
+        kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+        web.route("GET", "/health", health_of(kube))
+        web.route("POST", "/api/admin/maintenance", Reply(200, json={"ok": True}))
+        environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
+        config = load_config(DEMO_CONFIG, environ=environ)
+        sandbox = Sandbox(config=config, workdir=workdir, people=PEOPLE).start()
+        sandbox.slack.on_call(Printer(out))
+        print(f"rollback-bot demo: voxflow-api runs {IMAGES[-1]} and calls are dropping.", file=out)
+        summary = play(sandbox, kube, step=step, out=out)
+        print(f"\n{summary}", file=out)
+        if keep:
+            _keep(sandbox, kube, kubeconfig, web, out)
+        return 0
+    except DemoFailure as exc:
+        print(f"\ndemo failed: {exc}", file=out)
+        return 1
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+        web.stop()
+        kube.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def play(sandbox: Sandbox, kube: FakeKubernetes, *, step: bool, out: TextIO) -> str:
+    """Act the incident as people would; return the one-line summary."""
+    alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
+    pause(step, "alice types /rollback app prod", out)
+    if alice.slash("app prod").status_code != 200:
+        raise DemoFailure("the bot did not accept /rollback app prod")
+    view_id = wait(lambda: _opened(alice), seconds=10, what="the rollback modal opening")
+    wait(lambda: sandbox.slack.view(view_id).updates, seconds=15, what="the modal filling in")
+    pause(step, "alice answers: High, not functional, data not at risk, impact severe", out)
+    answers = {
+        "severity": "high",
+        "q_functional": "no",
+        "q_data_at_risk": "no",
+        "q_severe_impact": "yes",
+    }
+    for block_id, value in answers.items():
+        alice.choose(view_id, block_id, value)
+    if "Rollback recommended" not in str(sandbox.slack.view(view_id).view["blocks"]):
+        raise DemoFailure("the modal did not recommend a rollback")
+    pause(step, "alice submits the form", out)
+    if alice.submit(view_id).json().get("response_action") != "update":
+        raise DemoFailure("the bot refused the form")
+    plan = wait(lambda: _plan_message(sandbox), seconds=20, what="the plan in the incident thread")
+    pause(step, "alice tries to approve her own request", out)
+    alice.click(CHANNEL, plan.ts, "approve_run")
+    wait(
+        lambda: any("second person" in e.text for e in sandbox.slack.ephemerals(CHANNEL)),
+        seconds=10,
+        what="alice's self-approval being refused",
+    )
+    pause(step, "bob approves", out)
+    bob.click(CHANNEL, plan.ts, "approve_run")
+    store = sandbox.process.deps.store
+    run = wait(lambda: _finished(sandbox), seconds=45, what="the rollback finishing")
+    if run.state != "succeeded":
+        raise DemoFailure(f"the rollback {run.state}: {run.outcome}")
+    wait(lambda: sandbox.slack.files(), seconds=10, what="the post-incident template")
+    _check_cluster(kube)
+    events = store.events(run.incident_id)
+    approved = next(e.at for e in events if e.kind == "run.approved")
+    healthy = next(
+        e.at for e in events if e.kind == "step.succeeded" and "health" in e.detail["name"]
+    )
+    seconds = (healthy - approved).total_seconds()
+    return (
+        f"{run.incident_id}: voxflow-api rolled back from {IMAGES[-1]} to {GOOD_IMAGE}, "
+        f"healthy {seconds:.1f}s after bob's approval."
+    )
+
+
+def _opened(person: Any) -> str | None:
+    try:
+        return str(person.opened_view(wait=0.1))
+    except AssertionError:
+        return None
+
+
+def _plan_message(sandbox: Sandbox) -> Any:
+    return next(
+        (m for m in sandbox.slack.messages(CHANNEL) if m.text.startswith("Rollback plan")), None
+    )
+
+
+def _finished(sandbox: Sandbox) -> Any:
+    runs = sandbox.process.deps.store.runs()
+    done = runs and runs[0].state in ("succeeded", "failed")
+    return runs[0] if done and sandbox.slack.files() else None
+
+
+def _check_cluster(kube: FakeKubernetes) -> None:
+    deployment = kube.deployment(NAMESPACE, APP)
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    if image != GOOD_IMAGE:
+        raise DemoFailure(f"voxflow-api runs {image}, not {GOOD_IMAGE}")
+    workers = kube.deployment(NAMESPACE, WORKER)["spec"]["replicas"]
+    if workers != 2:
+        raise DemoFailure(f"voxflow-worker has {workers} replicas, not the 2 it had")
+
+
+def pause(step: bool, what: str, out: TextIO) -> None:
+    """Say what happens next; with --step, wait for Enter first."""
+    print(f"\n▶ {what}", file=out, flush=True)
+    if step:
+        input("  (press Enter) ")
+
+
+def _keep(
+    sandbox: Sandbox, kube: FakeKubernetes, kubeconfig: Path, web: WebStub, out: TextIO
+) -> None:
+    secret = sandbox.settings.slack_signing_secret.get_secret_value()
+    print(
+        "\nEverything keeps running (Ctrl-C to stop):\n"
+        f"  bot request URL   {sandbox.platform.bot_url}  (signing secret {secret})\n"
+        f"  bot health        {sandbox.platform.bot_url.replace('/slack/events', '/healthz')}\n"
+        f"  fake Slack API    {sandbox.slack.url}\n"
+        f"  fake Kubernetes   {kube.url}  (kubectl --kubeconfig {kubeconfig} "
+        f"-n {NAMESPACE} get deployments)\n"
+        f"  app health        {web.url}/health\n"
+        "Send your own signed requests with bot.sandbox.platform.Platform.",
+        file=out,
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping", file=out)
