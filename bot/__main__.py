@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs whole request URLs at INFO; a webhook URL's path is its secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_BAD_INPUT
