@@ -1,0 +1,322 @@
+"""Routing and verbs of the fake API server, independent of HTTP plumbing.
+
+`Api.handle` takes a method, path, query, headers and body and returns either
+a `Reply` (status and JSON) or a `WatchStream` (an iterator of watch events).
+The semantics follow the real server where clients can tell the difference:
+status is ignored on the main resource and only status is taken from the
+status subresource; the scale subresource edits spec.replicas; a stale
+resourceVersion is a 409; deleting a Deployment deletes the ReplicaSets it
+controls (the garbage collector's job, done at once).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import string
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bot.sandbox.kubernetes import views
+from bot.sandbox.kubernetes.objects import (
+    KINDS,
+    ApiError,
+    Obj,
+    controlled_by,
+    fields_match,
+    labels_match,
+)
+from bot.sandbox.kubernetes.patches import apply_patch
+from bot.sandbox.kubernetes.store import Store
+
+APPS = re.compile(
+    r"^/apis/apps/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>deployments|replicasets)"
+    r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|scale))?)?/?$"
+)
+PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods/?$")
+STATIC = {
+    "/version": lambda address: views.VERSION,
+    "/api": views.core_versions,
+    "/api/v1": lambda address: views.core_resources(),
+    "/apis": lambda address: views.group_list(),
+    "/apis/apps": lambda address: views.apps_group(),
+    "/apis/apps/v1": lambda address: views.apps_resources(),
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A JSON answer."""
+
+    status: int
+    body: Any
+
+    def encode(self) -> bytes:
+        """Serialize the body."""
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One parsed request."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """Decode the body as JSON, or answer 400."""
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"invalid JSON body: {exc}") from None
+
+    @property
+    def wants_table(self) -> bool:
+        """Tell whether the client asked for a server-side Table."""
+        return "as=Table" in self.headers.get("accept", "")
+
+
+class WatchStream:
+    """The events of one watch request, produced until timeout or shutdown."""
+
+    def __init__(
+        self, store: Store, request: Request, resource: str, namespace: str | None
+    ) -> None:
+        self.store = store
+        self.request = request
+        self.resource = resource
+        self.namespace = namespace
+        seconds = float(request.query.get("timeoutSeconds") or 1800)
+        self.deadline = time.monotonic() + seconds
+
+    def _matches(self, obj: Obj) -> bool:
+        meta = obj["metadata"]
+        return (
+            (self.namespace is None or meta["namespace"] == self.namespace)
+            and labels_match(self.request.query.get("labelSelector", ""), meta.get("labels") or {})
+            and fields_match(self.request.query.get("fieldSelector", ""), obj)
+        )
+
+    def _event(self, kind: str, obj: Obj) -> Obj:
+        if self.request.wants_table:
+            now = self.store.clock()
+            include = self.request.query.get("includeObject", "Metadata")
+            obj = views.table(
+                self.resource, [obj], version=self.store.version, now=now, include=include
+            )
+        return {"type": kind, "object": obj}
+
+    def __iter__(self) -> Iterator[Obj]:
+        since = int(self.request.query.get("resourceVersion") or 0)
+        if since == 0:
+            with self.store.cond:
+                since = self.store.version
+                initial = self.store.list(self.resource, self.namespace)
+            for obj in filter(self._matches, initial):
+                yield self._event("ADDED", obj)
+        yield from self._follow(since)
+
+    def _follow(self, since: int) -> Iterator[Obj]:
+        while True:
+            with self.store.cond:
+                try:
+                    events = self.store.events_after(since)
+                except ApiError as exc:
+                    yield {"type": "ERROR", "object": exc.status()}
+                    return
+                remaining = self.deadline - time.monotonic()
+                if self.store.closed or remaining <= 0:
+                    return
+                if not events:
+                    self.store.cond.wait(min(remaining, 0.5))
+                    continue
+            for event in events:
+                since = event.version
+                if event.resource == self.resource and self._matches(event.obj):
+                    yield self._event(event.type, event.obj)
+
+
+class Api:
+    """The verbs of the fake server over a Store."""
+
+    def __init__(self, store: Store, address: str) -> None:
+        self.store = store
+        self.address = address
+
+    def handle(self, request: Request) -> Reply | WatchStream:
+        """Answer one request."""
+        path = request.path.rstrip("/") or "/"
+        if path in STATIC and request.method == "GET":
+            return Reply(200, STATIC[path](self.address))
+        if path in ("/healthz", "/livez", "/readyz"):
+            return Reply(200, "ok")
+        pods = PODS.match(path)
+        if pods and request.method == "GET":
+            return self._pods(request, pods["ns"])
+        match = APPS.match(path)
+        if not match:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resource, namespace, name, sub = match["res"], match["ns"], match["name"], match["sub"]
+        if name is None:
+            return self._collection(request, resource, namespace)
+        if namespace is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if sub == "scale":
+            return self._scale(request, resource, namespace, name)
+        return self._item(request, resource, namespace, name, status_only=sub == "status")
+
+    # --- collections ---------------------------------------------------------------------------
+
+    def _pods(self, request: Request, namespace: str | None) -> Reply | WatchStream:
+        if request.query.get("watch") in ("true", "1"):
+            return WatchStream(self.store, request, "pods", namespace)
+        return self._listing(request, "pods", [])
+
+    def _listing(self, request: Request, resource: str, items: list[Obj]) -> Reply:
+        if request.wants_table:
+            include = request.query.get("includeObject", "Metadata")
+            now = self.store.clock()
+            return Reply(
+                200,
+                views.table(resource, items, version=self.store.version, now=now, include=include),
+            )
+        return Reply(200, views.object_list(resource, items, self.store.version))
+
+    def _collection(
+        self, request: Request, resource: str, namespace: str | None
+    ) -> Reply | WatchStream:
+        if request.method == "GET":
+            if request.query.get("watch") in ("true", "1"):
+                return WatchStream(self.store, request, resource, namespace)
+            with self.store.cond:
+                items = [
+                    obj
+                    for obj in self.store.list(resource, namespace)
+                    if labels_match(
+                        request.query.get("labelSelector", ""), obj["metadata"].get("labels") or {}
+                    )
+                    and fields_match(request.query.get("fieldSelector", ""), obj)
+                ]
+                return self._listing(request, resource, items)
+        if request.method == "POST" and namespace is not None:
+            return Reply(201, self._create(request, resource, namespace))
+        raise ApiError(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+
+    def _create(self, request: Request, resource: str, namespace: str) -> Obj:
+        obj = request.json()
+        if not isinstance(obj, dict):
+            raise ApiError(400, "BadRequest", "the body must be an object")
+        meta = obj.setdefault("metadata", {})
+        if meta.setdefault("namespace", namespace) != namespace:
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent "
+                "on the request",
+            )
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(
+                random.choices(string.ascii_lowercase + string.digits, k=5)
+            )
+        if not meta.get("name"):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{KINDS[resource].kind} "" is invalid: metadata.name: Required value: '
+                "name or generateName is required",
+            )
+        for field in ("uid", "resourceVersion", "generation", "creationTimestamp"):
+            meta.pop(field, None)
+        obj["status"] = {}
+        return self.store.create(resource, obj)
+
+    # --- single objects ----------------------------------------------------------------------
+
+    def _item(
+        self, request: Request, resource: str, namespace: str, name: str, *, status_only: bool
+    ) -> Reply:
+        method = request.method
+        if method == "GET":
+            obj = self.store.get(resource, namespace, name)
+            if request.wants_table:
+                return self._listing(request, resource, [obj])
+            return Reply(200, obj)
+        if method == "DELETE" and not status_only:
+            return Reply(200, self._delete(resource, namespace, name))
+        if method not in ("PUT", "PATCH"):
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        with self.store.cond:
+            stored = self.store.get(resource, namespace, name)
+            wanted = self._changed(request, stored)
+            if not isinstance(wanted, dict):
+                raise ApiError(400, "BadRequest", "the body must be an object")
+            if status_only:
+                result = dict(stored, status=wanted.get("status") or {})
+                result["metadata"] = dict(
+                    stored["metadata"],
+                    resourceVersion=wanted.get("metadata", {}).get("resourceVersion"),
+                )
+            else:
+                result = dict(wanted, status=stored["status"])
+                result["metadata"] = dict(
+                    wanted.get("metadata") or {}, name=name, namespace=namespace
+                )
+            return Reply(200, self.store.update(resource, result))
+
+    @staticmethod
+    def _changed(request: Request, stored: Obj) -> Any:
+        body = request.json()
+        if request.method == "PUT":
+            return body
+        return apply_patch(request.headers.get("content-type", ""), stored, body)
+
+    def _delete(self, resource: str, namespace: str, name: str) -> Obj:
+        with self.store.cond:
+            obj = self.store.delete(resource, namespace, name)
+            if resource == "deployments":
+                for rs in self.store.list("replicasets", namespace):
+                    if controlled_by(rs, obj):
+                        self.store.delete("replicasets", namespace, rs["metadata"]["name"])
+        details = {"name": name, "group": "apps", "kind": resource, "uid": obj["metadata"]["uid"]}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }
+
+    def _scale(self, request: Request, resource: str, namespace: str, name: str) -> Reply:
+        with self.store.cond:
+            stored = self.store.get(resource, namespace, name)
+            if request.method == "GET":
+                return Reply(200, views.scale_of(stored))
+            if request.method not in ("PUT", "PATCH"):
+                raise ApiError(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
+            scale = self._changed(request, views.scale_of(stored))
+            replicas = (
+                (scale.get("spec") or {}).get("replicas", 0) if isinstance(scale, dict) else None
+            )
+            stored["spec"]["replicas"] = replicas
+            stored["metadata"]["resourceVersion"] = scale.get("metadata", {}).get("resourceVersion")
+            return Reply(200, views.scale_of(self.store.update(resource, stored)))

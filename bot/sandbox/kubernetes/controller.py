@@ -1,0 +1,478 @@
+"""A minimal deployment controller, after kube-controller-manager's (pkg/controller/deployment).
+
+For each Deployment it finds the ReplicaSets it controls (ownerReference with
+controller=true and the Deployment's uid), picks the "new" one whose template
+equals the Deployment's ignoring pod-template-hash (the oldest if several), or
+creates it with the next revision; a reused ReplicaSet gets the next revision
+and keeps its old numbers in revision-history, which is what makes
+`rollout undo` renumber revisions. It then scales by the real rolling-update
+arithmetic (maxSurge rounded up, maxUnavailable rounded down, unhealthy old
+replicas removed first), cleans up history beyond revisionHistoryLimit, and
+writes the Deployment status and its Available / Progressing conditions with
+the real reasons and messages, including ProgressDeadlineExceeded.
+
+There are no pods: a ReplicaSet's replicas become ready `ready_delay` seconds
+after it scales up, unless the Deployment is blocked (its new replicas never
+become ready) or failing (blocked, with a progress deadline of zero).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from bot.sandbox.kubernetes.objects import (
+    DESIRED_REPLICAS,
+    HASH_LABEL,
+    MAX_REPLICAS,
+    REVISION,
+    REVISION_HISTORY,
+    SKIP_COPY,
+    ApiError,
+    Obj,
+    controlled_by,
+    resolve_fenceposts,
+    revision_of,
+    template_hash,
+    templates_equal,
+    timestamp,
+)
+from bot.sandbox.kubernetes.store import Store
+
+DeploymentKey = tuple[str, str]
+PROGRESSING, AVAILABLE = "Progressing", "Available"
+
+
+def _spec(rs: Obj) -> int:
+    return int(rs["spec"].get("replicas", 0))
+
+
+def _available(rs: Obj) -> int:
+    return int(rs["status"].get("availableReplicas", 0))
+
+
+def _condition(status: Obj, kind: str) -> Obj | None:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+
+def _set_condition(status: Obj, condition: Obj, *, force: bool = False) -> None:
+    """Set a condition as SetDeploymentCondition does: same status and reason is a no-op."""
+    current = _condition(status, condition["type"])
+    if (
+        current
+        and not force
+        and (current["status"], current["reason"])
+        == (
+            condition["status"],
+            condition["reason"],
+        )
+    ):
+        return
+    if current and current["status"] == condition["status"]:
+        condition["lastTransitionTime"] = current["lastTransitionTime"]
+    others = [c for c in status.get("conditions") or [] if c["type"] != condition["type"]]
+    status["conditions"] = [*others, condition]
+
+
+class Controller:
+    """Reconciles Deployments into ReplicaSets and status."""
+
+    def __init__(self, store: Store, *, ready_delay: float) -> None:
+        self.store = store
+        self.ready_delay = ready_delay
+        self.blocked: set[DeploymentKey] = set()
+        self.failing: set[DeploymentKey] = set()
+        self._pending: dict[str, list[float]] = {}
+        self._progress_at: dict[str, float] = {}
+
+    def sync_all(self) -> None:
+        """Reconcile every Deployment once."""
+        with self.store.cond:
+            for d in self.store.list("deployments"):
+                self.sync(d["metadata"]["namespace"], d["metadata"]["name"])
+
+    def sync(self, namespace: str, name: str, *, settle: bool = False) -> None:
+        """Reconcile one Deployment until nothing more changes at this instant."""
+        with self.store.cond:
+            for _ in range(200):
+                d = self.store.find("deployments", namespace, name)
+                if d is None or not self._step(d, settle=settle):
+                    return
+
+    # --- one reconciliation step ---------------------------------------------------------------
+
+    def _step(self, d: Obj, *, settle: bool) -> bool:
+        now = self.store.clock()
+        owned = sorted(
+            (
+                rs
+                for rs in self.store.list("replicasets", d["metadata"]["namespace"])
+                if controlled_by(rs, d)
+            ),
+            key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]),
+        )
+        before = {rs["metadata"]["uid"]: copy.deepcopy(rs) for rs in owned}
+        new_rs = next(
+            (rs for rs in owned if templates_equal(rs["spec"]["template"], d["spec"]["template"])),
+            None,
+        )
+        old = [rs for rs in owned if rs is not new_rs]
+        paused = bool(d["spec"].get("paused"))
+        if new_rs is None and not paused:
+            self._create_replica_set(d, old, now)
+            return True
+        if new_rs is not None and not paused:
+            self._annotate_new(d, new_rs, old)
+        if paused:
+            self._scale_paused(d, new_rs, old, now)
+        elif d["spec"].get("strategy", {}).get("type") == "Recreate":
+            self._scale_recreate(d, new_rs, old, now)
+        else:
+            self._scale_rolling(d, new_rs, old, now)
+        for rs in owned:
+            self._update_rs_status(d, rs, is_new=rs is new_rs, now=now, settle=settle)
+        changed = self._write_changed(owned, before)
+        changed |= self._cleanup(d, new_rs, old)
+        return self._write_deployment(d, new_rs, owned, now) or changed
+
+    # --- the new ReplicaSet ---------------------------------------------------------------------
+
+    def _create_replica_set(self, d: Obj, old: list[Obj], now: float) -> None:
+        meta, spec = d["metadata"], d["spec"]
+        surge, _ = resolve_fenceposts(spec)
+        revision = max((revision_of(rs) for rs in old), default=0) + 1
+        annotations = {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k not in SKIP_COPY
+        }
+        annotations.update(
+            {
+                REVISION: str(revision),
+                DESIRED_REPLICAS: str(spec["replicas"]),
+                MAX_REPLICAS: str(spec["replicas"] + surge),
+            }
+        )
+        collisions = int(d["status"].get("collisionCount", 0))
+        while True:
+            rs = self._replica_set_for(d, annotations, collisions)
+            try:
+                created = self.store.create("replicasets", rs)
+                break
+            except ApiError as exc:
+                if exc.code != 409:
+                    raise
+                collisions += 1
+        stored = self.store.get("deployments", meta["namespace"], meta["name"])
+        if collisions:
+            stored["status"]["collisionCount"] = collisions
+        message = f'Created new replica set "{created["metadata"]["name"]}"'
+        self._progress(stored, stored["status"], "NewReplicaSetCreated", message, now, force=True)
+        self.store.update("deployments", stored, check_version=False)
+
+    @staticmethod
+    def _replica_set_for(d: Obj, annotations: dict[str, str], collisions: int) -> Obj:
+        template = copy.deepcopy(d["spec"]["template"])
+        pod_hash = template_hash(template, collisions)
+        template["metadata"].setdefault("labels", {})[HASH_LABEL] = pod_hash
+        selector = copy.deepcopy(d["spec"]["selector"])
+        selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
+        owner = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": d["metadata"]["name"],
+            "uid": d["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        spec: Obj = {"replicas": 0, "selector": selector, "template": template}
+        if d["spec"].get("minReadySeconds"):
+            spec["minReadySeconds"] = d["spec"]["minReadySeconds"]
+        return {
+            "metadata": {
+                "name": f"{d['metadata']['name']}-{pod_hash}",
+                "namespace": d["metadata"]["namespace"],
+                "labels": dict(template["metadata"]["labels"]),
+                "annotations": dict(annotations),
+                "ownerReferences": [owner],
+            },
+            "spec": spec,
+        }
+
+    @staticmethod
+    def _annotate_new(d: Obj, new_rs: Obj, old: list[Obj]) -> None:
+        """Copy the Deployment's annotations and give a reused ReplicaSet the next revision."""
+        annotations = new_rs["metadata"].setdefault("annotations", {})
+        for key, value in (d["metadata"].get("annotations") or {}).items():
+            if key not in SKIP_COPY:
+                annotations[key] = value
+        new_revision = max((revision_of(rs) for rs in old), default=0) + 1
+        old_revision = annotations.get(REVISION)
+        if int(old_revision or 0) < new_revision:
+            annotations[REVISION] = str(new_revision)
+            if old_revision:
+                history = annotations.get(REVISION_HISTORY)
+                annotations[REVISION_HISTORY] = (
+                    f"{history},{old_revision}" if history else old_revision
+                )
+
+    # --- scaling ---------------------------------------------------------------------------
+
+    def _scale(self, d: Obj, rs: Obj, replicas: int) -> None:
+        if _spec(rs) == replicas:
+            return
+        surge, _ = resolve_fenceposts(d["spec"])
+        rs["spec"]["replicas"] = replicas
+        annotations = rs["metadata"].setdefault("annotations", {})
+        annotations[DESIRED_REPLICAS] = str(d["spec"]["replicas"])
+        annotations[MAX_REPLICAS] = str(d["spec"]["replicas"] + surge)
+
+    def _scale_rolling(self, d: Obj, new_rs: Obj | None, old: list[Obj], now: float) -> None:
+        assert new_rs is not None
+        desired = d["spec"]["replicas"]
+        surge, unavailable = resolve_fenceposts(d["spec"])
+        everyone = [new_rs, *old]
+        if _spec(new_rs) > desired:
+            self._scale(d, new_rs, desired)
+        elif _spec(new_rs) < desired:
+            room = desired + surge - sum(_spec(rs) for rs in everyone)
+            if room > 0:
+                self._scale(d, new_rs, _spec(new_rs) + min(room, desired - _spec(new_rs)))
+        min_available = desired - min(unavailable, desired)
+        new_unavailable = _spec(new_rs) - _available(new_rs)
+        budget = sum(_spec(rs) for rs in everyone) - min_available - new_unavailable
+        if budget <= 0 or not any(_spec(rs) for rs in old):
+            return
+        for rs in old:
+            unhealthy = min(budget, _spec(rs) - _available(rs))
+            if unhealthy > 0:
+                self._scale(d, rs, _spec(rs) - unhealthy)
+                budget -= unhealthy
+        excess = sum(_available(rs) for rs in everyone) - min_available
+        for rs in old:
+            step = min(_spec(rs), excess)
+            if step > 0:
+                self._scale(d, rs, _spec(rs) - step)
+                excess -= step
+
+    def _scale_recreate(self, d: Obj, new_rs: Obj | None, old: list[Obj], now: float) -> None:
+        assert new_rs is not None
+        for rs in old:
+            self._scale(d, rs, 0)
+        if not any(rs["status"].get("replicas", 0) for rs in old):
+            self._scale(d, new_rs, d["spec"]["replicas"])
+
+    def _scale_paused(self, d: Obj, new_rs: Obj | None, old: list[Obj], now: float) -> None:
+        active = [rs for rs in (new_rs, *old) if rs is not None and _spec(rs) > 0]
+        target = active[0] if len(active) == 1 else (new_rs if not active else None)
+        if target is not None:
+            self._scale(d, target, d["spec"]["replicas"])
+
+    # --- replica readiness -------------------------------------------------------------------
+
+    def _update_rs_status(self, d: Obj, rs: Obj, *, is_new: bool, now: float, settle: bool) -> None:
+        status, wanted = rs["status"], _spec(rs)
+        ready = int(status.get("readyReplicas", 0))
+        pending = self._pending.setdefault(rs["metadata"]["uid"], [])
+        missing = int(status.get("replicas", 0)) - ready - len(pending)
+        pending.extend([now + self.ready_delay] * max(0, missing))
+        pending.sort()
+        current = ready + len(pending)
+        if wanted > current:
+            pending.extend([now + self.ready_delay] * (wanted - current))
+        while ready + len(pending) > wanted:
+            if pending:
+                pending.pop()
+            else:
+                ready -= 1
+        key = (d["metadata"]["namespace"], d["metadata"]["name"])
+        if not (is_new and key in self.blocked):
+            due = [t for t in pending if settle or t <= now]
+            ready += len(due)
+            del pending[: len(due)]
+        rs["status"] = {"replicas": wanted, "fullyLabeledReplicas": wanted, "readyReplicas": ready}
+        rs["status"]["availableReplicas"] = ready
+        rs["status"]["observedGeneration"] = rs["metadata"]["generation"]
+        rs["status"] = {k: v for k, v in rs["status"].items() if v or k == "replicas"}
+
+    def _write_changed(self, owned: list[Obj], before: dict[str, Obj]) -> bool:
+        changed = False
+        for rs in owned:
+            if rs != before[rs["metadata"]["uid"]]:
+                stored = self.store.update("replicasets", rs, check_version=False)
+                stored["status"]["observedGeneration"] = stored["metadata"]["generation"]
+                self.store.update("replicasets", stored, check_version=False)
+                changed = True
+        return changed
+
+    def _cleanup(self, d: Obj, new_rs: Obj | None, old: list[Obj]) -> bool:
+        """Delete old ReplicaSets beyond revisionHistoryLimit, lowest revisions first."""
+        if not self._complete(d, d["status"]):
+            return False
+        limit = int(d["spec"].get("revisionHistoryLimit", 10))
+        extra = sorted(old, key=revision_of)[: max(0, len(old) - limit)]
+        removed = False
+        for rs in extra:
+            fresh = self.store.find(
+                "replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"]
+            )
+            if fresh and not _spec(fresh) and not fresh["status"].get("replicas"):
+                self.store.delete(
+                    "replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"]
+                )
+                self._pending.pop(rs["metadata"]["uid"], None)
+                removed = True
+        return removed
+
+    # --- Deployment status -------------------------------------------------------------------
+
+    @staticmethod
+    def _complete(d: Obj, status: Obj) -> bool:
+        desired = d["spec"]["replicas"]
+        return (
+            status.get("updatedReplicas", 0) == desired
+            and status.get("replicas", 0) == desired
+            and status.get("availableReplicas", 0) == desired
+            and status.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        )
+
+    def _progress(
+        self, d: Obj, status: Obj, reason: str, message: str, now: float, *, force: bool = False
+    ) -> None:
+        stamp = timestamp(now)
+        condition = {
+            "type": PROGRESSING,
+            "status": "True",
+            "lastUpdateTime": stamp,
+            "lastTransitionTime": stamp,
+            "reason": reason,
+            "message": message,
+        }
+        _set_condition(status, condition, force=force)
+        self._progress_at[d["metadata"]["uid"]] = now
+
+    def _write_deployment(self, d: Obj, new_rs: Obj | None, owned: list[Obj], now: float) -> bool:
+        old_status = d["status"]
+        status = self._calculate_status(d, new_rs, owned, now)
+        self._rollout_conditions(d, old_status, status, new_rs, now)
+        d["status"] = status
+        if new_rs is not None and not d["spec"].get("paused"):
+            d["metadata"].setdefault("annotations", {})[REVISION] = str(revision_of(new_rs))
+        stored = self.store.find("deployments", d["metadata"]["namespace"], d["metadata"]["name"])
+        if stored is None or (stored["status"], stored["metadata"].get("annotations")) == (
+            status,
+            d["metadata"].get("annotations"),
+        ):
+            return False
+        stored["metadata"]["annotations"] = d["metadata"].get("annotations")
+        stored["status"] = status
+        self.store.update("deployments", stored, check_version=False)
+        return True
+
+    def _calculate_status(self, d: Obj, new_rs: Obj | None, owned: list[Obj], now: float) -> Obj:
+        spec_total = sum(_spec(rs) for rs in owned)
+        available = sum(_available(rs) for rs in owned)
+        status = {
+            "observedGeneration": d["metadata"]["generation"],
+            "replicas": sum(rs["status"].get("replicas", 0) for rs in owned),
+            "updatedReplicas": new_rs["status"].get("replicas", 0) if new_rs else 0,
+            "readyReplicas": sum(rs["status"].get("readyReplicas", 0) for rs in owned),
+            "availableReplicas": available,
+            "unavailableReplicas": max(0, spec_total - available),
+        }
+        status = {k: v for k, v in status.items() if v}
+        for key in ("conditions", "collisionCount"):
+            if key in d["status"]:
+                status[key] = copy.deepcopy(d["status"][key])
+        desired = d["spec"]["replicas"]
+        rolling = d["spec"].get("strategy", {}).get("type") != "Recreate"
+        max_unavailable = min(resolve_fenceposts(d["spec"])[1], desired) if rolling else 0
+        ok = available >= desired - max_unavailable
+        stamp = timestamp(now)
+        condition = {
+            "type": AVAILABLE,
+            "status": "True" if ok else "False",
+            "lastUpdateTime": stamp,
+            "lastTransitionTime": stamp,
+            "reason": "MinimumReplicasAvailable" if ok else "MinimumReplicasUnavailable",
+            "message": f"Deployment {'has' if ok else 'does not have'} minimum availability.",
+        }
+        _set_condition(status, condition)
+        return status
+
+    def _rollout_conditions(
+        self, d: Obj, old: Obj, status: Obj, new_rs: Obj | None, now: float
+    ) -> None:
+        if old.get("observedGeneration", 0) < d["metadata"]["generation"]:
+            # A new spec: the real controller first reports the new ReplicaSet at its
+            # current (lower) count, so any replica it has now counts as progress.
+            old = {}
+        current = _condition(status, PROGRESSING)
+        if d["spec"].get("paused") or (current and current["reason"] == "DeploymentPaused"):
+            self._paused_condition(d, status, current, now)
+            if d["spec"].get("paused"):
+                return
+        rs_name = new_rs["metadata"]["name"] if new_rs else d["metadata"]["name"]
+        current = _condition(status, PROGRESSING)
+        settled = (
+            status.get("replicas", 0) == status.get("updatedReplicas", 0)
+            and current is not None
+            and current["reason"] == "NewReplicaSetAvailable"
+        )
+        if settled:
+            return
+        if self._complete(d, status):
+            message = f'ReplicaSet "{rs_name}" has successfully progressed.'
+            self._progress(d, status, "NewReplicaSetAvailable", message, now)
+        elif self._progressing(old, status):
+            message = f'ReplicaSet "{rs_name}" is progressing.'
+            self._progress(d, status, "ReplicaSetUpdated", message, now, force=True)
+        elif self._timed_out(d, current, now):
+            stamp = timestamp(now)
+            condition = {
+                "type": PROGRESSING,
+                "status": "False",
+                "lastUpdateTime": stamp,
+                "lastTransitionTime": stamp,
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{rs_name}" has timed out progressing.',
+            }
+            _set_condition(status, condition)
+
+    def _paused_condition(self, d: Obj, status: Obj, current: Obj | None, now: float) -> None:
+        if current and current["reason"] == "ProgressDeadlineExceeded":
+            return
+        paused = bool(d["spec"].get("paused"))
+        was_paused = current is not None and current["reason"] == "DeploymentPaused"
+        if paused == was_paused:
+            return
+        stamp = timestamp(now)
+        condition = {
+            "type": PROGRESSING,
+            "status": "Unknown",
+            "lastUpdateTime": stamp,
+            "lastTransitionTime": stamp,
+            "reason": "DeploymentPaused" if paused else "DeploymentResumed",
+            "message": "Deployment is paused" if paused else "Deployment is resumed",
+        }
+        _set_condition(status, condition)
+        self._progress_at[d["metadata"]["uid"]] = now
+
+    @staticmethod
+    def _progressing(old: Obj, new: Obj) -> bool:
+        old_olds = old.get("replicas", 0) - old.get("updatedReplicas", 0)
+        new_olds = new.get("replicas", 0) - new.get("updatedReplicas", 0)
+        return (
+            new.get("updatedReplicas", 0) > old.get("updatedReplicas", 0)
+            or new_olds < old_olds
+            or new.get("readyReplicas", 0) > old.get("readyReplicas", 0)
+            or new.get("availableReplicas", 0) > old.get("availableReplicas", 0)
+        )
+
+    def _timed_out(self, d: Obj, current: Obj | None, now: float) -> bool:
+        if current is None or current["reason"] == "NewReplicaSetAvailable":
+            return False
+        if current["reason"] == "ProgressDeadlineExceeded":
+            return True
+        key = (d["metadata"]["namespace"], d["metadata"]["name"])
+        deadline = 0 if key in self.failing else d["spec"].get("progressDeadlineSeconds", 600)
+        since = self._progress_at.get(d["metadata"]["uid"], -math.inf)
+        return bool(since + deadline <= now)

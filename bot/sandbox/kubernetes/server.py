@@ -1,0 +1,320 @@
+"""`FakeKubernetes`: the fake API server on a free local port, with its controller thread.
+
+HTTP/1.1 with keep-alive for ordinary answers (what client-go and urllib3
+expect), chunked transfer for watches so each event reaches the client as soon
+as it is written. The controller runs in its own thread and wakes on every
+write, as kube-controller-manager reacts to its informers, so clients see the
+same asynchrony as on a real cluster: a patched Deployment is first
+unobserved, then progressing, then complete.
+
+Test and demo helpers build state directly (`add_deployment` writes a whole
+rollout history with back-dated timestamps) and switch failure modes on
+(`pause`, `block_ready`, `fail_rollouts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from bot.sandbox.kubernetes.api import Api, Reply, Request, WatchStream
+from bot.sandbox.kubernetes.controller import Controller
+from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
+from bot.sandbox.kubernetes.store import Store
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeKubernetes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's algorithm
+        # and delayed ACKs add 40 ms to every answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.fake._connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.fake._connections.discard(self.connection)
+        super().finish()
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        request = Request(
+            method=self.command,
+            path=url.path,
+            query={k: v[-1] for k, v in parse_qs(url.query).items()},
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=self.rfile.read(length) if length else b"",
+        )
+        try:
+            answer = self.server.fake.api.handle(request)
+        except ApiError as exc:
+            answer = Reply(exc.code, exc.status())
+        if isinstance(answer, WatchStream):
+            self._stream(answer)
+        else:
+            self._reply(answer)
+
+    def _reply(self, reply: Reply) -> None:
+        data = reply.encode()
+        self.send_response(reply.status)
+        kind = "text/plain" if isinstance(reply.body, str) else "application/json"
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, events: WatchStream) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        streams = self.server.fake._streams
+        streams.add(self)
+        try:
+            for event in events:
+                data = Reply(200, event).encode() + b"\n"
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+        finally:
+            streams.discard(self)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class FakeKubernetes:
+    """A local Kubernetes API server for apps/v1 Deployments and ReplicaSets, with a controller."""
+
+    def __init__(self, *, ready_delay: float = 1.0) -> None:
+        self._clock_offset = 0.0
+        self.store = Store(clock=lambda: time.time() + self._clock_offset)
+        self.controller = Controller(self.store, ready_delay=ready_delay)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self.api = Api(self.store, f"127.0.0.1:{self._server.server_address[1]}")
+        self._connections: set[socket.socket] = set()
+        self._streams: set[BaseHTTPRequestHandler] = set()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:54321."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def ready_delay(self) -> float:
+        """Seconds a new replica takes to become ready."""
+        return self.controller.ready_delay
+
+    @ready_delay.setter
+    def ready_delay(self, seconds: float) -> None:
+        self.controller.ready_delay = seconds
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> FakeKubernetes:
+        """Serve and run the controller in background threads."""
+        serve = lambda: self._server.serve_forever(poll_interval=0.05)  # noqa: E731
+        for target in (serve, self._run_controller):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop the controller, end open watches, close connections and the socket."""
+        self.store.close()
+        self._server.shutdown()
+        deadline = time.monotonic() + 5
+        while self._streams and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for conn in list(self._connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> FakeKubernetes:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run_controller(self) -> None:
+        while True:
+            with self.store.cond:
+                if self.store.closed:
+                    return
+                self.store.cond.wait(timeout=0.02)
+            self.controller.sync_all()
+
+    # --- helpers for tests and the demo ----------------------------------------------------------
+
+    def write_kubeconfig(
+        self, path: str | Path, *, context: str = "sandbox", namespace: str = "default"
+    ) -> Path:
+        """Write a kubeconfig whose `context` points at this server; return its path."""
+        path = Path(path)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": context, "user": {}}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {"cluster": context, "user": context, "namespace": namespace},
+                }
+            ],
+            "current-context": context,
+            "preferences": {},
+        }
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def add_deployment(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        images: list[str],
+        replicas: int = 1,
+        container_name: str | None = None,
+        revision_spacing: float = 3600.0,
+    ) -> Obj:
+        """Create a Deployment whose history has one revision per image, oldest first.
+
+        Each image is rolled out in turn, `revision_spacing` seconds apart and
+        ending now, with a change-cause annotation as `kubectl --record` wrote it.
+        """
+        if not images:
+            raise ValueError("a deployment needs at least one image")
+        container = container_name or name
+        with self.store.cond:
+            try:
+                for index, image in enumerate(images):
+                    self._clock_offset = -(len(images) - 1 - index) * revision_spacing
+                    self._roll_out(
+                        namespace, name, container, image, replicas=replicas, first=index == 0
+                    )
+            finally:
+                self._clock_offset = 0.0
+            return self.deployment(namespace, name)
+
+    def _roll_out(
+        self, namespace: str, name: str, container: str, image: str, *, replicas: int, first: bool
+    ) -> None:
+        if first:
+            cause = f"kubectl create deployment {name} --image={image} --replicas={replicas}"
+            labels = {"app": name}
+            self.store.create(
+                "deployments",
+                {
+                    "metadata": {
+                        "name": name,
+                        "namespace": namespace,
+                        "labels": labels,
+                        "annotations": {CHANGE_CAUSE: cause},
+                    },
+                    "spec": {
+                        "replicas": replicas,
+                        "selector": {"matchLabels": labels},
+                        "template": {
+                            "metadata": {"labels": labels},
+                            "spec": {"containers": [{"name": container, "image": image}]},
+                        },
+                    },
+                },
+            )
+        else:
+            obj = self.store.get("deployments", namespace, name)
+            obj["metadata"].setdefault("annotations", {})[CHANGE_CAUSE] = (
+                f"kubectl set image deployment/{name} {container}={image}"
+            )
+            for spec in obj["spec"]["template"]["spec"]["containers"]:
+                if spec["name"] == container:
+                    spec["image"] = image
+            self.store.update("deployments", obj)
+        self.controller.sync(namespace, name, settle=True)
+
+    def deployment(self, namespace: str, name: str) -> Obj:
+        """Return the stored Deployment."""
+        return self.store.get("deployments", namespace, name)
+
+    def replica_sets(self, namespace: str, name: str) -> list[Obj]:
+        """Return the ReplicaSets the Deployment controls, lowest revision first."""
+        with self.store.cond:
+            owner = self.store.get("deployments", namespace, name)
+            owned = [
+                rs for rs in self.store.list("replicasets", namespace) if controlled_by(rs, owner)
+            ]
+        return sorted(owned, key=revision_of)
+
+    def update_deployment(self, namespace: str, name: str, change: dict[str, Any]) -> Obj:
+        """Merge `change` into the Deployment's spec and metadata, as `kubectl edit` would."""
+        with self.store.cond:
+            obj = self.store.get("deployments", namespace, name)
+            for section in ("metadata", "spec"):
+                obj[section] = _deep_merge(obj[section], change.get(section, {}))
+            return self.store.update("deployments", obj)
+
+    def pause(self, namespace: str, name: str, paused: bool = True) -> Obj:
+        """Pause (or resume) a Deployment, like `kubectl rollout pause`."""
+        return self.update_deployment(namespace, name, {"spec": {"paused": paused}})
+
+    def block_ready(self, namespace: str, name: str, blocked: bool = True) -> None:
+        """Make the Deployment's new replicas never become ready (or let them again)."""
+        with self.store.cond:
+            key = (namespace, name)
+            (self.controller.blocked.add if blocked else self.controller.blocked.discard)(key)
+            self.store.cond.notify_all()
+
+    def fail_rollouts(self, namespace: str, name: str, failing: bool = True) -> None:
+        """Make the Deployment's rollouts stall and exceed their progress deadline at once."""
+        with self.store.cond:
+            key = (namespace, name)
+            for flags in (self.controller.blocked, self.controller.failing):
+                (flags.add if failing else flags.discard)(key)
+            self.store.cond.notify_all()
+
+    def settle(self, namespace: str, name: str) -> Obj:
+        """Run the controller for one Deployment now and return it."""
+        self.controller.sync(namespace, name)
+        return self.deployment(namespace, name)
+
+
+def _deep_merge(base: Any, change: Any) -> Any:
+    if not isinstance(change, dict) or not isinstance(base, dict):
+        return copy.deepcopy(change)
+    merged = dict(base)
+    for key, value in change.items():
+        merged[key] = _deep_merge(base.get(key), value)
+    return merged
