@@ -10,7 +10,9 @@ equality); the change is one JSON patch replacing `spec.template` and
 `metadata.annotations`, where the annotations kubectl keeps from the
 Deployment (revision, last-applied, ...) are kept and every other one comes
 from the ReplicaSet. Messages are kubectl's, word for word; a golden test runs
-both against the sandbox's fake API server and compares.
+both against the sandbox's fake API server and compares. The undo step is safe
+to re-run after a crash: the controller renumbers a restored revision but keeps
+its old number in revision-history, so the step finds it and reports a skip.
 
 Rollout status follows kubectl's order of checks (observed generation, progress
 deadline, updated, old pending, available) and is driven by a watch on the one
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Generator, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +88,7 @@ class KubernetesParams(Strict):
 
 
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 HASH_LABEL = "pod-template-hash"
 WORKER_REPLICAS = "rollback-bot/replicas-before-stop"
@@ -93,7 +97,7 @@ KEPT_FROM_DEPLOYMENT = frozenset(
     {
         "kubectl.kubernetes.io/last-applied-configuration",
         REVISION,
-        "deployment.kubernetes.io/revision-history",
+        REVISION_HISTORY,
         "deployment.kubernetes.io/desired-replicas",
         "deployment.kubernetes.io/max-replicas",
         "deprecated.deployment.rollback.to",
@@ -308,6 +312,24 @@ def _find_revision(
     return previous[1]
 
 
+def _find_revision_or_renumbered(
+    deployment: V1Deployment, owned: list[V1ReplicaSet], number: int
+) -> V1ReplicaSet:
+    """Find revision `number`, or the ReplicaSet it became after a rollback renumbered it.
+
+    The controller gives a restored ReplicaSet the next revision and records the
+    old one in its revision-history annotation, so a step re-run after a crash
+    still finds what it already restored.
+    """
+    try:
+        return _find_revision(deployment, owned, number)
+    except PermanentError:
+        for rs in owned:
+            if str(number) in _annotations(rs).get(REVISION_HISTORY, "").split(","):
+                return rs
+        raise
+
+
 # --- history and undo ---------------------------------------------------------------------------
 
 
@@ -419,9 +441,11 @@ def _watch_deployment(
             )
         yield listing.items[0]
         version = listing.metadata.resource_version if listing.metadata else None
-        yield from _follow(
+        ended_cleanly = yield from _follow(
             apps, namespace=namespace, selector=selector, version=version, remaining=remaining
         )
+        if not ended_cleanly:
+            time.sleep(min(1.0, remaining()))  # back off before listing again after a broken watch
 
 
 def _follow(
@@ -431,7 +455,8 @@ def _follow(
     selector: str,
     version: str | None,
     remaining: Callable[[], float],
-) -> Iterator[V1Deployment]:
+) -> Generator[V1Deployment, None, bool]:
+    """Yield each change after `version`; return False if the watch broke rather than ended."""
     watch = Watch()
     stream = watch.stream(
         apps.list_namespaced_deployment,
@@ -443,19 +468,22 @@ def _follow(
     )
     try:
         for event in stream:
+            if not isinstance(event, dict):
+                continue  # a line the client could not decode
             if event["type"] == "DELETED":
                 raise PermanentError(f"deployment/{_meta(event['object']).name} was deleted")
             yield event["object"]
             if remaining() <= 0:
-                return
+                return True
     except ApiException as exc:
         if exc.status != 410:
             raise _api_error(exc, None) from exc
     except (urllib3.exceptions.HTTPError, ConnectionError):
-        return
+        return remaining() <= 0
     finally:
         watch.stop()
         stream.close()
+    return True
 
 
 # --- workers ----------------------------------------------------------------------------------
@@ -511,11 +539,8 @@ class RolloutUndo:
 
     def run(self, ctx: StepContext) -> StepResult:
         """Patch the Deployment back; skip when it already runs that revision's template."""
-        key = f"kubernetes/{self.namespace}/{self.deployment}/undo-target"
         deployment, owned = _load(self.apps, namespace=self.namespace, name=self.deployment)
-        target = next((rs for rs in owned if _meta(rs).uid == ctx.memory.get(key)), None)
-        if target is None:
-            target = _find_revision(deployment, owned, self.to_revision)
+        target = _find_revision_or_renumbered(deployment, owned, self.to_revision)
         if deployment.spec is not None and deployment.spec.paused:
             raise PermanentError(PAUSED)
         if _same_template(target, deployment):
@@ -529,7 +554,6 @@ class RolloutUndo:
                 f"deployment/{self.deployment} in {self.namespace} is at revision {now}, not "
                 f"{self.from_revision} as approved; plan the rollback again"
             )
-        ctx.memory[key] = _meta(target).uid
         message = _restore(self.apps, deployment, target, self.to_revision)
         ctx.emit(message)
         return StepResult(

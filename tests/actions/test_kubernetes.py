@@ -316,6 +316,23 @@ def test_rollout_status_fails_at_the_steps_deadline(kube: KubeCluster) -> None:
     assert lines and "successfully" not in lines[-1]
 
 
+def test_rollout_status_turns_a_vanished_api_server_into_a_temporary_error(
+    kube_clusters: ClusterFactory,
+) -> None:
+    cluster = kube_clusters()
+    deploy(cluster, workers=False)
+    cluster.fake.block_ready(NS, API)
+    rollout_undo(cluster.apps, namespace=NS, name=API)
+    ctx, _ = context(timeout=10)
+
+    def stop_the_server(line: str) -> None:
+        cluster.fake.stop()
+
+    ctx.emit = stop_the_server
+    with pytest.raises(TemporaryError, match="cannot reach the API server"):
+        _status_step(cluster).run(ctx)
+
+
 def test_rollout_status_of_a_missing_deployment_is_permanent(kube: KubeCluster) -> None:
     with pytest.raises(PermanentError, match="not found"):
         _status_step(kube).run(context()[0])
@@ -345,12 +362,11 @@ def test_undo_step_names_both_revisions_and_the_image(kube: KubeCluster) -> None
     )
 
 
-def test_undo_step_rolls_back_and_a_rerun_is_skipped(kube: KubeCluster) -> None:
+def test_undo_step_rolls_back_and_a_rerun_after_a_crash_is_skipped(kube: KubeCluster) -> None:
     deploy(kube, workers=False)
-    ctx, _ = context()
-    first = _undo_step(kube, to=2, since=3).run(ctx)
+    first = _undo_step(kube, to=2, since=3).run(context()[0])
     kube.fake.settle(NS, API)
-    again = _undo_step(kube, to=2, since=3).run(ctx)
+    again = _undo_step(kube, to=2, since=3).run(context(memory={})[0])
     assert (first.skipped, image(kube)) == (False, "voxflow/api:v1.2.3")
     assert (again.skipped, again.summary) == (True, "skipped: already at revision 2")
 
