@@ -1,0 +1,261 @@
+"""Compare the bot's backup restore with plain pg_restore on the same dump.
+
+Run by hand, never by pytest:
+
+    python bench/bench_restore.py --rows 200000 --jobs 4 --repeat 3
+
+It makes a source database of generated rows, dumps it once (custom format), then, for each
+repeat, restores that dump over two fresh copies of the source: once with the procedures'
+plain `pg_restore --clean --if-exists` (one job) and once with the bot's RestoreBackup step
+(`--clean --if-exists --jobs N`). It also times the bot's whole plan for that dump
+(pre-rollback pg_dump checked with pg_restore --list, the restore, one verification query).
+Medians are printed. Every database it makes is called `rbbench_<random>...` and dropped at
+the end unless --keep is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from actions.base import StepContext
+from actions.database import (
+    DatabaseConnection,
+    DatabaseParams,
+    DatabaseTarget,
+    VerificationQuery,
+    human_size,
+    stamp,
+)
+
+SCHEMA = """
+CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE events (id bigint PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts(id),
+    kind text NOT NULL, payload text NOT NULL, created_at timestamptz NOT NULL);
+INSERT INTO accounts SELECT g, 'user' || g || '@example.com', now() - g * interval '1 minute'
+    FROM generate_series(1, {accounts}) g;
+INSERT INTO events SELECT g, 1 + g % {accounts}, (ARRAY['call', 'sms', 'email'])[1 + g % 3],
+    md5(g::text) || md5((g * 7)::text), now() - g * interval '1 second'
+    FROM generate_series(1, {rows}) g;
+CREATE INDEX events_account ON events (account_id);
+CREATE INDEX events_created ON events (created_at);
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5432)
+    parser.add_argument("--user", default="postgres")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows in the events table")
+    parser.add_argument("--jobs", type=int, default=4, help="the bot's pg_restore --jobs")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the databases and the dump")
+    return parser.parse_args(argv)
+
+
+class Server:
+    """The PostgreSQL server the benchmark uses, and the databases it made there."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.prefix = f"rbbench_{uuid.uuid4().hex[:8]}"
+        self.made: list[str] = []
+
+    def conn(self, dbname: str) -> DatabaseConnection:
+        """Return the bot's connection settings for a database."""
+        return DatabaseConnection(
+            host=self.args.host, port=self.args.port, user=self.args.user, dbname=dbname
+        )
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        """Open an autocommit connection."""
+        return psycopg.connect(
+            host=self.args.host,
+            port=self.args.port,
+            user=self.args.user,
+            dbname=dbname,
+            autocommit=True,
+        )
+
+    def create(self, suffix: str, *, template: str | None = None) -> str:
+        """Create `<prefix>_<suffix>`, optionally as a copy of `template`."""
+        name = f"{self.prefix}_{suffix}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with self.connect() as pg:
+            pg.execute(statement)
+        self.made.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        """Drop every database this run made (and their kin)."""
+        with self.connect() as pg:
+            rows = pg.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (self.prefix,)
+            ).fetchall()
+            for (name,) in rows:
+                pg.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def make_source(server: Server) -> str:
+    """Create and fill the source database."""
+    source = server.create("source")
+    rows = server.args.rows
+    with server.connect(source) as pg:
+        pg.execute(
+            sql.SQL(SCHEMA).format(rows=sql.Literal(rows), accounts=sql.Literal(max(1, rows // 20)))
+        )
+        pg.execute("VACUUM ANALYZE")
+    return source
+
+
+def make_dump(server: Server, source: str, directory: Path) -> Path:
+    """pg_dump the source in custom format under the bot's backup naming."""
+    path = directory / f"{source}_{stamp(datetime.now(UTC))}.dump"
+    args = server.args
+    subprocess.run(
+        [
+            "pg_dump",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-U",
+            args.user,
+            "-Fc",
+            "-f",
+            str(path),
+            source,
+        ],
+        check=True,
+    )
+    return path
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Return how many seconds `action` took."""
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def plain_restore(server: Server, dbname: str, dump: Path) -> None:
+    """Restore as the procedures do: pg_restore --clean --if-exists, one job."""
+    args = server.args
+    subprocess.run(
+        [
+            "pg_restore",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-U",
+            args.user,
+            "--clean",
+            "--if-exists",
+            "-d",
+            dbname,
+            str(dump),
+        ],
+        check=True,
+    )
+
+
+def bot_target(server: Server, dbname: str, backups: Path) -> DatabaseTarget:
+    """Build the bot's target for a copy, reading the dump from `backups`."""
+    params = DatabaseParams(
+        kind="database",
+        connection=server.conn(dbname),
+        backups=str(backups),
+        restore_jobs=server.args.jobs,
+        verification=[
+            VerificationQuery(name="events", sql="SELECT count(*) AS n FROM events", nonzero=["n"])
+        ],
+    )
+    return DatabaseTarget(params)
+
+
+def bot_restore(target: DatabaseTarget, dump: Path) -> float:
+    """Run only the bot's restore step; return its measured bytes per second."""
+    step = target.plan(f"backup:{dump}").rollback[0]
+    result = step.run(StepContext.for_test(timeout=3600))
+    return float(result.data["restore_bytes_per_second"])
+
+
+def bot_full_plan(target: DatabaseTarget, dump: Path) -> None:
+    """Run the bot's whole plan: pre-rollback backup, restore, verification."""
+    plan = target.plan(f"backup:{dump}")
+    memory: dict[str, Any] = {}
+    for step in [*plan.prepare, *plan.rollback, *plan.verify]:
+        step.run(StepContext.for_test(timeout=3600, memory=memory))
+
+
+def one_round(server: Server, *, source: str, dump: Path, i: int) -> dict[str, float]:
+    """Time the three ways once, each on its own fresh copy of the source."""
+    plain_db = server.create(f"plain{i}", template=source)
+    bot_db = server.create(f"bot{i}", template=source)
+    full_db = server.create(f"full{i}", template=source)
+    backups = dump.parent
+    rates: list[float] = []
+    times = {
+        "plain pg_restore (1 job)": timed(lambda: plain_restore(server, plain_db, dump)),
+        f"bot restore step (--jobs {server.args.jobs})": timed(
+            lambda: rates.append(bot_restore(bot_target(server, bot_db, backups), dump))
+        ),
+        "bot full plan (backup + restore + verify)": timed(
+            lambda: bot_full_plan(bot_target(server, full_db, backups), dump)
+        ),
+    }
+    return times | {"_rate": rates[0]}
+
+
+def report(rounds: list[dict[str, float]], *, dump: Path, rows: int) -> str:
+    """Format the medians as a plain-text table."""
+    size = dump.stat().st_size
+    lines = [f"dump: {dump.name}, {human_size(size)}, {rows} event rows, {len(rounds)} round(s)"]
+    lines.append(f"{'method':<45} {'median s':>9} {'MB/s':>8}")
+    for key in (k for k in rounds[0] if not k.startswith("_")):
+        seconds = statistics.median(r[key] for r in rounds)
+        lines.append(f"{key:<45} {seconds:>9.2f} {size / seconds / 1e6:>8.2f}")
+    rate = statistics.median(r["_rate"] for r in rounds)
+    lines.append(f"bot's recorded restore_bytes_per_second (median): {rate:,.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
+    args = parse_args(argv)
+    server = Server(args)
+    workdir = Path(tempfile.mkdtemp(prefix="rbbench_"))
+    try:
+        source = make_source(server)
+        dump = make_dump(server, source, workdir)
+        rounds = [one_round(server, source=source, dump=dump, i=i) for i in range(args.repeat)]
+        print(report(rounds, dump=dump, rows=args.rows))
+    finally:
+        if not args.keep:
+            server.drop_all()
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept: databases {server.prefix}_*, files in {workdir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

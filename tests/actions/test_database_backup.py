@@ -1,0 +1,179 @@
+"""Backup restoration on the real PostgreSQL: listing, refusal, pre-rollback backup, restore."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actions.base import PermanentError, PlanningError, StepContext
+from actions.database import (
+    DatabaseTarget,
+    PreRollbackBackup,
+    RestoreBackup,
+    inspect_archive,
+    list_backups,
+)
+from actions.params import SecretRef
+from tests.fakes.pg import connection, dump, execute, params, run_plan, run_step, scalar
+
+pytest_plugins = ["tests.fakes.pg"]
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)
+
+
+def clock() -> datetime:
+    """Return the fixed test time."""
+    return NOW
+
+
+def target(db: str, backups: Path, **kwargs: Any) -> DatabaseTarget:
+    """Build a backup-method target with a fixed clock."""
+    rate = kwargs.pop("restore_rate", None)
+    return DatabaseTarget(params(db, backups=str(backups), **kwargs), restore_rate=rate, now=clock)
+
+
+def test_points_list_backups_newest_first_with_age_and_size(
+    voxflow_db: str, tmp_path: Path
+) -> None:
+    old = dump(voxflow_db, tmp_path, NOW - timedelta(days=2))
+    new = dump(voxflow_db, tmp_path, NOW - timedelta(hours=3))
+    (tmp_path / "unrelated_20260101_000000.dump").write_bytes(b"x")
+
+    points = target(voxflow_db, tmp_path).points()
+
+    assert [p.ref for p in points] == [f"backup:{new.resolve()}", f"backup:{old.resolve()}"]
+    assert "3.0 h ago" in points[0].label
+    assert "kB" in points[0].label
+    assert points[1].created_at == NOW - timedelta(days=2)
+
+
+def test_garbage_backup_file_is_refused_at_plan_time(voxflow_db: str, tmp_path: Path) -> None:
+    garbage = tmp_path / f"{voxflow_db}_20260101_000000.dump"
+    garbage.write_bytes(b"this is not a pg_dump archive\n" * 10)
+    tgt = target(voxflow_db, tmp_path)
+
+    with pytest.raises(PlanningError, match="cannot be used"):
+        tgt.plan(f"backup:{garbage}")
+    check = tgt.checks(f"backup:{garbage}")[0]
+    assert (check.name, check.ok) == ("backup readable", False)
+
+
+def test_missing_backup_and_paths_outside_the_directory_are_refused(
+    voxflow_db: str, tmp_path: Path
+) -> None:
+    tgt = target(voxflow_db, tmp_path / "backups")
+    (tmp_path / "backups").mkdir()
+
+    with pytest.raises(PlanningError, match="does not exist"):
+        tgt.plan(f"backup:{tmp_path}/backups/{voxflow_db}_20260101_000000.dump")
+    with pytest.raises(PlanningError, match="not a file in the backups directory"):
+        tgt.plan("backup:/etc/passwd")
+    with pytest.raises(PlanningError, match="not a file in the backups directory"):
+        tgt.plan(f"backup:{tmp_path}/backups/../x.dump")
+
+
+def test_checks_estimate_duration_from_measured_rate(voxflow_db: str, tmp_path: Path) -> None:
+    path = dump(voxflow_db, tmp_path, NOW - timedelta(hours=1))
+
+    unmeasured = target(voxflow_db, tmp_path).checks(f"backup:{path}")
+    measured = target(voxflow_db, tmp_path, restore_rate=100.0).checks(f"backup:{path}")
+
+    assert unmeasured[0].ok
+    assert "no earlier restore measured" in unmeasured[1].detail
+    assert measured[1].detail.startswith("about ")
+    assert "measured on earlier restores" in measured[1].detail
+
+
+def test_backup_restore_brings_back_the_dump_and_keeps_a_readable_pre_rollback_backup(
+    voxflow_db: str, tmp_path: Path
+) -> None:
+    path = dump(voxflow_db, tmp_path, NOW - timedelta(hours=1))
+    execute(voxflow_db, "INSERT INTO users (email) VALUES ('late@example.com'); DROP TABLE agents")
+    plan = target(voxflow_db, tmp_path).plan(f"backup:{path}")
+    memory: dict[str, Any] = {}
+
+    prepared, restored, verified = run_plan(plan, memory)
+
+    assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
+    assert scalar(voxflow_db, "SELECT count(*) FROM agents") == 2
+    pre = Path(prepared.data["path"])
+    assert pre.name == f"pre_rollback_{voxflow_db}_20260110_120000.dump"
+    assert memory[f"database.pre_rollback_backup:{voxflow_db}"] == str(pre)
+    assert inspect_archive(pre).readable
+    assert restored.data["restore_bytes_per_second"] > 0
+    assert "--jobs=2" in restored.data["command"]
+    assert "users" in verified.output
+
+
+def test_pre_rollback_backup_holds_the_state_before_the_rollback(
+    voxflow_db: str, tmp_path: Path, make_db: Callable[[], str]
+) -> None:
+    execute(voxflow_db, "INSERT INTO users (email) VALUES ('kept@example.com')")
+    step = PreRollbackBackup(connection(voxflow_db), tmp_path, 60.0, clock)
+    pre = Path(run_step(step, {}).data["path"])
+    copy = make_db()
+
+    subprocess.run(
+        ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "-d", copy, str(pre)],
+        check=True,
+        capture_output=True,
+    )
+
+    assert scalar(copy, "SELECT count(*) FROM users WHERE email = 'kept@example.com'") == 1
+
+
+def test_restore_errors_fail_the_step_with_pg_restores_message(
+    make_db: Callable[[], str], pg_role: str, tmp_path: Path
+) -> None:
+    db = make_db()
+    execute(db, f'CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO "{pg_role}"')
+    path = dump(db, tmp_path, NOW)
+    execute(db, f'ALTER TABLE owned OWNER TO postgres; DROP ROLE "{pg_role}"')
+    step = RestoreBackup(connection(db), path, 1, 60.0)
+
+    with pytest.raises(PermanentError) as failure:
+        step.run(StepContext.for_test())
+
+    assert f'role "{pg_role}" does not exist' in str(failure.value)
+    assert "errors ignored on restore" in str(failure.value)
+
+
+def test_password_goes_in_the_environment_never_on_the_command_line(
+    voxflow_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cr3t-Pa55-never-logged"
+    monkeypatch.setenv("RBT_DB_PASSWORD", secret)
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(argv: list[str], **kwargs: Any) -> Any:
+        seen.append((list(argv), dict(kwargs["env"])))
+        return real_popen(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    conn = connection(voxflow_db, password=SecretRef(env="RBT_DB_PASSWORD"))
+    backup = run_step(PreRollbackBackup(conn, tmp_path, 60.0, clock), {})
+    restore = run_step(RestoreBackup(conn, Path(backup.data["path"]), 2, 60.0), {})
+
+    dumps = [(argv, env) for argv, env in seen if argv[0] == "pg_dump"]
+    assert dumps and dumps[0][1]["PGPASSWORD"] == secret
+    assert all(secret not in " ".join(argv) for argv, _ in seen)
+    for result in (backup, restore):
+        assert secret not in result.data["command"] + result.output + result.summary
+    assert backup.data["command"].startswith("pg_dump --no-password --host=127.0.0.1")
+
+
+def test_list_backups_recognises_pre_rollback_dumps(voxflow_db: str, tmp_path: Path) -> None:
+    dump(voxflow_db, tmp_path, NOW - timedelta(hours=2))
+    dump(voxflow_db, tmp_path, NOW - timedelta(hours=1), prefix="pre_rollback_")
+
+    found = list_backups(tmp_path, voxflow_db)
+
+    assert [b.pre_rollback for b in found] == [True, False]
+    assert found[0].label(NOW).startswith("pre-rollback backup ")

@@ -1,0 +1,175 @@
+"""RDS point-in-time recovery against moto's server: window, restore, identifier swap."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from actions.base import PermanentError, PlanningError, StepContext, TemporaryError
+from actions.database import (
+    DatabaseParams,
+    DatabaseTarget,
+    RdsInstance,
+    RdsRestoreToTime,
+    RdsSwap,
+    VerifyDatabase,
+    iso,
+    pitr_ref,
+    rds_stamp,
+)
+from actions.params import AwsConnection
+from tests.fakes.pg import connection, run_plan, run_step
+
+pytest_plugins = ["tests.fakes.aws"]
+
+SWAP_TIME = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def live_instance(aws: AwsConnection) -> str:
+    """Create an RDS PostgreSQL instance with automated backups in moto; return its id."""
+    instance_id = f"voxdb-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    client.create_db_instance(
+        DBInstanceIdentifier=instance_id,
+        DBInstanceClass="db.t3.micro",
+        Engine="postgres",
+        MasterUsername="voxflow",
+        MasterUserPassword="not-used-by-the-bot",
+        AllocatedStorage=20,
+        DBName="voxflow_prod",
+        BackupRetentionPeriod=7,
+    )
+    return instance_id
+
+
+def target(aws: AwsConnection, instance_id: str, *, verify: bool = False) -> DatabaseTarget:
+    """Build an RDS PITR target; verification off because moto has no PostgreSQL behind it."""
+    rds = RdsInstance(instance_id=instance_id, aws=aws, verify=verify, poll_interval=0.05)
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    return DatabaseTarget(params, now=lambda: SWAP_TIME)
+
+
+def instances(aws: AwsConnection) -> dict[str, dict[str, Any]]:
+    """Return moto's instances by identifier."""
+    client = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    return {
+        i["DBInstanceIdentifier"]: dict(i) for i in client.describe_db_instances()["DBInstances"]
+    }
+
+
+def inside_window(tgt: DatabaseTarget) -> datetime:
+    """Return a time inside the instance's restorable window."""
+    window = tgt.pitr_window()
+    assert window is not None
+    return window[0] + (window[1] - window[0]) / 2
+
+
+def test_points_show_the_restorable_window(aws: AwsConnection, live_instance: str) -> None:
+    points = target(aws, live_instance).points()
+
+    assert len(points) == 1
+    assert points[0].ref.startswith("pitr:")
+    assert f"RDS {live_instance}" in points[0].label
+    assert "any time from" in points[0].label
+
+
+def test_time_outside_the_window_is_refused(aws: AwsConnection, live_instance: str) -> None:
+    tgt = target(aws, live_instance)
+    past = iso(datetime.now(UTC) - timedelta(days=30))
+
+    with pytest.raises(PlanningError, match="outside the restorable window"):
+        tgt.plan(f"pitr:{past}")
+    assert not tgt.checks(f"pitr:{past}")[0].ok
+
+
+def test_unknown_instance_is_refused(aws: AwsConnection) -> None:
+    with pytest.raises(PlanningError, match="does not exist"):
+        target(aws, "no-such-instance").plan(None)
+
+
+def test_restore_and_swap_put_the_restored_instance_in_place(
+    aws: AwsConnection, live_instance: str
+) -> None:
+    tgt = target(aws, live_instance)
+    moment = inside_window(tgt)
+    original = instances(aws)[live_instance]["InstanceCreateTime"]
+    plan = tgt.plan(pitr_ref(moment))
+
+    restored, swapped = run_plan(plan)
+
+    aside = f"{live_instance}-pre-rollback-{rds_stamp(SWAP_TIME)}"
+    found = instances(aws)
+    assert restored.data["restored_instance"] == f"{live_instance}-pitr-{rds_stamp(moment)}"
+    assert swapped.data["aside"] == aside
+    assert found[aside]["InstanceCreateTime"] == original
+    assert found[live_instance]["InstanceCreateTime"] != original
+    assert found[live_instance]["DBInstanceStatus"] == "available"
+    assert restored.data["restored_instance"] not in found
+
+
+def test_plan_describes_exact_instances_and_time(aws: AwsConnection, live_instance: str) -> None:
+    tgt = target(aws, live_instance)
+    moment = inside_window(tgt)
+
+    plan = tgt.plan(pitr_ref(moment))
+
+    restore, swap = plan.rollback
+    assert isinstance(restore, RdsRestoreToTime) and isinstance(swap, RdsSwap)
+    assert iso(moment) in restore.describe()
+    assert f"{live_instance}-pitr-{rds_stamp(moment)}" in swap.describe()
+    assert plan.verify == []
+    assert "verification queries: off (RdsInstance.verify)" in plan.notes
+
+
+def test_verification_steps_are_included_when_configured(
+    aws: AwsConnection, live_instance: str
+) -> None:
+    tgt = target(aws, live_instance, verify=True)
+
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+
+    verify_restored, verify_live = plan.rollback[1], plan.verify[0]
+    assert isinstance(verify_restored, VerifyDatabase)
+    assert f"RDS instance {live_instance}-pitr-" in verify_restored.describe()
+    assert f"RDS instance {live_instance};" in verify_live.describe()
+
+
+def test_swap_run_again_after_it_finished_changes_nothing(
+    aws: AwsConnection, live_instance: str
+) -> None:
+    tgt = target(aws, live_instance)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+    memory: dict[str, Any] = {}
+    run_plan(plan, memory)
+    before = instances(aws)
+
+    run_step(plan.rollback[1], memory)
+
+    assert instances(aws).keys() == before.keys()
+
+
+def test_waiting_past_the_deadline_asks_to_retry(aws: AwsConnection) -> None:
+    rds = RdsInstance(instance_id="never-there", aws=aws, poll_interval=5.0)
+    restore = RdsRestoreToTime(rds, "never-there-pitr", SWAP_TIME, 1.0)
+
+    with pytest.raises(TemporaryError, match="never-there-pitr is still not found"):
+        restore.run(
+            StepContext.for_test(
+                timeout=1.0, memory={"database.rds_restore:never-there-pitr": True}
+            )
+        )
+
+
+def test_an_aws_refusal_fails_the_step_permanently(aws: AwsConnection) -> None:
+    rds = RdsInstance(instance_id="gone-instance", aws=aws, poll_interval=0.05)
+    restore = RdsRestoreToTime(rds, "gone-instance-pitr", SWAP_TIME, 5.0)
+
+    with pytest.raises(PermanentError, match=r"restoring gone-instance: .*DBInstanceNotFound"):
+        restore.run(StepContext.for_test(timeout=5.0))

@@ -1,0 +1,163 @@
+"""Real PostgreSQL at 127.0.0.1:5432 for database tests: unique databases, dropped afterwards.
+
+Every database a test makes is called `rbt_<random>`; at teardown every database whose name
+starts with it is dropped (WITH (FORCE)), which also removes the `<name>_recovery` and
+`<name>_pre_rollback_<ts>` databases the rollback steps create. Nothing else on the shared
+server is touched.
+
+Test modules load this as a plugin (`pytest_plugins = ["tests.fakes.pg"]`) and also import
+its helpers; it holds no asserts, so it opts out of assertion rewriting: PYTEST_DONT_REWRITE.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, MutableMapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from actions.base import Action, StepContext, StepResult, TargetPlan, TemporaryError
+from actions.database import DatabaseConnection, DatabaseParams, stamp
+
+HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
+
+VOXFLOW_SCHEMA = """
+CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL,
+    is_active boolean NOT NULL DEFAULT true, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE agents (id serial PRIMARY KEY, user_id int REFERENCES users(id), name text,
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE campaigns (id serial PRIMARY KEY, user_id int REFERENCES users(id), status text,
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE user_usage_tracking (id serial PRIMARY KEY, user_id int REFERENCES users(id),
+    date date NOT NULL DEFAULT current_date, total_tokens bigint NOT NULL);
+CREATE TABLE user_api_keys (id serial PRIMARY KEY, user_id int REFERENCES users(id),
+    key_hash text NOT NULL, is_active boolean NOT NULL DEFAULT true);
+CREATE TABLE schema_migrations (version text PRIMARY KEY);
+INSERT INTO users (email) VALUES ('a@example.com'), ('b@example.com'), ('c@example.com');
+INSERT INTO agents (user_id, name) VALUES (1, 'support'), (2, 'sales');
+INSERT INTO campaigns (user_id, status) VALUES (1, 'active'), (2, 'paused');
+INSERT INTO user_usage_tracking (user_id, total_tokens) VALUES (1, 1200), (2, 300);
+INSERT INTO user_api_keys (user_id, key_hash) VALUES (1, 'sk-SECRET-KEY-VALUE-1');
+INSERT INTO schema_migrations VALUES ('001');
+"""
+
+
+def connection(dbname: str, **overrides: Any) -> DatabaseConnection:
+    """Return the DatabaseConnection of a test database."""
+    return DatabaseConnection(host=HOST, port=PORT, user=USER, dbname=dbname, **overrides)
+
+
+def params(dbname: str, **overrides: Any) -> DatabaseParams:
+    """Return DatabaseParams for a test database (short timeouts)."""
+    overrides.setdefault("restore_timeout", 60.0)
+    overrides.setdefault("swap_timeout", 20.0)
+    return DatabaseParams(kind="database", connection=connection(dbname), **overrides)
+
+
+def pg(dbname: str = "postgres") -> psycopg.Connection[Any]:
+    """Open an autocommit connection to a database on the test server."""
+    return psycopg.connect(host=HOST, port=PORT, user=USER, dbname=dbname, autocommit=True)
+
+
+def execute(dbname: str, statement: str) -> None:
+    """Run SQL (possibly several statements) in a database."""
+    with pg(dbname) as conn:
+        conn.execute(statement.encode())
+
+
+def scalar(dbname: str, query: str) -> Any:
+    """Return the first column of the first row of a query."""
+    with pg(dbname) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    return row[0] if row else None
+
+
+def exists(dbname: str) -> bool:
+    """Say whether a database exists on the test server."""
+    with pg() as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+        return found.fetchone() is not None
+
+
+def dump(dbname: str, directory: Path, taken_at: datetime, *, prefix: str = "") -> Path:
+    """pg_dump a database in custom format as `<prefix><db>_<ts>.dump`."""
+    path = directory / f"{prefix}{dbname}_{stamp(taken_at)}.dump"
+    subprocess.run(
+        ["pg_dump", "-h", HOST, "-p", str(PORT), "-U", USER, "-Fc", "-f", str(path), dbname],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def _drop_family(name: str) -> None:
+    with pg() as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (name,)
+        ).fetchall()
+        for (datname,) in rows:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(datname)))
+
+
+@pytest.fixture
+def make_db() -> Iterator[Callable[[], str]]:
+    """Yield a factory of empty uniquely named databases; drop them and their kin afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"rbt_{uuid.uuid4().hex[:12]}"
+        with pg() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        _drop_family(name)
+
+
+@pytest.fixture
+def voxflow_db(make_db: Callable[[], str]) -> str:
+    """Create a database with a small VoxFlow-like schema and data; return its name."""
+    name = make_db()
+    execute(name, VOXFLOW_SCHEMA)
+    return name
+
+
+@pytest.fixture
+def pg_role() -> Iterator[str]:
+    """Create a uniquely named role; drop it afterwards."""
+    name = f"rbt_role_{uuid.uuid4().hex[:10]}"
+    with pg() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(name)))
+    yield name
+    with pg() as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def run_step(
+    action: Action, memory: MutableMapping[str, Any], *, timeout: float = 30.0
+) -> StepResult:
+    """Run one step as the runner would: retry TemporaryError until the deadline."""
+    ctx = StepContext.for_test(timeout=min(timeout, action.timeout), memory=memory)
+    while True:
+        try:
+            return action.run(ctx)
+        except TemporaryError as error:
+            if ctx.remaining() <= 0:
+                raise
+            time.sleep(min(error.delay, ctx.remaining()))
+
+
+def run_plan(plan: TargetPlan, memory: MutableMapping[str, Any] | None = None) -> list[StepResult]:
+    """Run prepare, rollback and verify in order with one shared memory."""
+    shared: MutableMapping[str, Any] = {} if memory is None else memory
+    steps = [*plan.prepare, *plan.rollback, *plan.verify]
+    return [run_step(step, shared) for step in steps]
