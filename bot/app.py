@@ -28,7 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from actions.http import read_metrics
 from bot.config import RollbackConfig
-from bot.plans import Planner
+from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
 from bot.settings import Settings
 from bot.store import Store, make_engine, require_current_schema
@@ -67,6 +67,16 @@ def create_app(settings: Settings, deps: Deps) -> App:
     return app
 
 
+def _rate_of(store: Store) -> RateSource:
+    """The median restore rate (bytes/s) of the last database restores, for estimates."""
+
+    def rate() -> float | None:
+        values = sorted(store.step_values("restore_bytes_per_second"))
+        return values[len(values) // 2] if values else None
+
+    return rate
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -82,7 +92,7 @@ class BotProcess:
 
     settings: Settings
     config: RollbackConfig
-    planner: Planner = field(default_factory=Planner)
+    planner: Planner | None = None
     metrics_reader: MetricsReader = read_metrics
     deps: Deps = field(init=False)
     app: App = field(init=False)
@@ -95,11 +105,13 @@ class BotProcess:
         engine = make_engine(self.settings.database_url)
         require_current_schema(engine)
         store = Store(engine)
+        planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
+        self.planner = planner
         self.deps = Deps(
             config=self.config,
             store=store,
             workflow=Workflow(store=store, config=self.config),
-            planner=self.planner,
+            planner=planner,
             client=build_client(self.settings),
             metrics_reader=self.metrics_reader,
         )
@@ -108,7 +120,7 @@ class BotProcess:
             store=store,
             workflow=self.deps.workflow,
             config=self.config,
-            planner=self.planner,
+            planner=planner,
             progress=SlackProgress(IncidentThread(self.deps)),
             lease_seconds=self.settings.runner_lease_seconds,
         )

@@ -93,22 +93,27 @@ def plan_hash(
 
 
 TargetFactory = Callable[[TargetParams], Target]
+RateSource = Callable[[], float | None]
 
 
-def real_target(params: TargetParams) -> Target:
-    """Build the Target for a config entry (not for `full`, which has members)."""
-    match params:
-        case KubernetesParams():
-            return KubernetesTarget(params)
-        case DockerParams():
-            return DockerTarget(params)
-        case BlueGreenParams():
-            return BlueGreenTarget(params)
-        case ConfigFilesParams():
-            return ConfigFilesTarget(params)
-        case DatabaseParams():
-            return DatabaseTarget(params)
-    raise PlanningError(f"a {params.kind} target has no single rollback of its own")
+def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
+    """Build Targets for config entries; databases learn the restore rate measured before."""
+
+    def build(params: TargetParams) -> Target:
+        match params:
+            case KubernetesParams():
+                return KubernetesTarget(params)
+            case DockerParams():
+                return DockerTarget(params)
+            case BlueGreenParams():
+                return BlueGreenTarget(params)
+            case ConfigFilesParams():
+                return ConfigFilesTarget(params)
+            case DatabaseParams():
+                return DatabaseTarget(params, restore_rate=restore_rate())
+        raise PlanningError(f"a {params.kind} target has no single rollback of its own")
+
+    return build
 
 
 def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
@@ -126,7 +131,7 @@ def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
 class Planner:
     """Builds plans, lists rollback points and runs pre-rollback checks for config targets."""
 
-    factory: TargetFactory = real_target
+    factory: TargetFactory = field(default_factory=target_factory)
     _cache: dict[int, Target] = field(default_factory=dict)
 
     def target(self, params: TargetParams) -> Target:

@@ -182,7 +182,6 @@ class Runner:
                     "and is not safe to repeat"
                 )
                 self._save(run, stored, state="failed", summary=failure)
-                not_run.append(stored["description"])
                 continue
             error = self._run_step(run, planned.action, stored, memory)
             if error is not None and failure is None:

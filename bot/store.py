@@ -501,16 +501,17 @@ class Store:
                 ).all()
             )
 
-    def step_rates(self, *, environment: str, target: str, key: str) -> list[float]:
-        """Return the numeric `data[key]` of earlier steps of a target's runs (newest first)."""
+    def step_values(self, key: str, *, limit: int = 5) -> list[float]:
+        """Return the numeric `data[key]` of the newest finished steps that recorded it."""
         with self.session() as session:
             rows = session.scalars(
                 select(StepRecord.data)
-                .join(Run, Run.id == StepRecord.run_id)
-                .where(Run.environment == environment, Run.target == target)
+                .where(StepRecord.state == "succeeded", StepRecord.finished_at.is_not(None))
                 .order_by(StepRecord.finished_at.desc())
+                .limit(200)
             ).all()
-            return [float(d[key]) for d in rows if isinstance(d, dict) and key in d]
+        values = [float(d[key]) for d in rows if isinstance(d, dict) and key in d]
+        return values[:limit]
 
     def _event(
         self,

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import text
 
 from bot.__main__ import main
+from bot.config import parse_config
+from bot.decision import Answers, Severity
+from bot.plans import Plan
 from bot.store import SchemaOutOfDate, Store, make_engine, require_current_schema, upgrade
+from bot.workflow import Workflow
+from tests.bot.conftest import ALICE, Clock, config_dict
 
 
 def test_bot_refuses_an_empty_database_and_names_the_fix(database_url: str) -> None:
@@ -57,3 +64,27 @@ def test_timestamps_come_back_in_utc(store: Store) -> None:
     assert fetched is not None
     assert fetched.created_at == store.clock()
     assert fetched.created_at.utcoffset() is not None
+
+
+def test_step_values_returns_the_newest_recorded_measurements_first(
+    store: Store, clock: Clock
+) -> None:
+    workflow = Workflow(store=store, config=parse_config(config_dict(), path=Path("t.yml")))
+    plan = Plan(environment="prod", target="db", point=None, steps=())
+    _, run = workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    for position, rate in enumerate([10.0, 30.0, 20.0]):
+        clock.advance(seconds=1)
+        store.save_step(
+            run,
+            position=position,
+            name="database.restore_backup",
+            event_kind="step.succeeded",
+            state="succeeded",
+            finished_at=clock.now,
+            data={"restore_bytes_per_second": rate},
+        )
+    assert store.step_values("restore_bytes_per_second") == [20.0, 30.0, 10.0]
+    assert store.step_values("restore_bytes_per_second", limit=1) == [20.0]
+    assert store.step_values("nothing") == []

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
 from tests.fakes.targets import script_log, write_script
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, DAVE, card, request_rollback, text_of
@@ -217,8 +217,11 @@ def test_dedicated_channel_per_incident_invites_requester_and_approvers(
         what="the incident channel",
     )
     assert channel.name.endswith("-app")
-    invited = {i.user for i in sandbox.slack.invites() if i.channel == channel.id}
-    assert {ALICE, BOB} <= invited
+    invited = wait_for(
+        lambda: {i.user for i in sandbox.slack.invites() if i.channel == channel.id},
+        what="the invitations",
+    )
+    assert {ALICE, BOB, CAROL} <= invited
     link = wait_for(
         lambda: [m for m in sandbox.slack.messages(CHANNEL) if channel.id in m.text],
         what="the link in the incident channel",
