@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from bot.config import load_config
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.kubernetes import FakeKubernetes
-from bot.sandbox.slack import Call
+from bot.sandbox.slack import Call, FakeSlack
 from bot.sandbox.web import Reply, Request, WebStub
 
 DEMO_CONFIG = Path(__file__).parents[1] / "examples" / "demo.yml"
@@ -55,11 +55,17 @@ def wait(check: Callable[[], Any], *, seconds: float, what: str) -> Any:
 
 
 class Printer:
-    """Prints what the incident channel shows, as the bot calls Slack."""
+    """Prints what the incident channel shows, as the bot calls Slack.
 
-    def __init__(self, out: TextIO) -> None:
+    A new message is printed whole; an edit prints its first line and only the
+    lines that changed, so the progress message reads as a log of steps.
+    """
+
+    def __init__(self, slack: FakeSlack, out: TextIO) -> None:
+        self.slack = slack
         self.out = out
-        self.thread_roots: set[str] = set()
+        self.shown: dict[str, list[str]] = {}
+        self.replies: set[str] = set()
 
     def __call__(self, call: Call) -> None:
         if not call.ok:
@@ -68,25 +74,39 @@ class Printer:
         args, response = call.args, call.response or {}
         match call.method:
             case "chat.postMessage":
-                reply = bool(args.get("thread_ts"))
-                self._message("↳ " if reply else "■ ", args, indent=reply)
+                self._posted(args, str(response.get("ts")))
             case "chat.update":
-                self._message("✎ edited: ", args, indent=args.get("ts") not in self.thread_roots)
+                self._edited(args)
             case "chat.postEphemeral":
                 self._line(f"  (only {args.get('user')} sees) {args.get('text')}")
             case "views.open" | "views.update":
                 self._view(args.get("view") or {})
             case "files.completeUploadExternal":
-                titles = [f.get("title") for f in args.get("files") or []]
-                self._line(f"  ↳ file attached: {', '.join(map(str, titles))}")
-        if call.method == "chat.postMessage" and not args.get("thread_ts"):
-            self.thread_roots.add(str(response.get("ts")))
+                for file in args.get("files") or []:
+                    self._file(str(file.get("id")), str(file.get("title")))
 
-    def _message(self, prefix: str, args: dict[str, Any], *, indent: bool) -> None:
+    def _posted(self, args: dict[str, Any], ts: str) -> None:
         lines = render_blocks(args.get("blocks") or []) or [str(args.get("text", ""))]
-        pad = "    " if indent else ""
-        self._line(f"{pad}{prefix}{lines[0]}")
+        reply = bool(args.get("thread_ts"))
+        if reply:
+            self.replies.add(ts)
+        self.shown[ts] = lines
+        pad = "    " if reply else ""
+        self._line(f"{pad}{'↳ ' if reply else '■ '}{lines[0]}")
         for line in lines[1:]:
+            self._line(f"{pad}  {line}")
+
+    def _edited(self, args: dict[str, Any]) -> None:
+        ts = str(args.get("ts"))
+        lines = render_blocks(args.get("blocks") or []) or [str(args.get("text", ""))]
+        before = set(self.shown.get(ts, []))
+        self.shown[ts] = lines
+        changed = [line for line in lines[1:] if line not in before]
+        if not changed and lines[0] in before:
+            return
+        pad = "    " if ts in self.replies else ""
+        self._line(f"{pad}✎ {lines[0]}")
+        for line in changed:
             self._line(f"{pad}  {line}")
 
     def _view(self, view: dict[str, Any]) -> None:
@@ -95,7 +115,14 @@ class Printer:
             if block.get("block_id") == "recommendation":
                 self._line(f"  [modal '{title}'] {block['text']['text'].splitlines()[0]}")
                 return
-        self._line(f"  [modal '{title}'] {render_blocks(view.get('blocks') or [])[:1]}")
+        self._line(f"  [modal '{title}'] {' '.join(render_blocks(view.get('blocks') or []))}")
+
+    def _file(self, file_id: str, title: str) -> None:
+        self._line(f"    ↳ file attached: {title}")
+        for uploaded in self.slack.files():
+            if uploaded.id == file_id:
+                for line in uploaded.text.splitlines():
+                    self._line(f"      | {line}")
 
     def _line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -153,7 +180,7 @@ def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> 
         environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
         config = load_config(DEMO_CONFIG, environ=environ)
         sandbox = Sandbox(config=config, workdir=workdir, people=PEOPLE).start()
-        sandbox.slack.on_call(Printer(out))
+        sandbox.slack.on_call(Printer(sandbox.slack, out))
         print(f"rollback-bot demo: voxflow-api runs {IMAGES[-1]} and calls are dropping.", file=out)
         summary = play(sandbox, kube, step=step, out=out)
         print(f"\n{summary}", file=out)
@@ -188,6 +215,7 @@ def play(sandbox: Sandbox, kube: FakeKubernetes, *, step: bool, out: TextIO) -> 
     }
     for block_id, value in answers.items():
         alice.choose(view_id, block_id, value)
+    alice.choose(view_id, "summary", "Calls drop after 10 seconds since the v1.2.4 deploy")
     if "Rollback recommended" not in str(sandbox.slack.view(view_id).view["blocks"]):
         raise DemoFailure("the modal did not recommend a rollback")
     pause(step, "alice submits the form", out)

@@ -77,7 +77,9 @@ class Approvals:
                 run_id, user=user, user_groups=self.groups_of(env, user), current_plan_hash=current
             )
         except Refused as exc:
-            self.thread.refresh(run_id)
+            after = self.deps.store.run(run_id)
+            if after is not None and after.state != run.state:
+                self.thread.refresh(run_id)
             return str(exc)
         except ActionError as exc:
             return f"the plan can no longer be built, so it cannot be approved: {exc}"

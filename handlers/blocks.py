@@ -133,9 +133,10 @@ def _plan_lines(plan: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def mention_approvers(approvers: Approvers) -> str:
-    """Mention every configured approver and group."""
-    return " ".join([t.user(u) for u in approvers.users] + [t.group(g) for g in approvers.groups])
+def mention_approvers(approvers: Approvers, *, requester: str) -> str:
+    """Mention the configured approvers and groups, except the requester."""
+    users = [t.user(u) for u in approvers.users if u != requester]
+    return " ".join(users + [t.group(g) for g in approvers.groups])
 
 
 def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
@@ -158,7 +159,9 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
         )
     )
     if run.state == "requested":
-        blocks.append(_section(f"Approvers: {mention_approvers(approvers)}"))
+        blocks.append(
+            _section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
+        )
         blocks.append(approval_buttons(run))
     else:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))

@@ -1,0 +1,63 @@
+"""`rollback-bot demo` plays the whole incident on this machine and says when it cannot."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import demo
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_demo_plays_the_incident_end_to_end_and_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "(only U0ALICE001 sees) :warning: You requested this rollback" in out
+    assert "Approved by <@U0BOB00001>" in out
+    assert "*kubernetes.rollout_undo* succeeded" in out
+    assert "Post-rollback verification" in out
+    assert "| - **Impact**: Calls drop after 10 seconds since the v1.2.4 deploy" in out
+    last = out.strip().splitlines()[-1]
+    assert "rolled back from voxflow/api:v1.2.4 to voxflow/api:v1.2.3" in last
+    assert "s after bob's approval." in last
+
+
+def test_demo_exits_non_zero_and_says_what_did_not_happen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> str:
+        raise demo.DemoFailure("the plan in the incident thread did not happen within 20s")
+
+    monkeypatch.setattr(demo, "play", broken)
+    out = io.StringIO()
+    assert demo.run(out=out) == 1
+    assert (
+        out.getvalue()
+        .strip()
+        .endswith("demo failed: the plan in the incident thread did not happen within 20s")
+    )
+
+
+def test_demo_failure_names_a_cluster_that_was_not_rolled_back() -> None:
+    class Cluster:
+        def deployment(self, namespace: str, name: str) -> dict:  # type: ignore[type-arg]
+            image = demo.IMAGES[-1] if name == demo.APP else "w"
+            return {
+                "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": image}]}}}
+            }
+
+    with pytest.raises(demo.DemoFailure, match=r"voxflow-api runs voxflow/api:v1\.2\.4"):
+        demo._check_cluster(Cluster())  # type: ignore[arg-type]
