@@ -113,6 +113,11 @@ class Environment(Strict):
         if not self.approvers.users and not self.approvers.groups:
             raise ValueError("approvers: name at least one user or group")
         for name, target in self.targets.items():
+            if isinstance(target, DatabaseParams) and target.rds is None and not target.backups:
+                raise ValueError(
+                    f"targets.{name}.backups: required for a self-hosted database "
+                    "(the pre-rollback backup is written there)"
+                )
             if isinstance(target, FullParams):
                 for member in target.targets:
                     member_params = self.targets.get(member)

@@ -38,6 +38,13 @@ _LABELS = {
 }
 
 
+_COMMUNICATIONS = {
+    "http.status_page": "Status page updated",
+    "http.webhook": "Internal notification sent",
+    "http.customer_email": "Customer notification sent",
+}
+
+
 def moments(incident: Incident, events: list[Event]) -> list[Moment]:
     """Return the timeline: detection, the recorded events, and when service was restored."""
     lines = [Moment(incident.detected_at or incident.created_at, "Issue first detected")]
@@ -47,6 +54,9 @@ def moments(incident: Incident, events: list[Event]) -> list[Moment]:
             lines.append(Moment(event.at, label.format(actor=_who(event.actor))))
         elif event.kind == "step.failed":
             lines.append(Moment(event.at, f"Step failed: {event.detail.get('name')}"))
+        elif event.kind == "step.succeeded" and event.detail.get("name") in _COMMUNICATIONS:
+            label = _COMMUNICATIONS[event.detail["name"]]
+            lines.append(Moment(event.at, f"{label}: {event.detail.get('summary', 'sent')}"))
     restored = service_restored(events)
     if restored is not None:
         lines.append(Moment(restored, "Service restored (health check passing)"))

@@ -125,12 +125,29 @@ def card_text(incident: Incident, run: Run | None) -> str:
     return f"{incident.id}: rollback of {incident.target} in {incident.environment} ({state})"
 
 
-def _plan_lines(plan: list[dict[str, Any]]) -> str:
+def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     lines = []
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
         lines.append(f"{step['position'] + 1}. `{step['phase']}` {step['description']}{flag}")
-    return "\n".join(lines)
+    return lines
+
+
+def _sections(lines: list[str]) -> list[Block]:
+    """Put lines in as few sections as Slack's text limit allows, none cut mid-line."""
+    sections: list[Block] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = t.cut(line, t.SECTION_LIMIT - 10)
+        if chunk and size + len(line) + 1 > t.SECTION_LIMIT - 10:
+            sections.append(_section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        sections.append(_section("\n".join(chunk)))
+    return sections
 
 
 def mention_approvers(approvers: Approvers, *, requester: str) -> str:
@@ -144,7 +161,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
     point = f" to `{run.point}`" if run.point else ""
     blocks: list[Block] = [
         _section(f"*Rollback plan* for *{run.target}* in *{run.environment}*{point}"),
-        _section(_plan_lines(run.plan)),
+        *_sections(_plan_lines(run.plan)),
     ]
     notes = run.memory.get("notes") or []
     if notes:
@@ -266,14 +283,7 @@ def run_line(run: Run, approvals: list[tuple[str, datetime]]) -> str:
 
 def lines_message(title: str, lines: list[str]) -> list[Block]:
     """A title and lines, split over sections so no text passes Slack's limit."""
-    blocks: list[Block] = [_section(f"*{title}*")]
-    chunk: list[str] = []
-    for line in lines or ["nothing to show"]:
-        if sum(len(c) + 1 for c in chunk) + len(line) > t.SECTION_LIMIT - 10:
-            blocks.append(_section("\n".join(chunk)))
-            chunk = []
-        chunk.append(line)
-    blocks.append(_section("\n".join(chunk)))
+    blocks = [_section(f"*{title}*"), *_sections(lines or ["nothing to show"])]
     return blocks[: t.MESSAGE_BLOCKS]
 
 

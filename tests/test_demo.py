@@ -61,3 +61,16 @@ def test_demo_failure_names_a_cluster_that_was_not_rolled_back() -> None:
 
     with pytest.raises(demo.DemoFailure, match=r"voxflow-api runs voxflow/api:v1\.2\.4"):
         demo._check_cluster(Cluster())  # type: ignore[arg-type]
+
+
+def test_demo_step_pauses_before_each_persons_action() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "demo", "--step"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input="\n" * 10,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("(press Enter)") == 5

@@ -41,7 +41,11 @@ def config_dict(**prod: Any) -> dict[str, Any]:
         "break_glass": True,
         "targets": {
             "app": {"kind": "kubernetes", "namespace": "voxflow-prod", "deployment": "voxflow-api"},
-            "db": {"kind": "database", "connection": {"dbname": "voxflow_prod"}},
+            "db": {
+                "kind": "database",
+                "connection": {"dbname": "voxflow_prod"},
+                "backups": "/backups",
+            },
             "full": {"kind": "full", "targets": ["db", "app"]},
         },
     }

@@ -148,3 +148,10 @@ def test_unset_environment_variable_is_named_with_its_field(tmp_path: Path) -> N
     assert info.value.problems == [
         "environments.prod.health_url: environment variable NOPE is not set"
     ]
+
+
+def test_self_hosted_database_needs_a_backups_directory() -> None:
+    raw = config_dict()
+    del raw["environments"]["prod"]["targets"]["db"]["backups"]
+    (problem,) = problems(raw)
+    assert "targets.db.backups: required for a self-hosted database" in problem

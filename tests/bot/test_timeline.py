@@ -57,3 +57,16 @@ def test_durations_read_like_people_write_them() -> None:
     assert duration(timedelta(minutes=3, seconds=5)) == "3m 05s"
     assert duration(timedelta(hours=1, minutes=2)) == "1h 02m"
     assert duration(None) == "n/a"
+
+
+def test_communications_are_on_the_timeline(store: Store) -> None:
+    incident = store.create_incident(
+        environment="prod", target="app", severity="high", source="slack", opened_by="UA1"
+    )
+    store.add_event(
+        incident_id=incident.id,
+        kind="step.succeeded",
+        detail={"name": "http.status_page", "summary": "status page set to operational"},
+    )
+    labels = [m.label for m in moments(incident, store.events(incident.id))]
+    assert "Status page updated: status page set to operational" in labels

@@ -246,3 +246,60 @@ def test_app_home_lists_active_rollbacks(sandbox: Sandbox) -> None:
     home = wait_for(lambda: sandbox.slack.home(BOB), what="the home tab")
     assert "INC-" in str(home.view["blocks"])
     assert "open thread" in str(home.view["blocks"])
+
+
+def test_people_tick_the_checklist_and_each_tick_is_recorded(sandbox: Sandbox) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    checklist = wait_for(
+        lambda: next(
+            (
+                m
+                for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+                if m.text == "Post-rollback verification checklist"
+            ),
+            None,
+        ),
+        what="the checklist",
+    )
+    carol = sandbox.person(CAROL)
+    carol.tick(CHANNEL, checklist.ts, "verify_tick", ["auth", "core"])
+    wait_for(
+        lambda: "✔ <@UCAROL0001>" in str(sandbox.slack.message(CHANNEL, checklist.ts).blocks),
+        what="the ticks to show",
+    )
+    carol.tick(CHANNEL, checklist.ts, "verify_tick", ["core"])
+    store = sandbox.process.deps.store
+    incident_id = store.runs()[0].incident_id
+    ticks = wait_for(
+        lambda: (
+            [e for e in store.events(incident_id) if e.kind == "checklist.tick"][2:]
+            and [
+                (e.actor, e.detail["item"], e.detail["checked"])
+                for e in store.events(incident_id)
+                if e.kind == "checklist.tick"
+            ]
+        ),
+        what="the untick",
+    )
+    assert ticks == [
+        (CAROL, "auth", True),
+        (CAROL, "core", True),
+        (CAROL, "auth", False),
+    ]
+
+
+def test_slack_error_is_told_in_the_thread_with_a_reference(sandbox: Sandbox) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.slack.fail_next("chat.update", error="msg_too_long", status=200, times=1)
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    warning = wait_for(
+        lambda: [
+            m
+            for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+            if "Could not update Slack" in m.text
+        ],
+        what="the warning in the thread",
+    )
+    assert "msg_too_long" in warning[0].text and "reference" in warning[0].text
+    wait_for(lambda: run_state(sandbox) == "succeeded", what="the run to go on regardless")

@@ -1,0 +1,101 @@
+"""The builders keep every message within Slack's limits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot.models import Run
+from bot.store import StepView
+from handlers import blocks
+from handlers import text as t
+
+
+def a_run(steps: int, *, description: str = "do a thing") -> Run:
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    plan = [
+        {
+            "position": i,
+            "phase": "rollback",
+            "name": f"step{i}",
+            "description": description,
+            "always": False,
+            "idempotent": True,
+            "timeout": 5,
+        }
+        for i in range(steps)
+    ]
+    return Run(
+        id="r1",
+        incident_id="INC-20261124-000000",
+        environment="prod",
+        target="app",
+        point="1",
+        plan=plan,
+        plan_hash="a" * 64,
+        requester="UALICE0001",
+        state="requested",
+        approvals_required=1,
+        created_at=now,
+        expires_at=now + timedelta(minutes=30),
+        memory={},
+        slack={},
+        force=False,
+        break_glass=False,
+        outcome="",
+    )
+
+
+def texts(built: list) -> list[str]:  # type: ignore[type-arg]
+    found = []
+    for block in built:
+        data = block.to_dict()
+        if isinstance(data.get("text"), dict):
+            found.append(data["text"]["text"])
+    return found
+
+
+def test_a_long_plan_is_shown_whole_over_several_sections() -> None:
+    run = a_run(60, description="x" * 200)
+    built = blocks.plan_message(run, blocks.RunFacts(approvals=[]), approvers=_approvers())
+    assert len(built) <= t.MESSAGE_BLOCKS
+    assert all(len(text) <= t.SECTION_LIMIT for text in texts(built))
+    shown = "\n".join(texts(built))
+    assert all(f"{i + 1}. `rollback` {'x' * 200}" in shown for i in range(60))
+
+
+def test_long_output_is_cut_and_marked_for_a_file() -> None:
+    record = StepView(0, "step0", "succeeded", 1, None, None, "ok", "y" * 10_000, {})
+    built, was_cut = blocks.step_output({"position": 0, "name": "step0"}, record)
+    assert was_cut
+    assert all(len(text) <= t.SECTION_LIMIT for text in texts(built))
+    assert t.CUT_MARK in texts(built)[1]
+
+
+def test_short_output_is_not_cut() -> None:
+    record = StepView(0, "step0", "succeeded", 1, None, None, "ok", "fine", {})
+    _, was_cut = blocks.step_output({"position": 0, "name": "step0"}, record)
+    assert not was_cut
+
+
+def test_many_lines_are_split_over_sections_and_capped_at_fifty_blocks() -> None:
+    built = blocks.lines_message("History", ["z" * 500] * 1000)
+    assert len(built) == t.MESSAGE_BLOCKS
+    assert all(len(text) <= t.SECTION_LIMIT for text in texts(built))
+
+
+def test_approval_message_has_a_confirm_dialog_on_approve() -> None:
+    built = blocks.plan_message(a_run(2), blocks.RunFacts(approvals=[]), approvers=_approvers())
+    buttons = built[-1].to_dict()["elements"]
+    assert [b["action_id"] for b in buttons] == ["approve_run", "reject_run", "cancel_run"]
+    assert buttons[0]["confirm"]["title"]["text"] == "Approve this rollback?"
+
+
+def test_mentions_leave_out_the_requester() -> None:
+    mention = blocks.mention_approvers(_approvers(), requester="UALICE0001")
+    assert mention == "<@UBOB000001> <!subteam^SDBAS00001>"
+
+
+def _approvers():  # type: ignore[no-untyped-def]
+    from bot.config import Approvers
+
+    return Approvers(users=["UALICE0001", "UBOB000001"], groups=["SDBAS00001"])
