@@ -140,21 +140,24 @@ class IncidentThread:
         if fresh is None or not fresh.slack:
             return
         records = self.deps.store.steps(run.id)
-        content = {
-            "channel": fresh.slack["channel"],
-            "text": f"Rollback progress: {fresh.state}",
-            "blocks": blocks.progress_message(fresh, records),
-        }
-        ts = fresh.slack.get("progress_ts")
-        if ts:
-            self._call(fresh, "chat_update", ts=ts, **content)
-            return
-        posted = self._call(
-            fresh, "chat_postMessage", thread_ts=fresh.slack["thread_ts"], **content
+        self._keep_message(
+            fresh,
+            key="progress_ts",
+            text=f"Rollback progress: {fresh.state}",
+            message=blocks.progress_message(fresh, records),
         )
+
+    def _keep_message(self, run: Run, *, key: str, text: str, message: list[Any]) -> None:
+        """Edit the thread message stored under `run.slack[key]`, or post it and store its ts."""
+        content = {"channel": run.slack["channel"], "text": text, "blocks": message}
+        ts = run.slack.get(key)
+        if ts:
+            self._call(run, "chat_update", ts=ts, **content)
+            return
+        posted = self._call(run, "chat_postMessage", thread_ts=run.slack["thread_ts"], **content)
         if posted is not None:
-            slack = {**fresh.slack, "progress_ts": posted["ts"]}
-            self.deps.store.set_run_fields(run.id, slack=slack)
+            fresh = self.deps.store.run(run.id) or run
+            self.deps.store.set_run_fields(run.id, slack={**fresh.slack, key: posted["ts"]})
 
     def step_output(self, run: Run, step: dict[str, Any], record: StepView) -> None:
         """Post a finished step's output; attach the whole of it when it was cut."""
@@ -213,22 +216,12 @@ class IncidentThread:
             self.deps.store.events(fresh.incident_id),
             reader=self.deps.metrics_reader,
         )
-        content = {
-            "channel": fresh.slack["channel"],
-            "text": "Post-rollback verification checklist",
-            "blocks": blocks.checklist_message(fresh, items),
-        }
-        ts = fresh.slack.get("checklist_ts")
-        if ts:
-            self._call(fresh, "chat_update", ts=ts, **content)
-            return
-        posted = self._call(
-            fresh, "chat_postMessage", thread_ts=fresh.slack["thread_ts"], **content
+        self._keep_message(
+            fresh,
+            key="checklist_ts",
+            text="Post-rollback verification checklist",
+            message=blocks.checklist_message(fresh, items),
         )
-        if posted is not None:
-            self.deps.store.set_run_fields(
-                fresh.id, slack={**fresh.slack, "checklist_ts": posted["ts"]}
-            )
 
     # errors -------------------------------------------------------------------
 
