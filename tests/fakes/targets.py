@@ -8,6 +8,7 @@ one that resumes it run the same script.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class ScriptedStep:
         log: list[str] = script.setdefault("_log", [])
         attempt = sum(1 for entry in log if entry == self.name)
         log.append(self.name)
-        self.script_file.write_text(json.dumps(script))
+        _write_atomically(self.script_file, script)
         outcome = outcomes[min(attempt, len(outcomes) - 1)]
         ctx.emit(f"{self.name} attempt {attempt + 1}: {outcome}")
         if outcome == "temporary":
@@ -110,8 +111,15 @@ class ScriptedTarget:
 
 def write_script(path: Path, **outcomes: Any) -> Path:
     """Write a step script: `undo=["temporary", "ok"]`, `_not_idempotent=["undo"]`."""
-    path.write_text(json.dumps(outcomes))
+    _write_atomically(path, outcomes)
     return path
+
+
+def _write_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Replace the file in one rename, so a reader in another process never sees it half-written."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(content))
+    os.replace(partial, path)
 
 
 def script_log(path: Path) -> list[str]:
