@@ -74,3 +74,53 @@ def test_demo_step_pauses_before_each_persons_action() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("(press Enter)") == 5
+
+
+def test_demo_keep_leaves_the_bot_and_the_stand_ins_reachable_until_interrupted() -> None:
+    import re
+    import signal
+
+    import httpx
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bot", "demo", "--keep"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        lines = []
+        for line in child.stdout:
+            lines.append(line)
+            if line.startswith("Send your own signed requests"):
+                break
+        text = "".join(lines)
+        assert "Everything keeps running" in text, text
+        health = re.search(r"bot health\s+(\S+)", text)
+        kubeconfig = re.search(r"kubectl --kubeconfig (\S+) -n voxflow-prod", text)
+        assert health and kubeconfig
+        assert httpx.get(health.group(1)).text == "ok"
+        got = subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                kubeconfig.group(1),
+                "-n",
+                "voxflow-prod",
+                "get",
+                "deployment",
+                "voxflow-api",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert got.stdout == "voxflow/api:v1.2.3", got.stderr
+    finally:
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) == 0
