@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ from actions.base import (
     TargetPlan,
     TemporaryError,
 )
+from actions.http import poll_health
 from actions.kubernetes import KubeConnection
-from actions.loadbalancer import aws_client, aws_errors, poll_health
+from actions.loadbalancer import aws_client, aws_errors
 from actions.params import AwsConnection, Strict
 
 NAME_PATTERN = re.compile(r"^config_backup_(\d{8}_\d{6})\.tar\.gz$")
@@ -486,7 +488,7 @@ class RestartApp:
         data: dict[str, Any] = {}
         if self.params.health_url:
             budget = min(self.params.health_timeout, ctx.remaining())
-            health = poll_health(self.params.health_url, budget=budget)
+            health = poll_health(self.params.health_url, deadline=time.monotonic() + budget)
             if not health.ok:
                 raise PermanentError(
                     f"{health.detail} after restart; still failing after "

@@ -35,7 +35,6 @@ into PlanningError so the modal shows one kind of error.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from actions.base import (
     TargetPlan,
     TemporaryError,
 )
+from actions.http import HEALTH_REQUEST_TIMEOUT, Backoff, HttpOptions, poll_health
 from actions.params import Strict
 
 
@@ -483,25 +483,27 @@ class _Swap:
         )
 
     def _poll_health(self, record: dict[str, Any]) -> None:
-        url, delay, attempt = str(self.action.health_url), self.action.health_interval, 0
-        with httpx.Client() as http:
-            while True:
-                attempt += 1
-                healthy, last = _probe(http, url, timeout=min(5.0, max(self.ctx.remaining(), 0.2)))
-                if healthy:
-                    self._say(f"health: {url} answered {last} (attempt {attempt})")
-                    return
-                self._ensure_running(record)
-                if self.ctx.remaining() <= 0:
-                    raise self._failure(
-                        PermanentError(last),
-                        f"{self._old} was removed; new container {record['name']} "
-                        f"({self.action.to_image}) is running but {url} did not answer 2xx "
-                        f"before the step's deadline (last: {last}, {attempt} attempts)",
-                        inspect_host=False,
-                    )
-                time.sleep(min(delay, self.ctx.remaining()))
-                delay = min(delay * 2, self.action.health_interval * 8)
+        url, interval = str(self.action.health_url), self.action.health_interval
+        backoff = Backoff(first=interval, cap=interval * 8)
+        options = HttpOptions(request_timeout=HEALTH_REQUEST_TIMEOUT, backoff=backoff)
+        health = poll_health(
+            url,
+            deadline=self.ctx.deadline,
+            options=options,
+            on_retry=lambda _: self._ensure_running(record),
+        )
+        last = f"HTTP {health.status}" if health.status is not None else health.answer
+        if health.ok:
+            self._say(f"health: {url} answered {last} (attempt {health.attempts})")
+            return
+        self._ensure_running(record)
+        raise self._failure(
+            PermanentError(last),
+            f"{self._old} was removed; new container {record['name']} "
+            f"({self.action.to_image}) is running but {url} did not answer 2xx "
+            f"before the step's deadline (last: {last}, {health.attempts} attempts)",
+            inspect_host=False,
+        )
 
     def _failure(self, err: ActionError, what: str, *, inspect_host: bool = True) -> ActionError:
         """Return an error of `err`'s kind whose message ends with the host's state now."""
@@ -536,15 +538,6 @@ class _Swap:
         data = {"container": action.container, "from_image": action.from_image}
         data |= {"to_image": action.to_image, "to_image_id": action.to_image_id}
         return StepResult(summary=summary, output="\n".join(self.lines), skipped=skipped, data=data)
-
-
-def _probe(http: httpx.Client, url: str, *, timeout: float) -> tuple[bool, str]:
-    """GET `url` once: (answered 2xx, what it answered)."""
-    try:
-        response = http.get(url, timeout=timeout)
-    except httpx.HTTPError as err:
-        return False, f"no answer ({err})"
-    return response.is_success, f"HTTP {response.status_code}"
 
 
 # -- the target ---------------------------------------------------------------------

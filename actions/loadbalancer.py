@@ -14,8 +14,9 @@ health URL with backoff, and switches back when that fails. The previous
 default actions go to `ctx.memory` before the listener changes, so a resumed
 step (or a later undo) restores exactly what was there, weights included.
 
-The AWS client, the error translation and the health poller are public here
-because `actions.configfiles` uses them too (S3 backups, health after restart).
+Health URLs are probed with `actions.http`'s one poller (`check_health` for
+the gate, `poll_health` for the verification). The AWS client and the error
+translation are public here because `actions.configfiles` uses them too.
 Throttling, 5xx and connection failures are `TemporaryError`; anything else
 AWS rejects is `PermanentError` carrying AWS's own message.
 """
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import boto3
-import httpx
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
@@ -44,6 +44,7 @@ from actions.base import (
     TargetPlan,
     TemporaryError,
 )
+from actions.http import check_health, poll_health
 from actions.params import AwsConnection, Strict
 
 Colour = Literal["blue", "green"]
@@ -130,44 +131,6 @@ def _client_error(what: str, exc: ClientError) -> ActionError:
     if status >= 500:
         return TemporaryError(f"{what}: AWS error {status} {code}: {message}", delay=1.0)
     return PermanentError(f"{what}: {code}: {message}")
-
-
-# --- health URLs --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Health:
-    """The outcome of probing a health URL, once or until it passed."""
-
-    ok: bool
-    detail: str
-    attempts: int = 1
-    elapsed: float = 0.0
-
-
-def check_health(url: str, *, timeout: float = 5.0) -> Health:
-    """GET `url` once; a 2xx answer passes."""
-    try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return Health(ok=False, detail=f"{url}: {type(exc).__name__}: {exc}")
-    ok = response.is_success
-    return Health(ok=ok, detail=f"{url} answered {response.status_code}")
-
-
-def poll_health(url: str, *, budget: float, first_delay: float = 0.25) -> Health:
-    """Poll `url` with doubling delays (at most 4 s) until it passes or `budget` seconds pass."""
-    start = time.monotonic()
-    delay, attempts = first_delay, 0
-    while True:
-        left = budget - (time.monotonic() - start)
-        result = check_health(url, timeout=max(0.1, min(5.0, left)))
-        attempts += 1
-        left = budget - (time.monotonic() - start)
-        if result.ok or left <= 0:
-            return Health(result.ok, result.detail, attempts, time.monotonic() - start)
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, 4.0)
 
 
 # --- reading the listener -------------------------------------------------------
@@ -334,7 +297,7 @@ class SwitchListener:
         if not url:
             return "no load balancer health URL configured; not verified"
         budget = min(self.params.verify_timeout, max(0.0, ctx.remaining() - 30.0))
-        health = poll_health(url, budget=budget)
+        health = poll_health(url, deadline=time.monotonic() + budget)
         if health.ok:
             return f"verified: {health.detail} after {health.elapsed:.1f}s"
         back = _colour_label(self.params, previous)

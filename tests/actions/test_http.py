@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,6 +13,7 @@ from actions.base import Action, PermanentError, StepContext
 from actions.http import (
     Backoff,
     CustomerEmail,
+    Health,
     HealthCheck,
     HttpOptions,
     HttpStatusError,
@@ -24,6 +26,8 @@ from actions.http import (
     StatusPage,
     UpdateStatusPage,
     Webhook,
+    check_health,
+    poll_health,
     read_metrics,
 )
 from actions.params import SecretRef
@@ -168,6 +172,63 @@ def test_health_check_describes_url_status_and_deadline() -> None:
         check.describe() == "poll GET http://lb.internal/health until it answers 200 (up to 120 s)"
     )
     assert check.name == "http.lb_health"
+
+
+def test_health_check_fails_at_once_on_a_url_it_can_never_fetch() -> None:
+    check = HealthCheck("ftp://app.internal/health", timeout=30.0, options=FAST)
+    with pytest.raises(PermanentError, match="1 attempt; last answer: bad URL"):
+        check.run(context([]))
+
+
+def test_poll_health_passes_on_any_2xx_when_no_status_is_expected(web: ScopedStub) -> None:
+    web.route("GET", "/health", Reply(503), Reply(204))
+    health = poll_health(f"{web.url}/health", deadline=time.monotonic() + 5.0, options=FAST)
+    assert (health.ok, health.status, health.attempts) == (True, 204, 2)
+    assert health.detail == f"{web.url}/health answered 204"
+
+
+def test_poll_health_returns_the_last_answer_at_the_deadline_instead_of_raising(
+    web: ScopedStub,
+) -> None:
+    web.route("GET", "/health", Reply(500), Reply(502, body=b"upstream down"))
+    health = poll_health(f"{web.url}/health", deadline=time.monotonic() + 0.3, options=FAST)
+    assert not health.ok
+    assert health.status == 502
+    assert health.answer == "502 Bad Gateway: upstream down"
+    assert health.attempts == len(web.calls("GET", "/health")) > 2
+
+
+def test_poll_health_tells_each_retried_attempt_and_stops_when_told_to(web: ScopedStub) -> None:
+    web.route("GET", "/health", Reply(503))
+    seen: list[int] = []
+
+    def give_up_after_two(health: Health) -> None:
+        seen.append(health.attempts)
+        if health.attempts == 2:
+            raise PermanentError("the container exited")
+
+    with pytest.raises(PermanentError, match="the container exited"):
+        poll_health(
+            f"{web.url}/health",
+            deadline=time.monotonic() + 5.0,
+            options=FAST,
+            on_retry=give_up_after_two,
+        )
+    assert seen == [1, 2]
+    assert len(web.calls("GET", "/health")) == 2
+
+
+def test_poll_health_tries_once_even_when_the_deadline_has_passed(web: ScopedStub) -> None:
+    web.route("GET", "/health", Reply(200))
+    health = poll_health(f"{web.url}/health", deadline=time.monotonic() - 1.0, options=FAST)
+    assert (health.ok, health.attempts) == (True, 1)
+
+
+def test_check_health_probes_once_and_names_the_error() -> None:
+    url = f"{closed_port_url()}/health"
+    health = check_health(url, timeout=0.5)
+    assert (health.ok, health.status, health.attempts) == (False, None, 1)
+    assert health.detail.startswith(f"{url}: ConnectError")
 
 
 def test_maintenance_on_posts_the_procedures_message_with_bearer_token(

@@ -255,6 +255,16 @@ def test_switch_goes_back_when_load_balancer_health_fails(alb: Alb, web: Web) ->
     assert len(web.calls("GET", "/lb/health")) > 1
 
 
+def test_switch_goes_back_at_once_when_the_load_balancer_health_url_is_unusable(
+    alb: Alb, web: Web
+) -> None:
+    params = make_params(alb, web, lb_health_url="ftp://lb.internal/health", verify_timeout=30.0)
+    (step,) = BlueGreenTarget(params).plan(None).rollback
+    with pytest.raises(PermanentError, match=r"bad URL.*switched back to green"):
+        run_step(step)
+    assert alb.forwards_to() == {alb.green_tg: 1}
+
+
 def test_load_balancer_health_recovering_within_the_budget_passes(alb: Alb, web: Web) -> None:
     web.route("GET", "/lb/health", Reply(503), Reply(503), Reply(200))
     params = make_params(alb, web, verify_timeout=5.0)
