@@ -65,9 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     serve = sub.add_parser("serve", help="run the bot (Slack app and runner)")
-    mode = serve.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--socket", action="store_true", help="connect over Socket Mode")
-    mode.add_argument("--http", metavar="HOST:PORT", help="serve POST /slack/events here")
+    serve.add_argument("--socket", action="store_true", help="connect to Slack over Socket Mode")
+    serve.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve POST /slack/events, POST /alerts and GET /healthz here (with --socket: "
+        "only /alerts and /healthz matter)",
+    )
     serve.add_argument("--config", help="config file (default: $ROLLBACK_CONFIG)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     serve.set_defaults(handler=_serve)
@@ -100,6 +104,9 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.app import BotProcess
     from bot.store import SchemaOutOfDate
 
+    if not args.socket and not args.http:
+        print("serve needs --socket, --http HOST:PORT, or both", file=sys.stderr)
+        return EXIT_BAD_INPUT
     settings = Settings()
     missing = [
         name
@@ -124,11 +131,15 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if args.http:
+            bound = process.start_http(host, port)
+            print(
+                f"serving http://{bound[0]}:{bound[1]} (/slack/events, /alerts, /healthz)",
+                flush=True,
+            )
         if args.socket:
             process.serve_socket_mode()
         else:
-            bound = process.start_http(host, port)
-            print(f"serving Slack at http://{bound[0]}:{bound[1]}/slack/events", flush=True)
             stop.wait()
     except KeyboardInterrupt:
         pass

@@ -28,6 +28,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from actions.http import read_metrics
 from bot.config import RollbackConfig
+from bot.monitoring import Monitor
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
 from bot.settings import Settings
@@ -35,8 +36,9 @@ from bot.store import Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
+from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
-from handlers.thread import IncidentThread, SlackProgress
+from handlers.thread import IncidentThread, SlackMonitorEvents, SlackProgress
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,15 @@ def build_client(settings: Settings) -> WebClient:
     )
 
 
+def _not_the_token_warning(record: logging.LogRecord) -> bool:
+    # Bolt reads SLACK_BOT_TOKEN from the environment on its own and then warns that our
+    # client (built from the same settings) wins; that is what we want, not news.
+    return "`token` will be unused" not in record.getMessage()
+
+
 def create_app(settings: Settings, deps: Deps) -> App:
     """Build the Bolt app and register every handler module."""
+    logging.getLogger("slack_bolt.App").addFilter(_not_the_token_warning)
     app = App(
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         client=deps.client,
@@ -97,6 +106,8 @@ class BotProcess:
     deps: Deps = field(init=False)
     app: App = field(init=False)
     runner: Runner = field(init=False)
+    monitor: Monitor = field(init=False)
+    alerts: AlertWebhook = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _http: WSGIServer | None = None
@@ -124,10 +135,31 @@ class BotProcess:
             progress=SlackProgress(IncidentThread(self.deps)),
             lease_seconds=self.settings.runner_lease_seconds,
         )
+        self.monitor = Monitor(
+            config=self.config,
+            store=store,
+            workflow=self.deps.workflow,
+            planner=planner,
+            reader=self.metrics_reader,
+            events=SlackMonitorEvents(IncidentThread(self.deps)),
+        )
+        self.alerts = AlertWebhook(
+            self.monitor, token=self.settings.alert_webhook_token.get_secret_value()
+        )
 
     def start_runner(self) -> None:
-        """Run approved rollbacks in the background, woken early by approvals."""
-        thread = threading.Thread(target=self._run_loop, name="runner", daemon=True)
+        """Run approved rollbacks in the background, and poll metrics where configured."""
+        self._start(self._run_loop, "runner")
+        polled = [
+            env.monitoring.poll_seconds
+            for env in self.config.environments.values()
+            if env.monitoring and env.monitoring.poll_seconds and env.metrics
+        ]
+        if polled:
+            self._start(lambda: self._poll_loop(min(polled)), "metrics-poller")
+
+    def _start(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
@@ -135,17 +167,27 @@ class BotProcess:
         wake = self.deps.wake_runner
         while not self._stop.is_set():
             try:
+                self.monitor.approve_due()
                 self.runner.run_pending()
             except Exception:
                 log.exception("runner pass failed; trying again")
             wake.wait(self.settings.runner_poll_seconds)
             wake.clear()
 
+    def _poll_loop(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                self.monitor.poll()
+            except Exception:
+                log.exception("metrics poll failed; trying again in %.0fs", seconds)
+
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        """Serve POST /slack/events through Bolt and GET /healthz."""
+        """Serve POST /slack/events through Bolt, POST /alerts and GET /healthz."""
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
+        if environ.get("PATH_INFO") == "/alerts":
+            return self.alerts(environ, start_response)
         handler = SlackRequestHandler(self.app, path="/slack/events")
         return handler(environ, start_response)
 

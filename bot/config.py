@@ -82,6 +82,13 @@ class Thresholds(Strict):
     response_time_ms: float = Field(default=5000.0, gt=0)
 
 
+class Monitoring(Strict):
+    """What monitoring rolls back, and how often the bot itself reads the metrics (0: never)."""
+
+    target: str
+    poll_seconds: float = Field(default=30.0, ge=0)
+
+
 class Environment(Strict):
     """An environment's channel, approvers, policies, endpoints and targets."""
 
@@ -97,6 +104,7 @@ class Environment(Strict):
     health_url: str | None = None
     maintenance: Maintenance | None = None
     metrics: Metrics | None = None
+    monitoring: Monitoring | None = None
     communications: Communications = Communications()
     targets: dict[str, TargetParams]
 
@@ -112,6 +120,8 @@ class Environment(Strict):
     def _check(self) -> Environment:
         if not self.approvers.users and not self.approvers.groups:
             raise ValueError("approvers: name at least one user or group")
+        if self.monitoring is not None and self.monitoring.target not in self.targets:
+            raise ValueError(f"monitoring.target: no target named {self.monitoring.target!r}")
         for name, target in self.targets.items():
             if isinstance(target, DatabaseParams) and target.rds is None and not target.backups:
                 raise ValueError(

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr = SecretStr("")
     slack_app_token: SecretStr = SecretStr("")
     slack_api_url: str = "https://slack.com/api/"
+    alert_webhook_token: SecretStr = SecretStr("")
     database_url: str = "sqlite:///rollback-bot.db"
     rollback_config: str = "rollback.yml"
     runner_lease_seconds: float = Field(default=30.0, gt=0)

@@ -28,6 +28,8 @@ _LABELS = {
     "approval.added": "Approval recorded from {actor}",
     "run.approved": "Rollback approved by {actor}",
     "run.break_glass": "Break-glass rollback by {actor} (mandatory review)",
+    "run.auto_approved": "Rollback approved automatically by monitoring (veto window ended)",
+    "monitoring.alert": "Monitoring alerted again",
     "run.rejected": "Rollback rejected by {actor}",
     "run.cancelled": "Rollback cancelled by {actor}",
     "run.expired": "Approval request expired",

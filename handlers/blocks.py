@@ -74,6 +74,7 @@ class RunFacts:
     approvals: list[tuple[str, datetime]]
     rejected_by: str | None = None
     cancelled_by: str | None = None
+    auto_approved_at: datetime | None = None
 
 
 def _status_line(run: Run, facts: RunFacts) -> str:
@@ -81,6 +82,10 @@ def _status_line(run: Run, facts: RunFacts) -> str:
     if facts.approvals:
         who = ", ".join(f"{t.user(u)} at {t.clock(at)}" for u, at in facts.approvals)
         line += f" · Approved by {who}"
+    if facts.auto_approved_at is not None:
+        line += (
+            f" · Approved by monitoring at {t.clock(facts.auto_approved_at)} (veto window ended)"
+        )
     if run.break_glass:
         line += " · :rotating_light: break-glass, mandatory review"
     if run.state == "rejected" and facts.rejected_by:
@@ -179,6 +184,15 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
         blocks.append(
             _section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
         )
+        auto_at = run.memory.get("auto_approve_at")
+        if auto_at:
+            when = t.clock(datetime.fromisoformat(auto_at))
+            blocks.append(
+                _section(
+                    f":rotating_light: *Monitoring rolls back automatically at {when}* "
+                    "unless an approver rejects or cancels it before then."
+                )
+            )
         blocks.append(approval_buttons(run))
     else:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config import Environment
 from bot.models import Incident, Run
+from bot.monitoring import MonitorEvents
 from bot.runner import Progress
 from bot.store import StepView
 from bot.timeline import rca_template
@@ -113,12 +114,15 @@ class IncidentThread:
 
     def _facts(self, run: Run) -> blocks.RunFacts:
         events = self.deps.store.events(run.incident_id)
-        rejected = next((e.actor for e in events if e.kind == "run.rejected"), None)
-        cancelled = next((e.actor for e in events if e.kind == "run.cancelled"), None)
+        mine = [e for e in events if e.run_id == run.id]
+        rejected = next((e.actor for e in mine if e.kind == "run.rejected"), None)
+        cancelled = next((e.actor for e in mine if e.kind == "run.cancelled"), None)
+        auto = next((e.at for e in mine if e.kind == "run.auto_approved"), None)
         return blocks.RunFacts(
             approvals=self.deps.workflow.approvals(run),
             rejected_by=rejected,
             cancelled_by=cancelled,
+            auto_approved_at=auto,
         )
 
     def say(self, run: Run, text: str) -> None:
@@ -289,3 +293,17 @@ class SlackProgress(Progress):
             ":alarm_clock: The approval request expired; nothing was changed. "
             "Request the rollback again if it is still needed.",
         )
+
+
+class SlackMonitorEvents(MonitorEvents):
+    """Monitoring's incidents, posted and updated like any other."""
+
+    def __init__(self, thread: IncidentThread) -> None:
+        self.thread = thread
+
+    def opened(self, incident: Incident, run: Run) -> None:
+        self.thread.open(incident, run)
+
+    def auto_approved(self, run: Run) -> None:
+        self.thread.refresh(run.id)
+        self.thread.deps.wake_runner.set()

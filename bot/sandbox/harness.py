@@ -37,6 +37,7 @@ class Sandbox:
     metrics_reader: MetricsReader = read_metrics
     groups: dict[str, list[str]] = field(default_factory=dict)
     runner_poll_seconds: float = 0.2
+    alert_token: str = ""
     slack: FakeSlack = field(init=False)
     process: BotProcess = field(init=False)
     platform: Platform = field(init=False)
@@ -60,6 +61,7 @@ class Sandbox:
             database_url=f"sqlite:///{self.workdir / 'rollback-bot.db'}",
             runner_poll_seconds=self.runner_poll_seconds,
             runner_lease_seconds=10.0,
+            alert_webhook_token=SecretStr(self.alert_token),
         )
         upgrade(make_engine(self.settings.database_url))
         self.process = BotProcess(
@@ -76,6 +78,11 @@ class Sandbox:
             slack=self.slack,
         )
         return self
+
+    @property
+    def alerts_url(self) -> str:
+        """Where Alertmanager would POST."""
+        return self.platform.bot_url.replace("/slack/events", "/alerts")
 
     def person(self, user_id: str) -> Person:
         """One of the seeded people."""

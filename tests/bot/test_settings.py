@@ -70,3 +70,10 @@ def test_serve_refuses_an_out_of_date_schema(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
     assert main(["serve", "--http", "127.0.0.1:0", "--config", str(example)]) == 2
     assert "run `rollback-bot db upgrade` first" in capsys.readouterr().err
+
+
+def test_serve_without_a_mode_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.__main__ import main
+
+    assert main(["serve"]) == 2
+    assert "serve needs --socket, --http HOST:PORT, or both" in capsys.readouterr().err

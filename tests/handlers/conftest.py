@@ -31,7 +31,7 @@ def script(tmp_path: Path) -> Path:
 def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox]]:
     started: list[Sandbox] = []
 
-    def make(**prod: Any) -> Sandbox:
+    def make(*, alert_token: str = "", **prod: Any) -> Sandbox:
         config = parse_config(config_dict(**prod), path=Path("test.yml"))
         sandbox = Sandbox(
             config=config,
@@ -40,6 +40,7 @@ def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox
             planner=Planner(factory=lambda params: ScriptedTarget(script)),
             groups={"SDBAS00001": [DAVE]},
             runner_poll_seconds=0.1,
+            alert_token=alert_token,
         )
         started.append(sandbox.start())
         return sandbox

@@ -1,0 +1,161 @@
+"""Monitoring opens Critical incidents once per target; it rolls back only after the veto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actions.http import MetricsReading
+from bot.config import RollbackConfig, parse_config
+from bot.models import Incident, Run
+from bot.monitoring import Monitor, breaches
+from bot.plans import Planner
+from bot.store import Store
+from bot.workflow import Refused, Workflow
+from tests.bot.conftest import BOB, Clock, config_dict
+
+METRICS = {"error_rate_url": "http://127.0.0.1:9/error-rate"}
+
+
+class Recorder:
+    """MonitorEvents that writes down what it was told."""
+
+    def __init__(self) -> None:
+        self.opened_ids: list[str] = []
+        self.approved_ids: list[str] = []
+
+    def opened(self, incident: Incident, run: Run) -> None:
+        self.opened_ids.append(incident.id)
+
+    def auto_approved(self, run: Run) -> None:
+        self.approved_ids.append(run.id)
+
+
+def monitored(**prod: Any) -> RollbackConfig:
+    settings = {"metrics": METRICS, "monitoring": {"target": "app", "poll_seconds": 30}}
+    settings.update(prod)
+    return parse_config(config_dict(**settings), path=Path("t.yml"))
+
+
+def make_monitor(
+    store: Store, planner: Planner, config: RollbackConfig, reading: MetricsReading
+) -> tuple[Monitor, Recorder]:
+    events = Recorder()
+    monitor = Monitor(
+        config=config,
+        store=store,
+        workflow=Workflow(store=store, config=config),
+        planner=planner,
+        reader=lambda metrics: reading,
+        events=events,
+    )
+    return monitor, events
+
+
+HIGH_ERRORS = MetricsReading(error_rate=62.0, response_time_ms=900.0)
+
+
+def test_thresholds_crossed_are_said_in_the_procedures_words() -> None:
+    env = monitored().environment("prod")
+    assert breaches(env, MetricsReading(62.0, 6000.0)) == [
+        "Error rate is 62% (threshold: 50%)",
+        "Response time is 6000ms (threshold: 5000ms)",
+    ]
+    assert breaches(env, MetricsReading(5.0, 200.0)) == []
+    assert breaches(env, MetricsReading(None, None)) == []
+
+
+def test_poll_over_the_threshold_opens_a_critical_incident_for_the_monitored_target(
+    store: Store, planner: Planner
+) -> None:
+    monitor, events = make_monitor(store, planner, monitored(), HIGH_ERRORS)
+    (raised,) = monitor.poll()
+    assert raised.opened
+    incident = store.incident(raised.incident_id)
+    assert incident is not None
+    assert (incident.severity, incident.source, incident.target) == (
+        "critical",
+        "monitoring",
+        "app",
+    )
+    assert incident.summary == "EMERGENCY: Error rate is 62% (threshold: 50%)"
+    (run,) = store.runs()
+    assert run.requester == "monitoring" and run.state == "requested" and run.point == "1"
+    assert events.opened_ids == [incident.id]
+
+
+def test_poll_under_the_thresholds_opens_nothing(store: Store, planner: Planner) -> None:
+    monitor, events = make_monitor(store, planner, monitored(), MetricsReading(1.0, 100.0))
+    assert monitor.poll() == []
+    assert store.runs() == [] and events.opened_ids == []
+
+
+def test_a_second_alert_is_recorded_on_the_open_incident_not_a_new_one(
+    store: Store, planner: Planner
+) -> None:
+    monitor, events = make_monitor(store, planner, monitored(), HIGH_ERRORS)
+    (first,) = monitor.poll()
+    (second,) = monitor.poll()
+    assert not second.opened and second.incident_id == first.incident_id
+    assert len(store.runs()) == 1 and len(events.opened_ids) == 1
+    kinds = [e.kind for e in store.events(first.incident_id)]
+    assert kinds.count("monitoring.alert") == 1
+
+
+def test_without_auto_rollback_the_incident_waits_for_a_person(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    monitor, _ = make_monitor(store, planner, monitored(auto_rollback=False), HIGH_ERRORS)
+    monitor.poll()
+    clock.advance(minutes=10)
+    assert monitor.approve_due() == []
+    (run,) = store.runs()
+    assert run.state == "requested"
+    workflow = Workflow(store=store, config=monitor.config)
+    assert workflow.approve(run.id, user=BOB).started
+
+
+def test_auto_rollback_is_approved_by_monitoring_only_after_the_veto_window(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    config = monitored(auto_rollback=True, veto_seconds=120)
+    monitor, events = make_monitor(store, planner, config, HIGH_ERRORS)
+    monitor.poll()
+    clock.advance(seconds=119)
+    assert monitor.approve_due() == []
+    clock.advance(seconds=2)
+    (approved,) = monitor.approve_due()
+    assert approved.state == "approved"
+    assert events.approved_ids == [approved.id]
+    kinds = [e.kind for e in store.events(approved.incident_id)]
+    assert kinds[-1] == "run.auto_approved"
+
+
+def test_a_veto_within_the_window_stops_the_automatic_rollback(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    config = monitored(auto_rollback=True, veto_seconds=120)
+    monitor, _ = make_monitor(store, planner, config, HIGH_ERRORS)
+    monitor.poll()
+    (run,) = store.runs()
+    Workflow(store=store, config=config).reject(run.id, user=BOB, reason="false alarm")
+    clock.advance(minutes=5)
+    assert monitor.approve_due() == []
+    assert store.run(run.id).state == "rejected"  # type: ignore[union-attr]
+
+
+def test_monitoring_can_never_approve_as_a_person(store: Store, planner: Planner) -> None:
+    monitor, _ = make_monitor(store, planner, monitored(), HIGH_ERRORS)
+    monitor.poll()
+    (run,) = store.runs()
+    with pytest.raises(Refused):
+        Workflow(store=store, config=monitor.config).approve(run.id, user="monitoring")
+
+
+def test_monitoring_target_must_exist_in_the_config() -> None:
+    from bot.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"monitoring\.target: no target named 'api'"):
+        parse_config(config_dict(monitoring={"target": "api"}), path=Path("t.yml"))
