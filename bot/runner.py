@@ -206,6 +206,9 @@ class Runner:
                 )
             except ActionError as exc:
                 problem = f"the plan can no longer be built: {exc}"
+            except Exception as exc:
+                log.exception("%s: building the plan of run %s failed", run.incident_id, run.id)
+                problem = f"the plan can no longer be built: {type(exc).__name__}: {exc}"
         if plan is not None and not resumed and plan.hash != run.plan_hash:
             problem = "the plan changed after it was approved; request the rollback again"
         if (

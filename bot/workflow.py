@@ -203,7 +203,8 @@ class Workflow:
 
     def _not_pending(self, run: Run) -> str:
         if run.state in ("approved", "running", "succeeded", "failed"):
-            who = ", ".join(a for a, _ in self.approvals(run)) or "break-glass"
+            people = ", ".join(f"<@{a}>" for a, _ in self.approvals(run))
+            who = people or ("by monitoring" if run.requester == "monitoring" else "break-glass")
             return f"this rollback was already approved ({who}); it is {run.state}"
         return f"this rollback is {run.state}; nothing to approve"
 

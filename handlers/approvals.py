@@ -81,7 +81,7 @@ class Approvals:
             if after is not None and after.state != run.state:
                 self.thread.refresh(run_id)
             return str(exc)
-        except ActionError as exc:
+        except (ActionError, OSError) as exc:
             return f"the plan can no longer be built, so it cannot be approved: {exc}"
         self.thread.refresh(run_id)
         if outcome.started:

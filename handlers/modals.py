@@ -98,17 +98,18 @@ class ModalService:
         self.deps = deps
         self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
 
-    def _cached(self, key: tuple[str, str, str | None], compute: Any) -> Any:
+    def _cached(self, key: tuple[str, str, str | None], compute: Any, *, fresh: bool) -> Any:
         now = time.monotonic()
         hit = self._cache.get(key)
-        if hit and now - hit[0] < CACHE_SECONDS:
+        if hit and not fresh and now - hit[0] < CACHE_SECONDS:
             return hit[1]
         value = compute()
         self._cache[key] = (now, value)
         return value
 
     def content(self, meta: ModalMeta, form: FormState | None) -> ModalContent:
-        """Compute what the modal shows for `form` (None: first open)."""
+        """Compute what the modal shows for `form` (None: first open, read fresh)."""
+        fresh = form is None
         env = self.deps.config.environment(meta.environment)
         params = env.targets[meta.target]
         problem = None
@@ -117,13 +118,14 @@ class ModalService:
             points = self._cached(
                 (meta.environment, meta.target, None),
                 lambda: self.deps.planner.points(env, meta.target),
+                fresh=fresh,
             )
         except (ActionError, OSError) as exc:
             problem = f"Could not list rollback points: {exc}"
         selected = form.point if form and form.point else resolve_point(points, meta.point_hint)
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
-        checks = self._checks(meta, selected)
+        checks = self._checks(meta, selected, fresh=fresh)
         holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
         if holder:
             checks = [*checks, Check("Target not locked by another incident", False, holder)]
@@ -148,12 +150,13 @@ class ModalService:
             problem=problem,
         )
 
-    def _checks(self, meta: ModalMeta, point: str | None) -> list[Check]:
+    def _checks(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> list[Check]:
         env = self.deps.config.environment(meta.environment)
         try:
             checks: list[Check] = self._cached(
                 (meta.environment, meta.target, point),
                 lambda: self.deps.planner.checks(env, meta.target, point),
+                fresh=fresh,
             )
             return checks
         except (ActionError, OSError) as exc:

@@ -157,6 +157,19 @@ def test_plan_that_changed_after_approval_is_not_run(
     assert script_log(script) == []
 
 
+def test_a_plan_that_cannot_be_built_any_more_fails_the_run_once(
+    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
+) -> None:
+    run = approved_run(workflow, planner)
+    write_script(script, _plan_raises="kubeconfig vanished")
+    runner, _ = make_runner(store, workflow, config, planner)
+    assert runner.run_pending() == [run.id]
+    final = store.run(run.id)
+    assert final is not None and final.state == "failed"
+    assert "the plan can no longer be built: OSError: kubeconfig vanished" in final.outcome
+    assert runner.run_pending() == []
+
+
 def test_a_run_leased_by_another_runner_is_left_alone(
     store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
 ) -> None:

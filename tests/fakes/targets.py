@@ -86,6 +86,8 @@ class ScriptedTarget:
         if ref not in (None, "1"):
             raise PlanningError(f"unable to find specified revision {ref} in history")
         script = self._script()
+        if script.get("_plan_raises"):
+            raise OSError(script["_plan_raises"])
         label = script.get("_label", self.label)
         unsafe = set(script.get("_not_idempotent", []))
 
