@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.decision import Answers, Severity, decide
 from bot.models import Incident, Run
-from bot.store import ACTIVE_STATES, Conflict, Store
+from bot.store import ACTIVE_STATES, Conflict, Store, TargetBusy
 
 if TYPE_CHECKING:
     from bot.plans import Plan
@@ -88,6 +88,10 @@ class Workflow:
         env = self.config.environment(plan.environment)
         if break_glass:
             self._check_break_glass(env, plan.environment, confirmation)
+        locks = self._locks(env, plan.target)
+        holder = self.store.lock_holder(environment=plan.environment, targets=locks)
+        if holder is not None:
+            raise TargetBusy(environment=plan.environment, target=plan.target, incident_id=holder)
         decision = decide(answers)
         incident = self.store.create_incident(
             environment=plan.environment,
@@ -101,7 +105,41 @@ class Workflow:
             reason=decision.reason,
             detected_at=detected_at or self.store.clock(),
         )
-        run = self.store.create_run(
+        try:
+            run = self._create_run(
+                incident, plan, env, requester=requester, force=force, break_glass=break_glass
+            )
+        except TargetBusy as busy:
+            self.store.add_event(
+                incident_id=incident.id,
+                kind="incident.closed",
+                actor=requester,
+                detail={"reason": f"target taken meanwhile by {busy.incident_id}"},
+            )
+            self.store.update_incident(incident.id, resolved_at=self.store.clock())
+            raise
+        if break_glass:
+            run = self.store.transition(
+                run,
+                to="approved",
+                kind="run.break_glass",
+                actor=requester,
+                detail={"review_required": True, "confirmation": BREAK_GLASS_PHRASE},
+                approved_at=self.store.clock(),
+            )
+        return incident, run
+
+    def _create_run(
+        self,
+        incident: Incident,
+        plan: Plan,
+        env: Environment,
+        *,
+        requester: str,
+        force: bool,
+        break_glass: bool,
+    ) -> Run:
+        return self.store.create_run(
             locks=self._locks(env, plan.target),
             actor=requester,
             incident_id=incident.id,
@@ -118,16 +156,6 @@ class Workflow:
             review_required=break_glass,
             memory={"notes": list(plan.notes)},
         )
-        if break_glass:
-            run = self.store.transition(
-                run,
-                to="approved",
-                kind="run.break_glass",
-                actor=requester,
-                detail={"review_required": True, "confirmation": BREAK_GLASS_PHRASE},
-                approved_at=self.store.clock(),
-            )
-        return incident, run
 
     def _check_break_glass(self, env: Environment, env_name: str, confirmation: str | None) -> None:
         if not env.break_glass:

@@ -168,6 +168,8 @@ def test_only_one_active_run_per_target(workflow: Workflow, planner: Planner) ->
     incident, _ = request(workflow, planner, "app")
     with pytest.raises(TargetBusy, match=f"already being rolled back in {incident.id}"):
         request(workflow, planner, "app")
+    assert [r.incident_id for r in workflow.store.runs()] == [incident.id]
+    assert workflow.store.incident("INC-20261124-030000-2") is None
 
 
 def test_full_rollback_is_refused_while_a_member_is_busy(
@@ -266,3 +268,23 @@ def race_approvals(workflow: Workflow, run_id: str, users: tuple[str, ...]) -> l
     for t in threads:
         t.join()
     return results
+
+
+def test_losing_the_target_race_closes_the_new_incident_with_the_reason(
+    workflow: Workflow, planner: Planner, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = request(workflow, planner, "app")
+    real = store.lock_holder
+    answers = iter([None])  # the pre-check sees a free target; the insert then finds it taken
+
+    def lock_holder(**kwargs: object) -> str | None:
+        return next(answers, real(**kwargs))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "lock_holder", lock_holder)
+    with pytest.raises(TargetBusy):
+        request(workflow, planner, "app")
+    orphan = store.incident("INC-20261124-030000-2")
+    assert orphan is not None and orphan.resolved_at is not None
+    closed = store.events(orphan.id)[-1]
+    assert closed.kind == "incident.closed"
+    assert closed.detail["reason"] == f"target taken meanwhile by {first.id}"
