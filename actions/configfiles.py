@@ -47,6 +47,7 @@ from kubernetes import config as kubeconfig
 from kubernetes.config.config_exception import ConfigException
 from pydantic import model_validator
 
+from actions.aws import aws_client, aws_errors
 from actions.base import (
     ActionError,
     Check,
@@ -60,7 +61,6 @@ from actions.base import (
 )
 from actions.http import poll_health
 from actions.kubernetes import KubeConnection
-from actions.loadbalancer import aws_client, aws_errors
 from actions.params import AwsConnection, Strict
 
 NAME_PATTERN = re.compile(r"^config_backup_(\d{8}_\d{6})\.tar\.gz$")

@@ -50,12 +50,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from actions.aws import aws_session
 from actions.base import (
     Action,
     Check,
@@ -941,7 +941,7 @@ class VerifyDatabase:
 
     def _endpoint(self) -> DatabaseConnection:
         assert self.rds is not None and self.instance_id is not None
-        with aws_errors(f"looking up the endpoint of {self.instance_id}"):
+        with rds_errors(f"looking up the endpoint of {self.instance_id}"):
             found = describe_instance(rds_client(self.rds.aws), self.instance_id)
         endpoint = (found or {}).get("Endpoint") or {}
         if "Address" not in endpoint:
@@ -968,8 +968,13 @@ RETRYABLE_AWS = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "I
 
 
 @contextmanager
-def aws_errors(what: str, *, planning: bool = False) -> Iterator[None]:
-    """Turn boto errors into runner errors (throttling and lost connections are retried)."""
+def rds_errors(what: str, *, planning: bool = False) -> Iterator[None]:
+    """Turn boto errors into runner errors (throttling and lost connections are retried).
+
+    Not `actions.aws.aws_errors`: while planning every AWS failure is a
+    PlanningError, the retried codes differ (InternalFailure, not 5xx) and any
+    BotoCoreError (credentials included) is retried, as the RDS steps always did.
+    """
     try:
         yield
     except ClientError as error:
@@ -987,8 +992,7 @@ def aws_errors(what: str, *, planning: bool = False) -> Iterator[None]:
 
 def rds_client(aws: AwsConnection) -> RDSClient:
     """Build an RDS client from the connection settings."""
-    session = boto3.session.Session(profile_name=aws.profile, region_name=aws.region)
-    return session.client("rds", endpoint_url=aws.endpoint_url)
+    return aws_session(aws).client("rds", endpoint_url=aws.endpoint_url)
 
 
 def describe_instance(client: RDSClient, instance_id: str) -> dict[str, Any] | None:
@@ -1061,7 +1065,7 @@ class RdsRestoreToTime:
 
     def run(self, ctx: StepContext) -> StepResult:
         """Start the restore once (remembered), then wait within the deadline."""
-        with aws_errors(f"restoring {self.rds.instance_id}"):
+        with rds_errors(f"restoring {self.rds.instance_id}"):
             return self._run(ctx)
 
     def _run(self, ctx: StepContext) -> StepResult:
@@ -1119,7 +1123,7 @@ class RdsSwap:
 
     def run(self, ctx: StepContext) -> StepResult:
         """Do whichever renames are still to do, waiting for each."""
-        with aws_errors(f"swapping {self.restored_id} in place of {self.rds.instance_id}"):
+        with rds_errors(f"swapping {self.restored_id} in place of {self.rds.instance_id}"):
             return self._run(ctx)
 
     def _run(self, ctx: StepContext) -> StepResult:
@@ -1196,7 +1200,7 @@ class DatabaseTarget:
         """Return the restorable window: RDS's own, or the span of the backups."""
         rds = self.params.rds
         if rds is not None:
-            with aws_errors(f"reading RDS instance {rds.instance_id}", planning=True):
+            with rds_errors(f"reading RDS instance {rds.instance_id}", planning=True):
                 return restorable_window(rds_client(rds.aws), rds.instance_id)
         taken = [b.taken_at for b in self.backups()]
         return (min(taken), max(taken)) if taken else None

@@ -15,24 +15,17 @@ default actions go to `ctx.memory` before the listener changes, so a resumed
 step (or a later undo) restores exactly what was there, weights included.
 
 Health URLs are probed with `actions.http`'s one poller (`check_health` for
-the gate, `poll_health` for the verification). The AWS client and the error
-translation are public here because `actions.configfiles` uses them too.
-Throttling, 5xx and connection failures are `TemporaryError`; anything else
-AWS rejects is `PermanentError` carrying AWS's own message.
+the gate, `poll_health` for the verification); the boto3 client and its error
+translation come from `actions.aws`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
+from actions.aws import aws_client, aws_errors
 from actions.base import (
     ActionError,
     Check,
@@ -42,24 +35,12 @@ from actions.base import (
     StepContext,
     StepResult,
     TargetPlan,
-    TemporaryError,
 )
 from actions.http import check_health, poll_health
 from actions.params import AwsConnection, Strict
 
 Colour = Literal["blue", "green"]
 COLOURS: tuple[Colour, Colour] = ("blue", "green")
-THROTTLING = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestThrottled",
-        "SlowDown",
-    }
-)
 
 
 class Side(Strict):
@@ -94,43 +75,6 @@ class BlueGreenParams(Strict):
             if self.side(colour).target_group_arn == target_group_arn:
                 return colour
         return None
-
-
-# --- AWS plumbing -----------------------------------------------------------
-
-
-def aws_client(aws: AwsConnection, service: Literal["elbv2", "s3"]) -> Any:
-    """Build a boto3 client for `service` from the connection settings."""
-    session = boto3.session.Session(profile_name=aws.profile, region_name=aws.region)
-    config = Config(
-        connect_timeout=5, read_timeout=20, retries={"mode": "standard", "max_attempts": 3}
-    )
-    return session.client(service, endpoint_url=aws.endpoint_url, config=config)  # type: ignore[call-overload]
-
-
-@contextmanager
-def aws_errors(what: str) -> Iterator[None]:
-    """Turn boto errors raised inside into TemporaryError / PermanentError about `what`."""
-    try:
-        yield
-    except ClientError as exc:
-        raise _client_error(what, exc) from exc
-    except (ConnectionError, HTTPClientError) as exc:
-        raise TemporaryError(f"{what}: cannot reach AWS: {exc}", delay=1.0) from exc
-    except BotoCoreError as exc:
-        raise PermanentError(f"{what}: {exc}") from exc
-
-
-def _client_error(what: str, exc: ClientError) -> ActionError:
-    error = exc.response.get("Error", {})
-    code = error.get("Code", "Unknown")
-    message = error.get("Message", str(exc))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if code in THROTTLING or status == 429:
-        return TemporaryError(f"{what}: AWS throttled the request ({code})", delay=2.0)
-    if status >= 500:
-        return TemporaryError(f"{what}: AWS error {status} {code}: {message}", delay=1.0)
-    return PermanentError(f"{what}: {code}: {message}")
 
 
 # --- reading the listener -------------------------------------------------------

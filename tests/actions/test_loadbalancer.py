@@ -9,16 +9,14 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
 
-from actions.base import PermanentError, PlanningError, StepContext, TemporaryError
+from actions.base import PermanentError, PlanningError, StepContext
 from actions.loadbalancer import (
     BlueGreenParams,
     BlueGreenTarget,
     RestoreListener,
     Side,
     SwitchListener,
-    aws_errors,
 )
 from actions.params import AwsConnection
 from bot.sandbox.web import Reply, Request, WebStub
@@ -301,34 +299,3 @@ def test_unknown_listener_is_a_planning_error_with_aws_message(alb: Alb, web: We
     params = make_params(alb, web, listener_arn=alb.listener_arn + "0")
     with pytest.raises(PlanningError, match="ListenerNotFound: The specified listener"):
         BlueGreenTarget(params).plan(None)
-
-
-def _client_error(code: str, status: int) -> ClientError:
-    response: Any = {
-        "Error": {"Code": code, "Message": f"{code} happened"},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
-    return ClientError(response, "ModifyListener")
-
-
-@pytest.mark.parametrize(
-    ("error", "kind"),
-    [
-        (_client_error("Throttling", 400), TemporaryError),
-        (_client_error("InternalFailure", 500), TemporaryError),
-        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), TemporaryError),
-        (_client_error("ValidationError", 400), PermanentError),
-    ],
-)
-def test_aws_errors_are_temporary_only_when_retrying_can_help(
-    error: Exception, kind: type[Exception]
-) -> None:
-    with pytest.raises(kind) as caught, aws_errors("modify listener x"):
-        raise error
-    assert str(caught.value).startswith("modify listener x")
-
-
-def test_validation_errors_carry_aws_message() -> None:
-    expected = "ValidationError: ValidationError happened"
-    with pytest.raises(PermanentError, match=expected), aws_errors("modify listener x"):
-        raise _client_error("ValidationError", 400)
