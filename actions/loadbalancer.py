@@ -36,7 +36,7 @@ from actions.base import (
     StepResult,
     TargetPlan,
 )
-from actions.http import check_health, poll_health
+from actions.http.health import check_health, poll_health
 from actions.params import AwsConnection, Strict
 
 Colour = Literal["blue", "green"]

@@ -1,0 +1,49 @@
+"""The configuration target's parameters: the live directory, its backups, how to restart.
+
+At most one restart (an argv command or a Deployment) is allowed; a typo in the
+config file is an error (`Strict`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from actions.kubernetes.client import KubeConnection
+from actions.params import AwsConnection, Strict
+
+
+class RestartDeployment(Strict):
+    """Restart by `kubectl rollout restart`-style annotation of a Deployment."""
+
+    namespace: str
+    deployment: str
+    connection: KubeConnection = KubeConnection()
+
+
+class ConfigFilesParams(Strict):
+    """The live configuration directory, where its backups live, and how to restart the app.
+
+    `backups` is a local directory or `s3://bucket/prefix`.
+    `restart_command` is an argv list (for example a systemd unit restart);
+    `restart_deployment` restarts a Kubernetes Deployment instead.
+    """
+
+    kind: Literal["config"]
+    directory: str
+    backups: str
+    restart_command: list[str] | None = None
+    restart_deployment: RestartDeployment | None = None
+    health_url: str | None = None
+    aws: AwsConnection = AwsConnection()
+    restart_timeout: float = 120.0
+    health_timeout: float = 120.0
+
+    @model_validator(mode="after")
+    def _one_restart(self) -> ConfigFilesParams:
+        if self.restart_command is not None and self.restart_deployment is not None:
+            raise ValueError("give at most one of 'restart_command' or 'restart_deployment'")
+        if self.restart_command == []:
+            raise ValueError("'restart_command' needs at least the program to run")
+        return self

@@ -1,0 +1,63 @@
+"""Database rollback: point-in-time recovery, backup restoration, migration rollback, verification.
+
+Design reasoning common to the package (each module's docstring has the part
+that concerns it):
+
+- `describe()` feeds the approval hash, so it names only what is known at plan time (database,
+  file, time, versions) and never the wall clock: names stamped with the time of a step
+  (`pre_rollback_<db>_<ts>.dump`, `<db>_pre_rollback_<ts>`) are chosen when the step runs and
+  kept in `ctx.memory`, so a resumed step reuses them instead of making new ones.
+
+Modules: `params` (the config models), `names` (stamps, sizes, times, refs),
+`pgtools` (connections, pg_dump / pg_restore, catalog queries), `selfhosted`
+(backups on disk, pre-rollback backup, restore, PITR swap), `migrations`,
+`verification`, `rds` (Amazon RDS PITR), `target` (DatabaseTarget: points,
+checks, plans).
+"""
+
+from actions.database.migrations import RollbackMigration
+from actions.database.names import human_size, iso, pitr_ref, stamp
+from actions.database.params import (
+    DatabaseConnection,
+    DatabaseParams,
+    RdsInstance,
+    VerificationQuery,
+)
+from actions.database.pgtools import inspect_archive
+from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
+from actions.database.selfhosted import (
+    RECOVERY_MARKER,
+    PreRollbackBackup,
+    RestoreBackup,
+    RestoreIntoRecovery,
+    SwapDatabases,
+    list_backups,
+)
+from actions.database.target import DatabaseTarget
+from actions.database.verification import DEFAULT_VERIFICATION, VerifyDatabase, render_table
+
+__all__ = [
+    "DEFAULT_VERIFICATION",
+    "RECOVERY_MARKER",
+    "DatabaseConnection",
+    "DatabaseParams",
+    "DatabaseTarget",
+    "PreRollbackBackup",
+    "RdsInstance",
+    "RdsRestoreToTime",
+    "RdsSwap",
+    "RestoreBackup",
+    "RestoreIntoRecovery",
+    "RollbackMigration",
+    "SwapDatabases",
+    "VerificationQuery",
+    "VerifyDatabase",
+    "human_size",
+    "inspect_archive",
+    "iso",
+    "list_backups",
+    "pitr_ref",
+    "rds_stamp",
+    "render_table",
+    "stamp",
+]

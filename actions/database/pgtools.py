@@ -1,0 +1,229 @@
+"""Talking to the target PostgreSQL: connections, pg_dump / pg_restore runs, catalog queries.
+
+- Credentials: the password is read from its SecretRef when a connection is made, given to
+  psycopg as a keyword and to pg_dump/pg_restore in PGPASSWORD only. Command lines are
+  recorded (StepResult.data["command"]) because they never hold it.
+- SQL safety: database, role and table names are composed with psycopg.sql.Identifier;
+  values go as bind parameters or sql.Literal.
+- A pg tool runs in its own process group, killed whole when the step's time is up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from actions.base import PermanentError, PlanningError, TemporaryError
+from actions.database.names import first_line
+from actions.database.params import DatabaseConnection
+
+APP_NAME = "rollback-bot"
+
+
+def _password(conn: DatabaseConnection) -> str | None:
+    return conn.password.read().get_secret_value() if conn.password is not None else None
+
+
+def connect(
+    conn: DatabaseConnection, *, autocommit: bool = True, timeout: float = 10.0
+) -> psycopg.Connection[Any]:
+    """Open a psycopg connection; the password goes as a keyword, never into a string."""
+    kwargs: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "user": conn.user,
+        "dbname": conn.dbname,
+        "connect_timeout": max(1, int(timeout)),
+        "application_name": APP_NAME,
+    }
+    if conn.sslmode:
+        kwargs["sslmode"] = conn.sslmode
+    password = _password(conn)
+    if password is not None:
+        kwargs["password"] = password
+    return psycopg.connect(autocommit=autocommit, **kwargs)
+
+
+def on_database(conn: DatabaseConnection, dbname: str) -> DatabaseConnection:
+    """Return the same server connection settings aimed at another database."""
+    return conn.model_copy(update={"dbname": dbname})
+
+
+def maintenance(conn: DatabaseConnection) -> DatabaseConnection:
+    """Return the connection to the maintenance database (renames run from there)."""
+    return on_database(conn, conn.maintenance_dbname)
+
+
+@contextmanager
+def step_errors(what: str) -> Iterator[None]:
+    """Turn psycopg errors into runner errors: lost connections are retried, the rest stop."""
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        raise TemporaryError(f"{what}: {first_line(error)}", delay=2.0) from error
+    except psycopg.Error as error:
+        raise PermanentError(f"{what}: {first_line(error)}") from error
+
+
+@contextmanager
+def planning_errors(what: str) -> Iterator[None]:
+    """Turn psycopg errors met while planning into PlanningError."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise PlanningError(f"{what}: {first_line(error)}") from error
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """A finished pg_dump / pg_restore: its command line (no secrets), exit code and output."""
+
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def tail(self, lines: int = 20) -> str:
+        """Return the last lines of stderr, pg_restore's own account of what went wrong."""
+        return "\n".join(self.stderr.strip().splitlines()[-lines:])
+
+
+def tool_env(conn: DatabaseConnection | None) -> dict[str, str]:
+    """Build a pg tool's environment: PGPASSWORD only from the configured secret."""
+    env = {key: value for key, value in os.environ.items() if key != "PGPASSWORD"}
+    env["PGAPPNAME"] = APP_NAME
+    env.setdefault("PGCONNECT_TIMEOUT", "10")
+    if conn is not None:
+        if conn.sslmode:
+            env["PGSSLMODE"] = conn.sslmode
+        password = _password(conn)
+        if password is not None:
+            env["PGPASSWORD"] = password
+    return env
+
+
+def conn_args(conn: DatabaseConnection) -> list[str]:
+    """Return host/port/user/dbname options; the database name is quoted as a conninfo."""
+    return [
+        f"--host={conn.host}",
+        f"--port={conn.port}",
+        f"--username={conn.user}",
+        f"--dbname={make_conninfo(dbname=conn.dbname)}",
+    ]
+
+
+def run_tool(argv: Sequence[str], *, conn: DatabaseConnection | None, timeout: float) -> ToolRun:
+    """Run a pg tool in its own process group, killing the group when `timeout` passes."""
+    command = shlex.join(argv)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        list(argv),
+        env=tool_env(conn),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=max(timeout, 1.0))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise PermanentError(f"{argv[0]} was stopped after {timeout:.0f}s: {command}") from None
+    return ToolRun(command, proc.returncode, out, err, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What `pg_restore --list` says about a dump."""
+
+    readable: bool
+    format: str | None = None
+    entries: int = 0
+    error: str = ""
+
+    @property
+    def parallel(self) -> bool:
+        """Say whether pg_restore can restore this archive with several jobs."""
+        return self.format in ("CUSTOM", "DIRECTORY")
+
+
+def inspect_archive(path: Path, *, timeout: float = 120.0) -> ArchiveInfo:
+    """Check a dump with `pg_restore --list` and read its format from the header."""
+    if not path.exists():
+        return ArchiveInfo(False, error=f"{path} does not exist")
+    if not os.access(path, os.R_OK):
+        return ArchiveInfo(False, error=f"{path} is not readable by the bot")
+    run = run_tool(["pg_restore", "--list", str(path)], conn=None, timeout=timeout)
+    if run.returncode != 0:
+        return ArchiveInfo(False, error=run.tail() or f"pg_restore exited {run.returncode}")
+    found = re.search(r"^;\s+Format: (\w+)", run.stdout, re.MULTILINE)
+    entries = sum(1 for line in run.stdout.splitlines() if line and not line.startswith(";"))
+    return ArchiveInfo(True, found.group(1) if found else None, entries)
+
+
+def pg_restore(
+    dump: Path, *, conn: DatabaseConnection, jobs: int, clean: bool, timeout: float
+) -> ToolRun:
+    """Restore `dump` into conn's database; fail with pg_restore's message on any error."""
+    argv = ["pg_restore", "--no-password", *conn_args(conn)]
+    if clean:
+        argv += ["--clean", "--if-exists"]
+    if jobs > 1:
+        argv.append(f"--jobs={jobs}")
+    run = run_tool([*argv, str(dump)], conn=conn, timeout=timeout)
+    if run.returncode != 0 or "errors ignored on restore" in run.stderr:
+        raise PermanentError(
+            f"pg_restore of {dump} into {conn.dbname} failed (exit {run.returncode}):\n{run.tail()}"
+        )
+    return run
+
+
+def database_exists(pg: psycopg.Connection[Any], name: str) -> bool:
+    """Say whether a database called `name` exists on the server."""
+    return (
+        pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+    )
+
+
+def database_comment(pg: psycopg.Connection[Any], name: str) -> str | None:
+    """Return the comment on database `name` (None when absent)."""
+    row = pg.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def allow_connections(pg: psycopg.Connection[Any], name: str, allow: bool) -> None:
+    """Set ALLOW_CONNECTIONS on database `name`, if it exists."""
+    if database_exists(pg, name):
+        pg.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.SQL("true" if allow else "false")
+            )
+        )
+
+
+def terminate_sessions(pg: psycopg.Connection[Any], names: Sequence[str]) -> int:
+    """End every other session on the named databases; return how many were signalled."""
+    row = pg.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+        (list(names),),
+    ).fetchone()
+    return int(row[0]) if row else 0

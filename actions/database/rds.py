@@ -1,0 +1,236 @@
+"""Amazon RDS point-in-time recovery: restore to a new instance, then swap identifiers.
+
+- `restore_db_instance_to_point_in_time` into `<id>-pitr-<time>` (a name derived from the
+  chosen time, so describe() can show it), poll until available within the step's deadline
+  (TemporaryError when the deadline cuts the wait short), then swap identifiers. Verification
+  queries against RDS endpoints are configurable (`RdsInstance.verify`, default on): moto's
+  instances have no PostgreSQL behind them, so its tests switch it off.
+- Nothing is destroyed: the live instance is renamed aside and kept, which is its own
+  pre-rollback state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from actions.aws import aws_session
+from actions.base import PermanentError, PlanningError, StepContext, StepResult, TemporaryError
+from actions.database.names import first_line, iso, utcnow
+from actions.database.params import RdsInstance
+from actions.params import AwsConnection
+
+if TYPE_CHECKING:
+    from mypy_boto3_rds import RDSClient
+
+
+RDS_ID_MAX = 63
+RDS_FAILED = {
+    "failed",
+    "incompatible-restore",
+    "incompatible-parameters",
+    "incompatible-network",
+    "storage-full",
+    "inaccessible-encryption-credentials",
+    "deleting",
+}
+RETRYABLE_AWS = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "InternalFailure"}
+
+
+@contextmanager
+def rds_errors(what: str, *, planning: bool = False) -> Iterator[None]:
+    """Turn boto errors into runner errors (throttling and lost connections are retried).
+
+    Not `actions.aws.aws_errors`: while planning every AWS failure is a
+    PlanningError, the retried codes differ (InternalFailure, not 5xx) and any
+    BotoCoreError (credentials included) is retried, as the RDS steps always did.
+    """
+    try:
+        yield
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if planning:
+            raise PlanningError(f"{what}: {first_line(error)}") from error
+        if code in RETRYABLE_AWS:
+            raise TemporaryError(f"{what}: {first_line(error)}", delay=5.0) from error
+        raise PermanentError(f"{what}: {first_line(error)}") from error
+    except BotoCoreError as error:
+        if planning:
+            raise PlanningError(f"{what}: {first_line(error)}") from error
+        raise TemporaryError(f"{what}: {first_line(error)}", delay=5.0) from error
+
+
+def rds_client(aws: AwsConnection) -> RDSClient:
+    """Build an RDS client from the connection settings."""
+    return aws_session(aws).client("rds", endpoint_url=aws.endpoint_url)
+
+
+def describe_instance(client: RDSClient, instance_id: str) -> dict[str, Any] | None:
+    """Return one instance's description, or None when there is no such instance."""
+    try:
+        found = client.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"]
+    except client.exceptions.DBInstanceNotFoundFault:
+        return None
+    return dict(found[0]) if found else None
+
+
+def restorable_window(client: RDSClient, instance_id: str) -> tuple[datetime, datetime] | None:
+    """Return (earliest, latest) restorable times, or None when PITR is not possible.
+
+    When EarliestRestorableTime is absent but automated backups are on (moto does this),
+    the window starts at the instance's creation; AWS itself still refuses a time before
+    its first backup, and the restore step reports that refusal.
+    """
+    found = describe_instance(client, instance_id)
+    if found is None:
+        raise PlanningError(f"RDS instance {instance_id} does not exist")
+    latest = found.get("LatestRestorableTime")
+    earliest = found.get("EarliestRestorableTime")
+    if earliest is None and found.get("BackupRetentionPeriod", 0) > 0:
+        earliest = found.get("InstanceCreateTime")
+    if earliest is None or latest is None:
+        return None
+    return earliest.astimezone(UTC), latest.astimezone(UTC)
+
+
+def wait_available(
+    client: RDSClient, instance_id: str, ctx: StepContext, *, poll: float
+) -> dict[str, Any]:
+    """Poll until the instance is available; TemporaryError when the deadline cuts in."""
+    while True:
+        found = describe_instance(client, instance_id)
+        status = found.get("DBInstanceStatus", "unknown") if found else "not found"
+        if found is not None and status == "available":
+            return found
+        if status in RDS_FAILED:
+            raise PermanentError(f"RDS instance {instance_id} is {status}")
+        if ctx.remaining() <= poll:
+            raise TemporaryError(f"RDS instance {instance_id} is still {status}", delay=poll)
+        time.sleep(poll)
+
+
+def rds_stamp(moment: datetime) -> str:
+    """Format `moment` for RDS identifiers (letters, digits, hyphens only)."""
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+@dataclass
+class RdsRestoreToTime:
+    """Restore an RDS instance to a point in time as a new instance and wait for it."""
+
+    rds: RdsInstance
+    restored_id: str
+    restore_time: datetime
+    timeout: float
+    name = "database.rds_restore"
+    idempotent = True
+
+    def describe(self) -> str:
+        """Say which instance is restored to which time under which name."""
+        return (
+            f"Restore RDS instance {self.rds.instance_id} to {iso(self.restore_time)} as new "
+            f"instance {self.restored_id} (restore_db_instance_to_point_in_time) and wait until "
+            f"it is available; {self.rds.instance_id} is not touched"
+        )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Start the restore once (remembered), then wait within the deadline."""
+        with rds_errors(f"restoring {self.rds.instance_id}"):
+            return self._run(ctx)
+
+    def _run(self, ctx: StepContext) -> StepResult:
+        client = rds_client(self.rds.aws)
+        key = f"database.rds_restore:{self.restored_id}"
+        if not ctx.memory.get(key):
+            self._start(client)
+            ctx.memory[key] = True
+            ctx.emit(f"restore of {self.rds.instance_id} to {iso(self.restore_time)} started")
+        started = time.monotonic()
+        found = wait_available(client, self.restored_id, ctx, poll=self.rds.poll_interval)
+        return StepResult(
+            summary=f"{self.restored_id} is available, restored to {iso(self.restore_time)}",
+            data={
+                "restored_instance": self.restored_id,
+                "restore_time": iso(self.restore_time),
+                "endpoint": (found.get("Endpoint") or {}).get("Address"),
+                "waited_seconds": time.monotonic() - started,
+            },
+        )
+
+    def _start(self, client: RDSClient) -> None:
+        if describe_instance(client, self.restored_id) is not None:
+            raise PermanentError(f"RDS instance {self.restored_id} already exists")
+        extra: dict[str, Any] = {}
+        if self.rds.instance_class:
+            extra["DBInstanceClass"] = self.rds.instance_class
+        client.restore_db_instance_to_point_in_time(
+            SourceDBInstanceIdentifier=self.rds.instance_id,
+            TargetDBInstanceIdentifier=self.restored_id,
+            RestoreTime=self.restore_time,
+            **extra,
+        )
+
+
+@dataclass
+class RdsSwap:
+    """Rename the live instance aside and the restored one into its place."""
+
+    rds: RdsInstance
+    restored_id: str
+    timeout: float
+    now: Callable[[], datetime] = utcnow
+    name = "database.rds_swap"
+    idempotent = True
+
+    def describe(self) -> str:
+        """Say which identifiers change."""
+        live = self.rds.instance_id
+        return (
+            f"Rename RDS instance {live} to {live}-pre-rollback-<time of the swap>, then "
+            f"{self.restored_id} to {live} (modify_db_instance, ApplyImmediately), waiting for "
+            "each rename"
+        )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Do whichever renames are still to do, waiting for each."""
+        with rds_errors(f"swapping {self.restored_id} in place of {self.rds.instance_id}"):
+            return self._run(ctx)
+
+    def _run(self, ctx: StepContext) -> StepResult:
+        client, live = rds_client(self.rds.aws), self.rds.instance_id
+        key = f"database.rds_swap:{live}"
+        aside = ctx.memory.get(key) or f"{live}-pre-rollback-{rds_stamp(self.now())}"
+        ctx.memory[key] = aside
+        started = time.monotonic()
+        if describe_instance(client, self.restored_id) is not None:
+            if describe_instance(client, aside) is None:
+                self._rename(client, live, aside)
+            self._wait_gone(client, live, ctx)
+            wait_available(client, aside, ctx, poll=self.rds.poll_interval)
+            self._rename(client, self.restored_id, live)
+        wait_available(client, live, ctx, poll=self.rds.poll_interval)
+        unavailable = time.monotonic() - started
+        return StepResult(
+            summary=f"{self.restored_id} is now {live}; the previous {live} is kept as {aside}. "
+            f"The {live} endpoint was unavailable for about {unavailable:.1f} s",
+            data={"aside": aside, "live": live, "endpoint_unavailable_seconds": unavailable},
+        )
+
+    def _rename(self, client: RDSClient, old: str, new: str) -> None:
+        client.modify_db_instance(
+            DBInstanceIdentifier=old, NewDBInstanceIdentifier=new, ApplyImmediately=True
+        )
+
+    def _wait_gone(self, client: RDSClient, instance_id: str, ctx: StepContext) -> None:
+        while describe_instance(client, instance_id) is not None:
+            if ctx.remaining() <= self.rds.poll_interval:
+                raise TemporaryError(
+                    f"{instance_id} is still being renamed", delay=self.rds.poll_interval
+                )
+            time.sleep(self.rds.poll_interval)

@@ -1,0 +1,422 @@
+"""The database target: rollback points, pre-rollback checks and plans for one database.
+
+- One `DatabaseTarget` per configured database turns a rollback point ref into a `TargetPlan`.
+  Everything that can refuse a rollback (missing or unreadable dump, time outside the window,
+  rollback script missing) refuses in `plan()`, before approval, never halfway through a run.
+- Every destructive step is preceded by a pg_dump of the current state; for RDS nothing is
+  destroyed, so its plans have none.
+- A user-typed backup path must lie inside the configured backups directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
+from actions.database.migrations import RollbackMigration, applied_versions, version_key
+from actions.database.names import (
+    check_pg_name,
+    human_duration,
+    human_size,
+    iso,
+    parse_ref,
+    parse_time,
+    pitr_ref,
+    stamp,
+    utcnow,
+)
+from actions.database.params import DatabaseParams, Method, VerificationQuery
+from actions.database.pgtools import (
+    ArchiveInfo,
+    connect,
+    database_comment,
+    database_exists,
+    inspect_archive,
+    maintenance,
+    on_database,
+    planning_errors,
+)
+from actions.database.rds import (
+    RDS_ID_MAX,
+    RdsRestoreToTime,
+    RdsSwap,
+    rds_client,
+    rds_errors,
+    rds_stamp,
+    restorable_window,
+)
+from actions.database.selfhosted import (
+    RECOVERY_MARKER,
+    Backup,
+    PreRollbackBackup,
+    RestoreBackup,
+    RestoreIntoRecovery,
+    SwapDatabases,
+    list_backups,
+)
+from actions.database.verification import DEFAULT_VERIFICATION, VerifyDatabase
+
+
+class DatabaseTarget:
+    """One configured database: its rollback points, checks and plans."""
+
+    def __init__(
+        self,
+        params: DatabaseParams,
+        *,
+        restore_rate: float | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.params = params
+        self.restore_rate = restore_rate
+        self.now = now or utcnow
+
+    # -- listing
+
+    @property
+    def dbname(self) -> str:
+        """The live database's name."""
+        return self.params.connection.dbname
+
+    @property
+    def queries(self) -> tuple[VerificationQuery, ...]:
+        """The verification queries: configured ones, else the procedures' defaults."""
+        configured = self.params.verification
+        return tuple(configured) if configured is not None else DEFAULT_VERIFICATION
+
+    def backups(self) -> list[Backup]:
+        """List the dumps of this database in the backups directory, newest first."""
+        if self.params.backups is None:
+            return []
+        return list_backups(Path(self.params.backups), self.dbname)
+
+    def pitr_window(self) -> tuple[datetime, datetime] | None:
+        """Return the restorable window: RDS's own, or the span of the backups."""
+        rds = self.params.rds
+        if rds is not None:
+            with rds_errors(f"reading RDS instance {rds.instance_id}", planning=True):
+                return restorable_window(rds_client(rds.aws), rds.instance_id)
+        taken = [b.taken_at for b in self.backups()]
+        return (min(taken), max(taken)) if taken else None
+
+    def applied_migrations(self) -> list[str]:
+        """Read the applied migration versions, newest first."""
+        with planning_errors(f"reading {self.params.migrations_table} of {self.dbname}"):
+            return applied_versions(self.params.connection, self.params.migrations_table)
+
+    def points(self) -> list[RollbackPoint]:
+        """List the rollback points of every allowed method, each group newest first."""
+        listers = {
+            "backup": self._backup_points,
+            "pitr": self._pitr_points,
+            "migration": self._migration_points,
+        }
+        return [point for method in self.params.methods for point in listers[method]()]
+
+    def _backup_points(self) -> list[RollbackPoint]:
+        now = self.now()
+        return [RollbackPoint(f"backup:{b.path}", b.label(now), b.taken_at) for b in self.backups()]
+
+    def _pitr_points(self) -> list[RollbackPoint]:
+        window = self.pitr_window()
+        if window is None:
+            return []
+        earliest, latest = window
+        source = f"RDS {self.params.rds.instance_id}" if self.params.rds else "backups"
+        label = f"point in time ({source}): any time from {iso(earliest)} to {iso(latest)}"
+        return [RollbackPoint(pitr_ref(latest), label, latest)]
+
+    def _migration_points(self) -> list[RollbackPoint]:
+        versions = self.applied_migrations()
+        return [
+            RollbackPoint(f"migration:{v}", f"migration {v} · current", is_current=True)
+            if i == 0
+            else RollbackPoint(
+                f"migration:{v}", f"migration {v} · rolls back {i} newer migration(s)"
+            )
+            for i, v in enumerate(versions)
+        ]
+
+    # -- resolving refs
+
+    def default_ref(self) -> str:
+        """Return the default point of the first allowed method."""
+        method = self.params.methods[0]
+        if method == "backup":
+            regular = [b for b in self.backups() if not b.pre_rollback] or self.backups()
+            if regular:
+                return f"backup:{regular[0].path}"
+        elif method == "pitr":
+            window = self.pitr_window()
+            if window:
+                return pitr_ref(window[1])
+        else:
+            versions = self.applied_migrations()
+            if len(versions) > 1:
+                return f"migration:{versions[1]}"
+        raise PlanningError(f"no {method} rollback point for {self.dbname}")
+
+    def _resolve(self, ref: str | None) -> tuple[Method, str]:
+        method, value = parse_ref(ref or self.default_ref())
+        if method not in self.params.methods:
+            raise PlanningError(f"{method} rollback is not allowed for {self.dbname}")
+        return method, value
+
+    def _backup_path(self, value: str) -> Path:
+        if self.params.backups is None:
+            raise PlanningError(f"no backups directory is configured for {self.dbname}")
+        directory = Path(self.params.backups).resolve()
+        path = Path(value)
+        if not path.is_absolute() or directory not in path.resolve().parents:
+            raise PlanningError(f"{value} is not a file in the backups directory {directory}")
+        return path.resolve()
+
+    def _readable(self, path: Path) -> ArchiveInfo:
+        info = inspect_archive(path)
+        if not info.readable:
+            raise PlanningError(f"backup {path} cannot be used: {info.error}")
+        return info
+
+    def _inside_window(self, moment: datetime) -> str:
+        """Refuse a time outside the restorable window; describe where it falls."""
+        window = self.pitr_window()
+        if window is None:
+            raise PlanningError(f"no point-in-time window for {self.dbname}")
+        span = f"{iso(window[0])} to {iso(window[1])}"
+        if not window[0] <= moment <= window[1]:
+            raise PlanningError(f"{iso(moment)} is outside the restorable window {span}")
+        return f"{iso(moment)} within {span}"
+
+    def _backup_at(self, moment: datetime) -> Backup:
+        """Return the newest backup taken at or before `moment`."""
+        return next(b for b in self.backups() if b.taken_at <= moment)
+
+    def _to_roll_back(self, target: str) -> list[str]:
+        newer = [v for v in self.applied_migrations() if version_key(v) > version_key(target)]
+        if not newer:
+            raise PlanningError(f"no applied migration of {self.dbname} is newer than {target}")
+        return newer
+
+    def _rollback_script(self, version: str) -> Path | None:
+        if self.params.migrations is None:
+            raise PlanningError(f"no migrations directory is configured for {self.dbname}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", version):
+            raise PlanningError(f"migration version {version!r} is not a plain name")
+        script = Path(self.params.migrations) / f"rollback_{version}.sql"
+        return script if script.is_file() else None
+
+    # -- checks
+
+    def checks(self, ref: str | None) -> list[Check]:
+        """Run the machine-verifiable pre-rollback checks for `ref`."""
+        try:
+            method, value = self._resolve(ref)
+            if method == "backup":
+                return self._backup_checks(self._backup_path(value))
+            if method == "pitr":
+                return self._pitr_checks(parse_time(value))
+            return self._migration_checks(value)
+        except PlanningError as error:
+            return [Check("rollback point", False, str(error))]
+
+    def estimate(self, size: int) -> Check:
+        """Estimate the restore time from the dump size and the measured restore rate."""
+        if not self.restore_rate:
+            return Check(
+                "estimated duration",
+                True,
+                f"no earlier restore measured ({human_size(size)} to restore)",
+            )
+        seconds = size / self.restore_rate
+        return Check(
+            "estimated duration",
+            True,
+            f"about {human_duration(seconds)} for {human_size(size)} at "
+            f"{human_size(self.restore_rate)}/s measured on earlier restores",
+        )
+
+    def _backup_checks(self, path: Path) -> list[Check]:
+        info = inspect_archive(path)
+        detail = (
+            f"{path} · {info.format} format, {info.entries} entries"
+            if info.readable
+            else info.error
+        )
+        checks = [Check("backup readable", info.readable, detail)]
+        return [*checks, self.estimate(path.stat().st_size)] if info.readable else checks
+
+    def _pitr_checks(self, moment: datetime) -> list[Check]:
+        try:
+            inside = Check("time inside restorable window", True, self._inside_window(moment))
+        except PlanningError as error:
+            return [Check("time inside restorable window", False, str(error))]
+        if self.params.rds is not None:
+            return [inside]
+        backup = self._backup_at(moment)
+        earlier = human_duration((moment - backup.taken_at).total_seconds())
+        chosen = Check("backup chosen", True, f"{backup.path.name}, taken {earlier} earlier")
+        return [inside, chosen, *self._backup_checks(backup.path), self._recovery_check()]
+
+    def _recovery_check(self) -> Check:
+        recovery = f"{self.dbname}_recovery"
+        with (
+            planning_errors("looking for the recovery database"),
+            connect(maintenance(self.params.connection)) as pg,
+        ):
+            if not database_exists(pg, recovery):
+                return Check("recovery database name free", True, recovery)
+            ours = database_comment(pg, recovery) == RECOVERY_MARKER
+        detail = (
+            f"{recovery} is left from an earlier run and will be replaced"
+            if ours
+            else f"{recovery} exists and was not made by the bot"
+        )
+        return Check("recovery database name free", ours, detail)
+
+    def _migration_checks(self, target: str) -> list[Check]:
+        checks = []
+        for version in self._to_roll_back(target):
+            script = self._rollback_script(version)
+            checks.append(
+                Check(
+                    f"rollback script for {version}",
+                    script is not None,
+                    str(script) if script else f"rollback_{version}.sql is missing",
+                )
+            )
+        return checks
+
+    # -- plans
+
+    def plan(self, ref: str | None, *, force: bool = False) -> TargetPlan:
+        """Resolve `ref` into steps, or raise PlanningError before anything runs."""
+        method, value = self._resolve(ref)
+        if method == "backup":
+            return self._backup_plan(self._backup_path(value))
+        if method == "pitr":
+            moment = parse_time(value)
+            return self._rds_plan(moment) if self.params.rds else self._pitr_plan(moment)
+        return self._migration_plan(value, force=force)
+
+    def _verify_live(self) -> VerifyDatabase:
+        return VerifyDatabase(self.params.connection, self.queries)
+
+    def _pre_rollback(self) -> PreRollbackBackup:
+        if self.params.backups is None:
+            raise PlanningError(
+                f"no backups directory is configured for {self.dbname}: the pre-rollback "
+                "backup needs one"
+            )
+        return PreRollbackBackup(
+            self.params.connection, Path(self.params.backups), self.params.restore_timeout, self.now
+        )
+
+    def _jobs(self, info: ArchiveInfo) -> int:
+        return max(1, self.params.restore_jobs) if info.parallel else 1
+
+    def _backup_plan(self, path: Path) -> TargetPlan:
+        info = self._readable(path)
+        restore = RestoreBackup(
+            self.params.connection, path, self._jobs(info), self.params.restore_timeout
+        )
+        return TargetPlan(
+            prepare=[self._pre_rollback()],
+            rollback=[restore],
+            verify=[self._verify_live()],
+            notes=[
+                f"Restores {path.name} ({human_size(path.stat().st_size)}); "
+                f"{self.estimate(path.stat().st_size).detail}"
+            ],
+        )
+
+    def _pitr_plan(self, moment: datetime) -> TargetPlan:
+        if self.dbname == self.params.connection.maintenance_dbname:
+            raise PlanningError(f"cannot swap the maintenance database {self.dbname}")
+        self._inside_window(moment)
+        backup = self._backup_at(moment)
+        info = self._readable(backup.path)
+        recovery = f"{self.dbname}_recovery"
+        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(moment)}")
+        if not self._recovery_check().ok:
+            raise PlanningError(f"database {recovery} exists and was not made by the bot")
+        conn, timeout = self.params.connection, self.params.restore_timeout
+        rollback: list[Action] = [
+            RestoreIntoRecovery(conn, backup.path, recovery, self._jobs(info), timeout),
+            VerifyDatabase(on_database(conn, recovery), self.queries),
+            SwapDatabases(conn, recovery, self.params.swap_timeout, self.now),
+        ]
+        return TargetPlan(
+            prepare=[self._pre_rollback()],
+            rollback=rollback,
+            verify=[self._verify_live()],
+            notes=[
+                f"Point in time {iso(moment)}: restores {backup.path.name}, taken "
+                f"{iso(backup.taken_at)}; {self.estimate(backup.size).detail}",
+                f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time>",
+            ],
+        )
+
+    def _rds_plan(self, moment: datetime) -> TargetPlan:
+        rds = self.params.rds
+        assert rds is not None
+        self._inside_window(moment)
+        restored = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
+        if len(f"{rds.instance_id}-pre-rollback-{rds_stamp(moment)}") > RDS_ID_MAX:
+            raise PlanningError(f"RDS identifiers derived from {rds.instance_id} would be too long")
+        timeout = self.params.restore_timeout
+        verify_restored = VerifyDatabase(
+            self.params.connection, self.queries, rds=rds, instance_id=restored
+        )
+        verify_live = VerifyDatabase(
+            self.params.connection, self.queries, rds=rds, instance_id=rds.instance_id
+        )
+        rollback: list[Action] = [RdsRestoreToTime(rds, restored, moment, timeout)]
+        rollback += [verify_restored] if rds.verify else []
+        rollback.append(RdsSwap(rds, restored, timeout, self.now))
+        return TargetPlan(
+            rollback=rollback,
+            verify=[verify_live] if rds.verify else [],
+            notes=[
+                f"RDS {rds.instance_id} restored to {iso(moment)} as {restored}",
+                f"The current instance is kept, renamed {rds.instance_id}-pre-rollback-<time>",
+                "verification queries: " + ("on" if rds.verify else "off (RdsInstance.verify)"),
+            ],
+        )
+
+    def _migration_plan(self, target: str, *, force: bool) -> TargetPlan:
+        versions = self._to_roll_back(target)
+        scripts = {v: self._rollback_script(v) for v in versions}
+        missing = [v for v, script in scripts.items() if script is None]
+        if missing and not force:
+            raise PlanningError(
+                f"no rollback script for migration(s) {', '.join(missing)} in "
+                f"{self.params.migrations}; nothing was run (force overrides)"
+            )
+        conn, table, timeout = (
+            self.params.connection,
+            self.params.migrations_table,
+            self.params.restore_timeout,
+        )
+        steps: list[Action] = [
+            RollbackMigration(conn, table, v, scripts[v], timeout) for v in versions
+        ]
+        notes = [
+            f"roll back migration {v} with {scripts[v].name}"  # type: ignore[union-attr]
+            if scripts[v]
+            else f"roll back migration {v}: no rollback script, row deleted only (forced)"
+            for v in versions
+        ]
+        if missing:
+            notes.append(
+                f"force: rollback scripts missing for {', '.join(missing)}; "
+                "override requested, their schema changes stay"
+            )
+        return TargetPlan(
+            prepare=[self._pre_rollback()],
+            rollback=steps,
+            verify=[self._verify_live()],
+            notes=notes,
+        )

@@ -1,0 +1,114 @@
+"""The Kubernetes API client: building it from a connection, reading Deployments, errors.
+
+Only the official client is used; every API failure becomes a TemporaryError
+(5xx, 429, connection) or a PermanentError (other 4xx), so the runner knows
+whether to retry. A client is built fresh per connection, never from the
+library's global configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import urllib3
+from kubernetes import config as kube_config
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    Configuration,
+    V1Deployment,
+    V1ObjectMeta,
+    V1ReplicaSet,
+)
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from actions.base import ActionError, PermanentError, TemporaryError
+from actions.params import Strict
+
+
+class KubeConnection(Strict):
+    """In-cluster service account, or a kubeconfig file with an optional context."""
+
+    mode: Literal["in-cluster", "kubeconfig"] = "kubeconfig"
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+REQUEST_TIMEOUT = 30.0
+
+
+def api_client(conn: KubeConnection) -> ApiClient:
+    """Build a fresh ApiClient for `conn` (in-cluster, or kubeconfig and context); no globals."""
+    configuration = Configuration()
+    try:
+        if conn.mode == "in-cluster":
+            kube_config.load_incluster_config(client_configuration=configuration)
+        else:
+            kube_config.load_kube_config(
+                config_file=conn.kubeconfig,
+                context=conn.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, OSError) as exc:
+        raise PermanentError(f"cannot load the Kubernetes connection ({conn.mode}): {exc}") from exc
+    return ApiClient(configuration)
+
+
+def _status_text(exc: ApiException) -> tuple[str, str]:
+    """Return (reason, message) from the Status body the API server sent, if any."""
+    try:
+        body = json.loads(exc.body or "")
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body.get("reason") or exc.reason or "Unknown"), str(body["message"])
+    return str(exc.reason or "Unknown"), str(exc.body or exc.reason or "no details")
+
+
+def _retry_after(exc: ApiException) -> float:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    return float(value) if value and str(value).isdigit() else 2.0
+
+
+def api_error(exc: ApiException, context: str | None) -> ActionError:
+    """Word an API error as kubectl does; 5xx and 429 are temporary, other codes permanent."""
+    reason, message = _status_text(exc)
+    text = f"{context}: {message}" if context else f"Error from server ({reason}): {message}"
+    status = exc.status or 0
+    if status >= 500 or status == 429:
+        return TemporaryError(text, delay=_retry_after(exc))
+    return PermanentError(text)
+
+
+@contextmanager
+def kube_errors(context: str | None = None) -> Iterator[None]:
+    """Turn client failures into TemporaryError (5xx, 429, network) or PermanentError (4xx)."""
+    try:
+        yield
+    except ApiException as exc:
+        raise api_error(exc, context) from exc
+    except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
+        where = context or "Kubernetes API"
+        raise TemporaryError(f"{where}: cannot reach the API server: {exc}", delay=2.0) from exc
+    except ValueError as exc:
+        raise PermanentError(f"{context or 'Kubernetes API'}: unexpected answer: {exc}") from exc
+
+
+def object_meta(obj: V1Deployment | V1ReplicaSet) -> V1ObjectMeta:
+    if obj.metadata is None:
+        raise PermanentError("the API server returned an object without metadata")
+    return obj.metadata
+
+
+def annotations_of(obj: V1Deployment | V1ReplicaSet) -> dict[str, str]:
+    return dict(object_meta(obj).annotations or {})
+
+
+def read_deployment(apps: AppsV1Api, *, namespace: str, name: str) -> V1Deployment:
+    with kube_errors():
+        return apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT)

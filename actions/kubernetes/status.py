@@ -1,0 +1,146 @@
+"""Rollout status, as `kubectl rollout status` judges it, driven by a watch.
+
+Rollout status follows kubectl's order of checks (observed generation, progress
+deadline, updated, old pending, available) and is driven by a watch on the one
+Deployment, re-listed when the watch ends, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+import urllib3
+from kubernetes.client import AppsV1Api, V1Deployment, V1DeploymentStatus
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch import Watch
+
+from actions.base import PermanentError, StepContext, StepResult
+from actions.kubernetes.client import REQUEST_TIMEOUT, api_error, kube_errors, object_meta
+
+
+def rollout_verdict(deployment: V1Deployment) -> tuple[str, bool]:
+    """Judge a rollout in kubectl's order; return a progress line and whether it is done."""
+    name = object_meta(deployment).name
+    status = deployment.status or V1DeploymentStatus()
+    if (object_meta(deployment).generation or 0) > (status.observed_generation or 0):
+        return "waiting for the controller to observe the new template", False
+    progressing = next((c for c in status.conditions or [] if c.type == "Progressing"), None)
+    if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
+        raise PermanentError(f'deployment "{name}" exceeded its progress deadline')
+    desired = deployment.spec.replicas if deployment.spec else None
+    updated, total = status.updated_replicas or 0, status.replicas or 0
+    available = status.available_replicas or 0
+    if desired is not None and updated < desired:
+        return f"{updated} of {desired} new replicas updated", False
+    if total > updated:
+        return f"{total - updated} old replicas pending termination", False
+    if available < updated:
+        return f"{available} of {updated} new replicas available", False
+    return f'deployment "{name}" successfully rolled out', True
+
+
+def watch_deployment(
+    apps: AppsV1Api, *, namespace: str, name: str, remaining: Callable[[], float]
+) -> Generator[V1Deployment, None, None]:
+    """Yield the Deployment now and after each change, until `remaining()` runs out."""
+    selector = f"metadata.name={name}"
+    while remaining() > 0:
+        with kube_errors():
+            listing = apps.list_namespaced_deployment(
+                namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
+            )
+        if not listing.items:
+            raise PermanentError(
+                f'Error from server (NotFound): deployments.apps "{name}" not found'
+            )
+        yield listing.items[0]
+        version = listing.metadata.resource_version if listing.metadata else None
+        ended_cleanly = yield from _follow(
+            apps, namespace=namespace, selector=selector, version=version, remaining=remaining
+        )
+        if not ended_cleanly:
+            time.sleep(min(1.0, remaining()))  # back off before listing again after a broken watch
+
+
+def _follow(
+    apps: AppsV1Api,
+    *,
+    namespace: str,
+    selector: str,
+    version: str | None,
+    remaining: Callable[[], float],
+) -> Generator[V1Deployment, None, bool]:
+    """Yield each change after `version`; return False if the watch broke rather than ended."""
+    watch = Watch()
+    stream = watch.stream(
+        apps.list_namespaced_deployment,
+        namespace,
+        field_selector=selector,
+        resource_version=version,
+        timeout_seconds=max(1, math.ceil(remaining())),
+        _request_timeout=(REQUEST_TIMEOUT, max(0.1, remaining())),
+    )
+    try:
+        for event in stream:
+            if not isinstance(event, dict):
+                continue  # a line the client could not decode
+            if event["type"] == "DELETED":
+                raise PermanentError(f"deployment/{object_meta(event['object']).name} was deleted")
+            yield event["object"]
+            if remaining() <= 0:
+                return True
+    except ApiException as exc:
+        if exc.status != 410:
+            raise api_error(exc, None) from exc
+    except (urllib3.exceptions.HTTPError, ConnectionError):
+        return remaining() <= 0
+    finally:
+        watch.stop()
+        stream.close()
+    return True
+
+
+@dataclass(kw_only=True)
+class RolloutStatus:
+    """Wait for a Deployment's rollout to complete, as `kubectl rollout status`."""
+
+    apps: AppsV1Api = field(repr=False, compare=False)
+    namespace: str
+    deployment: str
+    timeout: float = 300.0
+    name: str = field(default="kubernetes.rollout_status", init=False)
+    idempotent: bool = field(default=True, init=False)
+
+    def describe(self) -> str:
+        """Name the Deployment and the longest wait."""
+        return (
+            f"Wait for deployment/{self.deployment} in {self.namespace} to finish rolling out "
+            f"(up to {self.timeout:g}s)"
+        )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Follow the Deployment until complete; fail on its progress deadline or ours."""
+        lines: list[str] = []
+        watched = watch_deployment(
+            self.apps, namespace=self.namespace, name=self.deployment, remaining=ctx.remaining
+        )
+        try:
+            for deployment in watched:
+                message, done = rollout_verdict(deployment)
+                if not lines or lines[-1] != message:
+                    lines.append(message)
+                    ctx.emit(message)
+                if done:
+                    return StepResult(summary=message, output="\n".join(lines))
+                if ctx.remaining() <= 0:
+                    break
+        finally:
+            watched.close()
+        last = lines[-1] if lines else "no status seen"
+        raise PermanentError(
+            f"timed out waiting for deployment/{self.deployment} in {self.namespace} to roll out "
+            f"(last: {last})"
+        )
