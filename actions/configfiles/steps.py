@@ -6,7 +6,9 @@ while the live directory is intact.
 
 Restart is an argv command (a systemd unit) or a Kubernetes rollout restart,
 the same annotation patch `kubectl rollout restart` sends, followed by health
-polling with backoff (`actions.http`'s one poller).
+polling with backoff (`actions.http`'s one poller). The Kubernetes client is
+built by `actions.kubernetes`' `api_client`; the restart's errors keep their
+own wording (status and body of the API's answer).
 """
 
 from __future__ import annotations
@@ -21,15 +23,13 @@ from typing import Any
 
 import urllib3
 from kubernetes import client as kube
-from kubernetes import config as kubeconfig
-from kubernetes.config.config_exception import ConfigException
 
 from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
 from actions.configfiles.archives import make_archive, restore_directory, verify_archive
 from actions.configfiles.params import ConfigFilesParams, RestartDeployment
 from actions.configfiles.stores import BackupStore, backup_name, backup_store
 from actions.http.health import poll_health
-from actions.kubernetes.client import KubeConnection
+from actions.kubernetes.client import api_client
 
 PRE_BACKUP_KEY = "configfiles.pre_rollback_backup"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -180,25 +180,12 @@ def _run_command(argv: list[str], *, ctx: StepContext, params: ConfigFilesParams
     return done.stdout.rstrip("\n")
 
 
-def _kube_api(connection: KubeConnection) -> kube.ApiClient:
-    if connection.mode == "in-cluster":
-        configuration = kube.Configuration()
-        kubeconfig.load_incluster_config(client_configuration=configuration)
-        return kube.ApiClient(configuration)
-    return kubeconfig.new_client_from_config(
-        config_file=connection.kubeconfig, context=connection.context
-    )
-
-
 def _rollout_restart(target: RestartDeployment) -> str:
     """Annotate the pod template as `kubectl rollout restart` does."""
     what = f"deployment {target.namespace}/{target.deployment}"
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
-    try:
-        api = _kube_api(target.connection)
-    except ConfigException as exc:
-        raise PermanentError(f"cannot load Kubernetes configuration: {exc}") from exc
+    api = api_client(target.connection)
     try:
         kube.AppsV1Api(api).patch_namespaced_deployment(
             target.deployment,

@@ -14,11 +14,6 @@ from actions.database.params import Method
 PG_NAME_MAX = 63
 
 
-def utcnow() -> datetime:
-    """Return the current time in UTC."""
-    return datetime.now(UTC)
-
-
 def stamp(moment: datetime) -> str:
     """Format `moment` as the `YYYYmmdd_HHMMSS` used in file and database names."""
     return moment.astimezone(UTC).strftime("%Y%m%d_%H%M%S")

@@ -22,7 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from actions.aws import aws_session
 from actions.base import PermanentError, PlanningError, StepContext, StepResult, TemporaryError
-from actions.database.names import first_line, iso, utcnow
+from actions.clock import utcnow
+from actions.database.names import first_line, iso
 from actions.database.params import RdsInstance
 from actions.params import AwsConnection
 

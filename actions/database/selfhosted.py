@@ -25,7 +25,8 @@ import psycopg
 from psycopg import sql
 
 from actions.base import PermanentError, StepContext, StepResult
-from actions.database.names import first_line, human_duration, human_size, stamp, utcnow
+from actions.clock import utcnow
+from actions.database.names import first_line, human_duration, human_size, stamp
 from actions.database.params import DatabaseConnection
 from actions.database.pgtools import (
     ToolRun,

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
+from actions.clock import utcnow
 from actions.database.migrations import RollbackMigration, applied_versions, version_key
 from actions.database.names import (
     check_pg_name,
@@ -26,7 +27,6 @@ from actions.database.names import (
     parse_time,
     pitr_ref,
     stamp,
-    utcnow,
 )
 from actions.database.params import DatabaseParams, Method, VerificationQuery
 from actions.database.pgtools import (

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from actions.base import ActionError, Check, PlanningError, RollbackPoint, TargetPlan
+from actions.clock import ago, utcnow
 from actions.docker.engine import DockerClient, short_id
 from actions.docker.swap import SwapContainer
 from actions.params import Strict
@@ -48,14 +49,6 @@ def _created(image: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
-def _age(then: datetime, now: datetime) -> str:
-    seconds = max(0, int((now - then).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
 @dataclass(frozen=True)
 class _Image:
     ref: str
@@ -75,14 +68,10 @@ def _planning_errors() -> Iterator[None]:
         raise PlanningError(f"Docker engine: {err}") from err
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class DockerTarget:
     """A container on one Docker host whose image can be swapped for an older one."""
 
-    def __init__(self, params: DockerParams, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, params: DockerParams, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.params = params
         self._clock = clock
 
@@ -102,7 +91,7 @@ class DockerTarget:
         tag = image.ref.rpartition(":")[2]
         others = [t.rpartition(":")[2] for t in image.tags if t != image.ref]
         label = tag + (f" (also {', '.join(others)})" if others else "")
-        label += f" · {short_id(image.id)} · {_age(image.created, now)}"
+        label += f" · {short_id(image.id)} · {ago(image.created, now)}"
         label += " · running" if current else ""
         return RollbackPoint(image.ref, label, created_at=image.created, is_current=current)
 
@@ -168,7 +157,7 @@ class DockerTarget:
                 image = self._target(client, container, ref, force=True)
         except PlanningError as err:
             return Check(name, False, str(err))
-        age = _age(image.created, self._clock())
+        age = ago(image.created, self._clock())
         return Check(name, True, f"{image.ref} ({short_id(image.id)}, created {age})")
 
     def plan(self, ref: str | None, *, force: bool = False) -> TargetPlan:
@@ -207,8 +196,8 @@ class DockerTarget:
     def _note(self, running: _Image, target: _Image) -> str:
         now = self._clock()
         return (
-            f"{self.params.container} runs {running.ref} (built {_age(running.created, now)}); "
-            f"rolling back to {target.ref} (built {_age(target.created, now)})"
+            f"{self.params.container} runs {running.ref} (built {ago(running.created, now)}); "
+            f"rolling back to {target.ref} (built {ago(target.created, now)})"
         )
 
     def _running_image(self, client: DockerClient, container: dict[str, Any]) -> _Image:

@@ -20,6 +20,7 @@ from actions.base import (
     TargetPlan,
     TemporaryError,
 )
+from actions.clock import ago
 from actions.kubernetes.client import KubeConnection, api_client, read_deployment
 from actions.kubernetes.rollout import (
     PAUSED,
@@ -46,16 +47,6 @@ class KubernetesParams(Strict):
     workers: list[str] = []
     connection: KubeConnection = KubeConnection()
     rollout_timeout: float = 300.0
-
-
-def _ago(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "age unknown"
-    seconds = max(0, int((now - when).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
 
 
 def _parse_ref(ref: str | None) -> int:
@@ -89,7 +80,7 @@ class KubernetesTarget:
             RollbackPoint(
                 ref=str(r.number),
                 label=" · ".join(
-                    [f"rev {r.number}", ", ".join(r.images), _ago(r.created_at, now)]
+                    [f"rev {r.number}", ", ".join(r.images), ago(r.created_at, now)]
                     + (["current"] if r.is_current else [])
                 ),
                 created_at=r.created_at,

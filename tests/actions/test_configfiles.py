@@ -414,3 +414,13 @@ def test_rollout_restart_errors_say_whether_to_retry(
     web.route("PATCH", PATCH_PATH, Reply(status, json={"message": "deployments 'api' issue"}))
     with pytest.raises(kind, match=f"restart deployment prod/api: {status}"):
         run_step(RestartApp(kube_params(live, backups, web, tmp_path)))
+
+
+def test_rollout_restart_with_an_unreadable_kubeconfig_is_a_permanent_error(
+    live: Path, backups: Path, tmp_path: Path
+) -> None:
+    connection = KubeConnection(kubeconfig=str(tmp_path / "no-such-kubeconfig"))
+    target = RestartDeployment(namespace="prod", deployment="api", connection=connection)
+    params = make_params(live, str(backups), restart_deployment=target)
+    with pytest.raises(PermanentError, match="cannot load the Kubernetes connection"):
+        run_step(RestartApp(params))
