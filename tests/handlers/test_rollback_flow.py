@@ -193,8 +193,13 @@ def test_expired_approval_is_marked_in_the_thread(
     request_rollback(sandbox, sandbox.person(ALICE))
     wait_for(lambda: run_state(sandbox) == "expired", what="the request to expire")
     wait_for(lambda: "Approval expired" in text_of(card(sandbox)), what="the card")
-    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
-    assert any("approval request expired" in m.text for m in thread)
+    wait_for(
+        lambda: any(
+            "approval request expired" in m.text
+            for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+        ),
+        what="the expiry said in the thread",
+    )
 
 
 def test_dedicated_channel_per_incident_invites_requester_and_approvers(
