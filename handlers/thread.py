@@ -128,13 +128,7 @@ class IncidentThread:
     def say(self, run: Run, text: str) -> None:
         """Post a plain reply in the run's thread."""
         if run.slack:
-            self._call(
-                run,
-                "chat_postMessage",
-                channel=run.slack["channel"],
-                thread_ts=run.slack["thread_ts"],
-                text=text,
-            )
+            self._reply(run, "chat_postMessage", text=text)
 
     # progress -----------------------------------------------------------------
 
@@ -168,20 +162,16 @@ class IncidentThread:
         if not run.slack or not (record.output or record.summary):
             return
         message, was_cut = blocks.step_output(step, record)
-        self._call(
+        self._reply(
             run,
             "chat_postMessage",
-            channel=run.slack["channel"],
-            thread_ts=run.slack["thread_ts"],
             text=f"Step {step['position'] + 1} ({step['name']}): {record.state}",
             blocks=message,
         )
         if was_cut:
-            self._call(
+            self._reply(
                 run,
                 "files_upload_v2",
-                channel=run.slack["channel"],
-                thread_ts=run.slack["thread_ts"],
                 filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
                 title=f"Full output of step {step['position'] + 1} ({step['name']})",
                 content=record.output,
@@ -196,11 +186,9 @@ class IncidentThread:
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
         template = rca_template(incident, self.deps.store.runs(incident_id=incident.id), events)
-        self._call(
+        self._reply(
             run,
             "files_upload_v2",
-            channel=run.slack["channel"],
-            thread_ts=run.slack["thread_ts"],
             filename=f"{run.incident_id}-rca.md",
             title=f"{run.incident_id} post-incident review (RCA template)",
             content=template,
@@ -228,6 +216,12 @@ class IncidentThread:
         )
 
     # errors -------------------------------------------------------------------
+
+    def _reply(self, run: Run, method: str, **kwargs: Any) -> Any:
+        """Call `method` in the run's thread."""
+        return self._call(
+            run, method, channel=run.slack["channel"], thread_ts=run.slack["thread_ts"], **kwargs
+        )
 
     def _call(self, run: Run, method: str, **kwargs: Any) -> Any:
         try:
