@@ -66,6 +66,7 @@ class Printer:
         self.out = out
         self.shown: dict[str, list[str]] = {}
         self.replies: set[str] = set()
+        self.files_shown = 0
 
     def __call__(self, call: Call) -> None:
         if not call.ok:
@@ -123,6 +124,7 @@ class Printer:
             if uploaded.id == file_id:
                 for line in uploaded.text.splitlines():
                     self._line(f"      | {line}")
+        self.files_shown += 1
 
     def _line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -180,10 +182,12 @@ def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> 
         environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
         config = load_config(DEMO_CONFIG, environ=environ)
         sandbox = Sandbox(config=config, workdir=workdir, people=PEOPLE).start()
-        sandbox.slack.on_call(Printer(sandbox.slack, out))
+        printer = Printer(sandbox.slack, out)
+        sandbox.slack.on_call(printer)
         print(f"rollback-bot demo: voxflow-api runs {IMAGES[-1]} and calls are dropping.", file=out)
         summary = play(sandbox, kube, step=step, out=out)
-        print(f"\n{summary}", file=out)
+        wait(lambda: printer.files_shown, seconds=10, what="the template being shown")
+        print(f"\n{summary}", file=out, flush=True)
         if keep:
             _keep(sandbox, kube, kubeconfig, web, out)
         return 0
@@ -216,8 +220,11 @@ def play(sandbox: Sandbox, kube: FakeKubernetes, *, step: bool, out: TextIO) -> 
     for block_id, value in answers.items():
         alice.choose(view_id, block_id, value)
     alice.choose(view_id, "summary", "Calls drop after 10 seconds since the v1.2.4 deploy")
-    if "Rollback recommended" not in str(sandbox.slack.view(view_id).view["blocks"]):
-        raise DemoFailure("the modal did not recommend a rollback")
+    wait(
+        lambda: "Rollback recommended" in str(sandbox.slack.view(view_id).view["blocks"]),
+        seconds=10,
+        what="the modal recommending a rollback",
+    )
     pause(step, "alice submits the form", out)
     if alice.submit(view_id).json().get("response_action") != "update":
         raise DemoFailure("the bot refused the form")

@@ -14,13 +14,13 @@ plan, opens the incident and its thread, and says in the modal where it is.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
 from bot.config import FullParams, describe_target
@@ -97,6 +97,9 @@ class ModalService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._newest: dict[str, float] = {}
+        self._view_locks: dict[str, threading.Lock] = {}
 
     def _cached(self, key: tuple[str, str, str | None], compute: Any, *, fresh: bool) -> Any:
         now = time.monotonic()
@@ -169,17 +172,33 @@ class ModalService:
         )
 
     def on_change(self, body: dict[str, Any], client: WebClient) -> None:
-        """Re-render the modal after an answer changed."""
+        """Re-render the modal after an answer changed; the person's last click wins.
+
+        Clicks are acked at once and rendered afterwards, possibly in parallel. Each
+        payload carries the whole form as it was at that click, so the newest one is the
+        truth: renders run one at a time per view, and a render that a newer click has
+        overtaken is skipped rather than sent (Slack's view hash would instead refuse the
+        newest one whenever an older render landed first).
+        """
         view = body["view"]
-        meta = ModalMeta.load(view["private_metadata"])
-        form = read_state(view["state"]["values"])
-        try:
-            client.views_update(
-                view_id=view["id"], hash=view["hash"], view=rollback_modal(self.content(meta, form))
-            )
-        except SlackApiError as exc:
-            if exc.response.get("error") != "hash_conflict":
-                raise
+        stamp = max(float(a.get("action_ts") or 0) for a in body.get("actions") or [{}])
+        with self._lock:
+            if stamp < self._newest.get(view["id"], 0.0):
+                return
+            self._newest[view["id"]] = stamp
+            view_lock = self._view_locks.setdefault(view["id"], threading.Lock())
+        with view_lock:
+            if self._newest.get(view["id"]) != stamp:
+                return
+            meta = ModalMeta.load(view["private_metadata"])
+            form = read_state(view["state"]["values"])
+            client.views_update(view_id=view["id"], view=rollback_modal(self.content(meta, form)))
+
+    def forget(self, view_id: str) -> None:
+        """Drop what was kept for a modal that has been submitted."""
+        with self._lock:
+            self._newest.pop(view_id, None)
+            self._view_locks.pop(view_id, None)
 
     def validate(self, meta: ModalMeta, form: FormState) -> dict[str, str]:
         """Return field errors by block id; empty when the form can be submitted."""
@@ -285,4 +304,5 @@ def register(app: App, deps: Deps) -> None:
             response_action="update",
             view=message_view(meta, "Creating incident", "Creating incident… one moment."),
         )
+        service.forget(view["id"])
         service.submit(meta=meta, form=form, view_id=view["id"], user=body["user"]["id"])
