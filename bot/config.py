@@ -116,6 +116,11 @@ class Environment(Strict):
                 raise ValueError(f"target name {name!r} must be lowercase letters, digits, - or _")
         return value
 
+    def members(self, target: str) -> list[str]:
+        """The targets a rollback of `target` rolls back: a full one's members, else itself."""
+        params = self.targets[target]
+        return list(params.targets) if isinstance(params, FullParams) else [target]
+
     @model_validator(mode="after")
     def _check(self) -> Environment:
         if not self.approvers.users and not self.approvers.groups:

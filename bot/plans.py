@@ -170,10 +170,8 @@ class Planner:
         leave_maintenance_on_failure: bool = False,
     ) -> Plan:
         """Resolve a rollback into concrete steps in the procedures' order."""
-        params = env.targets[target]
-        members = params.targets if isinstance(params, FullParams) else [target]
         parts: list[TargetPlan] = []
-        for member in members:
+        for member in env.members(target):
             member_point = point if member == target else None
             parts.append(self.target(env.targets[member]).plan(member_point, force=force))
         phased: list[tuple[str, Action, bool]] = []

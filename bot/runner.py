@@ -183,7 +183,8 @@ class Runner:
                 )
                 self._save(run, stored, state="failed", summary=failure)
                 continue
-            error = self._run_step(run, planned.action, stored, memory)
+            attempts = record.attempts if record is not None else 0
+            error = self._run_step(run, planned.action, stored, memory, attempts=attempts)
             if error is not None and failure is None:
                 failure = f"step {planned.position + 1} ({stored['name']}) failed: {error}"
         self._finish(run, failure=failure, not_run=not_run)
@@ -224,11 +225,15 @@ class Runner:
         return None
 
     def _run_step(
-        self, run: Run, action: Any, stored: dict[str, Any], memory: DurableMemory
+        self,
+        run: Run,
+        action: Any,
+        stored: dict[str, Any],
+        memory: DurableMemory,
+        *,
+        attempts: int,
     ) -> str | None:
         position = stored["position"]
-        records = {r.position: r for r in self.store.steps(run.id)}
-        attempts = records[position].attempts if position in records else 0
         started = self.store.clock()
         self._save(run, stored, state="running", attempts=attempts + 1, started_at=started)
         self.progress.step_started(run, stored)

@@ -66,7 +66,7 @@ def checklist(
         auto["database"] = (database.state == "succeeded", database.summary or database.state)
     if env.metrics is not None:
         auto.update(_metric_items(env, reader))
-    ticks = _ticks(events)
+    ticks = ticked_by(events)
     items = []
     for key, label in ITEMS:
         if key in auto:
@@ -106,7 +106,8 @@ def _metric_items(env: Environment, reader: MetricsReader) -> dict[str, tuple[bo
     return found
 
 
-def _ticks(events: list[Event]) -> dict[str, str]:
+def ticked_by(events: list[Event]) -> dict[str, str]:
+    """Return who ticked each item that is ticked now, from the tick events in order."""
     ticked: dict[str, str] = {}
     for event in events:
         if event.kind != TICK:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from bot.config import Environment, FullParams, RollbackConfig
+from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity, decide
 from bot.models import Incident, Run
-from bot.store import ACTIVE_STATES, Conflict, Store, TargetBusy
+from bot.store import Conflict, Store, TargetBusy
 
 if TYPE_CHECKING:
     from bot.plans import Plan
@@ -165,9 +165,7 @@ class Workflow:
 
     def _locks(self, env: Environment, target: str) -> list[str]:
         """Lock the target, and for a full-system rollback each of its members too."""
-        params = env.targets[target]
-        members = params.targets if isinstance(params, FullParams) else []
-        return [target, *members]
+        return list(dict.fromkeys([target, *env.members(target)]))
 
     # approving ----------------------------------------------------------------
 
@@ -334,7 +332,3 @@ class Workflow:
         except Conflict:
             fresh = self._run(run.id)
             raise Refused(f"the rollback changed meanwhile; it is now {fresh.state}") from None
-
-    def active_for(self, env: str, target: str) -> list[Run]:
-        """Return the active runs of a target."""
-        return self.store.runs(environment=env, target=target, states=ACTIVE_STATES)

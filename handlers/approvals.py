@@ -21,7 +21,7 @@ from slack_sdk import WebClient
 from actions.base import ActionError
 from bot.config import Environment
 from bot.models import Run
-from bot.verification import TICK
+from bot.verification import TICK, ticked_by
 from bot.workflow import Refused
 from handlers.deps import Deps
 from handlers.ids import Action
@@ -117,12 +117,7 @@ class Approvals:
         run = self.deps.store.run(run_id)
         if run is None:
             return
-        events = self.deps.store.events(run.incident_id)
-        before: set[str] = set()
-        for event in events:
-            if event.kind == TICK:
-                key = str(event.detail.get("item"))
-                (before.add if event.detail.get("checked") else before.discard)(key)
+        before = set(ticked_by(self.deps.store.events(run.incident_id)))
         for key in sorted(selected ^ before):
             self.deps.store.add_event(
                 incident_id=run.incident_id,

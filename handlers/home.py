@@ -11,13 +11,14 @@ from slack_sdk.models.views import View
 from bot.store import ACTIVE_STATES
 from handlers import blocks
 from handlers.deps import Deps
+from handlers.text import permalink
 
 
 def thread_link(slack: dict[str, Any]) -> str | None:
-    """Return the permalink of a run's thread, built from channel and ts."""
+    """Return the permalink of a run's thread, if it has one."""
     if not slack.get("channel") or not slack.get("thread_ts"):
         return None
-    return f"https://slack.com/archives/{slack['channel']}/p{slack['thread_ts'].replace('.', '')}"
+    return permalink(slack["channel"], slack["thread_ts"])
 
 
 def register(app: App, deps: Deps) -> None:

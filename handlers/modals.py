@@ -23,7 +23,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from actions.base import ActionError, Check, RollbackPoint
-from bot.config import FullParams, describe_target
+from bot.config import Environment, describe_target
 from bot.decision import Answers, Severity, decide
 from bot.plans import default_point
 from bot.store import TargetBusy
@@ -31,6 +31,7 @@ from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers.deps import Deps
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.modal_blocks import ModalContent, message_view, rollback_modal
+from handlers.text import permalink
 from handlers.thread import IncidentThread
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class ModalService:
                 incident_id=incident.id, kind="prerollback.check", actor=user, detail={"item": item}
             )
         run = IncidentThread(self.deps).open(incident, run)
-        link = _permalink(run.slack["channel"], run.slack["thread_ts"])
+        link = permalink(run.slack["channel"], run.slack["thread_ts"])
         state = (
             "break-glass: approved, starting now"
             if run.state == "approved"
@@ -257,23 +258,15 @@ class ModalService:
         self.deps.client.views_update(view_id=view_id, view=message_view(meta, title, body))
 
 
-def _permalink(channel: str, ts: str) -> str:
-    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+def _has_kind(env: Environment, target: str, kind: str) -> bool:
+    return any(env.targets[n].kind == kind for n in env.members(target))
 
 
-def _has_kind(env: Any, target: str, kind: str) -> bool:
-    params = env.targets[target]
-    names = params.targets if isinstance(params, FullParams) else [target]
-    return any(env.targets[n].kind == kind for n in names)
-
-
-def _automatic_steps(env: Any, target: str) -> list[str]:
+def _automatic_steps(env: Environment, target: str) -> list[str]:
     steps = []
     if env.maintenance is not None:
         steps.append("The bot puts the system in maintenance mode and takes it out after")
-    params = env.targets[target]
-    names = params.targets if isinstance(params, FullParams) else [target]
-    if any(getattr(env.targets[n], "workers", None) for n in names):
+    if any(getattr(env.targets[n], "workers", None) for n in env.members(target)):
         steps.append("The bot stops background workers and restarts them after")
     if _has_kind(env, target, "database"):
         steps.append("The bot backs up the current database first and verifies the backup")

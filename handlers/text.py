@@ -49,6 +49,11 @@ def group(group_id: str) -> str:
     return f"<!subteam^{group_id}>"
 
 
+def permalink(channel: str, ts: str) -> str:
+    """The link to a message, in Slack's own format, without asking Slack."""
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
 def clock(at: datetime | None) -> str:
     """Time of day in UTC, as on the incident card."""
     return "—" if at is None else f"{at:%H:%M:%S} UTC"
