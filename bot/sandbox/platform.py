@@ -191,6 +191,10 @@ class Person:
 
     def click(self, channel: str, ts: str, action_id: str) -> httpx.Response:
         """Click the button `action_id` on a message."""
+        return self.platform.interaction(self.click_payload(channel, ts, action_id))
+
+    def click_payload(self, channel: str, ts: str, action_id: str) -> dict[str, Any]:
+        """The payload a click on the message as it reads now sends (sent again: a retry)."""
         message = self.platform.slack.message(channel, ts)
         block, element = _element(list(message.blocks), action_id)
         action = {
@@ -201,7 +205,7 @@ class Person:
             "text": element.get("text"),
             "action_ts": str(time.time()),
         }
-        return self.platform.interaction(self._message_payload(message, [action]))
+        return self._message_payload(message, [action])
 
     def tick(self, channel: str, ts: str, action_id: str, values: list[str]) -> httpx.Response:
         """Set the ticked boxes of a message's checkboxes."""
