@@ -15,6 +15,15 @@ for the modal, runs the checks of the pre-rollback checklist that a machine can
 verify, and turns a chosen point into a `TargetPlan` whose phases the bot
 orders around maintenance mode and health polling.
 
+After approval the stored plan is the contract. Each planned step is stored
+with its action's `spec()` (JSON parameters, never secrets or clients) and the
+config target it came from; on resume after a crash the runner rebuilds each
+step with that target's `restore(name, spec)` instead of planning again from a
+live system that the rollback itself has already changed. So an action's
+`run()` must tell "already done" (return a skipped StepResult saying so) from
+"not started" (do it) from "half done" (finish it, or raise PermanentError
+saying what a person must check), from the live system and `ctx.memory`.
+
 Nothing in `actions` imports `bot` or Slack.
 """
 
@@ -117,6 +126,9 @@ class RollbackPoint:
     """One line for a person: `rev 4 · voxflow/api:v1.2.3 · 2h ago`."""
     created_at: datetime | None = None
     is_current: bool = False
+    avoid: str = ""
+    """Why this point is never the default (the bad version rolled away from, the bot's own
+    pre-rollback backup): it is offered, labelled with this, but needs an explicit choice."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,29 @@ class TargetPlan:
     verify: list[Action] = field(default_factory=list)
     resume: list[Action] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Specified(Protocol):
+    """An action that can be rebuilt after a crash from the JSON it was planned with."""
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON parameters that rebuild this exact action (no secrets, no clients)."""
+        ...
+
+
+def spec_of(action: Action) -> dict[str, Any]:
+    """Return `action.spec()` where the action has one, else an empty spec."""
+    return dict(action.spec()) if isinstance(action, Specified) else {}
+
+
+@runtime_checkable
+class Restorable(Protocol):
+    """A target that rebuilds its approved steps from their stored specs (for resume)."""
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild the step `name` from `spec` without reading the live system."""
+        ...
 
 
 class Target(Protocol):

@@ -117,14 +117,18 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
 
 
 def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
-    """Return the point just before the current one (the procedures' "previous version")."""
+    """Return the point just before the current one (the procedures' "previous version").
+
+    A point marked `avoid` (what a rollback moved away from, the bot's own pre-rollback
+    backup) is never the default: it stays on offer for an explicit choice.
+    """
     seen_current = False
     for point in points:
         if point.is_current:
             seen_current = True
-        elif seen_current:
+        elif seen_current and not point.avoid:
             return point
-    return next((p for p in points if not p.is_current), None)
+    return next((p for p in points if not p.is_current and not p.avoid), None)
 
 
 @dataclass
