@@ -104,7 +104,6 @@ class Hooks:
         events = client.meta.events
         for op in WRITES:
             events.register(f"before-parameter-build.{SERVICE}.{op}", self._record)
-            events.register(f"before-call.{SERVICE}.{op}", self._before)
             events.register(f"after-call.{SERVICE}.{op}", self._after)
         events.register(f"before-call.{SERVICE}.DescribeTargetHealth", self._health)
         return client
@@ -121,9 +120,6 @@ class Hooks:
         self.counts[model.name] = self.counts.get(model.name, 0) + 1
         self._maybe_crash(model.name, "before")
         self.writes.append((model.name, copy.deepcopy(params)))
-
-    def _before(self, **_: Any) -> None:
-        return None
 
     def _after(self, model: Any, **_: Any) -> None:
         self._maybe_crash(model.name, "after")
