@@ -16,8 +16,12 @@ as AWS documents them in "Check the health of your targets"
   every request with 503).
 
 After the switch the now-live group is in use, so its targets pass through
-`initial` to `healthy`; the verification polls DescribeTargetHealth until all
-are healthy, and anything else when time is up fails it. moto reports
+`initial` to `healthy` ("After your target is registered, it must pass one
+health check to be considered healthy": Health checks for your target groups,
+docs.aws.amazon.com/elasticloadbalancing/latest/application/target-group-health-checks.html,
+so `verify_timeout` must exceed the group's HealthCheckIntervalSeconds, 30 s by
+default); the verification polls DescribeTargetHealth until all are healthy,
+and anything else when time is up fails it. moto reports
 `healthy` at once, so the tests replay recorded answers for the other states.
 """
 

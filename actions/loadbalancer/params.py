@@ -35,7 +35,8 @@ class BlueGreenParams(Strict):
     """The listeners to switch, the two target groups, and how to verify a switch.
 
     `verify_timeout` bounds the post-switch polling (target health of the now-live
-    group and the load balancer's health URL); the step keeps time beyond it to
+    group and the load balancer's health URL); it must exceed the target group's
+    health-check interval (30 s by default on AWS); the step keeps time beyond it to
     switch back.
     """
 

@@ -78,7 +78,10 @@ def choose(
             default = choose(ref=None, traffic=traffic, params=params, tags=tags)
         except PlanningError:
             return chosen
-        return default if default.to_colour == chosen.to_colour else chosen
+        if default.to_colour == chosen.to_colour:
+            return default
+        against = f"against the default, {default.to_colour}: {default.reason}"
+        return Choice(chosen.to_colour, f"{chosen.reason}, {against}")
     if not traffic.split and len(traffic.live) == 1:
         (live,) = traffic.live
         if params.stable == live:

@@ -472,6 +472,8 @@ def test_canary_stable_group_comes_from_the_bots_tags(
     target = make_target(alb, web)
     step = switch_of(target)
     assert step.to_colour == stable and why in step.reason
+    canary = "green" if stable == "blue" else "blue"
+    assert "against the default" in switch_of(target, canary).reason
     chosen = default_point(target.points())
     assert chosen is not None and chosen.ref == stable
 
