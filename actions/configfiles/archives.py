@@ -144,9 +144,33 @@ def extract(archive: Path, dest: Path) -> None:
 # --- swapping a directory -------------------------------------------------------------
 
 
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
 def is_mount_point(path: Path) -> bool:
-    """Say whether `path` is a mount point (renaming it gives EBUSY)."""
-    return path.is_dir() and os.path.ismount(path)
+    """Say whether `path` is a mount point (renaming it gives EBUSY).
+
+    `os.path.ismount` compares devices with the parent, which misses a bind mount
+    from the same filesystem (a container volume often is one), so the kernel's own
+    list is read too: field 5 of /proc/self/mountinfo is the mount point, with
+    space, tab, newline and backslash escaped in octal (proc(5)).
+    """
+    if not path.is_dir():
+        return False
+    if os.path.ismount(path):
+        return True
+    try:
+        lines = MOUNTINFO.read_text().splitlines()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    return any(_unescape(line.split(" ")[4]) == real for line in lines if line.count(" ") >= 4)
+
+
+def _unescape(field: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
 
 
 def staging_for(live: Path, *, in_place: bool) -> tuple[Path, Path]:
