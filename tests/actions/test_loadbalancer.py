@@ -298,9 +298,11 @@ def run(step: Any, ctx: StepContext | None = None) -> Any:
     return step.run(ctx or StepContext.for_test(timeout=step.timeout))
 
 
-def all_to(group: str) -> list[dict[str, Any]]:
-    """Return a weighted forward's target groups after switching to `group` (others 0)."""
-    return [{"TargetGroupArn": group, "Weight": 1}]
+def weighted(alb: Alb, blue: int, green: int) -> list[dict[str, Any]]:
+    """Return a weighted forward as the bot sends it (with the stickiness AWS answered)."""
+    actions = alb.weighted(blue, green)
+    actions[0]["ForwardConfig"]["TargetGroupStickinessConfig"] = {"Enabled": False}
+    return actions
 
 
 # --- 1. the traffic model: every route, only forward weights -----------------------------
@@ -370,24 +372,11 @@ def test_two_listeners_switch_together_and_back_after_target_health_fails(
     step = switch_of(make_target(alb, web))
     with pytest.raises(PermanentError, match=r"Target\.ResponseCodeMismatch.*switched back"):
         run(step)
-    stickiness = {"Enabled": False}
-    to_blue = {
-        "Type": "forward",
-        "ForwardConfig": {
-            "TargetGroups": [
-                {"TargetGroupArn": alb.blue_tg, "Weight": 1},
-                {"TargetGroupArn": alb.green_tg, "Weight": 0},
-            ],
-            "TargetGroupStickinessConfig": stickiness,
-        },
-    }
-    back = copy.deepcopy(alb.weighted(0, 1))
-    back[0]["ForwardConfig"]["TargetGroupStickinessConfig"] = stickiness
     assert alb.hooks.writes == [
         ("ModifyListener", {"ListenerArn": plain, "DefaultActions": [forward(alb.blue_tg)]}),
-        ("ModifyListener", {"ListenerArn": alt, "DefaultActions": [to_blue]}),
+        ("ModifyListener", {"ListenerArn": alt, "DefaultActions": weighted(alb, 1, 0)}),
         ("ModifyListener", {"ListenerArn": plain, "DefaultActions": [forward(alb.green_tg)]}),
-        ("ModifyListener", {"ListenerArn": alt, "DefaultActions": back}),
+        ("ModifyListener", {"ListenerArn": alt, "DefaultActions": weighted(alb, 0, 1)}),
     ]
     assert alb.defaults(plain) == [forward(alb.green_tg)]
     assert web.calls("GET", "/lb/health") == []
@@ -399,6 +388,10 @@ def test_switch_goes_back_when_load_balancer_health_fails(alb: Alb, web: Web) ->
     step = switch_of(make_target(alb, web, stable="blue"))
     with pytest.raises(PermanentError, match=r"answered 502.*switched back listener HTTP:80"):
         run(step)
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": weighted(alb, 1, 0)}),
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": weighted(alb, 20, 80)}),
+    ]
     weights = alb.defaults(listener)[0]["ForwardConfig"]["TargetGroups"]
     assert [g["Weight"] for g in weights] == [20, 80]
     assert len(web.calls("GET", "/lb/health")) > 1
@@ -415,10 +408,8 @@ def test_canary_90_10_rolls_back_to_the_configured_stable_group(alb: Alb, web: W
     step = switch_of(target, chosen.ref)
     assert "because the config names blue as stable" in step.describe()
     result = run(step)
-    (sent,) = alb.hooks.sent("ModifyListener")
-    assert sent["DefaultActions"][0]["ForwardConfig"]["TargetGroups"] == [
-        {"TargetGroupArn": alb.blue_tg, "Weight": 1},
-        {"TargetGroupArn": alb.green_tg, "Weight": 0},
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": weighted(alb, 1, 0)})
     ]
     assert result.data["to_target_group"] == alb.blue_tg
     assert alb.defaults(listener)[0]["ForwardConfig"]["TargetGroups"][1]["Weight"] == 0
@@ -481,6 +472,9 @@ def test_canary_stable_group_comes_from_the_bots_tags(
 def test_verified_switch_records_the_group_as_last_known_healthy(alb: Alb, web: Web) -> None:
     listener = alb.listener(80, [forward(alb.green_tg)])
     run(switch_of(make_target(alb, web)))
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": [forward(alb.blue_tg)]})
+    ]
     tags = alb.elb.describe_tags(ResourceArns=[alb.blue_tg])["TagDescriptions"][0]["Tags"]
     assert [t["Key"] for t in tags] == [LAST_HEALTHY_TAG]
     alb.elb.modify_listener(ListenerArn=listener, DefaultActions=alb.weighted(90, 10))
