@@ -130,9 +130,18 @@ def _mib(size: int) -> str:
 
 
 def make_archive(directory: Path, dest: Path) -> None:
-    """Write `directory`'s contents to `dest` as tar.gz, members named `./...` like `tar -C`."""
+    """Write `directory`'s contents to `dest` as tar.gz, members named `./...` like `tar -C`.
+
+    A restore's own staging inside a mount point (`.rollback-new-*`, `.rollback-old-*`,
+    left by a crash) is not configuration and is left out.
+    """
     with tarfile.open(dest, "w:gz") as tar:
-        tar.add(directory, arcname=".")
+        tar.add(directory, arcname=".", filter=_not_staging)
+
+
+def _not_staging(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    top = member.name.split("/")[1] if member.name.startswith("./") else ""
+    return None if top.startswith((NEW, OLD)) else member
 
 
 def extract(archive: Path, dest: Path) -> None:

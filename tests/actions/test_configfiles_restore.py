@@ -172,10 +172,13 @@ def mounted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_mount_point_is_restored_in_place(mounted: Path, backups: Path) -> None:
+    (mounted / ".rollback-new-deadbeef").mkdir()
     fill(mounted)
-    before = tree(mounted)
+    before = {k: v for k, v in tree(mounted).items() if not k.startswith(".rollback-")}
     device = mounted.stat().st_dev
     name = back_up(mounted, backups, StepContext.for_test())
+    with tarfile.open(backups / name) as archive:
+        assert not [n for n in archive.getnames() if ".rollback-" in n]
     spoil(mounted)
     with pytest.raises(OSError, match="Device or resource busy"):
         os.rename(mounted, mounted.parent / "moved")
