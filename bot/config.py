@@ -290,7 +290,7 @@ def describe_target(target: TargetParams) -> str:
         case DockerParams():
             return f"docker container {target.container} ({target.image})"
         case BlueGreenParams():
-            return f"bluegreen listener {target.listener_arn}"
+            return f"bluegreen {target.scope}"
         case ConfigFilesParams():
             return f"config {target.directory} (backups in {target.backups})"
         case DatabaseParams():
