@@ -23,8 +23,11 @@ from bot.config import Environment
 from bot.models import Run
 from bot.verification import TICK, ticked_by
 from bot.workflow import Refused
+from handlers import payloads
 from handlers.deps import Deps
+from handlers.errors import tell
 from handlers.ids import Action
+from handlers.payloads import BadPayload
 from handlers.thread import IncidentThread
 
 log = logging.getLogger(__name__)
@@ -129,9 +132,7 @@ class Approvals:
         self.thread.post_checklist(run)
 
 
-def _run_of_message(deps: Deps, body: dict[str, Any]) -> str | None:
-    channel = body.get("channel", {}).get("id")
-    ts = body.get("container", {}).get("message_ts")
+def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
     for run in deps.store.runs(limit=200):
         if run.slack.get("channel") == channel and ts in (
             run.slack.get("checklist_ts"),
@@ -144,16 +145,16 @@ def _run_of_message(deps: Deps, body: dict[str, Any]) -> str | None:
 def _button(verb: Callable[[str, str], str | None]) -> Callable[..., None]:
     """A listener that acks, applies `verb` and explains a refusal to the clicker."""
 
-    def clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+    def clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        refusal = verb(action["value"], body["user"]["id"])
+        try:
+            parsed = payloads.click(body)
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {exc}")
+            return
+        refusal = verb(parsed.run_id, parsed.where.user)
         if refusal is not None:
-            client.chat_postEphemeral(
-                channel=body["channel"]["id"],
-                user=body["user"]["id"],
-                thread_ts=body.get("container", {}).get("thread_ts"),
-                text=f":warning: {refusal[0].upper()}{refusal[1:]}.",
-            )
+            tell(client, parsed.where, f":warning: {refusal[0].upper()}{refusal[1:]}.")
 
     return clicked
 
@@ -171,10 +172,15 @@ def register(app: App, deps: Deps) -> None:
         app.action(action_id)(_button(verb))
 
     @app.action(Action.VERIFY)
-    def ticked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+    def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        run_id = _run_of_message(deps, body)
-        if run_id is None:
+        try:
+            parsed = payloads.tick(body)
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {exc}")
             return
-        selected = {o["value"] for o in action.get("selected_options") or []}
-        approvals.tick(run_id, body["user"]["id"], selected)
+        run_id = _run_of_message(deps, parsed.where.channel, parsed.message_ts)
+        if run_id is None:
+            tell(client, parsed.where, ":warning: This checklist belongs to no known rollback.")
+            return
+        approvals.tick(run_id, parsed.where.user, set(parsed.selected))

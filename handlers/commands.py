@@ -29,6 +29,7 @@ from handlers.deps import Deps
 from handlers.ids import ModalMeta
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
+from handlers.payloads import BadPayload, SlashCommand, slash_command
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -99,12 +100,13 @@ def register(app: App, deps: Deps) -> None:
     @app.command("/rollback")
     def rollback(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
         try:
-            parsed = parse(command.get("text", ""))
-        except CommandError as exc:
+            typed = slash_command(command)
+            parsed = parse(typed.text)
+        except (BadPayload, CommandError) as exc:
             ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
             return
         if isinstance(parsed, Rollback):
-            _open_modal(ack, command, client, parsed, deps, modals)
+            _open_modal(ack, typed, client, parsed, deps, modals)
             return
         ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
 
@@ -145,7 +147,7 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
 
 def _open_modal(
     ack: Ack,
-    command: dict[str, Any],
+    command: SlashCommand,
     client: WebClient,
     parsed: Rollback,
     deps: Deps,
@@ -160,12 +162,12 @@ def _open_modal(
     meta = ModalMeta(
         environment=parsed.environment,
         target=parsed.target,
-        requester=command["user_id"],
-        channel_id=command["channel_id"],
+        requester=command.user,
+        channel_id=command.channel,
         point_hint=parsed.point,
     )
     opened = client.views_open(
-        trigger_id=command["trigger_id"],
+        trigger_id=command.trigger_id,
         view=message_view(meta, "Roll back", f"Loading rollback points for *{parsed.target}*…"),
     )
     modals.fill(view_id=opened["view"]["id"], meta=meta)

@@ -16,68 +16,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from actions.base import ActionError, Check, RollbackPoint
-from bot.config import Environment, describe_target
-from bot.decision import Answers, Severity, decide
+from bot.config import Environment, UnknownTarget, describe_target
+from bot.decision import Severity, decide
 from bot.plans import default_point
 from bot.store import TargetBusy
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers.deps import Deps
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.modal_blocks import ModalContent, message_view, rollback_modal
+from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, modal_event
 from handlers.text import permalink
 from handlers.thread import IncidentThread
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class FormState:
-    """What the person has entered so far."""
-
-    point: str | None = None
-    severity: Severity | None = None
-    answers: Answers = field(default_factory=Answers)
-    summary: str = ""
-    ticked: frozenset[str] = frozenset()
-    options: frozenset[str] = frozenset()
-    confirmation: str = ""
-
-
-def read_state(values: dict[str, dict[str, dict[str, Any]]]) -> FormState:
-    """Turn a view's state.values into a FormState."""
-
-    def get(block: str, action: str) -> dict[str, Any]:
-        return values.get(block, {}).get(action, {})
-
-    def selected(block: str, action: str) -> str | None:
-        option = get(block, action).get("selected_option")
-        return option["value"] if option else None
-
-    def many(block: str, action: str) -> frozenset[str]:
-        return frozenset(o["value"] for o in get(block, action).get("selected_options") or [])
-
-    answers = {
-        name: None if (v := selected(block, action)) is None else v == "yes"
-        for name, (block, action) in QUESTION_BLOCKS.items()
-    }
-    severity = selected(Block.SEVERITY, Action.SEVERITY)
-    return FormState(
-        point=selected(Block.POINT, Action.POINT),
-        severity=Severity(severity) if severity else None,
-        answers=Answers(**answers),
-        summary=get(Block.SUMMARY, Action.SUMMARY).get("value") or "",
-        ticked=many(Block.PERSON_CHECKS, Action.PERSON_CHECKS),
-        options=many(Block.OPTIONS, Action.OPTIONS),
-        confirmation=(get(Block.CONFIRM, Action.CONFIRM).get("value") or "").strip(),
-    )
 
 
 def resolve_point(points: list[RollbackPoint], hint: str | None) -> str | None:
@@ -172,7 +130,7 @@ class ModalService:
             view_id=view_id, view=rollback_modal(self.content(meta, None))
         )
 
-    def on_change(self, body: dict[str, Any], client: WebClient) -> None:
+    def on_change(self, event: ModalEvent, client: WebClient) -> None:
         """Re-render the modal after an answer changed; the person's last click wins.
 
         Clicks are acked at once and rendered afterwards, possibly in parallel. Each
@@ -181,19 +139,17 @@ class ModalService:
         overtaken is skipped rather than sent (Slack's view hash would instead refuse the
         newest one whenever an older render landed first).
         """
-        view = body["view"]
-        stamp = max(float(a.get("action_ts") or 0) for a in body.get("actions") or [{}])
+        view_id, stamp = event.view_id, event.stamp
         with self._lock:
-            if stamp < self._newest.get(view["id"], 0.0):
+            if stamp < self._newest.get(view_id, 0.0):
                 return
-            self._newest[view["id"]] = stamp
-            view_lock = self._view_locks.setdefault(view["id"], threading.Lock())
+            self._newest[view_id] = stamp
+            view_lock = self._view_locks.setdefault(view_id, threading.Lock())
         with view_lock:
-            if self._newest.get(view["id"]) != stamp:
+            if self._newest.get(view_id) != stamp:
                 return
-            meta = ModalMeta.load(view["private_metadata"])
-            form = read_state(view["state"]["values"])
-            client.views_update(view_id=view["id"], view=rollback_modal(self.content(meta, form)))
+            content = self.content(event.meta, event.form)
+            client.views_update(view_id=view_id, view=rollback_modal(content))
 
     def forget(self, view_id: str) -> None:
         """Drop what was kept for a modal that has been submitted."""
@@ -283,19 +239,44 @@ def register(app: App, deps: Deps) -> None:
         @app.action(action_id)
         def changed(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
             ack()
-            service.on_change(body, client)
+            try:
+                event = _event(body, deps)
+            except BadPayload as exc:
+                _outdated(client, body, str(exc))
+                return
+            service.on_change(event, client)
 
     @app.view(Callback.ROLLBACK_MODAL)
-    def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = ModalMeta.load(view["private_metadata"])
-        form = read_state(view["state"]["values"])
-        errors = service.validate(meta, form)
+    def submitted(ack: Ack, body: dict[str, Any]) -> None:
+        try:
+            event = _event(body, deps)
+        except BadPayload as exc:
+            ack(response_action="update", view=message_view(None, "Form out of date", str(exc)))
+            return
+        errors = service.validate(event.meta, event.form)
         if errors:
             ack(response_action="errors", errors=errors)
             return
         ack(
             response_action="update",
-            view=message_view(meta, "Creating incident", "Creating incident… one moment."),
+            view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
-        service.forget(view["id"])
-        service.submit(meta=meta, form=form, view_id=view["id"], user=body["user"]["id"])
+        service.forget(event.view_id)
+        service.submit(meta=event.meta, form=event.form, view_id=event.view_id, user=event.user)
+
+
+def _event(body: dict[str, Any], deps: Deps) -> ModalEvent:
+    """Parse a modal payload and check its environment and target are still configured."""
+    event = modal_event(body)
+    try:
+        deps.config.target(event.meta.environment, event.meta.target)
+    except UnknownTarget as exc:
+        raise BadPayload(f"{OUTDATED_FORM} ({exc})") from None
+    return event
+
+
+def _outdated(client: WebClient, body: dict[str, Any], text: str) -> None:
+    view = body.get("view")
+    view_id = view.get("id") if isinstance(view, dict) else None
+    if isinstance(view_id, str):
+        client.views_update(view_id=view_id, view=message_view(None, "Form out of date", text))
