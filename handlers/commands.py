@@ -2,6 +2,7 @@
 
     /rollback <target> <env> [to <revision|timestamp|backup>]
     /rollback status [INC-…]
+    /rollback cancel INC-…
     /rollback history <target> <env>
     /rollback help
 
@@ -23,9 +24,12 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
+from bot.flows import Flows
 from bot.store import ACTIVE_STATES
+from bot.workflow import Refused
 from handlers import blocks
 from handlers.deps import Deps
+from handlers.flows import Groups
 from handlers.ids import ModalMeta
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
@@ -50,6 +54,11 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    incident_id: str
+
+
+@dataclass(frozen=True)
 class History:
     target: str
     environment: str
@@ -62,7 +71,7 @@ class Rollback:
     point: str | None = None
 
 
-Command = Help | Status | History | Rollback
+Command = Help | Status | Cancel | History | Rollback
 
 
 def parse(text: str) -> Command:
@@ -77,6 +86,10 @@ def parse(text: str) -> Command:
         if rest and not _INCIDENT.match(rest[0]):
             raise CommandError(f"`{rest[0]}` is not an incident id (INC-YYYYMMDD-HHMMSS)")
         return Status(rest[0] if rest else None)
+    if head == "cancel":
+        if len(rest) != 1 or not _INCIDENT.match(rest[0]):
+            raise CommandError("`cancel` needs one incident id: `/rollback cancel INC-…`")
+        return Cancel(rest[0])
     if head == "history":
         if len(rest) != 2:
             raise CommandError("`history` needs a target and an environment")
@@ -96,6 +109,7 @@ def parse(text: str) -> Command:
 def register(app: App, deps: Deps) -> None:
     """Listen for /rollback."""
     modals = ModalService(deps)
+    groups = Groups(deps)
 
     @app.command("/rollback")
     def rollback(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
@@ -108,7 +122,24 @@ def register(app: App, deps: Deps) -> None:
         if isinstance(parsed, Rollback):
             _open_modal(ack, typed, client, parsed, deps, modals)
             return
+        if isinstance(parsed, Cancel):
+            text = _cancel(parsed, typed.user, modals.flows, groups)
+            ack(response_type="ephemeral", text=text)
+            return
         ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
+
+
+def _cancel(parsed: Cancel, user: str, flows: Flows, groups: Groups) -> str:
+    """Cancel the incident's waiting rollback for its requester or an approver."""
+    try:
+        run = flows.cancellable_run(parsed.incident_id)
+        flows.cancel(run.id, user=user, user_groups=groups.of(run.environment, user))
+    except Refused as exc:
+        return f":warning: Not cancelled: {exc}."
+    return (
+        f":heavy_minus_sign: Cancelled the rollback of {run.target} in {run.environment} "
+        f"({parsed.incident_id}); nothing will run and the target is free."
+    )
 
 
 def _answer(parsed: Command, deps: Deps) -> list[Any]:

@@ -7,8 +7,13 @@ minute per (environment, target, point), so clicking through the questions
 does not query Kubernetes or pg_restore on every click.
 
 Submission validates what it can within Slack's 3 seconds and answers with
-field errors; otherwise it swaps the modal to "Creating incident…", builds the
-plan, opens the incident and its thread, and says in the modal where it is.
+field errors; otherwise it swaps the modal to "Creating incident…" and calls
+`bot.flows.Flows.open_incident` (plan, request, thread), then says in the
+modal where the incident is, or why nothing was opened and what to do: a
+refusal, or Slack refusing the thread (the flow has then withdrawn the run
+and freed the target). If the modal is gone by then, the person gets a DM.
+A payload that does not fit (an outdated form, an unknown environment) is
+answered in the modal by `handlers.payloads`' parsers.
 """
 
 from __future__ import annotations
@@ -20,19 +25,21 @@ from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.decision import Severity, decide
+from bot.flows import IncidentRequest, ThreadNotOpened
 from bot.plans import default_point
-from bot.store import TargetBusy
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers.deps import Deps
+from handlers.errors import tell
+from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.modal_blocks import ModalContent, message_view, rollback_modal
-from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, modal_event
+from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, Where, modal_event
 from handlers.text import permalink
-from handlers.thread import IncidentThread
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
@@ -55,6 +62,7 @@ class ModalService:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.flows = flows_for(deps)
         self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
         self._lock = threading.Lock()
         self._newest: dict[str, float] = {}
@@ -171,47 +179,56 @@ class ModalService:
             errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
         return errors
 
-    def submit(self, *, meta: ModalMeta, form: FormState, view_id: str, user: str) -> None:
-        """Build the plan, open the incident and its thread; say the result in the modal."""
-        env = self.deps.config.environment(meta.environment)
+    def submit(self, event: ModalEvent) -> None:
+        """Open the incident through the flow; say the result in the modal (or by DM)."""
+        form, meta = event.form, event.meta
+        request = IncidentRequest(
+            environment=meta.environment,
+            target=meta.target,
+            requester=event.user,
+            severity=form.severity or Severity.HIGH,
+            answers=form.answers,
+            point=form.point,
+            summary=form.summary,
+            force="force" in form.options,
+            break_glass="break_glass" in form.options,
+            confirmation=form.confirmation,
+            ticked=form.ticked,
+        )
         try:
-            plan = self.deps.planner.build(
-                env_name=meta.environment,
-                env=env,
-                target=meta.target,
-                point=form.point,
-                force="force" in form.options,
-            )
-            incident, run = self.deps.workflow.request(
-                plan=plan,
-                requester=user,
-                severity=form.severity or Severity.HIGH,
-                answers=form.answers,
-                summary=form.summary,
-                force="force" in form.options,
-                break_glass="break_glass" in form.options,
-                confirmation=form.confirmation,
-            )
-        except (ActionError, TargetBusy, Refused, OSError) as exc:
-            self._say(meta, view_id, "Not requested", f":warning: Nothing was requested: {exc}")
+            opened = self.flows.open_incident(request)
+        except Refused as exc:
+            self._say(event, "Not requested", f":warning: Nothing was requested: {exc}")
             return
-        for item in sorted(form.ticked):
-            self.deps.store.add_event(
-                incident_id=incident.id, kind="prerollback.check", actor=user, detail={"item": item}
-            )
-        run = IncidentThread(self.deps).open(incident, run)
+        except ThreadNotOpened as exc:
+            self._say(event, "Not opened", not_opened_text(meta.target, exc))
+            return
+        run = opened.run
         link = permalink(run.slack["channel"], run.slack["thread_ts"])
         state = (
             "break-glass: approved, starting now"
-            if run.state == "approved"
+            if opened.started
             else "waiting for a second person to approve"
         )
-        self._say(meta, view_id, "Incident created", f"*{incident.id}* opened: {state}.\n{link}")
-        if run.state == "approved":
-            self.deps.wake_runner.set()
+        self._say(event, "Incident created", f"*{opened.incident.id}* opened: {state}.\n{link}")
 
-    def _say(self, meta: ModalMeta, view_id: str, title: str, body: str) -> None:
-        self.deps.client.views_update(view_id=view_id, view=message_view(meta, title, body))
+    def _say(self, event: ModalEvent, title: str, body: str) -> None:
+        """Show `body` in the modal; if the modal is gone, tell the person by DM."""
+        try:
+            self.deps.client.views_update(
+                view_id=event.view_id, view=message_view(event.meta, title, body)
+            )
+        except (SlackApiError, OSError) as exc:
+            log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
+            tell(self.deps.client, Where(user=event.user), body)
+
+
+def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
+    """What a person reads when the incident thread could not be opened."""
+    return (
+        f":warning: The incident could not be opened: {exc.reason}. "
+        f"The request was withdrawn and {target} is free again.\n*What to do:* {exc.advice}"
+    )
 
 
 def _has_kind(env: Environment, target: str, kind: str) -> bool:
@@ -262,7 +279,7 @@ def register(app: App, deps: Deps) -> None:
             view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
         service.forget(event.view_id)
-        service.submit(meta=event.meta, form=event.form, view_id=event.view_id, user=event.user)
+        service.submit(event)
 
 
 def _event(body: dict[str, Any], deps: Deps) -> ModalEvent:
