@@ -178,7 +178,7 @@ def test_click_without_a_channel_is_answered_by_direct_message(sandbox: Sandbox)
     del payload["channel"]
     assert sandbox.platform.interaction(payload).status_code == 200
     dm = wait_for(
-        lambda: [m for m in sandbox.slack.messages("D" + BOB[1:]) if "no rollback" in m.text],
+        lambda: [m for m in sandbox.slack.messages(f"D{BOB[1:]}") if "no rollback" in m.text],
         what="the direct message",
     )
     assert "older message" in dm[0].text
