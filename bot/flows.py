@@ -12,6 +12,13 @@ Two rules live inside the flows rather than beside them:
 - **An approval is for one exact plan.** `approve` rebuilds the plan from the
   live systems and hands its hash to the workflow, which refuses when it
   differs from the hash requested.
+- **Once per request.** Slack retries a request it got no timely answer to,
+  and a signed body can be replayed for five minutes. `receive(key)` records
+  a key per request in the bot's database (the entry points choose it: the
+  command's trigger id, the view id and hash, the message ts with action and
+  user); a repeat is recognised by the key's primary key, changes nothing,
+  and is told what the first one did (`settle`). A request that changed
+  nothing is `release`d, so the same click can count later.
 - **No orphans.** `open_incident` is one use case with a compensating path:
   when the Slack side cannot open the thread (the bot not in the channel,
   the channel gone, Slack failing after its retries, a dropped connection),
@@ -97,6 +104,19 @@ class Opened:
     def started(self) -> bool:
         """Whether the run needs no further approval (break-glass)."""
         return self.run.state == "approved"
+
+
+@dataclass(frozen=True)
+class Received:
+    """Whether a Slack request is new, or a retry or replay, and what the first one did."""
+
+    first: bool
+    outcome: str | None = None
+
+    def repeated(self, what: str) -> str:
+        """Say to a person that their repeated request changed nothing."""
+        done = self.outcome or "it is still being handled"
+        return f"This {what} was already received ({done}); the repeat changed nothing."
 
 
 @dataclass
@@ -300,6 +320,28 @@ class Flows:
             )
         self.thread.post_checklist(run)
         return len(changed)
+
+    # entry points: a request acted on once -----------------------------------
+
+    def receive(self, key: str) -> Received:
+        """Record that the request `key` arrived; say whether it is the first time."""
+        if self.store.receive_entry(key):
+            return Received(first=True)
+        return Received(first=False, outcome=self.store.entry_outcome(key))
+
+    def seen(self, key: str) -> Received | None:
+        """Return how the request `key` was received before, or None if it never was."""
+        if not self.store.has_entry(key):
+            return None
+        return Received(first=False, outcome=self.store.entry_outcome(key))
+
+    def settle(self, key: str, outcome: str) -> None:
+        """Record what the request `key` did, for its retries and replays to say."""
+        self.store.settle_entry(key, outcome=outcome)
+
+    def release(self, key: str) -> None:
+        """Forget a request that changed nothing, so the same one may act later."""
+        self.store.release_entry(key)
 
     def _run(self, run_id: str) -> Run:
         run = self.store.run(run_id)

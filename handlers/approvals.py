@@ -4,8 +4,11 @@ Each listener acks at once, parses the payload into a typed request
 (`handlers.payloads`), calls one flow (`bot.flows`) and answers a refusal
 ephemerally to the person who clicked; nothing changes on a refusal. Who the
 user is comes from Slack's signed payload; which approver groups they are in
-is asked of Slack (`handlers.flows.Groups`). The rules (two people, one exact
-plan, who may cancel) live in the flows and the workflow, not here.
+is asked of Slack (`handlers.flows.Groups`). A click acts once per person,
+button and message (`click_key`): a double click or Slack's retry is told
+what the first did; a refused click is forgotten, so it may count later.
+The rules (two people, one exact plan, who may cancel) live in the flows and
+the workflow, not here.
 """
 
 from __future__ import annotations
@@ -27,39 +30,57 @@ from handlers.ids import Action
 from handlers.payloads import BadPayload, Click
 
 log = logging.getLogger(__name__)
-Verb = Callable[[Click], None]
+Verb = Callable[[Click], str]
 
 
 def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
+    """Each button's flow; each returns what it did, for a repeated click to be told."""
+
     def group_of(click: Click) -> frozenset[str]:
         run = deps.store.run(click.run_id)
         if run is None:
             raise Refused("this rollback no longer exists")
         return groups.of(run.environment, click.where.user)
 
-    def approve(c: Click) -> None:
-        flows.approve(c.run_id, user=c.where.user, user_groups=group_of(c))
+    def approve(c: Click) -> str:
+        outcome = flows.approve(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return f"you approved it: {outcome.message}"
 
-    def reject(c: Click) -> None:
+    def reject(c: Click) -> str:
         flows.reject(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you rejected it"
 
-    def cancel(c: Click) -> None:
+    def cancel(c: Click) -> str:
         flows.cancel(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you cancelled it"
 
     return {Action.APPROVE: approve, Action.REJECT: reject, Action.CANCEL: cancel}
 
 
-def _button(verb: Verb) -> Callable[..., None]:
-    """A listener that acks, applies `verb` and explains a refusal to the clicker."""
+def click_key(click: Click) -> str:
+    """One person's click of one button on one message: a double click or a retry repeats it."""
+    return f"click:{click.message_ts}:{click.action_id}:{click.where.user}"
+
+
+def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
+    """A listener that acks, applies `verb` once and explains a refusal or a repeat."""
 
     def clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         try:
             click = payloads.click(body)
-            verb(click)
         except BadPayload as exc:
             tell(client, payloads.where_of(body), f":warning: {exc}")
+            return
+        key = click_key(click)
+        received = flows.receive(key)
+        if not received.first:
+            tell(client, click.where, f":information_source: {received.repeated('click')}")
+            return
+        try:
+            flows.settle(key, verb(click))
         except Refused as exc:
+            flows.release(key)  # it changed nothing, so the same click may count later
             tell(client, click.where, f":warning: {_sentence(str(exc))}")
 
     return clicked
@@ -83,7 +104,7 @@ def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
     flows = flows_for(deps)
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
-        app.action(action_id)(_button(verb))
+        app.action(action_id)(_button(flows, verb))
 
     @app.action(Action.VERIFY)
     def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

@@ -8,7 +8,9 @@
 
 Parsing is a pure function so every malformed command is tested without
 Slack; anything it cannot parse is answered with what was wrong and the
-usage, ephemerally, never a stack trace. Opening the modal acks first and
+usage, ephemerally, never a stack trace. A command that acts (opening the
+form, `cancel`) acts once per trigger id: a retry (X-Slack-Retry-Num) or a
+replayed body is answered "already received" and changes nothing. Opening the modal acks first and
 opens a "Loading…" view with the trigger id at once; the rollback points and
 checks, which talk to the target system, fill it in afterwards.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, App
+from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
@@ -112,21 +115,41 @@ def register(app: App, deps: Deps) -> None:
     groups = Groups(deps)
 
     @app.command("/rollback")
-    def rollback(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+    def rollback(
+        ack: Ack, command: dict[str, Any], request: BoltRequest, client: WebClient
+    ) -> None:
         try:
             typed = slash_command(command)
             parsed = parse(typed.text)
-        except (BadPayload, CommandError) as exc:
+            if isinstance(parsed, Rollback):
+                deps.config.target(parsed.environment, parsed.target)
+        except (BadPayload, CommandError, UnknownTarget) as exc:
             ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
             return
-        if isinstance(parsed, Rollback):
-            _open_modal(ack, typed, client, parsed, deps, modals)
+        if not isinstance(parsed, Rollback | Cancel):
+            ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
+            return
+        key = f"command:{typed.trigger_id}"
+        received = modals.flows.receive(key)
+        if not received.first:
+            text = received.repeated(_what(request))
+            ack(response_type="ephemeral", text=f":information_source: {text}")
             return
         if isinstance(parsed, Cancel):
             text = _cancel(parsed, typed.user, modals.flows, groups)
             ack(response_type="ephemeral", text=text)
+            modals.flows.settle(key, text)
             return
-        ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
+        ack()
+        _open_modal(typed, client, parsed, modals)
+        modals.flows.settle(key, "the rollback form was opened")
+
+
+def _what(request: BoltRequest) -> str:
+    """Name a repeated command, with Slack's retry headers when it sent them."""
+    retry = next(iter(request.headers.get("x-slack-retry-num") or []), None)
+    reason = next(iter(request.headers.get("x-slack-retry-reason") or []), "unknown")
+    return f"command (Slack's retry {retry}: {reason})" if retry else "command"
 
 
 def _cancel(parsed: Cancel, user: str, flows: Flows, groups: Groups) -> str:
@@ -177,19 +200,8 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
 
 
 def _open_modal(
-    ack: Ack,
-    command: SlashCommand,
-    client: WebClient,
-    parsed: Rollback,
-    deps: Deps,
-    modals: ModalService,
+    command: SlashCommand, client: WebClient, parsed: Rollback, modals: ModalService
 ) -> None:
-    try:
-        deps.config.target(parsed.environment, parsed.target)
-    except UnknownTarget as exc:
-        ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
-        return
-    ack()
     meta = ModalMeta(
         environment=parsed.environment,
         target=parsed.target,

@@ -195,14 +195,18 @@ class ModalService:
             confirmation=form.confirmation,
             ticked=form.ticked,
         )
+        key = submission_key(event)
         try:
             opened = self.flows.open_incident(request)
         except Refused as exc:
+            self.flows.settle(key, f"nothing was requested: {exc}")
             self._say(event, "Not requested", f":warning: Nothing was requested: {exc}")
             return
         except ThreadNotOpened as exc:
+            self.flows.settle(key, f"the incident could not be opened: {exc.reason}")
             self._say(event, "Not opened", not_opened_text(meta.target, exc))
             return
+        self.flows.settle(key, f"it opened {opened.incident.id}")
         run = opened.run
         link = permalink(run.slack["channel"], run.slack["thread_ts"])
         state = (
@@ -270,9 +274,15 @@ def register(app: App, deps: Deps) -> None:
         except BadPayload as exc:
             ack(response_action="update", view=message_view(None, "Form out of date", str(exc)))
             return
-        errors = service.validate(event.meta, event.form)
+        key = submission_key(event)
+        errors = {} if service.flows.seen(key) else service.validate(event.meta, event.form)
         if errors:
             ack(response_action="errors", errors=errors)
+            return
+        received = service.flows.receive(key)
+        if not received.first:
+            said = received.repeated("form")
+            ack(response_action="update", view=message_view(event.meta, "Already submitted", said))
             return
         ack(
             response_action="update",
@@ -280,6 +290,16 @@ def register(app: App, deps: Deps) -> None:
         )
         service.forget(event.view_id)
         service.submit(event)
+
+
+def submission_key(event: ModalEvent) -> str:
+    """The same form submitted twice: its view id and its hash are the same.
+
+    A form with field errors is not keyed (it changed nothing); once a form is
+    accepted, the bot replaces the view, so a legitimate second submission of
+    the same id and hash cannot happen: only a Slack retry or a replay can.
+    """
+    return f"view:{event.view_id}:{event.view_hash}"
 
 
 def _event(body: dict[str, Any], deps: Deps) -> ModalEvent:
