@@ -20,6 +20,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.config import UnknownTarget
 from bot.flows import Flows
 from bot.workflow import Refused
 from handlers import payloads
@@ -79,7 +80,7 @@ def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
             return
         try:
             flows.settle(key, verb(click))
-        except Refused as exc:
+        except (Refused, UnknownTarget) as exc:  # unknown: the config changed since the request
             flows.release(key)  # it changed nothing, so the same click may count later
             tell(client, click.where, f":warning: {_sentence(str(exc))}")
 

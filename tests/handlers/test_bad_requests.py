@@ -318,3 +318,16 @@ def test_socket_mode_malformed_click_gets_an_ephemeral(
     told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the answer to the click")
     assert "carries no rollback" in told[0]
     no_traceback(log_records)
+
+
+def test_click_on_a_run_whose_environment_left_the_config_is_refused_clearly(
+    sandbox: Sandbox, log_records: pytest.LogCaptureFixture
+) -> None:
+    payload = click_payload(sandbox)
+    store = sandbox.process.deps.store
+    store.set_run_fields(store.runs()[0].id, environment="retired")
+    assert sandbox.platform.interaction(payload).status_code == 200
+    told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the answer to the click")
+    assert "Unknown environment 'retired' (known: prod)" in told[0]
+    assert store.runs()[0].state == "requested"
+    no_traceback(log_records)
