@@ -53,12 +53,17 @@ CANCELLABLE = ("requested", "approved")
 
 
 class ThreadNotOpened(Exception):
-    """Slack refused the incident thread; the run was withdrawn. `advice` says what to do."""
+    """Slack refused the incident thread. `advice` says what to do.
 
-    def __init__(self, reason: str, advice: str) -> None:
+    `withdrawn` is True once the flow has cancelled the run; False only when a
+    break-glass run had already been started by the runner, which goes on.
+    """
+
+    def __init__(self, reason: str, advice: str, *, withdrawn: bool = True) -> None:
         super().__init__(f"{reason}. {advice}")
         self.reason = reason
         self.advice = advice
+        self.withdrawn = withdrawn
 
 
 class Thread(Protocol):
@@ -175,15 +180,23 @@ class Flows:
         try:
             run = self.thread.open(incident, run)
         except ThreadNotOpened as exc:
-            self._withdraw(incident, run, exc.reason)
+            try:
+                self._withdraw(incident, run, exc.reason)
+            except Refused as late:  # a break-glass run the runner picked up meanwhile
+                log.error("%s: thread not opened and not withdrawn: %s", incident.id, late)
+                advice = (
+                    f"The break-glass rollback had already started and goes on ({late}); "
+                    f"follow it with `/rollback status {incident.id}`. {exc.advice}"
+                )
+                raise ThreadNotOpened(exc.reason, advice, withdrawn=False) from None
             raise
         if run.state == "approved":
             self.wake_runner.set()
         return Opened(incident=incident, run=run)
 
     def _withdraw(self, incident: Incident, run: Run, reason: str) -> None:
-        log.error("%s: incident thread not opened, rollback withdrawn: %s", incident.id, reason)
         self.workflow.withdraw(run.id, reason=f"the incident thread could not be opened: {reason}")
+        log.error("%s: incident thread not opened, rollback withdrawn: %s", incident.id, reason)
         self.store.add_event(
             incident_id=incident.id,
             kind="incident.closed",

@@ -229,6 +229,8 @@ class ModalService:
 
 def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
     """What a person reads when the incident thread could not be opened."""
+    if not exc.withdrawn:
+        return f":warning: The incident thread could not be opened: {exc.reason}. {exc.advice}"
     return (
         f":warning: The incident could not be opened: {exc.reason}. "
         f"The request was withdrawn and {target} is free again.\n*What to do:* {exc.advice}"

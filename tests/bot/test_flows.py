@@ -24,12 +24,15 @@ class RecordingThread:
     """The Slack side: posts nothing, records what the flows asked, refuses when told to."""
 
     refuse: ThreadNotOpened | None = None
+    runner_first: Workflow | None = None
     opened: list[str] = field(default_factory=list)
     refreshed: list[str] = field(default_factory=list)
     checklists: list[str] = field(default_factory=list)
     store: Store | None = None
 
     def open(self, incident: Incident, run: Run) -> Run:
+        if self.runner_first is not None:  # the runner picks the approved run up meanwhile
+            self.runner_first.start(run)
         if self.refuse is not None:
             raise self.refuse
         self.opened.append(incident.id)
@@ -188,3 +191,17 @@ def test_ticking_the_checklist_records_only_what_changed(
     assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 1
     assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 0
     assert thread.checklists == [run.id] * 3
+
+
+def test_break_glass_run_already_started_when_the_thread_fails_goes_on_and_says_so(
+    flows: Flows, store: Store, thread: RecordingThread
+) -> None:
+    thread.refuse = ThreadNotOpened("Slack refused (fatal_error)", "Try again.")
+    thread.runner_first = flows.workflow
+    with pytest.raises(ThreadNotOpened) as raised:
+        flows.open_incident(request(break_glass=True, confirmation="EMERGENCY"))
+    assert not raised.value.withdrawn
+    assert "already started and goes on" in raised.value.advice
+    assert "/rollback status INC-" in raised.value.advice
+    (run,) = store.runs()
+    assert run.state == "running"

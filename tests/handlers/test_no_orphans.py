@@ -182,3 +182,15 @@ def test_cancel_of_a_finished_rollback_or_unknown_incident_is_refused(sandbox: S
 def test_cancel_needs_an_incident_id(sandbox: Sandbox) -> None:
     text = str(sandbox.person(ALICE).slash("cancel app").json())
     assert "`cancel` needs one incident id" in text
+
+
+def test_modal_text_tells_a_withdrawn_request_from_a_break_glass_run_that_goes_on() -> None:
+    from bot.flows import ThreadNotOpened
+    from handlers.modals import not_opened_text
+
+    withdrawn_text = not_opened_text("app", ThreadNotOpened("Slack refused", "Invite the bot."))
+    assert "withdrawn and app is free again" in withdrawn_text
+    assert "*What to do:* Invite the bot." in withdrawn_text
+    going_on = ThreadNotOpened("Slack refused", "It goes on.", withdrawn=False)
+    assert "free again" not in not_opened_text("app", going_on)
+    assert "It goes on." in not_opened_text("app", going_on)
