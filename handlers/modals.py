@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -43,6 +44,7 @@ from handlers.text import permalink
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
+SUBMITTED_KEPT = 1000
 
 
 def resolve_point(points: list[RollbackPoint], hint: str | None) -> str | None:
@@ -67,6 +69,7 @@ class ModalService:
         self._lock = threading.Lock()
         self._newest: dict[str, float] = {}
         self._view_locks: dict[str, threading.Lock] = {}
+        self._submitted: OrderedDict[str, None] = OrderedDict()
 
     def _cached(self, key: tuple[str, str, str | None], compute: Any, *, fresh: bool) -> Any:
         now = time.monotonic()
@@ -145,25 +148,32 @@ class ModalService:
         payload carries the whole form as it was at that click, so the newest one is the
         truth: renders run one at a time per view, and a render that a newer click has
         overtaken is skipped rather than sent (Slack's view hash would instead refuse the
-        newest one whenever an older render landed first).
+        newest one whenever an older render landed first). Once the form is submitted no
+        render is sent, so a late one never replaces what the submission says.
         """
         view_id, stamp = event.view_id, event.stamp
         with self._lock:
-            if stamp < self._newest.get(view_id, 0.0):
+            if stamp < self._newest.get(view_id, 0.0) or view_id in self._submitted:
                 return
             self._newest[view_id] = stamp
             view_lock = self._view_locks.setdefault(view_id, threading.Lock())
         with view_lock:
-            if self._newest.get(view_id) != stamp:
+            if self._newest.get(view_id) != stamp or view_id in self._submitted:
                 return
             content = self.content(event.meta, event.form)
             client.views_update(view_id=view_id, view=rollback_modal(content))
 
-    def forget(self, view_id: str) -> None:
-        """Drop what was kept for a modal that has been submitted."""
+    def submitted(self, view_id: str) -> None:
+        """Stop rendering a modal that has been submitted; drop what was kept for it."""
         with self._lock:
+            self._submitted[view_id] = None
+            while len(self._submitted) > SUBMITTED_KEPT:
+                self._submitted.popitem(last=False)
             self._newest.pop(view_id, None)
-            self._view_locks.pop(view_id, None)
+            lock = self._view_locks.pop(view_id, None)
+        if lock is not None:
+            with lock:  # a render already sending finishes before the submission speaks
+                pass
 
     def validate(self, meta: ModalMeta, form: FormState) -> dict[str, str]:
         """Return field errors by block id; empty when the form can be submitted."""
@@ -290,7 +300,7 @@ def register(app: App, deps: Deps) -> None:
             response_action="update",
             view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
-        service.forget(event.view_id)
+        service.submitted(event.view_id)
         service.submit(event)
 
 

@@ -9,6 +9,7 @@ in the modal, or by DM when the modal is gone, what happened and what to do.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -194,3 +195,26 @@ def test_modal_text_tells_a_withdrawn_request_from_a_break_glass_run_that_goes_o
     going_on = ThreadNotOpened("Slack refused", "It goes on.", withdrawn=False)
     assert "free again" not in not_opened_text("app", going_on)
     assert "It goes on." in not_opened_text("app", going_on)
+
+
+def test_a_late_answer_change_never_replaces_what_the_submission_said(sandbox: Sandbox) -> None:
+    sandbox.slack.fail_next("chat.postMessage", error="not_in_channel", status=200)
+    alice = sandbox.person(ALICE)
+    view_id = submit_form(sandbox)
+    final_modal(sandbox, view_id)
+    updates = len(sandbox.slack.calls_to("views.update"))
+    late = alice._actions_payload(
+        view=alice.view(view_id),
+        actions=[
+            {
+                "action_id": "severity_choice",
+                "block_id": "severity",
+                "selected_option": {"value": "low"},
+                "action_ts": "9999999999.0",
+            }
+        ],
+    )
+    assert sandbox.platform.interaction(late).status_code == 200
+    time.sleep(0.3)  # a render of the late click would be sent within this
+    assert len(sandbox.slack.calls_to("views.update")) == updates
+    assert sandbox.slack.view(view_id).view["title"]["text"] == "Not opened"
