@@ -7,7 +7,7 @@ raises `Refused` with a sentence for the person. What a flow needs from the
 Slack side (post the incident thread, re-render it) is the `Thread` protocol,
 implemented in `handlers`, so `bot` stays free of Slack.
 
-Two rules live inside the flows rather than beside them:
+Three rules live inside the flows rather than beside them:
 
 - **An approval is for one exact plan.** `approve` rebuilds the plan from the
   live systems and hands its hash to the workflow, which refuses when it
@@ -25,7 +25,11 @@ Two rules live inside the flows rather than beside them:
   the run is withdrawn with the reason, which frees the target lock, the
   incident is closed, and `ThreadNotOpened` tells the caller what a person
   should do next. A run never waits for approval without a thread to be
-  approved in.
+  approved in. (A break-glass run the runner picked up in the meantime is
+  not stopped: it goes on, and the person is told how to follow it.)
+
+`open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.monitoring`
+still carries its own copy of them and should call these instead.
 """
 
 from __future__ import annotations
