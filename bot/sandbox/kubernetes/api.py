@@ -36,7 +36,7 @@ APPS = re.compile(
     r"^/apis/apps/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>deployments|replicasets)"
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|scale))?)?/?$"
 )
-PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods/?$")
+PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods(?:/(?P<name>[^/]+))?/?$")
 STATIC = {
     "/version": lambda address: views.VERSION,
     "/api": views.core_versions,
@@ -160,7 +160,15 @@ class Api:
             return Reply(200, "ok")
         pods = PODS.match(path)
         if pods and request.method == "GET":
-            return self._pods(request, pods["ns"])
+            if pods["name"] and pods["ns"]:
+                return self._item(request, "pods", pods["ns"], pods["name"], status_only=False)
+            return self._collection(request, "pods", pods["ns"])
+        if pods:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
         match = APPS.match(path)
         if not match:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -174,11 +182,6 @@ class Api:
         return self._item(request, resource, namespace, name, status_only=sub == "status")
 
     # --- collections ---------------------------------------------------------------------------
-
-    def _pods(self, request: Request, namespace: str | None) -> Reply | WatchStream:
-        if request.query.get("watch") in ("true", "1"):
-            return WatchStream(self.store, request, "pods", namespace)
-        return self._listing(request, "pods", [])
 
     def _listing(self, request: Request, resource: str, items: list[Obj]) -> Reply:
         if request.wants_table:
@@ -293,6 +296,9 @@ class Api:
                 for rs in self.store.list("replicasets", namespace):
                     if controlled_by(rs, obj):
                         self.store.delete("replicasets", namespace, rs["metadata"]["name"])
+                        for pod in self.store.list("pods", namespace):
+                            if controlled_by(pod, rs):
+                                self.store.delete("pods", namespace, pod["metadata"]["name"])
         details = {"name": name, "group": "apps", "kind": resource, "uid": obj["metadata"]["uid"]}
         return {
             "kind": "Status",

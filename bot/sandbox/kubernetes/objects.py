@@ -73,10 +73,17 @@ class ApiError(Exception):
         }
 
 
+def group_of(resource: str) -> str:
+    """The API group of a served resource ("" for the core group)."""
+    return "" if resource == "pods" else "apps"
+
+
 def not_found(resource: str, name: str) -> ApiError:
     """Build the NotFound error for `resource` `name`."""
-    details = {"name": name, "group": "apps", "kind": resource}
-    return ApiError(404, "NotFound", f'{resource}.apps "{name}" not found', details)
+    group = group_of(resource)
+    details = {"name": name, "group": group, "kind": resource}
+    qualified = f"{resource}.{group}" if group else resource
+    return ApiError(404, "NotFound", f'{qualified} "{name}" not found', details)
 
 
 def conflict(resource: str, name: str) -> ApiError:
@@ -187,11 +194,26 @@ def default_replica_set(obj: Obj) -> Obj:
     return obj
 
 
-DEFAULTERS = {"deployments": default_deployment, "replicasets": default_replica_set}
+def default_pod(obj: Obj) -> Obj:
+    """Return `obj` with the v1 Pod defaults applied (those of a pod template, and a phase)."""
+    obj = {"apiVersion": "v1", "kind": "Pod", **prune(copy.deepcopy(obj))}
+    obj.setdefault("metadata", {})
+    default_template(obj)
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+    return obj
+
+
+DEFAULTERS = {
+    "deployments": default_deployment,
+    "replicasets": default_replica_set,
+    "pods": default_pod,
+}
 
 
 def validate(resource: str, obj: Obj) -> None:
     """Refuse objects the real API server would refuse for the fields we model."""
+    if resource not in KINDS:
+        return
     kind = KINDS[resource].kind
     name = obj["metadata"]["name"]
     spec = obj["spec"]

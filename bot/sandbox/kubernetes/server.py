@@ -111,7 +111,8 @@ class FakeKubernetes:
 
     def __init__(self, *, ready_delay: float = 1.0) -> None:
         self._clock_offset = 0.0
-        self.store = Store(clock=lambda: time.time() + self._clock_offset)
+        self._advanced = 0.0
+        self.store = Store(clock=lambda: time.time() + self._advanced + self._clock_offset)
         self.controller = Controller(self.store, ready_delay=ready_delay)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
@@ -134,6 +135,24 @@ class FakeKubernetes:
     @ready_delay.setter
     def ready_delay(self, seconds: float) -> None:
         self.controller.ready_delay = seconds
+
+    @property
+    def replica_set_delay(self) -> float:
+        """Seconds the ReplicaSet controller takes to act on a changed ReplicaSet."""
+        return self.controller.replicas.replica_set_delay
+
+    @replica_set_delay.setter
+    def replica_set_delay(self, seconds: float) -> None:
+        self.controller.replicas.replica_set_delay = seconds
+
+    @property
+    def terminate_delay(self) -> float:
+        """Seconds a deleted pod's containers take to exit (cut short by its grace period)."""
+        return self.controller.replicas.terminate_delay
+
+    @terminate_delay.setter
+    def terminate_delay(self, seconds: float) -> None:
+        self.controller.replicas.terminate_delay = seconds
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -278,6 +297,15 @@ class FakeKubernetes:
             ]
         return sorted(owned, key=revision_of)
 
+    def pods(self, namespace: str, name: str) -> list[Obj]:
+        """Return the pods of the Deployment's ReplicaSets, terminating ones included."""
+        with self.store.cond:
+            return [
+                pod
+                for rs in self.replica_sets(namespace, name)
+                for pod in self.controller.replicas.pods_of(rs)
+            ]
+
     def update_deployment(self, namespace: str, name: str, change: dict[str, Any]) -> Obj:
         """Merge `change` into the Deployment's spec and metadata, as `kubectl edit` would."""
         with self.store.cond:
@@ -303,6 +331,26 @@ class FakeKubernetes:
             key = (namespace, name)
             for flags in (self.controller.blocked, self.controller.failing):
                 (flags.add if failing else flags.discard)(key)
+            self.store.cond.notify_all()
+
+    def break_image(self, image: str, broken: bool = True) -> None:
+        """Make pods running `image` never become Ready (a bad release), or let them again."""
+        with self.store.cond:
+            images = self.controller.replicas.broken_images
+            (images.add if broken else images.discard)(image)
+            self.store.cond.notify_all()
+
+    def expire_progress_deadlines(self, namespace: str, name: str, expired: bool = True) -> None:
+        """Treat the Deployment's progressDeadlineSeconds as 0 (or as written again)."""
+        with self.store.cond:
+            failing = self.controller.failing
+            (failing.add if expired else failing.discard)((namespace, name))
+            self.store.cond.notify_all()
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake cluster's clock forward (minReadySeconds, deadlines) without waiting."""
+        with self.store.cond:
+            self._advanced += seconds
             self.store.cond.notify_all()
 
     def settle(self, namespace: str, name: str) -> Obj:

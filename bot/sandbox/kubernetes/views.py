@@ -37,7 +37,7 @@ def core_versions(address: str) -> Obj:
 
 
 def core_resources() -> Obj:
-    """Return /api/v1 (pods only, always empty, so `kubectl get pods` answers)."""
+    """Return /api/v1 (pods only: the ReplicaSet controller's, read-only)."""
     pods = {
         "name": "pods",
         "singularName": "pod",
@@ -170,6 +170,23 @@ def _replica_set_row(obj: Obj, now: float) -> list[Any]:
     ]
 
 
+def _pod_row(obj: Obj, now: float) -> list[Any]:
+    """NAME, READY, STATUS, AGE as kubectl prints them; a pod being deleted is Terminating."""
+    containers = obj["spec"].get("containers") or []
+    ready = any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in obj.get("status", {}).get("conditions") or []
+    )
+    phase = obj.get("status", {}).get("phase", "Pending")
+    shown = "Terminating" if obj["metadata"].get("deletionTimestamp") else phase
+    return [
+        obj["metadata"]["name"],
+        f"{len(containers) if ready else 0}/{len(containers)}",
+        shown,
+        human_age(now - parse_time(obj["metadata"]["creationTimestamp"])),
+    ]
+
+
 def _column(name: str, kind: str = "string", priority: int = 0, fmt: str = "") -> Obj:
     return {"name": name, "type": kind, "format": fmt, "description": name, "priority": priority}
 
@@ -204,7 +221,7 @@ COLUMNS: dict[str, tuple[list[Obj], Callable[[Obj, float], list[Any]]]] = {
     ),
     "pods": (
         [_column("Name", fmt="name"), _column("Ready"), _column("Status"), _column("Age")],
-        lambda obj, now: [],
+        lambda obj, now: _pod_row(obj, now),
     ),
 }
 
