@@ -56,7 +56,7 @@ PAUSED = (
 )
 
 
-def _selector_string(deployment: V1Deployment) -> str:
+def selector_string(deployment: V1Deployment) -> str:
     """Render the Deployment's label selector as kubectl sends it."""
     selector = deployment.spec.selector if deployment.spec else None
     if selector is None:
@@ -82,7 +82,7 @@ def _owned(apps: AppsV1Api, deployment: V1Deployment) -> list[V1ReplicaSet]:
     with kube_errors(context):
         listing = apps.list_namespaced_replica_set(
             meta.namespace or "default",
-            label_selector=_selector_string(deployment),
+            label_selector=selector_string(deployment),
             _request_timeout=REQUEST_TIMEOUT,
         )
     owned = [

@@ -21,6 +21,7 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
+from actions.kubernetes import autoscaling
 from actions.kubernetes.client import KubeConnection, api_client, read_deployment
 from actions.kubernetes.rollout import (
     PAUSED,
@@ -167,6 +168,7 @@ class KubernetesTarget:
     def _assemble(self, undo: RolloutUndo, *, force: bool) -> TargetPlan:
         p = self.params
         workers, notes = self._usable_workers(force=force)
+        notes += self._autoscaler_notes(workers)
         notes.append(
             f"Kubernetes renumbers the restored revision: after the rollback, revision "
             f"{undo.to_revision} is listed under the next revision number."
@@ -188,6 +190,36 @@ class KubernetesTarget:
         return TargetPlan(
             prepare=list(stop), rollback=[undo], verify=[status], resume=list(start), notes=notes
         )
+
+    def _autoscaler_notes(self, workers: tuple[str, ...]) -> list[str]:
+        """Say which autoscalers act on the workers; refuse an HPA that scales from zero."""
+        if not workers:
+            return []
+        api = self.apps.api_client
+        namespace = self.params.namespace
+        try:
+            keda = autoscaling.scaled_objects(api, namespace=namespace, workers=workers)
+            hpas = autoscaling.hpas(api, namespace=namespace, workers=workers)
+        except ActionError as exc:
+            raise PlanningError(f"cannot list the workers' autoscalers: {exc}") from exc
+        from_zero = [h for h in hpas if h.min_replicas == 0]
+        if from_zero:
+            names = ", ".join(f"{h.label} (deployment/{h.worker})" for h in from_zero)
+            raise PlanningError(
+                f"{names} has minReplicas 0, so it may scale the stopped worker up during the "
+                "rollback; set minReplicas to 1 or more, or leave that worker out"
+            )
+        notes = [
+            f"{k.label} autoscales deployment/{k.worker}: paused at 0 replicas while the workers "
+            "are stopped, its own pause annotations put back after"
+            for k in keda
+        ]
+        notes += [
+            f"{h.label} autoscales deployment/{h.worker}: it does nothing while the worker has 0 "
+            "replicas (ScalingDisabled) and takes over again once it is restarted"
+            for h in hpas
+        ]
+        return notes
 
     def _usable_workers(self, *, force: bool) -> tuple[tuple[str, ...], list[str]]:
         usable, notes = [], []

@@ -22,7 +22,7 @@ from typing import Any
 
 from bot.sandbox.kubernetes import views
 from bot.sandbox.kubernetes.objects import (
-    KINDS,
+    RESOURCES,
     ApiError,
     Obj,
     controlled_by,
@@ -32,19 +32,19 @@ from bot.sandbox.kubernetes.objects import (
 from bot.sandbox.kubernetes.patches import apply_patch
 from bot.sandbox.kubernetes.store import Store
 
-APPS = re.compile(
-    r"^/apis/apps/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>deployments|replicasets)"
+ROUTE = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[^/]+)"
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|scale))?)?/?$"
 )
-PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods(?:/(?P<name>[^/]+))?/?$")
+GROUP = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?$")
 STATIC = {
     "/version": lambda address: views.VERSION,
     "/api": views.core_versions,
     "/api/v1": lambda address: views.core_resources(),
     "/apis": lambda address: views.group_list(),
-    "/apis/apps": lambda address: views.apps_group(),
-    "/apis/apps/v1": lambda address: views.apps_resources(),
 }
+NOT_FOUND = "the server could not find the requested resource"
 
 
 @dataclass(frozen=True)
@@ -150,33 +150,52 @@ class Api:
     def __init__(self, store: Store, address: str) -> None:
         self.store = store
         self.address = address
+        self.writes: list[Request] = []
 
     def handle(self, request: Request) -> Reply | WatchStream:
-        """Answer one request."""
+        """Answer one request; remember every write, so tests can compare clients on the wire."""
+        if request.method != "GET":
+            with self.store.cond:
+                self.writes.append(request)
         path = request.path.rstrip("/") or "/"
         if path in STATIC and request.method == "GET":
             return Reply(200, STATIC[path](self.address))
         if path in ("/healthz", "/livez", "/readyz"):
             return Reply(200, "ok")
-        pods = PODS.match(path)
-        if pods and request.method == "GET":
-            if pods["name"] and pods["ns"]:
-                return self._item(request, "pods", pods["ns"], pods["name"], status_only=False)
-            return self._collection(request, "pods", pods["ns"])
-        if pods:
+        group = GROUP.match(path)
+        if group and request.method == "GET":
+            found = (
+                views.group_resources(group["group"], group["version"])
+                if group["version"]
+                else views.api_group(group["group"])
+            )
+            if found is not None:
+                return Reply(200, found)
+        match = ROUTE.match(path)
+        kind = RESOURCES.get(match["res"]) if match else None
+        if (
+            match is None
+            or kind is None
+            or (kind.group, kind.version)
+            != (
+                match["group"] or "",
+                match["version"] or match["core"],
+            )
+        ):
+            raise ApiError(404, "NotFound", NOT_FOUND)
+        resource, namespace, name, sub = match["res"], match["ns"], match["name"], match["sub"]
+        if sub is not None and sub not in kind.subresources:
+            raise ApiError(404, "NotFound", NOT_FOUND)
+        if resource == "pods" and request.method != "GET":
             raise ApiError(
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
             )
-        match = APPS.match(path)
-        if not match:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        resource, namespace, name, sub = match["res"], match["ns"], match["name"], match["sub"]
         if name is None:
             return self._collection(request, resource, namespace)
         if namespace is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise ApiError(404, "NotFound", NOT_FOUND)
         if sub == "scale":
             return self._scale(request, resource, namespace, name)
         return self._item(request, resource, namespace, name, status_only=sub == "status")
@@ -237,12 +256,13 @@ class Api:
             raise ApiError(
                 422,
                 "Invalid",
-                f'{KINDS[resource].kind} "" is invalid: metadata.name: Required value: '
+                f'{RESOURCES[resource].kind} "" is invalid: metadata.name: Required value: '
                 "name or generateName is required",
             )
         for field in ("uid", "resourceVersion", "generation", "creationTimestamp"):
             meta.pop(field, None)
-        obj["status"] = {}
+        if "status" in RESOURCES[resource].subresources:
+            obj["status"] = {}
         return self.store.create(resource, obj)
 
     # --- single objects ----------------------------------------------------------------------
@@ -276,7 +296,9 @@ class Api:
                     resourceVersion=wanted.get("metadata", {}).get("resourceVersion"),
                 )
             else:
-                result = dict(wanted, status=stored["status"])
+                result = dict(wanted)
+                if "status" in RESOURCES[resource].subresources:
+                    result["status"] = stored.get("status", {})
                 result["metadata"] = dict(
                     wanted.get("metadata") or {}, name=name, namespace=namespace
                 )
@@ -299,7 +321,8 @@ class Api:
                         for pod in self.store.list("pods", namespace):
                             if controlled_by(pod, rs):
                                 self.store.delete("pods", namespace, pod["metadata"]["name"])
-        details = {"name": name, "group": "apps", "kind": resource, "uid": obj["metadata"]["uid"]}
+        group = RESOURCES[resource].group
+        details = {"name": name, "group": group, "kind": resource, "uid": obj["metadata"]["uid"]}
         return {
             "kind": "Status",
             "apiVersion": "v1",

@@ -35,17 +35,50 @@ SKIP_COPY = frozenset(
 
 @dataclass(frozen=True)
 class Kind:
-    """One served resource."""
+    """One served resource: its plural name, kind, group and version, and its subresources."""
 
     resource: str
     kind: str
     singular: str
     short: str
+    group: str = "apps"
+    version: str = "v1"
+    subresources: tuple[str, ...] = ("status", "scale")
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        """apiVersion as objects carry it (v1, apps/v1, keda.sh/v1alpha1)."""
+        return f"{self.group}/{self.version}" if self.group else self.version
 
 
+# The workloads whose spec the stand-in validates and whose controller it runs.
 KINDS = {
     "deployments": Kind("deployments", "Deployment", "deployment", "deploy"),
     "replicasets": Kind("replicasets", "ReplicaSet", "replicaset", "rs"),
+}
+# Every resource served, by plural name (plural names are unique across the groups used).
+RESOURCES = {
+    **KINDS,
+    "pods": Kind("pods", "Pod", "pod", "po", group="", subresources=("status",)),
+    "horizontalpodautoscalers": Kind(
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscaler",
+        "hpa",
+        group="autoscaling",
+        version="v2",
+        subresources=("status",),
+    ),
+    "scaledobjects": Kind(
+        "scaledobjects",
+        "ScaledObject",
+        "scaledobject",
+        "so",
+        group="keda.sh",
+        version="v1alpha1",
+        subresources=("status",),
+    ),
 }
 
 
@@ -75,7 +108,8 @@ class ApiError(Exception):
 
 def group_of(resource: str) -> str:
     """The API group of a served resource ("" for the core group)."""
-    return "" if resource == "pods" else "apps"
+    kind = RESOURCES.get(resource)
+    return kind.group if kind is not None else "apps"
 
 
 def not_found(resource: str, name: str) -> ApiError:
@@ -88,11 +122,13 @@ def not_found(resource: str, name: str) -> ApiError:
 
 def conflict(resource: str, name: str) -> ApiError:
     """Build the Conflict error of a stale resourceVersion."""
+    group = group_of(resource)
+    qualified = f"{resource}.{group}" if group else resource
     message = (
-        f'Operation cannot be fulfilled on {resource}.apps "{name}": the object has been '
+        f'Operation cannot be fulfilled on {qualified} "{name}": the object has been '
         "modified; please apply your changes to the latest version and try again"
     )
-    return ApiError(409, "Conflict", message, {"name": name, "group": "apps", "kind": resource})
+    return ApiError(409, "Conflict", message, {"name": name, "group": group, "kind": resource})
 
 
 def invalid(kind: str, name: str, cause: str) -> ApiError:
@@ -200,6 +236,19 @@ def default_pod(obj: Obj) -> Obj:
     obj.setdefault("metadata", {})
     default_template(obj)
     obj.setdefault("status", {}).setdefault("phase", "Pending")
+    return obj
+
+
+def default_object(resource: str, obj: Obj) -> Obj:
+    """Apply defaults: the workload's or the pod's, else just apiVersion and kind."""
+    if resource in DEFAULTERS:
+        return DEFAULTERS[resource](obj)
+    kind = RESOURCES[resource]
+    obj = {"apiVersion": kind.api_version, "kind": kind.kind, **prune(copy.deepcopy(obj))}
+    obj.setdefault("metadata", {})
+    if resource == "horizontalpodautoscalers":
+        # Go writes desiredReplicas (an int32 without omitempty) even before the first sync.
+        obj.setdefault("status", {}).setdefault("desiredReplicas", 0)
     return obj
 
 

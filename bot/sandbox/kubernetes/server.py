@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from bot.sandbox.kubernetes.api import Api, Reply, Request, WatchStream
+from bot.sandbox.kubernetes.autoscalers import Autoscalers
 from bot.sandbox.kubernetes.controller import Controller
 from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
 from bot.sandbox.kubernetes.store import Store
@@ -114,6 +115,7 @@ class FakeKubernetes:
         self._advanced = 0.0
         self.store = Store(clock=lambda: time.time() + self._advanced + self._clock_offset)
         self.controller = Controller(self.store, ready_delay=ready_delay)
+        self.autoscalers = Autoscalers(self.store)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.api = Api(self.store, f"127.0.0.1:{self._server.server_address[1]}")
@@ -194,6 +196,7 @@ class FakeKubernetes:
                     return
                 self.store.cond.wait(timeout=0.02)
             self.controller.sync_all()
+            self.autoscalers.sync_all()
 
     # --- helpers for tests and the demo ----------------------------------------------------------
 
@@ -345,6 +348,15 @@ class FakeKubernetes:
         with self.store.cond:
             failing = self.controller.failing
             (failing.add if expired else failing.discard)((namespace, name))
+            self.store.cond.notify_all()
+
+    def set_demand(self, namespace: str, name: str, replicas: int | None) -> None:
+        """Say how many replicas a ScaledObject's triggers (or an HPA's metrics) ask for."""
+        with self.store.cond:
+            if replicas is None:
+                self.autoscalers.demand.pop((namespace, name), None)
+            else:
+                self.autoscalers.demand[(namespace, name)] = replicas
             self.store.cond.notify_all()
 
     def advance_clock(self, seconds: float) -> None:
