@@ -292,18 +292,38 @@ class RolloutUndo:
             f"{self.from_revision} to revision {self.to_revision} ({', '.join(self.images)})"
         )
 
+    def spec(self) -> dict[str, Any]:
+        """The Deployment, both revisions and the images approved."""
+        return {
+            "namespace": self.namespace,
+            "deployment": self.deployment,
+            "to_revision": self.to_revision,
+            "from_revision": self.from_revision,
+            "images": list(self.images),
+            "timeout": self.timeout,
+        }
+
     def run(self, ctx: StepContext) -> StepResult:
-        """Patch the Deployment back; skip when it already runs that revision's template."""
+        """Patch the Deployment back; skip when it already runs that revision's template.
+
+        "Already done" is found after the controller renumbered the restored
+        revision (its old number is in revision-history), and only if that
+        ReplicaSet still runs the approved images.
+        """
         deployment, owned = read_with_replica_sets(
             self.apps, namespace=self.namespace, name=self.deployment
         )
         target = _find_revision_or_renumbered(deployment, owned, self.to_revision)
+        if images_of(target) != tuple(self.images):
+            raise PermanentError(
+                f"revision {self.to_revision} of deployment/{self.deployment} in {self.namespace} "
+                f"runs {', '.join(images_of(target))}, not {', '.join(self.images)} as approved; "
+                "plan the rollback again"
+            )
         if deployment.spec is not None and deployment.spec.paused:
             raise PermanentError(PAUSED)
         if same_template(target, deployment):
-            return StepResult(
-                summary=f"skipped: already at revision {self.to_revision}", skipped=True
-            )
+            return StepResult(summary=f"already at revision {self.to_revision}", skipped=True)
         current = current_replica_set(deployment, owned)
         now = revision_of(current) if current is not None else revision_of(deployment)
         if now != self.from_revision:

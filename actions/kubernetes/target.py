@@ -7,11 +7,12 @@ configured workers stopped before and started after.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from kubernetes.client import ApiClient, AppsV1Api, V1Deployment, V1ReplicaSet
 
 from actions.base import (
+    Action,
     ActionError,
     Check,
     PermanentError,
@@ -220,6 +221,42 @@ class KubernetesTarget:
             for h in hpas
         ]
         return notes
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild an approved step from its stored spec, without reading the live system."""
+        try:
+            return self._rebuild(name, spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanningError(
+                f"the stored spec of {name} cannot be read ({exc!r}); plan the rollback again"
+            ) from exc
+
+    def _rebuild(self, name: str, spec: dict[str, Any]) -> Action:
+        namespace = str(spec["namespace"])
+        timeout = float(spec["timeout"])
+        match name:
+            case "kubernetes.rollout_undo":
+                return RolloutUndo(
+                    apps=self.apps,
+                    namespace=namespace,
+                    deployment=str(spec["deployment"]),
+                    to_revision=int(spec["to_revision"]),
+                    from_revision=int(spec["from_revision"]),
+                    images=tuple(str(i) for i in spec["images"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.rollout_status":
+                return RolloutStatus(
+                    apps=self.apps,
+                    namespace=namespace,
+                    deployment=str(spec["deployment"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.stop_workers" | "kubernetes.start_workers":
+                kind = StopWorkers if name == "kubernetes.stop_workers" else StartWorkers
+                workers = tuple(str(w) for w in spec["workers"])
+                return kind(apps=self.apps, namespace=namespace, workers=workers, timeout=timeout)
+        raise PlanningError(f"unknown Kubernetes step {name!r}; plan the rollback again")
 
     def _usable_workers(self, *, force: bool) -> tuple[tuple[str, ...], list[str]]:
         usable, notes = [], []

@@ -164,7 +164,16 @@ class StopWorkers:
         return {"namespace": self.namespace, "workers": list(self.workers), "timeout": self.timeout}
 
     def run(self, ctx: StepContext) -> StepResult:
-        """Pause KEDA, record each count (memory and annotation), scale to 0, wait for no pod."""
+        """Pause KEDA, record each count (memory and annotation), scale to 0, wait for no pod.
+
+        Every part is safe to repeat, so a re-run after a crash finishes what was
+        half done; a run that finds it all done already (counts recorded, KEDA
+        paused, replicas 0, no pod) says so and changes nothing.
+        """
+        if self._already_stopped(ctx):
+            return StepResult(summary="already stopped: no worker pod left", skipped=True)
+        # Counts first: pausing KEDA at 0 makes KEDA itself scale the worker down.
+        counts = {worker: self._record(worker, ctx) for worker in self.workers}
         lines = [
             autoscaling.pause(_api(self.apps), scaled, namespace=self.namespace, memory=ctx.memory)
             for scaled in autoscaling.scaled_objects(
@@ -173,7 +182,9 @@ class StopWorkers:
         ]
         for line in lines:
             ctx.emit(line)
-        counts = {worker: self._stop(worker, ctx) for worker in self.workers}
+        for worker, count in counts.items():
+            scale(self.apps, namespace=self.namespace, name=worker, replicas=0)
+            ctx.emit(f"deployment/{worker}: recorded {count} replicas, scaling to 0")
         for worker in self.workers:
             self._wait_gone(worker, ctx)
         lines += [f"deployment/{w}: {n} -> 0 replicas, no pod left" for w, n in counts.items()]
@@ -183,7 +194,30 @@ class StopWorkers:
             data={"replicas_before_stop": counts},
         )
 
-    def _stop(self, worker: str, ctx: StepContext) -> int:
+    def _already_stopped(self, ctx: StepContext) -> bool:
+        api = _api(self.apps)
+        found = autoscaling.scaled_objects(api, namespace=self.namespace, workers=self.workers)
+        if any(k.annotations.get(autoscaling.PAUSED_REPLICAS) != "0" for k in found):
+            return False
+        core = CoreV1Api(api)
+        for worker in self.workers:
+            deployment = read_deployment(self.apps, namespace=self.namespace, name=worker)
+            if _recorded(ctx.memory, self.namespace, deployment) is None:
+                return False
+            if replica_count(deployment) != 0:
+                return False
+            with kube_errors(f"listing pods in {self.namespace}"):
+                pods = core.list_namespaced_pod(
+                    self.namespace,
+                    label_selector=selector_string(deployment),
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            if pods.items:
+                return False
+        return True
+
+    def _record(self, worker: str, ctx: StepContext) -> int:
+        """Record the count in memory and as an annotation, unless a record exists already."""
         deployment = read_deployment(self.apps, namespace=self.namespace, name=worker)
         recorded = _recorded(ctx.memory, self.namespace, deployment)
         count = replica_count(deployment) if recorded is None else recorded
@@ -191,8 +225,6 @@ class StopWorkers:
         if annotations_of(deployment).get(WORKER_REPLICAS) != str(count):
             body = {"metadata": {"annotations": {WORKER_REPLICAS: str(count)}}}
             _merge_patch(self.apps, namespace=self.namespace, name=worker, body=body)
-        scale(self.apps, namespace=self.namespace, name=worker, replicas=0)
-        ctx.emit(f"deployment/{worker}: recorded {count} replicas, scaling to 0")
         return count
 
     def _wait_gone(self, worker: str, ctx: StepContext) -> None:
@@ -226,7 +258,7 @@ class StopWorkers:
 
 @dataclass(kw_only=True)
 class StartWorkers:
-    """Scale workers back to their recorded counts, then resume their KEDA autoscaling."""
+    """Resume the workers' KEDA autoscaling, then scale them back to their recorded counts."""
 
     apps: AppsV1Api = field(repr=False, compare=False)
     namespace: str
@@ -239,8 +271,8 @@ class StartWorkers:
         """Name the workers."""
         names = ", ".join(f"deployment/{w}" for w in self.workers)
         return (
-            f"Restart workers {names} in {self.namespace} at their recorded replica counts "
-            "and resume their KEDA autoscaling"
+            f"Restart workers {names} in {self.namespace}: put their KEDA pause annotations "
+            "back as they were and scale them to their recorded replica counts"
         )
 
     def spec(self) -> dict[str, Any]:
@@ -248,15 +280,16 @@ class StartWorkers:
         return {"namespace": self.namespace, "workers": list(self.workers), "timeout": self.timeout}
 
     def run(self, ctx: StepContext) -> StepResult:
-        """Restore every worker and ScaledObject it can, then report the ones it could not."""
+        """Restore every worker and ScaledObject it can, then report the ones it could not.
+
+        Safe to repeat; a run that finds every recorded count back and no
+        pause record left says so and changes nothing.
+        """
+        if self._already_started(ctx):
+            return StepResult(summary="already restarted at the recorded counts", skipped=True)
         lines: list[str] = []
         failures: list[ActionError] = []
-        for worker in self.workers:
-            try:
-                lines.append(self._start(worker, ctx))
-            except ActionError as exc:
-                failures.append(exc)
-                lines.append(f"deployment/{worker}: {exc}")
+        # KEDA first: while paused-replicas is "0", KEDA would scale a restarted worker down again.
         try:
             found = autoscaling.scaled_objects(
                 _api(self.apps), namespace=self.namespace, workers=self.workers
@@ -270,6 +303,12 @@ class StartWorkers:
         except ActionError as exc:
             failures.append(exc)
             lines.append(f"KEDA: {exc}")
+        for worker in self.workers:
+            try:
+                lines.append(self._start(worker, ctx))
+            except ActionError as exc:
+                failures.append(exc)
+                lines.append(f"deployment/{worker}: {exc}")
         if any(isinstance(f, TemporaryError) for f in failures):
             raise TemporaryError("; ".join(str(f) for f in failures), delay=2.0)
         if failures:
@@ -277,6 +316,20 @@ class StartWorkers:
         return StepResult(
             summary=f"restarted {len(self.workers)} worker deployment(s)", output="\n".join(lines)
         )
+
+    def _already_started(self, ctx: StepContext) -> bool:
+        api = _api(self.apps)
+        found = autoscaling.scaled_objects(api, namespace=self.namespace, workers=self.workers)
+        if any(autoscaling.RECORD in k.annotations for k in found):
+            return False
+        for worker in self.workers:
+            deployment = read_deployment(self.apps, namespace=self.namespace, name=worker)
+            recorded = ctx.memory.get(_memory_key(self.namespace, worker))
+            if WORKER_REPLICAS in annotations_of(deployment) or recorded is None:
+                return False
+            if replica_count(deployment) != recorded:
+                return False
+        return True
 
     def _start(self, worker: str, ctx: StepContext) -> str:
         deployment = read_deployment(self.apps, namespace=self.namespace, name=worker)

@@ -368,13 +368,13 @@ def test_undo_step_rolls_back_and_a_rerun_after_a_crash_is_skipped(kube: KubeClu
     kube.fake.settle(NS, API)
     again = _undo_step(kube, to=2, since=3).run(context(memory={})[0])
     assert (first.skipped, image(kube)) == (False, "voxflow/api:v1.2.3")
-    assert (again.skipped, again.summary) == (True, "skipped: already at revision 2")
+    assert (again.skipped, again.summary) == (True, "already at revision 2")
 
 
 def test_undo_step_says_skipped_when_already_at_the_revision(kube: KubeCluster) -> None:
     deploy(kube, workers=False)
     result = _undo_step(kube, to=3, since=3).run(context()[0])
-    assert (result.skipped, result.summary) == (True, "skipped: already at revision 3")
+    assert (result.skipped, result.summary) == (True, "already at revision 3")
 
 
 def test_undo_step_refuses_when_a_newer_revision_appeared(kube: KubeCluster) -> None:
