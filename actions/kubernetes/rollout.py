@@ -56,9 +56,10 @@ PAUSED = (
 )
 
 
-def selector_string(deployment: V1Deployment) -> str:
-    """Render the Deployment's label selector as kubectl sends it."""
-    selector = deployment.spec.selector if deployment.spec else None
+def selector_string(workload: Any) -> str:
+    """Render a workload's label selector (spec.selector) as kubectl sends it."""
+    spec = getattr(workload, "spec", None)
+    selector = spec.selector if spec is not None else None
     if selector is None:
         return ""
     parts = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]

@@ -81,37 +81,57 @@ def watch_deployment(
     apps: AppsV1Api, *, namespace: str, name: str, remaining: Callable[[], float]
 ) -> Generator[V1Deployment, None, None]:
     """Yield the Deployment now and after each change, until `remaining()` runs out."""
+    return follow(
+        apps.list_namespaced_deployment,
+        namespace=namespace,
+        name=name,
+        kind="deployment",
+        remaining=remaining,
+    )
+
+
+def follow(
+    lister: Callable[..., Any],
+    *,
+    namespace: str,
+    name: str,
+    kind: str,
+    remaining: Callable[[], float],
+) -> Generator[Any, None, None]:
+    """Yield one object (listed by `lister`, e.g. list_namespaced_deployment) after each change."""
     selector = f"metadata.name={name}"
     while remaining() > 0:
         with kube_errors():
-            listing = apps.list_namespaced_deployment(
-                namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
-            )
+            listing = lister(namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT)
         if not listing.items:
-            raise PermanentError(
-                f'Error from server (NotFound): deployments.apps "{name}" not found'
-            )
+            raise PermanentError(f'Error from server (NotFound): {kind}s.apps "{name}" not found')
         yield listing.items[0]
         version = listing.metadata.resource_version if listing.metadata else None
         ended_cleanly = yield from _follow(
-            apps, namespace=namespace, selector=selector, version=version, remaining=remaining
+            lister,
+            namespace=namespace,
+            selector=selector,
+            version=version,
+            kind=kind,
+            remaining=remaining,
         )
         if not ended_cleanly:
             time.sleep(min(1.0, remaining()))  # back off before listing again after a broken watch
 
 
 def _follow(
-    apps: AppsV1Api,
+    lister: Callable[..., Any],
     *,
     namespace: str,
     selector: str,
     version: str | None,
+    kind: str,
     remaining: Callable[[], float],
-) -> Generator[V1Deployment, None, bool]:
+) -> Generator[Any, None, bool]:
     """Yield each change after `version`; return False if the watch broke rather than ended."""
     watch = Watch()
     stream = watch.stream(
-        apps.list_namespaced_deployment,
+        lister,
         namespace,
         field_selector=selector,
         resource_version=version,
@@ -123,7 +143,7 @@ def _follow(
             if not isinstance(event, dict):
                 continue  # a line the client could not decode
             if event["type"] == "DELETED":
-                raise PermanentError(f"deployment/{object_meta(event['object']).name} was deleted")
+                raise PermanentError(f"{kind}/{object_meta(event['object']).name} was deleted")
             yield event["object"]
             if remaining() <= 0:
                 return True

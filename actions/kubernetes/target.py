@@ -1,7 +1,14 @@
-"""The Kubernetes target: a Deployment's revisions as rollback points, its checks and plan.
+"""The Kubernetes target: a workload's revisions as rollback points, its checks and plan.
 
-The plan is the undo to one resolved revision, then rollout status, with the
-configured workers stopped before and started after.
+The workload is a Deployment (revisions are its ReplicaSets), a StatefulSet
+or a DaemonSet (revisions are ControllerRevisions), configured as
+`workload: deployment|statefulset|daemonset` with `name:`; `deployment: NAME`
+still works for a Deployment, as older configs say. The plan is the undo to
+one resolved revision, then rollout status, with the configured worker
+Deployments stopped before and started after. A StatefulSet or DaemonSet
+must use the RollingUpdate strategy: with OnDelete the undo would change the
+template and no pod, so planning refuses; a StatefulSet partition is
+respected (pods below it keep their revision) and named in the plan.
 """
 
 from __future__ import annotations
@@ -9,7 +16,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kubernetes.client import ApiClient, AppsV1Api, V1Deployment, V1ReplicaSet
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    V1ControllerRevision,
+    V1Deployment,
+    V1ReplicaSet,
+)
+from pydantic import model_validator
 
 from actions.base import (
     Action,
@@ -23,7 +37,7 @@ from actions.base import (
 )
 from actions.clock import ago
 from actions.kubernetes import autoscaling
-from actions.kubernetes.client import KubeConnection, api_client, read_deployment
+from actions.kubernetes.client import KubeConnection, api_client, object_meta, read_deployment
 from actions.kubernetes.rollout import (
     PAUSED,
     RolloutUndo,
@@ -37,18 +51,57 @@ from actions.kubernetes.rollout import (
 )
 from actions.kubernetes.status import RolloutStatus
 from actions.kubernetes.workers import StartWorkers, StopWorkers, replica_count
+from actions.kubernetes.workloads import (
+    Kind,
+    Workload,
+    WorkloadStatus,
+    WorkloadUndo,
+    find_history,
+    history,
+    matches,
+    read_workload,
+    revision_template,
+    workload_history,
+)
+from actions.kubernetes.workloads import images as template_images
 from actions.params import Strict
 
 
 class KubernetesParams(Strict):
-    """A Deployment to roll back and the worker Deployments stopped meanwhile."""
+    """A workload to roll back and the worker Deployments stopped meanwhile."""
 
     kind: Literal["kubernetes"]
     namespace: str
-    deployment: str
+    workload: Literal["deployment", "statefulset", "daemonset"] = "deployment"
+    name: str
+    deployment: str | None = None
     workers: list[str] = []
     connection: KubeConnection = KubeConnection()
     rollout_timeout: float = 300.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, data: Any) -> Any:
+        """Take the name from `name:`, or from `deployment:` for a Deployment (older configs)."""
+        if not isinstance(data, dict):
+            return data
+        name, deployment = data.get("name"), data.get("deployment")
+        workload = data.get("workload", "deployment")
+        if deployment is not None and workload != "deployment":
+            raise ValueError(
+                f"'deployment:' names a Deployment; for workload: {workload} give the name "
+                "as 'name:'"
+            )
+        if name is not None and deployment is not None and name != deployment:
+            raise ValueError("give the workload's name once, as 'name:' (or 'deployment:')")
+        if name is None and deployment is None:
+            raise ValueError(
+                "give the workload's name as 'name:' ('deployment:' also works for a Deployment)"
+            )
+        data = dict(data, name=name if name is not None else deployment)
+        if workload == "deployment":
+            data["deployment"] = data["name"]
+        return data
 
 
 def _parse_ref(ref: str | None) -> int:
@@ -56,6 +109,14 @@ def _parse_ref(ref: str | None) -> int:
     if not text.isdigit():
         raise PlanningError(f"{ref!r} is not a revision number")
     return int(text)
+
+
+def _kind_of(value: Any) -> Kind:
+    if value == "statefulset":
+        return "statefulset"
+    if value == "daemonset":
+        return "daemonset"
+    raise ValueError(f"not a statefulset or daemonset: {value!r}")
 
 
 class KubernetesTarget:
@@ -74,9 +135,9 @@ class KubernetesTarget:
 
     def points(self) -> list[RollbackPoint]:
         """List revisions newest first, the running one marked."""
-        history = rollout_history(
-            self.apps, namespace=self.params.namespace, name=self.params.deployment
-        )
+        if self.params.workload != "deployment":
+            return self._workload_points()
+        history = rollout_history(self.apps, namespace=self.params.namespace, name=self.params.name)
         now = datetime.now(UTC)
         return [
             RollbackPoint(
@@ -93,9 +154,11 @@ class KubernetesTarget:
 
     def checks(self, ref: str | None) -> list[Check]:
         """Check the revision exists and differs, the Deployment is not paused, workers exist."""
+        if self.params.workload != "deployment":
+            return [*self._workload_checks(ref), self._workers_check()]
         try:
             deployment, owned = read_with_replica_sets(
-                self.apps, namespace=self.params.namespace, name=self.params.deployment
+                self.apps, namespace=self.params.namespace, name=self.params.name
             )
         except ActionError as exc:
             return [Check("deployment found", False, str(exc))]
@@ -140,9 +203,11 @@ class KubernetesTarget:
         (the undo then skips) and drops missing workers instead of refusing.
         """
         p = self.params
+        if p.workload != "deployment":
+            return self._workload_plan(ref, force=force)
         try:
             deployment, owned = read_with_replica_sets(
-                self.apps, namespace=p.namespace, name=p.deployment
+                self.apps, namespace=p.namespace, name=p.name
             )
             target = find_revision(deployment, owned, _parse_ref(ref))
         except ActionError as exc:
@@ -151,34 +216,41 @@ class KubernetesTarget:
             raise PlanningError(PAUSED)
         to = revision_of(target) or 0
         if same_template(target, deployment) and not force:
-            raise PlanningError(
-                f"deployment/{p.deployment} in {p.namespace} already runs revision {to}"
-            )
+            raise PlanningError(f"deployment/{p.name} in {p.namespace} already runs revision {to}")
         current = current_replica_set(deployment, owned)
         undo = RolloutUndo(
             apps=self.apps,
             namespace=p.namespace,
-            deployment=p.deployment,
+            deployment=p.name,
             to_revision=to,
             from_revision=(revision_of(current) if current is not None else revision_of(deployment))
             or 0,
             images=images_of(target),
         )
-        return self._assemble(undo, force=force)
+        return self._assemble(undo, to_revision=undo.to_revision, force=force)
 
-    def _assemble(self, undo: RolloutUndo, *, force: bool) -> TargetPlan:
+    def _assemble(
+        self, undo: Action, *, to_revision: int, force: bool, notes: list[str] | None = None
+    ) -> TargetPlan:
         p = self.params
-        workers, notes = self._usable_workers(force=force)
-        notes += self._autoscaler_notes(workers)
+        workers, found = self._usable_workers(force=force)
+        notes = [*(notes or []), *found, *self._autoscaler_notes(workers)]
         notes.append(
             f"Kubernetes renumbers the restored revision: after the rollback, revision "
-            f"{undo.to_revision} is listed under the next revision number."
+            f"{to_revision} is listed under the next revision number."
         )
-        status = RolloutStatus(
-            apps=self.apps,
-            namespace=p.namespace,
-            deployment=p.deployment,
-            timeout=p.rollout_timeout,
+        status: Action = (
+            RolloutStatus(
+                apps=self.apps, namespace=p.namespace, deployment=p.name, timeout=p.rollout_timeout
+            )
+            if p.workload == "deployment"
+            else WorkloadStatus(
+                apps=self.apps,
+                kind=p.workload,
+                namespace=p.namespace,
+                workload=p.name,
+                timeout=p.rollout_timeout,
+            )
         )
         stop = (
             [StopWorkers(apps=self.apps, namespace=p.namespace, workers=workers)] if workers else []
@@ -222,6 +294,97 @@ class KubernetesTarget:
         ]
         return notes
 
+    # --- StatefulSet and DaemonSet ------------------------------------------------------------
+
+    @property
+    def _kind(self) -> Kind:
+        kind = self.params.workload
+        assert kind != "deployment"
+        return kind
+
+    def _workload_points(self) -> list[RollbackPoint]:
+        p = self.params
+        entries = workload_history(self.apps, self._kind, namespace=p.namespace, name=p.name)
+        now = datetime.now(UTC)
+        return [
+            RollbackPoint(
+                ref=str(e.number),
+                label=" · ".join(
+                    [f"rev {e.number}", ", ".join(e.images), ago(e.created_at, now)]
+                    + (["current"] if e.is_current else [])
+                ),
+                created_at=e.created_at,
+                is_current=e.is_current,
+            )
+            for e in entries
+        ]
+
+    def _resolve(self, ref: str | None) -> tuple[Workload, V1ControllerRevision, int, str | None]:
+        """Return the workload, the revision to restore, the current number, a strategy problem."""
+        p = self.params
+        workload = read_workload(self.apps, self._kind, namespace=p.namespace, name=p.name)
+        revisions = history(self.apps, workload)
+        target = find_history(_parse_ref(ref), revisions)
+        current = next((r for r in revisions if matches(self.apps, workload, r)), None)
+        strategy = workload.spec.update_strategy if workload.spec else None
+        problem = None
+        if strategy is None or strategy.type != "RollingUpdate":
+            kind = strategy.type if strategy is not None else "none"
+            problem = (
+                f"{self._kind}/{p.name} uses updateStrategy {kind}: a rollback would change its "
+                "template but no pod until someone deletes them; switch it to RollingUpdate or "
+                "roll back by hand"
+            )
+        return workload, target, int(current.revision or 0) if current else 0, problem
+
+    def _workload_checks(self, ref: str | None) -> list[Check]:
+        name = "rollback revision exists"
+        try:
+            workload, target, _, problem = self._resolve(ref)
+        except ActionError as exc:
+            return [Check(name, False, str(exc))]
+        number = int(target.revision or 0)
+        template = revision_template(target)
+        if matches(self.apps, workload, target):
+            found = Check(name, False, f"revision {number} is what it already runs")
+        else:
+            found = Check(name, True, f"revision {number}: {', '.join(template_images(template))}")
+        return [found, Check("update strategy RollingUpdate", problem is None, problem or "yes")]
+
+    def _workload_plan(self, ref: str | None, *, force: bool) -> TargetPlan:
+        p = self.params
+        try:
+            workload, target, current, problem = self._resolve(ref)
+        except ActionError as exc:
+            raise PlanningError(str(exc)) from exc
+        if problem is not None:
+            raise PlanningError(problem)
+        number = int(target.revision or 0)
+        if matches(self.apps, workload, target) and not force:
+            raise PlanningError(
+                f"{self._kind}/{p.name} in {p.namespace} already runs revision {number}"
+            )
+        undo = WorkloadUndo(
+            apps=self.apps,
+            kind=self._kind,
+            namespace=p.namespace,
+            workload=p.name,
+            to_revision=number,
+            revision_name=object_meta(target).name or "",
+            from_revision=current,
+            images=template_images(revision_template(target)),
+        )
+        notes = []
+        strategy = workload.spec.update_strategy if workload.spec else None
+        rolling = strategy.rolling_update if strategy is not None else None
+        partition = getattr(rolling, "partition", None) or 0
+        if partition:
+            notes.append(
+                f"statefulset/{p.name} has partition {partition}: only pods {partition} and up "
+                f"go back to revision {number}; pods below it keep theirs"
+            )
+        return self._assemble(undo, to_revision=number, force=force, notes=notes)
+
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild an approved step from its stored spec, without reading the live system."""
         try:
@@ -250,6 +413,26 @@ class KubernetesTarget:
                     apps=self.apps,
                     namespace=namespace,
                     deployment=str(spec["deployment"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.workload_undo":
+                return WorkloadUndo(
+                    apps=self.apps,
+                    kind=_kind_of(spec["kind"]),
+                    namespace=namespace,
+                    workload=str(spec["workload"]),
+                    to_revision=int(spec["to_revision"]),
+                    revision_name=str(spec["revision_name"]),
+                    from_revision=int(spec["from_revision"]),
+                    images=tuple(str(i) for i in spec["images"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.workload_status":
+                return WorkloadStatus(
+                    apps=self.apps,
+                    kind=_kind_of(spec["kind"]),
+                    namespace=namespace,
+                    workload=str(spec["workload"]),
                     timeout=timeout,
                 )
             case "kubernetes.stop_workers" | "kubernetes.start_workers":

@@ -55,10 +55,10 @@ class Reply:
     body: Any
 
     def encode(self) -> bytes:
-        """Serialize the body."""
+        """Serialize the body compactly, as the API server does (kubectl compares raw revisions)."""
         if isinstance(self.body, str):
             return self.body.encode()
-        return json.dumps(self.body).encode()
+        return json.dumps(self.body, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -314,13 +314,7 @@ class Api:
     def _delete(self, resource: str, namespace: str, name: str) -> Obj:
         with self.store.cond:
             obj = self.store.delete(resource, namespace, name)
-            if resource == "deployments":
-                for rs in self.store.list("replicasets", namespace):
-                    if controlled_by(rs, obj):
-                        self.store.delete("replicasets", namespace, rs["metadata"]["name"])
-                        for pod in self.store.list("pods", namespace):
-                            if controlled_by(pod, rs):
-                                self.store.delete("pods", namespace, pod["metadata"]["name"])
+            self._collect_dependents(obj)
         group = RESOURCES[resource].group
         details = {"name": name, "group": group, "kind": resource, "uid": obj["metadata"]["uid"]}
         return {
@@ -330,6 +324,15 @@ class Api:
             "status": "Success",
             "details": details,
         }
+
+    def _collect_dependents(self, owner: Obj) -> None:
+        """The garbage collector's work, done at once: delete what `owner` controlled."""
+        namespace = owner["metadata"]["namespace"]
+        for resource in ("replicasets", "controllerrevisions", "pods"):
+            for obj in self.store.list(resource, namespace):
+                if controlled_by(obj, owner):
+                    gone = self.store.delete(resource, namespace, obj["metadata"]["name"])
+                    self._collect_dependents(gone)
 
     def _scale(self, request: Request, resource: str, namespace: str, name: str) -> Reply:
         with self.store.cond:

@@ -130,31 +130,45 @@ class ReplicaSets:
         return (int(running), int(since is not None), -(since or 0.0), -created)
 
     def _create_pod(self, rs: Obj, now: float) -> None:
-        template = copy.deepcopy(rs["spec"]["template"])
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-        owner = {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "name": rs["metadata"]["name"],
-            "uid": rs["metadata"]["uid"],
+        name = f"{rs['metadata']['name']}-{suffix}"
+        self.create_pod(rs, rs["spec"]["template"], name=name, now=now)
+
+    def create_pod(
+        self,
+        owner: Obj,
+        template: Obj,
+        *,
+        name: str,
+        now: float,
+        labels: dict[str, str] | None = None,
+        node: str = NODE,
+    ) -> Obj:
+        """Create a pod from `template`, controlled by `owner`, due to become Ready later."""
+        template = copy.deepcopy(template)
+        reference = {
+            "apiVersion": owner.get("apiVersion", "apps/v1"),
+            "kind": owner.get("kind", "ReplicaSet"),
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
             "controller": True,
             "blockOwnerDeletion": True,
         }
         meta = template.get("metadata") or {}
         pod = {
             "metadata": {
-                "name": f"{rs['metadata']['name']}-{suffix}",
-                "generateName": f"{rs['metadata']['name']}-",
-                "namespace": rs["metadata"]["namespace"],
-                "labels": dict(meta.get("labels") or {}),
+                "name": name,
+                "namespace": owner["metadata"]["namespace"],
+                "labels": {**(meta.get("labels") or {}), **(labels or {})},
                 "annotations": dict(meta.get("annotations") or {}),
-                "ownerReferences": [owner],
+                "ownerReferences": [reference],
             },
-            "spec": dict(template["spec"], nodeName=NODE),
+            "spec": dict(template["spec"], nodeName=node),
             "status": {"phase": "Pending"},
         }
         created = self.store.create("pods", pod)
         self.times.ready_at[created["metadata"]["uid"]] = now + self.ready_delay
+        return created
 
     def delete_pod(self, pod: Obj, now: float) -> None:
         """Delete gracefully: set deletionTimestamp and the grace period, keep the pod listed."""
@@ -169,8 +183,12 @@ class ReplicaSets:
     # --- the kubelet -------------------------------------------------------------------------
 
     def _kubelet(self, rs: Obj, *, blocked: bool, now: float, settle: bool) -> bool:
+        return self.kubelet(self.pods_of(rs), blocked=blocked, now=now, settle=settle)
+
+    def kubelet(self, pods: list[Obj], *, blocked: bool, now: float, settle: bool) -> bool:
+        """Run and end `pods`: Ready when due, removed when their containers have exited."""
         changed = False
-        for pod in self.pods_of(rs):
+        for pod in pods:
             uid = pod["metadata"]["uid"]
             if is_terminating(pod):
                 grace = float(pod["metadata"].get("deletionGracePeriodSeconds", 30))

@@ -32,6 +32,7 @@ from bot.sandbox.kubernetes.autoscalers import Autoscalers
 from bot.sandbox.kubernetes.controller import Controller
 from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
 from bot.sandbox.kubernetes.store import Store
+from bot.sandbox.kubernetes.workloads import Workloads
 
 
 class _Server(ThreadingHTTPServer):
@@ -116,6 +117,7 @@ class FakeKubernetes:
         self.store = Store(clock=lambda: time.time() + self._advanced + self._clock_offset)
         self.controller = Controller(self.store, ready_delay=ready_delay)
         self.autoscalers = Autoscalers(self.store)
+        self.workloads = Workloads(self.store, self.controller.replicas)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.api = Api(self.store, f"127.0.0.1:{self._server.server_address[1]}")
@@ -196,6 +198,7 @@ class FakeKubernetes:
                     return
                 self.store.cond.wait(timeout=0.02)
             self.controller.sync_all()
+            self.workloads.sync_all()
             self.autoscalers.sync_all()
 
     # --- helpers for tests and the demo ----------------------------------------------------------
@@ -286,6 +289,62 @@ class FakeKubernetes:
                     spec["image"] = image
             self.store.update("deployments", obj)
         self.controller.sync(namespace, name, settle=True)
+
+    def add_workload(
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        *,
+        images: list[str],
+        replicas: int = 2,
+        strategy: Obj | None = None,
+        revision_spacing: float = 3600.0,
+    ) -> Obj:
+        """Create a StatefulSet or DaemonSet whose history has one revision per image, oldest first.
+
+        `strategy` is its updateStrategy; each image is rolled out in turn and
+        settled, `revision_spacing` seconds apart, ending now.
+        """
+        if resource not in ("statefulsets", "daemonsets") or not images:
+            raise ValueError("a statefulsets or daemonsets workload needs at least one image")
+        labels = {"app": name}
+        spec: Obj = {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": name, "image": images[0]}]},
+            },
+        }
+        if resource == "statefulsets":
+            spec.update(replicas=replicas, serviceName=name)
+        if strategy is not None:
+            spec["updateStrategy"] = strategy
+        with self.store.cond:
+            try:
+                for index, image in enumerate(images):
+                    self._clock_offset = -(len(images) - 1 - index) * revision_spacing
+                    if index == 0:
+                        body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+                        self.store.create(resource, body)
+                    else:
+                        obj = self.store.get(resource, namespace, name)
+                        obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
+                        self.store.update(resource, obj)
+                    self.workloads.sync(resource, namespace, name, settle=True)
+            finally:
+                self._clock_offset = 0.0
+            return self.store.get(resource, namespace, name)
+
+    def settle_workload(self, resource: str, namespace: str, name: str) -> Obj:
+        """Run the StatefulSet or DaemonSet controller for one object now and return it."""
+        self.workloads.sync(resource, namespace, name)
+        return self.store.get(resource, namespace, name)
+
+    def controller_revisions(self, resource: str, namespace: str, name: str) -> list[Obj]:
+        """The ControllerRevisions of a StatefulSet or DaemonSet, by revision."""
+        with self.store.cond:
+            return self.workloads.revisions(self.store.get(resource, namespace, name))
 
     def deployment(self, namespace: str, name: str) -> Obj:
         """Return the stored Deployment."""
