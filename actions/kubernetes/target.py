@@ -9,10 +9,15 @@ Deployments stopped before and started after. A StatefulSet or DaemonSet
 must use the RollingUpdate strategy: with OnDelete the undo would change the
 template and no pod, so planning refuses; a StatefulSet partition is
 respected (pods below it keep their revision) and named in the plan.
+
+Before approval the plan names who else deploys the workload and its workers
+(Argo CD, Flux, Helm: gitops.py) and its prepare phase starts by suspending
+their automatic sync (`gitops_guard: false` turns that off).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -36,7 +41,7 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
-from actions.kubernetes import autoscaling
+from actions.kubernetes import autoscaling, gitops
 from actions.kubernetes.client import KubeConnection, api_client, object_meta, read_deployment
 from actions.kubernetes.rollout import (
     PAUSED,
@@ -78,6 +83,8 @@ class KubernetesParams(Strict):
     workers: list[str] = []
     connection: KubeConnection = KubeConnection()
     rollout_timeout: float = 300.0
+    gitops_guard: bool = True
+    argocd_namespace: str = "argocd"
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +126,13 @@ def _kind_of(value: Any) -> Kind:
     raise ValueError(f"not a statefulset or daemonset: {value!r}")
 
 
+def _tool_of(value: Any) -> gitops.Tool:
+    for tool in ("argocd", "flux-kustomization", "flux-helmrelease"):
+        if value == tool:
+            return tool
+    raise ValueError(f"not a GitOps tool whose sync can be suspended: {value!r}")
+
+
 class KubernetesTarget:
     """A Deployment that can be rolled back to an earlier revision, with its workers."""
 
@@ -155,7 +169,7 @@ class KubernetesTarget:
     def checks(self, ref: str | None) -> list[Check]:
         """Check the revision exists and differs, the Deployment is not paused, workers exist."""
         if self.params.workload != "deployment":
-            return [*self._workload_checks(ref), self._workers_check()]
+            return [*self._workload_checks(ref), self._workers_check(), self._owner_check()]
         try:
             deployment, owned = read_with_replica_sets(
                 self.apps, namespace=self.params.namespace, name=self.params.name
@@ -167,6 +181,7 @@ class KubernetesTarget:
             self._revision_check(deployment, owned, ref),
             Check("deployment not paused", not paused, PAUSED if paused else "not paused"),
             self._workers_check(),
+            self._owner_check(),
         ]
 
     def _revision_check(
@@ -227,14 +242,37 @@ class KubernetesTarget:
             or 0,
             images=images_of(target),
         )
-        return self._assemble(undo, to_revision=undo.to_revision, force=force)
+        return self._assemble(undo, to_revision=undo.to_revision, images=undo.images, force=force)
 
     def _assemble(
-        self, undo: Action, *, to_revision: int, force: bool, notes: list[str] | None = None
+        self,
+        undo: Action,
+        *,
+        to_revision: int,
+        images: tuple[str, ...],
+        force: bool,
+        notes: list[str] | None = None,
     ) -> TargetPlan:
         p = self.params
         workers, found = self._usable_workers(force=force)
         notes = [*(notes or []), *found, *self._autoscaler_notes(workers)]
+        revert = f"set {p.workload}/{p.name} back to {', '.join(images)}"
+        try:
+            owners = self.owners(workers)
+        except ActionError as exc:
+            raise PlanningError(f"cannot tell who deploys {p.workload}/{p.name}: {exc}") from exc
+        notes += [gitops.owner_note(o, revert=revert) for o in owners]
+        guard: list[Action] = [
+            gitops.SuspendSync(
+                api=self.apps.api_client,
+                tool=o.tool,
+                namespace=o.namespace,
+                owner=o.name,
+                revert=revert,
+            )
+            for o in owners
+            if o.suspendable
+        ]
         notes.append(
             f"Kubernetes renumbers the restored revision: after the rollback, revision "
             f"{to_revision} is listed under the next revision number."
@@ -261,7 +299,54 @@ class KubernetesTarget:
             else []
         )
         return TargetPlan(
-            prepare=list(stop), rollback=[undo], verify=[status], resume=list(start), notes=notes
+            prepare=[*guard, *stop],
+            rollback=[undo],
+            verify=[status],
+            resume=list(start),
+            notes=notes,
+        )
+
+    def owners(self, workers: tuple[str, ...] = ()) -> list[gitops.Owner]:
+        """The Argo CD, Flux or Helm owners of the workload and the workers, one entry each."""
+        p = self.params
+        if not p.gitops_guard:
+            return []
+        metas = [(f"{p.workload}/{p.name}", object_meta(self._read_target()))]
+        for worker in workers:
+            try:
+                deployment = read_deployment(self.apps, namespace=p.namespace, name=worker)
+            except PermanentError:
+                continue  # a missing worker is the workers check's to report
+            metas.append((f"deployment/{worker}", object_meta(deployment)))
+        found: dict[tuple[str, str, str], gitops.Owner] = {}
+        for label, meta in metas:
+            owner = gitops.detect_owner(
+                self.apps.api_client, meta, argocd_namespace=p.argocd_namespace
+            )
+            if owner is None:
+                continue
+            key = (owner.tool, owner.namespace, owner.name)
+            known = found.get(key, owner)
+            found[key] = dataclasses.replace(known, workloads=(*known.workloads, label))
+        return list(found.values())
+
+    def _read_target(self) -> Any:
+        p = self.params
+        if p.workload == "deployment":
+            return read_deployment(self.apps, namespace=p.namespace, name=p.name)
+        return read_workload(self.apps, p.workload, namespace=p.namespace, name=p.name)
+
+    def _owner_check(self) -> Check:
+        try:
+            owners = self.owners(tuple(self.params.workers))
+        except ActionError as exc:
+            return Check("GitOps owner known", False, str(exc))
+        if not owners:
+            return Check("GitOps owner known", True, "no Argo CD, Flux or Helm owner found")
+        return Check(
+            "GitOps owner known",
+            True,
+            "; ".join(gitops.owner_note(o, revert="revert the release") for o in owners),
         )
 
     def _autoscaler_notes(self, workers: tuple[str, ...]) -> list[str]:
@@ -383,7 +468,9 @@ class KubernetesTarget:
                 f"statefulset/{p.name} has partition {partition}: only pods {partition} and up "
                 f"go back to revision {number}; pods below it keep theirs"
             )
-        return self._assemble(undo, to_revision=number, force=force, notes=notes)
+        return self._assemble(
+            undo, to_revision=number, images=undo.images, force=force, notes=notes
+        )
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild an approved step from its stored spec, without reading the live system."""
@@ -433,6 +520,15 @@ class KubernetesTarget:
                     kind=_kind_of(spec["kind"]),
                     namespace=namespace,
                     workload=str(spec["workload"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.suspend_sync":
+                return gitops.SuspendSync(
+                    api=self.apps.api_client,
+                    tool=_tool_of(spec["tool"]),
+                    namespace=namespace,
+                    owner=str(spec["owner"]),
+                    revert=str(spec["revert"]),
                     timeout=timeout,
                 )
             case "kubernetes.stop_workers" | "kubernetes.start_workers":

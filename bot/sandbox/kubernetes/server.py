@@ -30,6 +30,7 @@ import yaml
 from bot.sandbox.kubernetes.api import Api, Reply, Request, WatchStream
 from bot.sandbox.kubernetes.autoscalers import Autoscalers
 from bot.sandbox.kubernetes.controller import Controller
+from bot.sandbox.kubernetes.gitops import GitOps
 from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
 from bot.sandbox.kubernetes.store import Store
 from bot.sandbox.kubernetes.workloads import Workloads
@@ -118,6 +119,7 @@ class FakeKubernetes:
         self.controller = Controller(self.store, ready_delay=ready_delay)
         self.autoscalers = Autoscalers(self.store)
         self.workloads = Workloads(self.store, self.controller.replicas)
+        self.gitops = GitOps(self.store)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.api = Api(self.store, f"127.0.0.1:{self._server.server_address[1]}")
@@ -200,6 +202,7 @@ class FakeKubernetes:
             self.controller.sync_all()
             self.workloads.sync_all()
             self.autoscalers.sync_all()
+            self.gitops.sync_all()
 
     # --- helpers for tests and the demo ----------------------------------------------------------
 
