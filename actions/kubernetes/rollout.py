@@ -233,6 +233,21 @@ def rollout_history(apps: AppsV1Api, *, namespace: str, name: str) -> list[Revis
     return sorted(revisions, key=lambda r: r.number, reverse=True)
 
 
+def undo_patch(deployment: V1Deployment, target: V1ReplicaSet) -> list[dict[str, Any]]:
+    """kubectl's undo patch: replace spec.template and metadata.annotations (JSON patch)."""
+    annotations = {k: v for k, v in annotations_of(deployment).items() if k in KEPT_FROM_DEPLOYMENT}
+    annotations.update(
+        {k: v for k, v in annotations_of(target).items() if k not in KEPT_FROM_DEPLOYMENT}
+    )
+    template = _template(target)
+    if not (template.get("metadata") or {}).get("labels"):
+        template.get("metadata", {}).pop("labels", None)
+    return [
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
+
+
 def _restore(
     apps: AppsV1Api, deployment: V1Deployment, target: V1ReplicaSet, to_revision: int
 ) -> str:
@@ -245,17 +260,7 @@ def _restore(
             f"deployment.apps/{meta.name} skipped rollback "
             f"(current template already matches revision {to_revision})"
         )
-    annotations = {k: v for k, v in annotations_of(deployment).items() if k in KEPT_FROM_DEPLOYMENT}
-    annotations.update(
-        {k: v for k, v in annotations_of(target).items() if k not in KEPT_FROM_DEPLOYMENT}
-    )
-    template = _template(target)
-    if not (template.get("metadata") or {}).get("labels"):
-        template.get("metadata", {}).pop("labels", None)
-    patch = [
-        {"op": "replace", "path": "/spec/template", "value": template},
-        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
-    ]
+    patch = undo_patch(deployment, target)
     with kube_errors(f"failed restoring revision {to_revision}"):
         apps.patch_namespaced_deployment(
             meta.name or "", meta.namespace or "", patch, _request_timeout=REQUEST_TIMEOUT

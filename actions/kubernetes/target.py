@@ -41,8 +41,14 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
-from actions.kubernetes import autoscaling, gitops
-from actions.kubernetes.client import KubeConnection, api_client, object_meta, read_deployment
+from actions.kubernetes import access, autoscaling, gitops
+from actions.kubernetes.client import (
+    KubeConnection,
+    api_client,
+    kube_errors,
+    object_meta,
+    read_deployment,
+)
 from actions.kubernetes.rollout import (
     PAUSED,
     RolloutUndo,
@@ -53,6 +59,7 @@ from actions.kubernetes.rollout import (
     revision_of,
     rollout_history,
     same_template,
+    undo_patch,
 )
 from actions.kubernetes.status import RolloutStatus
 from actions.kubernetes.workers import StartWorkers, StopWorkers, replica_count
@@ -61,6 +68,7 @@ from actions.kubernetes.workloads import (
     Workload,
     WorkloadStatus,
     WorkloadUndo,
+    dry_run_undo,
     find_history,
     history,
     matches,
@@ -169,7 +177,13 @@ class KubernetesTarget:
     def checks(self, ref: str | None) -> list[Check]:
         """Check the revision exists and differs, the Deployment is not paused, workers exist."""
         if self.params.workload != "deployment":
-            return [*self._workload_checks(ref), self._workers_check(), self._owner_check()]
+            return [
+                *self._workload_checks(ref),
+                self._workers_check(),
+                self._owner_check(),
+                self._access_check(),
+                self._dry_run_check(ref),
+            ]
         try:
             deployment, owned = read_with_replica_sets(
                 self.apps, namespace=self.params.namespace, name=self.params.name
@@ -182,6 +196,8 @@ class KubernetesTarget:
             Check("deployment not paused", not paused, PAUSED if paused else "not paused"),
             self._workers_check(),
             self._owner_check(),
+            self._access_check(),
+            self._dry_run_check(ref),
         ]
 
     def _revision_check(
@@ -329,6 +345,46 @@ class KubernetesTarget:
             known = found.get(key, owner)
             found[key] = dataclasses.replace(known, workloads=(*known.workloads, label))
         return list(found.values())
+
+    def _access_check(self) -> Check:
+        p = self.params
+        try:
+            owners = self.owners(tuple(p.workers))
+        except ActionError:
+            owners = []  # the owner check reports why
+        wanted = access.needs(
+            workload=p.workload,
+            namespace=p.namespace,
+            workers=bool(p.workers),
+            owners=[(o.tool, o.namespace) for o in owners if o.suspendable],
+            helm=any(o.tool == "helm" for o in owners),
+        )
+        return access.access_check(self.apps.api_client, wanted)
+
+    def _dry_run_check(self, ref: str | None) -> Check:
+        """Send the undo patch with dryRun=All, so an RBAC or admission refusal shows now."""
+        name = "undo accepted by the API server (dry run)"
+        p = self.params
+        try:
+            if p.workload == "deployment":
+                deployment, owned = read_with_replica_sets(
+                    self.apps, namespace=p.namespace, name=p.name
+                )
+                target = find_revision(deployment, owned, _parse_ref(ref))
+                if same_template(target, deployment):
+                    return Check(name, True, "nothing to change")
+                with kube_errors(f"dry run of the undo of deployment/{p.name}"):
+                    self.apps.patch_namespaced_deployment(
+                        p.name, p.namespace, undo_patch(deployment, target), dry_run="All"
+                    )
+            else:
+                workload, revision, _, _ = self._resolve(ref)
+                if matches(self.apps, workload, revision):
+                    return Check(name, True, "nothing to change")
+                dry_run_undo(self.apps, self._kind, workload, revision)
+        except ActionError as exc:
+            return Check(name, False, str(exc))
+        return Check(name, True, "the undo patch passes authorization, admission and validation")
 
     def _read_target(self) -> Any:
         p = self.params

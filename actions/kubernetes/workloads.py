@@ -157,7 +157,13 @@ def workload_history(
 
 
 def _patch(
-    apps: AppsV1Api, kind: Kind, workload: Workload, body: dict[str, Any], number: int
+    apps: AppsV1Api,
+    kind: Kind,
+    workload: Workload,
+    body: dict[str, Any],
+    number: int,
+    *,
+    dry_run: bool = False,
 ) -> None:
     meta = object_meta(workload)
     with kube_errors(f"failed restoring revision {number}"):
@@ -170,9 +176,17 @@ def _patch(
             meta.name or "",
             meta.namespace or "",
             body,
+            dry_run="All" if dry_run else None,
             _content_type=STRATEGIC,
             _request_timeout=REQUEST_TIMEOUT,
         )
+
+
+def dry_run_undo(
+    apps: AppsV1Api, kind: Kind, workload: Workload, revision: V1ControllerRevision
+) -> None:
+    """Send the undo patch with dryRun=All: authorization, admission, validation; nothing stored."""
+    _patch(apps, kind, workload, _data(revision), int(revision.revision or 0), dry_run=True)
 
 
 def workload_undo(

@@ -558,6 +558,8 @@ def test_checks_pass_for_a_healthy_deployment(kube: KubeCluster) -> None:
         ("deployment not paused", True),
         ("workers found", True),
         ("GitOps owner known", True),
+        ("permissions granted (SelfSubjectAccessReview)", True),
+        ("undo accepted by the API server (dry run)", True),
     ]
     assert checks[0].detail == "revision 2: voxflow/api:v1.2.3"
 
@@ -566,7 +568,7 @@ def test_checks_report_paused_deployment_missing_revision_and_worker(kube: KubeC
     deploy(kube)
     kube.fake.pause(NS, API)
     checks = target(kube, workers=["voxflow-mailer"]).checks("9")
-    assert [c.ok for c in checks] == [False, False, False, True]
+    assert [c.ok for c in checks] == [False, False, False, True, True, False]
     assert "unable to find specified revision 9" in checks[0].detail
     assert "voxflow-mailer" in checks[2].detail
 

@@ -30,6 +30,7 @@ from bot.sandbox.kubernetes.objects import (
     labels_match,
 )
 from bot.sandbox.kubernetes.patches import apply_patch
+from bot.sandbox.kubernetes.rbac import Rbac
 from bot.sandbox.kubernetes.store import Store
 
 ROUTE = re.compile(
@@ -144,6 +145,73 @@ class WatchStream:
                     yield self._event(event.type, event.obj)
 
 
+def _verb(request: Request, name: str | None) -> str:
+    """The RBAC verb of a request (apiserver RequestInfoResolver)."""
+    if request.method == "GET":
+        if request.query.get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        request.method, request.method.lower()
+    )
+
+
+def _dry_run(request: Request) -> bool:
+    """dryRun=All: validate and answer, store nothing (the only value the API accepts)."""
+    value = request.query.get("dryRun")
+    if value not in (None, "All"):
+        raise ApiError(400, "BadRequest", f'unsupported dry run value: "{value}"')
+    return value == "All"
+
+
+def _fields(data: bytes) -> dict[int, bytes]:
+    """The length-delimited fields of one protobuf message (the only wire type used here)."""
+    found: dict[int, bytes] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = _varint(data, at)
+            continue
+        if wire != 2:
+            raise ApiError(400, "BadRequest", "unsupported protobuf field type")
+        size, at = _varint(data, at)
+        found[number] = data[at : at + size]
+        at += size
+    return found
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def review_from_protobuf(body: bytes) -> Obj:
+    """Decode a SelfSubjectAccessReview sent as application/vnd.kubernetes.protobuf.
+
+    The envelope is k8s.io/apimachinery runtime.Unknown after the magic
+    b"k8s\\x00" (field 2: raw); SelfSubjectAccessReview field 2 is spec, whose
+    field 1 is resourceAttributes (k8s.io/api/authorization/v1/generated.proto:
+    namespace 1, verb 2, group 3, version 4, resource 5, subresource 6, name 7).
+    """
+    if not body.startswith(b"k8s\x00"):
+        raise ApiError(400, "BadRequest", "not a Kubernetes protobuf message")
+    raw = _fields(body[4:]).get(2, b"")
+    spec = _fields(raw).get(2, b"")
+    attributes = _fields(_fields(spec).get(1, b""))
+    names = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource"}
+    names.update({6: "subresource", 7: "name"})
+    decoded = {names[k]: v.decode() for k, v in attributes.items() if k in names}
+    return {"spec": {"resourceAttributes": decoded}}
+
+
 class Api:
     """The verbs of the fake server over a Store."""
 
@@ -151,6 +219,7 @@ class Api:
         self.store = store
         self.address = address
         self.writes: list[Request] = []
+        self.rbac = Rbac()
 
     def handle(self, request: Request) -> Reply | WatchStream:
         """Answer one request; remember every write, so tests can compare clients on the wire."""
@@ -186,6 +255,18 @@ class Api:
         resource, namespace, name, sub = match["res"], match["ns"], match["name"], match["sub"]
         if sub is not None and sub not in kind.subresources:
             raise ApiError(404, "NotFound", NOT_FOUND)
+        user = self.rbac.user_of(request.headers)
+        if resource == "selfsubjectaccessreviews" and request.method == "POST":
+            return Reply(201, self._access_review(request, user))
+        if user is not None:
+            self.rbac.check(
+                user,
+                verb=_verb(request, name),
+                group=kind.group,
+                resource=f"{resource}/{sub}" if sub else resource,
+                namespace=namespace,
+                name=name,
+            )
         if resource == "pods" and request.method != "GET":
             raise ApiError(
                 405,
@@ -302,7 +383,7 @@ class Api:
                 result["metadata"] = dict(
                     wanted.get("metadata") or {}, name=name, namespace=namespace
                 )
-            return Reply(200, self.store.update(resource, result))
+            return Reply(200, self.store.update(resource, result, dry_run=_dry_run(request)))
 
     @staticmethod
     def _changed(request: Request, stored: Obj) -> Any:
@@ -323,6 +404,34 @@ class Api:
             "metadata": {},
             "status": "Success",
             "details": details,
+        }
+
+    def _access_review(self, request: Request, user: str | None) -> Obj:
+        """SelfSubjectAccessReview: may the requesting user do what spec.resourceAttributes says?"""
+        if "protobuf" in request.headers.get("content-type", ""):
+            review = review_from_protobuf(request.body)  # kubectl sends built-in types so
+        else:
+            review = request.json()
+        if not isinstance(review, dict):
+            raise ApiError(400, "BadRequest", "the body must be a SelfSubjectAccessReview")
+        attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        resource = str(attributes.get("resource", ""))
+        if attributes.get("subresource"):
+            resource = f"{resource}/{attributes['subresource']}"
+        allowed = user is None or self.rbac.allowed(
+            user,
+            verb=str(attributes.get("verb", "")),
+            group=str(attributes.get("group", "")),
+            resource=resource,
+            namespace=attributes.get("namespace") or None,
+        )
+        status: Obj = {"allowed": allowed}  # RBAC gives no reason for a denial
+        return {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": review.get("spec") or {},
+            "status": status,
         }
 
     def _collect_dependents(self, owner: Obj) -> None:
@@ -351,4 +460,5 @@ class Api:
             )
             stored["spec"]["replicas"] = replicas
             stored["metadata"]["resourceVersion"] = scale.get("metadata", {}).get("resourceVersion")
-            return Reply(200, views.scale_of(self.store.update(resource, stored)))
+            updated = self.store.update(resource, stored, dry_run=_dry_run(request))
+            return Reply(200, views.scale_of(updated))

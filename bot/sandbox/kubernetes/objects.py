@@ -103,6 +103,15 @@ RESOURCES = {
         version="v2",
         subresources=("status",),
     ),
+    "selfsubjectaccessreviews": Kind(
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        "",
+        "",
+        group="authorization.k8s.io",
+        subresources=(),
+        namespaced=False,
+    ),
     "scaledobjects": Kind(
         "scaledobjects",
         "ScaledObject",

@@ -206,8 +206,19 @@ class FakeKubernetes:
 
     # --- helpers for tests and the demo ----------------------------------------------------------
 
+    def enforce_rbac(self, manifest: str, *, token: str, user: str) -> None:
+        """Authorize requests bearing `token` as `user`, by the Roles and bindings in `manifest`."""
+        with self.store.cond:
+            self.api.rbac.load(manifest)
+            self.api.rbac.tokens[token] = user
+
     def write_kubeconfig(
-        self, path: str | Path, *, context: str = "sandbox", namespace: str = "default"
+        self,
+        path: str | Path,
+        *,
+        context: str = "sandbox",
+        namespace: str = "default",
+        token: str | None = None,
     ) -> Path:
         """Write a kubeconfig whose `context` points at this server; return its path."""
         path = Path(path)
@@ -215,7 +226,7 @@ class FakeKubernetes:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
-            "users": [{"name": context, "user": {}}],
+            "users": [{"name": context, "user": {"token": token} if token else {}}],
             "contexts": [
                 {
                     "name": context,

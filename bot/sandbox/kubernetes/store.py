@@ -102,8 +102,14 @@ class Store:
             validate(resource, obj)
             return self._commit(key, "ADDED", obj)
 
-    def update(self, resource: str, obj: Obj, *, check_version: bool = True) -> Obj:
-        """Replace an object; bump generation when its spec changed; no-op if nothing changed."""
+    def update(
+        self, resource: str, obj: Obj, *, check_version: bool = True, dry_run: bool = False
+    ) -> Obj:
+        """Replace an object; bump generation when its spec changed; no-op if nothing changed.
+
+        With `dry_run`, everything is checked and the result returned, but nothing is stored
+        (the API server's dryRun=All).
+        """
         with self.cond:
             meta = obj["metadata"]
             key = (resource, meta["namespace"], meta["name"])
@@ -121,6 +127,8 @@ class Store:
             validate(resource, obj)
             if obj == old:
                 return copy.deepcopy(old)
+            if dry_run:
+                return copy.deepcopy(obj)
             return self._commit(key, "MODIFIED", obj)
 
     def delete(self, resource: str, namespace: str, name: str) -> Obj:
