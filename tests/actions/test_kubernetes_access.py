@@ -8,7 +8,7 @@ reference for the answers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -167,3 +167,22 @@ def test_the_manifest_grants_exactly_the_verbs_the_code_asks_for() -> None:
         for n in needs(workload=workload, namespace=NS, workers=True, owners=owners, helm=True)
     }
     assert granted == used
+
+
+def test_an_admission_refusal_shows_in_the_checks(kube: KubeCluster, tmp_path: Path) -> None:
+    target = cluster_as_bot(kube, tmp_path, MANIFEST.read_text())
+
+    def only_v2(resource: str, obj: dict[str, Any]) -> str | None:
+        containers = obj["spec"]["template"]["spec"]["containers"]
+        old = [c["image"] for c in containers if c["image"].endswith(":v1")]
+        return f"image {old[0]} has a known CVE" if old and resource == "deployments" else None
+
+    kube.fake.add_webhook("policy.voxflow.io", only_v2)
+    checks = {c.name: c for c in target.checks(None)}
+    dry_run = checks["undo accepted by the API server (dry run)"]
+    assert not dry_run.ok
+    assert dry_run.detail.endswith(
+        'admission webhook "policy.voxflow.io" denied the request: '
+        "image voxflow/api:v1 has a known CVE"
+    )
+    assert checks["permissions granted (SelfSubjectAccessReview)"].ok

@@ -16,7 +16,7 @@ import random
 import re
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +220,7 @@ class Api:
         self.address = address
         self.writes: list[Request] = []
         self.rbac = Rbac()
+        self.webhooks: list[tuple[str, Callable[[str, Obj], str | None]]] = []
 
     def handle(self, request: Request) -> Reply | WatchStream:
         """Answer one request; remember every write, so tests can compare clients on the wire."""
@@ -383,6 +384,8 @@ class Api:
                 result["metadata"] = dict(
                     wanted.get("metadata") or {}, name=name, namespace=namespace
                 )
+            if not status_only:
+                self._admit(resource, result)
             return Reply(200, self.store.update(resource, result, dry_run=_dry_run(request)))
 
     @staticmethod
@@ -405,6 +408,19 @@ class Api:
             "status": "Success",
             "details": details,
         }
+
+    def _admit(self, resource: str, obj: Obj) -> None:
+        """Validating admission webhooks, dry runs included (webhooks declaring no side effects).
+
+        A denial is the API server's (staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/
+        errors/statuserror.go ToStatusErr): code 400 unless the webhook said otherwise,
+        'admission webhook "NAME" denied the request: MESSAGE'.
+        """
+        for name, check in self.webhooks:
+            refusal = check(resource, obj)
+            if refusal is not None:
+                message = f'admission webhook "{name}" denied the request: {refusal}'
+                raise ApiError(400, "BadRequest", message)
 
     def _access_review(self, request: Request, user: str | None) -> Obj:
         """SelfSubjectAccessReview: may the requesting user do what spec.resourceAttributes says?"""

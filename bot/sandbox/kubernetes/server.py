@@ -19,6 +19,7 @@ import copy
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -205,6 +206,11 @@ class FakeKubernetes:
             self.gitops.sync_all()
 
     # --- helpers for tests and the demo ----------------------------------------------------------
+
+    def add_webhook(self, name: str, check: Callable[[str, Obj], str | None]) -> None:
+        """Add a validating admission webhook: `check(resource, obj)` returns a refusal or None."""
+        with self.store.cond:
+            self.api.webhooks.append((name, check))
 
     def enforce_rbac(self, manifest: str, *, token: str, user: str) -> None:
         """Authorize requests bearing `token` as `user`, by the Roles and bindings in `manifest`."""
