@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable, Generator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import urllib3
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Deployment, V1Pod
@@ -67,10 +67,25 @@ def _merge_patch(apps: AppsV1Api, *, namespace: str, name: str, body: dict[str, 
         )
 
 
-def scale(apps: AppsV1Api, *, namespace: str, name: str, replicas: int) -> None:
-    """Set spec.replicas through the scale subresource, as `kubectl scale` does."""
-    with kube_errors(f"deployment/{name} in {namespace}"):
-        apps.patch_namespaced_deployment_scale(
+def scale(
+    apps: AppsV1Api,
+    *,
+    namespace: str,
+    name: str,
+    replicas: int,
+    kind: Literal["deployment", "statefulset"] = "deployment",
+) -> None:
+    """Set spec.replicas through the scale subresource, as `kubectl scale` does.
+
+    DaemonSets have no scale subresource (the API server answers 404 to kubectl too).
+    """
+    patch = (
+        apps.patch_namespaced_deployment_scale
+        if kind == "deployment"
+        else apps.patch_namespaced_stateful_set_scale
+    )
+    with kube_errors(f"{kind}/{name} in {namespace}"):
+        patch(
             name,
             namespace,
             {"spec": {"replicas": replicas}},

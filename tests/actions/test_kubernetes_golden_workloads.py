@@ -1,4 +1,4 @@
-"""StatefulSet and DaemonSet undo and status match the real kubectl, on identical stand-in clusters.
+"""StatefulSet and DaemonSet undo, status and scale match the real kubectl, on identical clusters.
 
 kubectl (/usr/bin/kubectl) works on one cluster, the bot on the other: the
 lines printed, the request sent (method, path, content type, JSON body) and
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from actions.base import PermanentError, StepContext
+from actions.kubernetes.workers import scale
 from actions.kubernetes.workloads import Kind, WorkloadStatus, workload_undo
 
 if TYPE_CHECKING:
@@ -148,3 +149,20 @@ def test_partition_keeps_the_pods_below_it(kube_clusters: ClusterFactory) -> Non
     after = _shard_pods(cluster)
     assert after["shard-2"][1] == IMAGES[0] and after["shard-2"][0] != before["shard-2"][0]
     assert (after["shard-0"], after["shard-1"]) == (before["shard-0"], before["shard-1"])
+
+
+def test_scale_sends_kubectls_request(kube_clusters: ClusterFactory) -> None:
+    reference, bot = kube_clusters(), kube_clusters()
+    for cluster in (reference, bot):
+        build(cluster)
+    done = reference.kubectl("scale", "statefulset/db", "-n", NS, "--replicas=1")
+    assert (done.returncode, done.stdout.strip()) == (0, "statefulset.apps/db scaled")
+    scale(bot.apps, namespace=NS, name="db", replicas=1, kind="statefulset")
+    assert patches(bot) == patches(reference)
+    for cluster in (reference, bot):
+        cluster.fake.settle_workload("statefulsets", NS, "db")
+    assert [
+        p["metadata"]["name"]
+        for p in bot.fake.store.list("pods", NS)
+        if "db-" in p["metadata"]["name"]
+    ] == ["db-0"]
