@@ -78,7 +78,10 @@ def test_stand_in_keeps_the_stale_deadline_with_the_new_generation_observed(
         "ProgressDeadlineExceeded",
         f'ReplicaSet "{bad_rs}" has timed out progressing.',
     )
-    # kubectl's rule fails here, although the rollback is fine:
+    # kubectl fails here, although the rollback is fine; so does its rule in the bot's verdict:
+    result = kube.kubectl("rollout", "status", f"deployment/{API}", "-n", NS, "--timeout=10s")
+    assert result.returncode == 1
+    assert f'deployment "{API}" exceeded its progress deadline' in result.stderr
     with pytest.raises(PermanentError, match="exceeded its progress deadline"):
         rollout_verdict(read_deployment(kube.apps, namespace=NS, name=API))
     kube.fake.replica_set_delay = 0.0
