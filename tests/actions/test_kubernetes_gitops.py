@@ -26,7 +26,6 @@ NS = "voxflow-prod"
 API = "voxflow-api"
 IMAGES = ["voxflow/api:v1", "voxflow/api:v2", "voxflow/api:v3"]
 APP = ("applications", "argocd", "voxflow")
-KUSTOMIZATION = ("kustomizations", "flux-system", "apps")
 AUTOMATED = {"prune": True, "selfHeal": True}
 
 
@@ -59,19 +58,25 @@ def argocd(cluster: KubeCluster, *, tracking_id: bool = False) -> None:
     fake.gitops.track(APP, ("deployments", NS, API))  # Git says v3, the bad release
 
 
-def flux(cluster: KubeCluster) -> None:
+FLUX = {
+    "flux-kustomization": ("kustomizations", "kustomize.toolkit.fluxcd.io", "v1"),
+    "flux-helmrelease": ("helmreleases", "helm.toolkit.fluxcd.io", "v2"),
+}
+
+
+def flux(cluster: KubeCluster, tool: str = "flux-kustomization") -> tuple[str, str, str]:
     fake = cluster.fake
+    resource, group, _ = FLUX[tool]
     fake.add_deployment(NS, API, images=IMAGES, replicas=2)
-    labels = {
-        "kustomize.toolkit.fluxcd.io/name": "apps",
-        "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
-    }
+    labels = {f"{group}/name": "apps", f"{group}/namespace": "flux-system"}
     fake.update_deployment(NS, API, {"metadata": {"labels": labels}})
     fake.store.create(
-        "kustomizations",
+        resource,
         {"metadata": {"name": "apps", "namespace": "flux-system"}, "spec": {"interval": "1m"}},
     )
-    fake.gitops.track(KUSTOMIZATION, ("deployments", NS, API))
+    owner = (resource, "flux-system", "apps")
+    fake.gitops.track(owner, ("deployments", NS, API))
+    return owner
 
 
 def run_plan(cluster: KubeCluster, memory: dict[str, Any]) -> Any:
@@ -113,15 +118,18 @@ def test_argocd_sync_is_suspended_and_the_rollback_stays(
     wait_for(lambda: image(kube) == IMAGES[2], what="Argo CD to sync Git's version again")
 
 
-def test_flux_kustomization_is_suspended_and_resumed(kube: KubeCluster) -> None:
-    flux(kube)
+@pytest.mark.parametrize("tool", list(FLUX))
+def test_flux_is_suspended_and_resumed(kube: KubeCluster, tool: str) -> None:
+    owner = flux(kube, tool)
     memory: dict[str, Any] = {}
-    run_plan(kube, memory)
+    plan = run_plan(kube, memory)
+    assert any(n.startswith("Flux") for n in plan.notes)
     kube.fake.gitops.sync_all()
     assert image(kube) == IMAGES[1]
-    assert kube.fake.store.get(*KUSTOMIZATION)["spec"]["suspend"] is True
-    resume_sync(kube.api, "flux-kustomization", namespace="flux-system", name="apps", memory={})
-    assert "suspend" not in kube.fake.store.get(*KUSTOMIZATION)["spec"]
+    assert kube.fake.store.get(*owner)["spec"]["suspend"] is True
+    resume_sync(kube.api, tool, namespace="flux-system", name="apps", memory={})  # type: ignore[arg-type]
+    assert "suspend" not in kube.fake.store.get(*owner)["spec"]
+    wait_for(lambda: image(kube) == IMAGES[2], what="Flux to apply Git's version again")
 
 
 def test_helm_release_gets_a_note_and_no_step(kube: KubeCluster) -> None:

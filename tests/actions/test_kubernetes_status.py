@@ -180,3 +180,30 @@ def test_scaled_down_pods_are_listed_as_terminating_for_their_grace_period(
     assert "Terminating" in listing.stdout
     fake.advance_clock(31)  # past every grace period: the kubelet has killed them
     wait_for(lambda: not fake.pods(NS, "voxflow-worker"), what="the pods to be gone")
+
+
+def test_recreate_waits_for_terminating_old_pods(kube: KubeCluster) -> None:
+    fake = kube.fake
+    fake.add_deployment(NS, API, images=["voxflow/api:v1"], replicas=2)
+    change = {"type": "Recreate", "rollingUpdate": None}
+    fake.update_deployment(NS, API, {"spec": {"strategy": change}})
+    fake.terminate_delay = FROZEN  # old pods take their whole grace period
+    template = fake.deployment(NS, API)["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = GOOD
+    fake.update_deployment(NS, API, {"spec": {"template": template}})
+    wait_for(
+        lambda: all(p["metadata"].get("deletionTimestamp") for p in fake.pods(NS, API)),
+        what="the old pods to be terminating",
+    )
+    fake.settle(NS, API)
+    # recreate.go oldPodsRunning: terminating pods still count, so no new ReplicaSet yet.
+    assert [
+        rs["spec"]["template"]["spec"]["containers"][0]["image"]
+        for rs in fake.replica_sets(NS, API)
+    ] == ["voxflow/api:v1"]
+    assert fake.deployment(NS, API)["status"].get("replicas", 0) == 0
+    fake.advance_clock(31)
+    wait_for(
+        lambda: fake.settle(NS, API)["status"].get("updatedReplicas") == 2,
+        what="the new pods once the old ones are gone",
+    )
