@@ -7,9 +7,12 @@ write, as kube-controller-manager reacts to its informers, so clients see the
 same asynchrony as on a real cluster: a patched Deployment is first
 unobserved, then progressing, then complete.
 
-Test and demo helpers build state directly (`add_deployment` writes a whole
-rollout history with back-dated timestamps) and switch failure modes on
-(`pause`, `block_ready`, `fail_rollouts`).
+Test and demo helpers build state directly (`add_deployment` and
+`add_workload` write a whole rollout history with back-dated timestamps),
+switch failure modes on (`pause`, `block_ready`, `fail_rollouts`,
+`break_image`, `expire_progress_deadlines`, `add_webhook`, `enforce_rbac`),
+slow the cluster down (`ready_delay`, `replica_set_delay`, `terminate_delay`)
+and move its clock (`advance_clock`).
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeKubernetes:
-    """A local Kubernetes API server for apps/v1 Deployments and ReplicaSets, with a controller."""
+    """A local Kubernetes API server with the controllers a rollback meets (see the package)."""
 
     def __init__(self, *, ready_delay: float = 1.0) -> None:
         self._clock_offset = 0.0
