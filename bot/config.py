@@ -286,7 +286,7 @@ def describe_target(target: TargetParams) -> str:
     match target:
         case KubernetesParams():
             workers = f", workers {', '.join(target.workers)}" if target.workers else ""
-            return f"kubernetes deployment/{target.deployment} in {target.namespace}{workers}"
+            return f"kubernetes {target.workload}/{target.name} in {target.namespace}{workers}"
         case DockerParams():
             return f"docker container {target.container} ({target.image})"
         case BlueGreenParams():
