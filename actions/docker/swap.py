@@ -51,6 +51,8 @@ SWITCH_BACK_RESERVE = 20.0
 """Seconds of the step's deadline kept for switching back after a failed check."""
 POLL = 0.25
 """Seconds between looks at the new container while it settles."""
+RESTART_GRACE = 5.0
+"""Seconds spent catching a restarted container between runs, to read its exit code."""
 
 
 def memory_key(container: str) -> str:
@@ -324,11 +326,19 @@ class _Swap:
         deadline = min(self.ctx.deadline - SWITCH_BACK_RESERVE, now + action.health_timeout)
         settled_at = now + action.settle
         url_answer = None if action.health_url else "not configured"
+        restarted_at: float | None = None
         while True:
             container = self.client.container(record["new_id"])
             if container is None:
                 raise PermanentError(f"the new container {record['name']} disappeared")
             problem = state_problem(container, restarts=0)
+            if problem and problem.startswith("restarted"):
+                # Running again after a restart: the engine has reset its exit code, so
+                # look a little longer to catch it restarting and name the exit code.
+                restarted_at = restarted_at or time.monotonic()
+                if time.monotonic() < restarted_at + RESTART_GRACE:
+                    time.sleep(POLL / 5)
+                    continue
             if problem:
                 raise PermanentError(f"{record['name']} ({action.to_image}) {problem}")
             check = (container["State"].get("Health") or {}).get("Status")
@@ -465,13 +475,14 @@ def state_problem(container: dict[str, Any], *, restarts: int | None) -> str | N
     code = state.get("ExitCode")
     if state.get("OOMKilled"):
         return f"was OOM-killed (exit code {code})"
+    count = container.get("RestartCount", 0)
     if state.get("Restarting"):
-        return f"is restarting, exit code {code}"
+        again = f" (restarted {count - restarts} times)" if restarts is not None and count else ""
+        return f"is restarting, exit code {code}{again}"
     if not state.get("Running"):
         return f"is {state.get('Status')}, exit code {code}"
-    count = container.get("RestartCount", 0)
     if restarts is not None and count != restarts:
-        return f"restarted {count - restarts} times, last exit code {code}"
+        return f"restarted {count - restarts} times (the engine resets the exit code on restart)"
     return None
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from actions.base import PermanentError, PlanningError, StepContext, StepResult, spec_of
 from actions.docker import HISTORY_LABEL, DockerClient, DockerParams, DockerTarget, memory_key
+from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
@@ -48,7 +49,7 @@ def params(engine: Engine, name: str, **changes: Any) -> DockerParams:
         "socket": engine.socket,
         "settle": 1.0,
         "health_timeout": 20.0,
-        "stop_timeout": 2,
+        "stop_timeout": 0,
         "keep_retired": 0,
     }
     return DockerParams(**(values | changes))
@@ -89,7 +90,15 @@ def swap(
 
 
 def version_served(port: int) -> str:
-    return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip()
+    """What the container publishing `port` serves (a container just started may not listen yet)."""
+
+    def fetch() -> str | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip()
+        except httpx.TransportError:
+            return None
+
+    return wait_for(fetch, timeout=10, what=f"an answer on 127.0.0.1:{port}")
 
 
 def containers_named(engine: Engine, prefix: str) -> list[str]:
