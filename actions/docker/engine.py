@@ -223,7 +223,8 @@ class DockerClient:
             ) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise _engine_error(response)
+                    err = _engine_error(response)
+                    raise err.__class__(f"pull of {ref} failed: {err}")
                 for event in _events(response.iter_lines()):
                     if event.get("error"):
                         raise PermanentError(f"pull of {ref} failed: {event['error']}")

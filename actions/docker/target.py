@@ -8,8 +8,10 @@ current), then the earlier deployments newest first, each by tag when the tag
 still points at that image, else by digest (pulled again if the host no longer
 has it); the version the last rollback moved away from is marked `avoid`.
 Then come the repository's other local images, by when they were tagged on
-this host. Build time alone orders nothing: reproducible builds (ko, Jib,
-buildpacks) all carry the same fixed timestamp.
+this host (pulled or built): first those tagged before the running version,
+then those tagged after it (likely newer releases, said so in the label).
+Build time alone orders nothing: reproducible builds (ko, Jib, buildpacks)
+all carry the same fixed timestamp.
 
 An image not on the host can still be planned (tag or digest): the swap pulls
 it before changing anything. Engine errors met while listing or planning
@@ -19,10 +21,11 @@ become PlanningError, so the modal shows one kind of error.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -65,15 +68,13 @@ def _repository(ref: str) -> str:
 def _time(value: Any) -> datetime | None:
     """Read an engine time: an int in lists, RFC 3339 (nanoseconds) in inspect."""
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value).astimezone()
+        return datetime.fromtimestamp(value, UTC)
     if not value or str(value).startswith("0001-"):
         return None
-    text = str(value).replace("Z", "+00:00")
-    head, dot, tail = text.partition(".")
-    if dot:  # Python reads at most microseconds
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
-    return datetime.fromisoformat(text)
+    # Python reads at most microseconds; the engine writes nanoseconds.
+    text = re.sub(r"\.(\d{1,6})\d*", r".\1", str(value).replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,14 @@ class DockerTarget:
                 if point is not None and entry.get("id") not in seen:
                     points.append(point)
                     seen.add(entry.get("id"))
+        running = next((i for i in local if container and i.id == container["Image"]), None)
+        mark = (running.tagged or running.created) if running else None
         others = [i for i in local if i.id not in seen]
         others.sort(key=lambda i: (i.tagged or i.created or now, i.ref), reverse=True)
-        points += [self._local_point(image, now) for image in others]
+        before = [i for i in others if mark is None or (i.tagged or i.created or now) <= mark]
+        after = [i for i in others if i not in before]
+        points += [self._local_point(image, now, later=False) for image in before]
+        points += [self._local_point(image, now, later=True) for image in after]
         return points
 
     def _current_point(self, container: dict[str, Any], now: datetime) -> RollbackPoint:
@@ -153,12 +159,13 @@ class DockerTarget:
         avoid = f"rolled back from {ago(ran, now) if ran else 'earlier'}" if last else ""
         return RollbackPoint(point_ref, label, created_at=ran, avoid=avoid)
 
-    def _local_point(self, image: _Image, now: datetime) -> RollbackPoint:
+    def _local_point(self, image: _Image, now: datetime, *, later: bool) -> RollbackPoint:
         others = [_tag(t) for t in image.tags if t != image.ref]
         label = _tag(image.ref) + (f" (also {', '.join(others)})" if others else "")
         when = image.tagged or image.created
         label += f" · {short_id(image.id)} · on this host"
         label += f", tagged {ago(when, now)}" if when else ""
+        label += " · tagged after the running version" if later else ""
         return RollbackPoint(image.ref, label, created_at=when)
 
     def _local_images(self, client: DockerClient) -> list[_Image]:

@@ -62,6 +62,7 @@ def app(
     port: int | None = None,
     restart: str = "no",
     networks: dict[str, Any] | None = None,
+    image_repo: str = APP,
     **config: Any,
 ) -> tuple[str, int]:
     """Run a container of `rbt-app:<version>` publishing 8080 on 127.0.0.1; (name, port)."""
@@ -71,7 +72,7 @@ def app(
         "RestartPolicy": {"Name": restart},
         **config.pop("HostConfig", {}),
     }
-    body = {"Image": f"{APP}:{version}", "Env": [SECRET], "HostConfig": host, **config}
+    body = {"Image": f"{image_repo}:{version}", "Env": [SECRET], "HostConfig": host, **config}
     engine.run(name, body, networks=networks or {engine.network(): {}})
     return name, port
 
