@@ -36,6 +36,7 @@ to the step output.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -446,7 +447,7 @@ class _Swap:
     def _finish(self, record: dict[str, Any]) -> dict[str, Any]:
         """Remove retired containers beyond the newest `keep_retired`; mark the swap done."""
         name, keep = record["name"], self.action.keep_retired
-        retired = self.client.containers(name=f"^/{name}-rollback-")
+        retired = self.client.containers(name=f"^/{re.escape(name)}-rollback-")
         retired.sort(key=lambda c: c["Names"][0], reverse=True)
         for old in retired[keep:]:
             try:

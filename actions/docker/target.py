@@ -35,8 +35,11 @@ from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
 from actions.docker.settings import HISTORY_LABEL
-from actions.docker.swap import SwapContainer
+from actions.docker.swap import SwapContainer, state_problem
 from actions.params import Strict
+
+RECENT_RESTART = 60.0
+"""A container restarted by the engine less than this many seconds ago is not running steadily."""
 
 
 class DockerParams(Strict):
@@ -226,12 +229,16 @@ class DockerTarget:
             return Check(self._running_name, False, str(err)), None
         if container is None:
             return Check(self._running_name, False, "no such container"), None
-        state = container["State"]
-        detail = (
-            f"{container['Config']['Image']} ({short_id(container['Image'])}), {state['Status']}"
-        )
-        healthy = bool(state["Running"]) and not state.get("Restarting")
-        return Check(self._running_name, healthy, detail), container
+        detail = f"{container['Config']['Image']} ({short_id(container['Image'])}), "
+        problem = state_problem(container, restarts=None)
+        if problem:
+            return Check(self._running_name, False, detail + problem), container
+        started = _time(container["State"].get("StartedAt"))
+        restarts = int(container.get("RestartCount") or 0)
+        if restarts and started and (self._clock() - started).total_seconds() < RECENT_RESTART:
+            detail += f"running, but restarted {restarts} times, last {ago(started, self._clock())}"
+            return Check(self._running_name, False, detail), container
+        return Check(self._running_name, True, detail + "running"), container
 
     def _image_check(
         self, client: DockerClient, container: dict[str, Any] | None, ref: str | None
@@ -298,6 +305,11 @@ class DockerTarget:
         """Rebuild the approved swap from its spec and this target's connection and timings."""
         if name != SwapContainer.name:
             raise PlanningError(f"a docker target has no step {name}")
+        if spec.get("container") != self.params.container:
+            raise PlanningError(
+                f"the stored {name} step is for container {spec.get('container')}, "
+                f"not this target's {self.params.container}"
+            )
         try:
             return self._swap(
                 container=str(spec["from_image"]),

@@ -150,6 +150,18 @@ def test_rerun_after_success_changes_nothing(dockerd: Engine) -> None:
     assert memory[memory_key(name)]["phase"] == "done"
 
 
+def test_restore_rebuilds_the_planned_step_and_refuses_unknown_ones(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    target = DockerTarget(params(dockerd, name))
+    step = target.plan("v1").rollback[0]
+    rebuilt = target.restore(step.name, spec_of(step))
+    assert rebuilt.describe() == step.describe()
+    with pytest.raises(PlanningError, match=r"has no step docker\.nope"):
+        target.restore("docker.nope", spec_of(step))
+    with pytest.raises(PlanningError, match="is for container other"):
+        target.restore(step.name, spec_of(step) | {"container": "other"})
+
+
 # -- carry-over ---------------------------------------------------------------------------
 
 
@@ -399,5 +411,7 @@ def test_checks_name_the_engine_container_and_image(dockerd: Engine) -> None:
 
 def test_checks_fail_for_a_crash_looping_container(dockerd: Engine) -> None:
     name, _ = app(dockerd, "crash", restart="always")
+    wait_for(lambda: dockerd.inspect(name)["RestartCount"] >= 1, what="a first restart")
     checks = DockerTarget(params(dockerd, name)).checks("v1")
     assert checks[1].ok is False
+    assert "exit code 3" in checks[1].detail or "restarted" in checks[1].detail
