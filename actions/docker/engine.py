@@ -1,15 +1,19 @@
 """The Docker Engine API client: the few calls a container swap needs, over the unix socket.
 
-Own client or the Docker SDK for Python? Ours: the swap needs about fifteen
-calls (inspect, stop, rename, update, create, connect, start, remove, list,
-pull, /version), each one line over httpx, which the bot already uses for
-every other HTTP call; with the SDK we would still write the same code around
-it (its high-level `containers.run` cannot re-attach anonymous volumes or
-connect several networks with aliases in one go, so the swap would call its
-low-level `APIClient` one call at a time, the same calls as here), add
-`docker`, `requests` and `urllib3` to the image, and map its exceptions onto
-ours. This module stays shorter than that glue and is tested against a real
-dockerd (tests/fakes/dockerd.py).
+Own client or the Docker SDK for Python? Ours, because it is the shorter of the
+two and is tested against a real dockerd (tests/fakes/dockerd.py). The swap
+sends the engine's own documents back to it: a create body built from
+inspect, each network's EndpointConfig as inspect shows it, a restart policy.
+Here each call is one line of httpx, which the bot already uses for all HTTP.
+The SDK's low-level `APIClient` takes the create body raw, but its
+`connect_container_to_network` wants aliases, links, IPv4/IPv6 addresses and
+driver options as separate arguments, its `version="auto"` takes whatever the
+engine offers without a cap, and its errors (`NotFound`, `APIError`) would
+still be mapped onto PermanentError/TemporaryError; that glue is about as long
+as the calls below, and it would add `docker`, `requests` and `urllib3` to the
+bot's image. What the SDK does better, running Docker credential helpers, we
+leave out on purpose (actions.docker.auth: the bot does not execute binaries
+named in a config file).
 
 API version. Docker 29 refuses clients below 1.44 and Debian's dockerd 20.10
 speaks at most 1.41, so no fixed version works everywhere: the client asks the
