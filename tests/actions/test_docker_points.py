@@ -8,7 +8,10 @@ as insecure by default, so pushes and pulls go over plain HTTP.
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,3 +251,75 @@ def test_a_credential_helper_is_not_run_and_the_pull_is_anonymous(
     header, source = registry_auth("ghcr.io/team/app:v1")
     assert header is None
     assert source == "none for ghcr.io, pulling anonymously (credential helpers are not run)"
+
+
+# -- reproducible builds ----------------------------------------------------------------------
+
+
+def load_fixed_time_image(engine: Engine, ref: str, version: str) -> None:
+    """Load an image whose config says it was created at 1980-01-01, as ko or Jib build them."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        for path, data in [
+            ("bin/busybox", BUSYBOX.read_bytes()),
+            ("www/health", b"ok\n"),
+            ("www/version", f"{version}\n".encode()),
+        ]:
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o755, 315532801
+            tar.addfile(info, io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "1980-01-01T00:00:01Z",
+            "config": {
+                "Env": [f"APP_VERSION={version}"],
+                "ExposedPorts": {"8080/tcp": {}},
+                "Entrypoint": ["/bin/busybox"],
+                "Cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+            },
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"],
+            },
+        }
+    ).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": ["layer/layer.tar"]}]
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for path, data in [
+            ("layer/layer.tar", layer_bytes),
+            (config_name, config),
+            ("manifest.json", json.dumps(manifest).encode()),
+        ]:
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    loaded = engine.call(
+        "POST",
+        "/images/load",
+        params={"quiet": "1"},
+        content=archive.getvalue(),
+        headers={"Content-Type": "application/x-tar"},
+        timeout=60,
+    )
+    assert '"error"' not in loaded.text, loaded.text
+
+
+def test_images_with_one_fixed_build_time_still_give_a_previous_version(dockerd: Engine) -> None:
+    repo = "rbt-fixed"
+    load_fixed_time_image(dockerd, f"{repo}:v1", "v1")
+    load_fixed_time_image(dockerd, f"{repo}:v2", "v2")
+    for version in ("v1", "v2"):
+        image = dockerd.call("GET", f"/images/{repo}:{version}/json").json()
+        assert image["Created"].startswith("1980-01-01T00:00:01")
+    name, port = app(dockerd, "v2", image_repo=repo)
+    target = DockerTarget(params(dockerd, name, image=repo))
+    assert [p.ref for p in target.points()] == [f"{repo}:v2", f"{repo}:v1"]
+    plan = target.plan(None)
+    assert plan.rollback[0].spec()["to_image"] == f"{repo}:v1"
+    swap(dockerd, name, None, image=repo)
+    assert version_served(port) == "v1"
