@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from actions.base import Action, ActionError, Check, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
 from actions.docker.settings import HISTORY_LABEL
-from actions.docker.swap import SwapContainer, state_problem
+from actions.docker.swap import SWITCH_BACK_RESERVE, SwapContainer, state_problem
 from actions.params import Strict
 
 RECENT_RESTART = 60.0
@@ -59,6 +59,21 @@ class DockerParams(Strict):
     keep_retired: int = Field(default=1, ge=0)
     """Renamed old containers (`<name>-rollback-<time>`) kept after a successful swap."""
     swap_timeout: float = Field(default=240.0, gt=0)
+
+    @model_validator(mode="after")
+    def _times_fit(self) -> DockerParams:
+        if self.settle >= self.health_timeout:
+            raise ValueError(
+                f"settle ({self.settle:g}s) must be shorter than health_timeout "
+                f"({self.health_timeout:g}s)"
+            )
+        needed = self.stop_timeout + self.health_timeout + SWITCH_BACK_RESERVE
+        if self.swap_timeout < needed:
+            raise ValueError(
+                f"swap_timeout ({self.swap_timeout:g}s) must leave room for stop_timeout, "
+                f"health_timeout and {SWITCH_BACK_RESERVE:g}s to switch back: at least {needed:g}s"
+            )
+        return self
 
 
 def _repository(ref: str) -> str:

@@ -200,6 +200,15 @@ def test_config_rejects_a_malformed_api_version() -> None:
         DockerParams(kind="docker", container="web", image="app", api_version="latest")
 
 
+def test_config_rejects_timings_that_leave_no_room_to_switch_back() -> None:
+    with pytest.raises(ValueError, match=r"settle .* must be shorter than health_timeout"):
+        DockerParams(kind="docker", container="web", image="app", settle=60, health_timeout=30)
+    with pytest.raises(ValueError, match=r"at least 150s"):
+        DockerParams(
+            kind="docker", container="web", image="app", health_timeout=120, swap_timeout=60
+        )
+
+
 # -- registry credentials ---------------------------------------------------------------------
 
 
