@@ -308,7 +308,7 @@ def test_unhealthy_by_its_own_healthcheck_switches_back(dockerd: Engine) -> None
     failing = {"Test": ["CMD", "/bin/busybox", "false"], "Interval": 200_000_000, "Retries": 1}
     name, port = app(dockerd, "v2", Healthcheck=failing)
     with pytest.raises(PermanentError, match=r"unhealthy by its own healthcheck.*switched back"):
-        swap(dockerd, name, "v1", settle=30.0)
+        swap(dockerd, name, "v1", settle=15.0)
     assert dockerd.inspect(name)["Config"]["Image"] == f"{APP}:v2"
     assert version_served(port) == "v2"
 
