@@ -251,7 +251,8 @@ class _Swap:
                 record = self._start_new(record)
             if record["phase"] == "started":
                 self._verify(record)
-                record = self._save(record, phase="verified")
+                healthy_at = datetime.now(UTC).isoformat(timespec="seconds")
+                record = self._save(record, phase="verified", healthy_at=healthy_at)
         except EngineUnreachable:
             raise
         except ActionError as err:
@@ -465,8 +466,9 @@ class _Swap:
             summary = f"{action.container} now runs {action.to_image} (was {action.from_image})"
             if record is not None and action.keep_retired:
                 summary += f"; the old container is kept as {record['retired']}"
-        data = {"container": action.container, "from_image": action.from_image}
+        data: dict[str, Any] = {"container": action.container, "from_image": action.from_image}
         data |= {"to_image": action.to_image, "to_image_id": (record or {}).get("image_id", "")}
+        data |= {"healthy_at": (record or {}).get("healthy_at")}
         return StepResult(summary=summary, output="\n".join(self.lines), skipped=skipped, data=data)
 
 

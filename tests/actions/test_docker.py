@@ -115,6 +115,9 @@ def test_swap_runs_the_previous_image_under_the_same_name_and_port(dockerd: Engi
     old_id = dockerd.inspect(name)["Id"]
     result = swap(dockerd, name, "v1", keep_retired=1)
     assert result.summary.startswith(f"{name} now runs {APP}:v1 (was {APP}:v2)")
+    assert (
+        result.data["healthy_at"] and result.data["to_image_id"] == dockerd.inspect(name)["Image"]
+    )
     assert version_served(port) == "v1"
     new = dockerd.inspect(name)
     assert new["Id"] != old_id and new["Config"]["Image"] == f"{APP}:v1"
