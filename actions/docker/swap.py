@@ -47,6 +47,7 @@ from actions.docker.auth import registry_auth
 from actions.docker.engine import DockerClient, EngineUnreachable, short_id
 from actions.docker.settings import settings_summary, successor
 from actions.http.health import HEALTH_REQUEST_TIMEOUT, check_health
+from actions.http.request import plural
 
 SWITCH_BACK_RESERVE = 20.0
 """Seconds of the step's deadline kept for switching back after a failed check."""
@@ -480,12 +481,17 @@ def state_problem(container: dict[str, Any], *, restarts: int | None) -> str | N
         return f"was OOM-killed (exit code {code})"
     count = container.get("RestartCount", 0)
     if state.get("Restarting"):
-        again = f" (restarted {count - restarts} times)" if restarts is not None and count else ""
+        again = (
+            f" (restarted {plural(count - restarts, 'time')})"
+            if restarts is not None and count
+            else ""
+        )
         return f"is restarting, exit code {code}{again}"
     if not state.get("Running"):
         return f"is {state.get('Status')}, exit code {code}"
     if restarts is not None and count != restarts:
-        return f"restarted {count - restarts} times (the engine resets the exit code on restart)"
+        times = plural(count - restarts, "time")
+        return f"restarted {times} (the engine resets the exit code on restart)"
     return None
 
 

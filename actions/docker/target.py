@@ -36,6 +36,7 @@ from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
 from actions.docker.settings import HISTORY_LABEL
 from actions.docker.swap import SWITCH_BACK_RESERVE, SwapContainer, state_problem
+from actions.http.request import plural
 from actions.params import Strict
 
 RECENT_RESTART = 60.0
@@ -251,7 +252,8 @@ class DockerTarget:
         started = _time(container["State"].get("StartedAt"))
         restarts = int(container.get("RestartCount") or 0)
         if restarts and started and (self._clock() - started).total_seconds() < RECENT_RESTART:
-            detail += f"running, but restarted {restarts} times, last {ago(started, self._clock())}"
+            last = ago(started, self._clock())
+            detail += f"running, but restarted {plural(restarts, 'time')}, last {last}"
             return Check(self._running_name, False, detail), container
         return Check(self._running_name, True, detail + "running"), container
 
