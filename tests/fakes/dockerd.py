@@ -169,6 +169,15 @@ def _wait(check: Any, *, timeout: float, what: str, log: Path) -> None:
     raise AssertionError(f"{what} did not come up; its log:\n{log.read_text()[-3000:]}")
 
 
+def _free_address_base() -> int:
+    """Pick X for 10.X.0.0/16 that no interface here uses (another test dockerd's bridges)."""
+    used: set[int] = set()
+    if shutil.which("ip"):
+        shown = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True)
+        used = {int(part.split(".")[1]) for part in shown.stdout.split() if part.startswith("10.")}
+    return random.choice([x for x in range(100, 251) if x not in used])
+
+
 def _unmount_under(root: Path) -> None:
     """Unmount whatever dockerd left mounted under `root` (overlays, netns, shm), deepest first."""
     with open("/proc/self/mountinfo") as f:
@@ -215,7 +224,7 @@ def dockerd() -> Iterator[Engine]:
         missing("dockerd needs root and the tests do not run as root")
     root = Path(tempfile.mkdtemp(prefix="rbt-dockerd-"))
     sock, log = root / "docker.sock", root / "dockerd.log"
-    base = random.randint(100, 250)
+    base = _free_address_base()
     args = [
         "dockerd",
         f"--host=unix://{sock}",
