@@ -28,7 +28,6 @@ from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
 from actions.database.selfhosted import (
     RECOVERY_MARKER,
     PreRollbackBackup,
-    RestoreBackup,
     RestoreIntoRecovery,
     SwapDatabases,
     list_backups,
@@ -46,7 +45,6 @@ __all__ = [
     "RdsInstance",
     "RdsRestoreToTime",
     "RdsSwap",
-    "RestoreBackup",
     "RestoreIntoRecovery",
     "RollbackMigration",
     "SwapDatabases",

@@ -52,7 +52,6 @@ from actions.database.selfhosted import (
     RECOVERY_MARKER,
     Backup,
     PreRollbackBackup,
-    RestoreBackup,
     RestoreIntoRecovery,
     SwapDatabases,
     list_backups,
@@ -94,13 +93,12 @@ class DatabaseTarget:
         return list_backups(Path(self.params.backups), self.dbname)
 
     def pitr_window(self) -> tuple[datetime, datetime] | None:
-        """Return the restorable window: RDS's own, or the span of the backups."""
+        """Return the restorable window: RDS's own; None where only dumps exist."""
         rds = self.params.rds
         if rds is not None:
             with rds_errors(f"reading RDS instance {rds.instance_id}", planning=True):
                 return restorable_window(rds_client(rds.aws), rds.instance_id)
-        taken = [b.taken_at for b in self.backups()]
-        return (min(taken), max(taken)) if taken else None
+        return None
 
     def applied_migrations(self) -> list[str]:
         """Read the applied migration versions, newest first."""
@@ -190,10 +188,6 @@ class DatabaseTarget:
             raise PlanningError(f"{iso(moment)} is outside the restorable window {span}")
         return f"{iso(moment)} within {span}"
 
-    def _backup_at(self, moment: datetime) -> Backup:
-        """Return the newest backup taken at or before `moment`."""
-        return next(b for b in self.backups() if b.taken_at <= moment)
-
     def _to_roll_back(self, target: str) -> list[str]:
         newer = [v for v in self.applied_migrations() if version_key(v) > version_key(target)]
         if not newer:
@@ -217,7 +211,10 @@ class DatabaseTarget:
             if method == "backup":
                 return self._backup_checks(self._backup_path(value))
             if method == "pitr":
-                return self._pitr_checks(parse_time(value))
+                moment = parse_time(value)
+                if self.params.rds is None:
+                    return self._dump_checks(moment)
+                return self._pitr_checks(moment)
             return self._migration_checks(value)
         except PlanningError as error:
             return [Check("rollback point", False, str(error))]
@@ -241,24 +238,34 @@ class DatabaseTarget:
     def _backup_checks(self, path: Path) -> list[Check]:
         info = inspect_archive(path)
         detail = (
-            f"{path} · {info.format} format, {info.entries} entries"
+            f"{path} · {info.format} format, {info.entries} entries, every block read"
             if info.readable
             else info.error
         )
-        checks = [Check("backup readable", info.readable, detail)]
-        return [*checks, self.estimate(path.stat().st_size)] if info.readable else checks
+        checks = [Check("backup reads back whole", info.readable, detail)]
+        if not info.readable:
+            return checks
+        return [*checks, self.estimate(path.stat().st_size), self._recovery_check()]
 
     def _pitr_checks(self, moment: datetime) -> list[Check]:
         try:
             inside = Check("time inside restorable window", True, self._inside_window(moment))
         except PlanningError as error:
             return [Check("time inside restorable window", False, str(error))]
-        if self.params.rds is not None:
-            return [inside]
-        backup = self._backup_at(moment)
-        earlier = human_duration((moment - backup.taken_at).total_seconds())
-        chosen = Check("backup chosen", True, f"{backup.path.name}, taken {earlier} earlier")
-        return [inside, chosen, *self._backup_checks(backup.path), self._recovery_check()]
+        return [inside]
+
+    def _dump_checks(self, moment: datetime) -> list[Check]:
+        earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
+        if not earlier:
+            return [Check("dump before the time", False, f"no dump at or before {iso(moment)}")]
+        backup = earlier[0]
+        gap = human_duration((moment - backup.taken_at).total_seconds())
+        chosen = Check(
+            "dump before the time (not point in time)",
+            True,
+            f"restore the dump of {iso(backup.taken_at)}, {gap} before the time you asked",
+        )
+        return [chosen, *self._backup_checks(backup.path)]
 
     def _recovery_check(self) -> Check:
         recovery = f"{self.dbname}_recovery"
@@ -298,7 +305,7 @@ class DatabaseTarget:
             return self._backup_plan(self._backup_path(value))
         if method == "pitr":
             moment = parse_time(value)
-            return self._rds_plan(moment) if self.params.rds else self._pitr_plan(moment)
+            return self._rds_plan(moment) if self.params.rds else self._dump_before(moment)
         return self._migration_plan(value, force=force)
 
     def _verify_live(self) -> VerifyDatabase:
@@ -317,45 +324,52 @@ class DatabaseTarget:
     def _jobs(self, info: ArchiveInfo) -> int:
         return max(1, self.params.restore_jobs) if info.parallel else 1
 
-    def _backup_plan(self, path: Path) -> TargetPlan:
-        info = self._readable(path)
-        restore = RestoreBackup(
-            self.params.connection, path, self._jobs(info), self.params.restore_timeout
-        )
-        return TargetPlan(
-            prepare=[self._pre_rollback()],
-            rollback=[restore],
-            verify=[self._verify_live()],
-            notes=[
-                f"Restores {path.name} ({human_size(path.stat().st_size)}); "
-                f"{self.estimate(path.stat().st_size).detail}"
-            ],
-        )
-
-    def _pitr_plan(self, moment: datetime) -> TargetPlan:
+    def _recovery_steps(self, path: Path, info: ArchiveInfo, source: str) -> list[Action]:
+        """Restore into a new database, verify it there, then swap it in."""
         if self.dbname == self.params.connection.maintenance_dbname:
             raise PlanningError(f"cannot swap the maintenance database {self.dbname}")
-        self._inside_window(moment)
-        backup = self._backup_at(moment)
-        info = self._readable(backup.path)
         recovery = f"{self.dbname}_recovery"
-        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(moment)}")
+        check_pg_name(recovery)
+        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(self.now())}")
         if not self._recovery_check().ok:
             raise PlanningError(f"database {recovery} exists and was not made by the bot")
         conn, timeout = self.params.connection, self.params.restore_timeout
-        rollback: list[Action] = [
-            RestoreIntoRecovery(conn, backup.path, recovery, self._jobs(info), timeout),
+        return [
+            RestoreIntoRecovery(conn, path, recovery, self._jobs(info), timeout),
             VerifyDatabase(on_database(conn, recovery), self.queries),
-            SwapDatabases(conn, recovery, self.params.swap_timeout, self.now),
+            SwapDatabases(conn, recovery, self.params.swap_timeout, self.now, source=source),
         ]
+
+    def _backup_plan(self, path: Path, notes: list[str] | None = None) -> TargetPlan:
+        info = self._readable(path)
+        size = path.stat().st_size
         return TargetPlan(
             prepare=[self._pre_rollback()],
-            rollback=rollback,
+            rollback=self._recovery_steps(path, info, f"the dump {path.name}"),
             verify=[self._verify_live()],
             notes=[
-                f"Point in time {iso(moment)}: restores {backup.path.name}, taken "
-                f"{iso(backup.taken_at)}; {self.estimate(backup.size).detail}",
-                f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time>",
+                *(notes or []),
+                f"Restores {path.name} ({human_size(size)}, read back whole) into "
+                f"{self.dbname}_recovery, verifies it there, then swaps it in; "
+                f"{self.estimate(size).detail}",
+                f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time of the "
+                "swap>",
+            ],
+        )
+
+    def _dump_before(self, moment: datetime) -> TargetPlan:
+        """Only dumps exist: say plainly that this restores the dump before the time asked."""
+        earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
+        if not earlier:
+            raise PlanningError(f"no dump of {self.dbname} was taken at or before {iso(moment)}")
+        backup = earlier[0]
+        gap = human_duration((moment - backup.taken_at).total_seconds())
+        return self._backup_plan(
+            backup.path,
+            [
+                f"Not a point-in-time recovery: restore the dump of {iso(backup.taken_at)}, "
+                f"{gap} before the time you asked ({iso(moment)}); changes after "
+                f"{iso(backup.taken_at)} are not in the restored database"
             ],
         )
 
