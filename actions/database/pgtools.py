@@ -126,13 +126,19 @@ def conn_args(conn: DatabaseConnection) -> list[str]:
     ]
 
 
-def run_tool(argv: Sequence[str], *, conn: DatabaseConnection | None, timeout: float) -> ToolRun:
+def run_tool(
+    argv: Sequence[str],
+    *,
+    conn: DatabaseConnection | None,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> ToolRun:
     """Run a pg tool in its own process group, killing the group when `timeout` passes."""
     command = shlex.join(argv)
     started = time.monotonic()
     proc = subprocess.Popen(
         list(argv),
-        env=tool_env(conn),
+        env=tool_env(conn) | (env or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

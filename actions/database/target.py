@@ -39,6 +39,14 @@ from actions.database.pgtools import (
     on_database,
     planning_errors,
 )
+from actions.database.pitr import (
+    RestoreToTime,
+    archive_window,
+    choose_base,
+    describe_loss,
+    exact,
+    pgbackrest_window,
+)
 from actions.database.rds import (
     RDS_ID_MAX,
     RdsRestoreToTime,
@@ -93,11 +101,27 @@ class DatabaseTarget:
         return list_backups(Path(self.params.backups), self.dbname)
 
     def pitr_window(self) -> tuple[datetime, datetime] | None:
-        """Return the restorable window: RDS's own; None where only dumps exist."""
+        """Return the restorable window: RDS's own, the WAL archive's, pgBackRest's; None
+        where only dumps exist."""
         rds = self.params.rds
         if rds is not None:
             with rds_errors(f"reading RDS instance {rds.instance_id}", planning=True):
                 return restorable_window(rds_client(rds.aws), rds.instance_id)
+        if self.params.archive is not None:
+            return archive_window(self.params.archive)
+        if self.params.pgbackrest is not None:
+            return pgbackrest_window(self.params.pgbackrest)
+        return None
+
+    @property
+    def pitr_source(self) -> str | None:
+        """Name where point-in-time recovery comes from, for labels and notes."""
+        if self.params.rds is not None:
+            return f"RDS {self.params.rds.instance_id}"
+        if self.params.archive is not None:
+            return f"WAL archive {self.params.archive.wal_archive}"
+        if self.params.pgbackrest is not None:
+            return f"pgBackRest stanza {self.params.pgbackrest.stanza}"
         return None
 
     def applied_migrations(self) -> list[str]:
@@ -123,8 +147,9 @@ class DatabaseTarget:
         if window is None:
             return []
         earliest, latest = window
-        source = f"RDS {self.params.rds.instance_id}" if self.params.rds else "backups"
-        label = f"point in time ({source}): any time from {iso(earliest)} to {iso(latest)}"
+        label = (
+            f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
+        )
         return [RollbackPoint(pitr_ref(latest), label, latest)]
 
     def _migration_points(self) -> list[RollbackPoint]:
@@ -212,7 +237,7 @@ class DatabaseTarget:
                 return self._backup_checks(self._backup_path(value))
             if method == "pitr":
                 moment = parse_time(value)
-                if self.params.rds is None:
+                if self.pitr_source is None:
                     return self._dump_checks(moment)
                 return self._pitr_checks(moment)
             return self._migration_checks(value)
@@ -252,7 +277,12 @@ class DatabaseTarget:
             inside = Check("time inside restorable window", True, self._inside_window(moment))
         except PlanningError as error:
             return [Check("time inside restorable window", False, str(error))]
-        return [inside]
+        if self.params.rds is not None:
+            return [inside]
+        loss = describe_loss(
+            moment, inclusive=self.params.recovery_target_inclusive, db=self.dbname
+        )
+        return [inside, Check("data-loss window", True, loss), self._recovery_check()]
 
     def _dump_checks(self, moment: datetime) -> list[Check]:
         earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
@@ -305,7 +335,11 @@ class DatabaseTarget:
             return self._backup_plan(self._backup_path(value))
         if method == "pitr":
             moment = parse_time(value)
-            return self._rds_plan(moment) if self.params.rds else self._dump_before(moment)
+            if self.params.rds is not None:
+                return self._rds_plan(moment)
+            if self.pitr_source is not None:
+                return self._wal_plan(moment)
+            return self._dump_before(moment)
         return self._migration_plan(value, force=force)
 
     def _verify_live(self) -> VerifyDatabase:
@@ -354,6 +388,57 @@ class DatabaseTarget:
                 f"{self.estimate(size).detail}",
                 f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time of the "
                 "swap>",
+            ],
+        )
+
+    def _wal_plan(self, moment: datetime) -> TargetPlan:
+        """Replay WAL to `moment` in a scratch instance, copy the database over, swap."""
+        source = self.params.archive or self.params.pgbackrest
+        assert source is not None
+        self._inside_window(moment)
+        if self.dbname == self.params.connection.maintenance_dbname:
+            raise PlanningError(f"cannot swap the maintenance database {self.dbname}")
+        recovery = f"{self.dbname}_recovery"
+        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(self.now())}")
+        if not self._recovery_check().ok:
+            raise PlanningError(f"database {recovery} exists and was not made by the bot")
+        if self.params.archive is not None:
+            base = choose_base(self.params.archive, moment)
+            base_ref = base.ref
+            base_note = f"base backup {base.ref} (usable from {iso(base.usable_from)})"
+        else:
+            base_ref = "pgbackrest"
+            base_note = "the newest pgBackRest backup before the time (pgBackRest chooses)"
+        inclusive = self.params.recovery_target_inclusive
+        conn = self.params.connection
+        restore = RestoreToTime(
+            conn,
+            source,
+            moment,
+            inclusive,
+            base_ref,
+            recovery,
+            max(1, self.params.restore_jobs),
+            self.queries,
+            self.params.restore_timeout,
+        )
+        swap = SwapDatabases(
+            conn,
+            recovery,
+            self.params.swap_timeout,
+            self.now,
+            source=f"{self.dbname} recovered to {exact(moment)} from the {self.pitr_source}",
+        )
+        prepare: list[Action] = [self._pre_rollback()] if self.params.backups is not None else []
+        return TargetPlan(
+            prepare=prepare,
+            rollback=[restore, VerifyDatabase(on_database(conn, recovery), self.queries), swap],
+            verify=[self._verify_live()],
+            notes=[
+                f"Point-in-time recovery to {exact(moment)} "
+                f"({'inclusive' if inclusive else 'exclusive'}) from the {self.pitr_source}, "
+                f"{base_note}",
+                describe_loss(moment, inclusive=inclusive, db=self.dbname),
             ],
         )
 
