@@ -183,14 +183,24 @@ def last_commit(segments: list[Path], bindir: Path, *, scan: int = 16) -> dateti
     return None
 
 
-def archive_window(archive: WalArchive) -> tuple[datetime, datetime] | None:
+def archive_window(archive: WalArchive) -> tuple[datetime, datetime]:
     """Return (earliest, latest) times PostgreSQL can recover to from this archive."""
     backups = archive_backups(archive)
+    if not backups:
+        raise PlanningError(
+            f"no plain-format base backup in {archive.base_backups} has its .backup history "
+            f"file (with its stop time) in {archive.wal_archive}"
+        )
     wal = Path(archive.wal_archive)
     segments = [p for p in wal.iterdir() if SEGMENT.fullmatch(p.name)] if wal.is_dir() else []
-    latest = last_commit(segments, bindir(archive)) if backups else None
-    if not backups or latest is None or latest < backups[0].usable_from:
-        return None
+    latest = last_commit(segments, bindir(archive))
+    if latest is None:
+        raise PlanningError(f"no commit found in the newest WAL segments of {wal}")
+    if latest < backups[0].usable_from:
+        raise PlanningError(
+            f"the last archived commit ({iso(latest)}) is before the first base backup is "
+            f"usable ({iso(backups[0].usable_from)})"
+        )
     return backups[0].usable_from, latest
 
 

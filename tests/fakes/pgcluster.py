@@ -134,20 +134,20 @@ class ArchivedCluster:
         return found[0]
 
     def switch_wal(self) -> None:
-        """Close the current segment and wait until it is archived."""
+        """Close the current segment and wait until that segment is in the archive."""
         with self.connect() as conn:
-            conn.execute("SELECT pg_switch_wal()")
-            conn.execute("CHECKPOINT")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                row = conn.execute(
-                    "SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver"
-                ).fetchone()
-                current = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
-                if row and current and row[0] and row[0] < current[0]:
-                    return
-                time.sleep(0.1)
-        raise RuntimeError(f"WAL was not archived in 30 s; see {self.root / 'log'}")
+            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        self.wait_archived(row[0])
+
+    def wait_archived(self, pattern: str) -> None:
+        """Wait until a file matching `pattern` is in the archive directory."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(self.archive.glob(pattern)):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{pattern} was not archived in 30 s; see {self.root / 'log'}")
 
     def base_backup(self) -> Path:
         """Take a plain-format base backup into base/<n>."""
@@ -170,6 +170,9 @@ class ArchivedCluster:
                 "fast",
             ]
         )
+        label = (target / "backup_label").read_text()
+        segment = label.split("(file ", 1)[1].split(")", 1)[0]
+        self.wait_archived(f"{segment}.*.backup")
         return target
 
     def stop(self) -> None:
