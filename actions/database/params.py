@@ -89,7 +89,11 @@ class DatabaseParams(Strict):
     """A database and the rollback methods allowed for it.
 
     `backups`: directory of pg_dump custom-format files (`<dbname>_<YYYYmmdd_HHMMSS>.dump`).
-    `migrations`: directory holding `<version>_*.sql` and `rollback_<version>.sql`.
+    `migrations`: the migration tool's directory: `rollback_<version>.sql` (the procedures'
+    format, Supabase CLI), `<version>_<name>.down.sql` (golang-migrate), `U<version>__<name>.sql`
+    (Flyway undo). The tool is detected from its table (`migrations_table` picks one when
+    several exist). `alembic_command` (e.g. `["alembic", "-c", "alembic.ini"]`, run in
+    `alembic_directory`): how Alembic downgrades, since its revisions are Python.
     `verification`: None means the procedures' VoxFlow queries.
     `rds`, `archive`, `pgbackrest`: where point-in-time recovery comes from (at most one);
     with none, only dumps exist and no point in time is offered.
@@ -103,6 +107,8 @@ class DatabaseParams(Strict):
     backups: str | None = None
     migrations: str | None = None
     migrations_table: str = "schema_migrations"
+    alembic_command: list[str] | None = None
+    alembic_directory: str | None = None
     rds: RdsInstance | None = None
     archive: WalArchive | None = None
     pgbackrest: PgBackRest | None = None

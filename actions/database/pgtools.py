@@ -132,6 +132,7 @@ def run_tool(
     conn: DatabaseConnection | None,
     timeout: float,
     env: dict[str, str] | None = None,
+    cwd: str | None = None,
 ) -> ToolRun:
     """Run a pg tool in its own process group, killing the group when `timeout` passes."""
     command = shlex.join(argv)
@@ -139,6 +140,7 @@ def run_tool(
     proc = subprocess.Popen(
         list(argv),
         env=tool_env(conn) | (env or {}),
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
-from actions.database.migrations import RollbackMigration, applied_versions, version_key
+from actions.database.migration_plans import MigrationPlanner
+from actions.database.migrations import TOOL_NAMES
 from actions.database.names import (
     check_pg_name,
     human_duration,
@@ -126,8 +126,7 @@ class DatabaseTarget:
 
     def applied_migrations(self) -> list[str]:
         """Read the applied migration versions, newest first."""
-        with planning_errors(f"reading {self.params.migrations_table} of {self.dbname}"):
-            return applied_versions(self.params.connection, self.params.migrations_table)
+        return MigrationPlanner(self.params).applied()
 
     def points(self) -> list[RollbackPoint]:
         """List the rollback points of every allowed method, each group newest first."""
@@ -153,12 +152,15 @@ class DatabaseTarget:
         return [RollbackPoint(pitr_ref(latest), label, latest)]
 
     def _migration_points(self) -> list[RollbackPoint]:
-        versions = self.applied_migrations()
+        planner = MigrationPlanner(self.params)
+        found = planner.detect()
+        versions = planner.applied(found)
+        tool = TOOL_NAMES[found.tool].split(" (")[0]
         return [
-            RollbackPoint(f"migration:{v}", f"migration {v} · current", is_current=True)
+            RollbackPoint(f"migration:{v}", f"{tool} migration {v} · current", is_current=True)
             if i == 0
             else RollbackPoint(
-                f"migration:{v}", f"migration {v} · rolls back {i} newer migration(s)"
+                f"migration:{v}", f"{tool} migration {v} · rolls back {i} newer migration(s)"
             )
             for i, v in enumerate(versions)
         ]
@@ -212,20 +214,6 @@ class DatabaseTarget:
         if not window[0] <= moment <= window[1]:
             raise PlanningError(f"{iso(moment)} is outside the restorable window {span}")
         return f"{iso(moment)} within {span}"
-
-    def _to_roll_back(self, target: str) -> list[str]:
-        newer = [v for v in self.applied_migrations() if version_key(v) > version_key(target)]
-        if not newer:
-            raise PlanningError(f"no applied migration of {self.dbname} is newer than {target}")
-        return newer
-
-    def _rollback_script(self, version: str) -> Path | None:
-        if self.params.migrations is None:
-            raise PlanningError(f"no migrations directory is configured for {self.dbname}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", version):
-            raise PlanningError(f"migration version {version!r} is not a plain name")
-        script = Path(self.params.migrations) / f"rollback_{version}.sql"
-        return script if script.is_file() else None
 
     # -- checks
 
@@ -314,17 +302,13 @@ class DatabaseTarget:
         return Check("recovery database name free", ours, detail)
 
     def _migration_checks(self, target: str) -> list[Check]:
-        checks = []
-        for version in self._to_roll_back(target):
-            script = self._rollback_script(version)
-            checks.append(
-                Check(
-                    f"rollback script for {version}",
-                    script is not None,
-                    str(script) if script else f"rollback_{version}.sql is missing",
-                )
-            )
-        return checks
+        try:
+            rollback = MigrationPlanner(self.params).rollback(target)
+        except PlanningError as error:
+            return [Check("down scripts for every migration rolled back", False, str(error))]
+        return [
+            Check(f"step {i + 1}", True, step.describe()) for i, step in enumerate(rollback.steps)
+        ]
 
     # -- plans
 
@@ -486,36 +470,14 @@ class DatabaseTarget:
         )
 
     def _migration_plan(self, target: str, *, force: bool) -> TargetPlan:
-        versions = self._to_roll_back(target)
-        scripts = {v: self._rollback_script(v) for v in versions}
-        missing = [v for v, script in scripts.items() if script is None]
-        if missing and not force:
-            raise PlanningError(
-                f"no rollback script for migration(s) {', '.join(missing)} in "
-                f"{self.params.migrations}; nothing was run (force overrides)"
-            )
-        conn, table, timeout = (
-            self.params.connection,
-            self.params.migrations_table,
-            self.params.restore_timeout,
-        )
-        steps: list[Action] = [
-            RollbackMigration(conn, table, v, scripts[v], timeout) for v in versions
-        ]
-        notes = [
-            f"roll back migration {v} with {scripts[v].name}"  # type: ignore[union-attr]
-            if scripts[v]
-            else f"roll back migration {v}: no rollback script, row deleted only (forced)"
-            for v in versions
-        ]
-        if missing:
-            notes.append(
-                f"force: rollback scripts missing for {', '.join(missing)}; "
-                "override requested, their schema changes stay"
-            )
+        """Roll back with the detected tool's down scripts; `force` changes nothing here."""
+        rollback = MigrationPlanner(self.params).rollback(target)
+        notes = rollback.notes
+        if force:
+            notes = [*notes, "force has no effect on a migration rollback"]
         return TargetPlan(
             prepare=[self._pre_rollback()],
-            rollback=steps,
+            rollback=rollback.steps,
             verify=[self._verify_live()],
             notes=notes,
         )
