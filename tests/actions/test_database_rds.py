@@ -171,5 +171,130 @@ def test_an_aws_refusal_fails_the_step_permanently(aws: AwsConnection) -> None:
     rds = RdsInstance(instance_id="gone-instance", aws=aws, poll_interval=0.05)
     restore = RdsRestoreToTime(rds, "gone-instance-pitr", SWAP_TIME, 5.0)
 
-    with pytest.raises(PermanentError, match=r"restoring gone-instance: .*DBInstanceNotFound"):
+    with pytest.raises(PermanentError, match="RDS instance gone-instance does not exist"):
         restore.run(StepContext.for_test(timeout=5.0))
+
+
+@pytest.fixture
+def configured_instance(aws: AwsConnection) -> dict[str, Any]:
+    """An instance with its own network, groups, storage, protection, tags, IAM auth and CA."""
+    kwargs = {"region_name": aws.region, "endpoint_url": aws.endpoint_url}
+    ec2, rds = boto3.client("ec2", **kwargs), boto3.client("rds", **kwargs)
+    suffix = uuid.uuid4().hex[:8]
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    group = ec2.create_security_group(GroupName=f"db-{suffix}", Description="db", VpcId=vpc)
+    rds.create_db_subnet_group(
+        DBSubnetGroupName=f"private-{suffix}", DBSubnetGroupDescription="db", SubnetIds=subnets
+    )
+    rds.create_db_parameter_group(
+        DBParameterGroupName=f"pg15-{suffix}", DBParameterGroupFamily="postgres15", Description="x"
+    )
+    rds.create_option_group(
+        OptionGroupName=f"opts-{suffix}",
+        EngineName="postgres",
+        MajorEngineVersion="13",
+        OptionGroupDescription="x",
+    )
+    instance_id = f"voxdb-{suffix}"
+    rds.create_db_instance(
+        DBInstanceIdentifier=instance_id,
+        DBInstanceClass="db.r6g.large",
+        Engine="postgres",
+        EngineVersion="15.4",
+        MasterUsername="voxflow",
+        MasterUserPassword="not-used-by-the-bot",
+        AllocatedStorage=100,
+        DBName="voxflow_prod",
+        BackupRetentionPeriod=7,
+        DBSubnetGroupName=f"private-{suffix}",
+        VpcSecurityGroupIds=[group["GroupId"]],
+        DBParameterGroupName=f"pg15-{suffix}",
+        OptionGroupName=f"opts-{suffix}",
+        MultiAZ=True,
+        StorageType="io1",
+        Iops=3000,
+        DeletionProtection=True,
+        EnableIAMDatabaseAuthentication=True,
+        CACertificateIdentifier="rds-ca-rsa2048-g1",
+        CopyTagsToSnapshot=True,
+        Tags=[{"Key": "team", "Value": "voice"}, {"Key": "env", "Value": "prod"}],
+    )
+    return {"id": instance_id, "suffix": suffix, "group": group["GroupId"]}
+
+
+def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]:
+    """Record every RDS request's parameters as botocore hands them over (before moto)."""
+    import actions.database.rds as rds_module
+
+    seen: dict[str, list[dict[str, Any]]] = {}
+    real = rds_module.rds_client
+
+    def client_with_hook(aws: AwsConnection) -> Any:
+        client = real(aws)
+
+        def keep(params: dict[str, Any], model: Any, **_: Any) -> None:
+            seen.setdefault(model.name, []).append(dict(params))
+
+        client.meta.events.register("provide-client-params.rds.*", keep)
+        return client
+
+    monkeypatch.setattr(rds_module, "rds_client", client_with_hook)
+    return seen
+
+
+def test_the_restore_request_carries_every_setting_of_the_source(
+    aws: AwsConnection, configured_instance: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch)
+    live, suffix = configured_instance["id"], configured_instance["suffix"]
+    tgt = target(aws, live)
+    moment = inside_window(tgt)
+
+    run_plan(tgt.plan(pitr_ref(moment)))
+
+    restored, aside = (
+        f"{live}-pitr-{rds_stamp(moment)}",
+        f"{live}-pre-rollback-{rds_stamp(SWAP_TIME)}",
+    )
+    assert seen["ModifyDBInstance"] == [
+        {"DBInstanceIdentifier": live, "NewDBInstanceIdentifier": aside, "ApplyImmediately": True},
+        {
+            "DBInstanceIdentifier": restored,
+            "NewDBInstanceIdentifier": live,
+            "ApplyImmediately": True,
+        },
+    ]
+    found = instances(aws)
+    assert found[live]["DBInstanceStatus"] == found[aside]["DBInstanceStatus"] == "available"
+    [request] = seen["RestoreDBInstanceToPointInTime"]
+    window = found[aside]["PreferredBackupWindow"]
+    assert request == {
+        "SourceDBInstanceIdentifier": live,
+        "TargetDBInstanceIdentifier": f"{live}-pitr-{rds_stamp(moment)}",
+        "RestoreTime": moment,
+        "DBInstanceClass": "db.r6g.large",
+        "Port": 5432,
+        "DBSubnetGroupName": f"private-{suffix}",
+        "MultiAZ": True,
+        "AutoMinorVersionUpgrade": True,
+        "LicenseModel": "general-public-license",
+        "OptionGroupName": f"opts-{suffix}",
+        "CopyTagsToSnapshot": True,
+        "Tags": [{"Key": "team", "Value": "voice"}, {"Key": "env", "Value": "prod"}],
+        "StorageType": "io1",
+        "Iops": 3000,
+        "AllocatedStorage": 100,
+        "VpcSecurityGroupIds": [configured_instance["group"]],
+        "EnableIAMDatabaseAuthentication": True,
+        "DBParameterGroupName": f"pg15-{suffix}",
+        "DeletionProtection": True,
+        "CACertificateIdentifier": "rds-ca-rsa2048-g1",
+        "BackupRetentionPeriod": 7,
+        "PreferredBackupWindow": window,
+    }
