@@ -38,9 +38,12 @@ class RdsInstance(Strict):
 
     `verify`: run the verification queries against the restored and the live endpoints
     (needs the endpoints reachable from the bot; off for moto).
+    `cluster_id`: an Aurora cluster, restored with the cluster API; `instance_id` is then its
+    writer instance, recreated in the restored cluster with the same settings.
     """
 
     instance_id: str
+    cluster_id: str | None = None
     instance_class: str | None = None
     aws: AwsConnection = AwsConnection()
     verify: bool = True

@@ -215,7 +215,7 @@ def cluster_restore_request(
             "Tags": [dict(t) for t in source.get("TagList") or []],
             "KmsKeyId": source.get("KmsKeyId"),
             "EnableIAMDatabaseAuthentication": source.get("IAMDatabaseAuthenticationEnabled"),
-            "BacktrackWindow": source.get("BacktrackWindow"),
+            "BacktrackWindow": source.get("BacktrackWindow") or None,
             "EnableCloudwatchLogsExports": source.get("EnabledCloudwatchLogsExports"),
             "DBClusterParameterGroupName": _chosen(source.get("DBClusterParameterGroup")),
             "DeletionProtection": source.get("DeletionProtection"),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
+from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window
 from actions.database.migration_plans import MigrationPlanner
 from actions.database.migrations import TOOL_NAMES
 from actions.database.names import (
@@ -106,6 +107,8 @@ class DatabaseTarget:
         rds = self.params.rds
         if rds is not None:
             with rds_errors(f"reading RDS instance {rds.instance_id}", planning=True):
+                if rds.cluster_id is not None:
+                    return cluster_window(rds_client(rds.aws), rds.cluster_id)
                 return restorable_window(rds_client(rds.aws), rds.instance_id)
         if self.params.archive is not None:
             return archive_window(self.params.archive)
@@ -116,6 +119,8 @@ class DatabaseTarget:
     @property
     def pitr_source(self) -> str | None:
         """Name where point-in-time recovery comes from, for labels and notes."""
+        if self.params.rds is not None and self.params.rds.cluster_id is not None:
+            return f"Aurora cluster {self.params.rds.cluster_id}"
         if self.params.rds is not None:
             return f"RDS {self.params.rds.instance_id}"
         if self.params.archive is not None:
@@ -442,9 +447,36 @@ class DatabaseTarget:
             ],
         )
 
+    def _aurora_plan(self, moment: datetime) -> TargetPlan:
+        rds = self.params.rds
+        assert rds is not None and rds.cluster_id is not None
+        self._inside_window(moment)
+        cluster = f"{rds.cluster_id}-pitr-{rds_stamp(moment)}"
+        writer = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
+        longest = max(f"{rds.cluster_id}-pre-rollback-{rds_stamp(moment)}", writer, key=len)
+        if len(longest) > RDS_ID_MAX:
+            raise PlanningError(f"RDS identifiers derived from {rds.cluster_id} would be too long")
+        timeout = self.params.restore_timeout
+        rollback: list[Action] = [AuroraRestoreToTime(rds, cluster, writer, moment, timeout)]
+        if rds.verify:
+            rollback.append(
+                VerifyDatabase(self.params.connection, self.queries, rds=rds, instance_id=writer)
+            )
+        rollback.append(AuroraSwap(rds, cluster, timeout, self.now))
+        return TargetPlan(
+            rollback=rollback,
+            notes=[
+                f"Aurora cluster {rds.cluster_id} restored to {iso(moment)} as {cluster}, "
+                f"writer {writer}; changes after {iso(moment)} are not in it",
+                f"The current cluster is kept, renamed {rds.cluster_id}-pre-rollback-<time>",
+            ],
+        )
+
     def _rds_plan(self, moment: datetime) -> TargetPlan:
         rds = self.params.rds
         assert rds is not None
+        if rds.cluster_id is not None:
+            return self._aurora_plan(moment)
         self._inside_window(moment)
         restored = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
         if len(f"{rds.instance_id}-pre-rollback-{rds_stamp(moment)}") > RDS_ID_MAX:
@@ -463,7 +495,8 @@ class DatabaseTarget:
             rollback=rollback,
             verify=[verify_live] if rds.verify else [],
             notes=[
-                f"RDS {rds.instance_id} restored to {iso(moment)} as {restored}",
+                f"RDS {rds.instance_id} restored to {iso(moment)} as {restored}; changes after "
+                f"{iso(moment)} are not in it",
                 f"The current instance is kept, renamed {rds.instance_id}-pre-rollback-<time>",
                 "verification queries: " + ("on" if rds.verify else "off (RdsInstance.verify)"),
             ],

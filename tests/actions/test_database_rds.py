@@ -230,6 +230,7 @@ def configured_instance(aws: AwsConnection) -> dict[str, Any]:
 
 def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]:
     """Record every RDS request's parameters as botocore hands them over (before moto)."""
+    import actions.database.aurora as aurora_module
     import actions.database.rds as rds_module
 
     seen: dict[str, list[dict[str, Any]]] = {}
@@ -245,6 +246,7 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]
         return client
 
     monkeypatch.setattr(rds_module, "rds_client", client_with_hook)
+    monkeypatch.setattr(aurora_module, "rds_client", client_with_hook)
     return seen
 
 
@@ -298,3 +300,90 @@ def test_the_restore_request_carries_every_setting_of_the_source(
         "BackupRetentionPeriod": 7,
         "PreferredBackupWindow": window,
     }
+
+
+@pytest.fixture
+def aurora(aws: AwsConnection) -> dict[str, str]:
+    """An Aurora PostgreSQL cluster with tags, protection, IAM auth and a writer instance."""
+    rds = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    suffix = uuid.uuid4().hex[:8]
+    cluster, writer = f"voxclu-{suffix}", f"voxclu-{suffix}-writer"
+    rds.create_db_cluster_parameter_group(
+        DBClusterParameterGroupName=f"clu-{suffix}",
+        DBParameterGroupFamily="aurora-postgresql15",
+        Description="x",
+    )
+    rds.create_db_cluster(
+        DBClusterIdentifier=cluster,
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        MasterUsername="voxflow",
+        MasterUserPassword="not-used-by-the-bot",
+        DatabaseName="voxflow_prod",
+        BackupRetentionPeriod=7,
+        DBClusterParameterGroupName=f"clu-{suffix}",
+        DeletionProtection=True,
+        EnableIAMDatabaseAuthentication=True,
+        CopyTagsToSnapshot=True,
+        Tags=[{"Key": "team", "Value": "voice"}],
+    )
+    rds.create_db_instance(
+        DBInstanceIdentifier=writer,
+        DBClusterIdentifier=cluster,
+        DBInstanceClass="db.r6g.large",
+        Engine="aurora-postgresql",
+        Tags=[{"Key": "role", "Value": "writer"}],
+    )
+    return {"cluster": cluster, "writer": writer, "suffix": suffix}
+
+
+def test_aurora_cluster_is_restored_with_its_settings_and_its_writer_recreated(
+    aws: AwsConnection, aurora: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch)
+    cluster, writer = aurora["cluster"], aurora["writer"]
+    rds = RdsInstance(
+        instance_id=writer, cluster_id=cluster, aws=aws, verify=False, poll_interval=0.05
+    )
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    tgt = DatabaseTarget(params, now=lambda: SWAP_TIME)
+    moment = inside_window(tgt)
+
+    plan = tgt.plan(pitr_ref(moment))
+    run_plan(plan)
+
+    restored = f"{cluster}-pitr-{rds_stamp(moment)}"
+    aside = f"{cluster}-pre-rollback-{rds_stamp(SWAP_TIME)}"
+    client = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    clusters = {c["DBClusterIdentifier"]: c for c in client.describe_db_clusters()["DBClusters"]}
+    [restore] = seen["RestoreDBClusterToPointInTime"]
+    assert restore == {
+        "SourceDBClusterIdentifier": cluster,
+        "DBClusterIdentifier": restored,
+        "RestoreToTime": moment,
+        "RestoreType": "full-copy",
+        "Port": 5432,
+        "Tags": [{"Key": "team", "Value": "voice"}],
+        "EnableIAMDatabaseAuthentication": True,
+        "DBClusterParameterGroupName": f"clu-{aurora['suffix']}",
+        "DeletionProtection": True,
+        "CopyTagsToSnapshot": True,
+        "KmsKeyId": clusters[aside]["KmsKeyId"],
+    } | {k: v for k, v in restore.items() if k in ("DBSubnetGroupName", "StorageType")}
+    [create] = seen["CreateDBInstance"]
+    assert create["DBInstanceIdentifier"] == f"{writer}-pitr-{rds_stamp(moment)}"
+    assert create["DBClusterIdentifier"] == restored
+    assert create["DBInstanceClass"] == "db.r6g.large"
+    assert create["Engine"] == "aurora-postgresql"
+    assert create["Tags"] == [{"Key": "role", "Value": "writer"}]
+    assert seen["ModifyDBCluster"] == [
+        {"DBClusterIdentifier": cluster, "NewDBClusterIdentifier": aside, "ApplyImmediately": True},
+        {
+            "DBClusterIdentifier": restored,
+            "NewDBClusterIdentifier": cluster,
+            "ApplyImmediately": True,
+        },
+    ]
+    assert {cluster, aside} <= clusters.keys() and restored not in clusters
