@@ -126,7 +126,7 @@ class AuroraRestoreToTime:
     def _start(self, client: RDSClient) -> None:
         assert self.rds.cluster_id is not None
         if describe_cluster(client, self.restored_cluster) is not None:
-            raise PermanentError(f"Aurora cluster {self.restored_cluster} already exists")
+            return  # started by an earlier run that stopped before remembering it
         source = describe_cluster(client, self.rds.cluster_id)
         if source is None:
             raise PermanentError(f"Aurora cluster {self.rds.cluster_id} does not exist")

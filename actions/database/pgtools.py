@@ -31,6 +31,8 @@ from actions.database.names import first_line
 from actions.database.params import DatabaseConnection
 
 APP_NAME = "rollback-bot"
+SWAP_KEY = "database.swap:{}"
+"""ctx.memory key of a swap: the name the live database is (or will be) kept under."""
 
 
 def _password(conn: DatabaseConnection) -> str | None:

@@ -301,7 +301,9 @@ class RdsRestoreToTime:
 
     def _start(self, client: RDSClient) -> None:
         if describe_instance(client, self.restored_id) is not None:
-            raise PermanentError(f"RDS instance {self.restored_id} already exists")
+            # Started by an earlier run of this step that stopped before remembering it
+            # (the name is this rollback's own: `<id>-pitr-<chosen time>`): wait for it.
+            return
         source = describe_instance(client, self.rds.instance_id)
         if source is None:
             raise PermanentError(f"RDS instance {self.rds.instance_id} does not exist")

@@ -39,6 +39,7 @@ from actions.clock import utcnow
 from actions.database.names import first_line, human_duration, human_size, iso, stamp
 from actions.database.params import DatabaseConnection
 from actions.database.pgtools import (
+    SWAP_KEY,
     Session,
     ToolRun,
     allow_connections,
@@ -133,13 +134,19 @@ class PreRollbackBackup:
             "whole with pg_restore"
         )
 
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step (the directory comes from the config)."""
+        return {}
+
     def run(self, ctx: StepContext) -> StepResult:
         """Dump to a partial file, check it, then move it into place."""
         key = f"database.pre_rollback_backup:{self.conn.dbname}"
         earlier = ctx.memory.get(key)
         if earlier and inspect_archive(Path(earlier)).readable:
             return StepResult(
-                summary=f"Pre-rollback backup already taken: {earlier}", data={"path": earlier}
+                summary=f"Pre-rollback backup already taken: {earlier}",
+                skipped=True,
+                data={"path": earlier},
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"pre_rollback_{self.conn.dbname}_{stamp(self.now())}.dump"
@@ -180,7 +187,6 @@ class PreRollbackBackup:
 
 
 RESTORED_KEY = "database.restore_into_recovery:{}"
-SWAP_KEY = "database.swap:{}"
 
 
 def drop_leftover_recovery(pg: psycopg.Connection[Any], recovery: str) -> None:
@@ -377,6 +383,7 @@ class SwapDatabases:
         if not database_exists(pg, aside):
             raise PermanentError(f"database {self.recovery} does not exist; nothing to swap in")
         allow_connections(pg, live, True)
+        allow_connections(pg, aside, True)
         return StepResult(
             summary=f"{live} was already swapped; {aside} kept",
             skipped=True,

@@ -13,12 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
 from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window
 from actions.database.migration_plans import MigrationPlanner
-from actions.database.migrations import TOOL_NAMES
+from actions.database.migrations import (
+    TOOL_NAMES,
+    AlembicDowngrade,
+    FlywayUndo,
+    GolangMigrateDown,
+    RollbackMigration,
+)
 from actions.database.names import (
     check_pg_name,
     human_duration,
@@ -29,7 +36,7 @@ from actions.database.names import (
     pitr_ref,
     stamp,
 )
-from actions.database.params import DatabaseParams, Method, VerificationQuery
+from actions.database.params import DatabaseParams, Method, RdsInstance, VerificationQuery
 from actions.database.pgtools import (
     ArchiveInfo,
     connect,
@@ -359,7 +366,7 @@ class DatabaseTarget:
         conn, timeout = self.params.connection, self.params.restore_timeout
         return [
             RestoreIntoRecovery(conn, path, recovery, self._jobs(info), timeout),
-            VerifyDatabase(on_database(conn, recovery), self.queries),
+            VerifyDatabase(on_database(conn, recovery), self.queries, swapped_into=self.dbname),
             SwapDatabases(conn, recovery, self.params.swap_timeout, self.now, source=source),
         ]
 
@@ -421,7 +428,11 @@ class DatabaseTarget:
         prepare: list[Action] = [self._pre_rollback()] if self.params.backups is not None else []
         return TargetPlan(
             prepare=prepare,
-            rollback=[restore, VerifyDatabase(on_database(conn, recovery), self.queries), swap],
+            rollback=[
+                restore,
+                VerifyDatabase(on_database(conn, recovery), self.queries, swapped_into=self.dbname),
+                swap,
+            ],
             verify=[self._verify_live()],
             notes=[
                 f"Point-in-time recovery to {exact(moment)} "
@@ -513,4 +524,144 @@ class DatabaseTarget:
             rollback=rollback.steps,
             verify=[self._verify_live()],
             notes=notes,
+        )
+
+    # -- resume
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild the approved step `name` from its stored spec, without reading the live
+        system (the resume contract in actions.base); paths must still lie in the configured
+        directories."""
+        builders: dict[str, Callable[[dict[str, Any]], Action]] = {
+            "database.pre_rollback_backup": lambda s: self._pre_rollback(),
+            "database.restore_into_recovery": self._restore_recovery,
+            "database.verify": self._restore_verify,
+            "database.swap": lambda s: SwapDatabases(
+                self.params.connection,
+                self._recovery_name(s["recovery"]),
+                self.params.swap_timeout,
+                self.now,
+                source=str(s["source"]),
+            ),
+            "database.pitr_restore": self._restore_pitr,
+            "database.migration_rollback": lambda s: RollbackMigration(
+                self.params.connection,
+                str(s["table"]),
+                str(s["version"]),
+                self._script(s["script"]),
+                self.params.restore_timeout,
+            ),
+            "database.golang_migrate_down": lambda s: GolangMigrateDown(
+                self.params.connection,
+                str(s["table"]),
+                int(s["version"]),
+                None if s["previous"] is None else int(s["previous"]),
+                self._script(s["script"]),
+                self.params.restore_timeout,
+            ),
+            "database.flyway_undo": lambda s: FlywayUndo(
+                self.params.connection,
+                str(s["table"]),
+                str(s["version"]),
+                self._script(s["script"]),
+                self.params.restore_timeout,
+            ),
+            "database.alembic_downgrade": self._restore_alembic,
+            "database.rds_restore": lambda s: RdsRestoreToTime(
+                self._rds(),
+                str(s["restored_id"]),
+                parse_time(s["restore_time"]),
+                self.params.restore_timeout,
+            ),
+            "database.rds_swap": lambda s: RdsSwap(
+                self._rds(), str(s["restored_id"]), self.params.restore_timeout, self.now
+            ),
+            "database.aurora_restore": lambda s: AuroraRestoreToTime(
+                self._rds(),
+                str(s["restored_cluster"]),
+                str(s["restored_writer"]),
+                parse_time(s["restore_time"]),
+                self.params.restore_timeout,
+            ),
+            "database.aurora_swap": lambda s: AuroraSwap(
+                self._rds(), str(s["restored_cluster"]), self.params.restore_timeout, self.now
+            ),
+        }
+        if name not in builders:
+            raise PlanningError(f"database target {self.dbname} has no step called {name!r}")
+        try:
+            return builders[name](spec)
+        except (KeyError, TypeError, ValueError) as error:
+            raise PlanningError(f"stored spec of {name} is not usable: {error!r}") from error
+
+    def _recovery_name(self, name: object) -> str:
+        if name != f"{self.dbname}_recovery":
+            raise PlanningError(f"{name!r} is not the recovery database of {self.dbname}")
+        return str(name)
+
+    def _rds(self) -> RdsInstance:
+        if self.params.rds is None:
+            raise PlanningError(f"{self.dbname} has no RDS instance configured")
+        return self.params.rds
+
+    def _script(self, path: object) -> Path:
+        directory = Path(self.params.migrations or "/nonexistent").resolve()
+        script = Path(str(path)).resolve()
+        if directory not in script.parents:
+            raise PlanningError(f"{path} is not in the migrations directory {directory}")
+        return script
+
+    def _restore_recovery(self, spec: dict[str, Any]) -> Action:
+        return RestoreIntoRecovery(
+            self.params.connection,
+            self._backup_path(str(spec["dump"])),
+            self._recovery_name(spec["recovery"]),
+            int(spec["jobs"]),
+            self.params.restore_timeout,
+        )
+
+    def _restore_verify(self, spec: dict[str, Any]) -> Action:
+        database = str(spec["database"])
+        if database not in (self.dbname, f"{self.dbname}_recovery"):
+            raise PlanningError(f"{database!r} is neither {self.dbname} nor its recovery database")
+        conn = on_database(self.params.connection, database)
+        instance = spec.get("instance_id")
+        if instance is None and database != self.dbname:
+            return VerifyDatabase(conn, self.queries, swapped_into=self.dbname)
+        if instance is None:
+            return VerifyDatabase(conn, self.queries)
+        return VerifyDatabase(conn, self.queries, rds=self._rds(), instance_id=str(instance))
+
+    def _restore_pitr(self, spec: dict[str, Any]) -> Action:
+        source = self.params.archive or self.params.pgbackrest
+        if source is None:
+            raise PlanningError(f"{self.dbname} has no WAL archive or pgBackRest configured")
+        base = str(spec["base"])
+        if self.params.archive is not None:
+            directory = Path(self.params.archive.base_backups).resolve()
+            if directory not in Path(base).resolve().parents:
+                raise PlanningError(f"{base} is not in the base backups directory {directory}")
+        return RestoreToTime(
+            self.params.connection,
+            source,
+            parse_time(spec["moment"]),
+            bool(spec["inclusive"]),
+            base,
+            self._recovery_name(spec["recovery"]),
+            int(spec["jobs"]),
+            self.queries,
+            self.params.restore_timeout,
+        )
+
+    def _restore_alembic(self, spec: dict[str, Any]) -> Action:
+        command = self.params.alembic_command
+        if not command:
+            raise PlanningError("alembic_command is no longer configured")
+        return AlembicDowngrade(
+            self.params.connection,
+            str(spec["table"]),
+            list(command),
+            self.params.alembic_directory,
+            str(spec["revision"]),
+            self.params.restore_timeout,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from actions.base import PermanentError, PlanningError, StepContext, TemporaryError
+from actions.base import PermanentError, PlanningError, StepContext, TemporaryError, spec_of
 from actions.database import (
     DatabaseParams,
     DatabaseTarget,
@@ -387,3 +388,46 @@ def test_aurora_cluster_is_restored_with_its_settings_and_its_writer_recreated(
         },
     ]
     assert {cluster, aside} <= clusters.keys() and restored not in clusters
+
+
+def test_rds_steps_are_rebuilt_from_their_specs(aws: AwsConnection, live_instance: str) -> None:
+    tgt = target(aws, live_instance, verify=True)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+
+    for step in [*plan.rollback, *plan.verify]:
+        again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
+        assert (again.name, again.describe()) == (step.name, step.describe())
+
+
+def test_a_restore_started_but_not_remembered_is_waited_for_not_started_again(
+    aws: AwsConnection, live_instance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch)
+    tgt = target(aws, live_instance)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+    restore = plan.rollback[0]
+    run_step(restore, {})
+
+    again = run_step(tgt.restore(restore.name, spec_of(restore)), {})
+    swapped = run_step(tgt.restore(plan.rollback[1].name, spec_of(plan.rollback[1])), {})
+
+    assert len(seen["RestoreDBInstanceToPointInTime"]) == 1
+    assert "is available, restored to" in again.summary
+    assert swapped.data["live"] == live_instance
+
+
+def test_aurora_steps_are_rebuilt_from_their_specs(
+    aws: AwsConnection, aurora: dict[str, str]
+) -> None:
+    rds = RdsInstance(
+        instance_id=aurora["writer"], cluster_id=aurora["cluster"], aws=aws, poll_interval=0.05
+    )
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    tgt = DatabaseTarget(params, now=lambda: SWAP_TIME)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+
+    for step in plan.rollback:
+        again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
+        assert (again.name, again.describe()) == (step.name, step.describe())

@@ -8,6 +8,7 @@ return exactly the rows committed by then.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from actions.base import PlanningError, StepContext
+from actions.base import PlanningError, StepContext, spec_of
 from actions.database import DatabaseParams, DatabaseTarget, VerificationQuery
 from actions.database.params import DatabaseConnection, WalArchive
 from actions.database.pitr import RestoreToTime, exact
@@ -138,8 +139,14 @@ def test_a_target_on_a_commit_time_keeps_it_only_when_inclusive(
     assert ("off" if not inclusive else "on") in restore.describe()
 
 
-def test_times_outside_the_window_are_refused_at_plan_time(history: History) -> None:
+def test_times_outside_the_window_are_refused_and_steps_rebuild_from_their_specs(
+    history: History,
+) -> None:
     tgt = DatabaseTarget(history.params())
+    plan = tgt.plan(f"pitr:{between(history.writes[0], history.writes[1]).isoformat()}")
+    for step in [*plan.rollback, *plan.verify]:
+        again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
+        assert (again.name, again.describe()) == (step.name, step.describe())
 
     for moment in (
         history.writes[2] + timedelta(minutes=5),
