@@ -22,14 +22,19 @@ import pytest
 
 from actions.base import PlanningError, StepContext, spec_of
 from actions.database import DatabaseParams, DatabaseTarget, VerificationQuery
-from actions.database.params import DatabaseConnection, WalArchive
+from actions.database.params import DatabaseConnection, PgBackRest, WalArchive
 from actions.database.pitr import RestoreToTime, exact
 from tests.fakes.pg import run_step
-from tests.fakes.pgcluster import ArchivedCluster, archived_cluster, unique_name
+from tests.fakes.pgcluster import (
+    ArchivedCluster,
+    archived_cluster,
+    pgbackrest_cluster,
+    unique_name,
+)
 
 pytestmark = pytest.mark.postgres
 
-__all__ = ["archived_cluster"]
+__all__ = ["archived_cluster", "pgbackrest_cluster"]
 
 QUERIES = [VerificationQuery(name="events", sql="SELECT count(*) AS n FROM events", nonzero=["n"])]
 
@@ -195,3 +200,48 @@ def test_the_scratch_instance_is_stopped_and_removed_even_when_the_copy_fails(
     assert not again.skipped
     assert twice.skipped and "already restored" in twice.summary
     assert list(scratch_parent.iterdir()) == []
+
+
+@pytest.fixture
+def backrest_history(pgbackrest_cluster: ArchivedCluster) -> Iterator[History]:
+    """Row 0, a full pgBackRest backup, then rows 1, 2, 3 about 1.2 s apart, all archived."""
+    cluster = pgbackrest_cluster
+    db = unique_name()
+    cluster.execute("postgres", f'CREATE DATABASE "{db}"')
+    cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
+    cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
+    cluster.pgbackrest_backup()
+    time.sleep(1.2)
+    writes = []
+    for i in (1, 2, 3):
+        writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
+        time.sleep(1.2)
+    cluster.switch_wal()
+    yield History(cluster, db, writes)
+
+
+def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(
+    backrest_history: History,
+) -> None:
+    history = backrest_history
+    params = history.params().model_copy(
+        update={
+            "archive": None,
+            "pgbackrest": PgBackRest(
+                stanza=history.cluster.stanza, config=str(history.cluster.pgbackrest_config)
+            ),
+        }
+    )
+    tgt = DatabaseTarget(params)
+    earliest, latest = tgt.pitr_window() or (None, None)
+    moment = between(history.writes[0], history.writes[1])
+
+    plan = tgt.plan(f"pitr:{moment.isoformat()}")
+    memory: dict[str, Any] = {}
+    results = [run_step(step, memory, timeout=120) for step in [*plan.rollback, *plan.verify]]
+
+    assert earliest is not None and latest is not None
+    assert earliest < history.writes[0] <= history.writes[2] <= latest
+    assert "pgbackrest --stanza=rbt restore --type=time" in plan.rollback[0].describe()
+    assert history.ids(history.db) == [0, 1]
+    assert history.ids(results[2].data["aside"]) == [0, 1, 2, 3]

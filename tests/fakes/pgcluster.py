@@ -67,7 +67,9 @@ def give_to_postgres(path: Path) -> None:
 class ArchivedCluster:
     """A running cluster that archives its WAL and can take base backups."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pgbackrest: bool = False) -> None:
+        self.pgbackrest = pgbackrest
+        self.stanza = "rbt"
         self.bin = bindir()
         self.root = Path(tempfile.mkdtemp(prefix="rbt_pgc_"))
         self.root.chmod(0o755)
@@ -91,7 +93,7 @@ class ArchivedCluster:
             "unix_socket_directories": f"'{self.root}'",
             "wal_level": "replica",
             "archive_mode": "on",
-            "archive_command": f"'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'",
+            "archive_command": self._archive_command(),
             "track_commit_timestamp": "on",
             "max_wal_senders": "4",
             "fsync": "off",
@@ -110,6 +112,34 @@ class ArchivedCluster:
                 "start",
             ]
         )
+
+    @property
+    def pgbackrest_config(self) -> Path:
+        """The pgBackRest configuration of this cluster's stanza."""
+        return self.root / "pgbackrest.conf"
+
+    def _archive_command(self) -> str:
+        if not self.pgbackrest:
+            return f"'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'"
+        self.pgbackrest_config.write_text(
+            "[global]\n"
+            f"repo1-path={self.root / 'repo'}\n"
+            f"lock-path={self.root / 'lock'}\n"
+            "log-level-console=warn\nlog-level-file=off\nstart-fast=y\n"
+            f"[{self.stanza}]\n"
+            f"pg1-path={self.data}\npg1-port={self.port}\npg1-socket-path={self.root}\n"
+        )
+        give_to_postgres(self.root)
+        return (
+            f"'pgbackrest --config={self.pgbackrest_config} --stanza={self.stanza} archive-push %p'"
+        )
+
+    def pgbackrest_backup(self) -> None:
+        """Create the stanza (first time) and take a full pgBackRest backup."""
+        base = ["pgbackrest", f"--config={self.pgbackrest_config}", f"--stanza={self.stanza}"]
+        if not (self.root / "repo").exists():
+            as_postgres([*base, "stanza-create"])
+        as_postgres([*base, "--type=full", "backup"])
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
         """Open an autocommit connection to the cluster."""
@@ -137,7 +167,15 @@ class ArchivedCluster:
         """Close the current segment and wait until that segment is in the archive."""
         with self.connect() as conn:
             row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        assert row is not None
+            assert row is not None
+            if self.pgbackrest:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    done = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                    if done and done[0] and done[0][:24] >= row[0]:
+                        return
+                    time.sleep(0.1)
+                raise RuntimeError(f"{row[0]} was not archived in 30 s")
         self.wait_archived(row[0])
 
     def wait_archived(self, pattern: str) -> None:
@@ -180,6 +218,21 @@ class ArchivedCluster:
         with contextlib.suppress(subprocess.CalledProcessError):
             as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def pgbackrest_cluster() -> Iterator[ArchivedCluster]:
+    """Yield a running scratch cluster archiving to a pgBackRest stanza; remove it afterwards."""
+    if shutil.which("pgbackrest") is None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("pgbackrest is missing: apt-get install pgbackrest")
+        pytest.skip("needs pgBackRest: apt-get install pgbackrest")
+    cluster = ArchivedCluster(pgbackrest=True)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
