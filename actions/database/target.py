@@ -151,7 +151,13 @@ class DatabaseTarget:
 
     def _backup_points(self) -> list[RollbackPoint]:
         now = self.now()
-        return [RollbackPoint(f"backup:{b.path}", b.label(now), b.taken_at) for b in self.backups()]
+        avoid = "the bot's own pre-rollback backup: the state a rollback moved away from"
+        return [
+            RollbackPoint(
+                f"backup:{b.path}", b.label(now), b.taken_at, avoid=avoid if b.pre_rollback else ""
+            )
+            for b in self.backups()
+        ]
 
     def _pitr_points(self) -> list[RollbackPoint]:
         window = self.pitr_window()

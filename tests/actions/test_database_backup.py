@@ -182,6 +182,8 @@ def test_list_backups_recognises_pre_rollback_dumps(voxflow_db: str, tmp_path: P
 
     assert [b.pre_rollback for b in found] == [True, False]
     assert found[0].label(NOW).startswith("pre-rollback backup ")
+    points = target(voxflow_db, tmp_path).points()
+    assert [bool(p.avoid) for p in points] == [True, False]
 
 
 @pytest.fixture
