@@ -367,6 +367,10 @@ class SwapDatabases:
                 raise PermanentError(
                     f"database {self.recovery} was not made by the bot; nothing was renamed"
                 )
+            # A run killed while connections were refused left them refused; the copy of
+            # extensions and default privileges below needs to connect to both.
+            allow_connections(pg, live, True)
+            allow_connections(pg, self.recovery, True)
             aligned = self._align()
             wanted = read_properties(pg, live)
             return self._swap(pg, ctx, aside=aside, wanted=wanted, aligned=aligned)

@@ -183,3 +183,19 @@ def test_a_migration_rollback_resumed_after_its_first_step_runs_each_script_once
     assert [r.skipped for r in results[:2]] == [True, False]
     assert scalar(voxflow_db, "SELECT string_agg(v, ',' ORDER BY v) FROM log") == "002,003"
     assert scalar(voxflow_db, "SELECT string_agg(version, ',') FROM schema_migrations") == "001"
+
+
+def test_a_swap_killed_while_connections_were_refused_is_resumed(
+    backup_plan: tuple[DatabaseTarget, TargetPlan], voxflow_db: str
+) -> None:
+    tgt, plan = backup_plan
+    memory: dict[str, Any] = {}
+    for step in steps(plan)[:3]:
+        run_step(step, memory)
+    memory[f"database.swap:{voxflow_db}"] = f"{voxflow_db}_pre_rollback_20260110_120000"
+    for name in (voxflow_db, f"{voxflow_db}_recovery"):
+        execute("postgres", f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+
+    finish(tgt, plan, memory, 3)
+
+    assert_rolled_back(voxflow_db)
