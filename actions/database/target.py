@@ -3,9 +3,13 @@
 - One `DatabaseTarget` per configured database turns a rollback point ref into a `TargetPlan`.
   Everything that can refuse a rollback (missing or unreadable dump, time outside the window,
   rollback script missing) refuses in `plan()`, before approval, never halfway through a run.
-- Every destructive step is preceded by a pg_dump of the current state; for RDS nothing is
-  destroyed, so its plans have none.
-- A user-typed backup path must lie inside the configured backups directory.
+- Every plan that swaps a database is preceded by a pg_dump of the current state (and the
+  live database itself is kept aside); for RDS nothing is destroyed, so its plans have none.
+- Point in time is offered only where WAL can be replayed (continuous archiving,
+  pgBackRest, RDS, Aurora), over the real window; where only dumps exist a time asked for
+  plans the dump before it, named as such ("not a point-in-time recovery").
+- A user-typed backup path must lie inside the configured backups directory; on resume,
+  `restore(name, spec)` checks stored paths against the configured directories too.
 """
 
 from __future__ import annotations
