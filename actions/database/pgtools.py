@@ -178,11 +178,29 @@ def inspect_archive(path: Path, *, timeout: float = 600.0) -> ArchiveInfo:
     `pg_restore --list` reads only the header and the table of contents, so it passes dumps
     truncated to 10 % or with corrupt data blocks; `pg_restore --file=/dev/null` turns the whole
     archive into SQL, decompressing (and checksumming) every data block, without a database.
+    Reading a large dump takes a while, so a readable result is remembered for the same file
+    (path, size, modification time): checks and plan of one request read it once.
     """
     if not path.exists():
         return ArchiveInfo(False, error=f"{path} does not exist")
     if not os.access(path, os.R_OK):
         return ArchiveInfo(False, error=f"{path} is not readable by the bot")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _READ_WHOLE:
+        return _READ_WHOLE[key]
+    info = _read_whole(path, timeout=timeout)
+    if info.readable:
+        if len(_READ_WHOLE) > 256:
+            _READ_WHOLE.clear()
+        _READ_WHOLE[key] = info
+    return info
+
+
+_READ_WHOLE: dict[tuple[str, int, int], ArchiveInfo] = {}
+
+
+def _read_whole(path: Path, *, timeout: float) -> ArchiveInfo:
     started = time.monotonic()
     run = run_tool(["pg_restore", "--list", str(path)], conn=None, timeout=timeout)
     if run.returncode != 0:
