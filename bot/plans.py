@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from actions.base import Action, Check, PlanningError, RollbackPoint, Target, TargetPlan
 from actions.configfiles import ConfigFilesParams, ConfigFilesTarget
@@ -32,7 +32,7 @@ from actions.http import (
     SetMaintenance,
     UpdateStatusPage,
 )
-from actions.kubernetes import KubernetesParams, KubernetesTarget
+from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
 from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
 from bot.config import Environment, FullParams, TargetParams
 
@@ -178,6 +178,7 @@ class Planner:
         for member in env.members(target):
             member_point = point if member == target else None
             parts.append(self.target(env.targets[member]).plan(member_point, force=force))
+        parts = [*self._database_workers(env, env.members(target)), *parts]
         phased: list[tuple[str, Action, bool]] = []
         if env.maintenance is not None:
             phased.append(("maintenance", SetMaintenance(env.maintenance, enabled=True), False))
@@ -196,6 +197,24 @@ class Planner:
         )
         notes = tuple(note for part in parts for note in part.notes)
         return Plan(environment=env_name, target=target, point=point, steps=steps, notes=notes)
+
+    def _database_workers(self, env: Environment, members: list[str]) -> list[TargetPlan]:
+        """A database rollback without a Kubernetes member stops the environment's workers
+        first and starts them last (the procedures' pre-rollback checklist)."""
+        kinds = [env.targets[m] for m in members]
+        if not any(isinstance(p, DatabaseParams) for p in kinds) or any(
+            isinstance(p, KubernetesParams) for p in kinds
+        ):
+            return []
+        kube = [p for p in env.targets.values() if isinstance(p, KubernetesParams) and p.workers]
+        return [
+            TargetPlan(
+                prepare=[StopWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))],
+                resume=[StartWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))],
+            )
+            for p in kube
+            for apps in [cast(KubernetesTarget, self.target(p)).apps]
+        ]
 
 
 def _communications(env: Environment, env_name: str, target: str) -> list[Action]:
