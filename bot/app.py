@@ -13,9 +13,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -31,6 +29,7 @@ from bot.config import RollbackConfig
 from bot.monitoring import Monitor
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
+from bot.server import HttpServer, Limits
 from bot.settings import Settings
 from bot.store import Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
@@ -86,13 +85,16 @@ def _rate_of(store: Store) -> RateSource:
     return rate
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+def http_limits(settings: Settings) -> Limits:
+    """The HTTP server's limits, from settings."""
+    return Limits(
+        threads=settings.http_threads,
+        connection_limit=settings.http_connection_limit,
+        max_body_bytes=settings.http_max_body_bytes,
+        idle_seconds=settings.http_idle_seconds,
+        request_deadline=settings.http_request_deadline_seconds,
+        drain_seconds=settings.shutdown_seconds,
+    )
 
 
 @dataclass
@@ -110,7 +112,7 @@ class BotProcess:
     alerts: AlertWebhook = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _http: WSGIServer | None = None
+    _http: HttpServer | None = None
 
     def __post_init__(self) -> None:
         engine = make_engine(self.settings.database_url)
@@ -193,14 +195,8 @@ class BotProcess:
 
     def start_http(self, host: str, port: int) -> tuple[str, int]:
         """Serve Slack's request URL in a background thread; return the bound address."""
-        self._http = make_server(
-            host, port, self.wsgi, server_class=_Server, handler_class=_QuietHandler
-        )
-        thread = threading.Thread(target=self._http.serve_forever, name="http", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        address = self._http.server_address
-        return str(address[0]), int(address[1])
+        self._http = HttpServer(self.wsgi, host=host, port=port, limits=http_limits(self.settings))
+        return self._http.start()
 
     def serve_socket_mode(self) -> None:
         """Connect to Slack over Socket Mode and block until stopped."""
@@ -213,7 +209,6 @@ class BotProcess:
         self._stop.set()
         self.deps.wake_runner.set()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
         for thread in self._threads:
             thread.join(timeout=10)
