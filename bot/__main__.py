@@ -12,12 +12,16 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from bot.config import ConfigError, load_config, summary
 from bot.settings import Settings
 from bot.store import make_engine, upgrade
+
+if TYPE_CHECKING:
+    from bot.app import BotProcess
 
 EXIT_BAD_INPUT = 2
 
@@ -127,22 +131,31 @@ def _serve(args: argparse.Namespace) -> int:
     except SchemaOutOfDate as exc:
         print(f"rollback-bot: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    process.start_runner()
+    return serve_until_signalled(
+        process, http=(host, port) if args.http else None, socket_mode=args.socket
+    )
+
+
+def serve_until_signalled(
+    process: BotProcess, *, http: tuple[str, int] | None, socket_mode: bool
+) -> int:
+    """Run the bot until SIGTERM or Ctrl-C, then stop it cleanly; return the exit status."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        if args.http:
-            bound = process.start_http(host, port)
+        process.start_runner()
+        if http is not None:
+            bound = process.start_http(*http)
             print(
-                f"serving http://{bound[0]}:{bound[1]} (/slack/events, /alerts, /healthz)",
+                f"serving http://{bound[0]}:{bound[1]} (/slack/events, /alerts, /healthz, /readyz)",
                 flush=True,
             )
-        if args.socket:
-            process.serve_socket_mode()
-        else:
-            stop.wait()
-    except KeyboardInterrupt:
-        pass
+        if socket_mode:
+            process.connect_socket_mode()
+            print("connected to Slack over Socket Mode", flush=True)
+        stop.wait()
+        print("stopping: finishing requests in flight and the current step", flush=True)
     finally:
         process.stop()
     return 0

@@ -5,15 +5,31 @@ same `Deps`; no module-level app exists, so tests and the demo build as many
 as they like, side by side. `BotProcess` owns what runs: the runner thread
 and either the HTTP endpoint (Slack's request URL at POST /slack/events,
 GET /healthz) or Socket Mode.
+
+Stopping (SIGTERM from Kubernetes, or Ctrl-C) is `BotProcess.stop`: stop the
+ways in first (Socket Mode disconnects, the HTTP server refuses new
+connections and answers those in flight), then stop the runner claiming new
+work and give the run it is executing `shutdown_seconds` to reach the end of
+its pass. A run still busy then is handed back (its lease released), so
+another replica resumes it at once under the resume contract instead of
+waiting for the lease to expire; the process then exits. Kubernetes'
+`terminationGracePeriodSeconds` must exceed `shutdown_seconds` plus the HTTP
+drain, or it SIGKILLs first.
+
+`/healthz` is liveness (the process answers HTTP); `/readyz` is readiness:
+the bot's database answers, its schema is current, and the runner loop's
+`last_beat` is fresh.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -31,7 +47,7 @@ from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
 from bot.server import HttpServer, Limits
 from bot.settings import Settings
-from bot.store import Store, make_engine, require_current_schema
+from bot.store import SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
@@ -97,6 +113,14 @@ def http_limits(settings: Settings) -> Limits:
     )
 
 
+class SocketConnection(Protocol):
+    """What serving Socket Mode needs of Bolt's SocketModeHandler."""
+
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class BotProcess:
     """A running bot: deps, the Bolt app, the runner thread and one way in."""
@@ -113,11 +137,13 @@ class BotProcess:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _http: HttpServer | None = None
+    _socket: SocketConnection | None = None
+    last_beat: float | None = None  # time.monotonic() of the runner loop's last full pass
 
     def __post_init__(self) -> None:
-        engine = make_engine(self.settings.database_url)
-        require_current_schema(engine)
-        store = Store(engine)
+        self.engine = make_engine(self.settings.database_url)
+        require_current_schema(self.engine)
+        store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
         self.planner = planner
         self.deps = Deps(
@@ -167,10 +193,12 @@ class BotProcess:
 
     def _run_loop(self) -> None:
         wake = self.deps.wake_runner
+        self.last_beat = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.monitor.approve_due()
                 self.runner.run_pending()
+                self.last_beat = time.monotonic()
             except Exception:
                 log.exception("runner pass failed; trying again")
             wake.wait(self.settings.runner_poll_seconds)
@@ -183,11 +211,39 @@ class BotProcess:
             except Exception:
                 log.exception("metrics poll failed; trying again in %.0fs", seconds)
 
+    def readiness(self) -> list[str]:
+        """Say what keeps this process from taking work: empty when ready."""
+        problems = []
+        try:
+            require_current_schema(self.engine)
+        except SchemaOutOfDate as exc:
+            problems.append(str(exc))
+        except Exception as exc:
+            problems.append(f"the bot's database does not answer: {type(exc).__name__}")
+        if self.last_beat is None:
+            problems.append("the runner is not running")
+        else:
+            age = time.monotonic() - self.last_beat
+            if age > self.settings.ready_beat_seconds:
+                problems.append(f"the runner loop has not completed a pass for {age:.0f}s")
+        if self._stop.is_set():
+            problems.append("stopping")
+        return problems
+
+    def _ready(self, start_response: Any) -> Iterable[bytes]:
+        problems = self.readiness()
+        status = "503 Service Unavailable" if problems else "200 OK"
+        body = json.dumps({"ready": not problems, "problems": problems}).encode()
+        start_response(status, [("Content-Type", "application/json")])
+        return [body]
+
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        """Serve POST /slack/events through Bolt, POST /alerts and GET /healthz."""
+        """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz."""
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
+        if environ.get("PATH_INFO") == "/readyz":
+            return self._ready(start_response)
         if environ.get("PATH_INFO") == "/alerts":
             return self.alerts(environ, start_response)
         handler = SlackRequestHandler(self.app, path="/slack/events")
@@ -198,17 +254,42 @@ class BotProcess:
         self._http = HttpServer(self.wsgi, host=host, port=port, limits=http_limits(self.settings))
         return self._http.start()
 
-    def serve_socket_mode(self) -> None:
-        """Connect to Slack over Socket Mode and block until stopped."""
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+    def connect_socket_mode(self, connection: SocketConnection | None = None) -> None:
+        """Connect to Slack over Socket Mode; `stop` disconnects."""
+        if connection is None:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        SocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value()).start()
+            # Not SocketModeHandler.start(): it blocks on an Event nothing sets, so SIGTERM
+            # could never stop it. connect() returns; our caller waits on its own event.
+            connection = SocketModeHandler(
+                self.app, self.settings.slack_app_token.get_secret_value()
+            )
+        connection.connect()
+        self._socket = connection
 
     def stop(self) -> None:
-        """Stop the HTTP endpoint and the runner."""
+        """Close the ways in, then let the runner finish its pass or hand its run back."""
+        deadline = time.monotonic() + self.settings.shutdown_seconds
         self._stop.set()
         self.deps.wake_runner.set()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._http is not None:
             self._http.stop()
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Release every run this process holds, so another replica resumes it now."""
+        store = self.deps.store
+        for run in store.runs(states=("approved", "running"), limit=500):
+            if run.lease_owner == self.runner.owner:
+                store.release(run.id, owner=self.runner.owner)
+                log.warning(
+                    "%s: stopping mid-step; handed run %s back for another process to resume",
+                    run.incident_id,
+                    run.id,
+                )

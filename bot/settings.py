@@ -33,3 +33,5 @@ class Settings(BaseSettings):
     http_request_deadline_seconds: float = Field(default=20.0, gt=0)
     # On SIGTERM: how long in-flight requests and the current step get to finish.
     shutdown_seconds: float = Field(default=20.0, gt=0)
+    # /readyz fails when the runner loop has not completed a pass for this long.
+    ready_beat_seconds: float = Field(default=120.0, gt=0)
