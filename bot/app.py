@@ -45,6 +45,7 @@ from bot.config import RollbackConfig
 from bot.monitoring import Monitor
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
+from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
 from bot.settings import Settings
 from bot.store import SchemaOutOfDate, Store, make_engine, require_current_schema
@@ -58,9 +59,53 @@ from handlers.thread import IncidentThread, SlackMonitorEvents, SlackProgress
 log = logging.getLogger(__name__)
 
 
-def build_client(settings: Settings) -> WebClient:
+class _RedactingClient(WebClient):
+    """A Web API client that masks secrets in every argument it sends and every file it uploads.
+
+    This is the one door all Slack text goes through (messages, modals, the RCA upload);
+    the builders in handlers/ stay pure and need not know what is secret.
+    """
+
+    secrets: Secrets = Secrets()
+
+    def api_call(  # type: ignore[override]
+        self,
+        api_method: str,
+        *,
+        http_verb: str = "POST",
+        files: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> Any:
+        return super().api_call(
+            api_method,
+            http_verb=http_verb,
+            files=files,
+            data=self._mask(data),
+            params=self._mask(params),
+            json=self._mask(json),
+            headers=headers,
+            auth=auth,
+        )
+
+    def files_upload_v2(self, **kwargs: Any) -> Any:
+        return super().files_upload_v2(**self._mask(kwargs))
+
+    def _mask(self, values: dict[str, Any] | None) -> Any:
+        if not values:
+            return values
+        return {
+            key: value if key in ("token", "file") else self.secrets.redact_data(value)
+            for key, value in values.items()
+        }
+
+
+def build_client(settings: Settings, secrets: Secrets | None = None) -> WebClient:
     """A Web API client that retries rate limits, server errors and dropped connections."""
-    return WebClient(
+    client = _RedactingClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         retry_handlers=[
@@ -69,6 +114,8 @@ def build_client(settings: Settings) -> WebClient:
             ConnectionErrorRetryHandler(max_retry_count=2),
         ],
     )
+    client.secrets = secrets or Secrets()
+    return client
 
 
 def _not_the_token_warning(record: logging.LogRecord) -> bool:
@@ -141,8 +188,13 @@ class BotProcess:
     last_beat: float | None = None  # time.monotonic() of the runner loop's last full pass
 
     def __post_init__(self) -> None:
+        self.secrets = collect(
+            expanded=self.config.expanded_values, config=self.config, settings=self.settings
+        )
+        install_log_redaction(self.secrets)
         self.engine = make_engine(self.settings.database_url)
         require_current_schema(self.engine)
+        guard_engine(self.engine, self.secrets)
         store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
         self.planner = planner
@@ -151,7 +203,7 @@ class BotProcess:
             store=store,
             workflow=Workflow(store=store, config=self.config),
             planner=planner,
-            client=build_client(self.settings),
+            client=build_client(self.settings, self.secrets),
             metrics_reader=self.metrics_reader,
         )
         self.app = create_app(self.settings, self.deps)
@@ -245,9 +297,23 @@ class BotProcess:
         if environ.get("PATH_INFO") == "/readyz":
             return self._ready(start_response)
         if environ.get("PATH_INFO") == "/alerts":
-            return self.alerts(environ, start_response)
+            return self._masked(self.alerts, environ, start_response)
         handler = SlackRequestHandler(self.app, path="/slack/events")
-        return handler(environ, start_response)
+        return self._masked(handler, environ, start_response)
+
+    def _masked(self, app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Run a WSGI app and mask secrets in its answer (Bolt's acks carry text to Slack)."""
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        body = self.secrets.redact_bytes(b"".join(app(environ, capture)))
+        status, headers = captured
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     def start_http(self, host: str, port: int) -> tuple[str, int]:
         """Serve Slack's request URL in a background thread; return the bound address."""

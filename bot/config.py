@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from actions.configfiles import ConfigFilesParams
 from actions.database import DatabaseParams
@@ -158,6 +158,13 @@ class RollbackConfig(Strict):
     """The whole file."""
 
     environments: dict[str, Environment] = Field(min_length=1)
+    # The values `${NAME}` expanded to: bot/secrets.py masks them wherever text leaves.
+    _expanded: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def expanded_values(self) -> tuple[str, ...]:
+        """The values `${NAME}` references were replaced with when the file loaded."""
+        return self._expanded
 
     @field_validator("environments")
     @classmethod
@@ -308,23 +315,30 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     path = Path(path)
     raw = _parse_yaml(_read_text(path), path)
     problems: list[str] = []
-    raw = _expand(raw, os.environ if environ is None else environ, (), problems)
+    used: list[str] = []
+    raw = _expand(raw, os.environ if environ is None else environ, (), problems, used)
     if problems:
         raise ConfigError(path, problems)
-    return parse_config(raw, path=path)
+    config = parse_config(raw, path=path)
+    config._expanded = tuple(dict.fromkeys(used))
+    return config
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _expand(
-    value: Any, environ: Mapping[str, str], where: tuple[Any, ...], problems: list[str]
+    value: Any,
+    environ: Mapping[str, str],
+    where: tuple[Any, ...],
+    problems: list[str],
+    used: list[str],
 ) -> Any:
     """Replace `${NAME}` in every string; an unset NAME is a problem naming the field."""
     if isinstance(value, dict):
-        return {k: _expand(v, environ, (*where, k), problems) for k, v in value.items()}
+        return {k: _expand(v, environ, (*where, k), problems, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, environ, (*where, i), problems) for i, v in enumerate(value)]
+        return [_expand(v, environ, (*where, i), problems, used) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -333,6 +347,7 @@ def _expand(
         if name not in environ:
             problems.append(f"{'.'.join(map(str, where))}: environment variable {name} is not set")
             return match.group(0)
+        used.append(environ[name])
         return environ[name]
 
     return _VARIABLE.sub(substitute, value)
