@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from bot import logs
 from bot.config import ConfigError, load_config, summary
 from bot.settings import Settings
 from bot.store import make_engine, upgrade
@@ -30,9 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
+    logs.configure(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        json_lines=False,
     )
     # httpx logs whole request URLs at INFO; a webhook URL's path is its secret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -112,6 +113,9 @@ def _serve(args: argparse.Namespace) -> int:
         print("serve needs --socket, --http HOST:PORT, or both", file=sys.stderr)
         return EXIT_BAD_INPUT
     settings = Settings()
+    if settings.log_format == "json":
+        level = logging.INFO if args.verbose else logging.WARNING
+        logs.configure(level=level, json_lines=True)
     missing = [
         name
         for name, value in (

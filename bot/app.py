@@ -42,6 +42,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from actions.http import read_metrics
 from bot.config import RollbackConfig
+from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
@@ -67,6 +68,7 @@ class _RedactingClient(WebClient):
     """
 
     secrets: Secrets = Secrets()
+    metrics: BotMetrics | None = None
 
     def api_call(  # type: ignore[override]
         self,
@@ -80,16 +82,23 @@ class _RedactingClient(WebClient):
         headers: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
     ) -> Any:
-        return super().api_call(
-            api_method,
-            http_verb=http_verb,
-            files=files,
-            data=self._mask(data),
-            params=self._mask(params),
-            json=self._mask(json),
-            headers=headers,
-            auth=auth,
-        )
+        if self.metrics is not None:
+            self.metrics.slack_calls.labels(api_method).inc()
+        try:
+            return super().api_call(
+                api_method,
+                http_verb=http_verb,
+                files=files,
+                data=self._mask(data),
+                params=self._mask(params),
+                json=self._mask(json),
+                headers=headers,
+                auth=auth,
+            )
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.slack_errors.labels(api_method).inc()
+            raise
 
     def files_upload_v2(self, **kwargs: Any) -> Any:
         return super().files_upload_v2(**self._mask(kwargs))
@@ -103,7 +112,9 @@ class _RedactingClient(WebClient):
         }
 
 
-def build_client(settings: Settings, secrets: Secrets | None = None) -> WebClient:
+def build_client(
+    settings: Settings, secrets: Secrets | None = None, metrics: BotMetrics | None = None
+) -> WebClient:
     """A Web API client that retries rate limits, server errors and dropped connections."""
     client = _RedactingClient(
         token=settings.slack_bot_token.get_secret_value(),
@@ -115,6 +126,7 @@ def build_client(settings: Settings, secrets: Secrets | None = None) -> WebClien
         ],
     )
     client.secrets = secrets or Secrets()
+    client.metrics = metrics
     return client
 
 
@@ -195,6 +207,8 @@ class BotProcess:
         self.engine = make_engine(self.settings.database_url)
         require_current_schema(self.engine)
         guard_engine(self.engine, self.secrets)
+        self.metrics = BotMetrics()
+        self.metrics.watch(self.engine)
         store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
         self.planner = planner
@@ -203,7 +217,7 @@ class BotProcess:
             store=store,
             workflow=Workflow(store=store, config=self.config),
             planner=planner,
-            client=build_client(self.settings, self.secrets),
+            client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
         )
         self.app = create_app(self.settings, self.deps)
@@ -212,7 +226,7 @@ class BotProcess:
             workflow=self.deps.workflow,
             config=self.config,
             planner=planner,
-            progress=SlackProgress(IncidentThread(self.deps)),
+            progress=MeteredProgress(SlackProgress(IncidentThread(self.deps)), self.metrics),
             lease_seconds=self.settings.runner_lease_seconds,
         )
         self.monitor = Monitor(
@@ -226,6 +240,7 @@ class BotProcess:
         self.alerts = AlertWebhook(
             self.monitor, token=self.settings.alert_webhook_token.get_secret_value()
         )
+        self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
 
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""
@@ -296,10 +311,18 @@ class BotProcess:
             return [b"ok"]
         if environ.get("PATH_INFO") == "/readyz":
             return self._ready(start_response)
+        if environ.get("PATH_INFO") == "/metrics":
+            content_type, body = self.metrics.exposition()
+            start_response("200 OK", [("Content-Type", content_type)])
+            return [body]
         if environ.get("PATH_INFO") == "/alerts":
             return self._masked(self.alerts, environ, start_response)
         handler = SlackRequestHandler(self.app, path="/slack/events")
-        return self._masked(handler, environ, start_response)
+        began = time.monotonic()
+        try:
+            return self._masked(handler, environ, start_response)
+        finally:
+            self.metrics.ack.observe(time.monotonic() - began)
 
     def _masked(self, app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Run a WSGI app and mask secrets in its answer (Bolt's acks carry text to Slack)."""
@@ -347,6 +370,7 @@ class BotProcess:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in self._threads):
             self._hand_back()
+        self.metrics.close()
 
     def _hand_back(self) -> None:
         """Release every run this process holds, so another replica resumes it now."""

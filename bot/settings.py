@@ -7,6 +7,8 @@ error that includes them shows `**********`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,3 +37,5 @@ class Settings(BaseSettings):
     shutdown_seconds: float = Field(default=20.0, gt=0)
     # /readyz fails when the runner loop has not completed a pass for this long.
     ready_beat_seconds: float = Field(default=120.0, gt=0)
+    # Logs on standard error: "text" for people, "json" (one object a line) for a pipeline.
+    log_format: Literal["text", "json"] = "text"
