@@ -109,6 +109,9 @@ class Environment(Strict):
     approval_ttl_minutes: float = Field(default=30.0, gt=0)
     auto_rollback: bool = False
     veto_seconds: float = Field(default=120.0, ge=0)
+    # Anti-flap: within this window after monitoring approved a rollback of a target, or
+    # after any rollback of it succeeded, monitoring opens incidents but never approves one.
+    auto_rollback_cooldown_minutes: float = Field(default=60.0, ge=0)
     break_glass: bool = False
     dedicated_channel: bool = False
     thresholds: Thresholds = Thresholds()
