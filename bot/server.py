@@ -124,19 +124,28 @@ class HttpServer:
 
     def stop(self) -> None:
         """Refuse new connections, answer the requests already in, then close everything."""
-        if not self._stopping.is_set():
-            self._stopping.set()
-            self._server.pull_trigger()
+        # No pull_trigger: the loop wakes every 0.2 s anyway, and writing to the trigger's
+        # pipe after the loop closed it could write into whatever file reused its number.
+        self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self.limits.drain_seconds + 10)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            wasyncore.loop(timeout=0.2, map=self._map, use_poll=True, count=1)
+            try:
+                wasyncore.loop(timeout=0.2, map=self._map, use_poll=True, count=1)
+            except Exception:  # the server must outlive any one connection's failure
+                log.exception("http: the server loop failed; serving on")
+        self._drain_and_close()
+
+    def _drain_and_close(self) -> None:
         wasyncore.dispatcher.close(self._server)  # the listening socket only
         deadline = time.monotonic() + self.limits.drain_seconds
         while self._in_flight() and time.monotonic() < deadline:
-            wasyncore.loop(timeout=0.1, map=self._map, use_poll=True, count=1)
+            try:
+                wasyncore.loop(timeout=0.1, map=self._map, use_poll=True, count=1)
+            except Exception:
+                log.exception("http: the server loop failed while draining")
         left = self._in_flight()
         if left:
             log.warning("http: %d request(s) still unanswered after the drain; closing", left)
