@@ -1,12 +1,13 @@
 """`rollback-bot serve` with scripted targets, so a test can signal it mid-step.
 
-python -m tests.ops.scripted_bot SCRIPT_FILE (--http HOST:PORT | --socket)
+python -m tests.ops.scripted_bot SCRIPT_FILE (--http HOST:PORT | --socket | --socket-bolt)
 
 Everything but the targets is the real command: Settings from the environment,
 the config file, `BotProcess`, and `serve_until_signalled` with its signal
-handling. In `--socket` mode the Slack connection is a stand-in that prints
-when it connects and closes (Bolt's SocketModeHandler needs Slack's
-apps.connections.open and a websocket server; the stop logic does not).
+handling. `--socket-bolt` connects with Bolt's SocketModeHandler (point
+SLACK_API_URL at a Slack stand-in that opens Socket Mode connections, as
+tests/ops/socket_mode.py does); in `--socket` mode the Slack connection is a
+stand-in that prints when it connects and closes.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main() -> int:
     if mode == "--socket":
         original = process.connect_socket_mode
         process.connect_socket_mode = lambda connection=None: original(PrintedConnection())  # type: ignore[method-assign]
+        return serve_until_signalled(process, http=None, socket_mode=True)
+    if mode == "--socket-bolt":
         return serve_until_signalled(process, http=None, socket_mode=True)
     host, _, port = sys.argv[3].rpartition(":")
     return serve_until_signalled(process, http=(host, int(port)), socket_mode=False)

@@ -28,6 +28,7 @@ from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.database import PG_ADMIN
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 from tests.fakes.waiting import wait_for
+from tests.ops.socket_mode import APP_TOKEN, SocketModeSlack, WebSocketServer
 
 ROOT = Path(__file__).parents[2]
 
@@ -129,6 +130,41 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
     run = store.run(run_id)
     assert run is not None and run.lease_owner is None and run.state == "running"
     assert script_log(script) == ["stop_workers", "undo"]
+
+
+def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
+    tmp_path: Path,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    script = write_script(tmp_path / "script.json", undo=["hang"])
+    store, run_id = _approve_a_hanging_run(database_url, script)
+    with WebSocketServer() as wss, SocketModeSlack(wss.url) as slack:
+        slack.add_user(ALICE, name="alice")
+        env = {**_env(tmp_path, slack, database_url), "SLACK_APP_TOKEN": APP_TOKEN}
+        bot = subprocess.Popen(
+            [sys.executable, "-m", "tests.ops.scripted_bot", str(script), "--socket-bolt"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert bot.stdout is not None
+            lines = Lines(bot.stdout)
+            wait_for(lambda: lines.find("connected to Slack over Socket Mode"), what="connect")
+            assert wss.events == ["open"]
+            wait_for(lambda: "undo" in script_log(script), what="the long step to start")
+            bot.send_signal(signal.SIGTERM)
+            assert bot.wait(timeout=60) == 0, lines.text()
+        finally:
+            if bot.poll() is None:
+                bot.kill()
+        # Slack's builtin client closes the socket without a close frame.
+        wait_for(lambda: wss.events == ["open", "dropped"], what="the websocket to close")
+    assert f"handed run {run_id} back" in lines.text()
+    run = store.run(run_id)
+    assert run is not None and run.lease_owner is None
 
 
 @pytest.mark.parametrize("mode", ["--http", "--socket"])
