@@ -13,6 +13,7 @@ import sqlalchemy
 import yaml
 
 from bot.config import load_config
+from bot.logs import JsonFormatter
 from bot.plans import Planner
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.web import Reply, WebStub
@@ -47,6 +48,7 @@ class Lines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+        self.lines.append(JsonFormatter().format(record))
 
 
 @pytest.fixture

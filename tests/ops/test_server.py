@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,23 @@ def test_half_sent_requests_hold_no_threads_and_signed_requests_are_still_answer
     finally:
         for sock in held:
             sock.close()
+
+
+def test_aborted_requests_log_no_tracebacks(
+    make_sandbox: Callable[..., Sandbox],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    sandbox = make_sandbox()
+    address = _address(sandbox)
+    caplog.set_level(logging.DEBUG)
+    for _ in range(20):
+        sock = _connect(address)
+        sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Length: 50\r\n\r\nab")
+        sock.close()
+    assert sandbox.person(ALICE).slash("help").status_code == 200
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_a_body_over_the_limit_is_answered_413(make_sandbox: Callable[..., Sandbox]) -> None:
