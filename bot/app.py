@@ -198,6 +198,8 @@ class BotProcess:
     _http: HttpServer | None = None
     _socket: SocketConnection | None = None
     last_beat: float | None = None  # time.monotonic() of the runner loop's last full pass
+    _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_readiness: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.secrets = collect(
@@ -280,6 +282,17 @@ class BotProcess:
 
     def readiness(self) -> list[str]:
         """Say what keeps this process from taking work: empty when ready."""
+        # One check at a time: with the database hanging, probes must not pile up on the
+        # HTTP server's few threads; a probe arriving meanwhile gets the last answer.
+        if not self._readiness_lock.acquire(blocking=False):
+            return [*self._last_readiness, "the previous readiness check is still running"]
+        try:
+            self._last_readiness = self._check_readiness()
+            return self._last_readiness
+        finally:
+            self._readiness_lock.release()
+
+    def _check_readiness(self) -> list[str]:
         problems = []
         try:
             require_current_schema(self.engine)

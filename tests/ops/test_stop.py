@@ -261,3 +261,34 @@ def test_readyz_fails_on_an_old_schema_and_before_the_runner_starts(
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
     problems = process.readiness()
     assert len(problems) == 2 and "db upgrade" in problems[0]
+
+
+def test_a_hanging_readiness_check_does_not_pile_up_probes(
+    tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import SecretStr
+
+    import bot.app
+    from bot.app import BotProcess
+    from bot.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    upgrade(make_engine(url))
+    settings = Settings(
+        database_url=url, slack_bot_token=SecretStr(slack.token), slack_api_url=slack.url
+    )
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging(engine: object) -> None:
+        entered.set()
+        release.wait(30)
+
+    monkeypatch.setattr(bot.app, "require_current_schema", hanging)
+    first = threading.Thread(target=process.readiness)
+    first.start()
+    assert entered.wait(10)
+    assert process.readiness()[-1] == "the previous readiness check is still running"
+    release.set()
+    first.join(10)
+    assert process.readiness() == ["the runner is not running"]
