@@ -113,9 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("serve needs --socket, --http HOST:PORT, or both", file=sys.stderr)
         return EXIT_BAD_INPUT
     settings = Settings()
-    if settings.log_format == "json":
-        level = logging.INFO if args.verbose else logging.WARNING
-        logs.configure(level=level, json_lines=True)
+    configure_logging(settings, verbose=args.verbose)
     missing = [
         name
         for name, value in (
@@ -138,6 +136,12 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_until_signalled(
         process, http=(host, port) if args.http else None, socket_mode=args.socket
     )
+
+
+def configure_logging(settings: Settings, *, verbose: bool) -> None:
+    """Log in the format the settings ask for (LOG_FORMAT), at INFO with -v."""
+    level = logging.INFO if verbose else logging.WARNING
+    logs.configure(level=level, json_lines=settings.log_format == "json")
 
 
 def serve_until_signalled(

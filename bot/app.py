@@ -395,4 +395,5 @@ class BotProcess:
                     "%s: stopping mid-step; handed run %s back for another process to resume",
                     run.incident_id,
                     run.id,
+                    extra={"incident_id": run.incident_id, "run_id": run.id, "target": run.target},
                 )

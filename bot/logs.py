@@ -51,14 +51,25 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(*, level: int, json_lines: bool) -> None:
-    """Set up the root logger once, in text or JSON lines, on standard error."""
-    handler = logging.StreamHandler()
+    """Log to standard error in text or JSON lines, like `logging.basicConfig`.
+
+    As basicConfig does, leave a root logger that someone else configured (an
+    embedding program, a test runner) alone; replace only the handler this
+    function installed itself, so `serve` can switch to JSON once it has settings.
+    """
+    root = logging.getLogger()
+    if any(not isinstance(h, _OurHandler) for h in root.handlers):
+        return
+    handler = _OurHandler()
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `configure` installs (standard error)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bot.__main__ import serve_until_signalled
+from bot.__main__ import configure_logging, serve_until_signalled
 from bot.app import BotProcess
 from bot.config import load_config
 from bot.plans import Planner
@@ -37,6 +37,7 @@ def main() -> int:
     script = Path(sys.argv[1])
     mode = sys.argv[2]
     settings = Settings()
+    configure_logging(settings, verbose=False)
     process = BotProcess(
         settings=settings,
         config=load_config(settings.rollback_config),

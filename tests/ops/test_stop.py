@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -78,6 +79,7 @@ def _env(tmp_path: Path, slack: FakeSlack, database_url: str) -> dict[str, str]:
         "ROLLBACK_CONFIG": str(config),
         "RUNNER_POLL_SECONDS": "0.1",
         "SHUTDOWN_SECONDS": "2",
+        "LOG_FORMAT": "json",
     }
 
 
@@ -114,7 +116,7 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
     try:
         assert bot.stdout is not None
         lines = Lines(bot.stdout)
-        wait_for(lambda: "undo" in script_log(script), what="the long step to start")
+        wait_for(lambda: "undo" in script_log(script), timeout=60, what="the long step to start")
         run = store.run(run_id)
         assert run is not None and run.lease_owner is not None
         bot.send_signal(signal.SIGTERM)
@@ -124,7 +126,9 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
             bot.kill()
     output = lines.text()
     assert "stopping: finishing requests in flight and the current step" in output
-    assert f"handed run {run_id} back" in output
+    (handed,) = [json.loads(line) for line in lines.seen if "handed run" in line]
+    assert (handed["level"], handed["run_id"], handed["target"]) == ("warning", run_id, "app")
+    assert handed["incident_id"].startswith("INC-")
     if mode == "--socket":
         assert output.index("socket connected") < output.index("socket closed")
     run = store.run(run_id)
@@ -152,16 +156,24 @@ def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
         try:
             assert bot.stdout is not None
             lines = Lines(bot.stdout)
-            wait_for(lambda: lines.find("connected to Slack over Socket Mode"), what="connect")
+            wait_for(
+                lambda: lines.find("connected to Slack over Socket Mode"),
+                timeout=60,
+                what="connect",
+            )
             assert wss.events == ["open"]
-            wait_for(lambda: "undo" in script_log(script), what="the long step to start")
+            wait_for(
+                lambda: "undo" in script_log(script), timeout=60, what="the long step to start"
+            )
             bot.send_signal(signal.SIGTERM)
             assert bot.wait(timeout=60) == 0, lines.text()
         finally:
             if bot.poll() is None:
                 bot.kill()
         # Slack's builtin client closes the socket without a close frame.
-        wait_for(lambda: wss.events == ["open", "dropped"], what="the websocket to close")
+        wait_for(
+            lambda: wss.events == ["open", "dropped"], timeout=60, what="the websocket to close"
+        )
     assert f"handed run {run_id} back" in lines.text()
     run = store.run(run_id)
     assert run is not None and run.lease_owner is None
@@ -186,7 +198,9 @@ def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
     try:
         assert bot.stdout is not None
         lines = Lines(bot.stdout)
-        wait_for(lambda: lines.find("serving|socket connected"), what="the bot to start")
+        wait_for(
+            lambda: lines.find("serving|socket connected"), timeout=60, what="the bot to start"
+        )
         bot.send_signal(signal.SIGTERM)
         assert bot.wait(timeout=60) == 0, lines.text()
     finally:
@@ -218,10 +232,13 @@ def test_readyz_fails_when_the_database_is_gone_while_healthz_still_answers(
     try:
         assert bot.stdout is not None
         lines = Lines(bot.stdout)
-        found = wait_for(lambda: lines.find(r"serving (http://\S+) "), what="the bot to serve")
+        found = wait_for(
+            lambda: lines.find(r"serving (http://\S+) "), timeout=60, what="the bot to serve"
+        )
         base = found.group(1)
         ready = wait_for(
             lambda: (r := httpx.get(f"{base}/readyz", timeout=30)).status_code == 200 and r,
+            timeout=60,
             what="/readyz to say ready",
         )
         assert ready.json() == {"ready": True, "problems": []}
