@@ -6,17 +6,21 @@ step's start is recorded before it runs and its end, output and outcome
 before the next one starts, and a heartbeat thread renews the lease while a
 step is busy. When a process dies, its lease expires and another runner (or
 the same one restarted) picks the run up: the step that was interrupted is
-run again only if its action says it is safe to repeat; otherwise the run
-stops as "manual intervention required" with the list of what is left.
-
-After a failure only the steps marked `always` run (maintenance off, restart
-workers), so the site is not left half-stopped by a failed rollback.
+run again only if its action says it is safe to repeat; otherwise it is
+marked `interrupted` and the run stops for a person.
 
 Before the first step the plan is rebuilt from the config and the live
 systems and its hash compared with the approved one: an approval is for one
 exact plan. On resume the world has moved (the rollback itself changed the
-current revision), so there the rebuilt plan must only have the same steps by
-name, and the stored descriptions stay the record of what was approved.
+current revision), so the runner does not plan again: it rebuilds the stored,
+approved steps from their specs (`Planner.restore`), and each action tells
+"already done" from "not started" from "half done" itself.
+
+Once anything went wrong (a step failed, an interrupted step is not safe to
+repeat, a step cannot be rebuilt any more), only the steps marked `always`
+run (maintenance off, restart workers), on every path, so a failed rollback
+does not also leave the site in maintenance with its workers stopped. The
+outcome then says what ran, what did not, and what state production is in.
 """
 
 from __future__ import annotations
@@ -31,15 +35,25 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
+from actions.base import (
+    Action,
+    ActionError,
+    PermanentError,
+    StepContext,
+    StepResult,
+    TemporaryError,
+)
 from bot.config import RollbackConfig
 from bot.models import Run
-from bot.plans import Plan, Planner
+from bot.plans import Planner, RestoredStep, StoredStep
 from bot.store import StepView, Store
 from bot.workflow import Refused, Workflow
 
 log = logging.getLogger(__name__)
 DONE = ("succeeded", "skipped")
+FAILED = ("failed", "interrupted", "not run")
+FINISHED = (*DONE, *FAILED)
+ATTEMPTED = (*DONE, "failed", "interrupted", "running")
 
 
 class Progress(Protocol):
@@ -144,6 +158,8 @@ class Runner:
 
     def execute(self, run_id: str) -> bool:
         """Claim and execute one run; False if another runner holds it."""
+        before = self.store.run(run_id)
+        previous_owner = before.lease_owner if before is not None else None
         if not self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds):
             return False
         heartbeat = _Heartbeat(self.store, run_id, self.owner, self.lease_seconds)
@@ -151,45 +167,54 @@ class Runner:
         try:
             run = self.store.run(run_id)
             if run is not None and run.state in ("approved", "running"):
-                self._execute(run)
+                self._execute(run, previous_owner=previous_owner)
         finally:
             heartbeat.stop()
             self.store.release(run_id, owner=self.owner)
         return True
 
-    def _execute(self, run: Run) -> None:
+    def _execute(self, run: Run, *, previous_owner: str | None = None) -> None:
         resumed = run.state == "running"
-        plan = self._rebuild(run, resumed=resumed)
-        if plan is None:
+        steps = self._resume_plan(run) if resumed else self._first_plan(run)
+        if steps is None:
             return
-        run = self.workflow.start(run)
+        run = self.workflow.start(
+            run, detail={"by": self.owner, "previous_owner": previous_owner} if resumed else None
+        )
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)
         records = {r.position: r for r in self.store.steps(run.id)}
         memory = DurableMemory(self.store, run.id, run.memory)
-        failure: str | None = None
-        not_run: list[str] = []
-        for planned, stored in zip(plan.steps, run.plan, strict=True):
-            record = records.get(planned.position)
-            if record is not None and record.state in DONE:
+        failure = _earlier_failure(steps, records)
+        for step in steps:
+            stored = step.stored
+            record = records.get(stored.position)
+            if record is not None and record.state in FINISHED:
                 continue
-            if failure is not None and not planned.always:
-                not_run.append(stored["description"])
+            if failure is not None and not stored.always:
                 continue
-            if record is not None and record.state == "running" and not planned.action.idempotent:
-                failure = (
-                    f"step {planned.position + 1} ({stored['name']}) was interrupted by a crash "
-                    "and is not safe to repeat"
+            if record is not None and record.state == "running" and not stored.idempotent:
+                problem = (
+                    f"{stored.label} was interrupted by a crash and is not safe to repeat; "
+                    "check by hand whether it took effect"
                 )
-                self._save(run, stored, state="failed", summary=failure)
+                self._save(run, stored, state="interrupted", summary=problem)
+                failure = failure or problem
+                continue
+            if step.action is None:
+                started = record is not None and record.state == "running"
+                state = "interrupted" if started else "not run"
+                self._save(run, stored, state=state, summary=step.problem)
+                failure = failure or step.problem
                 continue
             attempts = record.attempts if record is not None else 0
-            error = self._run_step(run, planned.action, stored, memory, attempts=attempts)
+            error = self._run_step(run, step.action, stored, memory, attempts=attempts)
             if error is not None and failure is None:
-                failure = f"step {planned.position + 1} ({stored['name']}) failed: {error}"
-        self._finish(run, failure=failure, not_run=not_run)
+                failure = f"{stored.label} failed: {error}"
+        self._finish(run, failure=failure, steps=[s.stored for s in steps])
 
-    def _rebuild(self, run: Run, *, resumed: bool) -> Plan | None:
+    def _first_plan(self, run: Run) -> list[RestoredStep] | None:
+        """Build the plan from the live systems and hold it to the approved hash."""
         env = self.config.environments.get(run.environment)
         problem = None
         plan = None
@@ -210,39 +235,52 @@ class Runner:
             except Exception as exc:
                 log.exception("%s: building the plan of run %s failed", run.incident_id, run.id)
                 problem = f"the plan can no longer be built: {type(exc).__name__}: {exc}"
-        if plan is not None and not resumed and plan.hash != run.plan_hash:
+        if plan is not None and plan.hash != run.plan_hash:
             problem = "the plan changed after it was approved; request the rollback again"
-        if (
-            plan is not None
-            and resumed
-            and [s.action.name for s in plan.steps] != [s["name"] for s in run.plan]
-        ):
-            problem = "the plan's steps changed while the run was interrupted"
-        if problem is None:
-            return plan
-        run = self.workflow.start(run) if run.state == "approved" else run
-        self._finish(run, failure=problem, not_run=[s["description"] for s in run.plan])
-        return None
+        if problem is not None or plan is None:
+            run = self.workflow.start(run)
+            self._finish(run, failure=problem, steps=stored_steps(run), nothing_ran=True)
+            return None
+        return [RestoredStep(p.stored(), p.action) for p in plan.steps]
+
+    def _resume_plan(self, run: Run) -> list[RestoredStep]:
+        """Rebuild the approved plan from the stored steps, never from the live systems."""
+        stored = stored_steps(run)
+        env = self.config.environments.get(run.environment)
+        if env is None or run.target not in env.targets:
+            problem = f"{run.target} in {run.environment} is no longer in the config file"
+            return [
+                RestoredStep(s, None, f"{s.label} could not be rebuilt: {problem}") for s in stored
+            ]
+        return self.planner.restore(
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            stored=stored,
+        )
 
     def _run_step(
         self,
         run: Run,
-        action: Any,
-        stored: dict[str, Any],
+        action: Action,
+        stored: StoredStep,
         memory: DurableMemory,
         *,
         attempts: int,
     ) -> str | None:
-        position = stored["position"]
-        started = self.store.clock()
-        self._save(run, stored, state="running", attempts=attempts + 1, started_at=started)
-        self.progress.step_started(run, stored)
+        step = stored.as_json()
+        self._save(
+            run, stored, state="running", attempts=attempts + 1, started_at=self.store.clock()
+        )
+        self.progress.step_started(run, step)
         ctx = StepContext(
             incident_id=run.incident_id,
             run_id=run.id,
-            deadline=time.monotonic() + float(stored["timeout"]),
+            deadline=time.monotonic() + stored.timeout,
             memory=memory,
-            emit=lambda line: self.progress.step_output(run, stored, line),
+            emit=lambda line: self.progress.step_output(run, step, line),
         )
         result, error = self._attempt(run, action, ctx)
         if error is None and result is not None:
@@ -260,12 +298,12 @@ class Runner:
             self._save(
                 run, stored, state="failed", summary=error or "", finished_at=self.store.clock()
             )
-        record = next(r for r in self.store.steps(run.id) if r.position == position)
-        self.progress.step_finished(run, stored, record)
+        record = next(r for r in self.store.steps(run.id) if r.position == stored.position)
+        self.progress.step_finished(run, step, record)
         return error
 
     def _attempt(
-        self, run: Run, action: Any, ctx: StepContext
+        self, run: Run, action: Action, ctx: StepContext
     ) -> tuple[StepResult | None, str | None]:
         while True:
             try:
@@ -288,24 +326,28 @@ class Runner:
                 log.exception("%s: %s raised unexpectedly", run.incident_id, action.name)
                 return None, f"unexpected error: {type(exc).__name__}: {exc}"
 
-    def _save(self, run: Run, stored: dict[str, Any], *, state: str, **fields: Any) -> None:
+    def _save(self, run: Run, stored: StoredStep, *, state: str, **fields: Any) -> None:
         self.store.save_step(
             run,
-            position=stored["position"],
-            name=stored["name"],
-            event_kind=f"step.{state}",
+            position=stored.position,
+            name=stored.name,
+            event_kind=f"step.{state.replace(' ', '_')}",
             state=state,
             **fields,
         )
 
-    def _finish(self, run: Run, *, failure: str | None, not_run: list[str]) -> None:
+    def _finish(
+        self,
+        run: Run,
+        *,
+        failure: str | None,
+        steps: list[StoredStep],
+        nothing_ran: bool = False,
+    ) -> None:
         fresh = self.store.run(run.id)
         assert fresh is not None
-        if failure is None:
-            outcome = "rollback completed; all steps succeeded"
-        else:
-            left = "; ".join(not_run) if not_run else "nothing"
-            outcome = f"{failure}. Manual intervention required. Not run: {left}"
+        records = {} if nothing_ran else {r.position: r for r in self.store.steps(run.id)}
+        outcome = describe_outcome(steps, records, failure=failure)
         try:
             fresh = self.workflow.finish(
                 fresh, ok=failure is None, outcome=outcome, needs_manual=failure is not None
@@ -315,6 +357,81 @@ class Runner:
             return
         log.info("%s: run %s %s", run.incident_id, run.id, fresh.state)
         self.progress.run_finished(fresh)
+
+
+def stored_steps(run: Run) -> list[StoredStep]:
+    """The run's approved steps, typed."""
+    return [StoredStep.from_json(raw) for raw in run.plan]
+
+
+def _earlier_failure(steps: list[RestoredStep], records: dict[int, StepView]) -> str | None:
+    """What stopped the run before it was interrupted, so a resume runs only `always` steps."""
+    for step in steps:
+        record = records.get(step.stored.position)
+        if record is not None and record.state in FAILED:
+            return record.summary or f"{step.stored.label} {record.state}"
+    return None
+
+
+def describe_outcome(
+    steps: list[StoredStep], records: dict[int, StepView], *, failure: str | None
+) -> str:
+    """Say what ran, what did not, and where that leaves production, as far as the bot knows."""
+    ran = [s for s in steps if _state(records, s) in ATTEMPTED]
+    not_run = [s for s in steps if _state(records, s) not in ATTEMPTED]
+    if failure is None and not not_run:
+        return "rollback completed; all steps succeeded"
+    parts = [failure.rstrip(".") + "." if failure else "rollback ended."]
+    if failure is not None:
+        parts.append("Manual intervention required.")
+    if ran:
+        parts.append(
+            "Ran: "
+            + "; ".join(f"{s.position + 1}. {s.name} ({_state(records, s)})" for s in ran)
+            + "."
+        )
+    else:
+        parts.append("No step ran.")
+    if not_run:
+        parts.append("Not run: " + "; ".join(s.description for s in not_run) + ".")
+    parts.append("Production now: " + production_state(steps, records) + ".")
+    return " ".join(parts)
+
+
+def production_state(steps: list[StoredStep], records: dict[int, StepView]) -> str:
+    """Where the run left production: the change itself, maintenance mode, stopped work."""
+    said = []
+    change = [s for s in steps if s.phase == "rollback"]
+    done = [s.name for s in change if _state(records, s) in DONE]
+    broken = [s for s in change if _state(records, s) in FAILED]
+    if broken:
+        said.append(
+            "the rollback change may be half done ("
+            + ", ".join(f"{s.name} {_state(records, s)}" for s in broken)
+            + ")"
+        )
+    elif done and len(done) == len(change):
+        said.append("rolled back (" + ", ".join(done) + ")")
+    elif done:
+        said.append("partly rolled back (" + ", ".join(done) + " done)")
+    else:
+        said.append("not rolled back (the rollback change did not run)")
+    on = any(s.name == "http.maintenance_on" and _state(records, s) in DONE for s in steps)
+    off = any(s.name == "http.maintenance_off" and _state(records, s) in DONE for s in steps)
+    if on and not off:
+        said.append("maintenance mode is ON")
+    elif on:
+        said.append("maintenance mode is off again")
+    stopped = [s for s in steps if s.phase == "prepare" and _state(records, s) in DONE]
+    pending = [s.name for s in steps if s.phase == "resume" and _state(records, s) not in DONE]
+    if stopped and pending:
+        said.append("not restarted: " + ", ".join(pending))
+    return "; ".join(said)
+
+
+def _state(records: dict[int, StepView], step: StoredStep) -> str:
+    record = records.get(step.position)
+    return record.state if record is not None else "pending"
 
 
 class _Heartbeat:

@@ -284,13 +284,13 @@ class Workflow:
 
     # running (called by the runner) --------------------------------------------
 
-    def start(self, run: Run) -> Run:
-        """Mark the run running (first start or resume after a crash)."""
+    def start(self, run: Run, *, detail: dict[str, Any] | None = None) -> Run:
+        """Mark the run running (first start, or `run.resumed` by another process after a crash)."""
         fields: dict[str, Any] = {}
         if run.started_at is None:
             fields["started_at"] = self.store.clock()
         kind = "run.started" if run.state == "approved" else "run.resumed"
-        return self._move(run, to="running", actor=None, kind=kind, **fields)
+        return self._move(run, to="running", actor=None, kind=kind, detail=detail, **fields)
 
     def finish(self, run: Run, *, ok: bool, outcome: str, needs_manual: bool = False) -> Run:
         """Mark the run succeeded or failed, releasing the target."""

@@ -262,7 +262,10 @@ class SlackProgress(Progress):
         self.thread.refresh(run.id)
         if resumed:
             self.thread.say(
-                run, ":arrows_counterclockwise: The bot restarted; resuming the rollback."
+                run,
+                ":arrows_counterclockwise: The bot process running this rollback stopped "
+                "(crash, restart or lost lease); another process resumed it from the approved "
+                "plan, without planning again.",
             )
         self.thread.progress(run)
 
