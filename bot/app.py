@@ -29,6 +29,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from actions.http import read_metrics
 from bot.config import RollbackConfig
 from bot.monitoring import Monitor
+from bot.outbox import Sender
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
 from bot.settings import Settings
@@ -38,7 +39,7 @@ from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
-from handlers.thread import IncidentThread, SlackMonitorEvents, SlackProgress
+from handlers.thread import IncidentThread, SlackMonitorEvents, SlackOutbox, SlackProgress
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,13 @@ class BotProcess:
             metrics_reader=self.metrics_reader,
         )
         self.app = create_app(self.settings, self.deps)
+        self.sender = Sender(store=store, deliver=SlackOutbox(self.deps).deliver)
         self.runner = Runner(
             store=store,
             workflow=self.deps.workflow,
             config=self.config,
             planner=planner,
-            progress=SlackProgress(IncidentThread(self.deps)),
+            progress=SlackProgress(self.sender.wake),
             lease_seconds=self.settings.runner_lease_seconds,
         )
         self.monitor = Monitor(
@@ -150,6 +152,7 @@ class BotProcess:
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""
         self._start(self._run_loop, "runner")
+        self._start(lambda: self.sender.serve(self._stop), "outbox-sender")
         polled = [
             env.monitoring.poll_seconds
             for env in self.config.environments.values()
@@ -212,6 +215,7 @@ class BotProcess:
         """Stop the HTTP endpoint and the runner."""
         self._stop.set()
         self.deps.wake_runner.set()
+        self.sender.wake.set()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -95,6 +96,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None]
+    lease_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The fencing token: bumped by every claim; a runner's writes require its own."""
     memory: Mapped[dict[str, Any]] = mapped_column(default=dict)
     slack: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
@@ -146,3 +149,33 @@ class TargetLock(Base):
     target: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
     incident_id: Mapped[str] = mapped_column(String(40))
+
+
+class OutboxMessage(Base):
+    """A message to people about a run, kept until the sender delivered it (`bot.outbox`)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_run_id", "state", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class SlackMessage(Base):
+    """The ts of a message the bot posted in a run's thread, by slot (`progress`, `step:3:1`)."""
+
+    __tablename__ = "slack_messages"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(80), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]

@@ -332,6 +332,7 @@ class Runner:
             position=stored.position,
             name=stored.name,
             event_kind=f"step.{state.replace(' ', '_')}",
+            notify="step.started" if state == "running" else "step.finished",
             state=state,
             **fields,
         )

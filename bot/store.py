@@ -28,7 +28,16 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import Approval, Event, Incident, Run, StepRecord, TargetLock
+from bot.models import (
+    Approval,
+    Event,
+    Incident,
+    OutboxMessage,
+    Run,
+    SlackMessage,
+    StepRecord,
+    TargetLock,
+)
 
 Clock = Callable[[], datetime]
 ACTIVE_STATES = ("requested", "approved", "running")
@@ -265,13 +274,19 @@ class Store:
         kind: str,
         actor: str | None,
         detail: dict[str, Any] | None = None,
+        notify: str | None = None,
         **fields: Any,
     ) -> Run:
-        """Move `run` from its current state to `to` with its event, or raise Conflict."""
+        """Move `run` from its current state to `to` with its event, or raise Conflict.
+
+        `notify` enqueues that message to people in the same transaction (`bot.outbox`).
+        """
         with self.session() as session:
             changed = self._bump(session, run, state=to, **fields)
             if not changed:
                 raise Conflict(f"run {run.id} changed before the {kind} could be recorded")
+            if notify is not None:
+                self._enqueue(session, run.id, notify, detail or {})
             if to in TERMINAL_STATES:
                 session.execute(delete(TargetLock).where(TargetLock.run_id == run.id))
             self._event(
@@ -444,9 +459,16 @@ class Store:
             ]
 
     def save_step(
-        self, run: Run, *, position: int, name: str, event_kind: str, **fields: Any
+        self,
+        run: Run,
+        *,
+        position: int,
+        name: str,
+        event_kind: str,
+        notify: str | None = None,
+        **fields: Any,
     ) -> None:
-        """Create or update a step record, with its event, in one transaction."""
+        """Create or update a step record, with its event (and `notify`), in one transaction."""
         with self.session() as session:
             record = session.scalars(
                 select(StepRecord).where(
@@ -461,6 +483,13 @@ class Store:
             detail = {"position": position, "name": name, "state": record.state}
             if record.summary:
                 detail["summary"] = record.summary
+            if notify is not None:
+                self._enqueue(
+                    session,
+                    run.id,
+                    notify,
+                    {"position": position, "attempts": record.attempts or 0},
+                )
             self._event(
                 session,
                 incident_id=run.incident_id,
@@ -469,6 +498,108 @@ class Store:
                 actor=None,
                 detail=detail,
             )
+
+    # outbox -------------------------------------------------------------------
+
+    def _enqueue(self, session: Session, run_id: str, kind: str, detail: dict[str, Any]) -> None:
+        session.add(
+            OutboxMessage(
+                run_id=run_id,
+                kind=kind,
+                detail=detail,
+                state="pending",
+                attempts=0,
+                created_at=self.clock(),
+                last_error="",
+            )
+        )
+
+    def enqueue(self, run_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
+        """Queue a message to people about a run (delivered by `bot.outbox.Sender`)."""
+        with self.session() as session:
+            self._enqueue(session, run_id, kind, detail or {})
+
+    def outbox_heads(self) -> list[OutboxMessage]:
+        """Return the oldest pending message of each run that has one, oldest first.
+
+        Only a thread's head is ever delivered, so messages arrive in order per thread.
+        """
+        with self.session() as session:
+            heads = (
+                select(func.min(OutboxMessage.id))
+                .where(OutboxMessage.state == "pending")
+                .group_by(OutboxMessage.run_id)
+            )
+            return list(
+                session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.id.in_(heads))
+                    .order_by(OutboxMessage.id)
+                ).all()
+            )
+
+    def has_later_message(self, message: OutboxMessage) -> bool:
+        """Return whether a newer pending message waits in the same run's thread."""
+        with self.session() as session:
+            later = session.scalar(
+                select(OutboxMessage.id)
+                .where(
+                    OutboxMessage.run_id == message.run_id,
+                    OutboxMessage.state == "pending",
+                    OutboxMessage.id > message.id,
+                )
+                .limit(1)
+            )
+            return later is not None
+
+    def outbox(self, run_id: str) -> list[OutboxMessage]:
+        """Return a run's messages in order, whatever their state."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.run_id == run_id)
+                    .order_by(OutboxMessage.id)
+                ).all()
+            )
+
+    def outbox_done(self, message_id: int, *, state: str, error: str = "") -> None:
+        """Mark a message `sent`, `superseded` or `failed` (never to be tried again)."""
+        with self.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(
+                    state=state,
+                    sent_at=self.clock(),
+                    last_error=error,
+                    attempts=OutboxMessage.attempts + 1,
+                )
+            )
+
+    def outbox_retry(self, message_id: int, *, at: datetime, error: str) -> None:
+        """Keep a message pending, not to be tried before `at`."""
+        with self.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(next_attempt_at=at, last_error=error, attempts=OutboxMessage.attempts + 1)
+            )
+
+    def slack_slot(self, run_id: str, slot: str) -> SlackMessage | None:
+        """Return the message the bot posted for `slot` in a run's thread, if it did."""
+        with self.session() as session:
+            return session.get(SlackMessage, (run_id, slot))
+
+    def set_slack_slot(self, run_id: str, slot: str, *, channel: str, ts: str) -> None:
+        """Record the ts of the message posted for `slot` (first writer wins)."""
+        try:
+            with self.session() as session:
+                session.add(
+                    SlackMessage(run_id=run_id, slot=slot, channel=channel, ts=ts, at=self.clock())
+                )
+        except IntegrityError:
+            return
 
     # events -------------------------------------------------------------------
 

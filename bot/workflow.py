@@ -280,7 +280,9 @@ class Workflow:
         return expired
 
     def _expire(self, run: Run) -> Run:
-        return self.store.transition(run, to="expired", kind="run.expired", actor=None)
+        return self.store.transition(
+            run, to="expired", kind="run.expired", actor=None, notify="run.expired"
+        )
 
     # running (called by the runner) --------------------------------------------
 
@@ -290,7 +292,9 @@ class Workflow:
         if run.started_at is None:
             fields["started_at"] = self.store.clock()
         kind = "run.started" if run.state == "approved" else "run.resumed"
-        return self._move(run, to="running", actor=None, kind=kind, detail=detail, **fields)
+        return self._move(
+            run, to="running", actor=None, kind=kind, detail=detail, notify=kind, **fields
+        )
 
     def finish(self, run: Run, *, ok: bool, outcome: str, needs_manual: bool = False) -> Run:
         """Mark the run succeeded or failed, releasing the target."""
@@ -300,6 +304,7 @@ class Workflow:
             to=to,
             actor=None,
             detail={"outcome": outcome, "needs_manual": needs_manual},
+            notify="run.finished",
             outcome=outcome,
             needs_manual=needs_manual,
             finished_at=self.store.clock(),
@@ -321,13 +326,20 @@ class Workflow:
         actor: str | None,
         kind: str | None = None,
         detail: dict[str, Any] | None = None,
+        notify: str | None = None,
         **fields: Any,
     ) -> Run:
         if run.state not in _ALLOWED[to]:
             raise Refused(f"a {run.state} rollback cannot become {to}")
         try:
             return self.store.transition(
-                run, to=to, kind=kind or f"run.{to}", actor=actor, detail=detail, **fields
+                run,
+                to=to,
+                kind=kind or f"run.{to}",
+                actor=actor,
+                detail=detail,
+                notify=notify,
+                **fields,
             )
         except Conflict:
             fresh = self._run(run.id)
