@@ -1,13 +1,22 @@
 """Executes approved runs, step by step, durably.
 
 A runner claims a run with a lease stored in the database, so several bot
-processes sharing one PostgreSQL never execute the same plan twice. Each
-step's start is recorded before it runs and its end, output and outcome
-before the next one starts, and a heartbeat thread renews the lease while a
-step is busy. When a process dies, its lease expires and another runner (or
+processes sharing one PostgreSQL never execute the same plan twice. The lease
+is fenced (`bot.store.Lease`): timed on the database's clock, a new token per
+claim, and every write the runner makes about the run (step records, memory,
+transitions) holds only while the token is current. Each step's start is
+recorded before it runs and its end, output and outcome before the next one
+starts, and a heartbeat thread renews the lease while a step is busy; it
+survives database errors until the lease would have expired. A runner whose
+lease is gone stops at the next safe point (before a step, between retries,
+or when its next write is refused), says so in the thread, and writes
+nothing more. When a process dies, its lease expires and another runner (or
 the same one restarted) picks the run up: the step that was interrupted is
 run again only if its action says it is safe to repeat; otherwise it is
 marked `interrupted` and the run stops for a person.
+
+The runner never talks to Slack: each state change queues its message in the
+outbox in the same transaction (`bot.outbox`), and `Progress` only nudges.
 
 Before the first step the plan is rebuilt from the config and the live
 systems and its hash compared with the approved one: an approval is for one
@@ -46,7 +55,7 @@ from actions.base import (
 from bot.config import RollbackConfig
 from bot.models import Run
 from bot.plans import Planner, RestoredStep, StoredStep
-from bot.store import StepView, Store
+from bot.store import Lease, LeaseLost, StepView, Store
 from bot.workflow import Refused, Workflow
 
 log = logging.getLogger(__name__)
@@ -97,21 +106,24 @@ class NullProgress:
 class DurableMemory(MutableMapping[str, Any]):
     """A run's memory: every write is saved to the database before it returns."""
 
-    def __init__(self, store: Store, run_id: str, initial: dict[str, Any]) -> None:
+    def __init__(
+        self, store: Store, run_id: str, initial: dict[str, Any], *, lease: Lease | None = None
+    ) -> None:
         self._store = store
         self._run_id = run_id
         self._data = dict(initial)
+        self._lease = lease
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
-        self._store.set_run_fields(self._run_id, memory=dict(self._data))
+        self._store.set_run_memory(self._run_id, dict(self._data), lease=self._lease)
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
-        self._store.set_run_fields(self._run_id, memory=dict(self._data))
+        self._store.set_run_memory(self._run_id, dict(self._data), lease=self._lease)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -160,33 +172,56 @@ class Runner:
         """Claim and execute one run; False if another runner holds it."""
         before = self.store.run(run_id)
         previous_owner = before.lease_owner if before is not None else None
-        if not self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds):
+        lease = self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
+        if lease is None:
             return False
-        heartbeat = _Heartbeat(self.store, run_id, self.owner, self.lease_seconds)
-        heartbeat.start()
-        try:
-            run = self.store.run(run_id)
-            if run is not None and run.state in ("approved", "running"):
-                self._execute(run, previous_owner=previous_owner)
-        finally:
-            heartbeat.stop()
-            self.store.release(run_id, owner=self.owner)
+        self._hold(lease, previous_owner=previous_owner)
         return True
 
-    def _execute(self, run: Run, *, previous_owner: str | None = None) -> None:
+    def _hold(self, lease: Lease, *, previous_owner: str | None) -> None:
+        """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
+        heartbeat = _Heartbeat(self.store, lease, self.lease_seconds)
+        heartbeat.start()
+        hold = _Hold(lease, heartbeat)
+        try:
+            run = self.store.run(lease.run_id)
+            if run is not None and run.state in ("approved", "running"):
+                self._execute(run, hold, previous_owner=previous_owner)
+        except LeaseLost:
+            self._lost(lease)
+        finally:
+            heartbeat.stop()
+            self.store.release(lease)
+
+    def _lost(self, lease: Lease) -> None:
+        """Say that this runner lost the run and stopped; its successor carries on."""
+        log.error("%s lost its lease on run %s; stopped", lease.owner, lease.run_id)
+        run = self.store.run(lease.run_id)
+        if run is None:
+            return
+        detail = {"owner": lease.owner, "generation": lease.generation}
+        self.store.add_event(
+            incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost", detail=detail
+        )
+        self.store.enqueue(run.id, "run.lease_lost", detail)
+
+    def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == "running"
-        steps = self._resume_plan(run) if resumed else self._first_plan(run)
+        steps = self._resume_plan(run) if resumed else self._first_plan(run, hold)
         if steps is None:
             return
         run = self.workflow.start(
-            run, detail={"by": self.owner, "previous_owner": previous_owner} if resumed else None
+            run,
+            detail={"by": self.owner, "previous_owner": previous_owner} if resumed else None,
+            lease=hold.lease,
         )
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)
         records = {r.position: r for r in self.store.steps(run.id)}
-        memory = DurableMemory(self.store, run.id, run.memory)
+        memory = DurableMemory(self.store, run.id, run.memory, lease=hold.lease)
         failure = _earlier_failure(steps, records)
         for step in steps:
+            hold.check()
             stored = step.stored
             record = records.get(stored.position)
             if record is not None and record.state in FINISHED:
@@ -198,22 +233,23 @@ class Runner:
                     f"{stored.label} was interrupted by a crash and is not safe to repeat; "
                     "check by hand whether it took effect"
                 )
-                self._save(run, stored, state="interrupted", summary=problem)
+                self._save(run, hold, stored, state="interrupted", summary=problem)
                 failure = failure or problem
                 continue
             if step.action is None:
                 started = record is not None and record.state == "running"
                 state = "interrupted" if started else "not run"
-                self._save(run, stored, state=state, summary=step.problem)
+                self._save(run, hold, stored, state=state, summary=step.problem)
                 failure = failure or step.problem
                 continue
             attempts = record.attempts if record is not None else 0
-            error = self._run_step(run, step.action, stored, memory, attempts=attempts)
+            error = self._run_step(run, hold, step.action, stored, memory, attempts=attempts)
             if error is not None and failure is None:
                 failure = f"{stored.label} failed: {error}"
-        self._finish(run, failure=failure, steps=[s.stored for s in steps])
+        hold.check()
+        self._finish(run, hold, failure=failure, steps=[s.stored for s in steps])
 
-    def _first_plan(self, run: Run) -> list[RestoredStep] | None:
+    def _first_plan(self, run: Run, hold: _Hold) -> list[RestoredStep] | None:
         """Build the plan from the live systems and hold it to the approved hash."""
         env = self.config.environments.get(run.environment)
         problem = None
@@ -238,8 +274,8 @@ class Runner:
         if plan is not None and plan.hash != run.plan_hash:
             problem = "the plan changed after it was approved; request the rollback again"
         if problem is not None or plan is None:
-            run = self.workflow.start(run)
-            self._finish(run, failure=problem, steps=stored_steps(run), nothing_ran=True)
+            run = self.workflow.start(run, lease=hold.lease)
+            self._finish(run, hold, failure=problem, steps=stored_steps(run), nothing_ran=True)
             return None
         return [RestoredStep(p.stored(), p.action) for p in plan.steps]
 
@@ -264,6 +300,7 @@ class Runner:
     def _run_step(
         self,
         run: Run,
+        hold: _Hold,
         action: Action,
         stored: StoredStep,
         memory: DurableMemory,
@@ -272,7 +309,7 @@ class Runner:
     ) -> str | None:
         step = stored.as_json()
         self._save(
-            run, stored, state="running", attempts=attempts + 1, started_at=self.store.clock()
+            run, hold, stored, state="running", attempts=attempts + 1, started_at=self.store.clock()
         )
         self.progress.step_started(run, step)
         ctx = StepContext(
@@ -282,11 +319,12 @@ class Runner:
             memory=memory,
             emit=lambda line: self.progress.step_output(run, step, line),
         )
-        result, error = self._attempt(run, action, ctx)
+        result, error = self._attempt(run, hold, action, ctx)
         if error is None and result is not None:
             state = "skipped" if result.skipped else "succeeded"
             self._save(
                 run,
+                hold,
                 stored,
                 state=state,
                 summary=result.summary,
@@ -296,18 +334,26 @@ class Runner:
             )
         else:
             self._save(
-                run, stored, state="failed", summary=error or "", finished_at=self.store.clock()
+                run,
+                hold,
+                stored,
+                state="failed",
+                summary=error or "",
+                finished_at=self.store.clock(),
             )
         record = next(r for r in self.store.steps(run.id) if r.position == stored.position)
         self.progress.step_finished(run, step, record)
         return error
 
     def _attempt(
-        self, run: Run, action: Action, ctx: StepContext
+        self, run: Run, hold: _Hold, action: Action, ctx: StepContext
     ) -> tuple[StepResult | None, str | None]:
         while True:
+            hold.check()
             try:
                 return action.run(ctx), None
+            except LeaseLost:
+                raise
             except TemporaryError as exc:
                 if ctx.remaining() <= exc.delay:
                     return None, f"{exc} (gave up: step deadline reached)"
@@ -326,9 +372,12 @@ class Runner:
                 log.exception("%s: %s raised unexpectedly", run.incident_id, action.name)
                 return None, f"unexpected error: {type(exc).__name__}: {exc}"
 
-    def _save(self, run: Run, stored: StoredStep, *, state: str, **fields: Any) -> None:
+    def _save(
+        self, run: Run, hold: _Hold, stored: StoredStep, *, state: str, **fields: Any
+    ) -> None:
         self.store.save_step(
             run,
+            lease=hold.lease,
             position=stored.position,
             name=stored.name,
             event_kind=f"step.{state.replace(' ', '_')}",
@@ -340,6 +389,7 @@ class Runner:
     def _finish(
         self,
         run: Run,
+        hold: _Hold,
         *,
         failure: str | None,
         steps: list[StoredStep],
@@ -351,7 +401,11 @@ class Runner:
         outcome = describe_outcome(steps, records, failure=failure)
         try:
             fresh = self.workflow.finish(
-                fresh, ok=failure is None, outcome=outcome, needs_manual=failure is not None
+                fresh,
+                ok=failure is None,
+                outcome=outcome,
+                needs_manual=failure is not None,
+                lease=hold.lease,
             )
         except Refused:
             log.exception("%s: could not record the end of run %s", run.incident_id, run.id)
@@ -435,16 +489,36 @@ def _state(records: dict[int, StepView], step: StoredStep) -> str:
     return record.state if record is not None else "pending"
 
 
-class _Heartbeat:
-    """Renews a run's lease in the background while it executes."""
+@dataclass
+class _Hold:
+    """The lease a runner executes a run under, and the heartbeat keeping it."""
 
-    def __init__(self, store: Store, run_id: str, owner: str, seconds: float) -> None:
+    lease: Lease
+    heartbeat: _Heartbeat
+
+    def check(self) -> None:
+        """Raise LeaseLost at a safe point once the heartbeat found the lease gone."""
+        if self.heartbeat.lost.is_set():
+            raise LeaseLost(self.lease)
+
+
+class _Heartbeat:
+    """Renews a run's lease in the background while it executes.
+
+    A database error does not end it: it retries more often until the lease would
+    have expired (counted on this process's monotonic clock from the last renewal,
+    which is never later than the database's own expiry), and only then, or when a
+    renewal finds the lease taken, does it set `lost` for the runner to stop at its
+    next safe point.
+    """
+
+    def __init__(self, store: Store, lease: Lease, seconds: float) -> None:
         self._store = store
-        self._run_id = run_id
-        self._owner = owner
+        self._lease = lease
         self._seconds = seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
 
     def start(self) -> None:
         self._thread.start()
@@ -454,7 +528,29 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._seconds / 3):
-            if not self._store.renew(self._run_id, owner=self._owner, seconds=self._seconds):
-                log.error("lost the lease on run %s", self._run_id)
+        last_renewed = time.monotonic()
+        wait = self._seconds / 3
+        while not self._stop.wait(wait):
+            attempted = time.monotonic()
+            try:
+                held = self._store.renew(self._lease, seconds=self._seconds)
+            except Exception as exc:
+                if time.monotonic() - last_renewed >= self._seconds:
+                    log.error(
+                        "lease on run %s expired while the database failed: %s",
+                        self._lease.run_id,
+                        exc,
+                    )
+                    self.lost.set()
+                    return
+                log.warning(
+                    "renewing the lease on run %s failed (%s); retrying", self._lease.run_id, exc
+                )
+                wait = self._seconds / 10
+                continue
+            if not held:
+                log.error("lost the lease on run %s to another runner", self._lease.run_id)
+                self.lost.set()
                 return
+            last_renewed = attempted
+            wait = self._seconds / 3

@@ -6,8 +6,13 @@ atomic with its audit event. Rules (who may approve, what expires) live in
 
 A transition is a conditional UPDATE on (id, state, version). Zero rows
 updated means somebody else changed the run first; the caller re-reads and
-decides. That works the same on SQLite and PostgreSQL and needs no
-SELECT … FOR UPDATE.
+decides. That works the same on SQLite and PostgreSQL.
+
+Runs are executed under fenced leases (see the leases section): timed on the
+database's clock, a new token per claim, and every write a runner makes about
+its run conditional on that token. Claiming uses FOR UPDATE SKIP LOCKED on
+PostgreSQL, so runners in several processes share the work; SQLite, the
+embedded default, is for one bot process.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +72,33 @@ class TargetBusy(RuntimeError):
 
 class Conflict(RuntimeError):
     """The run changed under us (state or version no longer as expected)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A runner's hold on a run: its owner and the fencing token its claim got."""
+
+    run_id: str
+    owner: str
+    generation: int
+
+    def holds(self) -> tuple[Any, ...]:
+        """WHERE clauses true only while this lease is the run's current one."""
+        return (
+            Run.id == self.run_id,
+            Run.lease_owner == self.owner,
+            Run.lease_generation == self.generation,
+        )
+
+
+class LeaseLost(RuntimeError):
+    """Another runner claimed the run since: stop, write nothing more about it."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        super().__init__(
+            f"{lease.owner} lost its lease on run {lease.run_id} (generation {lease.generation})"
+        )
 
 
 def make_engine(url: str) -> Engine:
@@ -275,15 +307,18 @@ class Store:
         actor: str | None,
         detail: dict[str, Any] | None = None,
         notify: str | None = None,
+        lease: Lease | None = None,
         **fields: Any,
     ) -> Run:
         """Move `run` from its current state to `to` with its event, or raise Conflict.
 
         `notify` enqueues that message to people in the same transaction (`bot.outbox`).
+        With `lease`, the change is made only while that lease holds the run (LeaseLost).
         """
         with self.session() as session:
-            changed = self._bump(session, run, state=to, **fields)
+            changed = self._bump(session, run, lease=lease, state=to, **fields)
             if not changed:
+                self._fence(session, lease)
                 raise Conflict(f"run {run.id} changed before the {kind} could be recorded")
             if notify is not None:
                 self._enqueue(session, run.id, notify, detail or {})
@@ -360,12 +395,15 @@ class Store:
             or 0
         )
 
-    def _bump(self, session: Session, run: Run, **values: Any) -> bool:
-        result = session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.state == run.state, Run.version == run.version)
-            .values(version=Run.version + 1, **values)
+    def _bump(
+        self, session: Session, run: Run, *, lease: Lease | None = None, **values: Any
+    ) -> bool:
+        query = update(Run).where(
+            Run.id == run.id, Run.state == run.state, Run.version == run.version
         )
+        if lease is not None:
+            query = query.where(*lease.holds())
+        result = session.execute(query.values(version=Run.version + 1, **values))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def set_run_fields(self, run_id: str, **fields: Any) -> None:
@@ -374,53 +412,118 @@ class Store:
             session.execute(update(Run).where(Run.id == run_id).values(**fields))
 
     # leases -------------------------------------------------------------------
+    #
+    # A lease is (owner, generation, expiry). Expiry is computed and compared on the
+    # database's clock, never a process's own, so two bot hosts whose clocks disagree
+    # still agree on who holds a run. Every claim bumps `lease_generation`, the
+    # fencing token: each write a runner makes about a run (transitions, step records,
+    # memory, release) is conditional on its generation in the same transaction, on
+    # the run's row, so a runner that lost its lease cannot write over its successor.
 
-    def claim(self, run_id: str, *, owner: str, seconds: float) -> bool:
-        """Take the run's lease if it is free or expired."""
-        now = self.clock()
+    def _db_now(self, seconds: float = 0.0) -> Any:
+        """The database's current UTC time plus `seconds`, as stored (naive UTC)."""
+        if self.engine.dialect.name == "sqlite":
+            # '%f' gives SS.SSS; three more zeros match SQLAlchemy's stored format exactly,
+            # so the text comparison with stored values is a time comparison.
+            return func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{seconds:+.3f} seconds").concat(
+                "000"
+            )
+        now = func.timezone("UTC", func.now())
+        return now + func.make_interval(0, 0, 0, 0, 0, 0, seconds) if seconds else now
+
+    def claim(self, run_id: str, *, owner: str, seconds: float) -> Lease | None:
+        """Take the run's lease if it is free or expired; return it (with its new token)."""
         with self.session() as session:
-            result = session.execute(
-                update(Run)
+            return self._claim(session, run_id, owner=owner, seconds=seconds)
+
+    def _claim(self, session: Session, run_id: str, *, owner: str, seconds: float) -> Lease | None:
+        generation = session.scalar(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.state.in_(("approved", "running")),
+                (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=self._db_now(seconds),
+                lease_generation=Run.lease_generation + 1,
+            )
+            .returning(Run.lease_generation)
+        )
+        return None if generation is None else Lease(run_id, owner, int(generation))
+
+    def claim_next(
+        self, *, owner: str, seconds: float, skip: set[str] | None = None
+    ) -> Lease | None:
+        """Claim the oldest approved or running run nobody holds; None when there is none.
+
+        On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so
+        runners of several processes claiming at once each get a different run
+        without waiting on each other; SQLite serializes writers anyway.
+        """
+        with self.session() as session:
+            query = (
+                select(Run.id)
                 .where(
-                    Run.id == run_id,
                     Run.state.in_(("approved", "running")),
-                    (Run.lease_owner.is_(None))
-                    | (Run.lease_owner == owner)
-                    | (Run.lease_expires_at < now),
+                    (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
                 )
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+                .order_by(Run.approved_at, Run.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if skip:
+                query = query.where(Run.id.not_in(skip))
+            run_id = session.scalar(query)
+            if run_id is None:
+                return None
+            return self._claim(session, run_id, owner=owner, seconds=seconds)
 
-    def renew(self, run_id: str, *, owner: str, seconds: float) -> bool:
-        """Extend the lease we hold; False if it was lost."""
+    def renew(self, lease: Lease, *, seconds: float) -> bool:
+        """Extend the lease we hold; False if it was lost (someone claimed it since)."""
         with self.session() as session:
             result = session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.lease_owner == owner)
-                .values(lease_expires_at=self.clock() + timedelta(seconds=seconds))
+                update(Run).where(*lease.holds()).values(lease_expires_at=self._db_now(seconds))
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def release(self, run_id: str, *, owner: str) -> None:
-        """Give the lease back."""
+    def release(self, lease: Lease) -> None:
+        """Give the lease back (only if it is still ours)."""
         with self.session() as session:
             session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                update(Run).where(*lease.holds()).values(lease_owner=None, lease_expires_at=None)
             )
+
+    def _fence(self, session: Session, lease: Lease | None) -> None:
+        """Raise LeaseLost unless `lease` still holds its run; lock the run's row till commit."""
+        if lease is None:
+            return
+        result = session.execute(
+            update(Run).where(*lease.holds()).values(lease_generation=Run.lease_generation)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise LeaseLost(lease)
+
+    def set_run_memory(self, run_id: str, memory: dict[str, Any], *, lease: Lease | None) -> None:
+        """Save a run's step memory, only while `lease` still holds the run."""
+        with self.session() as session:
+            query = update(Run).where(Run.id == run_id)
+            if lease is not None:
+                query = query.where(*lease.holds())
+            result = session.execute(query.values(memory=memory))
+            if lease is not None and not result.rowcount:  # type: ignore[attr-defined]
+                raise LeaseLost(lease)
 
     def claimable(self) -> list[str]:
         """Return ids of approved or running runs whose lease is free or expired."""
-        now = self.clock()
         with self.session() as session:
             return list(
                 session.scalars(
                     select(Run.id)
                     .where(
                         Run.state.in_(("approved", "running")),
-                        (Run.lease_owner.is_(None)) | (Run.lease_expires_at < now),
+                        (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
                     )
                     .order_by(Run.approved_at)
                 ).all()
@@ -466,10 +569,15 @@ class Store:
         name: str,
         event_kind: str,
         notify: str | None = None,
+        lease: Lease | None = None,
         **fields: Any,
     ) -> None:
-        """Create or update a step record, with its event (and `notify`), in one transaction."""
+        """Create or update a step record, with its event (and `notify`), in one transaction.
+
+        With `lease`, only while that lease holds the run (else LeaseLost, nothing written).
+        """
         with self.session() as session:
+            self._fence(session, lease)
             record = session.scalars(
                 select(StepRecord).where(
                     StepRecord.run_id == run.id, StepRecord.position == position

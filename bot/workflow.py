@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity, decide
 from bot.models import Incident, Run
-from bot.store import Conflict, Store, TargetBusy
+from bot.store import Conflict, Lease, Store, TargetBusy
 
 if TYPE_CHECKING:
     from bot.plans import Plan
@@ -286,18 +286,38 @@ class Workflow:
 
     # running (called by the runner) --------------------------------------------
 
-    def start(self, run: Run, *, detail: dict[str, Any] | None = None) -> Run:
-        """Mark the run running (first start, or `run.resumed` by another process after a crash)."""
+    def start(
+        self, run: Run, *, detail: dict[str, Any] | None = None, lease: Lease | None = None
+    ) -> Run:
+        """Mark the run running (first start, or `run.resumed` by another process after a crash).
+
+        The runner passes its `lease`: the change is made only while it holds the run.
+        """
         fields: dict[str, Any] = {}
         if run.started_at is None:
             fields["started_at"] = self.store.clock()
         kind = "run.started" if run.state == "approved" else "run.resumed"
         return self._move(
-            run, to="running", actor=None, kind=kind, detail=detail, notify=kind, **fields
+            run,
+            to="running",
+            actor=None,
+            kind=kind,
+            detail=detail,
+            notify=kind,
+            lease=lease,
+            **fields,
         )
 
-    def finish(self, run: Run, *, ok: bool, outcome: str, needs_manual: bool = False) -> Run:
-        """Mark the run succeeded or failed, releasing the target."""
+    def finish(
+        self,
+        run: Run,
+        *,
+        ok: bool,
+        outcome: str,
+        needs_manual: bool = False,
+        lease: Lease | None = None,
+    ) -> Run:
+        """Mark the run succeeded or failed, releasing the target (only while `lease` holds)."""
         to = "succeeded" if ok else "failed"
         return self._move(
             run,
@@ -305,6 +325,7 @@ class Workflow:
             actor=None,
             detail={"outcome": outcome, "needs_manual": needs_manual},
             notify="run.finished",
+            lease=lease,
             outcome=outcome,
             needs_manual=needs_manual,
             finished_at=self.store.clock(),
@@ -327,6 +348,7 @@ class Workflow:
         kind: str | None = None,
         detail: dict[str, Any] | None = None,
         notify: str | None = None,
+        lease: Lease | None = None,
         **fields: Any,
     ) -> Run:
         if run.state not in _ALLOWED[to]:
@@ -339,6 +361,7 @@ class Workflow:
                 actor=actor,
                 detail=detail,
                 notify=notify,
+                lease=lease,
                 **fields,
             )
         except Conflict:

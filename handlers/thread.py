@@ -375,6 +375,14 @@ class SlackOutbox:
             self._step_finished(run, message.detail)
         elif kind == "run.finished":
             self.thread.finished(run)
+        elif kind == "run.lease_lost":
+            self.thread.say(
+                run,
+                f":warning: `{message.detail.get('owner')}` lost its hold on this rollback "
+                "(its database connection failed or was too slow) and stopped at a safe "
+                "point; another bot process takes over from the approved plan.",
+                slot=f"lease_lost:{message.id}",
+            )
         elif kind == "run.expired":
             self.thread.refresh(run.id)
             self.thread.say(

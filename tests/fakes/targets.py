@@ -58,6 +58,8 @@ class ScriptedStep:
         if outcome == "hang":
             ctx.memory[f"{self.name}.hanging"] = True
             time.sleep(60)
+        if outcome == "slow":
+            time.sleep(float(script.get("_slow_seconds", 1.0)))
         if outcome == "long":
             return StepResult(summary="long output", output="x" * 6000)
         if outcome == "skip":
