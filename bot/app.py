@@ -171,7 +171,8 @@ class BotProcess:
         while not self._stop.is_set():
             try:
                 self.monitor.approve_due()
-                self.runner.run_pending()
+                self.runner.sweep()
+                self.runner.dispatch()
             except Exception:
                 log.exception("runner pass failed; trying again")
             wake.wait(self.settings.runner_poll_seconds)

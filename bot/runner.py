@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from actions.base import (
@@ -144,41 +144,88 @@ class Runner:
     lease_seconds: float = 30.0
     owner: str = ""
     sleep: Callable[[float], None] = time.sleep
+    workers: int = 4
+    """How many runs this process executes at once (`dispatch`)."""
+    _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.owner:
             self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
+    def sweep(self) -> list[Run]:
+        """Expire requests past their time-to-live (never waits on a running step)."""
+        expired = self.workflow.expire_due()
+        for run in expired:
+            self.progress.run_expired(run)
+        return expired
+
     def run_pending(self) -> list[str]:
-        """Expire stale requests, then execute every claimable run; return the ids run."""
-        for expired in self.workflow.expire_due():
-            self.progress.run_expired(expired)
+        """Expire stale requests, then execute every claimable run here, one after another.
+
+        For tools and tests; the bot process uses `dispatch`, which runs them in parallel.
+        """
+        self.sweep()
         done = []
         for run_id in self.store.claimable():
             if self.execute(run_id):
                 done.append(run_id)
         return done
 
+    def dispatch(self) -> list[str]:
+        """Claim runs into the bounded pool, each on a thread of its own; return the new ids.
+
+        Returns at once: the caller's loop (expiry, monitoring) never waits on a step.
+        Runs of different targets progress in parallel; the target locks taken when a
+        rollback is requested keep it to one run per target.
+        """
+        started = []
+        with self._pool_lock:
+            self._pool = {i: t for i, t in self._pool.items() if t.is_alive()}
+            while len(self._pool) < self.workers:
+                lease = self.store.claim_next(
+                    owner=self.owner, seconds=self.lease_seconds, skip=set(self._pool)
+                )
+                if lease is None:
+                    break
+                thread = threading.Thread(
+                    target=self._hold_logged, args=(lease,), name=f"run-{lease.run_id}", daemon=True
+                )
+                self._pool[lease.run_id] = thread
+                thread.start()
+                started.append(lease.run_id)
+        return started
+
+    def busy(self) -> list[str]:
+        """Ids of the runs executing in this runner's pool now."""
+        with self._pool_lock:
+            return [i for i, t in self._pool.items() if t.is_alive()]
+
     def serve(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
-        """Run pending work until `stop` is set."""
+        """Expire and dispatch until `stop` is set."""
         while not stop.is_set():
             try:
-                self.run_pending()
+                self.sweep()
+                self.dispatch()
             except Exception:
                 log.exception("runner loop failed; retrying in %.0fs", poll_seconds)
             stop.wait(poll_seconds)
 
     def execute(self, run_id: str) -> bool:
-        """Claim and execute one run; False if another runner holds it."""
-        before = self.store.run(run_id)
-        previous_owner = before.lease_owner if before is not None else None
+        """Claim and execute one run on this thread; False if another runner holds it."""
         lease = self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
         if lease is None:
             return False
-        self._hold(lease, previous_owner=previous_owner)
+        self._hold(lease)
         return True
 
-    def _hold(self, lease: Lease, *, previous_owner: str | None) -> None:
+    def _hold_logged(self, lease: Lease) -> None:
+        try:
+            self._hold(lease)
+        except Exception:
+            log.exception("run %s stopped unexpectedly; its lease runs out", lease.run_id)
+
+    def _hold(self, lease: Lease) -> None:
         """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
         heartbeat = _Heartbeat(self.store, lease, self.lease_seconds)
         heartbeat.start()
@@ -186,7 +233,7 @@ class Runner:
         try:
             run = self.store.run(lease.run_id)
             if run is not None and run.state in ("approved", "running"):
-                self._execute(run, hold, previous_owner=previous_owner)
+                self._execute(run, hold, previous_owner=lease.previous_owner)
         except LeaseLost:
             self._lost(lease)
         finally:

@@ -81,6 +81,8 @@ class Lease:
     run_id: str
     owner: str
     generation: int
+    previous_owner: str | None = None
+    """Who held the run before this claim (a crashed or stalled runner), if anyone."""
 
     def holds(self) -> tuple[Any, ...]:
         """WHERE clauses true only while this lease is the run's current one."""
@@ -437,6 +439,7 @@ class Store:
             return self._claim(session, run_id, owner=owner, seconds=seconds)
 
     def _claim(self, session: Session, run_id: str, *, owner: str, seconds: float) -> Lease | None:
+        previous = session.scalar(select(Run.lease_owner).where(Run.id == run_id))
         generation = session.scalar(
             update(Run)
             .where(
@@ -451,7 +454,9 @@ class Store:
             )
             .returning(Run.lease_generation)
         )
-        return None if generation is None else Lease(run_id, owner, int(generation))
+        if generation is None:
+            return None
+        return Lease(run_id, owner, int(generation), previous_owner=previous)
 
     def claim_next(
         self, *, owner: str, seconds: float, skip: set[str] | None = None

@@ -58,6 +58,10 @@ class ScriptedStep:
         if outcome == "hang":
             ctx.memory[f"{self.name}.hanging"] = True
             time.sleep(60)
+        if outcome == "block":  # until a test creates `<script>.go`, within the deadline
+            go = self.script_file.with_suffix(".go")
+            while not go.exists() and ctx.remaining() > 0:
+                time.sleep(0.02)
         if outcome == "slow":
             time.sleep(float(script.get("_slow_seconds", 1.0)))
         if outcome == "long":
