@@ -11,6 +11,7 @@ holds; its primary key is what keeps a second rollback of the same target out.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -44,6 +45,36 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class RunState(StrEnum):
+    """A run's state; str-valued, so stored values and comparisons with text stay as they were.
+
+    requested -> approved -> running -> succeeded | failed
+    requested -> rejected | expired | cancelled;  approved -> cancelled
+    """
+
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class StepState(StrEnum):
+    """A step record's state, as the runner writes it."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """Started by a runner that stopped mid-step, and not safe to repeat (or not rebuildable)."""
+    NOT_RUN = "not run"
+    """Could not be rebuilt on resume; never started."""
 
 
 class Base(DeclarativeBase):
@@ -99,6 +130,9 @@ class Run(Base):
     lease_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """The fencing token: bumped by every claim; a runner's writes require its own."""
     memory: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """What steps store for later steps and for a resume (`StepContext.memory`)."""
+    notes: Mapped[list[Any] | None] = mapped_column(default=list)
+    """The plan's notes shown with it (force used, estimates); not step memory."""
     slack: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 

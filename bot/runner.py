@@ -53,16 +53,16 @@ from actions.base import (
     TemporaryError,
 )
 from bot.config import RollbackConfig
-from bot.models import Run
+from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
-from bot.store import Lease, LeaseLost, StepView, Store
+from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
 from bot.workflow import Refused, Workflow
 
 log = logging.getLogger(__name__)
-DONE = ("succeeded", "skipped")
-FAILED = ("failed", "interrupted", "not run")
+DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
+FAILED = (StepState.FAILED, StepState.INTERRUPTED, StepState.NOT_RUN)
 FINISHED = (*DONE, *FAILED)
-ATTEMPTED = (*DONE, "failed", "interrupted", "running")
+ATTEMPTED = (*DONE, StepState.FAILED, StepState.INTERRUPTED, StepState.RUNNING)
 
 
 class Progress(Protocol):
@@ -232,7 +232,7 @@ class Runner:
         hold = _Hold(lease, heartbeat)
         try:
             run = self.store.run(lease.run_id)
-            if run is not None and run.state in ("approved", "running"):
+            if run is not None and run.state in EXECUTABLE_STATES:
                 self._execute(run, hold, previous_owner=lease.previous_owner)
         except LeaseLost:
             self._lost(lease)
@@ -253,7 +253,7 @@ class Runner:
         self.store.enqueue(run.id, "run.lease_lost", detail)
 
     def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
-        resumed = run.state == "running"
+        resumed = run.state == RunState.RUNNING
         steps = self._resume_plan(run) if resumed else self._first_plan(run, hold)
         if steps is None:
             return
@@ -275,17 +275,17 @@ class Runner:
                 continue
             if failure is not None and not stored.always:
                 continue
-            if record is not None and record.state == "running" and not stored.idempotent:
+            if record is not None and record.state == StepState.RUNNING and not stored.idempotent:
                 problem = (
                     f"{stored.label} was interrupted by a crash and is not safe to repeat; "
                     "check by hand whether it took effect"
                 )
-                self._save(run, hold, stored, state="interrupted", summary=problem)
+                self._save(run, hold, stored, state=StepState.INTERRUPTED, summary=problem)
                 failure = failure or problem
                 continue
             if step.action is None:
-                started = record is not None and record.state == "running"
-                state = "interrupted" if started else "not run"
+                started = record is not None and record.state == StepState.RUNNING
+                state = StepState.INTERRUPTED if started else StepState.NOT_RUN
                 self._save(run, hold, stored, state=state, summary=step.problem)
                 failure = failure or step.problem
                 continue
@@ -356,7 +356,12 @@ class Runner:
     ) -> str | None:
         step = stored.as_json()
         self._save(
-            run, hold, stored, state="running", attempts=attempts + 1, started_at=self.store.clock()
+            run,
+            hold,
+            stored,
+            state=StepState.RUNNING,
+            attempts=attempts + 1,
+            started_at=self.store.clock(),
         )
         self.progress.step_started(run, step)
         ctx = StepContext(
@@ -368,7 +373,7 @@ class Runner:
         )
         result, error = self._attempt(run, hold, action, ctx)
         if error is None and result is not None:
-            state = "skipped" if result.skipped else "succeeded"
+            state = StepState.SKIPPED if result.skipped else StepState.SUCCEEDED
             self._save(
                 run,
                 hold,
@@ -384,7 +389,7 @@ class Runner:
                 run,
                 hold,
                 stored,
-                state="failed",
+                state=StepState.FAILED,
                 summary=error or "",
                 finished_at=self.store.clock(),
             )
@@ -428,7 +433,7 @@ class Runner:
             position=stored.position,
             name=stored.name,
             event_kind=f"step.{state.replace(' ', '_')}",
-            notify="step.started" if state == "running" else "step.finished",
+            notify="step.started" if state == StepState.RUNNING else "step.finished",
             state=state,
             **fields,
         )

@@ -39,14 +39,23 @@ from bot.models import (
     Incident,
     OutboxMessage,
     Run,
+    RunState,
     SlackMessage,
     StepRecord,
+    StepState,
     TargetLock,
 )
 
 Clock = Callable[[], datetime]
-ACTIVE_STATES = ("requested", "approved", "running")
-TERMINAL_STATES = ("succeeded", "failed", "rejected", "expired", "cancelled")
+ACTIVE_STATES = (RunState.REQUESTED, RunState.APPROVED, RunState.RUNNING)
+EXECUTABLE_STATES = (RunState.APPROVED, RunState.RUNNING)
+TERMINAL_STATES = (
+    RunState.SUCCEEDED,
+    RunState.FAILED,
+    RunState.REJECTED,
+    RunState.EXPIRED,
+    RunState.CANCELLED,
+)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -234,7 +243,7 @@ class Store:
         now = self.clock()
         try:
             with self.session() as session:
-                run = Run(id=run_id, created_at=now, state="requested", version=0, **fields)
+                run = Run(id=run_id, created_at=now, state=RunState.REQUESTED, version=0, **fields)
                 session.add(run)
                 session.flush()
                 for target in locks:
@@ -444,7 +453,7 @@ class Store:
             update(Run)
             .where(
                 Run.id == run_id,
-                Run.state.in_(("approved", "running")),
+                Run.state.in_(EXECUTABLE_STATES),
                 (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
             )
             .values(
@@ -471,7 +480,7 @@ class Store:
             query = (
                 select(Run.id)
                 .where(
-                    Run.state.in_(("approved", "running")),
+                    Run.state.in_(EXECUTABLE_STATES),
                     (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
                 )
                 .order_by(Run.approved_at, Run.id)
@@ -527,7 +536,7 @@ class Store:
                 session.scalars(
                     select(Run.id)
                     .where(
-                        Run.state.in_(("approved", "running")),
+                        Run.state.in_(EXECUTABLE_STATES),
                         (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
                     )
                     .order_by(Run.approved_at)
@@ -539,7 +548,9 @@ class Store:
         with self.session() as session:
             return list(
                 session.scalars(
-                    select(Run).where(Run.state == "requested", Run.expires_at < self.clock())
+                    select(Run).where(
+                        Run.state == RunState.REQUESTED, Run.expires_at < self.clock()
+                    )
                 ).all()
             )
 
@@ -750,7 +761,7 @@ class Store:
         with self.session() as session:
             rows = session.scalars(
                 select(StepRecord.data)
-                .where(StepRecord.state == "succeeded", StepRecord.finished_at.is_not(None))
+                .where(StepRecord.state == StepState.SUCCEEDED, StepRecord.finished_at.is_not(None))
                 .order_by(StepRecord.finished_at.desc())
                 .limit(200)
             ).all()

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity, decide
-from bot.models import Incident, Run
+from bot.models import Incident, Run, RunState
 from bot.store import Conflict, Lease, Store, TargetBusy
 
 if TYPE_CHECKING:
@@ -36,14 +36,14 @@ log = logging.getLogger(__name__)
 
 BREAK_GLASS_PHRASE = "EMERGENCY"
 
-_ALLOWED = {
-    "approved": ("requested",),
-    "rejected": ("requested",),
-    "expired": ("requested",),
-    "cancelled": ("requested", "approved"),
-    "running": ("approved", "running"),
-    "succeeded": ("running",),
-    "failed": ("approved", "running"),
+_ALLOWED: dict[RunState, tuple[RunState, ...]] = {
+    RunState.APPROVED: (RunState.REQUESTED,),
+    RunState.REJECTED: (RunState.REQUESTED,),
+    RunState.EXPIRED: (RunState.REQUESTED,),
+    RunState.CANCELLED: (RunState.REQUESTED, RunState.APPROVED),
+    RunState.RUNNING: (RunState.APPROVED, RunState.RUNNING),
+    RunState.SUCCEEDED: (RunState.RUNNING,),
+    RunState.FAILED: (RunState.APPROVED, RunState.RUNNING),
 }
 
 
@@ -154,7 +154,7 @@ class Workflow:
             force=force,
             break_glass=break_glass,
             review_required=break_glass,
-            memory={"notes": list(plan.notes)},
+            notes=list(plan.notes),
         )
 
     def _check_break_glass(self, env: Environment, env_name: str, confirmation: str | None) -> None:
@@ -263,7 +263,7 @@ class Workflow:
         """Cancel a run that has not started (the requester or an approver)."""
         run = self._run(run_id)
         env = self.config.environment(run.environment)
-        if run.state not in _ALLOWED["cancelled"]:
+        if run.state not in _ALLOWED[RunState.CANCELLED]:
             raise Refused(f"this rollback is {run.state}; it can no longer be cancelled")
         if user != run.requester and not self.is_approver(env, user, user_groups):
             raise Refused("only the requester or an approver can cancel")
@@ -296,10 +296,10 @@ class Workflow:
         fields: dict[str, Any] = {}
         if run.started_at is None:
             fields["started_at"] = self.store.clock()
-        kind = "run.started" if run.state == "approved" else "run.resumed"
+        kind = "run.started" if run.state == RunState.APPROVED else "run.resumed"
         return self._move(
             run,
-            to="running",
+            to=RunState.RUNNING,
             actor=None,
             kind=kind,
             detail=detail,
@@ -318,7 +318,7 @@ class Workflow:
         lease: Lease | None = None,
     ) -> Run:
         """Mark the run succeeded or failed, releasing the target (only while `lease` holds)."""
-        to = "succeeded" if ok else "failed"
+        to = RunState.SUCCEEDED if ok else RunState.FAILED
         return self._move(
             run,
             to=to,
@@ -351,7 +351,7 @@ class Workflow:
         lease: Lease | None = None,
         **fields: Any,
     ) -> Run:
-        if run.state not in _ALLOWED[to]:
+        if run.state not in _ALLOWED[RunState(to)]:
             raise Refused(f"a {run.state} rollback cannot become {to}")
         try:
             return self.store.transition(

@@ -1,9 +1,10 @@
-"""outbox, Slack message slots, fenced leases
+"""outbox, Slack message slots, fenced leases, plan notes out of step memory
 
 The outbox holds every message to people until the sender has delivered it;
 slack_messages records the ts of each message the bot posted (by slot), so a
 retried delivery edits instead of posting twice; lease_generation is the
-fencing token every write of a runner about a run is conditional on.
+fencing token every write of a runner about a run is conditional on; a run's
+plan notes move from `memory` (which now holds only what steps write) to `notes`.
 
 Revision ID: 0002
 Revises: 0001
@@ -51,10 +52,25 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("lease_generation", sa.Integer(), nullable=False, server_default="0")
         )
+        batch_op.add_column(sa.Column("notes", sa.JSON(), nullable=True))
+    runs = sa.table(
+        "runs",
+        sa.column("id", sa.String()),
+        sa.column("memory", sa.JSON()),
+        sa.column("notes", sa.JSON()),
+    )
+    connection = op.get_bind()
+    for run_id, memory in connection.execute(sa.select(runs.c.id, runs.c.memory)).all():
+        memory = dict(memory or {})
+        notes = memory.pop("notes", [])
+        connection.execute(
+            sa.update(runs).where(runs.c.id == run_id).values(notes=notes, memory=memory)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_column("notes")
         batch_op.drop_column("lease_generation")
     op.drop_table("slack_messages")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
