@@ -20,6 +20,9 @@ the runner's thread; now the runner only writes rows.
   (the channel is gone, the bot was removed) is marked failed with the reason
   and logged, because retrying cannot help. Unexpected errors are retried with
   backoff too, never dropped silently.
+- Several bot processes: a sender takes a message with a conditional UPDATE
+  (`Store.outbox_claim`) before delivering it, so two senders never deliver the
+  same message; one that dies mid-delivery leaves it due again after a while.
 - Exactly once: every message the Slack side posts has a slot (`progress`,
   `step:3:1`, `checklist`) whose ts is recorded as soon as Slack answers;
   delivering again after a crash edits the message of that slot instead of
@@ -70,6 +73,8 @@ class Sender:
     deliver: Deliver
     base_delay: float = 1.0
     max_delay: float = 300.0
+    claim_seconds: float = 120.0
+    """How long a message taken for delivery stays this sender's (a crash mid-call frees it)."""
     wake: threading.Event = field(default_factory=threading.Event)
 
     def deliver_due(self) -> int:
@@ -86,6 +91,8 @@ class Sender:
             ):
                 self.store.outbox_done(message.id, state="superseded")
                 delivered += 1
+                continue
+            if not self.store.outbox_claim(message, seconds=self.claim_seconds):
                 continue
             delivered += self._deliver_one(message)
         return delivered

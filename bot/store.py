@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -686,6 +686,27 @@ class Store:
                     .order_by(OutboxMessage.id)
                 ).all()
             )
+
+    def outbox_claim(self, message: OutboxMessage, *, seconds: float) -> bool:
+        """Take a due message for delivery by this process; False if another took it first.
+
+        The claim moves `next_attempt_at` forward, so a sender that dies mid-delivery
+        leaves the message due again after `seconds`, and senders of several bot
+        processes never deliver the same message at once.
+        """
+        now = self.clock()
+        with self.session() as session:
+            result = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message.id,
+                    OutboxMessage.state == "pending",
+                    (OutboxMessage.next_attempt_at.is_(None))
+                    | (OutboxMessage.next_attempt_at <= now),
+                )
+                .values(next_attempt_at=now + timedelta(seconds=seconds))
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def outbox_done(self, message_id: int, *, state: str, error: str = "") -> None:
         """Mark a message `sent`, `superseded` or `failed` (never to be tried again)."""

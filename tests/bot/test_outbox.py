@@ -328,3 +328,19 @@ def test_an_unexpected_error_is_retried_not_dropped(
         clock.advance(seconds=60)
     assert deliver.delivered == [(first.id, "one")]
     assert store.outbox(first.id)[0].attempts == 3
+
+
+def test_two_senders_never_deliver_the_same_message(
+    store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path, clock: Clock
+) -> None:
+    first, _ = two_runs(workflow, planner, config, script)
+    store.enqueue(first.id, "one")
+    (head,) = store.outbox_heads()
+    assert store.outbox_claim(head, seconds=120)
+    assert not store.outbox_claim(head, seconds=120)
+    deliver = Script()
+    Sender(store=store, deliver=deliver).drain()
+    assert deliver.delivered == []  # taken by the first sender, which "died" mid-delivery
+    clock.advance(seconds=121)
+    Sender(store=store, deliver=deliver).drain()
+    assert deliver.delivered == [(first.id, "one")]
