@@ -27,9 +27,7 @@ from tests.bot.test_runner import approved_run, make_runner, states
 from tests.fakes.targets import PlanOnlyTarget, ScriptedTarget, script_log, write_script
 
 
-def interrupt(
-    store: Store, workflow: Workflow, run: Run, *, finished: int, clock: Clock | None = None
-) -> Run:
+def interrupt(store: Store, workflow: Workflow, run: Run, *, finished: int) -> Run:
     """Leave `run` as a process killed inside step `finished` (0-based) leaves it."""
     assert store.claim(run.id, owner="dead-process", seconds=1)
     running = workflow.start(run)
@@ -65,7 +63,7 @@ def test_resume_does_not_plan_again_from_the_live_system(
     clock: Clock,
 ) -> None:
     run = approved_run(workflow, planner)
-    interrupt(store, workflow, run, finished=1, clock=clock)
+    interrupt(store, workflow, run, finished=1)
     write_script(script, _plan_raises="the deployment moved on", _label="a newer revision")
     runner, progress = make_runner(store, workflow, config, planner)
     assert runner.run_pending() == [run.id]
@@ -83,7 +81,7 @@ def test_resume_is_announced_with_the_process_that_took_over(
     clock: Clock,
 ) -> None:
     run = approved_run(workflow, planner)
-    interrupt(store, workflow, run, finished=1, clock=clock)
+    interrupt(store, workflow, run, finished=1)
     runner, _ = make_runner(store, workflow, config, planner, owner="second-process")
     runner.run_pending()
     resumed = [e for e in store.events(run.incident_id) if e.kind == "run.resumed"]
@@ -96,7 +94,7 @@ def test_a_target_without_restore_is_planned_again_and_its_steps_taken_by_name(
 ) -> None:
     planner = Planner(factory=lambda params: PlanOnlyTarget(script))
     run = approved_run(workflow, planner)
-    interrupt(store, workflow, run, finished=1, clock=clock)
+    interrupt(store, workflow, run, finished=1)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
     final = store.run(run.id)
@@ -110,7 +108,7 @@ def test_a_plan_that_cannot_be_rebuilt_on_resume_still_runs_the_always_steps(
     # The interrupted step and the one after it cannot be rebuilt: the interrupted one is
     # marked, and the `always` step that can be rebuilt still runs.
     run = approved_run(workflow, Planner(factory=lambda params: ScriptedTarget(script)))
-    interrupt(store, workflow, run, finished=1, clock=clock)
+    interrupt(store, workflow, run, finished=1)
     write_script(script, _restore_raises=["undo", "status"])
     runner, _ = make_runner(
         store, workflow, config, Planner(factory=lambda params: ScriptedTarget(script))
@@ -135,7 +133,7 @@ def test_nothing_can_be_rebuilt_and_planning_fails_the_run_stops_for_a_person(
 ) -> None:
     planner = Planner(factory=lambda params: PlanOnlyTarget(script))
     run = approved_run(workflow, planner)
-    interrupt(store, workflow, run, finished=1, clock=clock)
+    interrupt(store, workflow, run, finished=1)
     write_script(script, _plan_raises="kubeconfig vanished")
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
@@ -160,7 +158,7 @@ def test_an_interrupted_step_not_safe_to_repeat_is_marked_and_always_steps_run(
 ) -> None:
     write_script(script, _not_idempotent=["undo"])
     run = approved_run(workflow, planner)
-    interrupt(store, workflow, run, finished=1, clock=clock)
+    interrupt(store, workflow, run, finished=1)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
     assert script_log(script) == ["start_workers"]
@@ -193,7 +191,7 @@ def test_a_failure_before_a_crash_still_holds_after_the_resume(
     # step 2 failed, then the process died before the always step: the resume runs
     # start_workers only, never status.
     run = approved_run(workflow, planner)
-    running = interrupt(store, workflow, run, finished=1, clock=clock)
+    running = interrupt(store, workflow, run, finished=1)
     store.save_step(
         running, position=1, name="undo", event_kind="step.failed", state="failed", summary="boom"
     )
@@ -282,7 +280,7 @@ def test_resume_after_the_rollback_step_turns_maintenance_off_and_workers_back_o
         planner = Planner(factory=lambda params: ScriptedTarget(script))
         write_script(script, _not_idempotent=["undo"])
         run = approved_run(workflow, planner)
-        interrupt(store, workflow, run, finished=2, clock=clock)  # inside undo
+        interrupt(store, workflow, run, finished=2)  # inside undo
         write_script(script, _not_idempotent=["undo"], _plan_raises="the world moved")
         runner, _ = make_runner(store, workflow, config, planner)
         runner.run_pending()
@@ -296,3 +294,23 @@ def test_resume_after_the_rollback_step_turns_maintenance_off_and_workers_back_o
         assert "3. undo (interrupted)" in final.outcome
         not_run = final.outcome.partition("Not run:")[2].partition("Production now:")[0]
         assert "status" in not_run and "undo" not in not_run
+
+
+def test_a_run_stored_before_steps_carried_their_spec_is_resumed_by_planning_again(
+    store: Store,
+    workflow: Workflow,
+    config: RollbackConfig,
+    planner: Planner,
+    script: Path,
+) -> None:
+    run = approved_run(workflow, planner)
+    old_form = [{k: v for k, v in step.items() if k not in ("source", "spec")} for step in run.plan]
+    store.set_run_fields(run.id, plan=old_form)
+    fresh = store.run(run.id)
+    assert fresh is not None
+    interrupt(store, workflow, fresh, finished=1)
+    runner, _ = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    final = store.run(run.id)
+    assert final is not None and final.state == "succeeded", final.outcome
+    assert script_log(script) == ["undo", "status", "start_workers"]
