@@ -25,6 +25,7 @@ from bot.sandbox.web import Reply, WebStub
 from bot.store import Store
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import KINDS, CrashCase, crash_and_resume
+from tests.fakes.database import postgres_database
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 
 SCRIPTED_STEPS = 7  # maintenance on, 4 scripted, health, maintenance off
@@ -168,3 +169,26 @@ def test_a_killed_config_rollback_is_finished_by_a_second_runner(
     assert restarts.read_text().count("restart") >= 1
     pre_rollback = [p.name for p in backups.iterdir() if p.name != good]
     assert len(pre_rollback) == 1, pre_rollback  # backed up once, even when killed mid-way
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kill", [("started", 2), ("returned", 2), ("saved", 2)], ids=str)
+def test_a_killed_run_is_finished_by_a_second_runner_on_postgresql(
+    tmp_path: Path, web: WebStub, kill: tuple[str, int]
+) -> None:
+    script = write_script(tmp_path / "script.json", _not_idempotent=["undo"])
+    case = CrashCase(
+        config=env_config(web),
+        factory="tests.bot.test_runner_crash:scripted_factory",
+        factory_args={"script": str(script)},
+        point="1",
+    )
+    with postgres_database() as url:
+        store, final = crash_and_resume(
+            url=url, case=case, case_file=tmp_path / "case.json", kill=kill
+        )
+        store.engine.dispose()
+    assert script_log(script).count("undo") <= 1
+    assert script_log(script).count("start_workers") == 1
+    maintenance_is_off(web)
+    assert final.state == ("succeeded" if kill[0] == "saved" else "failed"), final.outcome
