@@ -148,6 +148,7 @@ class Runner:
     """How many runs this process executes at once (`dispatch`)."""
     _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.owner:
@@ -179,7 +180,9 @@ class Runner:
         Runs of different targets progress in parallel; the target locks taken when a
         rollback is requested keep it to one run per target.
         """
-        started = []
+        started: list[str] = []
+        if self._stopping.is_set():
+            return started
         with self._pool_lock:
             self._pool = {i: t for i, t in self._pool.items() if t.is_alive()}
             while len(self._pool) < self.workers:
@@ -229,16 +232,42 @@ class Runner:
         """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
         heartbeat = _Heartbeat(self.store, lease, self.lease_seconds)
         heartbeat.start()
-        hold = _Hold(lease, heartbeat)
+        hold = _Hold(lease, heartbeat, self._stopping)
         try:
             run = self.store.run(lease.run_id)
             if run is not None and run.state in EXECUTABLE_STATES:
                 self._execute(run, hold, previous_owner=lease.previous_owner)
         except LeaseLost:
             self._lost(lease)
+        except HandOver:
+            self._handed_over(lease)
         finally:
             heartbeat.stop()
             self.store.release(lease)
+
+    def _handed_over(self, lease: Lease) -> None:
+        log.warning("%s stopping: run %s handed over between steps", lease.owner, lease.run_id)
+        run = self.store.run(lease.run_id)
+        if run is not None:
+            detail = {"owner": lease.owner}
+            self.store.add_event(
+                incident_id=run.incident_id, run_id=run.id, kind="run.handed_over", detail=detail
+            )
+
+    def request_stop(self) -> None:
+        """Stop claiming; each running run stops at its next step boundary, lease released.
+
+        The runs stay `running` with no holder, so another process (or this one,
+        restarted) resumes them at once, from the approved plan. For SIGTERM.
+        """
+        self._stopping.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for this runner's pool to finish; True if it did."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._pool.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.busy()
 
     def _lost(self, lease: Lease) -> None:
         """Say that this runner lost the run and stopped; its successor carries on."""
@@ -268,7 +297,7 @@ class Runner:
         memory = DurableMemory(self.store, run.id, run.memory, lease=hold.lease)
         failure = _earlier_failure(steps, records)
         for step in steps:
-            hold.check()
+            hold.check_boundary()
             stored = step.stored
             record = records.get(stored.position)
             if record is not None and record.state in FINISHED:
@@ -543,15 +572,30 @@ def _state(records: dict[int, StepView], step: StoredStep) -> str:
 
 @dataclass
 class _Hold:
-    """The lease a runner executes a run under, and the heartbeat keeping it."""
+    """The lease a runner executes a run under, the heartbeat keeping it, the stop signal."""
 
     lease: Lease
     heartbeat: _Heartbeat
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def check(self) -> None:
         """Raise LeaseLost at a safe point once the heartbeat found the lease gone."""
         if self.heartbeat.lost.is_set():
             raise LeaseLost(self.lease)
+
+    def check_boundary(self) -> None:
+        """Between steps: also hand the run over (HandOver) when the runner is stopping."""
+        self.check()
+        if self.stopping.is_set():
+            raise HandOver(self.lease)
+
+
+class HandOver(Exception):
+    """The runner is stopping: leave the run `running` with its lease free, for another."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        super().__init__(f"{lease.owner} is stopping; run {lease.run_id} is handed over")
 
 
 class _Heartbeat:

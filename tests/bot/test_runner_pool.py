@@ -133,3 +133,34 @@ def test_the_pool_is_bounded(store: Store, two_envs: RollbackConfig, tmp_path: P
     wait_until("the pool has room", lambda: runner.busy() == [])
     assert runner.dispatch() == [second.id]
     wait_until("staging finished", lambda: state(store, second.id) == "succeeded")
+
+
+def test_a_stopping_runner_hands_its_runs_over_at_the_next_step_boundary(
+    store: Store, two_envs: RollbackConfig, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path / "prod.json", undo=["block"], _timeout=120)
+    planner = Planner(factory=lambda params: ScriptedTarget(script))
+    workflow = Workflow(store=store, config=two_envs)
+    runner = Runner(
+        store=store, workflow=workflow, config=two_envs, planner=planner, progress=Recorder()
+    )
+    run = approve(workflow, planner, "prod")
+    assert runner.dispatch() == [run.id]
+    wait_until("prod is inside undo", lambda: "undo" in script_log(script))
+    runner.request_stop()
+    assert runner.dispatch() == []
+    (tmp_path / "prod.go").touch()  # the step in progress finishes; nothing after it starts
+    assert runner.wait_idle(60)
+    held = store.run(run.id)
+    assert held is not None and held.state == "running" and held.lease_owner is None
+    assert [(s.name, s.state) for s in store.steps(run.id)] == [
+        ("stop_workers", "succeeded"),
+        ("undo", "succeeded"),
+    ]
+    assert "run.handed_over" in [e.kind for e in store.events(run.incident_id)]
+    successor = Runner(
+        store=store, workflow=workflow, config=two_envs, planner=planner, progress=Recorder()
+    )
+    assert successor.run_pending() == [run.id]
+    assert script_log(script) == ["stop_workers", "undo", "status", "start_workers"]
+    assert state(store, run.id) == "succeeded"
