@@ -40,6 +40,7 @@ from handlers import approvals, commands, errors, home, modals
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
 from handlers.thread import IncidentThread, SlackMonitorEvents, SlackOutbox, SlackProgress
+from handlers.verify import SignedOnly
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ class BotProcess:
         if environ.get("PATH_INFO") == "/alerts":
             return self.alerts(environ, start_response)
         handler = SlackRequestHandler(self.app, path="/slack/events")
-        return handler(environ, start_response)
+        secret = self.settings.slack_signing_secret.get_secret_value()
+        return SignedOnly(handler, signing_secret=secret)(environ, start_response)
 
     def start_http(self, host: str, port: int) -> tuple[str, int]:
         """Serve Slack's request URL in a background thread; return the bound address."""

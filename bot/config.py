@@ -286,11 +286,11 @@ def describe_target(target: TargetParams) -> str:
     match target:
         case KubernetesParams():
             workers = f", workers {', '.join(target.workers)}" if target.workers else ""
-            return f"kubernetes deployment/{target.deployment} in {target.namespace}{workers}"
+            return f"kubernetes {target.workload}/{target.name} in {target.namespace}{workers}"
         case DockerParams():
             return f"docker container {target.container} ({target.image})"
         case BlueGreenParams():
-            return f"bluegreen listener {target.listener_arn}"
+            return f"bluegreen {target.scope}"
         case ConfigFilesParams():
             return f"config {target.directory} (backups in {target.backups})"
         case DatabaseParams():

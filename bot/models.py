@@ -213,3 +213,19 @@ class SlackMessage(Base):
     channel: Mapped[str] = mapped_column(String(40))
     ts: Mapped[str] = mapped_column(String(40))
     at: Mapped[datetime]
+
+
+class EntryKey(Base):
+    """One Slack request the bot has acted on (a command, a submission, a click).
+
+    The key says which request it was (a trigger id, a view id and hash, a
+    message ts with action and user); a second insert of the same key is how a
+    retry or replay is recognised. `outcome` is what the first one did, so the
+    second can say so.
+    """
+
+    __tablename__ = "entry_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    outcome: Mapped[str | None] = mapped_column(Text)

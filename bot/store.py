@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import (
     Approval,
+    EntryKey,
     Event,
     Incident,
     OutboxMessage,
@@ -809,3 +810,43 @@ class Store:
                 detail=detail,
             )
         )
+
+    # entry keys (Slack requests already acted on; owned by the entry points) -----
+
+    def receive_entry(self, key: str, *, keep: timedelta = timedelta(days=1)) -> bool:
+        """Record `key` as received; False if it was already (a retry or a replay).
+
+        The primary key decides between concurrent duplicates. Keys older than
+        `keep` (far beyond Slack's retries and its 5-minute replay window) are
+        dropped on the way.
+        """
+        now = self.clock()
+        with self.session() as session:
+            session.execute(delete(EntryKey).where(EntryKey.received_at < now - keep))
+        try:
+            with self.session() as session:
+                session.add(EntryKey(key=key, received_at=now, outcome=None))
+            return True
+        except IntegrityError:
+            return False
+
+    def has_entry(self, key: str) -> bool:
+        """Return whether a request with `key` was received."""
+        with self.session() as session:
+            return session.get(EntryKey, key) is not None
+
+    def entry_outcome(self, key: str) -> str | None:
+        """Return what the first request with `key` did, if it has finished."""
+        with self.session() as session:
+            row = session.get(EntryKey, key)
+            return row.outcome if row else None
+
+    def settle_entry(self, key: str, *, outcome: str) -> None:
+        """Record what the request with `key` did."""
+        with self.session() as session:
+            session.execute(update(EntryKey).where(EntryKey.key == key).values(outcome=outcome))
+
+    def release_entry(self, key: str) -> None:
+        """Forget `key`, so the same request may act later (it changed nothing)."""
+        with self.session() as session:
+            session.execute(delete(EntryKey).where(EntryKey.key == key))

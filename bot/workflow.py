@@ -269,6 +269,22 @@ class Workflow:
             raise Refused("only the requester or an approver can cancel")
         return self._move(run, to="cancelled", actor=user)
 
+    def withdraw(self, run_id: str, *, reason: str) -> Run:
+        """Cancel a run the bot could not put before people (its thread failed to open)."""
+        return self._move(self._run(run_id), to="cancelled", actor=None, detail={"reason": reason})
+
+    def auto_approve(self, run_id: str, *, veto_window_ended: str) -> Run:
+        """Approve a monitoring run as monitoring once its veto window has passed."""
+        detail = {"veto_window_ended": veto_window_ended}
+        return self._move(
+            self._run(run_id),
+            to="approved",
+            actor="monitoring",
+            kind="run.auto_approved",
+            detail=detail,
+            approved_at=self.store.clock(),
+        )
+
     def expire_due(self) -> list[Run]:
         """Expire every requested run past its time-to-live."""
         expired = []

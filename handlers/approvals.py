@@ -1,137 +1,97 @@
 """Approve, Reject and Cancel buttons, and the people's ticks on the verification checklist.
 
-The click is acked at once. Who the user is comes from Slack's signed
-payload; which approver groups they are in is asked of Slack
-(`usergroups.users.list`) and cached for a minute. Before an approval counts,
-the plan is rebuilt from the live systems and its hash compared with the one
-requested: an approval is for one exact plan. A refusal is an ephemeral
-message to the person who clicked, and nothing changes.
+Each listener acks at once, parses the payload into a typed request
+(`handlers.payloads`), calls one flow (`bot.flows`) and answers a refusal
+ephemerally to the person who clicked; nothing changes on a refusal. Who the
+user is comes from Slack's signed payload; which approver groups they are in
+is asked of Slack (`handlers.flows.Groups`). A click acts once per person,
+button and message (`click_key`): a double click or Slack's retry is told
+what the first did; a refused click is forgotten, so it may count later.
+The rules (two people, one exact plan, who may cancel) live in the flows and
+the workflow, not here.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from actions.base import ActionError
-from bot.config import Environment
-from bot.models import Run
-from bot.verification import TICK, ticked_by
+from bot.config import UnknownTarget
+from bot.flows import Flows
 from bot.workflow import Refused
+from handlers import payloads
 from handlers.deps import Deps
+from handlers.errors import tell
+from handlers.flows import Groups, flows_for
 from handlers.ids import Action
-from handlers.thread import IncidentThread
+from handlers.payloads import BadPayload, Click
 
 log = logging.getLogger(__name__)
-GROUP_CACHE_SECONDS = 60.0
+Verb = Callable[[Click], str]
 
 
-class Approvals:
-    """Turns button clicks into workflow calls and thread updates."""
+def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
+    """Each button's flow; each returns what it did, for a repeated click to be told."""
 
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.thread = IncidentThread(deps)
-        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
-
-    def groups_of(self, env: Environment, user: str) -> frozenset[str]:
-        """Return the configured approver groups `user` belongs to."""
-        found = set()
-        for group in env.approvers.groups:
-            members = self._members(group)
-            if user in members:
-                found.add(group)
-        return frozenset(found)
-
-    def _members(self, group: str) -> frozenset[str]:
-        now = time.monotonic()
-        hit = self._groups.get(group)
-        if hit and now - hit[0] < GROUP_CACHE_SECONDS:
-            return hit[1]
-        users = frozenset(self.deps.client.usergroups_users_list(usergroup=group)["users"])
-        self._groups[group] = (now, users)
-        return users
-
-    def current_hash(self, run: Run) -> str:
-        """Rebuild the run's plan from the live systems and return its hash."""
-        env = self.deps.config.environment(run.environment)
-        plan = self.deps.planner.build(
-            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
-        )
-        return plan.hash
-
-    def approve(self, run_id: str, user: str) -> str | None:
-        """Count an approval; return a refusal to show the user, or None."""
-        run = self.deps.store.run(run_id)
+    def group_of(click: Click) -> frozenset[str]:
+        run = deps.store.run(click.run_id)
         if run is None:
-            return "this rollback no longer exists"
-        env = self.deps.config.environment(run.environment)
+            raise Refused("this rollback no longer exists")
+        return groups.of(run.environment, click.where.user)
+
+    def approve(c: Click) -> str:
+        outcome = flows.approve(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return f"you approved it: {outcome.message}"
+
+    def reject(c: Click) -> str:
+        flows.reject(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you rejected it"
+
+    def cancel(c: Click) -> str:
+        flows.cancel(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you cancelled it"
+
+    return {Action.APPROVE: approve, Action.REJECT: reject, Action.CANCEL: cancel}
+
+
+def click_key(click: Click) -> str:
+    """One person's click of one button on one message: a double click or a retry repeats it."""
+    return f"click:{click.message_ts}:{click.action_id}:{click.where.user}"
+
+
+def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
+    """A listener that acks, applies `verb` once and explains a refusal or a repeat."""
+
+    def clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
         try:
-            current = self.current_hash(run) if run.state == "requested" else None
-            outcome = self.deps.workflow.approve(
-                run_id, user=user, user_groups=self.groups_of(env, user), current_plan_hash=current
-            )
-        except Refused as exc:
-            after = self.deps.store.run(run_id)
-            if after is not None and after.state != run.state:
-                self.thread.refresh(run_id)
-            return str(exc)
-        except (ActionError, OSError) as exc:
-            return f"the plan can no longer be built, so it cannot be approved: {exc}"
-        self.thread.refresh(run_id)
-        if outcome.started:
-            self.deps.wake_runner.set()
-        return None
-
-    def reject(self, run_id: str, user: str) -> str | None:
-        """Reject; return a refusal or None."""
-        return self._simple(run_id, user, "reject")
-
-    def cancel(self, run_id: str, user: str) -> str | None:
-        """Cancel; return a refusal or None."""
-        return self._simple(run_id, user, "cancel")
-
-    def _simple(self, run_id: str, user: str, verb: str) -> str | None:
-        run = self.deps.store.run(run_id)
-        if run is None:
-            return "this rollback no longer exists"
-        env = self.deps.config.environment(run.environment)
-        groups = self.groups_of(env, user)
-        try:
-            if verb == "reject":
-                self.deps.workflow.reject(run_id, user=user, user_groups=groups)
-            else:
-                self.deps.workflow.cancel(run_id, user=user, user_groups=groups)
-        except Refused as exc:
-            return str(exc)
-        self.thread.refresh(run_id)
-        return None
-
-    def tick(self, run_id: str, user: str, selected: set[str]) -> None:
-        """Record who ticked or unticked which checklist items, then re-render the list."""
-        run = self.deps.store.run(run_id)
-        if run is None:
+            click = payloads.click(body)
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {exc}")
             return
-        before = set(ticked_by(self.deps.store.events(run.incident_id)))
-        for key in sorted(selected ^ before):
-            self.deps.store.add_event(
-                incident_id=run.incident_id,
-                run_id=run.id,
-                kind=TICK,
-                actor=user,
-                detail={"item": key, "checked": key in selected},
-            )
-        self.thread.post_checklist(run)
+        key = click_key(click)
+        received = flows.receive(key)
+        if not received.first:
+            tell(client, click.where, f":information_source: {received.repeated('click')}")
+            return
+        try:
+            flows.settle(key, verb(click))
+        except (Refused, UnknownTarget) as exc:  # unknown: the config changed since the request
+            flows.release(key)  # it changed nothing, so the same click may count later
+            tell(client, click.where, f":warning: {_sentence(str(exc))}")
+
+    return clicked
 
 
-def _run_of_message(deps: Deps, body: dict[str, Any]) -> str | None:
-    channel = body.get("channel", {}).get("id")
-    ts = body.get("container", {}).get("message_ts")
+def _sentence(text: str) -> str:
+    return f"{text[0].upper()}{text[1:]}."
+
+
+def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
     for run in deps.store.runs(limit=200):
         if run.slack.get("channel") == channel and ts in (
             run.slack.get("checklist_ts"),
@@ -141,40 +101,22 @@ def _run_of_message(deps: Deps, body: dict[str, Any]) -> str | None:
     return None
 
 
-def _button(verb: Callable[[str, str], str | None]) -> Callable[..., None]:
-    """A listener that acks, applies `verb` and explains a refusal to the clicker."""
-
-    def clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
-        ack()
-        refusal = verb(action["value"], body["user"]["id"])
-        if refusal is not None:
-            client.chat_postEphemeral(
-                channel=body["channel"]["id"],
-                user=body["user"]["id"],
-                thread_ts=body.get("container", {}).get("thread_ts"),
-                text=f":warning: {refusal[0].upper()}{refusal[1:]}.",
-            )
-
-    return clicked
-
-
 def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
-    approvals = Approvals(deps)
-    verbs = {
-        Action.APPROVE: approvals.approve,
-        Action.REJECT: approvals.reject,
-        Action.CANCEL: approvals.cancel,
-    }
-
-    for action_id, verb in verbs.items():
-        app.action(action_id)(_button(verb))
+    flows = flows_for(deps)
+    for action_id, verb in _verbs(flows, Groups(deps), deps).items():
+        app.action(action_id)(_button(flows, verb))
 
     @app.action(Action.VERIFY)
-    def ticked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+    def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        run_id = _run_of_message(deps, body)
-        if run_id is None:
+        try:
+            tick = payloads.tick(body)
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {exc}")
             return
-        selected = {o["value"] for o in action.get("selected_options") or []}
-        approvals.tick(run_id, body["user"]["id"], selected)
+        run_id = _run_of_message(deps, tick.where.channel, tick.message_ts)
+        if run_id is None:
+            tell(client, tick.where, ":warning: This checklist belongs to no known rollback.")
+            return
+        flows.tick_checklist(run_id, user=tick.where.user, selected=tick.selected)

@@ -305,6 +305,7 @@ USAGE = (
     "*Usage*\n"
     "`/rollback <target> <env> [to <revision|timestamp|backup>]` opens the rollback form\n"
     "`/rollback status [INC-…]` shows active rollbacks, or one incident\n"
+    "`/rollback cancel INC-…` cancels a rollback not yet running (requester or approver)\n"
     "`/rollback history <target> <env>` lists past rollbacks\n"
     "`/rollback help` shows this"
 )

@@ -2,12 +2,15 @@
 
     /rollback <target> <env> [to <revision|timestamp|backup>]
     /rollback status [INC-…]
+    /rollback cancel INC-…
     /rollback history <target> <env>
     /rollback help
 
 Parsing is a pure function so every malformed command is tested without
 Slack; anything it cannot parse is answered with what was wrong and the
-usage, ephemerally, never a stack trace. Opening the modal acks first and
+usage, ephemerally, never a stack trace. A command that acts (opening the
+form, `cancel`) acts once per trigger id: a retry (X-Slack-Retry-Num) or a
+replayed body is answered "already received" and changes nothing. Opening the modal acks first and
 opens a "Loading…" view with the trigger id at once; the rollback points and
 checks, which talk to the target system, fill it in afterwards.
 """
@@ -20,15 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, App
+from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
+from bot.flows import Flows
 from bot.store import ACTIVE_STATES
+from bot.workflow import Refused
 from handlers import blocks
 from handlers.deps import Deps
+from handlers.flows import Groups
 from handlers.ids import ModalMeta
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
+from handlers.payloads import BadPayload, SlashCommand, slash_command
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -49,6 +57,11 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    incident_id: str
+
+
+@dataclass(frozen=True)
 class History:
     target: str
     environment: str
@@ -61,7 +74,7 @@ class Rollback:
     point: str | None = None
 
 
-Command = Help | Status | History | Rollback
+Command = Help | Status | Cancel | History | Rollback
 
 
 def parse(text: str) -> Command:
@@ -76,6 +89,10 @@ def parse(text: str) -> Command:
         if rest and not _INCIDENT.match(rest[0]):
             raise CommandError(f"`{rest[0]}` is not an incident id (INC-YYYYMMDD-HHMMSS)")
         return Status(rest[0] if rest else None)
+    if head == "cancel":
+        if len(rest) != 1 or not _INCIDENT.match(rest[0]):
+            raise CommandError("`cancel` needs one incident id: `/rollback cancel INC-…`")
+        return Cancel(rest[0])
     if head == "history":
         if len(rest) != 2:
             raise CommandError("`history` needs a target and an environment")
@@ -95,18 +112,57 @@ def parse(text: str) -> Command:
 def register(app: App, deps: Deps) -> None:
     """Listen for /rollback."""
     modals = ModalService(deps)
+    groups = Groups(deps)
 
     @app.command("/rollback")
-    def rollback(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+    def rollback(
+        ack: Ack, command: dict[str, Any], request: BoltRequest, client: WebClient
+    ) -> None:
         try:
-            parsed = parse(command.get("text", ""))
-        except CommandError as exc:
+            typed = slash_command(command)
+            parsed = parse(typed.text)
+            if isinstance(parsed, Rollback):
+                deps.config.target(parsed.environment, parsed.target)
+        except (BadPayload, CommandError, UnknownTarget) as exc:
             ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
             return
-        if isinstance(parsed, Rollback):
-            _open_modal(ack, command, client, parsed, deps, modals)
+        if not isinstance(parsed, Rollback | Cancel):
+            ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
             return
-        ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
+        key = f"command:{typed.trigger_id}"
+        received = modals.flows.receive(key)
+        if not received.first:
+            text = received.repeated(_what(request))
+            ack(response_type="ephemeral", text=f":information_source: {text}")
+            return
+        if isinstance(parsed, Cancel):
+            text = _cancel(parsed, typed.user, modals.flows, groups)
+            ack(response_type="ephemeral", text=text)
+            modals.flows.settle(key, text)
+            return
+        ack()
+        _open_modal(typed, client, parsed, modals)
+        modals.flows.settle(key, "the rollback form was opened")
+
+
+def _what(request: BoltRequest) -> str:
+    """Name a repeated command, with Slack's retry headers when it sent them."""
+    retry = next(iter(request.headers.get("x-slack-retry-num") or []), None)
+    reason = next(iter(request.headers.get("x-slack-retry-reason") or []), "unknown")
+    return f"command (Slack's retry {retry}: {reason})" if retry else "command"
+
+
+def _cancel(parsed: Cancel, user: str, flows: Flows, groups: Groups) -> str:
+    """Cancel the incident's waiting rollback for its requester or an approver."""
+    try:
+        run = flows.cancellable_run(parsed.incident_id)
+        flows.cancel(run.id, user=user, user_groups=groups.of(run.environment, user))
+    except Refused as exc:
+        return f":warning: Not cancelled: {exc}."
+    return (
+        f":heavy_minus_sign: Cancelled the rollback of {run.target} in {run.environment} "
+        f"({parsed.incident_id}); nothing will run and the target is free."
+    )
 
 
 def _answer(parsed: Command, deps: Deps) -> list[Any]:
@@ -144,28 +200,17 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
 
 
 def _open_modal(
-    ack: Ack,
-    command: dict[str, Any],
-    client: WebClient,
-    parsed: Rollback,
-    deps: Deps,
-    modals: ModalService,
+    command: SlashCommand, client: WebClient, parsed: Rollback, modals: ModalService
 ) -> None:
-    try:
-        deps.config.target(parsed.environment, parsed.target)
-    except UnknownTarget as exc:
-        ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
-        return
-    ack()
     meta = ModalMeta(
         environment=parsed.environment,
         target=parsed.target,
-        requester=command["user_id"],
-        channel_id=command["channel_id"],
+        requester=command.user,
+        channel_id=command.channel,
         point_hint=parsed.point,
     )
     opened = client.views_open(
-        trigger_id=command["trigger_id"],
+        trigger_id=command.trigger_id,
         view=message_view(meta, "Roll back", f"Loading rollback points for *{parsed.target}*…"),
     )
     modals.fill(view_id=opened["view"]["id"], meta=meta)

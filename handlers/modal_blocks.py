@@ -236,13 +236,13 @@ def _option_inputs(content: ModalContent) -> list[Block]:
     return blocks
 
 
-def message_view(meta: ModalMeta, title: str, body: str) -> View:
+def message_view(meta: ModalMeta | None, title: str, body: str) -> View:
     """A modal that only says something (Loading…, Creating incident…, an error)."""
     return View(
         type="modal",
         callback_id=Callback.ROLLBACK_MODAL,
         title=t.cut(title, 24),
         close="Close",
-        private_metadata=meta.dump(),
+        private_metadata=meta.dump() if meta else "",
         blocks=[SectionBlock(text=_md(body))],
     )

@@ -7,8 +7,13 @@ minute per (environment, target, point), so clicking through the questions
 does not query Kubernetes or pg_restore on every click.
 
 Submission validates what it can within Slack's 3 seconds and answers with
-field errors; otherwise it swaps the modal to "Creating incident…", builds the
-plan, opens the incident and its thread, and says in the modal where it is.
+field errors; otherwise it swaps the modal to "Creating incident…" and calls
+`bot.flows.Flows.open_incident` (plan, request, thread), then says in the
+modal where the incident is, or why nothing was opened and what to do: a
+refusal, or Slack refusing the thread (the flow has then withdrawn the run
+and freed the target). If the modal is gone by then, the person gets a DM.
+A payload that does not fit (an outdated form, an unknown environment) is
+answered in the modal by `handlers.payloads`' parsers.
 """
 
 from __future__ import annotations
@@ -16,68 +21,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
-from bot.config import Environment, describe_target
-from bot.decision import Answers, Severity, decide
+from bot.config import Environment, UnknownTarget, describe_target
+from bot.decision import Severity, decide
+from bot.flows import IncidentRequest, ThreadNotOpened
 from bot.plans import default_point
-from bot.store import TargetBusy
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers.deps import Deps
+from handlers.errors import tell
+from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.modal_blocks import ModalContent, message_view, rollback_modal
+from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, Where, modal_event
 from handlers.text import permalink
-from handlers.thread import IncidentThread
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class FormState:
-    """What the person has entered so far."""
-
-    point: str | None = None
-    severity: Severity | None = None
-    answers: Answers = field(default_factory=Answers)
-    summary: str = ""
-    ticked: frozenset[str] = frozenset()
-    options: frozenset[str] = frozenset()
-    confirmation: str = ""
-
-
-def read_state(values: dict[str, dict[str, dict[str, Any]]]) -> FormState:
-    """Turn a view's state.values into a FormState."""
-
-    def get(block: str, action: str) -> dict[str, Any]:
-        return values.get(block, {}).get(action, {})
-
-    def selected(block: str, action: str) -> str | None:
-        option = get(block, action).get("selected_option")
-        return option["value"] if option else None
-
-    def many(block: str, action: str) -> frozenset[str]:
-        return frozenset(o["value"] for o in get(block, action).get("selected_options") or [])
-
-    answers = {
-        name: None if (v := selected(block, action)) is None else v == "yes"
-        for name, (block, action) in QUESTION_BLOCKS.items()
-    }
-    severity = selected(Block.SEVERITY, Action.SEVERITY)
-    return FormState(
-        point=selected(Block.POINT, Action.POINT),
-        severity=Severity(severity) if severity else None,
-        answers=Answers(**answers),
-        summary=get(Block.SUMMARY, Action.SUMMARY).get("value") or "",
-        ticked=many(Block.PERSON_CHECKS, Action.PERSON_CHECKS),
-        options=many(Block.OPTIONS, Action.OPTIONS),
-        confirmation=(get(Block.CONFIRM, Action.CONFIRM).get("value") or "").strip(),
-    )
+SUBMITTED_KEPT = 1000
 
 
 def resolve_point(points: list[RollbackPoint], hint: str | None) -> str | None:
@@ -97,10 +64,12 @@ class ModalService:
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.flows = flows_for(deps)
         self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
         self._lock = threading.Lock()
         self._newest: dict[str, float] = {}
         self._view_locks: dict[str, threading.Lock] = {}
+        self._submitted: OrderedDict[str, None] = OrderedDict()
 
     def _cached(self, key: tuple[str, str, str | None], compute: Any, *, fresh: bool) -> Any:
         now = time.monotonic()
@@ -172,34 +141,39 @@ class ModalService:
             view_id=view_id, view=rollback_modal(self.content(meta, None))
         )
 
-    def on_change(self, body: dict[str, Any], client: WebClient) -> None:
+    def on_change(self, event: ModalEvent, client: WebClient) -> None:
         """Re-render the modal after an answer changed; the person's last click wins.
 
         Clicks are acked at once and rendered afterwards, possibly in parallel. Each
         payload carries the whole form as it was at that click, so the newest one is the
         truth: renders run one at a time per view, and a render that a newer click has
         overtaken is skipped rather than sent (Slack's view hash would instead refuse the
-        newest one whenever an older render landed first).
+        newest one whenever an older render landed first). Once the form is submitted no
+        render is sent, so a late one never replaces what the submission says.
         """
-        view = body["view"]
-        stamp = max(float(a.get("action_ts") or 0) for a in body.get("actions") or [{}])
+        view_id, stamp = event.view_id, event.stamp
         with self._lock:
-            if stamp < self._newest.get(view["id"], 0.0):
+            if stamp < self._newest.get(view_id, 0.0) or view_id in self._submitted:
                 return
-            self._newest[view["id"]] = stamp
-            view_lock = self._view_locks.setdefault(view["id"], threading.Lock())
+            self._newest[view_id] = stamp
+            view_lock = self._view_locks.setdefault(view_id, threading.Lock())
         with view_lock:
-            if self._newest.get(view["id"]) != stamp:
+            if self._newest.get(view_id) != stamp or view_id in self._submitted:
                 return
-            meta = ModalMeta.load(view["private_metadata"])
-            form = read_state(view["state"]["values"])
-            client.views_update(view_id=view["id"], view=rollback_modal(self.content(meta, form)))
+            content = self.content(event.meta, event.form)
+            client.views_update(view_id=view_id, view=rollback_modal(content))
 
-    def forget(self, view_id: str) -> None:
-        """Drop what was kept for a modal that has been submitted."""
+    def submitted(self, view_id: str) -> None:
+        """Stop rendering a modal that has been submitted; drop what was kept for it."""
         with self._lock:
+            self._submitted[view_id] = None
+            while len(self._submitted) > SUBMITTED_KEPT:
+                self._submitted.popitem(last=False)
             self._newest.pop(view_id, None)
-            self._view_locks.pop(view_id, None)
+            lock = self._view_locks.pop(view_id, None)
+        if lock is not None:
+            with lock:  # a render already sending finishes before the submission speaks
+                pass
 
     def validate(self, meta: ModalMeta, form: FormState) -> dict[str, str]:
         """Return field errors by block id; empty when the form can be submitted."""
@@ -215,47 +189,62 @@ class ModalService:
             errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
         return errors
 
-    def submit(self, *, meta: ModalMeta, form: FormState, view_id: str, user: str) -> None:
-        """Build the plan, open the incident and its thread; say the result in the modal."""
-        env = self.deps.config.environment(meta.environment)
+    def submit(self, event: ModalEvent) -> None:
+        """Open the incident through the flow; say the result in the modal (or by DM)."""
+        form, meta = event.form, event.meta
+        request = IncidentRequest(
+            environment=meta.environment,
+            target=meta.target,
+            requester=event.user,
+            severity=form.severity or Severity.HIGH,
+            answers=form.answers,
+            point=form.point,
+            summary=form.summary,
+            force="force" in form.options,
+            break_glass="break_glass" in form.options,
+            confirmation=form.confirmation,
+            ticked=form.ticked,
+        )
+        key = submission_key(event)
         try:
-            plan = self.deps.planner.build(
-                env_name=meta.environment,
-                env=env,
-                target=meta.target,
-                point=form.point,
-                force="force" in form.options,
-            )
-            incident, run = self.deps.workflow.request(
-                plan=plan,
-                requester=user,
-                severity=form.severity or Severity.HIGH,
-                answers=form.answers,
-                summary=form.summary,
-                force="force" in form.options,
-                break_glass="break_glass" in form.options,
-                confirmation=form.confirmation,
-            )
-        except (ActionError, TargetBusy, Refused, OSError) as exc:
-            self._say(meta, view_id, "Not requested", f":warning: Nothing was requested: {exc}")
+            opened = self.flows.open_incident(request)
+        except Refused as exc:
+            self.flows.settle(key, f"nothing was requested: {exc}")
+            self._say(event, "Not requested", f":warning: Nothing was requested: {exc}")
             return
-        for item in sorted(form.ticked):
-            self.deps.store.add_event(
-                incident_id=incident.id, kind="prerollback.check", actor=user, detail={"item": item}
-            )
-        run = IncidentThread(self.deps).open(incident, run)
+        except ThreadNotOpened as exc:
+            self.flows.settle(key, f"the incident could not be opened: {exc.reason}")
+            self._say(event, "Not opened", not_opened_text(meta.target, exc))
+            return
+        self.flows.settle(key, f"it opened {opened.incident.id}")
+        run = opened.run
         link = permalink(run.slack["channel"], run.slack["thread_ts"])
         state = (
             "break-glass: approved, starting now"
-            if run.state == "approved"
+            if opened.started
             else "waiting for a second person to approve"
         )
-        self._say(meta, view_id, "Incident created", f"*{incident.id}* opened: {state}.\n{link}")
-        if run.state == "approved":
-            self.deps.wake_runner.set()
+        self._say(event, "Incident created", f"*{opened.incident.id}* opened: {state}.\n{link}")
 
-    def _say(self, meta: ModalMeta, view_id: str, title: str, body: str) -> None:
-        self.deps.client.views_update(view_id=view_id, view=message_view(meta, title, body))
+    def _say(self, event: ModalEvent, title: str, body: str) -> None:
+        """Show `body` in the modal; if the modal is gone, tell the person by DM."""
+        try:
+            self.deps.client.views_update(
+                view_id=event.view_id, view=message_view(event.meta, title, body)
+            )
+        except (SlackApiError, OSError) as exc:
+            log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
+            tell(self.deps.client, Where(user=event.user), body)
+
+
+def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
+    """What a person reads when the incident thread could not be opened."""
+    if not exc.withdrawn:
+        return f":warning: The incident thread could not be opened: {exc.reason}. {exc.advice}"
+    return (
+        f":warning: The incident could not be opened: {exc.reason}. "
+        f"The request was withdrawn and {target} is free again.\n*What to do:* {exc.advice}"
+    )
 
 
 def _has_kind(env: Environment, target: str, kind: str) -> bool:
@@ -283,19 +272,60 @@ def register(app: App, deps: Deps) -> None:
         @app.action(action_id)
         def changed(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
             ack()
-            service.on_change(body, client)
+            try:
+                event = _event(body, deps)
+            except BadPayload as exc:
+                _outdated(client, body, str(exc))
+                return
+            service.on_change(event, client)
 
     @app.view(Callback.ROLLBACK_MODAL)
-    def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        meta = ModalMeta.load(view["private_metadata"])
-        form = read_state(view["state"]["values"])
-        errors = service.validate(meta, form)
+    def submitted(ack: Ack, body: dict[str, Any]) -> None:
+        try:
+            event = _event(body, deps)
+        except BadPayload as exc:
+            ack(response_action="update", view=message_view(None, "Form out of date", str(exc)))
+            return
+        key = submission_key(event)
+        errors = {} if service.flows.seen(key) else service.validate(event.meta, event.form)
         if errors:
             ack(response_action="errors", errors=errors)
             return
+        received = service.flows.receive(key)
+        if not received.first:
+            said = received.repeated("form")
+            ack(response_action="update", view=message_view(event.meta, "Already submitted", said))
+            return
         ack(
             response_action="update",
-            view=message_view(meta, "Creating incident", "Creating incident… one moment."),
+            view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
-        service.forget(view["id"])
-        service.submit(meta=meta, form=form, view_id=view["id"], user=body["user"]["id"])
+        service.submitted(event.view_id)
+        service.submit(event)
+
+
+def submission_key(event: ModalEvent) -> str:
+    """The same form submitted twice: its view id and its hash are the same.
+
+    A form with field errors is not keyed (it changed nothing); once a form is
+    accepted, the bot replaces the view, so a legitimate second submission of
+    the same id and hash cannot happen: only a Slack retry or a replay can.
+    """
+    return f"view:{event.view_id}:{event.view_hash}"
+
+
+def _event(body: dict[str, Any], deps: Deps) -> ModalEvent:
+    """Parse a modal payload and check its environment and target are still configured."""
+    event = modal_event(body)
+    try:
+        deps.config.target(event.meta.environment, event.meta.target)
+    except UnknownTarget as exc:
+        raise BadPayload(f"{OUTDATED_FORM} ({exc})") from None
+    return event
+
+
+def _outdated(client: WebClient, body: dict[str, Any], text: str) -> None:
+    view = body.get("view")
+    view_id = view.get("id") if isinstance(view, dict) else None
+    if isinstance(view_id, str):
+        client.views_update(view_id=view_id, view=message_view(None, "Form out of date", text))

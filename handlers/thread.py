@@ -30,6 +30,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.config import Environment
+from bot.flows import ThreadNotOpened
 from bot.models import Incident, OutboxMessage, Run
 from bot.monitoring import MonitorEvents
 from bot.outbox import RetryLater, Undeliverable
@@ -60,28 +61,76 @@ class IncidentThread:
     # opening ------------------------------------------------------------------
 
     def open(self, incident: Incident, run: Run) -> Run:
-        """Post the card (in a dedicated channel if configured) and the plan under it."""
+        """Post the card (in a dedicated channel if configured) and the plan under it.
+
+        Raise ThreadNotOpened, saying what a person should do, when Slack refuses
+        either post after the client's retries; `bot.flows` then withdraws the run.
+        """
         env = self.deps.config.environment(run.environment)
-        channel = self._channel_for(incident, run, env)
-        card = self.client.chat_postMessage(
-            channel=channel,
-            text=blocks.card_text(incident, run),
-            blocks=blocks.incident_card(incident, run, self._facts(run)),
-        )
+        try:
+            channel = self._channel_for(incident, run, env)
+            card = self.client.chat_postMessage(
+                channel=channel,
+                text=blocks.card_text(incident, run),
+                blocks=blocks.incident_card(incident, run, self._facts(run)),
+            )
+        except (SlackApiError, OSError) as exc:
+            raise self._not_opened(exc, env.incident_channel) from exc
         card_ts = card["ts"]
         channel = card["channel"]
         self.deps.store.update_incident(incident.id, channel=channel, card_ts=card_ts)
-        plan = self.client.chat_postMessage(
-            channel=channel,
-            thread_ts=card_ts,
-            text=f"Rollback plan for {run.target} in {run.environment}: approval needed",
-            blocks=blocks.plan_message(run, self._facts(run), approvers=env.approvers),
-        )
+        try:
+            plan = self.client.chat_postMessage(
+                channel=channel,
+                thread_ts=card_ts,
+                text=f"Rollback plan for {run.target} in {run.environment}: approval needed",
+                blocks=blocks.plan_message(run, self._facts(run), approvers=env.approvers),
+            )
+        except (SlackApiError, OSError) as exc:
+            refused = self._not_opened(exc, channel)
+            self._strike_card(channel, card_ts, incident, refused.reason)
+            raise refused from exc
         slack = {"channel": channel, "thread_ts": card_ts, "plan_ts": plan["ts"]}
         self.deps.store.set_run_fields(run.id, slack=slack)
         fresh = self.deps.store.run(run.id)
         assert fresh is not None
         return fresh
+
+    def _not_opened(self, exc: Exception, channel: str) -> ThreadNotOpened:
+        """Say why Slack refused the thread and what a person can do about it."""
+        if not isinstance(exc, SlackApiError):
+            reason = f"the connection to Slack failed ({type(exc).__name__}: {exc})"
+            return ThreadNotOpened(reason, "Nothing will run. Request the rollback again shortly.")
+        error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
+        reason = f"Slack refused to post in <#{channel}> ({error})"
+        if error == "not_in_channel":
+            bot = self._bot_mention()
+            advice = (
+                f"Invite {bot} to <#{channel}> (type `/invite {bot}` there), "
+                "then request the rollback again."
+            )
+        elif error in ("channel_not_found", "is_archived", "restricted_action"):
+            advice = (
+                f"The incident channel <#{channel}> cannot be used; ask whoever runs the bot "
+                "to fix `incident_channel` in its config, then request the rollback again."
+            )
+        else:
+            advice = "Nothing will run. Request the rollback again in a minute."
+        return ThreadNotOpened(reason, advice)
+
+    def _bot_mention(self) -> str:
+        try:
+            return f"<@{self.client.auth_test()['user_id']}>"
+        except (SlackApiError, OSError):
+            return "@rollback"
+
+    def _strike_card(self, channel: str, ts: str, incident: Incident, reason: str) -> None:
+        """Say on a card whose plan could not be posted that nothing will run."""
+        text = f":heavy_minus_sign: {incident.id}: not opened, nothing will run: {reason}"
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=text, blocks=[])
+        except (SlackApiError, OSError):
+            log.exception("%s: could not mark the card as not opened", incident.id)
 
     def _channel_for(self, incident: Incident, run: Run, env: Environment) -> str:
         if not env.dedicated_channel:

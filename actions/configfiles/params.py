@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
+from actions.configfiles.archives import Limits
 from actions.kubernetes.client import KubeConnection
 from actions.params import AwsConnection, Strict
 
@@ -28,6 +29,8 @@ class ConfigFilesParams(Strict):
     `backups` is a local directory or `s3://bucket/prefix`.
     `restart_command` is an argv list (for example a systemd unit restart);
     `restart_deployment` restarts a Kubernetes Deployment instead.
+    `max_members` and `max_bytes` (expanded size of the files) bound what an archive may
+    hold; a larger one is refused when the plan is built.
     """
 
     kind: Literal["config"]
@@ -39,6 +42,8 @@ class ConfigFilesParams(Strict):
     aws: AwsConnection = AwsConnection()
     restart_timeout: float = 120.0
     health_timeout: float = 120.0
+    max_members: int = Field(default=10_000, gt=0)
+    max_bytes: int = Field(default=64 * 2**20, gt=0)
 
     @model_validator(mode="after")
     def _one_restart(self) -> ConfigFilesParams:
@@ -47,3 +52,8 @@ class ConfigFilesParams(Strict):
         if self.restart_command == []:
             raise ValueError("'restart_command' needs at least the program to run")
         return self
+
+    @property
+    def limits(self) -> Limits:
+        """The archive limits these params set."""
+        return Limits(max_members=self.max_members, max_bytes=self.max_bytes)

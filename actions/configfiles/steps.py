@@ -13,9 +13,13 @@ own wording (status and body of the API's answer).
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +29,21 @@ import urllib3
 from kubernetes import client as kube
 
 from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
-from actions.configfiles.archives import make_archive, restore_directory, verify_archive
+from actions.configfiles.archives import (
+    dir_attrs,
+    extract,
+    is_mount_point,
+    make_archive,
+    prepare_staging,
+    resume_contents,
+    resume_directory,
+    staging_for,
+    swap_directory,
+    sweep,
+    verify_archive,
+)
 from actions.configfiles.params import ConfigFilesParams, RestartDeployment
-from actions.configfiles.stores import BackupStore, backup_name, backup_store
+from actions.configfiles.stores import BackupStore, backup_name, backup_store, backup_time
 from actions.http.health import poll_health
 from actions.kubernetes.client import api_client
 
@@ -35,30 +51,52 @@ PRE_BACKUP_KEY = "configfiles.pre_rollback_backup"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
+def restore_key(params: ConfigFilesParams) -> str:
+    """Return the memory key of the restore journal for `params.directory`."""
+    return f"configfiles.restore:{params.directory}"
+
+
+def restart_key(params: ConfigFilesParams) -> str:
+    """Return the memory key recording that the restart was done."""
+    return f"configfiles.restarted:{params.directory}"
+
+
 @dataclass
 class BackupConfig:
     """Archive the live configuration before the rollback changes it."""
 
     params: ConfigFilesParams
+    restoring: str
     name: str = "configfiles.backup"
     idempotent: bool = True
     timeout: float = 120.0
 
+    def spec(self) -> dict[str, Any]:
+        """Return the backup the rollback restores (named in the pre-rollback backup)."""
+        return {"restoring": self.restoring}
+
     def describe(self) -> str:
         """Say what is archived and where to."""
         where = self.params.backups.rstrip("/")
-        return f"Back up {self.params.directory} to {where}/config_backup_<now>.tar.gz"
+        stamp = backup_time(self.restoring)
+        suffix = f".before-{stamp:%Y%m%d_%H%M%S}" if stamp else ""
+        return (
+            f"Back up {self.params.directory} to {where}/config_backup_<now>{suffix}.tar.gz "
+            f"(the bot's pre-rollback backup: undoes the restore of {self.restoring})"
+        )
 
     def run(self, ctx: StepContext) -> StepResult:
         """Write, verify and store a new archive; reuse this run's archive when resumed."""
         store = backup_store(self.params)
         done = ctx.memory.get(PRE_BACKUP_KEY)
         if done and store.exists(done):
-            return StepResult(summary=f"already backed up as {done}", data={"backup": done})
+            return StepResult(
+                summary=f"already backed up as {done}", skipped=True, data={"backup": done}
+            )
         live = Path(self.params.directory)
         if not live.is_dir():
             raise PermanentError(f"configuration directory {live} does not exist")
-        name = backup_name(datetime.now(UTC))
+        name = backup_name(datetime.now(UTC), before=backup_time(self.restoring))
         if store.exists(name):
             raise TemporaryError(f"{store.where(name)} already exists; retrying", delay=1.0)
         with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +111,7 @@ class BackupConfig:
     def _write(self, live: Path, path: Path, store: BackupStore) -> int:
         try:
             make_archive(live, path)
-            members = verify_archive(path, label=f"new backup of {live}")
+            members = verify_archive(path, label=f"new backup of {live}", limits=self.params.limits)
             store.put(path, path.name)
         except OSError as exc:
             raise PermanentError(f"backup of {live} failed: {exc}") from exc
@@ -82,7 +120,12 @@ class BackupConfig:
 
 @dataclass
 class RestoreConfig:
-    """Replace the live configuration with one backup, whole or not at all."""
+    """Replace the live configuration with one backup, whole or not at all.
+
+    The journal in `ctx.memory` (`restore_key`) is written once the archive is extracted
+    beside (or, for a mount point, inside) the live directory and before the first rename,
+    so a resumed step finishes the swap instead of starting over.
+    """
 
     params: ConfigFilesParams
     backup: str
@@ -90,29 +133,103 @@ class RestoreConfig:
     idempotent: bool = True
     timeout: float = 300.0
 
+    def spec(self) -> dict[str, Any]:
+        """Return the backup to restore."""
+        return {"backup": self.backup}
+
     def describe(self) -> str:
         """Name the archive and the directory it replaces."""
         where = backup_store(self.params).where(self.backup)
-        return f"Restore {self.params.directory} from {where} (extract beside it, then swap)"
+        how = "extract beside it, then swap; a mount point is swapped entry by entry"
+        return f"Restore {self.params.directory} from {where} ({how})"
 
     def run(self, ctx: StepContext) -> StepResult:
-        """Fetch and check the archive, then extract it beside the live directory and swap."""
-        store = backup_store(self.params)
+        """Check the archive, extract it, swap it in; finish a swap a crash interrupted."""
         live = Path(self.params.directory)
+        journal = ctx.memory.get(restore_key(self.params))
+        if journal is not None and journal["phase"] == "done":
+            return StepResult(
+                summary=f"already restored {live} from {self.backup}",
+                skipped=True,
+                data=self._data(ctx, journal),
+            )
+        if journal is None:
+            journal = self._stage(ctx, live)
+        self._swap(ctx, live, journal)
+        journal = {**journal, "phase": "done"}
+        ctx.memory[restore_key(self.params)] = journal
+        ctx.emit(f"restored {live} from {self.backup} ({journal['members']} entries)")
+        return StepResult(
+            summary=f"restored {live} from {self.backup}", data=self._data(ctx, journal)
+        )
+
+    def _stage(self, ctx: StepContext, live: Path) -> dict[str, Any]:
+        store = backup_store(self.params)
+        sweep(live, keep=set())
+        in_place = is_mount_point(live)
+        new, old = staging_for(live, in_place=in_place)
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / self.backup
             store.fetch(self.backup, archive)
-            members = verify_archive(archive, label=store.where(self.backup))
-            restore_directory(archive, live)
-        ctx.emit(f"restored {live} from {self.backup} ({members} entries)")
-        return StepResult(
-            summary=f"restored {live} from {self.backup}",
-            data={
-                "backup": self.backup,
-                "members": members,
-                "pre_rollback_backup": ctx.memory.get(PRE_BACKUP_KEY),
-            },
-        )
+            label = store.where(self.backup)
+            members = verify_archive(archive, label=label, limits=self.params.limits)
+            try:
+                prepare_staging(live, new)
+                extract(archive, new)
+            except (OSError, tarfile.TarError, zlib.error, EOFError) as exc:
+                shutil.rmtree(new, ignore_errors=True)
+                raise PermanentError(
+                    f"restore of {live} from {self.backup} failed: {exc}; {live} is unchanged"
+                ) from exc
+        journal = {
+            "phase": "swapping",
+            "in_place": in_place,
+            "new": str(new),
+            "old": str(old),
+            "attrs": dir_attrs(new),
+            "incoming": sorted(os.listdir(new)),
+            "members": members,
+        }
+        ctx.memory[restore_key(self.params)] = journal
+        return journal
+
+    def _swap(self, ctx: StepContext, live: Path, journal: dict[str, Any]) -> None:
+        new, old = Path(journal["new"]), Path(journal["old"])
+        try:
+            if journal["in_place"]:
+                ctx.emit(f"{live} is a mount point: swapping its entries one by one")
+                resume_contents(
+                    live, new, old, incoming=journal["incoming"], attrs=journal["attrs"]
+                )
+            elif not new.exists() or not live.exists() or old.exists():
+                resume_directory(live, new, old)
+            else:
+                swap_directory(live, new, old)
+        except OSError as exc:
+            raise PermanentError(self._half_done(ctx, live, exc, journal)) from exc
+
+    def _half_done(
+        self, ctx: StepContext, live: Path, exc: OSError, journal: dict[str, Any]
+    ) -> str:
+        new, old = Path(journal["new"]), Path(journal["old"])
+        if not journal["in_place"] and live.exists() and not old.exists():
+            shutil.rmtree(new, ignore_errors=True)
+            del ctx.memory[restore_key(self.params)]
+            del_note = f"{live} is unchanged"
+        else:
+            del_note = (
+                f"{live} is part way through the swap: new entries not yet in place are in "
+                f"{new}, replaced ones in {old}; running this step again finishes it"
+            )
+        return f"restore of {live} from {self.backup} failed: {exc}; {del_note}"
+
+    def _data(self, ctx: StepContext, journal: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "backup": self.backup,
+            "members": journal["members"],
+            "in_place": journal["in_place"],
+            "pre_rollback_backup": ctx.memory.get(PRE_BACKUP_KEY),
+        }
 
 
 @dataclass
@@ -126,6 +243,10 @@ class RestartApp:
 
     def __post_init__(self) -> None:
         self.timeout = self.params.restart_timeout + self.params.health_timeout
+
+    def spec(self) -> dict[str, Any]:
+        """Return nothing: the restart is all in the target's params."""
+        return {}
 
     def describe(self) -> str:
         """Name the restart command or Deployment and the health URL."""
@@ -143,10 +264,14 @@ class RestartApp:
     def run(self, ctx: StepContext) -> StepResult:
         """Restart, then poll the health URL until it passes or the step's time is up."""
         lines = []
-        if self.params.restart_command:
+        if restart_key(self.params) in ctx.memory:
+            lines.append(f"already restarted at {ctx.memory[restart_key(self.params)]}")
+        elif self.params.restart_command:
             lines.append(_run_command(self.params.restart_command, ctx=ctx, params=self.params))
         elif self.params.restart_deployment:
             lines.append(_rollout_restart(self.params.restart_deployment))
+        if self.params.restart_command or self.params.restart_deployment:
+            ctx.memory.setdefault(restart_key(self.params), datetime.now(UTC).isoformat())
         data: dict[str, Any] = {}
         if self.params.health_url:
             budget = min(self.params.health_timeout, ctx.remaining())

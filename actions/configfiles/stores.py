@@ -2,8 +2,12 @@
 
 Backups keep the procedures' names, `config_backup_<YYYYmmdd_HHMMSS>.tar.gz`
 (UTC), in a local directory or under an S3 prefix, and sort newest first by the
-time in the name. A store writes a backup complete or not at all: locally under
-a temporary name and then renamed, on S3 checked against the size it should hold.
+time in the name. The bot's own pre-rollback backups are named for what they
+are and what replaced them, `config_backup_<time>.before-<restored time>.tar.gz`,
+so the store itself records which backup is live after a rollback and which
+archive undoes it, with no second file to keep in step. A store writes a backup
+complete or not at all: locally under a temporary name and then renamed, on S3
+checked against the size it should hold.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from actions.base import PermanentError
 from actions.configfiles.params import ConfigFilesParams
 from actions.params import AwsConnection
 
-NAME_PATTERN = re.compile(r"^config_backup_(\d{8}_\d{6})\.tar\.gz$")
+NAME_PATTERN = re.compile(r"^config_backup_(\d{8}_\d{6})(?:\.before-(\d{8}_\d{6}))?\.tar\.gz$")
+TIME_FORMAT = "%Y%m%d_%H%M%S"
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,16 @@ class Backup:
     created_at: datetime
     size: int | None = None
 
+    @property
+    def restored(self) -> datetime | None:
+        """For the bot's pre-rollback backup: the time of the backup restored after it."""
+        return restored_time(self.name)
 
-def backup_name(at: datetime) -> str:
-    """Return the archive name for a backup taken at `at` (UTC)."""
-    return f"config_backup_{at.astimezone(UTC):%Y%m%d_%H%M%S}.tar.gz"
+
+def backup_name(at: datetime, *, before: datetime | None = None) -> str:
+    """Return the archive name for a backup taken at `at` (UTC); `before`: pre-rollback."""
+    suffix = f".before-{before.astimezone(UTC):{TIME_FORMAT}}" if before is not None else ""
+    return f"config_backup_{at.astimezone(UTC):{TIME_FORMAT}}{suffix}.tar.gz"
 
 
 def backup_time(name: str) -> datetime | None:
@@ -46,7 +57,15 @@ def backup_time(name: str) -> datetime | None:
     match = NAME_PATTERN.match(name)
     if match is None:
         return None
-    return datetime.strptime(match.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    return datetime.strptime(match.group(1), TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def restored_time(name: str) -> datetime | None:
+    """Return the restored backup's time a pre-rollback backup's name carries, else None."""
+    match = NAME_PATTERN.match(name)
+    if match is None or match.group(2) is None:
+        return None
+    return datetime.strptime(match.group(2), TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def _newest_first(found: list[Backup]) -> list[Backup]:

@@ -1,93 +1,69 @@
-"""The container swap: stop and remove the old container, create and start the new one.
+"""The container swap: swap by rename, switch back on failure, resumable after a crash.
 
 The procedures' script is `docker stop`, `docker rm`, `docker run` of the
-previous tag, then a health check; here each step is an Engine API call.
+previous tag; removing the old container first leaves nothing to switch back
+to. So the old container is stopped, its restart policy set to `no` (a
+daemon restart must not bring it back beside its successor) and renamed
+`<name>-rollback-<time>`; the new one is created under the original name with
+every setting carried over (`actions.docker.settings`), connected to the other
+networks, started and watched. Healthy means all of: the container stays
+running, not restarting, not OOM-killed and with its restart count unchanged
+for the settle period (a crash-looping image with `--restart always` is
+"running" between crashes, and one without a policy exits only after a moment,
+so one look right after start proves nothing); its own Docker healthcheck, when
+it has one, reports healthy; the configured health URL answers 2xx. Any
+failure after the old container was stopped switches back: the new container
+is removed, the old one gets its name and restart policy back and is started,
+and the message says what failed in the engine's words and what the host runs
+now. After success the renamed old containers beyond the newest `keep_retired`
+are removed (never their volumes: the new container uses them).
 
-Settings. Before anything is touched, the running container's settings are
-turned into the create request that will recreate it and stored in
-`ctx.memory`. The engine merges the image's Env, Labels, ExposedPorts and Cmd
-into every container it creates and inspect cannot tell them apart from what
-the operator set, so the old image's own values are subtracted first; copied
-blindly, the old image's `APP_VERSION=1.2.4` or `PATH` would override the
-values baked into the image being rolled back to. HostConfig (port bindings,
-restart policy, binds, network mode, ...) is copied whole.
+Resuming. Every engine call that changes something is followed by a write of
+the record in `ctx.memory` (the phase reached, the old container's id, the
+retired name, the create request, the new container's id), and each phase
+checks the live system before acting, so a crash between any two engine calls
+is finished by running the step again: stop and start are no-ops when done, a
+rename is skipped when the container already has the name, a create whose
+name is taken adopts the container holding it (never the old one), a network
+already joined is not joined again, a switch-back resumes where it stopped.
+The old container is always addressed by id, never by name.
 
-Resuming. The step is idempotent: memory records the phase it reached
-(recorded, removed, created, started, done) and a rerun continues from there.
-A container that memory says was recorded but is already gone is not an
-error; a name conflict on create after a crash adopts the container if it is
-the target image. The old container is stopped and removed by id, never by
-name, so a rerun cannot remove the new one.
-
-Failures. Once the old container is gone the host is in a state a person must
-read, so every failure message says what was done, what failed with the
-engine's own message, and what the host holds now (inspected at that moment).
-A new container that fails to start is removed again, leaving the name free
-for a manual `docker run`; one that starts and exits is kept for its logs.
-Health is polled with `actions.http.poll_health`, checking between attempts
-that the new container still runs.
+Pull. An image missing on the host is pulled before anything changes, from
+the registry its reference names, with credentials from `DOCKER_AUTH_CONFIG`
+or the Docker config file (`actions.docker.auth`); the engine's progress goes
+to the step output.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
-from actions.docker.engine import DockerClient, short_id
-from actions.http.health import HEALTH_REQUEST_TIMEOUT, poll_health
-from actions.http.request import Backoff, HttpOptions
+from actions.base import ActionError, PermanentError, StepContext, StepResult
+from actions.docker.auth import registry_auth
+from actions.docker.engine import DockerClient, EngineUnreachable, short_id
+from actions.docker.settings import settings_summary, successor
+from actions.http.health import HEALTH_REQUEST_TIMEOUT, check_health
+from actions.http.request import plural
 
-_CARRIED_CONFIG = ("Cmd", "Entrypoint", "User", "WorkingDir")
-
-
-def create_body(container: dict[str, Any], old_image: dict[str, Any], image: str) -> dict[str, Any]:
-    """Build the create request that recreates `container` from `image`.
-
-    Env entries, labels and exposed ports equal to the old image's own are
-    dropped (the engine merged them in); HostConfig is copied whole.
-    """
-    config = container.get("Config") or {}
-    host = dict(container.get("HostConfig") or {})
-    baked_env = set(old_image.get("Env") or [])
-    baked_labels = old_image.get("Labels") or {}
-    baked_ports = old_image.get("ExposedPorts") or {}
-    bound = host.get("PortBindings") or {}
-    body: dict[str, Any] = {
-        "Image": image,
-        "Env": [e for e in config.get("Env") or [] if e not in baked_env],
-        "Labels": {
-            k: v for k, v in (config.get("Labels") or {}).items() if baked_labels.get(k) != v
-        },
-        "ExposedPorts": {p: {} for p in config.get("ExposedPorts") or {} if p not in baked_ports}
-        | {p: {} for p in bound},
-        "HostConfig": host,
-    }
-    for key in _CARRIED_CONFIG:
-        if config.get(key) and config.get(key) != old_image.get(key):
-            body[key] = config[key]
-    return body
-
-
-def _settings_summary(body: dict[str, Any]) -> str:
-    """Say which settings are carried over, naming env vars but never their values."""
-    host = body["HostConfig"]
-    ports = ", ".join(
-        f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}"
-        for port, bindings in (host.get("PortBindings") or {}).items()
-        for b in bindings or []
-    )
-    names = ", ".join(e.split("=", 1)[0] for e in body["Env"]) or "none"
-    restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
-    return (
-        f"env {names}; ports {ports or 'none'}; {len(body['Labels'])} labels; "
-        f"restart {restart}; {len(host.get('Binds') or [])} binds"
-    )
+SWITCH_BACK_RESERVE = 20.0
+"""Seconds of the step's deadline kept for switching back after a failed check."""
+POLL = 0.25
+"""Seconds between looks at the new container while it settles."""
+RESTART_GRACE = 5.0
+"""Seconds spent catching a restarted container between runs, to read its exit code."""
 
 
 def memory_key(container: str) -> str:
     """Return the `ctx.memory` key under which the swap of `container` keeps its record."""
     return f"docker.swap/{container}"
+
+
+class _SwitchBack(Exception):
+    """The new container failed: switch back, saying why."""
 
 
 @dataclass
@@ -98,28 +74,43 @@ class SwapContainer:
     from_image: str
     from_image_id: str
     to_image: str
-    to_image_id: str
+    to_image_id: str = ""
+    """Empty when the image was not on the host at planning time (it is pulled)."""
     socket: str = "/var/run/docker.sock"
-    api_version: str = "1.41"
+    api_version: str | None = None
     stop_timeout: int = 10
     health_url: str | None = None
-    health_interval: float = 1.0
-    timeout: float = 180.0
+    settle: float = 10.0
+    health_timeout: float = 120.0
+    keep_retired: int = 1
+    timeout: float = 240.0
     name: str = "docker.swap_container"
     idempotent: bool = True
 
     def describe(self) -> str:
         """Name the container, the image it runs and the image it will run."""
+        to_id = f" ({short_id(self.to_image_id)})" if self.to_image_id else " (pulled first)"
         text = (
             f"Swap container {self.container} from {self.from_image} "
-            f"({short_id(self.from_image_id)}) to {self.to_image} ({short_id(self.to_image_id)}): "
-            f"stop it (up to {self.stop_timeout}s), remove it, then create and start "
-            f"{self.to_image} as {self.container} with the same env, labels, ports, "
-            "restart policy and binds"
+            f"({short_id(self.from_image_id)}) to {self.to_image}{to_id}: stop it (up to "
+            f"{self.stop_timeout}s) and rename it {self.container}-rollback-<time>, create and "
+            f"start {self.to_image} as {self.container} with all its settings, networks and "
+            f"volumes, and require it to stay running for {self.settle:g}s"
         )
+        text += ", its Docker healthcheck (if any) to pass"
         if self.health_url:
-            text += f"; poll {self.health_url} until it answers 2xx"
-        return text
+            text += f" and {self.health_url} to answer 2xx"
+        return text + "; on failure switch back to the old container"
+
+    def spec(self) -> dict[str, Any]:
+        """The plan's own facts; connection and timing come from the target's params."""
+        return {
+            "container": self.container,
+            "from_image": self.from_image,
+            "from_image_id": self.from_image_id,
+            "to_image": self.to_image,
+            "to_image_id": self.to_image_id,
+        }
 
     def run(self, ctx: StepContext) -> StepResult:
         """Swap the container, resuming from what memory recorded."""
@@ -135,29 +126,31 @@ class _Swap:
     ctx: StepContext
     client: DockerClient
     lines: list[str] = field(default_factory=list)
+    _last_answer: str = "none"
 
-    @property
-    def _old(self) -> str:
-        return f"old container {self.action.container} ({self.action.from_image})"
+    # -- the record -------------------------------------------------------------------------
 
     def run(self) -> StepResult:
         record = self.ctx.memory.get(memory_key(self.action.container))
         if record is None:
             current = self._current_for_fresh_start()
             if current is None:
-                return self._result(skipped=True)
+                return self._result(skipped=True, record=None)
             record = self._record(current)
-        if record["phase"] == "done":
-            return self._result(skipped=True)
-        if record["phase"] == "recorded":
-            record = self._retire_old(record)
-        if record["phase"] == "removed":
-            record = self._create_new(record)
-        if record["phase"] == "created":
-            record = self._start_new(record)
-        self._verify(record)
-        self._save(record, phase="done")
-        return self._result(skipped=False)
+        phase = record["phase"]
+        if phase == "done":
+            return self._result(skipped=True, record=record)
+        if phase == "reverted":
+            raise PermanentError(f"{record['outcome']} (reported by an earlier attempt)")
+        if phase != "reverting":
+            try:
+                record = self._forward(record)
+            except _SwitchBack as failure:
+                record = self._save(record, phase="reverting", reason=str(failure))
+        if record["phase"] == "reverting":
+            self._switch_back(record)
+        record = self._finish(record)
+        return self._result(skipped=False, record=record)
 
     def _say(self, line: str) -> None:
         self.lines.append(line)
@@ -178,7 +171,8 @@ class _Swap:
                 f"no container named {action.container} exists and no earlier attempt of this "
                 "step is recorded; nothing was changed"
             )
-        if current["Image"] == action.to_image_id and current["State"]["Running"]:
+        target = self.client.image(action.to_image)
+        if target is not None and current["Image"] == target["Id"] and current["State"]["Running"]:
             return None
         if current["Image"] != action.from_image_id:
             raise PermanentError(
@@ -186,175 +180,324 @@ class _Swap:
                 f"({short_id(current['Image'])}), not {action.from_image} "
                 f"({short_id(action.from_image_id)}) as planned; nothing was changed"
             )
-        problem = self._target_image_problem()
-        if problem:
-            raise PermanentError(f"{problem}; nothing was changed")
         return current
 
     def _record(self, current: dict[str, Any]) -> dict[str, Any]:
+        image_id = self._ensure_image()
         old_image = self.client.image(current["Image"]) or {}
-        body = create_body(current, old_image.get("Config") or {}, self.action.to_image)
+        now = datetime.now(UTC)
+        body, networks = successor(
+            current, old_image, self.action.to_image, now=now.isoformat(timespec="seconds")
+        )
+        name = current["Name"].lstrip("/")
         record = self._save(
-            {"old_id": current["Id"], "name": current["Name"].lstrip("/"), "create": body},
+            {
+                "old_id": current["Id"],
+                "name": name,
+                "retired": f"{name}-rollback-{now.strftime('%Y%m%dT%H%M%SZ')}",
+                "restart": body["HostConfig"].get("RestartPolicy") or {"Name": "no"},
+                "image_id": image_id,
+                "create": body,
+                "networks": networks,
+            },
             phase="recorded",
         )
-        self._say(
-            f"recorded {record['name']} ({self.action.from_image}): {_settings_summary(body)}"
-        )
+        self._say(f"recorded {name} ({self.action.from_image}): {settings_summary(body, networks)}")
         return record
 
-    def _target_image_problem(self) -> str | None:
-        image = self.client.image(self.action.to_image)
+    def _ensure_image(self) -> str:
+        """Return the target image's id, pulling it first when the host lacks it."""
+        action = self.action
+        image = self.client.image(action.to_image)
         if image is None:
-            return f"image {self.action.to_image} is no longer present on the host"
-        if image["Id"] != self.action.to_image_id:
-            return (
-                f"{self.action.to_image} now points at image {short_id(image['Id'])}, not "
-                f"{short_id(self.action.to_image_id)} as planned"
+            self._say(f"{action.to_image} is not on the host; pulling it")
+            auth, source = registry_auth(action.to_image)
+            self._say(f"registry credentials: {source}")
+            try:
+                self.client.pull(action.to_image, auth=auth, on_progress=self._progress)
+            except ActionError as err:
+                raise PermanentError(f"{err}; nothing was changed") from err
+            image = self.client.image(action.to_image)
+            if image is None:
+                raise PermanentError(
+                    f"the pull of {action.to_image} finished but the image is not on the host; "
+                    "nothing was changed"
+                )
+        if action.to_image_id and image["Id"] != action.to_image_id:
+            raise PermanentError(
+                f"{action.to_image} now points at image {short_id(image['Id'])}, not "
+                f"{short_id(action.to_image_id)} as planned; nothing was changed"
             )
-        return None
+        return str(image["Id"])
 
-    def _retire_old(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _progress(self, line: str) -> None:
+        """Pass on the pull's lines, but not every byte-count update."""
+        if "Downloading" in line or "Extracting" in line or "Waiting" in line:
+            return
+        self._say(f"pull: {line}")
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def _forward(self, record: dict[str, Any]) -> dict[str, Any]:
+        if record["phase"] == "recorded":
+            record = self._stop_old(record)
+        try:
+            if record["phase"] == "stopped":
+                record = self._retire_old(record)
+            if record["phase"] == "renamed":
+                record = self._create_new(record)
+            if record["phase"] == "created":
+                record = self._connect_new(record)
+            if record["phase"] == "connected":
+                record = self._start_new(record)
+            if record["phase"] == "started":
+                self._verify(record)
+                healthy_at = datetime.now(UTC).isoformat(timespec="seconds")
+                record = self._save(record, phase="verified", healthy_at=healthy_at)
+        except EngineUnreachable:
+            raise
+        except ActionError as err:
+            raise _SwitchBack(str(err)) from err
+        return record
+
+    def _stop_old(self, record: dict[str, Any]) -> dict[str, Any]:
+        old = f"old container {record['name']} ({short_id(record['old_id'])})"
         try:
             outcome = self.client.stop(record["old_id"], timeout=self.action.stop_timeout)
+        except EngineUnreachable:
+            raise
         except ActionError as err:
-            raise self._failure(
-                err, f"{self._old} could not be stopped: {err}; nothing was removed"
+            raise PermanentError(
+                f"{old} could not be stopped: {err}; {self._host_state(record)}"
             ) from err
-        self._say(f"{self._old} {outcome}")
-        try:
-            removed = self.client.remove(record["old_id"])
-        except ActionError as err:
-            raise self._failure(
-                err, f"{self._old} was stopped but could not be removed: {err}"
-            ) from err
-        self._say(f"{self._old} {'removed' if removed else 'was already removed'}")
-        return self._save(record, phase="removed")
+        self._say(f"{old} {outcome}")
+        return self._save(record, phase="stopped")
+
+    def _retire_old(self, record: dict[str, Any]) -> dict[str, Any]:
+        old_id, retired = record["old_id"], record["retired"]
+        if record["restart"].get("Name") not in (None, "", "no"):
+            self.client.update_restart_policy(old_id, {"Name": "no"})
+        current = self.client.container(old_id)
+        if current is None:
+            raise PermanentError(f"the old container {short_id(old_id)} is gone")
+        if current["Name"].lstrip("/") != retired:
+            self.client.rename(old_id, retired)
+        self._say(f"old container renamed {retired} (restart policy no while retired)")
+        return self._save(record, phase="renamed")
 
     def _create_new(self, record: dict[str, Any]) -> dict[str, Any]:
-        lead = f"{self._old} was removed; new container from {self.action.to_image}"
-        try:
-            problem = self._target_image_problem()
-            if problem:
-                raise PermanentError(problem)
-            new_id = self.client.create(record["name"], record["create"])
-        except ActionError as err:
-            raise self._failure(err, f"{lead} could not be created: {err}") from err
+        new_id = self.client.create(record["name"], record["create"])
         if new_id is None:
-            new_id = self._adopt(lead)
+            new_id = self._adopt(record)
         self._say(f"created {record['name']} ({short_id(new_id)}) from {self.action.to_image}")
         return self._save(record, phase="created", new_id=new_id)
 
-    def _adopt(self, lead: str) -> str:
-        """Take over the container holding the name if it is of the target image."""
-        existing = self.client.container(self.action.container)
-        if existing is not None and existing["Image"] == self.action.to_image_id:
+    def _adopt(self, record: dict[str, Any]) -> str:
+        """Take over the container holding the name if an earlier attempt created it."""
+        existing = self.client.container(record["name"])
+        if (
+            existing is not None
+            and existing["Id"] != record["old_id"]
+            and existing["Image"] == record["image_id"]
+        ):
             self._say(
-                f"found {self.action.container} ({short_id(existing['Id'])}) "
-                "from an earlier attempt"
+                f"found {record['name']} ({short_id(existing['Id'])}) from an earlier attempt"
             )
             return str(existing["Id"])
-        taken = f"the name {self.action.container} is in use"
-        raise self._failure(PermanentError(taken), f"{lead} could not be created: {taken}")
+        raise PermanentError(f"the name {record['name']} is taken by another container")
+
+    def _connect_new(self, record: dict[str, Any]) -> dict[str, Any]:
+        current = self.client.container(record["new_id"]) or {}
+        joined = (current.get("NetworkSettings") or {}).get("Networks") or {}
+        for network, endpoint in record["networks"].items():
+            if network not in joined:
+                self.client.connect(network, record["new_id"], endpoint)
+                self._say(f"connected {record['name']} to network {network}")
+        return self._save(record, phase="connected")
 
     def _start_new(self, record: dict[str, Any]) -> dict[str, Any]:
-        try:
-            self.client.start(record["new_id"])
-        except ActionError as err:
-            cleanup = self._discard(record["new_id"])
-            self._save(record, phase="removed", new_id=None)
-            raise self._failure(
-                err,
-                f"{self._old} was removed; new container from {self.action.to_image} "
-                f"failed to start: {err}{cleanup}",
-            ) from err
+        self.client.start(record["new_id"])
         self._say(f"started {record['name']} ({short_id(record['new_id'])})")
         return self._save(record, phase="started")
 
-    def _discard(self, container_id: str) -> str:
-        """Remove a container that never started; say so only if that failed."""
-        try:
-            self.client.remove(container_id)
-        except ActionError as err:
-            return f"; the new container {short_id(container_id)} could not be removed: {err}"
-        return ""
+    # -- health -----------------------------------------------------------------------------
 
     def _verify(self, record: dict[str, Any]) -> None:
-        self._ensure_running(record)
-        if self.action.health_url:
-            self._poll_health(record)
-
-    def _ensure_running(self, record: dict[str, Any]) -> None:
-        lead = (
-            f"{self._old} was removed; new container {record['name']} "
-            f"({short_id(record['new_id'])}) from {self.action.to_image}"
+        """Wait until the new container is healthy by every measure, or raise PermanentError."""
+        action = self.action
+        now = time.monotonic()
+        deadline = min(self.ctx.deadline - SWITCH_BACK_RESERVE, now + action.health_timeout)
+        settled_at = now + action.settle
+        url_answer = None if action.health_url else "not configured"
+        restarted_at: float | None = None
+        while True:
+            container = self.client.container(record["new_id"])
+            if container is None:
+                raise PermanentError(f"the new container {record['name']} disappeared")
+            problem = state_problem(container, restarts=0)
+            if problem and problem.startswith("restarted"):
+                # Running again after a restart: the engine has reset its exit code, so
+                # look a little longer to catch it restarting and name the exit code.
+                restarted_at = restarted_at or time.monotonic()
+                if time.monotonic() < restarted_at + RESTART_GRACE:
+                    time.sleep(POLL / 5)
+                    continue
+            if problem:
+                raise PermanentError(f"{record['name']} ({action.to_image}) {problem}")
+            check = (container["State"].get("Health") or {}).get("Status")
+            if check == "unhealthy":
+                raise PermanentError(
+                    f"{record['name']} ({action.to_image}) is unhealthy by its own healthcheck: "
+                    f"{_last_check(container)}"
+                )
+            if action.health_url and url_answer is None:
+                url_answer = self._probe(str(action.health_url), deadline)
+            waiting = [
+                *([f"its healthcheck is {check}"] if check not in (None, "healthy") else []),
+                *([f"{action.health_url} has not answered 2xx"] if url_answer is None else []),
+                *(["it has not run its settle period"] if time.monotonic() < settled_at else []),
+            ]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise PermanentError(
+                    f"{record['name']} ({action.to_image}) is not healthy in time: "
+                    + "; ".join(waiting)
+                    + (f" (last answer: {self._last_answer})" if url_answer is None else "")
+                )
+            time.sleep(POLL)
+        self._say(
+            f"{record['name']} stayed running for {action.settle:g}s"
+            + (f", healthcheck {check}" if check else "")
+            + (f", {action.health_url} answered {url_answer}" if action.health_url else "")
         )
+
+    def _probe(self, url: str, deadline: float) -> str | None:
+        timeout = max(0.5, min(HEALTH_REQUEST_TIMEOUT, deadline - time.monotonic()))
+        health = check_health(url, timeout=timeout)
+        self._last_answer = health.answer
+        return (
+            (str(health.status) if health.status is not None else health.answer)
+            if health.ok
+            else None
+        )
+
+    # -- switching back ---------------------------------------------------------------------
+
+    def _switch_back(self, record: dict[str, Any]) -> None:
+        """Remove the new container, give the old one its name back and start it; then raise."""
+        name, old_id = record["name"], record["old_id"]
+        reason = record["reason"]
+        self._say(f"switching back: {reason}")
         try:
-            current = self.client.container(record["new_id"])
+            self._remove_new(record)
+            current = self.client.container(old_id)
+            if current is None:
+                raise PermanentError(f"the old container {short_id(old_id)} is gone")
+            if current["Name"].lstrip("/") != name:
+                self.client.rename(old_id, name)
+            if record["restart"].get("Name") not in (None, "", "no"):
+                self.client.update_restart_policy(old_id, record["restart"])
+            self.client.start(old_id)
+        except EngineUnreachable:
+            raise
         except ActionError as err:
-            raise self._failure(err, f"{lead} could not be inspected: {err}") from err
-        state = (current or {}).get("State") or {}
-        if state.get("Running"):
-            return
-        code = state.get("ExitCode", "?") if current else "? (it is gone)"
-        raise self._failure(
-            PermanentError("exited"),
-            f"{lead} exited with code {code} after starting (see docker logs {record['name']})",
+            outcome = (
+                f"{name} from {self.action.to_image} failed: {reason}; switching back to "
+                f"{self.action.from_image} failed too: {err}; {self._host_state(record)}"
+            )
+            raise PermanentError(outcome) from err
+        outcome = (
+            f"{name} from {self.action.to_image} failed: {reason}; switched back: "
+            f"{self._host_state(record)}"
         )
+        self._save(record, phase="reverted", outcome=outcome)
+        self._say(outcome)
+        raise PermanentError(outcome)
 
-    def _poll_health(self, record: dict[str, Any]) -> None:
-        url, interval = str(self.action.health_url), self.action.health_interval
-        backoff = Backoff(first=interval, cap=interval * 8)
-        options = HttpOptions(request_timeout=HEALTH_REQUEST_TIMEOUT, backoff=backoff)
-        health = poll_health(
-            url,
-            deadline=self.ctx.deadline,
-            options=options,
-            on_retry=lambda _: self._ensure_running(record),
-        )
-        last = f"HTTP {health.status}" if health.status is not None else health.answer
-        if health.ok:
-            self._say(f"health: {url} answered {last} (attempt {health.attempts})")
-            return
-        self._ensure_running(record)
-        raise self._failure(
-            PermanentError(last),
-            f"{self._old} was removed; new container {record['name']} "
-            f"({self.action.to_image}) is running but {url} did not answer 2xx "
-            f"before the step's deadline (last: {last}, {health.attempts} attempts)",
-            inspect_host=False,
-        )
+    def _remove_new(self, record: dict[str, Any]) -> None:
+        new_id = record.get("new_id")
+        if new_id is None:
+            holder = self.client.container(record["name"])
+            if holder is not None and holder["Id"] != record["old_id"]:
+                new_id = holder["Id"]
+        if new_id is not None and self.client.remove(new_id, force=True):
+            self._say(f"removed the new container {short_id(new_id)}")
 
-    def _failure(self, err: ActionError, what: str, *, inspect_host: bool = True) -> ActionError:
-        """Return an error of `err`'s kind whose message ends with the host's state now."""
-        message = f"{what}; {self._host_state()}" if inspect_host else what
-        if isinstance(err, TemporaryError):
-            return TemporaryError(message, delay=err.delay)
-        return PermanentError(message)
-
-    def _host_state(self) -> str:
-        name = self.action.container
+    def _host_state(self, record: dict[str, Any]) -> str:
+        """Say what the host runs now under the container's name and the retired name."""
+        name = record["name"]
         try:
             current = self.client.container(name)
+            old = self.client.container(record["old_id"])
         except ActionError as err:
             return f"the host could not be inspected: {err}"
         if current is None:
-            return f"no container named {name} is running"
-        image, status = current["Config"]["Image"], current["State"]["Status"]
-        if current["State"]["Running"]:
-            return f"container {name} ({short_id(current['Id'])}) is running {image}"
-        return (
-            f"no container named {name} is running ({name} {short_id(current['Id'])} from "
-            f"{image} is {status})"
-        )
+            text = f"no container named {name} exists"
+        else:
+            problem = state_problem(current, restarts=None)
+            image = current["Config"]["Image"]
+            text = f"{name} ({short_id(current['Id'])}) " + (
+                f"from {image} {problem}" if problem else f"is running {image}"
+            )
+        if old is not None and old["Name"].lstrip("/") != name:
+            text += f"; the old container is {old['Name'].lstrip('/')} ({old['State']['Status']})"
+        return text
 
-    def _result(self, *, skipped: bool) -> StepResult:
+    # -- success ----------------------------------------------------------------------------
+
+    def _finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Remove retired containers beyond the newest `keep_retired`; mark the swap done."""
+        name, keep = record["name"], self.action.keep_retired
+        retired = self.client.containers(name=f"^/{re.escape(name)}-rollback-")
+        retired.sort(key=lambda c: c["Names"][0], reverse=True)
+        for old in retired[keep:]:
+            try:
+                self.client.remove(old["Id"])
+                self._say(f"removed the retired container {old['Names'][0].lstrip('/')}")
+            except ActionError as err:
+                self._say(f"could not remove {old['Names'][0].lstrip('/')}: {err}")
+        return self._save(record, phase="done")
+
+    def _result(self, *, skipped: bool, record: dict[str, Any] | None) -> StepResult:
         action = self.action
         if skipped:
-            summary = f"skipped: {action.container} already runs {action.to_image}"
+            summary = f"already done: {action.container} runs {action.to_image}"
         else:
             summary = f"{action.container} now runs {action.to_image} (was {action.from_image})"
-            summary += "; healthy" if action.health_url else ""
-        data = {"container": action.container, "from_image": action.from_image}
-        data |= {"to_image": action.to_image, "to_image_id": action.to_image_id}
+            if record is not None and action.keep_retired:
+                summary += f"; the old container is kept as {record['retired']}"
+        data: dict[str, Any] = {"container": action.container, "from_image": action.from_image}
+        data |= {"to_image": action.to_image, "to_image_id": (record or {}).get("image_id", "")}
+        data |= {"healthy_at": (record or {}).get("healthy_at")}
         return StepResult(summary=summary, output="\n".join(self.lines), skipped=skipped, data=data)
+
+
+def state_problem(container: dict[str, Any], *, restarts: int | None) -> str | None:
+    """Name what is wrong with a container's state, or None when it runs steadily."""
+    state = container["State"]
+    code = state.get("ExitCode")
+    if state.get("OOMKilled"):
+        return f"was OOM-killed (exit code {code})"
+    count = container.get("RestartCount", 0)
+    if state.get("Restarting"):
+        again = (
+            f" (restarted {plural(count - restarts, 'time')})"
+            if restarts is not None and count
+            else ""
+        )
+        return f"is restarting, exit code {code}{again}"
+    if not state.get("Running"):
+        return f"is {state.get('Status')}, exit code {code}"
+    if restarts is not None and count != restarts:
+        times = plural(count - restarts, "time")
+        return f"restarted {times} (the engine resets the exit code on restart)"
+    return None
+
+
+def _last_check(container: dict[str, Any]) -> str:
+    log = (container["State"].get("Health") or {}).get("Log") or []
+    if not log:
+        return "no check output"
+    last = log[-1]
+    return f"exit code {last.get('ExitCode')}: {str(last.get('Output') or '').strip()[:200]}"

@@ -1,23 +1,46 @@
-"""The Docker target: a container whose image can be swapped for an older local one.
+"""The Docker target: a container whose image can be swapped for another version.
 
-Rollback points are the repository's local images, newest first. Engine errors
-met while listing or planning become PlanningError, so the modal shows one
-kind of error.
+Rollback points are what ran here before, then what the host holds. The bot
+records every container it replaces in a label on its successor
+(`actions.docker.settings.HISTORY_LABEL`: image reference, image id, repo
+digests, when it ran), so the list starts with the running container (marked
+current), then the earlier deployments newest first, each by tag when the tag
+still points at that image, else by digest (pulled again if the host no longer
+has it); the version the last rollback moved away from is marked `avoid`.
+Then come the repository's other local images, by when they were tagged on
+this host (pulled or built): first those tagged before the running version,
+then those tagged after it (likely newer releases, said so in the label).
+Build time alone orders nothing: reproducible builds (ko, Jib, buildpacks)
+all carry the same fixed timestamp.
+
+An image not on the host can still be planned (tag or digest): the swap pulls
+it before changing anything. Engine errors met while listing or planning
+become PlanningError, so the modal shows one kind of error.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from actions.base import ActionError, Check, PlanningError, RollbackPoint, TargetPlan
+from pydantic import Field, model_validator
+
+from actions.base import Action, ActionError, Check, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import ago, utcnow
+from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
-from actions.docker.swap import SwapContainer
+from actions.docker.settings import HISTORY_LABEL
+from actions.docker.swap import SWITCH_BACK_RESERVE, SwapContainer, state_problem
+from actions.http.request import plural
 from actions.params import Strict
+
+RECENT_RESTART = 60.0
+"""A container restarted by the engine less than this many seconds ago is not running steadily."""
 
 
 class DockerParams(Strict):
@@ -28,33 +51,59 @@ class DockerParams(Strict):
     image: str
     socket: str = "/var/run/docker.sock"
     health_url: str | None = None
-    stop_timeout: int = 10
-    api_version: str = "1.41"
-    health_interval: float = 1.0
-    swap_timeout: float = 180.0
+    stop_timeout: int = Field(default=10, ge=0)
+    api_version: str | None = Field(default=None, pattern=r"^1\.\d+$")
+    """None: negotiated from the engine's /version."""
+    settle: float = Field(default=10.0, ge=0)
+    """Seconds the new container must stay running, not restarting, before it counts."""
+    health_timeout: float = Field(default=120.0, gt=0)
+    keep_retired: int = Field(default=1, ge=0)
+    """Renamed old containers (`<name>-rollback-<time>`) kept after a successful swap."""
+    swap_timeout: float = Field(default=240.0, gt=0)
+
+    @model_validator(mode="after")
+    def _times_fit(self) -> DockerParams:
+        if self.settle >= self.health_timeout:
+            raise ValueError(
+                f"settle ({self.settle:g}s) must be shorter than health_timeout "
+                f"({self.health_timeout:g}s)"
+            )
+        needed = self.stop_timeout + self.health_timeout + SWITCH_BACK_RESERVE
+        if self.swap_timeout < needed:
+            raise ValueError(
+                f"swap_timeout ({self.swap_timeout:g}s) must leave room for stop_timeout, "
+                f"health_timeout and {SWITCH_BACK_RESERVE:g}s to switch back: at least {needed:g}s"
+            )
+        return self
 
 
 def _repository(ref: str) -> str:
-    """Return the repository part of `repo:tag` (a registry port is not a tag)."""
+    """Return the repository part of `repo:tag` or `repo@digest` (a registry port is no tag)."""
     ref = ref.split("@", 1)[0]
     name, sep, tag = ref.rpartition(":")
     return name if sep and "/" not in tag else ref
 
 
-def _created(image: dict[str, Any]) -> datetime:
-    """Read an image's creation time: an int in lists, RFC 3339 in inspect."""
-    value = image["Created"]
+def _time(value: Any) -> datetime | None:
+    """Read an engine time: an int in lists, RFC 3339 (nanoseconds) in inspect."""
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
-    return datetime.fromisoformat(str(value))
+    if not value or str(value).startswith("0001-"):
+        return None
+    # Python reads at most microseconds; the engine writes nanoseconds.
+    text = re.sub(r"\.(\d{1,6})\d*", r".\1", str(value).replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class _Image:
     ref: str
     id: str
-    created: datetime
     tags: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
+    tagged: datetime | None = None
+    created: datetime | None = None
 
 
 @contextmanager
@@ -69,7 +118,7 @@ def _planning_errors() -> Iterator[None]:
 
 
 class DockerTarget:
-    """A container on one Docker host whose image can be swapped for an older one."""
+    """A container on one Docker host whose image can be swapped for another version."""
 
     def __init__(self, params: DockerParams, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.params = params
@@ -78,35 +127,90 @@ class DockerTarget:
     def _client(self) -> DockerClient:
         return DockerClient(self.params.socket, api_version=self.params.api_version)
 
+    # -- points -----------------------------------------------------------------------------
+
     def points(self) -> list[RollbackPoint]:
-        """List the repository's local images, newest first, the running one marked current."""
+        """The running version, earlier deployments newest first, then other local images."""
         with _planning_errors(), self._client() as client:
             container = client.container(self.params.container)
-            images = self._repo_images(client)
-        running = container["Image"] if container else None
-        now = self._clock()
-        return [self._point(image, image.id == running, now) for image in images]
+            local = self._local_images(client)
+        now, points, seen = self._clock(), [], set()
+        if container is not None:
+            points.append(self._current_point(container, now))
+            seen.add(container["Image"])
+            entries = list(reversed(_history(container)))
+            for number, entry in enumerate(entries):
+                point = self._history_point(entry, local, now, last=number == 0)
+                if point is not None and entry.get("id") not in seen:
+                    points.append(point)
+                    seen.add(entry.get("id"))
+        running = next((i for i in local if container and i.id == container["Image"]), None)
+        mark = (running.tagged or running.created) if running else None
+        others = [i for i in local if i.id not in seen]
+        others.sort(key=lambda i: (i.tagged or i.created or now, i.ref), reverse=True)
+        before = [i for i in others if mark is None or (i.tagged or i.created or now) <= mark]
+        after = [i for i in others if i not in before]
+        points += [self._local_point(image, now, later=False) for image in before]
+        points += [self._local_point(image, now, later=True) for image in after]
+        return points
 
-    def _point(self, image: _Image, current: bool, now: datetime) -> RollbackPoint:
-        tag = image.ref.rpartition(":")[2]
-        others = [t.rpartition(":")[2] for t in image.tags if t != image.ref]
-        label = tag + (f" (also {', '.join(others)})" if others else "")
-        label += f" · {short_id(image.id)} · {ago(image.created, now)}"
-        label += " · running" if current else ""
-        return RollbackPoint(image.ref, label, created_at=image.created, is_current=current)
+    def _current_point(self, container: dict[str, Any], now: datetime) -> RollbackPoint:
+        since = _time(container.get("Created"))
+        ref = container["Config"]["Image"]
+        label = f"{_tag(ref)} · {short_id(container['Image'])} · running"
+        label += f" since {ago(since, now)}" if since else ""
+        return RollbackPoint(ref, label, created_at=since, is_current=True)
 
-    def _repo_images(self, client: DockerClient) -> list[_Image]:
+    def _history_point(
+        self, entry: dict[str, Any], local: list[_Image], now: datetime, *, last: bool
+    ) -> RollbackPoint | None:
+        image_id, ref = str(entry.get("id") or ""), str(entry.get("image") or "")
+        by_tag = next((i for i in local if ref in i.tags and i.id == image_id), None)
+        digests = [d for d in entry.get("digests") or [] if _repository(d) == self.params.image]
+        if by_tag is None and not digests:
+            return None
+        point_ref = ref if by_tag is not None else digests[0]
+        ran = _time(entry.get("until"))
+        label = (
+            f"{_tag(ref)} · {short_id(image_id)} · ran here until {ago(ran, now) if ran else '?'}"
+        )
+        label += "" if by_tag else " · by digest, pulled if needed"
+        avoid = f"rolled back from {ago(ran, now) if ran else 'earlier'}" if last else ""
+        return RollbackPoint(point_ref, label, created_at=ran, avoid=avoid)
+
+    def _local_point(self, image: _Image, now: datetime, *, later: bool) -> RollbackPoint:
+        others = [_tag(t) for t in image.tags if t != image.ref]
+        label = _tag(image.ref) + (f" (also {', '.join(others)})" if others else "")
+        when = image.tagged or image.created
+        label += f" · {short_id(image.id)} · on this host"
+        label += f", tagged {ago(when, now)}" if when else ""
+        label += " · tagged after the running version" if later else ""
+        return RollbackPoint(image.ref, label, created_at=when)
+
+    def _local_images(self, client: DockerClient) -> list[_Image]:
         repo, found = self.params.image, []
         for summary in client.images(repo):
             tags = sorted(t for t in summary.get("RepoTags") or [] if _repository(t) == repo)
             if not tags:
                 continue
+            info = client.image(summary["Id"]) or {}
             ref = next((t for t in tags if not t.endswith(":latest")), tags[0])
-            found.append(_Image(ref, summary["Id"], _created(summary), tuple(tags)))
-        return sorted(found, key=lambda i: (i.created, i.ref), reverse=True)
+            found.append(
+                _Image(
+                    ref,
+                    summary["Id"],
+                    tuple(tags),
+                    tuple(summary.get("RepoDigests") or []),
+                    _time((info.get("Metadata") or {}).get("LastTagTime")),
+                    _time(summary.get("Created")),
+                )
+            )
+        return found
+
+    # -- checks -----------------------------------------------------------------------------
 
     def checks(self, ref: str | None) -> list[Check]:
-        """Check the engine answers, the container runs and the target image is here."""
+        """Check the engine answers, the container runs and the target image is at hand."""
         with self._client() as client:
             engine = self._engine_check(client)
             if not engine.ok:
@@ -114,7 +218,7 @@ class DockerTarget:
                 return [
                     engine,
                     Check(self._running_name, False, skipped),
-                    Check("target image present locally", False, skipped),
+                    Check("target image at hand", False, skipped),
                 ]
             container_check, container = self._container_check(client)
             return [engine, container_check, self._image_check(client, container, ref)]
@@ -126,11 +230,12 @@ class DockerTarget:
     def _engine_check(self, client: DockerClient) -> Check:
         name = "Docker engine reachable"
         try:
-            client.ping()
             version = client.version()
+            spoken = client.api_version
         except ActionError as err:
             return Check(name, False, str(err))
-        detail = f"Docker {version.get('Version')}, API {version.get('ApiVersion')}"
+        detail = f"Docker {version.get('Version')}, API {spoken}"
+        detail += f" (engine up to {version.get('ApiVersion')})"
         return Check(name, True, f"{detail} at {self.params.socket}")
 
     def _container_check(self, client: DockerClient) -> tuple[Check, dict[str, Any] | None]:
@@ -140,28 +245,39 @@ class DockerTarget:
             return Check(self._running_name, False, str(err)), None
         if container is None:
             return Check(self._running_name, False, "no such container"), None
-        state = container["State"]
-        detail = (
-            f"{container['Config']['Image']} ({short_id(container['Image'])}), {state['Status']}"
-        )
-        return Check(self._running_name, bool(state["Running"]), detail), container
+        detail = f"{container['Config']['Image']} ({short_id(container['Image'])}), "
+        problem = state_problem(container, restarts=None)
+        if problem:
+            return Check(self._running_name, False, detail + problem), container
+        started = _time(container["State"].get("StartedAt"))
+        restarts = int(container.get("RestartCount") or 0)
+        if restarts and started and (self._clock() - started).total_seconds() < RECENT_RESTART:
+            last = ago(started, self._clock())
+            detail += f"running, but restarted {plural(restarts, 'time')}, last {last}"
+            return Check(self._running_name, False, detail), container
+        return Check(self._running_name, True, detail + "running"), container
 
     def _image_check(
         self, client: DockerClient, container: dict[str, Any] | None, ref: str | None
     ) -> Check:
-        name = "target image present locally"
+        name = "target image at hand"
         if container is None:
             return Check(name, False, "not checked: no container to compare with")
         try:
             with _planning_errors():
-                image = self._target(client, container, ref, force=True)
+                wanted, image = self._target(client, container, ref)
         except PlanningError as err:
             return Check(name, False, str(err))
-        age = ago(image.created, self._clock())
-        return Check(name, True, f"{image.ref} ({short_id(image.id)}, created {age})")
+        if image is None:
+            return Check(
+                name, True, f"{wanted} is not on the host: pulled from {registry_of(wanted)}"
+            )
+        return Check(name, True, f"{wanted} ({short_id(image['Id'])}) is on the host")
+
+    # -- plan -------------------------------------------------------------------------------
 
     def plan(self, ref: str | None, *, force: bool = False) -> TargetPlan:
-        """Plan the swap to `ref` (None: the newest image older than the running one)."""
+        """Plan the swap to `ref` (None: the latest earlier deployment not to avoid)."""
         with _planning_errors(), self._client() as client:
             container = client.container(self.params.container)
             if container is None:
@@ -171,81 +287,81 @@ class DockerTarget:
                     f"container {self.params.container} is {container['State']['Status']}, "
                     "not running; force to swap it anyway"
                 )
-            running = self._running_image(client, container)
-            target = self._target(client, container, ref, force=force)
-        return TargetPlan(
-            rollback=[self._swap(running, target)], notes=[self._note(running, target)]
+            wanted, image = self._target(client, container, ref)
+        swap = self._swap(
+            container=container["Config"]["Image"],
+            from_image_id=container["Image"],
+            to_image=wanted,
+            to_image_id=image["Id"] if image else "",
         )
+        where = "on the host" if image else f"pulled from {registry_of(wanted)} first"
+        note = f"{self.params.container} runs {swap.from_image}; rolling back to {wanted} ({where})"
+        return TargetPlan(rollback=[swap], notes=[note])
 
-    def _swap(self, running: _Image, target: _Image) -> SwapContainer:
+    def _swap(
+        self, *, container: str, from_image_id: str, to_image: str, to_image_id: str
+    ) -> SwapContainer:
         p = self.params
         return SwapContainer(
             container=p.container,
-            from_image=running.ref,
-            from_image_id=running.id,
-            to_image=target.ref,
-            to_image_id=target.id,
+            from_image=container,
+            from_image_id=from_image_id,
+            to_image=to_image,
+            to_image_id=to_image_id,
             socket=p.socket,
             api_version=p.api_version,
             stop_timeout=p.stop_timeout,
             health_url=p.health_url,
-            health_interval=p.health_interval,
+            settle=p.settle,
+            health_timeout=p.health_timeout,
+            keep_retired=p.keep_retired,
             timeout=p.swap_timeout,
         )
 
-    def _note(self, running: _Image, target: _Image) -> str:
-        now = self._clock()
-        return (
-            f"{self.params.container} runs {running.ref} (built {ago(running.created, now)}); "
-            f"rolling back to {target.ref} (built {ago(target.created, now)})"
-        )
-
-    def _running_image(self, client: DockerClient, container: dict[str, Any]) -> _Image:
-        info = client.image(container["Image"])
-        if info is None:
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild the approved swap from its spec and this target's connection and timings."""
+        if name != SwapContainer.name:
+            raise PlanningError(f"a docker target has no step {name}")
+        if spec.get("container") != self.params.container:
             raise PlanningError(
-                f"the image of container {self.params.container} is not on the host"
+                f"the stored {name} step is for container {spec.get('container')}, "
+                f"not this target's {self.params.container}"
             )
-        return _Image(container["Config"]["Image"], info["Id"], _created(info))
+        try:
+            return self._swap(
+                container=str(spec["from_image"]),
+                from_image_id=str(spec["from_image_id"]),
+                to_image=str(spec["to_image"]),
+                to_image_id=str(spec.get("to_image_id") or ""),
+            )
+        except KeyError as err:
+            raise PlanningError(f"the stored {name} step lacks {err}") from err
 
     def _target(
-        self, client: DockerClient, container: dict[str, Any], ref: str | None, *, force: bool
-    ) -> _Image:
-        running = self._running_image(client, container)
+        self, client: DockerClient, container: dict[str, Any], ref: str | None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Resolve `ref` to (reference, local image inspect or None when it must be pulled)."""
         if ref is None:
-            return self._previous(client, running)
+            ref = self._default(container)
         wanted = self._qualify(ref)
-        info = client.image(wanted)
-        if info is None:
+        image = client.image(wanted)
+        if image is not None and image["Id"] == container["Image"]:
             raise PlanningError(
-                f"image {wanted} is not on this host; pull it first (docker pull {wanted})"
+                f"container {self.params.container} already runs {wanted} ({short_id(image['Id'])})"
             )
-        image = _Image(wanted, info["Id"], _created(info))
-        if image.id == running.id:
-            raise PlanningError(
-                f"container {self.params.container} already runs {wanted} ({short_id(image.id)})"
-            )
-        if image.created > running.created and not force:
-            raise PlanningError(
-                f"{wanted} is newer than the running {running.ref}; force to roll forward to it"
-            )
-        return image
+        return wanted, image
 
-    def _previous(self, client: DockerClient, running: _Image) -> _Image:
-        older = [
-            i
-            for i in self._repo_images(client)
-            if i.created < running.created and i.id != running.id
-        ]
-        if not older:
-            raise PlanningError(
-                f"no local image of {self.params.image} is older than the running {running.ref}; "
-                f"pull the version to roll back to (docker pull {self.params.image}:<tag>)"
-            )
-        return older[0]
+    def _default(self, container: dict[str, Any]) -> str:
+        for point in self.points():
+            if not point.is_current and not point.avoid:
+                return point.ref
+        raise PlanningError(
+            f"no earlier deployment or other local image of {self.params.image} to roll back to; "
+            f"name a version (a tag, or {self.params.image}@sha256:...)"
+        )
 
     def _qualify(self, ref: str) -> str:
-        """Accept `repo:tag` of this repository, or a bare tag."""
+        """Accept `repo:tag` or `repo@digest` of this repository, or a bare tag."""
         repo = self.params.image
         if ref == repo:
             return f"{repo}:latest"
@@ -254,3 +370,19 @@ class DockerTarget:
         if _repository(ref) != repo:
             raise PlanningError(f"{ref} is not an image of repository {repo}")
         return ref if ref != _repository(ref) else f"{ref}:latest"
+
+
+def _tag(ref: str) -> str:
+    """Return the tag (or short digest) of a reference, for labels."""
+    if "@" in ref:
+        return "@" + ref.split("@", 1)[1].removeprefix("sha256:")[:12]
+    return ref.rpartition(":")[2]
+
+
+def _history(container: dict[str, Any]) -> list[dict[str, Any]]:
+    labels = (container.get("Config") or {}).get("Labels") or {}
+    try:
+        entries = json.loads(labels.get(HISTORY_LABEL) or "[]")
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []

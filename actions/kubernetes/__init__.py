@@ -1,8 +1,10 @@
 """Kubernetes application rollback: rollout history, undo, status, worker scaling.
 
 Modules: `client` (the API client, reading a Deployment, error translation),
-`rollout` (history and undo, kubectl's semantics), `status` (rollout status over
-a watch), `workers` (stop and restart worker Deployments), `target`
+`rollout` (Deployment history and undo, kubectl's semantics), `workloads`
+(StatefulSet and DaemonSet history, undo and status over ControllerRevisions),
+`status` (rollout status over a watch), `workers` (stop and restart worker
+Deployments), `autoscaling` (KEDA and HPAs on the workers), `target`
 (KubernetesTarget and its parameters). Each module's docstring gives its design
 reasoning.
 """
@@ -12,6 +14,7 @@ from actions.kubernetes.rollout import PAUSED, Revision, RolloutUndo, rollout_hi
 from actions.kubernetes.status import RolloutStatus, rollout_verdict
 from actions.kubernetes.target import KubernetesParams, KubernetesTarget
 from actions.kubernetes.workers import WORKER_REPLICAS, StartWorkers, StopWorkers
+from actions.kubernetes.workloads import WorkloadStatus, WorkloadUndo, workload_undo
 
 __all__ = [
     "PAUSED",
@@ -24,8 +27,11 @@ __all__ = [
     "RolloutUndo",
     "StartWorkers",
     "StopWorkers",
+    "WorkloadStatus",
+    "WorkloadUndo",
     "api_client",
     "rollout_history",
     "rollout_undo",
     "rollout_verdict",
+    "workload_undo",
 ]

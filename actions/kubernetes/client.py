@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import urllib3
 from kubernetes import config as kube_config
@@ -99,8 +99,9 @@ def kube_errors(context: str | None = None) -> Iterator[None]:
         raise PermanentError(f"{context or 'Kubernetes API'}: unexpected answer: {exc}") from exc
 
 
-def object_meta(obj: V1Deployment | V1ReplicaSet) -> V1ObjectMeta:
-    if obj.metadata is None:
+def object_meta(obj: Any) -> V1ObjectMeta:
+    """Return a client model's metadata (Deployment, ReplicaSet, Pod, ...), which must be set."""
+    if getattr(obj, "metadata", None) is None:
         raise PermanentError("the API server returned an object without metadata")
     return obj.metadata
 

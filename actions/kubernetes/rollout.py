@@ -56,9 +56,10 @@ PAUSED = (
 )
 
 
-def _selector_string(deployment: V1Deployment) -> str:
-    """Render the Deployment's label selector as kubectl sends it."""
-    selector = deployment.spec.selector if deployment.spec else None
+def selector_string(workload: Any) -> str:
+    """Render a workload's label selector (spec.selector) as kubectl sends it."""
+    spec = getattr(workload, "spec", None)
+    selector = spec.selector if spec is not None else None
     if selector is None:
         return ""
     parts = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
@@ -82,7 +83,7 @@ def _owned(apps: AppsV1Api, deployment: V1Deployment) -> list[V1ReplicaSet]:
     with kube_errors(context):
         listing = apps.list_namespaced_replica_set(
             meta.namespace or "default",
-            label_selector=_selector_string(deployment),
+            label_selector=selector_string(deployment),
             _request_timeout=REQUEST_TIMEOUT,
         )
     owned = [
@@ -232,6 +233,21 @@ def rollout_history(apps: AppsV1Api, *, namespace: str, name: str) -> list[Revis
     return sorted(revisions, key=lambda r: r.number, reverse=True)
 
 
+def undo_patch(deployment: V1Deployment, target: V1ReplicaSet) -> list[dict[str, Any]]:
+    """kubectl's undo patch: replace spec.template and metadata.annotations (JSON patch)."""
+    annotations = {k: v for k, v in annotations_of(deployment).items() if k in KEPT_FROM_DEPLOYMENT}
+    annotations.update(
+        {k: v for k, v in annotations_of(target).items() if k not in KEPT_FROM_DEPLOYMENT}
+    )
+    template = _template(target)
+    if not (template.get("metadata") or {}).get("labels"):
+        template.get("metadata", {}).pop("labels", None)
+    return [
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
+
+
 def _restore(
     apps: AppsV1Api, deployment: V1Deployment, target: V1ReplicaSet, to_revision: int
 ) -> str:
@@ -244,17 +260,7 @@ def _restore(
             f"deployment.apps/{meta.name} skipped rollback "
             f"(current template already matches revision {to_revision})"
         )
-    annotations = {k: v for k, v in annotations_of(deployment).items() if k in KEPT_FROM_DEPLOYMENT}
-    annotations.update(
-        {k: v for k, v in annotations_of(target).items() if k not in KEPT_FROM_DEPLOYMENT}
-    )
-    template = _template(target)
-    if not (template.get("metadata") or {}).get("labels"):
-        template.get("metadata", {}).pop("labels", None)
-    patch = [
-        {"op": "replace", "path": "/spec/template", "value": template},
-        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
-    ]
+    patch = undo_patch(deployment, target)
     with kube_errors(f"failed restoring revision {to_revision}"):
         apps.patch_namespaced_deployment(
             meta.name or "", meta.namespace or "", patch, _request_timeout=REQUEST_TIMEOUT
@@ -292,18 +298,38 @@ class RolloutUndo:
             f"{self.from_revision} to revision {self.to_revision} ({', '.join(self.images)})"
         )
 
+    def spec(self) -> dict[str, Any]:
+        """The Deployment, both revisions and the images approved."""
+        return {
+            "namespace": self.namespace,
+            "deployment": self.deployment,
+            "to_revision": self.to_revision,
+            "from_revision": self.from_revision,
+            "images": list(self.images),
+            "timeout": self.timeout,
+        }
+
     def run(self, ctx: StepContext) -> StepResult:
-        """Patch the Deployment back; skip when it already runs that revision's template."""
+        """Patch the Deployment back; skip when it already runs that revision's template.
+
+        "Already done" is found after the controller renumbered the restored
+        revision (its old number is in revision-history), and only if that
+        ReplicaSet still runs the approved images.
+        """
         deployment, owned = read_with_replica_sets(
             self.apps, namespace=self.namespace, name=self.deployment
         )
         target = _find_revision_or_renumbered(deployment, owned, self.to_revision)
+        if images_of(target) != tuple(self.images):
+            raise PermanentError(
+                f"revision {self.to_revision} of deployment/{self.deployment} in {self.namespace} "
+                f"runs {', '.join(images_of(target))}, not {', '.join(self.images)} as approved; "
+                "plan the rollback again"
+            )
         if deployment.spec is not None and deployment.spec.paused:
             raise PermanentError(PAUSED)
         if same_template(target, deployment):
-            return StepResult(
-                summary=f"skipped: already at revision {self.to_revision}", skipped=True
-            )
+            return StepResult(summary=f"already at revision {self.to_revision}", skipped=True)
         current = current_replica_set(deployment, owned)
         now = revision_of(current) if current is not None else revision_of(deployment)
         if now != self.from_revision:

@@ -1,17 +1,37 @@
-"""The Kubernetes target: a Deployment's revisions as rollback points, its checks and plan.
+"""The Kubernetes target: a workload's revisions as rollback points, its checks and plan.
 
-The plan is the undo to one resolved revision, then rollout status, with the
-configured workers stopped before and started after.
+The workload is a Deployment (revisions are its ReplicaSets), a StatefulSet
+or a DaemonSet (revisions are ControllerRevisions), configured as
+`workload: deployment|statefulset|daemonset` with `name:`; `deployment: NAME`
+still works for a Deployment, as older configs say. The plan is the undo to
+one resolved revision, then rollout status, with the configured worker
+Deployments stopped before and started after. A StatefulSet or DaemonSet
+must use the RollingUpdate strategy: with OnDelete the undo would change the
+template and no pod, so planning refuses; a StatefulSet partition is
+respected (pods below it keep their revision) and named in the plan.
+
+Before approval the plan names who else deploys the workload and its workers
+(Argo CD, Flux, Helm: gitops.py) and its prepare phase starts by suspending
+their automatic sync (`gitops_guard: false` turns that off).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from kubernetes.client import ApiClient, AppsV1Api, V1Deployment, V1ReplicaSet
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    V1ControllerRevision,
+    V1Deployment,
+    V1ReplicaSet,
+)
+from pydantic import model_validator
 
 from actions.base import (
+    Action,
     ActionError,
     Check,
     PermanentError,
@@ -21,7 +41,14 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
-from actions.kubernetes.client import KubeConnection, api_client, read_deployment
+from actions.kubernetes import access, autoscaling, gitops
+from actions.kubernetes.client import (
+    KubeConnection,
+    api_client,
+    kube_errors,
+    object_meta,
+    read_deployment,
+)
 from actions.kubernetes.rollout import (
     PAUSED,
     RolloutUndo,
@@ -32,21 +59,64 @@ from actions.kubernetes.rollout import (
     revision_of,
     rollout_history,
     same_template,
+    undo_patch,
 )
 from actions.kubernetes.status import RolloutStatus
 from actions.kubernetes.workers import StartWorkers, StopWorkers, replica_count
+from actions.kubernetes.workloads import (
+    Kind,
+    Workload,
+    WorkloadStatus,
+    WorkloadUndo,
+    dry_run_undo,
+    find_history,
+    history,
+    matches,
+    read_workload,
+    revision_template,
+    workload_history,
+)
+from actions.kubernetes.workloads import images as template_images
 from actions.params import Strict
 
 
 class KubernetesParams(Strict):
-    """A Deployment to roll back and the worker Deployments stopped meanwhile."""
+    """A workload to roll back and the worker Deployments stopped meanwhile."""
 
     kind: Literal["kubernetes"]
     namespace: str
-    deployment: str
+    workload: Literal["deployment", "statefulset", "daemonset"] = "deployment"
+    name: str
+    deployment: str | None = None
     workers: list[str] = []
     connection: KubeConnection = KubeConnection()
     rollout_timeout: float = 300.0
+    gitops_guard: bool = True
+    argocd_namespace: str = "argocd"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, data: Any) -> Any:
+        """Take the name from `name:`, or from `deployment:` for a Deployment (older configs)."""
+        if not isinstance(data, dict):
+            return data
+        name, deployment = data.get("name"), data.get("deployment")
+        workload = data.get("workload", "deployment")
+        if deployment is not None and workload != "deployment":
+            raise ValueError(
+                f"'deployment:' names a Deployment; for workload: {workload} give the name "
+                "as 'name:'"
+            )
+        if name is not None and deployment is not None and name != deployment:
+            raise ValueError("give the workload's name once, as 'name:' (or 'deployment:')")
+        if name is None and deployment is None:
+            raise ValueError(
+                "give the workload's name as 'name:' ('deployment:' also works for a Deployment)"
+            )
+        data = dict(data, name=name if name is not None else deployment)
+        if workload == "deployment":
+            data["deployment"] = data["name"]
+        return data
 
 
 def _parse_ref(ref: str | None) -> int:
@@ -54,6 +124,21 @@ def _parse_ref(ref: str | None) -> int:
     if not text.isdigit():
         raise PlanningError(f"{ref!r} is not a revision number")
     return int(text)
+
+
+def _kind_of(value: Any) -> Kind:
+    if value == "statefulset":
+        return "statefulset"
+    if value == "daemonset":
+        return "daemonset"
+    raise ValueError(f"not a statefulset or daemonset: {value!r}")
+
+
+def _tool_of(value: Any) -> gitops.Tool:
+    for tool in ("argocd", "flux-kustomization", "flux-helmrelease"):
+        if value == tool:
+            return tool
+    raise ValueError(f"not a GitOps tool whose sync can be suspended: {value!r}")
 
 
 class KubernetesTarget:
@@ -72,9 +157,9 @@ class KubernetesTarget:
 
     def points(self) -> list[RollbackPoint]:
         """List revisions newest first, the running one marked."""
-        history = rollout_history(
-            self.apps, namespace=self.params.namespace, name=self.params.deployment
-        )
+        if self.params.workload != "deployment":
+            return self._workload_points()
+        history = rollout_history(self.apps, namespace=self.params.namespace, name=self.params.name)
         now = datetime.now(UTC)
         return [
             RollbackPoint(
@@ -91,9 +176,17 @@ class KubernetesTarget:
 
     def checks(self, ref: str | None) -> list[Check]:
         """Check the revision exists and differs, the Deployment is not paused, workers exist."""
+        if self.params.workload != "deployment":
+            return [
+                *self._workload_checks(ref),
+                self._workers_check(),
+                self._owner_check(),
+                self._access_check(),
+                self._dry_run_check(ref),
+            ]
         try:
             deployment, owned = read_with_replica_sets(
-                self.apps, namespace=self.params.namespace, name=self.params.deployment
+                self.apps, namespace=self.params.namespace, name=self.params.name
             )
         except ActionError as exc:
             return [Check("deployment found", False, str(exc))]
@@ -102,6 +195,9 @@ class KubernetesTarget:
             self._revision_check(deployment, owned, ref),
             Check("deployment not paused", not paused, PAUSED if paused else "not paused"),
             self._workers_check(),
+            self._owner_check(),
+            self._access_check(),
+            self._dry_run_check(ref),
         ]
 
     def _revision_check(
@@ -138,9 +234,11 @@ class KubernetesTarget:
         (the undo then skips) and drops missing workers instead of refusing.
         """
         p = self.params
+        if p.workload != "deployment":
+            return self._workload_plan(ref, force=force)
         try:
             deployment, owned = read_with_replica_sets(
-                self.apps, namespace=p.namespace, name=p.deployment
+                self.apps, namespace=p.namespace, name=p.name
             )
             target = find_revision(deployment, owned, _parse_ref(ref))
         except ActionError as exc:
@@ -149,33 +247,64 @@ class KubernetesTarget:
             raise PlanningError(PAUSED)
         to = revision_of(target) or 0
         if same_template(target, deployment) and not force:
-            raise PlanningError(
-                f"deployment/{p.deployment} in {p.namespace} already runs revision {to}"
-            )
+            raise PlanningError(f"deployment/{p.name} in {p.namespace} already runs revision {to}")
         current = current_replica_set(deployment, owned)
         undo = RolloutUndo(
             apps=self.apps,
             namespace=p.namespace,
-            deployment=p.deployment,
+            deployment=p.name,
             to_revision=to,
             from_revision=(revision_of(current) if current is not None else revision_of(deployment))
             or 0,
             images=images_of(target),
         )
-        return self._assemble(undo, force=force)
+        return self._assemble(undo, to_revision=undo.to_revision, images=undo.images, force=force)
 
-    def _assemble(self, undo: RolloutUndo, *, force: bool) -> TargetPlan:
+    def _assemble(
+        self,
+        undo: Action,
+        *,
+        to_revision: int,
+        images: tuple[str, ...],
+        force: bool,
+        notes: list[str] | None = None,
+    ) -> TargetPlan:
         p = self.params
-        workers, notes = self._usable_workers(force=force)
+        workers, found = self._usable_workers(force=force)
+        notes = [*(notes or []), *found, *self._autoscaler_notes(workers)]
+        revert = f"set {p.workload}/{p.name} back to {', '.join(images)}"
+        try:
+            owners = self.owners(workers)
+        except ActionError as exc:
+            raise PlanningError(f"cannot tell who deploys {p.workload}/{p.name}: {exc}") from exc
+        notes += [gitops.owner_note(o, revert=revert) for o in owners]
+        guard: list[Action] = [
+            gitops.SuspendSync(
+                api=self.apps.api_client,
+                tool=o.tool,
+                namespace=o.namespace,
+                owner=o.name,
+                revert=revert,
+            )
+            for o in owners
+            if o.suspendable
+        ]
         notes.append(
             f"Kubernetes renumbers the restored revision: after the rollback, revision "
-            f"{undo.to_revision} is listed under the next revision number."
+            f"{to_revision} is listed under the next revision number."
         )
-        status = RolloutStatus(
-            apps=self.apps,
-            namespace=p.namespace,
-            deployment=p.deployment,
-            timeout=p.rollout_timeout,
+        status: Action = (
+            RolloutStatus(
+                apps=self.apps, namespace=p.namespace, deployment=p.name, timeout=p.rollout_timeout
+            )
+            if p.workload == "deployment"
+            else WorkloadStatus(
+                apps=self.apps,
+                kind=p.workload,
+                namespace=p.namespace,
+                workload=p.name,
+                timeout=p.rollout_timeout,
+            )
         )
         stop = (
             [StopWorkers(apps=self.apps, namespace=p.namespace, workers=workers)] if workers else []
@@ -186,8 +315,283 @@ class KubernetesTarget:
             else []
         )
         return TargetPlan(
-            prepare=list(stop), rollback=[undo], verify=[status], resume=list(start), notes=notes
+            prepare=[*guard, *stop],
+            rollback=[undo],
+            verify=[status],
+            resume=list(start),
+            notes=notes,
         )
+
+    def owners(self, workers: tuple[str, ...] = ()) -> list[gitops.Owner]:
+        """The Argo CD, Flux or Helm owners of the workload and the workers, one entry each."""
+        p = self.params
+        if not p.gitops_guard:
+            return []
+        metas = [(f"{p.workload}/{p.name}", object_meta(self._read_target()))]
+        for worker in workers:
+            try:
+                deployment = read_deployment(self.apps, namespace=p.namespace, name=worker)
+            except PermanentError:
+                continue  # a missing worker is the workers check's to report
+            metas.append((f"deployment/{worker}", object_meta(deployment)))
+        found: dict[tuple[str, str, str], gitops.Owner] = {}
+        for label, meta in metas:
+            owner = gitops.detect_owner(
+                self.apps.api_client, meta, argocd_namespace=p.argocd_namespace
+            )
+            if owner is None:
+                continue
+            key = (owner.tool, owner.namespace, owner.name)
+            known = found.get(key, owner)
+            found[key] = dataclasses.replace(known, workloads=(*known.workloads, label))
+        return list(found.values())
+
+    def _access_check(self) -> Check:
+        p = self.params
+        try:
+            owners = self.owners(tuple(p.workers))
+        except ActionError:
+            owners = []  # the owner check reports why
+        wanted = access.needs(
+            workload=p.workload,
+            namespace=p.namespace,
+            workers=bool(p.workers),
+            owners=[(o.tool, o.namespace) for o in owners if o.suspendable],
+            helm=any(o.tool == "helm" for o in owners),
+        )
+        return access.access_check(self.apps.api_client, wanted)
+
+    def _dry_run_check(self, ref: str | None) -> Check:
+        """Send the undo patch with dryRun=All, so an RBAC or admission refusal shows now."""
+        name = "undo accepted by the API server (dry run)"
+        p = self.params
+        try:
+            if p.workload == "deployment":
+                deployment, owned = read_with_replica_sets(
+                    self.apps, namespace=p.namespace, name=p.name
+                )
+                target = find_revision(deployment, owned, _parse_ref(ref))
+                if same_template(target, deployment):
+                    return Check(name, True, "nothing to change")
+                with kube_errors(f"dry run of the undo of deployment/{p.name}"):
+                    self.apps.patch_namespaced_deployment(
+                        p.name, p.namespace, undo_patch(deployment, target), dry_run="All"
+                    )
+            else:
+                workload, revision, _, _ = self._resolve(ref)
+                if matches(self.apps, workload, revision):
+                    return Check(name, True, "nothing to change")
+                dry_run_undo(self.apps, self._kind, workload, revision)
+        except ActionError as exc:
+            return Check(name, False, str(exc))
+        return Check(name, True, "the undo patch passes authorization, admission and validation")
+
+    def _read_target(self) -> Any:
+        p = self.params
+        if p.workload == "deployment":
+            return read_deployment(self.apps, namespace=p.namespace, name=p.name)
+        return read_workload(self.apps, p.workload, namespace=p.namespace, name=p.name)
+
+    def _owner_check(self) -> Check:
+        try:
+            owners = self.owners(tuple(self.params.workers))
+        except ActionError as exc:
+            return Check("GitOps owner known", False, str(exc))
+        if not owners:
+            return Check("GitOps owner known", True, "no Argo CD, Flux or Helm owner found")
+        return Check(
+            "GitOps owner known",
+            True,
+            "; ".join(gitops.owner_note(o, revert="revert the release") for o in owners),
+        )
+
+    def _autoscaler_notes(self, workers: tuple[str, ...]) -> list[str]:
+        """Say which autoscalers act on the workers; refuse an HPA that scales from zero."""
+        if not workers:
+            return []
+        api = self.apps.api_client
+        namespace = self.params.namespace
+        try:
+            keda = autoscaling.scaled_objects(api, namespace=namespace, workers=workers)
+            hpas = autoscaling.hpas(api, namespace=namespace, workers=workers)
+        except ActionError as exc:
+            raise PlanningError(f"cannot list the workers' autoscalers: {exc}") from exc
+        from_zero = [h for h in hpas if h.min_replicas == 0]
+        if from_zero:
+            names = ", ".join(f"{h.label} (deployment/{h.worker})" for h in from_zero)
+            raise PlanningError(
+                f"{names} has minReplicas 0, so it may scale the stopped worker up during the "
+                "rollback; set minReplicas to 1 or more, or leave that worker out"
+            )
+        notes = [
+            f"{k.label} autoscales deployment/{k.worker}: paused at 0 replicas while the workers "
+            "are stopped, its own pause annotations put back after"
+            for k in keda
+        ]
+        notes += [
+            f"{h.label} autoscales deployment/{h.worker}: it does nothing while the worker has 0 "
+            "replicas (ScalingDisabled) and takes over again once it is restarted"
+            for h in hpas
+        ]
+        return notes
+
+    # --- StatefulSet and DaemonSet ------------------------------------------------------------
+
+    @property
+    def _kind(self) -> Kind:
+        kind = self.params.workload
+        assert kind != "deployment"
+        return kind
+
+    def _workload_points(self) -> list[RollbackPoint]:
+        p = self.params
+        entries = workload_history(self.apps, self._kind, namespace=p.namespace, name=p.name)
+        now = datetime.now(UTC)
+        return [
+            RollbackPoint(
+                ref=str(e.number),
+                label=" · ".join(
+                    [f"rev {e.number}", ", ".join(e.images), ago(e.created_at, now)]
+                    + (["current"] if e.is_current else [])
+                ),
+                created_at=e.created_at,
+                is_current=e.is_current,
+            )
+            for e in entries
+        ]
+
+    def _resolve(self, ref: str | None) -> tuple[Workload, V1ControllerRevision, int, str | None]:
+        """Return the workload, the revision to restore, the current number, a strategy problem."""
+        p = self.params
+        workload = read_workload(self.apps, self._kind, namespace=p.namespace, name=p.name)
+        revisions = history(self.apps, workload)
+        target = find_history(_parse_ref(ref), revisions)
+        current = next((r for r in revisions if matches(self.apps, workload, r)), None)
+        strategy = workload.spec.update_strategy if workload.spec else None
+        problem = None
+        if strategy is None or strategy.type != "RollingUpdate":
+            kind = strategy.type if strategy is not None else "none"
+            problem = (
+                f"{self._kind}/{p.name} uses updateStrategy {kind}: a rollback would change its "
+                "template but no pod until someone deletes them; switch it to RollingUpdate or "
+                "roll back by hand"
+            )
+        return workload, target, int(current.revision or 0) if current else 0, problem
+
+    def _workload_checks(self, ref: str | None) -> list[Check]:
+        name = "rollback revision exists"
+        try:
+            workload, target, _, problem = self._resolve(ref)
+        except ActionError as exc:
+            return [Check(name, False, str(exc))]
+        number = int(target.revision or 0)
+        template = revision_template(target)
+        if matches(self.apps, workload, target):
+            found = Check(name, False, f"revision {number} is what it already runs")
+        else:
+            found = Check(name, True, f"revision {number}: {', '.join(template_images(template))}")
+        return [found, Check("update strategy RollingUpdate", problem is None, problem or "yes")]
+
+    def _workload_plan(self, ref: str | None, *, force: bool) -> TargetPlan:
+        p = self.params
+        try:
+            workload, target, current, problem = self._resolve(ref)
+        except ActionError as exc:
+            raise PlanningError(str(exc)) from exc
+        if problem is not None:
+            raise PlanningError(problem)
+        number = int(target.revision or 0)
+        if matches(self.apps, workload, target) and not force:
+            raise PlanningError(
+                f"{self._kind}/{p.name} in {p.namespace} already runs revision {number}"
+            )
+        undo = WorkloadUndo(
+            apps=self.apps,
+            kind=self._kind,
+            namespace=p.namespace,
+            workload=p.name,
+            to_revision=number,
+            revision_name=object_meta(target).name or "",
+            from_revision=current,
+            images=template_images(revision_template(target)),
+        )
+        notes = []
+        strategy = workload.spec.update_strategy if workload.spec else None
+        rolling = strategy.rolling_update if strategy is not None else None
+        partition = getattr(rolling, "partition", None) or 0
+        if partition:
+            notes.append(
+                f"statefulset/{p.name} has partition {partition}: only pods {partition} and up "
+                f"go back to revision {number}; pods below it keep theirs"
+            )
+        return self._assemble(
+            undo, to_revision=number, images=undo.images, force=force, notes=notes
+        )
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild an approved step from its stored spec, without reading the live system."""
+        try:
+            return self._rebuild(name, spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanningError(
+                f"the stored spec of {name} cannot be read ({exc!r}); plan the rollback again"
+            ) from exc
+
+    def _rebuild(self, name: str, spec: dict[str, Any]) -> Action:
+        namespace = str(spec["namespace"])
+        timeout = float(spec["timeout"])
+        match name:
+            case "kubernetes.rollout_undo":
+                return RolloutUndo(
+                    apps=self.apps,
+                    namespace=namespace,
+                    deployment=str(spec["deployment"]),
+                    to_revision=int(spec["to_revision"]),
+                    from_revision=int(spec["from_revision"]),
+                    images=tuple(str(i) for i in spec["images"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.rollout_status":
+                return RolloutStatus(
+                    apps=self.apps,
+                    namespace=namespace,
+                    deployment=str(spec["deployment"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.workload_undo":
+                return WorkloadUndo(
+                    apps=self.apps,
+                    kind=_kind_of(spec["kind"]),
+                    namespace=namespace,
+                    workload=str(spec["workload"]),
+                    to_revision=int(spec["to_revision"]),
+                    revision_name=str(spec["revision_name"]),
+                    from_revision=int(spec["from_revision"]),
+                    images=tuple(str(i) for i in spec["images"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.workload_status":
+                return WorkloadStatus(
+                    apps=self.apps,
+                    kind=_kind_of(spec["kind"]),
+                    namespace=namespace,
+                    workload=str(spec["workload"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.suspend_sync":
+                return gitops.SuspendSync(
+                    api=self.apps.api_client,
+                    tool=_tool_of(spec["tool"]),
+                    namespace=namespace,
+                    owner=str(spec["owner"]),
+                    revert=str(spec["revert"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.stop_workers" | "kubernetes.start_workers":
+                kind = StopWorkers if name == "kubernetes.stop_workers" else StartWorkers
+                workers = tuple(str(w) for w in spec["workers"])
+                return kind(apps=self.apps, namespace=namespace, workers=workers, timeout=timeout)
+        raise PlanningError(f"unknown Kubernetes step {name!r}; plan the rollback again")
 
     def _usable_workers(self, *, force: bool) -> tuple[tuple[str, ...], list[str]]:
         usable, notes = [], []

@@ -64,11 +64,18 @@ def link_member(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> Member
     return info, None
 
 
-def device_member(name: str) -> Member:
-    """Return a character device member."""
+def device_member(name: str, kind: bytes = tarfile.CHRTYPE) -> Member:
+    """Return a character device (or FIFO) member."""
     info = tarfile.TarInfo(name)
-    info.type = tarfile.CHRTYPE
+    info.type = kind
     return info, None
+
+
+def setuid_member(name: str) -> Member:
+    """Return a set-user-ID file member."""
+    info, data = file_member(name, "#!/bin/sh\n")
+    info.mode = 0o4755
+    return info, data
 
 
 def config_archive(files: dict[str, str]) -> bytes:
@@ -166,7 +173,7 @@ def test_params_refuse_two_restart_methods(live: Path, backups: Path) -> None:
 
 
 def test_backup_archives_the_live_directory_and_records_its_name(live: Path, backups: Path) -> None:
-    step = BackupConfig(make_params(live, str(backups)))
+    step = BackupConfig(make_params(live, str(backups)), restoring=backup_name(OLD))
     ctx = StepContext.for_test()
     result = run_step(step, ctx)
     name = ctx.memory[PRE_BACKUP_KEY]
@@ -189,7 +196,7 @@ def test_full_rollback_restores_the_chosen_backup_and_keeps_the_pre_rollback_cop
     result = run_step(plan.rollback[0], ctx)
     assert snapshot(live) == {"app.yaml": "version: 2\n", "sub/db.conf": "pool=20\n"}
     assert result.data["backup"] == backup_name(OLD)
-    assert result.data["pre_rollback_backup"] != backup_name(OLD)
+    assert result.data["pre_rollback_backup"].endswith(".before-20240101_120000.tar.gz")
     with tarfile.open(backups / result.data["pre_rollback_backup"]) as saved:
         saved.extractall(live.parent / "check", filter="data")
     assert snapshot(live.parent / "check") == before
@@ -199,7 +206,7 @@ def test_full_rollback_restores_the_chosen_backup_and_keeps_the_pre_rollback_cop
 def test_backup_refuses_a_live_link_that_a_restore_would_reject(live: Path, backups: Path) -> None:
     (live / "cert.pem").symlink_to("/etc/hostname")
     with pytest.raises(PermanentError, match=r"'\./cert\.pem'.*leaves the directory"):
-        run_step(BackupConfig(make_params(live, str(backups))))
+        run_step(BackupConfig(make_params(live, str(backups)), restoring=backup_name(OLD)))
     assert len(ConfigFilesTarget(make_params(live, str(backups))).points()) == 2
 
 
@@ -210,6 +217,9 @@ BAD_MEMBERS: dict[str, list[Member]] = {
     "absolute symlink": [link_member("./passwd", "/etc/passwd")],
     "hard link escaping": [link_member("./shadow", "../shadow", tarfile.LNKTYPE)],
     "device file": [device_member("./null")],
+    "fifo": [device_member("./pipe", tarfile.FIFOTYPE)],
+    "link through a link": [link_member("./here", "."), link_member("./here/up", "..")],
+    "setuid file": [setuid_member("./run.sh")],
 }
 
 
@@ -220,10 +230,12 @@ def test_malicious_archive_is_refused_with_nothing_changed(
     name = backup_name(datetime(2024, 2, 1, tzinfo=UTC))
     members = [file_member("./app.yaml", "version: 0\n"), *BAD_MEMBERS[case]]
     (backups / name).write_bytes(tar_gz(members))
-    bad_name = BAD_MEMBERS[case][0][0].name
+    bad_name = {"link through a link": "./here/up"}.get(case, BAD_MEMBERS[case][0][0].name)
     before = snapshot(live)
     target = ConfigFilesTarget(make_params(live, str(backups)))
     assert not target.checks(name)[-1].ok
+    with pytest.raises(PlanningError, match=f"refusing member '{bad_name}'"):
+        target.plan(name)
     with pytest.raises(PermanentError, match=f"refusing member '{bad_name}'"):
         run_step(RestoreConfig(make_params(live, str(backups)), backup=name))
     assert snapshot(live) == before

@@ -1,417 +1,420 @@
-"""The Docker rollback against the fake Engine API on a unix socket in the test's temp dir."""
+"""The Docker swap against a real private dockerd (tests/fakes/dockerd.py).
+
+Each test runs its own containers (unique names, ports free on 127.0.0.1) on
+the session's engine and test images (`rbt-app:v1`..`v3` serve /health and
+/version with busybox httpd; `rbt-app:crash` exits 3 at once).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+import socket
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
-from actions.base import (
-    Action,
-    PermanentError,
-    PlanningError,
-    StepContext,
-    TemporaryError,
-)
-from actions.docker import (
-    DockerClient,
-    DockerParams,
-    DockerTarget,
-    SwapContainer,
-    memory_key,
-    short_id,
-)
-from bot.sandbox.docker import FakeDockerEngine
-from bot.sandbox.web import Reply, WebStub
+from actions.base import PermanentError, PlanningError, StepContext, StepResult, spec_of
+from actions.docker import HISTORY_LABEL, DockerClient, DockerParams, DockerTarget, memory_key
+from tests.fakes.waiting import wait_for
 
-NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
-NAME = "voxflow-api"
-SECRET_ENV = "DATABASE_URL=postgres://app:s3cret@db/voxflow"
-PORTS = {"3000/tcp": [{"HostIp": "", "HostPort": "3000"}]}
-RESTART = {"Name": "unless-stopped", "MaximumRetryCount": 0}
-BINDS = ["/srv/voxflow/uploads:/app/uploads"]
+if TYPE_CHECKING:
+    from tests.fakes.dockerd import Engine
+
+pytest_plugins = ["tests.fakes.dockerd"]
+
+APP = "rbt-app"
+"""The test images' repository (tests/fakes/dockerd.py builds v1, v2, v3 and crash)."""
 
 
-class Crash(BaseException):
-    """The bot dying mid-step: not an ActionError, so nothing catches it."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-class CrashingMemory(dict[str, Any]):
-    """Durable memory whose write of `phase` kills the step once, before it is saved."""
-
-    def __init__(self, phase: str) -> None:
-        super().__init__()
-        self.phase: str | None = phase
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if self.phase is not None and value.get("phase") == self.phase:
-            self.phase = None
-            raise Crash(f"bot died before saving phase {value['phase']}")
-        super().__setitem__(key, value)
+SECRET = "DATABASE_URL=postgres://app:s3cret@db/app"
 
 
-def _image(engine: FakeDockerEngine, tag: str, *, age: timedelta) -> str:
-    version = tag.lstrip("v")
-    return engine.add_image(
-        f"voxflow/api:{tag}",
-        created=NOW - age,
-        env=["PATH=/usr/local/bin:/usr/bin:/bin", f"APP_VERSION={version}"],
-        labels={"org.opencontainers.image.version": version},
-        exposed_ports=["3000/tcp"],
-    )
+def unique(prefix: str = "rbt") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeDockerEngine]:
-    with FakeDockerEngine(tmp_path_factory.mktemp("dk")) as fake:
-        _image(fake, "v1.2.2", age=timedelta(days=3))
-        _image(fake, "v1.2.3", age=timedelta(days=2))
-        _image(fake, "v1.2.4", age=timedelta(days=1))
-        fake.tag("voxflow/api:v1.2.4", "voxflow/api:latest")
-        _image(fake, "v1.2.5", age=timedelta(hours=1))
-        fake.add_image("redis:7", created=NOW)
-        fake.run_container(
-            NAME,
-            "voxflow/api:v1.2.4",
-            env=[SECRET_ENV, "LOG_LEVEL=info"],
-            labels={"com.example.team": "voice"},
-            port_bindings=PORTS,
-            restart_policy=RESTART,
-            binds=BINDS,
-        )
-        yield fake
-
-
-def _params(engine: FakeDockerEngine, **changes: Any) -> DockerParams:
-    fields: dict[str, Any] = {"kind": "docker", "container": NAME, "image": "voxflow/api"}
-    fields |= {"socket": engine.socket_path, "stop_timeout": 1, "health_interval": 0.01}
-    return DockerParams.model_validate(fields | changes)
-
-
-def _target(engine: FakeDockerEngine, **changes: Any) -> DockerTarget:
-    return DockerTarget(_params(engine, **changes), clock=lambda: NOW)
-
-
-def _swap(engine: FakeDockerEngine, ref: str | None = None, **changes: Any) -> SwapContainer:
-    [action] = _target(engine, **changes).plan(ref).rollback
-    assert isinstance(action, SwapContainer)
-    return action
-
-
-def _running(engine: FakeDockerEngine) -> dict[str, Any]:
-    container = engine.inspect(NAME)
-    assert container is not None and container["State"]["Running"]
-    return container
-
-
-# -- planning -----------------------------------------------------------------------
-
-
-def test_points_list_repository_images_newest_first_with_running_marked(
-    engine: FakeDockerEngine,
-) -> None:
-    points = _target(engine).points()
-    assert [p.ref for p in points] == [f"voxflow/api:v1.2.{n}" for n in (5, 4, 3, 2)]
-    assert [p.is_current for p in points] == [False, True, False, False]
-    image_id = short_id(_running(engine)["Image"])
-    assert points[1].label == f"v1.2.4 (also latest) · {image_id} · 1d ago · running"
-
-
-def test_plan_defaults_to_newest_image_older_than_the_running_one(
-    engine: FakeDockerEngine,
-) -> None:
-    action = _swap(engine)
-    assert (action.from_image, action.to_image) == ("voxflow/api:v1.2.4", "voxflow/api:v1.2.3")
-    assert isinstance(action, Action) and action.idempotent
-
-
-def test_describe_names_container_and_both_images_exactly(engine: FakeDockerEngine) -> None:
-    action = _swap(engine, health_url="http://127.0.0.1:3000/health")
-    old, new = short_id(action.from_image_id), short_id(action.to_image_id)
-    assert action.describe() == (
-        f"Swap container voxflow-api from voxflow/api:v1.2.4 ({old}) to voxflow/api:v1.2.3 "
-        f"({new}): stop it (up to 1s), remove it, then create and start voxflow/api:v1.2.3 as "
-        "voxflow-api with the same env, labels, ports, restart policy and binds; "
-        "poll http://127.0.0.1:3000/health until it answers 2xx"
-    )
-
-
-@pytest.mark.parametrize("ref", ["v1.2.2", "voxflow/api:v1.2.2"])
-def test_plan_takes_a_named_image_as_tag_or_reference(engine: FakeDockerEngine, ref: str) -> None:
-    assert _swap(engine, ref).to_image == "voxflow/api:v1.2.2"
-
-
-def test_plan_refuses_an_image_missing_on_the_host(engine: FakeDockerEngine) -> None:
-    with pytest.raises(PlanningError, match=r"voxflow/api:v9 is not on this host; pull it first"):
-        _target(engine).plan("v9")
-
-
-def test_plan_refuses_an_image_of_another_repository(engine: FakeDockerEngine) -> None:
-    with pytest.raises(PlanningError, match="redis:7 is not an image of repository voxflow/api"):
-        _target(engine).plan("redis:7")
-
-
-def test_plan_refuses_the_running_image(engine: FakeDockerEngine) -> None:
-    with pytest.raises(PlanningError, match="already runs voxflow/api:latest"):
-        _target(engine).plan("latest")
-
-
-def test_plan_refuses_a_newer_image_unless_forced(engine: FakeDockerEngine) -> None:
-    with pytest.raises(PlanningError, match=r"newer than the running voxflow/api:v1.2.4"):
-        _target(engine).plan("v1.2.5")
-    [action] = _target(engine).plan("v1.2.5", force=True).rollback
-    assert isinstance(action, SwapContainer) and action.to_image == "voxflow/api:v1.2.5"
-
-
-def test_plan_refuses_when_no_older_image_is_on_the_host(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    with FakeDockerEngine(tmp_path_factory.mktemp("dk")) as engine:
-        _image(engine, "v1.0.0", age=timedelta(days=1))
-        engine.run_container(NAME, "voxflow/api:v1.0.0")
-        with pytest.raises(PlanningError, match="no local image of voxflow/api is older"):
-            _target(engine).plan(None)
-
-
-def test_plan_reports_an_unreachable_engine_as_planning_error(tmp_path: Path) -> None:
-    params = DockerParams(
-        kind="docker", container=NAME, image="voxflow/api", socket=str(tmp_path / "none.sock")
-    )
-    with pytest.raises(PlanningError, match="Docker engine: cannot reach"):
-        DockerTarget(params).plan(None)
-
-
-def test_checks_pass_for_a_running_container_and_present_image(engine: FakeDockerEngine) -> None:
-    checks = _target(engine).checks(None)
-    assert [(c.name, c.ok) for c in checks] == [
-        ("Docker engine reachable", True),
-        ("container voxflow-api running", True),
-        ("target image present locally", True),
-    ]
-    assert checks[0].detail.startswith("Docker 24.0.7, API 1.43")
-    assert checks[2].detail.startswith("voxflow/api:v1.2.3 (")
-
-
-def test_checks_fail_for_a_missing_image(engine: FakeDockerEngine) -> None:
-    image_check = _target(engine).checks("v9")[2]
-    assert not image_check.ok and "voxflow/api:v9 is not on this host" in image_check.detail
-
-
-def test_checks_fail_everything_when_the_engine_is_unreachable(tmp_path: Path) -> None:
-    params = DockerParams(
-        kind="docker", container=NAME, image="voxflow/api", socket=str(tmp_path / "none.sock")
-    )
-    checks = DockerTarget(params).checks(None)
-    assert [c.ok for c in checks] == [False, False, False]
-    assert checks[0].detail.startswith("cannot reach")
-
-
-# -- errors from the engine -------------------------------------------------------
-
-
-def test_engine_5xx_is_temporary_and_4xx_permanent_with_docker_message(
-    engine: FakeDockerEngine,
-) -> None:
-    engine.fail("version", status=500, message="daemon busy", times=1)
-    engine.fail("images", status=400, message="invalid filter")
-    with DockerClient(engine.socket_path) as client:
-        with pytest.raises(TemporaryError, match=r"^daemon busy$"):
-            client.version()
-        with pytest.raises(PermanentError, match=r"^invalid filter$"):
-            client.images("voxflow/api")
-
-
-def test_refused_connection_is_temporary(tmp_path: Path) -> None:
-    with DockerClient(str(tmp_path / "none.sock")) as client, pytest.raises(TemporaryError):
-        client.ping()
-
-
-# -- the swap ---------------------------------------------------------------------
-
-
-def test_swap_recreates_the_container_from_the_previous_image_with_its_settings(
-    engine: FakeDockerEngine,
-) -> None:
-    old_id = _running(engine)["Id"]
-    ctx = StepContext.for_test(timeout=10)
-    result = _swap(engine).run(ctx)
-    new = _running(engine)
-    assert result.summary == "voxflow-api now runs voxflow/api:v1.2.3 (was voxflow/api:v1.2.4)"
-    assert new["Id"] != old_id and engine.container_names() == [NAME]
-    assert new["Config"]["Image"] == "voxflow/api:v1.2.3"
-    assert set(new["Config"]["Env"]) == {
-        SECRET_ENV,
-        "LOG_LEVEL=info",
-        "PATH=/usr/local/bin:/usr/bin:/bin",
-        "APP_VERSION=1.2.3",
+def params(engine: Engine, name: str, **changes: Any) -> DockerParams:
+    values: dict[str, Any] = {
+        "kind": "docker",
+        "container": name,
+        "image": APP,
+        "socket": engine.socket,
+        "settle": 1.0,
+        "health_timeout": 20.0,
+        "stop_timeout": 0,
+        "keep_retired": 0,
     }
-    assert new["Config"]["Labels"] == {
-        "com.example.team": "voice",
-        "org.opencontainers.image.version": "1.2.3",
+    return DockerParams(**(values | changes))
+
+
+def app(
+    engine: Engine,
+    version: str = "v2",
+    *,
+    port: int | None = None,
+    restart: str = "no",
+    networks: dict[str, Any] | None = None,
+    image_repo: str = APP,
+    **config: Any,
+) -> tuple[str, int]:
+    """Run a container of `rbt-app:<version>` publishing 8080 on 127.0.0.1; (name, port)."""
+    name, port = unique(), port or free_port()
+    host = {
+        "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]},
+        "RestartPolicy": {"Name": restart},
+        **config.pop("HostConfig", {}),
     }
-    host = new["HostConfig"]
-    assert (host["PortBindings"], host["RestartPolicy"], host["Binds"]) == (PORTS, RESTART, BINDS)
+    body = {"Image": f"{image_repo}:{version}", "Env": [SECRET], "HostConfig": host, **config}
+    engine.run(name, body, networks=networks or {engine.network(): {}})
+    return name, port
 
 
-def test_swap_records_the_old_settings_in_memory_before_touching_anything(
-    engine: FakeDockerEngine,
-) -> None:
-    engine.fail("stop", status=400, message="refused")
-    ctx = StepContext.for_test(timeout=10)
-    with pytest.raises(PermanentError):
-        _swap(engine).run(ctx)
-    record = ctx.memory[memory_key(NAME)]
-    assert record["phase"] == "recorded"
-    assert record["create"]["Env"] == [SECRET_ENV, "LOG_LEVEL=info"]
-    assert record["create"]["Labels"] == {"com.example.team": "voice"}
-    assert record["create"]["HostConfig"]["PortBindings"] == PORTS
+def swap(
+    engine: Engine,
+    name: str,
+    ref: str | None,
+    memory: dict[str, Any] | None = None,
+    **changes: Any,
+) -> StepResult:
+    target = DockerTarget(params(engine, name, **changes))
+    step = target.plan(ref).rollback[0]
+    ctx = StepContext.for_test(timeout=90, memory=memory if memory is not None else {})
+    return step.run(ctx)
 
 
-def test_swap_output_names_env_variables_but_not_their_values(engine: FakeDockerEngine) -> None:
-    lines: list[str] = []
-    result = _swap(engine).run(StepContext.for_test(timeout=10, emit=lines.append))
-    assert "env DATABASE_URL, LOG_LEVEL" in result.output
-    assert "s3cret" not in result.output and not any("s3cret" in line for line in lines)
+def version_served(port: int) -> str:
+    """What the container publishing `port` serves (a container just started may not listen yet)."""
+
+    def fetch() -> str | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip()
+        except httpx.TransportError:
+            return None
+
+    return wait_for(fetch, timeout=10, what=f"an answer on 127.0.0.1:{port}")
 
 
-def test_swap_to_a_named_image_runs_that_image(engine: FakeDockerEngine) -> None:
-    _swap(engine, "v1.2.2").run(StepContext.for_test(timeout=10))
-    assert _running(engine)["Config"]["Image"] == "voxflow/api:v1.2.2"
+def containers_named(engine: Engine, prefix: str) -> list[str]:
+    listed = engine.call("GET", "/containers/json", params={"all": "1"}).json()
+    return sorted(n.lstrip("/") for c in listed for n in c["Names"] if n.startswith(f"/{prefix}"))
 
 
-def test_stop_failure_leaves_the_old_container_and_says_so(engine: FakeDockerEngine) -> None:
-    engine.fail(
-        "stop", status=500, message="tried to kill container, but did not receive an exit event"
-    )
-    old_id = _running(engine)["Id"]
-    with pytest.raises(TemporaryError) as caught:
-        _swap(engine).run(StepContext.for_test(timeout=10))
-    assert str(caught.value) == (
-        "old container voxflow-api (voxflow/api:v1.2.4) could not be stopped: tried to kill "
-        "container, but did not receive an exit event; nothing was removed; container "
-        f"voxflow-api ({short_id(old_id)}) is running voxflow/api:v1.2.4"
-    )
+# -- success ------------------------------------------------------------------------------
 
 
-def test_start_failure_reports_exactly_what_the_host_holds(engine: FakeDockerEngine) -> None:
-    message = "failed to create task for container: exec: /app/start: no such file: unknown"
-    engine.fail("start", image="voxflow/api:v1.2.3", status=400, message=message)
-    with pytest.raises(PermanentError) as caught:
-        _swap(engine).run(StepContext.for_test(timeout=10))
-    assert str(caught.value) == (
-        "old container voxflow-api (voxflow/api:v1.2.4) was removed; new container from "
-        f"voxflow/api:v1.2.3 failed to start: {message}; no container named voxflow-api is running"
-    )
-    assert engine.container_names() == []
-
-
-def test_temporary_start_failure_is_retried_to_completion(engine: FakeDockerEngine) -> None:
-    engine.fail("start", image="voxflow/api:v1.2.3", status=500, message="shim busy", times=1)
-    action, ctx = _swap(engine), StepContext.for_test(timeout=10)
-    with pytest.raises(TemporaryError, match="failed to start: shim busy"):
-        action.run(ctx)
-    action.run(ctx)
-    assert _running(engine)["Config"]["Image"] == "voxflow/api:v1.2.3"
-    assert len(engine.calls("POST", "/containers/create")) == 2
-
-
-def test_container_that_exits_after_starting_is_reported_and_kept(
-    engine: FakeDockerEngine,
-) -> None:
-    engine.crash_on_start("voxflow/api:v1.2.3", exit_code=3)
-    with pytest.raises(PermanentError) as caught:
-        _swap(engine).run(StepContext.for_test(timeout=10))
-    assert "from voxflow/api:v1.2.3 exited with code 3 after starting" in str(caught.value)
-    assert str(caught.value).endswith("is exited)")
-    assert engine.container_names() == [NAME]
-
-
-def test_swap_refuses_a_container_changed_since_the_plan(engine: FakeDockerEngine) -> None:
-    action = replace(_swap(engine), from_image_id="sha256:" + "0" * 64)
-    with pytest.raises(PermanentError, match=r"not voxflow/api:v1.2.4 .* as planned; nothing"):
-        action.run(StepContext.for_test(timeout=10))
-    assert _running(engine)["Config"]["Image"] == "voxflow/api:v1.2.4"
-
-
-def test_swap_refuses_a_tag_moved_since_the_plan(engine: FakeDockerEngine) -> None:
-    action = _swap(engine)
-    engine.tag("voxflow/api:v1.2.2", "voxflow/api:v1.2.3")
-    with pytest.raises(PermanentError, match=r"now points at image .* nothing was changed"):
-        action.run(StepContext.for_test(timeout=10))
-    assert _running(engine)["Config"]["Image"] == "voxflow/api:v1.2.4"
-
-
-# -- resuming ---------------------------------------------------------------------
-
-
-def test_resume_after_crash_once_the_old_container_was_removed(engine: FakeDockerEngine) -> None:
-    action, memory = _swap(engine), CrashingMemory(phase="removed")
-    with pytest.raises(Crash):
-        action.run(StepContext.for_test(timeout=10, memory=memory))
-    assert memory[memory_key(NAME)]["phase"] == "recorded" and engine.container_names() == []
-    result = action.run(StepContext.for_test(timeout=10, memory=memory))
-    assert not result.skipped
-    assert "was already gone" in result.output
-    assert SECRET_ENV in _running(engine)["Config"]["Env"]
-
-
-def test_resume_after_crash_once_the_new_container_was_created(engine: FakeDockerEngine) -> None:
-    action, memory = _swap(engine), CrashingMemory(phase="created")
-    with pytest.raises(Crash):
-        action.run(StepContext.for_test(timeout=10, memory=memory))
-    result = action.run(StepContext.for_test(timeout=10, memory=memory))
-    assert "from an earlier attempt" in result.output
-    assert len(engine.calls("POST", "/containers/create")) == 2
-    assert engine.container_names() == [NAME]
-    assert _running(engine)["Config"]["Image"] == "voxflow/api:v1.2.3"
-
-
-def test_rerun_after_success_changes_nothing(engine: FakeDockerEngine) -> None:
-    action, ctx = _swap(engine), StepContext.for_test(timeout=10)
-    action.run(ctx)
-    before = len(engine.requests)
-    result = action.run(ctx)
+def test_swap_runs_the_previous_image_under_the_same_name_and_port(dockerd: Engine) -> None:
+    name, port = app(dockerd, "v2")
+    old_id = dockerd.inspect(name)["Id"]
+    result = swap(dockerd, name, "v1", keep_retired=1)
+    assert result.summary.startswith(f"{name} now runs {APP}:v1 (was {APP}:v2)")
     assert (
-        result.skipped and result.summary == "skipped: voxflow-api already runs voxflow/api:v1.2.3"
+        result.data["healthy_at"] and result.data["to_image_id"] == dockerd.inspect(name)["Image"]
     )
-    assert len(engine.requests) == before
+    assert version_served(port) == "v1"
+    new = dockerd.inspect(name)
+    assert new["Id"] != old_id and new["Config"]["Image"] == f"{APP}:v1"
+    kept = containers_named(dockerd, f"{name}-rollback-")
+    assert len(kept) == 1 and dockerd.inspect(kept[0])["Id"] == old_id
+    assert dockerd.inspect(kept[0])["State"]["Running"] is False
 
 
-def test_rerun_with_lost_memory_skips_when_the_target_already_runs(
-    engine: FakeDockerEngine,
+def test_swap_removes_retired_containers_beyond_keep_retired(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v3")
+    swap(dockerd, name, "v2", keep_retired=1)
+    swap(dockerd, name, "v1", keep_retired=1)
+    kept = containers_named(dockerd, f"{name}-rollback-")
+    assert [dockerd.inspect(k)["Config"]["Image"] for k in kept] == [f"{APP}:v2"]
+
+
+def test_swap_output_names_env_variables_but_not_their_values(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    output = swap(dockerd, name, "v1").output
+    assert "DATABASE_URL" in output and "s3cret" not in output
+
+
+def test_rerun_after_success_changes_nothing(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    target = DockerTarget(params(dockerd, name))
+    step = target.plan("v1").rollback[0]
+    memory: dict[str, Any] = {}
+    step.run(StepContext.for_test(timeout=60, memory=memory))
+    new_id = dockerd.inspect(name)["Id"]
+    again = target.restore(step.name, spec_of(step)).run(StepContext.for_test(memory=memory))
+    assert again.skipped and again.summary.startswith("already done")
+    assert dockerd.inspect(name)["Id"] == new_id
+    assert memory[memory_key(name)]["phase"] == "done"
+
+
+def test_restore_rebuilds_the_planned_step_and_refuses_unknown_ones(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    target = DockerTarget(params(dockerd, name))
+    step = target.plan("v1").rollback[0]
+    rebuilt = target.restore(step.name, spec_of(step))
+    assert rebuilt.describe() == step.describe()
+    with pytest.raises(PlanningError, match=r"has no step docker\.nope"):
+        target.restore("docker.nope", spec_of(step))
+    with pytest.raises(PlanningError, match="is for container other"):
+        target.restore(step.name, spec_of(step) | {"container": "other"})
+
+
+# -- carry-over ---------------------------------------------------------------------------
+
+
+def test_swap_carries_over_every_setting_field_by_field(dockerd: Engine, tmp_path: Path) -> None:
+    net_a, net_b = dockerd.network(), dockerd.network()
+    peer = unique("rbt-peer")
+    dockerd.run(peer, {"Image": f"{APP}:v1"}, networks={net_a: {}})
+    subnet_b = dockerd.call("GET", f"/networks/{net_b}").json()["IPAM"]["Config"][0]["Subnet"]
+    static_ip = subnet_b.rsplit(".", 1)[0] + ".50"
+    (tmp_path / "bound.txt").write_text("from the host\n")
+    healthcheck = {
+        "Test": [
+            "CMD",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            "http://127.0.0.1:8080/health",
+        ],
+        "Interval": 300_000_000,
+        "Timeout": 2_000_000_000,
+        "Retries": 3,
+    }
+    name, port = app(
+        dockerd,
+        "v2",
+        restart="unless-stopped",
+        networks={
+            net_a: {"Aliases": ["web", "api"], "Links": [f"{peer}:peerlink"]},
+            net_b: {"Aliases": ["web-b"], "IPAMConfig": {"IPv4Address": static_ip}},
+        },
+        Hostname="web-host",
+        Domainname="example.internal",
+        User="1000:1000",
+        WorkingDir="/",
+        Cmd=["httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
+        Labels={"team": "payments", "app.version": "v2"},
+        Env=[SECRET, "FEATURE=on"],
+        Healthcheck=healthcheck,
+        StopSignal="SIGINT",
+        StopTimeout=3,
+        Volumes={"/data": {}},
+        HostConfig={
+            "Binds": [f"{tmp_path}:/mnt/host:ro"],
+            "Memory": 64 * 1024 * 1024,
+            "NanoCpus": 500_000_000,
+            "PidsLimit": 64,
+        },
+    )
+    assert dockerd.exec(name, "/bin/busybox", "sh", "-c", "echo kept > /data/file", user="0") == ""
+    old = dockerd.inspect(name)
+
+    swap(dockerd, name, "v1", health_url=f"http://127.0.0.1:{port}/health")
+
+    new = dockerd.inspect(name)
+    assert new["State"]["Health"]["Status"] == "healthy"
+    _assert_config_carried(old["Config"], new["Config"])
+    _assert_host_config_carried(old, new)
+    _assert_networks_carried(old, new)
+    assert dockerd.exec(name, "/bin/busybox", "cat", "/data/file") == "kept\n"
+    assert (
+        dockerd.exec(name, "/bin/busybox", "cat", "/mnt/host/bound.txt", user="0")
+        == "from the host\n"
+    )
+    fetched = dockerd.exec(peer, "/bin/busybox", "wget", "-q", "-O-", "http://api:8080/version")
+    assert fetched == "v1\n"
+
+
+def _assert_config_carried(old: dict[str, Any], new: dict[str, Any]) -> None:
+    same = ("User", "WorkingDir", "Hostname", "Domainname", "Healthcheck", "StopSignal")
+    same += ("StopTimeout", "ExposedPorts", "Entrypoint", "Cmd", "Volumes")
+    for key in same:
+        assert new.get(key) == old.get(key), key
+    assert sorted(new["Env"]) == sorted(
+        e.replace("APP_VERSION=v2", "APP_VERSION=v1") for e in old["Env"]
+    )
+    labels = {k: v for k, v in new["Labels"].items() if k != HISTORY_LABEL}
+    assert labels == old["Labels"] | {"app.version": "v1"}
+
+
+def _assert_host_config_carried(old: dict[str, Any], new: dict[str, Any]) -> None:
+    old_host, new_host = dict(old["HostConfig"]), dict(new["HostConfig"])
+    volume = next(m for m in old["Mounts"] if m["Destination"] == "/data")
+    assert new_host.pop("Binds") == [*old_host.pop("Binds"), f"{volume['Name']}:/data"]
+    assert new_host == old_host
+
+    def mounts(c: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (m["Type"], m.get("Name") or m["Source"], m["Destination"], m["RW"])
+            for m in c["Mounts"]
+        )
+
+    assert mounts(new) == mounts(old)
+
+
+def _assert_networks_carried(old: dict[str, Any], new: dict[str, Any]) -> None:
+    old_nets = old["NetworkSettings"]["Networks"]
+    new_nets = new["NetworkSettings"]["Networks"]
+    assert set(new_nets) == set(old_nets)
+    for network, was in old_nets.items():
+        now = new_nets[network]
+        assert set(now["Aliases"]) - {new["Id"][:12]} == set(was["Aliases"]) - {old["Id"][:12]}
+        assert old["Id"][:12] not in now["Aliases"]
+        assert (now["IPAMConfig"], now["Links"]) == (was["IPAMConfig"], was["Links"])
+        if was["IPAMConfig"]:
+            assert now["IPAddress"] == was["IPAddress"]
+
+
+# -- crash-looping images -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("restart", ["no", "unless-stopped"])
+@pytest.mark.parametrize("with_url", [False, True], ids=["no-url", "health-url"])
+def test_crash_looping_image_switches_back_to_the_old_container(
+    dockerd: Engine, restart: str, with_url: bool
 ) -> None:
-    action = _swap(engine)
-    action.run(StepContext.for_test(timeout=10))
-    result = action.run(StepContext.for_test(timeout=10))
-    assert result.skipped
-    assert len(engine.calls("POST", "/containers/*/stop")) == 1
+    name, port = app(dockerd, "v2", restart=restart)
+    old = dockerd.inspect(name)
+    url = f"http://127.0.0.1:{port}/health" if with_url else None
+    with pytest.raises(PermanentError) as failure:
+        swap(dockerd, name, "crash", health_url=url)
+    message = str(failure.value)
+    assert "exit code 3" in message
+    assert "is restarting" in message or "restarted" in message or "is exited" in message
+    assert "did not answer" not in message and "not healthy in time" not in message
+    assert f"switched back: {name} ({old['Id'][:12]}) is running {APP}:v2" in message
+    now = dockerd.inspect(name)
+    assert now["Id"] == old["Id"] and now["State"]["Running"]
+    assert now["HostConfig"]["RestartPolicy"] == old["HostConfig"]["RestartPolicy"]
+    assert containers_named(dockerd, name) == [name]
+    assert version_served(port) == "v2"
 
 
-# -- health -----------------------------------------------------------------------
+def test_crash_looping_image_with_restart_policy_is_named_restarting(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2", restart="always")
+    with pytest.raises(
+        PermanentError, match=r"(is restarting|restarted \d+ times, last), exit code 3"
+    ):
+        swap(dockerd, name, "crash", settle=3.0)
 
 
-def test_swap_polls_health_until_it_answers_2xx(engine: FakeDockerEngine) -> None:
-    with WebStub() as web:
-        web.route("GET", "/health", Reply(503), Reply(503), Reply(200, json={"ok": True}))
-        action = _swap(engine, health_url=f"{web.url}/health")
-        result = action.run(StepContext.for_test(timeout=10))
-        assert len(web.calls("GET", "/health")) == 3
-    assert result.summary.endswith("; healthy")
-    assert "answered HTTP 200 (attempt 3)" in result.output
+def test_unhealthy_by_its_own_healthcheck_switches_back(dockerd: Engine) -> None:
+    failing = {"Test": ["CMD", "/bin/busybox", "false"], "Interval": 200_000_000, "Retries": 1}
+    name, port = app(dockerd, "v2", Healthcheck=failing)
+    with pytest.raises(PermanentError, match=r"unhealthy by its own healthcheck.*switched back"):
+        swap(dockerd, name, "v1", settle=15.0)
+    assert dockerd.inspect(name)["Config"]["Image"] == f"{APP}:v2"
+    assert version_served(port) == "v2"
 
 
-def test_health_that_never_turns_2xx_fails_at_the_deadline(engine: FakeDockerEngine) -> None:
-    with WebStub() as web:
-        web.route("GET", "/health", Reply(503))
-        action = _swap(engine, health_url=f"{web.url}/health")
-        with pytest.raises(PermanentError) as caught:
-            action.run(StepContext.for_test(timeout=0.5))
-    assert str(caught.value).startswith(
-        "old container voxflow-api (voxflow/api:v1.2.4) was removed; new container voxflow-api "
-        f"(voxflow/api:v1.2.3) is running but {web.url}/health did not answer 2xx before the "
-        "step's deadline (last: HTTP 503"
-    )
+# -- port clash ---------------------------------------------------------------------------
+
+
+def _hold_port_after_stop(
+    monkeypatch: pytest.MonkeyPatch, port: int, *, release_on_remove: bool
+) -> list[socket.socket]:
+    """Take the container's port as soon as the old container stops (another process grabs it)."""
+    held: list[socket.socket] = []
+    stop, remove = DockerClient.stop, DockerClient.remove
+
+    def stop_then_take(self: DockerClient, container_id: str, *, timeout: int) -> str:
+        outcome = stop(self, container_id, timeout=timeout)
+        grab = socket.socket()
+        grab.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        grab.bind(("127.0.0.1", port))
+        grab.listen()
+        held.append(grab)
+        return outcome
+
+    def remove_then_release(self: DockerClient, container_id: str, *, force: bool = False) -> bool:
+        removed = remove(self, container_id, force=force)
+        if release_on_remove:
+            for s in held:
+                s.close()
+        return removed
+
+    monkeypatch.setattr(DockerClient, "stop", stop_then_take)
+    monkeypatch.setattr(DockerClient, "remove", remove_then_release)
+    return held
+
+
+def test_port_clash_at_start_switches_back(
+    dockerd: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, port = app(dockerd, "v2")
+    _hold_port_after_stop(monkeypatch, port, release_on_remove=True)
+    with pytest.raises(PermanentError) as failure:
+        swap(dockerd, name, "v1")
+    message = str(failure.value)
+    assert "address already in use" in message and "switched back" in message
+    assert dockerd.inspect(name)["Config"]["Image"] == f"{APP}:v2"
+    assert version_served(port) == "v2"
+
+
+def test_port_clash_that_stays_says_exactly_what_the_host_runs(
+    dockerd: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, port = app(dockerd, "v2")
+    held = _hold_port_after_stop(monkeypatch, port, release_on_remove=False)
+    try:
+        with pytest.raises(PermanentError) as failure:
+            swap(dockerd, name, "v1")
+    finally:
+        for s in held:
+            s.close()
+    message = str(failure.value)
+    assert "switching back to rbt-app:v2 failed too" in message
+    assert "address already in use" in message
+    old = dockerd.inspect(name)
+    assert old["Config"]["Image"] == f"{APP}:v2" and not old["State"]["Running"]
+    assert f"{name} ({old['Id'][:12]}) from {APP}:v2 is " in message
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+
+def test_plan_refuses_the_running_image(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    with pytest.raises(PlanningError, match="already runs"):
+        DockerTarget(params(dockerd, name)).plan("v2")
+
+
+def test_plan_refuses_an_image_of_another_repository(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    with pytest.raises(PlanningError, match="is not an image of repository"):
+        DockerTarget(params(dockerd, name)).plan("other/app:v1")
+
+
+def test_swap_refuses_a_container_changed_since_the_plan(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    step = DockerTarget(params(dockerd, name)).plan("v1").rollback[0]
+    dockerd.call("DELETE", f"/containers/{name}", params={"force": "1"})
+    dockerd.run(name, {"Image": f"{APP}:v3"}, networks={dockerd.network(): {}})
+    with pytest.raises(PermanentError, match=r"now runs rbt-app:v3.*nothing was changed"):
+        step.run(StepContext.for_test())
+    assert dockerd.inspect(name)["Config"]["Image"] == f"{APP}:v3"
+
+
+def test_checks_name_the_engine_container_and_image(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "v2")
+    checks = DockerTarget(params(dockerd, name)).checks("v1")
+    assert [c.ok for c in checks] == [True, True, True]
+    assert "API 1.41" in checks[0].detail
+    assert "is on the host" in checks[2].detail
+
+
+def test_checks_fail_for_a_crash_looping_container(dockerd: Engine) -> None:
+    name, _ = app(dockerd, "crash", restart="always")
+    wait_for(lambda: dockerd.inspect(name)["RestartCount"] >= 1, what="a first restart")
+    checks = DockerTarget(params(dockerd, name)).checks("v1")
+    assert checks[1].ok is False
+    assert "exit code 3" in checks[1].detail or "restarted" in checks[1].detail

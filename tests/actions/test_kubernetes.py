@@ -368,13 +368,13 @@ def test_undo_step_rolls_back_and_a_rerun_after_a_crash_is_skipped(kube: KubeClu
     kube.fake.settle(NS, API)
     again = _undo_step(kube, to=2, since=3).run(context(memory={})[0])
     assert (first.skipped, image(kube)) == (False, "voxflow/api:v1.2.3")
-    assert (again.skipped, again.summary) == (True, "skipped: already at revision 2")
+    assert (again.skipped, again.summary) == (True, "already at revision 2")
 
 
 def test_undo_step_says_skipped_when_already_at_the_revision(kube: KubeCluster) -> None:
     deploy(kube, workers=False)
     result = _undo_step(kube, to=3, since=3).run(context()[0])
-    assert (result.skipped, result.summary) == (True, "skipped: already at revision 3")
+    assert (result.skipped, result.summary) == (True, "already at revision 3")
 
 
 def test_undo_step_refuses_when_a_newer_revision_appeared(kube: KubeCluster) -> None:
@@ -557,6 +557,9 @@ def test_checks_pass_for_a_healthy_deployment(kube: KubeCluster) -> None:
         ("rollback revision exists", True),
         ("deployment not paused", True),
         ("workers found", True),
+        ("GitOps owner known", True),
+        ("permissions granted (SelfSubjectAccessReview)", True),
+        ("undo accepted by the API server (dry run)", True),
     ]
     assert checks[0].detail == "revision 2: voxflow/api:v1.2.3"
 
@@ -565,7 +568,7 @@ def test_checks_report_paused_deployment_missing_revision_and_worker(kube: KubeC
     deploy(kube)
     kube.fake.pause(NS, API)
     checks = target(kube, workers=["voxflow-mailer"]).checks("9")
-    assert [c.ok for c in checks] == [False, False, False]
+    assert [c.ok for c in checks] == [False, False, False, True, True, False]
     assert "unable to find specified revision 9" in checks[0].detail
     assert "voxflow-mailer" in checks[2].detail
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from actions.base import PermanentError
-from actions.kubernetes import rollout_undo
+from actions.base import PermanentError, StepContext
+from actions.kubernetes import RolloutStatus, rollout_undo
 
 if TYPE_CHECKING:
     from tests.fakes.kube import ClusterFactory, KubeCluster
@@ -141,3 +141,21 @@ def test_undo_to_previous_restores_the_previous_template(kube_clusters: ClusterF
     annotations = snapshot(cluster, "voxflow-api")["annotations"]
     assert "voxflow.io/owner" not in annotations
     assert "kubectl.kubernetes.io/last-applied-configuration" in annotations
+
+
+def test_status_after_undo_ends_as_kubectls(kube_clusters: ClusterFactory) -> None:
+    reference, bot = kube_clusters(ready_delay=0.05), kube_clusters(ready_delay=0.05)
+    for cluster in (reference, bot):
+        build(cluster)
+    reference.kubectl("rollout", "undo", "deployment/voxflow-api", "-n", NAMESPACE)
+    rollout_undo(bot.apps, namespace=NAMESPACE, name="voxflow-api")
+
+    expected = reference.kubectl(
+        "rollout", "status", "deployment/voxflow-api", "-n", NAMESPACE, "--timeout=20s"
+    )
+    step = RolloutStatus(apps=bot.apps, namespace=NAMESPACE, deployment="voxflow-api")
+    result = step.run(StepContext.for_test(timeout=20.0))
+
+    assert expected.returncode == 0, expected.stderr
+    assert result.summary == expected.stdout.strip().splitlines()[-1]
+    assert snapshot(bot, "voxflow-api") == snapshot(reference, "voxflow-api")

@@ -1,50 +1,189 @@
-"""Blue-green switching against a real ALB API (moto's server) and scripted health URLs."""
+"""Blue-green and canary switching against moto's ALB API, with every write asserted exactly.
+
+moto (server mode) holds the listeners, rules and target groups. An event hook
+on the bot's own boto3 client records each ModifyListener/ModifyRule request
+as sent, and replays recorded DescribeTargetHealth answers for the states moto
+does not model: moto reports every running target `healthy` at once, while AWS
+reports an idle group's targets `unused` (Target.NotInUse), new ones `initial`,
+and so on. The recorded answers follow the service model's `TargetHealth`
+shape (botocore/data/elbv2/2015-12-01/service-2.json) and the reasons and
+descriptions AWS documents in "Check the health of your targets"
+(docs.aws.amazon.com/elasticloadbalancing/latest/application/check-target-health.html).
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from actions.base import PermanentError, PlanningError, StepContext
 from actions.loadbalancer import (
+    DEPLOYED_AT_TAG,
+    LAST_HEALTHY_TAG,
     BlueGreenParams,
     BlueGreenTarget,
-    RestoreListener,
+    RestoreTraffic,
+    Route,
     Side,
-    SwitchListener,
+    SwitchTraffic,
+    memory_key,
 )
 from actions.params import AwsConnection
+from bot.plans import default_point
 from bot.sandbox.web import Reply, Request, WebStub
 
 pytest_plugins = ["tests.fakes.aws"]
 
+SERVICE = "elastic-load-balancing-v2"
+WRITES = ("ModifyListener", "ModifyRule")
+
+# Recorded TargetHealth answers: (State, Reason, Description) as AWS sends them.
+HEALTHY = ("healthy", None, None)
+UNUSED = (
+    "unused",
+    "Target.NotInUse",
+    "Target group is not configured to receive traffic from the load balancer",
+)
+INITIAL = ("initial", "Elb.InitialHealthChecking", "Initial health checks in progress")
+DRAINING = ("draining", "Target.DeregistrationInProgress", "Target deregistration is in progress")
+UNHEALTHY = (
+    "unhealthy",
+    "Target.ResponseCodeMismatch",
+    "Health checks failed with these codes: [502]",
+)
+UNAVAILABLE = ("unavailable", "Elb.InternalError", "Health checks failed due to an internal error")
+
+OIDC = {
+    "Issuer": "https://idp.example.com",
+    "AuthorizationEndpoint": "https://idp.example.com/authorize",
+    "TokenEndpoint": "https://idp.example.com/token",
+    "UserInfoEndpoint": "https://idp.example.com/userinfo",
+    "ClientId": "voxflow",
+    "ClientSecret": "s3cret-never-stored",
+    "OnUnauthenticatedRequest": "authenticate",
+}
+REDIRECT = {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}
+
+
+def health_answer(*states: tuple[str, str | None, str | None]) -> dict[str, Any]:
+    """Return a DescribeTargetHealth answer with one target per state."""
+    targets = []
+    for n, (state, reason, description) in enumerate(states):
+        health = {"State": state}
+        if reason:
+            health |= {"Reason": reason, "Description": description or ""}
+        target = {"Id": f"i-0abc{n:012d}", "Port": 80}
+        targets.append({"Target": target, "HealthCheckPort": "80", "TargetHealth": health})
+    return {"TargetHealthDescriptions": targets}
+
+
+class Crash(Exception):
+    """The bot dying at one point of a step (raised from a client hook)."""
+
+
+@dataclass
+class Hooks:
+    """Event hooks on the bot's elbv2 clients: record writes, replay health, inject crashes."""
+
+    writes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    crash: tuple[str, int, str] | None = None
+    """(operation, nth call counted from 1, "before" or "after")."""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def attach(self, client: Any) -> Any:
+        """Register the hooks on `client` and return it."""
+        events = client.meta.events
+        for op in WRITES:
+            events.register(f"before-parameter-build.{SERVICE}.{op}", self._record)
+            events.register(f"after-call.{SERVICE}.{op}", self._after)
+        events.register(f"before-call.{SERVICE}.DescribeTargetHealth", self._health)
+        return client
+
+    def replay(self, group: str, *answers: dict[str, Any]) -> None:
+        """Answer DescribeTargetHealth of `group` with `answers` in turn (the last repeats)."""
+        self.health[group] = list(answers)
+
+    def sent(self, op: str | None = None) -> list[dict[str, Any]]:
+        """Return the write requests sent (of `op`), in order."""
+        return [params for name, params in self.writes if op in (None, name)]
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.counts[model.name] = self.counts.get(model.name, 0) + 1
+        self._maybe_crash(model.name, "before")
+        self.writes.append((model.name, copy.deepcopy(params)))
+
+    def _after(self, model: Any, **_: Any) -> None:
+        self._maybe_crash(model.name, "after")
+
+    def _maybe_crash(self, op: str, when: str) -> None:
+        if self.crash is not None and self.crash == (op, self.counts.get(op, 0), when):
+            self.crash = None
+            raise Crash(f"crash {when} {op} #{self.counts[op]}")
+
+    def _health(self, params: dict[str, Any], **_: Any) -> Any:
+        group = params["body"]["TargetGroupArn"]
+        answers = self.health.get(group)
+        if not answers:
+            return None
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        parsed = {**copy.deepcopy(answer), "ResponseMetadata": {"HTTPStatusCode": 200}}
+        return AWSResponse("https://elasticloadbalancing.amazonaws.com/", 200, {}, None), parsed
+
 
 @dataclass
 class Alb:
-    """An ALB in moto with a blue and a green target group, one instance each."""
+    """An ALB in moto with a blue and a green target group of one instance each."""
 
     elb: Any
-    ec2: Any
     aws: AwsConnection
-    listener_arn: str
+    lb_arn: str
     blue_tg: str
     green_tg: str
-    blue_instance: str
-    green_instance: str
+    other_tg: str
+    hooks: Hooks
 
-    def forwards_to(self) -> dict[str, int]:
-        """Return {target group ARN: weight} of the listener's forward action now."""
-        listener = self.elb.describe_listeners(ListenerArns=[self.listener_arn])["Listeners"][0]
-        action = listener["DefaultActions"][0]
-        if "ForwardConfig" in action:
-            groups = action["ForwardConfig"]["TargetGroups"]
-            return {g["TargetGroupArn"]: g["Weight"] for g in groups}
-        return {action["TargetGroupArn"]: 1}
+    def client(self) -> Any:
+        """Build an elbv2 client for the bot, with the hooks attached."""
+        return self.hooks.attach(
+            boto3.client("elbv2", region_name=self.aws.region, endpoint_url=self.aws.endpoint_url)
+        )
+
+    def listener(self, port: int, actions: list[dict[str, Any]]) -> str:
+        """Create a listener on `port` with default `actions`; return its ARN."""
+        created = self.elb.create_listener(
+            LoadBalancerArn=self.lb_arn, Protocol="HTTP", Port=port, DefaultActions=actions
+        )
+        return str(created["Listeners"][0]["ListenerArn"])
+
+    def rule(self, listener: str, priority: int, field_: str, value: str, group: str) -> str:
+        """Create a rule forwarding `field_ = value` to `group`; return its ARN."""
+        key = "HostHeaderConfig" if field_ == "host-header" else "PathPatternConfig"
+        condition = {"Field": field_, key: {"Values": [value]}}
+        created = self.elb.create_rule(
+            ListenerArn=listener,
+            Priority=priority,
+            Conditions=[condition],
+            Actions=[{"Type": "forward", "TargetGroupArn": group}],
+        )
+        return str(created["Rules"][0]["RuleArn"])
+
+    def defaults(self, listener: str) -> list[dict[str, Any]]:
+        """Return a listener's default actions now."""
+        found = self.elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]
+        return list(found["DefaultActions"])
+
+    def rule_actions(self, rule: str) -> list[dict[str, Any]]:
+        """Return a rule's actions now."""
+        return list(self.elb.describe_rules(RuleArns=[rule])["Rules"][0]["Actions"])
 
     def weighted(self, blue: int, green: int) -> list[dict[str, Any]]:
         """Return default actions splitting traffic blue:green."""
@@ -53,6 +192,12 @@ class Alb:
             {"TargetGroupArn": self.green_tg, "Weight": green},
         ]
         return [{"Type": "forward", "ForwardConfig": {"TargetGroups": groups}}]
+
+
+def forward(group: str, order: int | None = None) -> dict[str, Any]:
+    """Return a plain forward action."""
+    action: dict[str, Any] = {"Type": "forward", "TargetGroupArn": group}
+    return action | ({"Order": order} if order is not None else {})
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +215,7 @@ def image_id(moto_server: str) -> str:
 
 @pytest.fixture
 def alb(aws: AwsConnection, image_id: str) -> Alb:
-    """Build a VPC, two subnets, an ALB, blue and green groups and a listener on green."""
+    """Build a VPC, two subnets, an ALB, and blue, green and static target groups."""
     ec2 = boto3.client("ec2", region_name=aws.region, endpoint_url=aws.endpoint_url)
     elb = boto3.client("elbv2", region_name=aws.region, endpoint_url=aws.endpoint_url)
     tag = uuid.uuid4().hex[:8]
@@ -83,21 +228,14 @@ def alb(aws: AwsConnection, image_id: str) -> Alb:
         Name=f"lb-{tag}", Subnets=[s["Subnet"]["SubnetId"] for s in subnets]
     )["LoadBalancers"][0]["LoadBalancerArn"]
     groups = [
-        elb.create_target_group(Name=f"{colour}-{tag}", Protocol="HTTP", Port=80, VpcId=vpc)
-        for colour in ("blue", "green")
+        elb.create_target_group(Name=f"{name}-{tag}", Protocol="HTTP", Port=80, VpcId=vpc)
+        for name in ("blue", "green", "static")
     ]
-    blue_tg, green_tg = (g["TargetGroups"][0]["TargetGroupArn"] for g in groups)
+    blue_tg, green_tg, other_tg = (g["TargetGroups"][0]["TargetGroupArn"] for g in groups)
     instances = ec2.run_instances(ImageId=image_id, MinCount=2, MaxCount=2)["Instances"]
-    blue_i, green_i = (i["InstanceId"] for i in instances)
-    elb.register_targets(TargetGroupArn=blue_tg, Targets=[{"Id": blue_i}])
-    elb.register_targets(TargetGroupArn=green_tg, Targets=[{"Id": green_i}])
-    listener = elb.create_listener(
-        LoadBalancerArn=lb,
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "forward", "TargetGroupArn": green_tg}],
-    )["Listeners"][0]["ListenerArn"]
-    return Alb(elb, ec2, aws, listener, blue_tg, green_tg, blue_i, green_i)
+    for group, instance in zip((blue_tg, green_tg), instances, strict=True):
+        elb.register_targets(TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}])
+    return Alb(elb, aws, lb, blue_tg, green_tg, other_tg, Hooks())
 
 
 class Web:
@@ -119,7 +257,7 @@ class Web:
 
 @pytest.fixture(scope="module")
 def stub() -> Iterator[WebStub]:
-    """Serve scripted health URLs for the whole module (stopping a server takes 0.5 s)."""
+    """Serve scripted health URLs for the whole module."""
     with WebStub() as server:
         yield server
 
@@ -133,11 +271,11 @@ def web(stub: WebStub) -> Web:
     return corner
 
 
-def make_params(alb: Alb, web: Web, **overrides: Any) -> BlueGreenParams:
-    """Return params for `alb` with health URLs on `web` and a short verify timeout."""
+def make_target(alb: Alb, web: Web, **overrides: Any) -> BlueGreenTarget:
+    """Return a target over every listener of `alb`, health URLs on `web`."""
     fields: dict[str, Any] = {
         "kind": "bluegreen",
-        "listener_arn": alb.listener_arn,
+        "load_balancer_arn": alb.lb_arn,
         "blue": Side(target_group_arn=alb.blue_tg, health_url=f"{web.url}/blue/health"),
         "green": Side(target_group_arn=alb.green_tg, health_url=f"{web.url}/green/health"),
         "lb_health_url": f"{web.url}/lb/health",
@@ -145,157 +283,387 @@ def make_params(alb: Alb, web: Web, **overrides: Any) -> BlueGreenParams:
         "verify_timeout": 0.6,
     }
     fields.update(overrides)
-    return BlueGreenParams(**fields)
+    return BlueGreenTarget(BlueGreenParams(**fields), clients=alb.client)
 
 
-def run_step(step: Any, ctx: StepContext | None = None) -> Any:
+def switch_of(target: BlueGreenTarget, ref: str | None = None, **kwargs: Any) -> SwitchTraffic:
+    """Plan `ref` and return its one step."""
+    (step,) = target.plan(ref, **kwargs).rollback
+    assert isinstance(step, SwitchTraffic)
+    return step
+
+
+def run(step: Any, ctx: StepContext | None = None) -> Any:
     """Run `step` with a context whose deadline is the step's timeout."""
     return step.run(ctx or StepContext.for_test(timeout=step.timeout))
 
 
-def test_points_mark_the_colour_the_listener_forwards_to(alb: Alb, web: Web) -> None:
-    points = BlueGreenTarget(make_params(alb, web)).points()
-    assert [(p.ref, p.is_current) for p in points] == [("blue", False), ("green", True)]
-    assert "100% of traffic" in points[1].label
+def weighted(alb: Alb, blue: int, green: int) -> list[dict[str, Any]]:
+    """Return a weighted forward as the bot sends it (with the stickiness AWS answered)."""
+    actions = alb.weighted(blue, green)
+    actions[0]["ForwardConfig"]["TargetGroupStickinessConfig"] = {"Enabled": False}
+    return actions
 
 
-def test_switch_moves_traffic_to_the_inactive_colour_and_records_previous_actions(
+# --- 1. the traffic model: every route, only forward weights -----------------------------
+
+
+def test_host_and_path_rules_forwarding_to_the_bad_group_switch_with_the_default(
     alb: Alb, web: Web
 ) -> None:
-    plan = BlueGreenTarget(make_params(alb, web)).plan(None)
+    listener = alb.listener(80, [forward(alb.green_tg)])
+    host = alb.rule(listener, 10, "host-header", "api.voxflow.example", alb.green_tg)
+    path = alb.rule(listener, 20, "path-pattern", "/v2/*", alb.green_tg)
+    static = alb.rule(listener, 30, "path-pattern", "/static/*", alb.other_tg)
+    target = make_target(alb, web)
+    plan = target.plan(None)
     (step,) = plan.rollback
-    assert isinstance(step, SwitchListener)
-    assert alb.green_tg in step.describe() and alb.blue_tg in step.describe()
+    assert isinstance(step, SwitchTraffic)
+    assert step.to_colour == "blue"
+    assert "rule 10 (host-header api.voxflow.example)" in step.describe()
+    assert "rule 20 (path-pattern /v2/*)" in step.describe()
+    assert any("rule 30" in n and "left alone" in n for n in plan.notes)
+    run(step)
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": [forward(alb.blue_tg)]}),
+        ("ModifyRule", {"RuleArn": host, "Actions": [forward(alb.blue_tg)]}),
+        ("ModifyRule", {"RuleArn": path, "Actions": [forward(alb.blue_tg)]}),
+    ]
+    assert alb.rule_actions(static) == [forward(alb.other_tg)]
+    assert alb.rule_actions(host) == [forward(alb.blue_tg)]
+
+
+def test_oidc_listener_keeps_its_authenticate_action_and_redirect_listener_is_left_alone(
+    alb: Alb, web: Web
+) -> None:
+    redirect = alb.listener(80, [{"Type": "redirect", "RedirectConfig": REDIRECT}])
+    oidc = {"Type": "authenticate-oidc", "AuthenticateOidcConfig": OIDC, "Order": 1}
+    secure = alb.listener(443, [oidc, forward(alb.green_tg, order=2)])
+    target = make_target(alb, web)
+    plan = target.plan(None)
+    assert any("HTTP:80 ends in a redirect action: left alone" in n for n in plan.notes)
+    (step,) = plan.rollback
     ctx = StepContext.for_test(timeout=step.timeout)
-    result = run_step(step, ctx)
-    assert alb.forwards_to() == {alb.blue_tg: 1}
-    assert result.data["previous_actions"][0]["TargetGroupArn"] == alb.green_tg
-    assert (
-        ctx.memory[f"loadbalancer.previous_actions:{alb.listener_arn}"]
-        == (result.data["previous_actions"])
+    run(step, ctx)
+    kept = {k: v for k, v in OIDC.items() if k != "ClientSecret"}
+    sent_oidc = {**oidc, "AuthenticateOidcConfig": {**kept, "UseExistingClientSecret": True}}
+    assert alb.hooks.writes == [
+        (
+            "ModifyListener",
+            {"ListenerArn": secure, "DefaultActions": [sent_oidc, forward(alb.blue_tg, order=2)]},
+        )
+    ]
+    assert alb.defaults(redirect) == [{"Type": "redirect", "RedirectConfig": REDIRECT}]
+    assert [a["Type"] for a in alb.defaults(secure)] == ["authenticate-oidc", "forward"]
+    assert "s3cret" not in json.dumps(ctx.memory) + json.dumps(step.spec())
+
+
+def test_two_listeners_switch_together_and_back_after_target_health_fails(
+    alb: Alb, web: Web
+) -> None:
+    plain = alb.listener(80, [forward(alb.green_tg)])
+    alt = alb.listener(8443, alb.weighted(0, 1))
+    alb.hooks.replay(
+        alb.blue_tg,
+        health_answer(UNUSED),
+        health_answer(INITIAL),
+        health_answer(UNHEALTHY),
     )
-    assert len(web.calls("GET", "/lb/health")) == 1
+    step = switch_of(make_target(alb, web))
+    with pytest.raises(PermanentError, match=r"Target\.ResponseCodeMismatch.*switched back"):
+        run(step)
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": plain, "DefaultActions": [forward(alb.blue_tg)]}),
+        ("ModifyListener", {"ListenerArn": alt, "DefaultActions": weighted(alb, 1, 0)}),
+        ("ModifyListener", {"ListenerArn": plain, "DefaultActions": [forward(alb.green_tg)]}),
+        ("ModifyListener", {"ListenerArn": alt, "DefaultActions": weighted(alb, 0, 1)}),
+    ]
+    assert alb.defaults(plain) == [forward(alb.green_tg)]
+    assert web.calls("GET", "/lb/health") == []
 
 
-def test_weighted_forward_counts_the_heaviest_group_as_active(alb: Alb, web: Web) -> None:
-    alb.elb.modify_listener(ListenerArn=alb.listener_arn, DefaultActions=alb.weighted(90, 10))
-    target = BlueGreenTarget(make_params(alb, web))
+def test_switch_goes_back_when_load_balancer_health_fails(alb: Alb, web: Web) -> None:
+    listener = alb.listener(80, alb.weighted(20, 80))
+    web.route("GET", "/lb/health", Reply(502))
+    step = switch_of(make_target(alb, web, stable="blue"))
+    with pytest.raises(PermanentError, match=r"answered 502.*switched back listener HTTP:80"):
+        run(step)
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": weighted(alb, 1, 0)}),
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": weighted(alb, 20, 80)}),
+    ]
+    weights = alb.defaults(listener)[0]["ForwardConfig"]["TargetGroups"]
+    assert [g["Weight"] for g in weights] == [20, 80]
+    assert len(web.calls("GET", "/lb/health")) > 1
+
+
+# --- 2. canary-aware ------------------------------------------------------------------------
+
+
+def test_canary_90_10_rolls_back_to_the_configured_stable_group(alb: Alb, web: Web) -> None:
+    listener = alb.listener(443, alb.weighted(90, 10))
+    target = make_target(alb, web, stable="blue")
+    chosen = default_point(target.points())
+    assert chosen is not None and chosen.ref == "blue"
+    step = switch_of(target, chosen.ref)
+    assert "because the config names blue as stable" in step.describe()
+    result = run(step)
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": weighted(alb, 1, 0)})
+    ]
+    assert result.data["to_target_group"] == alb.blue_tg
+    assert alb.defaults(listener)[0]["ForwardConfig"]["TargetGroups"][1]["Weight"] == 0
+
+
+def test_canary_without_a_known_stable_group_is_refused_not_guessed(alb: Alb, web: Web) -> None:
+    alb.listener(443, alb.weighted(90, 10))
+    target = make_target(alb, web)
     points = target.points()
-    assert [(p.ref, p.is_current) for p in points] == [("blue", True), ("green", False)]
-    assert "90% of traffic" in points[0].label
-    (step,) = target.plan(None).rollback
-    assert isinstance(step, SwitchListener)
-    assert (step.from_colour, step.to_colour) == ("blue", "green")
-
-
-def test_even_split_needs_an_explicit_colour(alb: Alb, web: Web) -> None:
-    alb.elb.modify_listener(ListenerArn=alb.listener_arn, DefaultActions=alb.weighted(50, 50))
-    target = BlueGreenTarget(make_params(alb, web))
-    with pytest.raises(PlanningError, match="split evenly"):
+    assert default_point(points) is None
+    assert all("nothing says which colour is stable" in p.avoid for p in points)
+    with pytest.raises(PlanningError, match=r"split \(listener HTTP:443: blue 90%, green 10%\)"):
         target.plan(None)
-    (step,) = target.plan("green").rollback
-    run_step(step)
-    assert alb.forwards_to() == {alb.green_tg: 1}
+    assert switch_of(target, "blue").to_colour == "blue"
 
 
-def test_plan_refuses_the_active_colour_and_unknown_colours(alb: Alb, web: Web) -> None:
-    target = BlueGreenTarget(make_params(alb, web))
-    with pytest.raises(PlanningError, match="green is already active"):
+@pytest.mark.parametrize(
+    ("tags", "stable", "why"),
+    [
+        ({"blue": {LAST_HEALTHY_TAG: "2026-11-01T10:00:00+00:00"}}, "blue", "last verified"),
+        (
+            {
+                "blue": {DEPLOYED_AT_TAG: "2026-11-01T10:00:00+00:00"},
+                "green": {DEPLOYED_AT_TAG: "2026-11-20T10:00:00+00:00"},
+            },
+            "blue",
+            "older deployment",
+        ),
+        (
+            {
+                "blue": {
+                    LAST_HEALTHY_TAG: "2026-11-01T10:00:00+00:00",
+                    DEPLOYED_AT_TAG: "2026-11-21T10:00:00+00:00",
+                },
+                "green": {DEPLOYED_AT_TAG: "2026-11-20T10:00:00+00:00"},
+            },
+            "green",
+            "older deployment",
+        ),
+    ],
+)
+def test_canary_stable_group_comes_from_the_bots_tags(
+    tags: dict[str, dict[str, str]], stable: str, why: str, alb: Alb, web: Web
+) -> None:
+    alb.listener(443, alb.weighted(90, 10))
+    for colour, values in tags.items():
+        arn = alb.blue_tg if colour == "blue" else alb.green_tg
+        alb.elb.add_tags(
+            ResourceArns=[arn], Tags=[{"Key": k, "Value": v} for k, v in values.items()]
+        )
+    target = make_target(alb, web)
+    step = switch_of(target)
+    assert step.to_colour == stable and why in step.reason
+    canary = "green" if stable == "blue" else "blue"
+    assert "against the default" in switch_of(target, canary).reason
+    chosen = default_point(target.points())
+    assert chosen is not None and chosen.ref == stable
+
+
+def test_verified_switch_records_the_group_as_last_known_healthy(alb: Alb, web: Web) -> None:
+    listener = alb.listener(80, [forward(alb.green_tg)])
+    run(switch_of(make_target(alb, web)))
+    assert alb.hooks.writes == [
+        ("ModifyListener", {"ListenerArn": listener, "DefaultActions": [forward(alb.blue_tg)]})
+    ]
+    tags = alb.elb.describe_tags(ResourceArns=[alb.blue_tg])["TagDescriptions"][0]["Tags"]
+    assert [t["Key"] for t in tags] == [LAST_HEALTHY_TAG]
+    alb.elb.modify_listener(ListenerArn=listener, DefaultActions=alb.weighted(90, 10))
+    assert switch_of(make_target(alb, web)).to_colour == "blue"
+
+
+def test_all_traffic_on_one_colour_rolls_back_to_the_idle_one(alb: Alb, web: Web) -> None:
+    alb.listener(80, [forward(alb.green_tg)])
+    target = make_target(alb, web)
+    points = target.points()
+    assert [(p.ref, p.is_current, bool(p.avoid)) for p in points] == [
+        ("blue", False, False),
+        ("green", True, True),
+    ]
+    with pytest.raises(PlanningError, match="green already takes all traffic"):
         target.plan("green")
     with pytest.raises(PlanningError, match="unknown colour 'purple'"):
         target.plan("purple")
 
 
-def test_switch_refuses_when_a_target_instance_is_stopped(alb: Alb, web: Web) -> None:
-    alb.ec2.stop_instances(InstanceIds=[alb.blue_instance])
-    (step,) = BlueGreenTarget(make_params(alb, web)).plan("blue").rollback
-    with pytest.raises(PermanentError, match=rf"refusing to switch to blue.*{alb.blue_instance}"):
-        run_step(step)
-    assert alb.forwards_to() == {alb.green_tg: 1}
+# --- 3. health gates -------------------------------------------------------------------
 
 
-def test_switch_refuses_when_no_target_is_registered(alb: Alb, web: Web) -> None:
-    alb.elb.deregister_targets(TargetGroupArn=alb.blue_tg, Targets=[{"Id": alb.blue_instance}])
-    (step,) = BlueGreenTarget(make_params(alb, web)).plan("blue").rollback
-    with pytest.raises(PermanentError, match="has no targets"):
-        run_step(step)
-    assert alb.forwards_to() == {alb.green_tg: 1}
+def test_idle_colour_with_unused_targets_passes_through_its_health_url(alb: Alb, web: Web) -> None:
+    listener = alb.listener(80, [forward(alb.green_tg)])
+    alb.hooks.replay(
+        alb.blue_tg,
+        health_answer(UNUSED, UNUSED),
+        health_answer(INITIAL, HEALTHY),
+        health_answer(HEALTHY, HEALTHY),
+    )
+    target = make_target(alb, web)
+    step = switch_of(target)
+    result = run(step)
+    assert "2 of 2 targets unused (Target.NotInUse: idle colour)" in result.output
+    assert len(web.calls("GET", "/blue/health")) == 1
+    assert "2 targets healthy" in result.output
+    assert alb.defaults(listener) == [forward(alb.blue_tg)]
 
 
-def test_switch_refuses_when_target_health_url_fails(alb: Alb, web: Web) -> None:
+def test_idle_colour_is_refused_when_its_health_url_fails_or_is_missing(alb: Alb, web: Web) -> None:
+    alb.listener(80, [forward(alb.green_tg)])
+    alb.hooks.replay(alb.blue_tg, health_answer(UNUSED))
     web.route("GET", "/blue/health", Reply(503))
-    target = BlueGreenTarget(make_params(alb, web))
+    target = make_target(alb, web)
     failed = [c for c in target.checks(None) if not c.ok]
-    assert [c.name for c in failed] == ["blue health URL passes"]
-    (step,) = target.plan(None).rollback
-    with pytest.raises(PermanentError, match=r"blue health URL passes: .* answered 503"):
-        run_step(step)
-    assert alb.forwards_to() == {alb.green_tg: 1}
+    assert [c.name for c in failed] == [
+        "blue health URL passes",
+        "blue targets registered and healthy",
+    ]
+    assert "Target.NotInUse" in failed[1].detail and "answered 503" in failed[1].detail
+    with pytest.raises(PermanentError, match="refusing to switch to blue"):
+        run(switch_of(target))
+    no_url = Side(target_group_arn=alb.blue_tg)
+    with pytest.raises(PermanentError, match="no health_url configured for blue"):
+        run(switch_of(make_target(alb, web, blue=no_url)))
+    assert alb.hooks.writes == []
 
 
-def test_forced_switch_goes_ahead_despite_unhealthy_target(alb: Alb, web: Web) -> None:
-    web.route("GET", "/blue/health", Reply(503))
-    plan = BlueGreenTarget(make_params(alb, web)).plan("blue", force=True)
-    (step,) = plan.rollback
-    assert "forced" in step.describe()
-    result = run_step(step)
-    assert alb.forwards_to() == {alb.blue_tg: 1}
-    assert "FAILED: blue health URL passes" in result.output
+@pytest.mark.parametrize("state", [DRAINING, UNHEALTHY, INITIAL, UNAVAILABLE], ids=lambda s: s[0])
+def test_targets_not_healthy_refuse_with_the_reason_unless_forced(
+    state: tuple[str, str, str], alb: Alb, web: Web
+) -> None:
+    listener = alb.listener(80, [forward(alb.green_tg)])
+    alb.hooks.replay(alb.blue_tg, health_answer(HEALTHY, state), health_answer(HEALTHY, HEALTHY))
+    target = make_target(alb, web)
+    with pytest.raises(PermanentError, match=rf"{state[0]} \({state[1]}"):
+        run(switch_of(target))
+    assert alb.hooks.writes == []
+    forced = switch_of(target, force=True)
+    assert "reported, not required (forced)" in forced.describe()
+    alb.hooks.replay(alb.blue_tg, health_answer(HEALTHY, state), health_answer(HEALTHY, HEALTHY))
+    result = run(forced)
+    assert "FAILED: blue targets registered and healthy" in result.output
+    assert alb.defaults(listener) == [forward(alb.blue_tg)]
 
 
-def test_switch_goes_back_when_load_balancer_health_fails(alb: Alb, web: Web) -> None:
-    alb.elb.modify_listener(ListenerArn=alb.listener_arn, DefaultActions=alb.weighted(20, 80))
-    web.route("GET", "/lb/health", Reply(502))
-    (step,) = BlueGreenTarget(make_params(alb, web)).plan(None).rollback
-    with pytest.raises(PermanentError, match=r"answered 502.*switched back to green"):
-        run_step(step)
-    assert alb.forwards_to() == {alb.blue_tg: 20, alb.green_tg: 80}
-    assert len(web.calls("GET", "/lb/health")) > 1
+def test_no_registered_targets_is_refused_even_when_forced(alb: Alb, web: Web) -> None:
+    alb.listener(80, [forward(alb.green_tg)])
+    alb.hooks.replay(alb.blue_tg, health_answer())
+    with pytest.raises(PermanentError, match="has no registered targets"):
+        run(switch_of(make_target(alb, web), force=True))
+    assert alb.hooks.writes == []
 
 
-def test_switch_goes_back_at_once_when_the_load_balancer_health_url_is_unusable(
+# --- 5. resume contract -------------------------------------------------------------------
+
+CRASH_POINTS = [
+    (op, n, when)
+    for op, n in (("ModifyListener", 1), ("ModifyRule", 1), ("ModifyRule", 2))
+    for when in ("before", "after")
+]
+
+
+@pytest.mark.parametrize("crash", CRASH_POINTS, ids=lambda c: f"{c[2]}-{c[0]}-{c[1]}")
+def test_switch_interrupted_at_each_write_is_finished_by_the_restored_step(
+    crash: tuple[str, int, str], alb: Alb, web: Web
+) -> None:
+    listener = alb.listener(80, [forward(alb.green_tg)])
+    rules = [
+        alb.rule(listener, 10, "host-header", "api.voxflow.example", alb.green_tg),
+        alb.rule(listener, 20, "path-pattern", "/v2/*", alb.green_tg),
+    ]
+    target = make_target(alb, web)
+    step = switch_of(target)
+    ctx = StepContext.for_test(timeout=step.timeout)
+    alb.hooks.crash = crash
+    with pytest.raises(Crash):
+        run(step, ctx)
+    again = target.restore(step.name, json.loads(json.dumps(step.spec())))
+    result = run(again, ctx)
+    assert result.summary == "traffic switched to blue"
+    assert alb.defaults(listener) == [forward(alb.blue_tg)]
+    assert all(alb.rule_actions(r) == [forward(alb.blue_tg)] for r in rules)
+    arns = [p.get("ListenerArn") or p.get("RuleArn") for p in alb.hooks.sent()]
+    assert sorted(arns) == sorted([listener, *rules])
+    done = run(target.restore(step.name, step.spec()), ctx)
+    assert done.skipped and done.summary == "already switched to blue and verified"
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_switch_back_interrupted_is_finished_by_the_restored_step(
+    when: str, alb: Alb, web: Web
+) -> None:
+    first = alb.listener(80, [forward(alb.green_tg)])
+    second = alb.listener(8443, [forward(alb.green_tg)])
+    web.route("GET", "/lb/health", Reply(503))
+    target = make_target(alb, web)
+    step = switch_of(target)
+    ctx = StepContext.for_test(timeout=step.timeout)
+    alb.hooks.crash = ("ModifyListener", 3, when)
+    with pytest.raises(Crash):
+        run(step, ctx)
+    assert ctx.memory[memory_key(target.params)]["phase"] == "switching_back"
+    with pytest.raises(PermanentError, match=r"answered 503.*switched back"):
+        run(target.restore(step.name, step.spec()), ctx)
+    assert alb.defaults(first) == alb.defaults(second) == [forward(alb.green_tg)]
+    assert len(alb.hooks.sent()) == 4
+
+
+def test_listener_changed_after_approval_is_not_switched(alb: Alb, web: Web) -> None:
+    listener = alb.listener(80, alb.weighted(10, 90))
+    step = switch_of(make_target(alb, web, stable="blue"))
+    alb.elb.modify_listener(ListenerArn=listener, DefaultActions=alb.weighted(50, 50))
+    with pytest.raises(PermanentError, match="changed since the plan was approved"):
+        run(step)
+    assert alb.hooks.writes == []
+
+
+def test_route_changed_by_someone_else_mid_switch_stops_the_resume(alb: Alb, web: Web) -> None:
+    listener = alb.listener(80, [forward(alb.green_tg)])
+    rule = alb.rule(listener, 10, "host-header", "api.voxflow.example", alb.green_tg)
+    target = make_target(alb, web)
+    step = switch_of(target)
+    ctx = StepContext.for_test(timeout=step.timeout)
+    alb.hooks.crash = ("ModifyRule", 1, "before")
+    with pytest.raises(Crash):
+        run(step, ctx)
+    alb.elb.modify_rule(RuleArn=rule, Actions=[forward(alb.other_tg)])
+    with pytest.raises(PermanentError, match=r"rule 10 .* changed by someone else"):
+        run(target.restore(step.name, step.spec()), ctx)
+    assert alb.rule_actions(rule) == [forward(alb.other_tg)]
+
+
+def test_restore_traffic_puts_recorded_routes_back_once(alb: Alb, web: Web) -> None:
+    listener = alb.listener(80, alb.weighted(10, 90))
+    target = make_target(alb, web, stable="blue")
+    result = run(switch_of(target))
+    routes = [Route.from_json(r) for r in result.data["previous_routes"]]
+    undo = RestoreTraffic(target.params, target.clients, routes=routes)
+    assert "listener HTTP:80 to blue 10%, green 90%" in undo.describe()
+    restored = target.restore(undo.name, undo.spec())
+    assert run(restored).summary == "restored 1 of 1 routes"
+    weights = alb.defaults(listener)[0]["ForwardConfig"]["TargetGroups"]
+    assert [g["Weight"] for g in weights] == [10, 90]
+    assert run(restored).summary == "already restored: every route forwards as recorded"
+    with pytest.raises(PlanningError, match=r"no step 'loadbalancer\.nope'"):
+        target.restore("loadbalancer.nope", {})
+
+
+def test_named_listener_only_is_switched_and_unknown_listener_is_a_planning_error(
     alb: Alb, web: Web
 ) -> None:
-    params = make_params(alb, web, lb_health_url="ftp://lb.internal/health", verify_timeout=30.0)
-    (step,) = BlueGreenTarget(params).plan(None).rollback
-    with pytest.raises(PermanentError, match=r"bad URL.*switched back to green"):
-        run_step(step)
-    assert alb.forwards_to() == {alb.green_tg: 1}
-
-
-def test_load_balancer_health_recovering_within_the_budget_passes(alb: Alb, web: Web) -> None:
-    web.route("GET", "/lb/health", Reply(503), Reply(503), Reply(200))
-    params = make_params(alb, web, verify_timeout=5.0)
-    (step,) = BlueGreenTarget(params).plan(None).rollback
-    result = run_step(step)
-    assert alb.forwards_to() == {alb.blue_tg: 1}
-    assert "verified" in result.output
-    assert len(web.calls("GET", "/lb/health")) == 3
-
-
-def test_resumed_switch_keeps_the_originally_recorded_actions(alb: Alb, web: Web) -> None:
-    original = alb.weighted(30, 70)
-    alb.elb.modify_listener(ListenerArn=alb.listener_arn, DefaultActions=original)
-    (step,) = BlueGreenTarget(make_params(alb, web)).plan(None).rollback
-    ctx = StepContext.for_test(timeout=step.timeout)
-    run_step(step, ctx)
-    again = run_step(step, ctx)
-    assert "already forwards to blue" in again.output
-    assert again.data["previous_actions"][0]["ForwardConfig"]["TargetGroups"][1]["Weight"] == 70
-
-
-def test_restore_listener_undoes_a_switch_with_its_recorded_actions(alb: Alb, web: Web) -> None:
-    alb.elb.modify_listener(ListenerArn=alb.listener_arn, DefaultActions=alb.weighted(10, 90))
-    params = make_params(alb, web)
-    (step,) = BlueGreenTarget(params).plan(None).rollback
-    result = run_step(step)
-    undo = RestoreListener(params, actions=result.data["previous_actions"])
-    assert "weight 90" in undo.describe()
-    assert run_step(undo).summary == "listener restored to green"
-    assert alb.forwards_to() == {alb.blue_tg: 10, alb.green_tg: 90}
-
-
-def test_unknown_listener_is_a_planning_error_with_aws_message(alb: Alb, web: Web) -> None:
-    params = make_params(alb, web, listener_arn=alb.listener_arn + "0")
-    with pytest.raises(PlanningError, match="ListenerNotFound: The specified listener"):
-        BlueGreenTarget(params).plan(None)
+    named = alb.listener(80, [forward(alb.green_tg)])
+    other = alb.listener(8080, [forward(alb.green_tg)])
+    target = make_target(alb, web, load_balancer_arn=None, listener_arn=named)
+    run(switch_of(target))
+    assert alb.defaults(named) == [forward(alb.blue_tg)]
+    assert alb.defaults(other) == [forward(alb.green_tg)]
+    missing = make_target(alb, web, load_balancer_arn=None, listener_arns=[named + "0"])
+    with pytest.raises(PlanningError, match="ListenerNotFound"):
+        missing.plan(None)

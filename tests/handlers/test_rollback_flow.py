@@ -135,7 +135,10 @@ def test_double_approval_runs_the_plan_once(sandbox: Sandbox, script: Path) -> N
     sandbox.platform.interaction(click)  # a double click, or Slack sending it again
     wait_for(lambda: run_state(sandbox) == "succeeded", what="the run")
     wait_for(lambda: ephemeral_to(sandbox, BOB), what="the second click's answer")
-    assert "already approved" in ephemeral_to(sandbox, BOB)[0]
+    assert "This click was already received" in ephemeral_to(sandbox, BOB)[0]
+    assert "the repeat changed nothing" in ephemeral_to(sandbox, BOB)[0]
+    run = sandbox.process.deps.store.runs()[0]
+    assert [a for a, _ in sandbox.process.deps.workflow.approvals(run)] == [BOB]
     assert script_log(script).count("undo") == 1
 
 

@@ -14,6 +14,7 @@ from kubernetes.client import AppsV1Api
 from kubernetes.client.exceptions import ApiException
 
 from bot.sandbox.kubernetes import FakeKubernetes
+from bot.sandbox.kubernetes.objects import fnv1_32, hash_controller_revision, safe_encode
 from bot.sandbox.kubernetes.patches import json_patch, strategic_merge_patch
 
 if TYPE_CHECKING:
@@ -251,3 +252,22 @@ def test_kubeconfig_names_the_requested_context(tmp_path: Path) -> None:
         )
     assert config["current-context"] == "staging"
     assert config["clusters"][0]["cluster"]["server"] == fake.url
+
+
+def test_controller_revision_hash_is_fnv1_safe_encoded() -> None:
+    # hash/fnv New32 is FNV-1 (not 1a): "a" -> 0x050c5d7e; SafeEncodeString maps each digit.
+    assert fnv1_32(b"a") == 0x050C5D7E
+    assert hash_controller_revision(b"a", None) == safe_encode(str(0x050C5D7E))
+    assert safe_encode("0123456789") == "456789bcdf"
+
+
+def test_kubectl_get_pods_shows_terminating_pods(kube: KubeCluster) -> None:
+    kube.fake.add_deployment(NAMESPACE, "worker", images=["voxflow/worker:v1"], replicas=1)
+    kube.fake.terminate_delay = 3600.0
+    kube.fake.update_deployment(NAMESPACE, "worker", {"spec": {"replicas": 0}})
+    rows = []
+    for _ in range(100):
+        rows = kube.kubectl("get", "pods", "-n", NAMESPACE).stdout.splitlines()[1:]
+        if rows and rows[0].split()[2] == "Terminating":
+            break
+    assert rows[0].split()[1:3] == ["1/1", "Terminating"]

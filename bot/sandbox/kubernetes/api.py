@@ -16,13 +16,13 @@ import random
 import re
 import string
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from bot.sandbox.kubernetes import views
 from bot.sandbox.kubernetes.objects import (
-    KINDS,
+    RESOURCES,
     ApiError,
     Obj,
     controlled_by,
@@ -30,21 +30,22 @@ from bot.sandbox.kubernetes.objects import (
     labels_match,
 )
 from bot.sandbox.kubernetes.patches import apply_patch
+from bot.sandbox.kubernetes.rbac import Rbac
 from bot.sandbox.kubernetes.store import Store
 
-APPS = re.compile(
-    r"^/apis/apps/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>deployments|replicasets)"
+ROUTE = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[^/]+)"
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|scale))?)?/?$"
 )
-PODS = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/pods/?$")
+GROUP = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?$")
 STATIC = {
     "/version": lambda address: views.VERSION,
     "/api": views.core_versions,
     "/api/v1": lambda address: views.core_resources(),
     "/apis": lambda address: views.group_list(),
-    "/apis/apps": lambda address: views.apps_group(),
-    "/apis/apps/v1": lambda address: views.apps_resources(),
 }
+NOT_FOUND = "the server could not find the requested resource"
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,10 @@ class Reply:
     body: Any
 
     def encode(self) -> bytes:
-        """Serialize the body."""
+        """Serialize the body compactly, as the API server does (kubectl compares raw revisions)."""
         if isinstance(self.body, str):
             return self.body.encode()
-        return json.dumps(self.body).encode()
+        return json.dumps(self.body, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -144,41 +145,144 @@ class WatchStream:
                     yield self._event(event.type, event.obj)
 
 
+def _verb(request: Request, name: str | None) -> str:
+    """The RBAC verb of a request (apiserver RequestInfoResolver)."""
+    if request.method == "GET":
+        if request.query.get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if name else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        request.method, request.method.lower()
+    )
+
+
+def _dry_run(request: Request) -> bool:
+    """dryRun=All: validate and answer, store nothing (the only value the API accepts)."""
+    value = request.query.get("dryRun")
+    if value not in (None, "All"):
+        raise ApiError(400, "BadRequest", f'unsupported dry run value: "{value}"')
+    return value == "All"
+
+
+def _fields(data: bytes) -> dict[int, bytes]:
+    """The length-delimited fields of one protobuf message (the only wire type used here)."""
+    found: dict[int, bytes] = {}
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = _varint(data, at)
+            continue
+        if wire != 2:
+            raise ApiError(400, "BadRequest", "unsupported protobuf field type")
+        size, at = _varint(data, at)
+        found[number] = data[at : at + size]
+        at += size
+    return found
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def review_from_protobuf(body: bytes) -> Obj:
+    """Decode a SelfSubjectAccessReview sent as application/vnd.kubernetes.protobuf.
+
+    The envelope is k8s.io/apimachinery runtime.Unknown after the magic
+    b"k8s\\x00" (field 2: raw); SelfSubjectAccessReview field 2 is spec, whose
+    field 1 is resourceAttributes (k8s.io/api/authorization/v1/generated.proto:
+    namespace 1, verb 2, group 3, version 4, resource 5, subresource 6, name 7).
+    """
+    if not body.startswith(b"k8s\x00"):
+        raise ApiError(400, "BadRequest", "not a Kubernetes protobuf message")
+    raw = _fields(body[4:]).get(2, b"")
+    spec = _fields(raw).get(2, b"")
+    attributes = _fields(_fields(spec).get(1, b""))
+    names = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource"}
+    names.update({6: "subresource", 7: "name"})
+    decoded = {names[k]: v.decode() for k, v in attributes.items() if k in names}
+    return {"spec": {"resourceAttributes": decoded}}
+
+
 class Api:
     """The verbs of the fake server over a Store."""
 
     def __init__(self, store: Store, address: str) -> None:
         self.store = store
         self.address = address
+        self.writes: list[Request] = []
+        self.rbac = Rbac()
+        self.webhooks: list[tuple[str, Callable[[str, Obj], str | None]]] = []
 
     def handle(self, request: Request) -> Reply | WatchStream:
-        """Answer one request."""
+        """Answer one request; remember every write, so tests can compare clients on the wire."""
+        if request.method != "GET":
+            with self.store.cond:
+                self.writes.append(request)
         path = request.path.rstrip("/") or "/"
         if path in STATIC and request.method == "GET":
             return Reply(200, STATIC[path](self.address))
         if path in ("/healthz", "/livez", "/readyz"):
             return Reply(200, "ok")
-        pods = PODS.match(path)
-        if pods and request.method == "GET":
-            return self._pods(request, pods["ns"])
-        match = APPS.match(path)
-        if not match:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        group = GROUP.match(path)
+        if group and request.method == "GET":
+            found = (
+                views.group_resources(group["group"], group["version"])
+                if group["version"]
+                else views.api_group(group["group"])
+            )
+            if found is not None:
+                return Reply(200, found)
+        match = ROUTE.match(path)
+        kind = RESOURCES.get(match["res"]) if match else None
+        if (
+            match is None
+            or kind is None
+            or (kind.group, kind.version)
+            != (
+                match["group"] or "",
+                match["version"] or match["core"],
+            )
+        ):
+            raise ApiError(404, "NotFound", NOT_FOUND)
         resource, namespace, name, sub = match["res"], match["ns"], match["name"], match["sub"]
+        if sub is not None and sub not in kind.subresources:
+            raise ApiError(404, "NotFound", NOT_FOUND)
+        user = self.rbac.user_of(request.headers)
+        if resource == "selfsubjectaccessreviews" and request.method == "POST":
+            return Reply(201, self._access_review(request, user))
+        if user is not None:
+            self.rbac.check(
+                user,
+                verb=_verb(request, name),
+                group=kind.group,
+                resource=f"{resource}/{sub}" if sub else resource,
+                namespace=namespace,
+                name=name,
+            )
+        if resource == "pods" and request.method != "GET":
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
         if name is None:
             return self._collection(request, resource, namespace)
         if namespace is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise ApiError(404, "NotFound", NOT_FOUND)
         if sub == "scale":
             return self._scale(request, resource, namespace, name)
         return self._item(request, resource, namespace, name, status_only=sub == "status")
 
     # --- collections ---------------------------------------------------------------------------
-
-    def _pods(self, request: Request, namespace: str | None) -> Reply | WatchStream:
-        if request.query.get("watch") in ("true", "1"):
-            return WatchStream(self.store, request, "pods", namespace)
-        return self._listing(request, "pods", [])
 
     def _listing(self, request: Request, resource: str, items: list[Obj]) -> Reply:
         if request.wants_table:
@@ -234,12 +338,13 @@ class Api:
             raise ApiError(
                 422,
                 "Invalid",
-                f'{KINDS[resource].kind} "" is invalid: metadata.name: Required value: '
+                f'{RESOURCES[resource].kind} "" is invalid: metadata.name: Required value: '
                 "name or generateName is required",
             )
         for field in ("uid", "resourceVersion", "generation", "creationTimestamp"):
             meta.pop(field, None)
-        obj["status"] = {}
+        if "status" in RESOURCES[resource].subresources:
+            obj["status"] = {}
         return self.store.create(resource, obj)
 
     # --- single objects ----------------------------------------------------------------------
@@ -273,11 +378,15 @@ class Api:
                     resourceVersion=wanted.get("metadata", {}).get("resourceVersion"),
                 )
             else:
-                result = dict(wanted, status=stored["status"])
+                result = dict(wanted)
+                if "status" in RESOURCES[resource].subresources:
+                    result["status"] = stored.get("status", {})
                 result["metadata"] = dict(
                     wanted.get("metadata") or {}, name=name, namespace=namespace
                 )
-            return Reply(200, self.store.update(resource, result))
+            if not status_only:
+                self._admit(resource, result)
+            return Reply(200, self.store.update(resource, result, dry_run=_dry_run(request)))
 
     @staticmethod
     def _changed(request: Request, stored: Obj) -> Any:
@@ -289,11 +398,9 @@ class Api:
     def _delete(self, resource: str, namespace: str, name: str) -> Obj:
         with self.store.cond:
             obj = self.store.delete(resource, namespace, name)
-            if resource == "deployments":
-                for rs in self.store.list("replicasets", namespace):
-                    if controlled_by(rs, obj):
-                        self.store.delete("replicasets", namespace, rs["metadata"]["name"])
-        details = {"name": name, "group": "apps", "kind": resource, "uid": obj["metadata"]["uid"]}
+            self._collect_dependents(obj)
+        group = RESOURCES[resource].group
+        details = {"name": name, "group": group, "kind": resource, "uid": obj["metadata"]["uid"]}
         return {
             "kind": "Status",
             "apiVersion": "v1",
@@ -301,6 +408,56 @@ class Api:
             "status": "Success",
             "details": details,
         }
+
+    def _admit(self, resource: str, obj: Obj) -> None:
+        """Validating admission webhooks, dry runs included (webhooks declaring no side effects).
+
+        A denial is the API server's (staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/
+        errors/statuserror.go ToStatusErr): code 400 unless the webhook said otherwise,
+        'admission webhook "NAME" denied the request: MESSAGE'.
+        """
+        for name, check in self.webhooks:
+            refusal = check(resource, obj)
+            if refusal is not None:
+                message = f'admission webhook "{name}" denied the request: {refusal}'
+                raise ApiError(400, "BadRequest", message)
+
+    def _access_review(self, request: Request, user: str | None) -> Obj:
+        """SelfSubjectAccessReview: may the requesting user do what spec.resourceAttributes says?"""
+        if "protobuf" in request.headers.get("content-type", ""):
+            review = review_from_protobuf(request.body)  # kubectl sends built-in types so
+        else:
+            review = request.json()
+        if not isinstance(review, dict):
+            raise ApiError(400, "BadRequest", "the body must be a SelfSubjectAccessReview")
+        attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        resource = str(attributes.get("resource", ""))
+        if attributes.get("subresource"):
+            resource = f"{resource}/{attributes['subresource']}"
+        allowed = user is None or self.rbac.allowed(
+            user,
+            verb=str(attributes.get("verb", "")),
+            group=str(attributes.get("group", "")),
+            resource=resource,
+            namespace=attributes.get("namespace") or None,
+        )
+        status: Obj = {"allowed": allowed}  # RBAC gives no reason for a denial
+        return {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": review.get("spec") or {},
+            "status": status,
+        }
+
+    def _collect_dependents(self, owner: Obj) -> None:
+        """The garbage collector's work, done at once: delete what `owner` controlled."""
+        namespace = owner["metadata"]["namespace"]
+        for resource in ("replicasets", "controllerrevisions", "pods"):
+            for obj in self.store.list(resource, namespace):
+                if controlled_by(obj, owner):
+                    gone = self.store.delete(resource, namespace, obj["metadata"]["name"])
+                    self._collect_dependents(gone)
 
     def _scale(self, request: Request, resource: str, namespace: str, name: str) -> Reply:
         with self.store.cond:
@@ -319,4 +476,5 @@ class Api:
             )
             stored["spec"]["replicas"] = replicas
             stored["metadata"]["resourceVersion"] = scale.get("metadata", {}).get("resourceVersion")
-            return Reply(200, views.scale_of(self.store.update(resource, stored)))
+            updated = self.store.update(resource, stored, dry_run=_dry_run(request))
+            return Reply(200, views.scale_of(updated))

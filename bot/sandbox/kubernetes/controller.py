@@ -1,19 +1,30 @@
-"""A minimal deployment controller, after kube-controller-manager's (pkg/controller/deployment).
+"""The deployment controller, after kube-controller-manager's (pkg/controller/deployment).
 
 For each Deployment it finds the ReplicaSets it controls (ownerReference with
 controller=true and the Deployment's uid), picks the "new" one whose template
 equals the Deployment's ignoring pod-template-hash (the oldest if several), or
-creates it with the next revision; a reused ReplicaSet gets the next revision
-and keeps its old numbers in revision-history, which is what makes
-`rollout undo` renumber revisions. It then scales by the real rolling-update
-arithmetic (maxSurge rounded up, maxUnavailable rounded down, unhealthy old
-replicas removed first), cleans up history beyond revisionHistoryLimit, and
-writes the Deployment status and its Available / Progressing conditions with
-the real reasons and messages, including ProgressDeadlineExceeded.
+creates it with the next revision (sync.go getNewReplicaSet); a reused
+ReplicaSet gets the next revision and keeps its old numbers in
+revision-history, which is what makes `rollout undo` renumber revisions
+(deployment_util.go SetNewReplicaSetAnnotations). It then scales by the
+rolling-update arithmetic (rolling.go reconcileNewReplicaSet /
+reconcileOldReplicaSets / cleanupUnhealthyReplicas: maxSurge rounded up,
+maxUnavailable rounded down, unhealthy old replicas removed first) or, for
+Recreate, scales every old ReplicaSet to 0 and the new one up only when no old
+pod, terminating or not, is left (recreate.go rolloutRecreate, oldPodsRunning);
+cleans up history beyond revisionHistoryLimit (sync.go cleanupDeployment); and
+writes status and the Available / Progressing conditions as progress.go
+syncRolloutStatus does. In particular a `Progressing=False,
+ProgressDeadlineExceeded` condition is kept, message and all, with
+observedGeneration already current, until the status shows progress
+(deployment_util.go DeploymentProgressing compares the new status with the
+stored one; DeploymentTimedOut returns true for a condition that already timed
+out; SetDeploymentCondition is a no-op for the same status and reason).
 
-There are no pods: a ReplicaSet's replicas become ready `ready_delay` seconds
-after it scales up, unless the Deployment is blocked (its new replicas never
-become ready) or failing (blocked, with a progress deadline of zero).
+Pods are the ReplicaSet controller's and the kubelet's (pods.py); the
+ReplicaSet status this controller reads is what they last wrote. A Deployment
+can be blocked (its new pods never become Ready) or failing (blocked, with a
+progress deadline of zero).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from bot.sandbox.kubernetes.objects import (
     templates_equal,
     timestamp,
 )
+from bot.sandbox.kubernetes.pods import ReplicaSets
 from bot.sandbox.kubernetes.store import Store
 
 DeploymentKey = tuple[str, str]
@@ -79,11 +91,19 @@ class Controller:
 
     def __init__(self, store: Store, *, ready_delay: float) -> None:
         self.store = store
-        self.ready_delay = ready_delay
+        self.replicas = ReplicaSets(store, ready_delay=ready_delay)
         self.blocked: set[DeploymentKey] = set()
         self.failing: set[DeploymentKey] = set()
-        self._pending: dict[str, list[float]] = {}
         self._progress_at: dict[str, float] = {}
+
+    @property
+    def ready_delay(self) -> float:
+        """Seconds a new pod takes to become Ready."""
+        return self.replicas.ready_delay
+
+    @ready_delay.setter
+    def ready_delay(self, seconds: float) -> None:
+        self.replicas.ready_delay = seconds
 
     def sync_all(self) -> None:
         """Reconcile every Deployment once."""
@@ -96,21 +116,24 @@ class Controller:
         with self.store.cond:
             for _ in range(200):
                 d = self.store.find("deployments", namespace, name)
-                if d is None or not self._step(d, settle=settle):
+                if d is None:
+                    return
+                changed = self._step(d)
+                changed |= self._sync_replica_sets(d, settle=settle)
+                if not changed:
                     return
 
     # --- one reconciliation step ---------------------------------------------------------------
 
-    def _step(self, d: Obj, *, settle: bool) -> bool:
+    def _step(self, d: Obj) -> bool:
+        """One pass of syncDeployment (pkg/controller/deployment/sync.go, rolling.go, recreate.go).
+
+        ReplicaSet specs change here; their status is the ReplicaSet
+        controller's (pods.py), read as last written, so the Deployment status
+        written now can lag what the ReplicaSets are about to do, as upstream.
+        """
         now = self.store.clock()
-        owned = sorted(
-            (
-                rs
-                for rs in self.store.list("replicasets", d["metadata"]["namespace"])
-                if controlled_by(rs, d)
-            ),
-            key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]),
-        )
+        owned = self._owned(d)
         before = {rs["metadata"]["uid"]: copy.deepcopy(rs) for rs in owned}
         new_rs = next(
             (rs for rs in owned if templates_equal(rs["spec"]["template"], d["spec"]["template"])),
@@ -118,22 +141,42 @@ class Controller:
         )
         old = [rs for rs in owned if rs is not new_rs]
         paused = bool(d["spec"].get("paused"))
-        if new_rs is None and not paused:
+        recreate = d["spec"].get("strategy", {}).get("type") == "Recreate"
+        if new_rs is None and not paused and not (recreate and self._old_pods_running(None, old)):
+            # recreate.go rolloutRecreate: the new ReplicaSet is created only once no old pod runs.
             self._create_replica_set(d, old, now)
             return True
         if new_rs is not None and not paused:
             self._annotate_new(d, new_rs, old)
         if paused:
             self._scale_paused(d, new_rs, old, now)
-        elif d["spec"].get("strategy", {}).get("type") == "Recreate":
+        elif recreate:
             self._scale_recreate(d, new_rs, old, now)
         else:
             self._scale_rolling(d, new_rs, old, now)
-        for rs in owned:
-            self._update_rs_status(d, rs, is_new=rs is new_rs, now=now, settle=settle)
         changed = self._write_changed(owned, before)
         changed |= self._cleanup(d, new_rs, old)
         return self._write_deployment(d, new_rs, owned, now) or changed
+
+    def _owned(self, d: Obj) -> list[Obj]:
+        return sorted(
+            (
+                rs
+                for rs in self.store.list("replicasets", d["metadata"]["namespace"])
+                if controlled_by(rs, d)
+            ),
+            key=lambda rs: (rs["metadata"]["creationTimestamp"], rs["metadata"]["name"]),
+        )
+
+    def _sync_replica_sets(self, d: Obj, *, settle: bool) -> bool:
+        """Run the ReplicaSet controller and kubelet for the Deployment's ReplicaSets."""
+        key = (d["metadata"]["namespace"], d["metadata"]["name"])
+        changed = False
+        for rs in self._owned(d):
+            is_new = templates_equal(rs["spec"]["template"], d["spec"]["template"])
+            blocked = is_new and key in self.blocked
+            changed |= self.replicas.sync(rs, blocked=blocked, settle=settle)
+        return changed
 
     # --- the new ReplicaSet ---------------------------------------------------------------------
 
@@ -199,7 +242,17 @@ class Controller:
 
     @staticmethod
     def _annotate_new(d: Obj, new_rs: Obj, old: list[Obj]) -> None:
-        """Copy the Deployment's annotations and give a reused ReplicaSet the next revision."""
+        """Copy the Deployment's annotations and give a reused ReplicaSet the next revision.
+
+        sync.go getNewReplicaSet / deployment_util.go SetNewReplicaSetAnnotations; the
+        existing new ReplicaSet also takes the Deployment's minReadySeconds.
+        """
+        min_ready = d["spec"].get("minReadySeconds")
+        if new_rs["spec"].get("minReadySeconds") != min_ready:
+            if min_ready:
+                new_rs["spec"]["minReadySeconds"] = min_ready
+            else:
+                new_rs["spec"].pop("minReadySeconds", None)
         annotations = new_rs["metadata"].setdefault("annotations", {})
         for key, value in (d["metadata"].get("annotations") or {}).items():
             if key not in SKIP_COPY:
@@ -254,11 +307,21 @@ class Controller:
                 excess -= step
 
     def _scale_recreate(self, d: Obj, new_rs: Obj | None, old: list[Obj], now: float) -> None:
-        assert new_rs is not None
+        """recreate.go rolloutRecreate: scale the old down; the new up only once no old pod runs."""
         for rs in old:
             self._scale(d, rs, 0)
-        if not any(rs["status"].get("replicas", 0) for rs in old):
+        if new_rs is not None and not self._old_pods_running(new_rs, old):
             self._scale(d, new_rs, d["spec"]["replicas"])
+
+    def _old_pods_running(self, new_rs: Obj | None, old: list[Obj]) -> bool:
+        """recreate.go oldPodsRunning: old ReplicaSets' pods, terminating ones included, count."""
+        if any(rs["status"].get("replicas", 0) for rs in old):
+            return True
+        return any(
+            pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            for rs in old
+            for pod in self.replicas.pods_of(rs)
+        )
 
     def _scale_paused(self, d: Obj, new_rs: Obj | None, old: list[Obj], now: float) -> None:
         active = [rs for rs in (new_rs, *old) if rs is not None and _spec(rs) > 0]
@@ -268,38 +331,11 @@ class Controller:
 
     # --- replica readiness -------------------------------------------------------------------
 
-    def _update_rs_status(self, d: Obj, rs: Obj, *, is_new: bool, now: float, settle: bool) -> None:
-        status, wanted = rs["status"], _spec(rs)
-        ready = int(status.get("readyReplicas", 0))
-        pending = self._pending.setdefault(rs["metadata"]["uid"], [])
-        missing = int(status.get("replicas", 0)) - ready - len(pending)
-        pending.extend([now + self.ready_delay] * max(0, missing))
-        pending.sort()
-        current = ready + len(pending)
-        if wanted > current:
-            pending.extend([now + self.ready_delay] * (wanted - current))
-        while ready + len(pending) > wanted:
-            if pending:
-                pending.pop()
-            else:
-                ready -= 1
-        key = (d["metadata"]["namespace"], d["metadata"]["name"])
-        if not (is_new and key in self.blocked):
-            due = [t for t in pending if settle or t <= now]
-            ready += len(due)
-            del pending[: len(due)]
-        rs["status"] = {"replicas": wanted, "fullyLabeledReplicas": wanted, "readyReplicas": ready}
-        rs["status"]["availableReplicas"] = ready
-        rs["status"]["observedGeneration"] = rs["metadata"]["generation"]
-        rs["status"] = {k: v for k, v in rs["status"].items() if v or k == "replicas"}
-
     def _write_changed(self, owned: list[Obj], before: dict[str, Obj]) -> bool:
         changed = False
         for rs in owned:
             if rs != before[rs["metadata"]["uid"]]:
-                stored = self.store.update("replicasets", rs, check_version=False)
-                stored["status"]["observedGeneration"] = stored["metadata"]["generation"]
-                self.store.update("replicasets", stored, check_version=False)
+                self.store.update("replicasets", rs, check_version=False)
                 changed = True
         return changed
 
@@ -315,10 +351,10 @@ class Controller:
                 "replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"]
             )
             if fresh and not _spec(fresh) and not fresh["status"].get("replicas"):
-                self.store.delete(
+                gone = self.store.delete(
                     "replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"]
                 )
-                self._pending.pop(rs["metadata"]["uid"], None)
+                self.replicas.forget(gone)
                 removed = True
         return removed
 
@@ -401,10 +437,6 @@ class Controller:
     def _rollout_conditions(
         self, d: Obj, old: Obj, status: Obj, new_rs: Obj | None, now: float
     ) -> None:
-        if old.get("observedGeneration", 0) < d["metadata"]["generation"]:
-            # A new spec: the real controller first reports the new ReplicaSet at its
-            # current (lower) count, so any replica it has now counts as progress.
-            old = {}
         current = _condition(status, PROGRESSING)
         if d["spec"].get("paused") or (current and current["reason"] == "DeploymentPaused"):
             self._paused_condition(d, status, current, now)

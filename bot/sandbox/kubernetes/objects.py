@@ -35,17 +35,92 @@ SKIP_COPY = frozenset(
 
 @dataclass(frozen=True)
 class Kind:
-    """One served resource."""
+    """One served resource: its plural name, kind, group and version, and its subresources."""
 
     resource: str
     kind: str
     singular: str
     short: str
+    group: str = "apps"
+    version: str = "v1"
+    subresources: tuple[str, ...] = ("status", "scale")
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        """apiVersion as objects carry it (v1, apps/v1, keda.sh/v1alpha1)."""
+        return f"{self.group}/{self.version}" if self.group else self.version
 
 
+# The workloads whose spec the stand-in validates and whose controller it runs.
 KINDS = {
     "deployments": Kind("deployments", "Deployment", "deployment", "deploy"),
     "replicasets": Kind("replicasets", "ReplicaSet", "replicaset", "rs"),
+    "statefulsets": Kind("statefulsets", "StatefulSet", "statefulset", "sts"),
+    "daemonsets": Kind("daemonsets", "DaemonSet", "daemonset", "ds", subresources=("status",)),
+}
+# Every resource served, by plural name (plural names are unique across the groups used).
+RESOURCES = {
+    **KINDS,
+    "pods": Kind("pods", "Pod", "pod", "po", group="", subresources=("status",)),
+    "controllerrevisions": Kind(
+        "controllerrevisions", "ControllerRevision", "controllerrevision", "", subresources=()
+    ),
+    "horizontalpodautoscalers": Kind(
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscaler",
+        "hpa",
+        group="autoscaling",
+        version="v2",
+        subresources=("status",),
+    ),
+    "secrets": Kind("secrets", "Secret", "secret", "", group="", subresources=()),
+    "applications": Kind(
+        "applications",
+        "Application",
+        "application",
+        "app",
+        group="argoproj.io",
+        version="v1alpha1",
+        subresources=(),
+    ),
+    "kustomizations": Kind(
+        "kustomizations",
+        "Kustomization",
+        "kustomization",
+        "ks",
+        group="kustomize.toolkit.fluxcd.io",
+        version="v1",
+        subresources=("status",),
+    ),
+    "helmreleases": Kind(
+        "helmreleases",
+        "HelmRelease",
+        "helmrelease",
+        "hr",
+        group="helm.toolkit.fluxcd.io",
+        version="v2",
+        subresources=("status",),
+    ),
+    "selfsubjectaccessreviews": Kind(
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        "",
+        "",
+        group="authorization.k8s.io",
+        subresources=(),
+        namespaced=False,
+    ),
+    "scaledobjects": Kind(
+        "scaledobjects",
+        "ScaledObject",
+        "scaledobject",
+        "so",
+        group="keda.sh",
+        version="v1alpha1",
+        subresources=("status",),
+    ),
 }
 
 
@@ -73,19 +148,29 @@ class ApiError(Exception):
         }
 
 
+def group_of(resource: str) -> str:
+    """The API group of a served resource ("" for the core group)."""
+    kind = RESOURCES.get(resource)
+    return kind.group if kind is not None else "apps"
+
+
 def not_found(resource: str, name: str) -> ApiError:
     """Build the NotFound error for `resource` `name`."""
-    details = {"name": name, "group": "apps", "kind": resource}
-    return ApiError(404, "NotFound", f'{resource}.apps "{name}" not found', details)
+    group = group_of(resource)
+    details = {"name": name, "group": group, "kind": resource}
+    qualified = f"{resource}.{group}" if group else resource
+    return ApiError(404, "NotFound", f'{qualified} "{name}" not found', details)
 
 
 def conflict(resource: str, name: str) -> ApiError:
     """Build the Conflict error of a stale resourceVersion."""
+    group = group_of(resource)
+    qualified = f"{resource}.{group}" if group else resource
     message = (
-        f'Operation cannot be fulfilled on {resource}.apps "{name}": the object has been '
+        f'Operation cannot be fulfilled on {qualified} "{name}": the object has been '
         "modified; please apply your changes to the latest version and try again"
     )
-    return ApiError(409, "Conflict", message, {"name": name, "group": "apps", "kind": resource})
+    return ApiError(409, "Conflict", message, {"name": name, "group": group, "kind": resource})
 
 
 def invalid(kind: str, name: str, cause: str) -> ApiError:
@@ -187,15 +272,90 @@ def default_replica_set(obj: Obj) -> Obj:
     return obj
 
 
-DEFAULTERS = {"deployments": default_deployment, "replicasets": default_replica_set}
+def default_pod(obj: Obj) -> Obj:
+    """Return `obj` with the v1 Pod defaults applied (those of a pod template, and a phase)."""
+    obj = {"apiVersion": "v1", "kind": "Pod", **prune(copy.deepcopy(obj))}
+    obj.setdefault("metadata", {})
+    default_template(obj)
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+    return obj
+
+
+def default_stateful_set(obj: Obj) -> Obj:
+    """Return `obj` with the apps/v1 StatefulSet defaults applied (pkg/apis/apps/v1/defaults.go)."""
+    obj = {"apiVersion": "apps/v1", "kind": "StatefulSet", **prune(copy.deepcopy(obj))}
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault(
+        "persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    )
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    default_template(spec.setdefault("template", {}))
+    obj.setdefault("status", {"replicas": 0, "availableReplicas": 0})
+    return obj
+
+
+def default_daemon_set(obj: Obj) -> Obj:
+    """Return `obj` with the apps/v1 DaemonSet defaults applied (pkg/apis/apps/v1/defaults.go)."""
+    obj = {"apiVersion": "apps/v1", "kind": "DaemonSet", **prune(copy.deepcopy(obj))}
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    default_template(spec.setdefault("template", {}))
+    obj.setdefault(
+        "status",
+        {
+            "currentNumberScheduled": 0,
+            "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0,
+            "numberReady": 0,
+        },
+    )
+    return obj
+
+
+def default_object(resource: str, obj: Obj) -> Obj:
+    """Apply defaults: the workload's or the pod's, else just apiVersion and kind."""
+    if resource in DEFAULTERS:
+        return DEFAULTERS[resource](obj)
+    kind = RESOURCES[resource]
+    # A ControllerRevision's data is raw JSON, nulls included: stored as written.
+    body = copy.deepcopy(obj) if resource == "controllerrevisions" else prune(copy.deepcopy(obj))
+    obj = {"apiVersion": kind.api_version, "kind": kind.kind, **body}
+    obj.setdefault("metadata", {})
+    if resource == "horizontalpodautoscalers":
+        # Go writes desiredReplicas (an int32 without omitempty) even before the first sync.
+        obj.setdefault("status", {}).setdefault("desiredReplicas", 0)
+    return obj
+
+
+DEFAULTERS = {
+    "deployments": default_deployment,
+    "replicasets": default_replica_set,
+    "pods": default_pod,
+    "statefulsets": default_stateful_set,
+    "daemonsets": default_daemon_set,
+}
 
 
 def validate(resource: str, obj: Obj) -> None:
     """Refuse objects the real API server would refuse for the fields we model."""
+    if resource not in KINDS:
+        return
     kind = KINDS[resource].kind
     name = obj["metadata"]["name"]
     spec = obj["spec"]
-    replicas = spec.get("replicas")
+    replicas = spec.get("replicas", 0 if resource == "daemonsets" else None)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise invalid(kind, name, f"spec.replicas: Invalid value: {replicas!r}: must be >= 0")
     selector = spec.get("selector") or {}
@@ -357,3 +517,45 @@ def fields_match(text: str, obj: Obj) -> bool:
         if (actual == value.strip()) == negate:
             return False
     return True
+
+
+def go_json(value: Any) -> bytes:
+    """Encode as Go's encoding/json does a map: sorted keys, compact, HTML characters escaped."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text.encode()
+
+
+def revision_patch(obj: Obj) -> bytes:
+    """The ControllerRevision data of a StatefulSet or DaemonSet (getPatch in both controllers).
+
+    pkg/controller/statefulset/stateful_set_utils.go getPatch and
+    pkg/controller/daemon/update.go getPatch: the object encoded, decoded into a
+    map, reduced to {"spec":{"template":{...,"$patch":"replace"}}} and encoded
+    again; Go writes the template's zero creationTimestamp as null.
+    """
+    template = copy.deepcopy(obj["spec"]["template"])
+    template["metadata"] = {"creationTimestamp": None, **(template.get("metadata") or {})}
+    template["$patch"] = "replace"
+    return go_json({"spec": {"template": template}})
+
+
+def fnv1_32(data: bytes) -> int:
+    """FNV-1 32-bit, as Go's hash/fnv New32."""
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value * 0x01000193) & 0xFFFFFFFF) ^ byte
+    return value
+
+
+def safe_encode(text: str) -> str:
+    """k8s.io/apimachinery/pkg/util/rand SafeEncodeString."""
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    return "".join(alphabet[ord(ch) % len(alphabet)] for ch in text)
+
+
+def hash_controller_revision(raw: bytes, probe: int | None) -> str:
+    """pkg/controller/history/controller_history.go HashControllerRevision."""
+    data = raw + (str(probe).encode() if probe is not None else b"")
+    return safe_encode(str(fnv1_32(data)))

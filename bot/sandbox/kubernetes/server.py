@@ -7,9 +7,12 @@ write, as kube-controller-manager reacts to its informers, so clients see the
 same asynchrony as on a real cluster: a patched Deployment is first
 unobserved, then progressing, then complete.
 
-Test and demo helpers build state directly (`add_deployment` writes a whole
-rollout history with back-dated timestamps) and switch failure modes on
-(`pause`, `block_ready`, `fail_rollouts`).
+Test and demo helpers build state directly (`add_deployment` and
+`add_workload` write a whole rollout history with back-dated timestamps),
+switch failure modes on (`pause`, `block_ready`, `fail_rollouts`,
+`break_image`, `expire_progress_deadlines`, `add_webhook`, `enforce_rbac`),
+slow the cluster down (`ready_delay`, `replica_set_delay`, `terminate_delay`)
+and move its clock (`advance_clock`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import copy
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -28,9 +32,12 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from bot.sandbox.kubernetes.api import Api, Reply, Request, WatchStream
+from bot.sandbox.kubernetes.autoscalers import Autoscalers
 from bot.sandbox.kubernetes.controller import Controller
+from bot.sandbox.kubernetes.gitops import GitOps
 from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
 from bot.sandbox.kubernetes.store import Store
+from bot.sandbox.kubernetes.workloads import Workloads
 
 
 class _Server(ThreadingHTTPServer):
@@ -107,12 +114,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeKubernetes:
-    """A local Kubernetes API server for apps/v1 Deployments and ReplicaSets, with a controller."""
+    """A local Kubernetes API server with the controllers a rollback meets (see the package)."""
 
     def __init__(self, *, ready_delay: float = 1.0) -> None:
         self._clock_offset = 0.0
-        self.store = Store(clock=lambda: time.time() + self._clock_offset)
+        self._advanced = 0.0
+        self.store = Store(clock=lambda: time.time() + self._advanced + self._clock_offset)
         self.controller = Controller(self.store, ready_delay=ready_delay)
+        self.autoscalers = Autoscalers(self.store)
+        self.workloads = Workloads(self.store, self.controller.replicas)
+        self.gitops = GitOps(self.store)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.api = Api(self.store, f"127.0.0.1:{self._server.server_address[1]}")
@@ -134,6 +145,24 @@ class FakeKubernetes:
     @ready_delay.setter
     def ready_delay(self, seconds: float) -> None:
         self.controller.ready_delay = seconds
+
+    @property
+    def replica_set_delay(self) -> float:
+        """Seconds the ReplicaSet controller takes to act on a changed ReplicaSet."""
+        return self.controller.replicas.replica_set_delay
+
+    @replica_set_delay.setter
+    def replica_set_delay(self, seconds: float) -> None:
+        self.controller.replicas.replica_set_delay = seconds
+
+    @property
+    def terminate_delay(self) -> float:
+        """Seconds a deleted pod's containers take to exit (cut short by its grace period)."""
+        return self.controller.replicas.terminate_delay
+
+    @terminate_delay.setter
+    def terminate_delay(self, seconds: float) -> None:
+        self.controller.replicas.terminate_delay = seconds
 
     # --- life cycle ------------------------------------------------------------------------------
 
@@ -175,11 +204,30 @@ class FakeKubernetes:
                     return
                 self.store.cond.wait(timeout=0.02)
             self.controller.sync_all()
+            self.workloads.sync_all()
+            self.autoscalers.sync_all()
+            self.gitops.sync_all()
 
     # --- helpers for tests and the demo ----------------------------------------------------------
 
+    def add_webhook(self, name: str, check: Callable[[str, Obj], str | None]) -> None:
+        """Add a validating admission webhook: `check(resource, obj)` returns a refusal or None."""
+        with self.store.cond:
+            self.api.webhooks.append((name, check))
+
+    def enforce_rbac(self, manifest: str, *, token: str, user: str) -> None:
+        """Authorize requests bearing `token` as `user`, by the Roles and bindings in `manifest`."""
+        with self.store.cond:
+            self.api.rbac.load(manifest)
+            self.api.rbac.tokens[token] = user
+
     def write_kubeconfig(
-        self, path: str | Path, *, context: str = "sandbox", namespace: str = "default"
+        self,
+        path: str | Path,
+        *,
+        context: str = "sandbox",
+        namespace: str = "default",
+        token: str | None = None,
     ) -> Path:
         """Write a kubeconfig whose `context` points at this server; return its path."""
         path = Path(path)
@@ -187,7 +235,7 @@ class FakeKubernetes:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
-            "users": [{"name": context, "user": {}}],
+            "users": [{"name": context, "user": {"token": token} if token else {}}],
             "contexts": [
                 {
                     "name": context,
@@ -265,6 +313,62 @@ class FakeKubernetes:
             self.store.update("deployments", obj)
         self.controller.sync(namespace, name, settle=True)
 
+    def add_workload(
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        *,
+        images: list[str],
+        replicas: int = 2,
+        strategy: Obj | None = None,
+        revision_spacing: float = 3600.0,
+    ) -> Obj:
+        """Create a StatefulSet or DaemonSet whose history has one revision per image, oldest first.
+
+        `strategy` is its updateStrategy; each image is rolled out in turn and
+        settled, `revision_spacing` seconds apart, ending now.
+        """
+        if resource not in ("statefulsets", "daemonsets") or not images:
+            raise ValueError("a statefulsets or daemonsets workload needs at least one image")
+        labels = {"app": name}
+        spec: Obj = {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": name, "image": images[0]}]},
+            },
+        }
+        if resource == "statefulsets":
+            spec.update(replicas=replicas, serviceName=name)
+        if strategy is not None:
+            spec["updateStrategy"] = strategy
+        with self.store.cond:
+            try:
+                for index, image in enumerate(images):
+                    self._clock_offset = -(len(images) - 1 - index) * revision_spacing
+                    if index == 0:
+                        body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+                        self.store.create(resource, body)
+                    else:
+                        obj = self.store.get(resource, namespace, name)
+                        obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
+                        self.store.update(resource, obj)
+                    self.workloads.sync(resource, namespace, name, settle=True)
+            finally:
+                self._clock_offset = 0.0
+            return self.store.get(resource, namespace, name)
+
+    def settle_workload(self, resource: str, namespace: str, name: str) -> Obj:
+        """Run the StatefulSet or DaemonSet controller for one object now and return it."""
+        self.workloads.sync(resource, namespace, name)
+        return self.store.get(resource, namespace, name)
+
+    def controller_revisions(self, resource: str, namespace: str, name: str) -> list[Obj]:
+        """The ControllerRevisions of a StatefulSet or DaemonSet, by revision."""
+        with self.store.cond:
+            return self.workloads.revisions(self.store.get(resource, namespace, name))
+
     def deployment(self, namespace: str, name: str) -> Obj:
         """Return the stored Deployment."""
         return self.store.get("deployments", namespace, name)
@@ -277,6 +381,15 @@ class FakeKubernetes:
                 rs for rs in self.store.list("replicasets", namespace) if controlled_by(rs, owner)
             ]
         return sorted(owned, key=revision_of)
+
+    def pods(self, namespace: str, name: str) -> list[Obj]:
+        """Return the pods of the Deployment's ReplicaSets, terminating ones included."""
+        with self.store.cond:
+            return [
+                pod
+                for rs in self.replica_sets(namespace, name)
+                for pod in self.controller.replicas.pods_of(rs)
+            ]
 
     def update_deployment(self, namespace: str, name: str, change: dict[str, Any]) -> Obj:
         """Merge `change` into the Deployment's spec and metadata, as `kubectl edit` would."""
@@ -303,6 +416,35 @@ class FakeKubernetes:
             key = (namespace, name)
             for flags in (self.controller.blocked, self.controller.failing):
                 (flags.add if failing else flags.discard)(key)
+            self.store.cond.notify_all()
+
+    def break_image(self, image: str, broken: bool = True) -> None:
+        """Make pods running `image` never become Ready (a bad release), or let them again."""
+        with self.store.cond:
+            images = self.controller.replicas.broken_images
+            (images.add if broken else images.discard)(image)
+            self.store.cond.notify_all()
+
+    def expire_progress_deadlines(self, namespace: str, name: str, expired: bool = True) -> None:
+        """Treat the Deployment's progressDeadlineSeconds as 0 (or as written again)."""
+        with self.store.cond:
+            failing = self.controller.failing
+            (failing.add if expired else failing.discard)((namespace, name))
+            self.store.cond.notify_all()
+
+    def set_demand(self, namespace: str, name: str, replicas: int | None) -> None:
+        """Say how many replicas a ScaledObject's triggers (or an HPA's metrics) ask for."""
+        with self.store.cond:
+            if replicas is None:
+                self.autoscalers.demand.pop((namespace, name), None)
+            else:
+                self.autoscalers.demand[(namespace, name)] = replicas
+            self.store.cond.notify_all()
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake cluster's clock forward (minReadySeconds, deadlines) without waiting."""
+        with self.store.cond:
+            self._advanced += seconds
             self.store.cond.notify_all()
 
     def settle(self, namespace: str, name: str) -> Obj:

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.sandbox.kubernetes.objects import (
-    DEFAULTERS,
     ApiError,
     Obj,
     conflict,
+    default_object,
+    group_of,
     not_found,
     timestamp,
     validate,
@@ -85,11 +86,13 @@ class Store:
     def create(self, resource: str, obj: Obj) -> Obj:
         """Store a new object with server-set metadata; refuse a duplicate name."""
         with self.cond:
-            obj = DEFAULTERS[resource](obj)
+            obj = default_object(resource, obj)
             meta = obj["metadata"]
             key = (resource, meta["namespace"], meta["name"])
             if key in self._objects:
-                message = f'{resource}.apps "{meta["name"]}" already exists'
+                group = group_of(resource)
+                qualified = f"{resource}.{group}" if group else resource
+                message = f'{qualified} "{meta["name"]}" already exists'
                 raise ApiError(409, "AlreadyExists", message, {"name": meta["name"]})
             meta.update(
                 uid=str(uuid.uuid4()),
@@ -99,8 +102,14 @@ class Store:
             validate(resource, obj)
             return self._commit(key, "ADDED", obj)
 
-    def update(self, resource: str, obj: Obj, *, check_version: bool = True) -> Obj:
-        """Replace an object; bump generation when its spec changed; no-op if nothing changed."""
+    def update(
+        self, resource: str, obj: Obj, *, check_version: bool = True, dry_run: bool = False
+    ) -> Obj:
+        """Replace an object; bump generation when its spec changed; no-op if nothing changed.
+
+        With `dry_run`, everything is checked and the result returned, but nothing is stored
+        (the API server's dryRun=All).
+        """
         with self.cond:
             meta = obj["metadata"]
             key = (resource, meta["namespace"], meta["name"])
@@ -110,14 +119,16 @@ class Store:
             wanted = meta.get("resourceVersion")
             if check_version and wanted and wanted != old["metadata"]["resourceVersion"]:
                 raise conflict(resource, meta["name"])
-            obj = DEFAULTERS[resource](obj)
+            obj = default_object(resource, obj)
             for field in ("uid", "creationTimestamp", "generation", "resourceVersion"):
                 obj["metadata"][field] = old["metadata"][field]
-            if obj["spec"] != old["spec"]:
+            if obj.get("spec") != old.get("spec"):
                 obj["metadata"]["generation"] = old["metadata"]["generation"] + 1
             validate(resource, obj)
             if obj == old:
                 return copy.deepcopy(old)
+            if dry_run:
+                return copy.deepcopy(obj)
             return self._commit(key, "MODIFIED", obj)
 
     def delete(self, resource: str, namespace: str, name: str) -> Obj:

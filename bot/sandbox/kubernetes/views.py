@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.sandbox.kubernetes.objects import KINDS, Obj, human_age, parse_time, selector_string
+from bot.sandbox.kubernetes.objects import (
+    RESOURCES,
+    Kind,
+    Obj,
+    human_age,
+    parse_time,
+    selector_string,
+)
 
 VERSION = {
     "major": "1",
@@ -36,79 +43,90 @@ def core_versions(address: str) -> Obj:
     }
 
 
+def _resource_entries(kinds: list[Kind]) -> list[Obj]:
+    entries: list[Obj] = []
+    for kind in kinds:
+        read_only = kind.resource == "pods"
+        verbs = ["get", "list", "watch"] if read_only else [*VERBS, "deletecollection"]
+        entries.append(
+            {
+                "name": kind.resource,
+                "singularName": kind.singular,
+                "namespaced": kind.namespaced,
+                "kind": kind.kind,
+                "verbs": verbs,
+                "shortNames": [kind.short],
+                "categories": ["all"],
+            }
+        )
+        for sub in kind.subresources:
+            entry: Obj = {"name": f"{kind.resource}/{sub}", "singularName": "", "namespaced": True}
+            if sub == "scale":
+                entry.update(kind="Scale", group="autoscaling", version="v1")
+            else:
+                entry.update(kind=kind.kind)
+            entry["verbs"] = ["create"] if sub == "eviction" else ["get", "patch", "update"]
+            entries.append(entry)
+    return entries
+
+
 def core_resources() -> Obj:
-    """Return /api/v1 (pods only, always empty, so `kubectl get pods` answers)."""
-    pods = {
-        "name": "pods",
-        "singularName": "pod",
-        "namespaced": True,
-        "kind": "Pod",
-        "verbs": ["get", "list", "watch"],
-        "shortNames": ["po"],
-        "categories": ["all"],
-    }
-    return {"kind": "APIResourceList", "groupVersion": "v1", "resources": [pods]}
+    """Return /api/v1."""
+    kinds = [k for k in RESOURCES.values() if not k.group]
+    return {"kind": "APIResourceList", "groupVersion": "v1", "resources": _resource_entries(kinds)}
 
 
-def apps_group() -> Obj:
-    """Return the apps APIGroup."""
-    version = {"groupVersion": "apps/v1", "version": "v1"}
+def _versions() -> dict[str, list[str]]:
+    versions: dict[str, list[str]] = {}
+    for kind in RESOURCES.values():
+        if kind.group and kind.version not in versions.setdefault(kind.group, []):
+            versions[kind.group].append(kind.version)
+    return versions
+
+
+def api_group(group: str) -> Obj | None:
+    """Return one APIGroup, or None if the group is not served."""
+    versions = _versions().get(group)
+    if not versions:
+        return None
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
     return {
         "kind": "APIGroup",
         "apiVersion": "v1",
-        "name": "apps",
-        "versions": [version],
-        "preferredVersion": version,
+        "name": group,
+        "versions": entries,
+        "preferredVersion": entries[0],
     }
 
 
 def group_list() -> Obj:
     """Return /apis."""
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [apps_group()]}
+    groups = [api_group(group) for group in _versions()]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-def apps_resources() -> Obj:
-    """Return /apis/apps/v1."""
-    resources: list[Obj] = []
-    for kind in KINDS.values():
-        resources.append(
-            {
-                "name": kind.resource,
-                "singularName": kind.singular,
-                "namespaced": True,
-                "kind": kind.kind,
-                "verbs": [*VERBS, "deletecollection"],
-                "shortNames": [kind.short],
-                "categories": ["all"],
-            }
-        )
-        for sub, sub_kind, group, verbs in (
-            ("status", kind.kind, None, ["get", "patch", "update"]),
-            ("scale", "Scale", "autoscaling", ["get", "patch", "update"]),
-        ):
-            entry: Obj = {"name": f"{kind.resource}/{sub}", "singularName": "", "namespaced": True}
-            entry.update(kind=sub_kind, verbs=verbs)
-            if group:
-                entry.update(group=group, version="v1")
-            resources.append(entry)
+def group_resources(group: str, version: str) -> Obj | None:
+    """Return /apis/GROUP/VERSION, or None if not served."""
+    kinds = [k for k in RESOURCES.values() if (k.group, k.version) == (group, version)]
+    if not kinds:
+        return None
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
-        "groupVersion": "apps/v1",
-        "resources": resources,
+        "groupVersion": f"{group}/{version}",
+        "resources": _resource_entries(kinds),
     }
 
 
 def object_list(resource: str, items: list[Obj], version: int) -> Obj:
-    """Wrap items in a DeploymentList / ReplicaSetList / PodList."""
-    kind = KINDS[resource].kind if resource in KINDS else "Pod"
-    api_version = "apps/v1" if resource in KINDS else "v1"
+    """Wrap items in a DeploymentList / PodList / ...List."""
+    kind = RESOURCES[resource]
     for item in items:
-        item.setdefault("apiVersion", api_version)
-        item.setdefault("kind", kind)
+        item.setdefault("apiVersion", kind.api_version)
+        item.setdefault("kind", kind.kind)
     return {
-        "kind": f"{kind}List",
-        "apiVersion": api_version,
+        "kind": f"{kind.kind}List",
+        "apiVersion": kind.api_version,
         "metadata": {"resourceVersion": str(version)},
         "items": items,
     }
@@ -170,6 +188,23 @@ def _replica_set_row(obj: Obj, now: float) -> list[Any]:
     ]
 
 
+def _pod_row(obj: Obj, now: float) -> list[Any]:
+    """NAME, READY, STATUS, AGE as kubectl prints them; a pod being deleted is Terminating."""
+    containers = obj["spec"].get("containers") or []
+    ready = any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in obj.get("status", {}).get("conditions") or []
+    )
+    phase = obj.get("status", {}).get("phase", "Pending")
+    shown = "Terminating" if obj["metadata"].get("deletionTimestamp") else phase
+    return [
+        obj["metadata"]["name"],
+        f"{len(containers) if ready else 0}/{len(containers)}",
+        shown,
+        human_age(now - parse_time(obj["metadata"]["creationTimestamp"])),
+    ]
+
+
 def _column(name: str, kind: str = "string", priority: int = 0, fmt: str = "") -> Obj:
     return {"name": name, "type": kind, "format": fmt, "description": name, "priority": priority}
 
@@ -204,7 +239,7 @@ COLUMNS: dict[str, tuple[list[Obj], Callable[[Obj, float], list[Any]]]] = {
     ),
     "pods": (
         [_column("Name", fmt="name"), _column("Ready"), _column("Status"), _column("Age")],
-        lambda obj, now: [],
+        lambda obj, now: _pod_row(obj, now),
     ),
 }
 
@@ -221,9 +256,17 @@ def _row_object(obj: Obj, include: str) -> Obj | None:
     }
 
 
+def _plain_row(obj: Obj, now: float) -> list[Any]:
+    return [
+        obj["metadata"]["name"],
+        human_age(now - parse_time(obj["metadata"]["creationTimestamp"])),
+    ]
+
+
 def table(resource: str, items: list[Obj], *, version: int, now: float, include: str) -> Obj:
     """Render items as a meta.k8s.io/v1 Table, the way `kubectl get` asks for them."""
-    columns, row = COLUMNS[resource]
+    plain = ([_column("Name", fmt="name"), _column("Age")], _plain_row)
+    columns, row = COLUMNS.get(resource, plain)
     rows = []
     for item in items:
         entry: Obj = {"cells": row(item, now)}

@@ -1,0 +1,119 @@
+"""Least privilege, checked before approval: each verb the plan needs, and the undo dry-run.
+
+An RBAC or admission refusal in the middle of an incident is the worst time
+to learn about it. So the checks ask the API server, as the bot's own
+identity, a SelfSubjectAccessReview (authorization.k8s.io/v1, open to every
+authenticated user through the default ClusterRole system:basic-user) for
+each (verb, group, resource, namespace) the plan will use, and send the undo
+patch itself with dryRun=All, which runs authorization, admission (webhooks
+and policies included) and validation without storing anything. The verbs
+listed here are the ones deploy/rbac.yaml grants; a test keeps both and the
+code in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubernetes.client import (
+    ApiClient,
+    AuthorizationV1Api,
+    V1ResourceAttributes,
+    V1SelfSubjectAccessReview,
+    V1SelfSubjectAccessReviewSpec,
+)
+
+from actions.base import ActionError, Check
+from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors
+
+PLURALS = {"deployment": "deployments", "statefulset": "statefulsets", "daemonset": "daemonsets"}
+
+
+@dataclass(frozen=True)
+class Need:
+    """One permission the plan uses."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str
+    subresource: str = ""
+
+    def __str__(self) -> str:
+        resource = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        qualified = f"{resource}.{self.group}" if self.group else resource
+        return f"{self.verb} {qualified} in {self.namespace}"
+
+
+def needs(
+    *,
+    workload: str,
+    namespace: str,
+    workers: bool,
+    owners: list[tuple[str, str]],
+    helm: bool,
+) -> list[Need]:
+    """The permissions a plan uses: workload, revisions, workers, autoscalers, GitOps owners.
+
+    `owners` are (tool, namespace) of Argo CD / Flux objects whose sync is suspended.
+    """
+    plural = PLURALS[workload]
+    found = [Need(verb, "apps", plural, namespace) for verb in ("get", "list", "watch", "patch")]
+    revisions = "replicasets" if workload == "deployment" else "controllerrevisions"
+    found.append(Need("list", "apps", revisions, namespace))
+    if workers:
+        found += [
+            Need("get", "apps", "deployments", namespace),
+            Need("patch", "apps", "deployments", namespace),
+            Need("patch", "apps", "deployments", namespace, "scale"),
+            Need("list", "", "pods", namespace),
+            Need("watch", "", "pods", namespace),
+            Need("list", "autoscaling", "horizontalpodautoscalers", namespace),
+            Need("list", "keda.sh", "scaledobjects", namespace),
+            Need("patch", "keda.sh", "scaledobjects", namespace),
+        ]
+    resources = {
+        "argocd": ("argoproj.io", "applications"),
+        "flux-kustomization": ("kustomize.toolkit.fluxcd.io", "kustomizations"),
+        "flux-helmrelease": ("helm.toolkit.fluxcd.io", "helmreleases"),
+    }
+    for tool, owner_namespace in owners:
+        group, resource = resources[tool]
+        found += [Need(v, group, resource, owner_namespace) for v in ("get", "patch")]
+    if helm:
+        found.append(Need("list", "", "secrets", namespace))
+    unique: dict[Need, None] = dict.fromkeys(found)
+    return list(unique)
+
+
+def allowed(api: ApiClient, need: Need) -> bool:
+    """Ask the API server whether the bot's identity may do `need` (SelfSubjectAccessReview)."""
+    review = V1SelfSubjectAccessReview(
+        spec=V1SelfSubjectAccessReviewSpec(
+            resource_attributes=V1ResourceAttributes(
+                verb=need.verb,
+                group=need.group,
+                resource=need.resource,
+                subresource=need.subresource or None,
+                namespace=need.namespace,
+            )
+        )
+    )
+    with kube_errors("SelfSubjectAccessReview"):
+        answer = AuthorizationV1Api(api).create_self_subject_access_review(
+            review, _request_timeout=REQUEST_TIMEOUT
+        )
+    return bool(answer.status and answer.status.allowed)
+
+
+def access_check(api: ApiClient, wanted: list[Need]) -> Check:
+    """One check: every permission the plan needs is granted, or the missing ones named."""
+    name = "permissions granted (SelfSubjectAccessReview)"
+    try:
+        missing = [need for need in wanted if not allowed(api, need)]
+    except ActionError as exc:
+        return Check(name, False, f"cannot ask the API server: {exc}")
+    if missing:
+        listed = "; ".join(str(n) for n in missing)
+        return Check(name, False, f"missing: {listed} (see deploy/rbac.yaml)")
+    return Check(name, True, f"all {len(wanted)} verbs the plan uses are granted")

@@ -1,0 +1,154 @@
+"""The blue-green target: points, checks and plans from the whole traffic model.
+
+Rollback points are the two colours. The colour the default rollback goes to
+(`stable.choose`) is the one point neither current nor avoided, so the modal's
+and monitoring's default (`bot.plans.default_point`) is the same as
+`plan(None)`; when the bot cannot tell which colour is stable, both points are
+avoided and there is no default: a person picks one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actions.aws import aws_client
+from actions.base import (
+    Action,
+    ActionError,
+    Check,
+    PlanningError,
+    RollbackPoint,
+    TargetPlan,
+)
+from actions.loadbalancer.health import gate_checks
+from actions.loadbalancer.params import COLOURS, BlueGreenParams, Colour, other
+from actions.loadbalancer.stable import Choice, Traffic, choose, read_tags
+from actions.loadbalancer.steps import (
+    ClientFactory,
+    RestoreTraffic,
+    SwitchTraffic,
+    live_routes,
+    names,
+)
+from actions.loadbalancer.traffic import Route, describe_weights, group_name
+
+
+class BlueGreenTarget:
+    """Listeners and rules forwarding to blue or green; a rollback sends all to the stable one."""
+
+    def __init__(self, params: BlueGreenParams, *, clients: ClientFactory | None = None) -> None:
+        self.params = params
+        self.clients: ClientFactory = clients or (lambda: aws_client(params.aws, "elbv2"))
+
+    def points(self) -> list[RollbackPoint]:
+        """List blue and green with their shares; the default is the stable colour."""
+        routes, traffic, choice, why = self._model(None)
+        return [self._point(c, routes, traffic, choice, why) for c in COLOURS]
+
+    def checks(self, ref: str | None) -> list[Check]:
+        """Check the routes can be read, the stable colour is known, and it is healthy."""
+        try:
+            client = self.clients()
+            routes = live_routes(client, self.params)
+            traffic = Traffic.of(routes, self.params)
+            readable = Check("listeners readable", True, traffic.summary or "no blue/green traffic")
+            choice = self._choose(client, ref, traffic)
+        except ActionError as exc:
+            return [Check("listeners readable and stable colour known", False, str(exc))]
+        side = self.params.side(choice.to_colour)
+        gates = gate_checks(client, colour=choice.to_colour, side=side)
+        known = Check("stable colour known", True, f"{choice.to_colour}: {choice.reason}")
+        return [readable, known, *gates]
+
+    def plan(self, ref: str | None, *, force: bool = False) -> TargetPlan:
+        """Send all traffic to `ref` (None: stable); `force` skips the pre-switch gate."""
+        try:
+            client = self.clients()
+            routes = live_routes(client, self.params)
+            traffic = Traffic.of(routes, self.params)
+            choice = self._choose(client, ref, traffic)
+        except PlanningError:
+            raise
+        except ActionError as exc:
+            raise PlanningError(str(exc)) from exc
+        bad = self.params.group(other(choice.to_colour))
+        planned = [r for r in routes if r.sends_to(bad)]
+        step = SwitchTraffic(
+            self.params,
+            self.clients,
+            to_colour=choice.to_colour,
+            reason=choice.reason,
+            planned=planned,
+            force=force,
+        )
+        notes = [f"stable: {choice.to_colour}, because {choice.reason}"]
+        notes += [self._left_alone(r) for r in routes if not r.sends_to(bad)]
+        if force:
+            notes.append(
+                f"forced: {choice.to_colour}'s pre-switch health is reported, not required; "
+                "post-switch verification and switch-back still apply"
+            )
+        return TargetPlan(rollback=[step], notes=notes)
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild a switch or a restore from its stored spec."""
+        if name == SwitchTraffic.name:
+            colour: Colour = "blue" if spec["to_colour"] == "blue" else "green"
+            return SwitchTraffic(
+                self.params,
+                self.clients,
+                to_colour=colour,
+                reason=str(spec["reason"]),
+                planned=[Route.from_json(r) for r in spec["planned"]],
+                force=bool(spec.get("force", False)),
+            )
+        if name == RestoreTraffic.name:
+            routes = [Route.from_json(r) for r in spec["routes"]]
+            return RestoreTraffic(self.params, self.clients, routes=routes)
+        raise PlanningError(f"a bluegreen target has no step {name!r}")
+
+    def _choose(self, client: Any, ref: str | None, traffic: Traffic) -> Choice:
+        tags: dict[str, dict[str, str]] = {}
+        if traffic.split and self.params.stable is None:
+            tags = read_tags(client, [self.params.group(c) for c in COLOURS])
+        return choose(ref=ref, traffic=traffic, params=self.params, tags=tags)
+
+    def _model(self, ref: str | None) -> tuple[list[Route], Traffic, Choice | None, str]:
+        client = self.clients()
+        routes = live_routes(client, self.params)
+        traffic = Traffic.of(routes, self.params)
+        try:
+            return routes, traffic, self._choose(client, ref, traffic), ""
+        except PlanningError as exc:
+            return routes, traffic, None, str(exc)
+
+    def _point(
+        self,
+        colour: Colour,
+        routes: list[Route],
+        traffic: Traffic,
+        choice: Choice | None,
+        why: str,
+    ) -> RollbackPoint:
+        arn = self.params.group(colour)
+        coloured = [r for r in routes if any(r.sends_to(self.params.group(c)) for c in COLOURS)]
+        shares = ", ".join(f"{r.label} {r.share(arn)}%" for r in coloured)
+        label = f"{colour} · {group_name(arn)} · {shares or 'no traffic'}"
+        if choice is None:
+            return RollbackPoint(ref=colour, label=label, avoid=why or "no stable colour known")
+        if colour == choice.to_colour:
+            return RollbackPoint(ref=colour, label=f"{label} · stable: {choice.reason}")
+        current = colour in traffic.live
+        return RollbackPoint(
+            ref=colour,
+            label=label,
+            is_current=current,
+            avoid=f"rolled away from: {choice.to_colour} is stable ({choice.reason})",
+        )
+
+    def _left_alone(self, route: Route) -> str:
+        kind = route.final_type()
+        if kind != "forward":
+            return f"{route.label} ends in a {kind} action: left alone"
+        where = describe_weights(route.actions, names(self.params))
+        return f"{route.label} forwards {where}, not to the colour rolled away from: left alone"

@@ -1,0 +1,367 @@
+"""The use cases, one place each: open an incident, approve, reject, cancel, tick the checklist.
+
+Slack handlers and monitoring both call these (dispatch's `flows`); neither
+re-implements a rule. Each flow takes a typed request, goes through
+`bot.workflow` for every state transition, and returns a typed result or
+raises `Refused` with a sentence for the person. What a flow needs from the
+Slack side (post the incident thread, re-render it) is the `Thread` protocol,
+implemented in `handlers`, so `bot` stays free of Slack.
+
+Three rules live inside the flows rather than beside them:
+
+- **An approval is for one exact plan.** `approve` rebuilds the plan from the
+  live systems and hands its hash to the workflow, which refuses when it
+  differs from the hash requested.
+- **Once per request.** Slack retries a request it got no timely answer to,
+  and a signed body can be replayed for five minutes. `receive(key)` records
+  a key per request in the bot's database (the entry points choose it: the
+  command's trigger id, the view id and hash, the message ts with action and
+  user); a repeat is recognised by the key's primary key, changes nothing,
+  and is told what the first one did (`settle`). A request that changed
+  nothing is `release`d, so the same click can count later.
+- **No orphans.** `open_incident` is one use case with a compensating path:
+  when the Slack side cannot open the thread (the bot not in the channel,
+  the channel gone, Slack failing after its retries, a dropped connection),
+  the run is withdrawn with the reason, which frees the target lock, the
+  incident is closed, and `ThreadNotOpened` tells the caller what a person
+  should do next. A run never waits for approval without a thread to be
+  approved in. (A break-glass run the runner picked up in the meantime is
+  not stopped: it goes on, and the person is told how to follow it.)
+
+`open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.monitoring`
+still carries its own copy of them and should call these instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from actions.base import ActionError
+from bot.config import RollbackConfig
+from bot.decision import Answers, Severity
+from bot.models import Incident, Run
+from bot.plans import Planner, default_point
+from bot.store import Store, TargetBusy
+from bot.verification import TICK, ticked_by
+from bot.workflow import ApprovalOutcome, Refused, Workflow
+
+log = logging.getLogger(__name__)
+
+MONITORING = "monitoring"
+AUTO_AT = "auto_approve_at"
+CANCELLABLE = ("requested", "approved")
+
+
+class ThreadNotOpened(Exception):
+    """Slack refused the incident thread. `advice` says what to do.
+
+    `withdrawn` is True once the flow has cancelled the run; False only when a
+    break-glass run had already been started by the runner, which goes on.
+    """
+
+    def __init__(self, reason: str, advice: str, *, withdrawn: bool = True) -> None:
+        super().__init__(f"{reason}. {advice}")
+        self.reason = reason
+        self.advice = advice
+        self.withdrawn = withdrawn
+
+
+class Thread(Protocol):
+    """What the flows need from the Slack side."""
+
+    def open(self, incident: Incident, run: Run) -> Run:
+        """Post the incident thread; raise ThreadNotOpened if Slack refuses it."""
+
+    def refresh(self, run_id: str) -> None:
+        """Re-render the run's card and plan after a change."""
+
+    def post_checklist(self, run: Run) -> None:
+        """Re-render the run's verification checklist."""
+
+
+@dataclass(frozen=True)
+class IncidentRequest:
+    """A person's (or monitoring's) request to roll `target` back in `environment`."""
+
+    environment: str
+    target: str
+    requester: str
+    severity: Severity
+    answers: Answers
+    point: str | None = None
+    summary: str = ""
+    force: bool = False
+    break_glass: bool = False
+    confirmation: str = ""
+    ticked: frozenset[str] = frozenset()
+    source: str = "slack"
+    detected_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An incident whose thread is up and whose run waits for approval (or started)."""
+
+    incident: Incident
+    run: Run
+
+    @property
+    def started(self) -> bool:
+        """Whether the run needs no further approval (break-glass)."""
+        return self.run.state == "approved"
+
+
+@dataclass(frozen=True)
+class Received:
+    """Whether a Slack request is new, or a retry or replay, and what the first one did."""
+
+    first: bool
+    outcome: str | None = None
+
+    def repeated(self, what: str) -> str:
+        """Say to a person that their repeated request changed nothing."""
+        done = self.outcome or "it is still being handled"
+        return f"This {what} was already received ({done}); the repeat changed nothing."
+
+
+@dataclass
+class Flows:
+    """The application layer: every use case of the bot."""
+
+    store: Store
+    workflow: Workflow
+    config: RollbackConfig
+    planner: Planner
+    thread: Thread
+    wake_runner: threading.Event = field(default_factory=threading.Event)
+
+    # opening ------------------------------------------------------------------
+
+    def open_incident(self, request: IncidentRequest) -> Opened:
+        """Plan, request and open the thread; raise Refused, or ThreadNotOpened after undoing."""
+        incident, run = self._request(request)
+        for item in sorted(request.ticked):
+            self.store.add_event(
+                incident_id=incident.id,
+                kind="prerollback.check",
+                actor=request.requester,
+                detail={"item": item},
+            )
+        return self._open_thread(incident, run)
+
+    def _request(self, request: IncidentRequest) -> tuple[Incident, Run]:
+        env = self.config.environment(request.environment)
+        try:
+            plan = self.planner.build(
+                env_name=request.environment,
+                env=env,
+                target=request.target,
+                point=request.point,
+                force=request.force,
+            )
+            return self.workflow.request(
+                plan=plan,
+                requester=request.requester,
+                severity=request.severity,
+                answers=request.answers,
+                summary=request.summary,
+                source=request.source,
+                detected_at=request.detected_at,
+                force=request.force,
+                break_glass=request.break_glass,
+                confirmation=request.confirmation,
+            )
+        except (ActionError, OSError) as exc:
+            raise Refused(f"the plan could not be built: {exc}") from None
+        except TargetBusy as exc:
+            raise Refused(str(exc)) from None
+
+    def _open_thread(self, incident: Incident, run: Run) -> Opened:
+        try:
+            run = self.thread.open(incident, run)
+        except ThreadNotOpened as exc:
+            try:
+                self._withdraw(incident, run, exc.reason)
+            except Refused as late:  # a break-glass run the runner picked up meanwhile
+                log.error("%s: thread not opened and not withdrawn: %s", incident.id, late)
+                advice = (
+                    f"The break-glass rollback had already started and goes on ({late}); "
+                    f"follow it with `/rollback status {incident.id}`. {exc.advice}"
+                )
+                raise ThreadNotOpened(exc.reason, advice, withdrawn=False) from None
+            raise
+        if run.state == "approved":
+            self.wake_runner.set()
+        return Opened(incident=incident, run=run)
+
+    def _withdraw(self, incident: Incident, run: Run, reason: str) -> None:
+        self.workflow.withdraw(run.id, reason=f"the incident thread could not be opened: {reason}")
+        log.error("%s: incident thread not opened, rollback withdrawn: %s", incident.id, reason)
+        self.store.add_event(
+            incident_id=incident.id,
+            kind="incident.closed",
+            actor=None,
+            detail={"reason": f"the incident thread could not be opened: {reason}"},
+        )
+        self.store.update_incident(incident.id, resolved_at=self.store.clock())
+
+    def open_from_alert(
+        self, *, environment: str, target: str, reason: str, detected_at: datetime | None = None
+    ) -> Opened:
+        """Open a Critical incident for an alert, once per busy target; arm auto-approval."""
+        env = self.config.environment(environment)
+        self.config.target(environment, target)
+        holder = self.store.lock_holder(environment=environment, targets=[target])
+        if holder is not None:
+            self.store.add_event(
+                incident_id=holder,
+                kind="monitoring.alert",
+                actor=MONITORING,
+                detail={"reason": reason},
+            )
+            raise Refused(f"{target} in {environment} is already handled in {holder}")
+        point = default_point(self.planner.points(env, target))
+        incident, run = self._request(
+            IncidentRequest(
+                environment=environment,
+                target=target,
+                requester=MONITORING,
+                severity=Severity.CRITICAL,
+                answers=Answers(functional=False),
+                point=point.ref if point else None,
+                summary=reason,
+                source=MONITORING,
+                detected_at=detected_at,
+            )
+        )
+        if env.auto_rollback:
+            at = self.store.clock() + timedelta(seconds=env.veto_seconds)
+            self.store.set_run_fields(run.id, memory={**run.memory, AUTO_AT: at.isoformat()})
+            run = self.store.run(run.id) or run
+        return self._open_thread(incident, run)
+
+    # deciding -----------------------------------------------------------------
+
+    def approve(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> ApprovalOutcome:
+        """Count `user`'s approval of the exact plan requested; start the run when enough agree."""
+        run = self._run(run_id)
+        try:
+            current = self._current_hash(run) if run.state == "requested" else None
+            outcome = self.workflow.approve(
+                run_id, user=user, user_groups=user_groups, current_plan_hash=current
+            )
+        except Refused:
+            after = self.store.run(run_id)
+            if after is not None and after.state != run.state:
+                self.thread.refresh(run_id)
+            raise
+        except (ActionError, OSError) as exc:
+            raise Refused(
+                f"the plan can no longer be built, so it cannot be approved: {exc}"
+            ) from None
+        self.thread.refresh(run_id)
+        if outcome.started:
+            self.wake_runner.set()
+        return outcome
+
+    def _current_hash(self, run: Run) -> str:
+        env = self.config.environment(run.environment)
+        plan = self.planner.build(
+            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
+        )
+        return plan.hash
+
+    def auto_approve_due(self) -> list[Run]:
+        """Approve, as monitoring, every monitoring run whose veto window has passed."""
+        approved = []
+        now = self.store.clock()
+        for run in self.store.runs(states=("requested",), limit=500):
+            due = run.memory.get(AUTO_AT)
+            if run.requester != MONITORING or not due or datetime.fromisoformat(due) > now:
+                continue
+            try:
+                fresh = self.workflow.auto_approve(run.id, veto_window_ended=due)
+            except Refused:
+                continue
+            approved.append(fresh)
+            self.thread.refresh(fresh.id)
+            self.wake_runner.set()
+        return approved
+
+    def reject(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
+        """Reject a requested run (an approver other than the requester)."""
+        run = self.workflow.reject(run_id, user=user, user_groups=user_groups)
+        self.thread.refresh(run_id)
+        return run
+
+    def cancel(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
+        """Cancel a run that has not started (its requester or an approver)."""
+        run = self.workflow.cancel(run_id, user=user, user_groups=user_groups)
+        self.thread.refresh(run_id)
+        return run
+
+    def cancellable_run(self, incident_id: str) -> Run:
+        """Return the incident's run that may still be cancelled, or raise Refused saying why."""
+        if self.store.incident(incident_id) is None:
+            raise Refused(f"there is no incident {incident_id}")
+        runs = self.store.runs(incident_id=incident_id)
+        if not runs:
+            raise Refused(f"{incident_id} has no rollback to cancel")
+        waiting = [r for r in runs if r.state in CANCELLABLE]
+        if not waiting:
+            raise Refused(
+                f"the rollback of {incident_id} is {runs[0].state}; it can no longer be cancelled"
+            )
+        return waiting[0]
+
+    # after the run ------------------------------------------------------------
+
+    def tick_checklist(self, run_id: str, *, user: str, selected: frozenset[str]) -> int:
+        """Record who ticked or unticked which checklist items; return how many changed."""
+        run = self._run(run_id)
+        before = set(ticked_by(self.store.events(run.incident_id)))
+        changed = sorted(selected ^ before)
+        for key in changed:
+            self.store.add_event(
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind=TICK,
+                actor=user,
+                detail={"item": key, "checked": key in selected},
+            )
+        self.thread.post_checklist(run)
+        return len(changed)
+
+    # entry points: a request acted on once -----------------------------------
+
+    def receive(self, key: str) -> Received:
+        """Record that the request `key` arrived; say whether it is the first time."""
+        if self.store.receive_entry(key):
+            return Received(first=True)
+        return Received(first=False, outcome=self.store.entry_outcome(key))
+
+    def seen(self, key: str) -> Received | None:
+        """Return how the request `key` was received before, or None if it never was."""
+        if not self.store.has_entry(key):
+            return None
+        return Received(first=False, outcome=self.store.entry_outcome(key))
+
+    def settle(self, key: str, outcome: str) -> None:
+        """Record what the request `key` did, for its retries and replays to say."""
+        self.store.settle_entry(key, outcome=outcome)
+
+    def release(self, key: str) -> None:
+        """Forget a request that changed nothing, so the same one may act later."""
+        self.store.release_entry(key)
+
+    def _run(self, run_id: str) -> Run:
+        run = self.store.run(run_id)
+        if run is None:
+            raise Refused("this rollback no longer exists")
+        return run

@@ -1,0 +1,207 @@
+"""The application layer on SQLite and PostgreSQL, with a Slack side that records or refuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import parse_config
+from bot.decision import Answers, Severity
+from bot.flows import AUTO_AT, Flows, IncidentRequest, ThreadNotOpened
+from bot.models import Incident, Run
+from bot.plans import Planner
+from bot.store import Store
+from bot.workflow import Refused, Workflow
+from tests.bot.conftest import ALICE, BOB, MALLORY, Clock, config_dict
+from tests.fakes.targets import write_script
+
+
+@dataclass
+class RecordingThread:
+    """The Slack side: posts nothing, records what the flows asked, refuses when told to."""
+
+    refuse: ThreadNotOpened | None = None
+    runner_first: Workflow | None = None
+    opened: list[str] = field(default_factory=list)
+    refreshed: list[str] = field(default_factory=list)
+    checklists: list[str] = field(default_factory=list)
+    store: Store | None = None
+
+    def open(self, incident: Incident, run: Run) -> Run:
+        if self.runner_first is not None:  # the runner picks the approved run up meanwhile
+            self.runner_first.start(run)
+        if self.refuse is not None:
+            raise self.refuse
+        self.opened.append(incident.id)
+        assert self.store is not None
+        self.store.set_run_fields(run.id, slack={"channel": "C1", "thread_ts": "1.0"})
+        return self.store.run(run.id) or run
+
+    def refresh(self, run_id: str) -> None:
+        self.refreshed.append(run_id)
+
+    def post_checklist(self, run: Run) -> None:
+        self.checklists.append(run.id)
+
+
+@pytest.fixture
+def thread(store: Store) -> RecordingThread:
+    return RecordingThread(store=store)
+
+
+def make_flows(store: Store, planner: Planner, thread: RecordingThread, **prod: Any) -> Flows:
+    config = parse_config(config_dict(**prod), path=Path("test.yml"))
+    workflow = Workflow(store=store, config=config)
+    return Flows(store=store, workflow=workflow, config=config, planner=planner, thread=thread)
+
+
+@pytest.fixture
+def flows(store: Store, planner: Planner, thread: RecordingThread) -> Flows:
+    return make_flows(store, planner, thread)
+
+
+def request(**overrides: Any) -> IncidentRequest:
+    fields: dict[str, Any] = {
+        "environment": "prod",
+        "target": "app",
+        "requester": ALICE,
+        "severity": Severity.HIGH,
+        "answers": Answers(functional=False, data_at_risk=False, severe_impact=True),
+        "point": "1",
+    }
+    return IncidentRequest(**{**fields, **overrides})
+
+
+def test_open_incident_requests_the_run_opens_the_thread_and_records_the_ticks(
+    flows: Flows, store: Store, thread: RecordingThread
+) -> None:
+    opened = flows.open_incident(request(ticked=frozenset({"backup_verified"})))
+    assert opened.run.state == "requested" and not opened.started
+    assert thread.opened == [opened.incident.id]
+    kinds = [(e.kind, e.detail.get("item")) for e in store.events(opened.incident.id)]
+    assert ("prerollback.check", "backup_verified") in kinds
+    assert store.lock_holder(environment="prod", targets=["app"]) == opened.incident.id
+
+
+def test_thread_refused_withdraws_the_run_frees_the_target_and_closes_the_incident(
+    flows: Flows, store: Store, thread: RecordingThread
+) -> None:
+    thread.refuse = ThreadNotOpened("Slack refused (not_in_channel)", "Invite the bot.")
+    with pytest.raises(ThreadNotOpened, match="Invite the bot"):
+        flows.open_incident(request())
+    (run,) = store.runs()
+    assert run.state == "cancelled"
+    events = store.events(run.incident_id)
+    cancelled = next(e for e in events if e.kind == "run.cancelled")
+    assert "not_in_channel" in cancelled.detail["reason"]
+    assert any(e.kind == "incident.closed" for e in events)
+    incident = store.incident(run.incident_id)
+    assert incident is not None and incident.resolved_at is not None
+    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    thread.refuse = None
+    assert flows.open_incident(request()).run.state == "requested"
+
+
+def test_busy_target_is_refused_before_anything_is_opened(
+    flows: Flows, thread: RecordingThread
+) -> None:
+    first = flows.open_incident(request())
+    with pytest.raises(Refused, match=first.incident.id):
+        flows.open_incident(request(target="full"))
+    assert thread.opened == [first.incident.id]
+
+
+def test_unbuildable_plan_is_refused(flows: Flows, store: Store) -> None:
+    with pytest.raises(Refused, match="plan could not be built"):
+        flows.open_incident(request(point="7"))
+    assert store.runs() == []
+
+
+def test_approve_counts_only_for_the_plan_requested(
+    flows: Flows, store: Store, script: Path, thread: RecordingThread
+) -> None:
+    run = flows.open_incident(request()).run
+    write_script(script, _label="a newer revision appeared")
+    with pytest.raises(Refused, match="plan changed since it was requested"):
+        flows.approve(run.id, user=BOB)
+    assert (store.run(run.id) or run).state == "requested"
+    write_script(script)
+    outcome = flows.approve(run.id, user=BOB)
+    assert outcome.started and outcome.run.state == "approved"
+    assert flows.wake_runner.is_set()
+    assert thread.refreshed == [run.id]
+
+
+def test_requester_and_outsiders_cannot_approve(flows: Flows) -> None:
+    run = flows.open_incident(request()).run
+    with pytest.raises(Refused, match="second person"):
+        flows.approve(run.id, user=ALICE)
+    with pytest.raises(Refused, match="not an approver"):
+        flows.approve(run.id, user=MALLORY)
+
+
+def test_break_glass_opens_already_approved_and_wakes_the_runner(flows: Flows) -> None:
+    opened = flows.open_incident(request(break_glass=True, confirmation="EMERGENCY"))
+    assert opened.started
+    assert flows.wake_runner.is_set()
+
+
+def test_cancel_by_incident_refuses_outsiders_and_runs_already_started(
+    flows: Flows, store: Store
+) -> None:
+    opened = flows.open_incident(request())
+    run = flows.cancellable_run(opened.incident.id)
+    with pytest.raises(Refused, match="only the requester or an approver"):
+        flows.cancel(run.id, user=MALLORY)
+    flows.approve(run.id, user=BOB)
+    flows.workflow.start(store.run(run.id) or run)
+    with pytest.raises(Refused, match="is running; it can no longer be cancelled"):
+        flows.cancellable_run(opened.incident.id)
+    with pytest.raises(Refused, match="no incident INC-20000101-000000"):
+        flows.cancellable_run("INC-20000101-000000")
+
+
+def test_alert_opens_once_per_busy_target_and_auto_approves_after_the_veto_window(
+    store: Store, planner: Planner, thread: RecordingThread, clock: Clock
+) -> None:
+    flows = make_flows(
+        store, planner, thread, auto_rollback=True, veto_seconds=60, monitoring={"target": "app"}
+    )
+    opened = flows.open_from_alert(environment="prod", target="app", reason="errors at 9%")
+    assert opened.run.requester == "monitoring" and AUTO_AT in opened.run.memory
+    with pytest.raises(Refused, match=f"already handled in {opened.incident.id}"):
+        flows.open_from_alert(environment="prod", target="app", reason="still 9%")
+    assert any(e.kind == "monitoring.alert" for e in store.events(opened.incident.id))
+    assert flows.auto_approve_due() == []
+    clock.advance(seconds=61)
+    (approved,) = flows.auto_approve_due()
+    assert approved.state == "approved"
+    assert any(e.kind == "run.auto_approved" for e in store.events(opened.incident.id))
+    assert flows.auto_approve_due() == []
+
+
+def test_ticking_the_checklist_records_only_what_changed(
+    flows: Flows, store: Store, thread: RecordingThread
+) -> None:
+    run = flows.open_incident(request()).run
+    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"auth", "core"})) == 2
+    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 1
+    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 0
+    assert thread.checklists == [run.id] * 3
+
+
+def test_break_glass_run_already_started_when_the_thread_fails_goes_on_and_says_so(
+    flows: Flows, store: Store, thread: RecordingThread
+) -> None:
+    thread.refuse = ThreadNotOpened("Slack refused (fatal_error)", "Try again.")
+    thread.runner_first = flows.workflow
+    with pytest.raises(ThreadNotOpened) as raised:
+        flows.open_incident(request(break_glass=True, confirmation="EMERGENCY"))
+    assert not raised.value.withdrawn
+    assert "already started and goes on" in raised.value.advice
+    assert "/rollback status INC-" in raised.value.advice
+    (run,) = store.runs()
+    assert run.state == "running"
