@@ -12,12 +12,17 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from bot import logs
 from bot.config import ConfigError, load_config, summary
 from bot.settings import Settings
 from bot.store import make_engine, upgrade
+
+if TYPE_CHECKING:
+    from bot.app import BotProcess
 
 EXIT_BAD_INPUT = 2
 
@@ -26,9 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
+    logs.configure(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        json_lines=False,
     )
     # httpx logs whole request URLs at INFO; a webhook URL's path is its secret.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -108,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("serve needs --socket, --http HOST:PORT, or both", file=sys.stderr)
         return EXIT_BAD_INPUT
     settings = Settings()
+    configure_logging(settings, verbose=args.verbose)
     missing = [
         name
         for name, value in (
@@ -127,22 +133,37 @@ def _serve(args: argparse.Namespace) -> int:
     except SchemaOutOfDate as exc:
         print(f"rollback-bot: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    process.start_runner()
+    return serve_until_signalled(
+        process, http=(host, port) if args.http else None, socket_mode=args.socket
+    )
+
+
+def configure_logging(settings: Settings, *, verbose: bool) -> None:
+    """Log in the format the settings ask for (LOG_FORMAT), at INFO with -v."""
+    level = logging.INFO if verbose else logging.WARNING
+    logs.configure(level=level, json_lines=settings.log_format == "json")
+
+
+def serve_until_signalled(
+    process: BotProcess, *, http: tuple[str, int] | None, socket_mode: bool
+) -> int:
+    """Run the bot until SIGTERM or Ctrl-C, then stop it cleanly; return the exit status."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        if args.http:
-            bound = process.start_http(host, port)
+        process.start_runner()
+        if http is not None:
+            bound = process.start_http(*http)
             print(
-                f"serving http://{bound[0]}:{bound[1]} (/slack/events, /alerts, /healthz)",
+                f"serving http://{bound[0]}:{bound[1]} (/slack/events, /alerts, /healthz, /readyz)",
                 flush=True,
             )
-        if args.socket:
-            process.serve_socket_mode()
-        else:
-            stop.wait()
-    except KeyboardInterrupt:
-        pass
+        if socket_mode:
+            process.connect_socket_mode()
+            print("connected to Slack over Socket Mode", flush=True)
+        stop.wait()
+        print("stopping: finishing requests in flight and the current step", flush=True)
     finally:
         process.stop()
     return 0

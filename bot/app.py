@@ -5,17 +5,31 @@ same `Deps`; no module-level app exists, so tests and the demo build as many
 as they like, side by side. `BotProcess` owns what runs: the runner thread
 and either the HTTP endpoint (Slack's request URL at POST /slack/events,
 GET /healthz) or Socket Mode.
+
+Stopping (SIGTERM from Kubernetes, or Ctrl-C) is `BotProcess.stop`: stop the
+ways in first (Socket Mode disconnects, the HTTP server refuses new
+connections and answers those in flight), then stop the runner claiming new
+work and give the run it is executing `shutdown_seconds` to reach the end of
+its pass. A run still busy then is handed back (its lease released), so
+another replica resumes it at once under the resume contract instead of
+waiting for the lease to expire; the process then exits. Kubernetes'
+`terminationGracePeriodSeconds` must exceed `shutdown_seconds` plus the HTTP
+drain, or it SIGKILLs first.
+
+`/healthz` is liveness (the process answers HTTP); `/readyz` is readiness:
+the bot's database answers, its schema is current, and the runner loop's
+`last_beat` is fresh.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any, Protocol
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -28,12 +42,15 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from actions.http import read_metrics
 from bot.config import RollbackConfig
+from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
 from bot.outbox import Sender
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
+from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
+from bot.server import HttpServer, Limits
 from bot.settings import Settings
-from bot.store import Store, make_engine, require_current_schema
+from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
@@ -45,9 +62,63 @@ from handlers.verify import SignedOnly
 log = logging.getLogger(__name__)
 
 
-def build_client(settings: Settings) -> WebClient:
+class _RedactingClient(WebClient):
+    """A Web API client that masks secrets in every argument it sends and every file it uploads.
+
+    This is the one door all Slack text goes through (messages, modals, the RCA upload);
+    the builders in handlers/ stay pure and need not know what is secret.
+    """
+
+    secrets: Secrets = Secrets()
+    metrics: BotMetrics | None = None
+
+    def api_call(  # type: ignore[override]
+        self,
+        api_method: str,
+        *,
+        http_verb: str = "POST",
+        files: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> Any:
+        if self.metrics is not None:
+            self.metrics.slack_calls.labels(api_method).inc()
+        try:
+            return super().api_call(
+                api_method,
+                http_verb=http_verb,
+                files=files,
+                data=self._mask(data),
+                params=self._mask(params),
+                json=self._mask(json),
+                headers=headers,
+                auth=auth,
+            )
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.slack_errors.labels(api_method).inc()
+            raise
+
+    def files_upload_v2(self, **kwargs: Any) -> Any:
+        return super().files_upload_v2(**self._mask(kwargs))
+
+    def _mask(self, values: dict[str, Any] | None) -> Any:
+        if not values:
+            return values
+        return {
+            key: value if key in ("token", "file") else self.secrets.redact_data(value)
+            for key, value in values.items()
+        }
+
+
+def build_client(
+    settings: Settings, secrets: Secrets | None = None, metrics: BotMetrics | None = None
+) -> WebClient:
     """A Web API client that retries rate limits, server errors and dropped connections."""
-    return WebClient(
+    client = _RedactingClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         retry_handlers=[
@@ -56,6 +127,9 @@ def build_client(settings: Settings) -> WebClient:
             ConnectionErrorRetryHandler(max_retry_count=2),
         ],
     )
+    client.secrets = secrets or Secrets()
+    client.metrics = metrics
+    return client
 
 
 def _not_the_token_warning(record: logging.LogRecord) -> bool:
@@ -88,13 +162,24 @@ def _rate_of(store: Store) -> RateSource:
     return rate
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+def http_limits(settings: Settings) -> Limits:
+    """The HTTP server's limits, from settings."""
+    return Limits(
+        threads=settings.http_threads,
+        connection_limit=settings.http_connection_limit,
+        max_body_bytes=settings.http_max_body_bytes,
+        idle_seconds=settings.http_idle_seconds,
+        request_deadline=settings.http_request_deadline_seconds,
+        drain_seconds=settings.shutdown_seconds,
+    )
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+class SocketConnection(Protocol):
+    """What serving Socket Mode needs of Bolt's SocketModeHandler."""
+
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -112,12 +197,23 @@ class BotProcess:
     alerts: AlertWebhook = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _http: WSGIServer | None = None
+    _http: HttpServer | None = None
+    _socket: SocketConnection | None = None
+    last_beat: float | None = None  # time.monotonic() of the runner loop's last full pass
+    _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_readiness: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        engine = make_engine(self.settings.database_url)
-        require_current_schema(engine)
-        store = Store(engine)
+        self.secrets = collect(
+            expanded=self.config.expanded_values, config=self.config, settings=self.settings
+        )
+        install_log_redaction(self.secrets)
+        self.engine = make_engine(self.settings.database_url)
+        require_current_schema(self.engine)
+        guard_engine(self.engine, self.secrets)
+        self.metrics = BotMetrics()
+        self.metrics.watch(self.engine)
+        store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
         self.planner = planner
         self.deps = Deps(
@@ -125,7 +221,7 @@ class BotProcess:
             store=store,
             workflow=Workflow(store=store, config=self.config),
             planner=planner,
-            client=build_client(self.settings),
+            client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
         )
         self.app = create_app(self.settings, self.deps)
@@ -135,7 +231,7 @@ class BotProcess:
             workflow=self.deps.workflow,
             config=self.config,
             planner=planner,
-            progress=SlackProgress(self.sender.wake),
+            progress=MeteredProgress(SlackProgress(self.sender.wake), self.metrics),
             lease_seconds=self.settings.runner_lease_seconds,
         )
         self.monitor = Monitor(
@@ -149,6 +245,7 @@ class BotProcess:
         self.alerts = AlertWebhook(
             self.monitor, token=self.settings.alert_webhook_token.get_secret_value()
         )
+        self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
 
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""
@@ -169,11 +266,13 @@ class BotProcess:
 
     def _run_loop(self) -> None:
         wake = self.deps.wake_runner
+        self.last_beat = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.monitor.approve_due()
                 self.runner.sweep()
                 self.runner.dispatch()
+                self.last_beat = time.monotonic()
             except Exception:
                 log.exception("runner pass failed; trying again")
             wake.wait(self.settings.runner_poll_seconds)
@@ -186,41 +285,125 @@ class BotProcess:
             except Exception:
                 log.exception("metrics poll failed; trying again in %.0fs", seconds)
 
+    def readiness(self) -> list[str]:
+        """Say what keeps this process from taking work: empty when ready."""
+        # One check at a time: with the database hanging, probes must not pile up on the
+        # HTTP server's few threads; a probe arriving meanwhile gets the last answer.
+        if not self._readiness_lock.acquire(blocking=False):
+            return [*self._last_readiness, "the previous readiness check is still running"]
+        try:
+            self._last_readiness = self._check_readiness()
+            return self._last_readiness
+        finally:
+            self._readiness_lock.release()
+
+    def _check_readiness(self) -> list[str]:
+        problems = []
+        try:
+            require_current_schema(self.engine)
+        except SchemaOutOfDate as exc:
+            problems.append(str(exc))
+        except Exception as exc:
+            problems.append(f"the bot's database does not answer: {type(exc).__name__}")
+        if self.last_beat is None:
+            problems.append("the runner is not running")
+        else:
+            age = time.monotonic() - self.last_beat
+            if age > self.settings.ready_beat_seconds:
+                problems.append(f"the runner loop has not completed a pass for {age:.0f}s")
+        if self._stop.is_set():
+            problems.append("stopping")
+        return problems
+
+    def _ready(self, start_response: Any) -> Iterable[bytes]:
+        problems = self.readiness()
+        status = "503 Service Unavailable" if problems else "200 OK"
+        body = json.dumps({"ready": not problems, "problems": problems}).encode()
+        start_response(status, [("Content-Type", "application/json")])
+        return [body]
+
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        """Serve POST /slack/events through Bolt, POST /alerts and GET /healthz."""
+        """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz."""
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
+        if environ.get("PATH_INFO") == "/readyz":
+            return self._ready(start_response)
+        if environ.get("PATH_INFO") == "/metrics":
+            content_type, body = self.metrics.exposition()
+            start_response("200 OK", [("Content-Type", content_type)])
+            return [body]
         if environ.get("PATH_INFO") == "/alerts":
-            return self.alerts(environ, start_response)
+            return self._masked(self.alerts, environ, start_response)
         handler = SlackRequestHandler(self.app, path="/slack/events")
         secret = self.settings.slack_signing_secret.get_secret_value()
-        return SignedOnly(handler, signing_secret=secret)(environ, start_response)
+        signed = SignedOnly(handler, signing_secret=secret)
+        began = time.monotonic()
+        try:
+            return self._masked(signed, environ, start_response)
+        finally:
+            self.metrics.ack.observe(time.monotonic() - began)
+
+    def _masked(self, app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """Run a WSGI app and mask secrets in its answer (Bolt's acks carry text to Slack)."""
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        body = self.secrets.redact_bytes(b"".join(app(environ, capture)))
+        status, headers = captured
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     def start_http(self, host: str, port: int) -> tuple[str, int]:
         """Serve Slack's request URL in a background thread; return the bound address."""
-        self._http = make_server(
-            host, port, self.wsgi, server_class=_Server, handler_class=_QuietHandler
-        )
-        thread = threading.Thread(target=self._http.serve_forever, name="http", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        address = self._http.server_address
-        return str(address[0]), int(address[1])
+        self._http = HttpServer(self.wsgi, host=host, port=port, limits=http_limits(self.settings))
+        return self._http.start()
 
-    def serve_socket_mode(self) -> None:
-        """Connect to Slack over Socket Mode and block until stopped."""
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+    def connect_socket_mode(self, connection: SocketConnection | None = None) -> None:
+        """Connect to Slack over Socket Mode; `stop` disconnects."""
+        if connection is None:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        SocketModeHandler(self.app, self.settings.slack_app_token.get_secret_value()).start()
+            # Not SocketModeHandler.start(): it blocks on an Event nothing sets, so SIGTERM
+            # could never stop it. connect() returns; our caller waits on its own event.
+            connection = SocketModeHandler(
+                self.app, self.settings.slack_app_token.get_secret_value()
+            )
+        connection.connect()
+        self._socket = connection
 
     def stop(self) -> None:
-        """Stop the HTTP endpoint and the runner."""
+        """Close the ways in, then let the runner finish its pass or hand its run back."""
+        deadline = time.monotonic() + self.settings.shutdown_seconds
         self._stop.set()
+        self.runner.request_stop()
         self.deps.wake_runner.set()
         self.sender.wake.set()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
+        idle = self.runner.wait_idle(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not idle or any(thread.is_alive() for thread in self._threads):
+            self._hand_back()
+        self.metrics.close()
+
+    def _hand_back(self) -> None:
+        """Release every run this process holds, so another replica resumes it now."""
+        store = self.deps.store
+        for run in store.runs(states=("approved", "running"), limit=500):
+            if run.lease_owner == self.runner.owner:
+                store.release(Lease(run.id, run.lease_owner, run.lease_generation))
+                log.warning(
+                    "%s: stopping mid-step; handed run %s back for another process to resume",
+                    run.incident_id,
+                    run.id,
+                    extra={"incident_id": run.incident_id, "run_id": run.id, "target": run.target},
+                )

@@ -7,10 +7,21 @@ environment-level policy, and turns validation errors into one line per
 problem that names the file and the field path as a person would write it
 (`environments.prod.targets.app.namespace: field required`). Unknown keys are
 errors everywhere: a misspelt `aproovers` must not silently mean "nobody".
+
+Reading the file is bounded before anything is built from it, because the
+file may be wrong in ways that hurt: a directory or a binary, text in another
+encoding, a YAML alias bomb (a few hundred bytes whose aliases expand to
+billions of nodes, which `${NAME}` expansion would copy), or nesting deep
+enough to overflow the stack. `_BoundedLoader` is PyYAML's safe loader with a
+depth limit checked while composing (before recursion can overflow) and a
+count of aliases; the composed node graph's expanded size is then counted
+with memoisation (cheap even for a bomb) and refused over a limit, all before
+any Python object is constructed. Each failure is one line naming the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Mapping
@@ -18,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from actions.configfiles import ConfigFilesParams
 from actions.database import DatabaseParams
@@ -98,6 +109,9 @@ class Environment(Strict):
     approval_ttl_minutes: float = Field(default=30.0, gt=0)
     auto_rollback: bool = False
     veto_seconds: float = Field(default=120.0, ge=0)
+    # Anti-flap: within this window after monitoring approved a rollback of a target, or
+    # after any rollback of it succeeded, monitoring opens incidents but never approves one.
+    auto_rollback_cooldown_minutes: float = Field(default=60.0, ge=0)
     break_glass: bool = False
     dedicated_channel: bool = False
     thresholds: Thresholds = Thresholds()
@@ -147,6 +161,13 @@ class RollbackConfig(Strict):
     """The whole file."""
 
     environments: dict[str, Environment] = Field(min_length=1)
+    # The values `${NAME}` expanded to: bot/secrets.py masks them wherever text leaves.
+    _expanded: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def expanded_values(self) -> tuple[str, ...]:
+        """The values `${NAME}` references were replaced with when the file loaded."""
+        return self._expanded
 
     @field_validator("environments")
     @classmethod
@@ -187,33 +208,140 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {p}" for p in problems))
 
 
+MAX_FILE_BYTES = 1_000_000
+MAX_DEPTH = 64
+MAX_ALIASES = 200
+MAX_NODES = 100_000
+
+
+class _TooBig(yaml.YAMLError):
+    """The YAML is well-formed but past one of our limits."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses deep nesting and alias bombs while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _TooBig(f"more than {MAX_ALIASES} YAML aliases (*name); refused")
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; refused")
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Count the nodes `node` becomes once every alias is copied out (memoised by identity)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, sizes) + _expanded_size(value, sizes)
+    sizes[id(node)] = size
+    return size
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, or ConfigError saying in one line why it cannot be read."""
+    try:
+        if path.is_dir():
+            raise ConfigError(path, ["is a directory, not a config file"])
+        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(path, [f"larger than {MAX_FILE_BYTES} bytes; refused"])
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            raise ConfigError(path, [f"is {encoding} text (byte-order mark); save it as UTF-8"])
+    if b"\0" in data:
+        raise ConfigError(path, ["is a binary file (it contains NUL bytes), not YAML text"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path,
+            [
+                f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                "save it as UTF-8"
+            ],
+        ) from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """Compose within the limits, refuse an oversized expansion, then construct."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_NODES:
+            raise _TooBig(f"expands to {size} YAML nodes (limit {MAX_NODES}); refused")
+        return loader.construct_document(node)
+    except _TooBig as exc:
+        raise ConfigError(path, [str(exc)]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    except RecursionError:
+        raise ConfigError(path, ["nested too deeply to read; refused"]) from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> RollbackConfig:
     """Read and validate the config file, expanding `${NAME}` from the environment."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(path, ["file not found"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    raw = _parse_yaml(_read_text(path), path)
     problems: list[str] = []
-    raw = _expand(raw, os.environ if environ is None else environ, (), problems)
+    used: list[str] = []
+    raw = _expand(raw, os.environ if environ is None else environ, (), problems, used)
     if problems:
         raise ConfigError(path, problems)
-    return parse_config(raw, path=path)
+    config = parse_config(raw, path=path)
+    config._expanded = tuple(dict.fromkeys(used))
+    return config
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _expand(
-    value: Any, environ: Mapping[str, str], where: tuple[Any, ...], problems: list[str]
+    value: Any,
+    environ: Mapping[str, str],
+    where: tuple[Any, ...],
+    problems: list[str],
+    used: list[str],
 ) -> Any:
     """Replace `${NAME}` in every string; an unset NAME is a problem naming the field."""
     if isinstance(value, dict):
-        return {k: _expand(v, environ, (*where, k), problems) for k, v in value.items()}
+        return {k: _expand(v, environ, (*where, k), problems, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, environ, (*where, i), problems) for i, v in enumerate(value)]
+        return [_expand(v, environ, (*where, i), problems, used) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -222,6 +350,7 @@ def _expand(
         if name not in environ:
             problems.append(f"{'.'.join(map(str, where))}: environment variable {name} is not set")
             return match.group(0)
+        used.append(environ[name])
         return environ[name]
 
     return _VARIABLE.sub(substitute, value)

@@ -29,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from actions.base import (
     Action,
@@ -51,7 +51,7 @@ from actions.http import (
     SetMaintenance,
     UpdateStatusPage,
 )
-from actions.kubernetes import KubernetesParams, KubernetesTarget
+from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
 from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
 from bot.config import Environment, FullParams, TargetParams
 
@@ -266,11 +266,14 @@ class Planner:
         for member in env.members(target):
             member_point = point if member == target else None
             parts.append(self.target(env.targets[member]).plan(member_point, force=force))
+        members = env.members(target)
+        workers = self._database_workers(env, members)
+        members = [name for name, _ in workers] + list(members)
+        parts = [part for _, part in workers] + parts
         phased: list[tuple[str, Action, bool, str | None]] = []
         if env.maintenance is not None:
             on = SetMaintenance(env.maintenance, enabled=True)
             phased.append(("maintenance", on, False, None))
-        members = env.members(target)
         for phase in ("prepare", "rollback", "verify"):
             phased += [
                 (phase, a, False, member)
@@ -294,6 +297,40 @@ class Planner:
         )
         notes = tuple(note for part in parts for note in part.notes)
         return Plan(environment=env_name, target=target, point=point, steps=steps, notes=notes)
+
+    def _database_workers(
+        self, env: Environment, members: list[str]
+    ) -> list[tuple[str, TargetPlan]]:
+        """A database rollback without a Kubernetes member stops the environment's workers
+        first and starts them last (the procedures' pre-rollback checklist).
+
+        Each part names the Kubernetes target it came from, so on resume that target's
+        `restore` rebuilds the worker steps."""
+        kinds = [env.targets[m] for m in members]
+        if not any(isinstance(p, DatabaseParams) for p in kinds) or any(
+            isinstance(p, KubernetesParams) for p in kinds
+        ):
+            return []
+        kube = [
+            (name, p)
+            for name, p in env.targets.items()
+            if isinstance(p, KubernetesParams) and p.workers
+        ]
+        return [
+            (
+                name,
+                TargetPlan(
+                    prepare=[
+                        StopWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                    ],
+                    resume=[
+                        StartWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                    ],
+                ),
+            )
+            for name, p in kube
+            for apps in [cast(KubernetesTarget, self.target(p)).apps]
+        ]
 
     def restore(
         self,

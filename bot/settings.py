@@ -7,6 +7,8 @@ error that includes them shows `**********`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,3 +27,15 @@ class Settings(BaseSettings):
     rollback_config: str = "rollback.yml"
     runner_lease_seconds: float = Field(default=30.0, gt=0)
     runner_poll_seconds: float = Field(default=1.0, gt=0)
+    # The HTTP server (bot/server.py): worker threads, open connections, request limits.
+    http_threads: int = Field(default=8, ge=1, le=256)
+    http_connection_limit: int = Field(default=1000, ge=10)
+    http_max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    http_idle_seconds: float = Field(default=30.0, gt=0)
+    http_request_deadline_seconds: float = Field(default=20.0, gt=0)
+    # On SIGTERM: how long in-flight requests and the current step get to finish.
+    shutdown_seconds: float = Field(default=20.0, gt=0)
+    # /readyz fails when the runner loop has not completed a pass for this long.
+    ready_beat_seconds: float = Field(default=120.0, gt=0)
+    # Logs on standard error: "text" for people, "json" (one object a line) for a pipeline.
+    log_format: Literal["text", "json"] = "text"

@@ -226,6 +226,14 @@ class Store:
                 continue
         raise RuntimeError("could not allocate an incident id")
 
+    def discard_incident(self, incident_id: str) -> None:
+        """Delete an incident that never got a run (it lost the race for its target)."""
+        with self.session() as session:
+            if session.scalars(select(Run.id).where(Run.incident_id == incident_id)).first():
+                return
+            session.execute(delete(Event).where(Event.incident_id == incident_id))
+            session.execute(delete(Incident).where(Incident.id == incident_id))
+
     def incident(self, incident_id: str) -> Incident | None:
         """Return an incident, or None."""
         with self.session() as session:

@@ -109,14 +109,9 @@ class Workflow:
             run = self._create_run(
                 incident, plan, env, requester=requester, force=force, break_glass=break_glass
             )
-        except TargetBusy as busy:
-            self.store.add_event(
-                incident_id=incident.id,
-                kind="incident.closed",
-                actor=requester,
-                detail={"reason": f"target taken meanwhile by {busy.incident_id}"},
-            )
-            self.store.update_incident(incident.id, resolved_at=self.store.clock())
+        except TargetBusy:
+            # Lost the race for the target after the pre-check: leave no record behind.
+            self.store.discard_incident(incident.id)
             raise
         if break_glass:
             run = self.store.transition(

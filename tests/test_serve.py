@@ -15,6 +15,7 @@ import yaml
 from bot.sandbox.platform import Platform
 from bot.sandbox.slack import FakeSlack
 from tests.bot.conftest import ALICE, config_dict
+from tests.fakes.waiting import wait_for
 
 ROOT = Path(__file__).parents[1]
 
@@ -63,6 +64,7 @@ def test_serve_http_answers_slack_and_health_after_db_upgrade(tmp_path: Path) ->
             assert not any("token` will be unused" in line for line in seen)
             base = found.group(1)
             assert httpx.get(f"{base}/healthz").text == "ok"
+            wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="/readyz ready")
             platform = Platform(
                 bot_url=f"{base}/slack/events", signing_secret="operator-secret", slack=slack
             )
@@ -71,6 +73,10 @@ def test_serve_http_answers_slack_and_health_after_db_upgrade(tmp_path: Path) ->
             assert "/rollback history" in answer.text
             forged = platform.person(ALICE, "alice").slash("help", secret="wrong")
             assert forged.status_code == 401
+            metrics = httpx.get(f"{base}/metrics")
+            assert metrics.headers["content-type"].startswith("text/plain")
+            assert 'rollback_slack_api_calls_total{method="auth.test"}' in metrics.text
+            assert "rollback_slack_request_seconds_count 2.0" in metrics.text
         finally:
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=30) == 0

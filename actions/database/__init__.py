@@ -8,11 +8,18 @@ that concerns it):
   (`pre_rollback_<db>_<ts>.dump`, `<db>_pre_rollback_<ts>`) are chosen when the step runs and
   kept in `ctx.memory`, so a resumed step reuses them instead of making new ones.
 
+- Nothing live is touched before a restore is proven: every restore goes into a new
+  `<db>_recovery`, whole, errors fatal, is verified there, and only then swapped in with
+  everything of the live database but its data (`properties`).
+
 Modules: `params` (the config models), `names` (stamps, sizes, times, refs),
-`pgtools` (connections, pg_dump / pg_restore, catalog queries), `selfhosted`
-(backups on disk, pre-rollback backup, restore, PITR swap), `migrations`,
-`verification`, `rds` (Amazon RDS PITR), `target` (DatabaseTarget: points,
-checks, plans).
+`pgtools` (connections, pg_dump / pg_restore, whole-archive checks, sessions),
+`properties` (database-level state carried across a swap), `selfhosted` (backups on
+disk, pre-rollback backup, restore into the recovery database, swap), `pitr` (WAL replay
+in a scratch instance: continuous archiving, pgBackRest), `migrations` and
+`migration_plans` (the migration tool found in the database), `verification`, `rds`
+(Amazon RDS PITR), `aurora` (Aurora clusters), `target` (DatabaseTarget: points, checks,
+plans, resume).
 """
 
 from actions.database.migrations import RollbackMigration
@@ -28,7 +35,6 @@ from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
 from actions.database.selfhosted import (
     RECOVERY_MARKER,
     PreRollbackBackup,
-    RestoreBackup,
     RestoreIntoRecovery,
     SwapDatabases,
     list_backups,
@@ -46,7 +52,6 @@ __all__ = [
     "RdsInstance",
     "RdsRestoreToTime",
     "RdsSwap",
-    "RestoreBackup",
     "RestoreIntoRecovery",
     "RollbackMigration",
     "SwapDatabases",

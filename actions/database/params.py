@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from actions.params import AwsConnection, SecretRef, Strict
 
 
@@ -36,13 +38,51 @@ class RdsInstance(Strict):
 
     `verify`: run the verification queries against the restored and the live endpoints
     (needs the endpoints reachable from the bot; off for moto).
+    `cluster_id`: an Aurora cluster, restored with the cluster API; `instance_id` is then its
+    writer instance, recreated in the restored cluster with the same settings.
     """
 
     instance_id: str
+    cluster_id: str | None = None
     instance_class: str | None = None
     aws: AwsConnection = AwsConnection()
     verify: bool = True
     poll_interval: float = 15.0
+
+
+class Scratch(Strict):
+    """Where and as whom the scratch instance of a point-in-time recovery runs.
+
+    `directory`: parent of the scratch data directory (default: the system's temp directory);
+    it needs room for a copy of the whole cluster. `run_as`: the OS user that owns the
+    backups and runs PostgreSQL (needed when the bot runs as root, which PostgreSQL refuses);
+    None: the bot's own user, or `postgres` when the bot is root. `bindir`: PostgreSQL's
+    binaries (default: `pg_config --bindir`).
+    """
+
+    directory: str | None = None
+    run_as: str | None = None
+    bindir: str | None = None
+
+
+class WalArchive(Scratch):
+    """PostgreSQL's own continuous archiving: base backups plus a WAL archive directory.
+
+    `base_backups`: a directory with one plain-format `pg_basebackup -D` output per
+    subdirectory. `wal_archive`: where `archive_command` copies finished segments (and the
+    `.backup` history files that give each base backup's stop time). Restores use
+    `restore_command = 'cp "<wal_archive>/%f" "%p"'`.
+    """
+
+    base_backups: str
+    wal_archive: str
+
+
+class PgBackRest(Scratch):
+    """A pgBackRest stanza; restores run `pgbackrest restore --type=time` into scratch."""
+
+    stanza: str
+    config: str | None = None
 
 
 Method = Literal["pitr", "backup", "migration"]
@@ -52,8 +92,16 @@ class DatabaseParams(Strict):
     """A database and the rollback methods allowed for it.
 
     `backups`: directory of pg_dump custom-format files (`<dbname>_<YYYYmmdd_HHMMSS>.dump`).
-    `migrations`: directory holding `<version>_*.sql` and `rollback_<version>.sql`.
+    `migrations`: the migration tool's directory: `rollback_<version>.sql` (the procedures'
+    format, Supabase CLI), `<version>_<name>.down.sql` (golang-migrate), `U<version>__<name>.sql`
+    (Flyway undo). The tool is detected from its table (`migrations_table` picks one when
+    several exist). `alembic_command` (e.g. `["alembic", "-c", "alembic.ini"]`, run in
+    `alembic_directory`): how Alembic downgrades, since its revisions are Python.
     `verification`: None means the procedures' VoxFlow queries.
+    `rds`, `archive`, `pgbackrest`: where point-in-time recovery comes from (at most one);
+    with none, only dumps exist and no point in time is offered.
+    `recovery_target_inclusive`: a transaction committed exactly at the chosen time is kept
+    (True, PostgreSQL's default) or left out.
     """
 
     kind: Literal["database"]
@@ -62,8 +110,20 @@ class DatabaseParams(Strict):
     backups: str | None = None
     migrations: str | None = None
     migrations_table: str = "schema_migrations"
+    alembic_command: list[str] | None = None
+    alembic_directory: str | None = None
     rds: RdsInstance | None = None
+    archive: WalArchive | None = None
+    pgbackrest: PgBackRest | None = None
+    recovery_target_inclusive: bool = True
     verification: list[VerificationQuery] | None = None
     restore_jobs: int = 2
     restore_timeout: float = 3600.0
     swap_timeout: float = 120.0
+
+    @model_validator(mode="after")
+    def _one_pitr_source(self) -> DatabaseParams:
+        given = [n for n in ("rds", "archive", "pgbackrest") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one point-in-time source, not {' and '.join(given)}")
+        return self

@@ -31,6 +31,8 @@ from actions.database.names import first_line
 from actions.database.params import DatabaseConnection
 
 APP_NAME = "rollback-bot"
+SWAP_KEY = "database.swap:{}"
+"""ctx.memory key of a swap: the name the live database is (or will be) kept under."""
 
 
 def _password(conn: DatabaseConnection) -> str | None:
@@ -126,13 +128,21 @@ def conn_args(conn: DatabaseConnection) -> list[str]:
     ]
 
 
-def run_tool(argv: Sequence[str], *, conn: DatabaseConnection | None, timeout: float) -> ToolRun:
+def run_tool(
+    argv: Sequence[str],
+    *,
+    conn: DatabaseConnection | None,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> ToolRun:
     """Run a pg tool in its own process group, killing the group when `timeout` passes."""
     command = shlex.join(argv)
     started = time.monotonic()
     proc = subprocess.Popen(
         list(argv),
-        env=tool_env(conn),
+        env=tool_env(conn) | (env or {}),
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -149,7 +159,7 @@ def run_tool(argv: Sequence[str], *, conn: DatabaseConnection | None, timeout: f
 
 @dataclass(frozen=True)
 class ArchiveInfo:
-    """What `pg_restore --list` says about a dump."""
+    """What reading a dump whole says about it."""
 
     readable: bool
     format: str | None = None
@@ -162,29 +172,62 @@ class ArchiveInfo:
         return self.format in ("CUSTOM", "DIRECTORY")
 
 
-def inspect_archive(path: Path, *, timeout: float = 120.0) -> ArchiveInfo:
-    """Check a dump with `pg_restore --list` and read its format from the header."""
+def inspect_archive(path: Path, *, timeout: float = 600.0) -> ArchiveInfo:
+    """Check a dump: its table of contents, then every byte of it read back.
+
+    `pg_restore --list` reads only the header and the table of contents, so it passes dumps
+    truncated to 10 % or with corrupt data blocks; `pg_restore --file=/dev/null` turns the whole
+    archive into SQL, decompressing (and checksumming) every data block, without a database.
+    Reading a large dump takes a while, so a readable result is remembered for the same file
+    (path, size, modification time): checks and plan of one request read it once.
+    """
     if not path.exists():
         return ArchiveInfo(False, error=f"{path} does not exist")
     if not os.access(path, os.R_OK):
         return ArchiveInfo(False, error=f"{path} is not readable by the bot")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _READ_WHOLE:
+        return _READ_WHOLE[key]
+    info = _read_whole(path, timeout=timeout)
+    if info.readable:
+        if len(_READ_WHOLE) > 256:
+            _READ_WHOLE.clear()
+        _READ_WHOLE[key] = info
+    return info
+
+
+_READ_WHOLE: dict[tuple[str, int, int], ArchiveInfo] = {}
+
+
+def _read_whole(path: Path, *, timeout: float) -> ArchiveInfo:
+    started = time.monotonic()
     run = run_tool(["pg_restore", "--list", str(path)], conn=None, timeout=timeout)
     if run.returncode != 0:
         return ArchiveInfo(False, error=run.tail() or f"pg_restore exited {run.returncode}")
     found = re.search(r"^;\s+Format: (\w+)", run.stdout, re.MULTILINE)
     entries = sum(1 for line in run.stdout.splitlines() if line and not line.startswith(";"))
+    left = max(timeout - (time.monotonic() - started), 1.0)
+    whole = run_tool(["pg_restore", "--file=/dev/null", str(path)], conn=None, timeout=left)
+    if whole.returncode != 0:
+        reason = whole.tail() or f"pg_restore exited {whole.returncode}"
+        return ArchiveInfo(
+            False,
+            found.group(1) if found else None,
+            entries,
+            f"the archive does not read back whole (truncated or corrupt): {reason}",
+        )
     return ArchiveInfo(True, found.group(1) if found else None, entries)
 
 
-def pg_restore(
-    dump: Path, *, conn: DatabaseConnection, jobs: int, clean: bool, timeout: float
-) -> ToolRun:
-    """Restore `dump` into conn's database; fail with pg_restore's message on any error."""
-    argv = ["pg_restore", "--no-password", *conn_args(conn)]
-    if clean:
-        argv += ["--clean", "--if-exists"]
-    if jobs > 1:
-        argv.append(f"--jobs={jobs}")
+def pg_restore(dump: Path, *, conn: DatabaseConnection, jobs: int, timeout: float) -> ToolRun:
+    """Restore `dump` into conn's (new, empty) database; the first error stops it.
+
+    `--exit-on-error` makes any error fatal; with one job the restore is also one transaction
+    (`--single-transaction` cannot be combined with `--jobs`), so a failure leaves nothing.
+    """
+    argv = ["pg_restore", "--no-password", *conn_args(conn), "--exit-on-error"]
+    argv += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
     run = run_tool([*argv, str(dump)], conn=conn, timeout=timeout)
     if run.returncode != 0 or "errors ignored on restore" in run.stderr:
         raise PermanentError(
@@ -219,11 +262,33 @@ def allow_connections(pg: psycopg.Connection[Any], name: str, allow: bool) -> No
         )
 
 
-def terminate_sessions(pg: psycopg.Connection[Any], names: Sequence[str]) -> int:
-    """End every other session on the named databases; return how many were signalled."""
-    row = pg.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        " WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+@dataclass(frozen=True)
+class Session:
+    """A session the bot ended: who it was and what it was doing."""
+
+    pid: int
+    user: str | None
+    application: str | None
+    state: str | None
+    database: str
+
+    def line(self) -> str:
+        """Describe the session in one line for the step output."""
+        return (
+            f"pid {self.pid} · user {self.user} · application {self.application or '-'} · "
+            f"{self.state or 'unknown state'} · database {self.database}"
+        )
+
+
+def terminate_sessions(pg: psycopg.Connection[Any], names: Sequence[str]) -> list[Session]:
+    """End every other session on the named databases; return the ones that were signalled."""
+    # The sessions are chosen first (a materialized CTE), then signalled: in one WHERE clause
+    # the planner may call pg_terminate_backend before the other conditions, on every backend.
+    rows = pg.execute(
+        "WITH chosen AS MATERIALIZED (SELECT pid, usename, application_name, state, datname"
+        " FROM pg_stat_activity WHERE datname = ANY(%s) AND pid <> pg_backend_pid())"
+        " SELECT pid, usename, application_name, state, datname, pg_terminate_backend(pid)"
+        " FROM chosen",
         (list(names),),
-    ).fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()
+    return [Session(*row[:5]) for row in rows if row[5]]

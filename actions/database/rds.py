@@ -7,6 +7,19 @@
   instances have no PostgreSQL behind them, so its tests switch it off.
 - Nothing is destroyed: the live instance is renamed aside and kept, which is its own
   pre-rollback state.
+- The restored instance is made as the live one was. Per the API reference, a
+  RestoreDBInstanceToPointInTime request that names only source, target and time gets the
+  default VPC security group, the default subnet group and parameter group, single-AZ, no
+  deletion protection, no tags and the default option group. So `restore_request` copies
+  every setting the request can carry from DescribeDBInstances of the source; the request
+  members are those of botocore's service model (botocore/data/rds/2014-10-31/service-2.json,
+  shapes RestoreDBInstanceToPointInTimeMessage and DBInstance). moto copies settings on its
+  own, so the tests assert the request itself (a botocore `provide-client-params` hook).
+- Aurora: a cluster is restored with RestoreDBClusterToPointInTime (its settings likewise,
+  from DescribeDBClusters; shape RestoreDBClusterToPointInTimeMessage), which makes a cluster
+  without instances, so the writer is recreated with CreateDBInstance as the live writer was
+  (shape CreateDBInstanceMessage); the swap renames clusters (ModifyDBCluster
+  NewDBClusterIdentifier), waiting for each rename.
 """
 
 from __future__ import annotations
@@ -121,6 +134,122 @@ def rds_stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
 
 
+def _present(pairs: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in pairs.items() if value not in (None, [], {})}
+
+
+def _chosen(name: str | None) -> str | None:
+    """A group name the source chose; None for AWS's default groups (`default:...`,
+    `default.<family>`), which a restore gets anyway when the name is left out."""
+    return None if name is None or name.startswith(("default:", "default.")) else name
+
+
+def restore_request(
+    source: dict[str, Any], *, target: str, moment: datetime, instance_class: str | None
+) -> dict[str, Any]:
+    """Build RestoreDBInstanceToPointInTime's parameters carrying the source's settings."""
+    groups = source.get("DBParameterGroups") or []
+    options = source.get("OptionGroupMemberships") or []
+    return _present(
+        {
+            "SourceDBInstanceIdentifier": source["DBInstanceIdentifier"],
+            "TargetDBInstanceIdentifier": target,
+            "RestoreTime": moment,
+            "DBInstanceClass": instance_class or source.get("DBInstanceClass"),
+            "Port": (source.get("Endpoint") or {}).get("Port") or source.get("DbInstancePort"),
+            "AvailabilityZone": None if source.get("MultiAZ") else source.get("AvailabilityZone"),
+            "DBSubnetGroupName": (source.get("DBSubnetGroup") or {}).get("DBSubnetGroupName"),
+            "MultiAZ": source.get("MultiAZ"),
+            "PubliclyAccessible": source.get("PubliclyAccessible"),
+            "AutoMinorVersionUpgrade": source.get("AutoMinorVersionUpgrade"),
+            "LicenseModel": source.get("LicenseModel"),
+            "OptionGroupName": _chosen(options[0]["OptionGroupName"] if options else None),
+            "CopyTagsToSnapshot": source.get("CopyTagsToSnapshot"),
+            "Tags": [dict(t) for t in source.get("TagList") or []],
+            "StorageType": source.get("StorageType"),
+            "Iops": source.get("Iops"),
+            "StorageThroughput": source.get("StorageThroughput"),
+            "AllocatedStorage": source.get("AllocatedStorage"),
+            "MaxAllocatedStorage": source.get("MaxAllocatedStorage"),
+            "VpcSecurityGroupIds": [
+                g["VpcSecurityGroupId"] for g in source.get("VpcSecurityGroups") or []
+            ],
+            "EnableIAMDatabaseAuthentication": source.get("IAMDatabaseAuthenticationEnabled"),
+            "EnableCloudwatchLogsExports": source.get("EnabledCloudwatchLogsExports"),
+            "DBParameterGroupName": _chosen(groups[0]["DBParameterGroupName"] if groups else None),
+            "DeletionProtection": source.get("DeletionProtection"),
+            "CACertificateIdentifier": source.get("CACertificateIdentifier"),
+            "BackupRetentionPeriod": source.get("BackupRetentionPeriod"),
+            "PreferredBackupWindow": source.get("PreferredBackupWindow"),
+        }
+    )
+
+
+def describe_cluster(client: RDSClient, cluster_id: str) -> dict[str, Any] | None:
+    """Return one Aurora cluster's description, or None when there is no such cluster."""
+    try:
+        found = client.describe_db_clusters(DBClusterIdentifier=cluster_id)["DBClusters"]
+    except client.exceptions.DBClusterNotFoundFault:
+        return None
+    return dict(found[0]) if found else None
+
+
+def cluster_restore_request(
+    source: dict[str, Any], *, target: str, moment: datetime
+) -> dict[str, Any]:
+    """Build RestoreDBClusterToPointInTime's parameters carrying the source's settings."""
+    options = source.get("DBClusterOptionGroupMemberships") or []
+    scaling = source.get("ServerlessV2ScalingConfiguration")
+    return _present(
+        {
+            "SourceDBClusterIdentifier": source["DBClusterIdentifier"],
+            "DBClusterIdentifier": target,
+            "RestoreToTime": moment,
+            "RestoreType": "full-copy",
+            "Port": source.get("Port"),
+            "DBSubnetGroupName": source.get("DBSubnetGroup"),
+            "OptionGroupName": _chosen(options[0]["DBClusterOptionGroupName"] if options else None),
+            "VpcSecurityGroupIds": [
+                g["VpcSecurityGroupId"] for g in source.get("VpcSecurityGroups") or []
+            ],
+            "Tags": [dict(t) for t in source.get("TagList") or []],
+            "KmsKeyId": source.get("KmsKeyId"),
+            "EnableIAMDatabaseAuthentication": source.get("IAMDatabaseAuthenticationEnabled"),
+            "BacktrackWindow": source.get("BacktrackWindow") or None,
+            "EnableCloudwatchLogsExports": source.get("EnabledCloudwatchLogsExports"),
+            "DBClusterParameterGroupName": _chosen(source.get("DBClusterParameterGroup")),
+            "DeletionProtection": source.get("DeletionProtection"),
+            "CopyTagsToSnapshot": source.get("CopyTagsToSnapshot"),
+            "StorageType": source.get("StorageType"),
+            "Iops": source.get("Iops"),
+            "ServerlessV2ScalingConfiguration": dict(scaling) if scaling else None,
+        }
+    )
+
+
+def writer_request(writer: dict[str, Any], *, cluster: str, identifier: str) -> dict[str, Any]:
+    """Build CreateDBInstance's parameters for the new cluster's writer, as the old writer."""
+    groups = writer.get("DBParameterGroups") or []
+    return _present(
+        {
+            "DBInstanceIdentifier": identifier,
+            "DBClusterIdentifier": cluster,
+            "DBInstanceClass": writer["DBInstanceClass"],
+            "Engine": writer["Engine"],
+            "DBParameterGroupName": _chosen(groups[0]["DBParameterGroupName"] if groups else None),
+            "AvailabilityZone": writer.get("AvailabilityZone"),
+            "PubliclyAccessible": writer.get("PubliclyAccessible"),
+            "AutoMinorVersionUpgrade": writer.get("AutoMinorVersionUpgrade"),
+            "CACertificateIdentifier": writer.get("CACertificateIdentifier"),
+            "PromotionTier": writer.get("PromotionTier"),
+            "MonitoringInterval": writer.get("MonitoringInterval"),
+            "MonitoringRoleArn": writer.get("MonitoringRoleArn"),
+            "EnablePerformanceInsights": writer.get("PerformanceInsightsEnabled"),
+            "Tags": [dict(t) for t in writer.get("TagList") or []],
+        }
+    )
+
+
 @dataclass
 class RdsRestoreToTime:
     """Restore an RDS instance to a point in time as a new instance and wait for it."""
@@ -136,9 +265,15 @@ class RdsRestoreToTime:
         """Say which instance is restored to which time under which name."""
         return (
             f"Restore RDS instance {self.rds.instance_id} to {iso(self.restore_time)} as new "
-            f"instance {self.restored_id} (restore_db_instance_to_point_in_time) and wait until "
-            f"it is available; {self.rds.instance_id} is not touched"
+            f"instance {self.restored_id} (restore_db_instance_to_point_in_time) with the "
+            "source's settings (security groups, subnet, parameter and option groups, "
+            "Multi-AZ, storage type and IOPS, deletion protection, tags, IAM auth, CA) and "
+            f"wait until it is available; {self.rds.instance_id} is not touched"
         )
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step."""
+        return {"restored_id": self.restored_id, "restore_time": self.restore_time.isoformat()}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Start the restore once (remembered), then wait within the deadline."""
@@ -166,16 +301,19 @@ class RdsRestoreToTime:
 
     def _start(self, client: RDSClient) -> None:
         if describe_instance(client, self.restored_id) is not None:
-            raise PermanentError(f"RDS instance {self.restored_id} already exists")
-        extra: dict[str, Any] = {}
-        if self.rds.instance_class:
-            extra["DBInstanceClass"] = self.rds.instance_class
-        client.restore_db_instance_to_point_in_time(
-            SourceDBInstanceIdentifier=self.rds.instance_id,
-            TargetDBInstanceIdentifier=self.restored_id,
-            RestoreTime=self.restore_time,
-            **extra,
+            # Started by an earlier run of this step that stopped before remembering it
+            # (the name is this rollback's own: `<id>-pitr-<chosen time>`): wait for it.
+            return
+        source = describe_instance(client, self.rds.instance_id)
+        if source is None:
+            raise PermanentError(f"RDS instance {self.rds.instance_id} does not exist")
+        request = restore_request(
+            source,
+            target=self.restored_id,
+            moment=self.restore_time,
+            instance_class=self.rds.instance_class,
         )
+        client.restore_db_instance_to_point_in_time(**request)
 
 
 @dataclass
@@ -197,6 +335,10 @@ class RdsSwap:
             f"{self.restored_id} to {live} (modify_db_instance, ApplyImmediately), waiting for "
             "each rename"
         )
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step."""
+        return {"restored_id": self.restored_id}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Do whichever renames are still to do, waiting for each."""

@@ -1,13 +1,23 @@
-"""Self-hosted PostgreSQL steps: backups on disk, pre-rollback backup, restore, PITR swap.
+"""Self-hosted PostgreSQL steps: backups on disk, pre-rollback backup, restore, swap.
 
-- Every destructive step is preceded by a pg_dump of the current state that is checked with
-  `pg_restore --list` before the step reports success.
-- Self-hosted "point in time" means the newest dump taken at or before the chosen time; the
-  dump is restored into `<db>_recovery`, verified there, and swapped in. `ALTER DATABASE ...
-  RENAME` fails while anyone is connected, so the swap refuses new connections first, ends
-  the open sessions and retries the two renames (one transaction, run from the maintenance
-  database) until they go through or the step's deadline passes. The database that was live
-  is kept as `<db>_pre_rollback_<ts>`. How long connections were refused is reported.
+- Every destructive step is preceded by a pg_dump of the current state that is read back
+  whole (`inspect_archive`) before the step reports success.
+- Nothing live is touched until a restore is proven: every restore (the backup method, a
+  dump-based rollback to a time, and the copy out of a PITR scratch cluster) goes into a new
+  `<db>_recovery` database, whole, with errors fatal (`--exit-on-error`, one transaction
+  where pg_restore allows it); the verification queries run there; then `SwapDatabases`
+  renames. There is no `pg_restore --clean` on the live database: a half-failed clean restore
+  empties it, and leaves the tables the bad release created.
+- The recovery database carries the bot's marker as its comment until the rename
+  transaction, which gives it the live database's comment; so the marker never ends up on the
+  live database, and a leftover of ours can be told from somebody else's database.
+- The swap: `ALTER DATABASE ... RENAME` fails while anyone is connected, so it refuses new
+  connections first, ends the open sessions (each listed in the step output) and retries the
+  renames (one transaction from the maintenance database, a short `lock_timeout`, a bounded
+  number of attempts). The database-level state of the live database is copied onto the
+  recovery database in the same transaction (`properties`). The database that was live is
+  kept as `<db>_pre_rollback_<time of the swap>`, its comment saying what replaced it, in
+  which incident, and what its own comment was.
 """
 
 from __future__ import annotations
@@ -26,9 +36,11 @@ from psycopg import sql
 
 from actions.base import PermanentError, StepContext, StepResult
 from actions.clock import utcnow
-from actions.database.names import first_line, human_duration, human_size, stamp
+from actions.database.names import first_line, human_duration, human_size, iso, stamp
 from actions.database.params import DatabaseConnection
 from actions.database.pgtools import (
+    SWAP_KEY,
+    Session,
     ToolRun,
     allow_connections,
     conn_args,
@@ -42,6 +54,15 @@ from actions.database.pgtools import (
     run_tool,
     step_errors,
     terminate_sessions,
+)
+from actions.database.properties import (
+    DatabaseProperties,
+    align_default_privileges,
+    align_extensions,
+    apply_properties,
+    default_privileges,
+    extensions,
+    read_properties,
 )
 
 log = logging.getLogger(__name__)
@@ -109,9 +130,13 @@ class PreRollbackBackup:
         db = self.conn.dbname
         return (
             f"Back up {db} on {self.conn.host}:{self.conn.port} with pg_dump (custom format) to "
-            f"{self.directory}/pre_rollback_{db}_<time of this step>.dump and check it with "
-            "pg_restore --list"
+            f"{self.directory}/pre_rollback_{db}_<time of this step>.dump and read it back "
+            "whole with pg_restore"
         )
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step (the directory comes from the config)."""
+        return {}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Dump to a partial file, check it, then move it into place."""
@@ -119,7 +144,9 @@ class PreRollbackBackup:
         earlier = ctx.memory.get(key)
         if earlier and inspect_archive(Path(earlier)).readable:
             return StepResult(
-                summary=f"Pre-rollback backup already taken: {earlier}", data={"path": earlier}
+                summary=f"Pre-rollback backup already taken: {earlier}",
+                skipped=True,
+                data={"path": earlier},
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"pre_rollback_{self.conn.dbname}_{stamp(self.now())}.dump"
@@ -153,45 +180,92 @@ class PreRollbackBackup:
         log.info("%s: pre-rollback backup of %s at %s", ctx.incident_id, self.conn.dbname, final)
         return StepResult(
             summary=f"Backed up {self.conn.dbname} to {final} ({human_size(size)}, "
-            f"{info.entries} entries, checked with pg_restore --list)",
+            f"{info.entries} entries, read back whole)",
             output=f"$ {run.command}\n{run.stderr}".strip(),
             data={"path": str(final), "bytes": size, "command": run.command},
         )
 
 
-@dataclass
-class RestoreBackup:
-    """pg_restore --clean --if-exists a dump into the live database."""
+RESTORED_KEY = "database.restore_into_recovery:{}"
 
-    conn: DatabaseConnection
-    dump: Path
-    jobs: int
-    timeout: float
-    name = "database.restore_backup"
-    idempotent = True
 
-    def describe(self) -> str:
-        """Say which dump replaces which database's contents."""
-        jobs = f" --jobs={self.jobs}" if self.jobs > 1 else ""
-        return (
-            f"Replace the contents of {self.conn.dbname} on {self.conn.host}:{self.conn.port} "
-            f"with {self.dump} (pg_restore --clean --if-exists{jobs})"
+def drop_leftover_recovery(pg: psycopg.Connection[Any], recovery: str) -> None:
+    """Drop a recovery database an earlier run of the bot left; refuse anyone else's."""
+    if not database_exists(pg, recovery):
+        return
+    if database_comment(pg, recovery) != RECOVERY_MARKER:
+        raise PermanentError(
+            f"database {recovery} exists and was not made by the bot; rename or drop it"
         )
+    pg.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(recovery)))
 
-    def run(self, ctx: StepContext) -> StepResult:
-        """Restore and measure bytes per second."""
-        if not self.dump.is_file():
-            raise PermanentError(f"{self.dump} is gone")
-        run = pg_restore(
-            self.dump, conn=self.conn, jobs=self.jobs, clean=True, timeout=ctx.remaining()
+
+def create_recovery(conn: DatabaseConnection, recovery: str, *, timeout: float) -> None:
+    """Create the recovery database like the live one (owner, encoding, collation, extensions).
+
+    Extensions of the live database that sit in `public` are created first at the live
+    versions: pg_dump writes `CREATE EXTENSION IF NOT EXISTS`, so the restore keeps them
+    instead of installing the default version.
+    """
+    with connect(maintenance(conn), timeout=timeout) as pg:
+        drop_leftover_recovery(pg, recovery)
+        row = pg.execute(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype"
+            " FROM pg_database WHERE datname = %s",
+            (conn.dbname,),
+        ).fetchone()
+        if row is None:
+            raise PermanentError(f"database {conn.dbname} does not exist")
+        owner, encoding, collate, ctype = row
+        pg.execute(
+            sql.SQL(
+                "CREATE DATABASE {} TEMPLATE template0 OWNER {} ENCODING {}"
+                " LC_COLLATE {} LC_CTYPE {}"
+            ).format(
+                sql.Identifier(recovery),
+                sql.Identifier(owner),
+                sql.Literal(encoding),
+                sql.Literal(collate),
+                sql.Literal(ctype),
+            )
         )
-        log.info("%s: restored %s into %s", ctx.incident_id, self.dump, self.conn.dbname)
-        return restore_result(run, dump=self.dump, dbname=self.conn.dbname)
+        pg.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(recovery), sql.Literal(RECOVERY_MARKER)
+            )
+        )
+    with connect(conn, timeout=timeout) as live:
+        wanted = {n: v for n, v in extensions(live).items() if v[1] == "public"}
+    with connect(on_database(conn, recovery), timeout=timeout) as rec:
+        align_extensions(rec, wanted)
+
+
+def restored_already(
+    pg: psycopg.Connection[Any], memory: Any, *, live: str, recovery: str
+) -> str | None:
+    """Say why the restore into `recovery` need not run again, or None when it must."""
+    done = memory.get(RESTORED_KEY.format(recovery))
+    if not done:
+        return None
+    row = pg.execute("SELECT oid FROM pg_database WHERE datname = %s", (recovery,)).fetchone()
+    if row is not None and int(row[0]) == done:
+        return f"{recovery} was already restored"
+    aside = memory.get(SWAP_KEY.format(live))
+    if row is None and aside and database_exists(pg, aside):
+        return f"{recovery} was already restored and swapped in ({live}; previous kept as {aside})"
+    return None
+
+
+def mark_restored(conn: DatabaseConnection, recovery: str, memory: Any) -> None:
+    """Remember (durably) which database the finished restore went into, by oid."""
+    with connect(maintenance(conn)) as pg:
+        row = pg.execute("SELECT oid FROM pg_database WHERE datname = %s", (recovery,)).fetchone()
+    memory[RESTORED_KEY.format(recovery)] = int(row[0]) if row else None
 
 
 @dataclass
 class RestoreIntoRecovery:
-    """Create the recovery database like the live one and restore a dump into it."""
+    """Create the recovery database like the live one and restore a dump into it, whole."""
 
     conn: DatabaseConnection
     dump: Path
@@ -203,73 +277,60 @@ class RestoreIntoRecovery:
 
     def describe(self) -> str:
         """Say which dump goes into which new database."""
+        how = f"--jobs={self.jobs}" if self.jobs > 1 else "--single-transaction"
         return (
-            f"Create database {self.recovery} (owner, encoding and collation of "
-            f"{self.conn.dbname}) and restore {self.dump} into it with pg_restore"
-            f"{f' --jobs={self.jobs}' if self.jobs > 1 else ''}; {self.conn.dbname} is not touched"
+            f"Create database {self.recovery} (owner, encoding, collation and extension versions "
+            f"of {self.conn.dbname}) and restore {self.dump} into it with pg_restore "
+            f"--exit-on-error {how}; {self.conn.dbname} is not touched"
         )
 
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step."""
+        return {"dump": str(self.dump), "recovery": self.recovery, "jobs": self.jobs}
+
     def run(self, ctx: StepContext) -> StepResult:
-        """Replace a leftover recovery database of ours, create a fresh one, restore."""
+        """Skip when done; else replace a leftover recovery database of ours and restore."""
+        if not self.dump.is_file():
+            raise PermanentError(f"{self.dump} is gone; {self.conn.dbname} was not touched")
         with (
             step_errors(f"creating {self.recovery}"),
             connect(maintenance(self.conn), timeout=ctx.remaining()) as pg,
         ):
-            self._drop_leftover(pg)
-            self._create(pg)
+            done = restored_already(pg, ctx.memory, live=self.conn.dbname, recovery=self.recovery)
+        if done:
+            return StepResult(summary=done, skipped=True)
+        with step_errors(f"creating {self.recovery}"):
+            create_recovery(self.conn, self.recovery, timeout=ctx.remaining())
         target = on_database(self.conn, self.recovery)
-        run = pg_restore(
-            self.dump, conn=target, jobs=self.jobs, clean=False, timeout=ctx.remaining()
-        )
-        return restore_result(run, dump=self.dump, dbname=self.recovery)
-
-    def _drop_leftover(self, pg: psycopg.Connection[Any]) -> None:
-        if not database_exists(pg, self.recovery):
-            return
-        if database_comment(pg, self.recovery) != RECOVERY_MARKER:
+        try:
+            run = pg_restore(self.dump, conn=target, jobs=self.jobs, timeout=ctx.remaining())
+        except PermanentError as error:
             raise PermanentError(
-                f"database {self.recovery} exists and was not made by the bot; rename or drop it"
-            )
-        pg.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(self.recovery)))
-
-    def _create(self, pg: psycopg.Connection[Any]) -> None:
-        row = pg.execute(
-            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype"
-            " FROM pg_database WHERE datname = %s",
-            (self.conn.dbname,),
-        ).fetchone()
-        if row is None:
-            raise PermanentError(f"database {self.conn.dbname} does not exist")
-        owner, encoding, collate, ctype = row
-        pg.execute(
-            sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 OWNER {} ENCODING {}"
-                " LC_COLLATE {} LC_CTYPE {}"
-            ).format(
-                sql.Identifier(self.recovery),
-                sql.Identifier(owner),
-                sql.Literal(encoding),
-                sql.Literal(collate),
-                sql.Literal(ctype),
-            )
-        )
-        pg.execute(
-            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(self.recovery), sql.Literal(RECOVERY_MARKER)
-            )
-        )
+                f"{error}\n{self.conn.dbname} was not touched; {self.recovery} is left for "
+                "inspection and replaced by the next run"
+            ) from error
+        with step_errors(f"recording the restore into {self.recovery}"):
+            mark_restored(self.conn, self.recovery, ctx.memory)
+        return restore_result(run, dump=self.dump, dbname=self.recovery)
 
 
 @dataclass
 class SwapDatabases:
-    """Put the recovery database in place of the live one, keeping the live one aside."""
+    """Put the recovery database in place of the live one, keeping the live one aside.
+
+    Everything of the live database but its data goes with the name: owner, ACL, settings,
+    role-in-database settings, comment, connection limit (in the rename transaction),
+    extension versions and default privileges (on the recovery database just before).
+    """
 
     conn: DatabaseConnection
     recovery: str
     timeout: float
     now: Callable[[], datetime] = utcnow
+    source: str = "a restore"
     retry_delay: float = 0.2
-    lock_wait: float = 5.0
+    lock_wait: float = 2.0
+    max_attempts: int = 5
     name = "database.swap"
     idempotent = True
 
@@ -277,16 +338,23 @@ class SwapDatabases:
         """Say which databases are renamed to what."""
         live = self.conn.dbname
         return (
-            f"Refuse new connections to {live} and {self.recovery}, end their open sessions, "
+            f"Copy the database-level state of {live} (owner, ACL, settings, role-in-database "
+            f"settings, comment, connection limit, extension versions, default privileges) onto "
+            f"{self.recovery}; refuse new connections to both, end their sessions (each listed), "
             f"then in one transaction from database {self.conn.maintenance_dbname} rename {live} "
-            f"to {live}_pre_rollback_<time of the swap> and {self.recovery} to {live}; "
-            "allow connections again"
+            f"to {live}_pre_rollback_<time of the swap> and {self.recovery} to {live} (lock "
+            f"timeout {self.lock_wait:g} s, at most {self.max_attempts} attempts); allow "
+            f"connections again. {self.recovery} holds {self.source}"
         )
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step."""
+        return {"recovery": self.recovery, "source": self.source}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Swap, retrying while sessions are still closing; report the refusal time."""
         live = self.conn.dbname
-        key = f"database.swap:{live}"
+        key = SWAP_KEY.format(live)
         aside = ctx.memory.get(key) or f"{live}_pre_rollback_{stamp(self.now())}"
         ctx.memory[key] = aside
         with (
@@ -295,65 +363,117 @@ class SwapDatabases:
         ):
             if not database_exists(pg, self.recovery):
                 return self._already_swapped(pg, aside=aside)
-            return self._swap(pg, ctx, aside=aside)
+            if database_comment(pg, self.recovery) != RECOVERY_MARKER:
+                raise PermanentError(
+                    f"database {self.recovery} was not made by the bot; nothing was renamed"
+                )
+            # A run killed while connections were refused left them refused; the copy of
+            # extensions and default privileges below needs to connect to both.
+            allow_connections(pg, live, True)
+            allow_connections(pg, self.recovery, True)
+            aligned = self._align()
+            wanted = read_properties(pg, live)
+            return self._swap(pg, ctx, aside=aside, wanted=wanted, aligned=aligned)
+
+    def _align(self) -> list[str]:
+        with connect(self.conn) as live:
+            wanted_ext = extensions(live)
+            wanted_acl = default_privileges(live)
+        with connect(on_database(self.conn, self.recovery)) as rec:
+            return [*align_extensions(rec, wanted_ext), *align_default_privileges(rec, wanted_acl)]
 
     def _already_swapped(self, pg: psycopg.Connection[Any], *, aside: str) -> StepResult:
         live = self.conn.dbname
         if not database_exists(pg, aside):
             raise PermanentError(f"database {self.recovery} does not exist; nothing to swap in")
         allow_connections(pg, live, True)
+        allow_connections(pg, aside, True)
         return StepResult(
-            summary=f"{live} was already swapped; {aside} kept", data={"aside": aside}
+            summary=f"{live} was already swapped; {aside} kept",
+            skipped=True,
+            data={"aside": aside},
         )
 
-    def _swap(self, pg: psycopg.Connection[Any], ctx: StepContext, *, aside: str) -> StepResult:
+    def _swap(
+        self,
+        pg: psycopg.Connection[Any],
+        ctx: StepContext,
+        *,
+        aside: str,
+        wanted: DatabaseProperties,
+        aligned: list[str],
+    ) -> StepResult:
         live = self.conn.dbname
         refused_at = time.monotonic()
         try:
             allow_connections(pg, live, False)
             allow_connections(pg, self.recovery, False)
-            attempts, ended = self._rename(pg, ctx, aside=aside)
+            attempts, ended, copied = self._rename(pg, ctx, aside=aside, wanted=wanted)
         finally:
             for name in (live, aside, self.recovery):
                 allow_connections(pg, name, True)
             refused = time.monotonic() - refused_at
         log.info("%s: swapped %s in place of %s", ctx.incident_id, self.recovery, live)
+        lines = [f"ended session: {s.line()}" for s in ended]
+        lines += [f"copied from {live}: {line}" for line in [*aligned, *copied]]
+        lines.append(f"renamed after {attempts} attempt(s)")
         return StepResult(
             summary=f"{self.recovery} is now {live}; the previous {live} is kept as {aside}. "
-            f"Connections were refused for {refused:.2f} s",
-            output=f"ended {ended} session(s); renamed after {attempts} attempt(s)",
+            f"Connections were refused for {refused:.2f} s; {len(ended)} session(s) ended",
+            output="\n".join(lines),
             data={
                 "aside": aside,
                 "connections_refused_seconds": refused,
-                "sessions_ended": ended,
+                "sessions_ended": len(ended),
+                "sessions": [s.line() for s in ended],
                 "attempts": attempts,
             },
         )
 
     def _rename(
-        self, pg: psycopg.Connection[Any], ctx: StepContext, *, aside: str
-    ) -> tuple[int, int]:
-        live, ended, attempts = self.conn.dbname, 0, 0
-        while True:
-            attempts += 1
-            ended += terminate_sessions(pg, [live, self.recovery])
+        self,
+        pg: psycopg.Connection[Any],
+        ctx: StepContext,
+        *,
+        aside: str,
+        wanted: DatabaseProperties,
+    ) -> tuple[int, list[Session], list[str]]:
+        live, ended = self.conn.dbname, []
+        for attempt in range(1, self.max_attempts + 1):
+            for session in terminate_sessions(pg, [live, self.recovery]):
+                ctx.emit(f"ended session: {session.line()}")
+                ended.append(session)
             try:
                 with pg.transaction():
                     wait = int(
                         min(self.lock_wait, max(ctx.remaining() - self.retry_delay, 0.1)) * 1000
                     )
                     pg.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(f"{wait}ms"))
+                    copied = apply_properties(pg, self.recovery, wanted)
                     for old, new in ((live, aside), (self.recovery, live)):
                         pg.execute(
                             sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                                 sql.Identifier(old), sql.Identifier(new)
                             )
                         )
-                return attempts, ended
+                    note = (
+                        f"rollback-bot: this was {live} until {iso(self.now())}, replaced by "
+                        f"{self.source} in incident {ctx.incident_id}"
+                    )
+                    if wanted.comment:
+                        note += f"; its comment was: {wanted.comment}"
+                    pg.execute(
+                        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                            sql.Identifier(aside), sql.Literal(note)
+                        )
+                    )
+                return attempt, ended, copied
             except (psycopg.errors.ObjectInUse, psycopg.errors.LockNotAvailable) as error:
-                if ctx.remaining() <= self.retry_delay:
+                if attempt == self.max_attempts or ctx.remaining() <= self.retry_delay:
                     raise PermanentError(
-                        f"could not rename {live} after {attempts} attempts: {first_line(error)}"
+                        f"could not rename {live} after {attempt} attempts: {first_line(error)}; "
+                        f"{live} is unchanged and open again, {self.recovery} is kept"
                     ) from error
-                ctx.emit(f"attempt {attempts}: {first_line(error)}; retrying")
+                ctx.emit(f"attempt {attempt}: {first_line(error)}; retrying")
                 time.sleep(self.retry_delay)
+        raise AssertionError("unreachable")

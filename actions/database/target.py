@@ -3,21 +3,33 @@
 - One `DatabaseTarget` per configured database turns a rollback point ref into a `TargetPlan`.
   Everything that can refuse a rollback (missing or unreadable dump, time outside the window,
   rollback script missing) refuses in `plan()`, before approval, never halfway through a run.
-- Every destructive step is preceded by a pg_dump of the current state; for RDS nothing is
-  destroyed, so its plans have none.
-- A user-typed backup path must lie inside the configured backups directory.
+- Every plan that swaps a database is preceded by a pg_dump of the current state (and the
+  live database itself is kept aside); for RDS nothing is destroyed, so its plans have none.
+- Point in time is offered only where WAL can be replayed (continuous archiving,
+  pgBackRest, RDS, Aurora), over the real window; where only dumps exist a time asked for
+  plans the dump before it, named as such ("not a point-in-time recovery").
+- A user-typed backup path must lie inside the configured backups directory; on resume,
+  `restore(name, spec)` checks stored paths against the configured directories too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
-from actions.database.migrations import RollbackMigration, applied_versions, version_key
+from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window
+from actions.database.migration_plans import MigrationPlanner
+from actions.database.migrations import (
+    TOOL_NAMES,
+    AlembicDowngrade,
+    FlywayUndo,
+    GolangMigrateDown,
+    RollbackMigration,
+)
 from actions.database.names import (
     check_pg_name,
     human_duration,
@@ -28,7 +40,7 @@ from actions.database.names import (
     pitr_ref,
     stamp,
 )
-from actions.database.params import DatabaseParams, Method, VerificationQuery
+from actions.database.params import DatabaseParams, Method, RdsInstance, VerificationQuery
 from actions.database.pgtools import (
     ArchiveInfo,
     connect,
@@ -38,6 +50,14 @@ from actions.database.pgtools import (
     maintenance,
     on_database,
     planning_errors,
+)
+from actions.database.pitr import (
+    RestoreToTime,
+    archive_window,
+    choose_base,
+    describe_loss,
+    exact,
+    pgbackrest_window,
 )
 from actions.database.rds import (
     RDS_ID_MAX,
@@ -52,7 +72,6 @@ from actions.database.selfhosted import (
     RECOVERY_MARKER,
     Backup,
     PreRollbackBackup,
-    RestoreBackup,
     RestoreIntoRecovery,
     SwapDatabases,
     list_backups,
@@ -94,18 +113,36 @@ class DatabaseTarget:
         return list_backups(Path(self.params.backups), self.dbname)
 
     def pitr_window(self) -> tuple[datetime, datetime] | None:
-        """Return the restorable window: RDS's own, or the span of the backups."""
+        """Return the restorable window: RDS's own, the WAL archive's, pgBackRest's; None
+        where only dumps exist."""
         rds = self.params.rds
         if rds is not None:
             with rds_errors(f"reading RDS instance {rds.instance_id}", planning=True):
+                if rds.cluster_id is not None:
+                    return cluster_window(rds_client(rds.aws), rds.cluster_id)
                 return restorable_window(rds_client(rds.aws), rds.instance_id)
-        taken = [b.taken_at for b in self.backups()]
-        return (min(taken), max(taken)) if taken else None
+        if self.params.archive is not None:
+            return archive_window(self.params.archive)
+        if self.params.pgbackrest is not None:
+            return pgbackrest_window(self.params.pgbackrest)
+        return None
+
+    @property
+    def pitr_source(self) -> str | None:
+        """Name where point-in-time recovery comes from, for labels and notes."""
+        if self.params.rds is not None and self.params.rds.cluster_id is not None:
+            return f"Aurora cluster {self.params.rds.cluster_id}"
+        if self.params.rds is not None:
+            return f"RDS {self.params.rds.instance_id}"
+        if self.params.archive is not None:
+            return f"WAL archive {self.params.archive.wal_archive}"
+        if self.params.pgbackrest is not None:
+            return f"pgBackRest stanza {self.params.pgbackrest.stanza}"
+        return None
 
     def applied_migrations(self) -> list[str]:
         """Read the applied migration versions, newest first."""
-        with planning_errors(f"reading {self.params.migrations_table} of {self.dbname}"):
-            return applied_versions(self.params.connection, self.params.migrations_table)
+        return MigrationPlanner(self.params).applied()
 
     def points(self) -> list[RollbackPoint]:
         """List the rollback points of every allowed method, each group newest first."""
@@ -118,24 +155,34 @@ class DatabaseTarget:
 
     def _backup_points(self) -> list[RollbackPoint]:
         now = self.now()
-        return [RollbackPoint(f"backup:{b.path}", b.label(now), b.taken_at) for b in self.backups()]
+        avoid = "the bot's own pre-rollback backup: the state a rollback moved away from"
+        return [
+            RollbackPoint(
+                f"backup:{b.path}", b.label(now), b.taken_at, avoid=avoid if b.pre_rollback else ""
+            )
+            for b in self.backups()
+        ]
 
     def _pitr_points(self) -> list[RollbackPoint]:
         window = self.pitr_window()
         if window is None:
             return []
         earliest, latest = window
-        source = f"RDS {self.params.rds.instance_id}" if self.params.rds else "backups"
-        label = f"point in time ({source}): any time from {iso(earliest)} to {iso(latest)}"
+        label = (
+            f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
+        )
         return [RollbackPoint(pitr_ref(latest), label, latest)]
 
     def _migration_points(self) -> list[RollbackPoint]:
-        versions = self.applied_migrations()
+        planner = MigrationPlanner(self.params)
+        found = planner.detect()
+        versions = planner.applied(found)
+        tool = TOOL_NAMES[found.tool].split(" (")[0]
         return [
-            RollbackPoint(f"migration:{v}", f"migration {v} · current", is_current=True)
+            RollbackPoint(f"migration:{v}", f"{tool} migration {v} · current", is_current=True)
             if i == 0
             else RollbackPoint(
-                f"migration:{v}", f"migration {v} · rolls back {i} newer migration(s)"
+                f"migration:{v}", f"{tool} migration {v} · rolls back {i} newer migration(s)"
             )
             for i, v in enumerate(versions)
         ]
@@ -190,24 +237,6 @@ class DatabaseTarget:
             raise PlanningError(f"{iso(moment)} is outside the restorable window {span}")
         return f"{iso(moment)} within {span}"
 
-    def _backup_at(self, moment: datetime) -> Backup:
-        """Return the newest backup taken at or before `moment`."""
-        return next(b for b in self.backups() if b.taken_at <= moment)
-
-    def _to_roll_back(self, target: str) -> list[str]:
-        newer = [v for v in self.applied_migrations() if version_key(v) > version_key(target)]
-        if not newer:
-            raise PlanningError(f"no applied migration of {self.dbname} is newer than {target}")
-        return newer
-
-    def _rollback_script(self, version: str) -> Path | None:
-        if self.params.migrations is None:
-            raise PlanningError(f"no migrations directory is configured for {self.dbname}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", version):
-            raise PlanningError(f"migration version {version!r} is not a plain name")
-        script = Path(self.params.migrations) / f"rollback_{version}.sql"
-        return script if script.is_file() else None
-
     # -- checks
 
     def checks(self, ref: str | None) -> list[Check]:
@@ -217,7 +246,10 @@ class DatabaseTarget:
             if method == "backup":
                 return self._backup_checks(self._backup_path(value))
             if method == "pitr":
-                return self._pitr_checks(parse_time(value))
+                moment = parse_time(value)
+                if self.pitr_source is None:
+                    return self._dump_checks(moment)
+                return self._pitr_checks(moment)
             return self._migration_checks(value)
         except PlanningError as error:
             return [Check("rollback point", False, str(error))]
@@ -241,12 +273,14 @@ class DatabaseTarget:
     def _backup_checks(self, path: Path) -> list[Check]:
         info = inspect_archive(path)
         detail = (
-            f"{path} · {info.format} format, {info.entries} entries"
+            f"{path} · {info.format} format, {info.entries} entries, every block read"
             if info.readable
             else info.error
         )
-        checks = [Check("backup readable", info.readable, detail)]
-        return [*checks, self.estimate(path.stat().st_size)] if info.readable else checks
+        checks = [Check("backup reads back whole", info.readable, detail)]
+        if not info.readable:
+            return checks
+        return [*checks, self.estimate(path.stat().st_size), self._recovery_check()]
 
     def _pitr_checks(self, moment: datetime) -> list[Check]:
         try:
@@ -255,10 +289,23 @@ class DatabaseTarget:
             return [Check("time inside restorable window", False, str(error))]
         if self.params.rds is not None:
             return [inside]
-        backup = self._backup_at(moment)
-        earlier = human_duration((moment - backup.taken_at).total_seconds())
-        chosen = Check("backup chosen", True, f"{backup.path.name}, taken {earlier} earlier")
-        return [inside, chosen, *self._backup_checks(backup.path), self._recovery_check()]
+        loss = describe_loss(
+            moment, inclusive=self.params.recovery_target_inclusive, db=self.dbname
+        )
+        return [inside, Check("data-loss window", True, loss), self._recovery_check()]
+
+    def _dump_checks(self, moment: datetime) -> list[Check]:
+        earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
+        if not earlier:
+            return [Check("dump before the time", False, f"no dump at or before {iso(moment)}")]
+        backup = earlier[0]
+        gap = human_duration((moment - backup.taken_at).total_seconds())
+        chosen = Check(
+            "dump before the time (not point in time)",
+            True,
+            f"restore the dump of {iso(backup.taken_at)}, {gap} before the time you asked",
+        )
+        return [chosen, *self._backup_checks(backup.path)]
 
     def _recovery_check(self) -> Check:
         recovery = f"{self.dbname}_recovery"
@@ -277,17 +324,13 @@ class DatabaseTarget:
         return Check("recovery database name free", ours, detail)
 
     def _migration_checks(self, target: str) -> list[Check]:
-        checks = []
-        for version in self._to_roll_back(target):
-            script = self._rollback_script(version)
-            checks.append(
-                Check(
-                    f"rollback script for {version}",
-                    script is not None,
-                    str(script) if script else f"rollback_{version}.sql is missing",
-                )
-            )
-        return checks
+        try:
+            rollback = MigrationPlanner(self.params).rollback(target)
+        except PlanningError as error:
+            return [Check("down scripts for every migration rolled back", False, str(error))]
+        return [
+            Check(f"step {i + 1}", True, step.describe()) for i, step in enumerate(rollback.steps)
+        ]
 
     # -- plans
 
@@ -298,7 +341,11 @@ class DatabaseTarget:
             return self._backup_plan(self._backup_path(value))
         if method == "pitr":
             moment = parse_time(value)
-            return self._rds_plan(moment) if self.params.rds else self._pitr_plan(moment)
+            if self.params.rds is not None:
+                return self._rds_plan(moment)
+            if self.pitr_source is not None:
+                return self._wal_plan(moment)
+            return self._dump_before(moment)
         return self._migration_plan(value, force=force)
 
     def _verify_live(self) -> VerifyDatabase:
@@ -317,51 +364,140 @@ class DatabaseTarget:
     def _jobs(self, info: ArchiveInfo) -> int:
         return max(1, self.params.restore_jobs) if info.parallel else 1
 
-    def _backup_plan(self, path: Path) -> TargetPlan:
-        info = self._readable(path)
-        restore = RestoreBackup(
-            self.params.connection, path, self._jobs(info), self.params.restore_timeout
-        )
-        return TargetPlan(
-            prepare=[self._pre_rollback()],
-            rollback=[restore],
-            verify=[self._verify_live()],
-            notes=[
-                f"Restores {path.name} ({human_size(path.stat().st_size)}); "
-                f"{self.estimate(path.stat().st_size).detail}"
-            ],
-        )
-
-    def _pitr_plan(self, moment: datetime) -> TargetPlan:
+    def _recovery_steps(self, path: Path, info: ArchiveInfo, source: str) -> list[Action]:
+        """Restore into a new database, verify it there, then swap it in."""
         if self.dbname == self.params.connection.maintenance_dbname:
             raise PlanningError(f"cannot swap the maintenance database {self.dbname}")
-        self._inside_window(moment)
-        backup = self._backup_at(moment)
-        info = self._readable(backup.path)
         recovery = f"{self.dbname}_recovery"
-        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(moment)}")
+        check_pg_name(recovery)
+        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(self.now())}")
         if not self._recovery_check().ok:
             raise PlanningError(f"database {recovery} exists and was not made by the bot")
         conn, timeout = self.params.connection, self.params.restore_timeout
-        rollback: list[Action] = [
-            RestoreIntoRecovery(conn, backup.path, recovery, self._jobs(info), timeout),
-            VerifyDatabase(on_database(conn, recovery), self.queries),
-            SwapDatabases(conn, recovery, self.params.swap_timeout, self.now),
+        return [
+            RestoreIntoRecovery(conn, path, recovery, self._jobs(info), timeout),
+            VerifyDatabase(on_database(conn, recovery), self.queries, swapped_into=self.dbname),
+            SwapDatabases(conn, recovery, self.params.swap_timeout, self.now, source=source),
         ]
+
+    def _backup_plan(self, path: Path, notes: list[str] | None = None) -> TargetPlan:
+        info = self._readable(path)
+        size = path.stat().st_size
         return TargetPlan(
             prepare=[self._pre_rollback()],
-            rollback=rollback,
+            rollback=self._recovery_steps(path, info, f"the dump {path.name}"),
             verify=[self._verify_live()],
             notes=[
-                f"Point in time {iso(moment)}: restores {backup.path.name}, taken "
-                f"{iso(backup.taken_at)}; {self.estimate(backup.size).detail}",
-                f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time>",
+                *(notes or []),
+                f"Restores {path.name} ({human_size(size)}, read back whole) into "
+                f"{self.dbname}_recovery, verifies it there, then swaps it in; "
+                f"{self.estimate(size).detail}",
+                f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time of the "
+                "swap>",
+            ],
+        )
+
+    def _wal_plan(self, moment: datetime) -> TargetPlan:
+        """Replay WAL to `moment` in a scratch instance, copy the database over, swap."""
+        source = self.params.archive or self.params.pgbackrest
+        assert source is not None
+        self._inside_window(moment)
+        if self.dbname == self.params.connection.maintenance_dbname:
+            raise PlanningError(f"cannot swap the maintenance database {self.dbname}")
+        recovery = f"{self.dbname}_recovery"
+        check_pg_name(f"{self.dbname}_pre_rollback_{stamp(self.now())}")
+        if not self._recovery_check().ok:
+            raise PlanningError(f"database {recovery} exists and was not made by the bot")
+        if self.params.archive is not None:
+            base = choose_base(self.params.archive, moment)
+            base_ref = base.ref
+            base_note = f"base backup {base.ref} (usable from {iso(base.usable_from)})"
+        else:
+            base_ref = "pgbackrest"
+            base_note = "the newest pgBackRest backup before the time (pgBackRest chooses)"
+        inclusive = self.params.recovery_target_inclusive
+        conn = self.params.connection
+        restore = RestoreToTime(
+            conn,
+            source,
+            moment,
+            inclusive,
+            base_ref,
+            recovery,
+            max(1, self.params.restore_jobs),
+            self.queries,
+            self.params.restore_timeout,
+        )
+        swap = SwapDatabases(
+            conn,
+            recovery,
+            self.params.swap_timeout,
+            self.now,
+            source=f"{self.dbname} recovered to {exact(moment)} from the {self.pitr_source}",
+        )
+        prepare: list[Action] = [self._pre_rollback()] if self.params.backups is not None else []
+        return TargetPlan(
+            prepare=prepare,
+            rollback=[
+                restore,
+                VerifyDatabase(on_database(conn, recovery), self.queries, swapped_into=self.dbname),
+                swap,
+            ],
+            verify=[self._verify_live()],
+            notes=[
+                f"Point-in-time recovery to {exact(moment)} "
+                f"({'inclusive' if inclusive else 'exclusive'}) from the {self.pitr_source}, "
+                f"{base_note}",
+                describe_loss(moment, inclusive=inclusive, db=self.dbname),
+            ],
+        )
+
+    def _dump_before(self, moment: datetime) -> TargetPlan:
+        """Only dumps exist: say plainly that this restores the dump before the time asked."""
+        earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
+        if not earlier:
+            raise PlanningError(f"no dump of {self.dbname} was taken at or before {iso(moment)}")
+        backup = earlier[0]
+        gap = human_duration((moment - backup.taken_at).total_seconds())
+        return self._backup_plan(
+            backup.path,
+            [
+                f"Not a point-in-time recovery: restore the dump of {iso(backup.taken_at)}, "
+                f"{gap} before the time you asked ({iso(moment)}); changes after "
+                f"{iso(backup.taken_at)} are not in the restored database"
+            ],
+        )
+
+    def _aurora_plan(self, moment: datetime) -> TargetPlan:
+        rds = self.params.rds
+        assert rds is not None and rds.cluster_id is not None
+        self._inside_window(moment)
+        cluster = f"{rds.cluster_id}-pitr-{rds_stamp(moment)}"
+        writer = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
+        longest = max(f"{rds.cluster_id}-pre-rollback-{rds_stamp(moment)}", writer, key=len)
+        if len(longest) > RDS_ID_MAX:
+            raise PlanningError(f"RDS identifiers derived from {rds.cluster_id} would be too long")
+        timeout = self.params.restore_timeout
+        rollback: list[Action] = [AuroraRestoreToTime(rds, cluster, writer, moment, timeout)]
+        if rds.verify:
+            rollback.append(
+                VerifyDatabase(self.params.connection, self.queries, rds=rds, instance_id=writer)
+            )
+        rollback.append(AuroraSwap(rds, cluster, timeout, self.now))
+        return TargetPlan(
+            rollback=rollback,
+            notes=[
+                f"Aurora cluster {rds.cluster_id} restored to {iso(moment)} as {cluster}, "
+                f"writer {writer}; changes after {iso(moment)} are not in it",
+                f"The current cluster is kept, renamed {rds.cluster_id}-pre-rollback-<time>",
             ],
         )
 
     def _rds_plan(self, moment: datetime) -> TargetPlan:
         rds = self.params.rds
         assert rds is not None
+        if rds.cluster_id is not None:
+            return self._aurora_plan(moment)
         self._inside_window(moment)
         restored = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
         if len(f"{rds.instance_id}-pre-rollback-{rds_stamp(moment)}") > RDS_ID_MAX:
@@ -380,43 +516,162 @@ class DatabaseTarget:
             rollback=rollback,
             verify=[verify_live] if rds.verify else [],
             notes=[
-                f"RDS {rds.instance_id} restored to {iso(moment)} as {restored}",
+                f"RDS {rds.instance_id} restored to {iso(moment)} as {restored}; changes after "
+                f"{iso(moment)} are not in it",
                 f"The current instance is kept, renamed {rds.instance_id}-pre-rollback-<time>",
                 "verification queries: " + ("on" if rds.verify else "off (RdsInstance.verify)"),
             ],
         )
 
     def _migration_plan(self, target: str, *, force: bool) -> TargetPlan:
-        versions = self._to_roll_back(target)
-        scripts = {v: self._rollback_script(v) for v in versions}
-        missing = [v for v, script in scripts.items() if script is None]
-        if missing and not force:
-            raise PlanningError(
-                f"no rollback script for migration(s) {', '.join(missing)} in "
-                f"{self.params.migrations}; nothing was run (force overrides)"
-            )
-        conn, table, timeout = (
-            self.params.connection,
-            self.params.migrations_table,
-            self.params.restore_timeout,
-        )
-        steps: list[Action] = [
-            RollbackMigration(conn, table, v, scripts[v], timeout) for v in versions
-        ]
-        notes = [
-            f"roll back migration {v} with {scripts[v].name}"  # type: ignore[union-attr]
-            if scripts[v]
-            else f"roll back migration {v}: no rollback script, row deleted only (forced)"
-            for v in versions
-        ]
-        if missing:
-            notes.append(
-                f"force: rollback scripts missing for {', '.join(missing)}; "
-                "override requested, their schema changes stay"
-            )
+        """Roll back with the detected tool's down scripts; `force` changes nothing here."""
+        rollback = MigrationPlanner(self.params).rollback(target)
+        notes = rollback.notes
+        if force:
+            notes = [*notes, "force has no effect on a migration rollback"]
         return TargetPlan(
             prepare=[self._pre_rollback()],
-            rollback=steps,
+            rollback=rollback.steps,
             verify=[self._verify_live()],
             notes=notes,
+        )
+
+    # -- resume
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild the approved step `name` from its stored spec, without reading the live
+        system (the resume contract in actions.base); paths must still lie in the configured
+        directories."""
+        builders: dict[str, Callable[[dict[str, Any]], Action]] = {
+            "database.pre_rollback_backup": lambda s: self._pre_rollback(),
+            "database.restore_into_recovery": self._restore_recovery,
+            "database.verify": self._restore_verify,
+            "database.swap": lambda s: SwapDatabases(
+                self.params.connection,
+                self._recovery_name(s["recovery"]),
+                self.params.swap_timeout,
+                self.now,
+                source=str(s["source"]),
+            ),
+            "database.pitr_restore": self._restore_pitr,
+            "database.migration_rollback": lambda s: RollbackMigration(
+                self.params.connection,
+                str(s["table"]),
+                str(s["version"]),
+                self._script(s["script"]),
+                self.params.restore_timeout,
+            ),
+            "database.golang_migrate_down": lambda s: GolangMigrateDown(
+                self.params.connection,
+                str(s["table"]),
+                int(s["version"]),
+                None if s["previous"] is None else int(s["previous"]),
+                self._script(s["script"]),
+                self.params.restore_timeout,
+            ),
+            "database.flyway_undo": lambda s: FlywayUndo(
+                self.params.connection,
+                str(s["table"]),
+                str(s["version"]),
+                self._script(s["script"]),
+                self.params.restore_timeout,
+            ),
+            "database.alembic_downgrade": self._restore_alembic,
+            "database.rds_restore": lambda s: RdsRestoreToTime(
+                self._rds(),
+                str(s["restored_id"]),
+                parse_time(s["restore_time"]),
+                self.params.restore_timeout,
+            ),
+            "database.rds_swap": lambda s: RdsSwap(
+                self._rds(), str(s["restored_id"]), self.params.restore_timeout, self.now
+            ),
+            "database.aurora_restore": lambda s: AuroraRestoreToTime(
+                self._rds(),
+                str(s["restored_cluster"]),
+                str(s["restored_writer"]),
+                parse_time(s["restore_time"]),
+                self.params.restore_timeout,
+            ),
+            "database.aurora_swap": lambda s: AuroraSwap(
+                self._rds(), str(s["restored_cluster"]), self.params.restore_timeout, self.now
+            ),
+        }
+        if name not in builders:
+            raise PlanningError(f"database target {self.dbname} has no step called {name!r}")
+        try:
+            return builders[name](spec)
+        except (KeyError, TypeError, ValueError) as error:
+            raise PlanningError(f"stored spec of {name} is not usable: {error!r}") from error
+
+    def _recovery_name(self, name: object) -> str:
+        if name != f"{self.dbname}_recovery":
+            raise PlanningError(f"{name!r} is not the recovery database of {self.dbname}")
+        return str(name)
+
+    def _rds(self) -> RdsInstance:
+        if self.params.rds is None:
+            raise PlanningError(f"{self.dbname} has no RDS instance configured")
+        return self.params.rds
+
+    def _script(self, path: object) -> Path:
+        directory = Path(self.params.migrations or "/nonexistent").resolve()
+        script = Path(str(path)).resolve()
+        if directory not in script.parents:
+            raise PlanningError(f"{path} is not in the migrations directory {directory}")
+        return script
+
+    def _restore_recovery(self, spec: dict[str, Any]) -> Action:
+        return RestoreIntoRecovery(
+            self.params.connection,
+            self._backup_path(str(spec["dump"])),
+            self._recovery_name(spec["recovery"]),
+            int(spec["jobs"]),
+            self.params.restore_timeout,
+        )
+
+    def _restore_verify(self, spec: dict[str, Any]) -> Action:
+        database = str(spec["database"])
+        if database not in (self.dbname, f"{self.dbname}_recovery"):
+            raise PlanningError(f"{database!r} is neither {self.dbname} nor its recovery database")
+        conn = on_database(self.params.connection, database)
+        instance = spec.get("instance_id")
+        if instance is None and database != self.dbname:
+            return VerifyDatabase(conn, self.queries, swapped_into=self.dbname)
+        if instance is None:
+            return VerifyDatabase(conn, self.queries)
+        return VerifyDatabase(conn, self.queries, rds=self._rds(), instance_id=str(instance))
+
+    def _restore_pitr(self, spec: dict[str, Any]) -> Action:
+        source = self.params.archive or self.params.pgbackrest
+        if source is None:
+            raise PlanningError(f"{self.dbname} has no WAL archive or pgBackRest configured")
+        base = str(spec["base"])
+        if self.params.archive is not None:
+            directory = Path(self.params.archive.base_backups).resolve()
+            if directory not in Path(base).resolve().parents:
+                raise PlanningError(f"{base} is not in the base backups directory {directory}")
+        return RestoreToTime(
+            self.params.connection,
+            source,
+            parse_time(spec["moment"]),
+            bool(spec["inclusive"]),
+            base,
+            self._recovery_name(spec["recovery"]),
+            int(spec["jobs"]),
+            self.queries,
+            self.params.restore_timeout,
+        )
+
+    def _restore_alembic(self, spec: dict[str, Any]) -> Action:
+        command = self.params.alembic_command
+        if not command:
+            raise PlanningError("alembic_command is no longer configured")
+        return AlembicDowngrade(
+            self.params.connection,
+            str(spec["table"]),
+            list(command),
+            self.params.alembic_directory,
+            str(spec["revision"]),
+            self.params.restore_timeout,
         )

@@ -19,7 +19,13 @@ from psycopg import sql
 from actions.base import PermanentError, StepContext, StepResult, TemporaryError
 from actions.database.names import first_line
 from actions.database.params import DatabaseConnection, RdsInstance, VerificationQuery
-from actions.database.pgtools import connect, step_errors
+from actions.database.pgtools import (
+    SWAP_KEY,
+    connect,
+    database_exists,
+    maintenance,
+    step_errors,
+)
 from actions.database.rds import describe_instance, rds_client, rds_errors
 
 DEFAULT_VERIFICATION: tuple[VerificationQuery, ...] = (
@@ -125,6 +131,8 @@ class VerifyDatabase:
     timeout: float = 120.0
     rds: RdsInstance | None = None
     instance_id: str | None = None
+    swapped_into: str | None = None
+    """For the recovery database: the live name it is swapped into afterwards."""
     name = "database.verify"
     idempotent = True
 
@@ -140,8 +148,18 @@ class VerifyDatabase:
         rule = f"; fail if {', '.join(musts)} is 0 or NULL" if musts else ""
         return f"Run the verification queries ({names}) on {where}{rule}, or if a query errors"
 
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step (queries come from the config)."""
+        return {"database": self.conn.dbname, "instance_id": self.instance_id}
+
     def run(self, ctx: StepContext) -> StepResult:
         """Run every query, then fail naming each failed check."""
+        if self._swapped_already(ctx):
+            return StepResult(
+                summary=f"{self.conn.dbname} was already verified and swapped in as "
+                f"{self.swapped_into}",
+                skipped=True,
+            )
         conn = self._endpoint() if self.instance_id else self.conn
         with step_errors(f"connecting to {conn.dbname} on {conn.host}"):
             table, failures = run_verification(
@@ -154,6 +172,15 @@ class VerifyDatabase:
         return StepResult(
             summary=f"{len(self.queries)} verification checks passed on {conn.dbname}", output=table
         )
+
+    def _swapped_already(self, ctx: StepContext) -> bool:
+        if self.swapped_into is None or not ctx.memory.get(SWAP_KEY.format(self.swapped_into)):
+            return False
+        with (
+            step_errors("looking for the recovery database"),
+            connect(maintenance(self.conn), timeout=min(ctx.remaining(), 10.0)) as pg,
+        ):
+            return not database_exists(pg, self.conn.dbname)
 
     def _endpoint(self) -> DatabaseConnection:
         assert self.rds is not None and self.instance_id is not None

@@ -14,7 +14,7 @@ from actions.base import PermanentError, PlanningError, StepContext
 from actions.database import (
     DatabaseTarget,
     PreRollbackBackup,
-    RestoreBackup,
+    RestoreIntoRecovery,
     inspect_archive,
     list_backups,
 )
@@ -61,7 +61,7 @@ def test_garbage_backup_file_is_refused_at_plan_time(voxflow_db: str, tmp_path: 
     with pytest.raises(PlanningError, match="cannot be used"):
         tgt.plan(f"backup:{garbage}")
     check = tgt.checks(f"backup:{garbage}")[0]
-    assert (check.name, check.ok) == ("backup readable", False)
+    assert (check.name, check.ok) == ("backup reads back whole", False)
 
 
 def test_missing_backup_and_paths_outside_the_directory_are_refused(
@@ -98,9 +98,10 @@ def test_backup_restore_brings_back_the_dump_and_keeps_a_readable_pre_rollback_b
     plan = target(voxflow_db, tmp_path).plan(f"backup:{path}")
     memory: dict[str, Any] = {}
 
-    prepared, restored, verified = run_plan(plan, memory)
+    prepared, restored, _, swapped, verified = run_plan(plan, memory)
 
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
+    assert scalar(swapped.data["aside"], "SELECT count(*) FROM users") == 4
     assert scalar(voxflow_db, "SELECT count(*) FROM agents") == 2
     pre = Path(prepared.data["path"])
     assert pre.name == f"pre_rollback_{voxflow_db}_20260110_120000.dump"
@@ -135,13 +136,15 @@ def test_restore_errors_fail_the_step_with_pg_restores_message(
     execute(db, f'CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO "{pg_role}"')
     path = dump(db, tmp_path, NOW)
     execute(db, f'ALTER TABLE owned OWNER TO postgres; DROP ROLE "{pg_role}"')
-    step = RestoreBackup(connection(db), path, 1, 60.0)
+    step = RestoreIntoRecovery(connection(db), path, f"{db}_recovery", 1, 60.0)
 
     with pytest.raises(PermanentError) as failure:
         step.run(StepContext.for_test())
 
     assert f'role "{pg_role}" does not exist' in str(failure.value)
-    assert "errors ignored on restore" in str(failure.value)
+    assert f"{db} was not touched" in str(failure.value)
+    assert scalar(db, "SELECT count(*) FROM owned") == 0
+    assert scalar(f"{db}_recovery", "SELECT to_regclass('owned') IS NULL") is True
 
 
 def test_password_goes_in_the_environment_never_on_the_command_line(
@@ -159,7 +162,9 @@ def test_password_goes_in_the_environment_never_on_the_command_line(
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
     conn = connection(voxflow_db, password=SecretRef(env="RBT_DB_PASSWORD"))
     backup = run_step(PreRollbackBackup(conn, tmp_path, 60.0, clock), {})
-    restore = run_step(RestoreBackup(conn, Path(backup.data["path"]), 2, 60.0), {})
+    restore = run_step(
+        RestoreIntoRecovery(conn, Path(backup.data["path"]), f"{voxflow_db}_recovery", 2, 60.0), {}
+    )
 
     dumps = [(argv, env) for argv, env in seen if argv[0] == "pg_dump"]
     assert dumps and dumps[0][1]["PGPASSWORD"] == secret
@@ -177,3 +182,74 @@ def test_list_backups_recognises_pre_rollback_dumps(voxflow_db: str, tmp_path: P
 
     assert [b.pre_rollback for b in found] == [True, False]
     assert found[0].label(NOW).startswith("pre-rollback backup ")
+    points = target(voxflow_db, tmp_path).points()
+    assert [bool(p.avoid) for p in points] == [True, False]
+
+
+@pytest.fixture
+def big_db(voxflow_db: str) -> str:
+    """Give the VoxFlow database 20,000 users, so a dump has many compressed data blocks."""
+    execute(
+        voxflow_db,
+        "INSERT INTO users (email) SELECT 'u' || g || '@example.com'"
+        " FROM generate_series(4, 20000) g",
+    )
+    return voxflow_db
+
+
+def damaged(path: Path, how: str) -> Path:
+    """Write a damaged copy of a dump next to it: truncated to N % or one byte flipped."""
+    data = path.read_bytes()
+    if how.startswith("truncated"):
+        data = data[: len(data) * int(how.split("_")[1]) // 100]
+    else:
+        flipped = bytearray(data)
+        flipped[len(data) * int(how.split("_")[1]) // 100] ^= 0xFF
+        data = bytes(flipped)
+    copy = path.with_name(path.name.replace(stamp_of(path), "20260101_000000"))
+    copy.write_bytes(data)
+    return copy
+
+
+def stamp_of(path: Path) -> str:
+    """Return the `YYYYmmdd_HHMMSS` part of a dump's name."""
+    return "_".join(path.stem.split("_")[-2:])
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["truncated_99", "truncated_90", "truncated_50", "truncated_10", "flipped_50", "flipped_90"],
+)
+def test_a_dump_that_does_not_read_back_whole_is_refused_before_anything_runs(
+    big_db: str, tmp_path: Path, how: str
+) -> None:
+    good = dump(big_db, tmp_path, NOW - timedelta(hours=1))
+    bad = damaged(good, how)
+    tgt = target(big_db, tmp_path)
+
+    with pytest.raises(PlanningError, match="cannot be used") as refused:
+        tgt.plan(f"backup:{bad}")
+    check = tgt.checks(f"backup:{bad}")[0]
+
+    assert "end of file" in str(refused.value) or "uncompress" in str(refused.value)
+    assert (check.name, check.ok) == ("backup reads back whole", False)
+    assert scalar(big_db, "SELECT count(*) FROM users") == 20000
+    assert tgt.plan(f"backup:{good}").rollback
+
+
+def test_a_restore_failing_half_way_leaves_the_live_database_as_it_was(
+    big_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = dump(big_db, tmp_path, NOW - timedelta(hours=1))
+    execute(big_db, "CREATE TABLE from_bad_release (id int)")
+    plan = target(big_db, tmp_path, restore_jobs=1).plan(f"backup:{path}")
+    memory: dict[str, Any] = {}
+    run_step(plan.prepare[0], memory)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    with pytest.raises(PermanentError, match=f"{big_db} was not touched"):
+        run_step(plan.rollback[0], memory)
+
+    assert scalar(big_db, "SELECT count(*) FROM users") == 20000
+    assert scalar(big_db, "SELECT to_regclass('from_bad_release') IS NOT NULL") is True
+    assert scalar(f"{big_db}_recovery", "SELECT to_regclass('users') IS NULL") is True

@@ -1,4 +1,4 @@
-"""Self-hosted point-in-time recovery: recovery database, verification there, swap with sessions."""
+"""Restore into a recovery database, verification there, swap with sessions; dump-only honesty."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from actions.database import (
     SwapDatabases,
     VerifyDatabase,
     iso,
-    pitr_ref,
 )
 from tests.fakes.pg import (
     connection,
@@ -43,9 +42,11 @@ def clock() -> datetime:
     return NOW
 
 
-def target(db: str, backups: Path) -> DatabaseTarget:
-    """Build a PITR target on the test server with a fixed clock."""
-    return DatabaseTarget(params(db, backups=str(backups), methods=["pitr"]), now=clock)
+def target(db: str, backups: Path, methods: list[str] | None = None) -> DatabaseTarget:
+    """Build a backup-method target on the test server with a fixed clock."""
+    return DatabaseTarget(
+        params(db, backups=str(backups), methods=methods or ["backup"]), now=clock
+    )
 
 
 @pytest.fixture
@@ -69,37 +70,38 @@ def open_sessions(voxflow_db: str) -> Iterator[list[psycopg.Connection[Any]]]:
     busy.close()
 
 
-def test_window_spans_the_backups_and_is_listed(
+def test_with_only_dumps_no_point_in_time_is_offered(
     voxflow_db: str, tmp_path: Path, two_backups: tuple[Path, Path]
 ) -> None:
-    points = target(voxflow_db, tmp_path).points()
+    tgt = target(voxflow_db, tmp_path, ["pitr"])
 
-    assert [p.ref for p in points] == [pitr_ref(NOW - timedelta(hours=1))]
-    assert iso(NOW - timedelta(hours=2)) in points[0].label
-
-
-def test_time_outside_the_window_is_refused_at_plan_time(
-    voxflow_db: str, tmp_path: Path, two_backups: tuple[Path, Path]
-) -> None:
-    tgt = target(voxflow_db, tmp_path)
-    too_early = f"pitr:{iso(NOW - timedelta(days=1))}"
-
-    with pytest.raises(PlanningError, match="outside the restorable window"):
-        tgt.plan(too_early)
-    assert not tgt.checks(too_early)[0].ok
+    assert tgt.points() == []
+    with pytest.raises(PlanningError, match="no pitr rollback point"):
+        tgt.plan(None)
 
 
-def test_plan_restores_the_newest_backup_at_or_before_the_time(
+def test_a_time_asked_with_only_dumps_is_named_a_dump_restore(
     voxflow_db: str, tmp_path: Path, two_backups: tuple[Path, Path]
 ) -> None:
     first, _ = two_backups
-    plan = target(voxflow_db, tmp_path).plan(f"pitr:{iso(NOW - timedelta(minutes=90))}")
+    tgt = target(voxflow_db, tmp_path, ["pitr"])
+    asked = f"pitr:{iso(NOW - timedelta(minutes=90))}"
+
+    plan = tgt.plan(asked)
+    check = tgt.checks(asked)[0]
 
     restore, verify_recovery, swap = plan.rollback
     assert isinstance(restore, RestoreIntoRecovery) and restore.dump == first.resolve()
+    assert plan.notes[0].startswith(
+        f"Not a point-in-time recovery: restore the dump of {iso(NOW - timedelta(hours=2))}, "
+        "30 min before the time you asked"
+    )
+    assert "not point in time" in check.name
     assert f"{voxflow_db}_recovery" in verify_recovery.describe()
     assert isinstance(swap, SwapDatabases)
     assert f"rename {voxflow_db} to {voxflow_db}_pre_rollback_" in swap.describe()
+    with pytest.raises(PlanningError, match="no dump of"):
+        tgt.plan(f"pitr:{iso(NOW - timedelta(days=1))}")
 
 
 def test_swap_ends_open_sessions_and_keeps_the_previous_database_intact(
@@ -108,14 +110,16 @@ def test_swap_ends_open_sessions_and_keeps_the_previous_database_intact(
     two_backups: tuple[Path, Path],
     open_sessions: list[psycopg.Connection[Any]],
 ) -> None:
-    plan = target(voxflow_db, tmp_path).plan(f"pitr:{iso(NOW - timedelta(minutes=90))}")
+    plan = target(voxflow_db, tmp_path).plan(f"backup:{two_backups[0]}")
 
     results = run_plan(plan)
 
     swapped = results[3]
     aside = f"{voxflow_db}_pre_rollback_20260110_120000"
     assert swapped.data["aside"] == aside
-    assert swapped.data["sessions_ended"] >= 2
+    assert swapped.data["sessions_ended"] == 2
+    assert "idle in transaction" in swapped.output
+    assert "ended session: pid " in swapped.output
     assert swapped.data["connections_refused_seconds"] >= 0
     assert "Connections were refused for" in swapped.summary
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
@@ -212,6 +216,7 @@ def recovery_copy(voxflow_db: str) -> str:
     recovery = f"{voxflow_db}_recovery"
     execute("postgres", f'CREATE DATABASE "{recovery}" TEMPLATE "{voxflow_db}"')
     execute(recovery, "DELETE FROM users WHERE id = 3")
+    execute("postgres", f"COMMENT ON DATABASE \"{recovery}\" IS '{RECOVERY_MARKER}'")
     return recovery
 
 

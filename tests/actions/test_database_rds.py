@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from actions.base import PermanentError, PlanningError, StepContext, TemporaryError
+from actions.base import PermanentError, PlanningError, StepContext, TemporaryError, spec_of
 from actions.database import (
     DatabaseParams,
     DatabaseTarget,
@@ -171,5 +172,262 @@ def test_an_aws_refusal_fails_the_step_permanently(aws: AwsConnection) -> None:
     rds = RdsInstance(instance_id="gone-instance", aws=aws, poll_interval=0.05)
     restore = RdsRestoreToTime(rds, "gone-instance-pitr", SWAP_TIME, 5.0)
 
-    with pytest.raises(PermanentError, match=r"restoring gone-instance: .*DBInstanceNotFound"):
+    with pytest.raises(PermanentError, match="RDS instance gone-instance does not exist"):
         restore.run(StepContext.for_test(timeout=5.0))
+
+
+@pytest.fixture
+def configured_instance(aws: AwsConnection) -> dict[str, Any]:
+    """An instance with its own network, groups, storage, protection, tags, IAM auth and CA."""
+    kwargs = {"region_name": aws.region, "endpoint_url": aws.endpoint_url}
+    ec2, rds = boto3.client("ec2", **kwargs), boto3.client("rds", **kwargs)
+    suffix = uuid.uuid4().hex[:8]
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    group = ec2.create_security_group(GroupName=f"db-{suffix}", Description="db", VpcId=vpc)
+    rds.create_db_subnet_group(
+        DBSubnetGroupName=f"private-{suffix}", DBSubnetGroupDescription="db", SubnetIds=subnets
+    )
+    rds.create_db_parameter_group(
+        DBParameterGroupName=f"pg15-{suffix}", DBParameterGroupFamily="postgres15", Description="x"
+    )
+    rds.create_option_group(
+        OptionGroupName=f"opts-{suffix}",
+        EngineName="postgres",
+        MajorEngineVersion="13",
+        OptionGroupDescription="x",
+    )
+    instance_id = f"voxdb-{suffix}"
+    rds.create_db_instance(
+        DBInstanceIdentifier=instance_id,
+        DBInstanceClass="db.r6g.large",
+        Engine="postgres",
+        EngineVersion="15.4",
+        MasterUsername="voxflow",
+        MasterUserPassword="not-used-by-the-bot",
+        AllocatedStorage=100,
+        DBName="voxflow_prod",
+        BackupRetentionPeriod=7,
+        DBSubnetGroupName=f"private-{suffix}",
+        VpcSecurityGroupIds=[group["GroupId"]],
+        DBParameterGroupName=f"pg15-{suffix}",
+        OptionGroupName=f"opts-{suffix}",
+        MultiAZ=True,
+        StorageType="io1",
+        Iops=3000,
+        DeletionProtection=True,
+        EnableIAMDatabaseAuthentication=True,
+        CACertificateIdentifier="rds-ca-rsa2048-g1",
+        CopyTagsToSnapshot=True,
+        Tags=[{"Key": "team", "Value": "voice"}, {"Key": "env", "Value": "prod"}],
+    )
+    return {"id": instance_id, "suffix": suffix, "group": group["GroupId"]}
+
+
+def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]:
+    """Record every RDS request's parameters as botocore hands them over (before moto)."""
+    import actions.database.aurora as aurora_module
+    import actions.database.rds as rds_module
+
+    seen: dict[str, list[dict[str, Any]]] = {}
+    real = rds_module.rds_client
+
+    def client_with_hook(aws: AwsConnection) -> Any:
+        client = real(aws)
+
+        def keep(params: dict[str, Any], model: Any, **_: Any) -> None:
+            seen.setdefault(model.name, []).append(dict(params))
+
+        client.meta.events.register("provide-client-params.rds.*", keep)
+        return client
+
+    monkeypatch.setattr(rds_module, "rds_client", client_with_hook)
+    monkeypatch.setattr(aurora_module, "rds_client", client_with_hook)
+    return seen
+
+
+def test_the_restore_request_carries_every_setting_of_the_source(
+    aws: AwsConnection, configured_instance: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch)
+    live, suffix = configured_instance["id"], configured_instance["suffix"]
+    tgt = target(aws, live)
+    moment = inside_window(tgt)
+
+    run_plan(tgt.plan(pitr_ref(moment)))
+
+    restored, aside = (
+        f"{live}-pitr-{rds_stamp(moment)}",
+        f"{live}-pre-rollback-{rds_stamp(SWAP_TIME)}",
+    )
+    assert seen["ModifyDBInstance"] == [
+        {"DBInstanceIdentifier": live, "NewDBInstanceIdentifier": aside, "ApplyImmediately": True},
+        {
+            "DBInstanceIdentifier": restored,
+            "NewDBInstanceIdentifier": live,
+            "ApplyImmediately": True,
+        },
+    ]
+    found = instances(aws)
+    assert found[live]["DBInstanceStatus"] == found[aside]["DBInstanceStatus"] == "available"
+    [request] = seen["RestoreDBInstanceToPointInTime"]
+    window = found[aside]["PreferredBackupWindow"]
+    assert request == {
+        "SourceDBInstanceIdentifier": live,
+        "TargetDBInstanceIdentifier": f"{live}-pitr-{rds_stamp(moment)}",
+        "RestoreTime": moment,
+        "DBInstanceClass": "db.r6g.large",
+        "Port": 5432,
+        "DBSubnetGroupName": f"private-{suffix}",
+        "MultiAZ": True,
+        "AutoMinorVersionUpgrade": True,
+        "LicenseModel": "general-public-license",
+        "OptionGroupName": f"opts-{suffix}",
+        "CopyTagsToSnapshot": True,
+        "Tags": [{"Key": "team", "Value": "voice"}, {"Key": "env", "Value": "prod"}],
+        "StorageType": "io1",
+        "Iops": 3000,
+        "AllocatedStorage": 100,
+        "VpcSecurityGroupIds": [configured_instance["group"]],
+        "EnableIAMDatabaseAuthentication": True,
+        "DBParameterGroupName": f"pg15-{suffix}",
+        "DeletionProtection": True,
+        "CACertificateIdentifier": "rds-ca-rsa2048-g1",
+        "BackupRetentionPeriod": 7,
+        "PreferredBackupWindow": window,
+    }
+
+
+@pytest.fixture
+def aurora(aws: AwsConnection) -> dict[str, str]:
+    """An Aurora PostgreSQL cluster with tags, protection, IAM auth and a writer instance."""
+    rds = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    suffix = uuid.uuid4().hex[:8]
+    cluster, writer = f"voxclu-{suffix}", f"voxclu-{suffix}-writer"
+    rds.create_db_cluster_parameter_group(
+        DBClusterParameterGroupName=f"clu-{suffix}",
+        DBParameterGroupFamily="aurora-postgresql15",
+        Description="x",
+    )
+    rds.create_db_cluster(
+        DBClusterIdentifier=cluster,
+        Engine="aurora-postgresql",
+        EngineVersion="15.4",
+        MasterUsername="voxflow",
+        MasterUserPassword="not-used-by-the-bot",
+        DatabaseName="voxflow_prod",
+        BackupRetentionPeriod=7,
+        DBClusterParameterGroupName=f"clu-{suffix}",
+        DeletionProtection=True,
+        EnableIAMDatabaseAuthentication=True,
+        CopyTagsToSnapshot=True,
+        Tags=[{"Key": "team", "Value": "voice"}],
+    )
+    rds.create_db_instance(
+        DBInstanceIdentifier=writer,
+        DBClusterIdentifier=cluster,
+        DBInstanceClass="db.r6g.large",
+        Engine="aurora-postgresql",
+        Tags=[{"Key": "role", "Value": "writer"}],
+    )
+    return {"cluster": cluster, "writer": writer, "suffix": suffix}
+
+
+def test_aurora_cluster_is_restored_with_its_settings_and_its_writer_recreated(
+    aws: AwsConnection, aurora: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch)
+    cluster, writer = aurora["cluster"], aurora["writer"]
+    rds = RdsInstance(
+        instance_id=writer, cluster_id=cluster, aws=aws, verify=False, poll_interval=0.05
+    )
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    tgt = DatabaseTarget(params, now=lambda: SWAP_TIME)
+    moment = inside_window(tgt)
+
+    plan = tgt.plan(pitr_ref(moment))
+    run_plan(plan)
+
+    restored = f"{cluster}-pitr-{rds_stamp(moment)}"
+    aside = f"{cluster}-pre-rollback-{rds_stamp(SWAP_TIME)}"
+    client = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    clusters = {c["DBClusterIdentifier"]: c for c in client.describe_db_clusters()["DBClusters"]}
+    [restore] = seen["RestoreDBClusterToPointInTime"]
+    assert restore == {
+        "SourceDBClusterIdentifier": cluster,
+        "DBClusterIdentifier": restored,
+        "RestoreToTime": moment,
+        "RestoreType": "full-copy",
+        "Port": 5432,
+        "Tags": [{"Key": "team", "Value": "voice"}],
+        "EnableIAMDatabaseAuthentication": True,
+        "DBClusterParameterGroupName": f"clu-{aurora['suffix']}",
+        "DeletionProtection": True,
+        "CopyTagsToSnapshot": True,
+        "KmsKeyId": clusters[aside]["KmsKeyId"],
+    } | {k: v for k, v in restore.items() if k in ("DBSubnetGroupName", "StorageType")}
+    [create] = seen["CreateDBInstance"]
+    assert create["DBInstanceIdentifier"] == f"{writer}-pitr-{rds_stamp(moment)}"
+    assert create["DBClusterIdentifier"] == restored
+    assert create["DBInstanceClass"] == "db.r6g.large"
+    assert create["Engine"] == "aurora-postgresql"
+    assert create["Tags"] == [{"Key": "role", "Value": "writer"}]
+    assert seen["ModifyDBCluster"] == [
+        {"DBClusterIdentifier": cluster, "NewDBClusterIdentifier": aside, "ApplyImmediately": True},
+        {
+            "DBClusterIdentifier": restored,
+            "NewDBClusterIdentifier": cluster,
+            "ApplyImmediately": True,
+        },
+    ]
+    assert {cluster, aside} <= clusters.keys() and restored not in clusters
+
+
+def test_rds_steps_are_rebuilt_from_their_specs(aws: AwsConnection, live_instance: str) -> None:
+    tgt = target(aws, live_instance, verify=True)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+
+    for step in [*plan.rollback, *plan.verify]:
+        again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
+        assert (again.name, again.describe()) == (step.name, step.describe())
+
+
+def test_a_restore_started_but_not_remembered_is_waited_for_not_started_again(
+    aws: AwsConnection, live_instance: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = recording(monkeypatch)
+    tgt = target(aws, live_instance)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+    restore = plan.rollback[0]
+    run_step(restore, {})
+
+    again = run_step(tgt.restore(restore.name, spec_of(restore)), {})
+    swapped = run_step(tgt.restore(plan.rollback[1].name, spec_of(plan.rollback[1])), {})
+
+    assert len(seen["RestoreDBInstanceToPointInTime"]) == 1
+    assert "is available, restored to" in again.summary
+    assert swapped.data["live"] == live_instance
+
+
+def test_aurora_steps_are_rebuilt_from_their_specs(
+    aws: AwsConnection, aurora: dict[str, str]
+) -> None:
+    rds = RdsInstance(
+        instance_id=aurora["writer"], cluster_id=aurora["cluster"], aws=aws, poll_interval=0.05
+    )
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    tgt = DatabaseTarget(params, now=lambda: SWAP_TIME)
+    plan = tgt.plan(pitr_ref(inside_window(tgt)))
+
+    for step in plan.rollback:
+        again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
+        assert (again.name, again.describe()) == (step.name, step.describe())

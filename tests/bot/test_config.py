@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,85 @@ def test_self_hosted_database_needs_a_backups_directory() -> None:
     del raw["environments"]["prod"]["targets"]["db"]["backups"]
     (problem,) = problems(raw)
     assert "targets.db.backups: required for a self-hosted database" in problem
+
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+def _check_config_lines(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out == ""
+    return captured.err.strip().splitlines()
+
+
+def test_alias_bomb_exits_two_without_expanding_it(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yml"
+    path.write_text(ALIAS_BOMB)
+    assert len(ALIAS_BOMB) < 400
+    # In a child limited to 512 MiB of address space: expanding the bomb would need far more.
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))"
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{limit}; import sys; from bot.__main__ import main; "
+            f"sys.exit(main(['check-config', {str(path)!r}]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 2, checked.stderr
+    (line,) = checked.stderr.strip().splitlines()
+    assert line.startswith(f"{path}: expands to ") and "refused" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("deep.yml", "[" * 20_000 + "]" * 20_000, "nested more than 64 levels deep"),
+        ("deepmap.yml", "".join(" " * i + "a:\n" for i in range(200)) + " " * 200 + "b", "nested"),
+        ("binary.yml", b"\x7fELF\x02\x01\x01\x00\x00\x00", "is a binary file"),
+        ("latin1.yml", "environments:\n  caf\xe9: {}\n".encode("latin-1"), "is not UTF-8 text"),
+        ("utf16.yml", "environments: {}\n".encode("utf-16"), "is UTF-16 text"),
+        ("many-aliases.yml", "a: &a 1\nb: [" + ", ".join(["*a"] * 500) + "]\n", "aliases"),
+        ("huge.yml", "# " + "x" * 1_100_000 + "\n", "larger than"),
+    ],
+)
+def test_malformed_file_exits_two_with_one_line_naming_file_and_problem(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str | bytes,
+    problem: str,
+) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    (line,) = _check_config_lines(path, capsys)
+    assert line.startswith(f"{path}: ") and problem in line
+
+
+def test_a_directory_given_as_the_file_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (line,) = _check_config_lines(tmp_path, capsys)
+    assert line == f"{tmp_path}: is a directory, not a config file"
+
+
+def test_ordinary_anchors_and_aliases_still_load(tmp_path: Path) -> None:
+    raw = config_dict()
+    prod = raw["environments"]["prod"]
+    raw["environments"]["staging"] = {**prod, "approvers": prod["approvers"]}
+    # The same approvers object twice: safe_dump writes it as &id001 and *id001.
+    path = tmp_path / "anchors.yml"
+    path.write_text(yaml.safe_dump(raw))
+    assert "*id001" in path.read_text()
+    config = load_config(path)
+    assert config.environments["staging"].approvers == config.environments["prod"].approvers

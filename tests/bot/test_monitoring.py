@@ -9,6 +9,7 @@ import pytest
 
 from actions.http import MetricsReading
 from bot.config import RollbackConfig, parse_config
+from bot.decision import Answers, Severity
 from bot.models import Incident, Run
 from bot.monitoring import Monitor, breaches
 from bot.plans import Planner
@@ -159,3 +160,85 @@ def test_monitoring_target_must_exist_in_the_config() -> None:
 
     with pytest.raises(ConfigError, match=r"monitoring\.target: no target named 'api'"):
         parse_config(config_dict(monitoring={"target": "api"}), path=Path("t.yml"))
+
+
+def _finish(store: Store, config: RollbackConfig, run: Run) -> Run:
+    workflow = Workflow(store=store, config=config)
+    return workflow.finish(workflow.start(run), ok=True, outcome="rolled back")
+
+
+def test_no_second_automatic_rollback_of_a_target_within_the_cooldown(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    config = monitored(auto_rollback=True, veto_seconds=60, auto_rollback_cooldown_minutes=60)
+    monitor, events = make_monitor(store, planner, config, HIGH_ERRORS)
+    monitor.poll()
+    clock.advance(seconds=61)
+    (first,) = monitor.approve_due()
+    _finish(store, config, first)
+    clock.advance(minutes=10)
+    (raised,) = monitor.poll()
+    assert raised.opened
+    incident = store.incident(raised.incident_id)
+    assert incident is not None
+    assert "Automatic rollback held: monitoring already rolled app back automatically" in (
+        incident.summary
+    )
+    assert "no second automatic rollback within 60 minutes" in incident.summary
+    held = [
+        e for e in store.events(raised.incident_id) if e.kind == "monitoring.auto_rollback_held"
+    ]
+    assert len(held) == 1
+    clock.advance(minutes=30)
+    assert monitor.approve_due() == []
+    second = store.runs(incident_id=raised.incident_id)[0]
+    assert second.state == "requested" and events.approved_ids == [first.id]
+
+
+def test_a_rollback_is_never_rolled_back_automatically_within_the_window(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    config = monitored(auto_rollback=True, veto_seconds=60, auto_rollback_cooldown_minutes=60)
+    workflow = Workflow(store=store, config=config)
+    env = config.environment("prod")
+    plan = planner.build(env_name="prod", env=env, target="app", point="1")
+    _, run = workflow.request(
+        plan=plan, requester="UALICE0001", severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    _finish(store, config, workflow.approve(run.id, user=BOB).run)
+    clock.advance(minutes=5)
+    monitor, _ = make_monitor(store, planner, config, HIGH_ERRORS)
+    (raised,) = monitor.poll()
+    incident = store.incident(raised.incident_id)
+    assert incident is not None and "never rolls back a rollback" in incident.summary
+    clock.advance(minutes=10)
+    assert monitor.approve_due() == []
+
+
+def test_after_the_cooldown_monitoring_rolls_back_automatically_again(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    config = monitored(auto_rollback=True, veto_seconds=60, auto_rollback_cooldown_minutes=60)
+    monitor, _ = make_monitor(store, planner, config, HIGH_ERRORS)
+    monitor.poll()
+    clock.advance(seconds=61)
+    (first,) = monitor.approve_due()
+    _finish(store, config, first)
+    clock.advance(minutes=90)
+    (raised,) = monitor.poll()
+    incident = store.incident(raised.incident_id)
+    assert incident is not None and "held" not in incident.summary
+    clock.advance(seconds=61)
+    (second,) = monitor.approve_due()
+    assert second.incident_id == raised.incident_id
+
+
+def test_a_resolved_alert_is_recorded_on_the_open_incident(store: Store, planner: Planner) -> None:
+    monitor, _ = make_monitor(store, planner, monitored(), HIGH_ERRORS)
+    (raised,) = monitor.poll()
+    assert monitor.resolved(environment="prod", target="app", alert="HighErrorRate", ended_at="t")
+    last = store.events(raised.incident_id)[-1]
+    assert (last.kind, last.detail) == (
+        "monitoring.resolved",
+        {"alert": "HighErrorRate", "ended_at": "t"},
+    )

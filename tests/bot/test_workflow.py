@@ -270,7 +270,7 @@ def race_approvals(workflow: Workflow, run_id: str, users: tuple[str, ...]) -> l
     return results
 
 
-def test_losing_the_target_race_closes_the_new_incident_with_the_reason(
+def test_losing_the_target_race_leaves_no_incident_record(
     workflow: Workflow, planner: Planner, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, _ = request(workflow, planner, "app")
@@ -283,8 +283,6 @@ def test_losing_the_target_race_closes_the_new_incident_with_the_reason(
     monkeypatch.setattr(store, "lock_holder", lock_holder)
     with pytest.raises(TargetBusy):
         request(workflow, planner, "app")
-    orphan = store.incident("INC-20261124-030000-2")
-    assert orphan is not None and orphan.resolved_at is not None
-    closed = store.events(orphan.id)[-1]
-    assert closed.kind == "incident.closed"
-    assert closed.detail["reason"] == f"target taken meanwhile by {first.id}"
+    assert store.incident("INC-20261124-030000-2") is None
+    assert store.events("INC-20261124-030000-2") == []
+    assert [run.incident_id for run in store.runs()] == [first.id]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bot.sandbox.harness import Sandbox
 from tests.bot.conftest import BOB
@@ -104,7 +106,7 @@ def test_alerts_naming_nothing_known_are_ignored_with_the_reason(
     body["alerts"].append({"status": "firing", "labels": {"alertname": "NoLabels"}})
     results = post(sandbox, body).json()["results"]
     assert results[0]["ignored"].startswith("unknown target 'api' in prod")
-    assert results[1] == {"alert": "Old", "ignored": "resolved"}
+    assert results[1] == {"alert": "Old", "ignored": "labels must name 'environment' and 'target'"}
     assert "must name 'environment' and 'target'" in results[2]["ignored"]
     assert sandbox.process.deps.store.runs() == []
 
@@ -134,3 +136,140 @@ def test_the_bots_own_poller_opens_an_incident_when_the_error_rate_crosses(
         wait_for(lambda: plan_message(sandbox), what="the poller's incident")
         assert "Error rate is 62% (threshold: 50%)" in text_of(card(sandbox))
         assert len(metrics.calls("GET", "/error-rate")) >= 2
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"alerts": [{"labels": ["environment", "prod"]}]}, "alerts[0].labels is not an object"),
+        ({"alerts": [{"labels": {"environment": 1}}]}, "alerts[0].labels.environment is not a"),
+        (
+            {"alerts": [{"labels": {"target": "app"}, "annotations": "summary"}]},
+            "alerts[0].annotations is not an object",
+        ),
+        ({"alerts": [{"annotations": {"summary": {"x": 1}}}]}, "annotations.summary is not a"),
+        ({"alerts": [{"status": "maybe"}]}, "alerts[0].status must be 'firing' or 'resolved'"),
+        ({"alerts": [{"startsAt": 5}]}, "alerts[0].startsAt is not a string"),
+        ({"alerts": "all"}, "'alerts' is missing or not a list"),
+        ([1, 2], "the body is not a JSON object"),
+        ({"alerts": [alert(environment="prod", target="app")["alerts"][0], 7]}, "alerts[1] is"),
+    ],
+)
+def test_wrong_types_get_400_with_the_field_and_change_nothing(
+    make_sandbox: Callable[..., Sandbox], body: Any, reason: str
+) -> None:
+    sandbox = make_sandbox(alert_token=TOKEN)
+    response = post(sandbox, body)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    assert sandbox.process.deps.store.runs() == []
+
+
+def test_deeply_nested_json_and_non_json_get_400(make_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = make_sandbox(alert_token=TOKEN)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    for body, reason in [
+        (b'{"alerts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than"),
+        (b'{"alerts": [' + b'{"labels": {"a": "[[[[[[[[[[[[["}},' * 3 + b"{}]}", None),
+        (b"\xff\xfe not json", "not JSON"),
+    ]:
+        response = httpx.post(sandbox.alerts_url, content=body, headers=headers, timeout=30)
+        if reason is None:  # brackets inside strings are not nesting
+            assert response.status_code == 200
+            continue
+        assert response.status_code == 400 and reason in response.json()["error"]
+    assert sandbox.process.deps.store.runs() == []
+
+
+def test_a_body_over_the_limit_gets_413(make_sandbox: Callable[..., Sandbox]) -> None:
+    sandbox = make_sandbox(alert_token=TOKEN)
+    body = alert(environment="prod", target="app")
+    body["alerts"][0]["annotations"]["description"] = "x" * 5_000_000
+    response = post(sandbox, body)
+    assert response.status_code == 413
+    assert sandbox.process.deps.store.runs() == []
+
+
+def test_a_resolved_alert_is_recorded_on_the_open_incident(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(alert_token=TOKEN)
+    opened = post(sandbox, alert(environment="prod", target="app")).json()["results"][0]
+    resolved = alert(environment="prod", target="app")
+    resolved["alerts"][0].update(status="resolved", endsAt="2026-11-24T03:10:00Z")
+    (result,) = post(sandbox, resolved).json()["results"]
+    assert result == {
+        "alert": "HighErrorRate",
+        "incident": opened["incident"],
+        "recorded": "resolved",
+    }
+    last = sandbox.process.deps.store.events(opened["incident"])[-1]
+    assert last.kind == "monitoring.resolved"
+    assert last.detail == {"alert": "HighErrorRate", "ended_at": "2026-11-24T03:10:00Z"}
+
+
+@pytest.mark.postgres
+def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy
+    from pydantic import SecretStr
+
+    from bot.app import BotProcess
+    from bot.config import parse_config
+    from bot.plans import Planner
+    from bot.sandbox.slack import FakeSlack
+    from bot.settings import Settings
+    from bot.store import make_engine, upgrade
+    from tests.bot.conftest import config_dict
+    from tests.fakes.database import postgres_database
+    from tests.fakes.targets import ScriptedTarget, write_script
+
+    script = write_script(tmp_path / "script.json")
+    config = parse_config(config_dict(), path=Path("t.yml"))
+    with postgres_database() as url, FakeSlack() as slack:
+        slack.add_channel("incidents", channel_id=CHANNEL, members=[BOB])
+        upgrade(make_engine(url))
+        settings = Settings(
+            slack_bot_token=SecretStr(slack.token),
+            slack_signing_secret=SecretStr("s"),
+            slack_api_url=slack.url,
+            alert_webhook_token=SecretStr(TOKEN),
+            database_url=url,
+        )
+        bots = [
+            BotProcess(
+                settings=settings,
+                config=config,
+                planner=Planner(factory=lambda params: ScriptedTarget(script)),
+            )
+            for _ in range(2)
+        ]
+        urls = [
+            f"http://{h}:{p}/alerts" for h, p in (bot.start_http("127.0.0.1", 0) for bot in bots)
+        ]
+        try:
+            body = alert(environment="prod", target="app")
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+
+            def fire(index: int) -> int:
+                url = urls[index % 2]
+                return httpx.post(url, json=body, headers=headers, timeout=60).status_code
+
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                statuses = list(pool.map(fire, range(400)))
+            assert set(statuses) == {200}
+            engine = sqlalchemy.create_engine(url)
+            with engine.connect() as conn:
+                incidents = conn.execute(sqlalchemy.text("SELECT id FROM incidents")).all()
+                runs = conn.execute(sqlalchemy.text("SELECT incident_id FROM runs")).all()
+                alerts = conn.execute(
+                    sqlalchemy.text("SELECT count(*) FROM events WHERE kind = 'monitoring.alert'")
+                ).scalar_one()
+            engine.dispose()
+            assert len(incidents) == 1
+            assert [r[0] for r in runs] == [incidents[0][0]]
+            assert alerts == 399
+        finally:
+            for bot in bots:
+                bot.stop()

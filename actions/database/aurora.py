@@ -1,0 +1,189 @@
+"""Aurora point-in-time recovery: restore the cluster, recreate its writer, swap clusters.
+
+- RestoreDBClusterToPointInTime makes a new cluster without instances (the API reference:
+  "you must ... create DB instances for the restored DB cluster"), carrying the source
+  cluster's settings (`rds.cluster_restore_request`); the writer is then created with
+  CreateDBInstance as the live writer was (`rds.writer_request`). Both are waited for.
+- The swap renames clusters (ModifyDBCluster NewDBClusterIdentifier, ApplyImmediately): the
+  live cluster aside to `<cluster>-pre-rollback-<time>`, waiting until it is available
+  under its new name, then the restored one into the live name, waiting again; the cluster
+  endpoint follows the identifier. Nothing is deleted.
+- Resume: the restore remembers (ctx.memory) that it was started, so a resumed step only
+  waits; the writer is created only when it does not exist yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from actions.base import PermanentError, PlanningError, StepContext, StepResult, TemporaryError
+from actions.clock import utcnow
+from actions.database.names import iso
+from actions.database.params import RdsInstance
+from actions.database.rds import (
+    RDS_FAILED,
+    cluster_restore_request,
+    describe_cluster,
+    describe_instance,
+    rds_client,
+    rds_errors,
+    rds_stamp,
+    wait_available,
+    writer_request,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_rds import RDSClient
+
+
+def cluster_window(client: RDSClient, cluster_id: str) -> tuple[datetime, datetime] | None:
+    """Return the cluster's (earliest, latest) restorable times."""
+    found = describe_cluster(client, cluster_id)
+    if found is None:
+        raise PlanningError(f"Aurora cluster {cluster_id} does not exist")
+    earliest, latest = found.get("EarliestRestorableTime"), found.get("LatestRestorableTime")
+    if earliest is None or latest is None:
+        return None
+    return earliest.astimezone(UTC), latest.astimezone(UTC)
+
+
+def wait_cluster(client: RDSClient, cluster_id: str, ctx: StepContext, *, poll: float) -> None:
+    """Poll until the cluster is available; TemporaryError when the deadline cuts in."""
+    while True:
+        found = describe_cluster(client, cluster_id)
+        status = found.get("Status", "unknown") if found else "not found"
+        if status == "available":
+            return
+        if status in RDS_FAILED:
+            raise PermanentError(f"Aurora cluster {cluster_id} is {status}")
+        if ctx.remaining() <= poll:
+            raise TemporaryError(f"Aurora cluster {cluster_id} is still {status}", delay=poll)
+        time.sleep(poll)
+
+
+@dataclass
+class AuroraRestoreToTime:
+    """Restore an Aurora cluster to a time as a new cluster and recreate its writer."""
+
+    rds: RdsInstance
+    restored_cluster: str
+    restored_writer: str
+    restore_time: datetime
+    timeout: float
+    name = "database.aurora_restore"
+    idempotent = True
+
+    def describe(self) -> str:
+        """Say which cluster is restored to when, and which writer is made."""
+        return (
+            f"Restore Aurora cluster {self.rds.cluster_id} to {iso(self.restore_time)} as new "
+            f"cluster {self.restored_cluster} (restore_db_cluster_to_point_in_time, the "
+            "source's security groups, subnet group, parameter and option groups, tags, "
+            "deletion protection, IAM auth, KMS key), then create its writer "
+            f"{self.restored_writer} as {self.rds.instance_id} is (create_db_instance: class, "
+            "parameter group, CA, tags ...), waiting for both; "
+            f"{self.rds.cluster_id} is not touched"
+        )
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step."""
+        return {
+            "restored_cluster": self.restored_cluster,
+            "restored_writer": self.restored_writer,
+            "restore_time": self.restore_time.isoformat(),
+        }
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Start the cluster restore once, wait; create the writer once, wait."""
+        with rds_errors(f"restoring cluster {self.rds.cluster_id}"):
+            client = rds_client(self.rds.aws)
+            key = f"database.aurora_restore:{self.restored_cluster}"
+            if not ctx.memory.get(key):
+                self._start(client)
+                ctx.memory[key] = True
+            poll = self.rds.poll_interval
+            wait_cluster(client, self.restored_cluster, ctx, poll=poll)
+            if describe_instance(client, self.restored_writer) is None:
+                writer = describe_instance(client, self.rds.instance_id)
+                if writer is None:
+                    raise PermanentError(f"writer instance {self.rds.instance_id} does not exist")
+                client.create_db_instance(
+                    **writer_request(
+                        writer, cluster=self.restored_cluster, identifier=self.restored_writer
+                    )
+                )
+            wait_available(client, self.restored_writer, ctx, poll=poll)
+        return StepResult(
+            summary=f"Aurora cluster {self.restored_cluster} with writer {self.restored_writer} "
+            f"is available, restored to {iso(self.restore_time)}",
+            data={"restored_cluster": self.restored_cluster, "writer": self.restored_writer},
+        )
+
+    def _start(self, client: RDSClient) -> None:
+        assert self.rds.cluster_id is not None
+        if describe_cluster(client, self.restored_cluster) is not None:
+            return  # started by an earlier run that stopped before remembering it
+        source = describe_cluster(client, self.rds.cluster_id)
+        if source is None:
+            raise PermanentError(f"Aurora cluster {self.rds.cluster_id} does not exist")
+        client.restore_db_cluster_to_point_in_time(
+            **cluster_restore_request(
+                source, target=self.restored_cluster, moment=self.restore_time
+            )
+        )
+
+
+@dataclass
+class AuroraSwap:
+    """Rename the live cluster aside and the restored cluster into its place."""
+
+    rds: RdsInstance
+    restored_cluster: str
+    timeout: float
+    now: Callable[[], datetime] = utcnow
+    name = "database.aurora_swap"
+    idempotent = True
+
+    def describe(self) -> str:
+        """Say which cluster identifiers change."""
+        live = self.rds.cluster_id
+        return (
+            f"Rename Aurora cluster {live} to {live}-pre-rollback-<time of the swap>, then "
+            f"{self.restored_cluster} to {live} (modify_db_cluster, ApplyImmediately), waiting "
+            "until each is available under its new name"
+        )
+
+    def spec(self) -> dict[str, Any]:
+        """Return the JSON that rebuilds this step."""
+        return {"restored_cluster": self.restored_cluster}
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Do whichever renames are still to do, waiting for each."""
+        live = self.rds.cluster_id
+        assert live is not None
+        key = f"database.aurora_swap:{live}"
+        aside = ctx.memory.get(key) or f"{live}-pre-rollback-{rds_stamp(self.now())}"
+        ctx.memory[key] = aside
+        poll = self.rds.poll_interval
+        with rds_errors(f"swapping {self.restored_cluster} in place of {live}"):
+            client = rds_client(self.rds.aws)
+            if describe_cluster(client, self.restored_cluster) is not None:
+                if describe_cluster(client, aside) is None:
+                    self._rename(client, live, aside)
+                wait_cluster(client, aside, ctx, poll=poll)
+                self._rename(client, self.restored_cluster, live)
+            wait_cluster(client, live, ctx, poll=poll)
+        return StepResult(
+            summary=f"{self.restored_cluster} is now {live}; the previous {live} is kept as "
+            f"{aside}",
+            data={"aside": aside, "live": live},
+        )
+
+    def _rename(self, client: RDSClient, old: str, new: str) -> None:
+        client.modify_db_cluster(
+            DBClusterIdentifier=old, NewDBClusterIdentifier=new, ApplyImmediately=True
+        )

@@ -1,0 +1,172 @@
+"""Prometheus metrics for the bot itself, served at GET /metrics.
+
+One `BotMetrics` per `BotProcess`, each with its own `CollectorRegistry` (no
+module-level registry: tests run several bots in one process). The numbers
+come from the edges the composition root already owns, so the runner, the
+store and the handlers need not know about metrics:
+
+- incidents opened: an ORM `after_insert` listener on `Incident`, filtered to
+  this process's engine (every use case that opens one, Slack or monitoring);
+- runs by outcome, step durations by action, approval-to-healthy time: a
+  `Progress` wrapper around the runner's progress reporter (`MeteredProgress`);
+- Slack API calls and errors by method: the Web API client (bot/app.py);
+- ack latency: the time the WSGI route for /slack/events takes (Bolt acks
+  before the listener's work when `process_before_response` is off);
+- approvals waiting: read from the store at scrape time;
+- lease losses: the runner reports a lost lease only in its log, so a log
+  handler on `bot.runner` counts those records (a direct call is better once
+  the runner offers one).
+
+The counters count what this process saw; with several replicas, sum them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from bot.logs import step_context
+from bot.models import Incident, Run
+from bot.runner import Progress
+from bot.store import StepView
+
+STEP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+ACK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10)
+
+
+class BotMetrics:
+    """The bot's Prometheus series."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.incidents = Counter(
+            "rollback_incidents_opened",
+            "Incidents opened, by source (slack, monitoring) and severity",
+            ["source", "severity"],
+            registry=r,
+        )
+        self.runs = Counter(
+            "rollback_runs_finished", "Runs finished, by outcome", ["outcome"], registry=r
+        )
+        self.steps = Histogram(
+            "rollback_step_duration_seconds",
+            "How long each step took, by action",
+            ["action"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.to_healthy = Histogram(
+            "rollback_approval_to_healthy_seconds",
+            "From approval to a succeeded run (the site healthy again)",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "rollback_approvals_waiting", "Runs waiting for an approval", registry=r
+        )
+        self.slack_calls = Counter(
+            "rollback_slack_api_calls", "Slack Web API calls, by method", ["method"], registry=r
+        )
+        self.slack_errors = Counter(
+            "rollback_slack_api_errors",
+            "Slack Web API calls that failed, by method",
+            ["method"],
+            registry=r,
+        )
+        self.lease_losses = Counter(
+            "rollback_lease_losses", "Runs whose lease this process lost", registry=r
+        )
+        self.ack = Histogram(
+            "rollback_slack_request_seconds",
+            "Time to answer a request from Slack (the ack)",
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+
+    def watch_waiting(self, count: Callable[[], int]) -> None:
+        """Read the number of runs waiting for approval at each scrape."""
+        self.waiting.set_function(lambda: float(count()))
+
+    def watch(self, engine: Engine) -> None:
+        """Count incidents inserted through `engine` and the runner's lost leases."""
+
+        def inserted(mapper: Any, connection: Any, target: Incident) -> None:
+            if connection.engine is engine:
+                self.incidents.labels(target.source or "slack", target.severity).inc()
+
+        event.listen(Incident, "after_insert", inserted)
+        self._unwatch = [lambda: event.remove(Incident, "after_insert", inserted)]
+        metrics = self
+
+        class _Counting(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "lost the lease" in record.getMessage():
+                    metrics.lease_losses.inc()
+
+        handler = _Counting(level=logging.WARNING)
+        logging.getLogger("bot.runner").addHandler(handler)
+        self._unwatch.append(lambda: logging.getLogger("bot.runner").removeHandler(handler))
+
+    def close(self) -> None:
+        """Stop listening to the engine and the runner's log."""
+        for undo in getattr(self, "_unwatch", []):
+            undo()
+        self._unwatch = []
+
+    def exposition(self) -> tuple[str, bytes]:
+        """(content type, body) for GET /metrics."""
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+class MeteredProgress:
+    """A Progress that measures steps and runs, and tags log records with the step."""
+
+    def __init__(self, inner: Progress, metrics: BotMetrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self._started: dict[tuple[str, str], float] = {}
+
+    def run_started(self, run: Run, *, resumed: bool) -> None:
+        step_context.set({"incident_id": run.incident_id, "run_id": run.id, "target": run.target})
+        self.inner.run_started(run, resumed=resumed)
+
+    def step_started(self, run: Run, step: dict[str, Any]) -> None:
+        step_context.set(
+            {
+                "incident_id": run.incident_id,
+                "run_id": run.id,
+                "target": str(step.get("source") or run.target),
+                "step": str(step.get("name", "")),
+            }
+        )
+        self._started[(run.id, str(step.get("name")))] = time.monotonic()
+        self.inner.step_started(run, step)
+
+    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
+        self.inner.step_output(run, step, line)
+
+    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+        began = self._started.pop((run.id, str(step.get("name"))), None)
+        if began is not None:
+            self.metrics.steps.labels(str(step.get("name", "?"))).observe(time.monotonic() - began)
+        self.inner.step_finished(run, step, record)
+
+    def run_finished(self, run: Run) -> None:
+        self.metrics.runs.labels(run.state).inc()
+        finished = run.finished_at
+        if run.state == "succeeded" and run.approved_at is not None and finished is not None:
+            self.metrics.to_healthy.observe((finished - run.approved_at).total_seconds())
+        step_context.set({})
+        self.inner.run_finished(run)
+
+    def run_expired(self, run: Run) -> None:
+        self.metrics.runs.labels("expired").inc()
+        self.inner.run_expired(run)

@@ -1,0 +1,194 @@
+"""The swap changes the data and nothing else of the database; blockers are ended and listed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from actions.base import PermanentError, StepContext
+from actions.database import RECOVERY_MARKER, DatabaseTarget, SwapDatabases
+from actions.database.properties import split_guc_list
+from tests.fakes.pg import connection, dump, execute, params, pg, run_plan, scalar
+
+pytest_plugins = ["tests.fakes.pg"]
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)
+
+STATE = """
+SELECT json_build_object(
+  'owner', pg_get_userbyid(d.datdba),
+  'acl', (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(d.datacl) a),
+  'settings', (SELECT json_agg(json_build_object('role', pg_get_userbyid(s.setrole),
+                'config', s.setconfig) ORDER BY s.setrole)
+               FROM pg_db_role_setting s WHERE s.setdatabase = d.oid),
+  'comment', shobj_description(d.oid, 'pg_database'),
+  'limit', d.datconnlimit)::text
+FROM pg_database d WHERE d.datname = %s
+"""
+
+INSIDE = """
+SELECT json_build_object(
+  'extensions', (SELECT json_agg(extname || ' ' || extversion ORDER BY extname) FROM pg_extension),
+  'default_acl', (SELECT json_agg(pg_get_userbyid(defaclrole) || ' ' || defaclobjtype::text || ' '
+                  || defaclacl::text) FROM pg_default_acl))::text
+"""
+
+
+def clock() -> datetime:
+    """Return the fixed test time."""
+    return NOW
+
+
+def state(db: str) -> tuple[str, str]:
+    """Read everything of a database but its data: shared catalogs, then its own."""
+    with pg() as conn:
+        row = conn.execute(STATE, (db,)).fetchone()
+    shared = row[0] if row else ""
+    return shared, scalar(db, INSIDE)
+
+
+@pytest.fixture
+def dressed_db(pg_role: str, voxflow_db: str, tmp_path: Path) -> Iterator[str]:
+    """A live database with an owner, grants, settings, a comment, a limit and extensions.
+
+    The dump is taken halfway: hstore 1.8 and a default privilege come after it, so the
+    swap has to bring them onto the restored database.
+    """
+    db, role = voxflow_db, pg_role
+    execute(
+        "postgres",
+        f'ALTER DATABASE "{db}" OWNER TO "{role}";'
+        f'REVOKE CONNECT, TEMPORARY ON DATABASE "{db}" FROM PUBLIC;'
+        f'GRANT CONNECT ON DATABASE "{db}" TO "{role}" WITH GRANT OPTION;'
+        f"ALTER DATABASE \"{db}\" SET statement_timeout = '15s';"
+        f'ALTER DATABASE "{db}" SET search_path = app, "My Schema", public;'
+        f'ALTER ROLE "{role}" IN DATABASE "{db}" SET work_mem = \'8MB\';'
+        f"COMMENT ON DATABASE \"{db}\" IS 'VoxFlow production';"
+        f'ALTER DATABASE "{db}" CONNECTION LIMIT 50',
+    )
+    execute(db, "CREATE EXTENSION hstore VERSION '1.7'; CREATE SCHEMA app")
+    dump(db, tmp_path, NOW - timedelta(hours=1))
+    execute(
+        db,
+        "ALTER EXTENSION hstore UPDATE TO '1.8';"
+        f'ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO "{role}";'
+        "INSERT INTO users (email) VALUES ('after@example.com')",
+    )
+    yield db
+
+
+def test_swap_keeps_everything_of_the_database_but_its_data(
+    dressed_db: str, tmp_path: Path
+) -> None:
+    before = state(dressed_db)
+    tgt = DatabaseTarget(params(dressed_db, backups=str(tmp_path)), now=clock)
+
+    results = run_plan(tgt.plan(None))
+
+    swapped = results[3]
+    aside = swapped.data["aside"]
+    assert state(dressed_db) == before
+    assert scalar(dressed_db, "SELECT count(*) FROM users") == 3
+    assert scalar(aside, "SELECT count(*) FROM users") == 4
+    assert "default privileges" in swapped.output
+    comment = scalar(
+        "postgres",
+        f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{aside}'",
+    )
+    assert comment.startswith(f"rollback-bot: this was {dressed_db} until 2026-01-10T12:00:00")
+    assert "its comment was: VoxFlow production" in comment
+    assert RECOVERY_MARKER not in (before[0] + state(dressed_db)[0])
+
+
+def test_public_keeps_its_revoked_connect_after_the_swap(dressed_db: str, tmp_path: Path) -> None:
+    run_plan(DatabaseTarget(params(dressed_db, backups=str(tmp_path)), now=clock).plan(None))
+
+    public_can = scalar(
+        "postgres", f"SELECT has_database_privilege('public', '{dressed_db}', 'CONNECT')"
+    )
+    setting = scalar(dressed_db, "SHOW search_path")
+
+    assert public_can is False
+    assert setting == 'app, "My Schema", public'
+
+
+def test_list_settings_split_like_pg_dumpall() -> None:
+    assert split_guc_list('app, "My Schema", public') == ["app", "My Schema", "public"]
+    assert split_guc_list('"a""b",c') == ['a"b', "c"]
+    assert split_guc_list("") == []
+
+
+@pytest.fixture
+def recovery_of(voxflow_db: str) -> str:
+    """Make `<db>_recovery`, marked as the bot's, as a copy with one user less."""
+    recovery = f"{voxflow_db}_recovery"
+    execute("postgres", f'CREATE DATABASE "{recovery}" TEMPLATE "{voxflow_db}"')
+    execute(recovery, "DELETE FROM users WHERE id = 3")
+    execute("postgres", f"COMMENT ON DATABASE \"{recovery}\" IS '{RECOVERY_MARKER}'")
+    return recovery
+
+
+@pytest.fixture
+def idle_in_transaction(voxflow_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """A session idle in a transaction that holds a row lock and a table lock."""
+    session = psycopg.connect(
+        host="127.0.0.1", user="postgres", dbname=voxflow_db, application_name="stuck-worker"
+    )
+    session.execute("SELECT * FROM users WHERE id = 1 FOR UPDATE")
+    session.execute("LOCK TABLE agents IN ACCESS EXCLUSIVE MODE")
+    yield session
+    session.close()
+
+
+def test_an_idle_in_transaction_session_is_ended_and_listed(
+    voxflow_db: str, recovery_of: str, idle_in_transaction: psycopg.Connection[Any]
+) -> None:
+    pid = idle_in_transaction.info.backend_pid
+    lines: list[str] = []
+    swap = SwapDatabases(connection(voxflow_db), recovery_of, 20.0, clock)
+
+    result = swap.run(StepContext.for_test(timeout=20.0, emit=lines.append))
+
+    ended = f"pid {pid} · user postgres · application stuck-worker · idle in transaction"
+    assert any(ended in line for line in lines)
+    assert ended in result.output
+    assert result.data["sessions"][0].startswith(ended)
+    assert scalar(voxflow_db, "SELECT count(*) FROM users") == 2
+    with pytest.raises(psycopg.OperationalError):
+        idle_in_transaction.execute("SELECT 1")
+
+
+def test_a_session_that_keeps_coming_back_stops_the_swap_after_bounded_attempts(
+    voxflow_db: str, recovery_of: str
+) -> None:
+    blocker = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    blocker.execute(f"COMMENT ON DATABASE \"{voxflow_db}\" IS 'busy'".encode())
+    swap = SwapDatabases(
+        connection(voxflow_db),
+        recovery_of,
+        30.0,
+        clock,
+        retry_delay=0.01,
+        lock_wait=0.1,
+        max_attempts=3,
+    )
+    lines: list[str] = []
+    try:
+        with pytest.raises(PermanentError, match="after 3 attempts") as stopped:
+            swap.run(StepContext.for_test(timeout=30.0, emit=lines.append))
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+    assert "is unchanged and open again" in str(stopped.value)
+    assert sum("retrying" in line for line in lines) == 2
+    assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
+    assert scalar(
+        voxflow_db, "SELECT datallowconn FROM pg_database WHERE datname = current_database()"
+    )

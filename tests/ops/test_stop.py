@@ -1,0 +1,311 @@
+"""SIGTERM and readiness: the served bot stops cleanly in both modes; /readyz tells the truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from bot.config import parse_config
+from bot.decision import Answers, Severity
+from bot.plans import Planner
+from bot.sandbox.slack import FakeSlack
+from bot.store import Store, make_engine, upgrade
+from bot.workflow import Workflow
+from tests.bot.conftest import ALICE, BOB, config_dict
+from tests.fakes.database import PG_ADMIN
+from tests.fakes.targets import ScriptedTarget, script_log, write_script
+from tests.fakes.waiting import wait_for
+from tests.ops.socket_mode import APP_TOKEN, SocketModeSlack, WebSocketServer
+
+ROOT = Path(__file__).parents[2]
+
+
+class Lines:
+    """Collect a child's output in the background, so a test can wait for a line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.seen.append(line)
+
+    def find(self, pattern: str) -> re.Match[str] | None:
+        for line in list(self.seen):
+            found = re.search(pattern, line)
+            if found:
+                return found
+        return None
+
+    def text(self) -> str:
+        return "".join(self.seen)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_user(ALICE, name="alice")
+        fake.add_user(BOB, name="bob")
+        fake.add_channel("incidents", channel_id="C0INCIDENT", members=[ALICE, BOB])
+        yield fake
+
+
+def _env(tmp_path: Path, slack: FakeSlack, database_url: str) -> dict[str, str]:
+    config = tmp_path / "rollback.yml"
+    config.write_text(yaml.safe_dump(config_dict()))
+    return {
+        **os.environ,
+        "SLACK_BOT_TOKEN": slack.token,
+        "SLACK_SIGNING_SECRET": "operator-secret",
+        "SLACK_APP_TOKEN": "xapp-1-test",
+        "SLACK_API_URL": slack.url,
+        "DATABASE_URL": database_url,
+        "ROLLBACK_CONFIG": str(config),
+        "RUNNER_POLL_SECONDS": "0.1",
+        "SHUTDOWN_SECONDS": "2",
+        "LOG_FORMAT": "json",
+    }
+
+
+def _approve_a_hanging_run(database_url: str, script: Path) -> tuple[Store, str]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    store = Store(engine)
+    config = parse_config(config_dict(), path=Path("test.yml"))
+    workflow = Workflow(store=store, config=config)
+    planner = Planner(factory=lambda params: ScriptedTarget(script))
+    plan = planner.build(env_name="prod", env=config.environment("prod"), target="app", point="1")
+    _, run = workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    return store, workflow.approve(run.id, user=BOB).run.id
+
+
+@pytest.mark.parametrize("mode", ["--http", "--socket"])
+def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
+    tmp_path: Path, slack: FakeSlack, mode: str
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    script = write_script(tmp_path / "script.json", undo=["hang"])
+    store, run_id = _approve_a_hanging_run(database_url, script)
+    args = [mode, "127.0.0.1:0"] if mode == "--http" else [mode]
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "tests.ops.scripted_bot", str(script), *args],
+        cwd=ROOT,
+        env=_env(tmp_path, slack, database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        lines = Lines(bot.stdout)
+        wait_for(lambda: "undo" in script_log(script), timeout=60, what="the long step to start")
+        run = store.run(run_id)
+        assert run is not None and run.lease_owner is not None
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(timeout=60) == 0, lines.text()
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+    output = lines.text()
+    assert "stopping: finishing requests in flight and the current step" in output
+    (handed,) = [json.loads(line) for line in lines.seen if "handed run" in line]
+    assert (handed["level"], handed["run_id"], handed["target"]) == ("warning", run_id, "app")
+    assert handed["incident_id"].startswith("INC-")
+    if mode == "--socket":
+        assert output.index("socket connected") < output.index("socket closed")
+    run = store.run(run_id)
+    assert run is not None and run.lease_owner is None and run.state == "running"
+    assert script_log(script) == ["stop_workers", "undo"]
+
+
+def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
+    tmp_path: Path,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    script = write_script(tmp_path / "script.json", undo=["hang"])
+    store, run_id = _approve_a_hanging_run(database_url, script)
+    with WebSocketServer() as wss, SocketModeSlack(wss.url) as slack:
+        slack.add_user(ALICE, name="alice")
+        env = {**_env(tmp_path, slack, database_url), "SLACK_APP_TOKEN": APP_TOKEN}
+        bot = subprocess.Popen(
+            [sys.executable, "-m", "tests.ops.scripted_bot", str(script), "--socket-bolt"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert bot.stdout is not None
+            lines = Lines(bot.stdout)
+            wait_for(
+                lambda: lines.find("connected to Slack over Socket Mode"),
+                timeout=60,
+                what="connect",
+            )
+            assert wss.events == ["open"]
+            wait_for(
+                lambda: "undo" in script_log(script), timeout=60, what="the long step to start"
+            )
+            bot.send_signal(signal.SIGTERM)
+            assert bot.wait(timeout=60) == 0, lines.text()
+        finally:
+            if bot.poll() is None:
+                bot.kill()
+        # Slack's builtin client closes the socket without a close frame.
+        wait_for(
+            lambda: wss.events == ["open", "dropped"], timeout=60, what="the websocket to close"
+        )
+    assert f"handed run {run_id} back" in lines.text()
+    run = store.run(run_id)
+    assert run is not None and run.lease_owner is None
+
+
+@pytest.mark.parametrize("mode", ["--http", "--socket"])
+def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
+    tmp_path: Path, slack: FakeSlack, mode: str
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    script = write_script(tmp_path / "script.json")
+    upgrade(make_engine(database_url))
+    args = [mode, "127.0.0.1:0"] if mode == "--http" else [mode]
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "tests.ops.scripted_bot", str(script), *args],
+        cwd=ROOT,
+        env=_env(tmp_path, slack, database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        lines = Lines(bot.stdout)
+        wait_for(
+            lambda: lines.find("serving|socket connected"), timeout=60, what="the bot to start"
+        )
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(timeout=60) == 0, lines.text()
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+    store, run_id = _approve_a_hanging_run(database_url, script)
+    assert "handed" not in lines.text()
+    assert script_log(script) == []
+    assert store.run(run_id) is not None
+
+
+@pytest.mark.postgres
+def test_readyz_fails_when_the_database_is_gone_while_healthz_still_answers(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    name = f"rbt_ready_{os.getpid()}_{id(tmp_path) % 10**6}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(make_engine(database_url))
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--http", "127.0.0.1:0"],
+        cwd=ROOT,
+        env=_env(tmp_path, slack, database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        lines = Lines(bot.stdout)
+        found = wait_for(
+            lambda: lines.find(r"serving (http://\S+) "), timeout=60, what="the bot to serve"
+        )
+        base = found.group(1)
+        ready = wait_for(
+            lambda: (r := httpx.get(f"{base}/readyz", timeout=30)).status_code == 200 and r,
+            timeout=60,
+            what="/readyz to say ready",
+        )
+        assert ready.json() == {"ready": True, "problems": []}
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        gone = httpx.get(f"{base}/readyz", timeout=60)
+        assert gone.status_code == 503
+        assert any("database does not answer" in p for p in gone.json()["problems"])
+        assert httpx.get(f"{base}/healthz", timeout=30).text == "ok"
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(timeout=60) == 0, lines.text()
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def test_readyz_fails_on_an_old_schema_and_before_the_runner_starts(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    from pydantic import SecretStr
+
+    from bot.app import BotProcess
+    from bot.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    upgrade(make_engine(url))
+    settings = Settings(
+        database_url=url, slack_bot_token=SecretStr(slack.token), slack_api_url=slack.url
+    )
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    assert process.readiness() == ["the runner is not running"]
+    with make_engine(url).begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+    problems = process.readiness()
+    assert len(problems) == 2 and "db upgrade" in problems[0]
+
+
+def test_a_hanging_readiness_check_does_not_pile_up_probes(
+    tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import SecretStr
+
+    import bot.app
+    from bot.app import BotProcess
+    from bot.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    upgrade(make_engine(url))
+    settings = Settings(
+        database_url=url, slack_bot_token=SecretStr(slack.token), slack_api_url=slack.url
+    )
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging(engine: object) -> None:
+        entered.set()
+        release.wait(30)
+
+    monkeypatch.setattr(bot.app, "require_current_schema", hanging)
+    first = threading.Thread(target=process.readiness)
+    first.start()
+    assert entered.wait(10)
+    assert process.readiness()[-1] == "the previous readiness check is still running"
+    release.set()
+    first.join(10)
+    assert process.readiness() == ["the runner is not running"]
