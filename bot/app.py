@@ -44,18 +44,19 @@ from actions.http import read_metrics
 from bot.config import RollbackConfig
 from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
+from bot.outbox import Sender
 from bot.plans import Planner, RateSource, target_factory
 from bot.runner import Runner
 from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
 from bot.settings import Settings
-from bot.store import SchemaOutOfDate, Store, make_engine, require_current_schema
+from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
-from handlers.thread import IncidentThread, SlackMonitorEvents, SlackProgress
+from handlers.thread import IncidentThread, SlackMonitorEvents, SlackOutbox, SlackProgress
 from handlers.verify import SignedOnly
 
 log = logging.getLogger(__name__)
@@ -224,12 +225,13 @@ class BotProcess:
             metrics_reader=self.metrics_reader,
         )
         self.app = create_app(self.settings, self.deps)
+        self.sender = Sender(store=store, deliver=SlackOutbox(self.deps).deliver)
         self.runner = Runner(
             store=store,
             workflow=self.deps.workflow,
             config=self.config,
             planner=planner,
-            progress=MeteredProgress(SlackProgress(IncidentThread(self.deps)), self.metrics),
+            progress=MeteredProgress(SlackProgress(self.sender.wake), self.metrics),
             lease_seconds=self.settings.runner_lease_seconds,
         )
         self.monitor = Monitor(
@@ -248,6 +250,7 @@ class BotProcess:
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""
         self._start(self._run_loop, "runner")
+        self._start(lambda: self.sender.serve(self._stop), "outbox-sender")
         polled = [
             env.monitoring.poll_seconds
             for env in self.config.environments.values()
@@ -267,7 +270,8 @@ class BotProcess:
         while not self._stop.is_set():
             try:
                 self.monitor.approve_due()
-                self.runner.run_pending()
+                self.runner.sweep()
+                self.runner.dispatch()
                 self.last_beat = time.monotonic()
             except Exception:
                 log.exception("runner pass failed; trying again")
@@ -376,15 +380,18 @@ class BotProcess:
         """Close the ways in, then let the runner finish its pass or hand its run back."""
         deadline = time.monotonic() + self.settings.shutdown_seconds
         self._stop.set()
+        self.runner.request_stop()
         self.deps.wake_runner.set()
+        self.sender.wake.set()
         if self._socket is not None:
             self._socket.close()
             self._socket = None
         if self._http is not None:
             self._http.stop()
+        idle = self.runner.wait_idle(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in self._threads):
+        if not idle or any(thread.is_alive() for thread in self._threads):
             self._hand_back()
         self.metrics.close()
 
@@ -393,7 +400,7 @@ class BotProcess:
         store = self.deps.store
         for run in store.runs(states=("approved", "running"), limit=500):
             if run.lease_owner == self.runner.owner:
-                store.release(run.id, owner=self.runner.owner)
+                store.release(Lease(run.id, run.lease_owner, run.lease_generation))
                 log.warning(
                     "%s: stopping mid-step; handed run %s back for another process to resume",
                     run.incident_id,

@@ -11,6 +11,7 @@ holds; its primary key is what keeps a second rollback of the same target out.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -43,6 +45,36 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class RunState(StrEnum):
+    """A run's state; str-valued, so stored values and comparisons with text stay as they were.
+
+    requested -> approved -> running -> succeeded | failed
+    requested -> rejected | expired | cancelled;  approved -> cancelled
+    """
+
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class StepState(StrEnum):
+    """A step record's state, as the runner writes it."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    """Started by a runner that stopped mid-step, and not safe to repeat (or not rebuildable)."""
+    NOT_RUN = "not run"
+    """Could not be rebuilt on resume; never started."""
 
 
 class Base(DeclarativeBase):
@@ -95,7 +127,12 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None]
+    lease_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The fencing token: bumped by every claim; a runner's writes require its own."""
     memory: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """What steps store for later steps and for a resume (`StepContext.memory`)."""
+    notes: Mapped[list[Any] | None] = mapped_column(default=list)
+    """The plan's notes shown with it (force used, estimates); not step memory."""
     slack: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -146,6 +183,36 @@ class TargetLock(Base):
     target: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
     incident_id: Mapped[str] = mapped_column(String(40))
+
+
+class OutboxMessage(Base):
+    """A message to people about a run, kept until the sender delivered it (`bot.outbox`)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_run_id", "state", "run_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class SlackMessage(Base):
+    """The ts of a message the bot posted in a run's thread, by slot (`progress`, `step:3:1`)."""
+
+    __tablename__ = "slack_messages"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    slot: Mapped[str] = mapped_column(String(80), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
 
 
 class EntryKey(Base):

@@ -11,6 +11,16 @@ request asked to leave maintenance on for people to look.
 A plan is rendered from `describe()` of its actions, and its hash covers
 exactly those lines: if a newer revision appears or the backup point moves,
 the description changes, the hash changes, and the approval no longer holds.
+
+After approval the stored plan is the contract. Each stored step carries the
+config target it came from (`source`, None for the environment's own steps:
+maintenance, health, communications) and its action's `spec`. `Planner.restore`
+rebuilds the approved steps from that, without reading the live systems the
+rollback has already changed: environment steps from the environment's config,
+target steps through `Target.restore(name, spec)`. A target that cannot restore
+yet falls back to planning again and taking the steps by name; a step that
+cannot be rebuilt either way comes back without an action and the runner stops
+for a person there (after running every `always` step it can).
 """
 
 from __future__ import annotations
@@ -21,7 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from actions.base import Action, Check, PlanningError, RollbackPoint, Target, TargetPlan
+from actions.base import (
+    Action,
+    Check,
+    PlanningError,
+    Restorable,
+    RollbackPoint,
+    Target,
+    TargetPlan,
+    spec_of,
+)
 from actions.configfiles import ConfigFilesParams, ConfigFilesTarget
 from actions.database import DatabaseParams, DatabaseTarget
 from actions.docker import DockerParams, DockerTarget
@@ -45,18 +64,87 @@ class PlannedStep:
     phase: str
     action: Action
     always: bool = False
+    source: str | None = None
+    """The config target the action came from; None for the environment's own steps."""
 
     def as_json(self) -> dict[str, Any]:
         """Describe the step as stored with the run."""
+        return self.stored().as_json()
+
+    def stored(self) -> StoredStep:
+        """Return the step as it is stored with the run."""
+        return StoredStep(
+            position=self.position,
+            phase=self.phase,
+            name=self.action.name,
+            description=self.action.describe(),
+            always=self.always,
+            idempotent=self.action.idempotent,
+            timeout=self.action.timeout,
+            source=self.source,
+            spec=spec_of(self.action),
+        )
+
+
+@dataclass(frozen=True)
+class StoredStep:
+    """A step as approved and stored with its run (the contract after approval)."""
+
+    position: int
+    phase: str
+    name: str
+    description: str
+    always: bool
+    idempotent: bool
+    timeout: float
+    source: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    legacy: bool = False
+    """Stored before steps carried source and spec: rebuilt by planning again."""
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StoredStep:
+        """Read a stored step; runs stored before `source`/`spec` existed are `legacy`."""
+        return cls(
+            position=int(raw["position"]),
+            phase=str(raw["phase"]),
+            name=str(raw["name"]),
+            description=str(raw["description"]),
+            always=bool(raw["always"]),
+            idempotent=bool(raw["idempotent"]),
+            timeout=float(raw["timeout"]),
+            source=raw.get("source"),
+            spec=dict(raw.get("spec") or {}),
+            legacy="spec" not in raw,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the JSON stored with the run."""
         return {
             "position": self.position,
             "phase": self.phase,
-            "name": self.action.name,
-            "description": self.action.describe(),
+            "name": self.name,
+            "description": self.description,
             "always": self.always,
-            "idempotent": self.action.idempotent,
-            "timeout": self.action.timeout,
+            "idempotent": self.idempotent,
+            "timeout": self.timeout,
+            "source": self.source,
+            "spec": self.spec,
         }
+
+    @property
+    def label(self) -> str:
+        """`step 3 (kubernetes.rollout_undo)`, as outcomes name steps."""
+        return f"step {self.position + 1} ({self.name})"
+
+
+@dataclass(frozen=True)
+class RestoredStep:
+    """A stored step and the action rebuilt for it, or why it could not be rebuilt."""
+
+    stored: StoredStep
+    action: Action | None
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,43 +266,227 @@ class Planner:
         for member in env.members(target):
             member_point = point if member == target else None
             parts.append(self.target(env.targets[member]).plan(member_point, force=force))
-        parts = [*self._database_workers(env, env.members(target)), *parts]
-        phased: list[tuple[str, Action, bool]] = []
+        members = env.members(target)
+        workers = self._database_workers(env, members)
+        members = [name for name, _ in workers] + list(members)
+        parts = [part for _, part in workers] + parts
+        phased: list[tuple[str, Action, bool, str | None]] = []
         if env.maintenance is not None:
-            phased.append(("maintenance", SetMaintenance(env.maintenance, enabled=True), False))
+            on = SetMaintenance(env.maintenance, enabled=True)
+            phased.append(("maintenance", on, False, None))
         for phase in ("prepare", "rollback", "verify"):
-            phased += [(phase, a, False) for part in parts for a in getattr(part, phase)]
+            phased += [
+                (phase, a, False, member)
+                for member, part in zip(members, parts, strict=True)
+                for a in getattr(part, phase)
+            ]
         if env.health_url:
-            phased.append(("health", HealthCheck(env.health_url), False))
+            phased.append(("health", HealthCheck(env.health_url), False, None))
         if env.maintenance is not None:
             off = SetMaintenance(env.maintenance, enabled=False)
-            phased.append(("maintenance", off, not leave_maintenance_on_failure))
-        phased += [("resume", a, True) for part in reversed(parts) for a in part.resume]
-        phased += [("communicate", a, False) for a in _communications(env, env_name, target)]
+            phased.append(("maintenance", off, not leave_maintenance_on_failure, None))
+        phased += [
+            ("resume", a, True, member)
+            for member, part in reversed(list(zip(members, parts, strict=True)))
+            for a in part.resume
+        ]
+        phased += [("communicate", a, False, None) for a in _communications(env, env_name, target)]
         steps = tuple(
-            PlannedStep(position=i, phase=phase, action=action, always=always)
-            for i, (phase, action, always) in enumerate(phased)
+            PlannedStep(position=i, phase=phase, action=action, always=always, source=source)
+            for i, (phase, action, always, source) in enumerate(phased)
         )
         notes = tuple(note for part in parts for note in part.notes)
         return Plan(environment=env_name, target=target, point=point, steps=steps, notes=notes)
 
-    def _database_workers(self, env: Environment, members: list[str]) -> list[TargetPlan]:
+    def _database_workers(
+        self, env: Environment, members: list[str]
+    ) -> list[tuple[str, TargetPlan]]:
         """A database rollback without a Kubernetes member stops the environment's workers
-        first and starts them last (the procedures' pre-rollback checklist)."""
+        first and starts them last (the procedures' pre-rollback checklist).
+
+        Each part names the Kubernetes target it came from, so on resume that target's
+        `restore` rebuilds the worker steps."""
         kinds = [env.targets[m] for m in members]
         if not any(isinstance(p, DatabaseParams) for p in kinds) or any(
             isinstance(p, KubernetesParams) for p in kinds
         ):
             return []
-        kube = [p for p in env.targets.values() if isinstance(p, KubernetesParams) and p.workers]
+        kube = [
+            (name, p)
+            for name, p in env.targets.items()
+            if isinstance(p, KubernetesParams) and p.workers
+        ]
         return [
-            TargetPlan(
-                prepare=[StopWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))],
-                resume=[StartWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))],
+            (
+                name,
+                TargetPlan(
+                    prepare=[
+                        StopWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                    ],
+                    resume=[
+                        StartWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                    ],
+                ),
             )
-            for p in kube
+            for name, p in kube
             for apps in [cast(KubernetesTarget, self.target(p)).apps]
         ]
+
+    def restore(
+        self,
+        *,
+        env_name: str,
+        env: Environment,
+        target: str,
+        point: str | None,
+        force: bool,
+        stored: list[StoredStep],
+    ) -> list[RestoredStep]:
+        """Rebuild the approved steps from what was stored, without reading live systems.
+
+        Environment steps come from the environment's config, target steps from
+        `Target.restore(name, spec)`. A target without `restore` (or a run stored
+        before steps carried their spec) is planned again and its steps taken by
+        name; where that fails too, the step comes back with `problem` set.
+        """
+        replanned = _Replanned(
+            self, env_name=env_name, env=env, target=target, point=point, force=force
+        )
+        restored = []
+        for step in stored:
+            try:
+                action = self._restore_step(env, env_name, target, step, replanned)
+            except Exception as exc:
+                detail = (
+                    str(exc) if isinstance(exc, PlanningError) else f"{type(exc).__name__}: {exc}"
+                )
+                restored.append(
+                    RestoredStep(step, None, f"{step.label} could not be rebuilt: {detail}")
+                )
+                continue
+            if action.name != step.name:
+                problem = f"{step.label} could not be rebuilt: it came back as {action.name}"
+                restored.append(RestoredStep(step, None, problem))
+                continue
+            restored.append(RestoredStep(step, action))
+        return restored
+
+    def _restore_step(
+        self,
+        env: Environment,
+        env_name: str,
+        target: str,
+        step: StoredStep,
+        replanned: _Replanned,
+    ) -> Action:
+        if step.legacy:
+            return replanned.by_position(step)
+        if step.source is None:
+            return environment_step(env, env_name, target, step.name, step.spec)
+        if step.source not in env.targets:
+            raise PlanningError(f"{step.source} is no longer in the config file")
+        member = self.target(env.targets[step.source])
+        if isinstance(member, Restorable):
+            return member.restore(step.name, dict(step.spec))
+        return replanned.by_source(step)
+
+
+@dataclass
+class _Replanned:
+    """The fallback for targets that cannot restore: plan again (once), take steps by name."""
+
+    planner: Planner
+    env_name: str
+    env: Environment
+    target: str
+    point: str | None
+    force: bool
+    _plan: Plan | None = None
+    _error: Exception | None = None
+
+    def _build(self) -> Plan:
+        if self._error is not None:
+            raise self._error
+        if self._plan is None:
+            try:
+                self._plan = self.planner.build(
+                    env_name=self.env_name,
+                    env=self.env,
+                    target=self.target,
+                    point=self.point,
+                    force=self.force,
+                )
+            except Exception as exc:
+                self._error = exc
+                raise
+        return self._plan
+
+    def by_position(self, step: StoredStep) -> Action:
+        """The action at the same position of a new plan, when it has the same name."""
+        steps = self._build().steps
+        if step.position < len(steps) and steps[step.position].action.name == step.name:
+            return steps[step.position].action
+        raise PlanningError("planning again gave different steps")
+
+    def by_source(self, step: StoredStep) -> Action:
+        """The action of the same name from the same config target in a new plan."""
+        for planned in self._build().steps:
+            if (
+                planned.source == step.source
+                and planned.phase == step.phase
+                and planned.action.name == step.name
+            ):
+                return planned.action
+        raise PlanningError(f"{step.source} no longer plans a {step.name} step")
+
+
+def environment_step(
+    env: Environment, env_name: str, target: str, name: str, spec: dict[str, Any]
+) -> Action:
+    """Rebuild an environment-level step (maintenance, health, communications) by name.
+
+    URLs and tokens come from the config; the spec holds only the step's own
+    parameters. An empty spec gives the step exactly as `Planner.build` makes it.
+    """
+    timeout = spec.get("timeout")
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": float(timeout)}
+    if name in ("http.maintenance_on", "http.maintenance_off"):
+        if env.maintenance is None:
+            raise PlanningError("maintenance is no longer configured")
+        enabled = bool(spec.get("enabled", name == "http.maintenance_on"))
+        return SetMaintenance(env.maintenance, enabled=enabled, **extra)
+    if name == "http.health" or (name.startswith("http.") and "expect_status" in spec):
+        if not env.health_url:
+            raise PlanningError("health_url is no longer configured")
+        return HealthCheck(
+            env.health_url,
+            expect_status=int(spec.get("expect_status", 200)),
+            name=str(spec.get("name", "health")),
+            **extra,
+        )
+    defaults = {a.name: a for a in _communications(env, env_name, target)}
+    if name not in defaults:
+        raise PlanningError(f"the environment no longer has a {name} step")
+    if not spec:
+        return defaults[name]
+    comms = env.communications
+    if name == "http.status_page" and comms.status_page is not None:
+        return UpdateStatusPage(
+            comms.status_page, status=spec["status"], message=spec["message"], **extra
+        )
+    if name == "http.webhook" and comms.internal_webhook is not None:
+        return NotifyWebhook(
+            comms.internal_webhook,
+            text=spec["text"],
+            fields=dict(spec["fields"]),
+            color=str(spec.get("color", "good")),
+            **extra,
+        )
+    if name == "http.customer_email" and comms.customer_email is not None:
+        return SendCustomerEmail(
+            comms.customer_email, subject=spec["subject"], body=spec["body"], **extra
+        )
+    raise PlanningError(f"the environment no longer has a {name} step")
 
 
 def _communications(env: Environment, env_name: str, target: str) -> list[Action]:

@@ -1,22 +1,35 @@
 """Executes approved runs, step by step, durably.
 
 A runner claims a run with a lease stored in the database, so several bot
-processes sharing one PostgreSQL never execute the same plan twice. Each
-step's start is recorded before it runs and its end, output and outcome
-before the next one starts, and a heartbeat thread renews the lease while a
-step is busy. When a process dies, its lease expires and another runner (or
+processes sharing one PostgreSQL never execute the same plan twice. The lease
+is fenced (`bot.store.Lease`): timed on the database's clock, a new token per
+claim, and every write the runner makes about the run (step records, memory,
+transitions) holds only while the token is current. Each step's start is
+recorded before it runs and its end, output and outcome before the next one
+starts, and a heartbeat thread renews the lease while a step is busy; it
+survives database errors until the lease would have expired. A runner whose
+lease is gone stops at the next safe point (before a step, between retries,
+or when its next write is refused), says so in the thread, and writes
+nothing more. When a process dies, its lease expires and another runner (or
 the same one restarted) picks the run up: the step that was interrupted is
-run again only if its action says it is safe to repeat; otherwise the run
-stops as "manual intervention required" with the list of what is left.
+run again only if its action says it is safe to repeat; otherwise it is
+marked `interrupted` and the run stops for a person.
 
-After a failure only the steps marked `always` run (maintenance off, restart
-workers), so the site is not left half-stopped by a failed rollback.
+The runner never talks to Slack: each state change queues its message in the
+outbox in the same transaction (`bot.outbox`), and `Progress` only nudges.
 
 Before the first step the plan is rebuilt from the config and the live
 systems and its hash compared with the approved one: an approval is for one
 exact plan. On resume the world has moved (the rollback itself changed the
-current revision), so there the rebuilt plan must only have the same steps by
-name, and the stored descriptions stay the record of what was approved.
+current revision), so the runner does not plan again: it rebuilds the stored,
+approved steps from their specs (`Planner.restore`), and each action tells
+"already done" from "not started" from "half done" itself.
+
+Once anything went wrong (a step failed, an interrupted step is not safe to
+repeat, a step cannot be rebuilt any more), only the steps marked `always`
+run (maintenance off, restart workers), on every path, so a failed rollback
+does not also leave the site in maintenance with its workers stopped. The
+outcome then says what ran, what did not, and what state production is in.
 """
 
 from __future__ import annotations
@@ -28,18 +41,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
+from actions.base import (
+    Action,
+    ActionError,
+    PermanentError,
+    StepContext,
+    StepResult,
+    TemporaryError,
+)
 from bot.config import RollbackConfig
-from bot.models import Run
-from bot.plans import Plan, Planner
-from bot.store import StepView, Store
+from bot.models import Run, RunState, StepState
+from bot.plans import Planner, RestoredStep, StoredStep
+from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
 from bot.workflow import Refused, Workflow
 
 log = logging.getLogger(__name__)
-DONE = ("succeeded", "skipped")
+DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
+FAILED = (StepState.FAILED, StepState.INTERRUPTED, StepState.NOT_RUN)
+FINISHED = (*DONE, *FAILED)
+ATTEMPTED = (*DONE, StepState.FAILED, StepState.INTERRUPTED, StepState.RUNNING)
 
 
 class Progress(Protocol):
@@ -83,21 +106,24 @@ class NullProgress:
 class DurableMemory(MutableMapping[str, Any]):
     """A run's memory: every write is saved to the database before it returns."""
 
-    def __init__(self, store: Store, run_id: str, initial: dict[str, Any]) -> None:
+    def __init__(
+        self, store: Store, run_id: str, initial: dict[str, Any], *, lease: Lease | None = None
+    ) -> None:
         self._store = store
         self._run_id = run_id
         self._data = dict(initial)
+        self._lease = lease
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
-        self._store.set_run_fields(self._run_id, memory=dict(self._data))
+        self._store.set_run_memory(self._run_id, dict(self._data), lease=self._lease)
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
-        self._store.set_run_fields(self._run_id, memory=dict(self._data))
+        self._store.set_run_memory(self._run_id, dict(self._data), lease=self._lease)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -118,78 +144,189 @@ class Runner:
     lease_seconds: float = 30.0
     owner: str = ""
     sleep: Callable[[float], None] = time.sleep
+    workers: int = 4
+    """How many runs this process executes at once (`dispatch`)."""
+    _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.owner:
             self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
+    def sweep(self) -> list[Run]:
+        """Expire requests past their time-to-live (never waits on a running step)."""
+        expired = self.workflow.expire_due()
+        for run in expired:
+            self.progress.run_expired(run)
+        return expired
+
     def run_pending(self) -> list[str]:
-        """Expire stale requests, then execute every claimable run; return the ids run."""
-        for expired in self.workflow.expire_due():
-            self.progress.run_expired(expired)
+        """Expire stale requests, then execute every claimable run here, one after another.
+
+        For tools and tests; the bot process uses `dispatch`, which runs them in parallel.
+        """
+        self.sweep()
         done = []
         for run_id in self.store.claimable():
             if self.execute(run_id):
                 done.append(run_id)
         return done
 
+    def dispatch(self) -> list[str]:
+        """Claim runs into the bounded pool, each on a thread of its own; return the new ids.
+
+        Returns at once: the caller's loop (expiry, monitoring) never waits on a step.
+        Runs of different targets progress in parallel; the target locks taken when a
+        rollback is requested keep it to one run per target.
+        """
+        started: list[str] = []
+        if self._stopping.is_set():
+            return started
+        with self._pool_lock:
+            self._pool = {i: t for i, t in self._pool.items() if t.is_alive()}
+            while len(self._pool) < self.workers:
+                lease = self.store.claim_next(
+                    owner=self.owner, seconds=self.lease_seconds, skip=set(self._pool)
+                )
+                if lease is None:
+                    break
+                thread = threading.Thread(
+                    target=self._hold_logged, args=(lease,), name=f"run-{lease.run_id}", daemon=True
+                )
+                self._pool[lease.run_id] = thread
+                thread.start()
+                started.append(lease.run_id)
+        return started
+
+    def busy(self) -> list[str]:
+        """Ids of the runs executing in this runner's pool now."""
+        with self._pool_lock:
+            return [i for i, t in self._pool.items() if t.is_alive()]
+
     def serve(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
-        """Run pending work until `stop` is set."""
+        """Expire and dispatch until `stop` is set."""
         while not stop.is_set():
             try:
-                self.run_pending()
+                self.sweep()
+                self.dispatch()
             except Exception:
                 log.exception("runner loop failed; retrying in %.0fs", poll_seconds)
             stop.wait(poll_seconds)
 
     def execute(self, run_id: str) -> bool:
-        """Claim and execute one run; False if another runner holds it."""
-        if not self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds):
+        """Claim and execute one run on this thread; False if another runner holds it."""
+        lease = self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
+        if lease is None:
             return False
-        heartbeat = _Heartbeat(self.store, run_id, self.owner, self.lease_seconds)
-        heartbeat.start()
-        try:
-            run = self.store.run(run_id)
-            if run is not None and run.state in ("approved", "running"):
-                self._execute(run)
-        finally:
-            heartbeat.stop()
-            self.store.release(run_id, owner=self.owner)
+        self._hold(lease)
         return True
 
-    def _execute(self, run: Run) -> None:
-        resumed = run.state == "running"
-        plan = self._rebuild(run, resumed=resumed)
-        if plan is None:
+    def _hold_logged(self, lease: Lease) -> None:
+        try:
+            self._hold(lease)
+        except Exception:
+            log.exception("run %s stopped unexpectedly; its lease runs out", lease.run_id)
+
+    def _hold(self, lease: Lease) -> None:
+        """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
+        heartbeat = _Heartbeat(self.store, lease, self.lease_seconds)
+        heartbeat.start()
+        hold = _Hold(lease, heartbeat, self._stopping)
+        try:
+            run = self.store.run(lease.run_id)
+            if run is not None and run.state in EXECUTABLE_STATES:
+                self._execute(run, hold, previous_owner=lease.previous_owner)
+        except LeaseLost:
+            self._lost(lease)
+        except HandOver:
+            self._handed_over(lease)
+        finally:
+            heartbeat.stop()
+            self.store.release(lease)
+
+    def _handed_over(self, lease: Lease) -> None:
+        log.warning("%s stopping: run %s handed over between steps", lease.owner, lease.run_id)
+        run = self.store.run(lease.run_id)
+        if run is not None:
+            detail = {"owner": lease.owner}
+            self.store.add_event(
+                incident_id=run.incident_id, run_id=run.id, kind="run.handed_over", detail=detail
+            )
+
+    def request_stop(self) -> None:
+        """Stop claiming; each running run stops at its next step boundary, lease released.
+
+        The runs stay `running` with no holder, so another process (or this one,
+        restarted) resumes them at once, from the approved plan. For SIGTERM.
+        """
+        self._stopping.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for this runner's pool to finish; True if it did."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._pool.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.busy()
+
+    def _lost(self, lease: Lease) -> None:
+        """Say that this runner lost the run and stopped; its successor carries on."""
+        log.error("%s lost its lease on run %s; stopped", lease.owner, lease.run_id)
+        run = self.store.run(lease.run_id)
+        if run is None:
             return
-        run = self.workflow.start(run)
+        detail = {"owner": lease.owner, "generation": lease.generation}
+        self.store.add_event(
+            incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost", detail=detail
+        )
+        self.store.enqueue(run.id, "run.lease_lost", detail)
+
+    def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
+        resumed = run.state == RunState.RUNNING
+        steps = self._resume_plan(run) if resumed else self._first_plan(run, hold)
+        if steps is None:
+            return
+        run = self.workflow.start(
+            run,
+            detail={"by": self.owner, "previous_owner": previous_owner} if resumed else None,
+            lease=hold.lease,
+        )
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)
         records = {r.position: r for r in self.store.steps(run.id)}
-        memory = DurableMemory(self.store, run.id, run.memory)
-        failure: str | None = None
-        not_run: list[str] = []
-        for planned, stored in zip(plan.steps, run.plan, strict=True):
-            record = records.get(planned.position)
-            if record is not None and record.state in DONE:
+        memory = DurableMemory(self.store, run.id, run.memory, lease=hold.lease)
+        failure = _earlier_failure(steps, records)
+        for step in steps:
+            hold.check_boundary()
+            stored = step.stored
+            record = records.get(stored.position)
+            if record is not None and record.state in FINISHED:
                 continue
-            if failure is not None and not planned.always:
-                not_run.append(stored["description"])
+            if failure is not None and not stored.always:
                 continue
-            if record is not None and record.state == "running" and not planned.action.idempotent:
-                failure = (
-                    f"step {planned.position + 1} ({stored['name']}) was interrupted by a crash "
-                    "and is not safe to repeat"
+            if record is not None and record.state == StepState.RUNNING and not stored.idempotent:
+                problem = (
+                    f"{stored.label} was interrupted by a crash and is not safe to repeat; "
+                    "check by hand whether it took effect"
                 )
-                self._save(run, stored, state="failed", summary=failure)
+                self._save(run, hold, stored, state=StepState.INTERRUPTED, summary=problem)
+                failure = failure or problem
+                continue
+            if step.action is None:
+                started = record is not None and record.state == StepState.RUNNING
+                state = StepState.INTERRUPTED if started else StepState.NOT_RUN
+                self._save(run, hold, stored, state=state, summary=step.problem)
+                failure = failure or step.problem
                 continue
             attempts = record.attempts if record is not None else 0
-            error = self._run_step(run, planned.action, stored, memory, attempts=attempts)
+            error = self._run_step(run, hold, step.action, stored, memory, attempts=attempts)
             if error is not None and failure is None:
-                failure = f"step {planned.position + 1} ({stored['name']}) failed: {error}"
-        self._finish(run, failure=failure, not_run=not_run)
+                failure = f"{stored.label} failed: {error}"
+        hold.check()
+        self._finish(run, hold, failure=failure, steps=[s.stored for s in steps])
 
-    def _rebuild(self, run: Run, *, resumed: bool) -> Plan | None:
+    def _first_plan(self, run: Run, hold: _Hold) -> list[RestoredStep] | None:
+        """Build the plan from the live systems and hold it to the approved hash."""
         env = self.config.environments.get(run.environment)
         problem = None
         plan = None
@@ -210,45 +347,65 @@ class Runner:
             except Exception as exc:
                 log.exception("%s: building the plan of run %s failed", run.incident_id, run.id)
                 problem = f"the plan can no longer be built: {type(exc).__name__}: {exc}"
-        if plan is not None and not resumed and plan.hash != run.plan_hash:
+        if plan is not None and plan.hash != run.plan_hash:
             problem = "the plan changed after it was approved; request the rollback again"
-        if (
-            plan is not None
-            and resumed
-            and [s.action.name for s in plan.steps] != [s["name"] for s in run.plan]
-        ):
-            problem = "the plan's steps changed while the run was interrupted"
-        if problem is None:
-            return plan
-        run = self.workflow.start(run) if run.state == "approved" else run
-        self._finish(run, failure=problem, not_run=[s["description"] for s in run.plan])
-        return None
+        if problem is not None or plan is None:
+            run = self.workflow.start(run, lease=hold.lease)
+            self._finish(run, hold, failure=problem, steps=stored_steps(run), nothing_ran=True)
+            return None
+        return [RestoredStep(p.stored(), p.action) for p in plan.steps]
+
+    def _resume_plan(self, run: Run) -> list[RestoredStep]:
+        """Rebuild the approved plan from the stored steps, never from the live systems."""
+        stored = stored_steps(run)
+        env = self.config.environments.get(run.environment)
+        if env is None or run.target not in env.targets:
+            problem = f"{run.target} in {run.environment} is no longer in the config file"
+            return [
+                RestoredStep(s, None, f"{s.label} could not be rebuilt: {problem}") for s in stored
+            ]
+        return self.planner.restore(
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            stored=stored,
+        )
 
     def _run_step(
         self,
         run: Run,
-        action: Any,
-        stored: dict[str, Any],
+        hold: _Hold,
+        action: Action,
+        stored: StoredStep,
         memory: DurableMemory,
         *,
         attempts: int,
     ) -> str | None:
-        position = stored["position"]
-        started = self.store.clock()
-        self._save(run, stored, state="running", attempts=attempts + 1, started_at=started)
-        self.progress.step_started(run, stored)
+        step = stored.as_json()
+        self._save(
+            run,
+            hold,
+            stored,
+            state=StepState.RUNNING,
+            attempts=attempts + 1,
+            started_at=self.store.clock(),
+        )
+        self.progress.step_started(run, step)
         ctx = StepContext(
             incident_id=run.incident_id,
             run_id=run.id,
-            deadline=time.monotonic() + float(stored["timeout"]),
+            deadline=time.monotonic() + stored.timeout,
             memory=memory,
-            emit=lambda line: self.progress.step_output(run, stored, line),
+            emit=lambda line: self.progress.step_output(run, step, line),
         )
-        result, error = self._attempt(run, action, ctx)
+        result, error = self._attempt(run, hold, action, ctx)
         if error is None and result is not None:
-            state = "skipped" if result.skipped else "succeeded"
+            state = StepState.SKIPPED if result.skipped else StepState.SUCCEEDED
             self._save(
                 run,
+                hold,
                 stored,
                 state=state,
                 summary=result.summary,
@@ -258,18 +415,26 @@ class Runner:
             )
         else:
             self._save(
-                run, stored, state="failed", summary=error or "", finished_at=self.store.clock()
+                run,
+                hold,
+                stored,
+                state=StepState.FAILED,
+                summary=error or "",
+                finished_at=self.store.clock(),
             )
-        record = next(r for r in self.store.steps(run.id) if r.position == position)
-        self.progress.step_finished(run, stored, record)
+        record = next(r for r in self.store.steps(run.id) if r.position == stored.position)
+        self.progress.step_finished(run, step, record)
         return error
 
     def _attempt(
-        self, run: Run, action: Any, ctx: StepContext
+        self, run: Run, hold: _Hold, action: Action, ctx: StepContext
     ) -> tuple[StepResult | None, str | None]:
         while True:
+            hold.check()
             try:
                 return action.run(ctx), None
+            except LeaseLost:
+                raise
             except TemporaryError as exc:
                 if ctx.remaining() <= exc.delay:
                     return None, f"{exc} (gave up: step deadline reached)"
@@ -288,27 +453,40 @@ class Runner:
                 log.exception("%s: %s raised unexpectedly", run.incident_id, action.name)
                 return None, f"unexpected error: {type(exc).__name__}: {exc}"
 
-    def _save(self, run: Run, stored: dict[str, Any], *, state: str, **fields: Any) -> None:
+    def _save(
+        self, run: Run, hold: _Hold, stored: StoredStep, *, state: str, **fields: Any
+    ) -> None:
         self.store.save_step(
             run,
-            position=stored["position"],
-            name=stored["name"],
-            event_kind=f"step.{state}",
+            lease=hold.lease,
+            position=stored.position,
+            name=stored.name,
+            event_kind=f"step.{state.replace(' ', '_')}",
+            notify="step.started" if state == StepState.RUNNING else "step.finished",
             state=state,
             **fields,
         )
 
-    def _finish(self, run: Run, *, failure: str | None, not_run: list[str]) -> None:
+    def _finish(
+        self,
+        run: Run,
+        hold: _Hold,
+        *,
+        failure: str | None,
+        steps: list[StoredStep],
+        nothing_ran: bool = False,
+    ) -> None:
         fresh = self.store.run(run.id)
         assert fresh is not None
-        if failure is None:
-            outcome = "rollback completed; all steps succeeded"
-        else:
-            left = "; ".join(not_run) if not_run else "nothing"
-            outcome = f"{failure}. Manual intervention required. Not run: {left}"
+        records = {} if nothing_ran else {r.position: r for r in self.store.steps(run.id)}
+        outcome = describe_outcome(steps, records, failure=failure)
         try:
             fresh = self.workflow.finish(
-                fresh, ok=failure is None, outcome=outcome, needs_manual=failure is not None
+                fresh,
+                ok=failure is None,
+                outcome=outcome,
+                needs_manual=failure is not None,
+                lease=hold.lease,
             )
         except Refused:
             log.exception("%s: could not record the end of run %s", run.incident_id, run.id)
@@ -317,16 +495,126 @@ class Runner:
         self.progress.run_finished(fresh)
 
 
-class _Heartbeat:
-    """Renews a run's lease in the background while it executes."""
+def stored_steps(run: Run) -> list[StoredStep]:
+    """The run's approved steps, typed."""
+    return [StoredStep.from_json(raw) for raw in run.plan]
 
-    def __init__(self, store: Store, run_id: str, owner: str, seconds: float) -> None:
+
+def _earlier_failure(steps: list[RestoredStep], records: dict[int, StepView]) -> str | None:
+    """What stopped the run before it was interrupted, so a resume runs only `always` steps."""
+    for step in steps:
+        record = records.get(step.stored.position)
+        if record is not None and record.state in FAILED:
+            return record.summary or f"{step.stored.label} {record.state}"
+    return None
+
+
+def describe_outcome(
+    steps: list[StoredStep], records: dict[int, StepView], *, failure: str | None
+) -> str:
+    """Say what ran, what did not, and where that leaves production, as far as the bot knows."""
+    ran = [s for s in steps if _state(records, s) in ATTEMPTED]
+    not_run = [s for s in steps if _state(records, s) not in ATTEMPTED]
+    if failure is None and not not_run:
+        return "rollback completed; all steps succeeded"
+    parts = [failure.rstrip(".") + "." if failure else "rollback ended."]
+    if failure is not None:
+        parts.append("Manual intervention required.")
+    if ran:
+        parts.append(
+            "Ran: "
+            + "; ".join(f"{s.position + 1}. {s.name} ({_state(records, s)})" for s in ran)
+            + "."
+        )
+    else:
+        parts.append("No step ran.")
+    if not_run:
+        parts.append("Not run: " + "; ".join(s.description for s in not_run) + ".")
+    parts.append("Production now: " + production_state(steps, records) + ".")
+    return " ".join(parts)
+
+
+def production_state(steps: list[StoredStep], records: dict[int, StepView]) -> str:
+    """Where the run left production: the change itself, maintenance mode, stopped work."""
+    said = []
+    change = [s for s in steps if s.phase == "rollback"]
+    done = [s.name for s in change if _state(records, s) in DONE]
+    broken = [s for s in change if _state(records, s) in FAILED]
+    if broken:
+        said.append(
+            "the rollback change may be half done ("
+            + ", ".join(f"{s.name} {_state(records, s)}" for s in broken)
+            + ")"
+        )
+    elif done and len(done) == len(change):
+        said.append("rolled back (" + ", ".join(done) + ")")
+    elif done:
+        said.append("partly rolled back (" + ", ".join(done) + " done)")
+    else:
+        said.append("not rolled back (the rollback change did not run)")
+    on = any(s.name == "http.maintenance_on" and _state(records, s) in DONE for s in steps)
+    off = any(s.name == "http.maintenance_off" and _state(records, s) in DONE for s in steps)
+    if on and not off:
+        said.append("maintenance mode is ON")
+    elif on:
+        said.append("maintenance mode is off again")
+    stopped = [s for s in steps if s.phase == "prepare" and _state(records, s) in DONE]
+    pending = [s.name for s in steps if s.phase == "resume" and _state(records, s) not in DONE]
+    if stopped and pending:
+        said.append("not restarted: " + ", ".join(pending))
+    return "; ".join(said)
+
+
+def _state(records: dict[int, StepView], step: StoredStep) -> str:
+    record = records.get(step.position)
+    return record.state if record is not None else "pending"
+
+
+@dataclass
+class _Hold:
+    """The lease a runner executes a run under, the heartbeat keeping it, the stop signal."""
+
+    lease: Lease
+    heartbeat: _Heartbeat
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def check(self) -> None:
+        """Raise LeaseLost at a safe point once the heartbeat found the lease gone."""
+        if self.heartbeat.lost.is_set():
+            raise LeaseLost(self.lease)
+
+    def check_boundary(self) -> None:
+        """Between steps: also hand the run over (HandOver) when the runner is stopping."""
+        self.check()
+        if self.stopping.is_set():
+            raise HandOver(self.lease)
+
+
+class HandOver(Exception):
+    """The runner is stopping: leave the run `running` with its lease free, for another."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        super().__init__(f"{lease.owner} is stopping; run {lease.run_id} is handed over")
+
+
+class _Heartbeat:
+    """Renews a run's lease in the background while it executes.
+
+    A database error does not end it: it retries more often until the lease would
+    have expired (counted on this process's monotonic clock from the last renewal,
+    which is never later than the database's own expiry), and only then, or when a
+    renewal finds the lease taken, does it set `lost` for the runner to stop at its
+    next safe point.
+    """
+
+    def __init__(self, store: Store, lease: Lease, seconds: float) -> None:
         self._store = store
-        self._run_id = run_id
-        self._owner = owner
+        self._lease = lease
         self._seconds = seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
 
     def start(self) -> None:
         self._thread.start()
@@ -336,7 +624,29 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._seconds / 3):
-            if not self._store.renew(self._run_id, owner=self._owner, seconds=self._seconds):
-                log.error("lost the lease on run %s", self._run_id)
+        last_renewed = time.monotonic()
+        wait = self._seconds / 3
+        while not self._stop.wait(wait):
+            attempted = time.monotonic()
+            try:
+                held = self._store.renew(self._lease, seconds=self._seconds)
+            except Exception as exc:
+                if time.monotonic() - last_renewed >= self._seconds:
+                    log.error(
+                        "lease on run %s expired while the database failed: %s",
+                        self._lease.run_id,
+                        exc,
+                    )
+                    self.lost.set()
+                    return
+                log.warning(
+                    "renewing the lease on run %s failed (%s); retrying", self._lease.run_id, exc
+                )
+                wait = self._seconds / 10
+                continue
+            if not held:
+                log.error("lost the lease on run %s to another runner", self._lease.run_id)
+                self.lost.set()
                 return
+            last_renewed = attempted
+            wait = self._seconds / 3

@@ -6,8 +6,13 @@ atomic with its audit event. Rules (who may approve, what expires) live in
 
 A transition is a conditional UPDATE on (id, state, version). Zero rows
 updated means somebody else changed the run first; the caller re-reads and
-decides. That works the same on SQLite and PostgreSQL and needs no
-SELECT … FOR UPDATE.
+decides. That works the same on SQLite and PostgreSQL.
+
+Runs are executed under fenced leases (see the leases section): timed on the
+database's clock, a new token per claim, and every write a runner makes about
+its run conditional on that token. Claiming uses FOR UPDATE SKIP LOCKED on
+PostgreSQL, so runners in several processes share the work; SQLite, the
+embedded default, is for one bot process.
 """
 
 from __future__ import annotations
@@ -28,11 +33,30 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import Approval, EntryKey, Event, Incident, Run, StepRecord, TargetLock
+from bot.models import (
+    Approval,
+    EntryKey,
+    Event,
+    Incident,
+    OutboxMessage,
+    Run,
+    RunState,
+    SlackMessage,
+    StepRecord,
+    StepState,
+    TargetLock,
+)
 
 Clock = Callable[[], datetime]
-ACTIVE_STATES = ("requested", "approved", "running")
-TERMINAL_STATES = ("succeeded", "failed", "rejected", "expired", "cancelled")
+ACTIVE_STATES = (RunState.REQUESTED, RunState.APPROVED, RunState.RUNNING)
+EXECUTABLE_STATES = (RunState.APPROVED, RunState.RUNNING)
+TERMINAL_STATES = (
+    RunState.SUCCEEDED,
+    RunState.FAILED,
+    RunState.REJECTED,
+    RunState.EXPIRED,
+    RunState.CANCELLED,
+)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -58,6 +82,35 @@ class TargetBusy(RuntimeError):
 
 class Conflict(RuntimeError):
     """The run changed under us (state or version no longer as expected)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A runner's hold on a run: its owner and the fencing token its claim got."""
+
+    run_id: str
+    owner: str
+    generation: int
+    previous_owner: str | None = None
+    """Who held the run before this claim (a crashed or stalled runner), if anyone."""
+
+    def holds(self) -> tuple[Any, ...]:
+        """WHERE clauses true only while this lease is the run's current one."""
+        return (
+            Run.id == self.run_id,
+            Run.lease_owner == self.owner,
+            Run.lease_generation == self.generation,
+        )
+
+
+class LeaseLost(RuntimeError):
+    """Another runner claimed the run since: stop, write nothing more about it."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        super().__init__(
+            f"{lease.owner} lost its lease on run {lease.run_id} (generation {lease.generation})"
+        )
 
 
 def make_engine(url: str) -> Engine:
@@ -199,7 +252,7 @@ class Store:
         now = self.clock()
         try:
             with self.session() as session:
-                run = Run(id=run_id, created_at=now, state="requested", version=0, **fields)
+                run = Run(id=run_id, created_at=now, state=RunState.REQUESTED, version=0, **fields)
                 session.add(run)
                 session.flush()
                 for target in locks:
@@ -273,13 +326,22 @@ class Store:
         kind: str,
         actor: str | None,
         detail: dict[str, Any] | None = None,
+        notify: str | None = None,
+        lease: Lease | None = None,
         **fields: Any,
     ) -> Run:
-        """Move `run` from its current state to `to` with its event, or raise Conflict."""
+        """Move `run` from its current state to `to` with its event, or raise Conflict.
+
+        `notify` enqueues that message to people in the same transaction (`bot.outbox`).
+        With `lease`, the change is made only while that lease holds the run (LeaseLost).
+        """
         with self.session() as session:
-            changed = self._bump(session, run, state=to, **fields)
+            changed = self._bump(session, run, lease=lease, state=to, **fields)
             if not changed:
+                self._fence(session, lease)
                 raise Conflict(f"run {run.id} changed before the {kind} could be recorded")
+            if notify is not None:
+                self._enqueue(session, run.id, notify, detail or {})
             if to in TERMINAL_STATES:
                 session.execute(delete(TargetLock).where(TargetLock.run_id == run.id))
             self._event(
@@ -353,12 +415,15 @@ class Store:
             or 0
         )
 
-    def _bump(self, session: Session, run: Run, **values: Any) -> bool:
-        result = session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.state == run.state, Run.version == run.version)
-            .values(version=Run.version + 1, **values)
+    def _bump(
+        self, session: Session, run: Run, *, lease: Lease | None = None, **values: Any
+    ) -> bool:
+        query = update(Run).where(
+            Run.id == run.id, Run.state == run.state, Run.version == run.version
         )
+        if lease is not None:
+            query = query.where(*lease.holds())
+        result = session.execute(query.values(version=Run.version + 1, **values))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def set_run_fields(self, run_id: str, **fields: Any) -> None:
@@ -367,53 +432,121 @@ class Store:
             session.execute(update(Run).where(Run.id == run_id).values(**fields))
 
     # leases -------------------------------------------------------------------
+    #
+    # A lease is (owner, generation, expiry). Expiry is computed and compared on the
+    # database's clock, never a process's own, so two bot hosts whose clocks disagree
+    # still agree on who holds a run. Every claim bumps `lease_generation`, the
+    # fencing token: each write a runner makes about a run (transitions, step records,
+    # memory, release) is conditional on its generation in the same transaction, on
+    # the run's row, so a runner that lost its lease cannot write over its successor.
 
-    def claim(self, run_id: str, *, owner: str, seconds: float) -> bool:
-        """Take the run's lease if it is free or expired."""
-        now = self.clock()
+    def _db_now(self, seconds: float = 0.0) -> Any:
+        """The database's current UTC time plus `seconds`, as stored (naive UTC)."""
+        if self.engine.dialect.name == "sqlite":
+            # '%f' gives SS.SSS; three more zeros match SQLAlchemy's stored format exactly,
+            # so the text comparison with stored values is a time comparison.
+            return func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{seconds:+.3f} seconds").concat(
+                "000"
+            )
+        now = func.timezone("UTC", func.now())
+        return now + func.make_interval(0, 0, 0, 0, 0, 0, seconds) if seconds else now
+
+    def claim(self, run_id: str, *, owner: str, seconds: float) -> Lease | None:
+        """Take the run's lease if it is free or expired; return it (with its new token)."""
         with self.session() as session:
-            result = session.execute(
-                update(Run)
+            return self._claim(session, run_id, owner=owner, seconds=seconds)
+
+    def _claim(self, session: Session, run_id: str, *, owner: str, seconds: float) -> Lease | None:
+        previous = session.scalar(select(Run.lease_owner).where(Run.id == run_id))
+        generation = session.scalar(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.state.in_(EXECUTABLE_STATES),
+                (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=self._db_now(seconds),
+                lease_generation=Run.lease_generation + 1,
+            )
+            .returning(Run.lease_generation)
+        )
+        if generation is None:
+            return None
+        return Lease(run_id, owner, int(generation), previous_owner=previous)
+
+    def claim_next(
+        self, *, owner: str, seconds: float, skip: set[str] | None = None
+    ) -> Lease | None:
+        """Claim the oldest approved or running run nobody holds; None when there is none.
+
+        On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, so
+        runners of several processes claiming at once each get a different run
+        without waiting on each other; SQLite serializes writers anyway.
+        """
+        with self.session() as session:
+            query = (
+                select(Run.id)
                 .where(
-                    Run.id == run_id,
-                    Run.state.in_(("approved", "running")),
-                    (Run.lease_owner.is_(None))
-                    | (Run.lease_owner == owner)
-                    | (Run.lease_expires_at < now),
+                    Run.state.in_(EXECUTABLE_STATES),
+                    (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
                 )
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+                .order_by(Run.approved_at, Run.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if skip:
+                query = query.where(Run.id.not_in(skip))
+            run_id = session.scalar(query)
+            if run_id is None:
+                return None
+            return self._claim(session, run_id, owner=owner, seconds=seconds)
 
-    def renew(self, run_id: str, *, owner: str, seconds: float) -> bool:
-        """Extend the lease we hold; False if it was lost."""
+    def renew(self, lease: Lease, *, seconds: float) -> bool:
+        """Extend the lease we hold; False if it was lost (someone claimed it since)."""
         with self.session() as session:
             result = session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.lease_owner == owner)
-                .values(lease_expires_at=self.clock() + timedelta(seconds=seconds))
+                update(Run).where(*lease.holds()).values(lease_expires_at=self._db_now(seconds))
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def release(self, run_id: str, *, owner: str) -> None:
-        """Give the lease back."""
+    def release(self, lease: Lease) -> None:
+        """Give the lease back (only if it is still ours)."""
         with self.session() as session:
             session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                update(Run).where(*lease.holds()).values(lease_owner=None, lease_expires_at=None)
             )
+
+    def _fence(self, session: Session, lease: Lease | None) -> None:
+        """Raise LeaseLost unless `lease` still holds its run; lock the run's row till commit."""
+        if lease is None:
+            return
+        result = session.execute(
+            update(Run).where(*lease.holds()).values(lease_generation=Run.lease_generation)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise LeaseLost(lease)
+
+    def set_run_memory(self, run_id: str, memory: dict[str, Any], *, lease: Lease | None) -> None:
+        """Save a run's step memory, only while `lease` still holds the run."""
+        with self.session() as session:
+            query = update(Run).where(Run.id == run_id)
+            if lease is not None:
+                query = query.where(*lease.holds())
+            result = session.execute(query.values(memory=memory))
+            if lease is not None and not result.rowcount:  # type: ignore[attr-defined]
+                raise LeaseLost(lease)
 
     def claimable(self) -> list[str]:
         """Return ids of approved or running runs whose lease is free or expired."""
-        now = self.clock()
         with self.session() as session:
             return list(
                 session.scalars(
                     select(Run.id)
                     .where(
-                        Run.state.in_(("approved", "running")),
-                        (Run.lease_owner.is_(None)) | (Run.lease_expires_at < now),
+                        Run.state.in_(EXECUTABLE_STATES),
+                        (Run.lease_owner.is_(None)) | (Run.lease_expires_at < self._db_now()),
                     )
                     .order_by(Run.approved_at)
                 ).all()
@@ -424,7 +557,9 @@ class Store:
         with self.session() as session:
             return list(
                 session.scalars(
-                    select(Run).where(Run.state == "requested", Run.expires_at < self.clock())
+                    select(Run).where(
+                        Run.state == RunState.REQUESTED, Run.expires_at < self.clock()
+                    )
                 ).all()
             )
 
@@ -452,10 +587,22 @@ class Store:
             ]
 
     def save_step(
-        self, run: Run, *, position: int, name: str, event_kind: str, **fields: Any
+        self,
+        run: Run,
+        *,
+        position: int,
+        name: str,
+        event_kind: str,
+        notify: str | None = None,
+        lease: Lease | None = None,
+        **fields: Any,
     ) -> None:
-        """Create or update a step record, with its event, in one transaction."""
+        """Create or update a step record, with its event (and `notify`), in one transaction.
+
+        With `lease`, only while that lease holds the run (else LeaseLost, nothing written).
+        """
         with self.session() as session:
+            self._fence(session, lease)
             record = session.scalars(
                 select(StepRecord).where(
                     StepRecord.run_id == run.id, StepRecord.position == position
@@ -469,6 +616,13 @@ class Store:
             detail = {"position": position, "name": name, "state": record.state}
             if record.summary:
                 detail["summary"] = record.summary
+            if notify is not None:
+                self._enqueue(
+                    session,
+                    run.id,
+                    notify,
+                    {"position": position, "attempts": record.attempts or 0},
+                )
             self._event(
                 session,
                 incident_id=run.incident_id,
@@ -477,6 +631,129 @@ class Store:
                 actor=None,
                 detail=detail,
             )
+
+    # outbox -------------------------------------------------------------------
+
+    def _enqueue(self, session: Session, run_id: str, kind: str, detail: dict[str, Any]) -> None:
+        session.add(
+            OutboxMessage(
+                run_id=run_id,
+                kind=kind,
+                detail=detail,
+                state="pending",
+                attempts=0,
+                created_at=self.clock(),
+                last_error="",
+            )
+        )
+
+    def enqueue(self, run_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
+        """Queue a message to people about a run (delivered by `bot.outbox.Sender`)."""
+        with self.session() as session:
+            self._enqueue(session, run_id, kind, detail or {})
+
+    def outbox_heads(self) -> list[OutboxMessage]:
+        """Return the oldest pending message of each run that has one, oldest first.
+
+        Only a thread's head is ever delivered, so messages arrive in order per thread.
+        """
+        with self.session() as session:
+            heads = (
+                select(func.min(OutboxMessage.id))
+                .where(OutboxMessage.state == "pending")
+                .group_by(OutboxMessage.run_id)
+            )
+            return list(
+                session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.id.in_(heads))
+                    .order_by(OutboxMessage.id)
+                ).all()
+            )
+
+    def has_later_message(self, message: OutboxMessage) -> bool:
+        """Return whether a newer pending message waits in the same run's thread."""
+        with self.session() as session:
+            later = session.scalar(
+                select(OutboxMessage.id)
+                .where(
+                    OutboxMessage.run_id == message.run_id,
+                    OutboxMessage.state == "pending",
+                    OutboxMessage.id > message.id,
+                )
+                .limit(1)
+            )
+            return later is not None
+
+    def outbox(self, run_id: str) -> list[OutboxMessage]:
+        """Return a run's messages in order, whatever their state."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.run_id == run_id)
+                    .order_by(OutboxMessage.id)
+                ).all()
+            )
+
+    def outbox_claim(self, message: OutboxMessage, *, seconds: float) -> bool:
+        """Take a due message for delivery by this process; False if another took it first.
+
+        The claim moves `next_attempt_at` forward, so a sender that dies mid-delivery
+        leaves the message due again after `seconds`, and senders of several bot
+        processes never deliver the same message at once.
+        """
+        now = self.clock()
+        with self.session() as session:
+            result = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == message.id,
+                    OutboxMessage.state == "pending",
+                    (OutboxMessage.next_attempt_at.is_(None))
+                    | (OutboxMessage.next_attempt_at <= now),
+                )
+                .values(next_attempt_at=now + timedelta(seconds=seconds))
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def outbox_done(self, message_id: int, *, state: str, error: str = "") -> None:
+        """Mark a message `sent`, `superseded` or `failed` (never to be tried again)."""
+        with self.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(
+                    state=state,
+                    sent_at=self.clock(),
+                    last_error=error,
+                    attempts=OutboxMessage.attempts + 1,
+                )
+            )
+
+    def outbox_retry(self, message_id: int, *, at: datetime, error: str) -> None:
+        """Keep a message pending, not to be tried before `at`."""
+        with self.session() as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(next_attempt_at=at, last_error=error, attempts=OutboxMessage.attempts + 1)
+            )
+
+    def slack_slot(self, run_id: str, slot: str) -> SlackMessage | None:
+        """Return the message the bot posted for `slot` in a run's thread, if it did."""
+        with self.session() as session:
+            return session.get(SlackMessage, (run_id, slot))
+
+    def set_slack_slot(self, run_id: str, slot: str, *, channel: str, ts: str) -> None:
+        """Record the ts of the message posted for `slot` (first writer wins)."""
+        try:
+            with self.session() as session:
+                session.add(
+                    SlackMessage(run_id=run_id, slot=slot, channel=channel, ts=ts, at=self.clock())
+                )
+        except IntegrityError:
+            return
 
     # events -------------------------------------------------------------------
 
@@ -514,7 +791,7 @@ class Store:
         with self.session() as session:
             rows = session.scalars(
                 select(StepRecord.data)
-                .where(StepRecord.state == "succeeded", StepRecord.finished_at.is_not(None))
+                .where(StepRecord.state == StepState.SUCCEEDED, StepRecord.finished_at.is_not(None))
                 .order_by(StepRecord.finished_at.desc())
                 .limit(200)
             ).all()

@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity, decide
-from bot.models import Incident, Run
-from bot.store import Conflict, Store, TargetBusy
+from bot.models import Incident, Run, RunState
+from bot.store import Conflict, Lease, Store, TargetBusy
 
 if TYPE_CHECKING:
     from bot.plans import Plan
@@ -36,14 +36,14 @@ log = logging.getLogger(__name__)
 
 BREAK_GLASS_PHRASE = "EMERGENCY"
 
-_ALLOWED = {
-    "approved": ("requested",),
-    "rejected": ("requested",),
-    "expired": ("requested",),
-    "cancelled": ("requested", "approved"),
-    "running": ("approved", "running"),
-    "succeeded": ("running",),
-    "failed": ("approved", "running"),
+_ALLOWED: dict[RunState, tuple[RunState, ...]] = {
+    RunState.APPROVED: (RunState.REQUESTED,),
+    RunState.REJECTED: (RunState.REQUESTED,),
+    RunState.EXPIRED: (RunState.REQUESTED,),
+    RunState.CANCELLED: (RunState.REQUESTED, RunState.APPROVED),
+    RunState.RUNNING: (RunState.APPROVED, RunState.RUNNING),
+    RunState.SUCCEEDED: (RunState.RUNNING,),
+    RunState.FAILED: (RunState.APPROVED, RunState.RUNNING),
 }
 
 
@@ -149,7 +149,7 @@ class Workflow:
             force=force,
             break_glass=break_glass,
             review_required=break_glass,
-            memory={"notes": list(plan.notes)},
+            notes=list(plan.notes),
         )
 
     def _check_break_glass(self, env: Environment, env_name: str, confirmation: str | None) -> None:
@@ -258,7 +258,7 @@ class Workflow:
         """Cancel a run that has not started (the requester or an approver)."""
         run = self._run(run_id)
         env = self.config.environment(run.environment)
-        if run.state not in _ALLOWED["cancelled"]:
+        if run.state not in _ALLOWED[RunState.CANCELLED]:
             raise Refused(f"this rollback is {run.state}; it can no longer be cancelled")
         if user != run.requester and not self.is_approver(env, user, user_groups):
             raise Refused("only the requester or an approver can cancel")
@@ -291,26 +291,52 @@ class Workflow:
         return expired
 
     def _expire(self, run: Run) -> Run:
-        return self.store.transition(run, to="expired", kind="run.expired", actor=None)
+        return self.store.transition(
+            run, to="expired", kind="run.expired", actor=None, notify="run.expired"
+        )
 
     # running (called by the runner) --------------------------------------------
 
-    def start(self, run: Run) -> Run:
-        """Mark the run running (first start or resume after a crash)."""
+    def start(
+        self, run: Run, *, detail: dict[str, Any] | None = None, lease: Lease | None = None
+    ) -> Run:
+        """Mark the run running (first start, or `run.resumed` by another process after a crash).
+
+        The runner passes its `lease`: the change is made only while it holds the run.
+        """
         fields: dict[str, Any] = {}
         if run.started_at is None:
             fields["started_at"] = self.store.clock()
-        kind = "run.started" if run.state == "approved" else "run.resumed"
-        return self._move(run, to="running", actor=None, kind=kind, **fields)
+        kind = "run.started" if run.state == RunState.APPROVED else "run.resumed"
+        return self._move(
+            run,
+            to=RunState.RUNNING,
+            actor=None,
+            kind=kind,
+            detail=detail,
+            notify=kind,
+            lease=lease,
+            **fields,
+        )
 
-    def finish(self, run: Run, *, ok: bool, outcome: str, needs_manual: bool = False) -> Run:
-        """Mark the run succeeded or failed, releasing the target."""
-        to = "succeeded" if ok else "failed"
+    def finish(
+        self,
+        run: Run,
+        *,
+        ok: bool,
+        outcome: str,
+        needs_manual: bool = False,
+        lease: Lease | None = None,
+    ) -> Run:
+        """Mark the run succeeded or failed, releasing the target (only while `lease` holds)."""
+        to = RunState.SUCCEEDED if ok else RunState.FAILED
         return self._move(
             run,
             to=to,
             actor=None,
             detail={"outcome": outcome, "needs_manual": needs_manual},
+            notify="run.finished",
+            lease=lease,
             outcome=outcome,
             needs_manual=needs_manual,
             finished_at=self.store.clock(),
@@ -332,13 +358,22 @@ class Workflow:
         actor: str | None,
         kind: str | None = None,
         detail: dict[str, Any] | None = None,
+        notify: str | None = None,
+        lease: Lease | None = None,
         **fields: Any,
     ) -> Run:
-        if run.state not in _ALLOWED[to]:
+        if run.state not in _ALLOWED[RunState(to)]:
             raise Refused(f"a {run.state} rollback cannot become {to}")
         try:
             return self.store.transition(
-                run, to=to, kind=kind or f"run.{to}", actor=actor, detail=detail, **fields
+                run,
+                to=to,
+                kind=kind or f"run.{to}",
+                actor=actor,
+                detail=detail,
+                notify=notify,
+                lease=lease,
+                **fields,
             )
         except Conflict:
             fresh = self._run(run.id)

@@ -168,7 +168,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
         _section(f"*Rollback plan* for *{run.target}* in *{run.environment}*{point}"),
         *_sections(_plan_lines(run.plan)),
     ]
-    notes = run.memory.get("notes") or []
+    notes = run.notes or []
     if notes:
         blocks.append(_section("*Notes*\n" + "\n".join(f"• {n}" for n in notes)))
     if run.force:

@@ -1,16 +1,28 @@
 """The incident thread in Slack: the card, the plan, progress, outputs, checklist, template.
 
-Every message the bot keeps editing has its ts stored with the run
-(`run.slack`), so any bot process can edit it later, after a restart too.
-Web API calls go through a WebClient with retry handlers for rate limits
-(429 + Retry-After), server errors and dropped connections; an error that
-survives them is logged with a correlation id and, where there is a thread,
-said in it, without stopping the rollback itself.
+Two ways in. Interactive handlers (an approval click, a checklist tick) call
+`IncidentThread` directly: an error that survives the WebClient's retry
+handlers is logged with a correlation id and said in the thread. Everything
+the runner reports goes through the outbox (`bot.outbox`): the store queues a
+message with each state change, and `SlackOutbox.deliver`, called by the
+outbox's sender thread, renders it from the database and makes the calls with
+`IncidentThread(strict=True)`, which raises `RetryLater` / `Undeliverable`
+instead of swallowing, so the sender retries with backoff and a Slack outage
+never touches the rollback. `SlackProgress` is then only a producer's nudge:
+it wakes the sender.
+
+Every message the bot posts in a thread has a slot (`progress`, `checklist`,
+`step:3:1`, `rca`) whose ts is kept in `slack_messages`, so any bot process can
+edit it later, and a delivery repeated after a crash edits instead of posting
+twice. The progress and checklist ts are mirrored into `run.slack` for the
+handlers that find a run by a clicked message.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -19,8 +31,9 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config import Environment
 from bot.flows import ThreadNotOpened
-from bot.models import Incident, Run
+from bot.models import Incident, OutboxMessage, Run
 from bot.monitoring import MonitorEvents
+from bot.outbox import RetryLater, Undeliverable
 from bot.runner import Progress
 from bot.store import StepView
 from bot.timeline import rca_template
@@ -39,9 +52,11 @@ def correlation_id() -> str:
 class IncidentThread:
     """Posts and edits the messages of incident threads."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, *, strict: bool = False) -> None:
         self.deps = deps
         self.client: WebClient = deps.client
+        self.strict = strict
+        """Raise RetryLater / Undeliverable instead of logging (for the outbox's sender)."""
 
     # opening ------------------------------------------------------------------
 
@@ -174,10 +189,14 @@ class IncidentThread:
             auto_approved_at=auto,
         )
 
-    def say(self, run: Run, text: str) -> None:
-        """Post a plain reply in the run's thread."""
-        if run.slack:
+    def say(self, run: Run, text: str, *, slot: str | None = None) -> None:
+        """Post a plain reply in the run's thread (once per `slot`, when given)."""
+        if not run.slack:
+            return
+        if slot is None:
             self._reply(run, "chat_postMessage", text=text)
+        else:
+            self._keep_message(run, key=slot, text=text, message=[])
 
     # progress -----------------------------------------------------------------
 
@@ -195,32 +214,52 @@ class IncidentThread:
         )
 
     def _keep_message(self, run: Run, *, key: str, text: str, message: list[Any]) -> None:
-        """Edit the thread message stored under `run.slack[key]`, or post it and store its ts."""
-        content = {"channel": run.slack["channel"], "text": text, "blocks": message}
-        ts = run.slack.get(key)
+        """Edit the thread message of slot `key`, or post it and record its ts at once."""
+        content: dict[str, Any] = {"channel": run.slack["channel"], "text": text}
+        if message:
+            content["blocks"] = message
+        slot = self.deps.store.slack_slot(run.id, key)
+        ts = slot.ts if slot is not None else run.slack.get(key)
         if ts:
             self._call(run, "chat_update", ts=ts, **content)
             return
         posted = self._call(run, "chat_postMessage", thread_ts=run.slack["thread_ts"], **content)
-        if posted is not None:
+        if posted is None:
+            return
+        self.deps.store.set_slack_slot(run.id, key, channel=posted["channel"], ts=posted["ts"])
+        if key.endswith("_ts"):
             fresh = self.deps.store.run(run.id) or run
             self.deps.store.set_run_fields(run.id, slack={**fresh.slack, key: posted["ts"]})
 
-    def step_output(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+    def _upload_once(self, run: Run, *, key: str, **kwargs: Any) -> None:
+        """Upload a file into the thread unless slot `key` already has one."""
+        if self.deps.store.slack_slot(run.id, key) is not None:
+            return
+        uploaded = self._reply(run, "files_upload_v2", **kwargs)
+        if uploaded is None:
+            return
+        files = uploaded.get("files") or [uploaded.get("file") or {}]
+        file_id = str((files[0] or {}).get("id") or "uploaded")
+        self.deps.store.set_slack_slot(run.id, key, channel=run.slack["channel"], ts=file_id)
+
+    def step_output(
+        self, run: Run, step: dict[str, Any], record: StepView, *, slot: str | None = None
+    ) -> None:
         """Post a finished step's output; attach the whole of it when it was cut."""
         if not run.slack or not (record.output or record.summary):
             return
+        key = slot or f"step:{step['position']}:{record.attempts}"
         message, was_cut = blocks.step_output(step, record)
-        self._reply(
+        self._keep_message(
             run,
-            "chat_postMessage",
+            key=key,
             text=f"Step {step['position'] + 1} ({step['name']}): {record.state}",
-            blocks=message,
+            message=message,
         )
         if was_cut:
-            self._reply(
+            self._upload_once(
                 run,
-                "files_upload_v2",
+                key=f"file:{key}",
                 filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
                 title=f"Full output of step {step['position'] + 1} ({step['name']})",
                 content=record.output,
@@ -235,9 +274,9 @@ class IncidentThread:
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
         template = rca_template(incident, self.deps.store.runs(incident_id=incident.id), events)
-        self._reply(
+        self._upload_once(
             run,
-            "files_upload_v2",
+            key="rca",
             filename=f"{run.incident_id}-rca.md",
             title=f"{run.incident_id} post-incident review (RCA template)",
             content=template,
@@ -275,7 +314,12 @@ class IncidentThread:
     def _call(self, run: Run, method: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.client, method)(**kwargs)
-        except SlackApiError as exc:
+        except (SlackApiError, OSError, http.client.HTTPException) as exc:
+            if self.strict:
+                raise delivery_error(method, exc) from exc
+            if not isinstance(exc, SlackApiError):
+                log.error("%s: Slack %s failed: %s: %s", run.incident_id, method, type(exc), exc)
+                return None
             ref = correlation_id()
             log.error(
                 "%s: Slack %s failed [%s]: %s",
@@ -297,45 +341,127 @@ class IncidentThread:
             self.client.chat_postMessage(
                 channel=run.slack["channel"], thread_ts=run.slack["thread_ts"], text=text
             )
-        except SlackApiError:
+        except (SlackApiError, OSError, http.client.HTTPException):
             log.exception("%s: could not tell the thread either", run.incident_id)
 
 
-class SlackProgress(Progress):
-    """The runner's Progress, reported into the incident thread."""
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
 
-    def __init__(self, thread: IncidentThread) -> None:
-        self.thread = thread
+
+def delivery_error(method: str, exc: Exception) -> RetryLater | Undeliverable:
+    """Classify a failed Web API call: worth trying again later, or never deliverable.
+
+    429 carries Retry-After (https://api.slack.com/apis/rate-limits); 5xx and the
+    `*_error`/`service_unavailable` codes are Slack's side; a dropped connection,
+    a timeout or a cut answer (OSError, HTTPException) may succeed next time.
+    Any other `ok: false` (channel_not_found, not_in_channel, invalid_blocks...) will not.
+    """
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = str(response.get("error") or "")
+        if response.status_code == 429 or error == "ratelimited":
+            after = (response.headers or {}).get("Retry-After") or (response.headers or {}).get(
+                "retry-after"
+            )
+            delay = float(after) if after and str(after).isdigit() else None
+            return RetryLater(f"{method}: rate limited", delay=delay)
+        if response.status_code >= 500 or error in TRANSIENT_ERRORS:
+            return RetryLater(f"{method}: Slack answered {response.status_code} {error}")
+        return Undeliverable(f"{method}: Slack said {error}")
+    return RetryLater(f"{method}: {type(exc).__name__}: {exc}")
+
+
+class SlackProgress(Progress):
+    """The runner's Progress: the store already queued each message; wake the sender."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self.wake = wake
 
     def run_started(self, run: Run, *, resumed: bool) -> None:
-        self.thread.refresh(run.id)
-        if resumed:
-            self.thread.say(
-                run, ":arrows_counterclockwise: The bot restarted; resuming the rollback."
-            )
-        self.thread.progress(run)
+        self.wake.set()
 
     def step_started(self, run: Run, step: dict[str, Any]) -> None:
-        self.thread.progress(run)
+        self.wake.set()
 
     def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
         log.info("%s: %s: %s", run.incident_id, step["name"], line)
 
     def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
-        self.thread.progress(run)
-        fresh = self.thread.deps.store.run(run.id) or run
-        self.thread.step_output(fresh, step, record)
+        self.wake.set()
 
     def run_finished(self, run: Run) -> None:
-        self.thread.finished(run)
+        self.wake.set()
 
     def run_expired(self, run: Run) -> None:
-        self.thread.refresh(run.id)
-        self.thread.say(
-            run,
-            ":alarm_clock: The approval request expired; nothing was changed. "
-            "Request the rollback again if it is still needed.",
-        )
+        self.wake.set()
+
+
+class SlackOutbox:
+    """Renders outbox messages into the incident thread; the outbox's sender calls `deliver`."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.thread = IncidentThread(deps, strict=True)
+
+    def deliver(self, message: OutboxMessage) -> None:
+        """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
+        run = self.deps.store.run(message.run_id)
+        if run is None:
+            raise Undeliverable(f"run {message.run_id} no longer exists")
+        if not run.slack:
+            raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
+        kind = message.kind
+        if kind in ("run.started", "run.resumed"):
+            self.thread.refresh(run.id)
+            if kind == "run.resumed":
+                self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
+            self.thread.progress(run)
+        elif kind == "step.started":
+            self.thread.progress(run)
+        elif kind == "step.finished":
+            self._step_finished(run, message.detail)
+        elif kind == "run.finished":
+            self.thread.finished(run)
+        elif kind == "run.lease_lost":
+            self.thread.say(
+                run,
+                f":warning: `{message.detail.get('owner')}` lost its hold on this rollback "
+                "(its database connection failed or was too slow) and stopped at a safe "
+                "point; another bot process takes over from the approved plan.",
+                slot=f"lease_lost:{message.id}",
+            )
+        elif kind == "run.expired":
+            self.thread.refresh(run.id)
+            self.thread.say(
+                run,
+                ":alarm_clock: The approval request expired; nothing was changed. "
+                "Request the rollback again if it is still needed.",
+                slot="expired",
+            )
+        else:
+            raise Undeliverable(f"unknown message kind {kind}")
+
+    def _step_finished(self, run: Run, detail: dict[str, Any]) -> None:
+        self.thread.progress(run)
+        position = int(detail["position"])
+        record = next((r for r in self.deps.store.steps(run.id) if r.position == position), None)
+        step = next((s for s in run.plan if s["position"] == position), None)
+        if record is None or step is None:
+            return
+        slot = f"step:{position}:{detail.get('attempts', record.attempts)}"
+        self.thread.step_output(run, step, record, slot=slot)
+
+
+def _resumed_text(detail: dict[str, Any]) -> str:
+    by = detail.get("by") or "another bot process"
+    before = detail.get("previous_owner")
+    stopped = f"`{before}`" if before else "The bot process running this rollback"
+    return (
+        f":arrows_counterclockwise: {stopped} stopped (crash, restart or lost lease); "
+        f"`{by}` resumed the rollback from the approved plan, without planning again."
+    )
 
 
 class SlackMonitorEvents(MonitorEvents):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -147,6 +148,14 @@ class HealthCheck:
         self.expect_status = expect_status
         self.name = f"http.{name}"
         self.options = options
+
+    def spec(self) -> dict[str, Any]:
+        """Timeout, expected status and name; the URL comes from the environment's config."""
+        return {
+            "timeout": self.timeout,
+            "expect_status": self.expect_status,
+            "name": self.name.removeprefix("http."),
+        }
 
     def describe(self) -> str:
         """Say which URL is polled, for which status, for how long."""

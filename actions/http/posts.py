@@ -152,13 +152,25 @@ class _PostAction:
     idempotent: bool
 
     def __init__(
-        self, *, name: str, post: _Post, summary: str, timeout: float, options: HttpOptions
+        self,
+        *,
+        name: str,
+        post: _Post,
+        summary: str,
+        timeout: float,
+        options: HttpOptions,
+        spec: dict[str, Any],
     ) -> None:
         self.name = name
         self.timeout = timeout
         self._post = post
         self._summary = summary
         self._options = options
+        self._spec = spec
+
+    def spec(self) -> dict[str, Any]:
+        """The step's own parameters; URL and token come from the environment's config."""
+        return {**self._spec, "timeout": self.timeout}
 
     def describe(self) -> str:
         """Say exactly what will be POSTed where (never the token)."""
@@ -197,6 +209,7 @@ class SetMaintenance(_PostAction):
             summary=f"maintenance mode {state} at {params.url}",
             timeout=timeout,
             options=options,
+            spec={"enabled": enabled},
         )
 
 
@@ -220,6 +233,7 @@ class UpdateStatusPage(_PostAction):
             summary=f"status page set to {status} at {params.url}",
             timeout=timeout,
             options=options,
+            spec={"status": status, "message": message},
         )
 
 
@@ -250,6 +264,7 @@ class NotifyWebhook(_PostAction):
             summary=f"notified the webhook at {urlsplit(params.url).netloc}: {text}",
             timeout=timeout,
             options=options,
+            spec={"text": text, "fields": dict(fields), "color": color},
         )
 
 
@@ -274,4 +289,5 @@ class SendCustomerEmail(_PostAction):
             summary=f"emailed {params.to} via {params.url}: {subject}",
             timeout=timeout,
             options=options,
+            spec={"subject": subject, "body": body},
         )

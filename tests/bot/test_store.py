@@ -88,3 +88,36 @@ def test_step_values_returns_the_newest_recorded_measurements_first(
     assert store.step_values("restore_bytes_per_second") == [20.0, 30.0, 10.0]
     assert store.step_values("restore_bytes_per_second", limit=1) == [20.0]
     assert store.step_values("nothing") == []
+
+
+def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(database_url: str) -> None:
+    from alembic import command
+
+    from bot.store import _alembic_config
+
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO incidents (id, created_at, environment, target, severity, source, "
+                "opened_by, summary, answers, reason) VALUES ('INC-1', '2026-11-24 03:00:00', "
+                "'prod', 'app', 'high', 'slack', 'U1', '', '{}', '')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, incident_id, environment, target, plan, plan_hash, "
+                "requester, state, version, approvals_required, break_glass, review_required, "
+                "force, needs_manual, outcome, created_at, expires_at, memory, slack) VALUES "
+                "('r1', 'INC-1', 'prod', 'app', '[]', 'h', 'U1', 'running', 0, 1, false, false, "
+                "false, false, '', '2026-11-24 03:00:00', '2026-11-24 04:00:00', "
+                """'{"notes": ["forced"], "undo.done": 1}', '{}')"""
+            )
+        )
+    upgrade(engine)
+    run = Store(engine).run("r1")
+    assert run is not None
+    assert run.notes == ["forced"] and run.memory == {"undo.done": 1}
+    assert run.lease_generation == 0

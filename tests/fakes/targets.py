@@ -39,6 +39,9 @@ class ScriptedStep:
     def describe(self) -> str:
         return f"{self.name}: {self.label or 'scripted step'}"
 
+    def spec(self) -> dict[str, Any]:
+        return {"idempotent": self.idempotent, "timeout": self.timeout, "label": self.label}
+
     def run(self, ctx: StepContext) -> StepResult:
         script = json.loads(self.script_file.read_text())
         outcomes: list[Any] = script.get(self.name, ["ok"])
@@ -55,6 +58,12 @@ class ScriptedStep:
         if outcome == "hang":
             ctx.memory[f"{self.name}.hanging"] = True
             time.sleep(60)
+        if outcome == "block":  # until a test creates `<script>.go`, within the deadline
+            go = self.script_file.with_suffix(".go")
+            while not go.exists() and ctx.remaining() > 0:
+                time.sleep(0.02)
+        if outcome == "slow":
+            time.sleep(float(script.get("_slow_seconds", 1.0)))
         if outcome == "long":
             return StepResult(summary="long output", output="x" * 6000)
         if outcome == "skip":
@@ -63,8 +72,17 @@ class ScriptedStep:
         return StepResult(summary=f"{self.name} done", output=f"{self.name} output")
 
 
+STEP_NAMES = ("stop_workers", "undo", "status", "start_workers")
+
+
 class ScriptedTarget:
-    """A Target whose plan is prepare/rollback/verify/resume scripted steps."""
+    """A Target whose plan is prepare/rollback/verify/resume scripted steps.
+
+    It is Restorable like every real target: `restore(name, spec)` rebuilds a step
+    from its spec without reading the script, except that `_restore_raises` (a list
+    of step names) makes restoring those steps fail, and `_plan_raises` makes
+    planning again fail, so tests can take the runner down every fallback path.
+    """
 
     def __init__(self, script_file: Path, *, label: str = "") -> None:
         self.script_file = script_file
@@ -109,6 +127,25 @@ class ScriptedTarget:
             resume=[step("start_workers")],
             notes=["scripted"] if force else [],
         )
+
+    def restore(self, name: str, spec: dict[str, Any]) -> ScriptedStep:
+        if name not in STEP_NAMES:
+            raise PlanningError(f"a scripted target has no {name} step")
+        if name in self._script().get("_restore_raises", []):
+            raise PlanningError(f"{name} cannot be restored (scripted)")
+        return ScriptedStep(
+            name,
+            self.script_file,
+            idempotent=bool(spec["idempotent"]),
+            timeout=float(spec["timeout"]),
+            label=str(spec["label"]),
+        )
+
+
+class PlanOnlyTarget(ScriptedTarget):
+    """A ScriptedTarget without `restore`, like a target not yet updated for resume."""
+
+    restore = None  # type: ignore[assignment]
 
 
 def write_script(path: Path, **outcomes: Any) -> Path:

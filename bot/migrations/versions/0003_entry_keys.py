@@ -1,7 +1,7 @@
 """entry keys: Slack requests already acted on, for idempotent commands, submissions, clicks
 
 Revision ID: 0003
-Revises: 0001 (the lead re-chains it after 0002 when merging)
+Revises: 0002
 Create Date: 2026-11-28 03:00:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

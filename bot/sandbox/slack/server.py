@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ class _Reply:
 Hook = Callable[[Call], None]
 
 
+class _Drop(Exception):
+    """Close the connection without an answer, as a dropped connection does."""
+
+
 class FakeSlack(SlackMethods):
     """Slack's Web API on a free local port: `WebClient(token=fake.token, base_url=fake.url)`."""
 
@@ -41,6 +46,7 @@ class FakeSlack(SlackMethods):
         self.token = token
         self._calls: list[Call] = []
         self._failures: dict[str, deque[_Failure]] = {}
+        self._disruptions: dict[str, deque[float | None]] = {}
         self._hooks: list[Hook] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -95,6 +101,16 @@ class FakeSlack(SlackMethods):
         with self._lock:
             self._failures.setdefault(method, deque()).extend([failure] * times)
 
+    def drop_next(self, method: str, *, times: int = 1) -> None:
+        """Close the connection of the next `times` calls to `method` unanswered (not applied)."""
+        with self._lock:
+            self._disruptions.setdefault(method, deque()).extend([None] * times)
+
+    def stall_next(self, method: str, *, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` calls to `method` normally, but only after `seconds`."""
+        with self._lock:
+            self._disruptions.setdefault(method, deque()).extend([seconds] * times)
+
     def on_call(self, callback: Hook) -> None:
         """Call `callback(call)` for every call, after it is answered and before it is sent."""
         with self._lock:
@@ -112,6 +128,13 @@ class FakeSlack(SlackMethods):
 
     def _answer(self, method: str, *, query: str, body: bytes, headers: dict[str, str]) -> _Reply:
         """Answer one Web API request, record it and tell the hooks."""
+        with self._lock:
+            queued = self._disruptions.get(method)
+            disruption = queued.popleft() if queued else False
+        if disruption is None:
+            raise _Drop(method)
+        if disruption:
+            time.sleep(disruption)
         content_type = _header(headers, "Content-Type") or ""
         try:
             args = parse_args(query=query, body=body, content_type=content_type)
@@ -190,7 +213,11 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
 
         def _api(self, method: str, query: str, body: bytes) -> None:
             headers = dict(self.headers.items())
-            reply = fake._answer(method, query=query, body=body, headers=headers)
+            try:
+                reply = fake._answer(method, query=query, body=body, headers=headers)
+            except _Drop:
+                self.close_connection = True
+                return
             data = json.dumps(reply.payload).encode()
             self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
 

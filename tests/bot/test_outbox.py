@@ -1,0 +1,346 @@
+"""The outbox: a rollback never waits on Slack, and every message arrives afterwards, in order.
+
+Real parts: the bot's database (SQLite and PostgreSQL), the runner, the Slack
+renderer, and the sandbox's fake Slack Web API over HTTP, made to answer 429,
+500, drop the connection or stall. The runner runs while nothing delivers, so
+"the rollback does not wait on Slack" is asserted as "Slack got no call during
+the run", not timed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_sdk import WebClient
+
+from actions.http import read_metrics
+from bot.config import RollbackConfig
+from bot.decision import Answers, Severity
+from bot.models import OutboxMessage, Run
+from bot.outbox import RetryLater, Sender, Undeliverable
+from bot.plans import Planner
+from bot.runner import Runner
+from bot.sandbox.slack import FakeSlack
+from bot.store import Store
+from bot.workflow import Workflow
+from handlers.deps import Deps
+from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
+from tests.bot.conftest import ALICE, BOB, Clock
+from tests.fakes.targets import write_script
+
+CHANNEL = "C0INCIDENT"
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_channel("incidents", channel_id=CHANNEL)
+        yield fake
+
+
+@pytest.fixture
+def deps(
+    slack: FakeSlack, store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner
+) -> Deps:
+    client = WebClient(token=slack.token, base_url=slack.url, timeout=15)
+    return Deps(
+        config=config,
+        store=store,
+        workflow=workflow,
+        planner=planner,
+        client=client,
+        metrics_reader=read_metrics,
+    )
+
+
+def opened_run(deps: Deps) -> Run:
+    env = deps.config.environment("prod")
+    plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
+    incident, run = deps.workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    IncidentThread(deps).open(incident, run)
+    return deps.workflow.approve(run.id, user=BOB).run
+
+
+def runner_for(deps: Deps, sender: Sender) -> Runner:
+    return Runner(
+        store=deps.store,
+        workflow=deps.workflow,
+        config=deps.config,
+        planner=deps.planner,
+        progress=SlackProgress(sender.wake),
+        sleep=lambda s: None,
+    )
+
+
+def deliver_all(sender: Sender, clock: Clock, *, rounds: int = 300) -> None:
+    """Deliver until nothing is pending, moving the test clock past every backoff."""
+    for _ in range(rounds):
+        sender.deliver_due()
+        if not sender.store.outbox_heads():
+            return
+        clock.advance(seconds=600)
+    raise AssertionError("the outbox never emptied")
+
+
+def thread_texts(slack: FakeSlack, run: Run, store: Store) -> list[str]:
+    incident = store.incident(run.incident_id)
+    assert incident is not None and incident.card_ts is not None
+    return [m.text for m in slack.thread(CHANNEL, incident.card_ts)[1:]]
+
+
+EXPECTED = [
+    "Rollback plan for app in prod: succeeded",
+    "Rollback progress: succeeded",
+    "Step 1 (stop_workers): succeeded",
+    "Step 2 (undo): succeeded",
+    "Step 3 (status): succeeded",
+    "Step 4 (start_workers): succeeded",
+    "Post-rollback verification checklist",
+    "Root-cause-analysis template, timeline filled from the audit log. "
+    "Download, complete and share it.",
+]
+
+
+def disrupt(slack: FakeSlack, fault: str, *, times: int) -> None:
+    for method in ("chat.postMessage", "chat.update", "files.getUploadURLExternal"):
+        if fault == "429":
+            slack.fail_next(method, status=429, retry_after=0, times=times)
+        elif fault == "500":
+            slack.fail_next(method, error="internal_error", status=500, times=times)
+        elif fault == "drop":
+            slack.drop_next(method, times=times)
+        else:
+            slack.stall_next(method, seconds=0.3, times=times)
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "drop", "stall"])
+def test_the_rollback_finishes_without_slack_and_every_message_arrives_later_in_order(
+    deps: Deps, slack: FakeSlack, clock: Clock, fault: str
+) -> None:
+    run = opened_run(deps)
+    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    disrupt(slack, fault, times=3)
+    calls_before = len(slack.calls)
+    assert runner_for(deps, sender).run_pending() == [run.id]
+    final = deps.store.run(run.id)
+    assert final is not None and final.state == "succeeded"
+    assert len(slack.calls) == calls_before  # the run made no Slack call at all
+    deliver_all(sender, clock)
+    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert {m.state for m in deps.store.outbox(run.id)} == {"sent"}
+    assert [f.name for f in slack.files()] == [f"{run.incident_id}-rca.md"]
+    if fault in ("429", "500"):
+        assert any(c.status == int(fault) for c in slack.calls)
+
+
+def test_a_fault_at_every_call_of_the_run_still_delivers_everything_once(
+    deps: Deps, slack: FakeSlack, clock: Clock
+) -> None:
+    run = opened_run(deps)
+    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    runner_for(deps, sender).run_pending()
+    faults = ["429", "500", "drop", "stall"]
+    methods = ["chat.update", "chat.postMessage"]
+    for round_ in range(24):  # each delivery attempt meets one more fault, of every kind
+        method = methods[round_ % 2]
+        fault = faults[(round_ // 2) % 4]
+        if fault == "429":
+            slack.fail_next(method, status=429, retry_after=0)
+        elif fault == "500":
+            slack.fail_next(method, error="internal_error", status=500)
+        elif fault == "drop":
+            slack.drop_next(method)
+        else:
+            slack.stall_next(method, seconds=0.3)
+        sender.deliver_due()
+        clock.advance(seconds=600)
+    deliver_all(sender, clock)
+    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert [f.name for f in slack.files()] == [f"{run.incident_id}-rca.md"]
+    assert {m.state for m in deps.store.outbox(run.id)} <= {"sent", "superseded"}
+
+
+def test_the_sender_runs_beside_the_runner_while_slack_stalls(
+    deps: Deps, slack: FakeSlack, clock: Clock
+) -> None:
+    run = opened_run(deps)
+    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    slack.stall_next("chat.update", seconds=0.5, times=20)
+    slack.stall_next("chat.postMessage", seconds=0.5, times=20)
+    stop = threading.Event()
+    thread = threading.Thread(target=sender.serve, args=(stop,), kwargs={"poll_seconds": 0.05})
+    thread.start()
+    try:
+        assert runner_for(deps, sender).run_pending() == [run.id]
+        final = deps.store.run(run.id)
+        assert final is not None and final.state == "succeeded"
+    finally:
+        stop.set()
+        sender.wake.set()
+        thread.join(timeout=60)
+    deliver_all(sender, clock)
+    assert thread_texts(slack, run, deps.store) == EXPECTED
+
+
+def test_a_delivery_repeated_after_a_crash_edits_instead_of_posting_again(
+    deps: Deps, slack: FakeSlack, clock: Clock
+) -> None:
+    run = opened_run(deps)
+    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    runner_for(deps, sender).run_pending()
+    deliver_all(sender, clock)
+    posts = len(slack.calls_to("chat.postMessage"))
+    # a crash between Slack's answer and marking the messages sent: deliver them all again
+    renderer = SlackOutbox(deps)
+    for message in deps.store.outbox(run.id):
+        renderer.deliver(message)
+    assert len(slack.calls_to("chat.postMessage")) == posts
+    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert len(slack.files()) == 1
+
+
+def test_a_thread_slack_refuses_for_good_is_marked_failed_and_the_rest_goes_on(
+    deps: Deps, slack: FakeSlack, clock: Clock
+) -> None:
+    run = opened_run(deps)
+    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    runner_for(deps, sender).run_pending()
+    slack.fail_next("chat.update", error="channel_not_found", status=200, times=1)
+    deliver_all(sender, clock)
+    messages = deps.store.outbox(run.id)
+    failed = [m for m in messages if m.state == "failed"]
+    assert len(failed) == 1 and "channel_not_found" in failed[0].last_error
+    assert thread_texts(slack, run, deps.store)[-2] == "Post-rollback verification checklist"
+
+
+def test_the_thread_says_when_another_process_resumed_the_run(
+    deps: Deps, slack: FakeSlack, clock: Clock, script: Path
+) -> None:
+    run = opened_run(deps)
+    assert deps.store.claim(run.id, owner="host-a:41", seconds=1)
+    deps.workflow.start(run)
+    deps.store.set_run_fields(run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    runner = runner_for(deps, sender)
+    runner.owner = "host-b:7"
+    runner.run_pending()
+    deliver_all(sender, clock)
+    texts = thread_texts(slack, run, deps.store)
+    resumed = [t for t in texts if "resumed the rollback" in t]
+    assert resumed == [
+        ":arrows_counterclockwise: `host-a:41` stopped (crash, restart or lost lease); "
+        "`host-b:7` resumed the rollback from the approved plan, without planning again."
+    ]
+
+
+# the sender on its own ------------------------------------------------------------
+
+
+class Script:
+    """A deliver function that fails as told, per run, and records what it delivered."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, list[Exception]] = {}
+        self.delivered: list[tuple[str, str]] = []
+
+    def __call__(self, message: OutboxMessage) -> None:
+        queued = self.failures.get(message.run_id) or []
+        if queued:
+            raise queued.pop(0)
+        self.delivered.append((message.run_id, message.kind))
+
+
+def two_runs(workflow: Workflow, planner: Planner, config: Any, script: Path) -> list[Run]:
+    runs = []
+    for target in ("app", "db"):
+        env = config.environment("prod")
+        plan = planner.build(env_name="prod", env=env, target=target, point=None)
+        _, run = workflow.request(
+            plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+        )
+        runs.append(run)
+    return runs
+
+
+def test_a_failing_thread_waits_in_order_without_holding_the_others(
+    store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path, clock: Clock
+) -> None:
+    write_script(script)
+    first, second = two_runs(workflow, planner, config, script)
+    for run in (first, second):
+        store.enqueue(run.id, "one")
+        store.enqueue(run.id, "two")
+    deliver = Script()
+    deliver.failures[first.id] = [RetryLater("Slack 500"), RetryLater("429", delay=30)]
+    sender = Sender(store=store, deliver=deliver, base_delay=10)
+    sender.drain()
+    assert deliver.delivered == [(second.id, "one"), (second.id, "two")]
+    head = store.outbox_heads()[0]
+    assert head.kind == "one" and head.attempts == 1 and head.last_error == "Slack 500"
+    assert head.next_attempt_at == clock.now + timedelta(seconds=10)
+    clock.advance(seconds=9)
+    sender.drain()
+    assert len(deliver.delivered) == 2  # backoff of 10 s not over yet
+    clock.advance(seconds=2)
+    sender.drain()  # second failure: Retry-After 30 s
+    assert len(deliver.delivered) == 2
+    clock.advance(seconds=29)
+    sender.drain()
+    assert len(deliver.delivered) == 2
+    clock.advance(seconds=2)
+    sender.drain()
+    assert deliver.delivered[2:] == [(first.id, "one"), (first.id, "two")]
+
+
+def test_an_undeliverable_message_is_kept_as_failed_and_the_next_one_goes(
+    store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path
+) -> None:
+    first, _ = two_runs(workflow, planner, config, script)
+    store.enqueue(first.id, "one")
+    store.enqueue(first.id, "two")
+    deliver = Script()
+    deliver.failures[first.id] = [Undeliverable("not_in_channel")]
+    Sender(store=store, deliver=deliver).drain()
+    assert deliver.delivered == [(first.id, "two")]
+    assert [(m.kind, m.state) for m in store.outbox(first.id)] == [
+        ("one", "failed"),
+        ("two", "sent"),
+    ]
+
+
+def test_an_unexpected_error_is_retried_not_dropped(
+    store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path, clock: Clock
+) -> None:
+    first, _ = two_runs(workflow, planner, config, script)
+    store.enqueue(first.id, "one")
+    deliver = Script()
+    deliver.failures[first.id] = [KeyError("bug"), KeyError("bug")]
+    sender = Sender(store=store, deliver=deliver, base_delay=1)
+    for _ in range(3):
+        sender.drain()
+        clock.advance(seconds=60)
+    assert deliver.delivered == [(first.id, "one")]
+    assert store.outbox(first.id)[0].attempts == 3
+
+
+def test_two_senders_never_deliver_the_same_message(
+    store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path, clock: Clock
+) -> None:
+    first, _ = two_runs(workflow, planner, config, script)
+    store.enqueue(first.id, "one")
+    (head,) = store.outbox_heads()
+    assert store.outbox_claim(head, seconds=120)
+    assert not store.outbox_claim(head, seconds=120)
+    deliver = Script()
+    Sender(store=store, deliver=deliver).drain()
+    assert deliver.delivered == []  # taken by the first sender, which "died" mid-delivery
+    clock.advance(seconds=121)
+    Sender(store=store, deliver=deliver).drain()
+    assert deliver.delivered == [(first.id, "one")]
