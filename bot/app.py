@@ -246,6 +246,7 @@ class BotProcess:
             self.monitor, token=self.settings.alert_webhook_token.get_secret_value()
         )
         self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
+        self.metrics.watch_outbox(store.outbox_backlog)
 
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""

@@ -12,17 +12,15 @@ store and the handlers need not know about metrics:
 - Slack API calls and errors by method: the Web API client (bot/app.py);
 - ack latency: the time the WSGI route for /slack/events takes (Bolt acks
   before the listener's work when `process_before_response` is off);
-- approvals waiting: read from the store at scrape time;
-- lease losses: the runner reports a lost lease only in its log, so a log
-  handler on `bot.runner` counts those records (a direct call is better once
-  the runner offers one).
+- approvals waiting and the outbox backlog: read from the store at scrape time;
+- lease losses: an ORM `after_insert` listener on the audit `Event` of kind
+  `run.lease_lost`, which the runner records when it stops for a successor.
 
 The counters count what this process saw; with several replicas, sum them.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +31,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bot.logs import step_context
-from bot.models import Incident, Run
+from bot.models import Event, Incident, Run
 from bot.runner import Progress
 from bot.store import StepView
 
@@ -84,6 +82,11 @@ class BotMetrics:
         self.lease_losses = Counter(
             "rollback_lease_losses", "Runs whose lease this process lost", registry=r
         )
+        self.outbox = Gauge(
+            "rollback_outbox_backlog",
+            "Messages to people queued and not yet delivered to Slack",
+            registry=r,
+        )
         self.ack = Histogram(
             "rollback_slack_request_seconds",
             "Time to answer a request from Slack (the ack)",
@@ -95,25 +98,27 @@ class BotMetrics:
         """Read the number of runs waiting for approval at each scrape."""
         self.waiting.set_function(lambda: float(count()))
 
+    def watch_outbox(self, count: Callable[[], int]) -> None:
+        """Read the number of undelivered messages at each scrape."""
+        self.outbox.set_function(lambda: float(count()))
+
     def watch(self, engine: Engine) -> None:
-        """Count incidents inserted through `engine` and the runner's lost leases."""
+        """Count incidents and lost leases recorded through `engine`."""
 
         def inserted(mapper: Any, connection: Any, target: Incident) -> None:
             if connection.engine is engine:
                 self.incidents.labels(target.source or "slack", target.severity).inc()
 
+        def recorded(mapper: Any, connection: Any, target: Event) -> None:
+            if connection.engine is engine and target.kind == "run.lease_lost":
+                self.lease_losses.inc()
+
         event.listen(Incident, "after_insert", inserted)
-        self._unwatch = [lambda: event.remove(Incident, "after_insert", inserted)]
-        metrics = self
-
-        class _Counting(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                if "lost the lease" in record.getMessage():
-                    metrics.lease_losses.inc()
-
-        handler = _Counting(level=logging.WARNING)
-        logging.getLogger("bot.runner").addHandler(handler)
-        self._unwatch.append(lambda: logging.getLogger("bot.runner").removeHandler(handler))
+        event.listen(Event, "after_insert", recorded)
+        self._unwatch = [
+            lambda: event.remove(Incident, "after_insert", inserted),
+            lambda: event.remove(Event, "after_insert", recorded),
+        ]
 
     def close(self) -> None:
         """Stop listening to the engine and the runner's log."""

@@ -685,6 +685,16 @@ class Store:
             )
             return later is not None
 
+    def outbox_backlog(self) -> int:
+        """Return how many messages wait to be delivered."""
+        with self.session() as session:
+            return int(
+                session.scalar(
+                    select(func.count(OutboxMessage.id)).where(OutboxMessage.state == "pending")
+                )
+                or 0
+            )
+
     def outbox(self, run_id: str) -> list[OutboxMessage]:
         """Return a run's messages in order, whatever their state."""
         with self.session() as session:
