@@ -28,6 +28,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
+from handlers.lazy import after_ack
 from handlers.payloads import BadPayload, Click
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,10 @@ def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
     flows = flows_for(deps)
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
-        app.action(action_id)(_button(flows, verb))
+        app.action(action_id)(after_ack(deps.later)(_button(flows, verb)))
 
     @app.action(Action.VERIFY)
+    @after_ack(deps.later)
     def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         try:
