@@ -194,15 +194,19 @@ class Store:
     # incidents ----------------------------------------------------------------
 
     def new_incident_id(self, session: Session) -> str:
-        """Return `INC-YYYYMMDD-HHMMSS`, with `-2`, `-3`… when the second is taken."""
+        """Return `INC-YYYYMMDD-HHMMSS`, with `-2`, `-3`… when the second is taken.
+
+        Candidates are looked up by primary key, 20 at a time: no LIKE, which
+        PostgreSQL cannot serve from the key under a non-C collation.
+        """
         base = f"INC-{self.clock():%Y%m%d-%H%M%S}"
-        taken = set(session.scalars(select(Incident.id).where(Incident.id.like(f"{base}%"))).all())
-        if base not in taken:
-            return base
-        suffix = 2
-        while f"{base}-{suffix}" in taken:
-            suffix += 1
-        return f"{base}-{suffix}"
+        for first in range(1, 10_000, 20):
+            names = [base if n == 1 else f"{base}-{n}" for n in range(first, first + 20)]
+            taken = set(session.scalars(select(Incident.id).where(Incident.id.in_(names))).all())
+            free = next((name for name in names if name not in taken), None)
+            if free is not None:
+                return free
+        raise RuntimeError(f"10,000 incidents opened in the second {base}; try again")
 
     def create_incident(self, **fields: Any) -> Incident:
         """Insert an incident with a fresh id and its `incident.opened` event; retry on id races."""
@@ -744,6 +748,17 @@ class Store:
         """Return the message the bot posted for `slot` in a run's thread, if it did."""
         with self.session() as session:
             return session.get(SlackMessage, (run_id, slot))
+
+    def run_of_message(self, *, channel: str | None, ts: str) -> str | None:
+        """The run whose thread holds the bot's message (channel, ts): one indexed lookup."""
+        if channel is None:
+            return None
+        with self.session() as session:
+            return session.scalar(
+                select(SlackMessage.run_id)
+                .where(SlackMessage.channel == channel, SlackMessage.ts == ts)
+                .limit(1)
+            )
 
     def set_slack_slot(self, run_id: str, slot: str, *, channel: str, ts: str) -> None:
         """Record the ts of the message posted for `slot` (first writer wins)."""

@@ -93,13 +93,7 @@ def _sentence(text: str) -> str:
 
 
 def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
-    for run in deps.store.runs(limit=200):
-        if run.slack.get("channel") == channel and ts in (
-            run.slack.get("checklist_ts"),
-            run.slack.get("plan_ts"),
-        ):
-            return run.id
-    return None
+    return deps.store.run_of_message(channel=channel, ts=ts)  # slack_messages(channel, ts)
 
 
 def register(app: App, deps: Deps) -> None:
