@@ -25,10 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -147,7 +143,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
-def _alembic_config(connection: Any) -> AlembicConfig:
+def _alembic_config(connection: Any) -> Any:
+    # alembic is imported where it is used: most processes never migrate (issue 16, point 6).
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -157,12 +156,17 @@ def _alembic_config(connection: Any) -> AlembicConfig:
 def upgrade(engine: Engine) -> str:
     """Create or upgrade the schema to the newest revision; return that revision."""
     with engine.begin() as connection:
+        from alembic import command
+
         command.upgrade(_alembic_config(connection), "head")
     return schema_revisions(engine)[1]
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """Return (the database's revision, this code's newest revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert head is not None
     with engine.connect() as connection:
