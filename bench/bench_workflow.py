@@ -6,9 +6,15 @@ Run by hand, never by pytest:
 
 For each database (a SQLite file, and a fresh PostgreSQL database at 127.0.0.1:5432 unless
 --no-postgres) it requests, approves and runs `--runs` rollbacks whose plans have `--steps`
-steps that do nothing, so every millisecond measured is the bot's own: the incident and run
-rows, the approval transaction, the lease, two step records and their audit events per
-step, the durable memory write. It prints medians and the process's peak memory.
+steps that do nothing, so every millisecond measured is the bot's own. What each figure
+includes:
+- request: building the plan (a no-op target) and the incident and run rows;
+- approve: the plan check (the plan rebuilt and hashed, as `Flows.approve` does; a real
+  target adds its own reads, e.g. Kubernetes) and the approval transaction;
+- per step: the lease, two step records and their audit events, the durable memory write,
+  and the progress messages queued in the outbox in the same transactions (delivering
+  them to Slack happens on the sender thread and is not included: see bench_outbox.py).
+It prints medians and the process's peak memory.
 """
 
 from __future__ import annotations
@@ -105,7 +111,9 @@ def bench(url: str, *, runs: int, steps: int) -> dict[str, float]:
             answers=Answers(functional=False, data_at_risk=True),
         )
         requested = time.perf_counter()
-        workflow.approve(run.id, user=APPROVER)
+        # As bot.flows.Flows.approve: the plan is rebuilt and must hash the same.
+        current = planner.build(env_name="prod", env=env, target=f"t{i}", point="1").hash
+        workflow.approve(run.id, user=APPROVER, current_plan_hash=current)
         approved = time.perf_counter()
         runner.execute(run.id)
         executed = time.perf_counter()

@@ -2,6 +2,10 @@
 
 This module and `bot/app.py` are the composition root: they build the one
 Settings object, the config, the store and the Slack app, and pass them down.
+
+Imports are where they are used (issue 16, point 6): `--help` and a usage error
+import no config parser, database, alembic or target client, so they answer at
+once; each command imports what it needs.
 """
 
 from __future__ import annotations
@@ -17,9 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from bot import logs
-from bot.config import ConfigError, load_config, summary
 from bot.settings import Settings
-from bot.store import make_engine, upgrade
 
 if TYPE_CHECKING:
     from bot.app import BotProcess
@@ -40,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_BAD_INPUT
+    from bot.config import ConfigError  # every command reads the config or the settings
+
     try:
         return int(args.handler(args))
     except ConfigError as exc:
@@ -84,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from bot.config import load_config, summary
+
     path = args.file or Settings().rollback_config
     config = load_config(path)
     print(f"{path}: OK")
@@ -93,6 +99,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
+    from bot.store import make_engine, upgrade
+
     settings = Settings()
     revision = upgrade(make_engine(settings.database_url))
     print(f"schema at revision {revision}")
@@ -107,6 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from bot.app import BotProcess
+    from bot.config import load_config
     from bot.store import SchemaOutOfDate
 
     if not args.socket and not args.http:

@@ -23,6 +23,7 @@ the bot's database answers, its schema is current, and the runner loop's
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -31,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import Gauge
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
@@ -56,6 +58,7 @@ from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
+from handlers.pool import Later
 from handlers.thread import IncidentThread, SlackMonitorEvents, SlackOutbox, SlackProgress
 from handlers.verify import SignedOnly
 
@@ -162,6 +165,28 @@ def _rate_of(store: Store) -> RateSource:
     return rate
 
 
+def _watch_later(metrics: BotMetrics, later: Later) -> None:
+    """Export the after-ack pool's queue, busy threads, refusals and waiting, at each scrape."""
+    series: dict[str, tuple[str, Any]] = {
+        "rollback_work_queued": ("Listener work queued for a thread", "queued"),
+        "rollback_work_running": ("Listener work running", "running"),
+        "rollback_work_refused": ("Listener work refused: the queue was full", "refused"),
+        "rollback_work_failed": ("Listener work that raised", "failed"),
+        "rollback_work_done": ("Listener work finished", "done"),
+        "rollback_work_waited_seconds": (
+            "Total seconds work waited for a thread",
+            "waited_seconds",
+        ),
+    }
+    for name, (text, attr) in series.items():
+        gauge = Gauge(name, text, registry=metrics.registry)
+        gauge.set_function(functools.partial(_stat, later, attr))
+
+
+def _stat(later: Later, attr: str) -> float:
+    return float(getattr(later.snapshot(), attr))
+
+
 def http_limits(settings: Settings) -> Limits:
     """The HTTP server's limits, from settings."""
     return Limits(
@@ -223,7 +248,9 @@ class BotProcess:
             planner=planner,
             client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
+            later=Later(threads=self.settings.work_threads, queue=self.settings.work_queue),
         )
+        _watch_later(self.metrics, self.deps.later)
         self.app = create_app(self.settings, self.deps)
         self.sender = Sender(store=store, deliver=SlackOutbox(self.deps).deliver)
         self.runner = Runner(
@@ -394,6 +421,7 @@ class BotProcess:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if not idle or any(thread.is_alive() for thread in self._threads):
             self._hand_back()
+        self.deps.later.shutdown(wait=False)
         self.metrics.close()
 
     def _hand_back(self) -> None:

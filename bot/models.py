@@ -103,6 +103,11 @@ class Incident(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (  # migration 0005: every lookup by state, target or time is indexed
+        Index("ix_runs_state_created_at", "state", "created_at"),
+        Index("ix_runs_environment_target_created_at", "environment", "target", "created_at"),
+        Index("ix_runs_created_at", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
@@ -112,7 +117,7 @@ class Run(Base):
     plan: Mapped[list[Any]]
     plan_hash: Mapped[str] = mapped_column(String(64))
     requester: Mapped[str] = mapped_column(String(40))
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # indexed with created_at (0005)
     version: Mapped[int] = mapped_column(Integer, default=0)
     approvals_required: Mapped[int] = mapped_column(Integer, default=1)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -149,7 +154,10 @@ class Approval(Base):
 
 class StepRecord(Base):
     __tablename__ = "steps"
-    __table_args__ = (UniqueConstraint("run_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "position"),
+        Index("ix_steps_state_finished_at", "state", "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
@@ -207,6 +215,7 @@ class SlackMessage(Base):
     """The ts of a message the bot posted in a run's thread, by slot (`progress`, `step:3:1`)."""
 
     __tablename__ = "slack_messages"
+    __table_args__ = (Index("ix_slack_messages_channel_ts", "channel", "ts"),)
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     slot: Mapped[str] = mapped_column(String(80), primary_key=True)

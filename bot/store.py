@@ -25,10 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -113,14 +109,32 @@ class LeaseLost(RuntimeError):
         )
 
 
+READ_ONLY = "rollback_bot_read_only"
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets a busy timeout and immediate write transactions."""
+    """Create an engine; SQLite gets WAL, a busy timeout and immediate write transactions.
+
+    SQLite as an embedded default that holds (issue 16, point 5): in WAL mode
+    readers read a snapshot while one writer appends, so a session opened for
+    reads (`Store.reading`, the engine option READ_ONLY) starts a plain
+    deferred `BEGIN` and never waits on another session. A session that may
+    write starts `BEGIN IMMEDIATE`, taking the write lock first, so two writers
+    queue on the busy timeout (30 s) instead of failing "database is locked"
+    when a deferred reader tries to upgrade. The runner's fenced writes stay
+    conditional UPDATEs inside those write transactions.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_begin(connection: Any) -> None:
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -129,7 +143,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
-def _alembic_config(connection: Any) -> AlembicConfig:
+def _alembic_config(connection: Any) -> Any:
+    # alembic is imported where it is used: most processes never migrate (issue 16, point 6).
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -139,12 +156,17 @@ def _alembic_config(connection: Any) -> AlembicConfig:
 def upgrade(engine: Engine) -> str:
     """Create or upgrade the schema to the newest revision; return that revision."""
     with engine.begin() as connection:
+        from alembic import command
+
         command.upgrade(_alembic_config(connection), "head")
     return schema_revisions(engine)[1]
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """Return (the database's revision, this code's newest revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     assert head is not None
     with engine.connect() as connection:
@@ -184,25 +206,42 @@ class Store:
         self.engine = engine
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        reader = engine.execution_options(**{READ_ONLY: True})
+        self._readers = sessionmaker(reader, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Open a session whose transaction commits on success."""
+        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE)."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """Open a session for reads only: on SQLite a plain (deferred) BEGIN.
+
+        In WAL mode a deferred read transaction reads a snapshot and takes no
+        write lock, so reads never wait on each other or on a writer, and a
+        long read never blocks a writer (`make_engine`).
+        """
+        with self._readers.begin() as session:
             yield session
 
     # incidents ----------------------------------------------------------------
 
     def new_incident_id(self, session: Session) -> str:
-        """Return `INC-YYYYMMDD-HHMMSS`, with `-2`, `-3`… when the second is taken."""
+        """Return `INC-YYYYMMDD-HHMMSS`, with `-2`, `-3`… when the second is taken.
+
+        Candidates are looked up by primary key, 20 at a time: no LIKE, which
+        PostgreSQL cannot serve from the key under a non-C collation.
+        """
         base = f"INC-{self.clock():%Y%m%d-%H%M%S}"
-        taken = set(session.scalars(select(Incident.id).where(Incident.id.like(f"{base}%"))).all())
-        if base not in taken:
-            return base
-        suffix = 2
-        while f"{base}-{suffix}" in taken:
-            suffix += 1
-        return f"{base}-{suffix}"
+        for first in range(1, 10_000, 20):
+            names = [base if n == 1 else f"{base}-{n}" for n in range(first, first + 20)]
+            taken = set(session.scalars(select(Incident.id).where(Incident.id.in_(names))).all())
+            free = next((name for name in names if name not in taken), None)
+            if free is not None:
+                return free
+        raise RuntimeError(f"10,000 incidents opened in the second {base}; try again")
 
     def create_incident(self, **fields: Any) -> Incident:
         """Insert an incident with a fresh id and its `incident.opened` event; retry on id races."""
@@ -236,7 +275,7 @@ class Store:
 
     def incident(self, incident_id: str) -> Incident | None:
         """Return an incident, or None."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(Incident, incident_id)
 
     def update_incident(self, incident_id: str, **fields: Any) -> None:
@@ -284,7 +323,7 @@ class Store:
 
     def lock_holder(self, *, environment: str, targets: list[str]) -> str | None:
         """Return the incident holding any of `targets`, or None."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.scalars(
                 select(TargetLock.incident_id).where(
                     TargetLock.environment == environment, TargetLock.target.in_(targets)
@@ -293,7 +332,7 @@ class Store:
 
     def run(self, run_id: str) -> Run | None:
         """Return a run, or None."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(Run, run_id)
 
     def runs(
@@ -315,7 +354,7 @@ class Store:
             query = query.where(Run.target == target)
         if states is not None:
             query = query.where(Run.state.in_(states))
-        with self.session() as session:
+        with self.reading() as session:
             return list(session.scalars(query).all())
 
     def transition(
@@ -391,7 +430,7 @@ class Store:
 
     def approvers(self, run: Run, *, since: datetime) -> list[tuple[str, datetime]]:
         """Return (approver, time) for the run's current plan, approvals at or after `since`."""
-        with self.session() as session:
+        with self.reading() as session:
             rows = session.execute(
                 select(Approval.approver, Approval.at)
                 .where(
@@ -540,7 +579,7 @@ class Store:
 
     def claimable(self) -> list[str]:
         """Return ids of approved or running runs whose lease is free or expired."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(
                 session.scalars(
                     select(Run.id)
@@ -554,7 +593,7 @@ class Store:
 
     def due_for_expiry(self) -> list[Run]:
         """Return requested runs past their expiry time."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(
                 session.scalars(
                     select(Run).where(
@@ -567,7 +606,7 @@ class Store:
 
     def steps(self, run_id: str) -> list[StepView]:
         """Return the run's step records in plan order."""
-        with self.session() as session:
+        with self.reading() as session:
             rows = session.scalars(
                 select(StepRecord).where(StepRecord.run_id == run_id).order_by(StepRecord.position)
             ).all()
@@ -657,7 +696,7 @@ class Store:
 
         Only a thread's head is ever delivered, so messages arrive in order per thread.
         """
-        with self.session() as session:
+        with self.reading() as session:
             heads = (
                 select(func.min(OutboxMessage.id))
                 .where(OutboxMessage.state == "pending")
@@ -673,7 +712,7 @@ class Store:
 
     def has_later_message(self, message: OutboxMessage) -> bool:
         """Return whether a newer pending message waits in the same run's thread."""
-        with self.session() as session:
+        with self.reading() as session:
             later = session.scalar(
                 select(OutboxMessage.id)
                 .where(
@@ -697,7 +736,7 @@ class Store:
 
     def outbox(self, run_id: str) -> list[OutboxMessage]:
         """Return a run's messages in order, whatever their state."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(
                 session.scalars(
                     select(OutboxMessage)
@@ -752,8 +791,19 @@ class Store:
 
     def slack_slot(self, run_id: str, slot: str) -> SlackMessage | None:
         """Return the message the bot posted for `slot` in a run's thread, if it did."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(SlackMessage, (run_id, slot))
+
+    def run_of_message(self, *, channel: str | None, ts: str) -> str | None:
+        """The run whose thread holds the bot's message (channel, ts): one indexed lookup."""
+        if channel is None:
+            return None
+        with self.reading() as session:
+            return session.scalar(
+                select(SlackMessage.run_id)
+                .where(SlackMessage.channel == channel, SlackMessage.ts == ts)
+                .limit(1)
+            )
 
     def set_slack_slot(self, run_id: str, slot: str, *, channel: str, ts: str) -> None:
         """Record the ts of the message posted for `slot` (first writer wins)."""
@@ -789,7 +839,7 @@ class Store:
 
     def events(self, incident_id: str) -> list[Event]:
         """Return an incident's events in order."""
-        with self.session() as session:
+        with self.reading() as session:
             return list(
                 session.scalars(
                     select(Event).where(Event.incident_id == incident_id).order_by(Event.id)
@@ -798,7 +848,7 @@ class Store:
 
     def step_values(self, key: str, *, limit: int = 5) -> list[float]:
         """Return the numeric `data[key]` of the newest finished steps that recorded it."""
-        with self.session() as session:
+        with self.reading() as session:
             rows = session.scalars(
                 select(StepRecord.data)
                 .where(StepRecord.state == StepState.SUCCEEDED, StepRecord.finished_at.is_not(None))
@@ -850,12 +900,12 @@ class Store:
 
     def has_entry(self, key: str) -> bool:
         """Return whether a request with `key` was received."""
-        with self.session() as session:
+        with self.reading() as session:
             return session.get(EntryKey, key) is not None
 
     def entry_outcome(self, key: str) -> str | None:
         """Return what the first request with `key` did, if it has finished."""
-        with self.session() as session:
+        with self.reading() as session:
             row = session.get(EntryKey, key)
             return row.outcome if row else None
 

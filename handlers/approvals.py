@@ -28,6 +28,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
+from handlers.lazy import after_ack
 from handlers.payloads import BadPayload, Click
 
 log = logging.getLogger(__name__)
@@ -92,22 +93,17 @@ def _sentence(text: str) -> str:
 
 
 def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
-    for run in deps.store.runs(limit=200):
-        if run.slack.get("channel") == channel and ts in (
-            run.slack.get("checklist_ts"),
-            run.slack.get("plan_ts"),
-        ):
-            return run.id
-    return None
+    return deps.store.run_of_message(channel=channel, ts=ts)  # slack_messages(channel, ts)
 
 
 def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
     flows = flows_for(deps)
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
-        app.action(action_id)(_button(flows, verb))
+        app.action(action_id)(after_ack(deps.later)(_button(flows, verb)))
 
     @app.action(Action.VERIFY)
+    @after_ack(deps.later)
     def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         try:

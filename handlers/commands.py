@@ -32,11 +32,13 @@ from bot.store import ACTIVE_STATES
 from bot.workflow import Refused
 from handlers import blocks
 from handlers.deps import Deps
+from handlers.errors import tell
 from handlers.flows import Groups
 from handlers.ids import ModalMeta
+from handlers.lazy import BUSY, tell_failure
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
-from handlers.payloads import BadPayload, SlashCommand, slash_command
+from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -141,8 +143,21 @@ def register(app: App, deps: Deps) -> None:
             modals.flows.settle(key, text)
             return
         ack()
-        _open_modal(typed, client, parsed, modals)
-        modals.flows.settle(key, "the rollback form was opened")
+        where = Where(user=typed.user, channel=typed.channel)
+        failed = tell_failure(client, where)
+        if not deps.later.submit(
+            _open_and_settle, typed, client, parsed, modals, key, on_error=failed
+        ):
+            modals.flows.release(key)
+            tell(client, where, BUSY)
+
+
+def _open_and_settle(
+    typed: SlashCommand, client: WebClient, parsed: Rollback, modals: ModalService, key: str
+) -> None:
+    """After the ack (on `deps.later`): open the form, then remember the trigger was used."""
+    _open_modal(typed, client, parsed, modals)
+    modals.flows.settle(key, "the rollback form was opened")
 
 
 def _what(request: BoltRequest) -> str:

@@ -12,6 +12,7 @@ from bot.plans import Planner
 from bot.store import Store
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
+from handlers.pool import Later
 
 
 @dataclass
@@ -25,3 +26,4 @@ class Deps:
     client: WebClient
     metrics_reader: MetricsReader
     wake_runner: threading.Event = field(default_factory=threading.Event)
+    later: Later = field(default_factory=Later)  # work after the ack (handlers/lazy.py)

@@ -11,6 +11,7 @@ from slack_sdk.models.views import View
 from bot.store import ACTIVE_STATES
 from handlers import blocks
 from handlers.deps import Deps
+from handlers.lazy import after_ack
 from handlers.text import permalink
 
 
@@ -25,6 +26,7 @@ def register(app: App, deps: Deps) -> None:
     """Publish the home tab when a user opens it."""
 
     @app.event("app_home_opened")
+    @after_ack(deps.later)
     def opened(event: dict[str, Any], client: WebClient) -> None:
         runs = deps.store.runs(states=ACTIVE_STATES)
         view = View(

@@ -38,6 +38,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
+from handlers.lazy import BUSY, after_ack, tell_failure
 from handlers.modal_blocks import ModalContent, message_view, rollback_modal
 from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, Where, modal_event
 from handlers.text import permalink
@@ -270,6 +271,7 @@ def register(app: App, deps: Deps) -> None:
     for action_id in live:
 
         @app.action(action_id)
+        @after_ack(deps.later)
         def changed(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
             ack()
             try:
@@ -300,8 +302,17 @@ def register(app: App, deps: Deps) -> None:
             response_action="update",
             view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
-        service.submitted(event.view_id)
-        service.submit(event)
+        if not deps.later.submit(
+            _submit, service, event, on_error=tell_failure(deps.client, Where(user=event.user))
+        ):
+            service.flows.release(key)
+            service._say(event, "Busy", BUSY)
+
+
+def _submit(service: ModalService, event: ModalEvent) -> None:
+    """After the ack (on `deps.later`): open the incident and say so in the modal."""
+    service.submitted(event.view_id)
+    service.submit(event)
 
 
 def submission_key(event: ModalEvent) -> str:

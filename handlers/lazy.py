@@ -1,0 +1,98 @@
+"""Ack first, work later: the bot's own bounded pool for what listeners do after the ack.
+
+Slack waits 3 s for an ack and the ack carries no result, so a listener's
+answer must never queue behind another request's work. Bolt (with
+`process_before_response=False`) runs a whole listener on its listener
+executor, a pool of 5 threads (slack_bolt/app/app.py), and the HTTP worker waits
+until the listener calls `ack()`. A listener that acks and then, in the same
+function, calls Slack or Kubernetes holds one of those threads for seconds:
+five slow `views.open` calls fill the pool, and the sixth request, even an
+unrelated `/rollback help`, waits for a thread before it can ack (issue 16).
+
+So what a listener does after its ack runs here, on `Later`: a pool of
+`threads` threads with a queue of at most `queue` tasks, separate from
+Bolt's and from the HTTP server's threads. Those only ever run the ack part
+(a parse and, where the answer depends on it, one indexed database read),
+which never waits on Slack or Kubernetes. `after_ack` is the decorator for
+listeners whose ack says nothing (buttons, form changes, the home tab): it
+acks on Bolt's thread and hands the whole listener to the pool. Listeners
+whose ack depends on the request call `later.submit(...)` after `ack(...)`.
+
+We did not use Bolt's lazy listeners (`ack=..., lazy=[...]`): Bolt's
+`ThreadLazyListenerRunner` submits the lazy functions to the same listener
+executor the acks run on, so they would still compete; and a lazy function
+is re-dispatched through the whole middleware chain.
+
+When `Later` (handlers/pool.py) is full, the person is told the bot is
+busy and nothing was done.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_sdk import WebClient
+
+from handlers.errors import tell
+from handlers.payloads import Where, where_of
+from handlers.pool import Later
+
+log = logging.getLogger(__name__)
+
+BUSY = (
+    ":hourglass: The bot is busy with other requests and did nothing with this one; "
+    "please try again in a minute."
+)
+
+
+def tell_failure(client: WebClient, where: Where | None) -> Callable[[str], None]:
+    """What a failed task says to the person who acted, with its correlation id."""
+
+    def told(ref: str) -> None:
+        tell(
+            client,
+            where,
+            f":warning: Something went wrong and nothing more was done. "
+            f"Reference {ref} (give it to whoever runs the bot).",
+        )
+
+    return told
+
+
+def _noop_ack(*args: Any, **kwargs: Any) -> None:
+    """The ack a deferred listener sees: Bolt's was already sent."""
+
+
+def after_ack(later: Later) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a listener whose ack says nothing: ack at once, run it on `later`.
+
+    The returned function asks Bolt for `ack`, `body` and `client` besides
+    the listener's own arguments (Bolt injects arguments by parameter name,
+    read from the signature, which we set explicitly).
+    """
+
+    def decorate(listener: Callable[..., None]) -> Callable[..., None]:
+        wanted = inspect.signature(listener).parameters
+
+        def acked(**kwargs: Any) -> None:
+            kwargs["ack"]()
+            body, client = kwargs["body"], kwargs["client"]
+            given = {n: v for n, v in kwargs.items() if n in wanted}
+            if "ack" in given:
+                given["ack"] = _noop_ack
+            if not later.submit(listener, on_error=tell_failure(client, where_of(body)), **given):
+                tell(client, where_of(body), BUSY)
+
+        # Not functools.wraps: Bolt reads `inspect.getfullargspec(inspect.unwrap(f)).args`
+        # (slack_bolt/util/utils.py), so a __wrapped__ would hide the arguments we need.
+        acked.__name__ = acked.__qualname__ = getattr(listener, "__name__", "listener")
+        names = dict.fromkeys([*wanted, "ack", "body", "client"])
+        acked.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+        )
+        return acked
+
+    return decorate

@@ -1,0 +1,222 @@
+"""The ack never waits behind work: not its own request's, not another's (issue 16, point 1).
+
+The whole bot runs as in the demo: fake Slack, the fake Kubernetes API
+server with the demo's Deployment, the real Bolt app behind bot/server.py.
+Both stand-ins are slowed and every call to them is recorded in one list
+together with every `ack()` Bolt sends, so the order is what the bot did,
+not what a clock says. No assertion is about time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slack_bolt.context.ack.ack import Ack
+
+from bot.config import load_config
+from bot.demo import ALICE, APP, BOB, DEMO_CONFIG, IMAGES, NAMESPACE, PEOPLE, WORKER, health_of
+from bot.sandbox.harness import Sandbox
+from bot.sandbox.kubernetes import FakeKubernetes
+from bot.sandbox.web import Reply, WebStub
+from tests.fakes.waiting import wait_for
+
+ANSWERS = {
+    "severity": "high",
+    "q_functional": "no",
+    "q_data_at_risk": "no",
+    "q_severe_impact": "yes",
+}
+
+
+class Recorder:
+    """One ordered record of acks and stand-in calls, with a gate that holds chosen calls."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.gated: set[str] = set()
+        self.held = 0
+
+    def note(self, event: str) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def hold(self, event: str) -> None:
+        if event in self.gated and not self.gate.is_set():
+            with self.lock:
+                self.held += 1
+            self.gate.wait(30)
+
+    def since(self, mark: int) -> list[str]:
+        with self.lock:
+            return self.events[mark:]
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.events)
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    record = Recorder()
+    sent = Ack.__call__
+
+    def ack(self: Ack, *args: Any, **kwargs: Any) -> Any:
+        record.note("ack")
+        return sent(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ack, "__call__", ack)
+    return record
+
+
+@pytest.fixture
+def bot(tmp_path: Path, recorder: Recorder) -> Iterator[Sandbox]:
+    kube = FakeKubernetes(ready_delay=0.1).start()
+    web = WebStub().start()
+    sandbox: Sandbox | None = None
+    try:
+        kube.add_deployment(NAMESPACE, APP, images=IMAGES, replicas=3)
+        kube.add_deployment(NAMESPACE, WORKER, images=["voxflow/worker:v1.2.4"], replicas=2)
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        web.route("GET", "/health", health_of(kube))
+        web.route("POST", "/api/admin/maintenance", Reply(200, json={"ok": True}))
+        environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
+        config = load_config(DEMO_CONFIG, environ=environ)
+        sandbox = Sandbox(config=config, workdir=tmp_path, people=PEOPLE).start()
+        _slow_kubernetes(kube, recorder)
+        _slow_slack(sandbox, recorder)
+        yield sandbox
+    finally:
+        recorder.gate.set()
+        if sandbox is not None:
+            sandbox.stop()
+        web.stop()
+        kube.stop()
+
+
+def _slow_kubernetes(kube: FakeKubernetes, recorder: Recorder) -> None:
+    handle = kube.api.handle
+
+    def slowed(request: Any) -> Any:
+        recorder.note("kubernetes")
+        recorder.hold("kubernetes")
+        time.sleep(0.05)
+        return handle(request)
+
+    kube.api.handle = slowed  # type: ignore[method-assign]
+
+
+def _slow_slack(sandbox: Sandbox, recorder: Recorder) -> None:
+    answer = sandbox.slack._answer
+
+    def slowed(method: str, **kwargs: Any) -> Any:
+        recorder.note(f"slack:{method}")
+        recorder.hold(method)
+        if method == "views.open":
+            time.sleep(0.2)
+        return answer(method, **kwargs)
+
+    sandbox.slack._answer = slowed  # type: ignore[method-assign]
+
+
+def _quiet(recorder: Recorder) -> None:
+    """Wait until nothing (runner, outbox) has called a stand-in for a moment."""
+    seen = -1
+    for _ in range(100):
+        now = recorder.mark()
+        if now == seen:
+            return
+        seen = now
+        time.sleep(0.3)
+
+
+def _acked_first(recorder: Recorder, act: Callable[[], Any], settled: Callable[[], Any]) -> None:
+    """`act` is answered; the first thing its request did was the ack, then came the calls."""
+    _quiet(recorder)
+    mark = recorder.mark()
+    response = act()
+    assert response.status_code == 200, response.text
+    wait_for(settled, what="the work after the ack")
+    wait_for(lambda: len(recorder.since(mark)) > 1, what="a call after the ack")
+    events = recorder.since(mark)
+    calls = [e for e in events if e != "ack"]
+    assert events and events[0] == "ack", events
+    assert calls, f"the request made no Slack or Kubernetes call at all: {events}"
+
+
+def test_each_listener_acks_before_any_slack_or_kubernetes_call(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    alice, bob = bot.person(ALICE), bot.person(BOB)
+    recorder.gated = {"views.open", "kubernetes"}
+    recorder.gate.clear()
+    _quiet(recorder)
+    mark = recorder.mark()
+    # With views.open and Kubernetes held shut, the command is still answered...
+    assert alice.slash("app prod").status_code == 200
+    assert recorder.since(mark)[0] == "ack"
+    recorder.gate.set()
+    view_id = alice.opened_view()
+    wait_for(lambda: bot.slack.view(view_id).updates, what="the modal filling in")
+    filled = bot.slack.view(view_id).updates
+    _acked_first(
+        recorder,
+        lambda: alice.choose(view_id, "severity", "high"),
+        lambda: bot.slack.view(view_id).updates > filled,
+    )
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    _quiet(recorder)
+    _acked_first(
+        recorder,
+        lambda: alice.submit(view_id),
+        lambda: _plan_message(bot),
+    )
+    plan = _plan_message(bot)
+    _acked_first(
+        recorder,
+        lambda: bob.click(plan.channel, plan.ts, "approve_run"),
+        lambda: True,
+    )
+
+
+def APP_CHANNEL(bot: Sandbox) -> str:
+    return next(iter(bot.config.environments.values())).incident_channel
+
+
+def _plan_message(bot: Sandbox) -> Any:
+    def found() -> Any:
+        for message in bot.slack.messages(APP_CHANNEL(bot)):
+            if "approve" in str(message.blocks):
+                return message
+        return None
+
+    return wait_for(found, what="the plan with its Approve button")
+
+
+def test_help_is_answered_while_six_slow_commands_hold_their_slack_calls(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    people = [bot.person(ALICE), bot.person(BOB)]
+    recorder.gated = {"views.open"}
+    recorder.gate.clear()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = [pool.submit(people[i % 2].slash, "app prod") for i in range(6)]
+        wait_for(lambda: recorder.held == 6, what="six commands inside views.open")
+        # Every Bolt listener thread would be busy here if work ran on them.
+        helped = people[0].slash("help")
+        still_held = not recorder.gate.is_set()
+        recorder.gate.set()
+        assert all(a.result().status_code == 200 for a in answers)
+    assert helped.status_code == 200
+    assert "rollback" in helped.text.lower()
+    assert still_held, "help was only answered after the slow calls were let go"
