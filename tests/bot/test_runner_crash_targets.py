@@ -1,0 +1,187 @@
+"""SIGKILL a real runner process at every step boundary of each target kind's rollback.
+
+The harness is tests/fakes/crash.py: a child process runs the approved plan and
+SIGKILLs itself at a kill point; this process lets its lease lapse and a second
+runner finishes the run. The systems are real or the project's stand-ins, each
+started once per module and shared (every test works on names of its own):
+the Kubernetes stand-in API server (bot/sandbox/kubernetes, with a worker
+Deployment), the blue-green switch against moto's server, and the maintenance
+and health endpoints on a local HTTP server (the sandbox's WebStub). The
+config-file and scripted targets are covered in test_runner_crash.py.
+
+Kill points, per kind: `saved` after every step (every step boundary) and
+`returned` inside every step (its work done on the system, its result not
+recorded: the point where a step not safe to repeat would run twice). The side effects that are not safe to repeat are
+counted on the system itself: the PATCH requests the API server received for
+the rolled-back Deployment, moto's ModifyListener calls, the maintenance
+toggles the HTTP server received.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.models import Run
+from bot.sandbox.kubernetes import FakeKubernetes
+from bot.sandbox.web import Reply, WebStub
+from bot.store import Store
+from tests.bot.conftest import config_dict
+from tests.fakes.crash import CrashCase, crash_and_resume
+
+NS = "voxflow-prod"
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[WebStub]:
+    """One HTTP server for the module; each test routes paths under a prefix of its own."""
+    with WebStub() as server:
+        yield server
+
+
+class Web:
+    """One test's maintenance and health endpoints on the shared server."""
+
+    def __init__(self, stub: WebStub) -> None:
+        self.stub = stub
+        self.prefix = f"/{uuid.uuid4().hex[:8]}"
+        self.url = stub.url + self.prefix
+        stub.route("POST", f"{self.prefix}/maintenance", Reply(200, json={"ok": True}))
+        stub.route("GET", f"{self.prefix}/health", Reply(200, body=b"ok"))
+
+    def toggles(self) -> list[bool]:
+        """The maintenance states asked for, in order."""
+        return [
+            bool(r.json()["enabled"]) for r in self.stub.calls("POST", f"{self.prefix}/maintenance")
+        ]
+
+
+@pytest.fixture
+def web(stub: WebStub) -> Web:
+    return Web(stub)
+
+
+def env_config(web: Web, target: dict[str, Any]) -> dict[str, Any]:
+    raw = config_dict(maintenance={"url": f"{web.url}/maintenance"}, health_url=f"{web.url}/health")
+    raw["environments"]["prod"]["targets"] = {"app": target}
+    return raw
+
+
+def always_steps_ran(store: Store, run: Run) -> None:
+    records = {r.position: r.state for r in store.steps(run.id)}
+    for step in run.plan:
+        if step["always"]:
+            assert records.get(step["position"]) in ("succeeded", "skipped"), (step, records)
+
+
+def outcome_names_what_ran(store: Store, run: Run) -> None:
+    """Every step that finished is named in the outcome, none of them under "Not run"."""
+    not_run = run.outcome.split("Not run", 1)[1] if "Not run" in run.outcome else ""
+    for record in store.steps(run.id):
+        if record.state in ("succeeded", "skipped"):
+            label = next(s for s in run.plan if s["position"] == record.position)["description"]
+            assert label not in not_run, (label, run.outcome)
+
+
+def maintenance_ended_off(web: Web) -> None:
+    toggles = web.toggles()
+    assert toggles and toggles[0] is True and toggles[-1] is False, toggles
+
+
+def kill_points(steps: int) -> list[tuple[str, int]]:
+    """Every step boundary (`saved`), and inside every step after its work (`returned`).
+
+    `started` at a step leaves the systems as `saved` at the step before does
+    (only the step's record differs, which test_runner_crash.py covers for
+    every point), so it is left out here to keep the module's run time bounded.
+    """
+    return [(kind, position) for position in range(steps) for kind in ("returned", "saved")]
+
+
+def point_id(kill: tuple[str, int]) -> str:
+    return f"{kill[0]}-{kill[1]}"
+
+
+# --- Kubernetes: maintenance on, stop workers, undo, rollout status, health,
+# maintenance off, start workers
+
+
+KUBE_STEPS = 7
+KUBE_UNDO = 2
+
+
+class Cluster:
+    """The stand-in API server, recording every PATCH it answers."""
+
+    def __init__(self, fake: FakeKubernetes, kubeconfig: Path) -> None:
+        self.fake = fake
+        self.kubeconfig = kubeconfig
+        self.patches: list[str] = []
+        self._lock = threading.Lock()
+        handle = fake.api.handle
+
+        def recording(request: Any) -> Any:
+            if request.method == "PATCH":
+                with self._lock:
+                    self.patches.append(request.path)
+            return handle(request)
+
+        fake.api.handle = recording  # type: ignore[method-assign]
+
+    def patched(self, namespace: str, name: str) -> int:
+        """How many PATCH requests reached deployment `name` in `namespace`."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+        with self._lock:
+            return sum(1 for p in self.patches if p == path)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    fake = FakeKubernetes(ready_delay=0.0).start()
+    folder = tmp_path_factory.mktemp("kube")
+    kubeconfig = fake.write_kubeconfig(folder / "kubeconfig")
+    yield Cluster(fake, kubeconfig)
+    fake.stop()
+
+
+@pytest.mark.parametrize("kill", kill_points(KUBE_STEPS), ids=point_id)
+def test_a_killed_kubernetes_rollback_is_finished_by_a_second_runner(
+    tmp_path: Path, cluster: Cluster, web: Web, kill: tuple[str, int]
+) -> None:
+    namespace = f"ns-{uuid.uuid4().hex[:8]}"
+    cluster.fake.add_deployment(
+        namespace, "api", images=["voxflow/api:v1", "voxflow/api:v2", "voxflow/api:v3"]
+    )
+    cluster.fake.add_deployment(namespace, "worker", images=["voxflow/worker:v1"], replicas=2)
+    target = {
+        "kind": "kubernetes",
+        "namespace": namespace,
+        "deployment": "api",
+        "workers": ["worker"],
+        "connection": {"kubeconfig": str(cluster.kubeconfig), "context": "sandbox"},
+        "gitops_guard": False,
+    }
+    case = CrashCase(config=env_config(web, target), point="1")
+    store, final = crash_and_resume(
+        url=f"sqlite:///{tmp_path / 'bot.db'}",
+        case=case,
+        case_file=tmp_path / "case.json",
+        kill=kill,
+    )
+    assert len(final.plan) == KUBE_STEPS, [s["name"] for s in final.plan]
+    assert final.plan[KUBE_UNDO]["name"] == "kubernetes.rollout_undo"
+    assert final.state == "succeeded", final.outcome
+    always_steps_ran(store, final)
+    outcome_names_what_ran(store, final)
+    maintenance_ended_off(web)
+    assert cluster.patched(namespace, "api") == 1  # the undo reached the cluster once
+    api = cluster.fake.store.get("deployments", namespace, "api")
+    images = [c["image"] for c in api["spec"]["template"]["spec"]["containers"]]
+    assert images == ["voxflow/api:v1"]
+    worker = cluster.fake.store.get("deployments", namespace, "worker")
+    assert worker["spec"]["replicas"] == 2  # workers back, whatever step the bot died in
