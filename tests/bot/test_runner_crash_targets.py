@@ -11,9 +11,10 @@ config-file and scripted targets are covered in test_runner_crash.py.
 
 Kill points, per kind: `saved` after every step (every step boundary) and
 `returned` inside every step (its work done on the system, its result not
-recorded: the point where a step not safe to repeat would run twice). The side effects that are not safe to repeat are
-counted on the system itself: the PATCH requests the API server received for
-the rolled-back Deployment, moto's ModifyListener calls, the maintenance
+recorded: the point where a step not safe to repeat would run twice). The side
+effects that are not safe to repeat are counted on the system itself: the PATCH
+requests the API server received for the rolled-back Deployment, moto's
+ModifyListener calls, the Docker containers the engine created, the maintenance
 toggles the HTTP server received.
 """
 
@@ -25,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto.elbv2.models import ELBv2Backend
 
 from bot.models import Run
 from bot.sandbox.kubernetes import FakeKubernetes
@@ -34,7 +37,7 @@ from bot.store import Store
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import CrashCase, crash_and_resume
 
-NS = "voxflow-prod"
+pytest_plugins = ["tests.fakes.aws"]
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +188,109 @@ def test_a_killed_kubernetes_rollback_is_finished_by_a_second_runner(
     assert images == ["voxflow/api:v1"]
     worker = cluster.fake.store.get("deployments", namespace, "worker")
     assert worker["spec"]["replicas"] == 2  # workers back, whatever step the bot died in
+
+
+# --- blue-green switch against moto's ALB API: maintenance on, switch traffic,
+# health, maintenance off
+
+
+LB_STEPS = 4
+LB_SWITCH = 1
+
+
+class Balancer:
+    """One ALB with blue and green target groups in moto, counting ModifyListener calls."""
+
+    def __init__(self, endpoint: str, image_id: str) -> None:
+        self.endpoint = endpoint
+        self.elb = boto3.client("elbv2", region_name="us-east-1", endpoint_url=endpoint)
+        ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
+        tag = uuid.uuid4().hex[:8]
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)
+            for i, zone in ((1, "us-east-1a"), (2, "us-east-1b"))
+        ]
+        self.lb_arn = self.elb.create_load_balancer(
+            Name=f"lb-{tag}", Subnets=[s["Subnet"]["SubnetId"] for s in subnets]
+        )["LoadBalancers"][0]["LoadBalancerArn"]
+        groups = [
+            self.elb.create_target_group(Name=f"{c}-{tag}", Protocol="HTTP", Port=80, VpcId=vpc)
+            for c in ("blue", "green")
+        ]
+        self.blue, self.green = (g["TargetGroups"][0]["TargetGroupArn"] for g in groups)
+        instances = ec2.run_instances(ImageId=image_id, MinCount=2, MaxCount=2)["Instances"]
+        for group, instance in zip((self.blue, self.green), instances, strict=True):
+            self.elb.register_targets(
+                TargetGroupArn=group, Targets=[{"Id": instance["InstanceId"]}]
+            )
+        self.modified: list[str] = []
+        self._port = 8000
+
+    def listener_to_green(self) -> str:
+        """A new listener (a port of its own) forwarding everything to green."""
+        self._port += 1
+        created = self.elb.create_listener(
+            LoadBalancerArn=self.lb_arn,
+            Protocol="HTTP",
+            Port=self._port,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": self.green}],
+        )
+        return str(created["Listeners"][0]["ListenerArn"])
+
+    def forwards_to(self, listener: str) -> list[str]:
+        found = self.elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]
+        return [a.get("TargetGroupArn", "") for a in found["DefaultActions"]]
+
+
+@pytest.fixture(scope="module")
+def balancer(moto_server: str) -> Iterator[Balancer]:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server)
+        image = str(ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+        lb = Balancer(moto_server, image)
+        # moto's server runs in this process: count the ModifyListener calls it serves
+        real = ELBv2Backend.modify_listener
+
+        def counting(backend: ELBv2Backend, arn: str, *args: Any, **kwargs: Any) -> Any:
+            lb.modified.append(arn)
+            return real(backend, arn, *args, **kwargs)
+
+        env.setattr(ELBv2Backend, "modify_listener", counting)
+        yield lb
+
+
+@pytest.mark.parametrize("kill", kill_points(LB_STEPS), ids=point_id)
+def test_a_killed_blue_green_switch_is_finished_by_a_second_runner(
+    tmp_path: Path, balancer: Balancer, web: Web, kill: tuple[str, int]
+) -> None:
+    listener = balancer.listener_to_green()
+    for colour in ("blue", "green", "lb"):
+        web.stub.route("GET", f"{web.prefix}/{colour}/health", Reply(200))
+    target = {
+        "kind": "bluegreen",
+        "listener_arn": listener,
+        "blue": {"target_group_arn": balancer.blue, "health_url": f"{web.url}/blue/health"},
+        "green": {"target_group_arn": balancer.green, "health_url": f"{web.url}/green/health"},
+        "lb_health_url": f"{web.url}/lb/health",
+        "aws": {"region": "us-east-1", "endpoint_url": balancer.endpoint},
+        "verify_timeout": 5.0,
+    }
+    case = CrashCase(config=env_config(web, target), point="blue")
+    store, final = crash_and_resume(
+        url=f"sqlite:///{tmp_path / 'bot.db'}",
+        case=case,
+        case_file=tmp_path / "case.json",
+        kill=kill,
+    )
+    assert len(final.plan) == LB_STEPS, [s["name"] for s in final.plan]
+    assert final.plan[LB_SWITCH]["name"] == "loadbalancer.switch_traffic"
+    assert final.state == "succeeded", final.outcome
+    always_steps_ran(store, final)
+    outcome_names_what_ran(store, final)
+    maintenance_ended_off(web)
+    assert balancer.forwards_to(listener) == [balancer.blue]
+    assert balancer.modified.count(listener) == 1  # switched once, even when killed mid-way
