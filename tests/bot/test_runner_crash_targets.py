@@ -20,11 +20,14 @@ toggles the HTTP server received.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -34,10 +37,22 @@ from bot.models import Run
 from bot.sandbox.kubernetes import FakeKubernetes
 from bot.sandbox.web import Reply, WebStub
 from bot.store import Store
+from tests.actions.test_docker import APP as DOCKER_APP
+from tests.actions.test_docker import app as docker_app
+from tests.actions.test_docker import containers_named as docker_containers_named
+from tests.actions.test_docker import version_served as docker_version_served
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import CrashCase, crash_and_resume
+from tests.fakes.pg import HOST as PG_HOST
+from tests.fakes.pg import PORT as PG_PORT
+from tests.fakes.pg import USER as PG_USER
+from tests.fakes.pg import dump as pg_dump
+from tests.fakes.pg import execute, pg, scalar
 
-pytest_plugins = ["tests.fakes.aws"]
+if TYPE_CHECKING:
+    from tests.fakes.dockerd import Engine
+
+pytest_plugins = ["tests.fakes.aws", "tests.fakes.dockerd", "tests.fakes.pg"]
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +309,121 @@ def test_a_killed_blue_green_switch_is_finished_by_a_second_runner(
     maintenance_ended_off(web)
     assert balancer.forwards_to(listener) == [balancer.blue]
     assert balancer.modified.count(listener) == 1  # switched once, even when killed mid-way
+
+
+# --- Docker against a real engine: maintenance on, swap the container, health,
+# maintenance off
+
+
+DOCKER_STEPS = 4
+DOCKER_SWAP = 1
+
+
+def containers_created(engine: Engine, name: str, since: float, *, besides: str) -> int:
+    """How many containers named `name`, other than `besides`, the engine's event log has."""
+    events = engine.call(
+        "GET",
+        "/events",
+        params={
+            "since": str(int(since)),
+            "until": str(int(time.time()) + 1),
+            "filters": json.dumps({"type": ["container"], "event": ["create"]}),
+        },
+    )
+    lines = [json.loads(line) for line in events.text.splitlines() if line.strip()]
+    return sum(
+        1 for e in lines if e["Actor"]["Attributes"].get("name") == name and e["id"] != besides
+    )
+
+
+@pytest.mark.parametrize("kill", kill_points(DOCKER_STEPS), ids=point_id)
+def test_a_killed_docker_rollback_is_finished_by_a_second_runner(
+    tmp_path: Path, dockerd: Engine, web: Web, kill: tuple[str, int]
+) -> None:
+    name, port = docker_app(dockerd, "v2")
+    old_id = dockerd.inspect(name)["Id"]
+    since = time.time() - 5
+    target = {
+        "kind": "docker",
+        "container": name,
+        "image": DOCKER_APP,
+        "socket": dockerd.socket,
+        "settle": 0.5,
+        "health_timeout": 20.0,
+        "stop_timeout": 0,
+        "keep_retired": 1,
+    }
+    case = CrashCase(config=env_config(web, target), point="v1")
+    store, final = crash_and_resume(
+        url=f"sqlite:///{tmp_path / 'bot.db'}",
+        case=case,
+        case_file=tmp_path / "case.json",
+        kill=kill,
+    )
+    assert len(final.plan) == DOCKER_STEPS, [s["name"] for s in final.plan]
+    assert final.plan[DOCKER_SWAP]["name"].startswith("docker.")
+    assert final.state == "succeeded", final.outcome
+    always_steps_ran(store, final)
+    outcome_names_what_ran(store, final)
+    maintenance_ended_off(web)
+    running = dockerd.inspect(name)
+    assert running["Config"]["Image"] == f"{DOCKER_APP}:v1" and running["State"]["Running"]
+    assert docker_version_served(port) == "v1"
+    assert (
+        containers_created(dockerd, name, since, besides=old_id) == 1
+    )  # one new container, however killed
+    kept = docker_containers_named(dockerd, f"{name}-rollback-")
+    assert len(kept) == 1 and dockerd.inspect(kept[0])["Id"] == old_id
+
+
+# --- database backup rollback on the real PostgreSQL: maintenance on, the
+# bot's own dump, restore into a recovery database, verify it, swap, verify the
+# live one, health, maintenance off
+
+
+def databases_like(prefix: str) -> list[str]:
+    with pg() as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
+        ).fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
+DATABASE_STEPS = 8
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kill", kill_points(DATABASE_STEPS), ids=point_id)
+def test_a_killed_database_rollback_is_finished_by_a_second_runner(
+    tmp_path: Path, voxflow_db: str, web: Web, kill: tuple[str, int]
+) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    good = pg_dump(voxflow_db, backups, datetime.now(UTC) - timedelta(hours=1))
+    execute(voxflow_db, "INSERT INTO users (email) VALUES ('late@example.com')")
+    target = {
+        "kind": "database",
+        "connection": {"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "dbname": voxflow_db},
+        "backups": str(backups),
+        "restore_timeout": 60.0,
+        "swap_timeout": 20.0,
+    }
+    case = CrashCase(config=env_config(web, target), point=f"backup:{good}")
+    store, final = crash_and_resume(
+        url=f"sqlite:///{tmp_path / 'bot.db'}",
+        case=case,
+        case_file=tmp_path / "case.json",
+        kill=kill,
+    )
+    names = [s["name"] for s in final.plan]
+    assert len(final.plan) == DATABASE_STEPS, names
+    assert final.state == "succeeded", final.outcome
+    always_steps_ran(store, final)
+    outcome_names_what_ran(store, final)
+    maintenance_ended_off(web)
+    assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3  # the dump's rows
+    (aside,) = databases_like(f"{voxflow_db}_pre_rollback_")  # swapped once, however killed
+    assert scalar(aside, "SELECT count(*) FROM users") == 4
+    assert not databases_like(f"{voxflow_db}_recovery")
+    own_dumps = [p for p in backups.iterdir() if p != good]
+    assert len(own_dumps) <= 1, own_dumps
