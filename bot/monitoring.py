@@ -24,6 +24,14 @@ checked before anything is planned or written, a process-wide lock per
 target serialises the alerts one process receives at once, and where two
 processes still race, the loser's incident is discarded by the workflow.
 A resolved alert is recorded on the target's open incident (or its latest).
+
+Opening and approving go through the application layer (bot.flows: the same
+`open_from_alert` and `auto_approve_due` use cases the Slack side uses), so
+monitoring's incidents get the same compensating path: if Slack refuses the
+thread (the bot not invited, a 500), the flow cancels the run with the reason
+and frees the target, and the next alert opens a fresh incident. The flows are
+built in the handlers layer (they need the incident thread), which bot/ must
+not import, so the composition root (bot/app.py) hands them in as `AlertFlows`.
 """
 
 from __future__ import annotations
