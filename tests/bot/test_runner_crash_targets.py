@@ -98,17 +98,35 @@ def always_steps_ran(store: Store, run: Run) -> None:
 
 
 def outcome_names_what_ran(store: Store, run: Run) -> None:
-    """Every step that finished is named in the outcome, none of them under "Not run"."""
-    not_run = run.outcome.split("Not run", 1)[1] if "Not run" in run.outcome else ""
+    """The outcome of a finished run names the steps found already done, and nothing as not run."""
+    assert "Not run" not in run.outcome, run.outcome
     for record in store.steps(run.id):
-        if record.state in ("succeeded", "skipped"):
-            label = next(s for s in run.plan if s["position"] == record.position)["description"]
-            assert label not in not_run, (label, run.outcome)
+        if record.state == "skipped":
+            assert f"{record.position + 1}. {record.name} (" in run.outcome, run.outcome
+    if all(r.state == "succeeded" for r in store.steps(run.id)):
+        assert run.outcome == "rollback completed; all steps succeeded"
 
 
-def maintenance_ended_off(web: Web) -> None:
+def resumed_main_step_found_its_work_done(
+    store: Store, run: Run, kill: tuple[str, int], main: int
+) -> None:
+    """Killed after the main step's work, the second runner skips it as already done."""
+    if kill == ("returned", main):
+        record = next(r for r in store.steps(run.id) if r.position == main)
+        assert record.state == "skipped" and "already" in record.summary, record
+    events = [e.kind for e in store.events(run.incident_id)]
+    assert events.count("run.resumed") == 1, events
+
+
+def maintenance_ended_off(web: Web, run: Run, kill: tuple[str, int]) -> None:
+    """On first, off last; each toggled once, twice only where the bot died inside that step."""
     toggles = web.toggles()
     assert toggles and toggles[0] is True and toggles[-1] is False, toggles
+    at = {s["name"]: s["position"] for s in run.plan}
+    on_again = kill == ("returned", at["http.maintenance_on"])
+    off_again = kill == ("returned", at["http.maintenance_off"])
+    assert toggles.count(True) == 1 + on_again, toggles
+    assert toggles.count(False) == 1 + off_again, toggles
 
 
 def kill_points(steps: int) -> list[tuple[str, int]]:
@@ -196,7 +214,8 @@ def test_a_killed_kubernetes_rollback_is_finished_by_a_second_runner(
     assert final.state == "succeeded", final.outcome
     always_steps_ran(store, final)
     outcome_names_what_ran(store, final)
-    maintenance_ended_off(web)
+    maintenance_ended_off(web, final, kill)
+    resumed_main_step_found_its_work_done(store, final, kill, KUBE_UNDO)
     assert cluster.patched(namespace, "api") == 1  # the undo reached the cluster once
     api = cluster.fake.store.get("deployments", namespace, "api")
     images = [c["image"] for c in api["spec"]["template"]["spec"]["containers"]]
@@ -306,7 +325,8 @@ def test_a_killed_blue_green_switch_is_finished_by_a_second_runner(
     assert final.state == "succeeded", final.outcome
     always_steps_ran(store, final)
     outcome_names_what_ran(store, final)
-    maintenance_ended_off(web)
+    maintenance_ended_off(web, final, kill)
+    resumed_main_step_found_its_work_done(store, final, kill, LB_SWITCH)
     assert balancer.forwards_to(listener) == [balancer.blue]
     assert balancer.modified.count(listener) == 1  # switched once, even when killed mid-way
 
@@ -365,7 +385,8 @@ def test_a_killed_docker_rollback_is_finished_by_a_second_runner(
     assert final.state == "succeeded", final.outcome
     always_steps_ran(store, final)
     outcome_names_what_ran(store, final)
-    maintenance_ended_off(web)
+    maintenance_ended_off(web, final, kill)
+    resumed_main_step_found_its_work_done(store, final, kill, DOCKER_SWAP)
     running = dockerd.inspect(name)
     assert running["Config"]["Image"] == f"{DOCKER_APP}:v1" and running["State"]["Running"]
     assert docker_version_served(port) == "v1"
@@ -390,6 +411,7 @@ def databases_like(prefix: str) -> list[str]:
 
 
 DATABASE_STEPS = 8
+DATABASE_SWAP = 4
 
 
 @pytest.mark.postgres
@@ -420,7 +442,8 @@ def test_a_killed_database_rollback_is_finished_by_a_second_runner(
     assert final.state == "succeeded", final.outcome
     always_steps_ran(store, final)
     outcome_names_what_ran(store, final)
-    maintenance_ended_off(web)
+    maintenance_ended_off(web, final, kill)
+    resumed_main_step_found_its_work_done(store, final, kill, DATABASE_SWAP)
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3  # the dump's rows
     (aside,) = databases_like(f"{voxflow_db}_pre_rollback_")  # swapped once, however killed
     assert scalar(aside, "SELECT count(*) FROM users") == 4
