@@ -58,8 +58,9 @@ from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
+from handlers.flows import flows_for
 from handlers.pool import Later
-from handlers.thread import IncidentThread, SlackMonitorEvents, SlackOutbox, SlackProgress
+from handlers.thread import SlackOutbox, SlackProgress
 from handlers.verify import SignedOnly
 
 log = logging.getLogger(__name__)
@@ -264,10 +265,9 @@ class BotProcess:
         self.monitor = Monitor(
             config=self.config,
             store=store,
-            workflow=self.deps.workflow,
             planner=planner,
             reader=self.metrics_reader,
-            events=SlackMonitorEvents(IncidentThread(self.deps)),
+            flows=flows_for(self.deps),
         )
         self.alerts = AlertWebhook(
             self.monitor, token=self.settings.alert_webhook_token.get_secret_value()

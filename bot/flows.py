@@ -210,11 +210,48 @@ class Flows:
         self.store.update_incident(incident.id, resolved_at=self.store.clock())
 
     def open_from_alert(
-        self, *, environment: str, target: str, reason: str, detected_at: datetime | None = None
+        self,
+        *,
+        environment: str,
+        target: str,
+        reason: str,
+        detected_at: datetime | None = None,
+        auto_approve: bool = True,
     ) -> Opened:
-        """Open a Critical incident for an alert, once per busy target; arm auto-approval."""
+        """Open a Critical incident for an alert, once per busy target; arm auto-approval.
+
+        `auto_approve=False` leaves the run for a person even where the
+        environment rolls back automatically (monitoring's cool-down rule).
+        """
         env = self.config.environment(environment)
         self.config.target(environment, target)
+        self._alert_on_holder(environment, target, reason)
+        point = default_point(self.planner.points(env, target))
+        try:
+            incident, run = self._request(
+                IncidentRequest(
+                    environment=environment,
+                    target=target,
+                    requester=MONITORING,
+                    severity=Severity.CRITICAL,
+                    answers=Answers(functional=False),
+                    point=point.ref if point else None,
+                    summary=reason,
+                    source=MONITORING,
+                    detected_at=detected_at,
+                )
+            )
+        except Refused:  # another process may have opened one meanwhile: record it there
+            self._alert_on_holder(environment, target, reason)
+            raise
+        if env.auto_rollback and auto_approve:
+            at = self.store.clock() + timedelta(seconds=env.veto_seconds)
+            self.store.set_run_fields(run.id, memory={**run.memory, AUTO_AT: at.isoformat()})
+            run = self.store.run(run.id) or run
+        return self._open_thread(incident, run)
+
+    def _alert_on_holder(self, environment: str, target: str, reason: str) -> None:
+        """Record the alert on the incident holding the target, and refuse; else do nothing."""
         holder = self.store.lock_holder(environment=environment, targets=[target])
         if holder is not None:
             self.store.add_event(
@@ -224,25 +261,6 @@ class Flows:
                 detail={"reason": reason},
             )
             raise Refused(f"{target} in {environment} is already handled in {holder}")
-        point = default_point(self.planner.points(env, target))
-        incident, run = self._request(
-            IncidentRequest(
-                environment=environment,
-                target=target,
-                requester=MONITORING,
-                severity=Severity.CRITICAL,
-                answers=Answers(functional=False),
-                point=point.ref if point else None,
-                summary=reason,
-                source=MONITORING,
-                detected_at=detected_at,
-            )
-        )
-        if env.auto_rollback:
-            at = self.store.clock() + timedelta(seconds=env.veto_seconds)
-            self.store.set_run_fields(run.id, memory={**run.memory, AUTO_AT: at.isoformat()})
-            run = self.store.run(run.id) or run
-        return self._open_thread(incident, run)
 
     # deciding -----------------------------------------------------------------
 

@@ -24,6 +24,14 @@ checked before anything is planned or written, a process-wide lock per
 target serialises the alerts one process receives at once, and where two
 processes still race, the loser's incident is discarded by the workflow.
 A resolved alert is recorded on the target's open incident (or its latest).
+
+Opening and approving go through the application layer (bot.flows: the same
+`open_from_alert` and `auto_approve_due` use cases the Slack side uses), so
+monitoring's incidents get the same compensating path: if Slack refuses the
+thread (the bot not invited, a 500), the flow cancels the run with the reason
+and frees the target, and the next alert opens a fresh incident. The flows are
+built in the handlers layer (they need the incident thread), which bot/ must
+not import, so the composition root (bot/app.py) hands them in as `AlertFlows`.
 """
 
 from __future__ import annotations
@@ -34,27 +42,33 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from actions.base import ActionError, RollbackPoint
+from actions.base import ActionError, PlanningError, RollbackPoint
 from actions.http import MetricsReading
 from bot.config import Environment, RollbackConfig
-from bot.decision import Answers, Severity
-from bot.models import Incident, Run
-from bot.plans import Planner, default_point
-from bot.store import Conflict, Store, TargetBusy
+from bot.flows import MONITORING, Opened, ThreadNotOpened
+from bot.models import Run
+from bot.plans import Planner
+from bot.store import Store
 from bot.verification import MetricsReader
-from bot.workflow import Workflow
+from bot.workflow import Refused
 
 log = logging.getLogger(__name__)
-MONITORING = "monitoring"
-AUTO_AT = "auto_approve_at"
 
 
-class MonitorEvents(Protocol):
-    """What the Slack layer does when monitoring opens or approves a rollback."""
+class AlertFlows(Protocol):
+    """The use cases monitoring goes through (bot.flows.Flows, built in the handlers layer)."""
 
-    def opened(self, incident: Incident, run: Run) -> None: ...
+    def open_from_alert(
+        self,
+        *,
+        environment: str,
+        target: str,
+        reason: str,
+        detected_at: datetime | None = None,
+        auto_approve: bool = True,
+    ) -> Opened: ...
 
-    def auto_approved(self, run: Run) -> None: ...
+    def auto_approve_due(self) -> list[Run]: ...
 
 
 @dataclass(frozen=True)
@@ -88,10 +102,9 @@ class Monitor:
 
     config: RollbackConfig
     store: Store
-    workflow: Workflow
     planner: Planner
     reader: MetricsReader
-    events: MonitorEvents
+    flows: AlertFlows
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -115,25 +128,29 @@ class Monitor:
         holder = self.store.lock_holder(environment=environment, targets=[target])
         if holder is not None:
             return self._record_on(holder, environment, target, reason)
-        points = self.planner.points(env, target)
-        point = default_point(points)
-        plan = self.planner.build(
-            env_name=environment, env=env, target=target, point=point.ref if point else None
-        )
-        held = self._held(env, environment, target, points) if env.auto_rollback else None
+        held = None
+        if env.auto_rollback:
+            held = self._held(env, environment, target, self.planner.points(env, target))
         summary = f"{reason}\nAutomatic rollback held: {held}" if held else reason
         try:
-            incident, run = self.workflow.request(
-                plan=plan,
-                requester=MONITORING,
-                severity=Severity.CRITICAL,
-                answers=Answers(functional=False),
-                summary=summary,
-                source=MONITORING,
+            opened = self.flows.open_from_alert(
+                environment=environment,
+                target=target,
+                reason=summary,
                 detected_at=detected_at,
+                auto_approve=held is None,
             )
-        except TargetBusy as exc:  # another process won the race; ours left no record
-            return self._record_on(exc.incident_id, environment, target, reason)
+        except ThreadNotOpened as exc:  # the flow withdrew the run and freed the target
+            log.error(
+                "monitoring could not open a thread for %s in %s: %s", target, environment, exc
+            )
+            return Raised(self._latest_incident(environment, target), False, str(exc))
+        except Refused as exc:
+            holder = self.store.lock_holder(environment=environment, targets=[target])
+            if holder is not None:  # another process won the race; the flow recorded the alert
+                return Raised(holder, False, str(exc))
+            raise PlanningError(str(exc)) from None
+        incident = opened.incident
         if held:
             self.store.add_event(
                 incident_id=incident.id,
@@ -141,10 +158,6 @@ class Monitor:
                 actor=MONITORING,
                 detail={"reason": held},
             )
-        elif env.auto_rollback:
-            at = self.store.clock() + timedelta(seconds=env.veto_seconds)
-            self.store.set_run_fields(run.id, memory={**run.memory, AUTO_AT: at.isoformat()})
-            run = self.store.run(run.id) or run
         log.warning(
             "%s: monitoring opened a rollback of %s in %s: %s",
             incident.id,
@@ -152,8 +165,11 @@ class Monitor:
             environment,
             reason,
         )
-        self.events.opened(incident, run)
         return Raised(incident.id, True, f"opened {incident.id}")
+
+    def _latest_incident(self, environment: str, target: str) -> str:
+        latest = self.store.runs(environment=environment, target=target, limit=1)
+        return latest[0].incident_id if latest else ""
 
     def _record_on(self, holder: str, environment: str, target: str, reason: str) -> Raised:
         """Record a repeated alert on the incident that already handles the target."""
@@ -227,23 +243,4 @@ class Monitor:
 
     def approve_due(self) -> list[Run]:
         """Approve, as monitoring, every requested run whose veto window has passed."""
-        approved = []
-        now = self.store.clock()
-        for run in self.store.runs(states=("requested",), limit=500):
-            due = run.memory.get(AUTO_AT)
-            if run.requester != MONITORING or not due or datetime.fromisoformat(due) > now:
-                continue
-            try:
-                fresh = self.store.transition(
-                    run,
-                    to="approved",
-                    kind="run.auto_approved",
-                    actor=MONITORING,
-                    detail={"veto_window_ended": due},
-                    approved_at=now,
-                )
-            except Conflict:
-                continue
-            approved.append(fresh)
-            self.events.auto_approved(fresh)
-        return approved
+        return self.flows.auto_approve_due()

@@ -516,7 +516,18 @@ def describe_outcome(
     ran = [s for s in steps if _state(records, s) in ATTEMPTED]
     not_run = [s for s in steps if _state(records, s) not in ATTEMPTED]
     if failure is None and not not_run:
-        return "rollback completed; all steps succeeded"
+        skipped = [s for s in steps if _state(records, s) == StepState.SKIPPED]
+        if not skipped:
+            return "rollback completed; all steps succeeded"
+        # e.g. a resumed run skips what the killed process had already done: say which
+        return (
+            f"rollback completed; every step done, {len(skipped)} skipped: "
+            + "; ".join(
+                f"{s.position + 1}. {s.name} ({records[s.position].summary or 'skipped'})"
+                for s in skipped
+            )
+            + "."
+        )
     parts = [failure.rstrip(".") + "." if failure else "rollback ended."]
     if failure is not None:
         parts.append("Manual intervention required.")

@@ -32,7 +32,6 @@ from slack_sdk.errors import SlackApiError
 from bot.config import Environment
 from bot.flows import ThreadNotOpened
 from bot.models import Incident, OutboxMessage, Run
-from bot.monitoring import MonitorEvents
 from bot.outbox import RetryLater, Undeliverable
 from bot.runner import Progress
 from bot.store import StepView
@@ -462,17 +461,3 @@ def _resumed_text(detail: dict[str, Any]) -> str:
         f":arrows_counterclockwise: {stopped} stopped (crash, restart or lost lease); "
         f"`{by}` resumed the rollback from the approved plan, without planning again."
     )
-
-
-class SlackMonitorEvents(MonitorEvents):
-    """Monitoring's incidents, posted and updated like any other."""
-
-    def __init__(self, thread: IncidentThread) -> None:
-        self.thread = thread
-
-    def opened(self, incident: Incident, run: Run) -> None:
-        self.thread.open(incident, run)
-
-    def auto_approved(self, run: Run) -> None:
-        self.thread.refresh(run.id)
-        self.thread.deps.wake_runner.set()

@@ -10,28 +10,28 @@ import pytest
 from actions.http import MetricsReading
 from bot.config import RollbackConfig, parse_config
 from bot.decision import Answers, Severity
-from bot.models import Incident, Run
+from bot.flows import Flows, ThreadNotOpened
+from bot.models import Run
 from bot.monitoring import Monitor, breaches
 from bot.plans import Planner
 from bot.store import Store
 from bot.workflow import Refused, Workflow
 from tests.bot.conftest import BOB, Clock, config_dict
+from tests.bot.test_flows import RecordingThread
 
 METRICS = {"error_rate_url": "http://127.0.0.1:9/error-rate"}
 
 
-class Recorder:
-    """MonitorEvents that writes down what it was told."""
+class Recorder(RecordingThread):
+    """The Slack side of the flows monitoring goes through: what was opened and approved."""
 
-    def __init__(self) -> None:
-        self.opened_ids: list[str] = []
-        self.approved_ids: list[str] = []
+    @property
+    def opened_ids(self) -> list[str]:
+        return self.opened
 
-    def opened(self, incident: Incident, run: Run) -> None:
-        self.opened_ids.append(incident.id)
-
-    def auto_approved(self, run: Run) -> None:
-        self.approved_ids.append(run.id)
+    @property
+    def approved_ids(self) -> list[str]:
+        return self.refreshed
 
 
 def monitored(**prod: Any) -> RollbackConfig:
@@ -43,14 +43,16 @@ def monitored(**prod: Any) -> RollbackConfig:
 def make_monitor(
     store: Store, planner: Planner, config: RollbackConfig, reading: MetricsReading
 ) -> tuple[Monitor, Recorder]:
-    events = Recorder()
-    monitor = Monitor(
-        config=config,
+    events = Recorder(store=store)
+    flows = Flows(
         store=store,
         workflow=Workflow(store=store, config=config),
+        config=config,
         planner=planner,
-        reader=lambda metrics: reading,
-        events=events,
+        thread=events,
+    )
+    monitor = Monitor(
+        config=config, store=store, planner=planner, reader=lambda metrics: reading, flows=flows
     )
     return monitor, events
 
@@ -242,3 +244,24 @@ def test_a_resolved_alert_is_recorded_on_the_open_incident(store: Store, planner
         "monitoring.resolved",
         {"alert": "HighErrorRate", "ended_at": "t"},
     )
+
+
+@pytest.mark.parametrize("auto_rollback", [False, True], ids=["person", "auto"])
+def test_a_monitoring_incident_whose_thread_slack_refuses_leaves_no_run_and_frees_the_target(
+    store: Store, planner: Planner, clock: Clock, auto_rollback: bool
+) -> None:
+    config = monitored(auto_rollback=auto_rollback, veto_seconds=60)
+    monitor, events = make_monitor(store, planner, config, HIGH_ERRORS)
+    events.refuse = ThreadNotOpened("Slack refused (not_in_channel)", "Invite the bot.")
+    (raised,) = monitor.poll()
+    assert not raised.opened and "not_in_channel" in raised.message
+    (run,) = store.runs()
+    assert run.state == "cancelled" and raised.incident_id == run.incident_id
+    assert store.runs(states=("requested", "approved")) == []
+    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    clock.advance(minutes=5)
+    assert monitor.approve_due() == []  # nothing left to approve automatically
+    events.refuse = None  # the bot was invited: the next alert opens a fresh incident
+    (again,) = monitor.poll()
+    assert again.opened and again.incident_id != run.incident_id
+    assert events.opened_ids == [again.incident_id]

@@ -273,3 +273,24 @@ def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path
         finally:
             for bot in bots:
                 bot.stop()
+
+
+@pytest.mark.parametrize("auto_rollback", [False, True], ids=["person", "auto"])
+def test_an_alert_whose_thread_slack_refuses_leaves_no_run_and_frees_the_target(
+    make_sandbox: Callable[..., Sandbox], auto_rollback: bool
+) -> None:
+    sandbox = make_sandbox(alert_token=TOKEN, auto_rollback=auto_rollback, veto_seconds=0.5)
+    sandbox.slack.fail_next("chat.postMessage", error="not_in_channel", status=200)
+    response = post(sandbox, alert(environment="prod", target="app"))
+    assert response.status_code == 200
+    (result,) = response.json()["results"]
+    assert not result["opened"] and "not_in_channel" in result["message"]
+    store = sandbox.process.deps.store
+    (run,) = store.runs()
+    assert run.state == "cancelled" and run.incident_id == result["incident"]
+    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    sandbox.process.monitor.approve_due()  # nothing left for monitoring to approve
+    assert store.run(run.id).state == "cancelled"  # type: ignore[union-attr]
+    again = post(sandbox, alert(environment="prod", target="app")).json()["results"][0]
+    assert again["opened"] and again["incident"] != run.incident_id
+    wait_for(lambda: plan_message(sandbox), what="the plan in the new thread")
