@@ -1,0 +1,20 @@
+"""The import contract that keeps the stand-ins out of the bot covers every module of the bot."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The composition of the demo and the command line that starts it may reach the stand-ins.
+MAY_IMPORT_SANDBOX = {"bot.demo", "bot.__main__", "bot.__init__"}
+
+
+def test_every_bot_module_is_forbidden_to_import_the_sandbox() -> None:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+        "contracts"
+    ]
+    (sandbox,) = [c for c in contracts if c.get("forbidden_modules") == ["bot.sandbox"]]
+    modules = {f"bot.{path.stem}" for path in (ROOT / "bot").glob("*.py")} - MAY_IMPORT_SANDBOX
+    assert modules - set(sandbox["source_modules"]) == set()
+    assert {"handlers", "actions"} <= set(sandbox["source_modules"])
