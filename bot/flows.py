@@ -52,7 +52,6 @@ from bot.workflow import ApprovalOutcome, Refused, Workflow
 log = logging.getLogger(__name__)
 
 MONITORING = "monitoring"
-AUTO_AT = "auto_approve_at"
 CANCELLABLE = ("requested", "approved")
 
 
@@ -246,7 +245,7 @@ class Flows:
             raise
         if env.auto_rollback and auto_approve:
             at = self.store.clock() + timedelta(seconds=env.veto_seconds)
-            self.store.set_run_fields(run.id, memory={**run.memory, AUTO_AT: at.isoformat()})
+            self.store.set_run_fields(run.id, auto_approve_at=at)
             run = self.store.run(run.id) or run
         return self._open_thread(incident, run)
 
@@ -299,12 +298,12 @@ class Flows:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""
         approved = []
         now = self.store.clock()
-        for run in self.store.runs(states=("requested",), limit=500):
-            due = run.memory.get(AUTO_AT)
-            if run.requester != MONITORING or not due or datetime.fromisoformat(due) > now:
+        for run in self.store.due_for_auto_approval():
+            due = run.auto_approve_at
+            if run.requester != MONITORING or due is None or due > now:
                 continue
             try:
-                fresh = self.workflow.auto_approve(run.id, veto_window_ended=due)
+                fresh = self.workflow.auto_approve(run.id, veto_window_ended=due.isoformat())
             except Refused:
                 continue
             approved.append(fresh)

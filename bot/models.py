@@ -134,6 +134,8 @@ class Run(Base):
     lease_expires_at: Mapped[datetime | None]
     lease_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """The fencing token: bumped by every claim; a runner's writes require its own."""
+    auto_approve_at: Mapped[datetime | None]
+    """When monitoring approves this run itself unless someone vetoes it first."""
     memory: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """What steps store for later steps and for a resume (`StepContext.memory`)."""
     notes: Mapped[list[Any] | None] = mapped_column(default=list)

@@ -602,6 +602,17 @@ class Store:
                 ).all()
             )
 
+    def due_for_auto_approval(self) -> list[Run]:
+        """Return requested runs whose veto window has ended, oldest deadline first."""
+        with self.reading() as session:
+            return list(
+                session.scalars(
+                    select(Run)
+                    .where(Run.state == RunState.REQUESTED, Run.auto_approve_at <= self.clock())
+                    .order_by(Run.auto_approve_at)
+                ).all()
+            )
+
     # steps --------------------------------------------------------------------
 
     def steps(self, run_id: str) -> list[StepView]:

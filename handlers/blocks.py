@@ -184,9 +184,8 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
         blocks.append(
             _section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
         )
-        auto_at = run.memory.get("auto_approve_at")
-        if auto_at:
-            when = t.clock(datetime.fromisoformat(auto_at))
+        if run.auto_approve_at is not None:
+            when = t.clock(run.auto_approve_at)
             blocks.append(
                 _section(
                     f":rotating_light: *Monitoring rolls back automatically at {when}* "

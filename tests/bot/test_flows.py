@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import parse_config
 from bot.decision import Answers, Severity
-from bot.flows import AUTO_AT, Flows, IncidentRequest, ThreadNotOpened
+from bot.flows import Flows, IncidentRequest, ThreadNotOpened
 from bot.models import Incident, Run
 from bot.plans import Planner
 from bot.store import Store
@@ -171,7 +171,8 @@ def test_alert_opens_once_per_busy_target_and_auto_approves_after_the_veto_windo
         store, planner, thread, auto_rollback=True, veto_seconds=60, monitoring={"target": "app"}
     )
     opened = flows.open_from_alert(environment="prod", target="app", reason="errors at 9%")
-    assert opened.run.requester == "monitoring" and AUTO_AT in opened.run.memory
+    assert opened.run.requester == "monitoring" and opened.run.auto_approve_at is not None
+    assert "auto_approve_at" not in opened.run.memory
     with pytest.raises(Refused, match=f"already handled in {opened.incident.id}"):
         flows.open_from_alert(environment="prod", target="app", reason="still 9%")
     assert any(e.kind == "monitoring.alert" for e in store.events(opened.incident.id))

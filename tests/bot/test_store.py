@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,47 @@ def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(database_url: str
     assert run is not None
     assert run.notes == ["forced"] and run.memory == {"undo.done": 1}
     assert run.lease_generation == 0
+
+
+def test_upgrading_to_0006_moves_the_veto_deadline_out_of_step_memory_and_back(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from bot.store import _alembic_config
+
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0005")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO incidents (id, created_at, environment, target, severity, source, "
+                "opened_by, summary, answers, reason) VALUES ('INC-1', '2026-11-24 03:00:00', "
+                "'prod', 'app', 'critical', 'monitoring', 'monitoring', '', '{}', '')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, incident_id, environment, target, plan, plan_hash, "
+                "requester, state, version, approvals_required, break_glass, review_required, "
+                "force, needs_manual, outcome, created_at, expires_at, memory, slack) VALUES "
+                "('r1', 'INC-1', 'prod', 'app', '[]', 'h', 'monitoring', 'requested', 0, 1, "
+                "false, false, false, false, '', '2026-11-24 03:00:00', '2026-11-24 04:00:00', "
+                """'{"auto_approve_at": "2026-11-24T03:05:00+00:00", "x": 1}', '{}')"""
+            )
+        )
+    upgrade(engine)
+    store = Store(engine, clock=lambda: datetime(2026, 11, 24, 3, 6, tzinfo=UTC))
+    run = store.run("r1")
+    assert run is not None
+    assert run.auto_approve_at == datetime(2026, 11, 24, 3, 5, tzinfo=UTC)
+    assert run.memory == {"x": 1}
+    assert [r.id for r in store.due_for_auto_approval()] == ["r1"]
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0005")
+    with engine.connect() as conn:
+        memory = conn.execute(text("SELECT memory FROM runs WHERE id = 'r1'")).scalar_one()
+    memory = json.loads(memory) if isinstance(memory, str) else memory
+    assert memory == {"x": 1, "auto_approve_at": "2026-11-24T03:05:00+00:00"}
+    engine.dispose()
