@@ -24,6 +24,7 @@ from bot.config import UnknownTarget
 from bot.flows import Flows
 from bot.workflow import Refused
 from handlers import payloads
+from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups, flows_for
@@ -71,7 +72,7 @@ def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
         try:
             click = payloads.click(body)
         except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {exc}")
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
             return
         key = click_key(click)
         received = flows.receive(key)
@@ -113,7 +114,7 @@ def register(app: App, deps: Deps) -> None:
         try:
             tick = payloads.tick(body)
         except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {exc}")
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
             return
         run_id = _run_of_message(deps, tick.where.channel, tick.message_ts)
         if run_id is None:

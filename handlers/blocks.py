@@ -106,35 +106,39 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
         HeaderBlock(
             text=t.cut(
                 f"{incident.id} · {incident.severity.capitalize()} · "
-                f"{incident.target} in {incident.environment}",
+                f"{incident.target} in {incident.environment}",  # header: plain text
                 t.HEADER_LIMIT,
             )
         ),
         _section(
             f"*Opened by* {t.user(incident.opened_by)} · *Recommendation:* {recommendation}\n"
-            f"{incident.reason}"
+            f"{t.esc(incident.reason)}"
         ),
     ]
     if incident.summary:
-        blocks.append(_section(f"*Impact:* {incident.summary}"))
+        blocks.append(_section(f"*Impact:* {t.esc(incident.summary)}"))
     if run is not None:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
         if run.outcome:
-            blocks.append(_context(run.outcome))
+            blocks.append(_context(t.esc(run.outcome)))
     return blocks
 
 
 def card_text(incident: Incident, run: Run | None) -> str:
     """Notification text of the card."""
     state = run.state if run else "open"
-    return f"{incident.id}: rollback of {incident.target} in {incident.environment} ({state})"
+    return t.esc(
+        f"{incident.id}: rollback of {incident.target} in {incident.environment} ({state})"
+    )
 
 
 def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     lines = []
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
-        lines.append(f"{step['position'] + 1}. `{step['phase']}` {step['description']}{flag}")
+        lines.append(
+            f"{step['position'] + 1}. `{t.esc(step['phase'])}` {t.esc(step['description'])}{flag}"
+        )
     return lines
 
 
@@ -163,14 +167,14 @@ def mention_approvers(approvers: Approvers, *, requester: str) -> str:
 
 def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
-    point = f" to `{run.point}`" if run.point else ""
+    point = f" to `{t.esc(run.point)}`" if run.point else ""
     blocks: list[Block] = [
-        _section(f"*Rollback plan* for *{run.target}* in *{run.environment}*{point}"),
+        _section(f"*Rollback plan* for *{t.esc(run.target)}* in *{t.esc(run.environment)}*{point}"),
         *_sections(_plan_lines(run.plan)),
     ]
     notes = run.notes or []
     if notes:
-        blocks.append(_section("*Notes*\n" + "\n".join(f"• {n}" for n in notes)))
+        blocks.append(_section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
     if run.force:
         blocks.append(_context(":warning: forced: missing rollback scripts overridden"))
     count = len(facts.approvals)
@@ -236,9 +240,9 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
         record = by_position.get(step["position"])
         state = record.state if record else ("not run" if finished else "pending")
         took = t.seconds(record.started_at, record.finished_at) if record else ""
-        summary = f" — {record.summary}" if record and record.summary else ""
+        summary = f" — {t.esc(record.summary)}" if record and record.summary else ""
         lines.append(
-            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{step['name']}* "
+            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{t.esc(step['name'])}* "
             f"{state}{f' ({took})' if took else ''}{summary}"
         )
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
@@ -247,14 +251,16 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
         _section("\n".join(lines)),
     ]
     if run.state == "failed":
-        blocks.append(_section(f":rotating_light: *Manual intervention required.* {run.outcome}"))
+        blocks.append(
+            _section(f":rotating_light: *Manual intervention required.* {t.esc(run.outcome)}")
+        )
     return blocks
 
 
 def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bool]:
     """A step's output as a thread reply; True when it was cut and needs a file."""
-    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {step['name']}*"
-    body = record.output or record.summary
+    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {t.esc(step['name'])}*"
+    body = t.esc(record.output or record.summary)
     rendered, was_cut = t.code(body, t.SECTION_LIMIT - 100)
     return [_section(header), _section(rendered)], was_cut
 
@@ -266,7 +272,7 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
     blocks: list[Block] = [_section("*Post-rollback verification*")]
     for item in auto:
         icon = ":white_check_mark:" if item.ok else ":x:"
-        blocks.append(_section(f"{icon} {item.label}\n_{item.evidence}_"))
+        blocks.append(_section(f"{icon} {t.esc(item.label)}\n_{t.esc(item.evidence)}_"))
     if people:
         options = [Option(value=i.key, text=t.cut(i.label, t.LABEL_LIMIT)) for i in people]
         ticked = [o for o, i in zip(options, people, strict=True) if i.ticked_by]
@@ -276,7 +282,9 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
         blocks.append(
             SectionBlock(block_id=BlockId.VERIFY, text=_md("*For people to check*"), accessory=box)
         )
-        done = [f"{i.label.split(':')[0]} ✔ {t.user(i.ticked_by)}" for i in people if i.ticked_by]
+        done = [
+            f"{t.esc(i.label.split(':')[0])} ✔ {t.user(i.ticked_by)}" for i in people if i.ticked_by
+        ]
         if done:
             blocks.append(_context(*done))
     return blocks
@@ -289,7 +297,7 @@ def run_line(run: Run, approvals: list[tuple[str, datetime]]) -> str:
     if run.started_at and run.finished_at:
         took = f" in {t.seconds(run.started_at, run.finished_at)}"
     return (
-        f"*{run.incident_id}* {run.target}/{run.environment} · {run.state}{took} · "
+        f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
         f"requested by {t.user(run.requester)} · approved by {who} · "
         f"{run.created_at:%Y-%m-%d %H:%M} UTC"
     )
@@ -313,13 +321,16 @@ USAGE = (
 
 def help_message(targets: dict[str, list[str]]) -> list[Block]:
     """Usage and the configured targets."""
-    known = [f"`{env}`: {', '.join(f'`{n}`' for n in names)}" for env, names in targets.items()]
+    known = [
+        f"`{t.esc(env)}`: {', '.join(f'`{t.esc(n)}`' for n in names)}"
+        for env, names in targets.items()
+    ]
     return [_section(USAGE), _section("*Targets*\n" + "\n".join(known))]
 
 
 def refusal(message: str, *, usage: bool = False) -> list[Block]:
     """An ephemeral explanation; with the usage when the command itself was wrong."""
-    blocks: list[Block] = [_section(f":warning: {message}")]
+    blocks: list[Block] = [_section(f":warning: {message}")]  # callers escape what they quote
     if usage:
         blocks.append(_section(USAGE))
     return blocks

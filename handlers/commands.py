@@ -31,6 +31,7 @@ from bot.flows import Flows
 from bot.store import ACTIVE_STATES
 from bot.workflow import Refused
 from handlers import blocks
+from handlers import text as t
 from handlers.deps import Deps
 from handlers.flows import Groups
 from handlers.ids import ModalMeta
@@ -124,7 +125,8 @@ def register(app: App, deps: Deps) -> None:
             if isinstance(parsed, Rollback):
                 deps.config.target(parsed.environment, parsed.target)
         except (BadPayload, CommandError, UnknownTarget) as exc:
-            ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
+            said = t.esc(str(exc))  # it may quote what was typed
+            ack(blocks=blocks.refusal(said, usage=True), text=said)
             return
         if not isinstance(parsed, Rollback | Cancel):
             ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
@@ -158,9 +160,10 @@ def _cancel(parsed: Cancel, user: str, flows: Flows, groups: Groups) -> str:
         run = flows.cancellable_run(parsed.incident_id)
         flows.cancel(run.id, user=user, user_groups=groups.of(run.environment, user))
     except Refused as exc:
-        return f":warning: Not cancelled: {exc}."
+        return f":warning: Not cancelled: {t.esc(exc)}."
     return (
-        f":heavy_minus_sign: Cancelled the rollback of {run.target} in {run.environment} "
+        f":heavy_minus_sign: Cancelled the rollback of {t.esc(run.target)} in "
+        f"{t.esc(run.environment)} "
         f"({parsed.incident_id}); nothing will run and the target is free."
     )
 
@@ -175,11 +178,11 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
     try:
         deps.config.target(parsed.environment, parsed.target)
     except UnknownTarget as exc:
-        return blocks.refusal(str(exc), usage=True)
+        return blocks.refusal(t.esc(exc), usage=True)
     runs = deps.store.runs(environment=parsed.environment, target=parsed.target, limit=20)
     lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
     return blocks.lines_message(
-        f"Rollback history of {parsed.target} in {parsed.environment}", lines
+        f"Rollback history of {t.esc(parsed.target)} in {t.esc(parsed.environment)}", lines
     )
 
 
@@ -193,9 +196,9 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
         return blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs(incident_id=incident.id)
     lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
-    lines += [f"Outcome: {r.outcome}" for r in runs if r.outcome]
+    lines += [f"Outcome: {t.esc(r.outcome)}" for r in runs if r.outcome]
     return blocks.lines_message(
-        f"{incident.id}: {incident.target} in {incident.environment}", lines
+        f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines
     )
 
 
@@ -211,6 +214,8 @@ def _open_modal(
     )
     opened = client.views_open(
         trigger_id=command.trigger_id,
-        view=message_view(meta, "Roll back", f"Loading rollback points for *{parsed.target}*…"),
+        view=message_view(
+            meta, "Roll back", f"Loading rollback points for *{t.esc(parsed.target)}*…"
+        ),
     )
     modals.fill(view_id=opened["view"]["id"], meta=meta)

@@ -34,6 +34,7 @@ from bot.decision import Severity, decide
 from bot.flows import IncidentRequest, ThreadNotOpened
 from bot.plans import default_point
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
+from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
@@ -94,7 +95,7 @@ class ModalService:
                 fresh=fresh,
             )
         except (ActionError, OSError) as exc:
-            problem = f"Could not list rollback points: {exc}"
+            problem = f"Could not list rollback points: {exc}"  # escaped where shown
         selected = form.point if form and form.point else resolve_point(points, meta.point_hint)
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
@@ -210,7 +211,7 @@ class ModalService:
             opened = self.flows.open_incident(request)
         except Refused as exc:
             self.flows.settle(key, f"nothing was requested: {exc}")
-            self._say(event, "Not requested", f":warning: Nothing was requested: {exc}")
+            self._say(event, "Not requested", f":warning: Nothing was requested: {t.esc(exc)}")
             return
         except ThreadNotOpened as exc:
             self.flows.settle(key, f"the incident could not be opened: {exc.reason}")
@@ -243,7 +244,7 @@ def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
         return f":warning: The incident thread could not be opened: {exc.reason}. {exc.advice}"
     return (
         f":warning: The incident could not be opened: {exc.reason}. "
-        f"The request was withdrawn and {target} is free again.\n*What to do:* {exc.advice}"
+        f"The request was withdrawn and {t.esc(target)} is free again.\n*What to do:* {exc.advice}"
     )
 
 

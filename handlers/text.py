@@ -9,6 +9,7 @@ a file by the caller.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 SECTION_LIMIT = 3000
@@ -19,11 +20,31 @@ MODAL_BLOCKS = 100
 CUT_MARK = "… (cut; full text attached)"
 
 
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+_GROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
+
+
+def esc(text: object) -> str:
+    """Escape text from people, alerts or target systems for Slack mrkdwn.
+
+    Slack reads `<...>` as a mention, a channel ping (`<!channel>`) or a link,
+    and `&` starts an entity; only these three characters need escaping
+    (https://api.slack.com/reference/surfaces/formatting#escaping). Every piece
+    of text the bot did not write itself goes through here before it is put in
+    a message, so a summary or an alert annotation can never ping a channel or
+    hide a link. Mentions the bot means to make are built from ids (`user`,
+    `group`), never from text.
+    """
+    return "".join(_ESCAPES.get(c, c) for c in str(text))
+
+
 def cut(text: str, limit: int, *, mark: str = "…") -> str:
-    """Return `text` no longer than `limit`, marked where it was cut."""
+    """Return `text` no longer than `limit`, marked where it was cut (never mid-entity)."""
     if len(text) <= limit:
         return text
-    return text[: limit - len(mark)] + mark
+    return _PARTIAL_ENTITY.sub("", text[: limit - len(mark)]) + mark
 
 
 def code(text: str, limit: int = SECTION_LIMIT) -> tuple[str, bool]:
@@ -36,16 +57,20 @@ def code(text: str, limit: int = SECTION_LIMIT) -> tuple[str, bool]:
 
 
 def user(user_id: str | None) -> str:
-    """Mention a user, or name the bot/monitoring."""
+    """Mention a user by id, or name the bot/monitoring; anything not an id is shown escaped."""
     if not user_id:
         return "the bot"
     if user_id == "monitoring":
         return "monitoring"
+    if not _USER_ID.match(user_id):
+        return esc(user_id)
     return f"<@{user_id}>"
 
 
 def group(group_id: str) -> str:
-    """Mention a user group."""
+    """Mention a user group by id; anything not a group id is shown escaped."""
+    if not _GROUP_ID.match(group_id):
+        return esc(group_id)
     return f"<!subteam^{group_id}>"
 
 

@@ -39,6 +39,7 @@ from bot.store import StepView
 from bot.timeline import rca_template
 from bot.verification import checklist
 from handlers import blocks
+from handlers import text as t
 from handlers.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class IncidentThread:
             plan = self.client.chat_postMessage(
                 channel=channel,
                 thread_ts=card_ts,
-                text=f"Rollback plan for {run.target} in {run.environment}: approval needed",
+                text=t.esc(f"Rollback plan for {run.target} in {run.environment}: approval needed"),
                 blocks=blocks.plan_message(run, self._facts(run), approvers=env.approvers),
             )
         except (SlackApiError, OSError) as exc:
@@ -99,7 +100,7 @@ class IncidentThread:
     def _not_opened(self, exc: Exception, channel: str) -> ThreadNotOpened:
         """Say why Slack refused the thread and what a person can do about it."""
         if not isinstance(exc, SlackApiError):
-            reason = f"the connection to Slack failed ({type(exc).__name__}: {exc})"
+            reason = f"the connection to Slack failed ({type(exc).__name__}: {t.esc(exc)})"
             return ThreadNotOpened(reason, "Nothing will run. Request the rollback again shortly.")
         error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
         reason = f"Slack refused to post in <#{channel}> ({error})"
@@ -143,8 +144,8 @@ class IncidentThread:
             self.client.conversations_invite(channel=channel_id, users=",".join(people))
         self.client.chat_postMessage(
             channel=env.incident_channel,
-            text=f":rotating_light: {incident.id}: rollback of {run.target} in "
-            f"{run.environment} is handled in <#{channel_id}>",
+            text=f":rotating_light: {incident.id}: rollback of {t.esc(run.target)} in "
+            f"{t.esc(run.environment)} is handled in <#{channel_id}>",
         )
         return str(channel_id)
 
@@ -172,7 +173,7 @@ class IncidentThread:
             "chat_update",
             channel=run.slack["channel"],
             ts=run.slack["plan_ts"],
-            text=f"Rollback plan for {run.target} in {run.environment}: {run.state}",
+            text=t.esc(f"Rollback plan for {run.target} in {run.environment}: {run.state}"),
             blocks=blocks.plan_message(run, facts, approvers=env.approvers),
         )
 
@@ -253,7 +254,7 @@ class IncidentThread:
         self._keep_message(
             run,
             key=key,
-            text=f"Step {step['position'] + 1} ({step['name']}): {record.state}",
+            text=t.esc(f"Step {step['position'] + 1} ({step['name']}): {record.state}"),
             message=message,
         )
         if was_cut:
