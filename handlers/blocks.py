@@ -26,10 +26,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from actions.base import readable
 from bot.config import Approvers
 from bot.decision import Recommendation
 from bot.models import Incident, Run
 from bot.store import StepView
+from bot.timeline import outcome_in_words
 from bot.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
@@ -120,7 +122,7 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
     if run is not None:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
         if run.outcome:
-            blocks.append(_context(t.esc(run.outcome)))
+            blocks.append(_context(outcome_words(run)))
     return blocks
 
 
@@ -132,14 +134,41 @@ def card_text(incident: Incident, run: Run | None) -> str:
     )
 
 
+def label(step: dict[str, Any]) -> str:
+    """A stored step's words for people, escaped (older runs: from its name)."""
+    return t.esc(step.get("label") or readable(str(step["name"])))
+
+
+def outcome_words(run: Run) -> str:
+    """The run's outcome with steps named in words, escaped (`bot.timeline.outcome_in_words`)."""
+    return t.esc(outcome_in_words(run))
+
+
 def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     lines = []
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
-        lines.append(
-            f"{step['position'] + 1}. `{t.esc(step['phase'])}` {t.esc(step['description'])}{flag}"
-        )
+        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(step['phase'])}_{flag}")
     return lines
+
+
+def _details(plan: list[dict[str, Any]]) -> list[Block]:
+    """Each step's exact request or command, credentials masked, in small print."""
+    lines = [
+        f"{s['position'] + 1}. {t.esc(t.mask_urls(str(s['description'])))}"
+        for s in plan
+        if s.get("description")
+    ]
+    elements: list[str] = []
+    for line in lines:
+        line = t.cut(line, t.SECTION_LIMIT - 20)
+        if elements and len(elements[-1]) + len(line) + 1 <= t.SECTION_LIMIT - 20:
+            elements[-1] += "\n" + line
+        else:
+            elements.append(line)
+    if not elements:
+        return []
+    return [_context(*[f"*Step details*\n{elements[0]}", *elements[1:]])]
 
 
 def _sections(lines: list[str]) -> list[Block]:
@@ -171,6 +200,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
     blocks: list[Block] = [
         _section(f"*Rollback plan* for *{t.esc(run.target)}* in *{t.esc(run.environment)}*{point}"),
         *_sections(_plan_lines(run.plan)),
+        *_details(run.plan),
     ]
     notes = run.notes or []
     if notes:
@@ -240,9 +270,9 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
         record = by_position.get(step["position"])
         state = record.state if record else ("not run" if finished else "pending")
         took = t.seconds(record.started_at, record.finished_at) if record else ""
-        summary = f" — {t.esc(record.summary)}" if record and record.summary else ""
+        summary = f" — {t.esc(t.mask_urls(record.summary))}" if record and record.summary else ""
         lines.append(
-            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{t.esc(step['name'])}* "
+            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{label(step)}* "
             f"{state}{f' ({took})' if took else ''}{summary}"
         )
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
@@ -252,15 +282,15 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
     ]
     if run.state == "failed":
         blocks.append(
-            _section(f":rotating_light: *Manual intervention required.* {t.esc(run.outcome)}")
+            _section(f":rotating_light: *Manual intervention required.* {outcome_words(run)}")
         )
     return blocks
 
 
 def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bool]:
     """A step's output as a thread reply; True when it was cut and needs a file."""
-    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {t.esc(step['name'])}*"
-    body = t.esc(record.output or record.summary)
+    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {label(step)}*"
+    body = t.esc(t.mask_urls(record.output or record.summary))
     rendered, was_cut = t.code(body, t.SECTION_LIMIT - 100)
     return [_section(header), _section(rendered)], was_cut
 

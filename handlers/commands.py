@@ -196,7 +196,7 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
         return blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs(incident_id=incident.id)
     lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
-    lines += [f"Outcome: {t.esc(r.outcome)}" for r in runs if r.outcome]
+    lines += [f"Outcome: {blocks.outcome_words(r)}" for r in runs if r.outcome]
     return blocks.lines_message(
         f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines
     )

@@ -40,6 +40,23 @@ def esc(text: object) -> str:
     return "".join(_ESCAPES.get(c, c) for c in str(text))
 
 
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&](?:[a-z_-]*(?:token|secret|password|passwd|key|signature|sig|auth)"
+    r"[a-z_-]*))=[^&#\s]+",
+    re.IGNORECASE,
+)
+
+
+def mask_urls(text: str) -> str:
+    """Hide credentials in the URLs of a step's detail: user:password@ and token-like params.
+
+    Known secret values are already masked by the Web API client (`bot.app`); this
+    catches what looks like one in a URL (`?access_token=…`, `https://user:pw@host`).
+    """
+    return _SECRET_PARAM.sub(r"\g<name>=…", _USERINFO.sub(r"\g<scheme>…@", text))
+
+
 def cut(text: str, limit: int, *, mark: str = "…") -> str:
     """Return `text` no longer than `limit`, marked where it was cut (never mid-entity)."""
     if len(text) <= limit:

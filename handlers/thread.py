@@ -254,7 +254,7 @@ class IncidentThread:
         self._keep_message(
             run,
             key=key,
-            text=t.esc(f"Step {step['position'] + 1} ({step['name']}): {record.state}"),
+            text=f"Step {step['position'] + 1} ({blocks.label(step)}): {record.state}",
             message=message,
         )
         if was_cut:
@@ -262,7 +262,7 @@ class IncidentThread:
                 run,
                 key=f"file:{key}",
                 filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
-                title=f"Full output of step {step['position'] + 1} ({step['name']})",
+                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
                 content=record.output,
             )
 

@@ -83,7 +83,7 @@ def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: P
     alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
     plan = request_rollback(sandbox, alice)
     plan_text = text_of(plan)
-    assert "1. `prepare` stop_workers" in plan_text
+    assert "1. Stop workers · _prepare_" in plan_text
     assert f"<@{BOB}>" in plan_text and "<!subteam^SDBAS00001>" in plan_text
     approve = next(b for b in plan.blocks if b.get("block_id") == "approval_buttons")
     assert approve["elements"][0]["confirm"]["confirm"]["text"] == "Approve and run"
@@ -104,7 +104,7 @@ def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: P
     thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
     progress = next(m for m in thread if m.text.startswith("Rollback progress"))
     assert progress.edits >= 8
-    assert ":white_check_mark: 2. *undo* succeeded" in text_of(progress)
+    assert ":white_check_mark: 2. *Undo* succeeded" in text_of(progress)
     checklist = next(m for m in thread if m.text == "Post-rollback verification checklist")
     assert "User Authentication" in str(checklist.blocks)
     (rca,) = sandbox.slack.files()
@@ -169,7 +169,7 @@ def test_failed_step_says_manual_intervention_and_what_did_not_run(
     progress = next(m for m in thread if m.text.startswith("Rollback progress"))
     text = text_of(progress)
     assert "Manual intervention required" in text
-    assert ":no_entry_sign: 3. *status* not run" in text
+    assert ":no_entry_sign: 3. *Status* not run" in text
     assert "Failed: manual intervention required" in text_of(card(sandbox))
 
 
@@ -183,7 +183,7 @@ def test_long_step_output_is_cut_and_attached_as_a_file(sandbox: Sandbox, script
     reply = next(
         m
         for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
-        if m.text.startswith("Step 3 (status)")
+        if m.text.startswith("Step 3 (Status)")
     )
     assert "cut; full text attached" in text_of(reply)
 
