@@ -60,6 +60,10 @@ def outcome_in_words(run: Run) -> str:
         words = str(step.get("label") or readable(name))
         said = said.replace(f"step {number} ({name})", f"step {number} ({words})")
         said = said.replace(f"{number}. {name} (", f"{number}. {words} (")
+        if step.get("description"):  # `Not run:` lists the raw requests
+            said = said.replace(str(step["description"]), words)
+        if "." in name:  # `rolled back (kubernetes.rollout_undo)`; a dotted name is unambiguous
+            said = said.replace(name, words)
     return said
 
 

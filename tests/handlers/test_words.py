@@ -11,7 +11,7 @@ from actions.base import label_of, readable
 from actions.http.posts import Maintenance, SetMaintenance
 from actions.kubernetes.rollout import RolloutUndo
 from bot.sandbox.harness import Sandbox
-from bot.timeline import rca_template
+from bot.timeline import outcome_in_words, rca_template
 from handlers import blocks
 from handlers import text as t
 from tests.bot.conftest import ALICE, BOB
@@ -76,3 +76,16 @@ def test_failure_progress_outcome_status_and_rca_name_steps_in_words(
     assert incident is not None
     rca = rca_template(incident, store.runs(incident_id=incident.id), store.events(incident.id))
     assert "Step failed: Status" in rca and "step 3 (Status) failed" in rca
+
+
+def test_outcome_names_not_run_steps_and_the_change_in_words() -> None:
+    run = a_run(2, description="POST https://app.example/admin {}")
+    run.plan[1]["name"] = "kubernetes.rollout_undo"
+    run.plan[1]["label"] = "Roll back api to rev 3 (api:v1)"
+    run.outcome = (
+        "step 1 (step0) failed: refused. Not run: POST https://app.example/admin {}. "
+        "Production now: rolled back (kubernetes.rollout_undo)."
+    )
+    said = outcome_in_words(run)
+    assert "step 1 (Step0) failed" in said
+    assert "Not run: Step0." in said and "rolled back (Roll back api to rev 3 (api:v1))" in said
