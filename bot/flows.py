@@ -41,11 +41,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from actions.base import ActionError
-from bot.config import RollbackConfig
+from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity
 from bot.models import Incident, Run
 from bot.plans import Planner, default_point
 from bot.store import Store, TargetBusy
+from bot.timeline import VERSIONS
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
 
@@ -163,7 +164,7 @@ class Flows:
                 point=request.point,
                 force=request.force,
             )
-            return self.workflow.request(
+            incident, run = self.workflow.request(
                 plan=plan,
                 requester=request.requester,
                 severity=request.severity,
@@ -179,6 +180,30 @@ class Flows:
             raise Refused(f"the plan could not be built: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
+        return incident, self._record_versions(run, env, plan.point)
+
+    def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
+        """Keep the from → to versions with the run, in the target's own words (point labels).
+
+        People decide on versions, not refs (`2`, `previous`): the card, plan, Approve
+        confirmation, progress, outcome, status, history and RCA all read these. They are
+        taken when the plan is made; a target whose points cannot be listed gets none,
+        and the messages fall back to the ref.
+        """
+        try:
+            points = self.planner.points(env, run.target)
+        except (ActionError, OSError) as exc:
+            log.warning("%s: versions not recorded: %s", run.incident_id, exc)
+            return run
+        current = next((p for p in points if p.is_current), None)
+        chosen = next((p for p in points if p.ref == ref), None) if ref else None
+        chosen = chosen or (None if ref else default_point(points))
+        versions = {
+            "from": current.label if current else "",
+            "to": chosen.label if chosen else (ref or ""),
+        }
+        self.store.set_run_fields(run.id, memory={**run.memory, VERSIONS: versions})
+        return self.store.run(run.id) or run
 
     def _open_thread(self, incident: Incident, run: Run) -> Opened:
         try:

@@ -48,6 +48,23 @@ _COMMUNICATIONS = {
 }
 
 
+VERSIONS = "versions"
+"""The run memory key of the from → to versions recorded when the plan was made."""
+
+
+def versions_of(run: Run) -> tuple[str, str]:
+    """The run's (from, to) versions in the target's words; the ref when none were recorded."""
+    raw = run.memory.get(VERSIONS) or {}
+    to = str(raw.get("to") or run.point or "the previous version")
+    return str(raw.get("from") or ""), to
+
+
+def from_to(run: Run) -> str:
+    """`from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, or `to rev 3` when the current one is unknown."""
+    before, after = versions_of(run)
+    return f"from {before} to {after}" if before else f"to {after}"
+
+
 def outcome_in_words(run: Run) -> str:
     """The run's outcome with each step named by its label (the runner names steps by action).
 
@@ -147,6 +164,7 @@ def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> st
         f"- **Target**: {incident.target} in {incident.environment}",
     ]
     for run in runs:
+        lines.append(f"- **Versions**: {run.target} {from_to(run)}")
         lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
         if run.review_required:
             lines.append("- **Review**: break-glass rollback, mandatory review")

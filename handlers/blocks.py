@@ -31,7 +31,7 @@ from bot.config import Approvers
 from bot.decision import Recommendation
 from bot.models import Incident, Run
 from bot.store import StepView
-from bot.timeline import outcome_in_words
+from bot.timeline import from_to, outcome_in_words
 from bot.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
@@ -120,6 +120,7 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
     if incident.summary:
         blocks.append(_section(f"*Impact:* {t.esc(incident.summary)}"))
     if run is not None:
+        blocks.append(_section(f"*Rollback:* {versions(run)}"))
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
         if run.outcome:
             blocks.append(_context(outcome_words(run)))
@@ -137,6 +138,11 @@ def card_text(incident: Incident, run: Run | None) -> str:
 def label(step: dict[str, Any]) -> str:
     """A stored step's words for people, escaped (older runs: from its name)."""
     return t.esc(step.get("label") or readable(str(step["name"])))
+
+
+def versions(run: Run) -> str:
+    """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped."""
+    return f"*{t.esc(run.target)}* {t.esc(from_to(run))}"
 
 
 def outcome_words(run: Run) -> str:
@@ -196,9 +202,8 @@ def mention_approvers(approvers: Approvers, *, requester: str) -> str:
 
 def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
-    point = f" to `{t.esc(run.point)}`" if run.point else ""
     blocks: list[Block] = [
-        _section(f"*Rollback plan* for *{t.esc(run.target)}* in *{t.esc(run.environment)}*{point}"),
+        _section(f"*Rollback plan* in *{t.esc(run.environment)}*: {versions(run)}"),
         *_sections(_plan_lines(run.plan)),
         *_details(run.plan),
     ]
@@ -237,9 +242,11 @@ def approval_buttons(run: Run) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel."""
     confirm = ConfirmObject(
         title="Approve this rollback?",
-        text=t.cut(
-            f"{run.target} in {run.environment} will be rolled back now, "
-            f"{len(run.plan)} steps as listed.",
+        text=t.cut(  # a confirm dialog's text is mrkdwn
+            t.esc(
+                f"Roll back {run.target} in {run.environment} {from_to(run)}: "
+                f"{len(run.plan)} steps, starting now."
+            ),
             300,
         ),
         confirm="Approve and run",
@@ -277,7 +284,9 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
         )
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
     blocks: list[Block] = [
-        _section(f"*Progress* · {RUN_TITLES[run.state]} · {done}/{len(run.plan)} steps"),
+        _section(
+            f"*Progress* · {RUN_TITLES[run.state]} · {versions(run)} · {done}/{len(run.plan)} steps"
+        ),
         _section("\n".join(lines)),
     ]
     if run.state == "failed":
@@ -328,7 +337,7 @@ def run_line(run: Run, approvals: list[tuple[str, datetime]]) -> str:
         took = f" in {t.seconds(run.started_at, run.finished_at)}"
     return (
         f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
-        f"requested by {t.user(run.requester)} · approved by {who} · "
+        f"{t.esc(from_to(run))} · requested by {t.user(run.requester)} · approved by {who} · "
         f"{run.created_at:%Y-%m-%d %H:%M} UTC"
     )
 
