@@ -29,6 +29,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
+from handlers.modals import ModalService
 from handlers.payloads import BadPayload, Click
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,27 @@ def register(app: App, deps: Deps) -> None:
     flows = flows_for(deps)
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
         app.action(action_id)(_button(flows, verb))
+
+    modals = ModalService(deps)
+
+    @app.action(Action.REPLAN)
+    def replan(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        try:
+            click = payloads.click(body)
+            trigger = body.get("trigger_id")
+            if not isinstance(trigger, str):
+                raise BadPayload("This click carries no trigger; click Re-plan again.")
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+            return
+        run = deps.store.run(click.run_id)
+        if run is None:
+            tell(client, click.where, ":warning: This rollback no longer exists.")
+            return
+        modals.replan(
+            trigger_id=trigger, run=run, user=click.where.user, channel=click.where.channel or ""
+        )
 
     @app.action(Action.VERIFY)
     def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

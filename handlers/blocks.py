@@ -296,6 +296,60 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
     return blocks
 
 
+def _sentence_after(text: str, lead: str) -> str:
+    """The sentence of `text` that starts with `lead`, without the lead (the runner's outcome)."""
+    start = text.find(lead)
+    if start < 0:
+        return ""
+    rest = text[start + len(lead) :].strip()
+    end = rest.find(". ")
+    return (rest if end < 0 else rest[:end]).rstrip(".")
+
+
+def failure_message(run: Run, *, people: list[str]) -> list[Block]:
+    """The loud failure, broadcast from the thread: who must act, what runs now, what is left."""
+    said = outcome_in_words(run)
+    now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
+    undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
+    first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
+    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
+    return [
+        _section(
+            f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
+            f"{mentions}: manual intervention required."
+        ),
+        _section(
+            f"*What failed:* {t.esc(first)}\n*Production now:* {t.esc(now)}\n"
+            f"*Left undone:* {t.esc(undone)}"
+        ),
+        ActionsBlock(
+            block_id=BlockId.FAILURE,
+            elements=[
+                ButtonElement(
+                    text="Re-plan",
+                    action_id=Action.REPLAN,
+                    value=run.id,
+                    style="primary",
+                ),
+            ],
+        ),
+    ]
+
+
+def failure_text(run: Run) -> str:
+    """Notification text of the failure broadcast."""
+    return t.esc(f"{run.incident_id}: the rollback of {run.target} failed; action needed")
+
+
+def success_line(run: Run, *, link: str) -> str:
+    """The one calm line to the channel when a rollback succeeded."""
+    took = t.seconds(run.started_at, run.finished_at)
+    return (
+        f":large_green_circle: {run.incident_id}: {versions(run)} rolled back"
+        f"{f' in {took}' if took else ''}. <{link}|Thread>"
+    )
+
+
 def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bool]:
     """A step's output as a thread reply; True when it was cut and needs a file."""
     header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {label(step)}*"

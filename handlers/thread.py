@@ -41,6 +41,7 @@ from bot.verification import checklist
 from handlers import blocks
 from handlers import text as t
 from handlers.deps import Deps
+from handlers.text import permalink
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,10 @@ class IncidentThread:
             )
 
     def finished(self, run: Run) -> None:
-        """Update card and plan, then post the checklist and the RCA template."""
+        """Update card and plan, announce the end, then post the checklist and the RCA template."""
         self.refresh(run.id)
         self.progress(run)
+        self.announce(run)
         self.post_checklist(run)
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
@@ -284,6 +286,40 @@ class IncidentThread:
             initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
             "Download, complete and share it.",
         )
+
+    def announce(self, run: Run) -> None:
+        """A failure loudly (broadcast, people mentioned, a next step); a success in one line.
+
+        Posted once per run (slot `announce`), so a repeated delivery does not say it twice.
+        """
+        fresh = self.deps.store.run(run.id)
+        if fresh is None or not fresh.slack or fresh.state not in ("failed", "succeeded"):
+            return
+        if self.deps.store.slack_slot(fresh.id, "announce") is not None:
+            return
+        channel, thread_ts = fresh.slack["channel"], fresh.slack["thread_ts"]
+        if fresh.state == "failed":
+            env = self.deps.config.environment(fresh.environment)
+            approved = [u for u, _ in self.deps.workflow.approvals(fresh)]
+            people = [fresh.requester, *(approved or env.approvers.users)]
+            posted = self._call(
+                fresh,
+                "chat_postMessage",
+                channel=channel,
+                thread_ts=thread_ts,
+                reply_broadcast=True,
+                text=blocks.failure_text(fresh),
+                blocks=blocks.failure_message(fresh, people=people),
+            )
+        else:
+            posted = self._call(
+                fresh,
+                "chat_postMessage",
+                channel=channel,
+                text=blocks.success_line(fresh, link=permalink(channel, thread_ts)),
+            )
+        if posted is not None:
+            self.deps.store.set_slack_slot(fresh.id, "announce", channel=channel, ts=posted["ts"])
 
     def post_checklist(self, run: Run) -> None:
         """Post, or re-render, the post-rollback verification checklist."""
