@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 MONITORING = "monitoring"
 AUTO_AT = "auto_approve_at"
+STALE = "plan_stale_at"
+"""Run memory: when an approval found the requested plan out of date (a newer deploy)."""
 CANCELLABLE = ("requested", "approved")
 
 
@@ -82,6 +84,9 @@ class Thread(Protocol):
 
     def post_checklist(self, run: Run) -> None:
         """Re-render the run's verification checklist."""
+
+    def stale(self, run_id: str) -> None:
+        """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,13 @@ class Flows:
         run = self._run(run_id)
         try:
             current = self._current_hash(run) if run.state == "requested" else None
+            if current is not None and current != run.plan_hash and STALE not in run.memory:
+                at = self.store.clock().isoformat()
+                self.store.set_run_fields(run.id, memory={**run.memory, STALE: at})
+                self.thread.stale(run_id)
+            elif current is not None and current == run.plan_hash and STALE in run.memory:
+                memory = {k: v for k, v in run.memory.items() if k != STALE}  # current again
+                self.store.set_run_fields(run.id, memory=memory)
             outcome = self.workflow.approve(
                 run_id, user=user, user_groups=user_groups, current_plan_hash=current
             )
@@ -318,6 +330,14 @@ class Flows:
             self.thread.refresh(fresh.id)
             self.wake_runner.set()
         return approved
+
+    def replace_stale(self, run_id: str, *, user: str) -> None:
+        """Withdraw a request whose plan went out of date, so it can be requested again."""
+        run = self._run(run_id)
+        if run.state != "requested" or STALE not in run.memory:
+            return
+        self.workflow.withdraw(run_id, reason=f"the plan went out of date; re-planned by {user}")
+        self.thread.refresh(run_id)
 
     def reject(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
         """Reject a requested run (an approver other than the requester)."""

@@ -126,6 +126,7 @@ def register(app: App, deps: Deps) -> None:
         if run is None:
             tell(client, click.where, ":warning: This rollback no longer exists.")
             return
+        flows.replace_stale(run.id, user=click.where.user)
         modals.replan(
             trigger_id=trigger, run=run, user=click.where.user, channel=click.where.channel or ""
         )

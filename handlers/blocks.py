@@ -77,12 +77,43 @@ class RunFacts:
     rejected_by: str | None = None
     cancelled_by: str | None = None
     auto_approved_at: datetime | None = None
+    approvers: Approvers | None = None
+    """Who may approve (config), to say who still can."""
+    now: datetime | None = None
+
+
+def approval_state(
+    run: Run,
+    approvals: list[tuple[str, datetime]],
+    *,
+    approvers: Approvers | None = None,
+    now: datetime | None = None,
+) -> str:
+    """`1 of 2 approvals (@dba) · may still approve: @bob @ops · expires 04:12 (9 min left)`."""
+    need = run.approvals_required
+    said = f"{len(approvals)} of {need} approval{'' if need == 1 else 's'}"
+    if approvals:
+        said += f" ({', '.join(t.user(u) for u, _ in approvals)})"
+    if run.state != "requested":
+        return said
+    if approvers is not None:
+        done = {u for u, _ in approvals} | {run.requester}
+        still = [t.user(u) for u in approvers.users if u not in done]
+        still += [t.group(g) for g in approvers.groups]
+        said += f" · may still approve: {' '.join(still) or 'nobody (check the config)'}"
+    left = t.minutes_left(run.expires_at, now)
+    said += f" · expires {t.when(run.expires_at)}{f' ({left})' if left else ''}"
+    return said
 
 
 def _status_line(run: Run, facts: RunFacts) -> str:
     line = RUN_TITLES[run.state]
-    if facts.approvals:
-        who = ", ".join(f"{t.user(u)} at {t.clock(at)}" for u, at in facts.approvals)
+    if facts.approvals or run.state == "requested":
+        line += " · " + approval_state(
+            run, facts.approvals, approvers=facts.approvers, now=facts.now
+        )
+    if facts.approvals and run.state != "requested":
+        who = ", ".join(f"{t.user(u)} at {t.when(at)}" for u, at in facts.approvals)
         line += f" · Approved by {who}"
     if facts.auto_approved_at is not None:
         line += (
@@ -94,8 +125,6 @@ def _status_line(run: Run, facts: RunFacts) -> str:
         line += f" by {t.user(facts.rejected_by)}"
     if run.state == "cancelled" and facts.cancelled_by:
         line += f" by {t.user(facts.cancelled_by)}"
-    if run.state == "requested":
-        line += f" (expires {t.clock(run.expires_at)})"
     return line
 
 
@@ -212,11 +241,10 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
         blocks.append(_section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
     if run.force:
         blocks.append(_context(":warning: forced: missing rollback scripts overridden"))
-    count = len(facts.approvals)
     blocks.append(
         _context(
-            f"Approvals {count}/{run.approvals_required} · requested by {t.user(run.requester)}"
-            f" · plan `{run.plan_hash[:12]}`"
+            f"{approval_state(run, facts.approvals, approvers=approvers, now=facts.now)}"
+            f" · requested by {t.user(run.requester)} · plan `{run.plan_hash[:12]}`"
         )
     )
     if run.state == "requested":
@@ -232,10 +260,38 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
                     "unless an approver rejects or cancels it before then."
                 )
             )
-        blocks.append(approval_buttons(run))
+        if "plan_stale_at" in run.memory:
+            blocks.append(_section(STALE_TEXT))
+            blocks.append(replan_buttons(run))
+        else:
+            blocks.append(approval_buttons(run))
     else:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
     return blocks
+
+
+STALE_TEXT = (
+    ":warning: *This plan is out of date:* the target changed since it was requested (a newer "
+    "revision or backup appeared), so it can no longer be approved. *Re-plan* to request it "
+    "again with the same answers."
+)
+
+
+def replan_buttons(run: Run) -> ActionsBlock:
+    """Re-plan and Cancel, for a plan that went out of date."""
+    return ActionsBlock(
+        block_id=BlockId.APPROVAL,
+        elements=[
+            ButtonElement(text="Re-plan", action_id=Action.REPLAN, value=run.id, style="primary"),
+            ButtonElement(text="Cancel", action_id=Action.CANCEL, value=run.id),
+        ],
+    )
+
+
+def stale_message(run: Run, *, people: list[str]) -> list[Block]:
+    """The thread reply that tells everyone the plan is out of date."""
+    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
+    return [_section(f"{STALE_TEXT} {mentions}"), replan_buttons(run)]
 
 
 def approval_buttons(run: Run) -> ActionsBlock:
@@ -383,16 +439,25 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
     return blocks
 
 
-def run_line(run: Run, approvals: list[tuple[str, datetime]]) -> str:
+def run_line(
+    run: Run,
+    approvals: list[tuple[str, datetime]],
+    *,
+    approvers: Approvers | None = None,
+    now: datetime | None = None,
+) -> str:
     """One line of /rollback status or history."""
-    who = ", ".join(t.user(u) for u, _ in approvals) or ("break-glass" if run.break_glass else "—")
     took = ""
     if run.started_at and run.finished_at:
         took = f" in {t.seconds(run.started_at, run.finished_at)}"
+    if approvals or run.state == "requested":
+        approved = approval_state(run, approvals, approvers=approvers, now=now)
+    else:
+        approved = "break-glass" if run.break_glass else "no approvals"
     return (
         f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
-        f"{t.esc(from_to(run))} · requested by {t.user(run.requester)} · approved by {who} · "
-        f"{run.created_at:%Y-%m-%d %H:%M} UTC"
+        f"{t.esc(from_to(run))} · requested by {t.user(run.requester)} · {approved} · "
+        f"{t.when(run.created_at)}"
     )
 
 

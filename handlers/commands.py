@@ -28,6 +28,7 @@ from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
 from bot.flows import Flows
+from bot.models import Run
 from bot.store import ACTIVE_STATES
 from bot.workflow import Refused
 from handlers import blocks
@@ -180,22 +181,33 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
     except UnknownTarget as exc:
         return blocks.refusal(t.esc(exc), usage=True)
     runs = deps.store.runs(environment=parsed.environment, target=parsed.target, limit=20)
-    lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+    lines = [_line(r, deps) for r in runs]
     return blocks.lines_message(
         f"Rollback history of {t.esc(parsed.target)} in {t.esc(parsed.environment)}", lines
+    )
+
+
+def _line(run: Run, deps: Deps) -> str:
+    """A run's line with its exact approval state: who approved, who still may, time left."""
+    try:
+        approvers = deps.config.environment(run.environment).approvers
+    except UnknownTarget:  # the environment left the config since
+        approvers = None
+    return blocks.run_line(
+        run, deps.workflow.approvals(run), approvers=approvers, now=deps.store.clock()
     )
 
 
 def _status(parsed: Status, deps: Deps) -> list[Any]:
     if parsed.incident_id is None:
         runs = deps.store.runs(states=ACTIVE_STATES)
-        lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+        lines = [_line(r, deps) for r in runs]
         return blocks.lines_message("Active rollbacks", lines)
     incident = deps.store.incident(parsed.incident_id)
     if incident is None:
         return blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs(incident_id=incident.id)
-    lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+    lines = [_line(r, deps) for r in runs]
     lines += [f"Outcome: {blocks.outcome_words(r)}" for r in runs if r.outcome]
     return blocks.lines_message(
         f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines

@@ -10,7 +10,7 @@ a file by the caller.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
@@ -99,6 +99,27 @@ def permalink(channel: str, ts: str) -> str:
 def clock(at: datetime | None) -> str:
     """Time of day in UTC, as on the incident card."""
     return "—" if at is None else f"{at:%H:%M:%S} UTC"
+
+
+def when(at: datetime | None) -> str:
+    """A time each reader sees in their own zone (Slack's date token), UTC text as fallback.
+
+    https://api.slack.com/reference/surfaces/formatting#date-formatting
+    """
+    if at is None:
+        return "—"
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return f"<!date^{int(aware.timestamp())}^{{time}}|{aware:%H:%M} UTC>"
+
+
+def minutes_left(at: datetime | None, now: datetime | None) -> str:
+    """`12 min left` until `at`, or '' when either is unknown."""
+    if at is None or now is None:
+        return ""
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    left = max(int((aware - now).total_seconds() // 60), 0)
+    return f"{left} min left"
 
 
 def seconds(start: datetime | None, end: datetime | None) -> str:

@@ -189,6 +189,8 @@ class IncidentThread:
             rejected_by=rejected,
             cancelled_by=cancelled,
             auto_approved_at=auto,
+            approvers=self.deps.config.environment(run.environment).approvers,
+            now=self.deps.store.clock(),
         )
 
     def say(self, run: Run, text: str, *, slot: str | None = None) -> None:
@@ -285,6 +287,21 @@ class IncidentThread:
             content=template,
             initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
             "Download, complete and share it.",
+        )
+
+    def stale(self, run_id: str) -> None:
+        """Say to everyone in the thread that the plan is out of date; offer Re-plan (once)."""
+        self.refresh(run_id)
+        run = self.deps.store.run(run_id)
+        if run is None or not run.slack:
+            return
+        env = self.deps.config.environment(run.environment)
+        people = [run.requester, *env.approvers.users]
+        self._keep_message(
+            run,
+            key="stale",
+            text=t.esc(f"The rollback plan for {run.target} is out of date: re-plan"),
+            message=blocks.stale_message(run, people=people),
         )
 
     def announce(self, run: Run) -> None:
