@@ -367,11 +367,33 @@ class Flows:
 
     # after the run ------------------------------------------------------------
 
-    def tick_checklist(self, run_id: str, *, user: str, selected: frozenset[str]) -> int:
-        """Record who ticked or unticked which checklist items; return how many changed."""
+    def tick_checklist(
+        self,
+        run_id: str,
+        *,
+        user: str,
+        selected: frozenset[str],
+        shown: frozenset[str] | None = None,
+        user_groups: frozenset[str] = frozenset(),
+    ) -> int:
+        """Record what this person ticked or unticked; return how many items changed.
+
+        `selected` is the boxes on the person's copy of the message after the click and
+        `shown` what that copy showed before it: their difference is what this person
+        toggled. Only those items change, against the stored state, so a click on an
+        older copy never undoes the ticks others made since. Without `shown` only new
+        ticks count. Approvers, the requester and whoever approved may tick.
+        """
         run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        may = {run.requester, *(u for u, _ in self.workflow.approvals(run))}
+        if user not in may and not self.workflow.is_approver(env, user, user_groups):
+            raise Refused(
+                "only the requester and the approvers of this environment tick its checklist"
+            )
         before = set(ticked_by(self.store.events(run.incident_id)))
-        changed = sorted(selected ^ before)
+        toggled = selected ^ shown if shown is not None else selected - before
+        changed = sorted(k for k in toggled if (k in selected) != (k in before))
         for key in changed:
             self.store.add_event(
                 incident_id=run.incident_id,

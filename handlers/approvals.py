@@ -143,4 +143,15 @@ def register(app: App, deps: Deps) -> None:
         if run_id is None:
             tell(client, tick.where, ":warning: This checklist belongs to no known rollback.")
             return
-        flows.tick_checklist(run_id, user=tick.where.user, selected=tick.selected)
+        run = deps.store.run(run_id)
+        groups_of = Groups(deps).of(run.environment, tick.where.user) if run else frozenset()
+        try:
+            flows.tick_checklist(
+                run_id,
+                user=tick.where.user,
+                selected=tick.selected,
+                shown=tick.shown,
+                user_groups=groups_of,
+            )
+        except Refused as exc:
+            tell(client, tick.where, f":warning: {_sentence(str(exc))}")

@@ -194,9 +194,12 @@ def test_ticking_the_checklist_records_only_what_changed(
 ) -> None:
     run = flows.open_incident(request()).run
     assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"auth", "core"})) == 2
-    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 1
-    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 0
+    both, core = frozenset({"auth", "core"}), frozenset({"core"})
+    assert flows.tick_checklist(run.id, user=BOB, selected=core, shown=both) == 1
+    assert flows.tick_checklist(run.id, user=BOB, selected=core, shown=core) == 0
     assert thread.checklists == [run.id] * 3
+    with pytest.raises(Refused, match="only the requester and the approvers"):
+        flows.tick_checklist(run.id, user=MALLORY, selected=both, shown=core)
 
 
 def test_break_glass_run_already_started_when_the_thread_fails_goes_on_and_says_so(
