@@ -324,8 +324,23 @@ def approval_buttons(run: Run) -> ActionsBlock:
     )
 
 
-def progress_message(run: Run, records: list[StepView]) -> list[Block]:
-    """One line per step: icon, name, state, duration; edited in place as steps run."""
+def _live_line(step: dict[str, Any], live: dict[str, Any]) -> str:
+    """`62 s of 300 s · 12 readings · health: 503` for a running step."""
+    timeout = step.get("timeout")
+    limit = f" of {float(timeout):.0f} s" if timeout else ""
+    readings = int(live.get("readings") or 0)
+    count = f" · {readings} reading{'' if readings == 1 else 's'}" if readings else ""
+    line = t.esc(t.mask_urls(str(live.get("line") or "")))
+    return f"\n      _{float(live.get('elapsed') or 0):.0f} s{limit}{count} · {line}_"
+
+
+def progress_message(
+    run: Run, records: list[StepView], *, live: dict[str, Any] | None = None
+) -> list[Block]:
+    """One line per step: icon, name, state, duration; edited in place as steps run.
+
+    `live` is a running step's latest reading (`SlackProgress`), shown under its line.
+    """
     by_position = {r.position: r for r in records}
     finished = run.state in ("succeeded", "failed")
     lines = []
@@ -334,9 +349,12 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
         state = record.state if record else ("not run" if finished else "pending")
         took = t.seconds(record.started_at, record.finished_at) if record else ""
         summary = f" — {t.esc(t.mask_urls(record.summary))}" if record and record.summary else ""
+        now = ""
+        if live and state == "running" and live.get("position") == step["position"]:
+            now = _live_line(step, live)
         lines.append(
             f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{label(step)}* "
-            f"{state}{f' ({took})' if took else ''}{summary}"
+            f"{state}{f' ({took})' if took else ''}{summary}{now}"
         )
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
     blocks: list[Block] = [

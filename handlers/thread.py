@@ -23,7 +23,10 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
@@ -35,7 +38,7 @@ from bot.models import Incident, OutboxMessage, Run
 from bot.monitoring import MonitorEvents
 from bot.outbox import RetryLater, Undeliverable
 from bot.runner import Progress
-from bot.store import StepView
+from bot.store import StepView, Store
 from bot.timeline import rca_template
 from bot.verification import checklist
 from handlers import blocks
@@ -204,8 +207,9 @@ class IncidentThread:
 
     # progress -----------------------------------------------------------------
 
-    def progress(self, run: Run) -> None:
-        """Post the progress message once, then edit it in place."""
+    def progress(self, run: Run, *, live: dict[str, Any] | None = None) -> None:
+        """Post the progress message once, then edit it in place (`live`: a running step's
+        latest reading)."""
         fresh = self.deps.store.run(run.id)
         if fresh is None or not fresh.slack:
             return
@@ -214,7 +218,7 @@ class IncidentThread:
             fresh,
             key="progress_ts",
             text=f"Rollback progress: {fresh.state}",
-            message=blocks.progress_message(fresh, records),
+            message=blocks.progress_message(fresh, records, live=live),
         )
 
     def _keep_message(self, run: Run, *, key: str, text: str, message: list[Any]) -> None:
@@ -427,22 +431,74 @@ def delivery_error(method: str, exc: Exception) -> RetryLater | Undeliverable:
     return RetryLater(f"{method}: {type(exc).__name__}: {exc}")
 
 
-class SlackProgress(Progress):
-    """The runner's Progress: the store already queued each message; wake the sender."""
+LIVE_EVERY = 10.0
+"""Seconds between live updates of a running step (Slack allows about one chat.update a
+second per channel: https://api.slack.com/methods/chat.update#rate_limiting)."""
 
-    def __init__(self, wake: threading.Event) -> None:
+
+@dataclass
+class _Live:
+    started: float
+    sent: float
+    lines: int = 0
+
+
+class SlackProgress(Progress):
+    """The runner's Progress: the store already queued each message; wake the sender.
+
+    With a store, a long step's output lines also reach people: at most every `every`
+    seconds a `step.progress` message is queued with the step's last line, how long it
+    has run and how many readings it made, and the sender edits the progress message.
+    """
+
+    def __init__(
+        self,
+        wake: threading.Event,
+        store: Store | None = None,
+        *,
+        every: float = LIVE_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.wake = wake
+        self.store = store
+        self.every = every
+        self.clock = clock
+        self._live: dict[tuple[str, int], _Live] = {}
+        self._lock = threading.Lock()
 
     def run_started(self, run: Run, *, resumed: bool) -> None:
         self.wake.set()
 
     def step_started(self, run: Run, step: dict[str, Any]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._live[(run.id, int(step["position"]))] = _Live(started=now, sent=now)
         self.wake.set()
 
     def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
         log.info("%s: %s: %s", run.incident_id, step["name"], line)
+        if self.store is None:
+            return
+        now = self.clock()
+        key = (run.id, int(step["position"]))
+        with self._lock:
+            live = self._live.setdefault(key, _Live(started=now, sent=now))
+            live.lines += 1
+            if now - live.sent < self.every:
+                return
+            live.sent = now
+            detail = {
+                "position": key[1],
+                "line": line[:300],
+                "elapsed": round(now - live.started, 1),
+                "readings": live.lines,
+            }
+        self.store.enqueue(run.id, "step.progress", detail)
+        self.wake.set()
 
     def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+        with self._lock:
+            self._live.pop((run.id, int(step["position"])), None)
         self.wake.set()
 
     def run_finished(self, run: Run) -> None:
@@ -474,6 +530,8 @@ class SlackOutbox:
             self.thread.progress(run)
         elif kind == "step.started":
             self.thread.progress(run)
+        elif kind == "step.progress":
+            self.thread.progress(run, live=message.detail)
         elif kind == "step.finished":
             self._step_finished(run, message.detail)
         elif kind == "run.finished":
