@@ -273,6 +273,23 @@ class IncidentThread:
                 content=record.output,
             )
 
+    def attach_long_output(
+        self, run: Run, step: dict[str, Any], record: StepView, *, slot: str
+    ) -> None:
+        """A step that did not fail: its summary is on the progress message; output too long
+        for it goes into the thread as a file, nothing else (less noise)."""
+        if not run.slack or not record.output:
+            return
+        _, was_cut = blocks.step_output(step, record)
+        if was_cut:
+            self._upload_once(
+                run,
+                key=f"file:{slot}",
+                filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
+                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
+                content=record.output,
+            )
+
     def finished(self, run: Run) -> None:
         """Update card and plan, announce the end, then post the checklist and the RCA template."""
         self.refresh(run.id)
@@ -563,7 +580,10 @@ class SlackOutbox:
         if record is None or step is None:
             return
         slot = f"step:{position}:{detail.get('attempts', record.attempts)}"
-        self.thread.step_output(run, step, record, slot=slot)
+        if record.state == "failed":  # a failure gets its own reply; the rest is folded
+            self.thread.step_output(run, step, record, slot=slot)
+        else:
+            self.thread.attach_long_output(run, step, record, slot=slot)
 
 
 def _resumed_text(detail: dict[str, Any]) -> str:

@@ -180,12 +180,21 @@ def test_long_step_output_is_cut_and_attached_as_a_file(sandbox: Sandbox, script
     wait_for(lambda: len(sandbox.slack.files()) >= 2, what="the output file and the template")
     output = next(f for f in sandbox.slack.files() if "step3-status" in f.name)
     assert len(output.text) == 6000
-    reply = next(
-        m
-        for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
-        if m.text.startswith("Step 3 (Status)")
-    )
-    assert "cut; full text attached" in text_of(reply)
+    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+    assert not [m for m in thread if m.text.startswith("Step ")]  # folded: no reply per step
+    progress = next(m for m in thread if m.text.startswith("Rollback progress"))
+    assert "3. *Status* succeeded" in text_of(progress) and "long output" in text_of(progress)
+
+
+def test_a_failed_step_gets_its_own_reply_and_others_are_folded(
+    sandbox: Sandbox, script: Path
+) -> None:
+    write_script(script, status=["permanent"])
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: sandbox.slack.files(), what="the RCA template")
+    texts = [m.text for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)]
+    assert [t for t in texts if t.startswith("Step ")] == ["Step 3 (Status): failed"]
 
 
 def test_rate_limited_slack_calls_are_retried(sandbox: Sandbox) -> None:
