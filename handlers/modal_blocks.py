@@ -118,7 +118,10 @@ def rollback_modal(content: ModalContent) -> View:
 
 def _point_input(content: ModalContent) -> InputBlock:
     options = [
-        _option(p.ref, f"{p.label}{' (current)' if p.is_current else ''}")
+        _option(
+            p.ref,
+            f"{p.label}{' (current)' if p.is_current and 'current' not in p.label else ''}",
+        )
         for p in content.points[:100]
     ]
     initial = next((o for o in options if o.value == content.selected), None)
@@ -180,7 +183,12 @@ def recommendation_block(decision: Decision, severity: Severity | None) -> Secti
         text = f"{icon} *{decision.recommendation.label}.* {decision.reason}"
     if severity is not None:
         row = SEVERITY_TABLE[severity]
-        text += f"\n*{severity.value.capitalize()}*: respond within {row.response_time.lower()}"
+        respond = (
+            "respond immediately"
+            if row.response_time.lower() == "immediate"
+            else f"respond within {row.response_time.lower()}"
+        )
+        text += f"\n*{severity.value.capitalize()}*: {respond}"
         text += f"; the table says: {row.decision.lower()}."
     return SectionBlock(block_id=BlockId.RECOMMENDATION, text=_md(text))
 

@@ -7,13 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from unittest.mock import MagicMock
 
-from actions.base import label_of, readable
+from actions.base import RollbackPoint, label_of, readable
 from actions.http.posts import Maintenance, SetMaintenance
 from actions.kubernetes.rollout import RolloutUndo
+from bot.decision import Answers, decide
 from bot.sandbox.harness import Sandbox
 from bot.timeline import outcome_in_words, rca_template
 from handlers import blocks
 from handlers import text as t
+from handlers.ids import ModalMeta
+from handlers.modal_blocks import ModalContent, rollback_modal
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for
@@ -89,3 +92,21 @@ def test_outcome_names_not_run_steps_and_the_change_in_words() -> None:
     said = outcome_in_words(run)
     assert "step 1 (Step0) failed" in said
     assert "Not run: Step0." in said and "rolled back (Roll back api to rev 3 (api:v1))" in said
+
+
+def test_a_point_that_says_current_is_not_marked_current_twice() -> None:
+    content = ModalContent(
+        meta=ModalMeta(environment="prod", target="app", requester=ALICE, channel_id="C1"),
+        target_line="deployment/voxflow-api",
+        points=[
+            RollbackPoint(ref="2", label="rev 2 (current)", is_current=True),
+            RollbackPoint(ref="3", label="rev 3", is_current=True),
+            RollbackPoint(ref="1", label="rev 1"),
+        ],
+        selected="1",
+        checks=[],
+        decision=decide(Answers()),
+    )
+    shown = json.dumps(rollback_modal(content).to_dict())
+    assert 'rev 2 (current)"' in shown and "(current) (current)" not in shown
+    assert "rev 3 (current)" in shown
