@@ -166,6 +166,48 @@ class Specified(Protocol):
         ...
 
 
+LABELS = {
+    "http.maintenance_on": "Maintenance mode on",
+    "http.maintenance_off": "Maintenance mode off",
+    "http.status_page": "Update the status page",
+    "http.webhook": "Notify the team (webhook)",
+    "http.customer_email": "E-mail customers",
+    "kubernetes.rollout_status": "Wait for the rollout to finish",
+    "kubernetes.stop_workers": "Stop the workers",
+    "kubernetes.start_workers": "Start the workers again",
+    "configfiles.backup": "Back up the current configuration",
+    "configfiles.restore": "Restore the configuration",
+    "configfiles.restart": "Restart the services",
+    "docker.swap_container": "Swap the container",
+    "loadbalancer.switch_traffic": "Switch traffic",
+    "loadbalancer.restore_traffic": "Restore traffic",
+    "database.pre_rollback_backup": "Back up the database before the rollback",
+    "database.verify": "Verify the restored database",
+    "database.swap": "Swap in the restored database",
+}
+"""Words for people, by action name, for actions without a `label()` of their own."""
+
+
+def label_of(action: Action) -> str:
+    """A step's name for people: `Maintenance mode on`, `Roll back voxflow-api to rev 3 (…)`.
+
+    An action says it with a `label()` method (or a non-empty `label` string); else the
+    table above; else the name made readable (`kubernetes.rollout_status` → `Rollout status`),
+    so every step has words even before its target adds them.
+    """
+    own = getattr(action, "label", None)
+    said = own() if callable(own) else own
+    if isinstance(said, str) and said.strip():
+        return said.strip()
+    return LABELS.get(action.name) or readable(action.name)
+
+
+def readable(name: str) -> str:
+    """`kubernetes.rollout_status` → `Rollout status`."""
+    words = name.rsplit(".", 1)[-1].replace("_", " ").strip()
+    return (words[:1].upper() + words[1:]) or name
+
+
 def spec_of(action: Action) -> dict[str, Any]:
     """Return `action.spec()` where the action has one, else an empty spec."""
     return dict(action.spec()) if isinstance(action, Specified) else {}

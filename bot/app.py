@@ -259,7 +259,7 @@ class BotProcess:
             workflow=self.deps.workflow,
             config=self.config,
             planner=planner,
-            progress=MeteredProgress(SlackProgress(self.sender.wake), self.metrics),
+            progress=MeteredProgress(SlackProgress(self.sender.wake, store), self.metrics),
             lease_seconds=self.settings.runner_lease_seconds,
         )
         self.monitor = Monitor(

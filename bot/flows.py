@@ -41,17 +41,20 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from actions.base import ActionError
-from bot.config import RollbackConfig
+from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity
 from bot.models import Incident, Run
 from bot.plans import Planner, default_point
 from bot.store import Store, TargetBusy
+from bot.timeline import VERSIONS
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
 
 log = logging.getLogger(__name__)
 
 MONITORING = "monitoring"
+STALE = "plan_stale_at"
+"""Run memory: when an approval found the requested plan out of date (a newer deploy)."""
 CANCELLABLE = ("requested", "approved")
 
 
@@ -80,6 +83,9 @@ class Thread(Protocol):
 
     def post_checklist(self, run: Run) -> None:
         """Re-render the run's verification checklist."""
+
+    def stale(self, run_id: str) -> None:
+        """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ class Flows:
                 point=request.point,
                 force=request.force,
             )
-            return self.workflow.request(
+            incident, run = self.workflow.request(
                 plan=plan,
                 requester=request.requester,
                 severity=request.severity,
@@ -178,6 +184,30 @@ class Flows:
             raise Refused(f"the plan could not be built: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
+        return incident, self._record_versions(run, env, plan.point)
+
+    def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
+        """Keep the from → to versions with the run, in the target's own words (point labels).
+
+        People decide on versions, not refs (`2`, `previous`): the card, plan, Approve
+        confirmation, progress, outcome, status, history and RCA all read these. They are
+        taken when the plan is made; a target whose points cannot be listed gets none,
+        and the messages fall back to the ref.
+        """
+        try:
+            points = self.planner.points(env, run.target)
+        except (ActionError, OSError) as exc:
+            log.warning("%s: versions not recorded: %s", run.incident_id, exc)
+            return run
+        current = next((p for p in points if p.is_current), None)
+        chosen = next((p for p in points if p.ref == ref), None) if ref else None
+        chosen = chosen or (None if ref else default_point(points))
+        versions = {
+            "from": current.label if current else "",
+            "to": chosen.label if chosen else (ref or ""),
+        }
+        self.store.set_run_fields(run.id, memory={**run.memory, VERSIONS: versions})
+        return self.store.run(run.id) or run
 
     def _open_thread(self, incident: Incident, run: Run) -> Opened:
         try:
@@ -270,6 +300,13 @@ class Flows:
         run = self._run(run_id)
         try:
             current = self._current_hash(run) if run.state == "requested" else None
+            if current is not None and current != run.plan_hash and STALE not in run.memory:
+                at = self.store.clock().isoformat()
+                self.store.set_run_fields(run.id, memory={**run.memory, STALE: at})
+                self.thread.stale(run_id)
+            elif current is not None and current == run.plan_hash and STALE in run.memory:
+                memory = {k: v for k, v in run.memory.items() if k != STALE}  # current again
+                self.store.set_run_fields(run.id, memory=memory)
             outcome = self.workflow.approve(
                 run_id, user=user, user_groups=user_groups, current_plan_hash=current
             )
@@ -311,6 +348,14 @@ class Flows:
             self.wake_runner.set()
         return approved
 
+    def replace_stale(self, run_id: str, *, user: str) -> None:
+        """Withdraw a request whose plan went out of date, so it can be requested again."""
+        run = self._run(run_id)
+        if run.state != "requested" or STALE not in run.memory:
+            return
+        self.workflow.withdraw(run_id, reason=f"the plan went out of date; re-planned by {user}")
+        self.thread.refresh(run_id)
+
     def reject(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
         """Reject a requested run (an approver other than the requester)."""
         run = self.workflow.reject(run_id, user=user, user_groups=user_groups)
@@ -339,11 +384,33 @@ class Flows:
 
     # after the run ------------------------------------------------------------
 
-    def tick_checklist(self, run_id: str, *, user: str, selected: frozenset[str]) -> int:
-        """Record who ticked or unticked which checklist items; return how many changed."""
+    def tick_checklist(
+        self,
+        run_id: str,
+        *,
+        user: str,
+        selected: frozenset[str],
+        shown: frozenset[str] | None = None,
+        user_groups: frozenset[str] = frozenset(),
+    ) -> int:
+        """Record what this person ticked or unticked; return how many items changed.
+
+        `selected` is the boxes on the person's copy of the message after the click and
+        `shown` what that copy showed before it: their difference is what this person
+        toggled. Only those items change, against the stored state, so a click on an
+        older copy never undoes the ticks others made since. Without `shown` only new
+        ticks count. Approvers, the requester and whoever approved may tick.
+        """
         run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        may = {run.requester, *(u for u, _ in self.workflow.approvals(run))}
+        if user not in may and not self.workflow.is_approver(env, user, user_groups):
+            raise Refused(
+                "only the requester and the approvers of this environment tick its checklist"
+            )
         before = set(ticked_by(self.store.events(run.incident_id)))
-        changed = sorted(selected ^ before)
+        toggled = selected ^ shown if shown is not None else selected - before
+        changed = sorted(k for k in toggled if (k in selected) != (k in before))
         for key in changed:
             self.store.add_event(
                 incident_id=run.incident_id,

@@ -39,6 +39,8 @@ from actions.base import (
     RollbackPoint,
     Target,
     TargetPlan,
+    label_of,
+    readable,
     spec_of,
 )
 from actions.configfiles import ConfigFilesParams, ConfigFilesTarget
@@ -83,6 +85,7 @@ class PlannedStep:
             timeout=self.action.timeout,
             source=self.source,
             spec=spec_of(self.action),
+            words=label_of(self.action),
         )
 
 
@@ -100,6 +103,8 @@ class StoredStep:
     source: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)
     legacy: bool = False
+    words: str = ""
+    """The step's name for people (`actions.base.label_of`); stored, not hashed."""
     """Stored before steps carried source and spec: rebuilt by planning again."""
 
     @classmethod
@@ -116,6 +121,7 @@ class StoredStep:
             source=raw.get("source"),
             spec=dict(raw.get("spec") or {}),
             legacy="spec" not in raw,
+            words=str(raw.get("label") or ""),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -130,6 +136,7 @@ class StoredStep:
             "timeout": self.timeout,
             "source": self.source,
             "spec": self.spec,
+            "label": self.words or readable(self.name),
         }
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from actions.base import readable
 from bot.models import Event, Incident, Run
 
 
@@ -47,15 +48,58 @@ _COMMUNICATIONS = {
 }
 
 
-def moments(incident: Incident, events: list[Event]) -> list[Moment]:
-    """Return the timeline: detection, the recorded events, and when service was restored."""
+VERSIONS = "versions"
+"""The run memory key of the from → to versions recorded when the plan was made."""
+
+
+def versions_of(run: Run) -> tuple[str, str]:
+    """The run's (from, to) versions in the target's words; the ref when none were recorded."""
+    raw = run.memory.get(VERSIONS) or {}
+    to = str(raw.get("to") or run.point or "the previous version")
+    return str(raw.get("from") or ""), to
+
+
+def from_to(run: Run) -> str:
+    """`from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, or `to rev 3` when the current one is unknown."""
+    before, after = versions_of(run)
+    return f"from {before} to {after}" if before else f"to {after}"
+
+
+def outcome_in_words(run: Run) -> str:
+    """The run's outcome with each step named by its label (the runner names steps by action).
+
+    `bot.runner.describe_outcome` says `step 4 (kubernetes.rollout_status) failed` and
+    `Ran: 1. http.maintenance_on (succeeded)`; people read the labels stored in the plan.
+    """
+    said = run.outcome or ""
+    for step in run.plan:
+        number, name = step["position"] + 1, str(step["name"])
+        words = str(step.get("label") or readable(name))
+        said = said.replace(f"step {number} ({name})", f"step {number} ({words})")
+        said = said.replace(f"{number}. {name} (", f"{number}. {words} (")
+        if step.get("description"):  # `Not run:` lists the raw requests
+            said = said.replace(str(step["description"]), words)
+        if "." in name:  # `rolled back (kubernetes.rollout_undo)`; a dotted name is unambiguous
+            said = said.replace(name, words)
+    return said
+
+
+def moments(
+    incident: Incident, events: list[Event], *, words: dict[str, str] | None = None
+) -> list[Moment]:
+    """Return the timeline: detection, the recorded events, and when service was restored.
+
+    `words` names steps for people by action name (the labels stored in the plans).
+    """
+    words = words or {}
     lines = [Moment(incident.detected_at or incident.created_at, "Issue first detected")]
     for event in events:
         label = _LABELS.get(event.kind)
         if label is not None:
             lines.append(Moment(event.at, label.format(actor=_who(event.actor))))
         elif event.kind == "step.failed":
-            lines.append(Moment(event.at, f"Step failed: {event.detail.get('name')}"))
+            name = str(event.detail.get("name"))
+            lines.append(Moment(event.at, f"Step failed: {words.get(name, name)}"))
         elif event.kind == "step.succeeded" and event.detail.get("name") in _COMMUNICATIONS:
             label = _COMMUNICATIONS[event.detail["name"]]
             lines.append(Moment(event.at, f"{label}: {event.detail.get('summary', 'sent')}"))
@@ -120,11 +164,13 @@ def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> st
         f"- **Target**: {incident.target} in {incident.environment}",
     ]
     for run in runs:
-        lines.append(f"- **Outcome**: {run.state} — {run.outcome or 'not finished'}")
+        lines.append(f"- **Versions**: {run.target} {from_to(run)}")
+        lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
         if run.review_required:
             lines.append("- **Review**: break-glass rollback, mandatory review")
     lines += ["", "## Timeline"]
-    lines += [f"- **{m.at:%H:%M:%S}**: {m.label}" for m in moments(incident, events)]
+    words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
+    lines += [f"- **{m.at:%H:%M:%S}**: {m.label}" for m in moments(incident, events, words=words)]
     lines += [
         "",
         "## Root Cause",

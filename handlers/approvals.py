@@ -24,11 +24,13 @@ from bot.config import UnknownTarget
 from bot.flows import Flows
 from bot.workflow import Refused
 from handlers import payloads
+from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
 from handlers.lazy import after_ack
+from handlers.modals import ModalService
 from handlers.payloads import BadPayload, Click
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
         try:
             click = payloads.click(body)
         except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {exc}")
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
             return
         key = click_key(click)
         received = flows.receive(key)
@@ -102,6 +104,29 @@ def register(app: App, deps: Deps) -> None:
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
         app.action(action_id)(after_ack(deps.later)(_button(flows, verb)))
 
+    modals = ModalService(deps)
+
+    @app.action(Action.REPLAN)
+    @after_ack(deps.later)
+    def replan(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        try:
+            click = payloads.click(body)
+            trigger = body.get("trigger_id")
+            if not isinstance(trigger, str):
+                raise BadPayload("This click carries no trigger; click Re-plan again.")
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+            return
+        run = deps.store.run(click.run_id)
+        if run is None:
+            tell(client, click.where, ":warning: This rollback no longer exists.")
+            return
+        flows.replace_stale(run.id, user=click.where.user)
+        modals.replan(
+            trigger_id=trigger, run=run, user=click.where.user, channel=click.where.channel or ""
+        )
+
     @app.action(Action.VERIFY)
     @after_ack(deps.later)
     def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -109,10 +134,21 @@ def register(app: App, deps: Deps) -> None:
         try:
             tick = payloads.tick(body)
         except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {exc}")
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
             return
         run_id = _run_of_message(deps, tick.where.channel, tick.message_ts)
         if run_id is None:
             tell(client, tick.where, ":warning: This checklist belongs to no known rollback.")
             return
-        flows.tick_checklist(run_id, user=tick.where.user, selected=tick.selected)
+        run = deps.store.run(run_id)
+        groups_of = Groups(deps).of(run.environment, tick.where.user) if run else frozenset()
+        try:
+            flows.tick_checklist(
+                run_id,
+                user=tick.where.user,
+                selected=tick.selected,
+                shown=tick.shown,
+                user_groups=groups_of,
+            )
+        except Refused as exc:
+            tell(client, tick.where, f":warning: {_sentence(str(exc))}")

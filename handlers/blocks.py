@@ -26,10 +26,12 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from actions.base import readable
 from bot.config import Approvers
 from bot.decision import Recommendation
 from bot.models import Incident, Run
 from bot.store import StepView
+from bot.timeline import from_to, outcome_in_words
 from bot.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
@@ -75,12 +77,43 @@ class RunFacts:
     rejected_by: str | None = None
     cancelled_by: str | None = None
     auto_approved_at: datetime | None = None
+    approvers: Approvers | None = None
+    """Who may approve (config), to say who still can."""
+    now: datetime | None = None
+
+
+def approval_state(
+    run: Run,
+    approvals: list[tuple[str, datetime]],
+    *,
+    approvers: Approvers | None = None,
+    now: datetime | None = None,
+) -> str:
+    """`1 of 2 approvals (@dba) · may still approve: @bob @ops · expires 04:12 (9 min left)`."""
+    need = run.approvals_required
+    said = f"{len(approvals)} of {need} approval{'' if need == 1 else 's'}"
+    if approvals:
+        said += f" ({', '.join(t.user(u) for u, _ in approvals)})"
+    if run.state != "requested":
+        return said
+    if approvers is not None:
+        done = {u for u, _ in approvals} | {run.requester}
+        still = [t.user(u) for u in approvers.users if u not in done]
+        still += [t.group(g) for g in approvers.groups]
+        said += f" · may still approve: {' '.join(still) or 'nobody (check the config)'}"
+    left = t.minutes_left(run.expires_at, now)
+    said += f" · expires {t.when(run.expires_at)}{f' ({left})' if left else ''}"
+    return said
 
 
 def _status_line(run: Run, facts: RunFacts) -> str:
     line = RUN_TITLES[run.state]
-    if facts.approvals:
-        who = ", ".join(f"{t.user(u)} at {t.clock(at)}" for u, at in facts.approvals)
+    if facts.approvals or run.state == "requested":
+        line += " · " + approval_state(
+            run, facts.approvals, approvers=facts.approvers, now=facts.now
+        )
+    if facts.approvals and run.state != "requested":
+        who = ", ".join(f"{t.user(u)} at {t.when(at)}" for u, at in facts.approvals)
         line += f" · Approved by {who}"
     if facts.auto_approved_at is not None:
         line += (
@@ -92,8 +125,6 @@ def _status_line(run: Run, facts: RunFacts) -> str:
         line += f" by {t.user(facts.rejected_by)}"
     if run.state == "cancelled" and facts.cancelled_by:
         line += f" by {t.user(facts.cancelled_by)}"
-    if run.state == "requested":
-        line += f" (expires {t.clock(run.expires_at)})"
     return line
 
 
@@ -106,36 +137,73 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
         HeaderBlock(
             text=t.cut(
                 f"{incident.id} · {incident.severity.capitalize()} · "
-                f"{incident.target} in {incident.environment}",
+                f"{incident.target} in {incident.environment}",  # header: plain text
                 t.HEADER_LIMIT,
             )
         ),
         _section(
             f"*Opened by* {t.user(incident.opened_by)} · *Recommendation:* {recommendation}\n"
-            f"{incident.reason}"
+            f"{t.esc(incident.reason)}"
         ),
     ]
     if incident.summary:
-        blocks.append(_section(f"*Impact:* {incident.summary}"))
+        blocks.append(_section(f"*Impact:* {t.esc(incident.summary)}"))
     if run is not None:
+        blocks.append(_section(f"*Rollback:* {versions(run)}"))
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
         if run.outcome:
-            blocks.append(_context(run.outcome))
+            blocks.append(_context(outcome_words(run)))
     return blocks
 
 
 def card_text(incident: Incident, run: Run | None) -> str:
     """Notification text of the card."""
     state = run.state if run else "open"
-    return f"{incident.id}: rollback of {incident.target} in {incident.environment} ({state})"
+    return t.esc(
+        f"{incident.id}: rollback of {incident.target} in {incident.environment} ({state})"
+    )
+
+
+def label(step: dict[str, Any]) -> str:
+    """A stored step's words for people, escaped (older runs: from its name)."""
+    return t.esc(step.get("label") or readable(str(step["name"])))
+
+
+def versions(run: Run) -> str:
+    """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped."""
+    return f"*{t.esc(run.target)}* {t.esc(from_to(run))}"
+
+
+def outcome_words(run: Run) -> str:
+    """The run's outcome with steps named in words, escaped (`bot.timeline.outcome_in_words`)."""
+    return t.esc(outcome_in_words(run))
 
 
 def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     lines = []
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
-        lines.append(f"{step['position'] + 1}. `{step['phase']}` {step['description']}{flag}")
+        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(step['phase'])}_{flag}")
     return lines
+
+
+def _details(plan: list[dict[str, Any]]) -> list[Block]:
+    """Each step's exact request or command, credentials masked, in small print."""
+    lines = [
+        f"{s['position'] + 1}. {t.esc(t.mask_urls(str(s['description'])))}"
+        for s in plan
+        if s.get("description")
+    ]
+    elements: list[str] = []
+    for line in lines:
+        line = t.cut(line, t.SECTION_LIMIT - 20)
+        if elements and len(elements[-1]) + len(line) + 1 <= t.SECTION_LIMIT - 20:
+            elements[-1] += "\n" + line
+        else:
+            elements.append(line)
+    if not elements:
+        return []
+    return [_context(*[f"*Step details*\n{elements[0]}", *elements[1:]])]
 
 
 def _sections(lines: list[str]) -> list[Block]:
@@ -163,21 +231,20 @@ def mention_approvers(approvers: Approvers, *, requester: str) -> str:
 
 def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
-    point = f" to `{run.point}`" if run.point else ""
     blocks: list[Block] = [
-        _section(f"*Rollback plan* for *{run.target}* in *{run.environment}*{point}"),
+        _section(f"*Rollback plan* in *{t.esc(run.environment)}*: {versions(run)}"),
         *_sections(_plan_lines(run.plan)),
+        *_details(run.plan),
     ]
     notes = run.notes or []
     if notes:
-        blocks.append(_section("*Notes*\n" + "\n".join(f"• {n}" for n in notes)))
+        blocks.append(_section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
     if run.force:
         blocks.append(_context(":warning: forced: missing rollback scripts overridden"))
-    count = len(facts.approvals)
     blocks.append(
         _context(
-            f"Approvals {count}/{run.approvals_required} · requested by {t.user(run.requester)}"
-            f" · plan `{run.plan_hash[:12]}`"
+            f"{approval_state(run, facts.approvals, approvers=approvers, now=facts.now)}"
+            f" · requested by {t.user(run.requester)} · plan `{run.plan_hash[:12]}`"
         )
     )
     if run.state == "requested":
@@ -192,19 +259,49 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
                     "unless an approver rejects or cancels it before then."
                 )
             )
-        blocks.append(approval_buttons(run))
+        if "plan_stale_at" in run.memory:
+            blocks.append(_section(STALE_TEXT))
+            blocks.append(replan_buttons(run))
+        else:
+            blocks.append(approval_buttons(run))
     else:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
     return blocks
+
+
+STALE_TEXT = (
+    ":warning: *This plan is out of date:* the target changed since it was requested (a newer "
+    "revision or backup appeared), so it can no longer be approved. *Re-plan* to request it "
+    "again with the same answers."
+)
+
+
+def replan_buttons(run: Run) -> ActionsBlock:
+    """Re-plan and Cancel, for a plan that went out of date."""
+    return ActionsBlock(
+        block_id=BlockId.APPROVAL,
+        elements=[
+            ButtonElement(text="Re-plan", action_id=Action.REPLAN, value=run.id, style="primary"),
+            ButtonElement(text="Cancel", action_id=Action.CANCEL, value=run.id),
+        ],
+    )
+
+
+def stale_message(run: Run, *, people: list[str]) -> list[Block]:
+    """The thread reply that tells everyone the plan is out of date."""
+    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
+    return [_section(f"{STALE_TEXT} {mentions}"), replan_buttons(run)]
 
 
 def approval_buttons(run: Run) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel."""
     confirm = ConfirmObject(
         title="Approve this rollback?",
-        text=t.cut(
-            f"{run.target} in {run.environment} will be rolled back now, "
-            f"{len(run.plan)} steps as listed.",
+        text=t.cut(  # a confirm dialog's text is mrkdwn
+            t.esc(
+                f"Roll back {run.target} in {run.environment} {from_to(run)}: "
+                f"{len(run.plan)} steps, starting now."
+            ),
             300,
         ),
         confirm="Approve and run",
@@ -226,8 +323,23 @@ def approval_buttons(run: Run) -> ActionsBlock:
     )
 
 
-def progress_message(run: Run, records: list[StepView]) -> list[Block]:
-    """One line per step: icon, name, state, duration; edited in place as steps run."""
+def _live_line(step: dict[str, Any], live: dict[str, Any]) -> str:
+    """`62 s of 300 s · 12 readings · health: 503` for a running step."""
+    timeout = step.get("timeout")
+    limit = f" of {float(timeout):.0f} s" if timeout else ""
+    readings = int(live.get("readings") or 0)
+    count = f" · {readings} reading{'' if readings == 1 else 's'}" if readings else ""
+    line = t.esc(t.mask_urls(str(live.get("line") or "")))
+    return f"\n      _{float(live.get('elapsed') or 0):.0f} s{limit}{count} · {line}_"
+
+
+def progress_message(
+    run: Run, records: list[StepView], *, live: dict[str, Any] | None = None
+) -> list[Block]:
+    """One line per step: icon, name, state, duration; edited in place as steps run.
+
+    `live` is a running step's latest reading (`SlackProgress`), shown under its line.
+    """
     by_position = {r.position: r for r in records}
     finished = run.state in ("succeeded", "failed")
     lines = []
@@ -235,25 +347,86 @@ def progress_message(run: Run, records: list[StepView]) -> list[Block]:
         record = by_position.get(step["position"])
         state = record.state if record else ("not run" if finished else "pending")
         took = t.seconds(record.started_at, record.finished_at) if record else ""
-        summary = f" — {record.summary}" if record and record.summary else ""
+        summary = f" — {t.esc(t.mask_urls(record.summary))}" if record and record.summary else ""
+        now = ""
+        if live and state == "running" and live.get("position") == step["position"]:
+            now = _live_line(step, live)
         lines.append(
-            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{step['name']}* "
-            f"{state}{f' ({took})' if took else ''}{summary}"
+            f"{STATE_ICONS.get(state, '')} {step['position'] + 1}. *{label(step)}* "
+            f"{state}{f' ({took})' if took else ''}{summary}{now}"
         )
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
     blocks: list[Block] = [
-        _section(f"*Progress* · {RUN_TITLES[run.state]} · {done}/{len(run.plan)} steps"),
+        _section(
+            f"*Progress* · {RUN_TITLES[run.state]} · {versions(run)} · {done}/{len(run.plan)} steps"
+        ),
         _section("\n".join(lines)),
     ]
     if run.state == "failed":
-        blocks.append(_section(f":rotating_light: *Manual intervention required.* {run.outcome}"))
+        blocks.append(
+            _section(f":rotating_light: *Manual intervention required.* {outcome_words(run)}")
+        )
     return blocks
+
+
+def _sentence_after(text: str, lead: str) -> str:
+    """The sentence of `text` that starts with `lead`, without the lead (the runner's outcome)."""
+    start = text.find(lead)
+    if start < 0:
+        return ""
+    rest = text[start + len(lead) :].strip()
+    end = rest.find(". ")
+    return (rest if end < 0 else rest[:end]).rstrip(".")
+
+
+def failure_message(run: Run, *, people: list[str]) -> list[Block]:
+    """The loud failure, broadcast from the thread: who must act, what runs now, what is left."""
+    said = outcome_in_words(run)
+    now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
+    undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
+    first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
+    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
+    return [
+        _section(
+            f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
+            f"{mentions}: manual intervention required."
+        ),
+        _section(
+            f"*What failed:* {t.esc(first)}\n*Production now:* {t.esc(now)}\n"
+            f"*Left undone:* {t.esc(undone)}"
+        ),
+        ActionsBlock(
+            block_id=BlockId.FAILURE,
+            elements=[
+                ButtonElement(
+                    text="Re-plan",
+                    action_id=Action.REPLAN,
+                    value=run.id,
+                    style="primary",
+                ),
+            ],
+        ),
+    ]
+
+
+def failure_text(run: Run) -> str:
+    """Notification text of the failure broadcast."""
+    return t.esc(f"{run.incident_id}: the rollback of {run.target} failed; action needed")
+
+
+def success_line(run: Run, *, link: str) -> str:
+    """The one calm line to the channel when a rollback succeeded."""
+    took = t.seconds(run.started_at, run.finished_at)
+    return (
+        f":large_green_circle: {run.incident_id}: {versions(run)} rolled back"
+        f"{f' in {took}' if took else ''}. <{link}|Thread>"
+    )
 
 
 def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bool]:
     """A step's output as a thread reply; True when it was cut and needs a file."""
-    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {step['name']}*"
-    body = record.output or record.summary
+    header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {label(step)}*"
+    body = t.esc(t.mask_urls(record.output or record.summary))
     rendered, was_cut = t.code(body, t.SECTION_LIMIT - 100)
     return [_section(header), _section(rendered)], was_cut
 
@@ -265,7 +438,7 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
     blocks: list[Block] = [_section("*Post-rollback verification*")]
     for item in auto:
         icon = ":white_check_mark:" if item.ok else ":x:"
-        blocks.append(_section(f"{icon} {item.label}\n_{item.evidence}_"))
+        blocks.append(_section(f"{icon} {t.esc(item.label)}\n_{t.esc(item.evidence)}_"))
     if people:
         options = [Option(value=i.key, text=t.cut(i.label, t.LABEL_LIMIT)) for i in people]
         ticked = [o for o, i in zip(options, people, strict=True) if i.ticked_by]
@@ -275,22 +448,33 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
         blocks.append(
             SectionBlock(block_id=BlockId.VERIFY, text=_md("*For people to check*"), accessory=box)
         )
-        done = [f"{i.label.split(':')[0]} ✔ {t.user(i.ticked_by)}" for i in people if i.ticked_by]
+        done = [
+            f"{t.esc(i.label.split(':')[0])} ✔ {t.user(i.ticked_by)}" for i in people if i.ticked_by
+        ]
         if done:
             blocks.append(_context(*done))
     return blocks
 
 
-def run_line(run: Run, approvals: list[tuple[str, datetime]]) -> str:
+def run_line(
+    run: Run,
+    approvals: list[tuple[str, datetime]],
+    *,
+    approvers: Approvers | None = None,
+    now: datetime | None = None,
+) -> str:
     """One line of /rollback status or history."""
-    who = ", ".join(t.user(u) for u, _ in approvals) or ("break-glass" if run.break_glass else "—")
     took = ""
     if run.started_at and run.finished_at:
         took = f" in {t.seconds(run.started_at, run.finished_at)}"
+    if approvals or run.state == "requested":
+        approved = approval_state(run, approvals, approvers=approvers, now=now)
+    else:
+        approved = "break-glass" if run.break_glass else "no approvals"
     return (
-        f"*{run.incident_id}* {run.target}/{run.environment} · {run.state}{took} · "
-        f"requested by {t.user(run.requester)} · approved by {who} · "
-        f"{run.created_at:%Y-%m-%d %H:%M} UTC"
+        f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
+        f"{t.esc(from_to(run))} · requested by {t.user(run.requester)} · {approved} · "
+        f"{t.when(run.created_at)}"
     )
 
 
@@ -312,13 +496,16 @@ USAGE = (
 
 def help_message(targets: dict[str, list[str]]) -> list[Block]:
     """Usage and the configured targets."""
-    known = [f"`{env}`: {', '.join(f'`{n}`' for n in names)}" for env, names in targets.items()]
+    known = [
+        f"`{t.esc(env)}`: {', '.join(f'`{t.esc(n)}`' for n in names)}"
+        for env, names in targets.items()
+    ]
     return [_section(USAGE), _section("*Targets*\n" + "\n".join(known))]
 
 
 def refusal(message: str, *, usage: bool = False) -> list[Block]:
     """An ephemeral explanation; with the usage when the command itself was wrong."""
-    blocks: list[Block] = [_section(f":warning: {message}")]
+    blocks: list[Block] = [_section(f":warning: {message}")]  # callers escape what they quote
     if usage:
         blocks.append(_section(USAGE))
     return blocks

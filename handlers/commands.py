@@ -28,9 +28,11 @@ from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
 from bot.flows import Flows
+from bot.models import Run
 from bot.store import ACTIVE_STATES
 from bot.workflow import Refused
 from handlers import blocks
+from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups
@@ -126,7 +128,8 @@ def register(app: App, deps: Deps) -> None:
             if isinstance(parsed, Rollback):
                 deps.config.target(parsed.environment, parsed.target)
         except (BadPayload, CommandError, UnknownTarget) as exc:
-            ack(blocks=blocks.refusal(str(exc), usage=True), text=str(exc))
+            said = t.esc(str(exc))  # it may quote what was typed
+            ack(blocks=blocks.refusal(said, usage=True), text=said)
             return
         if not isinstance(parsed, Rollback | Cancel):
             ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
@@ -173,9 +176,10 @@ def _cancel(parsed: Cancel, user: str, flows: Flows, groups: Groups) -> str:
         run = flows.cancellable_run(parsed.incident_id)
         flows.cancel(run.id, user=user, user_groups=groups.of(run.environment, user))
     except Refused as exc:
-        return f":warning: Not cancelled: {exc}."
+        return f":warning: Not cancelled: {t.esc(exc)}."
     return (
-        f":heavy_minus_sign: Cancelled the rollback of {run.target} in {run.environment} "
+        f":heavy_minus_sign: Cancelled the rollback of {t.esc(run.target)} in "
+        f"{t.esc(run.environment)} "
         f"({parsed.incident_id}); nothing will run and the target is free."
     )
 
@@ -190,27 +194,38 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
     try:
         deps.config.target(parsed.environment, parsed.target)
     except UnknownTarget as exc:
-        return blocks.refusal(str(exc), usage=True)
+        return blocks.refusal(t.esc(exc), usage=True)
     runs = deps.store.runs(environment=parsed.environment, target=parsed.target, limit=20)
-    lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+    lines = [_line(r, deps) for r in runs]
     return blocks.lines_message(
-        f"Rollback history of {parsed.target} in {parsed.environment}", lines
+        f"Rollback history of {t.esc(parsed.target)} in {t.esc(parsed.environment)}", lines
+    )
+
+
+def _line(run: Run, deps: Deps) -> str:
+    """A run's line with its exact approval state: who approved, who still may, time left."""
+    try:
+        approvers = deps.config.environment(run.environment).approvers
+    except UnknownTarget:  # the environment left the config since
+        approvers = None
+    return blocks.run_line(
+        run, deps.workflow.approvals(run), approvers=approvers, now=deps.store.clock()
     )
 
 
 def _status(parsed: Status, deps: Deps) -> list[Any]:
     if parsed.incident_id is None:
         runs = deps.store.runs(states=ACTIVE_STATES)
-        lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
+        lines = [_line(r, deps) for r in runs]
         return blocks.lines_message("Active rollbacks", lines)
     incident = deps.store.incident(parsed.incident_id)
     if incident is None:
         return blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs(incident_id=incident.id)
-    lines = [blocks.run_line(r, deps.workflow.approvals(r)) for r in runs]
-    lines += [f"Outcome: {r.outcome}" for r in runs if r.outcome]
+    lines = [_line(r, deps) for r in runs]
+    lines += [f"Outcome: {blocks.outcome_words(r)}" for r in runs if r.outcome]
     return blocks.lines_message(
-        f"{incident.id}: {incident.target} in {incident.environment}", lines
+        f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines
     )
 
 
@@ -226,6 +241,8 @@ def _open_modal(
     )
     opened = client.views_open(
         trigger_id=command.trigger_id,
-        view=message_view(meta, "Roll back", f"Loading rollback points for *{parsed.target}*…"),
+        view=message_view(
+            meta, "Roll back", f"Loading rollback points for *{t.esc(parsed.target)}*…"
+        ),
     )
     modals.fill(view_id=opened["view"]["id"], meta=meta)

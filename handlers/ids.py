@@ -25,6 +25,7 @@ class Block(enum.StrEnum):
     CONFIRM = "confirm_text"
     APPROVAL = "approval_buttons"
     VERIFY = "verify_checklist"
+    FAILURE = "failure_actions"
 
 
 class Action(enum.StrEnum):
@@ -42,6 +43,7 @@ class Action(enum.StrEnum):
     REJECT = "reject_run"
     CANCEL = "cancel_run"
     VERIFY = "verify_tick"
+    REPLAN = "replan_run"
     OPEN_THREAD = "open_thread"
 
 

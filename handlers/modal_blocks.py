@@ -76,10 +76,15 @@ def rollback_modal(content: ModalContent) -> View:
     """The whole modal."""
     meta = content.meta
     blocks: list[Block] = [
-        SectionBlock(text=_md(f"*{meta.target}* in *{meta.environment}*: {content.target_line}")),
+        SectionBlock(
+            text=_md(
+                f"*{t.esc(meta.target)}* in *{t.esc(meta.environment)}*: "
+                f"{t.esc(content.target_line)}"
+            )
+        ),
     ]
     if content.problem:
-        blocks.append(SectionBlock(text=_md(f":warning: {content.problem}")))
+        blocks.append(SectionBlock(text=_md(f":warning: {t.esc(content.problem)}")))
     if content.points:
         blocks.append(_point_input(content))
     blocks += [DividerBlock(), _severity_input(content)]
@@ -113,7 +118,10 @@ def rollback_modal(content: ModalContent) -> View:
 
 def _point_input(content: ModalContent) -> InputBlock:
     options = [
-        _option(p.ref, f"{p.label}{' (current)' if p.is_current else ''}")
+        _option(
+            p.ref,
+            f"{p.label}{' (current)' if p.is_current and 'current' not in p.label else ''}",
+        )
         for p in content.points[:100]
     ]
     initial = next((o for o in options if o.value == content.selected), None)
@@ -175,17 +183,23 @@ def recommendation_block(decision: Decision, severity: Severity | None) -> Secti
         text = f"{icon} *{decision.recommendation.label}.* {decision.reason}"
     if severity is not None:
         row = SEVERITY_TABLE[severity]
-        text += f"\n*{severity.value.capitalize()}*: respond within {row.response_time.lower()}"
+        respond = (
+            "respond immediately"
+            if row.response_time.lower() == "immediate"
+            else f"respond within {row.response_time.lower()}"
+        )
+        text += f"\n*{severity.value.capitalize()}*: {respond}"
         text += f"; the table says: {row.decision.lower()}."
     return SectionBlock(block_id=BlockId.RECOMMENDATION, text=_md(text))
 
 
 def _checklist(content: ModalContent) -> list[Block]:
     lines = [
-        f"{':white_check_mark:' if c.ok else ':x:'} {c.name}{f' — {c.detail}' if c.detail else ''}"
+        f"{':white_check_mark:' if c.ok else ':x:'} {t.esc(c.name)}"
+        f"{f' — {t.esc(c.detail)}' if c.detail else ''}"
         for c in content.checks
     ]
-    lines += [f":robot_face: {step}" for step in content.automatic_steps]
+    lines += [f":robot_face: {t.esc(step)}" for step in content.automatic_steps]
     blocks: list[Block] = [
         SectionBlock(text=_md("*Pre-rollback checklist*")),
         ContextBlock(elements=[_md("\n".join(lines) or "no automatic checks")]),

@@ -30,10 +30,12 @@ from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
 from bot.config import Environment, UnknownTarget, describe_target
-from bot.decision import Severity, decide
+from bot.decision import Answers, Severity, decide
 from bot.flows import IncidentRequest, ThreadNotOpened
+from bot.models import Run
 from bot.plans import default_point
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
+from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
@@ -95,7 +97,7 @@ class ModalService:
                 fresh=fresh,
             )
         except (ActionError, OSError) as exc:
-            problem = f"Could not list rollback points: {exc}"
+            problem = f"Could not list rollback points: {exc}"  # escaped where shown
         selected = form.point if form and form.point else resolve_point(points, meta.point_hint)
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
@@ -136,11 +138,34 @@ class ModalService:
         except (ActionError, OSError) as exc:
             return [Check("Pre-rollback checks", False, str(exc))]
 
-    def fill(self, *, view_id: str, meta: ModalMeta) -> None:
-        """Replace the Loading… view with the real modal."""
+    def fill(self, *, view_id: str, meta: ModalMeta, form: FormState | None = None) -> None:
+        """Replace the Loading… view with the real modal (with earlier answers, to re-plan)."""
         self.deps.client.views_update(
-            view_id=view_id, view=rollback_modal(self.content(meta, None))
+            view_id=view_id, view=rollback_modal(self.content(meta, form))
         )
+
+    def replan(self, *, trigger_id: str, run: Run, user: str, channel: str) -> None:
+        """Open the rollback form again for a failed run's target, its answers carried over.
+
+        A new request from the same severity, flowchart answers and impact summary; the
+        point is chosen afresh from what the target lists now (the failed run changed it).
+        """
+        incident = self.deps.store.incident(run.incident_id)
+        meta = ModalMeta(
+            environment=run.environment, target=run.target, requester=user, channel_id=channel
+        )
+        opened = self.deps.client.views_open(
+            trigger_id=trigger_id,
+            view=message_view(meta, "Roll back", f"Planning again for *{t.esc(run.target)}*…"),
+        )
+        form = FormState()
+        if incident is not None:
+            form = FormState(
+                severity=Severity(incident.severity),
+                answers=Answers(**incident.answers),
+                summary=incident.summary,
+            )
+        self.fill(view_id=opened["view"]["id"], meta=meta, form=form)
 
     def on_change(self, event: ModalEvent, client: WebClient) -> None:
         """Re-render the modal after an answer changed; the person's last click wins.
@@ -211,7 +236,7 @@ class ModalService:
             opened = self.flows.open_incident(request)
         except Refused as exc:
             self.flows.settle(key, f"nothing was requested: {exc}")
-            self._say(event, "Not requested", f":warning: Nothing was requested: {exc}")
+            self._say(event, "Not requested", f":warning: Nothing was requested: {t.esc(exc)}")
             return
         except ThreadNotOpened as exc:
             self.flows.settle(key, f"the incident could not be opened: {exc.reason}")
@@ -244,7 +269,7 @@ def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
         return f":warning: The incident thread could not be opened: {exc.reason}. {exc.advice}"
     return (
         f":warning: The incident could not be opened: {exc.reason}. "
-        f"The request was withdrawn and {target} is free again.\n*What to do:* {exc.advice}"
+        f"The request was withdrawn and {t.esc(target)} is free again.\n*What to do:* {exc.advice}"
     )
 
 

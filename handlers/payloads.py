@@ -124,6 +124,8 @@ class Tick:
     where: Where
     message_ts: str
     selected: frozenset[str]
+    shown: frozenset[str] | None = None
+    """The boxes ticked on the copy of the message the person clicked (None: not sent)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,26 @@ def tick(body: dict[str, Any]) -> Tick:
         where=_where(parsed),
         message_ts=parsed.container.message_ts,
         selected=frozenset(o.value for o in chosen),
+        shown=_shown_ticks(body, parsed.actions[0].action_id),
     )
+
+
+def _shown_ticks(body: dict[str, Any], action_id: str) -> frozenset[str] | None:
+    """The ticks the clicked copy showed: its checkboxes' initial_options in `message.blocks`.
+
+    Slack sends the message as the person saw it with a block_actions payload
+    (https://api.slack.com/reference/interaction-payloads/block-actions); comparing it with
+    `selected_options` says what this person toggled, even on an older copy.
+    """
+    message = body.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("blocks"), list):
+        return None
+    for block in message["blocks"]:
+        element = block.get("accessory") if isinstance(block, dict) else None
+        if isinstance(element, dict) and element.get("action_id") == action_id:
+            shown = element.get("initial_options") or []
+            return frozenset(str(o.get("value")) for o in shown if isinstance(o, dict))
+    return None
 
 
 def _where(parsed: _Interaction) -> Where:

@@ -9,7 +9,8 @@ a file by the caller.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
@@ -19,11 +20,48 @@ MODAL_BLOCKS = 100
 CUT_MARK = "… (cut; full text attached)"
 
 
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+_GROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
+
+
+def esc(text: object) -> str:
+    """Escape text from people, alerts or target systems for Slack mrkdwn.
+
+    Slack reads `<...>` as a mention, a channel ping (`<!channel>`) or a link,
+    and `&` starts an entity; only these three characters need escaping
+    (https://api.slack.com/reference/surfaces/formatting#escaping). Every piece
+    of text the bot did not write itself goes through here before it is put in
+    a message, so a summary or an alert annotation can never ping a channel or
+    hide a link. Mentions the bot means to make are built from ids (`user`,
+    `group`), never from text.
+    """
+    return "".join(_ESCAPES.get(c, c) for c in str(text))
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&](?:[a-z_-]*(?:token|secret|password|passwd|key|signature|sig|auth)"
+    r"[a-z_-]*))=[^&#\s]+",
+    re.IGNORECASE,
+)
+
+
+def mask_urls(text: str) -> str:
+    """Hide credentials in the URLs of a step's detail: user:password@ and token-like params.
+
+    Known secret values are already masked by the Web API client (`bot.app`); this
+    catches what looks like one in a URL (`?access_token=…`, `https://user:pw@host`).
+    """
+    return _SECRET_PARAM.sub(r"\g<name>=…", _USERINFO.sub(r"\g<scheme>…@", text))
+
+
 def cut(text: str, limit: int, *, mark: str = "…") -> str:
-    """Return `text` no longer than `limit`, marked where it was cut."""
+    """Return `text` no longer than `limit`, marked where it was cut (never mid-entity)."""
     if len(text) <= limit:
         return text
-    return text[: limit - len(mark)] + mark
+    return _PARTIAL_ENTITY.sub("", text[: limit - len(mark)]) + mark
 
 
 def code(text: str, limit: int = SECTION_LIMIT) -> tuple[str, bool]:
@@ -36,16 +74,20 @@ def code(text: str, limit: int = SECTION_LIMIT) -> tuple[str, bool]:
 
 
 def user(user_id: str | None) -> str:
-    """Mention a user, or name the bot/monitoring."""
+    """Mention a user by id, or name the bot/monitoring; anything not an id is shown escaped."""
     if not user_id:
         return "the bot"
     if user_id == "monitoring":
         return "monitoring"
+    if not _USER_ID.match(user_id):
+        return esc(user_id)
     return f"<@{user_id}>"
 
 
 def group(group_id: str) -> str:
-    """Mention a user group."""
+    """Mention a user group by id; anything not a group id is shown escaped."""
+    if not _GROUP_ID.match(group_id):
+        return esc(group_id)
     return f"<!subteam^{group_id}>"
 
 
@@ -57,6 +99,27 @@ def permalink(channel: str, ts: str) -> str:
 def clock(at: datetime | None) -> str:
     """Time of day in UTC, as on the incident card."""
     return "—" if at is None else f"{at:%H:%M:%S} UTC"
+
+
+def when(at: datetime | None) -> str:
+    """A time each reader sees in their own zone (Slack's date token), UTC text as fallback.
+
+    https://api.slack.com/reference/surfaces/formatting#date-formatting
+    """
+    if at is None:
+        return "—"
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return f"<!date^{int(aware.timestamp())}^{{time}}|{aware:%H:%M} UTC>"
+
+
+def minutes_left(at: datetime | None, now: datetime | None) -> str:
+    """`12 min left` until `at`, or '' when either is unknown."""
+    if at is None or now is None:
+        return ""
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    left = max(int((aware - now).total_seconds() // 60), 0)
+    return f"{left} min left"
 
 
 def seconds(start: datetime | None, end: datetime | None) -> str:

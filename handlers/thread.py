@@ -23,7 +23,10 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
@@ -34,11 +37,13 @@ from bot.flows import ThreadNotOpened
 from bot.models import Incident, OutboxMessage, Run
 from bot.outbox import RetryLater, Undeliverable
 from bot.runner import Progress
-from bot.store import StepView
+from bot.store import StepView, Store
 from bot.timeline import rca_template
 from bot.verification import checklist
 from handlers import blocks
+from handlers import text as t
 from handlers.deps import Deps
+from handlers.text import permalink
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ class IncidentThread:
             plan = self.client.chat_postMessage(
                 channel=channel,
                 thread_ts=card_ts,
-                text=f"Rollback plan for {run.target} in {run.environment}: approval needed",
+                text=t.esc(f"Rollback plan for {run.target} in {run.environment}: approval needed"),
                 blocks=blocks.plan_message(run, self._facts(run), approvers=env.approvers),
             )
         except (SlackApiError, OSError) as exc:
@@ -98,7 +103,7 @@ class IncidentThread:
     def _not_opened(self, exc: Exception, channel: str) -> ThreadNotOpened:
         """Say why Slack refused the thread and what a person can do about it."""
         if not isinstance(exc, SlackApiError):
-            reason = f"the connection to Slack failed ({type(exc).__name__}: {exc})"
+            reason = f"the connection to Slack failed ({type(exc).__name__}: {t.esc(exc)})"
             return ThreadNotOpened(reason, "Nothing will run. Request the rollback again shortly.")
         error = str(exc.response.get("error") or f"HTTP {exc.response.status_code}")
         reason = f"Slack refused to post in <#{channel}> ({error})"
@@ -142,8 +147,8 @@ class IncidentThread:
             self.client.conversations_invite(channel=channel_id, users=",".join(people))
         self.client.chat_postMessage(
             channel=env.incident_channel,
-            text=f":rotating_light: {incident.id}: rollback of {run.target} in "
-            f"{run.environment} is handled in <#{channel_id}>",
+            text=f":rotating_light: {incident.id}: rollback of {t.esc(run.target)} in "
+            f"{t.esc(run.environment)} is handled in <#{channel_id}>",
         )
         return str(channel_id)
 
@@ -171,7 +176,7 @@ class IncidentThread:
             "chat_update",
             channel=run.slack["channel"],
             ts=run.slack["plan_ts"],
-            text=f"Rollback plan for {run.target} in {run.environment}: {run.state}",
+            text=t.esc(f"Rollback plan for {run.target} in {run.environment}: {run.state}"),
             blocks=blocks.plan_message(run, facts, approvers=env.approvers),
         )
 
@@ -186,6 +191,8 @@ class IncidentThread:
             rejected_by=rejected,
             cancelled_by=cancelled,
             auto_approved_at=auto,
+            approvers=self.deps.config.environment(run.environment).approvers,
+            now=self.deps.store.clock(),
         )
 
     def say(self, run: Run, text: str, *, slot: str | None = None) -> None:
@@ -199,8 +206,9 @@ class IncidentThread:
 
     # progress -----------------------------------------------------------------
 
-    def progress(self, run: Run) -> None:
-        """Post the progress message once, then edit it in place."""
+    def progress(self, run: Run, *, live: dict[str, Any] | None = None) -> None:
+        """Post the progress message once, then edit it in place (`live`: a running step's
+        latest reading)."""
         fresh = self.deps.store.run(run.id)
         if fresh is None or not fresh.slack:
             return
@@ -209,7 +217,7 @@ class IncidentThread:
             fresh,
             key="progress_ts",
             text=f"Rollback progress: {fresh.state}",
-            message=blocks.progress_message(fresh, records),
+            message=blocks.progress_message(fresh, records, live=live),
         )
 
     def _keep_message(self, run: Run, *, key: str, text: str, message: list[Any]) -> None:
@@ -252,7 +260,7 @@ class IncidentThread:
         self._keep_message(
             run,
             key=key,
-            text=f"Step {step['position'] + 1} ({step['name']}): {record.state}",
+            text=f"Step {step['position'] + 1} ({blocks.label(step)}): {record.state}",
             message=message,
         )
         if was_cut:
@@ -260,14 +268,32 @@ class IncidentThread:
                 run,
                 key=f"file:{key}",
                 filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
-                title=f"Full output of step {step['position'] + 1} ({step['name']})",
+                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
+                content=record.output,
+            )
+
+    def attach_long_output(
+        self, run: Run, step: dict[str, Any], record: StepView, *, slot: str
+    ) -> None:
+        """A step that did not fail: its summary is on the progress message; output too long
+        for it goes into the thread as a file, nothing else (less noise)."""
+        if not run.slack or not record.output:
+            return
+        _, was_cut = blocks.step_output(step, record)
+        if was_cut:
+            self._upload_once(
+                run,
+                key=f"file:{slot}",
+                filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
+                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
                 content=record.output,
             )
 
     def finished(self, run: Run) -> None:
-        """Update card and plan, then post the checklist and the RCA template."""
+        """Update card and plan, announce the end, then post the checklist and the RCA template."""
         self.refresh(run.id)
         self.progress(run)
+        self.announce(run)
         self.post_checklist(run)
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
@@ -282,6 +308,55 @@ class IncidentThread:
             initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
             "Download, complete and share it.",
         )
+
+    def stale(self, run_id: str) -> None:
+        """Say to everyone in the thread that the plan is out of date; offer Re-plan (once)."""
+        self.refresh(run_id)
+        run = self.deps.store.run(run_id)
+        if run is None or not run.slack:
+            return
+        env = self.deps.config.environment(run.environment)
+        people = [run.requester, *env.approvers.users]
+        self._keep_message(
+            run,
+            key="stale",
+            text=t.esc(f"The rollback plan for {run.target} is out of date: re-plan"),
+            message=blocks.stale_message(run, people=people),
+        )
+
+    def announce(self, run: Run) -> None:
+        """A failure loudly (broadcast, people mentioned, a next step); a success in one line.
+
+        Posted once per run (slot `announce`), so a repeated delivery does not say it twice.
+        """
+        fresh = self.deps.store.run(run.id)
+        if fresh is None or not fresh.slack or fresh.state not in ("failed", "succeeded"):
+            return
+        if self.deps.store.slack_slot(fresh.id, "announce") is not None:
+            return
+        channel, thread_ts = fresh.slack["channel"], fresh.slack["thread_ts"]
+        if fresh.state == "failed":
+            env = self.deps.config.environment(fresh.environment)
+            approved = [u for u, _ in self.deps.workflow.approvals(fresh)]
+            people = [fresh.requester, *(approved or env.approvers.users)]
+            posted = self._call(
+                fresh,
+                "chat_postMessage",
+                channel=channel,
+                thread_ts=thread_ts,
+                reply_broadcast=True,
+                text=blocks.failure_text(fresh),
+                blocks=blocks.failure_message(fresh, people=people),
+            )
+        else:
+            posted = self._call(
+                fresh,
+                "chat_postMessage",
+                channel=channel,
+                text=blocks.success_line(fresh, link=permalink(channel, thread_ts)),
+            )
+        if posted is not None:
+            self.deps.store.set_slack_slot(fresh.id, "announce", channel=channel, ts=posted["ts"])
 
     def post_checklist(self, run: Run) -> None:
         """Post, or re-render, the post-rollback verification checklist."""
@@ -372,22 +447,74 @@ def delivery_error(method: str, exc: Exception) -> RetryLater | Undeliverable:
     return RetryLater(f"{method}: {type(exc).__name__}: {exc}")
 
 
-class SlackProgress(Progress):
-    """The runner's Progress: the store already queued each message; wake the sender."""
+LIVE_EVERY = 10.0
+"""Seconds between live updates of a running step (Slack allows about one chat.update a
+second per channel: https://api.slack.com/methods/chat.update#rate_limiting)."""
 
-    def __init__(self, wake: threading.Event) -> None:
+
+@dataclass
+class _Live:
+    started: float
+    sent: float
+    lines: int = 0
+
+
+class SlackProgress(Progress):
+    """The runner's Progress: the store already queued each message; wake the sender.
+
+    With a store, a long step's output lines also reach people: at most every `every`
+    seconds a `step.progress` message is queued with the step's last line, how long it
+    has run and how many readings it made, and the sender edits the progress message.
+    """
+
+    def __init__(
+        self,
+        wake: threading.Event,
+        store: Store | None = None,
+        *,
+        every: float = LIVE_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.wake = wake
+        self.store = store
+        self.every = every
+        self.clock = clock
+        self._live: dict[tuple[str, int], _Live] = {}
+        self._lock = threading.Lock()
 
     def run_started(self, run: Run, *, resumed: bool) -> None:
         self.wake.set()
 
     def step_started(self, run: Run, step: dict[str, Any]) -> None:
+        now = self.clock()
+        with self._lock:
+            self._live[(run.id, int(step["position"]))] = _Live(started=now, sent=now)
         self.wake.set()
 
     def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
         log.info("%s: %s: %s", run.incident_id, step["name"], line)
+        if self.store is None:
+            return
+        now = self.clock()
+        key = (run.id, int(step["position"]))
+        with self._lock:
+            live = self._live.setdefault(key, _Live(started=now, sent=now))
+            live.lines += 1
+            if now - live.sent < self.every:
+                return
+            live.sent = now
+            detail = {
+                "position": key[1],
+                "line": line[:300],
+                "elapsed": round(now - live.started, 1),
+                "readings": live.lines,
+            }
+        self.store.enqueue(run.id, "step.progress", detail)
+        self.wake.set()
 
     def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+        with self._lock:
+            self._live.pop((run.id, int(step["position"])), None)
         self.wake.set()
 
     def run_finished(self, run: Run) -> None:
@@ -419,6 +546,8 @@ class SlackOutbox:
             self.thread.progress(run)
         elif kind == "step.started":
             self.thread.progress(run)
+        elif kind == "step.progress":
+            self.thread.progress(run, live=message.detail)
         elif kind == "step.finished":
             self._step_finished(run, message.detail)
         elif kind == "run.finished":
@@ -450,7 +579,10 @@ class SlackOutbox:
         if record is None or step is None:
             return
         slot = f"step:{position}:{detail.get('attempts', record.attempts)}"
-        self.thread.step_output(run, step, record, slot=slot)
+        if record.state == "failed":  # a failure gets its own reply; the rest is folded
+            self.thread.step_output(run, step, record, slot=slot)
+        else:
+            self.thread.attach_long_output(run, step, record, slot=slot)
 
 
 def _resumed_text(detail: dict[str, Any]) -> str:

@@ -298,6 +298,10 @@ class RolloutUndo:
             f"{self.from_revision} to revision {self.to_revision} ({', '.join(self.images)})"
         )
 
+    def label(self) -> str:
+        """`Roll back voxflow-api to rev 3 (voxflow/api:v1.2.3)`."""
+        return f"Roll back {self.deployment} to rev {self.to_revision} ({', '.join(self.images)})"
+
     def spec(self) -> dict[str, Any]:
         """The Deployment, both revisions and the images approved."""
         return {

@@ -176,6 +176,10 @@ class RolloutStatus:
             f"(up to {self.timeout:g}s)"
         )
 
+    def label(self) -> str:
+        """`Wait for voxflow-api to finish rolling out`."""
+        return f"Wait for {self.deployment} to finish rolling out"
+
     def spec(self) -> dict[str, Any]:
         """The Deployment and the wait."""
         return {"namespace": self.namespace, "deployment": self.deployment, "timeout": self.timeout}

@@ -28,6 +28,7 @@ class RecordingThread:
     opened: list[str] = field(default_factory=list)
     refreshed: list[str] = field(default_factory=list)
     checklists: list[str] = field(default_factory=list)
+    stale_told: list[str] = field(default_factory=list)
     store: Store | None = None
 
     def open(self, incident: Incident, run: Run) -> Run:
@@ -45,6 +46,9 @@ class RecordingThread:
 
     def post_checklist(self, run: Run) -> None:
         self.checklists.append(run.id)
+
+    def stale(self, run_id: str) -> None:
+        self.stale_told.append(run_id)
 
 
 @pytest.fixture
@@ -128,8 +132,10 @@ def test_approve_counts_only_for_the_plan_requested(
     with pytest.raises(Refused, match="plan changed since it was requested"):
         flows.approve(run.id, user=BOB)
     assert (store.run(run.id) or run).state == "requested"
+    assert thread.stale_told == [run.id]
     write_script(script)
     outcome = flows.approve(run.id, user=BOB)
+    assert "plan_stale_at" not in outcome.run.memory
     assert outcome.started and outcome.run.state == "approved"
     assert flows.wake_runner.is_set()
     assert thread.refreshed == [run.id]
@@ -189,9 +195,12 @@ def test_ticking_the_checklist_records_only_what_changed(
 ) -> None:
     run = flows.open_incident(request()).run
     assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"auth", "core"})) == 2
-    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 1
-    assert flows.tick_checklist(run.id, user=BOB, selected=frozenset({"core"})) == 0
+    both, core = frozenset({"auth", "core"}), frozenset({"core"})
+    assert flows.tick_checklist(run.id, user=BOB, selected=core, shown=both) == 1
+    assert flows.tick_checklist(run.id, user=BOB, selected=core, shown=core) == 0
     assert thread.checklists == [run.id] * 3
+    with pytest.raises(Refused, match="only the requester and the approvers"):
+        flows.tick_checklist(run.id, user=MALLORY, selected=both, shown=core)
 
 
 def test_break_glass_run_already_started_when_the_thread_fails_goes_on_and_says_so(

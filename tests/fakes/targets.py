@@ -68,6 +68,10 @@ class ScriptedStep:
             return StepResult(summary="long output", output="x" * 6000)
         if outcome == "skip":
             return StepResult(summary="already there", skipped=True)
+        if outcome == "echo":  # the target system's words, as a step's output
+            return StepResult(summary=script["_echo"], output=script["_echo"])
+        if outcome == "echo_fail":
+            raise PermanentError(script["_echo"])
         ctx.memory[f"{self.name}.done"] = attempt + 1
         return StepResult(summary=f"{self.name} done", output=f"{self.name} output")
 

@@ -51,6 +51,8 @@ def texts(built: list) -> list[str]:  # type: ignore[type-arg]
         data = block.to_dict()
         if isinstance(data.get("text"), dict):
             found.append(data["text"]["text"])
+        if data.get("type") == "context":
+            found += [e["text"] for e in data["elements"] if "text" in e]
     return found
 
 
@@ -60,7 +62,8 @@ def test_a_long_plan_is_shown_whole_over_several_sections() -> None:
     assert len(built) <= t.MESSAGE_BLOCKS
     assert all(len(text) <= t.SECTION_LIMIT for text in texts(built))
     shown = "\n".join(texts(built))
-    assert all(f"{i + 1}. `rollback` {'x' * 200}" in shown for i in range(60))
+    assert all(f"{i + 1}. Step{i} · _rollback_" in shown for i in range(60))
+    assert all(f"{i + 1}. {'x' * 200}" in shown for i in range(60))  # the details
 
 
 def test_long_output_is_cut_and_marked_for_a_file() -> None:

@@ -82,7 +82,7 @@ def test_status_and_history_show_runs_with_who_approved(sandbox: Sandbox) -> Non
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     wait_for(lambda: sandbox.process.deps.store.runs()[0].state == "succeeded", what="the run")
     history = str(sandbox.person(ALICE).slash("history app prod").json())
-    assert "succeeded" in history and f"approved by <@{BOB}>" in history
+    assert "succeeded" in history and f"1 of 1 approval (<@{BOB}>)" in history
     incident_id = sandbox.process.deps.store.runs()[0].incident_id
     status = str(sandbox.person(ALICE).slash(f"status {incident_id}").json())
     assert "Outcome: rollback completed" in status

@@ -38,7 +38,7 @@ def test_modal_opens_with_the_previous_revision_and_the_recommendation_updates_l
         lambda: "Immediate rollback" in (t := recommendation_of(sandbox, view_id)) and t,
         what="the recommendation",
     )
-    assert "respond within immediate" in text
+    assert "Critical*: respond immediately" in text and "within immediate" not in text
 
 
 def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
@@ -83,7 +83,7 @@ def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: P
     alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
     plan = request_rollback(sandbox, alice)
     plan_text = text_of(plan)
-    assert "1. `prepare` stop_workers" in plan_text
+    assert "1. Stop workers · _prepare_" in plan_text
     assert f"<@{BOB}>" in plan_text and "<!subteam^SDBAS00001>" in plan_text
     approve = next(b for b in plan.blocks if b.get("block_id") == "approval_buttons")
     assert approve["elements"][0]["confirm"]["confirm"]["text"] == "Approve and run"
@@ -104,7 +104,7 @@ def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: P
     thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
     progress = next(m for m in thread if m.text.startswith("Rollback progress"))
     assert progress.edits >= 8
-    assert ":white_check_mark: 2. *undo* succeeded" in text_of(progress)
+    assert ":white_check_mark: 2. *Undo* succeeded" in text_of(progress)
     checklist = next(m for m in thread if m.text == "Post-rollback verification checklist")
     assert "User Authentication" in str(checklist.blocks)
     (rca,) = sandbox.slack.files()
@@ -169,7 +169,7 @@ def test_failed_step_says_manual_intervention_and_what_did_not_run(
     progress = next(m for m in thread if m.text.startswith("Rollback progress"))
     text = text_of(progress)
     assert "Manual intervention required" in text
-    assert ":no_entry_sign: 3. *status* not run" in text
+    assert ":no_entry_sign: 3. *Status* not run" in text
     assert "Failed: manual intervention required" in text_of(card(sandbox))
 
 
@@ -180,12 +180,21 @@ def test_long_step_output_is_cut_and_attached_as_a_file(sandbox: Sandbox, script
     wait_for(lambda: len(sandbox.slack.files()) >= 2, what="the output file and the template")
     output = next(f for f in sandbox.slack.files() if "step3-status" in f.name)
     assert len(output.text) == 6000
-    reply = next(
-        m
-        for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
-        if m.text.startswith("Step 3 (status)")
-    )
-    assert "cut; full text attached" in text_of(reply)
+    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+    assert not [m for m in thread if m.text.startswith("Step ")]  # folded: no reply per step
+    progress = next(m for m in thread if m.text.startswith("Rollback progress"))
+    assert "3. *Status* succeeded" in text_of(progress) and "long output" in text_of(progress)
+
+
+def test_a_failed_step_gets_its_own_reply_and_others_are_folded(
+    sandbox: Sandbox, script: Path
+) -> None:
+    write_script(script, status=["permanent"])
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: sandbox.slack.files(), what="the RCA template")
+    texts = [m.text for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)]
+    assert [t for t in texts if t.startswith("Step ")] == ["Step 3 (Status): failed"]
 
 
 def test_rate_limited_slack_calls_are_retried(sandbox: Sandbox) -> None:

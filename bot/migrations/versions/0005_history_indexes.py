@@ -1,7 +1,7 @@
 """history indexes: every query the bot makes by state, target, time or message is indexed
 
 Revision ID: 0005
-Revises: 0003 (the lead re-chains it after 0004 when merging)
+Revises: 0003
 Create Date: 2026-11-28 04:00:00
 
 Why each (issue 16, point 4; the queries are in bot/store.py):

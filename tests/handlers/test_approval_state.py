@@ -1,0 +1,77 @@
+"""Approval state said exactly (N of M, who approved, who still may, time left); stale plans."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.sandbox.harness import Sandbox
+from tests.bot.conftest import ALICE, BOB, CAROL
+from tests.fakes.targets import write_script
+from tests.fakes.waiting import wait_for
+from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of
+
+
+def test_one_of_two_approvals_is_said_on_card_plan_and_status(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(approvals_required=2)
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    assert "0 of 2 approvals" in text_of(card(sandbox))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: "1 of 2 approvals" in text_of(card(sandbox)), what="the card to count")
+    said = text_of(card(sandbox))
+    assert f"1 of 2 approvals (<@{BOB}>)" in said
+    assert f"may still approve: <@{CAROL}> <!subteam^SDBAS00001>" in said
+    assert "Approved by" not in said  # not while one more is needed
+    assert "(30 min left)" in said or "(29 min left)" in said
+    assert "<!date^" in said
+    shown = text_of(sandbox.slack.message(CHANNEL, plan.ts))
+    assert f"1 of 2 approvals (<@{BOB}>)" in shown
+    incident = sandbox.process.deps.store.runs()[0].incident_id
+    status = sandbox.person(ALICE).slash(f"status {incident}").text
+    assert f"1 of 2 approvals (<@{BOB}>)" in status and f"may still approve: <@{CAROL}>" in status
+
+
+def test_stale_plan_is_told_to_everyone_with_replan_and_approve_is_withdrawn(
+    make_sandbox: Callable[..., Sandbox], script: Path
+) -> None:
+    sandbox = make_sandbox()
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    write_script(script, _label="a newer deploy")  # the plan built now differs
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    thread = wait_for(
+        lambda: [
+            m for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts) if "out of date" in m.text
+        ],
+        what="the stale announcement",
+    )
+    said = text_of(thread[0])
+    assert f"<@{ALICE}>" in said and f"<@{BOB}>" in said and f"<@{CAROL}>" in said
+    assert any(
+        e.get("action_id") == "replan_run" for b in thread[0].blocks for e in b.get("elements", [])
+    )
+    buttons = [
+        e["action_id"]
+        for b in sandbox.slack.message(CHANNEL, plan.ts).blocks
+        for e in b.get("elements", [])
+        if "action_id" in e
+    ]
+    assert "approve_run" not in buttons and "replan_run" in buttons
+    store = sandbox.process.deps.store
+    assert store.runs()[0].state == "requested"
+
+    alice = sandbox.person(ALICE)
+    payload = alice.click_payload(CHANNEL, thread[0].ts, "replan_run")
+    alice.last_trigger = payload["trigger_id"]
+    sandbox.platform.interaction(payload)
+    wait_for(lambda: store.runs()[0].state == "cancelled", what="the stale request withdrawn")
+    view_id = alice.opened_view()
+    wait_for(
+        lambda: any(
+            b.get("block_id") == "severity" for b in sandbox.slack.view(view_id).view["blocks"]
+        ),
+        what="the form",
+    )
+    assert alice.submit(view_id).status_code == 200
+    wait_for(lambda: len(store.runs()) == 2, what="the new request")
