@@ -27,7 +27,7 @@ def test_demo_plays_the_incident_end_to_end_and_exits_zero() -> None:
     assert result.returncode == 0, out + result.stderr
     assert "(only U0ALICE001 sees) :warning: You requested this rollback" in out
     assert "Approved by <@U0BOB00001>" in out
-    assert "*kubernetes.rollout_undo* succeeded" in out
+    assert "*Roll back voxflow-api to rev 2 (voxflow/api:v1.2.3)* succeeded" in out
     assert "Post-rollback verification" in out
     assert "| - **Impact**: Calls drop after 10 seconds since the v1.2.4 deploy" in out
     last = out.strip().splitlines()[-1]

@@ -43,6 +43,8 @@ def _query(base: str, expression: str) -> list[dict[str, Any]]:
         reply = httpx.get(f"{base}/api/v1/query", params={"query": expression}, timeout=10)
     except httpx.TransportError:
         return []  # not listening yet
+    if reply.status_code != 200:
+        return []  # Prometheus answers 503 text while its storage starts
     answer = reply.json()
     return list(answer["data"]["result"]) if answer.get("status") == "success" else []
 

@@ -196,7 +196,7 @@ def APP_CHANNEL(bot: Sandbox) -> str:
 def _plan_message(bot: Sandbox) -> Any:
     def found() -> Any:
         for message in bot.slack.messages(APP_CHANNEL(bot)):
-            if "approve" in str(message.blocks):
+            if "approve_run" in str(message.blocks):  # the plan, the message with the button
                 return message
         return None
 

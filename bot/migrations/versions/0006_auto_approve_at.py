@@ -6,9 +6,10 @@ Create Date: 2026-11-28 04:35:00
 
 A run's memory is what its steps keep for later steps and for a resume; the
 time monitoring approves a run itself is a fact about the request, read by the
-runner loop on every pass. As a column it is typed and indexed with the state,
-so the loop finds due runs in one lookup instead of reading every requested
-run's memory. Existing deadlines move out of memory.
+runner loop on every pass. As a column it is typed and queried directly (the
+requested runs are found by runs(state, created_at), migration 0005; a second
+index led with state made the planners pick it for every state query and sort),
+instead of reading every requested run's memory. Existing deadlines move out.
 """
 
 import json
@@ -40,7 +41,6 @@ def _memory(value: object) -> dict[str, object]:
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("auto_approve_at", sa.DateTime(), nullable=True))
-        batch.create_index("ix_runs_state_auto_approve_at", ["state", "auto_approve_at"])
     bind = op.get_bind()
     for run_id, memory in bind.execute(sa.select(runs.c.id, runs.c.memory)).all():
         kept = _memory(memory)
@@ -67,5 +67,4 @@ def downgrade() -> None:
         kept[KEY] = due.isoformat() + "+00:00"
         bind.execute(runs.update().where(runs.c.id == run_id).values(memory=kept))
     with op.batch_alter_table("runs") as batch:
-        batch.drop_index("ix_runs_state_auto_approve_at")
         batch.drop_column("auto_approve_at")
