@@ -50,12 +50,9 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import http_limits
-from bot.config import load_config
-from bot.demo import ALICE, APP, BOB, DEMO_CONFIG, IMAGES, NAMESPACE, PEOPLE, WORKER, health_of
+from bot.demo import ALICE, BOB, demo_world
 from bot.sandbox.harness import Sandbox
-from bot.sandbox.kubernetes import FakeKubernetes
 from bot.sandbox.platform import Person, Platform, sign
-from bot.sandbox.web import Reply, WebStub
 from bot.server import HttpServer
 from bot.settings import Settings
 
@@ -164,18 +161,8 @@ def _approve_body(people: list[Person], channel: str, ts: str) -> Callable[[], b
 @contextmanager
 def the_bot(workdir: Path) -> Iterator[tuple[Target, Sandbox]]:
     """The demo's bot with one plan waiting for approval."""
-    kube = FakeKubernetes(ready_delay=0.1).start()
-    web = WebStub().start()
-    sandbox: Sandbox | None = None
-    try:
-        kube.add_deployment(NAMESPACE, APP, images=IMAGES, replicas=3)
-        kube.add_deployment(NAMESPACE, WORKER, images=["voxflow/worker:v1.2.4"], replicas=2)
-        kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
-        web.route("GET", "/health", health_of(kube))
-        web.route("POST", "/api/admin/maintenance", Reply(200, json={"ok": True}))
-        environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
-        config = load_config(DEMO_CONFIG, environ=environ)
-        sandbox = Sandbox(config=config, workdir=workdir, people=PEOPLE).start()
+    with demo_world(workdir, ready_delay=0.1) as world:
+        sandbox = world.sandbox
         channel, ts = _plan_waiting(sandbox)
         alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
         later = sandbox.process.deps.later
@@ -195,11 +182,6 @@ def the_bot(workdir: Path) -> Iterator[tuple[Target, Sandbox]]:
             ),
             sandbox,
         )
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-        web.stop()
-        kube.stop()
 
 
 def _plan_waiting(sandbox: Sandbox) -> tuple[str, str]:

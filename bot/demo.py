@@ -20,7 +20,9 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -167,10 +169,22 @@ def health_of(kube: FakeKubernetes) -> Callable[[Request], Reply]:
     return answer
 
 
-def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> int:
-    """Play the incident; return the exit status."""
-    workdir = Path(tempfile.mkdtemp(prefix="rb-demo-"))
-    kube = FakeKubernetes(ready_delay=0.3).start()
+@dataclass(frozen=True)
+class DemoWorld:
+    """The demo's stand-ins and the bot serving them."""
+
+    kube: FakeKubernetes
+    web: WebStub
+    kubeconfig: Path
+    sandbox: Sandbox
+
+
+@contextmanager
+def demo_world(workdir: Path, *, ready_delay: float = 0.3) -> Iterator[DemoWorld]:
+    """Start the demo's cluster (voxflow-api on v1.2.4, its worker), health and maintenance
+    endpoints and the bot; stop them all afterwards. The demo, the ack tests and the ack
+    benchmark share it."""
+    kube = FakeKubernetes(ready_delay=ready_delay).start()
     web = WebStub().start()
     sandbox: Sandbox | None = None
     try:
@@ -182,23 +196,36 @@ def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> 
         environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
         config = load_config(DEMO_CONFIG, environ=environ)
         sandbox = Sandbox(config=config, workdir=workdir, people=PEOPLE).start()
-        printer = Printer(sandbox.slack, out)
-        sandbox.slack.on_call(printer)
-        print(f"rollback-bot demo: voxflow-api runs {IMAGES[-1]} and calls are dropping.", file=out)
-        summary = play(sandbox, kube, step=step, out=out)
-        wait(lambda: printer.files_shown, seconds=10, what="the template being shown")
-        print(f"\n{summary}", file=out, flush=True)
-        if keep:
-            _keep(sandbox, kube, kubeconfig, web, out)
-        return 0
-    except DemoFailure as exc:
-        print(f"\ndemo failed: {exc}", file=out)
-        return 1
+        yield DemoWorld(kube=kube, web=web, kubeconfig=kubeconfig, sandbox=sandbox)
     finally:
         if sandbox is not None:
             sandbox.stop()
         web.stop()
         kube.stop()
+
+
+def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> int:
+    """Play the incident; return the exit status."""
+    workdir = Path(tempfile.mkdtemp(prefix="rb-demo-"))
+    try:
+        with demo_world(workdir) as world:
+            sandbox = world.sandbox
+            printer = Printer(sandbox.slack, out)
+            sandbox.slack.on_call(printer)
+            print(
+                f"rollback-bot demo: voxflow-api runs {IMAGES[-1]} and calls are dropping.",
+                file=out,
+            )
+            summary = play(sandbox, world.kube, step=step, out=out)
+            wait(lambda: printer.files_shown, seconds=10, what="the template being shown")
+            print(f"\n{summary}", file=out, flush=True)
+            if keep:
+                _keep(sandbox, world.kube, world.kubeconfig, world.web, out)
+            return 0
+    except DemoFailure as exc:
+        print(f"\ndemo failed: {exc}", file=out)
+        return 1
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 

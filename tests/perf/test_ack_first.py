@@ -9,7 +9,6 @@ not what a clock says. No assertion is about time.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,11 +19,9 @@ from typing import Any
 import pytest
 from slack_bolt.context.ack.ack import Ack
 
-from bot.config import load_config
-from bot.demo import ALICE, APP, BOB, DEMO_CONFIG, IMAGES, NAMESPACE, PEOPLE, WORKER, health_of
+from bot.demo import ALICE, BOB, demo_world
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.kubernetes import FakeKubernetes
-from bot.sandbox.web import Reply, WebStub
 from tests.fakes.waiting import wait_for
 
 ANSWERS = {
@@ -80,27 +77,13 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 @pytest.fixture
 def bot(tmp_path: Path, recorder: Recorder) -> Iterator[Sandbox]:
-    kube = FakeKubernetes(ready_delay=0.1).start()
-    web = WebStub().start()
-    sandbox: Sandbox | None = None
-    try:
-        kube.add_deployment(NAMESPACE, APP, images=IMAGES, replicas=3)
-        kube.add_deployment(NAMESPACE, WORKER, images=["voxflow/worker:v1.2.4"], replicas=2)
-        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
-        web.route("GET", "/health", health_of(kube))
-        web.route("POST", "/api/admin/maintenance", Reply(200, json={"ok": True}))
-        environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
-        config = load_config(DEMO_CONFIG, environ=environ)
-        sandbox = Sandbox(config=config, workdir=tmp_path, people=PEOPLE).start()
-        _slow_kubernetes(kube, recorder)
-        _slow_slack(sandbox, recorder)
-        yield sandbox
-    finally:
-        recorder.gate.set()
-        if sandbox is not None:
-            sandbox.stop()
-        web.stop()
-        kube.stop()
+    with demo_world(tmp_path, ready_delay=0.1) as world:
+        try:
+            _slow_kubernetes(world.kube, recorder)
+            _slow_slack(world.sandbox, recorder)
+            yield world.sandbox
+        finally:
+            recorder.gate.set()
 
 
 def _slow_kubernetes(kube: FakeKubernetes, recorder: Recorder) -> None:
