@@ -116,9 +116,7 @@ def _status_line(run: Run, facts: RunFacts) -> str:
         who = ", ".join(f"{t.user(u)} at {t.when(at)}" for u, at in facts.approvals)
         line += f" · Approved by {who}"
     if facts.auto_approved_at is not None:
-        line += (
-            f" · Approved by monitoring at {t.clock(facts.auto_approved_at)} (veto window ended)"
-        )
+        line += f" · Approved by monitoring at {t.when(facts.auto_approved_at)} (veto window ended)"
     if run.break_glass:
         line += " · :rotating_light: break-glass, mandatory review"
     if run.state == "rejected" and facts.rejected_by:
@@ -252,7 +250,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
             _section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
         )
         if run.auto_approve_at is not None:
-            when = t.clock(run.auto_approve_at)
+            when = t.when(run.auto_approve_at)
             blocks.append(
                 _section(
                     f":rotating_light: *Monitoring rolls back automatically at {when}* "

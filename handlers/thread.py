@@ -43,6 +43,7 @@ from bot.verification import checklist
 from handlers import blocks
 from handlers import text as t
 from handlers.deps import Deps
+from handlers.names import Names
 from handlers.text import permalink
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class IncidentThread:
         self.client: WebClient = deps.client
         self.strict = strict
         """Raise RetryLater / Undeliverable instead of logging (for the outbox's sender)."""
+        self.names = Names(self.client)
+        """Real names for the RCA file (`users.info`, cached)."""
 
     # opening ------------------------------------------------------------------
 
@@ -298,7 +301,13 @@ class IncidentThread:
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
-        template = rca_template(incident, self.deps.store.runs(incident_id=incident.id), events)
+        template = rca_template(
+            incident,
+            self.deps.store.runs(incident_id=incident.id),
+            events,
+            zone=self.deps.config.zone,
+            names=self.names,
+        )
         self._upload_once(
             run,
             key="rca",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from bot.decision import Answers, Severity
 from bot.plans import Planner
@@ -70,3 +71,19 @@ def test_communications_are_on_the_timeline(store: Store) -> None:
     )
     labels = [m.label for m in moments(incident, store.events(incident.id))]
     assert "Status page updated: status page set to operational" in labels
+
+
+def test_rca_times_are_in_the_given_zone_with_dates_and_people_by_name(store: Store) -> None:
+    incident = store.create_incident(
+        environment="prod", target="app", severity="high", source="slack", opened_by=ALICE
+    )
+    events = store.events(incident.id)
+    names = {ALICE: "Alice Doe"}
+    text = rca_template(
+        incident, [], events, zone=ZoneInfo("Asia/Kolkata"), names=lambda u: names.get(u, u)
+    )
+    opened = incident.created_at.astimezone(ZoneInfo("Asia/Kolkata"))
+    assert f"- **{opened:%Y-%m-%d %H:%M:%S} IST**: Investigation started" in text
+    assert "(incident opened by Alice Doe)" in text and "- **Opened by**: Alice Doe" in text
+    assert f"- **Date/Time**: {opened:%Y-%m-%d %H:%M:%S} IST" in text
+    assert "<@" not in rca_template(incident, [], events)  # default: ids, no Slack markup
