@@ -43,6 +43,7 @@ _LABELS = {
     "approval.added": "Approval recorded from {actor}",
     "run.approved": "Rollback approved by {actor}",
     "run.break_glass": "Break-glass rollback by {actor} (mandatory review)",
+    "run.reviewed": "Break-glass rollback reviewed by {actor}",
     "run.auto_approved": "Rollback approved automatically by monitoring (veto window ended)",
     "monitoring.alert": "Monitoring alerted again",
     "run.rejected": "Rollback rejected by {actor}",
@@ -203,7 +204,11 @@ def rca_template(
         lines.append(f"- **Versions**: {run.target} {from_to(run)}")
         lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
         if run.review_required:
-            lines.append("- **Review**: break-glass rollback, mandatory review")
+            owner = next(
+                (e.detail.get("reviewer") for e in events if e.kind == "review.assigned"), None
+            )
+            to = f", assigned to {names(str(owner))}" if owner else ""
+            lines.append(f"- **Review**: break-glass rollback, mandatory review{to}")
     lines += ["", "## Timeline"]
     words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
     timeline = moments(incident, events, words=words, names=names)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
@@ -94,6 +95,13 @@ def group(group_id: str) -> str:
 def permalink(channel: str, ts: str) -> str:
     """The link to a message, in Slack's own format, without asking Slack."""
     return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
+def thread_link(slack: dict[str, Any]) -> str | None:
+    """The permalink of a run's thread (its `run.slack`), if it has one."""
+    if not slack.get("channel") or not slack.get("thread_ts"):
+        return None
+    return permalink(str(slack["channel"]), str(slack["thread_ts"]))
 
 
 def when(at: datetime | None) -> str:

@@ -40,7 +40,7 @@ from bot.runner import Progress
 from bot.store import StepView, Store
 from bot.timeline import rca_template
 from bot.verification import checklist
-from handlers import blocks
+from handlers import blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.names import Names
@@ -99,6 +99,8 @@ class IncidentThread:
             raise refused from exc
         slack = {"channel": channel, "thread_ts": card_ts, "plan_ts": plan["ts"]}
         self.deps.store.set_run_fields(run.id, slack=slack)
+        if run.break_glass:
+            self.review(run.id)  # approvers mentioned at once, the review assigned
         fresh = self.deps.store.run(run.id)
         assert fresh is not None
         return fresh
@@ -196,6 +198,20 @@ class IncidentThread:
             auto_approved_at=auto,
             approvers=self.deps.config.environment(run.environment).approvers,
             now=self.deps.store.clock(),
+        )
+
+    def review(self, run_id: str) -> None:
+        """Post, or re-render, the break-glass review message (slot `review`)."""
+        run = self.deps.store.run(run_id)
+        review = self.deps.store.review(run_id)
+        if run is None or review is None or not run.slack:
+            return
+        env = self.deps.config.environment(run.environment)
+        self._keep_message(
+            run,
+            key="review",
+            text=review_blocks.review_text(run),
+            message=review_blocks.review_message(run, review, approvers=env.approvers),
         )
 
     def say(self, run: Run, text: str, *, slot: str | None = None) -> None:
