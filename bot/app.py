@@ -279,6 +279,7 @@ class BotProcess:
         """Run approved rollbacks in the background, and poll metrics where configured."""
         self._start(self._run_loop, "runner")
         self._start(lambda: self.sender.serve(self._stop), "outbox-sender")
+        self._start(lambda: home.refresh_loop(self.deps, self._stop), "home-refresh")
         polled = [
             env.monitoring.poll_seconds
             for env in self.config.environments.values()

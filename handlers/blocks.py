@@ -19,7 +19,6 @@ from slack_sdk.models.blocks import (
     CheckboxesElement,
     ConfirmObject,
     ContextBlock,
-    DividerBlock,
     HeaderBlock,
     MarkdownTextObject,
     Option,
@@ -506,15 +505,4 @@ def refusal(message: str, *, usage: bool = False) -> list[Block]:
     blocks: list[Block] = [_section(f":warning: {message}")]  # callers escape what they quote
     if usage:
         blocks.append(_section(USAGE))
-    return blocks
-
-
-def home_view_blocks(active: list[tuple[Run, str | None]]) -> list[Block]:
-    """App Home: active incidents and runs with links to their threads."""
-    blocks: list[Block] = [HeaderBlock(text="Rollbacks in progress"), DividerBlock()]
-    if not active:
-        blocks.append(_section("No active rollbacks."))
-    for run, link in active[:40]:
-        thread = f" · <{link}|open thread>" if link else ""
-        blocks.append(_section(f"{run_line(run, [])}{thread}"))
     return blocks

@@ -101,6 +101,7 @@ class IncidentThread:
         self.deps.store.set_run_fields(run.id, slack=slack)
         if run.break_glass:
             self.review(run.id)  # approvers mentioned at once, the review assigned
+        self.deps.home.changed.set()
         fresh = self.deps.store.run(run.id)
         assert fresh is not None
         return fresh
@@ -161,6 +162,7 @@ class IncidentThread:
 
     def refresh(self, run_id: str) -> None:
         """Re-render the card and the plan message from the current state."""
+        self.deps.home.changed.set()  # the home tab shows run states too
         run = self.deps.store.run(run_id)
         if run is None or not run.slack:
             return
@@ -202,6 +204,7 @@ class IncidentThread:
 
     def review(self, run_id: str) -> None:
         """Post, or re-render, the break-glass review message (slot `review`)."""
+        self.deps.home.changed.set()
         run = self.deps.store.run(run_id)
         review = self.deps.store.review(run_id)
         if run is None or review is None or not run.slack:
@@ -564,6 +567,8 @@ class SlackOutbox:
         if not run.slack:
             raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
         kind = message.kind
+        if not kind.startswith("step."):
+            self.deps.home.changed.set()  # a run's state changed: refresh home tabs
         if kind in ("run.started", "run.resumed"):
             self.thread.refresh(run.id)
             if kind == "run.resumed":
