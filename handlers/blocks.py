@@ -361,7 +361,10 @@ def progress_message(
     ]
     if run.state == "failed":
         blocks.append(
-            _section(f":rotating_light: *Manual intervention required.* {outcome_words(run)}")
+            _section(  # the runner's outcome says it too: once is enough
+                ":rotating_light: *Manual intervention required.* "
+                + outcome_words(run).replace(" Manual intervention required.", "")
+            )
         )
     return blocks
 
