@@ -70,11 +70,13 @@ def _thread(link: str | None) -> str:
     return f" · <{link}|open thread>" if link else ""
 
 
-def _titled(title: str, lines: list[str], empty: str) -> list[Block]:
+def _titled(
+    title: str, lines: list[str], empty: str, *, more: str = "`/rollback status`"
+) -> list[Block]:
     """A header, the lines (cut at LIST_LIMIT, the rest counted) and a divider."""
     shown = lines[:LIST_LIMIT]
     if len(lines) > LIST_LIMIT:
-        shown.append(f"…and {len(lines) - LIST_LIMIT} more: `/rollback status`")
+        shown.append(f"…and {len(lines) - LIST_LIMIT} more: {more}")
     body = lines_message(title, shown)[1:] if shown else []
     if not shown:
         body = [ContextBlock(elements=[MarkdownTextObject(text=empty)])]
@@ -127,7 +129,12 @@ def history_section(content: HomeContent) -> list[Block]:
             lines.append(f"{name}: no rollbacks yet")
             continue
         lines.append(f"{name}:\n" + "\n".join(f"    {_recovery(r)}" for r in history.recoveries))
-    return _titled("Recent rollbacks and time to recover", lines, "No targets configured.")
+    return _titled(
+        "Recent rollbacks and time to recover",
+        lines,
+        "No targets configured.",
+        more="`/rollback history <target> <env>`",
+    )
 
 
 SECTIONS: tuple[Section, ...] = (active_section, waiting_section, reviews_section, history_section)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from bot.decision import Answers, Severity
-from bot.models import Run
+from bot.models import Base, Run
 from bot.plans import Planner
 from bot.reviews import Reviews
 from bot.store import Store, make_engine, upgrade
@@ -96,6 +98,9 @@ def test_upgrading_to_0008_lists_earlier_break_glass_runs_as_unreviewed(
                 )
             )
     upgrade(engine)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [d for d in diff if "break_glass_reviews" in str(d)] == []  # model and 0008 agree
     (review,) = Store(engine).unreviewed()
     assert (review.run_id, review.reviewer, review.requester) == ("r1", "approvers", ALICE)
     with engine.begin() as connection:
