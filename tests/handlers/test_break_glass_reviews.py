@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from slack_sdk.models.blocks import Block
+
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.platform import Person
 from bot.sandbox.slack import Message
@@ -36,6 +38,15 @@ def break_glass(sandbox: Sandbox, person: Person, text: str = "app prod") -> Mes
     return wait_for(lambda: review_message(sandbox, target), what="the review message")
 
 
+def valid(blocks: list[dict[str, Any]]) -> bool:
+    """Every block parses into slack_sdk's Block Kit models and passes their validation."""
+    parsed = Block.parse_all(blocks)
+    assert None not in parsed, blocks  # a type slack_sdk does not know
+    for block in parsed:
+        block.validate_json()
+    return True
+
+
 def review_message(sandbox: Sandbox, target: str) -> Message | None:
     return next(
         (
@@ -64,10 +75,11 @@ def test_break_glass_mentions_approvers_at_once_and_assigns_a_review(sandbox: Sa
     assert f"<@{ALICE}> rolled back" in said and "without a second approver" in said
     assert f"<@{BOB}>" in said and f"<@{CAROL}>" in said and "<!subteam^SDBAS00001>" in said
     assert f"assigned to <@{BOB}>" in said  # the first approver in config order
-    assert buttons(review) == ["mark_reviewed"]
+    assert buttons(review) == ["mark_reviewed"] and valid(review.blocks)
     run = sandbox.process.deps.store.runs()[0]
     assert run.break_glass and run.state in ("approved", "running", "succeeded")
     status = sandbox.person(MALLORY).slash("status").json()
+    assert valid(status["blocks"])
     assert "Break-glass rollbacks awaiting review" in str(status)
     assert run.incident_id in str(status) and f"review assigned to <@{BOB}>" in str(status)
 
@@ -93,7 +105,7 @@ def test_only_an_approver_other_than_the_requester_marks_it_reviewed(sandbox: Sa
         what="the review marked done",
     )
     assert f"reviewed by <@{CAROL}>" in text_of(done) and "<!date^" in text_of(done)
-    assert buttons(done) == []
+    assert buttons(done) == [] and valid(done.blocks)
     assert [e.actor for e in store.events(run.incident_id) if e.kind == "run.reviewed"] == [CAROL]
     assert "awaiting review" not in str(sandbox.person(MALLORY).slash("status").json())
     one = sandbox.person(MALLORY).slash(f"status {run.incident_id}").json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from itertools import count
+from typing import Any
 
 from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.models.views import View
@@ -15,7 +16,7 @@ from handlers.home_blocks import SECTIONS, HomeContent, home_view_blocks
 from tests.bot.conftest import ALICE, BOB, MALLORY
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, DAVE, request_rollback
-from tests.handlers.test_break_glass_reviews import break_glass
+from tests.handlers.test_break_glass_reviews import break_glass, valid
 
 _events = count(1)
 
@@ -42,7 +43,8 @@ def open_home(sandbox: Sandbox, user: str) -> str:
     return shown(view.view)
 
 
-def shown(view: dict[str, object]) -> str:
+def shown(view: dict[str, Any]) -> str:
+    assert valid(view["blocks"])
     return json.dumps(view["blocks"])
 
 

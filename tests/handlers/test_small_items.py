@@ -12,6 +12,7 @@ from tests.bot.conftest import ALICE, BOB
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
+from tests.handlers.test_break_glass_reviews import valid
 
 
 def open_form(sandbox: Sandbox, person: Person, text: str = "app prod") -> str:
@@ -34,6 +35,7 @@ def block(sandbox: Sandbox, view_id: str, block_id: str) -> dict[str, Any] | Non
 
 
 def recommendation(sandbox: Sandbox, view_id: str) -> str:
+    assert valid(blocks_of(sandbox, view_id))
     found = block(sandbox, view_id, "recommendation")
     return str(found["text"]["text"]) if found else ""
 
@@ -127,6 +129,7 @@ def test_a_failed_run_says_manual_intervention_once_and_no_empty_not_run(
     wait_for(lambda: store.runs()[0].state == "failed", what="the failure")
     wait_for(lambda: sandbox.slack.files(), what="the end of the thread")
     for message in sandbox.slack.thread(CHANNEL, card(sandbox).ts):
+        assert valid(message.blocks)
         for line in text_of(message).splitlines():
             assert line.lower().count("manual intervention required") <= 1, line
         assert "Not run: nothing" not in text_of(message)
@@ -138,5 +141,7 @@ def test_status_and_history_lines_link_to_their_threads(sandbox: Sandbox) -> Non
     run = wait_for(lambda: (r := store.runs()[0]).slack.get("thread_ts") and r, what="thread")
     link = f"https://slack.com/archives/{CHANNEL}/p{run.slack['thread_ts'].replace('.', '')}"
     for text in ("status", f"status {run.incident_id}", "history app prod"):
-        said = str(sandbox.person(BOB).slash(text).json())
+        answer = sandbox.person(BOB).slash(text).json()
+        assert valid(answer["blocks"])
+        said = str(answer)
         assert f"<{link}|thread>" in said, text

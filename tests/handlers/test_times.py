@@ -20,6 +20,7 @@ from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.targets import ScriptedTarget
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, card, request_rollback, text_of
+from tests.handlers.test_break_glass_reviews import valid
 
 TOKEN = re.compile(
     r"<!date\^(\d+)\^\{date_short_pretty\} \{time\}\|(\d{4}-\d\d-\d\d \d\d:\d\d) UTC>"
@@ -65,6 +66,7 @@ def test_messages_show_times_only_as_date_tokens(make_sandbox: Callable[..., San
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     wait_for(lambda: "1 of 2 approvals" in text_of(card(sandbox)), what="the approval")
     history = sandbox.person(ALICE).slash("history app prod").json()
+    assert valid(history["blocks"]) and valid(card(sandbox).blocks)
     said = [text_of(card(sandbox)), text_of(sandbox.slack.message(CHANNEL, plan.ts)), str(history)]
     for text in said:
         assert TOKEN.search(text), text
