@@ -117,6 +117,9 @@ def moments(
         label = _LABELS.get(event.kind)
         if label is not None:
             lines.append(Moment(event.at, label.format(actor=_who(event.actor, names))))
+        elif event.kind == "review.assigned":
+            owner = str(event.detail.get("reviewer") or "the approvers")
+            lines.append(Moment(event.at, f"Mandatory review assigned to {names(owner)}"))
         elif event.kind == "step.failed":
             name = str(event.detail.get("name"))
             lines.append(Moment(event.at, f"Step failed: {words.get(name, name)}"))
