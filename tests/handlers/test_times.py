@@ -11,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.config import ConfigError, parse_config
 from bot.plans import Planner
@@ -120,3 +122,15 @@ def test_an_unknown_time_zone_is_refused_naming_the_field() -> None:
     said = str(raised.value)
     assert "bad.yml" in said and "time_zone" in said and "IANA time zone" in said
     assert parse_config(config_dict(), path=Path("ok.yml")).zone == ZoneInfo("UTC")
+
+
+def test_the_fake_users_info_answers_slacks_documented_user_object(sandbox: Sandbox) -> None:
+    client = WebClient(token=sandbox.slack.token, base_url=sandbox.slack.url)
+    user = client.users_info(user=ALICE)["user"]
+    assert user["real_name"] == "Alice" and user["profile"]["real_name"] == "Alice"
+    assert user["profile"]["display_name"] == "alice"
+    assert user["profile"]["real_name_normalized"] == "Alice"
+    assert (user["tz"], user["tz_label"], user["tz_offset"]) == ("UTC", "UTC", 0)
+    with pytest.raises(SlackApiError) as missing:
+        client.users_info(user="U0NOBODY01")
+    assert missing.value.response["error"] == "user_not_found"
