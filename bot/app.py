@@ -55,7 +55,7 @@ from bot.settings import Settings
 from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
-from handlers import approvals, commands, errors, home, modals
+from handlers import approvals, commands, errors, home, modals, reviews
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
 from handlers.flows import flows_for
@@ -150,7 +150,7 @@ def create_app(settings: Settings, deps: Deps) -> App:
         client=deps.client,
         process_before_response=False,
     )
-    for module in (commands, modals, approvals, home):
+    for module in (commands, modals, approvals, home, reviews):
         module.register(app, deps)
     errors.register(app, deps.client)
     return app
@@ -279,6 +279,7 @@ class BotProcess:
         """Run approved rollbacks in the background, and poll metrics where configured."""
         self._start(self._run_loop, "runner")
         self._start(lambda: self.sender.serve(self._stop), "outbox-sender")
+        self._start(lambda: home.refresh_loop(self.deps, self._stop), "home-refresh")
         polled = [
             env.monitoring.poll_seconds
             for env in self.config.environments.values()

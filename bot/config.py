@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -161,6 +162,8 @@ class RollbackConfig(Strict):
     """The whole file."""
 
     environments: dict[str, Environment] = Field(min_length=1)
+    time_zone: str = "UTC"
+    """The workspace's IANA time zone (`Europe/Berlin`): the RCA file's times are in it."""
     # The values `${NAME}` expanded to: bot/secrets.py masks them wherever text leaves.
     _expanded: tuple[str, ...] = PrivateAttr(default=())
 
@@ -176,6 +179,22 @@ class RollbackConfig(Strict):
             if not _NAME.match(name):
                 raise ValueError(f"environment name {name!r} must be lowercase letters or digits")
         return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone name (such as UTC or Europe/Berlin)"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The workspace's time zone (`time_zone`)."""
+        return ZoneInfo(self.time_zone)
 
     def environment(self, name: str) -> Environment:
         """Return an environment, or raise UnknownTarget naming the known ones."""

@@ -104,6 +104,20 @@ def level(severity: Severity) -> SeverityLevel:
     return SEVERITY_TABLE[severity]
 
 
+def table_rolls_back(severity: Severity) -> bool:
+    """Whether the severity table's decision for `severity` is to roll back (Critical, High)."""
+    return severity in (Severity.CRITICAL, Severity.HIGH)
+
+
+def agrees(severity: Severity, recommendation: Recommendation) -> bool:
+    """Whether the severity table and the flowchart point the same way (roll back or not).
+
+    They are two views of one incident: a Critical severity with a fix-forward answer
+    means one of them is wrong, and the person should look again before going on.
+    """
+    return table_rolls_back(severity) == recommendation.rolls_back
+
+
 @dataclass(frozen=True)
 class Answers:
     """The flowchart's four questions; None means not answered yet."""
@@ -134,6 +148,26 @@ _QUESTIONS = {
 def question(name: str) -> str:
     """Return the flowchart question for an `Answers` field name."""
     return _QUESTIONS[name]
+
+
+def asked(answers: Answers) -> tuple[str, ...]:
+    """The questions on the flowchart's path for these answers, up to the first unanswered.
+
+    "Can the issue be fixed quickly?" is on the path only when the system is functional;
+    answering it and then saying the system is not functional takes it off again.
+    """
+    path = ["functional"]
+    if answers.functional is None:
+        return tuple(path)
+    if answers.functional:
+        path.append("fixable_quickly")
+        if answers.fixable_quickly is None or answers.fixable_quickly:
+            return tuple(path)
+    path.append("data_at_risk")
+    if answers.data_at_risk is None or answers.data_at_risk:
+        return tuple(path)
+    path.append("severe_impact")
+    return tuple(path)
 
 
 def decide(answers: Answers) -> Decision:

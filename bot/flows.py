@@ -45,6 +45,7 @@ from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity
 from bot.models import Incident, Run
 from bot.plans import Planner, default_point
+from bot.reviews import Reviews
 from bot.store import Store, TargetBusy
 from bot.timeline import VERSIONS
 from bot.verification import TICK, ticked_by
@@ -184,6 +185,7 @@ class Flows:
             raise Refused(f"the plan could not be built: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
+        Reviews(self.store, self.config).assign(run)  # break-glass: owned before it is shown
         return incident, self._record_versions(run, env, plan.point)
 
     def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:

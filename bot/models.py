@@ -240,3 +240,25 @@ class EntryKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(index=True)
     outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class BreakGlassReview(Base):
+    """The mandatory review of a break-glass run: who owns it, and who did it when.
+
+    Migration 0008. One row per break-glass run, written when it is requested; a run
+    is unreviewed while `reviewed_at` is empty (indexed: `/rollback status` and the
+    home tab list those).
+    """
+
+    __tablename__ = "break_glass_reviews"
+    __table_args__ = (Index("ix_break_glass_reviews_reviewed_at", "reviewed_at", "assigned_at"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(40))
+    environment: Mapped[str] = mapped_column(String(40))
+    requester: Mapped[str] = mapped_column(String(40))
+    reviewer: Mapped[str] = mapped_column(String(40))
+    """The approver (user id, or a group id when only groups approve) it is assigned to."""
+    assigned_at: Mapped[datetime]
+    reviewed_by: Mapped[str | None] = mapped_column(String(40))
+    reviewed_at: Mapped[datetime | None]

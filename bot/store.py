@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import (
     Approval,
+    BreakGlassReview,
     EntryKey,
     Event,
     Incident,
@@ -889,6 +890,86 @@ class Store:
                 detail=detail,
             )
         )
+
+    # break-glass reviews (bot/reviews.py) --------------------------------------
+
+    def add_review(
+        self, *, run: Run, reviewer: str, pick: Callable[[int], str] | None = None
+    ) -> BreakGlassReview:
+        """Assign the review of break-glass `run` to `reviewer` (or `pick(n)`), once.
+
+        `pick` is given how many reviews this environment has had, inside the same
+        transaction, for round-robin; a run already assigned keeps its reviewer.
+        """
+        try:
+            with self.session() as session:
+                if pick is not None:
+                    done = session.scalar(
+                        select(func.count()).where(BreakGlassReview.environment == run.environment)
+                    )
+                    reviewer = pick(int(done or 0))
+                review = BreakGlassReview(
+                    run_id=run.id,
+                    incident_id=run.incident_id,
+                    environment=run.environment,
+                    requester=run.requester,
+                    reviewer=reviewer,
+                    assigned_at=self.clock(),
+                )
+                session.add(review)
+                session.flush()
+                self._event(
+                    session,
+                    incident_id=run.incident_id,
+                    run_id=run.id,
+                    kind="review.assigned",
+                    actor=None,
+                    detail={"reviewer": reviewer},
+                )
+                return review
+        except IntegrityError:
+            existing = self.review(run.id)
+            assert existing is not None
+            return existing
+
+    def review(self, run_id: str) -> BreakGlassReview | None:
+        """Return a run's break-glass review, or None."""
+        with self.reading() as session:
+            return session.get(BreakGlassReview, run_id)
+
+    def mark_reviewed(self, run_id: str, *, user: str) -> bool:
+        """Record that `user` reviewed the run, with its event; False if it already was."""
+        with self.session() as session:
+            result = session.execute(
+                update(BreakGlassReview)
+                .where(BreakGlassReview.run_id == run_id, BreakGlassReview.reviewed_at.is_(None))
+                .values(reviewed_by=user, reviewed_at=self.clock())
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
+            review = session.get(BreakGlassReview, run_id)
+            assert review is not None
+            self._event(
+                session,
+                incident_id=review.incident_id,
+                run_id=run_id,
+                kind="run.reviewed",
+                actor=user,
+                detail={"reviewer": review.reviewer},
+            )
+            return True
+
+    def unreviewed(self, *, limit: int = 50) -> list[BreakGlassReview]:
+        """Return the break-glass reviews not yet done, oldest first."""
+        with self.reading() as session:
+            return list(
+                session.scalars(
+                    select(BreakGlassReview)
+                    .where(BreakGlassReview.reviewed_at.is_(None))
+                    .order_by(BreakGlassReview.assigned_at, BreakGlassReview.run_id)
+                    .limit(limit)
+                ).all()
+            )
 
     # entry keys (Slack requests already acted on; owned by the entry points) -----
 

@@ -4,15 +4,29 @@ Everything here is derived from the append-only event log, so the template a
 team edits after an incident says what the bot recorded, not what somebody
 remembers at the end of a long night. The sections people must write (root
 cause, contributing factors, action items) stay as the procedures have them.
+
+The RCA is a file people read outside Slack, where `<@U…>` and date tokens mean
+nothing: its times are in the workspace's zone (config `time_zone`), each with its
+date, and people are named by a `Names` function the caller passes in (the Slack
+side resolves ids with `users.info`); this module never talks to Slack.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from actions.base import readable
 from bot.models import Event, Incident, Run
+
+Names = Callable[[str], str]
+"""A person's name for a user id (the Slack side resolves it; the id when it cannot)."""
+
+
+def mention(user_id: str) -> str:
+    """The default `Names`: a Slack mention, for text that Slack renders."""
+    return f"<@{user_id}>"
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,7 @@ _LABELS = {
     "approval.added": "Approval recorded from {actor}",
     "run.approved": "Rollback approved by {actor}",
     "run.break_glass": "Break-glass rollback by {actor} (mandatory review)",
+    "run.reviewed": "Break-glass rollback reviewed by {actor}",
     "run.auto_approved": "Rollback approved automatically by monitoring (veto window ended)",
     "monitoring.alert": "Monitoring alerted again",
     "run.rejected": "Rollback rejected by {actor}",
@@ -85,18 +100,26 @@ def outcome_in_words(run: Run) -> str:
 
 
 def moments(
-    incident: Incident, events: list[Event], *, words: dict[str, str] | None = None
+    incident: Incident,
+    events: list[Event],
+    *,
+    words: dict[str, str] | None = None,
+    names: Names = mention,
 ) -> list[Moment]:
     """Return the timeline: detection, the recorded events, and when service was restored.
 
-    `words` names steps for people by action name (the labels stored in the plans).
+    `words` names steps for people by action name (the labels stored in the plans);
+    `names` names people by user id.
     """
     words = words or {}
     lines = [Moment(incident.detected_at or incident.created_at, "Issue first detected")]
     for event in events:
         label = _LABELS.get(event.kind)
         if label is not None:
-            lines.append(Moment(event.at, label.format(actor=_who(event.actor))))
+            lines.append(Moment(event.at, label.format(actor=_who(event.actor, names))))
+        elif event.kind == "review.assigned":
+            owner = str(event.detail.get("reviewer") or "the approvers")
+            lines.append(Moment(event.at, f"Mandatory review assigned to {names(owner)}"))
         elif event.kind == "step.failed":
             name = str(event.detail.get("name"))
             lines.append(Moment(event.at, f"Step failed: {words.get(name, name)}"))
@@ -121,10 +144,10 @@ def _first(events: list[Event], *kinds: str) -> datetime | None:
     return next((e.at for e in events if e.kind in kinds), None)
 
 
-def _who(actor: str | None) -> str:
+def _who(actor: str | None, names: Names) -> str:
     if actor is None:
         return "the bot"
-    return actor if actor == "monitoring" else f"<@{actor}>"
+    return actor if actor == "monitoring" else names(actor)
 
 
 def duration(delta: timedelta | None) -> str:
@@ -143,8 +166,24 @@ def _span(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start and end else None
 
 
-def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> str:
-    """Render the procedures' RCA template with summary and timeline filled in."""
+def stamp(at: datetime, zone: tzinfo) -> str:
+    """`2026-11-24 04:02:05 CET`: a moment with its date, in `zone`."""
+    local = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or zone}"
+
+
+def rca_template(
+    incident: Incident,
+    runs: list[Run],
+    events: list[Event],
+    *,
+    zone: tzinfo = UTC,
+    names: Names = lambda user_id: user_id,
+) -> str:
+    """Render the procedures' RCA template with summary and timeline filled in.
+
+    Times are in `zone` with their dates; people are named by `names` (default: the id).
+    """
     start = incident.detected_at or incident.created_at
     initiated = _first(events, "run.started")
     completed = _first(events, "run.succeeded", "run.failed")
@@ -156,21 +195,27 @@ def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> st
         "",
         "## Incident Summary",
         f"- **Incident ID**: {incident.id}",
-        f"- **Date/Time**: {start:%Y-%m-%d %H:%M:%S} UTC",
+        f"- **Date/Time**: {stamp(start, zone)}",
         f"- **Duration**: {duration(_span(start, end))}",
         f"- **Rollback Time**: {duration(_span(initiated, completed))}",
         f"- **Impact**: {impact}",
         f"- **Severity**: {incident.severity.capitalize()}",
         f"- **Target**: {incident.target} in {incident.environment}",
+        f"- **Opened by**: {_who(incident.opened_by, names)}",
     ]
     for run in runs:
         lines.append(f"- **Versions**: {run.target} {from_to(run)}")
         lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
         if run.review_required:
-            lines.append("- **Review**: break-glass rollback, mandatory review")
+            owner = next(
+                (e.detail.get("reviewer") for e in events if e.kind == "review.assigned"), None
+            )
+            to = f", assigned to {names(str(owner))}" if owner else ""
+            lines.append(f"- **Review**: break-glass rollback, mandatory review{to}")
     lines += ["", "## Timeline"]
     words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
-    lines += [f"- **{m.at:%H:%M:%S}**: {m.label}" for m in moments(incident, events, words=words)]
+    timeline = moments(incident, events, words=words, names=names)
+    lines += [f"- **{stamp(m.at, zone)}**: {m.label}" for m in timeline]
     lines += [
         "",
         "## Root Cause",

@@ -19,7 +19,6 @@ from slack_sdk.models.blocks import (
     CheckboxesElement,
     ConfirmObject,
     ContextBlock,
-    DividerBlock,
     HeaderBlock,
     MarkdownTextObject,
     Option,
@@ -116,9 +115,7 @@ def _status_line(run: Run, facts: RunFacts) -> str:
         who = ", ".join(f"{t.user(u)} at {t.when(at)}" for u, at in facts.approvals)
         line += f" · Approved by {who}"
     if facts.auto_approved_at is not None:
-        line += (
-            f" · Approved by monitoring at {t.clock(facts.auto_approved_at)} (veto window ended)"
-        )
+        line += f" · Approved by monitoring at {t.when(facts.auto_approved_at)} (veto window ended)"
     if run.break_glass:
         line += " · :rotating_light: break-glass, mandatory review"
     if run.state == "rejected" and facts.rejected_by:
@@ -252,7 +249,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
             _section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
         )
         if run.auto_approve_at is not None:
-            when = t.clock(run.auto_approve_at)
+            when = t.when(run.auto_approve_at)
             blocks.append(
                 _section(
                     f":rotating_light: *Monitoring rolls back automatically at {when}* "
@@ -364,7 +361,10 @@ def progress_message(
     ]
     if run.state == "failed":
         blocks.append(
-            _section(f":rotating_light: *Manual intervention required.* {outcome_words(run)}")
+            _section(  # the runner's outcome says it too: once is enough
+                ":rotating_light: *Manual intervention required.* "
+                + outcome_words(run).replace(" Manual intervention required.", "")
+            )
         )
     return blocks
 
@@ -508,15 +508,4 @@ def refusal(message: str, *, usage: bool = False) -> list[Block]:
     blocks: list[Block] = [_section(f":warning: {message}")]  # callers escape what they quote
     if usage:
         blocks.append(_section(USAGE))
-    return blocks
-
-
-def home_view_blocks(active: list[tuple[Run, str | None]]) -> list[Block]:
-    """App Home: active incidents and runs with links to their threads."""
-    blocks: list[Block] = [HeaderBlock(text="Rollbacks in progress"), DividerBlock()]
-    if not active:
-        blocks.append(_section("No active rollbacks."))
-    for run, link in active[:40]:
-        thread = f" · <{link}|open thread>" if link else ""
-        blocks.append(_section(f"{run_line(run, [])}{thread}"))
     return blocks

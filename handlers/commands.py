@@ -29,9 +29,10 @@ from slack_sdk import WebClient
 from bot.config import UnknownTarget
 from bot.flows import Flows
 from bot.models import Run
+from bot.reviews import Reviews
 from bot.store import ACTIVE_STATES
 from bot.workflow import Refused
-from handlers import blocks
+from handlers import blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
@@ -203,27 +204,46 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
 
 
 def _line(run: Run, deps: Deps) -> str:
-    """A run's line with its exact approval state: who approved, who still may, time left."""
+    """A run's line with its exact approval state (who approved, who still may, time left)
+    and a link to its thread."""
     try:
         approvers = deps.config.environment(run.environment).approvers
     except UnknownTarget:  # the environment left the config since
         approvers = None
-    return blocks.run_line(
+    line = blocks.run_line(
         run, deps.workflow.approvals(run), approvers=approvers, now=deps.store.clock()
     )
+    link = t.thread_link(run.slack)
+    return f"{line} · <{link}|thread>" if link else line
+
+
+def review_lines(deps: Deps) -> list[str]:
+    """The break-glass runs whose mandatory review is not done yet, oldest first."""
+    lines = []
+    for review in Reviews(deps.store, deps.config).unreviewed():
+        run = deps.store.run(review.run_id)
+        link = t.thread_link(run.slack) if run is not None else None
+        lines.append(review_blocks.review_line(review, link=link))
+    return lines
 
 
 def _status(parsed: Status, deps: Deps) -> list[Any]:
     if parsed.incident_id is None:
         runs = deps.store.runs(states=ACTIVE_STATES)
         lines = [_line(r, deps) for r in runs]
-        return blocks.lines_message("Active rollbacks", lines)
+        said = blocks.lines_message("Active rollbacks", lines)
+        waiting = review_lines(deps)
+        if waiting:
+            said += blocks.lines_message("Break-glass rollbacks awaiting review", waiting)
+        return said[: t.MESSAGE_BLOCKS]
     incident = deps.store.incident(parsed.incident_id)
     if incident is None:
         return blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs(incident_id=incident.id)
     lines = [_line(r, deps) for r in runs]
     lines += [f"Outcome: {blocks.outcome_words(r)}" for r in runs if r.outcome]
+    reviews = [deps.store.review(r.id) for r in runs if r.break_glass]
+    lines += [f"Break-glass: {review_blocks.review_state(r)}" for r in reviews if r is not None]
     return blocks.lines_message(
         f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines
     )

@@ -16,6 +16,19 @@ from handlers.pool import Later
 
 
 @dataclass
+class HomeViewers:
+    """Who looked at the home tab lately, and whether what it shows changed since.
+
+    The incident thread sets `changed` when a run changes; `handlers.home.refresh_loop`
+    republishes the tab of the people who opened it within the last hour.
+    """
+
+    changed: threading.Event = field(default_factory=threading.Event)
+    seen: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
 class Deps:
     """The bot's services, built once by the composition root."""
 
@@ -27,3 +40,4 @@ class Deps:
     metrics_reader: MetricsReader
     wake_runner: threading.Event = field(default_factory=threading.Event)
     later: Later = field(default_factory=Later)  # work after the ack (handlers/lazy.py)
+    home: HomeViewers = field(default_factory=HomeViewers)

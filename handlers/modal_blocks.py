@@ -25,7 +25,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from actions.base import Check, RollbackPoint
-from bot.decision import SEVERITY_TABLE, Answers, Decision, Severity, question
+from bot.decision import SEVERITY_TABLE, Answers, Decision, Severity, agrees, asked, question
 from handlers import text as t
 from handlers.ids import QUESTION_BLOCKS, Action, Callback, ModalMeta
 from handlers.ids import Block as BlockId
@@ -164,7 +164,7 @@ def _question_inputs(content: ModalContent) -> list[Block]:
             InputBlock(
                 block_id=block_id,
                 label=question(name),
-                optional=name not in content.decision.missing and value is None,
+                optional=name not in asked(content.answers),  # off the flowchart's path
                 element=RadioButtonsElement(
                     action_id=action_id, options=options, initial_option=initial
                 ),
@@ -189,7 +189,14 @@ def recommendation_block(decision: Decision, severity: Severity | None) -> Secti
             else f"respond within {row.response_time.lower()}"
         )
         text += f"\n*{severity.value.capitalize()}*: {respond}"
-        text += f"; the table says: {row.decision.lower()}."
+        if decision.recommendation is None or agrees(severity, decision.recommendation):
+            text += f"; the table says: {row.decision.lower()}."
+        else:
+            text += (
+                f".\n:warning: {severity.value.capitalize()} usually means "
+                f"{row.decision.lower()}, but the answers say "
+                f"{decision.recommendation.label.lower()}: check the severity or the answers."
+            )
     return SectionBlock(block_id=BlockId.RECOMMENDATION, text=_md(text))
 
 
@@ -222,7 +229,9 @@ def _checklist(content: ModalContent) -> list[Block]:
 def _option_inputs(content: ModalContent) -> list[Block]:
     options = []
     if content.force_allowed:
-        options.append(_option("force", "Force: run even where a rollback script is missing"))
+        options.append(
+            _option("force", "Force: switch despite failing health gates or a stopped container")
+        )
     if content.break_glass_allowed:
         options.append(_option("break_glass", "Break-glass: run without a second approver"))
     if not options:

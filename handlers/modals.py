@@ -121,7 +121,7 @@ class ModalService:
             ticked=form.ticked,
             options=form.options,
             break_glass_allowed=env.break_glass,
-            force_allowed=_has_kind(env, meta.target, "database"),
+            force_allowed=_force_changes_something(env, meta.target),
             automatic_steps=_automatic_steps(env, meta.target),
             problem=problem,
         )
@@ -210,6 +210,11 @@ class ModalService:
             errors[QUESTION_BLOCKS[name][0]] = "Answer this question to get a recommendation."
         if "break_glass" in form.options and form.confirmation != BREAK_GLASS_PHRASE:
             errors[Block.CONFIRM] = f"Type {BREAK_GLASS_PHRASE} to run without a second approver."
+        elif form.confirmation.strip() and "break_glass" not in form.options:
+            errors[Block.OPTIONS] = (
+                "Tick Break-glass to run without a second approver, or clear the "
+                f"{BREAK_GLASS_PHRASE} box to request a normal approval."
+            )
         holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
         if holder:
             errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
@@ -275,6 +280,12 @@ def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
 
 def _has_kind(env: Environment, target: str, kind: str) -> bool:
     return any(env.targets[n].kind == kind for n in env.members(target))
+
+
+def _force_changes_something(env: Environment, target: str) -> bool:
+    """Force is offered only where a plan reads it: a Docker swap of a stopped container,
+    a blue-green switch past its health gate; a database rollback has no use for it."""
+    return _has_kind(env, target, "docker") or _has_kind(env, target, "bluegreen")
 
 
 def _automatic_steps(env: Environment, target: str) -> list[str]:

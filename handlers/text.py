@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
@@ -96,20 +97,27 @@ def permalink(channel: str, ts: str) -> str:
     return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
 
 
-def clock(at: datetime | None) -> str:
-    """Time of day in UTC, as on the incident card."""
-    return "—" if at is None else f"{at:%H:%M:%S} UTC"
+def thread_link(slack: dict[str, Any]) -> str | None:
+    """The permalink of a run's thread (its `run.slack`), if it has one."""
+    if not slack.get("channel") or not slack.get("thread_ts"):
+        return None
+    return permalink(str(slack["channel"]), str(slack["thread_ts"]))
 
 
 def when(at: datetime | None) -> str:
-    """A time each reader sees in their own zone (Slack's date token), UTC text as fallback.
+    """A time each reader sees in their own zone and words (Slack's date token).
 
-    https://api.slack.com/reference/surfaces/formatting#date-formatting
+    `<!date^1392734382^{date_short_pretty} {time}|2014-02-18 14:39 UTC>`: Slack renders
+    "today 15:39", "yesterday 15:39" or "Feb 18 15:39" in the reader's zone and clock
+    style; clients that cannot render tokens show the UTC fallback after `|`
+    (https://api.slack.com/reference/surfaces/formatting#date-formatting). Every time the
+    bot shows in a message goes through here.
     """
     if at is None:
         return "—"
     aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return f"<!date^{int(aware.timestamp())}^{{time}}|{aware:%H:%M} UTC>"
+    fallback = f"{aware.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
 def minutes_left(at: datetime | None, now: datetime | None) -> str:

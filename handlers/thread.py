@@ -40,9 +40,10 @@ from bot.runner import Progress
 from bot.store import StepView, Store
 from bot.timeline import rca_template
 from bot.verification import checklist
-from handlers import blocks
+from handlers import blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps
+from handlers.names import Names
 from handlers.text import permalink
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class IncidentThread:
         self.client: WebClient = deps.client
         self.strict = strict
         """Raise RetryLater / Undeliverable instead of logging (for the outbox's sender)."""
+        self.names = Names(self.client)
+        """Real names for the RCA file (`users.info`, cached)."""
 
     # opening ------------------------------------------------------------------
 
@@ -96,6 +99,9 @@ class IncidentThread:
             raise refused from exc
         slack = {"channel": channel, "thread_ts": card_ts, "plan_ts": plan["ts"]}
         self.deps.store.set_run_fields(run.id, slack=slack)
+        if run.break_glass:
+            self.review(run.id)  # approvers mentioned at once, the review assigned
+        self.deps.home.changed.set()
         fresh = self.deps.store.run(run.id)
         assert fresh is not None
         return fresh
@@ -156,6 +162,7 @@ class IncidentThread:
 
     def refresh(self, run_id: str) -> None:
         """Re-render the card and the plan message from the current state."""
+        self.deps.home.changed.set()  # the home tab shows run states too
         run = self.deps.store.run(run_id)
         if run is None or not run.slack:
             return
@@ -193,6 +200,21 @@ class IncidentThread:
             auto_approved_at=auto,
             approvers=self.deps.config.environment(run.environment).approvers,
             now=self.deps.store.clock(),
+        )
+
+    def review(self, run_id: str) -> None:
+        """Post, or re-render, the break-glass review message (slot `review`)."""
+        self.deps.home.changed.set()
+        run = self.deps.store.run(run_id)
+        review = self.deps.store.review(run_id)
+        if run is None or review is None or not run.slack:
+            return
+        env = self.deps.config.environment(run.environment)
+        self._keep_message(
+            run,
+            key="review",
+            text=review_blocks.review_text(run),
+            message=review_blocks.review_message(run, review, approvers=env.approvers),
         )
 
     def say(self, run: Run, text: str, *, slot: str | None = None) -> None:
@@ -298,7 +320,13 @@ class IncidentThread:
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
-        template = rca_template(incident, self.deps.store.runs(incident_id=incident.id), events)
+        template = rca_template(
+            incident,
+            self.deps.store.runs(incident_id=incident.id),
+            events,
+            zone=self.deps.config.zone,
+            names=self.names,
+        )
         self._upload_once(
             run,
             key="rca",
@@ -539,6 +567,8 @@ class SlackOutbox:
         if not run.slack:
             raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
         kind = message.kind
+        if not kind.startswith("step."):
+            self.deps.home.changed.set()  # a run's state changed: refresh home tabs
         if kind in ("run.started", "run.resumed"):
             self.thread.refresh(run.id)
             if kind == "run.resumed":

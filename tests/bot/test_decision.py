@@ -6,7 +6,16 @@ import itertools
 
 import pytest
 
-from bot.decision import SEVERITY_TABLE, Answers, Recommendation, Severity, decide, level
+from bot.decision import (
+    SEVERITY_TABLE,
+    Answers,
+    Recommendation,
+    Severity,
+    agrees,
+    asked,
+    decide,
+    level,
+)
 
 R = Recommendation
 
@@ -94,3 +103,22 @@ def test_severity_table_is_ordered_by_response_time() -> None:
 
 def test_only_rollback_recommendations_roll_back() -> None:
     assert {r for r in R if r.rolls_back} == {R.IMMEDIATE_ROLLBACK, R.ROLLBACK_RECOMMENDED}
+
+
+def test_fixable_quickly_is_on_the_path_only_while_the_system_is_functional() -> None:
+    assert asked(Answers()) == ("functional",)
+    assert asked(Answers(functional=True)) == ("functional", "fixable_quickly")
+    assert asked(Answers(functional=True, fixable_quickly=False)) == (
+        "functional",
+        "fixable_quickly",
+        "data_at_risk",
+    )
+    assert asked(Answers(functional=False, fixable_quickly=True)) == ("functional", "data_at_risk")
+    assert asked(Answers(functional=False, data_at_risk=False))[-1] == "severe_impact"
+
+
+def test_the_severity_table_and_the_flowchart_agree_or_are_told_apart() -> None:
+    assert agrees(Severity.CRITICAL, Recommendation.IMMEDIATE_ROLLBACK)
+    assert not agrees(Severity.CRITICAL, Recommendation.FIX_FORWARD)
+    assert not agrees(Severity.LOW, Recommendation.ROLLBACK_RECOMMENDED)
+    assert agrees(Severity.MEDIUM, Recommendation.MONITOR_AND_FIX_FORWARD)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from bot.decision import Answers, Severity
 from bot.plans import Planner
+from bot.reviews import Reviews
 from bot.runner import NullProgress, Runner
 from bot.store import Store
 from bot.timeline import duration, moments, rca_template
-from bot.workflow import Workflow
-from tests.bot.conftest import ALICE, BOB, Clock
+from bot.workflow import BREAK_GLASS_PHRASE, Workflow
+from tests.bot.conftest import ALICE, BOB, CAROL, Clock
 
 
 def test_rca_template_has_summary_and_timeline_from_the_audit_log(
@@ -70,3 +72,50 @@ def test_communications_are_on_the_timeline(store: Store) -> None:
     )
     labels = [m.label for m in moments(incident, store.events(incident.id))]
     assert "Status page updated: status page set to operational" in labels
+
+
+def test_rca_times_are_in_the_given_zone_with_dates_and_people_by_name(store: Store) -> None:
+    incident = store.create_incident(
+        environment="prod", target="app", severity="high", source="slack", opened_by=ALICE
+    )
+    events = store.events(incident.id)
+    names = {ALICE: "Alice Doe"}
+    text = rca_template(
+        incident, [], events, zone=ZoneInfo("Asia/Kolkata"), names=lambda u: names.get(u, u)
+    )
+    opened = incident.created_at.astimezone(ZoneInfo("Asia/Kolkata"))
+    assert f"- **{opened:%Y-%m-%d %H:%M:%S} IST**: Investigation started" in text
+    assert "(incident opened by Alice Doe)" in text and "- **Opened by**: Alice Doe" in text
+    assert f"- **Date/Time**: {opened:%Y-%m-%d %H:%M:%S} IST" in text
+    assert "<@" not in rca_template(incident, [], events)  # default: ids, no Slack markup
+
+
+def test_break_glass_review_is_on_the_timeline_and_in_the_rca(
+    store: Store, workflow: Workflow, planner: Planner, clock: Clock
+) -> None:
+    env = workflow.config.environment("prod")
+    plan = planner.build(env_name="prod", env=env, target="app", point="1")
+    incident, run = workflow.request(
+        plan=plan,
+        requester=ALICE,
+        severity=Severity.CRITICAL,
+        answers=Answers(functional=False, data_at_risk=True),
+        break_glass=True,
+        confirmation=BREAK_GLASS_PHRASE,
+    )
+    reviews = Reviews(store, workflow.config)
+    reviews.assign(run)
+    clock.advance(hours=2)
+    reviews.mark_reviewed(run.id, user=CAROL)
+    labels = [m.label for m in moments(incident, store.events(incident.id))]
+    assert f"Mandatory review assigned to <@{BOB}>" in labels
+    assert labels[-1] == f"Break-glass rollback reviewed by <@{CAROL}>"
+    names = {BOB: "Bob", CAROL: "Carol", ALICE: "Alice"}
+    text = rca_template(
+        incident,
+        store.runs(incident_id=incident.id),
+        store.events(incident.id),
+        names=lambda u: names.get(u, u),
+    )
+    assert "- **Review**: break-glass rollback, mandatory review, assigned to Bob" in text
+    assert "Break-glass rollback reviewed by Carol" in text

@@ -110,7 +110,7 @@ def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: P
     (rca,) = sandbox.slack.files()
     assert rca.name.endswith("-rca.md")
     assert "- **Incident ID**: INC-" in rca.text
-    assert "Rollback approved by <@UBOB000001>" in rca.text
+    assert "Rollback approved by Bob" in rca.text  # a real name in a file (users.info)
     assert rca.thread_ts == card(sandbox).ts
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from itertools import count
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.sandbox.slack.models import (
     Channel,
@@ -332,7 +334,20 @@ class SlackState:
         }
 
     def _user_json(self, user: User) -> dict[str, Any]:
-        profile = {"real_name": user.real_name, "display_name": user.name, "email": user.email}
+        # The user object of users.info's typical success response
+        # (https://api.slack.com/methods/users.info, mirrored in
+        # aki017/slack-api-docs methods/users.info.md, and the User / Profile types of
+        # @slack/web-api's UsersInfoResponse): real_name at the top and in the profile,
+        # display_name and the *_normalized forms, the zone as tz, tz_label and tz_offset.
+        zone = ZoneInfo(user.tz)
+        offset = datetime.now(zone).utcoffset()
+        profile = {
+            "real_name": user.real_name,
+            "real_name_normalized": user.real_name,
+            "display_name": user.name,
+            "display_name_normalized": user.name,
+            "email": user.email,
+        }
         return {
             "id": user.id,
             "team_id": self.workspace.team_id,
@@ -341,6 +356,8 @@ class SlackState:
             "deleted": False,
             "is_bot": user.is_bot,
             "tz": user.tz,
+            "tz_label": datetime.now(zone).tzname() or user.tz,
+            "tz_offset": int(offset.total_seconds()) if offset is not None else 0,
             "profile": {k: v for k, v in profile.items() if v is not None},
         }
 

@@ -1,0 +1,148 @@
+"""Pure builders for the App Home tab: one small builder per section, composed in order.
+
+The tab is `home_view_blocks(content)`: each builder in `SECTIONS` takes the same
+`HomeContent` and returns its blocks (a header, its lines, a divider). A new
+section (drills, say) is a field on `HomeContent`, filled in `handlers/home.py`,
+and one more builder in `SECTIONS`; no other builder changes. Slack allows 100
+blocks in a home view; each section stays within a few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+)
+
+from bot.models import BreakGlassReview, Run
+from bot.timeline import duration
+from handlers import text as t
+from handlers.blocks import lines_message, run_line
+from handlers.review_blocks import review_line
+
+LIST_LIMIT = 15
+"""At most this many lines per section; the rest is counted, `/rollback status` has all."""
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One finished rollback of a target and how long production took to recover."""
+
+    run: Run
+    took: timedelta | None
+    """From approval (or start) to verified healthy; None when it did not recover."""
+    link: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetHistory:
+    """A target's recent rollbacks."""
+
+    environment: str
+    target: str
+    recoveries: list[Recovery] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HomeContent:
+    """Everything the home tab shows one person."""
+
+    viewer: str
+    active: list[tuple[Run, str | None]] = field(default_factory=list)
+    waiting: list[tuple[Run, str | None]] = field(default_factory=list)
+    """Requested runs this viewer may approve (an approver, not the requester, not yet)."""
+    reviews: list[tuple[BreakGlassReview, str | None]] = field(default_factory=list)
+    history: list[TargetHistory] = field(default_factory=list)
+    now: datetime | None = None
+
+
+Section = Callable[[HomeContent], list[Block]]
+
+
+def _thread(link: str | None) -> str:
+    return f" · <{link}|open thread>" if link else ""
+
+
+def _titled(
+    title: str, lines: list[str], empty: str, *, more: str = "`/rollback status`"
+) -> list[Block]:
+    """A header, the lines (cut at LIST_LIMIT, the rest counted) and a divider."""
+    shown = lines[:LIST_LIMIT]
+    if len(lines) > LIST_LIMIT:
+        shown.append(f"…and {len(lines) - LIST_LIMIT} more: {more}")
+    body = lines_message(title, shown)[1:] if shown else []
+    if not shown:
+        body = [ContextBlock(elements=[MarkdownTextObject(text=empty)])]
+    return [HeaderBlock(text=t.cut(title, t.HEADER_LIMIT)), *body, DividerBlock()]
+
+
+def active_section(content: HomeContent) -> list[Block]:
+    """Incidents whose rollback waits, is approved or runs."""
+    lines = [f"{run_line(run, [], now=content.now)}{_thread(link)}" for run, link in content.active]
+    return _titled("Active incidents", lines, "No rollback is waiting or running.")
+
+
+def waiting_section(content: HomeContent) -> list[Block]:
+    """Rollbacks waiting for this viewer's approval."""
+    lines = [
+        f":hourglass: *{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · "
+        f"requested by {t.user(run.requester)} · expires {t.when(run.expires_at)}{_thread(link)}"
+        for run, link in content.waiting
+    ]
+    return _titled("Waiting for your approval", lines, "Nothing waits for your approval.")
+
+
+def reviews_section(content: HomeContent) -> list[Block]:
+    """Break-glass rollbacks whose mandatory review is not done, the viewer's own first."""
+    mine = [(r, link) for r, link in content.reviews if r.reviewer == content.viewer]
+    others = [(r, link) for r, link in content.reviews if r.reviewer != content.viewer]
+    lines = [f"*Yours:* {review_line(r, link=link)}" for r, link in mine]
+    lines += [review_line(r, link=link) for r, link in others]
+    return _titled("Break-glass rollbacks awaiting review", lines, "Every break-glass is reviewed.")
+
+
+def _recovery(item: Recovery) -> str:
+    run = item.run
+    if item.took is not None:
+        said = f"recovered in {duration(item.took)}"
+    elif run.state == "failed":
+        said = "failed, not recovered"
+    else:
+        said = f"{run.state}, no healthy check recorded"
+    at = t.when(run.finished_at or run.created_at)
+    return f"{at} *{run.incident_id}* {said}{_thread(item.link)}"
+
+
+def history_section(content: HomeContent) -> list[Block]:
+    """Each target's recent rollbacks with their time to recover."""
+    lines = []
+    for history in content.history:
+        name = f"*{t.esc(history.target)}* in {t.esc(history.environment)}"
+        if not history.recoveries:
+            lines.append(f"{name}: no rollbacks yet")
+            continue
+        lines.append(f"{name}:\n" + "\n".join(f"    {_recovery(r)}" for r in history.recoveries))
+    return _titled(
+        "Recent rollbacks and time to recover",
+        lines,
+        "No targets configured.",
+        more="`/rollback history <target> <env>`",
+    )
+
+
+SECTIONS: tuple[Section, ...] = (active_section, waiting_section, reviews_section, history_section)
+
+
+def home_view_blocks(content: HomeContent, sections: tuple[Section, ...] = SECTIONS) -> list[Block]:
+    """The whole home tab: each section's blocks in order, within Slack's 100."""
+    blocks: list[Block] = []
+    for section in sections:
+        blocks += section(content)
+    return blocks[: t.MODAL_BLOCKS]

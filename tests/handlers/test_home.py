@@ -1,0 +1,122 @@
+"""The App Home tab: active incidents, approvals waiting for the viewer, unreviewed
+break-glass runs, each target's recent rollbacks with their time to recover; refreshed for
+recent viewers when a run changes."""
+
+from __future__ import annotations
+
+import json
+from itertools import count
+from typing import Any
+
+from slack_sdk.models.blocks import Block, SectionBlock
+from slack_sdk.models.views import View
+
+from bot.sandbox.harness import Sandbox
+from handlers.home_blocks import SECTIONS, HomeContent, home_view_blocks
+from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.waiting import wait_for
+from tests.handlers.conftest import CHANNEL, DAVE, request_rollback
+from tests.handlers.test_break_glass_reviews import break_glass, valid
+
+_events = count(1)
+
+
+def open_home(sandbox: Sandbox, user: str) -> str:
+    """Open the home tab as `user` (a signed app_home_opened event); return what it shows."""
+    before = sandbox.slack.home(user)
+    updates = before.updates if before else -1
+    event = {
+        "token": "x",
+        "team_id": "T0SANDBOX",
+        "api_app_id": "A0SANDBOX",
+        "type": "event_callback",
+        "event_id": f"Ev{next(_events)}",
+        "event_time": 1,
+        "event": {"type": "app_home_opened", "user": user, "channel": "D0", "tab": "home"},
+    }
+    response = sandbox.platform.post(json.dumps(event).encode(), "application/json")
+    assert response.status_code == 200
+    view = wait_for(
+        lambda: (v := sandbox.slack.home(user)) and v.updates > updates and v,
+        what=f"the home tab of {user}",
+    )
+    return shown(view.view)
+
+
+def shown(view: dict[str, Any]) -> str:
+    assert valid(view["blocks"])
+    return json.dumps(view["blocks"])
+
+
+def section(text: str, title: str) -> str:
+    """The blocks of the tab under the header `title`, up to the next header."""
+    blocks, under, found = json.loads(text), [], False
+    for block in blocks:
+        if block["type"] == "header":
+            found = block["text"]["text"] == title
+            continue
+        if found:
+            under.append(block)
+    assert under, f"no section {title!r}"
+    return json.dumps(under)
+
+
+def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:
+    request_rollback(sandbox, sandbox.person(ALICE))
+    run = sandbox.process.deps.store.runs()[0]
+    bob = open_home(sandbox, BOB)
+    assert run.incident_id in section(bob, "Active incidents")
+    assert run.incident_id in section(bob, "Waiting for your approval")
+    dave = open_home(sandbox, DAVE)  # an approver through the user group
+    assert run.incident_id in section(dave, "Waiting for your approval")
+    for user in (ALICE, MALLORY):  # the requester; not an approver
+        tab = open_home(sandbox, user)
+        assert run.incident_id in section(tab, "Active incidents")
+        assert "Nothing waits for your approval" in section(tab, "Waiting for your approval")
+    assert "open thread" in bob
+
+
+def test_home_lists_unreviewed_break_glass_the_assignees_first(sandbox: Sandbox) -> None:
+    break_glass(sandbox, sandbox.person(ALICE))
+    run = sandbox.process.deps.store.runs()[0]
+    bob = section(open_home(sandbox, BOB), "Break-glass rollbacks awaiting review")
+    assert f"*Yours:* :rotating_light: *{run.incident_id}*" in bob
+    mallory = section(open_home(sandbox, MALLORY), "Break-glass rollbacks awaiting review")
+    assert run.incident_id in mallory and "*Yours:*" not in mallory
+
+
+def test_home_is_refreshed_with_the_time_to_recover_when_a_rollback_ends(
+    sandbox: Sandbox,
+) -> None:
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    before = section(open_home(sandbox, BOB), "Recent rollbacks and time to recover")
+    assert "*app* in prod: no rollbacks yet" in before
+    published = len(sandbox.slack.calls_to("views.publish"))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    store = sandbox.process.deps.store
+    wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback")
+    run = store.runs()[0]
+    tab = wait_for(  # refreshed without Bob opening it again
+        lambda: "recovered in" in (text := shown(sandbox.slack.home(BOB).view)) and text,
+        what="the refreshed home tab",
+    )
+    history = section(tab, "Recent rollbacks and time to recover")
+    assert f"*{run.incident_id}* recovered in" in history
+    assert run.incident_id not in section(tab, "Active incidents")
+    assert "Nothing waits for your approval" in tab
+    messages = len(store.outbox(run.id))
+    refreshes = len(sandbox.slack.calls_to("views.publish")) - published
+    assert 1 <= refreshes < messages  # coalesced; a step's progress refreshes nothing
+
+
+def test_a_section_is_added_without_touching_the_others() -> None:
+    def drills(content: HomeContent) -> list[Block]:
+        return [SectionBlock(text=f"drills for {content.viewer}")]
+
+    content = HomeContent(viewer=BOB)
+    plain = home_view_blocks(content)
+    more = home_view_blocks(content, sections=(*SECTIONS, drills))
+    assert more[: len(plain)] == plain and len(more) == len(plain) + 1
+    View(type="home", blocks=more).validate_json()  # Slack's limits, checked by slack_sdk
+    said = json.dumps([b.to_dict() for b in plain])
+    assert "No rollback is waiting or running." in said and "No targets configured." in said
