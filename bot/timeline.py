@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from actions.base import readable
 from bot.models import Event, Incident, Run
+from bot.resync import held_owners, revert_note
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ _LABELS = {
     "run.resumed": "Rollback resumed after the bot restarted",
     "run.succeeded": "Rollback completed",
     "run.failed": "Rollback failed: manual intervention required",
+    "sync.resumed": "GitOps sync resumed by {actor}",
 }
 
 
@@ -100,6 +102,8 @@ def moments(
         elif event.kind == "step.failed":
             name = str(event.detail.get("name"))
             lines.append(Moment(event.at, f"Step failed: {words.get(name, name)}"))
+        elif event.kind == "recheck.done":
+            lines.append(Moment(event.at, f"Re-check: {event.detail.get('outcome', '')}"))
         elif event.kind == "step.succeeded" and event.detail.get("name") in _COMMUNICATIONS:
             label = _COMMUNICATIONS[event.detail["name"]]
             lines.append(Moment(event.at, f"{label}: {event.detail.get('summary', 'sent')}"))
@@ -168,6 +172,7 @@ def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> st
         lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
         if run.review_required:
             lines.append("- **Review**: break-glass rollback, mandatory review")
+        lines += [f"- **GitOps**: {revert_note(owner)}" for owner in held_owners(run)]
     lines += ["", "## Timeline"]
     words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
     lines += [f"- **{m.at:%H:%M:%S}**: {m.label}" for m in moments(incident, events, words=words)]

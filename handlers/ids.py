@@ -26,6 +26,7 @@ class Block(enum.StrEnum):
     APPROVAL = "approval_buttons"
     VERIFY = "verify_checklist"
     FAILURE = "failure_actions"
+    GITOPS = "gitops_actions"
 
 
 class Action(enum.StrEnum):
@@ -45,6 +46,7 @@ class Action(enum.StrEnum):
     VERIFY = "verify_tick"
     REPLAN = "replan_run"
     OPEN_THREAD = "open_thread"
+    RESUME_SYNC = "resume_sync"
 
 
 QUESTION_BLOCKS = {
