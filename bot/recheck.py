@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -67,6 +68,9 @@ class Rechecks:
     config: RollbackConfig
     planner: Planner
     owner: str = ""
+    every: float = 5.0
+    """Seconds between two passes started by `kick` (due times are minutes apart)."""
+    _last: float | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -98,10 +102,17 @@ class Rechecks:
         return added
 
     def kick(self) -> None:
-        """Do the due re-checks on a background thread, unless one is already at it."""
+        """Do the due re-checks on a background thread, unless one is already at it.
+
+        At most one pass every `every` seconds: the runner's loop calls this on each pass.
+        """
         with self._lock:
+            now = time.monotonic()
             if self._thread is not None and self._thread.is_alive():
                 return
+            if self._last is not None and now - self._last < self.every:
+                return
+            self._last = now
             self._thread = threading.Thread(target=self._logged, name="rechecks", daemon=True)
             self._thread.start()
 
