@@ -188,3 +188,28 @@ def test_a_recheck_of_a_run_that_did_not_succeed_is_dropped(
     (recheck,) = store.rechecks(run.id)
     assert recheck.state == "dropped" and "requested, not succeeded" in recheck.outcome
     assert [m.kind for m in store.outbox(run.id)] == []
+
+
+def test_migration_0009_matches_the_models_and_downgrades(database_url: str) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import inspect
+
+    from bot.models import Base
+    from bot.store import _alembic_config
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        ours = [d for d in diff if "rechecks" in str(d) or "sync_resumes" in str(d)]
+        assert ours == []
+        with engine.begin() as connection:
+            command.downgrade(_alembic_config(connection), "0006")
+        tables = set(inspect(engine).get_table_names())
+        assert not tables & {"rechecks", "sync_resumes"} and "runs" in tables
+    finally:
+        engine.dispose()
