@@ -35,7 +35,7 @@ from typing import Any
 from kubernetes.client import AppsV1Api, CustomObjectsApi, V1Deployment
 from kubernetes.client.exceptions import ApiException
 
-from actions.base import PermanentError
+from actions.base import ActionError, PermanentError
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, object_meta
 from actions.kubernetes.rollout import selector_string
 
@@ -112,3 +112,17 @@ def managed_by(apps: AppsV1Api, deployment: V1Deployment) -> ManagedBy | None:
     if owner is not None:
         return ManagedBy(owner, namespace, "it controls the ReplicaSets this Deployment selects")
     return None
+
+
+def rollout_hint(apps: AppsV1Api, *, namespace: str, name: str) -> str:
+    """When a Deployment is missing but a Rollout has its name, say what to use instead."""
+    try:
+        names = {str((r.get("metadata") or {}).get("name")) for r in _rollouts(apps, namespace)}
+    except ActionError:
+        return ""
+    if name not in names:
+        return ""
+    return (
+        f"; {name} in {namespace} is an Argo Rollouts Rollout, not a Deployment: use "
+        f"`kubectl argo rollouts undo {name} -n {namespace}`"
+    )

@@ -29,6 +29,7 @@ from kubernetes.client import (
     V1Deployment,
     V1ReplicaSet,
 )
+from kubernetes.client.exceptions import ApiException
 from pydantic import field_validator, model_validator
 
 from actions.base import (
@@ -203,7 +204,7 @@ class KubernetesTarget:
                 self.apps, namespace=self.params.namespace, name=self.params.name
             )
         except ActionError as exc:
-            return [Check("deployment found", False, str(exc))]
+            return [Check("deployment found", False, f"{exc}{self._rollout_hint(exc)}")]
         paused = bool(deployment.spec and deployment.spec.paused)
         return [
             self._revision_check(deployment, owned, ref),
@@ -227,6 +228,15 @@ class KubernetesTarget:
         if same_template(target, deployment):
             return Check(name, False, f"revision {number} is what the deployment already runs")
         return Check(name, True, f"revision {number}: {', '.join(images_of(target))}")
+
+    def _rollout_hint(self, exc: ActionError) -> str:
+        """For a Deployment not found: is it an Argo Rollouts Rollout of that name?"""
+        cause = exc.__cause__
+        if not isinstance(cause, ApiException) or cause.status != 404:
+            return ""
+        return rollouts.rollout_hint(
+            self.apps, namespace=self.params.namespace, name=self.params.name
+        )
 
     def _rollouts_check(self, deployment: V1Deployment) -> Check:
         name = "not managed by Argo Rollouts"
@@ -267,7 +277,7 @@ class KubernetesTarget:
             )
             target = find_revision(deployment, owned, _parse_ref(ref))
         except ActionError as exc:
-            raise PlanningError(str(exc)) from exc
+            raise PlanningError(f"{exc}{self._rollout_hint(exc)}") from exc
         if deployment.spec is not None and deployment.spec.paused:
             raise PlanningError(PAUSED)
         try:

@@ -139,3 +139,15 @@ def test_kubectl_finds_rollouts_through_discovery(kube: KubeCluster) -> None:
         (item,) = json.loads(done.stdout)["items"]
         assert item["apiVersion"] == "argoproj.io/v1alpha1"
         assert item["spec"]["workloadRef"]["name"] == API
+
+
+def test_a_rollout_configured_as_a_deployment_is_named_as_such(kube: KubeCluster) -> None:
+    kube.fake.store.create(
+        "rollouts",
+        rollout(API, {"replicas": 1, "selector": {"matchLabels": {"app": API}}}),
+    )
+    (found,) = target(kube).checks(None)
+    assert not found.ok and f'deployments.apps "{API}" not found' in found.detail
+    assert f"{API} in {NS} is an Argo Rollouts Rollout, not a Deployment" in found.detail
+    with pytest.raises(PlanningError, match="is an Argo Rollouts Rollout, not a Deployment"):
+        target(kube).plan(None)
