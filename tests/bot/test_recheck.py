@@ -8,6 +8,7 @@ move by hand; several `Rechecks` on the same database stand for several bot proc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,27 @@ def test_argocd_putting_the_bad_version_back_raises_an_alert_once(
     assert recheck.state == "done" and recheck.changed is True
     events = [e for e in rolled_back.store.events(rolled_back.run.incident_id)]
     assert [e.kind for e in events].count("recheck.done") == 1
+
+
+def test_processes_checking_at_the_same_moment_report_once(
+    rolled_back: World, clock: Clock
+) -> None:
+    clock.advance(minutes=10)
+    processes = [rolled_back.process() for _ in range(4)]
+    start = threading.Barrier(len(processes))
+    settled: list[int] = []
+
+    def check(process: Rechecks) -> None:
+        start.wait()
+        settled.append(process.run_due())
+
+    threads = [threading.Thread(target=check, args=(p,)) for p in processes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(settled) == [0, 0, 0, 1]
+    assert len(rolled_back.messages("recheck.drift", "recheck.steady")) == 1
 
 
 def test_an_untouched_rollback_gets_a_quiet_still_on_line(
