@@ -21,7 +21,16 @@ from bot.models import Recheck
 from bot.plans import Planner
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.slack import Message
-from tests.actions.test_kubernetes_gitops import API, APP, AUTOMATED, IMAGES, NS, argocd, image
+from tests.actions.test_kubernetes_gitops import (
+    API,
+    APP,
+    AUTOMATED,
+    IMAGES,
+    NS,
+    argocd,
+    flux,
+    image,
+)
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, request_rollback, text_of
@@ -33,9 +42,7 @@ pytest_plugins = ["tests.fakes.kube"]
 RESUME = "resume_sync"
 
 
-@pytest.fixture
-def gitops_sandbox(kube: KubeCluster, tmp_path: Path) -> Iterator[Sandbox]:
-    argocd(kube)
+def serve(kube: KubeCluster, tmp_path: Path) -> Sandbox:
     raw = config_dict()
     raw["environments"]["prod"]["targets"] = {
         "app": {
@@ -46,7 +53,7 @@ def gitops_sandbox(kube: KubeCluster, tmp_path: Path) -> Iterator[Sandbox]:
             "rollout_timeout": 30,
         }
     }
-    sandbox = Sandbox(
+    return Sandbox(
         config=parse_config(raw, path=Path("test.yml")),
         workdir=tmp_path,
         people=PEOPLE,
@@ -54,7 +61,21 @@ def gitops_sandbox(kube: KubeCluster, tmp_path: Path) -> Iterator[Sandbox]:
         groups={"SDBAS00001": [DAVE]},
         runner_poll_seconds=0.1,
     ).start()
+
+
+@pytest.fixture
+def gitops_sandbox(kube: KubeCluster, tmp_path: Path) -> Iterator[Sandbox]:
+    argocd(kube)
+    sandbox = serve(kube, tmp_path)
     yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def flux_sandbox(kube: KubeCluster, tmp_path: Path) -> Iterator[tuple[Sandbox, Any]]:
+    owner = flux(kube)
+    sandbox = serve(kube, tmp_path)
+    yield sandbox, owner
     sandbox.stop()
 
 
@@ -80,7 +101,7 @@ def automated(kube: KubeCluster) -> Any:
     return kube.fake.store.get(*APP)["spec"].get("syncPolicy", {}).get("automated")
 
 
-def rolled_back(sandbox: Sandbox, kube: KubeCluster) -> Message:
+def rolled_back(sandbox: Sandbox, kube: KubeCluster, *, argo: bool = True) -> Message:
     """Request, approve, wait for the success and the held-sync message."""
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run").status_code == 200
@@ -90,7 +111,7 @@ def rolled_back(sandbox: Sandbox, kube: KubeCluster) -> Message:
     )
     run = store.runs()[0]
     assert run.state == "succeeded", run.outcome
-    assert image(kube) == IMAGES[1] and automated(kube) is None
+    assert image(kube) == IMAGES[1] and (not argo or automated(kube) is None)
     return wait_for(lambda: held_message(sandbox), what="the held-sync message")
 
 
@@ -199,3 +220,15 @@ def test_resuming_before_git_is_reverted_is_caught_loudly_by_the_recheck(
     for person in (ALICE, BOB, CAROL):  # the requester, who approved, the approvers
         assert f"<@{person}>" in said
     assert store.rechecks(run.id)[0].changed is True
+
+
+def test_flux_is_resumed_by_the_button_and_reconciles_again(
+    flux_sandbox: tuple[Sandbox, Any], kube: KubeCluster
+) -> None:
+    sandbox, owner = flux_sandbox
+    held = rolled_back(sandbox, kube, argo=False)
+    assert kube.fake.store.get(*owner)["spec"]["suspend"] is True
+    assert "Flux kustomization apps in flux-system stays suspended" in text_of(held)
+    assert sandbox.person(BOB).click(CHANNEL, held.ts, RESUME).status_code == 200
+    wait_for(lambda: "suspend" not in kube.fake.store.get(*owner)["spec"], what="Flux resumed")
+    wait_for(lambda: image(kube) == IMAGES[2], what="Flux to apply Git's version again")
