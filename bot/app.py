@@ -48,6 +48,7 @@ from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
 from bot.outbox import Sender
 from bot.plans import Planner, RateSource, target_factory
+from bot.recheck import Rechecks
 from bot.runner import Runner
 from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
@@ -55,7 +56,7 @@ from bot.settings import Settings
 from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
-from handlers import approvals, commands, errors, home, modals, reviews
+from handlers import approvals, commands, errors, gitops, home, modals, reviews
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
 from handlers.flows import flows_for
@@ -150,7 +151,7 @@ def create_app(settings: Settings, deps: Deps) -> App:
         client=deps.client,
         process_before_response=False,
     )
-    for module in (commands, modals, approvals, home, reviews):
+    for module in (commands, modals, approvals, home, reviews, gitops):
         module.register(app, deps)
     errors.register(app, deps.client)
     return app
@@ -253,7 +254,9 @@ class BotProcess:
         )
         _watch_later(self.metrics, self.deps.later)
         self.app = create_app(self.settings, self.deps)
-        self.sender = Sender(store=store, deliver=SlackOutbox(self.deps).deliver)
+        self.sender = Sender(
+            store=store, deliver=SlackOutbox(self.deps, more=gitops.MESSAGES).deliver
+        )
         self.runner = Runner(
             store=store,
             workflow=self.deps.workflow,
@@ -261,6 +264,7 @@ class BotProcess:
             planner=planner,
             progress=MeteredProgress(SlackProgress(self.sender.wake, store), self.metrics),
             lease_seconds=self.settings.runner_lease_seconds,
+            rechecks=Rechecks(store=store, config=self.config, planner=planner),
         )
         self.monitor = Monitor(
             config=self.config,

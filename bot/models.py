@@ -262,3 +262,67 @@ class BreakGlassReview(Base):
     assigned_at: Mapped[datetime]
     reviewed_by: Mapped[str | None] = mapped_column(String(40))
     reviewed_at: Mapped[datetime | None]
+
+
+class RecheckState(StrEnum):
+    """A timed re-check's state (`bot.recheck`)."""
+
+    PENDING = "pending"
+    CHECKING = "checking"
+    """Claimed by one bot process; due again if its claim runs out (that process died)."""
+    DONE = "done"
+    DROPPED = "dropped"
+    """Not checked: the run did not succeed, or its target left the config."""
+    FAILED = "failed"
+    """The workload could not be read, attempt after attempt; said in the thread."""
+
+
+class Recheck(Base):
+    """A re-read of a rolled-back workload, due a while after the rollback succeeded.
+
+    Claimed with a fencing token (`claim_generation`) like a run's lease, so of several bot
+    processes exactly one checks it and reports, once (migration 0009).
+    """
+
+    __tablename__ = "rechecks"
+    __table_args__ = (
+        UniqueConstraint("run_id", "position"),
+        Index("ix_rechecks_state_due_at", "state", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    incident_id: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer)
+    """The undo step's position in the run's plan."""
+    source: Mapped[str] = mapped_column(String(40))
+    """The config target the undo step came from."""
+    step: Mapped[str] = mapped_column(String(80))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    due_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16), default=RecheckState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claim_expires_at: Mapped[datetime | None]
+    claim_generation: Mapped[int] = mapped_column(Integer, default=0)
+    checked_at: Mapped[datetime | None]
+    changed: Mapped[bool | None] = mapped_column(Boolean)
+    outcome: Mapped[str] = mapped_column(Text, default="")
+
+
+class SyncResume(Base):
+    """Who pressed Resume sync for a run's suspended GitOps owners, when, and what came of it.
+
+    The primary key is the run: the first press inserts the row before the cluster is
+    called, so a second press (or a second approver at the same moment) finds it and is told
+    who resumed it, without calling the cluster again (migration 0009, `bot.resync`).
+    """
+
+    __tablename__ = "sync_resumes"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    by: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))
+    """resuming, resumed, or failed (a later press may try again)."""
+    outcome: Mapped[str] = mapped_column(Text, default="")

@@ -55,6 +55,7 @@ from actions.base import (
 from bot.config import RollbackConfig
 from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
+from bot.recheck import Rechecks
 from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
 from bot.workflow import Refused, Workflow
 
@@ -146,6 +147,8 @@ class Runner:
     sleep: Callable[[float], None] = time.sleep
     workers: int = 4
     """How many runs this process executes at once (`dispatch`)."""
+    rechecks: Rechecks | None = None
+    """Re-checks after success (`bot.recheck`): scheduled by `_finish`, done from `sweep`."""
     _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -159,6 +162,8 @@ class Runner:
         expired = self.workflow.expire_due()
         for run in expired:
             self.progress.run_expired(run)
+        if self.rechecks is not None:
+            self.rechecks.kick()  # on its own thread: a slow cluster never delays dispatch
         return expired
 
     def run_pending(self) -> list[str]:
@@ -480,6 +485,8 @@ class Runner:
         assert fresh is not None
         records = {} if nothing_ran else {r.position: r for r in self.store.steps(run.id)}
         outcome = describe_outcome(steps, records, failure=failure)
+        if failure is None and self.rechecks is not None:
+            self.rechecks.schedule(fresh)  # before the success is recorded: a crash keeps it
         try:
             fresh = self.workflow.finish(
                 fresh,

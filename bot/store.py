@@ -36,11 +36,14 @@ from bot.models import (
     Event,
     Incident,
     OutboxMessage,
+    Recheck,
+    RecheckState,
     Run,
     RunState,
     SlackMessage,
     StepRecord,
     StepState,
+    SyncResume,
     TargetLock,
 )
 
@@ -1010,3 +1013,191 @@ class Store:
         """Forget `key`, so the same request may act later (it changed nothing)."""
         with self.session() as session:
             session.execute(delete(EntryKey).where(EntryKey.key == key))
+
+    # rechecks (bot.recheck) ------------------------------------------------------
+    #
+    # A due re-check is claimed like a run: a conditional UPDATE that bumps its fencing
+    # token, the candidate picked FOR UPDATE SKIP LOCKED on PostgreSQL; its result, its
+    # event and its message are written in one transaction only while that claim holds.
+
+    def schedule_recheck(
+        self,
+        run: Run,
+        *,
+        position: int,
+        source: str,
+        step: str,
+        spec: dict[str, Any],
+        due_at: datetime,
+    ) -> bool:
+        """Add a re-check of the undo step at `position`; False if it was already scheduled."""
+        try:
+            with self.session() as session:
+                session.add(
+                    Recheck(
+                        run_id=run.id,
+                        incident_id=run.incident_id,
+                        position=position,
+                        source=source,
+                        step=step,
+                        spec=spec,
+                        due_at=due_at,
+                        state=RecheckState.PENDING,
+                        attempts=0,
+                        claim_generation=0,
+                        outcome="",
+                    )
+                )
+            return True
+        except IntegrityError:
+            return False
+
+    def rechecks(self, run_id: str) -> list[Recheck]:
+        """Return a run's re-checks in plan order."""
+        with self.reading() as session:
+            return list(
+                session.scalars(
+                    select(Recheck).where(Recheck.run_id == run_id).order_by(Recheck.position)
+                ).all()
+            )
+
+    def claim_next_recheck(self, *, owner: str, seconds: float) -> Recheck | None:
+        """Claim the oldest due re-check nobody holds (or whose holder's claim ran out)."""
+        now = self.clock()
+        due = (Recheck.state == RecheckState.PENDING) | (
+            (Recheck.state == RecheckState.CHECKING) & (Recheck.claim_expires_at < now)
+        )
+        with self.session() as session:
+            found = session.scalar(
+                select(Recheck.id)
+                .where(due, Recheck.due_at <= now)
+                .order_by(Recheck.due_at, Recheck.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if found is None:
+                return None
+            result = session.execute(
+                update(Recheck)
+                .where(Recheck.id == found, due)
+                .values(
+                    state=RecheckState.CHECKING,
+                    claimed_by=owner,
+                    claim_expires_at=now + timedelta(seconds=seconds),
+                    claim_generation=Recheck.claim_generation + 1,
+                    attempts=Recheck.attempts + 1,
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+            return session.get(Recheck, found)
+
+    def settle_recheck(
+        self,
+        recheck: Recheck,
+        *,
+        state: str,
+        outcome: str,
+        changed: bool | None = None,
+        notify: str | None = None,
+        detail: dict[str, Any] | None = None,
+        due_at: datetime | None = None,
+    ) -> bool:
+        """Record a claimed re-check's result with its event and message, while the claim holds.
+
+        `state` pending (with `due_at`) hands it back for a later attempt. False, and nothing
+        written, when another process claimed it since.
+        """
+        with self.session() as session:
+            values: dict[str, Any] = {
+                "state": state,
+                "outcome": outcome,
+                "changed": changed,
+                "claimed_by": None,
+                "claim_expires_at": None,
+            }
+            if due_at is not None:
+                values["due_at"] = due_at
+            if state != RecheckState.PENDING:
+                values["checked_at"] = self.clock()
+            result = session.execute(
+                update(Recheck)
+                .where(
+                    Recheck.id == recheck.id,
+                    Recheck.state == RecheckState.CHECKING,
+                    Recheck.claimed_by == recheck.claimed_by,
+                    Recheck.claim_generation == recheck.claim_generation,
+                )
+                .values(**values)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return False
+            said = {"position": recheck.position, "outcome": outcome, **(detail or {})}
+            if notify is not None:
+                self._enqueue(session, recheck.run_id, notify, said)
+            self._event(
+                session,
+                incident_id=recheck.incident_id,
+                run_id=recheck.run_id,
+                kind=f"recheck.{state}",
+                actor=None,
+                detail={**said, "changed": changed},
+            )
+            return True
+
+    # sync resumes (bot.resync) ----------------------------------------------------
+
+    def begin_resume(self, run_id: str, *, by: str) -> SyncResume | None:
+        """Record that `by` resumes the run's GitOps sync now; the earlier record if taken.
+
+        A record whose attempt failed is taken over; one resuming or resumed is returned.
+        """
+        now = self.clock()
+        try:
+            with self.session() as session:
+                session.add(SyncResume(run_id=run_id, by=by, at=now, state="resuming", outcome=""))
+            return None
+        except IntegrityError:
+            pass
+        with self.session() as session:
+            retried = session.execute(
+                update(SyncResume)
+                .where(SyncResume.run_id == run_id, SyncResume.state == "failed")
+                .values(by=by, at=now, state="resuming", outcome="")
+            )
+            if retried.rowcount:  # type: ignore[attr-defined]
+                return None
+            return session.get(SyncResume, run_id)
+
+    def end_resume(
+        self,
+        run: Run,
+        *,
+        by: str,
+        ok: bool,
+        outcome: str,
+        detail: dict[str, Any],
+    ) -> None:
+        """Record how the resume went, with its audit event and its thread message, at once."""
+        state = "resumed" if ok else "failed"
+        with self.session() as session:
+            session.execute(
+                update(SyncResume)
+                .where(SyncResume.run_id == run.id, SyncResume.by == by)
+                .values(state=state, outcome=outcome)
+            )
+            said = {**detail, "by": by, "ok": ok, "outcome": outcome}
+            self._enqueue(session, run.id, "gitops.resumed", said)
+            self._event(
+                session,
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind="sync.resumed" if ok else "sync.resume_failed",
+                actor=by,
+                detail=said,
+            )
+
+    def resume_of(self, run_id: str) -> SyncResume | None:
+        """Return the run's Resume sync record, if anyone pressed it."""
+        with self.reading() as session:
+            return session.get(SyncResume, run_id)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from actions.base import readable
 from bot.models import Event, Incident, Run
+from bot.resync import held_owners, revert_note
 
 Names = Callable[[str], str]
 """A person's name for a user id (the Slack side resolves it; the id when it cannot)."""
@@ -53,6 +54,7 @@ _LABELS = {
     "run.resumed": "Rollback resumed after the bot restarted",
     "run.succeeded": "Rollback completed",
     "run.failed": "Rollback failed: manual intervention required",
+    "sync.resumed": "GitOps sync resumed by {actor}",
 }
 
 
@@ -123,6 +125,8 @@ def moments(
         elif event.kind == "step.failed":
             name = str(event.detail.get("name"))
             lines.append(Moment(event.at, f"Step failed: {words.get(name, name)}"))
+        elif event.kind == "recheck.done":
+            lines.append(Moment(event.at, f"Re-check: {event.detail.get('outcome', '')}"))
         elif event.kind == "step.succeeded" and event.detail.get("name") in _COMMUNICATIONS:
             label = _COMMUNICATIONS[event.detail["name"]]
             lines.append(Moment(event.at, f"{label}: {event.detail.get('summary', 'sent')}"))
@@ -212,6 +216,7 @@ def rca_template(
             )
             to = f", assigned to {names(str(owner))}" if owner else ""
             lines.append(f"- **Review**: break-glass rollback, mandatory review{to}")
+        lines += [f"- **GitOps**: {revert_note(held)}" for held in held_owners(run)]
     lines += ["", "## Timeline"]
     words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
     timeline = moments(incident, events, words=words, names=names)

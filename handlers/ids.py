@@ -27,6 +27,7 @@ class Block(enum.StrEnum):
     VERIFY = "verify_checklist"
     FAILURE = "failure_actions"
     REVIEW = "review_actions"
+    GITOPS = "gitops_actions"
 
 
 class Action(enum.StrEnum):
@@ -47,6 +48,7 @@ class Action(enum.StrEnum):
     REPLAN = "replan_run"
     OPEN_THREAD = "open_thread"
     MARK_REVIEWED = "mark_reviewed"
+    RESUME_SYNC = "resume_sync"
 
 
 QUESTION_BLOCKS = {

@@ -555,9 +555,16 @@ class SlackProgress(Progress):
 class SlackOutbox:
     """Renders outbox messages into the incident thread; the outbox's sender calls `deliver`."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        more: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] | None = None,
+    ) -> None:
         self.deps = deps
         self.thread = IncidentThread(deps, strict=True)
+        self.more = dict(more or {})
+        """Kinds other modules render (handlers/gitops.py); for a kind of this one's, after it."""
 
     def deliver(self, message: OutboxMessage) -> None:
         """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
@@ -598,8 +605,10 @@ class SlackOutbox:
                 "Request the rollback again if it is still needed.",
                 slot="expired",
             )
-        else:
+        elif kind not in self.more:
             raise Undeliverable(f"unknown message kind {kind}")
+        if kind in self.more:
+            self.more[kind](self.thread, run, message)
 
     def _step_finished(self, run: Run, detail: dict[str, Any]) -> None:
         self.thread.progress(run)

@@ -61,6 +61,8 @@ def needs(
     found = [Need(verb, "apps", plural, namespace) for verb in ("get", "list", "watch", "patch")]
     revisions = "replicasets" if workload == "deployment" else "controllerrevisions"
     found.append(Need("list", "apps", revisions, namespace))
+    if workload == "deployment":  # is it an Argo Rollouts workloadRef? (rollouts.py)
+        found.append(Need("list", "argoproj.io", "rollouts", namespace))
     if workers:
         found += [
             Need("get", "apps", "deployments", namespace),

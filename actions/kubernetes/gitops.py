@@ -30,7 +30,7 @@ recorded state back, for whoever resumes it once Git is fixed.
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -170,6 +170,11 @@ def owner_note(owner: Owner, *, revert: str) -> str:
 
 def _memory_key(tool: str, namespace: str, name: str) -> str:
     return f"kubernetes/gitops/{tool}/{namespace}/{name}/before"
+
+
+def suspended_here(memory: Mapping[str, Any], tool: str, *, namespace: str, name: str) -> bool:
+    """Tell whether this rollback suspended the owner (its step recorded what it replaced)."""
+    return _memory_key(tool, namespace, name) in memory
 
 
 def _state(tool: Tool, obj: dict[str, Any]) -> dict[str, Any]:

@@ -186,7 +186,7 @@ def find_revision(
     return previous[1]
 
 
-def _find_revision_or_renumbered(
+def find_revision_or_renumbered(
     deployment: V1Deployment, owned: list[V1ReplicaSet], number: int
 ) -> V1ReplicaSet:
     """Find revision `number`, or the ReplicaSet it became after a rollback renumbered it.
@@ -323,7 +323,7 @@ class RolloutUndo:
         deployment, owned = read_with_replica_sets(
             self.apps, namespace=self.namespace, name=self.deployment
         )
-        target = _find_revision_or_renumbered(deployment, owned, self.to_revision)
+        target = find_revision_or_renumbered(deployment, owned, self.to_revision)
         if images_of(target) != tuple(self.images):
             raise PermanentError(
                 f"revision {self.to_revision} of deployment/{self.deployment} in {self.namespace} "

@@ -18,6 +18,7 @@ their automatic sync (`gitops_guard: false` turns that off).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,7 +29,8 @@ from kubernetes.client import (
     V1Deployment,
     V1ReplicaSet,
 )
-from pydantic import model_validator
+from kubernetes.client.exceptions import ApiException
+from pydantic import field_validator, model_validator
 
 from actions.base import (
     Action,
@@ -41,13 +43,19 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
-from actions.kubernetes import access, autoscaling, gitops
+from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
     KubeConnection,
     api_client,
     kube_errors,
     object_meta,
     read_deployment,
+)
+from actions.kubernetes.recheck import (
+    TemplateCheck,
+    recheck_deployment,
+    recheck_workload,
+    seconds_of,
 )
 from actions.kubernetes.rollout import (
     PAUSED,
@@ -93,6 +101,13 @@ class KubernetesParams(Strict):
     rollout_timeout: float = 300.0
     gitops_guard: bool = True
     argocd_namespace: str = "argocd"
+    recheck_after: float = 600.0
+    """Seconds after a successful rollback to re-read the pod template (`10m`, `30s`; 0: off)."""
+
+    @field_validator("recheck_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return seconds_of(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -189,11 +204,12 @@ class KubernetesTarget:
                 self.apps, namespace=self.params.namespace, name=self.params.name
             )
         except ActionError as exc:
-            return [Check("deployment found", False, str(exc))]
+            return [Check("deployment found", False, f"{exc}{self._rollout_hint(exc)}")]
         paused = bool(deployment.spec and deployment.spec.paused)
         return [
             self._revision_check(deployment, owned, ref),
             Check("deployment not paused", not paused, PAUSED if paused else "not paused"),
+            self._rollouts_check(deployment),
             self._workers_check(),
             self._owner_check(),
             self._access_check(),
@@ -212,6 +228,25 @@ class KubernetesTarget:
         if same_template(target, deployment):
             return Check(name, False, f"revision {number} is what the deployment already runs")
         return Check(name, True, f"revision {number}: {', '.join(images_of(target))}")
+
+    def _rollout_hint(self, exc: ActionError) -> str:
+        """For a Deployment not found: is it an Argo Rollouts Rollout of that name?"""
+        cause = exc.__cause__
+        if not isinstance(cause, ApiException) or cause.status != 404:
+            return ""
+        return rollouts.rollout_hint(
+            self.apps, namespace=self.params.namespace, name=self.params.name
+        )
+
+    def _rollouts_check(self, deployment: V1Deployment) -> Check:
+        name = "not managed by Argo Rollouts"
+        try:
+            managed = rollouts.managed_by(self.apps, deployment)
+        except ActionError as exc:
+            return Check(name, False, f"cannot tell: {exc}")
+        if managed is not None:
+            return Check(name, False, managed.refusal(self.params.name))
+        return Check(name, True, "no Argo Rollouts Rollout runs its pods")
 
     def _workers_check(self) -> Check:
         found, missing = [], []
@@ -242,9 +277,15 @@ class KubernetesTarget:
             )
             target = find_revision(deployment, owned, _parse_ref(ref))
         except ActionError as exc:
-            raise PlanningError(str(exc)) from exc
+            raise PlanningError(f"{exc}{self._rollout_hint(exc)}") from exc
         if deployment.spec is not None and deployment.spec.paused:
             raise PlanningError(PAUSED)
+        try:
+            managed = rollouts.managed_by(self.apps, deployment)
+        except ActionError as exc:
+            raise PlanningError(f"cannot tell whether Argo Rollouts manages it: {exc}") from exc
+        if managed is not None:
+            raise PlanningError(managed.refusal(p.name))
         to = revision_of(target) or 0
         if same_template(target, deployment) and not force:
             raise PlanningError(f"deployment/{p.name} in {p.namespace} already runs revision {to}")
@@ -526,6 +567,41 @@ class KubernetesTarget:
             )
         return self._assemble(
             undo, to_revision=number, images=undo.images, force=force, notes=notes
+        )
+
+    # --- after a successful rollback -----------------------------------------------------------
+
+    def recheck(self, name: str, spec: dict[str, Any]) -> TemplateCheck:
+        """Re-read the workload an undo step (`name`, its stored `spec`) restored; compare."""
+        images = tuple(str(i) for i in spec["images"])
+        namespace = str(spec["namespace"])
+        if name == "kubernetes.rollout_undo":
+            return recheck_deployment(
+                self.apps,
+                namespace=namespace,
+                name=str(spec["deployment"]),
+                to_revision=int(spec["to_revision"]),
+                images=images,
+            )
+        if name == "kubernetes.workload_undo":
+            return recheck_workload(
+                self.apps,
+                _kind_of(spec["kind"]),
+                namespace=namespace,
+                name=str(spec["workload"]),
+                revision_name=str(spec["revision_name"]),
+                images=images,
+            )
+        raise PlanningError(f"{name} is not a Kubernetes undo step; nothing to re-check")
+
+    def resume_sync(self, spec: dict[str, Any], memory: MutableMapping[str, Any]) -> str:
+        """Resume the automatic sync a `kubernetes.suspend_sync` step (its `spec`) suspended."""
+        return gitops.resume_sync(
+            self.apps.api_client,
+            _tool_of(spec["tool"]),
+            namespace=str(spec["namespace"]),
+            name=str(spec["owner"]),
+            memory=memory,
         )
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:

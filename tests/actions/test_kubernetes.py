@@ -556,6 +556,7 @@ def test_checks_pass_for_a_healthy_deployment(kube: KubeCluster) -> None:
     assert [(c.name, c.ok) for c in checks] == [
         ("rollback revision exists", True),
         ("deployment not paused", True),
+        ("not managed by Argo Rollouts", True),
         ("workers found", True),
         ("GitOps owner known", True),
         ("permissions granted (SelfSubjectAccessReview)", True),
@@ -568,9 +569,9 @@ def test_checks_report_paused_deployment_missing_revision_and_worker(kube: KubeC
     deploy(kube)
     kube.fake.pause(NS, API)
     checks = target(kube, workers=["voxflow-mailer"]).checks("9")
-    assert [c.ok for c in checks] == [False, False, False, True, True, False]
+    assert [c.ok for c in checks] == [False, False, True, False, True, True, False]
     assert "unable to find specified revision 9" in checks[0].detail
-    assert "voxflow-mailer" in checks[2].detail
+    assert "voxflow-mailer" in checks[3].detail
 
 
 def test_whole_plan_rolls_back_and_restores_workers(kube_clusters: ClusterFactory) -> None:

@@ -85,6 +85,19 @@ RESOURCES = {
         version="v1alpha1",
         subresources=(),
     ),
+    # Argo Rollouts' CRD (argo-rollouts manifests/crds/rollout-crd.yaml): group argoproj.io,
+    # v1alpha1, plural rollouts, short name ro, subresources status and scale. The scale
+    # subresource (statusReplicasPath .status.HPAReplicas) is not served: nothing here scales
+    # a Rollout, and views.scale_of follows apps/v1, not that path.
+    "rollouts": Kind(
+        "rollouts",
+        "Rollout",
+        "rollout",
+        "ro",
+        group="argoproj.io",
+        version="v1alpha1",
+        subresources=("status",),
+    ),
     "kustomizations": Kind(
         "kustomizations",
         "Kustomization",

@@ -1,0 +1,170 @@
+"""Resume sync, and the thread messages that follow a successful Kubernetes rollback.
+
+The button: an approver presses Resume sync on the message that says what to
+revert in Git. The listener acks at once (`after_ack`), parses the click, and
+calls the one use case (`bot.resync.Resync`); a refusal (not an approver, the
+run did not succeed, nothing suspended) is told to the presser only and
+changes nothing; a second press is told who resumed it and when. The result
+reaches the thread through the outbox (`gitops.resumed`), like everything the
+bot says there.
+
+The messages: `MESSAGES` maps outbox kinds to their rendering, which
+`handlers.thread.SlackOutbox` calls (for `run.finished` after its own): the
+held-sync message with the button, posted once after a successful run that
+left a GitOps owner suspended; the resume result (the held message loses its
+button and says who resumed it); the re-check's alert (broadcast, requester
+and approvers mentioned) or its quiet line (`bot.recheck`). Each has a slot,
+so a repeated delivery never posts twice.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.config import UnknownTarget
+from bot.models import OutboxMessage, Run
+from bot.resync import Resync, held_owners
+from bot.workflow import Refused
+from handlers import gitops_blocks as blocks
+from handlers import payloads
+from handlers import text as t
+from handlers.deps import Deps
+from handlers.errors import tell
+from handlers.flows import Groups
+from handlers.ids import Action
+from handlers.lazy import after_ack
+from handlers.payloads import BadPayload
+from handlers.thread import IncidentThread, delivery_error
+
+HELD = "gitops:held"
+
+
+def register(app: App, deps: Deps) -> None:
+    """Listen for Resume sync."""
+    resync = Resync(
+        store=deps.store, config=deps.config, planner=deps.planner, workflow=deps.workflow
+    )
+    groups = Groups(deps)
+
+    @app.action(Action.RESUME_SYNC)
+    @after_ack(deps.later)
+    def resume_sync(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        try:
+            click = payloads.click(body)
+        except BadPayload as exc:
+            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+            return
+        run = deps.store.run(click.run_id)
+        try:
+            if run is None:
+                raise Refused("this rollback no longer exists")
+            user = click.where.user
+            outcome = resync.resume(run.id, user=user, user_groups=groups.of(run.environment, user))
+        except (Refused, UnknownTarget) as exc:
+            tell(client, click.where, f":no_entry: {t.esc(_sentence(str(exc)))}")
+            return
+        if not outcome.resumed:
+            tell(client, click.where, blocks.already_text(outcome))
+
+
+def _sentence(text: str) -> str:
+    return f"{text[:1].upper()}{text[1:]}."
+
+
+# --- outbox messages -----------------------------------------------------------------------
+
+
+def _post_once(thread: IncidentThread, run: Run, slot: str, **content: Any) -> None:
+    """Post in the run's thread unless slot `slot` already has a message; record its ts."""
+    store = thread.deps.store
+    if store.slack_slot(run.id, slot) is not None:
+        return
+    posted = _call(
+        thread,
+        "chat_postMessage",
+        channel=run.slack["channel"],
+        thread_ts=run.slack["thread_ts"],
+        **content,
+    )
+    store.set_slack_slot(run.id, slot, channel=posted["channel"], ts=posted["ts"])
+
+
+def _call(thread: IncidentThread, method: str, **kwargs: Any) -> Any:
+    try:
+        return getattr(thread.client, method)(**kwargs)
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        raise delivery_error(method, exc) from exc
+
+
+def _held(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """After a successful run that left GitOps sync suspended: what to revert, Resume sync."""
+    fresh = thread.deps.store.run(run.id)
+    if fresh is None or fresh.state != "succeeded":
+        return
+    owners = held_owners(fresh)
+    if not owners:
+        return
+    env = thread.deps.config.environment(fresh.environment)
+    content = {
+        "text": blocks.held_text(fresh),
+        "blocks": blocks.held_message(
+            fresh, owners, approvers=env.approvers, resume=thread.deps.store.resume_of(fresh.id)
+        ),
+    }
+    slot = thread.deps.store.slack_slot(fresh.id, HELD)
+    if slot is None:
+        _post_once(thread, fresh, HELD, **content)
+    else:
+        _call(thread, "chat_update", channel=slot.channel, ts=slot.ts, **content)
+
+
+def _resumed(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """Who resumed the sync: the held message loses its button, the thread is told."""
+    if message.detail.get("ok"):
+        _held(thread, run, message)
+    _post_once(
+        thread, run, f"gitops:resumed:{message.id}", text=blocks.resumed_text(message.detail)
+    )
+
+
+def _drift(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """The re-check found another template: loud, broadcast, people mentioned."""
+    env = thread.deps.config.environment(run.environment)
+    approved = [u for u, _ in thread.deps.workflow.approvals(run)]
+    people = [run.requester, *approved, *env.approvers.users]
+    _post_once(
+        thread,
+        run,
+        f"recheck:{message.detail.get('position')}",
+        reply_broadcast=True,
+        text=blocks.drift_text(run, message.detail),
+        blocks=blocks.drift_alert(run, message.detail, people=people),
+    )
+
+
+def _steady(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    slot = f"recheck:{message.detail.get('position')}"
+    _post_once(thread, run, slot, text=blocks.steady_line(message.detail))
+
+
+def _not_rechecked(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    slot = f"recheck:{message.detail.get('position')}"
+    _post_once(thread, run, slot, text=blocks.recheck_failed_line(message.detail))
+
+
+Deliver = Callable[[IncidentThread, Run, OutboxMessage], None]
+MESSAGES: dict[str, Deliver] = {
+    "run.finished": _held,
+    "gitops.resumed": _resumed,
+    "recheck.drift": _drift,
+    "recheck.steady": _steady,
+    "recheck.failed": _not_rechecked,
+}
+"""Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=MESSAGES)`)."""

@@ -1,0 +1,157 @@
+"""Block Kit for what follows a successful Kubernetes rollback: held GitOps sync, re-checks.
+
+Pure builders over domain records (`bot.resync.HeldOwner`, the `sync_resumes`
+row, outbox details), returning `slack_sdk.models` blocks; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.config import Approvers
+from bot.models import Run, SyncResume
+from bot.resync import HeldOwner, ResumeOutcome, revert_note
+from handlers import text as t
+from handlers.ids import Action
+from handlers.ids import Block as BlockId
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT)))
+
+
+def _context(text: str) -> ContextBlock:
+    return ContextBlock(elements=[MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))])
+
+
+def _approvers(approvers: Approvers) -> str:
+    named = [t.user(u) for u in approvers.users] + [t.group(g) for g in approvers.groups]
+    return ", ".join(named) or "the environment's approvers"
+
+
+def held_text(run: Run) -> str:
+    """Notification text of the held-sync message."""
+    return t.esc(f"{run.incident_id}: GitOps sync stays suspended until Git is reverted")
+
+
+def held_message(
+    run: Run,
+    owners: Sequence[HeldOwner],
+    *,
+    approvers: Approvers,
+    resume: SyncResume | None = None,
+) -> list[Block]:
+    """What must be reverted in Git before resuming, and Resume sync (for approvers) or who did."""
+    lines = "\n".join(f"• {t.esc(revert_note(o))}" for o in owners)
+    blocks: list[Block] = [
+        _section(f":pause_button: *{run.incident_id}: GitOps sync suspended by the rollback*"),
+        _section(lines),
+    ]
+    if resume is not None and resume.state == "resumed":
+        blocks.append(
+            _context(f":arrow_forward: Sync resumed by {t.user(resume.by)} {t.when(resume.at)}.")
+        )
+        return blocks
+    blocks.append(
+        _context(
+            f"Only approvers of {t.esc(run.environment)} may resume it: {_approvers(approvers)}."
+        )
+    )
+    blocks.append(
+        ActionsBlock(
+            block_id=BlockId.GITOPS,
+            elements=[
+                ButtonElement(
+                    text="Resume sync",
+                    action_id=Action.RESUME_SYNC,
+                    value=run.id,
+                    style="primary",
+                    confirm=ConfirmObject(
+                        title="Resume the GitOps sync?",
+                        text="Only once Git no longer describes the version rolled away from: "
+                        "resuming before that redeploys it.",
+                        confirm="Resume sync",
+                        deny="Not yet",
+                    ),
+                )
+            ],
+        )
+    )
+    return blocks
+
+
+def resumed_text(detail: dict[str, Any]) -> str:
+    """The thread line saying who resumed the sync and what the cluster answered."""
+    who = t.user(str(detail.get("by") or ""))
+    said = t.esc(str(detail.get("outcome") or ""))
+    if detail.get("ok"):
+        return f":arrow_forward: {who} resumed the GitOps sync: {said}."
+    return f":warning: {who} pressed Resume sync, but it failed: {said}. Nothing else changed."
+
+
+def already_text(resume: ResumeOutcome) -> str:
+    """What a second press of Resume sync is told."""
+    if resume.state == "resuming":
+        return (
+            f":hourglass: {t.user(resume.by)} is resuming the sync right now "
+            f"(since {t.when(resume.at)}); nothing more was done."
+        )
+    return (
+        f":information_source: The sync was already resumed by {t.user(resume.by)} "
+        f"{t.when(resume.at)}; nothing more was done."
+    )
+
+
+def _images(values: Any) -> str:
+    return t.esc(", ".join(str(v) for v in values or []) or "no image")
+
+
+def drift_text(run: Run, detail: dict[str, Any]) -> str:
+    """Notification text of the re-check alert."""
+    return t.esc(
+        f"{run.incident_id}: {detail.get('workload')} no longer runs what the rollback restored"
+    )
+
+
+def drift_alert(run: Run, detail: dict[str, Any], *, people: Sequence[str]) -> list[Block]:
+    """The loud re-check alert: who must look, what changed (image from → to)."""
+    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
+    workload = t.esc(str(detail.get("workload") or run.target))
+    return [
+        _section(
+            f":rotating_light: *{run.incident_id}: {workload} no longer runs what the rollback "
+            f"restored.* {mentions}: something put another pod template back."
+        ),
+        _section(
+            f"*Image:* {_images(detail.get('restored'))} → {_images(detail.get('live'))}\n"
+            f"*Found:* {t.esc(str(detail.get('outcome') or ''))}"
+        ),
+        _context(
+            "Check who deployed it (GitOps sync resumed before Git was reverted, a pipeline, a "
+            "person), then roll back again if the bad version is back."
+        ),
+    ]
+
+
+def steady_line(detail: dict[str, Any]) -> str:
+    """The quiet line of a re-check that found the rollback in place."""
+    return f":white_check_mark: Re-check: {t.esc(str(detail.get('outcome') or ''))}."
+
+
+def recheck_failed_line(detail: dict[str, Any]) -> str:
+    """The re-check could not read the workload, attempt after attempt."""
+    return (
+        f":warning: Re-check not done: {t.esc(str(detail.get('outcome') or ''))}. "
+        "Look at the workload by hand."
+    )
