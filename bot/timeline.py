@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from actions.base import readable
+from bot.chart import chart_filename
 from bot.models import Event, Incident, Run
+from bot.recovery import recovery, summary_lines
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,14 @@ def _span(start: datetime | None, end: datetime | None) -> timedelta | None:
     return end - start if start and end else None
 
 
+def recovery_summary(incident: Incident, events: list[Event]) -> list[str]:
+    """The summary's recovery metrics (time to detect, decide, approve, recover) and chart."""
+    return [
+        *summary_lines(recovery(incident, events)),
+        f"- **Timeline chart**: {chart_filename(incident.id)} (phases and step durations)",
+    ]
+
+
 def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> str:
     """Render the procedures' RCA template with summary and timeline filled in."""
     start = incident.detected_at or incident.created_at
@@ -168,6 +178,7 @@ def rca_template(incident: Incident, runs: list[Run], events: list[Event]) -> st
         lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
         if run.review_required:
             lines.append("- **Review**: break-glass rollback, mandatory review")
+    lines += recovery_summary(incident, events)
     lines += ["", "## Timeline"]
     words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
     lines += [f"- **{m.at:%H:%M:%S}**: {m.label}" for m in moments(incident, events, words=words)]

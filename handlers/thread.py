@@ -32,6 +32,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chart import chart_filename, timeline_chart
 from bot.config import Environment
 from bot.flows import ThreadNotOpened
 from bot.models import Incident, OutboxMessage, Run
@@ -298,15 +299,26 @@ class IncidentThread:
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
-        template = rca_template(incident, self.deps.store.runs(incident_id=incident.id), events)
+        runs = self.deps.store.runs(incident_id=incident.id)
+        template = rca_template(incident, runs, events)
+        chart = timeline_chart(incident, runs, events)
         self._upload_once(
             run,
             key="rca",
-            filename=f"{run.incident_id}-rca.md",
-            title=f"{run.incident_id} post-incident review (RCA template)",
-            content=template,
-            initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
-            "Download, complete and share it.",
+            file_uploads=[
+                {
+                    "filename": f"{run.incident_id}-rca.md",
+                    "title": f"{run.incident_id} post-incident review (RCA template)",
+                    "content": template,
+                },
+                {
+                    "filename": chart_filename(run.incident_id),
+                    "title": f"{run.incident_id} timeline: phases and step durations",
+                    "file": chart.png,
+                },
+            ],
+            initial_comment="Root-cause-analysis template, timeline filled from the audit log, "
+            "and its timeline chart. Download, complete and share it.",
         )
 
     def stale(self, run_id: str) -> None:
