@@ -317,8 +317,8 @@ class IncidentThread:
                     "file": chart.png,
                 },
             ],
-            initial_comment="Root-cause-analysis template, timeline filled from the audit log, "
-            "and its timeline chart. Download, complete and share it.",
+            initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
+            "Download, complete and share it.",
         )
 
     def stale(self, run_id: str) -> None:
