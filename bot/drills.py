@@ -373,43 +373,65 @@ def verdict_held(verdict: str | None, *, succeeded: bool) -> bool | None:
 
 @dataclass(frozen=True)
 class DrillStatus:
-    """A target's drill standing, for `/rollback drills`, the App Home tab and the modal."""
+    """A target's drill standing, for `/rollback drills`, the App Home tab and the modal.
+
+    `last` is the newest drill that ended, whatever its end; `recovered` the newest that
+    succeeded with a measured time to recover. Only a recovered drill proves anything, so
+    a target is `due` when it has none, or none younger than `every`.
+    """
 
     environment: str
     target: str
     last: Drill | None
-    age: timedelta | None
-    due: bool
-    """Never drilled, or drilled longer ago than the environment's `drill_every`."""
+    recovered: Drill | None
+    now: datetime
     every: timedelta
+
+    def age(self, drill: Drill | None) -> timedelta | None:
+        """How long ago `drill` ended."""
+        return None if drill is None else self.now - (drill.finished_at or drill.created_at)
+
+    @property
+    def due(self) -> bool:
+        """Never drilled with success, or not within `every`."""
+        age = self.age(self.recovered)
+        return age is None or age > self.every
 
     def line(self) -> str:
         """One line for people (no Slack markup)."""
         if self.last is None:
             return f"{self.target} in {self.environment}: never drilled"
-        took = (
-            f"time to recover {spoken(self.last.recover_seconds)}"
-            if self.last.recover_seconds is not None
-            else f"{self.last.state}, no time to recover"
-        )
-        age = spoken(self.age.total_seconds()) if self.age is not None else "n/a"
-        late = f" (older than {spoken(self.every.total_seconds())})" if self.due else ""
-        return f"{self.target} in {self.environment}: last drill {age} ago{late}, {took}"
+        said = f"{self.target} in {self.environment}: last drill {_ago(self.age(self.last))}"
+        if self.recovered is not None and self.last.run_id == self.recovered.run_id:
+            said += f", time to recover {spoken(self.last.recover_seconds)}"
+        else:
+            said += f" {self.last.state}, no time to recover"
+            if self.recovered is not None:
+                said += (
+                    f"; last recovered {_ago(self.age(self.recovered))} in "
+                    f"{spoken(self.recovered.recover_seconds)}"
+                )
+        if self.due:
+            said += f" (no successful drill within {spoken(self.every.total_seconds())})"
+        return said
+
+
+def _ago(age: timedelta | None) -> str:
+    return "n/a" if age is None else f"{spoken(age.total_seconds())} ago"
 
 
 def drill_help(statuses: list[DrillStatus], *, environment: str, target: str) -> str:
     """The modal's "can the issue be fixed quickly?" help: how long the last drill took."""
-    mine = [s for s in statuses if s.target == target and s.last is not None]
-    mine.sort(key=lambda s: (s.environment != environment, s.age or timedelta.max))
-    timed = [s for s in mine if s.last is not None and s.last.recover_seconds is not None]
+    timed = [s for s in statuses if s.target == target and s.recovered is not None]
+    timed.sort(key=lambda s: (s.environment != environment, s.age(s.recovered) or timedelta.max))
     if not timed:
         return f"{target} has never been drilled: nobody knows how long rolling it back takes."
     best = timed[0]
-    assert best.last is not None and best.age is not None
+    assert best.recovered is not None
     where = "" if best.environment == environment else f" in {best.environment}"
     said = (
-        f"rolling back {target} took {spoken(best.last.recover_seconds)} in the last drill"
-        f"{where} ({spoken(best.age.total_seconds())} ago)"
+        f"rolling back {target} took {spoken(best.recovered.recover_seconds)} in the last drill"
+        f"{where} ({_ago(best.age(best.recovered))})"
     )
     if best.due:
         said += f"; that drill is older than {spoken(best.every.total_seconds())}, drill it again"
@@ -503,11 +525,13 @@ class Drills:
             for target, params in env.targets.items():
                 if isinstance(params, FullParams | DatabaseParams):
                     continue
-                done = self.store.drills(environment=env_name, target=target, states=FINAL, limit=1)
-                last = done[0] if done else None
-                age = now - (last.finished_at or last.created_at) if last else None
-                due = age is None or age > env.drill_every
-                out.append(DrillStatus(env_name, target, last, age, due, env.drill_every))
+                ended = self.store.drills(environment=env_name, target=target, states=FINAL)
+                last = ended[0] if ended else None
+                recovered = next(
+                    (d for d in ended if d.state == "succeeded" and d.recover_seconds is not None),
+                    None,
+                )
+                out.append(DrillStatus(env_name, target, last, recovered, now, env.drill_every))
         return out
 
     def help_for(self, *, environment: str, target: str) -> str:

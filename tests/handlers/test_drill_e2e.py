@@ -77,7 +77,9 @@ def world(tmp_path: Path) -> Iterator[tuple[Sandbox, FakeKubernetes]]:
 
 
 def image_of(kube: FakeKubernetes) -> str:
-    return str(kube.deployment(NAMESPACE, APP)["spec"]["template"]["spec"]["containers"][0]["image"])
+    return str(
+        kube.deployment(NAMESPACE, APP)["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
 
 
 def ephemerals(sandbox: Sandbox, channel: str, user: str) -> list[str]:
