@@ -9,6 +9,7 @@ uploads the RCA template with its timeline chart. Production refuses a drill.
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +156,25 @@ def test_a_drill_rolls_back_and_forward_and_its_time_shows_in_the_next_modal(
     assert chart.thread_ts == run.slack["thread_ts"]
     rca = next(f for f in sandbox.slack.files() if f.name.endswith("-rca.md"))
     assert b"Time to recover" in rca.content
+
+    home = open_home(sandbox, BOB)
+    assert "Drills and recovery times" in home and "app in staging: last drill" in home
+
+
+def open_home(sandbox: Sandbox, user: str) -> str:
+    event = {
+        "token": "unused",
+        "team_id": "T0SANDBOX",
+        "api_app_id": "A0SANDBOX",
+        "type": "event_callback",
+        "event_id": f"Ev{user}",
+        "event_time": 1,
+        "event": {"type": "app_home_opened", "user": user, "channel": "D0HOME", "tab": "home"},
+    }
+    sandbox.platform.post(json.dumps(event).encode(), "application/json")
+    return block_texts(
+        wait_for(lambda: sandbox.slack.home(user), what="the home tab").view["blocks"]
+    )
 
 
 def test_a_drill_in_production_is_refused_and_nothing_is_recorded(
