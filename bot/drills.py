@@ -38,7 +38,7 @@ that ended while this process was down, so the record is never lost.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -224,7 +224,9 @@ def build_drill(
         f"Drill: {target} goes back to {back.ref} and forward to {current.ref} again; "
         "nothing is announced on the status page or to customers.",
     )
-    return Plan(environment=env_name, target=target, point=back.ref, steps=steps, notes=notes)
+    # replace(), not Plan(...): whatever else the rollback's plan carries (its reversibility
+    # verdict) stays with the drill's plan.
+    return replace(rollback, point=back.ref, steps=steps, notes=notes)
 
 
 def is_drill(run: Run) -> bool:
@@ -353,12 +355,19 @@ def _span(
     return None if end is None else max(0.0, (end - first).total_seconds())
 
 
-def verdict_of(run: Run) -> str | None:
-    """The reversibility verdict's kind the run's plan carried, if the verdict module set one."""
-    raw = run.memory.get("verdict")
-    if isinstance(raw, dict):
-        raw = raw.get("kind")
-    return str(raw) if raw else None
+def verdict_kind(value: Any) -> str | None:
+    """The kind of a reversibility verdict however it is carried: a string, an object with a
+    `kind` (an enum's value taken), or a dict with `kind`; None when there is none."""
+    if isinstance(value, dict):
+        value = value.get("kind")
+    value = getattr(value, "kind", value)
+    value = getattr(value, "value", value)
+    return str(value) if value else None
+
+
+def verdict_of(run: Run, plan: Plan | None = None) -> str | None:
+    """The verdict kind the drill's plan carried (`plan.verdict`), or its run's memory."""
+    return verdict_kind(getattr(plan, "verdict", None)) or verdict_kind(run.memory.get("verdict"))
 
 
 def verdict_held(verdict: str | None, *, succeeded: bool) -> bool | None:
@@ -490,7 +499,7 @@ class Drills:
             state="requested",
             from_version=current.label,
             to_version=back.label,
-            verdict=verdict_of(run),
+            verdict=verdict_of(run, plan),
         )
         fresh = self.store.run(run.id) or run
         return self.flows.open_requested(incident, fresh)
@@ -559,17 +568,21 @@ class DrillRecorder:
         self.inner.step_finished(run, step, record)
 
     def run_finished(self, run: Run) -> None:
-        if is_drill(run):
-            try:
-                record_drill(self.store, run)
-            except Exception:
-                log.exception("%s: the drill's measurements were not recorded", run.incident_id)
+        self._record(run)
         self.inner.run_finished(run)
 
     def run_expired(self, run: Run) -> None:
-        if is_drill(run):
-            record_drill(self.store, run)
+        self._record(run)
         self.inner.run_expired(run)
+
+    def _record(self, run: Run) -> None:
+        """Record a drill's end; a failure here is logged, `Drills.settle_pending` retries."""
+        if not is_drill(run):
+            return
+        try:
+            record_drill(self.store, run)
+        except Exception:
+            log.exception("%s: the drill's measurements were not recorded", run.incident_id)
 
 
 def record_drill(store: Store, run: Run) -> None:

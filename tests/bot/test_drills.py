@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from bot.drills import (
     measure,
     restore_for_run,
     verdict_held,
+    verdict_kind,
 )
 from bot.flows import Flows
 from bot.models import Drill, Incident, Run
@@ -136,6 +138,8 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
     opened = drills.open(environment="staging", target="app", requester=ALICE)
     assert opened.run.approvals_required == 1  # not the environment's 2
     assert opened.incident.source == "drill"
+    memory = {**opened.run.memory, "verdict": {"kind": "safe", "evidence": []}}
+    store.set_run_fields(opened.run.id, memory=memory)  # as the verdict module records it
     outcome = drills.flows.approve(opened.run.id, user=BOB)
     assert outcome.started
     runner = Runner(
@@ -155,7 +159,8 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
     assert drill is not None and drill.state == "succeeded"
     assert drill.recover_seconds is not None and drill.forward_seconds is not None
     assert [s["part"] for s in drill.steps] == ["marker", "rollback", "rollback"] + ["forward"] * 2
-    assert drill.targets.keys() == {"app"} and drill.verdict is None
+    assert drill.targets.keys() == {"app"}
+    assert (drill.verdict, drill.verdict_held) == ("safe", True)
 
 
 def test_production_refuses_a_drill_and_records_nothing(drills: Drills, store: Store) -> None:
@@ -290,6 +295,22 @@ def test_a_safe_verdict_held_when_the_drill_succeeded_and_a_risky_one_when_it_fa
     assert verdict_held(None, succeeded=True) is None
 
 
+class Kind(Enum):
+    SAFE_WITH_DATA_LOSS = "safe_with_data_loss"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+
+
+def test_a_verdict_kind_is_read_however_the_plan_carries_it() -> None:
+    assert verdict_kind(Verdict(Kind.SAFE_WITH_DATA_LOSS)) == "safe_with_data_loss"
+    assert verdict_kind({"kind": "risky"}) == "risky"
+    assert verdict_kind("blocked") == "blocked"
+    assert verdict_kind(None) is None
+
+
 def test_listing_flags_targets_never_drilled_and_settles_drills_that_ended_unseen(
     drills: Drills, store: Store
 ) -> None:
@@ -301,3 +322,52 @@ def test_listing_flags_targets_never_drilled_and_settles_drills_that_ended_unsee
     assert status.last is not None and status.last.state == "cancelled"
     assert status.due  # a cancelled drill measured nothing: still due
     assert "no time to recover" in status.line()
+
+
+class StopAfter(NullProgress):
+    """Ask the runner to stop (SIGTERM) once the step at `position` finished."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.runner: Runner | None = None
+
+    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+        if step["position"] == self.position and self.runner is not None:
+            self.runner.request_stop()
+
+
+def test_a_drill_stopped_after_its_rollback_is_resumed_forward_by_another_process(
+    drills: Drills, store: Store, cluster: KubeCluster
+) -> None:
+    opened = drills.open(environment="staging", target="app", requester=ALICE)
+    drills.flows.approve(opened.run.id, user=BOB)
+    stopper = StopAfter(position=2)  # the rollback verified; the roll forward not started
+    first = Runner(
+        store=store,
+        workflow=drills.flows.workflow,
+        config=drills.config,
+        planner=Planner(),
+        progress=DrillRecorder(stopper, store),
+        sleep=lambda _: None,
+    )
+    stopper.runner = first
+    first.run_pending()
+    halfway = store.run(opened.run.id)
+    assert halfway is not None and halfway.state == "running"
+    assert image_of(cluster) == IMAGES[1]  # rolled back, not yet forward
+    second = Runner(  # a new process: a new planner, nothing in memory but the database
+        store=store,
+        workflow=Workflow(store=store, config=drills.config),
+        config=drills.config,
+        planner=Planner(),
+        progress=DrillRecorder(NullProgress(), store),
+        sleep=lambda _: None,
+    )
+    assert second.run_pending() == [opened.run.id]
+    done = store.run(opened.run.id)
+    assert done is not None and done.state == "succeeded", done and done.outcome
+    assert image_of(cluster) == IMAGES[-1]
+    states = [(r.name, r.state) for r in store.steps(done.id)]
+    assert states[3] == ("kubernetes.rollout_undo", "succeeded")  # forward, from the stored spec
+    drill = store.drill(done.id)
+    assert drill is not None and drill.state == "succeeded" and drill.recover_seconds is not None
