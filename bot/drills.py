@@ -420,6 +420,9 @@ class DrillStatus:
                     f"; last recovered {_ago(self.age(self.recovered))} in "
                     f"{spoken(self.recovered.recover_seconds)}"
                 )
+        if self.last.verdict is not None and self.last.verdict_held is not None:
+            held = "held" if self.last.verdict_held else "did not hold"
+            said += f"; verdict {self.last.verdict.replace('_', ' ')} {held}"
         if self.due:
             said += f" (no successful drill within {spoken(self.every.total_seconds())})"
         return said

@@ -281,6 +281,8 @@ def test_the_modal_help_says_how_long_rolling_back_took_in_the_last_drill() -> N
     said = drill_help([_status("staging", 72.0, 2)], environment="staging", target="app")
     assert said == "Rolling back app took 1 m 12 s in the last drill (2 d 0 h ago)."
     assert not _status("staging", 72.0, 2).due and _status("staging", 72.0, 31).due
+    line = _status("staging", 72.0, 2).line()
+    assert line == "app in staging: last drill 2 d 0 h ago, time to recover 1 m 12 s"
     elsewhere = drill_help([_status("staging", 72.0, 40)], environment="prod", target="app")
     assert "in the last drill in staging" in elsewhere and "drill it again" in elsewhere
     never = drill_help([], environment="prod", target="app")
@@ -302,6 +304,13 @@ class Kind(Enum):
 @dataclass(frozen=True)
 class Verdict:
     kind: Kind
+
+
+def test_the_listing_says_whether_the_drills_verdict_held() -> None:
+    status = _status("staging", 72.0, 2)
+    assert status.last is not None
+    status.last.verdict, status.last.verdict_held = "safe", False
+    assert status.line().endswith("; verdict safe did not hold")
 
 
 def test_a_verdict_kind_is_read_however_the_plan_carries_it() -> None:
