@@ -14,6 +14,10 @@ rollback. Here the version under test is the one running now, so a drill is:
 3. **roll forward** to the version that was running, and **verify** it (rollout status,
    health).
 
+The roll forward comes after maintenance is off and the workers are back, as the
+next deploy would: the rollback part is exactly what an incident would run, and
+the time to recover is measured on it alone (`measure`).
+
 It is one plan, approved once, so a crash in the middle resumes it like any run:
 every step is stored with its source and spec. The roll-forward is planned against
 the state the rollback will leave, which the Kubernetes controller makes
