@@ -14,7 +14,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.drills import DrillStatus
+from bot.drills import DrillStatus, Measured
 from bot.recovery import Recovery, spoken
 from handlers import text as t
 
@@ -48,6 +48,26 @@ def drills_message(statuses: list[DrillStatus]) -> list[Block]:
             )
         )
     return blocks[: t.MESSAGE_BLOCKS]
+
+
+def measured_text(target: str, measured: Measured) -> str:
+    """What a finished drill measured, for its thread: time to recover, forward, each step."""
+    lines = [
+        f":test_tube: *Drill measured*: rolling back {t.esc(target)} took "
+        f"*{spoken(measured.recover_seconds)}* (first change to the rollback verified); "
+        f"rolling forward took {spoken(measured.forward_seconds)}."
+    ]
+    if len(measured.targets) > 1:
+        lines.append(
+            "Per target: "
+            + ", ".join(f"{t.esc(n)} {spoken(s)}" for n, s in measured.targets.items())
+        )
+    lines += [
+        f"{s['position'] + 1}. {t.esc(s['label'] or s['name'])}: {spoken(s['seconds'])} "
+        f"({s['state']})"
+        for s in measured.steps
+    ]
+    return t.cut("\n".join(lines), t.SECTION_LIMIT)
 
 
 def recovery_line(rec: Recovery) -> str:

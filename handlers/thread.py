@@ -34,14 +34,15 @@ from slack_sdk.errors import SlackApiError
 
 from bot.chart import chart_filename, timeline_chart
 from bot.config import Environment
+from bot.drills import is_drill, measure
 from bot.flows import ThreadNotOpened
 from bot.models import Incident, OutboxMessage, Run
 from bot.outbox import RetryLater, Undeliverable
-from bot.runner import Progress
+from bot.runner import Progress, stored_steps
 from bot.store import StepView, Store
 from bot.timeline import rca_template
 from bot.verification import checklist
-from handlers import blocks
+from handlers import blocks, drill_blocks
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.text import permalink
@@ -295,6 +296,7 @@ class IncidentThread:
         self.refresh(run.id)
         self.progress(run)
         self.announce(run)
+        self._drill_measured(run)
         self.post_checklist(run)
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
@@ -320,6 +322,14 @@ class IncidentThread:
             initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
             "Download, complete and share it.",
         )
+
+    def _drill_measured(self, run: Run) -> None:
+        """Say in a drill's thread what it measured (once), from its step records."""
+        fresh = self.deps.store.run(run.id)
+        if fresh is None or not is_drill(fresh):
+            return
+        measured = measure(stored_steps(fresh), self.deps.store.steps(fresh.id))
+        self.say(fresh, drill_blocks.measured_text(fresh.target, measured), slot="drill")
 
     def stale(self, run_id: str) -> None:
         """Say to everyone in the thread that the plan is out of date; offer Re-plan (once)."""

@@ -157,8 +157,18 @@ def test_a_drill_rolls_back_and_forward_and_its_time_shows_in_the_next_modal(
     rca = next(f for f in sandbox.slack.files() if f.name.endswith("-rca.md"))
     assert b"Time to recover" in rca.content
 
+    said = wait_for(
+        lambda: next((m.text for m in thread_of(sandbox, run) if "Drill measured" in m.text), None),
+        what="the drill's measurements in its thread",
+    )
+    assert "rolling back app took *" in said and "1. Drill marker" in said
+
     home = open_home(sandbox, BOB)
     assert "Drills and recovery times" in home and "app in staging: last drill" in home
+
+
+def thread_of(sandbox: Sandbox, run: Any) -> list[Any]:
+    return list(sandbox.slack.thread(STAGING, run.slack["thread_ts"]))
 
 
 def open_home(sandbox: Sandbox, user: str) -> str:
