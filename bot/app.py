@@ -44,6 +44,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from actions.http import read_metrics
 from bot.config import RollbackConfig
+from bot.drills import DrillRecorder
 from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
 from bot.outbox import Sender
@@ -56,7 +57,7 @@ from bot.settings import Settings
 from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.verification import MetricsReader
 from bot.workflow import Workflow
-from handlers import approvals, commands, errors, gitops, home, modals, reviews
+from handlers import approvals, commands, drills, errors, gitops, home, modals, reviews
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
 from handlers.flows import flows_for
@@ -108,13 +109,21 @@ class _RedactingClient(WebClient):
             raise
 
     def files_upload_v2(self, **kwargs: Any) -> Any:
+        uploads = kwargs.pop("file_uploads", None)
+        if uploads is not None:  # text is masked; a binary `file` (the RCA chart) is kept
+            kwargs["file_uploads"] = [
+                {k: v if k == "file" else self.secrets.redact_data(v) for k, v in u.items()}
+                for u in uploads
+            ]
         return super().files_upload_v2(**self._mask(kwargs))
 
     def _mask(self, values: dict[str, Any] | None) -> Any:
         if not values:
             return values
         return {
-            key: value if key in ("token", "file") else self.secrets.redact_data(value)
+            key: value
+            if key in ("token", "file", "file_uploads")
+            else self.secrets.redact_data(value)
             for key, value in values.items()
         }
 
@@ -151,7 +160,7 @@ def create_app(settings: Settings, deps: Deps) -> App:
         client=deps.client,
         process_before_response=False,
     )
-    for module in (commands, modals, approvals, home, reviews, gitops):
+    for module in (drills, commands, modals, approvals, home, reviews, gitops):  # drills first
         module.register(app, deps)
     errors.register(app, deps.client)
     return app
@@ -262,7 +271,9 @@ class BotProcess:
             workflow=self.deps.workflow,
             config=self.config,
             planner=planner,
-            progress=MeteredProgress(SlackProgress(self.sender.wake, store), self.metrics),
+            progress=DrillRecorder(
+                MeteredProgress(SlackProgress(self.sender.wake, store), self.metrics, store), store
+            ),
             lease_seconds=self.settings.runner_lease_seconds,
             rechecks=Rechecks(store=store, config=self.config, planner=planner),
         )

@@ -25,6 +25,7 @@ import codecs
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -62,6 +63,10 @@ TARGET_KINDS = ("kubernetes", "docker", "bluegreen", "config", "database", "full
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_PERIOD = re.compile(r"^(\d+)\s*([mhdw])$")
+_PERIOD_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+PRODUCTION_NAMES = frozenset({"prod", "production"})
+"""Environments where drills are refused unless `drills_allowed: true` says otherwise."""
 
 
 class Approvers(Strict):
@@ -121,7 +126,32 @@ class Environment(Strict):
     metrics: Metrics | None = None
     monitoring: Monitoring | None = None
     communications: Communications = Communications()
+    # Drills (bot/drills.py): None means allowed unless the environment is named prod or
+    # production; a drill needs this many approvals (not `approvals_required`); a target not
+    # drilled within `drill_every` (e.g. 30d, 12h, 2w) is flagged.
+    drills_allowed: bool | None = None
+    drill_approvals_required: int = Field(default=1, ge=1, le=10)
+    drill_every: timedelta = timedelta(days=30)
     targets: dict[str, TargetParams]
+
+    @field_validator("drill_every", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _PERIOD.match(value.strip())
+            if match is None:
+                raise ValueError(f"{value!r} is not a period such as 30d, 12h, 2w or 90m")
+            number, unit = int(match.group(1)), match.group(2)
+            if number <= 0:
+                raise ValueError("the period must be longer than zero")
+            return timedelta(**{_PERIOD_UNITS[unit]: number})
+        return value
+
+    def allows_drills(self, name: str) -> bool:
+        """Whether `/rollback drill` may run here: `drills_allowed`, else not in prod/production."""
+        if self.drills_allowed is not None:
+            return self.drills_allowed
+        return name not in PRODUCTION_NAMES
 
     @field_validator("targets")
     @classmethod

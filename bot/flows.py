@@ -43,6 +43,7 @@ from typing import Protocol
 from actions.base import ActionError
 from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity
+from bot.drills import plan_for_run
 from bot.models import Incident, Run
 from bot.plans import Planner, default_point
 from bot.reviews import Reviews
@@ -211,6 +212,10 @@ class Flows:
         self.store.set_run_fields(run.id, memory={**run.memory, VERSIONS: versions})
         return self.store.run(run.id) or run
 
+    def open_requested(self, incident: Incident, run: Run) -> Opened:
+        """Open the thread of a run requested elsewhere (a drill); undo it if Slack refuses."""
+        return self._open_thread(incident, run)
+
     def _open_thread(self, incident: Incident, run: Run) -> Opened:
         try:
             run = self.thread.open(incident, run)
@@ -328,10 +333,7 @@ class Flows:
 
     def _current_hash(self, run: Run) -> str:
         env = self.config.environment(run.environment)
-        plan = self.planner.build(
-            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
-        )
-        return plan.hash
+        return plan_for_run(self.planner, run, env).hash
 
     def auto_approve_due(self) -> list[Run]:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""

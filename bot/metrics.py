@@ -14,7 +14,11 @@ store and the handlers need not know about metrics:
   before the listener's work when `process_before_response` is off);
 - approvals waiting and the outbox backlog: read from the store at scrape time;
 - lease losses: an ORM `after_insert` listener on the audit `Event` of kind
-  `run.lease_lost`, which the runner records when it stops for a successor.
+  `run.lease_lost`, which the runner records when it stops for a successor;
+- recovery phases (`bot.recovery`): when a run ends, its incident's time to detect,
+  decide, approve and recover, read from the audit log, observed per environment and
+  target in `rollback_recovery_phase_seconds{phase=…}` (drills excluded); a drill's
+  measured time to recover sets `rollback_drill_recover_seconds` for its target.
 
 The counters count what this process saw; with several replicas, sum them.
 """
@@ -30,12 +34,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from bot.drills import SOURCE as DRILL_SOURCE
 from bot.logs import step_context
 from bot.models import Event, Incident, Run
+from bot.recovery import recovery
 from bot.runner import Progress
-from bot.store import StepView
+from bot.store import StepView, Store
 
 STEP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+RECOVERY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 86400)
 ACK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10)
 
 
@@ -87,6 +94,20 @@ class BotMetrics:
             "Messages to people queued and not yet delivered to Slack",
             registry=r,
         )
+        self.recovery = Histogram(
+            "rollback_recovery_phase_seconds",
+            "Per incident: time to detect, decide, approve and recover (phase), from the audit "
+            "log, by environment and target",
+            ["phase", "environment", "target"],
+            buckets=RECOVERY_BUCKETS,
+            registry=r,
+        )
+        self.drill_recover = Gauge(
+            "rollback_drill_recover_seconds",
+            "Time to recover measured by the target's last drill that recovered",
+            ["environment", "target"],
+            registry=r,
+        )
         self.ack = Histogram(
             "rollback_slack_request_seconds",
             "Time to answer a request from Slack (the ack)",
@@ -134,9 +155,10 @@ class BotMetrics:
 class MeteredProgress:
     """A Progress that measures steps and runs, and tags log records with the step."""
 
-    def __init__(self, inner: Progress, metrics: BotMetrics) -> None:
+    def __init__(self, inner: Progress, metrics: BotMetrics, store: Store | None = None) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.store = store
         self._started: dict[tuple[str, str], float] = {}
 
     def run_started(self, run: Run, *, resumed: bool) -> None:
@@ -169,8 +191,26 @@ class MeteredProgress:
         finished = run.finished_at
         if run.state == "succeeded" and run.approved_at is not None and finished is not None:
             self.metrics.to_healthy.observe((finished - run.approved_at).total_seconds())
+        if self.store is not None:
+            self._observe_recovery(run, self.store)
         step_context.set({})
         self.inner.run_finished(run)
+
+    def _observe_recovery(self, run: Run, store: Store) -> None:
+        """Observe the incident's recovery phases, or a drill's time to recover."""
+        drill = store.drill(run.id)
+        if drill is not None:
+            if drill.recover_seconds is not None:
+                gauge = self.metrics.drill_recover.labels(drill.environment, drill.target)
+                gauge.set(drill.recover_seconds)
+            return
+        incident = store.incident(run.incident_id)
+        if incident is None or incident.source == DRILL_SOURCE:
+            return
+        for phase in recovery(incident, store.events(run.incident_id)).phases:
+            if phase.seconds is not None:
+                labels = (phase.name, run.environment, run.target)
+                self.metrics.recovery.labels(*labels).observe(phase.seconds)
 
     def run_expired(self, run: Run) -> None:
         self.metrics.runs.labels("expired").inc()

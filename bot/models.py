@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -326,3 +327,35 @@ class SyncResume(Base):
     state: Mapped[str] = mapped_column(String(16))
     """resuming, resumed, or failed (a later press may try again)."""
     outcome: Mapped[str] = mapped_column(Text, default="")
+
+
+class Drill(Base):
+    """A rollback drill (`bot.drills`): what it measured, and the verdict it put to the test.
+
+    `steps` holds one entry per step ({position, name, label, part, state, seconds}),
+    `targets` the seconds each config target's rollback took; `recover_seconds` is the
+    drill's time to recover (first change to verified), `forward_seconds` the way back.
+    """
+
+    __tablename__ = "drills"
+    __table_args__ = (  # migration 0010
+        Index("ix_drills_environment_target_created_at", "environment", "target", "created_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    incident_id: Mapped[str] = mapped_column(String(40))
+    environment: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(40))
+    requester: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))
+    from_version: Mapped[str] = mapped_column(Text, default="")
+    to_version: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    recover_seconds: Mapped[float | None] = mapped_column(Float)
+    forward_seconds: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    targets: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    verdict: Mapped[str | None] = mapped_column(String(40))
+    """The reversibility verdict's kind the drill's plan carried (`safe`, `risky`…), if any."""
+    verdict_held: Mapped[bool | None] = mapped_column(Boolean)

@@ -53,6 +53,7 @@ from actions.base import (
     TemporaryError,
 )
 from bot.config import RollbackConfig
+from bot.drills import plan_for_run, restore_for_run
 from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
 from bot.recheck import Rechecks
@@ -339,12 +340,10 @@ class Runner:
             problem = f"{run.target} in {run.environment} is no longer in the config file"
         else:
             try:
-                plan = self.planner.build(
-                    env_name=run.environment,
-                    env=env,
-                    target=run.target,
-                    point=run.point,
-                    force=run.force,
+                plan = plan_for_run(
+                    self.planner,
+                    run,
+                    env,
                     leave_maintenance_on_failure=bool(run.memory.get("leave_maintenance_on")),
                 )
             except ActionError as exc:
@@ -369,14 +368,7 @@ class Runner:
             return [
                 RestoredStep(s, None, f"{s.label} could not be rebuilt: {problem}") for s in stored
             ]
-        return self.planner.restore(
-            env_name=run.environment,
-            env=env,
-            target=run.target,
-            point=run.point,
-            force=run.force,
-            stored=stored,
-        )
+        return restore_for_run(self.planner, run, env, stored)
 
     def _run_step(
         self,

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.models import (
     Approval,
     BreakGlassReview,
+    Drill,
     EntryKey,
     Event,
     Incident,
@@ -1201,3 +1202,41 @@ class Store:
         """Return the run's Resume sync record, if anyone pressed it."""
         with self.reading() as session:
             return session.get(SyncResume, run_id)
+
+    # drills (bot/drills.py) ------------------------------------------------------
+
+    def add_drill(self, **fields: Any) -> Drill:
+        """Record a drill when its run is requested."""
+        with self.session() as session:
+            drill = Drill(created_at=self.clock(), steps=[], targets={}, **fields)
+            session.add(drill)
+            return drill
+
+    def drill(self, run_id: str) -> Drill | None:
+        """Return the drill of a run, or None when the run is not a drill."""
+        with self.reading() as session:
+            return session.get(Drill, run_id)
+
+    def update_drill(self, run_id: str, **fields: Any) -> None:
+        """Set what a drill measured once its run ended."""
+        with self.session() as session:
+            session.execute(update(Drill).where(Drill.run_id == run_id).values(**fields))
+
+    def drills(
+        self,
+        *,
+        environment: str | None = None,
+        target: str | None = None,
+        states: tuple[str, ...] | None = None,
+        limit: int = 200,
+    ) -> list[Drill]:
+        """Return drills, newest first, filtered."""
+        query = select(Drill).order_by(Drill.created_at.desc(), Drill.run_id).limit(limit)
+        if environment is not None:
+            query = query.where(Drill.environment == environment)
+        if target is not None:
+            query = query.where(Drill.target == target)
+        if states is not None:
+            query = query.where(Drill.state.in_(states))
+        with self.reading() as session:
+            return list(session.scalars(query).all())

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from actions.base import readable
+from bot.chart import chart_filename
 from bot.models import Event, Incident, Run
+from bot.recovery import recovery, summary_lines
 from bot.resync import held_owners, revert_note
 
 Names = Callable[[str], str]
@@ -176,6 +178,14 @@ def stamp(at: datetime, zone: tzinfo) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or zone}"
 
 
+def recovery_summary(incident: Incident, events: list[Event]) -> list[str]:
+    """The summary's recovery metrics (time to detect, decide, approve, recover) and chart."""
+    return [
+        *summary_lines(recovery(incident, events)),
+        f"- **Timeline chart**: {chart_filename(incident.id)} (phases and step durations)",
+    ]
+
+
 def rca_template(
     incident: Incident,
     runs: list[Run],
@@ -217,6 +227,7 @@ def rca_template(
             to = f", assigned to {names(str(owner))}" if owner else ""
             lines.append(f"- **Review**: break-glass rollback, mandatory review{to}")
         lines += [f"- **GitOps**: {revert_note(held)}" for held in held_owners(run)]
+    lines += recovery_summary(incident, events)
     lines += ["", "## Timeline"]
     words = {str(s["name"]): str(s.get("label") or s["name"]) for run in runs for s in run.plan}
     timeline = moments(incident, events, words=words, names=names)

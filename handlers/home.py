@@ -31,12 +31,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 
 from bot.config import UnknownTarget
+from bot.drills import Drills, DrillStatus
 from bot.models import BreakGlassReview, Run
+from bot.recovery import Recovery as PhaseTimes
+from bot.recovery import recent
 from bot.reviews import Reviews
 from bot.store import ACTIVE_STATES
 from bot.timeline import service_restored
 from handlers.deps import Deps
-from handlers.flows import Groups
+from handlers.flows import Groups, flows_for
 from handlers.home_blocks import HomeContent, Recovery, TargetHistory, home_view_blocks
 from handlers.lazy import after_ack
 from handlers.text import thread_link
@@ -58,6 +61,8 @@ class Snapshot:
     requested: list[Run]
     reviews: list[tuple[BreakGlassReview, str | None]]
     history: list[TargetHistory]
+    drills: list[DrillStatus]
+    incidents: list[PhaseTimes]
 
 
 class HomeTab:
@@ -66,6 +71,7 @@ class HomeTab:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.groups = Groups(deps)
+        self.drills = Drills(flows_for(deps))
 
     def snapshot(self) -> Snapshot:
         """Read what is the same for every viewer."""
@@ -80,6 +86,8 @@ class HomeTab:
             requested=[r for r in active if r.state == "requested"],
             reviews=reviews,
             history=self._history(),
+            drills=self.drills.statuses(),
+            incidents=recent(store),
         )
 
     def _history(self) -> list[TargetHistory]:
@@ -110,6 +118,8 @@ class HomeTab:
             waiting=[(r, thread_link(r.slack)) for r in snapshot.requested if self._may(r, user)],
             reviews=snapshot.reviews,
             history=snapshot.history,
+            drills=snapshot.drills,
+            incidents=snapshot.incidents,
             now=self.deps.store.clock(),
         )
 

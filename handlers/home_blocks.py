@@ -21,8 +21,11 @@ from slack_sdk.models.blocks import (
     MarkdownTextObject,
 )
 
+from bot.drills import DrillStatus
 from bot.models import BreakGlassReview, Run
+from bot.recovery import Recovery as PhaseTimes
 from bot.timeline import duration
+from handlers import drill_blocks
 from handlers import text as t
 from handlers.blocks import lines_message, run_line
 from handlers.review_blocks import review_line
@@ -60,6 +63,10 @@ class HomeContent:
     """Requested runs this viewer may approve (an approver, not the requester, not yet)."""
     reviews: list[tuple[BreakGlassReview, str | None]] = field(default_factory=list)
     history: list[TargetHistory] = field(default_factory=list)
+    drills: list[DrillStatus] = field(default_factory=list)
+    """Each drillable target's last drill (flagged when never drilled or overdue)."""
+    incidents: list[PhaseTimes] = field(default_factory=list)
+    """The newest incidents' recovery phases (detect, decide, approve, recover)."""
     now: datetime | None = None
 
 
@@ -137,7 +144,18 @@ def history_section(content: HomeContent) -> list[Block]:
     )
 
 
-SECTIONS: tuple[Section, ...] = (active_section, waiting_section, reviews_section, history_section)
+def drills_section(content: HomeContent) -> list[Block]:
+    """Each target's drill standing and the newest incidents' recovery times."""
+    return drill_blocks.home_section(content.drills, content.incidents)
+
+
+SECTIONS: tuple[Section, ...] = (
+    active_section,
+    waiting_section,
+    reviews_section,
+    history_section,
+    drills_section,
+)
 
 
 def home_view_blocks(content: HomeContent, sections: tuple[Section, ...] = SECTIONS) -> list[Block]:

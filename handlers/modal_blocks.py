@@ -62,6 +62,8 @@ class ModalContent:
     force_allowed: bool = False
     automatic_steps: list[str] = field(default_factory=list)
     problem: str | None = None
+    fixable_help: str = ""
+    """Help under "can the issue be fixed quickly?": how long the target's last drill took."""
 
 
 def _md(text: str) -> MarkdownTextObject:
@@ -160,10 +162,12 @@ def _question_inputs(content: ModalContent) -> list[Block]:
         value = getattr(content.answers, name)
         options = [_option(YES, "Yes"), _option(NO, "No")]
         initial = None if value is None else options[0 if value else 1]
+        hint = content.fixable_help if name == "fixable_quickly" else ""
         blocks.append(
             InputBlock(
                 block_id=block_id,
                 label=question(name),
+                hint=t.cut(hint, 2000) or None,
                 optional=name not in asked(content.answers),  # off the flowchart's path
                 element=RadioButtonsElement(
                     action_id=action_id, options=options, initial_option=initial

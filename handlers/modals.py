@@ -31,6 +31,7 @@ from slack_sdk.errors import SlackApiError
 from actions.base import ActionError, Check, RollbackPoint
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.decision import Answers, Severity, decide
+from bot.drills import Drills
 from bot.flows import IncidentRequest, ThreadNotOpened
 from bot.models import Run
 from bot.plans import default_point
@@ -68,6 +69,7 @@ class ModalService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.flows = flows_for(deps)
+        self.drills = Drills(self.flows)
         self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
         self._lock = threading.Lock()
         self._newest: dict[str, float] = {}
@@ -124,6 +126,7 @@ class ModalService:
             force_allowed=_force_changes_something(env, meta.target),
             automatic_steps=_automatic_steps(env, meta.target),
             problem=problem,
+            fixable_help=self.drills.help_for(environment=meta.environment, target=meta.target),
         )
 
     def _checks(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> list[Check]:

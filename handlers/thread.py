@@ -32,15 +32,17 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.chart import chart_filename, timeline_chart
 from bot.config import Environment
+from bot.drills import is_drill, measure
 from bot.flows import ThreadNotOpened
 from bot.models import Incident, OutboxMessage, Run
 from bot.outbox import RetryLater, Undeliverable
-from bot.runner import Progress
+from bot.runner import Progress, stored_steps
 from bot.store import StepView, Store
 from bot.timeline import rca_template
 from bot.verification import checklist
-from handlers import blocks, review_blocks
+from handlers import blocks, drill_blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.names import Names
@@ -316,26 +318,42 @@ class IncidentThread:
         self.refresh(run.id)
         self.progress(run)
         self.announce(run)
+        self._drill_measured(run)
         self.post_checklist(run)
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
+        runs = self.deps.store.runs(incident_id=incident.id)
         template = rca_template(
-            incident,
-            self.deps.store.runs(incident_id=incident.id),
-            events,
-            zone=self.deps.config.zone,
-            names=self.names,
+            incident, runs, events, zone=self.deps.config.zone, names=self.names
         )
+        chart = timeline_chart(incident, runs, events)
         self._upload_once(
             run,
             key="rca",
-            filename=f"{run.incident_id}-rca.md",
-            title=f"{run.incident_id} post-incident review (RCA template)",
-            content=template,
+            file_uploads=[
+                {
+                    "filename": f"{run.incident_id}-rca.md",
+                    "title": f"{run.incident_id} post-incident review (RCA template)",
+                    "content": template,
+                },
+                {
+                    "filename": chart_filename(run.incident_id),
+                    "title": f"{run.incident_id} timeline: phases and step durations",
+                    "file": chart.png,
+                },
+            ],
             initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
             "Download, complete and share it.",
         )
+
+    def _drill_measured(self, run: Run) -> None:
+        """Say in a drill's thread what it measured (once), from its step records."""
+        fresh = self.deps.store.run(run.id)
+        if fresh is None or not is_drill(fresh):
+            return
+        measured = measure(stored_steps(fresh), self.deps.store.steps(fresh.id))
+        self.say(fresh, drill_blocks.measured_text(fresh.target, measured), slot="drill")
 
     def stale(self, run_id: str) -> None:
         """Say to everyone in the thread that the plan is out of date; offer Re-plan (once)."""

@@ -131,7 +131,10 @@ def test_the_rollback_finishes_without_slack_and_every_message_arrives_later_in_
     deliver_all(sender, clock)
     assert thread_texts(slack, run, deps.store) == EXPECTED
     assert {m.state for m in deps.store.outbox(run.id)} == {"sent"}
-    assert [f.name for f in slack.files()] == [f"{run.incident_id}-rca.md"]
+    assert [f.name for f in slack.files()] == [
+        f"{run.incident_id}-rca.md",
+        f"{run.incident_id}-timeline.png",
+    ]
     if fault in ("429", "500"):
         assert any(c.status == int(fault) for c in slack.calls)
 
@@ -159,7 +162,10 @@ def test_a_fault_at_every_call_of_the_run_still_delivers_everything_once(
         clock.advance(seconds=600)
     deliver_all(sender, clock)
     assert thread_texts(slack, run, deps.store) == EXPECTED
-    assert [f.name for f in slack.files()] == [f"{run.incident_id}-rca.md"]
+    assert [f.name for f in slack.files()] == [
+        f"{run.incident_id}-rca.md",
+        f"{run.incident_id}-timeline.png",
+    ]
     assert {m.state for m in deps.store.outbox(run.id)} <= {"sent", "superseded"}
 
 
@@ -199,7 +205,7 @@ def test_a_delivery_repeated_after_a_crash_edits_instead_of_posting_again(
         renderer.deliver(message)
     assert len(slack.calls_to("chat.postMessage")) == posts
     assert thread_texts(slack, run, deps.store) == EXPECTED
-    assert len(slack.files()) == 1
+    assert len(slack.files()) == 2  # the template and its chart, once
 
 
 def test_a_thread_slack_refuses_for_good_is_marked_failed_and_the_rest_goes_on(

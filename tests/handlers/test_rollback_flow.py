@@ -107,7 +107,8 @@ def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: P
     assert ":white_check_mark: 2. *Undo* succeeded" in text_of(progress)
     checklist = next(m for m in thread if m.text == "Post-rollback verification checklist")
     assert "User Authentication" in str(checklist.blocks)
-    (rca,) = sandbox.slack.files()
+    rca, chart = sandbox.slack.files()  # the template and its timeline chart, one upload
+    assert chart.name.endswith("-timeline.png")
     assert rca.name.endswith("-rca.md")
     assert "- **Incident ID**: INC-" in rca.text
     assert "Rollback approved by Bob" in rca.text  # a real name in a file (users.info)

@@ -34,7 +34,8 @@ def test_versions_on_card_plan_confirmation_progress_status_history_and_rca(
     incident_id = store.runs()[0].incident_id
     assert FROM_TO in sandbox.person(ALICE).slash(f"status {incident_id}").text
     assert FROM_TO in sandbox.person(ALICE).slash("history app prod").text
-    (rca,) = sandbox.slack.files()
+    rca, chart = sandbox.slack.files()  # the template and its timeline chart, one upload
+    assert chart.name.endswith("-timeline.png")
     assert f"- **Versions**: app {FROM_TO}" in rca.text
     assert "to `1`" not in str(sandbox.slack.calls)
 

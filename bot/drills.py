@@ -1,0 +1,616 @@
+"""Rollback drills: the procedures' "Rollback Testing" script, run by the bot on a non-production
+environment, with the same plan rendering, approvals and thread as a real rollback.
+
+    /rollback drill <target> <env>
+
+The seed's script deploys a test version, verifies it, rolls back, verifies the
+rollback. Here the version under test is the one running now, so a drill is:
+
+1. **deploy marker**: record what runs now (the `drill.marker` step checks the live
+   system still runs the version the drill was planned from, and keeps it);
+2. **roll back** to the default rollback point with the target's whole rollback plan
+   (maintenance, workers, GitOps guard, undo, rollout status, health), without the
+   public communications (no status page or customer e-mail for a rehearsal);
+3. **roll forward** to the version that was running, and **verify** it (rollout status,
+   health).
+
+The roll forward comes after maintenance is off and the workers are back, as the
+next deploy would: the rollback part is exactly what an incident would run, and
+the time to recover is measured on it alone (`measure`).
+
+It is one plan, approved once, so a crash in the middle resumes it like any run:
+every step is stored with its source and spec. The roll-forward is planned against
+the state the rollback will leave, which the Kubernetes controller makes
+predictable: the restored ReplicaSet takes the next revision number (MaxRevision + 1,
+kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward undo
+is the target's own undo to the original revision, *from* that next number. The
+run is a drill when its memory carries `drill` (set when it is requested);
+`plan_for_run` and `restore_for_run` are what the runner and the approval flow call
+instead of the planner directly, so both see the drill's plan.
+
+Production is refused unless configured: `drills_allowed` (default false for an
+environment named prod or production, true otherwise). One approval is enough
+(`drill_approvals_required`, default 1); the requester still cannot approve.
+
+Each drill is a row in `drills` (migration 0010): when its run ends, `settle`
+measures the time to recover (first change to the rollback verified), each step's
+duration, each config target's share and the roll-forward, and whether the
+reversibility verdict the plan carried held. `settle_pending` repairs rows of runs
+that ended while this process was down, so the record is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from actions.base import (
+    Action,
+    ActionError,
+    PermanentError,
+    PlanningError,
+    Restorable,
+    RollbackPoint,
+    StepContext,
+    StepResult,
+    Target,
+    spec_of,
+)
+from actions.database import DatabaseParams
+from bot.config import Environment, FullParams, RollbackConfig
+from bot.decision import Answers, Severity
+from bot.models import Drill, Run
+from bot.plans import Plan, PlannedStep, Planner, RestoredStep, StoredStep, default_point
+from bot.recovery import spoken
+from bot.store import StepView, Store, TargetBusy
+from bot.timeline import VERSIONS
+from bot.workflow import Refused
+
+if TYPE_CHECKING:  # bot.flows and bot.runner call this module's plan_for_run
+    from bot.flows import Flows, Opened
+    from bot.runner import Progress
+
+log = logging.getLogger(__name__)
+
+DRILL = "drill"
+"""Run memory key: present (a dict) on a drill's run."""
+SOURCE = "drill"
+"""The incident source of a drill."""
+MARKER = "drill.marker"
+FORWARD = "forward"
+"""The phase of the roll-forward steps."""
+SKIPPED_PHASES = ("communicate",)
+FINAL = ("succeeded", "failed", "rejected", "expired", "cancelled")
+RECOVERED_PHASES = ("rollback", "verify", "health")
+HELD_WHEN_SUCCEEDED = ("safe", "safe_with_data_loss")
+
+
+# the deploy marker ------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DrillMarker:
+    """Record what runs now; refuse when it is no longer what the drill was planned from."""
+
+    target: Target = field(repr=False, compare=False)
+    target_name: str
+    ref: str
+    back_to: str
+    timeout: float = 60.0
+    name: str = field(default=MARKER, init=False)
+    idempotent: bool = field(default=True, init=False)
+
+    def describe(self) -> str:
+        """Name the version kept and the two moves of the drill."""
+        return (
+            f"Drill marker: record that {self.target_name} runs {self.ref} now; the drill rolls "
+            f"back to {self.back_to}, then forward to {self.ref} again"
+        )
+
+    def label(self) -> str:
+        """Words for people."""
+        return f"Drill marker: record what {self.target_name} runs now ({self.ref})"
+
+    def spec(self) -> dict[str, Any]:
+        """The target and both points."""
+        return {"target": self.target_name, "ref": self.ref, "back_to": self.back_to}
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Keep the running version in memory; a resumed marker that already kept it skips."""
+        if MARKER in ctx.memory:
+            return StepResult(
+                summary=f"marker already recorded: {ctx.memory[MARKER]}", skipped=True
+            )
+        current = next((p for p in self.target.points() if p.is_current), None)
+        if current is None or current.ref != self.ref:
+            now = current.label if current is not None else "no known version"
+            raise PermanentError(
+                f"{self.target_name} runs {now}, not {self.ref} as planned; plan the drill again"
+            )
+        ctx.memory[MARKER] = current.label
+        ctx.emit(f"{self.target_name} runs {current.label}")
+        return StepResult(
+            summary=f"{self.target_name} runs {current.label}",
+            data={"ref": current.ref, "label": current.label},
+        )
+
+
+# the drill's plan -------------------------------------------------------------------------
+
+
+def _refuse_kind(env: Environment, target: str) -> None:
+    params = env.targets[target]
+    if isinstance(params, FullParams | DatabaseParams):
+        raise PlanningError(
+            f"{target} is a {params.kind} target: a drill rolls back and then forward again, "
+            "and a database restore cannot be rolled forward; drill its application targets"
+        )
+
+
+def _points(
+    planner: Planner, env: Environment, target: str
+) -> tuple[RollbackPoint, RollbackPoint, list[RollbackPoint]]:
+    points = planner.points(env, target)
+    current = next((p for p in points if p.is_current), None)
+    back = default_point(points)
+    if current is None:
+        raise PlanningError(f"{target} lists no current version to roll forward to")
+    if back is None:
+        raise PlanningError(f"{target} has no earlier version to roll back to")
+    return current, back, points
+
+
+def _next_number(points: list[RollbackPoint]) -> int | None:
+    """The number the restored version will be listed under (MaxRevision + 1)."""
+    numbers = [int(p.ref) for p in points if p.ref.isdigit()]
+    return max(numbers) + 1 if numbers else None
+
+
+def _forward(
+    planner: Planner, env: Environment, target: str, current: RollbackPoint, after: int | None
+) -> list[Action]:
+    """The target's own undo to the running version, as it will be once rolled back."""
+    member = planner.target(env.targets[target])
+    if not isinstance(member, Restorable):
+        raise PlanningError(f"{target} cannot rebuild its steps, so it cannot be rolled forward")
+    part = member.plan(current.ref, force=True)
+    actions = []
+    for action in [*part.rollback, *part.verify]:
+        spec = spec_of(action)
+        if "from_revision" in spec and after is not None:
+            action = member.restore(action.name, {**spec, "from_revision": after})
+        actions.append(action)
+    return actions
+
+
+def build_drill(
+    planner: Planner,
+    *,
+    env_name: str,
+    env: Environment,
+    target: str,
+    leave_maintenance_on_failure: bool = False,
+) -> Plan:
+    """Plan a drill: marker, the rollback to the default point, the roll-forward, verified."""
+    _refuse_kind(env, target)
+    current, back, points = _points(planner, env, target)
+    rollback = planner.build(
+        env_name=env_name,
+        env=env,
+        target=target,
+        point=back.ref,
+        leave_maintenance_on_failure=leave_maintenance_on_failure,
+    )
+    marker = DrillMarker(
+        target=planner.target(env.targets[target]),
+        target_name=target,
+        ref=current.ref,
+        back_to=back.ref,
+    )
+    phased: list[tuple[str, Action, bool, str | None]] = [("drill", marker, False, target)]
+    phased += [
+        (s.phase, s.action, s.always, s.source)
+        for s in rollback.steps
+        if s.phase not in SKIPPED_PHASES
+    ]
+    forward = _forward(planner, env, target, current, _next_number(points))
+    phased += [(FORWARD, action, False, target) for action in forward]
+    health = [s for s in rollback.steps if s.phase == "health"]
+    phased += [(FORWARD, s.action, False, None) for s in health]
+    steps = tuple(
+        PlannedStep(position=i, phase=phase, action=action, always=always, source=source)
+        for i, (phase, action, always, source) in enumerate(phased)
+    )
+    notes = (
+        *rollback.notes,
+        f"Drill: {target} goes back to {back.ref} and forward to {current.ref} again; "
+        "nothing is announced on the status page or to customers.",
+    )
+    # replace(), not Plan(...): whatever else the rollback's plan carries (its reversibility
+    # verdict) stays with the drill's plan.
+    return replace(rollback, point=back.ref, steps=steps, notes=notes)
+
+
+def is_drill(run: Run) -> bool:
+    """Whether the run is a drill's."""
+    return isinstance(run.memory.get(DRILL), dict)
+
+
+def plan_for_run(
+    planner: Planner, run: Run, env: Environment, *, leave_maintenance_on_failure: bool = False
+) -> Plan:
+    """The plan a run was requested with, from the live systems: a drill's, or a rollback's."""
+    if is_drill(run):
+        return build_drill(
+            planner,
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            leave_maintenance_on_failure=leave_maintenance_on_failure,
+        )
+    return planner.build(
+        env_name=run.environment,
+        env=env,
+        target=run.target,
+        point=run.point,
+        force=run.force,
+        leave_maintenance_on_failure=leave_maintenance_on_failure,
+    )
+
+
+def restore_for_run(
+    planner: Planner, run: Run, env: Environment, stored: list[StoredStep]
+) -> list[RestoredStep]:
+    """Rebuild a run's approved steps; a drill's marker is rebuilt here, the rest as usual."""
+    others = [s for s in stored if s.name != MARKER]
+    rebuilt = {
+        r.stored.position: r
+        for r in planner.restore(
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            stored=others,
+        )
+    }
+    for step in stored:
+        if step.name == MARKER:
+            rebuilt[step.position] = _restore_marker(planner, env, step)
+    return [rebuilt[s.position] for s in stored]
+
+
+def _restore_marker(planner: Planner, env: Environment, step: StoredStep) -> RestoredStep:
+    name = str(step.spec.get("target", ""))
+    if name not in env.targets:
+        return RestoredStep(step, None, f"{step.label} could not be rebuilt: no target {name!r}")
+    marker = DrillMarker(
+        target=planner.target(env.targets[name]),
+        target_name=name,
+        ref=str(step.spec["ref"]),
+        back_to=str(step.spec["back_to"]),
+    )
+    return RestoredStep(step, marker)
+
+
+# measuring ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a finished drill measured."""
+
+    recover_seconds: float | None
+    forward_seconds: float | None
+    steps: list[dict[str, Any]]
+    targets: dict[str, float]
+
+
+def _seconds(record: StepView | None) -> float | None:
+    if record is None or record.started_at is None or record.finished_at is None:
+        return None
+    return max(0.0, (record.finished_at - record.started_at).total_seconds())
+
+
+def measure(plan: list[StoredStep], records: list[StepView]) -> Measured:
+    """Time to recover (first change to the rollback verified), per step and per target."""
+    by_position = {r.position: r for r in records}
+    steps: list[dict[str, Any]] = []
+    targets: dict[str, float] = {}
+    back = [s for s in plan if s.name != MARKER and s.phase != FORWARD]
+    forward = [s for s in plan if s.phase == FORWARD]
+    for step in plan:
+        record = by_position.get(step.position)
+        seconds = _seconds(record)
+        part = "marker" if step.name == MARKER else FORWARD if step.phase == FORWARD else "rollback"
+        steps.append(
+            {
+                "position": step.position,
+                "name": step.name,
+                "label": step.words,
+                "part": part,
+                "state": record.state if record else "not run",
+                "seconds": seconds,
+            }
+        )
+        if part == "rollback" and step.source and seconds is not None and step.phase != "resume":
+            targets[step.source] = targets.get(step.source, 0.0) + seconds
+    return Measured(
+        recover_seconds=_span(back, by_position, RECOVERED_PHASES),
+        forward_seconds=_span(forward, by_position, None),
+        steps=steps,
+        targets=targets,
+    )
+
+
+def _span(
+    steps: list[StoredStep], records: dict[int, StepView], until: tuple[str, ...] | None
+) -> float | None:
+    """From the first step's start to the end of the last step of `until` phases (all: None)."""
+    started = [records[s.position] for s in steps if s.position in records]
+    first = next((r.started_at for r in started if r.started_at is not None), None)
+    ends = [s for s in steps if until is None or s.phase in until]
+    last = [records[s.position] for s in ends if s.position in records]
+    if first is None or not last or any(r.state not in ("succeeded", "skipped") for r in last):
+        return None
+    end = max((r.finished_at for r in last if r.finished_at is not None), default=None)
+    return None if end is None else max(0.0, (end - first).total_seconds())
+
+
+def verdict_kind(value: Any) -> str | None:
+    """The kind of a reversibility verdict however it is carried: a string, an object with a
+    `kind` (an enum's value taken), or a dict with `kind`; None when there is none."""
+    if isinstance(value, dict):
+        value = value.get("kind")
+    value = getattr(value, "kind", value)
+    value = getattr(value, "value", value)
+    return str(value) if value else None
+
+
+def verdict_of(run: Run, plan: Plan | None = None) -> str | None:
+    """The verdict kind the drill's plan carried (`plan.verdict`), or its run's memory."""
+    return verdict_kind(getattr(plan, "verdict", None)) or verdict_kind(run.memory.get("verdict"))
+
+
+def verdict_held(verdict: str | None, *, succeeded: bool) -> bool | None:
+    """Did the verdict hold? A safe one if the drill succeeded; a risky or blocked one if not."""
+    if verdict is None:
+        return None
+    return succeeded if verdict in HELD_WHEN_SUCCEEDED else not succeeded
+
+
+# the use cases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrillStatus:
+    """A target's drill standing, for `/rollback drills`, the App Home tab and the modal.
+
+    `last` is the newest drill that ended, whatever its end; `recovered` the newest that
+    succeeded with a measured time to recover. Only a recovered drill proves anything, so
+    a target is `due` when it has none, or none younger than `every`.
+    """
+
+    environment: str
+    target: str
+    last: Drill | None
+    recovered: Drill | None
+    now: datetime
+    every: timedelta
+
+    def age(self, drill: Drill | None) -> timedelta | None:
+        """How long ago `drill` ended."""
+        return None if drill is None else self.now - (drill.finished_at or drill.created_at)
+
+    @property
+    def due(self) -> bool:
+        """Never drilled with success, or not within `every`."""
+        age = self.age(self.recovered)
+        return age is None or age > self.every
+
+    def line(self) -> str:
+        """One line for people (no Slack markup)."""
+        if self.last is None:
+            return f"{self.target} in {self.environment}: never drilled"
+        said = f"{self.target} in {self.environment}: last drill {_ago(self.age(self.last))}"
+        if self.recovered is not None and self.last.run_id == self.recovered.run_id:
+            said += f", time to recover {spoken(self.last.recover_seconds)}"
+        else:
+            said += f" {self.last.state}, no time to recover"
+            if self.recovered is not None:
+                said += (
+                    f"; last recovered {_ago(self.age(self.recovered))} in "
+                    f"{spoken(self.recovered.recover_seconds)}"
+                )
+        if self.last.verdict is not None and self.last.verdict_held is not None:
+            held = "held" if self.last.verdict_held else "did not hold"
+            said += f"; verdict {self.last.verdict.replace('_', ' ')} {held}"
+        if self.due:
+            said += f" (no successful drill within {spoken(self.every.total_seconds())})"
+        return said
+
+
+def _ago(age: timedelta | None) -> str:
+    return "n/a" if age is None else f"{spoken(age.total_seconds())} ago"
+
+
+def drill_help(statuses: list[DrillStatus], *, environment: str, target: str) -> str:
+    """The modal's "can the issue be fixed quickly?" help: how long the last drill took."""
+    timed = [s for s in statuses if s.target == target and s.recovered is not None]
+    timed.sort(key=lambda s: (s.environment != environment, s.age(s.recovered) or timedelta.max))
+    if not timed:
+        return f"{target} has never been drilled: nobody knows how long rolling it back takes."
+    best = timed[0]
+    assert best.recovered is not None
+    where = "" if best.environment == environment else f" in {best.environment}"
+    said = (
+        f"rolling back {target} took {spoken(best.recovered.recover_seconds)} in the last drill"
+        f"{where} ({_ago(best.age(best.recovered))})"
+    )
+    if best.due:
+        said += f"; that drill is older than {spoken(best.every.total_seconds())}, drill it again"
+    return said[:1].upper() + said[1:] + "."
+
+
+@dataclass
+class Drills:
+    """Open drills, record what they measured, and say which targets are due."""
+
+    flows: Flows
+
+    @property
+    def store(self) -> Store:
+        return self.flows.store
+
+    @property
+    def config(self) -> RollbackConfig:
+        return self.flows.config
+
+    def open(self, *, environment: str, target: str, requester: str) -> Opened:
+        """Plan and request a drill, open its thread; raise Refused saying why not."""
+        env = self.config.environment(environment)
+        self.config.target(environment, target)
+        if not env.allows_drills(environment):
+            raise Refused(
+                f"drills are not allowed in {environment} (set `drills_allowed: true` for it "
+                "in the config file to allow them); drill a staging environment instead"
+            )
+        try:
+            plan = build_drill(self.flows.planner, env_name=environment, env=env, target=target)
+            incident, run = self.flows.workflow.request(
+                plan=plan,
+                requester=requester,
+                severity=Severity.LOW,
+                answers=Answers(),
+                summary=f"Rollback drill of {target} in {environment}",
+                source=SOURCE,
+            )
+        except (ActionError, OSError) as exc:
+            raise Refused(f"the drill could not be planned: {exc}") from None
+        except TargetBusy as exc:
+            raise Refused(str(exc)) from None
+        current, back, _ = _points(self.flows.planner, env, target)
+        versions = {"from": current.label, "to": back.label}
+        memory = {**run.memory, VERSIONS: versions, DRILL: {"forward_to": current.ref}}
+        self.store.set_run_fields(
+            run.id, memory=memory, approvals_required=env.drill_approvals_required
+        )
+        self.store.add_drill(
+            run_id=run.id,
+            incident_id=incident.id,
+            environment=environment,
+            target=target,
+            requester=requester,
+            state="requested",
+            from_version=current.label,
+            to_version=back.label,
+            verdict=verdict_of(run, plan),
+        )
+        fresh = self.store.run(run.id) or run
+        return self.flows.open_requested(incident, fresh)
+
+    def settle(self, run: Run) -> Drill | None:
+        """Record what the drill of a run that ended measured (nothing for other runs)."""
+        drill = self.store.drill(run.id)
+        if drill is None or run.state not in FINAL:
+            return drill
+        record_drill(self.store, run)
+        log.info("%s: drill of %s settled: %s", run.incident_id, run.target, run.state)
+        return self.store.drill(run.id)
+
+    def settle_pending(self) -> int:
+        """Settle the drills whose runs ended unseen (a crash between finish and record)."""
+        settled = 0
+        for drill in self.store.drills(states=("requested",)):
+            run = self.store.run(drill.run_id)
+            if run is not None and run.state in FINAL:
+                self.settle(run)
+                settled += 1
+        return settled
+
+    def statuses(self, *, now: datetime | None = None) -> list[DrillStatus]:
+        """Every target of every environment that allows drills, with its last drill."""
+        self.settle_pending()
+        now = now or self.store.clock()
+        out = []
+        for env_name, env in self.config.environments.items():
+            if not env.allows_drills(env_name):
+                continue
+            for target, params in env.targets.items():
+                if isinstance(params, FullParams | DatabaseParams):
+                    continue
+                ended = self.store.drills(environment=env_name, target=target, states=FINAL)
+                last = ended[0] if ended else None
+                recovered = next(
+                    (d for d in ended if d.state == "succeeded" and d.recover_seconds is not None),
+                    None,
+                )
+                out.append(DrillStatus(env_name, target, last, recovered, now, env.drill_every))
+        return out
+
+    def help_for(self, *, environment: str, target: str) -> str:
+        """The modal's help line about the target's last drill."""
+        return drill_help(self.statuses(), environment=environment, target=target)
+
+
+class DrillRecorder:
+    """A Progress that records a drill's measurements the moment its run ends."""
+
+    def __init__(self, inner: Progress, store: Store) -> None:
+        self.inner = inner
+        self.store = store
+
+    def run_started(self, run: Run, *, resumed: bool) -> None:
+        self.inner.run_started(run, resumed=resumed)
+
+    def step_started(self, run: Run, step: dict[str, Any]) -> None:
+        self.inner.step_started(run, step)
+
+    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
+        self.inner.step_output(run, step, line)
+
+    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+        self.inner.step_finished(run, step, record)
+
+    def run_finished(self, run: Run) -> None:
+        self._record(run)
+        self.inner.run_finished(run)
+
+    def run_expired(self, run: Run) -> None:
+        self._record(run)
+        self.inner.run_expired(run)
+
+    def _record(self, run: Run) -> None:
+        """Record a drill's end; a failure here is logged, `Drills.settle_pending` retries."""
+        if not is_drill(run):
+            return
+        try:
+            record_drill(self.store, run)
+        except Exception:
+            log.exception("%s: the drill's measurements were not recorded", run.incident_id)
+
+
+def record_drill(store: Store, run: Run) -> None:
+    """Settle the drill of `run` without the flows (for the runner's side)."""
+    drill = store.drill(run.id)
+    if drill is None:
+        return
+    plan = [StoredStep.from_json(raw) for raw in run.plan]
+    measured = measure(plan, store.steps(run.id))
+    verdict = drill.verdict or verdict_of(run)
+    finished = run.state in ("succeeded", "failed")
+    store.update_drill(
+        run.id,
+        state=run.state,
+        finished_at=run.finished_at or store.clock(),
+        recover_seconds=measured.recover_seconds,
+        forward_seconds=measured.forward_seconds,
+        steps=measured.steps,
+        targets=measured.targets,
+        verdict=verdict,
+        verdict_held=verdict_held(verdict, succeeded=run.state == "succeeded")
+        if finished
+        else None,
+    )

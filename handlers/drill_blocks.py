@@ -1,0 +1,99 @@
+"""Pure builders for drills and recovery times: `/rollback drills`, the App Home section.
+
+A target never drilled, or drilled longer ago than its environment's
+`drill_every`, is flagged with :warning: wherever its drill standing shows.
+"""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import (
+    Block,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
+
+from bot.drills import DrillStatus, Measured
+from bot.recovery import Recovery, spoken
+from handlers import text as t
+
+FLAG = ":warning:"
+FRESH = ":white_check_mark:"
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT)))
+
+
+def drill_line(status: DrillStatus) -> str:
+    """One target's last drill, its time to recover and age; flagged when due."""
+    return f"{FLAG if status.due else FRESH} {t.esc(status.line())}"
+
+
+def drills_message(statuses: list[DrillStatus]) -> list[Block]:
+    """`/rollback drills`: each target's last drill, flagged when never or too long ago."""
+    blocks: list[Block] = [_section("*Rollback drills*")]
+    if not statuses:
+        blocks.append(_section("No environment allows drills (see `drills_allowed`)."))
+        return blocks
+    lines = [drill_line(s) for s in statuses]
+    due = sum(1 for s in statuses if s.due)
+    blocks += [_section(text) for text in _chunks(lines)]
+    if due:
+        blocks.append(
+            _section(
+                f"{FLAG} {due} target(s) due: run `/rollback drill <target> <env>` "
+                "to measure how long rolling them back takes."
+            )
+        )
+    return blocks[: t.MESSAGE_BLOCKS]
+
+
+def measured_text(target: str, measured: Measured) -> str:
+    """What a finished drill measured, for its thread: time to recover, forward, each step."""
+    lines = [
+        f":test_tube: *Drill measured*: rolling back {t.esc(target)} took "
+        f"*{spoken(measured.recover_seconds)}* (first change to the rollback verified); "
+        f"rolling forward took {spoken(measured.forward_seconds)}."
+    ]
+    if len(measured.targets) > 1:
+        lines.append(
+            "Per target: "
+            + ", ".join(f"{t.esc(n)} {spoken(s)}" for n, s in measured.targets.items())
+        )
+    lines += [
+        f"{s['position'] + 1}. {t.esc(s['label'] or s['name'])}: {spoken(s['seconds'])} "
+        f"({s['state']})"
+        for s in measured.steps
+    ]
+    return t.cut("\n".join(lines), t.SECTION_LIMIT)
+
+
+def recovery_line(rec: Recovery) -> str:
+    """An incident's time to detect, decide, approve and recover, in one line."""
+    said = ", ".join(f"{p.name} {spoken(p.seconds)}" for p in rec.phases)
+    return f"{rec.incident_id} · {t.esc(rec.target)} in {t.esc(rec.environment)}: {said}"
+
+
+def home_section(statuses: list[DrillStatus], recoveries: list[Recovery]) -> list[Block]:
+    """The App Home section: drill standing per target, then recent recovery times."""
+    blocks: list[Block] = [HeaderBlock(text="Drills and recovery times")]
+    if statuses:
+        blocks += [_section(text) for text in _chunks([drill_line(s) for s in statuses])]
+    else:
+        blocks.append(_section("No environment allows drills."))
+    if recoveries:
+        lines = [recovery_line(r) for r in recoveries]
+        blocks += [_section("*Recent incidents*"), *(_section(x) for x in _chunks(lines))]
+    return blocks
+
+
+def _chunks(lines: list[str]) -> list[str]:
+    """Join lines into texts that each fit one section."""
+    out: list[str] = []
+    for line in lines:
+        if out and len(out[-1]) + 1 + len(line) <= t.SECTION_LIMIT:
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out

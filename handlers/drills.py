@@ -1,0 +1,162 @@
+"""`/rollback drill <target> <env>` and `/rollback drills`.
+
+Registered before `handlers.commands`, with a matcher on the first word, so
+Bolt hands these two subcommands here and every other `/rollback` to the
+commands module. A drill is refused at once, in the ack, where the config does
+not allow it (production by default) and when the text is malformed; nothing
+is then recorded. Otherwise the ack says the drill is being planned, and the
+plan, the request and the thread (`bot.drills.Drills.open`) follow on
+`deps.later`, once per trigger id like every command that acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.config import UnknownTarget
+from bot.drills import Drills
+from bot.flows import ThreadNotOpened
+from bot.workflow import Refused
+from handlers import blocks, drill_blocks
+from handlers import text as t
+from handlers.deps import Deps
+from handlers.errors import tell
+from handlers.flows import flows_for
+from handlers.lazy import BUSY, tell_failure
+from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
+from handlers.text import permalink
+
+WORDS = ("drill", "drills")
+
+
+class DrillCommandError(ValueError):
+    """The drill command's text is not in the grammar."""
+
+
+@dataclass(frozen=True)
+class DrillRequest:
+    target: str
+    environment: str
+
+
+@dataclass(frozen=True)
+class DrillList:
+    pass
+
+
+def parse(text: str) -> DrillRequest | DrillList:
+    """Parse `drill <target> <env>` or `drills`, or raise DrillCommandError."""
+    words = text.split()
+    head = words[0].lower() if words else ""
+    if head == "drills":
+        if len(words) != 1:
+            raise DrillCommandError("`drills` takes no arguments: `/rollback drills`")
+        return DrillList()
+    if head != "drill" or len(words) != 3:
+        raise DrillCommandError(
+            "`drill` needs a target and an environment: `/rollback drill <target> <env>`"
+        )
+    return DrillRequest(target=words[1].lower(), environment=words[2].lower())
+
+
+def is_drill_command(body: dict[str, Any]) -> bool:
+    """Bolt matcher: the command's first word is `drill` or `drills`."""
+    words = str(body.get("text") or "").split()
+    return bool(words) and words[0].lower() in WORDS
+
+
+def register(app: App, deps: Deps) -> None:
+    """Listen for `/rollback drill …` and `/rollback drills` (before handlers.commands)."""
+    drills = Drills(flows_for(deps))
+
+    @app.command("/rollback", matchers=[is_drill_command])
+    def drill(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+        try:
+            typed = slash_command(command)
+            parsed = parse(typed.text)
+            if isinstance(parsed, DrillRequest):
+                refusal = _refusal(deps, parsed)
+                if refusal:
+                    ack(response_type="ephemeral", blocks=blocks.refusal(refusal), text=refusal)
+                    return
+        except (BadPayload, DrillCommandError, UnknownTarget) as exc:
+            said = t.esc(str(exc))
+            ack(blocks=blocks.refusal(said, usage=True), text=said)
+            return
+        if isinstance(parsed, DrillList):
+            statuses = drills.statuses()
+            ack(
+                response_type="ephemeral",
+                blocks=drill_blocks.drills_message(statuses),
+                text="Rollback drills",
+            )
+            return
+        _start(ack, deps, drills, typed, parsed, client)
+
+
+def _refusal(deps: Deps, parsed: DrillRequest) -> str:
+    """Why the drill may not run at all (config), or empty; raises UnknownTarget."""
+    deps.config.target(parsed.environment, parsed.target)
+    env = deps.config.environment(parsed.environment)
+    if env.allows_drills(parsed.environment):
+        return ""
+    return (
+        f"No drill: drills are not allowed in {t.esc(parsed.environment)} "
+        "(a drill really rolls the target back and forward; production is refused unless "
+        "its config says `drills_allowed: true`). Drill a staging environment instead."
+    )
+
+
+def _start(
+    ack: Ack,
+    deps: Deps,
+    drills: Drills,
+    typed: SlashCommand,
+    parsed: DrillRequest,
+    client: WebClient,
+) -> None:
+    key = f"command:{typed.trigger_id}"
+    received = drills.flows.receive(key)
+    if not received.first:
+        ack(response_type="ephemeral", text=f":information_source: {received.repeated('command')}")
+        return
+    ack(
+        response_type="ephemeral",
+        text=f":hourglass: Planning the drill of {t.esc(parsed.target)} in "
+        f"{t.esc(parsed.environment)}…",
+    )
+    where = Where(user=typed.user, channel=typed.channel)
+    if not deps.later.submit(
+        _open, drills, client, where, parsed, key, on_error=tell_failure(client, where)
+    ):
+        drills.flows.release(key)
+        tell(client, where, BUSY)
+
+
+def _open(drills: Drills, client: WebClient, where: Where, parsed: DrillRequest, key: str) -> None:
+    """After the ack: plan, request and open the drill's thread; tell the person how it went."""
+    try:
+        opened = drills.open(
+            environment=parsed.environment, target=parsed.target, requester=where.user
+        )
+    except Refused as exc:
+        drills.flows.release(key)  # nothing changed: the same command may act later
+        tell(client, where, f":warning: No drill: {t.esc(exc)}.")
+        return
+    except ThreadNotOpened as exc:
+        said = f":warning: The drill's thread could not be opened: {exc.reason}. {exc.advice}"
+    else:
+        run = opened.run
+        link = permalink(run.slack["channel"], run.slack["thread_ts"])
+        need = run.approvals_required
+        said = (
+            f":test_tube: Drill {opened.incident.id} planned: {t.esc(parsed.target)} in "
+            f"{t.esc(parsed.environment)} goes back and forward again once {need} approver(s) "
+            f"approve.\n{link}"
+        )
+    drills.flows.settle(key, said)
+    tell(client, where, said)
