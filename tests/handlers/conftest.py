@@ -12,7 +12,7 @@ from bot.config import parse_config
 from bot.plans import Planner
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.platform import Person
-from bot.sandbox.slack import Message
+from bot.sandbox.slack import Message, UploadedFile
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
 from tests.fakes.targets import ScriptedTarget, write_script
 from tests.fakes.waiting import wait_for
@@ -92,6 +92,14 @@ def card(sandbox: Sandbox) -> Message:
 def plan_message(sandbox: Sandbox) -> Message | None:
     return next(
         (m for m in sandbox.slack.messages(CHANNEL) if m.text.startswith("Rollback plan")), None
+    )
+
+
+def rca_file(sandbox: Sandbox) -> UploadedFile:
+    """Wait for the RCA template (uploaded with its timeline chart) and return it."""
+    return wait_for(
+        lambda: next((f for f in sandbox.slack.files() if f.name.endswith("-rca.md")), None),
+        what="the RCA template",
     )
 
 

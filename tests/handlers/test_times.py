@@ -21,7 +21,7 @@ from handlers import text as t
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.targets import ScriptedTarget
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, card, request_rollback, text_of
+from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, card, rca_file, request_rollback, text_of
 from tests.handlers.test_break_glass_reviews import valid
 
 TOKEN = re.compile(
@@ -85,8 +85,7 @@ def test_rca_is_in_the_workspace_zone_with_dates_and_real_names(
     sandbox = zoned("America/New_York")
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    (rca,) = wait_for(lambda: sandbox.slack.files(), what="the RCA file")
-    text = rca.content.decode()
+    text = rca_file(sandbox).content.decode()
     store = sandbox.process.deps.store
     incident = store.incident(store.runs()[0].incident_id)
     assert incident is not None and incident.detected_at is not None
@@ -109,8 +108,7 @@ def test_rca_names_a_person_by_id_when_users_info_fails(
     sandbox.slack.fail_next("users.info", error="missing_scope", status=200, times=10)
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    (rca,) = wait_for(lambda: sandbox.slack.files(), what="the RCA file")
-    text = rca.content.decode()
+    text = rca_file(sandbox).content.decode()
     assert f"rollback requested by {ALICE}" in text and f"Rollback approved by {BOB}" in text
     assert " UTC**: " in text  # the default zone
     assert sandbox.process.deps.store.runs()[0].state == "succeeded"
