@@ -149,6 +149,26 @@ class Engine:
             i += 8 + size
         return out.decode()
 
+    def wait(self, name: str, *, timeout: float = 300) -> int:
+        """Wait for a container to exit; return its exit code."""
+        response = self.call("POST", f"/containers/{name}/wait", timeout=timeout)
+        return int(response.json()["StatusCode"])
+
+    def cli(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        """Run the docker command line against this engine (the classic builder: no buildx)."""
+        docker = shutil.which("docker")
+        if docker is None:
+            missing("the docker command line (Debian docker.io) is not installed")
+        env = {
+            **os.environ,
+            "DOCKER_HOST": f"unix://{self.socket}",
+            "DOCKER_CONFIG": str(self.root / "cli"),
+            "DOCKER_BUILDKIT": "0",
+        }
+        return subprocess.run(
+            [str(docker), *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+
     def remove_all(self) -> None:
         for c in self.call("GET", "/containers/json", params={"all": "1"}).json():
             self.http.delete(f"/v1.41/containers/{c['Id']}", params={"force": "1", "v": "1"})
