@@ -48,6 +48,7 @@ from actions.database.pgtools import (
     database_exists,
     inspect_archive,
     maintenance,
+    missing_roles,
     on_database,
     planning_errors,
 )
@@ -225,7 +226,24 @@ class DatabaseTarget:
         info = inspect_archive(path)
         if not info.readable:
             raise PlanningError(f"backup {path} cannot be used: {info.error}")
+        roles = self._roles_check(info)
+        if not roles.ok:
+            raise PlanningError(f"backup {path} cannot be used: {roles.detail}")
         return info
+
+    def _roles_check(self, info: ArchiveInfo) -> Check:
+        """Check the roles the dump names as owners and grantees exist on the server."""
+        conn = self.params.connection
+        with planning_errors("reading the server's roles"), connect(maintenance(conn)) as pg:
+            missing = missing_roles(pg, info.roles)
+        if missing:
+            return Check(
+                "roles the dump needs exist",
+                False,
+                f"it names role(s) {', '.join(missing)} as owner or grantee, and "
+                f"{conn.host}:{conn.port} has none of that name: pg_restore would stop there",
+            )
+        return Check("roles the dump needs exist", True, ", ".join(sorted(info.roles)) or "none")
 
     def _inside_window(self, moment: datetime) -> str:
         """Refuse a time outside the restorable window; describe where it falls."""
@@ -280,7 +298,12 @@ class DatabaseTarget:
         checks = [Check("backup reads back whole", info.readable, detail)]
         if not info.readable:
             return checks
-        return [*checks, self.estimate(path.stat().st_size), self._recovery_check()]
+        return [
+            *checks,
+            self.estimate(path.stat().st_size),
+            self._recovery_check(),
+            self._roles_check(info),
+        ]
 
     def _pitr_checks(self, moment: datetime) -> list[Check]:
         try:

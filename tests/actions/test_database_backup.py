@@ -248,3 +248,33 @@ def test_a_flip_in_the_table_of_contents_that_still_parses_passes_the_read_back(
 
     assert inspect_archive(bad).readable
     assert target(big_db, tmp_path).checks(f"backup:{bad}")[0].ok
+
+
+def test_a_dump_naming_a_role_the_server_lacks_is_refused_at_plan_time_with_the_role(
+    make_db: Callable[[], str], pg_role: str, tmp_path: Path
+) -> None:
+    db = make_db()
+    execute(db, f'CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO "{pg_role}"')
+    execute(db, f'CREATE TABLE shared (id int); GRANT SELECT ON shared TO "{pg_role}"')
+    path = dump(db, tmp_path, NOW)
+    tgt = target(db, tmp_path)
+    assert tgt.plan(f"backup:{path}").stage
+    execute(db, f'DROP TABLE owned, shared; DROP ROLE "{pg_role}"')
+
+    with pytest.raises(PlanningError, match=f"names role\\(s\\) {pg_role} as owner"):
+        tgt.plan(f"backup:{path}")
+    checks = tgt.checks(f"backup:{path}")
+    read_back, roles = checks[0], checks[-1]
+
+    assert read_back.ok
+    assert (roles.name, roles.ok) == ("roles the dump needs exist", False)
+    assert "pg_restore would stop there" in roles.detail
+
+
+def test_a_flipped_owner_in_the_table_of_contents_is_refused_at_plan_time(
+    big_db: str, tmp_path: Path
+) -> None:
+    bad = damaged(dump(big_db, tmp_path, NOW - timedelta(hours=1)), "table_owner")
+
+    with pytest.raises(PlanningError, match="postgrer"):
+        target(big_db, tmp_path).plan(f"backup:{bad}")

@@ -22,9 +22,11 @@ from bot.runner import NullProgress, Runner
 from bot.sandbox.web import Reply, WebStub
 from bot.store import Store, make_engine, upgrade
 from bot.workflow import Workflow
+from handlers import blocks
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import CrashCase, approved_run
-from tests.fakes.pg import HOST, PORT, TOC_FLIPS, USER, damaged, dump, exists, pg, scalar
+from tests.fakes.pg import HOST, PORT, RESTORE_ONLY_FLIPS, USER, damaged, dump, exists, pg, scalar
+from tests.handlers.test_blocks import a_run, texts
 
 pytest_plugins = ["tests.fakes.pg"]
 pytestmark = pytest.mark.postgres
@@ -143,7 +145,24 @@ def test_the_restore_and_its_verification_run_before_maintenance_and_only_the_sw
     assert f"{voxflow_db}_recovery" in plan.steps[1].action.describe()
 
 
-@pytest.mark.parametrize("how", list(TOC_FLIPS))
+def test_the_approval_message_says_the_staged_steps_run_before_maintenance(
+    site: Site, voxflow_db: str, backups: Path
+) -> None:
+    good = dump(voxflow_db, backups, datetime.now(UTC) - timedelta(hours=1))
+    rollback = case(site, voxflow_db, backups, f"backup:{good}")
+    env = rollback.parsed().environment("prod")
+    plan = Planner().build(env_name="prod", env=env, target="app", point=rollback.point)
+    run = a_run(0)
+    run.plan = plan.as_json()
+
+    shown = "\n".join(texts(blocks.plan_message(run, blocks.RunFacts([]), approvers=env.approvers)))
+
+    assert "1. Restore into recovery · _before maintenance, nothing live touched_" in shown
+    assert "3. Maintenance mode on · _maintenance_" in shown
+    assert "5. Swap in the restored database · _rollback_" in shown
+
+
+@pytest.mark.parametrize("how", RESTORE_ONLY_FLIPS)
 def test_a_dump_that_reads_back_but_does_not_restore_fails_before_maintenance_goes_on(
     site: Site, big_db: str, backups: Path, tmp_path: Path, how: str
 ) -> None:
