@@ -157,7 +157,10 @@ def test_the_approval_message_says_the_staged_steps_run_before_maintenance(
 
     shown = "\n".join(texts(blocks.plan_message(run, blocks.RunFacts([]), approvers=env.approvers)))
 
-    assert "1. Restore into recovery · _before maintenance, nothing live touched_" in shown
+    assert (
+        f"1. Restore {good.name} into a new database ({voxflow_db}_recovery) · "
+        "_before maintenance, nothing live touched_"
+    ) in shown
     assert "3. Maintenance mode on · _maintenance_" in shown
     assert "5. Swap in the restored database · _rollback_" in shown
 
