@@ -144,12 +144,16 @@ class Check:
 class TargetPlan:
     """A target's steps, by phase; the bot puts the phases in the procedures' order.
 
+    stage: before maintenance mode goes on, touching nothing live (restore a dump into a new
+        database and verify it there): a failure here stops the plan while the site still
+        runs as it did, so a rollback that cannot work is refused before anyone notices
     prepare: before anything changes (stop workers, back up the current state)
     rollback: the change itself
     verify: confirm the change took (rollout status, verification queries)
     resume: put back what prepare stopped (restart workers); runs even after a failure
     """
 
+    stage: list[Action] = field(default_factory=list)
     prepare: list[Action] = field(default_factory=list)
     rollback: list[Action] = field(default_factory=list)
     verify: list[Action] = field(default_factory=list)

@@ -2,12 +2,15 @@
 
 Run by hand, never by pytest (as root it runs PostgreSQL as the `postgres` OS user):
 
-    python bench/bench_pitr.py --rows 2000000 --jobs 2 --repeat 2
+    python bench/bench_pitr.py --size 1GB --jobs 2 --repeat 1
+    python bench/bench_pitr.py --rows 1000000 --jobs 2 --repeat 2
 
 It starts a scratch cluster that archives its WAL (tests/fakes/pgcluster.py), fills a
-database with `--rows` rows, takes a pg_basebackup, then writes `--rows / 4` more rows
-(WAL to replay) and notes the time, then writes more. For each repeat it recovers the
-database to that time twice, each time into a new database on the same cluster:
+database with `--rows` rows (or, with `--size`, with batches of 250,000 rows until
+`pg_database_size` reaches that size), takes a pg_basebackup, then writes a quarter as many
+rows again (WAL to replay) and notes the time, then deletes half of the rows. For each
+repeat it recovers the database to that time twice, each time into a new database on the
+same cluster:
 
 - by hand: `cp -a` the base backup, recovery.signal and recovery_target_time in
   postgresql.auto.conf, `pg_ctl start`, wait for the promotion, then
@@ -16,7 +19,9 @@ database to that time twice, each time into a new database on the same cluster:
 - the bot: its `database.pitr_restore` step (the same work plus the verification query in
   the scratch instance and `--exit-on-error`), with the same N.
 
-Medians are printed, with the database's size.
+Medians are printed, with the database's size at the base backup and at the end, the WAL
+replayed and the free disk space needed (about 5 times `--size`: the cluster, its WAL
+archive, the base backup, the scratch copy and the restored database).
 """
 
 from __future__ import annotations
@@ -43,21 +48,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="fill to this pg_database_size before the base backup (e.g. 1GB, 350MB); "
+        "overrides --rows",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="pg_restore --jobs on both sides")
     parser.add_argument("--repeat", type=int, default=2)
     return parser.parse_args(argv)
 
 
-def fill(cluster: ArchivedCluster, rows: int) -> tuple[str, str]:
-    """Make the database, back it up, write more, return (database, target time)."""
+UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """Read `1GB`, `350MB`, `2GiB` or a number of bytes."""
+    raw = text.strip().upper().replace(" ", "")
+    for unit, factor in sorted(UNITS.items(), key=lambda u: -len(u[0])):
+        if raw.endswith(unit):
+            return int(float(raw[: -len(unit)]) * factor)
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 1GB or 350MB")
+    return int(raw)
+
+
+def database_size(cluster: ArchivedCluster, db: str) -> int:
+    """Return pg_database_size of `db`."""
+    with cluster.connect(db) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+def insert(cluster: ArchivedCluster, db: str, first: int, last: int) -> None:
+    """Insert the rows first..last of the events table."""
+    cluster.execute(
+        db,
+        "INSERT INTO events SELECT g, md5(g::text) || md5((g * 7)::text)"
+        f" FROM generate_series({first}, {last}) g",
+    )
+
+
+def fill(cluster: ArchivedCluster, rows: int, size: int | None) -> tuple[str, str, int, int]:
+    """Make the database, back it up, write more; return (database, target time, rows, its
+    size at the base backup)."""
     db = "bench"
     cluster.execute("postgres", f"CREATE DATABASE {db}")
     cluster.execute(
         db,
         "CREATE TABLE events (id bigint PRIMARY KEY, payload text NOT NULL);"
-        f"INSERT INTO events SELECT g, md5(g::text) || md5((g * 7)::text)"
-        f" FROM generate_series(1, {rows}) g; CREATE INDEX ON events (payload)",
+        "CREATE INDEX ON events (payload)",
     )
+    if size is None:
+        insert(cluster, db, 1, rows)
+    else:
+        rows, batch = 0, 250_000
+        while database_size(cluster, db) < size:
+            insert(cluster, db, rows + 1, rows + batch)
+            rows += batch
+    cluster.execute(db, "VACUUM ANALYZE events")
+    backed_up = database_size(cluster, db)
     cluster.switch_wal()
     cluster.base_backup()
     cluster.execute(
@@ -72,7 +123,7 @@ def fill(cluster: ArchivedCluster, rows: int) -> tuple[str, str]:
     time.sleep(1.1)
     cluster.execute(db, "DELETE FROM events WHERE id % 2 = 0")
     cluster.switch_wal()
-    return db, row[0].isoformat()
+    return db, row[0].isoformat(), rows, backed_up
 
 
 def by_hand(cluster: ArchivedCluster, db: str, moment: str, jobs: int, n: int) -> float:
@@ -156,7 +207,9 @@ def by_bot(cluster: ArchivedCluster, db: str, moment: str, jobs: int) -> float:
         restore_jobs=jobs,
         verification=[VerificationQuery(name="n", sql="SELECT count(*) AS n FROM events")],
     )
-    step = DatabaseTarget(params).plan(f"pitr:{moment}").rollback[0]
+    # the stage runs before maintenance mode: the restore into <db>_recovery, then its check
+    step = DatabaseTarget(params).plan(f"pitr:{moment}").stage[0]
+    assert step.name == "database.pitr_restore", step.name
     started = time.perf_counter()
     step.run(StepContext.for_test(timeout=7200, memory={}))
     seconds = time.perf_counter() - started
@@ -170,23 +223,45 @@ def main(argv: list[str] | None = None) -> int:
     cluster = ArchivedCluster()
     try:
         cluster.start()
-        db, moment = fill(cluster, args.rows)
+        free = shutil.disk_usage(cluster.root).free
+        wanted = 5 * (args.size or args.rows * 350)
+        if free < wanted:
+            print(f"only {human_size(free)} free, about {human_size(wanted)} needed; not run")
+            return 1
+        started = time.perf_counter()
+        db, moment, rows, backed_up = fill(cluster, args.rows, args.size)
+        filled = time.perf_counter() - started
         with cluster.connect(db) as conn:
             row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         size = int(row[0]) if row else 0
+        base = sum(f.stat().st_size for f in (cluster.base / "1").rglob("*") if f.is_file())
+        after = sum(
+            f.stat().st_size
+            for f in cluster.archive.iterdir()
+            if f.is_file() and f.stat().st_mtime >= (cluster.base / "1").stat().st_mtime
+        )
+        replay = sum(f.stat().st_size for f in cluster.archive.iterdir() if f.is_file())
+        print(
+            f"{rows:,} rows; database {human_size(backed_up)} at the base backup "
+            f"(pg_database_size), {human_size(size)} at the end; base backup directory "
+            f"{human_size(base)} (whole cluster); WAL archive {human_size(replay)}, of it "
+            f"{human_size(after)} archived after the base backup (replayed up to the target); "
+            f"filled in {filled:.0f} s",
+            flush=True,
+        )
         rounds: list[dict[str, Any]] = []
         for n in range(args.repeat):
+            hand = by_hand(cluster, db, moment, args.jobs, n)
+            print(f"round {n + 1}: by hand {hand:.1f} s", flush=True)
+            bot = by_bot(cluster, db, moment, args.jobs)
+            print(f"round {n + 1}: bot {bot:.1f} s", flush=True)
             rounds.append(
                 {
-                    f"by hand: cp + replay + pg_dump | pg_restore --jobs {args.jobs}": by_hand(
-                        cluster, db, moment, args.jobs, n
-                    ),
-                    f"bot: database.pitr_restore (--jobs {args.jobs})": by_bot(
-                        cluster, db, moment, args.jobs
-                    ),
+                    f"by hand: cp + replay + pg_dump | pg_restore --jobs {args.jobs}": hand,
+                    f"bot: database.pitr_restore (--jobs {args.jobs})": bot,
                 }
             )
-        print(f"live database {human_size(size)} (pg_database_size), {len(rounds)} round(s)")
+        print(f"{len(rounds)} round(s), medians:")
         for key in rounds[0]:
             print(f"{key:<60} {statistics.median(r[key] for r in rounds):>8.1f} s")
     finally:

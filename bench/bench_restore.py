@@ -3,13 +3,16 @@
 Run by hand, never by pytest:
 
     python bench/bench_restore.py --rows 200000 --jobs 4 --repeat 3
+    python bench/bench_restore.py --size 1GB --jobs 2 --repeat 1
 
-It makes a source database of generated rows, dumps it once (custom format), then, for each
-repeat, times with the SAME job count N on both sides: plain `pg_restore --jobs N` into a
-fresh empty database; the bot's restore step alone (RestoreIntoRecovery: a new recovery
-database, `--exit-on-error --jobs N`); and the bot's whole backup method on a copy of the
-source (reading the dump back whole at plan time, pre-rollback pg_dump read back whole,
-restore into the recovery database, verification there, the swap, verification live).
+It makes a source database of generated rows (`--rows`, or with `--size` as many as make
+`pg_database_size` about that size, from a measured sample of 100,000 rows), dumps it once
+(custom format), then, for each repeat, times with the SAME job count N on both sides:
+plain `pg_restore --jobs N` into a fresh empty database; the bot's restore step alone
+(RestoreIntoRecovery: a new recovery database, `--exit-on-error --jobs N`); and the bot's
+whole backup method on a copy of the source (reading the dump back whole at plan time; the
+stage, before maintenance mode: restore into the recovery database and verification there;
+then the pre-rollback pg_dump read back whole, the swap, verification live).
 Medians are printed. Every database it makes is called `rbbench_<random>...` and dropped at
 the end unless --keep is given.
 """
@@ -63,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=5432)
     parser.add_argument("--user", default="postgres")
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the events table")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="make the source database about this size (e.g. 1GB, 350MB); overrides --rows",
+    )
     parser.add_argument("--jobs", type=int, default=4, help="the bot's pg_restore --jobs")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the databases and the dump")
@@ -114,15 +123,55 @@ class Server:
                 pg.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def make_source(server: Server) -> str:
-    """Create and fill the source database."""
-    source = server.create("source")
-    rows = server.args.rows
-    with server.connect(source) as pg:
+UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """Read `1GB`, `350MB`, `2GiB` or a number of bytes."""
+    raw = text.strip().upper().replace(" ", "")
+    for unit, factor in sorted(UNITS.items(), key=lambda u: -len(u[0])):
+        if raw.endswith(unit):
+            return int(float(raw[: -len(unit)]) * factor)
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 1GB or 350MB")
+    return int(raw)
+
+
+def database_size(server: Server, dbname: str) -> int:
+    """Return pg_database_size of a database."""
+    with server.connect(dbname) as pg:
+        row = pg.execute("SELECT pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+def rows_for(server: Server, size: int, *, sample: int = 100_000) -> int:
+    """Fill a sample database, measure what a row costs, return the rows for `size` bytes."""
+    empty = server.create("empty")
+    probe = server.create("probe")
+    fill(server, probe, sample)
+    per_row = (database_size(server, probe) - database_size(server, empty)) / sample
+    base = database_size(server, empty)
+    with server.connect() as pg:
+        for name in (probe, empty):
+            pg.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+    return max(sample, int((size - base) / per_row))
+
+
+def fill(server: Server, dbname: str, rows: int) -> None:
+    """Create the schema and `rows` events in `dbname`."""
+    with server.connect(dbname) as pg:
         pg.execute(
             sql.SQL(SCHEMA).format(rows=sql.Literal(rows), accounts=sql.Literal(max(1, rows // 20)))
         )
         pg.execute("VACUUM ANALYZE")
+
+
+def make_source(server: Server) -> str:
+    """Create and fill the source database."""
+    if server.args.size is not None:
+        server.args.rows = rows_for(server, server.args.size)
+    source = server.create("source")
+    fill(server, source, server.args.rows)
     return source
 
 
@@ -193,17 +242,19 @@ def bot_target(server: Server, dbname: str, backups: Path) -> DatabaseTarget:
 
 def bot_restore(target: DatabaseTarget, dump: Path) -> tuple[float, float]:
     """Run only the bot's restore step (planned beforehand); return (seconds, bytes/s)."""
-    step = target.plan(f"backup:{dump}").rollback[0]
+    step = target.plan(f"backup:{dump}").stage[0]
+    assert step.name == "database.restore_into_recovery", step.name
     started = time.perf_counter()
     result = step.run(StepContext.for_test(timeout=3600))
     return time.perf_counter() - started, float(result.data["restore_bytes_per_second"])
 
 
 def bot_full_plan(target: DatabaseTarget, dump: Path) -> None:
-    """Run the bot's whole plan: read-back, pre-rollback backup, restore, verify, swap."""
+    """Run the bot's whole plan: read-back, restore and verify (stage), pre-rollback backup,
+    swap, verify."""
     plan = target.plan(f"backup:{dump}")
     memory: dict[str, Any] = {}
-    for step in [*plan.prepare, *plan.rollback, *plan.verify]:
+    for step in [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify]:
         step.run(StepContext.for_test(timeout=3600, memory=memory))
 
 
@@ -229,7 +280,7 @@ def one_round(server: Server, *, source: str, dump: Path, i: int) -> dict[str, f
 def report(rounds: list[dict[str, float]], *, dump: Path, rows: int) -> str:
     """Format the medians as a plain-text table."""
     size = dump.stat().st_size
-    lines = [f"dump: {dump.name}, {human_size(size)}, {rows} event rows, {len(rounds)} round(s)"]
+    lines = [f"dump: {dump.name}, {human_size(size)}, {rows:,} event rows, {len(rounds)} round(s)"]
     lines.append(f"{'method':<45} {'median s':>9} {'MB/s':>8}")
     for key in (k for k in rounds[0] if not k.startswith("_")):
         seconds = statistics.median(r[key] for r in rounds)
@@ -246,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rbbench_"))
     try:
         source = make_source(server)
+        print(
+            f"source database {human_size(database_size(server, source))} "
+            f"(pg_database_size), {args.rows:,} event rows",
+            flush=True,
+        )
         dump = make_dump(server, source, workdir)
         rounds = [one_round(server, source=source, dump=dump, i=i) for i in range(args.repeat)]
         print(report(rounds, dump=dump, rows=args.rows))

@@ -3,7 +3,10 @@
 The order is the procedures' emergency rollback, which every other procedure
 is a part of: maintenance on, stop background work, back up the current
 state, roll back, verify, poll health, maintenance off, restart background
-work, then the post-rollback communications. Steps marked `always` (maintenance
+work, then the post-rollback communications. Before all of it come the
+targets' `stage` steps, which touch nothing live (a database restored into a
+new database and verified there): a rollback that cannot work fails there,
+before maintenance mode goes on or any worker stops. Steps marked `always` (maintenance
 off, restarting workers) run even after a failure, so a failed rollback does
 not also leave the site in maintenance with its workers stopped, unless the
 request asked to leave maintenance on for people to look.
@@ -277,7 +280,11 @@ class Planner:
         workers = self._database_workers(env, members)
         members = [name for name, _ in workers] + list(members)
         parts = [part for _, part in workers] + parts
-        phased: list[tuple[str, Action, bool, str | None]] = []
+        phased: list[tuple[str, Action, bool, str | None]] = [
+            ("stage", a, False, member)
+            for member, part in zip(members, parts, strict=True)
+            for a in part.stage
+        ]
         if env.maintenance is not None:
             on = SetMaintenance(env.maintenance, enabled=True)
             phased.append(("maintenance", on, False, None))

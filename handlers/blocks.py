@@ -176,11 +176,16 @@ def outcome_words(run: Run) -> str:
     return t.esc(outcome_in_words(run))
 
 
+PHASE_WORDS = {"stage": "before maintenance, nothing live touched"}
+"""Phases shown in words other than their name (`actions.base.TargetPlan.stage`)."""
+
+
 def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     lines = []
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
-        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(step['phase'])}_{flag}")
+        phase = PHASE_WORDS.get(step["phase"], step["phase"])
+        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(phase)}_{flag}")
     return lines
 
 

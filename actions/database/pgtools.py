@@ -165,6 +165,9 @@ class ArchiveInfo:
     format: str | None = None
     entries: int = 0
     error: str = ""
+    roles: frozenset[str] = frozenset()
+    """Roles its SQL names as owners (`OWNER TO`) and grantees (`GRANT ... TO`,
+    `REVOKE ... FROM`): a restore stops at the first one the server lacks."""
 
     @property
     def parallel(self) -> bool:
@@ -178,6 +181,11 @@ def inspect_archive(path: Path, *, timeout: float = 600.0) -> ArchiveInfo:
     `pg_restore --list` reads only the header and the table of contents, so it passes dumps
     truncated to 10 % or with corrupt data blocks; `pg_restore --file=/dev/null` turns the whole
     archive into SQL, decompressing (and checksumming) every data block, without a database.
+    Neither checks the SQL text of the definitions: a flipped bit there (`COPX`, a type `uext`,
+    an owner `postgrer`) still reads back whole and fails only a real restore, so this is a
+    first filter, and the proof is the restore into a new database (`RestoreIntoRecovery`, run
+    before maintenance mode). The roles the SQL names are collected from the schema's SQL
+    (`--schema-only`, no data read) so the planner can check them against the server.
     Reading a large dump takes a while, so a readable result is remembered for the same file
     (path, size, modification time): checks and plan of one request read it once.
     """
@@ -217,7 +225,40 @@ def _read_whole(path: Path, *, timeout: float) -> ArchiveInfo:
             entries,
             f"the archive does not read back whole (truncated or corrupt): {reason}",
         )
-    return ArchiveInfo(True, found.group(1) if found else None, entries)
+    left = max(timeout - (time.monotonic() - started), 1.0)
+    schema = run_tool(
+        ["pg_restore", "--schema-only", "--file=-", str(path)], conn=None, timeout=left
+    )
+    return ArchiveInfo(
+        True, found.group(1) if found else None, entries, roles=roles_named(schema.stdout)
+    )
+
+
+ROLE_IN_SQL = re.compile(
+    r'^(?:ALTER .+ OWNER TO|GRANT .+ TO|REVOKE .+ FROM) ("(?:[^"]|"")+"|[^\s";,]+)'
+    r"(?: WITH GRANT OPTION)?;$",
+    re.MULTILINE,
+)
+
+
+def roles_named(script: str) -> frozenset[str]:
+    """Return the roles pg_dump's SQL makes owners or grantees (PUBLIC is no role)."""
+    names = set()
+    for match in ROLE_IN_SQL.finditer(script):
+        name = match.group(1)
+        if name.startswith('"'):
+            names.add(name[1:-1].replace('""', '"'))
+        elif name.upper() != "PUBLIC":
+            names.add(name)
+    return frozenset(names)
+
+
+def missing_roles(pg: psycopg.Connection[Any], roles: frozenset[str]) -> list[str]:
+    """Return the roles of `roles` the server does not have, sorted."""
+    rows = pg.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (sorted(roles),)
+    ).fetchall()
+    return sorted(roles - {str(row[0]) for row in rows})
 
 
 def pg_restore(dump: Path, *, conn: DatabaseConnection, jobs: int, timeout: float) -> ToolRun:

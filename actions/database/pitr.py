@@ -431,6 +431,13 @@ class RestoreToTime:
     name = "database.pitr_restore"
     idempotent = True
 
+    def label(self) -> str:
+        """The step's name for people."""
+        return (
+            f"Recover {self.conn.dbname} to {exact(self.moment)} into a new database "
+            f"({self.recovery})"
+        )
+
     def describe(self) -> str:
         """Say what is replayed to when, where, and what is copied into which database."""
         db = self.conn.dbname

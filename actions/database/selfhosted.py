@@ -275,6 +275,10 @@ class RestoreIntoRecovery:
     name = "database.restore_into_recovery"
     idempotent = True
 
+    def label(self) -> str:
+        """The step's name for people."""
+        return f"Restore {self.dump.name} into a new database ({self.recovery})"
+
     def describe(self) -> str:
         """Say which dump goes into which new database."""
         how = f"--jobs={self.jobs}" if self.jobs > 1 else "--single-transaction"

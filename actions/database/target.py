@@ -48,6 +48,7 @@ from actions.database.pgtools import (
     database_exists,
     inspect_archive,
     maintenance,
+    missing_roles,
     on_database,
     planning_errors,
 )
@@ -225,7 +226,24 @@ class DatabaseTarget:
         info = inspect_archive(path)
         if not info.readable:
             raise PlanningError(f"backup {path} cannot be used: {info.error}")
+        roles = self._roles_check(info)
+        if not roles.ok:
+            raise PlanningError(f"backup {path} cannot be used: {roles.detail}")
         return info
+
+    def _roles_check(self, info: ArchiveInfo) -> Check:
+        """Check the roles the dump names as owners and grantees exist on the server."""
+        conn = self.params.connection
+        with planning_errors("reading the server's roles"), connect(maintenance(conn)) as pg:
+            missing = missing_roles(pg, info.roles)
+        if missing:
+            return Check(
+                "roles the dump needs exist",
+                False,
+                f"it names role(s) {', '.join(missing)} as owner or grantee, and "
+                f"{conn.host}:{conn.port} has none of that name: pg_restore would stop there",
+            )
+        return Check("roles the dump needs exist", True, ", ".join(sorted(info.roles)) or "none")
 
     def _inside_window(self, moment: datetime) -> str:
         """Refuse a time outside the restorable window; describe where it falls."""
@@ -280,7 +298,12 @@ class DatabaseTarget:
         checks = [Check("backup reads back whole", info.readable, detail)]
         if not info.readable:
             return checks
-        return [*checks, self.estimate(path.stat().st_size), self._recovery_check()]
+        return [
+            *checks,
+            self.estimate(path.stat().st_size),
+            self._recovery_check(),
+            self._roles_check(info),
+        ]
 
     def _pitr_checks(self, moment: datetime) -> list[Check]:
         try:
@@ -364,8 +387,15 @@ class DatabaseTarget:
     def _jobs(self, info: ArchiveInfo) -> int:
         return max(1, self.params.restore_jobs) if info.parallel else 1
 
-    def _recovery_steps(self, path: Path, info: ArchiveInfo, source: str) -> list[Action]:
-        """Restore into a new database, verify it there, then swap it in."""
+    def _verify_recovery(self) -> VerifyDatabase:
+        recovery = on_database(self.params.connection, f"{self.dbname}_recovery")
+        return VerifyDatabase(recovery, self.queries, swapped_into=self.dbname)
+
+    def _backup_plan(self, path: Path, notes: list[str] | None = None) -> TargetPlan:
+        """Stage: restore into `<db>_recovery` and verify it there, before maintenance mode;
+        then back up the live database and swap."""
+        info = self._readable(path)
+        size = path.stat().st_size
         if self.dbname == self.params.connection.maintenance_dbname:
             raise PlanningError(f"cannot swap the maintenance database {self.dbname}")
         recovery = f"{self.dbname}_recovery"
@@ -373,25 +403,24 @@ class DatabaseTarget:
         check_pg_name(f"{self.dbname}_pre_rollback_{stamp(self.now())}")
         if not self._recovery_check().ok:
             raise PlanningError(f"database {recovery} exists and was not made by the bot")
-        conn, timeout = self.params.connection, self.params.restore_timeout
-        return [
-            RestoreIntoRecovery(conn, path, recovery, self._jobs(info), timeout),
-            VerifyDatabase(on_database(conn, recovery), self.queries, swapped_into=self.dbname),
-            SwapDatabases(conn, recovery, self.params.swap_timeout, self.now, source=source),
-        ]
-
-    def _backup_plan(self, path: Path, notes: list[str] | None = None) -> TargetPlan:
-        info = self._readable(path)
-        size = path.stat().st_size
+        conn = self.params.connection
+        restore = RestoreIntoRecovery(
+            conn, path, recovery, self._jobs(info), self.params.restore_timeout
+        )
+        swap = SwapDatabases(
+            conn, recovery, self.params.swap_timeout, self.now, source=f"the dump {path.name}"
+        )
         return TargetPlan(
+            stage=[restore, self._verify_recovery()],
             prepare=[self._pre_rollback()],
-            rollback=self._recovery_steps(path, info, f"the dump {path.name}"),
+            rollback=[swap],
             verify=[self._verify_live()],
             notes=[
                 *(notes or []),
                 f"Restores {path.name} ({human_size(size)}, read back whole) into "
-                f"{self.dbname}_recovery, verifies it there, then swaps it in; "
-                f"{self.estimate(size).detail}",
+                f"{self.dbname}_recovery and verifies it there before maintenance mode goes "
+                f"on (a dump that does not restore whole stops the rollback there, nothing "
+                f"live touched), then swaps it in; {self.estimate(size).detail}",
                 f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time of the "
                 "swap>",
             ],
@@ -437,17 +466,14 @@ class DatabaseTarget:
         )
         prepare: list[Action] = [self._pre_rollback()] if self.params.backups is not None else []
         return TargetPlan(
+            stage=[restore, self._verify_recovery()],
             prepare=prepare,
-            rollback=[
-                restore,
-                VerifyDatabase(on_database(conn, recovery), self.queries, swapped_into=self.dbname),
-                swap,
-            ],
+            rollback=[swap],
             verify=[self._verify_live()],
             notes=[
                 f"Point-in-time recovery to {exact(moment)} "
                 f"({'inclusive' if inclusive else 'exclusive'}) from the {self.pitr_source}, "
-                f"{base_note}",
+                f"{base_note}, into {recovery}, verified there before maintenance mode goes on",
                 describe_loss(moment, inclusive=inclusive, db=self.dbname),
             ],
         )

@@ -19,7 +19,17 @@ from actions.database import (
     list_backups,
 )
 from actions.params import SecretRef
-from tests.fakes.pg import connection, dump, execute, params, run_plan, run_step, scalar
+from tests.fakes.pg import (
+    TOC_FLIPS,
+    connection,
+    damaged,
+    dump,
+    execute,
+    params,
+    run_plan,
+    run_step,
+    scalar,
+)
 
 pytest_plugins = ["tests.fakes.pg"]
 pytestmark = pytest.mark.postgres
@@ -98,7 +108,7 @@ def test_backup_restore_brings_back_the_dump_and_keeps_a_readable_pre_rollback_b
     plan = target(voxflow_db, tmp_path).plan(f"backup:{path}")
     memory: dict[str, Any] = {}
 
-    prepared, restored, _, swapped, verified = run_plan(plan, memory)
+    restored, _, prepared, swapped, verified = run_plan(plan, memory)
 
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
     assert scalar(swapped.data["aside"], "SELECT count(*) FROM users") == 4
@@ -186,36 +196,6 @@ def test_list_backups_recognises_pre_rollback_dumps(voxflow_db: str, tmp_path: P
     assert [bool(p.avoid) for p in points] == [True, False]
 
 
-@pytest.fixture
-def big_db(voxflow_db: str) -> str:
-    """Give the VoxFlow database 20,000 users, so a dump has many compressed data blocks."""
-    execute(
-        voxflow_db,
-        "INSERT INTO users (email) SELECT 'u' || g || '@example.com'"
-        " FROM generate_series(4, 20000) g",
-    )
-    return voxflow_db
-
-
-def damaged(path: Path, how: str) -> Path:
-    """Write a damaged copy of a dump next to it: truncated to N % or one byte flipped."""
-    data = path.read_bytes()
-    if how.startswith("truncated"):
-        data = data[: len(data) * int(how.split("_")[1]) // 100]
-    else:
-        flipped = bytearray(data)
-        flipped[len(data) * int(how.split("_")[1]) // 100] ^= 0xFF
-        data = bytes(flipped)
-    copy = path.with_name(path.name.replace(stamp_of(path), "20260101_000000"))
-    copy.write_bytes(data)
-    return copy
-
-
-def stamp_of(path: Path) -> str:
-    """Return the `YYYYmmdd_HHMMSS` part of a dump's name."""
-    return "_".join(path.stem.split("_")[-2:])
-
-
 @pytest.mark.parametrize(
     "how",
     ["truncated_99", "truncated_90", "truncated_50", "truncated_10", "flipped_50", "flipped_90"],
@@ -237,19 +217,64 @@ def test_a_dump_that_does_not_read_back_whole_is_refused_before_anything_runs(
     assert tgt.plan(f"backup:{good}").rollback
 
 
+DAMAGE = ["truncated_99", "truncated_90", "truncated_50", "truncated_10", *TOC_FLIPS]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
 def test_a_restore_failing_half_way_leaves_the_live_database_as_it_was(
-    big_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    big_db: str, tmp_path: Path, how: str
 ) -> None:
     path = dump(big_db, tmp_path, NOW - timedelta(hours=1))
     execute(big_db, "CREATE TABLE from_bad_release (id int)")
     plan = target(big_db, tmp_path, restore_jobs=1).plan(f"backup:{path}")
     memory: dict[str, Any] = {}
-    run_step(plan.prepare[0], memory)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    path.write_bytes(damaged(path, how).read_bytes())  # damaged after the plan was approved
 
-    with pytest.raises(PermanentError, match=f"{big_db} was not touched"):
-        run_step(plan.rollback[0], memory)
+    with pytest.raises(PermanentError, match=f"{big_db} was not touched") as failed:
+        run_step(plan.stage[0], memory)
 
+    assert "pg_restore" in str(failed.value)
     assert scalar(big_db, "SELECT count(*) FROM users") == 20000
     assert scalar(big_db, "SELECT to_regclass('from_bad_release') IS NOT NULL") is True
     assert scalar(f"{big_db}_recovery", "SELECT to_regclass('users') IS NULL") is True
+
+
+@pytest.mark.parametrize("how", list(TOC_FLIPS))
+def test_a_flip_in_the_table_of_contents_that_still_parses_passes_the_read_back(
+    big_db: str, tmp_path: Path, how: str
+) -> None:
+    """Why the restore is staged: reading the archive back whole cannot see these."""
+    bad = damaged(dump(big_db, tmp_path, NOW - timedelta(hours=1)), how)
+
+    assert inspect_archive(bad).readable
+    assert target(big_db, tmp_path).checks(f"backup:{bad}")[0].ok
+
+
+def test_a_dump_naming_a_role_the_server_lacks_is_refused_at_plan_time_with_the_role(
+    make_db: Callable[[], str], pg_role: str, tmp_path: Path
+) -> None:
+    db = make_db()
+    execute(db, f'CREATE TABLE owned (id int); ALTER TABLE owned OWNER TO "{pg_role}"')
+    execute(db, f'CREATE TABLE shared (id int); GRANT SELECT ON shared TO "{pg_role}"')
+    path = dump(db, tmp_path, NOW)
+    tgt = target(db, tmp_path)
+    assert tgt.plan(f"backup:{path}").stage
+    execute(db, f'DROP TABLE owned, shared; DROP ROLE "{pg_role}"')
+
+    with pytest.raises(PlanningError, match=f"names role\\(s\\) {pg_role} as owner"):
+        tgt.plan(f"backup:{path}")
+    checks = tgt.checks(f"backup:{path}")
+    read_back, roles = checks[0], checks[-1]
+
+    assert read_back.ok
+    assert (roles.name, roles.ok) == ("roles the dump needs exist", False)
+    assert "pg_restore would stop there" in roles.detail
+
+
+def test_a_flipped_owner_in_the_table_of_contents_is_refused_at_plan_time(
+    big_db: str, tmp_path: Path
+) -> None:
+    bad = damaged(dump(big_db, tmp_path, NOW - timedelta(hours=1)), "table_owner")
+
+    with pytest.raises(PlanningError, match="postgrer"):
+        target(big_db, tmp_path).plan(f"backup:{bad}")

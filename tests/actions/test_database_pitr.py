@@ -90,7 +90,8 @@ def test_a_time_asked_with_only_dumps_is_named_a_dump_restore(
     plan = tgt.plan(asked)
     check = tgt.checks(asked)[0]
 
-    restore, verify_recovery, swap = plan.rollback
+    restore, verify_recovery = plan.stage
+    (swap,) = plan.rollback
     assert isinstance(restore, RestoreIntoRecovery) and restore.dump == first.resolve()
     assert plan.notes[0].startswith(
         f"Not a point-in-time recovery: restore the dump of {iso(NOW - timedelta(hours=2))}, "
@@ -152,7 +153,7 @@ def test_swap_run_again_after_it_finished_changes_nothing(
     memory: dict[str, Any] = {}
     run_plan(plan, memory)
 
-    again = run_step(plan.rollback[2], memory)
+    again = run_step(plan.rollback[0], memory)
 
     assert again.summary.startswith(f"{voxflow_db} was already swapped")
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 4
@@ -166,9 +167,9 @@ def test_failed_verification_on_the_recovery_database_stops_before_the_swap(
     execute(voxflow_db, "INSERT INTO users (email) VALUES ('live@example.com')")
     plan = target(voxflow_db, tmp_path).plan(None)
     memory: dict[str, Any] = {}
-    run_step(plan.rollback[0], memory)
+    run_step(plan.stage[0], memory)
 
-    verify = plan.rollback[1]
+    verify = plan.stage[1]
     assert isinstance(verify, VerifyDatabase)
     with pytest.raises(PermanentError, match="user_api_keys: total_api_keys is 0"):
         verify.run(StepContext.for_test(memory=memory))
@@ -191,7 +192,7 @@ def test_a_leftover_recovery_database_of_the_bot_is_replaced(
     execute("postgres", f'CREATE DATABASE "{leftover}"')
     execute("postgres", f"COMMENT ON DATABASE \"{leftover}\" IS '{RECOVERY_MARKER}'")
     execute(leftover, "CREATE TABLE junk (id int)")
-    restore = target(voxflow_db, tmp_path).plan(None).rollback[0]
+    restore = target(voxflow_db, tmp_path).plan(None).stage[0]
 
     run_step(restore, {})
 

@@ -32,7 +32,7 @@ def target(db: str, backups: Path, **overrides: Any) -> DatabaseTarget:
 
 def steps(plan: TargetPlan) -> list[Action]:
     """Return the plan's steps in order."""
-    return [*plan.prepare, *plan.rollback, *plan.verify, *plan.resume]
+    return [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify, *plan.resume]
 
 
 def rebuilt(tgt: DatabaseTarget, action: Action) -> Action:
@@ -124,11 +124,12 @@ def always(*args: Any, **kwargs: Any) -> bool:
 
 
 CRASHES = [
-    # (step index, function that dies, on which call)
-    (0, "actions.database.selfhosted.inspect_archive", always),
-    (1, "actions.database.selfhosted.create_recovery", always),
-    (1, "actions.database.selfhosted.pg_restore", always),
-    (1, "actions.database.selfhosted.mark_restored", always),
+    # (step index, function that dies, on which call): 0 restore into the recovery database,
+    # 1 verify it (both staged before maintenance), 2 pre-rollback backup, 3 swap, 4 verify
+    (0, "actions.database.selfhosted.create_recovery", always),
+    (0, "actions.database.selfhosted.pg_restore", always),
+    (0, "actions.database.selfhosted.mark_restored", always),
+    (2, "actions.database.selfhosted.inspect_archive", always),
     (3, "actions.database.selfhosted.apply_properties", always),
     (3, "actions.database.selfhosted.terminate_sessions", always),
     (3, "actions.database.selfhosted.allow_connections", lambda pg, name, allow: allow),
@@ -154,10 +155,10 @@ def test_a_crash_at_each_change_is_resumed_to_the_right_end_state(
     monkeypatch.undo()
 
     results = finish(tgt, plan, memory, index)
-    again = finish(tgt, plan, memory, 1)
+    again = finish(tgt, plan, memory, 0)
 
     assert_rolled_back(voxflow_db)
-    assert [r.skipped for r in again[:3:2]] == [True, True]
+    assert [again[i].skipped for i in (0, 2, 3)] == [True, True, True]
     backups = sorted(p.name for p in Path(tgt.params.backups or "").glob("pre_rollback_*"))
     assert backups == [f"pre_rollback_{voxflow_db}_20260110_120000.dump"]
     assert results[-1].summary.startswith("5 verification checks passed")

@@ -115,13 +115,15 @@ def test_recovery_to_a_second_between_two_writes_returns_exactly_the_rows_of_tha
     plan = tgt.plan(f"pitr:{moment.isoformat()}")
     memory: dict[str, Any] = {}
 
-    results = [run_step(step, memory, timeout=120) for step in [*plan.rollback, *plan.verify]]
+    results = [
+        run_step(step, memory, timeout=120) for step in [*plan.stage, *plan.rollback, *plan.verify]
+    ]
 
     restored, _, swapped, _ = results
     assert history.ids(history.db) == [0, 1]
     assert history.ids(swapped.data["aside"]) == [0, 1, 2, 3]
     assert "recovery stopping before commit" in restored.data["stopped"]
-    assert exact(moment) in plan.rollback[0].describe()
+    assert exact(moment) in plan.stage[0].describe()
     assert plan.notes[1] == (
         f"Changes committed after {exact(moment)} are not in the restored database; the "
         f"current {history.db} is kept as {history.db}_pre_rollback_<time of the swap>"
@@ -134,7 +136,7 @@ def test_a_target_on_a_commit_time_keeps_it_only_when_inclusive(
     history: History, inclusive: bool, expected: list[int]
 ) -> None:
     tgt = DatabaseTarget(history.params(recovery_target_inclusive=inclusive))
-    restore = tgt.plan(f"pitr:{history.writes[1].isoformat()}").rollback[0]
+    restore = tgt.plan(f"pitr:{history.writes[1].isoformat()}").stage[0]
     assert isinstance(restore, RestoreToTime)
 
     run_step(restore, {}, timeout=120)
@@ -149,7 +151,7 @@ def test_times_outside_the_window_are_refused_and_steps_rebuild_from_their_specs
 ) -> None:
     tgt = DatabaseTarget(history.params())
     plan = tgt.plan(f"pitr:{between(history.writes[0], history.writes[1]).isoformat()}")
-    for step in [*plan.rollback, *plan.verify]:
+    for step in [*plan.stage, *plan.rollback, *plan.verify]:
         again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
         assert (again.name, again.describe()) == (step.name, step.describe())
 
@@ -180,7 +182,7 @@ def test_the_scratch_instance_is_stopped_and_removed_even_when_the_copy_fails(
     restore = (
         DatabaseTarget(params)
         .plan(f"pitr:{between(history.writes[0], history.writes[1]).isoformat()}")
-        .rollback[0]
+        .stage[0]
     )
     memory: dict[str, Any] = {}
 
@@ -238,10 +240,12 @@ def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(
 
     plan = tgt.plan(f"pitr:{moment.isoformat()}")
     memory: dict[str, Any] = {}
-    results = [run_step(step, memory, timeout=120) for step in [*plan.rollback, *plan.verify]]
+    results = [
+        run_step(step, memory, timeout=120) for step in [*plan.stage, *plan.rollback, *plan.verify]
+    ]
 
     assert earliest is not None and latest is not None
     assert earliest < history.writes[0] <= history.writes[2] <= latest
-    assert "pgbackrest --stanza=rbt restore --type=time" in plan.rollback[0].describe()
+    assert "pgbackrest --stanza=rbt restore --type=time" in plan.stage[0].describe()
     assert history.ids(history.db) == [0, 1]
     assert history.ids(results[2].data["aside"]) == [0, 1, 2, 3]

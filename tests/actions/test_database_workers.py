@@ -49,7 +49,7 @@ def replicas(kube: KubeCluster, name: str) -> int:
     return int(kube.apps.read_namespaced_deployment(name, NS).spec.replicas)
 
 
-def test_a_database_rollback_stops_the_workers_first_and_starts_them_last(
+def test_a_database_rollback_stops_the_workers_before_the_swap_and_starts_them_last(
     voxflow_db: str, tmp_path: Path, kube: KubeCluster
 ) -> None:
     kube.fake.add_deployment(NS, "voxflow-api", images=["voxflow/api:v1"], replicas=2)
@@ -67,10 +67,13 @@ def test_a_database_rollback_stops_the_workers_first_and_starts_them_last(
         run_step(step.action, memory)
         seen.append(replicas(kube, "voxflow-worker"))
 
-    assert names[0] == ("prepare", "kubernetes.stop_workers", False)
+    stop = names.index(("prepare", "kubernetes.stop_workers", False))
+    swap = names.index(("rollback", "database.swap", False))
+    assert [p for p, _, _ in names[:stop]] == ["stage", "stage"]
     assert names[-1] == ("resume", "kubernetes.start_workers", True)
     assert [n for _, n, _ in names].count("kubernetes.stop_workers") == 1
-    assert seen[0] == 0 and seen[-2] == 0 and seen[-1] == 3
+    assert seen[:stop] == [3, 3]  # the stage touches nothing live: the workers keep running
+    assert seen[swap] == 0 and seen[-2] == 0 and seen[-1] == 3
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
 
 

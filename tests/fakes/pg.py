@@ -132,6 +132,67 @@ def voxflow_db(make_db: Callable[[], str]) -> str:
 
 
 @pytest.fixture
+def big_db(voxflow_db: str) -> str:
+    """Give the VoxFlow database 20,000 users, so a dump has many compressed data blocks."""
+    execute(
+        voxflow_db,
+        "INSERT INTO users (email) SELECT 'u' || g || '@example.com'"
+        " FROM generate_series(4, 20000) g",
+    )
+    return voxflow_db
+
+
+def damaged(path: Path, how: str) -> Path:
+    """Write a damaged copy of a dump next to it (dated 2026-01-01 00:00:00): `truncated_N`
+    keeps the first N %, `flipped_N` inverts the byte at N %, and a name of `TOC_FLIPS`
+    flips one bit in the table of contents where it still parses (see there)."""
+    data = path.read_bytes()
+    if how.startswith("truncated"):
+        data = data[: len(data) * int(how.split("_")[1]) // 100]
+    elif how.startswith("flipped"):
+        flipped = bytearray(data)
+        flipped[len(data) * int(how.split("_")[1]) // 100] ^= 0xFF
+        data = bytes(flipped)
+    else:
+        anchor, index, after = TOC_FLIPS[how]
+        at = data.find(anchor, data.find(after) if after else 0)
+        if at < 0:
+            raise ValueError(f"{anchor!r} is not in {path}")
+        flipped = bytearray(data)
+        flipped[at + index] ^= 0x01
+        data = bytes(flipped)
+    copy = path.with_name(path.name.replace(stamp_of(path), "20260101_000000"))
+    copy.write_bytes(data)
+    return copy
+
+
+def stamp_of(path: Path) -> str:
+    """Return the `YYYYmmdd_HHMMSS` part of a dump's name."""
+    return "_".join(path.stem.split("_")[-2:])
+
+
+TOC_FLIPS: dict[str, tuple[bytes, int, bytes | None]] = {
+    "copy_statement": (b"COPY public.users (", 3, None),
+    "column_type": (b"status text,", 7, None),
+    "sequence_definition": (b"INCREMENT BY 1", 5, None),
+    "table_owner": (b"postgres\x00\x05\x00\x00\x00false", 7, b"CREATE TABLE public.users ("),
+    "copy_column": (b"user_id, status", 5, None),
+    "foreign_key": (b"REFERENCES public.users(id)", 12, None),
+}
+"""One-bit flips in a custom-format dump of the VoxFlow schema (anchor, offset in it, search
+from): found by flipping every 7th byte of the header and table of contents of such a dump on
+PostgreSQL 15; each still passes `pg_restore --list` and `pg_restore --file=/dev/null` (the
+text of a definition is not checked by either) but fails a real restore: `COPX public.users`,
+type `uext`, `INCRELENT BY`, owner role `postgrer`, column `user_hd`, schema `ptblic`. The
+planner refuses the owner flip itself (it checks the roles a dump names against the server);
+the others only the restore into a new database catches."""
+
+
+RESTORE_ONLY_FLIPS = [name for name in TOC_FLIPS if name != "table_owner"]
+"""The flips that pass every plan-time check and fail only the restore itself."""
+
+
+@pytest.fixture
 def pg_role() -> Iterator[str]:
     """Create a uniquely named role; drop it afterwards."""
     name = f"rbt_role_{uuid.uuid4().hex[:10]}"
@@ -157,7 +218,7 @@ def run_step(
 
 
 def run_plan(plan: TargetPlan, memory: MutableMapping[str, Any] | None = None) -> list[StepResult]:
-    """Run prepare, rollback and verify in order with one shared memory."""
+    """Run stage, prepare, rollback and verify in order with one shared memory."""
     shared: MutableMapping[str, Any] = {} if memory is None else memory
-    steps = [*plan.prepare, *plan.rollback, *plan.verify]
+    steps = [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify]
     return [run_step(step, shared) for step in steps]
