@@ -106,9 +106,9 @@ class StoredStep:
     source: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)
     legacy: bool = False
+    """Stored before steps carried source and spec: rebuilt by planning again."""
     words: str = ""
     """The step's name for people (`actions.base.label_of`); stored, not hashed."""
-    """Stored before steps carried source and spec: rebuilt by planning again."""
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StoredStep:

@@ -27,8 +27,10 @@ approved steps from their specs (`Planner.restore`), and each action tells
 
 Once anything went wrong (a step failed, an interrupted step is not safe to
 repeat, a step cannot be rebuilt any more), only the steps marked `always`
-run (maintenance off, restart workers), on every path, so a failed rollback
-does not also leave the site in maintenance with its workers stopped. The
+run (maintenance off, restart workers), on every path once the step they undo
+began, so a failed rollback does not also leave the site in maintenance with
+its workers stopped, and a run stopped before maintenance went on does not
+switch off a maintenance someone else turned on. The
 outcome then says what ran, what did not, and what state production is in.
 """
 
@@ -302,6 +304,7 @@ class Runner:
         records = {r.position: r for r in self.store.steps(run.id)}
         memory = DurableMemory(self.store, run.id, run.memory, lease=hold.lease)
         failure = _earlier_failure(steps, records)
+        begun = {p for p, r in records.items() if r.state != StepState.NOT_RUN}
         for step in steps:
             hold.check_boundary()
             stored = step.stored
@@ -309,6 +312,11 @@ class Runner:
             if record is not None and record.state in FINISHED:
                 continue
             if failure is not None and not stored.always:
+                continue
+            opener = _unopened(stored, [s.stored for s in steps], begun) if failure else None
+            if opener is not None:
+                summary = f"not needed: {opener.words or opener.name} never ran"
+                self._save(run, hold, stored, state=StepState.NOT_RUN, summary=summary)
                 continue
             if record is not None and record.state == StepState.RUNNING and not stored.idempotent:
                 problem = (
@@ -325,6 +333,7 @@ class Runner:
                 failure = failure or step.problem
                 continue
             attempts = record.attempts if record is not None else 0
+            begun.add(stored.position)
             error = self._run_step(run, hold, step.action, stored, memory, attempts=attempts)
             if error is not None and failure is None:
                 failure = f"{stored.label} failed: {error}"
@@ -497,6 +506,26 @@ class Runner:
 def stored_steps(run: Run) -> list[StoredStep]:
     """The run's approved steps, typed."""
     return [StoredStep.from_json(raw) for raw in run.plan]
+
+
+def _unopened(step: StoredStep, steps: list[StoredStep], begun: set[int]) -> StoredStep | None:
+    """The step an `always` step undoes, when that step never started (so it is not needed).
+
+    Maintenance off undoes maintenance on, a target's `resume` steps undo its `prepare`
+    steps (workers back, autoscalers unpaused). A failure before the opening step (a
+    restore refused in the stage phase, before maintenance) must not send "maintenance
+    off" to a site someone else may have put in maintenance. An always step with no
+    opening step in the plan runs as before.
+    """
+    if step.phase == "maintenance":
+        openers = [s for s in steps if s.phase == "maintenance" and not s.always]
+    elif step.phase == "resume":
+        openers = [s for s in steps if s.phase == "prepare" and s.source == step.source]
+    else:
+        return None
+    if not openers or any(s.position in begun for s in openers):
+        return None
+    return openers[0]
 
 
 def _earlier_failure(steps: list[RestoredStep], records: dict[int, StepView]) -> str | None:

@@ -183,7 +183,9 @@ def test_a_dump_that_reads_back_but_does_not_restore_fails_before_maintenance_go
     assert "pg_restore" in restore.summary and f"{big_db} was not touched" in restore.summary
     assert "error" in final.outcome and "not rolled back" in final.outcome
     assert set(records) == {"database.restore_into_recovery", "http.maintenance_off"}
-    assert True not in site.toggles()
+    assert records["http.maintenance_off"].state == "not run"
+    assert "Maintenance mode on never ran" in records["http.maintenance_off"].summary
+    assert site.toggles() == []  # neither on nor off: someone else's maintenance is left alone
     live_untouched(big_db, backups, good)
 
 
