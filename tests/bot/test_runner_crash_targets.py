@@ -397,9 +397,9 @@ def test_a_killed_docker_rollback_is_finished_by_a_second_runner(
     assert len(kept) == 1 and dockerd.inspect(kept[0])["Id"] == old_id
 
 
-# --- database backup rollback on the real PostgreSQL: maintenance on, the
-# bot's own dump, restore into a recovery database, verify it, swap, verify the
-# live one, health, maintenance off
+# --- database backup rollback on the real PostgreSQL: restore into a recovery
+# database and verify it (the stage, before maintenance), maintenance on, the
+# bot's own dump, swap, verify the live one, health, maintenance off
 
 
 def databases_like(prefix: str) -> list[str]:
