@@ -36,17 +36,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from actions.base import ActionError
 from bot.config import Environment, RollbackConfig
-from bot.decision import Answers, Severity
+from bot.decision import Answers, Severity, decide, with_verdict
 from bot.models import Incident, Run
-from bot.plans import Planner, default_point
+from bot.plans import Plan, Planner, default_point
 from bot.store import Store, TargetBusy
 from bot.timeline import VERSIONS
+from bot.verdict import MEMORY_KEY as VERDICTS
+from bot.verdict import blocked
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
 
@@ -167,6 +170,7 @@ class Flows:
                 target=request.target,
                 point=request.point,
                 force=request.force,
+                holders=self._holders(request.environment, exclude=None),
             )
             incident, run = self.workflow.request(
                 plan=plan,
@@ -184,7 +188,40 @@ class Flows:
             raise Refused(f"the plan could not be built: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        return incident, self._record_versions(run, env, plan.point)
+        run = self._record_versions(run, env, plan.point)
+        return incident, self._record_verdicts(incident, run, plan)
+
+    def _holders(self, environment: str, *, exclude: str | None) -> Callable[[str], str | None]:
+        """Name the other incident holding a target of `environment`, for the verdict."""
+
+        def holder(target: str) -> str | None:
+            found = self.store.lock_holder(environment=environment, targets=[target])
+            return None if found == exclude else found
+
+        return holder
+
+    def _record_verdicts(self, incident: Incident, run: Run, plan: Plan) -> Run:
+        """Keep the verdicts with the run (the plan message shows them); a break-glass run
+        over a blocked verdict is recorded as an override; the card's recommendation says
+        when fixing forward is the safer move."""
+        verdicts = [v.as_json() for v in plan.verdicts]
+        self.store.set_run_fields(run.id, memory={**run.memory, VERDICTS: verdicts})
+        reason = blocked(plan.verdicts)
+        if reason is not None and run.break_glass:
+            self.store.add_event(
+                incident_id=incident.id,
+                run_id=run.id,
+                kind="verdict.overridden",
+                actor=run.requester,
+                detail={"verdict": reason, "plan_hash": run.plan_hash},
+            )
+        advised = with_verdict(decide(Answers(**incident.answers)), plan.verdicts)
+        if advised.reason != incident.reason:
+            recommendation = advised.recommendation.value if advised.recommendation else None
+            self.store.update_incident(
+                incident.id, reason=advised.reason, recommendation=recommendation
+            )
+        return self.store.run(run.id) or run
 
     def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
         """Keep the from → to versions with the run, in the target's own words (point labels).
@@ -299,7 +336,8 @@ class Flows:
         """Count `user`'s approval of the exact plan requested; start the run when enough agree."""
         run = self._run(run_id)
         try:
-            current = self._current_hash(run) if run.state == "requested" else None
+            plan = self._current_plan(run) if run.state == "requested" else None
+            current = plan.hash if plan is not None else None
             if current is not None and current != run.plan_hash and STALE not in run.memory:
                 at = self.store.clock().isoformat()
                 self.store.set_run_fields(run.id, memory={**run.memory, STALE: at})
@@ -307,6 +345,12 @@ class Flows:
             elif current is not None and current == run.plan_hash and STALE in run.memory:
                 memory = {k: v for k, v in run.memory.items() if k != STALE}  # current again
                 self.store.set_run_fields(run.id, memory=memory)
+            reason = blocked(plan.verdicts) if plan is not None else None
+            if reason is not None:
+                raise Refused(
+                    f"Approve is disabled: the rollback is {reason}. Fix what blocks it and "
+                    "re-plan, or request it again with break-glass (recorded as an override)"
+                )
             outcome = self.workflow.approve(
                 run_id, user=user, user_groups=user_groups, current_plan_hash=current
             )
@@ -324,12 +368,16 @@ class Flows:
             self.wake_runner.set()
         return outcome
 
-    def _current_hash(self, run: Run) -> str:
+    def _current_plan(self, run: Run) -> Plan:
         env = self.config.environment(run.environment)
-        plan = self.planner.build(
-            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
+        return self.planner.build(
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            holders=self._holders(run.environment, exclude=run.incident_id),
         )
-        return plan.hash
 
     def auto_approve_due(self) -> list[Run]:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""
