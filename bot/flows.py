@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -49,7 +48,7 @@ from bot.plans import Plan, Planner, default_point
 from bot.store import Store, TargetBusy
 from bot.timeline import VERSIONS
 from bot.verdict import MEMORY_KEY as VERDICTS
-from bot.verdict import blocked
+from bot.verdict import Holders, blocked, holders_from
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
 
@@ -191,14 +190,9 @@ class Flows:
         run = self._record_versions(run, env, plan.point)
         return incident, self._record_verdicts(incident, run, plan)
 
-    def _holders(self, environment: str, *, exclude: str | None) -> Callable[[str], str | None]:
+    def _holders(self, environment: str, *, exclude: str | None) -> Holders:
         """Name the other incident holding a target of `environment`, for the verdict."""
-
-        def holder(target: str) -> str | None:
-            found = self.store.lock_holder(environment=environment, targets=[target])
-            return None if found == exclude else found
-
-        return holder
+        return holders_from(self.store.lock_holder, environment, exclude=exclude)
 
     def _record_verdicts(self, incident: Incident, run: Run, plan: Plan) -> Run:
         """Keep the verdicts with the run (the plan message shows them); a break-glass run

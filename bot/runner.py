@@ -56,6 +56,7 @@ from bot.config import RollbackConfig
 from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
 from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
+from bot.verdict import holders_from
 from bot.workflow import Refused, Workflow
 
 log = logging.getLogger(__name__)
@@ -341,6 +342,9 @@ class Runner:
                     point=run.point,
                     force=run.force,
                     leave_maintenance_on_failure=bool(run.memory.get("leave_maintenance_on")),
+                    holders=holders_from(
+                        self.store.lock_holder, run.environment, exclude=run.incident_id
+                    ),
                 )
             except ActionError as exc:
                 problem = f"the plan can no longer be built: {exc}"

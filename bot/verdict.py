@@ -90,6 +90,18 @@ class Verdict:
         )
 
 
+def holders_from(
+    lock_holder: Callable[..., str | None], environment: str, *, exclude: str | None
+) -> Holders:
+    """Name the incident other than `exclude` holding a target (`Store.lock_holder`)."""
+
+    def holder(target: str) -> str | None:
+        found = lock_holder(environment=environment, targets=[target])
+        return None if found == exclude else found
+
+    return holder
+
+
 def worst(levels: Sequence[Level]) -> Level:
     """The heaviest level of several (OK when there are none)."""
     return max(levels, key=ORDER.index, default=Level.OK)

@@ -17,6 +17,7 @@ from actions.base import Finding, Level
 from bot.decision import Answers, Recommendation, decide, with_verdict
 from bot.flows import Flows
 from bot.plans import Planner
+from bot.runner import Runner
 from bot.store import Store
 from bot.verdict import Verdict, stored
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
@@ -24,6 +25,7 @@ from handlers.blocks import RunFacts, plan_message
 from handlers.ids import Action
 from tests.bot.conftest import BOB
 from tests.bot.test_flows import RecordingThread, make_flows, request
+from tests.bot.test_runner import Recorder
 from tests.fakes.targets import ScriptedTarget
 
 SAFE = [["ok", "previous revision exists", ""]]
@@ -170,3 +172,24 @@ def test_the_incident_carries_the_advice(flows: Flows, store: Store, script: Pat
     incident = store.incident(opened.incident.id)
     assert incident is not None and incident.recommendation == "fix_forward"
     assert "Fix forward is the safer move." in incident.reason
+
+
+def test_a_run_approved_beside_another_incidents_lock_still_runs(
+    flows: Flows, store: Store, judged: Planner
+) -> None:
+    """The runner holds the plan to the approved hash with the same view of the locks."""
+    flows.open_incident(request(target="db", point=None))
+    run = flows.open_incident(request(target="app")).run
+    assert stored(run.memory)[0].level == Level.RISKY
+    assert flows.approve(run.id, user=BOB).started
+    runner = Runner(
+        store=store,
+        workflow=flows.workflow,
+        config=flows.config,
+        planner=judged,
+        progress=Recorder(),
+        sleep=lambda s: None,
+    )
+    assert run.id in runner.run_pending()
+    final = store.run(run.id)
+    assert final is not None and final.state == "succeeded", final.outcome
