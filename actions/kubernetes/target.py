@@ -258,6 +258,7 @@ class KubernetesTarget:
             )
             for o in owners
         ]
+        findings += self._autoscaler_findings()
         try:
             revision = self.revision_facts(ref)
         except ActionError:
@@ -268,6 +269,15 @@ class KubernetesTarget:
             images=revision.images,
             secrets=revision.pull_secrets,
         )
+
+    def _autoscaler_findings(self) -> list[Finding]:
+        """The workers' autoscalers: handled (KEDA paused, HPA idle at 0), or blocking."""
+        try:
+            workers, _ = self._usable_workers(force=True)
+            notes = self._autoscaler_notes(workers)
+        except PlanningError as exc:
+            return [Finding(Level.BLOCKED, str(exc), "autoscaler refused")]
+        return [Finding(Level.OK, n, n.split(":", 1)[0]) for n in notes]
 
     def revision_facts(self, ref: str | None) -> RevisionFacts:
         """The revision `ref` would restore: its number, images, pull secrets, creation time."""

@@ -27,6 +27,7 @@ pytest_plugins = ["tests.fakes.kube", "tests.fakes.dockerd"]
 
 NS = "voxflow-prod"
 API = "voxflow-api"
+WORKER = "voxflow-worker"
 
 
 def target(kube: KubeCluster) -> KubernetesTarget:
@@ -132,3 +133,28 @@ def test_a_refused_dry_run_blocks(kube: KubeCluster, tmp_path: Path) -> None:
     )
     blocked = by_level(cluster_as_bot(kube, tmp_path, manifest).evidence(None), Level.BLOCKED)
     assert any(t.startswith("undo accepted by the API server (dry run) fails:") for t in blocked)
+
+
+def test_worker_autoscalers_are_named_and_one_scaling_from_zero_blocks(
+    kube: KubeCluster, tmp_path: Path
+) -> None:
+    bot = cluster_as_bot(kube, tmp_path, MANIFEST.read_text())
+    ok = by_level(bot.evidence(None), Level.OK)
+    assert any(t.startswith("scaledobject/q autoscales deployment/voxflow-worker") for t in ok)
+    kube.fake.store.create(
+        "horizontalpodautoscalers",
+        {
+            "metadata": {"name": "worker-cpu", "namespace": NS},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": WORKER},
+                "minReplicas": 0,
+                "maxReplicas": 5,
+            },
+        },
+    )
+    blocked = by_level(bot.evidence(None), Level.BLOCKED)
+    assert blocked == [
+        "horizontalpodautoscaler/worker-cpu (deployment/voxflow-worker) has minReplicas 0, so it "
+        "may scale the stopped worker up during the rollback; set minReplicas to 1 or more, or "
+        "leave that worker out"
+    ]
