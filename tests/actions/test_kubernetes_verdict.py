@@ -158,3 +158,15 @@ def test_worker_autoscalers_are_named_and_one_scaling_from_zero_blocks(
         "may scale the stopped worker up during the rollback; set minReplicas to 1 or more, or "
         "leave that worker out"
     ]
+
+
+def test_the_current_revision_or_a_missing_one_blocks(kube: KubeCluster) -> None:
+    kube.fake.add_deployment(NS, API, images=["127.0.0.1:9/a:v1", "127.0.0.1:9/a:v2"])
+    current = by_level(target(kube).evidence("2"), Level.BLOCKED)
+    assert current[0] == (
+        "rollback revision exists fails: revision 2 is what the deployment already runs"
+    )
+    missing = by_level(target(kube).evidence("7"), Level.BLOCKED)
+    assert missing[0] == (
+        "rollback revision exists fails: unable to find specified revision 7 in history"
+    )
