@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from actions.base import Level
-from bot.config import parse_config
+from bot.config import Environment, parse_config
 from bot.plans import Planner, target_factory
 from bot.verdict import FULL_ROLLBACK, Verdict
+from tests.actions.test_docker import app
+from tests.actions.test_docker import params as docker_params
 from tests.actions.test_docker_points import push
 from tests.fakes.pg import connection, execute
 
@@ -183,3 +185,42 @@ def test_without_times_or_a_mapping_the_schema_is_not_known_and_says_how_to_fix_
     verdict = app_verdict(planner, env)
     assert verdict.level == Level.RISKY
     assert "schema_from.versions" in verdict.headline
+
+
+def test_a_docker_images_oci_version_label_maps_to_its_migration(
+    dockerd: Engine, voxflow_db: str, tmp_path: Path
+) -> None:
+    """golang-migrate-like untimed bookkeeping: the image's label says which schema it knows."""
+    dockerd.build(
+        "rbt-app:oci140",
+        "FROM rbt-app:v1\nLABEL org.opencontainers.image.version=1.4.0\n",
+        {},
+    )
+    name, _ = app(dockerd, "v2")
+    execute(voxflow_db, "INSERT INTO schema_migrations VALUES ('002')")  # no times kept
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "002_change.sql").write_text("ALTER TABLE agents DROP COLUMN name;")
+    (migrations / "rollback_002.sql").write_text("SELECT 1;")
+    (tmp_path / "backups").mkdir()
+    docker = docker_params(dockerd, name).model_dump(exclude_none=True)
+    docker["schema_from"] = {"database": "db", "versions": {"1.4.0": "001"}}
+    env = Environment.model_validate(
+        {
+            "incident_channel": "C0INCIDENT",
+            "approvers": {"users": ["UBOB000001"]},
+            "targets": {
+                "app": docker,
+                "db": {
+                    "kind": "database",
+                    "connection": {"dbname": voxflow_db},
+                    "backups": str(tmp_path / "backups"),
+                    "migrations": str(migrations),
+                    "methods": ["migration"],
+                },
+            },
+        }
+    )
+    (verdict,) = Planner(factory=target_factory()).verdicts(env, "app", "oci140")
+    assert verdict.level == Level.RISKY and verdict.suggestion == FULL_ROLLBACK
+    assert "migration 002 breaks old code (drops a column" in verdict.headline
