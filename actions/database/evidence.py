@@ -27,6 +27,7 @@ from actions.base import ActionError, Check, Finding, Level
 from actions.database.migration_plans import MigrationPlanner
 from actions.database.names import human_duration, iso, parse_ref, parse_time
 from actions.database.pgtools import inspect_archive
+from actions.database.pitr import exact
 from actions.database.schema_compat import classify, write_estimate
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ def database_evidence(target: DatabaseTarget, ref: str | None) -> list[Finding]:
         else:
             since = _restore_point(target, method, value)
             if since is not None:
-                findings.append(_loss(target, since))
+                replayed = method == "pitr" and target.pitr_source is not None
+                findings.append(_loss(target, since, replayed=replayed))
         findings += _freshness(target)
     except ActionError as exc:
         findings.append(Finding(Level.RISKY, f"data loss not assessed: {exc}", "loss unknown"))
@@ -76,14 +78,21 @@ def _restore_point(target: DatabaseTarget, method: str, value: str) -> datetime 
     return next((b.taken_at for b in target.backups() if str(b.path) == path), None)
 
 
-def _loss(target: DatabaseTarget, since: datetime) -> Finding:
-    window = f"writes after {iso(since)} until the rollback are lost"
+def _loss(target: DatabaseTarget, since: datetime, *, replayed: bool = False) -> Finding:
+    """The writes the restored database will not have; exact to the microsecond when WAL is
+    replayed to a time (committed at that instant: kept when recovery_target_inclusive)."""
+    edge = "after"
+    moment = iso(since)
+    if replayed:
+        edge = "after" if target.params.recovery_target_inclusive else "at or after"
+        moment = exact(since)
+    window = f"writes committed {edge} {moment} until the rollback are lost"
     try:
         estimate = write_estimate(target.params.connection, since, now=target.now())
     except (psycopg.Error, ActionError, OSError):
         estimate = None
     words = f"{window}: {estimate.words()}" if estimate is not None else window
-    return Finding(Level.LOSS, words, f"writes after {iso(since)} lost")
+    return Finding(Level.LOSS, words, f"writes {edge} {moment} lost")
 
 
 def _migration_loss(target: DatabaseTarget, version: str) -> list[Finding]:

@@ -69,7 +69,9 @@ def test_a_backup_restore_names_the_loss_window_with_an_estimate(
         if f.level == Level.LOSS
     ]
     assert len(loss) == 1
-    assert loss[0].text.startswith(f"writes after {iso(taken)} until the rollback are lost: ")
+    assert loss[0].text.startswith(
+        f"writes committed after {iso(taken)} until the rollback are lost: "
+    )
     assert "row changes" in loss[0].text
     assert loss[0].basis == f"writes after {iso(taken)} lost"
 
