@@ -10,11 +10,14 @@ import pytest
 from actions.base import Level
 from actions.database import DatabaseTarget
 from actions.database.names import iso
+from actions.database.pitr import exact
 from actions.database.schema_compat import classify, write_estimate
+from tests.actions.test_database_wal_pitr import History, archived_cluster, history
 from tests.fakes.pg import connection, dump, execute, params, scalar
 from tests.fakes.waiting import wait_for
 
 pytest_plugins = ["tests.fakes.pg"]
+__all__ = ["archived_cluster", "history"]
 
 
 def target(db: str, backups: Path, now: datetime, **kwargs: object) -> DatabaseTarget:
@@ -118,4 +121,27 @@ def test_additive_sql_is_told_from_breaking_sql() -> None:
         "adds NOT NULL",
         "drops",
         "unclassified",
+    ]
+
+
+@pytest.mark.postgres
+def test_a_point_in_time_names_the_exact_loss_and_the_archives_freshness(
+    history: History,
+) -> None:
+    moment = history.writes[1] + (history.writes[2] - history.writes[1]) / 2
+    ref = f"pitr:{moment.isoformat()}"
+    now = datetime.now(UTC)
+    findings = DatabaseTarget(history.params(rpo="1h"), now=lambda: now).evidence(ref)
+    loss = [f for f in findings if f.level == Level.LOSS]
+    assert loss[0].text.startswith(
+        f"writes committed after {exact(moment)} until the rollback are lost: "
+    )
+    assert any(f.level == Level.OK and f.text.startswith("fresh: ") for f in findings)
+    later = now + timedelta(hours=2)
+    stale = DatabaseTarget(history.params(rpo="1h"), now=lambda: later).evidence(ref)
+    window = DatabaseTarget(history.params()).pitr_window()
+    assert window is not None
+    assert [f.text.split(",")[0] for f in stale if f.level == Level.RISKY] == [
+        f"stale: newest usable point in time (WAL archive {history.cluster.archive}) is from "
+        f"{iso(window[1])}"
     ]
