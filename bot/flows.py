@@ -48,7 +48,7 @@ from bot.plans import Plan, Planner, default_point
 from bot.store import Store, TargetBusy
 from bot.timeline import VERSIONS
 from bot.verdict import MEMORY_KEY as VERDICTS
-from bot.verdict import Holders, blocked, holders_from
+from bot.verdict import Holders, blocked, holders_from, stored
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
 
@@ -381,6 +381,10 @@ class Flows:
             due = run.auto_approve_at
             if run.requester != MONITORING or due is None or due > now:
                 continue
+            reason = blocked(stored(run.memory))
+            if reason is not None:
+                self._withhold(run, reason)
+                continue
             try:
                 fresh = self.workflow.auto_approve(run.id, veto_window_ended=due.isoformat())
             except Refused:
@@ -389,6 +393,18 @@ class Flows:
             self.thread.refresh(fresh.id)
             self.wake_runner.set()
         return approved
+
+    def _withhold(self, run: Run, reason: str) -> None:
+        """A blocked verdict stops monitoring's automatic approval; people decide (once)."""
+        self.store.set_run_fields(run.id, auto_approve_at=None)
+        self.store.add_event(
+            incident_id=run.incident_id,
+            run_id=run.id,
+            kind="run.auto_approval_withheld",
+            actor=MONITORING,
+            detail={"verdict": reason},
+        )
+        self.thread.refresh(run.id)
 
     def replace_stale(self, run_id: str, *, user: str) -> None:
         """Withdraw a request whose plan went out of date, so it can be requested again."""

@@ -23,7 +23,7 @@ from bot.verdict import Verdict, stored
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers.blocks import RunFacts, plan_message
 from handlers.ids import Action
-from tests.bot.conftest import BOB
+from tests.bot.conftest import BOB, Clock
 from tests.bot.test_flows import RecordingThread, make_flows, request
 from tests.bot.test_runner import Recorder
 from tests.fakes.targets import ScriptedTarget
@@ -193,3 +193,22 @@ def test_a_run_approved_beside_another_incidents_lock_still_runs(
     assert run.id in runner.run_pending()
     final = store.run(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
+
+
+def test_monitoring_does_not_approve_a_blocked_rollback_by_itself(
+    store: Store, judged: Planner, thread: RecordingThread, script: Path, clock: Clock
+) -> None:
+    judge(script, BLOCKED)
+    flows = make_flows(store, judged, thread, auto_rollback=True, veto_seconds=60)
+    opened = flows.open_from_alert(environment="prod", target="app", reason="error rate 80%")
+    assert opened.run.auto_approve_at is not None
+    clock.advance(seconds=61)
+    assert flows.auto_approve_due() == []
+    after = store.run(opened.run.id)
+    assert after is not None and after.state == "requested" and after.auto_approve_at is None
+    withheld = [
+        e for e in store.events(opened.incident.id) if e.kind == "run.auto_approval_withheld"
+    ]
+    assert len(withheld) == 1 and withheld[0].detail["verdict"].startswith("app blocked: image")
+    assert flows.auto_approve_due() == []  # said once
+    assert len([e for e in store.events(opened.incident.id) if e.kind == withheld[0].kind]) == 1
