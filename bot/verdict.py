@@ -160,12 +160,13 @@ class Assessor:
             return [Finding(Level.RISKY, f"evidence could not be gathered: {exc}", "no evidence")]
 
     def _locks(self, env: Environment, name: str, members: list[str]) -> list[Finding]:
+        """Other incidents holding this environment's targets: the app's database first."""
         found = []
-        related = [name] if name not in members else []
+        related = []
         link = getattr(env.targets[name], "schema_from", None)
         if isinstance(link, SchemaLink) and link.database not in members:
             related.append(link.database)
-        related += [other for other in env.targets if other not in members and other != name]
+        related += [other for other in env.targets if other not in members]
         for other in dict.fromkeys(related):
             holder = self.holders(other)
             if holder is not None:
