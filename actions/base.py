@@ -29,6 +29,7 @@ Nothing in `actions` imports `bot` or Slack.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -138,6 +139,44 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+
+
+class Level(enum.StrEnum):
+    """How much one piece of reversibility evidence weighs, least first."""
+
+    OK = "ok"
+    LOSS = "loss"
+    """The rollback works but loses data (writes after the restore point, a dropped column)."""
+    RISKY = "risky"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of evidence for the reversibility verdict, in words for people.
+
+    `basis` is what the plan hash covers; it leaves out what moves by itself
+    (an age, a row estimate), so an approval outlives the clock but not a change
+    of fact. Empty: the text itself.
+    """
+
+    level: Level
+    text: str
+    basis: str = ""
+
+    @property
+    def hashed(self) -> str:
+        """The stable part of the finding that an approval is bound to."""
+        return f"{self.level.value}: {self.basis or self.text}"
+
+
+@runtime_checkable
+class Evidenced(Protocol):
+    """A target that says, before approval, whether rolling back to `ref` can restore service."""
+
+    def evidence(self, ref: str | None) -> list[Finding]:
+        """Return the findings for rolling back to `ref` (None: the default point)."""
+        ...
 
 
 @dataclass

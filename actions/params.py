@@ -48,3 +48,17 @@ class AwsConnection(Strict):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     profile: str | None = None
+
+
+class SchemaLink(Strict):
+    """Which database an application's code depends on, for the reversibility verdict.
+
+    `database`: the database target (same environment) whose migrations the app runs on.
+    `versions`: image version (its `org.opencontainers.image.version` label, or its tag) →
+    the newest migration that version shipped with; used where the migration tool keeps
+    no time per migration (golang-migrate, Alembic), and preferred where it names the
+    version rolled back to.
+    """
+
+    database: str
+    versions: dict[str, str] = {}

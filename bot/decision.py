@@ -17,7 +17,11 @@ just like "not functional".
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from actions.base import Level
 
 
 class Severity(enum.StrEnum):
@@ -208,3 +212,52 @@ def decide(answers: Answers) -> Decision:
 
 def _needs(field_name: str) -> Decision:
     return Decision(None, f"Answer: {_QUESTIONS[field_name]}", (field_name,))
+
+
+class Weighed(Protocol):
+    """A target's reversibility verdict, as the recommendation reads it (bot.verdict.Verdict)."""
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def level(self) -> Level: ...
+
+    @property
+    def headline(self) -> str: ...
+
+    @property
+    def suggestion(self) -> str: ...
+
+
+FIX_FORWARD_SAFER = "Fix forward is the safer move"
+
+
+def with_verdict(decision: Decision, verdicts: Sequence[Weighed]) -> Decision:
+    """Add to the flowchart's conclusion what the reversibility verdict says.
+
+    The flowchart asks whether to roll back; the verdict says whether rolling back
+    can restore service. Where it cannot (a blocked target, or a schema the old code
+    would break on that no script can roll back), fixing forward is the safer move and
+    the recommendation says so; a risky verdict with a way out (a full rollback) keeps
+    the recommendation and names the way.
+    """
+    if decision.recommendation is None or not decision.recommendation.rolls_back:
+        return decision
+    stuck = [v for v in verdicts if v.level == Level.BLOCKED]
+    no_way_back = [
+        v for v in verdicts if v.level == Level.RISKY and v.suggestion.startswith("the old image")
+    ]
+    if stuck or no_way_back:
+        why = "; ".join(f"{v.target} {v.headline}" for v in [*stuck, *no_way_back])
+        return replace(
+            decision,
+            recommendation=Recommendation.FIX_FORWARD,
+            reason=f"{decision.reason} But the rollback cannot restore service ({why}). "
+            f"{FIX_FORWARD_SAFER}.",
+        )
+    risky = [v for v in verdicts if v.level == Level.RISKY]
+    if risky:
+        why = "; ".join(f"{v.target} {v.headline}" for v in risky)
+        return replace(decision, reason=f"{decision.reason} Mind the verdict: {why}.")
+    return decision

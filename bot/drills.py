@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from actions.base import (
     Action,
     ActionError,
+    Level,
     PermanentError,
     PlanningError,
     Restorable,
@@ -66,6 +67,8 @@ from bot.plans import Plan, PlannedStep, Planner, RestoredStep, StoredStep, defa
 from bot.recovery import spoken
 from bot.store import StepView, Store, TargetBusy
 from bot.timeline import VERSIONS
+from bot.verdict import MEMORY_KEY as VERDICTS
+from bot.verdict import Holders, stored, worst
 from bot.workflow import Refused
 
 if TYPE_CHECKING:  # bot.flows and bot.runner call this module's plan_for_run
@@ -192,6 +195,7 @@ def build_drill(
     env: Environment,
     target: str,
     leave_maintenance_on_failure: bool = False,
+    holders: Holders | None = None,
 ) -> Plan:
     """Plan a drill: marker, the rollback to the default point, the roll-forward, verified."""
     _refuse_kind(env, target)
@@ -202,6 +206,7 @@ def build_drill(
         target=target,
         point=back.ref,
         leave_maintenance_on_failure=leave_maintenance_on_failure,
+        holders=holders,
     )
     marker = DrillMarker(
         target=planner.target(env.targets[target]),
@@ -239,9 +244,18 @@ def is_drill(run: Run) -> bool:
 
 
 def plan_for_run(
-    planner: Planner, run: Run, env: Environment, *, leave_maintenance_on_failure: bool = False
+    planner: Planner,
+    run: Run,
+    env: Environment,
+    *,
+    leave_maintenance_on_failure: bool = False,
+    holders: Holders | None = None,
 ) -> Plan:
-    """The plan a run was requested with, from the live systems: a drill's, or a rollback's."""
+    """The plan a run was requested with, from the live systems: a drill's, or a rollback's.
+
+    `holders` names the other incidents holding the environment's targets (the verdict
+    weighs them), seen the same way at approval and when the runner checks the plan.
+    """
     if is_drill(run):
         return build_drill(
             planner,
@@ -249,6 +263,7 @@ def plan_for_run(
             env=env,
             target=run.target,
             leave_maintenance_on_failure=leave_maintenance_on_failure,
+            holders=holders,
         )
     return planner.build(
         env_name=run.environment,
@@ -257,6 +272,7 @@ def plan_for_run(
         point=run.point,
         force=run.force,
         leave_maintenance_on_failure=leave_maintenance_on_failure,
+        holders=holders,
     )
 
 
@@ -359,24 +375,30 @@ def _span(
     return None if end is None else max(0.0, (end - first).total_seconds())
 
 
-def verdict_kind(value: Any) -> str | None:
-    """The kind of a reversibility verdict however it is carried: a string, an object with a
-    `kind` (an enum's value taken), or a dict with `kind`; None when there is none."""
-    if isinstance(value, dict):
-        value = value.get("kind")
-    value = getattr(value, "kind", value)
-    value = getattr(value, "value", value)
-    return str(value) if value else None
+KINDS = {
+    Level.OK: "safe",
+    Level.LOSS: "safe_with_data_loss",
+    Level.RISKY: "risky",
+    Level.BLOCKED: "blocked",
+}
+"""The drill record's verdict kind for the worst level among the plan's targets."""
 
 
 def verdict_of(run: Run, plan: Plan | None = None) -> str | None:
-    """The verdict kind the drill's plan carried (`plan.verdict`), or its run's memory."""
-    return verdict_kind(getattr(plan, "verdict", None)) or verdict_kind(run.memory.get("verdict"))
+    """The drill's verdict kind: its worst target verdict's, from the plan or the run's memory."""
+    verdicts = list(plan.verdicts) if plan is not None else stored(run.memory)
+    if not verdicts:
+        return None
+    return KINDS[worst([v.level for v in verdicts])]
 
 
 def verdict_held(verdict: str | None, *, succeeded: bool) -> bool | None:
-    """Did the verdict hold? A safe one if the drill succeeded; a risky or blocked one if not."""
-    if verdict is None:
+    """Did the verdict hold? A safe one if the drill succeeded, a blocked one if it failed.
+
+    A risky verdict predicts neither (it names what could not be verified, such as a
+    registry out of reach), so the drill proves nothing about it: None.
+    """
+    if verdict is None or verdict == "risky":
         return None
     return succeeded if verdict in HELD_WHEN_SUCCEEDED else not succeeded
 
@@ -493,7 +515,12 @@ class Drills:
             raise Refused(str(exc)) from None
         current, back, _ = _points(self.flows.planner, env, target)
         versions = {"from": current.label, "to": back.label}
-        memory = {**run.memory, VERSIONS: versions, DRILL: {"forward_to": current.ref}}
+        memory = {
+            **run.memory,
+            VERSIONS: versions,
+            DRILL: {"forward_to": current.ref},
+            VERDICTS: [v.as_json() for v in plan.verdicts],  # shown, and a blocked one holds
+        }
         self.store.set_run_fields(
             run.id, memory=memory, approvals_required=env.drill_approvals_required
         )

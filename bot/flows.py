@@ -42,13 +42,15 @@ from typing import Protocol
 
 from actions.base import ActionError
 from bot.config import Environment, RollbackConfig
-from bot.decision import Answers, Severity
+from bot.decision import Answers, Severity, decide, with_verdict
 from bot.drills import plan_for_run
 from bot.models import Incident, Run
-from bot.plans import Planner, default_point
+from bot.plans import Plan, Planner, default_point
 from bot.reviews import Reviews
 from bot.store import Store, TargetBusy
 from bot.timeline import VERSIONS
+from bot.verdict import MEMORY_KEY as VERDICTS
+from bot.verdict import Holders, blocked, holders_from, stored
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
 
@@ -169,6 +171,7 @@ class Flows:
                 target=request.target,
                 point=request.point,
                 force=request.force,
+                holders=self._holders(request.environment, exclude=None),
             )
             incident, run = self.workflow.request(
                 plan=plan,
@@ -187,7 +190,35 @@ class Flows:
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
         Reviews(self.store, self.config).assign(run)  # break-glass: owned before it is shown
-        return incident, self._record_versions(run, env, plan.point)
+        run = self._record_versions(run, env, plan.point)
+        return incident, self._record_verdicts(incident, run, plan)
+
+    def _holders(self, environment: str, *, exclude: str | None) -> Holders:
+        """Name the other incident holding a target of `environment`, for the verdict."""
+        return holders_from(self.store.lock_holder, environment, exclude=exclude)
+
+    def _record_verdicts(self, incident: Incident, run: Run, plan: Plan) -> Run:
+        """Keep the verdicts with the run (the plan message shows them); a break-glass run
+        over a blocked verdict is recorded as an override; the card's recommendation says
+        when fixing forward is the safer move."""
+        verdicts = [v.as_json() for v in plan.verdicts]
+        self.store.set_run_fields(run.id, memory={**run.memory, VERDICTS: verdicts})
+        reason = blocked(plan.verdicts)
+        if reason is not None and run.break_glass:
+            self.store.add_event(
+                incident_id=incident.id,
+                run_id=run.id,
+                kind="verdict.overridden",
+                actor=run.requester,
+                detail={"verdict": reason, "plan_hash": run.plan_hash},
+            )
+        advised = with_verdict(decide(Answers(**incident.answers)), plan.verdicts)
+        if advised.reason != incident.reason:
+            recommendation = advised.recommendation.value if advised.recommendation else None
+            self.store.update_incident(
+                incident.id, reason=advised.reason, recommendation=recommendation
+            )
+        return self.store.run(run.id) or run
 
     def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
         """Keep the from → to versions with the run, in the target's own words (point labels).
@@ -306,7 +337,8 @@ class Flows:
         """Count `user`'s approval of the exact plan requested; start the run when enough agree."""
         run = self._run(run_id)
         try:
-            current = self._current_hash(run) if run.state == "requested" else None
+            plan = self._current_plan(run) if run.state == "requested" else None
+            current = plan.hash if plan is not None else None
             if current is not None and current != run.plan_hash and STALE not in run.memory:
                 at = self.store.clock().isoformat()
                 self.store.set_run_fields(run.id, memory={**run.memory, STALE: at})
@@ -314,6 +346,12 @@ class Flows:
             elif current is not None and current == run.plan_hash and STALE in run.memory:
                 memory = {k: v for k, v in run.memory.items() if k != STALE}  # current again
                 self.store.set_run_fields(run.id, memory=memory)
+            reason = blocked(plan.verdicts) if plan is not None else None
+            if reason is not None:
+                raise Refused(
+                    f"Approve is disabled: the rollback is {reason}. Fix what blocks it and "
+                    "re-plan, or request it again with break-glass (recorded as an override)"
+                )
             outcome = self.workflow.approve(
                 run_id, user=user, user_groups=user_groups, current_plan_hash=current
             )
@@ -331,9 +369,10 @@ class Flows:
             self.wake_runner.set()
         return outcome
 
-    def _current_hash(self, run: Run) -> str:
+    def _current_plan(self, run: Run) -> Plan:
         env = self.config.environment(run.environment)
-        return plan_for_run(self.planner, run, env).hash
+        holders = self._holders(run.environment, exclude=run.incident_id)
+        return plan_for_run(self.planner, run, env, holders=holders)
 
     def auto_approve_due(self) -> list[Run]:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""
@@ -343,6 +382,10 @@ class Flows:
             due = run.auto_approve_at
             if run.requester != MONITORING or due is None or due > now:
                 continue
+            reason = blocked(stored(run.memory))
+            if reason is not None:
+                self._withhold(run, reason)
+                continue
             try:
                 fresh = self.workflow.auto_approve(run.id, veto_window_ended=due.isoformat())
             except Refused:
@@ -351,6 +394,18 @@ class Flows:
             self.thread.refresh(fresh.id)
             self.wake_runner.set()
         return approved
+
+    def _withhold(self, run: Run, reason: str) -> None:
+        """A blocked verdict stops monitoring's automatic approval; people decide (once)."""
+        self.store.set_run_fields(run.id, auto_approve_at=None)
+        self.store.add_event(
+            incident_id=run.incident_id,
+            run_id=run.id,
+            kind="run.auto_approval_withheld",
+            actor=MONITORING,
+            detail={"verdict": reason},
+        )
+        self.thread.refresh(run.id)
 
     def replace_stale(self, run_id: str, *, user: str) -> None:
         """Withdraw a request whose plan went out of date, so it can be requested again."""

@@ -59,6 +59,7 @@ from actions.http import (
 from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
 from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
 from bot.config import Environment, FullParams, TargetParams
+from bot.verdict import Assessor, Holders, Verdict
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ class Plan:
     point: str | None
     steps: tuple[PlannedStep, ...]
     notes: tuple[str, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
+    """The reversibility verdict per target (bot.verdict), part of what an approval is for."""
 
     def as_json(self) -> list[dict[str, Any]]:
         """Return the stored form: one dict per step."""
@@ -174,19 +177,30 @@ class Plan:
     @property
     def hash(self) -> str:
         """Return the hash an approval is bound to."""
-        return plan_hash(self.environment, self.target, self.as_json(), self.notes)
+        verdicts = [v.hashed for v in self.verdicts]
+        return plan_hash(
+            self.environment, self.target, self.as_json(), self.notes, verdicts=verdicts
+        )
 
 
 def plan_hash(
-    environment: str, target: str, steps: list[dict[str, Any]], notes: tuple[str, ...] | list[str]
+    environment: str,
+    target: str,
+    steps: list[dict[str, Any]],
+    notes: tuple[str, ...] | list[str],
+    *,
+    verdicts: list[list[str]] | None = None,
 ) -> str:
-    """Hash what a person approves: environment, target, each step's line, the notes."""
-    material = {
+    """Hash what a person approves: environment, target, each step's line, the notes, and
+    each target's verdict with the stable part of its evidence (`Verdict.hashed`)."""
+    material: dict[str, Any] = {
         "environment": environment,
         "target": target,
         "steps": [[s["phase"], s["name"], s["description"], s["always"]] for s in steps],
         "notes": list(notes),
     }
+    if verdicts:
+        material["verdicts"] = verdicts
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -270,8 +284,14 @@ class Planner:
         point: str | None,
         force: bool = False,
         leave_maintenance_on_failure: bool = False,
+        holders: Holders | None = None,
+        assess: bool = True,
     ) -> Plan:
-        """Resolve a rollback into concrete steps in the procedures' order."""
+        """Resolve a rollback into concrete steps in the procedures' order, with its verdicts.
+
+        `holders` names the other incidents holding the environment's targets (for the
+        verdict); `assess=False` leaves the verdicts out (rebuilding steps on resume).
+        """
         parts: list[TargetPlan] = []
         for member in env.members(target):
             member_point = point if member == target else None
@@ -310,7 +330,22 @@ class Planner:
             for i, (phase, action, always, source) in enumerate(phased)
         )
         notes = tuple(note for part in parts for note in part.notes)
-        return Plan(environment=env_name, target=target, point=point, steps=steps, notes=notes)
+        verdicts = self.verdicts(env, target, point, holders=holders) if assess else ()
+        return Plan(
+            environment=env_name,
+            target=target,
+            point=point,
+            steps=steps,
+            notes=notes,
+            verdicts=verdicts,
+        )
+
+    def verdicts(
+        self, env: Environment, target: str, point: str | None, *, holders: Holders | None = None
+    ) -> tuple[Verdict, ...]:
+        """Weigh whether rolling `target` back to `point` can restore service (bot.verdict)."""
+        assessor = Assessor(self.target, holders or (lambda name: None))
+        return assessor.assess(env, target, point)
 
     def _database_workers(
         self, env: Environment, members: list[str]
@@ -429,6 +464,7 @@ class _Replanned:
                     target=self.target,
                     point=self.point,
                     force=self.force,
+                    assess=False,
                 )
             except Exception as exc:
                 self._error = exc

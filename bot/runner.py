@@ -60,6 +60,7 @@ from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
 from bot.recheck import Rechecks
 from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
+from bot.verdict import holders_from
 from bot.workflow import Refused, Workflow
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,9 @@ class Runner:
                     run,
                     env,
                     leave_maintenance_on_failure=bool(run.memory.get("leave_maintenance_on")),
+                    holders=holders_from(
+                        self.store.lock_holder, run.environment, exclude=run.incident_id
+                    ),
                 )
             except ActionError as exc:
                 problem = f"the plan can no longer be built: {exc}"

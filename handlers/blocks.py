@@ -35,6 +35,7 @@ from bot.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
+from handlers.verdict_blocks import is_blocked, verdict_blocks
 
 STATE_ICONS = {
     "pending": ":white_large_square:",
@@ -241,6 +242,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
     notes = run.notes or []
     if notes:
         blocks.append(_section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
+    blocks += verdict_blocks(run)
     if run.force:
         blocks.append(_context(":warning: forced: missing rollback scripts overridden"))
     blocks.append(
@@ -265,7 +267,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
             blocks.append(_section(STALE_TEXT))
             blocks.append(replan_buttons(run))
         else:
-            blocks.append(approval_buttons(run))
+            blocks.append(approval_buttons(run, approvable=not is_blocked(run)))
     else:
         blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
     return blocks
@@ -295,8 +297,8 @@ def stale_message(run: Run, *, people: list[str]) -> list[Block]:
     return [_section(f"{STALE_TEXT} {mentions}"), replan_buttons(run)]
 
 
-def approval_buttons(run: Run) -> ActionsBlock:
-    """Approve (with a confirm dialog), Reject and Cancel."""
+def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
+    """Approve (with a confirm dialog), Reject and Cancel; no Approve on a blocked verdict."""
     confirm = ConfirmObject(
         title="Approve this rollback?",
         text=t.cut(  # a confirm dialog's text is mrkdwn
@@ -309,16 +311,13 @@ def approval_buttons(run: Run) -> ActionsBlock:
         confirm="Approve and run",
         deny="Not yet",
     )
+    approve = ButtonElement(
+        text="Approve", action_id=Action.APPROVE, value=run.id, style="primary", confirm=confirm
+    )
     return ActionsBlock(
         block_id=BlockId.APPROVAL,
         elements=[
-            ButtonElement(
-                text="Approve",
-                action_id=Action.APPROVE,
-                value=run.id,
-                style="primary",
-                confirm=confirm,
-            ),
+            *([approve] if approvable else []),
             ButtonElement(text="Reject", action_id=Action.REJECT, value=run.id, style="danger"),
             ButtonElement(text="Cancel", action_id=Action.CANCEL, value=run.id),
         ],

@@ -184,7 +184,8 @@ def recommendation_block(decision: Decision, severity: Severity | None) -> Secti
         text = f":grey_question: *Recommendation pending.* {decision.reason}"
     else:
         icon = RECOMMENDATION_ICONS[decision.recommendation.value]
-        text = f"{icon} *{decision.recommendation.label}.* {decision.reason}"
+        # escaped: with a verdict the reason quotes what target systems said
+        text = f"{icon} *{decision.recommendation.label}.* {t.esc(decision.reason)}"
     if severity is not None:
         row = SEVERITY_TABLE[severity]
         respond = (

@@ -30,11 +30,12 @@ from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
 from bot.config import Environment, UnknownTarget, describe_target
-from bot.decision import Answers, Severity, decide
+from bot.decision import Answers, Severity, decide, with_verdict
 from bot.drills import Drills
 from bot.flows import IncidentRequest, ThreadNotOpened
 from bot.models import Run
 from bot.plans import default_point
+from bot.verdict import Verdict, holders_from
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers import text as t
 from handlers.deps import Deps
@@ -110,13 +111,14 @@ class ModalService:
         else:
             checks = [*checks, Check("Target not locked by another incident", True)]
         form = form or FormState()
+        verdicts = self._verdicts(meta, selected, fresh=fresh)
         return ModalContent(
             meta=meta,
             target_line=describe_target(params),
             points=points,
             selected=selected,
             checks=checks,
-            decision=decide(form.answers),
+            decision=with_verdict(decide(form.answers), verdicts),
             answers=form.answers,
             severity=form.severity,
             summary=form.summary,
@@ -128,6 +130,20 @@ class ModalService:
             problem=problem,
             fixable_help=self.drills.help_for(environment=meta.environment, target=meta.target),
         )
+
+    def _verdicts(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> tuple[Verdict, ...]:
+        """The reversibility verdicts, so the recommendation says when fixing forward is safer."""
+        env = self.deps.config.environment(meta.environment)
+        holders = holders_from(self.deps.store.lock_holder, meta.environment, exclude=None)
+        try:
+            verdicts: tuple[Verdict, ...] = self._cached(
+                (meta.environment, f"{meta.target}#verdict", point),
+                lambda: self.deps.planner.verdicts(env, meta.target, point, holders=holders),
+                fresh=fresh,
+            )
+            return verdicts
+        except (ActionError, OSError):
+            return ()  # the checks above say what cannot be read
 
     def _checks(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> list[Check]:
         env = self.deps.config.environment(meta.environment)

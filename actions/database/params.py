@@ -6,11 +6,30 @@ the password is a `SecretRef`, never a value in the config itself.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import model_validator
+from pydantic import BeforeValidator, model_validator
 
 from actions.params import AwsConnection, SecretRef, Strict
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(value: Any) -> Any:
+    """Read `90s`, `30m`, `1h`, `2d`, `1w` (or seconds as a number) as a timedelta."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*", value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration like 15m, 1h or 1d")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(duration)]
 
 
 class DatabaseConnection(Strict):
@@ -100,6 +119,8 @@ class DatabaseParams(Strict):
     `verification`: None means the procedures' VoxFlow queries.
     `rds`, `archive`, `pgbackrest`: where point-in-time recovery comes from (at most one);
     with none, only dumps exist and no point in time is offered.
+    `rpo`: the recovery-point objective (`1h`): the reversibility verdict calls a rollback
+    risky when the newest usable backup (or the WAL archive's end) is older than this.
     `recovery_target_inclusive`: a transaction committed exactly at the chosen time is kept
     (True, PostgreSQL's default) or left out.
     """
@@ -116,6 +137,7 @@ class DatabaseParams(Strict):
     archive: WalArchive | None = None
     pgbackrest: PgBackRest | None = None
     recovery_target_inclusive: bool = True
+    rpo: Duration | None = None
     verification: list[VerificationQuery] | None = None
     restore_jobs: int = 2
     restore_timeout: float = 3600.0

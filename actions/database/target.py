@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from actions.base import Action, Check, PlanningError, RollbackPoint, TargetPlan
+from actions.base import Action, Check, Finding, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
 from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window
+from actions.database.evidence import database_evidence
 from actions.database.migration_plans import MigrationPlanner
 from actions.database.migrations import (
     TOOL_NAMES,
@@ -271,6 +272,10 @@ class DatabaseTarget:
             return self._migration_checks(value)
         except PlanningError as error:
             return [Check("rollback point", False, str(error))]
+
+    def evidence(self, ref: str | None) -> list[Finding]:
+        """The reversibility verdict's evidence: checks weighed, data lost, freshness."""
+        return database_evidence(self, ref)
 
     def estimate(self, size: int) -> Check:
         """Estimate the restore time from the dump size and the measured restore rate."""

@@ -30,15 +30,25 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from actions.base import Action, ActionError, Check, PlanningError, RollbackPoint, TargetPlan
+from actions.base import (
+    Action,
+    ActionError,
+    Check,
+    Finding,
+    PlanningError,
+    RollbackPoint,
+    TargetPlan,
+)
 from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
+from actions.docker.evidence import docker_evidence
 from actions.docker.settings import HISTORY_LABEL
 from actions.docker.swap import SWITCH_BACK_RESERVE, SwapContainer, state_problem
 from actions.http.request import plural
-from actions.params import Strict
+from actions.params import SchemaLink, Strict
 
+OCI_VERSION = "org.opencontainers.image.version"
 RECENT_RESTART = 60.0
 """A container restarted by the engine less than this many seconds ago is not running steadily."""
 
@@ -60,6 +70,7 @@ class DockerParams(Strict):
     keep_retired: int = Field(default=1, ge=0)
     """Renamed old containers (`<name>-rollback-<time>`) kept after a successful swap."""
     swap_timeout: float = Field(default=240.0, gt=0)
+    schema_from: SchemaLink | None = None
 
     @model_validator(mode="after")
     def _times_fit(self) -> DockerParams:
@@ -222,6 +233,20 @@ class DockerTarget:
                 ]
             container_check, container = self._container_check(client)
             return [engine, container_check, self._image_check(client, container, ref)]
+
+    def evidence(self, ref: str | None) -> list[Finding]:
+        """The reversibility verdict's evidence: checks weighed, a missing image asked for."""
+        return docker_evidence(self, ref)
+
+    def image_version(self, ref: str | None) -> str | None:
+        """The `org.opencontainers.image.version` label of the image `ref` names, if local."""
+        with _planning_errors(), self._client() as client:
+            container = client.container(self.params.container)
+            if container is None:
+                return None
+            _, image = self._target(client, container, ref)
+        labels = ((image or {}).get("Config") or {}).get("Labels") or {}
+        return labels.get(OCI_VERSION)
 
     @property
     def _running_name(self) -> str:

@@ -36,6 +36,8 @@ from actions.base import (
     Action,
     ActionError,
     Check,
+    Finding,
+    Level,
     PermanentError,
     PlanningError,
     RollbackPoint,
@@ -51,6 +53,7 @@ from actions.kubernetes.client import (
     object_meta,
     read_deployment,
 )
+from actions.kubernetes.images import image_findings, pull_secret_names
 from actions.kubernetes.recheck import (
     TemplateCheck,
     recheck_deployment,
@@ -85,7 +88,7 @@ from actions.kubernetes.workloads import (
     workload_history,
 )
 from actions.kubernetes.workloads import images as template_images
-from actions.params import Strict
+from actions.params import SchemaLink, Strict
 
 
 class KubernetesParams(Strict):
@@ -108,6 +111,8 @@ class KubernetesParams(Strict):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return seconds_of(value)
+
+    schema_from: SchemaLink | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +159,36 @@ def _tool_of(value: Any) -> gitops.Tool:
         if value == tool:
             return tool
     raise ValueError(f"not a GitOps tool whose sync can be suspended: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RevisionFacts:
+    """What the verdict needs to know of the revision a rollback restores."""
+
+    number: int
+    images: tuple[str, ...]
+    pull_secrets: list[str]
+    created_at: datetime | None
+
+
+BLOCKING = frozenset(
+    {
+        "deployment found",
+        "rollback revision exists",
+        "deployment not paused",
+        "update strategy RollingUpdate",
+        "workers found",
+        "permissions granted (SelfSubjectAccessReview)",
+        "undo accepted by the API server (dry run)",
+    }
+)
+
+
+def _weigh(check: Check) -> Finding:
+    """A passing check is evidence; a failing one blocks, or is risky if it only fails to tell."""
+    level = Level.OK if check.ok else Level.BLOCKED if check.name in BLOCKING else Level.RISKY
+    words = f"{check.name}: {check.detail}" if check.detail else check.name
+    return Finding(level, words if check.ok else f"{check.name} fails: {check.detail}", check.name)
 
 
 class KubernetesTarget:
@@ -215,6 +250,77 @@ class KubernetesTarget:
             self._access_check(),
             self._dry_run_check(ref),
         ]
+
+    def evidence(self, ref: str | None) -> list[Finding]:
+        """The reversibility verdict's evidence: the checks weighed, owners named, images pulled.
+
+        A failed check blocks (the undo cannot work as planned); an owner that deploys
+        from Git or Helm is risky (it puts the bad version back); each image of the
+        revision is asked for at its registry (actions.kubernetes.images).
+        """
+        findings = [
+            _weigh(c) for c in self.checks(ref) if not (c.name == "GitOps owner known" and c.ok)
+        ]
+        try:
+            owners = self.owners(tuple(self.params.workers))
+        except ActionError:
+            owners = []  # the weighed owner check says why
+        findings += [
+            Finding(
+                Level.RISKY,
+                f"{o.label} owns {', '.join(o.workloads)} and "
+                + ("syncs automatically" if o.automatic else "does not sync automatically")
+                + ": it puts the bad version back unless it is reverted at its source first",
+                basis=f"owner {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
+            )
+            for o in owners
+        ]
+        findings += self._autoscaler_findings()
+        try:
+            revision = self.revision_facts(ref)
+        except ActionError:
+            return findings  # the weighed revision check says why
+        return findings + image_findings(
+            self.apps.api_client,
+            namespace=self.params.namespace,
+            images=revision.images,
+            secrets=revision.pull_secrets,
+        )
+
+    def _autoscaler_findings(self) -> list[Finding]:
+        """The workers' autoscalers: handled (KEDA paused, HPA idle at 0), or blocking."""
+        try:
+            workers, _ = self._usable_workers(force=True)
+            notes = self._autoscaler_notes(workers)
+        except PlanningError as exc:
+            return [Finding(Level.BLOCKED, str(exc), "autoscaler refused")]
+        return [Finding(Level.OK, n, n.split(":", 1)[0]) for n in notes]
+
+    def revision_facts(self, ref: str | None) -> RevisionFacts:
+        """The revision `ref` would restore: its number, images, pull secrets, creation time."""
+        p = self.params
+        if p.workload == "deployment":
+            deployment, owned = read_with_replica_sets(
+                self.apps, namespace=p.namespace, name=p.name
+            )
+            target = find_revision(deployment, owned, _parse_ref(ref))
+            template = self.apps.api_client.sanitize_for_serialization(
+                target.spec.template if target.spec else None
+            )
+            return RevisionFacts(
+                number=revision_of(target) or 0,
+                images=images_of(target),
+                pull_secrets=pull_secret_names(template or {}),
+                created_at=object_meta(target).creation_timestamp,
+            )
+        _, revision, _, _ = self._resolve(ref)
+        template = revision_template(revision)
+        return RevisionFacts(
+            number=int(revision.revision or 0),
+            images=template_images(template),
+            pull_secrets=pull_secret_names(template),
+            created_at=object_meta(revision).creation_timestamp,
+        )
 
     def _revision_check(
         self, deployment: V1Deployment, owned: list[V1ReplicaSet], ref: str | None

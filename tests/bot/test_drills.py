@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from actions.base import Finding, Level
 from bot.config import ConfigError, RollbackConfig, parse_config
 from bot.drills import (
     DRILL,
+    KINDS,
     DrillRecorder,
     Drills,
     DrillStatus,
@@ -21,13 +22,15 @@ from bot.drills import (
     measure,
     restore_for_run,
     verdict_held,
-    verdict_kind,
+    verdict_of,
 )
 from bot.flows import Flows
 from bot.models import Drill, Incident, Run
 from bot.plans import Planner, StoredStep
 from bot.runner import NullProgress, Runner, stored_steps
 from bot.store import StepView, Store
+from bot.verdict import MEMORY_KEY as VERDICTS
+from bot.verdict import Verdict
 from bot.workflow import Refused, Workflow
 from tests.bot.conftest import ALICE, BOB, CAROL
 
@@ -138,8 +141,10 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
     opened = drills.open(environment="staging", target="app", requester=ALICE)
     assert opened.run.approvals_required == 1  # not the environment's 2
     assert opened.incident.source == "drill"
-    memory = {**opened.run.memory, "verdict": {"kind": "safe", "evidence": []}}
-    store.set_run_fields(opened.run.id, memory=memory)  # as the verdict module records it
+    recorded = opened.run.memory[VERDICTS]  # recorded at request, as a rollback's are
+    assert [v["target"] for v in recorded] == ["app"]
+    drill = store.drill(opened.run.id)
+    assert drill is not None and drill.verdict == verdict_of(opened.run) is not None
     outcome = drills.flows.approve(opened.run.id, user=BOB)
     assert outcome.started
     runner = Runner(
@@ -160,7 +165,9 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
     assert drill.recover_seconds is not None and drill.forward_seconds is not None
     assert [s["part"] for s in drill.steps] == ["marker", "rollback", "rollback"] + ["forward"] * 2
     assert drill.targets.keys() == {"app"}
-    assert (drill.verdict, drill.verdict_held) == ("safe", True)
+    # no registry is reachable here, so the images are "not verified": risky, which a
+    # drill's success neither confirms nor refutes
+    assert (drill.verdict, drill.verdict_held) == ("risky", None)
 
 
 def test_production_refuses_a_drill_and_records_nothing(drills: Drills, store: Store) -> None:
@@ -292,18 +299,10 @@ def test_the_modal_help_says_how_long_rolling_back_took_in_the_last_drill() -> N
 def test_a_safe_verdict_held_when_the_drill_succeeded_and_a_risky_one_when_it_failed() -> None:
     assert verdict_held("safe", succeeded=True) is True
     assert verdict_held("safe", succeeded=False) is False
-    assert verdict_held("risky", succeeded=False) is True
+    assert verdict_held("risky", succeeded=False) is None  # predicts neither outcome
+    assert verdict_held("blocked", succeeded=False) is True
     assert verdict_held("blocked", succeeded=True) is False
     assert verdict_held(None, succeeded=True) is None
-
-
-class Kind(Enum):
-    SAFE_WITH_DATA_LOSS = "safe_with_data_loss"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    kind: Kind
 
 
 def test_the_listing_says_whether_the_drills_verdict_held() -> None:
@@ -313,11 +312,20 @@ def test_the_listing_says_whether_the_drills_verdict_held() -> None:
     assert status.line().endswith("; verdict safe did not hold")
 
 
-def test_a_verdict_kind_is_read_however_the_plan_carries_it() -> None:
-    assert verdict_kind(Verdict(Kind.SAFE_WITH_DATA_LOSS)) == "safe_with_data_loss"
-    assert verdict_kind({"kind": "risky"}) == "risky"
-    assert verdict_kind("blocked") == "blocked"
-    assert verdict_kind(None) is None
+def _verdict(target: str, level: Level) -> Verdict:
+    return Verdict(target=target, level=level, evidence=(Finding(level, "seen", "seen"),))
+
+
+def test_a_drills_verdict_kind_is_its_worst_targets_from_the_plan_or_the_runs_memory(
+    drills: Drills,
+) -> None:
+    run = drills.open(environment="staging", target="app", requester=ALICE).run
+    assert verdict_of(run) in KINDS.values()
+    loss = [_verdict("db", Level.LOSS).as_json(), _verdict("app", Level.OK).as_json()]
+    assert verdict_of(Run(memory={VERDICTS: loss})) == "safe_with_data_loss"
+    risky = [_verdict("app", Level.RISKY).as_json(), _verdict("db", Level.LOSS).as_json()]
+    assert verdict_of(Run(memory={VERDICTS: risky})) == "risky"
+    assert verdict_of(Run(memory={})) is None  # planned before verdicts existed
 
 
 def test_listing_flags_targets_never_drilled_and_settles_drills_that_ended_unseen(

@@ -1,0 +1,63 @@
+"""The reversibility verdict in the plan message: one line per target, its evidence below.
+
+Words for people, every piece of text from a target system escaped
+(handlers.text). A blocked verdict says that Approve is disabled and that
+break-glass can still override it (recorded).
+"""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+
+from actions.base import Level
+from bot.models import Run
+from bot.verdict import Verdict, stored
+from handlers import text as t
+
+ICONS = {
+    Level.OK: ":large_green_circle:",
+    Level.LOSS: ":large_yellow_circle:",
+    Level.RISKY: ":large_orange_circle:",
+    Level.BLOCKED: ":red_circle:",
+}
+MARKS = {Level.OK: "✓", Level.LOSS: "≈", Level.RISKY: "!", Level.BLOCKED: "✗"}
+EVIDENCE_LINES = 12
+BLOCKED_TEXT = (
+    ":no_entry: *Approve is disabled:* a verdict is blocked. Fix what blocks it and re-plan; "
+    "break-glass can still override, and the override is recorded."
+)
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))
+
+
+def verdict_lines(verdict: Verdict) -> tuple[str, str]:
+    """(headline, evidence) for one target, escaped."""
+    headline = f"{ICONS[verdict.level]} *{t.esc(verdict.target)}*: {t.esc(verdict.headline)}"
+    ordered = sorted(verdict.evidence, key=lambda f: -list(Level).index(f.level))
+    lines = [f"{MARKS[f.level]} {t.esc(t.mask_urls(f.text))}" for f in ordered[:EVIDENCE_LINES]]
+    if len(ordered) > EVIDENCE_LINES:
+        lines.append(f"… and {len(ordered) - EVIDENCE_LINES} more")
+    return headline, "\n".join(lines)
+
+
+def verdict_blocks(run: Run) -> list[Block]:
+    """The verdict section of the plan message (nothing for runs planned before verdicts)."""
+    verdicts = stored(run.memory)
+    if not verdicts:
+        return []
+    blocks: list[Block] = [SectionBlock(text=_md("*Reversibility verdict*"))]
+    for verdict in verdicts:
+        headline, evidence = verdict_lines(verdict)
+        blocks.append(SectionBlock(text=_md(headline)))
+        if evidence:
+            blocks.append(ContextBlock(elements=[_md(evidence)]))
+    if run.state == "requested" and is_blocked(run):
+        blocks.append(SectionBlock(text=_md(BLOCKED_TEXT)))
+    return blocks
+
+
+def is_blocked(run: Run) -> bool:
+    """Whether a stored verdict of the run blocks Approve."""
+    return any(v.level == Level.BLOCKED for v in stored(run.memory))
