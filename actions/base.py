@@ -129,6 +129,14 @@ class RollbackPoint:
     avoid: str = ""
     """Why this point is never the default (the bad version rolled away from, the bot's own
     pre-rollback backup): it is offered, labelled with this, but needs an explicit choice."""
+    version: str = ""
+    """What the point runs, where that outlives its ref: Kubernetes' undo turns revision 2
+    into revision 4, the images stay. Empty: the ref itself names the version."""
+
+    @property
+    def key(self) -> str:
+        """The version this point runs, as the bot remembers versions (healthy, rolled away)."""
+        return self.version or self.ref
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from actions.base import ActionError
-from bot.config import Environment, RollbackConfig
+from actions.base import ActionError, RollbackPoint
+from bot.config import Environment, FullParams, RollbackConfig
 from bot.decision import Answers, Severity
 from bot.models import Incident, Run
-from bot.plans import Planner, default_point
-from bot.store import Store, TargetBusy
+from bot.plans import Planner, default_point, remembered
+from bot.store import KnownVersions, Store, TargetBusy, version_key
 from bot.timeline import VERSIONS
 from bot.verification import TICK, ticked_by
 from bot.workflow import ApprovalOutcome, Refused, Workflow
@@ -121,6 +121,33 @@ class Opened:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """A target's rollback points as offered to people, and the default among them.
+
+    Points rolled away from are labelled and never the default (`bot.plans.remembered`);
+    the default is the last known healthy version. `default` is None when production
+    already runs that version (`at_healthy`): nothing known is better, a person chooses.
+    """
+
+    points: list[RollbackPoint]
+    default: RollbackPoint | None
+    known: KnownVersions
+
+    @property
+    def healthy_label(self) -> str:
+        """The last known healthy version in the target's words now (its ref may have moved)."""
+        point = next((p for p in self.points if version_key(p.key) == self.known.healthy), None)
+        return point.label if point is not None else self.known.healthy_label
+
+    @property
+    def at_healthy(self) -> bool:
+        """Whether what runs now is the last known healthy version."""
+        return self.known.healthy is not None and any(
+            p.is_current and version_key(p.key) == self.known.healthy for p in self.points
+        )
+
+
+@dataclass(frozen=True)
 class Received:
     """Whether a Slack request is new, or a retry or replay, and what the first one did."""
 
@@ -186,6 +213,18 @@ class Flows:
             raise Refused(str(exc)) from None
         return incident, self._record_versions(run, env, plan.point)
 
+    def offer(
+        self, environment: str, target: str, points: list[RollbackPoint] | None = None
+    ) -> Offer:
+        """The target's points (listed now unless given) with what the bot remembers of them."""
+        env = self.config.environment(environment)
+        listed = self.planner.points(env, target) if points is None else points
+        known = self.store.known_versions(environment=environment, target=target)
+        marked = remembered(listed, known)
+        return Offer(
+            points=marked, default=default_point(marked, healthy=known.healthy), known=known
+        )
+
     def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
         """Keep the from → to versions with the run, in the target's own words (point labels).
 
@@ -195,17 +234,21 @@ class Flows:
         and the messages fall back to the ref.
         """
         try:
-            points = self.planner.points(env, run.target)
+            offer = self.offer(run.environment, run.target)
         except (ActionError, OSError) as exc:
             log.warning("%s: versions not recorded: %s", run.incident_id, exc)
             return run
+        points = offer.points
         current = next((p for p in points if p.is_current), None)
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
-        chosen = chosen or (None if ref else default_point(points))
+        chosen = chosen or (None if ref else offer.default)
         versions = {
             "from": current.label if current else "",
             "to": chosen.label if chosen else (ref or ""),
         }
+        if not isinstance(env.targets[run.target], FullParams):  # members keep their own
+            versions["from_key"] = current.key if current else ""
+            versions["to_key"] = chosen.key if chosen else ""
         self.store.set_run_fields(run.id, memory={**run.memory, VERSIONS: versions})
         return self.store.run(run.id) or run
 
@@ -255,7 +298,11 @@ class Flows:
         env = self.config.environment(environment)
         self.config.target(environment, target)
         self._alert_on_holder(environment, target, reason)
-        point = default_point(self.planner.points(env, target))
+        offer = self.offer(environment, target)
+        point = offer.default
+        if point is None:  # what runs is the last known healthy version: no automatic choice
+            point = default_point(offer.points)
+            auto_approve = False
         try:
             incident, run = self._request(
                 IncidentRequest(

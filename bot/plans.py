@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from actions.base import (
@@ -56,6 +56,7 @@ from actions.http import (
 from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
 from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
 from bot.config import Environment, FullParams, TargetParams
+from bot.store import KnownVersions, version_key
 
 
 @dataclass(frozen=True)
@@ -211,12 +212,24 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
     return build
 
 
-def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
-    """Return the point just before the current one (the procedures' "previous version").
+def default_point(
+    points: list[RollbackPoint], *, healthy: str | None = None
+) -> RollbackPoint | None:
+    """Return the point a rollback goes to unless a person picks another.
 
-    A point marked `avoid` (what a rollback moved away from, the bot's own pre-rollback
-    backup) is never the default: it stays on offer for an explicit choice.
+    The target's last known healthy version (`healthy`, a `RollbackPoint.key`) when it is
+    on offer and not what runs now. When what runs now is that healthy version, there is
+    no default: nothing known is better, so a person must choose. Otherwise the point
+    just before the current one (the procedures' "previous version"). A point marked
+    `avoid` (what a rollback moved away from, the bot's own pre-rollback backup) is never
+    the default: it stays on offer for an explicit choice.
     """
+    if healthy is not None:
+        if any(p.is_current and version_key(p.key) == healthy for p in points):
+            return None
+        known = [p for p in points if version_key(p.key) == healthy and not p.avoid]
+        if known:
+            return known[0]
     seen_current = False
     for point in points:
         if point.is_current:
@@ -224,6 +237,24 @@ def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
         elif seen_current and not point.avoid:
             return point
     return next((p for p in points if not p.is_current and not p.avoid), None)
+
+
+def remembered(points: list[RollbackPoint], known: KnownVersions) -> list[RollbackPoint]:
+    """Label each point rolled away from ("rolled back from in INC-… · rev 3 · …"), mark it
+    `avoid`.
+
+    The current point keeps its words: what runs now is said by the modal's current mark.
+    """
+    marked = []
+    for point in points:
+        incident = known.rolled_away.get(version_key(point.key))
+        if incident is None or point.is_current:
+            marked.append(point)
+            continue
+        said = f"rolled back from in {incident}"
+        # first, so Slack's 75-character option text never cuts it off
+        marked.append(replace(point, label=f"{said} · {point.label}", avoid=point.avoid or said))
+    return marked
 
 
 @dataclass

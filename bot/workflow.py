@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity, decide
 from bot.models import Incident, Run, RunState
-from bot.store import Conflict, Lease, Store, TargetBusy
+from bot.store import Conflict, Lease, Store, TargetBusy, VersionNote
 
 if TYPE_CHECKING:
     from bot.plans import Plan
@@ -337,6 +337,7 @@ class Workflow:
             detail={"outcome": outcome, "needs_manual": needs_manual},
             notify="run.finished",
             lease=lease,
+            versions=version_note(run, ok=ok),
             outcome=outcome,
             needs_manual=needs_manual,
             finished_at=self.store.clock(),
@@ -360,6 +361,7 @@ class Workflow:
         detail: dict[str, Any] | None = None,
         notify: str | None = None,
         lease: Lease | None = None,
+        versions: VersionNote | None = None,
         **fields: Any,
     ) -> Run:
         if run.state not in _ALLOWED[RunState(to)]:
@@ -373,8 +375,30 @@ class Workflow:
                 detail=detail,
                 notify=notify,
                 lease=lease,
+                versions=versions,
                 **fields,
             )
         except Conflict:
             fresh = self._run(run.id)
             raise Refused(f"the rollback changed meanwhile; it is now {fresh.state}") from None
+
+
+def version_note(run: Run, *, ok: bool) -> VersionNote | None:
+    """What a finished run teaches about its target's versions (issue 15, point 6).
+
+    The version it moved away from is remembered as rolled away whatever the outcome:
+    people judged it bad enough to approve leaving it. The version it went to is
+    remembered as healthy only when the run succeeded, which means every verify step
+    (rollout status, health polling, verification queries) passed.
+    """
+    raw = run.memory.get("versions") or {}
+    away, to = str(raw.get("from_key") or ""), str(raw.get("to_key") or "")
+    if not away and not to:
+        return None
+    return VersionNote(
+        environment=run.environment,
+        target=run.target,
+        incident_id=run.incident_id,
+        healthy=(to, str(raw.get("to") or to)) if ok and to else None,
+        rolled_away=(away, str(raw.get("from") or away)) if away and away != to else None,
+    )

@@ -62,6 +62,8 @@ class ModalContent:
     force_allowed: bool = False
     automatic_steps: list[str] = field(default_factory=list)
     problem: str | None = None
+    point_note: str = ""
+    """What the bot remembers about the target's versions (last known healthy), for people."""
 
 
 def _md(text: str) -> MarkdownTextObject:
@@ -87,6 +89,10 @@ def rollback_modal(content: ModalContent) -> View:
         blocks.append(SectionBlock(text=_md(f":warning: {t.esc(content.problem)}")))
     if content.points:
         blocks.append(_point_input(content))
+        if content.point_note:
+            blocks.append(
+                ContextBlock(elements=[_md(f":information_source: {t.esc(content.point_note)}")])
+            )
     blocks += [DividerBlock(), _severity_input(content)]
     blocks += _question_inputs(content)
     blocks.append(recommendation_block(content.decision, content.severity))

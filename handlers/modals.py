@@ -31,9 +31,8 @@ from slack_sdk.errors import SlackApiError
 from actions.base import ActionError, Check, RollbackPoint
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.decision import Answers, Severity, decide
-from bot.flows import IncidentRequest, ThreadNotOpened
+from bot.flows import IncidentRequest, Offer, ThreadNotOpened
 from bot.models import Run
-from bot.plans import default_point
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers import text as t
 from handlers.deps import Deps
@@ -50,11 +49,16 @@ CACHE_SECONDS = 60.0
 SUBMITTED_KEPT = 1000
 
 
-def resolve_point(points: list[RollbackPoint], hint: str | None) -> str | None:
-    """Match `to <x>` against the points: exact ref, ref tail, label start, else pass it on."""
+def resolve_point(
+    points: list[RollbackPoint], hint: str | None, default: RollbackPoint | None = None
+) -> str | None:
+    """Match `to <x>` against the points: exact ref, ref tail, label start, else pass it on.
+
+    Without a hint, the offered default (`bot.flows.Offer`: the last known healthy version,
+    never one rolled away from); None leaves the choice to the person.
+    """
     if not hint:
-        chosen = default_point(points)
-        return chosen.ref if chosen else None
+        return default.ref if default else None
     for point in points:
         tail = point.ref.split(":", 1)[-1]
         if hint in (point.ref, tail, tail.rsplit("/", 1)[-1]) or point.label.startswith(hint):
@@ -90,15 +94,22 @@ class ModalService:
         params = env.targets[meta.target]
         problem = None
         points: list[RollbackPoint] = []
+        default: RollbackPoint | None = None
+        note = ""
         try:
-            points = self._cached(
+            listed = self._cached(
                 (meta.environment, meta.target, None),
                 lambda: self.deps.planner.points(env, meta.target),
                 fresh=fresh,
             )
+            offer = self.flows.offer(meta.environment, meta.target, listed)
+            points, default = offer.points, offer.default
+            note = _healthy_note(offer)
         except (ActionError, OSError) as exc:
             problem = f"Could not list rollback points: {exc}"  # escaped where shown
-        selected = form.point if form and form.point else resolve_point(points, meta.point_hint)
+        selected = (
+            form.point if form and form.point else resolve_point(points, meta.point_hint, default)
+        )
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
         checks = self._checks(meta, selected, fresh=fresh)
@@ -124,6 +135,7 @@ class ModalService:
             force_allowed=_has_kind(env, meta.target, "database"),
             automatic_steps=_automatic_steps(env, meta.target),
             problem=problem,
+            point_note=note,
         )
 
     def _checks(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> list[Check]:
@@ -210,6 +222,10 @@ class ModalService:
             errors[QUESTION_BLOCKS[name][0]] = "Answer this question to get a recommendation."
         if "break_glass" in form.options and form.confirmation != BREAK_GLASS_PHRASE:
             errors[Block.CONFIRM] = f"Type {BREAK_GLASS_PHRASE} to run without a second approver."
+        if form.point is None and self._cache.get((meta.environment, meta.target, None)):
+            # no point preselected (production runs the last known healthy version): a person
+            # chooses; Slack asks for it too, this holds for a replayed or hand-made payload
+            errors[Block.POINT] = "Choose the point to roll back to."
         holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
         if holder:
             errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
@@ -261,6 +277,20 @@ class ModalService:
         except (SlackApiError, OSError) as exc:
             log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
             tell(self.deps.client, Where(user=event.user), body)
+
+
+def _healthy_note(offer: Offer) -> str:
+    """Say under the point which version is known healthy, and why nothing is preselected."""
+    known = offer.known
+    if known.healthy is None:
+        return ""
+    where = f" (verified in {known.healthy_incident})" if known.healthy_incident else ""
+    if offer.at_healthy:
+        return (
+            f"Production already runs the last known healthy version, {offer.healthy_label}"
+            f"{where}: choose a point explicitly."
+        )
+    return f"Last known healthy: {offer.healthy_label}{where}."
 
 
 def not_opened_text(target: str, exc: ThreadNotOpened) -> str:
