@@ -86,6 +86,23 @@ class Approvers(Strict):
         return value
 
 
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+class CommunicationsPolicy(Communications):
+    """The post-rollback communications, and for which severities customers are told.
+
+    The procedures send the customer e-mail only "if needed": the rollback form asks,
+    its default being whether the request's severity is in `notify_customers`.
+    """
+
+    notify_customers: list[Literal["critical", "high", "medium", "low"]] = ["critical", "high"]
+
+    def notifies(self, severity: str) -> bool:
+        """Whether customers are told by default at `severity`."""
+        return severity in self.notify_customers
+
+
 class Thresholds(Strict):
     """The monitoring thresholds that raise a Critical incident."""
 
@@ -119,7 +136,7 @@ class Environment(Strict):
     maintenance: Maintenance | None = None
     metrics: Metrics | None = None
     monitoring: Monitoring | None = None
-    communications: Communications = Communications()
+    communications: CommunicationsPolicy = CommunicationsPolicy()
     targets: dict[str, TargetParams]
 
     @field_validator("targets")

@@ -36,19 +36,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from actions.base import ActionError, RollbackPoint
+from actions.base import ActionError, RollbackPoint, StepContext
+from bot.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.decision import Answers, Severity
 from bot.models import Incident, Run
-from bot.plans import Planner, default_point, remembered
+from bot.plans import Planner, default_point, environment_step, remembered
 from bot.store import KnownVersions, Store, TargetBusy, version_key
 from bot.timeline import VERSIONS
 from bot.verification import TICK, ticked_by
-from bot.workflow import ApprovalOutcome, Refused, Workflow
+from bot.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,9 @@ class Thread(Protocol):
     def stale(self, run_id: str) -> None:
         """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
 
+    def decided(self, run_id: str) -> None:
+        """Re-render a failed run's announcement after a person decided (maintenance)."""
+
 
 @dataclass(frozen=True)
 class IncidentRequest:
@@ -103,6 +108,11 @@ class IncidentRequest:
     break_glass: bool = False
     confirmation: str = ""
     ticked: frozenset[str] = frozenset()
+    leave_maintenance_on: bool = False
+    """Leave maintenance mode on if the rollback fails (for people to look; `bot.aftermath`)."""
+    notify_customers: bool | None = None
+    """Send the customer e-mail after the rollback; None: as the config's policy says for
+    the severity (`CommunicationsPolicy.notify_customers`)."""
     source: str = "slack"
     detected_at: datetime | None = None
 
@@ -187,6 +197,9 @@ class Flows:
 
     def _request(self, request: IncidentRequest) -> tuple[Incident, Run]:
         env = self.config.environment(request.environment)
+        notify = request.notify_customers
+        if notify is None:
+            notify = env.communications.notifies(request.severity.value)
         try:
             plan = self.planner.build(
                 env_name=request.environment,
@@ -194,6 +207,8 @@ class Flows:
                 target=request.target,
                 point=request.point,
                 force=request.force,
+                leave_maintenance_on_failure=request.leave_maintenance_on,
+                notify_customers=notify,
             )
             incident, run = self.workflow.request(
                 plan=plan,
@@ -206,6 +221,8 @@ class Flows:
                 force=request.force,
                 break_glass=request.break_glass,
                 confirmation=request.confirmation,
+                leave_maintenance_on=request.leave_maintenance_on,
+                notify_customers=notify,
             )
         except (ActionError, OSError) as exc:
             raise Refused(f"the plan could not be built: {exc}") from None
@@ -374,7 +391,12 @@ class Flows:
     def _current_hash(self, run: Run) -> str:
         env = self.config.environment(run.environment)
         plan = self.planner.build(
-            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            **plan_choices(run),
         )
         return plan.hash
 
@@ -428,6 +450,133 @@ class Flows:
                 f"the rollback of {incident_id} is {runs[0].state}; it can no longer be cancelled"
             )
         return waiting[0]
+
+    # after a failure ----------------------------------------------------------
+
+    def retry_failed(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> Run:
+        """Re-run a failed run's stored plan from its failed step (`bot.aftermath`).
+
+        Refused when the plan went stale: the target is gone from the config, a stored
+        step can no longer be rebuilt, or the target now runs a version the plan neither
+        rolls back from nor to (somebody changed it since). Re-plan is the way on then.
+        """
+        run = self._run(run_id)
+        if run.state != "failed":
+            raise Refused(f"this rollback is {run.state}; only a failed one can be retried")
+        records = self.store.steps(run.id)
+        after = aftermath(run.plan, records, self.store.events(run.incident_id), run.id)
+        if after.failed is None:
+            raise Refused("no step of this rollback failed; Re-plan to roll back again")
+        self._check_fresh(run, after.failed.position)
+        positions = retry_positions(run.plan, records, maintenance_on=after.maintenance_on)
+        try:
+            fresh = self.workflow.retry(
+                run_id,
+                user=user,
+                user_groups=user_groups,
+                positions=positions,
+                detail={"from_step": after.failed.position, "steps": positions},
+            )
+        except TargetBusy as exc:
+            raise Refused(str(exc)) from None
+        self.thread.refresh(run_id)
+        self.thread.decided(run_id)
+        self.wake_runner.set()
+        return fresh
+
+    def _check_fresh(self, run: Run, failed_at: int) -> None:
+        """Refuse a retry whose stored plan no longer fits the target or the config."""
+        env = self.config.environments.get(run.environment)
+        if env is None or run.target not in env.targets:
+            raise Refused(
+                f"{run.target} in {run.environment} is no longer in the config file; Re-plan"
+            )
+        keys = {str(v) for k, v in (run.memory.get(VERSIONS) or {}).items() if k.endswith("_key")}
+        keys.discard("")
+        if keys:
+            try:
+                points = self.planner.points(env, run.target)
+            except (ActionError, OSError) as exc:
+                raise Refused(f"the target's versions cannot be read, so no retry: {exc}") from None
+            current = next((p for p in points if p.is_current), None)
+            if current is not None and version_key(current.key) not in keys:
+                raise Refused(
+                    f"{run.target} now runs {current.label}, which this plan neither rolls "
+                    "back from nor to: it changed since the failure, so the stored plan is "
+                    "stale. Re-plan instead"
+                )
+        restored = self.planner.restore(
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            stored=[s for s in steps_of(run.plan) if s.position >= failed_at],
+        )
+        problem = next((r.problem for r in restored if r.action is None), None)
+        if problem:
+            raise Refused(f"the stored plan can no longer be rebuilt ({problem}); Re-plan instead")
+
+    def leave_maintenance_on(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> None:
+        """Record that maintenance stays on after a failure, and who decided it."""
+        run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
+        self.store.add_event(
+            incident_id=run.incident_id, run_id=run.id, kind=LEFT_ON, actor=user, detail={}
+        )
+        self.thread.decided(run.id)
+
+    def turn_maintenance_off(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> str:
+        """Send the plan's own maintenance-off request now; return what it answered."""
+        run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
+        env = self.config.environment(run.environment)
+        stored = next((s for s in steps_of(run.plan) if s.name == OFF), None)
+        spec = stored.spec if stored is not None else {}
+        try:
+            action = environment_step(env, run.environment, run.target, OFF, spec)
+            ctx = StepContext(
+                incident_id=run.incident_id,
+                run_id=run.id,
+                deadline=time.monotonic() + action.timeout,
+            )
+            result = action.run(ctx)
+        except ActionError as exc:
+            self.store.add_event(
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind="maintenance.off_failed",
+                actor=user,
+                detail={"error": str(exc)},
+            )
+            raise Refused(f"maintenance could not be turned off: {exc}") from None
+        self.store.add_event(
+            incident_id=run.incident_id,
+            run_id=run.id,
+            kind=TURNED_OFF,
+            actor=user,
+            detail={"summary": result.summary},
+        )
+        self.thread.decided(run.id)
+        return result.summary
+
+    def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
+            raise Refused("only the requester or an approver decides on maintenance mode")
+        if run.state != "failed":
+            raise Refused(f"this rollback is {run.state}; maintenance is the plan's to handle")
+        after = aftermath(
+            run.plan, self.store.steps(run.id), self.store.events(run.incident_id), run.id
+        )
+        if not after.maintenance_on:
+            raise Refused("maintenance mode is not on after this rollback; nothing to decide")
+        return run
 
     # after the run ------------------------------------------------------------
 

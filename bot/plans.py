@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from actions.base import (
     Action,
@@ -69,6 +70,9 @@ class PlannedStep:
     always: bool = False
     source: str | None = None
     """The config target the action came from; None for the environment's own steps."""
+    words: str = ""
+    """The step's words for people where the bot says more than the action's label (who is
+    told what, for communications)."""
 
     def as_json(self) -> dict[str, Any]:
         """Describe the step as stored with the run."""
@@ -86,7 +90,7 @@ class PlannedStep:
             timeout=self.action.timeout,
             source=self.source,
             spec=spec_of(self.action),
-            words=label_of(self.action),
+            words=self.words or label_of(self.action),
         )
 
 
@@ -298,8 +302,12 @@ class Planner:
         point: str | None,
         force: bool = False,
         leave_maintenance_on_failure: bool = False,
+        notify_customers: bool = True,
     ) -> Plan:
-        """Resolve a rollback into concrete steps in the procedures' order."""
+        """Resolve a rollback into concrete steps in the procedures' order.
+
+        The customer e-mail is in the plan only with `notify_customers` (the form's choice);
+        where one is configured and not chosen, a note says customers are not told."""
         parts: list[TargetPlan] = []
         for member in env.members(target):
             member_point = point if member == target else None
@@ -328,12 +336,25 @@ class Planner:
             for member, part in reversed(list(zip(members, parts, strict=True)))
             for a in part.resume
         ]
-        phased += [("communicate", a, False, None) for a in _communications(env, env_name, target)]
+        phased += [
+            ("communicate", a, False, None)
+            for a in _communications(env, env_name, target, customers=notify_customers)
+        ]
         steps = tuple(
-            PlannedStep(position=i, phase=phase, action=action, always=always, source=source)
+            PlannedStep(
+                position=i,
+                phase=phase,
+                action=action,
+                always=always,
+                source=source,
+                words=told(env, action) if phase == "communicate" else "",
+            )
             for i, (phase, action, always, source) in enumerate(phased)
         )
         notes = tuple(note for part in parts for note in part.notes)
+        email = env.communications.customer_email
+        if email is not None and not notify_customers:
+            notes += (f"Customers are not notified: no e-mail to {email.to} (chosen in the form).",)
         return Plan(environment=env_name, target=target, point=point, steps=steps, notes=notes)
 
     def _database_workers(
@@ -527,7 +548,28 @@ def environment_step(
     raise PlanningError(f"the environment no longer has a {name} step")
 
 
-def _communications(env: Environment, env_name: str, target: str) -> list[Action]:
+def told(env: Environment, action: Action) -> str:
+    """Who a communication step tells what, in one line for the plan."""
+    comms, spec = env.communications, spec_of(action)
+    if action.name == "http.status_page" and comms.status_page is not None:
+        return (
+            f"Status page ({_host(comms.status_page.url)}): {spec.get('status')}, "
+            f"“{spec.get('message')}”"
+        )
+    if action.name == "http.webhook" and comms.internal_webhook is not None:
+        return f"Team webhook ({_host(comms.internal_webhook.url)}): “{spec.get('text')}”"
+    if action.name == "http.customer_email" and comms.customer_email is not None:
+        return f"E-mail customers ({comms.customer_email.to}): “{spec.get('subject')}”"
+    return label_of(action)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "configured URL"
+
+
+def _communications(
+    env: Environment, env_name: str, target: str, *, customers: bool = True
+) -> list[Action]:
     comms = env.communications
     actions: list[Action] = []
     message = (
@@ -546,7 +588,7 @@ def _communications(env: Environment, env_name: str, target: str) -> list[Action
                 },
             )
         )
-    if comms.customer_email is not None:
+    if comms.customer_email is not None and customers:
         actions.append(
             SendCustomerEmail(
                 comms.customer_email,

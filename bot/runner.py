@@ -56,7 +56,7 @@ from bot.config import RollbackConfig
 from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
 from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
-from bot.workflow import Refused, Workflow
+from bot.workflow import Refused, Workflow, plan_choices
 
 log = logging.getLogger(__name__)
 DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
@@ -283,14 +283,15 @@ class Runner:
 
     def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == RunState.RUNNING
-        steps = self._resume_plan(run) if resumed else self._first_plan(run, hold)
+        # a retry from the failed step (`bot.aftermath`) runs the stored plan, as a resume does
+        retried = run.state == RunState.APPROVED and bool(run.memory.get("retries"))
+        steps = self._resume_plan(run) if resumed or retried else self._first_plan(run, hold)
         if steps is None:
             return
-        run = self.workflow.start(
-            run,
-            detail={"by": self.owner, "previous_owner": previous_owner} if resumed else None,
-            lease=hold.lease,
-        )
+        detail = {"by": self.owner, "previous_owner": previous_owner} if resumed else None
+        if retried:
+            detail = {"retry": run.memory["retries"]}
+        run = self.workflow.start(run, detail=detail, lease=hold.lease)
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)
         records = {r.position: r for r in self.store.steps(run.id)}
@@ -340,7 +341,7 @@ class Runner:
                     target=run.target,
                     point=run.point,
                     force=run.force,
-                    leave_maintenance_on_failure=bool(run.memory.get("leave_maintenance_on")),
+                    **plan_choices(run),
                 )
             except ActionError as exc:
                 problem = f"the plan can no longer be built: {exc}"

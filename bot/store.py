@@ -435,6 +435,60 @@ class Store:
             assert fresh is not None
             return fresh
 
+    def retry(
+        self,
+        run: Run,
+        *,
+        actor: str,
+        locks: list[str],
+        positions: list[int],
+        memory: dict[str, Any],
+        detail: dict[str, Any],
+    ) -> Run:
+        """Make a failed run approved again to re-run the steps at `positions` (their records go).
+
+        One transaction: the state change, the target locks taken again (TargetBusy when
+        another rollback holds one now), the step records dropped, the memory and the event.
+        """
+        try:
+            with self.session() as session:
+                values: dict[str, Any] = {"state": RunState.APPROVED, "memory": memory}
+                if not self._bump(session, run, needs_manual=False, outcome="", **values):
+                    raise Conflict(f"run {run.id} changed before the retry could be recorded")
+                for target in locks:
+                    session.add(
+                        TargetLock(
+                            environment=run.environment,
+                            target=target,
+                            run_id=run.id,
+                            incident_id=run.incident_id,
+                        )
+                    )
+                session.flush()
+                session.execute(
+                    delete(StepRecord).where(
+                        StepRecord.run_id == run.id, StepRecord.position.in_(positions)
+                    )
+                )
+                self._event(
+                    session,
+                    incident_id=run.incident_id,
+                    run_id=run.id,
+                    kind="run.retry",
+                    actor=actor,
+                    detail=detail,
+                )
+                fresh = session.get(Run, run.id)
+                assert fresh is not None
+                return fresh
+        except IntegrityError:
+            holder = self.lock_holder(environment=run.environment, targets=locks)
+            if holder is None:
+                raise
+            raise TargetBusy(
+                environment=run.environment, target=run.target, incident_id=holder
+            ) from None
+
     def record_approval(
         self, run: Run, *, approver: str, since: datetime, to_state: str | None
     ) -> tuple[Run, int]:

@@ -23,6 +23,7 @@ class Block(enum.StrEnum):
     PERSON_CHECKS = "person_checks"
     OPTIONS = "options"
     CONFIRM = "confirm_text"
+    NOTIFY = "notify_customers"
     APPROVAL = "approval_buttons"
     VERIFY = "verify_checklist"
     FAILURE = "failure_actions"
@@ -39,11 +40,15 @@ class Action(enum.StrEnum):
     PERSON_CHECKS = "person_checks_boxes"
     OPTIONS = "options_boxes"
     CONFIRM = "confirm_input"
+    NOTIFY = "notify_customers_choice"
     APPROVE = "approve_run"
     REJECT = "reject_run"
     CANCEL = "cancel_run"
     VERIFY = "verify_tick"
     REPLAN = "replan_run"
+    RETRY = "retry_failed_step"
+    LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
+    MAINTENANCE_OFF = "turn_maintenance_off"
     OPEN_THREAD = "open_thread"
 
 

@@ -40,7 +40,13 @@ from handlers.errors import tell
 from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.lazy import BUSY, after_ack, tell_failure
-from handlers.modal_blocks import ModalContent, message_view, rollback_modal
+from handlers.modal_blocks import (
+    LEAVE_MAINTENANCE_ON,
+    CustomerNotice,
+    ModalContent,
+    message_view,
+    rollback_modal,
+)
 from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, Where, modal_event
 from handlers.text import permalink
 
@@ -133,6 +139,8 @@ class ModalService:
             options=form.options,
             break_glass_allowed=env.break_glass,
             force_allowed=_has_kind(env, meta.target, "database"),
+            maintenance=env.maintenance is not None,
+            customers=_customers(env, form),
             automatic_steps=_automatic_steps(env, meta.target),
             problem=problem,
             point_note=note,
@@ -246,6 +254,8 @@ class ModalService:
             break_glass="break_glass" in form.options,
             confirmation=form.confirmation,
             ticked=form.ticked,
+            leave_maintenance_on=LEAVE_MAINTENANCE_ON in form.options,
+            notify_customers=_notify(form),
         )
         key = submission_key(event)
         try:
@@ -277,6 +287,19 @@ class ModalService:
         except (SlackApiError, OSError) as exc:
             log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
             tell(self.deps.client, Where(user=event.user), body)
+
+
+def _customers(env: Environment, form: FormState) -> CustomerNotice | None:
+    email = env.communications.customer_email
+    if email is None:
+        return None
+    severities = tuple(env.communications.notify_customers)
+    return CustomerNotice(to=email.to, severities=severities, choice=form.notify or "policy")
+
+
+def _notify(form: FormState) -> bool | None:
+    """The form's choice on customer notification; None: as the config's policy says."""
+    return None if form.notify in (None, "policy") else form.notify == "yes"
 
 
 def _healthy_note(offer: Offer) -> str:
