@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from actions.clock import SYSTEM, Ticker
+
 
 class ActionError(Exception):
     """Base of the errors an action raises on purpose."""
@@ -71,10 +73,12 @@ class StepContext:
     deadline: float
     memory: MutableMapping[str, Any] = field(default_factory=dict)
     emit: Callable[[str], None] = lambda line: None
+    ticker: Ticker = SYSTEM
+    """The clock `deadline` is on, and how a step waits (the runner's)."""
 
     def remaining(self) -> float:
         """Seconds left before the step's deadline (never negative)."""
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.ticker.monotonic())
 
     @classmethod
     def for_test(cls, *, timeout: float = 30.0, **kwargs: Any) -> StepContext:

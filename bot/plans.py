@@ -25,6 +25,7 @@ for a person there (after running every `always` step it can).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable
@@ -344,7 +345,7 @@ class Planner:
             PlannedStep(
                 position=i,
                 phase=phase,
-                action=action,
+                action=configured(env, target, source, action),
                 always=always,
                 source=source,
                 words=told(env, action) if phase == "communicate" else "",
@@ -427,7 +428,7 @@ class Planner:
                 problem = f"{step.label} could not be rebuilt: it came back as {action.name}"
                 restored.append(RestoredStep(step, None, problem))
                 continue
-            restored.append(RestoredStep(step, action))
+            restored.append(RestoredStep(step, with_timeout(action, step.timeout)))
         return restored
 
     def _restore_step(
@@ -546,6 +547,25 @@ def environment_step(
             comms.customer_email, subject=spec["subject"], body=spec["body"], **extra
         )
     raise PlanningError(f"the environment no longer has a {name} step")
+
+
+def configured(env: Environment, target: str, source: str | None, action: Action) -> Action:
+    """The action with the timeout the config sets for its kind (`timeouts:`), if any."""
+    seconds = env.step_timeout(target, source, action.name)
+    return action if seconds is None else with_timeout(action, seconds)
+
+
+def with_timeout(action: Action, seconds: float) -> Action:
+    """A copy of `action` that may take `seconds` (the approved plan's, or the config's).
+
+    Every action keeps its timeout in its `timeout` attribute and reads it when it runs
+    and describes itself; some are frozen dataclasses, hence the copy and the setattr.
+    """
+    if action.timeout == seconds:
+        return action
+    changed = copy.copy(action)
+    object.__setattr__(changed, "timeout", float(seconds))
+    return changed
 
 
 def told(env: Environment, action: Action) -> str:

@@ -52,6 +52,7 @@ from actions.base import (
     StepResult,
     TemporaryError,
 )
+from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
 from bot.models import Run, RunState, StepState
 from bot.plans import Planner, RestoredStep, StoredStep
@@ -144,6 +145,8 @@ class Runner:
     lease_seconds: float = 30.0
     owner: str = ""
     sleep: Callable[[float], None] = time.sleep
+    ticker: Ticker = SYSTEM
+    """The clock step deadlines are on (`StepContext.ticker`); tests move a fake one."""
     workers: int = 4
     """How many runs this process executes at once (`dispatch`)."""
     _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
@@ -397,9 +400,10 @@ class Runner:
         ctx = StepContext(
             incident_id=run.incident_id,
             run_id=run.id,
-            deadline=time.monotonic() + stored.timeout,
+            deadline=self.ticker.monotonic() + stored.timeout,
             memory=memory,
             emit=lambda line: self.progress.step_output(run, step, line),
+            ticker=self.ticker,
         )
         result, error = self._attempt(run, hold, action, ctx)
         if error is None and result is not None:

@@ -184,8 +184,22 @@ def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     lines = []
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
-        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(step['phase'])}_{flag}")
+        limit = f" · up to {duration(float(step['timeout']))}" if step.get("timeout") else ""
+        lines.append(
+            f"{step['position'] + 1}. {label(step)} · _{t.esc(step['phase'])}_{limit}{flag}"
+        )
     return lines
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `5 min`, `1 h 30 min`: a step's time limit as the plan shows it."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
 
 
 def _details(plan: list[dict[str, Any]]) -> list[Block]:
