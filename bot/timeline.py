@@ -38,6 +38,9 @@ _LABELS = {
     "run.resumed": "Rollback resumed after the bot restarted",
     "run.succeeded": "Rollback completed",
     "run.failed": "Rollback failed: manual intervention required",
+    "run.retry": "Retry of the failed step approved by {actor}",
+    "maintenance.left_on": "Maintenance left on after the failure, decided by {actor}",
+    "maintenance.turned_off": "Maintenance turned off by {actor}",
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.slack import Message
 from bot.sandbox.web import Reply, WebStub
+from bot.timeline import rca_template
 from tests.bot.conftest import ALICE, BOB, MALLORY
 from tests.fakes.targets import script_log, write_script
 from tests.fakes.waiting import wait_for
@@ -124,6 +125,10 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
         what="the broadcast to say it was retried",
     )
     assert f"Retried by <@{BOB}>" in text_of(edited) and _buttons(edited) == []
+    incident = store.incident(run.incident_id)
+    assert incident is not None
+    rca = rca_template(incident, store.runs(incident_id=incident.id), store.events(incident.id))
+    assert "Retry of the failed step approved by" in rca
     line = wait_for(
         lambda: next((m for m in sandbox.slack.messages(CHANNEL) if "rolled back" in m.text), None),
         what="the calm success line",
