@@ -28,6 +28,13 @@ Three rules live inside the flows rather than beside them:
   approved in. (A break-glass run the runner picked up in the meantime is
   not stopped: it goes on, and the person is told how to follow it.)
 
+After a failure (`bot.aftermath`): `retry_failed` approves the failed run again, by an
+approver other than the requester, to re-run its stored plan from the failed step, and
+refuses when the plan went stale; `leave_maintenance_on` and `turn_maintenance_off` are the
+two decisions on maintenance a failure can leave. `offer` lists a target's rollback points
+with what the bot remembers of its versions (the last known healthy one is the default,
+one rolled away from never is).
+
 `open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.monitoring`
 still carries its own copy of them and should call these instead.
 """

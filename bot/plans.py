@@ -8,6 +8,12 @@ off, restarting workers) run even after a failure, so a failed rollback does
 not also leave the site in maintenance with its workers stopped, unless the
 request asked to leave maintenance on for people to look.
 
+Each step's timeout is the action's own unless the config sets one for its kind
+(`timeouts:` on the step's target, then on the rolled-back target, then on the
+environment); the stored timeouts are the approved ones, and a resume keeps them. The
+customer e-mail is planned only when the request chose to notify customers, and each
+communication step says who it tells what.
+
 A plan is rendered from `describe()` of its actions, and its hash covers
 exactly those lines: if a newer revision appears or the backup point moves,
 the description changes, the hash changes, and the approval no longer holds.

@@ -400,6 +400,15 @@ def failure_message(
     """The loud failure, broadcast from the thread: who must act, what runs now, what is left,
     and the ways on (`bot.aftermath`): Retry failed step, Re-plan, and where the failure left
     maintenance on, Leave maintenance on / Turn maintenance off."""
+    if run.state != "failed":  # retried: its outcome was cleared and it runs again
+        who = f" by {t.user(retried_by)}" if retried_by else ""
+        return [
+            _section(
+                f":arrows_counterclockwise: *{run.incident_id}: the failed rollback of "
+                f"{versions(run)} was retried*{who}; it is {run.state} again, progress in "
+                "the thread."
+            )
+        ]
     said = outcome_in_words(run)
     now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
     undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
@@ -423,12 +432,6 @@ def failure_message(
         blocks.append(
             _context(f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}.")
         )
-    if run.state != "failed":
-        who = f" by {t.user(retried_by)}" if retried_by else ""
-        blocks.append(
-            _context(f":arrows_counterclockwise: Retried{who}: the rollback is {run.state}.")
-        )
-        return blocks
     blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
     return blocks
 

@@ -119,12 +119,13 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
     assert retry.actor == BOB and retry.detail["steps"] == [0, 2, 3]
     edited = wait_for(
         lambda: (
-            "Retried by" in text_of(sandbox.slack.message(CHANNEL, broadcast.ts))
+            "was retried" in text_of(sandbox.slack.message(CHANNEL, broadcast.ts))
             and sandbox.slack.message(CHANNEL, broadcast.ts)
         ),
         what="the broadcast to say it was retried",
     )
-    assert f"Retried by <@{BOB}>" in text_of(edited) and _buttons(edited) == []
+    assert f"from rev 2 to rev 1 was retried* by <@{BOB}>" in text_of(edited)
+    assert _buttons(edited) == []
     incident = store.incident(run.incident_id)
     assert incident is not None
     rca = rca_template(incident, store.runs(incident_id=incident.id), store.events(incident.id))
