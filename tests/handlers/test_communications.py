@@ -15,6 +15,7 @@ from bot.sandbox.harness import Sandbox
 from bot.sandbox.web import Reply, WebStub
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.waiting import wait_for
+from tests.handlers.blockkit import assert_valid_block_kit
 from tests.handlers.conftest import ANSWERS, CHANNEL, request_rollback, text_of
 
 EMAIL_TO = "customers@voxflow.example"
@@ -101,6 +102,7 @@ def test_the_plan_says_who_is_told_what_and_emails_customers_only_when_chosen(
     assert len(sent) == (1 if emailed else 0)
     if emailed:
         assert sent[0].json()["to"] == EMAIL_TO
+    assert assert_valid_block_kit(sandbox) > 10
 
 
 def test_the_form_asks_with_the_policys_default_for_the_severity(

@@ -14,6 +14,7 @@ import pytest
 from bot.demo import ALICE, APP, BOB, CHANNEL, NAMESPACE, DemoWorld, demo_world
 from bot.sandbox.harness import Sandbox
 from tests.fakes.waiting import wait_for
+from tests.handlers.blockkit import assert_valid_block_kit
 
 ANSWERS = {
     "severity": "high",
@@ -98,6 +99,7 @@ def test_after_a_rollback_the_version_rolled_away_from_is_labelled_and_never_the
     note = second["after"]["elements"][0]["text"]
     assert "already runs the last known healthy version, rev 4 · voxflow/api:v1.2.3" in note
     assert f"verified in {incident}" in note
+    assert assert_valid_block_kit(sandbox) > 10
 
 
 def test_the_default_is_the_last_known_healthy_version_not_merely_the_previous_one(

@@ -14,6 +14,7 @@ from bot.timeline import rca_template
 from tests.bot.conftest import ALICE, BOB, MALLORY
 from tests.fakes.targets import script_log, write_script
 from tests.fakes.waiting import wait_for
+from tests.handlers.blockkit import assert_valid_block_kit
 from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
 
 
@@ -135,6 +136,7 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
         what="the calm success line",
     )
     assert line.thread_ts is None
+    assert assert_valid_block_kit(sandbox) > 10
 
 
 def test_retry_is_refused_when_the_target_changed_since_the_failure(
@@ -202,6 +204,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         )
         assert [r.json()["enabled"] for r in web.calls("POST", "/maintenance")] == [True, False]
         assert f"Maintenance turned off by <@{ALICE}>." in text_of(off)
+        assert assert_valid_block_kit(sandbox) > 10
         assert _buttons(off) == ["retry_failed_step", "replan_run"]
         events = [e.kind for e in store.events(store.runs()[0].incident_id)]
         assert "maintenance.left_on" in events and "maintenance.turned_off" in events

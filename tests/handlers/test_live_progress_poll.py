@@ -22,6 +22,7 @@ from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.targets import ScriptedTarget
 from tests.fakes.ticker import FakeTicker
 from tests.fakes.waiting import wait_for
+from tests.handlers.blockkit import assert_valid_block_kit
 from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, card, request_rollback, text_of
 
 LIVE = re.compile(r"_(\d+) s of 120 s · (\d+) readings? · (.*?)_")
@@ -109,4 +110,5 @@ def test_a_60_s_health_poll_edits_the_progress_message_every_10_s_with_its_readi
     assert re.search(
         r"\*Health\* succeeded \(\d+(\.\d+)?\s?s\) — healthy after 6\d\.\d s", final
     ), final
+    assert assert_valid_block_kit(sandbox) > 10
     assert "readings" not in final  # the finished step shows its result, not a stale reading
