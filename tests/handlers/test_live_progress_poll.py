@@ -114,7 +114,13 @@ def test_a_60_s_health_poll_edits_the_progress_message_every_10_s_with_its_readi
     attempts = [int(re.findall(r"yet, (\d+) attempts", line)[0]) for *_, line in live]
     assert attempts == sorted(attempts) and attempts[-1] >= 10  # how many polls so far
     assert health.calls >= 10
-    final = text_of(sandbox.slack.message(CHANNEL, progress.ts))
+    final = wait_for(
+        lambda: (
+            "*Health* succeeded" in text_of(sandbox.slack.message(CHANNEL, progress.ts))
+            and text_of(sandbox.slack.message(CHANNEL, progress.ts))
+        ),
+        what="the progress message to show the health step's result",
+    )
     assert re.search(
         r"\*Health\* succeeded \(\d+(\.\d+)?\s?s\) — healthy after 6\d\.\d s", final
     ), final
