@@ -167,8 +167,9 @@ class ModalService:
     def replan(self, *, trigger_id: str, run: Run, user: str, channel: str) -> None:
         """Open the rollback form again for a failed run's target, its answers carried over.
 
-        A new request from the same severity, flowchart answers and impact summary; the
-        point is chosen afresh from what the target lists now (the failed run changed it).
+        A new request from the same severity, flowchart answers, impact summary and choices
+        (leave maintenance on, customers not notified); the point is chosen afresh from what
+        the target lists now (the failed run changed it).
         """
         incident = self.deps.store.incident(run.incident_id)
         meta = ModalMeta(
@@ -180,10 +181,13 @@ class ModalService:
         )
         form = FormState()
         if incident is not None:
+            leave = bool(run.memory.get(LEAVE_MAINTENANCE_ON))
             form = FormState(
                 severity=Severity(incident.severity),
                 answers=Answers(**incident.answers),
                 summary=incident.summary,
+                options=frozenset({LEAVE_MAINTENANCE_ON}) if leave else frozenset(),
+                notify="no" if run.memory.get("notify_customers") is False else None,
             )
         self.fill(view_id=opened["view"]["id"], meta=meta, form=form)
 

@@ -209,6 +209,17 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         events = [e.kind for e in store.events(store.runs()[0].incident_id)]
         assert "maintenance.left_on" in events and "maintenance.turned_off" in events
 
+        # Re-plan carries the choice to leave maintenance on into the new form
+        alice = sandbox.person(ALICE)
+        payload = alice.click_payload(CHANNEL, broadcast.ts, "replan_run")
+        alice.last_trigger = payload["trigger_id"]
+        assert sandbox.platform.interaction(payload).status_code == 200
+        view_id = alice.opened_view()
+        view = wait_for(lambda: _filled(sandbox.slack.view(view_id).view), what="the form")
+        options = next(b for b in view["blocks"] if b.get("block_id") == "options")
+        ticked = [o["value"] for o in options["element"]["initial_options"]]
+        assert ticked == ["leave_maintenance_on"]
+
 
 def test_a_failure_path_that_turned_maintenance_off_offers_no_maintenance_button(
     make_sandbox: Callable[..., Sandbox], script: Path
