@@ -25,6 +25,9 @@ current revision), so the runner does not plan again: it rebuilds the stored,
 approved steps from their specs (`Planner.restore`), and each action tells
 "already done" from "not started" from "half done" itself.
 
+A failed run that an approver retried (`bot.aftermath`) is approved again with its
+retried steps' records dropped; it too runs the stored steps, never a new plan.
+
 Once anything went wrong (a step failed, an interrupted step is not safe to
 repeat, a step cannot be rebuilt any more), only the steps marked `always`
 run (maintenance off, restart workers), on every path, so a failed rollback
