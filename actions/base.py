@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from actions.clock import SYSTEM, Ticker
+
 
 class ActionError(Exception):
     """Base of the errors an action raises on purpose."""
@@ -72,10 +74,12 @@ class StepContext:
     deadline: float
     memory: MutableMapping[str, Any] = field(default_factory=dict)
     emit: Callable[[str], None] = lambda line: None
+    ticker: Ticker = SYSTEM
+    """The clock `deadline` is on, and how a step waits (the runner's)."""
 
     def remaining(self) -> float:
         """Seconds left before the step's deadline (never negative)."""
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.ticker.monotonic())
 
     @classmethod
     def for_test(cls, *, timeout: float = 30.0, **kwargs: Any) -> StepContext:
@@ -130,6 +134,14 @@ class RollbackPoint:
     avoid: str = ""
     """Why this point is never the default (the bad version rolled away from, the bot's own
     pre-rollback backup): it is offered, labelled with this, but needs an explicit choice."""
+    version: str = ""
+    """What the point runs, where that outlives its ref: Kubernetes' undo turns revision 2
+    into revision 4, the images stay. Empty: the ref itself names the version."""
+
+    @property
+    def key(self) -> str:
+        """The version this point runs, as the bot remembers versions (healthy, rolled away)."""
+        return self.version or self.ref
 
 
 @dataclass(frozen=True)

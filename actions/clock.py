@@ -7,9 +7,42 @@ revision, so the wording lives here once.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 UNITS = (("d", 86400), ("h", 3600), ("m", 60))
+
+
+class Ticker(Protocol):
+    """The monotonic time a step runs on, and its way of waiting.
+
+    Steps and the runner take one, so a test can run a 60 s health poll on a clock it
+    moves itself (`tests/fakes/ticker.py`) instead of waiting a minute.
+    """
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds` on that clock."""
+        ...
+
+
+class SystemTicker:
+    """The real monotonic clock and `time.sleep`."""
+
+    def monotonic(self) -> float:
+        """Return `time.monotonic()`."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Call `time.sleep`."""
+        time.sleep(seconds)
+
+
+SYSTEM = SystemTicker()
 
 
 def utcnow() -> datetime:

@@ -42,6 +42,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from actions.clock import SYSTEM, Ticker
 from actions.http import read_metrics
 from bot.config import RollbackConfig
 from bot.drills import DrillRecorder
@@ -226,6 +227,8 @@ class BotProcess:
     config: RollbackConfig
     planner: Planner | None = None
     metrics_reader: MetricsReader = read_metrics
+    ticker: Ticker = SYSTEM
+    """The clock steps and live progress run on (a test's fake one runs a long poll fast)."""
     deps: Deps = field(init=False)
     app: App = field(init=False)
     runner: Runner = field(init=False)
@@ -272,10 +275,16 @@ class BotProcess:
             config=self.config,
             planner=planner,
             progress=DrillRecorder(
-                MeteredProgress(SlackProgress(self.sender.wake, store), self.metrics, store), store
+                MeteredProgress(
+                    SlackProgress(self.sender.wake, store, clock=self.ticker.monotonic),
+                    self.metrics,
+                    store,
+                ),
+                store,
             ),
             lease_seconds=self.settings.runner_lease_seconds,
             rechecks=Rechecks(store=store, config=self.config, planner=planner),
+            ticker=self.ticker,
         )
         self.monitor = Monitor(
             config=self.config,

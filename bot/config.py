@@ -92,6 +92,102 @@ class Approvers(Strict):
         return value
 
 
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+class CommunicationsPolicy(Communications):
+    """The post-rollback communications, and for which severities customers are told.
+
+    The procedures send the customer e-mail only "if needed": the rollback form asks,
+    its default being whether the request's severity is in `notify_customers`.
+    """
+
+    notify_customers: list[Literal["critical", "high", "medium", "low"]] = ["critical", "high"]
+
+    def notifies(self, severity: str) -> bool:
+        """Whether customers are told by default at `severity`."""
+        return severity in self.notify_customers
+
+
+STEP_KINDS = (
+    "maintenance_on",
+    "maintenance_off",
+    "health",
+    "status_page",
+    "webhook",
+    "customer_email",
+    "rollout_undo",
+    "rollout_status",
+    "workload_undo",
+    "workload_status",
+    "suspend_sync",
+    "stop_workers",
+    "start_workers",
+    "backup",
+    "restore",
+    "restart",
+    "swap_container",
+    "switch_traffic",
+    "restore_traffic",
+    "pre_rollback_backup",
+    "restore_into_recovery",
+    "pitr_restore",
+    "rds_restore",
+    "rds_swap",
+    "aurora_restore",
+    "aurora_swap",
+    "swap",
+    "verify",
+    "migration_rollback",
+    "alembic_downgrade",
+    "flyway_undo",
+    "golang_migrate_down",
+)
+"""The step kinds a `timeouts:` key may name: an action's name after its dot
+(`kubernetes.rollout_status` → `rollout_status`); `maintenance` names both toggles."""
+MAX_TIMEOUT = 24 * 3600.0
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
+)
+
+
+def duration(value: Any) -> float:
+    """Seconds from `90`, `90s`, `10m`, `1h30m`; a clear ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (write 90s, 10m or 1h)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None or not any(match.groups()):
+            raise ValueError(f"{value!r} is not a duration (write 90s, 10m or 1h)")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ValueError(f"{value!r}: a timeout must be more than 0 and at most 24h")
+    return seconds
+
+
+def _timeouts(value: Any) -> dict[str, float]:
+    """A `timeouts:` mapping of step kind to duration, validated, `maintenance` expanded."""
+    if not isinstance(value, dict):
+        raise ValueError("timeouts: give a mapping of step kind to duration, e.g. {health: 5m}")
+    known = (*STEP_KINDS, "maintenance")
+    parsed: dict[str, float] = {}
+    for kind, raw in value.items():
+        if kind not in known:
+            raise ValueError(
+                f"timeouts.{kind}: unknown step kind; one of: {', '.join(sorted(known))}"
+            )
+        try:
+            seconds = duration(raw)
+        except ValueError as exc:
+            raise ValueError(f"timeouts.{kind}: {exc}") from None
+        for name in ("maintenance_on", "maintenance_off") if kind == "maintenance" else (kind,):
+            parsed[name] = seconds
+    return parsed
+
+
 class Thresholds(Strict):
     """The monitoring thresholds that raise a Critical incident."""
 
@@ -125,7 +221,11 @@ class Environment(Strict):
     maintenance: Maintenance | None = None
     metrics: Metrics | None = None
     monitoring: Monitoring | None = None
-    communications: Communications = Communications()
+    communications: CommunicationsPolicy = CommunicationsPolicy()
+    timeouts: dict[str, float] = {}
+    """Step timeouts for every plan of the environment, by step kind (`STEP_KINDS`)."""
+    target_timeouts: dict[str, dict[str, float]] = {}
+    """Each target's own `timeouts:` (written inside the target; moved here when read)."""
     # Drills (bot/drills.py): None means allowed unless the environment is named prod or
     # production; a drill needs this many approvals (not `approvals_required`); a target not
     # drilled within `drill_every` (e.g. 30d, 12h, 2w) is flagged.
@@ -133,6 +233,43 @@ class Environment(Strict):
     drill_approvals_required: int = Field(default=1, ge=1, le=10)
     drill_every: timedelta = timedelta(days=30)
     targets: dict[str, TargetParams]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_timeouts(cls, data: Any) -> Any:
+        """Read `timeouts:` at the environment and inside each target (which the target
+        kinds' own models would refuse as unknown keys)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "target_timeouts" in data:
+            raise ValueError("target_timeouts: unknown key (write timeouts: inside the target)")
+        if "timeouts" in data:
+            data["timeouts"] = _timeouts(data["timeouts"])
+        targets = data.get("targets")
+        if isinstance(targets, dict):
+            own: dict[str, dict[str, float]] = {}
+            kept: dict[str, Any] = {}
+            for name, target in targets.items():
+                if isinstance(target, dict) and "timeouts" in target:
+                    target = dict(target)
+                    try:
+                        own[str(name)] = _timeouts(target.pop("timeouts"))
+                    except ValueError as exc:
+                        raise ValueError(f"targets.{name}.{exc}") from None
+                kept[name] = target
+            data["targets"], data["target_timeouts"] = kept, own
+        return data
+
+    def step_timeout(self, target: str, source: str | None, name: str) -> float | None:
+        """The configured timeout of step `name` (dotted) in a plan of `target`, if any:
+        the step's own target's, then the rolled-back target's, then the environment's."""
+        kind = name.rsplit(".", 1)[-1]
+        for scope in (source, target):
+            found = self.target_timeouts.get(scope or "", {}).get(kind)
+            if found is not None:
+                return found
+        return self.timeouts.get(kind)
 
     @field_validator("drill_every", mode="before")
     @classmethod
@@ -424,7 +561,12 @@ _MESSAGES = {
 def _problem(error: Any) -> str:
     loc = _field_path(error["loc"])
     message = _MESSAGES.get(error["type"]) or _plain(error["msg"])
+    if loc and _NESTED.match(message):  # raised for a field below loc (`timeouts:` keys)
+        return f"{loc}.{message}"
     return f"{loc}: {message}" if loc else message
+
+
+_NESTED = re.compile(r"^(targets\.[a-z0-9_-]+\.)?timeouts(\.[a-z_]+)?: ")
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -249,12 +249,14 @@ def plan_for_run(
     env: Environment,
     *,
     leave_maintenance_on_failure: bool = False,
+    notify_customers: bool = True,
     holders: Holders | None = None,
 ) -> Plan:
     """The plan a run was requested with, from the live systems: a drill's, or a rollback's.
 
     `holders` names the other incidents holding the environment's targets (the verdict
-    weighs them), seen the same way at approval and when the runner checks the plan.
+    weighs them), seen the same way at approval and when the runner checks the plan. A
+    drill tells no customer whatever `notify_customers` says (it has no communications).
     """
     if is_drill(run):
         return build_drill(
@@ -272,6 +274,7 @@ def plan_for_run(
         point=run.point,
         force=run.force,
         leave_maintenance_on_failure=leave_maintenance_on_failure,
+        notify_customers=notify_customers,
         holders=holders,
     )
 

@@ -28,6 +28,13 @@ Three rules live inside the flows rather than beside them:
   approved in. (A break-glass run the runner picked up in the meantime is
   not stopped: it goes on, and the person is told how to follow it.)
 
+After a failure (`bot.aftermath`): `retry_failed` approves the failed run again, by an
+approver other than the requester, to re-run its stored plan from the failed step, and
+refuses when the plan went stale; `leave_maintenance_on` and `turn_maintenance_off` are the
+two decisions on maintenance a failure can leave. `offer` lists a target's rollback points
+with what the bot remembers of its versions (the last known healthy one is the default,
+one rolled away from never is).
+
 `open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.monitoring`
 still carries its own copy of them and should call these instead.
 """
@@ -36,23 +43,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from actions.base import ActionError
-from bot.config import Environment, RollbackConfig
+from actions.base import ActionError, RollbackPoint, StepContext
+from bot.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
+from bot.config import Environment, FullParams, RollbackConfig
 from bot.decision import Answers, Severity, decide, with_verdict
 from bot.drills import plan_for_run
 from bot.models import Incident, Run
-from bot.plans import Plan, Planner, default_point
+from bot.plans import Plan, Planner, default_point, environment_step, remembered
 from bot.reviews import Reviews
-from bot.store import Store, TargetBusy
+from bot.store import KnownVersions, Store, TargetBusy, version_key
 from bot.timeline import VERSIONS
 from bot.verdict import MEMORY_KEY as VERDICTS
 from bot.verdict import Holders, blocked, holders_from, stored
 from bot.verification import TICK, ticked_by
-from bot.workflow import ApprovalOutcome, Refused, Workflow
+from bot.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +100,9 @@ class Thread(Protocol):
     def stale(self, run_id: str) -> None:
         """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
 
+    def decided(self, run_id: str) -> None:
+        """Re-render a failed run's announcement after a person decided (maintenance)."""
+
 
 @dataclass(frozen=True)
 class IncidentRequest:
@@ -107,6 +119,11 @@ class IncidentRequest:
     break_glass: bool = False
     confirmation: str = ""
     ticked: frozenset[str] = frozenset()
+    leave_maintenance_on: bool = False
+    """Leave maintenance mode on if the rollback fails (for people to look; `bot.aftermath`)."""
+    notify_customers: bool | None = None
+    """Send the customer e-mail after the rollback; None: as the config's policy says for
+    the severity (`CommunicationsPolicy.notify_customers`)."""
     source: str = "slack"
     detected_at: datetime | None = None
 
@@ -122,6 +139,33 @@ class Opened:
     def started(self) -> bool:
         """Whether the run needs no further approval (break-glass)."""
         return self.run.state == "approved"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A target's rollback points as offered to people, and the default among them.
+
+    Points rolled away from are labelled and never the default (`bot.plans.remembered`);
+    the default is the last known healthy version. `default` is None when production
+    already runs that version (`at_healthy`): nothing known is better, a person chooses.
+    """
+
+    points: list[RollbackPoint]
+    default: RollbackPoint | None
+    known: KnownVersions
+
+    @property
+    def healthy_label(self) -> str:
+        """The last known healthy version in the target's words now (its ref may have moved)."""
+        point = next((p for p in self.points if version_key(p.key) == self.known.healthy), None)
+        return point.label if point is not None else self.known.healthy_label
+
+    @property
+    def at_healthy(self) -> bool:
+        """Whether what runs now is the last known healthy version."""
+        return self.known.healthy is not None and any(
+            p.is_current and version_key(p.key) == self.known.healthy for p in self.points
+        )
 
 
 @dataclass(frozen=True)
@@ -164,6 +208,9 @@ class Flows:
 
     def _request(self, request: IncidentRequest) -> tuple[Incident, Run]:
         env = self.config.environment(request.environment)
+        notify = request.notify_customers
+        if notify is None:
+            notify = env.communications.notifies(request.severity.value)
         try:
             plan = self.planner.build(
                 env_name=request.environment,
@@ -172,6 +219,8 @@ class Flows:
                 point=request.point,
                 force=request.force,
                 holders=self._holders(request.environment, exclude=None),
+                leave_maintenance_on_failure=request.leave_maintenance_on,
+                notify_customers=notify,
             )
             incident, run = self.workflow.request(
                 plan=plan,
@@ -184,6 +233,8 @@ class Flows:
                 force=request.force,
                 break_glass=request.break_glass,
                 confirmation=request.confirmation,
+                leave_maintenance_on=request.leave_maintenance_on,
+                notify_customers=notify,
             )
         except (ActionError, OSError) as exc:
             raise Refused(f"the plan could not be built: {exc}") from None
@@ -220,6 +271,18 @@ class Flows:
             )
         return self.store.run(run.id) or run
 
+    def offer(
+        self, environment: str, target: str, points: list[RollbackPoint] | None = None
+    ) -> Offer:
+        """The target's points (listed now unless given) with what the bot remembers of them."""
+        env = self.config.environment(environment)
+        listed = self.planner.points(env, target) if points is None else points
+        known = self.store.known_versions(environment=environment, target=target)
+        marked = remembered(listed, known)
+        return Offer(
+            points=marked, default=default_point(marked, healthy=known.healthy), known=known
+        )
+
     def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
         """Keep the from → to versions with the run, in the target's own words (point labels).
 
@@ -229,17 +292,21 @@ class Flows:
         and the messages fall back to the ref.
         """
         try:
-            points = self.planner.points(env, run.target)
+            offer = self.offer(run.environment, run.target)
         except (ActionError, OSError) as exc:
             log.warning("%s: versions not recorded: %s", run.incident_id, exc)
             return run
+        points = offer.points
         current = next((p for p in points if p.is_current), None)
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
-        chosen = chosen or (None if ref else default_point(points))
+        chosen = chosen or (None if ref else offer.default)
         versions = {
             "from": current.label if current else "",
             "to": chosen.label if chosen else (ref or ""),
         }
+        if not isinstance(env.targets[run.target], FullParams):  # members keep their own
+            versions["from_key"] = current.key if current else ""
+            versions["to_key"] = chosen.key if chosen else ""
         self.store.set_run_fields(run.id, memory={**run.memory, VERSIONS: versions})
         return self.store.run(run.id) or run
 
@@ -293,7 +360,11 @@ class Flows:
         env = self.config.environment(environment)
         self.config.target(environment, target)
         self._alert_on_holder(environment, target, reason)
-        point = default_point(self.planner.points(env, target))
+        offer = self.offer(environment, target)
+        point = offer.default
+        if point is None:  # what runs is the last known healthy version: no automatic choice
+            point = default_point(offer.points)
+            auto_approve = False
         try:
             incident, run = self._request(
                 IncidentRequest(
@@ -372,7 +443,7 @@ class Flows:
     def _current_plan(self, run: Run) -> Plan:
         env = self.config.environment(run.environment)
         holders = self._holders(run.environment, exclude=run.incident_id)
-        return plan_for_run(self.planner, run, env, holders=holders)
+        return plan_for_run(self.planner, run, env, holders=holders, **plan_choices(run))
 
     def auto_approve_due(self) -> list[Run]:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""
@@ -440,6 +511,133 @@ class Flows:
                 f"the rollback of {incident_id} is {runs[0].state}; it can no longer be cancelled"
             )
         return waiting[0]
+
+    # after a failure ----------------------------------------------------------
+
+    def retry_failed(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> Run:
+        """Re-run a failed run's stored plan from its failed step (`bot.aftermath`).
+
+        Refused when the plan went stale: the target is gone from the config, a stored
+        step can no longer be rebuilt, or the target now runs a version the plan neither
+        rolls back from nor to (somebody changed it since). Re-plan is the way on then.
+        """
+        run = self._run(run_id)
+        if run.state != "failed":
+            raise Refused(f"this rollback is {run.state}; only a failed one can be retried")
+        records = self.store.steps(run.id)
+        after = aftermath(run.plan, records, self.store.events(run.incident_id), run.id)
+        if after.failed is None:
+            raise Refused("no step of this rollback failed; Re-plan to roll back again")
+        self._check_fresh(run, after.failed.position)
+        positions = retry_positions(run.plan, records, maintenance_on=after.maintenance_on)
+        try:
+            fresh = self.workflow.retry(
+                run_id,
+                user=user,
+                user_groups=user_groups,
+                positions=positions,
+                detail={"from_step": after.failed.position, "steps": positions},
+            )
+        except TargetBusy as exc:
+            raise Refused(str(exc)) from None
+        self.thread.refresh(run_id)
+        self.thread.decided(run_id)
+        self.wake_runner.set()
+        return fresh
+
+    def _check_fresh(self, run: Run, failed_at: int) -> None:
+        """Refuse a retry whose stored plan no longer fits the target or the config."""
+        env = self.config.environments.get(run.environment)
+        if env is None or run.target not in env.targets:
+            raise Refused(
+                f"{run.target} in {run.environment} is no longer in the config file; Re-plan"
+            )
+        keys = {str(v) for k, v in (run.memory.get(VERSIONS) or {}).items() if k.endswith("_key")}
+        keys.discard("")
+        if keys:
+            try:
+                points = self.planner.points(env, run.target)
+            except (ActionError, OSError) as exc:
+                raise Refused(f"the target's versions cannot be read, so no retry: {exc}") from None
+            current = next((p for p in points if p.is_current), None)
+            if current is not None and version_key(current.key) not in keys:
+                raise Refused(
+                    f"{run.target} now runs {current.label}, which this plan neither rolls "
+                    "back from nor to: it changed since the failure, so the stored plan is "
+                    "stale. Re-plan instead"
+                )
+        restored = self.planner.restore(
+            env_name=run.environment,
+            env=env,
+            target=run.target,
+            point=run.point,
+            force=run.force,
+            stored=[s for s in steps_of(run.plan) if s.position >= failed_at],
+        )
+        problem = next((r.problem for r in restored if r.action is None), None)
+        if problem:
+            raise Refused(f"the stored plan can no longer be rebuilt ({problem}); Re-plan instead")
+
+    def leave_maintenance_on(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> None:
+        """Record that maintenance stays on after a failure, and who decided it."""
+        run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
+        self.store.add_event(
+            incident_id=run.incident_id, run_id=run.id, kind=LEFT_ON, actor=user, detail={}
+        )
+        self.thread.decided(run.id)
+
+    def turn_maintenance_off(
+        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
+    ) -> str:
+        """Send the plan's own maintenance-off request now; return what it answered."""
+        run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
+        env = self.config.environment(run.environment)
+        stored = next((s for s in steps_of(run.plan) if s.name == OFF), None)
+        spec = stored.spec if stored is not None else {}
+        try:
+            action = environment_step(env, run.environment, run.target, OFF, spec)
+            ctx = StepContext(
+                incident_id=run.incident_id,
+                run_id=run.id,
+                deadline=time.monotonic() + action.timeout,
+            )
+            result = action.run(ctx)
+        except ActionError as exc:
+            self.store.add_event(
+                incident_id=run.incident_id,
+                run_id=run.id,
+                kind="maintenance.off_failed",
+                actor=user,
+                detail={"error": str(exc)},
+            )
+            raise Refused(f"maintenance could not be turned off: {exc}") from None
+        self.store.add_event(
+            incident_id=run.incident_id,
+            run_id=run.id,
+            kind=TURNED_OFF,
+            actor=user,
+            detail={"summary": result.summary},
+        )
+        self.thread.decided(run.id)
+        return result.summary
+
+    def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
+            raise Refused("only the requester or an approver decides on maintenance mode")
+        if run.state != "failed":
+            raise Refused(f"this rollback is {run.state}; maintenance is the plan's to handle")
+        after = aftermath(
+            run.plan, self.store.steps(run.id), self.store.events(run.incident_id), run.id
+        )
+        if not after.maintenance_on:
+            raise Refused("maintenance mode is not on after this rollback; nothing to decide")
+        return run
 
     # after the run ------------------------------------------------------------
 

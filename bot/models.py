@@ -359,3 +359,31 @@ class Drill(Base):
     verdict: Mapped[str | None] = mapped_column(String(40))
     """The reversibility verdict's kind the drill's plan carried (`safe`, `risky`…), if any."""
     verdict_held: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class VersionState(StrEnum):
+    """What the bot last learnt about a version of a target (migration 0007)."""
+
+    HEALTHY = "healthy"
+    """A rollback to it was verified (health polled, rollout finished), or it was seen healthy."""
+    ROLLED_AWAY = "rolled away"
+    """A rollback moved away from it: never offered as the default point again."""
+
+
+class TargetVersion(Base):
+    """One version of one target and the last thing the bot learnt about it.
+
+    `version` is `RollbackPoint.key` (images, a backup path, a ref): what the point runs,
+    stable where refs are renumbered. The newest healthy row is the target's last known
+    healthy version; rolled-away rows label their points "rolled back from in INC-…".
+    """
+
+    __tablename__ = "target_versions"
+
+    environment: Mapped[str] = mapped_column(String(40), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(Text, default="")
+    incident_id: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime]

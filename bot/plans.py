@@ -11,6 +11,12 @@ off, restarting workers) run even after a failure, so a failed rollback does
 not also leave the site in maintenance with its workers stopped, unless the
 request asked to leave maintenance on for people to look.
 
+Each step's timeout is the action's own unless the config sets one for its kind
+(`timeouts:` on the step's target, then on the rolled-back target, then on the
+environment); the stored timeouts are the approved ones, and a resume keeps them. The
+customer e-mail is planned only when the request chose to notify customers, and each
+communication step says who it tells what.
+
 A plan is rendered from `describe()` of its actions, and its hash covers
 exactly those lines: if a newer revision appears or the backup point moves,
 the description changes, the hash changes, and the approval no longer holds.
@@ -28,11 +34,13 @@ for a person there (after running every `always` step it can).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from actions.base import (
     Action,
@@ -59,6 +67,7 @@ from actions.http import (
 from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
 from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
 from bot.config import Environment, FullParams, TargetParams
+from bot.store import KnownVersions, version_key
 from bot.verdict import Assessor, Holders, Verdict
 
 
@@ -72,6 +81,9 @@ class PlannedStep:
     always: bool = False
     source: str | None = None
     """The config target the action came from; None for the environment's own steps."""
+    words: str = ""
+    """The step's words for people where the bot says more than the action's label (who is
+    told what, for communications)."""
 
     def as_json(self) -> dict[str, Any]:
         """Describe the step as stored with the run."""
@@ -89,7 +101,7 @@ class PlannedStep:
             timeout=self.action.timeout,
             source=self.source,
             spec=spec_of(self.action),
-            words=label_of(self.action),
+            words=self.words or label_of(self.action),
         )
 
 
@@ -228,12 +240,24 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
     return build
 
 
-def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
-    """Return the point just before the current one (the procedures' "previous version").
+def default_point(
+    points: list[RollbackPoint], *, healthy: str | None = None
+) -> RollbackPoint | None:
+    """Return the point a rollback goes to unless a person picks another.
 
-    A point marked `avoid` (what a rollback moved away from, the bot's own pre-rollback
-    backup) is never the default: it stays on offer for an explicit choice.
+    The target's last known healthy version (`healthy`, a `RollbackPoint.key`) when it is
+    on offer and not what runs now. When what runs now is that healthy version, there is
+    no default: nothing known is better, so a person must choose. Otherwise the point
+    just before the current one (the procedures' "previous version"). A point marked
+    `avoid` (what a rollback moved away from, the bot's own pre-rollback backup) is never
+    the default: it stays on offer for an explicit choice.
     """
+    if healthy is not None:
+        if any(p.is_current and version_key(p.key) == healthy for p in points):
+            return None
+        known = [p for p in points if version_key(p.key) == healthy and not p.avoid]
+        if known:
+            return known[0]
     seen_current = False
     for point in points:
         if point.is_current:
@@ -241,6 +265,24 @@ def default_point(points: list[RollbackPoint]) -> RollbackPoint | None:
         elif seen_current and not point.avoid:
             return point
     return next((p for p in points if not p.is_current and not p.avoid), None)
+
+
+def remembered(points: list[RollbackPoint], known: KnownVersions) -> list[RollbackPoint]:
+    """Label each point rolled away from ("rolled back from in INC-… · rev 3 · …"), mark it
+    `avoid`.
+
+    The current point keeps its words: what runs now is said by the modal's current mark.
+    """
+    marked = []
+    for point in points:
+        incident = known.rolled_away.get(version_key(point.key))
+        if incident is None or point.is_current:
+            marked.append(point)
+            continue
+        said = f"rolled back from in {incident}"
+        # first, so Slack's 75-character option text never cuts it off
+        marked.append(replace(point, label=f"{said} · {point.label}", avoid=point.avoid or said))
+    return marked
 
 
 @dataclass
@@ -284,11 +326,14 @@ class Planner:
         point: str | None,
         force: bool = False,
         leave_maintenance_on_failure: bool = False,
+        notify_customers: bool = True,
         holders: Holders | None = None,
         assess: bool = True,
     ) -> Plan:
         """Resolve a rollback into concrete steps in the procedures' order, with its verdicts.
 
+        The customer e-mail is in the plan only with `notify_customers` (the form's choice);
+        where one is configured and not chosen, a note says customers are not told.
         `holders` names the other incidents holding the environment's targets (for the
         verdict); `assess=False` leaves the verdicts out (rebuilding steps on resume).
         """
@@ -324,12 +369,25 @@ class Planner:
             for member, part in reversed(list(zip(members, parts, strict=True)))
             for a in part.resume
         ]
-        phased += [("communicate", a, False, None) for a in _communications(env, env_name, target)]
+        phased += [
+            ("communicate", a, False, None)
+            for a in _communications(env, env_name, target, customers=notify_customers)
+        ]
         steps = tuple(
-            PlannedStep(position=i, phase=phase, action=action, always=always, source=source)
+            PlannedStep(
+                position=i,
+                phase=phase,
+                action=configured(env, target, source, action),
+                always=always,
+                source=source,
+                words=told(env, action) if phase == "communicate" else "",
+            )
             for i, (phase, action, always, source) in enumerate(phased)
         )
         notes = tuple(note for part in parts for note in part.notes)
+        email = env.communications.customer_email
+        if email is not None and not notify_customers:
+            notes += (f"Customers are not notified: no e-mail to {email.to} (chosen in the form).",)
         verdicts = self.verdicts(env, target, point, holders=holders) if assess else ()
         return Plan(
             environment=env_name,
@@ -417,7 +475,7 @@ class Planner:
                 problem = f"{step.label} could not be rebuilt: it came back as {action.name}"
                 restored.append(RestoredStep(step, None, problem))
                 continue
-            restored.append(RestoredStep(step, action))
+            restored.append(RestoredStep(step, with_timeout(action, step.timeout)))
         return restored
 
     def _restore_step(
@@ -539,7 +597,47 @@ def environment_step(
     raise PlanningError(f"the environment no longer has a {name} step")
 
 
-def _communications(env: Environment, env_name: str, target: str) -> list[Action]:
+def configured(env: Environment, target: str, source: str | None, action: Action) -> Action:
+    """The action with the timeout the config sets for its kind (`timeouts:`), if any."""
+    seconds = env.step_timeout(target, source, action.name)
+    return action if seconds is None else with_timeout(action, seconds)
+
+
+def with_timeout(action: Action, seconds: float) -> Action:
+    """A copy of `action` that may take `seconds` (the approved plan's, or the config's).
+
+    Every action keeps its timeout in its `timeout` attribute and reads it when it runs
+    and describes itself; some are frozen dataclasses, hence the copy and the setattr.
+    """
+    if action.timeout == seconds:
+        return action
+    changed = copy.copy(action)
+    object.__setattr__(changed, "timeout", float(seconds))
+    return changed
+
+
+def told(env: Environment, action: Action) -> str:
+    """Who a communication step tells what, in one line for the plan."""
+    comms, spec = env.communications, spec_of(action)
+    if action.name == "http.status_page" and comms.status_page is not None:
+        return (
+            f"Status page ({_host(comms.status_page.url)}): {spec.get('status')}, "
+            f"“{spec.get('message')}”"
+        )
+    if action.name == "http.webhook" and comms.internal_webhook is not None:
+        return f"Team webhook ({_host(comms.internal_webhook.url)}): “{spec.get('text')}”"
+    if action.name == "http.customer_email" and comms.customer_email is not None:
+        return f"E-mail customers ({comms.customer_email.to}): “{spec.get('subject')}”"
+    return label_of(action)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "configured URL"
+
+
+def _communications(
+    env: Environment, env_name: str, target: str, *, customers: bool = True
+) -> list[Action]:
     comms = env.communications
     actions: list[Action] = []
     message = (
@@ -558,7 +656,7 @@ def _communications(env: Environment, env_name: str, target: str) -> list[Action
                 },
             )
         )
-    if comms.customer_email is not None:
+    if comms.customer_email is not None and customers:
         actions.append(
             SendCustomerEmail(
                 comms.customer_email,

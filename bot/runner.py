@@ -25,6 +25,9 @@ current revision), so the runner does not plan again: it rebuilds the stored,
 approved steps from their specs (`Planner.restore`), and each action tells
 "already done" from "not started" from "half done" itself.
 
+A failed run that an approver retried (`bot.aftermath`) is approved again with its
+retried steps' records dropped; it too runs the stored steps, never a new plan.
+
 Once anything went wrong (a step failed, an interrupted step is not safe to
 repeat, a step cannot be rebuilt any more), only the steps marked `always`
 run (maintenance off, restart workers), on every path once the step they undo
@@ -54,6 +57,7 @@ from actions.base import (
     StepResult,
     TemporaryError,
 )
+from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
 from bot.drills import plan_for_run, restore_for_run
 from bot.models import Run, RunState, StepState
@@ -61,7 +65,7 @@ from bot.plans import Planner, RestoredStep, StoredStep
 from bot.recheck import Rechecks
 from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
 from bot.verdict import holders_from
-from bot.workflow import Refused, Workflow
+from bot.workflow import Refused, Workflow, plan_choices
 
 log = logging.getLogger(__name__)
 DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
@@ -149,6 +153,8 @@ class Runner:
     lease_seconds: float = 30.0
     owner: str = ""
     sleep: Callable[[float], None] = time.sleep
+    ticker: Ticker = SYSTEM
+    """The clock step deadlines are on (`StepContext.ticker`); tests move a fake one."""
     workers: int = 4
     """How many runs this process executes at once (`dispatch`)."""
     rechecks: Rechecks | None = None
@@ -292,14 +298,15 @@ class Runner:
 
     def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == RunState.RUNNING
-        steps = self._resume_plan(run) if resumed else self._first_plan(run, hold)
+        # a retry from the failed step (`bot.aftermath`) runs the stored plan, as a resume does
+        retried = run.state == RunState.APPROVED and bool(run.memory.get("retries"))
+        steps = self._resume_plan(run) if resumed or retried else self._first_plan(run, hold)
         if steps is None:
             return
-        run = self.workflow.start(
-            run,
-            detail={"by": self.owner, "previous_owner": previous_owner} if resumed else None,
-            lease=hold.lease,
-        )
+        detail = {"by": self.owner, "previous_owner": previous_owner} if resumed else None
+        if retried:
+            detail = {"retry": run.memory["retries"]}
+        run = self.workflow.start(run, detail=detail, lease=hold.lease)
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)
         records = {r.position: r for r in self.store.steps(run.id)}
@@ -354,10 +361,10 @@ class Runner:
                     self.planner,
                     run,
                     env,
-                    leave_maintenance_on_failure=bool(run.memory.get("leave_maintenance_on")),
                     holders=holders_from(
                         self.store.lock_holder, run.environment, exclude=run.incident_id
                     ),
+                    **plan_choices(run),
                 )
             except ActionError as exc:
                 problem = f"the plan can no longer be built: {exc}"
@@ -406,9 +413,10 @@ class Runner:
         ctx = StepContext(
             incident_id=run.incident_id,
             run_id=run.id,
-            deadline=time.monotonic() + stored.timeout,
+            deadline=self.ticker.monotonic() + stored.timeout,
             memory=memory,
             emit=lambda line: self.progress.step_output(run, step, line),
+            ticker=self.ticker,
         )
         result, error = self._attempt(run, hold, action, ctx)
         if error is None and result is not None:

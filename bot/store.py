@@ -17,10 +17,11 @@ embedded default, is for one bot process.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from bot.models import (
     StepState,
     SyncResume,
     TargetLock,
+    TargetVersion,
+    VersionState,
 )
 
 Clock = Callable[[], datetime]
@@ -202,6 +205,38 @@ class StepView:
     summary: str
     output: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VersionNote:
+    """What a run's end teaches about its target's versions (written with the transition)."""
+
+    environment: str
+    target: str
+    incident_id: str
+    healthy: tuple[str, str] | None = None
+    """(version key, label) verified healthy."""
+    rolled_away: tuple[str, str] | None = None
+    """(version key, label) a rollback moved away from."""
+
+
+@dataclass(frozen=True)
+class KnownVersions:
+    """A target's remembered versions: the last known healthy one, those rolled away from."""
+
+    healthy: str | None = None
+    """The version key of the newest healthy observation."""
+    healthy_label: str = ""
+    healthy_incident: str | None = None
+    rolled_away: dict[str, str] = field(default_factory=dict)
+    """Version key → the incident that rolled away from it."""
+
+
+def version_key(version: str) -> str:
+    """A version as stored (255 characters at most; a longer one keeps a digest of the rest)."""
+    if len(version) <= 255:
+        return version
+    return version[:190] + "…" + hashlib.sha256(version.encode()).hexdigest()[:60]
 
 
 class Store:
@@ -372,18 +407,23 @@ class Store:
         detail: dict[str, Any] | None = None,
         notify: str | None = None,
         lease: Lease | None = None,
+        versions: VersionNote | None = None,
         **fields: Any,
     ) -> Run:
         """Move `run` from its current state to `to` with its event, or raise Conflict.
 
         `notify` enqueues that message to people in the same transaction (`bot.outbox`).
         With `lease`, the change is made only while that lease holds the run (LeaseLost).
+        `versions` records what the run taught about its target's versions, in the same
+        transaction.
         """
         with self.session() as session:
             changed = self._bump(session, run, lease=lease, state=to, **fields)
             if not changed:
                 self._fence(session, lease)
                 raise Conflict(f"run {run.id} changed before the {kind} could be recorded")
+            if versions is not None:
+                self._remember(session, versions)
             if notify is not None:
                 self._enqueue(session, run.id, notify, detail or {})
             if to in TERMINAL_STATES:
@@ -399,6 +439,60 @@ class Store:
             fresh = session.get(Run, run.id)
             assert fresh is not None
             return fresh
+
+    def retry(
+        self,
+        run: Run,
+        *,
+        actor: str,
+        locks: list[str],
+        positions: list[int],
+        memory: dict[str, Any],
+        detail: dict[str, Any],
+    ) -> Run:
+        """Make a failed run approved again to re-run the steps at `positions` (their records go).
+
+        One transaction: the state change, the target locks taken again (TargetBusy when
+        another rollback holds one now), the step records dropped, the memory and the event.
+        """
+        try:
+            with self.session() as session:
+                values: dict[str, Any] = {"state": RunState.APPROVED, "memory": memory}
+                if not self._bump(session, run, needs_manual=False, outcome="", **values):
+                    raise Conflict(f"run {run.id} changed before the retry could be recorded")
+                for target in locks:
+                    session.add(
+                        TargetLock(
+                            environment=run.environment,
+                            target=target,
+                            run_id=run.id,
+                            incident_id=run.incident_id,
+                        )
+                    )
+                session.flush()
+                session.execute(
+                    delete(StepRecord).where(
+                        StepRecord.run_id == run.id, StepRecord.position.in_(positions)
+                    )
+                )
+                self._event(
+                    session,
+                    incident_id=run.incident_id,
+                    run_id=run.id,
+                    kind="run.retry",
+                    actor=actor,
+                    detail=detail,
+                )
+                fresh = session.get(Run, run.id)
+                assert fresh is not None
+                return fresh
+        except IntegrityError:
+            holder = self.lock_holder(environment=run.environment, targets=locks)
+            if holder is None:
+                raise
+            raise TargetBusy(
+                environment=run.environment, target=run.target, incident_id=holder
+            ) from None
 
     def record_approval(
         self, run: Run, *, approver: str, since: datetime, to_state: str | None
@@ -474,6 +568,53 @@ class Store:
         """Set bookkeeping fields that are not state (Slack message ts, memory)."""
         with self.session() as session:
             session.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+    # target versions ------------------------------------------------------------
+
+    def _remember(self, session: Session, note: VersionNote) -> None:
+        now = self.clock()
+        learnt = [
+            (note.rolled_away, VersionState.ROLLED_AWAY),
+            (note.healthy, VersionState.HEALTHY),
+        ]
+        for version, state in learnt:
+            if version is None or not version[0]:
+                continue
+            key = version_key(version[0])
+            row = session.get(TargetVersion, (note.environment, note.target, key))
+            if row is None:
+                row = TargetVersion(environment=note.environment, target=note.target, version=key)
+                session.add(row)
+            row.state = state
+            row.label = version[1]
+            row.incident_id = note.incident_id
+            row.at = now
+            session.flush()
+
+    def remember_versions(self, note: VersionNote) -> None:
+        """Record a version seen healthy, or one rolled away from, outside a run's end."""
+        with self.session() as session:
+            self._remember(session, note)
+
+    def known_versions(self, *, environment: str, target: str) -> KnownVersions:
+        """Return what the bot remembers about a target's versions."""
+        with self.reading() as session:
+            rows = session.scalars(
+                select(TargetVersion)
+                .where(TargetVersion.environment == environment, TargetVersion.target == target)
+                .order_by(TargetVersion.at.desc())
+            ).all()
+        healthy = next((r for r in rows if r.state == VersionState.HEALTHY), None)
+        return KnownVersions(
+            healthy=healthy.version if healthy else None,
+            healthy_label=healthy.label if healthy else "",
+            healthy_incident=healthy.incident_id if healthy else None,
+            rolled_away={
+                r.version: r.incident_id or "an earlier incident"
+                for r in rows
+                if r.state == VersionState.ROLLED_AWAY
+            },
+        )
 
     # leases -------------------------------------------------------------------
     #

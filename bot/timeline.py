@@ -57,6 +57,9 @@ _LABELS = {
     "run.succeeded": "Rollback completed",
     "run.failed": "Rollback failed: manual intervention required",
     "sync.resumed": "GitOps sync resumed by {actor}",
+    "run.retry": "Retry of the failed step approved by {actor}",
+    "maintenance.left_on": "Maintenance left on after the failure, decided by {actor}",
+    "maintenance.turned_off": "Maintenance turned off by {actor}",
 }
 
 

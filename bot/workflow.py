@@ -3,6 +3,7 @@
     requested -> approved -> running -> succeeded | failed
     requested -> rejected | expired | cancelled
     approved  -> cancelled
+    failed    -> approved   (retry from the failed step: an approver's second decision)
 
 Every method either makes exactly one transition (one transaction with its
 audit event, in `bot.store`) or raises `Refused` with a sentence the person
@@ -27,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.config import Environment, RollbackConfig
 from bot.decision import Answers, Severity, decide
 from bot.models import Incident, Run, RunState
-from bot.store import Conflict, Lease, Store, TargetBusy
+from bot.store import Conflict, Lease, Store, TargetBusy, VersionNote
 
 if TYPE_CHECKING:
     from bot.plans import Plan
@@ -35,9 +36,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BREAK_GLASS_PHRASE = "EMERGENCY"
+LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
+"""Run memory: the request asked to leave maintenance on if the rollback fails (the plan's
+maintenance-off step is then not `always`; `bot.runner` plans with it, `bot.aftermath`)."""
+NOTIFY_CUSTOMERS = "notify_customers"
+"""Run memory: False when the request chose not to notify customers (no customer e-mail step);
+absent means the e-mail is planned where configured (runs requested before the choice)."""
+
+
+def plan_memory(*, leave_maintenance_on: bool, notify_customers: bool) -> dict[str, Any]:
+    """The request's choices that shape its plan, kept with the run to plan it the same again."""
+    memory: dict[str, Any] = {}
+    if leave_maintenance_on:
+        memory[LEAVE_MAINTENANCE_ON] = True
+    if not notify_customers:
+        memory[NOTIFY_CUSTOMERS] = False
+    return memory
+
+
+def plan_choices(run: Run) -> dict[str, bool]:
+    """`Planner.build` keyword arguments for the choices the run was requested with."""
+    return {
+        "leave_maintenance_on_failure": bool(run.memory.get(LEAVE_MAINTENANCE_ON)),
+        "notify_customers": run.memory.get(NOTIFY_CUSTOMERS) is not False,
+    }
+
 
 _ALLOWED: dict[RunState, tuple[RunState, ...]] = {
-    RunState.APPROVED: (RunState.REQUESTED,),
+    RunState.APPROVED: (RunState.REQUESTED, RunState.FAILED),  # FAILED: retry (`retry`)
     RunState.REJECTED: (RunState.REQUESTED,),
     RunState.EXPIRED: (RunState.REQUESTED,),
     RunState.CANCELLED: (RunState.REQUESTED, RunState.APPROVED),
@@ -83,6 +109,8 @@ class Workflow:
         force: bool = False,
         break_glass: bool = False,
         confirmation: str | None = None,
+        leave_maintenance_on: bool = False,
+        notify_customers: bool = True,
     ) -> tuple[Incident, Run]:
         """Open an incident and request its rollback; break-glass approves it at once."""
         env = self.config.environment(plan.environment)
@@ -107,7 +135,15 @@ class Workflow:
         )
         try:
             run = self._create_run(
-                incident, plan, env, requester=requester, force=force, break_glass=break_glass
+                incident,
+                plan,
+                env,
+                requester=requester,
+                force=force,
+                break_glass=break_glass,
+                memory=plan_memory(
+                    leave_maintenance_on=leave_maintenance_on, notify_customers=notify_customers
+                ),
             )
         except TargetBusy:
             # Lost the race for the target after the pre-check: leave no record behind.
@@ -133,6 +169,7 @@ class Workflow:
         requester: str,
         force: bool,
         break_glass: bool,
+        memory: dict[str, Any],
     ) -> Run:
         return self.store.create_run(
             locks=self._locks(env, plan.target),
@@ -150,6 +187,7 @@ class Workflow:
             break_glass=break_glass,
             review_required=break_glass,
             notes=list(plan.notes),
+            memory=memory,
         )
 
     def _check_break_glass(self, env: Environment, env_name: str, confirmation: str | None) -> None:
@@ -264,6 +302,43 @@ class Workflow:
             raise Refused("only the requester or an approver can cancel")
         return self._move(run, to="cancelled", actor=user)
 
+    def retry(
+        self,
+        run_id: str,
+        *,
+        user: str,
+        user_groups: frozenset[str],
+        positions: list[int],
+        detail: dict[str, Any],
+    ) -> Run:
+        """Approve a failed run again to re-run `positions` of its stored plan.
+
+        The world changed since the first approval (a step failed part-way), so a retry is
+        a second decision under the same two-person rule: an approver other than the
+        requester; their click is that approval, recorded as `run.retry`.
+        """
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if run.state != RunState.FAILED:
+            raise Refused(f"this rollback is {run.state}; only a failed one can be retried")
+        if user == run.requester:
+            raise Refused("you requested this rollback; another approver must retry it")
+        if not self.is_approver(env, user, user_groups):
+            raise Refused(f"you are not an approver for {run.environment}")
+        retries = int(run.memory.get("retries") or 0) + 1
+        try:
+            return self.store.retry(
+                run,
+                actor=user,
+                locks=self._locks(env, run.target),
+                positions=positions,
+                memory={**run.memory, "retries": retries},
+                detail={**detail, "retry": retries},
+            )
+        except Conflict:
+            fresh = self._run(run.id)
+            raise Refused(f"the rollback changed meanwhile; it is now {fresh.state}") from None
+
     def withdraw(self, run_id: str, *, reason: str) -> Run:
         """Cancel a run the bot could not put before people (its thread failed to open)."""
         return self._move(self._run(run_id), to="cancelled", actor=None, detail={"reason": reason})
@@ -337,6 +412,7 @@ class Workflow:
             detail={"outcome": outcome, "needs_manual": needs_manual},
             notify="run.finished",
             lease=lease,
+            versions=version_note(run, ok=ok),
             outcome=outcome,
             needs_manual=needs_manual,
             finished_at=self.store.clock(),
@@ -360,6 +436,7 @@ class Workflow:
         detail: dict[str, Any] | None = None,
         notify: str | None = None,
         lease: Lease | None = None,
+        versions: VersionNote | None = None,
         **fields: Any,
     ) -> Run:
         if run.state not in _ALLOWED[RunState(to)]:
@@ -373,8 +450,30 @@ class Workflow:
                 detail=detail,
                 notify=notify,
                 lease=lease,
+                versions=versions,
                 **fields,
             )
         except Conflict:
             fresh = self._run(run.id)
             raise Refused(f"the rollback changed meanwhile; it is now {fresh.state}") from None
+
+
+def version_note(run: Run, *, ok: bool) -> VersionNote | None:
+    """What a finished run teaches about its target's versions (issue 15, point 6).
+
+    The version it moved away from is remembered as rolled away whatever the outcome:
+    people judged it bad enough to approve leaving it. The version it went to is
+    remembered as healthy only when the run succeeded, which means every verify step
+    (rollout status, health polling, verification queries) passed.
+    """
+    raw = run.memory.get("versions") or {}
+    away, to = str(raw.get("from_key") or ""), str(raw.get("to_key") or "")
+    if not away and not to:
+        return None
+    return VersionNote(
+        environment=run.environment,
+        target=run.target,
+        incident_id=run.incident_id,
+        healthy=(to, str(raw.get("to") or to)) if ok and to else None,
+        rolled_away=(away, str(raw.get("from") or away)) if away and away != to else None,
+    )

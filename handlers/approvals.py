@@ -1,4 +1,5 @@
-"""Approve, Reject and Cancel buttons, and the people's ticks on the verification checklist.
+"""The thread's buttons (Approve, Reject, Cancel; after a failure Retry failed step, Leave
+maintenance on, Turn maintenance off, Re-plan) and the people's checklist ticks.
 
 Each listener acks at once, parses the payload into a typed request
 (`handlers.payloads`), calls one flow (`bot.flows`) and answers a refusal
@@ -58,7 +59,26 @@ def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
         flows.cancel(c.run_id, user=c.where.user, user_groups=group_of(c))
         return "you cancelled it"
 
-    return {Action.APPROVE: approve, Action.REJECT: reject, Action.CANCEL: cancel}
+    def retry(c: Click) -> str:
+        flows.retry_failed(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you retried it from the failed step"
+
+    def leave_on(c: Click) -> str:
+        flows.leave_maintenance_on(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you decided to leave maintenance on"
+
+    def maintenance_off(c: Click) -> str:
+        said = flows.turn_maintenance_off(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return f"you turned maintenance off ({said})"
+
+    return {
+        Action.APPROVE: approve,
+        Action.REJECT: reject,
+        Action.CANCEL: cancel,
+        Action.RETRY: retry,
+        Action.LEAVE_MAINTENANCE_ON: leave_on,
+        Action.MAINTENANCE_OFF: maintenance_off,
+    }
 
 
 def click_key(click: Click) -> str:

@@ -26,6 +26,7 @@ from slack_sdk.models.blocks import (
 )
 
 from actions.base import readable
+from bot.aftermath import Aftermath
 from bot.config import Approvers
 from bot.decision import Recommendation
 from bot.models import Incident, Run
@@ -186,8 +187,20 @@ def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:
     for step in plan:
         flag = " _(always runs)_" if step["always"] else ""
         phase = PHASE_WORDS.get(step["phase"], step["phase"])
-        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(phase)}_{flag}")
+        limit = f" · up to {duration(float(step['timeout']))}" if step.get("timeout") else ""
+        lines.append(f"{step['position'] + 1}. {label(step)} · _{t.esc(phase)}_{limit}{flag}")
     return lines
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `5 min`, `1 h 30 min`: a step's time limit as the plan shows it."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
 
 
 def _details(plan: list[dict[str, Any]]) -> list[Block]:
@@ -383,14 +396,27 @@ def _sentence_after(text: str, lead: str) -> str:
     return (rest if end < 0 else rest[:end]).rstrip(".")
 
 
-def failure_message(run: Run, *, people: list[str]) -> list[Block]:
-    """The loud failure, broadcast from the thread: who must act, what runs now, what is left."""
+def failure_message(
+    run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
+) -> list[Block]:
+    """The loud failure, broadcast from the thread: who must act, what runs now, what is left,
+    and the ways on (`bot.aftermath`): Retry failed step, Re-plan, and where the failure left
+    maintenance on, Leave maintenance on / Turn maintenance off."""
+    if run.state != "failed":  # retried: its outcome was cleared and it runs again
+        who = f" by {t.user(retried_by)}" if retried_by else ""
+        return [
+            _section(
+                f":arrows_counterclockwise: *{run.incident_id}: the failed rollback of "
+                f"{versions(run)} was retried*{who}; it is {run.state} again, progress in "
+                "the thread."
+            )
+        ]
     said = outcome_in_words(run)
     now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
     undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
     first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
-    return [
+    blocks: list[Block] = [
         _section(
             f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
             f"{mentions}: manual intervention required."
@@ -399,18 +425,62 @@ def failure_message(run: Run, *, people: list[str]) -> list[Block]:
             f"*What failed:* {t.esc(first)}\n*Production now:* {t.esc(now)}\n"
             f"*Left undone:* {t.esc(undone)}"
         ),
-        ActionsBlock(
-            block_id=BlockId.FAILURE,
-            elements=[
-                ButtonElement(
-                    text="Re-plan",
-                    action_id=Action.REPLAN,
-                    value=run.id,
-                    style="primary",
-                ),
-            ],
-        ),
     ]
+    if after is not None and after.left_on_by and after.maintenance_on:
+        blocks.append(
+            _context(f":construction: Maintenance stays on: {t.user(after.left_on_by)} decided.")
+        )
+    if after is not None and after.turned_off_by:
+        blocks.append(
+            _context(f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}.")
+        )
+    blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
+    return blocks
+
+
+def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
+    buttons: list[ButtonElement] = []
+    if after is not None and after.failed is not None:
+        step = after.failed
+        confirm = ConfirmObject(
+            title="Retry the failed step?",
+            text=t.cut(
+                t.esc(
+                    f"Run the approved plan again from step {step.position + 1} "
+                    f"({step.words or readable(step.name)}); the steps before it that an "
+                    "always-step undid run again first. Your click approves it."
+                ),
+                300,
+            ),
+            confirm="Retry",
+            deny="Not yet",
+        )
+        buttons.append(
+            ButtonElement(
+                text="Retry failed step",
+                action_id=Action.RETRY,
+                value=run.id,
+                style="primary",
+                confirm=confirm,
+            )
+        )
+    buttons.append(ButtonElement(text="Re-plan", action_id=Action.REPLAN, value=run.id))
+    if after is not None and after.maintenance_on:
+        if not after.left_on_by:
+            buttons.append(
+                ButtonElement(
+                    text="Leave maintenance on", action_id=Action.LEAVE_MAINTENANCE_ON, value=run.id
+                )
+            )
+        buttons.append(
+            ButtonElement(
+                text="Turn maintenance off",
+                action_id=Action.MAINTENANCE_OFF,
+                value=run.id,
+                style="danger",
+            )
+        )
+    return buttons
 
 
 def failure_text(run: Run) -> str:

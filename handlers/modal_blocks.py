@@ -41,6 +41,16 @@ RECOMMENDATION_ICONS = {
     "monitor_and_fix_forward": ":large_blue_circle:",
 }
 YES, NO = "yes", "no"
+LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
+
+
+@dataclass(frozen=True)
+class CustomerNotice:
+    """Who the customer e-mail goes to, the policy's severities, and the form's choice."""
+
+    to: str
+    severities: tuple[str, ...]
+    choice: str = "policy"
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,16 @@ class ModalContent:
     options: frozenset[str] = frozenset()
     break_glass_allowed: bool = False
     force_allowed: bool = False
+    maintenance: bool = False
+    customers: CustomerNotice | None = None
+    """The environment e-mails customers: ask whether to, the config's policy as default."""
+    """The environment has maintenance mode: offer to leave it on if the rollback fails."""
     automatic_steps: list[str] = field(default_factory=list)
     problem: str | None = None
     fixable_help: str = ""
     """Help under "can the issue be fixed quickly?": how long the target's last drill took."""
+    point_note: str = ""
+    """What the bot remembers about the target's versions (last known healthy), for people."""
 
 
 def _md(text: str) -> MarkdownTextObject:
@@ -89,6 +105,10 @@ def rollback_modal(content: ModalContent) -> View:
         blocks.append(SectionBlock(text=_md(f":warning: {t.esc(content.problem)}")))
     if content.points:
         blocks.append(_point_input(content))
+        if content.point_note:
+            blocks.append(
+                ContextBlock(elements=[_md(f":information_source: {t.esc(content.point_note)}")])
+            )
     blocks += [DividerBlock(), _severity_input(content)]
     blocks += _question_inputs(content)
     blocks.append(recommendation_block(content.decision, content.severity))
@@ -106,6 +126,8 @@ def rollback_modal(content: ModalContent) -> View:
             ),
         )
     )
+    if content.customers is not None:
+        blocks.append(_notify_input(content.customers, content.severity))
     blocks += _option_inputs(content)
     return View(
         type="modal",
@@ -231,6 +253,30 @@ def _checklist(content: ModalContent) -> list[Block]:
     return blocks
 
 
+def _notify_input(notice: CustomerNotice, severity: Severity | None) -> InputBlock:
+    """Notify customers? Default as the config's policy says for the severity."""
+    policy = ", ".join(s.capitalize() for s in notice.severities) or "no severity"
+    if severity is None:
+        default = f"As the policy says for the severity (yes for {policy})"
+    else:
+        said = "yes" if severity.value in notice.severities else "no"
+        default = f"As the policy says for {severity.value.capitalize()}: {said}"
+    options = [
+        _option("policy", default),
+        _option("yes", "Yes, e-mail customers"),
+        _option("no", "No, not this time"),
+    ]
+    initial = next((o for o in options if o.value == notice.choice), options[0])
+    return InputBlock(
+        block_id=BlockId.NOTIFY,
+        label=t.cut(f"Notify customers? (e-mail to {notice.to})", t.LABEL_LIMIT + 70),
+        optional=True,
+        element=RadioButtonsElement(
+            action_id=Action.NOTIFY, options=options, initial_option=initial
+        ),
+    )
+
+
 def _option_inputs(content: ModalContent) -> list[Block]:
     options = []
     if content.force_allowed:
@@ -239,13 +285,15 @@ def _option_inputs(content: ModalContent) -> list[Block]:
         )
     if content.break_glass_allowed:
         options.append(_option("break_glass", "Break-glass: run without a second approver"))
+    if content.maintenance:
+        options.append(_option(LEAVE_MAINTENANCE_ON, "Leave maintenance on if the rollback fails"))
     if not options:
         return []
     initial = [o for o in options if o.value in content.options] or None
     blocks: list[Block] = [
         InputBlock(
             block_id=BlockId.OPTIONS,
-            label="Emergency options",
+            label="Options",
             optional=True,
             element=CheckboxesElement(
                 action_id=Action.OPTIONS, options=options, initial_options=initial

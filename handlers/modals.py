@@ -32,9 +32,8 @@ from actions.base import ActionError, Check, RollbackPoint
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.decision import Answers, Severity, decide, with_verdict
 from bot.drills import Drills
-from bot.flows import IncidentRequest, ThreadNotOpened
+from bot.flows import IncidentRequest, Offer, ThreadNotOpened
 from bot.models import Run
-from bot.plans import default_point
 from bot.verdict import Verdict, holders_from
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers import text as t
@@ -43,7 +42,13 @@ from handlers.errors import tell
 from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.lazy import BUSY, after_ack, tell_failure
-from handlers.modal_blocks import ModalContent, message_view, rollback_modal
+from handlers.modal_blocks import (
+    LEAVE_MAINTENANCE_ON,
+    CustomerNotice,
+    ModalContent,
+    message_view,
+    rollback_modal,
+)
 from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, Where, modal_event
 from handlers.text import permalink
 
@@ -52,11 +57,16 @@ CACHE_SECONDS = 60.0
 SUBMITTED_KEPT = 1000
 
 
-def resolve_point(points: list[RollbackPoint], hint: str | None) -> str | None:
-    """Match `to <x>` against the points: exact ref, ref tail, label start, else pass it on."""
+def resolve_point(
+    points: list[RollbackPoint], hint: str | None, default: RollbackPoint | None = None
+) -> str | None:
+    """Match `to <x>` against the points: exact ref, ref tail, label start, else pass it on.
+
+    Without a hint, the offered default (`bot.flows.Offer`: the last known healthy version,
+    never one rolled away from); None leaves the choice to the person.
+    """
     if not hint:
-        chosen = default_point(points)
-        return chosen.ref if chosen else None
+        return default.ref if default else None
     for point in points:
         tail = point.ref.split(":", 1)[-1]
         if hint in (point.ref, tail, tail.rsplit("/", 1)[-1]) or point.label.startswith(hint):
@@ -93,15 +103,22 @@ class ModalService:
         params = env.targets[meta.target]
         problem = None
         points: list[RollbackPoint] = []
+        default: RollbackPoint | None = None
+        note = ""
         try:
-            points = self._cached(
+            listed = self._cached(
                 (meta.environment, meta.target, None),
                 lambda: self.deps.planner.points(env, meta.target),
                 fresh=fresh,
             )
+            offer = self.flows.offer(meta.environment, meta.target, listed)
+            points, default = offer.points, offer.default
+            note = _healthy_note(offer)
         except (ActionError, OSError) as exc:
             problem = f"Could not list rollback points: {exc}"  # escaped where shown
-        selected = form.point if form and form.point else resolve_point(points, meta.point_hint)
+        selected = (
+            form.point if form and form.point else resolve_point(points, meta.point_hint, default)
+        )
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
         checks = self._checks(meta, selected, fresh=fresh)
@@ -126,9 +143,12 @@ class ModalService:
             options=form.options,
             break_glass_allowed=env.break_glass,
             force_allowed=_force_changes_something(env, meta.target),
+            maintenance=env.maintenance is not None,
+            customers=_customers(env, form),
             automatic_steps=_automatic_steps(env, meta.target),
             problem=problem,
             fixable_help=self.drills.help_for(environment=meta.environment, target=meta.target),
+            point_note=note,
         )
 
     def _verdicts(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> tuple[Verdict, ...]:
@@ -166,8 +186,9 @@ class ModalService:
     def replan(self, *, trigger_id: str, run: Run, user: str, channel: str) -> None:
         """Open the rollback form again for a failed run's target, its answers carried over.
 
-        A new request from the same severity, flowchart answers and impact summary; the
-        point is chosen afresh from what the target lists now (the failed run changed it).
+        A new request from the same severity, flowchart answers, impact summary and choices
+        (leave maintenance on, customers not notified); the point is chosen afresh from what
+        the target lists now (the failed run changed it).
         """
         incident = self.deps.store.incident(run.incident_id)
         meta = ModalMeta(
@@ -179,10 +200,13 @@ class ModalService:
         )
         form = FormState()
         if incident is not None:
+            leave = bool(run.memory.get(LEAVE_MAINTENANCE_ON))
             form = FormState(
                 severity=Severity(incident.severity),
                 answers=Answers(**incident.answers),
                 summary=incident.summary,
+                options=frozenset({LEAVE_MAINTENANCE_ON}) if leave else frozenset(),
+                notify="no" if run.memory.get("notify_customers") is False else None,
             )
         self.fill(view_id=opened["view"]["id"], meta=meta, form=form)
 
@@ -234,6 +258,10 @@ class ModalService:
                 "Tick Break-glass to run without a second approver, or clear the "
                 f"{BREAK_GLASS_PHRASE} box to request a normal approval."
             )
+        if form.point is None and self._cache.get((meta.environment, meta.target, None)):
+            # no point preselected (production runs the last known healthy version): a person
+            # chooses; Slack asks for it too, this holds for a replayed or hand-made payload
+            errors[Block.POINT] = "Choose the point to roll back to."
         holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
         if holder:
             errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
@@ -254,6 +282,8 @@ class ModalService:
             break_glass="break_glass" in form.options,
             confirmation=form.confirmation,
             ticked=form.ticked,
+            leave_maintenance_on=LEAVE_MAINTENANCE_ON in form.options,
+            notify_customers=_notify(form),
         )
         key = submission_key(event)
         try:
@@ -285,6 +315,33 @@ class ModalService:
         except (SlackApiError, OSError) as exc:
             log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
             tell(self.deps.client, Where(user=event.user), body)
+
+
+def _customers(env: Environment, form: FormState) -> CustomerNotice | None:
+    email = env.communications.customer_email
+    if email is None:
+        return None
+    severities = tuple(env.communications.notify_customers)
+    return CustomerNotice(to=email.to, severities=severities, choice=form.notify or "policy")
+
+
+def _notify(form: FormState) -> bool | None:
+    """The form's choice on customer notification; None: as the config's policy says."""
+    return None if form.notify in (None, "policy") else form.notify == "yes"
+
+
+def _healthy_note(offer: Offer) -> str:
+    """Say under the point which version is known healthy, and why nothing is preselected."""
+    known = offer.known
+    if known.healthy is None:
+        return ""
+    where = f" (verified in {known.healthy_incident})" if known.healthy_incident else ""
+    if offer.at_healthy:
+        return (
+            f"Production already runs the last known healthy version, {offer.healthy_label}"
+            f"{where}: choose a point explicitly."
+        )
+    return f"Last known healthy: {offer.healthy_label}{where}."
 
 
 def not_opened_text(target: str, exc: ThreadNotOpened) -> str:

@@ -96,6 +96,8 @@ class FormState:
     ticked: frozenset[str] = frozenset()
     options: frozenset[str] = frozenset()
     confirmation: str = ""
+    notify: str | None = None
+    """Notify customers: `yes`, `no`, or `policy` (as the config says for the severity)."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,9 @@ def read_state(state: _State) -> FormState:
     severity = selected(Block.SEVERITY, Action.SEVERITY)
     if severity is not None and severity not in {s.value for s in Severity}:
         raise BadPayload(OUTDATED_FORM)
+    notify = selected(Block.NOTIFY, Action.NOTIFY)
+    if notify not in (None, "yes", "no", "policy"):
+        raise BadPayload(OUTDATED_FORM)
     return FormState(
         point=selected(Block.POINT, Action.POINT),
         severity=Severity(severity) if severity else None,
@@ -294,6 +299,7 @@ def read_state(state: _State) -> FormState:
         ticked=many(Block.PERSON_CHECKS, Action.PERSON_CHECKS),
         options=many(Block.OPTIONS, Action.OPTIONS),
         confirmation=(get(Block.CONFIRM, Action.CONFIRM).value or "").strip(),
+        notify=notify,
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.aftermath import RETRIED, RETRIES, aftermath
 from bot.chart import chart_filename, timeline_chart
 from bot.config import Environment
 from bot.drills import is_drill, measure
@@ -378,13 +379,11 @@ class IncidentThread:
         fresh = self.deps.store.run(run.id)
         if fresh is None or not fresh.slack or fresh.state not in ("failed", "succeeded"):
             return
-        if self.deps.store.slack_slot(fresh.id, "announce") is not None:
+        slot = _announce_slot(fresh)
+        if self.deps.store.slack_slot(fresh.id, slot) is not None:
             return
         channel, thread_ts = fresh.slack["channel"], fresh.slack["thread_ts"]
         if fresh.state == "failed":
-            env = self.deps.config.environment(fresh.environment)
-            approved = [u for u, _ in self.deps.workflow.approvals(fresh)]
-            people = [fresh.requester, *(approved or env.approvers.users)]
             posted = self._call(
                 fresh,
                 "chat_postMessage",
@@ -392,7 +391,7 @@ class IncidentThread:
                 thread_ts=thread_ts,
                 reply_broadcast=True,
                 text=blocks.failure_text(fresh),
-                blocks=blocks.failure_message(fresh, people=people),
+                blocks=self._failure(fresh),
             )
         else:
             posted = self._call(
@@ -402,7 +401,33 @@ class IncidentThread:
                 text=blocks.success_line(fresh, link=permalink(channel, thread_ts)),
             )
         if posted is not None:
-            self.deps.store.set_slack_slot(fresh.id, "announce", channel=channel, ts=posted["ts"])
+            self.deps.store.set_slack_slot(fresh.id, slot, channel=channel, ts=posted["ts"])
+
+    def _failure(self, run: Run) -> list[Any]:
+        env = self.deps.config.environment(run.environment)
+        approved = [u for u, _ in self.deps.workflow.approvals(run)]
+        people = [run.requester, *(approved or env.approvers.users)]
+        events = self.deps.store.events(run.incident_id)
+        after = aftermath(run.plan, self.deps.store.steps(run.id), events, run.id)
+        retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
+        return blocks.failure_message(run, people=people, after=after, retried_by=retried)
+
+    def decided(self, run_id: str) -> None:
+        """Re-render the failure announcement after a person acted on it (retry, maintenance)."""
+        run = self.deps.store.run(run_id)
+        if run is None or not run.slack:
+            return
+        slot = self.deps.store.slack_slot(run.id, _announce_slot(run, announced=True))
+        if slot is None:
+            return
+        self._call(
+            run,
+            "chat_update",
+            channel=slot.channel,
+            ts=slot.ts,
+            text=blocks.failure_text(run),
+            blocks=self._failure(run),
+        )
 
     def post_checklist(self, run: Run) -> None:
         """Post, or re-render, the post-rollback verification checklist."""
@@ -640,6 +665,16 @@ class SlackOutbox:
             self.thread.step_output(run, step, record, slot=slot)
         else:
             self.thread.attach_long_output(run, step, record, slot=slot)
+
+
+def _announce_slot(run: Run, *, announced: bool = False) -> str:
+    """The slot of the run's end announcement: one per attempt (a retry may fail again).
+
+    `announced`: the latest announcement made, which a retried run has not yet replaced."""
+    retries = int(run.memory.get(RETRIES) or 0)
+    if announced and run.state != "failed":
+        retries -= 1
+    return "announce" if retries <= 0 else f"announce:{retries}"
 
 
 def _resumed_text(detail: dict[str, Any]) -> str:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from actions.base import PermanentError, StepContext, StepResult
+from actions.clock import SYSTEM, Ticker
 from actions.http.request import (
     LAST_TRY,
     Attempt,
@@ -103,6 +104,7 @@ def poll_health(
     expect_status: int | None = None,
     options: HttpOptions = HEALTH_OPTIONS,
     on_retry: Callable[[Health], None] = lambda health: None,
+    ticker: Ticker = SYSTEM,
 ) -> Health:
     """GET `url` with backoff until it answers `expect_status` (None: any 2xx) or `deadline`.
 
@@ -111,22 +113,29 @@ def poll_health(
     fetched (bad scheme, malformed) ends the polling at once. `on_retry` sees each
     failed attempt that will be retried, before the pause; it may raise to stop.
     """
-    started = time.monotonic()
+    started = ticker.monotonic()
     attempts = 0
     with http_client() as client:
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - ticker.monotonic()
             timeout = max(LAST_TRY, min(options.request_timeout, remaining))
             attempt, ok = _probe(client, url, timeout=timeout, expect_status=expect_status)
             attempts += 1
             health = _health(url, attempt, ok=ok, attempts=attempts, started=started)
+            health = replace(health, elapsed=ticker.monotonic() - started)
             if ok or attempt.fatal:
                 return health
-            wait = pause(attempt, failures=attempts, backoff=options.backoff, deadline=deadline)
+            wait = pause(
+                attempt,
+                failures=attempts,
+                backoff=options.backoff,
+                deadline=deadline,
+                now=ticker.monotonic(),
+            )
             if wait is None:
                 return health
             on_retry(health)
-            time.sleep(wait)
+            ticker.sleep(wait)
 
 
 class HealthCheck:
@@ -165,14 +174,17 @@ class HealthCheck:
 
     def run(self, ctx: StepContext) -> StepResult:
         """Poll until healthy; raise PermanentError with the last answer at the deadline."""
-        deadline = min(ctx.deadline, time.monotonic() + self.timeout)
+        deadline = min(ctx.deadline, ctx.ticker.monotonic() + self.timeout)
         report = reporter(ctx, step=self.name, every=self.options.emit_every)
         health = poll_health(
             self.url,
             deadline=deadline,
             expect_status=self.expect_status,
             options=self.options,
-            on_retry=lambda h: report(h.gist, f"{self.url} not healthy yet: {h.answer}"),
+            on_retry=lambda h: report(
+                h.gist, f"{self.url} not healthy yet, {plural(h.attempts, 'attempt')}: {h.answer}"
+            ),
+            ticker=ctx.ticker,
         )
         if not health.ok:
             raise PermanentError(

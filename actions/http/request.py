@@ -183,13 +183,20 @@ def _retryable(attempt: Attempt) -> bool:
     return response is None or response.status_code == 429 or response.status_code >= 500
 
 
-def pause(attempt: Attempt, *, failures: int, backoff: Backoff, deadline: float) -> float | None:
+def pause(
+    attempt: Attempt,
+    *,
+    failures: int,
+    backoff: Backoff,
+    deadline: float,
+    now: float | None = None,
+) -> float | None:
     """Return the pause before the next try, or None when no try fits before the deadline.
 
     Backoff is shortened to leave one last try before the deadline; a server's
     Retry-After is not, since trying earlier than asked would be refused again.
     """
-    room = deadline - time.monotonic() - LAST_TRY
+    room = deadline - (time.monotonic() if now is None else now) - LAST_TRY
     asked = retry_after(attempt.response) if attempt.response is not None else None
     if room <= 0 or (asked is not None and asked > room):
         return None
@@ -254,16 +261,23 @@ def send(
 class Throttle:
     """Pass a line on when its kind changes, otherwise at most once every `every` seconds."""
 
-    def __init__(self, emit: Callable[[str], None], *, every: float) -> None:
+    def __init__(
+        self,
+        emit: Callable[[str], None],
+        *,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._emit = emit
         self._every = every
+        self._clock = clock
         self._gist: str | None = None
         self._at = 0.0
         self._held = 0
 
     def __call__(self, gist: str, line: str) -> None:
         """Offer one line of kind `gist`."""
-        now = time.monotonic()
+        now = self._clock()
         if gist == self._gist and now - self._at < self._every:
             self._held += 1
             return
@@ -275,7 +289,7 @@ class Throttle:
 
 def reporter(ctx: StepContext, *, step: str, every: float) -> Callable[[str, str], None]:
     """Log every retry line with the incident id; emit them to the thread, throttled."""
-    throttle = Throttle(ctx.emit, every=every)
+    throttle = Throttle(ctx.emit, every=every, clock=ctx.ticker.monotonic)
 
     def report(gist: str, line: str) -> None:
         log.info("%s %s: %s", ctx.incident_id, step, line)

@@ -220,6 +220,7 @@ class KubernetesTarget:
                 ),
                 created_at=r.created_at,
                 is_current=r.is_current,
+                version=", ".join(r.images),
             )
             for r in history
         ]
@@ -603,6 +604,7 @@ class KubernetesTarget:
                 ),
                 created_at=e.created_at,
                 is_current=e.is_current,
+                version=", ".join(e.images),
             )
             for e in entries
         ]

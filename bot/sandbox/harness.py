@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from actions.clock import SYSTEM, Ticker
 from actions.http import read_metrics
 from bot.app import BotProcess
 from bot.config import RollbackConfig
@@ -38,6 +39,7 @@ class Sandbox:
     groups: dict[str, list[str]] = field(default_factory=dict)
     runner_poll_seconds: float = 0.2
     alert_token: str = ""
+    ticker: Ticker = SYSTEM
     slack: FakeSlack = field(init=False)
     process: BotProcess = field(init=False)
     platform: Platform = field(init=False)
@@ -69,6 +71,7 @@ class Sandbox:
             config=self.config,
             planner=self.planner,
             metrics_reader=self.metrics_reader,
+            ticker=self.ticker,
         )
         host, port = self.process.start_http("127.0.0.1", 0)
         self.process.start_runner()

@@ -29,6 +29,7 @@ class RecordingThread:
     refreshed: list[str] = field(default_factory=list)
     checklists: list[str] = field(default_factory=list)
     stale_told: list[str] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
     store: Store | None = None
 
     def open(self, incident: Incident, run: Run) -> Run:
@@ -49,6 +50,9 @@ class RecordingThread:
 
     def stale(self, run_id: str) -> None:
         self.stale_told.append(run_id)
+
+    def decided(self, run_id: str) -> None:
+        self.decisions.append(run_id)
 
 
 @pytest.fixture

@@ -96,8 +96,11 @@ class ScriptedTarget:
         return json.loads(self.script_file.read_text())
 
     def points(self) -> list[RollbackPoint]:
+        current = self._script().get("_current")  # somebody deployed a newer revision since
+        newer = [RollbackPoint(ref=current, label=f"rev {current}", is_current=True)]
         return [
-            RollbackPoint(ref="2", label="rev 2", is_current=True),
+            *(newer if current else []),
+            RollbackPoint(ref="2", label="rev 2", is_current=not current),
             RollbackPoint(ref="1", label="rev 1"),
         ]
 

@@ -1,0 +1,91 @@
+"""Retry failed step, on SQLite and PostgreSQL: a failed run approved again by a second person
+runs its stored plan from the failed step; refused while another rollback holds the target,
+and for a run that did not fail (issue 15, point 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.flows import Flows
+from bot.models import RunState
+from bot.plans import Planner
+from bot.store import Store
+from bot.workflow import Refused
+from tests.bot.conftest import ALICE, BOB, CAROL
+from tests.bot.test_flows import RecordingThread, make_flows, request
+from tests.bot.test_runner import make_runner, states
+from tests.fakes.targets import script_log, write_script
+
+
+@pytest.fixture
+def thread(store: Store) -> RecordingThread:
+    return RecordingThread(store=store)
+
+
+def _failed(flows: Flows, store: Store, planner: Planner) -> str:
+    opened = flows.open_incident(request())
+    flows.approve(opened.run.id, user=BOB)
+    runner, _ = make_runner(store, flows.workflow, flows.config, planner)
+    runner.run_pending()
+    run = store.run(opened.run.id)
+    assert run is not None and run.state == RunState.FAILED
+    return run.id
+
+
+def test_retry_reruns_from_the_failed_step_and_takes_the_target_again(
+    store: Store, planner: Planner, script: Path, thread: RecordingThread
+) -> None:
+    write_script(script, undo=["permanent", "ok"])
+    flows = make_flows(store, planner, thread)
+    run_id = _failed(flows, store, planner)
+    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    retried = flows.retry_failed(run_id, user=CAROL)
+    assert retried.state == RunState.APPROVED and retried.memory["retries"] == 1
+    assert store.lock_holder(environment="prod", targets=["app"]) == retried.incident_id
+    assert thread.decisions == [run_id]
+    assert store.steps(run_id) == []  # undo failed: every step from it, and workers stop again
+    runner, _ = make_runner(store, flows.workflow, flows.config, planner)
+    runner.run_pending()
+    run = store.run(run_id)
+    assert run is not None and run.state == RunState.SUCCEEDED
+    assert script_log(script) == [
+        "stop_workers", "undo", "start_workers",
+        "stop_workers", "undo", "status", "start_workers",
+    ]  # fmt: skip
+    assert states(store, run_id) == [
+        ("stop_workers", "succeeded"),
+        ("undo", "succeeded"),
+        ("status", "succeeded"),
+        ("start_workers", "succeeded"),
+    ]
+    assert store.lock_holder(environment="prod", targets=["app"]) is None
+
+
+def test_retry_is_refused_while_another_rollback_holds_the_target(
+    store: Store, planner: Planner, script: Path, thread: RecordingThread
+) -> None:
+    write_script(script, status=["permanent"])
+    flows = make_flows(store, planner, thread)
+    run_id = _failed(flows, store, planner)
+    other = flows.open_incident(request(requester=CAROL))
+    with pytest.raises(Refused, match=f"already being rolled back in {other.incident.id}"):
+        flows.retry_failed(run_id, user=BOB)
+    run = store.run(run_id)
+    assert run is not None and run.state == RunState.FAILED
+
+
+def test_only_a_failed_run_is_retried_and_not_by_its_requester(
+    store: Store, planner: Planner, script: Path, thread: RecordingThread
+) -> None:
+    write_script(script, status=["permanent"])
+    flows = make_flows(store, planner, thread)
+    run_id = _failed(flows, store, planner)
+    with pytest.raises(Refused, match="another approver must retry it"):
+        flows.retry_failed(run_id, user=ALICE)
+    flows.retry_failed(run_id, user=BOB)
+    with pytest.raises(Refused, match="only a failed one can be retried"):
+        flows.retry_failed(run_id, user=CAROL)
+    retries = [e for e in store.events(store.run(run_id).incident_id) if e.kind == "run.retry"]  # type: ignore[union-attr]
+    assert [e.actor for e in retries] == [BOB]
