@@ -42,7 +42,6 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from actions.http import read_metrics
 from bot.config import RollbackConfig
 from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
@@ -53,7 +52,7 @@ from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
 from bot.settings import Settings
 from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
-from bot.verification import MetricsReader
+from bot.verification import MetricsReader, read_metrics
 from bot.workflow import Workflow
 from handlers import approvals, commands, errors, home, modals
 from handlers.alerts import AlertWebhook

@@ -21,6 +21,11 @@ target steps through `Target.restore(name, spec)`. A target that cannot restore
 yet falls back to planning again and taking the steps by name; a step that
 cannot be rebuilt either way comes back without an action and the runner stops
 for a person there (after running every `always` step it can).
+
+Targets and steps are reached through their packages (`kube_steps.KubernetesTarget`),
+whose names are imported on first use: the bot starts without importing the
+Kubernetes client, boto3, psycopg or httpx, and imports each when a plan needs it
+(issue 16, point 6).
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import actions.configfiles as config_steps
+import actions.database as database_steps
+import actions.docker as docker_steps
+import actions.http as http_steps
+import actions.kubernetes as kube_steps
+import actions.loadbalancer as lb_steps
 from actions.base import (
     Action,
     Check,
@@ -43,18 +54,11 @@ from actions.base import (
     readable,
     spec_of,
 )
-from actions.configfiles import ConfigFilesParams, ConfigFilesTarget
-from actions.database import DatabaseParams, DatabaseTarget
-from actions.docker import DockerParams, DockerTarget
-from actions.http import (
-    HealthCheck,
-    NotifyWebhook,
-    SendCustomerEmail,
-    SetMaintenance,
-    UpdateStatusPage,
-)
-from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
-from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
+from actions.configfiles import ConfigFilesParams
+from actions.database import DatabaseParams
+from actions.docker import DockerParams
+from actions.kubernetes import KubernetesParams
+from actions.loadbalancer import BlueGreenParams
 from bot.config import Environment, FullParams, TargetParams
 
 
@@ -197,15 +201,15 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
     def build(params: TargetParams) -> Target:
         match params:
             case KubernetesParams():
-                return KubernetesTarget(params)
+                return kube_steps.KubernetesTarget(params)
             case DockerParams():
-                return DockerTarget(params)
+                return docker_steps.DockerTarget(params)
             case BlueGreenParams():
-                return BlueGreenTarget(params)
+                return lb_steps.BlueGreenTarget(params)
             case ConfigFilesParams():
-                return ConfigFilesTarget(params)
+                return config_steps.ConfigFilesTarget(params)
             case DatabaseParams():
-                return DatabaseTarget(params, restore_rate=restore_rate())
+                return database_steps.DatabaseTarget(params, restore_rate=restore_rate())
         raise PlanningError(f"a {params.kind} target has no single rollback of its own")
 
     return build
@@ -279,7 +283,7 @@ class Planner:
         parts = [part for _, part in workers] + parts
         phased: list[tuple[str, Action, bool, str | None]] = []
         if env.maintenance is not None:
-            on = SetMaintenance(env.maintenance, enabled=True)
+            on = http_steps.SetMaintenance(env.maintenance, enabled=True)
             phased.append(("maintenance", on, False, None))
         for phase in ("prepare", "rollback", "verify"):
             phased += [
@@ -288,9 +292,9 @@ class Planner:
                 for a in getattr(part, phase)
             ]
         if env.health_url:
-            phased.append(("health", HealthCheck(env.health_url), False, None))
+            phased.append(("health", http_steps.HealthCheck(env.health_url), False, None))
         if env.maintenance is not None:
-            off = SetMaintenance(env.maintenance, enabled=False)
+            off = http_steps.SetMaintenance(env.maintenance, enabled=False)
             phased.append(("maintenance", off, not leave_maintenance_on_failure, None))
         phased += [
             ("resume", a, True, member)
@@ -328,15 +332,19 @@ class Planner:
                 name,
                 TargetPlan(
                     prepare=[
-                        StopWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                        kube_steps.StopWorkers(
+                            apps=apps, namespace=p.namespace, workers=tuple(p.workers)
+                        )
                     ],
                     resume=[
-                        StartWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                        kube_steps.StartWorkers(
+                            apps=apps, namespace=p.namespace, workers=tuple(p.workers)
+                        )
                     ],
                 ),
             )
             for name, p in kube
-            for apps in [cast(KubernetesTarget, self.target(p)).apps]
+            for apps in [cast(kube_steps.KubernetesTarget, self.target(p)).apps]
         ]
 
     def restore(
@@ -461,11 +469,11 @@ def environment_step(
         if env.maintenance is None:
             raise PlanningError("maintenance is no longer configured")
         enabled = bool(spec.get("enabled", name == "http.maintenance_on"))
-        return SetMaintenance(env.maintenance, enabled=enabled, **extra)
+        return http_steps.SetMaintenance(env.maintenance, enabled=enabled, **extra)
     if name == "http.health" or (name.startswith("http.") and "expect_status" in spec):
         if not env.health_url:
             raise PlanningError("health_url is no longer configured")
-        return HealthCheck(
+        return http_steps.HealthCheck(
             env.health_url,
             expect_status=int(spec.get("expect_status", 200)),
             name=str(spec.get("name", "health")),
@@ -478,11 +486,11 @@ def environment_step(
         return defaults[name]
     comms = env.communications
     if name == "http.status_page" and comms.status_page is not None:
-        return UpdateStatusPage(
+        return http_steps.UpdateStatusPage(
             comms.status_page, status=spec["status"], message=spec["message"], **extra
         )
     if name == "http.webhook" and comms.internal_webhook is not None:
-        return NotifyWebhook(
+        return http_steps.NotifyWebhook(
             comms.internal_webhook,
             text=spec["text"],
             fields=dict(spec["fields"]),
@@ -490,7 +498,7 @@ def environment_step(
             **extra,
         )
     if name == "http.customer_email" and comms.customer_email is not None:
-        return SendCustomerEmail(
+        return http_steps.SendCustomerEmail(
             comms.customer_email, subject=spec["subject"], body=spec["body"], **extra
         )
     raise PlanningError(f"the environment no longer has a {name} step")
@@ -503,10 +511,12 @@ def _communications(env: Environment, env_name: str, target: str) -> list[Action
         "System has been rolled back and is now operational. We are investigating the root cause."
     )
     if comms.status_page is not None:
-        actions.append(UpdateStatusPage(comms.status_page, status="operational", message=message))
+        actions.append(
+            http_steps.UpdateStatusPage(comms.status_page, status="operational", message=message)
+        )
     if comms.internal_webhook is not None:
         actions.append(
-            NotifyWebhook(
+            http_steps.NotifyWebhook(
                 comms.internal_webhook,
                 text=f"Post-Rollback Status Update: {target} in {env_name}",
                 fields={
@@ -517,7 +527,7 @@ def _communications(env: Environment, env_name: str, target: str) -> list[Action
         )
     if comms.customer_email is not None:
         actions.append(
-            SendCustomerEmail(
+            http_steps.SendCustomerEmail(
                 comms.customer_email,
                 subject="Service Restored",
                 body=(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import urllib3
 from kubernetes import config as kube_config
@@ -27,16 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from actions.base import ActionError, PermanentError, TemporaryError
-from actions.params import Strict
-
-
-class KubeConnection(Strict):
-    """In-cluster service account, or a kubeconfig file with an optional context."""
-
-    mode: Literal["in-cluster", "kubeconfig"] = "kubeconfig"
-    kubeconfig: str | None = None
-    context: str | None = None
-
+from actions.kubernetes.params import KubeConnection
 
 REQUEST_TIMEOUT = 30.0
 

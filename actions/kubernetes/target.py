@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from kubernetes.client import (
     ApiClient,
@@ -28,7 +28,6 @@ from kubernetes.client import (
     V1Deployment,
     V1ReplicaSet,
 )
-from pydantic import model_validator
 
 from actions.base import (
     Action,
@@ -43,12 +42,12 @@ from actions.base import (
 from actions.clock import ago
 from actions.kubernetes import access, autoscaling, gitops
 from actions.kubernetes.client import (
-    KubeConnection,
     api_client,
     kube_errors,
     object_meta,
     read_deployment,
 )
+from actions.kubernetes.params import KubernetesParams
 from actions.kubernetes.rollout import (
     PAUSED,
     RolloutUndo,
@@ -77,46 +76,6 @@ from actions.kubernetes.workloads import (
     workload_history,
 )
 from actions.kubernetes.workloads import images as template_images
-from actions.params import Strict
-
-
-class KubernetesParams(Strict):
-    """A workload to roll back and the worker Deployments stopped meanwhile."""
-
-    kind: Literal["kubernetes"]
-    namespace: str
-    workload: Literal["deployment", "statefulset", "daemonset"] = "deployment"
-    name: str
-    deployment: str | None = None
-    workers: list[str] = []
-    connection: KubeConnection = KubeConnection()
-    rollout_timeout: float = 300.0
-    gitops_guard: bool = True
-    argocd_namespace: str = "argocd"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_name(cls, data: Any) -> Any:
-        """Take the name from `name:`, or from `deployment:` for a Deployment (older configs)."""
-        if not isinstance(data, dict):
-            return data
-        name, deployment = data.get("name"), data.get("deployment")
-        workload = data.get("workload", "deployment")
-        if deployment is not None and workload != "deployment":
-            raise ValueError(
-                f"'deployment:' names a Deployment; for workload: {workload} give the name "
-                "as 'name:'"
-            )
-        if name is not None and deployment is not None and name != deployment:
-            raise ValueError("give the workload's name once, as 'name:' (or 'deployment:')")
-        if name is None and deployment is None:
-            raise ValueError(
-                "give the workload's name as 'name:' ('deployment:' also works for a Deployment)"
-            )
-        data = dict(data, name=name if name is not None else deployment)
-        if workload == "deployment":
-            data["deployment"] = data["name"]
-        return data
 
 
 def _parse_ref(ref: str | None) -> int:
