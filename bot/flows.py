@@ -72,6 +72,10 @@ class ThreadNotOpened(Exception):
         self.withdrawn = withdrawn
 
 
+CHANGED = "run.changed"
+"""Outbox message: redraw the run's card and plan (after an approval, off the click's thread)."""
+
+
 class Thread(Protocol):
     """What the flows need from the Slack side."""
 
@@ -148,7 +152,8 @@ class Flows:
 
     def open_incident(self, request: IncidentRequest) -> Opened:
         """Plan, request and open the thread; raise Refused, or ThreadNotOpened after undoing."""
-        incident, run = self._request(request)
+        with self.planner.request():  # the plan and the versions from one read of the target
+            incident, run = self._request(request)
         for item in sorted(request.ticked):
             self.store.add_event(
                 incident_id=incident.id,
@@ -313,22 +318,27 @@ class Flows:
         except Refused:
             after = self.store.run(run_id)
             if after is not None and after.state != run.state:
-                self.thread.refresh(run_id)
+                self.store.enqueue(run_id, CHANGED)
             raise
         except (ActionError, OSError) as exc:
             raise Refused(
                 f"the plan can no longer be built, so it cannot be approved: {exc}"
             ) from None
-        self.thread.refresh(run_id)
+        self.store.enqueue(run_id, CHANGED)  # the card and plan are redrawn by the outbox
         if outcome.started:
             self.wake_runner.set()
         return outcome
 
     def _current_hash(self, run: Run) -> str:
         env = self.config.environment(run.environment)
-        plan = self.planner.build(
-            env_name=run.environment, env=env, target=run.target, point=run.point, force=run.force
-        )
+        with self.planner.request():
+            plan = self.planner.build(
+                env_name=run.environment,
+                env=env,
+                target=run.target,
+                point=run.point,
+                force=run.force,
+            )
         return plan.hash
 
     def auto_approve_due(self) -> list[Run]:

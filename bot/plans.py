@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -59,6 +60,7 @@ from actions.database import DatabaseParams
 from actions.docker import DockerParams
 from actions.kubernetes import KubernetesParams
 from actions.loadbalancer import BlueGreenParams
+from actions.reads import read_once
 from bot.config import Environment, FullParams, TargetParams
 
 
@@ -243,6 +245,17 @@ class Planner:
         if key not in self._cache:
             self._cache[key] = self.factory(params)
         return self._cache[key]
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """One person's request: inside it, each read of a target's live state is made once.
+
+        Rendering the modal (points, then checks) and approving (rebuilding the plan)
+        read the target through this scope (`actions.reads`), so the Deployment and its
+        ReplicaSets are read once per render and per approval, not once per question.
+        """
+        with read_once():
+            yield
 
     def points(self, env: Environment, name: str) -> list[RollbackPoint]:
         """List a target's rollback points (a `full` target has one: everyone's previous)."""

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from actions.reads import changed, remembered
 from bot.models import (
     Approval,
     EntryKey,
@@ -257,7 +258,11 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE)."""
+        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE).
+
+        A write: what the current request remembered (`actions.reads`) is read again after it.
+        """
+        changed()
         with self._sessions.begin() as session:
             yield session
 
@@ -377,7 +382,10 @@ class Store:
             ).first()
 
     def run(self, run_id: str) -> Run | None:
-        """Return a run, or None."""
+        """Return a run, or None; loaded once per request (`bot.plans.Planner.request`)."""
+        return remembered(("run", run_id), lambda: self._load_run(run_id))
+
+    def _load_run(self, run_id: str) -> Run | None:
         with self.reading() as session:
             return session.get(Run, run_id)
 

@@ -215,7 +215,8 @@ class _Opening:
             where = Where(user=self.typed.user, channel=self.typed.channel)
             tell(self.client, where, f":information_source: {received.repeated(self.what)}")
             return
-        _open_modal(self.typed, self.client, self.parsed, self.modals)
+        with self.modals.deps.planner.request():  # points and checks from one read
+            _open_modal(self.typed, self.client, self.parsed, self.modals)
         outcome = "the rollback form was opened"
         flows.settle(self.key, outcome)
         self.arrivals.settle(self.key, outcome)

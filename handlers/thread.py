@@ -530,6 +530,7 @@ class SlackOutbox:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.thread = IncidentThread(deps, strict=True)
+        self.told = IncidentThread(deps)  # an error is said in the thread, as to a click
 
     def deliver(self, message: OutboxMessage) -> None:
         """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
@@ -544,6 +545,8 @@ class SlackOutbox:
             if kind == "run.resumed":
                 self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
             self.thread.progress(run)
+        elif kind == "run.changed":  # bot.flows.CHANGED, after a click: told as a click is
+            self.told.refresh(run.id)
         elif kind == "step.started":
             self.thread.progress(run)
         elif kind == "step.progress":
