@@ -15,7 +15,11 @@ Two apps are served by the same `bot.server.HttpServer` with the same limits
 Every request is signed as Slack signs it. For each app, kind and
 concurrency (1, 10, 50 client threads, each with its own keep-alive
 connection) it sends `--requests` requests and reports the time from
-sending to the HTTP answer (the ack) at p50 and p99:
+sending to the HTTP answer (the ack) at p50 and p99, and the ratio of the
+bot's p99 to the bare app's. A cell is sent in `--rounds` rounds that
+alternate bot and bare, so a change in the machine's load while the bench
+runs (other processes on a shared machine) reaches both alike; the load
+average before and after is printed with the table:
 - `/rollback app prod`, each with a new trigger id: the bot acks, then opens
   the modal and reads the Deployment on its work pool (that work competes for
   the same two cores and the GIL, and is included in the load, not in the ack);
@@ -253,47 +257,84 @@ def _any_plan(sandbox: Sandbox) -> tuple[str, str]:
 
 
 def _ms(values: list[float], q: float) -> str:
-    if not values:
-        return "-"
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, round(q * (len(ordered) - 1)))
-    return f"{ordered[index] * 1000:.0f}"
+    return f"{_q(values, q) * 1000:.0f}" if values else "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per cell")
     parser.add_argument("--clients", default="1,10,50", help="concurrency levels")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="each cell is sent in this many interleaved rounds"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
+    load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
     with the_bot(Path(tmp)) as (bot, sandbox), the_bare_app(sandbox) as bare:
         for clients in levels:
-            row = [str(clients)]
-            for target in (bot, bare):
-                for kind in ("command", "approve"):
-                    body = target.command if kind == "command" else target.approve
-                    took = cell(target, body, clients=clients, requests=args.requests)
-                    lost = max(0, (args.requests // clients) * clients - len(took))
-                    row.append(
-                        f"{_ms(took, 0.5)} / {_ms(took, 0.99)}"
-                        + (f" ({lost} lost)" if lost else "")
-                    )
-            rows.append(row)
+            rows.append(
+                _level(bot, bare, clients=clients, requests=args.requests, rounds=args.rounds)
+            )
             print("done", clients, "clients", flush=True)
         lost_bot, lost_bare = burst(bot), burst(bare)
         print(f"stats of the bot's work pool: {bot_stats(sandbox)}")
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{args.requests} requests per cell; ack p50 / p99 in ms (send to HTTP answer)\n")
-    print("| clients | bot `/rollback app prod` | bot Approve | bare `/rollback` | bare Approve |")
-    print("|---|---|---|---|---|")
+    load_after = os.getloadavg()
+    print(
+        f"\n{args.requests} requests per cell in {args.rounds} interleaved rounds; "
+        f"ack p50 / p99 in ms (send to HTTP answer); 1-minute load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores)\n"
+    )
+    print(
+        "| clients | bot `/rollback app prod` | bare `/rollback` | p99 ratio "
+        "| bot Approve | bare Approve | p99 ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print(
         f"\nburst of 100 simultaneous `/rollback app prod`: "
         f"bot lost {lost_bot}, bare lost {lost_bare}"
     )
+
+
+def _level(bot: Target, bare: Target, *, clients: int, requests: int, rounds: int) -> list[str]:
+    """One table row: bot and bare cells sent in alternating rounds, so load drift hits both."""
+    took: dict[tuple[str, str], list[float]] = {}
+    sent: dict[tuple[str, str], int] = {}
+    share = max(clients, requests // rounds)
+    for _ in range(rounds):
+        for kind in ("command", "approve"):
+            for target in (bot, bare):
+                body = target.command if kind == "command" else target.approve
+                times = cell(target, body, clients=clients, requests=share)
+                took.setdefault((target.name, kind), []).extend(times)
+                sent[(target.name, kind)] = sent.get((target.name, kind), 0) + (
+                    max(1, share // clients) * clients
+                )
+    row = [str(clients)]
+    for kind in ("command", "approve"):
+        for name in ("bot", "bare"):
+            times = took[(name, kind)]
+            lost = sent[(name, kind)] - len(times)
+            row.append(
+                f"{_ms(times, 0.5)} / {_ms(times, 0.99)}" + (f" ({lost} lost)" if lost else "")
+            )
+        row.append(_ratio(took[("bot", kind)], took[("bare", kind)]))
+    return row
+
+
+def _ratio(bot: list[float], bare: list[float]) -> str:
+    if not bot or not bare:
+        return "-"
+    return f"{_q(bot, 0.99) / _q(bare, 0.99):.2f}"
+
+
+def _q(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bot_stats(sandbox: Sandbox) -> str:
