@@ -4,13 +4,18 @@ Run by hand, never by pytest:
 
     python bench/bench_ack.py --requests 200
 
-Two apps are served by the same `bot.server.HttpServer` with the same limits
-(`http_limits` of default settings: 8 threads):
+Three apps are served by `bot.server.HttpServer` with the same limits
+(`http_limits` of default settings: 8 threads), each on its own port:
 - **bot**: the whole bot as in the demo (`rollback-bot demo`): fake Slack, the
   fake Kubernetes API server with the demo's Deployment, a SQLite file, the
   bot's WSGI entry (signature check, secret masking, Bolt, every listener).
 - **bare**: a Bolt app whose `/rollback` and Approve listeners only `ack()`,
-  behind Bolt's own signature check.
+  behind Bolt's own signature check, with Bolt's default
+  `process_before_response=False` (the listener runs on Bolt's executor and
+  the HTTP thread polls every 10 ms for its ack);
+- **bare inline**: the same with `process_before_response=True`, as the bot
+  runs (its listeners ack and hand their work to its own pool), so the
+  listener runs on the HTTP thread and the answer leaves when it returns.
 
 Every request is signed as Slack signs it. For each app, kind and
 concurrency (1, 10, 50 client threads, each with its own keep-alive
@@ -218,13 +223,17 @@ def _until(check: Callable[[], Any], what: str) -> Any:
 
 
 @contextmanager
-def the_bare_app(sandbox: Sandbox) -> Iterator[Target]:
-    """A Bolt app whose listeners only ack, behind the same server with the same limits."""
+def the_bare_app(sandbox: Sandbox, *, inline: bool) -> Iterator[Target]:
+    """A Bolt app whose listeners only ack, behind the same server with the same limits.
+
+    `inline`: Bolt runs the listener on the HTTP thread (`process_before_response=True`,
+    as the bot does); otherwise Bolt's default, its listener executor.
+    """
     app = App(
         signing_secret=SECRET,
         client=WebClient(token=sandbox.slack.token, base_url=sandbox.slack.url),
         token_verification_enabled=False,
-        process_before_response=False,
+        process_before_response=inline,
     )
 
     def only_ack(ack: Ack) -> None:
@@ -239,7 +248,7 @@ def the_bare_app(sandbox: Sandbox) -> Iterator[Target]:
     person = platform.person(ALICE, "alice")
     try:
         yield Target(
-            name="bare",
+            name="bare inline" if inline else "bare",
             url=f"http://{host}:{port}/slack/events",
             secret=SECRET,
             command=_command_body(person),
@@ -272,58 +281,62 @@ def main() -> None:
     rows = []
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
-    with the_bot(Path(tmp)) as (bot, sandbox), the_bare_app(sandbox) as bare:
+    with (
+        the_bot(Path(tmp)) as (bot, sandbox),
+        the_bare_app(sandbox, inline=False) as bare,
+        the_bare_app(sandbox, inline=True) as inline,
+    ):
+        apps = [bot, bare, inline]
         for clients in levels:
-            rows.append(
-                _level(bot, bare, clients=clients, requests=args.requests, rounds=args.rounds)
-            )
+            took = _level(apps, clients=clients, requests=args.requests, rounds=args.rounds)
+            rows.append((clients, took))
             print("done", clients, "clients", flush=True)
-        lost_bot, lost_bare = burst(bot), burst(bare)
+        lost = {app.name: burst(app) for app in apps}
         print(f"stats of the bot's work pool: {bot_stats(sandbox)}")
     shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()
     print(
         f"\n{args.requests} requests per cell in {args.rounds} interleaved rounds; "
         f"ack p50 / p99 in ms (send to HTTP answer); 1-minute load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores)\n"
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores)"
     )
-    print(
-        "| clients | bot `/rollback app prod` | bare `/rollback` | p99 ratio "
-        "| bot Approve | bare Approve | p99 ratio |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(
-        f"\nburst of 100 simultaneous `/rollback app prod`: "
-        f"bot lost {lost_bot}, bare lost {lost_bare}"
-    )
+    for kind, title in (("command", "`/rollback app prod`"), ("approve", "Approve")):
+        print(f"\n{title}\n")
+        print(
+            "| clients | bot | bare (Bolt's executor) | bare inline "
+            "| bot p99 / bare p99 | bot p99 / bare inline p99 |"
+        )
+        print("|---|---|---|---|---|---|")
+        for clients, took in rows:
+            cells = [_cell(*took[(app.name, kind)]) for app in apps]
+            bot_times = took[("bot", kind)][0]
+            ratios = [_ratio(bot_times, took[(name, kind)][0]) for name in ("bare", "bare inline")]
+            print("| " + " | ".join([str(clients), *cells, *ratios]) + " |")
+    said = ", ".join(f"{name} lost {n}" for name, n in lost.items())
+    print(f"\nburst of 100 simultaneous `/rollback app prod`: {said}")
 
 
-def _level(bot: Target, bare: Target, *, clients: int, requests: int, rounds: int) -> list[str]:
-    """One table row: bot and bare cells sent in alternating rounds, so load drift hits both."""
+def _level(
+    apps: list[Target], *, clients: int, requests: int, rounds: int
+) -> dict[tuple[str, str], tuple[list[float], int]]:
+    """Each app's latencies and requests sent per kind, in rounds that alternate the apps
+    (so the machine's load drift reaches them alike)."""
     took: dict[tuple[str, str], list[float]] = {}
     sent: dict[tuple[str, str], int] = {}
     share = max(clients, requests // rounds)
     for _ in range(rounds):
         for kind in ("command", "approve"):
-            for target in (bot, bare):
-                body = target.command if kind == "command" else target.approve
-                times = cell(target, body, clients=clients, requests=share)
-                took.setdefault((target.name, kind), []).extend(times)
-                sent[(target.name, kind)] = sent.get((target.name, kind), 0) + (
-                    max(1, share // clients) * clients
-                )
-    row = [str(clients)]
-    for kind in ("command", "approve"):
-        for name in ("bot", "bare"):
-            times = took[(name, kind)]
-            lost = sent[(name, kind)] - len(times)
-            row.append(
-                f"{_ms(times, 0.5)} / {_ms(times, 0.99)}" + (f" ({lost} lost)" if lost else "")
-            )
-        row.append(_ratio(took[("bot", kind)], took[("bare", kind)]))
-    return row
+            for app in apps:
+                body = app.command if kind == "command" else app.approve
+                key = (app.name, kind)
+                took.setdefault(key, []).extend(cell(app, body, clients=clients, requests=share))
+                sent[key] = sent.get(key, 0) + max(1, share // clients) * clients
+    return {key: (times, sent[key]) for key, times in took.items()}
+
+
+def _cell(times: list[float], sent: int) -> str:
+    lost = sent - len(times)
+    return f"{_ms(times, 0.5)} / {_ms(times, 0.99)}" + (f" ({lost} lost)" if lost else "")
 
 
 def _ratio(bot: list[float], bare: list[float]) -> str:

@@ -147,7 +147,9 @@ def create_app(settings: Settings, deps: Deps) -> App:
     app = App(
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         client=deps.client,
-        process_before_response=False,
+        # Listeners ack and hand their work to deps.later: run them on the HTTP thread, no
+        # hop through Bolt's executor and its 10 ms ack polling (handlers/lazy.py).
+        process_before_response=True,
     )
     for module in (commands, modals, approvals, home):
         module.register(app, deps)

@@ -26,8 +26,10 @@ def test_one_of_two_approvals_is_said_on_card_plan_and_status(
     assert "Approved by" not in said  # not while one more is needed
     assert "(30 min left)" in said or "(29 min left)" in said
     assert "<!date^" in said
-    shown = text_of(sandbox.slack.message(CHANNEL, plan.ts))
-    assert f"1 of 2 approvals (<@{BOB}>)" in shown
+    wait_for(  # the card, then the plan message, redrawn by the outbox
+        lambda: f"1 of 2 approvals (<@{BOB}>)" in text_of(sandbox.slack.message(CHANNEL, plan.ts)),
+        what="the plan message to count",
+    )
     incident = sandbox.process.deps.store.runs()[0].incident_id
     status = sandbox.person(ALICE).slash(f"status {incident}").text
     assert f"1 of 2 approvals (<@{BOB}>)" in status and f"may still approve: <@{CAROL}>" in status
