@@ -59,7 +59,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import http_limits
-from bot.demo import ALICE, BOB, demo_world
+from bot.demo import ALICE, BOB, CHANNEL, demo_world
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.platform import Person, Platform, sign
 from bot.server import HttpServer
@@ -143,7 +143,7 @@ def _command_body(person: Person) -> Callable[[], bytes]:
         person.last_trigger = None
         fields = {
             "team_id": person.platform.team_id,
-            "channel_id": "C0INCIDENT",
+            "channel_id": CHANNEL,
             "user_id": person.user_id,
             "user_name": person.name,
             "command": "/rollback",

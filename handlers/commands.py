@@ -148,13 +148,17 @@ def register(app: App, deps: Deps) -> None:
             text = seen.repeated(_what(request))
             ack(response_type="ephemeral", text=f":information_source: {text}")
             return
+        if not deps.later.has_room():  # said in the ack: no Slack call on this thread
+            arrivals.forget(key)
+            ack(response_type="ephemeral", text=BUSY)
+            return
         ack()
         where = Where(user=typed.user, channel=typed.channel)
         failed = tell_failure(client, where)
         work = _Opening(typed, client, parsed, modals, key, arrivals, _what(request))
-        if not deps.later.submit(work, on_error=failed):
+        if not deps.later.submit(work, on_error=failed):  # the room went to another request
             arrivals.forget(key)
-            tell(client, where, BUSY)
+            deps.later.notify(tell, client, where, BUSY)
 
 
 class Arrivals:

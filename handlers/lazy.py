@@ -93,7 +93,7 @@ def after_ack(later: Later) -> Callable[[Callable[..., None]], Callable[..., Non
             if "ack" in given:
                 given["ack"] = _noop_ack
             if not later.submit(listener, on_error=tell_failure(client, where_of(body)), **given):
-                tell(client, where_of(body), BUSY)
+                later.notify(tell, client, where_of(body), BUSY)
 
         # Not functools.wraps: Bolt reads `inspect.getfullargspec(inspect.unwrap(f)).args`
         # (slack_bolt/util/utils.py), so a __wrapped__ would hide the arguments we need.

@@ -248,3 +248,22 @@ def test_a_retried_command_is_told_after_its_ack_when_only_the_database_knew_it(
     )
     assert "the repeat changed nothing" in str(told[0].args)
     assert not bot.slack.calls_to("views.open")
+
+
+def test_a_command_the_full_pool_cannot_take_is_refused_in_its_ack(
+    bot: Sandbox, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Busy is said in the answer itself: no Slack call on the thread that answers Slack."""
+    later = bot.process.deps.later
+    room = later.has_room
+    monkeypatch.setattr(later, "has_room", lambda: False)
+    _quiet(recorder)
+    mark = recorder.mark()
+    answered = bot.person(ALICE).slash("app prod")
+    assert answered.status_code == 200
+    assert "busy" in answered.json()["text"] and "did nothing" in answered.json()["text"]
+    _quiet(recorder)
+    assert recorder.since(mark) == ["ack"], recorder.since(mark)
+    monkeypatch.setattr(later, "has_room", room)
+    assert bot.person(ALICE).slash("app prod").status_code == 200  # the same person, later
+    wait_for(lambda: bot.slack.calls_to("views.open"), what="the form once there is room")
