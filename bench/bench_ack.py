@@ -84,6 +84,8 @@ class Target:
     command: Callable[[], bytes]
     approve: Callable[[], bytes]
     idle: Callable[[], bool]
+    refused: Callable[[], int] = lambda: 0
+    """How many requests the app answered "busy" so far (its work pool was full)."""
 
 
 def _post(client: httpx.Client, target: Target, body: bytes) -> float | None:
@@ -188,6 +190,7 @@ def the_bot(workdir: Path) -> Iterator[tuple[Target, Sandbox]]:
                 command=_command_body(alice),
                 approve=_approve_body([bob, alice], channel, ts),
                 idle=idle,
+                refused=lambda: later.snapshot().refused,
             ),
             sandbox,
         )
@@ -279,6 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
+    busy: list[str] = []
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
     with (
@@ -288,8 +292,10 @@ def main() -> None:
     ):
         apps = [bot, bare, inline]
         for clients in levels:
+            refused = bot.refused()
             took = _level(apps, clients=clients, requests=args.requests, rounds=args.rounds)
             rows.append((clients, took))
+            busy.append(f"{clients} clients: {bot.refused() - refused}")
             print("done", clients, "clients", flush=True)
         lost = {app.name: burst(app) for app in apps}
         print(f"stats of the bot's work pool: {bot_stats(sandbox)}")
@@ -312,6 +318,7 @@ def main() -> None:
             bot_times = took[("bot", kind)][0]
             ratios = [_ratio(bot_times, took[(name, kind)][0]) for name in ("bare", "bare inline")]
             print("| " + " | ".join([str(clients), *cells, *ratios]) + " |")
+    print(f"\nrequests the bot answered busy (its work pool full): {', '.join(busy)}")
     said = ", ".join(f"{name} lost {n}" for name, n in lost.items())
     print(f"\nburst of 100 simultaneous `/rollback app prod`: {said}")
 
