@@ -63,6 +63,14 @@ class ReadOnceApiClient(ApiClient):  # type: ignore[misc]
     the body, so each caller deserializes the same answer into models of its
     own. Any other request is a write and empties the scope, except a dry run
     and an access review (a SelfSubjectAccessReview is created, stored nowhere).
+
+    Reading once is also how the read paths save the models' validation:
+    `Configuration.client_side_validation = False` would not. In kubernetes 37
+    it is only stored (kubernetes/client/configuration.py `__init__`,
+    kubernetes/client/api_client.py `ApiClient.__init__`) and read nowhere
+    else; the models are pydantic models that `ApiClient.__deserialize_model`
+    builds with `klass.from_dict`, which always calls `cls.model_validate`
+    (kubernetes/client/models/v1_deployment.py `V1Deployment.from_dict`).
     """
 
     def call_api(
