@@ -216,6 +216,8 @@ class _Opening:
         flows = self.modals.flows
         received = flows.receive(self.key)
         if not received.first:  # another process, or this one long ago, had it first
+            if received.outcome is not None:
+                self.arrivals.settle(self.key, received.outcome)
             where = Where(user=self.typed.user, channel=self.typed.channel)
             tell(self.client, where, f":information_source: {received.repeated(self.what)}")
             return
