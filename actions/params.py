@@ -8,9 +8,35 @@ here. Models forbid unknown keys so a typo in the config file is an error.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+
+_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
+_PART = r"(\d+(?:\.\d+)?)\s*(min|w|d|h|m|s)"
+_WHOLE = re.compile(rf"\s*(?:{_PART}\s*)+")
+
+
+def seconds_of(value: Any) -> float:
+    """Seconds from a number, or from `90s`, `10m`, `15min`, `1h30m`, `2d`, `1w` (parts added).
+
+    One reading of durations for the whole config file; each key checks its own bounds.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a duration (write 90s, 10m, 1h or 2d)")
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", value):
+        value = float(value)
+    if isinstance(value, str):
+        if not _WHOLE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a duration (write 90s, 10m, 1h or 2d)")
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in re.findall(_PART, value))
+    else:
+        seconds = float(value)
+    if seconds < 0:
+        raise ValueError(f"{value!r}: a duration cannot be negative")
+    return seconds
 
 
 class Strict(BaseModel):

@@ -4,18 +4,27 @@ Run by hand, never by pytest:
 
     python bench/bench_ack.py --requests 200
 
-Two apps are served by the same `bot.server.HttpServer` with the same limits
-(`http_limits` of default settings: 8 threads):
+Three apps are served by `bot.server.HttpServer` with the same limits
+(`http_limits` of default settings: 8 threads), each on its own port:
 - **bot**: the whole bot as in the demo (`rollback-bot demo`): fake Slack, the
   fake Kubernetes API server with the demo's Deployment, a SQLite file, the
   bot's WSGI entry (signature check, secret masking, Bolt, every listener).
 - **bare**: a Bolt app whose `/rollback` and Approve listeners only `ack()`,
-  behind Bolt's own signature check.
+  behind Bolt's own signature check, with Bolt's default
+  `process_before_response=False` (the listener runs on Bolt's executor and
+  the HTTP thread polls every 10 ms for its ack);
+- **bare inline**: the same with `process_before_response=True`, as the bot
+  runs (its listeners ack and hand their work to its own pool), so the
+  listener runs on the HTTP thread and the answer leaves when it returns.
 
 Every request is signed as Slack signs it. For each app, kind and
 concurrency (1, 10, 50 client threads, each with its own keep-alive
 connection) it sends `--requests` requests and reports the time from
-sending to the HTTP answer (the ack) at p50 and p99:
+sending to the HTTP answer (the ack) at p50 and p99, and the ratio of the
+bot's p99 to the bare app's. A cell is sent in `--rounds` rounds that
+alternate bot and bare, so a change in the machine's load while the bench
+runs (other processes on a shared machine) reaches both alike; the load
+average before and after is printed with the table:
 - `/rollback app prod`, each with a new trigger id: the bot acks, then opens
   the modal and reads the Deployment on its work pool (that work competes for
   the same two cores and the GIL, and is included in the load, not in the ack);
@@ -50,7 +59,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import http_limits
-from bot.demo import ALICE, BOB, demo_world
+from bot.demo import ALICE, BOB, CHANNEL, demo_world
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.platform import Person, Platform, sign
 from bot.server import HttpServer
@@ -75,6 +84,8 @@ class Target:
     command: Callable[[], bytes]
     approve: Callable[[], bytes]
     idle: Callable[[], bool]
+    refused: Callable[[], int] = lambda: 0
+    """How many requests the app answered "busy" so far (its work pool was full)."""
 
 
 def _post(client: httpx.Client, target: Target, body: bytes) -> float | None:
@@ -134,7 +145,7 @@ def _command_body(person: Person) -> Callable[[], bytes]:
         person.last_trigger = None
         fields = {
             "team_id": person.platform.team_id,
-            "channel_id": "C0INCIDENT",
+            "channel_id": CHANNEL,
             "user_id": person.user_id,
             "user_name": person.name,
             "command": "/rollback",
@@ -179,6 +190,7 @@ def the_bot(workdir: Path) -> Iterator[tuple[Target, Sandbox]]:
                 command=_command_body(alice),
                 approve=_approve_body([bob, alice], channel, ts),
                 idle=idle,
+                refused=lambda: later.snapshot().refused,
             ),
             sandbox,
         )
@@ -214,13 +226,17 @@ def _until(check: Callable[[], Any], what: str) -> Any:
 
 
 @contextmanager
-def the_bare_app(sandbox: Sandbox) -> Iterator[Target]:
-    """A Bolt app whose listeners only ack, behind the same server with the same limits."""
+def the_bare_app(sandbox: Sandbox, *, inline: bool) -> Iterator[Target]:
+    """A Bolt app whose listeners only ack, behind the same server with the same limits.
+
+    `inline`: Bolt runs the listener on the HTTP thread (`process_before_response=True`,
+    as the bot does); otherwise Bolt's default, its listener executor.
+    """
     app = App(
         signing_secret=SECRET,
         client=WebClient(token=sandbox.slack.token, base_url=sandbox.slack.url),
         token_verification_enabled=False,
-        process_before_response=False,
+        process_before_response=inline,
     )
 
     def only_ack(ack: Ack) -> None:
@@ -235,7 +251,7 @@ def the_bare_app(sandbox: Sandbox) -> Iterator[Target]:
     person = platform.person(ALICE, "alice")
     try:
         yield Target(
-            name="bare",
+            name="bare inline" if inline else "bare",
             url=f"http://{host}:{port}/slack/events",
             secret=SECRET,
             command=_command_body(person),
@@ -253,47 +269,92 @@ def _any_plan(sandbox: Sandbox) -> tuple[str, str]:
 
 
 def _ms(values: list[float], q: float) -> str:
-    if not values:
-        return "-"
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, round(q * (len(ordered) - 1)))
-    return f"{ordered[index] * 1000:.0f}"
+    return f"{_q(values, q) * 1000:.0f}" if values else "-"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per cell")
     parser.add_argument("--clients", default="1,10,50", help="concurrency levels")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="each cell is sent in this many interleaved rounds"
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
+    busy: list[str] = []
+    load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
-    with the_bot(Path(tmp)) as (bot, sandbox), the_bare_app(sandbox) as bare:
+    with (
+        the_bot(Path(tmp)) as (bot, sandbox),
+        the_bare_app(sandbox, inline=False) as bare,
+        the_bare_app(sandbox, inline=True) as inline,
+    ):
+        apps = [bot, bare, inline]
         for clients in levels:
-            row = [str(clients)]
-            for target in (bot, bare):
-                for kind in ("command", "approve"):
-                    body = target.command if kind == "command" else target.approve
-                    took = cell(target, body, clients=clients, requests=args.requests)
-                    lost = max(0, (args.requests // clients) * clients - len(took))
-                    row.append(
-                        f"{_ms(took, 0.5)} / {_ms(took, 0.99)}"
-                        + (f" ({lost} lost)" if lost else "")
-                    )
-            rows.append(row)
+            refused = bot.refused()
+            took = _level(apps, clients=clients, requests=args.requests, rounds=args.rounds)
+            rows.append((clients, took))
+            busy.append(f"{clients} clients: {bot.refused() - refused}")
             print("done", clients, "clients", flush=True)
-        lost_bot, lost_bare = burst(bot), burst(bare)
+        lost = {app.name: burst(app) for app in apps}
         print(f"stats of the bot's work pool: {bot_stats(sandbox)}")
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{args.requests} requests per cell; ack p50 / p99 in ms (send to HTTP answer)\n")
-    print("| clients | bot `/rollback app prod` | bot Approve | bare `/rollback` | bare Approve |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    load_after = os.getloadavg()
     print(
-        f"\nburst of 100 simultaneous `/rollback app prod`: "
-        f"bot lost {lost_bot}, bare lost {lost_bare}"
+        f"\n{args.requests} requests per cell in {args.rounds} interleaved rounds; "
+        f"ack p50 / p99 in ms (send to HTTP answer); 1-minute load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores)"
     )
+    for kind, title in (("command", "`/rollback app prod`"), ("approve", "Approve")):
+        print(f"\n{title}\n")
+        print(
+            "| clients | bot | bare (Bolt's executor) | bare inline "
+            "| bot p99 / bare p99 | bot p99 / bare inline p99 |"
+        )
+        print("|---|---|---|---|---|---|")
+        for clients, took in rows:
+            cells = [_cell(*took[(app.name, kind)]) for app in apps]
+            bot_times = took[("bot", kind)][0]
+            ratios = [_ratio(bot_times, took[(name, kind)][0]) for name in ("bare", "bare inline")]
+            print("| " + " | ".join([str(clients), *cells, *ratios]) + " |")
+    print(f"\nrequests the bot answered busy (its work pool full): {', '.join(busy)}")
+    said = ", ".join(f"{name} lost {n}" for name, n in lost.items())
+    print(f"\nburst of 100 simultaneous `/rollback app prod`: {said}")
+
+
+def _level(
+    apps: list[Target], *, clients: int, requests: int, rounds: int
+) -> dict[tuple[str, str], tuple[list[float], int]]:
+    """Each app's latencies and requests sent per kind, in rounds that alternate the apps
+    (so the machine's load drift reaches them alike)."""
+    took: dict[tuple[str, str], list[float]] = {}
+    sent: dict[tuple[str, str], int] = {}
+    share = max(clients, requests // rounds)
+    for _ in range(rounds):
+        for kind in ("command", "approve"):
+            for app in apps:
+                body = app.command if kind == "command" else app.approve
+                key = (app.name, kind)
+                took.setdefault(key, []).extend(cell(app, body, clients=clients, requests=share))
+                sent[key] = sent.get(key, 0) + max(1, share // clients) * clients
+    return {key: (times, sent[key]) for key, times in took.items()}
+
+
+def _cell(times: list[float], sent: int) -> str:
+    lost = sent - len(times)
+    return f"{_ms(times, 0.5)} / {_ms(times, 0.99)}" + (f" ({lost} lost)" if lost else "")
+
+
+def _ratio(bot: list[float], bare: list[float]) -> str:
+    if not bot or not bare:
+        return "-"
+    return f"{_q(bot, 0.99) / _q(bare, 0.99):.2f}"
+
+
+def _q(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bot_stats(sandbox: Sandbox) -> str:

@@ -43,7 +43,6 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from actions.clock import SYSTEM, Ticker
-from actions.http import read_metrics
 from bot.config import RollbackConfig
 from bot.drills import DrillRecorder
 from bot.metrics import BotMetrics, MeteredProgress
@@ -56,7 +55,7 @@ from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
 from bot.settings import Settings
 from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
-from bot.verification import MetricsReader
+from bot.verification import MetricsReader, read_metrics
 from bot.workflow import Workflow
 from handlers import approvals, commands, drills, errors, gitops, home, modals, reviews
 from handlers.alerts import AlertWebhook
@@ -159,7 +158,9 @@ def create_app(settings: Settings, deps: Deps) -> App:
     app = App(
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         client=deps.client,
-        process_before_response=False,
+        # Listeners ack and hand their work to deps.later: run them on the HTTP thread, no
+        # hop through Bolt's executor and its 10 ms ack polling (handlers/lazy.py).
+        process_before_response=True,
     )
     for module in (drills, commands, modals, approvals, home, reviews, gitops):  # drills first
         module.register(app, deps)

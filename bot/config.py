@@ -39,7 +39,7 @@ from actions.docker import DockerParams
 from actions.http import Communications, Maintenance, Metrics
 from actions.kubernetes import KubernetesParams
 from actions.loadbalancer import BlueGreenParams
-from actions.params import Strict
+from actions.params import Strict, seconds_of
 
 
 class FullParams(Strict):
@@ -63,8 +63,6 @@ TARGET_KINDS = ("kubernetes", "docker", "bluegreen", "config", "database", "full
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-_PERIOD = re.compile(r"^(\d+)\s*([mhdw])$")
-_PERIOD_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 PRODUCTION_NAMES = frozenset({"prod", "production"})
 """Environments where drills are refused unless `drills_allowed: true` says otherwise."""
 
@@ -146,23 +144,11 @@ STEP_KINDS = (
 """The step kinds a `timeouts:` key may name: an action's name after its dot
 (`kubernetes.rollout_status` → `rollout_status`); `maintenance` names both toggles."""
 MAX_TIMEOUT = 24 * 3600.0
-_DURATION = re.compile(
-    r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
-)
 
 
 def duration(value: Any) -> float:
-    """Seconds from `90`, `90s`, `10m`, `1h30m`; a clear ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (write 90s, 10m or 1h)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if match is None or not any(match.groups()):
-            raise ValueError(f"{value!r} is not a duration (write 90s, 10m or 1h)")
-        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
+    """Seconds from `90`, `90s`, `10m`, `1h30m` (`actions.params.seconds_of`), within bounds."""
+    seconds = seconds_of(value)
     if not 0 < seconds <= MAX_TIMEOUT:
         raise ValueError(f"{value!r}: a timeout must be more than 0 and at most 24h")
     return seconds
@@ -275,13 +261,10 @@ class Environment(Strict):
     @classmethod
     def _period(cls, value: Any) -> Any:
         if isinstance(value, str):
-            match = _PERIOD.match(value.strip())
-            if match is None:
-                raise ValueError(f"{value!r} is not a period such as 30d, 12h, 2w or 90m")
-            number, unit = int(match.group(1)), match.group(2)
-            if number <= 0:
+            seconds = seconds_of(value)
+            if seconds <= 0:
                 raise ValueError("the period must be longer than zero")
-            return timedelta(**{_PERIOD_UNITS[unit]: number})
+            return timedelta(seconds=seconds)
         return value
 
     def allows_drills(self, name: str) -> bool:

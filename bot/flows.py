@@ -85,6 +85,10 @@ class ThreadNotOpened(Exception):
         self.withdrawn = withdrawn
 
 
+CHANGED = "run.changed"
+"""Outbox message: redraw the run's card and plan (after an approval, off the click's thread)."""
+
+
 class Thread(Protocol):
     """What the flows need from the Slack side."""
 
@@ -196,7 +200,8 @@ class Flows:
 
     def open_incident(self, request: IncidentRequest) -> Opened:
         """Plan, request and open the thread; raise Refused, or ThreadNotOpened after undoing."""
-        incident, run = self._request(request)
+        with self.planner.request():  # the plan and the versions from one read of the target
+            incident, run = self._request(request)
         for item in sorted(request.ticked):
             self.store.add_event(
                 incident_id=incident.id,
@@ -429,13 +434,13 @@ class Flows:
         except Refused:
             after = self.store.run(run_id)
             if after is not None and after.state != run.state:
-                self.thread.refresh(run_id)
+                self.store.enqueue(run_id, CHANGED)
             raise
         except (ActionError, OSError) as exc:
             raise Refused(
                 f"the plan can no longer be built, so it cannot be approved: {exc}"
             ) from None
-        self.thread.refresh(run_id)
+        self.store.enqueue(run_id, CHANGED)  # the card and plan are redrawn by the outbox
         if outcome.started:
             self.wake_runner.set()
         return outcome
@@ -443,7 +448,8 @@ class Flows:
     def _current_plan(self, run: Run) -> Plan:
         env = self.config.environment(run.environment)
         holders = self._holders(run.environment, exclude=run.incident_id)
-        return plan_for_run(self.planner, run, env, holders=holders, **plan_choices(run))
+        with self.planner.request():
+            return plan_for_run(self.planner, run, env, holders=holders, **plan_choices(run))
 
     def auto_approve_due(self) -> list[Run]:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""

@@ -30,6 +30,11 @@ target steps through `Target.restore(name, spec)`. A target that cannot restore
 yet falls back to planning again and taking the steps by name; a step that
 cannot be rebuilt either way comes back without an action and the runner stops
 for a person there (after running every `always` step it can).
+
+Targets and steps are reached through their packages (`kube_steps.KubernetesTarget`),
+whose names are imported on first use: the bot starts without importing the
+Kubernetes client, boto3, psycopg or httpx, and imports each when a plan needs it
+(issue 16, point 6).
 """
 
 from __future__ import annotations
@@ -37,11 +42,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import actions.configfiles as config_steps
+import actions.database as database_steps
+import actions.docker as docker_steps
+import actions.http as http_steps
+import actions.kubernetes as kube_steps
+import actions.loadbalancer as lb_steps
 from actions.base import (
     Action,
     Check,
@@ -54,18 +66,12 @@ from actions.base import (
     readable,
     spec_of,
 )
-from actions.configfiles import ConfigFilesParams, ConfigFilesTarget
-from actions.database import DatabaseParams, DatabaseTarget
-from actions.docker import DockerParams, DockerTarget
-from actions.http import (
-    HealthCheck,
-    NotifyWebhook,
-    SendCustomerEmail,
-    SetMaintenance,
-    UpdateStatusPage,
-)
-from actions.kubernetes import KubernetesParams, KubernetesTarget, StartWorkers, StopWorkers
-from actions.loadbalancer import BlueGreenParams, BlueGreenTarget
+from actions.configfiles import ConfigFilesParams
+from actions.database import DatabaseParams
+from actions.docker import DockerParams
+from actions.kubernetes import KubernetesParams
+from actions.loadbalancer import BlueGreenParams
+from actions.reads import read_once
 from bot.config import Environment, FullParams, TargetParams
 from bot.store import KnownVersions, version_key
 from bot.verdict import Assessor, Holders, Verdict
@@ -226,15 +232,15 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
     def build(params: TargetParams) -> Target:
         match params:
             case KubernetesParams():
-                return KubernetesTarget(params)
+                return kube_steps.KubernetesTarget(params)
             case DockerParams():
-                return DockerTarget(params)
+                return docker_steps.DockerTarget(params)
             case BlueGreenParams():
-                return BlueGreenTarget(params)
+                return lb_steps.BlueGreenTarget(params)
             case ConfigFilesParams():
-                return ConfigFilesTarget(params)
+                return config_steps.ConfigFilesTarget(params)
             case DatabaseParams():
-                return DatabaseTarget(params, restore_rate=restore_rate())
+                return database_steps.DatabaseTarget(params, restore_rate=restore_rate())
         raise PlanningError(f"a {params.kind} target has no single rollback of its own")
 
     return build
@@ -299,6 +305,17 @@ class Planner:
             self._cache[key] = self.factory(params)
         return self._cache[key]
 
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """One person's request: inside it, each read of a target's live state is made once.
+
+        Rendering the modal (points, then checks) and approving (rebuilding the plan)
+        read the target through this scope (`actions.reads`), so the Deployment and its
+        ReplicaSets are read once per render and per approval, not once per question.
+        """
+        with read_once():
+            yield
+
     def points(self, env: Environment, name: str) -> list[RollbackPoint]:
         """List a target's rollback points (a `full` target has one: everyone's previous)."""
         params = env.targets[name]
@@ -351,7 +368,7 @@ class Planner:
             for a in part.stage
         ]
         if env.maintenance is not None:
-            on = SetMaintenance(env.maintenance, enabled=True)
+            on = http_steps.SetMaintenance(env.maintenance, enabled=True)
             phased.append(("maintenance", on, False, None))
         for phase in ("prepare", "rollback", "verify"):
             phased += [
@@ -360,9 +377,9 @@ class Planner:
                 for a in getattr(part, phase)
             ]
         if env.health_url:
-            phased.append(("health", HealthCheck(env.health_url), False, None))
+            phased.append(("health", http_steps.HealthCheck(env.health_url), False, None))
         if env.maintenance is not None:
-            off = SetMaintenance(env.maintenance, enabled=False)
+            off = http_steps.SetMaintenance(env.maintenance, enabled=False)
             phased.append(("maintenance", off, not leave_maintenance_on_failure, None))
         phased += [
             ("resume", a, True, member)
@@ -428,15 +445,19 @@ class Planner:
                 name,
                 TargetPlan(
                     prepare=[
-                        StopWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                        kube_steps.StopWorkers(
+                            apps=apps, namespace=p.namespace, workers=tuple(p.workers)
+                        )
                     ],
                     resume=[
-                        StartWorkers(apps=apps, namespace=p.namespace, workers=tuple(p.workers))
+                        kube_steps.StartWorkers(
+                            apps=apps, namespace=p.namespace, workers=tuple(p.workers)
+                        )
                     ],
                 ),
             )
             for name, p in kube
-            for apps in [cast(KubernetesTarget, self.target(p)).apps]
+            for apps in [cast(kube_steps.KubernetesTarget, self.target(p)).apps]
         ]
 
     def restore(
@@ -562,11 +583,11 @@ def environment_step(
         if env.maintenance is None:
             raise PlanningError("maintenance is no longer configured")
         enabled = bool(spec.get("enabled", name == "http.maintenance_on"))
-        return SetMaintenance(env.maintenance, enabled=enabled, **extra)
+        return http_steps.SetMaintenance(env.maintenance, enabled=enabled, **extra)
     if name == "http.health" or (name.startswith("http.") and "expect_status" in spec):
         if not env.health_url:
             raise PlanningError("health_url is no longer configured")
-        return HealthCheck(
+        return http_steps.HealthCheck(
             env.health_url,
             expect_status=int(spec.get("expect_status", 200)),
             name=str(spec.get("name", "health")),
@@ -579,11 +600,11 @@ def environment_step(
         return defaults[name]
     comms = env.communications
     if name == "http.status_page" and comms.status_page is not None:
-        return UpdateStatusPage(
+        return http_steps.UpdateStatusPage(
             comms.status_page, status=spec["status"], message=spec["message"], **extra
         )
     if name == "http.webhook" and comms.internal_webhook is not None:
-        return NotifyWebhook(
+        return http_steps.NotifyWebhook(
             comms.internal_webhook,
             text=spec["text"],
             fields=dict(spec["fields"]),
@@ -591,7 +612,7 @@ def environment_step(
             **extra,
         )
     if name == "http.customer_email" and comms.customer_email is not None:
-        return SendCustomerEmail(
+        return http_steps.SendCustomerEmail(
             comms.customer_email, subject=spec["subject"], body=spec["body"], **extra
         )
     raise PlanningError(f"the environment no longer has a {name} step")
@@ -644,10 +665,12 @@ def _communications(
         "System has been rolled back and is now operational. We are investigating the root cause."
     )
     if comms.status_page is not None:
-        actions.append(UpdateStatusPage(comms.status_page, status="operational", message=message))
+        actions.append(
+            http_steps.UpdateStatusPage(comms.status_page, status="operational", message=message)
+        )
     if comms.internal_webhook is not None:
         actions.append(
-            NotifyWebhook(
+            http_steps.NotifyWebhook(
                 comms.internal_webhook,
                 text=f"Post-Rollback Status Update: {target} in {env_name}",
                 fields={
@@ -658,7 +681,7 @@ def _communications(
         )
     if comms.customer_email is not None and customers:
         actions.append(
-            SendCustomerEmail(
+            http_steps.SendCustomerEmail(
                 comms.customer_email,
                 subject="Service Restored",
                 body=(

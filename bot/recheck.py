@@ -35,15 +35,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
-from actions.kubernetes.recheck import TemplateCheck
 from bot.config import RollbackConfig
 from bot.models import Recheck, RecheckState, Run, RunState
 from bot.plans import Planner
 from bot.store import Store
+
+if TYPE_CHECKING:
+    from actions.kubernetes.recheck import TemplateCheck
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
-from actions.kubernetes.gitops import Owner, suspended_here
+from actions.kubernetes.owners import Owner, suspended_here
 from bot.config import RollbackConfig, UnknownTarget
 from bot.models import Run, RunState
 from bot.plans import Planner

@@ -17,6 +17,7 @@ embedded default, is for one bot process.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import secrets
 from collections.abc import Callable, Iterator
@@ -26,10 +27,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from actions.reads import changed, remembered
 from bot.models import (
     Approval,
     BreakGlassReview,
@@ -171,15 +183,50 @@ def upgrade(engine: Engine) -> str:
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
-    """Return (the database's revision, this code's newest revision)."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    """Return (the database's revision, this code's newest revision).
 
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    assert head is not None
+    Read without alembic, which imports every SQL dialect it knows (PostgreSQL's
+    with psycopg's helpers) and costs a serving bot half its start-up (issue 16,
+    point 6): the database's revision is alembic's own `alembic_version` row, the
+    newest is the one revision no migration file names as its `down_revision`.
+    tests/perf/test_cli_imports.py checks both against alembic's answers.
+    """
+    head = head_revision()
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    return current, head
+        if not inspect(connection).has_table("alembic_version"):
+            return None, head
+        rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        current = sorted(rows)
+    return (current[0] if len(current) == 1 else None), head
+
+
+def head_revision(versions: Path = MIGRATIONS / "versions") -> str:
+    """This code's newest schema revision, from the migration files' `revision` lines."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted(versions.glob("*.py")):
+        assigned = _literals(path, ("revision", "down_revision"))
+        if "revision" not in assigned:
+            continue
+        revisions.add(str(assigned["revision"]))
+        down = assigned.get("down_revision")
+        parents.update([down] if isinstance(down, str) else list(down or ()))
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations in {versions} have heads {heads}, not one")
+    return heads[0]
+
+
+def _literals(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """The literal values assigned at a module's top level to `names`, without running it."""
+    found: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in names and node.value:
+                    found[target.id] = ast.literal_eval(node.value)
+    return found
 
 
 def require_current_schema(engine: Engine) -> None:
@@ -251,7 +298,11 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE)."""
+        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE).
+
+        A write: what the current request remembered (`actions.reads`) is read again after it.
+        """
+        changed()
         with self._sessions.begin() as session:
             yield session
 
@@ -371,7 +422,10 @@ class Store:
             ).first()
 
     def run(self, run_id: str) -> Run | None:
-        """Return a run, or None."""
+        """Return a run, or None; loaded once per request (`bot.plans.Planner.request`)."""
+        return remembered(("run", run_id), lambda: self._load_run(run_id))
+
+    def _load_run(self, run_id: str) -> Run | None:
         with self.reading() as session:
             return session.get(Run, run_id)
 

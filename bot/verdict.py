@@ -26,15 +26,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, Check, Evidenced, Finding, Level, Target
 from actions.database import DatabaseParams
-from actions.database.schema_compat import Migration, Migrations
-from actions.docker import DockerParams, DockerTarget
-from actions.kubernetes import KubernetesParams, KubernetesTarget
+from actions.docker import DockerParams
+from actions.kubernetes import KubernetesParams
 from actions.params import SchemaLink
 from bot.config import Environment
+
+if TYPE_CHECKING:
+    from actions.database.schema_compat import Migration
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,8 @@ class Assessor:
     def _migrations(
         self, database: DatabaseParams, params: Any, link: SchemaLink, ref: str | None
     ) -> list[Migration]:
+        from actions.database.schema_compat import Migrations  # psycopg: only when weighed
+
         found = Migrations(database)
         version, deployed = self._version_and_time(params, ref)
         if version is not None and version in link.versions:
@@ -216,6 +220,11 @@ class Assessor:
         return found.since(deployed)
 
     def _version_and_time(self, params: Any, ref: str | None) -> tuple[str | None, datetime | None]:
+        # the targets' modules import their clients: loaded when a verdict is weighed, not
+        # when the bot starts (`serve`, `check-config`)
+        from actions.docker import DockerTarget
+        from actions.kubernetes import KubernetesTarget
+
         target = self.target_of(params)
         if isinstance(params, KubernetesParams) and isinstance(target, KubernetesTarget):
             facts = target.revision_facts(ref)

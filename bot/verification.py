@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import actions.http as http_steps
 from actions.base import ActionError
-from actions.http import Metrics, MetricsReading, read_metrics
+from actions.http import Metrics, MetricsReading
 from bot.config import Environment
 from bot.models import Event
 from bot.store import StepView
@@ -47,6 +48,11 @@ class VerifyItem:
 
 
 MetricsReader = Callable[[Metrics], MetricsReading]
+
+
+def read_metrics(metrics: Metrics) -> MetricsReading:
+    """Read the monitoring numbers over HTTP (httpx is imported at the first reading)."""
+    return http_steps.read_metrics(metrics)
 
 
 def checklist(

@@ -102,7 +102,9 @@ def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
             tell(client, click.where, f":information_source: {received.repeated('click')}")
             return
         try:
-            flows.settle(key, verb(click))
+            with flows.planner.request():  # the run and the target read once for the click
+                done = verb(click)
+            flows.settle(key, done)
         except (Refused, UnknownTarget) as exc:  # unknown: the config changed since the request
             flows.release(key)  # it changed nothing, so the same click may count later
             tell(client, click.where, f":warning: {_sentence(str(exc))}")

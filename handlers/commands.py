@@ -10,15 +10,19 @@ Parsing is a pure function so every malformed command is tested without
 Slack; anything it cannot parse is answered with what was wrong and the
 usage, ephemerally, never a stack trace. A command that acts (opening the
 form, `cancel`) acts once per trigger id: a retry (X-Slack-Retry-Num) or a
-replayed body is answered "already received" and changes nothing. Opening the modal acks first and
-opens a "Loading…" view with the trigger id at once; the rollback points and
-checks, which talk to the target system, fill it in afterwards.
+replayed body is answered "already received" and changes nothing. Opening the
+modal acks before any database, Slack or Kubernetes call (`Arrivals` answers a
+retry from memory; the durable once-only record is written after the ack),
+then opens a "Loading…" view with the trigger id on the work pool; the rollback
+points and checks, which talk to the target system, fill it in afterwards.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,7 @@ from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
-from bot.flows import Flows
+from bot.flows import Flows, Received
 from bot.models import Run
 from bot.reviews import Reviews
 from bot.store import ACTIVE_STATES
@@ -118,6 +122,7 @@ def register(app: App, deps: Deps) -> None:
     """Listen for /rollback."""
     modals = ModalService(deps)
     groups = Groups(deps)
+    arrivals = Arrivals()
 
     @app.command("/rollback")
     def rollback(
@@ -136,32 +141,112 @@ def register(app: App, deps: Deps) -> None:
             ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
             return
         key = f"command:{typed.trigger_id}"
-        received = modals.flows.receive(key)
-        if not received.first:
-            text = received.repeated(_what(request))
+        if isinstance(parsed, Cancel):
+            _cancel_once(ack, request, key, parsed, typed.user, modals.flows, groups)
+            return
+        seen = arrivals.arrive(key)
+        if seen is not None:
+            text = seen.repeated(_what(request))
             ack(response_type="ephemeral", text=f":information_source: {text}")
             return
-        if isinstance(parsed, Cancel):
-            text = _cancel(parsed, typed.user, modals.flows, groups)
-            ack(response_type="ephemeral", text=text)
-            modals.flows.settle(key, text)
+        if not deps.later.has_room():  # said in the ack: no Slack call on this thread
+            arrivals.forget(key)
+            ack(response_type="ephemeral", text=BUSY)
             return
         ack()
         where = Where(user=typed.user, channel=typed.channel)
         failed = tell_failure(client, where)
-        if not deps.later.submit(
-            _open_and_settle, typed, client, parsed, modals, key, on_error=failed
-        ):
-            modals.flows.release(key)
-            tell(client, where, BUSY)
+        work = _Opening(typed, client, parsed, modals, key, arrivals, _what(request))
+        if not deps.later.submit(work, on_error=failed):  # the room went to another request
+            arrivals.forget(key)
+            deps.later.notify(tell, client, where, BUSY)
 
 
-def _open_and_settle(
-    typed: SlashCommand, client: WebClient, parsed: Rollback, modals: ModalService, key: str
+class Arrivals:
+    """The trigger ids this process saw lately, so a retry is answered in its ack.
+
+    Opening the form acks before anything touches the database (issue 16,
+    point 2): the durable once-only record (`Flows.receive`, a write that can
+    wait on SQLite's write lock behind other requests' work) is made after the
+    ack, on the work pool. A retry or a replay reaching this process is
+    answered from here at once; one reaching another process (or this one after
+    `KEPT` newer commands) is told by the durable record after its ack.
+    """
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, str | None] = OrderedDict()
+
+    def arrive(self, key: str) -> Received | None:
+        """Note `key`; None the first time, else how the first one is doing."""
+        with self._lock:
+            if key in self._seen:
+                return Received(first=False, outcome=self._seen[key])
+            self._seen[key] = None
+            while len(self._seen) > self.KEPT:
+                self._seen.popitem(last=False)
+            return None
+
+    def settle(self, key: str, outcome: str) -> None:
+        """Remember what the first request with `key` did."""
+        with self._lock:
+            if key in self._seen:
+                self._seen[key] = outcome
+
+    def forget(self, key: str) -> None:
+        """Forget a request that did nothing, so the same one may act later."""
+        with self._lock:
+            self._seen.pop(key, None)
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """After the ack (on `deps.later`): record the trigger once, open the form, settle it."""
+
+    typed: SlashCommand
+    client: WebClient
+    parsed: Rollback
+    modals: ModalService
+    key: str
+    arrivals: Arrivals
+    what: str
+
+    def __call__(self) -> None:
+        flows = self.modals.flows
+        received = flows.receive(self.key)
+        if not received.first:  # another process, or this one long ago, had it first
+            if received.outcome is not None:
+                self.arrivals.settle(self.key, received.outcome)
+            where = Where(user=self.typed.user, channel=self.typed.channel)
+            tell(self.client, where, f":information_source: {received.repeated(self.what)}")
+            return
+        with self.modals.deps.planner.request():  # points and checks from one read
+            _open_modal(self.typed, self.client, self.parsed, self.modals)
+        outcome = "the rollback form was opened"
+        flows.settle(self.key, outcome)
+        self.arrivals.settle(self.key, outcome)
+
+
+def _cancel_once(
+    ack: Ack,
+    request: BoltRequest,
+    key: str,
+    parsed: Cancel,
+    user: str,
+    flows: Flows,
+    groups: Groups,
 ) -> None:
-    """After the ack (on `deps.later`): open the form, then remember the trigger was used."""
-    _open_modal(typed, client, parsed, modals)
-    modals.flows.settle(key, "the rollback form was opened")
+    """Cancel once per trigger id; the answer says what happened, so it is the ack."""
+    received = flows.receive(key)
+    if not received.first:
+        text = received.repeated(_what(request))
+        ack(response_type="ephemeral", text=f":information_source: {text}")
+        return
+    text = _cancel(parsed, user, flows, groups)
+    ack(response_type="ephemeral", text=text)
+    flows.settle(key, text)
 
 
 def _what(request: BoltRequest) -> str:

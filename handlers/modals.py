@@ -418,7 +418,7 @@ def register(app: App, deps: Deps) -> None:
             _submit, service, event, on_error=tell_failure(deps.client, Where(user=event.user))
         ):
             service.flows.release(key)
-            service._say(event, "Busy", BUSY)
+            deps.later.notify(service._say, event, "Busy", BUSY)  # not on the answering thread
 
 
 def _submit(service: ModalService, event: ModalEvent) -> None:

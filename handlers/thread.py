@@ -608,6 +608,7 @@ class SlackOutbox:
         self.thread = IncidentThread(deps, strict=True)
         self.more = dict(more or {})
         """Kinds other modules render (handlers/gitops.py); for a kind of this one's, after it."""
+        self.told = IncidentThread(deps)  # an error is said in the thread, as to a click
 
     def deliver(self, message: OutboxMessage) -> None:
         """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
@@ -624,6 +625,8 @@ class SlackOutbox:
             if kind == "run.resumed":
                 self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
             self.thread.progress(run)
+        elif kind == "run.changed":  # bot.flows.CHANGED, after a click: told as a click is
+            self.told.refresh(run.id)
         elif kind == "step.started":
             self.thread.progress(run)
         elif kind == "step.progress":

@@ -5,20 +5,48 @@ directory or under an S3 prefix), `archives` (archive safety checks and limits,
 the exact extraction, and the directory or mount-point swap), `steps` (back up,
 restore, restart with health polling), `target` (ConfigFilesTarget). Each
 module's docstring gives its design reasoning.
+
+Only the light `params` module is imported with the package; every other name
+is imported where it is first used (`actions.exports.lazy`), so reading the
+config file imports no client (issue 16, point 6).
 """
 
-from actions.configfiles.archives import Limits, verify_archive
+from typing import TYPE_CHECKING
+
 from actions.configfiles.params import ConfigFilesParams, RestartDeployment
-from actions.configfiles.steps import (
-    PRE_BACKUP_KEY,
-    BackupConfig,
-    RestartApp,
-    RestoreConfig,
-    restart_key,
-    restore_key,
+from actions.exports import lazy
+
+if TYPE_CHECKING:
+    from actions.configfiles.archives import Limits, verify_archive
+    from actions.configfiles.steps import (
+        PRE_BACKUP_KEY,
+        BackupConfig,
+        RestartApp,
+        RestoreConfig,
+        restart_key,
+        restore_key,
+    )
+    from actions.configfiles.stores import Backup, backup_name, backup_store, restored_time
+    from actions.configfiles.target import ConfigFilesTarget
+
+__getattr__ = lazy(
+    __name__,
+    {
+        "Limits": "archives",
+        "verify_archive": "archives",
+        "PRE_BACKUP_KEY": "steps",
+        "BackupConfig": "steps",
+        "RestartApp": "steps",
+        "RestoreConfig": "steps",
+        "restart_key": "steps",
+        "restore_key": "steps",
+        "Backup": "stores",
+        "backup_name": "stores",
+        "backup_store": "stores",
+        "restored_time": "stores",
+        "ConfigFilesTarget": "target",
+    },
 )
-from actions.configfiles.stores import Backup, backup_name, backup_store, restored_time
-from actions.configfiles.target import ConfigFilesTarget
 
 __all__ = [
     "PRE_BACKUP_KEY",

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from actions.configfiles.archives import Limits
-from actions.kubernetes.client import KubeConnection
+from actions.kubernetes.params import KubeConnection
 from actions.params import AwsConnection, Strict
 
 

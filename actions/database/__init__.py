@@ -20,27 +20,60 @@ in a scratch instance: continuous archiving, pgBackRest), `migrations` and
 `migration_plans` (the migration tool found in the database), `verification`, `rds`
 (Amazon RDS PITR), `aurora` (Aurora clusters), `target` (DatabaseTarget: points, checks,
 plans, resume).
+
+Only the light `params` module is imported with the package; every other name
+is imported where it is first used (`actions.exports.lazy`), so reading the
+config file imports no client (issue 16, point 6).
 """
 
-from actions.database.migrations import RollbackMigration
-from actions.database.names import human_size, iso, pitr_ref, stamp
+from typing import TYPE_CHECKING
+
 from actions.database.params import (
     DatabaseConnection,
     DatabaseParams,
     RdsInstance,
     VerificationQuery,
 )
-from actions.database.pgtools import inspect_archive
-from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
-from actions.database.selfhosted import (
-    RECOVERY_MARKER,
-    PreRollbackBackup,
-    RestoreIntoRecovery,
-    SwapDatabases,
-    list_backups,
+from actions.exports import lazy
+
+if TYPE_CHECKING:
+    from actions.database.migrations import RollbackMigration
+    from actions.database.names import human_size, iso, pitr_ref, stamp
+    from actions.database.pgtools import inspect_archive
+    from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
+    from actions.database.selfhosted import (
+        RECOVERY_MARKER,
+        PreRollbackBackup,
+        RestoreIntoRecovery,
+        SwapDatabases,
+        list_backups,
+    )
+    from actions.database.target import DatabaseTarget
+    from actions.database.verification import DEFAULT_VERIFICATION, VerifyDatabase, render_table
+
+__getattr__ = lazy(
+    __name__,
+    {
+        "RollbackMigration": "migrations",
+        "human_size": "names",
+        "iso": "names",
+        "pitr_ref": "names",
+        "stamp": "names",
+        "inspect_archive": "pgtools",
+        "RdsRestoreToTime": "rds",
+        "RdsSwap": "rds",
+        "rds_stamp": "rds",
+        "RECOVERY_MARKER": "selfhosted",
+        "PreRollbackBackup": "selfhosted",
+        "RestoreIntoRecovery": "selfhosted",
+        "SwapDatabases": "selfhosted",
+        "list_backups": "selfhosted",
+        "DatabaseTarget": "target",
+        "DEFAULT_VERIFICATION": "verification",
+        "VerifyDatabase": "verification",
+        "render_table": "verification",
+    },
 )
-from actions.database.target import DatabaseTarget
-from actions.database.verification import DEFAULT_VERIFICATION, VerifyDatabase, render_table
 
 __all__ = [
     "DEFAULT_VERIFICATION",

@@ -6,27 +6,19 @@ the password is a `SecretRef`, never a value in the config itself.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, model_validator
 
-from actions.params import AwsConnection, SecretRef, Strict
-
-_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+from actions.params import AwsConnection, SecretRef, Strict, seconds_of
 
 
 def duration(value: Any) -> Any:
     """Read `90s`, `30m`, `1h`, `2d`, `1w` (or seconds as a number) as a timedelta."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*", value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration like 15m, 1h or 1d")
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    return value
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=seconds_of(value))
 
 
 Duration = Annotated[timedelta, BeforeValidator(duration)]

@@ -45,12 +45,11 @@ from typing import Any
 from actions.base import ActionError, PermanentError, StepContext, StepResult
 from actions.docker.auth import registry_auth
 from actions.docker.engine import DockerClient, EngineUnreachable, short_id
+from actions.docker.params import SWITCH_BACK_RESERVE
 from actions.docker.settings import settings_summary, successor
 from actions.http.health import HEALTH_REQUEST_TIMEOUT, check_health
 from actions.http.request import plural
 
-SWITCH_BACK_RESERVE = 20.0
-"""Seconds of the step's deadline kept for switching back after a failed check."""
 POLL = 0.25
 """Seconds between looks at the new container while it settles."""
 RESTART_GRACE = 5.0

@@ -26,9 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-from pydantic import Field, model_validator
+from typing import Any
 
 from actions.base import (
     Action,
@@ -43,49 +41,14 @@ from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
 from actions.docker.evidence import docker_evidence
+from actions.docker.params import DockerParams
 from actions.docker.settings import HISTORY_LABEL
-from actions.docker.swap import SWITCH_BACK_RESERVE, SwapContainer, state_problem
+from actions.docker.swap import SwapContainer, state_problem
 from actions.http.request import plural
-from actions.params import SchemaLink, Strict
 
 OCI_VERSION = "org.opencontainers.image.version"
 RECENT_RESTART = 60.0
 """A container restarted by the engine less than this many seconds ago is not running steadily."""
-
-
-class DockerParams(Strict):
-    """A container and the image repository its versions come from."""
-
-    kind: Literal["docker"]
-    container: str
-    image: str
-    socket: str = "/var/run/docker.sock"
-    health_url: str | None = None
-    stop_timeout: int = Field(default=10, ge=0)
-    api_version: str | None = Field(default=None, pattern=r"^1\.\d+$")
-    """None: negotiated from the engine's /version."""
-    settle: float = Field(default=10.0, ge=0)
-    """Seconds the new container must stay running, not restarting, before it counts."""
-    health_timeout: float = Field(default=120.0, gt=0)
-    keep_retired: int = Field(default=1, ge=0)
-    """Renamed old containers (`<name>-rollback-<time>`) kept after a successful swap."""
-    swap_timeout: float = Field(default=240.0, gt=0)
-    schema_from: SchemaLink | None = None
-
-    @model_validator(mode="after")
-    def _times_fit(self) -> DockerParams:
-        if self.settle >= self.health_timeout:
-            raise ValueError(
-                f"settle ({self.settle:g}s) must be shorter than health_timeout "
-                f"({self.health_timeout:g}s)"
-            )
-        needed = self.stop_timeout + self.health_timeout + SWITCH_BACK_RESERVE
-        if self.swap_timeout < needed:
-            raise ValueError(
-                f"swap_timeout ({self.swap_timeout:g}s) must leave room for stop_timeout, "
-                f"health_timeout and {SWITCH_BACK_RESERVE:g}s to switch back: at least {needed:g}s"
-            )
-        return self
 
 
 def _repository(ref: str) -> str:

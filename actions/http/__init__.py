@@ -5,23 +5,56 @@ scrubbing and throttled retry lines), `health` (the one health poller and the
 HealthCheck step), `posts` (the steps that make one JSON POST: maintenance,
 status page, webhook, customer email), `metrics` (reading the monitoring
 numbers). Each module's docstring gives its design reasoning.
+
+Only the light `params` module is imported with the package; every other name
+is imported where it is first used (`actions.exports.lazy`), so reading the
+config file imports no client (issue 16, point 6).
 """
 
-from actions.http.health import Health, HealthCheck, check_health, poll_health
-from actions.http.metrics import Metrics, MetricsReading, read_metrics
-from actions.http.posts import (
+from typing import TYPE_CHECKING
+
+from actions.exports import lazy
+from actions.http.params import (
     Communications,
     CustomerEmail,
-    HealthState,
     Maintenance,
-    NotifyWebhook,
-    SendCustomerEmail,
-    SetMaintenance,
+    Metrics,
+    MetricsReading,
     StatusPage,
-    UpdateStatusPage,
     Webhook,
 )
-from actions.http.request import Backoff, HttpOptions, HttpStatusError, send
+
+if TYPE_CHECKING:
+    from actions.http.health import Health, HealthCheck, check_health, poll_health
+    from actions.http.metrics import read_metrics
+    from actions.http.posts import (
+        HealthState,
+        NotifyWebhook,
+        SendCustomerEmail,
+        SetMaintenance,
+        UpdateStatusPage,
+    )
+    from actions.http.request import Backoff, HttpOptions, HttpStatusError, send
+
+__getattr__ = lazy(
+    __name__,
+    {
+        "Health": "health",
+        "HealthCheck": "health",
+        "check_health": "health",
+        "poll_health": "health",
+        "read_metrics": "metrics",
+        "HealthState": "posts",
+        "NotifyWebhook": "posts",
+        "SendCustomerEmail": "posts",
+        "SetMaintenance": "posts",
+        "UpdateStatusPage": "posts",
+        "Backoff": "request",
+        "HttpOptions": "request",
+        "HttpStatusError": "request",
+        "send": "request",
+    },
+)
 
 __all__ = [
     "Backoff",

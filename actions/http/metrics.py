@@ -8,31 +8,13 @@ PermanentError naming the URL and the field.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from actions.base import PermanentError
+from actions.http.params import Metrics, MetricsReading
 from actions.http.request import DEFAULT_OPTIONS, Call, HttpOptions, http_client, send
-from actions.params import Strict
-
-
-class Metrics(Strict):
-    """Where the monitoring numbers are read; each URL answers JSON with the named field."""
-
-    error_rate_url: str | None = None
-    error_rate_field: str = "error_rate"
-    response_time_url: str | None = None
-    response_time_field: str = "avg_response_time"
-
-
-@dataclass(frozen=True)
-class MetricsReading:
-    """The monitoring numbers read once; None where no URL is configured."""
-
-    error_rate: float | None
-    response_time_ms: float | None
 
 
 def _field(document: Any, path: str, *, url: str) -> float:

@@ -20,6 +20,12 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from actions.base import PermanentError, StepContext, StepResult
+from actions.http.params import (
+    CustomerEmail,
+    Maintenance,
+    StatusPage,
+    Webhook,
+)
 from actions.http.request import (
     DEFAULT_OPTIONS,
     Call,
@@ -29,45 +35,7 @@ from actions.http.request import (
     reporter,
     send,
 )
-from actions.params import SecretRef, Strict
-
-
-class Maintenance(Strict):
-    """The app's admin endpoint that turns maintenance mode on and off."""
-
-    url: str
-    token: SecretRef | None = None
-    message: str = "Emergency maintenance - system rollback in progress"
-
-
-class StatusPage(Strict):
-    """A status page API taking {status, message}."""
-
-    url: str
-    token: SecretRef | None = None
-
-
-class Webhook(Strict):
-    """An incoming webhook for internal notifications (Slack-compatible JSON)."""
-
-    url: str
-
-
-class CustomerEmail(Strict):
-    """An email API taking {to, subject, body}."""
-
-    url: str
-    to: str
-    token: SecretRef | None = None
-
-
-class Communications(Strict):
-    """Which post-rollback communications run for an environment."""
-
-    status_page: StatusPage | None = None
-    internal_webhook: Webhook | None = None
-    customer_email: CustomerEmail | None = None
-
+from actions.params import SecretRef
 
 HealthState = Literal["operational", "degraded", "maintenance"]
 

@@ -5,16 +5,53 @@ Modules: `client` (the API client, reading a Deployment, error translation),
 (StatefulSet and DaemonSet history, undo and status over ControllerRevisions),
 `status` (rollout status over a watch), `workers` (stop and restart worker
 Deployments), `autoscaling` (KEDA and HPAs on the workers), `target`
-(KubernetesTarget and its parameters). Each module's docstring gives its design
-reasoning.
+(KubernetesTarget), `params` (its parameters, pydantic only). Each module's
+docstring gives its design reasoning.
+
+Only `params` is imported with the package; every other name is imported
+where it is first used (`actions.exports.lazy`), so reading the config file
+does not import the Kubernetes client (issue 16, point 6).
 """
 
-from actions.kubernetes.client import KubeConnection, api_client
-from actions.kubernetes.rollout import PAUSED, Revision, RolloutUndo, rollout_history, rollout_undo
-from actions.kubernetes.status import RolloutStatus, rollout_verdict
-from actions.kubernetes.target import KubernetesParams, KubernetesTarget
-from actions.kubernetes.workers import WORKER_REPLICAS, StartWorkers, StopWorkers
-from actions.kubernetes.workloads import WorkloadStatus, WorkloadUndo, workload_undo
+from typing import TYPE_CHECKING
+
+from actions.exports import lazy
+from actions.kubernetes.params import KubeConnection, KubernetesParams
+
+if TYPE_CHECKING:
+    from actions.kubernetes.client import api_client
+    from actions.kubernetes.rollout import (
+        PAUSED,
+        Revision,
+        RolloutUndo,
+        rollout_history,
+        rollout_undo,
+    )
+    from actions.kubernetes.status import RolloutStatus, rollout_verdict
+    from actions.kubernetes.target import KubernetesTarget
+    from actions.kubernetes.workers import WORKER_REPLICAS, StartWorkers, StopWorkers
+    from actions.kubernetes.workloads import WorkloadStatus, WorkloadUndo, workload_undo
+
+__getattr__ = lazy(
+    __name__,
+    {
+        "api_client": "client",
+        "PAUSED": "rollout",
+        "Revision": "rollout",
+        "RolloutUndo": "rollout",
+        "rollout_history": "rollout",
+        "rollout_undo": "rollout",
+        "RolloutStatus": "status",
+        "rollout_verdict": "status",
+        "KubernetesTarget": "target",
+        "WORKER_REPLICAS": "workers",
+        "StartWorkers": "workers",
+        "StopWorkers": "workers",
+        "WorkloadStatus": "workloads",
+        "WorkloadUndo": "workloads",
+        "workload_undo": "workloads",
+    },
+)
 
 __all__ = [
     "PAUSED",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import urllib3
 from kubernetes import config as kube_config
@@ -27,18 +27,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from actions.base import ActionError, PermanentError, TemporaryError
-from actions.params import Strict
-
-
-class KubeConnection(Strict):
-    """In-cluster service account, or a kubeconfig file with an optional context."""
-
-    mode: Literal["in-cluster", "kubeconfig"] = "kubeconfig"
-    kubeconfig: str | None = None
-    context: str | None = None
-
+from actions.kubernetes.params import KubeConnection
+from actions.reads import changed, remembered
 
 REQUEST_TIMEOUT = 30.0
+_REVIEWS = "/apis/authorization.k8s.io/"
 
 
 def api_client(conn: KubeConnection) -> ApiClient:
@@ -56,7 +49,49 @@ def api_client(conn: KubeConnection) -> ApiClient:
             )
     except (ConfigException, OSError) as exc:
         raise PermanentError(f"cannot load the Kubernetes connection ({conn.mode}): {exc}") from exc
-    return ApiClient(configuration)
+    return ReadOnceApiClient(configuration)
+
+
+class ReadOnceApiClient(ApiClient):  # type: ignore[misc]
+    """The official ApiClient; inside `actions.reads.read_once()` each GET is sent once.
+
+    Every generated API method sends through `ApiClient.call_api(method, url,
+    header_params, body, post_params, _request_timeout)` (kubernetes 37,
+    kubernetes/client/api_client.py `_call_with_legacy_options`), `url` being
+    the whole URL with its query. A GET (not a watch) is remembered by URL and
+    Accept header and its `RESTResponse` handed out again: its `read()` keeps
+    the body, so each caller deserializes the same answer into models of its
+    own. Any other request is a write and empties the scope, except a dry run
+    and an access review (a SelfSubjectAccessReview is created, stored nowhere).
+
+    Reading once is also how the read paths save the models' validation:
+    `Configuration.client_side_validation = False` would not. In kubernetes 37
+    it is only stored (kubernetes/client/configuration.py `__init__`,
+    kubernetes/client/api_client.py `ApiClient.__init__`) and read nowhere
+    else; the models are pydantic models that `ApiClient.__deserialize_model`
+    builds with `klass.from_dict`, which always calls `cls.model_validate`
+    (kubernetes/client/models/v1_deployment.py `V1Deployment.from_dict`).
+    """
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: dict[str, str] | None = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        def send() -> Any:
+            return super(ReadOnceApiClient, self).call_api(
+                method, url, header_params, body, post_params, _request_timeout=_request_timeout
+            )
+
+        if method != "GET" or "watch=" in url:
+            if method != "GET" and "dryRun=" not in url and _REVIEWS not in url:
+                changed()
+            return send()
+        return remembered((url, (header_params or {}).get("Accept")), send)
 
 
 def _status_text(exc: ApiException) -> tuple[str, str]:

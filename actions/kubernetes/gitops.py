@@ -30,17 +30,17 @@ recorded state back, for whoever resumes it once Git is fixed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from actions.base import PermanentError, StepContext, StepResult
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors
+from actions.kubernetes.owners import Owner, Tool, _memory_key
 
-Tool = Literal["argocd", "flux-kustomization", "flux-helmrelease", "helm"]
 RESOURCES: dict[str, tuple[str, str, str]] = {
     "argocd": ("argoproj.io", "v1alpha1", "applications"),
     "flux-kustomization": ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),
@@ -57,33 +57,6 @@ RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 RECORD = "rollback-bot/sync-before"
 MERGE_PATCH = "application/merge-patch+json"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """What deploys a workload from outside the cluster."""
-
-    tool: Tool
-    name: str
-    namespace: str
-    automatic: bool
-    workloads: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        """How a person finds it: `argocd application/x in argocd`, ..."""
-        kind = {
-            "argocd": "Argo CD application",
-            "flux-kustomization": "Flux kustomization",
-            "flux-helmrelease": "Flux helmrelease",
-            "helm": "Helm release",
-        }[self.tool]
-        return f"{kind} {self.name} in {self.namespace}"
-
-    @property
-    def suspendable(self) -> bool:
-        """Argo CD and Flux sync by themselves; Helm does not."""
-        return self.tool != "helm"
 
 
 def _get(api: ApiClient, tool: Tool, namespace: str, name: str) -> dict[str, Any] | None:
@@ -150,31 +123,7 @@ def _helm(api: ApiClient, meta: V1ObjectMeta) -> Owner | None:
     return Owner("helm", release, namespace, False) if secrets.items else None
 
 
-def owner_note(owner: Owner, *, revert: str) -> str:
-    """Say what the owner does to the rollback and what a person must do."""
-    if owner.tool == "helm":
-        return (
-            f"{owner.label} manages {', '.join(owner.workloads)}: the next `helm upgrade` "
-            f"overwrites the rollback; {revert} in the chart's values first"
-        )
-    state = "syncs automatically" if owner.automatic else "does not sync automatically"
-    return (
-        f"{owner.label} deploys {', '.join(owner.workloads)} and {state}; its automatic sync is "
-        f"suspended before the undo and stays suspended after it: {revert} in Git, then "
-        "resume its sync"
-    )
-
-
 # --- suspend and resume -----------------------------------------------------------------
-
-
-def _memory_key(tool: str, namespace: str, name: str) -> str:
-    return f"kubernetes/gitops/{tool}/{namespace}/{name}/before"
-
-
-def suspended_here(memory: Mapping[str, Any], tool: str, *, namespace: str, name: str) -> bool:
-    """Tell whether this rollback suspended the owner (its step recorded what it replaced)."""
-    return _memory_key(tool, namespace, name) in memory
 
 
 def _state(tool: Tool, obj: dict[str, Any]) -> dict[str, Any]:

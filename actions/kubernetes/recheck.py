@@ -17,9 +17,7 @@ the images running, and the result says so.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
 
 from kubernetes.client import AppsV1Api
 
@@ -42,23 +40,6 @@ from actions.kubernetes.workloads import (
     workload_template,
 )
 from actions.kubernetes.workloads import images as template_images
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[smh]?)\s*$")
-
-
-def seconds_of(value: Any) -> float:
-    """`10m`, `30s`, `1h`, or a number of seconds; 0 turns the re-check off."""
-    if isinstance(value, bool):
-        raise ValueError("give a duration such as 10m, 30s or 1h (0 turns it off)")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    found = _DURATION.match(str(value))
-    if found is None:
-        raise ValueError(f"{value!r} is not a duration such as 10m, 30s or 1h (0 turns it off)")
-    return float(found["number"]) * _UNITS[found["unit"] or "s"]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from kubernetes.client import (
     ApiClient,
@@ -30,7 +30,6 @@ from kubernetes.client import (
     V1ReplicaSet,
 )
 from kubernetes.client.exceptions import ApiException
-from pydantic import field_validator, model_validator
 
 from actions.base import (
     Action,
@@ -47,19 +46,15 @@ from actions.base import (
 from actions.clock import ago
 from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
-    KubeConnection,
     api_client,
     kube_errors,
     object_meta,
     read_deployment,
 )
 from actions.kubernetes.images import image_findings, pull_secret_names
-from actions.kubernetes.recheck import (
-    TemplateCheck,
-    recheck_deployment,
-    recheck_workload,
-    seconds_of,
-)
+from actions.kubernetes.owners import Owner, Tool, owner_note
+from actions.kubernetes.params import KubernetesParams
+from actions.kubernetes.recheck import TemplateCheck, recheck_deployment, recheck_workload
 from actions.kubernetes.rollout import (
     PAUSED,
     RolloutUndo,
@@ -88,55 +83,6 @@ from actions.kubernetes.workloads import (
     workload_history,
 )
 from actions.kubernetes.workloads import images as template_images
-from actions.params import SchemaLink, Strict
-
-
-class KubernetesParams(Strict):
-    """A workload to roll back and the worker Deployments stopped meanwhile."""
-
-    kind: Literal["kubernetes"]
-    namespace: str
-    workload: Literal["deployment", "statefulset", "daemonset"] = "deployment"
-    name: str
-    deployment: str | None = None
-    workers: list[str] = []
-    connection: KubeConnection = KubeConnection()
-    rollout_timeout: float = 300.0
-    gitops_guard: bool = True
-    argocd_namespace: str = "argocd"
-    recheck_after: float = 600.0
-    """Seconds after a successful rollback to re-read the pod template (`10m`, `30s`; 0: off)."""
-
-    @field_validator("recheck_after", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return seconds_of(value)
-
-    schema_from: SchemaLink | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_name(cls, data: Any) -> Any:
-        """Take the name from `name:`, or from `deployment:` for a Deployment (older configs)."""
-        if not isinstance(data, dict):
-            return data
-        name, deployment = data.get("name"), data.get("deployment")
-        workload = data.get("workload", "deployment")
-        if deployment is not None and workload != "deployment":
-            raise ValueError(
-                f"'deployment:' names a Deployment; for workload: {workload} give the name "
-                "as 'name:'"
-            )
-        if name is not None and deployment is not None and name != deployment:
-            raise ValueError("give the workload's name once, as 'name:' (or 'deployment:')")
-        if name is None and deployment is None:
-            raise ValueError(
-                "give the workload's name as 'name:' ('deployment:' also works for a Deployment)"
-            )
-        data = dict(data, name=name if name is not None else deployment)
-        if workload == "deployment":
-            data["deployment"] = data["name"]
-        return data
 
 
 def _parse_ref(ref: str | None) -> int:
@@ -154,7 +100,7 @@ def _kind_of(value: Any) -> Kind:
     raise ValueError(f"not a statefulset or daemonset: {value!r}")
 
 
-def _tool_of(value: Any) -> gitops.Tool:
+def _tool_of(value: Any) -> Tool:
     for tool in ("argocd", "flux-kustomization", "flux-helmrelease"):
         if value == tool:
             return tool
@@ -425,7 +371,7 @@ class KubernetesTarget:
             owners = self.owners(workers)
         except ActionError as exc:
             raise PlanningError(f"cannot tell who deploys {p.workload}/{p.name}: {exc}") from exc
-        notes += [gitops.owner_note(o, revert=revert) for o in owners]
+        notes += [owner_note(o, revert=revert) for o in owners]
         guard: list[Action] = [
             gitops.SuspendSync(
                 api=self.apps.api_client,
@@ -470,7 +416,7 @@ class KubernetesTarget:
             notes=notes,
         )
 
-    def owners(self, workers: tuple[str, ...] = ()) -> list[gitops.Owner]:
+    def owners(self, workers: tuple[str, ...] = ()) -> list[Owner]:
         """The Argo CD, Flux or Helm owners of the workload and the workers, one entry each."""
         p = self.params
         if not p.gitops_guard:
@@ -482,7 +428,7 @@ class KubernetesTarget:
             except PermanentError:
                 continue  # a missing worker is the workers check's to report
             metas.append((f"deployment/{worker}", object_meta(deployment)))
-        found: dict[tuple[str, str, str], gitops.Owner] = {}
+        found: dict[tuple[str, str, str], Owner] = {}
         for label, meta in metas:
             owner = gitops.detect_owner(
                 self.apps.api_client, meta, argocd_namespace=p.argocd_namespace
@@ -550,7 +496,7 @@ class KubernetesTarget:
         return Check(
             "GitOps owner known",
             True,
-            "; ".join(gitops.owner_note(o, revert="revert the release") for o in owners),
+            "; ".join(owner_note(o, revert="revert the release") for o in owners),
         )
 
     def _autoscaler_notes(self, workers: tuple[str, ...]) -> list[str]:

@@ -219,7 +219,7 @@ def test_production_refuses_drills_unless_the_config_allows_them(cluster: KubeCl
 def test_a_drill_period_that_is_not_a_period_names_the_field(cluster: KubeCluster) -> None:
     raw = {"environments": {"qa": env_dict(cluster, drill_every="monthly")}}
     with pytest.raises(
-        ConfigError, match=r"environments\.qa\.drill_every: 'monthly' is not a period"
+        ConfigError, match=r"environments\.qa\.drill_every: 'monthly' is not a duration"
     ):
         parse_config(raw, path=Path("drill.yml"))
 

@@ -142,7 +142,7 @@ def test_approve_counts_only_for_the_plan_requested(
     assert "plan_stale_at" not in outcome.run.memory
     assert outcome.started and outcome.run.state == "approved"
     assert flows.wake_runner.is_set()
-    assert thread.refreshed == [run.id]
+    assert [m.kind for m in store.outbox(run.id)] == ["run.changed"]  # redrawn by the outbox
 
 
 def test_requester_and_outsiders_cannot_approve(flows: Flows) -> None:

@@ -103,7 +103,7 @@ def test_resume_keeps_the_approved_timeouts_even_if_the_config_changed(kubeconfi
             "app",
             {"health": "ten minutes"},
             "environments.prod.targets.app.timeouts.health: 'ten minutes' is not a duration "
-            "(write 90s, 10m or 1h)",
+            "(write 90s, 10m, 1h or 2d)",
         ),
         (
             "env",

@@ -177,10 +177,14 @@ def test_click_without_a_channel_is_answered_by_direct_message(sandbox: Sandbox)
     payload = click_payload(sandbox, value=None)
     del payload["channel"]
     assert sandbox.platform.interaction(payload).status_code == 200
-    dm = wait_for(
-        lambda: [m for m in sandbox.slack.messages(f"D{BOB[1:]}") if "no rollback" in m.text],
-        what="the direct message",
-    )
+
+    def told() -> list[Any]:
+        try:  # the DM channel exists once the bot wrote to it, after its answer
+            return [m for m in sandbox.slack.messages(f"D{BOB[1:]}") if "no rollback" in m.text]
+        except KeyError:
+            return []
+
+    dm = wait_for(told, what="the direct message")
     assert "older message" in dm[0].text
     assert sandbox.process.deps.store.runs()[0].state == "requested"
 

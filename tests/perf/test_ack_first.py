@@ -9,6 +9,7 @@ not what a clock says. No assertion is about time.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ import pytest
 from slack_bolt.context.ack.ack import Ack
 
 from bot.demo import ALICE, BOB, demo_world
+from bot.sandbox import platform
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.kubernetes import FakeKubernetes
 from tests.fakes.waiting import wait_for
@@ -203,3 +205,65 @@ def test_help_is_answered_while_six_slow_commands_hold_their_slack_calls(
     assert helped.status_code == 200
     assert "rollback" in helped.text.lower()
     assert still_held, "help was only answered after the slow calls were let go"
+
+
+def test_rollback_is_acked_while_another_session_holds_the_database_write_lock(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    """The command's once-only record is written after its ack, so a held lock never delays it."""
+    alice = bot.person(ALICE)
+    _quiet(recorder)
+    path = bot.settings.database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")  # as a long write of another request would
+    try:
+        mark = recorder.mark()
+        answered = alice.slash("app prod")
+        opened_while_locked = "slack:views.open" in recorder.since(mark)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answered.status_code == 200, answered.text
+    assert recorder.since(mark)[0] == "ack"
+    assert not opened_while_locked  # the work after the ack did wait for the lock
+    view_id = alice.opened_view()
+    wait_for(lambda: bot.slack.view(view_id).updates, what="the modal once the lock is free")
+
+
+def test_a_retried_command_is_told_after_its_ack_when_only_the_database_knew_it(
+    bot: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process got the trigger first: this one acks, then says so and opens nothing."""
+    alice = bot.person(ALICE)
+    trigger = "1700000000.123456789012.0123456789abcdef"
+    assert bot.process.deps.store.receive_entry(f"command:{trigger}")  # the other process
+    monkeypatch.setattr(platform, "_trigger", lambda: trigger)
+    answered = alice.slash("app prod")
+    assert answered.status_code == 200
+    told = wait_for(
+        lambda: [
+            c for c in bot.slack.calls_to("chat.postEphemeral") if "already received" in str(c.args)
+        ],
+        what="the repeat told after the ack",
+    )
+    assert "the repeat changed nothing" in str(told[0].args)
+    assert not bot.slack.calls_to("views.open")
+
+
+def test_a_command_the_full_pool_cannot_take_is_refused_in_its_ack(
+    bot: Sandbox, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Busy is said in the answer itself: no Slack call on the thread that answers Slack."""
+    later = bot.process.deps.later
+    room = later.has_room
+    monkeypatch.setattr(later, "has_room", lambda: False)
+    _quiet(recorder)
+    mark = recorder.mark()
+    answered = bot.person(ALICE).slash("app prod")
+    assert answered.status_code == 200
+    assert "busy" in answered.json()["text"] and "did nothing" in answered.json()["text"]
+    _quiet(recorder)
+    assert recorder.since(mark) == ["ack"], recorder.since(mark)
+    monkeypatch.setattr(later, "has_room", room)
+    assert bot.person(ALICE).slash("app prod").status_code == 200  # the same person, later
+    wait_for(lambda: bot.slack.calls_to("views.open"), what="the form once there is room")

@@ -51,3 +51,24 @@ def test_the_pool_needs_a_thread_and_room() -> None:
             assert "at least one" in str(exc)
         else:
             raise AssertionError(f"Later({threads}, {queue}) was accepted")
+
+
+def test_a_full_pool_says_so_before_a_submit_and_notices_are_bounded() -> None:
+    later = Later(threads=1, queue=1)
+    held = threading.Event()
+    assert later.has_room()
+    assert later.submit(held.wait) and later.submit(held.wait)
+    assert not later.has_room()
+    told: list[str] = []
+    gate, started = threading.Event(), threading.Event()
+    assert later.notify(lambda: (started.set(), gate.wait(10), told.append("first")))
+    started.wait(10)
+    for _ in range(Later.NOTICES):  # one runs, NOTICES wait: the next one is dropped
+        assert later.notify(told.append, "more")
+    assert not later.notify(told.append, "dropped")
+    gate.set()
+    held.set()
+    wait_for(lambda: len(told) == 1 + Later.NOTICES, what="the notices told")
+    assert "dropped" not in told and told[0] == "first"
+    wait_for(later.has_room, what="room again")
+    later.shutdown()

@@ -1,0 +1,164 @@
+"""One read of the target per modal render and per approval (issue 16, point 3).
+
+The demo's bot against the stand-in Kubernetes API server: the stand-in
+counts every request it serves (for the modal), and the client's requests
+are counted by the thread that sent them (for the approval, whose run the
+runner then starts on threads of its own). No assertion is about time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from kubernetes.client import ApiClient
+from sqlalchemy import event
+
+from actions.reads import read_once, remembered
+from bot.demo import ALICE, APP, BOB, NAMESPACE, WORKER, DemoWorld, demo_world
+from bot.store import READ_ONLY, Store
+from tests.fakes.waiting import wait_for
+
+ANSWERS = {
+    "severity": "high",
+    "q_functional": "no",
+    "q_data_at_risk": "no",
+    "q_severe_impact": "yes",
+}
+DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{APP}"
+WORKER_DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{WORKER}"
+REPLICA_SETS = f"/apis/apps/v1/namespaces/{NAMESPACE}/replicasets"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[DemoWorld]:
+    with demo_world(tmp_path, ready_delay=0.1) as world:
+        yield world
+
+
+class Served:
+    """The stand-in's requests, by method and path."""
+
+    def __init__(self, world: DemoWorld) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, str]] = []
+        handle = world.kube.api.handle
+
+        def counted(request: Any) -> Any:
+            with self.lock:
+                self.seen.append((request.method, request.path))
+            return handle(request)
+
+        world.kube.api.handle = counted  # type: ignore[method-assign]
+
+    def gets(self) -> Counter[str]:
+        with self.lock:
+            return Counter(path for method, path in self.seen if method == "GET")
+
+
+class Sent:
+    """The requests the client sent (a remembered read sends none), by thread."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[str, str, str]] = []
+        call = ApiClient.call_api
+
+        def counted(client: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            with self.lock:
+                self.seen.append((threading.current_thread().name, method, urlsplit(url).path))
+            return call(client, method, url, *args, **kwargs)
+
+        monkeypatch.setattr(ApiClient, "call_api", counted)
+
+    def gets_from(self, thread: str) -> Counter[str]:
+        with self.lock:
+            return Counter(p for t, m, p in self.seen if t == thread and m == "GET")
+
+    def threads(self) -> set[str]:
+        with self.lock:
+            return {t for t, _, _ in self.seen}
+
+
+def test_modal_render_reads_the_deployment_and_its_replica_sets_once(world: DemoWorld) -> None:
+    served = Served(world)
+    alice = world.sandbox.person(ALICE)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    wait_for(lambda: world.sandbox.slack.view(view_id).updates, what="the modal filled in")
+    gets = served.gets()
+    assert gets[DEPLOYMENT] == 1, gets
+    assert gets[REPLICA_SETS] == 1, gets
+    assert gets[WORKER_DEPLOYMENT] == 1, gets
+    assert max(gets.values()) == 1, gets  # nothing else read twice either
+
+
+def test_approval_reads_the_target_once(world: DemoWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = world.sandbox
+    alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    wait_for(lambda: sandbox.slack.view(view_id).updates, what="the modal filled in")
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    alice.submit(view_id)
+    plan = wait_for(
+        lambda: next(
+            (m for m in sandbox.slack.messages(_channel(world)) if "approve_run" in str(m.blocks)),
+            None,
+        ),
+        what="the plan message",
+    )
+    sent = Sent(monkeypatch)
+    loads = _count_run_loads(sandbox.process.deps.store)
+    bob.click(plan.channel, plan.ts, "approve_run")
+    store = sandbox.process.deps.store
+    wait_for(lambda: store.runs()[0].state != "requested", what="the approval applied")
+    approving = wait_for(
+        lambda: next((t for t in sent.threads() if t.startswith("later")), None),
+        what="the approval's reads",
+    )
+    gets = sent.gets_from(approving)
+    assert gets[DEPLOYMENT] == 1, gets
+    assert gets[REPLICA_SETS] == 1, gets
+    assert max(gets.values()) == 1, gets
+    assert loads[approving] == 1, loads  # the run loaded once for the click
+
+
+def _count_run_loads(store: Store) -> Counter[str]:
+    """How often each thread read a run by id in a read transaction (a write reads in its own)."""
+    loads: Counter[str] = Counter()
+
+    def counted(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        reading = conn.get_execution_options().get(READ_ONLY, False)
+        if reading and statement.startswith("SELECT") and "WHERE runs.id = ?" in statement:
+            loads[threading.current_thread().name] += 1
+
+    event.listen(store.engine, "before_cursor_execute", counted)
+    return loads
+
+
+def _channel(world: DemoWorld) -> str:
+    return next(iter(world.sandbox.config.environments.values())).incident_channel
+
+
+def test_reads_are_remembered_only_inside_a_request() -> None:
+    made: list[int] = []
+
+    def read() -> int:
+        made.append(1)
+        return len(made)
+
+    assert remembered("k", read) == 1
+    assert remembered("k", read) == 2  # outside a request: read every time
+    with read_once():
+        assert remembered("k", read) == 3
+        assert remembered("k", read) == 3
+        with read_once():  # nested: the same request
+            assert remembered("k", read) == 3
+    assert remembered("k", read) == 4
