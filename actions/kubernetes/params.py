@@ -33,6 +33,9 @@ class KubernetesParams(Strict):
     recheck_after: float = 600.0
     """Seconds after a successful rollback to re-read the pod template (`10m`, `30s`; 0: off)."""
     schema_from: SchemaLink | None = None
+    verify_images: bool = True
+    """Ask each image's registry (HEAD of its manifest) before approval; false where the bot
+    cannot reach the registries: the verdict then says the images were not checked."""
 
     @field_validator("recheck_after", mode="before")
     @classmethod

@@ -99,6 +99,18 @@ def test_an_unreachable_registry_is_risky_not_safe(kube: KubeCluster) -> None:
     )
 
 
+def test_images_are_not_asked_for_where_verify_images_is_off_and_the_verdict_says_so(
+    kube: KubeCluster,
+) -> None:
+    kube.fake.add_deployment(NS, API, images=["127.0.0.1:9/app:v1", "127.0.0.1:9/app:v2"])
+    params = KubernetesParams(kind="kubernetes", namespace=NS, deployment=API, verify_images=False)
+    findings = KubernetesTarget(params, api=kube.api).evidence(None)
+    assert not by_level(findings, Level.RISKY) and not by_level(findings, Level.BLOCKED)
+    assert "images not checked in their registries (verify_images: false)" in by_level(
+        findings, Level.OK
+    )
+
+
 def test_a_gitops_owned_workload_is_risky_naming_its_owner(
     kube: KubeCluster, tmp_path: Path
 ) -> None:
