@@ -16,6 +16,7 @@ SCOPE_OF = {
     "conversations_invite": "channels:manage",
     "files_upload_v2": "files:write",
     "usergroups_users_list": "usergroups:read",
+    "users_info": "users:read",
     "views_open": None,
     "views_update": None,
     "views_publish": None,
