@@ -86,7 +86,7 @@ def click_key(click: Click) -> str:
     return f"click:{click.message_ts}:{click.action_id}:{click.where.user}"
 
 
-def _button(flows: Flows, verb: Verb) -> Callable[..., None]:
+def button(flows: Flows, verb: Verb) -> Callable[..., None]:
     """A listener that acks, applies `verb` once and explains a refusal or a repeat."""
 
     def clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -124,7 +124,7 @@ def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
     flows = flows_for(deps)
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
-        app.action(action_id)(after_ack(deps.later)(_button(flows, verb)))
+        app.action(action_id)(after_ack(deps.later)(button(flows, verb)))
 
     modals = ModalService(deps)
 

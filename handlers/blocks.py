@@ -18,9 +18,7 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     CheckboxesElement,
     ConfirmObject,
-    ContextBlock,
     HeaderBlock,
-    MarkdownTextObject,
     Option,
     SectionBlock,
 )
@@ -56,18 +54,6 @@ RUN_TITLES = {
     "cancelled": ":heavy_minus_sign: Cancelled",
     "expired": ":alarm_clock: Approval expired",
 }
-
-
-def _md(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))
-
-
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=_md(text))
-
-
-def _context(*lines: str) -> ContextBlock:
-    return ContextBlock(elements=[_md(line) for line in lines[:10]])
 
 
 @dataclass(frozen=True)
@@ -140,18 +126,18 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
                 t.HEADER_LIMIT,
             )
         ),
-        _section(
+        t.section(
             f"*Opened by* {t.user(incident.opened_by)} · *Recommendation:* {recommendation}\n"
             f"{t.esc(incident.reason)}"
         ),
     ]
     if incident.summary:
-        blocks.append(_section(f"*Impact:* {t.esc(incident.summary)}"))
+        blocks.append(t.section(f"*Impact:* {t.esc(incident.summary)}"))
     if run is not None:
-        blocks.append(_section(f"*Rollback:* {versions(run)}"))
-        blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
+        blocks.append(t.section(f"*Rollback:* {versions(run)}"))
+        blocks.append(t.section(f"*Status:* {_status_line(run, facts)}"))
         if run.outcome:
-            blocks.append(_context(outcome_words(run)))
+            blocks.append(t.context(outcome_words(run)))
     return blocks
 
 
@@ -219,7 +205,7 @@ def _details(plan: list[dict[str, Any]]) -> list[Block]:
             elements.append(line)
     if not elements:
         return []
-    return [_context(*[f"*Step details*\n{elements[0]}", *elements[1:]])]
+    return [t.context(*[f"*Step details*\n{elements[0]}", *elements[1:]])]
 
 
 def _sections(lines: list[str]) -> list[Block]:
@@ -230,12 +216,12 @@ def _sections(lines: list[str]) -> list[Block]:
     for line in lines:
         line = t.cut(line, t.SECTION_LIMIT - 10)
         if chunk and size + len(line) + 1 > t.SECTION_LIMIT - 10:
-            sections.append(_section("\n".join(chunk)))
+            sections.append(t.section("\n".join(chunk)))
             chunk, size = [], 0
         chunk.append(line)
         size += len(line) + 1
     if chunk:
-        sections.append(_section("\n".join(chunk)))
+        sections.append(t.section("\n".join(chunk)))
     return sections
 
 
@@ -248,41 +234,41 @@ def mention_approvers(approvers: Approvers, *, requester: str) -> str:
 def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
     blocks: list[Block] = [
-        _section(f"*Rollback plan* in *{t.esc(run.environment)}*: {versions(run)}"),
+        t.section(f"*Rollback plan* in *{t.esc(run.environment)}*: {versions(run)}"),
         *_sections(_plan_lines(run.plan)),
         *_details(run.plan),
     ]
     notes = run.notes or []
     if notes:
-        blocks.append(_section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
+        blocks.append(t.section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
     blocks += verdict_blocks(run)
     if run.force:
-        blocks.append(_context(":warning: forced: missing rollback scripts overridden"))
+        blocks.append(t.context(":warning: forced: missing rollback scripts overridden"))
     blocks.append(
-        _context(
+        t.context(
             f"{approval_state(run, facts.approvals, approvers=approvers, now=facts.now)}"
             f" · requested by {t.user(run.requester)} · plan `{run.plan_hash[:12]}`"
         )
     )
     if run.state == "requested":
         blocks.append(
-            _section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
+            t.section(f"Approvers: {mention_approvers(approvers, requester=run.requester)}")
         )
         if run.auto_approve_at is not None:
             when = t.when(run.auto_approve_at)
             blocks.append(
-                _section(
+                t.section(
                     f":rotating_light: *Monitoring rolls back automatically at {when}* "
                     "unless an approver rejects or cancels it before then."
                 )
             )
         if "plan_stale_at" in run.memory:
-            blocks.append(_section(STALE_TEXT))
+            blocks.append(t.section(STALE_TEXT))
             blocks.append(replan_buttons(run))
         else:
             blocks.append(approval_buttons(run, approvable=not is_blocked(run)))
     else:
-        blocks.append(_section(f"*Status:* {_status_line(run, facts)}"))
+        blocks.append(t.section(f"*Status:* {_status_line(run, facts)}"))
     return blocks
 
 
@@ -307,7 +293,7 @@ def replan_buttons(run: Run) -> ActionsBlock:
 def stale_message(run: Run, *, people: list[str]) -> list[Block]:
     """The thread reply that tells everyone the plan is out of date."""
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
-    return [_section(f"{STALE_TEXT} {mentions}"), replan_buttons(run)]
+    return [t.section(f"{STALE_TEXT} {mentions}"), replan_buttons(run)]
 
 
 def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
@@ -371,14 +357,14 @@ def progress_message(
         )
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
     blocks: list[Block] = [
-        _section(
+        t.section(
             f"*Progress* · {RUN_TITLES[run.state]} · {versions(run)} · {done}/{len(run.plan)} steps"
         ),
-        _section("\n".join(lines)),
+        t.section("\n".join(lines)),
     ]
     if run.state == "failed":
         blocks.append(
-            _section(  # the runner's outcome says it too: once is enough
+            t.section(  # the runner's outcome says it too: once is enough
                 ":rotating_light: *Manual intervention required.* "
                 + outcome_words(run).replace(" Manual intervention required.", "")
             )
@@ -405,7 +391,7 @@ def failure_message(
     if run.state != "failed":  # retried: its outcome was cleared and it runs again
         who = f" by {t.user(retried_by)}" if retried_by else ""
         return [
-            _section(
+            t.section(
                 f":arrows_counterclockwise: *{run.incident_id}: the failed rollback of "
                 f"{versions(run)} was retried*{who}; it is {run.state} again, progress in "
                 "the thread."
@@ -417,22 +403,24 @@ def failure_message(
     first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     blocks: list[Block] = [
-        _section(
+        t.section(
             f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
             f"{mentions}: manual intervention required."
         ),
-        _section(
+        t.section(
             f"*What failed:* {t.esc(first)}\n*Production now:* {t.esc(now)}\n"
             f"*Left undone:* {t.esc(undone)}"
         ),
     ]
     if after is not None and after.left_on_by and after.maintenance_on:
         blocks.append(
-            _context(f":construction: Maintenance stays on: {t.user(after.left_on_by)} decided.")
+            t.context(f":construction: Maintenance stays on: {t.user(after.left_on_by)} decided.")
         )
     if after is not None and after.turned_off_by:
         blocks.append(
-            _context(f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}.")
+            t.context(
+                f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}."
+            )
         )
     blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
     return blocks
@@ -502,17 +490,17 @@ def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bo
     header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {label(step)}*"
     body = t.esc(t.mask_urls(record.output or record.summary))
     rendered, was_cut = t.code(body, t.SECTION_LIMIT - 100)
-    return [_section(header), _section(rendered)], was_cut
+    return [t.section(header), t.section(rendered)], was_cut
 
 
 def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
     """The procedures' verification checklist: the bot's ticks with evidence, boxes for people."""
     auto = [i for i in items if i.automatic]
     people = [i for i in items if not i.automatic]
-    blocks: list[Block] = [_section("*Post-rollback verification*")]
+    blocks: list[Block] = [t.section("*Post-rollback verification*")]
     for item in auto:
         icon = ":white_check_mark:" if item.ok else ":x:"
-        blocks.append(_section(f"{icon} {t.esc(item.label)}\n_{t.esc(item.evidence)}_"))
+        blocks.append(t.section(f"{icon} {t.esc(item.label)}\n_{t.esc(item.evidence)}_"))
     if people:
         options = [Option(value=i.key, text=t.cut(i.label, t.LABEL_LIMIT)) for i in people]
         ticked = [o for o, i in zip(options, people, strict=True) if i.ticked_by]
@@ -520,13 +508,13 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
             action_id=Action.VERIFY, options=options, initial_options=ticked or None
         )
         blocks.append(
-            SectionBlock(block_id=BlockId.VERIFY, text=_md("*For people to check*"), accessory=box)
+            SectionBlock(block_id=BlockId.VERIFY, text=t.md("*For people to check*"), accessory=box)
         )
         done = [
             f"{t.esc(i.label.split(':')[0])} ✔ {t.user(i.ticked_by)}" for i in people if i.ticked_by
         ]
         if done:
-            blocks.append(_context(*done))
+            blocks.append(t.context(*done))
     return blocks
 
 
@@ -554,7 +542,7 @@ def run_line(
 
 def lines_message(title: str, lines: list[str]) -> list[Block]:
     """A title and lines, split over sections so no text passes Slack's limit."""
-    blocks = [_section(f"*{title}*"), *_sections(lines or ["nothing to show"])]
+    blocks = [t.section(f"*{title}*"), *_sections(lines or ["nothing to show"])]
     return blocks[: t.MESSAGE_BLOCKS]
 
 
@@ -576,12 +564,12 @@ def help_message(targets: dict[str, list[str]]) -> list[Block]:
         f"`{t.esc(env)}`: {', '.join(f'`{t.esc(n)}`' for n in names)}"
         for env, names in targets.items()
     ]
-    return [_section(USAGE), _section("*Targets*\n" + "\n".join(known))]
+    return [t.section(USAGE), t.section("*Targets*\n" + "\n".join(known))]
 
 
 def refusal(message: str, *, usage: bool = False) -> list[Block]:
     """An ephemeral explanation; with the usage when the command itself was wrong."""
-    blocks: list[Block] = [_section(f":warning: {message}")]  # callers escape what they quote
+    blocks: list[Block] = [t.section(f":warning: {message}")]  # callers escape what they quote
     if usage:
-        blocks.append(_section(USAGE))
+        blocks.append(t.section(USAGE))
     return blocks

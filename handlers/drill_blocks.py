@@ -9,8 +9,6 @@ from __future__ import annotations
 from slack_sdk.models.blocks import (
     Block,
     HeaderBlock,
-    MarkdownTextObject,
-    SectionBlock,
 )
 
 from bot.drills import DrillStatus, Measured
@@ -21,10 +19,6 @@ FLAG = ":warning:"
 FRESH = ":white_check_mark:"
 
 
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT)))
-
-
 def drill_line(status: DrillStatus) -> str:
     """One target's last drill, its time to recover and age; flagged when due."""
     return f"{FLAG if status.due else FRESH} {t.esc(status.line())}"
@@ -32,16 +26,16 @@ def drill_line(status: DrillStatus) -> str:
 
 def drills_message(statuses: list[DrillStatus]) -> list[Block]:
     """`/rollback drills`: each target's last drill, flagged when never or too long ago."""
-    blocks: list[Block] = [_section("*Rollback drills*")]
+    blocks: list[Block] = [t.section("*Rollback drills*")]
     if not statuses:
-        blocks.append(_section("No environment allows drills (see `drills_allowed`)."))
+        blocks.append(t.section("No environment allows drills (see `drills_allowed`)."))
         return blocks
     lines = [drill_line(s) for s in statuses]
     due = sum(1 for s in statuses if s.due)
-    blocks += [_section(text) for text in _chunks(lines)]
+    blocks += [t.section(text) for text in _chunks(lines)]
     if due:
         blocks.append(
-            _section(
+            t.section(
                 f"{FLAG} {due} target(s) due: run `/rollback drill <target> <env>` "
                 "to measure how long rolling them back takes."
             )
@@ -79,12 +73,12 @@ def home_section(statuses: list[DrillStatus], recoveries: list[Recovery]) -> lis
     """The App Home section: drill standing per target, then recent recovery times."""
     blocks: list[Block] = [HeaderBlock(text="Drills and recovery times")]
     if statuses:
-        blocks += [_section(text) for text in _chunks([drill_line(s) for s in statuses])]
+        blocks += [t.section(text) for text in _chunks([drill_line(s) for s in statuses])]
     else:
-        blocks.append(_section("No environment allows drills."))
+        blocks.append(t.section("No environment allows drills."))
     if recoveries:
         lines = [recovery_line(r) for r in recoveries]
-        blocks += [_section("*Recent incidents*"), *(_section(x) for x in _chunks(lines))]
+        blocks += [t.section("*Recent incidents*"), *(t.section(x) for x in _chunks(lines))]
     return blocks
 
 

@@ -14,9 +14,6 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     ConfirmObject,
-    ContextBlock,
-    MarkdownTextObject,
-    SectionBlock,
 )
 
 from bot.config import Approvers
@@ -25,14 +22,6 @@ from bot.resync import HeldOwner, ResumeOutcome, revert_note
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
-
-
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT)))
-
-
-def _context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))])
 
 
 def _approvers(approvers: Approvers) -> str:
@@ -55,16 +44,16 @@ def held_message(
     """What must be reverted in Git before resuming, and Resume sync (for approvers) or who did."""
     lines = "\n".join(f"• {t.esc(revert_note(o))}" for o in owners)
     blocks: list[Block] = [
-        _section(f":pause_button: *{run.incident_id}: GitOps sync suspended by the rollback*"),
-        _section(lines),
+        t.section(f":pause_button: *{run.incident_id}: GitOps sync suspended by the rollback*"),
+        t.section(lines),
     ]
     if resume is not None and resume.state == "resumed":
         blocks.append(
-            _context(f":arrow_forward: Sync resumed by {t.user(resume.by)} {t.when(resume.at)}.")
+            t.context(f":arrow_forward: Sync resumed by {t.user(resume.by)} {t.when(resume.at)}.")
         )
         return blocks
     blocks.append(
-        _context(
+        t.context(
             f"Only approvers of {t.esc(run.environment)} may resume it: {_approvers(approvers)}."
         )
     )
@@ -129,15 +118,15 @@ def drift_alert(run: Run, detail: dict[str, Any], *, people: Sequence[str]) -> l
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     workload = t.esc(str(detail.get("workload") or run.target))
     return [
-        _section(
+        t.section(
             f":rotating_light: *{run.incident_id}: {workload} no longer runs what the rollback "
             f"restored.* {mentions}: something put another pod template back."
         ),
-        _section(
+        t.section(
             f"*Image:* {_images(detail.get('restored'))} → {_images(detail.get('live'))}\n"
             f"*Found:* {t.esc(str(detail.get('outcome') or ''))}"
         ),
-        _context(
+        t.context(
             "Check who deployed it (GitOps sync resumed before Git was reverted, a pipeline, a "
             "person), then roll back again if the bad version is back."
         ),

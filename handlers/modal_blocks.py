@@ -15,7 +15,6 @@ from slack_sdk.models.blocks import (
     ContextBlock,
     DividerBlock,
     InputBlock,
-    MarkdownTextObject,
     Option,
     PlainTextInputElement,
     RadioButtonsElement,
@@ -82,10 +81,6 @@ class ModalContent:
     """What the bot remembers about the target's versions (last known healthy), for people."""
 
 
-def _md(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))
-
-
 def _option(value: str, label: str) -> Option:
     return Option(value=value, text=t.cut(label, t.LABEL_LIMIT))
 
@@ -95,19 +90,19 @@ def rollback_modal(content: ModalContent) -> View:
     meta = content.meta
     blocks: list[Block] = [
         SectionBlock(
-            text=_md(
+            text=t.md(
                 f"*{t.esc(meta.target)}* in *{t.esc(meta.environment)}*: "
                 f"{t.esc(content.target_line)}"
             )
         ),
     ]
     if content.problem:
-        blocks.append(SectionBlock(text=_md(f":warning: {t.esc(content.problem)}")))
+        blocks.append(SectionBlock(text=t.md(f":warning: {t.esc(content.problem)}")))
     if content.points:
         blocks.append(_point_input(content))
         if content.point_note:
             blocks.append(
-                ContextBlock(elements=[_md(f":information_source: {t.esc(content.point_note)}")])
+                ContextBlock(elements=[t.md(f":information_source: {t.esc(content.point_note)}")])
             )
     blocks += [DividerBlock(), _severity_input(content)]
     blocks += _question_inputs(content)
@@ -224,7 +219,7 @@ def recommendation_block(decision: Decision, severity: Severity | None) -> Secti
                 f"{row.decision.lower()}, but the answers say "
                 f"{decision.recommendation.label.lower()}: check the severity or the answers."
             )
-    return SectionBlock(block_id=BlockId.RECOMMENDATION, text=_md(text))
+    return SectionBlock(block_id=BlockId.RECOMMENDATION, text=t.md(text))
 
 
 def _checklist(content: ModalContent) -> list[Block]:
@@ -235,8 +230,8 @@ def _checklist(content: ModalContent) -> list[Block]:
     ]
     lines += [f":robot_face: {t.esc(step)}" for step in content.automatic_steps]
     blocks: list[Block] = [
-        SectionBlock(text=_md("*Pre-rollback checklist*")),
-        ContextBlock(elements=[_md("\n".join(lines) or "no automatic checks")]),
+        SectionBlock(text=t.md("*Pre-rollback checklist*")),
+        ContextBlock(elements=[t.md("\n".join(lines) or "no automatic checks")]),
     ]
     options = [_option(key, label) for key, label in PERSON_CHECKS]
     initial = [o for o in options if o.value in content.ticked] or None
@@ -320,5 +315,5 @@ def message_view(meta: ModalMeta | None, title: str, body: str) -> View:
         title=t.cut(title, 24),
         close="Close",
         private_metadata=meta.dump() if meta else "",
-        blocks=[SectionBlock(text=_md(body))],
+        blocks=[SectionBlock(text=t.md(body))],
     )

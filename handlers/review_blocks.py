@@ -12,9 +12,6 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     ConfirmObject,
-    ContextBlock,
-    MarkdownTextObject,
-    SectionBlock,
 )
 
 from bot.config import Approvers
@@ -23,14 +20,6 @@ from handlers import text as t
 from handlers.blocks import mention_approvers, versions
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
-
-
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT)))
-
-
-def _context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))])
 
 
 def reviewer(review: BreakGlassReview) -> str:
@@ -55,8 +44,8 @@ def review_message(run: Run, review: BreakGlassReview, *, approvers: Approvers) 
     )
     if review.reviewed_at is not None:
         return [
-            _section(head),
-            _section(f":white_check_mark: Mandatory review done: {review_state(review)}."),
+            t.section(head),
+            t.section(f":white_check_mark: Mandatory review done: {review_state(review)}."),
         ]
     confirm = ConfirmObject(
         title="Mark this review done?",
@@ -68,8 +57,8 @@ def review_message(run: Run, review: BreakGlassReview, *, approvers: Approvers) 
         deny="Not yet",
     )
     return [
-        _section(head),
-        _section(
+        t.section(head),
+        t.section(
             f"*Mandatory review* assigned to {reviewer(review)} (any approver but "
             f"{t.user(run.requester)} may mark it done). Check the rollback and its outcome, "
             "then mark it reviewed."
@@ -86,7 +75,7 @@ def review_message(run: Run, review: BreakGlassReview, *, approvers: Approvers) 
                 )
             ],
         ),
-        _context(f"Break-glass at {t.when(review.assigned_at)} · {run.incident_id}"),
+        t.context(f"Break-glass at {t.when(review.assigned_at)} · {run.incident_id}"),
     ]
 
 

@@ -9,23 +9,15 @@ the person who clicked, and changes nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from slack_bolt import App
 
-from slack_bolt import Ack, App
-from slack_sdk import WebClient
-
-from bot.config import UnknownTarget
 from bot.reviews import Reviews
-from bot.workflow import Refused
-from handlers import payloads
-from handlers import text as t
-from handlers.approvals import click_key
+from handlers.approvals import button
 from handlers.deps import Deps
-from handlers.errors import tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
 from handlers.lazy import after_ack
-from handlers.payloads import BadPayload
+from handlers.payloads import Click
 from handlers.thread import IncidentThread
 
 
@@ -35,27 +27,10 @@ def register(app: App, deps: Deps) -> None:
     groups = Groups(deps)
     reviews = Reviews(deps.store, deps.config, thread=IncidentThread(deps))
 
-    @app.action(Action.MARK_REVIEWED)
-    @after_ack(deps.later)
-    def reviewed(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        ack()
-        try:
-            click = payloads.click(body)
-        except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
-            return
-        key = click_key(click)
-        received = flows.receive(key)
-        if not received.first:
-            tell(client, click.where, f":information_source: {received.repeated('click')}")
-            return
+    def mark(click: Click) -> str:
         review = deps.store.review(click.run_id)
-        try:
-            user_groups = groups.of(review.environment, click.where.user) if review else frozenset()
-            reviews.mark_reviewed(click.run_id, user=click.where.user, user_groups=user_groups)
-        except (Refused, UnknownTarget) as exc:
-            flows.release(key)
-            said = str(exc)
-            tell(client, click.where, f":warning: {said[0].upper()}{said[1:]}.")
-            return
-        flows.settle(key, "you marked the break-glass review done")
+        user_groups = groups.of(review.environment, click.where.user) if review else frozenset()
+        reviews.mark_reviewed(click.run_id, user=click.where.user, user_groups=user_groups)
+        return "you marked the break-glass review done"
+
+    app.action(Action.MARK_REVIEWED)(after_ack(deps.later)(button(flows, mark)))

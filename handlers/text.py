@@ -13,6 +13,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 LABEL_LIMIT = 75
@@ -135,3 +137,18 @@ def seconds(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return ""
     return f"{(end - start).total_seconds():.1f}s"
+
+
+def md(text: str) -> MarkdownTextObject:
+    """Markdown text cut to what a section holds: the one piece every builder starts from."""
+    return MarkdownTextObject(text=cut(text, SECTION_LIMIT))
+
+
+def section(text: str) -> SectionBlock:
+    """A section of markdown text (already escaped where it quotes people or systems)."""
+    return SectionBlock(text=md(text))
+
+
+def context(*lines: str) -> ContextBlock:
+    """A context block of up to ten markdown lines (Slack's limit)."""
+    return ContextBlock(elements=[md(line) for line in lines[:10]])

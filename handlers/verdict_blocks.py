@@ -7,7 +7,7 @@ break-glass can still override it (recorded).
 
 from __future__ import annotations
 
-from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
 
 from actions.base import Level
 from bot.models import Run
@@ -28,10 +28,6 @@ BLOCKED_TEXT = (
 )
 
 
-def _md(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=t.cut(text, t.SECTION_LIMIT))
-
-
 def verdict_lines(verdict: Verdict) -> tuple[str, str]:
     """(headline, evidence) for one target, escaped."""
     headline = f"{ICONS[verdict.level]} *{t.esc(verdict.target)}*: {t.esc(verdict.headline)}"
@@ -47,14 +43,14 @@ def verdict_blocks(run: Run) -> list[Block]:
     verdicts = stored(run.memory)
     if not verdicts:
         return []
-    blocks: list[Block] = [SectionBlock(text=_md("*Reversibility verdict*"))]
+    blocks: list[Block] = [SectionBlock(text=t.md("*Reversibility verdict*"))]
     for verdict in verdicts:
         headline, evidence = verdict_lines(verdict)
-        blocks.append(SectionBlock(text=_md(headline)))
+        blocks.append(SectionBlock(text=t.md(headline)))
         if evidence:
-            blocks.append(ContextBlock(elements=[_md(evidence)]))
+            blocks.append(ContextBlock(elements=[t.md(evidence)]))
     if run.state == "requested" and is_blocked(run):
-        blocks.append(SectionBlock(text=_md(BLOCKED_TEXT)))
+        blocks.append(SectionBlock(text=t.md(BLOCKED_TEXT)))
     return blocks
 
 
