@@ -186,6 +186,14 @@ class Monitoring(Strict):
 
     target: str
     poll_seconds: float = Field(default=30.0, ge=0)
+    healthy_after: float = 1800.0
+    """Seconds of readings within the thresholds after which the version running is recorded
+    as known healthy (`30m`, `2h`; 0: never; needs `poll_seconds`)."""
+
+    @field_validator("healthy_after", mode="before")
+    @classmethod
+    def _healthy_after(cls, value: Any) -> float:
+        return seconds_of(value)
 
 
 class Environment(Strict):

@@ -285,7 +285,7 @@ class Flows:
         known = self.store.known_versions(environment=environment, target=target)
         marked = remembered(listed, known)
         return Offer(
-            points=marked, default=default_point(marked, healthy=known.healthy), known=known
+            points=marked, default=default_point(marked, healthy=known.healthy_keys), known=known
         )
 
     def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:

@@ -25,6 +25,14 @@ target serialises the alerts one process receives at once, and where two
 processes still race, the loser's incident is discarded by the workflow.
 A resolved alert is recorded on the target's open incident (or its latest).
 
+The poller also teaches the bot which versions are good: once its readings have
+stayed within the thresholds for `healthy_after` while one version of the
+monitored target ran (the version is read at the start and the end of that
+stretch; a breach, an unreadable reading or another version starts it over),
+that version is recorded as known healthy, so a later rollback defaults to it
+rather than to whatever happened to run before. The stretch lives in the
+process: a restart only delays the next record.
+
 Opening and approving go through the application layer (bot.flows: the same
 `open_from_alert` and `auto_approve_due` use cases the Slack side uses), so
 monitoring's incidents get the same compensating path: if Slack refuses the
@@ -48,7 +56,7 @@ from bot.config import Environment, RollbackConfig
 from bot.flows import MONITORING, Opened, ThreadNotOpened
 from bot.models import Run
 from bot.plans import Planner
-from bot.store import Store
+from bot.store import Store, VersionNote
 from bot.verification import MetricsReader
 from bot.workflow import Refused
 
@@ -107,6 +115,8 @@ class Monitor:
     flows: AlertFlows
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _healthy_since: dict[str, tuple[RollbackPoint, datetime]] = field(default_factory=dict)
+    """Per environment: the version that ran when the readings turned good, and when."""
 
     def _lock(self, environment: str, target: str) -> threading.Lock:
         with self._locks_guard:
@@ -230,9 +240,13 @@ class Monitor:
                 reading = self.reader(env.metrics)
             except (ActionError, OSError) as exc:
                 log.warning("metrics of %s could not be read: %s", name, exc)
+                self._healthy_since.pop(name, None)
                 continue
             crossed = breaches(env, reading)
-            if crossed:
+            if not crossed:
+                self._observe_healthy(name, env)
+            else:
+                self._healthy_since.pop(name, None)
                 reason = "EMERGENCY: " + "; ".join(crossed)
                 raised.append(
                     self.raise_incident(
@@ -240,6 +254,38 @@ class Monitor:
                     )
                 )
         return raised
+
+    def _observe_healthy(self, name: str, env: Environment) -> None:
+        """Record the running version as known healthy after `healthy_after` of good readings."""
+        if env.monitoring is None or not env.monitoring.healthy_after:
+            return
+        target, now = env.monitoring.target, self.store.clock()
+        since = self._healthy_since.get(name)
+        if since is not None and now - since[1] < timedelta(seconds=env.monitoring.healthy_after):
+            return
+        current = self._running(name, env, target)
+        if current is None:
+            self._healthy_since.pop(name, None)
+            return
+        if since is not None and since[0].key == current.key:
+            note = VersionNote(
+                environment=name,
+                target=target,
+                incident_id=None,
+                healthy=(current.key, current.label),
+            )
+            self.store.remember_versions(note)
+            log.info("%s %s: %s recorded as known healthy", name, target, current.label)
+        self._healthy_since[name] = (current, now)
+
+    def _running(self, name: str, env: Environment, target: str) -> RollbackPoint | None:
+        """The version of `target` running now, or None when it cannot be read."""
+        try:
+            points = self.planner.points(env, target)
+        except (ActionError, OSError) as exc:
+            log.warning("%s %s: the running version could not be read: %s", name, target, exc)
+            return None
+        return next((p for p in points if p.is_current), None)
 
     def approve_due(self) -> list[Run]:
         """Approve, as monitoring, every requested run whose veto window has passed."""

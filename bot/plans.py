@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -247,23 +247,25 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
 
 
 def default_point(
-    points: list[RollbackPoint], *, healthy: str | None = None
+    points: list[RollbackPoint], *, healthy: str | Sequence[str] | None = None
 ) -> RollbackPoint | None:
     """Return the point a rollback goes to unless a person picks another.
 
-    The target's last known healthy version (`healthy`, a `RollbackPoint.key`) when it is
-    on offer and not what runs now. When what runs now is that healthy version, there is
-    no default: nothing known is better, so a person must choose. Otherwise the point
-    just before the current one (the procedures' "previous version"). A point marked
-    `avoid` (what a rollback moved away from, the bot's own pre-rollback backup) is never
-    the default: it stays on offer for an explicit choice.
+    The newest known healthy version (`healthy`: `RollbackPoint.key`s, newest first) that
+    is on offer and not what runs now. When none is, and what runs now was itself seen
+    healthy, there is no default: nothing known is better, so a person must choose.
+    Otherwise the point just before the current one (the procedures' "previous version").
+    A point marked `avoid` (what a rollback moved away from, the bot's own pre-rollback
+    backup) is never the default: it stays on offer for an explicit choice.
     """
-    if healthy is not None:
-        if any(p.is_current and version_key(p.key) == healthy for p in points):
+    keys = [healthy] if isinstance(healthy, str) else list(healthy or ())
+    if keys:
+        on_offer = {version_key(p.key): p for p in points if not p.is_current and not p.avoid}
+        for key in keys:
+            if key in on_offer:
+                return on_offer[key]
+        if any(p.is_current and version_key(p.key) in keys for p in points):
             return None
-        known = [p for p in points if version_key(p.key) == healthy and not p.avoid]
-        if known:
-            return known[0]
     seen_current = False
     for point in points:
         if point.is_current:

@@ -260,7 +260,8 @@ class VersionNote:
 
     environment: str
     target: str
-    incident_id: str
+    incident_id: str | None
+    """The run's incident; None for a healthy observation by the bot's own metric poll."""
     healthy: tuple[str, str] | None = None
     """(version key, label) verified healthy."""
     rolled_away: tuple[str, str] | None = None
@@ -277,6 +278,8 @@ class KnownVersions:
     healthy_incident: str | None = None
     rolled_away: dict[str, str] = field(default_factory=dict)
     """Version key → the incident that rolled away from it."""
+    healthy_keys: tuple[str, ...] = ()
+    """Every version known healthy, newest first (`healthy` is the first)."""
 
 
 def version_key(version: str) -> str:
@@ -668,6 +671,7 @@ class Store:
                 for r in rows
                 if r.state == VersionState.ROLLED_AWAY
             },
+            healthy_keys=tuple(r.version for r in rows if r.state == VersionState.HEALTHY),
         )
 
     # leases -------------------------------------------------------------------

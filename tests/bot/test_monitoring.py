@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actions.http import MetricsReading
-from bot.config import RollbackConfig, parse_config
+from bot.config import ConfigError, RollbackConfig, parse_config
 from bot.decision import Answers, Severity
 from bot.flows import Flows, ThreadNotOpened
 from bot.models import Run
@@ -265,3 +266,63 @@ def test_a_monitoring_incident_whose_thread_slack_refuses_leaves_no_run_and_free
     (again,) = monitor.poll()
     assert again.opened and again.incident_id != run.incident_id
     assert events.opened_ids == [again.incident_id]
+
+
+GOOD = MetricsReading(error_rate=1.0, response_time_ms=100.0)
+
+
+def healthy_monitor(
+    store: Store, planner: Planner, readings: list[MetricsReading]
+) -> tuple[Monitor, Flows]:
+    """A monitor whose poll reads `readings` in turn (the last one from then on)."""
+    config = monitored(monitoring={"target": "app", "poll_seconds": 30, "healthy_after": "30m"})
+    monitor, _ = make_monitor(store, planner, config, GOOD)
+    monitor.reader = lambda metrics: readings.pop(0) if len(readings) > 1 else readings[0]
+    return monitor, monitor.flows  # type: ignore[return-value]
+
+
+def test_a_version_running_through_healthy_after_of_good_readings_becomes_known_healthy(
+    store: Store, planner: Planner, clock: Clock, script: Path
+) -> None:
+    monitor, flows = healthy_monitor(store, planner, [GOOD])
+    monitor.poll()  # the stretch starts with rev 2 running
+    clock.advance(minutes=29)
+    monitor.poll()
+    assert store.known_versions(environment="prod", target="app").healthy is None
+    clock.advance(minutes=2)
+    monitor.poll()
+    assert flows.offer("prod", "app").healthy_label == "rev 2"
+
+    raw = json.loads(script.read_text())
+    script.write_text(json.dumps({**raw, "_current": "3"}))  # a newer deploy, then it breaks
+    offer = flows.offer("prod", "app")
+    assert offer.default is not None and offer.default.label == "rev 2"  # not merely previous
+    clock.advance(minutes=31)
+    monitor.poll()  # another version runs now: its stretch starts over, nothing recorded
+    assert store.known_versions(environment="prod", target="app").healthy_keys == (
+        offer.default.key,
+    )
+
+
+def test_a_breach_or_an_unreadable_reading_starts_the_healthy_stretch_over(
+    store: Store, planner: Planner, clock: Clock
+) -> None:
+    readings = [GOOD, HIGH_ERRORS, GOOD, GOOD]
+    monitor, _ = healthy_monitor(store, planner, readings)
+    monitor.poll()  # good: the stretch starts
+    clock.advance(minutes=20)
+    monitor.poll()  # a breach (an incident opens): the stretch is gone
+    clock.advance(minutes=20)
+    monitor.poll()  # good again: a new stretch starts here
+    clock.advance(minutes=20)
+    monitor.poll()  # 40 minutes after the first good reading, but only 20 of this stretch
+    assert store.known_versions(environment="prod", target="app").healthy is None
+
+
+def test_healthy_after_reads_durations_and_zero_turns_it_off() -> None:
+    on = monitored(monitoring={"target": "app", "healthy_after": "1h30m"})
+    off = monitored(monitoring={"target": "app", "healthy_after": 0})
+    assert on.environment("prod").monitoring.healthy_after == 5400.0  # type: ignore[union-attr]
+    assert off.environment("prod").monitoring.healthy_after == 0.0  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="healthy_after"):
+        monitored(monitoring={"target": "app", "healthy_after": "soon"})
