@@ -497,7 +497,8 @@ class Runner:
         fresh = self.store.run(run.id)
         assert fresh is not None
         records = {} if nothing_ran else {r.position: r for r in self.store.steps(run.id)}
-        outcome = describe_outcome(steps, records, failure=failure)
+        live = self._running_now(fresh) if failure is not None else ""
+        outcome = describe_outcome(steps, records, failure=failure, live=live)
         if failure is None and self.rechecks is not None:
             self.rechecks.schedule(fresh)  # before the success is recorded: a crash keeps it
         try:
@@ -513,6 +514,29 @@ class Runner:
             return
         log.info("%s: run %s %s", run.incident_id, run.id, fresh.state)
         self.progress.run_finished(fresh)
+
+    def _running_now(self, run: Run) -> str:
+        """What each target of a failed run runs now, read from the live systems.
+
+        The step records say what the bot did; after a failure people need what production
+        actually runs, so each target is asked for its current version (a Kubernetes
+        revision and its images, a container's image, the live traffic split). A target
+        that reports no current version is left out; one that cannot be read says so.
+        """
+        env = self.config.environments.get(run.environment)
+        if env is None or run.target not in env.targets:
+            return ""
+        said = []
+        for member in env.members(run.target):
+            try:
+                points = self.planner.points(env, member)
+            except (ActionError, OSError) as exc:
+                said.append(f"{member} could not be read ({exc})")
+                continue
+            current = next((p for p in points if p.is_current), None)
+            if current is not None:
+                said.append(f"{member} runs {current.label}")
+        return "; ".join(said)
 
 
 def stored_steps(run: Run) -> list[StoredStep]:
@@ -550,9 +574,10 @@ def _earlier_failure(steps: list[RestoredStep], records: dict[int, StepView]) ->
 
 
 def describe_outcome(
-    steps: list[StoredStep], records: dict[int, StepView], *, failure: str | None
+    steps: list[StoredStep], records: dict[int, StepView], *, failure: str | None, live: str = ""
 ) -> str:
-    """Say what ran, what did not, and where that leaves production, as far as the bot knows."""
+    """Say what ran, what did not, and where that leaves production, as far as the bot knows
+    (and, after a failure, what the live systems said they run: `live`)."""
     ran = [s for s in steps if _state(records, s) in ATTEMPTED]
     not_run = [s for s in steps if _state(records, s) not in ATTEMPTED]
     if failure is None and not not_run:
@@ -581,7 +606,8 @@ def describe_outcome(
         parts.append("No step ran.")
     if not_run:
         parts.append("Not run: " + "; ".join(s.description for s in not_run) + ".")
-    parts.append("Production now: " + production_state(steps, records) + ".")
+    read = f"; read from the live systems: {live}" if live else ""
+    parts.append("Production now: " + production_state(steps, records) + read + ".")
     return " ".join(parts)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from actions.base import PermanentError, RollbackPoint
 from bot.config import RollbackConfig
 from bot.decision import Answers, Severity
 from bot.models import Run
@@ -20,7 +21,7 @@ from bot.runner import Runner
 from bot.store import StepView, Store
 from bot.workflow import Workflow
 from tests.bot.conftest import ALICE, BOB
-from tests.fakes.targets import script_log, write_script
+from tests.fakes.targets import ScriptedTarget, script_log, write_script
 
 ROOT = Path(__file__).parents[2]
 
@@ -118,6 +119,35 @@ def test_failed_step_stops_the_plan_but_always_steps_still_run(
     assert "Manual intervention required" in final.outcome
     assert "Not run: status: scripted step" in final.outcome
     assert ("step_finished", ("undo", "failed")) in progress.calls
+    # what runs now is read from the live system, not only worded from the step records
+    assert "Production now: the rollback change may be half done (undo failed); read from " in (
+        final.outcome
+    )
+    assert final.outcome.endswith("read from the live systems: app runs rev 2.")
+
+
+class Unreadable(ScriptedTarget):
+    """A target whose rollback fails and whose current version cannot be read afterwards."""
+
+    def points(self) -> list[RollbackPoint]:
+        if script_log(self.script_file).count("undo"):
+            raise PermanentError("connection refused by the API server")
+        return super().points()
+
+
+def test_after_a_failure_a_target_that_cannot_be_read_is_said_so(
+    store: Store, workflow: Workflow, config: RollbackConfig, script: Path
+) -> None:
+    write_script(script, undo=["permanent"])
+    planner = Planner(factory=lambda params: Unreadable(script))
+    run = approved_run(workflow, planner)
+    runner, _ = make_runner(store, workflow, config, planner)
+    runner.run_pending()
+    final = store.run(run.id)
+    assert final is not None and final.state == "failed"
+    assert final.outcome.endswith(
+        "read from the live systems: app could not be read (connection refused by the API server)."
+    )
 
 
 def test_temporary_errors_are_retried_within_the_steps_deadline(

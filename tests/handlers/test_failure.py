@@ -39,6 +39,7 @@ def test_failure_is_broadcast_to_the_channel_with_people_state_and_a_replan_butt
     assert "the rollback of *app* from rev 2 to rev 1 failed" in said
     assert "*What failed:* step 3 (Status) failed: status broke" in said
     assert "*Production now:* rolled back (undo)" in said  # dotted names become labels
+    assert "read from the live systems: app runs rev 2" in said
     assert "*Left undone:* nothing" in said
     assert [m for m in sandbox.slack.messages(CHANNEL) if m.thread_ts is None] == [card(sandbox)]
 
