@@ -18,7 +18,7 @@ their automatic sync (`gitops_guard: false` turns that off).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,16 +158,7 @@ class KubernetesTarget:
         history = rollout_history(self.apps, namespace=self.params.namespace, name=self.params.name)
         now = datetime.now(UTC)
         return [
-            RollbackPoint(
-                ref=str(r.number),
-                label=" · ".join(
-                    [f"rev {r.number}", ", ".join(r.images), ago(r.created_at, now)]
-                    + (["current"] if r.is_current else [])
-                ),
-                created_at=r.created_at,
-                is_current=r.is_current,
-                version=", ".join(r.images),
-            )
+            _revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now)
             for r in history
         ]
 
@@ -545,16 +536,7 @@ class KubernetesTarget:
         entries = workload_history(self.apps, self._kind, namespace=p.namespace, name=p.name)
         now = datetime.now(UTC)
         return [
-            RollbackPoint(
-                ref=str(e.number),
-                label=" · ".join(
-                    [f"rev {e.number}", ", ".join(e.images), ago(e.created_at, now)]
-                    + (["current"] if e.is_current else [])
-                ),
-                created_at=e.created_at,
-                is_current=e.is_current,
-                version=", ".join(e.images),
-            )
+            _revision_point(e.number, e.images, e.created_at, current=e.is_current, now=now)
             for e in entries
         ]
 
@@ -739,3 +721,23 @@ class KubernetesTarget:
             except TemporaryError as exc:
                 raise PlanningError(f"worker deployment/{worker}: {exc}") from exc
         return tuple(usable), notes
+
+
+def _revision_point(
+    number: int,
+    images: Sequence[str],
+    created_at: datetime | None,
+    *,
+    current: bool,
+    now: datetime,
+) -> RollbackPoint:
+    """A revision as people pick it: `rev 3 · image · 2 h ago · current`; its images are its
+    version (an undo renumbers revisions, the images stay)."""
+    words = [f"rev {number}", ", ".join(images), ago(created_at, now)]
+    return RollbackPoint(
+        ref=str(number),
+        label=" · ".join(words + (["current"] if current else [])),
+        created_at=created_at,
+        is_current=current,
+        version=", ".join(images),
+    )
