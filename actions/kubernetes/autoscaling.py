@@ -33,13 +33,12 @@ from kubernetes.client import ApiClient, AutoscalingV2Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from actions.base import PermanentError
-from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors
+from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, merge_patch_custom
 
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
 PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 PAUSED = "autoscaling.keda.sh/paused"
 RECORD = "rollback-bot/keda-pause-before"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -121,19 +120,9 @@ def _before(scaled: Autoscaler) -> dict[str, str | None]:
 
 
 def _patch(api: ApiClient, *, namespace: str, name: str, annotations: dict[str, Any]) -> None:
-    group, version, plural = KEDA
     body = {"metadata": {"annotations": annotations}}
-    with kube_errors(f"scaledobject/{name} in {namespace}"):
-        CustomObjectsApi(api).patch_namespaced_custom_object(
-            group,
-            version,
-            namespace,
-            plural,
-            name,
-            body,
-            _content_type=MERGE_PATCH,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
+    what = f"scaledobject/{name} in {namespace}"
+    merge_patch_custom(api, KEDA, namespace=namespace, name=name, body=body, what=what)
 
 
 def pause(

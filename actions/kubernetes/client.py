@@ -19,6 +19,7 @@ from kubernetes.client import (
     ApiClient,
     AppsV1Api,
     Configuration,
+    CustomObjectsApi,
     V1Deployment,
     V1ObjectMeta,
     V1ReplicaSet,
@@ -31,6 +32,7 @@ from actions.kubernetes.params import KubeConnection
 from actions.reads import changed, remembered
 
 REQUEST_TIMEOUT = 30.0
+MERGE_PATCH = "application/merge-patch+json"
 _REVIEWS = "/apis/authorization.k8s.io/"
 
 
@@ -148,3 +150,28 @@ def annotations_of(obj: V1Deployment | V1ReplicaSet) -> dict[str, str]:
 def read_deployment(apps: AppsV1Api, *, namespace: str, name: str) -> V1Deployment:
     with kube_errors():
         return apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+
+
+def merge_patch_custom(
+    api: ApiClient,
+    resource: tuple[str, str, str],
+    *,
+    namespace: str,
+    name: str,
+    body: dict[str, Any],
+    what: str | None = None,
+) -> None:
+    """Merge-patch one custom object (`resource` is group, version, plural); errors name it
+    as `what` (default `plural.group name in namespace`)."""
+    group, version, plural = resource
+    with kube_errors(what or f"{plural}.{group} {name} in {namespace}"):
+        CustomObjectsApi(api).patch_namespaced_custom_object(
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
+        )

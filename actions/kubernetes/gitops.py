@@ -38,7 +38,7 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1ObjectMe
 from kubernetes.client.exceptions import ApiException
 
 from actions.base import PermanentError, StepContext, StepResult
-from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors
+from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, merge_patch_custom
 from actions.kubernetes.owners import Owner, Tool, _memory_key
 
 RESOURCES: dict[str, tuple[str, str, str]] = {
@@ -56,7 +56,6 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 RECORD = "rollback-bot/sync-before"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def _get(api: ApiClient, tool: Tool, namespace: str, name: str) -> dict[str, Any] | None:
@@ -134,18 +133,7 @@ def _state(tool: Tool, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _patch(api: ApiClient, tool: Tool, namespace: str, name: str, body: dict[str, Any]) -> None:
-    group, version, plural = RESOURCES[tool]
-    with kube_errors(f"{plural}.{group} {name} in {namespace}"):
-        CustomObjectsApi(api).patch_namespaced_custom_object(
-            group,
-            version,
-            namespace,
-            plural,
-            name,
-            body,
-            _content_type=MERGE_PATCH,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
+    merge_patch_custom(api, RESOURCES[tool], namespace=namespace, name=name, body=body)
 
 
 def _read(api: ApiClient, tool: Tool, namespace: str, name: str) -> dict[str, Any]:

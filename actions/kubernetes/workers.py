@@ -34,6 +34,7 @@ from kubernetes.watch import Watch
 from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
 from actions.kubernetes import autoscaling
 from actions.kubernetes.client import (
+    MERGE_PATCH,
     REQUEST_TIMEOUT,
     annotations_of,
     api_error,
@@ -44,7 +45,6 @@ from actions.kubernetes.client import (
 from actions.kubernetes.rollout import selector_string
 
 WORKER_REPLICAS = "rollback-bot/replicas-before-stop"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def _memory_key(namespace: str, worker: str) -> str:
