@@ -56,6 +56,9 @@ def wait(check: Callable[[], Any], *, seconds: float, what: str) -> Any:
     raise DemoFailure(f"{what} did not happen within {seconds:.0f}s")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 class Printer:
     """Prints what the incident channel shows, as the bot calls Slack.
 
@@ -87,6 +90,7 @@ class Printer:
             case "files.completeUploadExternal":
                 for file in args.get("files") or []:
                     self._file(str(file.get("id")), str(file.get("title")))
+                self.files_shown += 1  # counted once the whole upload (template and chart) is out
 
     def _posted(self, args: dict[str, Any], ts: str) -> None:
         lines = render_blocks(args.get("blocks") or []) or [str(args.get("text", ""))]
@@ -123,10 +127,13 @@ class Printer:
     def _file(self, file_id: str, title: str) -> None:
         self._line(f"    ↳ file attached: {title}")
         for uploaded in self.slack.files():
-            if uploaded.id == file_id:
-                for line in uploaded.text.splitlines():
-                    self._line(f"      | {line}")
-        self.files_shown += 1
+            if uploaded.id != file_id:
+                continue
+            if uploaded.content.startswith(PNG_SIGNATURE):
+                self._line(f"      | (a PNG image, {len(uploaded.content):,} bytes)")
+                continue
+            for line in uploaded.text.splitlines():
+                self._line(f"      | {line}")
 
     def _line(self, text: str) -> None:
         print(text, file=self.out, flush=True)

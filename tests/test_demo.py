@@ -30,6 +30,9 @@ def test_demo_plays_the_incident_end_to_end_and_exits_zero() -> None:
     assert "*Roll back voxflow-api to rev 2 (voxflow/api:v1.2.3)* succeeded" in out
     assert "Post-rollback verification" in out
     assert "| - **Impact**: Calls drop after 10 seconds since the v1.2.4 deploy" in out
+    assert "timeline: phases and step durations" in out
+    assert "| (a PNG image, " in out  # the chart is named, never printed as bytes
+    assert "IEND" not in out
     last = out.strip().splitlines()[-1]
     assert "rolled back from voxflow/api:v1.2.4 to voxflow/api:v1.2.3" in last
     assert "s after bob's approval." in last
