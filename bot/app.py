@@ -268,7 +268,9 @@ class BotProcess:
         _watch_later(self.metrics, self.deps.later)
         self.app = create_app(self.settings, self.deps)
         self.sender = Sender(
-            store=store, deliver=SlackOutbox(self.deps, more=gitops.MESSAGES).deliver
+            store=store,
+            deliver=SlackOutbox(self.deps, more=gitops.MESSAGES).deliver,
+            wake=self.deps.wake_outbox,
         )
         self.runner = Runner(
             store=store,

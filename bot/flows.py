@@ -86,7 +86,10 @@ class ThreadNotOpened(Exception):
 
 
 CHANGED = "run.changed"
-"""Outbox message: redraw the run's card and plan (after an approval, off the click's thread)."""
+"""Outbox message: redraw the run's card and plan (after a click or monitoring's decision)."""
+
+DECIDED = "run.decided"
+"""Outbox message: redraw the failure announcement after a person acted on it."""
 
 
 class Thread(Protocol):
@@ -95,17 +98,11 @@ class Thread(Protocol):
     def open(self, incident: Incident, run: Run) -> Run:
         """Post the incident thread; raise ThreadNotOpened if Slack refuses it."""
 
-    def refresh(self, run_id: str) -> None:
-        """Re-render the run's card and plan after a change."""
-
     def post_checklist(self, run: Run) -> None:
         """Re-render the run's verification checklist."""
 
     def stale(self, run_id: str) -> None:
         """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
-
-    def decided(self, run_id: str) -> None:
-        """Re-render a failed run's announcement after a person decided (maintenance)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +192,13 @@ class Flows:
     planner: Planner
     thread: Thread
     wake_runner: threading.Event = field(default_factory=threading.Event)
+    wake_outbox: threading.Event = field(default_factory=threading.Event)
+    """Set after queueing a message, so the outbox's sender delivers it without waiting."""
+
+    def _tell(self, run_id: str, kind: str) -> None:
+        """Queue a redraw for the outbox (durable, after the click's ack) and wake its sender."""
+        self.store.enqueue(run_id, kind)
+        self.wake_outbox.set()
 
     # opening ------------------------------------------------------------------
 
@@ -434,13 +438,13 @@ class Flows:
         except Refused:
             after = self.store.run(run_id)
             if after is not None and after.state != run.state:
-                self.store.enqueue(run_id, CHANGED)
+                self._tell(run_id, CHANGED)
             raise
         except (ActionError, OSError) as exc:
             raise Refused(
                 f"the plan can no longer be built, so it cannot be approved: {exc}"
             ) from None
-        self.store.enqueue(run_id, CHANGED)  # the card and plan are redrawn by the outbox
+        self._tell(run_id, CHANGED)  # the card and plan are redrawn by the outbox
         if outcome.started:
             self.wake_runner.set()
         return outcome
@@ -468,7 +472,7 @@ class Flows:
             except Refused:
                 continue
             approved.append(fresh)
-            self.thread.refresh(fresh.id)
+            self._tell(fresh.id, CHANGED)
             self.wake_runner.set()
         return approved
 
@@ -482,7 +486,7 @@ class Flows:
             actor=MONITORING,
             detail={"verdict": reason},
         )
-        self.thread.refresh(run.id)
+        self._tell(run.id, CHANGED)
 
     def replace_stale(self, run_id: str, *, user: str) -> None:
         """Withdraw a request whose plan went out of date, so it can be requested again."""
@@ -490,18 +494,18 @@ class Flows:
         if run.state != "requested" or STALE not in run.memory:
             return
         self.workflow.withdraw(run_id, reason=f"the plan went out of date; re-planned by {user}")
-        self.thread.refresh(run_id)
+        self._tell(run_id, CHANGED)
 
     def reject(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
         """Reject a requested run (an approver other than the requester)."""
         run = self.workflow.reject(run_id, user=user, user_groups=user_groups)
-        self.thread.refresh(run_id)
+        self._tell(run_id, CHANGED)  # redrawn by the outbox, after the click's ack
         return run
 
     def cancel(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> Run:
         """Cancel a run that has not started (its requester or an approver)."""
         run = self.workflow.cancel(run_id, user=user, user_groups=user_groups)
-        self.thread.refresh(run_id)
+        self._tell(run_id, CHANGED)
         return run
 
     def cancellable_run(self, incident_id: str) -> Run:
@@ -548,8 +552,8 @@ class Flows:
             )
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        self.thread.refresh(run_id)
-        self.thread.decided(run_id)
+        self._tell(run_id, CHANGED)
+        self._tell(run_id, DECIDED)
         self.wake_runner.set()
         return fresh
 
@@ -594,7 +598,7 @@ class Flows:
         self.store.add_event(
             incident_id=run.incident_id, run_id=run.id, kind=LEFT_ON, actor=user, detail={}
         )
-        self.thread.decided(run.id)
+        self._tell(run.id, DECIDED)
 
     def turn_maintenance_off(
         self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
@@ -628,7 +632,7 @@ class Flows:
             actor=user,
             detail={"summary": result.summary},
         )
-        self.thread.decided(run.id)
+        self._tell(run.id, DECIDED)
         return result.summary
 
     def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:

@@ -39,5 +39,6 @@ class Deps:
     client: WebClient
     metrics_reader: MetricsReader
     wake_runner: threading.Event = field(default_factory=threading.Event)
+    wake_outbox: threading.Event = field(default_factory=threading.Event)  # the sender's
     later: Later = field(default_factory=Later)  # work after the ack (handlers/lazy.py)
     home: HomeViewers = field(default_factory=HomeViewers)

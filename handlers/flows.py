@@ -28,6 +28,7 @@ def flows_for(deps: Deps) -> Flows:
         planner=deps.planner,
         thread=IncidentThread(deps),
         wake_runner=deps.wake_runner,
+        wake_outbox=deps.wake_outbox,
     )
 
 

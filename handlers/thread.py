@@ -627,6 +627,8 @@ class SlackOutbox:
             self.thread.progress(run)
         elif kind == "run.changed":  # bot.flows.CHANGED, after a click: told as a click is
             self.told.refresh(run.id)
+        elif kind == "run.decided":  # bot.flows.DECIDED, after Retry or a maintenance choice
+            self.told.decided(run.id)
         elif kind == "step.started":
             self.thread.progress(run)
         elif kind == "step.progress":

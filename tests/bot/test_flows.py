@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import parse_config
 from bot.decision import Answers, Severity
-from bot.flows import Flows, IncidentRequest, ThreadNotOpened
+from bot.flows import CHANGED, DECIDED, Flows, IncidentRequest, ThreadNotOpened
 from bot.models import Incident, Run
 from bot.plans import Planner
 from bot.store import Store
@@ -26,11 +26,24 @@ class RecordingThread:
     refuse: ThreadNotOpened | None = None
     runner_first: Workflow | None = None
     opened: list[str] = field(default_factory=list)
-    refreshed: list[str] = field(default_factory=list)
     checklists: list[str] = field(default_factory=list)
     stale_told: list[str] = field(default_factory=list)
-    decisions: list[str] = field(default_factory=list)
     store: Store | None = None
+
+    @property
+    def refreshed(self) -> list[str]:
+        """The runs whose card and plan the flows queued for a redraw, in order."""
+        return self._queued(CHANGED)
+
+    @property
+    def decisions(self) -> list[str]:
+        """The runs whose failure announcement the flows queued for a redraw, in order."""
+        return self._queued(DECIDED)
+
+    def _queued(self, kind: str) -> list[str]:
+        assert self.store is not None
+        messages = [m for run in self.store.runs(limit=10_000) for m in self.store.outbox(run.id)]
+        return [m.run_id for m in sorted(messages, key=lambda m: m.id) if m.kind == kind]
 
     def open(self, incident: Incident, run: Run) -> Run:
         if self.runner_first is not None:  # the runner picks the approved run up meanwhile
@@ -42,17 +55,11 @@ class RecordingThread:
         self.store.set_run_fields(run.id, slack={"channel": "C1", "thread_ts": "1.0"})
         return self.store.run(run.id) or run
 
-    def refresh(self, run_id: str) -> None:
-        self.refreshed.append(run_id)
-
     def post_checklist(self, run: Run) -> None:
         self.checklists.append(run.id)
 
     def stale(self, run_id: str) -> None:
         self.stale_told.append(run_id)
-
-    def decided(self, run_id: str) -> None:
-        self.decisions.append(run_id)
 
 
 @pytest.fixture
