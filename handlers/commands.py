@@ -10,19 +10,22 @@ Parsing is a pure function so every malformed command is tested without
 Slack; anything it cannot parse is answered with what was wrong and the
 usage, ephemerally, never a stack trace. A command that acts (opening the
 form, `cancel`) acts once per trigger id: a retry (X-Slack-Retry-Num) or a
-replayed body is answered "already received" and changes nothing. Opening the
-modal acks before any database, Slack or Kubernetes call (`Arrivals` answers a
-retry from memory; the durable once-only record is written after the ack),
-then opens a "Loading…" view with the trigger id on the work pool; the rollback
-points and checks, which talk to the target system, fill it in afterwards.
+replayed body is answered "already received" and changes nothing. Both ack
+before any database, Slack or Kubernetes call (`Arrivals` answers a retry from
+memory; the durable once-only record is written after the ack). Opening the
+form then opens a "Loading…" view with the trigger id on the work pool; the
+rollback points and checks, which talk to the target system, fill it in
+afterwards. `cancel` acks "Cancelling…" and tells the person what it did
+ephemerally once it is done. `status`, `history` and `help` answer in the ack:
+`help` from memory, the other two with one indexed read of the bot's own
+database, no Slack or target call.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +34,7 @@ from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
-from bot.flows import Flows, Received
+from bot.flows import Flows
 from bot.models import Run
 from bot.reviews import Reviews
 from bot.store import ACTIVE_STATES
@@ -42,7 +45,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups
 from handlers.ids import ModalMeta
-from handlers.lazy import BUSY, tell_failure
+from handlers.lazy import BUSY, Arrivals, tell_failure
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
@@ -141,9 +144,6 @@ def register(app: App, deps: Deps) -> None:
             ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
             return
         key = f"command:{typed.trigger_id}"
-        if isinstance(parsed, Cancel):
-            _cancel_once(ack, request, key, parsed, typed.user, modals.flows, groups)
-            return
         seen = arrivals.arrive(key)
         if seen is not None:
             text = seen.repeated(_what(request))
@@ -153,52 +153,23 @@ def register(app: App, deps: Deps) -> None:
             arrivals.forget(key)
             ack(response_type="ephemeral", text=BUSY)
             return
-        ack()
         where = Where(user=typed.user, channel=typed.channel)
-        failed = tell_failure(client, where)
-        work = _Opening(typed, client, parsed, modals, key, arrivals, _what(request))
-        if not deps.later.submit(work, on_error=failed):  # the room went to another request
+        work: Callable[[], None]
+        if isinstance(parsed, Cancel):
+            ack(
+                response_type="ephemeral",
+                text=f":hourglass_flowing_sand: Cancelling the rollback of {parsed.incident_id}…",
+            )
+            work = _Cancelling(
+                where, client, key, parsed, modals.flows, groups, arrivals, _what(request)
+            )
+        else:
+            ack()
+            work = _Opening(typed, client, parsed, modals, key, arrivals, _what(request))
+        # the room can have gone to another request since has_room()
+        if not deps.later.submit(work, on_error=tell_failure(client, where)):
             arrivals.forget(key)
             deps.later.notify(tell, client, where, BUSY)
-
-
-class Arrivals:
-    """The trigger ids this process saw lately, so a retry is answered in its ack.
-
-    Opening the form acks before anything touches the database (issue 16,
-    point 2): the durable once-only record (`Flows.receive`, a write that can
-    wait on SQLite's write lock behind other requests' work) is made after the
-    ack, on the work pool. A retry or a replay reaching this process is
-    answered from here at once; one reaching another process (or this one after
-    `KEPT` newer commands) is told by the durable record after its ack.
-    """
-
-    KEPT = 10_000
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: OrderedDict[str, str | None] = OrderedDict()
-
-    def arrive(self, key: str) -> Received | None:
-        """Note `key`; None the first time, else how the first one is doing."""
-        with self._lock:
-            if key in self._seen:
-                return Received(first=False, outcome=self._seen[key])
-            self._seen[key] = None
-            while len(self._seen) > self.KEPT:
-                self._seen.popitem(last=False)
-            return None
-
-    def settle(self, key: str, outcome: str) -> None:
-        """Remember what the first request with `key` did."""
-        with self._lock:
-            if key in self._seen:
-                self._seen[key] = outcome
-
-    def forget(self, key: str) -> None:
-        """Forget a request that did nothing, so the same one may act later."""
-        with self._lock:
-            self._seen.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -229,24 +200,32 @@ class _Opening:
         self.arrivals.settle(self.key, outcome)
 
 
-def _cancel_once(
-    ack: Ack,
-    request: BoltRequest,
-    key: str,
-    parsed: Cancel,
-    user: str,
-    flows: Flows,
-    groups: Groups,
-) -> None:
-    """Cancel once per trigger id; the answer says what happened, so it is the ack."""
-    received = flows.receive(key)
-    if not received.first:
-        text = received.repeated(_what(request))
-        ack(response_type="ephemeral", text=f":information_source: {text}")
-        return
-    text = _cancel(parsed, user, flows, groups)
-    ack(response_type="ephemeral", text=text)
-    flows.settle(key, text)
+@dataclass(frozen=True)
+class _Cancelling:
+    """After the ack (on `deps.later`): cancel once per trigger id, tell the person what
+    happened. The ack only says the cancel was received: finding the run, asking Slack
+    for the person's groups and writing the cancel wait for nobody's ack."""
+
+    where: Where
+    client: WebClient
+    key: str
+    parsed: Cancel
+    flows: Flows
+    groups: Groups
+    arrivals: Arrivals
+    what: str
+
+    def __call__(self) -> None:
+        received = self.flows.receive(self.key)
+        if not received.first:  # another process, or this one long ago, had it first
+            if received.outcome is not None:
+                self.arrivals.settle(self.key, received.outcome)
+            tell(self.client, self.where, f":information_source: {received.repeated(self.what)}")
+            return
+        text = _cancel(self.parsed, self.where.user, self.flows, self.groups)
+        self.flows.settle(self.key, text)
+        self.arrivals.settle(self.key, text)
+        tell(self.client, self.where, text)
 
 
 def _what(request: BoltRequest) -> str:

@@ -10,7 +10,9 @@ answered 400 in Socket Mode as it is over HTTP.
 
 `tell` is how listeners answer a refusal or a payload they cannot read: an
 ephemeral message where the person clicked, or a direct message when the
-payload names no channel.
+payload names no channel, or when Slack cannot show an ephemeral there (a slash
+command typed in a channel the bot is not in: `chat.postEphemeral` answers
+`channel_not_found` or `not_in_channel`, https://api.slack.com/methods/chat.postEphemeral).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from handlers.verify import EnvelopeGuard
 
 log = logging.getLogger(__name__)
 
+NOT_THERE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "user_not_in_channel"})
+"""chat.postEphemeral's errors for a channel the person can be reached in only by DM."""
+
 
 def tell(client: WebClient, where: Where | None, text: str) -> None:
     """Say `text` to the person only: ephemeral in the channel, else by direct message."""
@@ -37,11 +42,16 @@ def tell(client: WebClient, where: Where | None, text: str) -> None:
         return
     try:
         if where.channel:
-            client.chat_postEphemeral(
-                channel=where.channel, user=where.user, thread_ts=where.thread_ts, text=text
-            )
-        else:
-            client.chat_postMessage(channel=where.user, text=text)
+            try:
+                client.chat_postEphemeral(
+                    channel=where.channel, user=where.user, thread_ts=where.thread_ts, text=text
+                )
+                return
+            except SlackApiError as exc:
+                if exc.response.get("error") not in NOT_THERE:
+                    raise
+                log.info("cannot tell %s in %s; telling by DM", where.user, where.channel)
+        client.chat_postMessage(channel=where.user, text=text)
     except SlackApiError as exc:
         log.warning("could not tell %s (%s): %s", where.user, exc.response.get("error"), text)
 

@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
 
+from bot.flows import Received
 from handlers.errors import tell
 from handlers.payloads import Where, where_of
 from handlers.pool import Later
@@ -105,3 +108,43 @@ def after_ack(later: Later) -> Callable[[Callable[..., None]], Callable[..., Non
         return acked
 
     return decorate
+
+
+class Arrivals:
+    """The requests (trigger ids, form submissions) this process saw lately, so a retry
+    is answered in its ack.
+
+    Opening and submitting the form ack before anything touches the database
+    (issue 16, point 1): the durable once-only record (`Flows.receive`, a write
+    that can wait on SQLite's write lock behind other requests' work) is made
+    after the ack, on the work pool. A retry or a replay reaching this process
+    is answered from here at once; one reaching another process (or this one
+    after `KEPT` newer requests) is told by the durable record after its ack.
+    """
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, str | None] = OrderedDict()
+
+    def arrive(self, key: str) -> Received | None:
+        """Note `key`; None the first time, else how the first one is doing."""
+        with self._lock:
+            if key in self._seen:
+                return Received(first=False, outcome=self._seen[key])
+            self._seen[key] = None
+            while len(self._seen) > self.KEPT:
+                self._seen.popitem(last=False)
+            return None
+
+    def settle(self, key: str, outcome: str) -> None:
+        """Remember what the first request with `key` did."""
+        with self._lock:
+            if key in self._seen:
+                self._seen[key] = outcome
+
+    def forget(self, key: str) -> None:
+        """Forget a request that did nothing, so the same one may act later."""
+        with self._lock:
+            self._seen.pop(key, None)

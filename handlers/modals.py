@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -41,7 +42,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
-from handlers.lazy import BUSY, after_ack, tell_failure
+from handlers.lazy import BUSY, Arrivals, after_ack, tell_failure
 from handlers.modal_blocks import (
     LEAVE_MAINTENANCE_ON,
     CustomerNotice,
@@ -262,13 +263,15 @@ class ModalService:
             # no point preselected (production runs the last known healthy version): a person
             # chooses; Slack asks for it too, this holds for a replayed or hand-made payload
             errors[Block.POINT] = "Choose the point to roll back to."
-        holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
-        if holder:
-            errors[Block.POINT] = f"{meta.target} is already being rolled back in {holder}."
+        # Read from the form and this process's memory only: it runs before the ack. A target
+        # another incident holds is refused after the ack, by the flow taking its lock
+        # ("Nothing was requested: app in prod is already being rolled back in INC-…").
         return errors
 
-    def submit(self, event: ModalEvent) -> None:
-        """Open the incident through the flow; say the result in the modal (or by DM)."""
+    def submit(self, event: ModalEvent) -> str:
+        """Open the incident through the flow; say the result in the modal (or by DM).
+
+        Return what it did, as recorded for a retry or a replay of the form to be told."""
         form, meta = event.form, event.meta
         request = IncidentRequest(
             environment=meta.environment,
@@ -289,14 +292,17 @@ class ModalService:
         try:
             opened = self.flows.open_incident(request)
         except Refused as exc:
-            self.flows.settle(key, f"nothing was requested: {exc}")
+            outcome = f"nothing was requested: {exc}"
+            self.flows.settle(key, outcome)
             self._say(event, "Not requested", f":warning: Nothing was requested: {t.esc(exc)}")
-            return
+            return outcome
         except ThreadNotOpened as exc:
-            self.flows.settle(key, f"the incident could not be opened: {exc.reason}")
+            outcome = f"the incident could not be opened: {exc.reason}"
+            self.flows.settle(key, outcome)
             self._say(event, "Not opened", not_opened_text(meta.target, exc))
-            return
-        self.flows.settle(key, f"it opened {opened.incident.id}")
+            return outcome
+        outcome = f"it opened {opened.incident.id}"
+        self.flows.settle(key, outcome)
         run = opened.run
         link = permalink(run.slack["channel"], run.slack["thread_ts"])
         state = (
@@ -305,6 +311,7 @@ class ModalService:
             else "waiting for a second person to approve"
         )
         self._say(event, "Incident created", f"*{opened.incident.id}* opened: {state}.\n{link}")
+        return outcome
 
     def _say(self, event: ModalEvent, title: str, body: str) -> None:
         """Show `body` in the modal; if the modal is gone, tell the person by DM."""
@@ -393,6 +400,8 @@ def register(app: App, deps: Deps) -> None:
                 return
             service.on_change(event, client)
 
+    arrivals = Arrivals()
+
     @app.view(Callback.ROLLBACK_MODAL)
     def submitted(ack: Ack, body: dict[str, Any]) -> None:
         try:
@@ -401,30 +410,50 @@ def register(app: App, deps: Deps) -> None:
             ack(response_action="update", view=message_view(None, "Form out of date", str(exc)))
             return
         key = submission_key(event)
-        errors = {} if service.flows.seen(key) else service.validate(event.meta, event.form)
-        if errors:
-            ack(response_action="errors", errors=errors)
-            return
-        received = service.flows.receive(key)
-        if not received.first:
-            said = received.repeated("form")
+        seen = arrivals.arrive(key)
+        if seen is not None:
+            said = seen.repeated("form")
             ack(response_action="update", view=message_view(event.meta, "Already submitted", said))
+            return
+        errors = service.validate(event.meta, event.form)
+        if errors or not deps.later.has_room():
+            arrivals.forget(key)  # it changed nothing: the same form may be sent again
+            if errors:
+                ack(response_action="errors", errors=errors)
+            else:
+                ack(response_action="update", view=message_view(event.meta, "Busy", BUSY))
             return
         ack(
             response_action="update",
             view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
-        if not deps.later.submit(
-            _submit, service, event, on_error=tell_failure(deps.client, Where(user=event.user))
-        ):
-            service.flows.release(key)
+        work = _Submission(service, event, key, arrivals)
+        if not deps.later.submit(work, on_error=tell_failure(deps.client, Where(user=event.user))):
+            arrivals.forget(key)
             deps.later.notify(service._say, event, "Busy", BUSY)  # not on the answering thread
 
 
-def _submit(service: ModalService, event: ModalEvent) -> None:
-    """After the ack (on `deps.later`): open the incident and say so in the modal."""
-    service.submitted(event.view_id)
-    service.submit(event)
+@dataclass(frozen=True)
+class _Submission:
+    """After the ack (on `deps.later`): record the form once, open the incident, say so in
+    the modal. Nothing before the ack touched the database, Slack or the target."""
+
+    service: ModalService
+    event: ModalEvent
+    key: str
+    arrivals: Arrivals
+
+    def __call__(self) -> None:
+        flows = self.service.flows
+        received = flows.receive(self.key)
+        if not received.first:  # another process, or this one long ago, had it first
+            if received.outcome is not None:
+                self.arrivals.settle(self.key, received.outcome)
+            said = received.repeated("form")
+            self.service._say(self.event, "Already submitted", said)
+            return
+        self.service.submitted(self.event.view_id)
+        self.arrivals.settle(self.key, self.service.submit(self.event))
 
 
 def submission_key(event: ModalEvent) -> str:

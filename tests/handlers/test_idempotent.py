@@ -165,10 +165,11 @@ def test_retried_cancel_command_cancels_once_and_says_what_the_first_did(
     request_rollback(sandbox, sandbox.person(ALICE))
     incident_id = sandbox.process.deps.store.runs()[0].incident_id
     body = command_body(sandbox, f"cancel {incident_id}")
-    first = send(sandbox, body).json()["text"]
-    assert "Cancelled the rollback of app in prod" in first
+    assert send(sandbox, body).json()["text"].startswith(":hourglass_flowing_sand: Cancelling")
+    first = wait_for(lambda: ephemerals_to(sandbox, ALICE), what="the cancel's answer")
+    assert "Cancelled the rollback of app in prod" in first[0]
     again = send(sandbox, body, **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "timeout"})
-    said = again.json()["text"]
+    said = again.json()["text"]  # the retry is answered in its ack, from what the first did
     assert "Slack's retry 2: timeout" in said and "Cancelled the rollback" in said
     events = sandbox.process.deps.store.events(incident_id)
     assert [e.kind for e in events].count("run.cancelled") == 1

@@ -141,11 +141,19 @@ def test_modal_gone_by_then_the_person_is_told_by_direct_message(sandbox: Sandbo
 
 
 def cancel(sandbox: Sandbox, user: str, incident_id: str) -> str:
+    """Send `/rollback cancel`; return what the person is told once it is done (the ack only
+    says it was received)."""
+    before = len(told_to(sandbox, user))
     response = sandbox.person(user).slash(f"cancel {incident_id}")
     assert response.status_code == 200
     answer: dict[str, Any] = response.json()
     assert answer["response_type"] == "ephemeral"
-    return str(answer["text"])
+    assert answer["text"] == f":hourglass_flowing_sand: Cancelling the rollback of {incident_id}…"
+    return wait_for(lambda: told_to(sandbox, user)[before:], what="the cancel's answer")[0]
+
+
+def told_to(sandbox: Sandbox, user: str) -> list[str]:
+    return [e.text for e in sandbox.slack.ephemerals(CHANNEL) if e.user == user]
 
 
 def incident_id(sandbox: Sandbox) -> str:

@@ -267,3 +267,153 @@ def test_a_command_the_full_pool_cannot_take_is_refused_in_its_ack(
     monkeypatch.setattr(later, "has_room", room)
     assert bot.person(ALICE).slash("app prod").status_code == 200  # the same person, later
     wait_for(lambda: bot.slack.calls_to("views.open"), what="the form once there is room")
+
+
+def _filled_form(bot: Sandbox, recorder: Recorder) -> str:
+    """Open the form and answer it; return its view id once every answer is rendered."""
+    alice = bot.person(ALICE)
+    assert alice.slash("app prod").status_code == 200
+    view_id = alice.opened_view()
+    wait_for(lambda: bot.slack.view(view_id).updates, what="the modal filling in")
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    _quiet(recorder)  # each answer re-renders the form after its ack
+    return view_id
+
+
+class _WriteLock:
+    """Another session's `BEGIN IMMEDIATE` on the bot's SQLite file, as a long write holds it."""
+
+    def __init__(self, bot: Sandbox) -> None:
+        path = bot.settings.database_url.removeprefix("sqlite:///")
+        self.connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+
+    def __enter__(self) -> None:
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.execute("ROLLBACK")
+        self.connection.close()
+
+
+def test_form_submission_is_acked_while_another_session_holds_the_database_write_lock(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    """The form's once-only record and the incident are written after the ack."""
+    view_id = _filled_form(bot, recorder)
+    _quiet(recorder)
+    with _WriteLock(bot):
+        mark = recorder.mark()
+        answered = bot.person(ALICE).submit(view_id)
+        written_while_locked = bot.process.deps.store.runs()
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["response_action"] == "update"
+    assert "Creating incident" in str(answered.json()["view"])
+    assert recorder.since(mark)[0] == "ack"
+    assert written_while_locked == []  # the work after the ack waited for the lock
+    _plan_message(bot)  # and then opened the incident
+    assert len(bot.process.deps.store.runs()) == 1
+
+
+def test_a_replayed_form_is_told_after_its_ack_when_only_the_database_knew_it(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    """Another process took the submission first: this one acks, then says so and opens
+    nothing."""
+    view_id = _filled_form(bot, recorder)
+    view = bot.slack.view(view_id)
+    assert bot.process.deps.store.receive_entry(f"view:{view_id}:{view.hash}")  # the other one
+    answered = bot.person(ALICE).submit(view_id)
+    assert answered.status_code == 200
+    assert "Creating incident" in str(answered.json()["view"])
+    wait_for(
+        lambda: "the repeat changed nothing" in str(bot.slack.view(view_id).view),
+        what="the modal saying the form was already submitted",
+    )
+    assert "Already submitted" in str(bot.slack.view(view_id).view)
+    assert bot.process.deps.store.runs() == []
+
+
+def test_a_form_for_a_target_another_incident_holds_is_refused_after_its_ack(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    """The lock is checked by the flow that takes it, after the ack; the modal says who holds
+    the target and nothing is requested."""
+    first = _filled_form(bot, recorder)
+    bot.person(ALICE).submit(first)
+    holder = _plan_message(bot) and bot.process.deps.store.runs()[0].incident_id
+    second = _filled_form(bot, recorder)
+    answered = bot.person(ALICE).submit(second)
+    assert answered.status_code == 200
+    assert "Creating incident" in str(answered.json()["view"])
+    wait_for(
+        lambda: f"already being rolled back in {holder}" in str(bot.slack.view(second).view),
+        what="the modal naming the incident that holds the target",
+    )
+    assert "Nothing was requested" in str(bot.slack.view(second).view)
+    assert len(bot.process.deps.store.runs()) == 1
+
+
+def test_cancel_is_acked_while_another_session_holds_the_database_write_lock(
+    bot: Sandbox, recorder: Recorder
+) -> None:
+    """`/rollback cancel` finds, checks and cancels the run after its ack, then tells. It is
+    typed in a channel the bot is not in, where Slack shows no ephemeral (channel_not_found),
+    so the person is told by DM."""
+    view_id = _filled_form(bot, recorder)
+    bot.person(ALICE).submit(view_id)
+    _plan_message(bot)
+    run = bot.process.deps.store.runs()[0]
+    _quiet(recorder)
+    with _WriteLock(bot):
+        mark = recorder.mark()
+        answered = bot.person(ALICE).slash(f"cancel {run.incident_id}")
+        state_while_locked = bot.process.deps.store.run(run.id)
+    assert answered.status_code == 200
+    assert "Cancelling the rollback" in answered.json()["text"]
+    assert recorder.since(mark)[0] == "ack"
+    assert state_while_locked is not None and state_while_locked.state == "requested"
+    dm = "D" + ALICE[1:]
+    told = wait_for(
+        lambda: [
+            m.text
+            for c in bot.slack.channels()
+            if c.id == dm  # the DM exists once the bot wrote in it
+            for m in bot.slack.messages(dm)
+            if "Cancelled the rollback" in m.text
+        ],
+        what="the person told by DM that the rollback was cancelled",
+    )
+    assert run.incident_id in told[0]
+    assert bot.process.deps.store.run(run.id).state == "cancelled"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("button", ["reject_run", "cancel_run"])
+def test_reject_and_cancel_redraw_the_thread_from_the_outbox_after_the_ack(
+    bot: Sandbox, recorder: Recorder, button: str
+) -> None:
+    """The click acks, changes the run, and the card and plan are redrawn by the outbox's
+    sender (a durable `run.changed` message), not on the click's thread."""
+    view_id = _filled_form(bot, recorder)
+    bot.person(ALICE).submit(view_id)
+    plan = _plan_message(bot)
+    run = bot.process.deps.store.runs()[0]
+    clicker = bot.person(BOB if button == "reject_run" else ALICE)
+    _acked_first(
+        recorder,
+        lambda: clicker.click(plan.channel, plan.ts, button),
+        lambda: bot.process.deps.store.run(run.id).state in ("rejected", "cancelled"),  # type: ignore[union-attr]
+    )
+    sent = wait_for(
+        lambda: [
+            m
+            for m in bot.process.deps.store.outbox(run.id)
+            if m.kind == "run.changed" and m.state == "sent"
+        ],
+        what="the redraw delivered by the outbox",
+    )
+    assert len(sent) == 1
+    wait_for(
+        lambda: "approve_run" not in str(bot.slack.message(plan.channel, plan.ts).blocks),
+        what="the plan without its Approve button",
+    )
