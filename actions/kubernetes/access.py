@@ -9,10 +9,19 @@ patch itself with dryRun=All, which runs authorization, admission (webhooks
 and policies included) and validation without storing anything. The verbs
 listed here are the ones deploy/rbac.yaml grants; a test keeps both and the
 code in step.
+
+A permission found granted is remembered for `GRANTED_FOR` seconds per API
+server and identity (`Grants`): an incident storm opens many forms for the
+same target, and each would otherwise send the same dozen reviews. A refusal is
+never remembered, so a fixed Role shows on the next form; a grant revoked
+within the minute shows as the step's own 403 when it runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from dataclasses import dataclass
 
 from kubernetes.client import (
@@ -88,6 +97,42 @@ def needs(
     return list(unique)
 
 
+GRANTED_FOR = 60.0
+
+
+class Grants:
+    """Permissions the API server granted lately, by server, identity and need."""
+
+    def __init__(self, seconds: float = GRANTED_FOR) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._until: dict[tuple[str, Need], float] = {}
+
+    def granted(self, who: str, need: Need) -> bool:
+        with self._lock:
+            return self._until.get((who, need), 0.0) > time.monotonic()
+
+    def grant(self, who: str, need: Need) -> None:
+        with self._lock:
+            self._until[(who, need)] = time.monotonic() + self.seconds
+
+    def clear(self) -> None:
+        with self._lock:
+            self._until.clear()
+
+
+GRANTS = Grants()
+
+
+def identity(api: ApiClient) -> str:
+    """The API server and the credentials a client speaks with (hashed, never kept)."""
+    config = api.configuration
+    secret = repr(
+        (sorted((config.api_key or {}).items()), config.cert_file, config.username, config.host)
+    )
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def allowed(api: ApiClient, need: Need) -> bool:
     """Ask the API server whether the bot's identity may do `need` (SelfSubjectAccessReview)."""
     review = V1SelfSubjectAccessReview(
@@ -111,8 +156,16 @@ def allowed(api: ApiClient, need: Need) -> bool:
 def access_check(api: ApiClient, wanted: list[Need]) -> Check:
     """One check: every permission the plan needs is granted, or the missing ones named."""
     name = "permissions granted (SelfSubjectAccessReview)"
+    who = identity(api)
     try:
-        missing = [need for need in wanted if not allowed(api, need)]
+        missing = []
+        for need in wanted:
+            if GRANTS.granted(who, need):
+                continue
+            if allowed(api, need):
+                GRANTS.grant(who, need)
+            else:
+                missing.append(need)
     except ActionError as exc:
         return Check(name, False, f"cannot ask the API server: {exc}")
     if missing:

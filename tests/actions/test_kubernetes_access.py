@@ -186,3 +186,44 @@ def test_an_admission_refusal_shows_in_the_checks(kube: KubeCluster, tmp_path: P
         "image voxflow/api:v1 has a known CVE"
     )
     assert checks["permissions granted (SelfSubjectAccessReview)"].ok
+
+
+def _reviews(kube: KubeCluster) -> int:
+    return sum("selfsubjectaccessreviews" in r.path for r in kube.fake.api.writes)
+
+
+def test_granted_verbs_are_reviewed_once_for_many_forms_and_a_refusal_every_time(
+    kube: KubeCluster, tmp_path: Path
+) -> None:
+    """An incident storm opens many forms for one target: the grants are asked once a minute
+    (per API server and identity), the refused verb on every form, so a fixed Role shows at
+    once."""
+    manifest = without(
+        MANIFEST.read_text(),
+        '  - apiGroups: ["apps"]\n    resources: ["deployments/scale"]\n    verbs: ["patch"]\n',
+    )
+    target = cluster_as_bot(kube, tmp_path, manifest)
+    name = "permissions granted (SelfSubjectAccessReview)"
+    first = {c.name: c for c in target.checks(None)}[name]
+    asked = _reviews(kube)
+    assert asked > 10  # one review per verb the plan uses
+    again = {c.name: c for c in target.checks(None)}[name]
+    assert _reviews(kube) == asked + 1  # only the refused verb was asked again
+    assert again == first and not again.ok
+    kube.fake.enforce_rbac(MANIFEST.read_text(), token=TOKEN, user=USER)  # the Role is fixed
+    fixed = {c.name: c for c in target.checks(None)}[name]
+    assert fixed.ok, fixed.detail
+    assert _reviews(kube) == asked + 2
+
+
+def test_a_grant_is_not_remembered_for_another_identity(kube: KubeCluster, tmp_path: Path) -> None:
+    """Another token (another target's ServiceAccount) on the same API server asks again."""
+    target = cluster_as_bot(kube, tmp_path, MANIFEST.read_text())
+    assert all(c.ok for c in target.checks(None))
+    asked = _reviews(kube)
+    other = kube.fake.write_kubeconfig(tmp_path / "other", token="another-token")
+    params = target.params.model_copy(
+        update={"connection": KubeConnection(kubeconfig=str(other), context="sandbox")}
+    )
+    KubernetesTarget(params).checks(None)
+    assert _reviews(kube) == 2 * asked  # every verb asked again, as the other identity
