@@ -1,9 +1,10 @@
 """The command line and a serving bot load no client they do not use yet (issue 16, point 6).
 
 Behaviour, not timing: each case runs the command line in a fresh interpreter
-and lists the modules it imported. `--help` loads nothing heavy at all;
-`check-config` reads every kind of target (examples/voxflow.yml) without
-Kubernetes, AWS, PostgreSQL, HTTP, SQL or Slack clients; `serve` starts on
+and lists the modules it imported. `--help` loads nothing heavy at all, not even
+pydantic; `check-config FILE` reads every kind of target (examples/voxflow.yml)
+without Kubernetes, AWS, PostgreSQL, HTTP, SQL or Slack clients, and without
+pydantic-settings (it reads no settings); `serve` starts on
 SQLite with every kind of target configured and imports Bolt and SQLAlchemy
 (it serves with them) but not the target systems' clients, alembic, or a SQL
 dialect other than SQLite's, until a request needs them.
@@ -29,6 +30,8 @@ from bot.store import MIGRATIONS, head_revision, make_engine, schema_revisions, 
 ROOT = Path(__file__).parents[2]
 VOXFLOW = ROOT / "examples" / "voxflow.yml"
 HEAVY = ("kubernetes", "boto3", "botocore", "alembic", "psycopg", "slack_bolt", "sqlalchemy")
+MODELS = ("pydantic", "pydantic_core", "pydantic_settings", "yaml")
+NOT_READING_CONFIG = ("pydantic_settings", "bot.settings")
 TARGET_CLIENTS = ("kubernetes", "boto3", "botocore", "psycopg", "httpx", "urllib3", "alembic")
 PACKAGES = ("configfiles", "database", "docker", "http", "kubernetes", "loadbalancer")
 
@@ -88,7 +91,7 @@ def _loaded(modules: set[str], roots: tuple[str, ...]) -> list[str]:
 def test_help_and_usage_import_no_heavy_client(argv: tuple[str, ...]) -> None:
     _, modules, _ = _run(PROBE, *argv)
     assert "argparse" in modules  # the probe really ran the command line
-    loaded = _loaded(modules, HEAVY)
+    loaded = _loaded(modules, (*HEAVY, *MODELS))
     assert not loaded, f"`rollback-bot {' '.join(argv)}` imported {loaded[:10]}"
 
 
@@ -99,6 +102,8 @@ def test_check_config_reads_every_target_kind_without_their_clients() -> None:
         assert f": {kind} " in out  # each kind was read and summarised
     loaded = _loaded(modules, (*TARGET_CLIENTS, "sqlalchemy", "slack_bolt", "slack_sdk"))
     assert not loaded, f"check-config imported {loaded[:10]}"
+    needless = sorted(modules & set(NOT_READING_CONFIG))
+    assert not needless, f"check-config FILE imported {needless}"
 
 
 def test_serve_starts_without_target_clients_alembic_or_other_sql_dialects(
