@@ -113,6 +113,20 @@ def test_check_config_reads_every_target_kind_without_their_clients() -> None:
     assert not needless, f"check-config FILE imported {needless}"
 
 
+def test_check_config_without_a_file_reads_the_settings_for_it() -> None:
+    env = {**os.environ, "ROLLBACK_CONFIG": str(VOXFLOW)}
+    code, modules, out = _run(PROBE, "check-config", env=env)
+    assert code == 0 and f"{VOXFLOW}: OK" in out, out
+    assert "pydantic_settings" in modules  # the settings named the file
+
+
+def test_bad_settings_are_reported_with_the_usage_status() -> None:
+    # The config file is fine; HTTP_THREADS is out of range, so only the settings fail.
+    env = {**os.environ, "ROLLBACK_CONFIG": str(VOXFLOW), "HTTP_THREADS": "0"}
+    code, _, out = _run(PROBE, "check-config", env=env)
+    assert code == 2 and "OK" not in out
+
+
 def test_serve_starts_without_target_clients_alembic_or_other_sql_dialects(
     tmp_path: Path,
 ) -> None:
