@@ -7,7 +7,7 @@ without Kubernetes, AWS, PostgreSQL, HTTP, SQL or Slack clients, and without
 pydantic-settings (it reads no settings) or the archive checks (tarfile), which
 only a configuration target's steps use; `serve` starts on
 SQLite with every kind of target configured and imports Bolt and SQLAlchemy
-(it serves with them) but not the target systems' clients, alembic, a SQL
+(it serves with them) but not the target systems' clients, matplotlib, alembic, a SQL
 dialect other than SQLite's, the archive checks or Bolt's WSGI adapter, until a
 request needs them.
 """
@@ -39,6 +39,7 @@ NOT_READING_CONFIG = (
     "tarfile",
     "actions.configfiles.archives",
 )
+CHART = ("matplotlib", "numpy", "PIL")  # the RCA chart's, drawn when an incident closes
 TARGET_CLIENTS = ("kubernetes", "boto3", "botocore", "psycopg", "httpx", "urllib3", "alembic")
 PACKAGES = ("configfiles", "database", "docker", "http", "kubernetes", "loadbalancer")
 
@@ -107,7 +108,7 @@ def test_check_config_reads_every_target_kind_without_their_clients() -> None:
     assert code == 0 and f"{VOXFLOW}: OK" in out, out
     for kind in ("kubernetes", "database", "bluegreen", "docker", "config"):
         assert f": {kind} " in out  # each kind was read and summarised
-    loaded = _loaded(modules, (*TARGET_CLIENTS, "sqlalchemy", "slack_bolt", "slack_sdk"))
+    loaded = _loaded(modules, (*TARGET_CLIENTS, *CHART, "sqlalchemy", "slack_bolt", "slack_sdk"))
     assert not loaded, f"check-config imported {loaded[:10]}"
     needless = sorted(modules & set(NOT_READING_CONFIG))
     assert not needless, f"check-config FILE imported {needless}"
@@ -150,7 +151,7 @@ def test_serve_starts_without_target_clients_alembic_or_other_sql_dialects(
         code, modules, out = _run(SERVE_PROBE, *argv, env=env)
     assert code == 0 and "serving http://" in out, out
     assert {"slack_bolt", "sqlalchemy.orm", "waitress"} <= modules  # it really served
-    loaded = _loaded(modules, TARGET_CLIENTS)
+    loaded = _loaded(modules, (*TARGET_CLIENTS, *CHART))
     assert not loaded, f"serve imported {loaded[:10]}"
     later = {"tarfile", "actions.configfiles.archives", "slack_bolt.adapter.wsgi"}
     assert not modules & later, "imported before a step or Slack's first request needs it"
