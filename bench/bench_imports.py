@@ -115,7 +115,13 @@ def main() -> None:
             ),
         ]
         load = os.getloadavg()[0]
-        print(f"imports of {args.tree}, {args.repeat} runs each (load average {load:.1f})\n")
+        print(f"imports of {args.tree}, {args.repeat} runs each (load average {load:.1f})")
+        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            # Then each run compiles the tree's own modules from source unless their bytecode is
+            # already cached (about a fifth of `serve`'s figure); an installed wheel, as in the
+            # image, has its bytecode.
+            print("PYTHONDONTWRITEBYTECODE is set: figures may include compiling the tree's code")
+        print()
         print("| command | min | median |")
         print("|---|---|---|")
         for name, probe, argv in commands:

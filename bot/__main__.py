@@ -4,8 +4,9 @@ This module and `bot/app.py` are the composition root: they build the one
 Settings object, the config, the store and the Slack app, and pass them down.
 
 Imports are where they are used (issue 16, point 6): `--help` and a usage error
-import no config parser, database, alembic or target client, so they answer at
-once; each command imports what it needs.
+import no config parser, database, alembic or target client, nor pydantic and
+pydantic-settings, so they answer at once; each command imports what it needs
+(`check-config FILE` reads no settings, so it loads no pydantic-settings).
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from bot import logs
-from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.app import BotProcess
+    from bot.settings import Settings
 
 EXIT_BAD_INPUT = 2
 
@@ -42,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_BAD_INPUT
-    from bot.config import ConfigError  # every command reads the config or the settings
+    # Every command reads the config or the settings, both pydantic models.
+    from pydantic import ValidationError
+
+    from bot.config import ConfigError
 
     try:
         return int(args.handler(args))
@@ -90,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check_config(args: argparse.Namespace) -> int:
     from bot.config import load_config, summary
 
-    path = args.file or Settings().rollback_config
+    path = args.file or _settings().rollback_config
     config = load_config(path)
     print(f"{path}: OK")
     for line in summary(config):
@@ -101,7 +103,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _db_upgrade(args: argparse.Namespace) -> int:
     from bot.store import make_engine, upgrade
 
-    settings = Settings()
+    settings = _settings()
     revision = upgrade(make_engine(settings.database_url))
     print(f"schema at revision {revision}")
     return 0
@@ -121,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.socket and not args.http:
         print("serve needs --socket, --http HOST:PORT, or both", file=sys.stderr)
         return EXIT_BAD_INPUT
-    settings = Settings()
+    settings = _settings()
     configure_logging(settings, verbose=args.verbose)
     missing = [
         name
@@ -145,6 +147,13 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_until_signalled(
         process, http=(host, port) if args.http else None, socket_mode=args.socket
     )
+
+
+def _settings() -> Settings:
+    """Build the one Settings object from the environment (pydantic-settings loads here)."""
+    from bot.settings import Settings
+
+    return Settings()
 
 
 def configure_logging(settings: Settings, *, verbose: bool) -> None:

@@ -34,7 +34,6 @@ from typing import Any, Protocol
 
 from prometheus_client import Gauge
 from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -391,6 +390,9 @@ class BotProcess:
             return [body]
         if environ.get("PATH_INFO") == "/alerts":
             return self._masked(self.alerts, environ, start_response)
+        # Bolt's WSGI adapter, where Slack's first request needs it: not at start.
+        from slack_bolt.adapter.wsgi import SlackRequestHandler
+
         handler = SlackRequestHandler(self.app, path="/slack/events")
         secret = self.settings.slack_signing_secret.get_secret_value()
         signed = SignedOnly(handler, signing_secret=secret)

@@ -6,13 +6,15 @@ config file is an error (`Strict`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from actions.configfiles.archives import Limits
 from actions.kubernetes.params import KubeConnection
 from actions.params import AwsConnection, Strict
+
+if TYPE_CHECKING:  # archives imports tarfile and actions.base: not needed to read the config
+    from actions.configfiles.archives import Limits
 
 
 class RestartDeployment(Strict):
@@ -56,4 +58,6 @@ class ConfigFilesParams(Strict):
     @property
     def limits(self) -> Limits:
         """The archive limits these params set."""
+        from actions.configfiles.archives import Limits
+
         return Limits(max_members=self.max_members, max_bytes=self.max_bytes)

@@ -1,12 +1,15 @@
 """The command line and a serving bot load no client they do not use yet (issue 16, point 6).
 
 Behaviour, not timing: each case runs the command line in a fresh interpreter
-and lists the modules it imported. `--help` loads nothing heavy at all;
-`check-config` reads every kind of target (examples/voxflow.yml) without
-Kubernetes, AWS, PostgreSQL, HTTP, SQL or Slack clients; `serve` starts on
+and lists the modules it imported. `--help` loads nothing heavy at all, not even
+pydantic; `check-config FILE` reads every kind of target (examples/voxflow.yml)
+without Kubernetes, AWS, PostgreSQL, HTTP, SQL or Slack clients, and without
+pydantic-settings (it reads no settings) or the archive checks (tarfile), which
+only a configuration target's steps use; `serve` starts on
 SQLite with every kind of target configured and imports Bolt and SQLAlchemy
-(it serves with them) but not the target systems' clients, alembic, or a SQL
-dialect other than SQLite's, until a request needs them.
+(it serves with them) but not the target systems' clients, matplotlib, alembic, a SQL
+dialect other than SQLite's, the archive checks or Bolt's WSGI adapter, until a
+request needs them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from bot.store import MIGRATIONS, head_revision, make_engine, schema_revisions, 
 ROOT = Path(__file__).parents[2]
 VOXFLOW = ROOT / "examples" / "voxflow.yml"
 HEAVY = ("kubernetes", "boto3", "botocore", "alembic", "psycopg", "slack_bolt", "sqlalchemy")
+MODELS = ("pydantic", "pydantic_core", "pydantic_settings", "yaml")
+NOT_READING_CONFIG = (
+    "pydantic_settings",
+    "bot.settings",
+    "tarfile",
+    "actions.configfiles.archives",
+)
+CHART = ("matplotlib", "numpy", "PIL")  # the RCA chart's, drawn when an incident closes
 TARGET_CLIENTS = ("kubernetes", "boto3", "botocore", "psycopg", "httpx", "urllib3", "alembic")
 PACKAGES = ("configfiles", "database", "docker", "http", "kubernetes", "loadbalancer")
 
@@ -88,7 +99,7 @@ def _loaded(modules: set[str], roots: tuple[str, ...]) -> list[str]:
 def test_help_and_usage_import_no_heavy_client(argv: tuple[str, ...]) -> None:
     _, modules, _ = _run(PROBE, *argv)
     assert "argparse" in modules  # the probe really ran the command line
-    loaded = _loaded(modules, HEAVY)
+    loaded = _loaded(modules, (*HEAVY, *MODELS))
     assert not loaded, f"`rollback-bot {' '.join(argv)}` imported {loaded[:10]}"
 
 
@@ -97,8 +108,24 @@ def test_check_config_reads_every_target_kind_without_their_clients() -> None:
     assert code == 0 and f"{VOXFLOW}: OK" in out, out
     for kind in ("kubernetes", "database", "bluegreen", "docker", "config"):
         assert f": {kind} " in out  # each kind was read and summarised
-    loaded = _loaded(modules, (*TARGET_CLIENTS, "sqlalchemy", "slack_bolt", "slack_sdk"))
+    loaded = _loaded(modules, (*TARGET_CLIENTS, *CHART, "sqlalchemy", "slack_bolt", "slack_sdk"))
     assert not loaded, f"check-config imported {loaded[:10]}"
+    needless = sorted(modules & set(NOT_READING_CONFIG))
+    assert not needless, f"check-config FILE imported {needless}"
+
+
+def test_check_config_without_a_file_reads_the_settings_for_it() -> None:
+    env = {**os.environ, "ROLLBACK_CONFIG": str(VOXFLOW)}
+    code, modules, out = _run(PROBE, "check-config", env=env)
+    assert code == 0 and f"{VOXFLOW}: OK" in out, out
+    assert "pydantic_settings" in modules  # the settings named the file
+
+
+def test_bad_settings_are_reported_with_the_usage_status() -> None:
+    # The config file is fine; HTTP_THREADS is out of range, so only the settings fail.
+    env = {**os.environ, "ROLLBACK_CONFIG": str(VOXFLOW), "HTTP_THREADS": "0"}
+    code, _, out = _run(PROBE, "check-config", env=env)
+    assert code == 2 and "OK" not in out
 
 
 def test_serve_starts_without_target_clients_alembic_or_other_sql_dialects(
@@ -124,8 +151,10 @@ def test_serve_starts_without_target_clients_alembic_or_other_sql_dialects(
         code, modules, out = _run(SERVE_PROBE, *argv, env=env)
     assert code == 0 and "serving http://" in out, out
     assert {"slack_bolt", "sqlalchemy.orm", "waitress"} <= modules  # it really served
-    loaded = _loaded(modules, TARGET_CLIENTS)
+    loaded = _loaded(modules, (*TARGET_CLIENTS, *CHART))
     assert not loaded, f"serve imported {loaded[:10]}"
+    later = {"tarfile", "actions.configfiles.archives", "slack_bolt.adapter.wsgi"}
+    assert not modules & later, "imported before a step or Slack's first request needs it"
     dialects = {m.split(".")[2] for m in modules if m.startswith("sqlalchemy.dialects.")}
     assert dialects <= {"sqlite", "_typing"}, dialects
 
