@@ -39,6 +39,11 @@ from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controll
 from bot.sandbox.kubernetes.store import Store
 from bot.sandbox.kubernetes.workloads import Workloads
 
+BUSY_PASS = 0.02
+"""Seconds between controller passes while passes still change objects."""
+IDLE_PASS = 0.1
+"""The longest wait between passes once nothing changes: how late a pod may turn Ready."""
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -198,15 +203,22 @@ class FakeKubernetes:
         self.stop()
 
     def _run_controller(self) -> None:
+        """Reconcile on every write at once, and on a timer for what happens with time alone
+        (a pod turning Ready, a deadline passing). A pass that changed nothing doubles the
+        timer up to `IDLE_PASS`, so an idle cluster does not spend the process's CPU copying
+        objects 50 times a second (a real API server runs in another process)."""
+        wait = BUSY_PASS
         while True:
             with self.store.cond:
                 if self.store.closed:
                     return
-                self.store.cond.wait(timeout=0.02)
+                self.store.cond.wait(timeout=wait)
+                before = self.store.version
             self.controller.sync_all()
             self.workloads.sync_all()
             self.autoscalers.sync_all()
             self.gitops.sync_all()
+            wait = BUSY_PASS if self.store.version != before else min(IDLE_PASS, wait * 2)
 
     # --- helpers for tests and the demo ----------------------------------------------------------
 
