@@ -54,7 +54,18 @@ from handlers.payloads import OUTDATED_FORM, BadPayload, FormState, ModalEvent, 
 from handlers.text import permalink
 
 log = logging.getLogger(__name__)
+Epoch = tuple[str, str] | None
+"""A target's newest run (id, state) when its read was made; None: it never had one."""
 CACHE_SECONDS = 60.0
+"""How long a form's re-renders (an answer changed) reuse its target's read."""
+SHARED_SECONDS = 2.0
+"""How long a newly opened form may show another form's read of the same target.
+
+An incident storm opens the same form many times a second (people, monitoring); each would
+read the cluster again (the Deployment, its ReplicaSets, the verdict's evidence). A read is
+shared only while the target's newest run is the same as when it was read (none started,
+none changed state) and for at most these seconds; the plan itself is built from a fresh
+read when the form is submitted, and checked again on approval."""
 SUBMITTED_KEPT = 1000
 
 
@@ -82,24 +93,34 @@ class ModalService:
         self.deps = deps
         self.flows = flows_for(deps)
         self.drills = Drills(self.flows)
-        self._cache: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
+        self._cache: dict[tuple[str, str, str | None], tuple[float, Epoch, Any]] = {}
         self._lock = threading.Lock()
         self._newest: dict[str, float] = {}
         self._view_locks: dict[str, threading.Lock] = {}
         self._submitted: OrderedDict[str, None] = OrderedDict()
 
-    def _cached(self, key: tuple[str, str, str | None], compute: Any, *, fresh: bool) -> Any:
+    def _cached(
+        self, key: tuple[str, str, str | None], compute: Any, *, fresh: bool, epoch: Epoch
+    ) -> Any:
+        """The target's read for `key`: another form's while it may be shared, else new."""
         now = time.monotonic()
         hit = self._cache.get(key)
-        if hit and not fresh and now - hit[0] < CACHE_SECONDS:
-            return hit[1]
+        if hit and hit[1] == epoch and now - hit[0] < (SHARED_SECONDS if fresh else CACHE_SECONDS):
+            return hit[2]
         value = compute()
-        self._cache[key] = (now, value)
+        self._cache[key] = (now, epoch, value)
         return value
+
+    def _epoch(self, meta: ModalMeta) -> Epoch:
+        """The target's newest run and its state (one indexed read): a read made before a
+        run started or changed state is never shown after."""
+        newest = self.deps.store.runs(environment=meta.environment, target=meta.target, limit=1)
+        return (newest[0].id, str(newest[0].state)) if newest else None
 
     def content(self, meta: ModalMeta, form: FormState | None) -> ModalContent:
         """Compute what the modal shows for `form` (None: first open, read fresh)."""
         fresh = form is None
+        epoch = self._epoch(meta)
         env = self.deps.config.environment(meta.environment)
         params = env.targets[meta.target]
         problem = None
@@ -111,6 +132,7 @@ class ModalService:
                 (meta.environment, meta.target, None),
                 lambda: self.deps.planner.points(env, meta.target),
                 fresh=fresh,
+                epoch=epoch,
             )
             offer = self.flows.offer(meta.environment, meta.target, listed)
             points, default = offer.points, offer.default
@@ -122,14 +144,14 @@ class ModalService:
         )
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
-        checks = self._checks(meta, selected, fresh=fresh)
+        checks = self._checks(meta, selected, fresh=fresh, epoch=epoch)
         holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
         if holder:
             checks = [*checks, Check("Target not locked by another incident", False, holder)]
         else:
             checks = [*checks, Check("Target not locked by another incident", True)]
         form = form or FormState()
-        verdicts = self._verdicts(meta, selected, fresh=fresh)
+        verdicts = self._verdicts(meta, selected, fresh=fresh, epoch=epoch)
         return ModalContent(
             meta=meta,
             target_line=describe_target(params),
@@ -152,7 +174,9 @@ class ModalService:
             point_note=note,
         )
 
-    def _verdicts(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> tuple[Verdict, ...]:
+    def _verdicts(
+        self, meta: ModalMeta, point: str | None, *, fresh: bool, epoch: Epoch
+    ) -> tuple[Verdict, ...]:
         """The reversibility verdicts, so the recommendation says when fixing forward is safer."""
         env = self.deps.config.environment(meta.environment)
         holders = holders_from(self.deps.store.lock_holder, meta.environment, exclude=None)
@@ -161,18 +185,22 @@ class ModalService:
                 (meta.environment, f"{meta.target}#verdict", point),
                 lambda: self.deps.planner.verdicts(env, meta.target, point, holders=holders),
                 fresh=fresh,
+                epoch=epoch,
             )
             return verdicts
         except (ActionError, OSError):
             return ()  # the checks above say what cannot be read
 
-    def _checks(self, meta: ModalMeta, point: str | None, *, fresh: bool) -> list[Check]:
+    def _checks(
+        self, meta: ModalMeta, point: str | None, *, fresh: bool, epoch: Epoch
+    ) -> list[Check]:
         env = self.deps.config.environment(meta.environment)
         try:
             checks: list[Check] = self._cached(
                 (meta.environment, meta.target, point),
                 lambda: self.deps.planner.checks(env, meta.target, point),
                 fresh=fresh,
+                epoch=epoch,
             )
             return checks
         except (ActionError, OSError) as exc:

@@ -98,6 +98,48 @@ def test_modal_render_reads_the_deployment_and_its_replica_sets_once(world: Demo
     assert max(gets.values()) == 1, gets  # nothing else read twice either
 
 
+def _open_form(world: DemoWorld) -> str:
+    alice = world.sandbox.person(ALICE)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    wait_for(lambda: world.sandbox.slack.view(view_id).updates, what="the modal filled in")
+    return view_id
+
+
+def test_forms_opened_together_share_one_read_of_the_target(world: DemoWorld) -> None:
+    """A storm of `/rollback app prod`: forms opened within SHARED_SECONDS of each other
+    show one read of the cluster, and all say the same."""
+    served = Served(world)
+    views = [_open_form(world) for _ in range(3)]
+    gets = served.gets()
+    assert gets[DEPLOYMENT] == 1 and gets[REPLICA_SETS] == 1, gets
+    shown = [str(world.sandbox.slack.view(v).view["blocks"]) for v in views]
+    assert shown[0] == shown[1] == shown[2]
+
+
+def test_a_form_after_a_run_started_reads_the_target_again(world: DemoWorld) -> None:
+    """A read made before the target's newest run started (or changed state) is never shown
+    after it, however soon."""
+    served = Served(world)
+    _open_form(world)
+    view_id = _open_form(world)  # the same read, shared
+    before = served.gets()[DEPLOYMENT]
+    sandbox = world.sandbox
+    alice = sandbox.person(ALICE)
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    wait_for(
+        lambda: all(v in str(sandbox.slack.view(view_id).view) for v in ANSWERS.values()),
+        what="the answers rendered",
+    )
+    assert alice.submit(view_id).status_code == 200
+    wait_for(lambda: sandbox.process.deps.store.runs(), what="the run requested")
+    after_request = served.gets()[DEPLOYMENT]
+    _open_form(world)
+    assert served.gets()[DEPLOYMENT] == after_request + 1  # read again: a run was requested
+    assert after_request > before  # the request built its plan from its own read
+
+
 def test_approval_reads_the_target_once(world: DemoWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     sandbox = world.sandbox
     alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
