@@ -86,6 +86,11 @@ def resolve_point(
     return hint
 
 
+def points_key(meta: ModalMeta) -> tuple[str, str, str | None]:
+    """The cache key of a target's rollback points (its checks and verdicts have their own)."""
+    return (meta.environment, f"{meta.target}#points", None)
+
+
 class ModalService:
     """Builds and updates the modal; takes its submission."""
 
@@ -129,7 +134,7 @@ class ModalService:
         note = ""
         try:
             listed = self._cached(
-                (meta.environment, meta.target, None),
+                points_key(meta),
                 lambda: self.deps.planner.points(env, meta.target),
                 fresh=fresh,
                 epoch=epoch,
@@ -197,7 +202,7 @@ class ModalService:
         env = self.deps.config.environment(meta.environment)
         try:
             checks: list[Check] = self._cached(
-                (meta.environment, meta.target, point),
+                (meta.environment, f"{meta.target}#checks", point),
                 lambda: self.deps.planner.checks(env, meta.target, point),
                 fresh=fresh,
                 epoch=epoch,
@@ -287,7 +292,7 @@ class ModalService:
                 "Tick Break-glass to run without a second approver, or clear the "
                 f"{BREAK_GLASS_PHRASE} box to request a normal approval."
             )
-        if form.point is None and self._cache.get((meta.environment, meta.target, None)):
+        if form.point is None and self._cache.get(points_key(meta)):
             # no point preselected (production runs the last known healthy version): a person
             # chooses; Slack asks for it too, this holds for a replayed or hand-made payload
             errors[Block.POINT] = "Choose the point to roll back to."

@@ -102,7 +102,10 @@ def _open_form(world: DemoWorld) -> str:
     alice = world.sandbox.person(ALICE)
     alice.slash("app prod")
     view_id = alice.opened_view()
-    wait_for(lambda: world.sandbox.slack.view(view_id).updates, what="the modal filled in")
+    wait_for(
+        lambda: "Target not locked" in str(world.sandbox.slack.view(view_id).view),
+        what="the modal filled in",
+    )
     return view_id
 
 
@@ -115,6 +118,10 @@ def test_forms_opened_together_share_one_read_of_the_target(world: DemoWorld) ->
     assert gets[DEPLOYMENT] == 1 and gets[REPLICA_SETS] == 1, gets
     shown = [str(world.sandbox.slack.view(v).view["blocks"]) for v in views]
     assert shown[0] == shown[1] == shown[2]
+    for text in shown:  # each a whole form: its points, its checks, its recommendation
+        assert "rev 2 · voxflow/api:v1.2.3" in text
+        assert ":white_check_mark: Target not locked by another incident" in text
+    assert not world.sandbox.process.deps.later.snapshot().failed
 
 
 def test_a_form_after_a_run_started_reads_the_target_again(world: DemoWorld) -> None:
@@ -204,3 +211,39 @@ def test_reads_are_remembered_only_inside_a_request() -> None:
         with read_once():  # nested: the same request
             assert remembered("k", read) == 3
     assert remembered("k", read) == 4
+
+
+def test_forms_after_a_rollback_with_no_point_preselected_show_points_and_checks(
+    world: DemoWorld,
+) -> None:
+    """After a rollback the form preselects no point (production already runs the last
+    known healthy version): the target's points and its checks for "no point" are two reads
+    the forms share, never one taken for the other."""
+    sandbox = world.sandbox
+    alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
+    view_id = _open_form(world)
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    wait_for(
+        lambda: all(v in str(sandbox.slack.view(view_id).view) for v in ANSWERS.values()),
+        what="the answers rendered",
+    )
+    alice.submit(view_id)
+    plan = wait_for(
+        lambda: next(
+            (m for m in sandbox.slack.messages(_channel(world)) if "approve_run" in str(m.blocks)),
+            None,
+        ),
+        what="the plan message",
+    )
+    bob.click(plan.channel, plan.ts, "approve_run")
+    store = sandbox.process.deps.store
+    wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback", timeout=60)
+    views = [_open_form(world) for _ in range(2)]
+    for view in views:
+        form = sandbox.slack.view(view).view
+        point = next(b for b in form["blocks"] if b.get("block_id") == "point")
+        assert "initial_option" not in point["element"]  # nothing preselected
+        assert "rev 1 · voxflow/api:v1.2.2" in str(point)
+        assert ":white_check_mark: Target not locked by another incident" in str(form)
+    assert not sandbox.process.deps.later.snapshot().failed
