@@ -12,6 +12,7 @@ plan, the request and the thread (`bot.drills.Drills.open`) follow on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -26,7 +27,7 @@ from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
-from handlers.lazy import BUSY, tell_failure
+from handlers.lazy import BUSY, Arrivals, tell_failure
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
 
@@ -72,6 +73,7 @@ def is_drill_command(body: dict[str, Any]) -> bool:
 def register(app: App, deps: Deps) -> None:
     """Listen for `/rollback drill …` and `/rollback drills` (before handlers.commands)."""
     drills = Drills(flows_for(deps))
+    arrivals = Arrivals()
 
     @app.command("/rollback", matchers=[is_drill_command])
     def drill(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
@@ -95,7 +97,7 @@ def register(app: App, deps: Deps) -> None:
                 text="Rollback drills",
             )
             return
-        _start(ack, deps, drills, typed, parsed, client)
+        _start(ack, deps, drills, typed, parsed, client, arrivals)
 
 
 def _refusal(deps: Deps, parsed: DrillRequest) -> str:
@@ -118,11 +120,18 @@ def _start(
     typed: SlashCommand,
     parsed: DrillRequest,
     client: WebClient,
+    arrivals: Arrivals,
 ) -> None:
+    """Ack before any database or Slack call (a retry to this process is answered from
+    memory), then plan the drill on the work pool."""
     key = f"command:{typed.trigger_id}"
-    received = drills.flows.receive(key)
-    if not received.first:
-        ack(response_type="ephemeral", text=f":information_source: {received.repeated('command')}")
+    seen = arrivals.arrive(key)
+    if seen is not None:
+        ack(response_type="ephemeral", text=f":information_source: {seen.repeated('command')}")
+        return
+    if not deps.later.has_room():  # said in the ack: no Slack call on this thread
+        arrivals.forget(key)
+        ack(response_type="ephemeral", text=BUSY)
         return
     ack(
         response_type="ephemeral",
@@ -130,21 +139,35 @@ def _start(
         f"{t.esc(parsed.environment)}…",
     )
     where = Where(user=typed.user, channel=typed.channel)
-    if not deps.later.submit(
-        _open, drills, client, where, parsed, key, on_error=tell_failure(client, where)
-    ):
-        drills.flows.release(key)
-        tell(client, where, BUSY)
+    work = partial(_open, drills, client, where, parsed, key, arrivals)
+    if not deps.later.submit(work, on_error=tell_failure(client, where)):
+        arrivals.forget(key)
+        deps.later.notify(tell, client, where, BUSY)
 
 
-def _open(drills: Drills, client: WebClient, where: Where, parsed: DrillRequest, key: str) -> None:
-    """After the ack: plan, request and open the drill's thread; tell the person how it went."""
+def _open(
+    drills: Drills,
+    client: WebClient,
+    where: Where,
+    parsed: DrillRequest,
+    key: str,
+    arrivals: Arrivals,
+) -> None:
+    """After the ack: record the command once, plan, request and open the drill's thread;
+    tell the person how it went."""
+    received = drills.flows.receive(key)
+    if not received.first:  # another process, or this one long ago, had it first
+        if received.outcome is not None:
+            arrivals.settle(key, received.outcome)
+        tell(client, where, f":information_source: {received.repeated('command')}")
+        return
     try:
         opened = drills.open(
             environment=parsed.environment, target=parsed.target, requester=where.user
         )
     except Refused as exc:
         drills.flows.release(key)  # nothing changed: the same command may act later
+        arrivals.forget(key)
         tell(client, where, f":warning: No drill: {t.esc(exc)}.")
         return
     except ThreadNotOpened as exc:
@@ -159,4 +182,5 @@ def _open(drills: Drills, client: WebClient, where: Where, parsed: DrillRequest,
             f"approve.\n{link}"
         )
     drills.flows.settle(key, said)
+    arrivals.settle(key, said)
     tell(client, where, said)

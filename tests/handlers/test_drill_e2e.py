@@ -10,6 +10,7 @@ uploads the RCA template with its timeline chart. Production refuses a drill.
 from __future__ import annotations
 
 import json
+import sqlite3
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from bot.config import parse_config
+from bot.sandbox import platform
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.kubernetes import FakeKubernetes
 from bot.sandbox.web import Reply, WebStub
@@ -216,3 +218,29 @@ def test_recovery_metrics_are_exported_after_an_incident_run(
     body = httpx.get(url, timeout=10).text
     assert "# TYPE rollback_recovery_phase_seconds histogram" in body
     assert "# TYPE rollback_drill_recover_seconds gauge" in body
+
+
+def test_a_drill_command_is_acked_before_it_is_recorded_and_a_retry_drills_once(
+    world: tuple[Sandbox, FakeKubernetes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The once-only record is written after the ack (another session holds SQLite's write
+    lock meanwhile); the same command sent again is answered from memory and plans nothing
+    more."""
+    sandbox, _ = world
+    alice = sandbox.person(ALICE)
+    monkeypatch.setattr(platform, "_trigger", lambda: "1700000000.123456789012.drill")
+    path = sandbox.settings.database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        answer = alice.slash("drill app staging", channel=STAGING)
+        recorded_while_locked = sandbox.process.deps.store.runs()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answer.status_code == 200 and "Planning the drill of app in staging" in answer.text
+    assert recorded_while_locked == []
+    wait_for(lambda: plan_in(sandbox, STAGING), what="the drill's plan message")
+    again = alice.slash("drill app staging", channel=STAGING)  # the same trigger id: a retry
+    assert "already received" in again.json()["text"]
+    assert len(sandbox.process.deps.store.runs()) == 1
