@@ -186,18 +186,15 @@ class _Opening:
 
     def __call__(self) -> None:
         flows = self.modals.flows
-        received = flows.receive(self.key)
-        if not received.first:  # another process, or this one long ago, had it first
-            if received.outcome is not None:
-                self.arrivals.settle(self.key, received.outcome)
+        received = self.arrivals.record(flows, self.key)
+        if not received.first:
             where = Where(user=self.typed.user, channel=self.typed.channel)
             tell(self.client, where, f":information_source: {received.repeated(self.what)}")
             return
         with self.modals.deps.planner.request():  # points and checks from one read
             _open_modal(self.typed, self.client, self.parsed, self.modals)
         outcome = "the rollback form was opened"
-        flows.settle(self.key, outcome)
-        self.arrivals.settle(self.key, outcome)
+        self.arrivals.done(flows, self.key, outcome)
 
 
 @dataclass(frozen=True)
@@ -216,15 +213,12 @@ class _Cancelling:
     what: str
 
     def __call__(self) -> None:
-        received = self.flows.receive(self.key)
-        if not received.first:  # another process, or this one long ago, had it first
-            if received.outcome is not None:
-                self.arrivals.settle(self.key, received.outcome)
+        received = self.arrivals.record(self.flows, self.key)
+        if not received.first:
             tell(self.client, self.where, f":information_source: {received.repeated(self.what)}")
             return
         text = _cancel(self.parsed, self.where.user, self.flows, self.groups)
-        self.flows.settle(self.key, text)
-        self.arrivals.settle(self.key, text)
+        self.arrivals.done(self.flows, self.key, text)
         tell(self.client, self.where, text)
 
 

@@ -155,10 +155,8 @@ def _open(
 ) -> None:
     """After the ack: record the command once, plan, request and open the drill's thread;
     tell the person how it went."""
-    received = drills.flows.receive(key)
-    if not received.first:  # another process, or this one long ago, had it first
-        if received.outcome is not None:
-            arrivals.settle(key, received.outcome)
+    received = arrivals.record(drills.flows, key)
+    if not received.first:
         tell(client, where, f":information_source: {received.repeated('command')}")
         return
     try:
@@ -181,6 +179,5 @@ def _open(
             f"{t.esc(parsed.environment)} goes back and forward again once {need} approver(s) "
             f"approve.\n{link}"
         )
-    drills.flows.settle(key, said)
-    arrivals.settle(key, said)
+    arrivals.done(drills.flows, key, said)
     tell(client, where, said)

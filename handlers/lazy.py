@@ -47,7 +47,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bot.flows import Received
+from bot.flows import Flows, Received
 from handlers.errors import tell
 from handlers.payloads import Where, where_of
 from handlers.pool import Later
@@ -143,6 +143,20 @@ class Arrivals:
         with self._lock:
             if key in self._seen:
                 self._seen[key] = outcome
+
+    def record(self, flows: Flows, key: str) -> Received:
+        """After the ack: write the durable once-only record of `key`. A repeat that another
+        process (or this one long ago) received first is told what that one did, and this
+        process remembers it for the next repeat."""
+        received = flows.receive(key)
+        if not received.first and received.outcome is not None:
+            self.settle(key, received.outcome)
+        return received
+
+    def done(self, flows: Flows, key: str, outcome: str) -> None:
+        """Record what the request `key` did, durably and in memory, for its repeats."""
+        flows.settle(key, outcome)
+        self.settle(key, outcome)
 
     def forget(self, key: str) -> None:
         """Forget a request that did nothing, so the same one may act later."""

@@ -477,11 +477,8 @@ class _Submission:
     arrivals: Arrivals
 
     def __call__(self) -> None:
-        flows = self.service.flows
-        received = flows.receive(self.key)
-        if not received.first:  # another process, or this one long ago, had it first
-            if received.outcome is not None:
-                self.arrivals.settle(self.key, received.outcome)
+        received = self.arrivals.record(self.service.flows, self.key)
+        if not received.first:
             said = received.repeated("form")
             self.service._say(self.event, "Already submitted", said)
             return

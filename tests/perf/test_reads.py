@@ -156,13 +156,7 @@ def test_approval_reads_the_target_once(world: DemoWorld, monkeypatch: pytest.Mo
     for block_id, value in ANSWERS.items():
         alice.choose(view_id, block_id, value)
     alice.submit(view_id)
-    plan = wait_for(
-        lambda: next(
-            (m for m in sandbox.slack.messages(_channel(world)) if "approve_run" in str(m.blocks)),
-            None,
-        ),
-        what="the plan message",
-    )
+    plan = _plan_message(world)
     sent = Sent(monkeypatch)
     loads = _count_run_loads(sandbox.process.deps.store)
     bob.click(plan.channel, plan.ts, "approve_run")
@@ -190,6 +184,21 @@ def _count_run_loads(store: Store) -> Counter[str]:
 
     event.listen(store.engine, "before_cursor_execute", counted)
     return loads
+
+
+def _plan_message(world: DemoWorld) -> Any:
+    """The plan message with its Approve button, once posted."""
+    return wait_for(
+        lambda: next(
+            (
+                m
+                for m in world.sandbox.slack.messages(_channel(world))
+                if "approve_run" in str(m.blocks)
+            ),
+            None,
+        ),
+        what="the plan message",
+    )
 
 
 def _channel(world: DemoWorld) -> str:
@@ -229,13 +238,7 @@ def test_forms_after_a_rollback_with_no_point_preselected_show_points_and_checks
         what="the answers rendered",
     )
     alice.submit(view_id)
-    plan = wait_for(
-        lambda: next(
-            (m for m in sandbox.slack.messages(_channel(world)) if "approve_run" in str(m.blocks)),
-            None,
-        ),
-        what="the plan message",
-    )
+    plan = _plan_message(world)
     bob.click(plan.channel, plan.ts, "approve_run")
     store = sandbox.process.deps.store
     wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback", timeout=60)
