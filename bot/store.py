@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -200,8 +201,24 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     return (current[0] if len(current) == 1 else None), head
 
 
+_HEADS: dict[Path, str] = {}
+_HEADS_LOCK = threading.Lock()
+
+
 def head_revision(versions: Path = MIGRATIONS / "versions") -> str:
-    """This code's newest schema revision, from the migration files' `revision` lines."""
+    """This code's newest schema revision, from the migration files' `revision` lines.
+
+    Read once per process (the files ship with the code) and under a lock: `/readyz` asks
+    on every probe, and CPython 3.11's parser keeps one recursion counter per interpreter,
+    so two threads in `ast.parse` at once can fail with "AST constructor recursion depth
+    mismatch" (seen in the tests, on 3.11.7)."""
+    with _HEADS_LOCK:
+        if versions not in _HEADS:
+            _HEADS[versions] = _head_of(versions)
+        return _HEADS[versions]
+
+
+def _head_of(versions: Path) -> str:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in sorted(versions.glob("*.py")):
