@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -142,6 +142,11 @@ class RollbackPoint:
     def key(self) -> str:
         """The version this point runs, as the bot remembers versions (healthy, rolled away)."""
         return self.version or self.ref
+
+
+def running_point(points: Iterable[RollbackPoint]) -> RollbackPoint | None:
+    """The point that runs now (`is_current`), or None when the target lists none."""
+    return next((p for p in points if p.is_current), None)
 
 
 @dataclass(frozen=True)

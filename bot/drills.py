@@ -57,6 +57,7 @@ from actions.base import (
     StepContext,
     StepResult,
     Target,
+    running_point,
     spec_of,
 )
 from actions.database import DatabaseParams
@@ -126,7 +127,7 @@ class DrillMarker:
             return StepResult(
                 summary=f"marker already recorded: {ctx.memory[MARKER]}", skipped=True
             )
-        current = next((p for p in self.target.points() if p.is_current), None)
+        current = running_point(self.target.points())
         if current is None or current.ref != self.ref:
             now = current.label if current is not None else "no known version"
             raise PermanentError(
@@ -156,7 +157,7 @@ def _points(
     planner: Planner, env: Environment, target: str
 ) -> tuple[RollbackPoint, RollbackPoint, list[RollbackPoint]]:
     points = planner.points(env, target)
-    current = next((p for p in points if p.is_current), None)
+    current = running_point(points)
     back = default_point(points)
     if current is None:
         raise PlanningError(f"{target} lists no current version to roll forward to")

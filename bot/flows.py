@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from actions.base import ActionError, RollbackPoint, StepContext
+from actions.base import ActionError, RollbackPoint, StepContext, running_point
 from bot.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.decision import Answers, Severity, decide, with_verdict
@@ -306,7 +306,7 @@ class Flows:
             log.warning("%s: versions not recorded: %s", run.incident_id, exc)
             return run
         points = offer.points
-        current = next((p for p in points if p.is_current), None)
+        current = running_point(points)
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
         chosen = chosen or (None if ref else offer.default)
         versions = {
@@ -571,7 +571,7 @@ class Flows:
                 points = self.planner.points(env, run.target)
             except (ActionError, OSError) as exc:
                 raise Refused(f"the target's versions cannot be read, so no retry: {exc}") from None
-            current = next((p for p in points if p.is_current), None)
+            current = running_point(points)
             if current is not None and version_key(current.key) not in keys:
                 raise Refused(
                     f"{run.target} now runs {current.label}, which this plan neither rolls "

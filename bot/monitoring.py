@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from actions.base import ActionError, PlanningError, RollbackPoint
+from actions.base import ActionError, PlanningError, RollbackPoint, running_point
 from actions.http import MetricsReading
 from bot.config import Environment, RollbackConfig
 from bot.flows import MONITORING, Opened, ThreadNotOpened
@@ -205,7 +205,7 @@ class Monitor:
         done = next((run for run in recent if run.state == "succeeded"), None)
         if done is None:
             return None
-        current = next((p for p in points if p.is_current), None)
+        current = running_point(points)
         recently = done.finished_at is not None and done.finished_at >= since
         if recently or (current is not None and current.ref == done.point):
             return (
@@ -285,7 +285,7 @@ class Monitor:
         except (ActionError, OSError) as exc:
             log.warning("%s %s: the running version could not be read: %s", name, target, exc)
             return None
-        return next((p for p in points if p.is_current), None)
+        return running_point(points)
 
     def approve_due(self) -> list[Run]:
         """Approve, as monitoring, every requested run whose veto window has passed."""

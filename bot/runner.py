@@ -56,6 +56,7 @@ from actions.base import (
     StepContext,
     StepResult,
     TemporaryError,
+    running_point,
 )
 from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
@@ -533,7 +534,7 @@ class Runner:
             except (ActionError, OSError) as exc:
                 said.append(f"{member} could not be read ({exc})")
                 continue
-            current = next((p for p in points if p.is_current), None)
+            current = running_point(points)
             if current is not None:
                 said.append(f"{member} runs {current.label}")
         return "; ".join(said)
