@@ -45,7 +45,7 @@ from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups
 from handlers.ids import ModalMeta
-from handlers.lazy import BUSY, Arrivals, tell_failure
+from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
@@ -143,33 +143,30 @@ def register(app: App, deps: Deps) -> None:
         if not isinstance(parsed, Rollback | Cancel):
             ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
             return
-        key = f"command:{typed.trigger_id}"
-        seen = arrivals.arrive(key)
-        if seen is not None:
-            text = seen.repeated(_what(request))
-            ack(response_type="ephemeral", text=f":information_source: {text}")
-            return
-        if not deps.later.has_room():  # said in the ack: no Slack call on this thread
-            arrivals.forget(key)
-            ack(response_type="ephemeral", text=BUSY)
-            return
+        key, what = f"command:{typed.trigger_id}", _what(request)
         where = Where(user=typed.user, channel=typed.channel)
         work: Callable[[], None]
         if isinstance(parsed, Cancel):
-            ack(
-                response_type="ephemeral",
-                text=f":hourglass_flowing_sand: Cancelling the rollback of {parsed.incident_id}…",
-            )
-            work = _Cancelling(
-                where, client, key, parsed, modals.flows, groups, arrivals, _what(request)
-            )
+            answer: dict[str, Any] = {
+                "response_type": "ephemeral",
+                "text": ":hourglass_flowing_sand: Cancelling the rollback of "
+                f"{parsed.incident_id}…",
+            }
+            work = _Cancelling(where, client, key, parsed, modals.flows, groups, arrivals, what)
         else:
-            ack()
-            work = _Opening(typed, client, parsed, modals, key, arrivals, _what(request))
-        # the room can have gone to another request since has_room()
-        if not deps.later.submit(work, on_error=tell_failure(client, where)):
-            arrivals.forget(key)
-            deps.later.notify(tell, client, where, BUSY)
+            answer = {}
+            work = _Opening(typed, client, parsed, modals, key, arrivals, what)
+        act_once(
+            ack,
+            work,
+            later=deps.later,
+            arrivals=arrivals,
+            key=key,
+            what=what,
+            answer=answer,
+            client=client,
+            where=where,
+        )
 
 
 @dataclass(frozen=True)

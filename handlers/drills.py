@@ -27,7 +27,7 @@ from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
-from handlers.lazy import BUSY, Arrivals, tell_failure
+from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
 
@@ -125,24 +125,22 @@ def _start(
     """Ack before any database or Slack call (a retry to this process is answered from
     memory), then plan the drill on the work pool."""
     key = f"command:{typed.trigger_id}"
-    seen = arrivals.arrive(key)
-    if seen is not None:
-        ack(response_type="ephemeral", text=f":information_source: {seen.repeated('command')}")
-        return
-    if not deps.later.has_room():  # said in the ack: no Slack call on this thread
-        arrivals.forget(key)
-        ack(response_type="ephemeral", text=BUSY)
-        return
-    ack(
-        response_type="ephemeral",
-        text=f":hourglass: Planning the drill of {t.esc(parsed.target)} in "
-        f"{t.esc(parsed.environment)}…",
-    )
     where = Where(user=typed.user, channel=typed.channel)
-    work = partial(_open, drills, client, where, parsed, key, arrivals)
-    if not deps.later.submit(work, on_error=tell_failure(client, where)):
-        arrivals.forget(key)
-        deps.later.notify(tell, client, where, BUSY)
+    act_once(
+        ack,
+        partial(_open, drills, client, where, parsed, key, arrivals),
+        later=deps.later,
+        arrivals=arrivals,
+        key=key,
+        what="command",
+        answer={
+            "response_type": "ephemeral",
+            "text": f":hourglass: Planning the drill of {t.esc(parsed.target)} in "
+            f"{t.esc(parsed.environment)}…",
+        },
+        client=client,
+        where=where,
+    )
 
 
 def _open(

@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from slack_bolt import Ack
 from slack_sdk import WebClient
 
 from bot.flows import Flows, Received
@@ -162,3 +163,33 @@ class Arrivals:
         """Forget a request that did nothing, so the same one may act later."""
         with self._lock:
             self._seen.pop(key, None)
+
+
+def act_once(
+    ack: Ack,
+    work: Callable[[], None],
+    *,
+    later: Later,
+    arrivals: Arrivals,
+    key: str,
+    what: str,
+    answer: dict[str, Any],
+    client: WebClient,
+    where: Where,
+) -> None:
+    """A slash command that acts: ack `answer` before any database or Slack call, then run
+    `work` (which records `key` once, `Arrivals.record`) on the pool. A repeat this process
+    saw is answered in its ack from memory, a full pool is said in the ack."""
+    seen = arrivals.arrive(key)
+    if seen is not None:
+        ack(response_type="ephemeral", text=f":information_source: {seen.repeated(what)}")
+        return
+    if not later.has_room():  # said in the ack: no Slack call on this thread
+        arrivals.forget(key)
+        ack(response_type="ephemeral", text=BUSY)
+        return
+    ack(**answer)
+    # the room can have gone to another request since has_room()
+    if not later.submit(work, on_error=tell_failure(client, where)):
+        arrivals.forget(key)
+        later.notify(tell, client, where, BUSY)
