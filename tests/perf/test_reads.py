@@ -21,6 +21,7 @@ from sqlalchemy import event
 
 from actions.reads import read_once, remembered
 from bot.demo import ALICE, APP, BOB, NAMESPACE, WORKER, DemoWorld, demo_world
+from bot.sandbox.platform import Person
 from bot.store import READ_ONLY, Store
 from tests.fakes.waiting import wait_for
 
@@ -109,6 +110,17 @@ def _open_form(world: DemoWorld) -> str:
     return view_id
 
 
+def _answer(world: DemoWorld, person: Person, view_id: str) -> None:
+    """Answer the form as `person` (who keeps the answers to submit); return once every
+    answer is rendered."""
+    for block_id, value in ANSWERS.items():
+        person.choose(view_id, block_id, value)
+    wait_for(
+        lambda: all(v in str(world.sandbox.slack.view(view_id).view) for v in ANSWERS.values()),
+        what="the answers rendered",
+    )
+
+
 def test_forms_opened_together_share_one_read_of_the_target(world: DemoWorld) -> None:
     """A storm of `/rollback app prod`: forms opened within SHARED_SECONDS of each other
     show one read of the cluster, and all say the same."""
@@ -133,12 +145,7 @@ def test_a_form_after_a_run_started_reads_the_target_again(world: DemoWorld) -> 
     before = served.gets()[DEPLOYMENT]
     sandbox = world.sandbox
     alice = sandbox.person(ALICE)
-    for block_id, value in ANSWERS.items():
-        alice.choose(view_id, block_id, value)
-    wait_for(
-        lambda: all(v in str(sandbox.slack.view(view_id).view) for v in ANSWERS.values()),
-        what="the answers rendered",
-    )
+    _answer(world, alice, view_id)
     assert alice.submit(view_id).status_code == 200
     wait_for(lambda: sandbox.process.deps.store.runs(), what="the run requested")
     after_request = served.gets()[DEPLOYMENT]
@@ -231,12 +238,7 @@ def test_forms_after_a_rollback_with_no_point_preselected_show_points_and_checks
     sandbox = world.sandbox
     alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
     view_id = _open_form(world)
-    for block_id, value in ANSWERS.items():
-        alice.choose(view_id, block_id, value)
-    wait_for(
-        lambda: all(v in str(sandbox.slack.view(view_id).view) for v in ANSWERS.values()),
-        what="the answers rendered",
-    )
+    _answer(world, alice, view_id)
     alice.submit(view_id)
     plan = _plan_message(world)
     bob.click(plan.channel, plan.ts, "approve_run")
