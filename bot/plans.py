@@ -247,7 +247,7 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
 
 
 def default_point(
-    points: list[RollbackPoint], *, healthy: str | Sequence[str] | None = None
+    points: list[RollbackPoint], *, healthy: Sequence[str] = ()
 ) -> RollbackPoint | None:
     """Return the point a rollback goes to unless a person picks another.
 
@@ -258,13 +258,12 @@ def default_point(
     A point marked `avoid` (what a rollback moved away from, the bot's own pre-rollback
     backup) is never the default: it stays on offer for an explicit choice.
     """
-    keys = [healthy] if isinstance(healthy, str) else list(healthy or ())
-    if keys:
+    if healthy:
         on_offer = {version_key(p.key): p for p in points if not p.is_current and not p.avoid}
-        for key in keys:
+        for key in healthy:
             if key in on_offer:
                 return on_offer[key]
-        if any(p.is_current and version_key(p.key) in keys for p in points):
+        if any(p.is_current and version_key(p.key) in healthy for p in points):
             return None
     seen_current = False
     for point in points:

@@ -67,12 +67,12 @@ def test_the_default_is_the_last_known_healthy_version_and_never_one_rolled_away
     points = remembered(_points(), known)
     assert points[1].label == "rolled back from in INC-1 · rev 2 · voxflow/api:v1.2.3"
     assert points[1].avoid and not points[2].avoid
-    assert default_point(points, healthy=V122) == points[2]  # rev 1, not the previous rev 2
+    assert default_point(points, healthy=[V122]) == points[2]  # rev 1, not the previous rev 2
     # without a healthy version known, the previous one that was not rolled away from
     assert default_point(points) == points[2]
     assert default_point(_points()) == _points()[1]
     # production runs the last known healthy version: no default, a person chooses
-    assert default_point(_points(current="2"), healthy=V123) is None
+    assert default_point(_points(current="2"), healthy=[V123]) is None
 
 
 def test_the_run_end_teaches_healthy_only_on_success_and_rolled_away_always() -> None:
