@@ -19,6 +19,11 @@ drain, or it SIGKILLs first.
 `/healthz` is liveness (the process answers HTTP); `/readyz` is readiness:
 the bot's database answers, its schema is current, and the runner loop's
 `last_beat` is fresh.
+
+`serve --http` runs two `BotProcess`es (bot/front.py): a front with
+`worker_url` set, which answers Slack and forwards the work, and never starts
+its runner; and the work process behind it (`behind_front`), which is the
+whole bot as above on a loopback port.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -44,7 +50,8 @@ from slack_sdk.http_retry.builtin_handlers import (
 from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
 from bot.drills import DrillRecorder
-from bot.metrics import BotMetrics, MeteredProgress
+from bot.front import answering, exchange, passed_on
+from bot.metrics import ACK_BUCKETS, BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
 from bot.outbox import Sender
 from bot.plans import Planner, RateSource, target_factory
@@ -60,6 +67,7 @@ from handlers import approvals, commands, drills, errors, gitops, home, modals, 
 from handlers.alerts import AlertWebhook
 from handlers.deps import Deps
 from handlers.flows import flows_for
+from handlers.forward import Forward
 from handlers.pool import Later
 from handlers.thread import SlackOutbox, SlackProgress
 from handlers.verify import SignedOnly
@@ -177,21 +185,19 @@ def _rate_of(store: Store) -> RateSource:
     return rate
 
 
-def _watch_later(metrics: BotMetrics, later: Later) -> None:
-    """Export the after-ack pool's queue, busy threads, refusals and waiting, at each scrape."""
+def _watch_later(registry: CollectorRegistry, later: Later, prefix: str) -> None:
+    """Export the after-ack pool's queue, busy threads, refusals and waiting, at each scrape
+    (`rollback_forward_*` in the front process: its pool forwards requests)."""
     series: dict[str, tuple[str, Any]] = {
-        "rollback_work_queued": ("Listener work queued for a thread", "queued"),
-        "rollback_work_running": ("Listener work running", "running"),
-        "rollback_work_refused": ("Listener work refused: the queue was full", "refused"),
-        "rollback_work_failed": ("Listener work that raised", "failed"),
-        "rollback_work_done": ("Listener work finished", "done"),
-        "rollback_work_waited_seconds": (
-            "Total seconds work waited for a thread",
-            "waited_seconds",
-        ),
+        "queued": ("Listener work queued for a thread", "queued"),
+        "running": ("Listener work running", "running"),
+        "refused": ("Listener work refused: the queue was full", "refused"),
+        "failed": ("Listener work that raised", "failed"),
+        "done": ("Listener work finished", "done"),
+        "waited_seconds": ("Total seconds work waited for a thread", "waited_seconds"),
     }
     for name, (text, attr) in series.items():
-        gauge = Gauge(name, text, registry=metrics.registry)
+        gauge = Gauge(f"{prefix}_{name}", text, registry=registry)
         gauge.set_function(functools.partial(_stat, later, attr))
 
 
@@ -229,6 +235,11 @@ class BotProcess:
     metrics_reader: MetricsReader = read_metrics
     ticker: Ticker = SYSTEM
     """The clock steps and live progress run on (a test's fake one runs a long poll fast)."""
+    worker_url: str | None = None
+    """Set: this is the front process (bot/front.py); its listeners' work, /alerts, /readyz
+    and /metrics go to the work process serving there. Its runner is never started."""
+    behind_front: bool = False
+    """This is the work process behind a front: its own request time is not Slack's ack."""
     deps: Deps = field(init=False)
     app: App = field(init=False)
     runner: Runner = field(init=False)
@@ -250,7 +261,11 @@ class BotProcess:
         self.engine = make_engine(self.settings.database_url)
         require_current_schema(self.engine)
         guard_engine(self.engine, self.secrets)
-        self.metrics = BotMetrics()
+        self.metrics = (
+            BotMetrics(ack_name="rollback_worker_request_seconds")
+            if self.behind_front
+            else BotMetrics()
+        )
         self.metrics.watch(self.engine)
         store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
@@ -262,9 +277,19 @@ class BotProcess:
             planner=planner,
             client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
-            later=Later(threads=self.settings.work_threads, queue=self.settings.work_queue),
+            later=self._work_pool(),
         )
-        _watch_later(self.metrics, self.deps.later)
+        self.front_metrics = CollectorRegistry()
+        if self.worker_url is None:
+            _watch_later(self.metrics.registry, self.deps.later, "rollback_work")
+        else:
+            self.front_ack = Histogram(
+                "rollback_slack_request_seconds",
+                "Time to answer a request from Slack (the ack), in the front process",
+                buckets=ACK_BUCKETS,
+                registry=self.front_metrics,
+            )
+            _watch_later(self.front_metrics, self.deps.later, "rollback_forward")
         self.app = create_app(self.settings, self.deps)
         self.sender = Sender(
             store=store,
@@ -300,6 +325,13 @@ class BotProcess:
         )
         self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
         self.metrics.watch_outbox(store.outbox_backlog)
+
+    def _work_pool(self) -> Later:
+        threads, queue = self.settings.work_threads, self.settings.work_queue
+        if self.worker_url is None:
+            return Later(threads=threads, queue=queue)
+        secret = self.settings.slack_signing_secret.get_secret_value()
+        return Forward(self.worker_url, secret, threads=threads, queue=queue)
 
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""
@@ -382,6 +414,8 @@ class BotProcess:
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
+        if self.worker_url is not None:
+            return self._front(environ, start_response)
         if environ.get("PATH_INFO") == "/readyz":
             return self._ready(start_response)
         if environ.get("PATH_INFO") == "/metrics":
@@ -390,17 +424,48 @@ class BotProcess:
             return [body]
         if environ.get("PATH_INFO") == "/alerts":
             return self._masked(self.alerts, environ, start_response)
+        began = time.monotonic()
+        try:
+            return self._slack_app()(environ, start_response)  # type: ignore[no-any-return]
+        finally:
+            self.metrics.ack.observe(time.monotonic() - began)
+
+    def _front(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """The front process (bot/front.py): Slack here, the rest from the work process."""
+        assert self.worker_url is not None
+        path = environ.get("PATH_INFO")
+        if path == "/metrics":
+            return self._front_exposition(start_response)
+        if path in ("/alerts", "/readyz"):
+            timeout = self.settings.shutdown_seconds
+            return passed_on(self.worker_url, environ, start_response, timeout=timeout)
+        began = time.monotonic()
+        try:
+            return answering(environ, self._slack_app(), start_response)
+        finally:
+            self.front_ack.observe(time.monotonic() - began)
+
+    def _front_exposition(self, start_response: Any) -> Iterable[bytes]:
+        """The work process's metrics, then the front's own (ack time, forwarding)."""
+        assert self.worker_url is not None
+        try:
+            status, _, worker = exchange(self.worker_url, "GET", "/metrics", timeout=10.0)
+        except OSError:
+            status, worker = 0, b""
+        if status != 200:
+            worker = b"# the work process did not answer /metrics\n"
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+        return [worker + generate_latest(self.front_metrics)]
+
+    def _slack_app(self) -> Any:
+        """Bolt behind our signature check: Slack's request URL (POST /slack/events)."""
         # Bolt's WSGI adapter, where Slack's first request needs it: not at start.
         from slack_bolt.adapter.wsgi import SlackRequestHandler
 
         handler = SlackRequestHandler(self.app, path="/slack/events")
         secret = self.settings.slack_signing_secret.get_secret_value()
         signed = SignedOnly(handler, signing_secret=secret)
-        began = time.monotonic()
-        try:
-            return self._masked(signed, environ, start_response)
-        finally:
-            self.metrics.ack.observe(time.monotonic() - began)
+        return functools.partial(self._masked, signed)
 
     def _masked(self, app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Run a WSGI app and mask secrets in its answer (Bolt's acks carry text to Slack)."""
