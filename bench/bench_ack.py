@@ -4,11 +4,25 @@ Run by hand, never by pytest:
 
     python bench/bench_ack.py --requests 200
 
-Three apps are served by `bot.server.HttpServer` with the same limits
-(`http_limits` of default settings: 8 threads), each on its own port:
-- **bot**: the whole bot as in the demo (`rollback-bot demo`): fake Slack, the
-  fake Kubernetes API server with the demo's Deployment, a SQLite file, the
-  bot's WSGI entry (signature check, secret masking, Bolt, every listener).
+Each app runs in processes of its own, apart from the bench's client threads
+(which would otherwise take the GIL from the server they time), behind
+`bot.server.HttpServer` with the same limits (`http_limits` of default
+settings: 8 threads):
+- **bot**: `rollback-bot serve --http` as an operator runs it, on the demo's
+  config (examples/demo.yml) and a SQLite file: a front process that acks
+  (signature check, secret masking, Bolt, every listener) and forwards each
+  request with work to the work process, which opens the modals, reads the
+  Deployment and applies approvals (bot/front.py). `--one-process` serves it
+  with `serve --one-process` instead, acks and work in one process, for the
+  comparison. The bench asks the bot whether it is idle through its /metrics.
+- **stand-ins**: fake Slack and the demo's fake Kubernetes API server and web
+  endpoints, in a process of their own, as Slack and a Kubernetes API server
+  are other machines in production. They still share the machine's two
+  cores with the bot, so they run at nice 10, like the bot's work process:
+  their work while the bot opens forms (answering its reads) would otherwise
+  take a core from the bot's acks, which production does not do. It still
+  takes cores from the bot's work, and the bare apps' cells have no such
+  load at all.
 - **bare**: a Bolt app whose `/rollback` and Approve listeners only `ack()`,
   behind Bolt's own signature check, with Bolt's default
   `process_before_response=False` (the listener runs on Bolt's executor and
@@ -26,8 +40,8 @@ alternate bot and bare, so a change in the machine's load while the bench
 runs (other processes on a shared machine) reaches both alike; the load
 average before and after is printed with the table:
 - `/rollback app prod`, each with a new trigger id: the bot acks, then opens
-  the modal and reads the Deployment on its work pool (that work competes for
-  the same two cores and the GIL, and is included in the load, not in the ack);
+  the modal and reads the Deployment in its work process (that work competes
+  for the same two cores, and is included in the load, not in the ack);
 - Approve on one plan message by the two demo people in turn: Bob's first
   click is applied, every other is a repeat or a refusal the bot answers
   ephemerally after the ack.
@@ -43,15 +57,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import multiprocessing
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -62,9 +83,11 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from bot.app import http_limits
-from bot.demo import ALICE, BOB, CHANNEL, demo_world
-from bot.sandbox.harness import Sandbox
+from bot.config import RollbackConfig
+from bot.demo import ALICE, BOB, CHANNEL, DEMO_CONFIG, PEOPLE, demo_cluster
+from bot.sandbox.harness import seeded_slack
 from bot.sandbox.platform import Person, Platform, sign
+from bot.sandbox.slack import FakeSlack
 from bot.server import HttpServer
 from bot.settings import Settings
 
@@ -75,20 +98,28 @@ ANSWERS = {
     "q_severe_impact": "yes",
 }
 SECRET = "bench-signing-secret-0123456789ab"
+STAND_INS_NICENESS = 10
+"""The stand-ins stand for other machines: they yield the cores to the apps under test."""
 
 
 @dataclass
 class Target:
-    """One app under test: where to post, how to sign, and how to tell it is idle."""
+    """One app under test, served by processes of its own: where to post, how to sign, and
+    how to ask it whether it is idle ("idle", "refused", "stats")."""
 
     name: str
     url: str
     secret: str
     command: Callable[[], bytes]
     approve: Callable[[], bytes]
-    idle: Callable[[], bool]
-    refused: Callable[[], int] = lambda: 0
-    """How many requests the app answered "busy" so far (its work pool was full)."""
+    ask: Callable[[str], Any]
+
+    def idle(self) -> bool:
+        return bool(self.ask("idle"))
+
+    def refused(self) -> int:
+        """How many requests the app answered "busy" so far (its work pool was full)."""
+        return int(self.ask("refused"))
 
 
 def _post(client: httpx.Client, target: Target, body: bytes) -> float | None:
@@ -143,27 +174,28 @@ def _wait_idle(target: Target) -> None:
         time.sleep(0.1)
 
 
-def _command_body(person: Person) -> Callable[[], bytes]:
+def _command_fields(person: Person) -> dict[str, str]:
+    return {
+        "team_id": person.platform.team_id,
+        "channel_id": CHANNEL,
+        "user_id": person.user_id,
+        "user_name": person.name,
+        "command": "/rollback",
+        "text": "app prod",
+        "api_app_id": "A0SANDBOX",
+        "response_url": f"{person.platform.slack.base}/commands/response",
+    }
+
+
+def _command_body(fields: dict[str, str]) -> Callable[[], bytes]:
     def body() -> bytes:
-        person.last_trigger = None
-        fields = {
-            "team_id": person.platform.team_id,
-            "channel_id": CHANNEL,
-            "user_id": person.user_id,
-            "user_name": person.name,
-            "command": "/rollback",
-            "text": "app prod",
-            "api_app_id": "A0SANDBOX",
-            "response_url": f"{person.platform.slack.base}/commands/response",
-            "trigger_id": f"{time.time()}.{os.urandom(8).hex()}",
-        }
-        return urlencode(fields).encode()
+        trigger = f"{time.time()}.{os.urandom(8).hex()}"
+        return urlencode({**fields, "trigger_id": trigger}).encode()
 
     return body
 
 
-def _approve_body(people: list[Person], channel: str, ts: str) -> Callable[[], bytes]:
-    payloads = [p.click_payload(channel, ts, "approve_run") for p in people]
+def _approve_body(payloads: list[dict[str, Any]]) -> Callable[[], bytes]:
     turn = iter(range(10**9))
 
     def body() -> bytes:
@@ -172,47 +204,139 @@ def _approve_body(people: list[Person], channel: str, ts: str) -> Callable[[], b
     return body
 
 
+def _answer(pipe: Connection, answers: dict[str, Callable[[], Any]]) -> None:
+    """Answer the bench's questions until it says stop (or goes away)."""
+    while True:
+        try:
+            question = pipe.recv()
+        except EOFError:
+            return
+        if question == "stop":
+            return
+        pipe.send(answers[question]())
+
+
+def serve_world(pipe: Connection, workdir: str) -> None:
+    """In a process of its own: the stand-ins the bot talks to (the demo's cluster, its web
+    endpoints, Slack), as Slack and a Kubernetes API server are other machines in
+    production. Once the bot serves, put one plan up for approval."""
+    _quiet()
+    os.nice(STAND_INS_NICENESS)
+    with demo_cluster(Path(workdir), ready_delay=0.1) as cluster:
+        slack = seeded_slack(cluster.config, PEOPLE)
+        try:
+            pipe.send(
+                {
+                    "slack_url": slack.url,
+                    "slack_token": slack.token,
+                    "kubeconfig": str(cluster.kubeconfig),
+                    "web": cluster.web.url,
+                }
+            )
+            bot = pipe.recv()
+            platform = Platform(bot_url=bot["url"], signing_secret=bot["secret"], slack=slack)
+            alice, bob = platform.person(ALICE, PEOPLE[ALICE]), platform.person(BOB, PEOPLE[BOB])
+            channel, ts = _plan_waiting(alice, cluster.config)
+            pipe.send(
+                {
+                    "command": _command_fields(alice),
+                    "approve": [p.click_payload(channel, ts, "approve_run") for p in (bob, alice)],
+                }
+            )
+            _answer(pipe, {})
+        finally:
+            slack.stop()
+
+
 @contextmanager
-def the_bot(workdir: Path) -> Iterator[tuple[Target, Sandbox]]:
-    """The demo's bot with one plan waiting for approval."""
-    with demo_world(workdir, ready_delay=0.1) as world:
-        sandbox = world.sandbox
-        channel, ts = _plan_waiting(sandbox)
-        alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
-        later = sandbox.process.deps.later
+def served_bot(
+    workdir: Path, world: dict[str, str], *, one_process: bool
+) -> Iterator[dict[str, Any]]:
+    """`rollback-bot serve --http` as an operator runs it (a front process acking and a work
+    process, or with `one_process` one process doing both), answering the stand-ins of
+    `serve_world`; asked whether it is idle through its /metrics."""
+    database = f"sqlite:///{workdir / 'rollback-bot.db'}"
+    secret = "bench-bot-signing-secret-0123456"
+    env = {
+        **os.environ,
+        "DEMO_KUBECONFIG": world["kubeconfig"],
+        "DEMO_WEB": world["web"],
+        "SLACK_BOT_TOKEN": world["slack_token"],
+        "SLACK_API_URL": world["slack_url"],
+        "SLACK_SIGNING_SECRET": secret,
+        "DATABASE_URL": database,
+    }
+    bot = [sys.executable, "-m", "bot"]
+    subprocess.run([*bot, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
+    argv = [*bot, "serve", "--http", "127.0.0.1:0", "--config", str(DEMO_CONFIG)]
+    process = subprocess.Popen(
+        argv + (["--one-process"] if one_process else []),
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base = ""
+        for line in process.stdout:
+            found = re.search(r"^serving (http://\S+) ", line)
+            if found:
+                base = found.group(1)
+                break
+        if not base:
+            raise SystemExit("bench_ack: rollback-bot serve did not start")
+        threading.Thread(target=process.stdout.read, daemon=True).start()  # drain its output
+        yield {"url": f"{base}/slack/events", "secret": secret, "ask": _asking(base)}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
 
-        def idle() -> bool:
-            stats = later.snapshot()
-            return stats.queued + stats.running == 0
 
-        yield (
-            Target(
-                name="bot",
-                url=sandbox.platform.bot_url,
-                secret=sandbox.settings.slack_signing_secret.get_secret_value(),
-                command=_command_body(alice),
-                approve=_approve_body([bob, alice], channel, ts),
-                idle=idle,
-                refused=lambda: later.snapshot().refused,
-            ),
-            sandbox,
-        )
+def _asking(base: str) -> Callable[[str], Any]:
+    """Answer "idle", "refused" and "stats" from the bot's /metrics: its work pool, and the
+    front's forwarding pool when it runs one."""
+
+    def gauges() -> dict[str, float]:
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name.startswith(("rollback_work_", "rollback_forward_")):
+                values[name] = float(value)
+        return values
+
+    def ask(question: str) -> Any:
+        now = gauges()
+
+        def both(what: str) -> float:
+            return now.get(f"rollback_work_{what}", 0.0) + now.get(f"rollback_forward_{what}", 0.0)
+
+        if question == "idle":
+            return both("queued") + both("running") == 0
+        if question == "refused":
+            return int(both("refused"))
+        return ", ".join(f"{k.removeprefix('rollback_')} {v:g}" for k, v in sorted(now.items()))
+
+    return ask
 
 
-def _plan_waiting(sandbox: Sandbox) -> tuple[str, str]:
-    alice = sandbox.person(ALICE)
+def _quiet() -> None:
+    """waitress warns of every request queued behind busy threads: a load test's normal."""
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def _plan_waiting(alice: Person, config: RollbackConfig) -> tuple[str, str]:
+    slack = alice.platform.slack
     alice.slash("app prod")
     view_id = alice.opened_view()
-    _until(lambda: sandbox.slack.view(view_id).updates, "the modal to fill")
+    _until(lambda: slack.view(view_id).updates, "the modal to fill")
     for block_id, value in ANSWERS.items():
         alice.choose(view_id, block_id, value)
     alice.submit(view_id)
-    channel = next(iter(sandbox.config.environments.values())).incident_channel
+    channel = next(iter(config.environments.values())).incident_channel
 
     def plan() -> Any:
-        return next(
-            (m for m in sandbox.slack.messages(channel) if "approve_run" in str(m.blocks)), None
-        )
+        return next((m for m in slack.messages(channel) if "approve_run" in str(m.blocks)), None)
 
     message = _until(plan, "the plan message")
     return message.channel, message.ts
@@ -228,16 +352,19 @@ def _until(check: Callable[[], Any], what: str) -> Any:
     raise SystemExit(f"bench_ack: timed out waiting for {what}")
 
 
-@contextmanager
-def the_bare_app(sandbox: Sandbox, *, inline: bool) -> Iterator[Target]:
-    """A Bolt app whose listeners only ack, behind the same server with the same limits.
+def serve_bare(pipe: Connection, inline: bool) -> None:
+    """In a process of its own: a Bolt app whose listeners only ack, behind the same server
+    with the same limits.
 
     `inline`: Bolt runs the listener on the HTTP thread (`process_before_response=True`,
     as the bot does); otherwise Bolt's default, its listener executor.
     """
+    _quiet()
+    # Bolt's authorization middleware asks Slack `auth.test` once, on the first request
+    slack = FakeSlack().start()
     app = App(
         signing_secret=SECRET,
-        client=WebClient(token=sandbox.slack.token, base_url=sandbox.slack.url),
+        client=WebClient(token=slack.token, base_url=slack.url),
         token_verification_enabled=False,
         process_before_response=inline,
     )
@@ -250,25 +377,57 @@ def the_bare_app(sandbox: Sandbox, *, inline: bool) -> Iterator[Target]:
     handler = SlackRequestHandler(app, path="/slack/events")
     server = HttpServer(handler, host="127.0.0.1", port=0, limits=http_limits(Settings()))
     host, port = server.start()
-    platform = Platform(bot_url="", signing_secret=SECRET, slack=sandbox.slack)
-    person = platform.person(ALICE, "alice")
     try:
-        yield Target(
-            name="bare inline" if inline else "bare",
-            url=f"http://{host}:{port}/slack/events",
-            secret=SECRET,
-            command=_command_body(person),
-            approve=_approve_body([sandbox.person(BOB)], *_any_plan(sandbox)),
-            idle=lambda: True,
-        )
+        pipe.send({"url": f"http://{host}:{port}/slack/events", "secret": SECRET})
+        _answer(pipe, {"idle": lambda: True, "refused": lambda: 0, "stats": lambda: ""})
     finally:
         server.stop()
+        slack.stop()
 
 
-def _any_plan(sandbox: Sandbox) -> tuple[str, str]:
-    channel = next(iter(sandbox.config.environments.values())).incident_channel
-    message = next(m for m in sandbox.slack.messages(channel) if "approve_run" in str(m.blocks))
-    return message.channel, message.ts
+def _sendable(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if k != "ask"}
+
+
+def _asking_over(pipe: Connection) -> Callable[[str], Any]:
+    lock = threading.Lock()
+
+    def ask(question: str) -> Any:
+        with lock:
+            pipe.send(question)
+            return pipe.recv()
+
+    return ask
+
+
+@contextmanager
+def served(name: str, entry: Callable[..., None], *args: Any) -> Iterator[dict[str, Any]]:
+    """Run `entry(pipe, *args)` in a new interpreter; yield what it sends first."""
+    spawn = multiprocessing.get_context("spawn")
+    ours, theirs = spawn.Pipe()
+    process = spawn.Process(target=entry, args=(theirs, *args), name=name, daemon=True)
+    process.start()
+    try:
+        if not ours.poll(120):
+            raise SystemExit(f"bench_ack: {name} did not start within 120 s")
+        yield {**ours.recv(), "ask": _asking_over(ours)}
+    finally:
+        with suppress(OSError):
+            ours.send("stop")
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+
+
+def target(name: str, info: dict[str, Any], command: dict[str, str], approve: list[Any]) -> Target:
+    return Target(
+        name=name,
+        url=info["url"],
+        secret=info["secret"],
+        command=_command_body(command),
+        approve=_approve_body(approve),
+        ask=info["ask"],
+    )
 
 
 def _ms(values: list[float], q: float) -> str:
@@ -288,6 +447,11 @@ def main() -> None:
         default=50,
         help="requests of each kind sent to each app first, not counted (imports, connections)",
     )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="serve the bot with `serve --one-process` (acks and work in one process)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
@@ -295,10 +459,17 @@ def main() -> None:
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
     with (
-        the_bot(Path(tmp)) as (bot, sandbox),
-        the_bare_app(sandbox, inline=False) as bare,
-        the_bare_app(sandbox, inline=True) as inline,
+        served("stand-ins", serve_world, tmp) as world,
+        served_bot(Path(tmp), _sendable(world), one_process=args.one_process) as bot_info,
+        served("bare", serve_bare, False) as bare_info,
+        served("bare inline", serve_bare, True) as inline_info,
     ):
+        plan = world["ask"](_sendable(bot_info))
+        command, approve = plan["command"], plan["approve"]
+        bot = target("bot", bot_info, command, approve)
+        # the bare apps get Bob's click only: to them every click is the same ack
+        bare = target("bare", bare_info, command, approve[:1])
+        inline = target("bare inline", inline_info, command, approve[:1])
         apps = [bot, bare, inline]
         for app in apps:  # the first requests import what the work needs: not an ack's cost
             for body in (app.command, app.approve):
@@ -310,7 +481,7 @@ def main() -> None:
             busy.append(f"{clients} clients: {bot.refused() - refused}")
             print("done", clients, "clients", flush=True)
         lost = {app.name: burst(app) for app in apps}
-        print(f"stats of the bot's work pool: {bot_stats(sandbox)}")
+        print(f"stats of the bot's work pool: {bot.ask('stats')}")
     shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()
     print(
@@ -368,14 +539,6 @@ def _ratio(bot: list[float], bare: list[float]) -> str:
 def _q(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def bot_stats(sandbox: Sandbox) -> str:
-    stats = sandbox.process.deps.later.snapshot()
-    return (
-        f"done {stats.done}, refused {stats.refused}, failed {stats.failed}, "
-        f"waited {stats.waited_seconds:.1f}s in all"
-    )
 
 
 if __name__ == "__main__":

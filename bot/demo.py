@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.config import load_config
+from bot.config import RollbackConfig, load_config
 from bot.sandbox.harness import Sandbox
 from bot.sandbox.kubernetes import FakeKubernetes
 from bot.sandbox.slack import Call, FakeSlack
@@ -177,6 +177,17 @@ def health_of(kube: FakeKubernetes) -> Callable[[Request], Reply]:
 
 
 @dataclass(frozen=True)
+class DemoCluster:
+    """The demo's stand-ins besides Slack: its cluster, its web endpoints, and the config
+    pointing at them."""
+
+    kube: FakeKubernetes
+    web: WebStub
+    kubeconfig: Path
+    config: RollbackConfig
+
+
+@dataclass(frozen=True)
 class DemoWorld:
     """The demo's stand-ins and the bot serving them."""
 
@@ -187,13 +198,11 @@ class DemoWorld:
 
 
 @contextmanager
-def demo_world(workdir: Path, *, ready_delay: float = 0.3) -> Iterator[DemoWorld]:
-    """Start the demo's cluster (voxflow-api on v1.2.4, its worker), health and maintenance
-    endpoints and the bot; stop them all afterwards. The demo, the ack tests and the ack
-    benchmark share it."""
+def demo_cluster(workdir: Path, *, ready_delay: float = 0.3) -> Iterator[DemoCluster]:
+    """Start the demo's cluster (voxflow-api on v1.2.4, its worker) and its health and
+    maintenance endpoints; stop them afterwards."""
     kube = FakeKubernetes(ready_delay=ready_delay).start()
     web = WebStub().start()
-    sandbox: Sandbox | None = None
     try:
         kube.add_deployment(NAMESPACE, APP, images=IMAGES, replicas=3)
         kube.add_deployment(NAMESPACE, WORKER, images=["voxflow/worker:v1.2.4"], replicas=2)
@@ -202,13 +211,23 @@ def demo_world(workdir: Path, *, ready_delay: float = 0.3) -> Iterator[DemoWorld
         web.route("POST", "/api/admin/maintenance", Reply(200, json={"ok": True}))
         environ = {**os.environ, "DEMO_KUBECONFIG": str(kubeconfig), "DEMO_WEB": web.url}
         config = load_config(DEMO_CONFIG, environ=environ)
-        sandbox = Sandbox(config=config, workdir=workdir, people=PEOPLE).start()
-        yield DemoWorld(kube=kube, web=web, kubeconfig=kubeconfig, sandbox=sandbox)
+        yield DemoCluster(kube=kube, web=web, kubeconfig=kubeconfig, config=config)
     finally:
-        if sandbox is not None:
-            sandbox.stop()
         web.stop()
         kube.stop()
+
+
+@contextmanager
+def demo_world(workdir: Path, *, ready_delay: float = 0.3) -> Iterator[DemoWorld]:
+    """The demo's cluster and endpoints (`demo_cluster`) and the bot serving them. The demo,
+    the ack tests and the ack benchmark share it."""
+    with (
+        demo_cluster(workdir, ready_delay=ready_delay) as cluster,
+        Sandbox(config=cluster.config, workdir=workdir, people=PEOPLE) as sandbox,
+    ):
+        yield DemoWorld(
+            kube=cluster.kube, web=cluster.web, kubeconfig=cluster.kubeconfig, sandbox=sandbox
+        )
 
 
 def run(*, step: bool = False, keep: bool = False, out: TextIO = sys.stdout) -> int:

@@ -27,6 +27,46 @@ from bot.store import make_engine, upgrade
 from bot.verification import MetricsReader
 
 
+def seeded_slack(
+    config: RollbackConfig, people: dict[str, str], groups: dict[str, list[str]] | None = None
+) -> FakeSlack:
+    """A started fake Slack with `people`, their user `groups` and the config's incident
+    channels."""
+    slack = FakeSlack().start()
+    for user_id, name in people.items():
+        slack.add_user(user_id, name=name, real_name=name.capitalize())
+    for group_id, members in (groups or {}).items():
+        slack.add_usergroup(group_id, handle=group_id.lower(), users=members)
+    for index, env in enumerate(config.environments.values()):
+        slack.add_channel(
+            f"incidents-{index}", channel_id=env.incident_channel, members=list(people)
+        )
+    return slack
+
+
+def sandbox_settings(
+    slack_url: str,
+    slack_token: str,
+    workdir: Path,
+    *,
+    runner_poll_seconds: float = 0.2,
+    alert_token: str = "",
+) -> Settings:
+    """Settings for a bot answering the fake Slack at `slack_url`, with a new signing secret
+    and a SQLite file in `workdir` migrated to the schema's head."""
+    settings = Settings(
+        slack_bot_token=SecretStr(slack_token),
+        slack_signing_secret=SecretStr(secrets.token_hex(16)),
+        slack_api_url=slack_url,
+        database_url=f"sqlite:///{workdir / 'rollback-bot.db'}",
+        runner_poll_seconds=runner_poll_seconds,
+        runner_lease_seconds=10.0,
+        alert_webhook_token=SecretStr(alert_token),
+    )
+    upgrade(make_engine(settings.database_url))
+    return settings
+
+
 @dataclass
 class Sandbox:
     """A bot wired to stand-ins, started and stopped as one."""
@@ -47,25 +87,14 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         """Start fake Slack, migrate the database, serve the bot, start its runner."""
-        self.slack = FakeSlack().start()
-        for user_id, name in self.people.items():
-            self.slack.add_user(user_id, name=name, real_name=name.capitalize())
-        for group_id, members in self.groups.items():
-            self.slack.add_usergroup(group_id, handle=group_id.lower(), users=members)
-        for index, env in enumerate(self.config.environments.values()):
-            self.slack.add_channel(
-                f"incidents-{index}", channel_id=env.incident_channel, members=list(self.people)
-            )
-        self.settings = Settings(
-            slack_bot_token=SecretStr(self.slack.token),
-            slack_signing_secret=SecretStr(secrets.token_hex(16)),
-            slack_api_url=self.slack.url,
-            database_url=f"sqlite:///{self.workdir / 'rollback-bot.db'}",
+        self.slack = seeded_slack(self.config, self.people, self.groups)
+        self.settings = sandbox_settings(
+            self.slack.url,
+            self.slack.token,
+            self.workdir,
             runner_poll_seconds=self.runner_poll_seconds,
-            runner_lease_seconds=10.0,
-            alert_webhook_token=SecretStr(self.alert_token),
+            alert_token=self.alert_token,
         )
-        upgrade(make_engine(self.settings.database_url))
         self.process = BotProcess(
             settings=self.settings,
             config=self.config,
