@@ -5,8 +5,9 @@ Why (issue 16): a listener acks and hands its work to the bot's pool
 process the work still takes the GIL from the threads that answer Slack: an
 ack arriving while a form is being built waits for the interpreter switch
 (5 ms at a time) several times over. Measured side by side with a bare Bolt
-app (bench/bench_ack.py, each app in a process of its own), the bot's ack p99
-stayed at 1.6-1.8x the bare app's with everything in one process.
+app (bench/bench_ack.py, each app in processes of its own), the bot's
+`/rollback` ack p99 was 1.7x the bare app's at 1 client and 2.7x at 10 with
+everything in one process, 0.8x and 2.1x with two (README, Benchmarks).
 
 So `serve --http` starts a **work process** (`serve --one-process` on a
 loopback port of its own, the whole bot: runner, outbox sender, monitoring,
