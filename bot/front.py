@@ -174,7 +174,8 @@ def answering(environ: dict[str, Any], app: Any, start_response: Any) -> Iterabl
 def passed_on(
     worker_url: str, environ: dict[str, Any], start_response: Any, *, timeout: float
 ) -> Iterable[bytes]:
-    """Pass a request (/alerts, /readyz, /metrics) to the work process and its answer back."""
+    """Pass a request (/alerts, /readyz) to the work process and its answer back; 503 when it
+    does not answer."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -211,7 +212,6 @@ class WorkProcess:
     def __init__(self, argv: list[str], *, start_seconds: float = 120.0) -> None:
         self.argv = argv
         self.start_seconds = start_seconds
-        self.url = ""
         self._process: subprocess.Popen[str] | None = None
         self._stopping = threading.Event()
 
@@ -237,8 +237,7 @@ class WorkProcess:
             self.stop()
             code = self._process.returncode
             raise RuntimeError(f"the work process did not start (exit status {code})")
-        self.url = found[0]
-        return self.url
+        return found[0]
 
     def _read(self, found: list[str]) -> None:
         """Pass the work process's output on; note where it serves."""
@@ -260,9 +259,6 @@ class WorkProcess:
                 on_exit(status)
 
         threading.Thread(target=wait, name="work-process-watch", daemon=True).start()
-
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, wait up to `timeout` s for its clean stop, then kill it."""
