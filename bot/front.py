@@ -155,13 +155,19 @@ class KeptAlive:
         self._local.open = None
 
 
-def answering(environ: dict[str, Any], app: Any, start_response: Any) -> Iterable[bytes]:
-    """Serve `app` with the request's body remembered for `Forward` (read once, put back)."""
+def _body(environ: dict[str, Any]) -> bytes:
+    """The request's body, as long as its Content-Length says (none without one)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
-    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    body: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
+    return body
+
+
+def answering(environ: dict[str, Any], app: Any, start_response: Any) -> Iterable[bytes]:
+    """Serve `app` with the request's body remembered for `Forward` (read once, put back)."""
+    body = _body(environ)
     environ["wsgi.input"] = BytesIO(body)
     content_type = environ.get("CONTENT_TYPE") or "application/x-www-form-urlencoded"
     token = _CURRENT.set(FrontRequest(body=body, content_type=content_type))
@@ -176,11 +182,7 @@ def passed_on(
 ) -> Iterable[bytes]:
     """Pass a request (/alerts, /readyz) to the work process and its answer back; 503 when it
     does not answer."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    body = _body(environ)
     headers = {
         name: environ[key]
         for name, key in (
