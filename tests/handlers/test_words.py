@@ -67,8 +67,18 @@ def test_failure_progress_outcome_status_and_rca_name_steps_in_words(
     run = store.runs()[0]
     assert "step 3 (status) failed" in (run.outcome or "")  # the runner's own words
     wait_for(lambda: "step 3 (Status) failed" in text_of(card(sandbox)), what="the outcome")
-    thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
-    progress = next(m for m in thread if m.text.startswith("Rollback progress"))
+    # the outbox may redraw the card before it posts the progress message into its thread
+    progress = wait_for(
+        lambda: next(
+            (
+                m
+                for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)
+                if m.text.startswith("Rollback progress")
+            ),
+            None,
+        ),
+        what="the progress message",
+    )
     wait_for(
         lambda: "3. *Status* failed" in text_of(sandbox.slack.message(CHANNEL, progress.ts)),
         what="the progress in words",
