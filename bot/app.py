@@ -334,7 +334,13 @@ class BotProcess:
         return Forward(self.worker_url, secret, threads=threads, queue=queue)
 
     def start_runner(self) -> None:
-        """Run approved rollbacks in the background, and poll metrics where configured."""
+        """Run approved rollbacks in the background, and poll metrics where configured.
+
+        Not in the front process: its work process runs them, sends the outbox and refreshes
+        the home tabs, and a second runner here would take CPU from the acks.
+        """
+        if self.worker_url is not None:
+            return
         self._start(self._run_loop, "runner")
         self._start(lambda: self.sender.serve(self._stop), "outbox-sender")
         self._start(lambda: home.refresh_loop(self.deps, self._stop), "home-refresh")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -309,3 +310,55 @@ def test_a_hanging_readiness_check_does_not_pile_up_probes(
     release.set()
     first.join(10)
     assert process.readiness() == ["the runner is not running"]
+
+
+def test_the_front_process_runs_no_rollback_and_sends_nothing(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """bot/front.py: the front only acks; an approved run is the work process's to run."""
+    from pydantic import SecretStr
+
+    from bot.app import BotProcess
+    from bot.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    upgrade(make_engine(url))
+    settings = Settings(
+        database_url=url,
+        slack_bot_token=SecretStr(slack.token),
+        slack_api_url=slack.url,
+        runner_poll_seconds=0.05,
+    )
+    script = write_script(tmp_path / "script.json")
+    planner = Planner(factory=lambda params: ScriptedTarget(script))
+    config = parse_config(config_dict(), path=Path("t"))
+
+    def bot(worker_url: str | None) -> BotProcess:
+        return BotProcess(settings=settings, config=config, planner=planner, worker_url=worker_url)
+
+    front = bot("http://127.0.0.1:9")
+    plan = planner.build(env_name="prod", env=config.environment("prod"), target="app", point="1")
+    workflow = front.deps.workflow
+    _, run = workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    workflow.approve(run.id, user=BOB)
+    front.deps.store.enqueue(run.id, "progress")
+    called = len(slack.calls)
+    front.start_runner()
+    try:
+        time.sleep(1.0)  # twenty runner passes, had the front started its runner
+        assert front.deps.store.run(run.id).state == "approved"  # type: ignore[union-attr]
+        assert front.deps.store.outbox_backlog() == 1
+        assert slack.calls[called:] == []
+    finally:
+        front.stop()
+    work = bot(None)  # the work process's runner, on the same database, runs it
+    work.start_runner()
+    try:
+        wait_for(
+            lambda: front.deps.store.run(run.id).state == "succeeded",  # type: ignore[union-attr]
+            what="the work process to run the rollback",
+        )
+    finally:
+        work.stop()
