@@ -70,7 +70,7 @@ from handlers.flows import flows_for
 from handlers.forward import Forward
 from handlers.pool import Later
 from handlers.thread import SlackOutbox, SlackProgress
-from handlers.verify import SignedOnly
+from handlers.verify import SlackEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,9 @@ def create_app(settings: Settings, deps: Deps) -> App:
         # Listeners ack and hand their work to deps.later: run them on the HTTP thread, no
         # hop through Bolt's executor and its 10 ms ack polling (handlers/lazy.py).
         process_before_response=True,
+        # Over HTTP every request is verified before Bolt sees it (handlers/verify.py
+        # SlackEndpoint, the only HTTP way in); Socket Mode's come over Slack's connection.
+        request_verification_enabled=False,
     )
     for module in (drills, commands, modals, approvals, home, reviews, gitops):  # drills first
         module.register(app, deps)
@@ -432,7 +435,7 @@ class BotProcess:
             return self._masked(self.alerts, environ, start_response)
         began = time.monotonic()
         try:
-            return self._slack_app()(environ, start_response)  # type: ignore[no-any-return]
+            return self._slack_app(environ, start_response)  # type: ignore[no-any-return]
         finally:
             self.metrics.ack.observe(time.monotonic() - began)
 
@@ -447,7 +450,7 @@ class BotProcess:
             return passed_on(self.worker_url, environ, start_response, timeout=timeout)
         began = time.monotonic()
         try:
-            return answering(environ, self._slack_app(), start_response)
+            return answering(environ, self._slack_app, start_response)
         finally:
             self.front_ack.observe(time.monotonic() - began)
 
@@ -463,15 +466,12 @@ class BotProcess:
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
         return [worker + generate_latest(self.front_metrics)]
 
+    @functools.cached_property
     def _slack_app(self) -> Any:
         """Bolt behind our signature check: Slack's request URL (POST /slack/events)."""
-        # Bolt's WSGI adapter, where Slack's first request needs it: not at start.
-        from slack_bolt.adapter.wsgi import SlackRequestHandler
-
-        handler = SlackRequestHandler(self.app, path="/slack/events")
         secret = self.settings.slack_signing_secret.get_secret_value()
-        signed = SignedOnly(handler, signing_secret=secret)
-        return functools.partial(self._masked, signed)
+        endpoint = SlackEndpoint(self.app, signing_secret=secret)
+        return functools.partial(self._masked, endpoint)
 
     def _masked(self, app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Run a WSGI app and mask secrets in its answer (Bolt's acks carry text to Slack)."""

@@ -5,8 +5,9 @@ non-numeric `X-Slack-Request-Timestamp` raises inside its verifier, a body
 that is not JSON raises while the request is parsed, and a `user` that is a
 number raises while the context is built. Each of those reached the app's
 error handler, which answered 500 and posted "Something went wrong" to a user
-and channel read from the unverified body. So the HTTP entry point is wrapped
-in `SignedOnly`, a WSGI middleware that, in this order,
+and channel read from the unverified body. So the HTTP entry point is
+`SlackEndpoint`, a WSGI app of our own in front of `App.dispatch` that, in
+this order,
 
 1. reads the body (no length, more than `MAX_BODY` bytes, not UTF-8: 411/413/400),
 2. checks the timestamp is a number within five minutes and the v0 signature
@@ -17,7 +18,9 @@ in `SignedOnly`, a WSGI middleware that, in this order,
    `parse_body`: JSON when the content type says so or it starts with `{`,
    else form fields, a `payload` field holding JSON) and checks the envelope
    fields Bolt reads before any listener runs (`build_context`,
-   `payload_utils.to_action` / `to_view`): otherwise 400.
+   `payload_utils.to_action` / `to_view`): otherwise 400,
+4. hands Bolt the parsed body (it is parsed once) and answers with Bolt's
+   answer, as Bolt's WSGI adapter (`slack_bolt/adapter/wsgi/handler.py`) does.
 
 Each refusal is one warning log line with the reason, no traceback, and a
 short plain-text reason in the answer; nothing is posted anywhere.
@@ -34,12 +37,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from io import BytesIO
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+from slack_bolt import App, BoltContext
 from slack_bolt.middleware import Middleware
 from slack_bolt.request import BoltRequest
+from slack_bolt.request.internals import build_context
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 
@@ -61,27 +66,48 @@ class Rejected(Exception):
         self.reason = reason
 
 
-class SignedOnly:
-    """WSGI middleware: pass on only signed, fresh, readable Slack requests."""
+class SlackEndpoint:
+    """Slack's request URL as a WSGI app: only signed, fresh, readable requests reach Bolt.
 
-    def __init__(self, app: WSGIApp, *, signing_secret: str) -> None:
+    The body is parsed once, here, and handed to Bolt already parsed (`_Parsed`):
+    Bolt's own WSGI adapter would parse it again, and an Approve's 7 KB of
+    urlencoded JSON costs more to unquote than anything else the front does with
+    it (issue 16). Bolt's own signature check is off (`create_app`): this one has
+    been made, and it is the only HTTP way into the app.
+    """
+
+    def __init__(self, app: App, *, signing_secret: str, path: str = "/slack/events") -> None:
         self.app = app
+        self.path = path
         self.verifier = SignatureVerifier(signing_secret)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET") != "POST":
-            return self.app(environ, start_response)
+        if environ.get("REQUEST_METHOD", "GET") != "POST" or environ.get("PATH_INFO") != self.path:
+            start_response("404 Not Found", list(_PLAIN))
+            return [b"Not Found"]
         try:
-            body = _read_body(environ)
+            body, text = _read_body(environ)
             self._verify(environ, body)
-            check_envelope(parse_body(body, environ.get("CONTENT_TYPE")))
+            parsed = parse_body(text, environ.get("CONTENT_TYPE"))
+            check_envelope(parsed)
         except Rejected as refused:
             log.warning("refused a request to %s: %s", environ.get("PATH_INFO"), refused.reason)
             start_response(refused.status, list(_PLAIN))  # the server appends to it
             return [refused.reason.encode()]
-        environ["wsgi.input"] = BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return self.app(environ, start_response)
+        request = _Parsed(
+            text, parsed, headers=_headers(environ), query=environ.get("QUERY_STRING")
+        )
+        response = self.app.dispatch(request)
+        answer = response.body.encode("utf-8")
+        headers = [
+            (name, value)
+            for name, values in response.headers.items()
+            if name.lower() != "content-length"
+            for value in values
+        ]
+        headers.append(("Content-Length", str(len(answer))))
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+        return [answer]
 
     def _verify(self, environ: dict[str, Any], body: bytes) -> None:
         stamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
@@ -96,7 +122,34 @@ class SignedOnly:
             raise Rejected("401 Unauthorized", "invalid Slack signature")
 
 
-def _read_body(environ: dict[str, Any]) -> bytes:
+class _Parsed(BoltRequest):
+    """A Bolt request from a body parsed already (`BoltRequest` parses a raw body itself).
+
+    Built as Bolt builds one (slack_bolt/request/request.py) from an empty body,
+    then given the raw text, the parsed body and the context Bolt derives from it
+    (`build_context`), so everything a listener or middleware reads is Bolt's own.
+    """
+
+    def __init__(self, text: str, body: dict[str, Any], *, headers: dict[str, str], query: Any):
+        super().__init__(body="", query=query, headers=dict(headers))
+        self.raw_body = text
+        self.body = body
+        self.context = build_context(BoltContext({}), body)
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers as Bolt's WSGI adapter names them (slack_bolt/adapter/wsgi)."""
+    headers = {}
+    for key, value in environ.items():
+        if key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            headers[key.lower().replace("_", "-")] = value
+        elif key.startswith("HTTP_"):
+            headers[key[5:].lower().replace("_", "-")] = value
+    return headers
+
+
+def _read_body(environ: dict[str, Any]) -> tuple[bytes, str]:
+    """The request's body, as bytes and as text."""
     raw = environ.get("CONTENT_LENGTH") or ""
     if not raw.isdigit():
         raise Rejected("411 Length Required", "a Content-Length is required")
@@ -107,18 +160,14 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     if len(body) != length:
         raise Rejected("400 Bad Request", "body shorter than its Content-Length")
     try:
-        body.decode("utf-8")  # Slack's verifier decodes it too, and raises on anything else
+        text = body.decode("utf-8")  # Slack's verifier decodes it too, and raises on anything else
     except UnicodeDecodeError:
         raise Rejected("400 Bad Request", "body is not UTF-8") from None
-    return body
+    return body, text
 
 
-def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
-    """Parse a request body as Bolt will, or raise Rejected (400) saying why."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Rejected("400 Bad Request", "body is not UTF-8") from None
+def parse_body(text: str, content_type: str | None) -> dict[str, Any]:
+    """Parse a request body as Bolt would, or raise Rejected (400) saying why."""
     if not text:
         return {}
     if (content_type or "").split(";")[0].strip() == "application/json" or text.startswith("{"):

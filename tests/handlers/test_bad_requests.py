@@ -84,6 +84,19 @@ def test_unsigned_payload_naming_a_user_and_channel_posts_nothing(
     no_traceback(log_records)
 
 
+def test_request_url_answers_404_to_anything_but_a_post_to_slack_events(sandbox: Sandbox) -> None:
+    import httpx
+
+    base = sandbox.platform.bot_url.rsplit("/slack/events", 1)[0]
+    assert httpx.get(sandbox.platform.bot_url, timeout=10).status_code == 404
+    body = b"command=%2Frollback&text=help"
+    elsewhere = httpx.post(
+        f"{base}/slack/other", content=body, headers=signed_headers(sandbox, body)
+    )
+    assert elsewhere.status_code == 404
+    nothing_posted(sandbox)
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "reason"),
     [
