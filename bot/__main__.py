@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "the work in a second process, so work never slows an ack; see README)",
     )
     serve.add_argument("--behind-front", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--channel", help=argparse.SUPPRESS)  # the front's socket (bot/channel.py)
     serve.add_argument("--config", help="config file (default: $ROLLBACK_CONFIG)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     serve.set_defaults(handler=_serve)
@@ -167,6 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
         http=(host, port) if args.http else None,
         socket_mode=args.socket,
         orphaned_when_stdin_closes=args.behind_front,
+        channel=args.channel,
     )
 
 
@@ -199,7 +201,9 @@ def _serve_split(
         print(f"rollback-bot: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        process = BotProcess(settings=settings, config=config, worker_url=worker_url)
+        process = BotProcess(
+            settings=settings, config=config, worker_url=worker_url, worker_channel=work.channel
+        )
     except SchemaOutOfDate as exc:
         work.stop()
         print(f"rollback-bot: {exc}", file=sys.stderr)
@@ -243,12 +247,15 @@ def serve_until_signalled(
     socket_mode: bool,
     orphaned_when_stdin_closes: bool = False,
     stop: threading.Event | None = None,
+    channel: str | None = None,
 ) -> int:
     """Run the bot until SIGTERM or Ctrl-C, then stop it cleanly; return the exit status.
 
     `orphaned_when_stdin_closes`: the work process behind a front (bot/front.py) also stops
     when its standard input, a pipe from the front, closes: the front is gone, even if it
     was killed and could not say so. `stop`: set by another thread, it stops the bot too.
+    `channel`: the work process also takes the front's forwarded requests on this socket
+    (bot/channel.py), listening before it says it serves.
     """
     stop = threading.Event() if stop is None else stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -263,6 +270,8 @@ def serve_until_signalled(
         threading.Thread(target=until_eof, name="front-watch", daemon=True).start()
     try:
         process.start_runner()
+        if channel is not None:
+            process.start_channel(channel)
         if http is not None:
             bound = process.start_http(*http)
             print(

@@ -48,6 +48,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from actions.clock import SYSTEM, Ticker
+from bot.channel import ChannelServer
 from bot.config import RollbackConfig
 from bot.drills import DrillRecorder
 from bot.front import answering, exchange, passed_on
@@ -241,6 +242,9 @@ class BotProcess:
     worker_url: str | None = None
     """Set: this is the front process (bot/front.py); its listeners' work, /alerts, /readyz
     and /metrics go to the work process serving there. Its runner is never started."""
+    worker_channel: str | None = None
+    """The front's way to forward its listeners' work: the work process's socket
+    (bot/channel.py). Set with `worker_url`."""
     behind_front: bool = False
     """This is the work process behind a front: its own request time is not Slack's ack."""
     deps: Deps = field(init=False)
@@ -251,6 +255,7 @@ class BotProcess:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _http: HttpServer | None = None
+    _channel: ChannelServer | None = None
     _socket: SocketConnection | None = None
     last_beat: float | None = None  # time.monotonic() of the runner loop's last full pass
     _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -333,8 +338,10 @@ class BotProcess:
         threads, queue = self.settings.work_threads, self.settings.work_queue
         if self.worker_url is None:
             return Later(threads=threads, queue=queue)
+        if self.worker_channel is None:
+            raise ValueError("a front process needs the work process's channel")
         secret = self.settings.slack_signing_secret.get_secret_value()
-        return Forward(self.worker_url, secret, threads=threads, queue=queue)
+        return Forward(self.worker_channel, secret, threads=threads, queue=queue)
 
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured.
@@ -492,6 +499,11 @@ class BotProcess:
         self._http = HttpServer(self.wsgi, host=host, port=port, limits=http_limits(self.settings))
         return self._http.start()
 
+    def start_channel(self, path: str) -> None:
+        """Take the front's forwarded Slack requests on a Unix socket (bot/channel.py)."""
+        self._channel = ChannelServer(path, self.wsgi)
+        self._channel.start()
+
     def connect_socket_mode(self, connection: SocketConnection | None = None) -> None:
         """Connect to Slack over Socket Mode; `stop` disconnects."""
         if connection is None:
@@ -517,6 +529,8 @@ class BotProcess:
             self._socket = None
         if self._http is not None:
             self._http.stop()
+        if self._channel is not None:
+            self._channel.stop()
         idle = self.runner.wait_idle(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -15,10 +15,11 @@ the listeners' work) and then serves Slack from this **front process**:
 
 - `/slack/events`: the same Bolt app and listeners answer Slack here. What a
   listener would hand to its work pool (`Later.submit`) is instead the
-  request itself: `Forward` (handlers/forward.py) sends the request's body, signed again with the
-  signing secret and a fresh timestamp, to the work process's
-  `/slack/events`, where the same listener runs again, acks into the void
-  and does the work. A listener's ack must therefore stay free of side
+  request itself: `Forward` (handlers/forward.py) sends the request's body,
+  signed again with the signing secret and a fresh timestamp, over the
+  work process's channel (bot/channel.py, a Unix socket: cheaper for the
+  front than HTTP) to its request URL, where the same listener runs again,
+  acks into the void and does the work. A listener's ack must therefore stay free of side
   effects beyond this process's memory (handlers/lazy.py says so): it runs
   in both processes. A request is forwarded at most once, however many times
   its listener submits.
@@ -48,10 +49,13 @@ import hashlib
 import hmac
 import http.client
 import logging
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -63,8 +67,8 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-FORWARD_TIMEOUT = 30.0
-"""Seconds a forward may take: the work process acks at once, so this only bounds a hang."""
+PASS_ON_TIMEOUT = 30.0
+"""Seconds a request passed on to the work process may take, unless the caller says."""
 
 
 @dataclass
@@ -103,7 +107,7 @@ def exchange(
     *,
     body: bytes = b"",
     headers: dict[str, str] | None = None,
-    timeout: float = FORWARD_TIMEOUT,
+    timeout: float = PASS_ON_TIMEOUT,
 ) -> tuple[int, str, bytes]:
     """One HTTP request to the work process: (status, content type, body)."""
     parts = urlsplit(base_url)
@@ -114,45 +118,6 @@ def exchange(
         return response.status, response.getheader("Content-Type", ""), response.read()
     finally:
         connection.close()
-
-
-class KeptAlive:
-    """Requests to the work process over one kept-alive connection per thread (a forward
-    costs no new TCP connection on either side). A connection the work process closed while
-    idle is opened again once; any other failure is the caller's."""
-
-    def __init__(self, base_url: str, *, timeout: float = FORWARD_TIMEOUT) -> None:
-        parts = urlsplit(base_url)
-        self._host, self._port, self._timeout = parts.hostname or "", parts.port, timeout
-        self._local = threading.local()
-
-    def __call__(
-        self, method: str, path: str, *, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
-        """(status, body) of one request."""
-        while True:
-            connection: http.client.HTTPConnection | None = getattr(self._local, "open", None)
-            fresh = connection is None
-            if connection is None:
-                connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
-                self._local.open = connection
-            try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self._drop(connection)
-                if fresh:
-                    raise
-            except BaseException:
-                self._drop(connection)
-                raise
-
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
-        connection.close()
-        self._local.open = None
 
 
 def _body(environ: dict[str, Any]) -> bytes:
@@ -207,7 +172,8 @@ def passed_on(
 
 
 class WorkProcess:
-    """The work process: `rollback-bot serve --one-process` on a loopback port."""
+    """The work process: `rollback-bot serve --one-process` on a loopback port, taking
+    forwarded requests on `channel` (bot/channel.py), a socket in a directory of its own."""
 
     SERVING = re.compile(r"serving (http://\S+) ")
 
@@ -216,11 +182,13 @@ class WorkProcess:
         self.start_seconds = start_seconds
         self._process: subprocess.Popen[str] | None = None
         self._stopping = threading.Event()
+        self._directory = tempfile.mkdtemp(prefix="rollback-bot-")  # mode 0700: ours only
+        self.channel = os.path.join(self._directory, "work.sock")
 
     def start(self) -> str:
         """Start it and wait until it serves; return its base URL."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bot", *self.argv],
+            [sys.executable, "-m", "bot", *self.argv, "--channel", self.channel],
             # its stdin is our pipe: when this process dies, the work process sees EOF and
             # stops. Its own session: Ctrl-C reaches the front only, which stops it in order.
             stdin=subprocess.PIPE,
@@ -266,14 +234,17 @@ class WorkProcess:
         """SIGTERM, wait up to `timeout` s for its clean stop, then kill it."""
         self._stopping.set()
         process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.error("the work process did not stop within %.0fs; killing it", timeout)
-                process.kill()
-                process.wait()
-        return process.returncode
+        try:
+            if process is None:
+                return None
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    log.error("the work process did not stop within %.0fs; killing it", timeout)
+                    process.kill()
+                    process.wait()
+            return process.returncode
+        finally:
+            shutil.rmtree(self._directory, ignore_errors=True)

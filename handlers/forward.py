@@ -3,8 +3,9 @@
 See bot/front.py for the two processes `serve --http` runs. `Forward` is a
 `Later` whose tasks are forwards: a listener's `submit(work)` sends the Slack
 request being answered (once, however often its listener submits) to the work
-process, signed again, where the same listener does the work. The pool's
-bounds, its busy answer and its metrics are `Later`'s.
+process over its channel (bot/channel.py), signed again, where the same
+listener does the work. The pool's bounds, its busy answer and its metrics
+are `Later`'s.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.front import FrontRequest, KeptAlive, current_request, signed_headers
+from bot.channel import Channel
+from bot.front import FrontRequest, current_request, signed_headers
 from handlers.pool import Later
 
 
 class Forward(Later):
     """The front's work pool: each request whose listener has work goes to the work process."""
 
-    def __init__(self, worker_url: str, signing_secret: str, *, threads: int, queue: int) -> None:
+    def __init__(self, channel: str, signing_secret: str, *, threads: int, queue: int) -> None:
+        """`channel`: the path of the work process's socket (bot/channel.py)."""
         super().__init__(threads=threads, queue=queue)
-        self.worker_url = worker_url
         self._secret = signing_secret
-        self._send = KeptAlive(worker_url)
+        self._send = Channel(channel)
 
     def submit(
         self,
@@ -45,6 +47,6 @@ class Forward(Later):
 
     def _forward(self, request: FrontRequest) -> None:
         headers = signed_headers(self._secret, request.body, request.content_type)
-        status, answer = self._send("POST", "/slack/events", body=request.body, headers=headers)
+        status, answer = self._send(headers, request.body)
         if status != 200:
-            raise RuntimeError(f"the work process answered {status}: {answer[:200]!r}")
+            raise RuntimeError(f"the work process answered {status}: {answer!r}")

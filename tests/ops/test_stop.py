@@ -333,10 +333,16 @@ def test_the_front_process_runs_no_rollback_and_sends_nothing(
     planner = Planner(factory=lambda params: ScriptedTarget(script))
     config = parse_config(config_dict(), path=Path("t"))
 
-    def bot(worker_url: str | None) -> BotProcess:
-        return BotProcess(settings=settings, config=config, planner=planner, worker_url=worker_url)
+    def bot(worker_url: str | None, channel: str | None = None) -> BotProcess:
+        return BotProcess(
+            settings=settings,
+            config=config,
+            planner=planner,
+            worker_url=worker_url,
+            worker_channel=channel,
+        )
 
-    front = bot("http://127.0.0.1:9")
+    front = bot("http://127.0.0.1:9", str(tmp_path / "work.sock"))
     plan = planner.build(env_name="prod", env=config.environment("prod"), target="app", point="1")
     workflow = front.deps.workflow
     _, run = workflow.request(
