@@ -66,7 +66,7 @@ from bot.verification import MetricsReader, read_metrics
 from bot.workflow import Workflow
 from handlers import approvals, commands, drills, errors, gitops, home, modals, reviews
 from handlers.alerts import AlertWebhook
-from handlers.deps import Deps
+from handlers.deps import BotClient, Deps
 from handlers.flows import flows_for
 from handlers.forward import Forward
 from handlers.pool import Later
@@ -173,6 +173,7 @@ def create_app(settings: Settings, deps: Deps) -> App:
         # SlackEndpoint, the only HTTP way in); Socket Mode's come over Slack's connection.
         request_verification_enabled=False,
     )
+    app.use(BotClient(deps.client))  # before any listener's own middleware
     for module in (drills, commands, modals, approvals, home, reviews, gitops):  # drills first
         module.register(app, deps)
     errors.register(app, deps.client)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from slack_bolt.middleware import Middleware
+from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 
 from bot.config import RollbackConfig
@@ -42,3 +46,26 @@ class Deps:
     wake_outbox: threading.Event = field(default_factory=threading.Event)  # the sender's
     later: Later = field(default_factory=Later)  # work after the ack (handlers/lazy.py)
     home: HomeViewers = field(default_factory=HomeViewers)
+
+
+class BotClient(Middleware):
+    """Bolt global middleware: every listener's `client` is the bot's own (`Deps.client`).
+
+    Bolt gives each request a new plain `WebClient` (slack_bolt/app/app.py
+    `_init_context`, "a new instance per request regardless of token"), built
+    from the app's client's URL, token and retry handlers but not its class. The
+    bot's client is the one door Slack text goes through (bot/app.py
+    `_RedactingClient`: secrets masked, calls counted in
+    `rollback_slack_api_calls_total`), so a listener calling Slack through
+    Bolt's would post unmasked text and go uncounted. The bot's token never
+    changes, so one client serves every request.
+    """
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def process(
+        self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse | None:
+        req.context["client"] = self.client
+        return next()

@@ -51,6 +51,8 @@ def test_the_front_acks_and_the_work_process_opens_the_form_exactly_once(tmp_pat
         # the work process's own metrics, and the front's ack and forwarding after them
         metrics = wait_for(lambda: _metrics_once(bot, "rollback_work_done 1.0"), what="work")
         assert 'rollback_slack_api_calls_total{method="auth.test"} 1.0' in metrics
+        # the listener's own `client` is the bot's: counted (and masked) like every call
+        assert 'rollback_slack_api_calls_total{method="views.open"} 1.0' in metrics
         assert "rollback_worker_request_seconds_count 1.0" in metrics
         assert "rollback_slack_request_seconds_count 3.0" in metrics
         assert "rollback_forward_done 1.0" in metrics
