@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -31,6 +31,9 @@ from tests.fakes.database import PG_ADMIN
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 from tests.fakes.waiting import wait_for
 from tests.ops.socket_mode import APP_TOKEN, SocketModeSlack, WebSocketServer
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 
@@ -260,19 +263,24 @@ def test_readyz_fails_when_the_database_is_gone_while_healthz_still_answers(
             )
 
 
-def test_readyz_fails_on_an_old_schema_and_before_the_runner_starts(
-    tmp_path: Path, slack: FakeSlack
-) -> None:
+def _on_sqlite(tmp_path: Path, slack: FakeSlack, **more: Any) -> tuple[str, Settings]:
+    """A migrated SQLite database in `tmp_path` and settings that use it and `slack`."""
     from pydantic import SecretStr
 
-    from bot.app import BotProcess
     from bot.settings import Settings
 
     url = f"sqlite:///{tmp_path / 'bot.db'}"
     upgrade(make_engine(url))
-    settings = Settings(
-        database_url=url, slack_bot_token=SecretStr(slack.token), slack_api_url=slack.url
-    )
+    token = SecretStr(slack.token)
+    return url, Settings(database_url=url, slack_bot_token=token, slack_api_url=slack.url, **more)
+
+
+def test_readyz_fails_on_an_old_schema_and_before_the_runner_starts(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    from bot.app import BotProcess
+
+    url, settings = _on_sqlite(tmp_path, slack)
     process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
     assert process.readiness() == ["the runner is not running"]
     with make_engine(url).begin() as conn:
@@ -284,17 +292,10 @@ def test_readyz_fails_on_an_old_schema_and_before_the_runner_starts(
 def test_a_hanging_readiness_check_does_not_pile_up_probes(
     tmp_path: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pydantic import SecretStr
-
     import bot.app
     from bot.app import BotProcess
-    from bot.settings import Settings
 
-    url = f"sqlite:///{tmp_path / 'bot.db'}"
-    upgrade(make_engine(url))
-    settings = Settings(
-        database_url=url, slack_bot_token=SecretStr(slack.token), slack_api_url=slack.url
-    )
+    _, settings = _on_sqlite(tmp_path, slack)
     process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
     entered, release = threading.Event(), threading.Event()
 
@@ -316,19 +317,9 @@ def test_the_front_process_runs_no_rollback_and_sends_nothing(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     """bot/front.py: the front only acks; an approved run is the work process's to run."""
-    from pydantic import SecretStr
-
     from bot.app import BotProcess
-    from bot.settings import Settings
 
-    url = f"sqlite:///{tmp_path / 'bot.db'}"
-    upgrade(make_engine(url))
-    settings = Settings(
-        database_url=url,
-        slack_bot_token=SecretStr(slack.token),
-        slack_api_url=slack.url,
-        runner_poll_seconds=0.05,
-    )
+    _, settings = _on_sqlite(tmp_path, slack, runner_poll_seconds=0.05)
     script = write_script(tmp_path / "script.json")
     planner = Planner(factory=lambda params: ScriptedTarget(script))
     config = parse_config(config_dict(), path=Path("t"))
