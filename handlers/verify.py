@@ -51,7 +51,6 @@ from slack_sdk.signature import SignatureVerifier
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
-WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 _PLAIN = [("Content-Type", "text/plain; charset=utf-8")]
 _NAMED = ("user", "channel", "team", "enterprise")
 _OBJECTS = ("view", "event", "message", "container", "previous_message", "item")
