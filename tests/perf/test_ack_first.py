@@ -158,8 +158,7 @@ def test_each_listener_acks_before_any_slack_or_kubernetes_call(
         lambda: alice.choose(view_id, "severity", "high"),
         lambda: bot.slack.view(view_id).updates > filled,
     )
-    for block_id, value in ANSWERS.items():
-        alice.choose(view_id, block_id, value)
+    _answer_all(bot, alice, view_id)
     _quiet(recorder)
     _acked_first(
         recorder,
@@ -275,10 +274,26 @@ def _filled_form(bot: Sandbox, recorder: Recorder) -> str:
     assert alice.slash("app prod").status_code == 200
     view_id = alice.opened_view()
     wait_for(lambda: bot.slack.view(view_id).updates, what="the modal filling in")
-    for block_id, value in ANSWERS.items():
-        alice.choose(view_id, block_id, value)
-    _quiet(recorder)  # each answer re-renders the form after its ack
+    _answer_all(bot, alice, view_id)
+    _quiet(recorder)
     return view_id
+
+
+def _answer_all(bot: Sandbox, person: Any, view_id: str) -> None:
+    """Choose every answer; return once the work after their acks is done.
+
+    Each answer re-renders the form after its ack. A submission sent before the last
+    re-render is an outdated form and is refused (a loaded CI machine once took longer
+    than `_quiet`'s pause to re-render), so wait for the bot's work pool to be idle.
+    """
+    for block_id, value in ANSWERS.items():
+        person.choose(view_id, block_id, value)
+
+    def idle() -> bool:
+        pool = bot.process.deps.later.snapshot()
+        return pool.queued == 0 and pool.running == 0
+
+    wait_for(idle, what="the form re-rendered with every answer")
 
 
 class _WriteLock:
@@ -395,7 +410,8 @@ def test_reject_and_cancel_redraw_the_thread_from_the_outbox_after_the_ack(
     """The click acks, changes the run, and the card and plan are redrawn by the outbox's
     sender (a durable `run.changed` message), not on the click's thread."""
     view_id = _filled_form(bot, recorder)
-    bot.person(ALICE).submit(view_id)
+    answered = bot.person(ALICE).submit(view_id)
+    assert "Creating incident" in answered.text, answered.text  # not refused as outdated
     plan = _plan_message(bot)
     run = bot.process.deps.store.runs()[0]
     clicker = bot.person(BOB if button == "reject_run" else ALICE)
