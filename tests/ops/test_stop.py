@@ -359,3 +359,32 @@ def test_the_front_process_runs_no_rollback_and_sends_nothing(
         )
     finally:
         work.stop()
+
+
+def test_serving_takes_start_ups_objects_out_of_the_collectors_walk(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """bot/__main__.py `freeze_start_up`: a full collection must not walk the config, the
+    Bolt app and the listeners made at start; in the front that walk stalled every ack."""
+    import gc
+
+    from bot.__main__ import serve_until_signalled
+    from bot.app import BotProcess
+
+    _, settings = _on_sqlite(tmp_path, slack)
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    made_at_start = [process, process.deps.config, process.deps.store]
+    assert all(gc.is_tracked(o) for o in made_at_start)
+    stop = threading.Event()
+    stop.set()  # serve, then stop at once
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    gc.unfreeze()
+    try:
+        assert serve_until_signalled(process, http=None, socket_mode=False, stop=stop) == 0
+        walked = {id(o) for generation in range(3) for o in gc.get_objects(generation)}
+        assert not [o for o in made_at_start if id(o) in walked]
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
