@@ -51,11 +51,19 @@ modules (about a second of CPU, once per process), which is start-up, not an
 ack. Between cells the bench waits until the bot's work pool is idle. Then it
 fires a burst of 100 simultaneous `/rollback app prod` (100 threads, a new
 connection each) at each app and counts the requests lost (no HTTP 200).
+
+With each kind's table comes each process's CPU per request (from /proc, so
+Linux only): the client's while it sent; the app's processes' and the
+stand-ins' both while the cell's requests were answered and until the app was
+idle again, so the bot's work after its acks shows where it lands. The client
+threads speak the standard library's http.client (`_Connection`), the lightest
+client at hand: its CPU is taken from the same two cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import multiprocessing
@@ -75,7 +83,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from slack_bolt import Ack, App
@@ -104,8 +112,9 @@ STAND_INS_NICENESS = 10
 
 @dataclass
 class Target:
-    """One app under test, served by processes of its own: where to post, how to sign, and
-    how to ask it whether it is idle ("idle", "refused", "stats")."""
+    """One app under test, served by processes of its own: where to post, how to sign, how
+    to ask it whether it is idle ("idle", "refused", "stats"), and the processes whose CPU
+    each cell counts (its own and the stand-ins', by name)."""
 
     name: str
     url: str
@@ -113,6 +122,7 @@ class Target:
     command: Callable[[], bytes]
     approve: Callable[[], bytes]
     ask: Callable[[str], Any]
+    processes: dict[str, int]
 
     def idle(self) -> bool:
         return bool(self.ask("idle"))
@@ -122,7 +132,41 @@ class Target:
         return int(self.ask("refused"))
 
 
-def _post(client: httpx.Client, target: Target, body: bytes) -> float | None:
+class _Connection:
+    """One client's keep-alive connection to an app, with the standard library's
+    http.client: a quarter of httpx's CPU per request (0.27 against 1.04 ms for a 600-byte
+    post, one thread), CPU the client would otherwise take from the servers it times on the
+    same two cores. The same client for every app."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._address = (parts.hostname or "", parts.port)
+        self._path = parts.path
+        self._open: http.client.HTTPConnection | None = None
+
+    def __enter__(self) -> _Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._open is not None:
+            self._open.close()
+
+    def post(self, body: bytes, headers: dict[str, str]) -> int:
+        """The answer's status; a failed connection is closed and reopened next time."""
+        if self._open is None:
+            self._open = http.client.HTTPConnection(*self._address, timeout=10.0)
+        try:
+            self._open.request("POST", self._path, body=body, headers=headers)
+            response = self._open.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            self._open.close()
+            self._open = None
+            raise
+        return response.status
+
+
+def _post(client: _Connection, target: Target, body: bytes) -> float | None:
     stamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
@@ -131,25 +175,65 @@ def _post(client: httpx.Client, target: Target, body: bytes) -> float | None:
     }
     began = time.perf_counter()
     try:
-        response = client.post(target.url, content=body, headers=headers, timeout=10.0)
-    except httpx.HTTPError:
+        status = client.post(body, headers)
+    except (OSError, http.client.HTTPException):
         return None
     took = time.perf_counter() - began
-    return took if response.status_code == 200 else None
+    return took if status == 200 else None
 
 
-def cell(target: Target, body: Callable[[], bytes], *, clients: int, requests: int) -> list[float]:
-    """Latencies of `requests` requests sent by `clients` threads; lost ones are left out."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_of(pid: int) -> int | None:
+    """A child process of `pid` (the front's work process), from /proc (Linux)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with suppress(OSError), open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rpartition(")")[2].split()[1]) == pid:
+                    return int(entry)
+    return None
+
+
+Key = tuple[str, str]
+"""(app, kind of request)"""
+
+
+@dataclass
+class Cell:
+    """One cell's latencies, and the CPU each process used per request sent: while the
+    requests were answered, and until the app was idle again (the work after the acks)."""
+
+    times: list[float]
+    sent: int
+    cpu: dict[str, float]
+    cpu_until_idle: dict[str, float]
+
+
+def cell(target: Target, body: Callable[[], bytes], *, clients: int, requests: int) -> Cell:
+    """`requests` requests sent by `clients` threads; lost ones are left out of the times."""
     per_client = max(1, requests // clients)
+    watched = {"client": os.getpid(), **target.processes}
+    began = {name: cpu_seconds(pid) for name, pid in watched.items()}
+
+    def used() -> dict[str, float]:
+        sent = per_client * clients
+        return {n: (cpu_seconds(p) - began[n]) * 1000 / sent for n, p in watched.items()}
 
     def one_client() -> list[float | None]:
-        with httpx.Client() as client:
+        with _Connection(target.url) as client:
             return [_post(client, target, body()) for _ in range(per_client)]
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         results = [t for f in [pool.submit(one_client) for _ in range(clients)] for t in f.result()]
+    during = used()
     _wait_idle(target)
-    return [t for t in results if t is not None]
+    times = [t for t in results if t is not None]
+    return Cell(times=times, sent=per_client * clients, cpu=during, cpu_until_idle=used())
 
 
 def burst(target: Target, *, size: int = 100) -> int:
@@ -159,7 +243,7 @@ def burst(target: Target, *, size: int = 100) -> int:
     def one() -> bool:
         body = target.command()
         start.wait()
-        with httpx.Client() as client:
+        with _Connection(target.url) as client:
             return _post(client, target, body) is not None
 
     with ThreadPoolExecutor(max_workers=size) as pool:
@@ -286,7 +370,16 @@ def served_bot(
         if not base:
             raise SystemExit("bench_ack: rollback-bot serve did not start")
         threading.Thread(target=process.stdout.read, daemon=True).start()  # drain its output
-        yield {"url": f"{base}/slack/events", "secret": secret, "ask": _asking(base)}
+        processes = {"front" if not one_process else "bot": process.pid}
+        work = None if one_process else child_of(process.pid)
+        if work is not None:
+            processes["work"] = work
+        yield {
+            "url": f"{base}/slack/events",
+            "secret": secret,
+            "ask": _asking(base),
+            "processes": processes,
+        }
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
@@ -386,7 +479,7 @@ def serve_bare(pipe: Connection, inline: bool) -> None:
 
 
 def _sendable(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in info.items() if k != "ask"}
+    return {k: v for k, v in info.items() if k not in ("ask", "processes")}
 
 
 def _asking_over(pipe: Connection) -> Callable[[str], Any]:
@@ -410,7 +503,7 @@ def served(name: str, entry: Callable[..., None], *args: Any) -> Iterator[dict[s
     try:
         if not ours.poll(120):
             raise SystemExit(f"bench_ack: {name} did not start within 120 s")
-        yield {**ours.recv(), "ask": _asking_over(ours)}
+        yield {**ours.recv(), "ask": _asking_over(ours), "processes": {name: process.pid}}
     finally:
         with suppress(OSError):
             ours.send("stop")
@@ -419,7 +512,13 @@ def served(name: str, entry: Callable[..., None], *args: Any) -> Iterator[dict[s
             process.kill()
 
 
-def target(name: str, info: dict[str, Any], command: dict[str, str], approve: list[Any]) -> Target:
+def target(
+    name: str,
+    info: dict[str, Any],
+    command: dict[str, str],
+    approve: list[Any],
+    stand_ins: dict[str, int],
+) -> Target:
     return Target(
         name=name,
         url=info["url"],
@@ -427,6 +526,7 @@ def target(name: str, info: dict[str, Any], command: dict[str, str], approve: li
         command=_command_body(command),
         approve=_approve_body(approve),
         ask=info["ask"],
+        processes={**info["processes"], **stand_ins},
     )
 
 
@@ -454,7 +554,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    rows = []
+    rows: list[tuple[int, dict[Key, Cell]]] = []
     busy: list[str] = []
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
@@ -466,10 +566,11 @@ def main() -> None:
     ):
         plan = world["ask"](_sendable(bot_info))
         command, approve = plan["command"], plan["approve"]
-        bot = target("bot", bot_info, command, approve)
+        stand_ins = world["processes"]
+        bot = target("bot", bot_info, command, approve, stand_ins)
         # the bare apps get Bob's click only: to them every click is the same ack
-        bare = target("bare", bare_info, command, approve[:1])
-        inline = target("bare inline", inline_info, command, approve[:1])
+        bare = target("bare", bare_info, command, approve[:1], stand_ins)
+        inline = target("bare inline", inline_info, command, approve[:1], stand_ins)
         apps = [bot, bare, inline]
         for app in apps:  # the first requests import what the work needs: not an ack's cost
             for body in (app.command, app.approve):
@@ -498,36 +599,69 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|")
         for clients, took in rows:
-            cells = [_cell(*took[(app.name, kind)]) for app in apps]
-            bot_times = took[("bot", kind)][0]
-            ratios = [_ratio(bot_times, took[(name, kind)][0]) for name in ("bare", "bare inline")]
+            cells = [_cell(took[(app.name, kind)]) for app in apps]
+            bot_times = took[("bot", kind)].times
+            ratios = [
+                _ratio(bot_times, took[(name, kind)].times) for name in ("bare", "bare inline")
+            ]
             print("| " + " | ".join([str(clients), *cells, *ratios]) + " |")
+        print(
+            "\nCPU per request, ms, of each process: while the cell's requests were answered / "
+            "until the app was idle again (the bot's work after its acks)\n"
+        )
+        print("| clients | app | CPU |")
+        print("|---|---|---|")
+        for clients, took in rows:
+            for app in apps:
+                print(f"| {clients} | {app.name} | {_cpu(took[(app.name, kind)])} |")
     print(f"\nrequests the bot answered busy (its work pool full): {', '.join(busy)}")
     said = ", ".join(f"{name} lost {n}" for name, n in lost.items())
     print(f"\nburst of 100 simultaneous `/rollback app prod`: {said}")
 
 
-def _level(
-    apps: list[Target], *, clients: int, requests: int, rounds: int
-) -> dict[tuple[str, str], tuple[list[float], int]]:
-    """Each app's latencies and requests sent per kind, in rounds that alternate the apps
-    (so the machine's load drift reaches them alike)."""
-    took: dict[tuple[str, str], list[float]] = {}
-    sent: dict[tuple[str, str], int] = {}
+def _level(apps: list[Target], *, clients: int, requests: int, rounds: int) -> dict[Key, Cell]:
+    """Each app's cells per kind, in rounds that alternate the apps (so the machine's load
+    drift reaches them alike), merged over the rounds."""
+    merged: dict[Key, Cell] = {}
     share = max(clients, requests // rounds)
     for _ in range(rounds):
         for kind in ("command", "approve"):
             for app in apps:
                 body = app.command if kind == "command" else app.approve
-                key = (app.name, kind)
-                took.setdefault(key, []).extend(cell(app, body, clients=clients, requests=share))
-                sent[key] = sent.get(key, 0) + max(1, share // clients) * clients
-    return {key: (times, sent[key]) for key, times in took.items()}
+                done = cell(app, body, clients=clients, requests=share)
+                merged[(app.name, kind)] = _merge(merged.get((app.name, kind)), done)
+    return merged
 
 
-def _cell(times: list[float], sent: int) -> str:
-    lost = sent - len(times)
-    return f"{_ms(times, 0.5)} / {_ms(times, 0.99)}" + (f" ({lost} lost)" if lost else "")
+def _merge(old: Cell | None, new: Cell) -> Cell:
+    if old is None:
+        return new
+    sent = old.sent + new.sent
+
+    def mean(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return {n: (a[n] * old.sent + b[n] * new.sent) / sent for n in a}
+
+    return Cell(
+        times=old.times + new.times,
+        sent=sent,
+        cpu=mean(old.cpu, new.cpu),
+        cpu_until_idle=mean(old.cpu_until_idle, new.cpu_until_idle),
+    )
+
+
+def _cell(done: Cell) -> str:
+    lost = done.sent - len(done.times)
+    return f"{_ms(done.times, 0.5)} / {_ms(done.times, 0.99)}" + (f" ({lost} lost)" if lost else "")
+
+
+def _cpu(done: Cell) -> str:
+    """Each process's CPU per request; the client's while it sent only (it then waits for
+    the app to be idle, asking it every 0.1 s, which is not a request's cost)."""
+    return ", ".join(
+        f"{name} {done.cpu[name]:.2f}"
+        + ("" if name == "client" else f" / {done.cpu_until_idle[name]:.2f}")
+        for name in done.cpu
+    )
 
 
 def _ratio(bot: list[float], bare: list[float]) -> str:
