@@ -214,15 +214,39 @@ class Cell:
     cpu_until_idle: dict[str, float]
 
 
-def cell(target: Target, body: Callable[[], bytes], *, clients: int, requests: int) -> Cell:
-    """`requests` requests sent by `clients` threads; lost ones are left out of the times."""
-    per_client = max(1, requests // clients)
-    watched = {"client": os.getpid(), **target.processes}
-    began = {name: cpu_seconds(pid) for name, pid in watched.items()}
+@dataclass
+class Sent:
+    """A cell whose requests were answered; its app may still be working."""
 
-    def used() -> dict[str, float]:
-        sent = per_client * clients
-        return {n: (cpu_seconds(p) - began[n]) * 1000 / sent for n, p in watched.items()}
+    target: Target
+    results: list[float | None]
+    began: dict[str, float]
+    cpu: dict[str, float]
+
+    def settled(self) -> Cell:
+        """Wait until the app is idle; the whole cell."""
+        _wait_idle(self.target)
+        return Cell(
+            times=[t for t in self.results if t is not None],
+            sent=len(self.results),
+            cpu=self.cpu,
+            cpu_until_idle=_used(self.target, self.began, len(self.results)),
+        )
+
+
+def _watched(target: Target) -> dict[str, int]:
+    return {"client": os.getpid(), **target.processes}
+
+
+def _used(target: Target, began: dict[str, float], sent: int) -> dict[str, float]:
+    """CPU ms per request each watched process used since `began`."""
+    return {n: (cpu_seconds(p) - began[n]) * 1000 / sent for n, p in _watched(target).items()}
+
+
+def send(target: Target, body: Callable[[], bytes], *, clients: int, requests: int) -> Sent:
+    """`requests` requests sent by `clients` threads (lost ones get no time)."""
+    per_client = max(1, requests // clients)
+    began = {name: cpu_seconds(pid) for name, pid in _watched(target).items()}
 
     def one_client() -> list[float | None]:
         with _Connection(target.url) as client:
@@ -230,10 +254,12 @@ def cell(target: Target, body: Callable[[], bytes], *, clients: int, requests: i
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         results = [t for f in [pool.submit(one_client) for _ in range(clients)] for t in f.result()]
-    during = used()
-    _wait_idle(target)
-    times = [t for t in results if t is not None]
-    return Cell(times=times, sent=per_client * clients, cpu=during, cpu_until_idle=used())
+    return Sent(target, results, began, _used(target, began, len(results)))
+
+
+def cell(target: Target, body: Callable[[], bytes], *, clients: int, requests: int) -> Cell:
+    """A cell sent, and its app idle again."""
+    return send(target, body, clients=clients, requests=requests).settled()
 
 
 def burst(target: Target, *, size: int = 100) -> int:
@@ -552,6 +578,12 @@ def main() -> None:
         action="store_true",
         help="serve the bot with `serve --one-process` (acks and work in one process)",
     )
+    parser.add_argument(
+        "--beside-work",
+        action="store_true",
+        help="send the bare apps' cells while the bot still works off its cell just before "
+        "(the same background load for both)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows: list[tuple[int, dict[Key, Cell]]] = []
@@ -577,7 +609,13 @@ def main() -> None:
                 cell(app, body, clients=1, requests=args.warmup)
         for clients in levels:
             refused = bot.refused()
-            took = _level(apps, clients=clients, requests=args.requests, rounds=args.rounds)
+            took = _level(
+                apps,
+                clients=clients,
+                requests=args.requests,
+                rounds=args.rounds,
+                beside_work=args.beside_work,
+            )
             rows.append((clients, took))
             busy.append(f"{clients} clients: {bot.refused() - refused}")
             print("done", clients, "clients", flush=True)
@@ -588,7 +626,9 @@ def main() -> None:
     print(
         f"\n{args.requests} requests per cell in {args.rounds} interleaved rounds, after "
         f"{args.warmup} uncounted of each kind to each app; "
-        f"ack p50 / p99 in ms (send to HTTP answer); 1-minute load average "
+        f"ack p50 / p99 in ms (send to HTTP answer); "
+        + ("the bare apps' cells beside the bot's work; " if args.beside_work else "")
+        + "1-minute load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores)"
     )
     for kind, title in (("command", "`/rollback app prod`"), ("approve", "Approve")):
@@ -619,18 +659,32 @@ def main() -> None:
     print(f"\nburst of 100 simultaneous `/rollback app prod`: {said}")
 
 
-def _level(apps: list[Target], *, clients: int, requests: int, rounds: int) -> dict[Key, Cell]:
+def _level(
+    apps: list[Target], *, clients: int, requests: int, rounds: int, beside_work: bool
+) -> dict[Key, Cell]:
     """Each app's cells per kind, in rounds that alternate the apps (so the machine's load
-    drift reaches them alike), merged over the rounds."""
+    drift reaches them alike), merged over the rounds. `beside_work`: the bare apps' cells
+    are sent while the bot still works off its own cell of the same kind, sent just before."""
     merged: dict[Key, Cell] = {}
     share = max(clients, requests // rounds)
+    bot, *bare = apps
     for _ in range(rounds):
         for kind in ("command", "approve"):
-            for app in apps:
-                body = app.command if kind == "command" else app.approve
-                done = cell(app, body, clients=clients, requests=share)
-                merged[(app.name, kind)] = _merge(merged.get((app.name, kind)), done)
+            working = send(bot, _kind(bot, kind), clients=clients, requests=share)
+            done: dict[str, Cell] = {}
+            if not beside_work:
+                done[bot.name] = working.settled()
+            for app in bare:
+                done[app.name] = cell(app, _kind(app, kind), clients=clients, requests=share)
+            if beside_work:
+                done[bot.name] = working.settled()
+            for name, new in done.items():
+                merged[(name, kind)] = _merge(merged.get((name, kind)), new)
     return merged
+
+
+def _kind(app: Target, kind: str) -> Callable[[], bytes]:
+    return app.command if kind == "command" else app.approve
 
 
 def _merge(old: Cell | None, new: Cell) -> Cell:
