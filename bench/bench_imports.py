@@ -12,8 +12,13 @@ command imported, once), the minimum and the median of `--repeat` runs.
 starts `serve --http 127.0.0.1:0` on a new SQLite database with that config
 (its metrics poller left out, so nothing is read over HTTP at start),
 answering to a fake Slack, and is stopped by SIGTERM as soon as it says it
-serves. tests/perf/test_cli_imports.py checks which modules these commands
-import; this script only times them.
+serves: that is the front process, which answers Slack (the work process
+starts beside it and is not timed). Two rows more give the floor on the same
+machine in the same run: a bare Bolt app's imports, and the third-party
+libraries `serve` imports (Bolt, SQLAlchemy's ORM and SQLite dialect,
+pydantic, pydantic-settings, prometheus_client, waitress, PyYAML), alone.
+tests/perf/test_cli_imports.py checks which modules these commands import;
+this script only times them.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class StopWhenServing:
 
 sys.stdout = StopWhenServing(sys.stdout)
 main(sys.argv[1:])
+"""
+BARE_BOLT = "from slack_bolt import App\nfrom slack_bolt.adapter.wsgi import SlackRequestHandler\n"
+LIBRARIES = """
+import prometheus_client, pydantic, pydantic_settings, slack_bolt, waitress, yaml
+import sqlalchemy.dialects.sqlite, sqlalchemy.orm
 """
 _LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| (.*)$")
 
@@ -113,6 +123,8 @@ def main() -> None:
                 SERVE,
                 ["serve", "--http", "127.0.0.1:0", "--config", str(config)],
             ),
+            ("a bare Bolt app (Bolt, its WSGI adapter)", BARE_BOLT, []),
+            ("the libraries `serve` imports, alone", LIBRARIES, []),
         ]
         load = os.getloadavg()[0]
         print(f"imports of {args.tree}, {args.repeat} runs each (load average {load:.1f})")
