@@ -27,6 +27,7 @@ from actions.base import readable
 from bot.aftermath import Aftermath
 from bot.config import Approvers
 from bot.decision import Recommendation
+from bot.drills import is_drill
 from bot.models import Incident, Run
 from bot.store import StepView
 from bot.timeline import from_to, outcome_in_words
@@ -231,10 +232,20 @@ def mention_approvers(approvers: Approvers, *, requester: str) -> str:
     return " ".join(users + [t.group(g) for g in approvers.groups])
 
 
+def plan_title(run: Run) -> str:
+    """What the plan is: a rollback's, or a drill's (which rolls back and forward again)."""
+    return "Rollback drill plan" if is_drill(run) else "Rollback plan"
+
+
+def plan_text(run: Run, state: str) -> str:
+    """The plan message's notification text, escaped: its title, target and `state`."""
+    return t.esc(f"{plan_title(run)} for {run.target} in {run.environment}: {state}")
+
+
 def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
     blocks: list[Block] = [
-        t.section(f"*Rollback plan* in *{t.esc(run.environment)}*: {versions(run)}"),
+        t.section(f"*{plan_title(run)}* in *{t.esc(run.environment)}*: {versions(run)}"),
         *_sections(_plan_lines(run.plan)),
         *_details(run.plan),
     ]

@@ -93,7 +93,7 @@ class IncidentThread:
             plan = self.client.chat_postMessage(
                 channel=channel,
                 thread_ts=card_ts,
-                text=t.esc(f"Rollback plan for {run.target} in {run.environment}: approval needed"),
+                text=blocks.plan_text(run, "approval needed"),
                 blocks=blocks.plan_message(run, self._facts(run), approvers=env.approvers),
             )
         except (SlackApiError, OSError) as exc:
@@ -186,7 +186,7 @@ class IncidentThread:
             "chat_update",
             channel=run.slack["channel"],
             ts=run.slack["plan_ts"],
-            text=t.esc(f"Rollback plan for {run.target} in {run.environment}: {run.state}"),
+            text=blocks.plan_text(run, run.state),
             blocks=blocks.plan_message(run, facts, approvers=env.approvers),
         )
 

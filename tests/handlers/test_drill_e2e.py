@@ -91,7 +91,8 @@ def ephemerals(sandbox: Sandbox, channel: str, user: str) -> list[str]:
 
 def plan_in(sandbox: Sandbox, channel: str) -> Any:
     return next(
-        (m for m in sandbox.slack.messages(channel) if m.text.startswith("Rollback plan")), None
+        (m for m in sandbox.slack.messages(channel) if m.text.startswith("Rollback drill plan")),
+        None,
     )
 
 
@@ -111,7 +112,9 @@ def test_a_drill_rolls_back_and_forward_and_its_time_shows_in_the_next_modal(
     answer = alice.slash("drill app staging", channel=STAGING)
     assert answer.status_code == 200 and "Planning the drill of app in staging" in answer.text
     plan = wait_for(lambda: plan_in(sandbox, STAGING), what="the drill's plan message")
+    assert plan.text == "Rollback drill plan for app in staging: approval needed"
     plan_text = block_texts(plan.blocks)
+    assert plan_text.startswith("*Rollback drill plan* in *staging*")
     assert "1. Drill marker: record what app runs now (3)" in plan_text
     assert "5. Roll back voxflow-api to rev 3 (voxflow/api:v1.2.4) · _forward_" in plan_text
     stored = sandbox.process.deps.store.runs()[0].plan
