@@ -47,11 +47,14 @@ class Need:
     resource: str
     namespace: str
     subresource: str = ""
+    name: str = ""
+    """One object only (a rule's resourceNames), or any."""
 
     def __str__(self) -> str:
         resource = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
         qualified = f"{resource}.{self.group}" if self.group else resource
-        return f"{self.verb} {qualified} in {self.namespace}"
+        named = f' "{self.name}"' if self.name else ""
+        return f"{self.verb} {qualified}{named} in {self.namespace}"
 
 
 def needs(
@@ -143,6 +146,7 @@ def allowed(api: ApiClient, need: Need) -> bool:
                 resource=need.resource,
                 subresource=need.subresource or None,
                 namespace=need.namespace,
+                name=need.name or None,
             )
         )
     )

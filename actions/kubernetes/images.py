@@ -5,8 +5,11 @@ The kubelet pulls with the pod's `imagePullSecrets` (Secrets of type
 config's `auths`; kubernetes pkg/credentialprovider/secrets/secrets.go
 MakeDockerKeyring). So the check reads the same secrets from the revision's pod
 template and asks each image's registry for its manifest (actions.registry).
-A secret the bot may not read is said so: the answer is then what the
-registry tells an anonymous client.
+A secret the bot may not read is said so, with the permission it lacks (get
+on that Secret by name: deploy/rbac.yaml grants it with resourceNames, so the
+bot reads no other Secret): the answer is then what the registry tells an
+anonymous client. That finding is risky, never blocking: an unreadable pull
+secret does not make a rollback unsafe, only its images unverified.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import json
 from typing import Any
 
 from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client.exceptions import ApiException
 
-from actions.base import ActionError, Finding, Level
+from actions.base import ActionError, Finding, Level, PermanentError
+from actions.kubernetes.access import Need
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors
 from actions.registry import Pullable, Reference, check_manifest, credentials
 
@@ -29,11 +34,23 @@ def pull_secret_names(template: dict[str, Any]) -> list[str]:
     return [str(e.get("name")) for e in entries if isinstance(e, dict) and e.get("name")]
 
 
+def pull_secret_need(namespace: str, name: str) -> Need:
+    """The permission reading one pull secret takes: get, on that Secret only."""
+    return Need("get", "", "secrets", namespace, name=name)
+
+
 def _auths(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    with kube_errors(f"reading pull secret {name} in {namespace}"):
-        secret = CoreV1Api(api).read_namespaced_secret(
-            name, namespace, _request_timeout=REQUEST_TIMEOUT
-        )
+    try:
+        with kube_errors(f"reading pull secret {name} in {namespace}"):
+            secret = CoreV1Api(api).read_namespaced_secret(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+    except ActionError as exc:
+        refused = isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 403
+        if not refused:
+            raise
+        need = pull_secret_need(namespace, name)
+        raise PermanentError(f"{exc}; the bot needs {need} (see deploy/rbac.yaml)") from exc
     data = secret.data or {}
     raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
     if not raw:

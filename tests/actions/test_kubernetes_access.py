@@ -16,6 +16,7 @@ import yaml
 from actions.base import PermanentError, StepContext
 from actions.kubernetes import KubeConnection, KubernetesParams, KubernetesTarget
 from actions.kubernetes.access import needs
+from actions.kubernetes.images import pull_secret_need
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster
@@ -133,6 +134,8 @@ def test_a_dry_run_that_passes_stores_nothing(kube: KubeCluster, tmp_path: Path)
         (["patch", "applications.argoproj.io", "-n", "argocd"], "yes"),
         (["list", "secrets"], "yes"),
         (["get", "secrets"], "no"),
+        (["get", "secrets/regcred"], "yes"),
+        (["get", "secrets/db-password"], "no"),
     ],
 )
 def test_kubectl_auth_can_i_agrees(
@@ -144,15 +147,16 @@ def test_kubectl_auth_can_i_agrees(
 
 
 def test_the_manifest_grants_exactly_the_verbs_the_code_asks_for() -> None:
-    granted: set[tuple[str, str, str, str]] = set()
+    granted: set[tuple[str, str, str, str, str]] = set()
     for doc in yaml.safe_load_all(MANIFEST.read_text()):
         if doc and doc["kind"] == "Role":
             for rule in doc["rules"]:
                 granted |= {
-                    (doc["metadata"]["namespace"], verb, group, resource)
+                    (doc["metadata"]["namespace"], verb, group, resource, name)
                     for verb in rule["verbs"]
                     for group in rule["apiGroups"]
                     for resource in rule["resources"]
+                    for name in rule.get("resourceNames") or [""]
                 }
     owners = [("argocd", "argocd"), ("flux-kustomization", "flux-system")]
     owners.append(("flux-helmrelease", "flux-system"))
@@ -162,9 +166,13 @@ def test_the_manifest_grants_exactly_the_verbs_the_code_asks_for() -> None:
             n.verb,
             n.group,
             f"{n.resource}/{n.subresource}" if n.subresource else n.resource,
+            n.name,
         )
         for workload in ("deployment", "statefulset", "daemonset")
-        for n in needs(workload=workload, namespace=NS, workers=True, owners=owners, helm=True)
+        for n in [
+            *needs(workload=workload, namespace=NS, workers=True, owners=owners, helm=True),
+            pull_secret_need(NS, "regcred"),  # the image check's, for the example's secret
+        ]
     }
     assert granted == used
 

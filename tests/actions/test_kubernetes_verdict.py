@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from actions.base import Finding, Level
-from actions.kubernetes import KubernetesParams, KubernetesTarget
+from actions.kubernetes import KubeConnection, KubernetesParams, KubernetesTarget
 from tests.actions.test_docker_points import push
-from tests.actions.test_kubernetes_access import MANIFEST, cluster_as_bot, without
+from tests.actions.test_kubernetes_access import (
+    MANIFEST,
+    TOKEN,
+    USER,
+    cluster_as_bot,
+    without,
+)
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -182,3 +188,46 @@ def test_the_current_revision_or_a_missing_one_blocks(kube: KubeCluster) -> None
     assert missing[0] == (
         "rollback revision exists fails: unable to find specified revision 7 in history"
     )
+
+
+def test_as_the_bot_the_named_pull_secret_is_read_and_another_is_named_as_missing(
+    kube: KubeCluster, dockerd: Engine, registry: Registry, tmp_path: Path
+) -> None:
+    """deploy/rbac.yaml grants get on the pull secrets it names, and no other Secret."""
+    push(dockerd, registry, "v34")
+    repo = f"{registry.address}/rbt-app"
+    auth = base64.b64encode(b"ci-bot:pull-s3cret").decode()
+    config = json.dumps({"auths": {registry.address: {"auth": auth}}}).encode()
+    for name in ("regcred", "other-cred"):
+        kube.fake.store.create(
+            "secrets",
+            {
+                "metadata": {"name": name, "namespace": NS},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": base64.b64encode(config).decode()},
+            },
+        )
+    kube.fake.add_deployment(NS, API, images=[f"{repo}:v34"])
+    pull = [{"name": "other-cred"}, {"name": "regcred"}]
+    kube.fake.update_deployment(
+        NS, API, {"spec": {"template": {"spec": {"imagePullSecrets": pull}}}}
+    )
+    wait_for(lambda: len(kube.apps.list_namespaced_replica_set(NS).items) == 2, what="rev 2")
+    kube.fake.update_deployment(
+        NS, API, {"spec": {"template": {"spec": {"containers": [{"name": API, "image": "x:v9"}]}}}}
+    )
+    kube.fake.enforce_rbac(MANIFEST.read_text(), token=TOKEN, user=USER)
+    kubeconfig = kube.fake.write_kubeconfig(tmp_path / "bot-kubeconfig", token=TOKEN)
+    connection = KubeConnection(kubeconfig=str(kubeconfig), context="sandbox")
+    params = KubernetesParams(
+        kind="kubernetes", namespace=NS, deployment=API, connection=connection
+    )
+    findings = KubernetesTarget(params).evidence("2")
+    assert f"image {repo}:v34 is pullable (pull secret regcred)" in by_level(findings, Level.OK)
+    [risky] = [t for t in by_level(findings, Level.RISKY) if "pull secret" in t]
+    assert risky.startswith("pull secret other-cred could not be read: ")
+    assert 'cannot get resource "secrets"' in risky
+    assert risky.endswith(
+        'the bot needs get secrets "other-cred" in voxflow-prod (see deploy/rbac.yaml)'
+    )
+    assert not by_level(findings, Level.BLOCKED)

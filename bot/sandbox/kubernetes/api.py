@@ -440,6 +440,7 @@ class Api:
             group=str(attributes.get("group", "")),
             resource=resource,
             namespace=attributes.get("namespace") or None,
+            name=attributes.get("name") or None,
         )
         status: Obj = {"allowed": allowed}  # RBAC gives no reason for a denial
         return {

@@ -5,9 +5,12 @@ RuleAllows): a request is allowed when a rule of a Role bound to the user in
 the request's namespace (or of a ClusterRole bound by a ClusterRoleBinding,
 or by a RoleBinding in that namespace) matches its API group, resource
 ("deployments", or "deployments/scale" for a subresource; "*" matches all)
-and verb. Requests are mapped to verbs as the API server's
-RequestInfoResolver does: GET on an object is get, on a collection list, with
-watch=true watch; POST create, PUT update, PATCH patch, DELETE delete.
+and verb, and its resourceNames, when it has any, hold the object's name
+(pkg/apis/rbac/v1/evaluation_helpers.go ResourceNameMatches: a rule with names
+never matches a request without one, a list or a watch of the collection).
+Requests are mapped to verbs as the API server's RequestInfoResolver does: GET
+on an object is get, on a collection list, with watch=true watch; POST create,
+PUT update, PATCH patch, DELETE delete.
 Discovery and SelfSubjectAccessReview are open to every authenticated user
 (the default ClusterRoles system:discovery and system:basic-user).
 
@@ -32,13 +35,15 @@ class Rule:
     groups: frozenset[str]
     resources: frozenset[str]
     verbs: frozenset[str]
+    names: frozenset[str] = frozenset()
 
-    def allows(self, verb: str, group: str, resource: str) -> bool:
-        """RuleAllows: group, resource and verb all match (`*` matches anything)."""
+    def allows(self, verb: str, group: str, resource: str, name: str | None = None) -> bool:
+        """RuleAllows: group, resource, verb (`*` matches anything) and name all match."""
         return (
             ("*" in self.groups or group in self.groups)
             and ("*" in self.resources or resource in self.resources)
             and ("*" in self.verbs or verb in self.verbs)
+            and (not self.names or (name or "") in self.names)
         )
 
 
@@ -48,6 +53,7 @@ def _rules(role: dict[str, Any]) -> list[Rule]:
             frozenset(r.get("apiGroups") or []),
             frozenset(r.get("resources") or []),
             frozenset(r.get("verbs") or []),
+            frozenset(r.get("resourceNames") or []),
         )
         for r in role.get("rules") or []
     ]
@@ -102,11 +108,18 @@ class Rbac:
         return impersonated if impersonated in self.tokens.values() else None
 
     def allowed(
-        self, user: str, *, verb: str, group: str, resource: str, namespace: str | None
+        self,
+        user: str,
+        *,
+        verb: str,
+        group: str,
+        resource: str,
+        namespace: str | None,
+        name: str | None = None,
     ) -> bool:
         """Authorize: some bound rule in scope matches."""
         return any(
-            (scope is None or scope == namespace) and rule.allows(verb, group, resource)
+            (scope is None or scope == namespace) and rule.allows(verb, group, resource, name)
             for scope, rule in self.grants.get(user, [])
         )
 
@@ -121,7 +134,9 @@ class Rbac:
         name: str | None,
     ) -> None:
         """Raise the API server's 403 unless allowed."""
-        if self.allowed(user, verb=verb, group=group, resource=resource, namespace=namespace):
+        if self.allowed(
+            user, verb=verb, group=group, resource=resource, namespace=namespace, name=name
+        ):
             return
         plural = resource.split("/", 1)[0]
         qualified = f"{plural}.{group}" if group else plural
