@@ -30,7 +30,7 @@ from bot.sandbox.kubernetes.objects import (
     labels_match,
 )
 from bot.sandbox.kubernetes.patches import apply_patch
-from bot.sandbox.kubernetes.rbac import Rbac
+from bot.sandbox.kubernetes.rbac import Attributes, Rbac
 from bot.sandbox.kubernetes.store import Store
 
 ROUTE = re.compile(
@@ -262,11 +262,13 @@ class Api:
         if user is not None:
             self.rbac.check(
                 user,
-                verb=_verb(request, name),
-                group=kind.group,
-                resource=f"{resource}/{sub}" if sub else resource,
-                namespace=namespace,
-                name=name,
+                Attributes(
+                    verb=_verb(request, name),
+                    group=kind.group,
+                    resource=f"{resource}/{sub}" if sub else resource,
+                    namespace=namespace,
+                    name=name,
+                ),
             )
         if resource == "pods" and request.method != "GET":
             raise ApiError(
@@ -436,11 +438,13 @@ class Api:
             resource = f"{resource}/{attributes['subresource']}"
         allowed = user is None or self.rbac.allowed(
             user,
-            verb=str(attributes.get("verb", "")),
-            group=str(attributes.get("group", "")),
-            resource=resource,
-            namespace=attributes.get("namespace") or None,
-            name=attributes.get("name") or None,
+            Attributes(
+                verb=str(attributes.get("verb", "")),
+                group=str(attributes.get("group", "")),
+                resource=resource,
+                namespace=attributes.get("namespace") or None,
+                name=attributes.get("name") or None,
+            ),
         )
         status: Obj = {"allowed": allowed}  # RBAC gives no reason for a denial
         return {

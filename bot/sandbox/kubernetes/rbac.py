@@ -29,6 +29,18 @@ from bot.sandbox.kubernetes.objects import ApiError
 
 
 @dataclass(frozen=True)
+class Attributes:
+    """What a request asks to do (the authorizer's Attributes): `resource` is
+    "deployments/scale" for a subresource; `name` is None for a collection."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str | None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     """One PolicyRule."""
 
@@ -37,13 +49,13 @@ class Rule:
     verbs: frozenset[str]
     names: frozenset[str] = frozenset()
 
-    def allows(self, verb: str, group: str, resource: str, name: str | None = None) -> bool:
+    def allows(self, request: Attributes) -> bool:
         """RuleAllows: group, resource, verb (`*` matches anything) and name all match."""
         return (
-            ("*" in self.groups or group in self.groups)
-            and ("*" in self.resources or resource in self.resources)
-            and ("*" in self.verbs or verb in self.verbs)
-            and (not self.names or (name or "") in self.names)
+            ("*" in self.groups or request.group in self.groups)
+            and ("*" in self.resources or request.resource in self.resources)
+            and ("*" in self.verbs or request.verb in self.verbs)
+            and (not self.names or (request.name or "") in self.names)
         )
 
 
@@ -107,40 +119,22 @@ class Rbac:
         impersonated = headers.get("impersonate-user")
         return impersonated if impersonated in self.tokens.values() else None
 
-    def allowed(
-        self,
-        user: str,
-        *,
-        verb: str,
-        group: str,
-        resource: str,
-        namespace: str | None,
-        name: str | None = None,
-    ) -> bool:
+    def allowed(self, user: str, request: Attributes) -> bool:
         """Authorize: some bound rule in scope matches."""
         return any(
-            (scope is None or scope == namespace) and rule.allows(verb, group, resource, name)
+            (scope is None or scope == request.namespace) and rule.allows(request)
             for scope, rule in self.grants.get(user, [])
         )
 
-    def check(
-        self,
-        user: str,
-        *,
-        verb: str,
-        group: str,
-        resource: str,
-        namespace: str | None,
-        name: str | None,
-    ) -> None:
+    def check(self, user: str, request: Attributes) -> None:
         """Raise the API server's 403 unless allowed."""
-        if self.allowed(
-            user, verb=verb, group=group, resource=resource, namespace=namespace, name=name
-        ):
+        if self.allowed(user, request):
             return
+        verb, group, resource, name = request.verb, request.group, request.resource, request.name
         plural = resource.split("/", 1)[0]
         qualified = f"{plural}.{group}" if group else plural
         subject = f'{qualified} "{name}"' if name else qualified
+        namespace = request.namespace
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
         message = (
             f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API '
