@@ -18,11 +18,12 @@ the listeners' work) and then serves Slack from this **front process**:
   request itself: `Forward` (handlers/forward.py) sends the request's body,
   signed again with the signing secret and a fresh timestamp, over the
   work process's channel (bot/channel.py, a Unix socket: cheaper for the
-  front than HTTP) to its request URL, where the same listener runs again,
-  acks into the void and does the work. A listener's ack must therefore
-  stay free of side effects beyond this process's memory (handlers/lazy.py
-  says so): it runs in both processes. A request is forwarded at most once, however many times
-  its listener submits.
+  front than HTTP), where the work process answers it as it would a POST
+  to its `/slack/events`: the same listener runs again, acks into the void
+  and does the work. A listener's ack must therefore stay free of side
+  effects beyond this process's memory (handlers/lazy.py says so): it runs
+  in both processes. A request is forwarded at most once, however many
+  times its listener submits.
 - `/alerts`, `/readyz`: passed to the work process, which owns monitoring and
   the runner. The front is not ready while the work process is not.
 - `/metrics`: the work process's metrics, followed by the front's own: the
