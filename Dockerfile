@@ -24,6 +24,7 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY actions ./actions
+COPY sandbox ./sandbox
 # The bot itself, with the pinned setuptools installed above and no dependency from elsewhere.
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
     && /opt/venv/bin/pip check

@@ -93,11 +93,11 @@ from slack_sdk import WebClient
 from bot.app import http_limits
 from bot.config import RollbackConfig
 from bot.demo import ALICE, BOB, CHANNEL, DEMO_CONFIG, PEOPLE, demo_cluster
-from bot.sandbox.harness import seeded_slack
-from bot.sandbox.platform import Person, Platform, sign
-from bot.sandbox.slack import FakeSlack
 from bot.server import HttpServer
 from bot.settings import Settings
+from sandbox.harness import seeded_slack
+from sandbox.platform import Person, Platform, sign
+from sandbox.slack import FakeSlack
 
 ANSWERS = {
     "severity": "high",

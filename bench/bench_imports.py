@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from bot.sandbox.slack import FakeSlack
+from sandbox.slack import FakeSlack
 
 ROOT = Path(__file__).parents[1]
 RUN = "import sys\nfrom bot.__main__ import main\nmain(sys.argv[1:])\n"

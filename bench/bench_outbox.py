@@ -30,11 +30,11 @@ from bot.decision import Answers, Severity
 from bot.outbox import Sender
 from bot.plans import Planner
 from bot.runner import Runner
-from bot.sandbox.slack import FakeSlack
 from bot.store import Store, make_engine, upgrade
 from bot.workflow import Workflow
 from handlers.deps import Deps
 from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
+from sandbox.slack import FakeSlack
 
 CHANNEL = "C0BENCH"
 REQUESTER, APPROVER = "UREQUESTER", "UAPPROVER1"

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.config import RollbackConfig, load_config
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.kubernetes import FakeKubernetes
-from bot.sandbox.slack import Call, FakeSlack
-from bot.sandbox.web import Reply, Request, WebStub
+from sandbox.harness import Sandbox
+from sandbox.kubernetes import FakeKubernetes
+from sandbox.slack import Call, FakeSlack
+from sandbox.web import Reply, Request, WebStub
 
 DEMO_CONFIG = Path(__file__).parents[1] / "examples" / "demo.yml"
 ALICE, BOB = "U0ALICE001", "U0BOB00001"
@@ -357,7 +357,7 @@ def _keep(
         f"  fake Kubernetes   {kube.url}  (kubectl --kubeconfig {kubeconfig} "
         f"-n {NAMESPACE} get deployments)\n"
         f"  app health        {web.url}/health\n"
-        "Send your own signed requests with bot.sandbox.platform.Platform.",
+        "Send your own signed requests with sandbox.platform.Platform.",
         file=out,
         flush=True,
     )

@@ -14,7 +14,7 @@ def test_every_bot_module_is_forbidden_to_import_the_sandbox() -> None:
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
         "contracts"
     ]
-    (sandbox,) = [c for c in contracts if c.get("forbidden_modules") == ["bot.sandbox"]]
+    (sandbox,) = [c for c in contracts if c.get("forbidden_modules") == ["sandbox"]]
     modules = {f"bot.{path.stem}" for path in (ROOT / "bot").glob("*.py")} - MAY_IMPORT_SANDBOX
     assert modules - set(sandbox["source_modules"]) == set()
     assert {"handlers", "actions"} <= set(sandbox["source_modules"])

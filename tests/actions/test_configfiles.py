@@ -30,7 +30,7 @@ from actions.configfiles import (
 )
 from actions.kubernetes import KubeConnection
 from actions.params import AwsConnection
-from bot.sandbox.web import Reply, WebStub
+from sandbox.web import Reply, WebStub
 
 pytest_plugins = ["tests.fakes.aws"]
 

@@ -19,10 +19,10 @@ from bot.config import RollbackConfig
 from bot.models import Run
 from bot.plans import Planner
 from bot.runner import NullProgress, Runner
-from bot.sandbox.web import Reply, WebStub
 from bot.store import Store, make_engine, upgrade
 from bot.workflow import Workflow
 from handlers import blocks
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import CrashCase, approved_run
 from tests.fakes.pg import HOST, PORT, RESTORE_ONLY_FLIPS, USER, damaged, dump, exists, pg, scalar

@@ -31,7 +31,7 @@ from actions.http import (
     read_metrics,
 )
 from actions.params import SecretRef
-from bot.sandbox.web import Reply, Request, Responder, WebStub
+from sandbox.web import Reply, Request, Responder, WebStub
 
 TOKEN = "tok-3f9a-very-secret"
 FAST = HttpOptions(request_timeout=1.0, backoff=Backoff(first=0.01, cap=0.05))

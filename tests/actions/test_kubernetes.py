@@ -36,7 +36,7 @@ from actions.kubernetes import (
     rollout_undo,
     rollout_verdict,
 )
-from bot.sandbox.web import Reply, WebStub
+from sandbox.web import Reply, WebStub
 
 if TYPE_CHECKING:
     from tests.fakes.kube import ClusterFactory, KubeCluster

@@ -38,7 +38,7 @@ from actions.loadbalancer import (
 )
 from actions.params import AwsConnection
 from bot.plans import default_point
-from bot.sandbox.web import Reply, Request, WebStub
+from sandbox.web import Reply, Request, WebStub
 
 pytest_plugins = ["tests.fakes.aws"]
 

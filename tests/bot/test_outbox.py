@@ -25,11 +25,11 @@ from bot.models import OutboxMessage, Run
 from bot.outbox import RetryLater, Sender, Undeliverable
 from bot.plans import Planner
 from bot.runner import Runner
-from bot.sandbox.slack import FakeSlack
 from bot.store import Store
 from bot.workflow import Workflow
 from handlers.deps import Deps
 from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
+from sandbox.slack import FakeSlack
 from tests.bot.conftest import ALICE, BOB, Clock
 from tests.fakes.targets import write_script
 

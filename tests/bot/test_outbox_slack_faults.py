@@ -16,10 +16,10 @@ import threading
 from datetime import timedelta
 
 from bot.outbox import Sender
-from bot.sandbox.slack import FakeSlack
-from bot.sandbox.slack.models import Call
 from handlers.deps import Deps
 from handlers.thread import SlackOutbox
+from sandbox.slack import FakeSlack
+from sandbox.slack.models import Call
 from tests.bot.conftest import Clock
 from tests.bot.test_outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
 

@@ -21,8 +21,8 @@ import pytest
 from actions.configfiles import backup_name
 from bot.models import Run
 from bot.plans import TargetFactory
-from bot.sandbox.web import Reply, WebStub
 from bot.store import Store
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import KINDS, CrashCase, crash_and_resume
 from tests.fakes.database import postgres_database

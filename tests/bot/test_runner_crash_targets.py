@@ -4,7 +4,7 @@ The harness is tests/fakes/crash.py: a child process runs the approved plan and
 SIGKILLs itself at a kill point; this process lets its lease lapse and a second
 runner finishes the run. The systems are real or the project's stand-ins, each
 started once per module and shared (every test works on names of its own):
-the Kubernetes stand-in API server (bot/sandbox/kubernetes, with a worker
+the Kubernetes stand-in API server (sandbox/kubernetes, with a worker
 Deployment), the blue-green switch against moto's server, and the maintenance
 and health endpoints on a local HTTP server (the sandbox's WebStub). The
 config-file and scripted targets are covered in test_runner_crash.py.
@@ -34,9 +34,9 @@ import pytest
 from moto.elbv2.models import ELBv2Backend
 
 from bot.models import Run
-from bot.sandbox.kubernetes import FakeKubernetes
-from bot.sandbox.web import Reply, WebStub
 from bot.store import Store
+from sandbox.kubernetes import FakeKubernetes
+from sandbox.web import Reply, WebStub
 from tests.actions.test_docker import APP as DOCKER_APP
 from tests.actions.test_docker import app as docker_app
 from tests.actions.test_docker import containers_named as docker_containers_named

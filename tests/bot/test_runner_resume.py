@@ -19,9 +19,9 @@ from bot.config import RollbackConfig, parse_config
 from bot.models import Run
 from bot.plans import Planner, StoredStep
 from bot.runner import stored_steps
-from bot.sandbox.web import Reply, WebStub
 from bot.store import Store
 from bot.workflow import Workflow
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import Clock, config_dict
 from tests.bot.test_runner import approved_run, make_runner, states
 from tests.fakes.targets import PlanOnlyTarget, ScriptedTarget, script_log, write_script

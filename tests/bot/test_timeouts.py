@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import ConfigError, duration, parse_config
 from bot.plans import Planner
-from bot.sandbox.kubernetes import FakeKubernetes
+from sandbox.kubernetes import FakeKubernetes
 from tests.bot.conftest import config_dict
 
 NAMESPACE, APP = "voxflow-prod", "voxflow-api"

@@ -14,8 +14,8 @@ import pytest
 
 from bot.config import parse_config
 from bot.plans import Planner
-from bot.sandbox.harness import Sandbox
 from handlers.ids import Action
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, config_dict
 from tests.bot.test_verdict import BLOCKED, JudgedTarget, judge
 from tests.fakes.targets import write_script

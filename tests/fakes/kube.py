@@ -17,7 +17,7 @@ import pytest
 from kubernetes.client import ApiClient, AppsV1Api
 
 from actions.kubernetes import KubeConnection, api_client
-from bot.sandbox.kubernetes import FakeKubernetes
+from sandbox.kubernetes import FakeKubernetes
 
 KUBECTL = "/usr/bin/kubectl"
 NAMESPACE = "voxflow-prod"

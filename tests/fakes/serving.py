@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from bot.sandbox.platform import Platform
-from bot.sandbox.slack import FakeSlack
+from sandbox.platform import Platform
+from sandbox.slack import FakeSlack
 from tests.bot.conftest import ALICE, config_dict
 
 ROOT = Path(__file__).parents[2]

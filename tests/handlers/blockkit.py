@@ -12,7 +12,7 @@ from typing import Any
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 
 
 def assert_valid_block_kit(sandbox: Sandbox) -> int:

@@ -10,9 +10,9 @@ import pytest
 
 from bot.config import parse_config
 from bot.plans import Planner
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.platform import Person
-from bot.sandbox.slack import Message, UploadedFile
+from sandbox.harness import Sandbox
+from sandbox.platform import Person
+from sandbox.slack import Message, UploadedFile
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
 from tests.fakes.targets import ScriptedTarget, write_script
 from tests.fakes.waiting import wait_for

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.bot.conftest import BOB
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, card, plan_message, text_of
@@ -120,7 +120,7 @@ def test_webhook_is_off_without_a_token(sandbox: Sandbox) -> None:
 def test_the_bots_own_poller_opens_an_incident_when_the_error_rate_crosses(
     make_sandbox: Callable[..., Sandbox],
 ) -> None:
-    from bot.sandbox.web import Reply, WebStub
+    from sandbox.web import Reply, WebStub
 
     with WebStub() as metrics:
         metrics.route(
@@ -218,9 +218,9 @@ def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path
     from bot.app import BotProcess
     from bot.config import parse_config
     from bot.plans import Planner
-    from bot.sandbox.slack import FakeSlack
     from bot.settings import Settings
     from bot.store import make_engine, upgrade
+    from sandbox.slack import FakeSlack
     from tests.bot.conftest import config_dict
     from tests.fakes.database import postgres_database
     from tests.fakes.targets import ScriptedTarget, write_script

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB, CAROL
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for

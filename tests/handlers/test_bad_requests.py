@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.platform import sign
+from sandbox.harness import Sandbox
+from sandbox.platform import sign
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, request_rollback

@@ -7,9 +7,9 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.platform import Person
-from bot.sandbox.slack import Message
+from sandbox.harness import Sandbox
+from sandbox.platform import Person
+from sandbox.slack import Message
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import ANSWERS, CHANNEL, text_of

@@ -6,7 +6,7 @@ import copy
 import time
 from typing import Any
 
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, DAVE, card, request_rollback

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from bot.sandbox.harness import Sandbox
 from handlers.commands import CommandError, Help, History, Rollback, Status, parse
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, request_rollback

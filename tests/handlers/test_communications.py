@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot.config import ConfigError, parse_config
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.web import Reply, WebStub
+from sandbox.harness import Sandbox
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.waiting import wait_for
 from tests.handlers.blockkit import assert_valid_block_kit

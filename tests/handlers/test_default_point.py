@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.demo import ALICE, APP, BOB, CHANNEL, NAMESPACE, DemoWorld, demo_world
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.fakes.waiting import wait_for
 from tests.handlers.blockkit import assert_valid_block_kit
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from bot.config import parse_config
-from bot.sandbox import platform
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.kubernetes import FakeKubernetes
-from bot.sandbox.web import Reply, WebStub
+from sandbox import platform
+from sandbox.harness import Sandbox
+from sandbox.kubernetes import FakeKubernetes
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import ALICE, BOB, CAROL
 from tests.fakes.waiting import wait_for
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from bot.sandbox.harness import Sandbox
 from handlers import text as t
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for

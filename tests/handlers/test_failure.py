@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.slack import Message
-from bot.sandbox.web import Reply, WebStub
 from bot.timeline import rca_template
+from sandbox.harness import Sandbox
+from sandbox.slack import Message
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import ALICE, BOB, MALLORY
 from tests.fakes.targets import script_log, write_script
 from tests.fakes.waiting import wait_for

@@ -19,8 +19,8 @@ from sqlalchemy import update
 from bot.config import parse_config
 from bot.models import Recheck
 from bot.plans import Planner
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.slack import Message
+from sandbox.harness import Sandbox
+from sandbox.slack import Message
 from tests.actions.test_kubernetes_gitops import (
     API,
     APP,

@@ -11,8 +11,8 @@ from typing import Any
 from slack_sdk.models.blocks import Block, SectionBlock
 from slack_sdk.models.views import View
 
-from bot.sandbox.harness import Sandbox
 from handlers.home_blocks import SECTIONS, HomeContent, home_view_blocks
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB, MALLORY
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, DAVE, request_rollback

@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.platform import sign
+from sandbox.harness import Sandbox
+from sandbox.platform import sign
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import ANSWERS, CHANNEL, request_rollback

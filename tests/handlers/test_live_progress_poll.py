@@ -16,8 +16,8 @@ import pytest
 
 from bot.config import parse_config
 from bot.plans import Planner
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.web import Reply, Request, WebStub
+from sandbox.harness import Sandbox
+from sandbox.web import Reply, Request, WebStub
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.targets import ScriptedTarget
 from tests.fakes.ticker import FakeTicker

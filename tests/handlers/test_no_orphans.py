@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.slack.models import Call
+from sandbox.harness import Sandbox
+from sandbox.slack.models import Call
 from tests.bot.conftest import ALICE, BOB, MALLORY
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
 from tests.fakes.targets import script_log, write_script
 from tests.fakes.waiting import wait_for

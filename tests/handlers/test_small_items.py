@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.platform import Person
+from sandbox.harness import Sandbox
+from sandbox.platform import Person
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for

@@ -16,8 +16,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot.config import ConfigError, parse_config
 from bot.plans import Planner
-from bot.sandbox.harness import Sandbox
 from handlers import text as t
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.targets import ScriptedTarget
 from tests.fakes.waiting import wait_for

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.sandbox.harness import Sandbox
 from bot.timeline import from_to
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of

@@ -11,12 +11,12 @@ from actions.base import RollbackPoint, label_of, readable
 from actions.http.posts import Maintenance, SetMaintenance
 from actions.kubernetes.rollout import RolloutUndo
 from bot.decision import Answers, decide
-from bot.sandbox.harness import Sandbox
 from bot.timeline import outcome_in_words, rca_template
 from handlers import blocks
 from handlers import text as t
 from handlers.ids import ModalMeta
 from handlers.modal_blocks import ModalContent, rollback_modal
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for

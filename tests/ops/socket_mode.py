@@ -19,8 +19,8 @@ import struct
 import threading
 from typing import Any
 
-from bot.sandbox.slack import FakeSlack
-from bot.sandbox.slack.wire import Args
+from sandbox.slack import FakeSlack
+from sandbox.slack.wire import Args
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 APP_TOKEN = "xapp-1-A0SOCKET-1-socketmodetoken"

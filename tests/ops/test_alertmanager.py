@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import card, plan_message, text_of
 from tests.ops.peers import daemon, free_port, require

@@ -7,7 +7,7 @@ tools/build-test-base (cached between runs); `--network host` lets the build's p
 apt reach the index and the Debian mirror this machine uses. The container then runs as
 the Deployment runs it (read-only root, every capability dropped, no new privileges,
 /tmp a tmpfs, the ConfigMap's rollback.yml), after a `db upgrade` container as its init
-container does, against the Slack stand-in (bot/sandbox/slack), which it calls at start
+container does, against the Slack stand-in (sandbox/slack), which it calls at start
 (Bolt's auth.test).
 """
 
@@ -37,7 +37,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from bot.sandbox.slack import FakeSlack
+from sandbox.slack import FakeSlack
 from tests.ops.peers import free_port, require
 
 if TYPE_CHECKING:

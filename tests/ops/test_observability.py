@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bot.logs import JsonFormatter
-from bot.sandbox.harness import Sandbox
+from sandbox.harness import Sandbox
 from tests.fakes.waiting import wait_for
 from tests.ops.peers import daemon, free_port, require
 

@@ -15,9 +15,9 @@ import yaml
 from bot.config import load_config
 from bot.logs import JsonFormatter
 from bot.plans import Planner
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.web import Reply, WebStub
 from bot.secrets import MASK, Secrets
+from sandbox.harness import Sandbox
+from sandbox.web import Reply, WebStub
 from tests.bot.conftest import ALICE, config_dict
 from tests.fakes.targets import ScriptedTarget, write_script
 from tests.fakes.waiting import wait_for

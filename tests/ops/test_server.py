@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.sandbox.harness import Sandbox
 from bot.server import HttpServer, Limits
+from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE
 from tests.fakes.waiting import wait_for
 

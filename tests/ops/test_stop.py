@@ -23,9 +23,9 @@ from psycopg import sql
 from bot.config import parse_config
 from bot.decision import Answers, Severity
 from bot.plans import Planner
-from bot.sandbox.slack import FakeSlack
 from bot.store import Store, make_engine, upgrade
 from bot.workflow import Workflow
+from sandbox.slack import FakeSlack
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.database import PG_ADMIN
 from tests.fakes.targets import ScriptedTarget, script_log, write_script

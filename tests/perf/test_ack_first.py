@@ -21,9 +21,9 @@ import pytest
 from slack_bolt.context.ack.ack import Ack
 
 from bot.demo import ALICE, BOB, demo_world
-from bot.sandbox import platform
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.kubernetes import FakeKubernetes
+from sandbox import platform
+from sandbox.harness import Sandbox
+from sandbox.kubernetes import FakeKubernetes
 from tests.fakes.waiting import wait_for
 
 ANSWERS = {

@@ -26,8 +26,8 @@ import yaml
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from bot.sandbox.slack import FakeSlack
 from bot.store import MIGRATIONS, head_revision, make_engine, schema_revisions, upgrade
+from sandbox.slack import FakeSlack
 
 ROOT = Path(__file__).parents[2]
 VOXFLOW = ROOT / "examples" / "voxflow.yml"

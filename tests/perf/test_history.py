@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.history import fill_history
 from bot.store import ACTIVE_STATES, Store, make_engine, upgrade
+from sandbox.harness import Sandbox
+from sandbox.history import fill_history
 from tests.bot.conftest import ALICE, BOB, CAROL, database_url  # noqa: F401
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import (  # noqa: F401

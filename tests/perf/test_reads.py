@@ -21,8 +21,8 @@ from sqlalchemy import event
 
 from actions.reads import read_once, remembered
 from bot.demo import ALICE, APP, BOB, NAMESPACE, WORKER, DemoWorld, demo_world
-from bot.sandbox.platform import Person
 from bot.store import READ_ONLY, Store
+from sandbox.platform import Person
 from tests.fakes.waiting import wait_for
 
 ANSWERS = {

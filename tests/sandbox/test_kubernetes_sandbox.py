@@ -13,9 +13,9 @@ from kubernetes import watch
 from kubernetes.client import AppsV1Api
 from kubernetes.client.exceptions import ApiException
 
-from bot.sandbox.kubernetes import FakeKubernetes
-from bot.sandbox.kubernetes.objects import fnv1_32, hash_controller_revision, safe_encode
-from bot.sandbox.kubernetes.patches import json_patch, strategic_merge_patch
+from sandbox.kubernetes import FakeKubernetes
+from sandbox.kubernetes.objects import fnv1_32, hash_controller_revision, safe_encode
+from sandbox.kubernetes.patches import json_patch, strategic_merge_patch
 
 if TYPE_CHECKING:
     from tests.fakes.kube import ClusterFactory, KubeCluster

@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot.sandbox.slack import Call, FakeSlack
+from sandbox.slack import Call, FakeSlack
 
 MODAL = {
     "type": "modal",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from bot.sandbox.web import Reply, WebStub
+from sandbox.web import Reply, WebStub
 
 
 def test_routes_answer_in_order_then_repeat_the_last_reply() -> None:

@@ -1,6 +1,6 @@
 """Slack's side of the conversation: people sending signed requests to the bot.
 
-The fake Web API (`bot.sandbox.slack`) answers the bot; this module plays the
+The fake Web API (`sandbox.slack`) answers the bot; this module plays the
 other half, what Slack's servers send to the bot's request URL when a person
 types a slash command, clicks a button, picks an answer in a modal or
 submits it. Payloads have Slack's real shapes (form-encoded slash commands,
@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bot.sandbox.slack import FakeSlack
+from sandbox.slack import FakeSlack
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

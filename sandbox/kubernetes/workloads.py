@@ -40,7 +40,7 @@ import json
 import random
 import string
 
-from bot.sandbox.kubernetes.objects import (
+from sandbox.kubernetes.objects import (
     Obj,
     controlled_by,
     go_json,
@@ -49,8 +49,8 @@ from bot.sandbox.kubernetes.objects import (
     revision_patch,
     template_hash,
 )
-from bot.sandbox.kubernetes.pods import ReplicaSets, is_terminating, ready_since
-from bot.sandbox.kubernetes.store import Store
+from sandbox.kubernetes.pods import ReplicaSets, is_terminating, ready_since
+from sandbox.kubernetes.store import Store
 
 HASH = "controller.kubernetes.io/hash"
 POD_REVISION = "controller-revision-hash"

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from bot.sandbox.kubernetes.objects import ApiError
+from sandbox.kubernetes.objects import ApiError
 
 
 @dataclass(frozen=True)

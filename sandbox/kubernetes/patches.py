@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from bot.sandbox.kubernetes.objects import ApiError
+from sandbox.kubernetes.objects import ApiError
 
 MERGE_KEYS = {
     "containers": "name",

@@ -10,7 +10,7 @@ from itertools import count
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.sandbox.slack.models import (
+from sandbox.slack.models import (
     Channel,
     Ephemeral,
     Invite,
@@ -21,7 +21,7 @@ from bot.sandbox.slack.models import (
     View,
     Workspace,
 )
-from bot.sandbox.slack.wire import (
+from sandbox.slack.wire import (
     MAX_MESSAGE_BLOCKS,
     MAX_MESSAGE_TEXT,
     ApiError,

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from bot.sandbox.slack.methods import SlackMethods
-from bot.sandbox.slack.models import DEFAULT_TOKEN, Call, Workspace
-from bot.sandbox.slack.wire import ApiError, Args, parse_args
+from sandbox.slack.methods import SlackMethods
+from sandbox.slack.models import DEFAULT_TOKEN, Call, Workspace
+from sandbox.slack.wire import ApiError, Args, parse_args
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ import random
 import string
 from dataclasses import dataclass, field
 
-from bot.sandbox.kubernetes.objects import Obj, controlled_by, parse_time, timestamp
-from bot.sandbox.kubernetes.store import Store
+from sandbox.kubernetes.objects import Obj, controlled_by, parse_time, timestamp
+from sandbox.kubernetes.store import Store
 
 NODE = "sandbox-node"
 

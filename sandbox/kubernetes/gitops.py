@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import copy
 
-from bot.sandbox.kubernetes.objects import Obj
-from bot.sandbox.kubernetes.store import Store
+from sandbox.kubernetes.objects import Obj
+from sandbox.kubernetes.store import Store
 
 WorkloadKey = tuple[str, str, str]
 OwnerKey = tuple[str, str, str]

@@ -24,7 +24,7 @@ Design reasoning:
   state; readers return frozen snapshots, so a test thread can read while the bot writes.
 """
 
-from bot.sandbox.slack.models import (
+from sandbox.slack.models import (
     DEFAULT_TOKEN,
     Call,
     Channel,
@@ -37,8 +37,8 @@ from bot.sandbox.slack.models import (
     View,
     Workspace,
 )
-from bot.sandbox.slack.server import FakeSlack, Hook
-from bot.sandbox.slack.state import SlackState
+from sandbox.slack.server import FakeSlack, Hook
+from sandbox.slack.state import SlackState
 
 __all__ = [
     "DEFAULT_TOKEN",

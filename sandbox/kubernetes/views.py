@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.sandbox.kubernetes.objects import (
+from sandbox.kubernetes.objects import (
     RESOURCES,
     Kind,
     Obj,

@@ -16,6 +16,6 @@ one configured user), `views` (discovery, tables, scale), `api` (verbs,
 routes, admission) and `server` (HTTP and the public `FakeKubernetes`).
 """
 
-from bot.sandbox.kubernetes.server import FakeKubernetes
+from sandbox.kubernetes.server import FakeKubernetes
 
 __all__ = ["FakeKubernetes"]

@@ -31,13 +31,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from bot.sandbox.kubernetes.api import Api, Reply, Request, WatchStream
-from bot.sandbox.kubernetes.autoscalers import Autoscalers
-from bot.sandbox.kubernetes.controller import Controller
-from bot.sandbox.kubernetes.gitops import GitOps
-from bot.sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
-from bot.sandbox.kubernetes.store import Store
-from bot.sandbox.kubernetes.workloads import Workloads
+from sandbox.kubernetes.api import Api, Reply, Request, WatchStream
+from sandbox.kubernetes.autoscalers import Autoscalers
+from sandbox.kubernetes.controller import Controller
+from sandbox.kubernetes.gitops import GitOps
+from sandbox.kubernetes.objects import CHANGE_CAUSE, ApiError, Obj, controlled_by, revision_of
+from sandbox.kubernetes.store import Store
+from sandbox.kubernetes.workloads import Workloads
 
 BUSY_PASS = 0.02
 """Seconds between controller passes while passes still change objects."""

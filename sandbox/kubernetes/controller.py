@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 
-from bot.sandbox.kubernetes.objects import (
+from sandbox.kubernetes.objects import (
     DESIRED_REPLICAS,
     HASH_LABEL,
     MAX_REPLICAS,
@@ -48,8 +48,8 @@ from bot.sandbox.kubernetes.objects import (
     templates_equal,
     timestamp,
 )
-from bot.sandbox.kubernetes.pods import ReplicaSets
-from bot.sandbox.kubernetes.store import Store
+from sandbox.kubernetes.pods import ReplicaSets
+from sandbox.kubernetes.store import Store
 
 DeploymentKey = tuple[str, str]
 PROGRESSING, AVAILABLE = "Progressing", "Available"

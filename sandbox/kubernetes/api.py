@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bot.sandbox.kubernetes import views
-from bot.sandbox.kubernetes.objects import (
+from sandbox.kubernetes import views
+from sandbox.kubernetes.objects import (
     RESOURCES,
     ApiError,
     Obj,
@@ -29,9 +29,9 @@ from bot.sandbox.kubernetes.objects import (
     fields_match,
     labels_match,
 )
-from bot.sandbox.kubernetes.patches import apply_patch
-from bot.sandbox.kubernetes.rbac import Attributes, Rbac
-from bot.sandbox.kubernetes.store import Store
+from sandbox.kubernetes.patches import apply_patch
+from sandbox.kubernetes.rbac import Attributes, Rbac
+from sandbox.kubernetes.store import Store
 
 ROUTE = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"

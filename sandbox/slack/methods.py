@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bot.sandbox.slack.models import Channel, Ephemeral, Invite, Message, UploadedFile
-from bot.sandbox.slack.state import SlackState
-from bot.sandbox.slack.wire import ApiError, Args, channel_name_error, check_view
+from sandbox.slack.models import Channel, Ephemeral, Invite, Message, UploadedFile
+from sandbox.slack.state import SlackState
+from sandbox.slack.wire import ApiError, Args, channel_name_error, check_view
 
 
 class SlackMethods(SlackState):

@@ -22,8 +22,8 @@ recommendation is the `demand` knob, else the current count.
 
 from __future__ import annotations
 
-from bot.sandbox.kubernetes.objects import Obj, timestamp
-from bot.sandbox.kubernetes.store import Store
+from sandbox.kubernetes.objects import Obj, timestamp
+from sandbox.kubernetes.store import Store
 
 PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 PAUSED = "autoscaling.keda.sh/paused"

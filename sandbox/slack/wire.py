@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
-from bot.sandbox.slack.models import Message
+from sandbox.slack.models import Message
 
 MAX_MESSAGE_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100

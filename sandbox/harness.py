@@ -20,11 +20,11 @@ from actions.http import read_metrics
 from bot.app import BotProcess
 from bot.config import RollbackConfig
 from bot.plans import Planner
-from bot.sandbox.platform import Person, Platform
-from bot.sandbox.slack import FakeSlack
 from bot.settings import Settings
 from bot.store import make_engine, upgrade
 from bot.verification import MetricsReader
+from sandbox.platform import Person, Platform
+from sandbox.slack import FakeSlack
 
 
 def seeded_slack(

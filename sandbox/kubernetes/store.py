@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.sandbox.kubernetes.objects import (
+from sandbox.kubernetes.objects import (
     ApiError,
     Obj,
     conflict,
