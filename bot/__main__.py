@@ -3,7 +3,7 @@
 This module and `bot/app.py` are the composition root: they build the one
 Settings object, the config, the store and the Slack app, and pass them down.
 
-Imports are where they are used (issue 16, point 6): `--help` and a usage error
+Imports are where they are used: `--help` and a usage error
 import no config parser, database, alembic or target client, nor pydantic and
 pydantic-settings, so they answer at once; each command imports what it needs
 (`check-config FILE` reads no settings, so it loads no pydantic-settings).
@@ -294,13 +294,11 @@ def freeze_start_up() -> None:
     """Take what start-up made out of the garbage collector's sight, before serving.
 
     Modules, the config, the Bolt app and its listeners live as long as the
-    process and are most of its heap: about 88,000 tracked objects in the
-    front. A full collection walks them all while every thread waits; under
-    the ack benchmark (bench/bench_ack.py) the front ran one in about 2,000
-    requests, and it took 62-68 ms, stalling every ack in flight. Frozen, they
-    are skipped (0.1-0.2 ms). They are still freed by reference counting when
-    let go; only a reference cycle among them would stay (`gc.freeze`, Python's
-    gc module documentation).
+    process and are most of its heap. A full collection walks them all while
+    every thread waits, stalling every ack in flight; frozen, they are skipped
+    (docs/benchmarks.md has the figures). They are still freed by reference
+    counting when let go; only a reference cycle among them would stay
+    (`gc.freeze`, Python's gc module documentation).
     """
     gc.collect()
     gc.freeze()

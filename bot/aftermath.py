@@ -1,6 +1,6 @@
 """What a failed run left behind, and what people may do next: retry, or decide on maintenance.
 
-A failed rollback is announced loudly with three ways on (issue 15, point 5):
+A failed rollback is announced loudly with three ways on:
 
 - **Retry failed step** re-runs the stored, approved plan from the step that failed. The
   steps before it that succeeded are not repeated, except those an `always` step has

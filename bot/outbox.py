@@ -1,8 +1,8 @@
 """Every message to people goes through a durable outbox, delivered by its own sender.
 
 Why: a rollback must never wait on, or fail because of, Slack. A 429, a 500, a
-dropped connection or a stalled call in the middle of a run used to surface in
-the runner's thread; now the runner only writes rows.
+dropped connection or a stalled call in the middle of a run would surface in
+the runner's thread, so the runner only writes rows.
 
 - Producing: a state change that people should hear about enqueues a message
   (`run.started`, `run.resumed`, `step.started`, `step.finished`,

@@ -33,8 +33,7 @@ for a person there (after running every `always` step it can).
 
 Targets and steps are reached through their packages (`kube_steps.KubernetesTarget`),
 whose names are imported on first use: the bot starts without importing the
-Kubernetes client, boto3, psycopg or httpx, and imports each when a plan needs it
-(issue 16, point 6).
+Kubernetes client, boto3, psycopg or httpx, and imports each when a plan needs it.
 """
 
 from __future__ import annotations

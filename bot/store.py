@@ -136,7 +136,7 @@ READ_ONLY = "rollback_bot_read_only"
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and immediate write transactions.
 
-    SQLite as an embedded default that holds (issue 16, point 5): in WAL mode
+    SQLite as an embedded default that holds: in WAL mode
     readers read a snapshot while one writer appends, so a session opened for
     reads (`Store.reading`, the engine option READ_ONLY) starts a plain
     deferred `BEGIN` and never waits on another session. A session that may
@@ -165,7 +165,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _alembic_config(connection: Any) -> Any:
-    # alembic is imported where it is used: most processes never migrate (issue 16, point 6).
+    # alembic is imported where it is used: most processes never migrate.
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig()
@@ -187,9 +187,10 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """Return (the database's revision, this code's newest revision).
 
     Read without alembic, which imports every SQL dialect it knows (PostgreSQL's
-    with psycopg's helpers) and costs a serving bot half its start-up (issue 16,
-    point 6): the database's revision is alembic's own `alembic_version` row, the
-    newest is the one revision no migration file names as its `down_revision`.
+    with psycopg's helpers), a large share of a serving bot's start-up
+    (docs/benchmarks.md, start-up imports): the database's revision is
+    alembic's own `alembic_version` row, the newest is the one revision no
+    migration file names as its `down_revision`.
     tests/perf/test_cli_imports.py checks both against alembic's answers.
     """
     head = head_revision()

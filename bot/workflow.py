@@ -459,7 +459,7 @@ class Workflow:
 
 
 def version_note(run: Run, *, ok: bool) -> VersionNote | None:
-    """What a finished run teaches about its target's versions (issue 15, point 6).
+    """What a finished run teaches about its target's versions.
 
     The version it moved away from is remembered as rolled away whatever the outcome:
     people judged it bad enough to approve leaving it. The version it went to is

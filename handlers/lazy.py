@@ -7,7 +7,7 @@ executor, a pool of 5 threads (slack_bolt/app/app.py), and the HTTP worker waits
 until the listener calls `ack()`. A listener that acks and then, in the same
 function, calls Slack or Kubernetes holds one of those threads for seconds:
 five slow `views.open` calls fill the pool, and the sixth request, even an
-unrelated `/rollback help`, waits for a thread before it can ack (issue 16).
+unrelated `/rollback help`, waits for a thread before it can ack.
 
 So what a listener does after its ack runs here, on `Later`: a pool of
 `threads` threads with a queue of at most `queue` tasks, separate from
@@ -28,9 +28,9 @@ runs with `process_before_response=True` (bot/app.py): the listener runs on
 the HTTP server's thread and the answer leaves as soon as it returns. With
 Bolt's default, each request also waited for a thread of Bolt's executor and
 then for Bolt's HTTP thread, which polls for the ack every 10 ms
-(slack_bolt/listener/thread_runner.py, `time.sleep(0.01)`): 12 ms per ack on
-an idle machine against 1 ms inline, and two more threads to wait for under
-load. A listener must therefore never do I/O after its `ack()` itself.
+(slack_bolt/listener/thread_runner.py, `time.sleep(0.01)`): two more threads
+to wait for under load (docs/benchmarks.md compares the two). A listener must
+therefore never do I/O after its `ack()` itself.
 
 When `Later` (handlers/pool.py) is full, the person is told the bot is
 busy and nothing was done.
@@ -121,8 +121,8 @@ class Arrivals:
     """The requests (trigger ids, form submissions) this process saw lately, so a retry
     is answered in its ack.
 
-    Opening and submitting the form ack before anything touches the database
-    (issue 16, point 1): the durable once-only record (`Flows.receive`, a write
+    Opening and submitting the form ack before anything touches the database:
+    the durable once-only record (`Flows.receive`, a write
     that can wait on SQLite's write lock behind other requests' work) is made
     after the ack, on the work pool. A retry or a replay reaching this process
     is answered from here at once; one reaching another process (or this one

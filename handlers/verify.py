@@ -69,10 +69,10 @@ class SlackEndpoint:
     """Slack's request URL as a WSGI app: only signed, fresh, readable requests reach Bolt.
 
     The body is parsed once, here, and handed to Bolt already parsed (`_Parsed`):
-    Bolt's own WSGI adapter would parse it again, and an Approve's 7 KB of
-    urlencoded JSON costs more to unquote than anything else the front does with
-    it (issue 16). Bolt's own signature check is off (`create_app`): this one has
-    been made, and it is the only HTTP way into the app.
+    Bolt's own WSGI adapter would parse it again, and unquoting an Approve's
+    large urlencoded JSON twice is wasted work. Bolt's own signature check is
+    off (`create_app`): this one has been made, and it is the only HTTP way
+    into the app.
     """
 
     def __init__(self, app: App, *, signing_secret: str, path: str = "/slack/events") -> None:
