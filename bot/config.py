@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -441,15 +442,30 @@ _BOMS = (
 
 
 def _read_text(path: Path) -> str:
-    """The file's text, or ConfigError saying in one line why it cannot be read."""
+    """The file's text, or ConfigError saying in one line why it cannot be read.
+
+    The file is opened without blocking and must be a regular file: a FIFO would wait for
+    a writer forever and a device such as /dev/zero never ends, so neither is read at all.
+    At most MAX_FILE_BYTES + 1 bytes are read, whatever the file claims its size is.
+    """
     try:
-        if path.is_dir():
-            raise ConfigError(path, ["is a directory, not a config file"])
-        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+        _refuse_special(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(path, ["file not found"]) from None
     except OSError as exc:
         raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    try:
+        # Again on what was opened: the name may have been replaced in between.
+        _refuse_special(path, os.fstat(fd).st_mode)
+        with os.fdopen(fd, "rb") as file:
+            fd = -1
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    finally:
+        if fd != -1:
+            os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(path, [f"larger than {MAX_FILE_BYTES} bytes; refused"])
     for bom, encoding in _BOMS:
@@ -458,7 +474,7 @@ def _read_text(path: Path) -> str:
     if b"\0" in data:
         raise ConfigError(path, ["is a binary file (it contains NUL bytes), not YAML text"])
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             path,
@@ -467,11 +483,61 @@ def _read_text(path: Path) -> str:
                 "save it as UTF-8"
             ],
         ) from None
+    _refuse_unprintable(text, path)
+    return text
+
+
+def _refuse_special(path: Path, mode: int) -> None:
+    """Refuse anything but a regular file: a directory, a FIFO, a device, a socket."""
+    if stat.S_ISDIR(mode):
+        raise ConfigError(path, ["is a directory, not a config file"])
+    if not stat.S_ISREG(mode):
+        raise ConfigError(path, [f"is a {_file_kind(mode)}, not a regular file; refused"])
+
+
+def _file_kind(mode: int) -> str:
+    """Name a file type that is not a regular file, in words."""
+    for test, kind in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+# What YAML 1.1 allows in a stream (PyYAML's Reader.NON_PRINTABLE is the complement): tab,
+# line breaks, printable ASCII, NEL and the printable Unicode ranges. Anything else is refused
+# here with its line and column, before PyYAML would refuse it with a traceback's wording.
+_UNPRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _refuse_unprintable(text: str, path: Path) -> None:
+    """Refuse a control character with its line and column, the way an editor counts them."""
+    found = _UNPRINTABLE.search(text)
+    if found is None:
+        return
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    raise ConfigError(
+        path,
+        [
+            f"line {line}, column {column}: control character U+{ord(found.group()):04X} "
+            "is not allowed in YAML; remove it"
+        ],
+    )
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
     """Compose within the limits, refuse an oversized expansion, then construct."""
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
     try:
         node = loader.get_single_node()
         if node is None:
