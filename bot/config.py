@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -587,6 +588,7 @@ def _expand(
         return [_expand(v, environ, (*where, i), problems, used) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    parts = _url_parts(value)
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -594,9 +596,47 @@ def _expand(
             problems.append(f"{'.'.join(map(str, where))}: environment variable {name} is not set")
             return match.group(0)
         used.append(environ[name])
-        return environ[name]
+        return _encoded_for(parts, match.start(), environ[name])
 
     return _VARIABLE.sub(substitute, value)
+
+
+def _url_parts(template: str) -> tuple[int, int, int] | None:
+    """Where an http(s) URL's host, path and query start in `template` (userinfo before host).
+
+    Computed on the template, before `${NAME}` is replaced, so a value cannot move the
+    boundaries (RFC 3986 section 3: `//authority` ends at the first `/`, `?` or `#`; the
+    path at `?` or `#`). None when the string is not an http(s) URL.
+    """
+    scheme = re.match(r"(?i)https?://", template)
+    if scheme is None:
+        return None
+    authority = scheme.end()
+    end = len(template)
+    path = min((i for i in (template.find(c, authority) for c in "/?#") if i != -1), default=end)
+    query = min((i for i in (template.find(c, path) for c in "?#") if i != -1), default=end)
+    at = template.rfind("@", authority, path)
+    host = authority if at == -1 else at + 1
+    return host, path, query
+
+
+def _encoded_for(parts: tuple[int, int, int] | None, at: int, value: str) -> str:
+    """Percent-encode `value` for the part of the URL it lands in (RFC 3986 section 2.1).
+
+    In the userinfo, the query and the fragment every reserved character is encoded, so a
+    token with `+ / = &` reaches the server as it was; in the path `/` is kept, so a value
+    may name several segments (a webhook's `T0/B0/key`); the host is left as it is.
+    """
+    if parts is None:
+        return value
+    host, path, query = parts
+    if at < host:
+        return quote(value, safe="")
+    if at < path:
+        return value
+    if at < query:
+        return quote(value, safe="/")
+    return quote(value, safe="")
 
 
 def parse_config(raw: Any, *, path: Path) -> RollbackConfig:
