@@ -24,10 +24,12 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -441,15 +443,30 @@ _BOMS = (
 
 
 def _read_text(path: Path) -> str:
-    """The file's text, or ConfigError saying in one line why it cannot be read."""
+    """The file's text, or ConfigError saying in one line why it cannot be read.
+
+    The file is opened without blocking and must be a regular file: a FIFO would wait for
+    a writer forever and a device such as /dev/zero never ends, so neither is read at all.
+    At most MAX_FILE_BYTES + 1 bytes are read, whatever the file claims its size is.
+    """
     try:
-        if path.is_dir():
-            raise ConfigError(path, ["is a directory, not a config file"])
-        data = path.read_bytes()[: MAX_FILE_BYTES + 1]
+        _refuse_special(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(path, ["file not found"]) from None
     except OSError as exc:
         raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    try:
+        # Again on what was opened: the name may have been replaced in between.
+        _refuse_special(path, os.fstat(fd).st_mode)
+        with os.fdopen(fd, "rb") as file:
+            fd = -1
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    finally:
+        if fd != -1:
+            os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(path, [f"larger than {MAX_FILE_BYTES} bytes; refused"])
     for bom, encoding in _BOMS:
@@ -458,7 +475,7 @@ def _read_text(path: Path) -> str:
     if b"\0" in data:
         raise ConfigError(path, ["is a binary file (it contains NUL bytes), not YAML text"])
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             path,
@@ -467,11 +484,61 @@ def _read_text(path: Path) -> str:
                 "save it as UTF-8"
             ],
         ) from None
+    _refuse_unprintable(text, path)
+    return text
+
+
+def _refuse_special(path: Path, mode: int) -> None:
+    """Refuse anything but a regular file: a directory, a FIFO, a device, a socket."""
+    if stat.S_ISDIR(mode):
+        raise ConfigError(path, ["is a directory, not a config file"])
+    if not stat.S_ISREG(mode):
+        raise ConfigError(path, [f"is a {_file_kind(mode)}, not a regular file; refused"])
+
+
+def _file_kind(mode: int) -> str:
+    """Name a file type that is not a regular file, in words."""
+    for test, kind in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+# What YAML 1.1 allows in a stream (PyYAML's Reader.NON_PRINTABLE is the complement): tab,
+# line breaks, printable ASCII, NEL and the printable Unicode ranges. Anything else is refused
+# here with its line and column, before PyYAML would refuse it with a traceback's wording.
+_UNPRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _refuse_unprintable(text: str, path: Path) -> None:
+    """Refuse a control character with its line and column, the way an editor counts them."""
+    found = _UNPRINTABLE.search(text)
+    if found is None:
+        return
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    raise ConfigError(
+        path,
+        [
+            f"line {line}, column {column}: control character U+{ord(found.group()):04X} "
+            "is not allowed in YAML; remove it"
+        ],
+    )
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
     """Compose within the limits, refuse an oversized expansion, then construct."""
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -521,6 +588,7 @@ def _expand(
         return [_expand(v, environ, (*where, i), problems, used) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    parts = _url_parts(value)
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -528,9 +596,47 @@ def _expand(
             problems.append(f"{'.'.join(map(str, where))}: environment variable {name} is not set")
             return match.group(0)
         used.append(environ[name])
-        return environ[name]
+        return _encoded_for(parts, match.start(), environ[name])
 
     return _VARIABLE.sub(substitute, value)
+
+
+def _url_parts(template: str) -> tuple[int, int, int] | None:
+    """Where an http(s) URL's host, path and query start in `template` (userinfo before host).
+
+    Computed on the template, before `${NAME}` is replaced, so a value cannot move the
+    boundaries (RFC 3986 section 3: `//authority` ends at the first `/`, `?` or `#`; the
+    path at `?` or `#`). None when the string is not an http(s) URL.
+    """
+    scheme = re.match(r"(?i)https?://", template)
+    if scheme is None:
+        return None
+    authority = scheme.end()
+    end = len(template)
+    path = min((i for i in (template.find(c, authority) for c in "/?#") if i != -1), default=end)
+    query = min((i for i in (template.find(c, path) for c in "?#") if i != -1), default=end)
+    at = template.rfind("@", authority, path)
+    host = authority if at == -1 else at + 1
+    return host, path, query
+
+
+def _encoded_for(parts: tuple[int, int, int] | None, at: int, value: str) -> str:
+    """Percent-encode `value` for the part of the URL it lands in (RFC 3986 section 2.1).
+
+    In the userinfo, the query and the fragment every reserved character is encoded, so a
+    token with `+ / = &` reaches the server as it was; in the path `/` is kept, so a value
+    may name several segments (a webhook's `T0/B0/key`); the host is left as it is.
+    """
+    if parts is None:
+        return value
+    host, path, query = parts
+    if at < host:
+        return quote(value, safe="")
+    if at < path:
+        return value
+    if at < query:
+        return quote(value, safe="/")
+    return quote(value, safe="")
 
 
 def parse_config(raw: Any, *, path: Path) -> RollbackConfig:

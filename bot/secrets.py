@@ -35,10 +35,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
+from psycopg.types.json import Json, Jsonb
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from actions.http.params import Webhook
 from actions.params import SecretRef
 
 MASK = "**********"
@@ -93,12 +95,21 @@ class Secrets:
             return [self.redact_data(v) for v in value]
         if isinstance(value, tuple):
             return tuple(self.redact_data(v) for v in value)
+        if isinstance(value, Json | Jsonb):
+            # On PostgreSQL, SQLAlchemy hands a JSON column's value to psycopg wrapped, to be
+            # serialised by the driver after this point: mask what is inside the wrapper.
+            return type(value)(self.redact_data(value.obj), value.dumps)
         return value
 
 
 def collect(*, expanded: Iterable[str], config: BaseModel, settings: BaseModel) -> Secrets:
     """Every secret value known at start-up: `${NAME}` expansions, SecretRefs, the settings'."""
     secrets = Secrets(expanded)
+    for url in _webhook_urls(config):
+        # An incoming webhook's key is its path (Slack's are /services/T…/B…/…): the path is
+        # masked wherever it appears, so the URL shows by scheme and host only.
+        parts = urlsplit(url)
+        secrets.add(parts.path + (f"?{parts.query}" if parts.query else ""))
     for ref in _secret_refs(config):
         try:
             secrets.add(ref.read().get_secret_value())
@@ -125,6 +136,20 @@ def _secret_refs(value: Any) -> Iterator[SecretRef]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _secret_refs(item)
+
+
+def _webhook_urls(value: Any) -> Iterator[str]:
+    if isinstance(value, Webhook):
+        yield value.url
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _webhook_urls(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _webhook_urls(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _webhook_urls(item)
 
 
 def guard_engine(engine: Engine, secrets: Secrets) -> None:

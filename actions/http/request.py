@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -95,7 +95,14 @@ class Call:
     def secrets(self) -> list[str]:
         """List the strings that must never appear in text."""
         hidden = [self.token.get_secret_value()] if self.token else []
-        return hidden + ([self.url] if self.shown and self.shown != self.url else [])
+        if self.shown and self.shown != self.url:
+            # The URL is hidden because its path is the key: an endpoint may echo the URL,
+            # its path, or either one percent-encoded.
+            parts = urlsplit(self.url)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            forms = {self.url, path, quote(self.url, safe=""), quote(path, safe="")}
+            hidden += sorted((form for form in forms if form.strip("/")), key=len, reverse=True)
+        return hidden
 
     def all_headers(self) -> dict[str, str]:
         """Return the headers to send, the bearer token included."""
