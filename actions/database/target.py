@@ -705,4 +705,5 @@ class DatabaseTarget:
             self.params.alembic_directory,
             str(spec["revision"]),
             self.params.restore_timeout,
+            tuple(str(h) for h in spec.get("heads", ())),
         )
