@@ -531,3 +531,20 @@ def test_empty_down_script_is_named_as_a_risk(make_db: Callable[[], str], tmp_pa
         "schema_migrations; what migration 002 changed stays",
     ) in found
     assert scalar(db, "SELECT string_agg(version, ',') FROM schema_migrations") == "001"
+
+
+def test_script_with_its_own_commit_is_named_as_a_risk_and_runs(
+    make_db: Callable[[], str], tmp_path: Path
+) -> None:
+    db = make_db()
+    tgt = procedures(db, tmp_path, "BEGIN;\nDROP INDEX items_a;\nCOMMIT;\n")
+
+    found = levels(tgt, "migration:001")
+    run_plan(tgt.plan("migration:001"))
+
+    assert any(
+        level == Level.RISKY and "rollback_002.sql ends transactions itself" in text
+        for level, text in found
+    )
+    assert not index_exists(db, "items_a")
+    assert scalar(db, "SELECT string_agg(version, ',') FROM schema_migrations") == "001"
