@@ -262,6 +262,31 @@ def flyway_applied(history: list[FlywayRow], table: str) -> list[FlywayRow]:
     return list(reversed(live))
 
 
+FLYWAY_LOCK_MAGIC = (0x46 << 40) + (0x6C << 32) + (0x79 << 24) + (0x77 << 16) + (0x61 << 8) + 0x79
+
+
+def java_hash(text: str) -> int:
+    """Java's String.hashCode: s[0]*31^(n-1) + ... over UTF-16 code units, as an int."""
+    data = text.encode("utf-16-be")
+    value = 0
+    for i in range(0, len(data), 2):
+        value = (31 * value + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def flyway_lock_id(table: str) -> int:
+    """The advisory lock Flyway takes on PostgreSQL while it migrates or undoes.
+
+    flyway-database-postgresql PostgreSQLConnection.lock: PostgreSQLAdvisoryLockTemplate with
+    the discriminator `table.toString().hashCode()`, the table written `"schema"."table"`
+    (Table.toString: database.quote(schema, name)); the lock number is LOCK_MAGIC_NUM ("Flyway"
+    in ASCII) plus it. Transactional or not, it is the same advisory key.
+    """
+    schema, _, name = table.rpartition(".")
+    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in (schema or "public", name))
+    return FLYWAY_LOCK_MAGIC + java_hash(quoted)
+
+
 def flyway_checksum(text: str) -> int:
     """Flyway's checksum of a SQL migration: CRC32 over its lines without line breaks, UTF-8,
     a leading BOM dropped, as a signed int (flyway-core resolver/ChecksumCalculator.java,
@@ -467,6 +492,14 @@ class FlywayUndo:
         """Skip a version already undone; else undo it and record it."""
         try:
             with connect(self.conn, timeout=ctx.remaining()) as pg:
+                row = pg.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (flyway_lock_id(self.table),)
+                ).fetchone()
+                if not (row and row[0]):
+                    raise TemporaryError(
+                        f"Flyway's lock on {self.table} is held: a flyway run is in progress",
+                        delay=5,
+                    )
                 history = flyway_history(pg, self.table)
                 live = {r.version for r in flyway_applied(history, self.table)}
                 if self.version not in live:

@@ -24,10 +24,12 @@ import pytest
 from actions.base import Level, PermanentError, PlanningError, StepContext, TemporaryError
 from actions.database import DatabaseTarget
 from actions.database.migrations import (
+    FLYWAY_LOCK_MAGIC,
     AlembicDowngrade,
     FlywayUndo,
     GolangMigrateDown,
     flyway_checksum,
+    flyway_lock_id,
     golang_lock_id,
     run_alembic,
 )
@@ -268,22 +270,44 @@ def test_flyway_reapplied_version_counts_again_and_a_second_undo_is_corruption(
         target(db, migrations).plan("migration:1")
 
 
-def test_flyway_checksum_matches_java_crc32_over_buffered_reader_lines(tmp_path: Path) -> None:
+def test_flyway_checksum_and_lock_key_match_java(tmp_path: Path) -> None:
     java = shutil.which("java")
     if java is None:
         pytest.skip("no java on this machine")
     text = "\ufeffALTER TABLE items\r\n  DROP COLUMN c; -- é\rSELECT 1;\n\nSELECT 2;"
     (tmp_path / "u.sql").write_text(text, encoding="utf-8", newline="")
     (tmp_path / "Checksum.java").write_text(CHECKSUM_JAVA)
+    table = '"flyway"."flyway_schema_history"'
+
     out = subprocess.run(
-        [java, str(tmp_path / "Checksum.java"), str(tmp_path / "u.sql")],
+        [java, str(tmp_path / "Checksum.java"), str(tmp_path / "u.sql"), table],
         capture_output=True,
         text=True,
         check=True,
         timeout=120,
-    ).stdout
+    ).stdout.split()
 
-    assert int(out) == flyway_checksum(text)
+    assert int(out[0]) == flyway_checksum(text)
+    assert FLYWAY_LOCK_MAGIC + int(out[1]) == flyway_lock_id("flyway.flyway_schema_history")
+
+
+def test_flyway_undo_waits_while_flyway_holds_its_lock(
+    make_db: Callable[[], str], tmp_path: Path
+) -> None:
+    db = make_db()
+    migrations = write(tmp_path / "flyway", FLYWAY)
+    flyway_apply(db, migrations, ["1", "2"])
+    step = target(db, migrations).plan("migration:1").rollback[0]
+
+    with pg(db) as other, other.transaction():
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (flyway_lock_id("flyway_schema_history"),)
+        )
+        with pytest.raises(TemporaryError, match="a flyway run is in progress"):
+            step.run(StepContext.for_test(timeout=10, memory={}))
+    run_step(step, {})
+
+    assert columns(db, "items") == ["id"]
 
 
 CHECKSUM_JAVA = """
@@ -303,7 +327,7 @@ public class Checksum {
                 line = r.readLine();
             }
         }
-        System.out.print((int) crc.getValue());
+        System.out.print((int) crc.getValue() + " " + args[1].hashCode());
     }
 }
 """
