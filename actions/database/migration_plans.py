@@ -77,6 +77,15 @@ class MigrationPlanner:
             state = golang_state(pg, found.table)
         return self._golang_applied(state, found.table)
 
+    def points(self, found: Detected) -> list[tuple[str, int]]:
+        """Each applied version, last applied first, with how many migrations rolling back to
+        it undoes (on an Alembic graph, only those above it on its own branches)."""
+        if found.tool != "alembic":
+            return [(v, i) for i, v in enumerate(self.applied(found))]
+        current = self._alembic_current(found)
+        graph = self._alembic_graph()
+        return [(v, len(graph.downgrade(current, v)[0])) for v in graph.applied(current)]
+
     def _flyway(self, found: Detected) -> list[FlywayRow]:
         with (
             planning_errors(f"reading {found.table} of {self.conn.dbname}"),

@@ -460,11 +460,18 @@ def test_alembic_merge_revision_is_one_head_and_downgrades_through_the_merge(
     db = make_db()
     tgt, heads = alembic(db, tmp_path, BRANCH_AND_MERGE)
 
-    points = [p.ref for p in tgt.points()]
+    listed = tgt.points()
+    points = [p.ref for p in listed]
     plan = tgt.plan("migration:a1")
     run_plan(plan)
 
     assert heads == ["d4"]
+    assert {p.ref: p.label.split(" · ")[1] for p in listed} == {
+        "migration:d4": "current",
+        "migration:c3": "rolls back 1 newer migration(s)",
+        "migration:b2": "rolls back 1 newer migration(s)",
+        "migration:a1": "rolls back 3 newer migration(s)",
+    }
     assert points[0] == "migration:d4" and set(points) == {
         f"migration:{r}" for r in ("a1", "b2", "c3", "d4")
     }
