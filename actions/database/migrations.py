@@ -231,13 +231,13 @@ def flyway_history(pg: psycopg.Connection[Any], table: str) -> list[FlywayRow]:
 def flyway_applied(history: list[FlywayRow], table: str) -> list[FlywayRow]:
     """The versioned migrations in effect, last applied first; refuse a failed row.
 
-    Follows MigrationInfoServiceImpl.refresh in flyway-core: rows are read in installed_rank
-    order; a successful undo row marks the latest earlier row of its version undone
-    (markAsUndone, which calls a second undo of the same row a corrupted history); schema
-    markers and repeatables (no version) are not versions. A repair's DELETE row removes its
-    version the same way. Undo goes in reverse installed_rank (documentation/command/undo.md:
-    "undoes the most recently applied versioned migration"), not in version order, so an
-    out-of-order migration is undone where it was applied.
+    Follows flyway-core's MigrationInfoServiceImpl: rows are read in installed_rank order; a
+    successful undo row marks the latest earlier row of its version undone (markAsUndone in
+    the Teams build, which calls a second undo of the same row a corrupted history), a
+    repair's DELETE row marks it deleted (getAppliedVersionedMigrations, markAsDeleted);
+    schema markers and repeatables (no version) are not versions. Undo goes "in the reverse
+    of their applied order" (flyway/flyway documentation/Reference/Commands/Undo.md), not in
+    version order, so an out-of-order migration is undone where it was applied.
     """
     failed = [r.version or r.script for r in history if not r.success]
     if failed:
@@ -251,6 +251,8 @@ def flyway_applied(history: list[FlywayRow], table: str) -> list[FlywayRow]:
             continue
         if row.kind.startswith("UNDO") or row.kind == "DELETE":
             undone = next((r for r in reversed(live) if r.version == row.version), None)
+            if undone is None and row.kind == "DELETE":
+                continue
             if undone is None:
                 raise PlanningError(
                     f"{table} is corrupted: {row.kind} row {row.rank} for version {row.version} "
@@ -543,7 +545,13 @@ class FlywayUndo:
     def _record(self, pg: psycopg.Connection[Any], started: float, *, success: bool) -> None:
         """Insert the row Flyway's undo writes (JdbcTableSchemaHistory.doAddAppliedMigration:
         installed_rank max + 1, the version, the undo script's description, type, file name
-        and checksum, the user, the time taken in ms, success)."""
+        and checksum, the user, the time taken in ms, success).
+
+        Validation accepts it: MigrationInfoImpl.validate skips undo rows and undone
+        migrations (flyway-core 13) and only fails a failed row; the Pro builds that compared
+        an undo row with its resolved U file (type, checksum, description) find the same
+        values, since each is computed here as Flyway computes it.
+        """
         table = table_identifier(self.table)
         millis = int((time.monotonic() - started) * 1000)
         text = self.script.read_text(encoding="utf-8")
