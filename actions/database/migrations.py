@@ -1,7 +1,8 @@
 """Migration rollback with the migration tool the database actually uses.
 
 - The tool is detected from its bookkeeping table, never assumed: Flyway
-  (`flyway_schema_history`), Alembic (`alembic_version`), Supabase CLI
+  (`flyway_schema_history`, or any table with its columns: `schema_version` before Flyway 5,
+  a custom `flyway.table`), Alembic (`alembic_version`), Supabase CLI
   (`supabase_migrations.schema_migrations`), golang-migrate (a one-row `schema_migrations`
   with `version bigint` and `dirty boolean`) or the procedures' own format (a
   `schema_migrations` with a text `version` per applied migration). Anything else is refused
@@ -117,20 +118,33 @@ def _columns(pg: psycopg.Connection[Any], schema: str, table: str) -> dict[str, 
     )
 
 
+FLYWAY_COLUMNS = {"installed_rank", "version", "description", "type", "script", "success"}
+"""Flyway's history table by its columns: its name is `flyway.table` (documentation/Reference/
+Configuration/Flyway Namespace/Flyway Table Setting.md), `schema_version` before Flyway 5."""
+
+
 def detect(pg: psycopg.Connection[Any], configured: str) -> Detected:
-    """Tell the migration tool from the tables present; refuse anything unknown."""
+    """Tell the migration tool from the tables present; refuse anything unknown.
+
+    Flyway's table is told by its columns, whatever it is called; Alembic's by its name, or
+    by its one `version_num` column where `migrations_table` names it (env.py's
+    `version_table`)."""
     found: list[Detected] = []
     tables = _tables(pg, configured)
     for schema, name in tables:
         qualified = name if schema == "public" else f"{schema}.{name}"
-        if name == "flyway_schema_history":
-            found.append(Detected("flyway", qualified))
-        elif name == "alembic_version":
+        if name == "alembic_version":
             found.append(Detected("alembic", qualified))
-        elif (schema, name) == ("supabase_migrations", "schema_migrations"):
+            continue
+        if (schema, name) == ("supabase_migrations", "schema_migrations"):
             found.append(Detected("supabase", qualified))
+            continue
+        columns = _columns(pg, schema, name)
+        if columns.keys() >= FLYWAY_COLUMNS:
+            found.append(Detected("flyway", qualified))
+        elif qualified == configured and set(columns) == {"version_num"}:
+            found.append(Detected("alembic", qualified))
         elif qualified == configured or name == "schema_migrations":
-            columns = _columns(pg, schema, name)
             if columns.get("dirty") == "boolean" and columns.get("version") == "bigint":
                 found.append(Detected("golang-migrate", qualified))
             elif "version" in columns and "dirty" not in columns:

@@ -579,3 +579,44 @@ def test_script_with_its_own_commit_is_named_as_a_risk_and_runs(
     )
     assert not index_exists(db, "items_a")
     assert scalar(db, "SELECT string_agg(version, ',') FROM schema_migrations") == "001"
+
+
+# -- bookkeeping tables under other names and schemas
+
+
+def test_flyway_history_under_its_old_name_is_flyway_not_the_procedures_format(
+    make_db: Callable[[], str], tmp_path: Path
+) -> None:
+    db = make_db()
+    migrations = write(tmp_path / "flyway", FLYWAY)
+    flyway_apply(db, migrations, ["1", "2"])
+    execute(db, "ALTER TABLE flyway_schema_history RENAME TO schema_version")
+    tgt = target(db, migrations, migrations_table="schema_version")
+
+    plan = tgt.plan("migration:1")
+    run_plan(plan)
+
+    assert plan.notes[0] == "Migration tool: Flyway, table schema_version"
+    assert columns(db, "items") == ["id"]
+    assert scalar(db, "SELECT count(*) FROM schema_version WHERE type = 'UNDO_SQL'") == 1
+
+
+def test_golang_table_in_another_schema_is_rolled_back_there(
+    make_db: Callable[[], str], tmp_path: Path
+) -> None:
+    db = make_db()
+    migrations = write(tmp_path / "golang", GOLANG)
+    golang_up(db, migrations)
+    execute(db, "CREATE SCHEMA migrate; ALTER TABLE schema_migrations SET SCHEMA migrate")
+    tgt = target(db, migrations, migrations_table="migrate.schema_migrations")
+    step = tgt.plan("migration:1").rollback[0]
+
+    with pg(db) as other:
+        lock = golang_lock_id(db, "migrate.schema_migrations")
+        other.execute("SELECT pg_advisory_lock(%s)", (lock,))
+        with pytest.raises(TemporaryError, match="a migrate run is in progress"):
+            step.run(StepContext.for_test(timeout=10, memory={}))
+    run_step(step, {})
+
+    assert scalar(db, "SELECT version FROM migrate.schema_migrations WHERE NOT dirty") == 1
+    assert not index_exists(db, "items_name")
