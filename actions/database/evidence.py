@@ -97,7 +97,7 @@ def _loss(target: DatabaseTarget, since: datetime, *, replayed: bool = False) ->
 
 def _migration_loss(target: DatabaseTarget, version: str) -> list[Finding]:
     rollback = MigrationPlanner(target.params).rollback(version)
-    findings = []
+    findings = [Finding(Level.RISKY, risk) for risk in rollback.risks]
     for step in rollback.steps:
         script = getattr(step, "script", None)
         if script is None:

@@ -44,6 +44,7 @@ from actions.database.migration_plans import MigrationPlanner
 from actions.database.migrations import Detected, table_identifier, version_key
 from actions.database.params import DatabaseConnection, DatabaseParams
 from actions.database.pgtools import connect, planning_errors
+from actions.database.sqltext import statements
 
 BREAKING = [
     (
@@ -70,14 +71,6 @@ ADDITIVE = re.compile(
 )
 ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\b.*\bADD\s+(COLUMN\s+)?(IF\s+NOT\s+EXISTS\s+)?\w+")
 RELAXING = re.compile(r"^ALTER\s+TABLE\b.*\b(DROP\s+NOT\s+NULL|DROP\s+CONSTRAINT|SET\s+DEFAULT)\b")
-
-
-def statements(script: str) -> list[str]:
-    """Split SQL into statements (comments and string bodies removed), upper-cased, one line."""
-    text = re.sub(r"--[^\n]*", " ", script)
-    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.DOTALL)
-    text = re.sub(r"'(?:[^']|'')*'", "''", text)
-    return [" ".join(s.split()).upper() for s in text.split(";") if s.strip()]
 
 
 def _breaks(statement: str) -> str | None:
@@ -150,8 +143,8 @@ class Migrations:
         ):
             if self.found.tool == "flyway":
                 query = sql.SQL(
-                    "SELECT version, max(installed_on) FROM {} WHERE version IS NOT NULL "
-                    "GROUP BY version"
+                    "SELECT version, max(installed_on) FROM {} WHERE version IS NOT NULL"
+                    " AND type NOT LIKE 'UNDO%' GROUP BY version"
                 ).format(table_identifier(self.found.table))
                 rows = pg.execute(query).fetchall()
             elif self.found.tool in ("procedures", "supabase"):
@@ -174,7 +167,13 @@ class Migrations:
                 f"{self.found.label} keeps no time per migration: map image versions to "
                 "migrations with schema_from.versions on the app target"
             )
-        newer = sorted((v for v, t in times.items() if t > moment), key=version_key)
+        # in the order they were applied (Flyway's out-of-order migrations are not in version
+        # order), the version breaking a tie
+        applied = set(self.planner.applied(self.found))
+        newer = sorted(
+            (v for v, t in times.items() if t > moment and v in applied),
+            key=lambda v: (times[v], version_key(v)),
+        )
         return [self._migration(v, times.get(v)) for v in newer]
 
     def after(self, version: str) -> list[Migration]:

@@ -178,15 +178,14 @@ class DatabaseTarget:
     def _migration_points(self) -> list[RollbackPoint]:
         planner = MigrationPlanner(self.params)
         found = planner.detect()
-        versions = planner.applied(found)
         tool = TOOL_NAMES[found.tool].split(" (")[0]
         return [
             RollbackPoint(f"migration:{v}", f"{tool} migration {v} · current", is_current=True)
             if i == 0
             else RollbackPoint(
-                f"migration:{v}", f"{tool} migration {v} · rolls back {i} newer migration(s)"
+                f"migration:{v}", f"{tool} migration {v} · rolls back {n} newer migration(s)"
             )
-            for i, v in enumerate(versions)
+            for i, (v, n) in enumerate(planner.points(found))
         ]
 
     # -- resolving refs
@@ -705,4 +704,5 @@ class DatabaseTarget:
             self.params.alembic_directory,
             str(spec["revision"]),
             self.params.restore_timeout,
+            tuple(str(h) for h in spec.get("heads", ())),
         )
