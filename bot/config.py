@@ -337,7 +337,7 @@ class RollbackConfig(Strict):
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"environment name {name!r} must be lowercase letters or digits")
+                raise ValueError(f"environment name {name!r} must be lowercase letters, digits, - or _")
         return value
 
     @field_validator("time_zone")
