@@ -324,12 +324,13 @@ class RollbackConfig(Strict):
     environments: dict[str, Environment] = Field(min_length=1)
     time_zone: str = "UTC"
     """The workspace's IANA time zone (`Europe/Berlin`): the RCA file's times are in it."""
-    # The values `${NAME}` expanded to: bot/secrets.py masks them wherever text leaves.
+    # The secret values `${NAME}` expanded to (in a URL, or a credential's field):
+    # bot/secrets.py masks them wherever text leaves.
     _expanded: tuple[str, ...] = PrivateAttr(default=())
 
     @property
     def expanded_values(self) -> tuple[str, ...]:
-        """The values `${NAME}` references were replaced with when the file loaded."""
+        """The secret values `${NAME}` references were replaced with when the file loaded."""
         return self._expanded
 
     @field_validator("environments")
@@ -337,7 +338,9 @@ class RollbackConfig(Strict):
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
             if not _NAME.match(name):
-                raise ValueError(f"environment name {name!r} must be lowercase letters or digits")
+                raise ValueError(
+                    f"environment name {name!r} must be lowercase letters, digits, - or _"
+                )
         return value
 
     @field_validator("time_zone")
@@ -595,20 +598,40 @@ def _expand(
         if name not in environ:
             problems.append(f"{'.'.join(map(str, where))}: environment variable {name} is not set")
             return match.group(0)
-        used.append(environ[name])
+        if _secret_where(where, parts, match.start()):
+            used.append(environ[name])
         return _encoded_for(parts, match.start(), environ[name])
 
     return _VARIABLE.sub(substitute, value)
 
 
+# A field whose name says it holds a credential, or a whole URL (an incoming webhook's
+# URL is its key): a `${NAME}` there is a secret, masked wherever text leaves the bot.
+_SECRET_FIELD = re.compile(r"(?i)token|passw|secret|key|credential|auth|cookie|dsn|url|webhook")
+
+
+def _secret_where(where: tuple[Any, ...], parts: tuple[int, int, int] | None, at: int) -> bool:
+    """Whether a `${NAME}` at `at` of the string at `where` is a secret, to be masked.
+
+    In a URL anything but the host may be a credential (user information, a key in the
+    path as Slack's webhooks have, a token in the query); elsewhere only a field whose name
+    says so. A namespace, a name or a channel taken from the environment is not masked:
+    masking it would make every message about the target unreadable and hide nothing.
+    """
+    if parts is not None:
+        host, path, _query = parts
+        return not host <= at < path
+    return bool(where) and isinstance(where[-1], str) and bool(_SECRET_FIELD.search(where[-1]))
+
+
 def _url_parts(template: str) -> tuple[int, int, int] | None:
-    """Where an http(s) URL's host, path and query start in `template` (userinfo before host).
+    """Where a URL's host, path and query start in `template` (userinfo before host).
 
     Computed on the template, before `${NAME}` is replaced, so a value cannot move the
     boundaries (RFC 3986 section 3: `//authority` ends at the first `/`, `?` or `#`; the
-    path at `?` or `#`). None when the string is not an http(s) URL.
+    path at `?` or `#`). None when the string is not a `scheme://` URL.
     """
-    scheme = re.match(r"(?i)https?://", template)
+    scheme = re.match(r"(?i)[a-z][a-z0-9+.-]*://", template)
     if scheme is None:
         return None
     authority = scheme.end()

@@ -272,7 +272,12 @@ class Flows:
                 actor=run.requester,
                 detail={"verdict": reason, "plan_hash": run.plan_hash},
             )
-        advised = with_verdict(decide(Answers(**incident.answers)), plan.verdicts)
+        decided = decide(Answers(**incident.answers))
+        if decided.recommendation is None:
+            # The flowchart was not answered (monitoring opened the incident): the
+            # incident's own reason stands, not a prompt for an answer nobody was asked.
+            return self.store.run(run.id) or run
+        advised = with_verdict(decided, plan.verdicts)
         if advised.reason != incident.reason:
             recommendation = advised.recommendation.value if advised.recommendation else None
             self.store.update_incident(

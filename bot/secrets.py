@@ -1,8 +1,11 @@
 """Secrets stay secret: every value that came from a secret source is masked on the way out.
 
 The config file names secrets three ways: `{env: NAME}` and `{file: PATH}`
-(a `SecretRef`, read when a step runs) and `${NAME}` anywhere in a string (a
-token in a webhook path or query string, say), expanded when the file loads.
+(a `SecretRef`, read when a step runs); `${NAME}` in a URL (anywhere but its
+host: a token in a webhook path or query string, say) or in a field whose name
+says it is a credential, expanded when the file loads; and an incoming
+webhook's URL, whose path is its key. A `${NAME}` elsewhere (a namespace, a
+name) is configuration, not a secret, and is shown as it is.
 Once expanded, a `${NAME}` value is ordinary text: it reaches plan
 descriptions, progress, step output, the RCA and the database like any other.
 Tracking taint through every string would touch every module; instead the

@@ -44,6 +44,11 @@ NOTIFY_CUSTOMERS = "notify_customers"
 absent means the e-mail is planned where configured (runs requested before the choice)."""
 
 
+UNANSWERED = "No recommendation: the flowchart's questions were not answered."
+"""An incident's reason when nobody answered the flowchart (monitoring opened it): the
+decision's own text would be a prompt ("Answer: …") that nobody on the card is asked."""
+
+
 def plan_memory(*, leave_maintenance_on: bool, notify_customers: bool) -> dict[str, Any]:
     """The request's choices that shape its plan, kept with the run to plan it the same again."""
     memory: dict[str, Any] = {}
@@ -130,7 +135,7 @@ class Workflow:
             summary=summary,
             answers={k: v for k, v in vars(answers).items()},
             recommendation=decision.recommendation.value if decision.recommendation else None,
-            reason=decision.reason,
+            reason=decision.reason if decision.recommendation else UNANSWERED,
             detected_at=detected_at or self.store.clock(),
         )
         try:

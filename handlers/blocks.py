@@ -67,7 +67,6 @@ class RunFacts:
     auto_approved_at: datetime | None = None
     approvers: Approvers | None = None
     """Who may approve (config), to say who still can."""
-    now: datetime | None = None
 
 
 def approval_state(
@@ -75,9 +74,12 @@ def approval_state(
     approvals: list[tuple[str, datetime]],
     *,
     approvers: Approvers | None = None,
-    now: datetime | None = None,
 ) -> str:
-    """`1 of 2 approvals (@dba) · may still approve: @bob @ops · expires 04:12 (9 min left)`."""
+    """`1 of 2 approvals (@dba) · may still approve: @bob @ops · expires <date token>`.
+
+    The deadline is a date token only: a message stays on screen for hours, and a count of
+    minutes left written into it would be false a minute later.
+    """
     need = run.approvals_required
     said = f"{len(approvals)} of {need} approval{'' if need == 1 else 's'}"
     if approvals:
@@ -89,17 +91,14 @@ def approval_state(
         still = [t.user(u) for u in approvers.users if u not in done]
         still += [t.group(g) for g in approvers.groups]
         said += f" · may still approve: {' '.join(still) or 'nobody (check the config)'}"
-    left = t.minutes_left(run.expires_at, now)
-    said += f" · expires {t.when(run.expires_at)}{f' ({left})' if left else ''}"
+    said += f" · expires {t.when(run.expires_at)}"
     return said
 
 
 def _status_line(run: Run, facts: RunFacts) -> str:
     line = RUN_TITLES[run.state]
     if facts.approvals or run.state == "requested":
-        line += " · " + approval_state(
-            run, facts.approvals, approvers=facts.approvers, now=facts.now
-        )
+        line += " · " + approval_state(run, facts.approvals, approvers=facts.approvers)
     if facts.approvals and run.state != "requested":
         who = ", ".join(f"{t.user(u)} at {t.when(at)}" for u, at in facts.approvals)
         line += f" · Approved by {who}"
@@ -257,7 +256,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
         blocks.append(t.context(":warning: forced: missing rollback scripts overridden"))
     blocks.append(
         t.context(
-            f"{approval_state(run, facts.approvals, approvers=approvers, now=facts.now)}"
+            f"{approval_state(run, facts.approvals, approvers=approvers)}"
             f" · requested by {t.user(run.requester)} · plan `{run.plan_hash[:12]}`"
         )
     )
@@ -534,14 +533,13 @@ def run_line(
     approvals: list[tuple[str, datetime]],
     *,
     approvers: Approvers | None = None,
-    now: datetime | None = None,
 ) -> str:
     """One line of /rollback status or history."""
     took = ""
     if run.started_at and run.finished_at:
         took = f" in {t.seconds(run.started_at, run.finished_at)}"
     if approvals or run.state == "requested":
-        approved = approval_state(run, approvals, approvers=approvers, now=now)
+        approved = approval_state(run, approvals, approvers=approvers)
     else:
         approved = "break-glass" if run.break_glass else "no approvals"
     return (

@@ -259,15 +259,13 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
 
 
 def _line(run: Run, deps: Deps) -> str:
-    """A run's line with its exact approval state (who approved, who still may, time left)
+    """A run's line with its exact approval state (who approved, who still may, the deadline)
     and a link to its thread."""
     try:
         approvers = deps.config.environment(run.environment).approvers
     except UnknownTarget:  # the environment left the config since
         approvers = None
-    line = blocks.run_line(
-        run, deps.workflow.approvals(run), approvers=approvers, now=deps.store.clock()
-    )
+    line = blocks.run_line(run, deps.workflow.approvals(run), approvers=approvers)
     link = t.thread_link(run.slack)
     return f"{line} · <{link}|thread>" if link else line
 

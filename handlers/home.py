@@ -120,7 +120,6 @@ class HomeTab:
             history=snapshot.history,
             drills=snapshot.drills,
             incidents=snapshot.incidents,
-            now=self.deps.store.clock(),
         )
 
     def _may(self, run: Run, user: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from slack_sdk.models.blocks import (
     Block,
@@ -67,7 +67,6 @@ class HomeContent:
     """Each drillable target's last drill (flagged when never drilled or overdue)."""
     incidents: list[PhaseTimes] = field(default_factory=list)
     """The newest incidents' recovery phases (detect, decide, approve, recover)."""
-    now: datetime | None = None
 
 
 Section = Callable[[HomeContent], list[Block]]
@@ -92,7 +91,7 @@ def _titled(
 
 def active_section(content: HomeContent) -> list[Block]:
     """Incidents whose rollback waits, is approved or runs."""
-    lines = [f"{run_line(run, [], now=content.now)}{_thread(link)}" for run, link in content.active]
+    lines = [f"{run_line(run, [])}{_thread(link)}" for run, link in content.active]
     return _titled("Active incidents", lines, "No rollback is waiting or running.")
 
 

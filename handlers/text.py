@@ -122,16 +122,6 @@ def when(at: datetime | None) -> str:
     return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def minutes_left(at: datetime | None, now: datetime | None) -> str:
-    """`12 min left` until `at`, or '' when either is unknown."""
-    if at is None or now is None:
-        return ""
-    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    left = max(int((aware - now).total_seconds() // 60), 0)
-    return f"{left} min left"
-
-
 def seconds(start: datetime | None, end: datetime | None) -> str:
     """A step's duration."""
     if start is None or end is None:

@@ -202,7 +202,6 @@ class IncidentThread:
             cancelled_by=cancelled,
             auto_approved_at=auto,
             approvers=self.deps.config.environment(run.environment).approvers,
-            now=self.deps.store.clock(),
         )
 
     def review(self, run_id: str) -> None:

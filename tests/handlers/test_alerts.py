@@ -49,6 +49,9 @@ def test_firing_alert_opens_a_critical_incident_thread(
     wait_for(lambda: plan_message(sandbox), what="the plan in the thread")
     shown = text_of(card(sandbox))
     assert "Critical" in shown and "HighErrorRate: error rate 62% for 5m" in shown
+    # Monitoring answers no flowchart question: the card says why it opened, not a prompt.
+    assert "Answer:" not in shown and "Is data at risk?" not in shown
+    assert "No recommendation: the flowchart's questions were not answered." in shown
     incident = sandbox.process.deps.store.incident(result["incident"])
     assert incident is not None and f"{incident.detected_at:%H:%M:%S}" == "02:55:00"
 

@@ -167,3 +167,16 @@ def test_a_secret_inside_a_json_column_is_masked_before_it_is_stored(engine: sa.
         stored = conn.execute(sa.text("SELECT CAST(memory AS TEXT), text FROM rows")).all()
     assert stored and all(secret not in f"{memory} {text}" for memory, text in stored)
     assert any(MASK in memory for memory, _ in stored)
+
+
+def test_only_secret_expansions_are_masked(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    assert "namespace: voxflow-prod" in text
+    text = text.replace("namespace: voxflow-prod", "namespace: ${NAMESPACE}", 1)
+    text = text.replace(STATUS, f"{STATUS}?key=${{STATUS_KEY}}")
+    path = tmp_path / "rollback.yml"
+    path.write_text(text)
+    config = load_config(path, environ={"NAMESPACE": "voxflow-prod-eu", "STATUS_KEY": "k3y-s3cret"})
+    secrets = collect(expanded=config.expanded_values, config=config, settings=settings())
+    said = secrets.redact("voxflow-api in voxflow-prod-eu; POST …?key=k3y-s3cret")
+    assert said == f"voxflow-api in voxflow-prod-eu; POST …?key={MASK}"

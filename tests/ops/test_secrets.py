@@ -24,7 +24,8 @@ from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import PEOPLE
 
 PLANTED = {
-    # ${NAME} in URL paths and query strings, {env: …} and {file: …} tokens.
+    # ${NAME} in URL paths and query strings, {env: …} and {file: …} tokens; and a namespace
+    # from ${NAME}, which is configuration, not a secret.
     "PLANT_HEALTH_PATH": "plantedHealthPath-4d1e",
     "PLANT_HEALTH_QUERY": "plantedHealthQuery-77aa",
     "PLANT_MAINT_PATH": "plantedMaintPath-0b3c",
@@ -174,8 +175,11 @@ def test_planted_secrets_are_in_no_payload_log_line_row_or_file(
             left = _everything_the_bot_left(sandbox, lines, answers)
         finally:
             sandbox.stop()
-    for secret in [*PLANTED.values(), FILE_TOKEN, ALERT_TOKEN]:
+    secrets = [v for k, v in PLANTED.items() if k != "PLANT_NAMESPACE"]
+    for secret in [*secrets, FILE_TOKEN, ALERT_TOKEN]:
         assert secret not in left, f"{secret} leaked"
+    # A namespace taken from the environment is configuration: shown, not masked.
+    assert f"Leak {PLANTED['PLANT_NAMESPACE']}" in left
     assert MASK in left
     assert "Leak" in left and "Rollback plan" in left
 
