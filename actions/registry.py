@@ -167,3 +167,72 @@ def check_manifest(image: str, *, auth: tuple[str, str] | None = None) -> Answer
         how = "with the pull secret" if auth else "anonymously"
         return Answer(Pullable.NO, f"{ref.registry} refuses {image} {how} (HTTP {status})")
     return Answer(Pullable.UNKNOWN, f"{ref.registry} answered HTTP {status} for {image}")
+
+
+PLATFORM = ("linux", "amd64")
+LIST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+class Unreadable(Exception):
+    """The registry could not say: the message says why, in words."""
+
+
+def image_labels(image: str, *, auth: tuple[str, str] | None = None) -> dict[str, str]:
+    """The labels in an image's config, read from its registry as a pull reads them.
+
+    A pull GETs the manifest (an index or list first picks this platform's manifest), then
+    the config blob the manifest names (distribution's spec/api.md, "Pulling An Image";
+    the OCI image spec's config.md: `config.Labels`).
+    """
+    ref = Reference.parse(image)
+    base = f"{ref.base_url}/v2/{ref.repository}"
+    try:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            headers = {"Accept": ACCEPT}
+            manifest = _get(client, f"{base}/manifests/{ref.reference}", headers, auth, ref)
+            if manifest.headers.get("content-type", "").split(";")[0] in LIST_TYPES:
+                chosen = _platform_manifest(manifest.json())
+                manifest = _get(client, f"{base}/manifests/{chosen}", headers, auth, ref)
+            digest = manifest.json()["config"]["digest"]
+            config = _get(client, f"{base}/blobs/{digest}", headers, auth, ref).json()
+    except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+        raise Unreadable(f"cannot read {image}'s labels from {ref.registry}: {exc}") from None
+    labels = (config.get("config") or {}).get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _get(
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    auth: tuple[str, str] | None,
+    ref: Reference,
+) -> httpx.Response:
+    """GET, answering a Bearer or Basic challenge once; raise on anything but 200."""
+    answer = client.get(url, headers=headers, follow_redirects=True)
+    challenge = answer.headers.get("www-authenticate", "")
+    if answer.status_code == 401 and challenge.lower().startswith("bearer"):
+        token = _token(client, challenge, auth, ref)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+            answer = client.get(url, headers=headers, follow_redirects=True)
+    elif answer.status_code == 401 and auth is not None:
+        answer = client.get(url, headers=headers, auth=auth, follow_redirects=True)
+    if answer.status_code != 200:
+        raise Unreadable(f"{ref.registry} answered HTTP {answer.status_code} for {url}")
+    return answer
+
+
+def _platform_manifest(index: dict[str, Any]) -> str:
+    """The digest of this platform's manifest in an index, else the first one's."""
+    manifests = index.get("manifests") or []
+    for entry in manifests:
+        platform = entry.get("platform") or {}
+        if (platform.get("os"), platform.get("architecture")) == PLATFORM:
+            return str(entry["digest"])
+    if not manifests:
+        raise Unreadable("the image index lists no manifest")
+    return str(manifests[0]["digest"])
