@@ -98,8 +98,9 @@ SEVERITIES = ("critical", "high", "medium", "low")
 class CommunicationsPolicy(Communications):
     """The post-rollback communications, and for which severities customers are told.
 
-    The procedures send the customer e-mail only "if needed": the rollback form asks,
-    its default being whether the request's severity is in `notify_customers`.
+    The procedures tell customers only "if needed": the rollback form asks, its default
+    being whether the request's severity is in `notify_customers`, and the answer covers
+    everything customers see (the status page and the e-mail).
     """
 
     notify_customers: list[Literal["critical", "high", "medium", "low"]] = ["critical", "high"]

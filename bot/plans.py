@@ -14,8 +14,9 @@ request asked to leave maintenance on for people to look.
 Each step's timeout is the action's own unless the config sets one for its kind
 (`timeouts:` on the step's target, then on the rolled-back target, then on the
 environment); the stored timeouts are the approved ones, and a resume keeps them. The
-customer e-mail is planned only when the request chose to notify customers, and each
-communication step says who it tells what.
+customer-facing steps (the status page, the e-mail) are planned only when the request chose
+to notify customers, with the texts the form previewed; each communication step says who it
+tells what.
 
 A plan is rendered from `describe()` of its actions, and its hash covers
 exactly those lines: if a newer revision appears or the backup point moves,
@@ -402,9 +403,8 @@ class Planner:
             for i, (phase, action, always, source) in enumerate(phased)
         )
         notes = tuple(note for part in parts for note in part.notes)
-        email = env.communications.customer_email
-        if email is not None and not notify_customers:
-            notes += (f"Customers are not notified: no e-mail to {email.to} (chosen in the form).",)
+        if not notify_customers and (unsent := _not_told(env)):
+            notes += (f"Customers are not notified: {unsent} (chosen in the form).",)
         verdicts = self.verdicts(env, target, point, holders=holders) if assess else ()
         return Plan(
             environment=env_name,
@@ -656,17 +656,52 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or "configured URL"
 
 
+STATUS_PAGE_MESSAGE = (
+    "System has been rolled back and is now operational. We are investigating the root cause."
+)
+EMAIL_SUBJECT = "Service Restored"
+EMAIL_BODY = (
+    "We have resolved the service issues and the service is now fully operational. "
+    "We apologize for any inconvenience caused."
+)
+
+
+def _not_told(env: Environment) -> str:
+    """What customers would have been sent and are not, in words ('' when nothing is set up)."""
+    comms = env.communications
+    unsent = []
+    if comms.status_page is not None:
+        unsent.append(f"no status page update at {_host(comms.status_page.url)}")
+    if comms.customer_email is not None:
+        unsent.append(f"no e-mail to {comms.customer_email.to}")
+    return ", ".join(unsent)
+
+
+def customer_preview(env: Environment) -> list[str]:
+    """The exact customer-facing texts a rollback would send, as the form previews them."""
+    comms = env.communications
+    lines = []
+    if comms.status_page is not None:
+        lines.append(
+            f"Status page ({_host(comms.status_page.url)}): operational, “{STATUS_PAGE_MESSAGE}”"
+        )
+    if comms.customer_email is not None:
+        lines.append(f"E-mail to {comms.customer_email.to}: “{EMAIL_SUBJECT}”: {EMAIL_BODY}")
+    return lines
+
+
 def _communications(
     env: Environment, env_name: str, target: str, *, customers: bool = True
 ) -> list[Action]:
+    """The communications steps: the team's webhook always; what customers see (the status
+    page and the e-mail) only when the request chose to notify them."""
     comms = env.communications
     actions: list[Action] = []
-    message = (
-        "System has been rolled back and is now operational. We are investigating the root cause."
-    )
-    if comms.status_page is not None:
+    if comms.status_page is not None and customers:
         actions.append(
-            http_steps.UpdateStatusPage(comms.status_page, status="operational", message=message)
+            http_steps.UpdateStatusPage(
+                comms.status_page, status="operational", message=STATUS_PAGE_MESSAGE
+            )
         )
     if comms.internal_webhook is not None:
         actions.append(
@@ -682,12 +717,7 @@ def _communications(
     if comms.customer_email is not None and customers:
         actions.append(
             http_steps.SendCustomerEmail(
-                comms.customer_email,
-                subject="Service Restored",
-                body=(
-                    "We have resolved the service issues and the service is now fully "
-                    "operational. We apologize for any inconvenience caused."
-                ),
+                comms.customer_email, subject=EMAIL_SUBJECT, body=EMAIL_BODY
             )
         )
     return actions

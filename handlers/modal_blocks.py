@@ -45,11 +45,14 @@ LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
 
 @dataclass(frozen=True)
 class CustomerNotice:
-    """Who the customer e-mail goes to, the policy's severities, and the form's choice."""
+    """What customers would be told and where, the policy's severities, the form's choice."""
 
     to: str
+    """Where, in words: `status page status.example.com and e-mail to customers@…`."""
     severities: tuple[str, ...]
     choice: str = "policy"
+    preview: tuple[str, ...] = ()
+    """The exact texts customers would be sent, shown before anyone decides."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,12 @@ def rollback_modal(content: ModalContent) -> View:
     )
     if content.customers is not None:
         blocks.append(_notify_input(content.customers, content.severity))
+        if content.customers.preview:
+            blocks.append(
+                t.context(
+                    *(f"Customers would see: {t.esc(line)}" for line in content.customers.preview)
+                )
+            )
     blocks += _option_inputs(content)
     return View(
         type="modal",
@@ -258,13 +267,13 @@ def _notify_input(notice: CustomerNotice, severity: Severity | None) -> InputBlo
         default = f"As the policy says for {severity.value.capitalize()}: {said}"
     options = [
         _option("policy", default),
-        _option("yes", "Yes, e-mail customers"),
+        _option("yes", "Yes, tell customers"),
         _option("no", "No, not this time"),
     ]
     initial = next((o for o in options if o.value == notice.choice), options[0])
     return InputBlock(
         block_id=BlockId.NOTIFY,
-        label=t.cut(f"Notify customers? (e-mail to {notice.to})", t.LABEL_LIMIT + 70),
+        label=t.cut(f"Notify customers? ({notice.to})", t.LABEL_LIMIT + 70),
         optional=True,
         element=RadioButtonsElement(
             action_id=Action.NOTIFY, options=options, initial_option=initial

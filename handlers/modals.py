@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
@@ -35,6 +36,7 @@ from bot.decision import Answers, Severity, decide, with_verdict
 from bot.drills import Drills
 from bot.flows import IncidentRequest, Offer, ThreadNotOpened
 from bot.models import Run
+from bot.plans import customer_preview
 from bot.verdict import Verdict, holders_from
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers import text as t
@@ -358,11 +360,19 @@ class ModalService:
 
 
 def _customers(env: Environment, form: FormState) -> CustomerNotice | None:
-    email = env.communications.customer_email
-    if email is None:
+    """Ask whether customers are told where anything customer-facing is configured."""
+    comms = env.communications
+    if comms.customer_email is None and comms.status_page is None:
         return None
-    severities = tuple(env.communications.notify_customers)
-    return CustomerNotice(to=email.to, severities=severities, choice=form.notify or "policy")
+    told = [f"e-mail to {comms.customer_email.to}"] if comms.customer_email else []
+    if comms.status_page is not None:
+        told.insert(0, f"status page {urlsplit(comms.status_page.url).hostname or 'configured'}")
+    return CustomerNotice(
+        to=" and ".join(told),
+        severities=tuple(comms.notify_customers),
+        choice=form.notify or "policy",
+        preview=tuple(customer_preview(env)),
+    )
 
 
 def _notify(form: FormState) -> bool | None:

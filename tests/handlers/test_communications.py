@@ -88,16 +88,21 @@ def test_the_plan_says_who_is_told_what_and_emails_customers_only_when_chosen(
         answers["notify_customers"] = choice
     plan = request_rollback(sandbox, sandbox.person(ALICE), answers=answers)
     said = text_of(plan)
-    assert "Status page (127.0.0.1): operational, “System has been rolled back" in said
+    status_line = "Status page (127.0.0.1): operational, “System has been rolled back"
+    assert (status_line in said) is emailed  # customer-facing: only when customers are told
     assert "Team webhook (127.0.0.1): “Post-Rollback Status Update: app in prod”" in said
     email_line = f"E-mail customers ({EMAIL_TO}): “Service Restored”"
     assert (email_line in said) is emailed
-    assert (f"Customers are not notified: no e-mail to {EMAIL_TO}" in said) is not emailed
+    unsent = (
+        f"Customers are not notified: no status page update at 127.0.0.1, no e-mail to {EMAIL_TO}"
+    )
+    assert (unsent in said) is not emailed
 
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
     wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback to succeed")
-    assert len(web.calls("POST", "/status")) == 1 and len(web.calls("POST", "/hook")) == 1
+    assert len(web.calls("POST", "/hook")) == 1
+    assert len(web.calls("POST", "/status")) == (1 if emailed else 0)
     sent = web.calls("POST", "/email")
     assert len(sent) == (1 if emailed else 0)
     if emailed:
@@ -112,14 +117,46 @@ def test_the_form_asks_with_the_policys_default_for_the_severity(
         communications={**_communications(web), "notify_customers": ["critical"]}
     )
     block = _modal_notify_block(sandbox, "high")
-    assert block["label"]["text"] == f"Notify customers? (e-mail to {EMAIL_TO})"
+    assert block["label"]["text"] == (
+        f"Notify customers? (status page 127.0.0.1 and e-mail to {EMAIL_TO})"
+    )
     element = block["element"]
     assert element["initial_option"]["value"] == "policy"
     assert element["initial_option"]["text"]["text"] == "As the policy says for High: no"
     assert [o["value"] for o in element["options"]] == ["policy", "yes", "no"]
 
 
-def test_without_a_customer_email_the_form_does_not_ask(
+def test_the_form_previews_the_exact_texts_customers_would_be_sent(
+    make_sandbox: Callable[..., Sandbox], web: WebStub
+) -> None:
+    sandbox = make_sandbox(communications=_communications(web))
+    alice = sandbox.person(ALICE)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    view = wait_for(
+        lambda: next(
+            (
+                v
+                for v in [sandbox.slack.view(view_id).view]
+                if any(b.get("block_id") == "notify_customers" for b in v["blocks"])
+            ),
+            None,
+        ),
+        what="the modal",
+    )
+    blocks = view["blocks"]
+    at = next(i for i, b in enumerate(blocks) if b.get("block_id") == "notify_customers")
+    preview = [e["text"] for e in blocks[at + 1]["elements"]]
+    assert preview == [
+        "Customers would see: Status page (127.0.0.1): operational, “System has been rolled "
+        "back and is now operational. We are investigating the root cause.”",
+        f"Customers would see: E-mail to {EMAIL_TO}: “Service Restored”: We have resolved the "
+        "service issues and the service is now fully operational. We apologize for any "
+        "inconvenience caused.",
+    ]
+
+
+def test_without_anything_customer_facing_the_form_does_not_ask(
     make_sandbox: Callable[..., Sandbox],
 ) -> None:
     sandbox = make_sandbox()
