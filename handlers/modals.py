@@ -10,8 +10,9 @@ Submission validates what it can within Slack's 3 seconds and answers with
 field errors; otherwise it swaps the modal to "Creating incident…" and calls
 `bot.flows.Flows.open_incident` (plan, request, thread), then says in the
 modal where the incident is, or why nothing was opened and what to do: a
-refusal, or Slack refusing the thread (the flow has then withdrawn the run
-and freed the target). If the modal is gone by then, the person gets a DM.
+refusal gives the form back with every answer kept and the reason at its top;
+Slack refusing the thread is said in the modal (the flow has then withdrawn the
+run and freed the target). If the modal is gone by then, the person gets a DM.
 A payload that does not fit (an outdated form, an unknown environment) is
 answered in the modal by `handlers.payloads`' parsers.
 """
@@ -22,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -329,7 +330,7 @@ class ModalService:
         except Refused as exc:
             outcome = f"nothing was requested: {exc}"
             self.flows.settle(key, outcome)
-            self._say(event, "Not requested", f":warning: Nothing was requested: {t.esc(exc)}")
+            self._form_again(event, f"Nothing was requested: {exc}")
             return outcome
         except ThreadNotOpened as exc:
             outcome = f"the incident could not be opened: {exc.reason}"
@@ -347,6 +348,22 @@ class ModalService:
         )
         self._say(event, "Incident created", f"*{opened.incident.id}* opened: {state}.\n{link}")
         return outcome
+
+    def _form_again(self, event: ModalEvent, problem: str) -> None:
+        """Give the person their form back, every answer kept, saying why nothing was requested.
+
+        What is found only after the ack (a target another incident holds, a plan the target
+        refuses: a paused Deployment, the current revision picked) must not cost the person
+        the form they filled in at 3 a.m.: they change what is wrong and submit again.
+        """
+        with self._lock:
+            self._submitted.pop(event.view_id, None)  # it may be changed and re-rendered again
+        content = replace(self.content(event.meta, event.form), problem=problem)
+        try:
+            self.deps.client.views_update(view_id=event.view_id, view=rollback_modal(content))
+        except (SlackApiError, OSError) as exc:
+            log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
+            tell(self.deps.client, Where(user=event.user), f":warning: {t.esc(problem)}")
 
     def _say(self, event: ModalEvent, title: str, body: str) -> None:
         """Show `body` in the modal; if the modal is gone, tell the person by DM."""
