@@ -34,12 +34,6 @@ load. A listener must therefore never do I/O after its `ack()` itself.
 
 When `Later` (handlers/pool.py) is full, the person is told the bot is
 busy and nothing was done.
-
-With `serve --http` the listeners run in two processes (bot/front.py): in the
-front, whose `Later` is a `Forward` (handlers/forward.py) that sends the
-request on instead of running the work, and in the work process, where the
-same listener acks into the void and runs the work. So the part before
-`submit` must change nothing outside this process's memory: it runs twice.
 """
 
 from __future__ import annotations

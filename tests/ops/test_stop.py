@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -313,59 +312,11 @@ def test_a_hanging_readiness_check_does_not_pile_up_probes(
     assert process.readiness() == ["the runner is not running"]
 
 
-def test_the_front_process_runs_no_rollback_and_sends_nothing(
-    tmp_path: Path, slack: FakeSlack
-) -> None:
-    """bot/front.py: the front only acks; an approved run is the work process's to run."""
-    from bot.app import BotProcess
-
-    _, settings = _on_sqlite(tmp_path, slack, runner_poll_seconds=0.05)
-    script = write_script(tmp_path / "script.json")
-    planner = Planner(factory=lambda params: ScriptedTarget(script))
-    config = parse_config(config_dict(), path=Path("t"))
-
-    def bot(worker_url: str | None, channel: str | None = None) -> BotProcess:
-        return BotProcess(
-            settings=settings,
-            config=config,
-            planner=planner,
-            worker_url=worker_url,
-            worker_channel=channel,
-        )
-
-    front = bot("http://127.0.0.1:9", str(tmp_path / "work.sock"))
-    plan = planner.build(env_name="prod", env=config.environment("prod"), target="app", point="1")
-    workflow = front.deps.workflow
-    _, run = workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    workflow.approve(run.id, user=BOB)
-    front.deps.store.enqueue(run.id, "progress")
-    called = len(slack.calls)
-    front.start_runner()
-    try:
-        time.sleep(1.0)  # twenty runner passes, had the front started its runner
-        assert front.deps.store.run(run.id).state == "approved"  # type: ignore[union-attr]
-        assert front.deps.store.outbox_backlog() == 1
-        assert slack.calls[called:] == []
-    finally:
-        front.stop()
-    work = bot(None)  # the work process's runner, on the same database, runs it
-    work.start_runner()
-    try:
-        wait_for(
-            lambda: front.deps.store.run(run.id).state == "succeeded",  # type: ignore[union-attr]
-            what="the work process to run the rollback",
-        )
-    finally:
-        work.stop()
-
-
 def test_serving_takes_start_ups_objects_out_of_the_collectors_walk(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     """bot/__main__.py `freeze_start_up`: a full collection must not walk the config, the
-    Bolt app and the listeners made at start; in the front that walk stalled every ack."""
+    Bolt app and the listeners made at start; that walk stalled every ack in flight."""
     import gc
 
     from bot.__main__ import serve_until_signalled
