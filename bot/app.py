@@ -16,9 +16,11 @@ waiting for the lease to expire; the process then exits. Kubernetes'
 `terminationGracePeriodSeconds` must exceed `shutdown_seconds` plus the HTTP
 drain, or it SIGKILLs first.
 
-`/healthz` is liveness (the process answers HTTP); `/readyz` is readiness:
-the bot's database answers, its schema is current, and the runner loop's
-`last_beat` is fresh.
+`/healthz` is liveness: the process answers HTTP, and the parts that do the
+work are not stuck (no task after an ack and no runner loop pass has taken
+longer than `work_stuck_seconds`), else the platform restarts the process.
+`/readyz` is readiness: the bot's database answers, its schema is current,
+and the runner loop's `last_beat` is fresh.
 
 One process a container: the listeners ack on the HTTP server's thread and
 hand their work to the bounded pool (`deps.later`, handlers/lazy.py) in this
@@ -194,6 +196,7 @@ def _watch_later(registry: CollectorRegistry, later: Later, prefix: str) -> None
         "refused": ("Listener work refused: the queue was full", "refused"),
         "failed": ("Listener work that raised", "failed"),
         "done": ("Listener work finished", "done"),
+        "expired": ("Listener work dropped unrun: it waited past its deadline", "expired"),
         "waited_seconds": ("Total seconds work waited for a thread", "waited_seconds"),
     }
     for name, (text, attr) in series.items():
@@ -233,7 +236,8 @@ class BotProcess:
     planner: Planner | None = None
     metrics_reader: MetricsReader = read_metrics
     ticker: Ticker = SYSTEM
-    """The clock steps and live progress run on (a test's fake one runs a long poll fast)."""
+    """The clock steps, live progress and the work pool's deadlines run on (a test's fake
+    one runs a long poll fast)."""
     deps: Deps = field(init=False)
     app: App = field(init=False)
     runner: Runner = field(init=False)
@@ -267,7 +271,13 @@ class BotProcess:
             planner=planner,
             client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
-            later=Later(threads=self.settings.work_threads, queue=self.settings.work_queue),
+            later=Later(
+                threads=self.settings.work_threads,
+                queue=self.settings.work_queue,
+                deadline=self.settings.work_deadline_seconds,
+                stuck_after=self.settings.work_stuck_seconds,
+                clock=self.ticker.monotonic,
+            ),
         )
         _watch_later(self.metrics.registry, self.deps.later, "rollback_work")
         self.app = create_app(self.settings, self.deps)
@@ -345,6 +355,18 @@ class BotProcess:
             except Exception:
                 log.exception("metrics poll failed; trying again in %.0fs", seconds)
 
+    def liveness(self) -> list[str]:
+        """Say what is stuck in this process: empty when alive."""
+        problems = []
+        stuck = self.deps.later.stuck()
+        if stuck is not None:
+            problems.append(stuck)
+        if self.last_beat is not None and not self._stop.is_set():
+            age = time.monotonic() - self.last_beat
+            if age > self.settings.work_stuck_seconds:
+                problems.append(f"the runner loop has been stuck for {age:.0f}s")
+        return problems
+
     def readiness(self) -> list[str]:
         """Say what keeps this process from taking work: empty when ready."""
         # One check at a time: with the database hanging, probes must not pile up on the
@@ -385,8 +407,10 @@ class BotProcess:
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz."""
         if environ.get("PATH_INFO") == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok"]
+            stuck = self.liveness()
+            status = "503 Service Unavailable" if stuck else "200 OK"
+            start_response(status, [("Content-Type", "text/plain")])
+            return ["\n".join(stuck).encode() if stuck else b"ok"]
         if environ.get("PATH_INFO") == "/readyz":
             return self._ready(start_response)
         if environ.get("PATH_INFO") == "/metrics":

@@ -61,6 +61,17 @@ BUSY = (
 )
 
 
+LATE = (
+    ":hourglass: The bot was too busy to get to this in time, so it did nothing with it; "
+    "please try again."
+)
+
+
+def tell_late(client: WebClient, where: Where | None) -> Callable[[], None]:
+    """What a task dropped past its deadline says (it never ran, and never will)."""
+    return lambda: tell(client, where, LATE)
+
+
 def tell_failure(client: WebClient, where: Where | None) -> Callable[[str], None]:
     """What a failed task says to the person who acted, with its correlation id."""
 
@@ -96,8 +107,15 @@ def after_ack(later: Later) -> Callable[[Callable[..., None]], Callable[..., Non
             given = {n: v for n, v in kwargs.items() if n in wanted}
             if "ack" in given:
                 given["ack"] = _noop_ack
-            if not later.submit(listener, on_error=tell_failure(client, where_of(body)), **given):
-                later.notify(tell, client, where_of(body), BUSY)
+            where = where_of(body)
+            taken = later.submit(
+                listener,
+                on_error=tell_failure(client, where),
+                on_expired=tell_late(client, where),
+                **given,
+            )
+            if not taken:
+                later.notify(tell, client, where, BUSY)
 
         # Not functools.wraps: Bolt reads `inspect.getfullargspec(inspect.unwrap(f)).args`
         # (slack_bolt/util/utils.py), so a __wrapped__ would hide the arguments we need.
@@ -189,7 +207,12 @@ def act_once(
         ack(response_type="ephemeral", text=BUSY)
         return
     ack(**answer)
+
     # the room can have gone to another request since has_room()
-    if not later.submit(work, on_error=tell_failure(client, where)):
+    def late() -> None:  # it never ran: the same request may act when sent again
+        arrivals.forget(key)
+        tell(client, where, LATE)
+
+    if not later.submit(work, on_error=tell_failure(client, where), on_expired=late):
         arrivals.forget(key)
         later.notify(tell, client, where, BUSY)

@@ -339,3 +339,39 @@ def test_serving_takes_start_ups_objects_out_of_the_collectors_walk(
         gc.unfreeze()
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])
+
+
+def test_healthz_fails_while_work_after_an_ack_is_hung_and_recovers_after(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """Liveness is about the part that does the work: a task hung past `work_stuck_seconds`
+    fails /healthz (the platform restarts the process); it passes again once the task ends."""
+    from bot.app import BotProcess
+
+    _, settings = _on_sqlite(tmp_path, slack, work_stuck_seconds=0.5)
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    answers: list[tuple[str, bytes]] = []
+
+    def healthz() -> tuple[str, bytes]:
+        def start(status: str, headers: list[tuple[str, str]]) -> None:
+            answers.append((status, b""))
+
+        body = b"".join(process.wsgi({"PATH_INFO": "/healthz"}, start))
+        return answers[-1][0], body
+
+    hung, started = threading.Event(), threading.Event()
+    try:
+        assert healthz() == ("200 OK", b"ok")
+        assert process.deps.later.submit(lambda: (started.set(), hung.wait(60)))
+        assert started.wait(10)
+        status, body = wait_for(
+            lambda: (answer := healthz())[0].startswith("503") and answer,
+            what="/healthz to fail on the hung task",
+        )
+        assert status == "503 Service Unavailable"
+        assert b"a task after the ack has been running for" in body
+        hung.set()
+        wait_for(lambda: healthz() == ("200 OK", b"ok"), what="/healthz to pass again")
+    finally:
+        hung.set()
+        process.stop()
