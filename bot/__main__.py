@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 EXIT_BAD_INPUT = 2
-log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
