@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -374,4 +375,21 @@ def test_healthz_fails_while_work_after_an_ack_is_hung_and_recovers_after(
         wait_for(lambda: healthz() == ("200 OK", b"ok"), what="/healthz to pass again")
     finally:
         hung.set()
+        process.stop()
+
+
+def test_healthz_fails_when_the_runner_loop_is_stuck(tmp_path: Path, slack: FakeSlack) -> None:
+    """A runner loop whose last full pass is older than `work_stuck_seconds` fails liveness."""
+    from bot.app import BotProcess
+
+    _, settings = _on_sqlite(tmp_path, slack, work_stuck_seconds=60.0)
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    try:
+        assert process.liveness() == []  # the runner not started yet is not stuck
+        process.last_beat = time.monotonic()
+        assert process.liveness() == []
+        process.last_beat = time.monotonic() - 61.0  # its loop hung in one pass
+        (problem,) = process.liveness()
+        assert problem.startswith("the runner loop has been stuck for 6")
+    finally:
         process.stop()
