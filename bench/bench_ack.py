@@ -9,20 +9,18 @@ Each app runs in processes of its own, apart from the bench's client threads
 `bot.server.HttpServer` with the same limits (`http_limits` of default
 settings: 8 threads):
 - **bot**: `rollback-bot serve --http` as an operator runs it, on the demo's
-  config (examples/demo.yml) and a SQLite file: a front process that acks
-  (signature check, secret masking, Bolt, every listener) and forwards each
-  request with work to the work process, which opens the modals, reads the
-  Deployment and applies approvals (bot/front.py). `--one-process` serves it
-  with `serve --one-process` instead, acks and work in one process, for the
-  comparison. The bench asks the bot whether it is idle through its /metrics.
+  config (examples/demo.yml) and a SQLite file: one process that acks
+  (signature check, secret masking, Bolt, every listener) and hands the work
+  (opening the modals, reading the Deployment, applying approvals) to its
+  bounded pool. The bench asks the bot whether it is idle through its
+  /metrics, and reads its resident memory (RSS, and its peak) from /proc
+  after each level of concurrency.
 - **stand-ins**: fake Slack and the demo's fake Kubernetes API server and web
   endpoints, in a process of their own, as Slack and a Kubernetes API server
   are other machines in production. They still share the machine's two
-  cores with the bot, so they run at nice 10, like the bot's work process:
-  their work while the bot opens forms (answering its reads) would otherwise
-  take a core from the bot's acks, which production does not do. It still
-  takes cores from the bot's work, and the bare apps' cells have no such
-  load at all.
+  cores with the bot, so they run at nice 10: their work while the bot opens
+  forms (answering its reads) would otherwise take a core from the bot's
+  acks, which production does not do.
 - **bare**: a Bolt app whose `/rollback` and Approve listeners only `ack()`,
   behind Bolt's own signature check, with Bolt's default
   `process_before_response=False` (the listener runs on Bolt's executor and
@@ -37,20 +35,23 @@ connection) it sends `--requests` requests and reports the time from
 sending to the HTTP answer (the ack) at p50 and p99, and the ratio of the
 bot's p99 to the bare app's. A cell is sent in `--rounds` rounds that
 alternate bot and bare, so a change in the machine's load while the bench
-runs (other processes on a shared machine) reaches both alike; the load
-average before and after is printed with the table:
+runs (other processes on a shared machine) reaches both alike, and the bare
+apps' cells are sent while the bot still works off its own cell of the same
+kind just before (the same work running beside both: the fair comparison);
+the load average before and after is printed with the table:
 - `/rollback app prod`, each with a new trigger id: the bot acks, then opens
-  the modal and reads the Deployment in its work process (that work competes
-  for the same two cores, and is included in the load, not in the ack);
+  the modal and reads the Deployment on its pool (that work competes for the
+  same two cores, and is included in the load, not in the ack);
 - Approve on one plan message by the two demo people in turn: Bob's first
   click is applied, every other is a repeat or a refusal the bot answers
   ephemerally after the ack.
 Before the cells, `--warmup` requests of each kind go to each app and are not
 counted: the bot's first form imports the Kubernetes client and the target
 modules (about a second of CPU, once per process), which is start-up, not an
-ack. Between cells the bench waits until the bot's work pool is idle. Then it
-fires a burst of 100 simultaneous `/rollback app prod` (100 threads, a new
-connection each) at each app and counts the requests lost (no HTTP 200).
+ack. Between rounds the bench waits until the bot's work pool is idle. Then it
+fires a burst of `--burst` (500) simultaneous `/rollback app prod` (a thread
+and a new connection each) at each app and counts the requests lost (no HTTP
+200; the bot's "busy" answer is a 200 and counted apart).
 
 With each kind's table comes each process's CPU per request (from /proc, so
 Linux only): the client's while it sent; the app's processes' and the
@@ -189,14 +190,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def child_of(pid: int) -> int | None:
-    """A child process of `pid` (the front's work process), from /proc (Linux)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with suppress(OSError), open(f"/proc/{entry}/stat") as stat:
-                if int(stat.read().rpartition(")")[2].split()[1]) == pid:
-                    return int(entry)
-    return None
+def memory_mib(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), MiB, from /proc."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
 
 
 Key = tuple[str, str]
@@ -359,11 +361,8 @@ def serve_world(pipe: Connection, workdir: str) -> None:
 
 
 @contextmanager
-def served_bot(
-    workdir: Path, world: dict[str, str], *, one_process: bool
-) -> Iterator[dict[str, Any]]:
-    """`rollback-bot serve --http` as an operator runs it (a front process acking and a work
-    process, or with `one_process` one process doing both), answering the stand-ins of
+def served_bot(workdir: Path, world: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """`rollback-bot serve --http` as an operator runs it, answering the stand-ins of
     `serve_world`; asked whether it is idle through its /metrics."""
     database = f"sqlite:///{workdir / 'rollback-bot.db'}"
     secret = "bench-bot-signing-secret-0123456"
@@ -380,7 +379,7 @@ def served_bot(
     subprocess.run([*bot, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
     argv = [*bot, "serve", "--http", "127.0.0.1:0", "--config", str(DEMO_CONFIG)]
     process = subprocess.Popen(
-        argv + (["--one-process"] if one_process else []),
+        argv,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -396,10 +395,7 @@ def served_bot(
         if not base:
             raise SystemExit("bench_ack: rollback-bot serve did not start")
         threading.Thread(target=process.stdout.read, daemon=True).start()  # drain its output
-        processes = {"front" if not one_process else "bot": process.pid}
-        work = None if one_process else child_of(process.pid)
-        if work is not None:
-            processes["work"] = work
+        processes = {"bot": process.pid}
         yield {
             "url": f"{base}/slack/events",
             "secret": secret,
@@ -412,28 +408,27 @@ def served_bot(
 
 
 def _asking(base: str) -> Callable[[str], Any]:
-    """Answer "idle", "refused" and "stats" from the bot's /metrics: its work pool, and the
-    front's forwarding pool when it runs one."""
+    """Answer "idle", "refused" and "stats" from the bot's /metrics: its work pool."""
 
     def gauges() -> dict[str, float]:
         text = httpx.get(f"{base}/metrics", timeout=30).text
         values = {}
         for line in text.splitlines():
             name, _, value = line.partition(" ")
-            if name.startswith(("rollback_work_", "rollback_forward_")):
+            if name.startswith("rollback_work_"):
                 values[name] = float(value)
         return values
 
     def ask(question: str) -> Any:
         now = gauges()
 
-        def both(what: str) -> float:
-            return now.get(f"rollback_work_{what}", 0.0) + now.get(f"rollback_forward_{what}", 0.0)
+        def pool(what: str) -> float:
+            return now.get(f"rollback_work_{what}", 0.0)
 
         if question == "idle":
-            return both("queued") + both("running") == 0
+            return pool("queued") + pool("running") == 0
         if question == "refused":
-            return int(both("refused"))
+            return int(pool("refused"))
         return ", ".join(f"{k.removeprefix('rollback_')} {v:g}" for k, v in sorted(now.items()))
 
     return ask
@@ -574,25 +569,18 @@ def main() -> None:
         help="requests of each kind sent to each app first, not counted (imports, connections)",
     )
     parser.add_argument(
-        "--one-process",
-        action="store_true",
-        help="serve the bot with `serve --one-process` (acks and work in one process)",
-    )
-    parser.add_argument(
-        "--beside-work",
-        action="store_true",
-        help="send the bare apps' cells while the bot still works off its cell just before "
-        "(the same background load for both)",
+        "--burst", type=int, default=500, help="simultaneous requests in the closing burst"
     )
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows: list[tuple[int, dict[Key, Cell]]] = []
     busy: list[str] = []
+    memory: list[str] = []
     load_before = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="bench-ack-")
     with (
         served("stand-ins", serve_world, tmp) as world,
-        served_bot(Path(tmp), _sendable(world), one_process=args.one_process) as bot_info,
+        served_bot(Path(tmp), _sendable(world)) as bot_info,
         served("bare", serve_bare, False) as bare_info,
         served("bare inline", serve_bare, True) as inline_info,
     ):
@@ -609,17 +597,15 @@ def main() -> None:
                 cell(app, body, clients=1, requests=args.warmup)
         for clients in levels:
             refused = bot.refused()
-            took = _level(
-                apps,
-                clients=clients,
-                requests=args.requests,
-                rounds=args.rounds,
-                beside_work=args.beside_work,
-            )
+            took = _level(apps, clients=clients, requests=args.requests, rounds=args.rounds)
             rows.append((clients, took))
             busy.append(f"{clients} clients: {bot.refused() - refused}")
+            now, peak = memory_mib(bot.processes["bot"])
+            memory.append(f"{clients} clients: {now:.0f} (peak {peak:.0f})")
             print("done", clients, "clients", flush=True)
-        lost = {app.name: burst(app) for app in apps}
+        refused = bot.refused()
+        lost = {app.name: burst(app, size=args.burst) for app in apps}
+        burst_busy = bot.refused() - refused
         print(f"stats of the bot's work pool: {bot.ask('stats')}")
     shutil.rmtree(tmp, ignore_errors=True)
     load_after = os.getloadavg()
@@ -627,8 +613,7 @@ def main() -> None:
         f"\n{args.requests} requests per cell in {args.rounds} interleaved rounds, after "
         f"{args.warmup} uncounted of each kind to each app; "
         f"ack p50 / p99 in ms (send to HTTP answer); "
-        + ("the bare apps' cells beside the bot's work; " if args.beside_work else "")
-        + "1-minute load average "
+        + "the bare apps' cells beside the bot's work; 1-minute load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores)"
     )
     for kind, title in (("command", "`/rollback app prod`"), ("approve", "Approve")):
@@ -655,16 +640,18 @@ def main() -> None:
             for app in apps:
                 print(f"| {clients} | {app.name} | {_cpu(took[(app.name, kind)])} |")
     print(f"\nrequests the bot answered busy (its work pool full): {', '.join(busy)}")
+    print(f"\nthe bot's one process, resident MiB after each level: {', '.join(memory)}")
     said = ", ".join(f"{name} lost {n}" for name, n in lost.items())
-    print(f"\nburst of 100 simultaneous `/rollback app prod`: {said}")
+    print(
+        f"\nburst of {args.burst} simultaneous `/rollback app prod`: {said} "
+        f"(the bot answered {burst_busy} of them busy)"
+    )
 
 
-def _level(
-    apps: list[Target], *, clients: int, requests: int, rounds: int, beside_work: bool
-) -> dict[Key, Cell]:
+def _level(apps: list[Target], *, clients: int, requests: int, rounds: int) -> dict[Key, Cell]:
     """Each app's cells per kind, in rounds that alternate the apps (so the machine's load
-    drift reaches them alike), merged over the rounds. `beside_work`: the bare apps' cells
-    are sent while the bot still works off its own cell of the same kind, sent just before."""
+    drift reaches them alike), merged over the rounds. The bare apps' cells are sent while
+    the bot still works off its own cell of the same kind, sent just before."""
     merged: dict[Key, Cell] = {}
     share = max(clients, requests // rounds)
     bot, *bare = apps
@@ -672,12 +659,9 @@ def _level(
         for kind in ("command", "approve"):
             working = send(bot, _kind(bot, kind), clients=clients, requests=share)
             done: dict[str, Cell] = {}
-            if not beside_work:
-                done[bot.name] = working.settled()
             for app in bare:
                 done[app.name] = cell(app, _kind(app, kind), clients=clients, requests=share)
-            if beside_work:
-                done[bot.name] = working.settled()
+            done[bot.name] = working.settled()
             for name, new in done.items():
                 merged[(name, kind)] = _merge(merged.get((name, kind)), new)
     return merged

@@ -12,8 +12,7 @@ command imported, once), the minimum and the median of `--repeat` runs.
 starts `serve --http 127.0.0.1:0` on a new SQLite database with that config
 (its metrics poller left out, so nothing is read over HTTP at start),
 answering to a fake Slack, and is stopped by SIGTERM as soon as it says it
-serves: that is the front process, which answers Slack (the work process
-starts beside it and is not timed). Two rows more give the floor on the same
+serves. Two rows more give the floor on the same
 machine in the same run: a bare Bolt app's imports, and the third-party
 libraries `serve` imports (Bolt, SQLAlchemy's ORM and SQLite dialect,
 pydantic, pydantic-settings, prometheus_client, waitress, PyYAML), alone.

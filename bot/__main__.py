@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import signal
 import sys
 import threading
@@ -25,12 +24,9 @@ from bot import logs
 
 if TYPE_CHECKING:
     from bot.app import BotProcess
-    from bot.config import RollbackConfig
     from bot.settings import Settings
 
 EXIT_BAD_INPUT = 2
-WORK_NICENESS = 10
-log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,14 +84,6 @@ def _parser() -> argparse.ArgumentParser:
         help="serve POST /slack/events, POST /alerts and GET /healthz here (with --socket: "
         "only /alerts and /healthz matter)",
     )
-    serve.add_argument(
-        "--one-process",
-        action="store_true",
-        help="with --http: ack Slack and do the work in this one process (default: acks here, "
-        "the work in a second process, so work never slows an ack; see README)",
-    )
-    serve.add_argument("--behind-front", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--channel", help=argparse.SUPPRESS)  # the front's socket (bot/channel.py)
     serve.add_argument("--config", help="config file (default: $ROLLBACK_CONFIG)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     serve.set_defaults(handler=_serve)
@@ -151,16 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"set {', '.join(missing)} first (see README: configure)", file=sys.stderr)
         return EXIT_BAD_INPUT
     host, port = _address(args.http) if args.http else ("", 0)
-    config_path = args.config or settings.rollback_config
-    config = load_config(config_path)
-    if args.http and not args.socket and not args.one_process:
-        return _serve_split(args, settings, config, config_path, (host, port))
-    if args.behind_front:
-        # The work yields the CPU to the front's acks (bot/front.py): under a storm of forms
-        # both cores are busy with work, and an ack must not queue behind it for a core.
-        os.nice(WORK_NICENESS)
+    config = load_config(args.config or settings.rollback_config)
     try:
-        process = BotProcess(settings=settings, config=config, behind_front=args.behind_front)
+        process = BotProcess(settings=settings, config=config)
     except SchemaOutOfDate as exc:
         print(f"rollback-bot: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -168,64 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
         process,
         http=(host, port) if args.http else None,
         socket_mode=args.socket,
-        orphaned_when_stdin_closes=args.behind_front,
-        channel=args.channel,
     )
-
-
-def _serve_split(
-    args: argparse.Namespace,
-    settings: Settings,
-    config: RollbackConfig,
-    config_path: str,
-    http: tuple[str, int],
-) -> int:
-    """The front process acks Slack; a work process does the rest (bot/front.py)."""
-    from bot.app import BotProcess
-    from bot.front import WorkProcess
-    from bot.store import SchemaOutOfDate, make_engine, require_current_schema
-
-    engine = make_engine(settings.database_url)
-    try:  # said here, before a work process starts only to say it on its own
-        require_current_schema(engine)
-    except SchemaOutOfDate as exc:
-        print(f"rollback-bot: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    finally:
-        engine.dispose()
-    argv = ["serve", "--one-process", "--behind-front", "--http", "127.0.0.1:0"]
-    argv += ["--config", config_path] + (["--verbose"] if args.verbose else [])
-    work = WorkProcess(argv)
-    try:
-        worker_url = work.start()
-    except RuntimeError as exc:
-        print(f"rollback-bot: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        process = BotProcess(
-            settings=settings, config=config, worker_url=worker_url, worker_channel=work.channel
-        )
-    except SchemaOutOfDate as exc:
-        work.stop()
-        print(f"rollback-bot: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    lost: list[int] = []
-    stop = threading.Event()
-
-    def work_process_exited(status: int) -> None:
-        log.error("the work process exited (status %s); stopping", status)
-        lost.append(status)
-        stop.set()
-
-    work.watch(work_process_exited)
-    try:
-        serve_until_signalled(process, http=http, socket_mode=False, stop=stop)
-    finally:
-        stopped = work.stop(timeout=settings.shutdown_seconds + 10)
-    if lost:
-        print(f"rollback-bot: the work process exited with status {lost[0]}", file=sys.stderr)
-        return 1
-    return 0 if stopped in (0, None) else 1
 
 
 def _settings() -> Settings:
@@ -246,34 +170,18 @@ def serve_until_signalled(
     *,
     http: tuple[str, int] | None,
     socket_mode: bool,
-    orphaned_when_stdin_closes: bool = False,
     stop: threading.Event | None = None,
-    channel: str | None = None,
 ) -> int:
     """Run the bot until SIGTERM or Ctrl-C, then stop it cleanly; return the exit status.
 
-    `orphaned_when_stdin_closes`: the work process behind a front (bot/front.py) also stops
-    when its standard input, a pipe from the front, closes: the front is gone, even if it
-    was killed and could not say so. `stop`: set by another thread, it stops the bot too.
-    `channel`: the work process also takes the front's forwarded requests on this socket
-    (bot/channel.py), listening before it says it serves.
+    `stop`: set by another thread, it stops the bot too.
     """
     stop = threading.Event() if stop is None else stop
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if orphaned_when_stdin_closes:
-
-        def until_eof() -> None:
-            sys.stdin.read()
-            log.warning("the front process is gone; stopping")
-            stop.set()
-
-        threading.Thread(target=until_eof, name="front-watch", daemon=True).start()
     freeze_start_up()
     try:
         process.start_runner()
-        if channel is not None:
-            process.start_channel(channel)
         if http is not None:
             bound = process.start_http(*http)
             print(

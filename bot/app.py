@@ -16,14 +16,16 @@ waiting for the lease to expire; the process then exits. Kubernetes'
 `terminationGracePeriodSeconds` must exceed `shutdown_seconds` plus the HTTP
 drain, or it SIGKILLs first.
 
-`/healthz` is liveness (the process answers HTTP); `/readyz` is readiness:
-the bot's database answers, its schema is current, and the runner loop's
-`last_beat` is fresh.
+`/healthz` is liveness: the process answers HTTP, and the parts that do the
+work are not stuck (no task after an ack and no runner loop pass has taken
+longer than `work_stuck_seconds`), else the platform restarts the process.
+`/readyz` is readiness: the bot's database answers, its schema is current,
+and the runner loop's `last_beat` is fresh.
 
-`serve --http` runs two `BotProcess`es (bot/front.py): a front with
-`worker_url` set, which answers Slack and forwards the work, and never starts
-its runner; and the work process behind it (`behind_front`), which is the
-whole bot as above on a loopback port.
+One process a container: the listeners ack on the HTTP server's thread and
+hand their work to the bounded pool (`deps.later`, handlers/lazy.py) in this
+same process. Slack's need is an ack within 3 seconds; more capacity is more
+replicas on the one database, not more processes here.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry, Gauge
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -48,11 +49,9 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from actions.clock import SYSTEM, Ticker
-from bot.channel import ChannelServer
 from bot.config import RollbackConfig
 from bot.drills import DrillRecorder
-from bot.front import answering, exchange, passed_on
-from bot.metrics import ACK_BUCKETS, BotMetrics, MeteredProgress
+from bot.metrics import BotMetrics, MeteredProgress
 from bot.monitoring import Monitor
 from bot.outbox import Sender
 from bot.plans import Planner, RateSource, target_factory
@@ -68,7 +67,6 @@ from handlers import approvals, commands, drills, errors, gitops, home, modals, 
 from handlers.alerts import AlertWebhook
 from handlers.deps import BotClient, Deps
 from handlers.flows import flows_for
-from handlers.forward import Forward
 from handlers.pool import Later
 from handlers.thread import SlackOutbox, SlackProgress
 from handlers.verify import SlackEndpoint
@@ -191,14 +189,14 @@ def _rate_of(store: Store) -> RateSource:
 
 
 def _watch_later(registry: CollectorRegistry, later: Later, prefix: str) -> None:
-    """Export the after-ack pool's queue, busy threads, refusals and waiting, at each scrape
-    (`rollback_forward_*` in the front process: its pool forwards requests)."""
+    """Export the after-ack pool's queue, busy threads, refusals and waiting, at each scrape."""
     series: dict[str, tuple[str, Any]] = {
         "queued": ("Listener work queued for a thread", "queued"),
         "running": ("Listener work running", "running"),
         "refused": ("Listener work refused: the queue was full", "refused"),
         "failed": ("Listener work that raised", "failed"),
         "done": ("Listener work finished", "done"),
+        "expired": ("Listener work dropped unrun: it waited past its deadline", "expired"),
         "waited_seconds": ("Total seconds work waited for a thread", "waited_seconds"),
     }
     for name, (text, attr) in series.items():
@@ -217,7 +215,6 @@ def http_limits(settings: Settings) -> Limits:
         connection_limit=settings.http_connection_limit,
         max_body_bytes=settings.http_max_body_bytes,
         idle_seconds=settings.http_idle_seconds,
-        request_deadline=settings.http_request_deadline_seconds,
         drain_seconds=settings.shutdown_seconds,
     )
 
@@ -239,15 +236,8 @@ class BotProcess:
     planner: Planner | None = None
     metrics_reader: MetricsReader = read_metrics
     ticker: Ticker = SYSTEM
-    """The clock steps and live progress run on (a test's fake one runs a long poll fast)."""
-    worker_url: str | None = None
-    """Set: this is the front process (bot/front.py); its listeners' work, /alerts, /readyz
-    and /metrics go to the work process serving there. Its runner is never started."""
-    worker_channel: str | None = None
-    """The front's way to forward its listeners' work: the work process's socket
-    (bot/channel.py). Set with `worker_url`."""
-    behind_front: bool = False
-    """This is the work process behind a front: its own request time is not Slack's ack."""
+    """The clock steps, live progress and the work pool's deadlines run on (a test's fake
+    one runs a long poll fast)."""
     deps: Deps = field(init=False)
     app: App = field(init=False)
     runner: Runner = field(init=False)
@@ -256,7 +246,6 @@ class BotProcess:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _http: HttpServer | None = None
-    _channel: ChannelServer | None = None
     _socket: SocketConnection | None = None
     last_beat: float | None = None  # time.monotonic() of the runner loop's last full pass
     _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -270,11 +259,7 @@ class BotProcess:
         self.engine = make_engine(self.settings.database_url)
         require_current_schema(self.engine)
         guard_engine(self.engine, self.secrets)
-        self.metrics = (
-            BotMetrics(ack_name="rollback_worker_request_seconds")
-            if self.behind_front
-            else BotMetrics()
-        )
+        self.metrics = BotMetrics()
         self.metrics.watch(self.engine)
         store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
@@ -286,19 +271,15 @@ class BotProcess:
             planner=planner,
             client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
-            later=self._work_pool(),
+            later=Later(
+                threads=self.settings.work_threads,
+                queue=self.settings.work_queue,
+                deadline=self.settings.work_deadline_seconds,
+                stuck_after=self.settings.work_stuck_seconds,
+                clock=self.ticker.monotonic,
+            ),
         )
-        self.front_metrics = CollectorRegistry()
-        if self.worker_url is None:
-            _watch_later(self.metrics.registry, self.deps.later, "rollback_work")
-        else:
-            self.front_ack = Histogram(
-                "rollback_slack_request_seconds",
-                "Time to answer a request from Slack (the ack), in the front process",
-                buckets=ACK_BUCKETS,
-                registry=self.front_metrics,
-            )
-            _watch_later(self.front_metrics, self.deps.later, "rollback_forward")
+        _watch_later(self.metrics.registry, self.deps.later, "rollback_work")
         self.app = create_app(self.settings, self.deps)
         self.sender = Sender(
             store=store,
@@ -335,23 +316,8 @@ class BotProcess:
         self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
         self.metrics.watch_outbox(store.outbox_backlog)
 
-    def _work_pool(self) -> Later:
-        threads, queue = self.settings.work_threads, self.settings.work_queue
-        if self.worker_url is None:
-            return Later(threads=threads, queue=queue)
-        if self.worker_channel is None:
-            raise ValueError("a front process needs the work process's channel")
-        secret = self.settings.slack_signing_secret.get_secret_value()
-        return Forward(self.worker_channel, secret, threads=threads, queue=queue)
-
     def start_runner(self) -> None:
-        """Run approved rollbacks in the background, and poll metrics where configured.
-
-        Not in the front process: its work process runs them, sends the outbox and refreshes
-        the home tabs, and a second runner here would take CPU from the acks.
-        """
-        if self.worker_url is not None:
-            return
+        """Run approved rollbacks in the background, and poll metrics where configured."""
         self._start(self._run_loop, "runner")
         self._start(lambda: self.sender.serve(self._stop), "outbox-sender")
         self._start(lambda: home.refresh_loop(self.deps, self._stop), "home-refresh")
@@ -388,6 +354,18 @@ class BotProcess:
                 self.monitor.poll()
             except Exception:
                 log.exception("metrics poll failed; trying again in %.0fs", seconds)
+
+    def liveness(self) -> list[str]:
+        """Say what is stuck in this process: empty when alive."""
+        problems = []
+        stuck = self.deps.later.stuck()
+        if stuck is not None:
+            problems.append(stuck)
+        if self.last_beat is not None and not self._stop.is_set():
+            age = time.monotonic() - self.last_beat
+            if age > self.settings.work_stuck_seconds:
+                problems.append(f"the runner loop has been stuck for {age:.0f}s")
+        return problems
 
     def readiness(self) -> list[str]:
         """Say what keeps this process from taking work: empty when ready."""
@@ -429,10 +407,10 @@ class BotProcess:
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz."""
         if environ.get("PATH_INFO") == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok"]
-        if self.worker_url is not None:
-            return self._front(environ, start_response)
+            stuck = self.liveness()
+            status = "503 Service Unavailable" if stuck else "200 OK"
+            start_response(status, [("Content-Type", "text/plain")])
+            return ["\n".join(stuck).encode() if stuck else b"ok"]
         if environ.get("PATH_INFO") == "/readyz":
             return self._ready(start_response)
         if environ.get("PATH_INFO") == "/metrics":
@@ -446,33 +424,6 @@ class BotProcess:
             return self._slack_app(environ, start_response)  # type: ignore[no-any-return]
         finally:
             self.metrics.ack.observe(time.monotonic() - began)
-
-    def _front(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        """The front process (bot/front.py): Slack here, the rest from the work process."""
-        assert self.worker_url is not None
-        path = environ.get("PATH_INFO")
-        if path == "/metrics":
-            return self._front_exposition(start_response)
-        if path in ("/alerts", "/readyz"):
-            timeout = self.settings.shutdown_seconds
-            return passed_on(self.worker_url, environ, start_response, timeout=timeout)
-        began = time.monotonic()
-        try:
-            return answering(environ, self._slack_app, start_response)
-        finally:
-            self.front_ack.observe(time.monotonic() - began)
-
-    def _front_exposition(self, start_response: Any) -> Iterable[bytes]:
-        """The work process's metrics, then the front's own (ack time, forwarding)."""
-        assert self.worker_url is not None
-        try:
-            status, _, worker = exchange(self.worker_url, "GET", "/metrics", timeout=10.0)
-        except OSError:
-            status, worker = 0, b""
-        if status != 200:
-            worker = b"# the work process did not answer /metrics\n"
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
-        return [worker + generate_latest(self.front_metrics)]
 
     @functools.cached_property
     def _slack_app(self) -> Any:
@@ -500,11 +451,6 @@ class BotProcess:
         self._http = HttpServer(self.wsgi, host=host, port=port, limits=http_limits(self.settings))
         return self._http.start()
 
-    def start_channel(self, path: str) -> None:
-        """Take the front's forwarded Slack requests on a Unix socket (bot/channel.py)."""
-        self._channel = ChannelServer(path, self.wsgi)
-        self._channel.start()
-
     def connect_socket_mode(self, connection: SocketConnection | None = None) -> None:
         """Connect to Slack over Socket Mode; `stop` disconnects."""
         if connection is None:
@@ -530,8 +476,6 @@ class BotProcess:
             self._socket = None
         if self._http is not None:
             self._http.stop()
-        if self._channel is not None:
-            self._channel.stop()
         idle = self.runner.wait_idle(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

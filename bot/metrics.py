@@ -49,9 +49,7 @@ ACK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10)
 class BotMetrics:
     """The bot's Prometheus series."""
 
-    def __init__(self, *, ack_name: str = "rollback_slack_request_seconds") -> None:
-        """`ack_name`: what the time to answer a request is called (bot/front.py: the work
-        process behind a front calls its own `rollback_worker_request_seconds`)."""
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.incidents = Counter(
@@ -111,7 +109,7 @@ class BotMetrics:
             registry=r,
         )
         self.ack = Histogram(
-            ack_name,
+            "rollback_slack_request_seconds",
             "Time to answer a request from Slack (the ack)",
             buckets=ACK_BUCKETS,
             registry=r,

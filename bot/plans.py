@@ -44,6 +44,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -71,10 +72,13 @@ from actions.database import DatabaseParams
 from actions.docker import DockerParams
 from actions.kubernetes import KubernetesParams
 from actions.loadbalancer import BlueGreenParams
-from actions.reads import read_once
+from actions.reads import Reads, ReadsThrough
 from bot.config import Environment, FullParams, TargetParams
 from bot.store import KnownVersions, version_key
 from bot.verdict import Assessor, Holders, Verdict
+
+_READS: ContextVar[Reads | None] = ContextVar("planner_reads", default=None)
+"""The `Reads` of the request this thread is answering (`Planner.request`), if any."""
 
 
 @dataclass(frozen=True)
@@ -300,22 +304,37 @@ class Planner:
     _cache: dict[int, Target] = field(default_factory=dict)
 
     def target(self, params: TargetParams) -> Target:
-        """Return the Target for `params`, built once."""
+        """Return the Target for `params`, built once; inside `request`, reading through
+        the request's `Reads` where the target can."""
         key = id(params)
         if key not in self._cache:
             self._cache[key] = self.factory(params)
-        return self._cache[key]
+        target, reads = self._cache[key], _READS.get()
+        if reads is not None and isinstance(target, ReadsThrough):
+            return cast(Target, target.reading(reads))
+        return target
 
     @contextmanager
-    def request(self) -> Iterator[None]:
+    def request(self) -> Iterator[Reads]:
         """One person's request: inside it, each read of a target's live state is made once.
 
         Rendering the modal (points, then checks) and approving (rebuilding the plan)
-        read the target through this scope (`actions.reads`), so the Deployment and its
-        ReplicaSets are read once per render and per approval, not once per question.
+        read the target through one `Reads` (`actions.reads`) that this makes and hands
+        to each target it gives out meanwhile (`target`), so the Deployment and its
+        ReplicaSets are read once per render and per approval, not once per question. A
+        request inside a request shares the outer one's.
         """
-        with read_once():
-            yield
+        outer = _READS.get()
+        if outer is not None:
+            yield outer
+            return
+        reads = Reads()
+        token = _READS.set(reads)
+        try:
+            yield reads
+        finally:
+            _READS.reset(token)
+            reads.close()
 
     def points(self, env: Environment, name: str) -> list[RollbackPoint]:
         """List a target's rollback points (a `full` target has one: everyone's previous)."""

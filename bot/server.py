@@ -1,43 +1,46 @@
-"""The production HTTP server behind `rollback-bot serve --http`: waitress, with deadlines.
+"""The production HTTP server behind `rollback-bot serve --http`: waitress, public API only.
 
-Why waitress: it is a pure-Python, well-kept WSGI server that runs in our own
-process (the runner thread and the HTTP endpoint share one `BotProcess`), and
-its design is what a bot under attack needs. One asyncore loop reads every
-connection and buffers each request whole (headers, then the body, spilling to
-a temporary file past `inbuf_overflow`) before one of a bounded number of
-worker threads sees it, so a client that sends 10 of its promised 100 bytes
-costs a file descriptor and a few bytes of memory, never a thread. It speaks
-HTTP/1.1 with keep-alive, answers 413 itself when `Content-Length` (or a
-chunked body) passes `max_request_body_size`, and 431 on oversized headers.
+Why waitress: a pure-Python, well-kept WSGI server that runs in our own
+process (the runner thread and the HTTP endpoint share one `BotProcess`). One
+loop reads every connection and buffers each request whole (headers, then the
+body) before one of a bounded number of worker threads sees it, so a client
+that sends 10 of its promised 100 bytes costs a file descriptor and a few
+bytes, never a thread. It speaks HTTP/1.1 with keep-alive, answers 413 itself
+past `max_request_body_size` and 431 past `max_request_header_size`, closes a
+connection silent for `channel_timeout` seconds and accepts at most
+`connection_limit` connections. All of these are its documented adjustments
+(waitress/adjustments.py `Adjustments`), passed to `waitress.create_server`;
+the listening socket is ours (the `sockets` adjustment), so its address is
+read from it, not from the server.
 
-What waitress lacks, we add here, small:
-- **A deadline for a whole request.** waitress closes a connection only after
-  `channel_timeout` seconds of silence; a slowloris client that trickles a
-  byte every few seconds is never silent. `_DeadlineChannel` notes when a
-  request's first byte arrived and `_DeadlineServer.maintenance` (waitress
-  calls it every `cleanup_interval`) closes any connection whose request is
-  still incomplete after `request_deadline` seconds.
-- **Graceful shutdown.** `HttpServer.stop` closes the listening socket (new
-  connections are refused at once), keeps the loop turning until every
-  request already handed to a worker has been answered and flushed (or
-  `drain_seconds` passed), then closes the remaining idle and half-sent
-  connections and stops the worker threads.
+Two things waitress's public API does not give, and what we chose:
+- **A deadline for a whole request.** `channel_timeout` counts silence only, so
+  a client trickling a byte every few seconds keeps its connection. Such a
+  client holds no thread, and `connection_limit` bounds how many there can be;
+  cutting them off sooner is the ingress's job (its request and body timeouts),
+  in front of every replica.
+- **Graceful stop.** waitress has none (Pylons/waitress#198; PR #499 proposes
+  one): `close()` tears the loop's trigger down under requests in flight. So
+  the stop is ours, at our edge (`_Edge`, a WSGI middleware): from `stop` on,
+  a new request is answered 503 (a WSGI app may not set
+  `Connection`, PEP 3333), and `stop` waits
+  until every request already in the app has been answered (or `drain_seconds`
+  passed) before it closes the server. Kubernetes stops routing to a pod once
+  it is terminating (and `/readyz` says "stopping"), so few requests meet the
+  503; new connections are refused once `stop` returns.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from waitress import wasyncore
-from waitress.adjustments import Adjustments
-from waitress.channel import HTTPChannel
-from waitress.server import TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+import waitress
 
 log = logging.getLogger(__name__)
 
@@ -53,35 +56,68 @@ class Limits:
     max_body_bytes: int = 1_000_000
     max_header_bytes: int = 64 * 1024
     idle_seconds: float = 30.0
-    request_deadline: float = 20.0
     drain_seconds: float = 20.0
 
 
-class _DeadlineChannel(HTTPChannel):  # type: ignore[misc]
-    """An HTTP connection that remembers when its current request began to arrive."""
+class _Edge:
+    """The app behind a count of requests in flight; once draining, new ones get 503."""
 
-    request_began: float = 0.0
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+        self.draining = False
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
-    def received(self, data: bytes) -> bool:
-        if self.request is None and data:
-            self.request_began = time.monotonic()
-        return bool(super().received(data))
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        with self._idle:
+            if self.draining:
+                refused = True
+            else:
+                refused = False
+                self._in_flight += 1
+        if refused:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"stopping"]
+        try:
+            return _Answer(list(self.app(environ, start_response)), self._done)
+        except BaseException:
+            self._done()
+            raise
+
+    def _done(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def drain(self, seconds: float) -> int:
+        """Refuse new requests; wait up to `seconds` for those in flight; return how many
+        are still unanswered."""
+        deadline = time.monotonic() + seconds
+        with self._idle:
+            self.draining = True
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            return self._in_flight
 
 
-class _DeadlineServer(TcpWSGIServer):  # type: ignore[misc]
-    """waitress's TCP server, closing connections whose request arrives too slowly."""
+class _Answer:
+    """An answer that says it is done when the server closes it (PEP 3333: servers call
+    `close()` on the iterable, however the answer went)."""
 
-    channel_class = _DeadlineChannel
-    request_deadline = 20.0
+    def __init__(self, body: list[bytes], done: Callable[[], None]) -> None:
+        self.body = body
+        self._done: Callable[[], None] | None = done
 
-    def maintenance(self, now: float) -> None:
-        super().maintenance(now)
-        cutoff = time.monotonic() - self.request_deadline
-        for channel in list(self.active_channels.values()):
-            partial = channel.request is not None and not channel.requests
-            if partial and channel.request_began < cutoff and not channel.will_close:
-                log.info("http: closing a connection whose request is still incomplete")
-                channel.will_close = True
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def __len__(self) -> int:  # one block: the server can say its Content-Length (PEP 3333)
+        return len(self.body)
+
+    def close(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done()
 
 
 class HttpServer:
@@ -89,33 +125,26 @@ class HttpServer:
 
     def __init__(self, app: WsgiApp, *, host: str, port: int, limits: Limits) -> None:
         self.limits = limits
-        adj = Adjustments(
-            host=host,
-            port=port,
+        self._listener = socket.create_server((host, port), backlog=1024)
+        bound = self._listener.getsockname()
+        self.address: tuple[str, int] = (str(bound[0]), int(bound[1]))
+        """The bound host and port (the port the OS chose for port 0)."""
+        self._edge = _Edge(app)
+        self._server = waitress.create_server(
+            self._edge,
+            sockets=[self._listener],
             threads=limits.threads,
             connection_limit=limits.connection_limit,
             max_request_body_size=limits.max_body_bytes,
             max_request_header_size=limits.max_header_bytes,
             channel_timeout=limits.idle_seconds,
-            cleanup_interval=max(0.2, min(limits.idle_seconds, limits.request_deadline) / 4),
+            cleanup_interval=max(0.2, limits.idle_seconds / 4),
             asyncore_loop_timeout=0.2,
+            asyncore_use_poll=True,
             ident="rollback-bot",
             log_socket_errors=False,
         )
-        self._map: dict[int, Any] = {}
-        self._dispatcher = ThreadedTaskDispatcher()
-        self._dispatcher.set_thread_count(limits.threads)
-        self._server = _DeadlineServer(
-            app, self._map, dispatcher=self._dispatcher, adj=adj, sockinfo=adj.listen[0]
-        )
-        self._server.request_deadline = limits.request_deadline
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The bound host and port (the port the OS chose for port 0)."""
-        return str(self._server.effective_host), int(self._server.effective_port)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
     def start(self) -> tuple[str, int]:
         """Serve in the background; return the bound address."""
@@ -123,41 +152,8 @@ class HttpServer:
         return self.address
 
     def stop(self) -> None:
-        """Refuse new connections, answer the requests already in, then close everything."""
-        # No pull_trigger: the loop wakes every 0.2 s anyway, and writing to the trigger's
-        # pipe after the loop closed it could write into whatever file reused its number.
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=self.limits.drain_seconds + 10)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                wasyncore.loop(timeout=0.2, map=self._map, use_poll=True, count=1)
-            except Exception:  # the server must outlive any one connection's failure
-                log.exception("http: the server loop failed; serving on")
-        self._drain_and_close()
-
-    def _drain_and_close(self) -> None:
-        wasyncore.dispatcher.close(self._server)  # the listening socket only
-        deadline = time.monotonic() + self.limits.drain_seconds
-        while self._in_flight() and time.monotonic() < deadline:
-            try:
-                wasyncore.loop(timeout=0.1, map=self._map, use_poll=True, count=1)
-            except Exception:
-                log.exception("http: the server loop failed while draining")
-        left = self._in_flight()
+        """Answer the requests already in (new ones get 503), then close the server."""
+        left = self._edge.drain(self.limits.drain_seconds)
         if left:
             log.warning("http: %d request(s) still unanswered after the drain; closing", left)
-        self._server.trigger.close()
-        wasyncore.close_all(self._map)
-        self._dispatcher.shutdown(cancel_pending=True, timeout=5)
-
-    def _in_flight(self) -> int:
-        return sum(
-            1
-            for channel in list(self._map.values())
-            if isinstance(channel, HTTPChannel)
-            and (channel.requests or channel.total_outbufs_len)
-            and channel.connected
-        )
+        self._server.close()

@@ -32,10 +32,13 @@ class Settings(BaseSettings):
     http_connection_limit: int = Field(default=1000, ge=10)
     http_max_body_bytes: int = Field(default=1_000_000, ge=1024)
     http_idle_seconds: float = Field(default=30.0, gt=0)
-    http_request_deadline_seconds: float = Field(default=20.0, gt=0)
     # What listeners do after the ack (Slack/Kubernetes calls) runs on a pool of its own.
     work_threads: int = Field(default=8, ge=1, le=256)
     work_queue: int = Field(default=256, ge=1)
+    # Work not started this long after its ack never runs (the person is told so); work, or
+    # the runner loop, stuck longer than `work_stuck_seconds` fails /healthz (a restart).
+    work_deadline_seconds: float = Field(default=20.0, gt=0)
+    work_stuck_seconds: float = Field(default=300.0, gt=0)
     # On SIGTERM: how long in-flight requests and the current step get to finish.
     shutdown_seconds: float = Field(default=20.0, gt=0)
     # /readyz fails when the runner loop has not completed a pass for this long.

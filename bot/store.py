@@ -42,7 +42,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from actions.reads import changed, remembered
 from bot.models import (
     Approval,
     BreakGlassReview,
@@ -319,11 +318,7 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE).
-
-        A write: what the current request remembered (`actions.reads`) is read again after it.
-        """
-        changed()
+        """Open a session whose transaction commits on success (on SQLite: BEGIN IMMEDIATE)."""
         with self._sessions.begin() as session:
             yield session
 
@@ -443,10 +438,7 @@ class Store:
             ).first()
 
     def run(self, run_id: str) -> Run | None:
-        """Return a run, or None; loaded once per request (`bot.plans.Planner.request`)."""
-        return remembered(("run", run_id), lambda: self._load_run(run_id))
-
-    def _load_run(self, run_id: str) -> Run | None:
+        """Return a run, or None."""
         with self.reading() as session:
             return session.get(Run, run_id)
 

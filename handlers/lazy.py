@@ -34,12 +34,6 @@ therefore never do I/O after its `ack()` itself.
 
 When `Later` (handlers/pool.py) is full, the person is told the bot is
 busy and nothing was done.
-
-With `serve --http` the listeners run in two processes (bot/front.py): in the
-front, whose `Later` is a `Forward` (handlers/forward.py) that sends the
-request on instead of running the work, and in the work process, where the
-same listener acks into the void and runs the work. So the part before
-`submit` must change nothing outside this process's memory: it runs twice.
 """
 
 from __future__ import annotations
@@ -65,6 +59,17 @@ BUSY = (
     ":hourglass: The bot is busy with other requests and did nothing with this one; "
     "please try again in a minute."
 )
+
+
+LATE = (
+    ":hourglass: The bot was too busy to get to this in time, so it did nothing with it; "
+    "please try again."
+)
+
+
+def tell_late(client: WebClient, where: Where | None) -> Callable[[], None]:
+    """What a task dropped past its deadline says (it never ran, and never will)."""
+    return lambda: tell(client, where, LATE)
 
 
 def tell_failure(client: WebClient, where: Where | None) -> Callable[[str], None]:
@@ -102,8 +107,15 @@ def after_ack(later: Later) -> Callable[[Callable[..., None]], Callable[..., Non
             given = {n: v for n, v in kwargs.items() if n in wanted}
             if "ack" in given:
                 given["ack"] = _noop_ack
-            if not later.submit(listener, on_error=tell_failure(client, where_of(body)), **given):
-                later.notify(tell, client, where_of(body), BUSY)
+            where = where_of(body)
+            taken = later.submit(
+                listener,
+                on_error=tell_failure(client, where),
+                on_expired=tell_late(client, where),
+                **given,
+            )
+            if not taken:
+                later.notify(tell, client, where, BUSY)
 
         # Not functools.wraps: Bolt reads `inspect.getfullargspec(inspect.unwrap(f)).args`
         # (slack_bolt/util/utils.py), so a __wrapped__ would hide the arguments we need.
@@ -195,7 +207,12 @@ def act_once(
         ack(response_type="ephemeral", text=BUSY)
         return
     ack(**answer)
+
     # the room can have gone to another request since has_room()
-    if not later.submit(work, on_error=tell_failure(client, where)):
+    def late() -> None:  # it never ran: the same request may act when sent again
+        arrivals.forget(key)
+        tell(client, where, LATE)
+
+    if not later.submit(work, on_error=tell_failure(client, where), on_expired=late):
         arrivals.forget(key)
         later.notify(tell, client, where, BUSY)

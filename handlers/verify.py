@@ -19,8 +19,9 @@ this order,
    else form fields, a `payload` field holding JSON) and checks the envelope
    fields Bolt reads before any listener runs (`build_context`,
    `payload_utils.to_action` / `to_view`): otherwise 400,
-4. hands Bolt the parsed body (it is parsed once) and answers with Bolt's
-   answer, as Bolt's WSGI adapter (`slack_bolt/adapter/wsgi/handler.py`) does.
+4. hands Bolt the request (`BoltRequest`, which parses the body again: the
+   price of Bolt's public API) and answers with Bolt's answer, as Bolt's WSGI
+   adapter (`slack_bolt/adapter/wsgi/handler.py`) does.
 
 Each refusal is one warning log line with the reason, no traceback, and a
 short plain-text reason in the answer; nothing is posted anywhere.
@@ -36,15 +37,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from slack_bolt import App, BoltContext
+from slack_bolt import App
 from slack_bolt.middleware import Middleware
 from slack_bolt.request import BoltRequest
-from slack_bolt.request.internals import build_context
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 
@@ -68,11 +68,8 @@ class Rejected(Exception):
 class SlackEndpoint:
     """Slack's request URL as a WSGI app: only signed, fresh, readable requests reach Bolt.
 
-    The body is parsed once, here, and handed to Bolt already parsed (`_Parsed`):
-    Bolt's own WSGI adapter would parse it again, and unquoting an Approve's
-    large urlencoded JSON twice is wasted work. Bolt's own signature check is
-    off (`create_app`): this one has been made, and it is the only HTTP way
-    into the app.
+    Bolt's own signature check is off (`create_app`): this one has been made,
+    and it is the only HTTP way into the app.
     """
 
     def __init__(self, app: App, *, signing_secret: str, path: str = "/slack/events") -> None:
@@ -93,8 +90,8 @@ class SlackEndpoint:
             log.warning("refused a request to %s: %s", environ.get("PATH_INFO"), refused.reason)
             start_response(refused.status, list(_PLAIN))  # the server appends to it
             return [refused.reason.encode()]
-        request = _Parsed(
-            text, parsed, headers=_headers(environ), query=environ.get("QUERY_STRING")
+        request = BoltRequest(
+            body=text, query=environ.get("QUERY_STRING"), headers=_headers(environ)
         )
         response = self.app.dispatch(request)
         answer = response.body.encode("utf-8")
@@ -121,24 +118,9 @@ class SlackEndpoint:
             raise Rejected("401 Unauthorized", "invalid Slack signature")
 
 
-class _Parsed(BoltRequest):
-    """A Bolt request from a body parsed already (`BoltRequest` parses a raw body itself).
-
-    Built as Bolt builds one (slack_bolt/request/request.py) from an empty body,
-    then given the raw text, the parsed body and the context Bolt derives from it
-    (`build_context`), so everything a listener or middleware reads is Bolt's own.
-    """
-
-    def __init__(self, text: str, body: dict[str, Any], *, headers: dict[str, str], query: Any):
-        super().__init__(body="", query=query, headers=dict(headers))
-        self.raw_body = text
-        self.body = body
-        self.context = build_context(BoltContext({}), body)
-
-
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
+def _headers(environ: dict[str, Any]) -> dict[str, str | Sequence[str]]:
     """The request's headers as Bolt's WSGI adapter names them (slack_bolt/adapter/wsgi)."""
-    headers = {}
+    headers: dict[str, str | Sequence[str]] = {}
     for key, value in environ.items():
         if key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
             headers[key.lower().replace("_", "-")] = value

@@ -33,7 +33,7 @@ from kubernetes.client import ApiClient, AutoscalingV2Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from actions.base import PermanentError
-from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, merge_patch_custom
+from actions.kubernetes.client import REQUEST_TIMEOUT, api_for, kube_errors, merge_patch_custom
 
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
 PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
@@ -67,7 +67,7 @@ def scaled_objects(api: ApiClient, *, namespace: str, workers: tuple[str, ...]) 
     group, version, plural = KEDA
     try:
         with kube_errors(f"listing KEDA ScaledObjects in {namespace}"):
-            listing = CustomObjectsApi(api).list_namespaced_custom_object(
+            listing = api_for(CustomObjectsApi, api).list_namespaced_custom_object(
                 group, version, namespace, plural, _request_timeout=REQUEST_TIMEOUT
             )
     except PermanentError as exc:
@@ -89,7 +89,7 @@ def hpas(api: ApiClient, *, namespace: str, workers: tuple[str, ...]) -> list[Au
     """List the HorizontalPodAutoscalers targeting any of `workers`."""
     with kube_errors(f"listing HorizontalPodAutoscalers in {namespace}"):
         # Raw JSON: only the spec is needed, and the client's models insist on status fields.
-        response = AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(
+        response = api_for(AutoscalingV2Api, api).list_namespaced_horizontal_pod_autoscaler(
             namespace, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
         )
         listing = json.loads(cast(Any, response).data)

@@ -8,10 +8,13 @@ library's global configuration.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import urllib3
 from kubernetes import config as kube_config
@@ -29,11 +32,11 @@ from kubernetes.config.config_exception import ConfigException
 
 from actions.base import ActionError, PermanentError, TemporaryError
 from actions.kubernetes.params import KubeConnection
-from actions.reads import changed, remembered
+from actions.reads import Reads
 
+A = TypeVar("A")
 REQUEST_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
-_REVIEWS = "/apis/authorization.k8s.io/"
 
 
 def api_client(conn: KubeConnection) -> ApiClient:
@@ -51,49 +54,81 @@ def api_client(conn: KubeConnection) -> ApiClient:
             )
     except (ConfigException, OSError) as exc:
         raise PermanentError(f"cannot load the Kubernetes connection ({conn.mode}): {exc}") from exc
-    return ReadOnceApiClient(configuration)
+    return ApiClient(configuration)
 
 
-class ReadOnceApiClient(ApiClient):  # type: ignore[misc]
-    """The official ApiClient; inside `actions.reads.read_once()` each GET is sent once.
+class ReadOnce:
+    """A generated API object (`AppsV1Api`, ...) whose reads go through a request's `Reads`.
 
-    Every generated API method sends through `ApiClient.call_api(method, url,
-    header_params, body, post_params, _request_timeout)` (kubernetes 37,
-    kubernetes/client/api_client.py `_call_with_legacy_options`), `url` being
-    the whole URL with its query. A GET (not a watch) is remembered by URL and
-    Accept header and its `RESTResponse` handed out again: its `read()` keeps
-    the body, so each caller deserializes the same answer into models of its
-    own. Any other request is a write and empties the scope, except a dry run
-    and an access review (a SelfSubjectAccessReview is created, stored nowhere).
-
-    Reading once is also how the read paths save the models' validation:
-    `Configuration.client_side_validation = False` would not. In kubernetes 37
-    it is only stored (kubernetes/client/configuration.py `__init__`,
-    kubernetes/client/api_client.py `ApiClient.__init__`) and read nowhere
-    else; the models are pydantic models that `ApiClient.__deserialize_model`
-    builds with `klass.from_dict`, which always calls `cls.model_validate`
-    (kubernetes/client/models/v1_deployment.py `V1Deployment.from_dict`).
+    Only the client's public API methods are wrapped, so any release that has
+    them works: a `read_*`, `list_*` or `get_*` call (not a watch) is made once
+    per `Reads`, keyed by method and arguments, and each caller is handed a deep
+    copy of the answer, a model of its own to change. Any other call is a write
+    and empties the `Reads`, unless it is a dry run (`dry_run="All"`, which the
+    API server applies nowhere). Everything else (`api_client`, ...) is the
+    wrapped object's own, but a raw read (`_preload_content=False`) is handed out as its
+    body (`RawAnswer.data`) and its `api_client` comes with the same `Reads` (`Reading`).
     """
 
-    def call_api(
-        self,
-        method: str,
-        url: str,
-        header_params: dict[str, str] | None = None,
-        body: Any = None,
-        post_params: Any = None,
-        _request_timeout: Any = None,
-    ) -> Any:
-        def send() -> Any:
-            return super(ReadOnceApiClient, self).call_api(
-                method, url, header_params, body, post_params, _request_timeout=_request_timeout
-            )
+    READS = ("read_", "list_", "get_")
 
-        if method != "GET" or "watch=" in url:
-            if method != "GET" and "dryRun=" not in url and _REVIEWS not in url:
-                changed()
-            return send()
-        return remembered((url, (header_params or {}).get("Accept")), send)
+    def __init__(self, api: Any, reads: Reads) -> None:
+        self._api = api
+        self.reads = reads
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._api, name)
+        if name == "api_client":
+            return Reading(value, self.reads)
+        if name.startswith("_") or not callable(value):
+            return value
+        if name.startswith(self.READS):
+            return functools.partial(self._read, name, value)
+        return functools.partial(self._write, value)
+
+    def _read(self, name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("watch"):
+            return call(*args, **kwargs)
+        key = (type(self._api).__name__, name, repr(args), repr(sorted(kwargs.items())))
+        if kwargs.get("_preload_content") is False:  # the raw answer: its body is what is read
+            return RawAnswer(self.reads.read(key, lambda: bytes(call(*args, **kwargs).data)))
+        return copy.deepcopy(self.reads.read(key, lambda: call(*args, **kwargs)))
+
+    def _write(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("dry_run"):
+            self.reads.changed()
+        return call(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """A read asked for raw (`_preload_content=False`), as `ReadOnce` hands it out again: its
+    body as `data`, as the client's raw answer has it."""
+
+    data: bytes
+
+
+class Reading:
+    """An ApiClient with a request's `Reads` beside it, as `ReadOnce.api_client` hands it out.
+
+    Not a subclass: every attribute is the client's own, so an API built on it
+    directly works as on the client; `api_for` builds one that reads once.
+    """
+
+    def __init__(self, client: ApiClient, reads: Reads) -> None:
+        self.client = client
+        self.reads = reads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def api_for(kind: Callable[[ApiClient], A], api: ApiClient) -> A:
+    """The API `kind` (`CustomObjectsApi`, ...) on `api`'s connection, reading through the
+    request's `Reads` when `api` came with one (`Reading`)."""
+    if isinstance(api, Reading):
+        return cast(A, ReadOnce(kind(api.client), api.reads))
+    return kind(api)
 
 
 def _status_text(exc: ApiException) -> tuple[str, str]:

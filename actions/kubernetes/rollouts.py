@@ -36,7 +36,7 @@ from kubernetes.client import AppsV1Api, CustomObjectsApi, V1Deployment
 from kubernetes.client.exceptions import ApiException
 
 from actions.base import ActionError, PermanentError
-from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, object_meta
+from actions.kubernetes.client import REQUEST_TIMEOUT, api_for, kube_errors, object_meta
 from actions.kubernetes.rollout import selector_string
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
@@ -63,7 +63,7 @@ class ManagedBy:
 
 def _rollouts(apps: AppsV1Api, namespace: str) -> list[dict[str, Any]]:
     """The namespace's Rollouts; none when the CRD is not installed (404)."""
-    api = CustomObjectsApi(apps.api_client)
+    api = api_for(CustomObjectsApi, apps.api_client)
     try:
         with kube_errors(f"listing rollouts.{GROUP} in {namespace}"):
             listing = api.list_namespaced_custom_object(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes.client import (
     ApiClient,
@@ -46,6 +46,7 @@ from actions.base import (
 from actions.clock import ago
 from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
+    ReadOnce,
     api_client,
     kube_errors,
     object_meta,
@@ -83,6 +84,7 @@ from actions.kubernetes.workloads import (
     workload_history,
 )
 from actions.kubernetes.workloads import images as template_images
+from actions.reads import Reads
 
 
 def _parse_ref(ref: str | None) -> int:
@@ -140,15 +142,26 @@ def _weigh(check: Check) -> Finding:
 class KubernetesTarget:
     """A Deployment that can be rolled back to an earlier revision, with its workers."""
 
-    def __init__(self, params: KubernetesParams, *, api: ApiClient | None = None) -> None:
+    def __init__(
+        self, params: KubernetesParams, *, api: ApiClient | None = None, reads: Reads | None = None
+    ) -> None:
         self.params = params
         self._api = api
+        self._reads = reads
+
+    def reading(self, reads: Reads) -> KubernetesTarget:
+        """This target on the same connection, its reads made once through `reads`."""
+        if self._api is None:
+            self._api = api_client(self.params.connection)
+        return KubernetesTarget(self.params, api=self._api, reads=reads)
 
     @property
     def apps(self) -> AppsV1Api:
-        """The apps/v1 API, connecting on first use."""
+        """The apps/v1 API, connecting on first use (read through `reads` when given)."""
         if self._api is None:
             self._api = api_client(self.params.connection)
+        if self._reads is not None:
+            return cast(AppsV1Api, ReadOnce(AppsV1Api(self._api), self._reads))
         return AppsV1Api(self._api)
 
     def points(self) -> list[RollbackPoint]:

@@ -38,13 +38,6 @@ class Served:
             bot_url=f"{self.base}/slack/events", signing_secret=SECRET, slack=self.slack
         )
 
-    def work_process(self) -> int:
-        """The pid of the front's one child, the work process."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        pids = [int(p) for p in children.read_text().split()]
-        assert len(pids) == 1, pids
-        return pids[0]
-
 
 @contextmanager
 def served(tmp_path: Path, *extra: str) -> Iterator[Served]:

@@ -313,59 +313,11 @@ def test_a_hanging_readiness_check_does_not_pile_up_probes(
     assert process.readiness() == ["the runner is not running"]
 
 
-def test_the_front_process_runs_no_rollback_and_sends_nothing(
-    tmp_path: Path, slack: FakeSlack
-) -> None:
-    """bot/front.py: the front only acks; an approved run is the work process's to run."""
-    from bot.app import BotProcess
-
-    _, settings = _on_sqlite(tmp_path, slack, runner_poll_seconds=0.05)
-    script = write_script(tmp_path / "script.json")
-    planner = Planner(factory=lambda params: ScriptedTarget(script))
-    config = parse_config(config_dict(), path=Path("t"))
-
-    def bot(worker_url: str | None, channel: str | None = None) -> BotProcess:
-        return BotProcess(
-            settings=settings,
-            config=config,
-            planner=planner,
-            worker_url=worker_url,
-            worker_channel=channel,
-        )
-
-    front = bot("http://127.0.0.1:9", str(tmp_path / "work.sock"))
-    plan = planner.build(env_name="prod", env=config.environment("prod"), target="app", point="1")
-    workflow = front.deps.workflow
-    _, run = workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    workflow.approve(run.id, user=BOB)
-    front.deps.store.enqueue(run.id, "progress")
-    called = len(slack.calls)
-    front.start_runner()
-    try:
-        time.sleep(1.0)  # twenty runner passes, had the front started its runner
-        assert front.deps.store.run(run.id).state == "approved"  # type: ignore[union-attr]
-        assert front.deps.store.outbox_backlog() == 1
-        assert slack.calls[called:] == []
-    finally:
-        front.stop()
-    work = bot(None)  # the work process's runner, on the same database, runs it
-    work.start_runner()
-    try:
-        wait_for(
-            lambda: front.deps.store.run(run.id).state == "succeeded",  # type: ignore[union-attr]
-            what="the work process to run the rollback",
-        )
-    finally:
-        work.stop()
-
-
 def test_serving_takes_start_ups_objects_out_of_the_collectors_walk(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     """bot/__main__.py `freeze_start_up`: a full collection must not walk the config, the
-    Bolt app and the listeners made at start; in the front that walk stalled every ack."""
+    Bolt app and the listeners made at start; that walk stalled every ack in flight."""
     import gc
 
     from bot.__main__ import serve_until_signalled
@@ -388,3 +340,56 @@ def test_serving_takes_start_ups_objects_out_of_the_collectors_walk(
         gc.unfreeze()
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])
+
+
+def test_healthz_fails_while_work_after_an_ack_is_hung_and_recovers_after(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """Liveness is about the part that does the work: a task hung past `work_stuck_seconds`
+    fails /healthz (the platform restarts the process); it passes again once the task ends."""
+    from bot.app import BotProcess
+
+    _, settings = _on_sqlite(tmp_path, slack, work_stuck_seconds=0.5)
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    answers: list[tuple[str, bytes]] = []
+
+    def healthz() -> tuple[str, bytes]:
+        def start(status: str, headers: list[tuple[str, str]]) -> None:
+            answers.append((status, b""))
+
+        body = b"".join(process.wsgi({"PATH_INFO": "/healthz"}, start))
+        return answers[-1][0], body
+
+    hung, started = threading.Event(), threading.Event()
+    try:
+        assert healthz() == ("200 OK", b"ok")
+        assert process.deps.later.submit(lambda: (started.set(), hung.wait(60)))
+        assert started.wait(10)
+        status, body = wait_for(
+            lambda: (answer := healthz())[0].startswith("503") and answer,
+            what="/healthz to fail on the hung task",
+        )
+        assert status == "503 Service Unavailable"
+        assert b"a task after the ack has been running for" in body
+        hung.set()
+        wait_for(lambda: healthz() == ("200 OK", b"ok"), what="/healthz to pass again")
+    finally:
+        hung.set()
+        process.stop()
+
+
+def test_healthz_fails_when_the_runner_loop_is_stuck(tmp_path: Path, slack: FakeSlack) -> None:
+    """A runner loop whose last full pass is older than `work_stuck_seconds` fails liveness."""
+    from bot.app import BotProcess
+
+    _, settings = _on_sqlite(tmp_path, slack, work_stuck_seconds=60.0)
+    process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
+    try:
+        assert process.liveness() == []  # the runner not started yet is not stuck
+        process.last_beat = time.monotonic()
+        assert process.liveness() == []
+        process.last_beat = time.monotonic() - 61.0  # its loop hung in one pass
+        (problem,) = process.liveness()
+        assert problem.startswith("the runner loop has been stuck for 6")
+    finally:
+        process.stop()

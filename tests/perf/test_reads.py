@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from kubernetes.client import ApiClient
-from sqlalchemy import event
 
-from actions.reads import read_once, remembered
+from actions.reads import Reads
 from bot.demo import ALICE, APP, BOB, NAMESPACE, WORKER, DemoWorld, demo_world
-from bot.store import READ_ONLY, Store
+from bot.plans import Planner
 from sandbox.platform import Person
 from tests.fakes.waiting import wait_for
 
@@ -165,7 +164,6 @@ def test_approval_reads_the_target_once(world: DemoWorld, monkeypatch: pytest.Mo
     alice.submit(view_id)
     plan = _plan_message(world)
     sent = Sent(monkeypatch)
-    loads = _count_run_loads(sandbox.process.deps.store)
     bob.click(plan.channel, plan.ts, "approve_run")
     store = sandbox.process.deps.store
     wait_for(lambda: store.runs()[0].state != "requested", what="the approval applied")
@@ -177,20 +175,6 @@ def test_approval_reads_the_target_once(world: DemoWorld, monkeypatch: pytest.Mo
     assert gets[DEPLOYMENT] == 1, gets
     assert gets[REPLICA_SETS] == 1, gets
     assert max(gets.values()) == 1, gets
-    assert loads[approving] == 1, loads  # the run loaded once for the click
-
-
-def _count_run_loads(store: Store) -> Counter[str]:
-    """How often each thread read a run by id in a read transaction (a write reads in its own)."""
-    loads: Counter[str] = Counter()
-
-    def counted(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        reading = conn.get_execution_options().get(READ_ONLY, False)
-        if reading and statement.startswith("SELECT") and "WHERE runs.id = ?" in statement:
-            loads[threading.current_thread().name] += 1
-
-    event.listen(store.engine, "before_cursor_execute", counted)
-    return loads
 
 
 def _plan_message(world: DemoWorld) -> Any:
@@ -212,21 +196,29 @@ def _channel(world: DemoWorld) -> str:
     return next(iter(world.sandbox.config.environments.values())).incident_channel
 
 
-def test_reads_are_remembered_only_inside_a_request() -> None:
+def test_a_reads_remembers_until_a_write_and_reads_live_once_closed() -> None:
     made: list[int] = []
 
     def read() -> int:
         made.append(1)
         return len(made)
 
-    assert remembered("k", read) == 1
-    assert remembered("k", read) == 2  # outside a request: read every time
-    with read_once():
-        assert remembered("k", read) == 3
-        assert remembered("k", read) == 3
-        with read_once():  # nested: the same request
-            assert remembered("k", read) == 3
-    assert remembered("k", read) == 4
+    reads = Reads()
+    assert reads.read("k", read) == 1
+    assert reads.read("k", read) == 1
+    reads.changed()  # something was written
+    assert reads.read("k", read) == 2
+    reads.close()  # the request ended: a step that kept the target reads live
+    assert reads.read("k", read) == 3
+    assert reads.read("k", read) == 4
+
+
+def test_a_planner_request_inside_a_request_shares_its_reads() -> None:
+    planner = Planner()
+    with planner.request() as outer, planner.request() as inner:
+        assert inner is outer
+    with planner.request() as later:
+        assert later is not outer
 
 
 def test_forms_after_a_rollback_with_no_point_preselected_show_points_and_checks(
