@@ -7,11 +7,24 @@ digests, when it ran), so the list starts with the running container (marked
 current), then the earlier deployments newest first, each by tag when the tag
 still points at that image, else by digest (pulled again if the host no longer
 has it); the version the last rollback moved away from is marked `avoid`.
-Then come the repository's other local images, by when they were tagged on
-this host (pulled or built): first those tagged before the running version,
-then those tagged after it (likely newer releases, said so in the label).
-Build time alone orders nothing: reproducible builds (ko, Jib, buildpacks)
-all carry the same fixed timestamp.
+Then come the repository's other local images, first those before the running
+version, then those after it (likely newer releases, said so in the label).
+What orders them is what the engine knows of each. A local `docker tag` or
+build records when (moby daemon/images/image_tag.go, TagImage calls
+imageStore.SetLastUpdated; inspect shows it as Metadata.LastTagTime, in
+daemon/images/image_inspect.go LookupImage). A pull does not: it adds its
+tag to the reference store only (moby distribution/pull_v2.go, pullTag calls
+ReferenceStore.AddTag), so a pulled image's LastTagTime is Go's zero time
+"0001-01-01T00:00:00Z" and the engine keeps no pull time at all. Its inspect
+has RepoTags, RepoDigests and Created, the build time from the image config,
+which reproducible builds (ko, Jib, buildpacks, SOURCE_DATE_EPOCH) fix at one
+timestamp for every release. So: images whose tags are versions of the
+running tag's form (`1.9`, `1.10`, `v2.3.1`; a suffix such as `-alpine` must
+match) are ordered by version, numerically (1.9 before 1.10); the rest by
+tag time, else by build time unless another image shares it (a fixed
+timestamp orders nothing); an image with neither comes last, marked neither
+earlier nor later. No age is shown that the engine did not record: a pulled
+image says "pulled", a fixed build time is not shown.
 
 An image not on the host can still be planned (tag or digest): the swap pulls
 it before changing anything. Engine errors met while listing or planning
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +84,19 @@ def _time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)(.*)")
+
+
+def _version(ref: str) -> tuple[tuple[int, ...], str] | None:
+    """Read the tag of `ref` as (numbers, suffix): `1.10-alpine` is ((1, 10), "-alpine")."""
+    if "@" in ref:
+        return None
+    match = _VERSION.fullmatch(_tag(ref))
+    if match is None:
+        return None
+    return tuple(int(n) for n in match[1].split(".")), match[2]
+
+
 @dataclass(frozen=True)
 class _Image:
     ref: str
@@ -77,7 +104,76 @@ class _Image:
     tags: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
     tagged: datetime | None = None
+    """Metadata.LastTagTime: set by a local tag or build, never by a pull."""
     created: datetime | None = None
+    """The build time from the image config: fixed for reproducible builds."""
+
+
+def _comparable(ref: str, current: tuple[tuple[int, ...], str] | None) -> tuple[int, ...] | None:
+    """The version numbers of `ref` when its tag has the running tag's form and differs."""
+    found = _version(ref)
+    if current is None or found is None or found[1] != current[1] or found[0] == current[0]:
+        return None
+    return found[0]
+
+
+def _ordered_points(
+    others: list[_Image],
+    running: _Image | None,
+    current: tuple[tuple[int, ...], str] | None,
+    local: list[_Image],
+    now: datetime,
+) -> list[RollbackPoint]:
+    """Order the images not deployed here: earlier ones first, then later, then unknown."""
+    builds = Counter(i.created for i in local if i.created)
+
+    def when(image: _Image) -> datetime | None:
+        """The time that orders `image`: its tag time, else a build time no other shares."""
+        if image.tagged:
+            return image.tagged
+        return image.created if image.created and builds[image.created] == 1 else None
+
+    versions = {i.id: v for i in others if (v := _comparable(i.ref, current))}
+    times = {i.id: t for i in others if i.id not in versions and (t := when(i))}
+    by_version = sorted((i for i in others if i.id in versions), key=lambda i: versions[i.id])
+    by_time = sorted((i for i in others if i.id in times), key=lambda i: (times[i.id], i.ref))
+    mark = when(running) if running else None
+    earlier = [i for i in by_version if current and versions[i.id] < current[0]][::-1]
+    earlier += [i for i in by_time if mark is None or times[i.id] <= mark][::-1]
+    return [
+        *(_local_point(i, now, when(i), "") for i in earlier),
+        *(
+            _local_point(i, now, when(i), " · a later version than the running one")
+            for i in reversed(by_version)
+            if i not in earlier
+        ),
+        *(
+            _local_point(
+                i, now, when(i), f" · {'tagged' if i.tagged else 'built'} after the running version"
+            )
+            for i in reversed(by_time)
+            if i not in earlier
+        ),
+        *(
+            _local_point(i, now, None, "")
+            for i in others
+            if i.id not in versions and i.id not in times
+        ),
+    ]
+
+
+def _local_point(image: _Image, now: datetime, when: datetime | None, later: str) -> RollbackPoint:
+    """Label a local image with what the engine recorded of it, and no more."""
+    others = [_tag(t) for t in image.tags if t != image.ref]
+    label = _tag(image.ref) + (f" (also {', '.join(others)})" if others else "")
+    label += f" · {short_id(image.id)} · on this host"
+    if image.tagged:
+        label += f", tagged {ago(image.tagged, now)}"
+    elif image.digests:
+        label += ", pulled"
+    if not image.tagged and when:
+        label += f", built {ago(when, now)}"
+    return RollbackPoint(image.ref, label + later, created_at=when)
 
 
 @contextmanager
@@ -119,14 +215,9 @@ class DockerTarget:
                     points.append(point)
                     seen.add(entry.get("id"))
         running = next((i for i in local if container and i.id == container["Image"]), None)
-        mark = (running.tagged or running.created) if running else None
+        current = _version(container["Config"]["Image"]) if container else None
         others = [i for i in local if i.id not in seen]
-        others.sort(key=lambda i: (i.tagged or i.created or now, i.ref), reverse=True)
-        before = [i for i in others if mark is None or (i.tagged or i.created or now) <= mark]
-        after = [i for i in others if i not in before]
-        points += [self._local_point(image, now, later=False) for image in before]
-        points += [self._local_point(image, now, later=True) for image in after]
-        return points
+        return points + _ordered_points(others, running, current, local, now)
 
     def _current_point(self, container: dict[str, Any], now: datetime) -> RollbackPoint:
         since = _time(container.get("Created"))
@@ -151,15 +242,6 @@ class DockerTarget:
         label += "" if by_tag else " · by digest, pulled if needed"
         avoid = f"rolled back from {ago(ran, now) if ran else 'earlier'}" if last else ""
         return RollbackPoint(point_ref, label, created_at=ran, avoid=avoid)
-
-    def _local_point(self, image: _Image, now: datetime, *, later: bool) -> RollbackPoint:
-        others = [_tag(t) for t in image.tags if t != image.ref]
-        label = _tag(image.ref) + (f" (also {', '.join(others)})" if others else "")
-        when = image.tagged or image.created
-        label += f" · {short_id(image.id)} · on this host"
-        label += f", tagged {ago(when, now)}" if when else ""
-        label += " · tagged after the running version" if later else ""
-        return RollbackPoint(image.ref, label, created_at=when)
 
     def _local_images(self, client: DockerClient) -> list[_Image]:
         repo, found = self.params.image, []
