@@ -363,13 +363,20 @@ class DockerTarget:
             from_image_id=container["Image"],
             to_image=wanted,
             to_image_id=image["Id"] if image else "",
+            auto_remove=bool(container["HostConfig"].get("AutoRemove")),
         )
         where = "on the host" if image else f"pulled from {registry_of(wanted)} first"
         note = f"{self.params.container} runs {swap.from_image}; rolling back to {wanted} ({where})"
         return TargetPlan(rollback=[swap], notes=[note])
 
     def _swap(
-        self, *, container: str, from_image_id: str, to_image: str, to_image_id: str
+        self,
+        *,
+        container: str,
+        from_image_id: str,
+        to_image: str,
+        to_image_id: str,
+        auto_remove: bool,
     ) -> SwapContainer:
         p = self.params
         return SwapContainer(
@@ -385,6 +392,7 @@ class DockerTarget:
             settle=p.settle,
             health_timeout=p.health_timeout,
             keep_retired=p.keep_retired,
+            auto_remove=auto_remove,
             timeout=p.swap_timeout,
         )
 
@@ -403,6 +411,7 @@ class DockerTarget:
                 from_image_id=str(spec["from_image_id"]),
                 to_image=str(spec["to_image"]),
                 to_image_id=str(spec.get("to_image_id") or ""),
+                auto_remove=bool(spec.get("auto_remove")),
             )
         except KeyError as err:
             raise PlanningError(f"the stored {name} step lacks {err}") from err
