@@ -31,7 +31,7 @@ Errors follow the contract: connection failures and 5xx are TemporaryError,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -148,9 +148,11 @@ class DockerClient:
         response = self._call("GET", f"/containers/{name}/json", ok=(200, 404))
         return None if response.status_code == 404 else dict(response.json())
 
-    def containers(self, *, name: str) -> list[dict[str, Any]]:
-        """List all containers (running or not) whose name matches the regexp `name`."""
-        filters = json.dumps({"name": [name]})
+    def containers(self, *, name: str = "", labels: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """List all containers (running or not) whose name matches the regexp `name` and
+        that carry every label given (`key=value`)."""
+        wanted = {"name": [name]} if name else {}
+        filters = json.dumps(wanted | ({"label": list(labels)} if labels else {}))
         params = {"all": "1", "filters": filters}
         return list(self._call("GET", "/containers/json", params=params).json())
 

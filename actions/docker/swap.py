@@ -16,7 +16,12 @@ failure after the old container was stopped switches back: the new container
 is removed, the old one gets its name and restart policy back and is started,
 and the message says what failed in the engine's words and what the host runs
 now. After success the renamed old containers beyond the newest `keep_retired`
-are removed (never their volumes: the new container uses them).
+are removed (never their volumes: the new container uses them). A compose
+service's old container is never kept: it carries the service's labels, and
+`docker compose up` counts every container so labelled as a replica, stopped
+or not, removes the surplus and starts the rest (docker/compose
+pkg/compose/convergence.go, ensureService), so a kept old container could be
+the one started again, on the version rolled away from.
 
 A container started with `--rm` (HostConfig.AutoRemove) is removed by the
 engine as soon as it stops, with its anonymous volumes (moby daemon/monitor.go:
@@ -116,6 +121,8 @@ class SwapContainer:
     keep_retired: int = 1
     auto_remove: bool = False
     """The old container runs with `--rm`: the engine removes it when it stops."""
+    compose_service: str = ""
+    """`project/service` when compose manages the container: no old container is kept."""
     timeout: float = 240.0
     name: str = "docker.swap_container"
     idempotent: bool = True
@@ -150,7 +157,14 @@ class SwapContainer:
                 "; on failure recreate the old container from its recorded settings and start "
                 "it (its writable layer is gone, as at any stop of a --rm container)"
             )
-        return text + "; on failure switch back to the old container"
+        text += "; on failure switch back to the old container"
+        if self.compose_service:
+            text += (
+                f"; after success remove the old container (compose service "
+                f"{self.compose_service}: `docker compose up` would count a kept one as a "
+                "replica and might start it)"
+            )
+        return text
 
     def spec(self) -> dict[str, Any]:
         """The plan's own facts; connection and timing come from the target's params."""
@@ -161,6 +175,7 @@ class SwapContainer:
             "to_image": self.to_image,
             "to_image_id": self.to_image_id,
             "auto_remove": self.auto_remove,
+            "compose_service": self.compose_service,
         }
 
     def run(self, ctx: StepContext) -> StepResult:
@@ -563,7 +578,8 @@ class _Swap:
 
     def _finish(self, record: dict[str, Any]) -> dict[str, Any]:
         """Remove retired containers beyond the newest `keep_retired`; mark the swap done."""
-        name, keep = record["name"], self.action.keep_retired
+        name = record["name"]
+        keep = 0 if self.action.compose_service else self.action.keep_retired
         retired = self.client.containers(name=f"^/{re.escape(name)}-rollback-")
         retired.sort(key=lambda c: c["Names"][0], reverse=True)
         for old in retired[keep:]:
@@ -583,6 +599,11 @@ class _Swap:
             if record is not None and record.get("autoremove"):
                 summary += (
                     "; the old container ran with --rm: the engine removed it when it stopped"
+                )
+            elif record is not None and action.compose_service:
+                summary += (
+                    f"; the old container was removed (compose service {action.compose_service} "
+                    "would count it as a replica)"
                 )
             elif record is not None and action.keep_retired:
                 summary += f"; the old container is kept as {record['retired']}"

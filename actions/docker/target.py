@@ -54,7 +54,13 @@ from actions.base import (
 from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
-from actions.docker.evidence import docker_evidence
+from actions.docker.evidence import (
+    COMPOSE_ONEOFF,
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    docker_evidence,
+    setup_findings,
+)
 from actions.docker.params import DockerParams
 from actions.docker.settings import HISTORY_LABEL
 from actions.docker.swap import SwapContainer, state_problem
@@ -283,6 +289,24 @@ class DockerTarget:
         """The reversibility verdict's evidence: checks weighed, a missing image asked for."""
         return docker_evidence(self, ref)
 
+    def setup_findings(self) -> list[Finding]:
+        """What the container's setup means for the rollback (`--rm`, a compose service)."""
+        with _planning_errors(), self._client() as client:
+            container = client.container(self.params.container)
+            if container is None:
+                return []
+            labels = container["Config"].get("Labels") or {}
+            project, service = labels.get(COMPOSE_PROJECT), labels.get(COMPOSE_SERVICE)
+            replicas = []
+            if project and service:
+                wanted = [f"{COMPOSE_PROJECT}={project}", f"{COMPOSE_SERVICE}={service}"]
+                replicas = [
+                    c
+                    for c in client.containers(labels=wanted)
+                    if (c.get("Labels") or {}).get(COMPOSE_ONEOFF) != "True"
+                ]
+        return setup_findings(container, replicas)
+
     def image_version(self, ref: str | None) -> str | None:
         """The `org.opencontainers.image.version` label of the image `ref` names, if local."""
         with _planning_errors(), self._client() as client:
@@ -364,6 +388,7 @@ class DockerTarget:
             to_image=wanted,
             to_image_id=image["Id"] if image else "",
             auto_remove=bool(container["HostConfig"].get("AutoRemove")),
+            compose_service=_compose_service(container),
         )
         where = "on the host" if image else f"pulled from {registry_of(wanted)} first"
         note = f"{self.params.container} runs {swap.from_image}; rolling back to {wanted} ({where})"
@@ -377,6 +402,7 @@ class DockerTarget:
         to_image: str,
         to_image_id: str,
         auto_remove: bool,
+        compose_service: str,
     ) -> SwapContainer:
         p = self.params
         return SwapContainer(
@@ -393,6 +419,7 @@ class DockerTarget:
             health_timeout=p.health_timeout,
             keep_retired=p.keep_retired,
             auto_remove=auto_remove,
+            compose_service=compose_service,
             timeout=p.swap_timeout,
         )
 
@@ -412,6 +439,7 @@ class DockerTarget:
                 to_image=str(spec["to_image"]),
                 to_image_id=str(spec.get("to_image_id") or ""),
                 auto_remove=bool(spec.get("auto_remove")),
+                compose_service=str(spec.get("compose_service") or ""),
             )
         except KeyError as err:
             raise PlanningError(f"the stored {name} step lacks {err}") from err
@@ -456,6 +484,13 @@ def _tag(ref: str) -> str:
     if "@" in ref:
         return "@" + ref.split("@", 1)[1].removeprefix("sha256:")[:12]
     return ref.rpartition(":")[2]
+
+
+def _compose_service(container: dict[str, Any]) -> str:
+    """`project/service` of a container compose manages, else empty."""
+    labels = container["Config"].get("Labels") or {}
+    project, service = labels.get(COMPOSE_PROJECT), labels.get(COMPOSE_SERVICE)
+    return f"{project}/{service}" if project and service else ""
 
 
 def _history(container: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,9 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from actions.base import PermanentError, StepContext, spec_of
+from actions.base import Level, PermanentError, StepContext, spec_of
 from actions.docker import DockerTarget, memory_key
-from tests.actions.test_docker import APP, app, containers_named, params, swap, version_served
+from tests.actions.test_docker import (
+    APP,
+    app,
+    containers_named,
+    params,
+    swap,
+    unique,
+    version_served,
+)
 from tests.actions.test_docker_resume import Crash, crash_after
 
 if TYPE_CHECKING:
@@ -141,3 +149,50 @@ def test_a_crash_during_a_switch_back_of_a_container_run_with_rm_resumes_to_the_
         "create",
         "start",
     ], points
+
+
+def test_the_verdict_says_how_a_container_run_with_rm_is_swapped(dockerd: Engine) -> None:
+    name, _ = rm_app(dockerd)
+    findings = DockerTarget(params(dockerd, name)).evidence("v1")
+    assert all(f.level == Level.OK for f in findings), findings
+    assert f"container {name} runs with --rm: the engine removes it when it stops" in " ".join(
+        f.text for f in findings
+    )
+
+
+# -- compose services -------------------------------------------------------------------------
+
+
+def compose_labels(project: str, number: int, *, oneoff: bool = False) -> dict[str, str]:
+    """The labels docker compose gives a service container (docker/compose pkg/api/labels.go)."""
+    return {
+        "com.docker.compose.project": project,
+        "com.docker.compose.service": "web",
+        "com.docker.compose.container-number": str(number),
+        "com.docker.compose.oneoff": "True" if oneoff else "False",
+        "com.docker.compose.config-hash": "3f1c0a",
+    }
+
+
+def test_a_compose_service_is_risky_and_its_old_container_is_not_kept(dockerd: Engine) -> None:
+    project = unique("proj")
+    name, port = app(dockerd, "v2", Labels=compose_labels(project, 1))
+    replica, _ = app(dockerd, "v2", Labels=compose_labels(project, 2))
+    app(dockerd, "v2", Labels=compose_labels(project, 1, oneoff=True))  # `compose run`
+    target = DockerTarget(params(dockerd, name, keep_retired=1))
+    risky = [f.text for f in target.evidence("v1") if f.level == Level.RISKY]
+    assert risky == [
+        f"container {name} is service web of compose project {project}: its compose file "
+        f"still names {APP}:v2, and `docker compose up` recreates the service from it when the "
+        "service's configuration or image digest changes (or with --force-recreate), undoing "
+        "the rollback: pin the version rolled back to in the compose file",
+        f"compose service web has 2 containers: only {name} is swapped, {replica} keep their image",
+    ]
+    step = target.plan("v1").rollback[0]
+    assert f"remove the old container (compose service {project}/web" in step.describe()
+    result = step.run(StepContext.for_test(timeout=90))
+    assert "kept as" not in result.summary and "was removed (compose service" in result.summary
+    assert containers_named(dockerd, f"{name}-rollback-") == []
+    assert version_served(port) == "v1"
+    labels = dockerd.inspect(name)["Config"]["Labels"]
+    assert {k: labels[k] for k in compose_labels(project, 1)} == compose_labels(project, 1)
