@@ -406,9 +406,11 @@ class _Swap:
         while True:
             container = self.client.container(record["new_id"])
             if container is None and record.get("autoremove"):
+                code = self.client.exit_code(record["new_id"])
                 raise PermanentError(
-                    f"{record['name']} ({action.to_image}) exited and the engine removed it "
-                    "(it runs with --rm), so its exit code is gone"
+                    f"{record['name']} ({action.to_image}) exited"
+                    + (f", exit code {code}," if code is not None else "")
+                    + " and the engine removed it (it runs with --rm)"
                 )
             if container is None:
                 raise PermanentError(f"the new container {record['name']} disappeared")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from actions.base import Level, PermanentError, StepContext, spec_of
-from actions.docker import DockerTarget, memory_key
+from actions.docker import DockerClient, DockerTarget, memory_key
 from tests.actions.test_docker import (
     APP,
     app,
@@ -22,6 +22,7 @@ from tests.actions.test_docker import (
     version_served,
 )
 from tests.actions.test_docker_resume import Crash, crash_after
+from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
@@ -102,6 +103,7 @@ def test_a_container_run_with_rm_is_recreated_when_the_new_one_fails(dockerd: En
         swap(dockerd, name, "crash")
     message = str(failure.value)
     assert "switched back" in message and "failed too" not in message
+    assert "exit code 3" in message
     now = dockerd.inspect(name)
     assert now["Id"] != old["Id"] and not dockerd.exists(old["Id"])
     assert now["Image"] == old["Image"] and now["Config"]["Image"] == f"{APP}:v2"
@@ -110,6 +112,17 @@ def test_a_container_run_with_rm_is_recreated_when_the_new_one_fails(dockerd: En
     assert version_served(port) == "v2"
     assert data_volume(dockerd, name) == volume and read_data(dockerd, name) == "kept\n"
     assert containers_named(dockerd, name) == [name]
+
+
+def test_the_exit_code_of_a_container_the_engine_removed_is_read_from_its_events(
+    dockerd: Engine,
+) -> None:
+    name = unique("rbt-gone")
+    container_id = dockerd.run(name, {"Image": f"{APP}:crash", "HostConfig": {"AutoRemove": True}})
+    wait_for(lambda: not dockerd.exists(container_id), timeout=30, what="--rm removal")
+    with DockerClient(dockerd.socket) as client:
+        assert client.exit_code(container_id) == 3
+        assert client.exit_code("0" * 64) is None
 
 
 def test_a_crash_during_a_switch_back_of_a_container_run_with_rm_resumes_to_the_old_version(
