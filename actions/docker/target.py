@@ -175,6 +175,8 @@ def _local_point(image: _Image, now: datetime, when: datetime | None, later: str
     label += f" · {short_id(image.id)} · on this host"
     if image.tagged:
         label += f", tagged {ago(image.tagged, now)}"
+    elif not image.tags:
+        label += ", pulled by digest (no tag)"
     elif image.digests:
         label += ", pulled"
     if not image.tagged and when:
@@ -253,16 +255,18 @@ class DockerTarget:
         repo, found = self.params.image, []
         for summary in client.images(repo):
             tags = sorted(t for t in summary.get("RepoTags") or [] if _repository(t) == repo)
-            if not tags:
+            digests = [d for d in summary.get("RepoDigests") or [] if _repository(d) == repo]
+            if not tags and not digests:
                 continue
             info = client.image(summary["Id"]) or {}
-            ref = next((t for t in tags if not t.endswith(":latest")), tags[0])
+            # An image pulled by digest alone (`repo@sha256:...`) has no tag: offered by digest.
+            ref = next((t for t in tags if not t.endswith(":latest")), tags[0] if tags else "")
             found.append(
                 _Image(
-                    ref,
+                    ref or digests[0],
                     summary["Id"],
                     tuple(tags),
-                    tuple(summary.get("RepoDigests") or []),
+                    tuple(digests),
                     _time((info.get("Metadata") or {}).get("LastTagTime")),
                     _time(summary.get("Created")),
                 )
