@@ -6,6 +6,7 @@ its own containers of the session's `rbt-app` images.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -67,6 +68,16 @@ def test_an_anonymous_mount_volume_goes_over_to_the_new_container_with_its_data(
     assert read_data(dockerd, name) == "kept\n"
     mounts = dockerd.inspect(name)["HostConfig"]["Mounts"]
     assert mounts == [{"Type": "volume", "Source": volume, "Target": "/data"}]
+
+
+def test_a_bind_mount_made_with_mount_goes_over_as_written(dockerd: Engine, tmp_path: Path) -> None:
+    (tmp_path / "settings.txt").write_text("from the host\n")
+    bind = {"Type": "bind", "Source": str(tmp_path), "Target": "/etc/app", "ReadOnly": True}
+    name, _ = app(dockerd, "v2", HostConfig={"Mounts": [bind]})
+    swap(dockerd, name, "v1")
+    assert dockerd.inspect(name)["HostConfig"]["Mounts"] == [bind]
+    read = dockerd.exec(name, "/bin/busybox", "cat", "/etc/app/settings.txt", user="0")
+    assert read == "from the host\n"
 
 
 # -- --rm (AutoRemove) ------------------------------------------------------------------------
