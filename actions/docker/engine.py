@@ -31,7 +31,8 @@ Errors follow the contract: connection failures and 5xx are TemporaryError,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -148,11 +149,30 @@ class DockerClient:
         response = self._call("GET", f"/containers/{name}/json", ok=(200, 404))
         return None if response.status_code == 404 else dict(response.json())
 
-    def containers(self, *, name: str) -> list[dict[str, Any]]:
-        """List all containers (running or not) whose name matches the regexp `name`."""
-        filters = json.dumps({"name": [name]})
+    def containers(self, *, name: str = "", labels: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """List all containers (running or not) whose name matches the regexp `name` and
+        that carry every label given (`key=value`)."""
+        wanted = {"name": [name]} if name else {}
+        filters = json.dumps(wanted | ({"label": list(labels)} if labels else {}))
         params = {"all": "1", "filters": filters}
         return list(self._call("GET", "/containers/json", params=params).json())
+
+    def exit_code(self, container_id: str) -> int | None:
+        """The exit code of the container's last `die` event in the engine's event log.
+
+        The log outlives the container (a `--rm` one is gone once it exits) but is kept
+        in memory only and bounded (moby daemon/events/events.go, eventsLimit), so None
+        when it is no longer there. `until` now makes the engine answer at once.
+        """
+        filters = {"type": ["container"], "container": [container_id], "event": ["die"]}
+        params = {"since": "1", "until": f"{time.time():.9f}", "filters": json.dumps(filters)}
+        response = self._call("GET", "/events", params=params)
+        codes = [
+            (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+            for event in _events(iter(response.text.splitlines()))
+        ]
+        known = [c for c in codes if c is not None]
+        return int(known[-1]) if known else None
 
     def stop(self, container_id: str, *, timeout: int) -> str:
         """Stop a container, waiting up to `timeout` seconds; say what happened."""

@@ -11,10 +11,15 @@ overrode the image's (an overridden Entrypoint takes its Cmd along, as
 is Docker's default and is not carried (the new container gets its own).
 
 HostConfig goes over whole, with two repairs: legacy links come back from
-inspect as `/db:/web/db` and are given back as `db:db`; anonymous volumes (an
-image's VOLUME or `-v /data`) are added to Binds by their volume name, so the
-new container re-attaches the same volume and its data stays (created afresh
-they would be empty).
+inspect as `/db:/web/db` and are given back as `db:db`; anonymous volumes
+keep their data by being named: an image's VOLUME or `-v /data` is added to
+Binds by its volume name, and a `--mount type=volume` without a source (kept
+as written in HostConfig.Mounts, its Source empty) gets the name inspect's
+Mounts shows for its target, so the new container re-attaches the same volume
+(created afresh it would be empty). Named, the volume is no longer removed
+with a container started with `--rm` (moby daemon/mounts.go
+removeMountPoints skips mounts whose Spec.Source is set): it outlives the
+container rather than its data being lost.
 
 Networks: API 1.41 creates a container on one network only, so the create
 request carries the primary one (HostConfig.NetworkMode) and the others are
@@ -91,6 +96,13 @@ def _target(spec: str) -> str:
 def carried_host_config(container: dict[str, Any]) -> dict[str, Any]:
     """Return HostConfig whole, with links given back and anonymous volumes re-attached."""
     host = dict(container.get("HostConfig") or {})
+    volumes = {
+        str(m.get("Destination")): str(m["Name"])
+        for m in container.get("Mounts") or []
+        if m.get("Type") == "volume" and m.get("Name")
+    }
+    if host.get("Mounts"):
+        host["Mounts"] = [_named(m, volumes) for m in host["Mounts"]]
     binds = list(host.get("Binds") or [])
     covered = {_target(b) for b in binds}
     covered |= {m.get("Target") for m in host.get("Mounts") or []}
@@ -104,6 +116,14 @@ def carried_host_config(container: dict[str, Any]) -> dict[str, Any]:
     if host.get("Links"):
         host["Links"] = [_legacy_link(link) for link in host["Links"]]
     return host
+
+
+def _named(mount: dict[str, Any], volumes: dict[str, str]) -> dict[str, Any]:
+    """Give a `--mount type=volume` without a source the name of the volume it got."""
+    if mount.get("Type") != "volume" or mount.get("Source"):
+        return mount
+    name = volumes.get(str(mount.get("Target")))
+    return {**mount, "Source": name} if name else mount
 
 
 def _legacy_link(link: str) -> str:
@@ -156,22 +176,37 @@ def history(container: dict[str, Any], image: dict[str, Any], *, until: str) -> 
     return [*past, entry][-HISTORY_KEEP:]
 
 
-def successor(
-    container: dict[str, Any], image: dict[str, Any], new_image: str, *, now: str
+def recreation(
+    container: dict[str, Any], image: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Build the create request for `container` on `new_image`, and the networks to connect.
+    """Build the create request that makes `container` again, and the networks to connect.
 
-    `image` is the old image's inspect. Returns (create body, {network: endpoint}
+    `image` is its image's inspect. Returns (create body, {network: endpoint}
     for the networks beyond the primary one).
     """
     body = carried_config(container, image.get("Config") or {})
-    body["Labels"][HISTORY_LABEL] = json.dumps(history(container, image, until=now))
-    body["Image"] = new_image
+    own = ((container.get("Config") or {}).get("Labels") or {}).get(HISTORY_LABEL)
+    if own:
+        body["Labels"][HISTORY_LABEL] = own
+    body["Image"] = (container.get("Config") or {}).get("Image") or container.get("Image")
     body["HostConfig"] = carried_host_config(container)
     networks = endpoints(container)
     primary = primary_network(container, networks)
     if primary is not None:
         body["NetworkingConfig"] = {"EndpointsConfig": {primary: networks.pop(primary)}}
+    return body, networks
+
+
+def successor(
+    container: dict[str, Any], image: dict[str, Any], new_image: str, *, now: str
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Build the create request for `container` on `new_image`, and the networks to connect.
+
+    `image` is the old image's inspect; the new container's history gains the old one.
+    """
+    body, networks = recreation(container, image)
+    body["Labels"][HISTORY_LABEL] = json.dumps(history(container, image, until=now))
+    body["Image"] = new_image
     return body, networks
 
 
@@ -187,7 +222,7 @@ def settings_summary(body: dict[str, Any], networks: dict[str, Any]) -> str:
     restart = (host.get("RestartPolicy") or {}).get("Name") or "no"
     primary = list((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
     nets = ", ".join([*primary, *networks]) or host.get("NetworkMode") or "none"
-    labels = len(body["Labels"]) - 1
+    labels = len([k for k in body["Labels"] if k != HISTORY_LABEL])
     return (
         f"env {names}; ports {ports or 'none'}; {labels} labels; restart {restart}; "
         f"{len(host.get('Binds') or [])} binds/volumes; networks {nets}"

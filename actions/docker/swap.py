@@ -16,7 +16,31 @@ failure after the old container was stopped switches back: the new container
 is removed, the old one gets its name and restart policy back and is started,
 and the message says what failed in the engine's words and what the host runs
 now. After success the renamed old containers beyond the newest `keep_retired`
-are removed (never their volumes: the new container uses them).
+are removed (never their volumes: the new container uses them). A compose
+service's old container is never kept: it carries the service's labels, and
+`docker compose up` counts every container so labelled as a replica, stopped
+or not, removes the surplus and starts the rest (docker/compose
+pkg/compose/convergence.go, ensureService), so a kept old container could be
+the one started again, on the version rolled away from.
+
+A container started with `--rm` (HostConfig.AutoRemove) is removed by the
+engine as soon as it stops, with its anonymous volumes (moby daemon/monitor.go:
+on exit, AutoRemove calls ContainerRm with RemoveVolume; daemon/mounts.go
+removeMountPoints removes each unnamed volume unless another container still
+holds it). Stopped first, it would leave nothing to switch back to, and its
+volumes would be gone before the new container could take them. Two ways were
+weighed: run the new container beside the old until it is healthy (not
+possible in general: both want the same published ports and name), or keep
+everything needed to make the old one again. So for such a container the
+order changes: the running old container is renamed, the new one is created
+under the name (holding the volumes by name, so the engine keeps them when
+the old one goes) and connected, and only then is the old one stopped (and
+removed by the engine) and the new one started. Switching back recreates the
+old container from the create request recorded from its inspect before
+anything changed, with the same image by id, settings, volumes and networks,
+and starts it. What is lost is the old container's writable layer, which
+`--rm` discards at every stop anyway. The plan says all this before approval,
+and the summary never says the old container was kept.
 
 Resuming. Every engine call that changes something is followed by a write of
 the record in `ctx.memory` (the phase reached, the old container's id, the
@@ -46,7 +70,7 @@ from actions.base import ActionError, PermanentError, StepContext, StepResult
 from actions.docker.auth import registry_auth
 from actions.docker.engine import DockerClient, EngineUnreachable, short_id
 from actions.docker.params import SWITCH_BACK_RESERVE
-from actions.docker.settings import settings_summary, successor
+from actions.docker.settings import recreation, settings_summary, successor
 from actions.http.health import HEALTH_REQUEST_TIMEOUT, check_health
 from actions.http.request import plural
 
@@ -63,6 +87,19 @@ def memory_key(container: str) -> str:
 
 class _SwitchBack(Exception):
     """The new container failed: switch back, saying why."""
+
+
+_AFTER = {
+    "stop": "stopped",
+    "retire": "renamed",
+    "create": "created",
+    "connect": "connected",
+    "start": "started",
+}
+"""The phase a forward step leaves in the record."""
+_ORDER = ("stop", "retire", "create", "connect", "start")
+_ORDER_AUTO_REMOVE = ("retire", "create", "connect", "stop", "start")
+"""With `--rm`, the new container holds the volumes before the old one stops and goes."""
 
 
 @dataclass
@@ -82,6 +119,10 @@ class SwapContainer:
     settle: float = 10.0
     health_timeout: float = 120.0
     keep_retired: int = 1
+    auto_remove: bool = False
+    """The old container runs with `--rm`: the engine removes it when it stops."""
+    compose_service: str = ""
+    """`project/service` when compose manages the container: no old container is kept."""
     timeout: float = 240.0
     name: str = "docker.swap_container"
     idempotent: bool = True
@@ -91,15 +132,39 @@ class SwapContainer:
         to_id = f" ({short_id(self.to_image_id)})" if self.to_image_id else " (pulled first)"
         text = (
             f"Swap container {self.container} from {self.from_image} "
-            f"({short_id(self.from_image_id)}) to {self.to_image}{to_id}: stop it (up to "
-            f"{self.stop_timeout}s) and rename it {self.container}-rollback-<time>, create and "
-            f"start {self.to_image} as {self.container} with all its settings, networks and "
-            f"volumes, and require it to stay running for {self.settle:g}s"
+            f"({short_id(self.from_image_id)}) to {self.to_image}{to_id}: "
         )
+        if self.auto_remove:
+            text += (
+                f"it runs with --rm, so the engine removes it when it stops: rename it "
+                f"{self.container}-rollback-<time>, create {self.to_image} as {self.container} "
+                f"with all its settings, networks and volumes (held by the new container, so "
+                f"they outlive the old), then stop the old one (up to {self.stop_timeout}s), "
+                f"start the new one"
+            )
+        else:
+            text += (
+                f"stop it (up to {self.stop_timeout}s) and rename it "
+                f"{self.container}-rollback-<time>, create and start {self.to_image} as "
+                f"{self.container} with all its settings, networks and volumes"
+            )
+        text += f", and require it to stay running for {self.settle:g}s"
         text += ", its Docker healthcheck (if any) to pass"
         if self.health_url:
             text += f" and {self.health_url} to answer 2xx"
-        return text + "; on failure switch back to the old container"
+        if self.auto_remove:
+            return text + (
+                "; on failure recreate the old container from its recorded settings and start "
+                "it (its writable layer is gone, as at any stop of a --rm container)"
+            )
+        text += "; on failure switch back to the old container"
+        if self.compose_service:
+            text += (
+                f"; after success remove the old container (compose service "
+                f"{self.compose_service}: `docker compose up` would count a kept one as a "
+                "replica and might start it)"
+            )
+        return text
 
     def spec(self) -> dict[str, Any]:
         """The plan's own facts; connection and timing come from the target's params."""
@@ -109,6 +174,8 @@ class SwapContainer:
             "from_image_id": self.from_image_id,
             "to_image": self.to_image,
             "to_image_id": self.to_image_id,
+            "auto_remove": self.auto_remove,
+            "compose_service": self.compose_service,
         }
 
     def run(self, ctx: StepContext) -> StepResult:
@@ -189,18 +256,19 @@ class _Swap:
             current, old_image, self.action.to_image, now=now.isoformat(timespec="seconds")
         )
         name = current["Name"].lstrip("/")
-        record = self._save(
-            {
-                "old_id": current["Id"],
-                "name": name,
-                "retired": f"{name}-rollback-{now.strftime('%Y%m%dT%H%M%SZ')}",
-                "restart": body["HostConfig"].get("RestartPolicy") or {"Name": "no"},
-                "image_id": image_id,
-                "create": body,
-                "networks": networks,
-            },
-            phase="recorded",
-        )
+        fields: dict[str, Any] = {
+            "old_id": current["Id"],
+            "name": name,
+            "retired": f"{name}-rollback-{now.strftime('%Y%m%dT%H%M%SZ')}",
+            "restart": body["HostConfig"].get("RestartPolicy") or {"Name": "no"},
+            "image_id": image_id,
+            "create": body,
+            "networks": networks,
+        }
+        if body["HostConfig"].get("AutoRemove"):
+            old_body, old_networks = recreation(current, old_image)
+            fields |= {"autoremove": True, "old_create": old_body, "old_networks": old_networks}
+        record = self._save(fields, phase="recorded")
         self._say(f"recorded {name} ({self.action.from_image}): {settings_summary(body, networks)}")
         return record
 
@@ -238,17 +306,21 @@ class _Swap:
     # -- forward ----------------------------------------------------------------------------
 
     def _forward(self, record: dict[str, Any]) -> dict[str, Any]:
-        if record["phase"] == "recorded":
-            record = self._stop_old(record)
+        order = _ORDER_AUTO_REMOVE if record.get("autoremove") else _ORDER
+        steps = {
+            "stop": self._stop_old,
+            "retire": self._retire_old,
+            "create": self._create_new,
+            "connect": self._connect_new,
+            "start": self._start_new,
+        }
+        if record["phase"] == "recorded" and order[0] == "stop":
+            record = self._stop_old(record)  # nothing else changed yet: no switching back
+        phases = ["recorded", *(_AFTER[step] for step in order)]
+        position = phases.index(record["phase"]) if record["phase"] in phases else len(order)
         try:
-            if record["phase"] == "stopped":
-                record = self._retire_old(record)
-            if record["phase"] == "renamed":
-                record = self._create_new(record)
-            if record["phase"] == "created":
-                record = self._connect_new(record)
-            if record["phase"] == "connected":
-                record = self._start_new(record)
+            for step in order[position:]:
+                record = steps[step](record)
             if record["phase"] == "started":
                 self._verify(record)
                 healthy_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -269,6 +341,8 @@ class _Swap:
             raise PermanentError(
                 f"{old} could not be stopped: {err}; {self._host_state(record)}"
             ) from err
+        if record.get("autoremove"):
+            outcome += " (it runs with --rm: the engine removes it)"
         self._say(f"{old} {outcome}")
         return self._save(record, phase="stopped")
 
@@ -331,6 +405,13 @@ class _Swap:
         restarted_at: float | None = None
         while True:
             container = self.client.container(record["new_id"])
+            if container is None and record.get("autoremove"):
+                code = self.client.exit_code(record["new_id"])
+                raise PermanentError(
+                    f"{record['name']} ({action.to_image}) exited"
+                    + (f", exit code {code}," if code is not None else "")
+                    + " and the engine removed it (it runs with --rm)"
+                )
             if container is None:
                 raise PermanentError(f"the new container {record['name']} disappeared")
             problem = state_problem(container, restarts=0)
@@ -391,13 +472,19 @@ class _Swap:
         try:
             self._remove_new(record)
             current = self.client.container(old_id)
-            if current is None:
+            if current is not None and current["State"].get("Status") == "removing":
+                self._wait_gone(old_id)  # stopped with --rm: the engine is removing it
+                current = None
+            if current is None and record.get("autoremove"):
+                record = self._recreate_old(record)
+            elif current is None:
                 raise PermanentError(f"the old container {short_id(old_id)} is gone")
-            if current["Name"].lstrip("/") != name:
-                self.client.rename(old_id, name)
-            if record["restart"].get("Name") not in (None, "", "no"):
-                self.client.update_restart_policy(old_id, record["restart"])
-            self.client.start(old_id)
+            else:
+                if current["Name"].lstrip("/") != name:
+                    self.client.rename(old_id, name)
+                if record["restart"].get("Name") not in (None, "", "no"):
+                    self.client.update_restart_policy(old_id, record["restart"])
+                self.client.start(old_id)
         except EngineUnreachable:
             raise
         except ActionError as err:
@@ -414,14 +501,60 @@ class _Swap:
         self._say(outcome)
         raise PermanentError(outcome)
 
+    def _recreate_old(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Make the old container again from its recorded create request, and start it."""
+        name, recreated = record["name"], record.get("recreated_id")
+        if recreated is None:
+            body = dict(record["old_create"])
+            image = self.client.image(str(body["Image"]))
+            if image is None or image["Id"] != self.action.from_image_id:
+                body["Image"] = self.action.from_image_id  # the tag moved: the exact image
+            recreated = self.client.create(name, body)
+            if recreated is None:
+                holder = self.client.container(name)
+                if holder is None or holder["Image"] != self.action.from_image_id:
+                    raise PermanentError(f"the name {name} is taken by another container")
+                recreated = str(holder["Id"])
+            record = self._save(record, recreated_id=recreated)
+            self._say(
+                f"the engine removed the old container when it stopped (--rm): recreated "
+                f"{name} ({short_id(recreated)}) from {self.action.from_image} with its "
+                "recorded settings"
+            )
+        joined = ((self.client.container(recreated) or {}).get("NetworkSettings") or {}).get(
+            "Networks"
+        ) or {}
+        for network, endpoint in record["old_networks"].items():
+            if network not in joined:
+                self.client.connect(network, recreated, endpoint)
+        self.client.start(recreated)
+        return record
+
     def _remove_new(self, record: dict[str, Any]) -> None:
         new_id = record.get("new_id")
         if new_id is None:
             holder = self.client.container(record["name"])
-            if holder is not None and holder["Id"] != record["old_id"]:
-                new_id = holder["Id"]
-        if new_id is not None and self.client.remove(new_id, force=True):
-            self._say(f"removed the new container {short_id(new_id)}")
+            if holder is not None and holder["Image"] == record["image_id"]:
+                new_id = holder["Id"]  # created by an attempt that died before saving its id
+        if new_id is None:
+            return
+        try:
+            if self.client.remove(new_id, force=True):
+                self._say(f"removed the new container {short_id(new_id)}")
+        except PermanentError as err:
+            # The engine is removing it itself (--rm): moby daemon/delete.go answers 409
+            # "removal of container ... is already in progress".
+            if "already in progress" not in str(err):
+                raise
+        self._wait_gone(new_id)
+
+    def _wait_gone(self, container_id: str) -> None:
+        """Wait while the engine removes a container (--rm): it holds its name until done."""
+        deadline = min(self.ctx.deadline, time.monotonic() + SWITCH_BACK_RESERVE)
+        while self.client.container(container_id) is not None:
+            if time.monotonic() > deadline:
+                raise PermanentError(f"container {short_id(container_id)} is still being removed")
+            time.sleep(POLL)
 
     def _host_state(self, record: dict[str, Any]) -> str:
         """Say what the host runs now under the container's name and the retired name."""
@@ -447,7 +580,8 @@ class _Swap:
 
     def _finish(self, record: dict[str, Any]) -> dict[str, Any]:
         """Remove retired containers beyond the newest `keep_retired`; mark the swap done."""
-        name, keep = record["name"], self.action.keep_retired
+        name = record["name"]
+        keep = 0 if self.action.compose_service else self.action.keep_retired
         retired = self.client.containers(name=f"^/{re.escape(name)}-rollback-")
         retired.sort(key=lambda c: c["Names"][0], reverse=True)
         for old in retired[keep:]:
@@ -464,7 +598,16 @@ class _Swap:
             summary = f"already done: {action.container} runs {action.to_image}"
         else:
             summary = f"{action.container} now runs {action.to_image} (was {action.from_image})"
-            if record is not None and action.keep_retired:
+            if record is not None and record.get("autoremove"):
+                summary += (
+                    "; the old container ran with --rm: the engine removed it when it stopped"
+                )
+            elif record is not None and action.compose_service:
+                summary += (
+                    f"; the old container was removed (compose service {action.compose_service} "
+                    "would count it as a replica)"
+                )
+            elif record is not None and action.keep_retired:
                 summary += f"; the old container is kept as {record['retired']}"
         data: dict[str, Any] = {"container": action.container, "from_image": action.from_image}
         data |= {"to_image": action.to_image, "to_image_id": (record or {}).get("image_id", "")}

@@ -7,11 +7,24 @@ digests, when it ran), so the list starts with the running container (marked
 current), then the earlier deployments newest first, each by tag when the tag
 still points at that image, else by digest (pulled again if the host no longer
 has it); the version the last rollback moved away from is marked `avoid`.
-Then come the repository's other local images, by when they were tagged on
-this host (pulled or built): first those tagged before the running version,
-then those tagged after it (likely newer releases, said so in the label).
-Build time alone orders nothing: reproducible builds (ko, Jib, buildpacks)
-all carry the same fixed timestamp.
+Then come the repository's other local images, first those before the running
+version, then those after it (likely newer releases, said so in the label).
+What orders them is what the engine knows of each. A local `docker tag` or
+build records when (moby daemon/images/image_tag.go, TagImage calls
+imageStore.SetLastUpdated; inspect shows it as Metadata.LastTagTime, in
+daemon/images/image_inspect.go LookupImage). A pull does not: it adds its
+tag to the reference store only (moby distribution/pull_v2.go, pullTag calls
+ReferenceStore.AddTag), so a pulled image's LastTagTime is Go's zero time
+"0001-01-01T00:00:00Z" and the engine keeps no pull time at all. Its inspect
+has RepoTags, RepoDigests and Created, the build time from the image config,
+which reproducible builds (ko, Jib, buildpacks, SOURCE_DATE_EPOCH) fix at one
+timestamp for every release. So: images whose tags are versions of the
+running tag's form (`1.9`, `1.10`, `v2.3.1`; a suffix such as `-alpine` must
+match) are ordered by version, numerically (1.9 before 1.10); the rest by
+tag time, else by build time unless another image shares it (a fixed
+timestamp orders nothing); an image with neither comes last, marked neither
+earlier nor later. No age is shown that the engine did not record: a pulled
+image says "pulled", a fixed build time is not shown.
 
 An image not on the host can still be planned (tag or digest): the swap pulls
 it before changing anything. Engine errors met while listing or planning
@@ -22,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +54,13 @@ from actions.base import (
 from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
 from actions.docker.engine import DockerClient, short_id
-from actions.docker.evidence import docker_evidence
+from actions.docker.evidence import (
+    COMPOSE_ONEOFF,
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    docker_evidence,
+    setup_findings,
+)
 from actions.docker.params import DockerParams
 from actions.docker.settings import HISTORY_LABEL
 from actions.docker.swap import SwapContainer, state_problem
@@ -70,6 +90,19 @@ def _time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)(.*)")
+
+
+def _version(ref: str) -> tuple[tuple[int, ...], str] | None:
+    """Read the tag of `ref` as (numbers, suffix): `1.10-alpine` is ((1, 10), "-alpine")."""
+    if "@" in ref:
+        return None
+    match = _VERSION.fullmatch(_tag(ref))
+    if match is None:
+        return None
+    return tuple(int(n) for n in match[1].split(".")), match[2]
+
+
 @dataclass(frozen=True)
 class _Image:
     ref: str
@@ -77,7 +110,78 @@ class _Image:
     tags: tuple[str, ...] = ()
     digests: tuple[str, ...] = ()
     tagged: datetime | None = None
+    """Metadata.LastTagTime: set by a local tag or build, never by a pull."""
     created: datetime | None = None
+    """The build time from the image config: fixed for reproducible builds."""
+
+
+def _comparable(ref: str, current: tuple[tuple[int, ...], str] | None) -> tuple[int, ...] | None:
+    """The version numbers of `ref` when its tag has the running tag's form and differs."""
+    found = _version(ref)
+    if current is None or found is None or found[1] != current[1] or found[0] == current[0]:
+        return None
+    return found[0]
+
+
+def _ordered_points(
+    others: list[_Image],
+    running: _Image | None,
+    current: tuple[tuple[int, ...], str] | None,
+    local: list[_Image],
+    now: datetime,
+) -> list[RollbackPoint]:
+    """Order the images not deployed here: earlier ones first, then later, then unknown."""
+    builds = Counter(i.created for i in local if i.created)
+
+    def when(image: _Image) -> datetime | None:
+        """The time that orders `image`: its tag time, else a build time no other shares."""
+        if image.tagged:
+            return image.tagged
+        return image.created if image.created and builds[image.created] == 1 else None
+
+    versions = {i.id: v for i in others if (v := _comparable(i.ref, current))}
+    times = {i.id: t for i in others if i.id not in versions and (t := when(i))}
+    by_version = sorted((i for i in others if i.id in versions), key=lambda i: versions[i.id])
+    by_time = sorted((i for i in others if i.id in times), key=lambda i: (times[i.id], i.ref))
+    mark = when(running) if running else None
+    earlier = [i for i in by_version if current and versions[i.id] < current[0]][::-1]
+    earlier += [i for i in by_time if mark is None or times[i.id] <= mark][::-1]
+    return [
+        *(_local_point(i, now, when(i), "") for i in earlier),
+        *(
+            _local_point(i, now, when(i), " · a later version than the running one")
+            for i in reversed(by_version)
+            if i not in earlier
+        ),
+        *(
+            _local_point(
+                i, now, when(i), f" · {'tagged' if i.tagged else 'built'} after the running version"
+            )
+            for i in reversed(by_time)
+            if i not in earlier
+        ),
+        *(
+            _local_point(i, now, None, "")
+            for i in others
+            if i.id not in versions and i.id not in times
+        ),
+    ]
+
+
+def _local_point(image: _Image, now: datetime, when: datetime | None, later: str) -> RollbackPoint:
+    """Label a local image with what the engine recorded of it, and no more."""
+    others = [_tag(t) for t in image.tags if t != image.ref]
+    label = _tag(image.ref) + (f" (also {', '.join(others)})" if others else "")
+    label += f" · {short_id(image.id)} · on this host"
+    if image.tagged:
+        label += f", tagged {ago(image.tagged, now)}"
+    elif not image.tags:
+        label += ", pulled by digest (no tag)"
+    elif image.digests:
+        label += ", pulled"
+    if not image.tagged and when:
+        label += f", built {ago(when, now)}"
+    return RollbackPoint(image.ref, label + later, created_at=when)
 
 
 @contextmanager
@@ -119,14 +223,9 @@ class DockerTarget:
                     points.append(point)
                     seen.add(entry.get("id"))
         running = next((i for i in local if container and i.id == container["Image"]), None)
-        mark = (running.tagged or running.created) if running else None
+        current = _version(container["Config"]["Image"]) if container else None
         others = [i for i in local if i.id not in seen]
-        others.sort(key=lambda i: (i.tagged or i.created or now, i.ref), reverse=True)
-        before = [i for i in others if mark is None or (i.tagged or i.created or now) <= mark]
-        after = [i for i in others if i not in before]
-        points += [self._local_point(image, now, later=False) for image in before]
-        points += [self._local_point(image, now, later=True) for image in after]
-        return points
+        return points + _ordered_points(others, running, current, local, now)
 
     def _current_point(self, container: dict[str, Any], now: datetime) -> RollbackPoint:
         since = _time(container.get("Created"))
@@ -152,29 +251,22 @@ class DockerTarget:
         avoid = f"rolled back from {ago(ran, now) if ran else 'earlier'}" if last else ""
         return RollbackPoint(point_ref, label, created_at=ran, avoid=avoid)
 
-    def _local_point(self, image: _Image, now: datetime, *, later: bool) -> RollbackPoint:
-        others = [_tag(t) for t in image.tags if t != image.ref]
-        label = _tag(image.ref) + (f" (also {', '.join(others)})" if others else "")
-        when = image.tagged or image.created
-        label += f" · {short_id(image.id)} · on this host"
-        label += f", tagged {ago(when, now)}" if when else ""
-        label += " · tagged after the running version" if later else ""
-        return RollbackPoint(image.ref, label, created_at=when)
-
     def _local_images(self, client: DockerClient) -> list[_Image]:
         repo, found = self.params.image, []
         for summary in client.images(repo):
             tags = sorted(t for t in summary.get("RepoTags") or [] if _repository(t) == repo)
-            if not tags:
+            digests = [d for d in summary.get("RepoDigests") or [] if _repository(d) == repo]
+            if not tags and not digests:
                 continue
             info = client.image(summary["Id"]) or {}
-            ref = next((t for t in tags if not t.endswith(":latest")), tags[0])
+            # An image pulled by digest alone (`repo@sha256:...`) has no tag: offered by digest.
+            ref = next((t for t in tags if not t.endswith(":latest")), tags[0] if tags else "")
             found.append(
                 _Image(
-                    ref,
+                    ref or digests[0],
                     summary["Id"],
                     tuple(tags),
-                    tuple(summary.get("RepoDigests") or []),
+                    tuple(digests),
                     _time((info.get("Metadata") or {}).get("LastTagTime")),
                     _time(summary.get("Created")),
                 )
@@ -200,6 +292,24 @@ class DockerTarget:
     def evidence(self, ref: str | None) -> list[Finding]:
         """The reversibility verdict's evidence: checks weighed, a missing image asked for."""
         return docker_evidence(self, ref)
+
+    def setup_findings(self) -> list[Finding]:
+        """What the container's setup means for the rollback (`--rm`, a compose service)."""
+        with _planning_errors(), self._client() as client:
+            container = client.container(self.params.container)
+            if container is None:
+                return []
+            labels = container["Config"].get("Labels") or {}
+            project, service = labels.get(COMPOSE_PROJECT), labels.get(COMPOSE_SERVICE)
+            replicas = []
+            if project and service:
+                wanted = [f"{COMPOSE_PROJECT}={project}", f"{COMPOSE_SERVICE}={service}"]
+                replicas = [
+                    c
+                    for c in client.containers(labels=wanted)
+                    if (c.get("Labels") or {}).get(COMPOSE_ONEOFF) != "True"
+                ]
+        return setup_findings(container, replicas)
 
     def image_version(self, ref: str | None) -> str | None:
         """The `org.opencontainers.image.version` label of the image `ref` names, if local."""
@@ -281,13 +391,22 @@ class DockerTarget:
             from_image_id=container["Image"],
             to_image=wanted,
             to_image_id=image["Id"] if image else "",
+            auto_remove=bool(container["HostConfig"].get("AutoRemove")),
+            compose_service=_compose_service(container),
         )
         where = "on the host" if image else f"pulled from {registry_of(wanted)} first"
         note = f"{self.params.container} runs {swap.from_image}; rolling back to {wanted} ({where})"
         return TargetPlan(rollback=[swap], notes=[note])
 
     def _swap(
-        self, *, container: str, from_image_id: str, to_image: str, to_image_id: str
+        self,
+        *,
+        container: str,
+        from_image_id: str,
+        to_image: str,
+        to_image_id: str,
+        auto_remove: bool,
+        compose_service: str,
     ) -> SwapContainer:
         p = self.params
         return SwapContainer(
@@ -303,6 +422,8 @@ class DockerTarget:
             settle=p.settle,
             health_timeout=p.health_timeout,
             keep_retired=p.keep_retired,
+            auto_remove=auto_remove,
+            compose_service=compose_service,
             timeout=p.swap_timeout,
         )
 
@@ -321,6 +442,8 @@ class DockerTarget:
                 from_image_id=str(spec["from_image_id"]),
                 to_image=str(spec["to_image"]),
                 to_image_id=str(spec.get("to_image_id") or ""),
+                auto_remove=bool(spec.get("auto_remove")),
+                compose_service=str(spec.get("compose_service") or ""),
             )
         except KeyError as err:
             raise PlanningError(f"the stored {name} step lacks {err}") from err
@@ -365,6 +488,13 @@ def _tag(ref: str) -> str:
     if "@" in ref:
         return "@" + ref.split("@", 1)[1].removeprefix("sha256:")[:12]
     return ref.rpartition(":")[2]
+
+
+def _compose_service(container: dict[str, Any]) -> str:
+    """`project/service` of a container compose manages, else empty."""
+    labels = container["Config"].get("Labels") or {}
+    project, service = labels.get(COMPOSE_PROJECT), labels.get(COMPOSE_SERVICE)
+    return f"{project}/{service}" if project and service else ""
 
 
 def _history(container: dict[str, Any]) -> list[dict[str, Any]]:

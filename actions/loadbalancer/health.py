@@ -93,7 +93,8 @@ def targets_check(client: Any, *, colour: Colour, side: Side, url: Check | None)
         return Check(name, False, f"{group} has {NO_TARGETS}")
     bad = [str(s) for s in states if s.state != "healthy" and not s.idle]
     if bad:
-        return Check(name, False, f"{group}: " + "; ".join(bad))
+        count = f"{len(bad)} of {len(states)} targets not healthy"
+        return Check(name, False, f"{group}: {count}: " + "; ".join(bad))
     idle = [s for s in states if s.idle]
     if not idle:
         return Check(name, True, f"{group}: {len(states)} healthy")

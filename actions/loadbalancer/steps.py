@@ -13,6 +13,11 @@ Phases kept in memory: `switching` (recorded, writes under way), `switched`,
 group's target health must reach `healthy` and the load balancer's health URL
 must pass within `verify_timeout`; otherwise every route goes back to its
 recorded actions.
+
+Forcing passes the pre-switch gate, never silently: a forced plan names the
+gates failing when it was planned (in its notes and its description, which
+the approval is bound to), the run prints each failing gate as FAILED with
+"switching anyway", and the summary says what the switch was forced past.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class SwitchTraffic:
     reason: str
     planned: list[Route]
     force: bool = False
+    failing: list[str] = field(default_factory=list)
+    """The pre-switch health gates that failed when a forced switch was planned."""
     name: str = "loadbalancer.switch_traffic"
     idempotent: bool = True
     timeout: float = field(init=False)
@@ -83,6 +90,7 @@ class SwitchTraffic:
             "to_colour": self.to_colour,
             "reason": self.reason,
             "force": self.force,
+            "failing": list(self.failing),
             "planned": [r.to_json() for r in self.planned],
         }
 
@@ -98,7 +106,13 @@ class SwitchTraffic:
             f"Send all traffic to {self.to_colour} ({stable}), because {self.reason}: {changes}; "
             "only forward weights change, every other action and its order is kept"
         )
-        if self.force:
+        if self.failing:
+            text += (
+                f"; forced although {self.to_colour}'s pre-switch health fails: "
+                + "; ".join(self.failing)
+                + " (a group with no registered targets is still refused)"
+            )
+        elif self.force:
             text += (
                 f"; pre-switch health of {self.to_colour} (its health URL and target states) "
                 "reported, not required (forced); a group with no registered targets is "
@@ -132,8 +146,15 @@ class SwitchTraffic:
             lines += written
             self._save(ctx, record, phase="switched")
         lines.append(self._verify(client, ctx, record))
+        summary = f"traffic switched to {self.to_colour}"
+        if record.get("forced_past"):
+            summary += (
+                " (forced past failing pre-switch health: "
+                + "; ".join(record["forced_past"])
+                + "; verified healthy after the switch)"
+            )
         return StepResult(
-            summary=f"traffic switched to {self.to_colour}",
+            summary=summary,
             output="\n".join(lines),
             data=self._data(record),
         )
@@ -142,13 +163,14 @@ class SwitchTraffic:
         bad = self.params.group(other(self.to_colour))
         routes = [r for r in live_routes(client, self.params) if r.sends_to(bad)]
         self._same_as_planned(routes)
-        gate = self._gate(client)
+        gate, forced_past = self._gate(client)
         for line in gate:
             ctx.emit(line)
         record = {
             "to": self.params.group(self.to_colour),
             "phase": "switching",
             "gate": gate,
+            "forced_past": forced_past,
             "routes": [r.to_json() for r in routes],
         }
         ctx.memory[memory_key(self.params)] = record
@@ -168,7 +190,8 @@ class SwitchTraffic:
                 f"({', '.join(changed)}): nothing was switched; plan the rollback again"
             )
 
-    def _gate(self, client: Any) -> list[str]:
+    def _gate(self, client: Any) -> tuple[list[str], list[str]]:
+        """Check the colour before the switch: (output lines, the failures a force passes)."""
         side = self.params.side(self.to_colour)
         checks = gate_checks(client, colour=self.to_colour, side=side)
         lines = [_line(c, forced=self.force) for c in checks]
@@ -179,7 +202,7 @@ class SwitchTraffic:
             raise PermanentError(
                 f"refusing to switch to {self.to_colour}: {reasons}; nothing was switched"
             )
-        return lines
+        return lines, [f"{c.name}: {c.detail}" for c in checks if not c.ok]
 
     def _verify(self, client: Any, ctx: StepContext, record: dict[str, Any]) -> str:
         budget = min(self.params.verify_timeout, max(0.0, ctx.remaining() - SWITCH_BACK_RESERVE))
@@ -243,7 +266,7 @@ class SwitchTraffic:
 def _line(check: Check, *, forced: bool) -> str:
     if check.ok:
         return f"ok: {check.name}: {check.detail}"
-    suffix = " (forced: reported, not required)" if forced else ""
+    suffix = " (forced: switching anyway)" if forced else ""
     return f"FAILED: {check.name}: {check.detail}{suffix}"
 
 

@@ -67,6 +67,7 @@ class BlueGreenTarget:
             routes = live_routes(client, self.params)
             traffic = Traffic.of(routes, self.params)
             choice = self._choose(client, ref, traffic)
+            failing = self._failing_gates(client, choice.to_colour) if force else []
         except PlanningError:
             raise
         except ActionError as exc:
@@ -80,15 +81,27 @@ class BlueGreenTarget:
             reason=choice.reason,
             planned=planned,
             force=force,
+            failing=failing,
         )
         notes = [f"stable: {choice.to_colour}, because {choice.reason}"]
         notes += [self._left_alone(r) for r in routes if not r.sends_to(bad)]
-        if force:
+        if failing:
+            notes.append(
+                f"forced past failing health: traffic goes to {choice.to_colour} although "
+                + "; ".join(failing)
+                + "; post-switch verification and switch-back still apply"
+            )
+        elif force:
             notes.append(
                 f"forced: {choice.to_colour}'s pre-switch health is reported, not required; "
                 "post-switch verification and switch-back still apply"
             )
         return TargetPlan(rollback=[step], notes=notes)
+
+    def _failing_gates(self, client: Any, colour: Colour) -> list[str]:
+        """The pre-switch health gates of `colour` that fail now (a forced plan names them)."""
+        checks = gate_checks(client, colour=colour, side=self.params.side(colour))
+        return [f"{c.name} fails: {c.detail}" for c in checks if not c.ok]
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild a switch or a restore from its stored spec."""
@@ -101,6 +114,7 @@ class BlueGreenTarget:
                 reason=str(spec["reason"]),
                 planned=[Route.from_json(r) for r in spec["planned"]],
                 force=bool(spec.get("force", False)),
+                failing=[str(f) for f in spec.get("failing") or []],
             )
         if name == RestoreTraffic.name:
             routes = [Route.from_json(r) for r in spec["routes"]]

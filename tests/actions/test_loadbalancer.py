@@ -667,3 +667,39 @@ def test_named_listener_only_is_switched_and_unknown_listener_is_a_planning_erro
     missing = make_target(alb, web, load_balancer_arn=None, listener_arns=[named + "0"])
     with pytest.raises(PlanningError, match="ListenerNotFound"):
         missing.plan(None)
+
+
+def test_a_forced_switch_to_a_colour_with_one_of_three_targets_unhealthy_says_so(
+    alb: Alb, web: Web
+) -> None:
+    listener = alb.listener(80, alb.weighted(10, 90))
+    one_bad = health_answer(HEALTHY, HEALTHY, UNHEALTHY)
+    alb.hooks.replay(alb.blue_tg, one_bad)
+    target = make_target(alb, web, stable="blue")
+    failing = (
+        f"blue targets registered and healthy fails: blue-{alb.blue_tg.split('/blue-')[1][:8]}: "
+        "1 of 3 targets not healthy: i-0abc000000000002:80 unhealthy "
+        "(Target.ResponseCodeMismatch Health checks failed with these codes: [502])"
+    )
+    (gate,) = [c for c in target.checks(None) if not c.ok]
+    assert f"{gate.name} fails: {gate.detail}" == failing  # the verdict's finding
+    with pytest.raises(PermanentError, match=r"refusing to switch to blue: .*1 of 3 targets"):
+        run(switch_of(target))
+    plan = target.plan(None, force=True)
+    assert f"traffic goes to blue although {failing}" in plan.notes[-1]
+    (step,) = plan.rollback
+    assert f"forced although blue's pre-switch health fails: {failing}" in step.describe()
+    restored = target.restore(step.name, step.spec())
+    assert isinstance(restored, SwitchTraffic) and restored.describe() == step.describe()
+    alb.hooks.replay(alb.blue_tg, one_bad, health_answer(HEALTHY, HEALTHY, HEALTHY))
+    result = run(step)
+    assert result.summary.startswith(
+        "traffic switched to blue (forced past failing pre-switch health: "
+        "blue targets registered and healthy: "
+    )
+    assert "1 of 3 targets not healthy: i-0abc000000000002:80 unhealthy" in result.summary
+    assert (
+        "FAILED: blue targets registered and healthy: " in result.output
+        and "(forced: switching anyway)" in result.output
+    )
+    assert alb.defaults(listener) == weighted(alb, 1, 0)
