@@ -28,6 +28,7 @@ from kubernetes.client import (
     V1ControllerRevision,
     V1Deployment,
     V1ReplicaSet,
+    V1StatefulSet,
 )
 from kubernetes.client.exceptions import ApiException
 
@@ -51,6 +52,7 @@ from actions.kubernetes.client import (
     object_meta,
     read_deployment,
 )
+from actions.kubernetes.forced import ForcedRollback, needs_forcing
 from actions.kubernetes.images import image_findings, pull_secret_names
 from actions.kubernetes.owners import Owner, Tool, owner_note
 from actions.kubernetes.params import KubernetesParams
@@ -356,6 +358,7 @@ class KubernetesTarget:
         images: tuple[str, ...],
         force: bool,
         notes: list[str] | None = None,
+        after_undo: list[Action] | None = None,
     ) -> TargetPlan:
         p = self.params
         workers, found = self._usable_workers(force=force)
@@ -404,7 +407,7 @@ class KubernetesTarget:
         )
         return TargetPlan(
             prepare=[*guard, *stop],
-            rollback=[undo],
+            rollback=[undo, *(after_undo or [])],
             verify=[status],
             resume=list(start),
             notes=notes,
@@ -446,8 +449,18 @@ class KubernetesTarget:
             workers=bool(p.workers),
             owners=[(o.tool, o.namespace) for o in owners if o.suspendable],
             helm=any(o.tool == "helm" for o in owners),
+            forced_rollback=self._forces(),
         )
         return access.access_check(self.apps.api_client, wanted)
+
+    def _forces(self) -> bool:
+        """Whether the plan may delete stuck pods (an OrderedReady StatefulSet); True if unread."""
+        if self.params.workload != "statefulset":
+            return False
+        try:
+            return needs_forcing(self._read_target())
+        except ActionError:
+            return True  # the workload checks say why it cannot be read
 
     def _dry_run_check(self, ref: str | None) -> Check:
         """Send the undo patch with dryRun=All, so an RBAC or admission refusal shows now."""
@@ -604,9 +617,44 @@ class KubernetesTarget:
                 f"statefulset/{p.name} has partition {partition}: only pods {partition} and up "
                 f"go back to revision {number}; pods below it keep theirs"
             )
+        forced = self._forced_rollback(workload, undo, partition=partition)
+        if forced:
+            notes.append(
+                f"statefulset/{p.name} uses podManagementPolicy OrderedReady: its controller "
+                "never replaces a pod that is not Running and Ready, so after the undo the bot "
+                f"deletes the pods still on revision {current} that are not ready (the forced "
+                "rollback of the Kubernetes documentation); ready ones are replaced by the "
+                "rolling update"
+            )
         return self._assemble(
-            undo, to_revision=number, images=undo.images, force=force, notes=notes
+            undo,
+            to_revision=number,
+            images=undo.images,
+            force=force,
+            notes=notes,
+            after_undo=forced,
         )
+
+    def _forced_rollback(
+        self, workload: Workload, undo: WorkloadUndo, *, partition: int
+    ) -> list[Action]:
+        """The forced-rollback step an OrderedReady StatefulSet needs after its undo (or none)."""
+        if not isinstance(workload, V1StatefulSet) or not needs_forcing(workload):
+            return []
+        revisions = history(self.apps, workload)
+        bad = next((r for r in revisions if matches(self.apps, workload, r)), None)
+        if bad is None or object_meta(bad).name == undo.revision_name:
+            return []
+        return [
+            ForcedRollback(
+                apps=self.apps,
+                namespace=undo.namespace,
+                workload=undo.workload,
+                revision_name=undo.revision_name,
+                bad_revision=object_meta(bad).name or "",
+                partition=partition,
+            )
+        ]
 
     # --- after a successful rollback -----------------------------------------------------------
 
@@ -683,6 +731,16 @@ class KubernetesTarget:
                     revision_name=str(spec["revision_name"]),
                     from_revision=int(spec["from_revision"]),
                     images=tuple(str(i) for i in spec["images"]),
+                    timeout=timeout,
+                )
+            case "kubernetes.forced_rollback":
+                return ForcedRollback(
+                    apps=self.apps,
+                    namespace=namespace,
+                    workload=str(spec["workload"]),
+                    revision_name=str(spec["revision_name"]),
+                    bad_revision=str(spec["bad_revision"]),
+                    partition=int(spec["partition"]),
                     timeout=timeout,
                 )
             case "kubernetes.workload_status":

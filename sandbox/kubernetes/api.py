@@ -278,7 +278,7 @@ class Api:
                     name=name,
                 ),
             )
-        if resource == "pods" and request.method != "GET":
+        if resource == "pods" and request.method not in ("GET", "DELETE"):
             raise ApiError(
                 405,
                 "MethodNotAllowed",

@@ -170,7 +170,14 @@ def test_the_manifest_grants_exactly_the_verbs_the_code_asks_for() -> None:
         )
         for workload in ("deployment", "statefulset", "daemonset")
         for n in [
-            *needs(workload=workload, namespace=NS, workers=True, owners=owners, helm=True),
+            *needs(
+                workload=workload,
+                namespace=NS,
+                workers=True,
+                owners=owners,
+                helm=True,
+                forced_rollback=workload == "statefulset",
+            ),
             pull_secret_need(NS, "regcred"),  # the image check's, for the example's secret
         ]
     }
