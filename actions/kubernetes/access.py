@@ -89,6 +89,7 @@ def needs(
         ]
     resources = {
         "argocd": ("argoproj.io", "applications"),
+        "argocd-applicationset": ("argoproj.io", "applicationsets"),
         "flux-kustomization": ("kustomize.toolkit.fluxcd.io", "kustomizations"),
         "flux-helmrelease": ("helm.toolkit.fluxcd.io", "helmreleases"),
     }

@@ -54,7 +54,7 @@ from actions.kubernetes.client import (
 )
 from actions.kubernetes.forced import ForcedRollback, needs_forcing
 from actions.kubernetes.images import image_findings, pull_secret_names
-from actions.kubernetes.owners import Owner, Tool, owner_note
+from actions.kubernetes.owners import Owner, Tool, is_parent, owner_note, parent_note
 from actions.kubernetes.params import KubernetesParams
 from actions.kubernetes.recheck import TemplateCheck, recheck_deployment, recheck_workload
 from actions.kubernetes.rollout import (
@@ -103,7 +103,7 @@ def _kind_of(value: Any) -> Kind:
 
 
 def _tool_of(value: Any) -> Tool:
-    for tool in ("argocd", "flux-kustomization", "flux-helmrelease"):
+    for tool in ("argocd", "argocd-applicationset", "flux-kustomization", "flux-helmrelease"):
         if value == tool:
             return tool
     raise ValueError(f"not a GitOps tool whose sync can be suspended: {value!r}")
@@ -214,6 +214,16 @@ class KubernetesTarget:
                 basis=f"owner {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
             )
             for o in owners
+            if not is_parent(o)
+        ]
+        findings += [
+            Finding(
+                Level.RISKY if o.automatic else Level.OK,
+                parent_note(o),
+                basis=f"parent {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
+            )
+            for o in owners
+            if is_parent(o)
         ]
         findings += self._autoscaler_findings()
         try:
@@ -376,9 +386,12 @@ class KubernetesTarget:
                 namespace=o.namespace,
                 owner=o.name,
                 revert=revert,
+                children=tuple(
+                    w.split("/", 1)[1] for w in o.workloads if o.tool == "argocd-applicationset"
+                ),
             )
             for o in owners
-            if o.suspendable
+            if o.suspendable and (o.automatic or not is_parent(o))
         ]
         notes.append(
             f"Kubernetes renumbers the restored revision: after the rollback, revision "
@@ -426,16 +439,36 @@ class KubernetesTarget:
                 continue  # a missing worker is the workers check's to report
             metas.append((f"deployment/{worker}", object_meta(deployment)))
         found: dict[tuple[str, str, str], Owner] = {}
+        depth: dict[tuple[str, str, str], int] = {}
+
+        def add(owner: Owner, label: str, level: int) -> None:
+            key = (owner.tool, owner.namespace, owner.name)
+            known = found.get(key, dataclasses.replace(owner, workloads=()))
+            if label not in known.workloads:
+                known = dataclasses.replace(known, workloads=(*known.workloads, label))
+            found[key] = known
+            depth[key] = max(depth.get(key, 0), level)
+
         for label, meta in metas:
             owner = gitops.detect_owner(
                 self.apps.api_client, meta, argocd_namespace=p.argocd_namespace
             )
             if owner is None:
                 continue
-            key = (owner.tool, owner.namespace, owner.name)
-            known = found.get(key, owner)
-            found[key] = dataclasses.replace(known, workloads=(*known.workloads, label))
-        return list(found.values())
+            add(owner, label, 0)
+            if owner.tool != "argocd":
+                continue
+            chain = gitops.parents(
+                self.apps.api_client,
+                "argocd",
+                owner.namespace,
+                owner.name,
+                argocd_namespace=p.argocd_namespace,
+            )
+            for level, parent in enumerate(chain, start=1):
+                add(parent, parent.workloads[0], level)
+        # Parents first, farthest first: each is held before what it would put back.
+        return sorted(found.values(), key=lambda o: -depth[(o.tool, o.namespace, o.name)])
 
     def _access_check(self) -> Check:
         p = self.params
@@ -758,6 +791,7 @@ class KubernetesTarget:
                     namespace=namespace,
                     owner=str(spec["owner"]),
                     revert=str(spec["revert"]),
+                    children=tuple(str(c) for c in spec.get("children") or ()),
                     timeout=timeout,
                 )
             case "kubernetes.stop_workers" | "kubernetes.start_workers":

@@ -85,6 +85,17 @@ RESOURCES = {
         version="v1alpha1",
         subresources=(),
     ),
+    # Argo CD's ApplicationSet CRD (argo-cd manifests/crds/applicationset-crd.yaml): group
+    # argoproj.io, v1alpha1, plural applicationsets, short names appset and appsets.
+    "applicationsets": Kind(
+        "applicationsets",
+        "ApplicationSet",
+        "applicationset",
+        "appset",
+        group="argoproj.io",
+        version="v1alpha1",
+        subresources=("status",),
+    ),
     # Argo Rollouts' CRD (argo-rollouts manifests/crds/rollout-crd.yaml): group argoproj.io,
     # v1alpha1, plural rollouts, short name ro, subresources status and scale. The scale
     # subresource (statusReplicasPath .status.HPAReplicas) is not served: nothing here scales
