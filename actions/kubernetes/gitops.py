@@ -96,7 +96,10 @@ def _get(api: ApiClient, tool: Tool, namespace: str, name: str) -> dict[str, Any
 def _automatic(tool: Tool, obj: dict[str, Any]) -> bool:
     spec = obj.get("spec") or {}
     if tool == "argocd":
-        return (spec.get("syncPolicy") or {}).get("automated") is not None
+        # argo-cd pkg/apis/application/v1alpha1/types.go SyncPolicy.IsAutomatedSyncEnabled:
+        # `automated: {enabled: false}` (Argo CD 3) is off.
+        automated = (spec.get("syncPolicy") or {}).get("automated")
+        return isinstance(automated, dict) and automated.get("enabled") is not False
     return not spec.get("suspend")
 
 

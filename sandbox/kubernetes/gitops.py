@@ -58,11 +58,14 @@ _PARAMETER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
 
 def syncs_automatically(owner_resource: str, owner: Obj) -> bool:
-    """Argo CD: automated with selfHeal; Flux: not suspended."""
+    """Argo CD: automated, not `enabled: false` (pkg/apis/application/v1alpha1/types.go
+    SyncPolicy.IsAutomatedSyncEnabled), with selfHeal; Flux: not suspended."""
     spec = owner.get("spec") or {}
     if owner_resource == "applications":
         automated = (spec.get("syncPolicy") or {}).get("automated")
-        return isinstance(automated, dict) and bool(automated.get("selfHeal"))
+        if not isinstance(automated, dict) or automated.get("enabled") is False:
+            return False
+        return bool(automated.get("selfHeal"))
     return not spec.get("suspend")
 
 
