@@ -54,6 +54,7 @@ WorkloadKey = tuple[str, str, str]
 OwnerKey = tuple[str, str, str]
 PRESERVED = ("notified.notifications.argoproj.io", "argocd.argoproj.io/refresh")
 NO_UPDATE = ("create-only", "create-delete")
+ARGO = ("applications", "applicationsets")
 _PARAMETER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
 
@@ -70,8 +71,9 @@ def syncs_automatically(owner_resource: str, owner: Obj) -> bool:
 
 
 def _tracked(key: WorkloadKey, obj: Obj) -> Any:
-    """What Git says of an object: a child Application's spec, a workload's pod template."""
-    return obj["spec"] if key[0] == "applications" else obj["spec"]["template"]
+    """What Git says of an object: an Application's or ApplicationSet's spec (an app-of-apps
+    parent deploys those), a workload's pod template."""
+    return obj["spec"] if key[0] in ARGO else obj["spec"]["template"]
 
 
 class GitOps:
@@ -101,7 +103,7 @@ class GitOps:
                     live = self.store.find(*key)
                     if live is None or _tracked(key, live) == wanted:
                         continue
-                    if key[0] == "applications":
+                    if key[0] in ARGO:
                         live["spec"] = copy.deepcopy(wanted)
                     else:
                         live["spec"]["template"] = copy.deepcopy(wanted)

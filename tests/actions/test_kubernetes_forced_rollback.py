@@ -97,3 +97,29 @@ def test_forced_step_is_rebuilt_from_its_stored_spec(kube: KubeCluster) -> None:
     chosen = target(kube)
     forced = chosen.plan(None).rollback[1]
     assert chosen.restore(forced.name, spec_of(forced)) == forced
+
+
+def test_daemonset_replaces_its_pod_stuck_on_the_bad_release_by_itself(kube: KubeCluster) -> None:
+    """update.go rollingUpdate replaces an unavailable old pod at once: no forcing needed."""
+    kube.fake.break_image(BAD)
+    kube.fake.add_workload("daemonsets", NS, "agent", images=IMAGES)
+    kube.fake.set_image("daemonsets", NS, "agent", BAD)
+    agent = KubernetesTarget(
+        KubernetesParams(
+            kind="kubernetes",
+            namespace=NS,
+            workload="daemonset",
+            name="agent",
+            connection=kube.connection,
+        )
+    )
+    wait_for(
+        lambda: (
+            BAD in [p["spec"]["containers"][0]["image"] for p in kube.fake.store.list("pods", NS)]
+        ),
+        what="a node to run the bad release",
+    )
+    plan = agent.plan(None)
+    assert [s.name for s in plan.rollback] == ["kubernetes.workload_undo"]
+    results = run(plan)
+    assert results[-1].summary == 'daemon set "agent" successfully rolled out'

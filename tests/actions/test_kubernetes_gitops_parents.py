@@ -196,3 +196,22 @@ def test_missing_permission_on_the_application_set_blocks_before_approval(
         for f in blocked
     ), blocked
     assert chosen.plan(None).prepare[0].spec()["tool"] == "argocd-applicationset"
+
+
+def test_application_set_deployed_by_an_app_of_apps_parent_is_held_under_it(
+    kube: KubeCluster,
+) -> None:
+    application_set(kube)
+    root = {"project": "default", "syncPolicy": {"automated": AUTOMATED}}
+    kube.fake.store.create(
+        "applications", {"metadata": {"name": "root", "namespace": "argocd"}, "spec": root}
+    )
+    appset = kube.fake.store.get(*APPSET)
+    appset["metadata"]["labels"] = {"app.kubernetes.io/instance": "root"}
+    kube.fake.store.update("applicationsets", appset, check_version=False)
+    kube.fake.gitops.track(ROOT, APPSET)
+    plan, memory = roll_back(kube)
+    assert [s.spec()["owner"] for s in plan.prepare] == ["root", "apps", "voxflow"]
+    settled(kube)  # the root does not put the ApplicationSet's rules back: it is suspended
+    assert image(kube) == IMAGES[1] and automated(kube, CHILD) is None
+    assert kube.fake.store.get(*APPSET)["spec"]["ignoreApplicationDifferences"]
