@@ -210,7 +210,7 @@ def test_application_set_deployed_by_an_app_of_apps_parent_is_held_under_it(
     appset["metadata"]["labels"] = {"app.kubernetes.io/instance": "root"}
     kube.fake.store.update("applicationsets", appset, check_version=False)
     kube.fake.gitops.track(ROOT, APPSET)
-    plan, memory = roll_back(kube)
+    plan, _ = roll_back(kube)
     assert [s.spec()["owner"] for s in plan.prepare] == ["root", "apps", "voxflow"]
     settled(kube)  # the root does not put the ApplicationSet's rules back: it is suspended
     assert image(kube) == IMAGES[1] and automated(kube, CHILD) is None
