@@ -259,12 +259,12 @@ def hold_application_set(
     tool: Tool = "argocd-applicationset"
     obj = _read(api, tool, namespace, name)
     recorded = _recorded(memory, tool, namespace, obj) or {"added": []}
-    held = _children(recorded)
-    rules = [{"name": c, "jsonPointers": list(HELD)} for c in children]
-    new = [r for r in rules if r["name"] not in held and not _covered(obj, str(r["name"]))]
+    # What is live decides, not the record: a crash between the two leaves a record only.
+    new = [{"name": c, "jsonPointers": list(HELD)} for c in children if not _covered(obj, c)]
     if not new:
         return False
-    recorded = {"added": [*recorded["added"], *new]}
+    again = {str(r["name"]) for r in new}
+    recorded = {"added": [r for r in recorded["added"] if r.get("name") not in again] + new}
     memory[_memory_key(tool, namespace, name)] = recorded
     current = (obj.get("spec") or {}).get("ignoreApplicationDifferences") or []
     body = {

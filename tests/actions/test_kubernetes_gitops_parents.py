@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+from kubernetes.client import CustomObjectsApi
+
 from actions.base import Level, StepContext, spec_of
 from actions.kubernetes import KubeConnection, KubernetesParams, KubernetesTarget
 from actions.kubernetes.gitops import HELD, suspend_sync
@@ -215,3 +218,25 @@ def test_application_set_deployed_by_an_app_of_apps_parent_is_held_under_it(
     settled(kube)  # the root does not put the ApplicationSet's rules back: it is suspended
     assert image(kube) == IMAGES[1] and automated(kube, CHILD) is None
     assert kube.fake.store.get(*APPSET)["spec"]["ignoreApplicationDifferences"]
+
+
+def test_hold_is_completed_after_a_crash_before_its_patch(
+    kube: KubeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    application_set(kube)
+    chosen = target(kube)
+    hold = chosen.plan(None).prepare[0]
+
+    def crash(self: CustomObjectsApi, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the bot died")
+
+    monkeypatch.setattr(CustomObjectsApi, "patch_namespaced_custom_object", crash)
+    memory: dict[str, Any] = {}
+    with pytest.raises(RuntimeError):
+        hold.run(StepContext.for_test(memory=memory))
+    monkeypatch.undo()
+    assert memory  # recorded before the patch, which never happened
+    result = chosen.restore(hold.name, spec_of(hold)).run(StepContext.for_test(memory=memory))
+    assert not result.skipped
+    rules = kube.fake.store.get(*APPSET)["spec"]["ignoreApplicationDifferences"]
+    assert rules == [{"name": "voxflow", "jsonPointers": list(HELD)}]
