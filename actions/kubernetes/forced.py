@@ -16,7 +16,11 @@ ControllerRevision), then deletes exactly the pods labelled with the bad
 revision, at or above the partition, that are neither terminating nor Running
 and Ready. A ready pod on the bad revision is left to the rolling update,
 which replaces it by itself. With `Parallel` the controller replaces a stuck
-pod itself, so the plan has no such step.
+pod itself, so the plan has no such step; a DaemonSet's rolling update
+replaces an unavailable old pod at once (update.go rollingUpdate), so neither
+does a DaemonSet. The deletion is a plain graceful DELETE, as the
+documentation does it: a PodDisruptionBudget governs evictions, not deletes,
+and a pod that is not ready counts as disrupted already.
 """
 
 from __future__ import annotations

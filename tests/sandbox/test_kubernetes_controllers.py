@@ -198,3 +198,13 @@ def test_hpa_scale_down_window_comes_from_its_behavior(idle: FakeKubernetes) -> 
     assert _replicas_after(idle, 2) == 2
     idle.set_demand(NS, "worker", 6)
     assert _replicas_after(idle, 0) == 6  # scaling up has no window by default
+
+
+def test_kubectl_delete_pod_is_graceful(kube: KubeCluster) -> None:
+    kube.fake.add_workload("statefulsets", NS, "db", images=IMAGES, replicas=1)
+    kube.fake.terminate_delay = 30.0  # the container takes its time to stop
+    done = kube.kubectl("delete", "pod", "db-0", "-n", NS, "--wait=false")
+    assert done.returncode == 0, done.stderr
+    pod = kube.fake.store.get("pods", NS, "db-0")
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert is_terminating(pod)
