@@ -8,11 +8,15 @@ one resolved revision, then rollout status, with the configured worker
 Deployments stopped before and started after. A StatefulSet or DaemonSet
 must use the RollingUpdate strategy: with OnDelete the undo would change the
 template and no pod, so planning refuses; a StatefulSet partition is
-respected (pods below it keep their revision) and named in the plan.
+respected (pods below it keep their revision) and named in the plan. An
+OrderedReady StatefulSet's undo is followed by its forced rollback (forced.py):
+the pods stuck on the bad revision are deleted, as the plan says.
 
 Before approval the plan names who else deploys the workload and its workers
-(Argo CD, Flux, Helm: gitops.py) and its prepare phase starts by suspending
-their automatic sync (`gitops_guard: false` turns that off).
+(Argo CD, Flux, Helm: gitops.py), with the Argo CD parents that would switch
+a suspended Application back on (its ApplicationSet, an app-of-apps parent),
+and its prepare phase starts by holding those parents, farthest first, then
+suspending the owners' automatic sync (`gitops_guard: false` turns that off).
 """
 
 from __future__ import annotations
