@@ -230,6 +230,7 @@ class KubernetesTarget:
             if is_parent(o)
         ]
         findings += self._autoscaler_findings()
+        findings += self._volume_findings()
         try:
             revision = self.revision_facts(ref)
         except ActionError:
@@ -243,6 +244,33 @@ class KubernetesTarget:
             images=revision.images,
             secrets=revision.pull_secrets,
         )
+
+    def _volume_findings(self) -> list[Finding]:
+        """A StatefulSet's volumeClaimTemplates: its PersistentVolumeClaims are not rolled back.
+
+        The StatefulSet controller never deletes or changes a pod's claims when the template
+        goes back (stateful_set_control.go only creates missing ones), so whatever the bad
+        version wrote to them stays: the rollback cannot make that safe, the verdict says so.
+        """
+        if self.params.workload != "statefulset":
+            return []
+        try:
+            sts = self._read_target()
+        except ActionError:
+            return []  # the workload checks say why
+        claims = [object_meta(c).name or "" for c in (sts.spec.volume_claim_templates or [])]
+        if not claims:
+            return []
+        return [
+            Finding(
+                Level.RISKY,
+                f"statefulset/{self.params.name} keeps its PersistentVolumeClaims "
+                f"({', '.join(f'{c}-{self.params.name}-N' for c in claims)}): the rollback "
+                "restores the pod template, not the data the bad version wrote there; if it "
+                "changed the data or its format, restore the data as well",
+                basis=f"volumeClaimTemplates {','.join(claims)}",
+            )
+        ]
 
     def _autoscaler_findings(self) -> list[Finding]:
         """The workers' autoscalers: handled (KEDA paused, HPA idle at 0), or blocking."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from actions.base import StepContext, spec_of
+from actions.base import Level, StepContext, spec_of
 from actions.kubernetes import KubernetesParams, KubernetesTarget
 from sandbox.kubernetes.pods import ready_since
 from tests.fakes.waiting import wait_for
@@ -123,3 +123,13 @@ def test_daemonset_replaces_its_pod_stuck_on_the_bad_release_by_itself(kube: Kub
     assert [s.name for s in plan.rollback] == ["kubernetes.workload_undo"]
     results = run(plan)
     assert results[-1].summary == 'daemon set "agent" successfully rolled out'
+
+
+def test_statefulset_claims_are_named_risky_before_approval(kube: KubeCluster) -> None:
+    claim = {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}
+    kube.fake.add_workload(
+        "statefulsets", NS, "db", images=IMAGES, extra={"volumeClaimTemplates": [claim]}
+    )
+    findings = [f for f in target(kube).evidence(None) if "PersistentVolumeClaims" in f.text]
+    assert [f.level for f in findings] == [Level.RISKY]
+    assert "(data-db-N)" in findings[0].text
