@@ -3,8 +3,10 @@
 Modules: `client` (the API client, reading a Deployment, error translation),
 `rollout` (Deployment history and undo, kubectl's semantics), `workloads`
 (StatefulSet and DaemonSet history, undo and status over ControllerRevisions),
-`status` (rollout status over a watch), `workers` (stop and restart worker
-Deployments), `autoscaling` (KEDA and HPAs on the workers), `target`
+`status` (rollout status over a watch), `forced` (the forced rollback of an
+OrderedReady StatefulSet), `workers` (stop and restart worker Deployments),
+`autoscaling` (KEDA and HPAs on the workers), `gitops` and `owners` (Argo CD,
+Flux and Helm owners and the parents that hold them), `target`
 (KubernetesTarget), `params` (its parameters, pydantic only). Each module's
 docstring gives its design reasoning.
 

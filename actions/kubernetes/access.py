@@ -64,6 +64,7 @@ def needs(
     workers: bool,
     owners: list[tuple[str, str]],
     helm: bool,
+    forced_rollback: bool = False,
 ) -> list[Need]:
     """The permissions a plan uses: workload, revisions, workers, autoscalers, GitOps owners.
 
@@ -88,6 +89,7 @@ def needs(
         ]
     resources = {
         "argocd": ("argoproj.io", "applications"),
+        "argocd-applicationset": ("argoproj.io", "applicationsets"),
         "flux-kustomization": ("kustomize.toolkit.fluxcd.io", "kustomizations"),
         "flux-helmrelease": ("helm.toolkit.fluxcd.io", "helmreleases"),
     }
@@ -96,6 +98,8 @@ def needs(
         found += [Need(v, group, resource, owner_namespace) for v in ("get", "patch")]
     if helm:
         found.append(Need("list", "", "secrets", namespace))
+    if forced_rollback:  # an OrderedReady StatefulSet's stuck pods (forced.py)
+        found += [Need("list", "", "pods", namespace), Need("delete", "", "pods", namespace)]
     unique: dict[Need, None] = dict.fromkeys(found)
     return list(unique)
 

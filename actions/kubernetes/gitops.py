@@ -18,6 +18,22 @@ is suspended before the undo:
   secret (`owner=helm,name=<release>`). Nothing syncs, but the next
   `helm upgrade` overwrites the rollback: the plan says so.
 
+Parents (issue 27): the Application itself may be put back by whoever made it.
+An ApplicationSet (the Application's controller ownerReference) regenerates it
+from its template within seconds, automated sync included; an app-of-apps
+parent (an Application tracking the child Application, by the same annotation
+or label) re-applies the child's manifest from Git when it syncs. Each parent
+is found before approval, up the chain, and held before the child is
+suspended: an ApplicationSet gets an `ignoreApplicationDifferences` rule for
+the child's automated sync and the bot's record annotation (argo-cd
+applicationset/utils/createOrUpdate.go: ignored paths keep their live value),
+unless its `applicationsSync` policy never updates (create-only,
+create-delete) or a rule already covers it; a parent Application's own
+automated sync is suspended like any owner's. Resume sync takes the rules out
+and the sync back, parents first (plan order). An ApplicationSet the bot may
+not read is taken to overwrite, so the plan holds it and the permission check
+says what is missing.
+
 What a suspension replaced is recorded twice before the change, in memory
 and as an annotation written in the same patch, so a crash anywhere leaves a
 record and a repeated suspension never records its own state. After a
@@ -43,6 +59,7 @@ from actions.kubernetes.owners import Owner, Tool, _memory_key
 
 RESOURCES: dict[str, tuple[str, str, str]] = {
     "argocd": ("argoproj.io", "v1alpha1", "applications"),
+    "argocd-applicationset": ("argoproj.io", "v1alpha1", "applicationsets"),
     "flux-kustomization": ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),
     "flux-helmrelease": ("helm.toolkit.fluxcd.io", "v2", "helmreleases"),
 }
@@ -56,6 +73,10 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 RELEASE_NAME = "meta.helm.sh/release-name"
 RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
 RECORD = "rollback-bot/sync-before"
+HELD = ("/spec/syncPolicy/automated", "/metadata/annotations/rollback-bot~1sync-before")
+"""What an ApplicationSet is told to leave alone on a held child (JSON pointers)."""
+NO_UPDATE = ("create-only", "create-delete")
+PARENT_DEPTH = 5
 
 
 def _get(api: ApiClient, tool: Tool, namespace: str, name: str) -> dict[str, Any] | None:
@@ -75,7 +96,10 @@ def _get(api: ApiClient, tool: Tool, namespace: str, name: str) -> dict[str, Any
 def _automatic(tool: Tool, obj: dict[str, Any]) -> bool:
     spec = obj.get("spec") or {}
     if tool == "argocd":
-        return (spec.get("syncPolicy") or {}).get("automated") is not None
+        # argo-cd pkg/apis/application/v1alpha1/types.go SyncPolicy.IsAutomatedSyncEnabled:
+        # `automated: {enabled: false}` (Argo CD 3) is off.
+        automated = (spec.get("syncPolicy") or {}).get("automated")
+        return isinstance(automated, dict) and automated.get("enabled") is not False
     return not spec.get("suspend")
 
 
@@ -107,6 +131,71 @@ def detect_owner(
             if found is not None:
                 return Owner(tool, name, namespace, _automatic(tool, found))  # type: ignore[arg-type]
     return _helm(api, meta)
+
+
+def parents(
+    api: ApiClient, tool: Tool, namespace: str, name: str, *, argocd_namespace: str = "argocd"
+) -> list[Owner]:
+    """The ApplicationSets and app-of-apps parents above an Argo CD Application, nearest first,
+    each naming the child it would put back (`application/<name>`)."""
+    found: list[Owner] = []
+    seen = {(tool, namespace, name)}
+    for _ in range(PARENT_DEPTH):
+        try:
+            obj = _get(api, tool, namespace, name)
+        except PermanentError:
+            break  # unreadable (forbidden): the permission check names what is missing
+        parent = _parent_of(api, obj, tool, namespace, name, argocd_namespace) if obj else None
+        if parent is None or (parent.tool, parent.namespace, parent.name) in seen:
+            break
+        seen.add((parent.tool, parent.namespace, parent.name))
+        found.append(parent)
+        tool, namespace, name = parent.tool, parent.namespace, parent.name
+    return found
+
+
+def _parent_of(
+    api: ApiClient, obj: dict[str, Any], tool: Tool, namespace: str, name: str, argocd_ns: str
+) -> Owner | None:
+    meta = obj.get("metadata") or {}
+    child = f"application/{name}" if tool == "argocd" else f"applicationset/{name}"
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "ApplicationSet" and tool == "argocd":
+            overwrites = _appset_overwrites(api, namespace, ref.get("name", ""), name)
+            return Owner(
+                "argocd-applicationset", ref.get("name", ""), namespace, overwrites, (child,)
+            )
+    tracked = _argocd_name(
+        V1ObjectMeta(annotations=meta.get("annotations"), labels=meta.get("labels")), argocd_ns
+    )
+    if tracked is None or tracked == (namespace, name):
+        return None
+    parent = _get(api, "argocd", *tracked)
+    if parent is None:
+        return None
+    return Owner("argocd", tracked[1], tracked[0], _automatic("argocd", parent), (child,))
+
+
+def _covered(appset: dict[str, Any], child: str) -> bool:
+    """Whether an ignoreApplicationDifferences rule already keeps the child's automated sync."""
+    for rule in (appset.get("spec") or {}).get("ignoreApplicationDifferences") or []:
+        if rule.get("name") in (None, "", child) and any(
+            HELD[0].startswith(p) for p in rule.get("jsonPointers") or []
+        ):
+            return True
+    return False
+
+
+def _appset_overwrites(api: ApiClient, namespace: str, name: str, child: str) -> bool:
+    """Whether the ApplicationSet would put the child's automated sync back (unreadable: yes)."""
+    try:
+        appset = _get(api, "argocd-applicationset", namespace, name)
+    except PermanentError:
+        return True  # forbidden: held all the same; the permission check names what is missing
+    if appset is None:
+        return False
+    policy = ((appset.get("spec") or {}).get("syncPolicy") or {}).get("applicationsSync", "sync")
+    return policy not in NO_UPDATE and not _covered(appset, child)
 
 
 def _helm(api: ApiClient, meta: V1ObjectMeta) -> Owner | None:
@@ -154,6 +243,61 @@ def _recorded(
     return json.loads(text) if text else None
 
 
+def _children(recorded: dict[str, Any] | None) -> list[str]:
+    return [str(r.get("name")) for r in (recorded or {}).get("added") or []]
+
+
+def hold_application_set(
+    api: ApiClient,
+    *,
+    namespace: str,
+    name: str,
+    children: tuple[str, ...],
+    memory: MutableMapping[str, Any],
+) -> bool:
+    """Add an ignoreApplicationDifferences rule per child, recorded; False if none was needed."""
+    tool: Tool = "argocd-applicationset"
+    obj = _read(api, tool, namespace, name)
+    recorded = _recorded(memory, tool, namespace, obj) or {"added": []}
+    # What is live decides, not the record: a crash between the two leaves a record only.
+    new = [{"name": c, "jsonPointers": list(HELD)} for c in children if not _covered(obj, c)]
+    if not new:
+        return False
+    again = {str(r["name"]) for r in new}
+    recorded = {"added": [r for r in recorded["added"] if r.get("name") not in again] + new}
+    memory[_memory_key(tool, namespace, name)] = recorded
+    current = (obj.get("spec") or {}).get("ignoreApplicationDifferences") or []
+    body = {
+        "metadata": {"annotations": {RECORD: json.dumps(recorded)}},
+        "spec": {"ignoreApplicationDifferences": [*current, *new]},
+    }
+    _patch(api, tool, namespace, name, body)
+    return True
+
+
+def release_application_set(
+    api: ApiClient, *, namespace: str, name: str, memory: MutableMapping[str, Any]
+) -> str:
+    """Take out exactly the rules the hold added; other rules stay as they are now."""
+    tool: Tool = "argocd-applicationset"
+    obj = _read(api, tool, namespace, name)
+    recorded = _recorded(memory, tool, namespace, obj)
+    if recorded is None:
+        return f"applicationsets {name} in {namespace}: nothing recorded, left as it is"
+    added = recorded.get("added") or []
+    current = (obj.get("spec") or {}).get("ignoreApplicationDifferences") or []
+    body = {
+        "metadata": {"annotations": {RECORD: None}},
+        "spec": {"ignoreApplicationDifferences": [r for r in current if r not in added] or None},
+    }
+    _patch(api, tool, namespace, name, body)
+    memory.pop(_memory_key(tool, namespace, name), None)
+    return (
+        f"applicationsets {name} in {namespace}: no longer ignores the automated sync of "
+        f"{', '.join(_children(recorded))}"
+    )
+
+
 def suspend_sync(
     api: ApiClient, tool: Tool, *, namespace: str, name: str, memory: MutableMapping[str, Any]
 ) -> bool:
@@ -175,10 +319,13 @@ def suspend_sync(
 def resume_sync(
     api: ApiClient, tool: Tool, *, namespace: str, name: str, memory: MutableMapping[str, Any]
 ) -> str:
-    """Put back the automatic sync recorded when the rollback suspended it.
+    """Put back the automatic sync recorded when the rollback suspended it (an ApplicationSet:
+    take out the rules its hold added).
 
     Call it only once Git no longer describes the version rolled away from.
     """
+    if tool == "argocd-applicationset":
+        return release_application_set(api, namespace=namespace, name=name, memory=memory)
     obj = _read(api, tool, namespace, name)
     recorded = _recorded(memory, tool, namespace, obj)
     if recorded is None:
@@ -202,6 +349,8 @@ class SuspendSync:
     namespace: str
     owner: str
     revert: str
+    children: tuple[str, ...] = ()
+    """For an ApplicationSet: the generated Applications it must leave suspended."""
     timeout: float = 60.0
     name: str = field(default="kubernetes.suspend_sync", init=False)
     idempotent: bool = field(default=True, init=False)
@@ -209,6 +358,12 @@ class SuspendSync:
     def describe(self) -> str:
         """Name the owner and what stays to be done."""
         owner = Owner(self.tool, self.owner, self.namespace, True)
+        if self.tool == "argocd-applicationset":
+            return (
+                f"Hold {owner.label}: add ignoreApplicationDifferences rules so it no longer "
+                f"switches the automated sync of application {', '.join(self.children)} back on; "
+                "they stay until the sync is resumed"
+            )
         return (
             f"Suspend the automatic sync of {owner.label} so it cannot put the bad version "
             f"back; it stays suspended after the rollback until {self.revert} in Git"
@@ -216,20 +371,25 @@ class SuspendSync:
 
     def spec(self) -> dict[str, Any]:
         """The owner and the note on Git."""
-        return {
+        spec: dict[str, Any] = {
             "tool": self.tool,
             "namespace": self.namespace,
             "owner": self.owner,
             "revert": self.revert,
             "timeout": self.timeout,
         }
+        if self.children:
+            spec["children"] = list(self.children)
+        return spec
 
     def run(self, ctx: StepContext) -> StepResult:
         """Suspend, or report it already suspended (by this rollback or before)."""
+        owner = Owner(self.tool, self.owner, self.namespace, True).label
+        if self.tool == "argocd-applicationset":
+            return self._hold(ctx, owner)
         changed = suspend_sync(
             self.api, self.tool, namespace=self.namespace, name=self.owner, memory=ctx.memory
         )
-        owner = Owner(self.tool, self.owner, self.namespace, True).label
         after = f"it stays suspended: {self.revert} in Git, then resume its sync"
         if not changed:
             return StepResult(
@@ -240,3 +400,21 @@ class SuspendSync:
         line = f"{owner}: automatic sync suspended; {after}"
         ctx.emit(line)
         return StepResult(summary=f"suspended the automatic sync of {owner}", output=line)
+
+    def _hold(self, ctx: StepContext, owner: str) -> StepResult:
+        changed = hold_application_set(
+            self.api,
+            namespace=self.namespace,
+            name=self.owner,
+            children=self.children,
+            memory=ctx.memory,
+        )
+        children = ", ".join(self.children)
+        if not changed:
+            return StepResult(
+                summary=f"already held: {owner} leaves the automated sync of {children} alone",
+                skipped=True,
+            )
+        line = f"{owner}: ignores the automated sync of {children} until the sync is resumed"
+        ctx.emit(line)
+        return StepResult(summary=f"held {owner}", output=line)

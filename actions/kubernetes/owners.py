@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Tool = Literal["argocd", "flux-kustomization", "flux-helmrelease", "helm"]
+Tool = Literal["argocd", "argocd-applicationset", "flux-kustomization", "flux-helmrelease", "helm"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Owner:
         """How a person finds it: `argocd application/x in argocd`, ..."""
         kind = {
             "argocd": "Argo CD application",
+            "argocd-applicationset": "Argo CD ApplicationSet",
             "flux-kustomization": "Flux kustomization",
             "flux-helmrelease": "Flux helmrelease",
             "helm": "Helm release",
@@ -41,8 +42,38 @@ class Owner:
         return self.tool != "helm"
 
 
+def is_parent(owner: Owner) -> bool:
+    """An owner of Argo CD Applications (an ApplicationSet, an app-of-apps parent), not of
+    the workloads themselves."""
+    kinds = {w.split("/", 1)[0] for w in owner.workloads}
+    return bool(kinds) and kinds <= {"application", "applicationset"}
+
+
+def parent_note(owner: Owner) -> str:
+    """Say how a parent would undo the child's suspension, and how the bot holds it."""
+    children = ", ".join(owner.workloads)
+    if not owner.automatic:
+        return (
+            f"{owner.label} manages {children} but does not put it back (no automated sync, "
+            "or an ApplicationSet policy or rule that leaves it alone): not held"
+        )
+    if owner.tool == "argocd-applicationset":
+        hold = (
+            f"an ignoreApplicationDifferences rule for the automated sync of {children} is added "
+            "to it before the undo"
+        )
+    else:
+        hold = "its own automatic sync is suspended before the undo"
+    return (
+        f"{owner.label} manages {children} and would switch its automated sync back on within "
+        f"seconds (and with it the bad version): {hold}, and taken back on Resume sync"
+    )
+
+
 def owner_note(owner: Owner, *, revert: str) -> str:
     """Say what the owner does to the rollback and what a person must do."""
+    if is_parent(owner):
+        return parent_note(owner)
     if owner.tool == "helm":
         return (
             f"{owner.label} manages {', '.join(owner.workloads)}: the next `helm upgrade` "

@@ -8,11 +8,15 @@ one resolved revision, then rollout status, with the configured worker
 Deployments stopped before and started after. A StatefulSet or DaemonSet
 must use the RollingUpdate strategy: with OnDelete the undo would change the
 template and no pod, so planning refuses; a StatefulSet partition is
-respected (pods below it keep their revision) and named in the plan.
+respected (pods below it keep their revision) and named in the plan. An
+OrderedReady StatefulSet's undo is followed by its forced rollback (forced.py):
+the pods stuck on the bad revision are deleted, as the plan says.
 
 Before approval the plan names who else deploys the workload and its workers
-(Argo CD, Flux, Helm: gitops.py) and its prepare phase starts by suspending
-their automatic sync (`gitops_guard: false` turns that off).
+(Argo CD, Flux, Helm: gitops.py), with the Argo CD parents that would switch
+a suspended Application back on (its ApplicationSet, an app-of-apps parent),
+and its prepare phase starts by holding those parents, farthest first, then
+suspending the owners' automatic sync (`gitops_guard: false` turns that off).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from kubernetes.client import (
     V1ControllerRevision,
     V1Deployment,
     V1ReplicaSet,
+    V1StatefulSet,
 )
 from kubernetes.client.exceptions import ApiException
 
@@ -52,8 +57,9 @@ from actions.kubernetes.client import (
     object_meta,
     read_deployment,
 )
+from actions.kubernetes.forced import ForcedRollback, needs_forcing
 from actions.kubernetes.images import image_findings, pull_secret_names
-from actions.kubernetes.owners import Owner, Tool, owner_note
+from actions.kubernetes.owners import Owner, Tool, is_parent, owner_note, parent_note
 from actions.kubernetes.params import KubernetesParams
 from actions.kubernetes.recheck import TemplateCheck, recheck_deployment, recheck_workload
 from actions.kubernetes.rollout import (
@@ -103,7 +109,7 @@ def _kind_of(value: Any) -> Kind:
 
 
 def _tool_of(value: Any) -> Tool:
-    for tool in ("argocd", "flux-kustomization", "flux-helmrelease"):
+    for tool in ("argocd", "argocd-applicationset", "flux-kustomization", "flux-helmrelease"):
         if value == tool:
             return tool
     raise ValueError(f"not a GitOps tool whose sync can be suspended: {value!r}")
@@ -225,8 +231,19 @@ class KubernetesTarget:
                 basis=f"owner {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
             )
             for o in owners
+            if not is_parent(o)
+        ]
+        findings += [
+            Finding(
+                Level.RISKY if o.automatic else Level.OK,
+                parent_note(o),
+                basis=f"parent {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
+            )
+            for o in owners
+            if is_parent(o)
         ]
         findings += self._autoscaler_findings()
+        findings += self._volume_findings()
         try:
             revision = self.revision_facts(ref)
         except ActionError:
@@ -240,6 +257,33 @@ class KubernetesTarget:
             images=revision.images,
             secrets=revision.pull_secrets,
         )
+
+    def _volume_findings(self) -> list[Finding]:
+        """A StatefulSet's volumeClaimTemplates: its PersistentVolumeClaims are not rolled back.
+
+        The StatefulSet controller never deletes or changes a pod's claims when the template
+        goes back (stateful_set_control.go only creates missing ones), so whatever the bad
+        version wrote to them stays: the rollback cannot make that safe, the verdict says so.
+        """
+        if self.params.workload != "statefulset":
+            return []
+        try:
+            sts = self._read_target()
+        except ActionError:
+            return []  # the workload checks say why
+        claims = [object_meta(c).name or "" for c in (sts.spec.volume_claim_templates or [])]
+        if not claims:
+            return []
+        return [
+            Finding(
+                Level.RISKY,
+                f"statefulset/{self.params.name} keeps its PersistentVolumeClaims "
+                f"({', '.join(f'{c}-{self.params.name}-N' for c in claims)}): the rollback "
+                "restores the pod template, not the data the bad version wrote there; if it "
+                "changed the data or its format, restore the data as well",
+                basis=f"volumeClaimTemplates {','.join(claims)}",
+            )
+        ]
 
     def _autoscaler_findings(self) -> list[Finding]:
         """The workers' autoscalers: handled (KEDA paused, HPA idle at 0), or blocking."""
@@ -369,6 +413,7 @@ class KubernetesTarget:
         images: tuple[str, ...],
         force: bool,
         notes: list[str] | None = None,
+        after_undo: list[Action] | None = None,
     ) -> TargetPlan:
         p = self.params
         workers, found = self._usable_workers(force=force)
@@ -386,9 +431,12 @@ class KubernetesTarget:
                 namespace=o.namespace,
                 owner=o.name,
                 revert=revert,
+                children=tuple(
+                    w.split("/", 1)[1] for w in o.workloads if o.tool == "argocd-applicationset"
+                ),
             )
             for o in owners
-            if o.suspendable
+            if o.suspendable and (o.automatic or not is_parent(o))
         ]
         notes.append(
             f"Kubernetes renumbers the restored revision: after the rollback, revision "
@@ -417,7 +465,7 @@ class KubernetesTarget:
         )
         return TargetPlan(
             prepare=[*guard, *stop],
-            rollback=[undo],
+            rollback=[undo, *(after_undo or [])],
             verify=[status],
             resume=list(start),
             notes=notes,
@@ -436,16 +484,36 @@ class KubernetesTarget:
                 continue  # a missing worker is the workers check's to report
             metas.append((f"deployment/{worker}", object_meta(deployment)))
         found: dict[tuple[str, str, str], Owner] = {}
+        depth: dict[tuple[str, str, str], int] = {}
+
+        def add(owner: Owner, label: str, level: int) -> None:
+            key = (owner.tool, owner.namespace, owner.name)
+            known = found.get(key, dataclasses.replace(owner, workloads=()))
+            if label not in known.workloads:
+                known = dataclasses.replace(known, workloads=(*known.workloads, label))
+            found[key] = known
+            depth[key] = max(depth.get(key, 0), level)
+
         for label, meta in metas:
             owner = gitops.detect_owner(
                 self.apps.api_client, meta, argocd_namespace=p.argocd_namespace
             )
             if owner is None:
                 continue
-            key = (owner.tool, owner.namespace, owner.name)
-            known = found.get(key, owner)
-            found[key] = dataclasses.replace(known, workloads=(*known.workloads, label))
-        return list(found.values())
+            add(owner, label, 0)
+            if owner.tool != "argocd":
+                continue
+            chain = gitops.parents(
+                self.apps.api_client,
+                "argocd",
+                owner.namespace,
+                owner.name,
+                argocd_namespace=p.argocd_namespace,
+            )
+            for level, parent in enumerate(chain, start=1):
+                add(parent, parent.workloads[0], level)
+        # Parents first, farthest first: each is held before what it would put back.
+        return sorted(found.values(), key=lambda o: -depth[(o.tool, o.namespace, o.name)])
 
     def _access_check(self) -> Check:
         p = self.params
@@ -459,8 +527,18 @@ class KubernetesTarget:
             workers=bool(p.workers),
             owners=[(o.tool, o.namespace) for o in owners if o.suspendable],
             helm=any(o.tool == "helm" for o in owners),
+            forced_rollback=self._forces(),
         )
         return access.access_check(self.apps.api_client, wanted)
+
+    def _forces(self) -> bool:
+        """Whether the plan may delete stuck pods (an OrderedReady StatefulSet); True if unread."""
+        if self.params.workload != "statefulset":
+            return False
+        try:
+            return needs_forcing(self._read_target())
+        except ActionError:
+            return True  # the workload checks say why it cannot be read
 
     def _dry_run_check(self, ref: str | None) -> Check:
         """Send the undo patch with dryRun=All, so an RBAC or admission refusal shows now."""
@@ -617,9 +695,44 @@ class KubernetesTarget:
                 f"statefulset/{p.name} has partition {partition}: only pods {partition} and up "
                 f"go back to revision {number}; pods below it keep theirs"
             )
+        forced = self._forced_rollback(workload, undo, partition=partition)
+        if forced:
+            notes.append(
+                f"statefulset/{p.name} uses podManagementPolicy OrderedReady: its controller "
+                "never replaces a pod that is not Running and Ready, so after the undo the bot "
+                f"deletes the pods still on revision {current} that are not ready (the forced "
+                "rollback of the Kubernetes documentation); ready ones are replaced by the "
+                "rolling update"
+            )
         return self._assemble(
-            undo, to_revision=number, images=undo.images, force=force, notes=notes
+            undo,
+            to_revision=number,
+            images=undo.images,
+            force=force,
+            notes=notes,
+            after_undo=forced,
         )
+
+    def _forced_rollback(
+        self, workload: Workload, undo: WorkloadUndo, *, partition: int
+    ) -> list[Action]:
+        """The forced-rollback step an OrderedReady StatefulSet needs after its undo (or none)."""
+        if not isinstance(workload, V1StatefulSet) or not needs_forcing(workload):
+            return []
+        revisions = history(self.apps, workload)
+        bad = next((r for r in revisions if matches(self.apps, workload, r)), None)
+        if bad is None or object_meta(bad).name == undo.revision_name:
+            return []
+        return [
+            ForcedRollback(
+                apps=self.apps,
+                namespace=undo.namespace,
+                workload=undo.workload,
+                revision_name=undo.revision_name,
+                bad_revision=object_meta(bad).name or "",
+                partition=partition,
+            )
+        ]
 
     # --- after a successful rollback -----------------------------------------------------------
 
@@ -698,6 +811,16 @@ class KubernetesTarget:
                     images=tuple(str(i) for i in spec["images"]),
                     timeout=timeout,
                 )
+            case "kubernetes.forced_rollback":
+                return ForcedRollback(
+                    apps=self.apps,
+                    namespace=namespace,
+                    workload=str(spec["workload"]),
+                    revision_name=str(spec["revision_name"]),
+                    bad_revision=str(spec["bad_revision"]),
+                    partition=int(spec["partition"]),
+                    timeout=timeout,
+                )
             case "kubernetes.workload_status":
                 return WorkloadStatus(
                     apps=self.apps,
@@ -713,6 +836,7 @@ class KubernetesTarget:
                     namespace=namespace,
                     owner=str(spec["owner"]),
                     revert=str(spec["revert"]),
+                    children=tuple(str(c) for c in spec.get("children") or ()),
                     timeout=timeout,
                 )
             case "kubernetes.stop_workers" | "kubernetes.start_workers":

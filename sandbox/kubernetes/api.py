@@ -6,7 +6,13 @@ The semantics follow the real server where clients can tell the difference:
 status is ignored on the main resource and only status is taken from the
 status subresource; the scale subresource edits spec.replicas; a stale
 resourceVersion is a 409; deleting a Deployment deletes the ReplicaSets it
-controls (the garbage collector's job, done at once).
+controls (the garbage collector's job, done at once). Deleting a pod is
+graceful (staging/src/k8s.io/apiserver/pkg/registry/rest/delete.go
+BeforeDelete, pkg/registry/core/pod/strategy.go CheckGracefulDelete): the
+grace period is the request's gracePeriodSeconds, else the pod's
+terminationGracePeriodSeconds; with more than 0 the pod is answered with its
+deletionTimestamp set and stays until the kubelet has stopped it (pods.py),
+with 0 it goes at once.
 """
 
 from __future__ import annotations
@@ -221,6 +227,8 @@ class Api:
         self.writes: list[Request] = []
         self.rbac = Rbac()
         self.webhooks: list[tuple[str, Callable[[str, Obj], str | None]]] = []
+        self.terminate: Callable[[Obj, int], Obj] | None = None
+        """Start a pod's graceful deletion (the kubelet's side lives with the pods)."""
 
     def handle(self, request: Request) -> Reply | WatchStream:
         """Answer one request; remember every write, so tests can compare clients on the wire."""
@@ -270,7 +278,7 @@ class Api:
                     name=name,
                 ),
             )
-        if resource == "pods" and request.method != "GET":
+        if resource == "pods" and request.method not in ("GET", "DELETE"):
             raise ApiError(
                 405,
                 "MethodNotAllowed",
@@ -360,6 +368,8 @@ class Api:
             if request.wants_table:
                 return self._listing(request, resource, [obj])
             return Reply(200, obj)
+        if method == "DELETE" and not status_only and resource == "pods":
+            return Reply(200, self._delete_pod(request, namespace, name))
         if method == "DELETE" and not status_only:
             return Reply(200, self._delete(resource, namespace, name))
         if method not in ("PUT", "PATCH"):
@@ -396,6 +406,21 @@ class Api:
         if request.method == "PUT":
             return body
         return apply_patch(request.headers.get("content-type", ""), stored, body)
+
+    def _delete_pod(self, request: Request, namespace: str, name: str) -> Obj:
+        options = request.json() if request.body else {}
+        asked = request.query.get("gracePeriodSeconds")
+        if asked is None and isinstance(options, dict):
+            asked = options.get("gracePeriodSeconds")
+        with self.store.cond:
+            pod = self.store.get("pods", namespace, name)
+            default = pod["spec"].get("terminationGracePeriodSeconds", 30)
+            grace = int(default if asked is None else asked)
+            if grace <= 0 or self.terminate is None:
+                return self.store.delete("pods", namespace, name)
+            if pod["metadata"].get("deletionTimestamp"):
+                return pod
+            return self.terminate(pod, grace)
 
     def _delete(self, resource: str, namespace: str, name: str) -> Obj:
         with self.store.cond:

@@ -15,9 +15,28 @@ test knob (`demand`), since there are no metrics here.
 HPA (kubernetes pkg/controller/podautoscaler/horizontal.go,
 reconcileAutoscaler): when the target's scale.spec.replicas is 0 and
 minReplicas is not 0, autoscaling is disabled (condition ScalingActive=False,
-reason ScalingDisabled) and nothing is scaled; otherwise the desired count is
-clamped to [minReplicas, maxReplicas] (minReplicas defaults to 1). Its metric
-recommendation is the `demand` knob, else the current count.
+reason ScalingDisabled) and nothing is scaled. Otherwise its metric
+recommendation (the `demand` knob, else the current count) is stabilized and
+then clamped:
+
+- every reconcile records the recommendation with its time, starting from the
+  current count (recordInitialRecommendation);
+- without spec.behavior (normalizeDesiredReplicas, stabilizeRecommendation):
+  the highest recommendation of the downscale window (the controller's
+  --horizontal-pod-autoscaler-downscale-stabilization, 5 minutes by default),
+  then clamped to [minReplicas, min(maxReplicas, max(2 * current, 4))]
+  (convertDesiredReplicasWithRules, calculateScaleUpLimit);
+- with spec.behavior (normalizeDesiredReplicasWithBehaviors,
+  stabilizeRecommendationWithBehaviors): the current count brought within
+  [lowest recommendation of the scale-up window, highest of the scale-down
+  window], the windows being behavior.scaleUp / scaleDown
+  .stabilizationWindowSeconds (API defaults 0 and 300: autoscaling/v2
+  defaults.go GenerateHPAScaleUpRules / GenerateHPAScaleDownRules), then
+  clamped to [minReplicas, maxReplicas]. The rate policies
+  (convertDesiredReplicasWithBehaviorRate) are not modelled.
+
+Time is the stand-in's clock, so a test moves it (`advance_clock`) instead of
+waiting five minutes.
 """
 
 from __future__ import annotations
@@ -29,6 +48,8 @@ PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 PAUSED = "autoscaling.keda.sh/paused"
 
 Key = tuple[str, str]
+DOWNSCALE_WINDOW = 300.0
+"""kube-controller-manager's --horizontal-pod-autoscaler-downscale-stabilization default."""
 
 
 class Autoscalers:
@@ -37,6 +58,7 @@ class Autoscalers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.demand: dict[Key, int] = {}
+        self.recommendations: dict[Key, list[tuple[float, int]]] = {}
 
     def sync_all(self) -> None:
         """Reconcile every ScaledObject and HPA once."""
@@ -85,8 +107,27 @@ class Autoscalers:
         if current == 0 and low != 0:
             self._condition(hpa, "False", "ScalingDisabled", desired=0, current=0)
             return
-        wanted = self.demand.get((meta["namespace"], meta["name"]), current)
-        desired = max(low, min(int(hpa["spec"]["maxReplicas"]), wanted))
+        key = (meta["namespace"], meta["name"])
+        wanted = self.demand.get(key, current)
+        now = self.store.clock()
+        history = self.recommendations.setdefault(key, [(now, current)])
+        high = int(hpa["spec"]["maxReplicas"])
+        behavior = hpa["spec"].get("behavior")
+        if behavior is None:
+            stabilized = max([wanted] + [r for at, r in history if at >= now - DOWNSCALE_WINDOW])
+            high = min(high, max(2 * current, 4))
+            window = DOWNSCALE_WINDOW
+        else:
+            up = _window(behavior, "scaleUp", 0.0)
+            window = _window(behavior, "scaleDown", DOWNSCALE_WINDOW)
+            floor = min([wanted] + [r for at, r in history if at > now - up])
+            ceiling = max([wanted] + [r for at, r in history if at > now - window])
+            stabilized = min(max(current, floor), ceiling)
+            window = max(window, up)
+        # Record this recommendation, in place of one both windows have left behind.
+        kept = [(at, r) for at, r in history if at >= now - window]
+        self.recommendations[key] = [*kept, (now, wanted)]
+        desired = max(low, min(high, stabilized))
         self._scale(target, desired)
         self._condition(hpa, "True", "ValidMetricFound", desired=desired, current=current)
 
@@ -119,3 +160,9 @@ class Autoscalers:
         }
         state["conditions"] = [c for c in conditions if c is not current_condition] + [entry]
         self.store.update("horizontalpodautoscalers", hpa, check_version=False)
+
+
+def _window(behavior: Obj, direction: str, default: float) -> float:
+    rules = behavior.get(direction) or {}
+    seconds = rules.get("stabilizationWindowSeconds")
+    return default if seconds is None else float(seconds)

@@ -85,6 +85,17 @@ RESOURCES = {
         version="v1alpha1",
         subresources=(),
     ),
+    # Argo CD's ApplicationSet CRD (argo-cd manifests/crds/applicationset-crd.yaml): group
+    # argoproj.io, v1alpha1, plural applicationsets, short names appset and appsets.
+    "applicationsets": Kind(
+        "applicationsets",
+        "ApplicationSet",
+        "applicationset",
+        "appset",
+        group="argoproj.io",
+        version="v1alpha1",
+        subresources=("status",),
+    ),
     # Argo Rollouts' CRD (argo-rollouts manifests/crds/rollout-crd.yaml): group argoproj.io,
     # v1alpha1, plural rollouts, short name ro, subresources status and scale. The scale
     # subresource (statusReplicasPath .status.HPAReplicas) is not served: nothing here scales
@@ -427,19 +438,30 @@ def controlled_by(obj: Obj, owner: Obj) -> bool:
     )
 
 
+def scaled_value(value: Any, total: int, *, round_up: bool) -> int:
+    """intstr.GetScaledValueFromIntOrPercent: an int as is, "N%" of `total` rounded up or down.
+
+    None is 0 (an unset pointer); any other string is the error upstream returns.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise ValueError(f"invalid value for IntOrString: {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if not text.endswith("%") or not text[:-1].lstrip("-").isdigit():
+        raise ValueError(f"invalid value for IntOrString: invalid value {text!r}")
+    share = int(text[:-1]) * total
+    return -(-share // 100) if round_up else share // 100
+
+
 def resolve_fenceposts(spec: Obj) -> tuple[int, int]:
     """Resolve maxSurge (rounded up) and maxUnavailable (rounded down) as the controller does."""
     desired = spec["replicas"]
     rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
-
-    def scaled(value: Any, round_up: bool) -> int:
-        if isinstance(value, str) and value.endswith("%"):
-            share = int(value[:-1]) * desired
-            return -(-share // 100) if round_up else share // 100
-        return int(value or 0)
-
-    surge = scaled(rolling.get("maxSurge", "25%"), True)
-    unavailable = scaled(rolling.get("maxUnavailable", "25%"), False)
+    surge = scaled_value(rolling.get("maxSurge", "25%"), desired, round_up=True)
+    unavailable = scaled_value(rolling.get("maxUnavailable", "25%"), desired, round_up=False)
     if surge == 0 and unavailable == 0:
         unavailable = 1
     return surge, unavailable

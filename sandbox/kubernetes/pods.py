@@ -170,15 +170,20 @@ class ReplicaSets:
         self.times.ready_at[created["metadata"]["uid"]] = now + self.ready_delay
         return created
 
-    def delete_pod(self, pod: Obj, now: float) -> None:
+    def delete_pod(self, pod: Obj, now: float, *, grace: int | None = None) -> Obj:
         """Delete gracefully: set deletionTimestamp and the grace period, keep the pod listed."""
         if is_terminating(pod):
-            return
-        grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+            return pod
+        if grace is None:
+            grace = int(pod["spec"].get("terminationGracePeriodSeconds", 30))
         pod["metadata"]["deletionTimestamp"] = timestamp(math.ceil(now + grace))
         pod["metadata"]["deletionGracePeriodSeconds"] = grace
         self.times.deleted_at[pod["metadata"]["uid"]] = now
-        self.store.update("pods", pod, check_version=False)
+        return self.store.update("pods", pod, check_version=False)
+
+    def terminate(self, pod: Obj, grace: int) -> Obj:
+        """A DELETE of the pod through the API, with this grace period."""
+        return self.delete_pod(pod, self.store.clock(), grace=grace)
 
     # --- the kubelet -------------------------------------------------------------------------
 

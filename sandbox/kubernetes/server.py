@@ -132,6 +132,7 @@ class FakeKubernetes:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         self.api = Api(self.store, f"127.0.0.1:{self._server.server_address[1]}")
+        self.api.terminate = self.controller.replicas.terminate
         self._connections: set[socket.socket] = set()
         self._streams: set[BaseHTTPRequestHandler] = set()
         self._threads: list[threading.Thread] = []
@@ -183,7 +184,8 @@ class FakeKubernetes:
     def stop(self) -> None:
         """Stop the controller, end open watches, close connections and the socket."""
         self.store.close()
-        self._server.shutdown()
+        if self._threads:  # shutdown() waits for serve_forever, which a fake never started lacks
+            self._server.shutdown()
         deadline = time.monotonic() + 5
         while self._streams and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -334,12 +336,14 @@ class FakeKubernetes:
         images: list[str],
         replicas: int = 2,
         strategy: Obj | None = None,
+        extra: Obj | None = None,
         revision_spacing: float = 3600.0,
     ) -> Obj:
         """Create a StatefulSet or DaemonSet whose history has one revision per image, oldest first.
 
-        `strategy` is its updateStrategy; each image is rolled out in turn and
-        settled, `revision_spacing` seconds apart, ending now.
+        `strategy` is its updateStrategy, `extra` more spec fields (podManagementPolicy,
+        minReadySeconds); each image is rolled out in turn and settled, `revision_spacing`
+        seconds apart, ending now.
         """
         if resource not in ("statefulsets", "daemonsets") or not images:
             raise ValueError("a statefulsets or daemonsets workload needs at least one image")
@@ -355,6 +359,7 @@ class FakeKubernetes:
             spec.update(replicas=replicas, serviceName=name)
         if strategy is not None:
             spec["updateStrategy"] = strategy
+        spec.update(extra or {})
         with self.store.cond:
             try:
                 for index, image in enumerate(images):
@@ -370,6 +375,13 @@ class FakeKubernetes:
             finally:
                 self._clock_offset = 0.0
             return self.store.get(resource, namespace, name)
+
+    def set_image(self, resource: str, namespace: str, name: str, image: str) -> Obj:
+        """Set the first container's image of a workload, as `kubectl set image` would."""
+        with self.store.cond:
+            obj = self.store.get(resource, namespace, name)
+            obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
+            return self.store.update(resource, obj)
 
     def settle_workload(self, resource: str, namespace: str, name: str) -> Obj:
         """Run the StatefulSet or DaemonSet controller for one object now and return it."""

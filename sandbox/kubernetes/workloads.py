@@ -17,10 +17,14 @@ StatefulSet (stateful_set_control.go updateStatefulSet): pods `<set>-<ordinal>`
 labelled `controller-revision-hash: <revision name>`; a missing pod is created
 from the current revision when its ordinal is below the RollingUpdate
 partition, else from the update revision (newVersionedStatefulSetPod);
-OrderedReady creates one at a time, each after the previous is Running and
-Ready, Parallel all at once; surplus ordinals are deleted highest first;
-RollingUpdate deletes the highest-ordinal pod not at the update revision,
-down to the partition, one at a time and only while every pod is healthy;
+OrderedReady (monotonic) creates one at a time and stops the whole pass at the
+first pod that is terminating or not Running, Ready and available, the update
+included: that is why a pod stuck on a bad revision stays after a revert until
+someone deletes it (the documented "forced rollback"). Parallel (burst) creates
+all at once and never stops there; surplus ordinals are deleted highest first;
+RollingUpdate then deletes, from the highest ordinal down to the partition, the
+first pod not at the update revision, healthy or not, and waits at an updated
+pod that is unavailable (so a Parallel set replaces its stuck pod by itself);
 OnDelete never replaces a pod. When all replicas are updated and ready the
 current revision becomes the update revision (completeRollingUpdate).
 
@@ -29,8 +33,12 @@ per node (`nodes`), labelled `controller-revision-hash: <hash>`; the hash is
 the stand-in's pod-template hash of the template and collisionCount
 (controller.ComputeHash hashes the Go struct, which cannot be reproduced
 here, so names differ from a real cluster's but behave the same);
-RollingUpdate deletes old pods while fewer than maxUnavailable pods are
-unavailable (rollingUpdate); OnDelete does not.
+RollingUpdate follows update.go rollingUpdate: without maxSurge it deletes old
+pods (unavailable ones at once, available ones while fewer than maxUnavailable
+are unavailable) and the manage loop creates the new; with maxSurge it starts a
+new pod beside an old one and deletes the old once the new is available.
+Percent values resolve as intstr.GetScaledValueFromIntOrPercent; OnDelete
+replaces nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ import copy
 import json
 import random
 import string
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sandbox.kubernetes.objects import (
     Obj,
@@ -47,6 +57,7 @@ from sandbox.kubernetes.objects import (
     hash_controller_revision,
     parse_time,
     revision_patch,
+    scaled_value,
     template_hash,
 )
 from sandbox.kubernetes.pods import ReplicaSets, is_terminating, ready_since
@@ -55,6 +66,36 @@ from sandbox.kubernetes.store import Store
 HASH = "controller.kubernetes.io/hash"
 POD_REVISION = "controller-revision-hash"
 NODES = ("sandbox-node-1", "sandbox-node-2")
+
+
+@dataclass(frozen=True)
+class _SetRules:
+    """What one StatefulSet pass decides by: sizes, policy, and the time it runs at."""
+
+    replicas: int
+    partition: int
+    monotonic: bool
+    min_ready: int
+    now: float
+    settle: bool
+
+
+OnNode = tuple[Obj | None, Obj | None] | None
+"""(new pod, old pod) on a node, or None where it has more than one of either."""
+
+
+def _on_node(pods: list[Obj], node: str, digest: str) -> OnNode:
+    """update.go findUpdatedPodsOnNode: the node's new and old pod, terminating ones left out."""
+    live = [p for p in pods if p["spec"].get("nodeName") == node and not is_terminating(p)]
+    new = [p for p in live if p["metadata"]["labels"].get(POD_REVISION) == digest]
+    old = [p for p in live if p["metadata"]["labels"].get(POD_REVISION) != digest]
+    if len(new) > 1 or len(old) > 1:
+        return None
+    return (new[0] if new else None), (old[0] if old else None)
+
+
+def _is_new(pod: Obj, digest: str) -> bool:
+    return bool(pod["metadata"]["labels"].get(POD_REVISION) == digest)
 
 
 def _revision_key(rev: Obj) -> tuple[int, float, str]:
@@ -206,21 +247,19 @@ class Workloads:
         strategy = spec.get("updateStrategy") or {}
         rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
         partition = int((strategy.get("rollingUpdate") or {}).get("partition", 0)) if rolling else 0
-        ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
-        changed |= self._stateful_pods(
-            sts,
-            pods,
-            current,
-            update,
+        monotonic = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+        rules = _SetRules(
             replicas=replicas,
             partition=partition,
-            ordered=ordered,
+            monotonic=monotonic,
+            min_ready=int(spec.get("minReadySeconds", 0)),
             now=now,
+            settle=settle,
         )
-        if rolling and not changed:
-            changed |= self._stateful_update(
-                sts, pods, update, replicas=replicas, partition=partition, now=now
-            )
+        created, stop = self._stateful_pods(sts, pods, current, update, rules)
+        changed |= created
+        if rolling and not stop:
+            changed |= self._stateful_update(sts, pods, update, rules)
         live = {current["metadata"]["name"], update["metadata"]["name"]}
         live |= {p["metadata"]["labels"].get(POD_REVISION, "") for p in pods.values()}
         changed |= self._truncate(sts, self.revisions(sts), live)
@@ -229,72 +268,87 @@ class Workloads:
             or changed
         )
 
-    def _healthy(self, pod: Obj) -> bool:
-        return not is_terminating(pod) and ready_since(pod) is not None
+    def _unavailable(self, pod: Obj | None, rules: _SetRules) -> bool:
+        """stateful_set_utils.go isUnavailable: not Running and available, or terminating."""
+        if pod is None:
+            return True
+        available = self.pods.available(pod, rules.min_ready, rules.now, settle=rules.settle)
+        return is_terminating(pod) or not available
 
     def _stateful_pods(
-        self,
-        sts: Obj,
-        pods: dict[str, Obj],
-        current: Obj,
-        update: Obj,
-        *,
-        replicas: int,
-        partition: int,
-        ordered: bool,
-        now: float,
-    ) -> bool:
+        self, sts: Obj, pods: dict[str, Obj], current: Obj, update: Obj, rules: _SetRules
+    ) -> tuple[bool, bool]:
+        """stateful_set_control.go updateStatefulSet up to the update: processReplica for each
+        ordinal, then processCondemned; return (changed, stop) where stop is runForAll's
+        shouldExit (monotonic mode blocked on a pod) and ends the pass before the update."""
         name = sts["metadata"]["name"]
-        for ordinal in range(replicas):
-            pod_name = f"{name}-{ordinal}"
-            pod = pods.get(pod_name)
+        changed = False
+        for ordinal in range(rules.replicas):
+            pod = pods.get(f"{name}-{ordinal}")
             if pod is None:
-                revision = current if ordinal < partition else update
+                # newVersionedStatefulSetPod: below the partition from the current revision.
+                revision = current if ordinal < rules.partition else update
                 labels = {
                     POD_REVISION: revision["metadata"]["name"],
-                    "statefulset.kubernetes.io/pod-name": pod_name,
+                    "statefulset.kubernetes.io/pod-name": f"{name}-{ordinal}",
                     "apps.kubernetes.io/pod-index": str(ordinal),
                 }
                 self.pods.create_pod(
-                    sts, template_of(revision), name=pod_name, now=now, labels=labels
+                    sts,
+                    template_of(revision),
+                    name=f"{name}-{ordinal}",
+                    now=rules.now,
+                    labels=labels,
                 )
-                return True
-            if ordered and not self._healthy(pod):
-                return False
+                changed = True
+                if rules.monotonic:
+                    return True, True  # processReplica: a monotonic set creates one pod per pass
+                continue
+            # processReplica: in monotonic (OrderedReady) mode a terminating pod, or one not
+            # Running and Ready (and available), blocks everything after it, the update too.
+            if rules.monotonic and (is_terminating(pod) or self._unavailable(pod, rules)):
+                return changed, True
+        # processCondemned: ordinals beyond replicas go, highest first; monotonic mode one at a
+        # time, waiting for terminating ones and for every other pod but the first unhealthy one.
         condemned = sorted(
-            (p for n, p in pods.items() if int(n.rsplit("-", 1)[-1]) >= replicas),
+            (p for n, p in pods.items() if int(n.rsplit("-", 1)[-1]) >= rules.replicas),
             key=lambda p: -int(p["metadata"]["name"].rsplit("-", 1)[-1]),
         )
+        ordered = [pods.get(f"{name}-{o}") for o in range(rules.replicas)] + condemned[::-1]
+        first_unhealthy = next((p for p in ordered if self._unavailable(p, rules)), None)
         for pod in condemned:
             if is_terminating(pod):
-                if ordered:
-                    return False
+                if rules.monotonic:
+                    return changed, True
                 continue
-            if ordered and not all(self._healthy(p) for p in pods.values() if p is not pod):
-                return False
-            self.pods.delete_pod(pod, now)
-            return True
-        return False
+            if rules.monotonic and pod is not first_unhealthy and self._unavailable(pod, rules):
+                return changed, True
+            self.pods.delete_pod(pod, rules.now)
+            changed = True
+            if rules.monotonic:
+                return True, True
+        return changed, False
 
     def _stateful_update(
-        self,
-        sts: Obj,
-        pods: dict[str, Obj],
-        update: Obj,
-        *,
-        replicas: int,
-        partition: int,
-        now: float,
+        self, sts: Obj, pods: dict[str, Obj], update: Obj, rules: _SetRules
     ) -> bool:
-        if not all(self._healthy(p) for p in pods.values()):
-            return False
-        for ordinal in range(replicas - 1, partition - 1, -1):
+        """The RollingUpdate tail of updateStatefulSet (MaxUnavailableStatefulSet gate off, its
+        default): from the highest ordinal down to the partition, delete the first pod not at
+        the update revision, healthy or not; stop at an updated pod that is unavailable.
+
+        Both policies reach this only when processReplica let them through; for Parallel that
+        is always, which is why upstream replaces a stuck pod of a Parallel set by itself.
+        """
+        for ordinal in range(rules.replicas - 1, rules.partition - 1, -1):
             pod = pods.get(f"{sts['metadata']['name']}-{ordinal}")
             if pod is None:
                 return False
-            if pod["metadata"]["labels"].get(POD_REVISION) != update["metadata"]["name"]:
-                self.pods.delete_pod(pod, now)
+            at_update = pod["metadata"]["labels"].get(POD_REVISION) == update["metadata"]["name"]
+            if not at_update and not is_terminating(pod):
+                self.pods.delete_pod(pod, rules.now)
                 return True
+            if self._unavailable(pod, rules):
+                return False
         return False
 
     def _stateful_status(
@@ -381,23 +435,11 @@ class Workloads:
         for node in self.nodes:
             # daemon_controller.go podsShouldBeOnNode: pods being deleted do not count.
             if not [p for p in by_node.get(node, []) if not is_terminating(p)]:
-                suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-                labels = {
-                    POD_REVISION: digest,
-                    "pod-template-generation": str(ds["metadata"]["generation"]),
-                }
-                self.pods.create_pod(
-                    ds,
-                    template_of(current),
-                    name=f"{ds['metadata']['name']}-{suffix}",
-                    now=now,
-                    labels=labels,
-                    node=node,
-                )
+                self._daemon_pod(ds, current, node, now)
                 changed = True
         strategy = ds["spec"].get("updateStrategy") or {}
         if strategy.get("type", "RollingUpdate") == "RollingUpdate" and not changed:
-            changed |= self._daemon_update(ds, pods, digest, strategy, now=now, settle=settle)
+            changed |= self._daemon_update(ds, current, pods, now=now, settle=settle)
         live = {current["metadata"]["name"]}
         live |= {
             f"{ds['metadata']['name']}-{p['metadata']['labels'].get(POD_REVISION)}" for p in pods
@@ -405,33 +447,115 @@ class Workloads:
         changed |= self._truncate(ds, self.revisions(ds), live)
         return self._daemon_status(ds, digest, now=now, settle=settle) or changed
 
+    def _daemon_pod(self, ds: Obj, current: Obj, node: str, now: float) -> None:
+        suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+        labels = {
+            POD_REVISION: current["metadata"]["labels"][POD_REVISION],
+            "pod-template-generation": str(ds["metadata"]["generation"]),
+        }
+        self.pods.create_pod(
+            ds,
+            template_of(current),
+            name=f"{ds['metadata']['name']}-{suffix}",
+            now=now,
+            labels=labels,
+            node=node,
+        )
+
     def _daemon_update(
-        self, ds: Obj, pods: list[Obj], digest: str, strategy: Obj, *, now: float, settle: bool
+        self, ds: Obj, current: Obj, pods: list[Obj], *, now: float, settle: bool
     ) -> bool:
-        budget = int((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1))
+        """update.go rollingUpdate, both paths, over what findUpdatedPodsOnNode finds per node.
+
+        maxSurge and maxUnavailable are resolved by updatedDesiredNodeCounts (util.SurgeCount,
+        util.UnavailableCount: intstr.GetScaledValueFromIntOrPercent rounding up; both 0 means
+        maxUnavailable 1). A value that does not resolve is the controller's error for this
+        DaemonSet: it changes nothing and tries again, as upstream requeues.
+        """
+        rolling = (ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
+        desired = len(self.nodes)
+        try:
+            surge = scaled_value(rolling.get("maxSurge"), desired, round_up=True)
+            unavailable_max = scaled_value(rolling.get("maxUnavailable"), desired, round_up=True)
+        except ValueError:
+            return False
+        if desired > 0 and surge == 0 and unavailable_max == 0:
+            unavailable_max = 1
+        digest = current["metadata"]["labels"][POD_REVISION]
         min_ready = int(ds["spec"].get("minReadySeconds", 0))
-        unavailable = sum(
-            not self.pods.available(p, min_ready, now, settle=settle) or is_terminating(p)
-            for p in pods
-        )
-        unavailable += sum(
-            1 for node in self.nodes if not any(p["spec"].get("nodeName") == node for p in pods)
-        )
-        old = [
-            p
-            for p in pods
-            if p["metadata"]["labels"].get(POD_REVISION) != digest and not is_terminating(p)
-        ]
-        old.sort(key=lambda p: self.pods.available(p, min_ready, now, settle=settle))
-        changed = False
-        for pod in old:
-            available = self.pods.available(pod, min_ready, now, settle=settle)
-            if available and unavailable >= budget:
-                break
+
+        def available(pod: Obj) -> bool:
+            return self.pods.available(pod, min_ready, now, settle=settle)
+
+        nodes = {node: _on_node(pods, node, digest) for node in self.nodes}
+        if surge == 0:
+            return self._daemon_replace(nodes, unavailable_max, available, now)
+        return self._daemon_surge(ds, current, nodes, surge, available, now)
+
+    def _daemon_replace(
+        self,
+        nodes: dict[str, OnNode],
+        budget: int,
+        available: Callable[[Obj], bool],
+        now: float,
+    ) -> bool:
+        """rollingUpdate without surge: delete old pods (unavailable ones always, available ones
+        while fewer than maxUnavailable are unavailable); the manage loop creates the new."""
+        unavailable, replace, candidates = 0, [], []
+        for found in nodes.values():
+            if found is None:
+                unavailable += 1  # excess pods on the node: the manage loop's, counted unavailable
+                continue
+            new, old = found
+            if (new is None) == (old is None):
+                unavailable += 1
+            elif new is not None:
+                unavailable += int(not available(new))
+            elif old is not None and not available(old):
+                replace.append(old)
+                unavailable += 1
+            elif unavailable < budget and old is not None:
+                candidates.append(old)
+        doomed = replace + candidates[: max(0, min(budget - unavailable, len(candidates)))]
+        for pod in doomed:
             self.pods.delete_pod(pod, now)
-            unavailable += int(available)
-            changed = True
-        return changed
+        return bool(doomed)
+
+    def _daemon_surge(
+        self,
+        ds: Obj,
+        current: Obj,
+        nodes: dict[str, OnNode],
+        surge: int,
+        available: Callable[[Obj], bool],
+        now: float,
+    ) -> bool:
+        """rollingUpdate with surge: a new pod beside each unavailable old one, up to maxSurge
+        beside available old ones; an old pod goes once the new one on its node is available.
+        (Every node here runs the DaemonSet, so the sunsetting-node rules do not arise.)"""
+        surging, doomed, allowed, candidates = 0, [], [], []
+        for node, found in nodes.items():
+            if found is None:
+                surging += 1
+                continue
+            new, old = found
+            if old is None:
+                continue
+            if new is None:
+                if not available(old):
+                    allowed.append(node)
+                elif surging < surge:
+                    candidates.append(node)
+            elif not available(new):
+                surging += 1
+            else:
+                doomed.append(old)
+        create = allowed + candidates[: max(0, min(surge - surging, len(candidates)))]
+        for pod in doomed:
+            self.pods.delete_pod(pod, now)
+        for node in create:
+            self._daemon_pod(ds, current, node, now)
+        return bool(doomed or create)
 
     def _daemon_status(self, ds: Obj, digest: str, *, now: float, settle: bool) -> bool:
         namespace = ds["metadata"]["namespace"]
@@ -441,16 +565,22 @@ class Workloads:
             if controlled_by(p, ds) and not is_terminating(p)
         ]
         min_ready = int(ds["spec"].get("minReadySeconds", 0))
-        available = sum(self.pods.available(p, min_ready, now, settle=settle) for p in pods)
+        # daemon_controller.go updateDaemonSetStatus: per scheduled node, its oldest pod counts.
+        oldest = [
+            min(on_node, key=lambda p: (p["metadata"]["creationTimestamp"], _is_new(p, digest)))
+            for node in self.nodes
+            if (on_node := [p for p in pods if p["spec"].get("nodeName") == node])
+        ]
+        available = sum(self.pods.available(p, min_ready, now, settle=settle) for p in oldest)
         desired = len(self.nodes)
         status: Obj = {
-            "currentNumberScheduled": len({p["spec"].get("nodeName") for p in pods}),
+            "currentNumberScheduled": len(oldest),
             "numberMisscheduled": 0,
             "desiredNumberScheduled": desired,
-            "numberReady": sum(ready_since(p) is not None for p in pods),
+            "numberReady": sum(ready_since(p) is not None for p in oldest),
             "observedGeneration": ds["metadata"]["generation"],
             "updatedNumberScheduled": sum(
-                p["metadata"]["labels"].get(POD_REVISION) == digest for p in pods
+                p["metadata"]["labels"].get(POD_REVISION) == digest for p in oldest
             ),
             "numberAvailable": available,
             "numberUnavailable": max(0, desired - available),

@@ -159,7 +159,7 @@ def test_the_manifest_grants_exactly_the_verbs_the_code_asks_for() -> None:
                     for name in rule.get("resourceNames") or [""]
                 }
     owners = [("argocd", "argocd"), ("flux-kustomization", "flux-system")]
-    owners.append(("flux-helmrelease", "flux-system"))
+    owners += [("flux-helmrelease", "flux-system"), ("argocd-applicationset", "argocd")]
     used = {
         (
             n.namespace,
@@ -170,7 +170,14 @@ def test_the_manifest_grants_exactly_the_verbs_the_code_asks_for() -> None:
         )
         for workload in ("deployment", "statefulset", "daemonset")
         for n in [
-            *needs(workload=workload, namespace=NS, workers=True, owners=owners, helm=True),
+            *needs(
+                workload=workload,
+                namespace=NS,
+                workers=True,
+                owners=owners,
+                helm=True,
+                forced_rollback=workload == "statefulset",
+            ),
             pull_secret_need(NS, "regcred"),  # the image check's, for the example's secret
         ]
     }

@@ -194,3 +194,20 @@ def test_suspend_resumes_after_a_crash_and_keeps_the_original_record(
     assert json.loads(application["metadata"]["annotations"][RECORD]) == {"automated": AUTOMATED}
     resume_sync(kube.api, "argocd", namespace="argocd", name="voxflow", memory={})
     assert kube.fake.store.get(*APP)["spec"]["syncPolicy"]["automated"] == AUTOMATED
+
+
+def test_argocd_automated_sync_switched_off_by_enabled_false_is_not_automatic(
+    kube: KubeCluster,
+) -> None:
+    argocd(kube)
+    off = {"automated": dict(AUTOMATED, enabled=False)}
+    kube.fake.store.update(
+        "applications",
+        dict(kube.fake.store.get(*APP), spec={"syncPolicy": off}),
+        check_version=False,
+    )
+    checks = {c.name: c for c in target(kube).checks(None)}
+    assert "does not sync automatically" in checks["GitOps owner known"].detail
+    rollout_undo(kube.apps, namespace=NS, name=API)
+    kube.fake.gitops.sync_all()
+    assert image(kube) == IMAGES[1]  # Argo CD leaves it: automated sync is disabled

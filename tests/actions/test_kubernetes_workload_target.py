@@ -62,9 +62,11 @@ def test_plan_rolls_a_workload_back_and_waits_for_it(
     assert points[1].label.startswith("rev 2 · voxflow/db:v2 · ")
     assert [c.ok for c in chosen.checks(None)] == [True] * 6
     plan = chosen.plan(None)
-    assert [a.describe() for a in plan.rollback] == [
+    assert plan.rollback[0].describe() == (
         f"Roll back {workload}/db in {NS} from revision 3 to revision 2 (voxflow/db:v2)"
-    ]
+    )
+    forced = ["kubernetes.forced_rollback"] if workload == "statefulset" else []  # OrderedReady
+    assert [a.name for a in plan.rollback[1:]] == forced
     ctx = StepContext.for_test(timeout=20.0)
     for step in plan.rollback + plan.verify:
         step.run(ctx)
