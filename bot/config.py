@@ -121,6 +121,7 @@ STEP_KINDS = (
     "rollout_status",
     "workload_undo",
     "workload_status",
+    "forced_rollback",
     "suspend_sync",
     "stop_workers",
     "start_workers",
