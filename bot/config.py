@@ -122,6 +122,7 @@ STEP_KINDS = (
     "workload_undo",
     "workload_status",
     "forced_rollback",
+    "propose",
     "suspend_sync",
     "stop_workers",
     "start_workers",

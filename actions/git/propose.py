@@ -10,10 +10,11 @@ that reverts cleanly and leaves Git naming exactly the version rolled back to; o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from actions.base import PermanentError
-from actions.git.edit import ImageRef, set_image
+from actions.git.edit import Change, ImageRef, set_image
 from actions.git.forges import Forge, GitHub, GitLab, Review
 from actions.git.params import GitSource
 from actions.git.repo import (
@@ -76,17 +77,23 @@ def propose(
     why: str,
     token: str | None = None,
     forge: Forge | None = None,
+    also: Sequence[ImageRef] = (),
 ) -> Proposal:
-    """Make Git name `to` instead of `bad` under `source.path`, as the source says to."""
+    """Make Git name `to` instead of `bad` under `source.path`, as the source says to.
+
+    `also`: the workload's other images to name as they run now, in the same commit (a
+    sidecar rolled back with the app)."""
     branch = branch_for(source, incident)
     title = f"Roll back {to.repository} to {to.point()} ({incident})"
     message = f"{title}\n\n{why}\n\nProduction was rolled back from {bad.point()} by {incident}."
     with cloned(source.repository, source.branch, token=token) as git:
         reverted = None
-        if source.how == "revert":
+        if source.how == "revert" and not also:
             reverted = _revert(git, source=source, to=to, bad=bad, message=message)
         if reverted is None:
-            files = edit_files(git.directory, source.path, to=to)
+            files = _merged(
+                [edit_files(git.directory, source.path, to=image) for image in (to, *also)]
+            )
             if not files:
                 if _names(git, source, to):
                     return Proposal(commit=None, review=None, already=True)
@@ -112,6 +119,18 @@ def propose(
         body = f"{why}\n\nOpened by rollback-bot for {incident}."
         review = forge.open(branch=branch, base=source.branch, title=title, body=body)
     return Proposal(commit=commit, review=review, reverted=reverted)
+
+
+def _merged(edits: list[list[FileChange]]) -> list[FileChange]:
+    """One entry per file, its changes from every image in line order."""
+    by_path: dict[str, list[Change]] = {}
+    for changes in edits:
+        for change in changes:
+            by_path.setdefault(change.path, []).extend(change.changes)
+    return [
+        FileChange(path, tuple(sorted(lines, key=lambda c: c.line)))
+        for path, lines in by_path.items()
+    ]
 
 
 def _names(git: Git, source: GitSource, to: ImageRef) -> bool:

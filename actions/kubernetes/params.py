@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from actions.git.params import GitSource
 from actions.params import SchemaLink, Strict, seconds_of
 
 
@@ -36,6 +37,9 @@ class KubernetesParams(Strict):
     verify_images: bool = True
     """Ask each image's registry (HEAD of its manifest) before approval; false where the bot
     cannot reach the registries: the verdict then says the images were not checked."""
+    git: GitSource | None = None
+    """Where Git names the workload's images: after a verified rollback the bot proposes
+    the change that makes Git name what production runs (actions/git)."""
 
     @field_validator("recheck_after", mode="before")
     @classmethod

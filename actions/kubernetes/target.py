@@ -49,6 +49,7 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
+from actions.git.step import ProposeGitChange, access_findings
 from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
     ReadOnce,
@@ -244,6 +245,8 @@ class KubernetesTarget:
         ]
         findings += self._autoscaler_findings()
         findings += self._volume_findings()
+        if self.params.git is not None:
+            findings += access_findings(self.params.git)
         try:
             revision = self.revision_facts(ref)
         except ActionError:
@@ -463,13 +466,32 @@ class KubernetesTarget:
             if workers
             else []
         )
+        verify: list[Action] = [status]
+        if p.git is not None:
+            verify.append(
+                ProposeGitChange(
+                    source=p.git,
+                    workload=f"{p.workload}/{p.name}",
+                    bad_images=self._running_images(),
+                    good_images=images,
+                )
+            )
+            if owners:
+                notes.append(
+                    "Sync stays suspended until the Git change is merged: resume it once Git "
+                    "names the version production runs."
+                )
         return TargetPlan(
             prepare=[*guard, *stop],
             rollback=[undo, *(after_undo or [])],
-            verify=[status],
+            verify=verify,
             resume=list(start),
             notes=notes,
         )
+
+    def _running_images(self) -> tuple[str, ...]:
+        """The images the workload's pod template names now (what the rollback replaces)."""
+        return images_of(self._read_target())
 
     def owners(self, workers: tuple[str, ...] = ()) -> list[Owner]:
         """The Argo CD, Flux or Helm owners of the workload and the workers, one entry each."""
@@ -779,6 +801,8 @@ class KubernetesTarget:
             ) from exc
 
     def _rebuild(self, name: str, spec: dict[str, Any]) -> Action:
+        if name == "git.propose":
+            return ProposeGitChange.from_spec(spec)
         namespace = str(spec["namespace"])
         timeout = float(spec["timeout"])
         match name:
