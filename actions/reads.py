@@ -4,7 +4,7 @@ Rendering the rollback modal lists the rollback points, then runs the checks,
 and each read the Deployment and its ReplicaSets again; approving rebuilds
 the plan, which reads the workload, its workers and their owners, some more
 than once. A person's click is answered from one view of the target, so the
-planner makes a `Reads` for the work of one request (`bot.plans.Planner.request`)
+planner makes a `Reads` for the work of one request (`bot.execution.planner.Planner.request`)
 and hands it to the targets that take one (`ReadsThrough.reading`); a target
 sends each read once through it and hands the same answer to later readers.
 A write through it empties it, so a read after a change reads again. Once the

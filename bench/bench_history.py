@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot.store import ACTIVE_STATES, Store, make_engine, upgrade
+from bot.persistence.store import ACTIVE_STATES, Store, make_engine, upgrade
 from sandbox.history import fill_history
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

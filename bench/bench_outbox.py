@@ -26,12 +26,12 @@ from slack_sdk import WebClient
 from actions.base import Check, RollbackPoint, StepContext, StepResult, TargetPlan
 from actions.http import read_metrics
 from bot.config import parse_config
-from bot.decision import Answers, Severity
-from bot.outbox import Sender
-from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.outbox import Sender
+from bot.execution.planner import Planner
+from bot.execution.runner import Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Store, make_engine, upgrade
 from handlers.deps import Deps
 from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
 from sandbox.slack import FakeSlack

@@ -33,11 +33,11 @@ from psycopg import sql
 
 from actions.base import Check, RollbackPoint, StepContext, StepResult, TargetPlan
 from bot.config import parse_config
-from bot.decision import Answers, Severity
-from bot.plans import Planner
-from bot.runner import NullProgress, Runner
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.runner import NullProgress, Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Store, make_engine, upgrade
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REQUESTER, APPROVER = "UREQUESTER", "UAPPROVER1"
@@ -111,7 +111,7 @@ def bench(url: str, *, runs: int, steps: int) -> dict[str, float]:
             answers=Answers(functional=False, data_at_risk=True),
         )
         requested = time.perf_counter()
-        # As bot.flows.Flows.approve: the plan is rebuilt and must hash the same.
+        # As bot.application.flows.Flows.approve: the plan is rebuilt and must hash the same.
         current = planner.build(env_name="prod", env=env, target=f"t{i}", point="1").hash
         workflow.approve(run.id, user=APPROVER, current_plan_hash=current)
         approved = time.perf_counter()

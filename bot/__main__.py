@@ -102,7 +102,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from bot.store import make_engine, upgrade
+    from bot.persistence.store import make_engine, upgrade
 
     settings = _settings()
     revision = upgrade(make_engine(settings.database_url))
@@ -119,7 +119,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from bot.app import BotProcess
     from bot.config import load_config
-    from bot.store import SchemaOutOfDate
+    from bot.persistence.store import SchemaOutOfDate
 
     if not args.socket and not args.http:
         print("serve needs --socket, --http HOST:PORT, or both", file=sys.stderr)

@@ -49,20 +49,20 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from actions.clock import SYSTEM, Ticker
+from bot.application.drills import DrillRecorder
+from bot.application.monitoring import Monitor
 from bot.config import RollbackConfig
-from bot.drills import DrillRecorder
-from bot.metrics import BotMetrics, MeteredProgress
-from bot.monitoring import Monitor
-from bot.outbox import Sender
-from bot.plans import Planner, RateSource, target_factory
-from bot.recheck import Rechecks
-from bot.runner import Runner
+from bot.execution.outbox import Sender
+from bot.execution.planner import Planner, RateSource, target_factory
+from bot.execution.recheck import Rechecks
+from bot.execution.runner import Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
+from bot.persistence.verification import MetricsReader, read_metrics
 from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
+from bot.serving.metrics import BotMetrics, MeteredProgress
 from bot.settings import Settings
-from bot.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
-from bot.verification import MetricsReader, read_metrics
-from bot.workflow import Workflow
 from handlers import approvals, commands, drills, errors, gitops, home, modals, reviews
 from handlers.alerts import AlertWebhook
 from handlers.deps import BotClient, Deps

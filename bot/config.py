@@ -225,7 +225,7 @@ class Environment(Strict):
     """Step timeouts for every plan of the environment, by step kind (`STEP_KINDS`)."""
     target_timeouts: dict[str, dict[str, float]] = {}
     """Each target's own `timeouts:` (written inside the target; moved here when read)."""
-    # Drills (bot/drills.py): None means allowed unless the environment is named prod or
+    # Drills (bot/application/drills.py): None means allowed unless the environment is named prod or
     # production; a drill needs this many approvals (not `approvals_required`); a target not
     # drilled within `drill_every` (e.g. 30d, 12h, 2w) is flagged.
     drills_allowed: bool | None = None

@@ -4,7 +4,7 @@
 `logger` and `message`, plus `incident_id`, `run_id`, `step` and `target` as
 fields of their own whenever they are known. They are known three ways, in
 this order: passed with `extra=`; set in `step_context` by the runner's
-progress wrapper (bot/metrics.py `MeteredProgress`) for everything logged
+progress wrapper (bot/serving/metrics.py `MeteredProgress`) for everything logged
 while a step runs, on the runner's thread only (a ContextVar is per thread);
 or, for the incident id, read from the message, since every log message of
 the bot begins with it (STYLE.md rule 9).

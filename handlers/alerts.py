@@ -3,7 +3,7 @@
 `POST /alerts` with `Authorization: Bearer <ALERT_WEBHOOK_TOKEN>` and
 Alertmanager's webhook body. Every firing alert whose labels name a
 configured `environment` and `target` raises a Critical incident through
-`bot.monitoring.Monitor` (once per busy target); a resolved one is recorded on
+`bot.application.monitoring.Monitor` (once per busy target); a resolved one is recorded on
 the target's incident; alerts naming nothing we know are reported back as
 ignored, with the reason, so whoever wires Alertmanager up sees at once what
 the bot made of each alert.
@@ -26,9 +26,9 @@ from datetime import datetime
 from typing import Any
 
 from actions.base import ActionError
+from bot.application.monitoring import Monitor
 from bot.config import UnknownTarget
-from bot.monitoring import Monitor
-from bot.store import TargetBusy
+from bot.persistence.store import TargetBusy
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000

@@ -2,7 +2,7 @@
 maintenance on, Turn maintenance off, Re-plan) and the people's checklist ticks.
 
 Each listener acks at once, parses the payload into a typed request
-(`handlers.payloads`), calls one flow (`bot.flows`) and answers a refusal
+(`handlers.payloads`), calls one flow (`bot.application.flows`) and answers a refusal
 ephemerally to the person who clicked; nothing changes on a refusal. Who the
 user is comes from Slack's signed payload; which approver groups they are in
 is asked of Slack (`handlers.flows.Groups`). A click acts once per person,
@@ -21,9 +21,9 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.application.flows import Flows
 from bot.config import UnknownTarget
-from bot.flows import Flows
-from bot.workflow import Refused
+from bot.execution.workflow import Refused
 from handlers import payloads
 from handlers import text as t
 from handlers.deps import Deps

@@ -24,14 +24,14 @@ from slack_sdk.models.blocks import (
 )
 
 from actions.base import readable
-from bot.aftermath import Aftermath
+from bot.application.drills import is_drill
+from bot.application.timeline import from_to, outcome_in_words
 from bot.config import Approvers
-from bot.decision import Recommendation
-from bot.drills import is_drill
-from bot.models import Incident, Run
-from bot.store import StepView
-from bot.timeline import from_to, outcome_in_words
-from bot.verification import VerifyItem
+from bot.domain.decision import Recommendation
+from bot.persistence.aftermath import Aftermath
+from bot.persistence.models import Incident, Run
+from bot.persistence.store import StepView
+from bot.persistence.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
@@ -160,7 +160,8 @@ def versions(run: Run) -> str:
 
 
 def outcome_words(run: Run) -> str:
-    """The run's outcome with steps named in words, escaped (`bot.timeline.outcome_in_words`)."""
+    """The run's outcome with steps named in words, escaped
+    (`bot.application.timeline.outcome_in_words`)."""
     return t.esc(outcome_in_words(run))
 
 
@@ -396,7 +397,8 @@ def failure_message(
     run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
 ) -> list[Block]:
     """The loud failure, broadcast from the thread: who must act, what runs now, what is left,
-    and the ways on (`bot.aftermath`): Retry failed step, Re-plan, and where the failure left
+    and the ways on (`bot.persistence.aftermath`): Retry failed step, Re-plan, and where the failure
+    left
     maintenance on, Leave maintenance on / Turn maintenance off."""
     if run.state != "failed":  # retried: its outcome was cleared and it runs again
         who = f" by {t.user(retried_by)}" if retried_by else ""

@@ -33,12 +33,12 @@ from slack_bolt import Ack, App
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
+from bot.application.flows import Flows
+from bot.application.reviews import Reviews
 from bot.config import UnknownTarget
-from bot.flows import Flows
-from bot.models import Run
-from bot.reviews import Reviews
-from bot.store import ACTIVE_STATES
-from bot.workflow import Refused
+from bot.execution.workflow import Refused
+from bot.persistence.models import Run
+from bot.persistence.store import ACTIVE_STATES
 from handlers import blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps

@@ -12,10 +12,10 @@ from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 
 from bot.config import RollbackConfig
-from bot.plans import Planner
-from bot.store import Store
-from bot.verification import MetricsReader
-from bot.workflow import Workflow
+from bot.execution.planner import Planner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Store
+from bot.persistence.verification import MetricsReader
 from handlers.pool import Later
 
 

@@ -11,8 +11,8 @@ from slack_sdk.models.blocks import (
     HeaderBlock,
 )
 
-from bot.drills import DrillStatus, Measured
-from bot.recovery import Recovery, spoken
+from bot.application.drills import DrillStatus, Measured
+from bot.persistence.recovery import Recovery, spoken
 from handlers import text as t
 
 FLAG = ":warning:"

@@ -5,7 +5,7 @@ Bolt hands these two subcommands here and every other `/rollback` to the
 commands module. A drill is refused at once, in the ack, where the config does
 not allow it (production by default) and when the text is malformed; nothing
 is then recorded. Otherwise the ack says the drill is being planned, and the
-plan, the request and the thread (`bot.drills.Drills.open`) follow on
+plan, the request and the thread (`bot.application.drills.Drills.open`) follow on
 `deps.later`, once per trigger id like every command that acts.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.application.drills import Drills
+from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
-from bot.drills import Drills
-from bot.flows import ThreadNotOpened
-from bot.workflow import Refused
+from bot.execution.workflow import Refused
 from handlers import blocks, drill_blocks
 from handlers import text as t
 from handlers.deps import Deps

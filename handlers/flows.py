@@ -1,6 +1,6 @@
 """What handlers share to call the application layer: the flows, and who is in which group.
 
-`flows_for(deps)` builds `bot.flows.Flows` on the handlers' `Deps` with the
+`flows_for(deps)` builds `bot.application.flows.Flows` on the handlers' `Deps` with the
 incident thread as its Slack side. `Groups` answers which configured approver
 groups a user is in: Slack knows (`usergroups.users.list`), so it is asked
 here and cached for a minute, and the flows are told the answer.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
+from bot.application.flows import Flows
 from bot.config import Environment
-from bot.flows import Flows
 from handlers.deps import Deps
 from handlers.thread import IncidentThread
 

@@ -2,7 +2,7 @@
 
 The button: an approver presses Resume sync on the message that says what to
 revert in Git. The listener acks at once (`after_ack`), parses the click, and
-calls the one use case (`bot.resync.Resync`); a refusal (not an approver, the
+calls the one use case (`bot.application.resync.Resync`); a refusal (not an approver, the
 run did not succeed, nothing suspended) is told to the presser only and
 changes nothing; a second press is told who resumed it and when. The result
 reaches the thread through the outbox (`gitops.resumed`), like everything the
@@ -13,7 +13,7 @@ The messages: `MESSAGES` maps outbox kinds to their rendering, which
 held-sync message with the button, posted once after a successful run that
 left a GitOps owner suspended; the resume result (the held message loses its
 button and says who resumed it); the re-check's alert (broadcast, requester
-and approvers mentioned) or its quiet line (`bot.recheck`). Each has a slot,
+and approvers mentioned) or its quiet line (`bot.execution.recheck`). Each has a slot,
 so a repeated delivery never posts twice.
 """
 
@@ -27,10 +27,10 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.application.resync import Resync, held_owners
 from bot.config import UnknownTarget
-from bot.models import OutboxMessage, Run
-from bot.resync import Resync, held_owners
-from bot.workflow import Refused
+from bot.execution.workflow import Refused
+from bot.persistence.models import OutboxMessage, Run
 from handlers import gitops_blocks as blocks
 from handlers import payloads
 from handlers import text as t

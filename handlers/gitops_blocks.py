@@ -1,6 +1,6 @@
 """Block Kit for what follows a successful Kubernetes rollback: held GitOps sync, re-checks.
 
-Pure builders over domain records (`bot.resync.HeldOwner`, the `sync_resumes`
+Pure builders over domain records (`bot.application.resync.HeldOwner`, the `sync_resumes`
 row, outbox details), returning `slack_sdk.models` blocks; no I/O.
 """
 
@@ -16,9 +16,9 @@ from slack_sdk.models.blocks import (
     ConfirmObject,
 )
 
+from bot.application.resync import HeldOwner, ResumeOutcome, revert_note
 from bot.config import Approvers
-from bot.models import Run, SyncResume
-from bot.resync import HeldOwner, ResumeOutcome, revert_note
+from bot.persistence.models import Run, SyncResume
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId

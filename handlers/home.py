@@ -30,14 +30,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 
+from bot.application.drills import Drills, DrillStatus
+from bot.application.reviews import Reviews
+from bot.application.timeline import service_restored
 from bot.config import UnknownTarget
-from bot.drills import Drills, DrillStatus
-from bot.models import BreakGlassReview, Run
-from bot.recovery import Recovery as PhaseTimes
-from bot.recovery import recent
-from bot.reviews import Reviews
-from bot.store import ACTIVE_STATES
-from bot.timeline import service_restored
+from bot.persistence.models import BreakGlassReview, Run
+from bot.persistence.recovery import Recovery as PhaseTimes
+from bot.persistence.recovery import recent
+from bot.persistence.store import ACTIVE_STATES
 from handlers.deps import Deps
 from handlers.flows import Groups, flows_for
 from handlers.home_blocks import HomeContent, Recovery, TargetHistory, home_view_blocks

@@ -21,10 +21,10 @@ from slack_sdk.models.blocks import (
     MarkdownTextObject,
 )
 
-from bot.drills import DrillStatus
-from bot.models import BreakGlassReview, Run
-from bot.recovery import Recovery as PhaseTimes
-from bot.timeline import duration
+from bot.application.drills import DrillStatus
+from bot.application.timeline import duration
+from bot.persistence.models import BreakGlassReview, Run
+from bot.persistence.recovery import Recovery as PhaseTimes
 from handlers import drill_blocks
 from handlers import text as t
 from handlers.blocks import lines_message, run_line

@@ -48,7 +48,7 @@ from typing import Any
 from slack_bolt import Ack
 from slack_sdk import WebClient
 
-from bot.flows import Flows, Received
+from bot.application.flows import Flows, Received
 from handlers.errors import tell
 from handlers.payloads import Where, where_of
 from handlers.pool import Later

@@ -1,7 +1,7 @@
 """Pure builders for the rollback modal: the decision matrix, rollback point and checklist.
 
 The modal is rebuilt from the same inputs every time an answer changes, so
-the recommendation shown is always the one `bot.decision` computes for the
+the recommendation shown is always the one `bot.domain.decision` computes for the
 answers on screen. Block and action ids come from `handlers.ids`.
 """
 
@@ -24,7 +24,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from actions.base import Check, RollbackPoint
-from bot.decision import SEVERITY_TABLE, Answers, Decision, Severity, agrees, asked, question
+from bot.domain.decision import SEVERITY_TABLE, Answers, Decision, Severity, agrees, asked, question
 from handlers import text as t
 from handlers.ids import QUESTION_BLOCKS, Action, Callback, ModalMeta
 from handlers.ids import Block as BlockId

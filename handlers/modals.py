@@ -8,7 +8,7 @@ does not query Kubernetes or pg_restore on every click.
 
 Submission validates what it can within Slack's 3 seconds and answers with
 field errors; otherwise it swaps the modal to "Creating incident…" and calls
-`bot.flows.Flows.open_incident` (plan, request, thread), then says in the
+`bot.application.flows.Flows.open_incident` (plan, request, thread), then says in the
 modal where the incident is, or why nothing was opened and what to do: a
 refusal gives the form back with every answer kept and the reason at its top;
 Slack refusing the thread is said in the modal (the flow has then withdrawn the
@@ -32,14 +32,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
+from bot.application.drills import Drills
+from bot.application.flows import IncidentRequest, Offer, ThreadNotOpened
 from bot.config import Environment, UnknownTarget, describe_target
-from bot.decision import Answers, Severity, decide, with_verdict
-from bot.drills import Drills
-from bot.flows import IncidentRequest, Offer, ThreadNotOpened
-from bot.models import Run
-from bot.plans import customer_preview
-from bot.verdict import Verdict, holders_from
-from bot.workflow import BREAK_GLASS_PHRASE, Refused
+from bot.domain.decision import Answers, Severity, decide, with_verdict
+from bot.domain.verdict import Verdict, holders_from
+from bot.execution.planner import customer_preview
+from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
+from bot.persistence.models import Run
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
@@ -77,7 +77,8 @@ def resolve_point(
 ) -> str | None:
     """Match `to <x>` against the points: exact ref, ref tail, label start, else pass it on.
 
-    Without a hint, the offered default (`bot.flows.Offer`: the last known healthy version,
+    Without a hint, the offered default (`bot.application.flows.Offer`: the last known healthy
+    version,
     never one rolled away from); None leaves the choice to the person.
     """
     if not hint:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bot.decision import Answers, Severity
+from bot.domain.decision import Answers, Severity
 from handlers.ids import QUESTION_BLOCKS, Action, Block, ModalMeta
 
 OUTDATED_FORM = (

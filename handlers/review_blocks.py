@@ -15,7 +15,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.config import Approvers
-from bot.models import BreakGlassReview, Run
+from bot.persistence.models import BreakGlassReview, Run
 from handlers import text as t
 from handlers.blocks import mention_approvers, versions
 from handlers.ids import Action

@@ -1,7 +1,7 @@
 """The **Mark reviewed** button of a break-glass run's mandatory review.
 
 Acks at once, then (on the bot's own pool) records the review through
-`bot.reviews.Reviews`, which decides who may (any approver of the environment
+`bot.application.reviews.Reviews`, which decides who may (any approver of the environment
 but the person who broke the glass) and re-renders the thread's review
 message. A click acts once per person and message; a refusal is said only to
 the person who clicked, and changes nothing.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.reviews import Reviews
+from bot.application.reviews import Reviews
 from handlers.approvals import button
 from handlers.deps import Deps
 from handlers.flows import Groups, flows_for

@@ -3,7 +3,7 @@
 Two ways in. Interactive handlers (an approval click, a checklist tick) call
 `IncidentThread` directly: an error that survives the WebClient's retry
 handlers is logged with a correlation id and said in the thread. Everything
-the runner reports goes through the outbox (`bot.outbox`): the store queues a
+the runner reports goes through the outbox (`bot.execution.outbox`): the store queues a
 message with each state change, and `SlackOutbox.deliver`, called by the
 outbox's sender thread, renders it from the database and makes the calls with
 `IncidentThread(strict=True)`, which raises `RetryLater` / `Undeliverable`
@@ -32,17 +32,17 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.aftermath import RETRIED, RETRIES, aftermath
-from bot.chart import chart_filename, timeline_chart
+from bot.application.drills import is_drill, measure
+from bot.application.flows import ThreadNotOpened
+from bot.application.timeline import rca_template
 from bot.config import Environment
-from bot.drills import is_drill, measure
-from bot.flows import ThreadNotOpened
-from bot.models import Incident, OutboxMessage, Run
-from bot.outbox import RetryLater, Undeliverable
-from bot.runner import Progress, stored_steps
-from bot.store import StepView, Store
-from bot.timeline import rca_template
-from bot.verification import checklist
+from bot.execution.outbox import RetryLater, Undeliverable
+from bot.execution.runner import Progress, stored_steps
+from bot.persistence.aftermath import RETRIED, RETRIES, aftermath
+from bot.persistence.chart import chart_filename, timeline_chart
+from bot.persistence.models import Incident, OutboxMessage, Run
+from bot.persistence.store import StepView, Store
+from bot.persistence.verification import checklist
 from handlers import blocks, drill_blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps
@@ -74,7 +74,7 @@ class IncidentThread:
         """Post the card (in a dedicated channel if configured) and the plan under it.
 
         Raise ThreadNotOpened, saying what a person should do, when Slack refuses
-        either post after the client's retries; `bot.flows` then withdraws the run.
+        either post after the client's retries; `bot.application.flows` then withdraws the run.
         """
         env = self.deps.config.environment(run.environment)
         try:
@@ -624,9 +624,11 @@ class SlackOutbox:
             if kind == "run.resumed":
                 self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
             self.thread.progress(run)
-        elif kind == "run.changed":  # bot.flows.CHANGED, after a click: told as a click is
+        # bot.application.flows.CHANGED, after a click: told as a click is
+        elif kind == "run.changed":
             self.told.refresh(run.id)
-        elif kind == "run.decided":  # bot.flows.DECIDED, after Retry or a maintenance choice
+        # bot.application.flows.DECIDED, after Retry or a maintenance choice
+        elif kind == "run.decided":
             self.told.decided(run.id)
         elif kind == "step.started":
             self.thread.progress(run)

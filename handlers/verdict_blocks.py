@@ -10,8 +10,8 @@ from __future__ import annotations
 from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
 
 from actions.base import Level
-from bot.models import Run
-from bot.verdict import Verdict, stored
+from bot.domain.verdict import Verdict, stored
+from bot.persistence.models import Run
 from handlers import text as t
 
 ICONS = {

@@ -19,10 +19,10 @@ from actions.clock import SYSTEM, Ticker
 from actions.http import read_metrics
 from bot.app import BotProcess
 from bot.config import RollbackConfig
-from bot.plans import Planner
+from bot.execution.planner import Planner
+from bot.persistence.store import make_engine, upgrade
+from bot.persistence.verification import MetricsReader
 from bot.settings import Settings
-from bot.store import make_engine, upgrade
-from bot.verification import MetricsReader
 from sandbox.platform import Person, Platform
 from sandbox.slack import FakeSlack
 

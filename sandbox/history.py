@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from bot.models import Incident, Run, SlackMessage, StepRecord
+from bot.persistence.models import Incident, Run, SlackMessage, StepRecord
 
 STATES = ("succeeded", "failed", "cancelled")
 TARGETS = ("app", "db", "full", "worker", "lb")

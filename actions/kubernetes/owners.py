@@ -2,7 +2,7 @@
 
 The GitOps guard (`actions.kubernetes.gitops`) detects and suspends owners through the
 API; what the bot says about them, and whether this rollback suspended one, is read
-from the run's memory alone, so `bot.resync` and the RCA need no client to say it.
+from the run's memory alone, so `bot.application.resync` and the RCA need no client to say it.
 """
 
 from __future__ import annotations

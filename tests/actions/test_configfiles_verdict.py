@@ -7,7 +7,7 @@ from pathlib import Path
 from actions.base import Level
 from actions.configfiles import backup_name
 from bot.config import Environment
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from tests.actions.test_configfiles import OLD, backups, live, make_params
 
 __all__ = ["backups", "live"]

@@ -16,11 +16,11 @@ import pytest
 from actions.base import PlanningError
 from actions.database import inspect_archive
 from bot.config import RollbackConfig
-from bot.models import Run
-from bot.plans import Planner
-from bot.runner import NullProgress, Runner
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import Workflow
+from bot.execution.planner import Planner
+from bot.execution.runner import NullProgress, Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run
+from bot.persistence.store import Store, make_engine, upgrade
 from handlers import blocks
 from sandbox.web import Reply, WebStub
 from tests.bot.conftest import config_dict

@@ -1,5 +1,6 @@
 """A database-only rollback stops the environment's Kubernetes workers first and starts them
-after, as the procedures' pre-rollback checklist says (bot.plans.Planner._database_workers)."""
+after, as the procedures' pre-rollback checklist says
+(bot.execution.planner.Planner._database_workers)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from actions.database import DatabaseParams
 from actions.kubernetes import KubernetesParams
 from bot.config import Environment
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from tests.fakes.pg import connection, dump, execute, run_step, scalar
 
 if TYPE_CHECKING:

@@ -106,7 +106,8 @@ def roll_back(cluster: KubeCluster) -> tuple[Any, dict[str, Any]]:
 
 
 def resume(cluster: KubeCluster, plan: Any, memory: dict[str, Any]) -> list[str]:
-    """What Resume sync does (bot/resync.py): each suspend step's owner, in plan order."""
+    """What Resume sync does (bot/application/resync.py): each suspend step's owner, in plan
+    order."""
     chosen = target(cluster)
     held = [s for s in plan.prepare if s.name == "kubernetes.suspend_sync"]
     return [chosen.resume_sync(spec_of(s), memory) for s in held]

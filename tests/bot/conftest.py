@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bot.config import RollbackConfig, parse_config
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import Workflow
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Store, make_engine, upgrade
 from tests.fakes.database import postgres_database
 from tests.fakes.targets import ScriptedTarget, write_script
 
@@ -88,7 +88,7 @@ def script(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def planner(script: Path) -> Any:
-    from bot.plans import Planner
+    from bot.execution.planner import Planner
 
     return Planner(factory=lambda params: ScriptedTarget(script))
 

@@ -7,9 +7,9 @@ import struct
 import zlib
 from datetime import timedelta
 
-from bot.chart import chart_filename, timeline_chart
-from bot.models import Incident, Run
-from bot.store import Store
+from bot.persistence.chart import chart_filename, timeline_chart
+from bot.persistence.models import Incident, Run
+from bot.persistence.store import Store
 from tests.bot.conftest import BOB, Clock
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

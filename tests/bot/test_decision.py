@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from bot.decision import (
+from bot.domain.decision import (
     SEVERITY_TABLE,
     Answers,
     Recommendation,

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from actions.base import Finding, Level
-from bot.config import ConfigError, RollbackConfig, parse_config
-from bot.drills import (
+from bot.application.drills import (
     DRILL,
     KINDS,
     DrillRecorder,
@@ -24,14 +23,15 @@ from bot.drills import (
     verdict_held,
     verdict_of,
 )
-from bot.flows import Flows
-from bot.models import Drill, Incident, Run
-from bot.plans import Planner, StoredStep
-from bot.runner import NullProgress, Runner, stored_steps
-from bot.store import StepView, Store
-from bot.verdict import MEMORY_KEY as VERDICTS
-from bot.verdict import Verdict
-from bot.workflow import Refused, Workflow
+from bot.application.flows import Flows
+from bot.config import ConfigError, RollbackConfig, parse_config
+from bot.domain.verdict import MEMORY_KEY as VERDICTS
+from bot.domain.verdict import Verdict
+from bot.execution.planner import Planner, StoredStep
+from bot.execution.runner import NullProgress, Runner, stored_steps
+from bot.execution.workflow import Refused, Workflow
+from bot.persistence.models import Drill, Incident, Run
+from bot.persistence.store import StepView, Store
 from tests.bot.conftest import ALICE, BOB, CAROL
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""Migration 0010 creates the drills table exactly as bot.models describes it, and drops it."""
+"""Migration 0010 creates the drills table exactly as bot.persistence.models describes it, and drops
+it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from bot.models import Base
-from bot.store import _alembic_config, make_engine, upgrade
+from bot.persistence.models import Base
+from bot.persistence.store import _alembic_config, make_engine, upgrade
 
 
 def test_migration_0010_matches_the_drill_model_and_downgrades(database_url: str) -> None:

@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from bot.models import Base
-from bot.store import Store, _alembic_config, make_engine
+from bot.persistence.models import Base
+from bot.persistence.store import Store, _alembic_config, make_engine
 from tests.bot.conftest import Clock
 
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from bot.application.flows import CHANGED, DECIDED, Flows, IncidentRequest, ThreadNotOpened
 from bot.config import parse_config
-from bot.decision import Answers, Severity
-from bot.flows import CHANGED, DECIDED, Flows, IncidentRequest, ThreadNotOpened
-from bot.models import Incident, Run
-from bot.plans import Planner
-from bot.store import Store
-from bot.workflow import Refused, Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.workflow import Refused, Workflow
+from bot.persistence.models import Incident, Run
+from bot.persistence.store import Store
 from tests.bot.conftest import ALICE, BOB, MALLORY, Clock, config_dict
 from tests.fakes.targets import write_script
 

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from actions.http import MetricsReading
+from bot.application.flows import Flows, ThreadNotOpened
+from bot.application.monitoring import Monitor, breaches
 from bot.config import ConfigError, RollbackConfig, parse_config
-from bot.decision import Answers, Severity
-from bot.flows import Flows, ThreadNotOpened
-from bot.models import Run
-from bot.monitoring import Monitor, breaches
-from bot.plans import Planner
-from bot.store import Store
-from bot.workflow import Refused, Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.workflow import Refused, Workflow
+from bot.persistence.models import Run
+from bot.persistence.store import Store
 from tests.bot.conftest import BOB, Clock, config_dict
 from tests.bot.test_flows import RecordingThread
 

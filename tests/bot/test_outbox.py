@@ -20,13 +20,13 @@ from slack_sdk import WebClient
 
 from actions.http import read_metrics
 from bot.config import RollbackConfig
-from bot.decision import Answers, Severity
-from bot.models import OutboxMessage, Run
-from bot.outbox import RetryLater, Sender, Undeliverable
-from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import Store
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.outbox import RetryLater, Sender, Undeliverable
+from bot.execution.planner import Planner
+from bot.execution.runner import Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.models import OutboxMessage, Run
+from bot.persistence.store import Store
 from handlers.deps import Deps
 from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
 from sandbox.slack import FakeSlack

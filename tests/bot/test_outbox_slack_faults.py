@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from bot.outbox import Sender
+from bot.execution.outbox import Sender
 from handlers.deps import Deps
 from handlers.thread import SlackOutbox
 from sandbox.slack import FakeSlack

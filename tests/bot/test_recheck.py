@@ -18,13 +18,13 @@ import pytest
 
 from actions.kubernetes.gitops import resume_sync
 from bot.config import RollbackConfig, parse_config
-from bot.decision import Answers, Severity
-from bot.models import Run
-from bot.plans import Planner
-from bot.recheck import Rechecks
-from bot.runner import NullProgress, Runner
-from bot.store import Store, make_engine
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.recheck import Rechecks
+from bot.execution.runner import NullProgress, Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run
+from bot.persistence.store import Store, make_engine
 from tests.actions.test_kubernetes_gitops import API, IMAGES, NS, argocd, image
 from tests.bot.conftest import ALICE, BOB, Clock, config_dict
 from tests.fakes.waiting import wait_for
@@ -218,8 +218,8 @@ def test_migration_0009_matches_the_models_and_downgrades(database_url: str) -> 
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import inspect
 
-    from bot.models import Base
-    from bot.store import _alembic_config
+    from bot.persistence.models import Base
+    from bot.persistence.store import _alembic_config
 
     engine = make_engine(database_url)
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.models import Incident
-from bot.recovery import recovery, spoken, summary_lines
-from bot.store import Store
-from bot.timeline import rca_template
+from bot.application.timeline import rca_template
+from bot.persistence.models import Incident
+from bot.persistence.recovery import recovery, spoken, summary_lines
+from bot.persistence.store import Store
 from tests.bot.conftest import BOB, Clock
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.metrics import BotMetrics, MeteredProgress
-from bot.models import Run
-from bot.runner import NullProgress
-from bot.store import Store
+from bot.execution.runner import NullProgress
+from bot.persistence.models import Run
+from bot.persistence.store import Store
+from bot.serving.metrics import BotMetrics, MeteredProgress
 from tests.bot.conftest import ALICE, Clock
 from tests.bot.test_recovery import incident_with_history
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bot.resync import Resync, held_owners
-from bot.workflow import Refused, Workflow
+from bot.application.resync import Resync, held_owners
+from bot.execution.workflow import Refused, Workflow
 from tests.actions.test_kubernetes_gitops import APP, AUTOMATED
 from tests.bot.conftest import ALICE, BOB, CAROL
 from tests.bot.test_recheck import World, rolled_back

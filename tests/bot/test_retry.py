@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.flows import Flows
-from bot.models import RunState
-from bot.plans import Planner
-from bot.store import Store
-from bot.workflow import Refused
+from bot.application.flows import Flows
+from bot.execution.planner import Planner
+from bot.execution.workflow import Refused
+from bot.persistence.models import RunState
+from bot.persistence.store import Store
 from tests.bot.conftest import ALICE, BOB, CAROL
 from tests.bot.test_flows import RecordingThread, make_flows, request
 from tests.bot.test_runner import make_runner, states

@@ -7,12 +7,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from bot.decision import Answers, Severity
-from bot.models import Base, Run
-from bot.plans import Planner
-from bot.reviews import Reviews
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import BREAK_GLASS_PHRASE, Refused, Workflow
+from bot.application.reviews import Reviews
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused, Workflow
+from bot.persistence.models import Base, Run
+from bot.persistence.store import Store, make_engine, upgrade
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, Clock
 
 
@@ -73,7 +73,7 @@ def test_upgrading_to_0008_lists_earlier_break_glass_runs_as_unreviewed(
 ) -> None:
     from alembic import command
 
-    from bot.store import _alembic_config
+    from bot.persistence.store import _alembic_config
 
     engine = make_engine(database_url)
     with engine.begin() as connection:

@@ -14,12 +14,12 @@ import pytest
 
 from actions.base import PermanentError, RollbackPoint
 from bot.config import RollbackConfig
-from bot.decision import Answers, Severity
-from bot.models import Run
-from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import StepView, Store
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.runner import Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run
+from bot.persistence.store import StepView, Store
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 

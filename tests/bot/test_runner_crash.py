@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from actions.configfiles import backup_name
-from bot.models import Run
-from bot.plans import TargetFactory
-from bot.store import Store
+from bot.execution.planner import TargetFactory
+from bot.persistence.models import Run
+from bot.persistence.store import Store
 from sandbox.web import Reply, WebStub
 from tests.bot.conftest import config_dict
 from tests.fakes.crash import KINDS, CrashCase, crash_and_resume

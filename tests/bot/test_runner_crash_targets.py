@@ -33,8 +33,8 @@ import boto3
 import pytest
 from moto.elbv2.models import ELBv2Backend
 
-from bot.models import Run
-from bot.store import Store
+from bot.persistence.models import Run
+from bot.persistence.store import Store
 from sandbox.kubernetes import FakeKubernetes
 from sandbox.web import Reply, WebStub
 from tests.actions.test_docker import APP as DOCKER_APP

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from bot.config import RollbackConfig
-from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import LeaseLost, Store, make_engine, utcnow
-from bot.workflow import Workflow
+from bot.execution.planner import Planner
+from bot.execution.runner import Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import LeaseLost, Store, make_engine, utcnow
 from tests.bot.test_runner import approved_run, make_runner
 from tests.fakes.targets import script_log, write_script
 

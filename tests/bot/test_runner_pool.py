@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from bot.config import RollbackConfig, parse_config
-from bot.decision import Answers, Severity
-from bot.models import Run
-from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import Store, TargetBusy
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.runner import Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run
+from bot.persistence.store import Store, TargetBusy
 from tests.bot.conftest import ALICE, BOB, Clock, config_dict
 from tests.bot.test_runner import Recorder
 from tests.fakes.targets import ScriptedTarget, script_log, write_script

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from bot.config import RollbackConfig, parse_config
-from bot.models import Run
-from bot.plans import Planner, StoredStep
-from bot.runner import stored_steps
-from bot.store import Store
-from bot.workflow import Workflow
+from bot.execution.planner import Planner, StoredStep
+from bot.execution.runner import stored_steps
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run
+from bot.persistence.store import Store
 from sandbox.web import Reply, WebStub
 from tests.bot.conftest import Clock, config_dict
 from tests.bot.test_runner import approved_run, make_runner, states

@@ -11,10 +11,16 @@ from sqlalchemy import text
 
 from bot.__main__ import main
 from bot.config import parse_config
-from bot.decision import Answers, Severity
-from bot.plans import Plan
-from bot.store import SchemaOutOfDate, Store, make_engine, require_current_schema, upgrade
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Plan
+from bot.execution.workflow import Workflow
+from bot.persistence.store import (
+    SchemaOutOfDate,
+    Store,
+    make_engine,
+    require_current_schema,
+    upgrade,
+)
 from tests.bot.conftest import ALICE, Clock, config_dict
 
 
@@ -95,7 +101,7 @@ def test_step_values_returns_the_newest_recorded_measurements_first(
 def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(database_url: str) -> None:
     from alembic import command
 
-    from bot.store import _alembic_config
+    from bot.persistence.store import _alembic_config
 
     engine = make_engine(database_url)
     with engine.begin() as connection:
@@ -130,7 +136,7 @@ def test_upgrading_to_0006_moves_the_veto_deadline_out_of_step_memory_and_back(
 ) -> None:
     from alembic import command
 
-    from bot.store import _alembic_config
+    from bot.persistence.store import _alembic_config
 
     engine = make_engine(database_url)
     with engine.begin() as connection:

@@ -10,10 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from actions.base import RollbackPoint
-from bot.models import Base, Run
-from bot.plans import default_point, remembered
-from bot.store import KnownVersions, Store, VersionNote, version_key
-from bot.workflow import version_note
+from bot.execution.planner import default_point, remembered
+from bot.execution.workflow import version_note
+from bot.persistence.models import Base, Run
+from bot.persistence.store import KnownVersions, Store, VersionNote, version_key
 from tests.bot.conftest import Clock
 
 V124, V123, V122 = "voxflow/api:v1.2.4", "voxflow/api:v1.2.3", "voxflow/api:v1.2.2"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from bot.decision import Answers, Severity
-from bot.plans import Planner
-from bot.reviews import Reviews
-from bot.runner import NullProgress, Runner
-from bot.store import Store
-from bot.timeline import duration, moments, rca_template
-from bot.workflow import BREAK_GLASS_PHRASE, Workflow
+from bot.application.reviews import Reviews
+from bot.application.timeline import duration, moments, rca_template
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.runner import NullProgress, Runner
+from bot.execution.workflow import BREAK_GLASS_PHRASE, Workflow
+from bot.persistence.store import Store
 from tests.bot.conftest import ALICE, BOB, CAROL, Clock
 
 

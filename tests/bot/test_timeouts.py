@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.config import ConfigError, duration, parse_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from sandbox.kubernetes import FakeKubernetes
 from tests.bot.conftest import config_dict
 

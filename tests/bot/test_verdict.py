@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from actions.base import Finding, Level
-from bot.decision import Answers, Recommendation, decide, with_verdict
-from bot.flows import Flows
-from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import Store
-from bot.verdict import Verdict, stored
-from bot.workflow import BREAK_GLASS_PHRASE, Refused
+from bot.application.flows import Flows
+from bot.domain.decision import Answers, Recommendation, decide, with_verdict
+from bot.domain.verdict import Verdict, stored
+from bot.execution.planner import Planner
+from bot.execution.runner import Runner
+from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
+from bot.persistence.store import Store
 from handlers.blocks import RunFacts, plan_message
 from handlers.ids import Action
 from tests.bot.conftest import BOB, Clock

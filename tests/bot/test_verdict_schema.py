@@ -14,8 +14,8 @@ import pytest
 
 from actions.base import Level
 from bot.config import Environment, parse_config
-from bot.plans import Planner, target_factory
-from bot.verdict import FULL_ROLLBACK, Verdict
+from bot.domain.verdict import FULL_ROLLBACK, Verdict
+from bot.execution.planner import Planner, target_factory
 from tests.actions.test_docker import app
 from tests.actions.test_docker import params as docker_params
 from tests.actions.test_docker_points import push

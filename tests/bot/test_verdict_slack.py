@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import parse_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from handlers.ids import Action
 from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, config_dict

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bot.config import RollbackConfig, parse_config
-from bot.decision import Answers, Severity
-from bot.plans import Plan, Planner
-from bot.store import Store, TargetBusy
-from bot.workflow import Refused, Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Plan, Planner
+from bot.execution.workflow import Refused, Workflow
+from bot.persistence.store import Store, TargetBusy
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, Clock, config_dict
 
 ANSWERS = Answers(functional=False, data_at_risk=False, severe_impact=True)

@@ -2,7 +2,7 @@
 
 Reusable for any target: a `CrashCase` names the config (as a dict), how the
 child builds its planner (`factory`: "module:function" taking `factory_args`,
-or None for the real `bot.plans.target_factory()`), and the point. Points cover
+or None for the real `bot.execution.planner.target_factory()`), and the point. Points cover
 every step of the approved plan, three each:
 
 - `started`: the step's `running` record is committed, the action not called;
@@ -32,12 +32,12 @@ from typing import Any
 
 from actions.base import Action, StepContext, StepResult
 from bot.config import RollbackConfig, parse_config
-from bot.decision import Answers, Severity
-from bot.models import Run, StepState
-from bot.plans import Planner, StoredStep, TargetFactory, target_factory
-from bot.runner import NullProgress, Runner, _Hold
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner, StoredStep, TargetFactory, target_factory
+from bot.execution.runner import NullProgress, Runner, _Hold
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run, StepState
+from bot.persistence.store import Store, make_engine, upgrade
 
 ROOT = Path(__file__).parents[2]
 KINDS = ("started", "returned", "saved")

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from bot.config import parse_config
-from bot.plans import Planner
-from bot.runner import NullProgress, Runner
-from bot.store import Store, make_engine
-from bot.workflow import Workflow
+from bot.execution.planner import Planner
+from bot.execution.runner import NullProgress, Runner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Store, make_engine
 from tests.bot.conftest import config_dict
 from tests.fakes.targets import ScriptedTarget
 

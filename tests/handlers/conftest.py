@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.config import parse_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from sandbox.harness import Sandbox
 from sandbox.platform import Person
 from sandbox.slack import Message, UploadedFile

@@ -220,9 +220,9 @@ def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path
 
     from bot.app import BotProcess
     from bot.config import parse_config
-    from bot.plans import Planner
+    from bot.execution.planner import Planner
+    from bot.persistence.store import make_engine, upgrade
     from bot.settings import Settings
-    from bot.store import make_engine, upgrade
     from sandbox.slack import FakeSlack
     from tests.bot.conftest import config_dict
     from tests.fakes.database import postgres_database

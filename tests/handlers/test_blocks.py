@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.models import Run
-from bot.store import StepView
+from bot.persistence.models import Run
+from bot.persistence.store import StepView
 from handlers import blocks
 from handlers import text as t
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.timeline import rca_template
+from bot.application.timeline import rca_template
 from sandbox.harness import Sandbox
 from sandbox.slack import Message
 from sandbox.web import Reply, WebStub

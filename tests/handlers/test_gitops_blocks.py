@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bot.application.resync import HeldOwner
 from bot.config import Approvers
-from bot.models import SyncResume
-from bot.resync import HeldOwner
+from bot.persistence.models import SyncResume
 from handlers import gitops_blocks as blocks
 from tests.handlers.test_blocks import a_run
 

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import update
 
 from bot.config import parse_config
-from bot.models import Recheck
-from bot.plans import Planner
+from bot.execution.planner import Planner
+from bot.persistence.models import Recheck
 from sandbox.harness import Sandbox
 from sandbox.slack import Message
 from tests.actions.test_kubernetes_gitops import (

@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.store import StepView
+from bot.persistence.store import StepView
 from handlers import blocks
 from handlers.thread import SlackProgress
 from tests.handlers.test_blocks import a_run

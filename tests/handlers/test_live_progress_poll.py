@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bot.config import parse_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from sandbox.harness import Sandbox
 from sandbox.web import Reply, Request, WebStub
 from tests.bot.conftest import ALICE, BOB, config_dict

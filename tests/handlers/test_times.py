@@ -15,7 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.config import ConfigError, parse_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from handlers import text as t
 from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB, config_dict

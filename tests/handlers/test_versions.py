@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.timeline import from_to
+from bot.application.timeline import from_to
 from sandbox.harness import Sandbox
 from tests.bot.conftest import ALICE, BOB
 from tests.fakes.waiting import wait_for

@@ -10,8 +10,8 @@ from unittest.mock import MagicMock
 from actions.base import RollbackPoint, label_of, readable
 from actions.http.posts import Maintenance, SetMaintenance
 from actions.kubernetes.rollout import RolloutUndo
-from bot.decision import Answers, decide
-from bot.timeline import outcome_in_words, rca_template
+from bot.application.timeline import outcome_in_words, rca_template
+from bot.domain.decision import Answers, decide
 from handlers import blocks
 from handlers import text as t
 from handlers.ids import ModalMeta

@@ -18,7 +18,7 @@ from pathlib import Path
 from bot.__main__ import configure_logging, serve_until_signalled
 from bot.app import BotProcess
 from bot.config import load_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from bot.settings import Settings
 from tests.fakes.targets import ScriptedTarget
 

@@ -130,7 +130,9 @@ def test_what_the_dockerfile_copies_is_enough_to_install_the_bot(tmp_path: Path)
     (wheel,) = (tmp_path / "wheel").glob("rollback_bot-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "bot/__main__.py" in names and "handlers/alerts.py" in names
-    assert any(n.startswith("bot/migrations/versions/") and n.endswith(".py") for n in names)
+    assert any(
+        n.startswith("bot/persistence/migrations/versions/") and n.endswith(".py") for n in names
+    )
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

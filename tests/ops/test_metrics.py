@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.metrics import BotMetrics
-from bot.models import Run
-from bot.store import Store, make_engine, upgrade
+from bot.persistence.models import Run
+from bot.persistence.store import Store, make_engine, upgrade
+from bot.serving.metrics import BotMetrics
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import sqlalchemy
 import yaml
 
 from bot.config import load_config
+from bot.execution.planner import Planner
 from bot.logs import JsonFormatter
-from bot.plans import Planner
 from bot.secrets import MASK, Secrets
 from sandbox.harness import Sandbox
 from sandbox.web import Reply, WebStub

@@ -21,10 +21,10 @@ import yaml
 from psycopg import sql
 
 from bot.config import parse_config
-from bot.decision import Answers, Severity
-from bot.plans import Planner
-from bot.store import Store, make_engine, upgrade
-from bot.workflow import Workflow
+from bot.domain.decision import Answers, Severity
+from bot.execution.planner import Planner
+from bot.execution.workflow import Workflow
+from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.slack import FakeSlack
 from tests.bot.conftest import ALICE, BOB, config_dict
 from tests.fakes.database import PG_ADMIN

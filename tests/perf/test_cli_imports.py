@@ -26,7 +26,7 @@ import yaml
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from bot.store import MIGRATIONS, head_revision, make_engine, schema_revisions, upgrade
+from bot.persistence.store import MIGRATIONS, head_revision, make_engine, schema_revisions, upgrade
 from sandbox.slack import FakeSlack
 
 ROOT = Path(__file__).parents[2]

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bot.store import ACTIVE_STATES, Store, make_engine, upgrade
+from bot.persistence.store import ACTIVE_STATES, Store, make_engine, upgrade
 from sandbox.harness import Sandbox
 from sandbox.history import fill_history
 from tests.bot.conftest import ALICE, BOB, CAROL, database_url  # noqa: F401

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from bot.config import parse_config
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from handlers.lazy import LATE
 from handlers.pool import Later
 from sandbox.harness import Sandbox

@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient
 
 from actions.reads import Reads
 from bot.demo import ALICE, APP, BOB, NAMESPACE, WORKER, DemoWorld, demo_world
-from bot.plans import Planner
+from bot.execution.planner import Planner
 from sandbox.platform import Person
 from tests.fakes.waiting import wait_for
 

@@ -16,7 +16,7 @@ A failed rollback is announced loudly with three ways on:
   path already turned maintenance off, neither is offered: there is nothing to decide.
 
 Everything here is pure: the stored steps, their records and the incident's events in,
-facts out. `bot.flows` acts on them, `handlers` renders them.
+facts out. `bot.application.flows` acts on them, `handlers` renders them.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.models import Event, StepState
-from bot.plans import StoredStep
-from bot.store import StepView
+from bot.execution.planner import StoredStep
+from bot.persistence.models import Event, StepState
+from bot.persistence.store import StepView
 
 RETRIES = "retries"
 """Run memory: how many times the run was retried from its failed step."""

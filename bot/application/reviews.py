@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.config import Environment, RollbackConfig
-from bot.models import BreakGlassReview, Run
-from bot.store import Store
-from bot.workflow import Refused
+from bot.execution.workflow import Refused
+from bot.persistence.models import BreakGlassReview, Run
+from bot.persistence.store import Store
 
 
 class ReviewThread(Protocol):

@@ -2,7 +2,7 @@
 
 Slack handlers and monitoring both call these (dispatch's `flows`); neither
 re-implements a rule. Each flow takes a typed request, goes through
-`bot.workflow` for every state transition, and returns a typed result or
+`bot.execution.workflow` for every state transition, and returns a typed result or
 raises `Refused` with a sentence for the person. What a flow needs from the
 Slack side (post the incident thread, re-render it) is the `Thread` protocol,
 implemented in `handlers`, so `bot` stays free of Slack.
@@ -28,14 +28,14 @@ Three rules live inside the flows rather than beside them:
   approved in. (A break-glass run the runner picked up in the meantime is
   not stopped: it goes on, and the person is told how to follow it.)
 
-After a failure (`bot.aftermath`): `retry_failed` approves the failed run again, by an
+After a failure (`bot.persistence.aftermath`): `retry_failed` approves the failed run again, by an
 approver other than the requester, to re-run its stored plan from the failed step, and
 refuses when the plan went stale; `leave_maintenance_on` and `turn_maintenance_off` are the
 two decisions on maintenance a failure can leave. `offer` lists a target's rollback points
 with what the bot remembers of its versions (the last known healthy one is the default,
 one rolled away from never is).
 
-`open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.monitoring`
+`open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.application.monitoring`
 still carries its own copy of them and should call these instead.
 """
 
@@ -49,19 +49,19 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from actions.base import ActionError, RollbackPoint, StepContext, running_point
-from bot.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
+from bot.application.drills import plan_for_run
+from bot.application.reviews import Reviews
+from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
-from bot.decision import Answers, Severity, decide, with_verdict
-from bot.drills import plan_for_run
-from bot.models import Incident, Run
-from bot.plans import Plan, Planner, default_point, environment_step, remembered
-from bot.reviews import Reviews
-from bot.store import KnownVersions, Store, TargetBusy, version_key
-from bot.timeline import VERSIONS
-from bot.verdict import MEMORY_KEY as VERDICTS
-from bot.verdict import Holders, blocked, holders_from, stored
-from bot.verification import TICK, ticked_by
-from bot.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
+from bot.domain.decision import Answers, Severity, decide, with_verdict
+from bot.domain.verdict import MEMORY_KEY as VERDICTS
+from bot.domain.verdict import Holders, blocked, holders_from, stored
+from bot.execution.planner import Plan, Planner, default_point, environment_step, remembered
+from bot.execution.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
+from bot.persistence.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
+from bot.persistence.models import Incident, Run
+from bot.persistence.store import KnownVersions, Store, TargetBusy, version_key
+from bot.persistence.verification import TICK, ticked_by
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ class IncidentRequest:
     confirmation: str = ""
     ticked: frozenset[str] = frozenset()
     leave_maintenance_on: bool = False
-    """Leave maintenance mode on if the rollback fails (for people to look; `bot.aftermath`)."""
+    """Leave maintenance mode on if the rollback fails (for people to look;
+    `bot.persistence.aftermath`)."""
     notify_customers: bool | None = None
     """Send the customer e-mail after the rollback; None: as the config's policy says for
     the severity (`CommunicationsPolicy.notify_customers`)."""
@@ -146,7 +147,7 @@ class Opened:
 class Offer:
     """A target's rollback points as offered to people, and the default among them.
 
-    Points rolled away from are labelled and never the default (`bot.plans.remembered`);
+    Points rolled away from are labelled and never the default (`bot.execution.planner.remembered`);
     the default is the last known healthy version. `default` is None when production
     already runs that version (`at_healthy`): nothing known is better, a person chooses.
     """
@@ -532,7 +533,7 @@ class Flows:
     def retry_failed(
         self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
     ) -> Run:
-        """Re-run a failed run's stored plan from its failed step (`bot.aftermath`).
+        """Re-run a failed run's stored plan from its failed step (`bot.persistence.aftermath`).
 
         Refused when the plan went stale: the target is gone from the config, a stored
         step can no longer be rebuilt, or the target now runs a version the plan neither

@@ -14,8 +14,9 @@ restored:
   after it, or the run's success when the environment has no health check).
 
 A phase that has not happened (a rejected request, a failed run) has no duration.
-Pure functions: `bot.timeline` puts them in the RCA summary, `bot.chart` draws them,
-`bot.metrics` observes them per environment and target.
+Pure functions: `bot.application.timeline` puts them in the RCA summary, `bot.persistence.chart`
+draws them,
+`bot.serving.metrics` observes them per environment and target.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.models import Event, Incident
+from bot.persistence.models import Event, Incident
 
 if TYPE_CHECKING:
-    from bot.store import Store
+    from bot.persistence.store import Store
 
 PHASES = ("detect", "decide", "approve", "recover")
 APPROVED = ("run.approved", "run.auto_approved", "run.break_glass")

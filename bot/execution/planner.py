@@ -74,8 +74,8 @@ from actions.kubernetes import KubernetesParams
 from actions.loadbalancer import BlueGreenParams
 from actions.reads import Reads, ReadsThrough
 from bot.config import Environment, FullParams, TargetParams
-from bot.store import KnownVersions, version_key
-from bot.verdict import Assessor, Holders, Verdict
+from bot.domain.verdict import Assessor, Holders, Verdict
+from bot.persistence.store import KnownVersions, version_key
 
 _READS: ContextVar[Reads | None] = ContextVar("planner_reads", default=None)
 """The `Reads` of the request this thread is answering (`Planner.request`), if any."""
@@ -190,7 +190,8 @@ class Plan:
     steps: tuple[PlannedStep, ...]
     notes: tuple[str, ...] = ()
     verdicts: tuple[Verdict, ...] = ()
-    """The reversibility verdict per target (bot.verdict), part of what an approval is for."""
+    """The reversibility verdict per target (bot.domain.verdict), part of what an approval is
+    for."""
 
     def as_json(self) -> list[dict[str, Any]]:
         """Return the stored form: one dict per step."""
@@ -437,7 +438,8 @@ class Planner:
     def verdicts(
         self, env: Environment, target: str, point: str | None, *, holders: Holders | None = None
     ) -> tuple[Verdict, ...]:
-        """Weigh whether rolling `target` back to `point` can restore service (bot.verdict)."""
+        """Weigh whether rolling `target` back to `point` can restore service
+        (bot.domain.verdict)."""
         assessor = Assessor(self.target, holders or (lambda name: None))
         return assessor.assess(env, target, point)
 

@@ -33,7 +33,7 @@ that version is recorded as known healthy, so a later rollback defaults to it
 rather than to whatever happened to run before. The stretch lives in the
 process: a restart only delays the next record.
 
-Opening and approving go through the application layer (bot.flows: the same
+Opening and approving go through the application layer (bot.application.flows: the same
 `open_from_alert` and `auto_approve_due` use cases the Slack side uses), so
 monitoring's incidents get the same compensating path: if Slack refuses the
 thread (the bot not invited, a 500), the flow cancels the run with the reason
@@ -52,19 +52,20 @@ from typing import Protocol
 
 from actions.base import ActionError, PlanningError, RollbackPoint, running_point
 from actions.http import MetricsReading
+from bot.application.flows import MONITORING, Opened, ThreadNotOpened
 from bot.config import Environment, RollbackConfig
-from bot.flows import MONITORING, Opened, ThreadNotOpened
-from bot.models import Run
-from bot.plans import Planner
-from bot.store import Store, VersionNote
-from bot.verification import MetricsReader
-from bot.workflow import Refused
+from bot.execution.planner import Planner
+from bot.execution.workflow import Refused
+from bot.persistence.models import Run
+from bot.persistence.store import Store, VersionNote
+from bot.persistence.verification import MetricsReader
 
 log = logging.getLogger(__name__)
 
 
 class AlertFlows(Protocol):
-    """The use cases monitoring goes through (bot.flows.Flows, built in the handlers layer)."""
+    """The use cases monitoring goes through (bot.application.flows.Flows, built in the handlers
+    layer)."""
 
     def open_from_alert(
         self,

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from actions.base import readable
-from bot.chart import chart_filename
-from bot.models import Event, Incident, Run
-from bot.recovery import recovery, summary_lines
-from bot.resync import held_owners, revert_note
+from bot.application.resync import held_owners, revert_note
+from bot.persistence.chart import chart_filename
+from bot.persistence.models import Event, Incident, Run
+from bot.persistence.recovery import recovery, summary_lines
 
 Names = Callable[[str], str]
 """A person's name for a user id (the Slack side resolves it; the id when it cannot)."""
@@ -90,7 +90,7 @@ def from_to(run: Run) -> str:
 def outcome_in_words(run: Run) -> str:
     """The run's outcome with each step named by its label (the runner names steps by action).
 
-    `bot.runner.describe_outcome` says `step 4 (kubernetes.rollout_status) failed` and
+    `bot.execution.runner.describe_outcome` says `step 4 (kubernetes.rollout_status) failed` and
     `Ran: 1. http.maintenance_on (succeeded)`; people read the labels stored in the plan.
     """
     said = run.outcome or ""

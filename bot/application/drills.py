@@ -61,20 +61,27 @@ from actions.base import (
     spec_of,
 )
 from actions.database import DatabaseParams
+from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
-from bot.decision import Answers, Severity
-from bot.models import Drill, Run
-from bot.plans import Plan, PlannedStep, Planner, RestoredStep, StoredStep, default_point
-from bot.recovery import spoken
-from bot.store import StepView, Store, TargetBusy
-from bot.timeline import VERSIONS
-from bot.verdict import MEMORY_KEY as VERDICTS
-from bot.verdict import Holders, stored, worst
-from bot.workflow import Refused
+from bot.domain.decision import Answers, Severity
+from bot.domain.verdict import MEMORY_KEY as VERDICTS
+from bot.domain.verdict import Holders, stored, worst
+from bot.execution.planner import (
+    Plan,
+    PlannedStep,
+    Planner,
+    RestoredStep,
+    StoredStep,
+    default_point,
+)
+from bot.execution.workflow import Refused
+from bot.persistence.models import Drill, Run
+from bot.persistence.recovery import spoken
+from bot.persistence.store import StepView, Store, TargetBusy
 
-if TYPE_CHECKING:  # bot.flows and bot.runner call this module's plan_for_run
-    from bot.flows import Flows, Opened
-    from bot.runner import Progress
+if TYPE_CHECKING:  # bot.application.flows and bot.execution.runner call this module's plan_for_run
+    from bot.application.flows import Flows, Opened
+    from bot.execution.runner import Progress
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
-"""Alembic environment: the connection comes from the caller (bot.store.upgrade)."""
+"""Alembic environment: the connection comes from the caller (bot.persistence.store.upgrade)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from bot.models import Base
+from bot.persistence.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

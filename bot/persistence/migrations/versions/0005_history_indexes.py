@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0003
 Create Date: 2026-11-28 04:00:00
 
-Why each (issue 16, point 4; the queries are in bot/store.py):
+Why each (issue 16, point 4; the queries are in bot/persistence/store.py):
 - runs(state, created_at): `/rollback status`, the home tab, the runner's claim
   and expiry sweeps filter by state; the newest first.
 - runs(environment, target, created_at): `/rollback history <target> <env>`.
@@ -13,7 +13,7 @@ Why each (issue 16, point 4; the queries are in bot/store.py):
   succeeded steps, a bounded backward range scan instead of a sort of all.
 - slack_messages(channel, ts): a checklist tick names only its message; the
   run is found by (channel, ts) in one lookup instead of scanning recent runs.
-The incident-id allocation no longer uses LIKE (bot/store.py), so no pattern
+The incident-id allocation no longer uses LIKE (bot/persistence/store.py), so no pattern
 index is needed: it looks its candidates up by primary key.
 """
 

@@ -17,8 +17,8 @@ import actions.http as http_steps
 from actions.base import ActionError
 from actions.http import Metrics, MetricsReading
 from bot.config import Environment
-from bot.models import Event
-from bot.store import StepView
+from bot.persistence.models import Event
+from bot.persistence.store import StepView
 
 log = logging.getLogger(__name__)
 

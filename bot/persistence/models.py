@@ -1,4 +1,4 @@
-"""The bot's own tables. Only `bot/store.py` opens sessions on them.
+"""The bot's own tables. Only `bot/persistence/store.py` opens sessions on them.
 
 Runs carry a `version` column: every state transition is a conditional
 UPDATE on (id, state, version), so two bot processes, or two approvers
@@ -197,7 +197,8 @@ class TargetLock(Base):
 
 
 class OutboxMessage(Base):
-    """A message to people about a run, kept until the sender delivered it (`bot.outbox`)."""
+    """A message to people about a run, kept until the sender delivered it
+    (`bot.execution.outbox`)."""
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_state_run_id", "state", "run_id"),)
@@ -266,7 +267,7 @@ class BreakGlassReview(Base):
 
 
 class RecheckState(StrEnum):
-    """A timed re-check's state (`bot.recheck`)."""
+    """A timed re-check's state (`bot.execution.recheck`)."""
 
     PENDING = "pending"
     CHECKING = "checking"
@@ -316,7 +317,7 @@ class SyncResume(Base):
 
     The primary key is the run: the first press inserts the row before the cluster is
     called, so a second press (or a second approver at the same moment) finds it and is told
-    who resumed it, without calling the cluster again (migration 0009, `bot.resync`).
+    who resumed it, without calling the cluster again (migration 0009, `bot.application.resync`).
     """
 
     __tablename__ = "sync_resumes"
@@ -330,7 +331,8 @@ class SyncResume(Base):
 
 
 class Drill(Base):
-    """A rollback drill (`bot.drills`): what it measured, and the verdict it put to the test.
+    """A rollback drill (`bot.application.drills`): what it measured, and the verdict it put to the
+    test.
 
     `steps` holds one entry per step ({position, name, label, part, state, seconds}),
     `targets` the seconds each config target's rollback took; `recover_seconds` is the

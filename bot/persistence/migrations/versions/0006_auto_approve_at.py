@@ -48,7 +48,7 @@ def upgrade() -> None:
         if not isinstance(due, str):
             continue
         at = datetime.fromisoformat(due)
-        if at.tzinfo is not None:  # stored naive UTC, as bot.models.UTCDateTime does
+        if at.tzinfo is not None:  # stored naive UTC, as bot.persistence.models.UTCDateTime does
             at = at.astimezone(UTC).replace(tzinfo=None)
         bind.execute(
             runs.update().where(runs.c.id == run_id).values(memory=kept, auto_approve_at=at)

@@ -42,8 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from bot.models import OutboxMessage
-from bot.store import Store
+from bot.persistence.models import OutboxMessage
+from bot.persistence.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Functions here are thin: they read and write rows and keep each state change
 atomic with its audit event. Rules (who may approve, what expires) live in
-`bot/workflow.py`; this module only guarantees that a change happens once.
+`bot/execution/workflow.py`; this module only guarantees that a change happens once.
 
 A transition is a conditional UPDATE on (id, state, version). Zero rows
 updated means somebody else changed the run first; the caller re-reads and
@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import (
+from bot.persistence.models import (
     Approval,
     BreakGlassReview,
     Drill,
@@ -479,7 +479,7 @@ class Store:
     ) -> Run:
         """Move `run` from its current state to `to` with its event, or raise Conflict.
 
-        `notify` enqueues that message to people in the same transaction (`bot.outbox`).
+        `notify` enqueues that message to people in the same transaction (`bot.execution.outbox`).
         With `lease`, the change is made only while that lease holds the run (LeaseLost).
         `versions` records what the run taught about its target's versions, in the same
         transaction.
@@ -912,7 +912,7 @@ class Store:
         )
 
     def enqueue(self, run_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
-        """Queue a message to people about a run (delivered by `bot.outbox.Sender`)."""
+        """Queue a message to people about a run (delivered by `bot.execution.outbox.Sender`)."""
         with self.session() as session:
             self._enqueue(session, run_id, kind, detail or {})
 
@@ -1104,7 +1104,7 @@ class Store:
             )
         )
 
-    # break-glass reviews (bot/reviews.py) --------------------------------------
+    # break-glass reviews (bot/application/reviews.py) --------------------------------------
 
     def add_review(
         self, *, run: Run, reviewer: str, pick: Callable[[int], str] | None = None
@@ -1224,7 +1224,7 @@ class Store:
         with self.session() as session:
             session.execute(delete(EntryKey).where(EntryKey.key == key))
 
-    # rechecks (bot.recheck) ------------------------------------------------------
+    # rechecks (bot.execution.recheck) ------------------------------------------------------
     #
     # A due re-check is claimed like a run: a conditional UPDATE that bumps its fencing
     # token, the candidate picked FOR UPDATE SKIP LOCKED on PostgreSQL; its result, its
@@ -1355,7 +1355,7 @@ class Store:
             )
             return True
 
-    # sync resumes (bot.resync) ----------------------------------------------------
+    # sync resumes (bot.application.resync) ----------------------------------------------------
 
     def begin_resume(self, run_id: str, *, by: str) -> SyncResume | None:
         """Record that `by` resumes the run's GitOps sync now; the earlier record if taken.
@@ -1412,7 +1412,7 @@ class Store:
         with self.reading() as session:
             return session.get(SyncResume, run_id)
 
-    # drills (bot/drills.py) ------------------------------------------------------
+    # drills (bot/application/drills.py) ------------------------------------------------------
 
     def add_drill(self, **fields: Any) -> Drill:
         """Record a drill when its run is requested."""

@@ -5,7 +5,7 @@ Revises: 0006
 Create Date: 2026-11-28 06:00:00
 
 A drill is a rollback run (incident source `drill`) whose plan rolls the target
-back and forward again (bot/drills.py). The run and its steps already hold what
+back and forward again (bot/application/drills.py). The run and its steps already hold what
 happened; this row keeps what the drill measured, so `/rollback drills`, the
 App Home tab and the modal read one indexed row per target instead of walking
 every run's steps: the time to recover per step and per target, the time to roll

@@ -7,7 +7,7 @@ after a run succeeded, the bot reads each workload an undo step restored and
 compares its pod template with the restored one (`actions.kubernetes.recheck`).
 
 - Scheduling: the runner calls `schedule` just before it records the success
-  (`bot.runner`), one `rechecks` row per undo step with its due time. A crash
+  (`bot.execution.runner`), one `rechecks` row per undo step with its due time. A crash
   between the two leaves the run running; whoever finishes it schedules again
   and the unique (run, position) keeps one row. A row whose run did not
   succeed after all is dropped when due.
@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
 from bot.config import RollbackConfig
-from bot.models import Recheck, RecheckState, Run, RunState
-from bot.plans import Planner
-from bot.store import Store
+from bot.execution.planner import Planner
+from bot.persistence.models import Recheck, RecheckState, Run, RunState
+from bot.persistence.store import Store
 
 if TYPE_CHECKING:
     from actions.kubernetes.recheck import TemplateCheck

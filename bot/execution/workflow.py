@@ -6,7 +6,7 @@
     failed    -> approved   (retry from the failed step: an approver's second decision)
 
 Every method either makes exactly one transition (one transaction with its
-audit event, in `bot.store`) or raises `Refused` with a sentence the person
+audit event, in `bot.persistence.store`) or raises `Refused` with a sentence the person
 who clicked can read. Nothing here knows Slack: the caller says who the user
 is and which configured user groups they belong to.
 
@@ -26,19 +26,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
-from bot.decision import Answers, Severity, decide
-from bot.models import Incident, Run, RunState
-from bot.store import Conflict, Lease, Store, TargetBusy, VersionNote
+from bot.domain.decision import Answers, Severity, decide
+from bot.persistence.models import Incident, Run, RunState
+from bot.persistence.store import Conflict, Lease, Store, TargetBusy, VersionNote
 
 if TYPE_CHECKING:
-    from bot.plans import Plan
+    from bot.execution.planner import Plan
 
 log = logging.getLogger(__name__)
 
 BREAK_GLASS_PHRASE = "EMERGENCY"
 LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
 """Run memory: the request asked to leave maintenance on if the rollback fails (the plan's
-maintenance-off step is then not `always`; `bot.runner` plans with it, `bot.aftermath`)."""
+maintenance-off step is then not `always`; `bot.execution.runner` plans with it,
+`bot.persistence.aftermath`)."""
 NOTIFY_CUSTOMERS = "notify_customers"
 """Run memory: False when the request chose not to notify customers (no customer e-mail step);
 absent means the e-mail is planned where configured (runs requested before the choice)."""

@@ -215,7 +215,8 @@ def _needs(field_name: str) -> Decision:
 
 
 class Weighed(Protocol):
-    """A target's reversibility verdict, as the recommendation reads it (bot.verdict.Verdict)."""
+    """A target's reversibility verdict, as the recommendation reads it
+    (bot.domain.verdict.Verdict)."""
 
     @property
     def target(self) -> str: ...

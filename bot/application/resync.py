@@ -29,10 +29,10 @@ from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
 from actions.kubernetes.owners import Owner, suspended_here
 from bot.config import RollbackConfig, UnknownTarget
-from bot.models import Run, RunState
-from bot.plans import Planner
-from bot.store import Store
-from bot.workflow import Refused, Workflow
+from bot.execution.planner import Planner
+from bot.execution.workflow import Refused, Workflow
+from bot.persistence.models import Run, RunState
+from bot.persistence.store import Store
 
 SUSPEND = "kubernetes.suspend_sync"
 

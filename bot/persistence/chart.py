@@ -1,7 +1,7 @@
 """The RCA's timeline chart: the incident's phases and each step's duration, as a PNG.
 
 People read a picture at a glance: one horizontal bar per recovery phase
-(detect, decide, approve, recover: `bot.recovery`) on a time axis counted from
+(detect, decide, approve, recover: `bot.persistence.recovery`) on a time axis counted from
 the first detection, then one bar per step of each run, from its recorded start
 to its end, coloured by how it ended. Everything comes from the audit log, like
 the template it is uploaded with.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.models import Event, Incident, Run
-from bot.recovery import PHASE_WORDS, recovery
+from bot.persistence.models import Event, Incident, Run
+from bot.persistence.recovery import PHASE_WORDS, recovery
 
 STEP_END = {
     "step.succeeded": "succeeded",

@@ -2,7 +2,7 @@
 
 A runner claims a run with a lease stored in the database, so several bot
 processes sharing one PostgreSQL never execute the same plan twice. The lease
-is fenced (`bot.store.Lease`): timed on the database's clock, a new token per
+is fenced (`bot.persistence.store.Lease`): timed on the database's clock, a new token per
 claim, and every write the runner makes about the run (step records, memory,
 transitions) holds only while the token is current. Each step's start is
 recorded before it runs and its end, output and outcome before the next one
@@ -16,7 +16,7 @@ run again only if its action says it is safe to repeat; otherwise it is
 marked `interrupted` and the run stops for a person.
 
 The runner never talks to Slack: each state change queues its message in the
-outbox in the same transaction (`bot.outbox`), and `Progress` only nudges.
+outbox in the same transaction (`bot.execution.outbox`), and `Progress` only nudges.
 
 Before the first step the plan is rebuilt from the config and the live
 systems and its hash compared with the approved one: an approval is for one
@@ -25,7 +25,7 @@ current revision), so the runner does not plan again: it rebuilds the stored,
 approved steps from their specs (`Planner.restore`), and each action tells
 "already done" from "not started" from "half done" itself.
 
-A failed run that an approver retried (`bot.aftermath`) is approved again with its
+A failed run that an approver retried (`bot.persistence.aftermath`) is approved again with its
 retried steps' records dropped; it too runs the stored steps, never a new plan.
 
 Once anything went wrong (a step failed, an interrupted step is not safe to
@@ -59,14 +59,14 @@ from actions.base import (
     running_point,
 )
 from actions.clock import SYSTEM, Ticker
+from bot.application.drills import plan_for_run, restore_for_run
 from bot.config import RollbackConfig
-from bot.drills import plan_for_run, restore_for_run
-from bot.models import Run, RunState, StepState
-from bot.plans import Planner, RestoredStep, StoredStep
-from bot.recheck import Rechecks
-from bot.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
-from bot.verdict import holders_from
-from bot.workflow import Refused, Workflow, plan_choices
+from bot.domain.verdict import holders_from
+from bot.execution.planner import Planner, RestoredStep, StoredStep
+from bot.execution.recheck import Rechecks
+from bot.execution.workflow import Refused, Workflow, plan_choices
+from bot.persistence.models import Run, RunState, StepState
+from bot.persistence.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
 
 log = logging.getLogger(__name__)
 DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
@@ -159,7 +159,8 @@ class Runner:
     workers: int = 4
     """How many runs this process executes at once (`dispatch`)."""
     rechecks: Rechecks | None = None
-    """Re-checks after success (`bot.recheck`): scheduled by `_finish`, done from `sweep`."""
+    """Re-checks after success (`bot.execution.recheck`): scheduled by `_finish`, done from
+    `sweep`."""
     _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
@@ -299,7 +300,8 @@ class Runner:
 
     def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == RunState.RUNNING
-        # a retry from the failed step (`bot.aftermath`) runs the stored plan, as a resume does
+        # a retry from the failed step (`bot.persistence.aftermath`) runs the stored plan, as a
+        # resume does
         retried = run.state == RunState.APPROVED and bool(run.memory.get("retries"))
         steps = self._resume_plan(run) if resumed or retried else self._first_plan(run, hold)
         if steps is None:
