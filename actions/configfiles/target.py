@@ -9,7 +9,7 @@ After a rollback the store holds the bot's pre-rollback backup, named
 `.before-<restored time>`: it is offered as "undo the last rollback" but marked
 `avoid`, so it is never the default, and it tells which backup is live now
 (marked current), so the next default is the backup before that one, as
-`bot.execution.planner.default_point` picks it.
+`bot.domain.plans.default_point` picks it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Rollback points are the two colours. The colour the default rollback goes to
 (`stable.choose`) is the one point neither current nor avoided, so the modal's
-and monitoring's default (`bot.execution.planner.default_point`) is the same as
+and monitoring's default (`bot.domain.plans.default_point`) is the same as
 `plan(None)`; when the bot cannot tell which colour is stable, both points are
 avoided and there is no default: a person picks one.
 """

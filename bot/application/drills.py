@@ -64,16 +64,10 @@ from actions.database import DatabaseParams
 from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity
+from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
 from bot.domain.verdict import MEMORY_KEY as VERDICTS
 from bot.domain.verdict import Holders, stored, worst
-from bot.execution.planner import (
-    Plan,
-    PlannedStep,
-    Planner,
-    RestoredStep,
-    StoredStep,
-    default_point,
-)
+from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
 from bot.persistence.models import Drill, Run
 from bot.persistence.recovery import spoken

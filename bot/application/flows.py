@@ -54,13 +54,15 @@ from bot.application.reviews import Reviews
 from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
+from bot.domain.plans import Plan, default_point, remembered
 from bot.domain.verdict import MEMORY_KEY as VERDICTS
 from bot.domain.verdict import Holders, blocked, holders_from, stored
-from bot.execution.planner import Plan, Planner, default_point, environment_step, remembered
+from bot.domain.versions import KnownVersions, version_key
+from bot.execution.planner import Planner, environment_step
 from bot.execution.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
 from bot.persistence.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
 from bot.persistence.models import Incident, Run
-from bot.persistence.store import KnownVersions, Store, TargetBusy, version_key
+from bot.persistence.store import Store, TargetBusy
 from bot.persistence.verification import TICK, ticked_by
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,7 @@ class Opened:
 class Offer:
     """A target's rollback points as offered to people, and the default among them.
 
-    Points rolled away from are labelled and never the default (`bot.execution.planner.remembered`);
+    Points rolled away from are labelled and never the default (`bot.domain.plans.remembered`);
     the default is the last known healthy version. `default` is None when production
     already runs that version (`at_healthy`): nothing known is better, a person chooses.
     """

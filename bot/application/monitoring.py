@@ -54,10 +54,11 @@ from actions.base import ActionError, PlanningError, RollbackPoint, running_poin
 from actions.http import MetricsReading
 from bot.application.flows import MONITORING, Opened, ThreadNotOpened
 from bot.config import Environment, RollbackConfig
+from bot.domain.versions import VersionNote
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
 from bot.persistence.models import Run
-from bot.persistence.store import Store, VersionNote
+from bot.persistence.store import Store
 from bot.persistence.verification import MetricsReader
 
 log = logging.getLogger(__name__)

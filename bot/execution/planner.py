@@ -18,19 +18,15 @@ customer-facing steps (the status page, the e-mail) are planned only when the re
 to notify customers, with the texts the form previewed; each communication step says who it
 tells what.
 
-A plan is rendered from `describe()` of its actions, and its hash covers
-exactly those lines: if a newer revision appears or the backup point moves,
-the description changes, the hash changes, and the approval no longer holds.
-
-After approval the stored plan is the contract. Each stored step carries the
-config target it came from (`source`, None for the environment's own steps:
-maintenance, health, communications) and its action's `spec`. `Planner.restore`
-rebuilds the approved steps from that, without reading the live systems the
-rollback has already changed: environment steps from the environment's config,
-target steps through `Target.restore(name, spec)`. A target that cannot restore
-yet falls back to planning again and taking the steps by name; a step that
-cannot be rebuilt either way comes back without an action and the runner stops
-for a person there (after running every `always` step it can).
+What a plan is, and the hash an approval is bound to, is `bot.domain.plans`'; this
+module reads the live systems to make one. After approval the stored plan is the
+contract: `Planner.restore` rebuilds the approved steps from each stored step's
+source and spec, without reading the live systems the rollback has already
+changed: environment steps from the environment's config, target steps through
+`Target.restore(name, spec)`. A target that cannot restore yet falls back to
+planning again and taking the steps by name; a step that cannot be rebuilt either
+way comes back without an action and the runner stops for a person there (after
+running every `always` step it can).
 
 Targets and steps are reached through their packages (`kube_steps.KubernetesTarget`),
 whose names are imported on first use: the bot starts without importing the
@@ -39,13 +35,10 @@ Kubernetes client, boto3, psycopg or httpx, and imports each when a plan needs i
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -64,7 +57,6 @@ from actions.base import (
     Target,
     TargetPlan,
     label_of,
-    readable,
     spec_of,
 )
 from actions.configfiles import ConfigFilesParams
@@ -74,157 +66,11 @@ from actions.kubernetes import KubernetesParams
 from actions.loadbalancer import BlueGreenParams
 from actions.reads import Reads, ReadsThrough
 from bot.config import Environment, FullParams, TargetParams
+from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, with_timeout
 from bot.domain.verdict import Assessor, Holders, Verdict
-from bot.persistence.store import KnownVersions, version_key
 
 _READS: ContextVar[Reads | None] = ContextVar("planner_reads", default=None)
 """The `Reads` of the request this thread is answering (`Planner.request`), if any."""
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    """An action placed in a plan."""
-
-    position: int
-    phase: str
-    action: Action
-    always: bool = False
-    source: str | None = None
-    """The config target the action came from; None for the environment's own steps."""
-    words: str = ""
-    """The step's words for people where the bot says more than the action's label (who is
-    told what, for communications)."""
-
-    def as_json(self) -> dict[str, Any]:
-        """Describe the step as stored with the run."""
-        return self.stored().as_json()
-
-    def stored(self) -> StoredStep:
-        """Return the step as it is stored with the run."""
-        return StoredStep(
-            position=self.position,
-            phase=self.phase,
-            name=self.action.name,
-            description=self.action.describe(),
-            always=self.always,
-            idempotent=self.action.idempotent,
-            timeout=self.action.timeout,
-            source=self.source,
-            spec=spec_of(self.action),
-            words=self.words or label_of(self.action),
-        )
-
-
-@dataclass(frozen=True)
-class StoredStep:
-    """A step as approved and stored with its run (the contract after approval)."""
-
-    position: int
-    phase: str
-    name: str
-    description: str
-    always: bool
-    idempotent: bool
-    timeout: float
-    source: str | None = None
-    spec: dict[str, Any] = field(default_factory=dict)
-    legacy: bool = False
-    """Stored before steps carried source and spec: rebuilt by planning again."""
-    words: str = ""
-    """The step's name for people (`actions.base.label_of`); stored, not hashed."""
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> StoredStep:
-        """Read a stored step; runs stored before `source`/`spec` existed are `legacy`."""
-        return cls(
-            position=int(raw["position"]),
-            phase=str(raw["phase"]),
-            name=str(raw["name"]),
-            description=str(raw["description"]),
-            always=bool(raw["always"]),
-            idempotent=bool(raw["idempotent"]),
-            timeout=float(raw["timeout"]),
-            source=raw.get("source"),
-            spec=dict(raw.get("spec") or {}),
-            legacy="spec" not in raw,
-            words=str(raw.get("label") or ""),
-        )
-
-    def as_json(self) -> dict[str, Any]:
-        """Return the JSON stored with the run."""
-        return {
-            "position": self.position,
-            "phase": self.phase,
-            "name": self.name,
-            "description": self.description,
-            "always": self.always,
-            "idempotent": self.idempotent,
-            "timeout": self.timeout,
-            "source": self.source,
-            "spec": self.spec,
-            "label": self.words or readable(self.name),
-        }
-
-    @property
-    def label(self) -> str:
-        """`step 3 (kubernetes.rollout_undo)`, as outcomes name steps."""
-        return f"step {self.position + 1} ({self.name})"
-
-
-@dataclass(frozen=True)
-class RestoredStep:
-    """A stored step and the action rebuilt for it, or why it could not be rebuilt."""
-
-    stored: StoredStep
-    action: Action | None
-    problem: str = ""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """An ordered list of steps for one rollback."""
-
-    environment: str
-    target: str
-    point: str | None
-    steps: tuple[PlannedStep, ...]
-    notes: tuple[str, ...] = ()
-    verdicts: tuple[Verdict, ...] = ()
-    """The reversibility verdict per target (bot.domain.verdict), part of what an approval is
-    for."""
-
-    def as_json(self) -> list[dict[str, Any]]:
-        """Return the stored form: one dict per step."""
-        return [step.as_json() for step in self.steps]
-
-    @property
-    def hash(self) -> str:
-        """Return the hash an approval is bound to."""
-        verdicts = [v.hashed for v in self.verdicts]
-        return plan_hash(
-            self.environment, self.target, self.as_json(), self.notes, verdicts=verdicts
-        )
-
-
-def plan_hash(
-    environment: str,
-    target: str,
-    steps: list[dict[str, Any]],
-    notes: tuple[str, ...] | list[str],
-    *,
-    verdicts: list[list[str]] | None = None,
-) -> str:
-    """Hash what a person approves: environment, target, each step's line, the notes, and
-    each target's verdict with the stable part of its evidence (`Verdict.hashed`)."""
-    material: dict[str, Any] = {
-        "environment": environment,
-        "target": target,
-        "steps": [[s["phase"], s["name"], s["description"], s["always"]] for s in steps],
-        "notes": list(notes),
-    }
-    if verdicts:
-        material["verdicts"] = verdicts
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 TargetFactory = Callable[[TargetParams], Target]
@@ -249,52 +95,6 @@ def target_factory(*, restore_rate: RateSource = lambda: None) -> TargetFactory:
         raise PlanningError(f"a {params.kind} target has no single rollback of its own")
 
     return build
-
-
-def default_point(
-    points: list[RollbackPoint], *, healthy: Sequence[str] = ()
-) -> RollbackPoint | None:
-    """Return the point a rollback goes to unless a person picks another.
-
-    The newest known healthy version (`healthy`: `RollbackPoint.key`s, newest first) that
-    is on offer and not what runs now. When none is, and what runs now was itself seen
-    healthy, there is no default: nothing known is better, so a person must choose.
-    Otherwise the point just before the current one (the procedures' "previous version").
-    A point marked `avoid` (what a rollback moved away from, the bot's own pre-rollback
-    backup) is never the default: it stays on offer for an explicit choice.
-    """
-    if healthy:
-        on_offer = {version_key(p.key): p for p in points if not p.is_current and not p.avoid}
-        for key in healthy:
-            if key in on_offer:
-                return on_offer[key]
-        if any(p.is_current and version_key(p.key) in healthy for p in points):
-            return None
-    seen_current = False
-    for point in points:
-        if point.is_current:
-            seen_current = True
-        elif seen_current and not point.avoid:
-            return point
-    return next((p for p in points if not p.is_current and not p.avoid), None)
-
-
-def remembered(points: list[RollbackPoint], known: KnownVersions) -> list[RollbackPoint]:
-    """Label each point rolled away from ("rolled back from in INC-… · rev 3 · …"), mark it
-    `avoid`.
-
-    The current point keeps its words: what runs now is said by the modal's current mark.
-    """
-    marked = []
-    for point in points:
-        incident = known.rolled_away.get(version_key(point.key))
-        if incident is None or point.is_current:
-            marked.append(point)
-            continue
-        said = f"rolled back from in {incident}"
-        # first, so Slack's 75-character option text never cuts it off
-        marked.append(replace(point, label=f"{said} · {point.label}", avoid=point.avoid or said))
-    return marked
 
 
 @dataclass
@@ -643,19 +443,6 @@ def configured(env: Environment, target: str, source: str | None, action: Action
     """The action with the timeout the config sets for its kind (`timeouts:`), if any."""
     seconds = env.step_timeout(target, source, action.name)
     return action if seconds is None else with_timeout(action, seconds)
-
-
-def with_timeout(action: Action, seconds: float) -> Action:
-    """A copy of `action` that may take `seconds` (the approved plan's, or the config's).
-
-    Every action keeps its timeout in its `timeout` attribute and reads it when it runs
-    and describes itself; some are frozen dataclasses, hence the copy and the setattr.
-    """
-    if action.timeout == seconds:
-        return action
-    changed = copy.copy(action)
-    object.__setattr__(changed, "timeout", float(seconds))
-    return changed
 
 
 def told(env: Environment, action: Action) -> str:

@@ -27,11 +27,12 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide
+from bot.domain.versions import VersionNote
 from bot.persistence.models import Incident, Run, RunState
-from bot.persistence.store import Conflict, Lease, Store, TargetBusy, VersionNote
+from bot.persistence.store import Conflict, Lease, Store, TargetBusy
 
 if TYPE_CHECKING:
-    from bot.execution.planner import Plan
+    from bot.domain.plans import Plan
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.execution.planner import StoredStep
+from bot.domain.plans import StoredStep
 from bot.persistence.models import Event, StepState
 from bot.persistence.store import StepView
 

@@ -34,7 +34,7 @@ from actions.configfiles import (
     restore_key,
 )
 from actions.configfiles import archives as archives_module
-from bot.execution.planner import default_point
+from bot.domain.plans import default_point
 
 OLD = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 OLDER = datetime(2023, 12, 31, 9, 30, 0, tzinfo=UTC)

@@ -20,7 +20,7 @@ import pytest
 from actions.base import PermanentError, PlanningError, StepContext
 from actions.docker import DockerClient, DockerParams, DockerTarget, negotiate
 from actions.docker.auth import registry_auth, registry_of
-from bot.execution.planner import default_point
+from bot.domain.plans import default_point
 from tests.actions.test_docker import APP, app, params, swap, version_served
 
 if TYPE_CHECKING:

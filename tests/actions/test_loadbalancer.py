@@ -37,7 +37,7 @@ from actions.loadbalancer import (
     memory_key,
 )
 from actions.params import AwsConnection
-from bot.execution.planner import default_point
+from bot.domain.plans import default_point
 from sandbox.web import Reply, Request, WebStub
 
 pytest_plugins = ["tests.fakes.aws"]

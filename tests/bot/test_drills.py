@@ -25,9 +25,10 @@ from bot.application.drills import (
 )
 from bot.application.flows import Flows
 from bot.config import ConfigError, RollbackConfig, parse_config
+from bot.domain.plans import StoredStep
 from bot.domain.verdict import MEMORY_KEY as VERDICTS
 from bot.domain.verdict import Verdict
-from bot.execution.planner import Planner, StoredStep
+from bot.execution.planner import Planner
 from bot.execution.runner import NullProgress, Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Drill, Incident, Run

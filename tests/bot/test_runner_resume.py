@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from bot.config import RollbackConfig, parse_config
-from bot.execution.planner import Planner, StoredStep
+from bot.domain.plans import StoredStep
+from bot.execution.planner import Planner
 from bot.execution.runner import stored_steps
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from bot.__main__ import main
 from bot.config import parse_config
 from bot.domain.decision import Answers, Severity
-from bot.execution.planner import Plan
+from bot.domain.plans import Plan
 from bot.execution.workflow import Workflow
 from bot.persistence.store import (
     SchemaOutOfDate,

@@ -10,10 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from actions.base import RollbackPoint
-from bot.execution.planner import default_point, remembered
+from bot.domain.plans import default_point, remembered
+from bot.domain.versions import KnownVersions, VersionNote, version_key
 from bot.execution.workflow import version_note
 from bot.persistence.models import Base, Run
-from bot.persistence.store import KnownVersions, Store, VersionNote, version_key
+from bot.persistence.store import Store
 from tests.bot.conftest import Clock
 
 V124, V123, V122 = "voxflow/api:v1.2.4", "voxflow/api:v1.2.3", "voxflow/api:v1.2.2"

@@ -12,7 +12,8 @@ import pytest
 
 from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
-from bot.execution.planner import Plan, Planner
+from bot.domain.plans import Plan
+from bot.execution.planner import Planner
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.store import Store, TargetBusy
 from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, Clock, config_dict

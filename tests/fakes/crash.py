@@ -33,7 +33,8 @@ from typing import Any
 from actions.base import Action, StepContext, StepResult
 from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
-from bot.execution.planner import Planner, StoredStep, TargetFactory, target_factory
+from bot.domain.plans import StoredStep
+from bot.execution.planner import Planner, TargetFactory, target_factory
 from bot.execution.runner import NullProgress, Runner, _Hold
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run, StepState
