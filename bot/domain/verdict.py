@@ -18,27 +18,21 @@ data loss** (it works and loses the writes after the restore point), **safe**.
 The verdict is part of the plan hash (`Verdict.hashed`), so an approval is for
 one exact plan and one exact body of evidence; the hashed part of each finding
 leaves out what moves by itself (ages, row estimates).
+
+Here are the verdict's record and its rules, pure; gathering the facts from the
+targets is `bot.execution.assessor`'s.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from actions.base import ActionError, Check, Evidenced, Finding, Level, Target
-from actions.database import DatabaseParams
-from actions.docker import DockerParams
-from actions.kubernetes import KubernetesParams
-from actions.params import SchemaLink
-from bot.config import Environment
+from actions.base import Finding, Level
 
 if TYPE_CHECKING:
     from actions.database.schema_compat import Migration
-
-log = logging.getLogger(__name__)
 
 ORDER = (Level.OK, Level.LOSS, Level.RISKY, Level.BLOCKED)
 MEMORY_KEY = "verdicts"
@@ -118,127 +112,6 @@ def blocked(verdicts: Sequence[Verdict]) -> str | None:
 def stored(memory: dict[str, Any]) -> list[Verdict]:
     """The verdicts kept with a run (none for runs planned before verdicts existed)."""
     return [Verdict.from_json(v) for v in memory.get(MEMORY_KEY) or []]
-
-
-def _checked(check: Check) -> Finding:
-    if check.ok:
-        return Finding(Level.OK, f"{check.name}: {check.detail}", check.name)
-    return Finding(Level.BLOCKED, f"{check.name} fails: {check.detail}", check.name)
-
-
-@dataclass
-class Assessor:
-    """Weighs each target of a plan; `target_of` builds (or reuses) the Target for params."""
-
-    target_of: Callable[[Any], Target]
-    holders: Holders = field(default=lambda name: None)
-
-    def assess(self, env: Environment, target: str, point: str | None) -> tuple[Verdict, ...]:
-        """One verdict per target the rollback of `target` rolls back, in plan order."""
-        members = env.members(target)
-        return tuple(
-            self._verdict(env, member, point if member == target else None, members)
-            for member in members
-        )
-
-    def _verdict(self, env: Environment, name: str, ref: str | None, members: list[str]) -> Verdict:
-        params = env.targets[name]
-        findings = self._evidence(params, ref)
-        suggestion = ""
-        link = getattr(params, "schema_from", None)
-        if isinstance(link, SchemaLink):
-            schema, suggestion = self._schema(env, params, link, ref, members)
-            findings += schema
-        findings += self._locks(env, name, members)
-        return Verdict(name, worst([f.level for f in findings]), tuple(findings), suggestion)
-
-    def _evidence(self, params: Any, ref: str | None) -> list[Finding]:
-        try:
-            target = self.target_of(params)
-            if isinstance(target, Evidenced):
-                return list(target.evidence(ref))
-            return [_checked(c) for c in target.checks(ref)]
-        except (ActionError, OSError) as exc:
-            return [Finding(Level.RISKY, f"evidence could not be gathered: {exc}", "no evidence")]
-
-    def _locks(self, env: Environment, name: str, members: list[str]) -> list[Finding]:
-        """Other incidents holding this environment's targets: the app's database first."""
-        found = []
-        related = []
-        link = getattr(env.targets[name], "schema_from", None)
-        if isinstance(link, SchemaLink) and link.database not in members:
-            related.append(link.database)
-        related += [other for other in env.targets if other not in members]
-        for other in dict.fromkeys(related):
-            holder = self.holders(other)
-            if holder is not None:
-                found.append(
-                    Finding(
-                        Level.RISKY,
-                        f"{holder} holds {other} in this environment: two rollbacks at once may "
-                        "undo each other",
-                        f"lock {other} {holder}",
-                    )
-                )
-        return found
-
-    # -- schema compatibility ------------------------------------------------------------
-
-    def _schema(
-        self, env: Environment, params: Any, link: SchemaLink, ref: str | None, members: list[str]
-    ) -> tuple[list[Finding], str]:
-        """Weigh the migrations applied since the version rolled back to was deployed."""
-        database = env.targets.get(link.database)
-        if not isinstance(database, DatabaseParams):
-            return [
-                Finding(Level.RISKY, f"schema_from.database {link.database} is not a database")
-            ], ""
-        if link.database in members:
-            text = f"{link.database} is rolled back in this plan too (full rollback)"
-            return [Finding(Level.OK, text, "database in plan")], ""
-        try:
-            migrations = self._migrations(database, params, link, ref)
-        except (ActionError, OSError) as exc:
-            text = f"schema compatibility with {link.database} not known: {exc}"
-            return [Finding(Level.RISKY, text, "schema unknown")], ""
-        return weigh_migrations(link.database, migrations)
-
-    def _migrations(
-        self, database: DatabaseParams, params: Any, link: SchemaLink, ref: str | None
-    ) -> list[Migration]:
-        from actions.database.schema_compat import Migrations  # psycopg: only when weighed
-
-        found = Migrations(database)
-        version, deployed = self._version_and_time(params, ref)
-        if version is not None and version in link.versions:
-            return found.after(link.versions[version])
-        if deployed is None:
-            raise ActionError(
-                "the version rolled back to has no known deploy time; "
-                "map it in schema_from.versions"
-            )
-        return found.since(deployed)
-
-    def _version_and_time(self, params: Any, ref: str | None) -> tuple[str | None, datetime | None]:
-        # the targets' modules import their clients: loaded when a verdict is weighed, not
-        # when the bot starts (`serve`, `check-config`)
-        from actions.docker import DockerTarget
-        from actions.kubernetes import KubernetesTarget
-
-        target = self.target_of(params)
-        if isinstance(params, KubernetesParams) and isinstance(target, KubernetesTarget):
-            facts = target.revision_facts(ref)
-            tag = facts.images[0].rpartition(":")[2] if facts.images else None
-            return tag, facts.created_at
-        if isinstance(params, DockerParams) and isinstance(target, DockerTarget):
-            points = target.points()
-            chosen = next((p for p in points if p.ref == ref), None) if ref else None
-            if chosen is None and ref is None:
-                chosen = next((p for p in points if not p.is_current and not p.avoid), None)
-            label = target.image_version(ref)
-            tag = (chosen.ref if chosen else ref or "").rpartition(":")[2] or None
-            return label or tag, chosen.created_at if chosen else None
-        return None, None
 
 
 def weigh_migrations(database: str, migrations: list[Migration]) -> tuple[list[Finding], str]:

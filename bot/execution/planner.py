@@ -67,7 +67,8 @@ from actions.loadbalancer import BlueGreenParams
 from actions.reads import Reads, ReadsThrough
 from bot.config import Environment, FullParams, TargetParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, with_timeout
-from bot.domain.verdict import Assessor, Holders, Verdict
+from bot.domain.verdict import Holders, Verdict
+from bot.execution.assessor import Assessor
 
 _READS: ContextVar[Reads | None] = ContextVar("planner_reads", default=None)
 """The `Reads` of the request this thread is answering (`Planner.request`), if any."""
