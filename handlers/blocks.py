@@ -24,10 +24,10 @@ from slack_sdk.models.blocks import (
 )
 
 from actions.base import readable
-from bot.application.drills import is_drill
 from bot.application.timeline import from_to, outcome_in_words
 from bot.config import Approvers
 from bot.domain.decision import Recommendation
+from bot.execution.drill_plans import is_drill
 from bot.persistence.aftermath import Aftermath
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import StepView

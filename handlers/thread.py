@@ -32,10 +32,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.application.drills import is_drill, measure
+from bot.application.drills import measure
 from bot.application.flows import ThreadNotOpened
 from bot.application.timeline import rca_template
 from bot.config import Environment
+from bot.execution.drill_plans import is_drill
 from bot.execution.outbox import RetryLater, Undeliverable
 from bot.execution.runner import Progress, stored_steps
 from bot.persistence.aftermath import RETRIED, RETRIES, aftermath

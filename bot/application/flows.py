@@ -49,7 +49,6 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from actions.base import ActionError, RollbackPoint, StepContext, running_point
-from bot.application.drills import plan_for_run
 from bot.application.reviews import Reviews
 from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
@@ -59,6 +58,7 @@ from bot.domain.verdict import MEMORY_KEY as VERDICTS
 from bot.domain.verdict import Holders, blocked, holders_from, stored
 from bot.domain.versions import KnownVersions, version_key
 from bot.execution.planner import Planner, environment_step
+from bot.execution.planning import plan_for_run
 from bot.execution.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
 from bot.persistence.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
 from bot.persistence.models import Incident, Run

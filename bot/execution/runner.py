@@ -59,11 +59,11 @@ from actions.base import (
     running_point,
 )
 from actions.clock import SYSTEM, Ticker
-from bot.application.drills import plan_for_run, restore_for_run
 from bot.config import RollbackConfig
 from bot.domain.plans import RestoredStep, StoredStep
 from bot.domain.verdict import holders_from
 from bot.execution.planner import Planner
+from bot.execution.planning import plan_for_run, restore_for_run
 from bot.execution.recheck import Rechecks
 from bot.execution.workflow import Refused, Workflow, plan_choices
 from bot.persistence.models import Run, RunState, StepState

@@ -11,15 +11,12 @@ import pytest
 
 from actions.base import Finding, Level
 from bot.application.drills import (
-    DRILL,
     KINDS,
     DrillRecorder,
     Drills,
     DrillStatus,
-    build_drill,
     drill_help,
     measure,
-    restore_for_run,
     verdict_held,
     verdict_of,
 )
@@ -28,7 +25,9 @@ from bot.config import ConfigError, RollbackConfig, parse_config
 from bot.domain.plans import StoredStep
 from bot.domain.verdict import MEMORY_KEY as VERDICTS
 from bot.domain.verdict import Verdict
+from bot.execution.drill_plans import DRILL, build_drill
 from bot.execution.planner import Planner
+from bot.execution.planning import restore_for_run
 from bot.execution.runner import NullProgress, Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Drill, Incident, Run

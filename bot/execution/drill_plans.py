@@ -1,0 +1,206 @@
+"""A drill's plan: the deploy marker, the target's rollback, the roll-forward, verified.
+
+It is one plan, approved once, so a crash in the middle resumes it like any run:
+every step is stored with its source and spec. The roll-forward is planned against
+the state the rollback will leave, which the Kubernetes controller makes
+predictable: the restored ReplicaSet takes the next revision number (MaxRevision + 1,
+kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward undo
+is the target's own undo to the original revision, *from* that next number. The
+run is a drill when its memory carries `drill` (set when it is requested).
+
+`bot.execution.planning` plans and restores every run, a drill's through here; the
+use cases around drills (opening one, measuring it, who is due) are
+`bot.application.drills`'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from actions.base import (
+    Action,
+    PermanentError,
+    PlanningError,
+    Restorable,
+    RollbackPoint,
+    StepContext,
+    StepResult,
+    Target,
+    running_point,
+    spec_of,
+)
+from actions.database import DatabaseParams
+from bot.config import Environment, FullParams
+from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
+from bot.domain.verdict import Holders
+from bot.execution.planner import Planner
+from bot.persistence.models import Run
+
+DRILL = "drill"
+"""Run memory key: present (a dict) on a drill's run."""
+MARKER = "drill.marker"
+FORWARD = "forward"
+"""The phase of the roll-forward steps."""
+SKIPPED_PHASES = ("communicate",)
+
+
+@dataclass(kw_only=True)
+class DrillMarker:
+    """Record what runs now; refuse when it is no longer what the drill was planned from."""
+
+    target: Target = field(repr=False, compare=False)
+    target_name: str
+    ref: str
+    back_to: str
+    timeout: float = 60.0
+    name: str = field(default=MARKER, init=False)
+    idempotent: bool = field(default=True, init=False)
+
+    def describe(self) -> str:
+        """Name the version kept and the two moves of the drill."""
+        return (
+            f"Drill marker: record that {self.target_name} runs {self.ref} now; the drill rolls "
+            f"back to {self.back_to}, then forward to {self.ref} again"
+        )
+
+    def label(self) -> str:
+        """Words for people."""
+        return f"Drill marker: record what {self.target_name} runs now ({self.ref})"
+
+    def spec(self) -> dict[str, Any]:
+        """The target and both points."""
+        return {"target": self.target_name, "ref": self.ref, "back_to": self.back_to}
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Keep the running version in memory; a resumed marker that already kept it skips."""
+        if MARKER in ctx.memory:
+            return StepResult(
+                summary=f"marker already recorded: {ctx.memory[MARKER]}", skipped=True
+            )
+        current = running_point(self.target.points())
+        if current is None or current.ref != self.ref:
+            now = current.label if current is not None else "no known version"
+            raise PermanentError(
+                f"{self.target_name} runs {now}, not {self.ref} as planned; plan the drill again"
+            )
+        ctx.memory[MARKER] = current.label
+        ctx.emit(f"{self.target_name} runs {current.label}")
+        return StepResult(
+            summary=f"{self.target_name} runs {current.label}",
+            data={"ref": current.ref, "label": current.label},
+        )
+
+
+def _refuse_kind(env: Environment, target: str) -> None:
+    params = env.targets[target]
+    if isinstance(params, FullParams | DatabaseParams):
+        raise PlanningError(
+            f"{target} is a {params.kind} target: a drill rolls back and then forward again, "
+            "and a database restore cannot be rolled forward; drill its application targets"
+        )
+
+
+def drill_points(
+    planner: Planner, env: Environment, target: str
+) -> tuple[RollbackPoint, RollbackPoint, list[RollbackPoint]]:
+    """Return what runs now, the point the drill rolls back to, and all the target's points."""
+    points = planner.points(env, target)
+    current = running_point(points)
+    back = default_point(points)
+    if current is None:
+        raise PlanningError(f"{target} lists no current version to roll forward to")
+    if back is None:
+        raise PlanningError(f"{target} has no earlier version to roll back to")
+    return current, back, points
+
+
+def _next_number(points: list[RollbackPoint]) -> int | None:
+    """The number the restored version will be listed under (MaxRevision + 1)."""
+    numbers = [int(p.ref) for p in points if p.ref.isdigit()]
+    return max(numbers) + 1 if numbers else None
+
+
+def _forward(
+    planner: Planner, env: Environment, target: str, current: RollbackPoint, after: int | None
+) -> list[Action]:
+    """The target's own undo to the running version, as it will be once rolled back."""
+    member = planner.target(env.targets[target])
+    if not isinstance(member, Restorable):
+        raise PlanningError(f"{target} cannot rebuild its steps, so it cannot be rolled forward")
+    part = member.plan(current.ref, force=True)
+    actions = []
+    for action in [*part.rollback, *part.verify]:
+        spec = spec_of(action)
+        if "from_revision" in spec and after is not None:
+            action = member.restore(action.name, {**spec, "from_revision": after})
+        actions.append(action)
+    return actions
+
+
+def build_drill(
+    planner: Planner,
+    *,
+    env_name: str,
+    env: Environment,
+    target: str,
+    leave_maintenance_on_failure: bool = False,
+    holders: Holders | None = None,
+) -> Plan:
+    """Plan a drill: marker, the rollback to the default point, the roll-forward, verified."""
+    _refuse_kind(env, target)
+    current, back, points = drill_points(planner, env, target)
+    rollback = planner.build(
+        env_name=env_name,
+        env=env,
+        target=target,
+        point=back.ref,
+        leave_maintenance_on_failure=leave_maintenance_on_failure,
+        holders=holders,
+    )
+    marker = DrillMarker(
+        target=planner.target(env.targets[target]),
+        target_name=target,
+        ref=current.ref,
+        back_to=back.ref,
+    )
+    phased: list[tuple[str, Action, bool, str | None]] = [("drill", marker, False, target)]
+    phased += [
+        (s.phase, s.action, s.always, s.source)
+        for s in rollback.steps
+        if s.phase not in SKIPPED_PHASES
+    ]
+    forward = _forward(planner, env, target, current, _next_number(points))
+    phased += [(FORWARD, action, False, target) for action in forward]
+    health = [s for s in rollback.steps if s.phase == "health"]
+    phased += [(FORWARD, s.action, False, None) for s in health]
+    steps = tuple(
+        PlannedStep(position=i, phase=phase, action=action, always=always, source=source)
+        for i, (phase, action, always, source) in enumerate(phased)
+    )
+    notes = (
+        *rollback.notes,
+        f"Drill: {target} goes back to {back.ref} and forward to {current.ref} again; "
+        "nothing is announced on the status page or to customers.",
+    )
+    # replace(), not Plan(...): whatever else the rollback's plan carries (its reversibility
+    # verdict) stays with the drill's plan.
+    return replace(rollback, point=back.ref, steps=steps, notes=notes)
+
+
+def is_drill(run: Run) -> bool:
+    """Whether the run is a drill's."""
+    return isinstance(run.memory.get(DRILL), dict)
+
+
+def restore_marker(planner: Planner, env: Environment, step: StoredStep) -> RestoredStep:
+    name = str(step.spec.get("target", ""))
+    if name not in env.targets:
+        return RestoredStep(step, None, f"{step.label} could not be rebuilt: no target {name!r}")
+    marker = DrillMarker(
+        target=planner.target(env.targets[name]),
+        target_name=name,
+        ref=str(step.spec["ref"]),
+        back_to=str(step.spec["back_to"]),
+    )
+    return RestoredStep(step, marker)
