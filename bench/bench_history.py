@@ -36,7 +36,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot.persistence.store import ACTIVE_STATES, Store, make_engine, upgrade
+from bot.domain.states import ACTIVE_STATES
+from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.history import fill_history
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

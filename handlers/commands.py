@@ -36,9 +36,9 @@ from slack_sdk import WebClient
 from bot.application.flows import Flows
 from bot.application.reviews import Reviews
 from bot.config import UnknownTarget
+from bot.domain.states import ACTIVE_STATES
 from bot.execution.workflow import Refused
 from bot.persistence.models import Run
-from bot.persistence.store import ACTIVE_STATES
 from handlers import blocks, review_blocks
 from handlers import text as t
 from handlers.deps import Deps

@@ -34,10 +34,10 @@ from bot.application.drills import Drills, DrillStatus
 from bot.application.reviews import Reviews
 from bot.application.timeline import service_restored
 from bot.config import UnknownTarget
+from bot.domain.states import ACTIVE_STATES
 from bot.persistence.models import BreakGlassReview, Run
 from bot.persistence.recovery import Recovery as PhaseTimes
 from bot.persistence.recovery import recent
-from bot.persistence.store import ACTIVE_STATES
 from handlers.deps import Deps
 from handlers.flows import Groups, flows_for
 from handlers.home_blocks import HomeContent, Recovery, TargetHistory, home_view_blocks

@@ -29,9 +29,10 @@ from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
 from actions.kubernetes.owners import Owner, suspended_here
 from bot.config import RollbackConfig, UnknownTarget
+from bot.domain.states import RunState
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused, Workflow
-from bot.persistence.models import Run, RunState
+from bot.persistence.models import Run
 from bot.persistence.store import Store
 
 SUSPEND = "kubernetes.suspend_sync"

@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
 from bot.config import RollbackConfig
+from bot.domain.states import RecheckState, RunState
 from bot.execution.planner import Planner
-from bot.persistence.models import Recheck, RecheckState, Run, RunState
+from bot.persistence.models import Recheck, Run
 from bot.persistence.store import Store
 
 if TYPE_CHECKING:

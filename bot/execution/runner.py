@@ -61,13 +61,14 @@ from actions.base import (
 from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
 from bot.domain.plans import RestoredStep, StoredStep
+from bot.domain.states import EXECUTABLE_STATES, RunState, StepState
 from bot.domain.verdict import holders_from
 from bot.execution.planner import Planner
 from bot.execution.planning import plan_for_run, restore_for_run
 from bot.execution.recheck import Rechecks
 from bot.execution.workflow import Refused, Workflow, plan_choices
-from bot.persistence.models import Run, RunState, StepState
-from bot.persistence.store import EXECUTABLE_STATES, Lease, LeaseLost, StepView, Store
+from bot.persistence.models import Run
+from bot.persistence.store import Lease, LeaseLost, StepView, Store
 
 log = logging.getLogger(__name__)
 DONE = (StepState.SUCCEEDED, StepState.SKIPPED)

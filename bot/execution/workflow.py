@@ -27,8 +27,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide
+from bot.domain.states import RunState
 from bot.domain.versions import VersionNote
-from bot.persistence.models import Incident, Run, RunState
+from bot.persistence.models import Incident, Run
 from bot.persistence.store import Conflict, Lease, Store, TargetBusy
 
 if TYPE_CHECKING:

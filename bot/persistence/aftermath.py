@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.plans import StoredStep
-from bot.persistence.models import Event, StepState
+from bot.domain.states import StepState
+from bot.persistence.models import Event
 from bot.persistence.store import StepView
 
 RETRIES = "retries"

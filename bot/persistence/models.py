@@ -11,7 +11,6 @@ holds; its primary key is what keeps a second rollback of the same target out.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -30,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from bot.domain.states import RecheckState
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Store naive UTC, hand back aware UTC, on every database."""
@@ -46,36 +47,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
-
-
-class RunState(StrEnum):
-    """A run's state; str-valued, so stored values and comparisons with text stay as they were.
-
-    requested -> approved -> running -> succeeded | failed
-    requested -> rejected | expired | cancelled;  approved -> cancelled
-    """
-
-    REQUESTED = "requested"
-    APPROVED = "approved"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-
-
-class StepState(StrEnum):
-    """A step record's state, as the runner writes it."""
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    """Started by a runner that stopped mid-step, and not safe to repeat (or not rebuildable)."""
-    NOT_RUN = "not run"
-    """Could not be rebuilt on resume; never started."""
 
 
 class Base(DeclarativeBase):
@@ -266,19 +237,6 @@ class BreakGlassReview(Base):
     reviewed_at: Mapped[datetime | None]
 
 
-class RecheckState(StrEnum):
-    """A timed re-check's state (`bot.execution.recheck`)."""
-
-    PENDING = "pending"
-    CHECKING = "checking"
-    """Claimed by one bot process; due again if its claim runs out (that process died)."""
-    DONE = "done"
-    DROPPED = "dropped"
-    """Not checked: the run did not succeed, or its target left the config."""
-    FAILED = "failed"
-    """The workload could not be read, attempt after attempt; said in the thread."""
-
-
 class Recheck(Base):
     """A re-read of a rolled-back workload, due a while after the rollback succeeded.
 
@@ -361,15 +319,6 @@ class Drill(Base):
     verdict: Mapped[str | None] = mapped_column(String(40))
     """The reversibility verdict's kind the drill's plan carried (`safe`, `risky`…), if any."""
     verdict_held: Mapped[bool | None] = mapped_column(Boolean)
-
-
-class VersionState(StrEnum):
-    """What the bot last learnt about a version of a target (migration 0007)."""
-
-    HEALTHY = "healthy"
-    """A rollback to it was verified (health polled, rollout finished), or it was seen healthy."""
-    ROLLED_AWAY = "rolled away"
-    """A rollback moved away from it: never offered as the default point again."""
 
 
 class TargetVersion(Base):

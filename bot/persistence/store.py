@@ -41,6 +41,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.domain.states import (
+    EXECUTABLE_STATES,
+    TERMINAL_STATES,
+    RecheckState,
+    RunState,
+    StepState,
+    VersionState,
+)
 from bot.domain.versions import KnownVersions, VersionNote, version_key
 from bot.persistence.models import (
     Approval,
@@ -51,28 +59,15 @@ from bot.persistence.models import (
     Incident,
     OutboxMessage,
     Recheck,
-    RecheckState,
     Run,
-    RunState,
     SlackMessage,
     StepRecord,
-    StepState,
     SyncResume,
     TargetLock,
     TargetVersion,
-    VersionState,
 )
 
 Clock = Callable[[], datetime]
-ACTIVE_STATES = (RunState.REQUESTED, RunState.APPROVED, RunState.RUNNING)
-EXECUTABLE_STATES = (RunState.APPROVED, RunState.RUNNING)
-TERMINAL_STATES = (
-    RunState.SUCCEEDED,
-    RunState.FAILED,
-    RunState.REJECTED,
-    RunState.EXPIRED,
-    RunState.CANCELLED,
-)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bot.application.flows import Flows
+from bot.domain.states import RunState
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
-from bot.persistence.models import RunState
 from bot.persistence.store import Store
 from tests.bot.conftest import ALICE, BOB, CAROL
 from tests.bot.test_flows import RecordingThread, make_flows, request

@@ -34,10 +34,11 @@ from actions.base import Action, StepContext, StepResult
 from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import StoredStep
+from bot.domain.states import StepState
 from bot.execution.planner import Planner, TargetFactory, target_factory
 from bot.execution.runner import NullProgress, Runner, _Hold
 from bot.execution.workflow import Workflow
-from bot.persistence.models import Run, StepState
+from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine, upgrade
 
 ROOT = Path(__file__).parents[2]

@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bot.persistence.store import ACTIVE_STATES, Store, make_engine, upgrade
+from bot.domain.states import ACTIVE_STATES
+from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.harness import Sandbox
 from sandbox.history import fill_history
 from tests.bot.conftest import ALICE, BOB, CAROL, database_url  # noqa: F401
