@@ -9,6 +9,10 @@ The RCA is a file people read outside Slack, where `<@U…>` and date tokens mea
 nothing: its times are in the workspace's zone (config `time_zone`), each with its
 date, and people are named by a `Names` function the caller passes in (the Slack
 side resolves ids with `users.info`); this module never talks to Slack.
+
+Its layer is the application only because it reads ORM rows and the held GitOps
+owners of `bot.application.resync`; typed run and event records in the domain, with
+`held_owners` over them, would make it pure.
 """
 
 from __future__ import annotations

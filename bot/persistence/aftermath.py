@@ -17,6 +17,9 @@ A failed rollback is announced loudly with three ways on:
 
 Everything here is pure: the stored steps, their records and the incident's events in,
 facts out. `bot.application.flows` acts on them, `handlers` renders them.
+
+Its layer is persistence only because it reads `Event` rows and the store's `StepView`;
+typed event and step records in the domain would make it pure.
 """
 
 from __future__ import annotations

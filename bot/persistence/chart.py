@@ -10,6 +10,9 @@ matplotlib is imported where the chart is drawn, not at module import, so the
 command line and the bot start fast; it draws with the Agg canvas (no display,
 no pyplot state shared between threads). `timeline_chart` returns the ordered
 rows it drew with the bytes, so what the picture says can be checked.
+
+Its layer is persistence only because it reads `Event`, `Incident` and `Run` rows;
+typed event and run records in the domain would make it pure.
 """
 
 from __future__ import annotations

@@ -14,9 +14,12 @@ restored:
   after it, or the run's success when the environment has no health check).
 
 A phase that has not happened (a rejected request, a failed run) has no duration.
-Pure functions: `bot.application.timeline` puts them in the RCA summary, `bot.persistence.chart`
-draws them,
-`bot.serving.metrics` observes them per environment and target.
+Pure functions: `bot.application.timeline` puts them in the RCA summary,
+`bot.persistence.chart` draws them, `bot.serving.metrics` observes them per environment
+and target.
+
+Its layer is persistence only because it reads `Event` and `Incident` rows (and `recent`
+asks the store); typed event and incident records in the domain would make it pure.
 """
 
 from __future__ import annotations

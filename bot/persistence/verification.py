@@ -5,6 +5,10 @@ database integrity (its verification queries), and, where metrics are
 configured, performance and error rates against the environment's
 thresholds. The rest are for people; each tick is an audit event, so the
 checklist can be rebuilt at any time from the log.
+
+Its layer is persistence only because it reads `Event` rows and the store's `StepView`
+(and `read_metrics` reads the metrics source); typed event and step records in the
+domain, with the metrics reading in execution, would make it pure.
 """
 
 from __future__ import annotations
