@@ -40,10 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from actions.base import (
-    ActionError,
-    Level,
-)
+from actions.base import ActionError, Level
 from actions.database import DatabaseParams
 from bot.application.timeline import VERSIONS
 from bot.config import FullParams, RollbackConfig

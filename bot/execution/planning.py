@@ -1,8 +1,8 @@
 """The plan of a run, whatever its kind: a rollback's from the planner, a drill's from its own.
 
 The approval (`bot.application.flows`) and the runner, before the first step and to
-rebuild the stored steps on resume, ask here; so the runner knows a drill only as a
-kind of plan, and nothing below the use cases imports them.
+rebuild the stored steps on resume, ask here: the runner knows a drill only as a
+kind of plan, and imports none of the use cases.
 """
 
 from __future__ import annotations
