@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Beside the layers: the composition root and command line, the HTTP front, the demo, and the
+# Beside the layers: the composition root and command line, the HTTP server, the demo, and the
 # process settings, config file, logging and secrets every layer may be handed.
 BESIDE_THE_LAYERS = {
     "__init__",
     "__main__",
     "app",
-    "front",
-    "channel",
     "server",
     "demo",
     "config",

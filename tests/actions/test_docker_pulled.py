@@ -12,7 +12,7 @@ import base64
 from typing import TYPE_CHECKING
 
 from actions.docker import DockerTarget, short_id
-from bot.execution.planner import default_point
+from bot.domain.plans import default_point
 from tests.actions.test_docker import app, params, swap, version_served
 from tests.actions.test_docker_points import load_fixed_time_image
 
