@@ -53,7 +53,7 @@ from bot.application.reviews import Reviews
 from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
-from bot.domain.plans import Plan, default_point, remembered
+from bot.domain.plans import Plan, default_point, plan_difference, remembered
 from bot.domain.verdict import MEMORY_KEY as VERDICTS
 from bot.domain.verdict import Holders, blocked, holders_from, stored
 from bot.domain.versions import KnownVersions, version_key
@@ -434,6 +434,16 @@ class Flows:
             elif current is not None and current == run.plan_hash and STALE in run.memory:
                 memory = {k: v for k, v in run.memory.items() if k != STALE}  # current again
                 self.store.set_run_fields(run.id, memory=memory)
+            if plan is not None and current != run.plan_hash:
+                changed = plan_difference(
+                    steps=run.plan, notes=run.notes or [], verdicts=stored(run.memory), now=plan
+                )
+                what = "; ".join(changed) or "its steps were reordered"
+                raise Refused(
+                    f"the plan changed since it was requested ({what}); "
+                    "this approval would not be for what will run. Re-plan, or cancel and "
+                    "request the rollback again."
+                )
             reason = blocked(plan.verdicts) if plan is not None else None
             if reason is not None:
                 raise Refused(

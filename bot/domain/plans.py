@@ -152,6 +152,31 @@ class Plan:
         )
 
 
+def plan_difference(
+    *, steps: Sequence[dict[str, Any]], notes: Sequence[str], verdicts: Sequence[Verdict], now: Plan
+) -> list[str]:
+    """What changed between the plan a person was asked to approve and the plan `now`, in words.
+
+    Each part the plan hash covers, said as it changed: a step planned or no longer
+    planned, a note, a target's verdict. An approval refused for a changed plan names this,
+    not a guess.
+    """
+    said: list[str] = []
+    before = [str(step["description"]) for step in steps]
+    after = [step.action.describe() for step in now.steps]
+    said += [f"no longer planned: {line}" for line in before if line not in after]
+    said += [f"now planned: {line}" for line in after if line not in before]
+    said += [f"no longer noted: {note}" for note in notes if note not in now.notes]
+    said += [f"now noted: {note}" for note in now.notes if note not in notes]
+    old = {verdict.target: verdict for verdict in verdicts}
+    for verdict in now.verdicts:
+        was = old.get(verdict.target)
+        if was is None or was.hashed != verdict.hashed:
+            headline = was.headline if was is not None else "not assessed"
+            said.append(f"{verdict.target}'s verdict was {headline}, is now {verdict.headline}")
+    return said
+
+
 def plan_hash(
     environment: str,
     target: str,

@@ -63,8 +63,16 @@ class Verdict:
 
     @property
     def hashed(self) -> list[str]:
-        """What the plan hash covers: the level, each finding's stable basis, the suggestion."""
-        return [self.target, self.level.value, *(f.hashed for f in self.evidence), self.suggestion]
+        """What the plan hash covers: the level, each finding's stable basis, the suggestion.
+
+        Only what the plan itself does and finds: another incident's lock on a neighbouring
+        target is shown with the verdict but not hashed. In an outage several targets are
+        requested at once; each request opened would otherwise make every earlier plan of
+        the environment unapprovable, for a change in none of them.
+        """
+        own = [f for f in self.evidence if not is_neighbour(f)]
+        level = worst([f.level for f in own])
+        return [self.target, level.value, *(f.hashed for f in own), self.suggestion]
 
     def as_json(self) -> dict[str, Any]:
         """The stored form (run memory)."""
@@ -96,6 +104,15 @@ def holders_from(
         return None if found == exclude else found
 
     return holder
+
+
+NEIGHBOUR = "lock "
+"""The basis of a finding about another incident's lock on a neighbouring target."""
+
+
+def is_neighbour(finding: Finding) -> bool:
+    """Whether a finding is about a neighbour (another incident's lock), not this plan."""
+    return finding.basis.startswith(NEIGHBOUR)
 
 
 def worst(levels: Sequence[Level]) -> Level:

@@ -19,7 +19,7 @@ from actions.docker import DockerParams
 from actions.kubernetes import KubernetesParams
 from actions.params import SchemaLink
 from bot.config import Environment
-from bot.domain.verdict import Holders, Verdict, weigh_migrations, worst
+from bot.domain.verdict import NEIGHBOUR, Holders, Verdict, weigh_migrations, worst
 
 if TYPE_CHECKING:
     from actions.database.schema_compat import Migration
@@ -82,7 +82,7 @@ class Assessor:
                         Level.RISKY,
                         f"{holder} holds {other} in this environment: two rollbacks at once may "
                         "undo each other",
-                        f"lock {other} {holder}",
+                        f"{NEIGHBOUR}{other} {holder}",
                     )
                 )
         return found

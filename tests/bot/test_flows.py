@@ -140,8 +140,11 @@ def test_approve_counts_only_for_the_plan_requested(
 ) -> None:
     run = flows.open_incident(request()).run
     write_script(script, _label="a newer revision appeared")
-    with pytest.raises(Refused, match="plan changed since it was requested"):
+    with pytest.raises(Refused, match="plan changed since it was requested") as refused:
         flows.approve(run.id, user=BOB)
+    said = str(refused.value)  # the real change, not a guess at it
+    assert "no longer planned: " in said and "now planned: " in said
+    assert "a newer revision appeared" in said
     assert (store.run(run.id) or run).state == "requested"
     assert thread.stale_told == [run.id]
     write_script(script)

@@ -80,8 +80,12 @@ def test_changed_evidence_invalidates_an_approval(
 ) -> None:
     run = flows.open_incident(request()).run
     judge(script, [["risky", "Argo CD application vf in argocd owns it", "owner argocd vf"]])
-    with pytest.raises(Refused, match="plan changed since it was requested"):
+    with pytest.raises(Refused) as refused:
         flows.approve(run.id, user=BOB)
+    assert str(refused.value).startswith(
+        "the plan changed since it was requested (app's verdict was safe, is now risky: "
+        "Argo CD application vf in argocd owns it)"
+    )
     assert (store.run(run.id) or run).state == "requested"
     assert thread.stale_told == [run.id]
 
@@ -172,6 +176,29 @@ def test_the_incident_carries_the_advice(flows: Flows, store: Store, script: Pat
     incident = store.incident(opened.incident.id)
     assert incident is not None and incident.recommendation == "fix_forward"
     assert "Fix forward is the safer move." in incident.reason
+
+
+def test_an_incident_opened_on_a_neighbour_leaves_an_earlier_plan_approvable(
+    flows: Flows, store: Store
+) -> None:
+    """In an outage several targets are requested at once: the later request's lock is shown
+    on the earlier plan, but the earlier approval is for what its plan does, which is the same."""
+    earlier = flows.open_incident(request(target="app")).run
+    later = flows.open_incident(request(target="db", point=None))
+    assert flows.approve(earlier.id, user=BOB).started
+    final = store.run(earlier.id)
+    assert final is not None and final.state == "approved"
+    env = flows.config.environment("prod")
+    replanned = flows.planner.build(
+        env_name="prod",
+        env=env,
+        target="app",
+        point="1",
+        holders=lambda name: later.incident.id if name == "db" else None,
+    )
+    (app,) = replanned.verdicts
+    assert app.level == Level.RISKY and f"{later.incident.id} holds db" in app.headline
+    assert replanned.hash == earlier.plan_hash
 
 
 def test_a_run_approved_beside_another_incidents_lock_still_runs(
