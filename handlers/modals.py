@@ -160,7 +160,9 @@ class ModalService:
         else:
             checks = [*checks, Check("Target not locked by another incident", True)]
         form = form or FormState()
-        verdicts = self._verdicts(meta, selected, fresh=fresh, epoch=epoch)
+        verdicts = self._verdicts(
+            meta, selected, fresh=fresh, epoch=epoch, force="force" in form.options
+        )
         return ModalContent(
             meta=meta,
             target_line=describe_target(params),
@@ -184,15 +186,17 @@ class ModalService:
         )
 
     def _verdicts(
-        self, meta: ModalMeta, point: str | None, *, fresh: bool, epoch: Epoch
+        self, meta: ModalMeta, point: str | None, *, fresh: bool, epoch: Epoch, force: bool
     ) -> tuple[Verdict, ...]:
         """The reversibility verdicts, so the recommendation says when fixing forward is safer."""
         env = self.deps.config.environment(meta.environment)
         holders = holders_from(self.deps.store.lock_holder, meta.environment, exclude=None)
         try:
             verdicts: tuple[Verdict, ...] = self._cached(
-                (meta.environment, f"{meta.target}#verdict", point),
-                lambda: self.deps.planner.verdicts(env, meta.target, point, holders=holders),
+                (meta.environment, f"{meta.target}#verdict{'#forced' * force}", point),
+                lambda: self.deps.planner.verdicts(
+                    env, meta.target, point, holders=holders, force=force
+                ),
                 fresh=fresh,
                 epoch=epoch,
             )

@@ -25,9 +25,14 @@ if TYPE_CHECKING:
     from actions.database.schema_compat import Migration
 
 
-def _checked(check: Check) -> Finding:
+def _checked(check: Check, *, forced: bool = False) -> Finding:
+    """A pre-rollback check as evidence: a failing one blocks, unless the plan is forced past
+    it, when it is risky and says so (the person chose to run anyway, and sees why)."""
     if check.ok:
         return Finding(Level.OK, f"{check.name}: {check.detail}", check.name)
+    if forced:
+        text = f"{check.name} fails: {check.detail} (forced: the rollback runs anyway)"
+        return Finding(Level.RISKY, text, f"{check.name} forced")
     return Finding(Level.BLOCKED, f"{check.name} fails: {check.detail}", check.name)
 
 
@@ -37,6 +42,8 @@ class Assessor:
 
     target_of: Callable[[Any], Target]
     holders: Holders = field(default=lambda name: None)
+    force: bool = False
+    """The plan is forced past its failing checks: they weigh risky, not blocked."""
 
     def assess(self, env: Environment, target: str, point: str | None) -> tuple[Verdict, ...]:
         """One verdict per target the rollback of `target` rolls back, in plan order."""
@@ -62,7 +69,7 @@ class Assessor:
             target = self.target_of(params)
             if isinstance(target, Evidenced):
                 return list(target.evidence(ref))
-            return [_checked(c) for c in target.checks(ref)]
+            return [_checked(c, forced=self.force) for c in target.checks(ref)]
         except (ActionError, OSError) as exc:
             return [Finding(Level.RISKY, f"evidence could not be gathered: {exc}", "no evidence")]
 

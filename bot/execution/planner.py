@@ -226,7 +226,9 @@ class Planner:
         notes = tuple(note for part in parts for note in part.notes)
         if not notify_customers and (unsent := _not_told(env)):
             notes += (f"Customers are not notified: {unsent} (chosen in the form).",)
-        verdicts = self.verdicts(env, target, point, holders=holders) if assess else ()
+        verdicts = (
+            self.verdicts(env, target, point, holders=holders, force=force) if assess else ()
+        )
         return Plan(
             environment=env_name,
             target=target,
@@ -237,11 +239,17 @@ class Planner:
         )
 
     def verdicts(
-        self, env: Environment, target: str, point: str | None, *, holders: Holders | None = None
+        self,
+        env: Environment,
+        target: str,
+        point: str | None,
+        *,
+        holders: Holders | None = None,
+        force: bool = False,
     ) -> tuple[Verdict, ...]:
         """Weigh whether rolling `target` back to `point` can restore service
-        (bot.domain.verdict)."""
-        assessor = Assessor(self.target, holders or (lambda name: None))
+        (bot.domain.verdict); `force`: the plan runs past its failing checks."""
+        assessor = Assessor(self.target, holders or (lambda name: None), force=force)
         return assessor.assess(env, target, point)
 
     def _database_workers(

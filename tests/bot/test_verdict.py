@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from actions.base import Finding, Level
+from actions.base import Check, Finding, Level
 from bot.application.flows import Flows
 from bot.domain.decision import Answers, Recommendation, decide, with_verdict
 from bot.domain.verdict import Verdict, stored
+from bot.execution.assessor import Assessor
 from bot.execution.planner import Planner
 from bot.execution.runner import Runner
 from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
@@ -239,3 +241,27 @@ def test_monitoring_does_not_approve_a_blocked_rollback_by_itself(
     assert len(withheld) == 1 and withheld[0].detail["verdict"].startswith("app blocked: image")
     assert flows.auto_approve_due() == []  # said once
     assert len([e for e in store.events(opened.incident.id) if e.kind == withheld[0].kind]) == 1
+
+
+class _FailingCheck:
+    """A target without evidence of its own whose pre-rollback check fails (a load balancer
+    with one of three targets unhealthy)."""
+
+    def checks(self, ref: str | None) -> list[Check]:
+        return [Check("targets healthy", False, "1 of 3 targets not healthy: 10.0.0.3 unhealthy")]
+
+
+@pytest.mark.parametrize(
+    ("force", "level", "text"),
+    [
+        (False, Level.BLOCKED, "targets healthy fails: 1 of 3 targets not healthy"),
+        (True, Level.RISKY, "not healthy: 10.0.0.3 unhealthy (forced: the rollback runs anyway)"),
+    ],
+)
+def test_a_failing_check_blocks_unless_the_plan_is_forced_past_it(
+    flows: Flows, force: bool, level: Level, text: str
+) -> None:
+    env = flows.config.environment("prod")
+    assessor = Assessor(lambda params: cast(Any, _FailingCheck()), force=force)
+    (verdict,) = [v for v in assessor.assess(env, "app", "1") if v.target == "app"]
+    assert verdict.level is level and text in verdict.headline
