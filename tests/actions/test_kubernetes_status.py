@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from actions.base import PermanentError, StepContext
-from actions.kubernetes import RolloutStatus, rollout_undo, rollout_verdict
+from actions.kubernetes import RolloutStatus, rollout_undo, rollout_verdict, status
 from actions.kubernetes.client import read_deployment
 from tests.fakes.waiting import wait_for
 
@@ -207,3 +207,26 @@ def test_recreate_waits_for_terminating_old_pods(kube: KubeCluster) -> None:
         lambda: fake.settle(NS, API)["status"].get("updatedReplicas") == 2,
         what="the new pods once the old ones are gone",
     )
+
+
+def test_a_long_wait_says_where_it_stands_though_nothing_changes(
+    kube: KubeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stuck rollout (a new pod that never becomes ready) changes nothing for minutes; the
+    step still says where it stands every SPEAK_EVERY seconds (15 in production), so the
+    progress line in the thread is never silent."""
+    monkeypatch.setattr(status, "SPEAK_EVERY", 1.0)  # a watch lasts whole seconds
+    fake = kube.fake
+    fake.add_deployment(NS, API, images=["voxflow/api:v1"], replicas=3)
+    fake.settle(NS, API)
+    fake.break_image(BAD)
+    template = fake.deployment(NS, API)["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = BAD
+    fake.update_deployment(NS, API, {"spec": {"template": template}})
+    said: list[str] = []
+    ctx = StepContext.for_test(timeout=5.0, emit=said.append)
+    with pytest.raises(PermanentError, match="timed out waiting for deployment/voxflow-api"):
+        RolloutStatus(apps=kube.apps, namespace=NS, deployment=API, timeout=5.0).run(ctx)
+    waiting = [line for line in said if "(still waiting, " in line]
+    assert len(waiting) >= 2, said
+    assert all(line.split(" (still waiting")[0] in said for line in waiting)
