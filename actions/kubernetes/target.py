@@ -68,11 +68,12 @@ from actions.kubernetes.rollout import (
     RolloutUndo,
     current_replica_set,
     find_revision,
+    history_of,
     images_of,
     read_with_replica_sets,
     revision_of,
-    rollout_history,
     same_template,
+    serving,
     undo_patch,
 )
 from actions.kubernetes.status import RolloutStatus
@@ -175,10 +176,17 @@ class KubernetesTarget:
         """List revisions newest first, the running one marked."""
         if self.params.workload != "deployment":
             return self._workload_points()
-        history = rollout_history(self.apps, namespace=self.params.namespace, name=self.params.name)
+        deployment, owned = read_with_replica_sets(
+            self.apps, namespace=self.params.namespace, name=self.params.name
+        )
+        history = history_of(deployment, owned)
+        unready = serving(deployment, history)
         now = datetime.now(UTC)
         return [
-            _revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now)
+            dataclasses.replace(
+                _revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now),
+                unready=unready if r.is_current else "",
+            )
             for r in history
         ]
 
