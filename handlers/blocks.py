@@ -35,7 +35,7 @@ from bot.persistence.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
-from handlers.verdict_blocks import is_blocked, verdict_blocks
+from handlers.verdict_blocks import is_blocked, risk_summary, verdict_blocks
 
 STATE_ICONS = {
     "pending": ":white_large_square:",
@@ -136,6 +136,9 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
     if run is not None:
         blocks.append(t.section(f"*Rollback:* {versions(run)}"))
         blocks.append(t.section(f"*Status:* {_status_line(run, facts)}"))
+        risk = risk_summary(run)
+        if risk and run.state in ("requested", "approved", "running"):
+            blocks.append(t.context(f"*Before approval:* {t.esc(risk)}"))
         if run.outcome:
             blocks.append(t.context(outcome_words(run)))
     return blocks
@@ -309,12 +312,14 @@ def stale_message(run: Run, *, people: list[str]) -> list[Block]:
 
 def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel; no Approve on a blocked verdict."""
+    risk = risk_summary(run)
     confirm = ConfirmObject(
         title="Approve this rollback?",
-        text=t.cut(  # a confirm dialog's text is mrkdwn
+        text=t.cut(  # a confirm dialog's text is mrkdwn; Slack allows 300 characters
             t.esc(
                 f"Roll back {run.target} in {run.environment} {from_to(run)}: "
                 f"{len(run.plan)} steps, starting now."
+                + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
             ),
             300,
         ),
