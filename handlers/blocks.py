@@ -398,6 +398,9 @@ def _sentence_after(text: str, lead: str) -> str:
     return (rest if end < 0 else rest[:end]).rstrip(".")
 
 
+MAINTENANCE_OFF = "http.maintenance_off"
+
+
 def failure_message(
     run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
 ) -> list[Block]:
@@ -417,6 +420,13 @@ def failure_message(
     said = outcome_in_words(run)
     now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
     undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
+    if after is not None and after.turned_off_by:
+        # Said when the run ended; a person has since turned maintenance off: say that.
+        now = now.replace("maintenance mode is ON", "maintenance mode turned off since (below)")
+        off = {str(s.get("description")) for s in run.plan if s.get("name") == MAINTENANCE_OFF}
+        undone = "; ".join(part for part in undone.split("; ") if part not in off) or (
+            "nothing left in the plan"
+        )
     first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     blocks: list[Block] = [
@@ -439,6 +449,14 @@ def failure_message(
                 f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}."
             )
         )
+    if after is not None and after.resolved_by:
+        blocks.append(
+            t.context(
+                f":white_check_mark: Resolved by {t.user(after.resolved_by)} at "
+                f"{t.when(after.resolved_at)}."
+            )
+        )
+        return blocks
     blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
     return blocks
 
@@ -470,6 +488,20 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
             )
         )
     buttons.append(ButtonElement(text="Re-plan", action_id=Action.REPLAN, value=run.id))
+    buttons.append(
+        ButtonElement(
+            text="Mark resolved",
+            action_id=Action.RESOLVE,
+            value=run.id,
+            confirm=ConfirmObject(
+                title="Mark this failure resolved?",
+                text="Say that people have handled it: it leaves status and App Home, and "
+                "the incident counts as recovered now. Your name and the time are recorded.",
+                confirm="Mark resolved",
+                deny="Not yet",
+            ),
+        )
+    )
     if after is not None and after.maintenance_on:
         if not after.left_on_by:
             buttons.append(
