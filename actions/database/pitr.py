@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from actions.base import PermanentError, PlanningError, StepContext, StepResult
+from actions.database.migrations import Detected, table_identifier
 from actions.database.names import iso
 from actions.database.params import (
     DatabaseConnection,
@@ -267,6 +269,77 @@ def _previous_segments(newest: str, count: int) -> list[str]:
         else:
             seg -= 1
     return names
+
+
+# -- the default point: just before the change
+
+
+@dataclass(frozen=True)
+class KnownGood:
+    """A time the database is known to have been good at, and why, for the default point."""
+
+    moment: datetime
+    label: str
+    """`just before migration 002 was applied at 2026-12-07 10:04:21 UTC`."""
+
+
+TIME_COLUMNS = ("applied_at", "installed_on", "executed_at", "inserted_at", "created_at")
+"""Migration-table columns that record when a row was written (timestamptz only: a
+`timestamp without time zone` is in whatever zone the tool's session had)."""
+
+
+def newest_migration(pg: psycopg.Connection[Any], found: Detected) -> KnownGood | None:
+    """Return the moment just before the newest migration was applied, or None when the
+    migration table does not say when.
+
+    The time is the earliest of the row's timestamptz column (a `DEFAULT now()` is the start
+    of the transaction that applied the migration) and the commit time of the row
+    (`pg_xact_commit_timestamp(xmin)`, with track_commit_timestamp on): both are before the
+    migration's changes became visible when the tool records the version in the migration's
+    own transaction (Flyway for transactional migrations, Alembic, the procedures' script).
+    golang-migrate does not: it rewrites its one row (dirty=false) after the migration has
+    committed (golang-migrate migrate.go, runMigrations: SetVersion before and after Run), so
+    its table gives no time before the change.
+    """
+    if found.tool == "golang-migrate":
+        return None
+    schema, _, name = found.table.rpartition(".")
+    types = dict(
+        pg.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s",
+            (schema or "public", name),
+        ).fetchall()
+    )
+    stamped = [c for c in TIME_COLUMNS if types.get(c) == "timestamp with time zone"]
+    committed = pg.execute("SHOW track_commit_timestamp").fetchone() == ("on",)
+    times: list[sql.Composable] = [sql.Identifier(c) for c in stamped[:1]]
+    if committed:
+        times.append(sql.SQL("pg_xact_commit_timestamp(xmin)"))
+    if not times:
+        return None
+    version = "version_num" if found.tool == "alembic" else "version"
+    where: sql.Composable = sql.SQL("WHERE version IS NOT NULL")
+    if found.tool == "flyway":
+        where += sql.SQL(" AND success AND type NOT IN ('UNDO_SQL', 'UNDO_JDBC', 'DELETE')")
+    earliest = (
+        times[0] if len(times) == 1 else sql.SQL("least({})").format(sql.SQL(", ").join(times))
+    )
+    row = pg.execute(
+        sql.SQL("SELECT {}::text, {} AS at FROM {} {} ORDER BY at DESC NULLS LAST LIMIT 1").format(
+            sql.Identifier(version),
+            earliest,
+            table_identifier(found.table),
+            where if found.tool != "alembic" else sql.SQL(""),
+        )
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    at = row[1].astimezone(UTC)
+    return KnownGood(
+        at - timedelta(microseconds=1),
+        f"just before migration {row[0]} was applied at {at:%Y-%m-%d %H:%M:%S} UTC",
+    )
 
 
 # -- the scratch instance

@@ -8,6 +8,11 @@
 - Point in time is offered only where WAL can be replayed (continuous archiving,
   pgBackRest, RDS, Aurora), over the real window; where only dumps exist a time asked for
   plans the dump before it, named as such ("not a point-in-time recovery").
+- The default point in time is just before the change being rolled back, never the window's
+  end (recovering to the last archived commit undoes nothing and loses what is not archived
+  yet): the later of "just before the newest migration was applied" (`pitr.newest_migration`)
+  and the last known healthy time the bot passes in (`healthy_at`), inside the window; the
+  point's label says which. When neither is known there is no default: a person chooses.
 - A user-typed backup path must lie inside the configured backups directory; on resume,
   `restore(name, spec)` checks stored paths against the configured directories too.
 """
@@ -15,9 +20,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from actions.base import Action, Check, Finding, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
@@ -30,9 +37,11 @@ from actions.database.migrations import (
     FlywayUndo,
     GolangMigrateDown,
     RollbackMigration,
+    detect,
 )
 from actions.database.names import (
     check_pg_name,
+    first_line,
     human_duration,
     human_size,
     iso,
@@ -54,11 +63,13 @@ from actions.database.pgtools import (
     planning_errors,
 )
 from actions.database.pitr import (
+    KnownGood,
     RestoreToTime,
     archive_window,
     choose_base,
     describe_loss,
     exact,
+    newest_migration,
     pgbackrest_window,
 )
 from actions.database.rds import (
@@ -90,10 +101,12 @@ class DatabaseTarget:
         *,
         restore_rate: float | None = None,
         now: Callable[[], datetime] | None = None,
+        healthy_at: datetime | None = None,
     ) -> None:
         self.params = params
         self.restore_rate = restore_rate
         self.now = now or utcnow
+        self.healthy_at = healthy_at
 
     # -- listing
 
@@ -166,14 +179,49 @@ class DatabaseTarget:
         ]
 
     def _pitr_points(self) -> list[RollbackPoint]:
+        """The time just before the change (the default), then the rest of the window.
+
+        The window's end is offered but never the default: recovering to the last archived
+        commit undoes nothing and loses the writes not archived yet.
+        """
         window = self.pitr_window()
         if window is None:
             return []
         earliest, latest = window
-        label = (
-            f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
+        span = f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
+        good, unknown = self._known_good(window)
+        avoid = (
+            "the last archived commit: recovering there undoes nothing and loses the writes "
+            "not archived yet; choose the time just before the change"
         )
-        return [RollbackPoint(pitr_ref(latest), label, latest)]
+        if good is None:
+            avoid += f" ({unknown})"
+        last = RollbackPoint(pitr_ref(latest), span, latest, avoid=avoid)
+        if good is None:
+            return [last]
+        return [RollbackPoint(pitr_ref(good.moment), f"{good.label} · {span}", good.moment), last]
+
+    def _known_good(self, window: tuple[datetime, datetime]) -> tuple[KnownGood | None, str]:
+        """The latest time the database is known to have been good at inside the window:
+        just before the newest migration, or the last known healthy time the bot passed in;
+        else None and why none is known."""
+        found: list[KnownGood] = []
+        why = "no migration table records when it was applied"
+        try:
+            with connect(self.params.connection) as pg:
+                migration = newest_migration(pg, detect(pg, self.params.migrations_table))
+            if migration is not None:
+                found.append(migration)
+        except (PlanningError, psycopg.Error) as error:
+            why = f"the migration table could not be read: {first_line(error)}"
+        if self.healthy_at is not None:
+            at = self.healthy_at.astimezone(UTC)
+            found.append(KnownGood(at, f"last known healthy at {at:%Y-%m-%d %H:%M:%S} UTC"))
+        inside = [g for g in found if window[0] <= g.moment <= window[1]]
+        if not inside:
+            outside = ", ".join(g.label for g in found)
+            return None, (f"{outside}: outside the window" if found else why)
+        return max(inside, key=lambda g: g.moment), ""
 
     def _migration_points(self) -> list[RollbackPoint]:
         planner = MigrationPlanner(self.params)
@@ -201,7 +249,14 @@ class DatabaseTarget:
         elif method == "pitr":
             window = self.pitr_window()
             if window:
-                return pitr_ref(window[1])
+                good, unknown = self._known_good(window)
+                if good is not None:
+                    return pitr_ref(good.moment)
+                raise PlanningError(
+                    f"no default point in time for {self.dbname}: {unknown}, and no last known "
+                    "healthy time was given; choose the time just before the change (the last "
+                    "archived commit would undo nothing)"
+                )
         else:
             versions = self.applied_migrations()
             if len(versions) > 1:

@@ -22,6 +22,7 @@ import pytest
 
 from actions.base import PlanningError, StepContext, spec_of
 from actions.database import DatabaseParams, DatabaseTarget, VerificationQuery
+from actions.database.names import pitr_ref
 from actions.database.params import DatabaseConnection, PgBackRest, WalArchive
 from actions.database.pitr import RestoreToTime, exact
 from tests.fakes.pg import run_step
@@ -249,3 +250,82 @@ def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(
     assert "pgbackrest --stanza=rbt restore --type=time" in plan.stage[0].describe()
     assert history.ids(history.db) == [0, 1]
     assert history.ids(results[2].data["aside"]) == [0, 1, 2, 3]
+
+
+@pytest.fixture
+def migrated(archived_cluster: ArchivedCluster) -> Iterator[History]:
+    """Migration 001 and row 0, a base backup, row 1, migration 002 (a column and its
+    schema_migrations row in one transaction), row 2 using the new column; all archived.
+    `writes` holds the commit times of row 1, migration 002 and row 2."""
+    cluster, db = archived_cluster, unique_name()
+    cluster.execute("postgres", f'CREATE DATABASE "{db}"')
+    cluster.execute(
+        db,
+        "CREATE TABLE schema_migrations (version text PRIMARY KEY);"
+        "INSERT INTO schema_migrations VALUES ('001');"
+        "CREATE TABLE events (id int PRIMARY KEY, note text);"
+        "INSERT INTO events VALUES (0, 'before the backup')",
+    )
+    cluster.switch_wal()
+    cluster.base_backup()
+    writes = [cluster.write(db, "INSERT INTO events VALUES (1, 'healthy')")]
+    time.sleep(1.2)
+    writes.append(
+        cluster.write(
+            db,
+            "ALTER TABLE events ADD COLUMN channel text NOT NULL DEFAULT 'web';"
+            "INSERT INTO schema_migrations VALUES ('002')",
+        )
+    )
+    time.sleep(1.2)
+    writes.append(cluster.write(db, "INSERT INTO events VALUES (2, 'after', 'voice')"))
+    cluster.switch_wal()
+    yield History(cluster, db, writes)
+
+
+def test_the_default_point_is_just_before_the_newest_migration_and_says_so(
+    migrated: History,
+) -> None:
+    applied = migrated.writes[1]
+    tgt = DatabaseTarget(migrated.params())
+
+    points = tgt.points()
+    default = tgt.default_ref()
+    plan = tgt.plan(None)
+    memory: dict[str, Any] = {}
+    for step in [*plan.stage, *plan.rollback, *plan.verify]:
+        run_step(step, memory, timeout=120)
+
+    source = f"point in time (WAL archive {migrated.cluster.archive})"
+    assert points[0].label.startswith(
+        f"just before migration 002 was applied at {applied:%Y-%m-%d %H:%M:%S} UTC · {source}"
+    )
+    assert points[0].ref == default == pitr_ref(applied - timedelta(microseconds=1))
+    assert not points[0].avoid
+    assert points[1].label.startswith(source)
+    assert points[1].avoid.startswith("the last archived commit: recovering there undoes nothing")
+    assert migrated.ids(migrated.db) == [0, 1]
+    with migrated.cluster.connect(migrated.db) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        columns = [r[0] for r in conn.execute("SELECT * FROM events LIMIT 0").description or []]
+    assert versions == ["001"]
+    assert columns == ["id", "note"]
+
+
+def test_without_a_known_change_there_is_no_default_until_a_healthy_time_is_given(
+    history: History,
+) -> None:
+    tgt = DatabaseTarget(history.params())
+    healthy = history.writes[1]
+
+    [point] = tgt.points()
+    with pytest.raises(PlanningError, match="no default point in time") as refused:
+        tgt.default_ref()
+    told = DatabaseTarget(history.params(), healthy_at=healthy)
+
+    assert "no migration table" in point.avoid
+    assert "choose the time just before the change" in str(refused.value)
+    assert told.default_ref() == pitr_ref(healthy)
+    assert told.points()[0].label.startswith(
+        f"last known healthy at {healthy:%Y-%m-%d %H:%M:%S} UTC · point in time"
+    )
