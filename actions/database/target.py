@@ -28,7 +28,7 @@ import psycopg
 
 from actions.base import Action, Check, Finding, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
-from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window
+from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window, readers
 from actions.database.evidence import database_evidence
 from actions.database.migration_plans import MigrationPlanner
 from actions.database.migrations import (
@@ -76,6 +76,7 @@ from actions.database.rds import (
     RDS_ID_MAX,
     RdsRestoreToTime,
     RdsSwap,
+    describe_cluster,
     rds_client,
     rds_errors,
     rds_stamp,
@@ -560,9 +561,12 @@ class DatabaseTarget:
         self._inside_window(moment)
         cluster = f"{rds.cluster_id}-pitr-{rds_stamp(moment)}"
         writer = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
-        longest = max(f"{rds.cluster_id}-pre-rollback-{rds_stamp(moment)}", writer, key=len)
+        with rds_errors(f"reading Aurora cluster {rds.cluster_id}", planning=True):
+            live = describe_cluster(rds_client(rds.aws), rds.cluster_id) or {}
+        names = [f"{r}-pitr-{rds_stamp(moment)}" for r in readers(live, rds.instance_id)]
+        longest = max(f"{rds.cluster_id}-pre-rollback-{rds_stamp(moment)}", writer, *names, key=len)
         if len(longest) > RDS_ID_MAX:
-            raise PlanningError(f"RDS identifiers derived from {rds.cluster_id} would be too long")
+            raise PlanningError(f"RDS identifier {longest} would be longer than {RDS_ID_MAX}")
         timeout = self.params.restore_timeout
         rollback: list[Action] = [AuroraRestoreToTime(rds, cluster, writer, moment, timeout)]
         if rds.verify:
@@ -574,7 +578,8 @@ class DatabaseTarget:
             rollback=rollback,
             notes=[
                 f"Aurora cluster {rds.cluster_id} restored to {iso(moment)} as {cluster}, "
-                f"writer {writer}; changes after {iso(moment)} are not in it",
+                f"writer {writer}, readers {', '.join(names) or 'none'}; changes after "
+                f"{iso(moment)} are not in it",
                 f"The current cluster is kept, renamed {rds.cluster_id}-pre-rollback-<time>",
             ],
         )
