@@ -381,6 +381,48 @@ class ScratchInstance:
         return self.root / "data"
 
     @property
+    def tablespaces(self) -> Path:
+        """Where the scratch instance's tablespaces live: never where the backup's links point."""
+        return self.root / "tablespaces"
+
+    def relocate_tablespaces(self, *, timeout: float) -> list[str]:
+        """Copy each tablespace of the copied base backup under the scratch root; relink.
+
+        A plain-format base backup keeps its tablespaces outside itself: `pg_tblspc/<oid>`
+        links to the directory pg_basebackup wrote them to (their original place, or where
+        --tablespace-mapping said), and a low-level backup's `tablespace_map` names those
+        directories, from which PostgreSQL recreates the links at start-up
+        (src/backend/access/transam/xlogrecovery.c, read_tablespace_map). Started as copied,
+        the scratch instance would replay WAL into the base backup's own tablespace copy or
+        the live server's tablespace.
+        """
+        moved = []
+        links = self.data / "pg_tblspc"
+        for link in sorted(links.iterdir()) if links.is_dir() else ():
+            if link.is_symlink():
+                new = self._copy_tablespace(link.name, Path(os.readlink(link)), timeout)
+                link.unlink()
+                link.symlink_to(new)
+                moved.append(f"tablespace {link.name}: {link.readlink()}")
+        mapping = self.data / "tablespace_map"
+        if mapping.is_file():
+            lines = []
+            for line in mapping.read_text().splitlines():
+                oid, _, path = line.partition(" ")
+                lines.append(f"{oid} {self._copy_tablespace(oid, Path(path), timeout)}")
+            mapping.write_text("".join(f"{line}\n" for line in lines))
+        return moved
+
+    def _copy_tablespace(self, oid: str, source: Path, timeout: float) -> Path:
+        target = self.tablespaces / oid
+        self.tablespaces.mkdir(mode=0o700, exist_ok=True)
+        self._give(self.settings, self.tablespaces)
+        run = self.run(["cp", "-a", str(source), str(target)], timeout=timeout)
+        if run.returncode != 0:
+            raise PermanentError(f"copying tablespace {oid} from {source} failed:\n{run.tail()}")
+        return target
+
+    @property
     def log(self) -> Path:
         """The scratch server's log file."""
         return self.root / "server.log"
@@ -530,11 +572,13 @@ class RestoreToTime:
         if isinstance(self.source, PgBackRest):
             return (
                 f"pgbackrest --stanza={self.source.stanza} restore --type=time "
-                f"--target='{exact(self.moment)}' --target-action=promote"
+                f"--target='{exact(self.moment)}' --target-action=promote "
+                "--tablespace-map-all=<scratch>/tablespaces"
                 f"{'' if self.inclusive else ' --target-exclusive'}"
             )
         return (
-            f"copy base backup {self.base} and replay WAL from {self.source.wal_archive} "
+            f"copy base backup {self.base} (and its tablespaces, into the scratch directory) "
+            f"and replay WAL from {self.source.wal_archive} "
             "(restore_command cp)"
         )
 
@@ -618,6 +662,9 @@ class RestoreToTime:
             argv = [
                 *pgbackrest_args(self.source),
                 f"--pg1-path={instance.data}",
+                # pgBackRest restores tablespaces to their original places unless told
+                # (`pgbackrest help restore tablespace-map-all`): those are the live server's.
+                f"--tablespace-map-all={instance.tablespaces}",
                 "--type=time",
                 f"--target={exact(self.moment)}",
                 "--target-action=promote",
@@ -635,6 +682,8 @@ class RestoreToTime:
         run = instance.run(["cp", "-a", str(base), str(instance.data)], timeout=ctx.remaining())
         if run.returncode != 0:
             raise PermanentError(f"copying base backup {base} failed:\n{run.tail()}")
+        for line in instance.relocate_tablespaces(timeout=ctx.remaining()):
+            ctx.emit(line)
         wal = Path(self.source.wal_archive)
         instance.configure(
             self.moment, inclusive=self.inclusive, restore_command=f'cp "{wal}/%f" "%p"'

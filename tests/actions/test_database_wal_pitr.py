@@ -29,6 +29,7 @@ from tests.fakes.pg import run_step
 from tests.fakes.pgcluster import (
     ArchivedCluster,
     archived_cluster,
+    give_to_postgres,
     pgbackrest_cluster,
     unique_name,
 )
@@ -329,3 +330,93 @@ def test_without_a_known_change_there_is_no_default_until_a_healthy_time_is_give
     assert told.points()[0].label.startswith(
         f"last known healthy at {healthy:%Y-%m-%d %H:%M:%S} UTC · point in time"
     )
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Read every file under a directory, by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def in_tablespace(archived_cluster: ArchivedCluster) -> Iterator[History]:
+    """A database in a tablespace of its own: row 0, a base backup (the tablespace mapped into
+    the backup's own directory), rows 1, 2, 3 about 1.2 s apart; all archived."""
+    cluster, db = archived_cluster, unique_name()
+    location = cluster.root / "tablespace"
+    location.mkdir()
+    give_to_postgres(location)
+    cluster.execute("postgres", f"CREATE TABLESPACE rbt_space LOCATION '{location}'")
+    cluster.execute("postgres", f'CREATE DATABASE "{db}" TABLESPACE rbt_space')
+    cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
+    cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
+    cluster.switch_wal()
+    cluster.base_backup()
+    time.sleep(1.2)
+    writes = []
+    for i in (1, 2, 3):
+        writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
+        time.sleep(1.2)
+    cluster.switch_wal()
+    yield History(cluster, db, writes)
+
+
+def test_recovery_of_a_database_in_its_own_tablespace_leaves_the_backups_copy_untouched(
+    in_tablespace: History,
+) -> None:
+    history = in_tablespace
+    backup_space = history.cluster.base / "1_rbt_space"
+    before = files(backup_space)
+    moment = between(history.writes[0], history.writes[1])
+    plan = DatabaseTarget(history.params()).plan(f"pitr:{moment.isoformat()}")
+    memory: dict[str, Any] = {}
+
+    lines: list[str] = []
+    restored = plan.stage[0].run(
+        StepContext.for_test(timeout=120, memory=memory, emit=lines.append)
+    )
+
+    assert before and files(backup_space) == before
+    assert any(line.startswith("tablespace ") for line in lines)
+    assert history.ids(f"{history.db}_recovery") == [0, 1]
+    assert history.ids(history.db) == [0, 1, 2, 3]
+    assert "recovery stopping before commit" in restored.data["stopped"]
+    with history.cluster.connect() as conn:
+        space = conn.execute(
+            "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t"
+            " ON t.oid = d.dattablespace WHERE d.datname = %s",
+            (f"{history.db}_recovery",),
+        ).fetchone()
+    assert space == ("rbt_space",)
+
+
+def test_pgbackrest_recovery_of_a_database_in_its_own_tablespace_restores_it_aside(
+    pgbackrest_cluster: ArchivedCluster,
+) -> None:
+    cluster, db = pgbackrest_cluster, unique_name()
+    location = cluster.root / "tablespace"
+    location.mkdir()
+    give_to_postgres(location)
+    cluster.execute("postgres", f"CREATE TABLESPACE rbt_space LOCATION '{location}'")
+    cluster.execute("postgres", f'CREATE DATABASE "{db}" TABLESPACE rbt_space')
+    cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
+    cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
+    cluster.pgbackrest_backup()
+    time.sleep(1.2)
+    first = cluster.write(db, "INSERT INTO events VALUES (1, 'write 1')")
+    time.sleep(1.2)
+    second = cluster.write(db, "INSERT INTO events VALUES (2, 'write 2')")
+    cluster.switch_wal()
+    history = History(cluster, db, [first, second])
+    params = history.params().model_copy(
+        update={
+            "archive": None,
+            "pgbackrest": PgBackRest(stanza=cluster.stanza, config=str(cluster.pgbackrest_config)),
+        }
+    )
+    restore = DatabaseTarget(params).plan(f"pitr:{between(first, second).isoformat()}").stage[0]
+
+    run_step(restore, {}, timeout=120)
+
+    assert "--tablespace-map-all=<scratch>/tablespaces" in restore.describe()
+    assert history.ids(f"{db}_recovery") == [0, 1]
+    assert history.ids(db) == [0, 1, 2]

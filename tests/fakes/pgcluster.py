@@ -191,9 +191,17 @@ class ArchivedCluster:
         """Take a plain-format base backup into base/<n>."""
         self.backups += 1
         target = self.base / str(self.backups)
+        with self.connect() as conn:
+            spaces = conn.execute(
+                "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace"
+                " WHERE spcname NOT IN ('pg_default', 'pg_global')"
+            ).fetchall()
+        # a tablespace is written where it is unless mapped, and its place is not empty
+        mapping = [f"--tablespace-mapping={path}={target}_{name}" for name, path in spaces]
         as_postgres(
             [
                 str(self.bin / "pg_basebackup"),
+                *mapping,
                 "-h",
                 "127.0.0.1",
                 "-p",
