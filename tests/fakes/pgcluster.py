@@ -91,7 +91,7 @@ class ArchivedCluster:
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.root}'",
-            "wal_level": "replica",
+            "wal_level": "logical",
             "archive_mode": "on",
             "archive_command": self._archive_command(),
             "track_commit_timestamp": "on",
