@@ -281,6 +281,8 @@ class KnownGood:
     moment: datetime
     label: str
     """`just before migration 002 was applied at 2026-12-07 10:04:21 UTC`."""
+    later: str = ""
+    """What a later point has in it: `after migration 002 was applied at ...`."""
 
 
 TIME_COLUMNS = ("applied_at", "installed_on", "executed_at", "inserted_at", "created_at")
@@ -336,10 +338,8 @@ def newest_migration(pg: psycopg.Connection[Any], found: Detected) -> KnownGood 
     if row is None or row[1] is None:
         return None
     at = row[1].astimezone(UTC)
-    return KnownGood(
-        at - timedelta(microseconds=1),
-        f"just before migration {row[0]} was applied at {at:%Y-%m-%d %H:%M:%S} UTC",
-    )
+    said = f"migration {row[0]} was applied at {at:%Y-%m-%d %H:%M:%S} UTC"
+    return KnownGood(at - timedelta(microseconds=1), f"just before {said}", f"after {said}")
 
 
 # -- the scratch instance

@@ -13,6 +13,7 @@
   yet): the later of "just before the newest migration was applied" (`pitr.newest_migration`)
   and the last known healthy time the bot passes in (`healthy_at`), inside the window; the
   point's label says which. When neither is known there is no default: a person chooses.
+  Likewise a dump taken after that time is never the default while an older one exists.
 - A user-typed backup path must lie inside the configured backups directory; on resume,
   `restore(name, spec)` checks stored paths against the configured directories too.
 """
@@ -170,14 +171,34 @@ class DatabaseTarget:
         return [point for method in self.params.methods for point in listers[method]()]
 
     def _backup_points(self) -> list[RollbackPoint]:
-        now = self.now()
-        avoid = "the bot's own pre-rollback backup: the state a rollback moved away from"
+        """Every dump, newest first. Never the default: the bot's own pre-rollback dumps, and
+        dumps taken after the change (the newest migration, or the last known healthy time)
+        when a dump from before it exists: restoring them keeps the change."""
+        now, backups = self.now(), self.backups()
+        good = self._before_change(backups)
+        own = "the bot's own pre-rollback backup: the state a rollback moved away from"
         return [
             RollbackPoint(
-                f"backup:{b.path}", b.label(now), b.taken_at, avoid=avoid if b.pre_rollback else ""
+                f"backup:{b.path}",
+                b.label(now),
+                b.taken_at,
+                avoid=own
+                if b.pre_rollback
+                else f"taken {good.later}: it has the change in it"
+                if good is not None and b.taken_at > good.moment
+                else "",
             )
-            for b in self.backups()
+            for b in backups
         ]
+
+    def _before_change(self, backups: list[Backup]) -> KnownGood | None:
+        """The latest known-good time, when some regular dump was taken before it."""
+        found, _ = self._known_goods()
+        good = max(found, key=lambda g: g.moment, default=None)
+        regular = [b for b in backups if not b.pre_rollback]
+        if good is None or not any(b.taken_at <= good.moment for b in regular):
+            return None
+        return good
 
     def _pitr_points(self) -> list[RollbackPoint]:
         """The time just before the change (the default), then the rest of the window.
@@ -203,9 +224,18 @@ class DatabaseTarget:
         return [RollbackPoint(pitr_ref(good.moment), f"{good.label} · {span}", good.moment), last]
 
     def _known_good(self, window: tuple[datetime, datetime]) -> tuple[KnownGood | None, str]:
-        """The latest time the database is known to have been good at inside the window:
-        just before the newest migration, or the last known healthy time the bot passed in;
+        """The latest time the database is known to have been good at inside the window,
         else None and why none is known."""
+        found, why = self._known_goods()
+        inside = [g for g in found if window[0] <= g.moment <= window[1]]
+        if not inside:
+            outside = ", ".join(g.label for g in found)
+            return None, (f"{outside}: outside the window" if found else why)
+        return max(inside, key=lambda g: g.moment), ""
+
+    def _known_goods(self) -> tuple[list[KnownGood], str]:
+        """Just before the newest migration, and the last known healthy time the bot passed
+        in; with why the first is missing."""
         found: list[KnownGood] = []
         why = "no migration table records when it was applied"
         try:
@@ -217,12 +247,11 @@ class DatabaseTarget:
             why = f"the migration table could not be read: {first_line(error)}"
         if self.healthy_at is not None:
             at = self.healthy_at.astimezone(UTC)
-            found.append(KnownGood(at, f"last known healthy at {at:%Y-%m-%d %H:%M:%S} UTC"))
-        inside = [g for g in found if window[0] <= g.moment <= window[1]]
-        if not inside:
-            outside = ", ".join(g.label for g in found)
-            return None, (f"{outside}: outside the window" if found else why)
-        return max(inside, key=lambda g: g.moment), ""
+            said = f"{at:%Y-%m-%d %H:%M:%S} UTC"
+            found.append(
+                KnownGood(at, f"last known healthy at {said}", f"after the last healthy {said}")
+            )
+        return found, why
 
     def _migration_points(self) -> list[RollbackPoint]:
         planner = MigrationPlanner(self.params)
@@ -244,9 +273,15 @@ class DatabaseTarget:
         """Return the default point of the first allowed method."""
         method = self.params.methods[0]
         if method == "backup":
-            regular = [b for b in self.backups() if not b.pre_rollback] or self.backups()
-            if regular:
-                return f"backup:{regular[0].path}"
+            backups = self.backups()
+            good = self._before_change(backups)
+            regular = [
+                b
+                for b in backups
+                if not b.pre_rollback and (good is None or b.taken_at <= good.moment)
+            ]
+            if regular or backups:
+                return f"backup:{(regular or backups)[0].path}"
         elif method == "pitr":
             window = self.pitr_window()
             if window:
