@@ -51,6 +51,7 @@ from actions.database.pgtools import (
     maintenance,
     on_database,
     pg_restore,
+    prepared_transactions,
     run_tool,
     step_errors,
     terminate_sessions,
@@ -368,6 +369,14 @@ class SwapDatabases:
                     f"database {self.recovery} was not made by the bot; nothing was renamed"
                 )
             same_shape(pg, live=live, recovery=self.recovery)
+            prepared = prepared_transactions(pg, [live, self.recovery])
+            if prepared:
+                raise PermanentError(
+                    f"prepared transaction(s) {'; '.join(prepared)}: a database cannot be "
+                    "renamed while one exists, and ending sessions does not end it; COMMIT "
+                    "PREPARED or ROLLBACK PREPARED it, then run the rollback again. Nothing was "
+                    "renamed"
+                )
             # A run killed while connections were refused left them refused; the copy of
             # extensions and default privileges below needs to connect to both.
             allow_connections(pg, live, True)

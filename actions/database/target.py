@@ -62,6 +62,7 @@ from actions.database.pgtools import (
     missing_roles,
     on_database,
     planning_errors,
+    prepared_transactions,
 )
 from actions.database.pitr import (
     KnownGood,
@@ -398,6 +399,7 @@ class DatabaseTarget:
             *checks,
             self.estimate(path.stat().st_size),
             self._recovery_check(),
+            self._prepared_check(),
             self._roles_check(info),
         ]
 
@@ -411,7 +413,12 @@ class DatabaseTarget:
         loss = describe_loss(
             moment, inclusive=self.params.recovery_target_inclusive, db=self.dbname
         )
-        return [inside, Check("data-loss window", True, loss), self._recovery_check()]
+        return [
+            inside,
+            Check("data-loss window", True, loss),
+            self._recovery_check(),
+            self._prepared_check(),
+        ]
 
     def _dump_checks(self, moment: datetime) -> list[Check]:
         earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
@@ -425,6 +432,22 @@ class DatabaseTarget:
             f"restore the dump of {iso(backup.taken_at)}, {gap} before the time you asked",
         )
         return [chosen, *self._backup_checks(backup.path)]
+
+    def _prepared_check(self) -> Check:
+        """A prepared transaction on the live database makes the swap's rename fail."""
+        with (
+            planning_errors("looking for prepared transactions"),
+            connect(maintenance(self.params.connection)) as pg,
+        ):
+            found = prepared_transactions(pg, [self.dbname])
+        if not found:
+            return Check("no prepared transaction holds the database", True, self.dbname)
+        return Check(
+            "no prepared transaction holds the database",
+            False,
+            f"{'; '.join(found)}: the swap cannot rename {self.dbname} while it exists; a "
+            "person must COMMIT PREPARED or ROLLBACK PREPARED it",
+        )
 
     def _recovery_check(self) -> Check:
         recovery = f"{self.dbname}_recovery"

@@ -20,8 +20,14 @@ from typing import Any
 
 import pytest
 
-from actions.base import PlanningError, StepContext, spec_of
-from actions.database import DatabaseParams, DatabaseTarget, VerificationQuery
+from actions.base import Level, PermanentError, PlanningError, StepContext, spec_of
+from actions.database import (
+    RECOVERY_MARKER,
+    DatabaseParams,
+    DatabaseTarget,
+    SwapDatabases,
+    VerificationQuery,
+)
 from actions.database.names import pitr_ref
 from actions.database.params import DatabaseConnection, PgBackRest, WalArchive
 from actions.database.pitr import RestoreToTime, exact
@@ -420,3 +426,33 @@ def test_pgbackrest_recovery_of_a_database_in_its_own_tablespace_restores_it_asi
     assert "--tablespace-map-all=<scratch>/tablespaces" in restore.describe()
     assert history.ids(f"{db}_recovery") == [0, 1]
     assert history.ids(db) == [0, 1, 2]
+
+
+def test_a_prepared_transaction_blocks_before_approval_and_the_swap_renames_nothing(
+    history: History,
+) -> None:
+    with history.cluster.connect(history.db) as conn:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO events VALUES (9, 'prepared, never committed')")
+        conn.execute("PREPARE TRANSACTION 'rbt_gid'")
+    recovery = f"{history.db}_recovery"
+    history.cluster.execute("postgres", f'CREATE DATABASE "{recovery}" TEMPLATE template0')
+    history.cluster.execute(
+        "postgres", f"COMMENT ON DATABASE \"{recovery}\" IS '{RECOVERY_MARKER}'"
+    )
+    tgt = DatabaseTarget(history.params())
+    ref = f"pitr:{between(history.writes[0], history.writes[1]).isoformat()}"
+    swap = SwapDatabases(history.params().connection, recovery, 20.0)
+
+    [check] = [c for c in tgt.checks(ref) if c.name == "no prepared transaction holds the database"]
+    findings = tgt.evidence(ref)
+    with pytest.raises(PermanentError, match="Nothing was renamed") as refused:
+        swap.run(StepContext.for_test(timeout=20.0))
+
+    assert not check.ok and f"'rbt_gid' on {history.db} by postgres" in check.detail
+    assert any(f.level == Level.BLOCKED and "rbt_gid" in f.text for f in findings)
+    assert "'rbt_gid'" in str(refused.value)
+    with history.cluster.connect() as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")}
+    history.cluster.execute(history.db, "ROLLBACK PREPARED 'rbt_gid'")
+    assert {history.db, recovery} <= names

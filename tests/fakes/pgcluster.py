@@ -95,6 +95,7 @@ class ArchivedCluster:
             "archive_mode": "on",
             "archive_command": self._archive_command(),
             "track_commit_timestamp": "on",
+            "max_prepared_transactions": "4",
             "max_wal_senders": "4",
             "fsync": "off",
             "timezone": "'UTC'",
