@@ -546,3 +546,30 @@ def test_aurora_steps_are_rebuilt_from_their_specs(
     for step in plan.rollback:
         again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
         assert (again.name, again.describe()) == (step.name, step.describe())
+
+
+def test_an_aurora_reader_whose_restored_name_would_be_too_long_is_refused_before_approval(
+    aws: AwsConnection, aurora: dict[str, str]
+) -> None:
+    rds_api = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    long_reader = f"{aurora['cluster']}-reader-in-the-second-zone-xyz"
+    rds_api.create_db_instance(
+        DBInstanceIdentifier=long_reader,
+        DBClusterIdentifier=aurora["cluster"],
+        DBInstanceClass="db.r6g.large",
+        Engine="aurora-postgresql",
+    )
+    rds = RdsInstance(
+        instance_id=aurora["writer"], cluster_id=aurora["cluster"], aws=aws, poll_interval=0.05
+    )
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    tgt = DatabaseTarget(params, now=lambda: SWAP_TIME)
+    moment = inside_window(tgt)
+
+    with pytest.raises(PlanningError, match=f"RDS identifier {long_reader}-pitr-") as refused:
+        tgt.plan(pitr_ref(moment))
+
+    assert len(f"{long_reader}-pitr-{rds_stamp(moment)}") > 63
+    assert "would be longer than 63" in str(refused.value)
