@@ -323,7 +323,16 @@ def newest_migration(pg: psycopg.Connection[Any], found: Detected) -> KnownGood 
     version = "version_num" if found.tool == "alembic" else "version"
     where: sql.Composable = sql.SQL("WHERE version IS NOT NULL")
     if found.tool == "flyway":
-        where += sql.SQL(" AND success AND type NOT IN ('UNDO_SQL', 'UNDO_JDBC', 'DELETE')")
+        # the version's latest row (by installed_rank), applied: an undone version is not
+        where += sql.SQL(
+            " AND success AND type NOT IN ('UNDO_SQL', 'UNDO_JDBC', 'DELETE') AND NOT EXISTS"
+            " (SELECT 1 FROM {} later WHERE later.version = {}.version"
+            " AND later.installed_rank > {}.installed_rank)"
+        ).format(
+            table_identifier(found.table),
+            sql.Identifier(name),
+            sql.Identifier(name),
+        )
     earliest = (
         times[0] if len(times) == 1 else sql.SQL("least({})").format(sql.SQL(", ").join(times))
     )

@@ -240,7 +240,8 @@ class DatabaseTarget:
         found: list[KnownGood] = []
         why = "no migration table records when it was applied"
         try:
-            with connect(self.params.connection) as pg:
+            # best effort, read each time the points are listed: a short connect timeout
+            with connect(self.params.connection, timeout=3.0) as pg:
                 migration = newest_migration(pg, detect(pg, self.params.migrations_table))
             if migration is not None:
                 found.append(migration)

@@ -456,3 +456,35 @@ def test_a_prepared_transaction_blocks_before_approval_and_the_swap_renames_noth
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")}
     history.cluster.execute(history.db, "ROLLBACK PREPARED 'rbt_gid'")
     assert {history.db, recovery} <= names
+
+
+def test_flyway_the_default_is_just_before_the_newest_version_still_applied(
+    archived_cluster: ArchivedCluster,
+) -> None:
+    cluster, db = archived_cluster, unique_name()
+    cluster.execute("postgres", f'CREATE DATABASE "{db}"')
+    cluster.execute(
+        db,
+        "CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version text,"
+        " description text, type text, script text, checksum int, installed_by text,"
+        " installed_on timestamp NOT NULL DEFAULT now(), execution_time int, success boolean)",
+    )
+    row = (
+        "INSERT INTO flyway_schema_history VALUES ({}, '{}', 'x', '{}', 'x', 0, 'f', now(), 1,"
+        " true)"
+    )
+    cluster.execute(db, row.format(1, "1", "SQL"))
+    cluster.switch_wal()
+    cluster.base_backup()
+    applied = cluster.write(db, row.format(2, "2", "SQL"))
+    cluster.write(db, row.format(3, "3", "SQL"))
+    cluster.write(db, row.format(4, "3", "UNDO_SQL"))
+    cluster.switch_wal()
+    tgt = DatabaseTarget(History(cluster, db, []).params())
+
+    points = tgt.points()
+
+    assert points[0].ref == pitr_ref(applied - timedelta(microseconds=1))
+    assert points[0].label.startswith(
+        f"just before migration 2 was applied at {applied:%Y-%m-%d %H:%M:%S} UTC · "
+    )
