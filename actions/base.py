@@ -39,7 +39,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 import pydantic
 
@@ -279,19 +279,21 @@ SPEC = "spec"
 """The key of a field's metadata that says how its spec keeps it (see `given`, `sparse`)."""
 
 
-def fixed(value: Any) -> Any:
+def fixed(value: Any, *, init: Literal[False] = False) -> Any:
     """A value of the class, not of one step: `name`, `idempotent` (never stored, never set)."""
-    return field(default=value, init=False)
+    return field(default=value, init=init)
 
 
-def given(**options: Any) -> Any:
+def given(*, default: Any = dataclasses.MISSING, kw_only: bool = True) -> Any:
     """A field the spec leaves out: its target gives it again on rebuild (a client, the
     target's config or timings), or its default holds. Not compared: two steps are equal
     when they store the same spec."""
-    return field(repr=False, compare=False, metadata={SPEC: "given"}, **options)
+    return field(
+        default=default, repr=False, compare=False, kw_only=kw_only, metadata={SPEC: "given"}
+    )
 
 
-def sparse(default: Any) -> Any:
+def sparse(*, default: Any) -> Any:
     """A field the spec keeps only when it is not empty (specs stored before it existed)."""
     return field(default=default, metadata={SPEC: "sparse"})
 
@@ -331,8 +333,9 @@ def _given(step: type[Step]) -> frozenset[str]:
     return frozenset(f.name for f in fields if f.metadata.get(SPEC) == "given")
 
 
+@typing.dataclass_transform(kw_only_default=True, field_specifiers=(field, fixed, given, sparse))
 class Step(abc.ABC):
-    """The base of a dataclass action whose fields are its spec.
+    """The base of an action whose fields are its spec: each subclass is a dataclass.
 
     Every action declares, in this order: `name` and `idempotent` (`fixed`), `timeout`,
     the fields its target gives (`given`), the fields it stores; then `describe()`,
@@ -344,6 +347,10 @@ class Step(abc.ABC):
     name: str
     idempotent: bool
     timeout: float
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True)(cls)
 
     def spec(self) -> dict[str, Any]:
         """The JSON that rebuilds this exact step (no secrets, no clients)."""
@@ -384,7 +391,7 @@ class Step(abc.ABC):
                     f"the stored spec of {cls.name} cannot be read: it lacks {kept.name}; "
                     "plan the rollback again"
                 )
-        return cls(**values)  # type: ignore[call-arg]  # a dataclass: its fields
+        return cls(**values)
 
 
 def rebuild_step(

@@ -9,7 +9,6 @@ cannot is a risky finding naming the permission, never a surprise after the roll
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -33,7 +32,6 @@ def image_pairs(bad: tuple[str, ...], good: tuple[str, ...]) -> list[tuple[Image
     return pairs
 
 
-@dataclass(kw_only=True)
 class ProposeGitChange(Step):
     """Push the change that makes Git name the images production was rolled back to."""
 

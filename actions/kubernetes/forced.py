@@ -25,8 +25,6 @@ and a pod that is not ready counts as disrupted already.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kubernetes.client import AppsV1Api, CoreV1Api, V1Pod, V1StatefulSet
 from kubernetes.client.exceptions import ApiException
 
@@ -84,7 +82,6 @@ def stuck_pods(
     ]
 
 
-@dataclass(kw_only=True)
 class ForcedRollback(Step):
     """Delete the pods a reverted OrderedReady StatefulSet leaves stuck on the bad revision."""
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1ObjectMeta
@@ -340,7 +339,6 @@ def resume_sync(
     return f"{RESOURCES[tool][2]} {name} in {namespace}: automatic sync resumed"
 
 
-@dataclass(kw_only=True)
 class SuspendSync(Step):
     """Suspend the automatic sync of the Argo CD or Flux object that deploys the workload."""
 
@@ -352,7 +350,7 @@ class SuspendSync(Step):
     namespace: str
     owner: str
     revert: str
-    children: tuple[str, ...] = sparse(())
+    children: tuple[str, ...] = sparse(default=())
     """For an ApplicationSet: the generated Applications it must leave suspended."""
 
     def describe(self) -> str:

@@ -277,7 +277,6 @@ def rollout_undo(apps: AppsV1Api, *, namespace: str, name: str, to_revision: int
     return _restore(apps, deployment, target, to_revision)
 
 
-@dataclass(kw_only=True)
 class RolloutUndo(Step):
     """Roll a Deployment back to one resolved revision, as `kubectl rollout undo --to-revision`."""
 

@@ -27,7 +27,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -158,7 +157,6 @@ def _follow(
     return True
 
 
-@dataclass(kw_only=True)
 class RolloutStatus(Step):
     """Wait for a Deployment's rollout to complete, as `kubectl rollout status`."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, MutableMapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import urllib3
@@ -163,7 +162,6 @@ def _api(apps: AppsV1Api) -> ApiClient:
     return apps.api_client
 
 
-@dataclass(kw_only=True)
 class StopWorkers(Step):
     """Pause the workers' KEDA autoscaling, scale them to 0 and wait until no pod is left."""
 
@@ -276,7 +274,6 @@ class StopWorkers(Step):
         )
 
 
-@dataclass(kw_only=True)
 class StartWorkers(Step):
     """Resume the workers' KEDA autoscaling, then scale them back to their recorded counts."""
 

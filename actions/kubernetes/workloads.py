@@ -285,7 +285,6 @@ def workload_verdict(kind: Kind, workload: Workload) -> tuple[str, bool]:
 # --- actions ---------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
 class WorkloadUndo(Step):
     """Roll a StatefulSet or DaemonSet back to one resolved ControllerRevision."""
 
@@ -341,7 +340,6 @@ class WorkloadUndo(Step):
         )
 
 
-@dataclass(kw_only=True)
 class WorkloadStatus(Step):
     """Wait for a StatefulSet's or DaemonSet's rollout, as `kubectl rollout status`."""
 

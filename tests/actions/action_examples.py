@@ -13,14 +13,17 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
+import actions.http as http
 from actions.base import Action
 from actions.configfiles.params import ConfigFilesParams
 from actions.configfiles.steps import BackupConfig, RestartApp, RestoreConfig
 from actions.configfiles.target import ConfigFilesTarget
 from actions.docker.params import DockerParams
+from actions.docker.swap import SwapContainer
 from actions.docker.target import DockerTarget
 from actions.git.params import GitSource
 from actions.git.step import ProposeGitChange
+from actions.http.params import CustomerEmail, Maintenance, StatusPage, Webhook
 from actions.kubernetes.forced import ForcedRollback
 from actions.kubernetes.gitops import SuspendSync
 from actions.kubernetes.params import KubernetesParams
@@ -33,6 +36,21 @@ from actions.loadbalancer.params import BlueGreenParams, Side
 from actions.loadbalancer.steps import RestoreTraffic, SwitchTraffic
 from actions.loadbalancer.target import BlueGreenTarget
 from actions.loadbalancer.traffic import Route
+from bot.config import CommunicationsPolicy, Environment
+from bot.execution.planner import environment_step
+
+
+class _EnvironmentSteps:
+    """The environment's steps (maintenance, health, communications), restored as the runner
+    restores them: by the planner, from the environment's config."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def restore(self, name: str, spec: dict[str, Any]) -> Action:
+        """Rebuild the environment step `name` from its stored spec."""
+        return environment_step(self.env, "prod", "api", name, spec)
+
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "action_specs.json"
 
@@ -82,6 +100,23 @@ def examples(root: Path) -> list[tuple[str, Any, Action]]:
         restart_command=["true"],
     )
     config = ConfigFilesTarget(config_params)
+    maintenance = Maintenance(url="http://app/admin/maintenance", token={"env": "ADMIN_TOKEN"})
+    comms = CommunicationsPolicy(
+        status_page=StatusPage(url="http://status/api"),
+        internal_webhook=Webhook(url="http://hooks/T0/B0/secret"),
+        customer_email=CustomerEmail(url="http://mail/send", to="customers@example.com"),
+    )
+    env = _EnvironmentSteps(
+        Environment(
+            incident_channel="C0123456789",
+            approvers={"users": ["U0123456789"]},
+            health_url="http://app/health",
+            maintenance=maintenance,
+            communications=comms,
+            targets={"web": docker.params},
+        )
+    )
+    assert comms.status_page and comms.internal_webhook and comms.customer_email
     return [
         (
             "kubernetes.rollout_undo",
@@ -185,25 +220,29 @@ def examples(root: Path) -> list[tuple[str, Any, Action]]:
         (
             "docker.swap_container",
             docker,
-            docker._swap(
+            SwapContainer(
                 container="web",
+                from_image="web",
                 from_image_id="sha256:" + "a" * 64,
                 to_image="app:v1",
                 to_image_id="sha256:" + "b" * 64,
                 auto_remove=False,
                 compose_service="",
+                **docker._given(),
             ),
         ),
         (
             "docker.swap_container (compose, pulled)",
             docker,
-            docker._swap(
+            SwapContainer(
                 container="web",
+                from_image="web",
                 from_image_id="sha256:" + "a" * 64,
                 to_image="app:v0",
                 to_image_id="",
                 auto_remove=True,
                 compose_service="shop/web",
+                **docker._given(),
             ),
         ),
         (
@@ -246,4 +285,33 @@ def examples(root: Path) -> list[tuple[str, Any, Action]]:
             RestoreConfig(params=config_params, backup="2026-01-02T03-04-05.tar.gz"),
         ),
         ("configfiles.restart", config, RestartApp(params=config_params)),
+        ("http.maintenance_on", env, http.SetMaintenance(maintenance, enabled=True, timeout=20.0)),
+        ("http.maintenance_off", env, http.SetMaintenance(maintenance, enabled=False)),
+        ("http.health", env, http.HealthCheck("http://app/health", timeout=120.0)),
+        (
+            "http.health (after the switch)",
+            env,
+            http.HealthCheck("http://app/health", expect_status=204, name="health_after"),
+        ),
+        (
+            "http.status_page",
+            env,
+            http.UpdateStatusPage(comms.status_page, status="operational", message="All good"),
+        ),
+        (
+            "http.webhook",
+            env,
+            http.NotifyWebhook(
+                comms.internal_webhook,
+                text="Rolled back api in prod",
+                fields={"Status": "System Operational", "Next Steps": "Root cause analysis"},
+                color="warning",
+                timeout=15.0,
+            ),
+        ),
+        (
+            "http.customer_email",
+            env,
+            http.SendCustomerEmail(comms.customer_email, subject="Restored", body="Sorry."),
+        ),
     ]
