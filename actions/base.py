@@ -277,6 +277,8 @@ def readable(name: str) -> str:
 
 SPEC = "spec"
 """The key of a field's metadata that says how its spec keeps it (see `given`, `sparse`)."""
+KEY = "spec-key"
+"""The key of a field's metadata that names its key in the spec (see `stored_as`)."""
 
 
 def fixed(value: Any, *, init: Literal[False] = False) -> Any:
@@ -298,11 +300,17 @@ def sparse(*, default: Any) -> Any:
     return field(default=default, metadata={SPEC: "sparse"})
 
 
+def stored_as(key: str, *, default: Any) -> Any:
+    """A field the spec keeps under another key (one that names a step field, like `name`)."""
+    return field(default=default, metadata={KEY: key})
+
+
 @dataclass(frozen=True)
 class _Stored:
     """How one field of a step goes into its spec and comes back."""
 
     name: str
+    key: str
     adapter: pydantic.TypeAdapter[Any]
     required: bool
     sparse: bool
@@ -318,6 +326,7 @@ def _stored(step: type[Step]) -> tuple[_Stored, ...]:
     _STORED[step] = tuple(
         _Stored(
             f.name,
+            f.metadata.get(KEY, f.name),
             pydantic.TypeAdapter(hints[f.name]),
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
             f.metadata.get(SPEC) == "sparse",
@@ -333,7 +342,9 @@ def _given(step: type[Step]) -> frozenset[str]:
     return frozenset(f.name for f in fields if f.metadata.get(SPEC) == "given")
 
 
-@typing.dataclass_transform(kw_only_default=True, field_specifiers=(field, fixed, given, sparse))
+@typing.dataclass_transform(
+    kw_only_default=True, field_specifiers=(field, fixed, given, sparse, stored_as)
+)
 class Step(abc.ABC):
     """The base of an action whose fields are its spec: each subclass is a dataclass.
 
@@ -358,7 +369,7 @@ class Step(abc.ABC):
         for kept in _stored(type(self)):
             value = getattr(self, kept.name)
             if not (kept.sparse and not value):
-                spec[kept.name] = kept.adapter.dump_python(value, mode="json")
+                spec[kept.key] = kept.adapter.dump_python(value, mode="json")
         return spec
 
     @abc.abstractmethod
@@ -378,17 +389,17 @@ class Step(abc.ABC):
         """The step `spec()` stored, with the `given` fields this step has (others ignored)."""
         values = {k: v for k, v in given.items() if k in _given(cls)}
         for kept in _stored(cls):
-            if kept.name in spec:
+            if kept.key in spec:
                 try:
-                    values[kept.name] = kept.adapter.validate_python(spec[kept.name])
+                    values[kept.name] = kept.adapter.validate_python(spec[kept.key])
                 except pydantic.ValidationError as exc:
                     raise PlanningError(
-                        f"the stored spec of {cls.name} cannot be read: {kept.name}: "
+                        f"the stored spec of {cls.name} cannot be read: {kept.key}: "
                         f"{exc.errors()[0]['msg']}; plan the rollback again"
                     ) from exc
             elif kept.required:
                 raise PlanningError(
-                    f"the stored spec of {cls.name} cannot be read: it lacks {kept.name}; "
+                    f"the stored spec of {cls.name} cannot be read: it lacks {kept.key}; "
                     "plan the rollback again"
                 )
         return cls(**values)

@@ -291,7 +291,7 @@ def examples(root: Path) -> list[tuple[str, Any, Action]]:
         (
             "http.health (after the switch)",
             env,
-            http.HealthCheck("http://app/health", expect_status=204, name="health_after"),
+            http.HealthCheck("http://app/health", expect_status=204, check="health_after"),
         ),
         (
             "http.status_page",
