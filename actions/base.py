@@ -19,7 +19,9 @@ After approval the stored plan is the contract. Each planned step is stored
 with its action's `spec()` (JSON parameters, never secrets or clients) and the
 config target it came from; on resume after a crash the runner rebuilds each
 step with that target's `restore(name, spec)` instead of planning again from a
-live system that the rollback itself has already changed. So an action's
+live system that the rollback itself has already changed. A `Step` writes its
+fields once: its spec is its dataclass fields dumped, its rebuild those fields
+validated back, with the parts its target gives (`given()`: clients, config). So an action's
 `run()` must tell "already done" (return a skipped StepResult saying so) from
 "not started" (do it) from "half done" (finish it, or raise PermanentError
 saying what a person must check), from the live system and `ctx.memory`.
@@ -29,12 +31,17 @@ Nothing in `actions` imports `bot` or Slack.
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import enum
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+import typing
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
+
+import pydantic
 
 from actions.clock import SYSTEM, Ticker
 
@@ -270,6 +277,146 @@ def readable(name: str) -> str:
     """`kubernetes.rollout_status` → `Rollout status`."""
     words = name.rsplit(".", 1)[-1].replace("_", " ").strip()
     return (words[:1].upper() + words[1:]) or name
+
+
+SPEC = "spec"
+"""The key of a field's metadata that says how its spec keeps it (see `given`, `sparse`)."""
+KEY = "spec-key"
+"""The key of a field's metadata that names its key in the spec (see `stored_as`)."""
+
+
+def fixed(value: Any, *, init: Literal[False] = False) -> Any:
+    """A value of the class, not of one step: `name`, `idempotent` (never stored, never set)."""
+    return field(default=value, init=init)
+
+
+def given(*, default: Any = dataclasses.MISSING, kw_only: bool = True) -> Any:
+    """A field the spec leaves out: its target gives it again on rebuild (a client, the
+    target's config or timings), or its default holds. Not compared: two steps are equal
+    when they store the same spec."""
+    return field(
+        default=default, repr=False, compare=False, kw_only=kw_only, metadata={SPEC: "given"}
+    )
+
+
+def sparse(*, default: Any) -> Any:
+    """A field the spec keeps only when it is not empty (specs stored before it existed)."""
+    return field(default=default, metadata={SPEC: "sparse"})
+
+
+def stored_as(key: str, *, default: Any) -> Any:
+    """A field the spec keeps under another key (one that names a step field, like `name`)."""
+    return field(default=default, metadata={KEY: key})
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """How one field of a step goes into its spec and comes back."""
+
+    name: str
+    key: str
+    adapter: pydantic.TypeAdapter[Any]
+    required: bool
+    sparse: bool
+
+
+_STORED: dict[type[Step], tuple[_Stored, ...]] = {}
+
+
+def _stored(step: type[Step]) -> tuple[_Stored, ...]:
+    if step in _STORED:
+        return _STORED[step]
+    hints = typing.get_type_hints(step)
+    _STORED[step] = tuple(
+        _Stored(
+            f.name,
+            f.metadata.get(KEY, f.name),
+            pydantic.TypeAdapter(hints[f.name]),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            f.metadata.get(SPEC) == "sparse",
+        )
+        for f in dataclasses.fields(step)  # type: ignore[arg-type]
+        if f.init and f.metadata.get(SPEC) != "given"
+    )
+    return _STORED[step]
+
+
+def _given(step: type[Step]) -> frozenset[str]:
+    fields = dataclasses.fields(step)  # type: ignore[arg-type]
+    return frozenset(f.name for f in fields if f.metadata.get(SPEC) == "given")
+
+
+@typing.dataclass_transform(
+    kw_only_default=True, field_specifiers=(field, fixed, given, sparse, stored_as)
+)
+class Step(abc.ABC):
+    """The base of an action whose fields are its spec: each subclass is a dataclass.
+
+    Every action declares, in this order: `name` and `idempotent` (`fixed`), `timeout`,
+    the fields its target gives (`given`), the fields it stores; then `describe()`,
+    `label()`, `run(ctx)`. `spec()` dumps the stored fields as JSON (tuples become lists,
+    models their JSON); `rebuild(spec, **given)` validates them back (pydantic's lax
+    mode: the JSON types come back as the declared ones).
+    """
+
+    name: str
+    idempotent: bool
+    timeout: float
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True)(cls)
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON that rebuilds this exact step (no secrets, no clients)."""
+        spec = {}
+        for kept in _stored(type(self)):
+            value = getattr(self, kept.name)
+            if not (kept.sparse and not value):
+                spec[kept.key] = kept.adapter.dump_python(value, mode="json")
+        return spec
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Say exactly what the step will do; shown before approval."""
+
+    def label(self) -> str:
+        """Words for people (the progress message): the table's, else the name's."""
+        return LABELS.get(self.name) or readable(self.name)
+
+    @abc.abstractmethod
+    def run(self, ctx: StepContext) -> StepResult:
+        """Do the step, or raise PermanentError / TemporaryError."""
+
+    @classmethod
+    def rebuild(cls, spec: Mapping[str, Any], **given: Any) -> Self:
+        """The step `spec()` stored, with the `given` fields this step has (others ignored)."""
+        values = {k: v for k, v in given.items() if k in _given(cls)}
+        for kept in _stored(cls):
+            if kept.key in spec:
+                try:
+                    values[kept.name] = kept.adapter.validate_python(spec[kept.key])
+                except pydantic.ValidationError as exc:
+                    raise PlanningError(
+                        f"the stored spec of {cls.name} cannot be read: {kept.key}: "
+                        f"{exc.errors()[0]['msg']}; plan the rollback again"
+                    ) from exc
+            elif kept.required:
+                raise PlanningError(
+                    f"the stored spec of {cls.name} cannot be read: it lacks {kept.key}; "
+                    "plan the rollback again"
+                )
+        return cls(**values)
+
+
+def rebuild_step(
+    steps: Iterable[type[Step]], where: str, name: str, spec: Mapping[str, Any], **given: Any
+) -> Action:
+    """Rebuild the step called `name`, one of `steps`, from its stored spec (`where`: whose)."""
+    for step in steps:
+        if step.name == name:
+            return step.rebuild(spec, **given)
+    raise PlanningError(f"{where} has no step {name!r}; plan the rollback again")
 
 
 def spec_of(action: Action) -> dict[str, Any]:

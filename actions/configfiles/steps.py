@@ -20,7 +20,6 @@ import tarfile
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,16 @@ from typing import Any
 import urllib3
 from kubernetes import client as kube
 
-from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
+from actions.base import (
+    ActionError,
+    PermanentError,
+    Step,
+    StepContext,
+    StepResult,
+    TemporaryError,
+    fixed,
+    given,
+)
 from actions.configfiles.archives import (
     dir_attrs,
     extract,
@@ -61,19 +69,14 @@ def restart_key(params: ConfigFilesParams) -> str:
     return f"configfiles.restarted:{params.directory}"
 
 
-@dataclass
-class BackupConfig:
+class BackupConfig(Step):
     """Archive the live configuration before the rollback changes it."""
 
-    params: ConfigFilesParams
+    name: str = fixed("configfiles.backup")
+    idempotent: bool = fixed(True)
+    timeout: float = given(default=120.0)
+    params: ConfigFilesParams = given(kw_only=False)
     restoring: str
-    name: str = "configfiles.backup"
-    idempotent: bool = True
-    timeout: float = 120.0
-
-    def spec(self) -> dict[str, Any]:
-        """Return the backup the rollback restores (named in the pre-rollback backup)."""
-        return {"restoring": self.restoring}
 
     def describe(self) -> str:
         """Say what is archived and where to."""
@@ -118,8 +121,7 @@ class BackupConfig:
         return members
 
 
-@dataclass
-class RestoreConfig:
+class RestoreConfig(Step):
     """Replace the live configuration with one backup, whole or not at all.
 
     The journal in `ctx.memory` (`restore_key`) is written once the archive is extracted
@@ -127,15 +129,11 @@ class RestoreConfig:
     so a resumed step finishes the swap instead of starting over.
     """
 
-    params: ConfigFilesParams
+    name: str = fixed("configfiles.restore")
+    idempotent: bool = fixed(True)
+    timeout: float = given(default=300.0)
+    params: ConfigFilesParams = given(kw_only=False)
     backup: str
-    name: str = "configfiles.restore"
-    idempotent: bool = True
-    timeout: float = 300.0
-
-    def spec(self) -> dict[str, Any]:
-        """Return the backup to restore."""
-        return {"backup": self.backup}
 
     def describe(self) -> str:
         """Name the archive and the directory it replaces."""
@@ -232,21 +230,16 @@ class RestoreConfig:
         }
 
 
-@dataclass
-class RestartApp:
+class RestartApp(Step):
     """Restart the application so it reads the restored configuration, then poll its health."""
 
-    params: ConfigFilesParams
-    name: str = "configfiles.restart"
-    idempotent: bool = True
-    timeout: float = 0.0
+    name: str = fixed("configfiles.restart")
+    idempotent: bool = fixed(True)
+    timeout: float = fixed(0.0)
+    params: ConfigFilesParams = given(kw_only=False)
 
     def __post_init__(self) -> None:
         self.timeout = self.params.restart_timeout + self.params.health_timeout
-
-    def spec(self) -> dict[str, Any]:
-        """Return nothing: the restart is all in the target's params."""
-        return {}
 
     def describe(self) -> str:
         """Name the restart command or Deployment and the health URL."""

@@ -25,6 +25,7 @@ from actions.base import (
     PlanningError,
     RollbackPoint,
     TargetPlan,
+    rebuild_step,
 )
 from actions.configfiles.archives import verify_archive
 from actions.configfiles.params import ConfigFilesParams
@@ -81,13 +82,8 @@ class ConfigFilesTarget:
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild a backup, restore or restart step from its stored spec."""
-        if name == BackupConfig.name:
-            return BackupConfig(self.params, restoring=str(spec["restoring"]))
-        if name == RestoreConfig.name:
-            return RestoreConfig(self.params, backup=str(spec["backup"]))
-        if name == RestartApp.name:
-            return RestartApp(self.params)
-        raise PlanningError(f"a config target has no step {name!r}")
+        steps = (BackupConfig, RestoreConfig, RestartApp)
+        return rebuild_step(steps, "a config target", name, spec, params=self.params)
 
     def _verify(self, name: str) -> int:
         store = backup_store(self.params)

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from actions.base import ActionError, PermanentError, StepContext, StepResult
+from actions.base import ActionError, PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.docker.auth import registry_auth
 from actions.docker.engine import DockerClient, EngineUnreachable, short_id
 from actions.docker.params import SWITCH_BACK_RESERVE
@@ -102,30 +102,33 @@ _ORDER_AUTO_REMOVE = ("retire", "create", "connect", "stop", "start")
 """With `--rm`, the new container holds the volumes before the old one stops and goes."""
 
 
-@dataclass
-class SwapContainer:
-    """Replace a container with one of another image, keeping its name and settings."""
+class SwapContainer(Step):
+    """Replace a container with one of another image, keeping its name and settings.
 
+    The spec keeps the plan's own facts; the connection and the timings are the
+    target's params, given again on rebuild.
+    """
+
+    name: str = fixed("docker.swap_container")
+    idempotent: bool = fixed(True)
+    timeout: float = given(default=240.0)
+    socket: str = given(default="/var/run/docker.sock")
+    api_version: str | None = given(default=None)
+    stop_timeout: int = given(default=10)
+    health_url: str | None = given(default=None)
+    settle: float = given(default=10.0)
+    health_timeout: float = given(default=120.0)
+    keep_retired: int = given(default=1)
     container: str
     from_image: str
     from_image_id: str
     to_image: str
     to_image_id: str = ""
     """Empty when the image was not on the host at planning time (it is pulled)."""
-    socket: str = "/var/run/docker.sock"
-    api_version: str | None = None
-    stop_timeout: int = 10
-    health_url: str | None = None
-    settle: float = 10.0
-    health_timeout: float = 120.0
-    keep_retired: int = 1
     auto_remove: bool = False
     """The old container runs with `--rm`: the engine removes it when it stops."""
     compose_service: str = ""
     """`project/service` when compose manages the container: no old container is kept."""
-    timeout: float = 240.0
-    name: str = "docker.swap_container"
-    idempotent: bool = True
 
     def describe(self) -> str:
         """Name the container, the image it runs and the image it will run."""
@@ -165,18 +168,6 @@ class SwapContainer:
                 "replica and might start it)"
             )
         return text
-
-    def spec(self) -> dict[str, Any]:
-        """The plan's own facts; connection and timing come from the target's params."""
-        return {
-            "container": self.container,
-            "from_image": self.from_image,
-            "from_image_id": self.from_image_id,
-            "to_image": self.to_image,
-            "to_image_id": self.to_image_id,
-            "auto_remove": self.auto_remove,
-            "compose_service": self.compose_service,
-        }
 
     def run(self, ctx: StepContext) -> StepResult:
         """Swap the container, resuming from what memory recorded."""

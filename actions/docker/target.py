@@ -50,6 +50,7 @@ from actions.base import (
     PlanningError,
     RollbackPoint,
     TargetPlan,
+    rebuild_step,
 )
 from actions.clock import ago, utcnow
 from actions.docker.auth import registry_of
@@ -386,67 +387,43 @@ class DockerTarget:
                     "not running; force to swap it anyway"
                 )
             wanted, image = self._target(client, container, ref)
-        swap = self._swap(
-            container=container["Config"]["Image"],
+        swap = SwapContainer(
+            container=self.params.container,
+            from_image=container["Config"]["Image"],
             from_image_id=container["Image"],
             to_image=wanted,
             to_image_id=image["Id"] if image else "",
             auto_remove=bool(container["HostConfig"].get("AutoRemove")),
             compose_service=_compose_service(container),
+            **self._given(),
         )
         where = "on the host" if image else f"pulled from {registry_of(wanted)} first"
         note = f"{self.params.container} runs {swap.from_image}; rolling back to {wanted} ({where})"
         return TargetPlan(rollback=[swap], notes=[note])
 
-    def _swap(
-        self,
-        *,
-        container: str,
-        from_image_id: str,
-        to_image: str,
-        to_image_id: str,
-        auto_remove: bool,
-        compose_service: str,
-    ) -> SwapContainer:
+    def _given(self) -> dict[str, Any]:
+        """What a swap takes from this target's params, never from its stored spec."""
         p = self.params
-        return SwapContainer(
-            container=p.container,
-            from_image=container,
-            from_image_id=from_image_id,
-            to_image=to_image,
-            to_image_id=to_image_id,
-            socket=p.socket,
-            api_version=p.api_version,
-            stop_timeout=p.stop_timeout,
-            health_url=p.health_url,
-            settle=p.settle,
-            health_timeout=p.health_timeout,
-            keep_retired=p.keep_retired,
-            auto_remove=auto_remove,
-            compose_service=compose_service,
-            timeout=p.swap_timeout,
-        )
+        return {
+            "socket": p.socket,
+            "api_version": p.api_version,
+            "stop_timeout": p.stop_timeout,
+            "health_url": p.health_url,
+            "settle": p.settle,
+            "health_timeout": p.health_timeout,
+            "keep_retired": p.keep_retired,
+            "timeout": p.swap_timeout,
+        }
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild the approved swap from its spec and this target's connection and timings."""
-        if name != SwapContainer.name:
-            raise PlanningError(f"a docker target has no step {name}")
-        if spec.get("container") != self.params.container:
+        swap = rebuild_step([SwapContainer], "a docker target", name, spec, **self._given())
+        if not isinstance(swap, SwapContainer) or swap.container != self.params.container:
             raise PlanningError(
                 f"the stored {name} step is for container {spec.get('container')}, "
                 f"not this target's {self.params.container}"
             )
-        try:
-            return self._swap(
-                container=str(spec["from_image"]),
-                from_image_id=str(spec["from_image_id"]),
-                to_image=str(spec["to_image"]),
-                to_image_id=str(spec.get("to_image_id") or ""),
-                auto_remove=bool(spec.get("auto_remove")),
-                compose_service=str(spec.get("compose_service") or ""),
-            )
-        except KeyError as err:
-            raise PlanningError(f"the stored {name} step lacks {err}") from err
+        return swap
 
     def _target(
         self, client: DockerClient, container: dict[str, Any], ref: str | None

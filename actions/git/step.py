@@ -9,12 +9,11 @@ cannot is a risky finding naming the permission, never a surprise after the roll
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from actions.base import ActionError, Finding, Level, StepContext, StepResult
+from actions.base import ActionError, Finding, Level, Step, StepContext, StepResult, fixed, given
 from actions.git.edit import ImageRef
 from actions.git.forges import Forge
 from actions.git.params import GitSource
@@ -33,18 +32,18 @@ def image_pairs(bad: tuple[str, ...], good: tuple[str, ...]) -> list[tuple[Image
     return pairs
 
 
-@dataclass
-class ProposeGitChange:
+class ProposeGitChange(Step):
     """Push the change that makes Git name the images production was rolled back to."""
 
+    name: str = fixed("git.propose")
+    idempotent: bool = fixed(True)
+    timeout: float = 180.0
+    forge: Forge | None = given(default=None)
     source: GitSource
+    """Stored without its token's value: a reference names where the token is read."""
     workload: str
     bad_images: tuple[str, ...]
     good_images: tuple[str, ...]
-    timeout: float = 180.0
-    forge: Forge | None = field(default=None, repr=False, compare=False)
-    name: str = field(default="git.propose", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Say which repository, file and images change, and how it reaches Git."""
@@ -68,27 +67,6 @@ class ProposeGitChange:
     def label(self) -> str:
         """Words for the progress message."""
         return f"Propose the Git change for {self.workload}"
-
-    def spec(self) -> dict[str, Any]:
-        """The source (without its token's value: a reference is stored), the images."""
-        return {
-            "source": self.source.model_dump(mode="json"),
-            "workload": self.workload,
-            "bad_images": list(self.bad_images),
-            "good_images": list(self.good_images),
-            "timeout": self.timeout,
-        }
-
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> ProposeGitChange:
-        """Rebuild the approved step from what `spec()` stored."""
-        return cls(
-            source=GitSource.model_validate(spec["source"]),
-            workload=str(spec["workload"]),
-            bad_images=tuple(str(i) for i in spec["bad_images"]),
-            good_images=tuple(str(i) for i in spec["good_images"]),
-            timeout=float(spec["timeout"]),
-        )
 
     def run(self, ctx: StepContext) -> StepResult:
         """Propose the change; say where it is (the thread links the review)."""

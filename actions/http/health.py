@@ -15,11 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import httpx
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given, stored_as
 from actions.clock import SYSTEM, Ticker
 from actions.http.request import (
     LAST_TRY,
@@ -138,33 +137,21 @@ def poll_health(
             ticker.sleep(wait)
 
 
-class HealthCheck:
+class HealthCheck(Step):
     """Poll a health URL with backoff until it answers `expect_status` or the deadline passes."""
 
-    idempotent = True
+    name: str = fixed("http.health")
+    """`http.<check>`."""
+    idempotent: bool = fixed(True)
+    timeout: float = 300.0
+    url: str = given(kw_only=False)
+    options: HttpOptions = given(default=HEALTH_OPTIONS)
+    expect_status: int = 200
+    check: str = stored_as("name", default="health")
+    """Which health check of the plan this is (`health`, `lb_health`): it names the step."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 300.0,
-        expect_status: int = 200,
-        name: str = "health",
-        options: HttpOptions = HEALTH_OPTIONS,
-    ) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.expect_status = expect_status
-        self.name = f"http.{name}"
-        self.options = options
-
-    def spec(self) -> dict[str, Any]:
-        """Timeout, expected status and name; the URL comes from the environment's config."""
-        return {
-            "timeout": self.timeout,
-            "expect_status": self.expect_status,
-            "name": self.name.removeprefix("http."),
-        }
+    def __post_init__(self) -> None:
+        self.name = f"http.{self.check}"
 
     def describe(self) -> str:
         """Say which URL is polled, for which status, for how long."""

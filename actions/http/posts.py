@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.http.params import (
     CustomerEmail,
     Maintenance,
@@ -114,148 +115,114 @@ def _run_post(
     )
 
 
-class _PostAction:
-    """Shared shape of the actions that make one JSON POST."""
+class _PostStep(Step):
+    """The shape of the steps that make one JSON POST: they say what they send (`_post`)."""
 
-    idempotent: bool
+    options: HttpOptions = given(default=DEFAULT_OPTIONS)
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        post: _Post,
-        summary: str,
-        timeout: float,
-        options: HttpOptions,
-        spec: dict[str, Any],
-    ) -> None:
-        self.name = name
-        self.timeout = timeout
-        self._post = post
-        self._summary = summary
-        self._options = options
-        self._spec = spec
+    @abc.abstractmethod
+    def _post(self) -> _Post:
+        """The POST this step makes."""
 
-    def spec(self) -> dict[str, Any]:
-        """The step's own parameters; URL and token come from the environment's config."""
-        return {**self._spec, "timeout": self.timeout}
+    @abc.abstractmethod
+    def _summary(self) -> str:
+        """One line on what the POST did, for the step's result."""
 
     def describe(self) -> str:
         """Say exactly what will be POSTed where (never the token)."""
-        return self._post.describe()
+        return self._post().describe()
 
     def run(self, ctx: StepContext) -> StepResult:
         """Send the POST, retrying transient failures until the step's deadline."""
         return _run_post(
-            self._post,
+            self._post(),
             ctx,
             step=self.name,
-            summary=self._summary,
-            options=self._options,
+            summary=self._summary(),
+            options=self.options,
             keyed=not self.idempotent,
         )
 
 
-class SetMaintenance(_PostAction):
+class SetMaintenance(_PostStep):
     """Turn the app's maintenance mode on (with the procedures' message) or off."""
 
-    idempotent = True
+    name: str = fixed("http.maintenance_on")
+    """`http.maintenance_off` when `enabled` is false."""
+    idempotent: bool = fixed(True)
+    timeout: float = 30.0
+    params: Maintenance = given(kw_only=False)
+    enabled: bool
 
-    def __init__(
-        self,
-        params: Maintenance,
-        *,
-        enabled: bool,
-        timeout: float = 30.0,
-        options: HttpOptions = DEFAULT_OPTIONS,
-    ) -> None:
-        state = "on" if enabled else "off"
-        body = {"enabled": True, "message": params.message} if enabled else {"enabled": False}
-        super().__init__(
-            name=f"http.maintenance_{state}",
-            post=_Post(params.url, body, params.token),
-            summary=f"maintenance mode {state} at {params.url}",
-            timeout=timeout,
-            options=options,
-            spec={"enabled": enabled},
-        )
+    def __post_init__(self) -> None:
+        self.name = f"http.maintenance_{self._state}"
+
+    @property
+    def _state(self) -> str:
+        return "on" if self.enabled else "off"
+
+    def _post(self) -> _Post:
+        on = {"enabled": True, "message": self.params.message}
+        return _Post(self.params.url, on if self.enabled else {"enabled": False}, self.params.token)
+
+    def _summary(self) -> str:
+        return f"maintenance mode {self._state} at {self.params.url}"
 
 
-class UpdateStatusPage(_PostAction):
+class UpdateStatusPage(_PostStep):
     """Set the public status page to a state with a message."""
 
-    idempotent = True
+    name: str = fixed("http.status_page")
+    idempotent: bool = fixed(True)
+    timeout: float = 30.0
+    params: StatusPage = given(kw_only=False)
+    status: HealthState
+    message: str
 
-    def __init__(
-        self,
-        params: StatusPage,
-        *,
-        status: HealthState,
-        message: str,
-        timeout: float = 30.0,
-        options: HttpOptions = DEFAULT_OPTIONS,
-    ) -> None:
-        super().__init__(
-            name="http.status_page",
-            post=_Post(params.url, {"status": status, "message": message}, params.token),
-            summary=f"status page set to {status} at {params.url}",
-            timeout=timeout,
-            options=options,
-            spec={"status": status, "message": message},
-        )
+    def _post(self) -> _Post:
+        body = {"status": self.status, "message": self.message}
+        return _Post(self.params.url, body, self.params.token)
+
+    def _summary(self) -> str:
+        return f"status page set to {self.status} at {self.params.url}"
 
 
-class NotifyWebhook(_PostAction):
+class NotifyWebhook(_PostStep):
     """Post a Slack-compatible message with an attachment of fields to an incoming webhook."""
 
-    idempotent = False
+    name: str = fixed("http.webhook")
+    idempotent: bool = fixed(False)
+    timeout: float = 30.0
+    params: Webhook = given(kw_only=False)
+    text: str
+    fields: dict[str, str]
+    color: str = "good"
 
-    def __init__(
-        self,
-        params: Webhook,
-        *,
-        text: str,
-        fields: dict[str, str],
-        color: str = "good",
-        timeout: float = 30.0,
-        options: HttpOptions = DEFAULT_OPTIONS,
-    ) -> None:
+    def _post(self) -> _Post:
         attachment = {
-            "color": color,
-            "fields": [{"title": k, "value": v, "short": True} for k, v in fields.items()],
+            "color": self.color,
+            "fields": [{"title": k, "value": v, "short": True} for k, v in self.fields.items()],
         }
-        super().__init__(
-            name="http.webhook",
-            post=_Post(
-                params.url, {"text": text, "attachments": [attachment]}, shown=mask_url(params.url)
-            ),
-            summary=f"notified the webhook at {urlsplit(params.url).netloc}: {text}",
-            timeout=timeout,
-            options=options,
-            spec={"text": text, "fields": dict(fields), "color": color},
-        )
+        body = {"text": self.text, "attachments": [attachment]}
+        return _Post(self.params.url, body, shown=mask_url(self.params.url))
+
+    def _summary(self) -> str:
+        return f"notified the webhook at {urlsplit(self.params.url).netloc}: {self.text}"
 
 
-class SendCustomerEmail(_PostAction):
+class SendCustomerEmail(_PostStep):
     """Send the customer notification through the configured email API."""
 
-    idempotent = False
+    name: str = fixed("http.customer_email")
+    idempotent: bool = fixed(False)
+    timeout: float = 60.0
+    params: CustomerEmail = given(kw_only=False)
+    subject: str
+    body: str
 
-    def __init__(
-        self,
-        params: CustomerEmail,
-        *,
-        subject: str,
-        body: str,
-        timeout: float = 60.0,
-        options: HttpOptions = DEFAULT_OPTIONS,
-    ) -> None:
-        payload = {"to": params.to, "subject": subject, "body": body}
-        super().__init__(
-            name="http.customer_email",
-            post=_Post(params.url, payload, params.token),
-            summary=f"emailed {params.to} via {params.url}: {subject}",
-            timeout=timeout,
-            options=options,
-            spec={"subject": subject, "body": body},
-        )
+    def _post(self) -> _Post:
+        payload = {"to": self.params.to, "subject": self.subject, "body": self.body}
+        return _Post(self.params.url, payload, self.params.token)
+
+    def _summary(self) -> str:
+        return f"emailed {self.params.to} via {self.params.url}: {self.subject}"

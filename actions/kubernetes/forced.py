@@ -25,13 +25,10 @@ and a pod that is not ready counts as disrupted already.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from kubernetes.client import AppsV1Api, CoreV1Api, V1Pod, V1StatefulSet
 from kubernetes.client.exceptions import ApiException
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, object_meta
 from actions.kubernetes.rollout import selector_string
 from actions.kubernetes.status import follow
@@ -85,11 +82,13 @@ def stuck_pods(
     ]
 
 
-@dataclass(kw_only=True)
-class ForcedRollback:
+class ForcedRollback(Step):
     """Delete the pods a reverted OrderedReady StatefulSet leaves stuck on the bad revision."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.forced_rollback")
+    idempotent: bool = fixed(True)
+    timeout: float = 120.0
+    apps: AppsV1Api = given()
     namespace: str
     workload: str
     revision_name: str
@@ -97,9 +96,6 @@ class ForcedRollback:
     bad_revision: str
     """The ControllerRevision rolled away from: its pods are the ones deleted."""
     partition: int = 0
-    timeout: float = 120.0
-    name: str = field(default="kubernetes.forced_rollback", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Say which pods go, why, and that nothing else is touched."""
@@ -115,17 +111,6 @@ class ForcedRollback:
     def label(self) -> str:
         """Words for the progress message."""
         return f"Delete the pods of statefulset/{self.workload} stuck on the bad revision"
-
-    def spec(self) -> dict[str, Any]:
-        """The set, both revisions by name, the partition."""
-        return {
-            "namespace": self.namespace,
-            "workload": self.workload,
-            "revision_name": self.revision_name,
-            "bad_revision": self.bad_revision,
-            "partition": self.partition,
-            "timeout": self.timeout,
-        }
 
     def _reverted(self, ctx: StepContext) -> V1StatefulSet:
         """Wait until the controller has observed the reverted template."""

@@ -47,13 +47,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given, sparse
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, merge_patch_custom
 from actions.kubernetes.owners import Owner, Tool, _memory_key
 
@@ -340,20 +339,19 @@ def resume_sync(
     return f"{RESOURCES[tool][2]} {name} in {namespace}: automatic sync resumed"
 
 
-@dataclass(kw_only=True)
-class SuspendSync:
+class SuspendSync(Step):
     """Suspend the automatic sync of the Argo CD or Flux object that deploys the workload."""
 
-    api: ApiClient = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.suspend_sync")
+    idempotent: bool = fixed(True)
+    timeout: float = 60.0
+    api: ApiClient = given()
     tool: Tool
     namespace: str
     owner: str
     revert: str
-    children: tuple[str, ...] = ()
+    children: tuple[str, ...] = sparse(default=())
     """For an ApplicationSet: the generated Applications it must leave suspended."""
-    timeout: float = 60.0
-    name: str = field(default="kubernetes.suspend_sync", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the owner and what stays to be done."""
@@ -368,19 +366,6 @@ class SuspendSync:
             f"Suspend the automatic sync of {owner.label} so it cannot put the bad version "
             f"back; it stays suspended after the rollback until {self.revert} in Git"
         )
-
-    def spec(self) -> dict[str, Any]:
-        """The owner and the note on Git."""
-        spec: dict[str, Any] = {
-            "tool": self.tool,
-            "namespace": self.namespace,
-            "owner": self.owner,
-            "revert": self.revert,
-            "timeout": self.timeout,
-        }
-        if self.children:
-            spec["children"] = list(self.children)
-        return spec
 
     def run(self, ctx: StepContext) -> StepResult:
         """Suspend, or report it already suspended (by this rollback or before)."""

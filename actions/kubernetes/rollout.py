@@ -18,13 +18,13 @@ its old number in revision-history, so the step finds it and reports a skip.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import AppsV1Api, V1Deployment, V1ReplicaSet
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.kubernetes.client import (
     REQUEST_TIMEOUT,
     annotations_of,
@@ -302,19 +302,18 @@ def rollout_undo(apps: AppsV1Api, *, namespace: str, name: str, to_revision: int
     return _restore(apps, deployment, target, to_revision)
 
 
-@dataclass(kw_only=True)
-class RolloutUndo:
+class RolloutUndo(Step):
     """Roll a Deployment back to one resolved revision, as `kubectl rollout undo --to-revision`."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.rollout_undo")
+    idempotent: bool = fixed(True)
+    timeout: float = 60.0
+    apps: AppsV1Api = given()
     namespace: str
     deployment: str
     to_revision: int
     from_revision: int
     images: tuple[str, ...]
-    timeout: float = 60.0
-    name: str = field(default="kubernetes.rollout_undo", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the Deployment, both revisions and the images it goes back to."""
@@ -326,17 +325,6 @@ class RolloutUndo:
     def label(self) -> str:
         """`Roll back voxflow-api to rev 3 (voxflow/api:v1.2.3)`."""
         return f"Roll back {self.deployment} to rev {self.to_revision} ({', '.join(self.images)})"
-
-    def spec(self) -> dict[str, Any]:
-        """The Deployment, both revisions and the images approved."""
-        return {
-            "namespace": self.namespace,
-            "deployment": self.deployment,
-            "to_revision": self.to_revision,
-            "from_revision": self.from_revision,
-            "images": list(self.images),
-            "timeout": self.timeout,
-        }
 
     def run(self, ctx: StepContext) -> StepResult:
         """Patch the Deployment back; skip when it already runs that revision's template.

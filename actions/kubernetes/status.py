@@ -27,7 +27,6 @@ import math
 import re
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
@@ -35,7 +34,7 @@ from kubernetes.client import AppsV1Api, V1Deployment, V1DeploymentStatus
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.kubernetes.client import REQUEST_TIMEOUT, api_error, kube_errors, object_meta
 from actions.kubernetes.rollout import current_replica_set, read_with_replica_sets
 
@@ -172,16 +171,15 @@ def _follow(
     return True
 
 
-@dataclass(kw_only=True)
-class RolloutStatus:
+class RolloutStatus(Step):
     """Wait for a Deployment's rollout to complete, as `kubectl rollout status`."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.rollout_status")
+    idempotent: bool = fixed(True)
+    timeout: float = 300.0
+    apps: AppsV1Api = given()
     namespace: str
     deployment: str
-    timeout: float = 300.0
-    name: str = field(default="kubernetes.rollout_status", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the Deployment and the longest wait."""
@@ -193,10 +191,6 @@ class RolloutStatus:
     def label(self) -> str:
         """`Wait for voxflow-api to finish rolling out`."""
         return f"Wait for {self.deployment} to finish rolling out"
-
-    def spec(self) -> dict[str, Any]:
-        """The Deployment and the wait."""
-        return {"namespace": self.namespace, "deployment": self.deployment, "timeout": self.timeout}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Follow the Deployment until complete; fail on its own progress deadline or ours."""

@@ -47,6 +47,7 @@ from actions.base import (
     RollbackPoint,
     TargetPlan,
     TemporaryError,
+    rebuild_step,
 )
 from actions.clock import ago
 from actions.git.step import ProposeGitChange, access_findings, image_pairs
@@ -60,7 +61,7 @@ from actions.kubernetes.client import (
 )
 from actions.kubernetes.forced import ForcedRollback, needs_forcing
 from actions.kubernetes.images import image_findings, pull_secret_names
-from actions.kubernetes.owners import Owner, Tool, is_parent, owner_note, parent_note
+from actions.kubernetes.owners import Owner, is_parent, owner_note, parent_note
 from actions.kubernetes.params import KubernetesParams
 from actions.kubernetes.recheck import TemplateCheck, recheck_deployment, recheck_workload
 from actions.kubernetes.rollout import (
@@ -104,19 +105,18 @@ def _parse_ref(ref: str | None) -> int:
     return int(text)
 
 
-def _kind_of(value: Any) -> Kind:
-    if value == "statefulset":
-        return "statefulset"
-    if value == "daemonset":
-        return "daemonset"
-    raise ValueError(f"not a statefulset or daemonset: {value!r}")
-
-
-def _tool_of(value: Any) -> Tool:
-    for tool in ("argocd", "argocd-applicationset", "flux-kustomization", "flux-helmrelease"):
-        if value == tool:
-            return tool
-    raise ValueError(f"not a GitOps tool whose sync can be suspended: {value!r}")
+STEPS = (
+    RolloutUndo,
+    RolloutStatus,
+    WorkloadUndo,
+    WorkloadStatus,
+    ForcedRollback,
+    gitops.SuspendSync,
+    StopWorkers,
+    StartWorkers,
+    ProposeGitChange,
+)
+"""The steps a Kubernetes plan holds, as `restore` finds them by name."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -804,114 +804,38 @@ class KubernetesTarget:
 
     def recheck(self, name: str, spec: dict[str, Any]) -> TemplateCheck:
         """Re-read the workload an undo step (`name`, its stored `spec`) restored; compare."""
-        images = tuple(str(i) for i in spec["images"])
-        namespace = str(spec["namespace"])
-        if name == "kubernetes.rollout_undo":
+        undo = self.restore(name, spec)
+        if isinstance(undo, RolloutUndo):
             return recheck_deployment(
                 self.apps,
-                namespace=namespace,
-                name=str(spec["deployment"]),
-                to_revision=int(spec["to_revision"]),
-                images=images,
+                namespace=undo.namespace,
+                name=undo.deployment,
+                to_revision=undo.to_revision,
+                images=undo.images,
             )
-        if name == "kubernetes.workload_undo":
+        if isinstance(undo, WorkloadUndo):
             return recheck_workload(
                 self.apps,
-                _kind_of(spec["kind"]),
-                namespace=namespace,
-                name=str(spec["workload"]),
-                revision_name=str(spec["revision_name"]),
-                images=images,
+                undo.kind,
+                namespace=undo.namespace,
+                name=undo.workload,
+                revision_name=undo.revision_name,
+                images=undo.images,
             )
         raise PlanningError(f"{name} is not a Kubernetes undo step; nothing to re-check")
 
     def resume_sync(self, spec: dict[str, Any], memory: MutableMapping[str, Any]) -> str:
         """Resume the automatic sync a `kubernetes.suspend_sync` step (its `spec`) suspended."""
+        held = gitops.SuspendSync.rebuild(spec, api=self.apps.api_client)
         return gitops.resume_sync(
-            self.apps.api_client,
-            _tool_of(spec["tool"]),
-            namespace=str(spec["namespace"]),
-            name=str(spec["owner"]),
-            memory=memory,
+            held.api, held.tool, namespace=held.namespace, name=held.owner, memory=memory
         )
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild an approved step from its stored spec, without reading the live system."""
-        try:
-            return self._rebuild(name, spec)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PlanningError(
-                f"the stored spec of {name} cannot be read ({exc!r}); plan the rollback again"
-            ) from exc
-
-    def _rebuild(self, name: str, spec: dict[str, Any]) -> Action:
-        if name == "git.propose":
-            return ProposeGitChange.from_spec(spec)
-        namespace = str(spec["namespace"])
-        timeout = float(spec["timeout"])
-        match name:
-            case "kubernetes.rollout_undo":
-                return RolloutUndo(
-                    apps=self.apps,
-                    namespace=namespace,
-                    deployment=str(spec["deployment"]),
-                    to_revision=int(spec["to_revision"]),
-                    from_revision=int(spec["from_revision"]),
-                    images=tuple(str(i) for i in spec["images"]),
-                    timeout=timeout,
-                )
-            case "kubernetes.rollout_status":
-                return RolloutStatus(
-                    apps=self.apps,
-                    namespace=namespace,
-                    deployment=str(spec["deployment"]),
-                    timeout=timeout,
-                )
-            case "kubernetes.workload_undo":
-                return WorkloadUndo(
-                    apps=self.apps,
-                    kind=_kind_of(spec["kind"]),
-                    namespace=namespace,
-                    workload=str(spec["workload"]),
-                    to_revision=int(spec["to_revision"]),
-                    revision_name=str(spec["revision_name"]),
-                    from_revision=int(spec["from_revision"]),
-                    images=tuple(str(i) for i in spec["images"]),
-                    timeout=timeout,
-                )
-            case "kubernetes.forced_rollback":
-                return ForcedRollback(
-                    apps=self.apps,
-                    namespace=namespace,
-                    workload=str(spec["workload"]),
-                    revision_name=str(spec["revision_name"]),
-                    bad_revision=str(spec["bad_revision"]),
-                    partition=int(spec["partition"]),
-                    timeout=timeout,
-                )
-            case "kubernetes.workload_status":
-                return WorkloadStatus(
-                    apps=self.apps,
-                    kind=_kind_of(spec["kind"]),
-                    namespace=namespace,
-                    workload=str(spec["workload"]),
-                    timeout=timeout,
-                )
-            case "kubernetes.suspend_sync":
-                return gitops.SuspendSync(
-                    api=self.apps.api_client,
-                    tool=_tool_of(spec["tool"]),
-                    namespace=namespace,
-                    owner=str(spec["owner"]),
-                    revert=str(spec["revert"]),
-                    children=tuple(str(c) for c in spec.get("children") or ()),
-                    timeout=timeout,
-                )
-            case "kubernetes.stop_workers" | "kubernetes.start_workers":
-                kind = StopWorkers if name == "kubernetes.stop_workers" else StartWorkers
-                workers = tuple(str(w) for w in spec["workers"])
-                return kind(apps=self.apps, namespace=namespace, workers=workers, timeout=timeout)
-        raise PlanningError(f"unknown Kubernetes step {name!r}; plan the rollback again")
+        return rebuild_step(
+            STEPS, "a Kubernetes target", name, spec, apps=self.apps, api=self.apps.api_client
+        )
 
     def _usable_workers(self, *, force: bool) -> tuple[tuple[str, ...], list[str]]:
         usable, notes = [], []

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import urllib3
@@ -31,7 +30,16 @@ from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Deployment, V1P
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
-from actions.base import ActionError, PermanentError, StepContext, StepResult, TemporaryError
+from actions.base import (
+    ActionError,
+    PermanentError,
+    Step,
+    StepContext,
+    StepResult,
+    TemporaryError,
+    fixed,
+    given,
+)
 from actions.kubernetes import autoscaling
 from actions.kubernetes.client import (
     MERGE_PATCH,
@@ -154,16 +162,15 @@ def _api(apps: AppsV1Api) -> ApiClient:
     return apps.api_client
 
 
-@dataclass(kw_only=True)
-class StopWorkers:
+class StopWorkers(Step):
     """Pause the workers' KEDA autoscaling, scale them to 0 and wait until no pod is left."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.stop_workers")
+    idempotent: bool = fixed(True)
+    timeout: float = 120.0
+    apps: AppsV1Api = given()
     namespace: str
     workers: tuple[str, ...]
-    timeout: float = 120.0
-    name: str = field(default="kubernetes.stop_workers", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the workers and what happens to their replica counts."""
@@ -173,10 +180,6 @@ class StopWorkers:
             "their replica counts, scale them to 0 and wait until none of their pods is left, "
             "terminating ones included"
         )
-
-    def spec(self) -> dict[str, Any]:
-        """The namespace, the workers and the wait."""
-        return {"namespace": self.namespace, "workers": list(self.workers), "timeout": self.timeout}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Pause KEDA, record each count (memory and annotation), scale to 0, wait for no pod.
@@ -271,16 +274,15 @@ class StopWorkers:
         )
 
 
-@dataclass(kw_only=True)
-class StartWorkers:
+class StartWorkers(Step):
     """Resume the workers' KEDA autoscaling, then scale them back to their recorded counts."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.start_workers")
+    idempotent: bool = fixed(True)
+    timeout: float = 120.0
+    apps: AppsV1Api = given()
     namespace: str
     workers: tuple[str, ...]
-    timeout: float = 120.0
-    name: str = field(default="kubernetes.start_workers", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the workers."""
@@ -289,10 +291,6 @@ class StartWorkers:
             f"Restart workers {names} in {self.namespace}: put their KEDA pause annotations "
             "back as they were and scale them to their recorded replica counts"
         )
-
-    def spec(self) -> dict[str, Any]:
-        """The namespace, the workers and the wait."""
-        return {"namespace": self.namespace, "workers": list(self.workers), "timeout": self.timeout}
 
     def run(self, ctx: StepContext) -> StepResult:
         """Restore every worker and ScaledObject it can, then report the ones it could not.

@@ -26,13 +26,13 @@ followed (OnDelete waits for a person to delete pods, and kubectl refuses).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from kubernetes.client import AppsV1Api, V1ControllerRevision, V1DaemonSet, V1StatefulSet
 
-from actions.base import PermanentError, StepContext, StepResult
+from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, object_meta
 from actions.kubernetes.rollout import selector_string
 from actions.kubernetes.status import follow
@@ -285,11 +285,13 @@ def workload_verdict(kind: Kind, workload: Workload) -> tuple[str, bool]:
 # --- actions ---------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
-class WorkloadUndo:
+class WorkloadUndo(Step):
     """Roll a StatefulSet or DaemonSet back to one resolved ControllerRevision."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.workload_undo")
+    idempotent: bool = fixed(True)
+    timeout: float = 60.0
+    apps: AppsV1Api = given()
     kind: Kind
     namespace: str
     workload: str
@@ -297,9 +299,6 @@ class WorkloadUndo:
     revision_name: str
     from_revision: int
     images: tuple[str, ...]
-    timeout: float = 60.0
-    name: str = field(default="kubernetes.workload_undo", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the workload, both revisions and the images it goes back to."""
@@ -307,19 +306,6 @@ class WorkloadUndo:
             f"Roll back {self.kind}/{self.workload} in {self.namespace} from revision "
             f"{self.from_revision} to revision {self.to_revision} ({', '.join(self.images)})"
         )
-
-    def spec(self) -> dict[str, Any]:
-        """The workload, the revisions (number and ControllerRevision name) and the images."""
-        return {
-            "kind": self.kind,
-            "namespace": self.namespace,
-            "workload": self.workload,
-            "to_revision": self.to_revision,
-            "revision_name": self.revision_name,
-            "from_revision": self.from_revision,
-            "images": list(self.images),
-            "timeout": self.timeout,
-        }
 
     def run(self, ctx: StepContext) -> StepResult:
         """Patch the workload back; skip when it already runs that revision's template.
@@ -354,17 +340,16 @@ class WorkloadUndo:
         )
 
 
-@dataclass(kw_only=True)
-class WorkloadStatus:
+class WorkloadStatus(Step):
     """Wait for a StatefulSet's or DaemonSet's rollout, as `kubectl rollout status`."""
 
-    apps: AppsV1Api = field(repr=False, compare=False)
+    name: str = fixed("kubernetes.workload_status")
+    idempotent: bool = fixed(True)
+    timeout: float = 300.0
+    apps: AppsV1Api = given()
     kind: Kind
     namespace: str
     workload: str
-    timeout: float = 300.0
-    name: str = field(default="kubernetes.workload_status", init=False)
-    idempotent: bool = field(default=True, init=False)
 
     def describe(self) -> str:
         """Name the workload and the longest wait."""
@@ -372,15 +357,6 @@ class WorkloadStatus:
             f"Wait for {self.kind}/{self.workload} in {self.namespace} to finish rolling out "
             f"(up to {self.timeout:g}s)"
         )
-
-    def spec(self) -> dict[str, Any]:
-        """The workload and the wait."""
-        return {
-            "kind": self.kind,
-            "namespace": self.namespace,
-            "workload": self.workload,
-            "timeout": self.timeout,
-        }
 
     def run(self, ctx: StepContext) -> StepResult:
         """Follow the workload until kubectl would call it rolled out."""

@@ -24,11 +24,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any
 
-from actions.base import ActionError, Check, PermanentError, StepContext, StepResult
+from actions.base import (
+    ActionError,
+    Check,
+    PermanentError,
+    Step,
+    StepContext,
+    StepResult,
+    fixed,
+    given,
+)
 from actions.http.health import poll_health
 from actions.loadbalancer.health import NO_TARGETS, await_healthy, gate_checks
 from actions.loadbalancer.params import BlueGreenParams, Colour, other
@@ -65,34 +74,24 @@ def names(params: BlueGreenParams) -> dict[str, str]:
     return {params.blue.target_group_arn: "blue", params.green.target_group_arn: "green"}
 
 
-@dataclass
-class SwitchTraffic:
+class SwitchTraffic(Step):
     """Send every route's traffic for the bad colour to the stable one; verify; else switch back."""
 
-    params: BlueGreenParams
-    clients: ClientFactory
+    name: str = fixed("loadbalancer.switch_traffic")
+    idempotent: bool = fixed(True)
+    timeout: float = fixed(0.0)
+    """Set from the params: the verification, the switch and the reserve to switch back."""
+    params: BlueGreenParams = given(kw_only=False)
+    clients: ClientFactory = given(kw_only=False)
     to_colour: Colour
     reason: str
     planned: list[Route]
     force: bool = False
     failing: list[str] = field(default_factory=list)
     """The pre-switch health gates that failed when a forced switch was planned."""
-    name: str = "loadbalancer.switch_traffic"
-    idempotent: bool = True
-    timeout: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.timeout = self.params.verify_timeout + 60.0 + SWITCH_BACK_RESERVE
-
-    def spec(self) -> dict[str, Any]:
-        """Return the colour, the reason and the planned routes (no secrets)."""
-        return {
-            "to_colour": self.to_colour,
-            "reason": self.reason,
-            "force": self.force,
-            "failing": list(self.failing),
-            "planned": [r.to_json() for r in self.planned],
-        }
 
     def describe(self) -> str:
         """Name the stable group and why, each route's change, and the gates."""
@@ -308,20 +307,15 @@ def _bring(
     return f"{route.label} now forwards {describe_weights(goal, labels)}"
 
 
-@dataclass
-class RestoreTraffic:
+class RestoreTraffic(Step):
     """Put routes back to actions a SwitchTraffic recorded (an undo after a good switch)."""
 
-    params: BlueGreenParams
-    clients: ClientFactory
+    name: str = fixed("loadbalancer.restore_traffic")
+    idempotent: bool = fixed(True)
+    timeout: float = given(default=60.0)
+    params: BlueGreenParams = given(kw_only=False)
+    clients: ClientFactory = given(kw_only=False)
     routes: list[Route]
-    name: str = "loadbalancer.restore_traffic"
-    idempotent: bool = True
-    timeout: float = 60.0
-
-    def spec(self) -> dict[str, Any]:
-        """Return the routes and the actions they get back."""
-        return {"routes": [r.to_json() for r in self.routes]}
 
     def describe(self) -> str:
         """Name each route and where it will forward again."""

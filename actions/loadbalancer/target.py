@@ -19,6 +19,7 @@ from actions.base import (
     PlanningError,
     RollbackPoint,
     TargetPlan,
+    rebuild_step,
 )
 from actions.loadbalancer.health import gate_checks
 from actions.loadbalancer.params import COLOURS, BlueGreenParams, Colour, other
@@ -105,21 +106,10 @@ class BlueGreenTarget:
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild a switch or a restore from its stored spec."""
-        if name == SwitchTraffic.name:
-            colour: Colour = "blue" if spec["to_colour"] == "blue" else "green"
-            return SwitchTraffic(
-                self.params,
-                self.clients,
-                to_colour=colour,
-                reason=str(spec["reason"]),
-                planned=[Route.from_json(r) for r in spec["planned"]],
-                force=bool(spec.get("force", False)),
-                failing=[str(f) for f in spec.get("failing") or []],
-            )
-        if name == RestoreTraffic.name:
-            routes = [Route.from_json(r) for r in spec["routes"]]
-            return RestoreTraffic(self.params, self.clients, routes=routes)
-        raise PlanningError(f"a bluegreen target has no step {name!r}")
+        steps = (SwitchTraffic, RestoreTraffic)
+        return rebuild_step(
+            steps, "a bluegreen target", name, spec, params=self.params, clients=self.clients
+        )
 
     def _choose(self, client: Any, ref: str | None, traffic: Traffic) -> Choice:
         tags: dict[str, dict[str, str]] = {}

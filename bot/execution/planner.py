@@ -418,7 +418,7 @@ def environment_step(
         return http_steps.HealthCheck(
             env.health_url,
             expect_status=int(spec.get("expect_status", 200)),
-            name=str(spec.get("name", "health")),
+            check=str(spec.get("name", "health")),
             **extra,
         )
     defaults = {a.name: a for a in _communications(env, env_name, target)}

@@ -159,7 +159,7 @@ def test_restore_rebuilds_the_planned_step_and_refuses_unknown_ones(dockerd: Eng
     step = target.plan("v1").rollback[0]
     rebuilt = target.restore(step.name, spec_of(step))
     assert rebuilt.describe() == step.describe()
-    with pytest.raises(PlanningError, match=r"has no step docker\.nope"):
+    with pytest.raises(PlanningError, match=r"has no step .docker\.nope"):
         target.restore("docker.nope", spec_of(step))
     with pytest.raises(PlanningError, match="is for container other"):
         target.restore(step.name, spec_of(step) | {"container": "other"})

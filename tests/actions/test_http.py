@@ -167,7 +167,7 @@ def test_health_check_emits_a_line_per_change_of_failure_not_per_attempt(web: Sc
 
 
 def test_health_check_describes_url_status_and_deadline() -> None:
-    check = HealthCheck("http://lb.internal/health", timeout=120, name="lb_health")
+    check = HealthCheck("http://lb.internal/health", timeout=120, check="lb_health")
     assert (
         check.describe() == "poll GET http://lb.internal/health until it answers 200 (up to 120 s)"
     )

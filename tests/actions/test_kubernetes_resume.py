@@ -199,7 +199,7 @@ def test_status_step_restores_and_runs(kube: KubeCluster, monkeypatch: pytest.Mo
 @pytest.mark.parametrize(
     ("name", "spec", "message"),
     [
-        ("kubernetes.scale_everything", {"namespace": NS, "timeout": 1}, "unknown Kubernetes step"),
+        ("kubernetes.scale_everything", {"namespace": NS, "timeout": 1}, "has no step"),
         ("kubernetes.rollout_undo", {"namespace": NS, "timeout": 1}, "cannot be read"),
     ],
 )
