@@ -400,7 +400,7 @@ class Flows:
             self._alert_on_holder(environment, target, reason)
             raise
         if env.auto_rollback and auto_approve:
-            at = self.store.now() + timedelta(seconds=env.veto_seconds)
+            at = self.store.clock() + timedelta(seconds=env.veto_seconds)
             self.store.set_run_fields(run.id, auto_approve_at=at)
             run = self.store.run(run.id) or run
         return self._open_thread(incident, run)

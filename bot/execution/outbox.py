@@ -80,7 +80,7 @@ class Sender:
     def deliver_due(self) -> int:
         """Deliver the head of every thread that is due; return how many left the queue."""
         delivered = 0
-        now = self.store.now()
+        now = self.store.clock()
         for message in self.store.outbox_heads():
             if message.next_attempt_at is not None and message.next_attempt_at > now:
                 continue
@@ -132,7 +132,7 @@ class Sender:
             wait,
         )
         self.store.outbox_retry(
-            message.id, at=self.store.now() + timedelta(seconds=wait), error=reason
+            message.id, at=self.store.clock() + timedelta(seconds=wait), error=reason
         )
 
     def drain(self, *, rounds: int = 1000) -> None:

@@ -100,7 +100,7 @@ class Rechecks:
                 source=str(source),
                 step=str(step["name"]),
                 spec=dict(step.get("spec") or {}),
-                due_at=self.store.now() + timedelta(seconds=params.recheck_after),
+                due_at=self.store.clock() + timedelta(seconds=params.recheck_after),
             )
         return added
 
@@ -175,7 +175,7 @@ class Rechecks:
     def _not_read(self, recheck: Recheck, run: Run, problem: str) -> int:
         if recheck.attempts < ATTEMPTS:
             log.warning("%s: re-check not done (%s); again in a minute", run.incident_id, problem)
-            later = self.store.now() + timedelta(seconds=RETRY_SECONDS)
+            later = self.store.clock() + timedelta(seconds=RETRY_SECONDS)
             self._settle(recheck, RecheckState.PENDING, problem, due_at=later)
             return 0
         outcome = f"could not read the workload after {recheck.attempts} attempts: {problem}"

@@ -164,7 +164,7 @@ class Workflow:
                 kind="run.break_glass",
                 actor=requester,
                 detail={"review_required": True, "confirmation": BREAK_GLASS_PHRASE},
-                approved_at=self.store.now(),
+                approved_at=self.store.clock(),
             )
         return incident, run
 
@@ -190,7 +190,7 @@ class Workflow:
             plan_hash=plan.hash,
             requester=requester,
             approvals_required=env.approvals_required,
-            expires_at=self.store.now() + timedelta(minutes=env.approval_ttl_minutes),
+            expires_at=self.store.clock() + timedelta(minutes=env.approval_ttl_minutes),
             force=force,
             break_glass=break_glass,
             review_required=break_glass,
@@ -257,7 +257,7 @@ class Workflow:
     ) -> None:
         if run.state != "requested":
             raise Refused(self._not_pending(run))
-        if self.store.now() >= run.expires_at:
+        if self.store.clock() >= run.expires_at:
             self._expire(run)
             raise Refused("this approval request has expired; request the rollback again")
         if user == run.requester:
@@ -266,7 +266,7 @@ class Workflow:
             raise Refused(f"you are not an approver for {run.environment}")
 
     def _approval_window_start(self, env: Environment) -> datetime:
-        return self.store.now() - timedelta(minutes=env.approval_ttl_minutes)
+        return self.store.clock() - timedelta(minutes=env.approval_ttl_minutes)
 
     def _not_pending(self, run: Run) -> str:
         if run.state in ("approved", "running", "succeeded", "failed"):
@@ -278,7 +278,9 @@ class Workflow:
     def approvals(self, run: Run) -> list[tuple[str, datetime]]:
         """Return the approvals that count for the run's plan."""
         env = self.config.environment(run.environment)
-        since = (run.approved_at or self.store.now()) - timedelta(minutes=env.approval_ttl_minutes)
+        since = (run.approved_at or self.store.clock()) - timedelta(
+            minutes=env.approval_ttl_minutes
+        )
         return self.store.approvers(run, since=since)
 
     # rejecting, cancelling, expiring ------------------------------------------
@@ -358,7 +360,7 @@ class Workflow:
             actor="monitoring",
             kind="run.auto_approved",
             detail=detail,
-            approved_at=self.store.now(),
+            approved_at=self.store.clock(),
         )
 
     def expire_due(self) -> list[Run]:

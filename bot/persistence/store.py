@@ -273,10 +273,13 @@ class Store:
     OFFSET_SECONDS = 300.0
     """How long a measured offset between this process's clock and the database's is used."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Clock | None = None, process_clock: Clock = utcnow
+    ) -> None:
         self.engine = engine
-        self.clock = clock
-        """This process's clock: labels and records people read (incident ids, event times)."""
+        self.process_clock = process_clock
+        self.clock: Clock = clock or self._agreed
+        """The one clock every replica shares (`_agreed`); a test passes one it moves by hand."""
         self._offset: tuple[float, timedelta] | None = None
         self._offset_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -538,8 +541,8 @@ class Store:
         the number of valid approvals. Raises Conflict when the run changed
         first, IntegrityError when this approver already approved this plan.
         """
-        now = self.now()  # compared with `since`, which another replica may compute
         with self.session() as session:
+            now = self.clock()
             session.add(Approval(run_id=run.id, approver=approver, plan_hash=run.plan_hash, at=now))
             session.flush()
             count = self._approvals(session, run, since=since)
@@ -660,23 +663,24 @@ class Store:
     # memory, release) is conditional on its generation in the same transaction, on
     # the run's row, so a runner that lost its lease cannot write over its successor.
 
-    def now(self) -> datetime:
-        """The time every replica agrees on: `clock` corrected to the database's clock.
+    def _agreed(self) -> datetime:
+        """The time every replica agrees on: this process's clock corrected to the database's.
 
         Deadlines written by one replica and compared by another (request expiry, veto
-        windows, approvals' age, outbox and re-check schedules) use this, so a replica
-        whose own clock is off by minutes neither expires a request at once nor takes a
-        message another sender still holds. The offset to the database's clock is
-        measured with one query and re-measured every `OFFSET_SECONDS`; between
-        measurements the process clock's own steps count (a test's clock moved by hand).
+        windows, approvals' age, outbox claims, re-check schedules) and the times of the
+        records people read across replicas all come from `clock`, so a replica whose own
+        clock is off by minutes neither expires a request at once nor takes a message
+        another sender still holds. The offset to the database's clock is measured with
+        one query and re-measured every `OFFSET_SECONDS` (leases compare on the database
+        directly, `_db_now`).
         """
         with self._offset_lock:
             if self._offset is None or time.monotonic() - self._offset[0] > self.OFFSET_SECONDS:
                 with self.reading() as session:
                     raw = session.scalar(select(self._db_now()))
                 db = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
-                self._offset = (time.monotonic(), db.replace(tzinfo=UTC) - self.clock())
-            return self.clock() + self._offset[1]
+                self._offset = (time.monotonic(), db.replace(tzinfo=UTC) - self.process_clock())
+            return self.process_clock() + self._offset[1]
 
     def _db_now(self, seconds: float = 0.0) -> Any:
         """The database's current UTC time plus `seconds`, as stored (naive UTC)."""
@@ -795,7 +799,9 @@ class Store:
         with self.reading() as session:
             return list(
                 session.scalars(
-                    select(Run).where(Run.state == RunState.REQUESTED, Run.expires_at < self.now())
+                    select(Run).where(
+                        Run.state == RunState.REQUESTED, Run.expires_at < self.clock()
+                    )
                 ).all()
             )
 
@@ -805,7 +811,7 @@ class Store:
             return list(
                 session.scalars(
                     select(Run)
-                    .where(Run.state == RunState.REQUESTED, Run.auto_approve_at <= self.now())
+                    .where(Run.state == RunState.REQUESTED, Run.auto_approve_at <= self.clock())
                     .order_by(Run.auto_approve_at)
                 ).all()
             )
@@ -959,10 +965,10 @@ class Store:
         The claim moves `next_attempt_at` forward, so a sender that dies mid-delivery
         leaves the message due again after `seconds`, and senders of several bot
         processes never deliver the same message at once. Due and claimed on the shared
-        clock (`now`): a sender whose own clock runs ahead must not take a message another
-        sender's claim still holds.
+        clock (`clock`): a sender whose own clock runs ahead must not take a message
+        another sender's claim still holds.
         """
-        now = self.now()
+        now = self.clock()
         with self.session() as session:
             result = session.execute(
                 update(OutboxMessage)
@@ -1258,7 +1264,7 @@ class Store:
 
     def claim_next_recheck(self, *, owner: str, seconds: float) -> Recheck | None:
         """Claim the oldest due re-check nobody holds (or whose holder's claim ran out)."""
-        now = self.now()
+        now = self.clock()
         due = (Recheck.state == RecheckState.PENDING) | (
             (Recheck.state == RecheckState.CHECKING) & (Recheck.claim_expires_at < now)
         )

@@ -1,7 +1,8 @@
 """Two replicas on one database, one whose own clock is 40 minutes ahead: one clock decides.
 
-Request expiry, approvals' age and outbox claims are compared on the shared clock
-(`Store.now`, the database's), so the skew of one process changes nothing.
+Request expiry, approvals' age and outbox claims are compared on the one clock the
+replicas share (`Store.clock`: each process's clock corrected to the database's), so the
+skew of one process changes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def replicas(database_url: str) -> Iterator[tuple[Store, Store]]:
     """Two stores on two engines: one on time, one whose process clock is 40 minutes ahead."""
     on_time, ahead = make_engine(database_url), make_engine(database_url)
     upgrade(on_time)
-    yield Store(on_time), Store(ahead, clock=lambda: utcnow() + SKEW)
+    yield Store(on_time), Store(ahead, process_clock=lambda: utcnow() + SKEW)
     on_time.dispose()
     ahead.dispose()
 
