@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -662,6 +663,30 @@ class Store:
     # fencing token: each write a runner makes about a run (transitions, step records,
     # memory, release) is conditional on its generation in the same transaction, on
     # the run's row, so a runner that lost its lease cannot write over its successor.
+
+    FREE_BYTES = 1 << 20
+    """Below this much free space on a SQLite file's filesystem the database counts as full."""
+
+    def unwritable(self) -> str | None:
+        """Say why the bot's database cannot take a write now; None when it can.
+
+        A write probe in a transaction that is rolled back: an UPDATE of no row is refused by
+        a read-only PostgreSQL (`default_transaction_read_only`, a hot standby) and, through
+        BEGIN IMMEDIATE, by a SQLite file that cannot be written. A rolled-back write never
+        reaches SQLite's disk, so a SQLite file's filesystem is also checked for space.
+        """
+        try:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                connection.execute(update(Run).where(Run.id.is_(None)).values(version=Run.version))
+                transaction.rollback()
+        except Exception as exc:
+            return f"the bot's database cannot be written: {type(exc).__name__}: {exc}"[:300]
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:":
+            free = shutil.disk_usage(Path(path).resolve().parent).free
+            if free < self.FREE_BYTES:
+                return f"the bot's database disk is full ({free} bytes free)"
+        return None
 
     def _agreed(self) -> datetime:
         """The time every replica agrees on: this process's clock corrected to the database's.

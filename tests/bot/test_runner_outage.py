@@ -1,6 +1,6 @@
 """A runner and its database apart: a step's end survives an outage, a cut-off runner stops.
 
-An outage is every statement on the runner's engine refused (`Outage`), on SQLite and on
+An outage is every statement on the runner's engine refused (`tests.fakes.outage`), on SQLite and on
 PostgreSQL, and, for PostgreSQL, a scratch cluster the test stops and starts.
 """
 
@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
-from sqlalchemy.exc import OperationalError
 
 from actions.base import StepContext, StepResult, TargetPlan
 from bot.config import RollbackConfig
@@ -24,25 +22,12 @@ from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.web import Reply, WebStub
 from tests.bot.test_runner import approved_run, make_runner
+from tests.fakes.outage import Outage
 from tests.fakes.pgcluster import ArchivedCluster, as_postgres
 from tests.fakes.targets import ScriptedTarget, script_log
 from tests.fakes.waiting import wait_for
 
 pytest_plugins = ["tests.fakes.pgcluster"]
-
-
-class Outage:
-    """Refuses every statement on an engine while `down` is set, as a database gone away."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.down = threading.Event()
-        self.refused = 0
-        event.listen(engine, "before_cursor_execute", self._refuse)
-
-    def _refuse(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if self.down.is_set():
-            self.refused += 1
-            raise OperationalError(statement, None, Exception("connection refused (outage)"))
 
 
 class Undo:
