@@ -701,8 +701,15 @@ class Store:
         """
         with self._offset_lock:
             if self._offset is None or time.monotonic() - self._offset[0] > self.OFFSET_SECONDS:
-                with self.reading() as session:
-                    raw = session.scalar(select(self._db_now()))
+                try:
+                    with self.reading() as session:
+                        raw = session.scalar(select(self._db_now()))
+                except Exception:
+                    if self._offset is None:
+                        raise
+                    # the database is away: the last offset stays good (clocks drift slowly),
+                    # so a runner can still stamp a step's end it is waiting to write
+                    return self.process_clock() + self._offset[1]
                 db = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
                 self._offset = (time.monotonic(), db.replace(tzinfo=UTC) - self.process_clock())
             return self.process_clock() + self._offset[1]

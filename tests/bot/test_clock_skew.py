@@ -21,6 +21,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import OutboxMessage, Run
 from bot.persistence.store import Store, make_engine, upgrade, utcnow
 from tests.bot.conftest import ALICE, BOB
+from tests.fakes.outage import Outage
 from tests.fakes.waiting import wait_for
 
 SKEW = timedelta(minutes=40)
@@ -84,3 +85,16 @@ def test_a_message_a_sender_holds_is_not_taken_by_a_sender_whose_clock_is_ahead(
     assert [who for who, _ in delivered] == ["on time"]
     states = {m.id: m.state for m in on_time.outbox(run.id)}
     assert states[delivered[0][1]] == "sent"
+
+
+def test_the_shared_clock_keeps_its_last_offset_while_the_database_is_away(
+    replicas: tuple[Store, Store],
+) -> None:
+    _, ahead = replicas
+    before = ahead.clock()
+    assert abs(before - utcnow()) < timedelta(minutes=1)  # corrected: not 40 minutes ahead
+    outage = Outage(ahead.engine)
+    outage.down.set()
+    ahead.OFFSET_SECONDS = 0.0  # due to be measured again, and the database does not answer
+    after = ahead.clock()
+    assert outage.refused >= 1 and before <= after < before + timedelta(minutes=1)
