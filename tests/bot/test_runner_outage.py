@@ -210,3 +210,29 @@ def test_a_runner_cut_off_from_the_database_leaves_its_step_before_another_enter
     assert script_log(script) == ["stop_workers", "status", "start_workers"]
     final = store.run(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
+
+
+def test_an_end_kept_past_the_lease_is_written_when_the_same_runner_claims_the_run_again(
+    store: Store, config: RollbackConfig, script: Path, web: WebStub
+) -> None:
+    planner, undo = hook_planner(script, web, idempotent=False)
+    workflow = Workflow(store=store, config=config)
+    run = approved_run(workflow, planner)
+    outage = Outage(store.engine)
+    runner, _ = make_runner(store, workflow, config, planner, lease_seconds=3, owner="a")
+    thread = threading.Thread(target=runner.execute, args=(run.id,))
+    thread.start()
+    wait_for(lambda: step_running(store, run.id, "undo"), what="undo started")
+    outage.down.set()
+    undo.go.set()
+    thread.join(timeout=60)  # the lease ran out with the end unwritten: the runner let go
+    assert not thread.is_alive() and len(web.calls("POST", "/hook")) == 1
+    outage.down.clear()
+    assert step_running(store, run.id, "undo")
+    wait_for(lambda: runner.execute(run.id), what="the same runner claimed the run again")
+    assert len(web.calls("POST", "/hook")) == 1
+    steps = {s.name: (s.state, s.attempts) for s in store.steps(run.id)}
+    assert steps["undo"] == ("succeeded", 1)
+    final = store.run(run.id)
+    assert final is not None and final.state == "succeeded", final.outcome
+    assert "step.interrupted" not in {e.kind for e in store.events(run.incident_id)}
