@@ -19,8 +19,9 @@ drain, or it SIGKILLs first.
 `/healthz` is liveness: the process answers HTTP, and the parts that do the
 work are not stuck (no task after an ack and no runner loop pass has taken
 longer than `work_stuck_seconds`), else the platform restarts the process.
-`/readyz` is readiness: the bot's database answers, its schema is current,
-and the runner loop's `last_beat` is fresh.
+`/readyz` is readiness: the bot's database answers and takes a write (a probe
+rolled back; a SQLite file's disk not full), its schema is current, and the
+runner loop's `last_beat` is fresh.
 
 One process a container: the listeners ack on the HTTP server's thread and
 hand their work to the bounded pool (`deps.later`, handlers/lazy.py) in this
@@ -387,6 +388,10 @@ class BotProcess:
             problems.append(str(exc))
         except Exception as exc:
             problems.append(f"the bot's database does not answer: {type(exc).__name__}")
+        else:
+            unwritable = self.deps.store.unwritable()
+            if unwritable is not None:
+                problems.append(unwritable)
         if self.last_beat is None:
             problems.append("the runner is not running")
         else:

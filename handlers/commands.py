@@ -49,6 +49,7 @@ from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
+from handlers.thread import correlation_id
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -141,7 +142,7 @@ def register(app: App, deps: Deps) -> None:
             ack(blocks=blocks.refusal(said, usage=True), text=said)
             return
         if not isinstance(parsed, Rollback | Cancel):
-            ack(response_type="ephemeral", blocks=_answer(parsed, deps), text="rollback-bot")
+            ack(response_type="ephemeral", **_answered(parsed, deps))
             return
         key, what = f"command:{typed.trigger_id}", _what(request)
         where = Where(user=typed.user, channel=typed.channel)
@@ -238,6 +239,20 @@ def _cancel(parsed: Cancel, user: str, flows: Flows, groups: Groups) -> str:
         f"{t.esc(run.environment)} "
         f"({parsed.incident_id}); nothing will run and the target is free."
     )
+
+
+def _answered(parsed: Command, deps: Deps) -> dict[str, Any]:
+    """The ack of a command answered at once; a message, never an error, when the bot's
+    database does not answer (an outage must not turn `/rollback status` into HTTP 500)."""
+    try:
+        return {"blocks": _answer(parsed, deps), "text": "rollback-bot"}
+    except Exception as exc:
+        ref = correlation_id()
+        log.error("/rollback could not be answered [%s]: %s", ref, exc, exc_info=exc)
+        return {
+            "text": ":warning: The bot cannot read its database right now, so it cannot "
+            f"answer; try again in a minute. Reference {ref}."
+        }
 
 
 def _answer(parsed: Command, deps: Deps) -> list[Any]:

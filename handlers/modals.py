@@ -340,7 +340,7 @@ class ModalService:
         except ThreadNotOpened as exc:
             outcome = f"the incident could not be opened: {exc.reason}"
             self.flows.settle(key, outcome)
-            self._say(event, "Not opened", not_opened_text(meta.target, exc))
+            self._say(event, "Not opened", not_opened_text(meta.target, exc), run_id=exc.run_id)
             return outcome
         outcome = f"it opened {opened.incident.id}"
         self.flows.settle(key, outcome)
@@ -370,15 +370,22 @@ class ModalService:
             log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
             tell(self.deps.client, Where(user=event.user), f":warning: {t.esc(problem)}")
 
-    def _say(self, event: ModalEvent, title: str, body: str) -> None:
-        """Show `body` in the modal; if the modal is gone, tell the person by DM."""
+    def _say(self, event: ModalEvent, title: str, body: str, *, run_id: str | None = None) -> None:
+        """Show `body` in the modal; if the modal is gone, tell the person by DM.
+
+        With the run it is about, the DM goes through the outbox, so a Slack outage delays
+        it instead of dropping it.
+        """
         try:
             self.deps.client.views_update(
                 view_id=event.view_id, view=message_view(event.meta, title, body)
             )
         except (SlackApiError, OSError) as exc:
             log.warning("modal %s could not be updated (%s); telling by DM", event.view_id, exc)
-            tell(self.deps.client, Where(user=event.user), body)
+            if run_id is None:
+                tell(self.deps.client, Where(user=event.user), body)
+            else:
+                self.flows.notify_person(run_id, user=event.user, text=body)
 
 
 def _customers(env: Environment, form: FormState) -> CustomerNotice | None:

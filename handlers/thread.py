@@ -33,7 +33,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.drills import measure
-from bot.application.flows import ThreadNotOpened
+from bot.application.flows import NOTICE, ThreadNotOpened
 from bot.application.timeline import rca_template
 from bot.config import Environment
 from bot.execution.drill_plans import is_drill
@@ -615,6 +615,10 @@ class SlackOutbox:
         run = self.deps.store.run(message.run_id)
         if run is None:
             raise Undeliverable(f"run {message.run_id} no longer exists")
+        if message.kind == NOTICE:  # to one person, whether or not the run has a thread
+            detail = message.detail
+            self.thread._call(run, "chat_postMessage", channel=detail["user"], text=detail["text"])
+            return
         if not run.slack:
             raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
         kind = message.kind

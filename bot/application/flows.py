@@ -88,12 +88,19 @@ class ThreadNotOpened(Exception):
     break-glass run had already been started by the runner, which goes on.
     """
 
-    def __init__(self, reason: str, advice: str, *, withdrawn: bool = True) -> None:
+    def __init__(
+        self, reason: str, advice: str, *, withdrawn: bool = True, run_id: str | None = None
+    ) -> None:
         super().__init__(f"{reason}. {advice}")
         self.reason = reason
         self.advice = advice
         self.withdrawn = withdrawn
+        self.run_id = run_id
+        """The run the thread was for, so the person can still be told through the outbox."""
 
+
+NOTICE = "person.notice"
+"""Outbox message: tell one person something by direct message (`notify_person`)."""
 
 CHANGED = "run.changed"
 """Outbox message: redraw the run's card and plan (after a click or monitoring's decision)."""
@@ -205,6 +212,11 @@ class Flows:
     wake_runner: threading.Event = field(default_factory=threading.Event)
     wake_outbox: threading.Event = field(default_factory=threading.Event)
     """Set after queueing a message, so the outbox's sender delivers it without waiting."""
+
+    def notify_person(self, run_id: str, *, user: str, text: str) -> None:
+        """Queue a direct message to `user` about the run: delivered when Slack answers again."""
+        self.store.enqueue(run_id, NOTICE, {"user": user, "text": text})
+        self.wake_outbox.set()
 
     def _tell(self, run_id: str, kind: str) -> None:
         """Queue a redraw for the outbox (durable, after the click's ack) and wake its sender."""
@@ -351,7 +363,8 @@ class Flows:
                     f"The break-glass rollback had already started and goes on ({late}); "
                     f"follow it with `/rollback status {incident.id}`. {exc.advice}"
                 )
-                raise ThreadNotOpened(exc.reason, advice, withdrawn=False) from None
+                raise ThreadNotOpened(exc.reason, advice, withdrawn=False, run_id=run.id) from None
+            exc.run_id = run.id
             raise
         if run.state == "approved":
             self.wake_runner.set()

@@ -6,11 +6,21 @@ is fenced (`bot.persistence.store.Lease`): timed on the database's clock, a new 
 claim, and every write the runner makes about the run (step records, memory,
 transitions) holds only while the token is current. Each step's start is
 recorded before it runs and its end, output and outcome before the next one
-starts, and a heartbeat thread renews the lease while a step is busy; it
-survives database errors until the lease would have expired. A runner whose
-lease is gone stops at the next safe point (before a step, between retries,
-or when its next write is refused), says so in the thread, and writes
-nothing more. When a process dies, its lease expires and another runner (or
+starts, and a heartbeat thread renews the lease while a step is busy. A
+database error does not end the heartbeat: it retries, but only until its
+renew deadline, a fixed part of the lease, has passed since the last renewal;
+then the runner stops acting (the step's waits on `StepContext.ticker` raise
+LeaseLost, no further step starts), well before another runner can take the
+lease, so two runners are never inside one step. A step's end is kept in
+memory and its write retried, with backoff, while the lease still holds (a
+short database outage does not turn a finished step into a crashed one); an
+end that could not be written is kept by the runner, and written when the
+same runner claims the run again, so its own living process never mistakes
+it for a crash. A runner whose lease is gone stops at the next safe point
+(before a step, between retries, or when its next write is refused), says so
+in the thread, and writes nothing more.
+
+When a process dies, its lease expires and another runner (or
 the same one restarted) picks the run up: the step that was interrupted is
 run again only if its action says it is safe to repeat; otherwise it is
 marked `interrupted` and the run stops for a person.
@@ -58,7 +68,7 @@ from actions.base import (
     TemporaryError,
     running_point,
 )
-from actions.clock import SYSTEM, Ticker
+from actions.clock import SYSTEM, SystemTicker, Ticker
 from bot.config import RollbackConfig
 from bot.domain.plans import RestoredStep, StoredStep
 from bot.domain.states import EXECUTABLE_STATES, RunState, StepState
@@ -154,6 +164,11 @@ class Runner:
     planner: Planner
     progress: Progress
     lease_seconds: float = 30.0
+    renew_seconds: float = 0.0
+    """How long the heartbeat retries a failing renewal before the runner stops acting
+    (0: two thirds of `lease_seconds`); shorter than the lease, as client-go's leader
+    election requires (tools/leaderelection/leaderelection.go, NewLeaderElector:
+    "leaseDuration must be greater than renewDeadline", defaults 15 s and 10 s)."""
     owner: str = ""
     sleep: Callable[[float], None] = time.sleep
     ticker: Ticker = SYSTEM
@@ -166,10 +181,19 @@ class Runner:
     _pool: dict[str, threading.Thread] = field(default_factory=dict, init=False, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _unwritten: dict[tuple[str, int], dict[str, Any]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """Step ends this runner saw but could not write before its lease ran out, by (run,
+    position): written when it claims the run again, instead of calling the step crashed."""
 
     def __post_init__(self) -> None:
         if not self.owner:
             self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        if not self.renew_seconds:
+            self.renew_seconds = self.lease_seconds * 2 / 3
+        if self.renew_seconds >= self.lease_seconds:
+            raise ValueError("the renew deadline must be shorter than the lease")
 
     def sweep(self) -> list[Run]:
         """Expire requests past their time-to-live (never waits on a running step)."""
@@ -249,7 +273,9 @@ class Runner:
 
     def _hold(self, lease: Lease) -> None:
         """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
-        heartbeat = _Heartbeat(self.store, lease, self.lease_seconds)
+        heartbeat = _Heartbeat(
+            self.store, lease, seconds=self.lease_seconds, renew_seconds=self.renew_seconds
+        )
         heartbeat.start()
         hold = _Hold(lease, heartbeat, self._stopping)
         try:
@@ -262,7 +288,10 @@ class Runner:
             self._handed_over(lease)
         finally:
             heartbeat.stop()
-            self.store.release(lease)
+            try:
+                self.store.release(lease)
+            except Exception as exc:  # the database is still away: the lease runs out by itself
+                log.warning("could not release the lease on run %s: %s", lease.run_id, exc)
 
     def _handed_over(self, lease: Lease) -> None:
         log.warning("%s stopping: run %s handed over between steps", lease.owner, lease.run_id)
@@ -291,14 +320,17 @@ class Runner:
     def _lost(self, lease: Lease) -> None:
         """Say that this runner lost the run and stopped; its successor carries on."""
         log.error("%s lost its lease on run %s; stopped", lease.owner, lease.run_id)
-        run = self.store.run(lease.run_id)
-        if run is None:
-            return
-        detail = {"owner": lease.owner, "generation": lease.generation}
-        self.store.add_event(
-            incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost", detail=detail
-        )
-        self.store.enqueue(run.id, "run.lease_lost", detail)
+        try:
+            run = self.store.run(lease.run_id)
+            if run is None:
+                return
+            detail = {"owner": lease.owner, "generation": lease.generation}
+            self.store.add_event(
+                incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost", detail=detail
+            )
+            self.store.enqueue(run.id, "run.lease_lost", detail)
+        except Exception as exc:  # cut off from the database: the lease says it for us
+            log.error("could not record losing run %s: %s", lease.run_id, exc)
 
     def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == RunState.RUNNING
@@ -330,6 +362,13 @@ class Runner:
             if opener is not None:
                 summary = f"not needed: {opener.words or opener.name} never ran"
                 self._save(run, hold, stored, state=StepState.NOT_RUN, summary=summary)
+                continue
+            end = self._unwritten.pop((run.id, stored.position), None)
+            if record is not None and record.state == StepState.RUNNING and end is not None:
+                # this process saw the step end but could not write it: no crash, no repeat
+                self._save_end(run, hold, stored, end)
+                if end["state"] == StepState.FAILED and failure is None:
+                    failure = f"{stored.label} failed: {end['summary']}"
                 continue
             if record is not None and record.state == StepState.RUNNING and not stored.idempotent:
                 problem = (
@@ -421,30 +460,20 @@ class Runner:
             deadline=self.ticker.monotonic() + stored.timeout,
             memory=memory,
             emit=lambda line: self.progress.step_output(run, step, line),
-            ticker=self.ticker,
+            ticker=_Fenced(self.ticker, hold),
         )
         result, error = self._attempt(run, hold, action, ctx)
+        end: dict[str, Any]
         if error is None and result is not None:
-            state = StepState.SKIPPED if result.skipped else StepState.SUCCEEDED
-            self._save(
-                run,
-                hold,
-                stored,
-                state=state,
-                summary=result.summary,
-                output=result.output,
-                data=result.data,
-                finished_at=self.store.clock(),
-            )
+            end = {
+                "state": StepState.SKIPPED if result.skipped else StepState.SUCCEEDED,
+                "summary": result.summary,
+                "output": result.output,
+                "data": result.data,
+            }
         else:
-            self._save(
-                run,
-                hold,
-                stored,
-                state=StepState.FAILED,
-                summary=error or "",
-                finished_at=self.store.clock(),
-            )
+            end = {"state": StepState.FAILED, "summary": error or ""}
+        self._save_end(run, hold, stored, {**end, "finished_at": self.store.clock()})
         record = next(r for r in self.store.steps(run.id) if r.position == stored.position)
         self.progress.step_finished(run, step, record)
         return error
@@ -475,6 +504,39 @@ class Runner:
             except Exception as exc:
                 log.exception("%s: %s raised unexpectedly", run.incident_id, action.name)
                 return None, f"unexpected error: {type(exc).__name__}: {exc}"
+
+    def _save_end(self, run: Run, hold: _Hold, stored: StoredStep, end: dict[str, Any]) -> None:
+        """Write a step's end, retrying through a database outage while the lease holds.
+
+        The write is fenced, so it is safe until the very end of the lease; once the lease
+        would have run out the end is kept (`_unwritten`) and LeaseLost raised.
+        """
+        delay = 0.05
+        while True:
+            try:
+                self._save(run, hold, stored, **end)
+                return
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                if hold.heartbeat.remaining() <= delay:
+                    self._unwritten[(run.id, stored.position)] = end
+                    log.error(
+                        "%s: the end of %s could not be written before the lease ran out: %s",
+                        run.incident_id,
+                        stored.label,
+                        exc,
+                    )
+                    raise LeaseLost(hold.lease) from exc
+                log.warning(
+                    "%s: writing the end of %s failed (%s); retrying in %.2fs",
+                    run.incident_id,
+                    stored.label,
+                    exc,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, self.lease_seconds / 10)
 
     def _save(
         self, run: Run, hold: _Hold, stored: StoredStep, *, state: str, **fields: Any
@@ -669,8 +731,8 @@ class _Hold:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def check(self) -> None:
-        """Raise LeaseLost at a safe point once the heartbeat found the lease gone."""
-        if self.heartbeat.lost.is_set():
+        """Raise LeaseLost at a safe point once the heartbeat found the lease gone or late."""
+        if self.heartbeat.must_stop():
             raise LeaseLost(self.lease)
 
     def check_boundary(self) -> None:
@@ -688,20 +750,52 @@ class HandOver(Exception):
         super().__init__(f"{lease.owner} is stopping; run {lease.run_id} is handed over")
 
 
+class _Fenced:
+    """The step's ticker: its waits end with LeaseLost once the runner must stop acting.
+
+    A step that waits through `StepContext.ticker` (polls, retries, backoff) is thereby
+    cancelled at the renew deadline, before its lease can be taken by another runner.
+    """
+
+    def __init__(self, ticker: Ticker, hold: _Hold) -> None:
+        self._ticker = ticker
+        self._hold = hold
+
+    def monotonic(self) -> float:
+        return self._ticker.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._hold.check()
+        if not isinstance(self._ticker, SystemTicker):
+            self._ticker.sleep(seconds)
+            self._hold.check()
+            return
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            heartbeat = self._hold.heartbeat
+            heartbeat.lost.wait(min(left, heartbeat.until_renew_deadline() + 0.001))
+            self._hold.check()
+
+
 class _Heartbeat:
     """Renews a run's lease in the background while it executes.
 
-    A database error does not end it: it retries more often until the lease would
-    have expired (counted on this process's monotonic clock from the last renewal,
-    which is never later than the database's own expiry), and only then, or when a
-    renewal finds the lease taken, does it set `lost` for the runner to stop at its
-    next safe point.
+    A database error does not end it at once: it retries every tenth of the lease until
+    its renew deadline has passed since the last renewal (counted on this process's
+    monotonic clock from the moment that renewal was sent, which is never later than the
+    database's own expiry), and only then, or when a renewal finds the lease taken, does
+    it set `lost`: the runner stops acting with a third of the lease still to run, so
+    nobody can have claimed it yet (client-go tools/leaderelection/leaderelection.go,
+    LeaderElector.renew: retry every RetryPeriod, give up after RenewDeadline, which must
+    be shorter than LeaseDuration).
     """
 
-    def __init__(self, store: Store, lease: Lease, seconds: float) -> None:
+    def __init__(self, store: Store, lease: Lease, *, seconds: float, renew_seconds: float) -> None:
         self._store = store
         self._lease = lease
         self._seconds = seconds
+        self._renew_seconds = renew_seconds
+        self._last_renewed = time.monotonic()
         self._stop = threading.Event()
         self.lost = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
@@ -713,18 +807,30 @@ class _Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def remaining(self) -> float:
+        """Seconds the lease surely still holds (0 once it may have run out)."""
+        return max(0.0, self._last_renewed + self._seconds - time.monotonic())
+
+    def until_renew_deadline(self) -> float:
+        """Seconds before the runner must stop acting unless a renewal succeeds first."""
+        return max(0.0, self._last_renewed + self._renew_seconds - time.monotonic())
+
+    def must_stop(self) -> bool:
+        """Whether the lease is lost or past its renew deadline (even while a renewal hangs)."""
+        return self.lost.is_set() or self.until_renew_deadline() == 0.0
+
     def _beat(self) -> None:
-        last_renewed = time.monotonic()
         wait = self._seconds / 3
         while not self._stop.wait(wait):
             attempted = time.monotonic()
             try:
                 held = self._store.renew(self._lease, seconds=self._seconds)
             except Exception as exc:
-                if time.monotonic() - last_renewed >= self._seconds:
+                if time.monotonic() - self._last_renewed >= self._renew_seconds:
                     log.error(
-                        "lease on run %s expired while the database failed: %s",
+                        "could not renew the lease on run %s within %.1fs (%s); stopping",
                         self._lease.run_id,
+                        self._renew_seconds,
                         exc,
                     )
                     self.lost.set()
@@ -732,11 +838,14 @@ class _Heartbeat:
                 log.warning(
                     "renewing the lease on run %s failed (%s); retrying", self._lease.run_id, exc
                 )
-                wait = self._seconds / 10
+                wait = min(
+                    self._seconds / 10,
+                    max(0.0, self._last_renewed + self._renew_seconds - time.monotonic()),
+                )
                 continue
             if not held:
                 log.error("lost the lease on run %s to another runner", self._lease.run_id)
                 self.lost.set()
                 return
-            last_renewed = attempted
+            self._last_renewed = attempted
             wait = self._seconds / 3

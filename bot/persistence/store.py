@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import ast
 import secrets
+import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -269,9 +271,18 @@ class StepView:
 class Store:
     """Row access for incidents, runs, approvals, steps and events."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+    OFFSET_SECONDS = 300.0
+    """How long a measured offset between this process's clock and the database's is used."""
+
+    def __init__(
+        self, engine: Engine, *, clock: Clock | None = None, process_clock: Clock = utcnow
+    ) -> None:
         self.engine = engine
-        self.clock = clock
+        self.process_clock = process_clock
+        self.clock: Clock = clock or self._agreed
+        """The one clock every replica shares (`_agreed`); a test passes one it moves by hand."""
+        self._offset: tuple[float, timedelta] | None = None
+        self._offset_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         reader = engine.execution_options(**{READ_ONLY: True})
         self._readers = sessionmaker(reader, expire_on_commit=False)
@@ -681,6 +692,56 @@ class Store:
     # memory, release) is conditional on its generation in the same transaction, on
     # the run's row, so a runner that lost its lease cannot write over its successor.
 
+    FREE_BYTES = 1 << 20
+    """Below this much free space on a SQLite file's filesystem the database counts as full."""
+
+    def unwritable(self) -> str | None:
+        """Say why the bot's database cannot take a write now; None when it can.
+
+        A write probe in a transaction that is rolled back: an UPDATE of no row is refused by
+        a read-only PostgreSQL (`default_transaction_read_only`, a hot standby) and, through
+        BEGIN IMMEDIATE, by a SQLite file that cannot be written. A rolled-back write never
+        reaches SQLite's disk, so a SQLite file's filesystem is also checked for space.
+        """
+        try:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                connection.execute(update(Run).where(Run.id.is_(None)).values(version=Run.version))
+                transaction.rollback()
+        except Exception as exc:
+            return f"the bot's database cannot be written: {type(exc).__name__}: {exc}"[:300]
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:":
+            free = shutil.disk_usage(Path(path).resolve().parent).free
+            if free < self.FREE_BYTES:
+                return f"the bot's database disk is full ({free} bytes free)"
+        return None
+
+    def _agreed(self) -> datetime:
+        """The time every replica agrees on: this process's clock corrected to the database's.
+
+        Deadlines written by one replica and compared by another (request expiry, veto
+        windows, approvals' age, outbox claims, re-check schedules) and the times of the
+        records people read across replicas all come from `clock`, so a replica whose own
+        clock is off by minutes neither expires a request at once nor takes a message
+        another sender still holds. The offset to the database's clock is measured with
+        one query and re-measured every `OFFSET_SECONDS` (leases compare on the database
+        directly, `_db_now`).
+        """
+        with self._offset_lock:
+            if self._offset is None or time.monotonic() - self._offset[0] > self.OFFSET_SECONDS:
+                try:
+                    with self.reading() as session:
+                        raw = session.scalar(select(self._db_now()))
+                except Exception:
+                    if self._offset is None:
+                        raise
+                    # the database is away: the last offset stays good (clocks drift slowly),
+                    # so a runner can still stamp a step's end it is waiting to write
+                    return self.process_clock() + self._offset[1]
+                db = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+                self._offset = (time.monotonic(), db.replace(tzinfo=UTC) - self.process_clock())
+            return self.process_clock() + self._offset[1]
+
     def _db_now(self, seconds: float = 0.0) -> Any:
         """The database's current UTC time plus `seconds`, as stored (naive UTC)."""
         if self.engine.dialect.name == "sqlite":
@@ -963,7 +1024,9 @@ class Store:
 
         The claim moves `next_attempt_at` forward, so a sender that dies mid-delivery
         leaves the message due again after `seconds`, and senders of several bot
-        processes never deliver the same message at once.
+        processes never deliver the same message at once. Due and claimed on the shared
+        clock (`clock`): a sender whose own clock runs ahead must not take a message
+        another sender's claim still holds.
         """
         now = self.clock()
         with self.session() as session:
