@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
 from tests.fakes.serving import Served, served
 from tests.fakes.waiting import wait_for
 

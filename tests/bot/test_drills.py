@@ -32,7 +32,7 @@ from bot.store import StepView, Store
 from bot.verdict import MEMORY_KEY as VERDICTS
 from bot.verdict import Verdict
 from bot.workflow import Refused, Workflow
-from tests.bot.conftest import ALICE, BOB, CAROL
+from tests.fakes.config import ALICE, BOB, CAROL
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster

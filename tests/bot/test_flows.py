@@ -15,7 +15,7 @@ from bot.models import Incident, Run
 from bot.plans import Planner
 from bot.store import Store
 from bot.workflow import Refused, Workflow
-from tests.bot.conftest import ALICE, BOB, MALLORY, Clock, config_dict
+from tests.fakes.config import ALICE, BOB, MALLORY, Clock, config_dict
 from tests.fakes.targets import write_script
 
 

@@ -30,7 +30,7 @@ from bot.workflow import Workflow
 from handlers.deps import Deps
 from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
 from sandbox.slack import FakeSlack
-from tests.bot.conftest import ALICE, BOB, Clock
+from tests.fakes.config import ALICE, BOB, Clock
 from tests.fakes.targets import write_script
 
 CHANNEL = "C0INCIDENT"

@@ -20,8 +20,8 @@ from handlers.deps import Deps
 from handlers.thread import SlackOutbox
 from sandbox.slack import FakeSlack
 from sandbox.slack.models import Call
-from tests.bot.conftest import Clock
 from tests.bot.test_outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
+from tests.fakes.config import Clock
 
 pytest_plugins = ["tests.bot.test_outbox"]  # its `slack` and `deps` fixtures
 

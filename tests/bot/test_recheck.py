@@ -26,7 +26,7 @@ from bot.runner import NullProgress, Runner
 from bot.store import Store, make_engine
 from bot.workflow import Workflow
 from tests.actions.test_kubernetes_gitops import API, IMAGES, NS, argocd, image
-from tests.bot.conftest import ALICE, BOB, Clock, config_dict
+from tests.fakes.config import ALICE, BOB, Clock, config_dict
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def test_a_recheck_of_a_run_that_did_not_succeed_is_dropped(
     assert [m.kind for m in store.outbox(run.id)] == []
 
 
-def test_migration_0009_matches_the_models_and_downgrades(database_url: str) -> None:
+def test_migration_0009_matches_the_models_and_downgrades(empty_database_url: str) -> None:
     from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -221,7 +221,7 @@ def test_migration_0009_matches_the_models_and_downgrades(database_url: str) -> 
     from bot.models import Base
     from bot.store import _alembic_config
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         with engine.begin() as connection:
             command.upgrade(_alembic_config(connection), "head")

@@ -8,7 +8,7 @@ from bot.models import Incident
 from bot.recovery import recovery, spoken, summary_lines
 from bot.store import Store
 from bot.timeline import rca_template
-from tests.bot.conftest import BOB, Clock
+from tests.fakes.config import BOB, Clock
 
 
 def incident_with_history(store: Store, clock: Clock, *, fail: bool = False) -> Incident:

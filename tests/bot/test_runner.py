@@ -20,7 +20,7 @@ from bot.plans import Planner
 from bot.runner import Runner
 from bot.store import StepView, Store
 from bot.workflow import Workflow
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 
 ROOT = Path(__file__).parents[2]

@@ -14,7 +14,7 @@ from bot.models import Base, Run
 from bot.plans import default_point, remembered
 from bot.store import KnownVersions, Store, VersionNote, version_key
 from bot.workflow import version_note
-from tests.bot.conftest import Clock
+from tests.fakes.config import Clock
 
 V124, V123, V122 = "voxflow/api:v1.2.4", "voxflow/api:v1.2.3", "voxflow/api:v1.2.2"
 

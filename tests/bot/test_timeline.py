@@ -12,7 +12,7 @@ from bot.runner import NullProgress, Runner
 from bot.store import Store
 from bot.timeline import duration, moments, rca_template
 from bot.workflow import BREAK_GLASS_PHRASE, Workflow
-from tests.bot.conftest import ALICE, BOB, CAROL, Clock
+from tests.fakes.config import ALICE, BOB, CAROL, Clock
 
 
 def test_rca_template_has_summary_and_timeline_from_the_audit_log(

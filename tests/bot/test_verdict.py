@@ -23,9 +23,9 @@ from bot.verdict import Verdict, stored
 from bot.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers.blocks import RunFacts, plan_message
 from handlers.ids import Action
-from tests.bot.conftest import BOB, Clock
 from tests.bot.test_flows import RecordingThread, make_flows, request
 from tests.bot.test_runner import Recorder
+from tests.fakes.config import BOB, Clock
 from tests.fakes.targets import ScriptedTarget
 
 SAFE = [["ok", "previous revision exists", ""]]

@@ -15,7 +15,7 @@ from bot.decision import Answers, Severity
 from bot.plans import Plan, Planner
 from bot.store import Store, TargetBusy
 from bot.workflow import Refused, Workflow
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, Clock, config_dict
+from tests.fakes.config import ALICE, BOB, CAROL, MALLORY, Clock, config_dict
 
 ANSWERS = Answers(functional=False, data_at_risk=False, severe_impact=True)
 

@@ -13,7 +13,7 @@ from bot.plans import Planner
 from bot.runner import NullProgress, Runner
 from bot.store import Store, make_engine
 from bot.workflow import Workflow
-from tests.bot.conftest import config_dict
+from tests.fakes.config import config_dict
 from tests.fakes.targets import ScriptedTarget
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from sandbox.platform import Platform
 from sandbox.slack import FakeSlack
-from tests.bot.conftest import ALICE, config_dict
+from tests.fakes.config import ALICE, config_dict
 
 ROOT = Path(__file__).parents[2]
 SECRET = "operator-secret"

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import BOB
+from tests.fakes.config import BOB, CHANNEL
+from tests.fakes.thread import card, plan_message, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, card, plan_message, text_of
 
 TOKEN = "alert-token-1"
 
@@ -221,7 +221,7 @@ def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path
     from bot.settings import Settings
     from bot.store import make_engine, upgrade
     from sandbox.slack import FakeSlack
-    from tests.bot.conftest import config_dict
+    from tests.fakes.config import config_dict
     from tests.fakes.database import postgres_database
     from tests.fakes.targets import ScriptedTarget, write_script
 

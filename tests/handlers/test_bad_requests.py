@@ -16,9 +16,9 @@ import pytest
 
 from sandbox.harness import Sandbox
 from sandbox.platform import sign
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.thread import request_rollback
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, request_rollback
 
 FORM = "application/x-www-form-urlencoded"
 

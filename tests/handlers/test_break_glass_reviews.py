@@ -10,9 +10,9 @@ from slack_sdk.models.blocks import Block
 from sandbox.harness import Sandbox
 from sandbox.platform import Person
 from sandbox.slack import Message
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, MALLORY
+from tests.fakes.thread import ANSWERS, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, CHANNEL, text_of
 
 BREAK_GLASS: dict[str, Any] = {
     **ANSWERS,

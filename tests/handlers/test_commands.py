@@ -8,9 +8,9 @@ import pytest
 
 from handlers.commands import CommandError, Help, History, Rollback, Status, parse
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.thread import request_rollback
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, request_rollback
 
 
 @pytest.mark.parametrize(

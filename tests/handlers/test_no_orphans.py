@@ -16,9 +16,9 @@ import pytest
 
 from sandbox.harness import Sandbox
 from sandbox.slack.models import Call
-from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
+from tests.fakes.thread import ANSWERS, card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
 
 
 def submit_form(sandbox: Sandbox) -> str:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY
 from tests.fakes.targets import script_log, write_script
+from tests.fakes.thread import card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, card, request_rollback, text_of
 
 
 def run_state(sandbox: Sandbox) -> str:

@@ -162,7 +162,7 @@ def _build_args() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def image(dockerd: Engine) -> Iterator[str]:
+def bot_image(dockerd: Engine) -> Iterator[str]:
     """The bot's image built from the Dockerfile on the Debian base; removed afterwards."""
     require("debootstrap", package="debootstrap")
     env = {**os.environ, "DOCKER_HOST": f"unix://{dockerd.socket}"}
@@ -276,7 +276,7 @@ def _wait_ready(port: int, engine: Engine, name: str) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-def bot(dockerd: Engine, image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
+def bot(dockerd: Engine, bot_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
     """Everything the container needs, with its database schema in place; removed afterwards."""
     config = tmp_path_factory.mktemp("image") / "rollback.yml"
     configmap = yaml.safe_load((ROOT / "deploy" / "configmap.yaml").read_text())
@@ -297,7 +297,7 @@ def bot(dockerd: Engine, image: str, tmp_path_factory: pytest.TempPathFactory) -
             f"SLACK_API_URL=http://{gateway}:{relay.server_address[1]}/api/",
             "DATABASE_URL=sqlite:////app/rollback-bot.db",
         ]
-        bot = Bot(dockerd, image, network, volume, config, env)
+        bot = Bot(dockerd, bot_image, network, volume, config, env)
         try:
             name = f"rbt-image-upgrade-{uuid.uuid4().hex[:8]}"
             assert bot.upgrade(name) == 0, dockerd.cli("logs", name).stderr

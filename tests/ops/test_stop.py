@@ -26,7 +26,7 @@ from bot.plans import Planner
 from bot.store import Store, make_engine, upgrade
 from bot.workflow import Workflow
 from sandbox.slack import FakeSlack
-from tests.bot.conftest import ALICE, BOB, config_dict
+from tests.fakes.config import ALICE, BOB, config_dict
 from tests.fakes.database import PG_ADMIN
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 from tests.fakes.waiting import wait_for

@@ -1,59 +1,15 @@
-"""The real Bolt app over HTTP, fake Slack, a scripted target: the Slack side end to end."""
+"""A person's way through the incident thread in fake Slack: ask for a rollback, read the card,
+the plan message, the RCA template and a message's text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.config import parse_config
-from bot.plans import Planner
 from sandbox.harness import Sandbox
 from sandbox.platform import Person
 from sandbox.slack import Message, UploadedFile
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
-from tests.fakes.targets import ScriptedTarget, write_script
+from tests.fakes.config import CHANNEL
 from tests.fakes.waiting import wait_for
-
-DAVE = "UDAVE00001"
-CHANNEL = "C0INCIDENT"
-PEOPLE = {ALICE: "alice", BOB: "bob", CAROL: "carol", MALLORY: "mallory", DAVE: "dave"}
-
-
-@pytest.fixture
-def script(tmp_path: Path) -> Path:
-    return write_script(tmp_path / "script.json")
-
-
-@pytest.fixture
-def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox]]:
-    started: list[Sandbox] = []
-
-    def make(*, alert_token: str = "", **prod: Any) -> Sandbox:
-        config = parse_config(config_dict(**prod), path=Path("test.yml"))
-        sandbox = Sandbox(
-            config=config,
-            workdir=tmp_path,
-            people=PEOPLE,
-            planner=Planner(factory=lambda params: ScriptedTarget(script)),
-            groups={"SDBAS00001": [DAVE]},
-            runner_poll_seconds=0.1,
-            alert_token=alert_token,
-        )
-        started.append(sandbox.start())
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
-
-
-@pytest.fixture
-def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
-    return make_sandbox()
-
 
 ANSWERS = {
     "severity": "high",
