@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,10 +20,17 @@ from tests.fakes.serving import Served, served
 from tests.fakes.waiting import wait_for
 
 
-def _metrics_once(bot: Served, line: str) -> str:
-    """/metrics, once it has `line` (else "")."""
+def _idle(bot: Served) -> str:
+    """/metrics, once the work and forward pools have each done one piece of work and hold
+    none (else "")."""
     metrics = httpx.get(f"{bot.base}/metrics").text
-    return metrics if line in metrics else ""
+    lines = set(metrics.splitlines())
+    idle = {
+        f"rollback_{pool}_{stat} {value}"
+        for pool in ("work", "forward")
+        for stat, value in (("done", "1.0"), ("running", "0.0"), ("queued", "0.0"))
+    }
+    return metrics if idle <= lines else ""
 
 
 def _gone(pid: int) -> bool:
@@ -46,10 +52,11 @@ def test_the_front_acks_and_the_work_process_opens_the_form_exactly_once(tmp_pat
         assert alice.slash("help", secret="wrong").status_code == 401
         assert alice.slash("app prod").status_code == 200
         wait_for(lambda: bot.slack.calls_to("views.open"), what="the form opening")
-        time.sleep(1.0)  # had the front also done the work, a second form would open now
+        # The barrier: the front's pool (forwarding) and the work process's pool are idle,
+        # each having finished its one piece of work; a form the front opened would be in.
+        metrics = wait_for(lambda: _idle(bot), what="both pools idle")
         assert len(bot.slack.calls_to("views.open")) == 1
         # the work process's own metrics, and the front's ack and forwarding after them
-        metrics = wait_for(lambda: _metrics_once(bot, "rollback_work_done 1.0"), what="work")
         assert 'rollback_slack_api_calls_total{method="auth.test"} 1.0' in metrics
         # the listener's own `client` is the bot's: counted (and masked) like every call
         assert 'rollback_slack_api_calls_total{method="views.open"} 1.0' in metrics

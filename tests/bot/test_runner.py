@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ from bot.runner import Runner
 from bot.store import StepView, Store
 from bot.workflow import Workflow
 from tests.fakes.config import ALICE, BOB
+from tests.fakes.processes import started
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
+from tests.fakes.waiting import wait_for
 
 ROOT = Path(__file__).parents[2]
 
@@ -221,23 +223,22 @@ def test_step_memory_is_saved_with_the_run(
     assert final is not None and final.memory["undo.done"] == 1
 
 
-def crash_mid_step(url: str, script: Path, run_id: str) -> None:
-    child = subprocess.Popen(
+def crash_mid_step(store: Store, url: str, script: Path, run_id: str) -> None:
+    """Run the run in a child runner and SIGKILL it inside the hanging step; lapse its lease."""
+    with started(
         [sys.executable, "-m", "tests.fakes.crash_runner", url, str(script), run_id],
+        stop_signal=signal.SIGKILL,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while "undo" not in script_log(script):
-            assert child.poll() is None, "the child runner exited before the step"
-            assert time.monotonic() < deadline, "the child runner never reached the step"
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    time.sleep(1.2)  # the child's one-second lease runs out
+    ) as child:
+        wait_for(
+            lambda: "undo" in script_log(script) or child.poll() is not None,
+            timeout=60,
+            what="the child runner to reach the step",
+        )
+        assert child.poll() is None, "the child runner exited before the step"
+    # the killed runner's lease lapses (leases are timed on the database's clock)
+    store.set_run_fields(run_id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -248,7 +249,7 @@ def test_run_of_a_killed_process_resumes_a_step_that_is_safe_to_repeat(
     workflow = Workflow(store=live, config=config)
     write_script(script, undo=["hang", "ok"])
     run = approved_run(workflow, planner)
-    crash_mid_step(database_url, script, run.id)
+    crash_mid_step(live, database_url, script, run.id)
     assert live.run(run.id).state == "running"  # type: ignore[union-attr]
     runner, progress = make_runner(live, workflow, config, planner)
     assert runner.run_pending() == [run.id]
@@ -267,7 +268,7 @@ def test_run_of_a_killed_process_needs_a_person_when_the_step_is_not_safe_to_rep
     workflow = Workflow(store=live, config=config)
     write_script(script, undo=["hang", "ok"], _not_idempotent=["undo"])
     run = approved_run(workflow, planner)
-    crash_mid_step(database_url, script, run.id)
+    crash_mid_step(live, database_url, script, run.id)
     runner, _ = make_runner(live, workflow, config, planner)
     runner.run_pending()
     final = live.run(run.id)

@@ -3,6 +3,7 @@ every folder by tests/conftest.py): the Slack side end to end."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from bot.plans import Planner
 from sandbox.harness import Sandbox
 from tests.fakes.config import DAVE, PEOPLE, config_dict
 from tests.fakes.targets import ScriptedTarget
+from tests.fakes.thread import settled
 
 
 @pytest.fixture
@@ -35,8 +37,12 @@ def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox
         return sandbox
 
     yield make
-    for sandbox in started:
-        sandbox.stop()
+    with contextlib.ExitStack() as stopping:  # every sandbox stops, even if one fails to
+        for sandbox in started:
+            stopping.callback(sandbox.stop)
+            # first the listeners' work in flight: left running past the stop, it fails against
+            # the stopped fake Slack and logs its errors into the next test
+            stopping.callback(settled, sandbox)
 
 
 @pytest.fixture

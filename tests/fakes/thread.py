@@ -71,3 +71,21 @@ def text_of(message: Message) -> str:
                 text = element["text"]
                 parts.append(text["text"] if isinstance(text, dict) else text)
     return "\n".join(parts)
+
+
+def settled(sandbox: Sandbox, *, outbox: bool = False) -> None:
+    """The barrier before asserting that nothing (more) happened.
+
+    Every listener hands its work to the bot's after-ack pool before its answer leaves
+    (handlers/lazy.py, `process_before_response=True`), so once the test holds the answers
+    and the pool holds nothing, queued or running, that work has run. With `outbox`, also
+    wait for the outbox to be sent (its sender writes Slack calls after the work).
+    """
+    later = sandbox.process.deps.later
+    store = sandbox.process.deps.store
+    wait_for(
+        lambda: (s := later.snapshot()).queued == 0 and s.running == 0,
+        what="the listeners' work to finish",
+    )
+    if outbox:
+        wait_for(lambda: store.outbox_backlog() == 0, what="the outbox to be sent")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.harness import Sandbox
 from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY
 from tests.fakes.targets import script_log, write_script
-from tests.fakes.thread import card, request_rollback, text_of
+from tests.fakes.thread import card, request_rollback, settled, text_of
 from tests.fakes.waiting import wait_for
 
 
@@ -59,7 +58,7 @@ def test_rapid_answers_end_with_the_newest_recommendation(sandbox: Sandbox) -> N
         lambda: "Monitor and fix forward" in recommendation_of(sandbox, view_id),
         what="the last answer's recommendation",
     )
-    time.sleep(0.3)  # an overtaken render arriving late would replace it now
+    settled(sandbox)  # every click's render has run: an overtaken one would show now
     assert "Monitor and fix forward" in recommendation_of(sandbox, view_id)
     assert [c.error for c in sandbox.slack.calls_to("views.update") if not c.ok] == []
 

@@ -1,0 +1,73 @@
+"""Child processes a test starts: in a process group of their own, stopped in every outcome.
+
+`started` yields the Popen and, however the test ends (passed, failed, interrupted), asks the
+child to stop (its stop signal, then `stop_seconds` to exit) and then SIGKILLs the whole group,
+so nothing the child started (a work process, a server) outlives the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO, Any
+
+
+@contextmanager
+def started(
+    argv: Sequence[str],
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    stop_seconds: float = 30.0,
+    **popen: Any,
+) -> Iterator[subprocess.Popen[Any]]:
+    """Start `argv` in a new session (its own process group); stop the group afterwards."""
+    process = subprocess.Popen(list(argv), start_new_session=True, **popen)
+    try:
+        yield process
+    finally:
+        stop(process, stop_signal=stop_signal, stop_seconds=stop_seconds)
+
+
+def stop(
+    process: subprocess.Popen[Any],
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    stop_seconds: float = 30.0,
+) -> None:
+    """Signal the process if it runs, wait for it, then SIGKILL what is left of its group."""
+    if process.poll() is None:
+        process.send_signal(stop_signal)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=stop_seconds)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+class Lines:
+    """Collect a child's output in the background, so a test can wait for a line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.seen.append(line)
+
+    def find(self, pattern: str) -> re.Match[str] | None:
+        for line in list(self.seen):
+            found = re.search(pattern, line)
+            if found:
+                return found
+        return None
+
+    def text(self) -> str:
+        return "".join(self.seen)
