@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.fakes.parts import free_port, require, unavailable
+
 OS_USER = "postgres"
 
 
@@ -36,17 +37,8 @@ def bindir() -> Path:
     try:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("needs PostgreSQL server binaries: apt-get install postgresql-15")
+        unavailable("needs PostgreSQL server binaries: apt-get install postgresql-15")
     return Path(out.stdout.strip())
-
-
-def free_port() -> int:
-    """Return a TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def as_postgres(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -223,10 +215,7 @@ class ArchivedCluster:
 @pytest.fixture
 def pgbackrest_cluster() -> Iterator[ArchivedCluster]:
     """Yield a running scratch cluster archiving to a pgBackRest stanza; remove it afterwards."""
-    if shutil.which("pgbackrest") is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("pgbackrest is missing: apt-get install pgbackrest")
-        pytest.skip("needs pgBackRest: apt-get install pgbackrest")
+    require("pgbackrest", package="pgbackrest")
     cluster = ArchivedCluster(pgbackrest=True)
     try:
         cluster.start()

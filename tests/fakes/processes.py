@@ -15,6 +15,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 
@@ -71,3 +72,10 @@ class Lines:
 
     def text(self) -> str:
         return "".join(self.seen)
+
+
+@contextmanager
+def daemon(argv: Sequence[str], *, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server in the background, its output to `log`; stop it (and its group) after."""
+    with log.open("wb") as out, started(argv, stdout=out, stderr=subprocess.STDOUT) as process:
+        yield process

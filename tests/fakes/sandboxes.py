@@ -4,6 +4,7 @@ every folder by tests/conftest.py): the Slack side end to end."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,12 @@ from tests.fakes.thread import settled
 
 
 @pytest.fixture
-def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox]]:
+def make_sandbox(
+    tmp_path: Path, script: Path, migrated_sqlite: Path
+) -> Iterator[Callable[..., Sandbox]]:
     started: list[Sandbox] = []
+    # The sandbox's database, already migrated: its own `upgrade` then finds nothing to do.
+    shutil.copyfile(migrated_sqlite, tmp_path / "rollback-bot.db")
 
     def make(*, alert_token: str = "", **prod: Any) -> Sandbox:
         config = parse_config(config_dict(**prod), path=Path("test.yml"))

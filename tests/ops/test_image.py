@@ -38,7 +38,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from sandbox.slack import FakeSlack
-from tests.ops.peers import free_port, require
+from tests.fakes.parts import free_port, require
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
