@@ -223,6 +223,7 @@ def open_modal(sandbox: Sandbox) -> tuple[str, dict[str, Any]]:
         "q_data_at_risk": "no",
     }.items():
         alice.choose(view_id, block_id, value)
+    settled(sandbox)  # every answer rendered: none can land after what the test sends next
     return view_id, alice.view(view_id)
 
 
