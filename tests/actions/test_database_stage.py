@@ -26,7 +26,7 @@ from sandbox.web import Reply, WebStub
 from tests.fakes.config import config_dict
 from tests.fakes.crash import CrashCase, approved_run
 from tests.fakes.pg import HOST, PORT, RESTORE_ONLY_FLIPS, USER, damaged, dump, exists, pg, scalar
-from tests.handlers.test_blocks import a_run, texts
+from tests.fakes.runs import a_run, texts
 
 pytest_plugins = ["tests.fakes.pg"]
 pytestmark = pytest.mark.postgres

@@ -69,7 +69,7 @@ class History:
 
 
 @pytest.fixture
-def history(archived_cluster: ArchivedCluster) -> Iterator[History]:
+def history(archived_cluster: ArchivedCluster) -> History:
     """Row 0, a base backup, then rows 1, 2, 3 committed about 1.2 s apart, all archived."""
     db = unique_name()
     archived_cluster.execute("postgres", f'CREATE DATABASE "{db}"')
@@ -83,7 +83,7 @@ def history(archived_cluster: ArchivedCluster) -> Iterator[History]:
         writes.append(archived_cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
         time.sleep(1.2)
     archived_cluster.switch_wal()
-    yield History(archived_cluster, db, writes)
+    return History(archived_cluster, db, writes)
 
 
 def between(a: datetime, b: datetime) -> datetime:
@@ -205,7 +205,7 @@ def test_the_scratch_instance_is_stopped_and_removed_even_when_the_copy_fails(
 
 
 @pytest.fixture
-def backrest_history(pgbackrest_cluster: ArchivedCluster) -> Iterator[History]:
+def backrest_history(pgbackrest_cluster: ArchivedCluster) -> History:
     """Row 0, a full pgBackRest backup, then rows 1, 2, 3 about 1.2 s apart, all archived."""
     cluster = pgbackrest_cluster
     db = unique_name()
@@ -219,7 +219,7 @@ def backrest_history(pgbackrest_cluster: ArchivedCluster) -> Iterator[History]:
         writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
         time.sleep(1.2)
     cluster.switch_wal()
-    yield History(cluster, db, writes)
+    return History(cluster, db, writes)
 
 
 def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(

@@ -17,8 +17,8 @@ from bot.monitoring import Monitor, breaches
 from bot.plans import Planner
 from bot.store import Store
 from bot.workflow import Refused, Workflow
-from tests.bot.test_flows import RecordingThread
 from tests.fakes.config import BOB, Clock, config_dict
+from tests.fakes.flows import RecordingThread
 
 METRICS = {"error_rate_url": "http://127.0.0.1:9/error-rate"}
 

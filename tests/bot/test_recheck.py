@@ -9,7 +9,6 @@ move by hand; several `Rechecks` on the same database stand for several bot proc
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +65,7 @@ class World:
 
 
 @pytest.fixture
-def rolled_back(kube: KubeCluster, store: Store) -> Iterator[World]:
+def rolled_back(kube: KubeCluster, store: Store) -> World:
     """voxflow-api rolled back from v3 to v2 by a real runner; Argo CD left suspended."""
     argocd(kube)
     config = kube_config(kube, recheck_after="10m")
@@ -90,7 +89,7 @@ def rolled_back(kube: KubeCluster, store: Store) -> Iterator[World]:
     done = store.run(run.id)
     assert done is not None and done.state == "succeeded", done and done.outcome
     assert image(kube) == IMAGES[1]
-    yield World(store=store, config=config, planner=planner, run=done)
+    return World(store=store, config=config, planner=planner, run=done)
 
 
 def test_a_recheck_is_scheduled_when_the_rollback_succeeds_and_waits_for_its_time(

@@ -6,8 +6,8 @@ from bot.metrics import BotMetrics, MeteredProgress
 from bot.models import Run
 from bot.runner import NullProgress
 from bot.store import Store
-from tests.bot.test_recovery import incident_with_history
 from tests.fakes.config import ALICE, Clock
+from tests.fakes.runners import incident_with_history
 
 
 def test_a_finished_run_observes_its_incident_phases_by_environment_and_target(

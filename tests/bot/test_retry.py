@@ -13,9 +13,9 @@ from bot.models import RunState
 from bot.plans import Planner
 from bot.store import Store
 from bot.workflow import Refused
-from tests.bot.test_flows import RecordingThread, make_flows, request
-from tests.bot.test_runner import make_runner, states
 from tests.fakes.config import ALICE, BOB, CAROL
+from tests.fakes.flows import RecordingThread, make_flows, request
+from tests.fakes.runners import make_runner, states
 from tests.fakes.targets import script_log, write_script
 
 

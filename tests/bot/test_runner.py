@@ -8,73 +8,20 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from actions.base import PermanentError, RollbackPoint
 from bot.config import RollbackConfig
-from bot.decision import Answers, Severity
-from bot.models import Run
 from bot.plans import Planner
-from bot.runner import Runner
-from bot.store import StepView, Store
+from bot.store import Store
 from bot.workflow import Workflow
-from tests.fakes.config import ALICE, BOB
 from tests.fakes.processes import started
+from tests.fakes.runners import approved_run, make_runner, states
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 from tests.fakes.waiting import wait_for
 
 ROOT = Path(__file__).parents[2]
-
-
-class Recorder:
-    """A Progress that writes down what it was told."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def run_started(self, run: Run, *, resumed: bool) -> None:
-        self.calls.append(("run_started", resumed))
-
-    def step_started(self, run: Run, step: dict[str, Any]) -> None:
-        self.calls.append(("step_started", step["name"]))
-
-    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
-        self.calls.append(("step_output", line))
-
-    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
-        self.calls.append(("step_finished", (step["name"], record.state)))
-
-    def run_finished(self, run: Run) -> None:
-        self.calls.append(("run_finished", run.state))
-
-    def run_expired(self, run: Run) -> None:
-        self.calls.append(("run_expired", run.id))
-
-
-def approved_run(workflow: Workflow, planner: Planner) -> Run:
-    env = workflow.config.environment("prod")
-    plan = planner.build(env_name="prod", env=env, target="app", point="1")
-    _, run = workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    return workflow.approve(run.id, user=BOB).run
-
-
-def make_runner(
-    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, **kw: Any
-) -> tuple[Runner, Recorder]:
-    progress = Recorder()
-    kw.setdefault("sleep", lambda s: None)
-    runner = Runner(
-        store=store, workflow=workflow, config=config, planner=planner, progress=progress, **kw
-    )
-    return runner, progress
-
-
-def states(store: Store, run_id: str) -> list[tuple[str, str]]:
-    return [(s.name, s.state) for s in store.steps(run_id)]
 
 
 def test_approved_run_executes_every_step_in_order_and_succeeds(

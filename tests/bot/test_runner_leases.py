@@ -21,7 +21,7 @@ from bot.plans import Planner
 from bot.runner import Runner
 from bot.store import LeaseLost, Store, make_engine, utcnow
 from bot.workflow import Workflow
-from tests.bot.test_runner import approved_run, make_runner
+from tests.fakes.runners import approved_run, make_runner
 from tests.fakes.targets import script_log, write_script
 
 

@@ -15,8 +15,8 @@ from bot.plans import Planner
 from bot.runner import Runner
 from bot.store import Store, TargetBusy
 from bot.workflow import Workflow
-from tests.bot.test_runner import Recorder
 from tests.fakes.config import ALICE, BOB, Clock, config_dict
+from tests.fakes.runners import Recorder
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 
 

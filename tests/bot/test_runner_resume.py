@@ -22,8 +22,8 @@ from bot.runner import stored_steps
 from bot.store import Store
 from bot.workflow import Workflow
 from sandbox.web import Reply, WebStub
-from tests.bot.test_runner import approved_run, make_runner, states
 from tests.fakes.config import Clock, config_dict
+from tests.fakes.runners import approved_run, make_runner, states
 from tests.fakes.targets import PlanOnlyTarget, ScriptedTarget, script_log, write_script
 
 

@@ -16,12 +16,11 @@ from bot.config import parse_config
 from bot.plans import Planner
 from handlers.ids import Action
 from sandbox.harness import Sandbox
-from tests.bot.test_verdict import BLOCKED, JudgedTarget, judge
 from tests.fakes.config import ALICE, PEOPLE, config_dict
 from tests.fakes.targets import write_script
-from tests.fakes.thread import ANSWERS, request_rollback
+from tests.fakes.thread import ANSWERS, recommendation_of, request_rollback
+from tests.fakes.verdicts import BLOCKED, JudgedTarget, judge
 from tests.fakes.waiting import wait_for
-from tests.handlers.test_rollback_flow import recommendation_of
 
 
 @pytest.fixture

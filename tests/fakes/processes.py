@@ -1,8 +1,9 @@
 """Child processes a test starts: in a process group of their own, stopped in every outcome.
 
 `started` yields the Popen and, however the test ends (passed, failed, interrupted), asks the
-child to stop (its stop signal, then `stop_seconds` to exit) and then SIGKILLs the whole group,
-so nothing the child started (a work process, a server) outlives the test.
+child to stop (its stop signal, then `stop_seconds` to exit) and then SIGKILLs the whole group
+and every descendant it had, so nothing the child started (a work process, a server) outlives
+the test.
 """
 
 from __future__ import annotations
@@ -41,14 +42,35 @@ def stop(
     stop_signal: signal.Signals = signal.SIGTERM,
     stop_seconds: float = 30.0,
 ) -> None:
-    """Signal the process if it runs, wait for it, then SIGKILL what is left of its group."""
+    """Signal the process if it runs, wait for it, then SIGKILL what is left of its group and
+    of its descendants (a child may have a session of its own, as the front's work process
+    does)."""
+    descendants = _descendants(process.pid)
     if process.poll() is None:
         process.send_signal(stop_signal)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=stop_seconds)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+    for pid in descendants:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     process.wait(timeout=30)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The pids of a running process's children, theirs, and so on (Linux's /proc)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        found += [int(child) for child in children]
+        todo += [int(child) for child in children]
+    return found
 
 
 class Lines:

@@ -89,3 +89,8 @@ def settled(sandbox: Sandbox, *, outbox: bool = False) -> None:
     )
     if outbox:
         wait_for(lambda: store.outbox_backlog() == 0, what="the outbox to be sent")
+
+
+def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
+    blocks = sandbox.slack.view(view_id).view["blocks"]
+    return str(next(b for b in blocks if b.get("block_id") == "recommendation")["text"]["text"])

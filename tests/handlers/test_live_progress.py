@@ -13,7 +13,7 @@ import pytest
 from bot.store import StepView
 from handlers import blocks
 from handlers.thread import SlackProgress
-from tests.handlers.test_blocks import a_run
+from tests.fakes.runs import a_run
 
 
 class Queued:

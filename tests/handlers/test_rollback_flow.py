@@ -8,7 +8,7 @@ from pathlib import Path
 from sandbox.harness import Sandbox
 from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY
 from tests.fakes.targets import script_log, write_script
-from tests.fakes.thread import card, request_rollback, settled, text_of
+from tests.fakes.thread import card, recommendation_of, request_rollback, settled, text_of
 from tests.fakes.waiting import wait_for
 
 
@@ -38,11 +38,6 @@ def test_modal_opens_with_the_previous_revision_and_the_recommendation_updates_l
         what="the recommendation",
     )
     assert "Critical*: respond immediately" in text and "within immediate" not in text
-
-
-def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
-    blocks = sandbox.slack.view(view_id).view["blocks"]
-    return str(next(b for b in blocks if b.get("block_id") == "recommendation")["text"]["text"])
 
 
 def test_rapid_answers_end_with_the_newest_recommendation(sandbox: Sandbox) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from handlers.pool import Later
 from tests.fakes.waiting import wait_for
 
@@ -45,12 +47,8 @@ def test_a_failing_task_is_counted_and_its_person_told_with_a_reference() -> Non
 
 def test_the_pool_needs_a_thread_and_room() -> None:
     for threads, queue in ((0, 1), (1, 0)):
-        try:
+        with pytest.raises(ValueError, match="at least one"):
             Later(threads=threads, queue=queue)
-        except ValueError as exc:
-            assert "at least one" in str(exc)
-        else:
-            raise AssertionError(f"Later({threads}, {queue}) was accepted")
 
 
 def test_a_full_pool_says_so_before_a_submit_and_notices_are_bounded() -> None:
