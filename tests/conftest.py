@@ -27,12 +27,19 @@ NEEDS = {
 }
 
 
+# pytest-timeout's limit (pyproject.toml) covers a test's fixtures too: the first test on the
+# bot's image waits for its build (debootstrap, pip), which gets longer.
+IMAGE_BUILD_TIMEOUT = 1800
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by the real parts its fixtures start."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for mark in sorted({NEEDS[name] for name in used & NEEDS.keys()}):
             item.add_marker(mark)
+        if "bot_image" in used:
+            item.add_marker(pytest.mark.timeout(IMAGE_BUILD_TIMEOUT))
 
 
 @pytest.fixture(autouse=True)
