@@ -19,7 +19,7 @@ from bot.config import RollbackConfig, parse_config
 from bot.store import Store, make_engine, upgrade
 from bot.workflow import Workflow
 from tests.fakes.config import Clock, config_dict
-from tests.fakes.database import drop_pending, postgres_database
+from tests.fakes.database import drop_orphans, drop_pending, postgres_database
 from tests.fakes.targets import ScriptedTarget, write_script
 
 KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -27,7 +27,9 @@ KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 @pytest.fixture(scope="session", autouse=True)
 def _drop_databases_at_the_end() -> Iterator[None]:
-    """Every test database dropped in the background is gone before the worker ends."""
+    """Every test database dropped in the background is gone before the worker ends; those
+    a killed run left are dropped first."""
+    drop_orphans()
     yield
     drop_pending()
 

@@ -178,7 +178,7 @@ def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
 def test_readyz_fails_when_the_database_is_gone_while_healthz_still_answers(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
-    with postgres_database(prefix="rbt_ready") as database_url:
+    with postgres_database(prefix="rbtest_ready") as database_url:
         upgrade(make_engine(database_url))
         with _bot(
             [sys.executable, "-m", "bot", "serve", "--http", "127.0.0.1:0"],
