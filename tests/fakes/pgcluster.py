@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +31,7 @@ import pytest
 from tests.fakes.parts import free_port, require, unavailable
 
 OS_USER = "postgres"
+PREFIX = "rbt_pgc_"  # then the pid of the test process that made the cluster
 
 
 def bindir() -> Path:
@@ -63,7 +65,8 @@ class ArchivedCluster:
         self.pgbackrest = pgbackrest
         self.stanza = "rbt"
         self.bin = bindir()
-        self.root = Path(tempfile.mkdtemp(prefix="rbt_pgc_"))
+        stop_orphans()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}_"))
         self.root.chmod(0o755)
         self.data = self.root / "data"
         self.archive = self.root / "archive"
@@ -210,6 +213,21 @@ class ArchivedCluster:
         with contextlib.suppress(subprocess.CalledProcessError):
             as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def stop_orphans() -> None:
+    """Stop and remove the scratch clusters whose test process (the pid in the directory's
+    name) is gone: a run killed before its teardown leaves them running."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        owner = re.fullmatch(rf"{PREFIX}(\d+)_\w+", root.name)
+        if owner is None or Path(f"/proc/{owner.group(1)}").exists():
+            continue
+        if (root / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                as_postgres(
+                    [str(bindir() / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"]
+                )
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
