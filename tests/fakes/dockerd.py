@@ -24,7 +24,9 @@ import io
 import json
 import os
 import random
+import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -45,6 +47,7 @@ INSTALL = "sudo tools/install-test-deps"
 BUSYBOX = Path("/bin/busybox")
 APP = "rbt-app"
 VERSIONS = ("v1", "v2", "v3")
+PREFIX = "rbt-dockerd-"  # then the pid of the test process that started the engine
 
 
 def missing(what: str) -> NoReturn:
@@ -232,6 +235,33 @@ def _build_images(engine: Engine) -> None:
     )
 
 
+def _end_process(pid: int) -> None:
+    """SIGTERM a process we started, give it 30 s to exit, then SIGKILL it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _stop_orphans() -> None:
+    """Stop the engines whose test process (the pid in their directory's name) is gone (a run
+    killed before its teardown), then unmount and remove what they left."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        owner = re.fullmatch(rf"{PREFIX}(\d+)-\w+", root.name)
+        if owner is None or Path(f"/proc/{owner.group(1)}").exists():
+            continue
+        pidfile, pool = root / "dockerd.pid", root / "address-base"
+        if pidfile.exists():
+            _end_process(int(pidfile.read_text()))
+        if pool.exists():
+            _remove_bridges(int(pool.read_text()))
+        _unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def dockerd() -> Iterator[Engine]:
     """Start a private dockerd with the test images built; stop and unmount it afterwards."""
@@ -239,9 +269,11 @@ def dockerd() -> Iterator[Engine]:
         missing("dockerd (Debian docker.io) or busybox-static is not installed")
     if os.geteuid() != 0:
         missing("dockerd needs root and the tests do not run as root")
-    root = Path(tempfile.mkdtemp(prefix="rbt-dockerd-"))
+    _stop_orphans()
+    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     sock, log = root / "docker.sock", root / "dockerd.log"
     base = _free_address_base()
+    (root / "address-base").write_text(str(base))  # for the bridges, should teardown not run
     args = [
         "dockerd",
         f"--host=unix://{sock}",
