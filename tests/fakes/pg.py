@@ -25,7 +25,7 @@ from psycopg import sql
 
 from actions.base import Action, StepContext, StepResult, TargetPlan, TemporaryError
 from actions.database import DatabaseConnection, DatabaseParams, stamp
-from tests.fakes.database import drop_later
+from tests.fakes.database import drop_now
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 
@@ -104,7 +104,7 @@ def _drop_family(name: str) -> None:
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (name,)
         ).fetchall()
     for (datname,) in rows:
-        drop_later(datname)  # dropped before the pytest worker ends (tests/fakes/database.py)
+        drop_now(datname)  # now: a role fixture's teardown drops the owner of these next
 
 
 @pytest.fixture

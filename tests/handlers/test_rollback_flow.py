@@ -265,6 +265,7 @@ def test_dedicated_channel_per_incident_invites_requester_and_approvers(
 
 def test_app_home_lists_active_rollbacks(sandbox: Sandbox) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
+    settled(sandbox, outbox=True)  # the incident's card (the thread the home links) is posted
     event = {
         "token": "x",
         "team_id": "T0SANDBOX",
@@ -296,6 +297,9 @@ def test_people_tick_the_checklist_and_each_tick_is_recorded(sandbox: Sandbox) -
         ),
         what="the checklist",
     )
+    store = sandbox.process.deps.store
+    wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback to finish")
+    settled(sandbox, outbox=True)  # the bot's own edits of the checklist are in before Carol's
     carol = sandbox.person(CAROL)
     carol.tick(CHANNEL, checklist.ts, "verify_tick", ["auth", "core"])
     wait_for(
@@ -303,7 +307,6 @@ def test_people_tick_the_checklist_and_each_tick_is_recorded(sandbox: Sandbox) -
         what="the ticks to show",
     )
     carol.tick(CHANNEL, checklist.ts, "verify_tick", ["core"])
-    store = sandbox.process.deps.store
     incident_id = store.runs()[0].incident_id
     ticks = wait_for(
         lambda: (
