@@ -15,6 +15,8 @@ def test_every_bot_module_is_forbidden_to_import_the_sandbox() -> None:
         "contracts"
     ]
     (sandbox,) = [c for c in contracts if c.get("forbidden_modules") == ["sandbox"]]
-    modules = {f"bot.{path.stem}" for path in (ROOT / "bot").glob("*.py")} - MAY_IMPORT_SANDBOX
-    assert modules - set(sandbox["source_modules"]) == set()
-    assert {"handlers", "actions"} <= set(sandbox["source_modules"])
+    # The contract names whole packages, so a new module of the bot is covered as it lands;
+    # only the modules that compose the demo may be let through.
+    assert {"bot", "handlers", "actions"} <= set(sandbox["source_modules"])
+    let_through = {rule.split(" -> ")[0] for rule in sandbox.get("ignore_imports", [])}
+    assert let_through <= MAY_IMPORT_SANDBOX

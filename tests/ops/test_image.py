@@ -108,6 +108,7 @@ def test_what_the_dockerfile_copies_is_enough_to_install_the_bot(tmp_path: Path)
         "bot",
         "handlers",
         "pyproject.toml",
+        "sandbox",
         "tools/image-requirements.txt",
     ]
     context = tmp_path / "context"
