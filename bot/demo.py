@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -361,8 +363,16 @@ def _keep(
         file=out,
         flush=True,
     )
+    stop = threading.Event()
+    # Our own handlers, not Python's default Ctrl-C: a process started from a background shell
+    # inherits SIGINT ignored (SIG_IGN), and the default handler is then never installed.
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("stopping", file=out)
+        stop.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print("stopping", file=out, flush=True)

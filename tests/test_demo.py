@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import re
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot import demo
+from tests.fakes.processes import started
 
 ROOT = Path(__file__).parents[1]
 
@@ -79,21 +84,21 @@ def test_demo_step_pauses_before_each_persons_action() -> None:
     assert result.stdout.count("(press Enter)") == 5
 
 
-def test_demo_keep_leaves_the_bot_and_the_stand_ins_reachable_until_interrupted() -> None:
-    import re
-    import signal
-
-    import httpx
-
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bot", "demo", "--keep"],
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_keep_leaves_the_bot_and_the_stand_ins_reachable_until_interrupted(
+    stop: signal.Signals,
+) -> None:
+    # Started as from a background shell: SIGINT ignored (SIG_IGN survives exec), so Python's
+    # default Ctrl-C handler is never installed and only the demo's own handler can stop it.
+    shell = f"trap '' INT; exec {shlex.quote(sys.executable)} -m bot demo --keep"
+    with started(
+        ["sh", "-c", shell],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
-    )
-    try:
+    ) as child:
         assert child.stdout is not None
         lines = []
         for line in child.stdout:
@@ -124,6 +129,8 @@ def test_demo_keep_leaves_the_bot_and_the_stand_ins_reachable_until_interrupted(
             timeout=30,
         )
         assert got.stdout == "voxflow/api:v1.2.3", got.stderr
-    finally:
-        child.send_signal(signal.SIGINT)
+        child.send_signal(stop)
         assert child.wait(timeout=30) == 0
+        assert "stopping" in child.stdout.read()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(health.group(1))

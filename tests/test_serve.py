@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
 from tests.fakes.serving import served
 from tests.fakes.waiting import wait_for
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import tarfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,30 +30,17 @@ from actions.configfiles import (
 from actions.kubernetes import KubeConnection
 from actions.params import AwsConnection
 from sandbox.web import Reply, WebStub
+from tests.fakes.configfiles import (
+    OLD,
+    OLDER,
+    Member,
+    config_archive,
+    file_member,
+    make_params,
+    tar_gz,
+)
 
-pytest_plugins = ["tests.fakes.aws"]
-
-OLD = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
-OLDER = datetime(2023, 12, 31, 9, 30, 0, tzinfo=UTC)
-Member = tuple[tarfile.TarInfo, bytes | None]
-
-
-def tar_gz(entries: Sequence[Member]) -> bytes:
-    """Build a tar.gz from explicit members (data None for non-files)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for info, data in entries:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def file_member(name: str, text: str) -> Member:
-    """Return a regular file member."""
-    info = tarfile.TarInfo(name)
-    info.mode = 0o644
-    return info, text.encode()
+pytest_plugins = ["tests.fakes.aws", "tests.fakes.configfiles"]
 
 
 def link_member(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> Member:
@@ -78,11 +64,6 @@ def setuid_member(name: str) -> Member:
     return info, data
 
 
-def config_archive(files: dict[str, str]) -> bytes:
-    """Build a backup archive of `files` the way `tar -C dir .` names members."""
-    return tar_gz([file_member(f"./{path}", text) for path, text in files.items()])
-
-
 def snapshot(directory: Path) -> dict[str, str]:
     """Return {relative path: text} of every file under `directory`."""
     return {
@@ -90,34 +71,6 @@ def snapshot(directory: Path) -> dict[str, str]:
         for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Path:
-    """A live configuration directory with the current (bad) configuration."""
-    directory = tmp_path / "app" / "config"
-    (directory / "sub").mkdir(parents=True)
-    (directory / "app.yaml").write_text("version: 3\n")
-    (directory / "sub" / "db.conf").write_text("pool=50\n")
-    (directory / "feature.flags").write_text("new_checkout=on\n")
-    return directory
-
-
-@pytest.fixture
-def backups(tmp_path: Path) -> Path:
-    """A local backup directory holding two older backups and an unrelated file."""
-    directory = tmp_path / "backups"
-    directory.mkdir()
-    good = {"app.yaml": "version: 2\n", "sub/db.conf": "pool=20\n"}
-    (directory / backup_name(OLD)).write_bytes(config_archive(good))
-    (directory / backup_name(OLDER)).write_bytes(config_archive({"app.yaml": "version: 1\n"}))
-    (directory / "notes.txt").write_text("not a backup")
-    return directory
-
-
-def make_params(live: Path, backups: str, **overrides: Any) -> ConfigFilesParams:
-    """Return config-files params for `live` backed up to `backups`."""
-    return ConfigFilesParams(kind="config", directory=str(live), backups=backups, **overrides)
 
 
 def run_step(step: Any, ctx: StepContext | None = None) -> Any:

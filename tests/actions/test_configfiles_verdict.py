@@ -8,9 +8,9 @@ from actions.base import Level
 from actions.configfiles import backup_name
 from bot.config import Environment
 from bot.execution.planner import Planner
-from tests.actions.test_configfiles import OLD, backups, live, make_params
+from tests.fakes.configfiles import OLD, make_params
 
-__all__ = ["backups", "live"]
+pytest_plugins = ["tests.fakes.configfiles"]  # the `live` and `backups` fixtures
 
 
 def environment(params: object) -> Environment:

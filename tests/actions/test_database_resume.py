@@ -4,7 +4,7 @@ each point where they change the system, then resumed with the same memory."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,12 @@ def rebuilt(tgt: DatabaseTarget, action: Action) -> Action:
 
 
 @pytest.fixture
-def backup_plan(voxflow_db: str, tmp_path: Path) -> Iterator[tuple[DatabaseTarget, TargetPlan]]:
+def backup_plan(voxflow_db: str, tmp_path: Path) -> tuple[DatabaseTarget, TargetPlan]:
     """A backup-method plan: the dump has 3 users, the live database 4."""
     path = dump(voxflow_db, tmp_path, NOW - timedelta(hours=1))
     execute(voxflow_db, "INSERT INTO users (email) VALUES ('late@example.com')")
     tgt = target(voxflow_db, tmp_path)
-    yield tgt, tgt.plan(f"backup:{path}")
+    return tgt, tgt.plan(f"backup:{path}")
 
 
 def finish(tgt: DatabaseTarget, plan: TargetPlan, memory: dict[str, Any], start: int) -> list[Any]:

@@ -23,10 +23,10 @@ from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine, upgrade
 from handlers import blocks
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import config_dict
+from tests.fakes.config import config_dict
 from tests.fakes.crash import CrashCase, approved_run
 from tests.fakes.pg import HOST, PORT, RESTORE_ONLY_FLIPS, USER, damaged, dump, exists, pg, scalar
-from tests.handlers.test_blocks import a_run, texts
+from tests.fakes.runs import a_run, texts
 
 pytest_plugins = ["tests.fakes.pg"]
 pytestmark = pytest.mark.postgres

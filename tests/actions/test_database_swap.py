@@ -58,7 +58,7 @@ def state(db: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-def dressed_db(pg_role: str, voxflow_db: str, tmp_path: Path) -> Iterator[str]:
+def dressed_db(pg_role: str, voxflow_db: str, tmp_path: Path) -> str:
     """A live database with an owner, grants, settings, a comment, a limit and extensions.
 
     The dump is taken halfway: hstore 1.8 and a default privilege come after it, so the
@@ -84,7 +84,7 @@ def dressed_db(pg_role: str, voxflow_db: str, tmp_path: Path) -> Iterator[str]:
         f'ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO "{role}";'
         "INSERT INTO users (email) VALUES ('after@example.com')",
     )
-    yield db
+    return db
 
 
 def test_swap_keeps_everything_of_the_database_but_its_data(

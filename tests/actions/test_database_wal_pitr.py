@@ -77,7 +77,7 @@ class History:
 
 
 @pytest.fixture
-def history(archived_cluster: ArchivedCluster) -> Iterator[History]:
+def history(archived_cluster: ArchivedCluster) -> History:
     """Row 0, a base backup, then rows 1, 2, 3 committed about 1.2 s apart, all archived."""
     db = unique_name()
     archived_cluster.execute("postgres", f'CREATE DATABASE "{db}"')
@@ -91,7 +91,7 @@ def history(archived_cluster: ArchivedCluster) -> Iterator[History]:
         writes.append(archived_cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
         time.sleep(1.2)
     archived_cluster.switch_wal()
-    yield History(archived_cluster, db, writes)
+    return History(archived_cluster, db, writes)
 
 
 def between(a: datetime, b: datetime) -> datetime:
@@ -213,7 +213,7 @@ def test_the_scratch_instance_is_stopped_and_removed_even_when_the_copy_fails(
 
 
 @pytest.fixture
-def backrest_history(pgbackrest_cluster: ArchivedCluster) -> Iterator[History]:
+def backrest_history(pgbackrest_cluster: ArchivedCluster) -> History:
     """Row 0, a full pgBackRest backup, then rows 1, 2, 3 about 1.2 s apart, all archived."""
     cluster = pgbackrest_cluster
     db = unique_name()
@@ -227,7 +227,7 @@ def backrest_history(pgbackrest_cluster: ArchivedCluster) -> Iterator[History]:
         writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
         time.sleep(1.2)
     cluster.switch_wal()
-    yield History(cluster, db, writes)
+    return History(cluster, db, writes)
 
 
 def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(
@@ -260,7 +260,7 @@ def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(
 
 
 @pytest.fixture
-def migrated(archived_cluster: ArchivedCluster) -> Iterator[History]:
+def migrated(archived_cluster: ArchivedCluster) -> History:
     """Migration 001 and row 0, a base backup, row 1, migration 002 (a column and its
     schema_migrations row in one transaction), row 2 using the new column; all archived.
     `writes` holds the commit times of row 1, migration 002 and row 2."""
@@ -287,7 +287,7 @@ def migrated(archived_cluster: ArchivedCluster) -> Iterator[History]:
     time.sleep(1.2)
     writes.append(cluster.write(db, "INSERT INTO events VALUES (2, 'after', 'voice')"))
     cluster.switch_wal()
-    yield History(cluster, db, writes)
+    return History(cluster, db, writes)
 
 
 def test_the_default_point_is_just_before_the_newest_migration_and_says_so(
@@ -344,7 +344,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def in_tablespace(archived_cluster: ArchivedCluster) -> Iterator[History]:
+def in_tablespace(archived_cluster: ArchivedCluster) -> History:
     """A database in a tablespace of its own: row 0, a base backup (the tablespace mapped into
     the backup's own directory), rows 1, 2, 3 about 1.2 s apart; all archived."""
     cluster, db = archived_cluster, unique_name()
@@ -363,7 +363,7 @@ def in_tablespace(archived_cluster: ArchivedCluster) -> Iterator[History]:
         writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
         time.sleep(1.2)
     cluster.switch_wal()
-    yield History(cluster, db, writes)
+    return History(cluster, db, writes)
 
 
 def test_recovery_of_a_database_in_its_own_tablespace_leaves_the_backups_copy_untouched(

@@ -10,15 +10,11 @@ from __future__ import annotations
 import base64
 import importlib
 import json
-import shutil
-import subprocess
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
 from actions.registry import Pullable, check_manifest
@@ -32,13 +28,10 @@ USER, PASSWORD = "ci-bot", "pull-s3cret"
 
 
 @pytest.fixture
-def guarded(dockerd: Engine) -> Iterator[Registry]:
+def guarded(dockerd: Engine, tmp_path: Path) -> Iterator[Registry]:
     """docker-registry with htpasswd auth on a free loopback port."""
-    from tests.fakes.dockerd import Registry, _stop, _wait, free_port, missing
+    from tests.fakes.dockerd import missing, serve_registry
 
-    if shutil.which("docker-registry") is None:
-        missing("docker-registry is not installed")
-    root = Path(tempfile.mkdtemp(prefix="rbt-registry-auth-"))
     with warnings.catch_warnings():  # bcrypt for htpasswd, from libxcrypt; no extra package
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -46,34 +39,11 @@ def guarded(dockerd: Engine) -> Iterator[Registry]:
         except ModuleNotFoundError:
             missing("Python's crypt module (bcrypt for htpasswd) is gone (Python 3.13+)")
         hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
-    (root / "htpasswd").write_text(f"{USER}:{hashed}\n")
-    port = free_port()
-    config, log = root / "config.yml", root / "registry.log"
-    config.write_text(
-        json.dumps(
-            {
-                "version": 0.1,
-                "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-                "http": {"addr": f"127.0.0.1:{port}"},
-                "auth": {"htpasswd": {"realm": "rbt", "path": str(root / "htpasswd")}},
-            }
-        )
-    )
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/v2/").status_code == 401,
-            timeout=20,
-            what="docker-registry with htpasswd",
-            log=log,
-        )
-        yield Registry(f"127.0.0.1:{port}")
-    finally:
-        _stop(process)
-        shutil.rmtree(root, ignore_errors=True)
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"{USER}:{hashed}\n")
+    auth = {"auth": {"htpasswd": {"realm": "rbt", "path": str(htpasswd)}}}
+    with serve_registry("rbt-registry-auth-", extra=auth, ready_status=401) as served:
+        yield served
 
 
 def push_with_auth(engine: Engine, registry: Registry, tag: str) -> str:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from bot.persistence.chart import chart_filename, timeline_chart
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Store
-from tests.bot.conftest import BOB, Clock
+from tests.fakes.config import BOB, Clock
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLAN = [

@@ -20,7 +20,7 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import OutboxMessage, Run
 from bot.persistence.store import Store, make_engine, upgrade, utcnow
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB
 from tests.fakes.outage import Outage
 from tests.fakes.waiting import wait_for
 

@@ -11,7 +11,7 @@ import yaml
 
 from bot.__main__ import main
 from bot.config import ConfigError, UnknownTarget, load_config, parse_config
-from tests.bot.conftest import config_dict
+from tests.fakes.config import config_dict
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "voxflow.yml"
 

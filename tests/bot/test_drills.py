@@ -32,7 +32,7 @@ from bot.execution.runner import NullProgress, Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Drill, Incident, Run
 from bot.persistence.store import StepView, Store
-from tests.bot.conftest import ALICE, BOB, CAROL
+from tests.fakes.config import ALICE, BOB, CAROL
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster

@@ -12,8 +12,8 @@ from bot.persistence.models import Base
 from bot.persistence.store import _alembic_config, make_engine, upgrade
 
 
-def test_migration_0010_matches_the_drill_model_and_downgrades(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_migration_0010_matches_the_drill_model_and_downgrades(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     upgrade(engine)
     with engine.connect() as connection:
         diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from bot.persistence.models import Base
 from bot.persistence.store import Store, _alembic_config, make_engine
-from tests.bot.conftest import Clock
+from tests.fakes.config import Clock
 
 
 def test_a_key_is_received_once_and_says_what_the_first_did(store: Store) -> None:
@@ -44,8 +44,8 @@ def test_keys_older_than_a_day_are_dropped(store: Store, clock: Clock) -> None:
     assert store.receive_entry("command:old-trigger")
 
 
-def test_migration_matches_the_model_and_downgrades(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_migration_matches_the_model_and_downgrades(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "head")
     with engine.connect() as connection:

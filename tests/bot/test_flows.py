@@ -2,64 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bot.application.flows import CHANGED, DECIDED, Flows, IncidentRequest, ThreadNotOpened
-from bot.config import parse_config
-from bot.domain.decision import Answers, Severity
+from bot.application.flows import Flows, ThreadNotOpened
 from bot.execution.planner import Planner
-from bot.execution.workflow import Refused, Workflow
-from bot.persistence.models import Incident, Run
+from bot.execution.workflow import Refused
 from bot.persistence.store import Store
-from tests.bot.conftest import ALICE, BOB, MALLORY, Clock, config_dict
+from tests.fakes.config import ALICE, BOB, MALLORY, Clock
+from tests.fakes.flows import RecordingThread, make_flows, request
 from tests.fakes.targets import write_script
-
-
-@dataclass
-class RecordingThread:
-    """The Slack side: posts nothing, records what the flows asked, refuses when told to."""
-
-    refuse: ThreadNotOpened | None = None
-    runner_first: Workflow | None = None
-    opened: list[str] = field(default_factory=list)
-    checklists: list[str] = field(default_factory=list)
-    stale_told: list[str] = field(default_factory=list)
-    store: Store | None = None
-
-    @property
-    def refreshed(self) -> list[str]:
-        """The runs whose card and plan the flows queued for a redraw, in order."""
-        return self._queued(CHANGED)
-
-    @property
-    def decisions(self) -> list[str]:
-        """The runs whose failure announcement the flows queued for a redraw, in order."""
-        return self._queued(DECIDED)
-
-    def _queued(self, kind: str) -> list[str]:
-        assert self.store is not None
-        messages = [m for run in self.store.runs(limit=10_000) for m in self.store.outbox(run.id)]
-        return [m.run_id for m in sorted(messages, key=lambda m: m.id) if m.kind == kind]
-
-    def open(self, incident: Incident, run: Run) -> Run:
-        if self.runner_first is not None:  # the runner picks the approved run up meanwhile
-            self.runner_first.start(run)
-        if self.refuse is not None:
-            raise self.refuse
-        self.opened.append(incident.id)
-        assert self.store is not None
-        self.store.set_run_fields(run.id, slack={"channel": "C1", "thread_ts": "1.0"})
-        return self.store.run(run.id) or run
-
-    def post_checklist(self, run: Run) -> None:
-        self.checklists.append(run.id)
-
-    def stale(self, run_id: str) -> None:
-        self.stale_told.append(run_id)
 
 
 @pytest.fixture
@@ -67,27 +20,9 @@ def thread(store: Store) -> RecordingThread:
     return RecordingThread(store=store)
 
 
-def make_flows(store: Store, planner: Planner, thread: RecordingThread, **prod: Any) -> Flows:
-    config = parse_config(config_dict(**prod), path=Path("test.yml"))
-    workflow = Workflow(store=store, config=config)
-    return Flows(store=store, workflow=workflow, config=config, planner=planner, thread=thread)
-
-
 @pytest.fixture
 def flows(store: Store, planner: Planner, thread: RecordingThread) -> Flows:
     return make_flows(store, planner, thread)
-
-
-def request(**overrides: Any) -> IncidentRequest:
-    fields: dict[str, Any] = {
-        "environment": "prod",
-        "target": "app",
-        "requester": ALICE,
-        "severity": Severity.HIGH,
-        "answers": Answers(functional=False, data_at_risk=False, severe_impact=True),
-        "point": "1",
-    }
-    return IncidentRequest(**{**fields, **overrides})
 
 
 def test_open_incident_requests_the_run_opens_the_thread_and_records_the_ticks(

@@ -17,8 +17,8 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store
-from tests.bot.conftest import BOB, Clock, config_dict
-from tests.bot.test_flows import RecordingThread
+from tests.fakes.config import BOB, Clock, config_dict
+from tests.fakes.flows import RecordingThread
 
 METRICS = {"error_rate_url": "http://127.0.0.1:9/error-rate"}
 

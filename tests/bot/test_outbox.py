@@ -10,98 +10,28 @@ the run", not timed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from slack_sdk import WebClient
 
-from actions.http import read_metrics
-from bot.config import RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.execution.outbox import RetryLater, Sender, Undeliverable
 from bot.execution.planner import Planner
-from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import OutboxMessage, Run
 from bot.persistence.store import Store
 from handlers.deps import Deps
-from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
+from handlers.thread import SlackOutbox
 from sandbox.slack import FakeSlack
-from tests.bot.conftest import ALICE, BOB, Clock
+from tests.fakes.config import ALICE, Clock
+from tests.fakes.outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
 from tests.fakes.targets import write_script
 
+pytest_plugins = ["tests.fakes.outbox"]  # the `slack` and `deps` fixtures
+
 CHANNEL = "C0INCIDENT"
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        fake.add_channel("incidents", channel_id=CHANNEL)
-        yield fake
-
-
-@pytest.fixture
-def deps(
-    slack: FakeSlack, store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner
-) -> Deps:
-    client = WebClient(token=slack.token, base_url=slack.url, timeout=15)
-    return Deps(
-        config=config,
-        store=store,
-        workflow=workflow,
-        planner=planner,
-        client=client,
-        metrics_reader=read_metrics,
-    )
-
-
-def opened_run(deps: Deps) -> Run:
-    env = deps.config.environment("prod")
-    plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
-    incident, run = deps.workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    IncidentThread(deps).open(incident, run)
-    return deps.workflow.approve(run.id, user=BOB).run
-
-
-def runner_for(deps: Deps, sender: Sender) -> Runner:
-    return Runner(
-        store=deps.store,
-        workflow=deps.workflow,
-        config=deps.config,
-        planner=deps.planner,
-        progress=SlackProgress(sender.wake),
-        sleep=lambda s: None,
-    )
-
-
-def deliver_all(sender: Sender, clock: Clock, *, rounds: int = 300) -> None:
-    """Deliver until nothing is pending, moving the test clock past every backoff."""
-    for _ in range(rounds):
-        sender.deliver_due()
-        if not sender.store.outbox_heads():
-            return
-        clock.advance(seconds=600)
-    raise AssertionError("the outbox never emptied")
-
-
-def thread_texts(slack: FakeSlack, run: Run, store: Store) -> list[str]:
-    incident = store.incident(run.incident_id)
-    assert incident is not None and incident.card_ts is not None
-    return [m.text for m in slack.thread(CHANNEL, incident.card_ts)[1:]]
-
-
-EXPECTED = [
-    "Rollback plan for app in prod: succeeded",
-    "Rollback progress: succeeded",
-    "Post-rollback verification checklist",
-    "Root-cause-analysis template, timeline filled from the audit log. "
-    "Download, complete and share it.",
-]
 
 
 def disrupt(slack: FakeSlack, fault: str, *, times: int) -> None:

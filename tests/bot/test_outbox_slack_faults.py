@@ -20,10 +20,10 @@ from handlers.deps import Deps
 from handlers.thread import SlackOutbox
 from sandbox.slack import FakeSlack
 from sandbox.slack.models import Call
-from tests.bot.conftest import Clock
-from tests.bot.test_outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
+from tests.fakes.config import Clock
+from tests.fakes.outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
 
-pytest_plugins = ["tests.bot.test_outbox"]  # its `slack` and `deps` fixtures
+pytest_plugins = ["tests.fakes.outbox"]  # the `slack` and `deps` fixtures
 
 METHODS = ("chat.postMessage", "chat.update")
 STEPS = 4  # the scripted plan's steps: each one posts and updates

@@ -9,7 +9,6 @@ move by hand; several `Rechecks` on the same database stand for several bot proc
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine
 from tests.actions.test_kubernetes_gitops import API, IMAGES, NS, argocd, image
-from tests.bot.conftest import ALICE, BOB, Clock, config_dict
+from tests.fakes.config import ALICE, BOB, Clock, config_dict
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ class World:
 
 
 @pytest.fixture
-def rolled_back(kube: KubeCluster, store: Store) -> Iterator[World]:
+def rolled_back(kube: KubeCluster, store: Store) -> World:
     """voxflow-api rolled back from v3 to v2 by a real runner; Argo CD left suspended."""
     argocd(kube)
     config = kube_config(kube, recheck_after="10m")
@@ -90,7 +89,7 @@ def rolled_back(kube: KubeCluster, store: Store) -> Iterator[World]:
     done = store.run(run.id)
     assert done is not None and done.state == "succeeded", done and done.outcome
     assert image(kube) == IMAGES[1]
-    yield World(store=store, config=config, planner=planner, run=done)
+    return World(store=store, config=config, planner=planner, run=done)
 
 
 def test_a_recheck_is_scheduled_when_the_rollback_succeeds_and_waits_for_its_time(
@@ -212,7 +211,7 @@ def test_a_recheck_of_a_run_that_did_not_succeed_is_dropped(
     assert [m.kind for m in store.outbox(run.id)] == []
 
 
-def test_migration_0009_matches_the_models_and_downgrades(database_url: str) -> None:
+def test_migration_0009_matches_the_models_and_downgrades(empty_database_url: str) -> None:
     from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -221,7 +220,7 @@ def test_migration_0009_matches_the_models_and_downgrades(database_url: str) -> 
     from bot.persistence.models import Base
     from bot.persistence.store import _alembic_config
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         with engine.begin() as connection:
             command.upgrade(_alembic_config(connection), "head")

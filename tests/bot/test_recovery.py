@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from bot.application.timeline import rca_template
-from bot.persistence.models import Incident
 from bot.persistence.recovery import recovery, spoken, summary_lines
 from bot.persistence.store import Store
-from tests.bot.conftest import BOB, Clock
-
-
-def incident_with_history(store: Store, clock: Clock, *, fail: bool = False) -> Incident:
-    """Detected 2 min before it was opened; 30 s to decide, 45 s to approve, 75 s to health."""
-    detected = clock.now - timedelta(minutes=2)
-    incident = store.create_incident(
-        environment="prod",
-        target="app",
-        severity="critical",
-        source="monitoring",
-        opened_by="monitoring",
-        detected_at=detected,
-    )
-    moves = [
-        (30, "run.requested", {}),
-        (45, "run.approved", {}),
-        (5, "run.started", {}),
-        (40, "step.succeeded", {"position": 0, "name": "kubernetes.rollout_undo"}),
-        (30, "step.failed" if fail else "step.succeeded", {"position": 1, "name": "http.health"}),
-        (3, "run.failed" if fail else "run.succeeded", {}),
-    ]
-    for seconds, kind, detail in moves:
-        clock.advance(seconds=seconds)
-        store.add_event(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
-    return incident
+from tests.fakes.config import BOB, Clock
+from tests.fakes.runners import incident_with_history
 
 
 def test_each_phase_is_measured_from_the_audit_log(store: Store, clock: Clock) -> None:

@@ -6,8 +6,8 @@ from bot.execution.runner import NullProgress
 from bot.persistence.models import Run
 from bot.persistence.store import Store
 from bot.serving.metrics import BotMetrics, MeteredProgress
-from tests.bot.conftest import ALICE, Clock
-from tests.bot.test_recovery import incident_with_history
+from tests.fakes.config import ALICE, Clock
+from tests.fakes.runners import incident_with_history
 
 
 def test_a_finished_run_observes_its_incident_phases_by_environment_and_target(

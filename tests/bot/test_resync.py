@@ -12,8 +12,8 @@ import pytest
 from bot.application.resync import Resync, held_owners
 from bot.execution.workflow import Refused, Workflow
 from tests.actions.test_kubernetes_gitops import APP, AUTOMATED
-from tests.bot.conftest import ALICE, BOB, CAROL
 from tests.bot.test_recheck import World, rolled_back
+from tests.fakes.config import ALICE, BOB, CAROL
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster

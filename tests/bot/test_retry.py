@@ -13,9 +13,9 @@ from bot.domain.states import RunState
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
 from bot.persistence.store import Store
-from tests.bot.conftest import ALICE, BOB, CAROL
-from tests.bot.test_flows import RecordingThread, make_flows, request
-from tests.bot.test_runner import make_runner, states
+from tests.fakes.config import ALICE, BOB, CAROL
+from tests.fakes.flows import RecordingThread, make_flows, request
+from tests.fakes.runners import make_runner, states
 from tests.fakes.targets import script_log, write_script
 
 

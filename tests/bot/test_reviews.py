@@ -13,7 +13,7 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused, Workflow
 from bot.persistence.models import Base, Run
 from bot.persistence.store import Store, make_engine, upgrade
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, Clock
+from tests.fakes.config import ALICE, BOB, CAROL, MALLORY, Clock
 
 
 def broken_glass(workflow: Workflow, planner: Planner, *, target: str, requester: str) -> Run:
@@ -69,13 +69,13 @@ def test_a_normal_run_gets_no_review(store: Store, workflow: Workflow, planner: 
 
 
 def test_upgrading_to_0008_lists_earlier_break_glass_runs_as_unreviewed(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     from alembic import command
 
     from bot.persistence.store import _alembic_config
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "0006")
     with engine.begin() as conn:

@@ -4,75 +4,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from actions.base import PermanentError, RollbackPoint
 from bot.config import RollbackConfig
-from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
-from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
-from bot.persistence.models import Run
-from bot.persistence.store import StepView, Store
-from tests.bot.conftest import ALICE, BOB
+from bot.persistence.store import Store
+from tests.fakes.processes import started
+from tests.fakes.runners import approved_run, make_runner, states
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
+from tests.fakes.waiting import wait_for
 
 ROOT = Path(__file__).parents[2]
-
-
-class Recorder:
-    """A Progress that writes down what it was told."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def run_started(self, run: Run, *, resumed: bool) -> None:
-        self.calls.append(("run_started", resumed))
-
-    def step_started(self, run: Run, step: dict[str, Any]) -> None:
-        self.calls.append(("step_started", step["name"]))
-
-    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
-        self.calls.append(("step_output", line))
-
-    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
-        self.calls.append(("step_finished", (step["name"], record.state)))
-
-    def run_finished(self, run: Run) -> None:
-        self.calls.append(("run_finished", run.state))
-
-    def run_expired(self, run: Run) -> None:
-        self.calls.append(("run_expired", run.id))
-
-
-def approved_run(workflow: Workflow, planner: Planner) -> Run:
-    env = workflow.config.environment("prod")
-    plan = planner.build(env_name="prod", env=env, target="app", point="1")
-    _, run = workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    return workflow.approve(run.id, user=BOB).run
-
-
-def make_runner(
-    store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, **kw: Any
-) -> tuple[Runner, Recorder]:
-    progress = Recorder()
-    kw.setdefault("sleep", lambda s: None)
-    runner = Runner(
-        store=store, workflow=workflow, config=config, planner=planner, progress=progress, **kw
-    )
-    return runner, progress
-
-
-def states(store: Store, run_id: str) -> list[tuple[str, str]]:
-    return [(s.name, s.state) for s in store.steps(run_id)]
 
 
 def test_approved_run_executes_every_step_in_order_and_succeeds(
@@ -221,23 +170,22 @@ def test_step_memory_is_saved_with_the_run(
     assert final is not None and final.memory["undo.done"] == 1
 
 
-def crash_mid_step(url: str, script: Path, run_id: str) -> None:
-    child = subprocess.Popen(
+def crash_mid_step(store: Store, url: str, script: Path, run_id: str) -> None:
+    """Run the run in a child runner and SIGKILL it inside the hanging step; lapse its lease."""
+    with started(
         [sys.executable, "-m", "tests.fakes.crash_runner", url, str(script), run_id],
+        stop_signal=signal.SIGKILL,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while "undo" not in script_log(script):
-            assert child.poll() is None, "the child runner exited before the step"
-            assert time.monotonic() < deadline, "the child runner never reached the step"
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    time.sleep(1.2)  # the child's one-second lease runs out
+    ) as child:
+        wait_for(
+            lambda: "undo" in script_log(script) or child.poll() is not None,
+            timeout=60,
+            what="the child runner to reach the step",
+        )
+        assert child.poll() is None, "the child runner exited before the step"
+    # the killed runner's lease lapses (leases are timed on the database's clock)
+    store.set_run_fields(run_id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -248,7 +196,7 @@ def test_run_of_a_killed_process_resumes_a_step_that_is_safe_to_repeat(
     workflow = Workflow(store=live, config=config)
     write_script(script, undo=["hang", "ok"])
     run = approved_run(workflow, planner)
-    crash_mid_step(database_url, script, run.id)
+    crash_mid_step(live, database_url, script, run.id)
     assert live.run(run.id).state == "running"  # type: ignore[union-attr]
     runner, progress = make_runner(live, workflow, config, planner)
     assert runner.run_pending() == [run.id]
@@ -267,7 +215,7 @@ def test_run_of_a_killed_process_needs_a_person_when_the_step_is_not_safe_to_rep
     workflow = Workflow(store=live, config=config)
     write_script(script, undo=["hang", "ok"], _not_idempotent=["undo"])
     run = approved_run(workflow, planner)
-    crash_mid_step(database_url, script, run.id)
+    crash_mid_step(live, database_url, script, run.id)
     runner, _ = make_runner(live, workflow, config, planner)
     runner.run_pending()
     final = live.run(run.id)

@@ -23,13 +23,16 @@ from bot.execution.planner import TargetFactory
 from bot.persistence.models import Run
 from bot.persistence.store import Store
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import config_dict
-from tests.fakes.crash import KINDS, CrashCase, crash_and_resume
+from tests.fakes.config import config_dict
+from tests.fakes.crash import KINDS, CrashCase, CrashChildren
 from tests.fakes.database import postgres_database
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 
 SCRIPTED_STEPS = 7  # maintenance on, 4 scripted, health, maintenance off
 CONFIG_STEPS = 6  # maintenance on, back up, restore, restart, health, maintenance off
+
+
+pytest_plugins = ["tests.fakes.crash"]
 
 
 def scripted_factory(script: str) -> TargetFactory:
@@ -70,7 +73,10 @@ def kill_points(steps: int) -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize("kill", kill_points(SCRIPTED_STEPS), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_a_killed_run_of_repeatable_steps_is_finished_by_a_second_runner(
-    tmp_path: Path, web: WebStub, kill: tuple[str, int]
+    tmp_path: Path,
+    web: WebStub,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     script = write_script(tmp_path / "script.json")
     case = CrashCase(
@@ -79,7 +85,7 @@ def test_a_killed_run_of_repeatable_steps_is_finished_by_a_second_runner(
         factory_args={"script": str(script)},
         point="1",
     )
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
@@ -94,7 +100,10 @@ def test_a_killed_run_of_repeatable_steps_is_finished_by_a_second_runner(
 
 @pytest.mark.parametrize("kill", kill_points(SCRIPTED_STEPS), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_a_killed_run_never_repeats_a_step_that_is_not_safe_to_repeat(
-    tmp_path: Path, web: WebStub, kill: tuple[str, int]
+    tmp_path: Path,
+    web: WebStub,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     script = write_script(tmp_path / "script.json", _not_idempotent=["undo"])
     case = CrashCase(
@@ -103,7 +112,7 @@ def test_a_killed_run_never_repeats_a_step_that_is_not_safe_to_repeat(
         factory_args={"script": str(script)},
         point="1",
     )
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
@@ -138,7 +147,10 @@ def tar_gz(files: dict[str, str]) -> bytes:
 
 @pytest.mark.parametrize("kill", kill_points(CONFIG_STEPS), ids=lambda k: f"{k[0]}-{k[1]}")
 def test_a_killed_config_rollback_is_finished_by_a_second_runner(
-    tmp_path: Path, web: WebStub, kill: tuple[str, int]
+    tmp_path: Path,
+    web: WebStub,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     live = tmp_path / "live"
     live.mkdir()
@@ -156,7 +168,7 @@ def test_a_killed_config_rollback_is_finished_by_a_second_runner(
         "restart_command": restart,
     }
     case = CrashCase(config=env_config(web, app=target), point=good)
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
@@ -174,7 +186,10 @@ def test_a_killed_config_rollback_is_finished_by_a_second_runner(
 @pytest.mark.postgres
 @pytest.mark.parametrize("kill", [("started", 2), ("returned", 2), ("saved", 2)], ids=str)
 def test_a_killed_run_is_finished_by_a_second_runner_on_postgresql(
-    tmp_path: Path, web: WebStub, kill: tuple[str, int]
+    tmp_path: Path,
+    web: WebStub,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     script = write_script(tmp_path / "script.json", _not_idempotent=["undo"])
     case = CrashCase(
@@ -184,7 +199,7 @@ def test_a_killed_run_is_finished_by_a_second_runner_on_postgresql(
         point="1",
     )
     with postgres_database() as url:
-        store, final = crash_and_resume(
+        store, final = crash_children.crash_and_resume(
             url=url, case=case, case_file=tmp_path / "case.json", kill=kill
         )
         store.engine.dispose()

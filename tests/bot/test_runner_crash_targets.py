@@ -41,8 +41,8 @@ from tests.actions.test_docker import APP as DOCKER_APP
 from tests.actions.test_docker import app as docker_app
 from tests.actions.test_docker import containers_named as docker_containers_named
 from tests.actions.test_docker import version_served as docker_version_served
-from tests.bot.conftest import config_dict
-from tests.fakes.crash import CrashCase, crash_and_resume
+from tests.fakes.config import config_dict
+from tests.fakes.crash import CrashCase, CrashChildren
 from tests.fakes.pg import HOST as PG_HOST
 from tests.fakes.pg import PORT as PG_PORT
 from tests.fakes.pg import USER as PG_USER
@@ -52,7 +52,7 @@ from tests.fakes.pg import execute, pg, scalar
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
 
-pytest_plugins = ["tests.fakes.aws", "tests.fakes.dockerd", "tests.fakes.pg"]
+pytest_plugins = ["tests.fakes.aws", "tests.fakes.crash", "tests.fakes.dockerd", "tests.fakes.pg"]
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.mark.parametrize("kill", kill_points(KUBE_STEPS), ids=point_id)
 def test_a_killed_kubernetes_rollback_is_finished_by_a_second_runner(
-    tmp_path: Path, cluster: Cluster, web: Web, kill: tuple[str, int]
+    tmp_path: Path,
+    cluster: Cluster,
+    web: Web,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     namespace = f"ns-{uuid.uuid4().hex[:8]}"
     cluster.fake.add_deployment(
@@ -204,7 +208,7 @@ def test_a_killed_kubernetes_rollback_is_finished_by_a_second_runner(
         "gitops_guard": False,
     }
     case = CrashCase(config=env_config(web, target), point="1")
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
@@ -300,7 +304,11 @@ def balancer(moto_server: str) -> Iterator[Balancer]:
 
 @pytest.mark.parametrize("kill", kill_points(LB_STEPS), ids=point_id)
 def test_a_killed_blue_green_switch_is_finished_by_a_second_runner(
-    tmp_path: Path, balancer: Balancer, web: Web, kill: tuple[str, int]
+    tmp_path: Path,
+    balancer: Balancer,
+    web: Web,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     listener = balancer.listener_to_green()
     for colour in ("blue", "green", "lb"):
@@ -315,7 +323,7 @@ def test_a_killed_blue_green_switch_is_finished_by_a_second_runner(
         "verify_timeout": 5.0,
     }
     case = CrashCase(config=env_config(web, target), point="blue")
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
@@ -359,7 +367,11 @@ def containers_created(engine: Engine, name: str, since: float, *, besides: str)
 
 @pytest.mark.parametrize("kill", kill_points(DOCKER_STEPS), ids=point_id)
 def test_a_killed_docker_rollback_is_finished_by_a_second_runner(
-    tmp_path: Path, dockerd: Engine, web: Web, kill: tuple[str, int]
+    tmp_path: Path,
+    dockerd: Engine,
+    web: Web,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     name, port = docker_app(dockerd, "v2")
     old_id = dockerd.inspect(name)["Id"]
@@ -375,7 +387,7 @@ def test_a_killed_docker_rollback_is_finished_by_a_second_runner(
         "keep_retired": 1,
     }
     case = CrashCase(config=env_config(web, target), point="v1")
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
@@ -418,7 +430,11 @@ DATABASE_SWAP = 4
 @pytest.mark.postgres
 @pytest.mark.parametrize("kill", kill_points(DATABASE_STEPS), ids=point_id)
 def test_a_killed_database_rollback_is_finished_by_a_second_runner(
-    tmp_path: Path, voxflow_db: str, web: Web, kill: tuple[str, int]
+    tmp_path: Path,
+    voxflow_db: str,
+    web: Web,
+    kill: tuple[str, int],
+    crash_children: CrashChildren,
 ) -> None:
     backups = tmp_path / "backups"
     backups.mkdir()
@@ -432,7 +448,7 @@ def test_a_killed_database_rollback_is_finished_by_a_second_runner(
         "swap_timeout": 20.0,
     }
     case = CrashCase(config=env_config(web, target), point=f"backup:{good}")
-    store, final = crash_and_resume(
+    store, final = crash_children.crash_and_resume(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",

@@ -21,7 +21,7 @@ from bot.execution.planner import Planner
 from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import LeaseLost, Store, make_engine, utcnow
-from tests.bot.test_runner import approved_run, make_runner
+from tests.fakes.runners import approved_run, make_runner
 from tests.fakes.targets import script_log, write_script
 
 

@@ -15,8 +15,8 @@ from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, TargetBusy
-from tests.bot.conftest import ALICE, BOB, Clock, config_dict
-from tests.bot.test_runner import Recorder
+from tests.fakes.config import ALICE, BOB, Clock, config_dict
+from tests.fakes.runners import Recorder
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 
 

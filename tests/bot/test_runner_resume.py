@@ -23,8 +23,8 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import Clock, config_dict
-from tests.bot.test_runner import approved_run, make_runner, states
+from tests.fakes.config import Clock, config_dict
+from tests.fakes.runners import approved_run, make_runner, states
 from tests.fakes.targets import PlanOnlyTarget, ScriptedTarget, script_log, write_script
 
 

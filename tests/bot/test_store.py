@@ -21,17 +21,17 @@ from bot.persistence.store import (
     require_current_schema,
     upgrade,
 )
-from tests.bot.conftest import ALICE, Clock, config_dict
+from tests.fakes.config import ALICE, Clock, config_dict
 
 
-def test_bot_refuses_an_empty_database_and_names_the_fix(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_bot_refuses_an_empty_database_and_names_the_fix(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     with pytest.raises(SchemaOutOfDate, match=r"no schema.*run `rollback-bot db upgrade` first"):
         require_current_schema(engine)
 
 
-def test_bot_refuses_an_older_schema_revision(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_bot_refuses_an_older_schema_revision(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     upgrade(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
@@ -39,20 +39,20 @@ def test_bot_refuses_an_older_schema_revision(database_url: str) -> None:
         require_current_schema(engine)
 
 
-def test_upgrade_creates_the_schema_and_is_idempotent(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     first = upgrade(engine)
     assert upgrade(engine) == first
     require_current_schema(engine)
 
 
 def test_db_upgrade_command_creates_the_schema(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("DATABASE_URL", empty_database_url)
     assert main(["db", "upgrade"]) == 0
     assert "schema at revision" in capsys.readouterr().out
-    require_current_schema(make_engine(database_url))
+    require_current_schema(make_engine(empty_database_url))
 
 
 def test_events_are_kept_in_the_order_they_happened(store: Store) -> None:
@@ -98,12 +98,12 @@ def test_step_values_returns_the_newest_recorded_measurements_first(
     assert store.step_values("nothing") == []
 
 
-def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(database_url: str) -> None:
+def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(empty_database_url: str) -> None:
     from alembic import command
 
     from bot.persistence.store import _alembic_config
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "0001")
     with engine.begin() as conn:
@@ -132,13 +132,13 @@ def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(database_url: str
 
 
 def test_upgrading_to_0006_moves_the_veto_deadline_out_of_step_memory_and_back(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     from alembic import command
 
     from bot.persistence.store import _alembic_config
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     with engine.begin() as connection:
         command.upgrade(_alembic_config(connection), "0005")
     with engine.begin() as conn:

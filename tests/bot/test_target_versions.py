@@ -15,7 +15,7 @@ from bot.domain.versions import KnownVersions, VersionNote, version_key
 from bot.execution.workflow import version_note
 from bot.persistence.models import Base, Run
 from bot.persistence.store import Store
-from tests.bot.conftest import Clock
+from tests.fakes.config import Clock
 
 V124, V123, V122 = "voxflow/api:v1.2.4", "voxflow/api:v1.2.3", "voxflow/api:v1.2.2"
 

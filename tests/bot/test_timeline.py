@@ -12,7 +12,7 @@ from bot.execution.planner import Planner
 from bot.execution.runner import NullProgress, Runner
 from bot.execution.workflow import BREAK_GLASS_PHRASE, Workflow
 from bot.persistence.store import Store
-from tests.bot.conftest import ALICE, BOB, CAROL, Clock
+from tests.fakes.config import ALICE, BOB, CAROL, Clock
 
 
 def test_rca_template_has_summary_and_timeline_from_the_audit_log(

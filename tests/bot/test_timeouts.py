@@ -12,7 +12,7 @@ import pytest
 from bot.config import ConfigError, duration, parse_config
 from bot.execution.planner import Planner
 from sandbox.kubernetes import FakeKubernetes
-from tests.bot.conftest import config_dict
+from tests.fakes.config import config_dict
 
 NAMESPACE, APP = "voxflow-prod", "voxflow-api"
 

@@ -25,25 +25,12 @@ from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
 from bot.persistence.store import Store
 from handlers.blocks import RunFacts, plan_message
 from handlers.ids import Action
-from tests.bot.conftest import BOB, Clock
-from tests.bot.test_flows import RecordingThread, make_flows, request
-from tests.bot.test_runner import Recorder
-from tests.fakes.targets import ScriptedTarget
+from tests.fakes.config import BOB, Clock
+from tests.fakes.flows import RecordingThread, make_flows, request
+from tests.fakes.runners import Recorder
+from tests.fakes.verdicts import BLOCKED, JudgedTarget, judge
 
 SAFE = [["ok", "previous revision exists", ""]]
-BLOCKED = [["blocked", "image cannot be pulled: app:v1 is not in <registry>", "app:v1 gone"]]
-
-
-class JudgedTarget(ScriptedTarget):
-    """A scripted target whose evidence is whatever `<script>.evidence.json` says."""
-
-    def evidence(self, ref: str | None) -> list[Finding]:
-        raw = json.loads(self.script_file.with_suffix(".evidence.json").read_text())
-        return [Finding(Level(level), text, basis) for level, text, basis in raw]
-
-
-def judge(script: Path, findings: list[list[str]]) -> None:
-    script.with_suffix(".evidence.json").write_text(json.dumps(findings))
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ from bot.config import parse_config
 from bot.execution.planner import Planner
 from handlers.ids import Action
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, config_dict
-from tests.bot.test_verdict import BLOCKED, JudgedTarget, judge
+from tests.fakes.config import ALICE, PEOPLE, config_dict
 from tests.fakes.targets import write_script
+from tests.fakes.thread import ANSWERS, recommendation_of, request_rollback
+from tests.fakes.thread import card as card_of
+from tests.fakes.verdicts import BLOCKED, JudgedTarget, judge
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, PEOPLE, request_rollback
-from tests.handlers.conftest import card as card_of
-from tests.handlers.test_rollback_flow import recommendation_of
 
 
 @pytest.fixture

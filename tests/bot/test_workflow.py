@@ -16,7 +16,7 @@ from bot.domain.plans import Plan
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.store import Store, TargetBusy
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, Clock, config_dict
+from tests.fakes.config import ALICE, BOB, CAROL, MALLORY, Clock, config_dict
 
 ANSWERS = Answers(functional=False, data_at_risk=False, severe_impact=True)
 

@@ -9,11 +9,17 @@ every step of the approved plan, three each:
 - `returned`: the action returned (its work is done), its result not recorded;
 - `saved`: the step's result is committed (the boundary before the next step).
 
-The parent (`crash_and_resume`) runs the child, checks it died of SIGKILL, lets
-its lease lapse, and finishes the run with a second runner. Assertions about
-the systems (what ran twice, what state production is in) belong to the test.
+The parent (`CrashChildren.crash_and_resume`) runs the child, checks it died of
+SIGKILL, lets its lease lapse, and finishes the run with a second runner.
+Assertions about the systems (what ran twice, what state production is in)
+belong to the test.
 
-    python -m tests.fakes.crash DATABASE_URL CASE_JSON RUN_ID KIND POSITION
+A child is forked from a server that imported the bot once (`python -m
+tests.fakes.crash`, one per pytest worker: the `crash_children` fixture), so a
+kill point costs a fork, not an interpreter start and the bot's imports. Tests
+that use the fixture are marked `crash` (tests/conftest.py) and left out of the
+fast loop. Test modules load this as a plugin and import its helpers before pytest can
+rewrite it: PYTEST_DONT_REWRITE.
 """
 
 from __future__ import annotations
@@ -21,14 +27,19 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pkgutil
+import select
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from actions.base import Action, StepContext, StepResult
 from bot.config import RollbackConfig, parse_config
@@ -140,43 +151,120 @@ def child(url: str, case_file: Path, run_id: str, kind: str, position: int) -> N
     ).execute(run_id)
 
 
-def crash_and_resume(
-    *, url: str, case: CrashCase, case_file: Path, kill: tuple[str, int]
-) -> tuple[Store, Run]:
-    """Approve a run, kill a child runner at `kill`, finish the run in this process."""
-    engine = make_engine(url)
-    upgrade(engine)
-    store = Store(engine)
-    run = approved_run(store, case)
-    case.dump(case_file)
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.fakes.crash", url, str(case_file), run.id, *map(str, kill)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        timeout=120,
-    )
-    assert result.returncode == -signal.SIGKILL, (kill, result.returncode, result.stderr[-2000:])
-    # the killed runner's lease lapses (leases are timed on the database's clock)
-    store.set_run_fields(run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
-    config = case.parsed()
-    resumer = Runner(
-        store=store,
-        workflow=Workflow(store=store, config=config),
-        config=config,
-        planner=case.planner(),
-        progress=NullProgress(),
-        sleep=lambda s: None,
-    )
-    assert resumer.run_pending() == [run.id]
-    final = store.run(run.id)
-    assert final is not None
-    return store, final
+class CrashChildren:
+    """The fork server: a child interpreter with the bot imported, forking one child a case."""
+
+    def __init__(self) -> None:
+        self._server = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes.crash"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    def close(self) -> None:
+        assert self._server.stdin is not None
+        self._server.stdin.close()
+        try:
+            self._server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._server.pid, signal.SIGKILL)
+            self._server.wait(timeout=30)
+
+    def _child(self, request: dict[str, Any], *, timeout: float = 120) -> int:
+        """Fork a child for `request`; return its exit code (negative: killed by a signal)."""
+        assert self._server.stdin is not None and self._server.stdout is not None
+        self._server.stdin.write(json.dumps(request) + "\n")
+        self._server.stdin.flush()
+        ready, _, _ = select.select([self._server.stdout], [], [], timeout)
+        assert ready, f"the crash child did not end within {timeout} s"
+        return int(json.loads(self._server.stdout.readline())["returncode"])
+
+    def crash_and_resume(
+        self, *, url: str, case: CrashCase, case_file: Path, kill: tuple[str, int]
+    ) -> tuple[Store, Run]:
+        """Approve a run, kill a child runner at `kill`, finish the run in this process."""
+        engine = make_engine(url)
+        upgrade(engine)
+        store = Store(engine)
+        run = approved_run(store, case)
+        case.dump(case_file)
+        stderr = case_file.with_suffix(".stderr")
+        returncode = self._child(
+            {
+                "argv": [url, str(case_file), run.id, *map(str, kill)],
+                "env": dict(os.environ),
+                "stderr": str(stderr),
+            }
+        )
+        assert returncode == -signal.SIGKILL, (kill, returncode, stderr.read_text()[-2000:])
+        # the killed runner's lease lapses (leases are timed on the database's clock)
+        store.set_run_fields(run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+        config = case.parsed()
+        resumer = Runner(
+            store=store,
+            workflow=Workflow(store=store, config=config),
+            config=config,
+            planner=case.planner(),
+            progress=NullProgress(),
+            sleep=lambda s: None,
+        )
+        assert resumer.run_pending() == [run.id]
+        final = store.run(run.id)
+        assert final is not None
+        return store, final
+
+
+@pytest.fixture(scope="session")
+def crash_children() -> Iterator[CrashChildren]:
+    """One fork server per pytest worker (a session is a worker under xdist)."""
+    children = CrashChildren()
+    try:
+        yield children
+    finally:
+        children.close()
+
+
+def _fork_one(request: dict[str, Any]) -> int:
+    """Run one child in a fork of this process; return its exit code."""
+    factory = CrashCase.load(Path(request["argv"][1])).factory
+    if factory:  # imported here once, not in every child
+        importlib.import_module(factory.split(":")[0])
+    pid = os.fork()
+    if pid == 0:  # the child: its own environment, its output kept out of the protocol
+        os.environ.clear()
+        os.environ.update(request["env"])
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+        status = 1
+        try:
+            url, case_file, run_id, kind, position = request["argv"]
+            child(url, Path(case_file), run_id, kind, int(position))
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def main() -> None:
-    url, case_file, run_id, kind, position = sys.argv[1:6]
-    child(url, Path(case_file), run_id, kind, int(position))
+    """Serve: one JSON request a line on stdin, one `{"returncode": N}` line back."""
+    import actions
+
+    # Every target's module and client (httpx, kubernetes, boto3, psycopg), once, before any fork.
+    for module in pkgutil.walk_packages(actions.__path__, "actions."):
+        importlib.import_module(module.name)
+    for line in sys.stdin:
+        returncode = _fork_one(json.loads(line))
+        print(json.dumps({"returncode": returncode}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from bot.execution.planner import Planner
 from bot.execution.runner import NullProgress, Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine
-from tests.bot.conftest import config_dict
+from tests.fakes.config import config_dict
 from tests.fakes.targets import ScriptedTarget
 
 

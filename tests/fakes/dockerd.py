@@ -11,9 +11,10 @@ built once per session `FROM scratch` with Debian's static busybox:
 - `rbt-app:crash`: exits with code 3 at once (a crash-looping release).
 
 Containers reach nothing outside this machine; ports are published on
-127.0.0.1 only. At teardown every container is removed, dockerd and the
-registry are stopped and whatever dockerd left mounted under the directory is
-unmounted. Without dockerd, busybox or root: skip, or fail when CI=true.
+127.0.0.1 only. At teardown every container and network is removed, dockerd and
+the registry are stopped, any bridge left with an address in the engine's pool
+is deleted and whatever dockerd left mounted under the directory is unmounted.
+Without dockerd, busybox or root: skip, or fail when CI=true.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -34,30 +35,24 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
+
+from tests.fakes.parts import free_port, unavailable
+from tests.fakes.processes import daemon, stop
 
 INSTALL = "sudo tools/install-test-deps"
 BUSYBOX = Path("/bin/busybox")
 APP = "rbt-app"
 VERSIONS = ("v1", "v2", "v3")
+PREFIX = "rbt-dockerd-"  # then the pid of the test process that started the engine
 
 
-def missing(what: str) -> None:
-    """Fail under CI, else skip with the command that installs what is missing."""
-    message = f"{what}; install with `{INSTALL}` (needs root to run dockerd)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    """Return a TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def missing(what: str) -> NoReturn:
+    """Fail under CI, else skip, with the command that installs what is missing."""
+    unavailable(f"{what}; install with `{INSTALL}` (needs root to run dockerd)")
 
 
 @dataclass
@@ -173,7 +168,7 @@ class Engine:
         for c in self.call("GET", "/containers/json", params={"all": "1"}).json():
             self.http.delete(f"/v1.41/containers/{c['Id']}", params={"force": "1", "v": "1"})
         for n in self.call("GET", "/networks").json():
-            if n["Name"].startswith("rbt-net-"):
+            if n["Name"] not in ("bridge", "host", "none"):  # dockerd's own, which stay
                 self.http.delete(f"/v1.41/networks/{n['Id']}")
 
 
@@ -198,22 +193,27 @@ def _free_address_base() -> int:
     return random.choice([x for x in range(100, 251) if x not in used])
 
 
+def _remove_bridges(base: int) -> None:
+    """Delete the Linux bridges left with addresses in this engine's pool, 10.<base>.0.0/16.
+
+    dockerd removes a network's bridge when the network is removed; a network a test made and
+    did not remove, or an engine that was killed, leaves it behind (`br-<id>`, 10.<base>.x.1).
+    """
+    if shutil.which("ip") is None:
+        return
+    shown = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True)
+    for line in shown.stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].startswith(f"10.{base}."):
+            subprocess.run(["ip", "link", "delete", fields[1]], check=False, capture_output=True)
+
+
 def _unmount_under(root: Path) -> None:
     """Unmount whatever dockerd left mounted under `root` (overlays, netns, shm), deepest first."""
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     for point in sorted((p for p in points if p.startswith(str(root))), reverse=True):
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _build_images(engine: Engine) -> None:
@@ -235,6 +235,33 @@ def _build_images(engine: Engine) -> None:
     )
 
 
+def _end_process(pid: int) -> None:
+    """SIGTERM a process we started, give it 30 s to exit, then SIGKILL it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _stop_orphans() -> None:
+    """Stop the engines whose test process (the pid in their directory's name) is gone (a run
+    killed before its teardown), then unmount and remove what they left."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        owner = re.fullmatch(rf"{PREFIX}(\d+)-\w+", root.name)
+        if owner is None or Path(f"/proc/{owner.group(1)}").exists():
+            continue
+        pidfile, pool = root / "dockerd.pid", root / "address-base"
+        if pidfile.exists():
+            _end_process(int(pidfile.read_text()))
+        if pool.exists():
+            _remove_bridges(int(pool.read_text()))
+        _unmount_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def dockerd() -> Iterator[Engine]:
     """Start a private dockerd with the test images built; stop and unmount it afterwards."""
@@ -242,9 +269,11 @@ def dockerd() -> Iterator[Engine]:
         missing("dockerd (Debian docker.io) or busybox-static is not installed")
     if os.geteuid() != 0:
         missing("dockerd needs root and the tests do not run as root")
-    root = Path(tempfile.mkdtemp(prefix="rbt-dockerd-"))
+    _stop_orphans()
+    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
     sock, log = root / "docker.sock", root / "dockerd.log"
     base = _free_address_base()
+    (root / "address-base").write_text(str(base))  # for the bridges, should teardown not run
     args = [
         "dockerd",
         f"--host=unix://{sock}",
@@ -260,7 +289,9 @@ def dockerd() -> Iterator[Engine]:
         f"--default-address-pool=base=10.{base}.0.0/16,size=24",
     ]
     with open(log, "wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     http = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://d")
     engine = Engine(root, str(sock), http, base)
     try:
@@ -276,7 +307,8 @@ def dockerd() -> Iterator[Engine]:
         with contextlib.suppress(httpx.HTTPError, AssertionError):
             engine.remove_all()
         http.close()
-        _stop(process)
+        stop(process)
+        _remove_bridges(base)
         _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
 
@@ -288,12 +320,15 @@ class Registry:
     address: str
 
 
-@pytest.fixture(scope="session")
-def registry(dockerd: Engine) -> Iterator[Registry]:
-    """Run Debian's docker-registry on a free loopback port with a temporary store."""
+@contextlib.contextmanager
+def serve_registry(
+    prefix: str, *, extra: dict[str, Any] | None = None, ready_status: int = 200
+) -> Iterator[Registry]:
+    """Run Debian's docker-registry on a free loopback port with a temporary store (and
+    `extra` config, such as auth); stop it and remove the store afterwards."""
     if shutil.which("docker-registry") is None:
         missing("docker-registry is not installed")
-    root = Path(tempfile.mkdtemp(prefix="rbt-registry-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     config, log = root / "config.yml", root / "registry.log"
     config.write_text(
@@ -302,21 +337,25 @@ def registry(dockerd: Engine) -> Iterator[Registry]:
                 "version": 0.1,
                 "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
                 "http": {"addr": f"127.0.0.1:{port}"},
+                **(extra or {}),
             }
         )
     )
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
     try:
-        _wait(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/v2/").status_code == 200,
-            timeout=20,
-            what="docker-registry",
-            log=log,
-        )
-        yield Registry(f"127.0.0.1:{port}")
+        with daemon(["docker-registry", "serve", str(config)], log=log):
+            _wait(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/v2/").status_code == ready_status,
+                timeout=20,
+                what="docker-registry",
+                log=log,
+            )
+            yield Registry(f"127.0.0.1:{port}")
     finally:
-        _stop(process)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry(dockerd: Engine) -> Iterator[Registry]:
+    """Run Debian's docker-registry on a free loopback port with a temporary store."""
+    with serve_registry("rbt-registry-") as served:
+        yield served

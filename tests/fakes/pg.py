@@ -25,6 +25,7 @@ from psycopg import sql
 
 from actions.base import Action, StepContext, StepResult, TargetPlan, TemporaryError
 from actions.database import DatabaseConnection, DatabaseParams, stamp
+from tests.fakes.database import drop_now
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 
@@ -102,8 +103,8 @@ def _drop_family(name: str) -> None:
         rows = conn.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (name,)
         ).fetchall()
-        for (datname,) in rows:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(datname)))
+    for (datname,) in rows:
+        drop_now(datname)  # now: a role fixture's teardown drops the owner of these next
 
 
 @pytest.fixture

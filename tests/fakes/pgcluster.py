@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +28,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.fakes.parts import free_port, require, unavailable
+
 OS_USER = "postgres"
+PREFIX = "rbt_pgc_"  # then the pid of the test process that made the cluster
 
 
 def bindir() -> Path:
@@ -36,17 +39,8 @@ def bindir() -> Path:
     try:
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("needs PostgreSQL server binaries: apt-get install postgresql-15")
+        unavailable("needs PostgreSQL server binaries: apt-get install postgresql-15")
     return Path(out.stdout.strip())
-
-
-def free_port() -> int:
-    """Return a TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def as_postgres(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -71,7 +65,8 @@ class ArchivedCluster:
         self.pgbackrest = pgbackrest
         self.stanza = "rbt"
         self.bin = bindir()
-        self.root = Path(tempfile.mkdtemp(prefix="rbt_pgc_"))
+        stop_orphans()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}_"))
         self.root.chmod(0o755)
         self.data = self.root / "data"
         self.archive = self.root / "archive"
@@ -229,13 +224,25 @@ class ArchivedCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def stop_orphans() -> None:
+    """Stop and remove the scratch clusters whose test process (the pid in the directory's
+    name) is gone: a run killed before its teardown leaves them running."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        owner = re.fullmatch(rf"{PREFIX}(\d+)_\w+", root.name)
+        if owner is None or Path(f"/proc/{owner.group(1)}").exists():
+            continue
+        if (root / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                as_postgres(
+                    [str(bindir() / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"]
+                )
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def pgbackrest_cluster() -> Iterator[ArchivedCluster]:
     """Yield a running scratch cluster archiving to a pgBackRest stanza; remove it afterwards."""
-    if shutil.which("pgbackrest") is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("pgbackrest is missing: apt-get install pgbackrest")
-        pytest.skip("needs pgBackRest: apt-get install pgbackrest")
+    require("pgbackrest", package="pgbackrest")
     cluster = ArchivedCluster(pgbackrest=True)
     try:
         cluster.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ import yaml
 
 from sandbox.platform import Platform
 from sandbox.slack import FakeSlack
-from tests.bot.conftest import ALICE, config_dict
+from tests.fakes.config import ALICE, config_dict
+from tests.fakes.processes import started
 
 ROOT = Path(__file__).parents[2]
 SECRET = "operator-secret"
@@ -43,7 +43,7 @@ class Served:
 def served(tmp_path: Path, *extra: str) -> Iterator[Served]:
     """`rollback-bot serve --http 127.0.0.1:0 *extra` on a migrated SQLite file and the test
     config, answering a fake Slack with Alice in the incident channel; SIGTERM at the end
-    if it still runs."""
+    if it still runs, then its process group (the work process with it) is killed."""
     config = tmp_path / "rollback.yml"
     config.write_text(yaml.safe_dump(config_dict()))
     with FakeSlack() as slack:
@@ -67,15 +67,15 @@ def served(tmp_path: Path, *extra: str) -> Iterator[Served]:
             timeout=60,
         )
         assert upgraded.returncode == 0, upgraded.stderr
-        process = subprocess.Popen(
+        with started(
             [sys.executable, "-m", "bot", "serve", "--http", "127.0.0.1:0", *extra],
+            stop_seconds=60,
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )
-        try:
+        ) as process:
             assert process.stdout is not None
             seen: list[str] = []
             found = None
@@ -86,7 +86,3 @@ def served(tmp_path: Path, *extra: str) -> Iterator[Served]:
                     break
             assert found, "".join(seen)
             yield Served(process, found.group(1), slack, seen)
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)

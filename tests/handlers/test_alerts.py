@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import BOB
+from tests.fakes.config import BOB, CHANNEL
+from tests.fakes.thread import card, plan_message, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, card, plan_message, text_of
 
 TOKEN = "alert-token-1"
 
@@ -224,7 +224,7 @@ def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path
     from bot.persistence.store import make_engine, upgrade
     from bot.settings import Settings
     from sandbox.slack import FakeSlack
-    from tests.bot.conftest import config_dict
+    from tests.fakes.config import config_dict
     from tests.fakes.database import postgres_database
     from tests.fakes.targets import ScriptedTarget, write_script
 
@@ -257,9 +257,10 @@ def test_an_alert_storm_on_two_bot_processes_leaves_one_incident_record(tmp_path
 
             def fire(index: int) -> int:
                 url = urls[index % 2]
-                return httpx.post(url, json=body, headers=headers, timeout=60).status_code
+                return client.post(url, json=body, headers=headers).status_code
 
-            with ThreadPoolExecutor(max_workers=16) as pool:
+            # One client for the storm: a client per request would load the CA bundle 400 times.
+            with httpx.Client(timeout=60) as client, ThreadPoolExecutor(max_workers=16) as pool:
                 statuses = list(pool.map(fire, range(400)))
             assert set(statuses) == {200}
             engine = sqlalchemy.create_engine(url)

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, CAROL
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL
 from tests.fakes.targets import write_script
+from tests.fakes.thread import card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of
 
 
 def test_one_of_two_approvals_is_said_on_card_plan_and_status(

@@ -16,9 +16,9 @@ import pytest
 
 from sandbox.harness import Sandbox
 from sandbox.platform import sign
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.thread import request_rollback, settled
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, request_rollback
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -35,7 +35,7 @@ def no_traceback(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def nothing_posted(sandbox: Sandbox) -> None:
-    time.sleep(0.2)  # a post the request would have caused comes within this
+    settled(sandbox, outbox=True)  # what the request would have caused has run
     posting = ("chat.postEphemeral", "chat.postMessage", "views.open", "views.update")
     assert [c.method for c in sandbox.slack.calls if c.method in posting] == []
 
@@ -223,6 +223,7 @@ def open_modal(sandbox: Sandbox) -> tuple[str, dict[str, Any]]:
         "q_data_at_risk": "no",
     }.items():
         alice.choose(view_id, block_id, value)
+    settled(sandbox)  # every answer rendered: none can land after what the test sends next
     return view_id, alice.view(view_id)
 
 

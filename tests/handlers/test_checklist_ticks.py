@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY
+from tests.fakes.thread import card, request_rollback
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, card, request_rollback
 
 
 def _checklist(sandbox: Sandbox) -> Any:

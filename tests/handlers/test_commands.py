@@ -8,9 +8,9 @@ import pytest
 
 from handlers.commands import CommandError, Help, History, Rollback, Status, parse
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.thread import request_rollback, settled
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, request_rollback
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_forged_approval_click_changes_nothing(sandbox: Sandbox) -> None:
     )
     response = sandbox.platform.interaction(payload, secret="forged")
     assert response.status_code == 401
-    time.sleep(0.3)
+    settled(sandbox, outbox=True)
     assert sandbox.process.deps.store.runs()[0].state == "requested"
 
 

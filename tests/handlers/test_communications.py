@@ -13,10 +13,10 @@ import pytest
 from bot.config import ConfigError, parse_config
 from sandbox.harness import Sandbox
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import ALICE, BOB, config_dict
+from tests.fakes.config import ALICE, BOB, CHANNEL, config_dict
+from tests.fakes.thread import ANSWERS, request_rollback, text_of
 from tests.fakes.waiting import wait_for
 from tests.handlers.blockkit import assert_valid_block_kit
-from tests.handlers.conftest import ANSWERS, CHANNEL, request_rollback, text_of
 
 EMAIL_TO = "customers@voxflow.example"
 

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
 from tests.fakes.database import postgres_database
 from tests.fakes.outage import Outage
 from tests.fakes.waiting import wait_for

@@ -24,7 +24,7 @@ from sandbox import platform
 from sandbox.harness import Sandbox
 from sandbox.kubernetes import FakeKubernetes
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import ALICE, BOB, CAROL
+from tests.fakes.config import ALICE, BOB, CAROL
 from tests.fakes.waiting import wait_for
 
 NAMESPACE, APP = "voxflow-staging", "voxflow-api"

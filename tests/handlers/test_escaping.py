@@ -17,10 +17,10 @@ import httpx
 
 from handlers import text as t
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
 from tests.fakes.targets import write_script
+from tests.fakes.thread import ANSWERS, card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
 
 HOSTILE = "<!channel> & <https://evil.example|click me> *bold* <@UEVIL00001> <!subteam^SEVIL0001>"
 LIVE = ("<!channel>", "<https://evil.example", "<@UEVIL00001>", "<!subteam^SEVIL0001>", " & <")

@@ -11,11 +11,11 @@ from bot.application.timeline import rca_template
 from sandbox.harness import Sandbox
 from sandbox.slack import Message
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
 from tests.fakes.targets import script_log, write_script
+from tests.fakes.thread import ANSWERS, card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
 from tests.handlers.blockkit import assert_valid_block_kit
-from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
 
 
 def _finish(sandbox: Sandbox, state: str) -> None:

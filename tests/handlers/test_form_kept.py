@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
+from tests.fakes.thread import ANSWERS, plan_message
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, plan_message
 
 
 def _initial(view: dict[str, Any], block_id: str) -> Any:

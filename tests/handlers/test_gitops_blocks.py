@@ -8,7 +8,7 @@ from bot.application.resync import HeldOwner
 from bot.config import Approvers
 from bot.persistence.models import SyncResume
 from handlers import gitops_blocks as blocks
-from tests.handlers.test_blocks import a_run
+from tests.fakes.runs import a_run
 
 OWNER = HeldOwner(
     source="app",

@@ -31,9 +31,9 @@ from tests.actions.test_kubernetes_gitops import (
     flux,
     image,
 )
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY, PEOPLE, config_dict
+from tests.fakes.thread import request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, request_rollback, text_of
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster

@@ -13,10 +13,10 @@ from slack_sdk.models.views import View
 
 from handlers.home_blocks import SECTIONS, HomeContent, home_view_blocks
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.break_glass import break_glass, valid
+from tests.fakes.config import ALICE, BOB, CHANNEL, DAVE, MALLORY
+from tests.fakes.thread import request_rollback
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, request_rollback
-from tests.handlers.test_break_glass_reviews import break_glass, valid
 
 _events = count(1)
 

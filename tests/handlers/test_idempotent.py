@@ -16,9 +16,9 @@ import httpx
 
 from sandbox.harness import Sandbox
 from sandbox.platform import sign
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.thread import ANSWERS, request_rollback, settled
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, CHANNEL, request_rollback
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -85,7 +85,7 @@ def test_retried_command_with_retry_headers_opens_one_modal(sandbox: Sandbox) ->
     said = retry.json()["text"]
     assert "This command (Slack's retry 1: http_timeout) was already received" in said
     assert "the repeat changed nothing" in said
-    time.sleep(0.3)  # a second modal would be opened within this
+    settled(sandbox)  # the retry's work, had it done any, has run
     assert len(sandbox.slack.calls_to("views.open")) == 1
 
 
@@ -107,7 +107,7 @@ def test_same_signed_submission_sent_twice_opens_one_incident(sandbox: Sandbox) 
     second = send(sandbox, body).json()
     assert second["response_action"] == "update"
     assert "This form was already received" in json.dumps(second["view"])
-    time.sleep(0.3)  # a second incident would be created within this
+    settled(sandbox)  # the second submission's work, had it done any, has run
     store = sandbox.process.deps.store
     assert len(store.runs()) == 1
     incident_id = store.runs()[0].incident_id
@@ -126,7 +126,7 @@ def test_concurrent_identical_submissions_open_one_incident(sandbox: Sandbox) ->
     assert sum("Creating incident" in t for t in texts) == 1
     assert sum("already received" in t for t in texts) == 3
     wait_for(lambda: sandbox.process.deps.store.runs(), what="the incident")
-    time.sleep(0.3)
+    settled(sandbox)  # all four submissions' work has run
     assert len(sandbox.process.deps.store.runs()) == 1
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from bot.persistence.store import StepView
 from handlers import blocks
 from handlers.thread import SlackProgress
-from tests.handlers.test_blocks import a_run
+from tests.fakes.runs import a_run
 
 
 class Queued:
@@ -48,11 +51,17 @@ def test_readings_are_queued_at_most_every_interval_with_elapsed_and_count() -> 
     assert len([m for m in queued.messages if m[1] == "step.progress"]) == 6
 
 
-def test_without_a_store_lines_are_only_logged() -> None:
-    progress = SlackProgress(threading.Event(), every=0.0)
+def test_without_a_store_lines_are_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    wake = threading.Event()
+    progress = SlackProgress(wake, every=0.0)
     run = a_run(1)
     progress.step_started(run, run.plan[0])
-    progress.step_output(run, run.plan[0], "line")  # nothing to queue it with, no error
+    wake.clear()
+    with caplog.at_level(logging.INFO, logger="handlers.thread"):
+        progress.step_output(run, run.plan[0], "health: 503")  # nothing to queue it with
+    step = run.plan[0]["name"]
+    assert [r.getMessage() for r in caplog.records] == [f"{run.incident_id}: {step}: health: 503"]
+    assert not wake.is_set()  # nothing queued, so the sender is not woken
 
 
 def _record(position: int, state: str) -> StepView:

@@ -18,12 +18,12 @@ from bot.config import parse_config
 from bot.execution.planner import Planner
 from sandbox.harness import Sandbox
 from sandbox.web import Reply, Request, WebStub
-from tests.bot.conftest import ALICE, BOB, config_dict
+from tests.fakes.config import ALICE, BOB, CHANNEL, DAVE, PEOPLE, config_dict
 from tests.fakes.targets import ScriptedTarget
+from tests.fakes.thread import card, request_rollback, text_of
 from tests.fakes.ticker import FakeTicker
 from tests.fakes.waiting import wait_for
 from tests.handlers.blockkit import assert_valid_block_kit
-from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, card, request_rollback, text_of
 
 LIVE = re.compile(r"_(\d+) s of 120 s · (\d+) readings? · (.*?)_")
 

@@ -9,16 +9,15 @@ in the modal, or by DM when the modal is gone, what happened and what to do.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
 from sandbox.harness import Sandbox
 from sandbox.slack.models import Call
-from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
+from tests.fakes.thread import ANSWERS, card, request_rollback, settled, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
 
 
 def submit_form(sandbox: Sandbox) -> str:
@@ -223,6 +222,6 @@ def test_a_late_answer_change_never_replaces_what_the_submission_said(sandbox: S
         ],
     )
     assert sandbox.platform.interaction(late).status_code == 200
-    time.sleep(0.3)  # a render of the late click would be sent within this
+    settled(sandbox)  # the late click's work, a render had it made one, has run
     assert len(sandbox.slack.calls_to("views.update")) == updates
     assert sandbox.slack.view(view_id).view["title"]["text"] == "Not opened"

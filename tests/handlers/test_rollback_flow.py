@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY
 from tests.fakes.targets import script_log, write_script
+from tests.fakes.thread import card, recommendation_of, request_rollback, settled, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, card, request_rollback, text_of
 
 
 def run_state(sandbox: Sandbox) -> str:
@@ -41,11 +40,6 @@ def test_modal_opens_with_the_previous_revision_and_the_recommendation_updates_l
     assert "Critical*: respond immediately" in text and "within immediate" not in text
 
 
-def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
-    blocks = sandbox.slack.view(view_id).view["blocks"]
-    return str(next(b for b in blocks if b.get("block_id") == "recommendation")["text"]["text"])
-
-
 def test_rapid_answers_end_with_the_newest_recommendation(sandbox: Sandbox) -> None:
     alice = sandbox.person(ALICE)
     alice.slash("app prod")
@@ -59,7 +53,7 @@ def test_rapid_answers_end_with_the_newest_recommendation(sandbox: Sandbox) -> N
         lambda: "Monitor and fix forward" in recommendation_of(sandbox, view_id),
         what="the last answer's recommendation",
     )
-    time.sleep(0.3)  # an overtaken render arriving late would replace it now
+    settled(sandbox)  # every click's render has run: an overtaken one would show now
     assert "Monitor and fix forward" in recommendation_of(sandbox, view_id)
     assert [c.error for c in sandbox.slack.calls_to("views.update") if not c.ok] == []
 
@@ -271,6 +265,7 @@ def test_dedicated_channel_per_incident_invites_requester_and_approvers(
 
 def test_app_home_lists_active_rollbacks(sandbox: Sandbox) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
+    settled(sandbox, outbox=True)  # the incident's card (the thread the home links) is posted
     event = {
         "token": "x",
         "team_id": "T0SANDBOX",
@@ -302,6 +297,9 @@ def test_people_tick_the_checklist_and_each_tick_is_recorded(sandbox: Sandbox) -
         ),
         what="the checklist",
     )
+    store = sandbox.process.deps.store
+    wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback to finish")
+    settled(sandbox, outbox=True)  # the bot's own edits of the checklist are in before Carol's
     carol = sandbox.person(CAROL)
     carol.tick(CHANNEL, checklist.ts, "verify_tick", ["auth", "core"])
     wait_for(
@@ -309,7 +307,6 @@ def test_people_tick_the_checklist_and_each_tick_is_recorded(sandbox: Sandbox) -
         what="the ticks to show",
     )
     carol.tick(CHANNEL, checklist.ts, "verify_tick", ["core"])
-    store = sandbox.process.deps.store
     incident_id = store.runs()[0].incident_id
     ticks = wait_for(
         lambda: (

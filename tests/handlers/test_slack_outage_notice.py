@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sandbox.harness import Sandbox
 from sandbox.slack.models import Call
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
 from tests.fakes.waiting import wait_for
 from tests.handlers.test_no_orphans import direct_messages, submit_form, withdrawn
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from sandbox.harness import Sandbox
 from sandbox.platform import Person
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.break_glass import valid
+from tests.fakes.config import ALICE, BOB, CHANNEL
 from tests.fakes.targets import write_script
+from tests.fakes.thread import ANSWERS, card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import ANSWERS, CHANNEL, card, request_rollback, text_of
-from tests.handlers.test_break_glass_reviews import valid
 
 
 def open_form(sandbox: Sandbox, person: Person, text: str = "app prod") -> str:

@@ -18,11 +18,11 @@ from bot.config import ConfigError, parse_config
 from bot.execution.planner import Planner
 from handlers import text as t
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, config_dict
+from tests.fakes.break_glass import valid
+from tests.fakes.config import ALICE, BOB, CHANNEL, DAVE, PEOPLE, config_dict
 from tests.fakes.targets import ScriptedTarget
+from tests.fakes.thread import card, rca_file, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, DAVE, PEOPLE, card, rca_file, request_rollback, text_of
-from tests.handlers.test_break_glass_reviews import valid
 
 TOKEN = re.compile(
     r"<!date\^(\d+)\^\{date_short_pretty\} \{time\}\|(\d{4}-\d\d-\d\d \d\d:\d\d) UTC>"

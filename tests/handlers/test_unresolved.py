@@ -10,10 +10,10 @@ import pytest
 from bot.execution.workflow import Refused
 from handlers.flows import flows_for
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
 from tests.fakes.targets import write_script
+from tests.fakes.thread import card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of
 from tests.handlers.test_failure import _broadcast, _buttons, _told
 from tests.handlers.test_home import open_home
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from bot.application.timeline import from_to
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.runs import a_run
+from tests.fakes.thread import card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of
-from tests.handlers.test_blocks import a_run
 
 FROM_TO = "from rev 2 to rev 1"
 

@@ -17,11 +17,11 @@ from handlers import text as t
 from handlers.ids import ModalMeta
 from handlers.modal_blocks import ModalContent, rollback_modal
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, BOB
+from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.runs import a_run
 from tests.fakes.targets import write_script
+from tests.fakes.thread import card, request_rollback, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of
-from tests.handlers.test_blocks import a_run
 
 
 def test_actions_say_what_they_do_in_words() -> None:

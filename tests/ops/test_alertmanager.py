@@ -11,9 +11,10 @@ import httpx
 import yaml
 
 from sandbox.harness import Sandbox
+from tests.fakes.parts import free_port, require
+from tests.fakes.processes import daemon
+from tests.fakes.thread import card, plan_message, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import card, plan_message, text_of
-from tests.ops.peers import daemon, free_port, require
 
 TOKEN = "alertmanager-bearer-7c1d"
 

@@ -9,8 +9,8 @@ from typing import Any
 import kubernetes.client
 import yaml
 
+from tests.fakes.parts import require
 from tests.ops.discovery import Discovery
-from tests.ops.peers import require
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"

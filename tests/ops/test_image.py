@@ -38,7 +38,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from sandbox.slack import FakeSlack
-from tests.ops.peers import free_port, require
+from tests.fakes.parts import free_port, require
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
@@ -108,6 +108,7 @@ def test_what_the_dockerfile_copies_is_enough_to_install_the_bot(tmp_path: Path)
         "bot",
         "handlers",
         "pyproject.toml",
+        "sandbox",
         "tools/image-requirements.txt",
     ]
     context = tmp_path / "context"
@@ -164,7 +165,7 @@ def _build_args() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def image(dockerd: Engine) -> Iterator[str]:
+def bot_image(dockerd: Engine) -> Iterator[str]:
     """The bot's image built from the Dockerfile on the Debian base; removed afterwards."""
     require("debootstrap", package="debootstrap")
     env = {**os.environ, "DOCKER_HOST": f"unix://{dockerd.socket}"}
@@ -278,7 +279,7 @@ def _wait_ready(port: int, engine: Engine, name: str) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-def bot(dockerd: Engine, image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
+def bot(dockerd: Engine, bot_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bot]:
     """Everything the container needs, with its database schema in place; removed afterwards."""
     config = tmp_path_factory.mktemp("image") / "rollback.yml"
     configmap = yaml.safe_load((ROOT / "deploy" / "configmap.yaml").read_text())
@@ -299,7 +300,7 @@ def bot(dockerd: Engine, image: str, tmp_path_factory: pytest.TempPathFactory) -
             f"SLACK_API_URL=http://{gateway}:{relay.server_address[1]}/api/",
             "DATABASE_URL=sqlite:////app/rollback-bot.db",
         ]
-        bot = Bot(dockerd, image, network, volume, config, env)
+        bot = Bot(dockerd, bot_image, network, volume, config, env)
         try:
             name = f"rbt-image-upgrade-{uuid.uuid4().hex[:8]}"
             assert bot.upgrade(name) == 0, dockerd.cli("logs", name).stderr

@@ -14,8 +14,9 @@ import yaml
 
 from bot.logs import JsonFormatter
 from sandbox.harness import Sandbox
+from tests.fakes.parts import free_port, require
+from tests.fakes.processes import daemon
 from tests.fakes.waiting import wait_for
-from tests.ops.peers import daemon, free_port, require
 
 TOKEN = "alert-token-ops"
 

@@ -18,10 +18,9 @@ from bot.logs import JsonFormatter
 from bot.secrets import MASK, Secrets
 from sandbox.harness import Sandbox
 from sandbox.web import Reply, WebStub
-from tests.bot.conftest import ALICE, config_dict
+from tests.fakes.config import ALICE, PEOPLE, config_dict
 from tests.fakes.targets import ScriptedTarget, write_script
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import PEOPLE
 
 PLANTED = {
     # ${NAME} in URL paths and query strings, {env: …} and {file: …} tokens; and a namespace

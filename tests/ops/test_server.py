@@ -13,7 +13,7 @@ import pytest
 
 from bot.server import HttpServer, Limits
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
 from tests.fakes.waiting import wait_for
 
 

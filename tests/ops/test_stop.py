@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -26,8 +25,9 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.slack import FakeSlack
-from tests.bot.conftest import ALICE, BOB, config_dict
-from tests.fakes.database import PG_ADMIN
+from tests.fakes.config import ALICE, BOB, config_dict
+from tests.fakes.database import PG_ADMIN, postgres_database
+from tests.fakes.processes import Lines, started
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 from tests.fakes.waiting import wait_for
 from tests.ops.socket_mode import APP_TOKEN, SocketModeSlack, WebSocketServer
@@ -36,29 +36,6 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 ROOT = Path(__file__).parents[2]
-
-
-class Lines:
-    """Collect a child's output in the background, so a test can wait for a line."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.seen: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.seen.append(line)
-
-    def find(self, pattern: str) -> re.Match[str] | None:
-        for line in list(self.seen):
-            found = re.search(pattern, line)
-            if found:
-                return found
-        return None
-
-    def text(self) -> str:
-        return "".join(self.seen)
 
 
 @pytest.fixture
@@ -87,6 +64,13 @@ def _env(tmp_path: Path, slack: FakeSlack, database_url: str) -> dict[str, str]:
     }
 
 
+def _bot(argv: list[str], *, env: dict[str, str]) -> Any:
+    """The bot (or the scripted bot) as a child in its own process group, output piped."""
+    return started(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
 def _approve_a_hanging_run(database_url: str, script: Path) -> tuple[Store, str]:
     engine = make_engine(database_url)
     upgrade(engine)
@@ -109,15 +93,10 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
     script = write_script(tmp_path / "script.json", undo=["hang"])
     store, run_id = _approve_a_hanging_run(database_url, script)
     args = [mode, "127.0.0.1:0"] if mode == "--http" else [mode]
-    bot = subprocess.Popen(
+    with _bot(
         [sys.executable, "-m", "tests.ops.scripted_bot", str(script), *args],
-        cwd=ROOT,
         env=_env(tmp_path, slack, database_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    ) as bot:
         assert bot.stdout is not None
         lines = Lines(bot.stdout)
         wait_for(lambda: "undo" in script_log(script), timeout=60, what="the long step to start")
@@ -125,9 +104,6 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
         assert run is not None and run.lease_owner is not None
         bot.send_signal(signal.SIGTERM)
         assert bot.wait(timeout=60) == 0, lines.text()
-    finally:
-        if bot.poll() is None:
-            bot.kill()
     output = lines.text()
     assert "stopping: finishing requests in flight and the current step" in output
     (handed,) = [json.loads(line) for line in lines.seen if "handed run" in line]
@@ -149,15 +125,9 @@ def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
     with WebSocketServer() as wss, SocketModeSlack(wss.url) as slack:
         slack.add_user(ALICE, name="alice")
         env = {**_env(tmp_path, slack, database_url), "SLACK_APP_TOKEN": APP_TOKEN}
-        bot = subprocess.Popen(
-            [sys.executable, "-m", "tests.ops.scripted_bot", str(script), "--socket-bolt"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
+        with _bot(
+            [sys.executable, "-m", "tests.ops.scripted_bot", str(script), "--socket-bolt"], env=env
+        ) as bot:
             assert bot.stdout is not None
             lines = Lines(bot.stdout)
             wait_for(
@@ -171,9 +141,6 @@ def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
             )
             bot.send_signal(signal.SIGTERM)
             assert bot.wait(timeout=60) == 0, lines.text()
-        finally:
-            if bot.poll() is None:
-                bot.kill()
         # Slack's builtin client closes the socket without a close frame.
         wait_for(
             lambda: wss.events == ["open", "dropped"], timeout=60, what="the websocket to close"
@@ -191,15 +158,10 @@ def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
     script = write_script(tmp_path / "script.json")
     upgrade(make_engine(database_url))
     args = [mode, "127.0.0.1:0"] if mode == "--http" else [mode]
-    bot = subprocess.Popen(
+    with _bot(
         [sys.executable, "-m", "tests.ops.scripted_bot", str(script), *args],
-        cwd=ROOT,
         env=_env(tmp_path, slack, database_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    ) as bot:
         assert bot.stdout is not None
         lines = Lines(bot.stdout)
         wait_for(
@@ -207,9 +169,6 @@ def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
         )
         bot.send_signal(signal.SIGTERM)
         assert bot.wait(timeout=60) == 0, lines.text()
-    finally:
-        if bot.poll() is None:
-            bot.kill()
     store, run_id = _approve_a_hanging_run(database_url, script)
     assert "handed" not in lines.text()
     assert script_log(script) == []
@@ -220,47 +179,33 @@ def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
 def test_readyz_fails_when_the_database_is_gone_while_healthz_still_answers(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
-    name = f"rbt_ready_{os.getpid()}_{id(tmp_path) % 10**6}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    upgrade(make_engine(database_url))
-    bot = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--http", "127.0.0.1:0"],
-        cwd=ROOT,
-        env=_env(tmp_path, slack, database_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert bot.stdout is not None
-        lines = Lines(bot.stdout)
-        found = wait_for(
-            lambda: lines.find(r"serving (http://\S+) "), timeout=60, what="the bot to serve"
-        )
-        base = found.group(1)
-        ready = wait_for(
-            lambda: (r := httpx.get(f"{base}/readyz", timeout=30)).status_code == 200 and r,
-            timeout=60,
-            what="/readyz to say ready",
-        )
-        assert ready.json() == {"ready": True, "problems": []}
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        gone = httpx.get(f"{base}/readyz", timeout=60)
-        assert gone.status_code == 503
-        assert any("database does not answer" in p for p in gone.json()["problems"])
-        assert httpx.get(f"{base}/healthz", timeout=30).text == "ok"
-        bot.send_signal(signal.SIGTERM)
-        assert bot.wait(timeout=60) == 0, lines.text()
-    finally:
-        if bot.poll() is None:
-            bot.kill()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with postgres_database(prefix="rbtest_ready") as database_url:
+        upgrade(make_engine(database_url))
+        with _bot(
+            [sys.executable, "-m", "bot", "serve", "--http", "127.0.0.1:0"],
+            env=_env(tmp_path, slack, database_url),
+        ) as bot:
+            name = database_url.rsplit("/", 1)[1]
+            assert bot.stdout is not None
+            lines = Lines(bot.stdout)
+            found = wait_for(
+                lambda: lines.find(r"serving (http://\S+) "), timeout=60, what="the bot to serve"
             )
+            base = found.group(1)
+            ready = wait_for(
+                lambda: (r := httpx.get(f"{base}/readyz", timeout=30)).status_code == 200 and r,
+                timeout=60,
+                what="/readyz to say ready",
+            )
+            assert ready.json() == {"ready": True, "problems": []}
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            gone = httpx.get(f"{base}/readyz", timeout=60)
+            assert gone.status_code == 503
+            assert any("database does not answer" in p for p in gone.json()["problems"])
+            assert httpx.get(f"{base}/healthz", timeout=30).text == "ok"
+            bot.send_signal(signal.SIGTERM)
+            assert bot.wait(timeout=60) == 0, lines.text()
 
 
 def _on_sqlite(tmp_path: Path, slack: FakeSlack, **more: Any) -> tuple[str, Settings]:

@@ -21,20 +21,13 @@ from bot.domain.states import ACTIVE_STATES
 from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.harness import Sandbox
 from sandbox.history import fill_history
-from tests.bot.conftest import ALICE, BOB, CAROL, database_url  # noqa: F401
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL
+from tests.fakes.thread import card, request_rollback
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import (  # noqa: F401
-    CHANNEL,
-    card,
-    make_sandbox,
-    request_rollback,
-    sandbox,
-    script,
-)
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:  # noqa: F811
+def store(database_url: str) -> Iterator[Store]:
     engine = make_engine(database_url)
     upgrade(engine)
     fill_history(engine, count=300, until=datetime.now(UTC))
@@ -125,7 +118,7 @@ def test_incident_id_allocation_looks_up_the_key_without_like(store: Store) -> N
 
 
 def test_a_checklist_tick_on_a_run_older_than_1000_others_is_applied(
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
 ) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")

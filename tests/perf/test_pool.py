@@ -6,16 +6,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
 from bot.config import parse_config
 from bot.execution.planner import Planner
 from handlers.lazy import LATE
 from handlers.pool import Later
 from sandbox.harness import Sandbox
-from tests.bot.conftest import ALICE, config_dict
+from tests.fakes.config import ALICE, PEOPLE, config_dict
 from tests.fakes.targets import ScriptedTarget, write_script
 from tests.fakes.ticker import FakeTicker
 from tests.fakes.waiting import wait_for
-from tests.handlers.conftest import PEOPLE
 
 
 def test_a_full_pool_refuses_instead_of_queueing_without_bound() -> None:
@@ -55,12 +56,8 @@ def test_a_failing_task_is_counted_and_its_person_told_with_a_reference() -> Non
 
 def test_the_pool_needs_a_thread_and_room() -> None:
     for threads, queue in ((0, 1), (1, 0)):
-        try:
+        with pytest.raises(ValueError, match="at least one"):
             Later(threads=threads, queue=queue)
-        except ValueError as exc:
-            assert "at least one" in str(exc)
-        else:
-            raise AssertionError(f"Later({threads}, {queue}) was accepted")
 
 
 def test_a_full_pool_says_so_before_a_submit_and_notices_are_bounded() -> None:

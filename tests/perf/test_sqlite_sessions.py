@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bot.persistence.store import Store, make_engine, upgrade
-from tests.bot.conftest import ALICE
+from tests.fakes.config import ALICE
 
 DONE_WITHIN = 15.0  # a bound for a hang, far below the 30 s busy timeout; not a timing claim
 

@@ -1,59 +1,15 @@
-"""The real Bolt app over HTTP, fake Slack, a scripted target: the Slack side end to end."""
+"""A person's way through the incident thread in fake Slack: ask for a rollback, read the card,
+the plan message, the RCA template and a message's text."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.config import parse_config
-from bot.execution.planner import Planner
 from sandbox.harness import Sandbox
 from sandbox.platform import Person
 from sandbox.slack import Message, UploadedFile
-from tests.bot.conftest import ALICE, BOB, CAROL, MALLORY, config_dict
-from tests.fakes.targets import ScriptedTarget, write_script
+from tests.fakes.config import CHANNEL
 from tests.fakes.waiting import wait_for
-
-DAVE = "UDAVE00001"
-CHANNEL = "C0INCIDENT"
-PEOPLE = {ALICE: "alice", BOB: "bob", CAROL: "carol", MALLORY: "mallory", DAVE: "dave"}
-
-
-@pytest.fixture
-def script(tmp_path: Path) -> Path:
-    return write_script(tmp_path / "script.json")
-
-
-@pytest.fixture
-def make_sandbox(tmp_path: Path, script: Path) -> Iterator[Callable[..., Sandbox]]:
-    started: list[Sandbox] = []
-
-    def make(*, alert_token: str = "", **prod: Any) -> Sandbox:
-        config = parse_config(config_dict(**prod), path=Path("test.yml"))
-        sandbox = Sandbox(
-            config=config,
-            workdir=tmp_path,
-            people=PEOPLE,
-            planner=Planner(factory=lambda params: ScriptedTarget(script)),
-            groups={"SDBAS00001": [DAVE]},
-            runner_poll_seconds=0.1,
-            alert_token=alert_token,
-        )
-        started.append(sandbox.start())
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
-
-
-@pytest.fixture
-def sandbox(make_sandbox: Callable[..., Sandbox]) -> Sandbox:
-    return make_sandbox()
-
 
 ANSWERS = {
     "severity": "high",
@@ -115,3 +71,26 @@ def text_of(message: Message) -> str:
                 text = element["text"]
                 parts.append(text["text"] if isinstance(text, dict) else text)
     return "\n".join(parts)
+
+
+def settled(sandbox: Sandbox, *, outbox: bool = False) -> None:
+    """The barrier before asserting that nothing (more) happened.
+
+    Every listener hands its work to the bot's after-ack pool before its answer leaves
+    (handlers/lazy.py, `process_before_response=True`), so once the test holds the answers
+    and the pool holds nothing, queued or running, that work has run. With `outbox`, also
+    wait for the outbox to be sent (its sender writes Slack calls after the work).
+    """
+    later = sandbox.process.deps.later
+    store = sandbox.process.deps.store
+    wait_for(
+        lambda: (s := later.snapshot()).queued == 0 and s.running == 0,
+        what="the listeners' work to finish",
+    )
+    if outbox:
+        wait_for(lambda: store.outbox_backlog() == 0, what="the outbox to be sent")
+
+
+def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
+    blocks = sandbox.slack.view(view_id).view["blocks"]
+    return str(next(b for b in blocks if b.get("block_id") == "recommendation")["text"]["text"])
