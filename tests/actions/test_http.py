@@ -191,7 +191,8 @@ def test_poll_health_returns_the_last_answer_at_the_deadline_instead_of_raising(
     web: ScopedStub,
 ) -> None:
     web.route("GET", "/health", Reply(500), Reply(502, body=b"upstream down"))
-    health = poll_health(f"{web.url}/health", deadline=time.monotonic() + 0.3, options=FAST)
+    # Deadlines leave room for a loaded machine: a request there took 0.25 s on its own.
+    health = poll_health(f"{web.url}/health", deadline=time.monotonic() + 2.0, options=FAST)
     assert not health.ok
     assert health.status == 502
     assert health.answer == "502 Bad Gateway: upstream down"
@@ -336,7 +337,7 @@ def test_persistent_server_errors_fail_at_the_deadline_with_the_last_status(
         StatusPage(url=f"{web.url}/status"), status="degraded", message="m", options=FAST
     )
     with pytest.raises(PermanentError, match="last: 502 Bad Gateway: bad gateway"):
-        action.run(context([], timeout=0.3))
+        action.run(context([], timeout=2.0))
 
 
 def test_a_redirected_write_is_refused_naming_the_location(web: ScopedStub) -> None:
@@ -386,7 +387,7 @@ def test_token_never_appears_in_messages_errors_or_logs(
         CustomerEmail(url=f"{web.url}/email", to="a@b", token=token), subject="s", body="b"
     )
     with pytest.raises(PermanentError) as exhausted:
-        email.run(context(lines, timeout=0.3))
+        email.run(context(lines, timeout=2.0))
     assert "bad credentials Bearer ***" in str(exhausted.value)
     assert web.calls("POST", "/maintenance")[0].headers["Authorization"] == f"Bearer {TOKEN}"
     assert "bad credentials Bearer ***" in str(caught.value)
