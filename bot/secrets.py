@@ -38,7 +38,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-from psycopg.types.json import Json, Jsonb
 from pydantic import BaseModel, SecretStr
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -47,6 +46,8 @@ from actions.http.params import Webhook
 from actions.params import SecretRef
 
 MASK = "**********"
+JSON_WRAPPERS = "psycopg.types.json"
+"""Where psycopg's Json and Jsonb wrappers live (their `obj` is the value, `dumps` the dumper)."""
 MIN_LENGTH = 6
 
 
@@ -98,9 +99,10 @@ class Secrets:
             return [self.redact_data(v) for v in value]
         if isinstance(value, tuple):
             return tuple(self.redact_data(v) for v in value)
-        if isinstance(value, Json | Jsonb):
-            # On PostgreSQL, SQLAlchemy hands a JSON column's value to psycopg wrapped, to be
-            # serialised by the driver after this point: mask what is inside the wrapper.
+        if type(value).__module__ == JSON_WRAPPERS:
+            # On PostgreSQL, SQLAlchemy hands a JSON column's value to psycopg wrapped (Json,
+            # Jsonb), to be serialised by the driver after this point: mask what is inside.
+            # Matched by module so that serving on SQLite never imports psycopg.
             return type(value)(self.redact_data(value.obj), value.dumps)
         return value
 

@@ -476,6 +476,7 @@ def test_flyway_the_default_is_just_before_the_newest_version_still_applied(
     cluster.execute(db, row.format(1, "1", "SQL"))
     cluster.switch_wal()
     cluster.base_backup()
+    time.sleep(1.2)  # a backup's stop time is in whole seconds, as the fixtures above wait too
     applied = cluster.write(db, row.format(2, "2", "SQL"))
     cluster.write(db, row.format(3, "3", "SQL"))
     cluster.write(db, row.format(4, "3", "UNDO_SQL"))

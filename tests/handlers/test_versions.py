@@ -23,7 +23,7 @@ def test_versions_on_card_plan_confirmation_progress_status_history_and_rca(
     assert f"*Rollback:* *app* {FROM_TO}" in text_of(card(sandbox))
     approve = next(b for b in plan.blocks if b.get("block_id") == "approval_buttons")
     confirm = approve["elements"][0]["confirm"]["text"]["text"]
-    assert confirm == f"Roll back app in prod {FROM_TO}: 4 steps, starting now."
+    assert confirm == f"Roll back app in prod {FROM_TO}: 4 steps, starting now. Verdict: safe."
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
     wait_for(lambda: store.runs()[0].state == "succeeded", what="the run")

@@ -90,10 +90,15 @@ QUERIES: dict[str, tuple[Callable[[Store], Any], str]] = {
 @pytest.mark.parametrize("query", list(QUERIES))
 def test_each_history_query_uses_its_index(store: Store, query: str) -> None:
     call, index = QUERIES[query]
+    checked = 0
     for statement, parameters in _sent(store.engine, lambda: call(store)):
+        if "FROM " not in statement.upper():
+            continue  # the database's clock, read to compare times across replicas: no table
         plan = _plan(store.engine, statement, parameters)
         assert index in plan, f"{query}: {statement}\n{plan}"
         assert "SCAN runs\n" not in plan + "\n" and "Seq Scan" not in plan, plan
+        checked += 1
+    assert checked, f"{query}: no query of a table was sent"
 
 
 def test_incident_id_allocation_looks_up_the_key_without_like(store: Store) -> None:
