@@ -168,13 +168,45 @@ def _alembic_config(connection: Any) -> Any:
     return config
 
 
-def upgrade(engine: Engine) -> str:
-    """Create or upgrade the schema to the newest revision; return that revision."""
-    with engine.begin() as connection:
-        from alembic import command
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Create or upgrade the schema to `revision` (the newest); return the newest revision."""
+    from alembic import command
 
-        command.upgrade(_alembic_config(connection), "head")
+    _migrate(engine, lambda config: command.upgrade(config, revision))
     return schema_revisions(engine)[1]
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision`, carrying the rows back with it."""
+    from alembic import command
+
+    _migrate(engine, lambda config: command.downgrade(config, revision))
+
+
+def _migrate(engine: Engine, step: Callable[[Any], None]) -> None:
+    """Run migrations in one transaction; on SQLite with foreign keys unenforced meanwhile.
+
+    SQLite changes a table's constraints by copying it (alembic's batch mode), and dropping
+    a table other tables point to fails while foreign keys are enforced. SQLite's own
+    procedure (https://www.sqlite.org/lang_altertable.html, "Making Other Kinds Of Table
+    Schema Changes") turns enforcement off outside the transaction, checks the keys with
+    `PRAGMA foreign_key_check` before committing, and turns it back on.
+    """
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw = connection.connection.driver_connection
+        if sqlite:  # outside any transaction: the pragma is a no-op inside one
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                step(_alembic_config(connection))
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
