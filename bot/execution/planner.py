@@ -226,9 +226,7 @@ class Planner:
         notes = tuple(note for part in parts for note in part.notes)
         if not notify_customers and (unsent := _not_told(env)):
             notes += (f"Customers are not notified: {unsent} (chosen in the form).",)
-        verdicts = (
-            self.verdicts(env, target, point, holders=holders, force=force) if assess else ()
-        )
+        verdicts = self.verdicts(env, target, point, holders=holders, force=force) if assess else ()
         return Plan(
             environment=env_name,
             target=target,

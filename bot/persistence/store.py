@@ -194,7 +194,7 @@ def _migrate(engine: Engine, step: Callable[[Any], None]) -> None:
     """
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
-        raw = connection.connection.driver_connection
+        raw: Any = connection.connection.driver_connection
         if sqlite:  # outside any transaction: the pragma is a no-op inside one
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
@@ -506,17 +506,17 @@ class Store:
         actor: str,
         locks: list[str],
         positions: list[int],
-        memory: dict[str, Any],
+        retries: int,
         detail: dict[str, Any],
     ) -> Run:
         """Make a failed run approved again to re-run the steps at `positions` (their records go).
 
         One transaction: the state change, the target locks taken again (TargetBusy when
-        another rollback holds one now), the step records dropped, the memory and the event.
+        another rollback holds one now), the step records dropped, the retry counted and the event.
         """
         try:
             with self.session() as session:
-                values: dict[str, Any] = {"state": RunState.APPROVED, "memory": memory}
+                values: dict[str, Any] = {"state": RunState.APPROVED, "retries": retries}
                 if not self._bump(session, run, needs_manual=False, outcome="", **values):
                     raise Conflict(f"run {run.id} changed before the retry could be recorded")
                 for target in locks:

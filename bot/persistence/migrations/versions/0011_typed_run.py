@@ -120,7 +120,9 @@ def _typed(memory: dict[str, Any], requester: str) -> dict[str, Any]:
 
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="rollback"))
+        batch.add_column(
+            sa.Column("kind", sa.String(16), nullable=False, server_default="rollback")
+        )
         for name in ("from_version", "to_version", "from_key", "to_key"):
             batch.add_column(sa.Column(name, sa.Text(), nullable=True))
         batch.add_column(sa.Column("verdicts", sa.JSON(none_as_null=True), nullable=True))
@@ -138,11 +140,11 @@ def upgrade() -> None:
     rows = bind.execute(sa.select(runs.c.id, runs.c.requester, runs.c.memory)).all()
     for run_id, requester, memory in rows:
         raw = _json(memory)
-        values = _typed(dict(raw) if isinstance(raw, dict) else {}, requester)
-        bind.execute(runs.update().where(runs.c.id == run_id).values(**values))
-    for table, values in STATES.items():
+        typed = _typed(dict(raw) if isinstance(raw, dict) else {}, requester)
+        bind.execute(runs.update().where(runs.c.id == run_id).values(**typed))
+    for table, states in STATES.items():
         with op.batch_alter_table(table) as batch:
-            batch.create_check_constraint(f"ck_{table}_state", _in("state", values))
+            batch.create_check_constraint(f"ck_{table}_state", _in("state", states))
             if table == "runs":
                 batch.create_check_constraint("ck_runs_kind", _in("kind", KINDS))
 
