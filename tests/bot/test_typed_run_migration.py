@@ -282,3 +282,20 @@ def test_each_state_column_takes_its_enums_values_and_the_database_refuses_any_o
                 connection.execute(table.update().values({column: "bogus"}))
     finally:
         engine.dispose()
+
+
+def test_the_models_and_the_migrated_schema_agree(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bot.persistence.models import Base
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        checks = sa.inspect(engine).get_check_constraints("runs")
+        assert {c["name"] for c in checks} == {"ck_runs_state", "ck_runs_kind"}
+    finally:
+        engine.dispose()
