@@ -67,7 +67,6 @@ from bot.persistence.verification import TICK, ticked_by
 log = logging.getLogger(__name__)
 
 MONITORING = "monitoring"
-"""Run memory: when an approval found the requested plan out of date (a newer deploy)."""
 CANCELLABLE = ("requested", "approved")
 
 
