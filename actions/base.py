@@ -137,6 +137,10 @@ class RollbackPoint:
     version: str = ""
     """What the point runs, where that outlives its ref: Kubernetes' undo turns revision 2
     into revision 4, the images stay. Empty: the ref itself names the version."""
+    unready: str = ""
+    """For the running point: what of it is not ready yet ('only 1 of its 3 pods ready'),
+    so nothing says a version runs before it serves. Empty: ready, or the target cannot
+    tell."""
 
     @property
     def key(self) -> str:

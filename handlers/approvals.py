@@ -71,7 +71,12 @@ def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
         said = flows.turn_maintenance_off(c.run_id, user=c.where.user, user_groups=group_of(c))
         return f"you turned maintenance off ({said})"
 
+    def resolve(c: Click) -> str:
+        flows.resolve(c.run_id, user=c.where.user, user_groups=group_of(c))
+        return "you marked it resolved"
+
     return {
+        Action.RESOLVE: resolve,
         Action.APPROVE: approve,
         Action.REJECT: reject,
         Action.CANCEL: cancel,

@@ -35,7 +35,7 @@ from bot.persistence.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
-from handlers.verdict_blocks import is_blocked, verdict_blocks
+from handlers.verdict_blocks import is_blocked, risk_summary, verdict_blocks
 
 STATE_ICONS = {
     "pending": ":white_large_square:",
@@ -136,6 +136,9 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
     if run is not None:
         blocks.append(t.section(f"*Rollback:* {versions(run)}"))
         blocks.append(t.section(f"*Status:* {_status_line(run, facts)}"))
+        risk = risk_summary(run)
+        if risk and run.state in ("requested", "approved", "running"):
+            blocks.append(t.context(f"*Before approval:* {t.esc(risk)}"))
         if run.outcome:
             blocks.append(t.context(outcome_words(run)))
     return blocks
@@ -309,12 +312,14 @@ def stale_message(run: Run, *, people: list[str]) -> list[Block]:
 
 def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel; no Approve on a blocked verdict."""
+    risk = risk_summary(run)
     confirm = ConfirmObject(
         title="Approve this rollback?",
-        text=t.cut(  # a confirm dialog's text is mrkdwn
+        text=t.cut(  # a confirm dialog's text is mrkdwn; Slack allows 300 characters
             t.esc(
                 f"Roll back {run.target} in {run.environment} {from_to(run)}: "
                 f"{len(run.plan)} steps, starting now."
+                + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
             ),
             300,
         ),
@@ -393,6 +398,9 @@ def _sentence_after(text: str, lead: str) -> str:
     return (rest if end < 0 else rest[:end]).rstrip(".")
 
 
+MAINTENANCE_OFF = "http.maintenance_off"
+
+
 def failure_message(
     run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
 ) -> list[Block]:
@@ -412,6 +420,13 @@ def failure_message(
     said = outcome_in_words(run)
     now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
     undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
+    if after is not None and after.turned_off_by:
+        # Said when the run ended; a person has since turned maintenance off: say that.
+        now = now.replace("maintenance mode is ON", "maintenance mode turned off since (below)")
+        off = {str(s.get("description")) for s in run.plan if s.get("name") == MAINTENANCE_OFF}
+        undone = "; ".join(part for part in undone.split("; ") if part not in off) or (
+            "nothing left in the plan"
+        )
     first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     blocks: list[Block] = [
@@ -434,6 +449,14 @@ def failure_message(
                 f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}."
             )
         )
+    if after is not None and after.resolved_by:
+        blocks.append(
+            t.context(
+                f":white_check_mark: Resolved by {t.user(after.resolved_by)} at "
+                f"{t.when(after.resolved_at)}."
+            )
+        )
+        return blocks
     blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
     return blocks
 
@@ -465,6 +488,20 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
             )
         )
     buttons.append(ButtonElement(text="Re-plan", action_id=Action.REPLAN, value=run.id))
+    buttons.append(
+        ButtonElement(
+            text="Mark resolved",
+            action_id=Action.RESOLVE,
+            value=run.id,
+            confirm=ConfirmObject(
+                title="Mark this failure resolved?",
+                text="Say that people have handled it: it leaves status and App Home, and "
+                "the incident counts as recovered now. Your name and the time are recorded.",
+                confirm="Mark resolved",
+                deny="Not yet",
+            ),
+        )
+    )
     if after is not None and after.maintenance_on:
         if not after.left_on_by:
             buttons.append(

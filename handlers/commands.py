@@ -285,6 +285,12 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
         runs = deps.store.runs(states=ACTIVE_STATES)
         lines = [_line(r, deps) for r in runs]
         said = blocks.lines_message("Active rollbacks", lines)
+        failed = deps.store.unresolved_failures()
+        if failed:
+            said += blocks.lines_message(
+                "Failed and not resolved (Mark resolved in the thread once handled)",
+                [_line(r, deps) for r in failed],
+            )
         waiting = review_lines(deps)
         if waiting:
             said += blocks.lines_message("Break-glass rollbacks awaiting review", waiting)

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import App
@@ -57,7 +58,9 @@ FINISHED = ("succeeded", "failed")
 class Snapshot:
     """What the home tab shows everyone, read once per round."""
 
-    active: list[tuple[Run, str | None]]
+    active: list[tuple[Run, str | None, list[tuple[str, datetime]]]]
+    """Each run waiting, approved, running, or failed and not resolved; its thread; its
+    approvals so far."""
     requested: list[Run]
     reviews: list[tuple[BreakGlassReview, str | None]]
     history: list[TargetHistory]
@@ -77,12 +80,18 @@ class HomeTab:
         """Read what is the same for every viewer."""
         store = self.deps.store
         active = store.runs(states=ACTIVE_STATES)
+        # A failed run nobody has resolved still holds production (maintenance, a half
+        # rollback): it stays among the active incidents until a person marks it resolved.
+        unresolved = store.unresolved_failures()
         reviews = []
         for review in Reviews(store, self.deps.config).unreviewed():
             run = store.run(review.run_id)
             reviews.append((review, thread_link(run.slack) if run else None))
         return Snapshot(
-            active=[(r, thread_link(r.slack)) for r in active],
+            active=[
+                (r, thread_link(r.slack), self.deps.workflow.approvals(r))
+                for r in [*unresolved, *active]
+            ],
             requested=[r for r in active if r.state == "requested"],
             reviews=reviews,
             history=self._history(),

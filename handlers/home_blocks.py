@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from slack_sdk.models.blocks import (
     Block,
@@ -58,7 +58,7 @@ class HomeContent:
     """Everything the home tab shows one person."""
 
     viewer: str
-    active: list[tuple[Run, str | None]] = field(default_factory=list)
+    active: list[tuple[Run, str | None, list[tuple[str, datetime]]]] = field(default_factory=list)
     waiting: list[tuple[Run, str | None]] = field(default_factory=list)
     """Requested runs this viewer may approve (an approver, not the requester, not yet)."""
     reviews: list[tuple[BreakGlassReview, str | None]] = field(default_factory=list)
@@ -91,8 +91,12 @@ def _titled(
 
 def active_section(content: HomeContent) -> list[Block]:
     """Incidents whose rollback waits, is approved or runs."""
-    lines = [f"{run_line(run, [])}{_thread(link)}" for run, link in content.active]
-    return _titled("Active incidents", lines, "No rollback is waiting or running.")
+    lines = [
+        f"{run_line(run, approvals)}{_thread(link)}" for run, link, approvals in content.active
+    ]
+    return _titled(
+        "Active incidents", lines, "No rollback is waiting, running, or failed and unresolved."
+    )
 
 
 def waiting_section(content: HomeContent) -> list[Block]:

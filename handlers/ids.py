@@ -51,6 +51,7 @@ class Action(enum.StrEnum):
     RETRY = "retry_failed_step"
     LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
     MAINTENANCE_OFF = "turn_maintenance_off"
+    RESOLVE = "mark_resolved"
     OPEN_THREAD = "open_thread"
     MARK_REVIEWED = "mark_reviewed"
     RESUME_SYNC = "resume_sync"

@@ -57,3 +57,16 @@ def verdict_blocks(run: Run) -> list[Block]:
 def is_blocked(run: Run) -> bool:
     """Whether a stored verdict of the run blocks Approve."""
     return any(v.level == Level.BLOCKED for v in run.verdicts or ())
+
+
+def risk_summary(run: Run) -> str:
+    """The verdict in one line for where people decide (the card, the Approve dialog):
+    `risky: app: migration 002 drops a column …; data-loss window …`, or 'safe'."""
+    verdicts = run.verdicts or ()
+    if not verdicts:
+        return ""
+    worst = max((v.level for v in verdicts), key=list(Level).index)
+    if worst == Level.OK:
+        return "verdict: safe"
+    said = "; ".join(f"{v.target} {v.headline}" for v in verdicts if v.level != Level.OK)
+    return f"verdict: {said}"

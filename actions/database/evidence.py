@@ -7,6 +7,9 @@
   point in time) until the rollback are not in the restored database; the rows
   are estimated from PostgreSQL's own counters (schema_compat.write_estimate).
   A migration rollback loses what its down scripts drop.
+- What a swap cannot carry (`_left_with_the_old_database`): a logical replication slot
+  and a subscription belong to the database by oid, so they stay with the database kept
+  aside; an unlogged table is not in WAL, so point-in-time recovery brings it back empty.
 - Freshness: with a recovery-point objective (`rpo: 1h`), the newest usable
   backup (or the WAL archive's end) older than it makes the rollback risky:
   the restore point people can reach is further back than promised.
@@ -19,14 +22,15 @@ objective" are facts, and an approval does not survive their change.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from actions.base import ActionError, Check, Finding, Level
 from actions.database.migration_plans import MigrationPlanner
-from actions.database.names import human_duration, iso, parse_ref, parse_time
-from actions.database.pgtools import inspect_archive
+from actions.database.names import first_line, human_duration, iso, parse_ref, parse_time
+from actions.database.params import DatabaseConnection
+from actions.database.pgtools import connect, inspect_archive
 from actions.database.pitr import exact
 from actions.database.schema_compat import classify, write_estimate
 
@@ -62,6 +66,8 @@ def database_evidence(target: DatabaseTarget, ref: str | None) -> list[Finding]:
                 replayed = method == "pitr" and target.pitr_source is not None
                 findings.append(_loss(target, since, replayed=replayed))
         findings += _freshness(target)
+        if method != "migration" and target.params.rds is None:
+            findings += _left_with_the_old_database(target, replayed=method == "pitr")
     except ActionError as exc:
         findings.append(Finding(Level.RISKY, f"data loss not assessed: {exc}", "loss unknown"))
     return findings
@@ -153,3 +159,76 @@ def _newest_usable(target: DatabaseTarget) -> tuple[datetime | None, str]:
         if inspect_archive(backup.path).readable:
             return backup.taken_at, "backup"
     return None, "backup"
+
+
+Rows = list[tuple[Any, ...]]
+
+
+def _read_hazards(conn: DatabaseConnection) -> tuple[Rows, Rows, Rows]:
+    """Read the live database's logical slots, subscriptions and unlogged tables."""
+    with connect(conn) as pg:
+        slots = pg.execute(
+            "SELECT slot_name, plugin, active FROM pg_replication_slots"
+            " WHERE slot_type = 'logical' AND database = current_database() ORDER BY 1"
+        ).fetchall()
+        subscriptions = pg.execute(
+            "SELECT subname, subenabled FROM pg_subscription"
+            " WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " ORDER BY 1"
+        ).fetchall()
+        unlogged = pg.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p') ORDER BY 1"
+        ).fetchall()
+    return slots, subscriptions, unlogged
+
+
+def _left_with_the_old_database(target: DatabaseTarget, *, replayed: bool) -> list[Finding]:
+    """Say, before approval, what stays with the database kept aside or comes back empty."""
+    conn = target.params.connection
+    try:
+        slots, subscriptions, unlogged = _read_hazards(conn)
+    except psycopg.Error as error:
+        return [
+            Finding(
+                Level.RISKY,
+                f"replication slots, subscriptions and unlogged tables of {conn.dbname} not "
+                f"read: {first_line(error)}",
+                "swap hazards unknown",
+            )
+        ]
+    aside = f"{conn.dbname}_pre_rollback_<time>"
+    findings = [
+        Finding(
+            Level.RISKY,
+            f"logical replication slot {name} ({plugin}, {'active' if active else 'inactive'}) "
+            f"belongs to {conn.dbname} by oid: after the swap it reads {aside}, so its "
+            "subscribers and change-data-capture keep receiving the old database's changes "
+            "until the slot is made again on the restored one",
+            f"logical slot {name}",
+        )
+        for name, plugin, active in slots
+    ]
+    # pg_dump restores a subscription disabled ("connect = false", its reference page, Notes)
+    findings += [
+        Finding(
+            Level.RISKY,
+            f"subscription {name} ({'enabled' if enabled else 'disabled'}) stays with "
+            f"{aside}, which keeps applying the publisher's changes; the restored database's "
+            "copy is created disabled and must be enabled (and its slot seen to) by a person",
+            f"subscription {name}",
+        )
+        for name, enabled in subscriptions
+    ]
+    if unlogged and replayed and target.pitr_source is not None:
+        names = ", ".join(row[0] for row in unlogged)
+        findings.append(
+            Finding(
+                Level.LOSS,
+                f"unlogged table(s) {names}: not written to WAL, so point-in-time recovery "
+                "brings them back empty",
+                f"unlogged {names} empty",
+            )
+        )
+    return findings

@@ -333,3 +333,21 @@ def terminate_sessions(pg: psycopg.Connection[Any], names: Sequence[str]) -> lis
         (list(names),),
     ).fetchall()
     return [Session(*row[:5]) for row in rows if row[5]]
+
+
+def prepared_transactions(pg: psycopg.Connection[Any], names: Sequence[str]) -> list[str]:
+    """Describe the prepared (two-phase) transactions on the named databases.
+
+    They count as users of their database: ALTER DATABASE RENAME and DROP DATABASE refuse
+    while one exists (src/backend/commands/dbcommands.c, CountOtherDBBackends), and ending
+    sessions does not end them: only COMMIT PREPARED or ROLLBACK PREPARED does.
+    """
+    rows = pg.execute(
+        "SELECT gid, database, owner, prepared FROM pg_prepared_xacts"
+        " WHERE database = ANY(%s) ORDER BY prepared",
+        (list(names),),
+    ).fetchall()
+    return [
+        f"{gid!r} on {db} by {owner}, prepared {at:%Y-%m-%d %H:%M:%S %Z}"
+        for gid, db, owner, at in rows
+    ]

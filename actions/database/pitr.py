@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from actions.base import PermanentError, PlanningError, StepContext, StepResult
+from actions.database.migrations import Detected, table_identifier
 from actions.database.names import iso
 from actions.database.params import (
     DatabaseConnection,
@@ -269,6 +271,86 @@ def _previous_segments(newest: str, count: int) -> list[str]:
     return names
 
 
+# -- the default point: just before the change
+
+
+@dataclass(frozen=True)
+class KnownGood:
+    """A time the database is known to have been good at, and why, for the default point."""
+
+    moment: datetime
+    label: str
+    """`just before migration 002 was applied at 2026-12-07 10:04:21 UTC`."""
+    later: str = ""
+    """What a later point has in it: `after migration 002 was applied at ...`."""
+
+
+TIME_COLUMNS = ("applied_at", "installed_on", "executed_at", "inserted_at", "created_at")
+"""Migration-table columns that record when a row was written (timestamptz only: a
+`timestamp without time zone` is in whatever zone the tool's session had)."""
+
+
+def newest_migration(pg: psycopg.Connection[Any], found: Detected) -> KnownGood | None:
+    """Return the moment just before the newest migration was applied, or None when the
+    migration table does not say when.
+
+    The time is the earliest of the row's timestamptz column (a `DEFAULT now()` is the start
+    of the transaction that applied the migration) and the commit time of the row
+    (`pg_xact_commit_timestamp(xmin)`, with track_commit_timestamp on): both are before the
+    migration's changes became visible when the tool records the version in the migration's
+    own transaction (Flyway for transactional migrations, Alembic, the procedures' script).
+    golang-migrate does not: it rewrites its one row (dirty=false) after the migration has
+    committed (golang-migrate migrate.go, runMigrations: SetVersion before and after Run), so
+    its table gives no time before the change.
+    """
+    if found.tool == "golang-migrate":
+        return None
+    schema, _, name = found.table.rpartition(".")
+    types = dict(
+        pg.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s",
+            (schema or "public", name),
+        ).fetchall()
+    )
+    stamped = [c for c in TIME_COLUMNS if types.get(c) == "timestamp with time zone"]
+    committed = pg.execute("SHOW track_commit_timestamp").fetchone() == ("on",)
+    times: list[sql.Composable] = [sql.Identifier(c) for c in stamped[:1]]
+    if committed:
+        times.append(sql.SQL("pg_xact_commit_timestamp(xmin)"))
+    if not times:
+        return None
+    version = "version_num" if found.tool == "alembic" else "version"
+    where: sql.Composable = sql.SQL("WHERE version IS NOT NULL")
+    if found.tool == "flyway":
+        # the version's latest row (by installed_rank), applied: an undone version is not
+        where += sql.SQL(
+            " AND success AND type NOT IN ('UNDO_SQL', 'UNDO_JDBC', 'DELETE') AND NOT EXISTS"
+            " (SELECT 1 FROM {} later WHERE later.version = {}.version"
+            " AND later.installed_rank > {}.installed_rank)"
+        ).format(
+            table_identifier(found.table),
+            sql.Identifier(name),
+            sql.Identifier(name),
+        )
+    earliest = (
+        times[0] if len(times) == 1 else sql.SQL("least({})").format(sql.SQL(", ").join(times))
+    )
+    row = pg.execute(
+        sql.SQL("SELECT {}::text, {} AS at FROM {} {} ORDER BY at DESC NULLS LAST LIMIT 1").format(
+            sql.Identifier(version),
+            earliest,
+            table_identifier(found.table),
+            where if found.tool != "alembic" else sql.SQL(""),
+        )
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    at = row[1].astimezone(UTC)
+    said = f"migration {row[0]} was applied at {at:%Y-%m-%d %H:%M:%S} UTC"
+    return KnownGood(at - timedelta(microseconds=1), f"just before {said}", f"after {said}")
+
+
 # -- the scratch instance
 
 
@@ -306,6 +388,48 @@ class ScratchInstance:
     def data(self) -> Path:
         """The scratch data directory."""
         return self.root / "data"
+
+    @property
+    def tablespaces(self) -> Path:
+        """Where the scratch instance's tablespaces live: never where the backup's links point."""
+        return self.root / "tablespaces"
+
+    def relocate_tablespaces(self, *, timeout: float) -> list[str]:
+        """Copy each tablespace of the copied base backup under the scratch root; relink.
+
+        A plain-format base backup keeps its tablespaces outside itself: `pg_tblspc/<oid>`
+        links to the directory pg_basebackup wrote them to (their original place, or where
+        --tablespace-mapping said), and a low-level backup's `tablespace_map` names those
+        directories, from which PostgreSQL recreates the links at start-up
+        (src/backend/access/transam/xlogrecovery.c, read_tablespace_map). Started as copied,
+        the scratch instance would replay WAL into the base backup's own tablespace copy or
+        the live server's tablespace.
+        """
+        moved = []
+        links = self.data / "pg_tblspc"
+        for link in sorted(links.iterdir()) if links.is_dir() else ():
+            if link.is_symlink():
+                new = self._copy_tablespace(link.name, Path(os.readlink(link)), timeout)
+                link.unlink()
+                link.symlink_to(new)
+                moved.append(f"tablespace {link.name}: {link.readlink()}")
+        mapping = self.data / "tablespace_map"
+        if mapping.is_file():
+            lines = []
+            for line in mapping.read_text().splitlines():
+                oid, _, path = line.partition(" ")
+                lines.append(f"{oid} {self._copy_tablespace(oid, Path(path), timeout)}")
+            mapping.write_text("".join(f"{line}\n" for line in lines))
+        return moved
+
+    def _copy_tablespace(self, oid: str, source: Path, timeout: float) -> Path:
+        target = self.tablespaces / oid
+        self.tablespaces.mkdir(mode=0o700, exist_ok=True)
+        self._give(self.settings, self.tablespaces)
+        run = self.run(["cp", "-a", str(source), str(target)], timeout=timeout)
+        if run.returncode != 0:
+            raise PermanentError(f"copying tablespace {oid} from {source} failed:\n{run.tail()}")
+        return target
 
     @property
     def log(self) -> Path:
@@ -457,11 +581,13 @@ class RestoreToTime:
         if isinstance(self.source, PgBackRest):
             return (
                 f"pgbackrest --stanza={self.source.stanza} restore --type=time "
-                f"--target='{exact(self.moment)}' --target-action=promote"
+                f"--target='{exact(self.moment)}' --target-action=promote "
+                "--tablespace-map-all=<scratch>/tablespaces"
                 f"{'' if self.inclusive else ' --target-exclusive'}"
             )
         return (
-            f"copy base backup {self.base} and replay WAL from {self.source.wal_archive} "
+            f"copy base backup {self.base} (and its tablespaces, into the scratch directory) "
+            f"and replay WAL from {self.source.wal_archive} "
             "(restore_command cp)"
         )
 
@@ -545,6 +671,9 @@ class RestoreToTime:
             argv = [
                 *pgbackrest_args(self.source),
                 f"--pg1-path={instance.data}",
+                # pgBackRest restores tablespaces to their original places unless told
+                # (`pgbackrest help restore tablespace-map-all`): those are the live server's.
+                f"--tablespace-map-all={instance.tablespaces}",
                 "--type=time",
                 f"--target={exact(self.moment)}",
                 "--target-action=promote",
@@ -562,6 +691,8 @@ class RestoreToTime:
         run = instance.run(["cp", "-a", str(base), str(instance.data)], timeout=ctx.remaining())
         if run.returncode != 0:
             raise PermanentError(f"copying base backup {base} failed:\n{run.tail()}")
+        for line in instance.relocate_tablespaces(timeout=ctx.remaining()):
+            ctx.emit(line)
         wal = Path(self.source.wal_archive)
         instance.configure(
             self.moment, inclusive=self.inclusive, restore_command=f'cp "{wal}/%f" "%p"'

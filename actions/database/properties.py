@@ -283,3 +283,80 @@ def align_default_privileges(pg: psycopg.Connection[Any], wanted: list[DefaultAc
             f"{first_line(error)}; nothing was renamed"
         ) from error
     return [f"default privileges: {len(wanted)} grant(s) as on the live database"]
+
+
+@dataclass(frozen=True)
+class DatabaseShape:
+    """What CREATE DATABASE fixes for good: encoding, locale provider and locales, tablespace.
+
+    These are what `pg_dump --create` puts in its CREATE DATABASE (PostgreSQL 15,
+    src/bin/pg_dump/pg_dump.c, dumpDatabase: ENCODING, LOCALE_PROVIDER, LC_COLLATE and
+    LC_CTYPE, ICU_LOCALE, ICU_RULES from 16, TABLESPACE when not the default); none can be
+    changed once the database exists (ALTER DATABASE SET TABLESPACE moves files, with every
+    session out), so the recovery database is created with them and a swap refuses one
+    that differs. COLLATION_VERSION is left to the server: pg_dump writes it only in binary
+    upgrade mode, and a new database's indexes are built under today's library.
+    """
+
+    encoding: str
+    provider: str
+    """'libc', 'icu' (PostgreSQL 15+) or 'builtin' (17+)."""
+    collate: str
+    ctype: str
+    locale: str | None
+    """The ICU locale (datlocale from 17, daticulocale before), or the builtin provider's."""
+    icu_rules: str | None
+    tablespace: str
+
+    def line(self) -> str:
+        """Describe the shape in one line, for step output and refusals."""
+        said = f"{self.encoding}, {self.provider}"
+        said += f" {self.locale}" if self.locale else ""
+        said += f" (LC_COLLATE {self.collate}, LC_CTYPE {self.ctype})"
+        said += f", ICU rules {self.icu_rules!r}" if self.icu_rules else ""
+        return f"{said}, tablespace {self.tablespace}"
+
+
+PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
+
+
+def read_shape(pg: psycopg.Connection[Any], name: str) -> DatabaseShape:
+    """Read database `name`'s encoding, locale provider, locales and tablespace."""
+    version = pg.info.server_version
+    locale = "datlocale" if version >= 170000 else "daticulocale" if version >= 150000 else "NULL"
+    provider = "datlocprovider" if version >= 150000 else "'c'"
+    rules = "daticurules" if version >= 160000 else "NULL"
+    row = pg.execute(
+        sql.SQL(
+            "SELECT pg_encoding_to_char(d.encoding), {}::text, d.datcollate, d.datctype, {}, {},"
+            " t.spcname FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace"
+            " WHERE d.datname = %s"
+        ).format(sql.SQL(provider), sql.SQL(locale), sql.SQL(rules)),
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise PermanentError(f"database {name} does not exist")
+    encoding, kind, collate, ctype, loc, icu_rules, tablespace = row
+    return DatabaseShape(encoding, PROVIDERS[kind], collate, ctype, loc, icu_rules, tablespace)
+
+
+def create_like(name: str, *, owner: str, shape: DatabaseShape) -> sql.Composed:
+    """Return CREATE DATABASE `name` from template0 with `shape` (as pg_dump --create)."""
+    options = [
+        sql.SQL("TEMPLATE template0 OWNER {} ENCODING {}").format(
+            sql.Identifier(owner), sql.Literal(shape.encoding)
+        ),
+        sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(shape.collate), sql.Literal(shape.ctype)
+        ),
+    ]
+    if shape.provider != "libc":
+        options.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.SQL(shape.provider)))
+    if shape.provider == "icu" and shape.locale:
+        options.append(sql.SQL("ICU_LOCALE {}").format(sql.Literal(shape.locale)))
+    if shape.provider == "builtin" and shape.locale:
+        options.append(sql.SQL("BUILTIN_LOCALE {}").format(sql.Literal(shape.locale)))
+    if shape.icu_rules:
+        options.append(sql.SQL("ICU_RULES {}").format(sql.Literal(shape.icu_rules)))
+    options.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(shape.tablespace)))
+    return sql.SQL("CREATE DATABASE {} ").format(sql.Identifier(name)) + sql.SQL(" ").join(options)

@@ -15,10 +15,16 @@
   members are those of botocore's service model (botocore/data/rds/2014-10-31/service-2.json,
   shapes RestoreDBInstanceToPointInTimeMessage and DBInstance). moto copies settings on its
   own, so the tests assert the request itself (a botocore `provide-client-params` hook).
+- What the restore request cannot carry for PostgreSQL (enhanced monitoring, the
+  maintenance window, Performance Insights, a master password managed in Secrets Manager,
+  IAM roles) is applied to the restored instance once it is available, before the swap:
+  ModifyDBInstance (`instance_follow_up`) and AddRoleToDBInstance (`missing_roles`). A
+  managed master password becomes a new secret of the restored instance (RDS makes one per
+  instance); the step says so before approval.
 - Aurora: a cluster is restored with RestoreDBClusterToPointInTime (its settings likewise,
   from DescribeDBClusters; shape RestoreDBClusterToPointInTimeMessage), which makes a cluster
-  without instances, so the writer is recreated with CreateDBInstance as the live writer was
-  (shape CreateDBInstanceMessage); the swap renames clusters (ModifyDBCluster
+  without instances, so the writer and the readers are recreated with CreateDBInstance as the
+  live ones are (shape CreateDBInstanceMessage); the swap renames clusters (ModifyDBCluster
   NewDBClusterIdentifier), waiting for each rename.
 """
 
@@ -223,31 +229,143 @@ def cluster_restore_request(
             "StorageType": source.get("StorageType"),
             "Iops": source.get("Iops"),
             "ServerlessV2ScalingConfiguration": dict(scaling) if scaling else None,
+            "BackupRetentionPeriod": source.get("BackupRetentionPeriod"),
+            "PreferredBackupWindow": source.get("PreferredBackupWindow"),
         }
     )
 
 
-def writer_request(writer: dict[str, Any], *, cluster: str, identifier: str) -> dict[str, Any]:
-    """Build CreateDBInstance's parameters for the new cluster's writer, as the old writer."""
-    groups = writer.get("DBParameterGroups") or []
+def cluster_follow_up(
+    source: dict[str, Any], restored: dict[str, Any], *, identifier: str
+) -> dict[str, Any]:
+    """Build the ModifyDBCluster that gives the restored cluster what the restore could not:
+    PreferredMaintenanceWindow and ManageMasterUserPassword are members of
+    ModifyDBClusterMessage, not of RestoreDBClusterToPointInTimeMessage (botocore's
+    service-2.json). Aurora's enhanced monitoring and Performance Insights are per instance
+    (`member_request`); the cluster-level ones are for Multi-AZ DB clusters."""
+    wanted = _present(
+        {
+            "PreferredMaintenanceWindow": source.get("PreferredMaintenanceWindow"),
+            **_managed_secret(source, restored),
+        }
+    )
+    if not wanted:
+        return {}
+    return {"DBClusterIdentifier": identifier, **wanted, "ApplyImmediately": True}
+
+
+def member_request(member: dict[str, Any], *, cluster: str, identifier: str) -> dict[str, Any]:
+    """Build CreateDBInstance's parameters for an instance of the new cluster (its writer or a
+    reader), as the live cluster's instance is: class, AZ, promotion tier, parameter group,
+    monitoring, Performance Insights, maintenance window, CA, tags (members of
+    CreateDBInstanceMessage in botocore/data/rds/2014-10-31/service-2.json)."""
+    groups = member.get("DBParameterGroups") or []
+    interval = member.get("MonitoringInterval") or 0
+    insights = bool(member.get("PerformanceInsightsEnabled"))
     return _present(
         {
             "DBInstanceIdentifier": identifier,
             "DBClusterIdentifier": cluster,
-            "DBInstanceClass": writer["DBInstanceClass"],
-            "Engine": writer["Engine"],
+            "DBInstanceClass": member["DBInstanceClass"],
+            "Engine": member["Engine"],
             "DBParameterGroupName": _chosen(groups[0]["DBParameterGroupName"] if groups else None),
-            "AvailabilityZone": writer.get("AvailabilityZone"),
-            "PubliclyAccessible": writer.get("PubliclyAccessible"),
-            "AutoMinorVersionUpgrade": writer.get("AutoMinorVersionUpgrade"),
-            "CACertificateIdentifier": writer.get("CACertificateIdentifier"),
-            "PromotionTier": writer.get("PromotionTier"),
-            "MonitoringInterval": writer.get("MonitoringInterval"),
-            "MonitoringRoleArn": writer.get("MonitoringRoleArn"),
-            "EnablePerformanceInsights": writer.get("PerformanceInsightsEnabled"),
-            "Tags": [dict(t) for t in writer.get("TagList") or []],
+            "AvailabilityZone": member.get("AvailabilityZone"),
+            "PubliclyAccessible": member.get("PubliclyAccessible"),
+            "AutoMinorVersionUpgrade": member.get("AutoMinorVersionUpgrade"),
+            "CACertificateIdentifier": member.get("CACertificateIdentifier"),
+            "PromotionTier": member.get("PromotionTier"),
+            "MonitoringInterval": interval or None,
+            "MonitoringRoleArn": member.get("MonitoringRoleArn") if interval else None,
+            "EnablePerformanceInsights": member.get("PerformanceInsightsEnabled"),
+            "PerformanceInsightsKMSKeyId": member.get("PerformanceInsightsKMSKeyId")
+            if insights
+            else None,
+            "PerformanceInsightsRetentionPeriod": member.get("PerformanceInsightsRetentionPeriod")
+            if insights
+            else None,
+            "PreferredMaintenanceWindow": member.get("PreferredMaintenanceWindow"),
+            "Tags": [dict(t) for t in member.get("TagList") or []],
         }
     )
+
+
+def _managed_secret(source: dict[str, Any], restored: dict[str, Any]) -> dict[str, Any]:
+    """ManageMasterUserPassword (and its KMS key) when the source keeps its master password
+    in Secrets Manager and the restored one has no secret of its own yet (none, or, as moto
+    copies it, the source's own)."""
+    secret = source.get("MasterUserSecret") or {}
+    own = (restored.get("MasterUserSecret") or {}).get("SecretArn")
+    if not secret or own not in (None, secret.get("SecretArn")):
+        return {}
+    return _present(
+        {"ManageMasterUserPassword": True, "MasterUserSecretKmsKeyId": secret.get("KmsKeyId")}
+    )
+
+
+def instance_follow_up(
+    source: dict[str, Any], restored: dict[str, Any], *, identifier: str
+) -> dict[str, Any]:
+    """Build the ModifyDBInstance that gives the restored instance what the restore could not.
+
+    RestoreDBInstanceToPointInTimeMessage (botocore/data/rds/2014-10-31/service-2.json) has
+    no MonitoringInterval, MonitoringRoleArn, PreferredMaintenanceWindow or Performance
+    Insights members, and its ManageMasterUserPassword "Applies to RDS for Oracle only";
+    ModifyDBInstanceMessage has them all. Empty when there is nothing to carry.
+    """
+    interval = source.get("MonitoringInterval") or 0
+    insights = bool(source.get("PerformanceInsightsEnabled"))
+    wanted = _present(
+        {
+            "MonitoringInterval": interval or None,
+            "MonitoringRoleArn": source.get("MonitoringRoleArn") if interval else None,
+            "PreferredMaintenanceWindow": source.get("PreferredMaintenanceWindow"),
+            "EnablePerformanceInsights": True if insights else None,
+            "PerformanceInsightsKMSKeyId": source.get("PerformanceInsightsKMSKeyId")
+            if insights
+            else None,
+            "PerformanceInsightsRetentionPeriod": source.get("PerformanceInsightsRetentionPeriod")
+            if insights
+            else None,
+            **_managed_secret(source, restored),
+        }
+    )
+    if not wanted:
+        return {}
+    return {"DBInstanceIdentifier": identifier, **wanted, "ApplyImmediately": True}
+
+
+def missing_roles(source: dict[str, Any], restored: dict[str, Any]) -> list[dict[str, str]]:
+    """The IAM roles (RoleArn, FeatureName) the source has and the restored one lacks: no
+    restore request carries them for an instance, so each is added after it
+    (AddRoleToDBInstance / AddRoleToDBCluster)."""
+    have = {r.get("RoleArn") for r in restored.get("AssociatedRoles") or []}
+    return [
+        {k: r[k] for k in ("RoleArn", "FeatureName") if r.get(k)}
+        for r in source.get("AssociatedRoles") or []
+        if r.get("RoleArn") not in have
+    ]
+
+
+def carry_to_instance(client: RDSClient, *, source_id: str, restored_id: str) -> list[str]:
+    """Give the restored instance the source's settings the restore could not carry; say which."""
+    source = describe_instance(client, source_id)
+    restored = describe_instance(client, restored_id)
+    if source is None or restored is None:
+        raise PermanentError(f"RDS instance {source_id if source is None else restored_id} is gone")
+    done = []
+    request = instance_follow_up(source, restored, identifier=restored_id)
+    if request:
+        client.modify_db_instance(**request)
+        carried = [k for k in request if k not in ("DBInstanceIdentifier", "ApplyImmediately")]
+        done.append("modify_db_instance: " + ", ".join(carried))
+    for role in missing_roles(source, restored):
+        client.add_role_to_db_instance(
+            DBInstanceIdentifier=restored_id,
+            RoleArn=role["RoleArn"],
+            FeatureName=role.get("FeatureName", ""),
+        )
+        done.append(f"add_role_to_db_instance: {role['RoleArn']}")
+    return done
 
 
 @dataclass
@@ -267,8 +385,12 @@ class RdsRestoreToTime:
             f"Restore RDS instance {self.rds.instance_id} to {iso(self.restore_time)} as new "
             f"instance {self.restored_id} (restore_db_instance_to_point_in_time) with the "
             "source's settings (security groups, subnet, parameter and option groups, "
-            "Multi-AZ, storage type and IOPS, deletion protection, tags, IAM auth, CA) and "
-            f"wait until it is available; {self.rds.instance_id} is not touched"
+            "Multi-AZ, storage type and IOPS, deletion protection, tags, IAM auth, CA, backup "
+            "window), wait until it is available, then give it what the restore cannot carry "
+            "(modify_db_instance: enhanced monitoring, maintenance window, Performance "
+            "Insights, and a master password managed in Secrets Manager: a new secret of its "
+            "own, so whatever reads the old instance's secret must be pointed at the new one; "
+            f"add_role_to_db_instance: its IAM roles); {self.rds.instance_id} is not touched"
         )
 
     def spec(self) -> dict[str, Any]:
@@ -288,9 +410,15 @@ class RdsRestoreToTime:
             ctx.memory[key] = True
             ctx.emit(f"restore of {self.rds.instance_id} to {iso(self.restore_time)} started")
         started = time.monotonic()
-        found = wait_available(client, self.restored_id, ctx, poll=self.rds.poll_interval)
+        poll = self.rds.poll_interval
+        wait_available(client, self.restored_id, ctx, poll=poll)
+        carried = carry_to_instance(
+            client, source_id=self.rds.instance_id, restored_id=self.restored_id
+        )
+        found = wait_available(client, self.restored_id, ctx, poll=poll)
         return StepResult(
             summary=f"{self.restored_id} is available, restored to {iso(self.restore_time)}",
+            output="\n".join(f"carried from {self.rds.instance_id}: {c}" for c in carried),
             data={
                 "restored_instance": self.restored_id,
                 "restore_time": iso(self.restore_time),

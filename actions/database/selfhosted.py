@@ -51,6 +51,7 @@ from actions.database.pgtools import (
     maintenance,
     on_database,
     pg_restore,
+    prepared_transactions,
     run_tool,
     step_errors,
     terminate_sessions,
@@ -60,9 +61,11 @@ from actions.database.properties import (
     align_default_privileges,
     align_extensions,
     apply_properties,
+    create_like,
     default_privileges,
     extensions,
     read_properties,
+    read_shape,
 )
 
 log = logging.getLogger(__name__)
@@ -201,7 +204,8 @@ def drop_leftover_recovery(pg: psycopg.Connection[Any], recovery: str) -> None:
 
 
 def create_recovery(conn: DatabaseConnection, recovery: str, *, timeout: float) -> None:
-    """Create the recovery database like the live one (owner, encoding, collation, extensions).
+    """Create the recovery database like the live one (owner, encoding, locale provider and
+    locales, tablespace: `properties.DatabaseShape`; extensions).
 
     Extensions of the live database that sit in `public` are created first at the live
     versions: pg_dump writes `CREATE EXTENSION IF NOT EXISTS`, so the restore keeps them
@@ -209,26 +213,8 @@ def create_recovery(conn: DatabaseConnection, recovery: str, *, timeout: float) 
     """
     with connect(maintenance(conn), timeout=timeout) as pg:
         drop_leftover_recovery(pg, recovery)
-        row = pg.execute(
-            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype"
-            " FROM pg_database WHERE datname = %s",
-            (conn.dbname,),
-        ).fetchone()
-        if row is None:
-            raise PermanentError(f"database {conn.dbname} does not exist")
-        owner, encoding, collate, ctype = row
-        pg.execute(
-            sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 OWNER {} ENCODING {}"
-                " LC_COLLATE {} LC_CTYPE {}"
-            ).format(
-                sql.Identifier(recovery),
-                sql.Identifier(owner),
-                sql.Literal(encoding),
-                sql.Literal(collate),
-                sql.Literal(ctype),
-            )
-        )
+        owner = read_properties(pg, conn.dbname).owner
+        pg.execute(create_like(recovery, owner=owner, shape=read_shape(pg, conn.dbname)))
         pg.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(recovery), sql.Literal(RECOVERY_MARKER)
@@ -238,6 +224,17 @@ def create_recovery(conn: DatabaseConnection, recovery: str, *, timeout: float) 
         wanted = {n: v for n, v in extensions(live).items() if v[1] == "public"}
     with connect(on_database(conn, recovery), timeout=timeout) as rec:
         align_extensions(rec, wanted)
+
+
+def same_shape(pg: psycopg.Connection[Any], *, live: str, recovery: str) -> None:
+    """Refuse a recovery database whose encoding, locales or tablespace differ from live's:
+    its text would sort (and its indexes order) otherwise than the live database's."""
+    want, have = read_shape(pg, live), read_shape(pg, recovery)
+    if want != have:
+        raise PermanentError(
+            f"{recovery} is {have.line()}; {live} is {want.line()}. Nothing was renamed: "
+            f"drop {recovery} and run the rollback again"
+        )
 
 
 def restored_already(
@@ -283,9 +280,9 @@ class RestoreIntoRecovery:
         """Say which dump goes into which new database."""
         how = f"--jobs={self.jobs}" if self.jobs > 1 else "--single-transaction"
         return (
-            f"Create database {self.recovery} (owner, encoding, collation and extension versions "
-            f"of {self.conn.dbname}) and restore {self.dump} into it with pg_restore "
-            f"--exit-on-error {how}; {self.conn.dbname} is not touched"
+            f"Create database {self.recovery} (owner, encoding, locale provider and locales, "
+            f"tablespace and extension versions of {self.conn.dbname}) and restore {self.dump} "
+            f"into it with pg_restore --exit-on-error {how}; {self.conn.dbname} is not touched"
         )
 
     def spec(self) -> dict[str, Any]:
@@ -370,6 +367,15 @@ class SwapDatabases:
             if database_comment(pg, self.recovery) != RECOVERY_MARKER:
                 raise PermanentError(
                     f"database {self.recovery} was not made by the bot; nothing was renamed"
+                )
+            same_shape(pg, live=live, recovery=self.recovery)
+            prepared = prepared_transactions(pg, [live, self.recovery])
+            if prepared:
+                raise PermanentError(
+                    f"prepared transaction(s) {'; '.join(prepared)}: a database cannot be "
+                    "renamed while one exists, and ending sessions does not end it; COMMIT "
+                    "PREPARED or ROLLBACK PREPARED it, then run the rollback again. Nothing was "
+                    "renamed"
                 )
             # A run killed while connections were refused left them refused; the copy of
             # extensions and default privileges below needs to connect to both.

@@ -8,6 +8,12 @@
 - Point in time is offered only where WAL can be replayed (continuous archiving,
   pgBackRest, RDS, Aurora), over the real window; where only dumps exist a time asked for
   plans the dump before it, named as such ("not a point-in-time recovery").
+- The default point in time is just before the change being rolled back, never the window's
+  end (recovering to the last archived commit undoes nothing and loses what is not archived
+  yet): the later of "just before the newest migration was applied" (`pitr.newest_migration`)
+  and the last known healthy time the bot passes in (`healthy_at`), inside the window; the
+  point's label says which. When neither is known there is no default: a person chooses.
+  Likewise a dump taken after that time is never the default while an older one exists.
 - A user-typed backup path must lie inside the configured backups directory; on resume,
   `restore(name, spec)` checks stored paths against the configured directories too.
 """
@@ -15,13 +21,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from actions.base import Action, Check, Finding, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
-from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window
+from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window, readers
 from actions.database.evidence import database_evidence
 from actions.database.migration_plans import MigrationPlanner
 from actions.database.migrations import (
@@ -30,9 +38,11 @@ from actions.database.migrations import (
     FlywayUndo,
     GolangMigrateDown,
     RollbackMigration,
+    detect,
 )
 from actions.database.names import (
     check_pg_name,
+    first_line,
     human_duration,
     human_size,
     iso,
@@ -52,19 +62,23 @@ from actions.database.pgtools import (
     missing_roles,
     on_database,
     planning_errors,
+    prepared_transactions,
 )
 from actions.database.pitr import (
+    KnownGood,
     RestoreToTime,
     archive_window,
     choose_base,
     describe_loss,
     exact,
+    newest_migration,
     pgbackrest_window,
 )
 from actions.database.rds import (
     RDS_ID_MAX,
     RdsRestoreToTime,
     RdsSwap,
+    describe_cluster,
     rds_client,
     rds_errors,
     rds_stamp,
@@ -90,10 +104,12 @@ class DatabaseTarget:
         *,
         restore_rate: float | None = None,
         now: Callable[[], datetime] | None = None,
+        healthy_at: datetime | None = None,
     ) -> None:
         self.params = params
         self.restore_rate = restore_rate
         self.now = now or utcnow
+        self.healthy_at = healthy_at
 
     # -- listing
 
@@ -156,24 +172,88 @@ class DatabaseTarget:
         return [point for method in self.params.methods for point in listers[method]()]
 
     def _backup_points(self) -> list[RollbackPoint]:
-        now = self.now()
-        avoid = "the bot's own pre-rollback backup: the state a rollback moved away from"
+        """Every dump, newest first. Never the default: the bot's own pre-rollback dumps, and
+        dumps taken after the change (the newest migration, or the last known healthy time)
+        when a dump from before it exists: restoring them keeps the change."""
+        now, backups = self.now(), self.backups()
+        good = self._before_change(backups)
+        own = "the bot's own pre-rollback backup: the state a rollback moved away from"
         return [
             RollbackPoint(
-                f"backup:{b.path}", b.label(now), b.taken_at, avoid=avoid if b.pre_rollback else ""
+                f"backup:{b.path}",
+                b.label(now),
+                b.taken_at,
+                avoid=own
+                if b.pre_rollback
+                else f"taken {good.later}: it has the change in it"
+                if good is not None and b.taken_at > good.moment
+                else "",
             )
-            for b in self.backups()
+            for b in backups
         ]
 
+    def _before_change(self, backups: list[Backup]) -> KnownGood | None:
+        """The latest known-good time, when some regular dump was taken before it."""
+        found, _ = self._known_goods()
+        good = max(found, key=lambda g: g.moment, default=None)
+        regular = [b for b in backups if not b.pre_rollback]
+        if good is None or not any(b.taken_at <= good.moment for b in regular):
+            return None
+        return good
+
     def _pitr_points(self) -> list[RollbackPoint]:
+        """The time just before the change (the default), then the rest of the window.
+
+        The window's end is offered but never the default: recovering to the last archived
+        commit undoes nothing and loses the writes not archived yet.
+        """
         window = self.pitr_window()
         if window is None:
             return []
         earliest, latest = window
-        label = (
-            f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
+        span = f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
+        good, unknown = self._known_good(window)
+        avoid = (
+            "the last archived commit: recovering there undoes nothing and loses the writes "
+            "not archived yet; choose the time just before the change"
         )
-        return [RollbackPoint(pitr_ref(latest), label, latest)]
+        if good is None:
+            avoid += f" ({unknown})"
+        last = RollbackPoint(pitr_ref(latest), span, latest, avoid=avoid)
+        if good is None:
+            return [last]
+        return [RollbackPoint(pitr_ref(good.moment), f"{good.label} · {span}", good.moment), last]
+
+    def _known_good(self, window: tuple[datetime, datetime]) -> tuple[KnownGood | None, str]:
+        """The latest time the database is known to have been good at inside the window,
+        else None and why none is known."""
+        found, why = self._known_goods()
+        inside = [g for g in found if window[0] <= g.moment <= window[1]]
+        if not inside:
+            outside = ", ".join(g.label for g in found)
+            return None, (f"{outside}: outside the window" if found else why)
+        return max(inside, key=lambda g: g.moment), ""
+
+    def _known_goods(self) -> tuple[list[KnownGood], str]:
+        """Just before the newest migration, and the last known healthy time the bot passed
+        in; with why the first is missing."""
+        found: list[KnownGood] = []
+        why = "no migration table records when it was applied"
+        try:
+            # best effort, read each time the points are listed: a short connect timeout
+            with connect(self.params.connection, timeout=3.0) as pg:
+                migration = newest_migration(pg, detect(pg, self.params.migrations_table))
+            if migration is not None:
+                found.append(migration)
+        except (PlanningError, psycopg.Error) as error:
+            why = f"the migration table could not be read: {first_line(error)}"
+        if self.healthy_at is not None:
+            at = self.healthy_at.astimezone(UTC)
+            said = f"{at:%Y-%m-%d %H:%M:%S} UTC"
+            found.append(
+                KnownGood(at, f"last known healthy at {said}", f"after the last healthy {said}")
+            )
+        return found, why
 
     def _migration_points(self) -> list[RollbackPoint]:
         planner = MigrationPlanner(self.params)
@@ -194,13 +274,26 @@ class DatabaseTarget:
         """Return the default point of the first allowed method."""
         method = self.params.methods[0]
         if method == "backup":
-            regular = [b for b in self.backups() if not b.pre_rollback] or self.backups()
-            if regular:
-                return f"backup:{regular[0].path}"
+            backups = self.backups()
+            good = self._before_change(backups)
+            regular = [
+                b
+                for b in backups
+                if not b.pre_rollback and (good is None or b.taken_at <= good.moment)
+            ]
+            if regular or backups:
+                return f"backup:{(regular or backups)[0].path}"
         elif method == "pitr":
             window = self.pitr_window()
             if window:
-                return pitr_ref(window[1])
+                good, unknown = self._known_good(window)
+                if good is not None:
+                    return pitr_ref(good.moment)
+                raise PlanningError(
+                    f"no default point in time for {self.dbname}: {unknown}, and no last known "
+                    "healthy time was given; choose the time just before the change (the last "
+                    "archived commit would undo nothing)"
+                )
         else:
             versions = self.applied_migrations()
             if len(versions) > 1:
@@ -306,6 +399,7 @@ class DatabaseTarget:
             *checks,
             self.estimate(path.stat().st_size),
             self._recovery_check(),
+            self._prepared_check(),
             self._roles_check(info),
         ]
 
@@ -319,7 +413,12 @@ class DatabaseTarget:
         loss = describe_loss(
             moment, inclusive=self.params.recovery_target_inclusive, db=self.dbname
         )
-        return [inside, Check("data-loss window", True, loss), self._recovery_check()]
+        return [
+            inside,
+            Check("data-loss window", True, loss),
+            self._recovery_check(),
+            self._prepared_check(),
+        ]
 
     def _dump_checks(self, moment: datetime) -> list[Check]:
         earlier = [b for b in self.backups() if b.taken_at <= moment and not b.pre_rollback]
@@ -333,6 +432,22 @@ class DatabaseTarget:
             f"restore the dump of {iso(backup.taken_at)}, {gap} before the time you asked",
         )
         return [chosen, *self._backup_checks(backup.path)]
+
+    def _prepared_check(self) -> Check:
+        """A prepared transaction on the live database makes the swap's rename fail."""
+        with (
+            planning_errors("looking for prepared transactions"),
+            connect(maintenance(self.params.connection)) as pg,
+        ):
+            found = prepared_transactions(pg, [self.dbname])
+        if not found:
+            return Check("no prepared transaction holds the database", True, self.dbname)
+        return Check(
+            "no prepared transaction holds the database",
+            False,
+            f"{'; '.join(found)}: the swap cannot rename {self.dbname} while it exists; a "
+            "person must COMMIT PREPARED or ROLLBACK PREPARED it",
+        )
 
     def _recovery_check(self) -> Check:
         recovery = f"{self.dbname}_recovery"
@@ -504,9 +619,12 @@ class DatabaseTarget:
         self._inside_window(moment)
         cluster = f"{rds.cluster_id}-pitr-{rds_stamp(moment)}"
         writer = f"{rds.instance_id}-pitr-{rds_stamp(moment)}"
-        longest = max(f"{rds.cluster_id}-pre-rollback-{rds_stamp(moment)}", writer, key=len)
+        with rds_errors(f"reading Aurora cluster {rds.cluster_id}", planning=True):
+            live = describe_cluster(rds_client(rds.aws), rds.cluster_id) or {}
+        names = [f"{r}-pitr-{rds_stamp(moment)}" for r in readers(live, rds.instance_id)]
+        longest = max(f"{rds.cluster_id}-pre-rollback-{rds_stamp(moment)}", writer, *names, key=len)
         if len(longest) > RDS_ID_MAX:
-            raise PlanningError(f"RDS identifiers derived from {rds.cluster_id} would be too long")
+            raise PlanningError(f"RDS identifier {longest} would be longer than {RDS_ID_MAX}")
         timeout = self.params.restore_timeout
         rollback: list[Action] = [AuroraRestoreToTime(rds, cluster, writer, moment, timeout)]
         if rds.verify:
@@ -518,7 +636,8 @@ class DatabaseTarget:
             rollback=rollback,
             notes=[
                 f"Aurora cluster {rds.cluster_id} restored to {iso(moment)} as {cluster}, "
-                f"writer {writer}; changes after {iso(moment)} are not in it",
+                f"writer {writer}, readers {', '.join(names) or 'none'}; changes after "
+                f"{iso(moment)} are not in it",
                 f"The current cluster is kept, renamed {rds.cluster_id}-pre-rollback-<time>",
             ],
         )

@@ -53,3 +53,19 @@ class GitSource(Strict):
     def api(self) -> str:
         """The provider's API root."""
         return self.api_url or DEFAULT_API[self.provider or "github"]
+
+
+class ChangeSource(Strict):
+    """Where the commits between two versions are read, to say what a rollback undoes.
+
+    By default each image's `org.opencontainers.image.source` label names the repository;
+    `repository` overrides it (a mirror the bot may read). Commits whose subject or body
+    match `security` are security fixes; files matching `migrations` or `configuration`
+    changed in between are named. Any of them makes the verdict risky.
+    """
+
+    repository: str | None = None
+    token: SecretRef | None = None
+    security: list[str] = [r"\bCVE-\d{4}-\d{4,}\b", r"(?i)\bsecurity\b", r"(?i)\bvulnerab"]
+    migrations: list[str] = ["migrations/*", "*/migrations/*", "*.sql", "db/migrate/*"]
+    configuration: list[str] = ["config/*", "*/config/*", "*.env", "*.ini", "*.toml"]

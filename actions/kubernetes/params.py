@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from actions.git.params import GitSource
+from actions.git.params import ChangeSource, GitSource
 from actions.params import SchemaLink, Strict, seconds_of
 
 
@@ -38,6 +38,8 @@ class KubernetesParams(Strict):
     """Ask each image's registry (HEAD of its manifest) before approval; false where the bot
     cannot reach the registries: the verdict then says the images were not checked."""
     git: GitSource | None = None
+    changes: ChangeSource | None = None
+    """Read, before approval, which commits the rollback undoes (actions/undone.py)."""
     """Where Git names the workload's images: after a verified rollback the bot proposes
     the change that makes Git name what production runs (actions/git)."""
 

@@ -213,6 +213,8 @@ class Revision:
     change_cause: str | None
     created_at: datetime | None
     is_current: bool
+    ready: int = 0
+    """Pods of this revision that are ready (its ReplicaSet's status.readyReplicas)."""
 
 
 def _as_revision(rs: V1ReplicaSet, *, current: V1ReplicaSet | None) -> Revision:
@@ -222,12 +224,35 @@ def _as_revision(rs: V1ReplicaSet, *, current: V1ReplicaSet | None) -> Revision:
         change_cause=annotations_of(rs).get(CHANGE_CAUSE),
         created_at=object_meta(rs).creation_timestamp,
         is_current=rs is current,
+        ready=(rs.status.ready_replicas or 0) if rs.status is not None else 0,
     )
+
+
+def serving(deployment: V1Deployment, history: list[Revision]) -> str:
+    """What is not ready yet, in words ('' when the current revision's pods all are).
+
+    A version runs only when its pods are ready: the template alone says what the
+    Deployment wants, not what serves (ReplicaSet status.readyReplicas, as
+    `kubectl get rs` shows it).
+    """
+    desired = deployment.spec.replicas if deployment.spec and deployment.spec.replicas else 0
+    current = next((r for r in history if r.is_current), None)
+    if current is None or current.ready >= desired:
+        return ""
+    others = sum(r.ready for r in history if not r.is_current)
+    said = f"only {current.ready} of its {desired} pods ready"
+    if others:
+        said += f"; {others} pods of older revisions still ready and serving"
+    return said
 
 
 def rollout_history(apps: AppsV1Api, *, namespace: str, name: str) -> list[Revision]:
     """List the Deployment's revisions, newest first, from the ReplicaSets it controls."""
-    deployment, owned = read_with_replica_sets(apps, namespace=namespace, name=name)
+    return history_of(*read_with_replica_sets(apps, namespace=namespace, name=name))
+
+
+def history_of(deployment: V1Deployment, owned: list[V1ReplicaSet]) -> list[Revision]:
+    """The revisions of a Deployment already read with its ReplicaSets, newest first."""
     current = current_replica_set(deployment, owned)
     revisions = [_as_revision(rs, current=current) for rs in owned if (revision_of(rs) or 0) > 0]
     return sorted(revisions, key=lambda r: r.number, reverse=True)

@@ -40,6 +40,10 @@ from actions.kubernetes.client import REQUEST_TIMEOUT, api_error, kube_errors, o
 from actions.kubernetes.rollout import current_replica_set, read_with_replica_sets
 
 TIMED_OUT = "ProgressDeadlineExceeded"
+SPEAK_EVERY = 15.0
+"""A wait says where it stands at least this often, even when nothing changed: a watch
+segment lasts at most this long (the API server ends a watch after its `timeoutSeconds`,
+apiserver pkg/endpoints/handlers/watch.go), and the object is listed again."""
 _NAMED = re.compile(r'^ReplicaSet "(?P<name>[^"]+)" has timed out progressing')
 
 
@@ -78,15 +82,22 @@ def rollout_verdict(deployment: V1Deployment, *, stale_ok: bool = False) -> tupl
 
 
 def watch_deployment(
-    apps: AppsV1Api, *, namespace: str, name: str, remaining: Callable[[], float]
+    apps: AppsV1Api,
+    *,
+    namespace: str,
+    name: str,
+    remaining: Callable[[], float],
+    every: float | None = None,
 ) -> Generator[V1Deployment, None, None]:
-    """Yield the Deployment now and after each change, until `remaining()` runs out."""
+    """Yield the Deployment now, after each change, and at least every `every` seconds, until
+    `remaining()` runs out."""
     return follow(
         apps.list_namespaced_deployment,
         namespace=namespace,
         name=name,
         kind="deployment",
         remaining=remaining,
+        every=every,
     )
 
 
@@ -97,9 +108,12 @@ def follow(
     name: str,
     kind: str,
     remaining: Callable[[], float],
+    every: float | None = None,
 ) -> Generator[Any, None, None]:
-    """Yield one object (listed by `lister`, e.g. list_namespaced_deployment) after each change."""
+    """Yield one object (listed by `lister`, e.g. list_namespaced_deployment) after each change;
+    with `every`, also listed again at least that often when nothing changes."""
     selector = f"metadata.name={name}"
+    segment = remaining if every is None else (lambda: min(remaining(), every))
     while remaining() > 0:
         with kube_errors():
             listing = lister(namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT)
@@ -113,7 +127,7 @@ def follow(
             selector=selector,
             version=version,
             kind=kind,
-            remaining=remaining,
+            remaining=segment,
         )
         if not ended_cleanly:
             time.sleep(min(1.0, remaining()))  # back off before listing again after a broken watch
@@ -188,8 +202,13 @@ class RolloutStatus:
         """Follow the Deployment until complete; fail on its own progress deadline or ours."""
         lines: list[str] = []
         watched = watch_deployment(
-            self.apps, namespace=self.namespace, name=self.deployment, remaining=ctx.remaining
+            self.apps,
+            namespace=self.namespace,
+            name=self.deployment,
+            remaining=ctx.remaining,
+            every=SPEAK_EVERY,
         )
+        started = spoke = time.monotonic()
         try:
             for deployment in watched:
                 stale = self._stale_deadline(deployment)
@@ -197,9 +216,16 @@ class RolloutStatus:
                     lines.append(f"ignoring {stale}")
                     ctx.emit(lines[-1])
                 message, done = rollout_verdict(deployment, stale_ok=stale is not None)
+                now = time.monotonic()
                 if not lines or lines[-1] != message:
                     lines.append(message)
                     ctx.emit(message)
+                    spoke = now
+                elif now - spoke >= SPEAK_EVERY * 0.9 and not done:
+                    # Nothing changed: say so, with how long it has been, so the progress
+                    # line never sits silent through a long wait.
+                    ctx.emit(f"{message} (still waiting, {now - started:.0f} s)")
+                    spoke = now
                 if done:
                     return StepResult(summary=message, output="\n".join(lines))
                 if ctx.remaining() <= 0:

@@ -49,7 +49,7 @@ from actions.base import (
     TemporaryError,
 )
 from actions.clock import ago
-from actions.git.step import ProposeGitChange, access_findings
+from actions.git.step import ProposeGitChange, access_findings, image_pairs
 from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
     ReadOnce,
@@ -68,11 +68,12 @@ from actions.kubernetes.rollout import (
     RolloutUndo,
     current_replica_set,
     find_revision,
+    history_of,
     images_of,
     read_with_replica_sets,
     revision_of,
-    rollout_history,
     same_template,
+    serving,
     undo_patch,
 )
 from actions.kubernetes.status import RolloutStatus
@@ -92,6 +93,8 @@ from actions.kubernetes.workloads import (
 )
 from actions.kubernetes.workloads import images as template_images
 from actions.reads import Reads
+from actions.registry import image_labels
+from actions.undone import undone
 
 
 def _parse_ref(ref: str | None) -> int:
@@ -175,10 +178,17 @@ class KubernetesTarget:
         """List revisions newest first, the running one marked."""
         if self.params.workload != "deployment":
             return self._workload_points()
-        history = rollout_history(self.apps, namespace=self.params.namespace, name=self.params.name)
+        deployment, owned = read_with_replica_sets(
+            self.apps, namespace=self.params.namespace, name=self.params.name
+        )
+        history = history_of(deployment, owned)
+        unready = serving(deployment, history)
         now = datetime.now(UTC)
         return [
-            _revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now)
+            dataclasses.replace(
+                _revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now),
+                unready=unready if r.is_current else "",
+            )
             for r in history
         ]
 
@@ -247,6 +257,8 @@ class KubernetesTarget:
         findings += self._volume_findings()
         if self.params.git is not None:
             findings += access_findings(self.params.git)
+        if self.params.changes is not None:
+            findings += self._undone_findings(ref)
         try:
             revision = self.revision_facts(ref)
         except ActionError:
@@ -488,6 +500,38 @@ class KubernetesTarget:
             resume=list(start),
             notes=notes,
         )
+
+    def _undone_findings(self, ref: str | None) -> list[Finding]:
+        """What the rollback takes away: commits, security fixes, migrations, configuration."""
+        changes = self.params.changes
+        assert changes is not None
+        try:
+            good = self.revision_facts(ref).images
+            bad = self._running_images()
+        except ActionError:
+            return []  # the weighed revision check says why
+        pairs = image_pairs(bad, good)
+        if not pairs:
+            return []
+        was, to = pairs[0]
+        token = changes.token.read().get_secret_value() if changes.token else None
+        found = undone(
+            running=str(was),
+            target=str(to),
+            labels_of=image_labels,
+            repository=changes.repository,
+            token=token,
+            security=changes.security,
+            migrations=changes.migrations,
+            configuration=changes.configuration,
+        )
+        basis = f"undone {was.point()}..{to.point()}"
+        findings = [Finding(Level.OK, found.said(), basis=f"{basis} {found.known}")]
+        findings += [
+            Finding(Level.RISKY, f"the rollback {reason}", basis=f"{basis} {reason}")
+            for reason in found.risky
+        ]
+        return findings
 
     def _running_images(self) -> tuple[str, ...]:
         """The images the workload's pod template names now (what the rollback replaces)."""

@@ -59,7 +59,15 @@ from bot.domain.versions import KnownVersions, version_key
 from bot.execution.planner import Planner, environment_step
 from bot.execution.planning import plan_for_run
 from bot.execution.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
-from bot.persistence.aftermath import LEFT_ON, OFF, TURNED_OFF, aftermath, retry_positions, steps_of
+from bot.persistence.aftermath import (
+    LEFT_ON,
+    OFF,
+    RESOLVED,
+    TURNED_OFF,
+    aftermath,
+    retry_positions,
+    steps_of,
+)
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Store, TargetBusy
 from bot.persistence.verification import TICK, ticked_by
@@ -646,6 +654,28 @@ class Flows:
         )
         self._tell(run.id, DECIDED)
         return result.summary
+
+    def resolve(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> None:
+        """Record that a person has handled a failed run: who and when, on the record.
+
+        Until then the failure stays in status, App Home and the thread; afterwards its
+        incident counts as recovered at this moment (bot.persistence.recovery).
+        """
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
+            raise Refused("only the requester or an approver marks a failed rollback resolved")
+        if run.state != "failed":
+            raise Refused(f"this rollback is {run.state}, not failed; nothing to resolve")
+        after = aftermath(
+            run.plan, self.store.steps(run.id), self.store.events(run.incident_id), run.id
+        )
+        if after.resolved_by is not None:
+            raise Refused(f"{after.resolved_by} already marked it resolved")
+        self.store.add_event(
+            incident_id=run.incident_id, run_id=run.id, kind=RESOLVED, actor=user, detail={}
+        )
+        self._tell(run.id, DECIDED)
 
     def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:
         run = self._run(run_id)

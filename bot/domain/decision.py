@@ -258,7 +258,12 @@ def with_verdict(decision: Decision, verdicts: Sequence[Weighed]) -> Decision:
             f"{FIX_FORWARD_SAFER}.",
         )
     risky = [v for v in verdicts if v.level == Level.RISKY]
+    lossy = [v for v in verdicts if v.level == Level.LOSS]
+    reason = decision.reason
     if risky:
         why = "; ".join(f"{v.target} {v.headline}" for v in risky)
-        return replace(decision, reason=f"{decision.reason} Mind the verdict: {why}.")
-    return decision
+        reason += f" Mind the verdict: {why}."
+    if lossy:
+        why = "; ".join(f"{v.target} {v.headline}" for v in lossy)
+        reason += f" Data lost: {why}."
+    return replace(decision, reason=reason) if reason != decision.reason else decision

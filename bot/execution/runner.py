@@ -527,8 +527,9 @@ class Runner:
 
         The step records say what the bot did; after a failure people need what production
         actually runs, so each target is asked for its current version (a Kubernetes
-        revision and its images, a container's image, the live traffic split). A target
-        that reports no current version is left out; one that cannot be read says so.
+        revision and its images, a container's image, the live traffic split). A version
+        "runs" only when it is ready (`RollbackPoint.unready` says what is not); a target that
+        reports no current version is left out; one that cannot be read says so.
         """
         env = self.config.environments.get(run.environment)
         if env is None or run.target not in env.targets:
@@ -541,8 +542,15 @@ class Runner:
                 said.append(f"{member} could not be read ({exc})")
                 continue
             current = running_point(points)
-            if current is not None:
-                said.append(f"{member} runs {current.label}")
+            if current is None:
+                continue
+            # The version, not the form's label ("… · 2 h ago · current"): this text stays
+            # in history and the RCA, where a relative time would be false tomorrow.
+            version = current.version or current.label
+            if current.unready:
+                said.append(f"{member} is set to {version}, but {current.unready}")
+            else:
+                said.append(f"{member} runs {version}")
         return "; ".join(said)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.domain.plans import StoredStep
@@ -35,6 +36,9 @@ from bot.persistence.store import StepView
 
 LEFT_ON = "maintenance.left_on"
 TURNED_OFF = "maintenance.turned_off"
+RESOLVED = "run.resolved"
+"""A person marked a failed run resolved: it leaves status and App Home, and its incident
+counts as recovered then."""
 RETRIED = "run.retry"
 DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
 BROKEN = (StepState.FAILED, StepState.INTERRUPTED, StepState.NOT_RUN)
@@ -51,6 +55,9 @@ class Aftermath:
     """The failure left maintenance mode on, and nobody has turned it off since."""
     left_on_by: str | None = None
     turned_off_by: str | None = None
+    resolved_by: str | None = None
+    """Who marked the failure resolved (`Flows.resolve`); None: it still needs someone."""
+    resolved_at: datetime | None = None
 
     @property
     def maintenance_decision(self) -> bool:
@@ -78,6 +85,7 @@ def aftermath(
     since = mine[ended + 1 :]
     turned_off = next((e.actor for e in reversed(since) if e.kind == TURNED_OFF), None)
     left_on = next((e.actor for e in reversed(since) if e.kind == LEFT_ON), None)
+    resolved = next((e for e in reversed(since) if e.kind == RESOLVED), None)
     on = any(s.name == ON and state.get(s.position) in DONE for s in steps)
     off = any(s.name == OFF and state.get(s.position) in DONE for s in steps)
     return Aftermath(
@@ -85,6 +93,8 @@ def aftermath(
         maintenance_on=on and not off and turned_off is None,
         left_on_by=left_on,
         turned_off_by=turned_off,
+        resolved_by=resolved.actor if resolved is not None else None,
+        resolved_at=resolved.at if resolved is not None else None,
     )
 
 

@@ -456,6 +456,34 @@ class Store:
         with self.reading() as session:
             return list(session.scalars(query).all())
 
+    def unresolved_failures(self, *, limit: int = 20) -> list[Run]:
+        """Failed runs nobody has marked resolved since they failed, newest first.
+
+        A failed run may still hold production in maintenance or half rolled back: it stays
+        in status and App Home until a person resolves it (a `run.resolved` event after its
+        latest `run.failed`; a retry that succeeds leaves the failed state anyway).
+        """
+        failed = (
+            select(func.max(Event.at))
+            .where(Event.run_id == Run.id, Event.kind == "run.failed")
+            .correlate(Run)
+            .scalar_subquery()
+        )
+        resolved = (
+            select(Event.id)
+            .where(Event.run_id == Run.id, Event.kind == "run.resolved", Event.at >= failed)
+            .correlate(Run)
+            .exists()
+        )
+        query = (
+            select(Run)
+            .where(Run.state == "failed", ~resolved)
+            .order_by(Run.created_at.desc(), Run.id)
+            .limit(limit)
+        )
+        with self.reading() as session:
+            return list(session.scalars(query).all())
+
     def transition(
         self,
         run: Run,

@@ -278,3 +278,43 @@ def test_a_flipped_owner_in_the_table_of_contents_is_refused_at_plan_time(
 
     with pytest.raises(PlanningError, match="postgrer"):
         target(big_db, tmp_path).plan(f"backup:{bad}")
+
+
+def test_a_dump_taken_after_the_newest_migration_is_never_the_default(
+    voxflow_db: str, tmp_path: Path
+) -> None:
+    applied = NOW - timedelta(minutes=90)
+    execute(
+        voxflow_db,
+        "ALTER TABLE schema_migrations ADD COLUMN applied_at timestamptz NOT NULL DEFAULT now();"
+        f"UPDATE schema_migrations SET applied_at = '{(NOW - timedelta(days=3)).isoformat()}';"
+        f"INSERT INTO schema_migrations VALUES ('002', '{applied.isoformat()}')",
+    )
+    before = dump(voxflow_db, tmp_path, NOW - timedelta(hours=2))
+    after = dump(voxflow_db, tmp_path, NOW - timedelta(hours=1))
+    tgt = target(voxflow_db, tmp_path)
+
+    newest, older = tgt.points()
+
+    assert newest.ref == f"backup:{after.resolve()}"
+    assert newest.avoid == (
+        "taken after migration 002 was applied at 2026-01-10 10:30:00 UTC: it has the change in it"
+    )
+    assert older.ref == tgt.default_ref() == f"backup:{before.resolve()}"
+    assert not older.avoid
+
+
+def test_when_every_dump_is_newer_than_the_migration_the_newest_stays_the_default(
+    voxflow_db: str, tmp_path: Path
+) -> None:
+    execute(
+        voxflow_db,
+        "ALTER TABLE schema_migrations ADD COLUMN applied_at timestamptz NOT NULL DEFAULT now();"
+        f"UPDATE schema_migrations SET applied_at = '{(NOW - timedelta(days=3)).isoformat()}'",
+    )
+    dump(voxflow_db, tmp_path, NOW - timedelta(hours=2))
+    newest = dump(voxflow_db, tmp_path, NOW - timedelta(hours=1))
+    tgt = target(voxflow_db, tmp_path)
+
+    assert [p.avoid for p in tgt.points()] == ["", ""]
+    assert tgt.default_ref() == f"backup:{newest.resolve()}"

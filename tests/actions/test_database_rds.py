@@ -28,6 +28,18 @@ from tests.fakes.pg import connection, run_plan, run_step
 pytest_plugins = ["tests.fakes.aws"]
 
 SWAP_TIME = datetime(2026, 1, 10, 12, 0, 0, tzinfo=UTC)
+MONITORING_ROLE = "arn:aws:iam::123456789012:role/rds-monitoring"
+S3_ROLE = "arn:aws:iam::123456789012:role/rds-s3-import"
+READER_SETTINGS = (
+    "DBInstanceIdentifier",
+    "DBClusterIdentifier",
+    "DBInstanceClass",
+    "AvailabilityZone",
+    "PromotionTier",
+    "MonitoringInterval",
+    "MonitoringRoleArn",
+    "Tags",
+)
 
 
 @pytest.fixture
@@ -178,7 +190,9 @@ def test_an_aws_refusal_fails_the_step_permanently(aws: AwsConnection) -> None:
 
 @pytest.fixture
 def configured_instance(aws: AwsConnection) -> dict[str, Any]:
-    """An instance with its own network, groups, storage, protection, tags, IAM auth and CA."""
+    """An instance with its own network, groups, storage, protection, tags, IAM auth, CA,
+    maintenance window, enhanced monitoring, an IAM role and a master password in Secrets
+    Manager."""
     kwargs = {"region_name": aws.region, "endpoint_url": aws.endpoint_url}
     ec2, rds = boto3.client("ec2", **kwargs), boto3.client("rds", **kwargs)
     suffix = uuid.uuid4().hex[:8]
@@ -202,6 +216,7 @@ def configured_instance(aws: AwsConnection) -> dict[str, Any]:
         MajorEngineVersion="13",
         OptionGroupDescription="x",
     )
+    key = boto3.client("kms", **kwargs).create_key()["KeyMetadata"]["Arn"]
     instance_id = f"voxdb-{suffix}"
     rds.create_db_instance(
         DBInstanceIdentifier=instance_id,
@@ -209,7 +224,6 @@ def configured_instance(aws: AwsConnection) -> dict[str, Any]:
         Engine="postgres",
         EngineVersion="15.4",
         MasterUsername="voxflow",
-        MasterUserPassword="not-used-by-the-bot",
         AllocatedStorage=100,
         DBName="voxflow_prod",
         BackupRetentionPeriod=7,
@@ -225,8 +239,16 @@ def configured_instance(aws: AwsConnection) -> dict[str, Any]:
         CACertificateIdentifier="rds-ca-rsa2048-g1",
         CopyTagsToSnapshot=True,
         Tags=[{"Key": "team", "Value": "voice"}, {"Key": "env", "Value": "prod"}],
+        PreferredMaintenanceWindow="sun:04:00-sun:04:30",
+        MonitoringInterval=15,
+        MonitoringRoleArn=MONITORING_ROLE,
+        ManageMasterUserPassword=True,
+        MasterUserSecretKmsKeyId=key,
     )
-    return {"id": instance_id, "suffix": suffix, "group": group["GroupId"]}
+    rds.add_role_to_db_instance(
+        DBInstanceIdentifier=instance_id, RoleArn=S3_ROLE, FeatureName="s3Import"
+    )
+    return {"id": instance_id, "suffix": suffix, "group": group["GroupId"], "key": key}
 
 
 def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]]:
@@ -251,9 +273,48 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict[str, Any]]
     return seen
 
 
+def restores_without_a_managed_password(
+    aws: AwsConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make moto's restored instance have no password in Secrets Manager, as AWS's has: the
+    restore request's ManageMasterUserPassword "Applies to RDS for Oracle only"
+    (botocore/data/rds/2014-10-31/service-2.json, RestoreDBInstanceToPointInTimeMessage);
+    moto copies the source's management onto the copy."""
+    import actions.database.rds as rds_module
+
+    real = rds_module.rds_client
+    plain = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+
+    def client_with_hook(connection: AwsConnection) -> Any:
+        client = real(connection)
+
+        def unmanage(params: dict[str, Any], **_: Any) -> None:
+            plain.modify_db_instance(
+                DBInstanceIdentifier=params["TargetDBInstanceIdentifier"],
+                ManageMasterUserPassword=False,
+                MasterUserPassword="restored-from-the-data",
+                ApplyImmediately=True,
+            )
+
+        def keep(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+            context["restore"] = dict(params)
+
+        def after(context: dict[str, Any], **_: Any) -> None:
+            unmanage(context["restore"])
+
+        client.meta.events.register(
+            "provide-client-params.rds.RestoreDBInstanceToPointInTime", keep
+        )
+        client.meta.events.register("after-call.rds.RestoreDBInstanceToPointInTime", after)
+        return client
+
+    monkeypatch.setattr(rds_module, "rds_client", client_with_hook)
+
+
 def test_the_restore_request_carries_every_setting_of_the_source(
     aws: AwsConnection, configured_instance: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    restores_without_a_managed_password(aws, monkeypatch)
     seen = recording(monkeypatch)
     live, suffix = configured_instance["id"], configured_instance["suffix"]
     tgt = target(aws, live)
@@ -266,6 +327,15 @@ def test_the_restore_request_carries_every_setting_of_the_source(
         f"{live}-pre-rollback-{rds_stamp(SWAP_TIME)}",
     )
     assert seen["ModifyDBInstance"] == [
+        {
+            "DBInstanceIdentifier": restored,
+            "MonitoringInterval": 15,
+            "MonitoringRoleArn": MONITORING_ROLE,
+            "PreferredMaintenanceWindow": "sun:04:00-sun:04:30",
+            "ManageMasterUserPassword": True,
+            "MasterUserSecretKmsKeyId": configured_instance["key"],
+            "ApplyImmediately": True,
+        },
         {"DBInstanceIdentifier": live, "NewDBInstanceIdentifier": aside, "ApplyImmediately": True},
         {
             "DBInstanceIdentifier": restored,
@@ -273,8 +343,17 @@ def test_the_restore_request_carries_every_setting_of_the_source(
             "ApplyImmediately": True,
         },
     ]
+    assert seen["AddRoleToDBInstance"] == [
+        {"DBInstanceIdentifier": restored, "RoleArn": S3_ROLE, "FeatureName": "s3Import"}
+    ]
     found = instances(aws)
     assert found[live]["DBInstanceStatus"] == found[aside]["DBInstanceStatus"] == "available"
+    assert found[live]["MonitoringInterval"] == 15
+    assert found[live]["MasterUserSecret"]["KmsKeyId"] == configured_instance["key"]
+    assert (
+        found[live]["MasterUserSecret"]["SecretArn"]
+        != found[aside]["MasterUserSecret"]["SecretArn"]
+    )
     [request] = seen["RestoreDBInstanceToPointInTime"]
     window = found[aside]["PreferredBackupWindow"]
     assert request == {
@@ -327,7 +406,9 @@ def aurora(aws: AwsConnection) -> dict[str, str]:
         EnableIAMDatabaseAuthentication=True,
         CopyTagsToSnapshot=True,
         Tags=[{"Key": "team", "Value": "voice"}],
+        PreferredMaintenanceWindow="sun:05:00-sun:05:30",
     )
+    rds.add_role_to_db_cluster(DBClusterIdentifier=cluster, RoleArn=S3_ROLE, FeatureName="s3Import")
     rds.create_db_instance(
         DBInstanceIdentifier=writer,
         DBClusterIdentifier=cluster,
@@ -335,10 +416,21 @@ def aurora(aws: AwsConnection) -> dict[str, str]:
         Engine="aurora-postgresql",
         Tags=[{"Key": "role", "Value": "writer"}],
     )
+    rds.create_db_instance(
+        DBInstanceIdentifier=f"{cluster}-reader",
+        DBClusterIdentifier=cluster,
+        DBInstanceClass="db.r6g.xlarge",
+        Engine="aurora-postgresql",
+        AvailabilityZone="us-east-1b",
+        PromotionTier=3,
+        MonitoringInterval=30,
+        MonitoringRoleArn=MONITORING_ROLE,
+        Tags=[{"Key": "role", "Value": "reader"}],
+    )
     return {"cluster": cluster, "writer": writer, "suffix": suffix}
 
 
-def test_aurora_cluster_is_restored_with_its_settings_and_its_writer_recreated(
+def test_aurora_cluster_is_restored_with_its_settings_roles_writer_and_readers(
     aws: AwsConnection, aurora: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = recording(monkeypatch)
@@ -372,14 +464,34 @@ def test_aurora_cluster_is_restored_with_its_settings_and_its_writer_recreated(
         "DeletionProtection": True,
         "CopyTagsToSnapshot": True,
         "KmsKeyId": clusters[aside]["KmsKeyId"],
+        "BackupRetentionPeriod": 7,
+        "PreferredBackupWindow": clusters[aside]["PreferredBackupWindow"],
     } | {k: v for k, v in restore.items() if k in ("DBSubnetGroupName", "StorageType")}
-    [create] = seen["CreateDBInstance"]
+    create, reader = seen["CreateDBInstance"]
     assert create["DBInstanceIdentifier"] == f"{writer}-pitr-{rds_stamp(moment)}"
     assert create["DBClusterIdentifier"] == restored
     assert create["DBInstanceClass"] == "db.r6g.large"
     assert create["Engine"] == "aurora-postgresql"
     assert create["Tags"] == [{"Key": "role", "Value": "writer"}]
+    assert {k: reader[k] for k in READER_SETTINGS} == {
+        "DBInstanceIdentifier": f"{cluster}-reader-pitr-{rds_stamp(moment)}",
+        "DBClusterIdentifier": restored,
+        "DBInstanceClass": "db.r6g.xlarge",
+        "AvailabilityZone": "us-east-1b",
+        "PromotionTier": 3,
+        "MonitoringInterval": 30,
+        "MonitoringRoleArn": MONITORING_ROLE,
+        "Tags": [{"Key": "role", "Value": "reader"}],
+    }
+    assert seen["AddRoleToDBCluster"] == [
+        {"DBClusterIdentifier": restored, "RoleArn": S3_ROLE, "FeatureName": "s3Import"}
+    ]
     assert seen["ModifyDBCluster"] == [
+        {
+            "DBClusterIdentifier": restored,
+            "PreferredMaintenanceWindow": "sun:05:00-sun:05:30",
+            "ApplyImmediately": True,
+        },
         {"DBClusterIdentifier": cluster, "NewDBClusterIdentifier": aside, "ApplyImmediately": True},
         {
             "DBClusterIdentifier": restored,
@@ -388,6 +500,9 @@ def test_aurora_cluster_is_restored_with_its_settings_and_its_writer_recreated(
         },
     ]
     assert {cluster, aside} <= clusters.keys() and restored not in clusters
+    made = instances(aws)[reader["DBInstanceIdentifier"]]
+    assert (made["DBInstanceStatus"], made["DBInstanceClass"]) == ("available", "db.r6g.xlarge")
+    assert [r["RoleArn"] for r in clusters[cluster]["AssociatedRoles"]] == [S3_ROLE]
 
 
 def test_rds_steps_are_rebuilt_from_their_specs(aws: AwsConnection, live_instance: str) -> None:
@@ -431,3 +546,30 @@ def test_aurora_steps_are_rebuilt_from_their_specs(
     for step in plan.rollback:
         again = tgt.restore(step.name, json.loads(json.dumps(spec_of(step))))
         assert (again.name, again.describe()) == (step.name, step.describe())
+
+
+def test_an_aurora_reader_whose_restored_name_would_be_too_long_is_refused_before_approval(
+    aws: AwsConnection, aurora: dict[str, str]
+) -> None:
+    rds_api = boto3.client("rds", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    long_reader = f"{aurora['cluster']}-reader-in-the-second-zone-xyz"
+    rds_api.create_db_instance(
+        DBInstanceIdentifier=long_reader,
+        DBClusterIdentifier=aurora["cluster"],
+        DBInstanceClass="db.r6g.large",
+        Engine="aurora-postgresql",
+    )
+    rds = RdsInstance(
+        instance_id=aurora["writer"], cluster_id=aurora["cluster"], aws=aws, poll_interval=0.05
+    )
+    params = DatabaseParams(
+        kind="database", connection=connection("voxflow_prod"), methods=["pitr"], rds=rds
+    )
+    tgt = DatabaseTarget(params, now=lambda: SWAP_TIME)
+    moment = inside_window(tgt)
+
+    with pytest.raises(PlanningError, match=f"RDS identifier {long_reader}-pitr-") as refused:
+        tgt.plan(pitr_ref(moment))
+
+    assert len(f"{long_reader}-pitr-{rds_stamp(moment)}") > 63
+    assert "would be longer than 63" in str(refused.value)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +14,10 @@ import psycopg
 import pytest
 
 from actions.base import PermanentError, StepContext
-from actions.database import RECOVERY_MARKER, DatabaseTarget, SwapDatabases
+from actions.database import RECOVERY_MARKER, DatabaseTarget, SwapDatabases, VerificationQuery
 from actions.database.properties import split_guc_list
 from tests.fakes.pg import connection, dump, execute, params, pg, run_plan, scalar
+from tests.fakes.pgcluster import give_to_postgres
 
 pytest_plugins = ["tests.fakes.pg"]
 pytestmark = pytest.mark.postgres
@@ -192,3 +196,101 @@ def test_a_session_that_keeps_coming_back_stops_the_swap_after_bounded_attempts(
     assert scalar(
         voxflow_db, "SELECT datallowconn FROM pg_database WHERE datname = current_database()"
     )
+
+
+WORDS = "('B'), ('a'), ('af'), ('ä'), ('ae'), ('z')"
+PHONEBOOK = ["a", "ae", "ä", "af", "B", "z"]
+"""German phone-book order (ICU de-u-co-phonebk: ä sorts as ae); C.UTF-8 gives B a ae af z ä."""
+
+SHAPE = """
+SELECT d.datlocprovider::text, d.daticulocale, d.datcollate, t.spcname
+FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = %s
+"""
+
+
+def shape(db: str) -> tuple[str, ...]:
+    """Read a database's locale provider, ICU locale, LC_COLLATE and tablespace."""
+    with pg() as conn:
+        row = conn.execute(SHAPE, (db,)).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+@pytest.fixture
+def tablespace() -> Iterator[str]:
+    """A tablespace in a temporary directory owned by the server's OS user."""
+    name, path = f"rbt_ts_{uuid.uuid4().hex[:8]}", Path(tempfile.mkdtemp(prefix="rbt_ts_"))
+    give_to_postgres(path)
+    execute("postgres", f"CREATE TABLESPACE \"{name}\" LOCATION '{path}'")
+    yield name
+    with pg() as conn:
+        for (db,) in conn.execute(
+            "SELECT d.datname FROM pg_database d JOIN pg_tablespace t"
+            " ON t.oid = d.dattablespace WHERE t.spcname = %s",
+            (name,),
+        ).fetchall():
+            conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)'.encode())
+        conn.execute(f'DROP TABLESPACE "{name}"'.encode())
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def phonebook_db(tablespace: str, tmp_path: Path) -> str:
+    """A database with the ICU locale de-u-co-phonebk in its own tablespace, dumped, then
+    written to after the dump."""
+    db = f"rbt_{uuid.uuid4().hex[:12]}"
+    execute(
+        "postgres",
+        f"CREATE DATABASE \"{db}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu"
+        f" ICU_LOCALE 'de-u-co-phonebk' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+        f' TABLESPACE "{tablespace}"',
+    )
+    execute(db, f"CREATE TABLE names (name text PRIMARY KEY); INSERT INTO names VALUES {WORDS}")
+    dump(db, tmp_path, NOW - timedelta(hours=1))
+    execute(db, "INSERT INTO names VALUES ('after the dump')")
+    return db
+
+
+def test_a_database_with_an_icu_locale_in_its_own_tablespace_comes_back_with_both(
+    phonebook_db: str, tablespace: str, tmp_path: Path
+) -> None:
+    before = shape(phonebook_db)
+    names_query = VerificationQuery(name="names", sql="SELECT count(*) AS n FROM names")
+    tgt = DatabaseTarget(
+        params(phonebook_db, backups=str(tmp_path), verification=[names_query]), now=clock
+    )
+    plan = tgt.plan(None)
+
+    results = run_plan(plan)
+
+    aside = results[3].data["aside"]
+    assert before == ("i", "de-u-co-phonebk", "C.UTF-8", tablespace)
+    assert shape(phonebook_db) == before
+    assert shape(aside) == before
+    with pg(phonebook_db) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM names ORDER BY name")]
+        libc = [r[0] for r in conn.execute('SELECT name FROM names ORDER BY name COLLATE "C"')]
+    assert names == PHONEBOOK
+    assert libc != PHONEBOOK
+    assert "locale provider and locales, tablespace" in plan.stage[0].describe()
+
+
+def test_the_swap_refuses_a_recovery_database_with_another_locale(
+    phonebook_db: str, tablespace: str
+) -> None:
+    recovery = f"{phonebook_db}_recovery"
+    execute("postgres", f'CREATE DATABASE "{recovery}" TEMPLATE template0')
+    execute("postgres", f"COMMENT ON DATABASE \"{recovery}\" IS '{RECOVERY_MARKER}'")
+    swap = SwapDatabases(connection(phonebook_db), recovery, 20.0, clock)
+
+    with pytest.raises(PermanentError, match="Nothing was renamed") as refused:
+        swap.run(StepContext.for_test(timeout=20.0))
+
+    assert (
+        f"icu de-u-co-phonebk (LC_COLLATE C.UTF-8, LC_CTYPE C.UTF-8), tablespace {tablespace}"
+        in str(refused.value)
+    )
+    assert "libc (LC_COLLATE C.UTF-8, LC_CTYPE C.UTF-8), tablespace pg_default" in str(
+        refused.value
+    )
+    assert scalar(phonebook_db, "SELECT count(*) FROM names") == 7

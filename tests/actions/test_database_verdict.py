@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,4 +145,59 @@ def test_a_point_in_time_names_the_exact_loss_and_the_archives_freshness(
     assert [f.text.split(",")[0] for f in stale if f.level == Level.RISKY] == [
         f"stale: newest usable point in time (WAL archive {history.cluster.archive}) is from "
         f"{iso(window[1])}"
+    ]
+
+
+@pytest.mark.postgres
+def test_a_logical_slot_and_unlogged_tables_are_said_before_a_point_in_time_recovery(
+    history: History,
+) -> None:
+    history.cluster.execute(
+        history.db, "CREATE UNLOGGED TABLE sessions (id int); INSERT INTO sessions VALUES (1)"
+    )
+    history.cluster.execute(
+        history.db, "SELECT pg_create_logical_replication_slot('rbt_cdc', 'test_decoding')"
+    )
+    moment = history.writes[1] + (history.writes[2] - history.writes[1]) / 2
+
+    findings = DatabaseTarget(history.params()).evidence(f"pitr:{moment.isoformat()}")
+
+    assert [f.text for f in findings if f.level == Level.RISKY] == [
+        f"logical replication slot rbt_cdc (test_decoding, inactive) belongs to {history.db} "
+        f"by oid: after the swap it reads {history.db}_pre_rollback_<time>, so its subscribers "
+        "and change-data-capture keep receiving the old database's changes until the slot is "
+        "made again on the restored one"
+    ]
+    assert (
+        "unlogged table(s) public.sessions: not written to WAL, so point-in-time recovery "
+        "brings them back empty"
+    ) in [f.text for f in findings if f.level == Level.LOSS]
+
+
+@pytest.fixture
+def subscribed_db(voxflow_db: str) -> Iterator[str]:
+    """The VoxFlow database with a (not connected) subscription; dropped before the database."""
+    execute(
+        voxflow_db,
+        "CREATE SUBSCRIPTION rbt_feed CONNECTION 'host=127.0.0.1 dbname=nowhere'"
+        " PUBLICATION feed WITH (connect = false)",
+    )
+    yield voxflow_db
+    execute(voxflow_db, "ALTER SUBSCRIPTION rbt_feed SET (slot_name = NONE)")
+    execute(voxflow_db, "DROP SUBSCRIPTION rbt_feed")
+
+
+@pytest.mark.postgres
+def test_a_subscription_of_the_live_database_is_said_to_stay_with_the_old_one(
+    subscribed_db: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = dump(subscribed_db, tmp_path, now - timedelta(minutes=10))
+
+    findings = target(subscribed_db, tmp_path, now).evidence(f"backup:{path}")
+
+    assert [f.text for f in findings if f.level == Level.RISKY] == [
+        f"subscription rbt_feed (disabled) stays with {subscribed_db}_pre_rollback_<time>, "
+        "which keeps applying the publisher's changes; the restored database's copy is "
+        "created disabled and must be enabled (and its slot seen to) by a person"
     ]

@@ -20,14 +20,22 @@ from typing import Any
 
 import pytest
 
-from actions.base import PlanningError, StepContext, spec_of
-from actions.database import DatabaseParams, DatabaseTarget, VerificationQuery
+from actions.base import Level, PermanentError, PlanningError, StepContext, spec_of
+from actions.database import (
+    RECOVERY_MARKER,
+    DatabaseParams,
+    DatabaseTarget,
+    SwapDatabases,
+    VerificationQuery,
+)
+from actions.database.names import pitr_ref
 from actions.database.params import DatabaseConnection, PgBackRest, WalArchive
 from actions.database.pitr import RestoreToTime, exact
 from tests.fakes.pg import run_step
 from tests.fakes.pgcluster import (
     ArchivedCluster,
     archived_cluster,
+    give_to_postgres,
     pgbackrest_cluster,
     unique_name,
 )
@@ -249,3 +257,234 @@ def test_pgbackrest_recovery_to_a_second_between_two_writes_returns_its_rows(
     assert "pgbackrest --stanza=rbt restore --type=time" in plan.stage[0].describe()
     assert history.ids(history.db) == [0, 1]
     assert history.ids(results[2].data["aside"]) == [0, 1, 2, 3]
+
+
+@pytest.fixture
+def migrated(archived_cluster: ArchivedCluster) -> Iterator[History]:
+    """Migration 001 and row 0, a base backup, row 1, migration 002 (a column and its
+    schema_migrations row in one transaction), row 2 using the new column; all archived.
+    `writes` holds the commit times of row 1, migration 002 and row 2."""
+    cluster, db = archived_cluster, unique_name()
+    cluster.execute("postgres", f'CREATE DATABASE "{db}"')
+    cluster.execute(
+        db,
+        "CREATE TABLE schema_migrations (version text PRIMARY KEY);"
+        "INSERT INTO schema_migrations VALUES ('001');"
+        "CREATE TABLE events (id int PRIMARY KEY, note text);"
+        "INSERT INTO events VALUES (0, 'before the backup')",
+    )
+    cluster.switch_wal()
+    cluster.base_backup()
+    writes = [cluster.write(db, "INSERT INTO events VALUES (1, 'healthy')")]
+    time.sleep(1.2)
+    writes.append(
+        cluster.write(
+            db,
+            "ALTER TABLE events ADD COLUMN channel text NOT NULL DEFAULT 'web';"
+            "INSERT INTO schema_migrations VALUES ('002')",
+        )
+    )
+    time.sleep(1.2)
+    writes.append(cluster.write(db, "INSERT INTO events VALUES (2, 'after', 'voice')"))
+    cluster.switch_wal()
+    yield History(cluster, db, writes)
+
+
+def test_the_default_point_is_just_before_the_newest_migration_and_says_so(
+    migrated: History,
+) -> None:
+    applied = migrated.writes[1]
+    tgt = DatabaseTarget(migrated.params())
+
+    points = tgt.points()
+    default = tgt.default_ref()
+    plan = tgt.plan(None)
+    memory: dict[str, Any] = {}
+    for step in [*plan.stage, *plan.rollback, *plan.verify]:
+        run_step(step, memory, timeout=120)
+
+    source = f"point in time (WAL archive {migrated.cluster.archive})"
+    assert points[0].label.startswith(
+        f"just before migration 002 was applied at {applied:%Y-%m-%d %H:%M:%S} UTC · {source}"
+    )
+    assert points[0].ref == default == pitr_ref(applied - timedelta(microseconds=1))
+    assert not points[0].avoid
+    assert points[1].label.startswith(source)
+    assert points[1].avoid.startswith("the last archived commit: recovering there undoes nothing")
+    assert migrated.ids(migrated.db) == [0, 1]
+    with migrated.cluster.connect(migrated.db) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+        columns = [r[0] for r in conn.execute("SELECT * FROM events LIMIT 0").description or []]
+    assert versions == ["001"]
+    assert columns == ["id", "note"]
+
+
+def test_without_a_known_change_there_is_no_default_until_a_healthy_time_is_given(
+    history: History,
+) -> None:
+    tgt = DatabaseTarget(history.params())
+    healthy = history.writes[1]
+
+    [point] = tgt.points()
+    with pytest.raises(PlanningError, match="no default point in time") as refused:
+        tgt.default_ref()
+    told = DatabaseTarget(history.params(), healthy_at=healthy)
+
+    assert "no migration table" in point.avoid
+    assert "choose the time just before the change" in str(refused.value)
+    assert told.default_ref() == pitr_ref(healthy)
+    assert told.points()[0].label.startswith(
+        f"last known healthy at {healthy:%Y-%m-%d %H:%M:%S} UTC · point in time"
+    )
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Read every file under a directory, by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def in_tablespace(archived_cluster: ArchivedCluster) -> Iterator[History]:
+    """A database in a tablespace of its own: row 0, a base backup (the tablespace mapped into
+    the backup's own directory), rows 1, 2, 3 about 1.2 s apart; all archived."""
+    cluster, db = archived_cluster, unique_name()
+    location = cluster.root / "tablespace"
+    location.mkdir()
+    give_to_postgres(location)
+    cluster.execute("postgres", f"CREATE TABLESPACE rbt_space LOCATION '{location}'")
+    cluster.execute("postgres", f'CREATE DATABASE "{db}" TABLESPACE rbt_space')
+    cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
+    cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
+    cluster.switch_wal()
+    cluster.base_backup()
+    time.sleep(1.2)
+    writes = []
+    for i in (1, 2, 3):
+        writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
+        time.sleep(1.2)
+    cluster.switch_wal()
+    yield History(cluster, db, writes)
+
+
+def test_recovery_of_a_database_in_its_own_tablespace_leaves_the_backups_copy_untouched(
+    in_tablespace: History,
+) -> None:
+    history = in_tablespace
+    backup_space = history.cluster.base / "1_rbt_space"
+    before = files(backup_space)
+    moment = between(history.writes[0], history.writes[1])
+    plan = DatabaseTarget(history.params()).plan(f"pitr:{moment.isoformat()}")
+    memory: dict[str, Any] = {}
+
+    lines: list[str] = []
+    restored = plan.stage[0].run(
+        StepContext.for_test(timeout=120, memory=memory, emit=lines.append)
+    )
+
+    assert before and files(backup_space) == before
+    assert any(line.startswith("tablespace ") for line in lines)
+    assert history.ids(f"{history.db}_recovery") == [0, 1]
+    assert history.ids(history.db) == [0, 1, 2, 3]
+    assert "recovery stopping before commit" in restored.data["stopped"]
+    with history.cluster.connect() as conn:
+        space = conn.execute(
+            "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t"
+            " ON t.oid = d.dattablespace WHERE d.datname = %s",
+            (f"{history.db}_recovery",),
+        ).fetchone()
+    assert space == ("rbt_space",)
+
+
+def test_pgbackrest_recovery_of_a_database_in_its_own_tablespace_restores_it_aside(
+    pgbackrest_cluster: ArchivedCluster,
+) -> None:
+    cluster, db = pgbackrest_cluster, unique_name()
+    location = cluster.root / "tablespace"
+    location.mkdir()
+    give_to_postgres(location)
+    cluster.execute("postgres", f"CREATE TABLESPACE rbt_space LOCATION '{location}'")
+    cluster.execute("postgres", f'CREATE DATABASE "{db}" TABLESPACE rbt_space')
+    cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
+    cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
+    cluster.pgbackrest_backup()
+    time.sleep(1.2)
+    first = cluster.write(db, "INSERT INTO events VALUES (1, 'write 1')")
+    time.sleep(1.2)
+    second = cluster.write(db, "INSERT INTO events VALUES (2, 'write 2')")
+    cluster.switch_wal()
+    history = History(cluster, db, [first, second])
+    params = history.params().model_copy(
+        update={
+            "archive": None,
+            "pgbackrest": PgBackRest(stanza=cluster.stanza, config=str(cluster.pgbackrest_config)),
+        }
+    )
+    restore = DatabaseTarget(params).plan(f"pitr:{between(first, second).isoformat()}").stage[0]
+
+    run_step(restore, {}, timeout=120)
+
+    assert "--tablespace-map-all=<scratch>/tablespaces" in restore.describe()
+    assert history.ids(f"{db}_recovery") == [0, 1]
+    assert history.ids(db) == [0, 1, 2]
+
+
+def test_a_prepared_transaction_blocks_before_approval_and_the_swap_renames_nothing(
+    history: History,
+) -> None:
+    with history.cluster.connect(history.db) as conn:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO events VALUES (9, 'prepared, never committed')")
+        conn.execute("PREPARE TRANSACTION 'rbt_gid'")
+    recovery = f"{history.db}_recovery"
+    history.cluster.execute("postgres", f'CREATE DATABASE "{recovery}" TEMPLATE template0')
+    history.cluster.execute(
+        "postgres", f"COMMENT ON DATABASE \"{recovery}\" IS '{RECOVERY_MARKER}'"
+    )
+    tgt = DatabaseTarget(history.params())
+    ref = f"pitr:{between(history.writes[0], history.writes[1]).isoformat()}"
+    swap = SwapDatabases(history.params().connection, recovery, 20.0)
+
+    [check] = [c for c in tgt.checks(ref) if c.name == "no prepared transaction holds the database"]
+    findings = tgt.evidence(ref)
+    with pytest.raises(PermanentError, match="Nothing was renamed") as refused:
+        swap.run(StepContext.for_test(timeout=20.0))
+
+    assert not check.ok and f"'rbt_gid' on {history.db} by postgres" in check.detail
+    assert any(f.level == Level.BLOCKED and "rbt_gid" in f.text for f in findings)
+    assert "'rbt_gid'" in str(refused.value)
+    with history.cluster.connect() as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")}
+    history.cluster.execute(history.db, "ROLLBACK PREPARED 'rbt_gid'")
+    assert {history.db, recovery} <= names
+
+
+def test_flyway_the_default_is_just_before_the_newest_version_still_applied(
+    archived_cluster: ArchivedCluster,
+) -> None:
+    cluster, db = archived_cluster, unique_name()
+    cluster.execute("postgres", f'CREATE DATABASE "{db}"')
+    cluster.execute(
+        db,
+        "CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version text,"
+        " description text, type text, script text, checksum int, installed_by text,"
+        " installed_on timestamp NOT NULL DEFAULT now(), execution_time int, success boolean)",
+    )
+    row = (
+        "INSERT INTO flyway_schema_history VALUES ({}, '{}', 'x', '{}', 'x', 0, 'f', now(), 1,"
+        " true)"
+    )
+    cluster.execute(db, row.format(1, "1", "SQL"))
+    cluster.switch_wal()
+    cluster.base_backup()
+    applied = cluster.write(db, row.format(2, "2", "SQL"))
+    cluster.write(db, row.format(3, "3", "SQL"))
+    cluster.write(db, row.format(4, "3", "UNDO_SQL"))
+    cluster.switch_wal()
+    tgt = DatabaseTarget(History(cluster, db, []).params())
+
+    points = tgt.points()
+
+    assert points[0].ref == pitr_ref(applied - timedelta(microseconds=1))
+    assert points[0].label.startswith(
+        f"just before migration 2 was applied at {applied:%Y-%m-%d %H:%M:%S} UTC · "
+    )

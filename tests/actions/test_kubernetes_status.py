@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from actions.base import PermanentError, StepContext
-from actions.kubernetes import RolloutStatus, rollout_undo, rollout_verdict
+from actions.kubernetes import (
+    KubernetesParams,
+    KubernetesTarget,
+    RolloutStatus,
+    rollout_undo,
+    rollout_verdict,
+    status,
+)
 from actions.kubernetes.client import read_deployment
 from tests.fakes.waiting import wait_for
 
@@ -206,4 +213,52 @@ def test_recreate_waits_for_terminating_old_pods(kube: KubeCluster) -> None:
     wait_for(
         lambda: fake.settle(NS, API)["status"].get("updatedReplicas") == 2,
         what="the new pods once the old ones are gone",
+    )
+
+
+def test_a_long_wait_says_where_it_stands_though_nothing_changes(
+    kube: KubeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stuck rollout (a new pod that never becomes ready) changes nothing for minutes; the
+    step still says where it stands every SPEAK_EVERY seconds (15 in production), so the
+    progress line in the thread is never silent."""
+    monkeypatch.setattr(status, "SPEAK_EVERY", 1.0)  # a watch lasts whole seconds
+    fake = kube.fake
+    fake.add_deployment(NS, API, images=["voxflow/api:v1"], replicas=3)
+    fake.settle(NS, API)
+    fake.break_image(BAD)
+    template = fake.deployment(NS, API)["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = BAD
+    fake.update_deployment(NS, API, {"spec": {"template": template}})
+    said: list[str] = []
+    ctx = StepContext.for_test(timeout=5.0, emit=said.append)
+    with pytest.raises(PermanentError, match="timed out waiting for deployment/voxflow-api"):
+        RolloutStatus(apps=kube.apps, namespace=NS, deployment=API, timeout=5.0).run(ctx)
+    waiting = [line for line in said if "(still waiting, " in line]
+    assert len(waiting) >= 2, said
+    assert all(line.split(" (still waiting")[0] in said for line in waiting)
+
+
+def test_a_revision_runs_only_when_its_pods_are_ready(kube: KubeCluster) -> None:
+    """The template names the new revision at once; the point says it is not serving yet."""
+    fake = kube.fake
+    fake.add_deployment(NS, API, images=["voxflow/api:v1", GOOD], replicas=3)
+    fake.settle(NS, API)
+    target = KubernetesTarget(
+        KubernetesParams(
+            kind="kubernetes", namespace=NS, deployment=API, connection=kube.connection
+        )
+    )
+    (current,) = [p for p in target.points() if p.is_current]
+    assert current.version == GOOD and current.unready == ""
+    fake.break_image(BAD)
+    template = fake.deployment(NS, API)["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = BAD
+    fake.update_deployment(NS, API, {"spec": {"template": template}})
+    stuck = wait_for(
+        lambda: next((p for p in target.points() if p.is_current and p.version == BAD), None),
+        what="the bad release to become the Deployment's template",
+    )
+    assert stuck.unready == (
+        "only 0 of its 3 pods ready; 3 pods of older revisions still ready and serving"
     )

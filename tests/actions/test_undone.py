@@ -11,13 +11,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from actions.base import Level
+from actions.git.params import ChangeSource
+from actions.kubernetes import KubernetesParams, KubernetesTarget
 from actions.registry import Unreadable, image_labels
 from actions.undone import REVISION, SOURCE, compare_link, undone
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine, Registry
+    from tests.fakes.kube import KubeCluster
 
-pytest_plugins = ["tests.fakes.dockerd"]
+pytest_plugins = ["tests.fakes.dockerd", "tests.fakes.kube"]
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -161,3 +165,29 @@ def test_the_compare_link_is_the_hosts_own_page() -> None:
         "https://gitlab.com/voxflow/api/-/compare/abc...def"
     )
     assert compare_link("file:///srv/api.git", "abc", "def") is None
+
+
+def test_a_kubernetes_verdict_says_what_the_rollback_undoes(
+    dockerd: Engine, registry: Registry, history: tuple[str, str, str], kube: KubeCluster
+) -> None:
+    source, good, bad = history
+    target_image = labelled(dockerd, registry, "k8s-v1.2.3", {REVISION: good, SOURCE: source})
+    running_image = labelled(dockerd, registry, "k8s-v1.2.4", {REVISION: bad, SOURCE: source})
+    kube.fake.add_deployment("voxflow-prod", "voxflow-api", images=[target_image, running_image])
+    params = KubernetesParams(
+        kind="kubernetes",
+        namespace="voxflow-prod",
+        deployment="voxflow-api",
+        connection=kube.connection,
+        verify_images=False,
+        changes=ChangeSource(),
+    )
+    findings = KubernetesTarget(params).evidence("1")
+    said = [f for f in findings if f.text.startswith("undoes 4 commits")]
+    assert len(said) == 1 and said[0].level is Level.OK
+    risky = sorted(f.text for f in findings if f.level is Level.RISKY and "the rollback" in f.text)
+    assert risky == [
+        "the rollback takes away 1 security fix(es)",
+        "the rollback undoes 1 configuration change(s)",
+        "the rollback undoes the code of 1 migration file(s)",
+    ]

@@ -170,6 +170,11 @@ def test_the_recommendation_says_fix_forward_when_the_rollback_cannot_restore_se
     assert full.recommendation == Recommendation.ROLLBACK_RECOMMENDED
     assert "Mind the verdict: app risky: migration 002 breaks — full rollback" in full.reason
     assert with_verdict(decision, [verdict(Level.OK, "fine")]) == decision
+    lossy = with_verdict(decision, [verdict(Level.LOSS, "writes after 03:00 are lost")])
+    assert lossy.recommendation == Recommendation.ROLLBACK_RECOMMENDED
+    assert lossy.reason.endswith(
+        "Data lost: app safe with data loss: writes after 03:00 are lost."
+    )  # the form's summary says the data-loss window where people decide
 
 
 def test_the_incident_carries_the_advice(flows: Flows, store: Store, script: Path) -> None:

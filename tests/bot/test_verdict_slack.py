@@ -21,6 +21,7 @@ from tests.bot.test_verdict import BLOCKED, JudgedTarget, judge
 from tests.fakes.targets import write_script
 from tests.fakes.waiting import wait_for
 from tests.handlers.conftest import ANSWERS, PEOPLE, request_rollback
+from tests.handlers.conftest import card as card_of
 from tests.handlers.test_rollback_flow import recommendation_of
 
 
@@ -66,4 +67,30 @@ def test_the_plan_message_shows_the_blocked_verdict_without_approve(sandbox: San
     assert "*Reversibility verdict*" in sections
     assert any(
         s.startswith(":red_circle: *app*: blocked: image cannot be pulled") for s in sections
+    )
+
+
+RISKY = [["risky", "migration 002 breaks old code (drops a column); no down script", "m002"]]
+
+
+def test_a_risky_verdict_is_said_on_the_card_and_in_the_approve_dialog(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    judge(tmp_path / "script.json", RISKY)
+    message = request_rollback(sandbox, sandbox.person(ALICE))
+    (approve,) = [
+        e
+        for b in message.blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == Action.APPROVE.value
+    ]
+    dialog = approve["confirm"]["text"]["text"]
+    assert dialog.endswith(
+        "Verdict: app risky: migration 002 breaks old code (drops a column); no down script."
+    )
+    card = card_of(sandbox)
+    assert (
+        "*Before approval:* verdict: app risky: migration 002 breaks old code (drops a column); "
+        "no down script" in str(card.blocks)
     )

@@ -91,10 +91,11 @@ class ArchivedCluster:
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.root}'",
-            "wal_level": "replica",
+            "wal_level": "logical",
             "archive_mode": "on",
             "archive_command": self._archive_command(),
             "track_commit_timestamp": "on",
+            "max_prepared_transactions": "4",
             "max_wal_senders": "4",
             "fsync": "off",
             "timezone": "'UTC'",
@@ -191,9 +192,17 @@ class ArchivedCluster:
         """Take a plain-format base backup into base/<n>."""
         self.backups += 1
         target = self.base / str(self.backups)
+        with self.connect() as conn:
+            spaces = conn.execute(
+                "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace"
+                " WHERE spcname NOT IN ('pg_default', 'pg_global')"
+            ).fetchall()
+        # a tablespace is written where it is unless mapped, and its place is not empty
+        mapping = [f"--tablespace-mapping={path}={target}_{name}" for name, path in spaces]
         as_postgres(
             [
                 str(self.bin / "pg_basebackup"),
+                *mapping,
                 "-h",
                 "127.0.0.1",
                 "-p",

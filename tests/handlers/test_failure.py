@@ -101,7 +101,7 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
     sandbox = make_sandbox()
     _finish(sandbox, "failed")
     broadcast = _broadcast(sandbox)
-    assert _buttons(broadcast) == ["retry_failed_step", "replan_run"]  # no maintenance here
+    assert _buttons(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]
     store = sandbox.process.deps.store
 
     sandbox.person(ALICE).click(CHANNEL, broadcast.ts, "retry_failed_step")
@@ -178,7 +178,8 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         assert sent == [True]  # left on, as asked
         assert "maintenance mode is ON" in text_of(broadcast)
         assert _buttons(broadcast) == [
-            "retry_failed_step", "replan_run", "leave_maintenance_on", "turn_maintenance_off"
+            "retry_failed_step", "replan_run", "mark_resolved", "leave_maintenance_on",
+            "turn_maintenance_off",
         ]  # fmt: skip
 
         sandbox.person(MALLORY).click(CHANNEL, broadcast.ts, "turn_maintenance_off")
@@ -192,7 +193,9 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
             what="the decision on the broadcast",
         )
         assert f"Maintenance stays on: <@{BOB}> decided." in text_of(left)
-        assert _buttons(left) == ["retry_failed_step", "replan_run", "turn_maintenance_off"]
+        assert _buttons(left) == [
+            "retry_failed_step", "replan_run", "mark_resolved", "turn_maintenance_off"
+        ]  # fmt: skip
         assert [r.json()["enabled"] for r in web.calls("POST", "/maintenance")] == [True]
 
         sandbox.person(ALICE).click(CHANNEL, broadcast.ts, "turn_maintenance_off")
@@ -205,8 +208,14 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         )
         assert [r.json()["enabled"] for r in web.calls("POST", "/maintenance")] == [True, False]
         assert f"Maintenance turned off by <@{ALICE}>." in text_of(off)
+        # What the broadcast says of production now follows: no longer "maintenance is ON",
+        # and turning it off is no longer left undone.
+        said = text_of(off)
+        assert "maintenance mode is ON" not in said
+        assert "maintenance mode turned off since (below)" in said
+        assert '{"enabled": false}' not in said.split("*Left undone:*")[1]
         assert assert_valid_block_kit(sandbox) > 10
-        assert _buttons(off) == ["retry_failed_step", "replan_run"]
+        assert _buttons(off) == ["retry_failed_step", "replan_run", "mark_resolved"]
         events = [e.kind for e in store.events(store.runs()[0].incident_id)]
         assert "maintenance.left_on" in events and "maintenance.turned_off" in events
 
@@ -233,4 +242,4 @@ def test_a_failure_path_that_turned_maintenance_off_offers_no_maintenance_button
         broadcast = _broadcast(sandbox)
         assert [r.json()["enabled"] for r in web.calls("POST", "/maintenance")] == [True, False]
         assert "maintenance mode is off again" in text_of(broadcast)
-        assert _buttons(broadcast) == ["retry_failed_step", "replan_run"]
+        assert _buttons(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]

@@ -119,4 +119,7 @@ def test_a_section_is_added_without_touching_the_others() -> None:
     assert more[: len(plain)] == plain and len(more) == len(plain) + 1
     View(type="home", blocks=more).validate_json()  # Slack's limits, checked by slack_sdk
     said = json.dumps([b.to_dict() for b in plain])
-    assert "No rollback is waiting or running." in said and "No targets configured." in said
+    assert (
+        "No rollback is waiting, running, or failed and unresolved." in said
+        and "No targets configured." in said
+    )

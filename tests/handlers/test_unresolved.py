@@ -1,0 +1,72 @@
+"""A failed rollback stays visible until a person marks it resolved, who and when recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot.execution.workflow import Refused
+from handlers.flows import flows_for
+from sandbox.harness import Sandbox
+from tests.bot.conftest import ALICE, BOB, MALLORY
+from tests.fakes.targets import write_script
+from tests.fakes.waiting import wait_for
+from tests.handlers.conftest import CHANNEL, card, request_rollback, text_of
+from tests.handlers.test_failure import _broadcast, _buttons, _told
+from tests.handlers.test_home import open_home
+
+
+def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
+    make_sandbox: Callable[..., Sandbox], script: Path
+) -> None:
+    write_script(script, status=["permanent"])
+    sandbox = make_sandbox()
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    store = sandbox.process.deps.store
+    run = wait_for(lambda: (r := store.runs()[0]).state == "failed" and r, what="the failure")
+    broadcast = _broadcast(sandbox)
+    assert _buttons(broadcast)[-1] == "mark_resolved"
+
+    status = sandbox.person(ALICE).slash("status").text
+    assert "Failed and not resolved" in status and run.incident_id in status
+    home = open_home(sandbox, BOB)
+    assert run.incident_id in home and "No rollback is waiting" not in home
+
+    sandbox.person(MALLORY).click(CHANNEL, broadcast.ts, "mark_resolved")
+    wait_for(lambda: _told(sandbox, MALLORY, "requester or an approver"), what="the refusal")
+    assert [r.id for r in store.unresolved_failures()] == [run.id]
+
+    sandbox.person(BOB).click(CHANNEL, broadcast.ts, "mark_resolved")
+    resolved = wait_for(
+        lambda: "Resolved by" in text_of(m := sandbox.slack.message(CHANNEL, broadcast.ts)) and m,
+        what="the broadcast to say who resolved it",
+    )
+    assert f"Resolved by <@{BOB}> at <!date^" in text_of(resolved)
+    assert _buttons(resolved) == []
+    assert store.unresolved_failures() == []
+    (event,) = [e for e in store.events(run.incident_id) if e.kind == "run.resolved"]
+    assert event.actor == BOB
+    assert "Failed and not resolved" not in sandbox.person(ALICE).slash("status").text
+    assert run.incident_id not in open_home(sandbox, BOB).split("Recent rollbacks")[0]
+    # Resolving again (an older copy of the message) is refused and records nothing more.
+    with pytest.raises(Refused, match="already marked it resolved"):
+        flows_for(sandbox.process.deps).resolve(run.id, user=ALICE)
+    assert len([e for e in store.events(run.incident_id) if e.kind == "run.resolved"]) == 1
+    assert card(sandbox)  # the card is still there, with the run's final state
+
+
+def test_app_home_counts_the_approvals_an_active_run_has(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    sandbox = make_sandbox(approvals_required=2)
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    wait_for(lambda: "1 of 2 approvals" in text_of(card(sandbox)), what="the approval")
+    home = wait_for(
+        lambda: (h := open_home(sandbox, BOB)) and "1 of 2 approvals" in h and h,
+        what="the home tab to count the approval",
+    )
+    assert "0 of 2 approvals" not in home
