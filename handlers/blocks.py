@@ -276,7 +276,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
                     "unless an approver rejects or cancels it before then."
                 )
             )
-        if "plan_stale_at" in run.memory:
+        if run.plan_stale_at is not None:
             blocks.append(t.section(STALE_TEXT))
             blocks.append(replan_buttons(run))
         else:

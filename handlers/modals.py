@@ -242,13 +242,13 @@ class ModalService:
         )
         form = FormState()
         if incident is not None:
-            leave = bool(run.memory.get(LEAVE_MAINTENANCE_ON))
+            leave = run.leave_maintenance_on
             form = FormState(
                 severity=Severity(incident.severity),
                 answers=Answers(**incident.answers),
                 summary=incident.summary,
                 options=frozenset({LEAVE_MAINTENANCE_ON}) if leave else frozenset(),
-                notify="no" if run.memory.get("notify_customers") is False else None,
+                notify=None if run.notify_customers else "no",
             )
         self.fill(view_id=opened["view"]["id"], meta=meta, form=form)
 

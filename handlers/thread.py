@@ -39,7 +39,7 @@ from bot.config import Environment
 from bot.execution.drill_plans import is_drill
 from bot.execution.outbox import RetryLater, Undeliverable
 from bot.execution.runner import Progress, stored_steps
-from bot.persistence.aftermath import RETRIED, RETRIES, aftermath
+from bot.persistence.aftermath import RETRIED, aftermath
 from bot.persistence.chart import chart_filename, timeline_chart
 from bot.persistence.models import Incident, OutboxMessage, Run
 from bot.persistence.store import StepView, Store
@@ -682,7 +682,7 @@ def _announce_slot(run: Run, *, announced: bool = False) -> str:
     """The slot of the run's end announcement: one per attempt (a retry may fail again).
 
     `announced`: the latest announcement made, which a retried run has not yet replaced."""
-    retries = int(run.memory.get(RETRIES) or 0)
+    retries = run.retries
     if announced and run.state != "failed":
         retries -= 1
     return "announce" if retries <= 0 else f"announce:{retries}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
 
 from actions.base import Level
-from bot.domain.verdict import Verdict, stored
+from bot.domain.verdict import Verdict
 from bot.persistence.models import Run
 from handlers import text as t
 
@@ -40,7 +40,7 @@ def verdict_lines(verdict: Verdict) -> tuple[str, str]:
 
 def verdict_blocks(run: Run) -> list[Block]:
     """The verdict section of the plan message (nothing for runs planned before verdicts)."""
-    verdicts = stored(run.memory)
+    verdicts = run.verdicts or ()
     if not verdicts:
         return []
     blocks: list[Block] = [SectionBlock(text=t.md("*Reversibility verdict*"))]
@@ -56,13 +56,13 @@ def verdict_blocks(run: Run) -> list[Block]:
 
 def is_blocked(run: Run) -> bool:
     """Whether a stored verdict of the run blocks Approve."""
-    return any(v.level == Level.BLOCKED for v in stored(run.memory))
+    return any(v.level == Level.BLOCKED for v in run.verdicts or ())
 
 
 def risk_summary(run: Run) -> str:
     """The verdict in one line for where people decide (the card, the Approve dialog):
     `risky: app: migration 002 drops a column …; data-loss window …`, or 'safe'."""
-    verdicts = stored(run.memory)
+    verdicts = run.verdicts or ()
     if not verdicts:
         return ""
     worst = max((v.level for v in verdicts), key=list(Level).index)

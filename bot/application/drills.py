@@ -42,13 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, Level
 from actions.database import DatabaseParams
-from bot.application.timeline import VERSIONS
 from bot.config import FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan, StoredStep
-from bot.domain.verdict import MEMORY_KEY as VERDICTS
-from bot.domain.verdict import stored, worst
-from bot.execution.drill_plans import DRILL, FORWARD, MARKER, build_drill, drill_points, is_drill
+from bot.domain.states import RunKind
+from bot.domain.verdict import worst
+from bot.execution.drill_plans import FORWARD, MARKER, build_drill, drill_points, is_drill
 from bot.execution.workflow import Refused
 from bot.persistence.models import Drill, Run
 from bot.persistence.recovery import spoken
@@ -141,8 +140,8 @@ KINDS = {
 
 
 def verdict_of(run: Run, plan: Plan | None = None) -> str | None:
-    """The drill's verdict kind: its worst target verdict's, from the plan or the run's memory."""
-    verdicts = list(plan.verdicts) if plan is not None else stored(run.memory)
+    """The drill's verdict kind: its worst target verdict's, from the plan or the run's."""
+    verdicts = plan.verdicts if plan is not None else run.verdicts or ()
     if not verdicts:
         return None
     return KINDS[worst([v.level for v in verdicts])]
@@ -264,21 +263,18 @@ class Drills:
                 answers=Answers(),
                 summary=f"Rollback drill of {target} in {environment}",
                 source=SOURCE,
+                kind=RunKind.DRILL,
             )
         except (ActionError, OSError) as exc:
             raise Refused(f"the drill could not be planned: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
         current, back, _ = drill_points(self.flows.planner, env, target)
-        versions = {"from": current.label, "to": back.label}
-        memory = {
-            **run.memory,
-            VERSIONS: versions,
-            DRILL: {"forward_to": current.ref},
-            VERDICTS: [v.as_json() for v in plan.verdicts],  # shown, and a blocked one holds
-        }
         self.store.set_run_fields(
-            run.id, memory=memory, approvals_required=env.drill_approvals_required
+            run.id,
+            from_version=current.label,
+            to_version=back.label,
+            approvals_required=env.drill_approvals_required,
         )
         self.store.add_drill(
             run_id=run.id,

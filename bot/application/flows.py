@@ -50,12 +50,11 @@ from typing import Protocol
 
 from actions.base import ActionError, RollbackPoint, StepContext, running_point
 from bot.application.reviews import Reviews
-from bot.application.timeline import VERSIONS
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
 from bot.domain.plans import Plan, default_point, plan_difference, remembered
-from bot.domain.verdict import MEMORY_KEY as VERDICTS
-from bot.domain.verdict import Holders, blocked, holders_from, stored
+from bot.domain.states import RunKind
+from bot.domain.verdict import Holders, blocked, holders_from
 from bot.domain.versions import KnownVersions, version_key
 from bot.execution.planner import Planner, environment_step
 from bot.execution.planning import plan_for_run
@@ -76,8 +75,6 @@ from bot.persistence.verification import TICK, ticked_by
 log = logging.getLogger(__name__)
 
 MONITORING = "monitoring"
-STALE = "plan_stale_at"
-"""Run memory: when an approval found the requested plan out of date (a newer deploy)."""
 CANCELLABLE = ("requested", "approved")
 
 
@@ -267,6 +264,7 @@ class Flows:
                 confirmation=request.confirmation,
                 leave_maintenance_on=request.leave_maintenance_on,
                 notify_customers=notify,
+                kind=RunKind.AUTOMATIC if request.requester == MONITORING else RunKind.ROLLBACK,
             )
         except (ActionError, OSError) as exc:
             raise Refused(f"the plan could not be built: {exc}") from None
@@ -281,11 +279,9 @@ class Flows:
         return holders_from(self.store.lock_holder, environment, exclude=exclude)
 
     def _record_verdicts(self, incident: Incident, run: Run, plan: Plan) -> Run:
-        """Keep the verdicts with the run (the plan message shows them); a break-glass run
-        over a blocked verdict is recorded as an override; the card's recommendation says
-        when fixing forward is the safer move."""
-        verdicts = [v.as_json() for v in plan.verdicts]
-        self.store.set_run_fields(run.id, memory={**run.memory, VERDICTS: verdicts})
+        """Record a break-glass run over a blocked verdict as an override (the verdicts are kept
+        with the run as it is requested); the card's recommendation says when fixing forward
+        is the safer move."""
         reason = blocked(plan.verdicts)
         if reason is not None and run.break_glass:
             self.store.add_event(
@@ -337,14 +333,14 @@ class Flows:
         current = running_point(points)
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
         chosen = chosen or (None if ref else offer.default)
-        versions = {
-            "from": current.label if current else "",
-            "to": chosen.label if chosen else (ref or ""),
+        versions: dict[str, str | None] = {
+            "from_version": current.label if current else "",
+            "to_version": chosen.label if chosen else (ref or ""),
         }
         if not isinstance(env.targets[run.target], FullParams):  # members keep their own
             versions["from_key"] = current.key if current else ""
             versions["to_key"] = chosen.key if chosen else ""
-        self.store.set_run_fields(run.id, memory={**run.memory, VERSIONS: versions})
+        self.store.set_run_fields(run.id, **versions)
         return self.store.run(run.id) or run
 
     def open_requested(self, incident: Incident, run: Run) -> Opened:
@@ -448,16 +444,15 @@ class Flows:
         try:
             plan = self._current_plan(run) if run.state == "requested" else None
             current = plan.hash if plan is not None else None
-            if current is not None and current != run.plan_hash and STALE not in run.memory:
-                at = self.store.clock().isoformat()
-                self.store.set_run_fields(run.id, memory={**run.memory, STALE: at})
+            stale = run.plan_stale_at is not None
+            if current is not None and current != run.plan_hash and not stale:
+                self.store.set_run_fields(run.id, plan_stale_at=self.store.clock())
                 self.thread.stale(run_id)
-            elif current is not None and current == run.plan_hash and STALE in run.memory:
-                memory = {k: v for k, v in run.memory.items() if k != STALE}  # current again
-                self.store.set_run_fields(run.id, memory=memory)
+            elif current is not None and current == run.plan_hash and stale:
+                self.store.set_run_fields(run.id, plan_stale_at=None)  # current again
             if plan is not None and current != run.plan_hash:
                 changed = plan_difference(
-                    steps=run.plan, notes=run.notes or [], verdicts=stored(run.memory), now=plan
+                    steps=run.plan, notes=run.notes or [], verdicts=run.verdicts or (), now=plan
                 )
                 what = "; ".join(changed) or "its steps were reordered"
                 raise Refused(
@@ -502,7 +497,7 @@ class Flows:
             due = run.auto_approve_at
             if run.requester != MONITORING or due is None or due > now:
                 continue
-            reason = blocked(stored(run.memory))
+            reason = blocked(run.verdicts or ())
             if reason is not None:
                 self._withhold(run, reason)
                 continue
@@ -530,7 +525,7 @@ class Flows:
     def replace_stale(self, run_id: str, *, user: str) -> None:
         """Withdraw a request whose plan went out of date, so it can be requested again."""
         run = self._run(run_id)
-        if run.state != "requested" or STALE not in run.memory:
+        if run.state != "requested" or run.plan_stale_at is None:
             return
         self.workflow.withdraw(run_id, reason=f"the plan went out of date; re-planned by {user}")
         self._tell(run_id, CHANGED)
@@ -603,8 +598,7 @@ class Flows:
             raise Refused(
                 f"{run.target} in {run.environment} is no longer in the config file; Re-plan"
             )
-        keys = {str(v) for k, v in (run.memory.get(VERSIONS) or {}).items() if k.endswith("_key")}
-        keys.discard("")
+        keys = {key for key in (run.from_key, run.to_key) if key}
         if keys:
             try:
                 points = self.planner.points(env, run.target)

@@ -74,15 +74,10 @@ _COMMUNICATIONS = {
 }
 
 
-VERSIONS = "versions"
-"""The run memory key of the from → to versions recorded when the plan was made."""
-
-
 def versions_of(run: Run) -> tuple[str, str]:
     """The run's (from, to) versions in the target's words; the ref when none were recorded."""
-    raw = run.memory.get(VERSIONS) or {}
-    to = str(raw.get("to") or run.point or "the previous version")
-    return str(raw.get("from") or ""), to
+    to = run.to_version or run.point or "the previous version"
+    return run.from_version or "", to
 
 
 def from_to(run: Run) -> str:

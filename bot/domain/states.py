@@ -1,4 +1,6 @@
-"""The states of runs, steps, re-checks and known versions, as the tables store them.
+"""The states of runs, steps, re-checks, outbox messages and known versions, as stored.
+
+Each state column is constrained to its enum's values in the database (migration 0011).
 
 str-valued enums: stored values and comparisons with text stay as they were. The
 groups below are what the store and the runner select runs by.
@@ -29,6 +31,8 @@ class RunState(StrEnum):
 class StepState(StrEnum):
     """A step record's state, as the runner writes it."""
 
+    PENDING = "pending"
+    """Recorded before its first write (`Store.save_step` creates the record)."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
@@ -37,6 +41,26 @@ class StepState(StrEnum):
     """Started by a runner that stopped mid-step, and not safe to repeat (or not rebuildable)."""
     NOT_RUN = "not run"
     """Could not be rebuilt on resume; never started."""
+
+
+class OutboxState(StrEnum):
+    """An outbox message's state (`bot.execution.outbox`)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+    """A later message about the same run says it all; this one was never sent."""
+
+
+class RunKind(StrEnum):
+    """What a run is: a rollback people requested, a drill, or one monitoring requested."""
+
+    ROLLBACK = "rollback"
+    DRILL = "drill"
+    """Rolls back and forward again (`bot.execution.drill_plans`)."""
+    AUTOMATIC = "automatic"
+    """Requested by monitoring (`bot.application.monitoring`)."""
 
 
 class RecheckState(StrEnum):

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from actions.database.schema_compat import Migration
 
 ORDER = (Level.OK, Level.LOSS, Level.RISKY, Level.BLOCKED)
-MEMORY_KEY = "verdicts"
-"""Run memory: the verdicts shown with the plan, as JSON."""
 FULL_ROLLBACK = "full rollback (database then app) suggested"
 Holders = Callable[[str], str | None]
 """Target name → the other incident holding its lock, or None."""
@@ -75,7 +73,7 @@ class Verdict:
         return [self.target, level.value, *(f.hashed for f in own), self.suggestion]
 
     def as_json(self) -> dict[str, Any]:
-        """The stored form (run memory)."""
+        """The stored form (`runs.verdicts`)."""
         return {
             "target": self.target,
             "level": self.level.value,
@@ -124,11 +122,6 @@ def blocked(verdicts: Sequence[Verdict]) -> str | None:
     """Say why Approve is disabled, or None when no verdict blocks."""
     reasons = [f"{v.target} {v.headline}" for v in verdicts if v.level == Level.BLOCKED]
     return "; ".join(reasons) or None
-
-
-def stored(memory: dict[str, Any]) -> list[Verdict]:
-    """The verdicts kept with a run (none for runs planned before verdicts existed)."""
-    return [Verdict.from_json(v) for v in memory.get(MEMORY_KEY) or []]
 
 
 def weigh_migrations(database: str, migrations: list[Migration]) -> tuple[list[Finding], str]:

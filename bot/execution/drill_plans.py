@@ -6,7 +6,7 @@ the state the rollback will leave, which the Kubernetes controller makes
 predictable: the restored ReplicaSet takes the next revision number (MaxRevision + 1,
 kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward undo
 is the target's own undo to the original revision, *from* that next number. The
-run is a drill when its memory carries `drill` (set when it is requested).
+run is a drill when its `kind` says so (set when it is requested).
 
 `bot.execution.planning` plans and restores every run, a drill's through here; the
 use cases around drills (opening one, measuring it, who is due) are
@@ -33,13 +33,13 @@ from actions.base import (
 from actions.database import DatabaseParams
 from bot.config import Environment, FullParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
+from bot.domain.states import RunKind
 from bot.domain.verdict import Holders
 from bot.execution.planner import Planner
 from bot.persistence.models import Run
 
-DRILL = "drill"
-"""Run memory key: present (a dict) on a drill's run."""
 MARKER = "drill.marker"
+"""The marker step's name, and its step memory key: the version it found running."""
 FORWARD = "forward"
 """The phase of the roll-forward steps."""
 SKIPPED_PHASES = ("communicate",)
@@ -190,7 +190,7 @@ def build_drill(
 
 def is_drill(run: Run) -> bool:
     """Whether the run is a drill's."""
-    return isinstance(run.memory.get(DRILL), dict)
+    return run.kind == RunKind.DRILL
 
 
 def restore_marker(planner: Planner, env: Environment, step: StoredStep) -> RestoredStep:

@@ -336,13 +336,15 @@ class Runner:
         resumed = run.state == RunState.RUNNING
         # a retry from the failed step (`bot.persistence.aftermath`) runs the stored plan, as a
         # resume does
-        retried = run.state == RunState.APPROVED and bool(run.memory.get("retries"))
+        retried = run.state == RunState.APPROVED and bool(run.retries)
         steps = self._resume_plan(run) if resumed or retried else self._first_plan(run, hold)
         if steps is None:
             return
-        detail = {"by": self.owner, "previous_owner": previous_owner} if resumed else None
+        detail: dict[str, Any] | None = (
+            {"by": self.owner, "previous_owner": previous_owner} if resumed else None
+        )
         if retried:
-            detail = {"retry": run.memory["retries"]}
+            detail = {"retry": run.retries}
         run = self.workflow.start(run, detail=detail, lease=hold.lease)
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide
-from bot.domain.states import RunState
+from bot.domain.states import RunKind, RunState
 from bot.domain.versions import VersionNote
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Conflict, Lease, Store, TargetBusy
@@ -38,13 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BREAK_GLASS_PHRASE = "EMERGENCY"
-LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
-"""Run memory: the request asked to leave maintenance on if the rollback fails (the plan's
-maintenance-off step is then not `always`; `bot.execution.runner` plans with it,
-`bot.persistence.aftermath`)."""
-NOTIFY_CUSTOMERS = "notify_customers"
-"""Run memory: False when the request chose not to notify customers (no customer e-mail step);
-absent means the e-mail is planned where configured (runs requested before the choice)."""
 
 
 UNANSWERED = "No recommendation: the flowchart's questions were not answered."
@@ -52,21 +45,11 @@ UNANSWERED = "No recommendation: the flowchart's questions were not answered."
 decision's own text would be a prompt ("Answer: …") that nobody on the card is asked."""
 
 
-def plan_memory(*, leave_maintenance_on: bool, notify_customers: bool) -> dict[str, Any]:
-    """The request's choices that shape its plan, kept with the run to plan it the same again."""
-    memory: dict[str, Any] = {}
-    if leave_maintenance_on:
-        memory[LEAVE_MAINTENANCE_ON] = True
-    if not notify_customers:
-        memory[NOTIFY_CUSTOMERS] = False
-    return memory
-
-
 def plan_choices(run: Run) -> dict[str, bool]:
     """`Planner.build` keyword arguments for the choices the run was requested with."""
     return {
-        "leave_maintenance_on_failure": bool(run.memory.get(LEAVE_MAINTENANCE_ON)),
-        "notify_customers": run.memory.get(NOTIFY_CUSTOMERS) is not False,
+        "leave_maintenance_on_failure": run.leave_maintenance_on,
+        "notify_customers": run.notify_customers,
     }
 
 
@@ -119,6 +102,7 @@ class Workflow:
         confirmation: str | None = None,
         leave_maintenance_on: bool = False,
         notify_customers: bool = True,
+        kind: RunKind = RunKind.ROLLBACK,
     ) -> tuple[Incident, Run]:
         """Open an incident and request its rollback; break-glass approves it at once."""
         env = self.config.environment(plan.environment)
@@ -149,9 +133,9 @@ class Workflow:
                 requester=requester,
                 force=force,
                 break_glass=break_glass,
-                memory=plan_memory(
-                    leave_maintenance_on=leave_maintenance_on, notify_customers=notify_customers
-                ),
+                kind=kind,
+                leave_maintenance_on=leave_maintenance_on,
+                notify_customers=notify_customers,
             )
         except TargetBusy:
             # Lost the race for the target after the pre-check: leave no record behind.
@@ -177,7 +161,9 @@ class Workflow:
         requester: str,
         force: bool,
         break_glass: bool,
-        memory: dict[str, Any],
+        kind: RunKind,
+        leave_maintenance_on: bool,
+        notify_customers: bool,
     ) -> Run:
         return self.store.create_run(
             locks=self._locks(env, plan.target),
@@ -195,7 +181,10 @@ class Workflow:
             break_glass=break_glass,
             review_required=break_glass,
             notes=list(plan.notes),
-            memory=memory,
+            kind=kind,
+            verdicts=tuple(plan.verdicts),
+            leave_maintenance_on=leave_maintenance_on,
+            notify_customers=notify_customers,
         )
 
     def _check_break_glass(self, env: Environment, env_name: str, confirmation: str | None) -> None:
@@ -333,14 +322,14 @@ class Workflow:
             raise Refused("you requested this rollback; another approver must retry it")
         if not self.is_approver(env, user, user_groups):
             raise Refused(f"you are not an approver for {run.environment}")
-        retries = int(run.memory.get("retries") or 0) + 1
+        retries = run.retries + 1
         try:
             return self.store.retry(
                 run,
                 actor=user,
                 locks=self._locks(env, run.target),
                 positions=positions,
-                memory={**run.memory, "retries": retries},
+                retries=retries,
                 detail={**detail, "retry": retries},
             )
         except Conflict:
@@ -474,14 +463,13 @@ def version_note(run: Run, *, ok: bool) -> VersionNote | None:
     remembered as healthy only when the run succeeded, which means every verify step
     (rollout status, health polling, verification queries) passed.
     """
-    raw = run.memory.get("versions") or {}
-    away, to = str(raw.get("from_key") or ""), str(raw.get("to_key") or "")
+    away, to = run.from_key or "", run.to_key or ""
     if not away and not to:
         return None
     return VersionNote(
         environment=run.environment,
         target=run.target,
         incident_id=run.incident_id,
-        healthy=(to, str(raw.get("to") or to)) if ok and to else None,
-        rolled_away=(away, str(raw.get("from") or away)) if away and away != to else None,
+        healthy=(to, run.to_version or to) if ok and to else None,
+        rolled_away=(away, run.from_version or away) if away and away != to else None,
     )

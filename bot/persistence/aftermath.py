@@ -34,8 +34,6 @@ from bot.domain.states import StepState
 from bot.persistence.models import Event
 from bot.persistence.store import StepView
 
-RETRIES = "retries"
-"""Run memory: how many times the run was retried from its failed step."""
 LEFT_ON = "maintenance.left_on"
 TURNED_OFF = "maintenance.turned_off"
 RESOLVED = "run.resolved"

@@ -11,11 +11,13 @@ holds; its primary key is what keeps a second rollback of the same target out.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -25,11 +27,21 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from bot.domain.states import RecheckState
+from bot.domain.states import (
+    OutboxState,
+    RecheckState,
+    RunKind,
+    RunState,
+    StepState,
+    VersionState,
+)
+from bot.domain.verdict import Verdict
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -47,6 +59,35 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Verdicts(TypeDecorator[tuple[Verdict, ...]]):
+    """A run's verdicts as a JSON list of `Verdict.as_json`, read back as `Verdict`s.
+
+    A JSON column of a typed shape rather than a child table: a run's verdicts are
+    written once, with its plan, and read whole (shown with the plan, weighed by an
+    approval); nothing selects runs by a verdict (a drill's verdict kind is a column of
+    `drills`). None: the run was requested before verdicts were kept.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: tuple[Verdict, ...] | None, dialect: Dialect
+    ) -> list[dict[str, Any]] | None:
+        return None if value is None else [v.as_json() for v in value]
+
+    def process_result_value(
+        self, value: list[dict[str, Any]] | None, dialect: Dialect
+    ) -> tuple[Verdict, ...] | None:
+        return None if value is None else tuple(Verdict.from_json(v) for v in value)
+
+
+def one_of(name: str, column: str, values: type[StrEnum]) -> CheckConstraint:
+    """Constrain a column to an enum's values in the database itself (migration 0011)."""
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
 
 
 class Base(DeclarativeBase):
@@ -79,6 +120,8 @@ class Run(Base):
         Index("ix_runs_state_created_at", "state", "created_at"),
         Index("ix_runs_environment_target_created_at", "environment", "target", "created_at"),
         Index("ix_runs_created_at", "created_at"),
+        one_of("ck_runs_state", "state", RunState),
+        one_of("ck_runs_kind", "kind", RunKind),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -90,6 +133,10 @@ class Run(Base):
     plan_hash: Mapped[str] = mapped_column(String(64))
     requester: Mapped[str] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(16))  # indexed with created_at (0005)
+    kind: Mapped[str] = mapped_column(
+        String(16), default=RunKind.ROLLBACK, server_default=RunKind.ROLLBACK.value
+    )
+    """`RunKind`: a rollback people requested, a drill, or monitoring's (migration 0011)."""
     version: Mapped[int] = mapped_column(Integer, default=0)
     approvals_required: Mapped[int] = mapped_column(Integer, default=1)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -108,8 +155,29 @@ class Run(Base):
     """The fencing token: bumped by every claim; a runner's writes require its own."""
     auto_approve_at: Mapped[datetime | None]
     """When monitoring approves this run itself unless someone vetoes it first."""
+    from_version: Mapped[str | None] = mapped_column(Text)
+    """The version rolled back from, in the target's words (a point's label), when the plan was
+    made; None when the target's points could not be listed (messages fall back to the ref)."""
+    to_version: Mapped[str | None] = mapped_column(Text)
+    from_key: Mapped[str | None] = mapped_column(Text)
+    """`RollbackPoint.key` of the version rolled back from; None for a full-system target
+    (its members keep their own)."""
+    to_key: Mapped[str | None] = mapped_column(Text)
+    verdicts: Mapped[tuple[Verdict, ...] | None] = mapped_column(Verdicts())
+    """The reversibility verdicts shown with the plan (`bot.domain.verdict`)."""
+    plan_stale_at: Mapped[datetime | None]
+    """When an approval found the live plan no longer the requested one; None while current."""
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many times the failed run was approved again (`Workflow.retry`)."""
+    leave_maintenance_on: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    """The request asked to leave maintenance on if the rollback fails (the plan's
+    maintenance-off step is then not `always`)."""
+    notify_customers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """False when the request chose not to notify customers (no customer e-mail step)."""
     memory: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    """What steps store for later steps and for a resume (`StepContext.memory`)."""
+    """What steps store for later steps and for a resume (`StepContext.memory`), only."""
     notes: Mapped[list[Any] | None] = mapped_column(default=list)
     """The plan's notes shown with it (force used, estimates); not step memory."""
     slack: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -131,6 +199,7 @@ class StepRecord(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "position"),
         Index("ix_steps_state_finished_at", "state", "finished_at"),
+        one_of("ck_steps_state", "state", StepState),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -172,13 +241,16 @@ class OutboxMessage(Base):
     (`bot.execution.outbox`)."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_state_run_id", "state", "run_id"),)
+    __table_args__ = (
+        Index("ix_outbox_state_run_id", "state", "run_id"),
+        one_of("ck_outbox_state", "state", OutboxState),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime | None]
@@ -248,6 +320,7 @@ class Recheck(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "position"),
         Index("ix_rechecks_state_due_at", "state", "due_at"),
+        one_of("ck_rechecks_state", "state", RecheckState),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -330,6 +403,7 @@ class TargetVersion(Base):
     """
 
     __tablename__ = "target_versions"
+    __table_args__ = (one_of("ck_target_versions_state", "state", VersionState),)
 
     environment: Mapped[str] = mapped_column(String(40), primary_key=True)
     target: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -170,13 +170,45 @@ def _alembic_config(connection: Any) -> Any:
     return config
 
 
-def upgrade(engine: Engine) -> str:
-    """Create or upgrade the schema to the newest revision; return that revision."""
-    with engine.begin() as connection:
-        from alembic import command
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Create or upgrade the schema to `revision` (the newest); return the newest revision."""
+    from alembic import command
 
-        command.upgrade(_alembic_config(connection), "head")
+    _migrate(engine, lambda config: command.upgrade(config, revision))
     return schema_revisions(engine)[1]
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision`, carrying the rows back with it."""
+    from alembic import command
+
+    _migrate(engine, lambda config: command.downgrade(config, revision))
+
+
+def _migrate(engine: Engine, step: Callable[[Any], None]) -> None:
+    """Run migrations in one transaction; on SQLite with foreign keys unenforced meanwhile.
+
+    SQLite changes a table's constraints by copying it (alembic's batch mode), and dropping
+    a table other tables point to fails while foreign keys are enforced. SQLite's own
+    procedure (https://www.sqlite.org/lang_altertable.html, "Making Other Kinds Of Table
+    Schema Changes") turns enforcement off outside the transaction, checks the keys with
+    `PRAGMA foreign_key_check` before committing, and turns it back on.
+    """
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw: Any = connection.connection.driver_connection
+        if sqlite:  # outside any transaction: the pragma is a no-op inside one
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                step(_alembic_config(connection))
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken}")
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
@@ -513,17 +545,17 @@ class Store:
         actor: str,
         locks: list[str],
         positions: list[int],
-        memory: dict[str, Any],
+        retries: int,
         detail: dict[str, Any],
     ) -> Run:
         """Make a failed run approved again to re-run the steps at `positions` (their records go).
 
         One transaction: the state change, the target locks taken again (TargetBusy when
-        another rollback holds one now), the step records dropped, the memory and the event.
+        another rollback holds one now), the step records dropped, the retry counted and the event.
         """
         try:
             with self.session() as session:
-                values: dict[str, Any] = {"state": RunState.APPROVED, "memory": memory}
+                values: dict[str, Any] = {"state": RunState.APPROVED, "retries": retries}
                 if not self._bump(session, run, needs_manual=False, outcome="", **values):
                     raise Conflict(f"run {run.id} changed before the retry could be recorded")
                 for target in locks:

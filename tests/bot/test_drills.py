@@ -23,9 +23,9 @@ from bot.application.drills import (
 from bot.application.flows import Flows
 from bot.config import ConfigError, RollbackConfig, parse_config
 from bot.domain.plans import StoredStep
-from bot.domain.verdict import MEMORY_KEY as VERDICTS
+from bot.domain.states import RunKind
 from bot.domain.verdict import Verdict
-from bot.execution.drill_plans import DRILL, build_drill
+from bot.execution.drill_plans import build_drill
 from bot.execution.planner import Planner
 from bot.execution.planning import restore_for_run
 from bot.execution.runner import NullProgress, Runner, stored_steps
@@ -141,8 +141,8 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
     opened = drills.open(environment="staging", target="app", requester=ALICE)
     assert opened.run.approvals_required == 1  # not the environment's 2
     assert opened.incident.source == "drill"
-    recorded = opened.run.memory[VERDICTS]  # recorded at request, as a rollback's are
-    assert [v["target"] for v in recorded] == ["app"]
+    recorded = opened.run.verdicts or ()  # recorded at request, as a rollback's are
+    assert [v.target for v in recorded] == ["app"]
     drill = store.drill(opened.run.id)
     assert drill is not None and drill.verdict == verdict_of(opened.run) is not None
     outcome = drills.flows.approve(opened.run.id, user=BOB)
@@ -189,7 +189,7 @@ def test_a_resumed_drill_rebuilds_every_stored_step_without_planning_again(
 ) -> None:
     opened = drills.open(environment="staging", target="app", requester=ALICE)
     run = store.run(opened.run.id)
-    assert run is not None and isinstance(run.memory[DRILL], dict)
+    assert run is not None and run.kind == RunKind.DRILL
     cluster.fake.add_deployment(NAMESPACE, "other", images=["x:1"])  # the world moves on
     env = drills.config.environment("staging")
     restored = restore_for_run(Planner(), run, env, stored_steps(run))
@@ -316,16 +316,16 @@ def _verdict(target: str, level: Level) -> Verdict:
     return Verdict(target=target, level=level, evidence=(Finding(level, "seen", "seen"),))
 
 
-def test_a_drills_verdict_kind_is_its_worst_targets_from_the_plan_or_the_runs_memory(
+def test_a_drills_verdict_kind_is_its_worst_targets_from_the_plan_or_the_run(
     drills: Drills,
 ) -> None:
     run = drills.open(environment="staging", target="app", requester=ALICE).run
     assert verdict_of(run) in KINDS.values()
-    loss = [_verdict("db", Level.LOSS).as_json(), _verdict("app", Level.OK).as_json()]
-    assert verdict_of(Run(memory={VERDICTS: loss})) == "safe_with_data_loss"
-    risky = [_verdict("app", Level.RISKY).as_json(), _verdict("db", Level.LOSS).as_json()]
-    assert verdict_of(Run(memory={VERDICTS: risky})) == "risky"
-    assert verdict_of(Run(memory={})) is None  # planned before verdicts existed
+    loss = (_verdict("db", Level.LOSS), _verdict("app", Level.OK))
+    assert verdict_of(Run(verdicts=loss)) == "safe_with_data_loss"
+    risky = (_verdict("app", Level.RISKY), _verdict("db", Level.LOSS))
+    assert verdict_of(Run(verdicts=risky)) == "risky"
+    assert verdict_of(Run()) is None  # planned before verdicts existed
 
 
 def test_listing_flags_targets_never_drilled_and_settles_drills_that_ended_unseen(

@@ -84,7 +84,7 @@ def test_approve_counts_only_for_the_plan_requested(
     assert thread.stale_told == [run.id]
     write_script(script)
     outcome = flows.approve(run.id, user=BOB)
-    assert "plan_stale_at" not in outcome.run.memory
+    assert outcome.run.plan_stale_at is None
     assert outcome.started and outcome.run.state == "approved"
     assert flows.wake_runner.is_set()
     assert [m.kind for m in store.outbox(run.id)] == ["run.changed"]  # redrawn by the outbox

@@ -42,7 +42,7 @@ def test_retry_reruns_from_the_failed_step_and_takes_the_target_again(
     run_id = _failed(flows, store, planner)
     assert store.lock_holder(environment="prod", targets=["app"]) is None
     retried = flows.retry_failed(run_id, user=CAROL)
-    assert retried.state == RunState.APPROVED and retried.memory["retries"] == 1
+    assert retried.state == RunState.APPROVED and retried.retries == 1
     assert store.lock_holder(environment="prod", targets=["app"]) == retried.incident_id
     assert thread.decisions == [run_id]
     assert store.steps(run_id) == []  # undo failed: every step from it, and workers stop again

@@ -17,6 +17,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.store import (
     SchemaOutOfDate,
     Store,
+    downgrade,
     make_engine,
     require_current_schema,
     upgrade,
@@ -166,8 +167,7 @@ def test_upgrading_to_0006_moves_the_veto_deadline_out_of_step_memory_and_back(
     assert run.auto_approve_at == datetime(2026, 11, 24, 3, 5, tzinfo=UTC)
     assert run.memory == {"x": 1}
     assert [r.id for r in store.due_for_auto_approval()] == ["r1"]
-    with engine.begin() as connection:
-        command.downgrade(_alembic_config(connection), "0005")
+    downgrade(engine, "0005")  # SQLite: with foreign keys unenforced meanwhile (0011)
     with engine.connect() as conn:
         memory = conn.execute(text("SELECT memory FROM runs WHERE id = 'r1'")).scalar_one()
     memory = json.loads(memory) if isinstance(memory, str) else memory

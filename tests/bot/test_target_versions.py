@@ -78,11 +78,12 @@ def test_the_default_is_the_last_known_healthy_version_and_never_one_rolled_away
 
 def test_the_run_end_teaches_healthy_only_on_success_and_rolled_away_always() -> None:
     run = Run(environment="prod", target="app", incident_id="INC-7")
-    run.memory = {"versions": {"from": "rev 3", "to": "rev 2", "from_key": V124, "to_key": V123}}
+    run.from_version, run.to_version, run.from_key, run.to_key = "rev 3", "rev 2", V124, V123
     ok = version_note(run, ok=True)
     failed = version_note(run, ok=False)
     assert ok is not None and failed is not None
     assert ok.healthy == (V123, "rev 2") and ok.rolled_away == (V124, "rev 3")
     assert failed.healthy is None and failed.rolled_away == (V124, "rev 3")
-    run.memory = {"versions": {"from": "previous", "to": "previous"}}  # a full-system rollback
+    run.from_version, run.to_version = "previous", "previous"  # a full-system rollback
+    run.from_key = run.to_key = None
     assert version_note(run, ok=True) is None

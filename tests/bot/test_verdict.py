@@ -17,7 +17,7 @@ import pytest
 from actions.base import Check, Finding, Level
 from bot.application.flows import Flows
 from bot.domain.decision import Answers, Recommendation, decide, with_verdict
-from bot.domain.verdict import Verdict, stored
+from bot.domain.verdict import Verdict
 from bot.execution.assessor import Assessor
 from bot.execution.planner import Planner
 from bot.execution.runner import Runner
@@ -84,7 +84,7 @@ def test_a_blocked_verdict_refuses_approve_and_changes_nothing(
 ) -> None:
     judge(script, BLOCKED)
     run = flows.open_incident(request()).run
-    assert [v.level for v in stored(run.memory)] == [Level.BLOCKED]
+    assert [v.level for v in (run.verdicts or ())] == [Level.BLOCKED]
     with pytest.raises(Refused, match=r"Approve is disabled: the rollback is app blocked: image"):
         flows.approve(run.id, user=BOB)
     after = store.run(run.id)
@@ -113,7 +113,7 @@ def test_a_request_that_is_not_blocked_records_no_override(flows: Flows, store: 
 def test_another_incidents_lock_makes_the_verdict_risky(flows: Flows) -> None:
     first = flows.open_incident(request(target="db", point=None))
     second = flows.open_incident(request(target="app"))
-    app = stored(second.run.memory)[0]
+    app = (second.run.verdicts or ())[0]
     assert app.level == Level.RISKY
     assert f"{first.incident.id} holds db in this environment" in app.headline
 
@@ -201,7 +201,7 @@ def test_a_run_approved_beside_another_incidents_lock_still_runs(
     """The runner holds the plan to the approved hash with the same view of the locks."""
     flows.open_incident(request(target="db", point=None))
     run = flows.open_incident(request(target="app")).run
-    assert stored(run.memory)[0].level == Level.RISKY
+    assert (run.verdicts or ())[0].level == Level.RISKY
     assert flows.approve(run.id, user=BOB).started
     runner = Runner(
         store=store,

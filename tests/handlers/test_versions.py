@@ -43,5 +43,5 @@ def test_versions_on_card_plan_confirmation_progress_status_history_and_rca(
 def test_a_run_without_recorded_versions_names_its_point() -> None:
     run = a_run(1)
     assert from_to(run) == "to 1"
-    run.memory["versions"] = {"from": "rev 4 (v1.2.4)", "to": "rev 3 (v1.2.3)"}
+    run.from_version, run.to_version = "rev 4 (v1.2.4)", "rev 3 (v1.2.3)"
     assert from_to(run) == "from rev 4 (v1.2.4) to rev 3 (v1.2.3)"
