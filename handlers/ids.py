@@ -75,6 +75,10 @@ class ModalMeta(BaseModel):
     requester: str
     channel_id: str
     point_hint: str | None = None
+    avoid: str | None = None
+    """A re-plan's version rolled back from (`RollbackPoint.key`): never preselected, even
+    when the run never got to record it as rolled away (a newer deploy made it stale)."""
+    avoid_incident: str | None = None
 
     def dump(self) -> str:
         """Serialize for private_metadata (3000 characters at most)."""

@@ -143,7 +143,12 @@ class ModalService:
                 fresh=fresh,
                 epoch=epoch,
             )
-            offer = self.flows.offer(meta.environment, meta.target, listed)
+            offer = self.flows.offer(
+                meta.environment,
+                meta.target,
+                listed,
+                avoid={meta.avoid: meta.avoid_incident or "this incident"} if meta.avoid else None,
+            )
             points, default = offer.points, offer.default
             note = _healthy_note(offer)
         except (ActionError, OSError) as exc:
@@ -234,7 +239,12 @@ class ModalService:
         """
         incident = self.deps.store.incident(run.incident_id)
         meta = ModalMeta(
-            environment=run.environment, target=run.target, requester=user, channel_id=channel
+            environment=run.environment,
+            target=run.target,
+            requester=user,
+            channel_id=channel,
+            avoid=run.from_key,
+            avoid_incident=run.incident_id,
         )
         opened = self.deps.client.views_open(
             trigger_id=trigger_id,

@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -197,6 +197,20 @@ class Received:
         return f"This {what} was already received ({done}); the repeat changed nothing."
 
 
+def _leaving(points: list[RollbackPoint], avoid: dict[str, str]) -> list[RollbackPoint]:
+    """Mark each point an incident is rolling back from: offered, labelled, never the default."""
+    leaving = {version_key(key): incident for key, incident in avoid.items()}
+    marked = []
+    for point in points:
+        incident = leaving.get(version_key(point.key))
+        if incident is None or point.avoid or point.is_current:
+            marked.append(point)
+            continue
+        said = f"{incident} rolls back from this"
+        marked.append(replace(point, label=f"{said} · {point.label}", avoid=said))
+    return marked
+
+
 @dataclass
 class Flows:
     """The application layer: every use case of the bot."""
@@ -305,13 +319,24 @@ class Flows:
         return self.store.run(run.id) or run
 
     def offer(
-        self, environment: str, target: str, points: list[RollbackPoint] | None = None
+        self,
+        environment: str,
+        target: str,
+        points: list[RollbackPoint] | None = None,
+        *,
+        avoid: dict[str, str] | None = None,
     ) -> Offer:
-        """The target's points (listed now unless given) with what the bot remembers of them."""
+        """The target's points (listed now unless given) with what the bot remembers of them.
+
+        `avoid`: versions (keys) an incident is rolling back from, with the incident, beyond
+        those the bot recorded as rolled away: a re-plan never preselects the version its
+        incident was opened to leave, even when no rollback of it ran yet.
+        """
         env = self.config.environment(environment)
         listed = self.planner.points(env, target) if points is None else points
         known = self.store.known_versions(environment=environment, target=target)
         marked = remembered(listed, known)
+        marked = _leaving(marked, avoid or {})
         return Offer(
             points=marked, default=default_point(marked, healthy=known.healthy_keys), known=known
         )

@@ -81,3 +81,38 @@ def test_stale_plan_is_told_to_everyone_with_replan_and_approve_is_withdrawn(
     )
     assert alice.submit(view_id).status_code == 200
     wait_for(lambda: len(store.runs()) == 2, what="the new request")
+
+
+def test_replan_after_a_newer_deploy_never_preselects_the_version_the_incident_leaves(
+    make_sandbox: Callable[..., Sandbox], script: Path
+) -> None:
+    """Requested rev 2 → rev 1; rev 3 deployed meanwhile: the re-plan's default is not rev 2,
+    which would be 'the previous version' now but is what the incident was opened to leave."""
+    sandbox = make_sandbox()
+    plan = request_rollback(sandbox, sandbox.person(ALICE))
+    store = sandbox.process.deps.store
+    incident = store.runs()[0].incident_id
+    write_script(script, _current="3", _label="rev 3 deployed")  # a newer deploy since
+    sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
+    stale = wait_for(
+        lambda: next(
+            (m for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts) if "out of date" in m.text),
+            None,
+        ),
+        what="the stale announcement",
+    )
+    alice = sandbox.person(ALICE)
+    payload = alice.click_payload(CHANNEL, stale.ts, "replan_run")
+    alice.last_trigger = payload["trigger_id"]
+    sandbox.platform.interaction(payload)
+    view_id = alice.opened_view()
+    point = wait_for(
+        lambda: next(
+            (b for b in sandbox.slack.view(view_id).view["blocks"] if b.get("block_id") == "point"),
+            None,
+        ),
+        what="the form's points",
+    )
+    assert point["element"]["initial_option"]["value"] == "1"
+    labels = {o["value"]: o["text"]["text"] for o in point["element"]["options"]}
+    assert labels["2"].startswith(f"{incident} rolls back from this · rev 2")
