@@ -27,6 +27,7 @@ from actions.base import readable
 from bot.application.timeline import from_to, outcome_in_words
 from bot.config import Approvers
 from bot.domain.decision import Recommendation
+from bot.domain.states import RunKind
 from bot.execution.drill_plans import is_drill
 from bot.persistence.aftermath import Aftermath
 from bot.persistence.models import Incident, Run
@@ -118,11 +119,13 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
     recommendation = (
         Recommendation(incident.recommendation).label if incident.recommendation else "—"
     )
+    drill = run is not None and run.kind == RunKind.DRILL
     blocks: list[Block] = [
         HeaderBlock(
             text=t.cut(
-                f"{incident.id} · {incident.severity.capitalize()} · "
-                f"{incident.target} in {incident.environment}",  # header: plain text
+                (f"Drill {incident.id} · " if drill else f"{incident.id} · ")
+                + ("rehearsal, no incident · " if drill else f"{incident.severity.capitalize()} · ")
+                + f"{incident.target} in {incident.environment}",  # header: plain text
                 t.HEADER_LIMIT,
             )
         ),
@@ -528,6 +531,12 @@ def failure_text(run: Run) -> str:
 def success_line(run: Run, *, link: str) -> str:
     """The one calm line to the channel when a rollback succeeded."""
     took = t.seconds(run.started_at, run.finished_at)
+    if run.kind == RunKind.DRILL:
+        return (
+            f":large_green_circle: Drill {run.incident_id}: {t.esc(run.target)} went back and "
+            f"forward again{f' in {took}' if took else ''}; production was not in an incident. "
+            f"<{link}|Thread>"
+        )
     return (
         f":large_green_circle: {run.incident_id}: {versions(run)} rolled back"
         f"{f' in {took}' if took else ''}. <{link}|Thread>"

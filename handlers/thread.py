@@ -321,6 +321,8 @@ class IncidentThread:
         self.announce(run)
         self._drill_measured(run)
         self.post_checklist(run)
+        if is_drill(self.deps.store.run(run.id) or run):
+            return  # a drill is no incident: its report is the measure above, not an RCA
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)

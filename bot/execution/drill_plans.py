@@ -175,7 +175,14 @@ def build_drill(
     health = [s for s in rollback.steps if s.phase == "health"]
     phased += [(FORWARD, s.action, False, None) for s in health]
     steps = tuple(
-        PlannedStep(position=i, phase=phase, action=action, always=always, source=source)
+        PlannedStep(
+            position=i,
+            phase=phase,
+            action=action,
+            always=always,
+            source=source,
+            words=_forward_words(action, target, current.ref) if phase == FORWARD else "",
+        )
         for i, (phase, action, always, source) in enumerate(phased)
     )
     notes = (
@@ -186,6 +193,13 @@ def build_drill(
     # replace(), not Plan(...): whatever else the rollback's plan carries (its reversibility
     # verdict) stays with the drill's plan.
     return replace(rollback, point=back.ref, steps=steps, notes=notes)
+
+
+def _forward_words(action: Action, target: str, ref: str) -> str:
+    """A roll-forward step in people's words: it uses the target's undo, but goes forward."""
+    if action.name.endswith(("_undo", ".swap_container", ".switch_traffic")):
+        return f"Roll {target} forward to {ref}"
+    return ""
 
 
 def is_drill(run: Run) -> bool:
