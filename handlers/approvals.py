@@ -71,12 +71,18 @@ def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
         said = flows.turn_maintenance_off(c.run_id, user=c.where.user, user_groups=group_of(c))
         return f"you turned maintenance off ({said})"
 
+    def rearm(c: Click) -> str:
+        flows.rearm(c.run_id, user=c.where.user, user_groups=group_of(c))
+        deps.home.changed.set()  # the home tabs drop the disarmed line
+        return "you re-armed automatic rollback"
+
     def resolve(c: Click) -> str:
         flows.resolve(c.run_id, user=c.where.user, user_groups=group_of(c))
         return "you marked it resolved"
 
     return {
         Action.RESOLVE: resolve,
+        Action.REARM: rearm,
         Action.APPROVE: approve,
         Action.REJECT: reject,
         Action.CANCEL: cancel,

@@ -32,6 +32,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 
 from bot.application.drills import Drills, DrillStatus
+from bot.application.flows import disarmed_by
 from bot.application.reviews import Reviews
 from bot.application.timeline import service_restored
 from bot.config import UnknownTarget
@@ -58,6 +59,8 @@ FINISHED = ("succeeded", "failed")
 class Snapshot:
     """What the home tab shows everyone, read once per round."""
 
+    disarmed: list[Run]
+    """The automatic rollbacks that disarmed automatic rollback of their target."""
     active: list[tuple[Run, str | None, list[tuple[str, datetime]]]]
     """Each run waiting, approved, running, or failed and not resolved; its thread; its
     approvals so far."""
@@ -87,7 +90,15 @@ class HomeTab:
         for review in Reviews(store, self.deps.config).unreviewed():
             run = store.run(review.run_id)
             reviews.append((review, thread_link(run.slack) if run else None))
+        disarmed = [
+            run
+            for env_name, env in self.deps.config.environments.items()
+            if env.auto_rollback
+            for target in env.targets
+            if (run := disarmed_by(store, environment=env_name, target=target)) is not None
+        ]
         return Snapshot(
+            disarmed=disarmed,
             active=[
                 (r, thread_link(r.slack), self.deps.workflow.approvals(r))
                 for r in [*unresolved, *active]
@@ -129,6 +140,7 @@ class HomeTab:
             history=snapshot.history,
             drills=snapshot.drills,
             incidents=snapshot.incidents,
+            disarmed=snapshot.disarmed,
         )
 
     def _may(self, run: Run, user: str) -> bool:

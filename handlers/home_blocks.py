@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 
 from slack_sdk.models.blocks import (
     Block,
+    ButtonElement,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
     MarkdownTextObject,
+    SectionBlock,
 )
 
 from bot.application.drills import DrillStatus
@@ -28,6 +30,7 @@ from bot.persistence.recovery import Recovery as PhaseTimes
 from handlers import drill_blocks
 from handlers import text as t
 from handlers.blocks import lines_message, run_line
+from handlers.ids import Action
 from handlers.review_blocks import review_line
 
 LIST_LIMIT = 15
@@ -67,6 +70,8 @@ class HomeContent:
     """Each drillable target's last drill (flagged when never drilled or overdue)."""
     incidents: list[PhaseTimes] = field(default_factory=list)
     """The newest incidents' recovery phases (detect, decide, approve, recover)."""
+    disarmed: list[Run] = field(default_factory=list)
+    """Automatic rollbacks that disarmed automatic rollback of their target until re-armed."""
 
 
 Section = Callable[[HomeContent], list[Block]]
@@ -97,6 +102,29 @@ def active_section(content: HomeContent) -> list[Block]:
     return _titled(
         "Active incidents", lines, "No rollback is waiting, running, or failed and unresolved."
     )
+
+
+def disarmed_section(content: HomeContent) -> list[Block]:
+    """Targets whose automatic rollback monitoring used and a person has not re-armed."""
+    if not content.disarmed:
+        return []
+    blocks: list[Block] = [HeaderBlock(text="Automatic rollback disarmed")]
+    for run in content.disarmed[:LIST_LIMIT]:
+        said = (
+            f":no_entry_sign: *{t.esc(run.target)}* in {t.esc(run.environment)}: monitoring "
+            f"rolled it back itself in *{run.incident_id}* at {t.when(run.approved_at)}, so it "
+            "will not again until an approver re-arms it (no rollback loops)."
+        )
+        blocks.append(
+            SectionBlock(
+                text=t.md(said),
+                accessory=ButtonElement(
+                    text="Re-arm", action_id=Action.REARM, value=run.id, style="primary"
+                ),
+            )
+        )
+    blocks.append(DividerBlock())
+    return blocks
 
 
 def waiting_section(content: HomeContent) -> list[Block]:
@@ -154,6 +182,7 @@ def drills_section(content: HomeContent) -> list[Block]:
 
 SECTIONS: tuple[Section, ...] = (
     active_section,
+    disarmed_section,
     waiting_section,
     reviews_section,
     history_section,

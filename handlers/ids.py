@@ -52,6 +52,7 @@ class Action(enum.StrEnum):
     LEAVE_MAINTENANCE_ON = "leave_maintenance_on"
     MAINTENANCE_OFF = "turn_maintenance_off"
     RESOLVE = "mark_resolved"
+    REARM = "rearm_auto_rollback"
     OPEN_THREAD = "open_thread"
     MARK_REVIEWED = "mark_reviewed"
     RESUME_SYNC = "resume_sync"

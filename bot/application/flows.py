@@ -197,6 +197,27 @@ class Received:
         return f"This {what} was already received ({done}); the repeat changed nothing."
 
 
+REARMED = "auto.rearmed"
+"""A person re-armed automatic rollback after monitoring used it (on that run's incident)."""
+
+
+def disarmed_by(store: Store, *, environment: str, target: str) -> Run | None:
+    """The automatic rollback that disarmed automatic rollback of `target`, or None (armed).
+
+    After monitoring rolls a target back by itself, it does not do so again until a person
+    re-arms it: a flapping alert or a rollback that did not help must never loop (an
+    automatic policy disables itself after firing). Re-arming is an event on that run's
+    incident, so the rule holds across replicas and restarts.
+    """
+    for run in store.runs(environment=environment, target=target, limit=50):
+        if run.requester != MONITORING or run.approved_at is None:
+            continue
+        if any(e.kind == REARMED and e.run_id == run.id for e in store.events(run.incident_id)):
+            return None
+        return run
+    return None
+
+
 def _leaving(points: list[RollbackPoint], avoid: dict[str, str]) -> list[RollbackPoint]:
     """Mark each point an incident is rolling back from: offered, labelled, never the default."""
     leaving = {version_key(key): incident for key, incident in avoid.items()}
@@ -714,6 +735,19 @@ class Flows:
             incident_id=run.incident_id, run_id=run.id, kind=RESOLVED, actor=user, detail={}
         )
         self._tell(run.id, DECIDED)
+
+    def rearm(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> None:
+        """Re-arm automatic rollback of the target an automatic rollback (`run_id`) disarmed."""
+        run = self._run(run_id)
+        env = self.config.environment(run.environment)
+        if not self.workflow.is_approver(env, user, user_groups):
+            raise Refused("only an approver of the environment re-arms automatic rollback")
+        disarmed = disarmed_by(self.store, environment=run.environment, target=run.target)
+        if disarmed is None or disarmed.id != run.id:
+            raise Refused(f"automatic rollback of {run.target} is not disarmed by this run")
+        self.store.add_event(
+            incident_id=run.incident_id, run_id=run.id, kind=REARMED, actor=user, detail={}
+        )
 
     def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:
         run = self._run(run_id)

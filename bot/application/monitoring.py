@@ -52,7 +52,7 @@ from typing import Protocol
 
 from actions.base import ActionError, PlanningError, RollbackPoint, running_point
 from actions.http import MetricsReading
-from bot.application.flows import MONITORING, Opened, ThreadNotOpened
+from bot.application.flows import MONITORING, Opened, ThreadNotOpened, disarmed_by
 from bot.config import Environment, RollbackConfig
 from bot.domain.versions import VersionNote
 from bot.execution.planner import Planner
@@ -194,6 +194,13 @@ class Monitor:
         self, env: Environment, environment: str, target: str, points: list[RollbackPoint]
     ) -> str | None:
         """Why monitoring must not approve this rollback itself, or None."""
+        disarmed = disarmed_by(self.store, environment=environment, target=target)
+        if disarmed is not None:
+            return (
+                f"automatic rollback of {target} is disarmed since monitoring rolled it back "
+                f"itself in {disarmed.incident_id}; a person re-arms it in App Home. "
+                "A person must approve."
+            )
         minutes = env.auto_rollback_cooldown_minutes
         since = self.store.clock() - timedelta(minutes=minutes)
         recent = self.store.runs(environment=environment, target=target, limit=50)

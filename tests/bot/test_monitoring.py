@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from actions.http import MetricsReading
-from bot.application.flows import Flows, ThreadNotOpened
+from bot.application.flows import REARMED, Flows, ThreadNotOpened
 from bot.application.monitoring import Monitor, breaches
 from bot.config import ConfigError, RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
@@ -170,24 +170,25 @@ def _finish(store: Store, config: RollbackConfig, run: Run) -> Run:
     return workflow.finish(workflow.start(run), ok=True, outcome="rolled back")
 
 
-def test_no_second_automatic_rollback_of_a_target_within_the_cooldown(
+def test_no_second_automatic_rollback_of_a_target_until_a_person_rearms_it(
     store: Store, planner: Planner, clock: Clock
 ) -> None:
+    """The cooldown alone does not re-arm it: a flapping alert never loops rollbacks."""
     config = monitored(auto_rollback=True, veto_seconds=60, auto_rollback_cooldown_minutes=60)
     monitor, events = make_monitor(store, planner, config, HIGH_ERRORS)
     monitor.poll()
     clock.advance(seconds=61)
     (first,) = monitor.approve_due()
     _finish(store, config, first)
-    clock.advance(minutes=10)
+    clock.advance(minutes=90)  # well past the cooldown
     (raised,) = monitor.poll()
     assert raised.opened
     incident = store.incident(raised.incident_id)
     assert incident is not None
-    assert "Automatic rollback held: monitoring already rolled app back automatically" in (
-        incident.summary
-    )
-    assert "no second automatic rollback within 60 minutes" in incident.summary
+    assert (
+        "Automatic rollback held: automatic rollback of app is disarmed since monitoring "
+        f"rolled it back itself in {first.incident_id}; a person re-arms it in App Home"
+    ) in incident.summary
     held = [
         e for e in store.events(raised.incident_id) if e.kind == "monitoring.auto_rollback_held"
     ]
@@ -218,7 +219,7 @@ def test_a_rollback_is_never_rolled_back_automatically_within_the_window(
     assert monitor.approve_due() == []
 
 
-def test_after_the_cooldown_monitoring_rolls_back_automatically_again(
+def test_once_rearmed_and_past_the_cooldown_monitoring_rolls_back_automatically_again(
     store: Store, planner: Planner, clock: Clock
 ) -> None:
     config = monitored(auto_rollback=True, veto_seconds=60, auto_rollback_cooldown_minutes=60)
@@ -227,6 +228,9 @@ def test_after_the_cooldown_monitoring_rolls_back_automatically_again(
     clock.advance(seconds=61)
     (first,) = monitor.approve_due()
     _finish(store, config, first)
+    store.add_event(
+        incident_id=first.incident_id, run_id=first.id, kind=REARMED, actor=BOB, detail={}
+    )
     clock.advance(minutes=90)
     (raised,) = monitor.poll()
     incident = store.incident(raised.incident_id)

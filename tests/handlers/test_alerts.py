@@ -9,10 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.application.flows import disarmed_by
+from bot.execution.workflow import Refused
+from handlers.flows import flows_for
 from sandbox.harness import Sandbox
-from tests.fakes.config import BOB, CHANNEL
+from tests.fakes.config import ALICE, BOB, CHANNEL
 from tests.fakes.thread import card, plan_message, text_of
 from tests.fakes.waiting import wait_for
+from tests.handlers.test_home import open_home
 
 TOKEN = "alert-token-1"
 
@@ -298,3 +302,39 @@ def test_an_alert_whose_thread_slack_refuses_leaves_no_run_and_frees_the_target(
     again = post(sandbox, alert(environment="prod", target="app")).json()["results"][0]
     assert again["opened"] and again["incident"] != run.incident_id
     wait_for(lambda: plan_message(sandbox), what="the plan in the new thread")
+
+
+def test_an_automatic_rollback_disarms_automatic_rollback_until_an_approver_rearms_it(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    """A flapping alert never causes a second automatic rollback: after monitoring rolled a
+    target back itself, the next alert's rollback waits for a person, and App Home says why,
+    with a Re-arm button for approvers."""
+    sandbox = make_sandbox(alert_token=TOKEN, auto_rollback=True, veto_seconds=0.2)
+    store = sandbox.process.deps.store
+    post(sandbox, alert(environment="prod", target="app"))
+    first = wait_for(
+        lambda: (r := store.runs()[0]).state == "succeeded" and r, what="the automatic rollback"
+    )
+    home = open_home(sandbox, BOB)
+    assert "Automatic rollback disarmed" in home and first.incident_id in home
+
+    again = post(sandbox, alert(environment="prod", target="app", alertname="HighErrorRate2"))
+    second = again.json()["results"][0]
+    assert second["opened"], second
+    incident = store.incident(second["incident"])
+    assert incident is not None
+    assert (
+        f"automatic rollback of app is disarmed since monitoring rolled it back itself in "
+        f"{first.incident_id}" in incident.summary
+    )
+    newest = store.runs()[0]
+    assert newest.incident_id == second["incident"] and newest.auto_approve_at is None
+
+    with pytest.raises(Refused, match="only an approver"):
+        flows_for(sandbox.process.deps).rearm(first.id, user=ALICE)
+    flows_for(sandbox.process.deps).rearm(first.id, user=BOB)
+    (event,) = [e for e in store.events(first.incident_id) if e.kind == "auto.rearmed"]
+    assert event.actor == BOB
+    assert disarmed_by(store, environment="prod", target="app") is None
+    assert "Automatic rollback disarmed" not in open_home(sandbox, BOB)
