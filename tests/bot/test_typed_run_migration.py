@@ -210,9 +210,9 @@ def _rows(engine: sa.Engine, meta: sa.MetaData) -> dict[str, list[dict[str, Any]
 
 @pytest.mark.parametrize("revision", EARLIER)
 def test_upgrading_moves_each_runs_facts_into_typed_columns_and_downgrading_moves_them_back(
-    database_url: str, revision: str
+    empty_database_url: str, revision: str
 ) -> None:
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         upgrade(engine, revision)
         meta = _populate(engine)
@@ -263,9 +263,9 @@ STATE_COLUMNS = {
 
 
 def test_each_state_column_takes_its_enums_values_and_the_database_refuses_any_other(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         upgrade(engine, EARLIER[-1])
         meta = _populate(engine)
@@ -284,13 +284,13 @@ def test_each_state_column_takes_its_enums_values_and_the_database_refuses_any_o
         engine.dispose()
 
 
-def test_the_models_and_the_migrated_schema_agree(database_url: str) -> None:
+def test_the_models_and_the_migrated_schema_agree(empty_database_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from bot.persistence.models import Base
 
-    engine = make_engine(database_url)
+    engine = make_engine(empty_database_url)
     try:
         upgrade(engine)
         with engine.connect() as connection:
