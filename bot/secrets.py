@@ -35,7 +35,7 @@ import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus, urlsplit
 
 from pydantic import BaseModel, SecretStr
@@ -44,6 +44,8 @@ from sqlalchemy.engine import Engine
 
 from actions.http.params import Webhook
 from actions.params import SecretRef
+
+T = TypeVar("T")
 
 MASK = "**********"
 JSON_WRAPPERS = "psycopg.types.json"
@@ -110,12 +112,12 @@ class Secrets:
 def collect(*, expanded: Iterable[str], config: BaseModel, settings: BaseModel) -> Secrets:
     """Every secret value known at start-up: `${NAME}` expansions, SecretRefs, the settings'."""
     secrets = Secrets(expanded)
-    for url in _webhook_urls(config):
+    for url in (hook.url for hook in _found(config, Webhook)):
         # An incoming webhook's key is its path (Slack's are /services/T…/B…/…): the path is
         # masked wherever it appears, so the URL shows by scheme and host only.
         parts = urlsplit(url)
         secrets.add(parts.path + (f"?{parts.query}" if parts.query else ""))
-    for ref in _secret_refs(config):
+    for ref in _found(config, SecretRef):
         try:
             secrets.add(ref.read().get_secret_value())
         except (KeyError, OSError, UnicodeDecodeError):
@@ -129,32 +131,19 @@ def collect(*, expanded: Iterable[str], config: BaseModel, settings: BaseModel) 
     return secrets
 
 
-def _secret_refs(value: Any) -> Iterator[SecretRef]:
-    if isinstance(value, SecretRef):
+def _found(value: Any, kind: type[T]) -> Iterator[T]:
+    """Every `kind` inside a config value: its models' fields, dicts and lists, depth first."""
+    if isinstance(value, kind):
         yield value
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            yield from _secret_refs(getattr(value, name))
+            yield from _found(getattr(value, name), kind)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _secret_refs(item)
+            yield from _found(item, kind)
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from _secret_refs(item)
-
-
-def _webhook_urls(value: Any) -> Iterator[str]:
-    if isinstance(value, Webhook):
-        yield value.url
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _webhook_urls(getattr(value, name))
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _webhook_urls(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _webhook_urls(item)
+            yield from _found(item, kind)
 
 
 def guard_engine(engine: Engine, secrets: Secrets) -> None:
