@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,11 +84,11 @@ def history(archived_cluster: ArchivedCluster) -> History:
     archived_cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
     archived_cluster.switch_wal()
     archived_cluster.base_backup()
-    time.sleep(1.2)
+    archived_cluster.next_second()
     writes = []
     for i in (1, 2, 3):
         writes.append(archived_cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
-        time.sleep(1.2)
+        archived_cluster.next_second()
     archived_cluster.switch_wal()
     return History(archived_cluster, db, writes)
 
@@ -221,11 +220,11 @@ def backrest_history(pgbackrest_cluster: ArchivedCluster) -> History:
     cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
     cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
     cluster.pgbackrest_backup()
-    time.sleep(1.2)
+    cluster.next_second()
     writes = []
     for i in (1, 2, 3):
         writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
-        time.sleep(1.2)
+        cluster.next_second()
     cluster.switch_wal()
     return History(cluster, db, writes)
 
@@ -276,7 +275,7 @@ def migrated(archived_cluster: ArchivedCluster) -> History:
     cluster.switch_wal()
     cluster.base_backup()
     writes = [cluster.write(db, "INSERT INTO events VALUES (1, 'healthy')")]
-    time.sleep(1.2)
+    cluster.next_second()
     writes.append(
         cluster.write(
             db,
@@ -284,7 +283,7 @@ def migrated(archived_cluster: ArchivedCluster) -> History:
             "INSERT INTO schema_migrations VALUES ('002')",
         )
     )
-    time.sleep(1.2)
+    cluster.next_second()
     writes.append(cluster.write(db, "INSERT INTO events VALUES (2, 'after', 'voice')"))
     cluster.switch_wal()
     return History(cluster, db, writes)
@@ -357,11 +356,11 @@ def in_tablespace(archived_cluster: ArchivedCluster) -> History:
     cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
     cluster.switch_wal()
     cluster.base_backup()
-    time.sleep(1.2)
+    cluster.next_second()
     writes = []
     for i in (1, 2, 3):
         writes.append(cluster.write(db, f"INSERT INTO events VALUES ({i}, 'write {i}')"))
-        time.sleep(1.2)
+        cluster.next_second()
     cluster.switch_wal()
     return History(cluster, db, writes)
 
@@ -407,9 +406,9 @@ def test_pgbackrest_recovery_of_a_database_in_its_own_tablespace_restores_it_asi
     cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY, note text)")
     cluster.write(db, "INSERT INTO events VALUES (0, 'before the backup')")
     cluster.pgbackrest_backup()
-    time.sleep(1.2)
+    cluster.next_second()
     first = cluster.write(db, "INSERT INTO events VALUES (1, 'write 1')")
-    time.sleep(1.2)
+    cluster.next_second()
     second = cluster.write(db, "INSERT INTO events VALUES (2, 'write 2')")
     cluster.switch_wal()
     history = History(cluster, db, [first, second])
@@ -476,7 +475,7 @@ def test_flyway_the_default_is_just_before_the_newest_version_still_applied(
     cluster.execute(db, row.format(1, "1", "SQL"))
     cluster.switch_wal()
     cluster.base_backup()
-    time.sleep(1.2)  # a backup's stop time is in whole seconds, as the fixtures above wait too
+    cluster.next_second()  # a backup's stop time is in whole seconds
     applied = cluster.write(db, row.format(2, "2", "SQL"))
     cluster.write(db, row.format(3, "3", "SQL"))
     cluster.write(db, row.format(4, "3", "UNDO_SQL"))

@@ -29,6 +29,7 @@ import psycopg
 import pytest
 
 from tests.fakes.parts import free_port, require, unavailable
+from tests.fakes.waiting import wait_for
 
 OS_USER = "postgres"
 PREFIX = "rbt_pgc_"  # then the pid of the test process that made the cluster
@@ -147,6 +148,23 @@ class ArchivedCluster:
         """Run SQL in one of the cluster's databases."""
         with self.connect(dbname) as conn:
             conn.execute(statement.encode())
+
+    def next_second(self) -> None:
+        """Wait until the server's clock has entered a later whole second than now.
+
+        A backup's stop time and the points people pick are in whole seconds: two events a
+        test must tell apart (a backup, then a write; two writes) must stand in different
+        seconds of the server's clock, which is what this waits for, not a fixed pause.
+        """
+        with self.connect() as conn:
+
+            def second() -> datetime:
+                row = conn.execute("SELECT date_trunc('second', clock_timestamp())").fetchone()
+                assert row is not None
+                return row[0]  # type: ignore[no-any-return]
+
+            start = second()
+            wait_for(lambda: second() > start, timeout=10, what="the server's next second")
 
     def write(self, dbname: str, statement: str) -> datetime:
         """Run one write and return its commit time as the server recorded it."""
