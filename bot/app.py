@@ -220,6 +220,10 @@ def http_limits(settings: Settings) -> Limits:
     )
 
 
+SOCKET_CLOSE_SECONDS = 5.0
+"""How long stopping waits for the Socket Mode connection to close (BotProcess._close_socket)."""
+
+
 class SocketConnection(Protocol):
     """What serving Socket Mode needs of Bolt's SocketModeHandler."""
 
@@ -477,7 +481,7 @@ class BotProcess:
         self.deps.wake_runner.set()
         self.sender.wake.set()
         if self._socket is not None:
-            self._socket.close()
+            self._close_socket(self._socket, deadline)
             self._socket = None
         if self._http is not None:
             self._http.stop()
@@ -488,6 +492,25 @@ class BotProcess:
             self._hand_back()
         self.deps.later.shutdown(wait=False)
         self.metrics.close()
+
+    def _close_socket(self, connection: SocketConnection, deadline: float) -> None:
+        """Close the Socket Mode connection, waiting at most `SOCKET_CLOSE_SECONDS` for it.
+
+        slack_sdk's builtin client can hang in close(): its session runner thread sets
+        the session's `terminated` back to False each time it starts a pass
+        (slack_sdk/socket_mode/builtin/client.py `_run_current_session`), so a pass begun
+        while close() is between setting it and disconnecting never ends, and close()
+        joins that thread for ever. Its threads are daemon threads, so leaving the close
+        behind still lets the process exit and hand its run back in time.
+        """
+        closer = threading.Thread(target=connection.close, name="socket-close", daemon=True)
+        closer.start()
+        closer.join(timeout=min(SOCKET_CLOSE_SECONDS, max(0.0, deadline - time.monotonic())))
+        if closer.is_alive():
+            log.warning(
+                "the Socket Mode connection did not close within %.0f s; stopping without it",
+                SOCKET_CLOSE_SECONDS,
+            )
 
     def _hand_back(self) -> None:
         """Release every run this process holds, so another replica resumes it now."""

@@ -30,8 +30,11 @@ class Crash(BaseException):
     """The bot dying between two engine calls."""
 
 
-def crash_after(monkeypatch: pytest.MonkeyPatch, k: int) -> list[str]:
-    """Make the k-th changing engine call raise Crash once it has happened; log every call."""
+def crash_after(
+    monkeypatch: pytest.MonkeyPatch, k: int, *, counted: tuple[str, ...] = CHANGES
+) -> list[str]:
+    """Make the k-th changing engine call of `counted` raise Crash once it has happened;
+    log every such call."""
     calls: list[str] = []
 
     def wrap(method_name: str) -> Callable[..., Any]:
@@ -46,7 +49,7 @@ def crash_after(monkeypatch: pytest.MonkeyPatch, k: int) -> list[str]:
 
         return call
 
-    for method_name in CHANGES:
+    for method_name in counted:
         monkeypatch.setattr(DockerClient, method_name, wrap(method_name))
     return calls
 

@@ -150,6 +150,29 @@ def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
     assert run is not None and run.lease_owner is None
 
 
+def test_a_socket_mode_connection_that_never_closes_does_not_keep_the_bot_from_stopping(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'bot.db'}"
+    script = write_script(tmp_path / "script.json", undo=["hang"])
+    store, run_id = _approve_a_hanging_run(database_url, script)
+    with _bot(
+        [sys.executable, "-m", "tests.ops.scripted_bot", str(script), "--socket-stuck"],
+        env=_env(tmp_path, slack, database_url),
+    ) as bot:
+        assert bot.stdout is not None
+        lines = Lines(bot.stdout)
+        wait_for(lambda: "undo" in script_log(script), timeout=60, what="the long step to start")
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(timeout=60) == 0, lines.text()
+    output = lines.text()
+    assert "socket closing" in output and "socket closed" not in output
+    assert "the Socket Mode connection did not close within 5 s; stopping without it" in output
+    assert f"handed run {run_id} back" in output
+    run = store.run(run_id)
+    assert run is not None and run.lease_owner is None and run.state == "running"
+
+
 @pytest.mark.parametrize("mode", ["--http", "--socket"])
 def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
     tmp_path: Path, slack: FakeSlack, mode: str
