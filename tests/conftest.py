@@ -16,6 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The shared helpers assert too: rewrite their asserts, whichever test imports them first.
+pytest.register_assert_rewrite("tests.fakes")
+
 # The store and the sandbox, for every folder (tests/fakes holds them; no conftest is imported).
 pytest_plugins = ["tests.fakes.stores", "tests.fakes.sandboxes"]
 

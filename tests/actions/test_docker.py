@@ -8,103 +8,29 @@ the session's engine and test images (`rbt-app:v1`..`v3` serve /health and
 from __future__ import annotations
 
 import socket
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
-from actions.base import PermanentError, PlanningError, StepContext, StepResult, spec_of
-from actions.docker import HISTORY_LABEL, DockerClient, DockerParams, DockerTarget, memory_key
+from actions.base import PermanentError, PlanningError, StepContext, spec_of
+from actions.docker import HISTORY_LABEL, DockerClient, DockerTarget, memory_key
+from tests.fakes.docker_apps import (
+    APP,
+    SECRET,
+    app,
+    containers_named,
+    params,
+    swap,
+    unique,
+    version_served,
+)
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
 
 pytest_plugins = ["tests.fakes.dockerd"]
-
-APP = "rbt-app"
-"""The test images' repository (tests/fakes/dockerd.py builds v1, v2, v3 and crash)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-SECRET = "DATABASE_URL=postgres://app:s3cret@db/app"
-
-
-def unique(prefix: str = "rbt") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def params(engine: Engine, name: str, **changes: Any) -> DockerParams:
-    values: dict[str, Any] = {
-        "kind": "docker",
-        "container": name,
-        "image": APP,
-        "socket": engine.socket,
-        "settle": 1.0,
-        "health_timeout": 20.0,
-        "stop_timeout": 0,
-        "keep_retired": 0,
-    }
-    return DockerParams(**(values | changes))
-
-
-def app(
-    engine: Engine,
-    version: str = "v2",
-    *,
-    port: int | None = None,
-    restart: str = "no",
-    networks: dict[str, Any] | None = None,
-    image_repo: str = APP,
-    **config: Any,
-) -> tuple[str, int]:
-    """Run a container of `rbt-app:<version>` publishing 8080 on 127.0.0.1; (name, port)."""
-    name, port = unique(), port or free_port()
-    host = {
-        "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]},
-        "RestartPolicy": {"Name": restart},
-        **config.pop("HostConfig", {}),
-    }
-    body = {"Image": f"{image_repo}:{version}", "Env": [SECRET], "HostConfig": host, **config}
-    engine.run(name, body, networks=networks or {engine.network(): {}})
-    return name, port
-
-
-def swap(
-    engine: Engine,
-    name: str,
-    ref: str | None,
-    memory: dict[str, Any] | None = None,
-    **changes: Any,
-) -> StepResult:
-    target = DockerTarget(params(engine, name, **changes))
-    step = target.plan(ref).rollback[0]
-    ctx = StepContext.for_test(timeout=90, memory=memory if memory is not None else {})
-    return step.run(ctx)
-
-
-def version_served(port: int) -> str:
-    """What the container publishing `port` serves (a container just started may not listen yet)."""
-
-    def fetch() -> str | None:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip()
-        except httpx.TransportError:
-            return None
-
-    return wait_for(fetch, timeout=10, what=f"an answer on 127.0.0.1:{port}")
-
-
-def containers_named(engine: Engine, prefix: str) -> list[str]:
-    listed = engine.call("GET", "/containers/json", params={"all": "1"}).json()
-    return sorted(n.lstrip("/") for c in listed for n in c["Names"] if n.startswith(f"/{prefix}"))
 
 
 # -- success ------------------------------------------------------------------------------

@@ -13,16 +13,18 @@ import pytest
 
 from actions.base import Level, PermanentError, StepContext, spec_of
 from actions.docker import DockerClient, DockerTarget, memory_key
-from tests.actions.test_docker import (
+from tests.fakes.docker_apps import (
     APP,
+    CHANGES,
+    Crash,
     app,
     containers_named,
+    crash_after,
     params,
     swap,
     unique,
     version_served,
 )
-from tests.actions.test_docker_resume import CHANGES, Crash, crash_after
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:

@@ -8,10 +8,7 @@ as insecure by default, so pushes and pulls go over plain HTTP.
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,54 +18,21 @@ from actions.base import PermanentError, PlanningError, StepContext
 from actions.docker import DockerClient, DockerParams, DockerTarget, negotiate
 from actions.docker.auth import registry_auth, registry_of
 from bot.domain.plans import default_point
-from tests.actions.test_docker import APP, app, params, swap, version_served
+from tests.fakes.docker_apps import (
+    APP,
+    app,
+    build,
+    load_fixed_time_image,
+    params,
+    push,
+    swap,
+    version_served,
+)
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine, Registry
 
-pytest_plugins = ["tests.fakes.dockerd"]
-
-BUSYBOX = Path("/bin/busybox")
-
-
-def build(engine: Engine, registry: Registry, version: str) -> None:
-    """Build `<registry>/rbt-app:<version>` (an image of its own: the session's stay untouched)."""
-    engine.build(
-        f"{registry.address}/{APP}:{version}",
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY health /www/health\n"
-        f"COPY version /www/version\nENV APP_VERSION={version} REGISTRY=1\nEXPOSE 8080\n"
-        'ENTRYPOINT ["/bin/busybox"]\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n',
-        {"busybox": BUSYBOX, "health": b"ok\n", "version": f"{version}\n".encode()},
-    )
-
-
-def push(engine: Engine, registry: Registry, version: str) -> str:
-    """Build `<registry>/rbt-app:<version>`, push it, remove it locally; return its digest ref."""
-    repo = f"{registry.address}/{APP}"
-    build(engine, registry, version)
-    anonymous = base64.urlsafe_b64encode(b"{}").decode()
-    pushed = engine.call(
-        "POST",
-        f"/images/{repo}/push",
-        params={"tag": version},
-        headers={"X-Registry-Auth": anonymous},
-        timeout=60,
-    )
-    assert '"error"' not in pushed.text, pushed.text
-    digest = engine.call("GET", f"/images/{repo}:{version}/json").json()["RepoDigests"][0]
-    engine.call("DELETE", f"/images/{repo}:{version}", params={"force": "1"})
-    return str(digest)
-
-
-@pytest.fixture
-def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry) -> Path:
-    """A Docker config file with credentials for the local registry (which ignores them)."""
-    auth = base64.b64encode(b"ci-bot:pull-s3cret").decode()
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"auths": {registry.address: {"auth": auth}}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
-    return path
+pytest_plugins = ["tests.fakes.dockerd", "tests.fakes.docker_apps"]
 
 
 # -- pull -----------------------------------------------------------------------------------
@@ -263,59 +227,6 @@ def test_a_credential_helper_is_not_run_and_the_pull_is_anonymous(
 
 
 # -- reproducible builds ----------------------------------------------------------------------
-
-
-def load_fixed_time_image(engine: Engine, ref: str, version: str) -> None:
-    """Load an image whose config says it was created at 1980-01-01, as ko or Jib build them."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        for path, data in [
-            ("bin/busybox", BUSYBOX.read_bytes()),
-            ("www/health", b"ok\n"),
-            ("www/version", f"{version}\n".encode()),
-        ]:
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), 0o755, 315532801
-            tar.addfile(info, io.BytesIO(data))
-    layer_bytes = layer.getvalue()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "created": "1980-01-01T00:00:01Z",
-            "config": {
-                "Env": [f"APP_VERSION={version}"],
-                "ExposedPorts": {"8080/tcp": {}},
-                "Entrypoint": ["/bin/busybox"],
-                "Cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"],
-            },
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": [f"sha256:{hashlib.sha256(layer_bytes).hexdigest()}"],
-            },
-        }
-    ).encode()
-    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
-    manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": ["layer/layer.tar"]}]
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for path, data in [
-            ("layer/layer.tar", layer_bytes),
-            (config_name, config),
-            ("manifest.json", json.dumps(manifest).encode()),
-        ]:
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    loaded = engine.call(
-        "POST",
-        "/images/load",
-        params={"quiet": "1"},
-        content=archive.getvalue(),
-        headers={"Content-Type": "application/x-tar"},
-        timeout=60,
-    )
-    assert '"error"' not in loaded.text, loaded.text
 
 
 def test_images_with_one_fixed_build_time_still_give_a_previous_version(dockerd: Engine) -> None:

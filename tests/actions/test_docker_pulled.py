@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 from actions.docker import DockerTarget, short_id
 from bot.domain.plans import default_point
-from tests.actions.test_docker import app, params, swap, version_served
-from tests.actions.test_docker_points import load_fixed_time_image
+from tests.fakes.docker_apps import app, load_fixed_time_image, params, swap, version_served
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine, Registry

@@ -9,49 +9,27 @@ one leaves the engine and memory exactly as dying after the change before it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from actions.base import PermanentError, StepContext, spec_of
-from actions.docker import DockerClient, DockerTarget, memory_key
-from tests.actions.test_docker import APP, app, containers_named, params, version_served
+from actions.docker import DockerTarget, memory_key
+from tests.fakes.docker_apps import (
+    APP,
+    CHANGES,
+    Crash,
+    app,
+    containers_named,
+    crash_after,
+    params,
+    version_served,
+)
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
 
 pytest_plugins = ["tests.fakes.dockerd"]
-
-CHANGES = ("stop", "update_restart_policy", "rename", "create", "connect", "start", "remove")
-
-
-class Crash(BaseException):
-    """The bot dying between two engine calls."""
-
-
-def crash_after(
-    monkeypatch: pytest.MonkeyPatch, k: int, *, counted: tuple[str, ...] = CHANGES
-) -> list[str]:
-    """Make the k-th changing engine call of `counted` raise Crash once it has happened;
-    log every such call."""
-    calls: list[str] = []
-
-    def wrap(method_name: str) -> Callable[..., Any]:
-        original = getattr(DockerClient, method_name)
-
-        def call(self: DockerClient, *args: Any, **kwargs: Any) -> Any:
-            result = original(self, *args, **kwargs)
-            calls.append(method_name)
-            if len(calls) == k:
-                raise Crash(f"bot killed after {method_name}")
-            return result
-
-        return call
-
-    for method_name in counted:
-        monkeypatch.setattr(DockerClient, method_name, wrap(method_name))
-    return calls
 
 
 def _crash_then_resume(

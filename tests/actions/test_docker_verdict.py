@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING
 
 from actions.base import Level
 from actions.docker import DockerTarget
-from tests.actions.test_docker import app, params
-from tests.actions.test_docker_points import build, docker_config, push
+from tests.fakes.docker_apps import app, build, params, push
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine, Registry
 
-pytest_plugins = ["tests.fakes.dockerd"]
-__all__ = ["docker_config"]
+pytest_plugins = ["tests.fakes.dockerd", "tests.fakes.docker_apps"]
 
 
 def test_an_image_on_the_host_is_runnable(dockerd: Engine) -> None:

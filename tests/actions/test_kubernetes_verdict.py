@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from actions.base import Finding, Level
 from actions.kubernetes import KubeConnection, KubernetesParams, KubernetesTarget
-from tests.actions.test_docker_points import push
 from tests.actions.test_kubernetes_access import (
     MANIFEST,
     TOKEN,
@@ -23,6 +22,7 @@ from tests.actions.test_kubernetes_access import (
     cluster_as_bot,
     without,
 )
+from tests.fakes.docker_apps import push
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:

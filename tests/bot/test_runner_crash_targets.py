@@ -37,12 +37,12 @@ from bot.persistence.models import Run
 from bot.persistence.store import Store
 from sandbox.kubernetes import FakeKubernetes
 from sandbox.web import Reply, WebStub
-from tests.actions.test_docker import APP as DOCKER_APP
-from tests.actions.test_docker import app as docker_app
-from tests.actions.test_docker import containers_named as docker_containers_named
-from tests.actions.test_docker import version_served as docker_version_served
 from tests.fakes.config import config_dict
 from tests.fakes.crash import CrashCase, CrashChildren
+from tests.fakes.docker_apps import APP as DOCKER_APP
+from tests.fakes.docker_apps import app as docker_app
+from tests.fakes.docker_apps import containers_named as docker_containers_named
+from tests.fakes.docker_apps import version_served as docker_version_served
 from tests.fakes.pg import HOST as PG_HOST
 from tests.fakes.pg import PORT as PG_PORT
 from tests.fakes.pg import USER as PG_USER

@@ -16,9 +16,8 @@ from actions.base import Level
 from bot.config import Environment, parse_config
 from bot.domain.verdict import FULL_ROLLBACK, Verdict
 from bot.execution.planner import Planner, target_factory
-from tests.actions.test_docker import app
-from tests.actions.test_docker import params as docker_params
-from tests.actions.test_docker_points import push
+from tests.fakes.docker_apps import app, push
+from tests.fakes.docker_apps import params as docker_params
 from tests.fakes.pg import connection, execute
 
 if TYPE_CHECKING:
