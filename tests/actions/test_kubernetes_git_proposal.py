@@ -18,7 +18,7 @@ from actions.git.params import GitSource
 from actions.git.step import ProposeGitChange
 from actions.kubernetes import KubernetesParams, KubernetesTarget
 from sandbox.forges import Forges
-from tests.actions.test_git_propose import Deploy, run
+from tests.fakes.git_deploy import Deploy, run
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster

@@ -15,6 +15,7 @@ from kubernetes.client import CustomObjectsApi
 from actions.base import StepContext, spec_of
 from actions.kubernetes import KubernetesParams, KubernetesTarget, rollout_undo
 from actions.kubernetes.gitops import RECORD, resume_sync
+from tests.fakes.gitops import API, APP, AUTOMATED, FLUX, IMAGES, NS, argocd, flux, image
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -22,61 +23,12 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.fakes.kube"]
 
-NS = "voxflow-prod"
-API = "voxflow-api"
-IMAGES = ["voxflow/api:v1", "voxflow/api:v2", "voxflow/api:v3"]
-APP = ("applications", "argocd", "voxflow")
-AUTOMATED = {"prune": True, "selfHeal": True}
-
-
-def image(cluster: KubeCluster) -> str:
-    containers = cluster.fake.deployment(NS, API)["spec"]["template"]["spec"]["containers"]
-    return str(containers[0]["image"])
-
 
 def target(cluster: KubeCluster) -> KubernetesTarget:
     params = KubernetesParams(
         kind="kubernetes", namespace=NS, deployment=API, connection=cluster.connection
     )
     return KubernetesTarget(params)
-
-
-def argocd(cluster: KubeCluster, *, tracking_id: bool = False) -> None:
-    fake = cluster.fake
-    fake.add_deployment(NS, API, images=IMAGES, replicas=2)
-    marks: dict[str, Any] = (
-        {"annotations": {"argocd.argoproj.io/tracking-id": f"voxflow:apps/Deployment:{NS}/{API}"}}
-        if tracking_id
-        else {"labels": {"app.kubernetes.io/instance": "voxflow"}}
-    )
-    fake.update_deployment(NS, API, {"metadata": marks})
-    application = {
-        "metadata": {"name": "voxflow", "namespace": "argocd"},
-        "spec": {"project": "default", "syncPolicy": {"automated": AUTOMATED}},
-    }
-    fake.store.create("applications", application)
-    fake.gitops.track(APP, ("deployments", NS, API))  # Git says v3, the bad release
-
-
-FLUX = {
-    "flux-kustomization": ("kustomizations", "kustomize.toolkit.fluxcd.io", "v1"),
-    "flux-helmrelease": ("helmreleases", "helm.toolkit.fluxcd.io", "v2"),
-}
-
-
-def flux(cluster: KubeCluster, tool: str = "flux-kustomization") -> tuple[str, str, str]:
-    fake = cluster.fake
-    resource, group, _ = FLUX[tool]
-    fake.add_deployment(NS, API, images=IMAGES, replicas=2)
-    labels = {f"{group}/name": "apps", f"{group}/namespace": "flux-system"}
-    fake.update_deployment(NS, API, {"metadata": {"labels": labels}})
-    fake.store.create(
-        resource,
-        {"metadata": {"name": "apps", "namespace": "flux-system"}, "spec": {"interval": "1m"}},
-    )
-    owner = (resource, "flux-system", "apps")
-    fake.gitops.track(owner, ("deployments", NS, API))
-    return owner
 
 
 def run_plan(cluster: KubeCluster, memory: dict[str, Any]) -> Any:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 from actions.base import Finding, Level
 from actions.kubernetes import KubeConnection, KubernetesParams, KubernetesTarget
-from tests.actions.test_kubernetes_access import (
+from tests.fakes.docker_apps import push
+from tests.fakes.kube_access import (
     MANIFEST,
     TOKEN,
     USER,
     cluster_as_bot,
     without,
 )
-from tests.fakes.docker_apps import push
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:

@@ -9,87 +9,22 @@ move by hand; several `Rechecks` on the same database stand for several bot proc
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import pytest
+from typing import TYPE_CHECKING
 
 from actions.kubernetes.gitops import resume_sync
-from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
 from bot.execution.recheck import Rechecks
-from bot.execution.runner import NullProgress, Runner
 from bot.execution.workflow import Workflow
-from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine
-from tests.actions.test_kubernetes_gitops import API, IMAGES, NS, argocd, image
-from tests.fakes.config import ALICE, BOB, Clock, config_dict
+from tests.fakes.config import ALICE, Clock
+from tests.fakes.gitops import API, IMAGES, World, argocd, image, kube_config
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster
 
-pytest_plugins = ["tests.fakes.kube"]
-
-
-def kube_config(kube: KubeCluster, **target: Any) -> RollbackConfig:
-    raw = config_dict()
-    raw["environments"]["prod"]["targets"] = {
-        "app": {
-            "kind": "kubernetes",
-            "namespace": NS,
-            "deployment": API,
-            "connection": {"kubeconfig": str(kube.kubeconfig), "context": "sandbox"},
-            "rollout_timeout": 30,
-            **target,
-        }
-    }
-    return parse_config(raw, path=Path("test.yml"))
-
-
-@dataclass
-class World:
-    store: Store
-    config: RollbackConfig
-    planner: Planner
-    run: Run
-
-    def process(self, store: Store | None = None) -> Rechecks:
-        """The re-checks of one bot process (its own owner name)."""
-        return Rechecks(store=store or self.store, config=self.config, planner=self.planner)
-
-    def messages(self, *kinds: str) -> list[Any]:
-        return [m for m in self.store.outbox(self.run.id) if m.kind in kinds]
-
-
-@pytest.fixture
-def rolled_back(kube: KubeCluster, store: Store) -> World:
-    """voxflow-api rolled back from v3 to v2 by a real runner; Argo CD left suspended."""
-    argocd(kube)
-    config = kube_config(kube, recheck_after="10m")
-    planner = Planner()
-    workflow = Workflow(store=store, config=config)
-    runner = Runner(
-        store=store,
-        workflow=workflow,
-        config=config,
-        planner=planner,
-        progress=NullProgress(),
-        rechecks=Rechecks(store=store, config=config, planner=planner),
-    )
-    env = config.environment("prod")
-    plan = planner.build(env_name="prod", env=env, target="app", point=None)
-    _, run = workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    workflow.approve(run.id, user=BOB)
-    assert runner.execute(run.id)
-    done = store.run(run.id)
-    assert done is not None and done.state == "succeeded", done and done.outcome
-    assert image(kube) == IMAGES[1]
-    return World(store=store, config=config, planner=planner, run=done)
+pytest_plugins = ["tests.fakes.kube", "tests.fakes.gitops"]
 
 
 def test_a_recheck_is_scheduled_when_the_rollback_succeeds_and_waits_for_its_time(

@@ -11,15 +11,13 @@ import pytest
 
 from bot.application.resync import Resync, held_owners
 from bot.execution.workflow import Refused, Workflow
-from tests.actions.test_kubernetes_gitops import APP, AUTOMATED
-from tests.bot.test_recheck import World, rolled_back
 from tests.fakes.config import ALICE, BOB, CAROL
+from tests.fakes.gitops import APP, AUTOMATED, World
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster
 
-pytest_plugins = ["tests.fakes.kube"]
-__all__ = ["rolled_back"]  # the fixture, shared with the re-check tests
+pytest_plugins = ["tests.fakes.kube", "tests.fakes.gitops"]
 
 
 def resync(world: World) -> Resync:

@@ -21,9 +21,9 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
 from sandbox.web import Reply, WebStub
-from tests.bot.test_runner import approved_run, make_runner
 from tests.fakes.outage import Outage
 from tests.fakes.pgcluster import ArchivedCluster, as_postgres
+from tests.fakes.runners import approved_run, make_runner
 from tests.fakes.targets import ScriptedTarget, script_log
 from tests.fakes.waiting import wait_for
 

@@ -8,7 +8,7 @@ from typing import Any
 from sandbox.harness import Sandbox
 from sandbox.platform import Person
 from sandbox.slack import Message, UploadedFile
-from tests.fakes.config import CHANNEL
+from tests.fakes.config import ALICE, CHANNEL
 from tests.fakes.waiting import wait_for
 
 ANSWERS = {
@@ -94,3 +94,52 @@ def settled(sandbox: Sandbox, *, outbox: bool = False) -> None:
 def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
     blocks = sandbox.slack.view(view_id).view["blocks"]
     return str(next(b for b in blocks if b.get("block_id") == "recommendation")["text"]["text"])
+
+
+def failure_broadcast(sandbox: Sandbox) -> Message:
+    return wait_for(
+        lambda: next(
+            (m for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts) if m.reply_broadcast),
+            None,
+        ),
+        what="the failure broadcast",
+    )
+
+
+def buttons_of(message: Message) -> list[str]:
+    return [
+        e["action_id"] for b in message.blocks if b.get("type") == "actions" for e in b["elements"]
+    ]
+
+
+def told(sandbox: Sandbox, user: str, words: str) -> bool:
+    return any(e.user == user and words in e.text for e in sandbox.slack.ephemerals(CHANNEL))
+
+
+def submit_form(sandbox: Sandbox) -> str:
+    """Type the command, answer, submit; return the modal's id."""
+    alice = sandbox.person(ALICE)
+    alice.slash("app prod")
+    view_id = alice.opened_view()
+    wait_for(lambda: sandbox.slack.view(view_id).updates, what="the modal")
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    response = alice.submit(view_id)
+    assert response.json()["response_action"] == "update"
+    return view_id
+
+
+def direct_messages(sandbox: Sandbox, user: str) -> list[str]:
+    try:
+        return [m.text for m in sandbox.slack.messages("D" + user[1:])]
+    except KeyError:  # no DM channel yet
+        return []
+
+
+def withdrawn(sandbox: Sandbox) -> None:
+    store = sandbox.process.deps.store
+    (run,) = store.runs()
+    assert run.state == "cancelled"
+    reasons = [e.detail.get("reason", "") for e in store.events(run.incident_id)]
+    assert any("incident thread could not be opened" in r for r in reasons)
+    assert store.lock_holder(environment="prod", targets=["app", "db", "full"]) is None

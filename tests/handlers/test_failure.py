@@ -9,11 +9,18 @@ from typing import Any
 
 from bot.application.timeline import rca_template
 from sandbox.harness import Sandbox
-from sandbox.slack import Message
 from sandbox.web import Reply, WebStub
 from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
 from tests.fakes.targets import script_log, write_script
-from tests.fakes.thread import ANSWERS, card, request_rollback, text_of
+from tests.fakes.thread import (
+    ANSWERS,
+    buttons_of,
+    card,
+    failure_broadcast,
+    request_rollback,
+    text_of,
+    told,
+)
 from tests.fakes.waiting import wait_for
 from tests.handlers.blockkit import assert_valid_block_kit
 
@@ -74,38 +81,18 @@ def test_success_is_one_line_to_the_channel(make_sandbox: Callable[..., Sandbox]
     assert not any(m.reply_broadcast for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts))
 
 
-def _broadcast(sandbox: Sandbox) -> Message:
-    return wait_for(
-        lambda: next(
-            (m for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts) if m.reply_broadcast),
-            None,
-        ),
-        what="the failure broadcast",
-    )
-
-
-def _buttons(message: Message) -> list[str]:
-    return [
-        e["action_id"] for b in message.blocks if b.get("type") == "actions" for e in b["elements"]
-    ]
-
-
-def _told(sandbox: Sandbox, user: str, words: str) -> bool:
-    return any(e.user == user and words in e.text for e in sandbox.slack.ephemerals(CHANNEL))
-
-
 def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_approvers_click(
     make_sandbox: Callable[..., Sandbox], script: Path
 ) -> None:
     write_script(script, status=["permanent", "ok"])
     sandbox = make_sandbox()
     _finish(sandbox, "failed")
-    broadcast = _broadcast(sandbox)
-    assert _buttons(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]
+    broadcast = failure_broadcast(sandbox)
+    assert buttons_of(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]
     store = sandbox.process.deps.store
 
     sandbox.person(ALICE).click(CHANNEL, broadcast.ts, "retry_failed_step")
-    wait_for(lambda: _told(sandbox, ALICE, "another approver must retry it"), what="the refusal")
+    wait_for(lambda: told(sandbox, ALICE, "another approver must retry it"), what="the refusal")
     assert store.runs()[0].state == "failed"
 
     sandbox.person(BOB).click(CHANNEL, broadcast.ts, "retry_failed_step")
@@ -127,7 +114,7 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
         what="the broadcast to say it was retried",
     )
     assert f"from rev 2 to rev 1 was retried* by <@{BOB}>" in text_of(edited)
-    assert _buttons(edited) == []
+    assert buttons_of(edited) == []
     incident = store.incident(run.incident_id)
     assert incident is not None
     rca = rca_template(incident, store.runs(incident_id=incident.id), store.events(incident.id))
@@ -146,15 +133,15 @@ def test_retry_is_refused_when_the_target_changed_since_the_failure(
     write_script(script, status=["permanent"])
     sandbox = make_sandbox()
     _finish(sandbox, "failed")
-    broadcast = _broadcast(sandbox)
+    broadcast = failure_broadcast(sandbox)
     raw = json.loads(script.read_text())
     write_script(script, **{**raw, "_current": "5"})  # a newer deploy since the failure
     sandbox.person(BOB).click(CHANNEL, broadcast.ts, "retry_failed_step")
     wait_for(
-        lambda: _told(sandbox, BOB, "App now runs rev 5, which this plan neither rolls back"),
+        lambda: told(sandbox, BOB, "App now runs rev 5, which this plan neither rolls back"),
         what="the stale refusal",
     )
-    assert _told(sandbox, BOB, "the stored plan is stale. Re-plan instead.")
+    assert told(sandbox, BOB, "the stored plan is stale. Re-plan instead.")
     store = sandbox.process.deps.store
     assert store.runs()[0].state == "failed"
     assert not [e for e in store.events(store.runs()[0].incident_id) if e.kind == "run.retry"]
@@ -173,17 +160,17 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
         store = sandbox.process.deps.store
         wait_for(lambda: store.runs()[0].state == "failed", what="the run to fail")
-        broadcast = _broadcast(sandbox)
+        broadcast = failure_broadcast(sandbox)
         sent = [r.json()["enabled"] for r in web.calls("POST", "/maintenance")]
         assert sent == [True]  # left on, as asked
         assert "maintenance mode is ON" in text_of(broadcast)
-        assert _buttons(broadcast) == [
+        assert buttons_of(broadcast) == [
             "retry_failed_step", "replan_run", "mark_resolved", "leave_maintenance_on",
             "turn_maintenance_off",
         ]  # fmt: skip
 
         sandbox.person(MALLORY).click(CHANNEL, broadcast.ts, "turn_maintenance_off")
-        wait_for(lambda: _told(sandbox, MALLORY, "requester or an approver"), what="refusal")
+        wait_for(lambda: told(sandbox, MALLORY, "requester or an approver"), what="refusal")
         sandbox.person(BOB).click(CHANNEL, broadcast.ts, "leave_maintenance_on")
         left = wait_for(
             lambda: (
@@ -193,7 +180,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
             what="the decision on the broadcast",
         )
         assert f"Maintenance stays on: <@{BOB}> decided." in text_of(left)
-        assert _buttons(left) == [
+        assert buttons_of(left) == [
             "retry_failed_step", "replan_run", "mark_resolved", "turn_maintenance_off"
         ]  # fmt: skip
         assert [r.json()["enabled"] for r in web.calls("POST", "/maintenance")] == [True]
@@ -215,7 +202,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         assert "maintenance mode turned off since (below)" in said
         assert '{"enabled": false}' not in said.split("*Left undone:*")[1]
         assert assert_valid_block_kit(sandbox) > 10
-        assert _buttons(off) == ["retry_failed_step", "replan_run", "mark_resolved"]
+        assert buttons_of(off) == ["retry_failed_step", "replan_run", "mark_resolved"]
         events = [e.kind for e in store.events(store.runs()[0].incident_id)]
         assert "maintenance.left_on" in events and "maintenance.turned_off" in events
 
@@ -239,7 +226,7 @@ def test_a_failure_path_that_turned_maintenance_off_offers_no_maintenance_button
         web.route("POST", "/maintenance", Reply(200, json={"ok": True}))
         sandbox = make_sandbox(maintenance={"url": f"{web.url}/maintenance"})
         _finish(sandbox, "failed")
-        broadcast = _broadcast(sandbox)
+        broadcast = failure_broadcast(sandbox)
         assert [r.json()["enabled"] for r in web.calls("POST", "/maintenance")] == [True, False]
         assert "maintenance mode is off again" in text_of(broadcast)
-        assert _buttons(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]
+        assert buttons_of(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]

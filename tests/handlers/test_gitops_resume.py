@@ -21,7 +21,8 @@ from bot.execution.planner import Planner
 from bot.persistence.models import Recheck
 from sandbox.harness import Sandbox
 from sandbox.slack import Message
-from tests.actions.test_kubernetes_gitops import (
+from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY, PEOPLE, config_dict
+from tests.fakes.gitops import (
     API,
     APP,
     AUTOMATED,
@@ -31,7 +32,6 @@ from tests.actions.test_kubernetes_gitops import (
     flux,
     image,
 )
-from tests.fakes.config import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY, PEOPLE, config_dict
 from tests.fakes.thread import request_rollback, text_of
 from tests.fakes.waiting import wait_for
 

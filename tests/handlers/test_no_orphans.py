@@ -16,21 +16,16 @@ import pytest
 from sandbox.harness import Sandbox
 from sandbox.slack.models import Call
 from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
-from tests.fakes.thread import ANSWERS, card, request_rollback, settled, text_of
+from tests.fakes.thread import (
+    card,
+    direct_messages,
+    request_rollback,
+    settled,
+    submit_form,
+    text_of,
+    withdrawn,
+)
 from tests.fakes.waiting import wait_for
-
-
-def submit_form(sandbox: Sandbox) -> str:
-    """Type the command, answer, submit; return the modal's id."""
-    alice = sandbox.person(ALICE)
-    alice.slash("app prod")
-    view_id = alice.opened_view()
-    wait_for(lambda: sandbox.slack.view(view_id).updates, what="the modal")
-    for block_id, value in ANSWERS.items():
-        alice.choose(view_id, block_id, value)
-    response = alice.submit(view_id)
-    assert response.json()["response_action"] == "update"
-    return view_id
 
 
 def modal_text(sandbox: Sandbox, view_id: str) -> str:
@@ -45,22 +40,6 @@ def final_modal(sandbox: Sandbox, view_id: str) -> str:
         what="the modal to say how it ended",
     )
     return modal_text(sandbox, view_id)
-
-
-def direct_messages(sandbox: Sandbox, user: str) -> list[str]:
-    try:
-        return [m.text for m in sandbox.slack.messages("D" + user[1:])]
-    except KeyError:  # no DM channel yet
-        return []
-
-
-def withdrawn(sandbox: Sandbox) -> None:
-    store = sandbox.process.deps.store
-    (run,) = store.runs()
-    assert run.state == "cancelled"
-    reasons = [e.detail.get("reason", "") for e in store.events(run.incident_id)]
-    assert any("incident thread could not be opened" in r for r in reasons)
-    assert store.lock_holder(environment="prod", targets=["app", "db", "full"]) is None
 
 
 def then_a_new_request_works(sandbox: Sandbox) -> None:

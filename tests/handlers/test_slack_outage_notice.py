@@ -9,8 +9,8 @@ from __future__ import annotations
 from sandbox.harness import Sandbox
 from sandbox.slack.models import Call
 from tests.fakes.config import ALICE
+from tests.fakes.thread import direct_messages, submit_form, withdrawn
 from tests.fakes.waiting import wait_for
-from tests.handlers.test_no_orphans import direct_messages, submit_form, withdrawn
 
 
 def submit_form_in_an_outage(sandbox: Sandbox) -> str:

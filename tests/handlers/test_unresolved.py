@@ -11,11 +11,10 @@ from bot.execution.workflow import Refused
 from handlers.flows import flows_for
 from sandbox.harness import Sandbox
 from tests.fakes.config import ALICE, BOB, CHANNEL, MALLORY
+from tests.fakes.home import open_home
 from tests.fakes.targets import write_script
-from tests.fakes.thread import card, request_rollback, text_of
+from tests.fakes.thread import buttons_of, card, failure_broadcast, request_rollback, text_of, told
 from tests.fakes.waiting import wait_for
-from tests.handlers.test_failure import _broadcast, _buttons, _told
-from tests.handlers.test_home import open_home
 
 
 def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
@@ -27,8 +26,8 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
     run = wait_for(lambda: (r := store.runs()[0]).state == "failed" and r, what="the failure")
-    broadcast = _broadcast(sandbox)
-    assert _buttons(broadcast)[-1] == "mark_resolved"
+    broadcast = failure_broadcast(sandbox)
+    assert buttons_of(broadcast)[-1] == "mark_resolved"
 
     status = sandbox.person(ALICE).slash("status").text
     assert "Failed and not resolved" in status and run.incident_id in status
@@ -36,7 +35,7 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
     assert run.incident_id in home and "No rollback is waiting" not in home
 
     sandbox.person(MALLORY).click(CHANNEL, broadcast.ts, "mark_resolved")
-    wait_for(lambda: _told(sandbox, MALLORY, "requester or an approver"), what="the refusal")
+    wait_for(lambda: told(sandbox, MALLORY, "requester or an approver"), what="the refusal")
     assert [r.id for r in store.unresolved_failures()] == [run.id]
 
     sandbox.person(BOB).click(CHANNEL, broadcast.ts, "mark_resolved")
@@ -45,7 +44,7 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
         what="the broadcast to say who resolved it",
     )
     assert f"Resolved by <@{BOB}> at <!date^" in text_of(resolved)
-    assert _buttons(resolved) == []
+    assert buttons_of(resolved) == []
     assert store.unresolved_failures() == []
     (event,) = [e for e in store.events(run.incident_id) if e.kind == "run.resolved"]
     assert event.actor == BOB
