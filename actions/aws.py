@@ -49,7 +49,7 @@ def aws_client(aws: AwsConnection, service: Literal["elbv2", "s3"]) -> Any:
     config = Config(
         connect_timeout=5, read_timeout=20, retries={"mode": "standard", "max_attempts": 3}
     )
-    return aws_session(aws).client(service, endpoint_url=aws.endpoint_url, config=config)  # type: ignore[call-overload]
+    return aws_session(aws).client(service, endpoint_url=aws.endpoint_url, config=config)
 
 
 @contextmanager

@@ -85,7 +85,7 @@ class _RedactingClient(WebClient):
     secrets: Secrets = Secrets()
     metrics: BotMetrics | None = None
 
-    def api_call(  # type: ignore[override]
+    def api_call(
         self,
         api_method: str,
         *,

@@ -420,7 +420,7 @@ class _BoundedLoader(yaml.SafeLoader):
         if self._depth > MAX_DEPTH:
             raise _TooBig(f"nested more than {MAX_DEPTH} levels deep; refused")
         try:
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 

@@ -249,7 +249,7 @@ ORDER BY 1, 2, 3, 4 NULLS FIRST, 5
 
 def default_privileges(pg: psycopg.Connection[Any]) -> list[DefaultAcl]:
     """Return the connected database's default privileges, one row per grant."""
-    return [tuple(row) for row in pg.execute(DEFAULT_ACL_QUERY).fetchall()]  # type: ignore[misc]
+    return [tuple(row) for row in pg.execute(DEFAULT_ACL_QUERY).fetchall()]
 
 
 def _default_acl(row: DefaultAcl, grant: bool) -> sql.Composed:

@@ -175,7 +175,8 @@ def object_meta(obj: Any) -> V1ObjectMeta:
     """Return a client model's metadata (Deployment, ReplicaSet, Pod, ...), which must be set."""
     if getattr(obj, "metadata", None) is None:
         raise PermanentError("the API server returned an object without metadata")
-    return obj.metadata
+    meta: V1ObjectMeta = obj.metadata
+    return meta
 
 
 def annotations_of(obj: V1Deployment | V1ReplicaSet) -> dict[str, str]:

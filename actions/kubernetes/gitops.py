@@ -126,9 +126,9 @@ def detect_owner(
         prefix = LABELS[tool]
         name, namespace = labels.get(f"{prefix}/name"), labels.get(f"{prefix}/namespace")
         if name and namespace:
-            found = _get(api, tool, namespace, name)  # type: ignore[arg-type]
+            found = _get(api, tool, namespace, name)
             if found is not None:
-                return Owner(tool, name, namespace, _automatic(tool, found))  # type: ignore[arg-type]
+                return Owner(tool, name, namespace, _automatic(tool, found))
     return _helm(api, meta)
 
 

@@ -159,7 +159,8 @@ def replica_count(deployment: V1Deployment) -> int:
 
 
 def _api(apps: AppsV1Api) -> ApiClient:
-    return apps.api_client
+    client: ApiClient = apps.api_client
+    return client
 
 
 class StopWorkers(Step):

@@ -45,7 +45,7 @@ ROUTE = re.compile(
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>status|scale))?)?/?$"
 )
 GROUP = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?$")
-STATIC = {
+STATIC: dict[str, Callable[[str], Any]] = {
     "/version": lambda address: views.VERSION,
     "/api": views.core_versions,
     "/api/v1": lambda address: views.core_resources(),

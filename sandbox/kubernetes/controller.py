@@ -363,7 +363,7 @@ class Controller:
     @staticmethod
     def _complete(d: Obj, status: Obj) -> bool:
         desired = d["spec"]["replicas"]
-        return (
+        return bool(
             status.get("updatedReplicas", 0) == desired
             and status.get("replicas", 0) == desired
             and status.get("availableReplicas", 0) == desired
@@ -492,7 +492,7 @@ class Controller:
     def _progressing(old: Obj, new: Obj) -> bool:
         old_olds = old.get("replicas", 0) - old.get("updatedReplicas", 0)
         new_olds = new.get("replicas", 0) - new.get("updatedReplicas", 0)
-        return (
+        return bool(
             new.get("updatedReplicas", 0) > old.get("updatedReplicas", 0)
             or new_olds < old_olds
             or new.get("readyReplicas", 0) > old.get("readyReplicas", 0)

@@ -105,7 +105,7 @@ def _revision_key(rev: Obj) -> tuple[int, float, str]:
 
 def template_of(revision: Obj) -> Obj:
     """The pod template a revision restores."""
-    template = copy.deepcopy(revision["data"]["spec"]["template"])
+    template: Obj = copy.deepcopy(revision["data"]["spec"]["template"])
     template.pop("$patch", None)
     template["metadata"] = {
         k: v for k, v in (template.get("metadata") or {}).items() if k != "creationTimestamp"
