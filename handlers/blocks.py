@@ -141,7 +141,7 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
         blocks.append(t.section(f"*Status:* {_status_line(run, facts)}"))
         risk = risk_summary(run)
         if risk and run.state in ("requested", "approved", "running"):
-            blocks.append(t.context(f"*Before approval:* {t.esc(risk)}"))
+            blocks.append(t.context(f"*Before approval:* {t.dated(t.esc(risk))}"))
         if run.outcome:
             blocks.append(t.context(outcome_words(run)))
     return blocks
@@ -161,14 +161,14 @@ def label(step: dict[str, Any]) -> str:
 
 
 def versions(run: Run) -> str:
-    """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped."""
-    return f"*{t.esc(run.target)}* {t.esc(from_to(run))}"
+    """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped, times as date tokens."""
+    return f"*{t.esc(run.target)}* {t.dated(t.esc(from_to(run)))}"
 
 
 def outcome_words(run: Run) -> str:
-    """The run's outcome with steps named in words, escaped
+    """The run's outcome with steps named in words, escaped, times as date tokens
     (`bot.application.timeline.outcome_in_words`)."""
-    return t.esc(outcome_in_words(run))
+    return t.dated(t.esc(outcome_in_words(run)))
 
 
 PHASE_WORDS = {"stage": "before maintenance, nothing live touched"}
@@ -257,7 +257,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
     ]
     notes = run.notes or []
     if notes:
-        blocks.append(t.section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
+        blocks.append(t.section("*Notes*\n" + "\n".join(f"• {t.dated(t.esc(n))}" for n in notes)))
     blocks += verdict_blocks(run)
     if run.force:
         blocks.append(t.context(":warning: forced: missing rollback scripts overridden"))
@@ -319,10 +319,13 @@ def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
     confirm = ConfirmObject(
         title="Approve this rollback?",
         text=t.cut(  # a confirm dialog's text is mrkdwn; Slack allows 300 characters
-            t.esc(
-                f"Roll back {run.target} in {run.environment} {from_to(run)}: "
-                f"{len(run.plan)} steps, starting now."
-                + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
+            t.dated(
+                t.esc(
+                    f"Roll back {run.target} in {run.environment} {from_to(run)}: "
+                    f"{len(run.plan)} steps, starting now."
+                    + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
+                ),
+                tokens=False,
             ),
             300,
         ),
@@ -348,7 +351,7 @@ def _live_line(step: dict[str, Any], live: dict[str, Any]) -> str:
     limit = f" of {float(timeout):.0f} s" if timeout else ""
     readings = int(live.get("readings") or 0)
     count = f" · {readings} reading{'' if readings == 1 else 's'}" if readings else ""
-    line = t.esc(t.mask_urls(str(live.get("line") or "")))
+    line = t.dated(t.esc(t.mask_urls(str(live.get("line") or ""))))
     return f"\n      _{float(live.get('elapsed') or 0):.0f} s{limit}{count} · {line}_"
 
 
@@ -366,7 +369,9 @@ def progress_message(
         record = by_position.get(step["position"])
         state = record.state if record else ("not run" if finished else "pending")
         took = t.seconds(record.started_at, record.finished_at) if record else ""
-        summary = f" — {t.esc(t.mask_urls(record.summary))}" if record and record.summary else ""
+        summary = (
+            f" — {t.dated(t.esc(t.mask_urls(record.summary)))}" if record and record.summary else ""
+        )
         now = ""
         if live and state == "running" and live.get("position") == step["position"]:
             now = _live_line(step, live)
@@ -438,8 +443,8 @@ def failure_message(
             f"{mentions}: manual intervention required."
         ),
         t.section(
-            f"*What failed:* {t.esc(first)}\n*Production now:* {t.esc(now)}\n"
-            f"*Left undone:* {t.esc(undone)}"
+            f"*What failed:* {t.dated(t.esc(first))}\n*Production now:* {t.dated(t.esc(now))}\n"
+            f"*Left undone:* {t.dated(t.esc(undone))}"
         ),
     ]
     if after is not None and after.left_on_by and after.maintenance_on:
@@ -592,7 +597,7 @@ def run_line(
         approved = "break-glass" if run.break_glass else "no approvals"
     return (
         f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
-        f"{t.esc(from_to(run))} · requested by {t.user(run.requester)} · {approved} · "
+        f"{t.dated(t.esc(from_to(run)))} · requested by {t.user(run.requester)} · {approved} · "
         f"{t.when(run.created_at)}"
     )
 
