@@ -52,7 +52,7 @@ from actions.base import ActionError, RollbackPoint, StepContext, running_point
 from bot.application.reviews import Reviews
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
-from bot.domain.plans import Plan, default_point, plan_difference, remembered
+from bot.domain.plans import Plan, default_point, lasting, plan_difference, remembered
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders, blocked, holders_from
 from bot.domain.versions import KnownVersions, version_key
@@ -380,8 +380,8 @@ class Flows:
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
         chosen = chosen or (None if ref else offer.default)
         versions: dict[str, str | None] = {
-            "from_version": current.label if current else "",
-            "to_version": chosen.label if chosen else (ref or ""),
+            "from_version": lasting(current) if current else "",
+            "to_version": lasting(chosen) if chosen else (ref or ""),
         }
         if not isinstance(env.targets[run.target], FullParams):  # members keep their own
             versions["from_key"] = current.key if current else ""
