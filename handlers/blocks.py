@@ -68,6 +68,8 @@ class RunFacts:
     auto_approved_at: datetime | None = None
     approvers: Approvers | None = None
     """Who may approve (config), to say who still can."""
+    after: Aftermath | None = None
+    """What people decided since the run failed (`bot.persistence.aftermath`)."""
 
 
 def approval_state(
@@ -96,8 +98,18 @@ def approval_state(
     return said
 
 
+def run_title(run: Run, after: Aftermath | None = None) -> str:
+    """The run's state in words: a failure a person marked resolved says who and when."""
+    if run.state == "failed" and after is not None and after.resolved_by:
+        return (
+            f":white_check_mark: Failed, resolved by {t.user(after.resolved_by)} at "
+            f"{t.when(after.resolved_at)}"
+        )
+    return RUN_TITLES[run.state]
+
+
 def _status_line(run: Run, facts: RunFacts) -> str:
-    line = RUN_TITLES[run.state]
+    line = run_title(run, facts.after)
     if facts.approvals or run.state == "requested":
         line += " · " + approval_state(run, facts.approvals, approvers=facts.approvers)
     if facts.approvals and run.state != "requested":
@@ -143,7 +155,7 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
         if risk and run.state in ("requested", "approved", "running"):
             blocks.append(t.context(f"*Before approval:* {t.dated(t.esc(risk))}"))
         if run.outcome:
-            blocks.append(t.context(outcome_words(run)))
+            blocks.append(t.context(outcome_words(run, facts.after)))
     return blocks
 
 
@@ -165,10 +177,39 @@ def versions(run: Run) -> str:
     return f"*{t.esc(run.target)}* {t.dated(t.esc(from_to(run)))}"
 
 
-def outcome_words(run: Run) -> str:
-    """The run's outcome with steps named in words, escaped, times as date tokens
-    (`bot.application.timeline.outcome_in_words`)."""
-    return t.dated(t.esc(outcome_in_words(run)))
+def outcome_words(run: Run, after: Aftermath | None = None) -> str:
+    """The run's outcome as it stands now (`outcome_now`), escaped, times as date tokens."""
+    return t.dated(t.esc(outcome_now(run, after)))
+
+
+MAINTENANCE_OFF = "http.maintenance_off"
+OFF_SINCE = "maintenance mode turned off since the failure"
+
+
+def outcome_now(run: Run, after: Aftermath | None = None) -> str:
+    """The run's outcome with steps named in words (`bot.application.timeline.outcome_in_words`)
+    and corrected by what people did since it was written (`after`): maintenance turned off
+    is no longer ON, nor left undone; a failure marked resolved needs no more intervention.
+    Every message that states the outcome renders this one text."""
+    said = outcome_in_words(run)
+    if after is not None and after.resolved_by:
+        said = said.replace(" Manual intervention required.", "")
+    if after is None or not after.turned_off_by:
+        return said
+    said = said.replace("maintenance mode is ON", OFF_SINCE)
+    off = {
+        words
+        for s in run.plan
+        if s.get("name") == MAINTENANCE_OFF
+        for words in (str(s.get("description")), str(s.get("label") or readable(MAINTENANCE_OFF)))
+    }
+    undone = _sentence_after(said, "Not run:")
+    if not undone:
+        return said
+    left = "; ".join(part for part in undone.split("; ") if part not in off)
+    return said.replace(f"Not run: {undone}.", f"Not run: {left}." if left else "").replace(
+        "  ", " "
+    )
 
 
 PHASE_WORDS = {"stage": "before maintenance, nothing live touched"}
@@ -356,11 +397,16 @@ def _live_line(step: dict[str, Any], live: dict[str, Any]) -> str:
 
 
 def progress_message(
-    run: Run, records: list[StepView], *, live: dict[str, Any] | None = None
+    run: Run,
+    records: list[StepView],
+    *,
+    live: dict[str, Any] | None = None,
+    after: Aftermath | None = None,
 ) -> list[Block]:
     """One line per step: icon, name, state, duration; edited in place as steps run.
 
-    `live` is a running step's latest reading (`SlackProgress`), shown under its line.
+    `live` is a running step's latest reading (`SlackProgress`), shown under its line;
+    `after`, what people decided since a failure.
     """
     by_position = {r.position: r for r in records}
     finished = run.state in ("succeeded", "failed")
@@ -382,15 +428,16 @@ def progress_message(
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
     blocks: list[Block] = [
         t.section(
-            f"*Progress* · {RUN_TITLES[run.state]} · {versions(run)} · {done}/{len(run.plan)} steps"
+            f"*Progress* · {run_title(run, after)} · {versions(run)} · {done}/{len(run.plan)} steps"
         ),
         t.section("\n".join(lines)),
     ]
     if run.state == "failed":
+        resolved = after is not None and after.resolved_by
         blocks.append(
             t.section(  # the runner's outcome says it too: once is enough
-                ":rotating_light: *Manual intervention required.* "
-                + outcome_words(run).replace(" Manual intervention required.", "")
+                ("" if resolved else ":rotating_light: *Manual intervention required.* ")
+                + outcome_words(run, after).replace(" Manual intervention required.", "")
             )
         )
     return blocks
@@ -406,9 +453,6 @@ def _sentence_after(text: str, lead: str) -> str:
     return (rest if end < 0 else rest[:end]).rstrip(".")
 
 
-MAINTENANCE_OFF = "http.maintenance_off"
-
-
 def failure_message(
     run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
 ) -> list[Block]:
@@ -417,24 +461,14 @@ def failure_message(
     left
     maintenance on, Leave maintenance on / Turn maintenance off."""
     if run.state != "failed":  # retried: its outcome was cleared and it runs again
-        who = f" by {t.user(retried_by)}" if retried_by else ""
-        return [
-            t.section(
-                f":arrows_counterclockwise: *{run.incident_id}: the failed rollback of "
-                f"{versions(run)} was retried*{who}; it is {run.state} again, progress in "
-                "the thread."
-            )
-        ]
-    said = outcome_in_words(run)
+        return retried_message(run, retried_by=retried_by)
+    said = outcome_now(run, after)
     now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
-    undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
-    if after is not None and after.turned_off_by:
-        # Said when the run ended; a person has since turned maintenance off: say that.
-        now = now.replace("maintenance mode is ON", "maintenance mode turned off since (below)")
-        off = {str(s.get("description")) for s in run.plan if s.get("name") == MAINTENANCE_OFF}
-        undone = "; ".join(part for part in undone.split("; ") if part not in off) or (
-            "nothing left in the plan"
-        )
+    undone = _sentence_after(said, "Not run:") or (
+        "nothing left in the plan"
+        if after is not None and after.turned_off_by
+        else "nothing; every step was attempted"
+    )
     first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     blocks: list[Block] = [
@@ -467,6 +501,20 @@ def failure_message(
         return blocks
     blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
     return blocks
+
+
+def retried_message(run: Run, *, retried_by: str | None) -> list[Block]:
+    """A failure announcement after its retry: where the retry is now, so the announcement
+    never says "running again" of a run that has since ended."""
+    who = f" by {t.user(retried_by)}" if retried_by else ""
+    lead = f"*{run.incident_id}: the failed rollback of {versions(run)} was retried*{who}"
+    if run.state == "succeeded":
+        said = f":large_green_circle: {lead} and succeeded at {t.when(run.finished_at)}."
+    elif run.state == "failed":
+        said = f":red_circle: {lead} and failed again: see the newer failure message."
+    else:
+        said = f":arrows_counterclockwise: {lead}; it is {run.state} again, progress in the thread."
+    return [t.section(said)]
 
 
 def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
@@ -529,7 +577,12 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
 
 
 def failure_text(run: Run) -> str:
-    """Notification text of the failure broadcast."""
+    """Notification text of the failure broadcast, as the run stands now (a retry may have
+    ended it)."""
+    if run.state == "succeeded":
+        return t.esc(f"{run.incident_id}: the rollback of {run.target} succeeded on retry")
+    if run.state != "failed":
+        return t.esc(f"{run.incident_id}: the rollback of {run.target} was retried; {run.state}")
     return t.esc(f"{run.incident_id}: the rollback of {run.target} failed; action needed")
 
 

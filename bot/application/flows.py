@@ -103,7 +103,8 @@ CHANGED = "run.changed"
 """Outbox message: redraw the run's card and plan (after a click or monitoring's decision)."""
 
 DECIDED = "run.decided"
-"""Outbox message: redraw the failure announcement after a person acted on it."""
+"""Outbox message: after a person acted on a failure (retry, maintenance, resolved), redraw
+every message that states the run's state: the announcement, the card, plan and progress."""
 
 
 class Thread(Protocol):
@@ -632,8 +633,7 @@ class Flows:
             )
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        self._tell(run_id, CHANGED)
-        self._tell(run_id, DECIDED)
+        self._tell(run_id, DECIDED)  # redraws the announcement, the card, plan and progress
         self.wake_runner.set()
         return fresh
 
