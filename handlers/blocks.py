@@ -24,7 +24,7 @@ from slack_sdk.models.blocks import (
 )
 
 from actions.base import readable
-from bot.application.timeline import from_to, outcome_in_words
+from bot.application.timeline import from_to, outcome_now, sentence_after
 from bot.config import Approvers
 from bot.domain.decision import Recommendation
 from bot.domain.states import RunKind
@@ -180,36 +180,6 @@ def versions(run: Run) -> str:
 def outcome_words(run: Run, after: Aftermath | None = None) -> str:
     """The run's outcome as it stands now (`outcome_now`), escaped, times as date tokens."""
     return t.dated(t.esc(outcome_now(run, after)))
-
-
-MAINTENANCE_OFF = "http.maintenance_off"
-OFF_SINCE = "maintenance mode turned off since the failure"
-
-
-def outcome_now(run: Run, after: Aftermath | None = None) -> str:
-    """The run's outcome with steps named in words (`bot.application.timeline.outcome_in_words`)
-    and corrected by what people did since it was written (`after`): maintenance turned off
-    is no longer ON, nor left undone; a failure marked resolved needs no more intervention.
-    Every message that states the outcome renders this one text."""
-    said = outcome_in_words(run)
-    if after is not None and after.resolved_by:
-        said = said.replace(" Manual intervention required.", "")
-    if after is None or not after.turned_off_by:
-        return said
-    said = said.replace("maintenance mode is ON", OFF_SINCE)
-    off = {
-        words
-        for s in run.plan
-        if s.get("name") == MAINTENANCE_OFF
-        for words in (str(s.get("description")), str(s.get("label") or readable(MAINTENANCE_OFF)))
-    }
-    undone = _sentence_after(said, "Not run:")
-    if not undone:
-        return said
-    left = "; ".join(part for part in undone.split("; ") if part not in off)
-    return said.replace(f"Not run: {undone}.", f"Not run: {left}." if left else "").replace(
-        "  ", " "
-    )
 
 
 PHASE_WORDS = {"stage": "before maintenance, nothing live touched"}
@@ -443,16 +413,6 @@ def progress_message(
     return blocks
 
 
-def _sentence_after(text: str, lead: str) -> str:
-    """The sentence of `text` that starts with `lead`, without the lead (the runner's outcome)."""
-    start = text.find(lead)
-    if start < 0:
-        return ""
-    rest = text[start + len(lead) :].strip()
-    end = rest.find(". ")
-    return (rest if end < 0 else rest[:end]).rstrip(".")
-
-
 def failure_message(
     run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
 ) -> list[Block]:
@@ -463,8 +423,8 @@ def failure_message(
     if run.state != "failed":  # retried: its outcome was cleared and it runs again
         return retried_message(run, retried_by=retried_by)
     said = outcome_now(run, after)
-    now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
-    undone = _sentence_after(said, "Not run:") or (
+    now = sentence_after(said, "Production now:") or "unknown: check the target by hand"
+    undone = sentence_after(said, "Not run:") or (
         "nothing left in the plan"
         if after is not None and after.turned_off_by
         else "nothing; every step was attempted"

@@ -331,8 +331,7 @@ class IncidentThread:
         """Update card and plan, announce the end, then post the checklist and the RCA template.
 
         A retried run's earlier failure announcement is redrawn to say how the retry ended,
-        and its RCA template is posted again (a file cannot be edited): the first one says
-        the run failed.
+        and its RCA template is posted again: the first one says the run failed.
         """
         self.refresh(run.id)
         self.progress(run)
@@ -340,20 +339,29 @@ class IncidentThread:
         self.announce(run)
         self._drill_measured(run)
         self.post_checklist(run)
-        if is_drill(self.deps.store.run(run.id) or run):
+        fresh = self.deps.store.run(run.id) or run
+        if is_drill(fresh):
             return  # a drill is no incident: its report is the measure above, not an RCA
+        if fresh.retries:
+            self._post_rca(fresh, key=f"rca:{fresh.retries}", as_of=f"retry {fresh.retries}")
+        else:
+            self._post_rca(fresh, key="rca", as_of="")
+
+    def _post_rca(self, run: Run, *, key: str, as_of: str) -> None:
+        """Upload the RCA template and its chart once per `key`; `as_of` says which moment a
+        later one is of (a file cannot be edited, so a newer state is a newer file)."""
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
         runs = self.deps.store.runs(incident_id=incident.id)
+        afters = {r.id: a for r in runs if (a := after_of(self.deps.store, r, events))}
         template = rca_template(
-            incident, runs, events, zone=self.deps.config.zone, names=self.names
+            incident, runs, events, zone=self.deps.config.zone, names=self.names, afters=afters
         )
         chart = timeline_chart(incident, runs, events)
-        fresh = self.deps.store.run(run.id) or run
         self._upload_once(
             run,
-            key="rca" if not fresh.retries else f"rca:{fresh.retries}",
+            key=key,
             file_uploads=[
                 {
                     "filename": f"{run.incident_id}-rca.md",
@@ -367,11 +375,7 @@ class IncidentThread:
                 },
             ],
             initial_comment="Root-cause-analysis template, timeline filled from the audit log"
-            + (
-                f", as of retry {fresh.retries} (it replaces the earlier one)"
-                if fresh.retries
-                else ""
-            )
+            + (f", as of {as_of} (it replaces the earlier one)" if as_of else "")
             + ". Download, complete and share it.",
         )
 
@@ -463,7 +467,8 @@ class IncidentThread:
     def decided(self, run_id: str) -> None:
         """Redraw every message that states the run's state after a person acted on its
         failure (retry, maintenance on or off, resolved): the failure announcement they
-        clicked, then the card, the plan and the progress message."""
+        clicked, then the card, the plan and the progress message. Marked resolved, the
+        incident's RCA template is posted again: its outcome and recovery figures changed."""
         run = self.deps.store.run(run_id)
         if run is None or not run.slack:
             return
@@ -480,6 +485,9 @@ class IncidentThread:
         self.refresh(run.id)
         if self.deps.store.slack_slot(run.id, "progress_ts") is not None:
             self.progress(run)
+        after = after_of(self.deps.store, run)
+        if after is not None and after.resolved_by and not is_drill(run):
+            self._post_rca(run, key="rca:resolved", as_of="its resolution")
 
     def post_checklist(self, run: Run) -> None:
         """Post, or re-render, the post-rollback verification checklist."""

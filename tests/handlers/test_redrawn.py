@@ -119,6 +119,14 @@ def test_marking_a_failure_resolved_says_who_and_when_on_card_plan_and_progress(
         assert resolved in said, said
         assert "manual intervention required" not in said.lower(), said
     assert f"Resolved by <@{BOB}> at <!date^" in failed.said(failed.broadcast)
+    rca = wait_for(
+        lambda: [f for f in failed.sandbox.slack.files() if f.name.endswith("-rca.md")][1:],
+        what="the RCA template as of the resolution",
+    )
+    (resolved_rca,) = rca
+    assert "Failure marked resolved by " in resolved_rca.text
+    outcome = next(line for line in resolved_rca.text.splitlines() if "**Outcome**" in line)
+    assert outcome.startswith("- **Outcome**: failed — step 4 (Status) failed: status broke. Ran:")
 
 
 def test_a_retry_that_succeeds_leaves_no_message_saying_failed_or_running_again(
