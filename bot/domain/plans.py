@@ -246,8 +246,9 @@ def remembered(points: list[RollbackPoint], known: KnownVersions) -> list[Rollba
     return marked
 
 
-_AGE = re.compile(r"\b\d+[dhms] ago\b|\bage unknown\b")
-"""A relative age as targets write it in a point's label (`actions.clock.ago`)."""
+_AGE = re.compile(r"\b\d+(?:\.\d+)? ?(?:s|m|min|h|d) ago\b|\bage unknown\b")
+"""A relative age as targets write it in a point's label: `42s ago`, `2h ago`
+(`actions.clock.ago`), `12 min ago`, `3.5 h ago` (`actions.database.names.human_duration`)."""
 
 
 def lasting(point: RollbackPoint) -> str:

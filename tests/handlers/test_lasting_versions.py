@@ -57,6 +57,10 @@ def test_a_points_age_becomes_the_time_it_counts_from_and_current_goes() -> None
     assert lasting(point) == "rev 2 · app:v2 · 2026-12-07 10:04 UTC"
     assert lasting(RollbackPoint("2", "v2 · 1a2b3c · running since 3m ago")) == "v2 · 1a2b3c"
     assert lasting(RollbackPoint("1", "rev 1 · app:v1 · age unknown")) == "rev 1 · app:v1"
+    backup = RollbackPoint("backup:/b/app.dump", "backup app.dump · 3.5 h ago · 1.2 MB", EARLIER)
+    assert lasting(backup) == "backup app.dump · 2026-12-05 08:00 UTC · 1.2 MB"
+    dump = RollbackPoint("backup:/b/x.dump", "backup x.dump · 12 min ago · 3 kB", EARLIER)
+    assert lasting(dump) == "backup x.dump · 2026-12-05 08:00 UTC · 3 kB"
 
 
 def test_the_card_history_and_rca_keep_times_not_ages(sandbox: Sandbox) -> None:
