@@ -434,7 +434,12 @@ def failure_message(
     blocks: list[Block] = [
         t.section(
             f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
-            f"{mentions}: manual intervention required."
+            f"{mentions}: "
+            + (
+                "marked resolved (below)."
+                if after and after.resolved_by
+                else "manual intervention required."
+            )
         ),
         t.section(
             f"*What failed:* {t.dated(t.esc(first))}\n*Production now:* {t.dated(t.esc(now))}\n"

@@ -119,6 +119,7 @@ def test_marking_a_failure_resolved_says_who_and_when_on_card_plan_and_progress(
         assert resolved in said, said
         assert "manual intervention required" not in said.lower(), said
     assert f"Resolved by <@{BOB}> at <!date^" in failed.said(failed.broadcast)
+    assert "manual intervention required" not in failed.said(failed.broadcast).lower()
     rca = wait_for(
         lambda: [f for f in failed.sandbox.slack.files() if f.name.endswith("-rca.md")][1:],
         what="the RCA template as of the resolution",
