@@ -44,11 +44,12 @@ class BlueGreenTarget:
 
     def points(self) -> list[RollbackPoint]:
         """List blue and green with their shares; the default is the stable colour."""
-        routes, traffic, choice, why = self._model(None)
+        client = self.clients()
+        routes, traffic, choice, why = self._model(client)
         points = [self._point(c, routes, traffic, choice, why) for c in COLOURS]
-        return [self._serving(p) if p.is_current else p for p in points]
+        return [self._serving(client, p) if p.is_current else p for p in points]
 
-    def _serving(self, point: RollbackPoint) -> RollbackPoint:
+    def _serving(self, client: Any, point: RollbackPoint) -> RollbackPoint:
         """The live colour, with what of its target group is not healthy (`unready`).
 
         A colour runs only when its targets serve: every target registered in its group
@@ -57,7 +58,7 @@ class BlueGreenTarget:
         """
         group = self.params.group(cast(Colour, point.ref))
         try:
-            states = target_states(self.clients(), group)
+            states = target_states(client, group)
         except ActionError as exc:
             return replace(point, unready=f"its target health could not be read ({exc})")
         if not states:
@@ -139,12 +140,12 @@ class BlueGreenTarget:
             tags = read_tags(client, [self.params.group(c) for c in COLOURS])
         return choose(ref=ref, traffic=traffic, params=self.params, tags=tags)
 
-    def _model(self, ref: str | None) -> tuple[list[Route], Traffic, Choice | None, str]:
-        client = self.clients()
+    def _model(self, client: Any) -> tuple[list[Route], Traffic, Choice | None, str]:
+        """The routes, their traffic and the default choice (or why there is none)."""
         routes = live_routes(client, self.params)
         traffic = Traffic.of(routes, self.params)
         try:
-            return routes, traffic, self._choose(client, ref, traffic), ""
+            return routes, traffic, self._choose(client, None, traffic), ""
         except PlanningError as exc:
             return routes, traffic, None, str(exc)
 
