@@ -24,7 +24,7 @@ from slack_sdk.models.blocks import (
 )
 
 from actions.base import readable
-from bot.application.timeline import from_to, outcome_in_words
+from bot.application.timeline import from_to, outcome_now, sentence_after
 from bot.config import Approvers
 from bot.domain.decision import Recommendation
 from bot.domain.states import RunKind
@@ -68,6 +68,8 @@ class RunFacts:
     auto_approved_at: datetime | None = None
     approvers: Approvers | None = None
     """Who may approve (config), to say who still can."""
+    after: Aftermath | None = None
+    """What people decided since the run failed (`bot.persistence.aftermath`)."""
 
 
 def approval_state(
@@ -96,8 +98,18 @@ def approval_state(
     return said
 
 
+def run_title(run: Run, after: Aftermath | None = None) -> str:
+    """The run's state in words: a failure a person marked resolved says who and when."""
+    if run.state == "failed" and after is not None and after.resolved_by:
+        return (
+            f":white_check_mark: Failed, resolved by {t.user(after.resolved_by)} at "
+            f"{t.when(after.resolved_at)}"
+        )
+    return RUN_TITLES[run.state]
+
+
 def _status_line(run: Run, facts: RunFacts) -> str:
-    line = RUN_TITLES[run.state]
+    line = run_title(run, facts.after)
     if facts.approvals or run.state == "requested":
         line += " · " + approval_state(run, facts.approvals, approvers=facts.approvers)
     if facts.approvals and run.state != "requested":
@@ -141,9 +153,9 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
         blocks.append(t.section(f"*Status:* {_status_line(run, facts)}"))
         risk = risk_summary(run)
         if risk and run.state in ("requested", "approved", "running"):
-            blocks.append(t.context(f"*Before approval:* {t.esc(risk)}"))
+            blocks.append(t.context(f"*Before approval:* {t.dated(t.esc(risk))}"))
         if run.outcome:
-            blocks.append(t.context(outcome_words(run)))
+            blocks.append(t.context(outcome_words(run, facts.after)))
     return blocks
 
 
@@ -161,14 +173,13 @@ def label(step: dict[str, Any]) -> str:
 
 
 def versions(run: Run) -> str:
-    """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped."""
-    return f"*{t.esc(run.target)}* {t.esc(from_to(run))}"
+    """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped, times as date tokens."""
+    return f"*{t.esc(run.target)}* {t.dated(t.esc(from_to(run)))}"
 
 
-def outcome_words(run: Run) -> str:
-    """The run's outcome with steps named in words, escaped
-    (`bot.application.timeline.outcome_in_words`)."""
-    return t.esc(outcome_in_words(run))
+def outcome_words(run: Run, after: Aftermath | None = None) -> str:
+    """The run's outcome as it stands now (`outcome_now`), escaped, times as date tokens."""
+    return t.dated(t.esc(outcome_now(run, after)))
 
 
 PHASE_WORDS = {"stage": "before maintenance, nothing live touched"}
@@ -257,7 +268,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
     ]
     notes = run.notes or []
     if notes:
-        blocks.append(t.section("*Notes*\n" + "\n".join(f"• {t.esc(n)}" for n in notes)))
+        blocks.append(t.section("*Notes*\n" + "\n".join(f"• {t.dated(t.esc(n))}" for n in notes)))
     blocks += verdict_blocks(run)
     if run.force:
         blocks.append(t.context(":warning: forced: missing rollback scripts overridden"))
@@ -319,10 +330,13 @@ def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
     confirm = ConfirmObject(
         title="Approve this rollback?",
         text=t.cut(  # a confirm dialog's text is mrkdwn; Slack allows 300 characters
-            t.esc(
-                f"Roll back {run.target} in {run.environment} {from_to(run)}: "
-                f"{len(run.plan)} steps, starting now."
-                + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
+            t.dated(
+                t.esc(
+                    f"Roll back {run.target} in {run.environment} {from_to(run)}: "
+                    f"{len(run.plan)} steps, starting now."
+                    + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
+                ),
+                tokens=False,
             ),
             300,
         ),
@@ -348,16 +362,21 @@ def _live_line(step: dict[str, Any], live: dict[str, Any]) -> str:
     limit = f" of {float(timeout):.0f} s" if timeout else ""
     readings = int(live.get("readings") or 0)
     count = f" · {readings} reading{'' if readings == 1 else 's'}" if readings else ""
-    line = t.esc(t.mask_urls(str(live.get("line") or "")))
+    line = t.dated(t.esc(t.mask_urls(str(live.get("line") or ""))))
     return f"\n      _{float(live.get('elapsed') or 0):.0f} s{limit}{count} · {line}_"
 
 
 def progress_message(
-    run: Run, records: list[StepView], *, live: dict[str, Any] | None = None
+    run: Run,
+    records: list[StepView],
+    *,
+    live: dict[str, Any] | None = None,
+    after: Aftermath | None = None,
 ) -> list[Block]:
     """One line per step: icon, name, state, duration; edited in place as steps run.
 
-    `live` is a running step's latest reading (`SlackProgress`), shown under its line.
+    `live` is a running step's latest reading (`SlackProgress`), shown under its line;
+    `after`, what people decided since a failure.
     """
     by_position = {r.position: r for r in records}
     finished = run.state in ("succeeded", "failed")
@@ -366,7 +385,9 @@ def progress_message(
         record = by_position.get(step["position"])
         state = record.state if record else ("not run" if finished else "pending")
         took = t.seconds(record.started_at, record.finished_at) if record else ""
-        summary = f" — {t.esc(t.mask_urls(record.summary))}" if record and record.summary else ""
+        summary = (
+            f" — {t.dated(t.esc(t.mask_urls(record.summary)))}" if record and record.summary else ""
+        )
         now = ""
         if live and state == "running" and live.get("position") == step["position"]:
             now = _live_line(step, live)
@@ -377,31 +398,19 @@ def progress_message(
     done = sum(1 for r in records if r.state in ("succeeded", "skipped"))
     blocks: list[Block] = [
         t.section(
-            f"*Progress* · {RUN_TITLES[run.state]} · {versions(run)} · {done}/{len(run.plan)} steps"
+            f"*Progress* · {run_title(run, after)} · {versions(run)} · {done}/{len(run.plan)} steps"
         ),
         t.section("\n".join(lines)),
     ]
     if run.state == "failed":
+        resolved = after is not None and after.resolved_by
         blocks.append(
             t.section(  # the runner's outcome says it too: once is enough
-                ":rotating_light: *Manual intervention required.* "
-                + outcome_words(run).replace(" Manual intervention required.", "")
+                ("" if resolved else ":rotating_light: *Manual intervention required.* ")
+                + outcome_words(run, after).replace(" Manual intervention required.", "")
             )
         )
     return blocks
-
-
-def _sentence_after(text: str, lead: str) -> str:
-    """The sentence of `text` that starts with `lead`, without the lead (the runner's outcome)."""
-    start = text.find(lead)
-    if start < 0:
-        return ""
-    rest = text[start + len(lead) :].strip()
-    end = rest.find(". ")
-    return (rest if end < 0 else rest[:end]).rstrip(".")
-
-
-MAINTENANCE_OFF = "http.maintenance_off"
 
 
 def failure_message(
@@ -412,34 +421,29 @@ def failure_message(
     left
     maintenance on, Leave maintenance on / Turn maintenance off."""
     if run.state != "failed":  # retried: its outcome was cleared and it runs again
-        who = f" by {t.user(retried_by)}" if retried_by else ""
-        return [
-            t.section(
-                f":arrows_counterclockwise: *{run.incident_id}: the failed rollback of "
-                f"{versions(run)} was retried*{who}; it is {run.state} again, progress in "
-                "the thread."
-            )
-        ]
-    said = outcome_in_words(run)
-    now = _sentence_after(said, "Production now:") or "unknown: check the target by hand"
-    undone = _sentence_after(said, "Not run:") or "nothing; every step was attempted"
-    if after is not None and after.turned_off_by:
-        # Said when the run ended; a person has since turned maintenance off: say that.
-        now = now.replace("maintenance mode is ON", "maintenance mode turned off since (below)")
-        off = {str(s.get("description")) for s in run.plan if s.get("name") == MAINTENANCE_OFF}
-        undone = "; ".join(part for part in undone.split("; ") if part not in off) or (
-            "nothing left in the plan"
-        )
+        return retried_message(run, retried_by=retried_by)
+    said = outcome_now(run, after)
+    now = sentence_after(said, "Production now:") or "unknown: check the target by hand"
+    undone = sentence_after(said, "Not run:") or (
+        "nothing left in the plan"
+        if after is not None and after.turned_off_by
+        else "nothing; every step was attempted"
+    )
     first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     blocks: list[Block] = [
         t.section(
             f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
-            f"{mentions}: manual intervention required."
+            f"{mentions}: "
+            + (
+                "marked resolved (below)."
+                if after and after.resolved_by
+                else "manual intervention required."
+            )
         ),
         t.section(
-            f"*What failed:* {t.esc(first)}\n*Production now:* {t.esc(now)}\n"
-            f"*Left undone:* {t.esc(undone)}"
+            f"*What failed:* {t.dated(t.esc(first))}\n*Production now:* {t.dated(t.esc(now))}\n"
+            f"*Left undone:* {t.dated(t.esc(undone))}"
         ),
     ]
     if after is not None and after.left_on_by and after.maintenance_on:
@@ -462,6 +466,20 @@ def failure_message(
         return blocks
     blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
     return blocks
+
+
+def retried_message(run: Run, *, retried_by: str | None) -> list[Block]:
+    """A failure announcement after its retry: where the retry is now, so the announcement
+    never says "running again" of a run that has since ended."""
+    who = f" by {t.user(retried_by)}" if retried_by else ""
+    lead = f"*{run.incident_id}: the failed rollback of {versions(run)} was retried*{who}"
+    if run.state == "succeeded":
+        said = f":large_green_circle: {lead} and succeeded at {t.when(run.finished_at)}."
+    elif run.state == "failed":
+        said = f":red_circle: {lead} and failed again: see the newer failure message."
+    else:
+        said = f":arrows_counterclockwise: {lead}; it is {run.state} again, progress in the thread."
+    return [t.section(said)]
 
 
 def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
@@ -524,7 +542,12 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
 
 
 def failure_text(run: Run) -> str:
-    """Notification text of the failure broadcast."""
+    """Notification text of the failure broadcast, as the run stands now (a retry may have
+    ended it)."""
+    if run.state == "succeeded":
+        return t.esc(f"{run.incident_id}: the rollback of {run.target} succeeded on retry")
+    if run.state != "failed":
+        return t.esc(f"{run.incident_id}: the rollback of {run.target} was retried; {run.state}")
     return t.esc(f"{run.incident_id}: the rollback of {run.target} failed; action needed")
 
 
@@ -592,7 +615,7 @@ def run_line(
         approved = "break-glass" if run.break_glass else "no approvals"
     return (
         f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
-        f"{t.esc(from_to(run))} · requested by {t.user(run.requester)} · {approved} · "
+        f"{t.dated(t.esc(from_to(run)))} · requested by {t.user(run.requester)} · {approved} · "
         f"{t.when(run.created_at)}"
     )
 

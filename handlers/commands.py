@@ -49,7 +49,7 @@ from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
-from handlers.thread import correlation_id
+from handlers.thread import after_of, correlation_id
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -315,7 +315,9 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
         return blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs(incident_id=incident.id)
     lines = [_line(r, deps) for r in runs]
-    lines += [f"Outcome: {blocks.outcome_words(r)}" for r in runs if r.outcome]
+    lines += [
+        f"Outcome: {blocks.outcome_words(r, after_of(deps.store, r))}" for r in runs if r.outcome
+    ]
     reviews = [deps.store.review(r.id) for r in runs if r.break_glass]
     lines += [f"Break-glass: {review_blocks.review_state(r)}" for r in reviews if r is not None]
     return blocks.lines_message(

@@ -106,20 +106,55 @@ def thread_link(slack: dict[str, Any]) -> str | None:
     return permalink(str(slack["channel"]), str(slack["thread_ts"]))
 
 
-def when(at: datetime | None) -> str:
+def when(at: datetime | None, *, seconds: bool = False) -> str:
     """A time each reader sees in their own zone and words (Slack's date token).
 
     `<!date^1392734382^{date_short_pretty} {time}|2014-02-18 14:39 UTC>`: Slack renders
     "today 15:39", "yesterday 15:39" or "Feb 18 15:39" in the reader's zone and clock
     style; clients that cannot render tokens show the UTC fallback after `|`
     (https://api.slack.com/reference/surfaces/formatting#date-formatting). Every time the
-    bot shows in a message goes through here.
+    bot shows in a message goes through here; `seconds` keeps them (`{time_secs}`).
     """
     if at is None:
         return "—"
     aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    fallback = f"{aware.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-    return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+    utc = aware.astimezone(UTC)
+    clock, fallback = (
+        ("time_secs", f"{utc:%Y-%m-%d %H:%M:%S}") if seconds else ("time", f"{utc:%Y-%m-%d %H:%M}")
+    )
+    return f"<!date^{int(aware.timestamp())}^{{date_short_pretty}} {{{clock}}}|{fallback} UTC>"
+
+
+_MOMENT = re.compile(
+    r"\b(?P<day>\d{4}-\d{2}-\d{2})[T ](?P<clock>\d{2}:\d{2})(?P<secs>:\d{2}(?:\.\d+)?)?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2}| UTC\b)"
+)
+
+
+def dated(text: str, *, tokens: bool = True) -> str:
+    """Show each time in already escaped mrkdwn `text` as a date token (`when`).
+
+    Target systems and the runner write times as ISO 8601 with their zone
+    (`2026-12-07T10:04:21+00:00`) or as `2026-12-07 10:04 UTC`; a reader wants them in
+    their own zone. Times without a zone are left alone (whose clock?), and so is text in
+    backticks, where Slack shows a token as typed. `tokens=False`: the token's UTC
+    fallback instead, for text where Slack renders no tokens (a confirm dialog).
+    """
+
+    def token(match: re.Match[str]) -> str:
+        zone = match["zone"].strip()
+        zone = "+00:00" if zone in ("Z", "UTC") else zone
+        secs = match["secs"] or ""
+        try:
+            at = datetime.fromisoformat(f"{match['day']}T{match['clock']}{secs}{zone}")
+        except ValueError:
+            return match[0]
+        said = when(at, seconds=bool(secs))
+        return said if tokens else said.rsplit("|", 1)[1].rstrip(">")
+
+    parts = text.split("`")
+    parts[::2] = [_MOMENT.sub(token, part) for part in parts[::2]]
+    return "`".join(parts)
 
 
 def seconds(start: datetime | None, end: datetime | None) -> str:

@@ -39,9 +39,9 @@ from bot.config import Environment
 from bot.execution.drill_plans import is_drill
 from bot.execution.outbox import RetryLater, Undeliverable
 from bot.execution.runner import Progress, stored_steps
-from bot.persistence.aftermath import RETRIED, aftermath
+from bot.persistence.aftermath import RETRIED, Aftermath, aftermath
 from bot.persistence.chart import chart_filename, timeline_chart
-from bot.persistence.models import Incident, OutboxMessage, Run
+from bot.persistence.models import Event, Incident, OutboxMessage, Run
 from bot.persistence.store import StepView, Store
 from bot.persistence.verification import checklist
 from handlers import blocks, drill_blocks, review_blocks
@@ -51,6 +51,15 @@ from handlers.names import Names
 from handlers.text import permalink
 
 log = logging.getLogger(__name__)
+
+
+def after_of(store: Store, run: Run, events: list[Event] | None = None) -> Aftermath | None:
+    """What people decided since the run failed (`bot.persistence.aftermath`), which every
+    message stating the run's outcome renders; None for a run that has not failed."""
+    if run.state != "failed":
+        return None
+    events = store.events(run.incident_id) if events is None else events
+    return aftermath(run.plan, store.steps(run.id), events, run.id)
 
 
 def correlation_id() -> str:
@@ -203,7 +212,11 @@ class IncidentThread:
             cancelled_by=cancelled,
             auto_approved_at=auto,
             approvers=self.deps.config.environment(run.environment).approvers,
+            after=self._after(run, events),
         )
+
+    def _after(self, run: Run, events: list[Event] | None = None) -> Aftermath | None:
+        return after_of(self.deps.store, run, events)
 
     def review(self, run_id: str) -> None:
         """Post, or re-render, the break-glass review message (slot `review`)."""
@@ -242,7 +255,7 @@ class IncidentThread:
             fresh,
             key="progress_ts",
             text=f"Rollback progress: {fresh.state}",
-            message=blocks.progress_message(fresh, records, live=live),
+            message=blocks.progress_message(fresh, records, live=live, after=self._after(fresh)),
         )
 
     def _keep_message(self, run: Run, *, key: str, text: str, message: list[Any]) -> None:
@@ -315,25 +328,40 @@ class IncidentThread:
             )
 
     def finished(self, run: Run) -> None:
-        """Update card and plan, announce the end, then post the checklist and the RCA template."""
+        """Update card and plan, announce the end, then post the checklist and the RCA template.
+
+        A retried run's earlier failure announcement is redrawn to say how the retry ended,
+        and its RCA template is posted again: the first one says the run failed.
+        """
         self.refresh(run.id)
         self.progress(run)
+        self._retry_ended(run)
         self.announce(run)
         self._drill_measured(run)
         self.post_checklist(run)
-        if is_drill(self.deps.store.run(run.id) or run):
+        fresh = self.deps.store.run(run.id) or run
+        if is_drill(fresh):
             return  # a drill is no incident: its report is the measure above, not an RCA
+        if fresh.retries:
+            self._post_rca(fresh, key=f"rca:{fresh.retries}", as_of=f"retry {fresh.retries}")
+        else:
+            self._post_rca(fresh, key="rca", as_of="")
+
+    def _post_rca(self, run: Run, *, key: str, as_of: str) -> None:
+        """Upload the RCA template and its chart once per `key`; `as_of` says which moment a
+        later one is of (a file cannot be edited, so a newer state is a newer file)."""
         incident = self.deps.store.incident(run.incident_id)
         assert incident is not None
         events = self.deps.store.events(run.incident_id)
         runs = self.deps.store.runs(incident_id=incident.id)
+        afters = {r.id: a for r in runs if (a := after_of(self.deps.store, r, events))}
         template = rca_template(
-            incident, runs, events, zone=self.deps.config.zone, names=self.names
+            incident, runs, events, zone=self.deps.config.zone, names=self.names, afters=afters
         )
         chart = timeline_chart(incident, runs, events)
         self._upload_once(
             run,
-            key="rca",
+            key=key,
             file_uploads=[
                 {
                     "filename": f"{run.incident_id}-rca.md",
@@ -346,8 +374,29 @@ class IncidentThread:
                     "file": chart.png,
                 },
             ],
-            initial_comment="Root-cause-analysis template, timeline filled from the audit log. "
-            "Download, complete and share it.",
+            initial_comment="Root-cause-analysis template, timeline filled from the audit log"
+            + (f", as of {as_of} (it replaces the earlier one)" if as_of else "")
+            + ". Download, complete and share it.",
+        )
+
+    def _retry_ended(self, run: Run) -> None:
+        """Redraw the failure announcement a retry answered, now that the retry has ended."""
+        fresh = self.deps.store.run(run.id)
+        if fresh is None or not fresh.slack or not fresh.retries:
+            return
+        earlier = "announce" if fresh.retries == 1 else f"announce:{fresh.retries - 1}"
+        slot = self.deps.store.slack_slot(fresh.id, earlier)
+        if slot is None:
+            return
+        events = self.deps.store.events(fresh.incident_id)
+        retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
+        self._call(
+            fresh,
+            "chat_update",
+            channel=slot.channel,
+            ts=slot.ts,
+            text=blocks.failure_text(fresh),
+            blocks=blocks.retried_message(fresh, retried_by=retried),
         )
 
     def _drill_measured(self, run: Run) -> None:
@@ -410,26 +459,35 @@ class IncidentThread:
         approved = [u for u, _ in self.deps.workflow.approvals(run)]
         people = [run.requester, *(approved or env.approvers.users)]
         events = self.deps.store.events(run.incident_id)
-        after = aftermath(run.plan, self.deps.store.steps(run.id), events, run.id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
-        return blocks.failure_message(run, people=people, after=after, retried_by=retried)
+        return blocks.failure_message(
+            run, people=people, after=self._after(run, events), retried_by=retried
+        )
 
     def decided(self, run_id: str) -> None:
-        """Re-render the failure announcement after a person acted on it (retry, maintenance)."""
+        """Redraw every message that states the run's state after a person acted on its
+        failure (retry, maintenance on or off, resolved): the failure announcement they
+        clicked, then the card, the plan and the progress message. Marked resolved, the
+        incident's RCA template is posted again: its outcome and recovery figures changed."""
         run = self.deps.store.run(run_id)
         if run is None or not run.slack:
             return
         slot = self.deps.store.slack_slot(run.id, _announce_slot(run, announced=True))
-        if slot is None:
-            return
-        self._call(
-            run,
-            "chat_update",
-            channel=slot.channel,
-            ts=slot.ts,
-            text=blocks.failure_text(run),
-            blocks=self._failure(run),
-        )
+        if slot is not None:
+            self._call(
+                run,
+                "chat_update",
+                channel=slot.channel,
+                ts=slot.ts,
+                text=blocks.failure_text(run),
+                blocks=self._failure(run),
+            )
+        self.refresh(run.id)
+        if self.deps.store.slack_slot(run.id, "progress_ts") is not None:
+            self.progress(run)
+        after = after_of(self.deps.store, run)
+        if after is not None and after.resolved_by and not is_drill(run):
+            self._post_rca(run, key="rca:resolved", as_of="its resolution")
 
     def post_checklist(self, run: Run) -> None:
         """Post, or re-render, the post-rollback verification checklist."""

@@ -30,9 +30,13 @@ BLOCKED_TEXT = (
 
 def verdict_lines(verdict: Verdict) -> tuple[str, str]:
     """(headline, evidence) for one target, escaped."""
-    headline = f"{ICONS[verdict.level]} *{t.esc(verdict.target)}*: {t.esc(verdict.headline)}"
+    headline = (
+        f"{ICONS[verdict.level]} *{t.esc(verdict.target)}*: {t.dated(t.esc(verdict.headline))}"
+    )
     ordered = sorted(verdict.evidence, key=lambda f: -list(Level).index(f.level))
-    lines = [f"{MARKS[f.level]} {t.esc(t.mask_urls(f.text))}" for f in ordered[:EVIDENCE_LINES]]
+    lines = [
+        f"{MARKS[f.level]} {t.dated(t.esc(t.mask_urls(f.text)))}" for f in ordered[:EVIDENCE_LINES]
+    ]
     if len(ordered) > EVIDENCE_LINES:
         lines.append(f"… and {len(ordered) - EVIDENCE_LINES} more")
     return headline, "\n".join(lines)

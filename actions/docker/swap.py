@@ -419,7 +419,7 @@ class _Swap:
             if check == "unhealthy":
                 raise PermanentError(
                     f"{record['name']} ({action.to_image}) is unhealthy by its own healthcheck: "
-                    f"{_last_check(container)}"
+                    f"{last_check(container)}"
                 )
             if action.health_url and url_answer is None:
                 url_answer = self._probe(str(action.health_url), deadline)
@@ -628,7 +628,8 @@ def state_problem(container: dict[str, Any], *, restarts: int | None) -> str | N
     return None
 
 
-def _last_check(container: dict[str, Any]) -> str:
+def last_check(container: dict[str, Any]) -> str:
+    """The healthcheck's last answer: its exit code and output."""
     log = (container["State"].get("Health") or {}).get("Log") or []
     if not log:
         return "no check output"

@@ -64,7 +64,7 @@ from actions.docker.evidence import (
 )
 from actions.docker.params import DockerParams
 from actions.docker.settings import HISTORY_LABEL
-from actions.docker.swap import SwapContainer, state_problem
+from actions.docker.swap import SwapContainer, last_check, state_problem
 from actions.http.request import plural
 
 OCI_VERSION = "org.opencontainers.image.version"
@@ -231,9 +231,14 @@ class DockerTarget:
     def _current_point(self, container: dict[str, Any], now: datetime) -> RollbackPoint:
         since = _time(container.get("Created"))
         ref = container["Config"]["Image"]
-        label = f"{_tag(ref)} · {short_id(container['Image'])} · running"
-        label += f" since {ago(since, now)}" if since else ""
-        return RollbackPoint(ref, label, created_at=since, is_current=True)
+        unready = serving(container)
+        running = container["State"].get("Running")
+        label = f"{_tag(ref)} · {short_id(container['Image'])} · "
+        label += "running" if running else str(container["State"]["Status"])
+        label += f" since {ago(since, now)}" if since and running else ""
+        return RollbackPoint(
+            ref, label, created_at=since, is_current=True, version=ref, unready=unready
+        )
 
     def _history_point(
         self, entry: dict[str, Any], local: list[_Image], now: datetime, *, last: bool
@@ -458,6 +463,26 @@ class DockerTarget:
         if _repository(ref) != repo:
             raise PlanningError(f"{ref} is not an image of repository {repo}")
         return ref if ref != _repository(ref) else f"{ref}:latest"
+
+
+def serving(container: dict[str, Any]) -> str:
+    """What keeps the container from serving, in words ('' when it runs and is healthy).
+
+    A version runs only when its container runs and, if its image or `docker run` set a
+    healthcheck, the engine's last verdict is `healthy` (State.Health.Status: `starting`
+    until the first check passes, `unhealthy` after Retries failures; moby
+    daemon/health.go, handleProbeResult). Without a healthcheck, running is all the
+    engine knows.
+    """
+    problem = state_problem(container, restarts=None)
+    if problem:
+        return f"its container {problem}"
+    health = (container["State"].get("Health") or {}).get("Status")
+    if health == "unhealthy":
+        return f"its container is unhealthy by its own healthcheck ({last_check(container)})"
+    if health not in (None, "none", "healthy"):
+        return f"its container's healthcheck is {health}, not yet healthy"
+    return ""
 
 
 def _tag(ref: str) -> str:

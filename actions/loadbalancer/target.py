@@ -9,7 +9,8 @@ avoided and there is no default: a person picks one.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 from actions.aws import aws_client
 from actions.base import (
@@ -21,7 +22,7 @@ from actions.base import (
     TargetPlan,
     rebuild_step,
 )
-from actions.loadbalancer.health import gate_checks
+from actions.loadbalancer.health import NO_TARGETS, gate_checks, target_states
 from actions.loadbalancer.params import COLOURS, BlueGreenParams, Colour, other
 from actions.loadbalancer.stable import Choice, Traffic, choose, read_tags
 from actions.loadbalancer.steps import (
@@ -43,8 +44,30 @@ class BlueGreenTarget:
 
     def points(self) -> list[RollbackPoint]:
         """List blue and green with their shares; the default is the stable colour."""
-        routes, traffic, choice, why = self._model(None)
-        return [self._point(c, routes, traffic, choice, why) for c in COLOURS]
+        client = self.clients()
+        routes, traffic, choice, why = self._model(client)
+        points = [self._point(c, routes, traffic, choice, why) for c in COLOURS]
+        return [self._serving(client, p) if p.is_current else p for p in points]
+
+    def _serving(self, client: Any, point: RollbackPoint) -> RollbackPoint:
+        """The live colour, with what of its target group is not healthy (`unready`).
+
+        A colour runs only when its targets serve: every target registered in its group
+        `healthy` by DescribeTargetHealth (service model shape `TargetHealthDescription`,
+        botocore/data/elbv2/2015-12-01/service-2.json). What could not be read is named.
+        """
+        group = self.params.group(cast(Colour, point.ref))
+        try:
+            states = target_states(client, group)
+        except ActionError as exc:
+            return replace(point, unready=f"its target health could not be read ({exc})")
+        if not states:
+            return replace(point, unready=f"{group_name(group)} has {NO_TARGETS}")
+        bad = [str(s) for s in states if s.state != "healthy"]
+        if not bad:
+            return point
+        count = f"{len(bad)} of its {len(states)} targets in {group_name(group)} not healthy"
+        return replace(point, unready=f"{count}: " + "; ".join(bad))
 
     def checks(self, ref: str | None) -> list[Check]:
         """Check the routes can be read, the stable colour is known, and it is healthy."""
@@ -117,12 +140,12 @@ class BlueGreenTarget:
             tags = read_tags(client, [self.params.group(c) for c in COLOURS])
         return choose(ref=ref, traffic=traffic, params=self.params, tags=tags)
 
-    def _model(self, ref: str | None) -> tuple[list[Route], Traffic, Choice | None, str]:
-        client = self.clients()
+    def _model(self, client: Any) -> tuple[list[Route], Traffic, Choice | None, str]:
+        """The routes, their traffic and the default choice (or why there is none)."""
         routes = live_routes(client, self.params)
         traffic = Traffic.of(routes, self.params)
         try:
-            return routes, traffic, self._choose(client, ref, traffic), ""
+            return routes, traffic, self._choose(client, None, traffic), ""
         except PlanningError as exc:
             return routes, traffic, None, str(exc)
 

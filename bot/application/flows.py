@@ -52,7 +52,7 @@ from actions.base import ActionError, RollbackPoint, StepContext, running_point
 from bot.application.reviews import Reviews
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
-from bot.domain.plans import Plan, default_point, plan_difference, remembered
+from bot.domain.plans import Plan, default_point, lasting, plan_difference, remembered
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders, blocked, holders_from
 from bot.domain.versions import KnownVersions, version_key
@@ -103,7 +103,8 @@ CHANGED = "run.changed"
 """Outbox message: redraw the run's card and plan (after a click or monitoring's decision)."""
 
 DECIDED = "run.decided"
-"""Outbox message: redraw the failure announcement after a person acted on it."""
+"""Outbox message: after a person acted on a failure (retry, maintenance, resolved), redraw
+every message that states the run's state: the announcement, the card, plan and progress."""
 
 
 class Thread(Protocol):
@@ -380,8 +381,8 @@ class Flows:
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
         chosen = chosen or (None if ref else offer.default)
         versions: dict[str, str | None] = {
-            "from_version": current.label if current else "",
-            "to_version": chosen.label if chosen else (ref or ""),
+            "from_version": lasting(current) if current else "",
+            "to_version": lasting(chosen) if chosen else (ref or ""),
         }
         if not isinstance(env.targets[run.target], FullParams):  # members keep their own
             versions["from_key"] = current.key if current else ""
@@ -632,8 +633,7 @@ class Flows:
             )
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        self._tell(run_id, CHANGED)
-        self._tell(run_id, DECIDED)
+        self._tell(run_id, DECIDED)  # redraws the announcement, the card, plan and progress
         self.wake_runner.set()
         return fresh
 

@@ -54,6 +54,7 @@ from actions.base import ActionError, PlanningError, RollbackPoint, running_poin
 from actions.http import MetricsReading
 from bot.application.flows import MONITORING, Opened, ThreadNotOpened, disarmed_by
 from bot.config import Environment, RollbackConfig
+from bot.domain.plans import lasting
 from bot.domain.versions import VersionNote
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
@@ -281,7 +282,7 @@ class Monitor:
                 environment=name,
                 target=target,
                 incident_id=None,
-                healthy=(current.key, current.label),
+                healthy=(current.key, lasting(current)),
             )
             self.store.remember_versions(note)
             log.info("%s %s: %s recorded as known healthy", name, target, current.label)

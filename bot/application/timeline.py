@@ -17,12 +17,13 @@ owners of `bot.application.resync`; typed run and event records in the domain, w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from actions.base import readable
 from bot.application.resync import held_owners, revert_note
+from bot.persistence.aftermath import OFF, RESOLVED, Aftermath
 from bot.persistence.chart import chart_filename
 from bot.persistence.models import Event, Incident, Run
 from bot.persistence.recovery import recovery, summary_lines
@@ -64,6 +65,7 @@ _LABELS = {
     "run.retry": "Retry of the failed step approved by {actor}",
     "maintenance.left_on": "Maintenance left on after the failure, decided by {actor}",
     "maintenance.turned_off": "Maintenance turned off by {actor}",
+    RESOLVED: "Failure marked resolved by {actor}",
 }
 
 
@@ -103,6 +105,46 @@ def outcome_in_words(run: Run) -> str:
         if "." in name:  # `rolled back (kubernetes.rollout_undo)`; a dotted name is unambiguous
             said = said.replace(name, words)
     return said
+
+
+OFF_SINCE = "maintenance mode turned off since the failure"
+
+
+def outcome_now(run: Run, after: Aftermath | None = None) -> str:
+    """The run's outcome in words (`outcome_in_words`) as it stands now: corrected by what
+    people did since it was written (`after`, `bot.persistence.aftermath`). Maintenance
+    turned off is no longer ON, nor left undone; a failure marked resolved needs no more
+    intervention. Every view that states the outcome (thread, card, status, RCA) renders
+    this one text.
+    """
+    said = outcome_in_words(run)
+    if after is not None and after.resolved_by:
+        said = said.replace(" Manual intervention required.", "")
+    if after is None or not after.turned_off_by:
+        return said
+    said = said.replace("maintenance mode is ON", OFF_SINCE)
+    off = {
+        words
+        for step in run.plan
+        if step.get("name") == OFF
+        for words in (str(step.get("description")), str(step.get("label") or readable(OFF)))
+    }
+    undone = sentence_after(said, "Not run:")
+    if not undone:
+        return said
+    left = "; ".join(part for part in undone.split("; ") if part not in off)
+    kept = f"Not run: {left}. " if left else ""
+    return said.replace(f"Not run: {undone}. ", kept)
+
+
+def sentence_after(text: str, lead: str) -> str:
+    """The sentence of `text` that starts with `lead`, without the lead (the runner's outcome)."""
+    start = text.find(lead)
+    if start < 0:
+        return ""
+    rest = text[start + len(lead) :].strip()
+    end = rest.find(". ")
+    return (rest if end < 0 else rest[:end]).rstrip(".")
 
 
 def moments(
@@ -195,11 +237,14 @@ def rca_template(
     *,
     zone: tzinfo = UTC,
     names: Names = lambda user_id: user_id,
+    afters: Mapping[str, Aftermath] | None = None,
 ) -> str:
     """Render the procedures' RCA template with summary and timeline filled in.
 
-    Times are in `zone` with their dates; people are named by `names` (default: the id).
+    Times are in `zone` with their dates; people are named by `names` (default: the id);
+    `afters`, by run id, what people decided since a run failed (`outcome_now`).
     """
+    afters = afters or {}
     start = incident.detected_at or incident.created_at
     initiated = _first(events, "run.started")
     completed = _first(events, "run.succeeded", "run.failed")
@@ -221,7 +266,8 @@ def rca_template(
     ]
     for run in runs:
         lines.append(f"- **Versions**: {run.target} {from_to(run)}")
-        lines.append(f"- **Outcome**: {run.state} — {outcome_in_words(run) or 'not finished'}")
+        outcome = outcome_now(run, afters.get(run.id)) or "not finished"
+        lines.append(f"- **Outcome**: {run.state} — {outcome}")
         if run.review_required:
             owner = next(
                 (e.detail.get("reviewer") for e in events if e.kind == "review.assigned"), None

@@ -18,8 +18,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from typing import Any
 
 from actions.base import Action, RollbackPoint, label_of, readable, spec_of
@@ -242,6 +244,28 @@ def remembered(points: list[RollbackPoint], known: KnownVersions) -> list[Rollba
         # first, so Slack's 75-character option text never cuts it off
         marked.append(replace(point, label=f"{said} · {point.label}", avoid=point.avoid or said))
     return marked
+
+
+_AGE = re.compile(r"\b\d+(?:\.\d+)? ?(?:s|m|min|h|d) ago\b|\bage unknown\b")
+"""A relative age as targets write it in a point's label: `42s ago`, `2h ago`
+(`actions.clock.ago`), `12 min ago`, `3.5 h ago` (`actions.database.names.human_duration`)."""
+
+
+def lasting(point: RollbackPoint) -> str:
+    """The point's words as they stay true once stored (the run's versions, known versions).
+
+    A label is written for the form, read at once: `rev 4 · voxflow/api:v1.2.3 · 42s ago ·
+    current`. Kept with a run, it is read in history and the RCA days later, where "42s
+    ago" is false and "current" may be: the age becomes the time it counts from
+    (`created_at`, `2026-12-07 10:04 UTC`, which Slack text shows as a date token), and
+    `current` goes; so does a part whose age counts from a time the target did not say.
+    """
+    at = f"{point.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if point.created_at else ""
+    words = [
+        _AGE.sub(at, part) if at else "" if _AGE.search(part) else part
+        for part in point.label.split(" · ")
+    ]
+    return " · ".join(w for w in words if w and w != "current")
 
 
 def with_timeout(action: Action, seconds: float) -> Action:

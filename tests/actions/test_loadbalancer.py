@@ -703,3 +703,56 @@ def test_a_forced_switch_to_a_colour_with_one_of_three_targets_unhealthy_says_so
         and "(forced: switching anyway)" in result.output
     )
     assert alb.defaults(listener) == weighted(alb, 1, 0)
+
+
+# --- 5. what runs now: a colour runs only when its targets are healthy -------------------
+
+
+def test_the_live_colour_runs_only_when_all_its_targets_are_healthy(alb: Alb, web: Web) -> None:
+    alb.listener(80, [forward(alb.green_tg)])
+    target = make_target(alb, web)
+    alb.hooks.replay(alb.green_tg, health_answer(HEALTHY, HEALTHY))
+    (live,) = [p for p in target.points() if p.is_current]
+    assert (live.ref, live.unready) == ("green", "")
+    alb.hooks.replay(alb.green_tg, health_answer(HEALTHY, UNHEALTHY, INITIAL))
+    (live,) = [p for p in target.points() if p.is_current]
+    group = alb.green_tg.split("/")[1]
+    assert live.unready == (
+        f"2 of its 3 targets in {group} not healthy: i-0abc000000000001:80 unhealthy "
+        "(Target.ResponseCodeMismatch Health checks failed with these codes: [502]); "
+        "i-0abc000000000002:80 initial (Elb.InitialHealthChecking Initial health checks "
+        "in progress)"
+    )
+    alb.hooks.replay(alb.green_tg, health_answer())
+    (live,) = [p for p in target.points() if p.is_current]
+    assert live.unready == f"{group} has no registered targets"
+
+
+DENIED = "elasticloadbalancing:DescribeTargetHealth"
+
+
+def test_the_live_colour_whose_target_health_cannot_be_read_says_so(alb: Alb, web: Web) -> None:
+    alb.listener(80, [forward(alb.green_tg)])
+
+    def denied(**_: Any) -> Any:
+        """DescribeTargetHealth refused as IAM refuses it (an error shape with HTTP 403)."""
+        error = {
+            "Code": "AccessDenied",
+            "Message": f"User is not authorized to perform: {DENIED}",
+        }
+        parsed = {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        return AWSResponse("https://elasticloadbalancing.amazonaws.com/", 403, {}, None), parsed
+
+    def clients() -> Any:
+        client = alb.client()
+        client.meta.events.register(f"before-call.{SERVICE}.DescribeTargetHealth", denied)
+        return client
+
+    target = make_target(alb, web)
+    target.clients = clients
+    (live,) = [p for p in target.points() if p.is_current]
+    group = alb.green_tg.split("/")[1]
+    assert live.unready == (
+        f"its target health could not be read (describe target health of {group}: "
+        f"AccessDenied: User is not authorized to perform: {DENIED})"
+    )

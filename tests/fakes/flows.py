@@ -34,7 +34,8 @@ class RecordingThread:
 
     @property
     def decisions(self) -> list[str]:
-        """The runs whose failure announcement the flows queued for a redraw, in order."""
+        """The runs whose failure announcement, card, plan and progress the flows queued for a
+        redraw, in order."""
         return self._queued(DECIDED)
 
     def _queued(self, kind: str) -> list[str]:

@@ -199,7 +199,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         # and turning it off is no longer left undone.
         said = text_of(off)
         assert "maintenance mode is ON" not in said
-        assert "maintenance mode turned off since (below)" in said
+        assert "maintenance mode turned off since the failure" in said
         assert '{"enabled": false}' not in said.split("*Left undone:*")[1]
         assert assert_valid_block_kit(sandbox) > 10
         assert buttons_of(off) == ["retry_failed_step", "replan_run", "mark_resolved"]
