@@ -11,7 +11,9 @@ from slack_sdk.models.blocks import (
     HeaderBlock,
 )
 
+from actions.database import human_size
 from bot.application.drills import DrillStatus, Measured
+from bot.execution.drill_plans import PITR
 from bot.persistence.recovery import Recovery, spoken
 from handlers import text as t
 
@@ -45,11 +47,14 @@ def drills_message(statuses: list[DrillStatus]) -> list[Block]:
 
 def measured_text(target: str, measured: Measured) -> str:
     """What a finished drill measured, for its thread: time to recover, forward, each step."""
-    lines = [
-        f":test_tube: *Drill measured*: rolling back {t.esc(target)} took "
-        f"*{spoken(measured.recover_seconds)}* (first change to the rollback verified); "
-        f"rolling forward took {spoken(measured.forward_seconds)}."
-    ]
+    if measured.restore_drill:
+        lines = [restore_headline(target, measured)]
+    else:
+        lines = [
+            f":test_tube: *Drill measured*: rolling back {t.esc(target)} took "
+            f"*{spoken(measured.recover_seconds)}* (first change to the rollback verified); "
+            f"rolling forward took {spoken(measured.forward_seconds)}."
+        ]
     if len(measured.targets) > 1:
         lines.append(
             "Per target: "
@@ -61,6 +66,30 @@ def measured_text(target: str, measured: Measured) -> str:
         for s in measured.steps
     ]
     return t.cut("\n".join(lines), t.SECTION_LIMIT)
+
+
+def restore_headline(target: str, measured: Measured) -> str:
+    """A restore drill's time to recover, throughput and point-in-time recovery, in words."""
+    said = ":test_tube: *Restore drill measured*: "
+    if measured.recover_seconds is not None:
+        said += (
+            f"restoring the newest backup of {t.esc(target)} took "
+            f"*{spoken(measured.recover_seconds)}* (restore and verification queries)"
+        )
+    elif any(s["part"] == "rollback" for s in measured.steps):
+        said += f"the newest backup of {t.esc(target)} did *not* restore and verify"
+    else:
+        said += f"{t.esc(target)} has no dump to restore"
+    if measured.bytes_per_second is not None and measured.restored_bytes is not None:
+        said += (
+            f", {human_size(measured.restored_bytes)} at {human_size(measured.bytes_per_second)}/s"
+        )
+    pitr = [s for s in measured.steps if s["part"] == PITR]
+    if measured.pitr_seconds is not None:
+        said += f"; point-in-time recovery took *{spoken(measured.pitr_seconds)}*"
+    elif pitr:
+        said += "; the point-in-time recovery did *not* complete"
+    return said + ". The scratch databases are dropped; nothing live was touched."
 
 
 def recovery_line(rec: Recovery) -> str:

@@ -3,7 +3,8 @@
 Registered before `handlers.commands`, with a matcher on the first word, so
 Bolt hands these two subcommands here and every other `/rollback` to the
 commands module. A drill is refused at once, in the ack, where the config does
-not allow it (production by default) and when the text is malformed; nothing
+not allow it (production by default, except a database's restore drill, which
+writes nothing live) and when the text is malformed; nothing
 is then recorded. Otherwise the ack says the drill is being planned, and the
 plan, the request and the thread (`bot.application.drills.Drills.open`) follow on
 `deps.later`, once per trigger id like every command that acts.
@@ -21,6 +22,7 @@ from slack_sdk import WebClient
 from bot.application.drills import Drills
 from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
+from bot.execution.drill_plans import drill_allowed
 from bot.execution.workflow import Refused
 from handlers import blocks, drill_blocks
 from handlers import text as t
@@ -104,7 +106,7 @@ def _refusal(deps: Deps, parsed: DrillRequest) -> str:
     """Why the drill may not run at all (config), or empty; raises UnknownTarget."""
     deps.config.target(parsed.environment, parsed.target)
     env = deps.config.environment(parsed.environment)
-    if env.allows_drills(parsed.environment):
+    if drill_allowed(env, parsed.environment, parsed.target):
         return ""
     return (
         f"No drill: drills are not allowed in {t.esc(parsed.environment)} "

@@ -41,13 +41,23 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, Level
-from actions.database import DatabaseParams
+from actions.database import restored_words
 from bot.config import FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan, StoredStep
 from bot.domain.states import RunKind
 from bot.domain.verdict import worst
-from bot.execution.drill_plans import FORWARD, MARKER, build_drill, drill_points, is_drill
+from bot.execution.drill_plans import (
+    CLEANUP,
+    FORWARD,
+    MARKER,
+    PITR,
+    build_drill,
+    drill_allowed,
+    drill_points,
+    is_drill,
+    is_restore_drill,
+)
 from bot.execution.workflow import Refused
 from bot.persistence.models import Drill, Run
 from bot.persistence.recovery import spoken
@@ -71,12 +81,26 @@ HELD_WHEN_SUCCEEDED = ("safe", "safe_with_data_loss")
 
 @dataclass(frozen=True)
 class Measured:
-    """What a finished drill measured."""
+    """What a finished drill measured.
+
+    A restore drill (a database's) has no roll-forward: `forward_seconds` is None, and
+    `pitr_seconds` is its point-in-time recovery (restore into the scratch instance,
+    verification, copy, verification of the copy); `bytes_per_second` is the dump
+    restore's throughput (pg_restore's bytes of dump per second).
+    """
 
     recover_seconds: float | None
     forward_seconds: float | None
     steps: list[dict[str, Any]]
     targets: dict[str, float]
+    pitr_seconds: float | None = None
+    restored_bytes: int | None = None
+    bytes_per_second: float | None = None
+
+    @property
+    def restore_drill(self) -> bool:
+        """Whether this is a database's restore drill."""
+        return any(s["part"] in (PITR, CLEANUP) for s in self.steps)
 
 
 def _seconds(record: StepView | None) -> float | None:
@@ -85,27 +109,41 @@ def _seconds(record: StepView | None) -> float | None:
     return max(0.0, (record.finished_at - record.started_at).total_seconds())
 
 
+def _part(step: StoredStep) -> str:
+    if step.name == MARKER:
+        return "marker"
+    return step.phase if step.phase in (FORWARD, PITR, CLEANUP) else "rollback"
+
+
 def measure(plan: list[StoredStep], records: list[StepView]) -> Measured:
-    """Time to recover (first change to the rollback verified), per step and per target."""
+    """Time to recover (first change to the rollback verified), per step and per target;
+    a restore drill's point-in-time recovery and throughput."""
     by_position = {r.position: r for r in records}
     steps: list[dict[str, Any]] = []
     targets: dict[str, float] = {}
-    back = [s for s in plan if s.name != MARKER and s.phase != FORWARD]
+    back = [s for s in plan if _part(s) == "rollback"]
     forward = [s for s in plan if s.phase == FORWARD]
+    pitr = [s for s in plan if s.phase == PITR]
+    restored: dict[str, Any] = {}
     for step in plan:
         record = by_position.get(step.position)
         seconds = _seconds(record)
-        part = "marker" if step.name == MARKER else FORWARD if step.phase == FORWARD else "rollback"
-        steps.append(
-            {
-                "position": step.position,
-                "name": step.name,
-                "label": step.words,
-                "part": part,
-                "state": record.state if record else "not run",
-                "seconds": seconds,
-            }
-        )
+        part = _part(step)
+        entry = {
+            "position": step.position,
+            "name": step.name,
+            "label": step.words,
+            "part": part,
+            "state": record.state if record else "not run",
+            "seconds": seconds,
+        }
+        data = record.data if record is not None else {}
+        if "restore_bytes_per_second" in data:
+            entry["bytes_per_second"] = float(data["restore_bytes_per_second"])
+            entry["bytes"] = int(data.get("bytes") or 0)
+            if part == "rollback" and not restored:
+                restored = entry
+        steps.append(entry)
         if part == "rollback" and step.source and seconds is not None and step.phase != "resume":
             targets[step.source] = targets.get(step.source, 0.0) + seconds
     return Measured(
@@ -113,6 +151,9 @@ def measure(plan: list[StoredStep], records: list[StepView]) -> Measured:
         forward_seconds=_span(forward, by_position, None),
         steps=steps,
         targets=targets,
+        pitr_seconds=_span(pitr, by_position, None),
+        restored_bytes=restored.get("bytes"),
+        bytes_per_second=restored.get("bytes_per_second"),
     )
 
 
@@ -249,7 +290,7 @@ class Drills:
         """Plan and request a drill, open its thread; raise Refused saying why not."""
         env = self.config.environment(environment)
         self.config.target(environment, target)
-        if not env.allows_drills(environment):
+        if not drill_allowed(env, environment, target):
             raise Refused(
                 f"drills are not allowed in {environment} (set `drills_allowed: true` for it "
                 "in the config file to allow them); drill a staging environment instead"
@@ -269,11 +310,15 @@ class Drills:
             raise Refused(f"the drill could not be planned: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        current, back, _ = drill_points(self.flows.planner, env, target)
+        if is_restore_drill(env, target):
+            from_version, to_version = "", restored_words(plan.point or "")
+        else:
+            current, back, _ = drill_points(self.flows.planner, env, target)
+            from_version, to_version = current.label, back.label
         self.store.set_run_fields(
             run.id,
-            from_version=current.label,
-            to_version=back.label,
+            from_version=from_version,
+            to_version=to_version,
             approvals_required=env.drill_approvals_required,
         )
         self.store.add_drill(
@@ -283,8 +328,8 @@ class Drills:
             target=target,
             requester=requester,
             state="requested",
-            from_version=current.label,
-            to_version=back.label,
+            from_version=from_version,
+            to_version=to_version,
             verdict=verdict_of(run, plan),
         )
         fresh = self.store.run(run.id) or run
@@ -315,10 +360,8 @@ class Drills:
         now = now or self.store.clock()
         out = []
         for env_name, env in self.config.environments.items():
-            if not env.allows_drills(env_name):
-                continue
             for target, params in env.targets.items():
-                if isinstance(params, FullParams | DatabaseParams):
+                if isinstance(params, FullParams) or not drill_allowed(env, env_name, target):
                     continue
                 ended = self.store.drills(environment=env_name, target=target, states=FINAL)
                 last = ended[0] if ended else None

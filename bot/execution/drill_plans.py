@@ -8,6 +8,13 @@ kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward u
 is the target's own undo to the original revision, *from* that next number. The
 run is a drill when its `kind` says so (set when it is requested).
 
+A database cannot be rolled forward after a restore, and needs not be: its drill is a
+restore drill (`actions.database.drills`), the newest backup (and the archive's end, where
+WAL is archived) restored into scratch databases, verified there and dropped by `always`
+steps. It writes nothing live, so it is allowed in every environment, production too
+(`drill_allowed`). Its point records the dump and time it chose, so the runner plans the
+same drill again (the archive's end moves with every commit).
+
 `bot.execution.planning` plans and restores every run, a drill's through here; the
 use cases around drills (opening one, measuring it, who is due) are
 `bot.application.drills`'.
@@ -18,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import actions.database as database_steps
 from actions.base import (
     Action,
     PermanentError,
@@ -35,13 +43,17 @@ from bot.config import Environment, FullParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders
-from bot.execution.planner import Planner
+from bot.execution.planner import Planner, configured
 from bot.persistence.models import Run
 
 MARKER = "drill.marker"
 """The marker step's name, and its step memory key: the version it found running."""
 FORWARD = "forward"
 """The phase of the roll-forward steps."""
+PITR = "pitr"
+"""The phase of a database drill's point-in-time recovery and its verification."""
+CLEANUP = "cleanup"
+"""The phase of a database drill's scratch drops (always run)."""
 SKIPPED_PHASES = ("communicate",)
 
 
@@ -92,13 +104,55 @@ class DrillMarker:
         )
 
 
+def drill_allowed(env: Environment, env_name: str, target: str) -> bool:
+    """A database's restore drill writes nothing live: allowed anywhere; the rest where the
+    environment allows drills (`drills_allowed`, not production by default)."""
+    return isinstance(env.targets[target], DatabaseParams) or env.allows_drills(env_name)
+
+
+def is_restore_drill(env: Environment, target: str) -> bool:
+    """Whether `target`'s drill is a restore drill (a database's)."""
+    return isinstance(env.targets[target], DatabaseParams)
+
+
 def _refuse_kind(env: Environment, target: str) -> None:
     params = env.targets[target]
-    if isinstance(params, FullParams | DatabaseParams):
-        raise PlanningError(
-            f"{target} is a {params.kind} target: a drill rolls back and then forward again, "
-            "and a database restore cannot be rolled forward; drill its application targets"
+    if isinstance(params, FullParams):
+        raise PlanningError(f"{target} is a {params.kind} target: drill its members one by one")
+
+
+def _restore_drill(
+    planner: Planner, *, env_name: str, env: Environment, target: str, point: str | None
+) -> Plan:
+    """The newest backup (and the archive's end) restored into scratch, verified, dropped."""
+    member = planner.target(env.targets[target])
+    if not isinstance(member, database_steps.DatabaseTarget):
+        raise PlanningError(f"{target} is not a database that can be drilled here")
+    drill = database_steps.drill_plan(member, point)
+    phased: list[tuple[str, Action, bool]] = []
+    if drill.dump:
+        restore, verify = drill.dump
+        phased += [("rollback", restore, False), ("verify", verify, False)]
+        phased.append((CLEANUP, drill.cleanup[0], True))
+    if drill.pitr:
+        phased += [(PITR, action, False) for action in drill.pitr]
+        phased.append((CLEANUP, drill.cleanup[-1], True))
+    steps = tuple(
+        PlannedStep(
+            position=i,
+            phase=phase,
+            action=configured(env, target, target, action),
+            always=always,
+            source=target,
         )
+        for i, (phase, action, always) in enumerate(phased)
+    )
+    notes = (
+        *drill.notes,
+        f"Restore drill: {drill.restored} of {target} restored into scratch, measured and "
+        "dropped; nothing live is touched, nothing is announced.",
+    )
+    return Plan(environment=env_name, target=target, point=drill.point, steps=steps, notes=notes)
 
 
 def drill_points(
@@ -144,10 +198,14 @@ def build_drill(
     env_name: str,
     env: Environment,
     target: str,
+    point: str | None = None,
     leave_maintenance_on_failure: bool = False,
     holders: Holders | None = None,
 ) -> Plan:
-    """Plan a drill: marker, the rollback to the default point, the roll-forward, verified."""
+    """Plan a drill: marker, the rollback to the default point, the roll-forward, verified;
+    a database's, its restore drill (`point`: the one it was planned with before)."""
+    if is_restore_drill(env, target):
+        return _restore_drill(planner, env_name=env_name, env=env, target=target, point=point)
     _refuse_kind(env, target)
     current, back, points = drill_points(planner, env, target)
     rollback = planner.build(

@@ -36,6 +36,7 @@ def plan_for_run(
             env_name=run.environment,
             env=env,
             target=run.target,
+            point=run.point,
             leave_maintenance_on_failure=leave_maintenance_on_failure,
             holders=holders,
         )
