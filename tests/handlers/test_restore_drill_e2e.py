@@ -1,0 +1,101 @@
+"""A database's restore drill in production, end to end through the real Bolt app over HTTP.
+
+alice types `/rollback drill db prod`; production allows it (a restore drill writes
+nothing live); bob approves; the bot restores the newest dump into a scratch database on
+the real PostgreSQL, runs the verification queries there, drops it, and says in the
+thread how long the restore took and at what throughput; `/rollback drills` lists it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import parse_config
+from sandbox.harness import Sandbox
+from tests.fakes.config import ALICE, BOB, CAROL
+from tests.fakes.pg import HOST, PORT, USER, dump, exists
+from tests.fakes.waiting import wait_for
+
+pytestmark = pytest.mark.postgres
+pytest_plugins = ["tests.fakes.pg"]
+
+PROD = "C0PRODUCT1"
+PEOPLE = {ALICE: "alice", BOB: "bob", CAROL: "carol"}
+
+
+@pytest.fixture
+def world(voxflow_db: str, tmp_path: Path) -> Iterator[tuple[Sandbox, str, Path]]:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    newest = dump(voxflow_db, backups, datetime(2026, 12, 7, 3, 0, tzinfo=UTC))
+    env = {
+        "incident_channel": PROD,
+        "approvers": {"users": [BOB, CAROL]},
+        "approvals_required": 2,
+        "targets": {
+            "db": {
+                "kind": "database",
+                "connection": {"host": HOST, "port": PORT, "user": USER, "dbname": voxflow_db},
+                "backups": str(backups),
+                "restore_timeout": 60,
+            }
+        },
+    }
+    config = parse_config({"environments": {"prod": env}}, path=Path("drill.yml"))
+    sandbox = Sandbox(config=config, workdir=tmp_path, people=PEOPLE, runner_poll_seconds=0.1)
+    sandbox.start()
+    try:
+        yield sandbox, voxflow_db, newest
+    finally:
+        sandbox.stop()
+
+
+def block_texts(blocks: list[dict[str, Any]]) -> str:
+    return "\n".join(b["text"]["text"] for b in blocks if isinstance(b.get("text"), dict))
+
+
+def test_a_restore_drill_runs_in_production_and_reports_its_time_and_throughput(
+    world: tuple[Sandbox, str, Path],
+) -> None:
+    sandbox, db, newest = world
+    alice, bob = sandbox.person(ALICE), sandbox.person(BOB)
+    answer = alice.slash("drill db prod", channel=PROD)
+    assert answer.status_code == 200 and "Planning the drill of db in prod" in answer.text
+    plan = wait_for(
+        lambda: next(
+            (m for m in sandbox.slack.messages(PROD) if m.text.startswith("Rollback drill plan")),
+            None,
+        ),
+        what="the drill's plan message",
+    )
+    plan_text = block_texts(plan.blocks)
+    assert f"Restore {newest.name} into a new database ({db}_drill)" in plan_text
+    assert f"Drop the drill's scratch database {db}_drill" in plan_text
+
+    bob.click(PROD, plan.ts, "approve_run")
+    store = sandbox.process.deps.store
+    run = wait_for(
+        lambda: (r := store.runs()[0]).state in ("succeeded", "failed") and r, what="the drill"
+    )
+    assert run.state == "succeeded", run.outcome
+    assert not exists(f"{db}_drill")
+    said = wait_for(
+        lambda: next(
+            (
+                m.text
+                for m in sandbox.slack.thread(PROD, run.slack["thread_ts"])
+                if "Restore drill measured" in m.text
+            ),
+            None,
+        ),
+        what="the restore drill's report in its thread",
+    )
+    assert "restoring the newest backup of db took *" in said and "/s" in said
+
+    listing = block_texts(alice.slash("drills", channel=PROD).json()["blocks"])
+    assert "db in prod: last drill" in listing and "time to recover" in listing
