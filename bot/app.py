@@ -53,6 +53,7 @@ from actions.clock import SYSTEM, Ticker
 from bot.application.drills import DrillRecorder
 from bot.application.monitoring import Monitor
 from bot.config import RollbackConfig
+from bot.execution.drill_evidence import DrillEvidence
 from bot.execution.outbox import Sender
 from bot.execution.planner import Planner, RateSource, target_factory
 from bot.execution.recheck import Rechecks
@@ -268,6 +269,8 @@ class BotProcess:
         self.metrics.watch(self.engine)
         store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
+        if planner.drilled is None:  # the verdict cites each backup set's last restore drill
+            planner.drilled = DrillEvidence(store, self.config)
         self.planner = planner
         self.deps = Deps(
             config=self.config,

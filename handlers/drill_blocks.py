@@ -11,8 +11,10 @@ from slack_sdk.models.blocks import (
     HeaderBlock,
 )
 
+from actions.base import Finding
 from actions.database import human_size
 from bot.application.drills import DrillStatus, Measured
+from bot.execution.drill_evidence import drilled_at, is_drill_finding
 from bot.execution.drill_plans import PITR
 from bot.persistence.recovery import Recovery, spoken
 from handlers import text as t
@@ -90,6 +92,15 @@ def restore_headline(target: str, measured: Measured) -> str:
     elif pitr:
         said += "; the point-in-time recovery did *not* complete"
     return said + ". The scratch databases are dropped; nothing live was touched."
+
+
+def finding_text(finding: Finding) -> str:
+    """A verdict's finding for Slack, escaped; a drill finding's time as a date token."""
+    said = t.esc(t.mask_urls(finding.text))
+    at = drilled_at(finding) if is_drill_finding(finding) else None
+    if at is None:
+        return said
+    return said[: said.rindex("at ")] + t.when(at)
 
 
 def recovery_line(rec: Recovery) -> str:

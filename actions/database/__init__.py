@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from actions.database.drills import (
         DrillPlan,
         DropScratch,
+        backup_set,
         drill_plan,
         restored_words,
         scratch_names,
@@ -65,6 +66,7 @@ __getattr__ = lazy(
         "DrillPlan": "drills",
         "DropScratch": "drills",
         "drill_plan": "drills",
+        "backup_set": "drills",
         "scratch_names": "drills",
         "restored_words": "drills",
         "RollbackMigration": "migrations",
@@ -105,6 +107,7 @@ __all__ = [
     "SwapDatabases",
     "VerificationQuery",
     "VerifyDatabase",
+    "backup_set",
     "drill_plan",
     "human_size",
     "inspect_archive",

@@ -41,7 +41,7 @@ from actions.database.names import (
     parse_time,
     pitr_ref,
 )
-from actions.database.params import DatabaseConnection
+from actions.database.params import DatabaseConnection, DatabaseParams
 from actions.database.pgtools import (
     connect,
     database_comment,
@@ -252,3 +252,19 @@ def _pitr(
         params.restore_timeout,
     )
     return [restore, VerifyDatabase(on_database(conn, scratch), target.queries)], moment
+
+
+def backup_set(params: DatabaseParams) -> tuple[str, ...]:
+    """What identifies a database's backups: its name, the dumps' directory, the WAL source.
+
+    Two config targets with the same backup set (the same database in two environments'
+    files, say) share their restore drills: a drill proves the backups, not the entry.
+    """
+    archive = params.archive.wal_archive if params.archive is not None else ""
+    stanza = params.pgbackrest
+    return (
+        params.connection.dbname,
+        str(Path(params.backups).resolve()) if params.backups else "",
+        archive,
+        f"{stanza.stanza}@{stanza.config or ''}" if stanza is not None else "",
+    )

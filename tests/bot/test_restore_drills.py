@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 
+from actions.base import Level
 from bot.application.drills import DrillRecorder, Drills, measure
 from bot.application.flows import Flows
 from bot.config import RollbackConfig, parse_config
+from bot.execution.drill_evidence import DrillEvidence
 from bot.execution.planner import Planner
 from bot.execution.planning import restore_for_run
 from bot.execution.runner import NullProgress, Runner, stored_steps
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store
-from handlers.drill_blocks import measured_text
+from handlers.drill_blocks import finding_text, measured_text
 from tests.fakes.config import ALICE, BOB, CAROL
 from tests.fakes.flows import RecordingThread
 from tests.fakes.pg import HOST, PORT, USER, damaged, dump, execute, exists, pg
@@ -30,7 +32,7 @@ pytest_plugins = ["tests.fakes.pg"]
 TABLES = ("users", "agents", "campaigns", "user_usage_tracking", "user_api_keys")
 
 
-def drill_config(db: str, backups: Path) -> RollbackConfig:
+def drill_config(db: str, backups: Path, *, envs: tuple[str, ...] = ("prod",)) -> RollbackConfig:
     target = {
         "kind": "database",
         "connection": {"host": HOST, "port": PORT, "user": USER, "dbname": db},
@@ -43,7 +45,8 @@ def drill_config(db: str, backups: Path) -> RollbackConfig:
         "approvals_required": 2,
         "targets": {"db": target},
     }
-    return parse_config({"environments": {"prod": env}}, path=Path("drill.yml"))
+    raw = {"environments": {name: env for name in envs}}
+    return parse_config(raw, path=Path("drill.yml"))
 
 
 def drills_on(store: Store, config: RollbackConfig) -> Drills:
@@ -57,8 +60,8 @@ def drills_on(store: Store, config: RollbackConfig) -> Drills:
     return Drills(flows)
 
 
-def run_drill(drills: Drills) -> Run:
-    opened = drills.open(environment="prod", target="db", requester=ALICE)
+def run_drill(drills: Drills, environment: str = "prod") -> Run:
+    opened = drills.open(environment=environment, target="db", requester=ALICE)
     assert drills.flows.approve(opened.run.id, user=BOB).started
     runner = Runner(
         store=drills.store,
@@ -165,3 +168,54 @@ def test_a_resumed_restore_drill_rebuilds_every_stored_step(
         s["description"] for s in run.plan
     ]
     assert [s["always"] for s in run.plan] == [False, False, True]
+
+
+def test_the_verdict_cites_the_backup_sets_last_restore_drill_from_any_environment(
+    voxflow_db: str, tmp_path: Path, store: Store
+) -> None:
+    dump(voxflow_db, tmp_path, datetime(2026, 12, 7, 3, 0, tzinfo=UTC))
+    config = drill_config(voxflow_db, tmp_path, envs=("staging", "prod"))
+    drills = drills_on(store, config)
+    prod = config.environment("prod")
+    planner = Planner(drilled=DrillEvidence(store, config))
+
+    def finding() -> Any:
+        (verdict,) = planner.verdicts(prod, "db", None)
+        return next(f for f in verdict.evidence if f.basis.startswith("restore drill"))
+
+    never = finding()
+    run = run_drill(drills, "staging")  # the same backups, drilled in staging
+    passed = finding()
+
+    assert (never.level, never.text) == (
+        Level.OK,
+        "never drilled: nobody knows whether these backups restore",
+    )
+    assert run.state == "succeeded"
+    drill = store.drill(run.id)
+    assert drill is not None and drill.finished_at is not None
+    at = f"{drill.finished_at:%Y-%m-%d %H:%M}"
+    assert passed.level == Level.OK
+    assert passed.text == f"last restore drill of this backup set: 0 s, passed, at {at} UTC"
+    assert passed.basis == "restore drill passed"
+    shown = finding_text(passed)
+    assert shown.startswith("last restore drill of this backup set: 0 s, passed, <!date^")
+    assert shown.endswith(f"^{{date_short_pretty}} {{time}}|{at} UTC>")
+
+
+def test_a_failed_last_restore_drill_makes_the_database_verdict_risky(
+    voxflow_db: str, tmp_path: Path, store: Store
+) -> None:
+    damaged(dump(voxflow_db, tmp_path, datetime(2025, 6, 1, 3, 0, tzinfo=UTC)), "truncated_60")
+    config = drill_config(voxflow_db, tmp_path)
+    run = run_drill(drills_on(store, config))
+    planner = Planner(drilled=DrillEvidence(store, config))
+
+    (verdict,) = planner.verdicts(config.environment("prod"), "db", None)
+
+    assert run.state == "failed"
+    drilled = next(f for f in verdict.evidence if f.basis == "restore drill failed")
+    assert drilled.level == Level.RISKY and verdict.level != Level.OK
+    assert drilled.text.startswith(
+        f"last restore drill of this backup set ({run.incident_id}) failed"
+    )
