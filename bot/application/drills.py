@@ -314,7 +314,8 @@ class Drills:
             from_version, to_version = "", restored_words(plan.point or "")
         else:
             current, back, _ = drill_points(self.flows.planner, env, target)
-            from_version, to_version = current.label, back.label
+            from_version = current.label if current is not None else "the live configuration"
+            to_version = back.label
         self.store.set_run_fields(
             run.id,
             from_version=from_version,

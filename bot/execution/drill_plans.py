@@ -38,11 +38,14 @@ from actions.base import (
     running_point,
     spec_of,
 )
+from actions.configfiles import ConfigFilesParams
 from actions.database import DatabaseParams
+from actions.kubernetes import KubernetesParams
 from bot.config import Environment, FullParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders
+from bot.execution.drill_forward import Forwarded, reversed_steps
 from bot.execution.planner import Planner, configured
 from bot.persistence.models import Run
 
@@ -157,12 +160,16 @@ def _restore_drill(
 
 def drill_points(
     planner: Planner, env: Environment, target: str
-) -> tuple[RollbackPoint, RollbackPoint, list[RollbackPoint]]:
-    """Return what runs now, the point the drill rolls back to, and all the target's points."""
+) -> tuple[RollbackPoint | None, RollbackPoint, list[RollbackPoint]]:
+    """Return what runs now, the point the drill rolls back to, and all the target's points.
+
+    A configuration target lists no point for its live directory (it is not a backup):
+    its roll-forward restores the backup the rollback takes of it, so it needs none.
+    """
     points = planner.points(env, target)
     current = running_point(points)
     back = default_point(points)
-    if current is None:
+    if current is None and not isinstance(env.targets[target], ConfigFilesParams):
         raise PlanningError(f"{target} lists no current version to roll forward to")
     if back is None:
         raise PlanningError(f"{target} has no earlier version to roll back to")
@@ -176,12 +183,21 @@ def _next_number(points: list[RollbackPoint]) -> int | None:
 
 
 def _forward(
-    planner: Planner, env: Environment, target: str, current: RollbackPoint, after: int | None
+    planner: Planner,
+    env: Environment,
+    target: str,
+    current: RollbackPoint | None,
+    after: int | None,
+    rollback: tuple[PlannedStep, ...],
 ) -> list[Action]:
-    """The target's own undo to the running version, as it will be once rolled back."""
+    """Kubernetes: the target's own undo to the running version, as it will be once rolled
+    back; the other kinds: the rollback's moves reversed (`drill_forward`)."""
     member = planner.target(env.targets[target])
     if not isinstance(member, Restorable):
         raise PlanningError(f"{target} cannot rebuild its steps, so it cannot be rolled forward")
+    if not isinstance(env.targets[target], KubernetesParams):
+        return reversed_steps(member, target, rollback)
+    assert current is not None  # drill_points refuses a Kubernetes target without one
     part = member.plan(current.ref, force=True)
     actions = []
     for action in [*part.rollback, *part.verify]:
@@ -216,22 +232,25 @@ def build_drill(
         leave_maintenance_on_failure=leave_maintenance_on_failure,
         holders=holders,
     )
-    marker = DrillMarker(
-        target=planner.target(env.targets[target]),
-        target_name=target,
-        ref=current.ref,
-        back_to=back.ref,
-    )
-    phased: list[tuple[str, Action, bool, str | None]] = [("drill", marker, False, target)]
+    phased: list[tuple[str, Action, bool, str | None]] = []
+    if current is not None:
+        marker = DrillMarker(
+            target=planner.target(env.targets[target]),
+            target_name=target,
+            ref=current.ref,
+            back_to=back.ref,
+        )
+        phased.append(("drill", marker, False, target))
     phased += [
         (s.phase, s.action, s.always, s.source)
         for s in rollback.steps
         if s.phase not in SKIPPED_PHASES
     ]
-    forward = _forward(planner, env, target, current, _next_number(points))
-    phased += [(FORWARD, action, False, target) for action in forward]
+    forward = _forward(planner, env, target, current, _next_number(points), rollback.steps)
+    phased += [(FORWARD, Forwarded(action), False, target) for action in forward]
     health = [s for s in rollback.steps if s.phase == "health"]
-    phased += [(FORWARD, s.action, False, None) for s in health]
+    phased += [(FORWARD, Forwarded(s.action), False, None) for s in health]
+    ahead = current.ref if current is not None else "the configuration live before"
     steps = tuple(
         PlannedStep(
             position=i,
@@ -239,13 +258,13 @@ def build_drill(
             action=action,
             always=always,
             source=source,
-            words=_forward_words(action, target, current.ref) if phase == FORWARD else "",
+            words=_forward_words(action, target, ahead) if phase == FORWARD else "",
         )
         for i, (phase, action, always, source) in enumerate(phased)
     )
     notes = (
         *rollback.notes,
-        f"Drill: {target} goes back to {back.ref} and forward to {current.ref} again; "
+        f"Drill: {target} goes back to {back.ref} and forward to {ahead} again; "
         "nothing is announced on the status page or to customers.",
     )
     # replace(), not Plan(...): whatever else the rollback's plan carries (its reversibility
@@ -253,9 +272,13 @@ def build_drill(
     return replace(rollback, point=back.ref, steps=steps, notes=notes)
 
 
+FORWARD_MOVES = ("_undo", ".swap_container", ".restore_traffic", ".restore_pre_rollback")
+"""The roll-forward steps that move the target (the rest verify it)."""
+
+
 def _forward_words(action: Action, target: str, ref: str) -> str:
     """A roll-forward step in people's words: it uses the target's undo, but goes forward."""
-    if action.name.endswith(("_undo", ".swap_container", ".switch_traffic")):
+    if action.name.endswith(FORWARD_MOVES):
         return f"Roll {target} forward to {ref}"
     return ""
 
