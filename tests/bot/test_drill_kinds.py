@@ -1,6 +1,7 @@
-"""Drills of Docker and configuration targets: rolled back and forward again on the real
-Docker engine and real files, each part verified; production refuses them; a drill
-stopped after its rollback resumes forward in another process."""
+"""Drills of Docker, configuration and load-balancer targets: rolled back and forward
+again on the real Docker engine, real files and moto's ELBv2, each part verified;
+production refuses them; a drill stopped after its rollback resumes forward in another
+process."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import httpx
 import pytest
 
 from actions.configfiles import backup_name
+from actions.params import AwsConnection
 from bot.application.drills import DrillRecorder, Drills
 from bot.application.flows import Flows
 from bot.config import RollbackConfig, parse_config
@@ -32,7 +35,7 @@ from tests.fakes.waiting import wait_for
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
 
-pytest_plugins = ["tests.fakes.dockerd"]
+pytest_plugins = ["tests.fakes.dockerd", "tests.fakes.aws"]
 
 APP = "rbt-app"
 
@@ -259,3 +262,83 @@ def test_a_configuration_drill_restores_the_backup_then_the_live_configuration_a
     assert drill is not None and drill.state == "succeeded"
     assert drill.from_version == "the live configuration"
     assert [s["part"] for s in drill.steps] == ["rollback"] * 3 + ["forward"] * 2
+
+
+# -- load balancer -------------------------------------------------------------------------
+
+
+@dataclass
+class Alb:
+    """An ALB in moto: a listener forwarding to green, and a blue target group idle."""
+
+    elb: Any
+    aws: AwsConnection
+    lb_arn: str
+    blue: str
+    green: str
+    listener: str
+
+    def defaults(self) -> list[dict[str, Any]]:
+        found = self.elb.describe_listeners(ListenerArns=[self.listener])["Listeners"][0]
+        return list(found["DefaultActions"])
+
+
+@pytest.fixture
+def alb(aws: AwsConnection) -> Alb:
+    ec2 = boto3.client("ec2", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    elb = boto3.client("elbv2", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    tag = uuid.uuid4().hex[:8]
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)
+        for i, zone in ((1, "us-east-1a"), (2, "us-east-1b"))
+    ]
+    lb = elb.create_load_balancer(
+        Name=f"lb-{tag}", Subnets=[s["Subnet"]["SubnetId"] for s in subnets]
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    blue, green = (
+        elb.create_target_group(
+            Name=f"{name}-{tag}", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        for name in ("blue", "green")
+    )
+    for n, group in enumerate((blue, green)):
+        elb.register_targets(TargetGroupArn=group, Targets=[{"Id": f"10.0.1.{10 + n}"}])
+    listener = elb.create_listener(
+        LoadBalancerArn=lb,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": green}],
+    )["Listeners"][0]["ListenerArn"]
+    return Alb(elb, aws, lb, blue, green, listener)
+
+
+def test_a_load_balancer_drill_switches_to_the_stable_colour_and_restores_the_routes(
+    alb: Alb, store: Store
+) -> None:
+    target = {
+        "kind": "bluegreen",
+        "load_balancer_arn": alb.lb_arn,
+        "blue": {"target_group_arn": alb.blue},
+        "green": {"target_group_arn": alb.green},
+        "aws": alb.aws.model_dump(),
+        "verify_timeout": 1.0,
+    }
+    drills = drills_on(store, configured(lb=target))
+    before = alb.defaults()
+    run = approved_drill(drills, "lb")
+
+    assert runner(drills).run_pending() == [run.id]
+
+    done = finished(drills, run.id)
+    assert done.state == "succeeded", done.outcome
+    steps = [(s.name, s.state) for s in store.steps(run.id)]
+    assert steps == [
+        ("drill.marker", "succeeded"),
+        ("loadbalancer.switch_traffic", "succeeded"),
+        ("loadbalancer.restore_traffic", "succeeded"),
+    ]
+    assert alb.defaults() == before  # green takes all traffic again
+    drill = store.drill(run.id)
+    assert drill is not None and drill.state == "succeeded"
+    assert [s["part"] for s in drill.steps] == ["marker", "rollback", "forward"]
