@@ -312,6 +312,8 @@ class Drills:
             raise Refused(str(exc)) from None
         if is_restore_drill(env, target):
             from_version, to_version = "", restored_words(plan.point or "")
+        elif isinstance(env.targets[target], FullParams):
+            from_version, to_version = "", "its members in order: " + ", ".join(env.members(target))
         else:
             current, back, _ = drill_points(self.flows.planner, env, target)
             from_version = current.label if current is not None else "the live configuration"
@@ -361,8 +363,8 @@ class Drills:
         now = now or self.store.clock()
         out = []
         for env_name, env in self.config.environments.items():
-            for target, params in env.targets.items():
-                if isinstance(params, FullParams) or not drill_allowed(env, env_name, target):
+            for target in env.targets:
+                if not drill_allowed(env, env_name, target):
                     continue
                 ended = self.store.drills(environment=env_name, target=target, states=FINAL)
                 last = ended[0] if ended else None

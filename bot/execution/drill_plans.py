@@ -22,6 +22,7 @@ use cases around drills (opening one, measuring it, who is due) are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -118,10 +119,46 @@ def is_restore_drill(env: Environment, target: str) -> bool:
     return isinstance(env.targets[target], DatabaseParams)
 
 
-def _refuse_kind(env: Environment, target: str) -> None:
-    params = env.targets[target]
-    if isinstance(params, FullParams):
-        raise PlanningError(f"{target} is a {params.kind} target: drill its members one by one")
+def _full_drill(
+    planner: Planner,
+    *,
+    env_name: str,
+    env: Environment,
+    target: str,
+    point: str | None,
+    leave_maintenance_on_failure: bool,
+    holders: Holders | None,
+) -> Plan:
+    """The full-system drill: each member's drill, rollbacks in the target's order (a
+    database's restore drill among them), then the roll-forwards in reverse order.
+
+    The point maps each member to its own drill's point (JSON), so a database member's
+    restore drill is planned again with the dump and time it chose.
+    """
+    chosen = json.loads(point) if point else {}
+    parts = [
+        build_drill(
+            planner,
+            env_name=env_name,
+            env=env,
+            target=member,
+            point=chosen.get(member),
+            leave_maintenance_on_failure=leave_maintenance_on_failure,
+            holders=holders,
+        )
+        for member in env.members(target)
+    ]
+    back = [s for part in parts for s in part.steps if s.phase != FORWARD]
+    ahead = [s for part in reversed(parts) for s in part.steps if s.phase == FORWARD]
+    steps = tuple(replace(s, position=i) for i, s in enumerate([*back, *ahead]))
+    return Plan(
+        environment=env_name,
+        target=target,
+        point=json.dumps({p.target: p.point for p in parts}, sort_keys=True),
+        steps=steps,
+        notes=tuple(note for part in parts for note in part.notes),
+        verdicts=tuple(v for part in parts for v in part.verdicts),
+    )
 
 
 def _restore_drill(
@@ -222,7 +259,16 @@ def build_drill(
     a database's, its restore drill (`point`: the one it was planned with before)."""
     if is_restore_drill(env, target):
         return _restore_drill(planner, env_name=env_name, env=env, target=target, point=point)
-    _refuse_kind(env, target)
+    if isinstance(env.targets[target], FullParams):
+        return _full_drill(
+            planner,
+            env_name=env_name,
+            env=env,
+            target=target,
+            point=point,
+            leave_maintenance_on_failure=leave_maintenance_on_failure,
+            holders=holders,
+        )
     current, back, points = drill_points(planner, env, target)
     rollback = planner.build(
         env_name=env_name,

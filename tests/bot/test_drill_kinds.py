@@ -1,11 +1,12 @@
 """Drills of Docker, configuration and load-balancer targets: rolled back and forward
 again on the real Docker engine, real files and moto's ELBv2, each part verified;
 production refuses them; a drill stopped after its rollback resumes forward in another
-process."""
+process. The full-system target drills its members in order."""
 
 from __future__ import annotations
 
 import io
+import json
 import socket
 import tarfile
 import uuid
@@ -24,18 +25,20 @@ from bot.application.drills import DrillRecorder, Drills
 from bot.application.flows import Flows
 from bot.config import RollbackConfig, parse_config
 from bot.execution.planner import Planner
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.planning import restore_for_run
+from bot.execution.runner import NullProgress, Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import StepView, Store
 from tests.fakes.config import ALICE, BOB, CAROL
 from tests.fakes.flows import RecordingThread
+from tests.fakes.pg import dump
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.fakes.dockerd import Engine
 
-pytest_plugins = ["tests.fakes.dockerd", "tests.fakes.aws"]
+pytest_plugins = ["tests.fakes.dockerd", "tests.fakes.aws", "tests.fakes.pg"]
 
 APP = "rbt-app"
 
@@ -342,3 +345,61 @@ def test_a_load_balancer_drill_switches_to_the_stable_colour_and_restores_the_ro
     drill = store.drill(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert [s["part"] for s in drill.steps] == ["marker", "rollback", "forward"]
+
+
+# -- the full system -----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_full_system_drill_runs_its_parts_in_order_and_resumes_from_the_stored_plan(
+    voxflow_db: str, tmp_path: Path, store: Store
+) -> None:
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    newest = dump(voxflow_db, dumps, datetime(2026, 12, 7, 3, 0, tzinfo=UTC))
+    live, backups = tmp_path / "config", tmp_path / "backups"
+    live.mkdir()
+    backups.mkdir()
+    (live / "app.yaml").write_text("version: 3\n")
+    old = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    (backups / backup_name(old)).write_bytes(archive({"app.yaml": "version: 2\n"}))
+    config = configured(
+        db={
+            "kind": "database",
+            "connection": {"host": "127.0.0.1", "dbname": voxflow_db},
+            "backups": str(dumps),
+        },
+        conf={"kind": "config", "directory": str(live), "backups": str(backups)},
+        system={"kind": "full", "targets": ["db", "conf"]},
+    )
+    drills = drills_on(store, config)
+    with pytest.raises(Refused, match="drills are not allowed in prod"):
+        drills.open(environment="prod", target="system", requester=ALICE)
+    run = approved_drill(drills, "system")
+    stored = finished(drills, run.id)
+    restored = restore_for_run(
+        Planner(), stored, config.environment("staging"), stored_steps(stored)
+    )
+    assert [r.problem for r in restored] == [""] * len(stored.plan)
+
+    assert runner(drills).run_pending() == [run.id]
+
+    done = finished(drills, run.id)
+    assert done.state == "succeeded", done.outcome
+    assert json.loads(done.point or "{}") == {
+        "conf": "config_backup_20261201_120000.tar.gz",
+        "db": f"backup:{newest}",
+    }
+    assert [(s.phase, s.name) for s in stored_steps(done)] == [
+        ("rollback", "database.restore_into_recovery"),
+        ("verify", "database.verify"),
+        ("cleanup", "database.drop_scratch"),
+        ("prepare", "configfiles.backup"),
+        ("rollback", "configfiles.restore"),
+        ("forward", "configfiles.restore_pre_rollback"),
+    ]
+    assert (live / "app.yaml").read_text() == "version: 3\n"
+    drill = store.drill(run.id)
+    assert drill is not None and drill.state == "succeeded"
+    assert drill.to_version == "its members in order: db, conf"
+    assert set(drill.targets) == {"db", "conf"}
