@@ -609,7 +609,8 @@ USAGE = (
     "`/rollback status [INC-…]` shows active rollbacks, or one incident\n"
     "`/rollback cancel INC-…` cancels a rollback not yet running (requester or approver)\n"
     "`/rollback history <target> <env>` lists past rollbacks\n"
-    "`/rollback drill <target> <env>` rehearses a rollback and roll-forward (not in production)\n"
+    "`/rollback drill <target> <env>` rehearses a rollback and roll-forward (not in production); "
+    "a database's restores its newest backup into scratch (anywhere)\n"
     "`/rollback drills` lists each target's last drill and its time to recover\n"
     "`/rollback help` shows this"
 )
