@@ -15,7 +15,8 @@ from actions.base import Finding
 from actions.database import human_size
 from bot.application.drills import DrillStatus, Measured
 from bot.execution.drill_evidence import drilled_at, is_drill_finding
-from bot.execution.drill_plans import PITR
+from bot.execution.drill_plans import CLEANUP, PITR
+from bot.persistence.models import Run
 from bot.persistence.recovery import Recovery, spoken
 from handlers import text as t
 
@@ -68,6 +69,21 @@ def measured_text(target: str, measured: Measured) -> str:
         for s in measured.steps
     ]
     return t.cut("\n".join(lines), t.SECTION_LIMIT)
+
+
+def success_line(run: Run, *, took: str, link: str) -> str:
+    """The one calm line to the channel when a drill succeeded."""
+    within = f" in {took}" if took else ""
+    if any(step.get("phase") == CLEANUP for step in run.plan):
+        what = "'s newest backup restored into scratch and verified"
+        return (
+            f":large_green_circle: Drill {run.incident_id}: {t.esc(run.target)}{what}{within}; "
+            f"nothing live was touched. <{link}|Thread>"
+        )
+    return (
+        f":large_green_circle: Drill {run.incident_id}: {t.esc(run.target)} went back and "
+        f"forward again{within}; production was not in an incident. <{link}|Thread>"
+    )
 
 
 def restore_headline(target: str, measured: Measured) -> str:

@@ -97,5 +97,14 @@ def test_a_restore_drill_runs_in_production_and_reports_its_time_and_throughput(
     )
     assert "restoring the newest backup of db took *" in said and "/s" in said
 
+    line = wait_for(
+        lambda: next((m.text for m in sandbox.slack.messages(PROD) if "scratch" in m.text), None),
+        what="the drill's line in the channel",
+    )
+    assert line.startswith(
+        f":large_green_circle: Drill {run.incident_id}: db's newest backup restored into scratch"
+    )
+    assert "nothing live was touched" in line
+
     listing = block_texts(alice.slash("drills", channel=PROD).json()["blocks"])
     assert "db in prod: last drill" in listing and "time to recover" in listing
