@@ -24,9 +24,41 @@ FLAG = ":warning:"
 FRESH = ":white_check_mark:"
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: tuple[float, ...]) -> str:
+    """A tiny chart of times, oldest first: one bar each, scaled to the largest."""
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1)))] for v in values)
+
+
+def trend_text(status: DrillStatus) -> str:
+    """The time to recover over the last drills and real rollbacks: a sparkline each."""
+    parts = []
+    if len(status.trend) > 1:
+        parts.append(
+            f"drills {sparkline(status.trend)} {spoken(status.trend[0])} → "
+            f"{spoken(status.trend[-1])}"
+        )
+    if status.rollbacks:
+        parts.append(
+            f"real rollbacks {sparkline(status.rollbacks)} last {spoken(status.rollbacks[-1])}"
+        )
+    return "; ".join(parts)
+
+
 def drill_line(status: DrillStatus) -> str:
-    """One target's last drill, its time to recover and age; flagged when due."""
-    return f"{FLAG if status.due else FRESH} {t.esc(status.line())}"
+    """One target's last drill, its time to recover and age, its trend; flagged when it
+    failed, was slower than the RTO, or is due."""
+    said = f"{FLAG if status.flags else FRESH} {t.esc(status.line())}"
+    flags = [f for f in status.flags if f != "overdue"]  # the line says when it is due
+    if flags:
+        said += f" · *{', '.join(flags)}*"
+    trend = trend_text(status)
+    return f"{said}\n      time to recover: {trend}" if trend else said
 
 
 def drills_message(statuses: list[DrillStatus]) -> list[Block]:
@@ -36,13 +68,13 @@ def drills_message(statuses: list[DrillStatus]) -> list[Block]:
         blocks.append(t.section("No environment allows drills (see `drills_allowed`)."))
         return blocks
     lines = [drill_line(s) for s in statuses]
-    due = sum(1 for s in statuses if s.due)
+    due = sum(1 for s in statuses if s.flags)
     blocks += [t.section(text) for text in _chunks(lines)]
     if due:
         blocks.append(
             t.section(
-                f"{FLAG} {due} target(s) due: run `/rollback drill <target> <env>` "
-                "to measure how long rolling them back takes."
+                f"{FLAG} {due} target(s) flagged (failed, slower than the RTO, or due): run "
+                "`/rollback drill <target> <env>` to measure how long rolling them back takes."
             )
         )
     return blocks[: t.MESSAGE_BLOCKS]

@@ -208,7 +208,10 @@ class DrillStatus:
 
     `last` is the newest drill that ended, whatever its end; `recovered` the newest that
     succeeded with a measured time to recover. Only a recovered drill proves anything, so
-    a target is `due` when it has none, or none younger than `every`.
+    a target is `due` when it has none, or none younger than `every` (its schedule's, else
+    the environment's `drill_every`). `rto`: the schedule's recovery-time objective.
+    `trend`: the time to recover of its last drills, and `rollbacks` of its last real
+    rollbacks (approval to success), oldest first.
     """
 
     environment: str
@@ -217,6 +220,22 @@ class DrillStatus:
     recovered: Drill | None
     now: datetime
     every: timedelta
+    rto: timedelta | None = None
+    trend: tuple[float, ...] = ()
+    rollbacks: tuple[float, ...] = ()
+
+    @property
+    def flags(self) -> list[str]:
+        """What needs a person: the last drill failed, took longer than the RTO, or is due."""
+        out = []
+        if self.last is not None and self.last.state == "failed":
+            out.append("failed")
+        took = self.recovered.recover_seconds if self.recovered is not None else None
+        if self.rto is not None and took is not None and took > self.rto.total_seconds():
+            out.append("slower than the RTO")
+        if self.due:
+            out.append("overdue")
+        return out
 
     def age(self, drill: Drill | None) -> timedelta | None:
         """How long ago `drill` ended."""
@@ -247,7 +266,23 @@ class DrillStatus:
             said += f"; verdict {self.last.verdict.replace('_', ' ')} {held}"
         if self.due:
             said += f" (no successful drill within {spoken(self.every.total_seconds())})"
+        took = self.recovered.recover_seconds if self.recovered is not None else None
+        if "slower than the RTO" in self.flags and self.rto is not None:
+            said += f"; {spoken(took)} is over the RTO of {spoken(self.rto.total_seconds())}"
         return said
+
+
+TREND = 8
+"""How many of the last drills and real rollbacks a target's trend shows."""
+
+
+def _recoveries(runs: list[Run]) -> list[float]:
+    """Real rollbacks' time to recover (approval to success), newest first; drills left out."""
+    return [
+        (r.finished_at - r.approved_at).total_seconds()
+        for r in runs
+        if r.kind != RunKind.DRILL and r.finished_at is not None and r.approved_at is not None
+    ]
 
 
 def _ago(age: timedelta | None) -> str:
@@ -368,11 +403,27 @@ class Drills:
                     continue
                 ended = self.store.drills(environment=env_name, target=target, states=FINAL)
                 last = ended[0] if ended else None
-                recovered = next(
-                    (d for d in ended if d.state == "succeeded" and d.recover_seconds is not None),
-                    None,
+                timed = [
+                    d for d in ended if d.state == "succeeded" and d.recover_seconds is not None
+                ]
+                recovered = timed[0] if timed else None
+                schedule = env.target_drills.get(target)
+                rollbacks = self.store.runs(
+                    environment=env_name, target=target, states=("succeeded",), limit=TREND * 2
                 )
-                out.append(DrillStatus(env_name, target, last, recovered, now, env.drill_every))
+                out.append(
+                    DrillStatus(
+                        env_name,
+                        target,
+                        last,
+                        recovered,
+                        now,
+                        schedule.every if schedule is not None else env.drill_every,
+                        rto=schedule.rto if schedule is not None else None,
+                        trend=tuple(d.recover_seconds or 0.0 for d in reversed(timed[:TREND])),
+                        rollbacks=tuple(reversed(_recoveries(rollbacks)[:TREND])),
+                    )
+                )
         return out
 
     def help_for(self, *, environment: str, target: str) -> str:
