@@ -4,7 +4,7 @@ WAL archive restored into scratch databases, verified there, dropped; live untou
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,19 @@ from actions.database import (
     drill_plan,
     scratch_names,
 )
-from actions.database.params import DatabaseConnection, RdsInstance, WalArchive
+from actions.database.names import parse_time
+from actions.database.params import DatabaseConnection, PgBackRest, RdsInstance, WalArchive
 from tests.fakes.pg import connection, dump, execute, exists, params, pg, run_step, scalar
-from tests.fakes.pgcluster import ArchivedCluster, archived_cluster, unique_name
+from tests.fakes.pgcluster import (
+    ArchivedCluster,
+    archived_cluster,
+    pgbackrest_cluster,
+    unique_name,
+)
 
 pytestmark = pytest.mark.postgres
 pytest_plugins = ["tests.fakes.pg"]
-__all__ = ["archived_cluster"]
+__all__ = ["archived_cluster", "pgbackrest_cluster"]
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 WORDS = "('B'), ('a'), ('af'), ('ä'), ('ae'), ('z')"
@@ -173,53 +179,86 @@ def test_a_resumed_drill_rebuilds_its_steps_and_refuses_other_databases(
         tgt.restore("database.swap", {"recovery": f"{voxflow_db}_drill", "source": "x"})
 
 
-def test_a_drill_recovers_the_archive_end_in_a_scratch_instance_and_drops_the_copy(
-    archived_cluster: ArchivedCluster,
-) -> None:
+def written(cluster: ArchivedCluster, *, backup: Callable[[], object]) -> tuple[str, datetime]:
+    """A database with row 0, `backup`, then rows 1 and 2 in later seconds, all archived;
+    its name and the last commit's time."""
     db = unique_name()
-    archived_cluster.execute("postgres", f'CREATE DATABASE "{db}"')
-    archived_cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY)")
-    archived_cluster.write(db, "INSERT INTO events VALUES (0)")
-    archived_cluster.switch_wal()
-    archived_cluster.base_backup()
-    archived_cluster.next_second()
-    archived_cluster.write(db, "INSERT INTO events VALUES (1)")
-    archived_cluster.next_second()
-    last = archived_cluster.write(db, "INSERT INTO events VALUES (2)")
-    archived_cluster.switch_wal()
+    cluster.execute("postgres", f'CREATE DATABASE "{db}"')
+    cluster.execute(db, "CREATE TABLE events (id int PRIMARY KEY)")
+    cluster.write(db, "INSERT INTO events VALUES (0)")
+    backup()
+    cluster.next_second()
+    cluster.write(db, "INSERT INTO events VALUES (1)")
+    cluster.next_second()
+    last = cluster.write(db, "INSERT INTO events VALUES (2)")
+    cluster.switch_wal()
+    return db, last
+
+
+def drill_the_archive(
+    cluster: ArchivedCluster, db: str, **source: Any
+) -> tuple[Any, list[int], list[str]]:
+    """Plan a point-in-time-only drill, run it; (plan, ids in the copy, step summaries)."""
     count = VerificationQuery(name="events", sql="SELECT count(*) AS n FROM events", nonzero=["n"])
     tgt = DatabaseTarget(
         DatabaseParams(
             kind="database",
-            connection=DatabaseConnection(host="127.0.0.1", port=archived_cluster.port, dbname=db),
+            connection=DatabaseConnection(host="127.0.0.1", port=cluster.port, dbname=db),
             methods=["pitr"],
-            archive=WalArchive(
-                base_backups=str(archived_cluster.base),
-                wal_archive=str(archived_cluster.archive),
-            ),
             verification=[count],
             restore_timeout=120.0,
+            **source,
         )
     )
     drill = drill_plan(tgt)
     _, scratch = scratch_names(db)
     memory: dict[str, Any] = {}
-
     recovered = run_step(drill.pitr[0], memory, timeout=120.0)
-    with archived_cluster.connect(scratch) as conn:
+    with cluster.connect(scratch) as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM events ORDER BY id")]
     verified = run_step(drill.pitr[1], memory)
     dropped = run_step(drill.cleanup[0], memory)
-
-    assert drill.dump == [] and drill.point.startswith("pitr:")
-    assert datetime.fromisoformat(drill.point.removeprefix("pitr:")) == last - timedelta(
-        microseconds=1
-    )
-    assert ids == [0, 1]  # the whole archive replayed, up to its last commit
-    assert recovered.data["restore_bytes_per_second"] > 0
-    assert "events" in verified.output
-    assert dropped.summary == f"Dropped the scratch database {scratch}"
-    with archived_cluster.connect() as conn:
+    with cluster.connect() as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
     assert scratch not in names and db in names
+    assert recovered.data["restore_bytes_per_second"] > 0 and "events" in verified.output
     assert not any(Path(p).exists() for k, p in memory.items() if "scratch" in k and p)
+    return drill, ids, [recovered.summary, dropped.summary]
+
+
+def test_a_drill_recovers_the_wal_archive_in_a_scratch_instance_and_drops_the_copy(
+    archived_cluster: ArchivedCluster,
+) -> None:
+    def backup() -> None:
+        archived_cluster.switch_wal()
+        archived_cluster.base_backup()
+
+    db, last = written(archived_cluster, backup=backup)
+
+    drill, ids, said = drill_the_archive(
+        archived_cluster,
+        db,
+        archive=WalArchive(
+            base_backups=str(archived_cluster.base), wal_archive=str(archived_cluster.archive)
+        ),
+    )
+
+    assert drill.dump == [] and drill.point.startswith("pitr:")
+    assert parse_time(drill.point.removeprefix("pitr:")) == last - timedelta(microseconds=1)
+    assert ids == [0, 1]  # the whole archive replayed, up to its last commit
+    assert said[1] == f"Dropped the scratch database {db}_drill_pitr"
+
+
+def test_a_drill_recovers_from_pgbackrest_in_a_scratch_instance_and_drops_the_copy(
+    pgbackrest_cluster: ArchivedCluster,
+) -> None:
+    db, last = written(pgbackrest_cluster, backup=pgbackrest_cluster.pgbackrest_backup)
+    stanza = PgBackRest(
+        stanza=pgbackrest_cluster.stanza, config=str(pgbackrest_cluster.pgbackrest_config)
+    )
+
+    drill, ids, said = drill_the_archive(pgbackrest_cluster, db, pgbackrest=stanza)
+
+    assert parse_time(drill.point.removeprefix("pitr:")) == last - timedelta(microseconds=1)
+    assert ids == [0, 1]
+    assert said[0].startswith(f"Recovered {db} to ")
