@@ -293,7 +293,7 @@ class BotProcess:
         self.app = create_app(self.settings, self.deps)
         self.sender = Sender(
             store=store,
-            deliver=SlackOutbox(self.deps, more=gitops.MESSAGES).deliver,
+            deliver=SlackOutbox(self.deps, more={**gitops.MESSAGES, **drills.MESSAGES}).deliver,
             wake=self.deps.wake_outbox,
         )
         self.runner = Runner(
@@ -308,6 +308,7 @@ class BotProcess:
                     store,
                 ),
                 store,
+                config=self.config,
             ),
             lease_seconds=self.settings.runner_lease_seconds,
             rechecks=Rechecks(store=store, config=self.config, planner=planner),

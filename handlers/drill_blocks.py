@@ -6,6 +6,8 @@ A target never drilled, or drilled longer ago than its environment's
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk.models.blocks import (
     Block,
     HeaderBlock,
@@ -101,6 +103,20 @@ def measured_text(target: str, measured: Measured) -> str:
         for s in measured.steps
     ]
     return t.cut("\n".join(lines), t.SECTION_LIMIT)
+
+
+def flagged_text(run: Run, detail: dict[str, Any]) -> str:
+    """A scheduled drill flagged: what failed or how far over the RTO it was."""
+    reasons = list(detail.get("reasons") or [])
+    said = f"{FLAG} *Scheduled drill flagged*: {t.esc(run.target)} in {t.esc(run.environment)}"
+    if "failed" in reasons:
+        said += " failed (see the failed step above); the rollback it rehearses may fail too"
+    if "slower than the RTO" in reasons:
+        said += (
+            f"{';' if 'failed' in reasons else ''} took {spoken(detail.get('recover_seconds'))} "
+            f"to recover, over its RTO of {spoken(detail.get('rto_seconds'))}"
+        )
+    return said + ". Look at it before the next incident needs it."
 
 
 def success_line(run: Run, *, took: str, link: str) -> str:

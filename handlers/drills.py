@@ -12,14 +12,15 @@ plan, the request and the thread (`bot.application.drills.Drills.open`) follow o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.application.drills import Drills
+from bot.application.drills import FLAGGED, Drills
 from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
 from bot.execution.drill_plans import drill_allowed
@@ -32,6 +33,10 @@ from handlers.flows import flows_for
 from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
+
+if TYPE_CHECKING:  # the outbox renders through the thread, which imports these handlers' blocks
+    from bot.persistence.models import OutboxMessage, Run
+    from handlers.thread import IncidentThread
 
 WORDS = ("drill", "drills")
 
@@ -70,6 +75,16 @@ def is_drill_command(body: dict[str, Any]) -> bool:
     """Bolt matcher: the command's first word is `drill` or `drills`."""
     words = str(body.get("text") or "").split()
     return bool(words) and words[0].lower() in WORDS
+
+
+def _flagged(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """Say in the drill's thread why the scheduled drill is flagged (once)."""
+    text = drill_blocks.flagged_text(run, dict(message.detail or {}))
+    thread.say(run, text, slot=f"drill.flagged:{message.id}")
+
+
+MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {FLAGGED: _flagged}
+"""Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=...)`)."""
 
 
 def register(app: App, deps: Deps) -> None:

@@ -432,11 +432,14 @@ class Drills:
 
 
 class DrillRecorder:
-    """A Progress that records a drill's measurements the moment its run ends."""
+    """A Progress that records a drill's measurements the moment its run ends; with the
+    config, a scheduled target's drill that failed or took longer than its `rto` is
+    flagged in its thread (`FLAGGED`, after the run's own report)."""
 
-    def __init__(self, inner: Progress, store: Store) -> None:
+    def __init__(self, inner: Progress, store: Store, config: RollbackConfig | None = None) -> None:
         self.inner = inner
         self.store = store
+        self.config = config
 
     def run_started(self, run: Run, *, resumed: bool) -> None:
         self.inner.run_started(run, resumed=resumed)
@@ -453,6 +456,8 @@ class DrillRecorder:
     def run_finished(self, run: Run) -> None:
         self._record(run)
         self.inner.run_finished(run)
+        if self.config is not None and is_drill(run):
+            flag_finished(self.store, self.config, run)
 
     def run_expired(self, run: Run) -> None:
         self._record(run)
@@ -466,6 +471,31 @@ class DrillRecorder:
             record_drill(self.store, run)
         except Exception:
             log.exception("%s: the drill's measurements were not recorded", run.incident_id)
+
+
+FLAGGED = "drill.flagged"
+"""Outbox message: a scheduled target's drill failed or was slower than its RTO
+(`handlers.drills.MESSAGES` renders it in the drill's thread)."""
+
+
+def flag_finished(store: Store, config: RollbackConfig, run: Run) -> list[str]:
+    """Queue the flag of a scheduled target's finished drill, if any; return its reasons."""
+    env = config.environments.get(run.environment)
+    schedule = env.target_drills.get(run.target) if env is not None else None
+    drill = store.drill(run.id)
+    if schedule is None or drill is None:
+        return []
+    reasons = []
+    if drill.state == "failed":
+        reasons.append("failed")
+    took = drill.recover_seconds
+    if schedule.rto is not None and took is not None and took > schedule.rto.total_seconds():
+        reasons.append("slower than the RTO")
+    if reasons:
+        rto = schedule.rto.total_seconds() if schedule.rto is not None else None
+        detail = {"reasons": reasons, "recover_seconds": took, "rto_seconds": rto}
+        store.enqueue(run.id, FLAGGED, detail)
+    return reasons
 
 
 def record_drill(store: Store, run: Run) -> None:

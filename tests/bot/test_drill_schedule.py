@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bot.application.drill_schedule import SCHEDULER, DrillSchedules, is_due, last_slot
-from bot.application.drills import DrillRecorder, Drills, DrillStatus
+from bot.application.drills import FLAGGED, DrillRecorder, Drills, DrillStatus
 from bot.application.flows import Flows
 from bot.config import ConfigError, DrillSchedule, RollbackConfig, parse_config
 from bot.execution.planner import Planner
@@ -21,7 +21,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Drill
 from bot.persistence.store import Store
 from bot.serving.drill_metrics import watch_drills
-from handlers.drill_blocks import drill_line, sparkline, trend_text
+from handlers.drill_blocks import drill_line, flagged_text, sparkline, trend_text
 from tests.fakes.config import ALICE, BOB, CAROL, Clock
 from tests.fakes.flows import RecordingThread
 from tests.fakes.pg import HOST, PORT, USER, damaged, dump
@@ -103,7 +103,7 @@ def run_all(schedules: DrillSchedules) -> list[str]:
         workflow=drills.flows.workflow,
         config=drills.config,
         planner=drills.flows.planner,
-        progress=DrillRecorder(NullProgress(), drills.store),
+        progress=DrillRecorder(NullProgress(), drills.store, config=drills.config),
         sleep=lambda _: None,
     ).run_pending()
 
@@ -125,6 +125,7 @@ def test_the_scheduler_starts_a_due_restore_drill_itself_once_a_slot(
     assert schedules.start_due() == []  # this slot's drill has started
     assert run_all(schedules) == [run.id]
     assert store.run(run.id).state == "succeeded"  # type: ignore[union-attr]
+    assert [m for m in store.outbox(run.id) if m.kind == FLAGGED] == []  # within its RTO
     (status,) = schedules.drills.statuses()
     assert status.flags == [] and status.rto == timedelta(minutes=15)
     clock.advance(days=7)
@@ -162,6 +163,12 @@ def test_a_failed_scheduled_drill_is_flagged_in_the_listing_and_the_metrics(
     exported = generate_latest(registry).decode()
 
     assert status.flags == ["failed", "overdue"]
+    run = store.runs()[0]
+    (flagged,) = [m for m in store.outbox(run.id) if m.kind == FLAGGED]
+    assert flagged.detail["reasons"] == ["failed"]
+    assert flagged_text(run, flagged.detail).startswith(
+        ":warning: *Scheduled drill flagged*: db in prod failed"
+    )
     assert ":warning:" in drill_line(status) and "*failed*" in drill_line(status)
     assert 'rollback_drill_flagged{environment="prod",reason="failed",target="db"} 1.0' in exported
     assert 'reason="overdue",target="db"} 1.0' in exported
