@@ -11,7 +11,7 @@ least `every` before the slot (less `SLACK`: a drill that began a few minutes af
 week's slot still counts as last week's). The runner loop calls `start_due` on each pass:
 
 - a target an incident holds is skipped (nothing is opened; it becomes overdue if the
-  incident lasts);
+  incident lasts); a drill that cannot be planned or opened is tried again after `RETRY`;
 - a drill is requested like any other (`Drills.open`: the same plan, thread and record),
   which claims the target, so one drill runs at a time per target, however many replicas
   tick at once; another request refused as busy is simply skipped;
@@ -25,7 +25,7 @@ time to recover over the schedule's `rto`, or none within `every`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.application.drills import Drills
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 SCHEDULER = "scheduler"
 """The requester and approver of a scheduled drill."""
 SLACK = timedelta(hours=12)
+RETRY = timedelta(minutes=10)
+"""How soon a drill that could not be started (no backup, Slack down) is tried again: the
+runner loop ticks every few seconds, and planning reads the backups."""
 COUNTED = ("requested", "approved", "running", "succeeded", "failed")
 """Drill states that count as the slot's drill (rejected, expired, cancelled did not run)."""
 
@@ -69,6 +72,7 @@ class DrillSchedules:
     """Start the drills that are due, approved by the scheduler."""
 
     drills: Drills
+    _tried: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def due(self, now: datetime) -> list[tuple[str, str, DrillSchedule]]:
         """The (environment, target, schedule) whose drill is due at `now`."""
@@ -88,6 +92,9 @@ class DrillSchedules:
         now = store.clock()
         started = []
         for env_name, target, schedule in self.due(now):
+            tried = self._tried.get((env_name, target))
+            if tried is not None and now - tried < RETRY:
+                continue
             holder = store.lock_holder(environment=env_name, targets=[target])
             if holder is not None:
                 log.info(
@@ -97,7 +104,14 @@ class DrillSchedules:
             try:
                 opened = self.drills.open(environment=env_name, target=target, requester=SCHEDULER)
             except (Refused, ThreadNotOpened) as exc:
-                log.warning("scheduled drill of %s in %s not started: %s", target, env_name, exc)
+                self._tried[(env_name, target)] = now
+                log.warning(
+                    "scheduled drill of %s in %s not started (tried again in %s): %s",
+                    target,
+                    env_name,
+                    RETRY,
+                    exc,
+                )
                 continue
             slot = last_slot(schedule, now).isoformat()
             try:

@@ -203,3 +203,19 @@ def test_a_drill_slower_than_its_rto_is_flagged_and_the_trend_is_drawn() -> None
     assert sparkline((250.0, 500.0, 1000.0)) == "▂▄█"
     assert trend_text(status) == "drills ▂▄█ 4 m 10 s → 16 m 40 s; real rollbacks █ last 10 m 00 s"
     assert "*slower than the RTO*" in drill_line(status)
+
+
+def test_a_drill_that_cannot_be_planned_is_tried_again_only_after_a_while(
+    tmp_path: Path, store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedules = schedules_on(store, scheduled("voxflow", tmp_path))  # no dump at all
+
+    tries = []
+    for minutes in (0, 1, 9, 2):  # 0, 1, 10, 12 minutes after the first
+        clock.advance(minutes=minutes)
+        caplog.clear()
+        assert schedules.start_due() == []
+        tries.append("no backup to drill" in caplog.text)
+
+    assert tries == [True, False, True, False]
+    assert store.runs() == [] and store.drills() == []
