@@ -23,14 +23,19 @@ runner and the approval plan every run through `bot.execution.planning`, which a
 there for a drill's. Here are the use cases around drills.
 
 Production is refused unless configured: `drills_allowed` (default false for an
-environment named prod or production, true otherwise). One approval is enough
-(`drill_approvals_required`, default 1); the requester still cannot approve.
+environment named prod or production, true otherwise), except a database's restore
+drill (the newest backup restored into scratch and dropped: nothing live is written),
+which runs anywhere. One approval is enough (`drill_approvals_required`, default 1); the
+requester still cannot approve. Scheduled drills start by themselves
+(`bot.application.drill_schedule`).
 
 Each drill is a row in `drills` (migration 0010): when its run ends, `settle`
 measures the time to recover (first change to the rollback verified), each step's
-duration, each config target's share and the roll-forward, and whether the
-reversibility verdict the plan carried held. `settle_pending` repairs rows of runs
-that ended while this process was down, so the record is never lost.
+duration, each config target's share and the roll-forward (a restore drill: its
+point-in-time recovery and throughput, kept in the steps' entries: the table has no
+columns for them), and whether the reversibility verdict the plan carried held.
+`settle_pending` repairs rows of runs that ended while this process was down, so the
+record is never lost.
 """
 
 from __future__ import annotations

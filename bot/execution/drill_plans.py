@@ -111,7 +111,7 @@ class DrillMarker:
 def drill_allowed(env: Environment, env_name: str, target: str) -> bool:
     """A database's restore drill writes nothing live: allowed anywhere; the rest where the
     environment allows drills (`drills_allowed`, not production by default)."""
-    return isinstance(env.targets[target], DatabaseParams) or env.allows_drills(env_name)
+    return is_restore_drill(env, target) or env.allows_drills(env_name)
 
 
 def is_restore_drill(env: Environment, target: str) -> bool:
