@@ -201,6 +201,77 @@ class Monitoring(Strict):
         return seconds_of(value)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_AT = re.compile(r"^(?:(?P<day>[A-Za-z]{3})\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2})$")
+
+
+class DrillSchedule(Strict):
+    """A target's scheduled drill (`drills:` inside the target; bot.application.drill_schedule).
+
+    `every`: how often (`7d`); `at`: when, in UTC (`Tue 10:00`, or `10:00` any day);
+    `rto`: the recovery-time objective a drill's time to recover is held to (`15m`).
+    """
+
+    every: timedelta
+    at: str
+    rto: timedelta | None = None
+
+    @field_validator("every", "rto", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str | int | float):
+            seconds = seconds_of(value)
+            if seconds <= 0:
+                raise ValueError("must be longer than zero")
+            return timedelta(seconds=seconds)
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str) -> str:
+        found = _AT.match(value.strip())
+        day = (found.group("day") or "").lower() if found else ""
+        if (
+            found is None
+            or (day and day not in WEEKDAYS)
+            or int(found.group("hour")) > 23
+            or int(found.group("minute")) > 59
+        ):
+            raise ValueError(f"{value!r} is not a time like 'Tue 10:00' or '10:00' (UTC)")
+        return value.strip()
+
+    @property
+    def weekday(self) -> int | None:
+        """Monday 0 … Sunday 6, or None for any day."""
+        day = self.at.split()[0].lower() if " " in self.at else ""
+        return WEEKDAYS.index(day) if day else None
+
+    @property
+    def time(self) -> tuple[int, int]:
+        """(hour, minute), UTC."""
+        hour, minute = self.at.split()[-1].split(":")
+        return int(hour), int(minute)
+
+
+def _drill_schedules(targets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, DrillSchedule]]:
+    """Take each target's `drills:` (which the target kinds' own models would refuse)."""
+    kept: dict[str, Any] = {}
+    schedules: dict[str, DrillSchedule] = {}
+    for name, target in targets.items():
+        if isinstance(target, dict) and "drills" in target:
+            target = dict(target)
+            try:
+                schedules[str(name)] = DrillSchedule.model_validate(target.pop("drills"))
+            except ValidationError as exc:
+                said = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".removeprefix(": ")
+                    for e in exc.errors()
+                )
+                raise ValueError(f"targets.{name}.drills.{said}") from None
+        kept[name] = target
+    return kept, schedules
+
+
 class Environment(Strict):
     """An environment's channel, approvers, policies, endpoints and targets."""
 
@@ -231,6 +302,8 @@ class Environment(Strict):
     drills_allowed: bool | None = None
     drill_approvals_required: int = Field(default=1, ge=1, le=10)
     drill_every: timedelta = timedelta(days=30)
+    target_drills: dict[str, DrillSchedule] = {}
+    """Each target's scheduled drill (`drills:` inside the target; moved here when read)."""
     targets: dict[str, TargetParams]
 
     @model_validator(mode="before")
@@ -243,6 +316,10 @@ class Environment(Strict):
         data = dict(data)
         if "target_timeouts" in data:
             raise ValueError("target_timeouts: unknown key (write timeouts: inside the target)")
+        if "target_drills" in data:
+            raise ValueError("target_drills: unknown key (write drills: inside the target)")
+        if isinstance(data.get("targets"), dict):
+            data["targets"], data["target_drills"] = _drill_schedules(data["targets"])
         if "timeouts" in data:
             data["timeouts"] = _timeouts(data["timeouts"])
         targets = data.get("targets")
@@ -344,6 +421,21 @@ class RollbackConfig(Strict):
                 raise ValueError(
                     f"environment name {name!r} must be lowercase letters, digits, - or _"
                 )
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _scheduled_drills(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        """A scheduled drill must be one the environment allows (a database's anywhere)."""
+        for name, env in value.items():
+            for target in env.target_drills:
+                restore = isinstance(env.targets.get(target), DatabaseParams)
+                if not restore and not env.allows_drills(name):
+                    raise ValueError(
+                        f"{name}.targets.{target}.drills: drills are not allowed in {name} (only "
+                        "a database's restore drill runs in production; set "
+                        "`drills_allowed: true` to allow the others)"
+                    )
         return value
 
     @field_validator("time_zone")

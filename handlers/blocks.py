@@ -33,6 +33,7 @@ from bot.persistence.aftermath import Aftermath
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import StepView
 from bot.persistence.verification import VerifyItem
+from handlers import drill_blocks
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
@@ -555,11 +556,7 @@ def success_line(run: Run, *, link: str) -> str:
     """The one calm line to the channel when a rollback succeeded."""
     took = t.seconds(run.started_at, run.finished_at)
     if run.kind == RunKind.DRILL:
-        return (
-            f":large_green_circle: Drill {run.incident_id}: {t.esc(run.target)} went back and "
-            f"forward again{f' in {took}' if took else ''}; production was not in an incident. "
-            f"<{link}|Thread>"
-        )
+        return drill_blocks.success_line(run, took=took, link=link)
     return (
         f":large_green_circle: {run.incident_id}: {versions(run)} rolled back"
         f"{f' in {took}' if took else ''}. <{link}|Thread>"
@@ -632,7 +629,8 @@ USAGE = (
     "`/rollback status [INC-…]` shows active rollbacks, or one incident\n"
     "`/rollback cancel INC-…` cancels a rollback not yet running (requester or approver)\n"
     "`/rollback history <target> <env>` lists past rollbacks\n"
-    "`/rollback drill <target> <env>` rehearses a rollback and roll-forward (not in production)\n"
+    "`/rollback drill <target> <env>` rehearses a rollback and roll-forward (not in production); "
+    "a database's restores its newest backup into scratch (anywhere)\n"
     "`/rollback drills` lists each target's last drill and its time to recover\n"
     "`/rollback help` shows this"
 )

@@ -6,12 +6,19 @@ A target never drilled, or drilled longer ago than its environment's
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk.models.blocks import (
     Block,
     HeaderBlock,
 )
 
+from actions.base import Finding
+from actions.database import human_size
 from bot.application.drills import DrillStatus, Measured
+from bot.execution.drill_evidence import drilled_at, is_drill_finding
+from bot.execution.drill_plans import CLEANUP, PITR
+from bot.persistence.models import Run
 from bot.persistence.recovery import Recovery, spoken
 from handlers import text as t
 
@@ -19,9 +26,41 @@ FLAG = ":warning:"
 FRESH = ":white_check_mark:"
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: tuple[float, ...]) -> str:
+    """A tiny chart of times, oldest first: one bar each, scaled to the largest."""
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1)))] for v in values)
+
+
+def trend_text(status: DrillStatus) -> str:
+    """The time to recover over the last drills and real rollbacks: a sparkline each."""
+    parts = []
+    if len(status.trend) > 1:
+        parts.append(
+            f"drills {sparkline(status.trend)} {spoken(status.trend[0])} → "
+            f"{spoken(status.trend[-1])}"
+        )
+    if status.rollbacks:
+        parts.append(
+            f"real rollbacks {sparkline(status.rollbacks)} last {spoken(status.rollbacks[-1])}"
+        )
+    return "; ".join(parts)
+
+
 def drill_line(status: DrillStatus) -> str:
-    """One target's last drill, its time to recover and age; flagged when due."""
-    return f"{FLAG if status.due else FRESH} {t.esc(status.line())}"
+    """One target's last drill, its time to recover and age, its trend; flagged when it
+    failed, was slower than the RTO, or is due."""
+    said = f"{FLAG if status.flags else FRESH} {t.esc(status.line())}"
+    flags = [f for f in status.flags if f != "overdue"]  # the line says when it is due
+    if flags:
+        said += f" · *{', '.join(flags)}*"
+    trend = trend_text(status)
+    return f"{said}\n      time to recover: {trend}" if trend else said
 
 
 def drills_message(statuses: list[DrillStatus]) -> list[Block]:
@@ -31,13 +70,13 @@ def drills_message(statuses: list[DrillStatus]) -> list[Block]:
         blocks.append(t.section("No environment allows drills (see `drills_allowed`)."))
         return blocks
     lines = [drill_line(s) for s in statuses]
-    due = sum(1 for s in statuses if s.due)
+    due = sum(1 for s in statuses if s.flags)
     blocks += [t.section(text) for text in _chunks(lines)]
     if due:
         blocks.append(
             t.section(
-                f"{FLAG} {due} target(s) due: run `/rollback drill <target> <env>` "
-                "to measure how long rolling them back takes."
+                f"{FLAG} {due} target(s) flagged (failed, slower than the RTO, or due): run "
+                "`/rollback drill <target> <env>` to measure how long rolling them back takes."
             )
         )
     return blocks[: t.MESSAGE_BLOCKS]
@@ -45,11 +84,14 @@ def drills_message(statuses: list[DrillStatus]) -> list[Block]:
 
 def measured_text(target: str, measured: Measured) -> str:
     """What a finished drill measured, for its thread: time to recover, forward, each step."""
-    lines = [
-        f":test_tube: *Drill measured*: rolling back {t.esc(target)} took "
-        f"*{spoken(measured.recover_seconds)}* (first change to the rollback verified); "
-        f"rolling forward took {spoken(measured.forward_seconds)}."
-    ]
+    if measured.restore_drill:
+        lines = [restore_headline(target, measured)]
+    else:
+        lines = [
+            f":test_tube: *Drill measured*: rolling back {t.esc(target)} took "
+            f"*{spoken(measured.recover_seconds)}* (first change to the rollback verified); "
+            f"rolling forward took {spoken(measured.forward_seconds)}."
+        ]
     if len(measured.targets) > 1:
         lines.append(
             "Per target: "
@@ -61,6 +103,68 @@ def measured_text(target: str, measured: Measured) -> str:
         for s in measured.steps
     ]
     return t.cut("\n".join(lines), t.SECTION_LIMIT)
+
+
+def flagged_text(run: Run, detail: dict[str, Any]) -> str:
+    """A scheduled drill flagged: what failed or how far over the RTO it was."""
+    reasons = list(detail.get("reasons") or [])
+    said = f"{FLAG} *Scheduled drill flagged*: {t.esc(run.target)} in {t.esc(run.environment)}"
+    if "failed" in reasons:
+        said += " failed (see the failed step above); the rollback it rehearses may fail too"
+    if "slower than the RTO" in reasons:
+        said += (
+            f"{';' if 'failed' in reasons else ''} took {spoken(detail.get('recover_seconds'))} "
+            f"to recover, over its RTO of {spoken(detail.get('rto_seconds'))}"
+        )
+    return said + ". Look at it before the next incident needs it."
+
+
+def success_line(run: Run, *, took: str, link: str) -> str:
+    """The one calm line to the channel when a drill succeeded."""
+    within = f" in {took}" if took else ""
+    if any(step.get("phase") == CLEANUP for step in run.plan):
+        what = "'s newest backup restored into scratch and verified"
+        return (
+            f":large_green_circle: Drill {run.incident_id}: {t.esc(run.target)}{what}{within}; "
+            f"nothing live was touched. <{link}|Thread>"
+        )
+    return (
+        f":large_green_circle: Drill {run.incident_id}: {t.esc(run.target)} went back and "
+        f"forward again{within}; production was not in an incident. <{link}|Thread>"
+    )
+
+
+def restore_headline(target: str, measured: Measured) -> str:
+    """A restore drill's time to recover, throughput and point-in-time recovery, in words."""
+    said = ":test_tube: *Restore drill measured*: "
+    if measured.recover_seconds is not None:
+        said += (
+            f"restoring the newest backup of {t.esc(target)} took "
+            f"*{spoken(measured.recover_seconds)}* (restore and verification queries)"
+        )
+    elif any(s["part"] == "rollback" for s in measured.steps):
+        said += f"the newest backup of {t.esc(target)} did *not* restore and verify"
+    else:
+        said += f"{t.esc(target)} has no dump to restore"
+    if measured.bytes_per_second is not None and measured.restored_bytes is not None:
+        said += (
+            f", {human_size(measured.restored_bytes)} at {human_size(measured.bytes_per_second)}/s"
+        )
+    pitr = [s for s in measured.steps if s["part"] == PITR]
+    if measured.pitr_seconds is not None:
+        said += f"; point-in-time recovery took *{spoken(measured.pitr_seconds)}*"
+    elif pitr:
+        said += "; the point-in-time recovery did *not* complete"
+    return said + ". The scratch databases are dropped; nothing live was touched."
+
+
+def finding_text(finding: Finding) -> str:
+    """A verdict's finding for Slack, escaped; a drill finding's time as a date token."""
+    said = t.esc(t.mask_urls(finding.text))
+    at = drilled_at(finding) if is_drill_finding(finding) else None
+    if at is None:
+        return said
+    return said[: said.rindex("at ")] + t.when(at)
 
 
 def recovery_line(rec: Recovery) -> str:

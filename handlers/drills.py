@@ -3,7 +3,8 @@
 Registered before `handlers.commands`, with a matcher on the first word, so
 Bolt hands these two subcommands here and every other `/rollback` to the
 commands module. A drill is refused at once, in the ack, where the config does
-not allow it (production by default) and when the text is malformed; nothing
+not allow it (production by default, except a database's restore drill, which
+writes nothing live) and when the text is malformed; nothing
 is then recorded. Otherwise the ack says the drill is being planned, and the
 plan, the request and the thread (`bot.application.drills.Drills.open`) follow on
 `deps.later`, once per trigger id like every command that acts.
@@ -11,16 +12,18 @@ plan, the request and the thread (`bot.application.drills.Drills.open`) follow o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.application.drills import Drills
+from bot.application.drills import FLAGGED, Drills
 from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
+from bot.execution.drill_plans import drill_allowed
 from bot.execution.workflow import Refused
 from handlers import blocks, drill_blocks
 from handlers import text as t
@@ -30,6 +33,10 @@ from handlers.flows import flows_for
 from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
+
+if TYPE_CHECKING:  # the outbox renders through the thread, which imports these handlers' blocks
+    from bot.persistence.models import OutboxMessage, Run
+    from handlers.thread import IncidentThread
 
 WORDS = ("drill", "drills")
 
@@ -70,6 +77,16 @@ def is_drill_command(body: dict[str, Any]) -> bool:
     return bool(words) and words[0].lower() in WORDS
 
 
+def _flagged(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """Say in the drill's thread why the scheduled drill is flagged (once)."""
+    text = drill_blocks.flagged_text(run, dict(message.detail or {}))
+    thread.say(run, text, slot=f"drill.flagged:{message.id}")
+
+
+MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {FLAGGED: _flagged}
+"""Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=...)`)."""
+
+
 def register(app: App, deps: Deps) -> None:
     """Listen for `/rollback drill …` and `/rollback drills` (before handlers.commands)."""
     drills = Drills(flows_for(deps))
@@ -104,7 +121,7 @@ def _refusal(deps: Deps, parsed: DrillRequest) -> str:
     """Why the drill may not run at all (config), or empty; raises UnknownTarget."""
     deps.config.target(parsed.environment, parsed.target)
     env = deps.config.environment(parsed.environment)
-    if env.allows_drills(parsed.environment):
+    if drill_allowed(env, parsed.environment, parsed.target):
         return ""
     return (
         f"No drill: drills are not allowed in {t.esc(parsed.environment)} "

@@ -13,6 +13,7 @@ from actions.base import Level
 from bot.domain.verdict import Verdict
 from bot.persistence.models import Run
 from handlers import text as t
+from handlers.drill_blocks import finding_text
 
 ICONS = {
     Level.OK: ":large_green_circle:",
@@ -34,9 +35,7 @@ def verdict_lines(verdict: Verdict) -> tuple[str, str]:
         f"{ICONS[verdict.level]} *{t.esc(verdict.target)}*: {t.dated(t.esc(verdict.headline))}"
     )
     ordered = sorted(verdict.evidence, key=lambda f: -list(Level).index(f.level))
-    lines = [
-        f"{MARKS[f.level]} {t.dated(t.esc(t.mask_urls(f.text)))}" for f in ordered[:EVIDENCE_LINES]
-    ]
+    lines = [f"{MARKS[f.level]} {t.dated(finding_text(f))}" for f in ordered[:EVIDENCE_LINES]]
     if len(ordered) > EVIDENCE_LINES:
         lines.append(f"… and {len(ordered) - EVIDENCE_LINES} more")
     return headline, "\n".join(lines)

@@ -13,13 +13,12 @@ config file imports no client (issue 16, point 6).
 
 from typing import TYPE_CHECKING
 
-from actions.configfiles.params import ConfigFilesParams, RestartDeployment
+from actions.configfiles.params import PRE_BACKUP_KEY, ConfigFilesParams, RestartDeployment
 from actions.exports import lazy
 
 if TYPE_CHECKING:
     from actions.configfiles.archives import Limits, verify_archive
     from actions.configfiles.steps import (
-        PRE_BACKUP_KEY,
         BackupConfig,
         RestartApp,
         RestoreConfig,
@@ -34,7 +33,6 @@ __getattr__ = lazy(
     {
         "Limits": "archives",
         "verify_archive": "archives",
-        "PRE_BACKUP_KEY": "steps",
         "BackupConfig": "steps",
         "RestartApp": "steps",
         "RestoreConfig": "steps",

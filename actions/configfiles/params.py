@@ -61,3 +61,8 @@ class ConfigFilesParams(Strict):
         from actions.configfiles.archives import Limits
 
         return Limits(max_members=self.max_members, max_bytes=self.max_bytes)
+
+
+PRE_BACKUP_KEY = "configfiles.pre_rollback_backup"
+"""The memory key of the name of the pre-rollback backup a run took (here, not in `steps`,
+so a drill's roll-forward can name it without importing the steps' clients)."""

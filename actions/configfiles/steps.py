@@ -50,12 +50,11 @@ from actions.configfiles.archives import (
     sweep,
     verify_archive,
 )
-from actions.configfiles.params import ConfigFilesParams, RestartDeployment
+from actions.configfiles.params import PRE_BACKUP_KEY, ConfigFilesParams, RestartDeployment
 from actions.configfiles.stores import BackupStore, backup_name, backup_store, backup_time
 from actions.http.health import poll_health
 from actions.kubernetes.client import api_client
 
-PRE_BACKUP_KEY = "configfiles.pre_rollback_backup"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
@@ -228,6 +227,43 @@ class RestoreConfig(Step):
             "in_place": journal["in_place"],
             "pre_rollback_backup": ctx.memory.get(PRE_BACKUP_KEY),
         }
+
+
+class RestorePreRollback(Step):
+    """Restore the pre-rollback backup this run took: a drill's roll-forward.
+
+    Its name is chosen when the backup is taken (the time of the step), so it is read
+    from memory, not stored in the plan; the restore is `RestoreConfig`'s, whole or not
+    at all.
+    """
+
+    name: str = fixed("configfiles.restore_pre_rollback")
+    idempotent: bool = fixed(True)
+    timeout: float = given(default=300.0)
+    params: ConfigFilesParams = given(kw_only=False)
+
+    def describe(self) -> str:
+        """Say which archive goes back: the one this run took before its rollback."""
+        where = self.params.backups.rstrip("/")
+        return (
+            f"Restore {self.params.directory} from the backup this run took of it before the "
+            f"rollback ({where}/config_backup_<time of that step>….tar.gz): the configuration "
+            "that was live before the drill"
+        )
+
+    def label(self) -> str:
+        """Words for people."""
+        return f"Roll {self.params.directory} forward to the configuration live before"
+
+    def run(self, ctx: StepContext) -> StepResult:
+        """Restore the archive the pre-rollback backup recorded in memory."""
+        name = ctx.memory.get(PRE_BACKUP_KEY)
+        if not name:
+            raise PermanentError(
+                f"this run took no pre-rollback backup of {self.params.directory}: nothing to "
+                "roll forward to; it is as the rollback left it"
+            )
+        return RestoreConfig(self.params, backup=str(name), timeout=self.timeout).run(ctx)
 
 
 class RestartApp(Step):

@@ -29,7 +29,7 @@ from actions.base import (
 )
 from actions.configfiles.archives import verify_archive
 from actions.configfiles.params import ConfigFilesParams
-from actions.configfiles.steps import BackupConfig, RestartApp, RestoreConfig
+from actions.configfiles.steps import BackupConfig, RestartApp, RestoreConfig, RestorePreRollback
 from actions.configfiles.stores import Backup, backup_store
 
 PRE_ROLLBACK = "the bot's own backup of the configuration a rollback replaced"
@@ -82,7 +82,7 @@ class ConfigFilesTarget:
 
     def restore(self, name: str, spec: dict[str, Any]) -> Action:
         """Rebuild a backup, restore or restart step from its stored spec."""
-        steps = (BackupConfig, RestoreConfig, RestartApp)
+        steps = (BackupConfig, RestoreConfig, RestorePreRollback, RestartApp)
         return rebuild_step(steps, "a config target", name, spec, params=self.params)
 
     def _verify(self, name: str) -> int:

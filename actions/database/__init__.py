@@ -16,7 +16,8 @@ Modules: `params` (the config models), `names` (stamps, sizes, times, refs),
 `pgtools` (connections, pg_dump / pg_restore, whole-archive checks, sessions),
 `properties` (database-level state carried across a swap), `selfhosted` (backups on
 disk, pre-rollback backup, restore into the recovery database, swap), `pitr` (WAL replay
-in a scratch instance: continuous archiving, pgBackRest), `migrations` and
+in a scratch instance: continuous archiving, pgBackRest), `drills` (restore drills into
+scratch databases), `migrations` and
 `migration_plans` (the migration tool found in the database), `verification`, `rds`
 (Amazon RDS PITR), `aurora` (Aurora clusters), `target` (DatabaseTarget: points, checks,
 plans, resume).
@@ -37,6 +38,14 @@ from actions.database.params import (
 from actions.exports import lazy
 
 if TYPE_CHECKING:
+    from actions.database.drills import (
+        DrillPlan,
+        DropScratch,
+        backup_set,
+        drill_plan,
+        restored_words,
+        scratch_names,
+    )
     from actions.database.migrations import RollbackMigration
     from actions.database.names import human_size, iso, pitr_ref, stamp
     from actions.database.pgtools import inspect_archive
@@ -54,6 +63,12 @@ if TYPE_CHECKING:
 __getattr__ = lazy(
     __name__,
     {
+        "DrillPlan": "drills",
+        "DropScratch": "drills",
+        "drill_plan": "drills",
+        "backup_set": "drills",
+        "scratch_names": "drills",
+        "restored_words": "drills",
         "RollbackMigration": "migrations",
         "human_size": "names",
         "iso": "names",
@@ -81,6 +96,8 @@ __all__ = [
     "DatabaseConnection",
     "DatabaseParams",
     "DatabaseTarget",
+    "DrillPlan",
+    "DropScratch",
     "PreRollbackBackup",
     "RdsInstance",
     "RdsRestoreToTime",
@@ -90,6 +107,8 @@ __all__ = [
     "SwapDatabases",
     "VerificationQuery",
     "VerifyDatabase",
+    "backup_set",
+    "drill_plan",
     "human_size",
     "inspect_archive",
     "iso",
@@ -97,5 +116,7 @@ __all__ = [
     "pitr_ref",
     "rds_stamp",
     "render_table",
+    "restored_words",
+    "scratch_names",
     "stamp",
 ]

@@ -30,6 +30,7 @@ import psycopg
 from actions.base import Action, Check, Finding, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
 from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window, readers
+from actions.database.drills import DropScratch, scratch_names
 from actions.database.evidence import database_evidence
 from actions.database.migration_plans import MigrationPlanner
 from actions.database.migrations import (
@@ -703,6 +704,9 @@ class DatabaseTarget:
                 source=str(s["source"]),
             ),
             "database.pitr_restore": self._restore_pitr,
+            "database.drop_scratch": lambda s: DropScratch(
+                self.params.connection, self._recovery_name(s["scratch"], drill=True)
+            ),
             "database.migration_rollback": lambda s: RollbackMigration(
                 self.params.connection,
                 str(s["table"]),
@@ -753,8 +757,10 @@ class DatabaseTarget:
         except (KeyError, TypeError, ValueError) as error:
             raise PlanningError(f"stored spec of {name} is not usable: {error!r}") from error
 
-    def _recovery_name(self, name: object) -> str:
-        if name != f"{self.dbname}_recovery":
+    def _recovery_name(self, name: object, *, drill: bool = False) -> str:
+        """The recovery database's name; with `drill`, a drill's scratch database's too."""
+        allowed = (f"{self.dbname}_recovery", *(scratch_names(self.dbname) if drill else ()))
+        if name not in allowed:
             raise PlanningError(f"{name!r} is not the recovery database of {self.dbname}")
         return str(name)
 
@@ -774,16 +780,18 @@ class DatabaseTarget:
         return RestoreIntoRecovery(
             self.params.connection,
             self._backup_path(str(spec["dump"])),
-            self._recovery_name(spec["recovery"]),
+            self._recovery_name(spec["recovery"], drill=True),
             int(spec["jobs"]),
             self.params.restore_timeout,
         )
 
     def _restore_verify(self, spec: dict[str, Any]) -> Action:
         database = str(spec["database"])
+        conn = on_database(self.params.connection, database)
+        if database in scratch_names(self.dbname):
+            return VerifyDatabase(conn, self.queries)
         if database not in (self.dbname, f"{self.dbname}_recovery"):
             raise PlanningError(f"{database!r} is neither {self.dbname} nor its recovery database")
-        conn = on_database(self.params.connection, database)
         instance = spec.get("instance_id")
         if instance is None and database != self.dbname:
             return VerifyDatabase(conn, self.queries, swapped_into=self.dbname)
@@ -806,7 +814,7 @@ class DatabaseTarget:
             parse_time(spec["moment"]),
             bool(spec["inclusive"]),
             base,
-            self._recovery_name(spec["recovery"]),
+            self._recovery_name(spec["recovery"], drill=True),
             int(spec["jobs"]),
             self.queries,
             self.params.restore_timeout,

@@ -23,14 +23,19 @@ runner and the approval plan every run through `bot.execution.planning`, which a
 there for a drill's. Here are the use cases around drills.
 
 Production is refused unless configured: `drills_allowed` (default false for an
-environment named prod or production, true otherwise). One approval is enough
-(`drill_approvals_required`, default 1); the requester still cannot approve.
+environment named prod or production, true otherwise), except a database's restore
+drill (the newest backup restored into scratch and dropped: nothing live is written),
+which runs anywhere. One approval is enough (`drill_approvals_required`, default 1); the
+requester still cannot approve. Scheduled drills start by themselves
+(`bot.application.drill_schedule`).
 
 Each drill is a row in `drills` (migration 0010): when its run ends, `settle`
 measures the time to recover (first change to the rollback verified), each step's
-duration, each config target's share and the roll-forward, and whether the
-reversibility verdict the plan carried held. `settle_pending` repairs rows of runs
-that ended while this process was down, so the record is never lost.
+duration, each config target's share and the roll-forward (a restore drill: its
+point-in-time recovery and throughput, kept in the steps' entries: the table has no
+columns for them), and whether the reversibility verdict the plan carried held.
+`settle_pending` repairs rows of runs that ended while this process was down, so the
+record is never lost.
 """
 
 from __future__ import annotations
@@ -41,13 +46,23 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, Level
-from actions.database import DatabaseParams
+from actions.database import restored_words
 from bot.config import FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan, StoredStep
 from bot.domain.states import RunKind
 from bot.domain.verdict import worst
-from bot.execution.drill_plans import FORWARD, MARKER, build_drill, drill_points, is_drill
+from bot.execution.drill_plans import (
+    CLEANUP,
+    FORWARD,
+    MARKER,
+    PITR,
+    build_drill,
+    drill_allowed,
+    drill_points,
+    is_drill,
+    is_restore_drill,
+)
 from bot.execution.workflow import Refused
 from bot.persistence.models import Drill, Run
 from bot.persistence.recovery import spoken
@@ -71,12 +86,26 @@ HELD_WHEN_SUCCEEDED = ("safe", "safe_with_data_loss")
 
 @dataclass(frozen=True)
 class Measured:
-    """What a finished drill measured."""
+    """What a finished drill measured.
+
+    A restore drill (a database's) has no roll-forward: `forward_seconds` is None, and
+    `pitr_seconds` is its point-in-time recovery (restore into the scratch instance,
+    verification, copy, verification of the copy); `bytes_per_second` is the dump
+    restore's throughput (pg_restore's bytes of dump per second).
+    """
 
     recover_seconds: float | None
     forward_seconds: float | None
     steps: list[dict[str, Any]]
     targets: dict[str, float]
+    pitr_seconds: float | None = None
+    restored_bytes: int | None = None
+    bytes_per_second: float | None = None
+
+    @property
+    def restore_drill(self) -> bool:
+        """Whether this is a database's restore drill."""
+        return any(s["part"] in (PITR, CLEANUP) for s in self.steps)
 
 
 def _seconds(record: StepView | None) -> float | None:
@@ -85,27 +114,41 @@ def _seconds(record: StepView | None) -> float | None:
     return max(0.0, (record.finished_at - record.started_at).total_seconds())
 
 
+def _part(step: StoredStep) -> str:
+    if step.name == MARKER:
+        return "marker"
+    return step.phase if step.phase in (FORWARD, PITR, CLEANUP) else "rollback"
+
+
 def measure(plan: list[StoredStep], records: list[StepView]) -> Measured:
-    """Time to recover (first change to the rollback verified), per step and per target."""
+    """Time to recover (first change to the rollback verified), per step and per target;
+    a restore drill's point-in-time recovery and throughput."""
     by_position = {r.position: r for r in records}
     steps: list[dict[str, Any]] = []
     targets: dict[str, float] = {}
-    back = [s for s in plan if s.name != MARKER and s.phase != FORWARD]
+    back = [s for s in plan if _part(s) == "rollback"]
     forward = [s for s in plan if s.phase == FORWARD]
+    pitr = [s for s in plan if s.phase == PITR]
+    restored: dict[str, Any] = {}
     for step in plan:
         record = by_position.get(step.position)
         seconds = _seconds(record)
-        part = "marker" if step.name == MARKER else FORWARD if step.phase == FORWARD else "rollback"
-        steps.append(
-            {
-                "position": step.position,
-                "name": step.name,
-                "label": step.words,
-                "part": part,
-                "state": record.state if record else "not run",
-                "seconds": seconds,
-            }
-        )
+        part = _part(step)
+        entry = {
+            "position": step.position,
+            "name": step.name,
+            "label": step.words,
+            "part": part,
+            "state": record.state if record else "not run",
+            "seconds": seconds,
+        }
+        data = record.data if record is not None else {}
+        if "restore_bytes_per_second" in data:
+            entry["bytes_per_second"] = float(data["restore_bytes_per_second"])
+            entry["bytes"] = int(data.get("bytes") or 0)
+            if part == "rollback" and not restored:
+                restored = entry
+        steps.append(entry)
         if part == "rollback" and step.source and seconds is not None and step.phase != "resume":
             targets[step.source] = targets.get(step.source, 0.0) + seconds
     return Measured(
@@ -113,6 +156,9 @@ def measure(plan: list[StoredStep], records: list[StepView]) -> Measured:
         forward_seconds=_span(forward, by_position, None),
         steps=steps,
         targets=targets,
+        pitr_seconds=_span(pitr, by_position, None),
+        restored_bytes=restored.get("bytes"),
+        bytes_per_second=restored.get("bytes_per_second"),
     )
 
 
@@ -167,7 +213,10 @@ class DrillStatus:
 
     `last` is the newest drill that ended, whatever its end; `recovered` the newest that
     succeeded with a measured time to recover. Only a recovered drill proves anything, so
-    a target is `due` when it has none, or none younger than `every`.
+    a target is `due` when it has none, or none younger than `every` (its schedule's, else
+    the environment's `drill_every`). `rto`: the schedule's recovery-time objective.
+    `trend`: the time to recover of its last drills, and `rollbacks` of its last real
+    rollbacks (approval to success), oldest first.
     """
 
     environment: str
@@ -176,6 +225,22 @@ class DrillStatus:
     recovered: Drill | None
     now: datetime
     every: timedelta
+    rto: timedelta | None = None
+    trend: tuple[float, ...] = ()
+    rollbacks: tuple[float, ...] = ()
+
+    @property
+    def flags(self) -> list[str]:
+        """What needs a person: the last drill failed, took longer than the RTO, or is due."""
+        out = []
+        if self.last is not None and self.last.state == "failed":
+            out.append("failed")
+        took = self.recovered.recover_seconds if self.recovered is not None else None
+        if self.rto is not None and took is not None and took > self.rto.total_seconds():
+            out.append("slower than the RTO")
+        if self.due:
+            out.append("overdue")
+        return out
 
     def age(self, drill: Drill | None) -> timedelta | None:
         """How long ago `drill` ended."""
@@ -206,7 +271,23 @@ class DrillStatus:
             said += f"; verdict {self.last.verdict.replace('_', ' ')} {held}"
         if self.due:
             said += f" (no successful drill within {spoken(self.every.total_seconds())})"
+        took = self.recovered.recover_seconds if self.recovered is not None else None
+        if "slower than the RTO" in self.flags and self.rto is not None:
+            said += f"; {spoken(took)} is over the RTO of {spoken(self.rto.total_seconds())}"
         return said
+
+
+TREND = 8
+"""How many of the last drills and real rollbacks a target's trend shows."""
+
+
+def _recoveries(runs: list[Run]) -> list[float]:
+    """Real rollbacks' time to recover (approval to success), newest first; drills left out."""
+    return [
+        (r.finished_at - r.approved_at).total_seconds()
+        for r in runs
+        if r.kind != RunKind.DRILL and r.finished_at is not None and r.approved_at is not None
+    ]
 
 
 def _ago(age: timedelta | None) -> str:
@@ -249,7 +330,7 @@ class Drills:
         """Plan and request a drill, open its thread; raise Refused saying why not."""
         env = self.config.environment(environment)
         self.config.target(environment, target)
-        if not env.allows_drills(environment):
+        if not drill_allowed(env, environment, target):
             raise Refused(
                 f"drills are not allowed in {environment} (set `drills_allowed: true` for it "
                 "in the config file to allow them); drill a staging environment instead"
@@ -269,11 +350,18 @@ class Drills:
             raise Refused(f"the drill could not be planned: {exc}") from None
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        current, back, _ = drill_points(self.flows.planner, env, target)
+        if is_restore_drill(env, target):
+            from_version, to_version = "", restored_words(plan.point or "")
+        elif isinstance(env.targets[target], FullParams):
+            from_version, to_version = "", "its members in order: " + ", ".join(env.members(target))
+        else:
+            current, back, _ = drill_points(self.flows.planner, env, target)
+            from_version = current.label if current is not None else "the live configuration"
+            to_version = back.label
         self.store.set_run_fields(
             run.id,
-            from_version=current.label,
-            to_version=back.label,
+            from_version=from_version,
+            to_version=to_version,
             approvals_required=env.drill_approvals_required,
         )
         self.store.add_drill(
@@ -283,8 +371,8 @@ class Drills:
             target=target,
             requester=requester,
             state="requested",
-            from_version=current.label,
-            to_version=back.label,
+            from_version=from_version,
+            to_version=to_version,
             verdict=verdict_of(run, plan),
         )
         fresh = self.store.run(run.id) or run
@@ -315,18 +403,32 @@ class Drills:
         now = now or self.store.clock()
         out = []
         for env_name, env in self.config.environments.items():
-            if not env.allows_drills(env_name):
-                continue
-            for target, params in env.targets.items():
-                if isinstance(params, FullParams | DatabaseParams):
+            for target in env.targets:
+                if not drill_allowed(env, env_name, target):
                     continue
                 ended = self.store.drills(environment=env_name, target=target, states=FINAL)
                 last = ended[0] if ended else None
-                recovered = next(
-                    (d for d in ended if d.state == "succeeded" and d.recover_seconds is not None),
-                    None,
+                timed = [
+                    d for d in ended if d.state == "succeeded" and d.recover_seconds is not None
+                ]
+                recovered = timed[0] if timed else None
+                schedule = env.target_drills.get(target)
+                rollbacks = self.store.runs(
+                    environment=env_name, target=target, states=("succeeded",), limit=TREND * 2
                 )
-                out.append(DrillStatus(env_name, target, last, recovered, now, env.drill_every))
+                out.append(
+                    DrillStatus(
+                        env_name,
+                        target,
+                        last,
+                        recovered,
+                        now,
+                        schedule.every if schedule is not None else env.drill_every,
+                        rto=schedule.rto if schedule is not None else None,
+                        trend=tuple(d.recover_seconds or 0.0 for d in reversed(timed[:TREND])),
+                        rollbacks=tuple(reversed(_recoveries(rollbacks)[:TREND])),
+                    )
+                )
         return out
 
     def help_for(self, *, environment: str, target: str) -> str:
@@ -335,11 +437,14 @@ class Drills:
 
 
 class DrillRecorder:
-    """A Progress that records a drill's measurements the moment its run ends."""
+    """A Progress that records a drill's measurements the moment its run ends; with the
+    config, a scheduled target's drill that failed or took longer than its `rto` is
+    flagged in its thread (`FLAGGED`, after the run's own report)."""
 
-    def __init__(self, inner: Progress, store: Store) -> None:
+    def __init__(self, inner: Progress, store: Store, config: RollbackConfig | None = None) -> None:
         self.inner = inner
         self.store = store
+        self.config = config
 
     def run_started(self, run: Run, *, resumed: bool) -> None:
         self.inner.run_started(run, resumed=resumed)
@@ -356,6 +461,8 @@ class DrillRecorder:
     def run_finished(self, run: Run) -> None:
         self._record(run)
         self.inner.run_finished(run)
+        if self.config is not None and is_drill(run):
+            flag_finished(self.store, self.config, run)
 
     def run_expired(self, run: Run) -> None:
         self._record(run)
@@ -369,6 +476,31 @@ class DrillRecorder:
             record_drill(self.store, run)
         except Exception:
             log.exception("%s: the drill's measurements were not recorded", run.incident_id)
+
+
+FLAGGED = "drill.flagged"
+"""Outbox message: a scheduled target's drill failed or was slower than its RTO
+(`handlers.drills.MESSAGES` renders it in the drill's thread)."""
+
+
+def flag_finished(store: Store, config: RollbackConfig, run: Run) -> list[str]:
+    """Queue the flag of a scheduled target's finished drill, if any; return its reasons."""
+    env = config.environments.get(run.environment)
+    schedule = env.target_drills.get(run.target) if env is not None else None
+    drill = store.drill(run.id)
+    if schedule is None or drill is None:
+        return []
+    reasons = []
+    if drill.state == "failed":
+        reasons.append("failed")
+    took = drill.recover_seconds
+    if schedule.rto is not None and took is not None and took > schedule.rto.total_seconds():
+        reasons.append("slower than the RTO")
+    if reasons:
+        rto = schedule.rto.total_seconds() if schedule.rto is not None else None
+        detail = {"reasons": reasons, "recover_seconds": took, "rto_seconds": rto}
+        store.enqueue(run.id, FLAGGED, detail)
+    return reasons
 
 
 def record_drill(store: Store, run: Run) -> None:

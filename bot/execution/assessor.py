@@ -44,6 +44,8 @@ class Assessor:
     holders: Holders = field(default=lambda name: None)
     force: bool = False
     """The plan is forced past its failing checks: they weigh risky, not blocked."""
+    drilled: Callable[[DatabaseParams], Finding] | None = None
+    """A database's backup set's last restore drill (`bot.execution.drill_evidence`)."""
 
     def assess(self, env: Environment, target: str, point: str | None) -> tuple[Verdict, ...]:
         """One verdict per target the rollback of `target` rolls back, in plan order."""
@@ -56,6 +58,8 @@ class Assessor:
     def _verdict(self, env: Environment, name: str, ref: str | None, members: list[str]) -> Verdict:
         params = env.targets[name]
         findings = self._evidence(params, ref)
+        if self.drilled is not None and isinstance(params, DatabaseParams):
+            findings.append(self.drilled(params))
         suggestion = ""
         link = getattr(params, "schema_from", None)
         if isinstance(link, SchemaLink):

@@ -8,6 +8,13 @@ kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward u
 is the target's own undo to the original revision, *from* that next number. The
 run is a drill when its `kind` says so (set when it is requested).
 
+A database cannot be rolled forward after a restore, and needs not be: its drill is a
+restore drill (`actions.database.drills`), the newest backup (and the archive's end, where
+WAL is archived) restored into scratch databases, verified there and dropped by `always`
+steps. It writes nothing live, so it is allowed in every environment, production too
+(`drill_allowed`). Its point records the dump and time it chose, so the runner plans the
+same drill again (the archive's end moves with every commit).
+
 `bot.execution.planning` plans and restores every run, a drill's through here; the
 use cases around drills (opening one, measuring it, who is due) are
 `bot.application.drills`'.
@@ -15,9 +22,11 @@ use cases around drills (opening one, measuring it, who is due) are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import actions.database as database_steps
 from actions.base import (
     Action,
     PermanentError,
@@ -30,18 +39,25 @@ from actions.base import (
     running_point,
     spec_of,
 )
+from actions.configfiles import ConfigFilesParams
 from actions.database import DatabaseParams
+from actions.kubernetes import KubernetesParams
 from bot.config import Environment, FullParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders
-from bot.execution.planner import Planner
+from bot.execution.drill_forward import Forwarded, reversed_steps
+from bot.execution.planner import Planner, configured
 from bot.persistence.models import Run
 
 MARKER = "drill.marker"
 """The marker step's name, and its step memory key: the version it found running."""
 FORWARD = "forward"
 """The phase of the roll-forward steps."""
+PITR = "pitr"
+"""The phase of a database drill's point-in-time recovery and its verification."""
+CLEANUP = "cleanup"
+"""The phase of a database drill's scratch drops (always run)."""
 SKIPPED_PHASES = ("communicate",)
 
 
@@ -92,23 +108,105 @@ class DrillMarker:
         )
 
 
-def _refuse_kind(env: Environment, target: str) -> None:
-    params = env.targets[target]
-    if isinstance(params, FullParams | DatabaseParams):
-        raise PlanningError(
-            f"{target} is a {params.kind} target: a drill rolls back and then forward again, "
-            "and a database restore cannot be rolled forward; drill its application targets"
+def drill_allowed(env: Environment, env_name: str, target: str) -> bool:
+    """A database's restore drill writes nothing live: allowed anywhere; the rest where the
+    environment allows drills (`drills_allowed`, not production by default)."""
+    return is_restore_drill(env, target) or env.allows_drills(env_name)
+
+
+def is_restore_drill(env: Environment, target: str) -> bool:
+    """Whether `target`'s drill is a restore drill (a database's)."""
+    return isinstance(env.targets[target], DatabaseParams)
+
+
+def _full_drill(
+    planner: Planner,
+    *,
+    env_name: str,
+    env: Environment,
+    target: str,
+    point: str | None,
+    leave_maintenance_on_failure: bool,
+    holders: Holders | None,
+) -> Plan:
+    """The full-system drill: each member's drill, rollbacks in the target's order (a
+    database's restore drill among them), then the roll-forwards in reverse order.
+
+    The point maps each member to its own drill's point (JSON), so a database member's
+    restore drill is planned again with the dump and time it chose.
+    """
+    chosen = json.loads(point) if point else {}
+    parts = [
+        build_drill(
+            planner,
+            env_name=env_name,
+            env=env,
+            target=member,
+            point=chosen.get(member),
+            leave_maintenance_on_failure=leave_maintenance_on_failure,
+            holders=holders,
         )
+        for member in env.members(target)
+    ]
+    back = [s for part in parts for s in part.steps if s.phase != FORWARD]
+    ahead = [s for part in reversed(parts) for s in part.steps if s.phase == FORWARD]
+    steps = tuple(replace(s, position=i) for i, s in enumerate([*back, *ahead]))
+    return Plan(
+        environment=env_name,
+        target=target,
+        point=json.dumps({p.target: p.point for p in parts}, sort_keys=True),
+        steps=steps,
+        notes=tuple(note for part in parts for note in part.notes),
+        verdicts=tuple(v for part in parts for v in part.verdicts),
+    )
+
+
+def _restore_drill(
+    planner: Planner, *, env_name: str, env: Environment, target: str, point: str | None
+) -> Plan:
+    """The newest backup (and the archive's end) restored into scratch, verified, dropped."""
+    member = planner.target(env.targets[target])
+    if not isinstance(member, database_steps.DatabaseTarget):
+        raise PlanningError(f"{target} is not a database that can be drilled here")
+    drill = database_steps.drill_plan(member, point)
+    phased: list[tuple[str, Action, bool]] = []
+    if drill.dump:
+        restore, verify = drill.dump
+        phased += [("rollback", restore, False), ("verify", verify, False)]
+        phased.append((CLEANUP, drill.cleanup[0], True))
+    if drill.pitr:
+        phased += [(PITR, action, False) for action in drill.pitr]
+        phased.append((CLEANUP, drill.cleanup[-1], True))
+    steps = tuple(
+        PlannedStep(
+            position=i,
+            phase=phase,
+            action=configured(env, target, target, action),
+            always=always,
+            source=target,
+        )
+        for i, (phase, action, always) in enumerate(phased)
+    )
+    notes = (
+        *drill.notes,
+        f"Restore drill: {drill.restored} of {target} restored into scratch, measured and "
+        "dropped; nothing live is touched, nothing is announced.",
+    )
+    return Plan(environment=env_name, target=target, point=drill.point, steps=steps, notes=notes)
 
 
 def drill_points(
     planner: Planner, env: Environment, target: str
-) -> tuple[RollbackPoint, RollbackPoint, list[RollbackPoint]]:
-    """Return what runs now, the point the drill rolls back to, and all the target's points."""
+) -> tuple[RollbackPoint | None, RollbackPoint, list[RollbackPoint]]:
+    """Return what runs now, the point the drill rolls back to, and all the target's points.
+
+    A configuration target lists no point for its live directory (it is not a backup):
+    its roll-forward restores the backup the rollback takes of it, so it needs none.
+    """
     points = planner.points(env, target)
     current = running_point(points)
     back = default_point(points)
-    if current is None:
+    if current is None and not isinstance(env.targets[target], ConfigFilesParams):
         raise PlanningError(f"{target} lists no current version to roll forward to")
     if back is None:
         raise PlanningError(f"{target} has no earlier version to roll back to")
@@ -122,12 +220,21 @@ def _next_number(points: list[RollbackPoint]) -> int | None:
 
 
 def _forward(
-    planner: Planner, env: Environment, target: str, current: RollbackPoint, after: int | None
+    planner: Planner,
+    env: Environment,
+    target: str,
+    current: RollbackPoint | None,
+    after: int | None,
+    rollback: tuple[PlannedStep, ...],
 ) -> list[Action]:
-    """The target's own undo to the running version, as it will be once rolled back."""
+    """Kubernetes: the target's own undo to the running version, as it will be once rolled
+    back; the other kinds: the rollback's moves reversed (`drill_forward`)."""
     member = planner.target(env.targets[target])
     if not isinstance(member, Restorable):
         raise PlanningError(f"{target} cannot rebuild its steps, so it cannot be rolled forward")
+    if not isinstance(env.targets[target], KubernetesParams):
+        return reversed_steps(member, target, rollback)
+    assert current is not None  # drill_points refuses a Kubernetes target without one
     part = member.plan(current.ref, force=True)
     actions = []
     for action in [*part.rollback, *part.verify]:
@@ -144,11 +251,24 @@ def build_drill(
     env_name: str,
     env: Environment,
     target: str,
+    point: str | None = None,
     leave_maintenance_on_failure: bool = False,
     holders: Holders | None = None,
 ) -> Plan:
-    """Plan a drill: marker, the rollback to the default point, the roll-forward, verified."""
-    _refuse_kind(env, target)
+    """Plan a drill: marker, the rollback to the default point, the roll-forward, verified;
+    a database's, its restore drill (`point`: the one it was planned with before)."""
+    if is_restore_drill(env, target):
+        return _restore_drill(planner, env_name=env_name, env=env, target=target, point=point)
+    if isinstance(env.targets[target], FullParams):
+        return _full_drill(
+            planner,
+            env_name=env_name,
+            env=env,
+            target=target,
+            point=point,
+            leave_maintenance_on_failure=leave_maintenance_on_failure,
+            holders=holders,
+        )
     current, back, points = drill_points(planner, env, target)
     rollback = planner.build(
         env_name=env_name,
@@ -158,22 +278,25 @@ def build_drill(
         leave_maintenance_on_failure=leave_maintenance_on_failure,
         holders=holders,
     )
-    marker = DrillMarker(
-        target=planner.target(env.targets[target]),
-        target_name=target,
-        ref=current.ref,
-        back_to=back.ref,
-    )
-    phased: list[tuple[str, Action, bool, str | None]] = [("drill", marker, False, target)]
+    phased: list[tuple[str, Action, bool, str | None]] = []
+    if current is not None:
+        marker = DrillMarker(
+            target=planner.target(env.targets[target]),
+            target_name=target,
+            ref=current.ref,
+            back_to=back.ref,
+        )
+        phased.append(("drill", marker, False, target))
     phased += [
         (s.phase, s.action, s.always, s.source)
         for s in rollback.steps
         if s.phase not in SKIPPED_PHASES
     ]
-    forward = _forward(planner, env, target, current, _next_number(points))
-    phased += [(FORWARD, action, False, target) for action in forward]
+    forward = _forward(planner, env, target, current, _next_number(points), rollback.steps)
+    phased += [(FORWARD, Forwarded(action), False, target) for action in forward]
     health = [s for s in rollback.steps if s.phase == "health"]
-    phased += [(FORWARD, s.action, False, None) for s in health]
+    phased += [(FORWARD, Forwarded(s.action), False, None) for s in health]
+    ahead = current.ref if current is not None else "the configuration live before"
     steps = tuple(
         PlannedStep(
             position=i,
@@ -181,13 +304,13 @@ def build_drill(
             action=action,
             always=always,
             source=source,
-            words=_forward_words(action, target, current.ref) if phase == FORWARD else "",
+            words=_forward_words(action, target, ahead) if phase == FORWARD else "",
         )
         for i, (phase, action, always, source) in enumerate(phased)
     )
     notes = (
         *rollback.notes,
-        f"Drill: {target} goes back to {back.ref} and forward to {current.ref} again; "
+        f"Drill: {target} goes back to {back.ref} and forward to {ahead} again; "
         "nothing is announced on the status page or to customers.",
     )
     # replace(), not Plan(...): whatever else the rollback's plan carries (its reversibility
@@ -195,9 +318,13 @@ def build_drill(
     return replace(rollback, point=back.ref, steps=steps, notes=notes)
 
 
+FORWARD_MOVES = ("_undo", ".swap_container", ".restore_traffic", ".restore_pre_rollback")
+"""The roll-forward steps that move the target (the rest verify it)."""
+
+
 def _forward_words(action: Action, target: str, ref: str) -> str:
     """A roll-forward step in people's words: it uses the target's undo, but goes forward."""
-    if action.name.endswith(("_undo", ".swap_container", ".switch_traffic")):
+    if action.name.endswith(FORWARD_MOVES):
         return f"Roll {target} forward to {ref}"
     return ""
 

@@ -51,6 +51,7 @@ import actions.loadbalancer as lb_steps
 from actions.base import (
     Action,
     Check,
+    Finding,
     PlanningError,
     Restorable,
     RollbackPoint,
@@ -103,6 +104,8 @@ class Planner:
     """Builds plans, lists rollback points and runs pre-rollback checks for config targets."""
 
     factory: TargetFactory = field(default_factory=target_factory)
+    drilled: Callable[[DatabaseParams], Finding] | None = None
+    """A database's last restore drill, for its verdict (`bot.execution.drill_evidence`)."""
     _cache: dict[int, Target] = field(default_factory=dict)
 
     def target(self, params: TargetParams) -> Target:
@@ -247,7 +250,9 @@ class Planner:
     ) -> tuple[Verdict, ...]:
         """Weigh whether rolling `target` back to `point` can restore service
         (bot.domain.verdict); `force`: the plan runs past its failing checks."""
-        assessor = Assessor(self.target, holders or (lambda name: None), force=force)
+        assessor = Assessor(
+            self.target, holders or (lambda name: None), force=force, drilled=self.drilled
+        )
         return assessor.assess(env, target, point)
 
     def _database_workers(

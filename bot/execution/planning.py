@@ -10,7 +10,8 @@ from __future__ import annotations
 from bot.config import Environment
 from bot.domain.plans import Plan, RestoredStep, StoredStep
 from bot.domain.verdict import Holders
-from bot.execution.drill_plans import MARKER, build_drill, is_drill, restore_marker
+from bot.execution.drill_forward import forwarded
+from bot.execution.drill_plans import FORWARD, MARKER, build_drill, is_drill, restore_marker
 from bot.execution.planner import Planner
 from bot.persistence.models import Run
 
@@ -36,6 +37,7 @@ def plan_for_run(
             env_name=run.environment,
             env=env,
             target=run.target,
+            point=run.point,
             leave_maintenance_on_failure=leave_maintenance_on_failure,
             holders=holders,
         )
@@ -70,4 +72,4 @@ def restore_for_run(
     for step in stored:
         if step.name == MARKER:
             rebuilt[step.position] = restore_marker(planner, env, step)
-    return [rebuilt[s.position] for s in stored]
+    return [forwarded(rebuilt[s.position], forward=s.phase == FORWARD) for s in stored]

@@ -352,6 +352,17 @@ class Workflow:
             approved_at=self.store.clock(),
         )
 
+    def approve_scheduled(self, run_id: str, *, slot: str) -> Run:
+        """Approve a scheduled drill as the scheduler (its target's `drills:` schedule)."""
+        return self._move(
+            self._run(run_id),
+            to="approved",
+            actor="scheduler",
+            kind="run.auto_approved",
+            detail={"scheduled_for": slot},
+            approved_at=self.store.clock(),
+        )
+
     def expire_due(self) -> list[Run]:
         """Expire every requested run past its time-to-live."""
         expired = []

@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient
 import actions.http as http
 from actions.base import Action
 from actions.configfiles.params import ConfigFilesParams
-from actions.configfiles.steps import BackupConfig, RestartApp, RestoreConfig
+from actions.configfiles.steps import BackupConfig, RestartApp, RestoreConfig, RestorePreRollback
 from actions.configfiles.target import ConfigFilesTarget
 from actions.docker.params import DockerParams
 from actions.docker.swap import SwapContainer
@@ -283,6 +283,11 @@ def examples(root: Path) -> list[tuple[str, Any, Action]]:
             "configfiles.restore",
             config,
             RestoreConfig(params=config_params, backup="2026-01-02T03-04-05.tar.gz"),
+        ),
+        (
+            "configfiles.restore_pre_rollback",
+            config,
+            RestorePreRollback(params=config_params),
         ),
         ("configfiles.restart", config, RestartApp(params=config_params)),
         ("http.maintenance_on", env, http.SetMaintenance(maintenance, enabled=True, timeout=20.0)),

@@ -176,12 +176,12 @@ def test_production_refuses_a_drill_and_records_nothing(drills: Drills, store: S
     assert store.runs() == [] and store.drills() == []
 
 
-def test_a_database_target_is_refused_because_it_cannot_roll_forward(
+def test_a_database_without_any_backup_is_refused_and_nothing_is_recorded(
     drills: Drills, store: Store
 ) -> None:
-    with pytest.raises(Refused, match="cannot be rolled forward"):
-        drills.open(environment="staging", target="db", requester=ALICE)
-    assert store.runs() == []
+    with pytest.raises(Refused, match="voxflow has no backup to drill: no dump in /b"):
+        drills.open(environment="prod", target="db", requester=ALICE)
+    assert store.runs() == [] and store.drills() == []
 
 
 def test_a_resumed_drill_rebuilds_every_stored_step_without_planning_again(
@@ -332,10 +332,11 @@ def test_listing_flags_targets_never_drilled_and_settles_drills_that_ended_unsee
     drills: Drills, store: Store
 ) -> None:
     before = {(s.environment, s.target): s.due for s in drills.statuses()}
-    assert before == {("staging", "app"): True}  # prod is not drilled; db cannot be
+    # prod's app is not drilled; a database's restore drill runs in every environment
+    assert before == {("staging", "app"): True, ("staging", "db"): True, ("prod", "db"): True}
     opened = drills.open(environment="staging", target="app", requester=ALICE)
     drills.flows.cancel(opened.run.id, user=ALICE)  # ended without the runner seeing it
-    (status,) = drills.statuses()
+    (status,) = [s for s in drills.statuses() if s.target == "app"]
     assert status.last is not None and status.last.state == "cancelled"
     assert status.due  # a cancelled drill measured nothing: still due
     assert "no time to recover" in status.line()

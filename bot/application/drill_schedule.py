@@ -1,0 +1,127 @@
+"""Scheduled drills: the bot starts each target's drill itself, on the target's schedule.
+
+    targets:
+      db:
+        kind: database
+        drills: {every: 7d, at: "Tue 10:00", rto: 15m}
+
+A target's drill is due at the schedule's latest slot (`at`, UTC: a weekday and a time,
+or a time every day) when no drill of it started since, and the one before started at
+least `every` before the slot (less `SLACK`: a drill that began a few minutes after last
+week's slot still counts as last week's). The runner loop calls `start_due` on each pass:
+
+- a target an incident holds is skipped (nothing is opened; it becomes overdue if the
+  incident lasts); a drill that cannot be planned or opened is tried again after `RETRY`;
+- a drill is requested like any other (`Drills.open`: the same plan, thread and record),
+  which claims the target, so one drill runs at a time per target, however many replicas
+  tick at once; another request refused as busy is simply skipped;
+- it is approved by the scheduler (`Workflow.approve_scheduled`, an audit event naming the
+  slot), so the runner picks it up as it picks up any approved run.
+
+What a drill found is flagged where drills are shown (`DrillStatus.flags`): a failed one, a
+time to recover over the schedule's `rto`, or none within `every`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.application.drills import Drills
+from bot.application.flows import CHANGED, ThreadNotOpened
+from bot.config import DrillSchedule
+from bot.execution.workflow import Refused
+from bot.persistence.models import Run
+
+log = logging.getLogger(__name__)
+
+SCHEDULER = "scheduler"
+"""The requester and approver of a scheduled drill."""
+SLACK = timedelta(hours=12)
+RETRY = timedelta(minutes=10)
+"""How soon a drill that could not be started (no backup, Slack down) is tried again: the
+runner loop ticks every few seconds, and planning reads the backups."""
+COUNTED = ("requested", "approved", "running", "succeeded", "failed")
+"""Drill states that count as the slot's drill (rejected, expired, cancelled did not run)."""
+
+
+def last_slot(schedule: DrillSchedule, now: datetime) -> datetime:
+    """The schedule's latest slot at or before `now` (UTC)."""
+    hour, minute = schedule.time
+    slot = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if schedule.weekday is not None:
+        slot -= timedelta(days=(slot.weekday() - schedule.weekday) % 7)
+        if slot > now:
+            slot -= timedelta(days=7)
+    elif slot > now:
+        slot -= timedelta(days=1)
+    return slot
+
+
+def is_due(schedule: DrillSchedule, *, now: datetime, last_started: datetime | None) -> bool:
+    """Whether a drill is due now, given when the target's last drill started."""
+    if last_started is None:
+        return True
+    slot = last_slot(schedule, now)
+    return last_started < slot and slot - last_started >= schedule.every - SLACK
+
+
+@dataclass
+class DrillSchedules:
+    """Start the drills that are due, approved by the scheduler."""
+
+    drills: Drills
+    _tried: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def due(self, now: datetime) -> list[tuple[str, str, DrillSchedule]]:
+        """The (environment, target, schedule) whose drill is due at `now`."""
+        store = self.drills.store
+        out = []
+        for env_name, env in self.drills.config.environments.items():
+            for target, schedule in env.target_drills.items():
+                started = store.drills(environment=env_name, target=target, states=COUNTED, limit=1)
+                last = started[0].created_at if started else None
+                if is_due(schedule, now=now, last_started=last):
+                    out.append((env_name, target, schedule))
+        return out
+
+    def start_due(self) -> list[Run]:
+        """Request and approve each drill that is due; skip targets an incident holds."""
+        store, flows = self.drills.store, self.drills.flows
+        now = store.clock()
+        started = []
+        for env_name, target, schedule in self.due(now):
+            tried = self._tried.get((env_name, target))
+            if tried is not None and now - tried < RETRY:
+                continue
+            holder = store.lock_holder(environment=env_name, targets=[target])
+            if holder is not None:
+                log.info(
+                    "scheduled drill of %s in %s skipped: %s holds it", target, env_name, holder
+                )
+                continue
+            try:
+                opened = self.drills.open(environment=env_name, target=target, requester=SCHEDULER)
+            except (Refused, ThreadNotOpened) as exc:
+                self._tried[(env_name, target)] = now
+                log.warning(
+                    "scheduled drill of %s in %s not started (tried again in %s): %s",
+                    target,
+                    env_name,
+                    RETRY,
+                    exc,
+                )
+                continue
+            slot = last_slot(schedule, now).isoformat()
+            try:
+                run = flows.workflow.approve_scheduled(opened.run.id, slot=slot)
+            except Refused as exc:  # cancelled in the meantime
+                log.warning("%s: scheduled drill not approved: %s", opened.incident.id, exc)
+                continue
+            store.enqueue(run.id, CHANGED)
+            flows.wake_outbox.set()
+            flows.wake_runner.set()
+            log.info("%s: scheduled drill of %s in %s started", run.incident_id, target, env_name)
+            started.append(run)
+        return started
