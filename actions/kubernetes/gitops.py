@@ -339,6 +339,50 @@ def resume_sync(
     return f"{RESOURCES[tool][2]} {name} in {namespace}: automatic sync resumed"
 
 
+# --- one reconcile, watched after the hold is released ---------------------------------------
+#
+# Argo CD: the annotation `argocd.argoproj.io/refresh` asks the application controller for a
+# refresh; it removes the annotation once refreshed (argo-cd
+# pkg/apis/application/v1alpha1/application_annotations.go AnnotationKeyRefresh), having set
+# status.sync (the revision compared, Synced or OutOfSync) and status.reconciledAt
+# (controller/appcontroller.go processAppRefreshQueueItem), and synced if automated (autoSync).
+# Flux: `reconcile.fluxcd.io/requestedAt: <token>` asks for a reconcile now; the controller
+# records the token it handled in status.lastHandledReconcileAt and the source revision it
+# applied in status.lastAppliedRevision, `<branch>@sha1:<commit>` (fluxcd/pkg
+# apis/meta/annotations.go ReconcileRequestAnnotation; kustomize-controller
+# internal/controller/kustomization_controller.go reconcile).
+
+REFRESH = "argocd.argoproj.io/refresh"
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+
+
+def request_reconcile(api: ApiClient, tool: Tool, *, namespace: str, name: str, token: str) -> bool:
+    """Ask the owner to reconcile now; False for an owner that does not reconcile (Helm, a set)."""
+    if tool == "argocd":
+        annotations = {REFRESH: "normal"}
+    elif tool in LABELS:
+        annotations = {REQUESTED_AT: token}
+    else:
+        return False
+    _patch(api, tool, namespace, name, {"metadata": {"annotations": annotations}})
+    return True
+
+
+def reconciled(
+    api: ApiClient, tool: Tool, *, namespace: str, name: str, token: str, revision: str
+) -> bool:
+    """Whether the owner has reconciled since `request_reconcile`, at commit `revision`."""
+    obj = _read(api, tool, namespace, name)
+    status = obj.get("status") or {}
+    if tool == "argocd":
+        pending = REFRESH in ((obj.get("metadata") or {}).get("annotations") or {})
+        return not pending and (status.get("sync") or {}).get("revision") == revision
+    if status.get("lastHandledReconcileAt") != token:
+        return False
+    applied = str(status.get("lastAppliedRevision") or "")
+    return tool == "flux-helmrelease" or applied.rpartition(":")[2] == revision
+
+
 class SuspendSync(Step):
     """Suspend the automatic sync of the Argo CD or Flux object that deploys the workload."""
 
