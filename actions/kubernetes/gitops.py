@@ -357,9 +357,13 @@ REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 
 
 def request_reconcile(api: ApiClient, tool: Tool, *, namespace: str, name: str, token: str) -> bool:
-    """Ask the owner to reconcile now; False for an owner that does not reconcile (Helm, a set)."""
+    """Ask the owner to reconcile now; False for an owner that does not reconcile (Helm, a set).
+
+    Argo CD is asked for a hard refresh: its cached manifests and resolved revision are
+    dropped, so the comparison is with the branch as it is now, not as it was last read.
+    """
     if tool == "argocd":
-        annotations = {REFRESH: "normal"}
+        annotations = {REFRESH: "hard"}
     elif tool in LABELS:
         annotations = {REQUESTED_AT: token}
     else:
@@ -370,17 +374,21 @@ def request_reconcile(api: ApiClient, tool: Tool, *, namespace: str, name: str, 
 
 def reconciled(
     api: ApiClient, tool: Tool, *, namespace: str, name: str, token: str, revision: str
-) -> bool:
-    """Whether the owner has reconciled since `request_reconcile`, at commit `revision`."""
+) -> str | None:
+    """How the owner found live against Git once it has reconciled at commit `revision` since
+    `request_reconcile` (`Synced`, `OutOfSync`; Flux: `Ready`); None until then."""
     obj = _read(api, tool, namespace, name)
     status = obj.get("status") or {}
     if tool == "argocd":
         pending = REFRESH in ((obj.get("metadata") or {}).get("annotations") or {})
-        return not pending and (status.get("sync") or {}).get("revision") == revision
+        sync = status.get("sync") or {}
+        return None if pending or sync.get("revision") != revision else str(sync.get("status"))
     if status.get("lastHandledReconcileAt") != token:
-        return False
+        return None
     applied = str(status.get("lastAppliedRevision") or "")
-    return tool == "flux-helmrelease" or applied.rpartition(":")[2] == revision
+    if tool == "flux-kustomization" and applied.rpartition(":")[2] != revision:
+        return None
+    return "Ready"
 
 
 class SuspendSync(Step):

@@ -120,7 +120,14 @@ class GitHold:
         spec["announced"] = announced
         new = [(key, line) for key, line in _events(standing) if key not in announced]
         if new or not self._matches(spec, standing, live):
+            spec["phase"] = "holding"
             return self._announce(spec, new, held=_why_held(standing, live, spec))
+        watched = _watched(held_owners(run), recheck.source)
+        already = resume is not None and resume.state == "resumed"  # by this hold, then died
+        if not already and any(kube_hold.compares_while_held(o.spec) for o in watched):
+            comparing = self._compare(run, spec, target, standing, watched)
+            if comparing is not None:
+                return comparing
         return self._release(run, recheck, spec, target, standing, live)
 
     # --- reading ---------------------------------------------------------------------------
@@ -187,7 +194,53 @@ class GitHold:
             }
         return Settle(RecheckState.PENDING, held, spec, due_in=POLL_SECONDS, said=said)
 
-    # --- releasing and watching ------------------------------------------------------------
+    # --- comparing, releasing and watching ---------------------------------------------------
+
+    def _compare(
+        self,
+        run: Run,
+        spec: dict[str, Any],
+        target: KubernetesTarget,
+        standing: Standing,
+        watched: list[HeldOwner],
+    ) -> Settle | None:
+        """Before resuming Argo CD, have it compare the branch with live itself (a hard
+        refresh): resumed on a revision it had not read yet, it would sync the old one.
+        None once it finds them Synced at the head the bot read."""
+        head, who = standing.head, _who(watched)
+        if spec.get("phase") != "comparing" or spec.get("revision") != head:
+            token = f"{run.incident_id.lower()}-{head[:12]}"
+            for owner in watched:
+                kube_hold.request_reconcile(target, owner.spec, token=token)
+            spec |= {
+                "phase": "comparing",
+                "revision": head,
+                "token": token,
+                "asked_at": self.store.clock().isoformat(),
+            }
+            line = f"Git names what runs at {head[:12]}; {who} asked to compare before resuming"
+            return Settle(RecheckState.PENDING, line, spec, due_in=RECONCILE_POLL_SECONDS)
+        found = [
+            kube_hold.reconciled(target, owner.spec, token=str(spec["token"]), revision=head)
+            for owner in watched
+        ]
+        if all(status == "Synced" for status in found):
+            return None
+        if any(status is not None for status in found):
+            spec["phase"] = "holding"
+            key = f"out-of-sync:{head}"
+            line = f"{who} finds live OutOfSync with Git at {head[:12]}: more than images differ"
+            new = [] if key in (spec.get("announced") or []) else [(key, line)]
+            return self._announce(spec, new, held=line)
+        if self._waited(spec, "asked_at") >= RECONCILE_WAIT_SECONDS:
+            spec["phase"] = "holding"  # asked again at the next poll
+            return Settle(RecheckState.PENDING, f"{who} did not compare", spec, due_in=POLL_SECONDS)
+        line = f"waiting for {who} to compare Git at {head[:12]} with live"
+        return Settle(RecheckState.PENDING, line, spec, due_in=RECONCILE_POLL_SECONDS)
+
+    def _waited(self, spec: dict[str, Any], key: str) -> float:
+        since = datetime.fromisoformat(str(spec[key]))
+        return (self.store.clock() - since).total_seconds()
 
     def _release(
         self,
@@ -239,6 +292,7 @@ class GitHold:
                 kube_hold.reconciled(
                     target, owner.spec, token=str(spec["token"]), revision=str(spec["revision"])
                 )
+                is not None
                 for owner in watched
             )
             live = target.recheck(str(spec["undo"]["name"]), dict(spec["undo"]["spec"]))
@@ -247,7 +301,7 @@ class GitHold:
             log.warning("%s: reconcile not read: %s", run.incident_id, exc)
         revision = str(spec["revision"])[:12]
         if done and live is not None:
-            who = " and ".join(owner.label for owner in watched) or "the owner"
+            who = _who(watched)
             if not live.changed:
                 line = f"{who} reconciled at {revision}: {live.detail}; nothing changed"
                 said = {"event": "confirmed", "lines": [line], "loud": False, **_links(spec)}
@@ -255,8 +309,7 @@ class GitHold:
                 line = f"{who} reconciled at {revision} and changed the workload: {live.detail}"
                 said = {"event": "changed", "lines": [line], "loud": True, **_links(spec)}
             return Settle(RecheckState.DONE, line, spec, said=said | {"matched": spec["matched"]})
-        resumed_at = datetime.fromisoformat(str(spec["resumed_at"]))
-        waited = (self.store.clock() - resumed_at).total_seconds()
+        waited = self._waited(spec, "resumed_at")
         if waited < RECONCILE_WAIT_SECONDS:
             waiting = "waiting for one reconcile"
             return Settle(RecheckState.PENDING, waiting, spec, due_in=RECONCILE_POLL_SECONDS)
@@ -272,6 +325,10 @@ def _watched(held: list[HeldOwner], source: str) -> list[HeldOwner]:
     """The owner that deploys the workload: the source's last held one (parents come first)."""
     own = [o for o in held if o.source == source and o.tool != "argocd-applicationset"]
     return own[-1:]
+
+
+def _who(watched: list[HeldOwner]) -> str:
+    return " and ".join(owner.label for owner in watched) or "the owner"
 
 
 def _links(spec: dict[str, Any]) -> dict[str, Any]:
