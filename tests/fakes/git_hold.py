@@ -126,7 +126,8 @@ def forges() -> Iterator[Forges]:
         served.stop()
 
 
-def _owned_by(kube: KubeCluster, deploy: Deploy, tool: str) -> tuple[str, str, str]:
+def owned_by(kube: KubeCluster, deploy: Deploy, tool: str) -> tuple[str, str, str]:
+    """voxflow-api at v3, deployed by Argo CD (or a Flux Kustomization) from the branch."""
     fake = kube.fake
     fake.add_deployment(NS, API, images=IMAGES, replicas=2)
     if tool == "argocd":
@@ -157,6 +158,30 @@ def _owned_by(kube: KubeCluster, deploy: Deploy, tool: str) -> tuple[str, str, s
     return owner
 
 
+def deploy_repository(tmp_path: Path, forges: Forges) -> Deploy:
+    """The deploy repository after the bad release (v3), served by the GitHub stand-in."""
+    files = {
+        "apps/api/deployment.yaml": DEPLOYMENT,
+        "apps/api/kustomization.yaml": kustomization("v2"),
+    }
+    deploy = Deploy(tmp_path, files)
+    set_tag(deploy, "v3", "release v3")
+    forges.add(PROJECT, deploy.bare)
+    return deploy
+
+
+def git_source(deploy: Deploy, forges: Forges) -> dict[str, Any]:
+    """The target's `git:` section: pull requests on the stand-in, the token from the env."""
+    return {
+        "repository": deploy.url,
+        "path": "apps/api",
+        "provider": "github",
+        "project": PROJECT,
+        "api_url": forges.url,
+        "token": {"env": "BOT_GIT_TOKEN"},
+    }
+
+
 def held_world(
     kube: KubeCluster,
     store: Store,
@@ -168,23 +193,9 @@ def held_world(
 ) -> Held:
     """Roll voxflow-api back from v3 to v2 with a real runner; the pull request is open."""
     monkeypatch.setenv("BOT_GIT_TOKEN", TOKEN)
-    files = {
-        "apps/api/deployment.yaml": DEPLOYMENT,
-        "apps/api/kustomization.yaml": kustomization("v2"),
-    }
-    deploy = Deploy(tmp_path, files)
-    set_tag(deploy, "v3", "release v3")
-    forges.add(PROJECT, deploy.bare)
-    owner = _owned_by(kube, deploy, tool)
-    git = {
-        "repository": deploy.url,
-        "path": "apps/api",
-        "provider": "github",
-        "project": PROJECT,
-        "api_url": forges.url,
-        "token": {"env": "BOT_GIT_TOKEN"},
-    }
-    config = kube_config(kube, recheck_after=0, git=git)
+    deploy = deploy_repository(tmp_path, forges)
+    owner = owned_by(kube, deploy, tool)
+    config = kube_config(kube, recheck_after=0, git=git_source(deploy, forges))
     planner = Planner()
     workflow = Workflow(store=store, config=config)
     runner = Runner(
