@@ -53,6 +53,13 @@ def held_message(
             t.context(f":arrow_forward: Sync resumed by {t.user(resume.by)} {t.when(resume.at)}.")
         )
         return blocks
+    if any(step.get("name") == "git.propose" for step in run.plan):
+        blocks.append(
+            t.context(
+                ":hourglass: The bot resumes it by itself once its Git change is merged and Git "
+                "names what runs; it says so here, and says what keeps it held."
+            )
+        )
     blocks.append(
         t.context(
             f"Only approvers of {t.esc(run.environment)} may resume it: {_approvers(approvers)}."

@@ -101,6 +101,8 @@ def test_a_closed_pull_request_is_said_loudly_once_and_sync_stays_held(
 ) -> None:
     sandbox, _ = served
     rolled_back(sandbox, kube)
+    held = wait_for(lambda: said(sandbox, "GitOps sync suspended"), what="the held message")
+    assert "The bot resumes it by itself once its Git change is merged" in text_of(held)
     forges.close(PROJECT, 1)
     poll_now(sandbox)
     alert = wait_for(
