@@ -19,7 +19,16 @@ from bot.execution.sync import BY_THE_BOT, SyncResumes, held_owners
 from bot.persistence.store import Store, make_engine
 from sandbox.forges import Forges
 from tests.fakes.config import Clock
-from tests.fakes.git_hold import PROJECT, Held, held_world, resume, set_tag, settle_reconcile
+from tests.fakes.git_hold import (
+    APPSET,
+    PROJECT,
+    ROOT,
+    Held,
+    held_world,
+    resume,
+    set_tag,
+    settle_reconcile,
+)
 from tests.fakes.gitops import AUTOMATED, IMAGES
 
 if TYPE_CHECKING:
@@ -230,3 +239,37 @@ def test_a_flux_kustomization_is_held_until_merged_then_reconciles_once(
     status = kube.fake.store.get("kustomizations", "flux-system", "apps")["status"]
     assert status["lastAppliedRevision"] == f"main@sha1:{merged}"
     assert held.image() == IMAGES[1]
+
+
+@pytest.mark.parametrize("parent", ["applicationset", "app-of-apps"])
+def test_a_parent_stays_held_with_the_application_and_is_released_with_it(
+    parent: str,
+    kube: KubeCluster,
+    store: Store,
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: Clock,
+) -> None:
+    held = held_world(kube, store, forges, tmp_path, monkeypatch, tool=parent)
+    parent_key = APPSET if parent == "applicationset" else ROOT
+    assert [o.name for o in held_owners(held.run)] == [parent_key[2], "voxflow"]
+
+    def parent_holds() -> bool:
+        found = kube.fake.store.get(*parent_key)["spec"]
+        if parent == "applicationset":
+            return bool(found.get("ignoreApplicationDifferences"))
+        return "automated" not in (found.get("syncPolicy") or {})
+
+    held.process().run_due()
+    assert parent_holds() and not held.syncs()
+    merged = held.forges.merge(PROJECT, 1)
+    clock.advance(minutes=1)
+    resume(held, clock)
+    assert not parent_holds()
+    settle_reconcile(held)
+    clock.advance(seconds=5)
+    assert held.process().run_due() == 1
+    (confirmed,) = held.said()
+    assert confirmed["event"] == "confirmed" and merged is not None
+    assert held.image() == IMAGES[1] and held.syncs()  # the parent left the child's sync on
