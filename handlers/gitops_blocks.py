@@ -163,6 +163,7 @@ HOLD_TITLES = {
     "resume-failed": "the sync could not be resumed",
     "changed": "the first reconcile after resuming changed the workload",
     "no-reconcile": "no reconcile was seen after resuming",
+    "dropped": "the hold ended without resuming the sync",
 }
 
 

@@ -23,7 +23,9 @@ again) and what runs (the undo step's re-check, `actions.kubernetes.recheck`):
 - the review closed unmerged, conflicting with its base, or a commit on the branch
   naming the bad version again: said loudly in the thread, once per event (the row's
   `announced` keys, written in the same transaction as the message), and the hold stays;
-- an approver pressing Resume sync ends the hold (the sync is theirs now).
+- an approver pressing Resume sync ends the hold (the sync is theirs now); so does the
+  target leaving the config (said loudly: the sync stays suspended). Git or the cluster
+  that cannot be read is said once, and the hold polls on.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ class GitHold:
             return self._watch(recheck, run, spec)
         try:
             target = self._target(run, recheck.source)
+        except KeyError as exc:
+            line = f"the hold ends: {exc.args[0]}; the sync stays suspended until Resume sync"
+            said = {"event": "dropped", "lines": [line], "loud": True, **_links(spec)}
+            return Settle(RecheckState.DROPPED, line, spec, said=said)
+        try:
             standing, live = self._read(run, recheck, spec, target)
         except UNREADABLE as exc:
             problem = f"{type(exc).__name__}: {exc}"

@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from bot.config import parse_config
 from bot.execution.planner import Planner
+from bot.execution.recheck import Rechecks
 from bot.execution.sync import BY_THE_BOT, SyncResumes, held_owners
 from bot.persistence.store import Store, make_engine
 from sandbox.forges import Forges
-from tests.fakes.config import Clock
+from tests.fakes.config import Clock, config_dict
 from tests.fakes.git_hold import (
     APPSET,
     PROJECT,
     ROOT,
+    TOKEN,
     Held,
     held_world,
     resume,
@@ -273,3 +276,39 @@ def test_a_parent_stays_held_with_the_application_and_is_released_with_it(
     (confirmed,) = held.said()
     assert confirmed["event"] == "confirmed" and merged is not None
     assert held.image() == IMAGES[1] and held.syncs()  # the parent left the child's sync on
+
+
+def test_git_that_cannot_be_read_is_said_once_and_the_hold_polls_on(
+    held: Held, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOT_GIT_TOKEN", "a-revoked-token")
+    for _ in range(2):
+        assert held.process().run_due() == 0
+        clock.advance(minutes=1)
+    (unreadable,) = held.said()
+    assert unreadable["event"] == "unreadable" and unreadable["loud"]
+    assert "the token was refused (401)" in unreadable["lines"][0]
+    assert "a-revoked-token" not in str(unreadable)
+    assert held.hold().state == "pending" and not held.syncs()
+    monkeypatch.setenv("BOT_GIT_TOKEN", TOKEN)
+    held.forges.merge(PROJECT, 1)
+    resume(held, clock)
+    assert [d["event"] for d in held.said()] == ["unreadable"]
+
+
+def test_a_target_that_left_the_config_ends_the_hold_loudly_and_changes_nothing(
+    held: Held, clock: Clock
+) -> None:
+    raw = config_dict()
+    targets = raw["environments"]["prod"]["targets"]
+    del targets["app"], targets["full"]
+    config = parse_config(raw, path=Path("test.yml"))
+    held.forges.merge(PROJECT, 1)
+    assert Rechecks(store=held.store, config=config, planner=Planner()).run_due() == 1
+    (dropped,) = held.said()
+    assert dropped["event"] == "dropped" and dropped["lines"] == [
+        "the hold ends: app is no longer a Kubernetes target in prod; the sync stays "
+        "suspended until Resume sync"
+    ]
+    assert held.hold().state == "dropped"
+    assert not held.syncs() and held.image() == IMAGES[1] and held.resumed() == []
