@@ -72,6 +72,8 @@ class Followed:
     revision: str | None = None
     images: dict[str, str] = field(default_factory=dict)
     """Container name → image, as the branch renders at `revision`."""
+    error: str | None = None
+    """Why the last read failed, if it did."""
 
 
 def _git(repository: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -142,26 +144,41 @@ class GitSync:
             asked = REFRESH in annotations or annotations.get(REQUESTED_AT, handled) != handled
             if not asked and time.monotonic() - followed.read_at < POLL:
                 continue
-            self._read(followed, hard=annotations.get(REFRESH) == "hard")
+            if not self._read(followed, hard=annotations.get(REFRESH) == "hard"):
+                continue
             with self.store.cond:
+                now = self.store.find(*owner_key)
+                if (
+                    now is None
+                    or now["metadata"] != owner["metadata"]
+                    or now["spec"] != owner["spec"]
+                ):
+                    continue  # changed while the branch was read (resumed, asked): next pass
                 if owner_key[0] == "applications":
                     self._argocd(owner_key, followed)
                 else:
                     self._flux(owner_key, followed)
 
-    def _read(self, followed: Followed, *, hard: bool = False) -> None:
+    def _read(self, followed: Followed, *, hard: bool = False) -> bool:
+        """Read the branch's head and render it (cached by revision); False if it failed."""
         followed.read_at = time.monotonic()
         head = _git(followed.repository, "rev-parse", f"refs/heads/{followed.branch}")
         revision = head.stdout.decode().strip()
-        if head.returncode or (revision == followed.revision and not hard):
-            return  # the manifests are cached by revision; a hard refresh drops the cache
+        if head.returncode:
+            followed.error = head.stderr.decode().strip()
+            return False
+        if revision == followed.revision and not hard:
+            return True  # the manifests are cached by revision; a hard refresh drops the cache
         resource, _, name = followed.workload
         try:
             rendered = render(followed.repository, revision, followed.path)
-        except (subprocess.CalledProcessError, OSError, yaml.YAMLError, tarfile.TarError):
-            return  # Argo CD: a ComparisonError condition; Flux: not Ready. Tried again later.
-        followed.revision = revision
+        except (subprocess.CalledProcessError, OSError, yaml.YAMLError, tarfile.TarError) as exc:
+            # Argo CD: a ComparisonError condition; Flux: not Ready. Tried again next pass.
+            followed.error = f"{exc}: {getattr(exc, 'stderr', '')}"
+            return False
+        followed.revision, followed.error = revision, None
         followed.images = rendered.get(f"{resource.removesuffix('s')}/{name}", {})
+        return True
 
     def _drifted(self, followed: Followed) -> Obj | None:
         """The live workload with Git's images, or None when it already runs them."""
