@@ -7,7 +7,9 @@ runs. From then on the hold is a durable loop on the re-check machinery
 (`bot.execution.recheck`): one `rechecks` row per proposal (`step` `git.hold`), claimed
 once across processes on the database's clock, handed back with its next due time after
 each poll, its progress in the row's `spec`. A bot killed during the hold leaves the row;
-whichever process claims it next carries on from what the row says.
+whichever process claims it next carries on from what the row says (killed while resuming:
+the `sync_resumes` row says "resuming" by the bot, which only a dead poll can leave, so it
+is recorded as failed and the next poll resumes again).
 
 Each poll (`POLL_SECONDS`) reads where the proposal stands (`actions.git.standing`: the
 review, the branch rendered as the reconciler renders it, commits naming the bad version
@@ -265,8 +267,15 @@ class GitHold:
             if outcome.state == "resuming":  # an approver is pressing Resume sync right now
                 return Settle(RecheckState.PENDING, "resuming", spec, due_in=RECONCILE_POLL_SECONDS)
             return Settle(RecheckState.DONE, f"the sync was resumed by {outcome.by}", spec)
-        if outcome.state == "resuming":  # an earlier poll of this hold died while resuming
-            return Settle(RecheckState.PENDING, "resuming", spec, due_in=RECONCILE_POLL_SECONDS)
+        if outcome.state == "resuming":
+            # This poll holds the claim, so the poll that began resuming lost it: it died in
+            # the middle. Its attempt is recorded as failed; the next poll resumes again
+            # (putting back a recorded sync policy twice leaves it as once).
+            stopped = "a bot process stopped while resuming the sync; the hold resumes it again"
+            self.store.end_resume(
+                run, by=BY_THE_BOT, ok=False, outcome=stopped, detail={"owners": [], "lines": []}
+            )
+            return Settle(RecheckState.PENDING, stopped, spec, due_in=RECONCILE_POLL_SECONDS)
         if outcome.state == "failed":
             said = {
                 "event": "resume-failed",

@@ -312,3 +312,27 @@ def test_a_target_that_left_the_config_ends_the_hold_loudly_and_changes_nothing(
     ]
     assert held.hold().state == "dropped"
     assert not held.syncs() and held.image() == IMAGES[1] and held.resumed() == []
+
+
+def test_a_bot_killed_in_the_middle_of_resuming_is_taken_over_and_the_hold_completes(
+    held: Held, clock: Clock
+) -> None:
+    held.process().run_due()
+    held.forges.merge(PROJECT, 1)
+    # A poll began resuming (its record says so) and died before the cluster was called.
+    assert held.store.begin_resume(held.run.id, by=BY_THE_BOT) is None
+    clock.advance(minutes=1)
+    assert held.process().run_due() == 0  # Argo CD is asked to compare
+    settle_reconcile(held)
+    clock.advance(seconds=5)
+    assert held.process().run_due() == 0  # the dead attempt is recorded as failed
+    assert held.hold().outcome.startswith("a bot process stopped while resuming")
+    assert not held.syncs()
+    clock.advance(seconds=5)
+    assert held.process().run_due() == 0
+    assert held.hold().spec["phase"] == "reconciling" and held.syncs()
+    settle_reconcile(held)
+    clock.advance(seconds=5)
+    assert held.process().run_due() == 1
+    assert [d["ok"] for d in held.resumed()] == [False, True]
+    assert [d["event"] for d in held.said()] == ["confirmed"]
