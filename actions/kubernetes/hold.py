@@ -17,12 +17,6 @@ def _held(target: KubernetesTarget, spec: dict[str, Any]) -> gitops.SuspendSync:
     return gitops.SuspendSync.rebuild(spec, api=target.apps.api_client)
 
 
-def compares_while_held(spec: dict[str, Any]) -> bool:
-    """Whether the owner compares Git with live while its sync is off (Argo CD refreshes a
-    held application; Flux skips a suspended object altogether)."""
-    return str(spec.get("tool")) == "argocd"
-
-
 def request_reconcile(target: KubernetesTarget, spec: dict[str, Any], *, token: str) -> bool:
     """Ask the owner a suspend step (`spec`) held to reconcile now; False if it cannot."""
     held = _held(target, spec)

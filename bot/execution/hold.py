@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -43,15 +43,17 @@ from actions.base import ActionError
 from actions.git.forges import ReviewState
 from actions.git.standing import Standing, read_standing
 from actions.git.step import ProposeGitChange
-from actions.kubernetes import KubernetesParams, KubernetesTarget
-from actions.kubernetes import hold as kube_hold
-from actions.kubernetes.recheck import TemplateCheck
+from actions.kubernetes import KubernetesParams
 from bot.config import RollbackConfig
 from bot.domain.states import RecheckState
 from bot.execution.planner import Planner
 from bot.execution.sync import BY_THE_BOT, HeldOwner, SyncResumes, held_owners
 from bot.persistence.models import Recheck, Run
 from bot.persistence.store import Store
+
+if TYPE_CHECKING:
+    from actions.kubernetes import KubernetesTarget
+    from actions.kubernetes.recheck import TemplateCheck
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,8 @@ class GitHold:
             return self._announce(spec, new, held=_why_held(standing, live, spec))
         watched = _watched(held_owners(run), recheck.source)
         already = resume is not None and resume.state == "resumed"  # by this hold, then died
-        if not already and any(kube_hold.compares_while_held(o.spec) for o in watched):
+        # Argo CD compares Git with live while held; Flux skips a suspended object altogether.
+        if not already and any(owner.tool == "argocd" for owner in watched):
             comparing = self._compare(run, spec, target, standing, watched)
             if comparing is not None:
                 return comparing
@@ -142,6 +145,9 @@ class GitHold:
     # --- reading ---------------------------------------------------------------------------
 
     def _target(self, run: Run, source: str) -> KubernetesTarget:
+        # Imported when a hold polls: the Kubernetes client stays out of a bot without one.
+        from actions.kubernetes.target import KubernetesTarget
+
         env = self.config.environments.get(run.environment)
         params = env.targets.get(source) if env is not None else None
         if not isinstance(params, KubernetesParams):
@@ -216,6 +222,8 @@ class GitHold:
         """Before resuming Argo CD, have it compare the branch with live itself (a hard
         refresh): resumed on a revision it had not read yet, it would sync the old one.
         None once it finds them Synced at the head the bot read."""
+        from actions.kubernetes import hold as kube_hold
+
         head, who = standing.head, _who(watched)
         if spec.get("phase") != "comparing" or spec.get("revision") != head:
             token = f"{run.incident_id.lower()}-{head[:12]}"
@@ -260,6 +268,8 @@ class GitHold:
         standing: Standing,
         live: TemplateCheck,
     ) -> Settle:
+        from actions.kubernetes import hold as kube_hold
+
         held = held_owners(run)
         resumes = SyncResumes(self.store, self.config, self.planner)
         outcome = resumes.resume(run, held, by=BY_THE_BOT)
@@ -301,6 +311,8 @@ class GitHold:
         return Settle(RecheckState.PENDING, line, spec, due_in=RECONCILE_POLL_SECONDS)
 
     def _watch(self, recheck: Recheck, run: Run, spec: dict[str, Any]) -> Settle:
+        from actions.kubernetes import hold as kube_hold
+
         watched = _watched(held_owners(run), recheck.source)
         try:
             target = self._target(run, recheck.source)
