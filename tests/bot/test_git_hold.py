@@ -336,3 +336,24 @@ def test_a_bot_killed_in_the_middle_of_resuming_is_taken_over_and_the_hold_compl
     assert held.process().run_due() == 1
     assert [d["ok"] for d in held.resumed()] == [False, True]
     assert [d["event"] for d in held.said()] == ["confirmed"]
+
+
+def test_a_direct_commit_on_the_branch_ends_the_hold_at_the_first_poll(
+    kube: KubeCluster,
+    store: Store,
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: Clock,
+) -> None:
+    held = held_world(kube, store, forges, tmp_path, monkeypatch, change="commit", provider=None)
+    committed = held.deploy.head("main")
+    assert held.deploy.show("main", "apps/api/kustomization.yaml").count("newTag: v2") == 1
+    resume(held, clock)
+    assert held.hold().spec["revision"] == committed
+    settle_reconcile(held)
+    clock.advance(seconds=5)
+    assert held.process().run_due() == 1
+    (confirmed,) = held.said()
+    assert confirmed["review_url"] is None and confirmed["commit"] == committed
+    assert held.image() == IMAGES[1]

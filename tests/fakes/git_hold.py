@@ -221,12 +221,13 @@ def held_world(
     monkeypatch: pytest.MonkeyPatch,
     *,
     tool: str = "argocd",
+    **git: Any,
 ) -> Held:
     """Roll voxflow-api back from v3 to v2 with a real runner; the pull request is open."""
     monkeypatch.setenv("BOT_GIT_TOKEN", TOKEN)
     deploy = deploy_repository(tmp_path, forges)
     owner = owned_by(kube, deploy, tool)
-    config = kube_config(kube, recheck_after=0, git=git_source(deploy, forges))
+    config = kube_config(kube, recheck_after=0, git=git_source(deploy, forges) | git)
     planner = Planner()
     workflow = Workflow(store=store, config=config)
     runner = Runner(
