@@ -12,7 +12,9 @@ The messages: `MESSAGES` maps outbox kinds to their rendering, which
 `handlers.thread.SlackOutbox` calls (for `run.finished` after its own): the
 held-sync message with the button, posted once after a successful run that
 left a GitOps owner suspended; the resume result (the held message loses its
-button and says who resumed it); the re-check's alert (broadcast, requester
+button and says who resumed it); the hold's news after a Git proposal (loud for a
+review closed or conflicting, a bad commit, a reconcile that changed something; a quiet
+line once the loop is closed); the re-check's alert (broadcast, requester
 and approvers mentioned) or its quiet line (`bot.execution.recheck`). Each has a slot,
 so a repeated delivery never posts twice.
 """
@@ -134,11 +136,32 @@ def _resumed(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     )
 
 
-def _drift(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
-    """The re-check found another template: loud, broadcast, people mentioned."""
+def _people(thread: IncidentThread, run: Run) -> list[str]:
+    """Who a loud message mentions: the requester, who approved, the approvers."""
     env = thread.deps.config.environment(run.environment)
     approved = [u for u, _ in thread.deps.workflow.approvals(run)]
-    people = [run.requester, *approved, *env.approvers.users]
+    return [run.requester, *approved, *env.approvers.users]
+
+
+def _hold(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """News of the hold: loud and broadcast, or the quiet line that closes it."""
+    slot = f"gitops:hold:{message.id}"
+    if not message.detail.get("loud"):
+        _post_once(thread, run, slot, text=blocks.hold_done_line(message.detail))
+        return
+    _post_once(
+        thread,
+        run,
+        slot,
+        reply_broadcast=True,
+        text=blocks.hold_text(run, message.detail),
+        blocks=blocks.hold_alert(run, message.detail, people=_people(thread, run)),
+    )
+
+
+def _drift(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """The re-check found another template: loud, broadcast, people mentioned."""
+    people = _people(thread, run)
     _post_once(
         thread,
         run,
@@ -163,6 +186,7 @@ Deliver = Callable[[IncidentThread, Run, OutboxMessage], None]
 MESSAGES: dict[str, Deliver] = {
     "run.finished": _held,
     "gitops.resumed": _resumed,
+    "gitops.hold": _hold,
     "recheck.drift": _drift,
     "recheck.steady": _steady,
     "recheck.failed": _not_rechecked,

@@ -1,4 +1,5 @@
-"""Block Kit for what follows a successful Kubernetes rollback: held GitOps sync, re-checks.
+"""Block Kit for what follows a successful Kubernetes rollback: held GitOps sync, the hold's
+news (`bot.execution.hold`), re-checks.
 
 Pure builders over domain records (`bot.application.resync.HeldOwner`, the `sync_resumes`
 row, outbox details), returning `slack_sdk.models` blocks; no I/O.
@@ -52,6 +53,13 @@ def held_message(
             t.context(f":arrow_forward: Sync resumed by {t.user(resume.by)} {t.when(resume.at)}.")
         )
         return blocks
+    if any(step.get("name") == "git.propose" for step in run.plan):
+        blocks.append(
+            t.context(
+                ":hourglass: The bot resumes it by itself once its Git change is merged and Git "
+                "names what runs; it says so here, and says what keeps it held."
+            )
+        )
     blocks.append(
         t.context(
             f"Only approvers of {t.esc(run.environment)} may resume it: {_approvers(approvers)}."
@@ -143,4 +151,63 @@ def recheck_failed_line(detail: dict[str, Any]) -> str:
     return (
         f":warning: Re-check not done: {t.esc(str(detail.get('outcome') or ''))}. "
         "Look at the workload by hand."
+    )
+
+
+HOLD_TITLES = {
+    "closed": "the Git change was closed without being merged",
+    "conflict": "the Git change cannot be merged",
+    "bad": "Git names the bad version again",
+    "out-of-sync": "the GitOps owner does not find Git and production in sync",
+    "unreadable": "the hold cannot read Git or the cluster",
+    "resume-failed": "the sync could not be resumed",
+    "changed": "the first reconcile after resuming changed the workload",
+    "no-reconcile": "no reconcile was seen after resuming",
+    "dropped": "the hold ended without resuming the sync",
+}
+
+
+def hold_text(run: Run, detail: dict[str, Any]) -> str:
+    """Notification text of a hold message."""
+    event = str(detail.get("event") or "")
+    if event == "confirmed":
+        return t.esc(f"{run.incident_id}: Git matches production; GitOps sync is back")
+    return t.esc(f"{run.incident_id}: {HOLD_TITLES.get(event, 'the GitOps hold needs a look')}")
+
+
+def _link(detail: dict[str, Any]) -> str:
+    url = detail.get("review_url")
+    if url:
+        return f"<{t.esc(str(url))}|the pull request>"
+    if detail.get("commit"):
+        return f"commit {t.esc(str(detail['commit'])[:12])} on {t.esc(str(detail.get('branch')))}"
+    return "the Git change"
+
+
+def hold_alert(run: Run, detail: dict[str, Any], *, people: Sequence[str]) -> list[Block]:
+    """A loud hold message: what happened, that sync stays held, who must look."""
+    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
+    lines = "\n".join(f"• {t.esc(str(line))}" for line in detail.get("lines") or [])
+    title = HOLD_TITLES.get(str(detail.get("event")), "the GitOps hold needs a look")
+    blocks: list[Block] = [
+        t.section(f":rotating_light: *{run.incident_id}: {t.esc(title)}.* {mentions}"),
+        t.section(lines or t.esc(title)),
+    ]
+    if detail.get("held"):
+        blocks.append(
+            t.context(
+                f"GitOps sync stays suspended ({t.esc(str(detail['held']))}): the bot resumes it "
+                f"by itself once {_link(detail)} is merged and Git names what runs."
+            )
+        )
+    return blocks
+
+
+def hold_done_line(detail: dict[str, Any]) -> str:
+    """The quiet line that closes the hold: Git matched, sync resumed, nothing changed."""
+    said = "; ".join(str(line) for line in detail.get("lines") or [])
+    matched = f"Git names {detail['matched']}" if detail.get("matched") else "Git names what runs"
+    return (
+        f":white_check_mark: {t.esc(matched)} ({_link(detail)}): the bot resumed the GitOps "
+        f"sync and watched one reconcile: {t.esc(said)}."
     )

@@ -370,6 +370,11 @@ class Forges:
 
     def _gitlab_request(self, name: str, repo: Repository, pull: Pull) -> dict[str, Any]:
         state = "merged" if pull.merged else ("opened" if pull.state == "open" else "closed")
+        # doc/api/merge_requests.md: `merge_status` (deprecated, can_be_merged |
+        # cannot_be_merged) and `detailed_merge_status` (mergeable | conflict | not_open |
+        # checking | ...); only the git side of mergeability is modelled here.
+        conflicts = pull.state == "open" and not repo.mergeable(pull)
+        detailed = "not_open" if pull.state != "open" else "conflict" if conflicts else "mergeable"
         return {
             "iid": pull.number,
             "web_url": f"https://gitlab.com/{name}/-/merge_requests/{pull.number}",
@@ -379,5 +384,7 @@ class Forges:
             "source_branch": pull.head,
             "target_branch": pull.base,
             "merge_commit_sha": pull.merge_commit,
-            "has_conflicts": pull.state == "open" and not repo.mergeable(pull),
+            "has_conflicts": conflicts,
+            "merge_status": "cannot_be_merged" if conflicts else "can_be_merged",
+            "detailed_merge_status": detailed,
         }

@@ -19,7 +19,7 @@ GitLab (doc/api/merge_requests.md, doc/api/projects.md):
   one is open for that source branch, found again with
   `GET /projects/:id/merge_requests?source_branch=…&state=opened`;
 - `GET /projects/:id/merge_requests/:iid`: `state` opened|closed|merged|locked,
-  `merge_commit_sha`, `has_conflicts`;
+  `merge_commit_sha`, `has_conflicts`, `detailed_merge_status` (`conflict` among others);
 - `PRIVATE-TOKEN: <token>`; `:id` is the URL-encoded `namespace/project`.
 """
 
@@ -172,7 +172,8 @@ class GitLab:
             url=str(request["web_url"]),
             state=state,
             merge_commit=request.get("merge_commit_sha") if state is ReviewState.MERGED else None,
-            conflicts=bool(request.get("has_conflicts")),
+            conflicts=bool(request.get("has_conflicts"))
+            or request.get("detailed_merge_status") == "conflict",
         )
 
     def open(self, *, branch: str, base: str, title: str, body: str) -> Review:

@@ -339,6 +339,58 @@ def resume_sync(
     return f"{RESOURCES[tool][2]} {name} in {namespace}: automatic sync resumed"
 
 
+# --- one reconcile, watched after the hold is released ---------------------------------------
+#
+# Argo CD: the annotation `argocd.argoproj.io/refresh` asks the application controller for a
+# refresh; it removes the annotation once refreshed (argo-cd
+# pkg/apis/application/v1alpha1/application_annotations.go AnnotationKeyRefresh), having set
+# status.sync (the revision compared, Synced or OutOfSync) and status.reconciledAt
+# (controller/appcontroller.go processAppRefreshQueueItem), and synced if automated (autoSync).
+# Flux: `reconcile.fluxcd.io/requestedAt: <token>` asks for a reconcile now; the controller
+# records the token it handled in status.lastHandledReconcileAt and the source revision it
+# applied in status.lastAppliedRevision, `<branch>@sha1:<commit>` (fluxcd/pkg
+# apis/meta/annotations.go ReconcileRequestAnnotation; kustomize-controller
+# internal/controller/kustomization_controller.go reconcile).
+
+REFRESH = "argocd.argoproj.io/refresh"
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+
+
+def request_reconcile(api: ApiClient, tool: Tool, *, namespace: str, name: str, token: str) -> bool:
+    """Ask the owner to reconcile now; False for an owner that does not reconcile (Helm, a set).
+
+    Argo CD is asked for a hard refresh: its cached manifests and resolved revision are
+    dropped, so the comparison is with the branch as it is now, not as it was last read.
+    """
+    if tool == "argocd":
+        annotations = {REFRESH: "hard"}
+    elif tool in LABELS:
+        annotations = {REQUESTED_AT: token}
+    else:
+        return False
+    _patch(api, tool, namespace, name, {"metadata": {"annotations": annotations}})
+    return True
+
+
+def reconciled(
+    api: ApiClient, tool: Tool, *, namespace: str, name: str, token: str, revision: str
+) -> str | None:
+    """How the owner found live against Git once it has reconciled at commit `revision` since
+    `request_reconcile` (`Synced`, `OutOfSync`; Flux: `Ready`); None until then."""
+    obj = _read(api, tool, namespace, name)
+    status = obj.get("status") or {}
+    if tool == "argocd":
+        pending = REFRESH in ((obj.get("metadata") or {}).get("annotations") or {})
+        sync = status.get("sync") or {}
+        return None if pending or sync.get("revision") != revision else str(sync.get("status"))
+    if status.get("lastHandledReconcileAt") != token:
+        return None
+    applied = str(status.get("lastAppliedRevision") or "")
+    if tool == "flux-kustomization" and applied.rpartition(":")[2] != revision:
+        return None
+    return "Ready"
+
+
 class SuspendSync(Step):
     """Suspend the automatic sync of the Argo CD or Flux object that deploys the workload."""
 

@@ -18,6 +18,10 @@ compares its pod template with the restored one (`actions.kubernetes.recheck`).
   A process that dies mid-check leaves the claim to run out; another checks
   again (a read is harmless) and reports. The runner's loop only `kick`s a
   background thread, so a slow API server never delays dispatching runs.
+- The hold: a run that proposed its Git change and left sync suspended gets one more row
+  per proposal (`git.hold`, due at once), which `bot.execution.hold` polls until Git
+  names what runs, then resumes sync and watches one reconcile; the same claim, fencing
+  and outbox rules, the row handed back with its next due time after each poll.
 - Reporting: a changed template is an alert (`recheck.drift`: broadcast to the
   channel, requester and approvers mentioned, image from → to); an unchanged
   one is a quiet line in the thread (`recheck.steady`, "still runs X"). A
@@ -41,6 +45,7 @@ from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
 from bot.config import RollbackConfig
 from bot.domain.states import RecheckState, RunState
+from bot.execution.hold import HOLD, NOTIFY, GitHold, due, hold_rows
 from bot.execution.planner import Planner
 from bot.persistence.models import Recheck, Run
 from bot.persistence.store import Store
@@ -87,6 +92,15 @@ class Rechecks:
         if env is None:
             return 0
         added = 0
+        for position, source, spec in hold_rows(run):
+            added += self.store.schedule_recheck(
+                run,
+                position=position,
+                source=source,
+                step=HOLD,
+                spec=spec,
+                due_at=self.store.clock(),
+            )
         for step in run.plan:
             source = step.get("source")
             params = env.targets.get(source) if isinstance(source, str) else None
@@ -140,6 +154,8 @@ class Rechecks:
         if run is None or run.state != RunState.SUCCEEDED:
             state = run.state if run is not None else "gone"
             return self._settle(recheck, RecheckState.DROPPED, f"the run is {state}, not succeeded")
+        if recheck.step == HOLD:
+            return self._hold(recheck, run)
         target = self._target(run, recheck)
         if target is None:
             outcome = f"{recheck.source} in {run.environment} is no longer a Kubernetes target"
@@ -163,6 +179,22 @@ class Rechecks:
             notify=kind,
             detail=detail,
         )
+
+    def _hold(self, recheck: Recheck, run: Run) -> int:
+        """One poll of a hold; settled (1) only when the hold is over."""
+        settle = GitHold(self.store, self.config, self.planner).poll(recheck, run)
+        over = settle.state != RecheckState.PENDING
+        self._settle(
+            recheck,
+            settle.state,
+            settle.outcome,
+            spec=settle.spec,
+            due_at=due(self.store, settle),
+            notify=NOTIFY if settle.said is not None else None,
+            detail=settle.said,
+            event=over or settle.said is not None,
+        )
+        return int(over)
 
     def _target(self, run: Run, recheck: Recheck) -> Rechecker | None:
         env = self.config.environments.get(run.environment)

@@ -1395,11 +1395,15 @@ class Store:
         notify: str | None = None,
         detail: dict[str, Any] | None = None,
         due_at: datetime | None = None,
+        spec: dict[str, Any] | None = None,
+        event: bool = True,
     ) -> bool:
         """Record a claimed re-check's result with its event and message, while the claim holds.
 
-        `state` pending (with `due_at`) hands it back for a later attempt. False, and nothing
-        written, when another process claimed it since.
+        `state` pending (with `due_at`) hands it back for a later attempt. `spec` replaces what
+        the row remembers (the hold's progress); `event=False` leaves no audit event (a poll
+        that found nothing new). False, and nothing written, when another process claimed it
+        since.
         """
         with self.session() as session:
             values: dict[str, Any] = {
@@ -1411,6 +1415,8 @@ class Store:
             }
             if due_at is not None:
                 values["due_at"] = due_at
+            if spec is not None:
+                values["spec"] = spec
             if state != RecheckState.PENDING:
                 values["checked_at"] = self.clock()
             result = session.execute(
@@ -1428,6 +1434,8 @@ class Store:
             said = {"position": recheck.position, "outcome": outcome, **(detail or {})}
             if notify is not None:
                 self._enqueue(session, recheck.run_id, notify, said)
+            if not event:
+                return True
             self._event(
                 session,
                 incident_id=recheck.incident_id,

@@ -39,14 +39,19 @@ CreateOrUpdate / applyIgnoreDifferences:
 
 That is what re-enables a child's automated sync in half a second after a
 rollback switched it off, unless the ApplicationSet is told to ignore it.
+
+An owner may instead `follow` a real branch of a bare repository: then its refresh,
+sync and status are gitsync.py's, read from what the branch renders to.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 from typing import Any
 
+from sandbox.kubernetes.gitsync import Followed, GitSync
 from sandbox.kubernetes.objects import Obj
 from sandbox.kubernetes.store import Store
 
@@ -82,6 +87,7 @@ class GitOps:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.git: dict[OwnerKey, dict[WorkloadKey, Obj]] = {}
+        self.branches = GitSync(store)
 
     def track(self, owner: OwnerKey, workload: WorkloadKey) -> None:
         """Record the object's current template (or Application spec) as Git says for `owner`."""
@@ -89,9 +95,16 @@ class GitOps:
             live = self.store.get(*workload)
             self.git.setdefault(owner, {})[workload] = copy.deepcopy(_tracked(workload, live))
 
+    def follow(
+        self, owner: OwnerKey, workload: WorkloadKey, *, repository: Path, path: str, branch: str
+    ) -> None:
+        """Let `owner` deploy the workload from a real branch (`repository`: a bare one)."""
+        self.branches.follow(owner, Followed(workload, repository, branch, path))
+
     def sync_all(self) -> None:
         """Regenerate ApplicationSets' Applications; put drifted objects back for every owner
-        that syncs automatically."""
+        that syncs automatically; refresh and sync the owners that follow a branch."""
+        self.branches.sync_all()
         with self.store.cond:
             for appset in self.store.list("applicationsets"):
                 self._application_set(appset)

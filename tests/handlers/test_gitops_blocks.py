@@ -55,3 +55,35 @@ def test_the_drift_alert_mentions_each_person_once_and_says_from_and_to() -> Non
     rendered = str([b.to_dict() for b in blocks.drift_alert(a_run(1), detail, people=people)])
     assert rendered.count("<@UBOB000001>") == 1 and "<@UALICE0001>" in rendered
     assert "a:v2 → a:v3" in rendered
+
+
+def test_a_hold_alert_says_what_happened_escaped_that_sync_stays_held_and_who_must_look() -> None:
+    detail = {
+        "event": "bad",
+        "lines": ["commit abc (release <v3> & more) names the bad version again"],
+        "held": "Git names voxflow/api:v3, production runs voxflow/api:v2",
+        "loud": True,
+        "review_url": "https://github.com/voxflow/deploy/pull/1",
+    }
+    run = a_run(1)
+    rendered = str([b.to_dict() for b in blocks.hold_alert(run, detail, people=["UBOB000001"])])
+    assert "Git names the bad version again" in rendered and "<@UBOB000001>" in rendered
+    assert "release &lt;v3&gt; &amp; more" in rendered
+    assert "GitOps sync stays suspended (Git names voxflow/api:v3" in rendered
+    assert "<https://github.com/voxflow/deploy/pull/1|the pull request> is merged" in rendered
+    assert blocks.hold_text(run, detail).endswith("Git names the bad version again")
+
+
+def test_the_line_that_closes_the_hold_says_git_matched_and_nothing_changed() -> None:
+    detail = {
+        "event": "confirmed",
+        "lines": ["Argo CD application voxflow in argocd reconciled at abc: nothing changed"],
+        "matched": "voxflow/api:v2",
+        "commit": "0123456789abcdef",
+        "branch": "main",
+    }
+    line = blocks.hold_done_line(detail)
+    assert line.startswith(
+        ":white_check_mark: Git names voxflow/api:v2 (commit 0123456789ab on main)"
+    )
+    assert line.endswith("reconciled at abc: nothing changed.")
