@@ -33,7 +33,7 @@ from actions.database.migrations import (
     golang_lock_id,
     run_alembic,
 )
-from tests.actions.test_database_migration_tools import (
+from tests.fakes.migration_tools import (
     ALEMBIC_ENV,
     FLYWAY_TABLE,
     columns,

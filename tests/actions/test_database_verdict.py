@@ -13,12 +13,11 @@ from actions.database import DatabaseTarget
 from actions.database.names import iso
 from actions.database.pitr import exact
 from actions.database.schema_compat import classify, write_estimate
-from tests.actions.test_database_wal_pitr import History, archived_cluster, history
 from tests.fakes.pg import connection, dump, execute, params, scalar
+from tests.fakes.pitr_history import History
 from tests.fakes.waiting import wait_for
 
-pytest_plugins = ["tests.fakes.pg"]
-__all__ = ["archived_cluster", "history"]
+pytest_plugins = ["tests.fakes.pg", "tests.fakes.pgcluster", "tests.fakes.pitr_history"]
 
 
 def target(db: str, backups: Path, now: datetime, **kwargs: object) -> DatabaseTarget:
