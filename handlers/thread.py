@@ -684,45 +684,54 @@ class SlackOutbox:
         kind = message.kind
         if not kind.startswith("step."):
             self.deps.home.changed.set()  # a run's state changed: refresh home tabs
-        if kind in ("run.started", "run.resumed"):
-            self.thread.refresh(run.id)
-            if kind == "run.resumed":
-                self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
-            self.thread.progress(run)
-        # bot.application.flows.CHANGED, after a click: told as a click is
-        elif kind == "run.changed":
-            self.told.refresh(run.id)
-        # bot.application.flows.DECIDED, after Retry or a maintenance choice
-        elif kind == "run.decided":
-            self.told.decided(run.id)
-        elif kind == "step.started":
-            self.thread.progress(run)
-        elif kind == "step.progress":
-            self.thread.progress(run, live=message.detail)
-        elif kind == "step.finished":
-            self._step_finished(run, message.detail)
-        elif kind == "run.finished":
-            self.thread.finished(run)
-        elif kind == "run.lease_lost":
-            self.thread.say(
-                run,
-                f":warning: `{message.detail.get('owner')}` lost its hold on this rollback "
-                "(its database connection failed or was too slow) and stopped at a safe "
-                "point; another bot process takes over from the approved plan.",
-                slot=f"lease_lost:{message.id}",
-            )
-        elif kind == "run.expired":
-            self.thread.refresh(run.id)
-            self.thread.say(
-                run,
-                ":alarm_clock: The approval request expired; nothing was changed. "
-                "Request the rollback again if it is still needed.",
-                slot="expired",
-            )
-        elif kind not in self.more:
+        render = self._renders().get(kind)
+        if render is None and kind not in self.more:
             raise Undeliverable(f"unknown message kind {kind}")
+        if render is not None:
+            render(run, message)
         if kind in self.more:
             self.more[kind](self.thread, run, message)
+
+    def _renders(self) -> dict[str, Callable[[Run, OutboxMessage], None]]:
+        """This module's kinds and how each is said in the thread."""
+        return {
+            "run.started": self._started,
+            "run.resumed": self._started,
+            # bot.application.flows.CHANGED, after a click: told as a click is
+            "run.changed": lambda run, _: self.told.refresh(run.id),
+            # bot.application.flows.DECIDED, after Retry or a maintenance choice
+            "run.decided": lambda run, _: self.told.decided(run.id),
+            "step.started": lambda run, _: self.thread.progress(run),
+            "step.progress": lambda run, m: self.thread.progress(run, live=m.detail),
+            "step.finished": lambda run, m: self._step_finished(run, m.detail),
+            "run.finished": lambda run, _: self.thread.finished(run),
+            "run.lease_lost": self._lease_lost,
+            "run.expired": self._expired,
+        }
+
+    def _started(self, run: Run, message: OutboxMessage) -> None:
+        self.thread.refresh(run.id)
+        if message.kind == "run.resumed":
+            self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
+        self.thread.progress(run)
+
+    def _lease_lost(self, run: Run, message: OutboxMessage) -> None:
+        self.thread.say(
+            run,
+            f":warning: `{message.detail.get('owner')}` lost its hold on this rollback "
+            "(its database connection failed or was too slow) and stopped at a safe "
+            "point; another bot process takes over from the approved plan.",
+            slot=f"lease_lost:{message.id}",
+        )
+
+    def _expired(self, run: Run, message: OutboxMessage) -> None:
+        self.thread.refresh(run.id)
+        self.thread.say(
+            run,
+            ":alarm_clock: The approval request expired; nothing was changed. "
+            "Request the rollback again if it is still needed.",
+            slot="expired",
+        )
 
     def _step_finished(self, run: Run, detail: dict[str, Any]) -> None:
         self.thread.progress(run)

@@ -247,7 +247,9 @@ class MigrationPlanner:
                 f"what migration {version} changed stays"
             ]
         if found.tool == "golang-migrate":
-            return self._golang_risks(found, path, parts, outside, applied, version)
+            return self._golang_risks(
+                found, path, parts=parts, outside=outside, applied=applied, version=version
+            )
         if found.tool == "flyway":
             if outside and len(outside) < len(parts):
                 raise PlanningError(
@@ -280,6 +282,7 @@ class MigrationPlanner:
         self,
         found: Detected,
         path: Path,
+        *,
         parts: list[str],
         outside: list[str],
         applied: list[str],

@@ -395,16 +395,7 @@ class _Swap:
         url_answer = None if action.health_url else "not configured"
         restarted_at: float | None = None
         while True:
-            container = self.client.container(record["new_id"])
-            if container is None and record.get("autoremove"):
-                code = self.client.exit_code(record["new_id"])
-                raise PermanentError(
-                    f"{record['name']} ({action.to_image}) exited"
-                    + (f", exit code {code}," if code is not None else "")
-                    + " and the engine removed it (it runs with --rm)"
-                )
-            if container is None:
-                raise PermanentError(f"the new container {record['name']} disappeared")
+            container = self._new_container(record)
             problem = state_problem(container, restarts=0)
             if problem and problem.startswith("restarted"):
                 # Running again after a restart: the engine has reset its exit code, so
@@ -413,14 +404,7 @@ class _Swap:
                 if time.monotonic() < restarted_at + RESTART_GRACE:
                     time.sleep(POLL / 5)
                     continue
-            if problem:
-                raise PermanentError(f"{record['name']} ({action.to_image}) {problem}")
-            check = (container["State"].get("Health") or {}).get("Status")
-            if check == "unhealthy":
-                raise PermanentError(
-                    f"{record['name']} ({action.to_image}) is unhealthy by its own healthcheck: "
-                    f"{last_check(container)}"
-                )
+            check = self._own_health(record, container, problem)
             if action.health_url and url_answer is None:
                 url_answer = self._probe(str(action.health_url), deadline)
             waiting = [
@@ -442,6 +426,34 @@ class _Swap:
             + (f", healthcheck {check}" if check else "")
             + (f", {action.health_url} answered {url_answer}" if action.health_url else "")
         )
+
+    def _new_container(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Inspect the new container, or raise PermanentError saying how it went."""
+        container = self.client.container(record["new_id"])
+        if container is None and record.get("autoremove"):
+            code = self.client.exit_code(record["new_id"])
+            raise PermanentError(
+                f"{record['name']} ({self.action.to_image}) exited"
+                + (f", exit code {code}," if code is not None else "")
+                + " and the engine removed it (it runs with --rm)"
+            )
+        if container is None:
+            raise PermanentError(f"the new container {record['name']} disappeared")
+        return container
+
+    def _own_health(
+        self, record: dict[str, Any], container: dict[str, Any], problem: str | None
+    ) -> str | None:
+        """Raise if the container failed or its own healthcheck says unhealthy; else its status."""
+        if problem:
+            raise PermanentError(f"{record['name']} ({self.action.to_image}) {problem}")
+        check: str | None = (container["State"].get("Health") or {}).get("Status")
+        if check == "unhealthy":
+            raise PermanentError(
+                f"{record['name']} ({self.action.to_image}) is unhealthy by its own healthcheck: "
+                f"{last_check(container)}"
+            )
+        return check
 
     def _probe(self, url: str, deadline: float) -> str | None:
         timeout = max(0.5, min(HEALTH_REQUEST_TIMEOUT, deadline - time.monotonic()))

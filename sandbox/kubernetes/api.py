@@ -236,30 +236,12 @@ class Api:
             with self.store.cond:
                 self.writes.append(request)
         path = request.path.rstrip("/") or "/"
-        if path in STATIC and request.method == "GET":
-            return Reply(200, STATIC[path](self.address))
-        if path in ("/healthz", "/livez", "/readyz"):
-            return Reply(200, "ok")
-        group = GROUP.match(path)
-        if group and request.method == "GET":
-            found = (
-                views.group_resources(group["group"], group["version"])
-                if group["version"]
-                else views.api_group(group["group"])
-            )
-            if found is not None:
-                return Reply(200, found)
+        discovery = self._discovery(request, path)
+        if discovery is not None:
+            return discovery
         match = ROUTE.match(path)
         kind = RESOURCES.get(match["res"]) if match else None
-        if (
-            match is None
-            or kind is None
-            or (kind.group, kind.version)
-            != (
-                match["group"] or "",
-                match["version"] or match["core"],
-            )
-        ):
+        if match is None or kind is None or not _served_at(kind, match):
             raise ApiError(404, "NotFound", NOT_FOUND)
         resource, namespace, name, sub = match["res"], match["ns"], match["name"], match["sub"]
         if sub is not None and sub not in kind.subresources:
@@ -278,6 +260,17 @@ class Api:
                     name=name,
                 ),
             )
+        return self._resource(request, resource, namespace, name, sub)
+
+    def _resource(
+        self,
+        request: Request,
+        resource: str,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None,
+    ) -> Reply | WatchStream:
+        """Answer a request the caller may make, on a collection, an object or its scale."""
         if resource == "pods" and request.method not in ("GET", "DELETE"):
             raise ApiError(
                 405,
@@ -291,6 +284,23 @@ class Api:
         if sub == "scale":
             return self._scale(request, resource, namespace, name)
         return self._item(request, resource, namespace, name, status_only=sub == "status")
+
+    def _discovery(self, request: Request, path: str) -> Reply | None:
+        """Answer the version, discovery and health paths; None for a resource path."""
+        if path in STATIC and request.method == "GET":
+            return Reply(200, STATIC[path](self.address))
+        if path in ("/healthz", "/livez", "/readyz"):
+            return Reply(200, "ok")
+        group = GROUP.match(path)
+        if group and request.method == "GET":
+            found = (
+                views.group_resources(group["group"], group["version"])
+                if group["version"]
+                else views.api_group(group["group"])
+            )
+            if found is not None:
+                return Reply(200, found)
+        return None
 
     # --- collections ---------------------------------------------------------------------------
 
@@ -508,3 +518,10 @@ class Api:
             stored["metadata"]["resourceVersion"] = scale.get("metadata", {}).get("resourceVersion")
             updated = self.store.update(resource, stored, dry_run=_dry_run(request))
             return Reply(200, views.scale_of(updated))
+
+
+def _served_at(kind: Any, match: re.Match[str]) -> bool:
+    """Whether the path names the group and version the resource is served at."""
+    return bool(
+        (kind.group, kind.version) == (match["group"] or "", match["version"] or match["core"])
+    )

@@ -490,7 +490,9 @@ class Workloads:
         nodes = {node: _on_node(pods, node, digest) for node in self.nodes}
         if surge == 0:
             return self._daemon_replace(nodes, unavailable_max, available, now)
-        return self._daemon_surge(ds, current, nodes, surge, available, now)
+        return self._daemon_surge(
+            ds, current, nodes=nodes, surge=surge, available=available, now=now
+        )
 
     def _daemon_replace(
         self,
@@ -525,6 +527,7 @@ class Workloads:
         self,
         ds: Obj,
         current: Obj,
+        *,
         nodes: dict[str, OnNode],
         surge: int,
         available: Callable[[Obj], bool],
