@@ -47,48 +47,29 @@ def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
             raise Refused("this rollback no longer exists")
         return groups.of(run.environment, click.where.user)
 
-    def approve(c: Click) -> str:
-        outcome = flows.approve(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return f"you approved it: {outcome.message}"
+    def verb(flow: Callable[..., Any], said: Callable[[Any], str]) -> Verb:
+        def apply(c: Click) -> str:
+            return said(flow(c.run_id, user=c.where.user, user_groups=group_of(c)))
 
-    def reject(c: Click) -> str:
-        flows.reject(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return "you rejected it"
+        return apply
 
-    def cancel(c: Click) -> str:
-        flows.cancel(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return "you cancelled it"
-
-    def retry(c: Click) -> str:
-        flows.retry_failed(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return "you retried it from the failed step"
-
-    def leave_on(c: Click) -> str:
-        flows.leave_maintenance_on(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return "you decided to leave maintenance on"
-
-    def maintenance_off(c: Click) -> str:
-        said = flows.turn_maintenance_off(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return f"you turned maintenance off ({said})"
-
-    def rearm(c: Click) -> str:
-        flows.rearm(c.run_id, user=c.where.user, user_groups=group_of(c))
+    def rearmed(_: object) -> str:
         deps.home.changed.set()  # the home tabs drop the disarmed line
         return "you re-armed automatic rollback"
 
-    def resolve(c: Click) -> str:
-        flows.resolve(c.run_id, user=c.where.user, user_groups=group_of(c))
-        return "you marked it resolved"
-
     return {
-        Action.RESOLVE: resolve,
-        Action.REARM: rearm,
-        Action.APPROVE: approve,
-        Action.REJECT: reject,
-        Action.CANCEL: cancel,
-        Action.RETRY: retry,
-        Action.LEAVE_MAINTENANCE_ON: leave_on,
-        Action.MAINTENANCE_OFF: maintenance_off,
+        Action.RESOLVE: verb(flows.resolve, lambda _: "you marked it resolved"),
+        Action.REARM: verb(flows.rearm, rearmed),
+        Action.APPROVE: verb(flows.approve, lambda done: f"you approved it: {done.message}"),
+        Action.REJECT: verb(flows.reject, lambda _: "you rejected it"),
+        Action.CANCEL: verb(flows.cancel, lambda _: "you cancelled it"),
+        Action.RETRY: verb(flows.retry_failed, lambda _: "you retried it from the failed step"),
+        Action.LEAVE_MAINTENANCE_ON: verb(
+            flows.leave_maintenance_on, lambda _: "you decided to leave maintenance on"
+        ),
+        Action.MAINTENANCE_OFF: verb(
+            flows.turn_maintenance_off, lambda said: f"you turned maintenance off ({said})"
+        ),
     }
 
 

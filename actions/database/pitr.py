@@ -130,10 +130,9 @@ def label_fields(text: str) -> dict[str, str]:
 def label_time(value: str) -> datetime:
     """Parse the `2026-11-28 02:53:38 UTC` of a backup label."""
     stamp, _, zone = value.rpartition(" ")
-    moment = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S")
     if zone != "UTC":
         raise PlanningError(f"backup label time {value!r} is not in UTC")
-    return moment.replace(tzinfo=UTC)
+    return datetime.strptime(f"{stamp} +0000", "%Y-%m-%d %H:%M:%S %z")
 
 
 def archive_backups(archive: WalArchive) -> list[BaseBackup]:
@@ -236,7 +235,7 @@ def pgbackrest_window(source: PgBackRest) -> tuple[datetime, datetime] | None:
         return None
     earliest = datetime.fromtimestamp(min(b["timestamp"]["stop"] for b in backups) + 1, tz=UTC)
     with tempfile.TemporaryDirectory(prefix="rollback-bot-wal-") as tmp:
-        os.chmod(tmp, 0o777)
+        os.chmod(tmp, 0o777)  # noqa: S103 (a scratch directory pgBackRest's user writes to)
         latest = None
         newest = archives[-1]["max"]
         for segment in _previous_segments(newest, 16):

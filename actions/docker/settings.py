@@ -214,7 +214,7 @@ def settings_summary(body: dict[str, Any], networks: dict[str, Any]) -> str:
     """Say which settings are carried over, naming env vars but never their values."""
     host = body["HostConfig"]
     ports = ", ".join(
-        f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}"
+        f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{port}"  # noqa: S104 (said, not bound)
         for port, bindings in (host.get("PortBindings") or {}).items()
         for b in bindings or []
     )

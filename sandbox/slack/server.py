@@ -194,55 +194,59 @@ def _failure_reply(failure: _Failure) -> _Reply:
     return _Reply(failure.status, {"ok": False, "error": failure.error}, headers)
 
 
-def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
-    """Build the request handler: /api/<method> for the Web API, /upload/v1/<id> for files."""
+class _Handler(BaseHTTPRequestHandler):
+    """/api/<method> for the Web API, /upload/v1/<id> for files, answered by `fake`."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if parts.path.startswith("/api/"):
-                self._api(parts.path.removeprefix("/api/"), parts.query, body)
-            elif parts.path.startswith("/upload/v1/"):
-                self._upload(parts.path.removeprefix("/upload/v1/"), body)
-            else:
-                self._send(404, b"not found", "text/plain")
+    fake: FakeSlack
 
-        do_GET = do_POST
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if parts.path.startswith("/api/"):
+            self._api(parts.path.removeprefix("/api/"), parts.query, body)
+        elif parts.path.startswith("/upload/v1/"):
+            self._upload(parts.path.removeprefix("/upload/v1/"), body)
+        else:
+            self._send(404, b"not found", "text/plain")
 
-        def _api(self, method: str, query: str, body: bytes) -> None:
-            headers = dict(self.headers.items())
-            try:
-                reply = fake._answer(method, query=query, body=body, headers=headers)
-            except _Drop:
-                self.close_connection = True
-                return
-            data = json.dumps(reply.payload).encode()
-            self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
+    do_GET = do_POST
 
-        def _upload(self, file_id: str, body: bytes) -> None:
-            if fake._receive_upload(file_id, body):
-                self._send(200, f"OK - {len(body)}".encode(), "text/plain")
-            else:
-                self._send(404, b"upload url not found", "text/plain")
-
-        def _send(
-            self,
-            status: int,
-            data: bytes,
-            content_type: str,
-            extra: dict[str, str] | None = None,
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (extra or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
+    def _api(self, method: str, query: str, body: bytes) -> None:
+        headers = dict(self.headers.items())
+        try:
+            reply = self.fake._answer(method, query=query, body=body, headers=headers)
+        except _Drop:
+            self.close_connection = True
             return
+        data = json.dumps(reply.payload).encode()
+        self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
 
-    return Handler
+    def _upload(self, file_id: str, body: bytes) -> None:
+        if self.fake._receive_upload(file_id, body):
+            self._send(200, f"OK - {len(body)}".encode(), "text/plain")
+        else:
+            self._send(404, b"upload url not found", "text/plain")
+
+    def _send(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
+    """Build the request handler class answering for `fake`."""
+    return type("Handler", (_Handler,), {"fake": fake})

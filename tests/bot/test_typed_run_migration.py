@@ -33,7 +33,7 @@ def _earlier_revisions() -> list[str]:
 
 
 EARLIER = _earlier_revisions()
-AT = datetime(2026, 12, 1, 9, 0)
+AT = datetime(2026, 12, 1, 9, 0)  # noqa: DTZ001 (stored as the earlier schemas did: naive UTC)
 VERDICT = Verdict(
     target="app",
     level=Level.RISKY,
