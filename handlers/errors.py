@@ -19,6 +19,7 @@ command typed in a channel the bot is not in: `chat.postEphemeral` answers
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 from typing import Any
@@ -52,8 +53,8 @@ def tell(client: WebClient, where: Where | None, text: str) -> None:
         return
     try:
         send(client, where, text)
-    except (SlackApiError, OSError) as exc:
-        reason = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        reason = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
         if transient(exc):
             notices_for(client, send).keep(where, text, reason=str(reason))
         else:

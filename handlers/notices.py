@@ -21,6 +21,7 @@ outbox to it, so no call site changes.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.application.flows import Flows
 from handlers.payloads import Where
+from handlers.thread import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +46,14 @@ KEEP_SECONDS = 3600.0
 """How long a notice is sent again before it is given up."""
 KEPT_MAX = 1000
 """How many notices one process keeps at most (the oldest is given up beyond that)."""
-TRANSIENT = frozenset(
-    {"ratelimited", "fatal_error", "internal_error", "service_unavailable", "request_timeout"}
-)
-"""Web API errors that say Slack, not the request, is at fault (api.slack.com/web#errors)."""
 
 
 def transient(exc: Exception) -> bool:
     """Whether Slack may take the same notice later (down, overloaded, unreachable)."""
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 200)
-        return status == 429 or status >= 500 or exc.response.get("error") in TRANSIENT
-    return isinstance(exc, OSError)
+        return status == 429 or status >= 500 or exc.response.get("error") in TRANSIENT_ERRORS
+    return isinstance(exc, (OSError, http.client.HTTPException))
 
 
 @dataclass(eq=False)

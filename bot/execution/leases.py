@@ -143,12 +143,15 @@ class Heartbeat:
     finds the lease taken, does it set `lost`.
     """
 
-    def __init__(self, store: Store, lease: Lease, *, seconds: float, renew_seconds: float) -> None:
+    def __init__(
+        self, store: Store, lease: Lease, *, seconds: float, renew_seconds: float, claimed: float
+    ) -> None:
         self._store = store
         self._lease = lease
         self.seconds = seconds
         self._renew_seconds = renew_seconds
-        self._last_renewed = time.monotonic()
+        self._last_renewed = claimed
+        """When the last successful renewal (at first the claim) was sent, monotonic."""
         self._stop = threading.Event()
         self.lost = threading.Event()
         self.taken = False

@@ -233,13 +233,17 @@ class Runner:
         with self._pool_lock:
             self._pool = {i: t for i, t in self._pool.items() if t.is_alive()}
             while len(self._pool) < self.workers:
+                sent = time.monotonic()
                 lease = self.store.claim_next(
                     owner=self.owner, seconds=self.lease_seconds, skip=set(self._pool)
                 )
                 if lease is None:
                     break
                 thread = threading.Thread(
-                    target=self._hold_logged, args=(lease,), name=f"run-{lease.run_id}", daemon=True
+                    target=self._hold_logged,
+                    args=(lease, sent),
+                    name=f"run-{lease.run_id}",
+                    daemon=True,
                 )
                 self._pool[lease.run_id] = thread
                 thread.start()
@@ -263,22 +267,30 @@ class Runner:
 
     def execute(self, run_id: str) -> bool:
         """Claim and execute one run on this thread; False if another runner holds it."""
+        sent = time.monotonic()
         lease = self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
         if lease is None:
             return False
-        self._hold(lease)
+        self._hold(lease, sent)
         return True
 
-    def _hold_logged(self, lease: Lease) -> None:
+    def _hold_logged(self, lease: Lease, sent: float) -> None:
         try:
-            self._hold(lease)
+            self._hold(lease, sent)
         except Exception:
             log.exception("run %s stopped unexpectedly; its lease runs out", lease.run_id)
 
-    def _hold(self, lease: Lease) -> None:
-        """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
+    def _hold(self, lease: Lease, sent: float) -> None:
+        """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost.
+
+        `sent` is when the claim was sent (monotonic): the lease's times count from there,
+        never later than the database's own."""
         heartbeat = Heartbeat(
-            self.store, lease, seconds=self.lease_seconds, renew_seconds=self.renew_seconds
+            self.store,
+            lease,
+            seconds=self.lease_seconds,
+            renew_seconds=self.renew_seconds,
+            claimed=sent,
         )
         heartbeat.start()
         hold = Hold(lease, heartbeat, self._stopping)

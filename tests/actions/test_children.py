@@ -72,7 +72,8 @@ def test_a_child_and_what_it_started_are_killed_when_the_fence_closes(tmp_path: 
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert [type(e) for e in raised] == [Stopped]
-    assert not alive(sleeper)
+    # its pipe closes a moment before the kernel marks it dead (exit closes files first)
+    wait_for(lambda: not alive(sleeper), timeout=5, what="the grandchild dead")
     assert live_children() == []
 
 
@@ -82,8 +83,9 @@ def test_a_child_past_its_time_is_killed_with_its_group_and_the_timeout_raised(
     pid_file = tmp_path / "pid"
     with pytest.raises(subprocess.TimeoutExpired):
         run_child(grandchild(pid_file), timeout=0.5)
-    wait_for(lambda: pid_file.exists(), what="the pid written")
-    assert not alive(int(pid_file.read_text()))
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the pid written")
+    sleeper = int(pid_file.read_text())
+    wait_for(lambda: not alive(sleeper), timeout=5, what="the grandchild dead")
 
 
 def test_a_child_without_a_fence_runs_to_its_end_and_says_what_it_said() -> None:
