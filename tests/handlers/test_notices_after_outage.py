@@ -15,7 +15,7 @@ from handlers.payloads import Where
 from sandbox.harness import Sandbox
 from sandbox.slack.models import Call
 from tests.fakes.config import ALICE, CHANNEL
-from tests.fakes.thread import direct_messages, request_rollback, settled
+from tests.fakes.thread import ANSWERS, direct_messages, request_rollback, settled
 from tests.fakes.waiting import wait_for
 
 TRIES = 3
@@ -65,3 +65,26 @@ def test_a_notice_with_no_run_is_kept_and_sent_once_slack_is_back(sandbox: Sandb
     wait_for(lambda: notices.pending() == 0, timeout=60, what="the kept notice sent")
     assert len(told(sandbox, ALICE, "the form could not be given back")) == 1
     assert len(failed) == 2 * TRIES  # down for the first try and the first retry, then up
+
+
+def test_a_form_refused_while_slack_is_down_is_said_to_the_person_once_it_is_back(
+    sandbox: Sandbox,
+) -> None:
+    alice = sandbox.person(ALICE)
+    assert alice.slash("app prod to 99").status_code == 200  # no revision 99: refused
+    view_id = alice.opened_view()
+    wait_for(lambda: sandbox.slack.view(view_id).updates, what="the modal")
+    for block_id, value in ANSWERS.items():
+        alice.choose(view_id, block_id, value)
+    settled(sandbox)
+    # neither the form (views.update) nor a DM can be reached at first, then Slack is back
+    sandbox.slack.fail_next("views.update", error="fatal_error", status=500, times=TRIES)
+    sandbox.slack.fail_next("chat.postMessage", error="fatal_error", status=500, times=2 * TRIES)
+    assert "Creating incident" in str(alice.submit(view_id).json()["view"])
+    words = "Nothing was requested"
+    wait_for(lambda: told(sandbox, ALICE, words), timeout=60, what="Alice told after the outage")
+    client = sandbox.process.deps.client
+    wait_for(lambda: notices_for(client, send).pending() == 0, what="nothing kept any more")
+    assert len(told(sandbox, ALICE, words)) == 1
+    assert "unable to find specified revision 99" in told(sandbox, ALICE, words)[0]
+    assert sandbox.process.deps.store.runs() == []
