@@ -14,11 +14,13 @@ LeaseDuration). Stopping reaches a step three ways:
 - a step still inside its call halfway between the renew deadline and the lease's end (a long
   HTTP call, a library that blocks) makes the process abandon (`Watchdog`): it logs one
   critical line with the incident and the run, kills the children left, and exits with
-  status 255 at once, as Kubernetes' controllers do when leader election stops
-  (kube-scheduler's and cloud-controller-manager's OnStoppedLeading callbacks for client-go's
-  LeaderElector call `klog.Fatalf("leaderelection lost")`, which exits 255), so the platform
-  restarts it and no two runners are ever inside one step. The other runs of the process
-  lose their leases with it and are resumed by the next runner, as after a crash.
+  status 255 at once, as Kubernetes' controllers do when they stop leading: client-go's
+  tools/leaderelection/leaderelection.go, LeaderElector.Run, calls
+  `Callbacks.OnStoppedLeading` (deferred) once `renew` gives up, and kube-scheduler's and
+  cloud-controller-manager's callbacks there are `klog.Fatalf("leaderelection lost")`, which
+  exits 255; so the platform restarts it and no two runners are ever inside one step.
+  The other runs of the process lose their leases with it and are resumed by the next
+  runner, as after a crash.
 
 The times here are on this process's monotonic clock, counted from the moment the last
 successful renewal was *sent*, which is never later than the database's own expiry.
