@@ -178,7 +178,7 @@ def create_app(settings: Settings, deps: Deps) -> App:
     app.use(BotClient(deps.client))  # before any listener's own middleware
     for module in (drills, commands, modals, approvals, home, reviews, gitops):  # drills first
         module.register(app, deps)
-    errors.register(app, deps.client)
+    errors.register(app, deps.client, flows=flows_for(deps))
     return app
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -49,7 +50,7 @@ from slack_bolt import Ack
 from slack_sdk import WebClient
 
 from bot.application.flows import Flows, Received
-from handlers.errors import tell
+from handlers.errors import failure_text, tell
 from handlers.payloads import Where, where_of
 from handlers.pool import Later
 
@@ -73,15 +74,14 @@ def tell_late(client: WebClient, where: Where | None) -> Callable[[], None]:
 
 
 def tell_failure(client: WebClient, where: Where | None) -> Callable[[str], None]:
-    """What a failed task says to the person who acted, with its correlation id."""
+    """What a failed task says to the person who acted, with its correlation id.
+
+    `Later` calls it while handling the task's exception, so `sys.exc_info()` is that
+    exception: a database away is said as such (`handlers.errors.failure_text`).
+    """
 
     def told(ref: str) -> None:
-        tell(
-            client,
-            where,
-            f":warning: Something went wrong and nothing more was done. "
-            f"Reference {ref} (give it to whoever runs the bot).",
-        )
+        tell(client, where, failure_text(sys.exc_info()[1], ref))
 
     return told
 

@@ -37,6 +37,7 @@ from actions.base import (
     fixed,
     given,
 )
+from actions.children import run_child
 from actions.configfiles.archives import (
     dir_attrs,
     extract,
@@ -319,9 +320,7 @@ def _run_command(argv: list[str], *, ctx: StepContext, params: ConfigFilesParams
     limit = max(0.1, min(params.restart_timeout, ctx.remaining()))
     shown = " ".join(argv)
     try:
-        done = subprocess.run(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=limit
-        )
+        done = run_child(argv, timeout=limit, merge_stderr=True)
     except subprocess.TimeoutExpired as exc:
         raise PermanentError(f"`{shown}` did not finish within {limit:.0f}s") from exc
     except OSError as exc:

@@ -5,7 +5,8 @@
   recorded (StepResult.data["command"]) because they never hold it.
 - SQL safety: database, role and table names are composed with psycopg.sql.Identifier;
   values go as bind parameters or sql.Literal.
-- A pg tool runs in its own process group, killed whole when the step's time is up.
+- A pg tool runs in its own process group, killed whole when the step's time is up or its
+  runner must stop acting, and dies with the bot (`actions.children`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from actions.base import PermanentError, PlanningError, TemporaryError
+from actions.children import run_child
 from actions.database.names import first_line
 from actions.database.params import DatabaseConnection
 
@@ -136,25 +137,15 @@ def run_tool(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
 ) -> ToolRun:
-    """Run a pg tool in its own process group, killing the group when `timeout` passes."""
+    """Run a pg tool in its own process group, killing the group when `timeout` passes or
+    when the step's runner must stop acting (`actions.children`)."""
     command = shlex.join(argv)
     started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv),
-        env=tool_env(conn) | (env or {}),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        out, err = proc.communicate(timeout=max(timeout, 1.0))
+        done = run_child(argv, timeout=max(timeout, 1.0), env=tool_env(conn) | (env or {}), cwd=cwd)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
         raise PermanentError(f"{argv[0]} was stopped after {timeout:.0f}s: {command}") from None
-    return ToolRun(command, proc.returncode, out, err, time.monotonic() - started)
+    return ToolRun(command, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
 @dataclass(frozen=True)

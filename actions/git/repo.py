@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actions.base import PermanentError, TemporaryError
+from actions.children import run_child
 from actions.git.edit import Change, ImageRef, set_image
 
 GIT_TIMEOUT = 120.0
@@ -86,14 +87,11 @@ class Git:
     def run(self, *args: str, check: bool = True, cwd: Path | None = None) -> str:
         """Run `git args…` in the clone; return its standard output."""
         try:
-            done = subprocess.run(
+            done = run_child(
                 ["git", *args],
                 cwd=cwd or self.directory,
                 env=self.environment(),
-                capture_output=True,
-                text=True,
                 timeout=self.timeout,
-                check=False,
             )
         except subprocess.TimeoutExpired:
             raise TemporaryError(

@@ -1,24 +1,24 @@
 """Executes approved runs, step by step, durably.
 
-A runner claims a run with a lease stored in the database, so several bot
-processes sharing one PostgreSQL never execute the same plan twice. The lease
-is fenced (`bot.persistence.store.Lease`): timed on the database's clock, a new token per
-claim, and every write the runner makes about the run (step records, memory,
-transitions) holds only while the token is current. Each step's start is
-recorded before it runs and its end, output and outcome before the next one
-starts, and a heartbeat thread renews the lease while a step is busy. A
-database error does not end the heartbeat: it retries, but only until its
-renew deadline, a fixed part of the lease, has passed since the last renewal;
-then the runner stops acting (the step's waits on `StepContext.ticker` raise
-LeaseLost, no further step starts), well before another runner can take the
-lease, so two runners are never inside one step. A step's end is kept in
-memory and its write retried, with backoff, while the lease still holds (a
-short database outage does not turn a finished step into a crashed one); an
-end that could not be written is kept by the runner, and written when the
-same runner claims the run again, so its own living process never mistakes
-it for a crash. A runner whose lease is gone stops at the next safe point
-(before a step, between retries, or when its next write is refused), says so
-in the thread, and writes nothing more.
+A runner claims a run with a lease stored in the database, so several bot processes
+sharing one PostgreSQL never execute the same plan twice. The lease is fenced
+(`bot.persistence.store.Lease`): timed on the database's clock, a new token per claim,
+and every write the runner makes about the run (step records, memory, transitions) holds
+only while the token is current. Each step's start is recorded before it runs and its
+end, output and outcome before the next one starts, and a heartbeat thread renews the
+lease while a step is busy. A database error does not end the heartbeat: it retries, but
+only until its renew deadline, a fixed part of the lease, has passed since the last
+renewal; then the runner stops acting (the step's waits on `StepContext.ticker` raise
+LeaseLost, no further step starts), well before another runner can take the lease, so
+two runners are never inside one step: a child process the step started is killed with
+its process group, and a step still inside a call that heeds neither makes the process
+abandon, exiting before the lease can be taken (`bot.execution.leases`). A step's end is
+kept in memory and its write retried, with backoff, while the lease still holds (a short
+database outage does not turn a finished step into a crashed one); an end that could not
+be written is kept by the runner, and written when the same runner claims the run again,
+so its own living process never mistakes it for a crash. A runner whose lease is gone
+stops at the next safe point (before a step, between retries, or when its next write is
+refused), says so in the thread, and writes nothing more.
 
 When a process dies, its lease expires and another runner (or
 the same one restarted) picks the run up: the step that was interrupted is
@@ -68,11 +68,12 @@ from actions.base import (
     TemporaryError,
     running_point,
 )
-from actions.clock import SYSTEM, SystemTicker, Ticker
+from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
 from bot.domain.plans import RestoredStep, StoredStep
 from bot.domain.states import EXECUTABLE_STATES, RunState, StepState
 from bot.domain.verdict import holders_from
+from bot.execution.leases import Fenced, HandOver, Heartbeat, Hold, Watchdog, abandon_process
 from bot.execution.planner import Planner
 from bot.execution.planning import plan_for_run, restore_for_run
 from bot.execution.recheck import Rechecks
@@ -175,6 +176,9 @@ class Runner:
     """The clock step deadlines are on (`StepContext.ticker`); tests move a fake one."""
     workers: int = 4
     """How many runs this process executes at once (`dispatch`)."""
+    abandon: Callable[[str], None] = abandon_process
+    """What a step still inside its call near the lease's end does (`bot.execution.leases`):
+    log and exit the process; tests record instead."""
     rechecks: Rechecks | None = None
     """Re-checks after success (`bot.execution.recheck`): scheduled by `_finish`, done from
     `sweep`."""
@@ -229,13 +233,17 @@ class Runner:
         with self._pool_lock:
             self._pool = {i: t for i, t in self._pool.items() if t.is_alive()}
             while len(self._pool) < self.workers:
+                sent = time.monotonic()
                 lease = self.store.claim_next(
                     owner=self.owner, seconds=self.lease_seconds, skip=set(self._pool)
                 )
                 if lease is None:
                     break
                 thread = threading.Thread(
-                    target=self._hold_logged, args=(lease,), name=f"run-{lease.run_id}", daemon=True
+                    target=self._hold_logged,
+                    args=(lease, sent),
+                    name=f"run-{lease.run_id}",
+                    daemon=True,
                 )
                 self._pool[lease.run_id] = thread
                 thread.start()
@@ -259,25 +267,35 @@ class Runner:
 
     def execute(self, run_id: str) -> bool:
         """Claim and execute one run on this thread; False if another runner holds it."""
+        sent = time.monotonic()
         lease = self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
         if lease is None:
             return False
-        self._hold(lease)
+        self._hold(lease, sent)
         return True
 
-    def _hold_logged(self, lease: Lease) -> None:
+    def _hold_logged(self, lease: Lease, sent: float) -> None:
         try:
-            self._hold(lease)
+            self._hold(lease, sent)
         except Exception:
             log.exception("run %s stopped unexpectedly; its lease runs out", lease.run_id)
 
-    def _hold(self, lease: Lease) -> None:
-        """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost."""
-        heartbeat = _Heartbeat(
-            self.store, lease, seconds=self.lease_seconds, renew_seconds=self.renew_seconds
+    def _hold(self, lease: Lease, sent: float) -> None:
+        """Execute the run `lease` holds, renewing it meanwhile; stop if it is lost.
+
+        `sent` is when the claim was sent (monotonic): the lease's times count from there,
+        never later than the database's own."""
+        heartbeat = Heartbeat(
+            self.store,
+            lease,
+            seconds=self.lease_seconds,
+            renew_seconds=self.renew_seconds,
+            claimed=sent,
         )
         heartbeat.start()
-        hold = _Hold(lease, heartbeat, self._stopping)
+        hold = Hold(lease, heartbeat, self._stopping)
+        watchdog = Watchdog(hold, abandon=self.abandon)
+        watchdog.start()
         try:
             run = self.store.run(lease.run_id)
             if run is not None and run.state in EXECUTABLE_STATES:
@@ -287,6 +305,7 @@ class Runner:
         except HandOver:
             self._handed_over(lease)
         finally:
+            watchdog.stop()
             heartbeat.stop()
             try:
                 self.store.release(lease)
@@ -332,7 +351,7 @@ class Runner:
         except Exception as exc:  # cut off from the database: the lease says it for us
             log.error("could not record losing run %s: %s", lease.run_id, exc)
 
-    def _execute(self, run: Run, hold: _Hold, *, previous_owner: str | None = None) -> None:
+    def _execute(self, run: Run, hold: Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == RunState.RUNNING
         # a retry from the failed step (`bot.persistence.aftermath`) runs the stored plan, as a
         # resume does
@@ -394,7 +413,7 @@ class Runner:
         hold.check()
         self._finish(run, hold, failure=failure, steps=[s.stored for s in steps])
 
-    def _first_plan(self, run: Run, hold: _Hold) -> list[RestoredStep] | None:
+    def _first_plan(self, run: Run, hold: Hold) -> list[RestoredStep] | None:
         """Build the plan from the live systems and hold it to the approved hash."""
         env = self.config.environments.get(run.environment)
         problem = None
@@ -439,7 +458,7 @@ class Runner:
     def _run_step(
         self,
         run: Run,
-        hold: _Hold,
+        hold: Hold,
         action: Action,
         stored: StoredStep,
         memory: DurableMemory,
@@ -462,7 +481,7 @@ class Runner:
             deadline=self.ticker.monotonic() + stored.timeout,
             memory=memory,
             emit=lambda line: self.progress.step_output(run, step, line),
-            ticker=_Fenced(self.ticker, hold),
+            ticker=Fenced(self.ticker, hold),
         )
         result, error = self._attempt(run, hold, action, ctx)
         end: dict[str, Any]
@@ -481,12 +500,13 @@ class Runner:
         return error
 
     def _attempt(
-        self, run: Run, hold: _Hold, action: Action, ctx: StepContext
+        self, run: Run, hold: Hold, action: Action, ctx: StepContext
     ) -> tuple[StepResult | None, str | None]:
         while True:
             hold.check()
             try:
-                return action.run(ctx), None
+                with hold.inside(f"{run.incident_id}: run {run.id}: step {action.name}"):
+                    return action.run(ctx), None
             except LeaseLost:
                 raise
             except TemporaryError as exc:
@@ -507,7 +527,7 @@ class Runner:
                 log.exception("%s: %s raised unexpectedly", run.incident_id, action.name)
                 return None, f"unexpected error: {type(exc).__name__}: {exc}"
 
-    def _save_end(self, run: Run, hold: _Hold, stored: StoredStep, end: dict[str, Any]) -> None:
+    def _save_end(self, run: Run, hold: Hold, stored: StoredStep, end: dict[str, Any]) -> None:
         """Write a step's end, retrying through a database outage while the lease holds.
 
         The write is fenced, so it is safe until the very end of the lease; once the lease
@@ -540,9 +560,7 @@ class Runner:
                 time.sleep(delay)
                 delay = min(delay * 2, self.lease_seconds / 10)
 
-    def _save(
-        self, run: Run, hold: _Hold, stored: StoredStep, *, state: str, **fields: Any
-    ) -> None:
+    def _save(self, run: Run, hold: Hold, stored: StoredStep, *, state: str, **fields: Any) -> None:
         self.store.save_step(
             run,
             lease=hold.lease,
@@ -557,7 +575,7 @@ class Runner:
     def _finish(
         self,
         run: Run,
-        hold: _Hold,
+        hold: Hold,
         *,
         failure: str | None,
         steps: list[StoredStep],
@@ -722,132 +740,3 @@ def production_state(steps: list[StoredStep], records: dict[int, StepView]) -> s
 def _state(records: dict[int, StepView], step: StoredStep) -> str:
     record = records.get(step.position)
     return record.state if record is not None else "pending"
-
-
-@dataclass
-class _Hold:
-    """The lease a runner executes a run under, the heartbeat keeping it, the stop signal."""
-
-    lease: Lease
-    heartbeat: _Heartbeat
-    stopping: threading.Event = field(default_factory=threading.Event)
-
-    def check(self) -> None:
-        """Raise LeaseLost at a safe point once the heartbeat found the lease gone or late."""
-        if self.heartbeat.must_stop():
-            raise LeaseLost(self.lease)
-
-    def check_boundary(self) -> None:
-        """Between steps: also hand the run over (HandOver) when the runner is stopping."""
-        self.check()
-        if self.stopping.is_set():
-            raise HandOver(self.lease)
-
-
-class HandOver(Exception):
-    """The runner is stopping: leave the run `running` with its lease free, for another."""
-
-    def __init__(self, lease: Lease) -> None:
-        self.lease = lease
-        super().__init__(f"{lease.owner} is stopping; run {lease.run_id} is handed over")
-
-
-class _Fenced:
-    """The step's ticker: its waits end with LeaseLost once the runner must stop acting.
-
-    A step that waits through `StepContext.ticker` (polls, retries, backoff) is thereby
-    cancelled at the renew deadline, before its lease can be taken by another runner.
-    """
-
-    def __init__(self, ticker: Ticker, hold: _Hold) -> None:
-        self._ticker = ticker
-        self._hold = hold
-
-    def monotonic(self) -> float:
-        return self._ticker.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        self._hold.check()
-        if not isinstance(self._ticker, SystemTicker):
-            self._ticker.sleep(seconds)
-            self._hold.check()
-            return
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            heartbeat = self._hold.heartbeat
-            heartbeat.lost.wait(min(left, heartbeat.until_renew_deadline() + 0.001))
-            self._hold.check()
-
-
-class _Heartbeat:
-    """Renews a run's lease in the background while it executes.
-
-    A database error does not end it at once: it retries every tenth of the lease until
-    its renew deadline has passed since the last renewal (counted on this process's
-    monotonic clock from the moment that renewal was sent, which is never later than the
-    database's own expiry), and only then, or when a renewal finds the lease taken, does
-    it set `lost`: the runner stops acting with a third of the lease still to run, so
-    nobody can have claimed it yet (client-go tools/leaderelection/leaderelection.go,
-    LeaderElector.renew: retry every RetryPeriod, give up after RenewDeadline, which must
-    be shorter than LeaseDuration).
-    """
-
-    def __init__(self, store: Store, lease: Lease, *, seconds: float, renew_seconds: float) -> None:
-        self._store = store
-        self._lease = lease
-        self._seconds = seconds
-        self._renew_seconds = renew_seconds
-        self._last_renewed = time.monotonic()
-        self._stop = threading.Event()
-        self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="heartbeat")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def remaining(self) -> float:
-        """Seconds the lease surely still holds (0 once it may have run out)."""
-        return max(0.0, self._last_renewed + self._seconds - time.monotonic())
-
-    def until_renew_deadline(self) -> float:
-        """Seconds before the runner must stop acting unless a renewal succeeds first."""
-        return max(0.0, self._last_renewed + self._renew_seconds - time.monotonic())
-
-    def must_stop(self) -> bool:
-        """Whether the lease is lost or past its renew deadline (even while a renewal hangs)."""
-        return self.lost.is_set() or self.until_renew_deadline() == 0.0
-
-    def _beat(self) -> None:
-        wait = self._seconds / 3
-        while not self._stop.wait(wait):
-            attempted = time.monotonic()
-            try:
-                held = self._store.renew(self._lease, seconds=self._seconds)
-            except Exception as exc:
-                if time.monotonic() - self._last_renewed >= self._renew_seconds:
-                    log.error(
-                        "could not renew the lease on run %s within %.1fs (%s); stopping",
-                        self._lease.run_id,
-                        self._renew_seconds,
-                        exc,
-                    )
-                    self.lost.set()
-                    return
-                log.warning(
-                    "renewing the lease on run %s failed (%s); retrying", self._lease.run_id, exc
-                )
-                wait = min(
-                    self._seconds / 10,
-                    max(0.0, self._last_renewed + self._renew_seconds - time.monotonic()),
-                )
-                continue
-            if not held:
-                log.error("lost the lease on run %s to another runner", self._lease.run_id)
-                self.lost.set()
-                return
-            self._last_renewed = attempted
-            wait = self._seconds / 3

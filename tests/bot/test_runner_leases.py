@@ -21,7 +21,7 @@ from bot.execution.planner import Planner
 from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import LeaseLost, Store, make_engine, utcnow
-from tests.fakes.runners import approved_run, make_runner
+from tests.fakes.runners import Abandons, approved_run, make_runner
 from tests.fakes.targets import script_log, write_script
 
 
@@ -187,6 +187,11 @@ def test_a_runner_that_lost_its_lease_stops_at_the_next_safe_point_and_says_so(
     }
     final = store.run(run.id)
     assert final is not None and final.state == "failed" and final.needs_manual
+    # a was still inside undo (a sleep that heeds no fence) as its lease ran out: the bot
+    # process would have exited there (tests/bot/test_runner_blocked_step.py)
+    assert isinstance(first.abandon, Abandons)
+    (abandoned,) = first.abandon.lines
+    assert f"{run.incident_id}: run {run.id}: step undo is still running" in abandoned
     lost = [e for e in store.events(run.incident_id) if e.kind == "run.lease_lost"]
     assert [e.detail["owner"] for e in lost] == ["a"]
     assert [m.kind for m in store.outbox(run.id)].count("run.lease_lost") == 1

@@ -46,8 +46,9 @@ from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import StoredStep
 from bot.domain.states import StepState
+from bot.execution.leases import Hold
 from bot.execution.planner import Planner, TargetFactory, target_factory
-from bot.execution.runner import NullProgress, Runner, _Hold
+from bot.execution.runner import NullProgress, Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine, upgrade
@@ -117,9 +118,7 @@ class CrashingRunner(Runner):
         if (kind, position) == self.kill:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _save(
-        self, run: Run, hold: _Hold, stored: StoredStep, *, state: str, **fields: Any
-    ) -> None:
+    def _save(self, run: Run, hold: Hold, stored: StoredStep, *, state: str, **fields: Any) -> None:
         super()._save(run, hold, stored, state=state, **fields)
         if state == StepState.RUNNING:
             self._current = stored.position
@@ -128,7 +127,7 @@ class CrashingRunner(Runner):
             self._die("saved", stored.position)
 
     def _attempt(
-        self, run: Run, hold: _Hold, action: Action, ctx: StepContext
+        self, run: Run, hold: Hold, action: Action, ctx: StepContext
     ) -> tuple[StepResult | None, str | None]:
         outcome = super()._attempt(run, hold, action, ctx)
         self._die("returned", self._current)

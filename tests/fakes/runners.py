@@ -49,11 +49,24 @@ def approved_run(workflow: Workflow, planner: Planner) -> Run:
     return workflow.approve(run.id, user=BOB).run
 
 
+class Abandons:
+    """The runner's abandon in tests: written down, never the exit of the test process."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.lines.append(message)
+
+
 def make_runner(
     store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, **kw: Any
 ) -> tuple[Runner, Recorder]:
+    """A runner that does not sleep between retries and records (`Abandons`) instead of
+    exiting when a step outstays its lease."""
     progress = Recorder()
     kw.setdefault("sleep", lambda s: None)
+    kw.setdefault("abandon", Abandons())
     runner = Runner(
         store=store, workflow=workflow, config=config, planner=planner, progress=progress, **kw
     )
