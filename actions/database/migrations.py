@@ -129,26 +129,10 @@ def detect(pg: psycopg.Connection[Any], configured: str) -> Detected:
     Flyway's table is told by its columns, whatever it is called; Alembic's by its name, or
     by its one `version_num` column where `migrations_table` names it (env.py's
     `version_table`)."""
-    found: list[Detected] = []
     tables = _tables(pg, configured)
-    for schema, name in tables:
-        qualified = name if schema == "public" else f"{schema}.{name}"
-        if name == "alembic_version":
-            found.append(Detected("alembic", qualified))
-            continue
-        if (schema, name) == ("supabase_migrations", "schema_migrations"):
-            found.append(Detected("supabase", qualified))
-            continue
-        columns = _columns(pg, schema, name)
-        if columns.keys() >= FLYWAY_COLUMNS:
-            found.append(Detected("flyway", qualified))
-        elif qualified == configured and set(columns) == {"version_num"}:
-            found.append(Detected("alembic", qualified))
-        elif qualified == configured or name == "schema_migrations":
-            if columns.get("dirty") == "boolean" and columns.get("version") == "bigint":
-                found.append(Detected("golang-migrate", qualified))
-            elif "version" in columns and "dirty" not in columns:
-                found.append(Detected("procedures", qualified))
+    found = [
+        d for schema, name in tables if (d := _tool_of(pg, schema, name, configured)) is not None
+    ]
     chosen = [d for d in found if d.table == configured] or found
     if len(chosen) == 1:
         return chosen[0]
@@ -161,6 +145,29 @@ def detect(pg: psycopg.Connection[Any], configured: str) -> Detected:
         f"several migration tables ({', '.join(d.label for d in found)}); set "
         "migrations_table to the one in use"
     )
+
+
+def _tool_of(
+    pg: psycopg.Connection[Any], schema: str, name: str, configured: str
+) -> Detected | None:
+    """The tool whose history table `schema.name` is, if any."""
+    qualified = name if schema == "public" else f"{schema}.{name}"
+    if name == "alembic_version":
+        return Detected("alembic", qualified)
+    if (schema, name) == ("supabase_migrations", "schema_migrations"):
+        return Detected("supabase", qualified)
+    columns = _columns(pg, schema, name)
+    if columns.keys() >= FLYWAY_COLUMNS:
+        return Detected("flyway", qualified)
+    if qualified == configured and set(columns) == {"version_num"}:
+        return Detected("alembic", qualified)
+    if qualified != configured and name != "schema_migrations":
+        return None
+    if columns.get("dirty") == "boolean" and columns.get("version") == "bigint":
+        return Detected("golang-migrate", qualified)
+    if "version" in columns and "dirty" not in columns:
+        return Detected("procedures", qualified)
+    return None
 
 
 # -- reading what is applied
