@@ -375,35 +375,10 @@ class Runner:
             hold.check_boundary()
             stored = step.stored
             record = records.get(stored.position)
-            if record is not None and record.state in FINISHED:
-                continue
-            if failure is not None and not stored.always:
-                continue
-            opener = _unopened(stored, [s.stored for s in steps], begun) if failure else None
-            if opener is not None:
-                summary = f"not needed: {opener.words or opener.name} never ran"
-                self._save(run, hold, stored, state=StepState.NOT_RUN, summary=summary)
-                continue
-            end = self._unwritten.pop((run.id, stored.position), None)
-            if record is not None and record.state == StepState.RUNNING and end is not None:
-                # this process saw the step end but could not write it: no crash, no repeat
-                self._save_end(run, hold, stored, end)
-                if end["state"] == StepState.FAILED and failure is None:
-                    failure = f"{stored.label} failed: {end['summary']}"
-                continue
-            if record is not None and record.state == StepState.RUNNING and not stored.idempotent:
-                problem = (
-                    f"{stored.label} was interrupted by a crash and is not safe to repeat; "
-                    "check by hand whether it took effect"
-                )
-                self._save(run, hold, stored, state=StepState.INTERRUPTED, summary=problem)
-                failure = failure or problem
-                continue
-            if step.action is None:
-                started = record is not None and record.state == StepState.RUNNING
-                state = StepState.INTERRUPTED if started else StepState.NOT_RUN
-                self._save(run, hold, stored, state=state, summary=step.problem)
-                failure = failure or step.problem
+            settled, failure = self._settled(
+                run, hold, step, record, failure=failure, steps=steps, begun=begun
+            )
+            if settled or step.action is None:
                 continue
             attempts = record.attempts if record is not None else 0
             begun.add(stored.position)
@@ -412,6 +387,50 @@ class Runner:
                 failure = f"{stored.label} failed: {error}"
         hold.check()
         self._finish(run, hold, failure=failure, steps=[s.stored for s in steps])
+
+    def _settled(
+        self,
+        run: Run,
+        hold: Hold,
+        step: RestoredStep,
+        record: StepView | None,
+        *,
+        failure: str | None,
+        steps: list[RestoredStep],
+        begun: set[int],
+    ) -> tuple[bool, str | None]:
+        """Whether the step is settled without running it now (finished already, skipped
+        after a failure, its end known or its interruption recorded); the run's failure."""
+        stored = step.stored
+        if record is not None and record.state in FINISHED:
+            return True, failure
+        if failure is not None and not stored.always:
+            return True, failure
+        opener = _unopened(stored, [s.stored for s in steps], begun) if failure else None
+        if opener is not None:
+            summary = f"not needed: {opener.words or opener.name} never ran"
+            self._save(run, hold, stored, state=StepState.NOT_RUN, summary=summary)
+            return True, failure
+        running = record is not None and record.state == StepState.RUNNING
+        end = self._unwritten.pop((run.id, stored.position), None)
+        if running and end is not None:
+            # this process saw the step end but could not write it: no crash, no repeat
+            self._save_end(run, hold, stored, end)
+            if end["state"] == StepState.FAILED and failure is None:
+                failure = f"{stored.label} failed: {end['summary']}"
+            return True, failure
+        if running and not stored.idempotent:
+            problem = (
+                f"{stored.label} was interrupted by a crash and is not safe to repeat; "
+                "check by hand whether it took effect"
+            )
+            self._save(run, hold, stored, state=StepState.INTERRUPTED, summary=problem)
+            return True, failure or problem
+        if step.action is None:
+            state = StepState.INTERRUPTED if running else StepState.NOT_RUN
+            self._save(run, hold, stored, state=state, summary=step.problem)
+            return True, failure or step.problem
+        return False, failure
 
     def _first_plan(self, run: Run, hold: Hold) -> list[RestoredStep] | None:
         """Build the plan from the live systems and hold it to the approved hash."""
