@@ -51,6 +51,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from actions.clock import SYSTEM, Ticker
 from bot.application.drills import DrillRecorder
+from bot.application.guard import Guard
 from bot.application.monitoring import Monitor
 from bot.config import RollbackConfig
 from bot.execution.outbox import Sender
@@ -68,6 +69,8 @@ from handlers import approvals, commands, drills, errors, gitops, home, modals, 
 from handlers.alerts import AlertWebhook
 from handlers.deps import BotClient, Deps
 from handlers.flows import flows_for
+from handlers.guard_api import PREFIX as GUARD_PREFIX
+from handlers.guard_api import GuardApi
 from handlers.pool import Later
 from handlers.thread import SlackOutbox, SlackProgress
 from handlers.verify import SlackEndpoint
@@ -248,6 +251,7 @@ class BotProcess:
     runner: Runner = field(init=False)
     monitor: Monitor = field(init=False)
     alerts: AlertWebhook = field(init=False)
+    guard_api: GuardApi = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _http: HttpServer | None = None
@@ -317,6 +321,10 @@ class BotProcess:
         )
         self.alerts = AlertWebhook(
             self.monitor, token=self.settings.alert_webhook_token.get_secret_value()
+        )
+        self.guard_api = GuardApi(
+            Guard(config=self.config, workflow=self.deps.workflow),
+            token=self.settings.guard_api_token.get_secret_value(),
         )
         self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
         self.metrics.watch_outbox(store.outbox_backlog)
@@ -414,7 +422,8 @@ class BotProcess:
         return [body]
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz."""
+        """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz, and
+        the regression guard's GET /v1/targets/…"""
         if environ.get("PATH_INFO") == "/healthz":
             stuck = self.liveness()
             status = "503 Service Unavailable" if stuck else "200 OK"
@@ -428,6 +437,8 @@ class BotProcess:
             return [body]
         if environ.get("PATH_INFO") == "/alerts":
             return self._masked(self.alerts, environ, start_response)
+        if str(environ.get("PATH_INFO", "")).startswith(GUARD_PREFIX):
+            return self._masked(self.guard_api, environ, start_response)
         began = time.monotonic()
         try:
             return self._slack_app(environ, start_response)  # type: ignore[no-any-return]

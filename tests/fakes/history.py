@@ -1,0 +1,41 @@
+"""An incident history in the bot's own store: rollbacks requested, approved, run and ended
+through the workflow, as the runner ends them, so the store learns what each one teaches."""
+
+from __future__ import annotations
+
+from bot.domain.decision import Answers, Severity
+from bot.domain.plans import Plan
+from bot.execution.workflow import Workflow
+from bot.persistence.models import Run
+from tests.fakes.config import ALICE, BOB, Clock
+
+
+def rolled(
+    workflow: Workflow,
+    clock: Clock,
+    *,
+    away: str,
+    to: str,
+    ok: bool = True,
+    environment: str = "prod",
+    target: str = "app",
+) -> Run:
+    """One rollback of `target` from version `away` to `to` (image references), ended."""
+    plan = Plan(environment=environment, target=target, point=to, steps=())
+    _, run = workflow.request(plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers())
+    workflow.store.set_run_fields(
+        run.id, from_key=away, to_key=to, from_version=_tag(away), to_version=_tag(to)
+    )
+    clock.advance(minutes=1)
+    workflow.approve(run.id, user=BOB)
+    stored = workflow.store.run(run.id)
+    assert stored is not None
+    running = workflow.start(stored)
+    clock.advance(minutes=4)
+    ended = workflow.finish(running, ok=ok, outcome="rolled back" if ok else "failed")
+    clock.advance(hours=1)
+    return ended
+
+
+def _tag(image: str) -> str:
+    return image.rpartition(":")[2]
