@@ -12,7 +12,7 @@ from tests.fakes.config import ALICE, BOB, Clock
 
 def rolled(
     workflow: Workflow,
-    clock: Clock,
+    clock: Clock | None = None,
     *,
     away: str,
     to: str,
@@ -20,7 +20,9 @@ def rolled(
     environment: str = "prod",
     target: str = "app",
 ) -> Run:
-    """One rollback of `target` from version `away` to `to` (image references), ended."""
+    """One rollback of `target` from version `away` to `to` (image references), ended; the
+    hand-moved `clock` (the store's) moves on as a rollback would take time."""
+    clock = clock or Clock()
     plan = Plan(environment=environment, target=target, point=to, steps=())
     _, run = workflow.request(plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers())
     workflow.store.set_run_fields(
