@@ -54,6 +54,7 @@ from bot.application.drills import DrillRecorder
 from bot.application.guard import Guard
 from bot.application.monitoring import Monitor
 from bot.config import RollbackConfig
+from bot.execution.fixes import StoreHistory
 from bot.execution.outbox import Sender
 from bot.execution.planner import Planner, RateSource, target_factory
 from bot.execution.recheck import Rechecks
@@ -61,6 +62,7 @@ from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.persistence.verification import MetricsReader, read_metrics
+from bot.persistence.versions import VersionBook
 from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
 from bot.serving.metrics import BotMetrics, MeteredProgress
@@ -272,6 +274,8 @@ class BotProcess:
         self.metrics.watch(self.engine)
         store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
+        if planner.history is None:  # the verdict weighs other incidents' fixes
+            planner.history = StoreHistory(VersionBook(store), self.config)
         self.planner = planner
         self.deps = Deps(
             config=self.config,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan
+from bot.domain.states import RunKind
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from tests.fakes.config import ALICE, BOB, Clock
@@ -19,12 +20,15 @@ def rolled(
     ok: bool = True,
     environment: str = "prod",
     target: str = "app",
+    kind: RunKind = RunKind.ROLLBACK,
 ) -> Run:
     """One rollback of `target` from version `away` to `to` (image references), ended; the
     hand-moved `clock` (the store's) moves on as a rollback would take time."""
     clock = clock or Clock()
     plan = Plan(environment=environment, target=target, point=to, steps=())
-    _, run = workflow.request(plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers())
+    _, run = workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(), kind=kind
+    )
     workflow.store.set_run_fields(
         run.id, from_key=away, to_key=to, from_version=_tag(away), to_version=_tag(to)
     )
