@@ -7,11 +7,14 @@ pipeline and Argo CD PreSync hook ask.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
@@ -164,16 +167,26 @@ def _sh(shell: str, script: str, **env: str) -> subprocess.CompletedProcess[str]
     )
 
 
-CI_STEP = r"""set -euo pipefail
-curl -sS --fail-with-body -H "Authorization: Bearer $GUARD_API_TOKEN" \
-  "$BOT_URL/v1/targets/prod/app/versions/$VERSION" |
-  jq -e 'if .deploy then .verdict else "refused: \(.reason)\n" | halt_error(1) end'
-"""
+def _readme_blocks(language: str) -> list[str]:
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
+
+
+CI_STEP = next(b for b in _readme_blocks("bash") if "curl" in b)
 """The README's CI step, as written there."""
-PRESYNC = r"""curl -sS --fail-with-body -H "Authorization: Bearer $GUARD_API_TOKEN" \
-  "$BOT_URL/v1/targets/prod/app/versions/$VERSION?fail=bad"
-"""
-"""The README's Argo CD PreSync hook's command, as written there."""
+PRESYNC_JOB = next(
+    yaml.safe_load(b) for b in _readme_blocks("yaml") if "argocd.argoproj.io/hook" in b
+)
+PRESYNC = PRESYNC_JOB["spec"]["template"]["spec"]["containers"][0]["args"][0]
+"""The README's Argo CD PreSync hook's command, as written there (run by `sh -c`)."""
+
+
+def test_the_readmes_presync_hook_is_a_job_argo_cd_runs_before_syncing() -> None:
+    assert PRESYNC_JOB["kind"] == "Job"
+    annotations = PRESYNC_JOB["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "PreSync"
+    container = PRESYNC_JOB["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["sh", "-c"] and "?fail=bad" in PRESYNC
 
 
 @pytest.mark.parametrize(
