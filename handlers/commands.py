@@ -183,7 +183,10 @@ def register(app: App, deps: Deps) -> None:
                 "text": f":hourglass_flowing_sand: Clearing {t.esc(parsed.version)} of "
                 f"{t.esc(parsed.target)} in {t.esc(parsed.environment)}…",
             }
-            work = Clearing(where, client, key, parsed, guard, modals.flows, groups, arrivals, what)
+            changed = deps.home.changed
+            work = Clearing(
+                where, client, key, parsed, guard, modals.flows, groups, arrivals, what, changed
+            )
         elif isinstance(parsed, Cancel):
             answer = {
                 "response_type": "ephemeral",

@@ -11,6 +11,7 @@ person only and changes nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from slack_sdk import WebClient
@@ -70,6 +71,8 @@ class Clearing:
     groups: Groups
     arrivals: Arrivals
     what: str
+    changed: threading.Event
+    """Set once a version is cleared: the home tabs drop it (`Deps.home.changed`)."""
 
     def __call__(self) -> None:
         received = self.arrivals.record(self.flows, self.key)
@@ -93,6 +96,7 @@ class Clearing:
             return
         reason = cleared[0].cleared_reason or parsed.reason
         self.arrivals.done(self.flows, self.key, f"{parsed.version} was cleared")
+        self.changed.set()
         self._announce(cleared_text(cleared, user=user, reason=reason))
 
     def _announce(self, said: str) -> None:

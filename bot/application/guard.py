@@ -136,6 +136,15 @@ class Guard:
         except Conflict:
             raise Refused(f"{asked} changed while clearing it; look again") from None
 
+    def marked_bad(self) -> list[VersionMark]:
+        """Every version marked bad and not cleared, of targets still configured, newest first."""
+        return [
+            m
+            for m in self.book.bad()
+            if m.environment in self.config.environments
+            and m.target in self.config.environments[m.environment].targets
+        ]
+
     def _named(self, asked: str, environment: str, target: str) -> list[VersionMark]:
         marks = self.book.marks(environment=environment, target=target)
         return [m for m in marks if names_version(asked, m.version)]

@@ -87,6 +87,11 @@ def well_formed(version: str) -> str:
     return ", ".join(parts)
 
 
+def short(key: str) -> str:
+    """A version as people say it: each image's last path part (`api:v1.2.4`), else the key."""
+    return ", ".join(part.strip().rsplit("/", 1)[-1] or part for part in key.split(","))
+
+
 def _names(image: str) -> set[str]:
     """What one image of a version answers to: itself, its tag, its digest."""
     names = {image}

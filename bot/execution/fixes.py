@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from actions.base import ActionError, Finding, Level, RollbackPoint, running_point
 from bot.config import Environment, RollbackConfig
 from bot.domain.plans import default_point
-from bot.domain.versions import Ending, VersionMark, version_key
+from bot.domain.versions import Ending, VersionMark, short, version_key
 from bot.persistence.versions import VersionBook
 
 UNKNOWN = "whether this rollback takes away another incident's fix is unknown"
@@ -67,11 +67,6 @@ class StoreHistory:
 
     def marks(self, env: Environment, target: str) -> list[VersionMark]:
         return self.book.marks(environment=self._name(env), target=target)
-
-
-def short(key: str) -> str:
-    """A version as people say it: each image's last path part (`api:v1.2.4`), else the key."""
-    return ", ".join(part.strip().rsplit("/", 1)[-1] or part for part in key.split(","))
 
 
 def weigh_fixes(

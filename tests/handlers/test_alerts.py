@@ -14,9 +14,9 @@ from bot.execution.workflow import Refused
 from handlers.flows import flows_for
 from sandbox.harness import Sandbox
 from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.home import open_home
 from tests.fakes.thread import card, plan_message, text_of
 from tests.fakes.waiting import wait_for
-from tests.handlers.test_home import open_home
 
 TOKEN = "alert-token-1"
 

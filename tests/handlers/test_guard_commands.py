@@ -19,6 +19,7 @@ from handlers.guard import Clear
 from sandbox.harness import Sandbox
 from tests.fakes.config import ALICE, BOB, CHANNEL, DAVE
 from tests.fakes.history import rolled
+from tests.fakes.home import open_home, section
 from tests.fakes.thread import settled
 from tests.fakes.waiting import wait_for
 
@@ -154,3 +155,14 @@ def test_bad_input_is_answered_in_the_ack_and_changes_nothing(
 def test_help_shows_the_clear_command(sandbox: Sandbox) -> None:
     text = str(sandbox.person(ALICE).slash("help").json())
     assert "/rollback clear <target> <env> <version> <reason>" in text
+
+
+def test_app_home_lists_the_versions_kept_out_until_one_is_cleared(sandbox: Sandbox) -> None:
+    run = rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    title = "Versions kept out (the regression guard)"
+    tab = section(open_home(sandbox, BOB), title)
+    assert f"`api:v1.2.5` of *app* in prod: rolled back from in *{run.incident_id}*" in tab
+    assert f"`/rollback clear app prod {V125} &lt;reason&gt;`" in tab
+    clear(sandbox, BOB, "app prod v1.2.5 fixed in v1.2.6")
+    wait_for(lambda: channel_posts(sandbox), what="the clearing in the channel")
+    assert title not in open_home(sandbox, BOB)
