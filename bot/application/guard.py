@@ -18,6 +18,7 @@ bad, no reason) is refused with a sentence and changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.config import FullParams, RollbackConfig, UnknownTarget
@@ -71,8 +72,9 @@ class GuardAnswer:
         }
 
 
-def _iso(moment: Any) -> str:
-    return str(moment.isoformat().replace("+00:00", "Z"))
+def _iso(moment: datetime) -> str:
+    """UTC in ISO 8601 with a `Z`, as pipelines' tools parse it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
