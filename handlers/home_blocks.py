@@ -205,10 +205,10 @@ def drills_section(content: HomeContent) -> list[Block]:
 SECTIONS: tuple[Section, ...] = (
     active_section,
     disarmed_section,
-    bad_versions_section,
     waiting_section,
     reviews_section,
     history_section,
+    bad_versions_section,
     drills_section,
 )
 

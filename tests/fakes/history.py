@@ -3,12 +3,17 @@ through the workflow, as the runner ends them, so the store learns what each one
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan
 from bot.domain.states import RunKind
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
+from bot.persistence.store import Lease
 from tests.fakes.config import ALICE, BOB, Clock
+
+HOLDER = "tests.fakes.history"
 
 
 def rolled(
@@ -33,12 +38,24 @@ def rolled(
         run.id, from_key=away, to_key=to, from_version=_tag(away), to_version=_tag(to)
     )
     clock.advance(minutes=1)
-    workflow.approve(run.id, user=BOB)
-    stored = workflow.store.run(run.id)
-    assert stored is not None
-    running = workflow.start(stored)
+    requested = workflow.store.run(run.id)
+    assert requested is not None
+    # Approved and held in one update, as a runner holds what it runs: a bot's runner in the
+    # same database (a sandbox's) never claims it (its lease outlives any test).
+    approved = workflow.store.transition(
+        requested,
+        to="approved",
+        kind="run.approved",
+        actor=BOB,
+        approved_at=workflow.store.clock(),
+        lease_owner=HOLDER,
+        lease_expires_at=datetime(2999, 1, 1, tzinfo=UTC),
+    )
+    lease = Lease(run.id, HOLDER, approved.lease_generation)
+    running = workflow.start(approved, lease=lease)
     clock.advance(minutes=4)
-    ended = workflow.finish(running, ok=ok, outcome="rolled back" if ok else "failed")
+    ended = workflow.finish(running, ok=ok, outcome="rolled back" if ok else "failed", lease=lease)
+    workflow.store.release(lease)
     clock.advance(hours=1)
     return ended
 
