@@ -52,9 +52,11 @@ from slack_sdk.http_retry.builtin_handlers import (
 from actions.clock import SYSTEM, Ticker
 from bot.application.drill_schedule import DrillSchedules
 from bot.application.drills import DrillRecorder, Drills
+from bot.application.guard import Guard
 from bot.application.monitoring import Monitor
 from bot.config import RollbackConfig
 from bot.execution.drill_evidence import DrillEvidence
+from bot.execution.fixes import StoreHistory
 from bot.execution.outbox import Sender
 from bot.execution.planner import Planner, RateSource, target_factory
 from bot.execution.recheck import Rechecks
@@ -62,6 +64,7 @@ from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
 from bot.persistence.verification import MetricsReader, read_metrics
+from bot.persistence.versions import VersionBook
 from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
 from bot.serving.drill_metrics import watch_drills
@@ -71,6 +74,8 @@ from handlers import approvals, commands, drills, errors, gitops, home, modals, 
 from handlers.alerts import AlertWebhook
 from handlers.deps import BotClient, Deps
 from handlers.flows import flows_for
+from handlers.guard_api import PREFIX as GUARD_PREFIX
+from handlers.guard_api import GuardApi
 from handlers.pool import Later
 from handlers.thread import SlackOutbox, SlackProgress
 from handlers.verify import SlackEndpoint
@@ -251,6 +256,7 @@ class BotProcess:
     runner: Runner = field(init=False)
     monitor: Monitor = field(init=False)
     alerts: AlertWebhook = field(init=False)
+    guard_api: GuardApi = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _http: HttpServer | None = None
@@ -273,6 +279,8 @@ class BotProcess:
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
         if planner.drilled is None:  # the verdict cites each backup set's last restore drill
             planner.drilled = DrillEvidence(store, self.config)
+        if planner.history is None:  # the verdict weighs other incidents' fixes
+            planner.history = StoreHistory(VersionBook(store), self.config)
         self.planner = planner
         self.deps = Deps(
             config=self.config,
@@ -326,6 +334,10 @@ class BotProcess:
         )
         self.drill_schedules = DrillSchedules(Drills(flows_for(self.deps)))  # drills: schedules
         watch_drills(self.metrics.registry, self.drill_schedules.drills.statuses)
+        self.guard_api = GuardApi(
+            Guard(config=self.config, workflow=self.deps.workflow),
+            token=self.settings.guard_api_token.get_secret_value(),
+        )
         self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
         self.metrics.watch_outbox(store.outbox_backlog)
 
@@ -423,7 +435,8 @@ class BotProcess:
         return [body]
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz."""
+        """Serve POST /slack/events through Bolt, POST /alerts, GET /healthz and /readyz, and
+        the regression guard's GET /v1/targets/…"""
         if environ.get("PATH_INFO") == "/healthz":
             stuck = self.liveness()
             status = "503 Service Unavailable" if stuck else "200 OK"
@@ -437,6 +450,8 @@ class BotProcess:
             return [body]
         if environ.get("PATH_INFO") == "/alerts":
             return self._masked(self.alerts, environ, start_response)
+        if str(environ.get("PATH_INFO", "")).startswith(GUARD_PREFIX):
+            return self._masked(self.guard_api, environ, start_response)
         began = time.monotonic()
         try:
             return self._slack_app(environ, start_response)  # type: ignore[no-any-return]

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr = SecretStr("")
     slack_api_url: str = "https://slack.com/api/"
     alert_webhook_token: SecretStr = SecretStr("")
+    guard_api_token: SecretStr = SecretStr("")
+    """Bearer token of the regression guard's GET /v1/targets/…; empty: the API answers 404."""
     database_url: str = "sqlite:///rollback-bot.db"
     rollback_config: str = "rollback.yml"
     runner_lease_seconds: float = Field(default=30.0, gt=0)

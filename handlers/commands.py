@@ -4,6 +4,7 @@
     /rollback status [INC-…]
     /rollback cancel INC-…
     /rollback history <target> <env>
+    /rollback clear <target> <env> <version> <reason>
     /rollback help
 
 Parsing is a pure function so every malformed command is tested without
@@ -34,16 +35,20 @@ from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.application.flows import Flows
+from bot.application.guard import Guard
 from bot.application.reviews import Reviews
 from bot.config import UnknownTarget
 from bot.domain.states import ACTIVE_STATES
+from bot.domain.versions import MalformedVersion
 from bot.execution.workflow import Refused
 from bot.persistence.models import Run
 from handlers import blocks, review_blocks
+from handlers import guard as guard_texts
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups
+from handlers.guard import Clear, Clearing
 from handlers.ids import ModalMeta
 from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
@@ -87,7 +92,7 @@ class Rollback:
     point: str | None = None
 
 
-Command = Help | Status | Cancel | History | Rollback
+Command = Help | Status | Cancel | History | Clear | Rollback
 
 
 def parse(text: str) -> Command:
@@ -110,6 +115,8 @@ def parse(text: str) -> Command:
         if len(rest) != 2:
             raise CommandError("`history` needs a target and an environment")
         return History(target=rest[0].lower(), environment=rest[1].lower())
+    if head == "clear":
+        return _clear(rest)
     if head == "help":
         raise CommandError("`help` takes no arguments")
     if not rest:
@@ -122,11 +129,30 @@ def parse(text: str) -> Command:
     return Rollback(target=target, environment=environment, point=" ".join(tail[1:]))
 
 
+def _clear(rest: list[str]) -> Clear:
+    if len(rest) < 3:
+        raise CommandError(
+            "`clear` needs a target, an environment, a version and why it is safe again: "
+            "`/rollback clear app prod v1.2.5 fixed in v1.2.6`"
+        )
+    target, environment, version, *why = rest
+    reason = " ".join(why)
+    if reason.lower().startswith("cleared:"):
+        reason = reason[len("cleared:") :].strip()
+    if not reason:
+        raise CommandError(
+            f"say why `{version}` is safe again: `/rollback clear {target} {environment} "
+            f"{version} fixed in v1.2.6`"
+        )
+    return Clear(target.lower(), environment.lower(), version, reason)
+
+
 def register(app: App, deps: Deps) -> None:
     """Listen for /rollback."""
     modals = ModalService(deps)
     groups = Groups(deps)
     arrivals = Arrivals()
+    guard = Guard(config=deps.config, workflow=deps.workflow)
 
     @app.command("/rollback")
     def rollback(
@@ -137,18 +163,32 @@ def register(app: App, deps: Deps) -> None:
             parsed = parse(typed.text)
             if isinstance(parsed, Rollback):
                 deps.config.target(parsed.environment, parsed.target)
-        except (BadPayload, CommandError, UnknownTarget) as exc:
+            if isinstance(parsed, Clear):
+                guard.check(
+                    environment=parsed.environment, target=parsed.target, version=parsed.version
+                )
+        except (BadPayload, CommandError, UnknownTarget, MalformedVersion) as exc:
             said = t.esc(str(exc))  # it may quote what was typed
             ack(blocks=blocks.refusal(said, usage=True), text=said)
             return
-        if not isinstance(parsed, Rollback | Cancel):
+        if not isinstance(parsed, Rollback | Cancel | Clear):
             ack(response_type="ephemeral", **_answered(parsed, deps))
             return
         key, what = f"command:{typed.trigger_id}", _what(request)
         where = Where(user=typed.user, channel=typed.channel)
         work: Callable[[], None]
-        if isinstance(parsed, Cancel):
+        if isinstance(parsed, Clear):
             answer: dict[str, Any] = {
+                "response_type": "ephemeral",
+                "text": f":hourglass_flowing_sand: Clearing {t.esc(parsed.version)} of "
+                f"{t.esc(parsed.target)} in {t.esc(parsed.environment)}…",
+            }
+            changed = deps.home.changed
+            work = Clearing(
+                where, client, key, parsed, guard, modals.flows, groups, arrivals, what, changed
+            )
+        elif isinstance(parsed, Cancel):
+            answer = {
                 "response_type": "ephemeral",
                 "text": ":hourglass_flowing_sand: Cancelling the rollback of "
                 f"{parsed.incident_id}…",
@@ -258,7 +298,7 @@ def _answered(parsed: Command, deps: Deps) -> dict[str, Any]:
 def _answer(parsed: Command, deps: Deps) -> list[Any]:
     if isinstance(parsed, Help):
         targets = {n: list(e.targets) for n, e in deps.config.environments.items()}
-        return blocks.help_message(targets)
+        return [*blocks.help_message(targets), t.section(guard_texts.USAGE)]
     if isinstance(parsed, Status):
         return _status(parsed, deps)
     assert isinstance(parsed, History)

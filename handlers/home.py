@@ -1,7 +1,8 @@
 """App Home: what the team needs at a glance, kept fresh for whoever looks.
 
-The tab shows active incidents, the rollbacks waiting for the viewer's approval,
-break-glass rollbacks awaiting review, and each target's recent rollbacks with
+The tab shows active incidents, the versions kept out after a rollback (with the command
+that clears each), the rollbacks waiting for the viewer's approval, break-glass rollbacks
+awaiting review, and each target's recent rollbacks with
 their time to recover (approval, or start, to the health check passing). It is
 published when a person opens it (`app_home_opened`), and republished when a run
 changes for the people who opened it within the last hour.
@@ -33,10 +34,12 @@ from slack_sdk.models.views import View
 
 from bot.application.drills import Drills, DrillStatus
 from bot.application.flows import disarmed_by
+from bot.application.guard import Guard
 from bot.application.reviews import Reviews
 from bot.application.timeline import service_restored
 from bot.config import UnknownTarget
 from bot.domain.states import ACTIVE_STATES
+from bot.domain.versions import VersionMark
 from bot.persistence.models import BreakGlassReview, Run
 from bot.persistence.recovery import Recovery as PhaseTimes
 from bot.persistence.recovery import recent
@@ -61,6 +64,8 @@ class Snapshot:
 
     disarmed: list[Run]
     """The automatic rollbacks that disarmed automatic rollback of their target."""
+    bad_versions: list[VersionMark]
+    """Versions marked bad and not cleared."""
     active: list[tuple[Run, str | None, list[tuple[str, datetime]]]]
     """Each run waiting, approved, running, or failed and not resolved; its thread; its
     approvals so far."""
@@ -97,8 +102,10 @@ class HomeTab:
             for target in env.targets
             if (run := disarmed_by(store, environment=env_name, target=target)) is not None
         ]
+        guard = Guard(config=self.deps.config, workflow=self.deps.workflow)
         return Snapshot(
             disarmed=disarmed,
+            bad_versions=guard.marked_bad(),
             active=[
                 (r, thread_link(r.slack), self.deps.workflow.approvals(r))
                 for r in [*unresolved, *active]
@@ -141,6 +148,7 @@ class HomeTab:
             drills=snapshot.drills,
             incidents=snapshot.incidents,
             disarmed=snapshot.disarmed,
+            bad_versions=snapshot.bad_versions,
         )
 
     def _may(self, run: Run, user: str) -> bool:

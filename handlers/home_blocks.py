@@ -25,6 +25,7 @@ from slack_sdk.models.blocks import (
 
 from bot.application.drills import DrillStatus
 from bot.application.timeline import duration
+from bot.domain.versions import VersionMark, short
 from bot.persistence.models import BreakGlassReview, Run
 from bot.persistence.recovery import Recovery as PhaseTimes
 from handlers import drill_blocks
@@ -72,6 +73,8 @@ class HomeContent:
     """The newest incidents' recovery phases (detect, decide, approve, recover)."""
     disarmed: list[Run] = field(default_factory=list)
     """Automatic rollbacks that disarmed automatic rollback of their target until re-armed."""
+    bad_versions: list[VersionMark] = field(default_factory=list)
+    """Versions rolled away from and not cleared: the regression guard answers `bad`."""
 
 
 Section = Callable[[HomeContent], list[Block]]
@@ -125,6 +128,25 @@ def disarmed_section(content: HomeContent) -> list[Block]:
         )
     blocks.append(DividerBlock())
     return blocks
+
+
+def _bad_line(mark: VersionMark) -> str:
+    incident = mark.incident_id or "an earlier incident"
+    typed = f"{mark.target} {mark.environment} {mark.version.replace(', ', ',')}"
+    return (
+        f":no_entry: `{t.esc(short(mark.version))}` of *{t.esc(mark.target)}* in "
+        f"{t.esc(mark.environment)}: rolled back from in *{t.esc(incident)}* {t.when(mark.at)}; "
+        f"an approver clears it with `/rollback clear {t.esc(typed)} &lt;reason&gt;`"
+    )
+
+
+def bad_versions_section(content: HomeContent) -> list[Block]:
+    """Versions marked bad after a rollback, each with the command that clears it."""
+    if not content.bad_versions:
+        return []
+    lines = [_bad_line(m) for m in content.bad_versions]
+    more = "the guard API, `GET /v1/targets/<env>/<target>/versions/<version>`"
+    return _titled("Versions kept out (the regression guard)", lines, "", more=more)
 
 
 def waiting_section(content: HomeContent) -> list[Block]:
@@ -186,6 +208,7 @@ SECTIONS: tuple[Section, ...] = (
     waiting_section,
     reviews_section,
     history_section,
+    bad_versions_section,
     drills_section,
 )
 

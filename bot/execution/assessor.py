@@ -1,8 +1,9 @@
 """Weigh each target of a plan into its reversibility verdict (`bot.domain.verdict`).
 
 The facts come from the targets (`actions.base.Evidenced.evidence`, else their
-pre-rollback checks) and, for schema compatibility, from the app's database
-(`actions.database.schema_compat`): reading them is I/O, so the assessor sits
+pre-rollback checks), for schema compatibility from the app's database
+(`actions.database.schema_compat`), and for other incidents' fixes from the bot's own
+history (`bot.execution.fixes`): reading them is I/O, so the assessor sits
 with the planner that calls it, and the verdict it returns is a plain record.
 """
 
@@ -18,8 +19,9 @@ from actions.database import DatabaseParams
 from actions.docker import DockerParams
 from actions.kubernetes import KubernetesParams
 from actions.params import SchemaLink
-from bot.config import Environment
+from bot.config import Environment, FullParams
 from bot.domain.verdict import NEIGHBOUR, Holders, Verdict, weigh_migrations, worst
+from bot.execution.fixes import History, weigh_fixes
 
 if TYPE_CHECKING:
     from actions.database.schema_compat import Migration
@@ -46,6 +48,8 @@ class Assessor:
     """The plan is forced past its failing checks: they weigh risky, not blocked."""
     drilled: Callable[[DatabaseParams], Finding] | None = None
     """A database's backup set's last restore drill (`bot.execution.drill_evidence`)."""
+    history: History | None = None
+    """The bot's own history, for the other incidents' fixes a rollback takes away."""
 
     def assess(self, env: Environment, target: str, point: str | None) -> tuple[Verdict, ...]:
         """One verdict per target the rollback of `target` rolls back, in plan order."""
@@ -66,6 +70,10 @@ class Assessor:
             schema, suggestion = self._schema(env, params, link, ref, members)
             findings += schema
         findings += self._locks(env, name, members)
+        if self.history is not None and not isinstance(params, FullParams):
+            findings += weigh_fixes(
+                self.history, env, name, ref, lambda: self.target_of(params).points()
+            )
         return Verdict(name, worst([f.level for f in findings]), tuple(findings), suggestion)
 
     def _evidence(self, params: Any, ref: str | None) -> list[Finding]:

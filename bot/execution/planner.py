@@ -70,6 +70,7 @@ from bot.config import Environment, FullParams, TargetParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, with_timeout
 from bot.domain.verdict import Holders, Verdict
 from bot.execution.assessor import Assessor
+from bot.execution.fixes import History
 
 _READS: ContextVar[Reads | None] = ContextVar("planner_reads", default=None)
 """The `Reads` of the request this thread is answering (`Planner.request`), if any."""
@@ -106,6 +107,8 @@ class Planner:
     factory: TargetFactory = field(default_factory=target_factory)
     drilled: Callable[[DatabaseParams], Finding] | None = None
     """A database's last restore drill, for its verdict (`bot.execution.drill_evidence`)."""
+    history: History | None = None
+    """The bot's own history the verdict weighs (other incidents' fixes); None: not weighed."""
     _cache: dict[int, Target] = field(default_factory=dict)
 
     def target(self, params: TargetParams) -> Target:
@@ -251,7 +254,11 @@ class Planner:
         """Weigh whether rolling `target` back to `point` can restore service
         (bot.domain.verdict); `force`: the plan runs past its failing checks."""
         assessor = Assessor(
-            self.target, holders or (lambda name: None), force=force, drilled=self.drilled
+            self.target,
+            holders or (lambda name: None),
+            force=force,
+            drilled=self.drilled,
+            history=self.history,
         )
         return assessor.assess(env, target, point)
 

@@ -399,7 +399,8 @@ class TargetVersion(Base):
 
     `version` is `RollbackPoint.key` (images, a backup path, a ref): what the point runs,
     stable where refs are renumbered. The newest healthy row is the target's last known
-    healthy version; rolled-away rows label their points "rolled back from in INC-…".
+    healthy version; rolled-away rows label their points "rolled back from in INC-…" and
+    answer the regression guard "bad" until an approver clears them (`cleared_*`).
     """
 
     __tablename__ = "target_versions"
@@ -412,3 +413,7 @@ class TargetVersion(Base):
     label: Mapped[str] = mapped_column(Text, default="")
     incident_id: Mapped[str | None] = mapped_column(String(40))
     at: Mapped[datetime]
+    cleared_by: Mapped[str | None] = mapped_column(String(40))
+    """The approver who cleared a rolled-away version (migration 0012); None while it is bad."""
+    cleared_at: Mapped[datetime | None]
+    cleared_reason: Mapped[str | None] = mapped_column(Text)

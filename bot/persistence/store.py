@@ -300,6 +300,11 @@ class StepView:
     data: dict[str, Any]
 
 
+def _marked_bad(row: TargetVersion) -> bool:
+    """A version rolled away from that no approver has cleared (migration 0012)."""
+    return row.state == VersionState.ROLLED_AWAY and row.cleared_at is None
+
+
 class Store:
     """Row access for incidents, runs, approvals, steps and events."""
 
@@ -683,10 +688,13 @@ class Store:
             if row is None:
                 row = TargetVersion(environment=note.environment, target=note.target, version=key)
                 session.add(row)
+            elif note.incident_id is None and _marked_bad(row):
+                continue  # monitoring seeing it healthy does not clear it: an approver does
             row.state = state
             row.label = version[1]
             row.incident_id = note.incident_id
             row.at = now
+            row.cleared_by = row.cleared_at = row.cleared_reason = None
             session.flush()
 
     def remember_versions(self, note: VersionNote) -> None:
@@ -708,9 +716,7 @@ class Store:
             healthy_label=healthy.label if healthy else "",
             healthy_incident=healthy.incident_id if healthy else None,
             rolled_away={
-                r.version: r.incident_id or "an earlier incident"
-                for r in rows
-                if r.state == VersionState.ROLLED_AWAY
+                r.version: r.incident_id or "an earlier incident" for r in rows if _marked_bad(r)
             },
             healthy_keys=tuple(r.version for r in rows if r.state == VersionState.HEALTHY),
         )

@@ -22,14 +22,14 @@ from bot.persistence.store import MIGRATIONS, Store, downgrade, make_engine, upg
 
 
 def _earlier_revisions() -> list[str]:
-    """Every revision before the newest, oldest first, from the migration chain itself."""
+    """Every revision before 0011, oldest first, from the migration chain itself."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     chain = [s.revision for s in ScriptDirectory.from_config(config).walk_revisions()]
-    return list(reversed(chain[1:]))
+    return list(reversed(chain[chain.index("0011") + 1 :]))
 
 
 EARLIER = _earlier_revisions()

@@ -1,4 +1,4 @@
-"""App Home as a person opens it: a signed app_home_opened event, then the view Slack shows."""
+"""The App Home tab as a person opens it, and what it shows, for the tests that read it."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ def open_home(sandbox: Sandbox, user: str) -> str:
 def shown(view: dict[str, Any]) -> str:
     assert valid(view["blocks"])
     return json.dumps(view["blocks"])
+
+
+def section(text: str, title: str) -> str:
+    """The blocks of the tab under the header `title`, up to the next header."""
+    blocks, under, found = json.loads(text), [], False
+    for block in blocks:
+        if block["type"] == "header":
+            found = block["text"]["text"] == title
+            continue
+        if found:
+            under.append(block)
+    assert under, f"no section {title!r}"
+    return json.dumps(under)

@@ -13,22 +13,9 @@ from handlers.home_blocks import SECTIONS, HomeContent, home_view_blocks
 from sandbox.harness import Sandbox
 from tests.fakes.break_glass import break_glass
 from tests.fakes.config import ALICE, BOB, CHANNEL, DAVE, MALLORY
-from tests.fakes.home import open_home, shown
+from tests.fakes.home import open_home, section, shown
 from tests.fakes.thread import request_rollback
 from tests.fakes.waiting import wait_for
-
-
-def section(text: str, title: str) -> str:
-    """The blocks of the tab under the header `title`, up to the next header."""
-    blocks, under, found = json.loads(text), [], False
-    for block in blocks:
-        if block["type"] == "header":
-            found = block["text"]["text"] == title
-            continue
-        if found:
-            under.append(block)
-    assert under, f"no section {title!r}"
-    return json.dumps(under)
 
 
 def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:

@@ -1,0 +1,141 @@
+"""The regression guard's rows: the marks on a target's versions, their clearing, the history.
+
+`target_versions` (migrations 0007, 0012) keeps the last thing the bot learnt about each
+version of each target; the store writes it with a run's end. Here are the reads the guard
+answers from, the one write people make on it (an approver clears a version rolled away
+from: who, when, why, with an audit event on the incident that marked it, in one
+transaction), and the runs that ended an incident by moving their target to a version,
+which the verdict weighs (`bot.execution.fixes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from sqlalchemy import select, update
+
+from bot.domain.states import RunKind, VersionState
+from bot.domain.versions import Ending, VersionMark
+from bot.persistence.models import Event, Run, TargetVersion
+from bot.persistence.store import Conflict, Store
+
+CLEARED = "version.cleared"
+"""Audit event on the incident that marked a version bad: an approver cleared it."""
+ENDINGS = 200
+"""How many of a target's succeeded rollbacks the verdict weighs, newest first."""
+
+
+def _mark(row: TargetVersion) -> VersionMark:
+    return VersionMark(
+        environment=row.environment,
+        target=row.target,
+        version=row.version,
+        label=row.label,
+        healthy=row.state == VersionState.HEALTHY,
+        incident_id=row.incident_id,
+        at=row.at,
+        cleared_by=row.cleared_by,
+        cleared_at=row.cleared_at,
+        cleared_reason=row.cleared_reason,
+    )
+
+
+class VersionBook:
+    """The marks on targets' versions, read and cleared through the store's sessions."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def marks(self, *, environment: str, target: str) -> list[VersionMark]:
+        """Everything kept about a target's versions, newest first."""
+        with self.store.reading() as session:
+            rows = session.scalars(
+                select(TargetVersion)
+                .where(TargetVersion.environment == environment, TargetVersion.target == target)
+                .order_by(TargetVersion.at.desc())
+            ).all()
+            return [_mark(r) for r in rows]
+
+    def bad(self, *, limit: int = 50) -> list[VersionMark]:
+        """The versions marked bad and not cleared, in every environment, newest first."""
+        with self.store.reading() as session:
+            rows = session.scalars(
+                select(TargetVersion)
+                .where(
+                    TargetVersion.state == VersionState.ROLLED_AWAY,
+                    TargetVersion.cleared_at.is_(None),
+                )
+                .order_by(TargetVersion.at.desc())
+                .limit(limit)
+            ).all()
+            return [_mark(r) for r in rows]
+
+    def clear(self, marks: Iterable[VersionMark], *, by: str, reason: str) -> list[VersionMark]:
+        """Clear bad marks for `by` with `reason`, each with an audit event, in one transaction.
+
+        Each write holds only while the mark is still bad (a second approver clearing at the
+        same moment changes nothing): Conflict, and nothing written, when one is not.
+        """
+        now = self.store.clock()
+        cleared = []
+        with self.store.session() as session:
+            for mark in marks:
+                result = session.execute(
+                    update(TargetVersion)
+                    .where(
+                        TargetVersion.environment == mark.environment,
+                        TargetVersion.target == mark.target,
+                        TargetVersion.version == mark.version,
+                        TargetVersion.state == VersionState.ROLLED_AWAY,
+                        TargetVersion.cleared_at.is_(None),
+                    )
+                    .values(cleared_by=by, cleared_at=now, cleared_reason=reason)
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    raise Conflict(f"{mark.label or mark.version} changed while clearing it")
+                if mark.incident_id is not None:
+                    session.add(
+                        Event(
+                            incident_id=mark.incident_id,
+                            at=now,
+                            kind=CLEARED,
+                            actor=by,
+                            detail={
+                                "environment": mark.environment,
+                                "target": mark.target,
+                                "version": mark.version,
+                                "label": mark.label,
+                                "reason": reason,
+                            },
+                        )
+                    )
+                cleared.append(mark)
+        return [replace(m, cleared_by=by, cleared_at=now, cleared_reason=reason) for m in cleared]
+
+    def endings(self, *, environment: str, target: str) -> list[Ending]:
+        """The target's rollbacks that succeeded (drills left out), newest first: each ended
+        its incident by moving the target to the version it went to."""
+        with self.store.reading() as session:
+            rows = session.execute(
+                select(Run.incident_id, Run.to_key, Run.to_version, Run.from_key, Run.finished_at)
+                .where(
+                    Run.environment == environment,
+                    Run.target == target,
+                    Run.state == "succeeded",
+                    Run.kind != RunKind.DRILL,
+                    Run.to_key.is_not(None),
+                )
+                .order_by(Run.created_at.desc())
+                .limit(ENDINGS)
+            ).all()
+        return [
+            Ending(
+                incident_id=r[0],
+                to_key=r[1] or "",
+                to_label=r[2] or r[1] or "",
+                from_key=r[3],
+                finished_at=r[4],
+            )
+            for r in rows
+        ]
