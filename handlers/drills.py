@@ -12,6 +12,7 @@ plan, the request and the thread (`bot.application.drills.Drills.open`) follow o
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,11 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+from bot.application.drill_schedule import OVERDUE
 from bot.application.drills import FLAGGED, Drills
 from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
+from bot.domain.states import OutboxState
 from bot.execution.drill_plans import drill_allowed
+from bot.execution.outbox import Undeliverable
 from bot.execution.workflow import Refused
 from handlers import blocks, drill_blocks
 from handlers import text as t
@@ -33,6 +38,7 @@ from handlers.flows import flows_for
 from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
+from handlers.thread import delivery_error
 
 if TYPE_CHECKING:  # the outbox renders through the thread, which imports these handlers' blocks
     from bot.persistence.models import OutboxMessage, Run
@@ -83,7 +89,35 @@ def _flagged(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     thread.say(run, text, slot=f"drill.flagged:{message.id}")
 
 
-MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {FLAGGED: _flagged}
+def _overdue(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """Say in the environment's incident channel (not a thread) that the target's scheduled
+    drills are overdue; once per period, even where two replicas queued it."""
+    detail = dict(message.detail or {})
+    earlier = [
+        m
+        for m in thread.deps.store.outbox(run.id)
+        if m.kind == OVERDUE
+        and m.id < message.id
+        and m.state == OutboxState.SENT
+        and m.detail.get("period") == detail.get("period")
+    ]
+    if earlier:
+        return
+    env = thread.deps.config.environments.get(run.environment)
+    if env is None:
+        raise Undeliverable(f"environment {run.environment} is no longer in the config")
+    try:
+        thread.client.chat_postMessage(
+            channel=env.incident_channel, text=drill_blocks.overdue_text(detail)
+        )
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        raise delivery_error("chat_postMessage", exc) from exc
+
+
+MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {
+    FLAGGED: _flagged,
+    OVERDUE: _overdue,
+}
 """Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=...)`)."""
 
 
