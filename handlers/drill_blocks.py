@@ -120,6 +120,19 @@ def flagged_text(run: Run, detail: dict[str, Any]) -> str:
     return said + ". Look at it before the next incident needs it."
 
 
+def trend_comment(status: DrillStatus) -> str:
+    """The words with the trend chart: what it draws, and the sparklines' figures."""
+    figures = trend_text(status)
+    if not figures and status.trend:
+        figures = f"one drill so far, {spoken(status.trend[-1])}"
+    if status.rto is not None:
+        figures += f"; RTO {spoken(status.rto.total_seconds())} (dashed)"
+    return (
+        f"Time to recover of {t.esc(status.target)} in {t.esc(status.environment)} over its "
+        f"last drills and real rollbacks, oldest first: {figures}"
+    )
+
+
 def _period(seconds: float) -> str:
     """A schedule's period as written: `7 days`, `12 hours`, else spoken."""
     for unit, size in (("day", 86400), ("hour", 3600)):

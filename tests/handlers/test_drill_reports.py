@@ -1,14 +1,17 @@
-"""An overdue scheduled drill is said in the environment's incident channel, once a period.
+"""What a scheduled drill reports besides its measurements: the trend chart in its thread,
+and an overdue drill in the environment's incident channel, once a period.
 
 Through the sandbox (the real Bolt app over HTTP, fake Slack, the runner loop): the
-scheduler drills app in staging itself on the Kubernetes stand-in; an alert then holds the
-target; its drill is made ten days old, so the scheduler skips it (held) and it is overdue:
-one message in the channel, not repeated on the next passes nor by a second scheduler on
-the same database. The period arithmetic and the words are checked on their own.
+scheduler drills app in staging itself on the Kubernetes stand-in, and its report uploads
+the trend chart (a PNG whose Description names its series). An alert then holds the target;
+its drill is made ten days old, so the scheduler skips it (held) and it is overdue: one
+message in the channel, not repeated on the next passes nor by a second scheduler on the
+same database. The chart's series, the period arithmetic and the words on their own.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from bot.application.drill_schedule import (
     OVERDUE,
@@ -25,6 +29,7 @@ from bot.application.drill_schedule import (
 )
 from bot.application.drills import Drills
 from bot.config import DrillSchedule, parse_config
+from bot.persistence.chart import trend_chart
 from bot.persistence.models import Drill
 from handlers.drill_blocks import overdue_text
 from handlers.flows import flows_for
@@ -39,6 +44,7 @@ STAGING = "C0STAGING1"
 TOKEN = "overdue-alert-token"
 WEEKLY = DrillSchedule(every=timedelta(days=7), at="Tue 10:00")
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -133,6 +139,56 @@ def test_an_overdue_scheduled_drill_is_said_in_the_channel_once_a_period(
     (queued,) = [m for m in store.outbox(drill.run_id) if m.kind == OVERDUE]
     assert queued.state == "sent"
     assert [d.run_id for d in store.drills()] == [drill.run_id]  # held: no new drill started
+
+
+def described(png: bytes) -> str:
+    image = Image.open(io.BytesIO(png))
+    image.verify()  # a whole, valid PNG
+    return str(Image.open(io.BytesIO(png)).info["Description"])
+
+
+def test_a_drill_report_uploads_the_trend_chart_into_its_thread(
+    world: tuple[Sandbox, FakeKubernetes],
+) -> None:
+    sandbox, _ = world
+    store = sandbox.process.deps.store
+    (drill,) = wait_for(
+        lambda: [d for d in store.drills() if d.state == "succeeded"],
+        timeout=60,
+        what="the scheduler's first drill of app",
+    )
+    run = store.run(drill.run_id)
+    assert run is not None
+
+    chart = wait_for(
+        lambda: next(
+            (f for f in sandbox.slack.files() if f.name == f"{run.incident_id}-trend.png"), None
+        ),
+        what="the trend chart",
+    )
+
+    assert chart.content.startswith(PNG_SIGNATURE)
+    assert described(chart.content) == "series: drills: time to recover (1)"
+    assert (chart.channel, chart.thread_ts) == (STAGING, run.slack["thread_ts"])
+    assert str(chart.initial_comment).startswith(
+        "Time to recover of app in staging over its last drills and real rollbacks, oldest "
+        "first: one drill so far, "
+    )
+    assert len([f for f in sandbox.slack.files() if f.name.endswith("-trend.png")]) == 1
+
+
+def test_the_trend_chart_draws_each_series_given_with_points_and_leaves_out_empty_ones() -> None:
+    both = trend_chart(
+        "db in staging",
+        [("drills: time to recover", (250.0, 500.0, 1000.0)), ("real rollbacks", (600.0,))],
+        rto=900.0,
+    )
+    drills_only = trend_chart("db", [("drills", (60.0,)), ("real rollbacks", ())])
+
+    assert both.series == (("drills: time to recover", 3), ("real rollbacks", 1))
+    assert described(both.png) == "series: drills: time to recover (3); real rollbacks (1)"
+    assert drills_only.series == (("drills", 1),)
+    assert described(drills_only.png) == "series: drills (1)"
 
 
 def drill(state: str, started: datetime, *, took: float | None = 60.0) -> Drill:
