@@ -109,7 +109,10 @@ class Timeline:
 def tool(args: argparse.Namespace, program: str, *rest: str) -> None:
     """Run pg_dump or pg_restore against the server, quietly (Method 2 asks for --verbose)."""
     base = [program, "-h", args.host, "-p", str(args.port), "-U", args.user]
-    subprocess.run([*base, *rest], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run([*base, *rest], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-20:])
+        raise SystemExit(f"{program} failed ({done.returncode}):\n{tail}")
 
 
 def method_two(server: Server, live: str, dump: Path, workdir: Path) -> Timeline:

@@ -199,19 +199,18 @@ class DrillSchedules:
                 key = (env_name, target, period.isoformat())
                 if key in self._told:
                     continue
+                if not self._was_told(drills, period):
+                    detail = overdue_detail(env_name, target, drills, schedule, period)
+                    store.enqueue(drills[0].run_id, OVERDUE, detail)
+                    flows.wake_outbox.set()
+                    log.warning(
+                        "scheduled drills of %s in %s overdue: none succeeded within %s",
+                        target,
+                        env_name,
+                        schedule.every,
+                    )
+                    queued.append(drills[0].run_id)
                 self._told.add(key)
-                if self._was_told(drills, period):
-                    continue
-                detail = overdue_detail(env_name, target, drills, schedule, period)
-                store.enqueue(drills[0].run_id, OVERDUE, detail)
-                flows.wake_outbox.set()
-                log.warning(
-                    "scheduled drills of %s in %s overdue: none succeeded within %s",
-                    target,
-                    env_name,
-                    schedule.every,
-                )
-                queued.append(drills[0].run_id)
         return queued
 
     def _was_told(self, drills: list[Drill], period: datetime) -> bool:
