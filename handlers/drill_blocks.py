@@ -6,6 +6,7 @@ A target never drilled, or drilled longer ago than its environment's
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -117,6 +118,51 @@ def flagged_text(run: Run, detail: dict[str, Any]) -> str:
             f"to recover, over its RTO of {spoken(detail.get('rto_seconds'))}"
         )
     return said + ". Look at it before the next incident needs it."
+
+
+def trend_comment(status: DrillStatus) -> str:
+    """The words with the trend chart: what it draws, and the sparklines' figures."""
+    figures = trend_text(status)
+    if not figures and status.trend:
+        figures = f"one drill so far, {spoken(status.trend[-1])}"
+    if status.rto is not None:
+        figures += f"; RTO {spoken(status.rto.total_seconds())} (dashed)"
+    return (
+        f"Time to recover of {t.esc(status.target)} in {t.esc(status.environment)} over its "
+        f"last drills and real rollbacks, oldest first: {figures}"
+    )
+
+
+def _period(seconds: float) -> str:
+    """A schedule's period as written: `7 days`, `12 hours`, else spoken."""
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return spoken(seconds)
+
+
+def overdue_text(detail: dict[str, Any]) -> str:
+    """A scheduled target's drills overdue (`drill_schedule.OVERDUE`), for its channel."""
+    target, env = t.esc(str(detail.get("target"))), t.esc(str(detail.get("environment")))
+    every = _period(float(detail.get("every_seconds") or 0.0))
+    recovered = detail.get("recovered_at")
+    if recovered:
+        since = f"no successful drill since {t.when(datetime.fromisoformat(recovered))}"
+    else:
+        since = (
+            "no successful drill yet (the first was tried "
+            f"{t.when(datetime.fromisoformat(str(detail.get('first_at'))))})"
+        )
+    last = (
+        f"the last one {t.esc(str(detail.get('last_state')))} "
+        f"{t.when(datetime.fromisoformat(str(detail.get('last_at'))))}"
+    )
+    return (
+        f"{FLAG} *Drill overdue*: {target} in {env} has had {since}, scheduled every {every}; "
+        f"{last}. An untested rollback is a second incident waiting: see `/rollback drills`, "
+        f"or run `/rollback drill {target} {env}`."
+    )
 
 
 def success_line(run: Run, *, took: str, link: str) -> str:

@@ -12,6 +12,7 @@ plan, the request and the thread (`bot.application.drills.Drills.open`) follow o
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,12 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
-from bot.application.drills import FLAGGED, Drills
+from bot.application.drill_schedule import OVERDUE
+from bot.application.drills import FLAGGED, TREND_CHART, Drills, target_status
 from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
+from bot.domain.states import OutboxState
 from bot.execution.drill_plans import drill_allowed
+from bot.execution.outbox import Undeliverable
 from bot.execution.workflow import Refused
+from bot.persistence.chart import trend_chart, trend_filename
 from handlers import blocks, drill_blocks
 from handlers import text as t
 from handlers.deps import Deps
@@ -33,6 +39,7 @@ from handlers.flows import flows_for
 from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
+from handlers.thread import delivery_error
 
 if TYPE_CHECKING:  # the outbox renders through the thread, which imports these handlers' blocks
     from bot.persistence.models import OutboxMessage, Run
@@ -83,7 +90,72 @@ def _flagged(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     thread.say(run, text, slot=f"drill.flagged:{message.id}")
 
 
-MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {FLAGGED: _flagged}
+def _overdue(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """Say in the environment's incident channel (not a thread) that the target's scheduled
+    drills are overdue; once per period, even where two replicas queued it."""
+    detail = dict(message.detail or {})
+    earlier = [
+        m
+        for m in thread.deps.store.outbox(run.id)
+        if m.kind == OVERDUE
+        and m.id < message.id
+        and m.state == OutboxState.SENT
+        and m.detail.get("period") == detail.get("period")
+    ]
+    if earlier:
+        return
+    env = thread.deps.config.environments.get(run.environment)
+    if env is None:
+        raise Undeliverable(f"environment {run.environment} is no longer in the config")
+    try:
+        thread.client.chat_postMessage(
+            channel=env.incident_channel, text=drill_blocks.overdue_text(detail)
+        )
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        raise delivery_error("chat_postMessage", exc) from exc
+
+
+def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+    """Upload the target's trend chart into the drill's thread (once): its last drills'
+    times to recover and its real rollbacks', with the RTO; nothing when there is none."""
+    store = thread.deps.store
+    env = thread.deps.config.environments.get(run.environment)
+    if env is None or store.slack_slot(run.id, TREND_CHART) is not None:
+        return
+    status = target_status(store, run.environment, env, run.target, now=store.clock())
+    series = [
+        ("drills: time to recover", status.trend),
+        ("real rollbacks: approval to success", status.rollbacks),
+    ]
+    rto = status.rto.total_seconds() if status.rto is not None else None
+    if not status.trend and not status.rollbacks:
+        return
+    chart = trend_chart(f"{run.target} in {run.environment}: time to recover", series, rto=rto)
+    try:
+        uploaded = thread.client.files_upload_v2(
+            channel=run.slack["channel"],
+            thread_ts=run.slack["thread_ts"],
+            file_uploads=[
+                {
+                    "filename": trend_filename(run.incident_id),
+                    "title": f"{run.target} in {run.environment}: time to recover, trend",
+                    "file": chart.png,
+                }
+            ],
+            initial_comment=drill_blocks.trend_comment(status),
+        )
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        raise delivery_error("files_upload_v2", exc) from exc
+    files = uploaded.get("files") or [uploaded.get("file") or {}]
+    file_id = str((files[0] or {}).get("id") or "uploaded")
+    store.set_slack_slot(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
+
+
+MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {
+    FLAGGED: _flagged,
+    OVERDUE: _overdue,
+    TREND_CHART: _trend,
+}
 """Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=...)`)."""
 
 

@@ -19,7 +19,16 @@ week's slot still counts as last week's). The runner loop calls `start_due` on e
   slot), so the runner picks it up as it picks up any approved run.
 
 What a drill found is flagged where drills are shown (`DrillStatus.flags`): a failed one, a
-time to recover over the schedule's `rto`, or none within `every`.
+time to recover over the schedule's `rto`, or none within `every`. A failed or slow drill is
+also said in its thread (`drills.FLAGGED`). An overdue one is said in the environment's
+incident channel, once per period of `every` (`tell_overdue`, on the same pass): a scheduled
+target is overdue `every` after its last successful drill ended (after its first drill
+started, when none succeeded), while no drill of it is requested or running. The message
+goes through the outbox on the target's newest drill run (an outbox row belongs to a run);
+the delivered messages of the period on its recent drill runs say it was told, so a restart
+or a second replica does not tell it again. A target never drilled at all (its scheduled
+drill could not even be planned) has no run to carry the message: it is flagged in the
+listing, App Home and the metric only.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from bot.application.drills import Drills
 from bot.application.flows import CHANGED, ThreadNotOpened
 from bot.config import DrillSchedule
 from bot.execution.workflow import Refused
-from bot.persistence.models import Run
+from bot.persistence.models import Drill, Run
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,12 @@ RETRY = timedelta(minutes=10)
 runner loop ticks every few seconds, and planning reads the backups."""
 COUNTED = ("requested", "approved", "running", "succeeded", "failed")
 """Drill states that count as the slot's drill (rejected, expired, cancelled did not run)."""
+IN_FLIGHT = ("requested", "approved", "running")
+OVERDUE = "drill.overdue"
+"""Outbox message: a scheduled target had no successful drill within `every`
+(`handlers.drills.MESSAGES` says it in the environment's incident channel)."""
+LOOKED_BACK = 8
+"""How many of a target's newest drill runs are searched for this period's message."""
 
 
 def last_slot(schedule: DrillSchedule, now: datetime) -> datetime:
@@ -67,12 +82,55 @@ def is_due(schedule: DrillSchedule, *, now: datetime, last_started: datetime | N
     return last_started < slot and slot - last_started >= schedule.every - SLACK
 
 
+def overdue_period(
+    drills: list[Drill], schedule: DrillSchedule, *, now: datetime
+) -> datetime | None:
+    """When the current period of being overdue began, or None when the target is not
+    overdue (`drills`: the target's, newest first; a drill in flight is not overdue yet)."""
+    if not drills or any(d.state in IN_FLIGHT for d in drills):
+        return None
+    recovered = next(
+        (d for d in drills if d.state == "succeeded" and d.recover_seconds is not None), None
+    )
+    if recovered is not None:
+        since = (recovered.finished_at or recovered.created_at) + schedule.every
+    else:
+        since = drills[-1].created_at + schedule.every
+    if now <= since:
+        return None
+    return since + schedule.every * ((now - since) // schedule.every)
+
+
+def overdue_detail(
+    environment: str, target: str, drills: list[Drill], schedule: DrillSchedule, period: datetime
+) -> dict[str, object]:
+    """What the overdue message says (`handlers.drill_blocks.overdue_text`)."""
+    recovered = next(
+        (d for d in drills if d.state == "succeeded" and d.recover_seconds is not None), None
+    )
+    last = drills[0]
+    return {
+        "environment": environment,
+        "target": target,
+        "period": period.isoformat(),
+        "every_seconds": schedule.every.total_seconds(),
+        "recovered_at": (recovered.finished_at or recovered.created_at).isoformat()
+        if recovered is not None
+        else None,
+        "first_at": drills[-1].created_at.isoformat(),
+        "last_state": last.state,
+        "last_at": (last.finished_at or last.created_at).isoformat(),
+    }
+
+
 @dataclass
 class DrillSchedules:
     """Start the drills that are due, approved by the scheduler."""
 
     drills: Drills
     _tried: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    _told: set[tuple[str, str, str]] = field(default_factory=set)
+    """(environment, target, period) this process queued or found told: not looked up again."""
 
     def due(self, now: datetime) -> list[tuple[str, str, DrillSchedule]]:
         """The (environment, target, schedule) whose drill is due at `now`."""
@@ -124,4 +182,42 @@ class DrillSchedules:
             flows.wake_runner.set()
             log.info("%s: scheduled drill of %s in %s started", run.incident_id, target, env_name)
             started.append(run)
+        self.tell_overdue(now)
         return started
+
+    def tell_overdue(self, now: datetime) -> list[str]:
+        """Queue the overdue message of each scheduled target not yet told this period;
+        return the runs that carry them."""
+        store, flows = self.drills.store, self.drills.flows
+        queued = []
+        for env_name, env in self.drills.config.environments.items():
+            for target, schedule in env.target_drills.items():
+                drills = store.drills(environment=env_name, target=target)
+                period = overdue_period(drills, schedule, now=now)
+                if period is None:
+                    continue
+                key = (env_name, target, period.isoformat())
+                if key in self._told:
+                    continue
+                if not self._was_told(drills, period):
+                    detail = overdue_detail(env_name, target, drills, schedule, period)
+                    store.enqueue(drills[0].run_id, OVERDUE, detail)
+                    flows.wake_outbox.set()
+                    log.warning(
+                        "scheduled drills of %s in %s overdue: none succeeded within %s",
+                        target,
+                        env_name,
+                        schedule.every,
+                    )
+                    queued.append(drills[0].run_id)
+                self._told.add(key)
+        return queued
+
+    def _was_told(self, drills: list[Drill], period: datetime) -> bool:
+        """Whether a message of this period is queued or was sent on a recent drill run."""
+        said = period.isoformat()
+        return any(
+            m.kind == OVERDUE and m.detail.get("period") == said and m.state in ("pending", "sent")
+            for d in drills[:LOOKED_BACK]
+            for m in self.drills.store.outbox(d.run_id)
+        )

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from actions.base import ActionError, Level
 from actions.database import restored_words
-from bot.config import FullParams, RollbackConfig
+from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan, StoredStep
 from bot.domain.states import RunKind
@@ -312,6 +312,31 @@ def drill_help(statuses: list[DrillStatus], *, environment: str, target: str) ->
     return said[:1].upper() + said[1:] + "."
 
 
+def target_status(
+    store: Store, env_name: str, env: Environment, target: str, *, now: datetime
+) -> DrillStatus:
+    """One target's drill standing (`Drills.statuses`, the drill report's trend chart)."""
+    ended = store.drills(environment=env_name, target=target, states=FINAL)
+    last = ended[0] if ended else None
+    timed = [d for d in ended if d.state == "succeeded" and d.recover_seconds is not None]
+    recovered = timed[0] if timed else None
+    schedule = env.target_drills.get(target)
+    rollbacks = store.runs(
+        environment=env_name, target=target, states=("succeeded",), limit=TREND * 2
+    )
+    return DrillStatus(
+        env_name,
+        target,
+        last,
+        recovered,
+        now,
+        schedule.every if schedule is not None else env.drill_every,
+        rto=schedule.rto if schedule is not None else None,
+        trend=tuple(d.recover_seconds or 0.0 for d in reversed(timed[:TREND])),
+        rollbacks=tuple(reversed(_recoveries(rollbacks)[:TREND])),
+    )
+
+
 @dataclass
 class Drills:
     """Open drills, record what they measured, and say which targets are due."""
@@ -401,35 +426,12 @@ class Drills:
         """Every target of every environment that allows drills, with its last drill."""
         self.settle_pending()
         now = now or self.store.clock()
-        out = []
-        for env_name, env in self.config.environments.items():
-            for target in env.targets:
-                if not drill_allowed(env, env_name, target):
-                    continue
-                ended = self.store.drills(environment=env_name, target=target, states=FINAL)
-                last = ended[0] if ended else None
-                timed = [
-                    d for d in ended if d.state == "succeeded" and d.recover_seconds is not None
-                ]
-                recovered = timed[0] if timed else None
-                schedule = env.target_drills.get(target)
-                rollbacks = self.store.runs(
-                    environment=env_name, target=target, states=("succeeded",), limit=TREND * 2
-                )
-                out.append(
-                    DrillStatus(
-                        env_name,
-                        target,
-                        last,
-                        recovered,
-                        now,
-                        schedule.every if schedule is not None else env.drill_every,
-                        rto=schedule.rto if schedule is not None else None,
-                        trend=tuple(d.recover_seconds or 0.0 for d in reversed(timed[:TREND])),
-                        rollbacks=tuple(reversed(_recoveries(rollbacks)[:TREND])),
-                    )
-                )
-        return out
+        return [
+            target_status(self.store, env_name, env, target, now=now)
+            for env_name, env in self.config.environments.items()
+            for target in env.targets
+            if drill_allowed(env, env_name, target)
+        ]
 
     def help_for(self, *, environment: str, target: str) -> str:
         """The modal's help line about the target's last drill."""
@@ -439,7 +441,8 @@ class Drills:
 class DrillRecorder:
     """A Progress that records a drill's measurements the moment its run ends; with the
     config, a scheduled target's drill that failed or took longer than its `rto` is
-    flagged in its thread (`FLAGGED`, after the run's own report)."""
+    flagged in its thread (`FLAGGED`, after the run's own report), and the target's trend
+    is drawn there (`TREND_CHART`)."""
 
     def __init__(self, inner: Progress, store: Store, config: RollbackConfig | None = None) -> None:
         self.inner = inner
@@ -463,6 +466,7 @@ class DrillRecorder:
         self.inner.run_finished(run)
         if self.config is not None and is_drill(run):
             flag_finished(self.store, self.config, run)
+            self.store.enqueue(run.id, TREND_CHART)
 
     def run_expired(self, run: Run) -> None:
         self._record(run)
@@ -478,6 +482,10 @@ class DrillRecorder:
             log.exception("%s: the drill's measurements were not recorded", run.incident_id)
 
 
+TREND_CHART = "drill.trend"
+"""Outbox message: upload the target's trend chart (its last drills' and real rollbacks'
+times to recover, `bot.persistence.chart.trend_chart`) into the drill's thread, after the
+run's own report (`handlers.drills.MESSAGES`)."""
 FLAGGED = "drill.flagged"
 """Outbox message: a scheduled target's drill failed or was slower than its RTO
 (`handlers.drills.MESSAGES` renders it in the drill's thread)."""

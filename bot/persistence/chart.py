@@ -1,4 +1,6 @@
-"""The RCA's timeline chart: the incident's phases and each step's duration, as a PNG.
+"""The RCA's timeline chart (the incident's phases and each step's duration) and a drill
+report's trend chart (a target's times to recover over its last drills and real rollbacks),
+as PNGs.
 
 People read a picture at a glance: one horizontal bar per recovery phase
 (detect, decide, approve, recover: `bot.persistence.recovery`) on a time axis counted from
@@ -10,6 +12,10 @@ matplotlib is imported where the chart is drawn, not at module import, so the
 command line and the bot start fast; it draws with the Agg canvas (no display,
 no pyplot state shared between threads). `timeline_chart` returns the ordered
 rows it drew with the bytes, so what the picture says can be checked.
+
+The trend chart draws one line per series it is given, oldest first, and the RTO as a dashed
+line; the PNG's Description says which series it holds and how many points each has, so
+what was uploaded can be read back.
 
 Its layer is persistence only because it reads `Event`, `Incident` and `Run` rows;
 typed event and run records in the domain would make it pure.
@@ -145,6 +151,57 @@ def _draw(title: str, rows: list[Bar]) -> bytes:
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class TrendChart:
+    """The PNG and the series it draws: (name, number of points)."""
+
+    png: bytes
+    series: tuple[tuple[str, int], ...]
+
+
+def trend_filename(incident_id: str) -> str:
+    """The name a drill's trend chart is uploaded under."""
+    return f"{incident_id}-trend.png"
+
+
+def describe_series(series: tuple[tuple[str, int], ...]) -> str:
+    """The PNG's Description: `series: <name> (<points>); …`."""
+    return "series: " + "; ".join(f"{name} ({count})" for name, count in series)
+
+
+def trend_chart(
+    title: str, series: list[tuple[str, tuple[float, ...]]], *, rto: float | None = None
+) -> TrendChart:
+    """Draw each non-empty series of seconds, oldest first, as a line of points in minutes;
+    the RTO, when given, as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drawn = [(name, values) for name, values in series if values]
+    figure = Figure(figsize=(7, 3.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes: Any = figure.add_subplot(1, 1, 1)
+    for name, values in drawn:
+        axes.plot(range(1, len(values) + 1), [v / 60 for v in values], marker="o", label=name)
+    if rto is not None:
+        axes.axhline(rto / 60, color=COLOURS["failed"], linestyle="--", label="RTO")
+    axes.set_xlabel("oldest to newest")
+    axes.set_ylabel("minutes")
+    axes.set_ylim(bottom=0)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    if drawn or rto is not None:
+        axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    counted = tuple((name, len(values)) for name, values in drawn)
+    out = io.BytesIO()
+    figure.savefig(out, format="png", metadata={"Description": describe_series(counted)})
+    return TrendChart(png=out.getvalue(), series=counted)
 
 
 def _cut(label: str, limit: int = 48) -> str:
