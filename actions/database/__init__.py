@@ -38,14 +38,8 @@ from actions.database.params import (
 from actions.exports import lazy
 
 if TYPE_CHECKING:
-    from actions.database.drills import (
-        DrillPlan,
-        DropScratch,
-        backup_set,
-        drill_plan,
-        restored_words,
-        scratch_names,
-    )
+    from actions.database.drill_names import backup_set, restored_words
+    from actions.database.drills import DrillPlan, DropScratch, drill_plan, scratch_names
     from actions.database.migrations import RollbackMigration
     from actions.database.names import human_size, iso, pitr_ref, stamp
     from actions.database.pgtools import inspect_archive
@@ -66,9 +60,9 @@ __getattr__ = lazy(
         "DrillPlan": "drills",
         "DropScratch": "drills",
         "drill_plan": "drills",
-        "backup_set": "drills",
+        "backup_set": "drill_names",
         "scratch_names": "drills",
-        "restored_words": "drills",
+        "restored_words": "drill_names",
         "RollbackMigration": "migrations",
         "human_size": "names",
         "iso": "names",

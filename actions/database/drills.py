@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from actions.base import Action, PermanentError, PlanningError, StepContext, StepResult
+from actions.database.drill_names import chosen_refs, restored_words
 from actions.database.names import (
     check_pg_name,
     human_size,
     iso,
-    parse_ref,
     parse_time,
     pitr_ref,
 )
-from actions.database.params import DatabaseConnection, DatabaseParams
+from actions.database.params import DatabaseConnection
 from actions.database.pgtools import (
     connect,
     database_comment,
@@ -139,7 +139,7 @@ def drill_plan(target: DatabaseTarget, point: str | None = None) -> DrillPlan:
         )
     if db == params.connection.maintenance_dbname:
         raise PlanningError(f"cannot drill the maintenance database {db}")
-    chosen = _chosen(point)
+    chosen = chosen_refs(point)
     dump_name, pitr_name = scratch_names(db)
     for name in (dump_name, pitr_name):
         check_pg_name(name)
@@ -184,26 +184,6 @@ def drill_plan(target: DatabaseTarget, point: str | None = None) -> DrillPlan:
     )
     point = ";".join(refs)
     return DrillPlan(dump, pitr, cleanup, point, restored_words(point), notes)
-
-
-def restored_words(point: str) -> str:
-    """What a drill's point restores, in words: `backup <file>, point in time <time>`."""
-    said = []
-    for method, value in _chosen(point).items():
-        if method == "backup":
-            said.append(f"backup {Path(value).name}")
-        else:
-            said.append(f"point in time {iso(parse_time(value))}")
-    return ", ".join(said)
-
-
-def _chosen(point: str | None) -> dict[str, str]:
-    """Split a drill's point into its refs by method."""
-    chosen: dict[str, str] = {}
-    for ref in (point or "").split(";") if point else ():
-        method, value = parse_ref(ref)
-        chosen[method] = value
-    return chosen
 
 
 def _newest(target: DatabaseTarget, chosen: str | None) -> Backup | None:
@@ -252,19 +232,3 @@ def _pitr(
         params.restore_timeout,
     )
     return [restore, VerifyDatabase(on_database(conn, scratch), target.queries)], moment
-
-
-def backup_set(params: DatabaseParams) -> tuple[str, ...]:
-    """What identifies a database's backups: its name, the dumps' directory, the WAL source.
-
-    Two config targets with the same backup set (the same database in two environments'
-    files, say) share their restore drills: a drill proves the backups, not the entry.
-    """
-    archive = params.archive.wal_archive if params.archive is not None else ""
-    stanza = params.pgbackrest
-    return (
-        params.connection.dbname,
-        str(Path(params.backups).resolve()) if params.backups else "",
-        archive,
-        f"{stanza.stanza}@{stanza.config or ''}" if stanza is not None else "",
-    )

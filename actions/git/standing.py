@@ -19,6 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import httpx
+
+from actions.base import TemporaryError
 from actions.git.desired import desired
 from actions.git.edit import ImageRef
 from actions.git.forges import Forge, Review, ReviewState
@@ -96,7 +99,10 @@ def read_standing(
     if review is not None:
         if forge is None:
             forge = forge_for(source, token or "")
-        found = forge.get(review)
+        try:
+            found = forge.get(review)
+        except httpx.HTTPError as exc:
+            raise TemporaryError(f"review {review} could not be read: {exc}") from exc
     repositories = {ImageRef.parse(image).repository for image in (*bad, *good)}
     with cloned(source.repository, source.branch, token=token) as git:
         head = git.head()

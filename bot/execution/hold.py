@@ -37,12 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from actions.base import ActionError
-from actions.git.forges import ReviewState
-from actions.git.standing import Standing, read_standing
-from actions.git.step import ProposeGitChange
 from actions.kubernetes import KubernetesParams
 from bot.config import RollbackConfig
 from bot.domain.states import RecheckState
@@ -52,6 +47,7 @@ from bot.persistence.models import Recheck, Run
 from bot.persistence.store import Store
 
 if TYPE_CHECKING:
+    from actions.git.standing import Standing
     from actions.kubernetes import KubernetesTarget
     from actions.kubernetes.recheck import TemplateCheck
 
@@ -64,7 +60,9 @@ POLL_SECONDS = 60.0
 RECONCILE_POLL_SECONDS = 5.0
 RECONCILE_WAIT_SECONDS = 600.0
 NOTIFY = "gitops.hold"
-UNREADABLE = (ActionError, httpx.HTTPError, OSError, KeyError, ValueError)
+UNREADABLE = (ActionError, OSError, KeyError, ValueError)
+"""What reading Git or the cluster may raise: said once, and the hold polls on (a forge's
+HTTP failure comes as an ActionError, actions.git.standing)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +158,9 @@ class GitHold:
     def _read(
         self, run: Run, recheck: Recheck, spec: dict[str, Any], target: KubernetesTarget
     ) -> tuple[Standing, TemplateCheck]:
+        from actions.git.standing import read_standing  # the forges' HTTP client: when polled
+        from actions.git.step import ProposeGitChange
+
         propose = ProposeGitChange.rebuild(spec["propose"])
         data = next(
             (s.data for s in self.store.steps(run.id) if s.position == recheck.position), {}
@@ -370,6 +371,8 @@ def _links(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _events(standing: Standing) -> list[tuple[str, str]]:
     """(key, line) of each event the thread must hear about, keyed so each is said once."""
+    from actions.git.forges import ReviewState
+
     events = []
     review = standing.review
     if review is not None and review.state is ReviewState.CLOSED:
@@ -390,6 +393,8 @@ def _events(standing: Standing) -> list[tuple[str, str]]:
 
 def _why_held(standing: Standing, live: TemplateCheck, spec: dict[str, Any]) -> str:
     """Why the hold stays, in a few words."""
+    from actions.git.forges import ReviewState
+
     if live.changed:
         return f"the workload left the restored template ({live.detail})"
     review = standing.review
