@@ -31,6 +31,7 @@ from tests.fakes.flows import RecordingThread
 from tests.fakes.git_drill import GitDrill, git_drill
 from tests.fakes.git_hold import PROJECT
 from tests.fakes.gitops import AUTOMATED, IMAGES
+from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster
@@ -66,11 +67,17 @@ def drills_on(store: Store, config: RollbackConfig) -> Drills:
 
 
 class Watch(NullProgress):
-    """Record, when the hold check finished, whether sync was held and the review open."""
+    """Record, when the hold check finished, whether sync was held and the review open;
+    with `close_first`, a person closes the drill's pull request just before the check."""
 
-    def __init__(self, world: GitDrill) -> None:
+    def __init__(self, world: GitDrill, *, close_first: bool = False) -> None:
         self.world = world
+        self.close_first = close_first
         self.at_hold: dict[str, Any] = {}
+
+    def step_started(self, run: Run, step: dict[str, Any]) -> None:
+        if step["name"] == "kubernetes.drill_hold" and self.close_first:
+            self.world.forges.close(PROJECT, 1)
 
     def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
         if step["name"] == "kubernetes.drill_hold":
@@ -83,12 +90,12 @@ class Watch(NullProgress):
             }
 
 
-def run_drill(world: GitDrill, store: Store) -> tuple[Run, Watch]:
+def run_drill(world: GitDrill, store: Store, *, close_first: bool = False) -> tuple[Run, Watch]:
     config = world.config
     drills = drills_on(store, config)
     opened = drills.open(environment="staging", target="app", requester=ALICE)
     assert drills.flows.approve(opened.run.id, user=BOB).started
-    watch = Watch(world)
+    watch = Watch(world, close_first=close_first)
     planner = Planner()
     runner = Runner(
         store=store,
@@ -119,6 +126,9 @@ def test_an_argo_cd_drill_under_an_applicationset_runs_the_loop_and_leaves_nothi
 
     assert run.state == "succeeded", run.outcome
     assert [(s["phase"], s["name"]) for s in run.plan] == ARGO_STEPS
+    said = run.plan[5]["description"]
+    assert "a pull request from drill/<incident> into main (github) that is never merged" in said
+    assert [s["always"] for s in run.plan[7:]] == [True, False, False, True, True, False]
     # While the review was open the hold held: sync suspended, the rollback in place.
     incident = run.incident_id.lower()
     assert watch.at_hold == {
@@ -205,3 +215,25 @@ def test_production_refuses_a_gitops_drill_and_touches_nothing(
     assert store.runs() == [] and store.drills() == []
     assert world.left_behind() == [] and world.pulls() == [] and world.syncs()
     assert world.image() == IMAGES[2]
+
+
+def test_a_drill_whose_pull_request_a_person_closed_fails_and_still_leaves_nothing_behind(
+    kube: KubeCluster,
+    store: Store,
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = git_drill(kube, forges, tmp_path, monkeypatch, tool="applicationset")
+
+    run, _ = run_drill(world, store, close_first=True)
+
+    assert run.state == "failed"
+    assert "the drill's loop does not hold: no review is open for drill/" in run.outcome
+    ran = {s.name: s.state for s in store.steps(run.id)}
+    assert ran["git.withdraw"] == "succeeded" and ran["kubernetes.resume_sync"] == "succeeded"
+    assert "kubernetes.confirm_reconcile" not in ran  # not an always step
+    assert world.left_behind() == [] and world.syncs()
+    # Resumed, Argo CD puts back what Git names: the version that ran before the drill.
+    wait_for(lambda: world.image() == IMAGES[2], what="Argo CD to put Git's version back")
+    assert held_owners(run) == []
