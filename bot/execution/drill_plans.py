@@ -8,6 +8,11 @@ kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward u
 is the target's own undo to the original revision, *from* that next number. The
 run is a drill when its `kind` says so (set when it is requested).
 
+A Kubernetes target whose workload Argo CD or Flux deploys drills the GitOps loop too: its
+proposal goes to the drill's own branch and is checked with the hold, and the roll-forward
+withdraws it, resumes the sync as recorded and confirms one reconcile
+(`drill_forward.gitops_parts`).
+
 A database cannot be rolled forward after a restore, and needs not be: its drill is a
 restore drill (`actions.database.drills`), the newest backup (and the archive's end, where
 WAL is archived) restored into scratch databases, verified there and dropped by `always`
