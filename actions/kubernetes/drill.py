@@ -213,6 +213,12 @@ class ConfirmReconcile(Step):
     def run(self, ctx: StepContext) -> StepResult:
         """Ask once (a resumed step waits for what it asked), wait, compare."""
         owner = _owner(self.owner)
+        if gitops.holds(self.api, owner.tool, namespace=owner.namespace, name=owner.name):
+            # Suspended before the drill (so left suspended): nothing reconciles by itself.
+            return StepResult(
+                summary=f"{owner.label} does not sync automatically: no reconcile to watch",
+                skipped=True,
+            )
         with cloned(self.source.repository, self.source.branch, token=_token(self.source)) as git:
             head = git.head()
         asked = ctx.memory.get(RECONCILE)

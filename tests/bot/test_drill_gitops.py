@@ -10,6 +10,7 @@ nothing is left: no branch, no open pull request, no owner changed.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -237,3 +238,63 @@ def test_a_drill_whose_pull_request_a_person_closed_fails_and_still_leaves_nothi
     # Resumed, Argo CD puts back what Git names: the version that ran before the drill.
     wait_for(lambda: world.image() == IMAGES[2], what="Argo CD to put Git's version back")
     assert held_owners(run) == []
+
+
+def test_a_drill_with_a_gitlab_merge_request_closes_it_unmerged(
+    kube: KubeCluster,
+    store: Store,
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = git_drill(
+        kube,
+        forges,
+        tmp_path,
+        monkeypatch,
+        tool="argocd",
+        provider="gitlab",
+        api_url=f"{forges.url}/api/v4",
+    )
+
+    run, watch = run_drill(world, store)
+
+    assert run.state == "succeeded", run.outcome
+    assert watch.at_hold["pulls"] == [(1, "open", False)] and watch.at_hold["syncs"] is False
+    (withdrawn,) = [s for s in store.steps(run.id) if s.name == "git.withdraw"]
+    assert withdrawn.summary.startswith(
+        f"closed https://gitlab.com/{PROJECT}/-/merge_requests/1 unmerged"
+    )
+    assert world.left_behind() == [] and world.pulls() == [(1, "closed", False)]
+    assert world.image() == IMAGES[2] and world.syncs()
+
+
+def test_a_flux_kustomization_suspended_before_the_drill_stays_suspended(
+    kube: KubeCluster,
+    store: Store,
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = git_drill(
+        kube,
+        forges,
+        tmp_path,
+        monkeypatch,
+        tool="flux-kustomization",
+        change="commit",
+        provider=None,
+    )
+    owner = copy.deepcopy(kube.fake.store.get(*world.owners[-1]))
+    owner["spec"]["suspend"] = True
+    kube.fake.store.update("kustomizations", owner, check_version=False)
+    world.before = {key: world.spec(key) for key in world.owners}
+
+    run, _ = run_drill(world, store)
+
+    assert run.state == "succeeded", run.outcome
+    steps = {s.name: s for s in store.steps(run.id)}
+    assert steps["kubernetes.suspend_sync"].state == "skipped"
+    assert steps["kubernetes.confirm_reconcile"].state == "skipped"
+    assert world.left_behind() == [] and not world.syncs()  # suspended, as it was
+    assert world.image() == IMAGES[2]

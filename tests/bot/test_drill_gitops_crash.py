@@ -2,10 +2,10 @@
 runner, and still leaves nothing behind: no branch, no open pull request, no suspended
 sync, no parent held, the workload at the version it ran before the drill.
 
-The world of tests/fakes/git_drill.py: Argo CD under an ApplicationSet following a real
-branch, the GitHub stand-in, the Kubernetes stand-in; each step killed where its work is
-done but not recorded (`returned`), the hardest point to resume from, and where it has
-started but done nothing (`started`).
+The world of tests/fakes/git_drill.py: Argo CD under an ApplicationSet (or a Flux
+Kustomization) following a real branch, the GitHub stand-in, the Kubernetes stand-in; each
+step killed where its work is done but not recorded (`returned`), the hardest point to
+resume from, and (Argo CD) where it has started but done nothing (`started`).
 """
 
 from __future__ import annotations
@@ -26,22 +26,29 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.fakes.kube", "tests.fakes.git_hold", "tests.fakes.crash"]
 
-STEPS = 13
-"""The drill's steps: marker, two suspends, undo, status, proposal, hold check, withdrawal,
-undo, status, two resumes, reconcile (tests/bot/test_drill_gitops.py lists them)."""
-KILLS = [(kind, position) for position in range(STEPS) for kind in ("returned", "started")]
+STEPS = {"applicationset": 13, "flux-kustomization": 11}
+"""The drill's steps: marker, the suspends (Argo CD: the ApplicationSet's and the
+application's), undo, status, proposal, hold check, withdrawal, undo, status, the resumes,
+reconcile (tests/bot/test_drill_gitops.py lists them)."""
+KILLS = [
+    ("applicationset", kind, position)
+    for position in range(STEPS["applicationset"])
+    for kind in ("returned", "started")
+] + [("flux-kustomization", "returned", p) for p in range(STEPS["flux-kustomization"])]
 
 
-@pytest.mark.parametrize("kill", KILLS, ids=lambda kill: f"{kill[0]}-{kill[1]}")
+@pytest.mark.parametrize(("tool", "kind", "position"), KILLS, ids=lambda v: str(v))
 def test_a_gitops_drill_killed_at_any_step_resumes_and_leaves_nothing_behind(
-    kill: tuple[str, int],
+    tool: str,
+    kind: str,
+    position: int,
     kube: KubeCluster,
     forges: Forges,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     crash_children: CrashChildren,
 ) -> None:
-    world = git_drill(kube, forges, tmp_path, monkeypatch, tool="applicationset")
+    world = git_drill(kube, forges, tmp_path, monkeypatch, tool=tool)
     main = world.deploy.head("main")
     case = CrashCase(config=world.raw, environment="staging", drill=True)
 
@@ -49,10 +56,10 @@ def test_a_gitops_drill_killed_at_any_step_resumes_and_leaves_nothing_behind(
         url=f"sqlite:///{tmp_path / 'bot.db'}",
         case=case,
         case_file=tmp_path / "case.json",
-        kill=kill,
+        kill=(kind, position),
     )
 
-    assert len(final.plan) == STEPS, [s["name"] for s in final.plan]
+    assert len(final.plan) == STEPS[tool], [s["name"] for s in final.plan]
     assert final.state == "succeeded", final.outcome
     assert world.left_behind() == []
     assert world.deploy.head("main") == main
