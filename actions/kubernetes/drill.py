@@ -94,12 +94,13 @@ class DrillHold(Step):
 
     def describe(self) -> str:
         """Say what is checked."""
-        owners = ", ".join(_owner(spec).label for spec in self.held) or "no owner"
+        owners = ", ".join(_owner(spec).label for spec in self.held)
         review = "its review is open, " if self.source.change == "pull-request" else ""
+        held = f"{owners} still suspended, " if owners else ""
         return (
             f"Check the drill's Git change: the drill's branch names what {self.workload} runs, "
-            f"{review}{self.source.branch} does not; and the hold holds: {owners} still "
-            f"suspended, {self.workload} still on the restored template"
+            f"{review}{self.source.branch} does not; and the hold holds: {held}"
+            f"{self.workload} still on the restored template"
         )
 
     def label(self) -> str:

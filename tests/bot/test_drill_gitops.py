@@ -165,6 +165,10 @@ def test_an_argo_cd_drill_under_an_applicationset_runs_the_loop_and_leaves_nothi
         ("git.withdraw", "forward"),
     ]
     assert all(s["seconds"] is not None for s in drill.steps)
+    assert [s["label"] for s in drill.steps][6:8] == [
+        "Check the drill's Git change and the hold on deployment/voxflow-api",
+        "Withdraw the drill's Git change for deployment/voxflow-api",
+    ]
 
 
 def test_a_flux_drill_commits_on_its_own_branch_never_on_main_and_leaves_nothing_behind(
@@ -298,3 +302,22 @@ def test_a_flux_kustomization_suspended_before_the_drill_stays_suspended(
     assert steps["kubernetes.confirm_reconcile"].state == "skipped"
     assert world.left_behind() == [] and not world.syncs()  # suspended, as it was
     assert world.image() == IMAGES[2]
+
+
+def test_a_gitops_drill_without_a_git_source_resumes_the_sync_it_suspended(
+    kube: KubeCluster,
+    store: Store,
+    forges: Forges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = git_drill(kube, forges, tmp_path, monkeypatch, tool="argocd")
+    del world.raw["environments"]["staging"]["targets"]["app"]["git"]
+
+    run, _ = run_drill(world, store)
+
+    assert run.state == "succeeded", run.outcome
+    assert [s["name"] for s in run.plan][-1] == "kubernetes.resume_sync"
+    assert not any(s["name"].startswith("git.") for s in run.plan)
+    assert world.left_behind() == [] and world.syncs() and world.pulls() == []
+    assert world.image() == IMAGES[2] and held_owners(run) == []
