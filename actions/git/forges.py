@@ -8,6 +8,8 @@ GitHub (github/rest-api-description, descriptions/api.github.com/api.github.com.
   pulls/list) and takes that one;
 - `GET /repos/{owner}/{repo}/pulls/{pull_number}` (pulls/get): `state` open|closed,
   `merged`, `merge_commit_sha`, `mergeable` (null while GitHub computes it);
+- `PATCH /repos/{owner}/{repo}/pulls/{pull_number}` (pulls/update) with `state: closed`
+  closes it unmerged (a drill's pull request, withdrawn by its roll-forward);
 - `GET /repos/{owner}/{repo}` (repos/get): `permissions` {pull, push, …} for the caller
   when the token is a user's; absent for an installation token, and then unknown;
 - `Authorization: Bearer <token>`, `Accept: application/vnd.github+json`,
@@ -20,6 +22,7 @@ GitLab (doc/api/merge_requests.md, doc/api/projects.md):
   `GET /projects/:id/merge_requests?source_branch=…&state=opened`;
 - `GET /projects/:id/merge_requests/:iid`: `state` opened|closed|merged|locked,
   `merge_commit_sha`, `has_conflicts`, `detailed_merge_status` (`conflict` among others);
+- `PUT /projects/:id/merge_requests/:iid` with `state_event: close` closes it unmerged;
 - `PRIVATE-TOKEN: <token>`; `:id` is the URL-encoded `namespace/project`.
 """
 
@@ -65,6 +68,10 @@ class Forge(Protocol):
     def open(self, *, branch: str, base: str, title: str, body: str) -> Review: ...
 
     def get(self, number: int) -> Review: ...
+
+    def find_open(self, *, branch: str, base: str) -> Review | None: ...
+
+    def close(self, number: int) -> Review: ...
 
     def may_push(self) -> bool | None: ...
 
@@ -126,15 +133,28 @@ class GitHub:
             path, json={"title": title, "head": branch, "base": base, "body": body}
         )
         if response.status_code == 422 and "already exists" in response.text:
-            listed = _answer(
-                self.client.get(
-                    path, params={"head": f"{self.owner}:{branch}", "base": base, "state": "open"}
-                ),
-                "listing pull requests",
-            )
-            if listed:
-                return self._review(listed[0])
+            found = self.find_open(branch=branch, base=base)
+            if found is not None:
+                return found
         return self._review(_answer(response, "opening the pull request"))
+
+    def find_open(self, *, branch: str, base: str) -> Review | None:
+        """The pull request open for `branch` into `base`, if any."""
+        path = f"/repos/{self.owner}/{self.repo}/pulls"
+        listed = _answer(
+            self.client.get(
+                path, params={"head": f"{self.owner}:{branch}", "base": base, "state": "open"}
+            ),
+            "listing pull requests",
+        )
+        return self._review(listed[0]) if listed else None
+
+    def close(self, number: int) -> Review:
+        """Close the pull request without merging it."""
+        path = f"/repos/{self.owner}/{self.repo}/pulls/{number}"
+        return self._review(
+            _answer(self.client.patch(path, json={"state": "closed"}), "closing the pull request")
+        )
 
     def get(self, number: int) -> Review:
         """The pull request as it stands now."""
@@ -189,13 +209,31 @@ class GitLab:
             },
         )
         if response.status_code == 409:
-            listed = _answer(
-                self.client.get(path, params={"source_branch": branch, "state": "opened"}),
-                "listing merge requests",
-            )
-            if listed:
-                return self._review(listed[0])
+            found = self.find_open(branch=branch, base=base)
+            if found is not None:
+                return found
         return self._review(_answer(response, "opening the merge request"))
+
+    def find_open(self, *, branch: str, base: str) -> Review | None:
+        """The merge request open from `branch` (into `base`), if any."""
+        listed = _answer(
+            self.client.get(
+                f"/projects/{self.project}/merge_requests",
+                params={"source_branch": branch, "state": "opened"},
+            ),
+            "listing merge requests",
+        )
+        into = [r for r in listed if r.get("target_branch") in (None, base)]
+        return self._review(into[0]) if into else None
+
+    def close(self, number: int) -> Review:
+        """Close the merge request without merging it."""
+        path = f"/projects/{self.project}/merge_requests/{number}"
+        return self._review(
+            _answer(
+                self.client.put(path, json={"state_event": "close"}), "closing the merge request"
+            )
+        )
 
     def get(self, number: int) -> Review:
         """The merge request as it stands now."""

@@ -63,8 +63,15 @@ def forge_for(source: GitSource, token: str) -> Forge:
     return kind(api_url=source.api, repository=source.project_path, token=token)
 
 
-def branch_for(source: GitSource, incident: str) -> str:
-    """Where the change is pushed: the incident's own branch, or the base itself."""
+DRILL_BRANCH = "drill/"
+"""The prefix of a drill's branch: a drill never pushes to the base (`actions.git.drill`)."""
+
+
+def branch_for(source: GitSource, incident: str, *, drill: bool = False) -> str:
+    """Where the change is pushed: the incident's own branch, or the base itself; a drill's
+    always its own branch, whatever `change` says."""
+    if drill:
+        return f"{DRILL_BRANCH}{incident.lower()}"
     return source.branch if source.change == "commit" else f"rollback/{incident.lower()}"
 
 
@@ -78,13 +85,17 @@ def propose(
     token: str | None = None,
     forge: Forge | None = None,
     also: Sequence[ImageRef] = (),
+    drill: bool = False,
 ) -> Proposal:
     """Make Git name `to` instead of `bad` under `source.path`, as the source says to.
 
     `also`: the workload's other images to name as they run now, in the same commit (a
-    sidecar rolled back with the app)."""
-    branch = branch_for(source, incident)
+    sidecar rolled back with the app). `drill`: on the drill's own branch, never the base;
+    the review (with `change: pull-request`) says not to merge it."""
+    branch = branch_for(source, incident, drill=drill)
     title = f"Roll back {to.repository} to {to.point()} ({incident})"
+    if drill:
+        title = f"Drill, do not merge: {title}"
     message = f"{title}\n\n{why}\n\nProduction was rolled back from {bad.point()} by {incident}."
     with cloned(source.repository, source.branch, token=token) as git:
         reverted = None
@@ -102,7 +113,7 @@ def propose(
                     f"{to.repository} with a tag or digest: say the file with `path`"
                 )
             contents = {f.path: (git.directory / f.path).read_text() for f in files}
-            if source.change == "pull-request" and branch_matches(git, branch, contents):
+            if branch != source.branch and branch_matches(git, branch, contents):
                 commit = Commit(git.remote_head(branch) or "", branch, tuple(files), reused=True)
             else:
                 commit = commit_and_push(
@@ -117,6 +128,8 @@ def propose(
                 raise PermanentError("a pull request needs a token for the provider's API")
             forge = forge_for(source, token)
         body = f"{why}\n\nOpened by rollback-bot for {incident}."
+        if drill:
+            body += " A drill: the bot closes it unmerged when the drill rolls forward."
         review = forge.open(branch=branch, base=source.branch, title=title, body=body)
     return Proposal(commit=commit, review=review, reverted=reverted)
 

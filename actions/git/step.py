@@ -13,7 +13,17 @@ from typing import Any
 
 import httpx
 
-from actions.base import ActionError, Finding, Level, Step, StepContext, StepResult, fixed, given
+from actions.base import (
+    ActionError,
+    Finding,
+    Level,
+    Step,
+    StepContext,
+    StepResult,
+    fixed,
+    given,
+    sparse,
+)
 from actions.git.edit import ImageRef
 from actions.git.forges import Forge
 from actions.git.params import GitSource
@@ -44,6 +54,8 @@ class ProposeGitChange(Step):
     workload: str
     bad_images: tuple[str, ...]
     good_images: tuple[str, ...]
+    drill: bool = sparse(default=False)
+    """A drill's proposal: on its own branch `drill/<incident>`, withdrawn by the roll-forward."""
 
     def describe(self) -> str:
         """Say which repository, file and images change, and how it reaches Git."""
@@ -54,6 +66,13 @@ class ProposeGitChange(Step):
             if self.source.change == "pull-request"
             else f"a commit on {self.source.branch}"
         )
+        if self.drill:
+            how = (
+                f"a pull request from drill/<incident> into {self.source.branch} "
+                f"({self.source.provider}) that is never merged"
+                if self.source.change == "pull-request"
+                else f"a commit on the branch drill/<incident>, never on {self.source.branch}"
+            )
         way = (
             "revert the commit that introduced it, else edit"
             if self.source.how == "revert"
@@ -85,6 +104,7 @@ class ProposeGitChange(Step):
             f"by {ctx.incident_id}; Git must name what production runs before sync resumes.",
             token=token,
             forge=self.forge,
+            drill=self.drill,
         )
         data: dict[str, Any] = {"already": proposal.already}
         if proposal.review is not None:

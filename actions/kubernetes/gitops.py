@@ -339,6 +339,17 @@ def resume_sync(
     return f"{RESOURCES[tool][2]} {name} in {namespace}: automatic sync resumed"
 
 
+def holds(
+    api: ApiClient, tool: Tool, *, namespace: str, name: str, children: tuple[str, ...] = ()
+) -> bool:
+    """Whether the owner is held now: its automatic sync off (an ApplicationSet: a rule
+    keeps each child's automated sync as it is)."""
+    if tool == "argocd-applicationset":
+        obj = _read(api, tool, namespace, name)
+        return all(_covered(obj, child) for child in children)
+    return not _automatic(tool, _read(api, tool, namespace, name))
+
+
 # --- one reconcile, watched after the hold is released ---------------------------------------
 #
 # Argo CD: the annotation `argocd.argoproj.io/refresh` asks the application controller for a

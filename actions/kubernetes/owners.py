@@ -87,8 +87,12 @@ def owner_note(owner: Owner, *, revert: str) -> str:
     )
 
 
+GITOPS_MEMORY = "kubernetes/gitops/"
+"""The prefix of the memory keys a suspension records what it replaced under."""
+
+
 def _memory_key(tool: str, namespace: str, name: str) -> str:
-    return f"kubernetes/gitops/{tool}/{namespace}/{name}/before"
+    return f"{GITOPS_MEMORY}{tool}/{namespace}/{name}/before"
 
 
 def suspended_here(memory: Mapping[str, Any], tool: str, *, namespace: str, name: str) -> bool:

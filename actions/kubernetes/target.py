@@ -50,6 +50,7 @@ from actions.base import (
     rebuild_step,
 )
 from actions.clock import ago
+from actions.git.drill import WithdrawProposal
 from actions.git.step import ProposeGitChange, access_findings, image_pairs
 from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
@@ -59,6 +60,7 @@ from actions.kubernetes.client import (
     object_meta,
     read_deployment,
 )
+from actions.kubernetes.drill import ConfirmReconcile, DrillHold, ResumeSync
 from actions.kubernetes.forced import ForcedRollback, needs_forcing
 from actions.kubernetes.images import image_findings, pull_secret_names
 from actions.kubernetes.owners import Owner, is_parent, owner_note, parent_note
@@ -115,6 +117,10 @@ STEPS = (
     StopWorkers,
     StartWorkers,
     ProposeGitChange,
+    DrillHold,
+    WithdrawProposal,
+    ResumeSync,
+    ConfirmReconcile,
 )
 """The steps a Kubernetes plan holds, as `restore` finds them by name."""
 

@@ -17,7 +17,18 @@ roll-forward of one target are the same kind of step on the same container, dire
 routes, and each step keeps its progress in memory under a key of that thing. Sharing
 memory, the roll-forward would find the rollback's record ("done") and skip. Only the
 keys a forward step must read from the rollback (`SHARED`: the pre-rollback backup's
-name) are read through.
+name) are read through, and the GitOps suspension records (`SHARED_PREFIXES`) are read and
+written through: the roll-forward's resume releases what the rollback's suspend recorded,
+so the run no longer counts that owner as held (no hold, no Resume sync offered after it).
+
+A Kubernetes target whose workload Argo CD or Flux deploys, with a `git:` source, drills
+the whole GitOps loop (`gitops_parts`, the steps in `actions.kubernetes.drill`): its
+proposal is made on the drill's own branch (a real review into the base with
+`change: pull-request`, never merged; a commit on that branch, never on the base, with
+`change: commit`: `actions.git.drill` says why) and checked with the hold; the
+roll-forward withdraws it first, rolls the workload forward, resumes each held owner
+exactly as recorded (parents first) and confirms one reconcile leaves the workload as it
+was. Withdrawal and resumption are `always` steps, so a failed drill leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -29,11 +40,14 @@ from typing import Any
 from actions.base import Action, PlanningError, Restorable, StepContext, StepResult, label_of
 from actions.base import spec_of as spec_of_action
 from actions.configfiles import PRE_BACKUP_KEY
+from actions.kubernetes.owners import GITOPS_MEMORY
 from bot.domain.plans import PlannedStep, RestoredStep, with_timeout
 
 PREFIX = "drill.forward:"
 SHARED = (PRE_BACKUP_KEY,)
 """Memory keys a roll-forward step reads from the rollback's steps."""
+SHARED_PREFIXES = (GITOPS_MEMORY,)
+"""Memory keys a roll-forward step reads and writes as the rollback's (what sync was)."""
 
 
 class ForwardMemory(MutableMapping[str, Any]):
@@ -44,6 +58,8 @@ class ForwardMemory(MutableMapping[str, Any]):
         self.inner = inner
 
     def __getitem__(self, key: str) -> Any:
+        if key.startswith(SHARED_PREFIXES):
+            return self.inner[key]
         if PREFIX + key in self.inner:
             return self.inner[PREFIX + key]
         if key in SHARED:
@@ -51,10 +67,10 @@ class ForwardMemory(MutableMapping[str, Any]):
         raise KeyError(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.inner[PREFIX + key] = value
+        self.inner[key if key.startswith(SHARED_PREFIXES) else PREFIX + key] = value
 
     def __delitem__(self, key: str) -> None:
-        del self.inner[PREFIX + key]
+        del self.inner[key if key.startswith(SHARED_PREFIXES) else PREFIX + key]
 
     def __iter__(self) -> Iterator[str]:
         return (k.removeprefix(PREFIX) for k in list(self.inner) if k.startswith(PREFIX))
@@ -149,3 +165,69 @@ def reversed_steps(
         member.restore(s.action.name, spec_of_action(s.action)) for s in own if s.phase == "verify"
     ]
     return actions
+
+
+SUSPEND = "kubernetes.suspend_sync"
+PROPOSE = "git.propose"
+RESUME = "kubernetes.resume_sync"
+UNDOS = ("kubernetes.rollout_undo", "kubernetes.workload_undo")
+APPLICATIONSET = "argocd-applicationset"
+
+
+@dataclass(frozen=True)
+class GitOpsParts:
+    """The GitOps parts of a Kubernetes target's drill."""
+
+    proposal: list[Action]
+    """In place of the rollback's proposal: the drill's, then the check of it and the hold."""
+    before: list[Action]
+    """First in the roll-forward (always): the proposal withdrawn."""
+    resume: list[Action]
+    """After the roll-forward (always): each held owner resumed, parents first."""
+    confirm: list[Action]
+    """Last: one reconcile by the owner that deploys the workload, confirmed."""
+
+
+def _step(action: Action) -> dict[str, Any]:
+    return {"name": action.name, "spec": spec_of_action(action)}
+
+
+def gitops_parts(
+    member: Restorable, target: str, rollback: tuple[PlannedStep, ...], forward: list[Action]
+) -> GitOpsParts:
+    """Plan the drill's GitOps parts from the rollback's suspend and propose steps and the
+    roll-forward's undo (none: nothing is held and nothing proposed)."""
+    own = [s.action for s in rollback if s.source == target]
+    held = [spec_of_action(a) for a in own if a.name == SUSPEND]
+    back = next((a for a in own if a.name in UNDOS), None)
+    ahead = next((a for a in forward if a.name in UNDOS), None)
+    propose = next((spec_of_action(a) for a in own if a.name == PROPOSE), None)
+    proposal: list[Action] = []
+    before: list[Action] = []
+    confirm: list[Action] = []
+    if propose is not None and back is not None:
+        source, workload = propose["source"], propose["workload"]
+        proposal = [
+            member.restore(PROPOSE, {**propose, "drill": True}),
+            member.restore(
+                "kubernetes.drill_hold",
+                {
+                    "source": source,
+                    "workload": workload,
+                    "images": propose["good_images"],
+                    "held": held,
+                    "undo": _step(back),
+                },
+            ),
+        ]
+        before = [member.restore("git.withdraw", {"source": source, "workload": workload})]
+        deploying = [spec for spec in held if spec["tool"] != APPLICATIONSET][-1:]
+        if deploying and ahead is not None:
+            confirm = [
+                member.restore(
+                    "kubernetes.confirm_reconcile",
+                    {"source": source, "owner": deploying[0], "undo": _step(ahead)},
+                )
+            ]
+    resume = [member.restore(RESUME, {"suspend": spec}) for spec in held]
+    return GitOpsParts(proposal, before, resume, confirm)

@@ -8,6 +8,11 @@ kubernetes pkg/controller/deployment/sync.go getNewReplicaSet), so the forward u
 is the target's own undo to the original revision, *from* that next number. The
 run is a drill when its `kind` says so (set when it is requested).
 
+A Kubernetes target whose workload Argo CD or Flux deploys drills the GitOps loop too: its
+proposal goes to the drill's own branch and is checked with the hold, and the roll-forward
+withdraws it, resumes the sync as recorded and confirms one reconcile
+(`drill_forward.gitops_parts`).
+
 A database cannot be rolled forward after a restore, and needs not be: its drill is a
 restore drill (`actions.database.drills`), the newest backup (and the archive's end, where
 WAL is archived) restored into scratch databases, verified there and dropped by `always`
@@ -46,7 +51,13 @@ from bot.config import Environment, FullParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders
-from bot.execution.drill_forward import Forwarded, reversed_steps
+from bot.execution.drill_forward import (
+    PROPOSE,
+    Forwarded,
+    GitOpsParts,
+    gitops_parts,
+    reversed_steps,
+)
 from bot.execution.planner import Planner, configured
 from bot.persistence.models import Run
 
@@ -237,12 +248,28 @@ def _forward(
     assert current is not None  # drill_points refuses a Kubernetes target without one
     part = member.plan(current.ref, force=True)
     actions = []
-    for action in [*part.rollback, *part.verify]:
+    # The Git change is the rollback's to propose (and the drill's to withdraw), not the
+    # roll-forward's: Git already names the version rolled forward to.
+    for action in [a for a in [*part.rollback, *part.verify] if a.name != PROPOSE]:
         spec = spec_of(action)
         if "from_revision" in spec and after is not None:
             action = member.restore(action.name, {**spec, "from_revision": after})
         actions.append(action)
     return actions
+
+
+def _gitops(
+    planner: Planner,
+    env: Environment,
+    target: str,
+    rollback: tuple[PlannedStep, ...],
+    forward: list[Action],
+) -> GitOpsParts:
+    """A Kubernetes target's GitOps parts (`drill_forward.gitops_parts`); others have none."""
+    member = planner.target(env.targets[target])
+    if not isinstance(env.targets[target], KubernetesParams) or not isinstance(member, Restorable):
+        return GitOpsParts([], [], [], [])
+    return gitops_parts(member, target, rollback, forward)
 
 
 def build_drill(
@@ -287,13 +314,19 @@ def build_drill(
             back_to=back.ref,
         )
         phased.append(("drill", marker, False, target))
-    phased += [
-        (s.phase, s.action, s.always, s.source)
-        for s in rollback.steps
-        if s.phase not in SKIPPED_PHASES
-    ]
     forward = _forward(planner, env, target, current, _next_number(points), rollback.steps)
+    parts = _gitops(planner, env, target, rollback.steps, forward)
+    for s in rollback.steps:
+        if s.phase in SKIPPED_PHASES:
+            continue
+        if s.action.name == PROPOSE and s.source == target and parts.proposal:
+            phased += [(s.phase, action, False, s.source) for action in parts.proposal]
+        else:
+            phased.append((s.phase, s.action, s.always, s.source))
+    phased += [(FORWARD, Forwarded(action), True, target) for action in parts.before]
     phased += [(FORWARD, Forwarded(action), False, target) for action in forward]
+    phased += [(FORWARD, Forwarded(action), True, target) for action in parts.resume]
+    phased += [(FORWARD, Forwarded(action), False, target) for action in parts.confirm]
     health = [s for s in rollback.steps if s.phase == "health"]
     phased += [(FORWARD, Forwarded(s.action), False, None) for s in health]
     ahead = current.ref if current is not None else "the configuration live before"

@@ -87,6 +87,8 @@ def hold_rows(run: Run) -> list[tuple[int, str, dict[str, Any]]]:
     rows = []
     for step in run.plan:
         source = str(step.get("source") or "")
+        if (step.get("spec") or {}).get("drill"):
+            continue  # a drill's proposal: its own roll-forward withdraws it and resumes sync
         if step.get("name") == PROPOSE and source in held_sources and source in undo:
             spec = {"propose": dict(step.get("spec") or {}), "undo": undo[source]}
             rows.append((int(step["position"]), source, spec | {"phase": "holding"}))

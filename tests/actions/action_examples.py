@@ -21,9 +21,11 @@ from actions.configfiles.target import ConfigFilesTarget
 from actions.docker.params import DockerParams
 from actions.docker.swap import SwapContainer
 from actions.docker.target import DockerTarget
+from actions.git.drill import WithdrawProposal
 from actions.git.params import GitSource
 from actions.git.step import ProposeGitChange
 from actions.http.params import CustomerEmail, Maintenance, StatusPage, Webhook
+from actions.kubernetes.drill import ConfirmReconcile, DrillHold, ResumeSync
 from actions.kubernetes.forced import ForcedRollback
 from actions.kubernetes.gitops import SuspendSync
 from actions.kubernetes.params import KubernetesParams
@@ -57,6 +59,19 @@ FIXTURE = Path(__file__).parent.parent / "fixtures" / "action_specs.json"
 BLUE = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/blue/1"
 GREEN = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/green/2"
 LISTENER = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/web/3/4"
+HELD = {
+    "tool": "argocd",
+    "namespace": "argocd",
+    "owner": "shop-api",
+    "revert": "set deployment/api back to org/api:v1",
+}
+UNDO = {
+    "namespace": "shop",
+    "deployment": "api",
+    "to_revision": 2,
+    "from_revision": 3,
+    "images": ["org/api:v1"],
+}
 
 
 def _route(weight_blue: int) -> Route:
@@ -215,6 +230,52 @@ def examples(root: Path) -> list[tuple[str, Any, Action]]:
                 bad_images=("org/api:v2",),
                 good_images=("org/api:v1",),
                 timeout=180.0,
+            ),
+        ),
+        (
+            "git.propose (drill)",
+            kube,
+            ProposeGitChange(
+                source=git,
+                workload="deployment/api",
+                bad_images=("org/api:v2",),
+                good_images=("org/api:v1",),
+                drill=True,
+                timeout=180.0,
+            ),
+        ),
+        (
+            "git.withdraw",
+            kube,
+            WithdrawProposal(source=git, workload="deployment/api", timeout=120.0),
+        ),
+        (
+            "kubernetes.drill_hold",
+            kube,
+            DrillHold(
+                api=api,
+                source=git,
+                workload="deployment/api",
+                images=("org/api:v1",),
+                held=(HELD,),
+                undo={"name": "kubernetes.rollout_undo", "spec": UNDO},
+                timeout=120.0,
+            ),
+        ),
+        (
+            "kubernetes.resume_sync",
+            kube,
+            ResumeSync(api=api, suspend=HELD, timeout=60.0),
+        ),
+        (
+            "kubernetes.confirm_reconcile",
+            kube,
+            ConfirmReconcile(
+                api=api,
+                source=git,
+                owner=HELD,
+                undo={"name": "kubernetes.rollout_undo", "spec": UNDO},
+                timeout=300.0,
             ),
         ),
         (

@@ -45,7 +45,8 @@ from actions.base import Action, StepContext, StepResult
 from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import StoredStep
-from bot.domain.states import StepState
+from bot.domain.states import RunKind, StepState
+from bot.execution.drill_plans import build_drill
 from bot.execution.leases import Hold
 from bot.execution.planner import Planner, TargetFactory, target_factory
 from bot.execution.runner import NullProgress, Runner
@@ -68,6 +69,8 @@ class CrashCase:
     environment: str = "prod"
     target: str = "app"
     point: str | None = None
+    drill: bool = False
+    """A drill of the target (its plan from `build_drill`) rather than a rollback."""
 
     def parsed(self) -> RollbackConfig:
         return parse_config(self.config, path=Path("crash.yml"))
@@ -98,6 +101,18 @@ def approved_run(store: Store, case: CrashCase) -> Run:
     config = case.parsed()
     workflow = Workflow(store=store, config=config)
     env = config.environment(case.environment)
+    if case.drill:
+        plan = build_drill(case.planner(), env_name=case.environment, env=env, target=case.target)
+        _, run = workflow.request(
+            plan=plan,
+            requester=REQUESTER,
+            severity=Severity.LOW,
+            answers=Answers(),
+            source="drill",
+            kind=RunKind.DRILL,
+        )
+        store.set_run_fields(run.id, approvals_required=env.drill_approvals_required)
+        return workflow.approve(run.id, user=APPROVER).run
     plan = case.planner().build(
         env_name=case.environment, env=env, target=case.target, point=case.point
     )
