@@ -150,7 +150,7 @@ def guard_engine(engine: Engine, secrets: Secrets) -> None:
     """Mask secrets in every parameter of every statement the engine sends."""
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _mask(
+    def _mask(  # noqa: PLR0917 (SQLAlchemy calls its listeners positionally)
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> tuple[str, Any]:
         return statement, secrets.redact_data(parameters)

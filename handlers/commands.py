@@ -101,24 +101,9 @@ def parse(text: str) -> Command:
     if not words or words == ["help"]:
         return Help()
     head, rest = words[0].lower(), words[1:]
-    if head == "status":
-        if len(rest) > 1:
-            raise CommandError("`status` takes at most one incident id")
-        if rest and not _INCIDENT.match(rest[0]):
-            raise CommandError(f"`{rest[0]}` is not an incident id (INC-YYYYMMDD-HHMMSS)")
-        return Status(rest[0] if rest else None)
-    if head == "cancel":
-        if len(rest) != 1 or not _INCIDENT.match(rest[0]):
-            raise CommandError("`cancel` needs one incident id: `/rollback cancel INC-…`")
-        return Cancel(rest[0])
-    if head == "history":
-        if len(rest) != 2:
-            raise CommandError("`history` needs a target and an environment")
-        return History(target=rest[0].lower(), environment=rest[1].lower())
-    if head == "clear":
-        return _clear(rest)
-    if head == "help":
-        raise CommandError("`help` takes no arguments")
+    subcommand = _SUBCOMMANDS.get(head)
+    if subcommand is not None:
+        return subcommand(rest)
     if not rest:
         raise CommandError(f"`{words[0]}` needs an environment: `/rollback {words[0]} <env>`")
     target, environment, tail = head, rest[0].lower(), rest[1:]
@@ -129,7 +114,31 @@ def parse(text: str) -> Command:
     return Rollback(target=target, environment=environment, point=" ".join(tail[1:]))
 
 
-def _clear(rest: list[str]) -> Clear:
+def _parse_status(rest: list[str]) -> Status:
+    if len(rest) > 1:
+        raise CommandError("`status` takes at most one incident id")
+    if rest and not _INCIDENT.match(rest[0]):
+        raise CommandError(f"`{rest[0]}` is not an incident id (INC-YYYYMMDD-HHMMSS)")
+    return Status(rest[0] if rest else None)
+
+
+def _parse_cancel(rest: list[str]) -> Cancel:
+    if len(rest) != 1 or not _INCIDENT.match(rest[0]):
+        raise CommandError("`cancel` needs one incident id: `/rollback cancel INC-…`")
+    return Cancel(rest[0])
+
+
+def _parse_history(rest: list[str]) -> History:
+    if len(rest) != 2:
+        raise CommandError("`history` needs a target and an environment")
+    return History(target=rest[0].lower(), environment=rest[1].lower())
+
+
+def _parse_help(rest: list[str]) -> Help:
+    raise CommandError("`help` takes no arguments")
+
+
+def _parse_clear(rest: list[str]) -> Clear:
     if len(rest) < 3:
         raise CommandError(
             "`clear` needs a target, an environment, a version and why it is safe again: "
@@ -145,6 +154,16 @@ def _clear(rest: list[str]) -> Clear:
             f"{version} fixed in v1.2.6`"
         )
     return Clear(target.lower(), environment.lower(), version, reason)
+
+
+_SUBCOMMANDS: dict[str, Callable[[list[str]], Command]] = {
+    "status": _parse_status,
+    "cancel": _parse_cancel,
+    "history": _parse_history,
+    "clear": _parse_clear,
+    "help": _parse_help,
+}
+"""The words that are subcommands, not a target; each parses its own arguments."""
 
 
 def register(app: App, deps: Deps) -> None:

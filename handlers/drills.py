@@ -186,7 +186,9 @@ def register(app: App, deps: Deps) -> None:
                 text="Rollback drills",
             )
             return
-        _start(ack, deps, drills, typed, parsed, client, arrivals)
+        _start(
+            ack, deps, drills=drills, typed=typed, parsed=parsed, client=client, arrivals=arrivals
+        )
 
 
 def _refusal(deps: Deps, parsed: DrillRequest) -> str:
@@ -205,6 +207,7 @@ def _refusal(deps: Deps, parsed: DrillRequest) -> str:
 def _start(
     ack: Ack,
     deps: Deps,
+    *,
     drills: Drills,
     typed: SlashCommand,
     parsed: DrillRequest,
@@ -217,7 +220,7 @@ def _start(
     where = Where(user=typed.user, channel=typed.channel)
     act_once(
         ack,
-        partial(_open, drills, client, where, parsed, key, arrivals),
+        partial(_open, drills, client, where=where, parsed=parsed, key=key, arrivals=arrivals),
         later=deps.later,
         arrivals=arrivals,
         key=key,
@@ -235,6 +238,7 @@ def _start(
 def _open(
     drills: Drills,
     client: WebClient,
+    *,
     where: Where,
     parsed: DrillRequest,
     key: str,

@@ -222,64 +222,70 @@ class Forges:
         owner, name = found[1], f"{found[1]}/{found[2]}"
         repo = self.repos[name]
         if found[3] is None:
-            answer: dict[str, Any] = {"full_name": name, "default_branch": "main"}
-            if permissions is not None:
-                answer["permissions"] = permissions
-            return 200, answer
+            return 200, _github_repository(name, permissions)
         writes = method in ("POST", "PUT", "PATCH")
         if writes and permissions is not None and not permissions.get("push"):
             return 403, {"message": "Resource not accessible by personal access token"}
         if found[4] is None and method == "POST":
-            head, base = str(body.get("head", "")), str(body.get("base", ""))
-            head = head.split(":", 1)[-1]
-            if repo.branch(head) is None or repo.branch(base) is None:
-                field_name = "head" if repo.branch(head) is None else "base"
-                return 422, {
-                    "message": "Validation Failed",
-                    "errors": [{"resource": "PullRequest", "field": field_name, "code": "invalid"}],
-                }
-            if any(p.head == head and p.base == base and p.state == "open" for p in repo.pulls):
-                return 422, {
-                    "message": "Validation Failed",
-                    "errors": [
-                        {
-                            "resource": "PullRequest",
-                            "code": "custom",
-                            "message": f"A pull request already exists for {owner}:{head}.",
-                        }
-                    ],
-                }
-            pull = Pull(
-                len(repo.pulls) + 1, head, base, str(body.get("title")), str(body.get("body"))
-            )
-            repo.pulls.append(pull)
-            return 201, self._github_pull(name, repo, pull)
+            return self._github_create(name, owner, repo, body)
         if found[4] is None and method == "GET":
-            state = query.get("state", "open")
-            head = query.get("head", "").split(":", 1)[-1]
-            listed = [
-                self._github_pull(name, repo, p)
-                for p in repo.pulls
-                if (state == "all" or p.state == state)
-                and (not head or p.head == head)
-                and (not query.get("base") or p.base == query["base"])
-            ]
-            return 200, listed
-        known = next((p for p in repo.pulls if p.number == int(found[4])), None)
-        if known is None:
+            return 200, self._github_list(name, repo, query)
+        pull = next((p for p in repo.pulls if p.number == int(found[4])), None)
+        if pull is None:
             return 404, {"message": "Not Found"}
-        pull = known
         if found[5] and method == "PUT":
-            if pull.state != "open" or not repo.mergeable(pull):
-                return 405, {"message": "Pull Request is not mergeable"}
-            sha = repo.merge(pull)
-            if sha is None:
-                return 405, {"message": "Pull Request is not mergeable"}
-            pull.state, pull.merged, pull.merge_commit = "closed", True, sha
-            return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
+            return self._github_merge(repo, pull)
         if method == "PATCH" and body.get("state") in ("open", "closed") and not pull.merged:
             pull.state = str(body["state"])
         return 200, self._github_pull(name, repo, pull)
+
+    def _github_create(
+        self, name: str, owner: str, repo: Repository, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        head, base = str(body.get("head", "")), str(body.get("base", ""))
+        head = head.split(":", 1)[-1]
+        if repo.branch(head) is None or repo.branch(base) is None:
+            field_name = "head" if repo.branch(head) is None else "base"
+            return 422, {
+                "message": "Validation Failed",
+                "errors": [{"resource": "PullRequest", "field": field_name, "code": "invalid"}],
+            }
+        if any(p.head == head and p.base == base and p.state == "open" for p in repo.pulls):
+            return 422, {
+                "message": "Validation Failed",
+                "errors": [
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"A pull request already exists for {owner}:{head}.",
+                    }
+                ],
+            }
+        pull = Pull(len(repo.pulls) + 1, head, base, str(body.get("title")), str(body.get("body")))
+        repo.pulls.append(pull)
+        return 201, self._github_pull(name, repo, pull)
+
+    def _github_list(
+        self, name: str, repo: Repository, query: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        state = query.get("state", "open")
+        head = query.get("head", "").split(":", 1)[-1]
+        return [
+            self._github_pull(name, repo, p)
+            for p in repo.pulls
+            if (state == "all" or p.state == state)
+            and (not head or p.head == head)
+            and (not query.get("base") or p.base == query["base"])
+        ]
+
+    def _github_merge(self, repo: Repository, pull: Pull) -> tuple[int, Any]:
+        if pull.state != "open" or not repo.mergeable(pull):
+            return 405, {"message": "Pull Request is not mergeable"}
+        sha = repo.merge(pull)
+        if sha is None:
+            return 405, {"message": "Pull Request is not mergeable"}
+        pull.state, pull.merged, pull.merge_commit = "closed", True, sha
+        return 200, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
 
     def _github_pull(self, name: str, repo: Repository, pull: Pull) -> dict[str, Any]:
         return {
@@ -317,56 +323,59 @@ class Forges:
         permissions = self.tokens[token] or {}
         level = 30 if permissions.get("push") else 20
         if found[2] is None:
-            return 200, {
-                "path_with_namespace": name,
-                "permissions": {"project_access": {"access_level": level}, "group_access": None},
-            }
+            return 200, _gitlab_project(name, level)
         if method in ("POST", "PUT") and level < 30:
             return 403, {"message": "403 Forbidden"}
         if found[3] is None and method == "POST":
-            head, base = str(body.get("source_branch")), str(body.get("target_branch"))
-            open_one = next((p for p in repo.pulls if p.head == head and p.state == "open"), None)
-            if open_one is not None:
-                return 409, {
-                    "message": [
-                        "Another open merge request already exists for this source branch: "
-                        f"!{open_one.number}"
-                    ]
-                }
-            if repo.branch(head) is None or repo.branch(base) is None:
-                return 400, {"message": "Invalid source or target branch"}
-            pull = Pull(
-                len(repo.pulls) + 1,
-                head,
-                base,
-                str(body.get("title")),
-                str(body.get("description")),
-            )
-            repo.pulls.append(pull)
-            return 201, self._gitlab_request(name, repo, pull)
+            return self._gitlab_create(name, repo, body)
         if found[3] is None:
-            state = {"opened": "open", "closed": "closed", "merged": "merged"}.get(
-                query.get("state", "")
-            )
-            listed = [
-                self._gitlab_request(name, repo, p)
-                for p in repo.pulls
-                if (state is None or (p.state if not p.merged else "merged") == state)
-                and (not query.get("source_branch") or p.head == query["source_branch"])
-            ]
-            return 200, listed
-        known = next((p for p in repo.pulls if p.number == int(found[3])), None)
-        if known is None:
+            return 200, self._gitlab_list(name, repo, query)
+        pull = next((p for p in repo.pulls if p.number == int(found[3])), None)
+        if pull is None:
             return 404, {"message": "404 Not found"}
-        pull = known
         if found[4] and method == "PUT":
-            sha = repo.merge(pull) if pull.state == "open" else None
-            if sha is None:
-                return 405, {"message": "405 Method Not Allowed"}
-            pull.state, pull.merged, pull.merge_commit = "closed", True, sha
-        elif method == "PUT" and body.get("state_event") == "close" and not pull.merged:
+            return self._gitlab_merge(name, repo, pull)
+        if method == "PUT" and body.get("state_event") == "close" and not pull.merged:
             pull.state = "closed"
         return 200, self._gitlab_request(name, repo, pull)
+
+    def _gitlab_merge(self, name: str, repo: Repository, pull: Pull) -> tuple[int, Any]:
+        sha = repo.merge(pull) if pull.state == "open" else None
+        if sha is None:
+            return 405, {"message": "405 Method Not Allowed"}
+        pull.state, pull.merged, pull.merge_commit = "closed", True, sha
+        return 200, self._gitlab_request(name, repo, pull)
+
+    def _gitlab_create(self, name: str, repo: Repository, body: dict[str, Any]) -> tuple[int, Any]:
+        head, base = str(body.get("source_branch")), str(body.get("target_branch"))
+        open_one = next((p for p in repo.pulls if p.head == head and p.state == "open"), None)
+        if open_one is not None:
+            return 409, {
+                "message": [
+                    "Another open merge request already exists for this source branch: "
+                    f"!{open_one.number}"
+                ]
+            }
+        if repo.branch(head) is None or repo.branch(base) is None:
+            return 400, {"message": "Invalid source or target branch"}
+        pull = Pull(
+            len(repo.pulls) + 1, head, base, str(body.get("title")), str(body.get("description"))
+        )
+        repo.pulls.append(pull)
+        return 201, self._gitlab_request(name, repo, pull)
+
+    def _gitlab_list(
+        self, name: str, repo: Repository, query: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        state = {"opened": "open", "closed": "closed", "merged": "merged"}.get(
+            query.get("state", "")
+        )
+        return [
+            self._gitlab_request(name, repo, p)
+            for p in repo.pulls
+            if (state is None or (p.state if not p.merged else "merged") == state)
+            and (not query.get("source_branch") or p.head == query["source_branch"])
+        ]
 
     def _gitlab_request(self, name: str, repo: Repository, pull: Pull) -> dict[str, Any]:
         state = "merged" if pull.merged else ("opened" if pull.state == "open" else "closed")
@@ -388,3 +397,19 @@ class Forges:
             "merge_status": "cannot_be_merged" if conflicts else "can_be_merged",
             "detailed_merge_status": detailed,
         }
+
+
+def _github_repository(name: str, permissions: dict[str, bool] | None) -> dict[str, Any]:
+    """repos/get: the repository, with the token's permissions when it has a scope."""
+    answer: dict[str, Any] = {"full_name": name, "default_branch": "main"}
+    if permissions is not None:
+        answer["permissions"] = permissions
+    return answer
+
+
+def _gitlab_project(name: str, level: int) -> dict[str, Any]:
+    """projects/:id: the project, with the token's access level (30 developer, 20 reporter)."""
+    return {
+        "path_with_namespace": name,
+        "permissions": {"project_access": {"access_level": level}, "group_access": None},
+    }

@@ -123,15 +123,22 @@ def propose(
             commit = _push_revert(git, source=source, branch=branch)
     review = None
     if source.change == "pull-request":
-        if forge is None:
-            if token is None:
-                raise PermanentError("a pull request needs a token for the provider's API")
-            forge = forge_for(source, token)
         body = f"{why}\n\nOpened by rollback-bot for {incident}."
         if drill:
             body += " A drill: the bot closes it unmerged when the drill rolls forward."
-        review = forge.open(branch=branch, base=source.branch, title=title, body=body)
+        review = _forge(source, token, forge).open(
+            branch=branch, base=source.branch, title=title, body=body
+        )
     return Proposal(commit=commit, review=review, reverted=reverted)
+
+
+def _forge(source: GitSource, token: str | None, forge: Forge | None) -> Forge:
+    """The forge given, else the source's provider's API with the token."""
+    if forge is not None:
+        return forge
+    if token is None:
+        raise PermanentError("a pull request needs a token for the provider's API")
+    return forge_for(source, token)
 
 
 def _merged(edits: list[list[FileChange]]) -> list[FileChange]:

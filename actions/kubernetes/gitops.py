@@ -144,7 +144,13 @@ def parents(
             obj = _get(api, tool, namespace, name)
         except PermanentError:
             break  # unreadable (forbidden): the permission check names what is missing
-        parent = _parent_of(api, obj, tool, namespace, name, argocd_namespace) if obj else None
+        parent = (
+            _parent_of(
+                api, obj, tool=tool, namespace=namespace, name=name, argocd_ns=argocd_namespace
+            )
+            if obj
+            else None
+        )
         if parent is None or (parent.tool, parent.namespace, parent.name) in seen:
             break
         seen.add((parent.tool, parent.namespace, parent.name))
@@ -154,7 +160,7 @@ def parents(
 
 
 def _parent_of(
-    api: ApiClient, obj: dict[str, Any], tool: Tool, namespace: str, name: str, argocd_ns: str
+    api: ApiClient, obj: dict[str, Any], *, tool: Tool, namespace: str, name: str, argocd_ns: str
 ) -> Owner | None:
     meta = obj.get("metadata") or {}
     child = f"application/{name}" if tool == "argocd" else f"applicationset/{name}"

@@ -233,6 +233,7 @@ def _next_number(points: list[RollbackPoint]) -> int | None:
 def _forward(
     planner: Planner,
     env: Environment,
+    *,
     target: str,
     current: RollbackPoint | None,
     after: int | None,
@@ -314,7 +315,14 @@ def build_drill(
             back_to=back.ref,
         )
         phased.append(("drill", marker, False, target))
-    forward = _forward(planner, env, target, current, _next_number(points), rollback.steps)
+    forward = _forward(
+        planner,
+        env,
+        target=target,
+        current=current,
+        after=_next_number(points),
+        rollback=rollback.steps,
+    )
     parts = _gitops(planner, env, target, rollback.steps, forward)
     for s in rollback.steps:
         if s.phase in SKIPPED_PHASES:

@@ -140,7 +140,7 @@ class GitHold:
             comparing = self._compare(run, spec, target, standing, watched)
             if comparing is not None:
                 return comparing
-        return self._release(run, recheck, spec, target, standing, live)
+        return self._release(run, recheck, spec=spec, target=target, standing=standing, live=live)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -266,6 +266,7 @@ class GitHold:
         self,
         run: Run,
         recheck: Recheck,
+        *,
         spec: dict[str, Any],
         target: KubernetesTarget,
         standing: Standing,
