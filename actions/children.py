@@ -17,6 +17,11 @@ started it ends, so a bot that exits or is killed leaves no pg_restore running. 
 follows the starting *thread* (prctl(2)), which is fine here: `run_child` waits for its child
 on the thread that started it. `kill_all` kills every group still running, for a process
 about to exit.
+
+A child is never silent for long: the runner also puts the step's `emit` in a context
+variable (`speaking_to`), and `run_child` says every `SAY_SECONDS` that the child still runs,
+for how long, and what its `watch` reads (bytes written, a database's size), so the
+incident thread's progress line moves while pg_restore works.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ POLL_SECONDS = 0.1
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
+SAY_SECONDS = 10.0
+"""How often a running child's progress is said (the thread's line moves at least every 15 s)."""
+
 
 class Fence(Protocol):
     """Whether the step's runner must stop acting now (its lease may soon be another's)."""
@@ -53,6 +61,17 @@ class Fence(Protocol):
 
 
 _FENCE: ContextVar[Fence | None] = ContextVar("rollback_bot_fence", default=None)
+_SAY: ContextVar[Callable[[str], None] | None] = ContextVar("rollback_bot_say", default=None)
+
+
+@contextmanager
+def speaking_to(say: Callable[[str], None]) -> Iterator[None]:
+    """Make `say` (the step's emit) hear how children started here are getting on."""
+    token = _SAY.set(say)
+    try:
+        yield
+    finally:
+        _SAY.reset(token)
 
 
 @contextmanager
@@ -85,8 +104,12 @@ def run_child(
     env: dict[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     merge_stderr: bool = False,
+    watch: Callable[[], str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv` in its own process group and return what it said.
+
+    `watch`: what the child has done so far, in words, said with its running time every
+    `SAY_SECONDS` to the step's emit (`speaking_to`); an error reading it is said instead.
 
     The group is killed when `timeout` passes (subprocess.TimeoutExpired is raised, as
     `subprocess.run` does) or when the step's fence says the runner must stop acting (the
@@ -106,7 +129,7 @@ def run_child(
     with _live_lock:
         _live.add(proc.pid)
     try:
-        return _wait(proc, list(argv), timeout=timeout)
+        return _wait(proc, list(argv), timeout=timeout, watch=watch)
     finally:
         if proc.poll() is None:
             _kill_group(proc)
@@ -115,10 +138,16 @@ def run_child(
 
 
 def _wait(
-    proc: subprocess.Popen[str], argv: list[str], *, timeout: float
+    proc: subprocess.Popen[str],
+    argv: list[str],
+    *,
+    timeout: float,
+    watch: Callable[[], str] | None,
 ) -> subprocess.CompletedProcess[str]:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     fence = current_fence()
+    say, said = _SAY.get(), started
     while True:
         left = deadline - time.monotonic()
         try:
@@ -133,6 +162,20 @@ def _wait(
         if time.monotonic() >= deadline:
             _kill_group(proc)
             raise subprocess.TimeoutExpired(argv, timeout)
+        if say is not None and time.monotonic() - said >= SAY_SECONDS:
+            said = time.monotonic()
+            say(_still(argv[0], said - started, watch))
+
+
+def _still(program: str, seconds: float, watch: Callable[[], str] | None) -> str:
+    """`pg_restore still running after 40 s: 1.2 GB in app_recovery so far`."""
+    line = f"{os.path.basename(program)} still running after {seconds:.0f} s"
+    if watch is None:
+        return line
+    try:
+        return f"{line}: {watch()}"
+    except Exception as exc:  # a reading, never a reason to stop the child
+        return f"{line} (its progress could not be read: {type(exc).__name__})"
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

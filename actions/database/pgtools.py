@@ -16,7 +16,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from actions.base import PermanentError, PlanningError, TemporaryError
 from actions.children import run_child
-from actions.database.names import first_line
+from actions.database.names import first_line, human_size
 from actions.database.params import DatabaseConnection
 
 APP_NAME = "rollback-bot"
@@ -136,13 +136,20 @@ def run_tool(
     timeout: float,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    watch: Callable[[], str] | None = None,
 ) -> ToolRun:
     """Run a pg tool in its own process group, killing the group when `timeout` passes or
-    when the step's runner must stop acting (`actions.children`)."""
+    when the step's runner must stop acting; `watch` says how far it got (`actions.children`)."""
     command = shlex.join(argv)
     started = time.monotonic()
     try:
-        done = run_child(argv, timeout=max(timeout, 1.0), env=tool_env(conn) | (env or {}), cwd=cwd)
+        done = run_child(
+            argv,
+            timeout=max(timeout, 1.0),
+            env=tool_env(conn) | (env or {}),
+            cwd=cwd,
+            watch=watch,
+        )
     except subprocess.TimeoutExpired:
         raise PermanentError(f"{argv[0]} was stopped after {timeout:.0f}s: {command}") from None
     return ToolRun(command, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
@@ -260,7 +267,7 @@ def pg_restore(dump: Path, *, conn: DatabaseConnection, jobs: int, timeout: floa
     """
     argv = ["pg_restore", "--no-password", *conn_args(conn), "--exit-on-error"]
     argv += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
-    run = run_tool([*argv, str(dump)], conn=conn, timeout=timeout)
+    run = run_tool([*argv, str(dump)], conn=conn, timeout=timeout, watch=size_of(conn))
     if run.returncode != 0 or "errors ignored on restore" in run.stderr:
         raise PermanentError(
             f"pg_restore of {dump} into {conn.dbname} failed (exit {run.returncode}):\n{run.tail()}"
@@ -342,3 +349,24 @@ def prepared_transactions(pg: psycopg.Connection[Any], names: Sequence[str]) -> 
         f"{gid!r} on {db} by {owner}, prepared {at:%Y-%m-%d %H:%M:%S %Z}"
         for gid, db, owner, at in rows
     ]
+
+
+def size_of(conn: DatabaseConnection) -> Callable[[], str]:
+    """A watch for a restore: how large the database being filled is now."""
+
+    def reading() -> str:
+        with connect(conn, timeout=5.0) as pg:
+            row = pg.execute("SELECT pg_database_size(current_database())").fetchone()
+        return f"{human_size(int(row[0]) if row else 0)} in {conn.dbname} so far"
+
+    return reading
+
+
+def file_size(path: Path) -> Callable[[], str]:
+    """A watch for a dump being written: how large the file is now."""
+
+    def reading() -> str:
+        size = path.stat().st_size if path.exists() else 0
+        return f"{human_size(size)} written to {path.name}"
+
+    return reading

@@ -47,6 +47,7 @@ from actions.database.pgtools import (
     connect,
     database_comment,
     database_exists,
+    file_size,
     inspect_archive,
     maintenance,
     on_database,
@@ -164,6 +165,7 @@ class PreRollbackBackup:
             ],
             conn=self.conn,
             timeout=ctx.remaining(),
+            watch=file_size(partial),
         )
         if run.returncode != 0:
             partial.unlink(missing_ok=True)

@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from actions import children
 from actions.base import (
     Action,
     ActionError,
@@ -524,7 +525,10 @@ class Runner:
         while True:
             hold.check()
             try:
-                with hold.inside(f"{run.incident_id}: run {run.id}: step {action.name}"):
+                with (
+                    hold.inside(f"{run.incident_id}: run {run.id}: step {action.name}"),
+                    children.speaking_to(ctx.emit),
+                ):
                     return action.run(ctx), None
             except LeaseLost:
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from actions import children
 from actions.children import acting_under, live_children, run_child
 from tests.fakes.processes import started
 from tests.fakes.waiting import wait_for
@@ -125,3 +127,44 @@ def test_a_child_dies_with_the_bot_that_started_it(tmp_path: Path) -> None:
         if pid and alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_long_child_says_how_long_it_runs_and_what_its_watch_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    said: list[str] = []
+    with children.speaking_to(said.append):
+        done = run_child(["sleep", "1"], timeout=30, watch=lambda: "3.1 MB in app_recovery so far")
+    assert done.returncode == 0
+    assert len(said) >= 2, said
+    assert all(
+        re.fullmatch(r"sleep still running after \d+ s: 3\.1 MB in app_recovery so far", line)
+        for line in said
+    ), said
+
+
+def test_a_watch_that_fails_is_said_and_the_child_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    said: list[str] = []
+
+    def broken() -> str:
+        raise RuntimeError("the database went away")
+
+    with children.speaking_to(said.append):
+        done = run_child(["sleep", "0.6"], timeout=30, watch=broken)
+    assert done.returncode == 0
+    assert said and all(
+        line.endswith("(its progress could not be read: RuntimeError)") for line in said
+    ), said
+
+
+def test_a_child_outside_a_step_says_nothing_and_a_quick_one_never_speaks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    assert run_child(["sleep", "0.5"], timeout=30).returncode == 0  # no step: nobody to tell
+    said: list[str] = []
+    with children.speaking_to(said.append):
+        assert run_child(["true"], timeout=30).returncode == 0
+    assert said == []

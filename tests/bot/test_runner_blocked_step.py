@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actions import children
 from actions.base import StepContext, StepResult, TargetPlan
 from actions.database.pgtools import run_tool
@@ -156,3 +158,26 @@ def test_a_step_blocked_in_a_call_that_heeds_nothing_makes_the_process_exit_befo
     assert "abandoning the process (exit 255)" in critical[0]
     steps = {s.name: s.state for s in store.steps(run.id)}
     assert steps["undo"] == "running"  # the next runner finds it interrupted, as after a crash
+
+
+class SlowRestore(Restore):
+    """A restore whose pg tool runs a second, watched."""
+
+    def run(self, ctx: StepContext) -> StepResult:
+        done = run_tool(["sleep", "1"], conn=None, timeout=ctx.remaining(), watch=lambda: "1 MB")
+        return StepResult(summary=f"sleep exited {done.returncode}")
+
+
+def test_a_step_inside_a_long_child_process_tells_its_progress_line_how_it_goes(
+    store: Store, config: RollbackConfig, script: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    restore = SlowRestore()
+    planner = Planner(factory=lambda params: RestoreTarget(script, restore))
+    workflow = Workflow(store=store, config=config)
+    run = approved_run(workflow, planner)
+    runner, progress = make_runner(store, workflow, config, planner)
+    assert runner.execute(run.id)
+    said = [line for kind, line in progress.calls if kind == "step_output"]
+    lines = [line for line in said if line.startswith("sleep still running after ")]
+    assert len(lines) >= 2 and all(line.endswith(": 1 MB") for line in lines), said
