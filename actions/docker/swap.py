@@ -78,6 +78,8 @@ POLL = 0.25
 """Seconds between looks at the new container while it settles."""
 RESTART_GRACE = 5.0
 """Seconds spent catching a restarted container between runs, to read its exit code."""
+SAY_SECONDS = 10.0
+"""How often the health wait says what it still waits for (the thread's line moves)."""
 
 
 def memory_key(container: str) -> str:
@@ -394,6 +396,7 @@ class _Swap:
         settled_at = now + action.settle
         url_answer = None if action.health_url else "not configured"
         restarted_at: float | None = None
+        said = now
         while True:
             container = self._new_container(record)
             problem = state_problem(container, restarts=0)
@@ -414,6 +417,9 @@ class _Swap:
             ]
             if not waiting:
                 break
+            if time.monotonic() - said >= SAY_SECONDS:  # never silent for long
+                said = time.monotonic()
+                self._say(f"waiting for {record['name']}: " + "; ".join(waiting))
             if time.monotonic() > deadline:
                 raise PermanentError(
                     f"{record['name']} ({action.to_image}) is not healthy in time: "

@@ -15,6 +15,7 @@ import pytest
 
 from actions.base import PermanentError, PlanningError, StepContext, spec_of
 from actions.docker import HISTORY_LABEL, DockerClient, DockerTarget, memory_key
+from actions.docker import swap as docker_swap
 from tests.fakes.docker_apps import (
     APP,
     SECRET,
@@ -344,3 +345,16 @@ def test_checks_fail_for_a_crash_looping_container(dockerd: Engine) -> None:
     checks = DockerTarget(params(dockerd, name)).checks("v1")
     assert checks[1].ok is False
     assert "exit code 3" in checks[1].detail or "restarted" in checks[1].detail
+
+
+def test_the_health_wait_says_what_it_still_waits_for(
+    dockerd: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(docker_swap, "SAY_SECONDS", 0.3)
+    name, port = app(dockerd, "v2")
+    said: list[str] = []
+    step = DockerTarget(params(dockerd, name, settle=1.5)).plan("v1").rollback[0]
+    step.run(StepContext.for_test(timeout=90, memory={}, emit=said.append))
+    waits = [line for line in said if line.startswith(f"waiting for {name}: ")]
+    assert len(waits) >= 2 and all("it has not run its settle period" in w for w in waits), said
+    assert version_served(port) == "v1"
