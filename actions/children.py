@@ -18,10 +18,10 @@ follows the starting *thread* (prctl(2)), which is fine here: `run_child` waits 
 on the thread that started it. `kill_all` kills every group still running, for a process
 about to exit.
 
-A child is never silent for long: the runner also puts the step's `emit` in a context
-variable (`speaking_to`), and `run_child` says every `SAY_SECONDS` that the child still runs,
-for how long, and what its `watch` reads (bytes written, a database's size), so the
-incident thread's progress line moves while pg_restore works.
+A child is never silent for long: `run_child` says through the step's voice
+(`actions.voice`) every `SAY_SECONDS` that the child still runs, for how long, and what its
+`watch` reads (bytes written, a database's size), so the incident thread's progress line
+moves while pg_restore works.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
+from actions import voice
+
 POLL_SECONDS = 0.1
 """How often a running child's fence is looked at: the delay before a fenced child dies."""
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-SAY_SECONDS = 10.0
-"""How often a running child's progress is said (the thread's line moves at least every 15 s)."""
 
 
 class Fence(Protocol):
@@ -61,17 +60,6 @@ class Fence(Protocol):
 
 
 _FENCE: ContextVar[Fence | None] = ContextVar("rollback_bot_fence", default=None)
-_SAY: ContextVar[Callable[[str], None] | None] = ContextVar("rollback_bot_say", default=None)
-
-
-@contextmanager
-def speaking_to(say: Callable[[str], None]) -> Iterator[None]:
-    """Make `say` (the step's emit) hear how children started here are getting on."""
-    token = _SAY.set(say)
-    try:
-        yield
-    finally:
-        _SAY.reset(token)
 
 
 @contextmanager
@@ -109,7 +97,8 @@ def run_child(
     """Run `argv` in its own process group and return what it said.
 
     `watch`: what the child has done so far, in words, said with its running time every
-    `SAY_SECONDS` to the step's emit (`speaking_to`); an error reading it is said instead.
+    `voice.SAY_SECONDS` to the step's emit (`actions.voice`); an error reading it is said
+    instead.
 
     The group is killed when `timeout` passes (subprocess.TimeoutExpired is raised, as
     `subprocess.run` does) or when the step's fence says the runner must stop acting (the
@@ -147,7 +136,7 @@ def _wait(
     started = time.monotonic()
     deadline = started + timeout
     fence = current_fence()
-    say, said = _SAY.get(), started
+    cadence = voice.Cadence(started)
     while True:
         left = deadline - time.monotonic()
         try:
@@ -162,9 +151,8 @@ def _wait(
         if time.monotonic() >= deadline:
             _kill_group(proc)
             raise subprocess.TimeoutExpired(argv, timeout)
-        if say is not None and time.monotonic() - said >= SAY_SECONDS:
-            said = time.monotonic()
-            say(_still(argv[0], said - started, watch))
+        if cadence.due():
+            voice.say(_still(argv[0], time.monotonic() - started, watch))
 
 
 def _still(program: str, seconds: float, watch: Callable[[], str] | None) -> str:

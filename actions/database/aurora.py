@@ -81,6 +81,7 @@ def wait_cluster(client: RDSClient, cluster_id: str, ctx: StepContext, *, poll: 
             raise PermanentError(f"Aurora cluster {cluster_id} is {status}")
         if ctx.remaining() <= poll:
             raise TemporaryError(f"Aurora cluster {cluster_id} is still {status}", delay=poll)
+        ctx.emit(f"Aurora cluster {cluster_id} is {status}")
         time.sleep(poll)
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from actions import voice
 from actions.base import PermanentError, PlanningError, StepContext, StepResult
 from actions.database.migrations import Detected, table_identifier
 from actions.database.names import iso
@@ -478,13 +479,29 @@ class ScratchInstance:
             [pg_ctl, "-D", str(self.data), "-l", str(self.log), "-t", "60", "-w", "start"],
             timeout=120,
         )
+        cadence = voice.Cadence()
         while time.monotonic() < deadline:
             if not (self.data / "postmaster.pid").exists():
                 raise PermanentError(f"the scratch instance stopped:\n{self.log_tail()}")
             if self._promoted(user):
                 return self.stop_line()
+            if cadence.due():
+                voice.say(self._replayed(user))
             time.sleep(0.2)
         raise PermanentError(f"WAL replay did not finish in time:\n{self.log_tail()}")
+
+    def _replayed(self, user: str) -> str:
+        """How far WAL replay got: the commit time of the last transaction replayed."""
+        try:
+            with psycopg.connect(
+                host=str(self.root), port=self.port, user=user, dbname="postgres", connect_timeout=2
+            ) as pg:
+                row = pg.execute("SELECT pg_last_xact_replay_timestamp()").fetchone()
+        except psycopg.OperationalError:
+            return "replaying WAL: the scratch instance does not answer yet"
+        if row is None or row[0] is None:
+            return "replaying WAL: no transaction replayed yet"
+        return f"WAL replayed to {iso(row[0])}"
 
     def _promoted(self, user: str) -> bool:
         try:

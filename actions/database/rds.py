@@ -132,6 +132,7 @@ def wait_available(
             raise PermanentError(f"RDS instance {instance_id} is {status}")
         if ctx.remaining() <= poll:
             raise TemporaryError(f"RDS instance {instance_id} is still {status}", delay=poll)
+        ctx.emit(f"RDS instance {instance_id} is {status}")
         time.sleep(poll)
 
 
@@ -504,4 +505,5 @@ class RdsSwap:
                 raise TemporaryError(
                     f"{instance_id} is still being renamed", delay=self.rds.poll_interval
                 )
+            ctx.emit(f"{instance_id} is still being renamed")
             time.sleep(self.rds.poll_interval)

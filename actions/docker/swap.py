@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from actions import voice
 from actions.base import ActionError, PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.docker.auth import registry_auth
 from actions.docker.engine import DockerClient, EngineUnreachable, short_id
@@ -78,8 +79,6 @@ POLL = 0.25
 """Seconds between looks at the new container while it settles."""
 RESTART_GRACE = 5.0
 """Seconds spent catching a restarted container between runs, to read its exit code."""
-SAY_SECONDS = 10.0
-"""How often the health wait says what it still waits for (the thread's line moves)."""
 
 
 def memory_key(container: str) -> str:
@@ -396,7 +395,7 @@ class _Swap:
         settled_at = now + action.settle
         url_answer = None if action.health_url else "not configured"
         restarted_at: float | None = None
-        said = now
+        cadence = voice.Cadence(now)
         while True:
             container = self._new_container(record)
             problem = state_problem(container, restarts=0)
@@ -417,8 +416,7 @@ class _Swap:
             ]
             if not waiting:
                 break
-            if time.monotonic() - said >= SAY_SECONDS:  # never silent for long
-                said = time.monotonic()
+            if cadence.due():  # never silent for long
                 self._say(f"waiting for {record['name']}: " + "; ".join(waiting))
             if time.monotonic() > deadline:
                 raise PermanentError(

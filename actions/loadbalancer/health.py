@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from actions import voice
 from actions.aws import aws_errors
 from actions.base import Check
 from actions.http.health import check_health
@@ -142,5 +143,7 @@ def await_healthy(client: Any, target_group_arn: str, *, deadline: float) -> Set
         if left <= 0:
             shown = "; ".join(str(s) for s in states) or "no registered targets"
             return Settled(False, f"{group} targets not healthy: {shown}", polls)
+        healthy = sum(s.state == "healthy" for s in states)
+        voice.say(f"{group}: {healthy} of {len(states)} targets healthy")
         time.sleep(min(delay, left))
         delay = min(delay * 2, POLL_MAX)

@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from actions import children
+from actions import voice
 from actions.base import (
     Action,
     ActionError,
@@ -527,7 +527,7 @@ class Runner:
             try:
                 with (
                     hold.inside(f"{run.incident_id}: run {run.id}: step {action.name}"),
-                    children.speaking_to(ctx.emit),
+                    voice.speaking_to(ctx.emit),
                 ):
                     return action.run(ctx), None
             except LeaseLost:

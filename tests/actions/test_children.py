@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actions import children
+from actions import voice
 from actions.children import acting_under, live_children, run_child
 from tests.fakes.processes import started
 from tests.fakes.waiting import wait_for
@@ -132,9 +132,9 @@ def test_a_child_dies_with_the_bot_that_started_it(tmp_path: Path) -> None:
 def test_a_long_child_says_how_long_it_runs_and_what_its_watch_reads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    monkeypatch.setattr(voice, "SAY_SECONDS", 0.2)
     said: list[str] = []
-    with children.speaking_to(said.append):
+    with voice.speaking_to(said.append):
         done = run_child(["sleep", "1"], timeout=30, watch=lambda: "3.1 MB in app_recovery so far")
     assert done.returncode == 0
     assert len(said) >= 2, said
@@ -145,13 +145,13 @@ def test_a_long_child_says_how_long_it_runs_and_what_its_watch_reads(
 
 
 def test_a_watch_that_fails_is_said_and_the_child_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    monkeypatch.setattr(voice, "SAY_SECONDS", 0.2)
     said: list[str] = []
 
     def broken() -> str:
         raise RuntimeError("the database went away")
 
-    with children.speaking_to(said.append):
+    with voice.speaking_to(said.append):
         done = run_child(["sleep", "0.6"], timeout=30, watch=broken)
     assert done.returncode == 0
     assert said and all(
@@ -162,9 +162,9 @@ def test_a_watch_that_fails_is_said_and_the_child_runs_on(monkeypatch: pytest.Mo
 def test_a_child_outside_a_step_says_nothing_and_a_quick_one_never_speaks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    monkeypatch.setattr(voice, "SAY_SECONDS", 0.2)
     assert run_child(["sleep", "0.5"], timeout=30).returncode == 0  # no step: nobody to tell
     said: list[str] = []
-    with children.speaking_to(said.append):
+    with voice.speaking_to(said.append):
         assert run_child(["true"], timeout=30).returncode == 0
     assert said == []

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from actions import voice
 from actions.base import PermanentError, PlanningError, StepContext, spec_of
 from actions.docker import HISTORY_LABEL, DockerClient, DockerTarget, memory_key
-from actions.docker import swap as docker_swap
 from tests.fakes.docker_apps import (
     APP,
     SECRET,
@@ -350,7 +350,7 @@ def test_checks_fail_for_a_crash_looping_container(dockerd: Engine) -> None:
 def test_the_health_wait_says_what_it_still_waits_for(
     dockerd: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(docker_swap, "SAY_SECONDS", 0.3)
+    monkeypatch.setattr(voice, "SAY_SECONDS", 0.3)
     name, port = app(dockerd, "v2")
     said: list[str] = []
     step = DockerTarget(params(dockerd, name, settle=1.5)).plan("v1").rollback[0]

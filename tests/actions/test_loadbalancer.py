@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from actions import voice
 from actions.base import PermanentError, PlanningError, StepContext
 from actions.loadbalancer import (
     DEPLOYED_AT_TAG,
@@ -36,6 +38,7 @@ from actions.loadbalancer import (
     SwitchTraffic,
     memory_key,
 )
+from actions.loadbalancer.health import await_healthy
 from actions.params import AwsConnection
 from bot.domain.plans import default_point
 from sandbox.web import Reply, Request, WebStub
@@ -756,3 +759,13 @@ def test_the_live_colour_whose_target_health_cannot_be_read_says_so(alb: Alb, we
         f"its target health could not be read (describe target health of {group}: "
         f"AccessDenied: User is not authorized to perform: {DENIED})"
     )
+
+
+def test_the_wait_for_a_colours_health_says_how_many_targets_are_healthy(alb: Alb) -> None:
+    one_bad = health_answer(HEALTHY, HEALTHY, UNHEALTHY)
+    alb.hooks.replay(alb.blue_tg, one_bad, one_bad, health_answer(HEALTHY, HEALTHY, HEALTHY))
+    said: list[str] = []
+    with voice.speaking_to(said.append):
+        settled = await_healthy(alb.client(), alb.blue_tg, deadline=time.monotonic() + 30)
+    assert settled.ok and settled.polls == 3, settled
+    assert len(said) == 2 and all(line.endswith(": 2 of 3 targets healthy") for line in said)

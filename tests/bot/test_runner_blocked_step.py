@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from actions import children
+from actions import children, voice
 from actions.base import StepContext, StepResult, TargetPlan
 from actions.database.pgtools import run_tool
 from bot.config import RollbackConfig
@@ -171,7 +171,7 @@ class SlowRestore(Restore):
 def test_a_step_inside_a_long_child_process_tells_its_progress_line_how_it_goes(
     store: Store, config: RollbackConfig, script: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(children, "SAY_SECONDS", 0.2)
+    monkeypatch.setattr(voice, "SAY_SECONDS", 0.2)
     restore = SlowRestore()
     planner = Planner(factory=lambda params: RestoreTarget(script, restore))
     workflow = Workflow(store=store, config=config)
