@@ -20,9 +20,11 @@ answered in the modal by `handlers.payloads`' parsers.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,10 +44,10 @@ from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
 from bot.persistence.models import Run
 from handlers import text as t
 from handlers.deps import Deps
-from handlers.errors import tell
+from handlers.errors import failure_text, tell
 from handlers.flows import flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
-from handlers.lazy import BUSY, Arrivals, after_ack, tell_failure
+from handlers.lazy import BUSY, Arrivals, after_ack
 from handlers.modal_blocks import (
     LEAVE_MAINTENANCE_ON,
     CustomerNotice,
@@ -510,7 +512,7 @@ def register(app: App, deps: Deps) -> None:
             view=message_view(event.meta, "Creating incident", "Creating incident… one moment."),
         )
         work = _Submission(service, event, key, arrivals)
-        if not deps.later.submit(work, on_error=tell_failure(deps.client, Where(user=event.user))):
+        if not deps.later.submit(work, on_error=_form_failed(service, event, key, arrivals)):
             arrivals.forget(key)
             deps.later.notify(service._say, event, "Busy", BUSY)  # not on the answering thread
 
@@ -533,6 +535,27 @@ class _Submission:
             return
         self.service.submitted(self.event.view_id)
         self.arrivals.settle(self.key, self.service.submit(self.event))
+
+
+def _form_failed(
+    service: ModalService, event: ModalEvent, key: str, arrivals: Arrivals
+) -> Callable[[str], None]:
+    """On a failure after the ack: the form back in the modal, every answer kept, saying what
+    went wrong, or (when drawing the form needs what failed: the bot's database away) the
+    modal saying it, instead of "Creating incident…" for ever; the same form may be
+    submitted again once the cause is gone (`Later` calls this while handling the
+    exception, `handlers.errors.failure_text`)."""
+
+    def failed(ref: str) -> None:
+        arrivals.forget(key)
+        problem = failure_text(sys.exc_info()[1], ref).removeprefix(":warning: ")
+        try:
+            service._form_again(event, problem)
+        except Exception as exc:  # the form needs the database too: say it without the form
+            log.warning("the form could not be drawn again (%s); saying why in the modal", exc)
+            service._say(event, "Not created", problem)
+
+    return failed
 
 
 def submission_key(event: ModalEvent) -> str:
