@@ -13,7 +13,10 @@ from tests.fakes.waiting import wait_for
 
 
 def _checklist(sandbox: Sandbox) -> Any:
-    return wait_for(
+    """The checklist once posted and recorded: the bot records a message's ts right after
+    Slack answers the post, and a tick is looked up by it (as a person's tick, which
+    cannot come within those milliseconds, always is)."""
+    message = wait_for(
         lambda: next(
             (
                 m
@@ -24,6 +27,12 @@ def _checklist(sandbox: Sandbox) -> Any:
         ),
         what="the checklist",
     )
+    store = sandbox.process.deps.store
+    wait_for(
+        lambda: store.run_of_message(channel=CHANNEL, ts=message.ts),
+        what="the checklist's ts recorded",
+    )
+    return message
 
 
 def _tick_on_copy(sandbox: Sandbox, user: str, copy_of: Any, values: list[str]) -> None:

@@ -129,11 +129,9 @@ def test_a_scheduled_restore_drill_of_a_corrupt_backup_runs_by_itself_and_is_fla
     """Nobody types anything: the schedule's slot has passed, the bot starts the drill,
     approves it as the scheduler, runs it, and flags its failure in the thread."""
     schedule = {"drills": {"every": "1d", "at": "00:00", "rto": "15m"}}
-    sandbox, newest = started(voxflow_db, tmp_path, **schedule)
+    # the only backup is corrupt from the start: the scheduler may start the drill at once
+    sandbox, _ = started(voxflow_db, tmp_path, corrupt=True, **schedule)
     try:
-        damaged(newest, "truncated_60").replace(
-            newest.with_name(f"{voxflow_db}_20261208_000000.dump")
-        )
         store = sandbox.process.deps.store
         run = wait_for(
             lambda: (runs := store.runs()) and runs[0].state in ("succeeded", "failed") and runs[0],
