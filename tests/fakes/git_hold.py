@@ -17,17 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bot.config import RollbackConfig
-from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
 from bot.execution.recheck import Rechecks
-from bot.execution.runner import NullProgress, Runner
-from bot.execution.workflow import Workflow
 from bot.persistence.models import Recheck, Run
 from bot.persistence.store import Store
 from sandbox.forges import Forges
-from tests.fakes.config import ALICE, BOB, Clock
+from tests.fakes.config import Clock
 from tests.fakes.git_deploy import Deploy
-from tests.fakes.gitops import API, AUTOMATED, IMAGES, NS, image, kube_config
+from tests.fakes.gitops import API, AUTOMATED, IMAGES, NS, image, kube_config, roll_back
 from tests.fakes.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -228,26 +225,7 @@ def held_world(
     deploy = deploy_repository(tmp_path, forges)
     owner = owned_by(kube, deploy, tool)
     config = kube_config(kube, recheck_after=0, git=git_source(deploy, forges) | git)
-    planner = Planner()
-    workflow = Workflow(store=store, config=config)
-    runner = Runner(
-        store=store,
-        workflow=workflow,
-        config=config,
-        planner=planner,
-        progress=NullProgress(),
-        rechecks=Rechecks(store=store, config=config, planner=planner),
-    )
-    env = config.environment("prod")
-    plan = planner.build(env_name="prod", env=env, target="app", point=None)
-    _, run = workflow.request(
-        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
-    )
-    workflow.approve(run.id, user=BOB)
-    assert runner.execute(run.id)
-    done = store.run(run.id)
-    assert done is not None and done.state == "succeeded", done and done.outcome
-    assert image(kube) == IMAGES[1]
+    _, done = roll_back(kube, store, config)
     world = Held(kube, deploy, forges, store, config, done, owner)
     assert not world.syncs()
     return world

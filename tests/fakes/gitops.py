@@ -108,6 +108,13 @@ def rolled_back(kube: KubeCluster, store: Store) -> World:
     """voxflow-api rolled back from v3 to v2 by a real runner; Argo CD left suspended."""
     argocd(kube)
     config = kube_config(kube, recheck_after="10m")
+    planner, done = roll_back(kube, store, config)
+    return World(store=store, config=config, planner=planner, run=done)
+
+
+def roll_back(kube: KubeCluster, store: Store, config: RollbackConfig) -> tuple[Planner, Run]:
+    """Roll voxflow-api back from v3 to v2 with a real runner, requested by Alice and approved
+    by Bob; return the planner and the succeeded run."""
     planner = Planner()
     workflow = Workflow(store=store, config=config)
     runner = Runner(
@@ -128,4 +135,4 @@ def rolled_back(kube: KubeCluster, store: Store) -> World:
     done = store.run(run.id)
     assert done is not None and done.state == "succeeded", done and done.outcome
     assert image(kube) == IMAGES[1]
-    return World(store=store, config=config, planner=planner, run=done)
+    return planner, done
