@@ -43,7 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_restore import Server, bot_target, database_size, make_dump, parse_size, rows_for
+from bench_restore import (
+    Server,
+    bot_target,
+    database_arguments,
+    database_size,
+    make_dump,
+    rows_for,
+)
 from bench_restore import fill as fill_events
 
 from actions.base import StepContext
@@ -58,17 +65,7 @@ UPDATE accounts SET email = 'broken-' || id || '@example.com' WHERE id % 2 = 0;
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5432)
-    parser.add_argument("--user", default="postgres")
-    parser.add_argument("--rows", type=int, default=100_000, help="rows in the events table")
-    parser.add_argument(
-        "--size",
-        type=parse_size,
-        default=None,
-        help="make the live database about this size (e.g. 1GB, 350MB); overrides --rows",
-    )
-    parser.add_argument("--jobs", type=int, default=2, help="the bot's pg_restore --jobs")
+    database_arguments(parser, database="live database", jobs=2)
     parser.add_argument("--keep", action="store_true", help="keep the databases and the dumps")
     return parser.parse_args(argv)
 

@@ -59,9 +59,10 @@ CREATE INDEX events_created ON events (created_at);
 """
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Read the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def database_arguments(
+    parser: argparse.ArgumentParser, *, database: str, jobs: int
+) -> argparse.ArgumentParser:
+    """Add the server, the size of `database` and the bot's pg_restore jobs to `parser`."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5432)
     parser.add_argument("--user", default="postgres")
@@ -70,9 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size",
         type=parse_size,
         default=None,
-        help="make the source database about this size (e.g. 1GB, 350MB); overrides --rows",
+        help=f"make the {database} about this size (e.g. 1GB, 350MB); overrides --rows",
     )
-    parser.add_argument("--jobs", type=int, default=4, help="the bot's pg_restore --jobs")
+    parser.add_argument("--jobs", type=int, default=jobs, help="the bot's pg_restore --jobs")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    database_arguments(parser, database="source database", jobs=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the databases and the dump")
     return parser.parse_args(argv)
