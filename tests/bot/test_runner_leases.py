@@ -134,13 +134,16 @@ def test_two_runners_racing_one_run_start_each_step_once(
     planner: Planner,
     script: Path,
 ) -> None:
-    write_script(script, undo=["slow"], _slow_seconds=4)
+    # The step outlasts the lease, so only renewals keep b out. The renew deadline (two
+    # thirds of the lease) counts from the claim, before the plan is rebuilt: 4 s leave a
+    # loaded machine room for the plan and two failed renewals (3 s did not, once, in CI).
+    write_script(script, undo=["slow"], _slow_seconds=7)
     workflow = Workflow(store=store, config=config)
     run = approved_run(workflow, planner)
     renewals = flaky_renew(store, failures=2)
-    first, _ = make_runner(store, workflow, config, planner, lease_seconds=3, owner="a")
+    first, _ = make_runner(store, workflow, config, planner, lease_seconds=6, owner="a")
     second, _ = make_runner(
-        other, Workflow(store=other, config=config), config, planner, lease_seconds=3, owner="b"
+        other, Workflow(store=other, config=config), config, planner, lease_seconds=6, owner="b"
     )
     done = threading.Event()
     thread = threading.Thread(target=lambda: (first.execute(run.id), done.set()))
