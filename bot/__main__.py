@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot import logs
+from bot.serving.signals import stopped_by_signals, wait_until_stopped
 
 if TYPE_CHECKING:
     from bot.app import BotProcess
@@ -177,8 +177,13 @@ def serve_until_signalled(
     `stop`: set by another thread, it stops the bot too.
     """
     stop = threading.Event() if stop is None else stop
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with stopped_by_signals(stop):
+        return _run_until_stopped(process, http=http, socket_mode=socket_mode, stop=stop)
+
+
+def _run_until_stopped(
+    process: BotProcess, *, http: tuple[str, int] | None, socket_mode: bool, stop: threading.Event
+) -> int:
     freeze_start_up()
     try:
         process.start_runner()
@@ -191,7 +196,7 @@ def serve_until_signalled(
         if socket_mode:
             process.connect_socket_mode()
             print("connected to Slack over Socket Mode", flush=True)
-        stop.wait()
+        wait_until_stopped(stop)
         print("stopping: finishing requests in flight and the current step", flush=True)
     finally:
         process.stop()

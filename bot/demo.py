@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.config import RollbackConfig, load_config
+from bot.serving.signals import stopped_by_signals, wait_until_stopped
 from sandbox.harness import Sandbox
 from sandbox.kubernetes import FakeKubernetes
 from sandbox.slack import Call, FakeSlack
@@ -364,15 +364,6 @@ def _keep(
         flush=True,
     )
     stop = threading.Event()
-    # Our own handlers, not Python's default Ctrl-C: a process started from a background shell
-    # inherits SIGINT ignored (SIG_IGN), and the default handler is then never installed.
-    previous = {
-        signum: signal.signal(signum, lambda *_: stop.set())
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        stop.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with stopped_by_signals(stop):
+        wait_until_stopped(stop)
     print("stopping", file=out, flush=True)
