@@ -102,7 +102,7 @@ def retry_positions(
     plan: Sequence[dict[str, Any]], records: Sequence[StepView], *, maintenance_on: bool
 ) -> list[int]:
     """The steps a retry runs again: the failed one and all after it, and before it those an
-    `always` step undid on the failure path (maintenance on, workers stopped)."""
+    `always` step after it undid on the failure path (maintenance on, workers stopped)."""
     steps = steps_of(plan)
     state = {r.position: r.state for r in records}
     failed = next((s for s in steps if state.get(s.position) in BROKEN), None)
@@ -110,7 +110,9 @@ def retry_positions(
         return []
     again = {s.position for s in steps if s.position >= failed.position}
     before = [s for s in steps if s.position < failed.position and state.get(s.position) in DONE]
-    if not maintenance_on:
+    # Maintenance goes on again only where the retry also reaches the step that turns it off:
+    # a failure after that (a status page, the kept dump) is retried with the site up.
+    if not maintenance_on and any(s.name == OFF and s.position in again for s in steps):
         again |= {s.position for s in before if s.name == ON}
     restarted = {
         s.source

@@ -5,14 +5,16 @@ and for a run that did not fail (issue 15, point 5)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.application.flows import Flows
-from bot.domain.states import RunState
+from bot.domain.states import RunState, StepState
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
-from bot.persistence.store import Store
+from bot.persistence.aftermath import retry_positions
+from bot.persistence.store import StepView, Store
 from tests.fakes.config import ALICE, BOB, CAROL
 from tests.fakes.flows import RecordingThread, make_flows, request
 from tests.fakes.runners import make_runner, states
@@ -89,3 +91,52 @@ def test_only_a_failed_run_is_retried_and_not_by_its_requester(
         flows.retry_failed(run_id, user=CAROL)
     retries = [e for e in store.events(store.run(run_id).incident_id) if e.kind == "run.retry"]  # type: ignore[union-attr]
     assert [e.actor for e in retries] == [BOB]
+
+
+def _step(position: int, phase: str, name: str, *, always: bool = False) -> dict[str, Any]:
+    return {
+        "position": position,
+        "phase": phase,
+        "name": name,
+        "description": name,
+        "always": always,
+        "idempotent": True,
+        "timeout": 60.0,
+        "source": None,
+        "spec": {},
+    }
+
+
+MAINTAINED = [
+    _step(0, "maintenance", "http.maintenance_on"),
+    _step(1, "rollback", "database.swap"),
+    _step(2, "maintenance", "http.maintenance_off", always=True),
+    _step(3, "communicate", "http.status_page"),
+    _step(4, "keep", "database.pre_rollback_backup"),
+]
+
+
+def _records(*states: StepState) -> list[StepView]:
+    return [
+        StepView(i, MAINTAINED[i]["name"], state, 1, None, None, "", "", {})
+        for i, state in enumerate(states)
+    ]
+
+
+@pytest.mark.parametrize("failed", [3, 4], ids=["status page", "kept dump"])
+def test_a_retry_after_maintenance_went_off_as_planned_does_not_put_the_site_down_again(
+    failed: int,
+) -> None:
+    ok = StepState.SUCCEEDED
+    states = [ok] * failed + [StepState.FAILED]
+    again = retry_positions(MAINTAINED, _records(*states), maintenance_on=False)
+    assert again == list(range(failed, len(MAINTAINED)))
+
+
+def test_a_retry_of_the_change_puts_maintenance_on_again_when_the_failure_path_turned_it_off() -> (
+    None
+):
+    ok = StepState.SUCCEEDED
+    records = _records(ok, StepState.FAILED, ok)
+    assert retry_positions(MAINTAINED, records, maintenance_on=False) == [0, 1, 2, 3, 4]
+    assert retry_positions(MAINTAINED, records, maintenance_on=True) == [1, 2, 3, 4]
