@@ -218,6 +218,8 @@ class TargetPlan:
     rollback: the change itself
     verify: confirm the change took (rollout status, verification queries)
     resume: put back what prepare stopped (restart workers); runs even after a failure
+    keep: last, after maintenance mode is off and people are told: keep a copy of what the
+        rollback replaced (a dump of the database the swap set aside), off the downtime
     """
 
     stage: list[Action] = field(default_factory=list)
@@ -225,6 +227,7 @@ class TargetPlan:
     rollback: list[Action] = field(default_factory=list)
     verify: list[Action] = field(default_factory=list)
     resume: list[Action] = field(default_factory=list)
+    keep: list[Action] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -252,7 +255,6 @@ LABELS = {
     "docker.swap_container": "Swap the container",
     "loadbalancer.switch_traffic": "Switch traffic",
     "loadbalancer.restore_traffic": "Restore traffic",
-    "database.pre_rollback_backup": "Back up the database before the rollback",
     "database.verify": "Verify the restored database",
     "database.swap": "Swap in the restored database",
 }

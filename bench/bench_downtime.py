@@ -20,8 +20,9 @@ the same run, on the same server:
 - the bot: DatabaseTarget's plan for `backup:<dump>` (planning reads the dump back whole),
   its steps run in the planner's phase order with one StepContext as the runner would:
   `stage` (restore into `<db>_recovery`, verification there) before maintenance mode goes
-  on; then `prepare` (the pre-rollback pg_dump, read back whole), `rollback` (the swap) and
-  `verify` (the verification queries on the live database) inside the maintenance window.
+  on; then `prepare` (nothing, for a swap), `rollback` (the swap) and `verify` (the
+  verification queries on the live database) inside the maintenance window; then `keep`
+  (the pg_dump of the database the swap set aside, read back whole) with the site up again.
   The environment's own steps (maintenance on/off over HTTP, the health check) are not run:
   they are the same on both sides and take milliseconds.
 
@@ -146,6 +147,7 @@ def bot(server: Server, live: str, dump: Path) -> Timeline:
     for phase, steps in (
         ("stage", plan.stage),
         ("maintenance", [*plan.prepare, *plan.rollback, *plan.verify]),
+        ("keep", plan.keep),
     ):
         for step in steps:
             line.run(

@@ -183,8 +183,11 @@ def outcome_words(run: Run, after: Aftermath | None = None) -> str:
     return t.dated(t.esc(outcome_now(run, after)))
 
 
-PHASE_WORDS = {"stage": "before maintenance, nothing live touched"}
-"""Phases shown in words other than their name (`actions.base.TargetPlan.stage`)."""
+PHASE_WORDS = {
+    "stage": "before maintenance, nothing live touched",
+    "keep": "after maintenance, the site up",
+}
+"""Phases shown in words other than their name (`actions.base.TargetPlan`)."""
 
 
 def _plan_lines(plan: list[dict[str, Any]]) -> list[str]:

@@ -120,27 +120,59 @@ def list_backups(directory: Path, dbname: str) -> list[Backup]:
 
 @dataclass
 class PreRollbackBackup:
-    """pg_dump the current state (custom format) and check it reads back."""
+    """pg_dump the current state (custom format) and check it reads back.
+
+    `aside`: dump the database the swap set aside (`<db>_pre_rollback_<time of the swap>`)
+    instead of the live one, after maintenance mode is off. Nobody writes to it, so the dump
+    holds the state at the swap exactly, and the site is not down while it is taken; the file
+    is named for the time of the swap.
+    """
 
     conn: DatabaseConnection
     directory: Path
     timeout: float
     now: Callable[[], datetime] = utcnow
+    aside: bool = False
     name = "database.pre_rollback_backup"
     idempotent = True
 
     def describe(self) -> str:
         """Say which database is dumped where."""
         db = self.conn.dbname
+        if self.aside:
+            return (
+                f"Back up {db}_pre_rollback_<time of the swap> (the {db} the swap set aside; "
+                f"nobody writes to it) on {self.conn.host}:{self.conn.port} with pg_dump (custom "
+                f"format) to {self.directory}/pre_rollback_{db}_<time of the swap>.dump and "
+                "read it back whole with pg_restore, after maintenance mode is off"
+            )
         return (
             f"Back up {db} on {self.conn.host}:{self.conn.port} with pg_dump (custom format) to "
             f"{self.directory}/pre_rollback_{db}_<time of this step>.dump and read it back "
             "whole with pg_restore"
         )
 
+    def label(self) -> str:
+        """Words for people."""
+        if self.aside:
+            return "Back up the replaced database"
+        return "Back up the database before the rollback"
+
     def spec(self) -> dict[str, Any]:
         """Return the JSON that rebuilds this step (the directory comes from the config)."""
-        return {}
+        return {"aside": True} if self.aside else {}
+
+    def _source(self, ctx: StepContext) -> tuple[DatabaseConnection, str]:
+        """The database to dump, and the time its file is named for."""
+        live = self.conn.dbname
+        if not self.aside:
+            return self.conn, stamp(self.now())
+        aside = ctx.memory.get(SWAP_KEY.format(live))
+        if not isinstance(aside, str):
+            raise PermanentError(
+                f"no swap of {live} is on record; nothing was set aside to back up"
+            )
+        return on_database(self.conn, aside), aside.removeprefix(f"{live}_pre_rollback_")
 
     def run(self, ctx: StepContext) -> StepResult:
         """Dump to a partial file, check it, then move it into place."""
@@ -152,28 +184,30 @@ class PreRollbackBackup:
                 skipped=True,
                 data={"path": earlier},
             )
+        source, taken = self._source(ctx)
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"pre_rollback_{self.conn.dbname}_{stamp(self.now())}.dump"
+        final = self.directory / f"pre_rollback_{self.conn.dbname}_{taken}.dump"
         partial = final.with_name(f".{final.name}.partial")
         run = run_tool(
             [
                 "pg_dump",
                 "--no-password",
-                *conn_args(self.conn),
+                *conn_args(source),
                 "--format=custom",
                 f"--file={partial}",
             ],
-            conn=self.conn,
+            conn=source,
             timeout=ctx.remaining(),
             watch=file_size(partial),
         )
         if run.returncode != 0:
             partial.unlink(missing_ok=True)
-            raise PermanentError(f"pg_dump of {self.conn.dbname} failed:\n{run.tail()}")
-        return self._keep(ctx, run=run, partial=partial, final=final, key=key)
+            raise PermanentError(f"pg_dump of {source.dbname} failed:\n{run.tail()}")
+        what = f"{source.dbname} (set aside at the swap)" if self.aside else source.dbname
+        return self._keep(ctx, run=run, partial=partial, final=final, key=key, what=what)
 
     def _keep(
-        self, ctx: StepContext, *, run: ToolRun, partial: Path, final: Path, key: str
+        self, ctx: StepContext, *, run: ToolRun, partial: Path, final: Path, key: str, what: str
     ) -> StepResult:
         info = inspect_archive(partial, timeout=max(ctx.remaining(), 1.0))
         if not info.readable:
@@ -182,9 +216,9 @@ class PreRollbackBackup:
         partial.replace(final)
         ctx.memory[key] = str(final)
         size = final.stat().st_size
-        log.info("%s: pre-rollback backup of %s at %s", ctx.incident_id, self.conn.dbname, final)
+        log.info("%s: pre-rollback backup of %s at %s", ctx.incident_id, what, final)
         return StepResult(
-            summary=f"Backed up {self.conn.dbname} to {final} ({human_size(size)}, "
+            summary=f"Backed up {what} to {final} ({human_size(size)}, "
             f"{info.entries} entries, read back whole)",
             output=f"$ {run.command}\n{run.stderr}".strip(),
             data={"path": str(final), "bytes": size, "command": run.command},

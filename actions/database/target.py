@@ -3,8 +3,10 @@
 - One `DatabaseTarget` per configured database turns a rollback point ref into a `TargetPlan`.
   Everything that can refuse a rollback (missing or unreadable dump, time outside the window,
   rollback script missing) refuses in `plan()`, before approval, never halfway through a run.
-- Every plan that swaps a database is preceded by a pg_dump of the current state (and the
-  live database itself is kept aside); for RDS nothing is destroyed, so its plans have none.
+- Nothing a plan replaces is lost: a swap keeps the live database aside and dumps it once
+  maintenance mode is off (the site is not down for the dump); a migration rollback, which
+  changes the live database in place, dumps it first; for RDS nothing is destroyed, so its
+  plans have none.
 - Point in time is offered only where WAL can be replayed (continuous archiving,
   pgBackRest, RDS, Aurora), over the real window; where only dumps exist a time asked for
   plans the dump before it, named as such ("not a point-in-time recovery").
@@ -494,14 +496,18 @@ class DatabaseTarget:
     def _verify_live(self) -> VerifyDatabase:
         return VerifyDatabase(self.params.connection, self.queries)
 
-    def _pre_rollback(self) -> PreRollbackBackup:
+    def _pre_rollback(self, *, aside: bool = False) -> PreRollbackBackup:
         if self.params.backups is None:
             raise PlanningError(
                 f"no backups directory is configured for {self.dbname}: the pre-rollback "
                 "backup needs one"
             )
         return PreRollbackBackup(
-            self.params.connection, Path(self.params.backups), self.params.restore_timeout, self.now
+            self.params.connection,
+            Path(self.params.backups),
+            self.params.restore_timeout,
+            self.now,
+            aside=aside,
         )
 
     def _jobs(self, info: ArchiveInfo) -> int:
@@ -532,9 +538,9 @@ class DatabaseTarget:
         )
         return TargetPlan(
             stage=[restore, self._verify_recovery()],
-            prepare=[self._pre_rollback()],
             rollback=[swap],
             verify=[self._verify_live()],
+            keep=[self._pre_rollback(aside=True)],
             notes=[
                 *(notes or []),
                 f"Restores {path.name} ({human_size(size)}, read back whole) into "
@@ -542,7 +548,7 @@ class DatabaseTarget:
                 f"on (a dump that does not restore whole stops the rollback there, nothing "
                 f"live touched), then swaps it in; {self.estimate(size).detail}",
                 f"The current {self.dbname} is kept as {self.dbname}_pre_rollback_<time of the "
-                "swap>",
+                "swap>, and dumped to the backups directory after maintenance mode is off",
             ],
         )
 
@@ -584,12 +590,12 @@ class DatabaseTarget:
             self.now,
             source=f"{self.dbname} recovered to {exact(moment)} from the {self.pitr_source}",
         )
-        prepare: list[Action] = [self._pre_rollback()] if self.params.backups is not None else []
+        keep: list[Action] = [self._pre_rollback(aside=True)] if self.params.backups else []
         return TargetPlan(
             stage=[restore, self._verify_recovery()],
-            prepare=prepare,
             rollback=[swap],
             verify=[self._verify_live()],
+            keep=keep,
             notes=[
                 f"Point-in-time recovery to {exact(moment)} "
                 f"({'inclusive' if inclusive else 'exclusive'}) from the {self.pitr_source}, "
@@ -693,7 +699,9 @@ class DatabaseTarget:
         system (the resume contract in actions.base); paths must still lie in the configured
         directories."""
         builders: dict[str, Callable[[dict[str, Any]], Action]] = {
-            "database.pre_rollback_backup": lambda s: self._pre_rollback(),
+            "database.pre_rollback_backup": lambda s: self._pre_rollback(
+                aside=bool(s.get("aside"))
+            ),
             "database.restore_into_recovery": self._restore_recovery,
             "database.verify": self._restore_verify,
             "database.swap": lambda s: SwapDatabases(

@@ -218,6 +218,11 @@ class Planner:
             ("communicate", a, False, None)
             for a in _communications(env, env_name, target, customers=notify_customers)
         ]
+        phased += [
+            ("keep", a, False, member)
+            for member, part in zip(members, parts, strict=True)
+            for a in part.keep
+        ]
         steps = tuple(
             PlannedStep(
                 position=i,

@@ -108,18 +108,51 @@ def test_backup_restore_brings_back_the_dump_and_keeps_a_readable_pre_rollback_b
     plan = target(voxflow_db, tmp_path).plan(f"backup:{path}")
     memory: dict[str, Any] = {}
 
-    restored, _, prepared, swapped, verified = run_plan(plan, memory)
+    restored, _, swapped, verified, kept = run_plan(plan, memory)
 
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
     assert scalar(swapped.data["aside"], "SELECT count(*) FROM users") == 4
     assert scalar(voxflow_db, "SELECT count(*) FROM agents") == 2
-    pre = Path(prepared.data["path"])
+    pre = Path(kept.data["path"])
     assert pre.name == f"pre_rollback_{voxflow_db}_20260110_120000.dump"
+    assert swapped.data["aside"] == f"{voxflow_db}_pre_rollback_20260110_120000"
     assert memory[f"database.pre_rollback_backup:{voxflow_db}"] == str(pre)
     assert inspect_archive(pre).readable
     assert restored.data["restore_bytes_per_second"] > 0
     assert "--jobs=2" in restored.data["command"]
     assert "users" in verified.output
+
+
+def test_the_dump_after_maintenance_holds_the_state_the_swap_set_aside(
+    voxflow_db: str, tmp_path: Path, make_db: Callable[[], str]
+) -> None:
+    path = dump(voxflow_db, tmp_path, NOW - timedelta(hours=1))
+    execute(voxflow_db, "INSERT INTO users (email) VALUES ('late@example.com')")
+    plan = target(voxflow_db, tmp_path).plan(f"backup:{path}")
+    *_, kept = run_plan(plan)
+    execute(voxflow_db, "INSERT INTO users (email) VALUES ('after@example.com')")
+    copy = make_db()
+
+    subprocess.run(
+        ["pg_restore", "-h", "127.0.0.1", "-U", "postgres", "-d", copy, kept.data["path"]],
+        check=True,
+        capture_output=True,
+    )
+
+    assert scalar(copy, "SELECT count(*) FROM users WHERE email = 'late@example.com'") == 1
+    assert scalar(copy, "SELECT count(*) FROM users WHERE email = 'after@example.com'") == 0
+    assert f"{voxflow_db}_pre_rollback_20260110_120000 (set aside at the swap)" in kept.summary
+
+
+def test_the_dump_of_the_set_aside_database_refuses_when_no_swap_is_on_record(
+    voxflow_db: str, tmp_path: Path
+) -> None:
+    step = PreRollbackBackup(connection(voxflow_db), tmp_path, 60.0, clock, aside=True)
+
+    with pytest.raises(PermanentError, match=r"no swap of \S+ is on record"):
+        step.run(StepContext.for_test())
+
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pre_rollback_backup_holds_the_state_before_the_rollback(

@@ -115,7 +115,7 @@ def test_swap_ends_open_sessions_and_keeps_the_previous_database_intact(
 
     results = run_plan(plan)
 
-    swapped = results[3]
+    swapped = results[2]
     aside = f"{voxflow_db}_pre_rollback_20260110_120000"
     assert swapped.data["aside"] == aside
     assert swapped.data["sessions_ended"] == 2

@@ -32,7 +32,7 @@ def target(db: str, backups: Path, **overrides: Any) -> DatabaseTarget:
 
 def steps(plan: TargetPlan) -> list[Action]:
     """Return the plan's steps in order."""
-    return [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify, *plan.resume]
+    return [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify, *plan.resume, *plan.keep]
 
 
 def rebuilt(tgt: DatabaseTarget, action: Action) -> Action:
@@ -125,14 +125,15 @@ def always(*args: Any, **kwargs: Any) -> bool:
 
 CRASHES = [
     # (step index, function that dies, on which call): 0 restore into the recovery database,
-    # 1 verify it (both staged before maintenance), 2 pre-rollback backup, 3 swap, 4 verify
+    # 1 verify it (both staged before maintenance), 2 swap, 3 verify, 4 the dump of the
+    # database set aside (after maintenance)
     (0, "actions.database.selfhosted.create_recovery", always),
     (0, "actions.database.selfhosted.pg_restore", always),
     (0, "actions.database.selfhosted.mark_restored", always),
-    (2, "actions.database.selfhosted.inspect_archive", always),
-    (3, "actions.database.selfhosted.apply_properties", always),
-    (3, "actions.database.selfhosted.terminate_sessions", always),
-    (3, "actions.database.selfhosted.allow_connections", lambda pg, name, allow: allow),
+    (2, "actions.database.selfhosted.apply_properties", always),
+    (2, "actions.database.selfhosted.terminate_sessions", always),
+    (2, "actions.database.selfhosted.allow_connections", lambda pg, name, allow: allow),
+    (4, "actions.database.selfhosted.inspect_archive", always),
 ]
 
 
@@ -154,14 +155,14 @@ def test_a_crash_at_each_change_is_resumed_to_the_right_end_state(
         steps(plan)[index].run(StepContext.for_test(memory=memory))
     monkeypatch.undo()
 
-    results = finish(tgt, plan, memory, index)
+    finish(tgt, plan, memory, index)
     again = finish(tgt, plan, memory, 0)
 
     assert_rolled_back(voxflow_db)
-    assert [again[i].skipped for i in (0, 2, 3)] == [True, True, True]
+    assert [again[i].skipped for i in (0, 2, 4)] == [True, True, True]
     backups = sorted(p.name for p in Path(tgt.params.backups or "").glob("pre_rollback_*"))
     assert backups == [f"pre_rollback_{voxflow_db}_20260110_120000.dump"]
-    assert results[-1].summary.startswith("5 verification checks passed")
+    assert again[3].summary.startswith("5 verification checks passed")
 
 
 def test_a_migration_rollback_resumed_after_its_first_step_runs_each_script_once(
@@ -191,12 +192,12 @@ def test_a_swap_killed_while_connections_were_refused_is_resumed(
 ) -> None:
     tgt, plan = backup_plan
     memory: dict[str, Any] = {}
-    for step in steps(plan)[:3]:
+    for step in steps(plan)[:2]:
         run_step(step, memory)
     memory[f"database.swap:{voxflow_db}"] = f"{voxflow_db}_pre_rollback_20260110_120000"
     for name in (voxflow_db, f"{voxflow_db}_recovery"):
         execute("postgres", f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
 
-    finish(tgt, plan, memory, 3)
+    finish(tgt, plan, memory, 2)
 
     assert_rolled_back(voxflow_db)

@@ -123,7 +123,7 @@ def backups(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_restore_and_its_verification_run_before_maintenance_and_only_the_swap_after(
+def test_only_the_swap_runs_in_maintenance_between_the_staged_restore_and_the_kept_dump(
     site: Site, voxflow_db: str, backups: Path
 ) -> None:
     good = dump(voxflow_db, backups, datetime.now(UTC) - timedelta(hours=1))
@@ -136,16 +136,16 @@ def test_the_restore_and_its_verification_run_before_maintenance_and_only_the_sw
         ("stage", "database.restore_into_recovery"),
         ("stage", "database.verify"),
         ("maintenance", "http.maintenance_on"),
-        ("prepare", "database.pre_rollback_backup"),
         ("rollback", "database.swap"),
         ("verify", "database.verify"),
         ("health", "http.health"),
         ("maintenance", "http.maintenance_off"),
+        ("keep", "database.pre_rollback_backup"),
     ]
     assert f"{voxflow_db}_recovery" in plan.steps[1].action.describe()
 
 
-def test_the_approval_message_says_the_staged_steps_run_before_maintenance(
+def test_the_approval_message_says_the_staged_steps_run_before_maintenance_and_the_dump_after(
     site: Site, voxflow_db: str, backups: Path
 ) -> None:
     good = dump(voxflow_db, backups, datetime.now(UTC) - timedelta(hours=1))
@@ -162,7 +162,8 @@ def test_the_approval_message_says_the_staged_steps_run_before_maintenance(
         "_before maintenance, nothing live touched_"
     ) in shown
     assert "3. Maintenance mode on · _maintenance_" in shown
-    assert "5. Swap in the restored database · _rollback_" in shown
+    assert "4. Swap in the restored database · _rollback_" in shown
+    assert "8. Back up the replaced database · _after maintenance, the site up_" in shown
 
 
 @pytest.mark.parametrize("how", RESTORE_ONLY_FLIPS)

@@ -95,7 +95,7 @@ def test_swap_keeps_everything_of_the_database_but_its_data(
 
     results = run_plan(tgt.plan(None))
 
-    swapped = results[3]
+    swapped = results[2]
     aside = swapped.data["aside"]
     assert state(dressed_db) == before
     assert scalar(dressed_db, "SELECT count(*) FROM users") == 3
@@ -263,7 +263,7 @@ def test_a_database_with_an_icu_locale_in_its_own_tablespace_comes_back_with_bot
 
     results = run_plan(plan)
 
-    aside = results[3].data["aside"]
+    aside = results[2].data["aside"]
     assert before == ("i", "de-u-co-phonebk", "C.UTF-8", tablespace)
     assert shape(phonebook_db) == before
     assert shape(aside) == before

@@ -71,10 +71,13 @@ def test_a_database_rollback_stops_the_workers_before_the_swap_and_starts_them_l
     stop = names.index(("prepare", "kubernetes.stop_workers", False))
     swap = names.index(("rollback", "database.swap", False))
     assert [p for p, _, _ in names[:stop]] == ["stage", "stage"]
-    assert names[-1] == ("resume", "kubernetes.start_workers", True)
+    assert names[-2:] == [
+        ("resume", "kubernetes.start_workers", True),
+        ("keep", "database.pre_rollback_backup", False),  # the dump of what was set aside
+    ]
     assert [n for _, n, _ in names].count("kubernetes.stop_workers") == 1
     assert seen[:stop] == [3, 3]  # the stage touches nothing live: the workers keep running
-    assert seen[swap] == 0 and seen[-2] == 0 and seen[-1] == 3
+    assert seen[swap] == 0 and seen[-3] == 0 and seen[-2] == 3
     assert scalar(voxflow_db, "SELECT count(*) FROM users") == 3
 
 

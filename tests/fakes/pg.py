@@ -219,7 +219,7 @@ def run_step(
 
 
 def run_plan(plan: TargetPlan, memory: MutableMapping[str, Any] | None = None) -> list[StepResult]:
-    """Run stage, prepare, rollback and verify in order with one shared memory."""
+    """Run stage, prepare, rollback, verify and keep in order with one shared memory."""
     shared: MutableMapping[str, Any] = {} if memory is None else memory
-    steps = [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify]
+    steps = [*plan.stage, *plan.prepare, *plan.rollback, *plan.verify, *plan.keep]
     return [run_step(step, shared) for step in steps]
