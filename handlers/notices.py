@@ -5,13 +5,14 @@ reaches the person who acted, after the ack. Its first try is made at once; when
 down (a connection refused or dropped, a 5xx, a 429 after the Web API client's own retries)
 the notice is handed to the client's `Notices` instead of being dropped:
 
-- a notice about a run (said in an incident thread the bot opened, found by the thread's ts)
-  goes into the outbox as a `person.notice` (`Flows.notify_person`): durable, delivered by
-  the outbox's sender after the outage, as a direct message, once;
-- any other notice (a slash command, a form with no run yet: the outbox's rows belong to
-  runs) is kept in this process and sent again with backoff, honouring Retry-After, by a
-  thread that runs only while something is kept; it is lost only if the process dies
-  during the outage, and is given up (logged) after `KEEP_SECONDS`.
+- every notice goes into the outbox as a `person.notice` (`Flows.notify_person`): durable,
+  delivered by the outbox's sender after the outage, as a direct message, once; one said in
+  an incident thread the bot opened (found by the thread's ts) is filed under its run, any
+  other (a slash command, a form with no run yet) under none (migration 0013);
+- only when the database cannot take it either is a notice kept in this process and sent
+  again with backoff, honouring Retry-After, by a thread that runs only while something is
+  kept; it is lost only if the process dies during both outages, and is given up (logged)
+  after `KEEP_SECONDS`.
 
 A notice's first try and its retries are one delivery: it reaches the person once. `tell`
 finds the `Notices` of the client it was given (`notices_for`): every listener gets the
@@ -103,15 +104,15 @@ class Notices:
             return len(self._kept)
 
     def _into_outbox(self, where: Where, text: str) -> bool:
-        """Queue a notice said in a run's thread in the outbox; False when it is no run's or
-        the database cannot take it either."""
+        """Queue a notice in the outbox, under the run whose thread it was said in if any;
+        False when the database cannot take it either."""
         flows = self.flows
-        if flows is None or not (where.channel and where.thread_ts):
+        if flows is None:
             return False
         try:
-            run_id = _run_of_thread(flows, where.channel, where.thread_ts)
-            if run_id is None:
-                return False
+            run_id = None
+            if where.channel and where.thread_ts:
+                run_id = _run_of_thread(flows, where.channel, where.thread_ts)
             flows.notify_person(run_id, user=where.user, text=text)
         except Exception as exc:  # the database is away too: keep it here
             log.warning("the outbox could not take a notice to %s: %s", where.user, exc)

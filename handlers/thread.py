@@ -672,13 +672,16 @@ class SlackOutbox:
 
     def deliver(self, message: OutboxMessage) -> None:
         """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
-        run = self.deps.store.run(message.run_id)
+        if message.kind == NOTICE:  # to one person, about a run (thread or not) or about none
+            detail = message.detail
+            try:
+                self.thread.client.chat_postMessage(channel=detail["user"], text=detail["text"])
+            except (SlackApiError, OSError, http.client.HTTPException) as exc:
+                raise delivery_error("chat_postMessage", exc) from exc
+            return
+        run = self.deps.store.run(message.run_id) if message.run_id is not None else None
         if run is None:
             raise Undeliverable(f"run {message.run_id} no longer exists")
-        if message.kind == NOTICE:  # to one person, whether or not the run has a thread
-            detail = message.detail
-            self.thread._call(run, "chat_postMessage", channel=detail["user"], text=detail["text"])
-            return
         if not run.slack:
             raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
         kind = message.kind

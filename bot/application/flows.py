@@ -246,8 +246,9 @@ class Flows:
     wake_outbox: threading.Event = field(default_factory=threading.Event)
     """Set after queueing a message, so the outbox's sender delivers it without waiting."""
 
-    def notify_person(self, run_id: str, *, user: str, text: str) -> None:
-        """Queue a direct message to `user` about the run: delivered when Slack answers again."""
+    def notify_person(self, run_id: str | None, *, user: str, text: str) -> None:
+        """Queue a direct message to `user` (about a run, or about none): delivered when
+        Slack answers again."""
         self.store.enqueue(run_id, NOTICE, {"user": user, "text": text})
         self.wake_outbox.set()
 

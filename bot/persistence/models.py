@@ -238,7 +238,7 @@ class TargetLock(Base):
 
 class OutboxMessage(Base):
     """A message to people about a run, kept until the sender delivered it
-    (`bot.execution.outbox`)."""
+    (`bot.execution.outbox`); a notice to one person may belong to no run (migration 0013)."""
 
     __tablename__ = "outbox"
     __table_args__ = (
@@ -247,7 +247,7 @@ class OutboxMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
     kind: Mapped[str] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)

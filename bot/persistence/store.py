@@ -985,7 +985,9 @@ class Store:
 
     # outbox -------------------------------------------------------------------
 
-    def _enqueue(self, session: Session, run_id: str, kind: str, detail: dict[str, Any]) -> None:
+    def _enqueue(
+        self, session: Session, run_id: str | None, kind: str, detail: dict[str, Any]
+    ) -> None:
         session.add(
             OutboxMessage(
                 run_id=run_id,
@@ -998,15 +1000,17 @@ class Store:
             )
         )
 
-    def enqueue(self, run_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
-        """Queue a message to people about a run (delivered by `bot.execution.outbox.Sender`)."""
+    def enqueue(self, run_id: str | None, kind: str, detail: dict[str, Any] | None = None) -> None:
+        """Queue a message to people about a run, or a notice to one person about no run
+        (`run_id` None), delivered by `bot.execution.outbox.Sender`."""
         with self.session() as session:
             self._enqueue(session, run_id, kind, detail or {})
 
     def outbox_heads(self) -> list[OutboxMessage]:
         """Return the oldest pending message of each run that has one, oldest first.
 
-        Only a thread's head is ever delivered, so messages arrive in order per thread.
+        Only a thread's head is ever delivered, so messages arrive in order per thread;
+        the notices that belong to no run are one such line (GROUP BY puts NULLs together).
         """
         with self.reading() as session:
             heads = (
@@ -1046,15 +1050,13 @@ class Store:
                 or 0
             )
 
-    def outbox(self, run_id: str) -> list[OutboxMessage]:
-        """Return a run's messages in order, whatever their state."""
+    def outbox(self, run_id: str | None) -> list[OutboxMessage]:
+        """Return a run's messages in order, whatever their state (None: the notices that
+        belong to no run)."""
+        mine = OutboxMessage.run_id.is_(None) if run_id is None else OutboxMessage.run_id == run_id
         with self.reading() as session:
             return list(
-                session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.run_id == run_id)
-                    .order_by(OutboxMessage.id)
-                ).all()
+                session.scalars(select(OutboxMessage).where(mine).order_by(OutboxMessage.id)).all()
             )
 
     def outbox_claim(self, message: OutboxMessage, *, seconds: float) -> bool:

@@ -15,19 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
+from bot.config import parse_config
 from bot.domain.decision import Answers, Severity
 from bot.execution.outbox import RetryLater, Sender, Undeliverable
 from bot.execution.planner import Planner
 from bot.execution.workflow import Workflow
-from bot.persistence.models import OutboxMessage, Run
-from bot.persistence.store import Store
+from bot.persistence.models import Base, OutboxMessage, Run
+from bot.persistence.store import Store, downgrade, make_engine, upgrade
 from handlers.deps import Deps
 from handlers.thread import SlackOutbox
 from sandbox.slack import FakeSlack
-from tests.fakes.config import ALICE, Clock
+from tests.fakes.config import ALICE, Clock, config_dict
 from tests.fakes.outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
-from tests.fakes.targets import write_script
+from tests.fakes.targets import ScriptedTarget, write_script
 
 pytest_plugins = ["tests.fakes.outbox"]  # the `slack` and `deps` fixtures
 
@@ -276,3 +280,48 @@ def test_two_senders_never_deliver_the_same_message(
     clock.advance(seconds=121)
     Sender(store=store, deliver=deliver).drain()
     assert deliver.delivered == [(first.id, "one")]
+
+
+def test_migration_0013_lets_a_notice_belong_to_no_run_and_downgrades(
+    empty_database_url: str, script: Path
+) -> None:
+    engine = make_engine(empty_database_url)
+    upgrade(engine)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [d for d in diff if "outbox" in str(d)] == []
+    store = Store(engine)
+    config = parse_config(config_dict(), path=Path("test.yml"))
+    plan = Planner(factory=lambda params: ScriptedTarget(script)).build(
+        env_name="prod", env=config.environment("prod"), target="app", point="1"
+    )
+    _, run = Workflow(store=store, config=config).request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    store.enqueue(run.id, "person.notice", {"user": ALICE, "text": "about the run"})
+    store.enqueue(None, "person.notice", {"user": ALICE, "text": "about no run"})
+    assert [m.detail["text"] for m in store.outbox(None)] == ["about no run"]
+
+    downgrade(engine, "0012")
+    with engine.connect() as connection:
+        kept = connection.execute(sqlalchemy.text("SELECT run_id FROM outbox")).scalars().all()
+    assert set(kept) == {run.id}  # the run's messages stay; the notice of no run is dropped
+    (column,) = [
+        c for c in sqlalchemy.inspect(engine).get_columns("outbox") if c["name"] == "run_id"
+    ]
+    assert column["nullable"] is False
+
+    upgrade(engine)
+    (column,) = [
+        c for c in sqlalchemy.inspect(engine).get_columns("outbox") if c["name"] == "run_id"
+    ]
+    assert column["nullable"] is True
+    with pytest.raises(sqlalchemy.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(  # the foreign key to runs survived both copies of the table
+            sqlalchemy.text(
+                "INSERT INTO outbox (run_id, kind, detail, state, attempts, created_at, "
+                "last_error) VALUES ('no-such-run', 'person.notice', '{}', 'pending', 0, "
+                "'2026-12-07 00:00:00', '')"
+            )
+        )
+    engine.dispose()

@@ -2,11 +2,15 @@
 
 Slack is down for the calls that tell (chat.postEphemeral, chat.postMessage answer 500 to
 the first tries, the Web API client's own retries included), then comes back: a refusal
-said in an incident thread goes through the outbox (durable), and a notice with no run (the
-form given back, a command's "something went wrong") is kept and sent again by the process.
+said in an incident thread goes through the outbox (durable), and so does a notice with no
+run (the form given back, a command's "something went wrong"); only when the database cannot
+take it either is it kept and sent again by the process.
 """
 
 from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from handlers.errors import send, tell
 from handlers.ids import Action
@@ -55,16 +59,40 @@ def test_a_refusal_in_a_thread_reaches_the_person_once_after_a_slack_outage(
     assert len(told(sandbox, ALICE, words)) == 1
 
 
-def test_a_notice_with_no_run_is_kept_and_sent_once_slack_is_back(sandbox: Sandbox) -> None:
+def test_a_notice_with_no_run_waits_in_the_outbox_and_is_sent_once_slack_is_back(
+    sandbox: Sandbox,
+) -> None:
     client = sandbox.process.deps.client
+    store = sandbox.process.deps.store
     failed: list[Call] = []
     sandbox.slack.on_call(lambda call: None if call.ok else failed.append(call))
     sandbox.slack.fail_next("chat.postMessage", error="fatal_error", status=500, times=2 * TRIES)
     tell(client, Where(user=ALICE), "the form could not be given back")
-    notices = notices_for(client, send)
-    wait_for(lambda: notices.pending() == 0, timeout=60, what="the kept notice sent")
+    assert notices_for(client, send).pending() == 0  # not in this process: in the database
+    (queued,) = store.outbox(None)
+    assert (queued.kind, queued.run_id, queued.detail["user"]) == ("person.notice", None, ALICE)
+    wait_for(lambda: store.outbox(None)[0].state == "sent", timeout=60, what="the notice sent")
     assert len(told(sandbox, ALICE, "the form could not be given back")) == 1
     assert len(failed) == 2 * TRIES  # down for the first try and the first retry, then up
+
+
+def test_a_notice_the_database_cannot_take_either_is_kept_and_sent_once_slack_is_back(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = sandbox.process.deps.client
+    notices = notices_for(client, send)
+    assert notices.flows is not None
+
+    def database_down(run_id: str | None, *, user: str, text: str) -> None:
+        raise OperationalError("INSERT INTO outbox", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(notices.flows, "notify_person", database_down)
+    sandbox.slack.fail_next("chat.postMessage", error="fatal_error", status=500, times=2 * TRIES)
+    tell(client, Where(user=ALICE), "the command could not be answered")
+    assert notices.pending() == 1
+    wait_for(lambda: notices.pending() == 0, timeout=60, what="the kept notice sent")
+    assert len(told(sandbox, ALICE, "the command could not be answered")) == 1
+    assert sandbox.process.deps.store.outbox(None) == []
 
 
 def test_a_form_refused_while_slack_is_down_is_said_to_the_person_once_it_is_back(
