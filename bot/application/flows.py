@@ -437,8 +437,11 @@ class Flows:
         """Open a Critical incident for an alert, once per busy target; arm auto-approval.
 
         `auto_approve=False` leaves the run for a person even where the
-        environment rolls back automatically (monitoring's cool-down rule).
+        environment rolls back automatically (monitoring's cool-down rule). The veto
+        window counts from the alert's arrival, not from the plan being recorded: the
+        rollback starts `veto_seconds` after the bot was told, however long planning took.
         """
+        received = self.store.clock()
         env = self.config.environment(environment)
         self.config.target(environment, target)
         self._alert_on_holder(environment, target, reason)
@@ -465,7 +468,7 @@ class Flows:
             self._alert_on_holder(environment, target, reason)
             raise
         if env.auto_rollback and auto_approve:
-            at = self.store.clock() + timedelta(seconds=env.veto_seconds)
+            at = received + timedelta(seconds=env.veto_seconds)
             self.store.set_run_fields(run.id, auto_approve_at=at)
             run = self.store.run(run.id) or run
         return self._open_thread(incident, run)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.application.flows import Flows, ThreadNotOpened
+from bot.domain.plans import Plan
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
 from bot.persistence.store import Store
@@ -117,6 +120,33 @@ def test_cancel_by_incident_refuses_outsiders_and_runs_already_started(
         flows.cancellable_run(opened.incident.id)
     with pytest.raises(Refused, match="no incident INC-20000101-000000"):
         flows.cancellable_run("INC-20000101-000000")
+
+
+def test_the_veto_window_counts_from_the_alerts_arrival_not_from_the_end_of_planning(
+    store: Store,
+    planner: Planner,
+    thread: RecordingThread,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flows = make_flows(
+        store, planner, thread, auto_rollback=True, veto_seconds=60, monitoring={"target": "app"}
+    )
+    arrived = clock()
+    build = planner.build
+
+    def slow_build(**kwargs: Any) -> Plan:  # reading the target takes 3 s
+        clock.advance(seconds=3)
+        return build(**kwargs)
+
+    monkeypatch.setattr(planner, "build", slow_build)
+    opened = flows.open_from_alert(environment="prod", target="app", reason="errors at 9%")
+    assert clock() >= arrived + timedelta(seconds=3)
+    assert opened.run.auto_approve_at == arrived + timedelta(seconds=60)
+    clock.advance(seconds=56)  # 59 s after the alert
+    assert flows.auto_approve_due() == []
+    clock.advance(seconds=1)
+    assert [r.id for r in flows.auto_approve_due()] == [opened.run.id]
 
 
 def test_alert_opens_once_per_busy_target_and_auto_approves_after_the_veto_window(
