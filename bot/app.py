@@ -301,7 +301,9 @@ class BotProcess:
         self.app = create_app(self.settings, self.deps)
         self.sender = Sender(
             store=store,
-            deliver=SlackOutbox(self.deps, more={**gitops.MESSAGES, **drills.MESSAGES}).deliver,
+            deliver=SlackOutbox(
+                self.deps, more={**gitops.MESSAGES, **drills.MESSAGES}, alone=drills.ALONE
+            ).deliver,
             wake=self.deps.wake_outbox,
         )
         self.runner = Runner(

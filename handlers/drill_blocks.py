@@ -16,6 +16,7 @@ from slack_sdk.models.blocks import (
 
 from actions.base import Finding
 from actions.database import human_size
+from bot.application.drill_schedule import RETRY
 from bot.application.drills import DrillStatus, Measured
 from bot.execution.drill_evidence import drilled_at, is_drill_finding
 from bot.execution.drill_plans import CLEANUP, PITR
@@ -162,6 +163,24 @@ def overdue_text(detail: dict[str, Any]) -> str:
         f"{FLAG} *Drill overdue*: {target} in {env} has had {since}, scheduled every {every}; "
         f"{last}. An untested rollback is a second incident waiting: see `/rollback drills`, "
         f"or run `/rollback drill {target} {env}`."
+    )
+
+
+def not_started_text(detail: dict[str, Any]) -> str:
+    """A scheduled drill that could not start (`drill_schedule.NOT_STARTED`), for its
+    channel: which, its slot, why, and whether the target was ever drilled."""
+    target, env = t.esc(str(detail.get("target"))), t.esc(str(detail.get("environment")))
+    slot = t.when(datetime.fromisoformat(str(detail.get("slot"))))
+    never = (
+        " It has never been drilled: nobody knows how long rolling it back takes."
+        if detail.get("never_drilled")
+        else ""
+    )
+    return (
+        f"{FLAG} *Scheduled drill not started*: {target} in {env}, due {slot}: "
+        f"{t.esc(str(detail.get('reason')).rstrip('.'))}.{never} The bot tries again every "
+        f"{RETRY.total_seconds() / 60:.0f} min until it starts; see `/rollback drills`, or run "
+        f"`/rollback drill {target} {env}` once it is fixed."
     )
 
 

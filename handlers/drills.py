@@ -22,7 +22,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.application.drill_schedule import OVERDUE
+from bot.application.drill_schedule import NOT_STARTED, OVERDUE
 from bot.application.drills import FLAGGED, TREND_CHART, Drills, target_status
 from bot.application.flows import ThreadNotOpened
 from bot.config import UnknownTarget
@@ -151,12 +151,40 @@ def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     store.set_slack_slot(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
 
 
+def _not_started(thread: IncidentThread, message: OutboxMessage) -> None:
+    """Say in the environment's incident channel that a scheduled drill could not start, and
+    why; once per slot, even where two replicas queued it."""
+    detail = dict(message.detail or {})
+    key = ("environment", "target", "slot")
+    earlier = [
+        m
+        for m in thread.deps.store.outbox(None, kind=NOT_STARTED)
+        if m.id < message.id
+        and m.state == OutboxState.SENT
+        and all(m.detail.get(k) == detail.get(k) for k in key)
+    ]
+    if earlier:
+        return
+    env = thread.deps.config.environments.get(str(detail.get("environment")))
+    if env is None:
+        raise Undeliverable(f"environment {detail.get('environment')} is no longer in the config")
+    try:
+        thread.client.chat_postMessage(
+            channel=env.incident_channel, text=drill_blocks.not_started_text(detail)
+        )
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        raise delivery_error("chat_postMessage", exc) from exc
+
+
 MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {
     FLAGGED: _flagged,
     OVERDUE: _overdue,
     TREND_CHART: _trend,
 }
 """Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=...)`)."""
+
+ALONE: dict[str, Callable[[IncidentThread, OutboxMessage], None]] = {NOT_STARTED: _not_started}
+"""Outbox kinds of no run rendered here (`handlers.thread.SlackOutbox(alone=...)`)."""
 
 
 def register(app: App, deps: Deps) -> None:

@@ -655,6 +655,15 @@ class SlackProgress(Progress):
         self.wake.set()
 
 
+def _notice(thread: IncidentThread, message: OutboxMessage) -> None:
+    """Tell one person something by direct message (`bot.application.flows.NOTICE`)."""
+    detail = message.detail
+    try:
+        thread.client.chat_postMessage(channel=detail["user"], text=detail["text"])
+    except (SlackApiError, OSError, http.client.HTTPException) as exc:
+        raise delivery_error("chat_postMessage", exc) from exc
+
+
 class SlackOutbox:
     """Renders outbox messages into the incident thread; the outbox's sender calls `deliver`."""
 
@@ -663,23 +672,26 @@ class SlackOutbox:
         deps: Deps,
         *,
         more: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] | None = None,
+        alone: dict[str, Callable[[IncidentThread, OutboxMessage], None]] | None = None,
     ) -> None:
         self.deps = deps
         self.thread = IncidentThread(deps, strict=True)
         self.more = dict(more or {})
         """Kinds other modules render (handlers/gitops.py); for a kind of this one's, after it."""
+        self.alone = {NOTICE: _notice, **(alone or {})}
+        """Kinds said without a run's thread, whether or not they belong to a run: a notice
+        to one person, and other modules' (handlers/drills.py)."""
         self.told = IncidentThread(deps)  # an error is said in the thread, as to a click
 
     def deliver(self, message: OutboxMessage) -> None:
         """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
-        if message.kind == NOTICE:  # to one person, about a run (thread or not) or about none
-            detail = message.detail
-            try:
-                self.thread.client.chat_postMessage(channel=detail["user"], text=detail["text"])
-            except (SlackApiError, OSError, http.client.HTTPException) as exc:
-                raise delivery_error("chat_postMessage", exc) from exc
+        alone = self.alone.get(message.kind)
+        if alone is not None:  # said to a person or a channel, whether or not of a run
+            alone(self.thread, message)
             return
-        run = self.deps.store.run(message.run_id) if message.run_id is not None else None
+        if message.run_id is None:
+            raise Undeliverable(f"a {message.kind} message must belong to a run")
+        run = self.deps.store.run(message.run_id)
         if run is None:
             raise Undeliverable(f"run {message.run_id} no longer exists")
         if not run.slack:

@@ -26,9 +26,10 @@ target is overdue `every` after its last successful drill ended (after its first
 started, when none succeeded), while no drill of it is requested or running. The message
 goes through the outbox on the target's newest drill run (an outbox row belongs to a run);
 the delivered messages of the period on its recent drill runs say it was told, so a restart
-or a second replica does not tell it again. A target never drilled at all (its scheduled
-drill could not even be planned) has no run to carry the message: it is flagged in the
-listing, App Home and the metric only.
+or a second replica does not tell it again. A scheduled drill that cannot even be started
+(refused at planning: no backup, a check that fails) is said in the same channel with the
+reason, once per slot (`NOT_STARTED`, an outbox message of no run), so a target that was
+never drilled because its drill cannot start is not only a line in the listing.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ IN_FLIGHT = ("requested", "approved", "running")
 OVERDUE = "drill.overdue"
 """Outbox message: a scheduled target had no successful drill within `every`
 (`handlers.drills.MESSAGES` says it in the environment's incident channel)."""
+NOT_STARTED = "drill.not_started"
+"""Outbox message of no run: a scheduled drill could not start at its slot, and why
+(`handlers.drills.ALONE` says it in the environment's incident channel)."""
 LOOKED_BACK = 8
 """How many of a target's newest drill runs are searched for this period's message."""
 
@@ -170,6 +174,9 @@ class DrillSchedules:
                     RETRY,
                     exc,
                 )
+                busy = store.lock_holder(environment=env_name, targets=[target]) is not None
+                if isinstance(exc, Refused) and not busy:  # Slack down: nobody to tell now
+                    self.tell_not_started(env_name, target, last_slot(schedule, now), str(exc))
                 continue
             slot = last_slot(schedule, now).isoformat()
             try:
@@ -212,6 +219,24 @@ class DrillSchedules:
                     queued.append(drills[0].run_id)
                 self._told.add(key)
         return queued
+
+    def tell_not_started(self, environment: str, target: str, slot: datetime, reason: str) -> bool:
+        """Queue, once per slot, that the scheduled drill could not start and why; False when
+        this slot's was already queued or said (by this process or another)."""
+        store = self.drills.store
+        key = (environment, target, f"not started {slot.isoformat()}")
+        detail = {"environment": environment, "target": target, "slot": slot.isoformat()}
+        if key in self._told or any(
+            {k: m.detail.get(k) for k in detail} == detail and m.state in ("pending", "sent")
+            for m in store.outbox(None, kind=NOT_STARTED)
+        ):
+            self._told.add(key)
+            return False
+        never = not store.drills(environment=environment, target=target, limit=1)
+        store.enqueue(None, NOT_STARTED, {**detail, "reason": reason, "never_drilled": never})
+        self.drills.flows.wake_outbox.set()
+        self._told.add(key)
+        return True
 
     def _was_told(self, drills: list[Drill], period: datetime) -> bool:
         """Whether a message of this period is queued or was sent on a recent drill run."""

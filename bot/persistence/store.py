@@ -1050,14 +1050,15 @@ class Store:
                 or 0
             )
 
-    def outbox(self, run_id: str | None) -> list[OutboxMessage]:
-        """Return a run's messages in order, whatever their state (None: the notices that
-        belong to no run)."""
+    def outbox(self, run_id: str | None, *, kind: str | None = None) -> list[OutboxMessage]:
+        """Return a run's messages in order, whatever their state (None: the messages that
+        belong to no run), all or of one `kind`."""
         mine = OutboxMessage.run_id.is_(None) if run_id is None else OutboxMessage.run_id == run_id
+        query = select(OutboxMessage).where(mine).order_by(OutboxMessage.id)
+        if kind is not None:
+            query = query.where(OutboxMessage.kind == kind)
         with self.reading() as session:
-            return list(
-                session.scalars(select(OutboxMessage).where(mine).order_by(OutboxMessage.id)).all()
-            )
+            return list(session.scalars(query).all())
 
     def outbox_claim(self, message: OutboxMessage, *, seconds: float) -> bool:
         """Take a due message for delivery by this process; False if another took it first.

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bot.application.drill_schedule import SCHEDULER, DrillSchedules, is_due, last_slot
+from bot.application.drill_schedule import (
+    NOT_STARTED,
+    SCHEDULER,
+    DrillSchedules,
+    is_due,
+    last_slot,
+)
 from bot.application.drills import FLAGGED, DrillRecorder, Drills, DrillStatus
 from bot.application.flows import Flows
 from bot.config import ConfigError, DrillSchedule, RollbackConfig, parse_config
@@ -21,7 +27,13 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Drill
 from bot.persistence.store import Store
 from bot.serving.drill_metrics import watch_drills
-from handlers.drill_blocks import drill_line, flagged_text, sparkline, trend_text
+from handlers.drill_blocks import (
+    drill_line,
+    flagged_text,
+    not_started_text,
+    sparkline,
+    trend_text,
+)
 from tests.fakes.config import ALICE, BOB, CAROL, Clock
 from tests.fakes.flows import RecordingThread
 from tests.fakes.pg import HOST, PORT, USER, damaged, dump
@@ -219,3 +231,25 @@ def test_a_drill_that_cannot_be_planned_is_tried_again_only_after_a_while(
 
     assert tries == [True, False, True, False]
     assert store.runs() == [] and store.drills() == []
+
+
+def test_a_scheduled_drill_that_cannot_start_is_said_once_a_slot_with_why(
+    tmp_path: Path, store: Store, clock: Clock
+) -> None:
+    config = scheduled("voxflow", tmp_path)  # no dump at all: never drilled
+    first, second = schedules_on(store, config), schedules_on(store, config)  # two replicas
+
+    assert first.start_due() == [] and second.start_due() == []
+    clock.advance(minutes=11)  # tried again in the same slot: not said again
+    assert first.start_due() == [] and second.start_due() == []
+
+    (said,) = store.outbox(None, kind=NOT_STARTED)
+    assert said.run_id is None
+    assert said.detail["slot"] == "2026-11-24T02:00:00+00:00"
+    assert said.detail["never_drilled"] is True and "no backup to drill" in said.detail["reason"]
+    text = not_started_text(said.detail)
+    assert "*Scheduled drill not started*: db in prod" in text
+    assert "It has never been drilled" in text and "tries again every 10 min" in text
+    clock.advance(days=7)  # next Tuesday's slot, still no backup: said again
+    assert first.start_due() == []
+    assert len(store.outbox(None, kind=NOT_STARTED)) == 2

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from bot.application.drill_schedule import (
+    NOT_STARTED,
     OVERDUE,
     DrillSchedules,
     overdue_detail,
@@ -243,3 +244,30 @@ def test_the_overdue_words_say_since_when_how_often_and_the_last_drill() -> None
     )
     assert "scheduled every 7 days; the last one failed <!date^" in text
     assert text.endswith("or run `/rollback drill app staging`.")
+
+
+def test_a_scheduled_drill_that_could_not_start_is_said_in_the_channel_once_a_slot(
+    world: tuple[Sandbox, FakeKubernetes],
+) -> None:
+    sandbox, _ = world
+    store = sandbox.process.deps.store
+    detail = {
+        "environment": "staging",
+        "target": "app",
+        "slot": "2026-12-08T10:00:00+00:00",
+        "reason": "the drill could not be planned: <!channel> no revision to drill",
+        "never_drilled": True,
+    }
+    store.enqueue(None, NOT_STARTED, detail)  # two replicas that both found it not started
+    store.enqueue(None, NOT_STARTED, detail)
+    sandbox.process.sender.wake.set()
+
+    wait_for(
+        lambda: [m.state for m in store.outbox(None, kind=NOT_STARTED)] == ["sent", "sent"],
+        what="both messages delivered",
+    )
+    (said,) = [m for m in sandbox.slack.messages(STAGING) if "not started" in m.text]
+    assert said.thread_ts is None
+    assert said.text.startswith(":warning: *Scheduled drill not started*: app in staging, due ")
+    assert "&lt;!channel&gt; no revision to drill." in said.text  # hostile text is not a ping
+    assert "It has never been drilled" in said.text
