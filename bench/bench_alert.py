@@ -336,6 +336,11 @@ def run(args: argparse.Namespace, folder: Path) -> int:
                 if s.started_at and s.finished_at
             ]
             opened = aware(run_row.created_at)
+            marks = {
+                "veto ends": done_run.auto_approve_at,
+                "approved": done_run.approved_at,
+                "run started": done_run.started_at,
+            }
         am_log = folder / "alertmanager.log"
         got, flushed, notified = (
             logged(am_log, text)
@@ -358,8 +363,9 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             f"{after(seen)} after activeAt\n"
             f"after the alert (Alertmanager's debug log, ms resolution): received {after(got)}, "
             f"group flushed to the bot {after(flushed)}, the bot answered the webhook "
-            f"{after(notified)}; incident recorded (veto starts) {after(opened)}, first step "
-            f"started {after(first)}, health check passed {to_healthy:.2f} s\n"
+            f"{after(notified)}; incident recorded {after(opened)}, "
+            + "".join(f"{k} {after(aware(v))}, " for k, v in marks.items() if v is not None)
+            + f"first step started {after(first)}, health check passed {to_healthy:.2f} s\n"
             "the bot's steps (start, end, s after the alert):\n" + "\n".join(timeline) + "\n"
             f"kubectl rollout undo && kubectl rollout status: {by_kubectl:.2f} s (started "
             f"{after(seen)} after activeAt)\n"

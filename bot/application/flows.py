@@ -433,15 +433,17 @@ class Flows:
         reason: str,
         detected_at: datetime | None = None,
         auto_approve: bool = True,
+        received_at: datetime | None = None,
     ) -> Opened:
         """Open a Critical incident for an alert, once per busy target; arm auto-approval.
 
         `auto_approve=False` leaves the run for a person even where the
         environment rolls back automatically (monitoring's cool-down rule). The veto
-        window counts from the alert's arrival, not from the plan being recorded: the
-        rollback starts `veto_seconds` after the bot was told, however long planning took.
+        window counts from the alert's arrival (`received_at`, else now), not from the plan
+        being recorded: the rollback starts `veto_seconds` after the bot was told, however
+        long reading the target and planning took.
         """
-        received = self.store.clock()
+        received = self.store.clock() if received_at is None else received_at
         env = self.config.environment(environment)
         self.config.target(environment, target)
         self._alert_on_holder(environment, target, reason)

@@ -77,6 +77,7 @@ class AlertFlows(Protocol):
         reason: str,
         detected_at: datetime | None = None,
         auto_approve: bool = True,
+        received_at: datetime | None = None,
     ) -> Opened: ...
 
     def auto_approve_due(self) -> list[Run]: ...
@@ -128,14 +129,21 @@ class Monitor:
     def raise_incident(
         self, *, environment: str, target: str, reason: str, detected_at: datetime | None = None
     ) -> Raised:
-        """Open a Critical incident and request the rollback, once per busy target."""
+        """Open a Critical incident and request the rollback, once per busy target; the veto
+        window counts from now, the alert's arrival."""
+        received = self.store.clock()
         self.config.environment(environment)
         self.config.target(environment, target)
         with self._lock(environment, target):
-            return self._raise(environment, target, reason, detected_at)
+            return self._raise(environment, target, reason, detected_at, received)
 
     def _raise(
-        self, environment: str, target: str, reason: str, detected_at: datetime | None
+        self,
+        environment: str,
+        target: str,
+        reason: str,
+        detected_at: datetime | None,
+        received: datetime,
     ) -> Raised:
         env = self.config.environment(environment)
         holder = self.store.lock_holder(environment=environment, targets=[target])
@@ -152,6 +160,7 @@ class Monitor:
                 reason=summary,
                 detected_at=detected_at,
                 auto_approve=held is None,
+                received_at=received,
             )
         except ThreadNotOpened as exc:  # the flow withdrew the run and freed the target
             log.error(

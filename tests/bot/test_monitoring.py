@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,25 @@ def test_auto_rollback_is_approved_by_monitoring_only_after_the_veto_window(
     assert events.approved_ids == [approved.id]
     kinds = [e.kind for e in store.events(approved.incident_id)]
     assert kinds[-1] == "run.auto_approved"
+
+
+def test_the_veto_window_counts_from_the_alert_not_from_reading_the_target_and_planning(
+    store: Store, planner: Planner, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = monitored(auto_rollback=True, veto_seconds=120)
+    monitor, _ = make_monitor(store, planner, config, HIGH_ERRORS)
+    arrived = clock()
+    points = planner.points
+
+    def slow_points(*args: Any, **kwargs: Any) -> Any:  # each read of the target takes 2 s
+        clock.advance(seconds=2)
+        return points(*args, **kwargs)
+
+    monkeypatch.setattr(planner, "points", slow_points)
+    raised = monitor.raise_incident(environment="prod", target="app", reason="errors")
+    (run,) = store.runs()
+    assert raised.opened and clock() > arrived
+    assert run.auto_approve_at == arrived + timedelta(seconds=120)
 
 
 def test_a_veto_within_the_window_stops_the_automatic_rollback(
