@@ -78,6 +78,8 @@ SOURCE = "drill"
 """The incident source of a drill."""
 FINAL = ("succeeded", "failed", "rejected", "expired", "cancelled")
 RECOVERED_PHASES = ("rollback", "verify", "health")
+AFTER = ("resume", "keep")
+"""Phases not counted in a target's own time (workers restarted, the replaced database dumped)."""
 HELD_WHEN_SUCCEEDED = ("safe", "safe_with_data_loss")
 
 
@@ -149,7 +151,7 @@ def measure(plan: list[StoredStep], records: list[StepView]) -> Measured:
             if part == "rollback" and not restored:
                 restored = entry
         steps.append(entry)
-        if part == "rollback" and step.source and seconds is not None and step.phase != "resume":
+        if part == "rollback" and step.source and seconds is not None and step.phase not in AFTER:
             targets[step.source] = targets.get(step.source, 0.0) + seconds
     return Measured(
         recover_seconds=_span(back, by_position, RECOVERED_PHASES),

@@ -589,6 +589,7 @@ class Runner:
             lease=hold.lease,
             position=stored.position,
             name=stored.name,
+            phase=stored.phase,
             event_kind=f"step.{state.replace(' ', '_')}",
             notify="step.started" if state == StepState.RUNNING else "step.finished",
             state=state,

@@ -87,15 +87,30 @@ def _first(events: list[Event], kinds: tuple[str, ...], after: datetime | None) 
     return next((e.at for e in events if e.kind in kinds and e.at >= after), None)
 
 
+AFTER_RECOVERY = ("communicate", "keep")
+"""Plan phases that run once service is back (people told, the replaced database dumped)."""
+
+
 def restored_at(events: list[Event], *, after: datetime | None) -> datetime | None:
-    """The first passing health check at or after `after`, else the run's success."""
+    """The first passing health check at or after `after`; else, for a run that succeeded,
+    the end of its last step before those that run once service is back."""
     if after is None:
         return None
     for event in events:
         name = str(event.detail.get("name", ""))
         if event.kind == "step.succeeded" and "health" in name and event.at >= after:
             return event.at
-    return _first(events, ("run.succeeded",), after)
+    succeeded = _first(events, ("run.succeeded",), after)
+    if succeeded is None:
+        return None
+    ends = [
+        e.at
+        for e in events
+        if e.kind in ("step.succeeded", "step.skipped")
+        and after <= e.at <= succeeded
+        and e.detail.get("phase") not in AFTER_RECOVERY
+    ]
+    return max(ends, default=succeeded)
 
 
 def recovery(incident: Incident, events: list[Event]) -> Recovery:

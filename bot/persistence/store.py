@@ -946,11 +946,13 @@ class Store:
         event_kind: str,
         notify: str | None = None,
         lease: Lease | None = None,
+        phase: str | None = None,
         **fields: Any,
     ) -> None:
         """Create or update a step record, with its event (and `notify`), in one transaction.
 
         With `lease`, only while that lease holds the run (else LeaseLost, nothing written).
+        `phase`, the step's in the plan, is said in the event (what came after recovery).
         """
         with self.session() as session:
             self._fence(session, lease)
@@ -965,6 +967,8 @@ class Store:
             for key, value in fields.items():
                 setattr(record, key, value)
             detail = {"position": position, "name": name, "state": record.state}
+            if phase is not None:
+                detail["phase"] = phase
             if record.summary:
                 detail["summary"] = record.summary
             if notify is not None:

@@ -61,3 +61,31 @@ def test_summary_lines_say_n_a_for_a_phase_not_reached(store: Store, clock: Cloc
     lines = summary_lines(recovery(incident, store.events(incident.id)))
     assert lines[1] == "- **Time to decide**: n/a"
     assert lines[-1] == "- **Detection to service restored**: n/a"
+
+
+def test_without_a_health_check_service_is_back_before_the_kept_dump_and_the_notices(
+    store: Store, clock: Clock
+) -> None:
+    incident = store.create_incident(
+        environment="prod", target="db", severity="critical", source="human", opened_by=BOB
+    )
+    moves = [
+        (0, "run.requested", {}),
+        (10, "run.approved", {}),
+        (20, "step.succeeded", {"position": 0, "name": "database.swap", "phase": "rollback"}),
+        (5, "step.succeeded", {"position": 1, "name": "database.verify", "phase": "verify"}),
+        (1, "step.succeeded", {"position": 2, "name": "http.status_page", "phase": "communicate"}),
+        (
+            300,
+            "step.succeeded",
+            {"position": 3, "name": "database.pre_rollback_backup", "phase": "keep"},
+        ),
+        (1, "run.succeeded", {}),
+    ]
+    for seconds, kind, detail in moves:
+        clock.advance(seconds=seconds)
+        store.add_event(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
+
+    rec = recovery(incident, store.events(incident.id))
+
+    assert rec.seconds("recover") == 25.0  # the live database verified, not the dump's end
