@@ -93,24 +93,40 @@ def _flagged(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
 def _overdue(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     """Say in the environment's incident channel (not a thread) that the target's scheduled
     drills are overdue; once per period, even where two replicas queued it."""
+    _once_in_channel(
+        thread,
+        message,
+        among=thread.deps.store.outbox(run.id, kind=OVERDUE),
+        same=("period",),
+        environment=run.environment,
+        text=drill_blocks.overdue_text,
+    )
+
+
+def _once_in_channel(
+    thread: IncidentThread,
+    message: OutboxMessage,
+    *,
+    among: list[OutboxMessage],
+    same: tuple[str, ...],
+    environment: str,
+    text: Callable[[dict[str, Any]], str],
+) -> None:
+    """Post `text(detail)` in `environment`'s incident channel, unless a message of `among`
+    sent before this one had the same `same` fields (two replicas queued it)."""
     detail = dict(message.detail or {})
-    earlier = [
-        m
-        for m in thread.deps.store.outbox(run.id)
-        if m.kind == OVERDUE
-        and m.id < message.id
+    if any(
+        m.id < message.id
         and m.state == OutboxState.SENT
-        and m.detail.get("period") == detail.get("period")
-    ]
-    if earlier:
+        and all(m.detail.get(k) == detail.get(k) for k in same)
+        for m in among
+    ):
         return
-    env = thread.deps.config.environments.get(run.environment)
+    env = thread.deps.config.environments.get(environment)
     if env is None:
-        raise Undeliverable(f"environment {run.environment} is no longer in the config")
+        raise Undeliverable(f"environment {environment} is no longer in the config")
     try:
-        thread.client.chat_postMessage(
-            channel=env.incident_channel, text=drill_blocks.overdue_text(detail)
-        )
+        thread.client.chat_postMessage(channel=env.incident_channel, text=text(detail))
     except (SlackApiError, OSError, http.client.HTTPException) as exc:
         raise delivery_error("chat_postMessage", exc) from exc
 
@@ -154,26 +170,14 @@ def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
 def _not_started(thread: IncidentThread, message: OutboxMessage) -> None:
     """Say in the environment's incident channel that a scheduled drill could not start, and
     why; once per slot, even where two replicas queued it."""
-    detail = dict(message.detail or {})
-    key = ("environment", "target", "slot")
-    earlier = [
-        m
-        for m in thread.deps.store.outbox(None, kind=NOT_STARTED)
-        if m.id < message.id
-        and m.state == OutboxState.SENT
-        and all(m.detail.get(k) == detail.get(k) for k in key)
-    ]
-    if earlier:
-        return
-    env = thread.deps.config.environments.get(str(detail.get("environment")))
-    if env is None:
-        raise Undeliverable(f"environment {detail.get('environment')} is no longer in the config")
-    try:
-        thread.client.chat_postMessage(
-            channel=env.incident_channel, text=drill_blocks.not_started_text(detail)
-        )
-    except (SlackApiError, OSError, http.client.HTTPException) as exc:
-        raise delivery_error("chat_postMessage", exc) from exc
+    _once_in_channel(
+        thread,
+        message,
+        among=thread.deps.store.outbox(None, kind=NOT_STARTED),
+        same=("environment", "target", "slot"),
+        environment=str((message.detail or {}).get("environment")),
+        text=drill_blocks.not_started_text,
+    )
 
 
 MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {

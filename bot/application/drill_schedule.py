@@ -174,8 +174,10 @@ class DrillSchedules:
                     RETRY,
                     exc,
                 )
-                busy = store.lock_holder(environment=env_name, targets=[target]) is not None
-                if isinstance(exc, Refused) and not busy:  # Slack down: nobody to tell now
+                if (  # refused, not busy since: say why; Slack down: nobody to tell now
+                    isinstance(exc, Refused)
+                    and store.lock_holder(environment=env_name, targets=[target]) is None
+                ):
                     self.tell_not_started(env_name, target, last_slot(schedule, now), str(exc))
                 continue
             slot = last_slot(schedule, now).isoformat()
