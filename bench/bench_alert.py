@@ -322,11 +322,13 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             store = sandbox.process.deps.store
             (run_row,) = wait_for(store.runs, timeout=120, what="the incident from Alertmanager")
             done_run = wait_for(
-                lambda: (r := store.run(run_row.id)) and r.state in {"succeeded", "failed"} and r,
+                lambda: (
+                    (r := store.runs.get(run_row.id)) and r.state in {"succeeded", "failed"} and r
+                ),
                 timeout=600,
                 what="the bot's rollback",
             )
-            steps = store.steps(run_row.id)
+            steps = store.steps.of(run_row.id)
             health = next(s for s in steps if s.name == "http.health")
             first = min(aware(s.started_at) for s in steps if s.started_at)
             timeline = [

@@ -45,20 +45,20 @@ ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def calls(store: Store) -> dict[str, Callable[[], Any]]:
     def history() -> None:
-        for run in store.runs(environment="prod", target="app", limit=20):
-            store.approvers(run, since=run.created_at)
+        for run in store.runs.find(environment="prod", target="app", limit=20):
+            store.approvals.of(run, since=run.created_at)
 
     return {
-        "/rollback status": lambda: store.runs(states=ACTIVE_STATES),
+        "/rollback status": lambda: store.runs.find(states=ACTIVE_STATES),
         "/rollback history": history,
-        "checklist tick: find the run": lambda: store.run_of_message(
+        "checklist tick: find the run": lambda: store.posts.run_of(
             channel="C0PAST0001", ts="1600000500.000300"
         ),
-        "new incident": lambda: store.create_incident(
+        "new incident": lambda: store.incidents.create(
             environment="prod", target="app", severity="high", opened_by="UBENCH0001"
         ),
-        "restore rate": lambda: store.step_values("restore_bytes_per_second"),
-        "runner pass": lambda: (store.claimable(), store.due_for_expiry()),
+        "restore rate": lambda: store.steps.values("restore_bytes_per_second"),
+        "runner pass": lambda: (store.leases.claimable(), store.runs.due_for_expiry()),
     }
 
 

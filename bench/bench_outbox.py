@@ -131,13 +131,13 @@ def one_run(*, steps: int, step_seconds: float, stall: float) -> dict[str, float
         runner.execute(run.id)
         ran = time.perf_counter() - started
         deadline = time.monotonic() + 3600
-        while store.outbox_heads() and time.monotonic() < deadline:
+        while store.outbox.heads() and time.monotonic() < deadline:
             time.sleep(0.05)
         delivered = time.perf_counter() - started
         stop.set()
         sender.wake.set()
         thread.join(timeout=120)
-        final = store.run(run.id)
+        final = store.runs.get(run.id)
         assert final is not None and final.state == "succeeded", final and final.outcome
         engine.dispose()
         return {

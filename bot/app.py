@@ -191,7 +191,7 @@ def _rate_of(store: Store) -> RateSource:
     """The median restore rate (bytes/s) of the last database restores, for estimates."""
 
     def rate() -> float | None:
-        values = sorted(store.step_values("restore_bytes_per_second"))
+        values = sorted(store.steps.values("restore_bytes_per_second"))
         return values[len(values) // 2] if values else None
 
     return rate
@@ -340,8 +340,10 @@ class BotProcess:
             Guard(config=self.config, workflow=self.deps.workflow),
             token=self.settings.guard_api_token.get_secret_value(),
         )
-        self.metrics.watch_waiting(lambda: len(store.runs(states=("requested",), limit=10_000)))
-        self.metrics.watch_outbox(store.outbox_backlog)
+        self.metrics.watch_waiting(
+            lambda: len(store.runs.find(states=("requested",), limit=10_000))
+        )
+        self.metrics.watch_outbox(store.outbox.backlog)
 
     def start_runner(self) -> None:
         """Run approved rollbacks in the background, and poll metrics where configured."""
@@ -541,9 +543,9 @@ class BotProcess:
     def _hand_back(self) -> None:
         """Release every run this process holds, so another replica resumes it now."""
         store = self.deps.store
-        for run in store.runs(states=("approved", "running"), limit=500):
+        for run in store.runs.find(states=("approved", "running"), limit=500):
             if run.lease_owner == self.runner.owner:
-                store.release(Lease(run.id, run.lease_owner, run.lease_generation))
+                store.leases.release(Lease(run.id, run.lease_owner, run.lease_generation))
                 log.warning(
                     "%s: stopping mid-step; handed run %s back for another process to resume",
                     run.incident_id,

@@ -299,7 +299,7 @@ def play(sandbox: Sandbox, kube: FakeKubernetes, *, step: bool, out: TextIO) -> 
         raise DemoFailure(f"the rollback {run.state}: {run.outcome}")
     wait(lambda: sandbox.slack.files(), seconds=10, what="the post-incident template")
     _check_cluster(kube)
-    events = store.events(run.incident_id)
+    events = store.events.of(run.incident_id)
     approved = next(e.at for e in events if e.kind == "run.approved")
     healthy = next(
         e.at for e in events if e.kind == "step.succeeded" and "health" in e.detail["name"]
@@ -325,7 +325,7 @@ def _plan_message(sandbox: Sandbox) -> Any:
 
 
 def _finished(sandbox: Sandbox) -> Any:
-    runs = sandbox.process.deps.store.runs()
+    runs = sandbox.process.deps.store.runs.find()
     done = runs and runs[0].state in ("succeeded", "failed")
     return runs[0] if done and sandbox.slack.files() else None
 

@@ -42,7 +42,7 @@ def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
     """Each button's flow; each returns what it did, for a repeated click to be told."""
 
     def group_of(click: Click) -> frozenset[str]:
-        run = deps.store.run(click.run_id)
+        run = deps.store.runs.get(click.run_id)
         if run is None:
             raise Refused("this rollback no longer exists")
         return groups.of(run.environment, click.where.user)
@@ -109,7 +109,7 @@ def _sentence(text: str) -> str:
 
 
 def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
-    return deps.store.run_of_message(channel=channel, ts=ts)  # slack_messages(channel, ts)
+    return deps.store.posts.run_of(channel=channel, ts=ts)  # slack_messages(channel, ts)
 
 
 def register(app: App, deps: Deps) -> None:
@@ -132,7 +132,7 @@ def register(app: App, deps: Deps) -> None:
         except BadPayload as exc:
             tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
             return
-        run = deps.store.run(click.run_id)
+        run = deps.store.runs.get(click.run_id)
         if run is None:
             tell(client, click.where, ":warning: This rollback no longer exists.")
             return
@@ -154,7 +154,7 @@ def register(app: App, deps: Deps) -> None:
         if run_id is None:
             tell(client, tick.where, ":warning: This checklist belongs to no known rollback.")
             return
-        run = deps.store.run(run_id)
+        run = deps.store.runs.get(run_id)
         groups_of = Groups(deps).of(run.environment, tick.where.user) if run else frozenset()
         try:
             flows.tick_checklist(

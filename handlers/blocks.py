@@ -144,7 +144,7 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
         ),
         t.section(
             f"*Opened by* {t.user(incident.opened_by)} · *Recommendation:* {recommendation}\n"
-            f"{t.esc(incident.reason)}"
+            f"{t.dated(t.esc(incident.reason))}"
         ),
     ]
     if incident.summary:

@@ -325,7 +325,7 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
         deps.config.target(parsed.environment, parsed.target)
     except UnknownTarget as exc:
         return blocks.refusal(t.esc(exc), usage=True)
-    runs = deps.store.runs(environment=parsed.environment, target=parsed.target, limit=20)
+    runs = deps.store.runs.find(environment=parsed.environment, target=parsed.target, limit=20)
     lines = [_line(r, deps) for r in runs]
     return blocks.lines_message(
         f"Rollback history of {t.esc(parsed.target)} in {t.esc(parsed.environment)}", lines
@@ -348,7 +348,7 @@ def review_lines(deps: Deps) -> list[str]:
     """The break-glass runs whose mandatory review is not done yet, oldest first."""
     lines = []
     for review in Reviews(deps.store, deps.config).unreviewed():
-        run = deps.store.run(review.run_id)
+        run = deps.store.runs.get(review.run_id)
         link = t.thread_link(run.slack) if run is not None else None
         lines.append(review_blocks.review_line(review, link=link))
     return lines
@@ -356,10 +356,10 @@ def review_lines(deps: Deps) -> list[str]:
 
 def _status(parsed: Status, deps: Deps) -> list[Any]:
     if parsed.incident_id is None:
-        runs = deps.store.runs(states=ACTIVE_STATES)
+        runs = deps.store.runs.find(states=ACTIVE_STATES)
         lines = [_line(r, deps) for r in runs]
         said = blocks.lines_message("Active rollbacks", lines)
-        failed = deps.store.unresolved_failures()
+        failed = deps.store.runs.unresolved_failures()
         if failed:
             said += blocks.lines_message(
                 "Failed and not resolved (Mark resolved in the thread once handled)",
@@ -369,15 +369,15 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
         if waiting:
             said += blocks.lines_message("Break-glass rollbacks awaiting review", waiting)
         return said[: t.MESSAGE_BLOCKS]
-    incident = deps.store.incident(parsed.incident_id)
+    incident = deps.store.incidents.get(parsed.incident_id)
     if incident is None:
         return blocks.refusal(f"no incident {parsed.incident_id}")
-    runs = deps.store.runs(incident_id=incident.id)
+    runs = deps.store.runs.find(incident_id=incident.id)
     lines = [_line(r, deps) for r in runs]
     lines += [
         f"Outcome: {blocks.outcome_words(r, after_of(deps.store, r))}" for r in runs if r.outcome
     ]
-    reviews = [deps.store.review(r.id) for r in runs if r.break_glass]
+    reviews = [deps.store.reviews.get(r.id) for r in runs if r.break_glass]
     lines += [f"Break-glass: {review_blocks.review_state(r)}" for r in reviews if r is not None]
     return blocks.lines_message(
         f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines

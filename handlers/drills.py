@@ -96,7 +96,7 @@ def _overdue(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     _once_in_channel(
         thread,
         message,
-        among=thread.deps.store.outbox(run.id, kind=OVERDUE),
+        among=thread.deps.store.outbox.messages(run.id, kind=OVERDUE),
         same=("period",),
         environment=run.environment,
         text=drill_blocks.overdue_text,
@@ -136,7 +136,7 @@ def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     times to recover and its real rollbacks', with the RTO; nothing when there is none."""
     store = thread.deps.store
     env = thread.deps.config.environments.get(run.environment)
-    if env is None or store.slack_slot(run.id, TREND_CHART) is not None:
+    if env is None or store.posts.slot(run.id, TREND_CHART) is not None:
         return
     status = target_status(store, run.environment, env, run.target, now=store.clock())
     series = [
@@ -164,7 +164,7 @@ def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
         raise delivery_error("files_upload_v2", exc) from exc
     files = uploaded.get("files") or [uploaded.get("file") or {}]
     file_id = str((files[0] or {}).get("id") or "uploaded")
-    store.set_slack_slot(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
+    store.posts.record(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
 
 
 def _not_started(thread: IncidentThread, message: OutboxMessage) -> None:
@@ -173,7 +173,7 @@ def _not_started(thread: IncidentThread, message: OutboxMessage) -> None:
     _once_in_channel(
         thread,
         message,
-        among=thread.deps.store.outbox(None, kind=NOT_STARTED),
+        among=thread.deps.store.outbox.messages(None, kind=NOT_STARTED),
         same=("environment", "target", "slot"),
         environment=str((message.detail or {}).get("environment")),
         text=drill_blocks.not_started_text,

@@ -63,7 +63,7 @@ def register(app: App, deps: Deps) -> None:
         except BadPayload as exc:
             tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
             return
-        run = deps.store.run(click.run_id)
+        run = deps.store.runs.get(click.run_id)
         try:
             if run is None:
                 raise Refused("this rollback no longer exists")
@@ -86,7 +86,7 @@ def _sentence(text: str) -> str:
 def _post_once(thread: IncidentThread, run: Run, slot: str, **content: Any) -> None:
     """Post in the run's thread unless slot `slot` already has a message; record its ts."""
     store = thread.deps.store
-    if store.slack_slot(run.id, slot) is not None:
+    if store.posts.slot(run.id, slot) is not None:
         return
     posted = _call(
         thread,
@@ -95,7 +95,7 @@ def _post_once(thread: IncidentThread, run: Run, slot: str, **content: Any) -> N
         thread_ts=run.slack["thread_ts"],
         **content,
     )
-    store.set_slack_slot(run.id, slot, channel=posted["channel"], ts=posted["ts"])
+    store.posts.record(run.id, slot, channel=posted["channel"], ts=posted["ts"])
 
 
 def _call(thread: IncidentThread, method: str, **kwargs: Any) -> Any:
@@ -107,7 +107,7 @@ def _call(thread: IncidentThread, method: str, **kwargs: Any) -> Any:
 
 def _held(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     """After a successful run that left GitOps sync suspended: what to revert, Resume sync."""
-    fresh = thread.deps.store.run(run.id)
+    fresh = thread.deps.store.runs.get(run.id)
     if fresh is None or fresh.state != "succeeded":
         return
     owners = held_owners(fresh)
@@ -117,10 +117,10 @@ def _held(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     content = {
         "text": blocks.held_text(fresh),
         "blocks": blocks.held_message(
-            fresh, owners, approvers=env.approvers, resume=thread.deps.store.resume_of(fresh.id)
+            fresh, owners, approvers=env.approvers, resume=thread.deps.store.resumes.get(fresh.id)
         ),
     }
-    slot = thread.deps.store.slack_slot(fresh.id, HELD)
+    slot = thread.deps.store.posts.slot(fresh.id, HELD)
     if slot is None:
         _post_once(thread, fresh, HELD, **content)
     else:

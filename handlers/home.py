@@ -87,13 +87,13 @@ class HomeTab:
     def snapshot(self) -> Snapshot:
         """Read what is the same for every viewer."""
         store = self.deps.store
-        active = store.runs(states=ACTIVE_STATES)
+        active = store.runs.find(states=ACTIVE_STATES)
         # A failed run nobody has resolved still holds production (maintenance, a half
         # rollback): it stays among the active incidents until a person marks it resolved.
-        unresolved = store.unresolved_failures()
+        unresolved = store.runs.unresolved_failures()
         reviews = []
         for review in Reviews(store, self.deps.config).unreviewed():
-            run = store.run(review.run_id)
+            run = store.runs.get(review.run_id)
             reviews.append((review, thread_link(run.slack) if run else None))
         disarmed = [
             run
@@ -121,7 +121,7 @@ class HomeTab:
         histories = []
         for env_name, env in self.deps.config.environments.items():
             for target in env.targets:
-                runs = self.deps.store.runs(
+                runs = self.deps.store.runs.find(
                     environment=env_name, target=target, states=FINISHED, limit=RECENT_PER_TARGET
                 )
                 histories.append(TargetHistory(env_name, target, [self._recovery(r) for r in runs]))
@@ -132,7 +132,7 @@ class HomeTab:
         took = None
         start = run.approved_at or run.started_at
         if run.state == "succeeded" and start is not None:
-            events = [e for e in self.deps.store.events(run.incident_id) if e.run_id == run.id]
+            events = [e for e in self.deps.store.events.of(run.incident_id) if e.run_id == run.id]
             healthy = service_restored(events)
             took = healthy - start if healthy is not None else None
         return Recovery(run=run, took=took, link=thread_link(run.slack))

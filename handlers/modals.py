@@ -125,7 +125,9 @@ class ModalService:
     def _epoch(self, meta: ModalMeta) -> Epoch:
         """The target's newest run and its state (one indexed read): a read made before a
         run started or changed state is never shown after."""
-        newest = self.deps.store.runs(environment=meta.environment, target=meta.target, limit=1)
+        newest = self.deps.store.runs.find(
+            environment=meta.environment, target=meta.target, limit=1
+        )
         return (newest[0].id, str(newest[0].state)) if newest else None
 
     def content(self, meta: ModalMeta, form: FormState | None) -> ModalContent:
@@ -161,7 +163,9 @@ class ModalService:
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
         checks = self._checks(meta, selected, fresh=fresh, epoch=epoch)
-        holder = self.deps.store.lock_holder(environment=meta.environment, targets=[meta.target])
+        holder = self.deps.store.runs.lock_holder(
+            environment=meta.environment, targets=[meta.target]
+        )
         if holder:
             checks = [*checks, Check("Target not locked by another incident", False, holder)]
         else:
@@ -197,7 +201,7 @@ class ModalService:
     ) -> tuple[Verdict, ...]:
         """The reversibility verdicts, so the recommendation says when fixing forward is safer."""
         env = self.deps.config.environment(meta.environment)
-        holders = holders_from(self.deps.store.lock_holder, meta.environment, exclude=None)
+        holders = holders_from(self.deps.store.runs.lock_holder, meta.environment, exclude=None)
         try:
             verdicts: tuple[Verdict, ...] = self._cached(
                 (meta.environment, f"{meta.target}#verdict{'#forced' * force}", point),
@@ -239,7 +243,7 @@ class ModalService:
         (leave maintenance on, customers not notified); the point is chosen afresh from what
         the target lists now (the failed run changed it).
         """
-        incident = self.deps.store.incident(run.incident_id)
+        incident = self.deps.store.incidents.get(run.incident_id)
         meta = ModalMeta(
             environment=run.environment,
             target=run.target,

@@ -164,10 +164,10 @@ THREADS_SEARCHED = 200
 def _run_of_thread(flows: Flows, channel: str, thread_ts: str) -> str | None:
     """The run whose incident thread this is: a message of it the bot recorded, else the
     thread's parent (the incident card), looked for among the newest runs."""
-    found = flows.store.run_of_message(channel=channel, ts=thread_ts)
+    found = flows.store.posts.run_of(channel=channel, ts=thread_ts)
     if found is not None:
         return found
-    for run in flows.store.runs(limit=THREADS_SEARCHED):
+    for run in flows.store.runs.find(limit=THREADS_SEARCHED):
         if run.slack.get("channel") == channel and run.slack.get("thread_ts") == thread_ts:
             return run.id
     return None

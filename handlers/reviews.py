@@ -28,7 +28,7 @@ def register(app: App, deps: Deps) -> None:
     reviews = Reviews(deps.store, deps.config, thread=IncidentThread(deps))
 
     def mark(click: Click) -> str:
-        review = deps.store.review(click.run_id)
+        review = deps.store.reviews.get(click.run_id)
         user_groups = groups.of(review.environment, click.where.user) if review else frozenset()
         reviews.mark_reviewed(click.run_id, user=click.where.user, user_groups=user_groups)
         return "you marked the break-glass review done"

@@ -58,8 +58,8 @@ def after_of(store: Store, run: Run, events: list[Event] | None = None) -> After
     message stating the run's outcome renders; None for a run that has not failed."""
     if run.state != "failed":
         return None
-    events = store.events(run.incident_id) if events is None else events
-    return aftermath(run.plan, store.steps(run.id), events, run.id)
+    events = store.events.of(run.incident_id) if events is None else events
+    return aftermath(run.plan, store.steps.of(run.id), events, run.id)
 
 
 def correlation_id() -> str:
@@ -98,7 +98,7 @@ class IncidentThread:
             raise self._not_opened(exc, env.incident_channel) from exc
         card_ts = card["ts"]
         channel = card["channel"]
-        self.deps.store.update_incident(incident.id, channel=channel, card_ts=card_ts)
+        self.deps.store.incidents.set_card(incident.id, channel=channel, card_ts=card_ts)
         try:
             plan = self.client.chat_postMessage(
                 channel=channel,
@@ -110,12 +110,13 @@ class IncidentThread:
             refused = self._not_opened(exc, channel)
             self._strike_card(channel, card_ts, incident, refused.reason)
             raise refused from exc
-        slack = {"channel": channel, "thread_ts": card_ts, "plan_ts": plan["ts"]}
-        self.deps.store.set_run_fields(run.id, slack=slack)
+        self.deps.store.runs.set_thread(
+            run.id, channel=channel, thread_ts=card_ts, plan_ts=plan["ts"]
+        )
         if run.break_glass:
             self.review(run.id)  # approvers mentioned at once, the review assigned
         self.deps.home.changed.set()
-        fresh = self.deps.store.run(run.id)
+        fresh = self.deps.store.runs.get(run.id)
         assert fresh is not None
         return fresh
 
@@ -176,10 +177,10 @@ class IncidentThread:
     def refresh(self, run_id: str) -> None:
         """Re-render the card and the plan message from the current state."""
         self.deps.home.changed.set()  # the home tab shows run states too
-        run = self.deps.store.run(run_id)
+        run = self.deps.store.runs.get(run_id)
         if run is None or not run.slack:
             return
-        incident = self.deps.store.incident(run.incident_id)
+        incident = self.deps.store.incidents.get(run.incident_id)
         assert incident is not None
         env = self.deps.config.environment(run.environment)
         facts = self._facts(run)
@@ -201,7 +202,7 @@ class IncidentThread:
         )
 
     def _facts(self, run: Run) -> blocks.RunFacts:
-        events = self.deps.store.events(run.incident_id)
+        events = self.deps.store.events.of(run.incident_id)
         mine = [e for e in events if e.run_id == run.id]
         rejected = next((e.actor for e in mine if e.kind == "run.rejected"), None)
         cancelled = next((e.actor for e in mine if e.kind == "run.cancelled"), None)
@@ -221,8 +222,8 @@ class IncidentThread:
     def review(self, run_id: str) -> None:
         """Post, or re-render, the break-glass review message (slot `review`)."""
         self.deps.home.changed.set()
-        run = self.deps.store.run(run_id)
-        review = self.deps.store.review(run_id)
+        run = self.deps.store.runs.get(run_id)
+        review = self.deps.store.reviews.get(run_id)
         if run is None or review is None or not run.slack:
             return
         env = self.deps.config.environment(run.environment)
@@ -247,10 +248,10 @@ class IncidentThread:
     def progress(self, run: Run, *, live: dict[str, Any] | None = None) -> None:
         """Post the progress message once, then edit it in place (`live`: a running step's
         latest reading)."""
-        fresh = self.deps.store.run(run.id)
+        fresh = self.deps.store.runs.get(run.id)
         if fresh is None or not fresh.slack:
             return
-        records = self.deps.store.steps(run.id)
+        records = self.deps.store.steps.of(run.id)
         self._keep_message(
             fresh,
             key="progress_ts",
@@ -263,7 +264,7 @@ class IncidentThread:
         content: dict[str, Any] = {"channel": run.slack["channel"], "text": text}
         if message:
             content["blocks"] = message
-        slot = self.deps.store.slack_slot(run.id, key)
+        slot = self.deps.store.posts.slot(run.id, key)
         ts = slot.ts if slot is not None else run.slack.get(key)
         if ts:
             self._call(run, "chat_update", ts=ts, **content)
@@ -271,21 +272,20 @@ class IncidentThread:
         posted = self._call(run, "chat_postMessage", thread_ts=run.slack["thread_ts"], **content)
         if posted is None:
             return
-        self.deps.store.set_slack_slot(run.id, key, channel=posted["channel"], ts=posted["ts"])
+        self.deps.store.posts.record(run.id, key, channel=posted["channel"], ts=posted["ts"])
         if key.endswith("_ts"):
-            fresh = self.deps.store.run(run.id) or run
-            self.deps.store.set_run_fields(run.id, slack={**fresh.slack, key: posted["ts"]})
+            self.deps.store.runs.note_message(run.id, key, posted["ts"])
 
     def _upload_once(self, run: Run, *, key: str, **kwargs: Any) -> None:
         """Upload a file into the thread unless slot `key` already has one."""
-        if self.deps.store.slack_slot(run.id, key) is not None:
+        if self.deps.store.posts.slot(run.id, key) is not None:
             return
         uploaded = self._reply(run, "files_upload_v2", **kwargs)
         if uploaded is None:
             return
         files = uploaded.get("files") or [uploaded.get("file") or {}]
         file_id = str((files[0] or {}).get("id") or "uploaded")
-        self.deps.store.set_slack_slot(run.id, key, channel=run.slack["channel"], ts=file_id)
+        self.deps.store.posts.record(run.id, key, channel=run.slack["channel"], ts=file_id)
 
     def step_output(
         self, run: Run, step: dict[str, Any], record: StepView, *, slot: str | None = None
@@ -339,7 +339,7 @@ class IncidentThread:
         self.announce(run)
         self._drill_measured(run)
         self.post_checklist(run)
-        fresh = self.deps.store.run(run.id) or run
+        fresh = self.deps.store.runs.get(run.id) or run
         if is_drill(fresh):
             return  # a drill is no incident: its report is the measure above, not an RCA
         if fresh.retries:
@@ -350,10 +350,10 @@ class IncidentThread:
     def _post_rca(self, run: Run, *, key: str, as_of: str) -> None:
         """Upload the RCA template and its chart once per `key`; `as_of` says which moment a
         later one is of (a file cannot be edited, so a newer state is a newer file)."""
-        incident = self.deps.store.incident(run.incident_id)
+        incident = self.deps.store.incidents.get(run.incident_id)
         assert incident is not None
-        events = self.deps.store.events(run.incident_id)
-        runs = self.deps.store.runs(incident_id=incident.id)
+        events = self.deps.store.events.of(run.incident_id)
+        runs = self.deps.store.runs.find(incident_id=incident.id)
         afters = {r.id: a for r in runs if (a := after_of(self.deps.store, r, events))}
         template = rca_template(
             incident, runs, events, zone=self.deps.config.zone, names=self.names, afters=afters
@@ -381,14 +381,14 @@ class IncidentThread:
 
     def _retry_ended(self, run: Run) -> None:
         """Redraw the failure announcement a retry answered, now that the retry has ended."""
-        fresh = self.deps.store.run(run.id)
+        fresh = self.deps.store.runs.get(run.id)
         if fresh is None or not fresh.slack or not fresh.retries:
             return
         earlier = "announce" if fresh.retries == 1 else f"announce:{fresh.retries - 1}"
-        slot = self.deps.store.slack_slot(fresh.id, earlier)
+        slot = self.deps.store.posts.slot(fresh.id, earlier)
         if slot is None:
             return
-        events = self.deps.store.events(fresh.incident_id)
+        events = self.deps.store.events.of(fresh.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
         self._call(
             fresh,
@@ -401,16 +401,16 @@ class IncidentThread:
 
     def _drill_measured(self, run: Run) -> None:
         """Say in a drill's thread what it measured (once), from its step records."""
-        fresh = self.deps.store.run(run.id)
+        fresh = self.deps.store.runs.get(run.id)
         if fresh is None or not is_drill(fresh):
             return
-        measured = measure(stored_steps(fresh), self.deps.store.steps(fresh.id))
+        measured = measure(stored_steps(fresh), self.deps.store.steps.of(fresh.id))
         self.say(fresh, drill_blocks.measured_text(fresh.target, measured), slot="drill")
 
     def stale(self, run_id: str) -> None:
         """Say to everyone in the thread that the plan is out of date; offer Re-plan (once)."""
         self.refresh(run_id)
-        run = self.deps.store.run(run_id)
+        run = self.deps.store.runs.get(run_id)
         if run is None or not run.slack:
             return
         env = self.deps.config.environment(run.environment)
@@ -427,11 +427,11 @@ class IncidentThread:
 
         Posted once per run (slot `announce`), so a repeated delivery does not say it twice.
         """
-        fresh = self.deps.store.run(run.id)
+        fresh = self.deps.store.runs.get(run.id)
         if fresh is None or not fresh.slack or fresh.state not in ("failed", "succeeded"):
             return
         slot = _announce_slot(fresh)
-        if self.deps.store.slack_slot(fresh.id, slot) is not None:
+        if self.deps.store.posts.slot(fresh.id, slot) is not None:
             return
         channel, thread_ts = fresh.slack["channel"], fresh.slack["thread_ts"]
         if fresh.state == "failed":
@@ -452,13 +452,13 @@ class IncidentThread:
                 text=blocks.success_line(fresh, link=permalink(channel, thread_ts)),
             )
         if posted is not None:
-            self.deps.store.set_slack_slot(fresh.id, slot, channel=channel, ts=posted["ts"])
+            self.deps.store.posts.record(fresh.id, slot, channel=channel, ts=posted["ts"])
 
     def _failure(self, run: Run) -> list[Any]:
         env = self.deps.config.environment(run.environment)
         approved = [u for u, _ in self.deps.workflow.approvals(run)]
         people = [run.requester, *(approved or env.approvers.users)]
-        events = self.deps.store.events(run.incident_id)
+        events = self.deps.store.events.of(run.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
         return blocks.failure_message(
             run, people=people, after=self._after(run, events), retried_by=retried
@@ -469,10 +469,10 @@ class IncidentThread:
         failure (retry, maintenance on or off, resolved): the failure announcement they
         clicked, then the card, the plan and the progress message. Marked resolved, the
         incident's RCA template is posted again: its outcome and recovery figures changed."""
-        run = self.deps.store.run(run_id)
+        run = self.deps.store.runs.get(run_id)
         if run is None or not run.slack:
             return
-        slot = self.deps.store.slack_slot(run.id, _announce_slot(run, announced=True))
+        slot = self.deps.store.posts.slot(run.id, _announce_slot(run, announced=True))
         if slot is not None:
             self._call(
                 run,
@@ -483,7 +483,7 @@ class IncidentThread:
                 blocks=self._failure(run),
             )
         self.refresh(run.id)
-        if self.deps.store.slack_slot(run.id, "progress_ts") is not None:
+        if self.deps.store.posts.slot(run.id, "progress_ts") is not None:
             self.progress(run)
         after = after_of(self.deps.store, run)
         if after is not None and after.resolved_by and not is_drill(run):
@@ -491,14 +491,14 @@ class IncidentThread:
 
     def post_checklist(self, run: Run) -> None:
         """Post, or re-render, the post-rollback verification checklist."""
-        fresh = self.deps.store.run(run.id)
+        fresh = self.deps.store.runs.get(run.id)
         if fresh is None or not fresh.slack:
             return
         env = self.deps.config.environment(fresh.environment)
         items = checklist(
             env,
-            self.deps.store.steps(fresh.id),
-            self.deps.store.events(fresh.incident_id),
+            self.deps.store.steps.of(fresh.id),
+            self.deps.store.events.of(fresh.incident_id),
             reader=self.deps.metrics_reader,
         )
         self._keep_message(
@@ -640,7 +640,7 @@ class SlackProgress(Progress):
                 "elapsed": round(now - live.started, 1),
                 "readings": live.lines,
             }
-        self.store.enqueue(run.id, "step.progress", detail)
+        self.store.outbox.enqueue(run.id, "step.progress", detail)
         self.wake.set()
 
     def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
@@ -691,7 +691,7 @@ class SlackOutbox:
             return
         if message.run_id is None:
             raise Undeliverable(f"a {message.kind} message must belong to a run")
-        run = self.deps.store.run(message.run_id)
+        run = self.deps.store.runs.get(message.run_id)
         if run is None:
             raise Undeliverable(f"run {message.run_id} no longer exists")
         if not run.slack:
@@ -751,7 +751,7 @@ class SlackOutbox:
     def _step_finished(self, run: Run, detail: dict[str, Any]) -> None:
         self.thread.progress(run)
         position = int(detail["position"])
-        record = next((r for r in self.deps.store.steps(run.id) if r.position == position), None)
+        record = next((r for r in self.deps.store.steps.of(run.id) if r.position == position), None)
         step = next((s for s in run.plan if s["position"] == position), None)
         if record is None or step is None:
             return

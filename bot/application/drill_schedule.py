@@ -142,7 +142,9 @@ class DrillSchedules:
         out = []
         for env_name, env in self.drills.config.environments.items():
             for target, schedule in env.target_drills.items():
-                started = store.drills(environment=env_name, target=target, states=COUNTED, limit=1)
+                started = store.drills.find(
+                    environment=env_name, target=target, states=COUNTED, limit=1
+                )
                 last = started[0].created_at if started else None
                 if is_due(schedule, now=now, last_started=last):
                     out.append((env_name, target, schedule))
@@ -157,7 +159,7 @@ class DrillSchedules:
             tried = self._tried.get((env_name, target))
             if tried is not None and now - tried < RETRY:
                 continue
-            holder = store.lock_holder(environment=env_name, targets=[target])
+            holder = store.runs.lock_holder(environment=env_name, targets=[target])
             if holder is not None:
                 log.info(
                     "scheduled drill of %s in %s skipped: %s holds it", target, env_name, holder
@@ -176,7 +178,7 @@ class DrillSchedules:
                 )
                 if (  # refused, not busy since: say why; Slack down: nobody to tell now
                     isinstance(exc, Refused)
-                    and store.lock_holder(environment=env_name, targets=[target]) is None
+                    and store.runs.lock_holder(environment=env_name, targets=[target]) is None
                 ):
                     self.tell_not_started(env_name, target, last_slot(schedule, now), str(exc))
                 continue
@@ -186,7 +188,7 @@ class DrillSchedules:
             except Refused as exc:  # cancelled in the meantime
                 log.warning("%s: scheduled drill not approved: %s", opened.incident.id, exc)
                 continue
-            store.enqueue(run.id, CHANGED)
+            store.outbox.enqueue(run.id, CHANGED)
             flows.wake_outbox.set()
             flows.wake_runner.set()
             log.info("%s: scheduled drill of %s in %s started", run.incident_id, target, env_name)
@@ -201,7 +203,7 @@ class DrillSchedules:
         queued = []
         for env_name, env in self.drills.config.environments.items():
             for target, schedule in env.target_drills.items():
-                drills = store.drills(environment=env_name, target=target)
+                drills = store.drills.find(environment=env_name, target=target)
                 period = overdue_period(drills, schedule, now=now)
                 if period is None:
                     continue
@@ -210,7 +212,7 @@ class DrillSchedules:
                     continue
                 if not self._was_told(drills, period):
                     detail = overdue_detail(env_name, target, drills, schedule, period)
-                    store.enqueue(drills[0].run_id, OVERDUE, detail)
+                    store.outbox.enqueue(drills[0].run_id, OVERDUE, detail)
                     flows.wake_outbox.set()
                     log.warning(
                         "scheduled drills of %s in %s overdue: none succeeded within %s",
@@ -230,12 +232,14 @@ class DrillSchedules:
         detail = {"environment": environment, "target": target, "slot": slot.isoformat()}
         if key in self._told or any(
             {k: m.detail.get(k) for k in detail} == detail and m.state in ("pending", "sent")
-            for m in store.outbox(None, kind=NOT_STARTED)
+            for m in store.outbox.messages(None, kind=NOT_STARTED)
         ):
             self._told.add(key)
             return False
-        never = not store.drills(environment=environment, target=target, limit=1)
-        store.enqueue(None, NOT_STARTED, {**detail, "reason": reason, "never_drilled": never})
+        never = not store.drills.find(environment=environment, target=target, limit=1)
+        store.outbox.enqueue(
+            None, NOT_STARTED, {**detail, "reason": reason, "never_drilled": never}
+        )
         self.drills.flows.wake_outbox.set()
         self._told.add(key)
         return True
@@ -246,5 +250,5 @@ class DrillSchedules:
         return any(
             m.kind == OVERDUE and m.detail.get("period") == said and m.state in ("pending", "sent")
             for d in drills[:LOOKED_BACK]
-            for m in self.drills.store.outbox(d.run_id)
+            for m in self.drills.store.outbox.messages(d.run_id)
         )

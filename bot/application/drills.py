@@ -318,12 +318,12 @@ def target_status(
     store: Store, env_name: str, env: Environment, target: str, *, now: datetime
 ) -> DrillStatus:
     """One target's drill standing (`Drills.statuses`, the drill report's trend chart)."""
-    ended = store.drills(environment=env_name, target=target, states=FINAL)
+    ended = store.drills.find(environment=env_name, target=target, states=FINAL)
     last = ended[0] if ended else None
     timed = [d for d in ended if d.state == "succeeded" and d.recover_seconds is not None]
     recovered = timed[0] if timed else None
     schedule = env.target_drills.get(target)
-    rollbacks = store.runs(
+    rollbacks = store.runs.find(
         environment=env_name, target=target, states=("succeeded",), limit=TREND * 2
     )
     return DrillStatus(
@@ -364,61 +364,65 @@ class Drills:
             )
         try:
             plan = build_drill(self.flows.planner, env_name=environment, env=env, target=target)
-            incident, run = self.flows.workflow.request(
-                plan=plan,
-                requester=requester,
-                severity=Severity.LOW,
-                answers=Answers(),
-                summary=f"Rollback drill of {target} in {environment}",
-                source=SOURCE,
-                kind=RunKind.DRILL,
-            )
+            from_version, to_version = self._versions(env, environment, target, plan)
         except (ActionError, OSError) as exc:
             raise Refused(f"the drill could not be planned: {exc}") from None
+        try:
+            with self.store.unit():  # the runner sees the drill whole or not at all
+                incident, run = self.flows.workflow.request(
+                    plan=plan,
+                    requester=requester,
+                    severity=Severity.LOW,
+                    answers=Answers(),
+                    summary=f"Rollback drill of {target} in {environment}",
+                    source=SOURCE,
+                    kind=RunKind.DRILL,
+                )
+                self.store.runs.set_versions(
+                    run.id, from_version=from_version, to_version=to_version
+                )
+                self.store.runs.set_approvals_required(run.id, env.drill_approvals_required)
+                self.store.drills.add(
+                    run_id=run.id,
+                    incident_id=incident.id,
+                    environment=environment,
+                    target=target,
+                    requester=requester,
+                    state="requested",
+                    from_version=from_version,
+                    to_version=to_version,
+                    verdict=verdict_of(run, plan),
+                )
+                fresh = self.store.runs.get(run.id) or run
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        if is_restore_drill(env, target):
-            from_version, to_version = "", restored_words(plan.point or "")
-        elif isinstance(env.targets[target], FullParams):
-            from_version, to_version = "", "its members in order: " + ", ".join(env.members(target))
-        else:
-            current, back, _ = drill_points(self.flows.planner, env, target)
-            from_version = current.label if current is not None else "the live configuration"
-            to_version = back.label
-        self.store.set_run_fields(
-            run.id,
-            from_version=from_version,
-            to_version=to_version,
-            approvals_required=env.drill_approvals_required,
-        )
-        self.store.add_drill(
-            run_id=run.id,
-            incident_id=incident.id,
-            environment=environment,
-            target=target,
-            requester=requester,
-            state="requested",
-            from_version=from_version,
-            to_version=to_version,
-            verdict=verdict_of(run, plan),
-        )
-        fresh = self.store.run(run.id) or run
         return self.flows.open_requested(incident, fresh)
+
+    def _versions(
+        self, env: Environment, environment: str, target: str, plan: Plan
+    ) -> tuple[str, str]:
+        """What the drill goes from and to, in the target's words."""
+        if is_restore_drill(env, target):
+            return "", restored_words(plan.point or "")
+        if isinstance(env.targets[target], FullParams):
+            return "", "its members in order: " + ", ".join(env.members(target))
+        current, back, _ = drill_points(self.flows.planner, env, target)
+        return (current.label if current is not None else "the live configuration"), back.label
 
     def settle(self, run: Run) -> Drill | None:
         """Record what the drill of a run that ended measured (nothing for other runs)."""
-        drill = self.store.drill(run.id)
+        drill = self.store.drills.get(run.id)
         if drill is None or run.state not in FINAL:
             return drill
         record_drill(self.store, run)
         log.info("%s: drill of %s settled: %s", run.incident_id, run.target, run.state)
-        return self.store.drill(run.id)
+        return self.store.drills.get(run.id)
 
     def settle_pending(self) -> int:
         """Settle the drills whose runs ended unseen (a crash between finish and record)."""
         settled = 0
-        for drill in self.store.drills(states=("requested",)):
-            run = self.store.run(drill.run_id)
+        for drill in self.store.drills.find(states=("requested",)):
+            run = self.store.runs.get(drill.run_id)
             if run is not None and run.state in FINAL:
                 self.settle(run)
                 settled += 1
@@ -468,7 +472,7 @@ class DrillRecorder:
         self.inner.run_finished(run)
         if self.config is not None and is_drill(run):
             flag_finished(self.store, self.config, run)
-            self.store.enqueue(run.id, TREND_CHART)
+            self.store.outbox.enqueue(run.id, TREND_CHART)
 
     def run_expired(self, run: Run) -> None:
         self._record(run)
@@ -497,7 +501,7 @@ def flag_finished(store: Store, config: RollbackConfig, run: Run) -> list[str]:
     """Queue the flag of a scheduled target's finished drill, if any; return its reasons."""
     env = config.environments.get(run.environment)
     schedule = env.target_drills.get(run.target) if env is not None else None
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     if schedule is None or drill is None:
         return []
     reasons = []
@@ -509,20 +513,20 @@ def flag_finished(store: Store, config: RollbackConfig, run: Run) -> list[str]:
     if reasons:
         rto = schedule.rto.total_seconds() if schedule.rto is not None else None
         detail = {"reasons": reasons, "recover_seconds": took, "rto_seconds": rto}
-        store.enqueue(run.id, FLAGGED, detail)
+        store.outbox.enqueue(run.id, FLAGGED, detail)
     return reasons
 
 
 def record_drill(store: Store, run: Run) -> None:
     """Settle the drill of `run` without the flows (for the runner's side)."""
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     if drill is None:
         return
     plan = [StoredStep.from_json(raw) for raw in run.plan]
-    measured = measure(plan, store.steps(run.id))
+    measured = measure(plan, store.steps.of(run.id))
     verdict = drill.verdict or verdict_of(run)
     finished = run.state in ("succeeded", "failed")
-    store.update_drill(
+    store.drills.settle(
         run.id,
         state=run.state,
         finished_at=run.finished_at or store.clock(),

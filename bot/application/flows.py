@@ -210,10 +210,10 @@ def disarmed_by(store: Store, *, environment: str, target: str) -> Run | None:
     automatic policy disables itself after firing). Re-arming is an event on that run's
     incident, so the rule holds across replicas and restarts.
     """
-    for run in store.runs(environment=environment, target=target, limit=50):
+    for run in store.runs.find(environment=environment, target=target, limit=50):
         if run.requester != MONITORING or run.approved_at is None:
             continue
-        if any(e.kind == REARMED and e.run_id == run.id for e in store.events(run.incident_id)):
+        if any(e.kind == REARMED and e.run_id == run.id for e in store.events.of(run.incident_id)):
             return None
         return run
     return None
@@ -249,12 +249,12 @@ class Flows:
     def notify_person(self, run_id: str | None, *, user: str, text: str) -> None:
         """Queue a direct message to `user` (about a run, or about none): delivered when
         Slack answers again."""
-        self.store.enqueue(run_id, NOTICE, {"user": user, "text": text})
+        self.store.outbox.enqueue(run_id, NOTICE, {"user": user, "text": text})
         self.wake_outbox.set()
 
     def _tell(self, run_id: str, kind: str) -> None:
         """Queue a redraw for the outbox (durable, after the click's ack) and wake its sender."""
-        self.store.enqueue(run_id, kind)
+        self.store.outbox.enqueue(run_id, kind)
         self.wake_outbox.set()
 
     # opening ------------------------------------------------------------------
@@ -263,16 +263,18 @@ class Flows:
         """Plan, request and open the thread; raise Refused, or ThreadNotOpened after undoing."""
         with self.planner.request():  # the plan and the versions from one read of the target
             incident, run = self._request(request)
-        for item in sorted(request.ticked):
-            self.store.add_event(
-                incident_id=incident.id,
-                kind="prerollback.check",
-                actor=request.requester,
-                detail={"item": item},
-            )
         return self._open_thread(incident, run)
 
-    def _request(self, request: IncidentRequest) -> tuple[Incident, Run]:
+    def _request(
+        self, request: IncidentRequest, *, auto_approve_at: datetime | None = None
+    ) -> tuple[Incident, Run]:
+        """Plan (reading the target), then record the whole request in one transaction.
+
+        The incident, its run and locks, the break-glass approval and review, the versions,
+        the verdicts' override and the ticked checks commit together: the runner, status and
+        App Home never see a run whose request is half recorded (a break-glass run without
+        its review, a monitoring run before its veto deadline).
+        """
         env = self.config.environment(request.environment)
         notify = request.notify_customers
         if notify is None:
@@ -288,40 +290,56 @@ class Flows:
                 leave_maintenance_on_failure=request.leave_maintenance_on,
                 notify_customers=notify,
             )
-            incident, run = self.workflow.request(
-                plan=plan,
-                requester=request.requester,
-                severity=request.severity,
-                answers=request.answers,
-                summary=request.summary,
-                source=request.source,
-                detected_at=request.detected_at,
-                force=request.force,
-                break_glass=request.break_glass,
-                confirmation=request.confirmation,
-                leave_maintenance_on=request.leave_maintenance_on,
-                notify_customers=notify,
-                kind=RunKind.AUTOMATIC if request.requester == MONITORING else RunKind.ROLLBACK,
-            )
         except (ActionError, OSError) as exc:
             raise Refused(f"the plan could not be built: {exc}") from None
+        versions = self._versions(request.environment, request.target, env, plan.point)
+        try:
+            with self.store.unit():
+                incident, run = self.workflow.request(
+                    plan=plan,
+                    requester=request.requester,
+                    severity=request.severity,
+                    answers=request.answers,
+                    summary=request.summary,
+                    source=request.source,
+                    detected_at=request.detected_at,
+                    force=request.force,
+                    break_glass=request.break_glass,
+                    confirmation=request.confirmation,
+                    leave_maintenance_on=request.leave_maintenance_on,
+                    notify_customers=notify,
+                    kind=RunKind.AUTOMATIC if request.requester == MONITORING else RunKind.ROLLBACK,
+                )
+                Reviews(self.store, self.config).assign(run)  # break-glass: owned before shown
+                if versions is not None:
+                    self.store.runs.set_versions(run.id, **versions)
+                if auto_approve_at is not None:
+                    self.store.runs.set_auto_approve_at(run.id, auto_approve_at)
+                self._record_verdicts(incident, run, plan)
+                for item in sorted(request.ticked):
+                    self.store.events.add(
+                        incident_id=incident.id,
+                        kind="prerollback.check",
+                        actor=request.requester,
+                        detail={"item": item},
+                    )
+                incident = self.store.incidents.get(incident.id) or incident
+                run = self.store.runs.get(run.id) or run
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        Reviews(self.store, self.config).assign(run)  # break-glass: owned before it is shown
-        run = self._record_versions(run, env, plan.point)
-        return incident, self._record_verdicts(incident, run, plan)
+        return incident, run
 
     def _holders(self, environment: str, *, exclude: str | None) -> Holders:
         """Name the other incident holding a target of `environment`, for the verdict."""
-        return holders_from(self.store.lock_holder, environment, exclude=exclude)
+        return holders_from(self.store.runs.lock_holder, environment, exclude=exclude)
 
-    def _record_verdicts(self, incident: Incident, run: Run, plan: Plan) -> Run:
+    def _record_verdicts(self, incident: Incident, run: Run, plan: Plan) -> None:
         """Record a break-glass run over a blocked verdict as an override (the verdicts are kept
         with the run as it is requested); the card's recommendation says when fixing forward
         is the safer move."""
         reason = blocked(plan.verdicts)
         if reason is not None and run.break_glass:
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=incident.id,
                 run_id=run.id,
                 kind="verdict.overridden",
@@ -332,14 +350,13 @@ class Flows:
         if decided.recommendation is None:
             # The flowchart was not answered (monitoring opened the incident): the
             # incident's own reason stands, not a prompt for an answer nobody was asked.
-            return self.store.run(run.id) or run
+            return
         advised = with_verdict(decided, plan.verdicts)
         if advised.reason != incident.reason:
             recommendation = advised.recommendation.value if advised.recommendation else None
-            self.store.update_incident(
+            self.store.incidents.set_reason(
                 incident.id, reason=advised.reason, recommendation=recommendation
             )
-        return self.store.run(run.id) or run
 
     def offer(
         self,
@@ -357,39 +374,40 @@ class Flows:
         """
         env = self.config.environment(environment)
         listed = self.planner.points(env, target) if points is None else points
-        known = self.store.known_versions(environment=environment, target=target)
+        known = self.store.versions.known(environment=environment, target=target)
         marked = remembered(listed, known)
         marked = _leaving(marked, avoid or {})
         return Offer(
             points=marked, default=default_point(marked, healthy=known.healthy_keys), known=known
         )
 
-    def _record_versions(self, run: Run, env: Environment, ref: str | None) -> Run:
-        """Keep the from → to versions with the run, in the target's own words (point labels).
+    def _versions(
+        self, environment: str, target: str, env: Environment, ref: str | None
+    ) -> dict[str, str] | None:
+        """The from → to versions of a request, in the target's own words (point labels).
 
         People decide on versions, not refs (`2`, `previous`): the card, plan, Approve
         confirmation, progress, outcome, status, history and RCA all read these. They are
-        taken when the plan is made; a target whose points cannot be listed gets none,
-        and the messages fall back to the ref.
+        taken when the plan is made; a target whose points cannot be listed gets none
+        (None), and the messages fall back to the ref.
         """
         try:
-            offer = self.offer(run.environment, run.target)
+            offer = self.offer(environment, target)
         except (ActionError, OSError) as exc:
-            log.warning("%s: versions not recorded: %s", run.incident_id, exc)
-            return run
+            log.warning("%s/%s: versions not recorded: %s", environment, target, exc)
+            return None
         points = offer.points
         current = running_point(points)
         chosen = next((p for p in points if p.ref == ref), None) if ref else None
         chosen = chosen or (None if ref else offer.default)
-        versions: dict[str, str | None] = {
+        versions: dict[str, str] = {
             "from_version": lasting(current) if current else "",
             "to_version": lasting(chosen) if chosen else (ref or ""),
         }
-        if not isinstance(env.targets[run.target], FullParams):  # members keep their own
+        if not isinstance(env.targets[target], FullParams):  # members keep their own
             versions["from_key"] = current.key if current else ""
             versions["to_key"] = chosen.key if chosen else ""
-        self.store.set_run_fields(run.id, **versions)
-        return self.store.run(run.id) or run
+        return versions
 
     def open_requested(self, incident: Incident, run: Run) -> Opened:
         """Open the thread of a run requested elsewhere (a drill); undo it if Slack refuses."""
@@ -417,13 +435,13 @@ class Flows:
     def _withdraw(self, incident: Incident, run: Run, reason: str) -> None:
         self.workflow.withdraw(run.id, reason=f"the incident thread could not be opened: {reason}")
         log.error("%s: incident thread not opened, rollback withdrawn: %s", incident.id, reason)
-        self.store.add_event(
+        self.store.events.add(
             incident_id=incident.id,
             kind="incident.closed",
             actor=None,
             detail={"reason": f"the incident thread could not be opened: {reason}"},
         )
-        self.store.update_incident(incident.id, resolved_at=self.store.clock())
+        self.store.incidents.resolve(incident.id, at=self.store.clock())
 
     def open_from_alert(
         self,
@@ -452,6 +470,8 @@ class Flows:
         if point is None:  # what runs is the last known healthy version: no automatic choice
             point = default_point(offer.points)
             auto_approve = False
+        deadline = received + timedelta(seconds=env.veto_seconds)
+        armed = deadline if env.auto_rollback and auto_approve else None
         try:
             incident, run = self._request(
                 IncidentRequest(
@@ -464,22 +484,19 @@ class Flows:
                     summary=reason,
                     source=MONITORING,
                     detected_at=detected_at,
-                )
+                ),
+                auto_approve_at=armed,
             )
         except Refused:  # another process may have opened one meanwhile: record it there
             self._alert_on_holder(environment, target, reason)
             raise
-        if env.auto_rollback and auto_approve:
-            at = received + timedelta(seconds=env.veto_seconds)
-            self.store.set_run_fields(run.id, auto_approve_at=at)
-            run = self.store.run(run.id) or run
         return self._open_thread(incident, run)
 
     def _alert_on_holder(self, environment: str, target: str, reason: str) -> None:
         """Record the alert on the incident holding the target, and refuse; else do nothing."""
-        holder = self.store.lock_holder(environment=environment, targets=[target])
+        holder = self.store.runs.lock_holder(environment=environment, targets=[target])
         if holder is not None:
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=holder,
                 kind="monitoring.alert",
                 actor=MONITORING,
@@ -499,10 +516,10 @@ class Flows:
             current = plan.hash if plan is not None else None
             stale = run.plan_stale_at is not None
             if current is not None and current != run.plan_hash and not stale:
-                self.store.set_run_fields(run.id, plan_stale_at=self.store.clock())
+                self.store.runs.set_plan_stale_at(run.id, self.store.clock())
                 self.thread.stale(run_id)
             elif current is not None and current == run.plan_hash and stale:
-                self.store.set_run_fields(run.id, plan_stale_at=None)  # current again
+                self.store.runs.set_plan_stale_at(run.id, None)  # current again
             if plan is not None and current != run.plan_hash:
                 changed = plan_difference(
                     steps=run.plan, notes=run.notes or [], verdicts=run.verdicts or (), now=plan
@@ -523,7 +540,7 @@ class Flows:
                 run_id, user=user, user_groups=user_groups, current_plan_hash=current
             )
         except Refused:
-            after = self.store.run(run_id)
+            after = self.store.runs.get(run_id)
             if after is not None and after.state != run.state:
                 self._tell(run_id, CHANGED)
             raise
@@ -546,7 +563,7 @@ class Flows:
         """Approve, as monitoring, every monitoring run whose veto window has passed."""
         approved = []
         now = self.store.clock()
-        for run in self.store.due_for_auto_approval():
+        for run in self.store.runs.due_for_auto_approval():
             due = run.auto_approve_at
             if run.requester != MONITORING or due is None or due > now:
                 continue
@@ -565,8 +582,8 @@ class Flows:
 
     def _withhold(self, run: Run, reason: str) -> None:
         """A blocked verdict stops monitoring's automatic approval; people decide (once)."""
-        self.store.set_run_fields(run.id, auto_approve_at=None)
-        self.store.add_event(
+        self.store.runs.set_auto_approve_at(run.id, None)
+        self.store.events.add(
             incident_id=run.incident_id,
             run_id=run.id,
             kind="run.auto_approval_withheld",
@@ -597,9 +614,9 @@ class Flows:
 
     def cancellable_run(self, incident_id: str) -> Run:
         """Return the incident's run that may still be cancelled, or raise Refused saying why."""
-        if self.store.incident(incident_id) is None:
+        if self.store.incidents.get(incident_id) is None:
             raise Refused(f"there is no incident {incident_id}")
-        runs = self.store.runs(incident_id=incident_id)
+        runs = self.store.runs.find(incident_id=incident_id)
         if not runs:
             raise Refused(f"{incident_id} has no rollback to cancel")
         waiting = [r for r in runs if r.state in CANCELLABLE]
@@ -623,8 +640,8 @@ class Flows:
         run = self._run(run_id)
         if run.state != "failed":
             raise Refused(f"this rollback is {run.state}; only a failed one can be retried")
-        records = self.store.steps(run.id)
-        after = aftermath(run.plan, records, self.store.events(run.incident_id), run.id)
+        records = self.store.steps.of(run.id)
+        after = aftermath(run.plan, records, self.store.events.of(run.incident_id), run.id)
         if after.failed is None:
             raise Refused("no step of this rollback failed; Re-plan to roll back again")
         self._check_fresh(run, after.failed.position)
@@ -680,7 +697,7 @@ class Flows:
     ) -> None:
         """Record that maintenance stays on after a failure, and who decided it."""
         run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
-        self.store.add_event(
+        self.store.events.add(
             incident_id=run.incident_id, run_id=run.id, kind=LEFT_ON, actor=user, detail={}
         )
         self._tell(run.id, DECIDED)
@@ -702,7 +719,7 @@ class Flows:
             )
             result = action.run(ctx)
         except ActionError as exc:
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=run.incident_id,
                 run_id=run.id,
                 kind="maintenance.off_failed",
@@ -710,7 +727,7 @@ class Flows:
                 detail={"error": str(exc)},
             )
             raise Refused(f"maintenance could not be turned off: {exc}") from None
-        self.store.add_event(
+        self.store.events.add(
             incident_id=run.incident_id,
             run_id=run.id,
             kind=TURNED_OFF,
@@ -733,11 +750,11 @@ class Flows:
         if run.state != "failed":
             raise Refused(f"this rollback is {run.state}, not failed; nothing to resolve")
         after = aftermath(
-            run.plan, self.store.steps(run.id), self.store.events(run.incident_id), run.id
+            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
         )
         if after.resolved_by is not None:
             raise Refused(f"{after.resolved_by} already marked it resolved")
-        self.store.add_event(
+        self.store.events.add(
             incident_id=run.incident_id, run_id=run.id, kind=RESOLVED, actor=user, detail={}
         )
         self._tell(run.id, DECIDED)
@@ -751,7 +768,7 @@ class Flows:
         disarmed = disarmed_by(self.store, environment=run.environment, target=run.target)
         if disarmed is None or disarmed.id != run.id:
             raise Refused(f"automatic rollback of {run.target} is not disarmed by this run")
-        self.store.add_event(
+        self.store.events.add(
             incident_id=run.incident_id, run_id=run.id, kind=REARMED, actor=user, detail={}
         )
 
@@ -763,7 +780,7 @@ class Flows:
         if run.state != "failed":
             raise Refused(f"this rollback is {run.state}; maintenance is the plan's to handle")
         after = aftermath(
-            run.plan, self.store.steps(run.id), self.store.events(run.incident_id), run.id
+            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
         )
         if not after.maintenance_on:
             raise Refused("maintenance mode is not on after this rollback; nothing to decide")
@@ -795,11 +812,11 @@ class Flows:
             raise Refused(
                 "only the requester and the approvers of this environment tick its checklist"
             )
-        before = set(ticked_by(self.store.events(run.incident_id)))
+        before = set(ticked_by(self.store.events.of(run.incident_id)))
         toggled = selected ^ shown if shown is not None else selected - before
         changed = sorted(k for k in toggled if (k in selected) != (k in before))
         for key in changed:
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=run.incident_id,
                 run_id=run.id,
                 kind=TICK,
@@ -813,26 +830,26 @@ class Flows:
 
     def receive(self, key: str) -> Received:
         """Record that the request `key` arrived; say whether it is the first time."""
-        if self.store.receive_entry(key):
+        if self.store.entries.receive(key):
             return Received(first=True)
-        return Received(first=False, outcome=self.store.entry_outcome(key))
+        return Received(first=False, outcome=self.store.entries.outcome(key))
 
     def seen(self, key: str) -> Received | None:
         """Return how the request `key` was received before, or None if it never was."""
-        if not self.store.has_entry(key):
+        if not self.store.entries.has(key):
             return None
-        return Received(first=False, outcome=self.store.entry_outcome(key))
+        return Received(first=False, outcome=self.store.entries.outcome(key))
 
     def settle(self, key: str, outcome: str) -> None:
         """Record what the request `key` did, for its retries and replays to say."""
-        self.store.settle_entry(key, outcome=outcome)
+        self.store.entries.settle(key, outcome=outcome)
 
     def release(self, key: str) -> None:
         """Forget a request that changed nothing, so the same one may act later."""
-        self.store.release_entry(key)
+        self.store.entries.release(key)
 
     def _run(self, run_id: str) -> Run:
-        run = self.store.run(run_id)
+        run = self.store.runs.get(run_id)
         if run is None:
             raise Refused("this rollback no longer exists")
         return run

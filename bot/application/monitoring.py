@@ -146,7 +146,7 @@ class Monitor:
         received: datetime,
     ) -> Raised:
         env = self.config.environment(environment)
-        holder = self.store.lock_holder(environment=environment, targets=[target])
+        holder = self.store.runs.lock_holder(environment=environment, targets=[target])
         if holder is not None:
             return self._record_on(holder, environment, target, reason)
         held = None
@@ -168,13 +168,13 @@ class Monitor:
             )
             return Raised(self._latest_incident(environment, target), False, str(exc))
         except Refused as exc:
-            holder = self.store.lock_holder(environment=environment, targets=[target])
+            holder = self.store.runs.lock_holder(environment=environment, targets=[target])
             if holder is not None:  # another process won the race; the flow recorded the alert
                 return Raised(holder, False, str(exc))
             raise PlanningError(str(exc)) from None
         incident = opened.incident
         if held:
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=incident.id,
                 kind="monitoring.auto_rollback_held",
                 actor=MONITORING,
@@ -190,12 +190,12 @@ class Monitor:
         return Raised(incident.id, True, f"opened {incident.id}")
 
     def _latest_incident(self, environment: str, target: str) -> str:
-        latest = self.store.runs(environment=environment, target=target, limit=1)
+        latest = self.store.runs.find(environment=environment, target=target, limit=1)
         return latest[0].incident_id if latest else ""
 
     def _record_on(self, holder: str, environment: str, target: str, reason: str) -> Raised:
         """Record a repeated alert on the incident that already handles the target."""
-        self.store.add_event(
+        self.store.events.add(
             incident_id=holder, kind="monitoring.alert", actor=MONITORING, detail={"reason": reason}
         )
         return Raised(holder, False, f"{target} in {environment} is already handled in {holder}")
@@ -213,7 +213,7 @@ class Monitor:
             )
         minutes = env.auto_rollback_cooldown_minutes
         since = self.store.clock() - timedelta(minutes=minutes)
-        recent = self.store.runs(environment=environment, target=target, limit=50)
+        recent = self.store.runs.find(environment=environment, target=target, limit=50)
         for run in recent:
             if run.requester == MONITORING and run.approved_at and run.approved_at >= since:
                 return (
@@ -236,12 +236,12 @@ class Monitor:
     def resolved(self, *, environment: str, target: str, alert: str, ended_at: str) -> str | None:
         """Record a resolved alert on the target's open incident (else its latest); its id."""
         self.config.target(environment, target)
-        incident_id = self.store.lock_holder(environment=environment, targets=[target])
+        incident_id = self.store.runs.lock_holder(environment=environment, targets=[target])
         if incident_id is None:
-            latest = self.store.runs(environment=environment, target=target, limit=1)
+            latest = self.store.runs.find(environment=environment, target=target, limit=1)
             incident_id = latest[0].incident_id if latest else None
         if incident_id is not None:
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=incident_id,
                 kind="monitoring.resolved",
                 actor=MONITORING,
@@ -293,7 +293,7 @@ class Monitor:
                 incident_id=None,
                 healthy=(current.key, lasting(current)),
             )
-            self.store.remember_versions(note)
+            self.store.versions.remember(note)
             log.info("%s %s: %s recorded as known healthy", name, target, current.label)
         self._healthy_since[name] = (current, now)
 

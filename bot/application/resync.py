@@ -56,7 +56,7 @@ class Resync:
     def _check(
         self, run_id: str, *, user: str, user_groups: frozenset[str]
     ) -> tuple[Run, list[HeldOwner]]:
-        run = self.store.run(run_id)
+        run = self.store.runs.get(run_id)
         if run is None:
             raise Refused("this rollback no longer exists")
         try:

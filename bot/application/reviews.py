@@ -17,7 +17,7 @@ does, so:
   group) may mark it reviewed instead. The requester never reviews their own
   break-glass. Marking is once: a second click is told who did it.
 - **Listed until done:** `/rollback status` and the home tab list the reviews not
-  yet done (`Store.unreviewed`).
+  yet done (`Reviews.pending`).
 """
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ class Reviews:
         if not run.break_glass:
             return None
         pool = candidates(self.config.environment(run.environment), run.requester)
-        return self.store.add_review(run=run, reviewer="", pick=lambda n: pool[n % len(pool)])
+        return self.store.reviews.assign(run=run, reviewer="", pick=lambda n: pool[n % len(pool)])
 
     def mark_reviewed(
         self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
     ) -> BreakGlassReview:
         """Record `user`'s review, or raise Refused saying why nothing changed."""
-        review = self.store.review(run_id)
+        review = self.store.reviews.get(run_id)
         if review is None:
             raise Refused("this rollback has no break-glass review")
         if review.reviewed_at is not None:
@@ -77,18 +77,18 @@ class Reviews:
             raise Refused(
                 f"only an approver of {review.environment} can review a break-glass rollback"
             )
-        if not self.store.mark_reviewed(run_id, user=user):
-            done = self.store.review(run_id)
+        if not self.store.reviews.mark(run_id, user=user):
+            done = self.store.reviews.get(run_id)
             raise Refused(_already(done.reviewed_by if done else None))
         if self.thread is not None:
             self.thread.review(run_id)
-        done = self.store.review(run_id)
+        done = self.store.reviews.get(run_id)
         assert done is not None
         return done
 
     def unreviewed(self, *, limit: int = 50) -> list[BreakGlassReview]:
         """The reviews not yet done, oldest first."""
-        return self.store.unreviewed(limit=limit)
+        return self.store.reviews.pending(limit=limit)
 
 
 def _already(by: str | None) -> str:

@@ -32,7 +32,7 @@ class StepState(StrEnum):
     """A step record's state, as the runner writes it."""
 
     PENDING = "pending"
-    """Recorded before its first write (`Store.save_step` creates the record)."""
+    """Recorded before its first write (`Steps.save` creates the record)."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"

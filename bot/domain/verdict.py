@@ -95,7 +95,7 @@ class Verdict:
 def holders_from(
     lock_holder: Callable[..., str | None], environment: str, *, exclude: str | None
 ) -> Holders:
-    """Name the incident other than `exclude` holding a target (`Store.lock_holder`)."""
+    """Name the incident other than `exclude` holding a target (`Runs.lock_holder`)."""
 
     def holder(target: str) -> str | None:
         found = lock_holder(environment=environment, targets=[target])

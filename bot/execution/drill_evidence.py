@@ -82,6 +82,8 @@ class DrillEvidence:
             for env_name, env in self.config.environments.items()
             for name, other in env.targets.items()
             if isinstance(other, DatabaseParams) and backup_set(other) == wanted
-            for drill in self.store.drills(environment=env_name, target=name, states=ENDED, limit=1)
+            for drill in self.store.drills.find(
+                environment=env_name, target=name, states=ENDED, limit=1
+            )
         ]
         return max(found, key=lambda d: d.finished_at or d.created_at, default=None)

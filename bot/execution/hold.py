@@ -106,7 +106,7 @@ class GitHold:
     def poll(self, recheck: Recheck, run: Run) -> Settle:
         """Decide what this poll of the hold does."""
         spec = dict(recheck.spec)
-        resume = self.store.resume_of(run.id)
+        resume = self.store.resumes.get(run.id)
         if resume is not None and resume.by != BY_THE_BOT and resume.state == "resumed":
             return Settle(RecheckState.DONE, f"the sync was resumed by {resume.by}", spec)
         if spec.get("phase") == "reconciling":
@@ -165,7 +165,7 @@ class GitHold:
 
         propose = ProposeGitChange.rebuild(spec["propose"])
         data = next(
-            (s.data for s in self.store.steps(run.id) if s.position == recheck.position), {}
+            (s.data for s in self.store.steps.of(run.id) if s.position == recheck.position), {}
         )
         source = propose.source
         token = source.token.read().get_secret_value() if source.token else None
@@ -286,7 +286,7 @@ class GitHold:
             # the middle. Its attempt is recorded as failed; the next poll resumes again
             # (putting back a recorded sync policy twice leaves it as once).
             stopped = "a bot process stopped while resuming the sync; the hold resumes it again"
-            self.store.end_resume(
+            self.store.resumes.end(
                 run, by=BY_THE_BOT, ok=False, outcome=stopped, detail={"owners": [], "lines": []}
             )
             return Settle(RecheckState.PENDING, stopped, spec, due_in=RECONCILE_POLL_SECONDS)

@@ -193,7 +193,7 @@ class Heartbeat:
         while not self._stop.wait(wait):
             attempted = time.monotonic()
             try:
-                held = self._store.renew(self._lease, seconds=self.seconds)
+                held = self._store.leases.renew(self._lease, seconds=self.seconds)
             except Exception as exc:
                 if time.monotonic() - self._last_renewed >= self._renew_seconds:
                     log.error(

@@ -7,7 +7,7 @@ the runner's thread, so the runner only writes rows.
 - Producing: a state change that people should hear about enqueues a message
   (`run.started`, `run.resumed`, `step.started`, `step.finished`,
   `run.finished`, `run.expired`) in the same transaction as the change itself
-  (`Store.transition(notify=...)`, `Store.save_step(notify=...)`), so a crash
+  (`Runs.transition(notify=...)`, `Steps.save(notify=...)`), so a crash
   can never record a change and lose its message, or the other way round.
   Messages hold only what identifies them (run, kind, step position); the
   Slack side renders them from the database when it delivers, so an edit
@@ -21,7 +21,7 @@ the runner's thread, so the runner only writes rows.
   and logged, because retrying cannot help. Unexpected errors are retried with
   backoff too, never dropped silently.
 - Several bot processes: a sender takes a message with a conditional UPDATE
-  (`Store.outbox_claim`) before delivering it, so two senders never deliver the
+  (`Outbox.claim`) before delivering it, so two senders never deliver the
   same message; one that dies mid-delivery leaves it due again after a while.
 - Exactly once: every message the Slack side posts has a slot (`progress`,
   `step:3:1`, `checklist`) whose ts is recorded as soon as Slack answers;
@@ -81,18 +81,18 @@ class Sender:
         """Deliver the head of every thread that is due; return how many left the queue."""
         delivered = 0
         now = self.store.clock()
-        for message in self.store.outbox_heads():
+        for message in self.store.outbox.heads():
             if message.next_attempt_at is not None and message.next_attempt_at > now:
                 continue
             if (
                 message.kind in SUPERSEDABLE
                 and message.attempts > 0
-                and self.store.has_later_message(message)
+                and self.store.outbox.has_later(message)
             ):
-                self.store.outbox_done(message.id, state="superseded")
+                self.store.outbox.done(message.id, state="superseded")
                 delivered += 1
                 continue
-            if not self.store.outbox_claim(message, seconds=self.claim_seconds):
+            if not self.store.outbox.claim(message, seconds=self.claim_seconds):
                 continue
             delivered += self._deliver_one(message)
         return delivered
@@ -111,13 +111,13 @@ class Sender:
                 message.id,
                 exc,
             )
-            self.store.outbox_done(message.id, state="failed", error=str(exc))
+            self.store.outbox.done(message.id, state="failed", error=str(exc))
             return 1
         except Exception as exc:
             log.exception("run %s: delivering %s failed unexpectedly", message.run_id, message.kind)
             self._retry(message, f"{type(exc).__name__}: {exc}", None)
             return 0
-        self.store.outbox_done(message.id, state="sent")
+        self.store.outbox.done(message.id, state="sent")
         return 1
 
     def _retry(self, message: OutboxMessage, reason: str, delay: float | None) -> None:
@@ -131,7 +131,7 @@ class Sender:
             reason,
             wait,
         )
-        self.store.outbox_retry(
+        self.store.outbox.retry(
             message.id, at=self.store.clock() + timedelta(seconds=wait), error=reason
         )
 

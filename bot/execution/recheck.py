@@ -11,7 +11,7 @@ compares its pod template with the restored one (`actions.kubernetes.recheck`).
   between the two leaves the run running; whoever finishes it schedules again
   and the unique (run, position) keeps one row. A row whose run did not
   succeed after all is dropped when due.
-- Doing: `run_due` claims due rows one by one (`Store.claim_next_recheck`:
+- Doing: `run_due` claims due rows one by one (`Rechecks.claim_next`:
   fencing token, SKIP LOCKED on PostgreSQL), reads the cluster, and records the
   result with its event and its thread message in one transaction that holds
   only while the claim does: of several bot processes exactly one reports.
@@ -93,7 +93,7 @@ class Rechecks:
             return 0
         added = 0
         for position, source, spec in hold_rows(run):
-            added += self.store.schedule_recheck(
+            added += self.store.rechecks.schedule(
                 run,
                 position=position,
                 source=source,
@@ -108,7 +108,7 @@ class Rechecks:
                 continue
             if params.recheck_after <= 0:
                 continue
-            added += self.store.schedule_recheck(
+            added += self.store.rechecks.schedule(
                 run,
                 position=int(step["position"]),
                 source=str(source),
@@ -143,14 +143,14 @@ class Rechecks:
         """Claim and do due re-checks, one after another; return how many were settled."""
         settled = 0
         for _ in range(limit):
-            recheck = self.store.claim_next_recheck(owner=self.owner, seconds=CLAIM_SECONDS)
+            recheck = self.store.rechecks.claim_next(owner=self.owner, seconds=CLAIM_SECONDS)
             if recheck is None:
                 break
             settled += self._do(recheck)
         return settled
 
     def _do(self, recheck: Recheck) -> int:
-        run = self.store.run(recheck.run_id)
+        run = self.store.runs.get(recheck.run_id)
         if run is None or run.state != RunState.SUCCEEDED:
             state = run.state if run is not None else "gone"
             return self._settle(recheck, RecheckState.DROPPED, f"the run is {state}, not succeeded")
@@ -214,7 +214,7 @@ class Rechecks:
         return self._settle(recheck, RecheckState.FAILED, outcome, notify="recheck.failed")
 
     def _settle(self, recheck: Recheck, state: str, outcome: str, **kwargs: Any) -> int:
-        if not self.store.settle_recheck(recheck, state=state, outcome=outcome, **kwargs):
+        if not self.store.rechecks.settle(recheck, state=state, outcome=outcome, **kwargs):
             log.warning("re-check %s was claimed by another process meanwhile", recheck.id)
             return 0
         return 1

@@ -143,11 +143,11 @@ class DurableMemory(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
-        self._store.set_run_memory(self._run_id, dict(self._data), lease=self._lease)
+        self._store.leases.save_memory(self._run_id, dict(self._data), lease=self._lease)
 
     def __delitem__(self, key: str) -> None:
         del self._data[key]
-        self._store.set_run_memory(self._run_id, dict(self._data), lease=self._lease)
+        self._store.leases.save_memory(self._run_id, dict(self._data), lease=self._lease)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -216,7 +216,7 @@ class Runner:
         """
         self.sweep()
         done = []
-        for run_id in self.store.claimable():
+        for run_id in self.store.leases.claimable():
             if self.execute(run_id):
                 done.append(run_id)
         return done
@@ -235,7 +235,7 @@ class Runner:
             self._pool = {i: t for i, t in self._pool.items() if t.is_alive()}
             while len(self._pool) < self.workers:
                 sent = time.monotonic()
-                lease = self.store.claim_next(
+                lease = self.store.leases.claim_next(
                     owner=self.owner, seconds=self.lease_seconds, skip=set(self._pool)
                 )
                 if lease is None:
@@ -269,7 +269,7 @@ class Runner:
     def execute(self, run_id: str) -> bool:
         """Claim and execute one run on this thread; False if another runner holds it."""
         sent = time.monotonic()
-        lease = self.store.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
+        lease = self.store.leases.claim(run_id, owner=self.owner, seconds=self.lease_seconds)
         if lease is None:
             return False
         self._hold(lease, sent)
@@ -298,7 +298,7 @@ class Runner:
         watchdog = Watchdog(hold, abandon=self.abandon)
         watchdog.start()
         try:
-            run = self.store.run(lease.run_id)
+            run = self.store.runs.get(lease.run_id)
             if run is not None and run.state in EXECUTABLE_STATES:
                 self._execute(run, hold, previous_owner=lease.previous_owner)
         except LeaseLost:
@@ -309,16 +309,16 @@ class Runner:
             watchdog.stop()
             heartbeat.stop()
             try:
-                self.store.release(lease)
+                self.store.leases.release(lease)
             except Exception as exc:  # the database is still away: the lease runs out by itself
                 log.warning("could not release the lease on run %s: %s", lease.run_id, exc)
 
     def _handed_over(self, lease: Lease) -> None:
         log.warning("%s stopping: run %s handed over between steps", lease.owner, lease.run_id)
-        run = self.store.run(lease.run_id)
+        run = self.store.runs.get(lease.run_id)
         if run is not None:
             detail = {"owner": lease.owner}
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=run.incident_id, run_id=run.id, kind="run.handed_over", detail=detail
             )
 
@@ -341,14 +341,14 @@ class Runner:
         """Say that this runner lost the run and stopped; its successor carries on."""
         log.error("%s lost its lease on run %s; stopped", lease.owner, lease.run_id)
         try:
-            run = self.store.run(lease.run_id)
+            run = self.store.runs.get(lease.run_id)
             if run is None:
                 return
             detail = {"owner": lease.owner, "generation": lease.generation}
-            self.store.add_event(
+            self.store.events.add(
                 incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost", detail=detail
             )
-            self.store.enqueue(run.id, "run.lease_lost", detail)
+            self.store.outbox.enqueue(run.id, "run.lease_lost", detail)
         except Exception as exc:  # cut off from the database: the lease says it for us
             log.error("could not record losing run %s: %s", lease.run_id, exc)
 
@@ -368,7 +368,7 @@ class Runner:
         run = self.workflow.start(run, detail=detail, lease=hold.lease)
         log.info("%s: run %s %s", run.incident_id, run.id, "resumed" if resumed else "started")
         self.progress.run_started(run, resumed=resumed)
-        records = {r.position: r for r in self.store.steps(run.id)}
+        records = {r.position: r for r in self.store.steps.of(run.id)}
         memory = DurableMemory(self.store, run.id, run.memory, lease=hold.lease)
         failure = _earlier_failure(steps, records)
         begun = {p for p, r in records.items() if r.state != StepState.NOT_RUN}
@@ -447,7 +447,7 @@ class Runner:
                     run,
                     env,
                     holders=holders_from(
-                        self.store.lock_holder, run.environment, exclude=run.incident_id
+                        self.store.runs.lock_holder, run.environment, exclude=run.incident_id
                     ),
                     **plan_choices(run),
                 )
@@ -515,7 +515,7 @@ class Runner:
         else:
             end = {"state": StepState.FAILED, "summary": error or ""}
         self._save_end(run, hold, stored, {**end, "finished_at": self.store.clock()})
-        record = next(r for r in self.store.steps(run.id) if r.position == stored.position)
+        record = next(r for r in self.store.steps.of(run.id) if r.position == stored.position)
         self.progress.step_finished(run, step, record)
         return error
 
@@ -584,7 +584,7 @@ class Runner:
                 delay = min(delay * 2, self.lease_seconds / 10)
 
     def _save(self, run: Run, hold: Hold, stored: StoredStep, *, state: str, **fields: Any) -> None:
-        self.store.save_step(
+        self.store.steps.save(
             run,
             lease=hold.lease,
             position=stored.position,
@@ -605,9 +605,9 @@ class Runner:
         steps: list[StoredStep],
         nothing_ran: bool = False,
     ) -> None:
-        fresh = self.store.run(run.id)
+        fresh = self.store.runs.get(run.id)
         assert fresh is not None
-        records = {} if nothing_ran else {r.position: r for r in self.store.steps(run.id)}
+        records = {} if nothing_ran else {r.position: r for r in self.store.steps.of(run.id)}
         live = self._running_now(fresh) if failure is not None else ""
         outcome = describe_outcome(steps, records, failure=failure, live=live)
         if failure is None and self.rechecks is not None:

@@ -6,7 +6,7 @@ Both go through `SyncResumes.resume`, so the rules are the same for both:
 
 - only owners this rollback suspended (its suspend step recorded what it replaced in the
   run's memory) are resumed, parents first (plan order);
-- exactly once: `Store.begin_resume` inserts the run's `sync_resumes` row before the
+- exactly once: `Resumes.begin` inserts the run's `sync_resumes` row before the
   cluster is called, so a second press, or the hold and a press in the same instant, is
   told who resumed it and when, and nothing is called again. An attempt that failed (the
   API server refused) may be made again;
@@ -112,7 +112,7 @@ class SyncResumes:
 
     def resume(self, run: Run, held: list[HeldOwner], *, by: str) -> ResumeOutcome:
         """Resume `held` (the run's held owners) as `by`, unless someone did or is doing it."""
-        earlier = self.store.begin_resume(run.id, by=by)
+        earlier = self.store.resumes.begin(run.id, by=by)
         if earlier is not None:
             return ResumeOutcome(False, earlier.by, earlier.at, state=earlier.state)
         # A copy: the run's memory keeps what the rollback suspended, for the record and for
@@ -125,7 +125,7 @@ class SyncResumes:
             except (ActionError, KeyError, ValueError) as exc:
                 problem = f"{owner.label}: {exc}"
                 break
-        self.store.end_resume(
+        self.store.resumes.end(
             run,
             by=by,
             ok=problem is None,

@@ -109,11 +109,11 @@ class Workflow:
         if break_glass:
             self._check_break_glass(env, plan.environment, confirmation)
         locks = self._locks(env, plan.target)
-        holder = self.store.lock_holder(environment=plan.environment, targets=locks)
+        holder = self.store.runs.lock_holder(environment=plan.environment, targets=locks)
         if holder is not None:
             raise TargetBusy(environment=plan.environment, target=plan.target, incident_id=holder)
         decision = decide(answers)
-        incident = self.store.create_incident(
+        incident = self.store.incidents.create(
             environment=plan.environment,
             target=plan.target,
             severity=severity.value,
@@ -139,10 +139,10 @@ class Workflow:
             )
         except TargetBusy:
             # Lost the race for the target after the pre-check: leave no record behind.
-            self.store.discard_incident(incident.id)
+            self.store.incidents.discard(incident.id)
             raise
         if break_glass:
-            run = self.store.transition(
+            run = self.store.runs.transition(
                 run,
                 to="approved",
                 kind="run.break_glass",
@@ -165,7 +165,7 @@ class Workflow:
         leave_maintenance_on: bool,
         notify_customers: bool,
     ) -> Run:
-        return self.store.create_run(
+        return self.store.runs.create(
             locks=self._locks(env, plan.target),
             actor=requester,
             incident_id=incident.id,
@@ -224,7 +224,7 @@ class Workflow:
                 )
             since = self._approval_window_start(env)
             try:
-                fresh, count = self.store.record_approval(
+                fresh, count = self.store.approvals.record(
                     run, approver=user, since=since, to_state="approved"
                 )
             except IntegrityError:
@@ -270,7 +270,7 @@ class Workflow:
         since = (run.approved_at or self.store.clock()) - timedelta(
             minutes=env.approval_ttl_minutes
         )
-        return self.store.approvers(run, since=since)
+        return self.store.approvals.of(run, since=since)
 
     # rejecting, cancelling, expiring ------------------------------------------
 
@@ -324,7 +324,7 @@ class Workflow:
             raise Refused(f"you are not an approver for {run.environment}")
         retries = run.retries + 1
         try:
-            return self.store.retry(
+            return self.store.runs.retry(
                 run,
                 actor=user,
                 locks=self._locks(env, run.target),
@@ -366,7 +366,7 @@ class Workflow:
     def expire_due(self) -> list[Run]:
         """Expire every requested run past its time-to-live."""
         expired = []
-        for run in self.store.due_for_expiry():
+        for run in self.store.runs.due_for_expiry():
             try:
                 expired.append(self._expire(run))
             except Conflict:
@@ -374,7 +374,7 @@ class Workflow:
         return expired
 
     def _expire(self, run: Run) -> Run:
-        return self.store.transition(
+        return self.store.runs.transition(
             run, to="expired", kind="run.expired", actor=None, notify="run.expired"
         )
 
@@ -429,7 +429,7 @@ class Workflow:
     # helpers ------------------------------------------------------------------
 
     def _run(self, run_id: str) -> Run:
-        run = self.store.run(run_id)
+        run = self.store.runs.get(run_id)
         if run is None:
             raise Refused(f"no rollback run {run_id}")
         return run
@@ -450,7 +450,7 @@ class Workflow:
         if run.state not in _ALLOWED[RunState(to)]:
             raise Refused(f"a {run.state} rollback cannot become {to}")
         try:
-            return self.store.transition(
+            return self.store.runs.transition(
                 run,
                 to=to,
                 kind=kind or f"run.{to}",

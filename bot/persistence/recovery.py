@@ -153,15 +153,15 @@ def summary_lines(rec: Recovery) -> list[str]:
 def recent(store: Store, *, limit: int = 5, skip_source: str = "drill") -> list[Recovery]:
     """The recovery phases of the newest finished incidents (drills left out), newest first."""
     seen: list[str] = []
-    for run in store.runs(states=("succeeded", "failed"), limit=limit * 4):
+    for run in store.runs.find(states=("succeeded", "failed"), limit=limit * 4):
         if run.incident_id not in seen:
             seen.append(run.incident_id)
     out = []
     for incident_id in seen:
-        incident = store.incident(incident_id)
+        incident = store.incidents.get(incident_id)
         if incident is None or incident.source == skip_source:
             continue
-        out.append(recovery(incident, store.events(incident_id)))
+        out.append(recovery(incident, store.events.of(incident_id)))
         if len(out) == limit:
             break
     return out

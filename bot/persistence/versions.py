@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from bot.domain.states import RunKind, VersionState
-from bot.domain.versions import Ending, VersionMark
+from bot.domain.versions import Ending, KnownVersions, VersionMark, VersionNote, version_key
+from bot.persistence.database import Conflict, Repository
 from bot.persistence.models import Event, Run, TargetVersion
-from bot.persistence.store import Conflict, Store
 
 CLEARED = "version.cleared"
 """Audit event on the incident that marked a version bad: an approver cleared it."""
@@ -41,15 +43,65 @@ def _mark(row: TargetVersion) -> VersionMark:
     )
 
 
-class VersionBook:
-    """The marks on targets' versions, read and cleared through the store's sessions."""
+def _marked_bad(row: TargetVersion) -> bool:
+    """A version rolled away from that no approver has cleared (migration 0012)."""
+    return row.state == VersionState.ROLLED_AWAY and row.cleared_at is None
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+
+def remember(session: Session, note: VersionNote, *, at: datetime) -> None:
+    """Record in `session`'s transaction what a run or monitoring learnt of versions."""
+    learnt = [
+        (note.rolled_away, VersionState.ROLLED_AWAY),
+        (note.healthy, VersionState.HEALTHY),
+    ]
+    for version, state in learnt:
+        if version is None or not version[0]:
+            continue
+        key = version_key(version[0])
+        row = session.get(TargetVersion, (note.environment, note.target, key))
+        if row is None:
+            row = TargetVersion(environment=note.environment, target=note.target, version=key)
+            session.add(row)
+        elif note.incident_id is None and _marked_bad(row):
+            continue  # monitoring seeing it healthy does not clear it: an approver does
+        row.state = state
+        row.label = version[1]
+        row.incident_id = note.incident_id
+        row.at = at
+        row.cleared_by = row.cleared_at = row.cleared_reason = None
+        session.flush()
+
+
+class VersionBook(Repository):
+    """The marks on targets' versions: learnt, read and cleared."""
+
+    def remember(self, note: VersionNote) -> None:
+        """Record a version seen healthy, or one rolled away from, outside a run's end."""
+        with self.db.session() as session:
+            remember(session, note, at=self.db.clock())
+
+    def known(self, *, environment: str, target: str) -> KnownVersions:
+        """Return what the bot remembers about a target's versions."""
+        with self.db.reading() as session:
+            rows = session.scalars(
+                select(TargetVersion)
+                .where(TargetVersion.environment == environment, TargetVersion.target == target)
+                .order_by(TargetVersion.at.desc())
+            ).all()
+        healthy = next((r for r in rows if r.state == VersionState.HEALTHY), None)
+        return KnownVersions(
+            healthy=healthy.version if healthy else None,
+            healthy_label=healthy.label if healthy else "",
+            healthy_incident=healthy.incident_id if healthy else None,
+            rolled_away={
+                r.version: r.incident_id or "an earlier incident" for r in rows if _marked_bad(r)
+            },
+            healthy_keys=tuple(r.version for r in rows if r.state == VersionState.HEALTHY),
+        )
 
     def marks(self, *, environment: str, target: str) -> list[VersionMark]:
         """Everything kept about a target's versions, newest first."""
-        with self.store.reading() as session:
+        with self.db.reading() as session:
             rows = session.scalars(
                 select(TargetVersion)
                 .where(TargetVersion.environment == environment, TargetVersion.target == target)
@@ -59,7 +111,7 @@ class VersionBook:
 
     def bad(self, *, limit: int = 50) -> list[VersionMark]:
         """The versions marked bad and not cleared, in every environment, newest first."""
-        with self.store.reading() as session:
+        with self.db.reading() as session:
             rows = session.scalars(
                 select(TargetVersion)
                 .where(
@@ -77,9 +129,9 @@ class VersionBook:
         Each write holds only while the mark is still bad (a second approver clearing at the
         same moment changes nothing): Conflict, and nothing written, when one is not.
         """
-        now = self.store.clock()
+        now = self.db.clock()
         cleared = []
-        with self.store.session() as session:
+        with self.db.session() as session:
             for mark in marks:
                 result = session.execute(
                     update(TargetVersion)
@@ -116,7 +168,7 @@ class VersionBook:
     def endings(self, *, environment: str, target: str) -> list[Ending]:
         """The target's rollbacks that succeeded (drills left out), newest first: each ended
         its incident by moving the target to the version it went to."""
-        with self.store.reading() as session:
+        with self.db.reading() as session:
             rows = session.execute(
                 select(Run.incident_id, Run.to_key, Run.to_version, Run.from_key, Run.finished_at)
                 .where(

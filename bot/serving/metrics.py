@@ -198,16 +198,16 @@ class MeteredProgress:
 
     def _observe_recovery(self, run: Run, store: Store) -> None:
         """Observe the incident's recovery phases, or a drill's time to recover."""
-        drill = store.drill(run.id)
+        drill = store.drills.get(run.id)
         if drill is not None:
             if drill.recover_seconds is not None:
                 gauge = self.metrics.drill_recover.labels(drill.environment, drill.target)
                 gauge.set(drill.recover_seconds)
             return
-        incident = store.incident(run.incident_id)
+        incident = store.incidents.get(run.incident_id)
         if incident is None or incident.source == DRILL_SOURCE:
             return
-        for phase in recovery(incident, store.events(run.incident_id)).phases:
+        for phase in recovery(incident, store.events.of(run.incident_id)).phases:
             if phase.seconds is not None:
                 labels = (phase.name, run.environment, run.target)
                 self.metrics.recovery.labels(*labels).observe(phase.seconds)

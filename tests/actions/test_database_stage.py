@@ -97,7 +97,7 @@ def run_pending(tmp_path: Path, rollback: CrashCase, run_id: str) -> tuple[Store
         progress=NullProgress(),
         sleep=lambda s: None,
     ).run_pending()
-    final = store.run(run_id)
+    final = store.runs.get(run_id)
     assert final is not None
     return store, final
 
@@ -177,7 +177,7 @@ def test_a_dump_that_reads_back_but_does_not_restore_fails_before_maintenance_go
     rollback = case(site, big_db, backups, f"backup:{bad}")
     store, final = run_pending(tmp_path, rollback, approve(tmp_path, rollback))
 
-    records = {r.name: r for r in store.steps(final.id)}
+    records = {r.name: r for r in store.steps.of(final.id)}
     restore = records["database.restore_into_recovery"]
     assert final.state == "failed"
     assert restore.state == "failed"
@@ -212,7 +212,7 @@ def test_a_truncated_or_corrupt_dump_is_refused_at_request_and_at_run_time(
     assert final.state == "failed"
     assert "the plan can no longer be built" in final.outcome
     assert "cannot be used" in final.outcome
-    assert store.steps(final.id) == []
+    assert store.steps.of(final.id) == []
     assert site.toggles() == []
     assert scalar(big_db, "SELECT count(*) FROM users") == 20000
     assert not exists(f"{big_db}_recovery")

@@ -20,7 +20,7 @@ PLAN = [
 
 
 def recorded_incident(store: Store, clock: Clock) -> tuple[Incident, list[Run]]:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod",
         target="app",
         severity="high",
@@ -41,7 +41,7 @@ def recorded_incident(store: Store, clock: Clock) -> tuple[Incident, list[Run]]:
     ]
     for seconds, kind, detail in moves:
         clock.advance(seconds=seconds)
-        store.add_event(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
+        store.events.add(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
     return incident, [run]
 
 
@@ -59,7 +59,7 @@ def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
 
 def test_the_chart_is_a_valid_png_with_the_phases_in_order(store: Store, clock: Clock) -> None:
     incident, runs = recorded_incident(store, clock)
-    chart = timeline_chart(incident, runs, store.events(incident.id))
+    chart = timeline_chart(incident, runs, store.events.of(incident.id))
     assert chart.png.startswith(PNG_SIGNATURE)
     chunks = _chunks(chart.png)
     assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
@@ -74,7 +74,7 @@ def test_the_chart_is_a_valid_png_with_the_phases_in_order(store: Store, clock: 
 
 def test_the_bars_start_where_the_audit_log_says(store: Store, clock: Clock) -> None:
     incident, runs = recorded_incident(store, clock)
-    chart = timeline_chart(incident, runs, store.events(incident.id))
+    chart = timeline_chart(incident, runs, store.events.of(incident.id))
     spans = [(b.kind, b.start, b.seconds) for b in chart.bars]
     assert spans == [
         ("detect", 0.0, 20.0),

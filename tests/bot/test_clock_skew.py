@@ -66,7 +66,7 @@ def test_a_message_a_sender_holds_is_not_taken_by_a_sender_whose_clock_is_ahead(
 ) -> None:
     on_time, ahead = replicas
     run = request(Workflow(store=on_time, config=config), planner, "app")
-    on_time.enqueue(run.id, "run.note", {"text": "progress"})
+    on_time.outbox.enqueue(run.id, "run.note", {"text": "progress"})
     delivered: list[tuple[str, int]] = []
     slack_answers = threading.Event()
 
@@ -83,7 +83,7 @@ def test_a_message_a_sender_holds_is_not_taken_by_a_sender_whose_clock_is_ahead(
     slack_answers.set()
     thread.join(timeout=30)
     assert [who for who, _ in delivered] == ["on time"]
-    states = {m.id: m.state for m in on_time.outbox(run.id)}
+    states = {m.id: m.state for m in on_time.outbox.messages(run.id)}
     assert states[delivered[0][1]] == "sent"
 
 

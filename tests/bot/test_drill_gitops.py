@@ -108,7 +108,7 @@ def run_drill(world: GitDrill, store: Store, *, close_first: bool = False) -> tu
         sleep=lambda _: None,
     )
     assert runner.run_pending() == [opened.run.id]
-    run = store.run(opened.run.id)
+    run = store.runs.get(opened.run.id)
     assert run is not None
     return run, watch
 
@@ -139,7 +139,7 @@ def test_an_argo_cd_drill_under_an_applicationset_runs_the_loop_and_leaves_nothi
         "branches": sorted(["main", f"drill/{incident}"]),
         "main": world.deploy.show("main", "apps/api/kustomization.yaml"),
     }
-    steps = {s.position: s for s in store.steps(run.id)}
+    steps = {s.position: s for s in store.steps.of(run.id)}
     assert f"https://github.com/{PROJECT}/pull/1 is open, not merged" in steps[6].summary
     assert "Argo CD ApplicationSet apps in argocd still held" in steps[6].summary
     assert "Argo CD application voxflow in argocd still held" in steps[6].summary
@@ -155,8 +155,8 @@ def test_an_argo_cd_drill_under_an_applicationset_runs_the_loop_and_leaves_nothi
     assert world.spec(world.owners[-1])["syncPolicy"]["automated"] == AUTOMATED
     assert world.image() == IMAGES[2]
     assert held_owners(run) == []
-    assert [r.step for r in store.rechecks(run.id)] == []  # no hold after a drill
-    drill = store.drill(run.id)
+    assert [r.step for r in store.rechecks.of(run.id)] == []  # no hold after a drill
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert drill.recover_seconds is not None and drill.forward_seconds is not None
     assert [(s["name"], s["part"]) for s in drill.steps][5:8] == [
@@ -217,7 +217,7 @@ def test_production_refuses_a_gitops_drill_and_touches_nothing(
     drills = drills_on(store, world.config)
     with pytest.raises(Refused, match="drills are not allowed in prod"):
         drills.open(environment="prod", target="app", requester=ALICE)
-    assert store.runs() == [] and store.drills() == []
+    assert store.runs.find() == [] and store.drills.find() == []
     assert world.left_behind() == [] and world.pulls() == [] and world.syncs()
     assert world.image() == IMAGES[2]
 
@@ -235,7 +235,7 @@ def test_a_drill_whose_pull_request_a_person_closed_fails_and_still_leaves_nothi
 
     assert run.state == "failed"
     assert "the drill's loop does not hold: no review is open for drill/" in run.outcome
-    ran = {s.name: s.state for s in store.steps(run.id)}
+    ran = {s.name: s.state for s in store.steps.of(run.id)}
     assert ran["git.withdraw"] == "succeeded" and ran["kubernetes.resume_sync"] == "succeeded"
     assert "kubernetes.confirm_reconcile" not in ran  # not an always step
     assert world.left_behind() == [] and world.syncs()
@@ -265,7 +265,7 @@ def test_a_drill_with_a_gitlab_merge_request_closes_it_unmerged(
 
     assert run.state == "succeeded", run.outcome
     assert watch.at_hold["pulls"] == [(1, "open", False)] and watch.at_hold["syncs"] is False
-    (withdrawn,) = [s for s in store.steps(run.id) if s.name == "git.withdraw"]
+    (withdrawn,) = [s for s in store.steps.of(run.id) if s.name == "git.withdraw"]
     assert withdrawn.summary.startswith(
         f"closed https://gitlab.com/{PROJECT}/-/merge_requests/1 unmerged"
     )
@@ -297,7 +297,7 @@ def test_a_flux_kustomization_suspended_before_the_drill_stays_suspended(
     run, _ = run_drill(world, store)
 
     assert run.state == "succeeded", run.outcome
-    steps = {s.name: s for s in store.steps(run.id)}
+    steps = {s.name: s for s in store.steps.of(run.id)}
     assert steps["kubernetes.suspend_sync"].state == "skipped"
     assert steps["kubernetes.confirm_reconcile"].state == "skipped"
     assert world.left_behind() == [] and not world.syncs()  # suspended, as it was

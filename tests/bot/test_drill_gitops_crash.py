@@ -66,5 +66,7 @@ def test_a_gitops_drill_killed_at_any_step_resumes_and_leaves_nothing_behind(
     assert world.pulls() == [(1, "closed", False)]  # one pull request, opened once, closed
     assert world.image() == IMAGES[2] and world.syncs()
     assert held_owners(final) == []
-    (reconciled,) = [s for s in store.steps(final.id) if s.name == "kubernetes.confirm_reconcile"]
+    (reconciled,) = [
+        s for s in store.steps.of(final.id) if s.name == "kubernetes.confirm_reconcile"
+    ]
     assert f"still runs {IMAGES[2]}" in reconciled.summary

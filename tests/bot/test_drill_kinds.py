@@ -82,7 +82,7 @@ def approved_drill(drills: Drills, target: str) -> Run:
 
 
 def finished(drills: Drills, run_id: str) -> Run:
-    run = drills.store.run(run_id)
+    run = drills.store.runs.get(run_id)
     assert run is not None
     return run
 
@@ -145,17 +145,17 @@ def test_a_docker_drill_swaps_back_then_forward_each_swap_verified(
 
     done = finished(drills, run.id)
     assert done.state == "succeeded", done.outcome
-    steps = [(s.name, s.state) for s in store.steps(run.id)]
+    steps = [(s.name, s.state) for s in store.steps.of(run.id)]
     assert steps == [
         ("drill.marker", "succeeded"),
         ("docker.swap_container", "succeeded"),
         ("docker.swap_container", "succeeded"),
     ]
-    back, forward = (s for s in store.steps(run.id) if s.name == "docker.swap_container")
+    back, forward = (s for s in store.steps.of(run.id) if s.name == "docker.swap_container")
     assert f"{APP}:v1" in back.summary and f"{APP}:v2" in forward.summary
     assert served(container.port) == "v2"
     assert dockerd.inspect(container.name)["Config"]["Image"] == f"{APP}:v2"
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert drill.recover_seconds is not None and drill.forward_seconds is not None
     assert [s["part"] for s in drill.steps] == ["marker", "rollback", "forward"]
@@ -199,7 +199,7 @@ def test_production_refuses_a_docker_drill_and_records_nothing(
     drills = drills_on(store, configured(web=container.params(dockerd)))
     with pytest.raises(Refused, match="drills are not allowed in prod"):
         drills.open(environment="prod", target="web", requester=ALICE)
-    assert store.runs() == [] and store.drills() == []
+    assert store.runs.find() == [] and store.drills.find() == []
     assert served(container.port) == "v2"
 
 
@@ -251,7 +251,7 @@ def test_a_configuration_drill_restores_the_backup_then_the_live_configuration_a
 
     done = finished(drills, run.id)
     assert done.state == "succeeded", done.outcome
-    assert [s.name for s in store.steps(run.id)] == [
+    assert [s.name for s in store.steps.of(run.id)] == [
         "configfiles.backup",
         "configfiles.restore",
         "configfiles.restart",
@@ -261,7 +261,7 @@ def test_a_configuration_drill_restores_the_backup_then_the_live_configuration_a
     assert contents(live) == before
     # each part verified: the app restarted on the old configuration, then on the live one
     assert restarts.read_text() == "version: 2\nversion: 3\n"
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert drill.from_version == "the live configuration"
     assert [s["part"] for s in drill.steps] == ["rollback"] * 3 + ["forward"] * 2
@@ -335,14 +335,14 @@ def test_a_load_balancer_drill_switches_to_the_stable_colour_and_restores_the_ro
 
     done = finished(drills, run.id)
     assert done.state == "succeeded", done.outcome
-    steps = [(s.name, s.state) for s in store.steps(run.id)]
+    steps = [(s.name, s.state) for s in store.steps.of(run.id)]
     assert steps == [
         ("drill.marker", "succeeded"),
         ("loadbalancer.switch_traffic", "succeeded"),
         ("loadbalancer.restore_traffic", "succeeded"),
     ]
     assert alb.defaults() == before  # green takes all traffic again
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert [s["part"] for s in drill.steps] == ["marker", "rollback", "forward"]
 
@@ -399,7 +399,7 @@ def test_a_full_system_drill_runs_its_parts_in_order_and_resumes_from_the_stored
         ("forward", "configfiles.restore_pre_rollback"),
     ]
     assert (live / "app.yaml").read_text() == "version: 3\n"
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert drill.to_version == "its members in order: db, conf"
     assert set(drill.targets) == {"db", "conf"}

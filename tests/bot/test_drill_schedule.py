@@ -37,6 +37,7 @@ from handlers.drill_blocks import (
 from tests.fakes.config import ALICE, BOB, CAROL, Clock
 from tests.fakes.flows import RecordingThread
 from tests.fakes.pg import HOST, PORT, USER, damaged, dump
+from tests.fakes.rows import set_drill_fields
 
 pytest_plugins = ["tests.fakes.pg"]
 
@@ -130,14 +131,14 @@ def test_the_scheduler_starts_a_due_restore_drill_itself_once_a_slot(
     (run,) = schedules.start_due()
 
     assert (run.state, run.requester) == ("approved", SCHEDULER)
-    approved = [e for e in store.events(run.incident_id) if e.kind == "run.auto_approved"]
+    approved = [e for e in store.events.of(run.incident_id) if e.kind == "run.auto_approved"]
     assert [(e.actor, e.detail) for e in approved] == [
         (SCHEDULER, {"scheduled_for": "2026-11-24T02:00:00+00:00"})
     ]
     assert schedules.start_due() == []  # this slot's drill has started
     assert run_all(schedules) == [run.id]
-    assert store.run(run.id).state == "succeeded"  # type: ignore[union-attr]
-    assert [m for m in store.outbox(run.id) if m.kind == FLAGGED] == []  # within its RTO
+    assert store.runs.get(run.id).state == "succeeded"  # type: ignore[union-attr]
+    assert [m for m in store.outbox.messages(run.id) if m.kind == FLAGGED] == []  # within its RTO
     (status,) = schedules.drills.statuses()
     assert status.flags == [] and status.rto == timedelta(minutes=15)
     clock.advance(days=7)
@@ -152,11 +153,11 @@ def test_the_scheduler_skips_a_target_an_incident_holds(
     dump(voxflow_db, tmp_path, datetime(2026, 11, 24, 1, 0, tzinfo=UTC))
     schedules = schedules_on(store, scheduled(voxflow_db, tmp_path))
     held = schedules.drills.open(environment="prod", target="db", requester=ALICE)
-    store.update_drill(held.run.id, created_at=datetime(2026, 11, 10, tzinfo=UTC))  # older
+    set_drill_fields(store, held.run.id, created_at=datetime(2026, 11, 10, tzinfo=UTC))  # older
 
     assert schedules.start_due() == []
 
-    assert [r.id for r in store.runs()] == [held.run.id]
+    assert [r.id for r in store.runs.find()] == [held.run.id]
 
 
 @pytest.mark.postgres
@@ -175,8 +176,8 @@ def test_a_failed_scheduled_drill_is_flagged_in_the_listing_and_the_metrics(
     exported = generate_latest(registry).decode()
 
     assert status.flags == ["failed", "overdue"]
-    run = store.runs()[0]
-    (flagged,) = [m for m in store.outbox(run.id) if m.kind == FLAGGED]
+    run = store.runs.find()[0]
+    (flagged,) = [m for m in store.outbox.messages(run.id) if m.kind == FLAGGED]
     assert flagged.detail["reasons"] == ["failed"]
     assert flagged_text(run, flagged.detail).startswith(
         ":warning: *Scheduled drill flagged*: db in prod failed"
@@ -230,7 +231,7 @@ def test_a_drill_that_cannot_be_planned_is_tried_again_only_after_a_while(
         tries.append("no backup to drill" in caplog.text)
 
     assert tries == [True, False, True, False]
-    assert store.runs() == [] and store.drills() == []
+    assert store.runs.find() == [] and store.drills.find() == []
 
 
 def test_a_scheduled_drill_that_cannot_start_is_said_once_a_slot_with_why(
@@ -243,7 +244,7 @@ def test_a_scheduled_drill_that_cannot_start_is_said_once_a_slot_with_why(
     clock.advance(minutes=11)  # tried again in the same slot: not said again
     assert first.start_due() == [] and second.start_due() == []
 
-    (said,) = store.outbox(None, kind=NOT_STARTED)
+    (said,) = store.outbox.messages(None, kind=NOT_STARTED)
     assert said.run_id is None
     assert said.detail["slot"] == "2026-11-24T02:00:00+00:00"
     assert said.detail["never_drilled"] is True and "no backup to drill" in said.detail["reason"]
@@ -252,4 +253,4 @@ def test_a_scheduled_drill_that_cannot_start_is_said_once_a_slot_with_why(
     assert "It has never been drilled" in text and "tries again every 10 min" in text
     clock.advance(days=7)  # next Tuesday's slot, still no backup: said again
     assert first.start_due() == []
-    assert len(store.outbox(None, kind=NOT_STARTED)) == 2
+    assert len(store.outbox.messages(None, kind=NOT_STARTED)) == 2

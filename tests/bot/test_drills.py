@@ -33,6 +33,7 @@ from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Drill, Incident, Run
 from bot.persistence.store import StepView, Store
 from tests.fakes.config import ALICE, BOB, CAROL
+from tests.fakes.rows import set_run_fields
 
 if TYPE_CHECKING:
     from tests.fakes.kube import KubeCluster
@@ -83,8 +84,8 @@ class SilentThread:
 
     def open(self, incident: Incident, run: Run) -> Run:
         self.opened.append(incident.id)
-        self.store.set_run_fields(run.id, slack={"channel": "C0STAGING1", "thread_ts": "1.0"})
-        fresh = self.store.run(run.id)
+        set_run_fields(self.store, run.id, slack={"channel": "C0STAGING1", "thread_ts": "1.0"})
+        fresh = self.store.runs.get(run.id)
         assert fresh is not None
         return fresh
 
@@ -143,7 +144,7 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
     assert opened.incident.source == "drill"
     recorded = opened.run.verdicts or ()  # recorded at request, as a rollback's are
     assert [v.target for v in recorded] == ["app"]
-    drill = store.drill(opened.run.id)
+    drill = store.drills.get(opened.run.id)
     assert drill is not None and drill.verdict == verdict_of(opened.run) is not None
     outcome = drills.flows.approve(opened.run.id, user=BOB)
     assert outcome.started
@@ -156,11 +157,11 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
         sleep=lambda _: None,
     )
     assert runner.run_pending() == [opened.run.id]
-    run = store.run(opened.run.id)
+    run = store.runs.get(opened.run.id)
     assert run is not None and run.state == "succeeded", run and run.outcome
     assert image_of(cluster) == IMAGES[-1]
     assert run.memory["drill.marker"].startswith("rev 3")
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert drill.recover_seconds is not None and drill.forward_seconds is not None
     assert [s["part"] for s in drill.steps] == ["marker", "rollback", "rollback"] + ["forward"] * 2
@@ -173,7 +174,7 @@ def test_a_drill_runs_on_the_stand_in_cluster_and_records_its_measurements(
 def test_production_refuses_a_drill_and_records_nothing(drills: Drills, store: Store) -> None:
     with pytest.raises(Refused, match="drills are not allowed in prod"):
         drills.open(environment="prod", target="app", requester=ALICE)
-    assert store.runs() == [] and store.drills() == []
+    assert store.runs.find() == [] and store.drills.find() == []
 
 
 def test_a_database_without_any_backup_is_refused_and_nothing_is_recorded(
@@ -181,14 +182,14 @@ def test_a_database_without_any_backup_is_refused_and_nothing_is_recorded(
 ) -> None:
     with pytest.raises(Refused, match="voxflow has no backup to drill: no dump in /b"):
         drills.open(environment="prod", target="db", requester=ALICE)
-    assert store.runs() == [] and store.drills() == []
+    assert store.runs.find() == [] and store.drills.find() == []
 
 
 def test_a_resumed_drill_rebuilds_every_stored_step_without_planning_again(
     drills: Drills, store: Store, cluster: KubeCluster
 ) -> None:
     opened = drills.open(environment="staging", target="app", requester=ALICE)
-    run = store.run(opened.run.id)
+    run = store.runs.get(opened.run.id)
     assert run is not None and run.kind == RunKind.DRILL
     cluster.fake.add_deployment(NAMESPACE, "other", images=["x:1"])  # the world moves on
     env = drills.config.environment("staging")
@@ -370,7 +371,7 @@ def test_a_drill_stopped_after_its_rollback_is_resumed_forward_by_another_proces
     )
     stopper.runner = first
     first.run_pending()
-    halfway = store.run(opened.run.id)
+    halfway = store.runs.get(opened.run.id)
     assert halfway is not None and halfway.state == "running"
     assert image_of(cluster) == IMAGES[1]  # rolled back, not yet forward
     second = Runner(  # a new process: a new planner, nothing in memory but the database
@@ -382,10 +383,10 @@ def test_a_drill_stopped_after_its_rollback_is_resumed_forward_by_another_proces
         sleep=lambda _: None,
     )
     assert second.run_pending() == [opened.run.id]
-    done = store.run(opened.run.id)
+    done = store.runs.get(opened.run.id)
     assert done is not None and done.state == "succeeded", done and done.outcome
     assert image_of(cluster) == IMAGES[-1]
-    states = [(r.name, r.state) for r in store.steps(done.id)]
+    states = [(r.name, r.state) for r in store.steps.of(done.id)]
     assert states[3] == ("kubernetes.rollout_undo", "succeeded")  # forward, from the stored spec
-    drill = store.drill(done.id)
+    drill = store.drills.get(done.id)
     assert drill is not None and drill.state == "succeeded" and drill.recover_seconds is not None

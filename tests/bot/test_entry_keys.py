@@ -15,33 +15,33 @@ from tests.fakes.config import Clock
 
 
 def test_a_key_is_received_once_and_says_what_the_first_did(store: Store) -> None:
-    assert store.receive_entry("click:1.0:approve_run:U1")
-    assert not store.receive_entry("click:1.0:approve_run:U1")
-    assert store.has_entry("click:1.0:approve_run:U1")
-    assert store.entry_outcome("click:1.0:approve_run:U1") is None
-    store.settle_entry("click:1.0:approve_run:U1", outcome="you approved it")
-    assert store.entry_outcome("click:1.0:approve_run:U1") == "you approved it"
-    assert not store.has_entry("click:1.0:approve_run:U2")
+    assert store.entries.receive("click:1.0:approve_run:U1")
+    assert not store.entries.receive("click:1.0:approve_run:U1")
+    assert store.entries.has("click:1.0:approve_run:U1")
+    assert store.entries.outcome("click:1.0:approve_run:U1") is None
+    store.entries.settle("click:1.0:approve_run:U1", outcome="you approved it")
+    assert store.entries.outcome("click:1.0:approve_run:U1") == "you approved it"
+    assert not store.entries.has("click:1.0:approve_run:U2")
 
 
 def test_concurrent_duplicates_are_received_once(store: Store) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
-        firsts = list(pool.map(lambda _: store.receive_entry("view:V1:h1"), range(12)))
+        firsts = list(pool.map(lambda _: store.entries.receive("view:V1:h1"), range(12)))
     assert firsts.count(True) == 1
 
 
 def test_a_released_key_may_act_again(store: Store) -> None:
-    store.receive_entry("click:2.0:approve_run:U1")
-    store.release_entry("click:2.0:approve_run:U1")
-    assert store.receive_entry("click:2.0:approve_run:U1")
+    store.entries.receive("click:2.0:approve_run:U1")
+    store.entries.release("click:2.0:approve_run:U1")
+    assert store.entries.receive("click:2.0:approve_run:U1")
 
 
 def test_keys_older_than_a_day_are_dropped(store: Store, clock: Clock) -> None:
-    store.receive_entry("command:old-trigger")
+    store.entries.receive("command:old-trigger")
     clock.advance(hours=25)
-    store.receive_entry("command:new-trigger")
-    assert not store.has_entry("command:old-trigger")
-    assert store.receive_entry("command:old-trigger")
+    store.entries.receive("command:new-trigger")
+    assert not store.entries.has("command:old-trigger")
+    assert store.entries.receive("command:old-trigger")
 
 
 def test_migration_matches_the_model_and_downgrades(empty_database_url: str) -> None:

@@ -34,9 +34,9 @@ def test_open_incident_requests_the_run_opens_the_thread_and_records_the_ticks(
     opened = flows.open_incident(request(ticked=frozenset({"backup_verified"})))
     assert opened.run.state == "requested" and not opened.started
     assert thread.opened == [opened.incident.id]
-    kinds = [(e.kind, e.detail.get("item")) for e in store.events(opened.incident.id)]
+    kinds = [(e.kind, e.detail.get("item")) for e in store.events.of(opened.incident.id)]
     assert ("prerollback.check", "backup_verified") in kinds
-    assert store.lock_holder(environment="prod", targets=["app"]) == opened.incident.id
+    assert store.runs.lock_holder(environment="prod", targets=["app"]) == opened.incident.id
 
 
 def test_thread_refused_withdraws_the_run_frees_the_target_and_closes_the_incident(
@@ -45,15 +45,15 @@ def test_thread_refused_withdraws_the_run_frees_the_target_and_closes_the_incide
     thread.refuse = ThreadNotOpened("Slack refused (not_in_channel)", "Invite the bot.")
     with pytest.raises(ThreadNotOpened, match="Invite the bot"):
         flows.open_incident(request())
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert run.state == "cancelled"
-    events = store.events(run.incident_id)
+    events = store.events.of(run.incident_id)
     cancelled = next(e for e in events if e.kind == "run.cancelled")
     assert "not_in_channel" in cancelled.detail["reason"]
     assert any(e.kind == "incident.closed" for e in events)
-    incident = store.incident(run.incident_id)
+    incident = store.incidents.get(run.incident_id)
     assert incident is not None and incident.resolved_at is not None
-    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    assert store.runs.lock_holder(environment="prod", targets=["app"]) is None
     thread.refuse = None
     assert flows.open_incident(request()).run.state == "requested"
 
@@ -70,7 +70,7 @@ def test_busy_target_is_refused_before_anything_is_opened(
 def test_unbuildable_plan_is_refused(flows: Flows, store: Store) -> None:
     with pytest.raises(Refused, match="plan could not be built"):
         flows.open_incident(request(point="7"))
-    assert store.runs() == []
+    assert store.runs.find() == []
 
 
 def test_approve_counts_only_for_the_plan_requested(
@@ -83,14 +83,16 @@ def test_approve_counts_only_for_the_plan_requested(
     said = str(refused.value)  # the real change, not a guess at it
     assert "no longer planned: " in said and "now planned: " in said
     assert "a newer revision appeared" in said
-    assert (store.run(run.id) or run).state == "requested"
+    assert (store.runs.get(run.id) or run).state == "requested"
     assert thread.stale_told == [run.id]
     write_script(script)
     outcome = flows.approve(run.id, user=BOB)
     assert outcome.run.plan_stale_at is None
     assert outcome.started and outcome.run.state == "approved"
     assert flows.wake_runner.is_set()
-    assert [m.kind for m in store.outbox(run.id)] == ["run.changed"]  # redrawn by the outbox
+    assert [m.kind for m in store.outbox.messages(run.id)] == [
+        "run.changed"
+    ]  # redrawn by the outbox
 
 
 def test_requester_and_outsiders_cannot_approve(flows: Flows) -> None:
@@ -115,7 +117,7 @@ def test_cancel_by_incident_refuses_outsiders_and_runs_already_started(
     with pytest.raises(Refused, match="only the requester or an approver"):
         flows.cancel(run.id, user=MALLORY)
     flows.approve(run.id, user=BOB)
-    flows.workflow.start(store.run(run.id) or run)
+    flows.workflow.start(store.runs.get(run.id) or run)
     with pytest.raises(Refused, match="is running; it can no longer be cancelled"):
         flows.cancellable_run(opened.incident.id)
     with pytest.raises(Refused, match="no incident INC-20000101-000000"):
@@ -160,12 +162,12 @@ def test_alert_opens_once_per_busy_target_and_auto_approves_after_the_veto_windo
     assert "auto_approve_at" not in opened.run.memory
     with pytest.raises(Refused, match=f"already handled in {opened.incident.id}"):
         flows.open_from_alert(environment="prod", target="app", reason="still 9%")
-    assert any(e.kind == "monitoring.alert" for e in store.events(opened.incident.id))
+    assert any(e.kind == "monitoring.alert" for e in store.events.of(opened.incident.id))
     assert flows.auto_approve_due() == []
     clock.advance(seconds=61)
     (approved,) = flows.auto_approve_due()
     assert approved.state == "approved"
-    assert any(e.kind == "run.auto_approved" for e in store.events(opened.incident.id))
+    assert any(e.kind == "run.auto_approved" for e in store.events.of(opened.incident.id))
     assert flows.auto_approve_due() == []
 
 
@@ -192,5 +194,5 @@ def test_break_glass_run_already_started_when_the_thread_fails_goes_on_and_says_
     assert not raised.value.withdrawn
     assert "already started and goes on" in raised.value.advice
     assert "/rollback status INC-" in raised.value.advice
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert run.state == "running"

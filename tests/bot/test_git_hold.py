@@ -189,9 +189,9 @@ def test_a_bot_killed_between_resuming_and_recording_it_carries_on_with_the_reco
     assert held.forges.merge(PROJECT, 1) is not None
     clock.advance(minutes=1)
     # The poll claimed the hold and resumed the sync, then died before recording it.
-    claimed = held.store.claim_next_recheck(owner="killed", seconds=120)
+    claimed = held.store.rechecks.claim_next(owner="killed", seconds=120)
     assert claimed is not None and claimed.step == "git.hold"
-    run = held.store.run(held.run.id)
+    run = held.store.runs.get(held.run.id)
     assert run is not None
     SyncResumes(held.store, held.config, Planner()).resume(run, held_owners(run), by=BY_THE_BOT)
     assert held.syncs()
@@ -207,7 +207,7 @@ def test_a_bot_killed_between_resuming_and_recording_it_carries_on_with_the_reco
 
 def test_an_approver_pressing_resume_sync_ends_the_hold(held: Held, clock: Clock) -> None:
     held.process().run_due()
-    run = held.store.run(held.run.id)
+    run = held.store.runs.get(held.run.id)
     assert run is not None
     SyncResumes(held.store, held.config, Planner()).resume(run, held_owners(run), by="U0BOB00002")
     clock.advance(minutes=1)
@@ -320,7 +320,7 @@ def test_a_bot_killed_in_the_middle_of_resuming_is_taken_over_and_the_hold_compl
     held.process().run_due()
     held.forges.merge(PROJECT, 1)
     # A poll began resuming (its record says so) and died before the cluster was called.
-    assert held.store.begin_resume(held.run.id, by=BY_THE_BOT) is None
+    assert held.store.resumes.begin(held.run.id, by=BY_THE_BOT) is None
     clock.advance(minutes=1)
     assert held.process().run_due() == 0  # Argo CD is asked to compare
     settle_reconcile(held)

@@ -78,7 +78,7 @@ def test_poll_over_the_threshold_opens_a_critical_incident_for_the_monitored_tar
     monitor, events = make_monitor(store, planner, monitored(), HIGH_ERRORS)
     (raised,) = monitor.poll()
     assert raised.opened
-    incident = store.incident(raised.incident_id)
+    incident = store.incidents.get(raised.incident_id)
     assert incident is not None
     assert (incident.severity, incident.source, incident.target) == (
         "critical",
@@ -86,7 +86,7 @@ def test_poll_over_the_threshold_opens_a_critical_incident_for_the_monitored_tar
         "app",
     )
     assert incident.summary == "EMERGENCY: Error rate is 62% (threshold: 50%)"
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert run.requester == "monitoring" and run.state == "requested" and run.point == "1"
     assert events.opened_ids == [incident.id]
 
@@ -94,7 +94,7 @@ def test_poll_over_the_threshold_opens_a_critical_incident_for_the_monitored_tar
 def test_poll_under_the_thresholds_opens_nothing(store: Store, planner: Planner) -> None:
     monitor, events = make_monitor(store, planner, monitored(), MetricsReading(1.0, 100.0))
     assert monitor.poll() == []
-    assert store.runs() == [] and events.opened_ids == []
+    assert store.runs.find() == [] and events.opened_ids == []
 
 
 def test_a_second_alert_is_recorded_on_the_open_incident_not_a_new_one(
@@ -104,8 +104,8 @@ def test_a_second_alert_is_recorded_on_the_open_incident_not_a_new_one(
     (first,) = monitor.poll()
     (second,) = monitor.poll()
     assert not second.opened and second.incident_id == first.incident_id
-    assert len(store.runs()) == 1 and len(events.opened_ids) == 1
-    kinds = [e.kind for e in store.events(first.incident_id)]
+    assert len(store.runs.find()) == 1 and len(events.opened_ids) == 1
+    kinds = [e.kind for e in store.events.of(first.incident_id)]
     assert kinds.count("monitoring.alert") == 1
 
 
@@ -116,7 +116,7 @@ def test_without_auto_rollback_the_incident_waits_for_a_person(
     monitor.poll()
     clock.advance(minutes=10)
     assert monitor.approve_due() == []
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert run.state == "requested"
     workflow = Workflow(store=store, config=monitor.config)
     assert workflow.approve(run.id, user=BOB).started
@@ -134,7 +134,7 @@ def test_auto_rollback_is_approved_by_monitoring_only_after_the_veto_window(
     (approved,) = monitor.approve_due()
     assert approved.state == "approved"
     assert events.approved_ids == [approved.id]
-    kinds = [e.kind for e in store.events(approved.incident_id)]
+    kinds = [e.kind for e in store.events.of(approved.incident_id)]
     assert kinds[-1] == "run.auto_approved"
 
 
@@ -152,7 +152,7 @@ def test_the_veto_window_counts_from_the_alert_not_from_reading_the_target_and_p
 
     monkeypatch.setattr(planner, "points", slow_points)
     raised = monitor.raise_incident(environment="prod", target="app", reason="errors")
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert raised.opened and clock() > arrived
     assert run.auto_approve_at == arrived + timedelta(seconds=120)
 
@@ -163,17 +163,17 @@ def test_a_veto_within_the_window_stops_the_automatic_rollback(
     config = monitored(auto_rollback=True, veto_seconds=120)
     monitor, _ = make_monitor(store, planner, config, HIGH_ERRORS)
     monitor.poll()
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     Workflow(store=store, config=config).reject(run.id, user=BOB, reason="false alarm")
     clock.advance(minutes=5)
     assert monitor.approve_due() == []
-    assert store.run(run.id).state == "rejected"  # type: ignore[union-attr]
+    assert store.runs.get(run.id).state == "rejected"  # type: ignore[union-attr]
 
 
 def test_monitoring_can_never_approve_as_a_person(store: Store, planner: Planner) -> None:
     monitor, _ = make_monitor(store, planner, monitored(), HIGH_ERRORS)
     monitor.poll()
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     with pytest.raises(Refused):
         Workflow(store=store, config=monitor.config).approve(run.id, user="monitoring")
 
@@ -203,19 +203,19 @@ def test_no_second_automatic_rollback_of_a_target_until_a_person_rearms_it(
     clock.advance(minutes=90)  # well past the cooldown
     (raised,) = monitor.poll()
     assert raised.opened
-    incident = store.incident(raised.incident_id)
+    incident = store.incidents.get(raised.incident_id)
     assert incident is not None
     assert (
         "Automatic rollback held: automatic rollback of app is disarmed since monitoring "
         f"rolled it back itself in {first.incident_id}; a person re-arms it in App Home"
     ) in incident.summary
     held = [
-        e for e in store.events(raised.incident_id) if e.kind == "monitoring.auto_rollback_held"
+        e for e in store.events.of(raised.incident_id) if e.kind == "monitoring.auto_rollback_held"
     ]
     assert len(held) == 1
     clock.advance(minutes=30)
     assert monitor.approve_due() == []
-    second = store.runs(incident_id=raised.incident_id)[0]
+    second = store.runs.find(incident_id=raised.incident_id)[0]
     assert second.state == "requested" and events.approved_ids == [first.id]
 
 
@@ -233,7 +233,7 @@ def test_a_rollback_is_never_rolled_back_automatically_within_the_window(
     clock.advance(minutes=5)
     monitor, _ = make_monitor(store, planner, config, HIGH_ERRORS)
     (raised,) = monitor.poll()
-    incident = store.incident(raised.incident_id)
+    incident = store.incidents.get(raised.incident_id)
     assert incident is not None and "never rolls back a rollback" in incident.summary
     clock.advance(minutes=10)
     assert monitor.approve_due() == []
@@ -248,12 +248,12 @@ def test_once_rearmed_and_past_the_cooldown_monitoring_rolls_back_automatically_
     clock.advance(seconds=61)
     (first,) = monitor.approve_due()
     _finish(store, config, first)
-    store.add_event(
+    store.events.add(
         incident_id=first.incident_id, run_id=first.id, kind=REARMED, actor=BOB, detail={}
     )
     clock.advance(minutes=90)
     (raised,) = monitor.poll()
-    incident = store.incident(raised.incident_id)
+    incident = store.incidents.get(raised.incident_id)
     assert incident is not None and "held" not in incident.summary
     clock.advance(seconds=61)
     (second,) = monitor.approve_due()
@@ -264,7 +264,7 @@ def test_a_resolved_alert_is_recorded_on_the_open_incident(store: Store, planner
     monitor, _ = make_monitor(store, planner, monitored(), HIGH_ERRORS)
     (raised,) = monitor.poll()
     assert monitor.resolved(environment="prod", target="app", alert="HighErrorRate", ended_at="t")
-    last = store.events(raised.incident_id)[-1]
+    last = store.events.of(raised.incident_id)[-1]
     assert (last.kind, last.detail) == (
         "monitoring.resolved",
         {"alert": "HighErrorRate", "ended_at": "t"},
@@ -280,10 +280,10 @@ def test_a_monitoring_incident_whose_thread_slack_refuses_leaves_no_run_and_free
     events.refuse = ThreadNotOpened("Slack refused (not_in_channel)", "Invite the bot.")
     (raised,) = monitor.poll()
     assert not raised.opened and "not_in_channel" in raised.message
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert run.state == "cancelled" and raised.incident_id == run.incident_id
-    assert store.runs(states=("requested", "approved")) == []
-    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    assert store.runs.find(states=("requested", "approved")) == []
+    assert store.runs.lock_holder(environment="prod", targets=["app"]) is None
     clock.advance(minutes=5)
     assert monitor.approve_due() == []  # nothing left to approve automatically
     events.refuse = None  # the bot was invited: the next alert opens a fresh incident
@@ -312,7 +312,7 @@ def test_a_version_running_through_healthy_after_of_good_readings_becomes_known_
     monitor.poll()  # the stretch starts with rev 2 running
     clock.advance(minutes=29)
     monitor.poll()
-    assert store.known_versions(environment="prod", target="app").healthy is None
+    assert store.versions.known(environment="prod", target="app").healthy is None
     clock.advance(minutes=2)
     monitor.poll()
     assert flows.offer("prod", "app").healthy_label == "rev 2"
@@ -323,7 +323,7 @@ def test_a_version_running_through_healthy_after_of_good_readings_becomes_known_
     assert offer.default is not None and offer.default.label == "rev 2"  # not merely previous
     clock.advance(minutes=31)
     monitor.poll()  # another version runs now: its stretch starts over, nothing recorded
-    assert store.known_versions(environment="prod", target="app").healthy_keys == (
+    assert store.versions.known(environment="prod", target="app").healthy_keys == (
         offer.default.key,
     )
 
@@ -340,7 +340,7 @@ def test_a_breach_or_an_unreadable_reading_starts_the_healthy_stretch_over(
     monitor.poll()  # good again: a new stretch starts here
     clock.advance(minutes=20)
     monitor.poll()  # 40 minutes after the first good reading, but only 20 of this stretch
-    assert store.known_versions(environment="prod", target="app").healthy is None
+    assert store.versions.known(environment="prod", target="app").healthy is None
 
 
 def test_healthy_after_reads_durations_and_zero_turns_it_off() -> None:

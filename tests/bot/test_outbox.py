@@ -31,6 +31,7 @@ from handlers.thread import SlackOutbox
 from sandbox.slack import FakeSlack
 from tests.fakes.config import ALICE, Clock, config_dict
 from tests.fakes.outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
+from tests.fakes.rows import set_run_fields
 from tests.fakes.targets import ScriptedTarget, write_script
 
 pytest_plugins = ["tests.fakes.outbox"]  # the `slack` and `deps` fixtures
@@ -59,12 +60,12 @@ def test_the_rollback_finishes_without_slack_and_every_message_arrives_later_in_
     disrupt(slack, fault, times=3)
     calls_before = len(slack.calls)
     assert runner_for(deps, sender).run_pending() == [run.id]
-    final = deps.store.run(run.id)
+    final = deps.store.runs.get(run.id)
     assert final is not None and final.state == "succeeded"
     assert len(slack.calls) == calls_before  # the run made no Slack call at all
     deliver_all(sender, clock)
     assert thread_texts(slack, run, deps.store) == EXPECTED
-    assert {m.state for m in deps.store.outbox(run.id)} == {"sent"}
+    assert {m.state for m in deps.store.outbox.messages(run.id)} == {"sent"}
     assert [f.name for f in slack.files()] == [
         f"{run.incident_id}-rca.md",
         f"{run.incident_id}-timeline.png",
@@ -100,7 +101,7 @@ def test_a_fault_at_every_call_of_the_run_still_delivers_everything_once(
         f"{run.incident_id}-rca.md",
         f"{run.incident_id}-timeline.png",
     ]
-    assert {m.state for m in deps.store.outbox(run.id)} <= {"sent", "superseded"}
+    assert {m.state for m in deps.store.outbox.messages(run.id)} <= {"sent", "superseded"}
 
 
 def test_the_sender_runs_beside_the_runner_while_slack_stalls(
@@ -115,7 +116,7 @@ def test_the_sender_runs_beside_the_runner_while_slack_stalls(
     thread.start()
     try:
         assert runner_for(deps, sender).run_pending() == [run.id]
-        final = deps.store.run(run.id)
+        final = deps.store.runs.get(run.id)
         assert final is not None and final.state == "succeeded"
     finally:
         stop.set()
@@ -135,7 +136,7 @@ def test_a_delivery_repeated_after_a_crash_edits_instead_of_posting_again(
     posts = len(slack.calls_to("chat.postMessage"))
     # a crash between Slack's answer and marking the messages sent: deliver them all again
     renderer = SlackOutbox(deps)
-    for message in deps.store.outbox(run.id):
+    for message in deps.store.outbox.messages(run.id):
         renderer.deliver(message)
     assert len(slack.calls_to("chat.postMessage")) == posts
     assert thread_texts(slack, run, deps.store) == EXPECTED
@@ -150,7 +151,7 @@ def test_a_thread_slack_refuses_for_good_is_marked_failed_and_the_rest_goes_on(
     runner_for(deps, sender).run_pending()
     slack.fail_next("chat.update", error="channel_not_found", status=200, times=1)
     deliver_all(sender, clock)
-    messages = deps.store.outbox(run.id)
+    messages = deps.store.outbox.messages(run.id)
     failed = [m for m in messages if m.state == "failed"]
     assert len(failed) == 1 and "channel_not_found" in failed[0].last_error
     assert thread_texts(slack, run, deps.store)[-2] == "Post-rollback verification checklist"
@@ -160,9 +161,9 @@ def test_the_thread_says_when_another_process_resumed_the_run(
     deps: Deps, slack: FakeSlack, clock: Clock, script: Path
 ) -> None:
     run = opened_run(deps)
-    assert deps.store.claim(run.id, owner="host-a:41", seconds=1)
+    assert deps.store.leases.claim(run.id, owner="host-a:41", seconds=1)
     deps.workflow.start(run)
-    deps.store.set_run_fields(run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    set_run_fields(deps.store, run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
     sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
     runner = runner_for(deps, sender)
     runner.owner = "host-b:7"
@@ -211,14 +212,14 @@ def test_a_failing_thread_waits_in_order_without_holding_the_others(
     write_script(script)
     first, second = two_runs(workflow, planner, config, script)
     for run in (first, second):
-        store.enqueue(run.id, "one")
-        store.enqueue(run.id, "two")
+        store.outbox.enqueue(run.id, "one")
+        store.outbox.enqueue(run.id, "two")
     deliver = Script()
     deliver.failures[first.id] = [RetryLater("Slack 500"), RetryLater("429", delay=30)]
     sender = Sender(store=store, deliver=deliver, base_delay=10)
     sender.drain()
     assert deliver.delivered == [(second.id, "one"), (second.id, "two")]
-    head = store.outbox_heads()[0]
+    head = store.outbox.heads()[0]
     assert head.kind == "one" and head.attempts == 1 and head.last_error == "Slack 500"
     assert head.next_attempt_at == clock.now + timedelta(seconds=10)
     clock.advance(seconds=9)
@@ -239,13 +240,13 @@ def test_an_undeliverable_message_is_kept_as_failed_and_the_next_one_goes(
     store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path
 ) -> None:
     first, _ = two_runs(workflow, planner, config, script)
-    store.enqueue(first.id, "one")
-    store.enqueue(first.id, "two")
+    store.outbox.enqueue(first.id, "one")
+    store.outbox.enqueue(first.id, "two")
     deliver = Script()
     deliver.failures[first.id] = [Undeliverable("not_in_channel")]
     Sender(store=store, deliver=deliver).drain()
     assert deliver.delivered == [(first.id, "two")]
-    assert [(m.kind, m.state) for m in store.outbox(first.id)] == [
+    assert [(m.kind, m.state) for m in store.outbox.messages(first.id)] == [
         ("one", "failed"),
         ("two", "sent"),
     ]
@@ -255,7 +256,7 @@ def test_an_unexpected_error_is_retried_not_dropped(
     store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path, clock: Clock
 ) -> None:
     first, _ = two_runs(workflow, planner, config, script)
-    store.enqueue(first.id, "one")
+    store.outbox.enqueue(first.id, "one")
     deliver = Script()
     deliver.failures[first.id] = [KeyError("bug"), KeyError("bug")]
     sender = Sender(store=store, deliver=deliver, base_delay=1)
@@ -263,17 +264,17 @@ def test_an_unexpected_error_is_retried_not_dropped(
         sender.drain()
         clock.advance(seconds=60)
     assert deliver.delivered == [(first.id, "one")]
-    assert store.outbox(first.id)[0].attempts == 3
+    assert store.outbox.messages(first.id)[0].attempts == 3
 
 
 def test_two_senders_never_deliver_the_same_message(
     store: Store, workflow: Workflow, planner: Planner, config: Any, script: Path, clock: Clock
 ) -> None:
     first, _ = two_runs(workflow, planner, config, script)
-    store.enqueue(first.id, "one")
-    (head,) = store.outbox_heads()
-    assert store.outbox_claim(head, seconds=120)
-    assert not store.outbox_claim(head, seconds=120)
+    store.outbox.enqueue(first.id, "one")
+    (head,) = store.outbox.heads()
+    assert store.outbox.claim(head, seconds=120)
+    assert not store.outbox.claim(head, seconds=120)
     deliver = Script()
     Sender(store=store, deliver=deliver).drain()
     assert deliver.delivered == []  # taken by the first sender, which "died" mid-delivery
@@ -298,9 +299,9 @@ def test_migration_0013_lets_a_notice_belong_to_no_run_and_downgrades(
     _, run = Workflow(store=store, config=config).request(
         plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
     )
-    store.enqueue(run.id, "person.notice", {"user": ALICE, "text": "about the run"})
-    store.enqueue(None, "person.notice", {"user": ALICE, "text": "about no run"})
-    assert [m.detail["text"] for m in store.outbox(None)] == ["about no run"]
+    store.outbox.enqueue(run.id, "person.notice", {"user": ALICE, "text": "about the run"})
+    store.outbox.enqueue(None, "person.notice", {"user": ALICE, "text": "about no run"})
+    assert [m.detail["text"] for m in store.outbox.messages(None)] == ["about no run"]
 
     downgrade(engine, "0012")
     with engine.connect() as connection:

@@ -62,10 +62,10 @@ def test_slack_failing_in_every_way_during_every_step_does_not_hold_the_rollback
     try:
         fault_every_call(slack, rounds=STEPS)
         assert runner_for(deps, sender).run_pending() == [run.id]
-        final = deps.store.run(run.id)
+        final = deps.store.runs.get(run.id)
         assert final is not None and final.state == "succeeded", final.outcome
         # Slack has answered nothing of this run yet (the sender, if it called, is held)
-        assert any(m.state == "pending" for m in deps.store.outbox(run.id))
+        assert any(m.state == "pending" for m in deps.store.outbox.messages(run.id))
     finally:
         run_done.set()
         stop.set()
@@ -74,7 +74,7 @@ def test_slack_failing_in_every_way_during_every_step_does_not_hold_the_rollback
     assert not serving.is_alive()
     deliver_all(sender, clock)
     assert thread_texts(slack, run, deps.store) == EXPECTED  # in order, none twice
-    assert {m.state for m in deps.store.outbox(run.id)} <= {"sent", "superseded"}
+    assert {m.state for m in deps.store.outbox.messages(run.id)} <= {"sent", "superseded"}
     statuses = {c.status for c in slack.calls}
     assert {429, 500} <= statuses
 
@@ -91,7 +91,7 @@ def test_a_rate_limited_message_waits_for_slacks_retry_after(
     sender.deliver_due()
     limited = [c for c in slack.calls[before:] if c.status == 429]
     assert len(limited) == 1
-    (head,) = [m for m in deps.store.outbox_heads() if m.run_id == run.id]
+    (head,) = [m for m in deps.store.outbox.heads() if m.run_id == run.id]
     assert head.attempts == 1 and head.next_attempt_at == clock() + timedelta(seconds=7)
     calls = len(slack.calls)
     clock.advance(seconds=6)

@@ -30,12 +30,12 @@ pytest_plugins = ["tests.fakes.kube", "tests.fakes.gitops"]
 def test_a_recheck_is_scheduled_when_the_rollback_succeeds_and_waits_for_its_time(
     rolled_back: World, clock: Clock
 ) -> None:
-    (recheck,) = rolled_back.store.rechecks(rolled_back.run.id)
+    (recheck,) = rolled_back.store.rechecks.of(rolled_back.run.id)
     assert recheck.step == "kubernetes.rollout_undo" and recheck.state == "pending"
     assert (recheck.due_at - clock.now).total_seconds() == 600
     clock.advance(minutes=9)
     assert rolled_back.process().run_due() == 0
-    assert rolled_back.store.rechecks(rolled_back.run.id)[0].state == "pending"
+    assert rolled_back.store.rechecks.of(rolled_back.run.id)[0].state == "pending"
 
 
 def test_argocd_putting_the_bad_version_back_raises_an_alert_once(
@@ -52,9 +52,9 @@ def test_argocd_putting_the_bad_version_back_raises_an_alert_once(
     assert alert.kind == "recheck.drift"
     assert alert.detail["restored"] == [IMAGES[1]] and alert.detail["live"] == [IMAGES[2]]
     assert f"image {IMAGES[1]} → {IMAGES[2]}" in alert.detail["outcome"]
-    (recheck,) = rolled_back.store.rechecks(rolled_back.run.id)
+    (recheck,) = rolled_back.store.rechecks.of(rolled_back.run.id)
     assert recheck.state == "done" and recheck.changed is True
-    events = [e for e in rolled_back.store.events(rolled_back.run.incident_id)]
+    events = [e for e in rolled_back.store.events.of(rolled_back.run.incident_id)]
     assert [e.kind for e in events].count("recheck.done") == 1
 
 
@@ -88,7 +88,7 @@ def test_an_untouched_rollback_gets_a_quiet_still_on_line(
     (line,) = rolled_back.messages("recheck.drift", "recheck.steady")
     assert line.kind == "recheck.steady"
     assert line.detail["outcome"] == f"deployment/{API} still runs {IMAGES[1]}"
-    assert rolled_back.store.rechecks(rolled_back.run.id)[0].changed is False
+    assert rolled_back.store.rechecks.of(rolled_back.run.id)[0].changed is False
 
 
 def test_after_a_restart_and_a_process_dying_mid_check_it_is_still_checked_once(
@@ -99,15 +99,15 @@ def test_after_a_restart_and_a_process_dying_mid_check_it_is_still_checked_once(
     try:
         restarted = Store(engine, clock=clock)
         clock.advance(minutes=11)
-        dying = restarted.claim_next_recheck(owner="dies-mid-check", seconds=120)
+        dying = restarted.rechecks.claim_next(owner="dies-mid-check", seconds=120)
         assert dying is not None  # claimed, then the process is killed before it reports
         survivor = rolled_back.process(restarted)
         assert survivor.run_due() == 0  # its claim still holds
         clock.advance(minutes=3)
         assert survivor.run_due() == 1
-        assert not restarted.settle_recheck(dying, state="done", outcome="late")  # fenced
+        assert not restarted.rechecks.settle(dying, state="done", outcome="late")  # fenced
         assert len(rolled_back.messages("recheck.drift", "recheck.steady")) == 1
-        (recheck,) = restarted.rechecks(rolled_back.run.id)
+        (recheck,) = restarted.rechecks.of(rolled_back.run.id)
         assert recheck.state == "done" and recheck.attempts == 2
     finally:
         engine.dispose()
@@ -123,7 +123,7 @@ def test_recheck_after_zero_schedules_nothing(kube: KubeCluster, store: Store) -
     )
     rechecks = Rechecks(store=store, config=config, planner=planner)
     assert rechecks.schedule(run) == 0
-    assert store.rechecks(run.id) == []
+    assert store.rechecks.of(run.id) == []
 
 
 def test_a_recheck_of_a_run_that_did_not_succeed_is_dropped(
@@ -141,9 +141,9 @@ def test_a_recheck_of_a_run_that_did_not_succeed_is_dropped(
     assert rechecks.schedule(run) == 0  # scheduled once per undo step
     clock.advance(minutes=2)
     assert rechecks.run_due() == 1
-    (recheck,) = store.rechecks(run.id)
+    (recheck,) = store.rechecks.of(run.id)
     assert recheck.state == "dropped" and "requested, not succeeded" in recheck.outcome
-    assert [m.kind for m in store.outbox(run.id)] == []
+    assert [m.kind for m in store.outbox.messages(run.id)] == []
 
 
 def test_migration_0009_matches_the_models_and_downgrades(empty_database_url: str) -> None:

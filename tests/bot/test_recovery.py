@@ -11,7 +11,7 @@ from tests.fakes.runners import incident_with_history
 
 def test_each_phase_is_measured_from_the_audit_log(store: Store, clock: Clock) -> None:
     incident = incident_with_history(store, clock)
-    rec = recovery(incident, store.events(incident.id))
+    rec = recovery(incident, store.events.of(incident.id))
     assert [p.name for p in rec.phases] == ["detect", "decide", "approve", "recover"]
     assert [rec.seconds(p) for p in ("detect", "decide", "approve", "recover")] == [
         120.0,
@@ -24,7 +24,7 @@ def test_each_phase_is_measured_from_the_audit_log(store: Store, clock: Clock) -
 
 def test_a_failed_rollback_has_no_time_to_recover(store: Store, clock: Clock) -> None:
     incident = incident_with_history(store, clock, fail=True)
-    rec = recovery(incident, store.events(incident.id))
+    rec = recovery(incident, store.events.of(incident.id))
     assert rec.seconds("approve") == 45.0
     assert rec.seconds("recover") is None and rec.total_seconds is None
 
@@ -33,7 +33,7 @@ def test_the_rca_summary_carries_the_recovery_times_and_names_the_chart(
     store: Store, clock: Clock
 ) -> None:
     incident = incident_with_history(store, clock)
-    template = rca_template(incident, [], store.events(incident.id))
+    template = rca_template(incident, [], store.events.of(incident.id))
     summary = template.split("## Timeline")[0]
     assert "- **Time to detect**: 2 m 00 s" in summary
     assert "- **Time to decide**: 30 s" in summary
@@ -55,10 +55,10 @@ def test_durations_are_said_the_way_people_say_them() -> None:
 
 
 def test_summary_lines_say_n_a_for_a_phase_not_reached(store: Store, clock: Clock) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="app", severity="high", source="slack", opened_by=BOB
     )
-    lines = summary_lines(recovery(incident, store.events(incident.id)))
+    lines = summary_lines(recovery(incident, store.events.of(incident.id)))
     assert lines[1] == "- **Time to decide**: n/a"
     assert lines[-1] == "- **Detection to service restored**: n/a"
 
@@ -66,7 +66,7 @@ def test_summary_lines_say_n_a_for_a_phase_not_reached(store: Store, clock: Cloc
 def test_without_a_health_check_service_is_back_before_the_kept_dump_and_the_notices(
     store: Store, clock: Clock
 ) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="db", severity="critical", source="human", opened_by=BOB
     )
     moves = [
@@ -84,8 +84,8 @@ def test_without_a_health_check_service_is_back_before_the_kept_dump_and_the_not
     ]
     for seconds, kind, detail in moves:
         clock.advance(seconds=seconds)
-        store.add_event(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
+        store.events.add(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
 
-    rec = recovery(incident, store.events(incident.id))
+    rec = recovery(incident, store.events.of(incident.id))
 
     assert rec.seconds("recover") == 25.0  # the live database verified, not the dump's end

@@ -7,6 +7,7 @@ from bot.persistence.models import Run
 from bot.persistence.store import Store
 from bot.serving.metrics import BotMetrics, MeteredProgress
 from tests.fakes.config import ALICE, Clock
+from tests.fakes.rows import set_drill_fields
 from tests.fakes.runners import incident_with_history
 
 
@@ -28,10 +29,10 @@ def test_a_finished_run_observes_its_incident_phases_by_environment_and_target(
 def test_a_drill_sets_its_targets_time_to_recover_and_is_not_an_incident(
     store: Store, clock: Clock
 ) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="staging", target="app", severity="low", source="drill", opened_by=ALICE
     )
-    store.create_run(
+    store.runs.create(
         locks=[],
         actor=ALICE,
         incident_id=incident.id,
@@ -43,8 +44,8 @@ def test_a_drill_sets_its_targets_time_to_recover_and_is_not_an_incident(
         requester=ALICE,
         expires_at=clock.now,
     )
-    (run,) = store.runs()
-    store.add_drill(
+    (run,) = store.runs.find()
+    store.drills.add(
         run_id=run.id,
         incident_id=incident.id,
         environment="staging",
@@ -52,7 +53,7 @@ def test_a_drill_sets_its_targets_time_to_recover_and_is_not_an_incident(
         requester=ALICE,
         state="succeeded",
     )
-    store.update_drill(run.id, recover_seconds=72.0)
+    set_drill_fields(store, run.id, recover_seconds=72.0)
     metrics = BotMetrics()
     MeteredProgress(NullProgress(), metrics, store).run_finished(run)
     sample = metrics.registry.get_sample_value

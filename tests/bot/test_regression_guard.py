@@ -81,7 +81,7 @@ def test_an_approver_clears_a_bad_version_with_who_when_and_why(
     guard: Guard, workflow: Workflow, store: Store, clock: Clock
 ) -> None:
     run = rolled(workflow, clock, away=V125, to=V124)
-    assert V125 in store.known_versions(environment="prod", target="app").rolled_away
+    assert V125 in store.versions.known(environment="prod", target="app").rolled_away
     (cleared,) = guard.clear(
         environment="prod", target="app", version="v1.2.5", reason="  fixed in\nv1.2.6 ", user=BOB
     )
@@ -92,8 +92,8 @@ def test_an_approver_clears_a_bad_version_with_who_when_and_why(
     assert answer["reason"] == f"rolled back from in {run.incident_id}; cleared: fixed in v1.2.6"
     assert answer["incident"] == run.incident_id  # the record of why it was bad stays
     # the form may default to it again
-    assert store.known_versions(environment="prod", target="app").rolled_away == {}
-    (event,) = [e for e in store.events(run.incident_id) if e.kind == CLEARED]
+    assert store.versions.known(environment="prod", target="app").rolled_away == {}
+    (event,) = [e for e in store.events.of(run.incident_id) if e.kind == CLEARED]
     assert event.actor == BOB and event.detail["reason"] == "fixed in v1.2.6"
     assert event.detail["version"] == V125
 
@@ -114,9 +114,9 @@ def test_monitoring_seeing_a_bad_version_healthy_does_not_clear_it(
     guard: Guard, workflow: Workflow, store: Store, clock: Clock
 ) -> None:
     rolled(workflow, clock, away=V125, to=V124)
-    store.remember_versions(VersionNote("prod", "app", None, healthy=(V125, "v1.2.5")))
+    store.versions.remember(VersionNote("prod", "app", None, healthy=(V125, "v1.2.5")))
     assert guard.ask(environment="prod", target="app", version=V125).verdict == Verdict.BAD
-    assert V125 in store.known_versions(environment="prod", target="app").rolled_away
+    assert V125 in store.versions.known(environment="prod", target="app").rolled_away
 
 
 def test_only_an_approver_clears_and_a_refusal_changes_nothing(
@@ -134,7 +134,7 @@ def test_only_an_approver_clears_and_a_refusal_changes_nothing(
         user=ALICE,
         user_groups=frozenset({"SDBAS00001"}),
     )
-    assert [e.actor for e in store.events(run.incident_id) if e.kind == CLEARED] == [ALICE]
+    assert [e.actor for e in store.events.of(run.incident_id) if e.kind == CLEARED] == [ALICE]
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ def test_bad_input_to_clear_is_refused_and_changes_nothing(
             environment=environment, target=target, version=version, reason=reason, user=BOB
         )
     assert VersionBook(store).marks(environment="prod", target="app") == before
-    assert not [e for e in store.events(run.incident_id) if e.kind == CLEARED]
+    assert not [e for e in store.events.of(run.incident_id) if e.kind == CLEARED]
 
 
 def test_clearing_twice_says_who_cleared_it_first(

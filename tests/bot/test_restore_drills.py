@@ -72,7 +72,7 @@ def run_drill(drills: Drills, environment: str = "prod") -> Run:
         sleep=lambda _: None,
     )
     assert runner.run_pending() == [opened.run.id]
-    run = drills.store.run(opened.run.id)
+    run = drills.store.runs.get(opened.run.id)
     assert run is not None
     return run
 
@@ -107,7 +107,7 @@ def test_a_restore_drill_in_production_measures_the_newest_backup_and_never_writ
     run = run_drill(drills)
 
     assert run.state == "succeeded", run.outcome
-    assert [s.name for s in store.steps(run.id)] == [
+    assert [s.name for s in store.steps.of(run.id)] == [
         "database.restore_into_recovery",
         "database.verify",
         "database.drop_scratch",
@@ -115,14 +115,14 @@ def test_a_restore_drill_in_production_measures_the_newest_backup_and_never_writ
     assert run.point == f"backup:{newest}"
     assert not exists(f"{voxflow_db}_drill")
     assert fingerprint(voxflow_db) == before
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "succeeded"
     assert drill.to_version == f"backup {newest.name}" and drill.from_version == ""
     assert drill.recover_seconds is not None  # on the store's clock, frozen in tests
     assert [s["part"] for s in drill.steps] == ["rollback", "rollback", "cleanup"]
     assert drill.steps[0]["bytes"] == newest.stat().st_size
     assert drill.steps[0]["bytes_per_second"] > 0
-    said = measured_text("db", measure(stored_steps(run), store.steps(run.id)))
+    said = measured_text("db", measure(stored_steps(run), store.steps.of(run.id)))
     assert said.startswith(":test_tube: *Restore drill measured*: restoring the newest backup")
     assert "/s" in said and "nothing live was touched" in said
 
@@ -138,17 +138,17 @@ def test_a_corrupt_backup_fails_the_drill_clearly_and_leaves_nothing_behind(
     run = run_drill(drills)
 
     assert run.state == "failed"
-    records = {r.name: r for r in store.steps(run.id)}
+    records = {r.name: r for r in store.steps.of(run.id)}
     assert records["database.restore_into_recovery"].state == "failed"
     assert "pg_restore" in records["database.restore_into_recovery"].summary
     assert "database.verify" not in records  # never started
     assert records["database.drop_scratch"].state == "succeeded"  # always, after a failure
     assert not exists(f"{voxflow_db}_drill")
     assert fingerprint(voxflow_db) == before
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.state == "failed" and drill.recover_seconds is None
     assert drill.to_version == f"backup {corrupt.name}"
-    said = measured_text("db", measure(stored_steps(run), store.steps(run.id)))
+    said = measured_text("db", measure(stored_steps(run), store.steps.of(run.id)))
     assert "the newest backup of db did *not* restore and verify" in said
 
 
@@ -158,7 +158,7 @@ def test_a_resumed_restore_drill_rebuilds_every_stored_step(
     dump(voxflow_db, tmp_path, datetime(2026, 12, 7, 3, 0, tzinfo=UTC))
     drills = drills_on(store, drill_config(voxflow_db, tmp_path))
     opened = drills.open(environment="prod", target="db", requester=ALICE)
-    run = store.run(opened.run.id)
+    run = store.runs.get(opened.run.id)
     assert run is not None
 
     restored = restore_for_run(Planner(), run, drills.config.environment("prod"), stored_steps(run))
@@ -192,7 +192,7 @@ def test_the_verdict_cites_the_backup_sets_last_restore_drill_from_any_environme
         "never drilled: nobody knows whether these backups restore",
     )
     assert run.state == "succeeded"
-    drill = store.drill(run.id)
+    drill = store.drills.get(run.id)
     assert drill is not None and drill.finished_at is not None
     at = f"{drill.finished_at:%Y-%m-%d %H:%M}"
     assert passed.level == Level.OK

@@ -40,7 +40,7 @@ def test_a_non_approver_is_refused_and_nothing_is_recorded(
 ) -> None:
     with pytest.raises(Refused, match="only approvers of prod may resume the sync"):
         resync(rolled_back).resume(rolled_back.run.id, user=ALICE, user_groups=frozenset())
-    assert rolled_back.store.resume_of(rolled_back.run.id) is None
+    assert rolled_back.store.resumes.get(rolled_back.run.id) is None
     assert "automated" not in kube.fake.store.get(*APP)["spec"]["syncPolicy"]
 
 
@@ -64,11 +64,11 @@ def test_a_failed_resume_is_said_and_may_be_pressed_again(
     kube.fake.store.delete(*APP)
     with pytest.raises(Refused, match=r"is gone.*press Resume sync again"):
         resync(rolled_back).resume(rolled_back.run.id, user=BOB, user_groups=frozenset())
-    record = rolled_back.store.resume_of(rolled_back.run.id)
+    record = rolled_back.store.resumes.get(rolled_back.run.id)
     assert record is not None and record.state == "failed"
     (said,) = rolled_back.messages("gitops.resumed")
     assert said.detail["ok"] is False
-    kinds = [e.kind for e in rolled_back.store.events(rolled_back.run.incident_id)]
+    kinds = [e.kind for e in rolled_back.store.events.of(rolled_back.run.incident_id)]
     assert "sync.resume_failed" in kinds
 
     for key in ("uid", "resourceVersion", "creationTimestamp", "generation"):

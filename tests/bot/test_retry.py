@@ -31,7 +31,7 @@ def _failed(flows: Flows, store: Store, planner: Planner) -> str:
     flows.approve(opened.run.id, user=BOB)
     runner, _ = make_runner(store, flows.workflow, flows.config, planner)
     runner.run_pending()
-    run = store.run(opened.run.id)
+    run = store.runs.get(opened.run.id)
     assert run is not None and run.state == RunState.FAILED
     return run.id
 
@@ -42,15 +42,15 @@ def test_retry_reruns_from_the_failed_step_and_takes_the_target_again(
     write_script(script, undo=["permanent", "ok"])
     flows = make_flows(store, planner, thread)
     run_id = _failed(flows, store, planner)
-    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    assert store.runs.lock_holder(environment="prod", targets=["app"]) is None
     retried = flows.retry_failed(run_id, user=CAROL)
     assert retried.state == RunState.APPROVED and retried.retries == 1
-    assert store.lock_holder(environment="prod", targets=["app"]) == retried.incident_id
+    assert store.runs.lock_holder(environment="prod", targets=["app"]) == retried.incident_id
     assert thread.decisions == [run_id]
-    assert store.steps(run_id) == []  # undo failed: every step from it, and workers stop again
+    assert store.steps.of(run_id) == []  # undo failed: every step from it, and workers stop again
     runner, _ = make_runner(store, flows.workflow, flows.config, planner)
     runner.run_pending()
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None and run.state == RunState.SUCCEEDED
     assert script_log(script) == [
         "stop_workers", "undo", "start_workers",
@@ -62,7 +62,7 @@ def test_retry_reruns_from_the_failed_step_and_takes_the_target_again(
         ("status", "succeeded"),
         ("start_workers", "succeeded"),
     ]
-    assert store.lock_holder(environment="prod", targets=["app"]) is None
+    assert store.runs.lock_holder(environment="prod", targets=["app"]) is None
 
 
 def test_retry_is_refused_while_another_rollback_holds_the_target(
@@ -74,7 +74,7 @@ def test_retry_is_refused_while_another_rollback_holds_the_target(
     other = flows.open_incident(request(requester=CAROL))
     with pytest.raises(Refused, match=f"already being rolled back in {other.incident.id}"):
         flows.retry_failed(run_id, user=BOB)
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None and run.state == RunState.FAILED
 
 
@@ -89,7 +89,9 @@ def test_only_a_failed_run_is_retried_and_not_by_its_requester(
     flows.retry_failed(run_id, user=BOB)
     with pytest.raises(Refused, match="only a failed one can be retried"):
         flows.retry_failed(run_id, user=CAROL)
-    retries = [e for e in store.events(store.run(run_id).incident_id) if e.kind == "run.retry"]  # type: ignore[union-attr]
+    retries = [
+        e for e in store.events.of(store.runs.get(run_id).incident_id) if e.kind == "run.retry"
+    ]  # type: ignore[union-attr]
     assert [e.actor for e in retries] == [BOB]
 
 

@@ -54,7 +54,7 @@ def test_reviews_go_round_robin_and_are_marked_once(
     with pytest.raises(Refused, match=f"already reviewed by <@{MALLORY}>"):
         reviews.mark_reviewed(first.id, user=CAROL)
     assert [r.run_id for r in reviews.unreviewed()] == [second.id]
-    kinds = [e.kind for e in store.events(first.incident_id)]
+    kinds = [e.kind for e in store.events.of(first.incident_id)]
     assert kinds.count("review.assigned") == 1 and kinds.count("run.reviewed") == 1
 
 
@@ -65,7 +65,7 @@ def test_a_normal_run_gets_no_review(store: Store, workflow: Workflow, planner: 
         plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
     )
     assert Reviews(store, workflow.config).assign(run) is None
-    assert store.unreviewed() == []
+    assert store.reviews.pending() == []
 
 
 def test_upgrading_to_0008_lists_earlier_break_glass_runs_as_unreviewed(
@@ -101,7 +101,7 @@ def test_upgrading_to_0008_lists_earlier_break_glass_runs_as_unreviewed(
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert [d for d in diff if "break_glass_reviews" in str(d)] == []  # model and 0008 agree
-    (review,) = Store(engine).unreviewed()
+    (review,) = Store(engine).reviews.pending()
     assert (review.run_id, review.reviewer, review.requester) == ("r1", "approvers", ALICE)
     downgrade(engine, "0006")  # SQLite: with foreign keys unenforced meanwhile (0011)
     with engine.connect() as conn:

@@ -17,6 +17,7 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store
 from tests.fakes.processes import started
+from tests.fakes.rows import set_run_fields
 from tests.fakes.runners import approved_run, make_runner, states
 from tests.fakes.targets import ScriptedTarget, script_log, write_script
 from tests.fakes.waiting import wait_for
@@ -37,7 +38,7 @@ def test_approved_run_executes_every_step_in_order_and_succeeds(
         ("status", "succeeded"),
         ("start_workers", "succeeded"),
     ]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded" and final.finished_at is not None
     assert progress.calls[0] == ("run_started", False)
     assert progress.calls[-1] == ("run_finished", "succeeded")
@@ -62,7 +63,7 @@ def test_failed_step_stops_the_plan_but_always_steps_still_run(
     runner, progress = make_runner(store, workflow, config, planner)
     runner.run_pending()
     assert script_log(script) == ["stop_workers", "undo", "start_workers"]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed" and final.needs_manual
     assert "step 2 (undo) failed: undo broke" in final.outcome
     assert "Manual intervention required" in final.outcome
@@ -92,7 +93,7 @@ def test_after_a_failure_a_target_that_cannot_be_read_is_said_so(
     run = approved_run(workflow, planner)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed"
     assert final.outcome.endswith(
         "read from the live systems: app could not be read (connection refused by the API server)."
@@ -106,7 +107,7 @@ def test_temporary_errors_are_retried_within_the_steps_deadline(
     run = approved_run(workflow, planner)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    undo = store.steps(run.id)[1]
+    undo = store.steps.of(run.id)[1]
     assert undo.state == "succeeded"
     assert script_log(script).count("undo") == 3
 
@@ -118,7 +119,7 @@ def test_temporary_errors_past_the_deadline_fail_the_step(
     run = approved_run(workflow, planner)
     runner, _ = make_runner(store, workflow, config, planner, sleep=time.sleep)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed"
     assert "gave up: step deadline reached" in final.outcome
 
@@ -130,7 +131,7 @@ def test_plan_that_changed_after_approval_is_not_run(
     write_script(script, _label="a newer revision appeared")
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed"
     assert "plan changed after it was approved" in final.outcome
     assert script_log(script) == []
@@ -143,7 +144,7 @@ def test_a_plan_that_cannot_be_built_any_more_fails_the_run_once(
     write_script(script, _plan_raises="kubeconfig vanished")
     runner, _ = make_runner(store, workflow, config, planner)
     assert runner.run_pending() == [run.id]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed"
     assert "the plan can no longer be built: OSError: kubeconfig vanished" in final.outcome
     assert runner.run_pending() == []
@@ -153,7 +154,7 @@ def test_a_run_leased_by_another_runner_is_left_alone(
     store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner, script: Path
 ) -> None:
     run = approved_run(workflow, planner)
-    assert store.claim(run.id, owner="other-process", seconds=60)
+    assert store.leases.claim(run.id, owner="other-process", seconds=60)
     runner, _ = make_runner(store, workflow, config, planner)
     assert runner.run_pending() == []
     assert runner.execute(run.id) is False
@@ -166,7 +167,7 @@ def test_step_memory_is_saved_with_the_run(
     run = approved_run(workflow, planner)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.memory["undo.done"] == 1
 
 
@@ -185,7 +186,7 @@ def crash_mid_step(store: Store, url: str, script: Path, run_id: str) -> None:
         )
         assert child.poll() is None, "the child runner exited before the step"
     # the killed runner's lease lapses (leases are timed on the database's clock)
-    store.set_run_fields(run_id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    set_run_fields(store, run_id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -197,10 +198,10 @@ def test_run_of_a_killed_process_resumes_a_step_that_is_safe_to_repeat(
     write_script(script, undo=["hang", "ok"])
     run = approved_run(workflow, planner)
     crash_mid_step(live, database_url, script, run.id)
-    assert live.run(run.id).state == "running"  # type: ignore[union-attr]
+    assert live.runs.get(run.id).state == "running"  # type: ignore[union-attr]
     runner, progress = make_runner(live, workflow, config, planner)
     assert runner.run_pending() == [run.id]
-    final = live.run(run.id)
+    final = live.runs.get(run.id)
     assert final is not None and final.state == "succeeded"
     assert progress.calls[0] == ("run_started", True)
     assert script_log(script) == ["stop_workers", "undo", "undo", "status", "start_workers"]
@@ -218,7 +219,7 @@ def test_run_of_a_killed_process_needs_a_person_when_the_step_is_not_safe_to_rep
     crash_mid_step(live, database_url, script, run.id)
     runner, _ = make_runner(live, workflow, config, planner)
     runner.run_pending()
-    final = live.run(run.id)
+    final = live.runs.get(run.id)
     assert final is not None and final.state == "failed" and final.needs_manual
     assert "interrupted by a crash and is not safe to repeat" in final.outcome
     assert "Not run: status: scripted step" in final.outcome

@@ -119,7 +119,7 @@ def test_a_child_process_of_a_cut_off_runner_dies_before_its_lease_can_be_taken(
         successor.start()
         wait_for(lambda: not alive(pid), timeout=10, what="a's pg tool killed")
         # the database's own clock says the lease is still a's: nobody could have claimed it
-        assert run.id not in store.claimable()
+        assert run.id not in store.leases.claimable()
         thread.join(timeout=30)
         assert not thread.is_alive()
         wait_for(lambda: claimed, timeout=30, what="b's turn")
@@ -133,7 +133,7 @@ def test_a_child_process_of_a_cut_off_runner_dies_before_its_lease_can_be_taken(
     assert (a_in, a_out, b_in, b_out) == ("enter", "leave", "enter", "leave")
     assert left_a < entered_b
     assert script_log(script) == ["stop_workers", "status", "start_workers"]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
     assert children.live_children() == []
 
@@ -150,13 +150,13 @@ def test_a_step_blocked_in_a_call_that_heeds_nothing_makes_the_process_exit_befo
     with started(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as child:
         _, err = child.communicate(timeout=60)
         # at the exit the lease was still the child's, on the database's clock
-        assert run.id not in store.claimable()
+        assert run.id not in store.leases.claimable()
     assert child.returncode == ABANDON_EXIT, err
     critical = [line for line in err.splitlines() if line.startswith("CRITICAL")]
     assert len(critical) == 1, err
     assert f"{run.incident_id}: run {run.id}: step undo is still running" in critical[0]
     assert "abandoning the process (exit 255)" in critical[0]
-    steps = {s.name: s.state for s in store.steps(run.id)}
+    steps = {s.name: s.state for s in store.steps.of(run.id)}
     assert steps["undo"] == "running"  # the next runner finds it interrupted, as after a crash
 
 

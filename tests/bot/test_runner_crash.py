@@ -56,7 +56,7 @@ def env_config(web: WebStub, **targets: Any) -> dict[str, Any]:
 
 
 def always_steps_ran(store: Store, run: Run) -> None:
-    records = {r.position: r.state for r in store.steps(run.id)}
+    records = {r.position: r.state for r in store.steps.of(run.id)}
     for step in run.plan:
         if step["always"]:
             assert records.get(step["position"]) in ("succeeded", "skipped"), (step, records)
@@ -123,7 +123,7 @@ def test_a_killed_run_never_repeats_a_step_that_is_not_safe_to_repeat(
     always_steps_ran(store, final)
     maintenance_is_off(web)
     assert log.count("start_workers") >= 1
-    undo = next(s for s in store.steps(final.id) if s.name == "undo")
+    undo = next(s for s in store.steps.of(final.id) if s.name == "undo")
     if kill in (("started", 2), ("returned", 2)):
         assert final.state == "failed" and final.needs_manual
         assert undo.state == "interrupted"

@@ -91,7 +91,7 @@ def env_config(web: Web, target: dict[str, Any]) -> dict[str, Any]:
 
 
 def always_steps_ran(store: Store, run: Run) -> None:
-    records = {r.position: r.state for r in store.steps(run.id)}
+    records = {r.position: r.state for r in store.steps.of(run.id)}
     for step in run.plan:
         if step["always"]:
             assert records.get(step["position"]) in ("succeeded", "skipped"), (step, records)
@@ -100,10 +100,10 @@ def always_steps_ran(store: Store, run: Run) -> None:
 def outcome_names_what_ran(store: Store, run: Run) -> None:
     """The outcome of a finished run names the steps found already done, and nothing as not run."""
     assert "Not run" not in run.outcome, run.outcome
-    for record in store.steps(run.id):
+    for record in store.steps.of(run.id):
         if record.state == "skipped":
             assert f"{record.position + 1}. {record.name} (" in run.outcome, run.outcome
-    if all(r.state == "succeeded" for r in store.steps(run.id)):
+    if all(r.state == "succeeded" for r in store.steps.of(run.id)):
         assert run.outcome == "rollback completed; all steps succeeded"
 
 
@@ -112,9 +112,9 @@ def resumed_main_step_found_its_work_done(
 ) -> None:
     """Killed after the main step's work, the second runner skips it as already done."""
     if kill == ("returned", main):
-        record = next(r for r in store.steps(run.id) if r.position == main)
+        record = next(r for r in store.steps.of(run.id) if r.position == main)
         assert record.state == "skipped" and "already" in record.summary, record
-    events = [e.kind for e in store.events(run.incident_id)]
+    events = [e.kind for e in store.events.of(run.incident_id)]
     assert events.count("run.resumed") == 1, events
 
 

@@ -21,6 +21,7 @@ from bot.execution.planner import Planner
 from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import LeaseLost, Store, make_engine, utcnow
+from tests.fakes.rows import set_run_fields
 from tests.fakes.runners import Abandons, approved_run, make_runner
 from tests.fakes.targets import script_log, write_script
 
@@ -34,30 +35,30 @@ def other(database_url: str, store: Store) -> Iterator[Store]:
 
 
 def expire(store: Store, run_id: str) -> None:
-    store.set_run_fields(run_id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    set_run_fields(store, run_id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
 
 
 def test_a_lease_is_timed_on_the_database_clock_not_a_process_clock(
     store: Store, other: Store, workflow: Workflow, planner: Planner
 ) -> None:
     run = approved_run(workflow, planner)
-    assert store.claim(run.id, owner="a", seconds=30) is not None
-    assert other.claim(run.id, owner="b", seconds=30) is None
-    assert other.claimable() == []
-    assert other.claim_next(owner="b", seconds=30) is None
+    assert store.leases.claim(run.id, owner="a", seconds=30) is not None
+    assert other.leases.claim(run.id, owner="b", seconds=30) is None
+    assert other.leases.claimable() == []
+    assert other.leases.claim_next(owner="b", seconds=30) is None
 
 
 def test_every_claim_gets_a_new_token_and_a_stale_one_writes_nothing(
     store: Store, other: Store, workflow: Workflow, planner: Planner
 ) -> None:
     run = approved_run(workflow, planner)
-    first = store.claim(run.id, owner="a", seconds=30)
+    first = store.leases.claim(run.id, owner="a", seconds=30)
     assert first is not None
     expire(store, run.id)
-    second = other.claim(run.id, owner="b", seconds=30)
+    second = other.leases.claim(run.id, owner="b", seconds=30)
     assert second is not None and second.generation == first.generation + 1
     with pytest.raises(LeaseLost):
-        store.save_step(
+        store.steps.save(
             run,
             position=0,
             name="stop_workers",
@@ -65,34 +66,34 @@ def test_every_claim_gets_a_new_token_and_a_stale_one_writes_nothing(
             state="running",
             lease=first,
         )
-    assert store.steps(run.id) == []
+    assert store.steps.of(run.id) == []
     with pytest.raises(LeaseLost):
-        store.set_run_memory(run.id, {"x": 1}, lease=first)
+        store.leases.save_memory(run.id, {"x": 1}, lease=first)
     with pytest.raises(LeaseLost):
         workflow.start(run, lease=first)
-    assert not store.renew(first, seconds=30)
-    store.release(first)
-    fresh = store.run(run.id)
+    assert not store.leases.renew(first, seconds=30)
+    store.leases.release(first)
+    fresh = store.runs.get(run.id)
     assert fresh is not None and fresh.state == "approved" and fresh.memory.get("x") is None
     assert fresh.lease_owner == "b" and fresh.lease_generation == second.generation
-    assert other.renew(second, seconds=30)
+    assert other.leases.renew(second, seconds=30)
     workflow.start(run, lease=second)
-    assert store.run(run.id).state == "running"  # type: ignore[union-attr]
+    assert store.runs.get(run.id).state == "running"  # type: ignore[union-attr]
 
 
 def test_claim_next_hands_each_run_to_one_runner(
     store: Store, other: Store, workflow: Workflow, planner: Planner
 ) -> None:
     run = approved_run(workflow, planner)
-    first = store.claim_next(owner="a", seconds=30)
+    first = store.leases.claim_next(owner="a", seconds=30)
     assert first is not None and first.run_id == run.id
-    assert other.claim_next(owner="b", seconds=30) is None
-    assert store.claim_next(owner="a", seconds=30, skip={run.id}) is None
+    assert other.leases.claim_next(owner="b", seconds=30) is None
+    assert store.leases.claim_next(owner="a", seconds=30, skip={run.id}) is None
 
 
 def flaky_renew(store: Store, *, failures: int | None) -> list[str]:
-    """Make `store.renew` raise a database error `failures` times (None: always)."""
-    real = store.renew
+    """Make `store.leases.renew` raise a database error `failures` times (None: always)."""
+    real = store.leases.renew
     seen: list[str] = []
 
     def renew(lease: Any, *, seconds: float) -> bool:
@@ -102,7 +103,7 @@ def flaky_renew(store: Store, *, failures: int | None) -> list[str]:
         seen.append("renewed")
         return real(lease, seconds=seconds)
 
-    store.renew = renew  # type: ignore[method-assign]
+    store.leases.renew = renew  # type: ignore[method-assign]
     return seen
 
 
@@ -110,7 +111,7 @@ def race(runner: Runner, run_id: str, until: threading.Event) -> list[bool]:
     """Once the first runner holds the run, try to execute it again and again until
     `until` is set or it works; return the answers."""
     for _ in range(500):
-        held = runner.store.run(run_id)
+        held = runner.store.runs.get(run_id)
         if held is not None and held.lease_owner == "a":
             break
         time.sleep(0.02)
@@ -153,8 +154,8 @@ def test_two_runners_racing_one_run_start_each_step_once(
     assert not any(answers)
     assert renewals[:2] == ["failed", "failed"] and "renewed" in renewals
     assert script_log(script) == ["stop_workers", "undo", "status", "start_workers"]
-    assert [s.attempts for s in store.steps(run.id)] == [1, 1, 1, 1]
-    final = store.run(run.id)
+    assert [s.attempts for s in store.steps.of(run.id)] == [1, 1, 1, 1]
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded"
 
 
@@ -182,19 +183,19 @@ def test_a_runner_that_lost_its_lease_stops_at_the_next_safe_point_and_says_so(
     # b found undo interrupted (not safe to repeat), ran the always step and stopped;
     # a finished undo, could record nothing, and started nothing after it
     assert script_log(script) == ["stop_workers", "undo", "start_workers"]
-    steps = {s.name: s.state for s in store.steps(run.id)}
+    steps = {s.name: s.state for s in store.steps.of(run.id)}
     assert steps == {
         "stop_workers": "succeeded",
         "undo": "interrupted",
         "start_workers": "succeeded",
     }
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed" and final.needs_manual
     # a was still inside undo (a sleep that heeds no fence) as its lease ran out: the bot
     # process would have exited there (tests/bot/test_runner_blocked_step.py)
     assert isinstance(first.abandon, Abandons)
     (abandoned,) = first.abandon.lines
     assert f"{run.incident_id}: run {run.id}: step undo is still running" in abandoned
-    lost = [e for e in store.events(run.incident_id) if e.kind == "run.lease_lost"]
+    lost = [e for e in store.events.of(run.incident_id) if e.kind == "run.lease_lost"]
     assert [e.detail["owner"] for e in lost] == ["a"]
-    assert [m.kind for m in store.outbox(run.id)].count("run.lease_lost") == 1
+    assert [m.kind for m in store.outbox.messages(run.id)].count("run.lease_lost") == 1

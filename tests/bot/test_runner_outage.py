@@ -94,7 +94,7 @@ def hook_planner(script: Path, web: WebStub, *, idempotent: bool) -> tuple[Plann
 
 
 def step_running(store: Store, run_id: str, name: str) -> bool:
-    return any(s.name == name and s.state == "running" for s in store.steps(run_id))
+    return any(s.name == name and s.state == "running" for s in store.steps.of(run_id))
 
 
 def survive_an_outage(
@@ -123,12 +123,12 @@ def survive_an_outage(
     assert not thread.is_alive()
     assert len(web.calls("POST", "/hook")) == 1
     assert [t for t, _ in undo.times] == ["enter", "leave"]
-    steps = {s.name: (s.state, s.attempts) for s in store.steps(run.id)}
+    steps = {s.name: (s.state, s.attempts) for s in store.steps.of(run.id)}
     assert steps["undo"] == ("succeeded", 1)
     assert script_log(script) == ["stop_workers", "status", "start_workers"]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
-    kinds = {e.kind for e in store.events(run.incident_id)}
+    kinds = {e.kind for e in store.events.of(run.incident_id)}
     assert "run.lease_lost" not in kinds and "step.interrupted" not in kinds
 
 
@@ -208,7 +208,7 @@ def test_a_runner_cut_off_from_the_database_leaves_its_step_before_another_enter
     assert left_a < entered_b
     assert len(web.calls("POST", "/hook")) == 1  # only b posted: a was cancelled while waiting
     assert script_log(script) == ["stop_workers", "status", "start_workers"]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
 
 
@@ -231,8 +231,8 @@ def test_an_end_kept_past_the_lease_is_written_when_the_same_runner_claims_the_r
     assert step_running(store, run.id, "undo")
     wait_for(lambda: runner.execute(run.id), what="the same runner claimed the run again")
     assert len(web.calls("POST", "/hook")) == 1
-    steps = {s.name: (s.state, s.attempts) for s in store.steps(run.id)}
+    steps = {s.name: (s.state, s.attempts) for s in store.steps.of(run.id)}
     assert steps["undo"] == ("succeeded", 1)
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
-    assert "step.interrupted" not in {e.kind for e in store.events(run.incident_id)}
+    assert "step.interrupted" not in {e.kind for e in store.events.of(run.incident_id)}

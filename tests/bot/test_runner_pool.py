@@ -47,7 +47,7 @@ def wait_until(what: str, check: Any, *, seconds: float = 60) -> None:
 
 
 def state(store: Store, run_id: str) -> str:
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None
     return run.state
 
@@ -98,7 +98,7 @@ def test_a_stuck_run_in_one_environment_does_not_hold_another(
     finished = sorted(
         (e.id, e.run_id)
         for run in (stuck, second)
-        for e in store.events(run.incident_id)
+        for e in store.events.of(run.incident_id)
         if e.kind == "run.succeeded"
     )
     assert [run_id for _, run_id in finished] == [second.id, stuck.id]
@@ -151,13 +151,13 @@ def test_a_stopping_runner_hands_its_runs_over_at_the_next_step_boundary(
     assert runner.dispatch() == []
     (tmp_path / "prod.go").touch()  # the step in progress finishes; nothing after it starts
     assert runner.wait_idle(60)
-    held = store.run(run.id)
+    held = store.runs.get(run.id)
     assert held is not None and held.state == "running" and held.lease_owner is None
-    assert [(s.name, s.state) for s in store.steps(run.id)] == [
+    assert [(s.name, s.state) for s in store.steps.of(run.id)] == [
         ("stop_workers", "succeeded"),
         ("undo", "succeeded"),
     ]
-    assert "run.handed_over" in [e.kind for e in store.events(run.incident_id)]
+    assert "run.handed_over" in [e.kind for e in store.events.of(run.incident_id)]
     successor = Runner(
         store=store, workflow=workflow, config=two_envs, planner=planner, progress=Recorder()
     )

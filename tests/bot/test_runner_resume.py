@@ -24,17 +24,18 @@ from bot.persistence.models import Run
 from bot.persistence.store import Store
 from sandbox.web import Reply, WebStub
 from tests.fakes.config import Clock, config_dict
+from tests.fakes.rows import set_run_fields
 from tests.fakes.runners import approved_run, make_runner, states
 from tests.fakes.targets import PlanOnlyTarget, ScriptedTarget, script_log, write_script
 
 
 def interrupt(store: Store, workflow: Workflow, run: Run, *, finished: int) -> Run:
     """Leave `run` as a process killed inside step `finished` (0-based) leaves it."""
-    assert store.claim(run.id, owner="dead-process", seconds=1)
+    assert store.leases.claim(run.id, owner="dead-process", seconds=1)
     running = workflow.start(run)
     for stored in stored_steps(running)[: finished + 1]:
         done = stored.position < finished
-        store.save_step(
+        store.steps.save(
             running,
             position=stored.position,
             name=stored.name,
@@ -43,14 +44,14 @@ def interrupt(store: Store, workflow: Workflow, run: Run, *, finished: int) -> R
             attempts=1,
         )
     # the dead owner's lease ran out (leases are timed on the database's clock)
-    store.set_run_fields(run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
-    fresh = store.run(run.id)
+    set_run_fields(store, run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    fresh = store.runs.get(run.id)
     assert fresh is not None
     return fresh
 
 
 def outcome_of(store: Store, run_id: str) -> str:
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None and run.state in ("succeeded", "failed")
     return run.outcome
 
@@ -68,7 +69,7 @@ def test_resume_does_not_plan_again_from_the_live_system(
     write_script(script, _plan_raises="the deployment moved on", _label="a newer revision")
     runner, progress = make_runner(store, workflow, config, planner)
     assert runner.run_pending() == [run.id]
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
     assert script_log(script) == ["undo", "status", "start_workers"]
     assert progress.calls[0] == ("run_started", True)
@@ -85,7 +86,7 @@ def test_resume_is_announced_with_the_process_that_took_over(
     interrupt(store, workflow, run, finished=1)
     runner, _ = make_runner(store, workflow, config, planner, owner="second-process")
     runner.run_pending()
-    resumed = [e for e in store.events(run.incident_id) if e.kind == "run.resumed"]
+    resumed = [e for e in store.events.of(run.incident_id) if e.kind == "run.resumed"]
     assert len(resumed) == 1
     assert resumed[0].detail == {"by": "second-process", "previous_owner": "dead-process"}
 
@@ -98,7 +99,7 @@ def test_a_target_without_restore_is_planned_again_and_its_steps_taken_by_name(
     interrupt(store, workflow, run, finished=1)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
     assert script_log(script) == ["undo", "status", "start_workers"]
 
@@ -115,7 +116,7 @@ def test_a_plan_that_cannot_be_rebuilt_on_resume_still_runs_the_always_steps(
         store, workflow, config, Planner(factory=lambda params: ScriptedTarget(script))
     )
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed" and final.needs_manual
     assert script_log(script) == ["start_workers"]
     assert states(store, run.id) == [
@@ -138,10 +139,10 @@ def test_nothing_can_be_rebuilt_and_planning_fails_the_run_stops_for_a_person(
     write_script(script, _plan_raises="kubeconfig vanished")
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "failed" and final.needs_manual
     assert script_log(script) == []
-    record = {s.name: s for s in store.steps(run.id)}
+    record = {s.name: s for s in store.steps.of(run.id)}
     assert record["undo"].state == "interrupted"
     assert record["start_workers"].state == "not run"
     assert "could not be rebuilt: OSError: kubeconfig vanished" in final.outcome
@@ -193,7 +194,7 @@ def test_a_failure_before_a_crash_still_holds_after_the_resume(
     # start_workers only, never status.
     run = approved_run(workflow, planner)
     running = interrupt(store, workflow, run, finished=1)
-    store.save_step(
+    store.steps.save(
         running, position=1, name="undo", event_kind="step.failed", state="failed", summary="boom"
     )
     runner, _ = make_runner(store, workflow, config, planner)
@@ -285,7 +286,7 @@ def test_resume_after_the_rollback_step_turns_maintenance_off_and_workers_back_o
         write_script(script, _not_idempotent=["undo"], _plan_raises="the world moved")
         runner, _ = make_runner(store, workflow, config, planner)
         runner.run_pending()
-        final = store.run(run.id)
+        final = store.runs.get(run.id)
         assert final is not None and final.state == "failed"
         bodies = [r.json() for r in web.calls("POST", "/maintenance")]
         assert bodies == [{"enabled": False}]
@@ -306,12 +307,12 @@ def test_a_run_stored_before_steps_carried_their_spec_is_resumed_by_planning_aga
 ) -> None:
     run = approved_run(workflow, planner)
     old_form = [{k: v for k, v in step.items() if k not in ("source", "spec")} for step in run.plan]
-    store.set_run_fields(run.id, plan=old_form)
-    fresh = store.run(run.id)
+    set_run_fields(store, run.id, plan=old_form)
+    fresh = store.runs.get(run.id)
     assert fresh is not None
     interrupt(store, workflow, fresh, finished=1)
     runner, _ = make_runner(store, workflow, config, planner)
     runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
     assert script_log(script) == ["undo", "status", "start_workers"]

@@ -57,19 +57,19 @@ def test_db_upgrade_command_creates_the_schema(
 
 
 def test_events_are_kept_in_the_order_they_happened(store: Store) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="app", severity="high", source="slack", opened_by="UA1"
     )
     for kind in ("a", "b", "c"):
-        store.add_event(incident_id=incident.id, kind=kind)
-    assert [e.kind for e in store.events(incident.id)] == ["incident.opened", "a", "b", "c"]
+        store.events.add(incident_id=incident.id, kind=kind)
+    assert [e.kind for e in store.events.of(incident.id)] == ["incident.opened", "a", "b", "c"]
 
 
 def test_timestamps_come_back_in_utc(store: Store) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="app", severity="high", source="slack", opened_by="UA1"
     )
-    fetched = store.incident(incident.id)
+    fetched = store.incidents.get(incident.id)
     assert fetched is not None
     assert fetched.created_at == store.clock()
     assert fetched.created_at.utcoffset() is not None
@@ -85,7 +85,7 @@ def test_step_values_returns_the_newest_recorded_measurements_first(
     )
     for position, rate in enumerate([10.0, 30.0, 20.0]):
         clock.advance(seconds=1)
-        store.save_step(
+        store.steps.save(
             run,
             position=position,
             name="database.restore_backup",
@@ -94,9 +94,9 @@ def test_step_values_returns_the_newest_recorded_measurements_first(
             finished_at=clock.now,
             data={"restore_bytes_per_second": rate},
         )
-    assert store.step_values("restore_bytes_per_second") == [20.0, 30.0, 10.0]
-    assert store.step_values("restore_bytes_per_second", limit=1) == [20.0]
-    assert store.step_values("nothing") == []
+    assert store.steps.values("restore_bytes_per_second") == [20.0, 30.0, 10.0]
+    assert store.steps.values("restore_bytes_per_second", limit=1) == [20.0]
+    assert store.steps.values("nothing") == []
 
 
 def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(empty_database_url: str) -> None:
@@ -126,7 +126,7 @@ def test_upgrading_to_0002_moves_plan_notes_out_of_step_memory(empty_database_ur
             )
         )
     upgrade(engine)
-    run = Store(engine).run("r1")
+    run = Store(engine).runs.get("r1")
     assert run is not None
     assert run.notes == ["forced"] and run.memory == {"undo.done": 1}
     assert run.lease_generation == 0
@@ -162,11 +162,11 @@ def test_upgrading_to_0006_moves_the_veto_deadline_out_of_step_memory_and_back(
         )
     upgrade(engine)
     store = Store(engine, clock=lambda: datetime(2026, 11, 24, 3, 6, tzinfo=UTC))
-    run = store.run("r1")
+    run = store.runs.get("r1")
     assert run is not None
     assert run.auto_approve_at == datetime(2026, 11, 24, 3, 5, tzinfo=UTC)
     assert run.memory == {"x": 1}
-    assert [r.id for r in store.due_for_auto_approval()] == ["r1"]
+    assert [r.id for r in store.runs.due_for_auto_approval()] == ["r1"]
     downgrade(engine, "0005")  # SQLite: with foreign keys unenforced meanwhile (0011)
     with engine.connect() as conn:
         memory = conn.execute(text("SELECT memory FROM runs WHERE id = 'r1'")).scalar_one()

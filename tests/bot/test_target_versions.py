@@ -39,24 +39,24 @@ def test_migration_0007_matches_the_models(store: Store) -> None:
 def test_a_finished_rollback_remembers_healthy_and_rolled_away_versions(
     store: Store, clock: Clock
 ) -> None:
-    store.remember_versions(
+    store.versions.remember(
         VersionNote("prod", "app", "INC-1", healthy=(V123, "rev 2"), rolled_away=(V124, "rev 3"))
     )
     clock.advance(minutes=5)
-    store.remember_versions(VersionNote("staging", "app", "INC-2", healthy=(V122, "rev 1")))
-    known = store.known_versions(environment="prod", target="app")
+    store.versions.remember(VersionNote("staging", "app", "INC-2", healthy=(V122, "rev 1")))
+    known = store.versions.known(environment="prod", target="app")
     assert known.healthy == V123 and known.healthy_incident == "INC-1"
     assert known.rolled_away == {V124: "INC-1"}
     # a version later verified healthy is no longer avoided; the newest healthy one counts
-    store.remember_versions(VersionNote("prod", "app", "INC-3", healthy=(V124, "rev 5")))
-    known = store.known_versions(environment="prod", target="app")
+    store.versions.remember(VersionNote("prod", "app", "INC-3", healthy=(V124, "rev 5")))
+    known = store.versions.known(environment="prod", target="app")
     assert known.healthy == V124 and known.rolled_away == {}
 
 
 def test_a_version_longer_than_the_column_is_kept_by_a_digest(store: Store) -> None:
     images = ", ".join(f"registry.example/team/image-{n}:v1.2.{n}" for n in range(20))
-    store.remember_versions(VersionNote("prod", "app", "INC-1", rolled_away=(images, "rev 9")))
-    known = store.known_versions(environment="prod", target="app")
+    store.versions.remember(VersionNote("prod", "app", "INC-1", rolled_away=(images, "rev 9")))
+    known = store.versions.known(environment="prod", target="app")
     assert known.rolled_away == {version_key(images): "INC-1"}
     assert len(version_key(images)) <= 255 and version_key(images) != version_key(images + "x")
     point = RollbackPoint(ref="9", label="rev 9", version=images)

@@ -39,8 +39,8 @@ def test_rca_template_has_summary_and_timeline_from_the_audit_log(
         planner=planner,
         progress=NullProgress(),
     ).run_pending()
-    events = store.events(incident.id)
-    runs = store.runs(incident_id=incident.id)
+    events = store.events.of(incident.id)
+    runs = store.runs.find(incident_id=incident.id)
     text = rca_template(incident, runs, events)
     assert f"- **Incident ID**: {incident.id}" in text
     assert "- **Impact**: Calls drop after 10 seconds" in text
@@ -62,23 +62,23 @@ def test_durations_read_like_people_write_them() -> None:
 
 
 def test_communications_are_on_the_timeline(store: Store) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="app", severity="high", source="slack", opened_by="UA1"
     )
-    store.add_event(
+    store.events.add(
         incident_id=incident.id,
         kind="step.succeeded",
         detail={"name": "http.status_page", "summary": "status page set to operational"},
     )
-    labels = [m.label for m in moments(incident, store.events(incident.id))]
+    labels = [m.label for m in moments(incident, store.events.of(incident.id))]
     assert "Status page updated: status page set to operational" in labels
 
 
 def test_rca_times_are_in_the_given_zone_with_dates_and_people_by_name(store: Store) -> None:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="app", severity="high", source="slack", opened_by=ALICE
     )
-    events = store.events(incident.id)
+    events = store.events.of(incident.id)
     names = {ALICE: "Alice Doe"}
     text = rca_template(
         incident, [], events, zone=ZoneInfo("Asia/Kolkata"), names=lambda u: names.get(u, u)
@@ -107,14 +107,14 @@ def test_break_glass_review_is_on_the_timeline_and_in_the_rca(
     reviews.assign(run)
     clock.advance(hours=2)
     reviews.mark_reviewed(run.id, user=CAROL)
-    labels = [m.label for m in moments(incident, store.events(incident.id))]
+    labels = [m.label for m in moments(incident, store.events.of(incident.id))]
     assert f"Mandatory review assigned to <@{BOB}>" in labels
     assert labels[-1] == f"Break-glass rollback reviewed by <@{CAROL}>"
     names = {BOB: "Bob", CAROL: "Carol", ALICE: "Alice"}
     text = rca_template(
         incident,
-        store.runs(incident_id=incident.id),
-        store.events(incident.id),
+        store.runs.find(incident_id=incident.id),
+        store.events.of(incident.id),
         names=lambda u: names.get(u, u),
     )
     assert "- **Review**: break-glass rollback, mandatory review, assigned to Bob" in text

@@ -220,7 +220,7 @@ def test_upgrading_moves_each_runs_facts_into_typed_columns_and_downgrading_move
         upgrade(engine)
         store = Store(engine)
 
-        rollback = store.run("r-rollback")
+        rollback = store.runs.get("r-rollback")
         assert rollback is not None and rollback.kind == RunKind.ROLLBACK
         assert (rollback.from_version, rollback.to_version) == ("rev 4 (v1.2.4)", "rev 3 (v1.2.3)")
         assert (rollback.from_key, rollback.to_key) == ("app:1.2.4", "app:1.2.3")
@@ -230,19 +230,19 @@ def test_upgrading_moves_each_runs_facts_into_typed_columns_and_downgrading_move
         assert rollback.leave_maintenance_on and not rollback.notify_customers
         assert rollback.memory == {"pitr.scratch": "/var/tmp/x"}
 
-        drill = store.run("r-drill")
+        drill = store.runs.get("r-drill")
         assert drill is not None and drill.kind == RunKind.DRILL
         assert (drill.from_version, drill.to_version, drill.from_key) == ("rev 4", "rev 3", None)
         assert drill.verdicts == ()
         assert drill.memory == {"drill.marker": "rev 4 (v1.2.4)"}
 
-        auto = store.run("r-auto")
+        auto = store.runs.get("r-auto")
         assert auto is not None and auto.kind == RunKind.AUTOMATIC
         assert (auto.from_version, auto.verdicts, auto.plan_stale_at) == (None, None, None)
         assert (auto.retries, auto.leave_maintenance_on, auto.notify_customers) == (0, False, True)
         assert auto.memory == {"swap.db": "db_old"}
 
-        full = store.run("r-full")
+        full = store.runs.get("r-full")
         assert full is not None and full.kind == RunKind.ROLLBACK
         assert (full.from_version, full.to_version, full.to_key) == ("", "previous", None)
         assert full.memory == {}

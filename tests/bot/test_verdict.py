@@ -75,7 +75,7 @@ def test_changed_evidence_invalidates_an_approval(
         "the plan changed since it was requested (app's verdict was safe, is now risky: "
         "Argo CD application vf in argocd owns it)"
     )
-    assert (store.run(run.id) or run).state == "requested"
+    assert (store.runs.get(run.id) or run).state == "requested"
     assert thread.stale_told == [run.id]
 
 
@@ -87,9 +87,9 @@ def test_a_blocked_verdict_refuses_approve_and_changes_nothing(
     assert [v.level for v in (run.verdicts or ())] == [Level.BLOCKED]
     with pytest.raises(Refused, match=r"Approve is disabled: the rollback is app blocked: image"):
         flows.approve(run.id, user=BOB)
-    after = store.run(run.id)
+    after = store.runs.get(run.id)
     assert after is not None and after.state == "requested" and after.approved_at is None
-    assert store.approvers(after, since=after.created_at) == []
+    assert store.approvals.of(after, since=after.created_at) == []
 
 
 def test_break_glass_overrides_a_blocked_verdict_and_is_recorded(
@@ -98,7 +98,7 @@ def test_break_glass_overrides_a_blocked_verdict_and_is_recorded(
     judge(script, BLOCKED)
     opened = flows.open_incident(request(break_glass=True, confirmation=BREAK_GLASS_PHRASE))
     assert opened.run.state == "approved"
-    overrides = [e for e in store.events(opened.incident.id) if e.kind == "verdict.overridden"]
+    overrides = [e for e in store.events.of(opened.incident.id) if e.kind == "verdict.overridden"]
     assert len(overrides) == 1
     assert overrides[0].actor == opened.run.requester
     assert overrides[0].detail["verdict"].startswith("app blocked: image cannot be pulled")
@@ -107,7 +107,7 @@ def test_break_glass_overrides_a_blocked_verdict_and_is_recorded(
 
 def test_a_request_that_is_not_blocked_records_no_override(flows: Flows, store: Store) -> None:
     opened = flows.open_incident(request(break_glass=True, confirmation=BREAK_GLASS_PHRASE))
-    assert not [e for e in store.events(opened.incident.id) if e.kind == "verdict.overridden"]
+    assert not [e for e in store.events.of(opened.incident.id) if e.kind == "verdict.overridden"]
 
 
 def test_another_incidents_lock_makes_the_verdict_risky(flows: Flows) -> None:
@@ -167,7 +167,7 @@ def test_the_recommendation_says_fix_forward_when_the_rollback_cannot_restore_se
 def test_the_incident_carries_the_advice(flows: Flows, store: Store, script: Path) -> None:
     judge(script, BLOCKED)
     opened = flows.open_incident(request())
-    incident = store.incident(opened.incident.id)
+    incident = store.incidents.get(opened.incident.id)
     assert incident is not None and incident.recommendation == "fix_forward"
     assert "Fix forward is the safer move." in incident.reason
 
@@ -180,7 +180,7 @@ def test_an_incident_opened_on_a_neighbour_leaves_an_earlier_plan_approvable(
     earlier = flows.open_incident(request(target="app")).run
     later = flows.open_incident(request(target="db", point=None))
     assert flows.approve(earlier.id, user=BOB).started
-    final = store.run(earlier.id)
+    final = store.runs.get(earlier.id)
     assert final is not None and final.state == "approved"
     env = flows.config.environment("prod")
     replanned = flows.planner.build(
@@ -212,7 +212,7 @@ def test_a_run_approved_beside_another_incidents_lock_still_runs(
         sleep=lambda s: None,
     )
     assert run.id in runner.run_pending()
-    final = store.run(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded", final.outcome
 
 
@@ -225,14 +225,14 @@ def test_monitoring_does_not_approve_a_blocked_rollback_by_itself(
     assert opened.run.auto_approve_at is not None
     clock.advance(seconds=61)
     assert flows.auto_approve_due() == []
-    after = store.run(opened.run.id)
+    after = store.runs.get(opened.run.id)
     assert after is not None and after.state == "requested" and after.auto_approve_at is None
     withheld = [
-        e for e in store.events(opened.incident.id) if e.kind == "run.auto_approval_withheld"
+        e for e in store.events.of(opened.incident.id) if e.kind == "run.auto_approval_withheld"
     ]
     assert len(withheld) == 1 and withheld[0].detail["verdict"].startswith("app blocked: image")
     assert flows.auto_approve_due() == []  # said once
-    assert len([e for e in store.events(opened.incident.id) if e.kind == withheld[0].kind]) == 1
+    assert len([e for e in store.events.of(opened.incident.id) if e.kind == withheld[0].kind]) == 1
 
 
 class _FailingCheck:

@@ -17,6 +17,7 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.store import Store, TargetBusy
 from tests.fakes.config import ALICE, BOB, CAROL, MALLORY, Clock, config_dict
+from tests.fakes.rows import set_run_fields
 
 ANSWERS = Answers(functional=False, data_at_risk=False, severe_impact=True)
 
@@ -34,7 +35,7 @@ def request(workflow: Workflow, planner: Planner, target: str = "app", **kwargs:
 
 
 def kinds(store: Store, incident_id: str) -> list[str]:
-    return [e.kind for e in store.events(incident_id)]
+    return [e.kind for e in store.events.of(incident_id)]
 
 
 def test_request_opens_an_incident_with_the_decision_and_a_requested_run(
@@ -61,14 +62,14 @@ def test_requester_cannot_approve_their_own_rollback(workflow: Workflow, planner
     _, run = request(workflow, planner)
     with pytest.raises(Refused, match="a second person must approve"):
         workflow.approve(run.id, user=ALICE)
-    assert workflow.store.run(run.id).state == "requested"  # type: ignore[union-attr]
+    assert workflow.store.runs.get(run.id).state == "requested"  # type: ignore[union-attr]
 
 
 def test_non_approver_cannot_approve(workflow: Workflow, planner: Planner) -> None:
     _, run = request(workflow, planner)
     with pytest.raises(Refused, match="not an approver for prod"):
         workflow.approve(run.id, user=MALLORY)
-    assert workflow.store.run(run.id).state == "requested"  # type: ignore[union-attr]
+    assert workflow.store.runs.get(run.id).state == "requested"  # type: ignore[union-attr]
 
 
 def test_approver_through_a_user_group_counts(workflow: Workflow, planner: Planner) -> None:
@@ -119,7 +120,7 @@ def test_approval_after_the_ttl_is_refused_and_the_run_expires(
     clock.advance(minutes=31)
     with pytest.raises(Refused, match="expired"):
         workflow.approve(run.id, user=BOB)
-    assert workflow.store.run(run.id).state == "expired"  # type: ignore[union-attr]
+    assert workflow.store.runs.get(run.id).state == "expired"  # type: ignore[union-attr]
 
 
 def test_an_approval_older_than_the_ttl_no_longer_counts(
@@ -132,7 +133,7 @@ def test_an_approval_older_than_the_ttl_no_longer_counts(
     _, run = request(workflow, planner)
     workflow.approve(run.id, user=BOB)
     clock.advance(minutes=9)
-    store.set_run_fields(run.id, expires_at=clock.now + __import__("datetime").timedelta(hours=1))
+    set_run_fields(store, run.id, expires_at=clock.now + __import__("datetime").timedelta(hours=1))
     clock.advance(minutes=2)
     outcome = workflow.approve(run.id, user=CAROL)
     assert not outcome.started
@@ -154,7 +155,7 @@ def test_changed_plan_needs_a_new_approval(workflow: Workflow, planner: Planner)
     _, run = request(workflow, planner)
     with pytest.raises(Refused, match="plan changed"):
         workflow.approve(run.id, user=BOB, current_plan_hash="0" * 64)
-    assert workflow.store.run(run.id).state == "requested"  # type: ignore[union-attr]
+    assert workflow.store.runs.get(run.id).state == "requested"  # type: ignore[union-attr]
 
 
 def test_plan_hash_changes_when_a_step_description_changes(
@@ -169,8 +170,8 @@ def test_only_one_active_run_per_target(workflow: Workflow, planner: Planner) ->
     incident, _ = request(workflow, planner, "app")
     with pytest.raises(TargetBusy, match=f"already being rolled back in {incident.id}"):
         request(workflow, planner, "app")
-    assert [r.incident_id for r in workflow.store.runs()] == [incident.id]
-    assert workflow.store.incident("INC-20261124-030000-2") is None
+    assert [r.incident_id for r in workflow.store.runs.find()] == [incident.id]
+    assert workflow.store.incidents.get("INC-20261124-030000-2") is None
 
 
 def test_full_rollback_is_refused_while_a_member_is_busy(
@@ -206,7 +207,7 @@ def test_transitions_not_allowed_from_the_current_state_are_refused(
         workflow.approve(run.id, user=CAROL)
     with pytest.raises(Refused, match="can no longer be cancelled"):
         workflow.cancel(run.id, user=ALICE)
-    fresh = workflow.store.run(run.id)
+    fresh = workflow.store.runs.get(run.id)
     assert fresh is not None
     with pytest.raises(Refused, match="cannot become succeeded"):
         workflow.finish(fresh, ok=True, outcome="x")
@@ -224,7 +225,7 @@ def test_break_glass_approves_at_once_and_marks_the_run_for_review(
 def test_break_glass_needs_the_typed_confirmation(workflow: Workflow, planner: Planner) -> None:
     with pytest.raises(Refused, match="typed exactly: EMERGENCY"):
         request(workflow, planner, break_glass=True, confirmation="emergency")
-    assert workflow.store.runs() == []
+    assert workflow.store.runs.find() == []
 
 
 def test_break_glass_is_refused_where_the_environment_does_not_allow_it(
@@ -275,15 +276,15 @@ def test_losing_the_target_race_leaves_no_incident_record(
     workflow: Workflow, planner: Planner, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, _ = request(workflow, planner, "app")
-    real = store.lock_holder
+    real = store.runs.lock_holder
     answers = iter([None])  # the pre-check sees a free target; the insert then finds it taken
 
     def lock_holder(**kwargs: object) -> str | None:
         return next(answers, real(**kwargs))  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "lock_holder", lock_holder)
+    monkeypatch.setattr(store.runs, "lock_holder", lock_holder)
     with pytest.raises(TargetBusy):
         request(workflow, planner, "app")
-    assert store.incident("INC-20261124-030000-2") is None
-    assert store.events("INC-20261124-030000-2") == []
-    assert [run.incident_id for run in store.runs()] == [first.id]
+    assert store.incidents.get("INC-20261124-030000-2") is None
+    assert store.events.of("INC-20261124-030000-2") == []
+    assert [run.incident_id for run in store.runs.find()] == [first.id]

@@ -53,6 +53,7 @@ from bot.execution.runner import NullProgress, Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine, upgrade
+from tests.fakes.rows import set_run_fields
 
 ROOT = Path(__file__).parents[2]
 KINDS = ("started", "returned", "saved")
@@ -111,7 +112,7 @@ def approved_run(store: Store, case: CrashCase) -> Run:
             source="drill",
             kind=RunKind.DRILL,
         )
-        store.set_run_fields(run.id, approvals_required=env.drill_approvals_required)
+        set_run_fields(store, run.id, approvals_required=env.drill_approvals_required)
         return workflow.approve(run.id, user=APPROVER).run
     plan = case.planner().build(
         env_name=case.environment, env=env, target=case.target, point=case.point
@@ -216,7 +217,7 @@ class CrashChildren:
         )
         assert returncode == -signal.SIGKILL, (kill, returncode, stderr.read_text()[-2000:])
         # the killed runner's lease lapses (leases are timed on the database's clock)
-        store.set_run_fields(run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+        set_run_fields(store, run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
         config = case.parsed()
         resumer = Runner(
             store=store,
@@ -227,7 +228,7 @@ class CrashChildren:
             sleep=lambda s: None,
         )
         assert resumer.run_pending() == [run.id]
-        final = store.run(run.id)
+        final = store.runs.get(run.id)
         assert final is not None
         return store, final
 

@@ -34,7 +34,7 @@ def main() -> None:
     def renew(lease: Any, *, seconds: float) -> bool:
         raise OperationalError("UPDATE runs", {}, Exception("server closed the connection"))
 
-    store.renew = renew  # type: ignore[method-assign]
+    store.leases.renew = renew  # type: ignore[method-assign]
     config = parse_config(config_dict(), path=Path("test.yml"))
     runner = Runner(
         store=store,

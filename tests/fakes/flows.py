@@ -14,6 +14,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Store
 from tests.fakes.config import ALICE, config_dict
+from tests.fakes.rows import set_run_fields
 
 
 @dataclass
@@ -40,7 +41,11 @@ class RecordingThread:
 
     def _queued(self, kind: str) -> list[str]:
         assert self.store is not None
-        messages = [m for run in self.store.runs(limit=10_000) for m in self.store.outbox(run.id)]
+        messages = [
+            m
+            for run in self.store.runs.find(limit=10_000)
+            for m in self.store.outbox.messages(run.id)
+        ]
         return [m.run_id for m in sorted(messages, key=lambda m: m.id) if m.kind == kind]
 
     def open(self, incident: Incident, run: Run) -> Run:
@@ -50,8 +55,8 @@ class RecordingThread:
             raise self.refuse
         self.opened.append(incident.id)
         assert self.store is not None
-        self.store.set_run_fields(run.id, slack={"channel": "C1", "thread_ts": "1.0"})
-        return self.store.run(run.id) or run
+        set_run_fields(self.store, run.id, slack={"channel": "C1", "thread_ts": "1.0"})
+        return self.store.runs.get(run.id) or run
 
     def post_checklist(self, run: Run) -> None:
         self.checklists.append(run.id)

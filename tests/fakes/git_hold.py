@@ -82,16 +82,18 @@ class Held:
         return Rechecks(store=store or self.store, config=self.config, planner=Planner())
 
     def hold(self, store: Store | None = None) -> Recheck:
-        (row,) = [r for r in (store or self.store).rechecks(self.run.id) if r.step == "git.hold"]
+        (row,) = [r for r in (store or self.store).rechecks.of(self.run.id) if r.step == "git.hold"]
         return row
 
     def said(self, store: Store | None = None) -> list[dict[str, Any]]:
         """What the hold told the thread, in order."""
-        messages = (store or self.store).outbox(self.run.id)
+        messages = (store or self.store).outbox.messages(self.run.id)
         return [m.detail for m in messages if m.kind == "gitops.hold"]
 
     def resumed(self) -> list[dict[str, Any]]:
-        return [m.detail for m in self.store.outbox(self.run.id) if m.kind == "gitops.resumed"]
+        return [
+            m.detail for m in self.store.outbox.messages(self.run.id) if m.kind == "gitops.resumed"
+        ]
 
     def syncs(self) -> bool:
         """Whether the owner syncs automatically now."""

@@ -100,7 +100,7 @@ class World:
         return Rechecks(store=store or self.store, config=self.config, planner=self.planner)
 
     def messages(self, *kinds: str) -> list[Any]:
-        return [m for m in self.store.outbox(self.run.id) if m.kind in kinds]
+        return [m for m in self.store.outbox.messages(self.run.id) if m.kind in kinds]
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def roll_back(kube: KubeCluster, store: Store, config: RollbackConfig) -> tuple[
     )
     workflow.approve(run.id, user=BOB)
     assert runner.execute(run.id)
-    done = store.run(run.id)
+    done = store.runs.get(run.id)
     assert done is not None and done.state == "succeeded", done and done.outcome
     assert image(kube) == IMAGES[1]
     return planner, done

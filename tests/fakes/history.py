@@ -12,6 +12,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Lease
 from tests.fakes.config import ALICE, BOB, Clock
+from tests.fakes.rows import set_run_fields
 
 HOLDER = "tests.fakes.history"
 
@@ -34,15 +35,20 @@ def rolled(
     _, run = workflow.request(
         plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(), kind=kind
     )
-    workflow.store.set_run_fields(
-        run.id, from_key=away, to_key=to, from_version=_tag(away), to_version=_tag(to)
+    set_run_fields(
+        workflow.store,
+        run.id,
+        from_key=away,
+        to_key=to,
+        from_version=_tag(away),
+        to_version=_tag(to),
     )
     clock.advance(minutes=1)
-    requested = workflow.store.run(run.id)
+    requested = workflow.store.runs.get(run.id)
     assert requested is not None
     # Approved and held in one update, as a runner holds what it runs: a bot's runner in the
     # same database (a sandbox's) never claims it (its lease outlives any test).
-    approved = workflow.store.transition(
+    approved = workflow.store.runs.transition(
         requested,
         to="approved",
         kind="run.approved",
@@ -55,7 +61,7 @@ def rolled(
     running = workflow.start(approved, lease=lease)
     clock.advance(minutes=4)
     ended = workflow.finish(running, ok=ok, outcome="rolled back" if ok else "failed", lease=lease)
-    workflow.store.release(lease)
+    workflow.store.leases.release(lease)
     clock.advance(hours=1)
     return ended
 

@@ -72,14 +72,14 @@ def deliver_all(sender: Sender, clock: Clock, *, rounds: int = 300) -> None:
     """Deliver until nothing is pending, moving the test clock past every backoff."""
     for _ in range(rounds):
         sender.deliver_due()
-        if not sender.store.outbox_heads():
+        if not sender.store.outbox.heads():
             return
         clock.advance(seconds=600)
     raise AssertionError("the outbox never emptied")
 
 
 def thread_texts(slack: FakeSlack, run: Run, store: Store) -> list[str]:
-    incident = store.incident(run.incident_id)
+    incident = store.incidents.get(run.incident_id)
     assert incident is not None and incident.card_ts is not None
     return [m.text for m in slack.thread(CHANNEL, incident.card_ts)[1:]]
 

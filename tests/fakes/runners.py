@@ -74,13 +74,13 @@ def make_runner(
 
 
 def states(store: Store, run_id: str) -> list[tuple[str, str]]:
-    return [(s.name, s.state) for s in store.steps(run_id)]
+    return [(s.name, s.state) for s in store.steps.of(run_id)]
 
 
 def incident_with_history(store: Store, clock: Clock, *, fail: bool = False) -> Incident:
     """Detected 2 min before it was opened; 30 s to decide, 45 s to approve, 75 s to health."""
     detected = clock.now - timedelta(minutes=2)
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod",
         target="app",
         severity="critical",
@@ -98,5 +98,5 @@ def incident_with_history(store: Store, clock: Clock, *, fail: bool = False) -> 
     ]
     for seconds, kind, detail in moves:
         clock.advance(seconds=seconds)
-        store.add_event(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
+        store.events.add(incident_id=incident.id, kind=kind, actor=BOB, run_id="r1", detail=detail)
     return incident

@@ -88,7 +88,7 @@ def settled(sandbox: Sandbox, *, outbox: bool = False) -> None:
         what="the listeners' work to finish",
     )
     if outbox:
-        wait_for(lambda: store.outbox_backlog() == 0, what="the outbox to be sent")
+        wait_for(lambda: store.outbox.backlog() == 0, what="the outbox to be sent")
 
 
 def recommendation_of(sandbox: Sandbox, view_id: str) -> str:
@@ -138,8 +138,8 @@ def direct_messages(sandbox: Sandbox, user: str) -> list[str]:
 
 def withdrawn(sandbox: Sandbox) -> None:
     store = sandbox.process.deps.store
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert run.state == "cancelled"
-    reasons = [e.detail.get("reason", "") for e in store.events(run.incident_id)]
+    reasons = [e.detail.get("reason", "") for e in store.events.of(run.incident_id)]
     assert any("incident thread could not be opened" in r for r in reasons)
-    assert store.lock_holder(environment="prod", targets=["app", "db", "full"]) is None
+    assert store.runs.lock_holder(environment="prod", targets=["app", "db", "full"]) is None

@@ -34,7 +34,7 @@ def test_one_of_two_approvals_is_said_on_card_plan_and_status(
         lambda: f"1 of 2 approvals (<@{BOB}>)" in text_of(sandbox.slack.message(CHANNEL, plan.ts)),
         what="the plan message to count",
     )
-    incident = sandbox.process.deps.store.runs()[0].incident_id
+    incident = sandbox.process.deps.store.runs.find()[0].incident_id
     status = sandbox.person(ALICE).slash(f"status {incident}").text
     assert f"1 of 2 approvals (<@{BOB}>)" in status and f"may still approve: <@{CAROL}>" in status
 
@@ -65,13 +65,13 @@ def test_stale_plan_is_told_to_everyone_with_replan_and_approve_is_withdrawn(
     ]
     assert "approve_run" not in buttons and "replan_run" in buttons
     store = sandbox.process.deps.store
-    assert store.runs()[0].state == "requested"
+    assert store.runs.find()[0].state == "requested"
 
     alice = sandbox.person(ALICE)
     payload = alice.click_payload(CHANNEL, thread[0].ts, "replan_run")
     alice.last_trigger = payload["trigger_id"]
     sandbox.platform.interaction(payload)
-    wait_for(lambda: store.runs()[0].state == "cancelled", what="the stale request withdrawn")
+    wait_for(lambda: store.runs.find()[0].state == "cancelled", what="the stale request withdrawn")
     view_id = alice.opened_view()
     wait_for(
         lambda: any(
@@ -80,7 +80,7 @@ def test_stale_plan_is_told_to_everyone_with_replan_and_approve_is_withdrawn(
         what="the form",
     )
     assert alice.submit(view_id).status_code == 200
-    wait_for(lambda: len(store.runs()) == 2, what="the new request")
+    wait_for(lambda: len(store.runs.find()) == 2, what="the new request")
 
 
 def test_replan_after_a_newer_deploy_never_preselects_the_version_the_incident_leaves(
@@ -91,7 +91,7 @@ def test_replan_after_a_newer_deploy_never_preselects_the_version_the_incident_l
     sandbox = make_sandbox()
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     store = sandbox.process.deps.store
-    incident = store.runs()[0].incident_id
+    incident = store.runs.find()[0].incident_id
     write_script(script, _current="3", _label="rev 3 deployed")  # a newer deploy since
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     stale = wait_for(

@@ -17,6 +17,7 @@ import pytest
 from sandbox.harness import Sandbox
 from sandbox.platform import sign
 from tests.fakes.config import ALICE, BOB, CHANNEL
+from tests.fakes.rows import set_run_fields
 from tests.fakes.thread import request_rollback, settled
 from tests.fakes.waiting import wait_for
 
@@ -182,7 +183,7 @@ def test_malformed_approve_click_gets_an_ephemeral_and_approves_nothing(
     assert sandbox.platform.interaction(payload).status_code == 200
     told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the answer to the click")
     assert said in told[0]
-    assert sandbox.process.deps.store.runs()[0].state == "requested"
+    assert sandbox.process.deps.store.runs.find()[0].state == "requested"
     no_traceback(log_records)
 
 
@@ -199,7 +200,7 @@ def test_click_without_a_channel_is_answered_by_direct_message(sandbox: Sandbox)
 
     dm = wait_for(told, what="the direct message")
     assert "older message" in dm[0].text
-    assert sandbox.process.deps.store.runs()[0].state == "requested"
+    assert sandbox.process.deps.store.runs.find()[0].state == "requested"
 
 
 def test_checklist_tick_on_an_unknown_message_says_so(sandbox: Sandbox) -> None:
@@ -260,7 +261,7 @@ def test_submission_of_an_outdated_form_is_told_in_the_modal_and_opens_nothing(
     assert answer["response_action"] == "update"
     assert said in json.dumps(answer["view"]["blocks"])
     assert "type `/rollback` again" in json.dumps(answer["view"]["blocks"])
-    assert sandbox.process.deps.store.runs() == []
+    assert sandbox.process.deps.store.runs.find() == []
     no_traceback(log_records)
 
 
@@ -286,7 +287,7 @@ def test_submission_with_state_the_form_never_offered_is_refused_in_the_modal(
     answer = sandbox.platform.interaction(submission(sandbox, view)).json()
     assert answer["response_action"] == "update"
     assert said in json.dumps(answer["view"]["blocks"])
-    assert sandbox.process.deps.store.runs() == []
+    assert sandbox.process.deps.store.runs.find() == []
     no_traceback(log_records)
 
 
@@ -343,9 +344,9 @@ def test_click_on_a_run_whose_environment_left_the_config_is_refused_clearly(
 ) -> None:
     payload = click_payload(sandbox)
     store = sandbox.process.deps.store
-    store.set_run_fields(store.runs()[0].id, environment="retired")
+    set_run_fields(store, store.runs.find()[0].id, environment="retired")
     assert sandbox.platform.interaction(payload).status_code == 200
     told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the answer to the click")
     assert "Unknown environment 'retired' (known: prod)" in told[0]
-    assert store.runs()[0].state == "requested"
+    assert store.runs.find()[0].state == "requested"
     no_traceback(log_records)

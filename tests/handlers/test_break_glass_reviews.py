@@ -29,7 +29,7 @@ def test_break_glass_mentions_approvers_at_once_and_assigns_a_review(sandbox: Sa
     assert f"<@{BOB}>" in said and f"<@{CAROL}>" in said and "<!subteam^SDBAS00001>" in said
     assert f"assigned to <@{BOB}>" in said  # the first approver in config order
     assert buttons(review) == ["mark_reviewed"] and valid(review.blocks)
-    run = sandbox.process.deps.store.runs()[0]
+    run = sandbox.process.deps.store.runs.find()[0]
     assert run.break_glass and run.state in ("approved", "running", "succeeded")
     status = sandbox.person(MALLORY).slash("status").json()
     assert valid(status["blocks"])
@@ -40,14 +40,14 @@ def test_break_glass_mentions_approvers_at_once_and_assigns_a_review(sandbox: Sa
 def test_only_an_approver_other_than_the_requester_marks_it_reviewed(sandbox: Sandbox) -> None:
     review = break_glass(sandbox, sandbox.person(ALICE))
     store = sandbox.process.deps.store
-    run = store.runs()[0]
+    run = store.runs.find()[0]
     sandbox.person(ALICE).click(CHANNEL, review.ts, "mark_reviewed")
     wait_for(lambda: told(sandbox, ALICE), what="the requester's refusal")
     assert "another approver must review it" in told(sandbox, ALICE)[0]
     sandbox.person(MALLORY).click(CHANNEL, review.ts, "mark_reviewed")
     wait_for(lambda: told(sandbox, MALLORY), what="the non-approver's refusal")
     assert "Only an approver of prod can review" in told(sandbox, MALLORY)[0]
-    assert (stored := store.review(run.id)) is not None and stored.reviewed_at is None
+    assert (stored := store.reviews.get(run.id)) is not None and stored.reviewed_at is None
 
     late = sandbox.person(BOB).click_payload(CHANNEL, review.ts, "mark_reviewed")  # a copy
     sandbox.person(CAROL).click(CHANNEL, review.ts, "mark_reviewed")  # not the assignee: may
@@ -59,7 +59,9 @@ def test_only_an_approver_other_than_the_requester_marks_it_reviewed(sandbox: Sa
     )
     assert f"reviewed by <@{CAROL}>" in text_of(done) and "<!date^" in text_of(done)
     assert buttons(done) == [] and valid(done.blocks)
-    assert [e.actor for e in store.events(run.incident_id) if e.kind == "run.reviewed"] == [CAROL]
+    assert [e.actor for e in store.events.of(run.incident_id) if e.kind == "run.reviewed"] == [
+        CAROL
+    ]
     assert "awaiting review" not in str(sandbox.person(MALLORY).slash("status").json())
     one = sandbox.person(MALLORY).slash(f"status {run.incident_id}").json()
     assert f"Break-glass: reviewed by <@{CAROL}>" in str(one)
@@ -67,7 +69,7 @@ def test_only_an_approver_other_than_the_requester_marks_it_reviewed(sandbox: Sa
     sandbox.platform.interaction(late)  # the button on an older copy of the message
     wait_for(lambda: told(sandbox, BOB), what="the late click's answer")
     assert f"already reviewed by <@{CAROL}>" in told(sandbox, BOB)[0]
-    assert len([e for e in store.events(run.incident_id) if e.kind == "run.reviewed"]) == 1
+    assert len([e for e in store.events.of(run.incident_id) if e.kind == "run.reviewed"]) == 1
 
 
 def test_reviews_are_assigned_round_robin_never_to_the_requester(sandbox: Sandbox) -> None:
@@ -76,7 +78,7 @@ def test_reviews_are_assigned_round_robin_never_to_the_requester(sandbox: Sandbo
     assert f"assigned to <@{BOB}>" in text_of(first)
     assert f"assigned to <@{CAROL}>" in text_of(second)
     store = sandbox.process.deps.store
-    reviewers = sorted(r.reviewer for r in store.unreviewed())
+    reviewers = sorted(r.reviewer for r in store.reviews.pending())
     assert reviewers == sorted([BOB, CAROL])
 
 

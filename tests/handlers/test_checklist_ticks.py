@@ -29,7 +29,7 @@ def _checklist(sandbox: Sandbox) -> Any:
     )
     store = sandbox.process.deps.store
     wait_for(
-        lambda: store.run_of_message(channel=CHANNEL, ts=message.ts),
+        lambda: store.posts.run_of(channel=CHANNEL, ts=message.ts),
         what="the checklist's ts recorded",
     )
     return message
@@ -53,9 +53,9 @@ def _tick_on_copy(sandbox: Sandbox, user: str, copy_of: Any, values: list[str]) 
 
 def _ticks(sandbox: Sandbox) -> dict[str, str]:
     store = sandbox.process.deps.store
-    incident_id = store.runs()[0].incident_id
+    incident_id = store.runs.find()[0].incident_id
     now: dict[str, str] = {}
-    for e in store.events(incident_id):
+    for e in store.events.of(incident_id):
         if e.kind == "checklist.tick":
             if e.detail["checked"]:
                 now[e.detail["item"]] = e.actor or ""

@@ -65,6 +65,6 @@ def test_a_read_only_postgresql_is_found_unwritable_by_the_write_probe() -> None
             engine.dispose()  # new sessions take the database's new default
             said = store.unwritable()
             assert said is not None and "read-only transaction" in said
-            assert store.runs(limit=1) == []  # reads still work: only writes are refused
+            assert store.runs.find(limit=1) == []  # reads still work: only writes are refused
         finally:
             engine.dispose()

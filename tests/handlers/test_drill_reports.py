@@ -38,6 +38,7 @@ from sandbox.harness import Sandbox
 from sandbox.kubernetes import FakeKubernetes
 from sandbox.web import Reply, WebStub
 from tests.fakes.config import ALICE, BOB, CAROL
+from tests.fakes.rows import set_drill_fields
 from tests.fakes.waiting import wait_for
 
 NAMESPACE, APP = "voxflow-staging", "voxflow-api"
@@ -117,15 +118,15 @@ def test_an_overdue_scheduled_drill_is_said_in_the_channel_once_a_period(
     sandbox, _ = world
     store = sandbox.process.deps.store
     (drill,) = wait_for(
-        lambda: [d for d in store.drills() if d.state == "succeeded"],
+        lambda: [d for d in store.drills.find() if d.state == "succeeded"],
         timeout=60,
         what="the scheduler's first drill of app",
     )
     assert overdue_messages(sandbox) == []  # drilled just now
     hold_with_an_alert(sandbox)
-    wait_for(lambda: len(store.runs()) == 2, what="the incident holding app")
+    wait_for(lambda: len(store.runs.find()) == 2, what="the incident holding app")
     ten_days_ago = store.clock() - timedelta(days=10)
-    store.update_drill(drill.run_id, created_at=ten_days_ago, finished_at=ten_days_ago)
+    set_drill_fields(store, drill.run_id, created_at=ten_days_ago, finished_at=ten_days_ago)
 
     (said,) = wait_for(lambda: overdue_messages(sandbox), what="the overdue message")
     beat = sandbox.process.last_beat
@@ -137,9 +138,9 @@ def test_an_overdue_scheduled_drill_is_said_in_the_channel_once_a_period(
     assert said.thread_ts is None  # in the channel, not in the old drill's thread
     assert said.text.startswith(":warning: *Drill overdue*: app in staging has had no ")
     assert "scheduled every 7 days;" in said.text and "the last one succeeded" in said.text
-    (queued,) = [m for m in store.outbox(drill.run_id) if m.kind == OVERDUE]
+    (queued,) = [m for m in store.outbox.messages(drill.run_id) if m.kind == OVERDUE]
     assert queued.state == "sent"
-    assert [d.run_id for d in store.drills()] == [drill.run_id]  # held: no new drill started
+    assert [d.run_id for d in store.drills.find()] == [drill.run_id]  # held: no new drill started
 
 
 def described(png: bytes) -> str:
@@ -154,11 +155,11 @@ def test_a_drill_report_uploads_the_trend_chart_into_its_thread(
     sandbox, _ = world
     store = sandbox.process.deps.store
     (drill,) = wait_for(
-        lambda: [d for d in store.drills() if d.state == "succeeded"],
+        lambda: [d for d in store.drills.find() if d.state == "succeeded"],
         timeout=60,
         what="the scheduler's first drill of app",
     )
-    run = store.run(drill.run_id)
+    run = store.runs.get(drill.run_id)
     assert run is not None
 
     chart = wait_for(
@@ -258,12 +259,14 @@ def test_a_scheduled_drill_that_could_not_start_is_said_in_the_channel_once_a_sl
         "reason": "the drill could not be planned: <!channel> no revision to drill",
         "never_drilled": True,
     }
-    store.enqueue(None, NOT_STARTED, detail)  # two replicas that both found it not started
-    store.enqueue(None, NOT_STARTED, detail)
+    store.outbox.enqueue(None, NOT_STARTED, detail)  # two replicas that both found it not started
+    store.outbox.enqueue(None, NOT_STARTED, detail)
     sandbox.process.sender.wake.set()
 
     wait_for(
-        lambda: [m.state for m in store.outbox(None, kind=NOT_STARTED)] == ["sent", "sent"],
+        lambda: (
+            [m.state for m in store.outbox.messages(None, kind=NOT_STARTED)] == ["sent", "sent"]
+        ),
         what="both messages delivered",
     )
     (said,) = [m for m in sandbox.slack.messages(STAGING) if "not started" in m.text]

@@ -99,7 +99,7 @@ def reading_app(store: Store, client: WebClient) -> App:
     )
 
     def read(ack: Any) -> None:
-        store.runs()
+        store.runs.find()
         ack()
 
     app.action("read")(read)

@@ -112,13 +112,13 @@ def test_hostile_summary_label_output_and_error_reach_the_thread_escaped(
     plan = request_rollback(sandbox, sandbox.person(ALICE), answers={**ANSWERS, "summary": HOSTILE})
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state == "failed", what="the run to fail")
+    wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
     wait_for(lambda: sandbox.slack.files(), what="the RCA template")
     shown = text_of(card(sandbox))
     assert f"*Impact:* {ESCAPED}" in shown
     thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
     assert sum(ESCAPED in json.dumps(m.blocks) for m in thread) >= 3  # plan, progress, output
-    sandbox.person(ALICE).slash(f"status {store.runs()[0].incident_id}")
+    sandbox.person(ALICE).slash(f"status {store.runs.find()[0].incident_id}")
     assert_nothing_live(sandbox)
 
 

@@ -29,7 +29,7 @@ def _finish(sandbox: Sandbox, state: str) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state == state, what=f"the run to be {state}")
+    wait_for(lambda: store.runs.find()[0].state == state, what=f"the run to be {state}")
     wait_for(lambda: sandbox.slack.files(), what="the RCA template")
 
 
@@ -63,8 +63,8 @@ def test_failure_is_broadcast_to_the_channel_with_people_state_and_a_replan_butt
     response = alice.submit(view_id)
     assert response.status_code == 200, response.text
     store = sandbox.process.deps.store
-    wait_for(lambda: len(store.runs()) == 2, what="the new request")
-    assert store.runs()[0].state == "requested"
+    wait_for(lambda: len(store.runs.find()) == 2, what="the new request")
+    assert store.runs.find()[0].state == "requested"
 
 
 def _filled(view: dict[str, Any]) -> dict[str, Any] | None:
@@ -93,18 +93,18 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
 
     sandbox.person(ALICE).click(CHANNEL, broadcast.ts, "retry_failed_step")
     wait_for(lambda: told(sandbox, ALICE, "another approver must retry it"), what="the refusal")
-    assert store.runs()[0].state == "failed"
+    assert store.runs.find()[0].state == "failed"
 
     sandbox.person(BOB).click(CHANNEL, broadcast.ts, "retry_failed_step")
-    wait_for(lambda: store.runs()[0].state == "succeeded", what="the retried run to succeed")
+    wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the retried run to succeed")
     # the failed step and all after it again; the workers, started again on the failure
     # path, are stopped again first; the rollback change that succeeded is not repeated
     assert script_log(script) == [
         "stop_workers", "undo", "status", "start_workers",
         "stop_workers", "status", "start_workers",
     ]  # fmt: skip
-    run = store.runs()[0]
-    retry = next(e for e in store.events(run.incident_id) if e.kind == "run.retry")
+    run = store.runs.find()[0]
+    retry = next(e for e in store.events.of(run.incident_id) if e.kind == "run.retry")
     assert retry.actor == BOB and retry.detail["steps"] == [0, 2, 3]
     edited = wait_for(
         lambda: (
@@ -115,9 +115,11 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
     )
     assert f"from rev 2 to rev 1 was retried* by <@{BOB}>" in text_of(edited)
     assert buttons_of(edited) == []
-    incident = store.incident(run.incident_id)
+    incident = store.incidents.get(run.incident_id)
     assert incident is not None
-    rca = rca_template(incident, store.runs(incident_id=incident.id), store.events(incident.id))
+    rca = rca_template(
+        incident, store.runs.find(incident_id=incident.id), store.events.of(incident.id)
+    )
     assert "Retry of the failed step approved by" in rca
     line = wait_for(
         lambda: next((m for m in sandbox.slack.messages(CHANNEL) if "rolled back" in m.text), None),
@@ -143,8 +145,10 @@ def test_retry_is_refused_when_the_target_changed_since_the_failure(
     )
     assert told(sandbox, BOB, "the stored plan is stale. Re-plan instead.")
     store = sandbox.process.deps.store
-    assert store.runs()[0].state == "failed"
-    assert not [e for e in store.events(store.runs()[0].incident_id) if e.kind == "run.retry"]
+    assert store.runs.find()[0].state == "failed"
+    assert not [
+        e for e in store.events.of(store.runs.find()[0].incident_id) if e.kind == "run.retry"
+    ]
 
 
 def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
@@ -159,7 +163,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         assert "Maintenance mode off · _maintenance_ · up to 30 s\n" in text_of(plan) + "\n"
         sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
         store = sandbox.process.deps.store
-        wait_for(lambda: store.runs()[0].state == "failed", what="the run to fail")
+        wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
         broadcast = failure_broadcast(sandbox)
         sent = [r.json()["enabled"] for r in web.calls("POST", "/maintenance")]
         assert sent == [True]  # left on, as asked
@@ -203,7 +207,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         assert '{"enabled": false}' not in said.split("*Left undone:*")[1]
         assert assert_valid_block_kit(sandbox) > 10
         assert buttons_of(off) == ["retry_failed_step", "replan_run", "mark_resolved"]
-        events = [e.kind for e in store.events(store.runs()[0].incident_id)]
+        events = [e.kind for e in store.events.of(store.runs.find()[0].incident_id)]
         assert "maintenance.left_on" in events and "maintenance.turned_off" in events
 
         # Re-plan carries the choice to leave maintenance on into the new form

@@ -86,11 +86,11 @@ def rolled_back(sandbox: Sandbox, kube: KubeCluster) -> Store:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run").status_code == 200
     store: Store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state in ("succeeded", "failed"), what="the rollback")
-    assert store.runs()[0].state == "succeeded", store.runs()[0].outcome
+    wait_for(lambda: store.runs.find()[0].state in ("succeeded", "failed"), what="the rollback")
+    assert store.runs.find()[0].state == "succeeded", store.runs.find()[0].outcome
     assert image(kube) == IMAGES[1]
     wait_for(
-        lambda: any(r.spec.get("since") for r in store.rechecks(store.runs()[0].id)),
+        lambda: any(r.spec.get("since") for r in store.rechecks.of(store.runs.find()[0].id)),
         what="the hold's first poll",
     )
     return store
@@ -115,10 +115,11 @@ def test_a_closed_pull_request_is_said_loudly_once_and_sync_stays_held(
     assert "GitOps sync stays suspended" in text
     poll_now(sandbox)
     store: Store = sandbox.process.deps.store
-    run_id = store.runs()[0].id
+    run_id = store.runs.find()[0].id
     wait_for(
         lambda: (
-            next(r for r in store.rechecks(run_id) if r.step == "git.hold").due_at > store.clock()
+            next(r for r in store.rechecks.of(run_id) if r.step == "git.hold").due_at
+            > store.clock()
         ),
         what="the next poll",
     )

@@ -107,9 +107,9 @@ def rolled_back(sandbox: Sandbox, kube: KubeCluster, *, argo: bool = True) -> Me
     assert sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run").status_code == 200
     store = sandbox.process.deps.store
     wait_for(
-        lambda: store.runs()[0].state in ("succeeded", "failed"), what="the rollback to finish"
+        lambda: store.runs.find()[0].state in ("succeeded", "failed"), what="the rollback to finish"
     )
-    run = store.runs()[0]
+    run = store.runs.find()[0]
     assert run.state == "succeeded", run.outcome
     assert image(kube) == IMAGES[1] and (not argo or automated(kube) is None)
     return wait_for(lambda: held_message(sandbox), what="the held-sync message")
@@ -145,7 +145,9 @@ def test_only_approvers_may_resume_and_a_refusal_changes_nothing(
         )
     assert application_patches(kube) == before and automated(kube) is None
     assert (
-        gitops_sandbox.process.deps.store.resume_of(gitops_sandbox.process.deps.store.runs()[0].id)
+        gitops_sandbox.process.deps.store.resumes.get(
+            gitops_sandbox.process.deps.store.runs.find()[0].id
+        )
         is None
     )
 
@@ -158,7 +160,7 @@ def test_an_approver_resumes_once_and_a_second_press_is_told_who_did_it(
     assert gitops_sandbox.person(CAROL).click(CHANNEL, held.ts, RESUME).status_code == 200
     wait_for(lambda: automated(kube) == AUTOMATED, what="Argo CD's automated sync back")
     store = gitops_sandbox.process.deps.store
-    run = store.runs()[0]
+    run = store.runs.find()[0]
     resumed = wait_for(
         lambda: next(
             (
@@ -177,9 +179,9 @@ def test_an_approver_resumes_once_and_a_second_press_is_told_who_did_it(
         what="the held message to lose its button",
     )
     assert f"Sync resumed by <@{CAROL}>" in text_of(updated)
-    events = [e for e in store.events(run.incident_id) if e.kind == "sync.resumed"]
+    events = [e for e in store.events.of(run.incident_id) if e.kind == "sync.resumed"]
     assert [e.actor for e in events] == [CAROL]
-    record = store.resume_of(run.id)
+    record = store.resumes.get(run.id)
     assert record is not None and (record.by, record.state) == (CAROL, "resumed")
     patches = application_patches(kube)
 
@@ -190,7 +192,7 @@ def test_an_approver_resumes_once_and_a_second_press_is_told_who_did_it(
     )
     assert f"already resumed by <@{CAROL}>" in told.text and "nothing more was done" in told.text
     assert application_patches(kube) == patches  # the cluster was not called again
-    assert [e.kind for e in store.events(run.incident_id)].count("sync.resumed") == 1
+    assert [e.kind for e in store.events.of(run.incident_id)].count("sync.resumed") == 1
 
 
 def test_resuming_before_git_is_reverted_is_caught_loudly_by_the_recheck(
@@ -200,8 +202,8 @@ def test_resuming_before_git_is_reverted_is_caught_loudly_by_the_recheck(
     assert gitops_sandbox.person(CAROL).click(CHANNEL, held.ts, RESUME).status_code == 200
     wait_for(lambda: image(kube) == IMAGES[2], what="Argo CD self-heal to put v3 back")
     store = gitops_sandbox.process.deps.store
-    run = store.runs()[0]
-    (recheck,) = store.rechecks(run.id)
+    run = store.runs.find()[0]
+    (recheck,) = store.rechecks.of(run.id)
     with store.session() as session:  # recheck_after (10m) has passed
         session.execute(
             update(Recheck).where(Recheck.id == recheck.id).values(due_at=store.clock())
@@ -219,7 +221,7 @@ def test_resuming_before_git_is_reverted_is_caught_loudly_by_the_recheck(
     assert f"image {IMAGES[1]} → {IMAGES[2]}" in said
     for person in (ALICE, BOB, CAROL):  # the requester, who approved, the approvers
         assert f"<@{person}>" in said
-    assert store.rechecks(run.id)[0].changed is True
+    assert store.rechecks.of(run.id)[0].changed is True
 
 
 def test_flux_is_resumed_by_the_button_and_reconciles_again(

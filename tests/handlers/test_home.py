@@ -20,7 +20,7 @@ from tests.fakes.waiting import wait_for
 
 def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
-    run = sandbox.process.deps.store.runs()[0]
+    run = sandbox.process.deps.store.runs.find()[0]
     bob = open_home(sandbox, BOB)
     assert run.incident_id in section(bob, "Active incidents")
     assert run.incident_id in section(bob, "Waiting for your approval")
@@ -35,7 +35,7 @@ def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:
 
 def test_home_lists_unreviewed_break_glass_the_assignees_first(sandbox: Sandbox) -> None:
     break_glass(sandbox, sandbox.person(ALICE))
-    run = sandbox.process.deps.store.runs()[0]
+    run = sandbox.process.deps.store.runs.find()[0]
     bob = section(open_home(sandbox, BOB), "Break-glass rollbacks awaiting review")
     assert f"*Yours:* :rotating_light: *{run.incident_id}*" in bob
     mallory = section(open_home(sandbox, MALLORY), "Break-glass rollbacks awaiting review")
@@ -51,8 +51,8 @@ def test_home_is_refreshed_with_the_time_to_recover_when_a_rollback_ends(
     published = len(sandbox.slack.calls_to("views.publish"))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback")
-    run = store.runs()[0]
+    wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback")
+    run = store.runs.find()[0]
     tab = wait_for(  # refreshed without Bob opening it again
         lambda: "recovered in" in (text := shown(sandbox.slack.home(BOB).view)) and text,
         what="the refreshed home tab",
@@ -61,7 +61,7 @@ def test_home_is_refreshed_with_the_time_to_recover_when_a_rollback_ends(
     assert f"*{run.incident_id}* recovered in" in history
     assert run.incident_id not in section(tab, "Active incidents")
     assert "Nothing waits for your approval" in tab
-    messages = len(store.outbox(run.id))
+    messages = len(store.outbox.messages(run.id))
     refreshes = len(sandbox.slack.calls_to("views.publish")) - published
     assert 1 <= refreshes < messages  # coalesced; a step's progress refreshes nothing
 

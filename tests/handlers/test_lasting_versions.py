@@ -66,13 +66,13 @@ def test_a_points_age_becomes_the_time_it_counts_from_and_current_goes() -> None
 def test_the_card_history_and_rca_keep_times_not_ages(sandbox: Sandbox) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     store = sandbox.process.deps.store
-    (run,) = store.runs()
+    (run,) = store.runs.find()
     assert (run.from_version, run.to_version) == (
         "rev 2 · app:v2 · 2026-12-07 10:04 UTC",
         "rev 1 · app:v1 · 2026-12-05 08:00 UTC",
     )
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    wait_for(lambda: store.runs()[0].state == "succeeded", what="the run")
+    wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the run")
     rca = rca_file(sandbox)
     assert (
         "- **Versions**: app from rev 2 · app:v2 · 2026-12-07 10:04 UTC to rev 1 · app:v1 · "

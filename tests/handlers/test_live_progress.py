@@ -21,6 +21,7 @@ class Queued:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, str, dict[str, Any]]] = []
+        self.outbox = self  # the store's outbox repository, as SlackProgress reaches it
 
     def enqueue(self, run_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
         self.messages.append((run_id, kind, detail or {}))

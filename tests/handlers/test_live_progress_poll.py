@@ -72,7 +72,7 @@ def poll_world(tmp_path: Path, script: Path, ticker: FakeTicker) -> Iterator[tup
         # progress edit reaches Slack, however loaded the machine (none superseded)
 
         def drained() -> None:
-            wait_for(lambda: store.outbox_backlog() == 0, what="the outbox to drain", timeout=30)
+            wait_for(lambda: store.outbox.backlog() == 0, what="the outbox to drain", timeout=30)
 
         ticker.settle = drained
         try:
@@ -89,7 +89,7 @@ def test_a_60_s_health_poll_edits_the_progress_message_every_10_s_with_its_readi
     assert "4. Health · _health_ · up to 2 min" in text_of(plan)  # the target's timeouts
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state == "succeeded", what="the rollback", timeout=60)
+    wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback", timeout=60)
     progress = next(
         m
         for m in sandbox.slack.thread(CHANNEL, card(sandbox).ts)

@@ -54,7 +54,7 @@ def test_a_version_whose_container_is_unhealthy_is_set_not_running(sandbox: Sand
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    run = wait_for(lambda: (r := store.runs()[0]).state == "failed" and r, what="the failure")
+    run = wait_for(lambda: (r := store.runs.find()[0]).state == "failed" and r, what="the failure")
     assert run.outcome is not None
     assert f"read from the live systems: app is set to app:v2, but {UNHEALTHY}." in run.outcome
     said = wait_for(

@@ -93,7 +93,7 @@ def test_a_restore_drill_runs_in_production_and_reports_its_time_and_throughput(
     bob.click(PROD, plan.ts, "approve_run")
     store = sandbox.process.deps.store
     run = wait_for(
-        lambda: (r := store.runs()[0]).state in ("succeeded", "failed") and r, what="the drill"
+        lambda: (r := store.runs.find()[0]).state in ("succeeded", "failed") and r, what="the drill"
     )
     assert run.state == "succeeded", run.outcome
     assert not exists(f"{db}_drill")
@@ -134,7 +134,9 @@ def test_a_scheduled_restore_drill_of_a_corrupt_backup_runs_by_itself_and_is_fla
     try:
         store = sandbox.process.deps.store
         run = wait_for(
-            lambda: (runs := store.runs()) and runs[0].state in ("succeeded", "failed") and runs[0],
+            lambda: (
+                (runs := store.runs.find()) and runs[0].state in ("succeeded", "failed") and runs[0]
+            ),
             what="the scheduled drill",
         )
         assert run.state == "failed" and run.requester == "scheduler"
@@ -151,7 +153,7 @@ def test_a_scheduled_restore_drill_of_a_corrupt_backup_runs_by_itself_and_is_fla
         )
         assert "db in prod failed" in said
         assert not exists(f"{voxflow_db}_drill")
-        assert len(store.runs()) == 1  # one drill for today's slot
+        assert len(store.runs.find()) == 1  # one drill for today's slot
         metrics = sandbox.platform.bot_url.replace("/slack/events", "/metrics")
         exported = httpx.get(metrics, timeout=10).text
         assert 'rollback_drill_flagged{environment="prod",reason="failed",target="db"} 1.0' in (

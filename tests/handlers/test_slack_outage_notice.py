@@ -41,10 +41,14 @@ def test_a_person_is_told_the_incident_was_not_opened_after_a_slack_outage(
     assert "Not opened" not in str(sandbox.slack.view(view_id).view)  # the modal was down
     withdrawn(sandbox)
     store = sandbox.process.deps.store
-    (run,) = store.runs()
+    (run,) = store.runs.find()
 
     def notices() -> list[tuple[str, int]]:
-        return [(m.state, m.attempts) for m in store.outbox(run.id) if m.kind == "person.notice"]
+        return [
+            (m.state, m.attempts)
+            for m in store.outbox.messages(run.id)
+            if m.kind == "person.notice"
+        ]
 
     ((_sent, attempts),) = wait_for(
         lambda: [n for n in notices() if n[0] == "sent"], what="the notice marked sent"

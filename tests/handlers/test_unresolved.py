@@ -25,7 +25,7 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    run = wait_for(lambda: (r := store.runs()[0]).state == "failed" and r, what="the failure")
+    run = wait_for(lambda: (r := store.runs.find()[0]).state == "failed" and r, what="the failure")
     broadcast = failure_broadcast(sandbox)
     assert buttons_of(broadcast)[-1] == "mark_resolved"
 
@@ -36,7 +36,7 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
 
     sandbox.person(MALLORY).click(CHANNEL, broadcast.ts, "mark_resolved")
     wait_for(lambda: told(sandbox, MALLORY, "requester or an approver"), what="the refusal")
-    assert [r.id for r in store.unresolved_failures()] == [run.id]
+    assert [r.id for r in store.runs.unresolved_failures()] == [run.id]
 
     sandbox.person(BOB).click(CHANNEL, broadcast.ts, "mark_resolved")
     resolved = wait_for(
@@ -45,15 +45,15 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
     )
     assert f"Resolved by <@{BOB}> at <!date^" in text_of(resolved)
     assert buttons_of(resolved) == []
-    assert store.unresolved_failures() == []
-    (event,) = [e for e in store.events(run.incident_id) if e.kind == "run.resolved"]
+    assert store.runs.unresolved_failures() == []
+    (event,) = [e for e in store.events.of(run.incident_id) if e.kind == "run.resolved"]
     assert event.actor == BOB
     assert "Failed and not resolved" not in sandbox.person(ALICE).slash("status").text
     assert run.incident_id not in open_home(sandbox, BOB).split("Recent rollbacks")[0]
     # Resolving again (an older copy of the message) is refused and records nothing more.
     with pytest.raises(Refused, match="already marked it resolved"):
         flows_for(sandbox.process.deps).resolve(run.id, user=ALICE)
-    assert len([e for e in store.events(run.incident_id) if e.kind == "run.resolved"]) == 1
+    assert len([e for e in store.events.of(run.incident_id) if e.kind == "run.resolved"]) == 1
     assert card(sandbox)  # the card is still there, with the run's final state
 
 

@@ -26,12 +26,12 @@ def test_versions_on_card_plan_confirmation_progress_status_history_and_rca(
     assert confirm == f"Roll back app in prod {FROM_TO}: 4 steps, starting now. Verdict: safe."
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state == "succeeded", what="the run")
+    wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the run")
     wait_for(lambda: sandbox.slack.files(), what="the RCA template")
     thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)
     progress = next(m for m in thread if m.text.startswith("Rollback progress"))
     assert f"*app* {FROM_TO}" in text_of(sandbox.slack.message(CHANNEL, progress.ts))
-    incident_id = store.runs()[0].incident_id
+    incident_id = store.runs.find()[0].incident_id
     assert FROM_TO in sandbox.person(ALICE).slash(f"status {incident_id}").text
     assert FROM_TO in sandbox.person(ALICE).slash("history app prod").text
     rca, chart = sandbox.slack.files()  # the template and its timeline chart, one upload

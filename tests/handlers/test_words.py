@@ -63,8 +63,8 @@ def test_failure_progress_outcome_status_and_rca_name_steps_in_words(
     assert "1. Stop workers · _prepare_" in text_of(plan)
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     store = sandbox.process.deps.store
-    wait_for(lambda: store.runs()[0].state == "failed", what="the run to fail")
-    run = store.runs()[0]
+    wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
+    run = store.runs.find()[0]
     assert "step 3 (status) failed" in (run.outcome or "")  # the runner's own words
     wait_for(lambda: "step 3 (Status) failed" in text_of(card(sandbox)), what="the outcome")
     # the outbox may redraw the card before it posts the progress message into its thread
@@ -85,9 +85,11 @@ def test_failure_progress_outcome_status_and_rca_name_steps_in_words(
     )
     answer = sandbox.person(ALICE).slash(f"status {run.incident_id}").text
     assert "step 3 (Status) failed" in answer and "2. Undo (succeeded)" in answer
-    incident = store.incident(run.incident_id)
+    incident = store.incidents.get(run.incident_id)
     assert incident is not None
-    rca = rca_template(incident, store.runs(incident_id=incident.id), store.events(incident.id))
+    rca = rca_template(
+        incident, store.runs.find(incident_id=incident.id), store.events.of(incident.id)
+    )
     assert "Step failed: Status" in rca and "step 3 (Status) failed" in rca
 
 

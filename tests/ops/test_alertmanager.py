@@ -85,19 +85,21 @@ def test_alertmanager_opens_an_incident_the_rollback_runs_and_the_resolution_is_
         store = sandbox.process.deps.store
         wait_for(lambda: plan_message(sandbox), timeout=60, what="the incident from Alertmanager")
         assert "HighErrorRate: error rate 62% for 5m" in text_of(card(sandbox))
-        (run,) = store.runs()
+        (run,) = store.runs.find()
         wait_for(
-            lambda: store.run(run.id).state == "succeeded",  # type: ignore[union-attr]
+            lambda: store.runs.get(run.id).state == "succeeded",  # type: ignore[union-attr]
             timeout=60,
             what="the automatic rollback after the veto window",
         )
         ended = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         _amtool(amtool, url, *labels, f"--end={ended}")
         resolved = wait_for(
-            lambda: [e for e in store.events(run.incident_id) if e.kind == "monitoring.resolved"],
+            lambda: [
+                e for e in store.events.of(run.incident_id) if e.kind == "monitoring.resolved"
+            ],
             timeout=60,
             what="the resolved notification on the incident",
         )
     assert resolved[0].detail["alert"] == "HighErrorRate"
     assert resolved[0].detail["ended_at"].startswith(ended[:16])
-    assert len(store.runs()) == 1
+    assert len(store.runs.find()) == 1

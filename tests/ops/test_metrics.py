@@ -30,10 +30,10 @@ def metrics(store: Store) -> Iterator[BotMetrics]:
 
 
 def _run(store: Store) -> Run:
-    incident = store.create_incident(
+    incident = store.incidents.create(
         environment="prod", target="app", severity="critical", opened_by="UALICE0001"
     )
-    return store.create_run(
+    return store.runs.create(
         locks=["app"],
         actor="UALICE0001",
         incident_id=incident.id,
@@ -57,19 +57,19 @@ def test_a_lost_lease_recorded_by_the_runner_is_counted_once(
     store: Store, metrics: BotMetrics
 ) -> None:
     run = _run(store)
-    store.add_event(incident_id=run.incident_id, run_id=run.id, kind="run.resumed")
+    store.events.add(incident_id=run.incident_id, run_id=run.id, kind="run.resumed")
     assert _value(metrics, "rollback_lease_losses_total") == 0
-    store.add_event(incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost")
+    store.events.add(incident_id=run.incident_id, run_id=run.id, kind="run.lease_lost")
     assert _value(metrics, "rollback_lease_losses_total") == 1
 
 
 def test_outbox_backlog_counts_what_waits_for_slack(store: Store, metrics: BotMetrics) -> None:
-    metrics.watch_outbox(store.outbox_backlog)
+    metrics.watch_outbox(store.outbox.backlog)
     run = _run(store)
     assert _value(metrics, "rollback_outbox_backlog") == 0
-    store.enqueue(run.id, "run.started")
-    store.enqueue(run.id, "run.finished")
+    store.outbox.enqueue(run.id, "run.started")
+    store.outbox.enqueue(run.id, "run.finished")
     assert _value(metrics, "rollback_outbox_backlog") == 2
-    (first, _) = store.outbox(run.id)
-    store.outbox_done(first.id, state="sent")
+    (first, _) = store.outbox.messages(run.id)
+    store.outbox.done(first.id, state="sent")
     assert _value(metrics, "rollback_outbox_backlog") == 1

@@ -100,7 +100,7 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
         assert bot.stdout is not None
         lines = Lines(bot.stdout)
         wait_for(lambda: "undo" in script_log(script), timeout=60, what="the long step to start")
-        run = store.run(run_id)
+        run = store.runs.get(run_id)
         assert run is not None and run.lease_owner is not None
         bot.send_signal(signal.SIGTERM)
         assert bot.wait(timeout=60) == 0, lines.text()
@@ -111,7 +111,7 @@ def test_sigterm_during_a_long_step_exits_cleanly_and_hands_the_run_back(
     assert handed["incident_id"].startswith("INC-")
     if mode == "--socket":
         assert output.index("socket connected") < output.index("socket closed")
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None and run.lease_owner is None and run.state == "running"
     assert script_log(script) == ["stop_workers", "undo"]
 
@@ -146,7 +146,7 @@ def test_sigterm_disconnects_bolts_socket_mode_handler_and_hands_the_run_back(
             lambda: wss.events == ["open", "dropped"], timeout=60, what="the websocket to close"
         )
     assert f"handed run {run_id} back" in lines.text()
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None and run.lease_owner is None
 
 
@@ -169,7 +169,7 @@ def test_a_socket_mode_connection_that_never_closes_does_not_keep_the_bot_from_s
     assert "socket closing" in output and "socket closed" not in output
     assert "the Socket Mode connection did not close within 5 s; stopping without it" in output
     assert f"handed run {run_id} back" in output
-    run = store.run(run_id)
+    run = store.runs.get(run_id)
     assert run is not None and run.lease_owner is None and run.state == "running"
 
 
@@ -195,7 +195,7 @@ def test_sigterm_when_idle_exits_at_once_and_claims_nothing_after(
     store, run_id = _approve_a_hanging_run(database_url, script)
     assert "handed" not in lines.text()
     assert script_log(script) == []
-    assert store.run(run_id) is not None
+    assert store.runs.get(run_id) is not None
 
 
 @pytest.mark.postgres

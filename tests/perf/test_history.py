@@ -68,20 +68,23 @@ def _plan(engine: Engine, statement: str, parameters: Any) -> str:
 
 
 QUERIES: dict[str, tuple[Callable[[Store], Any], str]] = {
-    "status: active runs": (lambda s: s.runs(states=ACTIVE_STATES), "ix_runs_state_created_at"),
+    "status: active runs": (
+        lambda s: s.runs.find(states=ACTIVE_STATES),
+        "ix_runs_state_created_at",
+    ),
     "history of a target": (
-        lambda s: s.runs(environment="prod", target="app", limit=20),
+        lambda s: s.runs.find(environment="prod", target="app", limit=20),
         "ix_runs_environment_target_created_at",
     ),
-    "newest runs": (lambda s: s.runs(limit=10), "ix_runs_created_at"),
-    "expiry sweep": (lambda s: s.due_for_expiry(), "ix_runs_state_created_at"),
-    "claimable runs": (lambda s: s.claimable(), "ix_runs_state_created_at"),
+    "newest runs": (lambda s: s.runs.find(limit=10), "ix_runs_created_at"),
+    "expiry sweep": (lambda s: s.runs.due_for_expiry(), "ix_runs_state_created_at"),
+    "claimable runs": (lambda s: s.leases.claimable(), "ix_runs_state_created_at"),
     "restore rate": (
-        lambda s: s.step_values("restore_bytes_per_second"),
+        lambda s: s.steps.values("restore_bytes_per_second"),
         "ix_steps_state_finished_at",
     ),
     "checklist's run by its message": (
-        lambda s: s.run_of_message(channel="C0PAST0001", ts="1600000007.000300"),
+        lambda s: s.posts.run_of(channel="C0PAST0001", ts="1600000007.000300"),
         "ix_slack_messages_channel_ts",
     ),
 }
@@ -104,12 +107,12 @@ def test_each_history_query_uses_its_index(store: Store, query: str) -> None:
 def test_incident_id_allocation_looks_up_the_key_without_like(store: Store) -> None:
     at = datetime(2026, 11, 28, 3, 0, 0, tzinfo=UTC)
     store.clock = lambda: at
-    first = store.create_incident(
+    first = store.incidents.create(
         environment="prod", target="app", severity="high", opened_by=ALICE
     )
     sent = _sent(
         store.engine,
-        lambda: store.create_incident(
+        lambda: store.incidents.create(
             environment="prod", target="app", severity="high", opened_by=BOB
         ),
     )
@@ -118,7 +121,7 @@ def test_incident_id_allocation_looks_up_the_key_without_like(store: Store) -> N
     plan = _plan(store.engine, *ids[0])
     assert "sqlite_autoindex_incidents_1" in plan or "incidents_pkey" in plan, plan
     assert first.id == "INC-20261128-030000"
-    second = store.incident("INC-20261128-030000-2")
+    second = store.incidents.get("INC-20261128-030000-2")
     assert second is not None and second.opened_by == BOB
 
 
@@ -139,13 +142,13 @@ def test_a_checklist_tick_on_a_run_older_than_1000_others_is_applied(
         what="the checklist",
     )
     store = sandbox.process.deps.store
-    ours = store.runs(limit=1)[0]
+    ours = store.runs.find(limit=1)[0]
     # 1,000 newer runs, all finished: ours is now the 1,001st newest.
     fill_history(store.engine, count=1000, until=datetime.now(UTC) + timedelta(days=30))
-    assert ours.id not in [r.id for r in store.runs(limit=1000)]
+    assert ours.id not in [r.id for r in store.runs.find(limit=1000)]
     sandbox.person(CAROL).tick(CHANNEL, checklist.ts, "verify_tick", ["auth"])
     ticks = wait_for(
-        lambda: [e for e in store.events(ours.incident_id) if e.kind == "checklist.tick"],
+        lambda: [e for e in store.events.of(ours.incident_id) if e.kind == "checklist.tick"],
         what="the tick to be recorded",
     )
     assert [(e.actor, e.detail["item"], e.detail["checked"]) for e in ticks] == [

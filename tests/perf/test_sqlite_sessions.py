@@ -97,27 +97,27 @@ def test_a_long_read_does_not_block_a_writer(engines: Callable[[], Engine]) -> N
     reader, writer = Store(engines()), Store(engines())
     with held(reader.reading, count) as seen:
         incident = finishes(
-            lambda: writer.create_incident(
+            lambda: writer.incidents.create(
                 environment="prod", target="app", severity="high", opened_by=ALICE
             )
         )
         # The held read is a real transaction: it still sees its snapshot.
         assert seen == [0]
-    assert reader.incident(incident.id) is not None
+    assert reader.incidents.get(incident.id) is not None
 
 
 def test_reads_do_not_wait_on_each_other_or_on_an_open_write(
     engines: Callable[[], Engine],
 ) -> None:
     first, second, writer = Store(engines()), Store(engines()), Store(engines())
-    writer.create_incident(environment="prod", target="app", severity="high", opened_by=ALICE)
+    writer.incidents.create(environment="prod", target="app", severity="high", opened_by=ALICE)
 
     def write_and_hold(session: Any) -> int:
         session.execute(text("UPDATE incidents SET summary = 'being written'"))
         return 1
 
     with held(first.reading, count), held(writer.session, write_and_hold):
-        runs = finishes(lambda: second.runs(limit=10))
+        runs = finishes(lambda: second.runs.find(limit=10))
         ids = finishes(lambda: _ids(second))
     assert runs == []
     assert len(ids) == 1
@@ -129,7 +129,7 @@ def test_a_second_writer_waits_for_the_first_instead_of_failing(
     one, two = Store(engines()), Store(engines())
     with held(one.session, lambda s: s.execute(text("UPDATE incidents SET summary = ''"))):
         waiting = threading.Thread(
-            target=lambda: two.create_incident(
+            target=lambda: two.incidents.create(
                 environment="prod", target="db", severity="high", opened_by=ALICE
             ),
             daemon=True,
@@ -139,7 +139,7 @@ def test_a_second_writer_waits_for_the_first_instead_of_failing(
         assert waiting.is_alive(), "the second writer did not wait for the first's lock"
     waiting.join(DONE_WITHIN)
     assert not waiting.is_alive()
-    assert [r.target for r in [two.incident(i) for i in _ids(two)] if r] == ["db"]
+    assert [r.target for r in [two.incidents.get(i) for i in _ids(two)] if r] == ["db"]
 
 
 def _ids(store: Store) -> list[str]:
