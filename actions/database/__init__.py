@@ -40,7 +40,7 @@ from actions.exports import lazy
 if TYPE_CHECKING:
     from actions.database.drill_names import backup_set, restored_words
     from actions.database.drills import DrillPlan, DropScratch, drill_plan, scratch_names
-    from actions.database.migrations import RollbackMigration
+    from actions.database.migration_steps import RollbackMigration
     from actions.database.names import human_size, iso, pitr_ref, stamp
     from actions.database.pgtools import inspect_archive
     from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
@@ -63,7 +63,7 @@ __getattr__ = lazy(
         "backup_set": "drill_names",
         "scratch_names": "drills",
         "restored_words": "drill_names",
-        "RollbackMigration": "migrations",
+        "RollbackMigration": "migration_steps",
         "human_size": "names",
         "iso": "names",
         "pitr_ref": "names",

@@ -35,14 +35,13 @@ from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_win
 from actions.database.drills import DropScratch, scratch_names
 from actions.database.evidence import database_evidence
 from actions.database.migration_plans import MigrationPlanner
-from actions.database.migrations import (
-    TOOL_NAMES,
+from actions.database.migration_steps import (
     AlembicDowngrade,
     FlywayUndo,
     GolangMigrateDown,
     RollbackMigration,
-    detect,
 )
+from actions.database.migrations import TOOL_NAMES, detect
 from actions.database.names import (
     check_pg_name,
     first_line,
