@@ -44,6 +44,7 @@ from actions.database.migration_steps import (
 from actions.database.migrations import TOOL_NAMES, detect
 from actions.database.names import (
     check_pg_name,
+    exact,
     first_line,
     human_duration,
     human_size,
@@ -66,16 +67,7 @@ from actions.database.pgtools import (
     planning_errors,
     prepared_transactions,
 )
-from actions.database.pitr import (
-    KnownGood,
-    RestoreToTime,
-    archive_window,
-    choose_base,
-    describe_loss,
-    exact,
-    newest_migration,
-    pgbackrest_window,
-)
+from actions.database.pitr import KnownGood, RestoreToTime, describe_loss, newest_migration
 from actions.database.rds import (
     RDS_ID_MAX,
     RdsRestoreToTime,
@@ -95,6 +87,7 @@ from actions.database.selfhosted import (
     list_backups,
 )
 from actions.database.verification import DEFAULT_VERIFICATION, VerifyDatabase
+from actions.database.wal_archive import archive_window, choose_base, pgbackrest_window
 
 
 class DatabaseTarget:
