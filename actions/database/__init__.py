@@ -16,11 +16,13 @@ Modules: `params` (the config models), `names` (stamps, sizes, times, refs),
 `pgtools` (connections, pg_dump / pg_restore, whole-archive checks, sessions),
 `properties` (database-level state carried across a swap), `selfhosted` (backups on
 disk, pre-rollback backup, restore into the recovery database, swap), `pitr` (WAL replay
-in a scratch instance: continuous archiving, pgBackRest), `drills` (restore drills into
-scratch databases), `migrations` and
-`migration_plans` (the migration tool found in the database), `verification`, `rds`
-(Amazon RDS PITR), `aurora` (Aurora clusters), `target` (DatabaseTarget: points, checks,
-plans, resume).
+in a scratch instance: continuous archiving, pgBackRest), `wal_archive` (what an archive
+holds and the window it can recover to), `scratch` (the scratch instance), `drills`
+(restore drills into scratch databases), `migrations` and `migration_plans` (the migration
+tool found in the database), `migration_steps` (the steps that undo migrations),
+`verification`, `rds` (Amazon RDS PITR), `aurora` (Aurora clusters), `target`
+(DatabaseTarget: checks and plans), `points` (its rollback points and the default one),
+`resume` (its steps rebuilt from their specs), `evidence` (the verdict's evidence).
 
 Only the light `params` module is imported with the package; every other name
 is imported where it is first used (`actions.exports.lazy`), so reading the

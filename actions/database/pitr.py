@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from actions.base import PermanentError, StepContext, StepResult
-from actions.database.migrations import Detected, table_identifier
 from actions.database.names import exact
 from actions.database.params import (
     DatabaseConnection,
@@ -40,8 +36,6 @@ from actions.database.params import (
 )
 from actions.database.pgtools import (
     conn_args,
-    connect,
-    maintenance,
     on_database,
     pg_restore,
     run_tool,
@@ -58,86 +52,6 @@ from actions.database.verification import run_verification
 from actions.database.wal_archive import pgbackrest_args
 
 SCRATCH_KEY = "database.pitr_scratch:{}"
-
-
-# -- the default point: just before the change
-
-
-@dataclass(frozen=True)
-class KnownGood:
-    """A time the database is known to have been good at, and why, for the default point."""
-
-    moment: datetime
-    label: str
-    """`just before migration 002 was applied at 2026-12-07 10:04:21 UTC`."""
-    later: str = ""
-    """What a later point has in it: `after migration 002 was applied at ...`."""
-
-
-TIME_COLUMNS = ("applied_at", "installed_on", "executed_at", "inserted_at", "created_at")
-"""Migration-table columns that record when a row was written (timestamptz only: a
-`timestamp without time zone` is in whatever zone the tool's session had)."""
-
-
-def newest_migration(pg: psycopg.Connection[Any], found: Detected) -> KnownGood | None:
-    """Return the moment just before the newest migration was applied, or None when the
-    migration table does not say when.
-
-    The time is the earliest of the row's timestamptz column (a `DEFAULT now()` is the start
-    of the transaction that applied the migration) and the commit time of the row
-    (`pg_xact_commit_timestamp(xmin)`, with track_commit_timestamp on): both are before the
-    migration's changes became visible when the tool records the version in the migration's
-    own transaction (Flyway for transactional migrations, Alembic, the procedures' script).
-    golang-migrate does not: it rewrites its one row (dirty=false) after the migration has
-    committed (golang-migrate migrate.go, runMigrations: SetVersion before and after Run), so
-    its table gives no time before the change.
-    """
-    if found.tool == "golang-migrate":
-        return None
-    schema, _, name = found.table.rpartition(".")
-    types = dict(
-        pg.execute(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = %s",
-            (schema or "public", name),
-        ).fetchall()
-    )
-    stamped = [c for c in TIME_COLUMNS if types.get(c) == "timestamp with time zone"]
-    committed = pg.execute("SHOW track_commit_timestamp").fetchone() == ("on",)
-    times: list[sql.Composable] = [sql.Identifier(c) for c in stamped[:1]]
-    if committed:
-        times.append(sql.SQL("pg_xact_commit_timestamp(xmin)"))
-    if not times:
-        return None
-    version = "version_num" if found.tool == "alembic" else "version"
-    where: sql.Composable = sql.SQL("WHERE version IS NOT NULL")
-    if found.tool == "flyway":
-        # the version's latest row (by installed_rank), applied: an undone version is not
-        where += sql.SQL(
-            " AND success AND type NOT IN ('UNDO_SQL', 'UNDO_JDBC', 'DELETE') AND NOT EXISTS"
-            " (SELECT 1 FROM {} later WHERE later.version = {}.version"
-            " AND later.installed_rank > {}.installed_rank)"
-        ).format(
-            table_identifier(found.table),
-            sql.Identifier(name),
-            sql.Identifier(name),
-        )
-    earliest = (
-        times[0] if len(times) == 1 else sql.SQL("least({})").format(sql.SQL(", ").join(times))
-    )
-    row = pg.execute(
-        sql.SQL("SELECT {}::text, {} AS at FROM {} {} ORDER BY at DESC NULLS LAST LIMIT 1").format(
-            sql.Identifier(version),
-            earliest,
-            table_identifier(found.table),
-            where if found.tool != "alembic" else sql.SQL(""),
-        )
-    ).fetchone()
-    if row is None or row[1] is None:
-        return None
-    at = row[1].astimezone(UTC)
-    said = f"migration {row[0]} was applied at {at:%Y-%m-%d %H:%M:%S} UTC"
-    return KnownGood(at - timedelta(microseconds=1), f"just before {said}", f"after {said}")
 
 
 # -- the step
@@ -207,13 +121,11 @@ class RestoreToTime:
 
     def run(self, ctx: StepContext) -> StepResult:
         """Skip when done; else recover in scratch, verify there, copy, clean up."""
-        with (
-            step_errors(f"looking for {self.recovery}"),
-            connect(maintenance(self.conn), timeout=ctx.remaining()) as pg,
-        ):
-            done = restored_already(pg, ctx.memory, live=self.conn.dbname, recovery=self.recovery)
-        if done:
-            return StepResult(summary=done, skipped=True)
+        done = restored_already(
+            self.conn, ctx, recovery=self.recovery, doing=f"looking for {self.recovery}"
+        )
+        if done is not None:
+            return done
         key = SCRATCH_KEY.format(self.recovery)
         if ctx.memory.get(key):
             remove_leftover(self.source, Path(ctx.memory[key]))

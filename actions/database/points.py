@@ -4,7 +4,7 @@
   the point-in-time window, the migrations that can be rolled back.
 - The default point in time is just before the change being rolled back, never the window's
   end (recovering to the last archived commit undoes nothing and loses what is not archived
-  yet): the later of "just before the newest migration was applied" (`pitr.newest_migration`)
+  yet): the later of "just before the newest migration was applied" (`newest_migration`)
   and the last known healthy time the bot passes in (`healthy_at`), inside the window; the
   point's label says which. When neither is known there is no default: a person chooses.
   Likewise a dump taken after that time is never the default while an older one exists.
@@ -12,21 +12,99 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 
 from actions.base import PlanningError, RollbackPoint
 from actions.database.migration_plans import MigrationPlanner
-from actions.database.migrations import TOOL_NAMES, detect
+from actions.database.migrations import TOOL_NAMES, Detected, detect, table_identifier
 from actions.database.names import first_line, iso, pitr_ref
 from actions.database.pgtools import connect
-from actions.database.pitr import KnownGood, newest_migration
 from actions.database.selfhosted import Backup
 
 if TYPE_CHECKING:
     from actions.database.target import DatabaseTarget
+
+
+@dataclass(frozen=True)
+class KnownGood:
+    """A time the database is known to have been good at, and why, for the default point."""
+
+    moment: datetime
+    label: str
+    """`just before migration 002 was applied at 2026-12-07 10:04:21 UTC`."""
+    later: str = ""
+    """What a later point has in it: `after migration 002 was applied at ...`."""
+
+
+TIME_COLUMNS = ("applied_at", "installed_on", "executed_at", "inserted_at", "created_at")
+"""Migration-table columns that record when a row was written (timestamptz only: a
+`timestamp without time zone` is in whatever zone the tool's session had)."""
+
+
+def newest_migration(pg: psycopg.Connection[Any], found: Detected) -> KnownGood | None:
+    """Return the moment just before the newest migration was applied, or None when the
+    migration table does not say when.
+
+    The time is the earliest of the row's timestamptz column (a `DEFAULT now()` is the start
+    of the transaction that applied the migration) and the commit time of the row
+    (`pg_xact_commit_timestamp(xmin)`, with track_commit_timestamp on): both are before the
+    migration's changes became visible when the tool records the version in the migration's
+    own transaction (Flyway for transactional migrations, Alembic, the procedures' script).
+    golang-migrate does not: it rewrites its one row (dirty=false) after the migration has
+    committed (golang-migrate migrate.go, runMigrations: SetVersion before and after Run), so
+    its table gives no time before the change.
+    """
+    if found.tool == "golang-migrate":
+        return None
+    schema, _, name = found.table.rpartition(".")
+    types = dict(
+        pg.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s",
+            (schema or "public", name),
+        ).fetchall()
+    )
+    stamped = [c for c in TIME_COLUMNS if types.get(c) == "timestamp with time zone"]
+    committed = pg.execute("SHOW track_commit_timestamp").fetchone() == ("on",)
+    times: list[sql.Composable] = [sql.Identifier(c) for c in stamped[:1]]
+    if committed:
+        times.append(sql.SQL("pg_xact_commit_timestamp(xmin)"))
+    if not times:
+        return None
+    version = "version_num" if found.tool == "alembic" else "version"
+    where: sql.Composable = sql.SQL("WHERE version IS NOT NULL")
+    if found.tool == "flyway":
+        # the version's latest row (by installed_rank), applied: an undone version is not
+        where += sql.SQL(
+            " AND success AND type NOT IN ('UNDO_SQL', 'UNDO_JDBC', 'DELETE') AND NOT EXISTS"
+            " (SELECT 1 FROM {} later WHERE later.version = {}.version"
+            " AND later.installed_rank > {}.installed_rank)"
+        ).format(
+            table_identifier(found.table),
+            sql.Identifier(name),
+            sql.Identifier(name),
+        )
+    earliest = (
+        times[0] if len(times) == 1 else sql.SQL("least({})").format(sql.SQL(", ").join(times))
+    )
+    row = pg.execute(
+        sql.SQL("SELECT {}::text, {} AS at FROM {} {} ORDER BY at DESC NULLS LAST LIMIT 1").format(
+            sql.Identifier(version),
+            earliest,
+            table_identifier(found.table),
+            where if found.tool != "alembic" else sql.SQL(""),
+        )
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    at = row[1].astimezone(UTC)
+    said = f"migration {row[0]} was applied at {at:%Y-%m-%d %H:%M:%S} UTC"
+    return KnownGood(at - timedelta(microseconds=1), f"just before {said}", f"after {said}")
 
 
 def rollback_points(target: DatabaseTarget) -> list[RollbackPoint]:

@@ -51,13 +51,7 @@ def restore_step(target: DatabaseTarget, name: str, spec: dict[str, Any]) -> Act
         "database.drop_scratch": lambda s: DropScratch(
             target.params.connection, _recovery_name(target, s["scratch"], drill=True)
         ),
-        "database.migration_rollback": lambda s: RollbackMigration(
-            target.params.connection,
-            str(s["table"]),
-            str(s["version"]),
-            _script(target, s["script"]),
-            target.params.restore_timeout,
-        ),
+        "database.migration_rollback": lambda s: _scripted(target, RollbackMigration, s),
         "database.golang_migrate_down": lambda s: GolangMigrateDown(
             target.params.connection,
             str(s["table"]),
@@ -66,13 +60,7 @@ def restore_step(target: DatabaseTarget, name: str, spec: dict[str, Any]) -> Act
             _script(target, s["script"]),
             target.params.restore_timeout,
         ),
-        "database.flyway_undo": lambda s: FlywayUndo(
-            target.params.connection,
-            str(s["table"]),
-            str(s["version"]),
-            _script(target, s["script"]),
-            target.params.restore_timeout,
-        ),
+        "database.flyway_undo": lambda s: _scripted(target, FlywayUndo, s),
         "database.alembic_downgrade": lambda s: _restore_alembic(target, s),
         "database.rds_restore": lambda s: RdsRestoreToTime(
             _rds(target),
@@ -122,6 +110,21 @@ def _script(target: DatabaseTarget, path: object) -> Path:
     if directory not in script.parents:
         raise PlanningError(f"{path} is not in the migrations directory {directory}")
     return script
+
+
+def _scripted(
+    target: DatabaseTarget,
+    step: type[RollbackMigration] | type[FlywayUndo],
+    spec: dict[str, Any],
+) -> Action:
+    """A step that runs one script for one version, recorded in the migration table."""
+    return step(
+        target.params.connection,
+        str(spec["table"]),
+        str(spec["version"]),
+        _script(target, spec["script"]),
+        target.params.restore_timeout,
+    )
 
 
 def _restore_recovery(target: DatabaseTarget, spec: dict[str, Any]) -> Action:
