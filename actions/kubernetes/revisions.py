@@ -10,7 +10,7 @@ from actions.clock import ago
 
 
 def parse_revision(ref: str | None) -> int:
-    """The revision number a ref names (None or \"0\": the previous revision)."""
+    """The revision number a ref names (None or "0": the previous revision)."""
     text = (ref or "0").strip().removeprefix("rev").strip()
     if not text.isdigit():
         raise PlanningError(f"{ref!r} is not a revision number")

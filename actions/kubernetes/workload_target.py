@@ -43,6 +43,7 @@ def workload_kind(target: KubernetesTarget) -> Kind:
 
 
 def workload_points(target: KubernetesTarget) -> list[RollbackPoint]:
+    """List the ControllerRevisions newest first, the running one marked."""
     p = target.params
     entries = workload_history(
         target.apps, workload_kind(target), namespace=p.namespace, name=p.name
@@ -76,6 +77,7 @@ def resolve(
 
 
 def workload_checks(target: KubernetesTarget, ref: str | None) -> list[Check]:
+    """Check the revision exists and differs, and the strategy is RollingUpdate."""
     name = "rollback revision exists"
     try:
         workload, chosen, _, problem = resolve(target, ref)
@@ -91,6 +93,7 @@ def workload_checks(target: KubernetesTarget, ref: str | None) -> list[Check]:
 
 
 def workload_plan(target: KubernetesTarget, ref: str | None, *, force: bool) -> TargetPlan:
+    """The undo to the resolved revision (and its forced rollback), in the target's plan."""
     p = target.params
     try:
         workload, chosen, current, problem = resolve(target, ref)
