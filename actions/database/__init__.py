@@ -16,11 +16,13 @@ Modules: `params` (the config models), `names` (stamps, sizes, times, refs),
 `pgtools` (connections, pg_dump / pg_restore, whole-archive checks, sessions),
 `properties` (database-level state carried across a swap), `selfhosted` (backups on
 disk, pre-rollback backup, restore into the recovery database, swap), `pitr` (WAL replay
-in a scratch instance: continuous archiving, pgBackRest), `drills` (restore drills into
-scratch databases), `migrations` and
-`migration_plans` (the migration tool found in the database), `verification`, `rds`
-(Amazon RDS PITR), `aurora` (Aurora clusters), `target` (DatabaseTarget: points, checks,
-plans, resume).
+in a scratch instance: continuous archiving, pgBackRest), `wal_archive` (what an archive
+holds and the window it can recover to), `scratch` (the scratch instance), `drills`
+(restore drills into scratch databases), `migrations` and `migration_plans` (the migration
+tool found in the database), `migration_steps` (the steps that undo migrations),
+`verification`, `rds` (Amazon RDS PITR), `aurora` (Aurora clusters), `target`
+(DatabaseTarget: checks and plans), `points` (its rollback points and the default one),
+`resume` (its steps rebuilt from their specs), `evidence` (the verdict's evidence).
 
 Only the light `params` module is imported with the package; every other name
 is imported where it is first used (`actions.exports.lazy`), so reading the
@@ -40,7 +42,7 @@ from actions.exports import lazy
 if TYPE_CHECKING:
     from actions.database.drill_names import backup_set, restored_words
     from actions.database.drills import DrillPlan, DropScratch, drill_plan, scratch_names
-    from actions.database.migrations import RollbackMigration
+    from actions.database.migration_steps import RollbackMigration
     from actions.database.names import human_size, iso, pitr_ref, stamp
     from actions.database.pgtools import inspect_archive
     from actions.database.rds import RdsRestoreToTime, RdsSwap, rds_stamp
@@ -63,7 +65,7 @@ __getattr__ = lazy(
         "backup_set": "drill_names",
         "scratch_names": "drills",
         "restored_words": "drill_names",
-        "RollbackMigration": "migrations",
+        "RollbackMigration": "migration_steps",
         "human_size": "names",
         "iso": "names",
         "pitr_ref": "names",

@@ -51,9 +51,10 @@ from actions.database.pgtools import (
     on_database,
     step_errors,
 )
-from actions.database.pitr import RestoreToTime, choose_base
+from actions.database.pitr import RestoreToTime
 from actions.database.selfhosted import RECOVERY_MARKER, Backup, RestoreIntoRecovery
 from actions.database.verification import VerifyDatabase
+from actions.database.wal_archive import choose_base
 
 if TYPE_CHECKING:
     from actions.database.target import DatabaseTarget

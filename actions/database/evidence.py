@@ -28,10 +28,9 @@ import psycopg
 
 from actions.base import ActionError, Check, Finding, Level
 from actions.database.migration_plans import MigrationPlanner
-from actions.database.names import first_line, human_duration, iso, parse_ref, parse_time
+from actions.database.names import exact, first_line, human_duration, iso, parse_ref, parse_time
 from actions.database.params import DatabaseConnection
 from actions.database.pgtools import connect, inspect_archive
-from actions.database.pitr import exact
 from actions.database.schema_compat import classify, write_estimate
 
 if TYPE_CHECKING:

@@ -15,20 +15,22 @@ from pathlib import Path
 
 from actions.base import Action, PlanningError
 from actions.database.alembic_graph import AlembicGraph
-from actions.database.migrations import (
+from actions.database.migration_steps import (
     AlembicDowngrade,
-    Detected,
-    FlywayRow,
     FlywayUndo,
     GolangMigrateDown,
     RollbackMigration,
+    run_alembic,
+)
+from actions.database.migrations import (
+    Detected,
+    FlywayRow,
     alembic_current,
     applied_simple,
     detect,
     flyway_applied,
     flyway_history,
     golang_state,
-    run_alembic,
     version_key,
 )
 from actions.database.params import DatabaseParams

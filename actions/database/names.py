@@ -44,6 +44,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
+def exact(moment: datetime) -> str:
+    """Format a recovery target: UTC, with microseconds when it has them."""
+    return moment.astimezone(UTC).isoformat(sep=" ")
+
+
 def pitr_ref(moment: datetime) -> str:
     """Return the ref of a point in time (UTC, full precision so window ends stay inside)."""
     return f"pitr:{moment.astimezone(UTC).isoformat()}"

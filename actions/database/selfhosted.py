@@ -274,6 +274,15 @@ def same_shape(pg: psycopg.Connection[Any], *, live: str, recovery: str) -> None
 
 
 def restored_already(
+    conn: DatabaseConnection, ctx: StepContext, *, recovery: str, doing: str
+) -> StepResult | None:
+    """The skipped result of a restore into `recovery` done before, or None when it must run."""
+    with step_errors(doing), connect(maintenance(conn), timeout=ctx.remaining()) as pg:
+        done = _why_restored(pg, ctx.memory, live=conn.dbname, recovery=recovery)
+    return StepResult(summary=done, skipped=True) if done else None
+
+
+def _why_restored(
     pg: psycopg.Connection[Any], memory: Any, *, live: str, recovery: str
 ) -> str | None:
     """Say why the restore into `recovery` need not run again, or None when it must."""
@@ -329,13 +338,11 @@ class RestoreIntoRecovery:
         """Skip when done; else replace a leftover recovery database of ours and restore."""
         if not self.dump.is_file():
             raise PermanentError(f"{self.dump} is gone; {self.conn.dbname} was not touched")
-        with (
-            step_errors(f"creating {self.recovery}"),
-            connect(maintenance(self.conn), timeout=ctx.remaining()) as pg,
-        ):
-            done = restored_already(pg, ctx.memory, live=self.conn.dbname, recovery=self.recovery)
-        if done:
-            return StepResult(summary=done, skipped=True)
+        done = restored_already(
+            self.conn, ctx, recovery=self.recovery, doing=f"creating {self.recovery}"
+        )
+        if done is not None:
+            return done
         with step_errors(f"creating {self.recovery}"):
             create_recovery(self.conn, self.recovery, timeout=ctx.remaining())
         target = on_database(self.conn, self.recovery)

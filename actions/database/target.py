@@ -10,51 +10,35 @@
 - Point in time is offered only where WAL can be replayed (continuous archiving,
   pgBackRest, RDS, Aurora), over the real window; where only dumps exist a time asked for
   plans the dump before it, named as such ("not a point-in-time recovery").
-- The default point in time is just before the change being rolled back, never the window's
-  end (recovering to the last archived commit undoes nothing and loses what is not archived
-  yet): the later of "just before the newest migration was applied" (`pitr.newest_migration`)
-  and the last known healthy time the bot passes in (`healthy_at`), inside the window; the
-  point's label says which. When neither is known there is no default: a person chooses.
-  Likewise a dump taken after that time is never the default while an older one exists.
+- The default point is just before the change being rolled back, never the window's end
+  (points.py lists the points and chooses it).
 - A user-typed backup path must lie inside the configured backups directory; on resume,
-  `restore(name, spec)` checks stored paths against the configured directories too.
+  `restore(name, spec)` (resume.py) checks stored paths against the configured directories too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import psycopg
 
 from actions.base import Action, Check, Finding, PlanningError, RollbackPoint, TargetPlan
 from actions.clock import utcnow
 from actions.database.aurora import AuroraRestoreToTime, AuroraSwap, cluster_window, readers
-from actions.database.drills import DropScratch, scratch_names
 from actions.database.evidence import database_evidence
 from actions.database.migration_plans import MigrationPlanner
-from actions.database.migrations import (
-    TOOL_NAMES,
-    AlembicDowngrade,
-    FlywayUndo,
-    GolangMigrateDown,
-    RollbackMigration,
-    detect,
-)
 from actions.database.names import (
     check_pg_name,
-    first_line,
+    exact,
     human_duration,
     human_size,
     iso,
     parse_ref,
     parse_time,
-    pitr_ref,
     stamp,
 )
-from actions.database.params import DatabaseParams, Method, RdsInstance, VerificationQuery
+from actions.database.params import DatabaseParams, Method, VerificationQuery
 from actions.database.pgtools import (
     ArchiveInfo,
     connect,
@@ -67,16 +51,8 @@ from actions.database.pgtools import (
     planning_errors,
     prepared_transactions,
 )
-from actions.database.pitr import (
-    KnownGood,
-    RestoreToTime,
-    archive_window,
-    choose_base,
-    describe_loss,
-    exact,
-    newest_migration,
-    pgbackrest_window,
-)
+from actions.database.pitr import RestoreToTime, describe_loss
+from actions.database.points import default_ref, rollback_points
 from actions.database.rds import (
     RDS_ID_MAX,
     RdsRestoreToTime,
@@ -87,6 +63,7 @@ from actions.database.rds import (
     rds_stamp,
     restorable_window,
 )
+from actions.database.resume import restore_step
 from actions.database.selfhosted import (
     RECOVERY_MARKER,
     Backup,
@@ -96,6 +73,7 @@ from actions.database.selfhosted import (
     list_backups,
 )
 from actions.database.verification import DEFAULT_VERIFICATION, VerifyDatabase
+from actions.database.wal_archive import archive_window, choose_base, pgbackrest_window
 
 
 class DatabaseTarget:
@@ -167,141 +145,13 @@ class DatabaseTarget:
 
     def points(self) -> list[RollbackPoint]:
         """List the rollback points of every allowed method, each group newest first."""
-        listers = {
-            "backup": self._backup_points,
-            "pitr": self._pitr_points,
-            "migration": self._migration_points,
-        }
-        return [point for method in self.params.methods for point in listers[method]()]
-
-    def _backup_points(self) -> list[RollbackPoint]:
-        """Every dump, newest first. Never the default: the bot's own pre-rollback dumps, and
-        dumps taken after the change (the newest migration, or the last known healthy time)
-        when a dump from before it exists: restoring them keeps the change."""
-        now, backups = self.now(), self.backups()
-        good = self._before_change(backups)
-        own = "the bot's own pre-rollback backup: the state a rollback moved away from"
-        return [
-            RollbackPoint(
-                f"backup:{b.path}",
-                b.label(now),
-                b.taken_at,
-                avoid=own
-                if b.pre_rollback
-                else f"taken {good.later}: it has the change in it"
-                if good is not None and b.taken_at > good.moment
-                else "",
-            )
-            for b in backups
-        ]
-
-    def _before_change(self, backups: list[Backup]) -> KnownGood | None:
-        """The latest known-good time, when some regular dump was taken before it."""
-        found, _ = self._known_goods()
-        good = max(found, key=lambda g: g.moment, default=None)
-        regular = [b for b in backups if not b.pre_rollback]
-        if good is None or not any(b.taken_at <= good.moment for b in regular):
-            return None
-        return good
-
-    def _pitr_points(self) -> list[RollbackPoint]:
-        """The time just before the change (the default), then the rest of the window.
-
-        The window's end is offered but never the default: recovering to the last archived
-        commit undoes nothing and loses the writes not archived yet.
-        """
-        window = self.pitr_window()
-        if window is None:
-            return []
-        earliest, latest = window
-        span = f"point in time ({self.pitr_source}): any time from {iso(earliest)} to {iso(latest)}"
-        good, unknown = self._known_good(window)
-        avoid = (
-            "the last archived commit: recovering there undoes nothing and loses the writes "
-            "not archived yet; choose the time just before the change"
-        )
-        if good is None:
-            avoid += f" ({unknown})"
-        last = RollbackPoint(pitr_ref(latest), span, latest, avoid=avoid)
-        if good is None:
-            return [last]
-        return [RollbackPoint(pitr_ref(good.moment), f"{good.label} · {span}", good.moment), last]
-
-    def _known_good(self, window: tuple[datetime, datetime]) -> tuple[KnownGood | None, str]:
-        """The latest time the database is known to have been good at inside the window,
-        else None and why none is known."""
-        found, why = self._known_goods()
-        inside = [g for g in found if window[0] <= g.moment <= window[1]]
-        if not inside:
-            outside = ", ".join(g.label for g in found)
-            return None, (f"{outside}: outside the window" if found else why)
-        return max(inside, key=lambda g: g.moment), ""
-
-    def _known_goods(self) -> tuple[list[KnownGood], str]:
-        """Just before the newest migration, and the last known healthy time the bot passed
-        in; with why the first is missing."""
-        found: list[KnownGood] = []
-        why = "no migration table records when it was applied"
-        try:
-            # best effort, read each time the points are listed: a short connect timeout
-            with connect(self.params.connection, timeout=3.0) as pg:
-                migration = newest_migration(pg, detect(pg, self.params.migrations_table))
-            if migration is not None:
-                found.append(migration)
-        except (PlanningError, psycopg.Error) as error:
-            why = f"the migration table could not be read: {first_line(error)}"
-        if self.healthy_at is not None:
-            at = self.healthy_at.astimezone(UTC)
-            said = f"{at:%Y-%m-%d %H:%M:%S} UTC"
-            found.append(
-                KnownGood(at, f"last known healthy at {said}", f"after the last healthy {said}")
-            )
-        return found, why
-
-    def _migration_points(self) -> list[RollbackPoint]:
-        planner = MigrationPlanner(self.params)
-        found = planner.detect()
-        tool = TOOL_NAMES[found.tool].split(" (")[0]
-        return [
-            RollbackPoint(f"migration:{v}", f"{tool} migration {v} · current", is_current=True)
-            if i == 0
-            else RollbackPoint(
-                f"migration:{v}", f"{tool} migration {v} · rolls back {n} newer migration(s)"
-            )
-            for i, (v, n) in enumerate(planner.points(found))
-        ]
+        return rollback_points(self)
 
     # -- resolving refs
 
     def default_ref(self) -> str:
         """Return the default point of the first allowed method."""
-        method = self.params.methods[0]
-        if method == "backup":
-            backups = self.backups()
-            good = self._before_change(backups)
-            regular = [
-                b
-                for b in backups
-                if not b.pre_rollback and (good is None or b.taken_at <= good.moment)
-            ]
-            if regular or backups:
-                return f"backup:{(regular or backups)[0].path}"
-        elif method == "pitr":
-            window = self.pitr_window()
-            if window:
-                good, unknown = self._known_good(window)
-                if good is not None:
-                    return pitr_ref(good.moment)
-                raise PlanningError(
-                    f"no default point in time for {self.dbname}: {unknown}, and no last known "
-                    "healthy time was given; choose the time just before the change (the last "
-                    "archived commit would undo nothing)"
-                )
-        else:
-            versions = self.applied_migrations()
-            if len(versions) > 1:
-                return f"migration:{versions[1]}"
-        raise PlanningError(f"no {method} rollback point for {self.dbname}")
+        return default_ref(self)
 
     def _resolve(self, ref: str | None) -> tuple[Method, str]:
         method, value = parse_ref(ref or self.default_ref())
@@ -309,7 +159,7 @@ class DatabaseTarget:
             raise PlanningError(f"{method} rollback is not allowed for {self.dbname}")
         return method, value
 
-    def _backup_path(self, value: str) -> Path:
+    def backup_path(self, value: str) -> Path:
         if self.params.backups is None:
             raise PlanningError(f"no backups directory is configured for {self.dbname}")
         directory = Path(self.params.backups).resolve()
@@ -358,7 +208,7 @@ class DatabaseTarget:
         try:
             method, value = self._resolve(ref)
             if method == "backup":
-                return self._backup_checks(self._backup_path(value))
+                return self._backup_checks(self.backup_path(value))
             if method == "pitr":
                 moment = parse_time(value)
                 if self.pitr_source is None:
@@ -483,7 +333,7 @@ class DatabaseTarget:
         """Resolve `ref` into steps, or raise PlanningError before anything runs."""
         method, value = self._resolve(ref)
         if method == "backup":
-            return self._backup_plan(self._backup_path(value))
+            return self._backup_plan(self.backup_path(value))
         if method == "pitr":
             moment = parse_time(value)
             if self.params.rds is not None:
@@ -496,7 +346,7 @@ class DatabaseTarget:
     def _verify_live(self) -> VerifyDatabase:
         return VerifyDatabase(self.params.connection, self.queries)
 
-    def _pre_rollback(self, *, aside: bool = False) -> PreRollbackBackup:
+    def pre_rollback(self, *, aside: bool = False) -> PreRollbackBackup:
         if self.params.backups is None:
             raise PlanningError(
                 f"no backups directory is configured for {self.dbname}: the pre-rollback "
@@ -540,7 +390,7 @@ class DatabaseTarget:
             stage=[restore, self._verify_recovery()],
             rollback=[swap],
             verify=[self._verify_live()],
-            keep=[self._pre_rollback(aside=True)],
+            keep=[self.pre_rollback(aside=True)],
             notes=[
                 *(notes or []),
                 f"Restores {path.name} ({human_size(size)}, read back whole) into "
@@ -590,7 +440,7 @@ class DatabaseTarget:
             self.now,
             source=f"{self.dbname} recovered to {exact(moment)} from the {self.pitr_source}",
         )
-        keep: list[Action] = [self._pre_rollback(aside=True)] if self.params.backups else []
+        keep: list[Action] = [self.pre_rollback(aside=True)] if self.params.backups else []
         return TargetPlan(
             stage=[restore, self._verify_recovery()],
             rollback=[swap],
@@ -686,7 +536,7 @@ class DatabaseTarget:
         if force:
             notes = [*notes, "force has no effect on a migration rollback"]
         return TargetPlan(
-            prepare=[self._pre_rollback()],
+            prepare=[self.pre_rollback()],
             rollback=rollback.steps,
             verify=[self._verify_live()],
             notes=notes,
@@ -698,146 +548,4 @@ class DatabaseTarget:
         """Rebuild the approved step `name` from its stored spec, without reading the live
         system (the resume contract in actions.base); paths must still lie in the configured
         directories."""
-        builders: dict[str, Callable[[dict[str, Any]], Action]] = {
-            "database.pre_rollback_backup": lambda s: self._pre_rollback(
-                aside=bool(s.get("aside"))
-            ),
-            "database.restore_into_recovery": self._restore_recovery,
-            "database.verify": self._restore_verify,
-            "database.swap": lambda s: SwapDatabases(
-                self.params.connection,
-                self._recovery_name(s["recovery"]),
-                self.params.swap_timeout,
-                self.now,
-                source=str(s["source"]),
-            ),
-            "database.pitr_restore": self._restore_pitr,
-            "database.drop_scratch": lambda s: DropScratch(
-                self.params.connection, self._recovery_name(s["scratch"], drill=True)
-            ),
-            "database.migration_rollback": lambda s: RollbackMigration(
-                self.params.connection,
-                str(s["table"]),
-                str(s["version"]),
-                self._script(s["script"]),
-                self.params.restore_timeout,
-            ),
-            "database.golang_migrate_down": lambda s: GolangMigrateDown(
-                self.params.connection,
-                str(s["table"]),
-                int(s["version"]),
-                None if s["previous"] is None else int(s["previous"]),
-                self._script(s["script"]),
-                self.params.restore_timeout,
-            ),
-            "database.flyway_undo": lambda s: FlywayUndo(
-                self.params.connection,
-                str(s["table"]),
-                str(s["version"]),
-                self._script(s["script"]),
-                self.params.restore_timeout,
-            ),
-            "database.alembic_downgrade": self._restore_alembic,
-            "database.rds_restore": lambda s: RdsRestoreToTime(
-                self._rds(),
-                str(s["restored_id"]),
-                parse_time(s["restore_time"]),
-                self.params.restore_timeout,
-            ),
-            "database.rds_swap": lambda s: RdsSwap(
-                self._rds(), str(s["restored_id"]), self.params.restore_timeout, self.now
-            ),
-            "database.aurora_restore": lambda s: AuroraRestoreToTime(
-                self._rds(),
-                str(s["restored_cluster"]),
-                str(s["restored_writer"]),
-                parse_time(s["restore_time"]),
-                self.params.restore_timeout,
-            ),
-            "database.aurora_swap": lambda s: AuroraSwap(
-                self._rds(), str(s["restored_cluster"]), self.params.restore_timeout, self.now
-            ),
-        }
-        if name not in builders:
-            raise PlanningError(f"database target {self.dbname} has no step called {name!r}")
-        try:
-            return builders[name](spec)
-        except (KeyError, TypeError, ValueError) as error:
-            raise PlanningError(f"stored spec of {name} is not usable: {error!r}") from error
-
-    def _recovery_name(self, name: object, *, drill: bool = False) -> str:
-        """The recovery database's name; with `drill`, a drill's scratch database's too."""
-        allowed = (f"{self.dbname}_recovery", *(scratch_names(self.dbname) if drill else ()))
-        if name not in allowed:
-            raise PlanningError(f"{name!r} is not the recovery database of {self.dbname}")
-        return str(name)
-
-    def _rds(self) -> RdsInstance:
-        if self.params.rds is None:
-            raise PlanningError(f"{self.dbname} has no RDS instance configured")
-        return self.params.rds
-
-    def _script(self, path: object) -> Path:
-        directory = Path(self.params.migrations or "/nonexistent").resolve()
-        script = Path(str(path)).resolve()
-        if directory not in script.parents:
-            raise PlanningError(f"{path} is not in the migrations directory {directory}")
-        return script
-
-    def _restore_recovery(self, spec: dict[str, Any]) -> Action:
-        return RestoreIntoRecovery(
-            self.params.connection,
-            self._backup_path(str(spec["dump"])),
-            self._recovery_name(spec["recovery"], drill=True),
-            int(spec["jobs"]),
-            self.params.restore_timeout,
-        )
-
-    def _restore_verify(self, spec: dict[str, Any]) -> Action:
-        database = str(spec["database"])
-        conn = on_database(self.params.connection, database)
-        if database in scratch_names(self.dbname):
-            return VerifyDatabase(conn, self.queries)
-        if database not in (self.dbname, f"{self.dbname}_recovery"):
-            raise PlanningError(f"{database!r} is neither {self.dbname} nor its recovery database")
-        instance = spec.get("instance_id")
-        if instance is None and database != self.dbname:
-            return VerifyDatabase(conn, self.queries, swapped_into=self.dbname)
-        if instance is None:
-            return VerifyDatabase(conn, self.queries)
-        return VerifyDatabase(conn, self.queries, rds=self._rds(), instance_id=str(instance))
-
-    def _restore_pitr(self, spec: dict[str, Any]) -> Action:
-        source = self.params.archive or self.params.pgbackrest
-        if source is None:
-            raise PlanningError(f"{self.dbname} has no WAL archive or pgBackRest configured")
-        base = str(spec["base"])
-        if self.params.archive is not None:
-            directory = Path(self.params.archive.base_backups).resolve()
-            if directory not in Path(base).resolve().parents:
-                raise PlanningError(f"{base} is not in the base backups directory {directory}")
-        return RestoreToTime(
-            self.params.connection,
-            source,
-            parse_time(spec["moment"]),
-            bool(spec["inclusive"]),
-            base,
-            self._recovery_name(spec["recovery"], drill=True),
-            int(spec["jobs"]),
-            self.queries,
-            self.params.restore_timeout,
-        )
-
-    def _restore_alembic(self, spec: dict[str, Any]) -> Action:
-        command = self.params.alembic_command
-        if not command:
-            raise PlanningError("alembic_command is no longer configured")
-        return AlembicDowngrade(
-            self.params.connection,
-            str(spec["table"]),
-            list(command),
-            self.params.alembic_directory,
-            str(spec["revision"]),
-            self.params.restore_timeout,
-            tuple(str(h) for h in spec.get("heads", ())),
-        )
+        return restore_step(self, name, spec)

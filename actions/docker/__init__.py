@@ -2,9 +2,10 @@
 
 Modules: `engine` (the Engine API client and version negotiation), `settings`
 (what a container carries over to its successor), `auth` (registry
-credentials for pulls), `swap` (the SwapContainer step: swap by rename, health,
-switch back, resumable), `target` (DockerTarget: points, checks, plan,
-restore). Each module's docstring gives its design reasoning.
+credentials for pulls), `swap` (the SwapContainer step: swap by rename,
+switch back, resumable), `health` (whether the new container is healthy),
+`target` (DockerTarget: points, checks, plan, restore). Each module's
+docstring gives its design reasoning.
 
 Only the light `params` module is imported with the package; every other name
 is imported where it is first used (`actions.exports.lazy`), so reading the

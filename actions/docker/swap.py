@@ -6,12 +6,7 @@ to. So the old container is stopped, its restart policy set to `no` (a
 daemon restart must not bring it back beside its successor) and renamed
 `<name>-rollback-<time>`; the new one is created under the original name with
 every setting carried over (`actions.docker.settings`), connected to the other
-networks, started and watched. Healthy means all of: the container stays
-running, not restarting, not OOM-killed and with its restart count unchanged
-for the settle period (a crash-looping image with `--restart always` is
-"running" between crashes, and one without a policy exits only after a moment,
-so one look right after start proves nothing); its own Docker healthcheck, when
-it has one, reports healthy; the configured health URL answers 2xx. Any
+networks, started and watched until healthy (`actions.docker.health`). Any
 failure after the old container was stopped switches back: the new container
 is removed, the old one gets its name and restart policy back and is started,
 and the message says what failed in the engine's words and what the host runs
@@ -66,19 +61,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from actions import voice
 from actions.base import ActionError, PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.docker.auth import registry_auth
 from actions.docker.engine import DockerClient, EngineUnreachable, short_id
+from actions.docker.health import POLL, Settling, state_problem
 from actions.docker.params import SWITCH_BACK_RESERVE
 from actions.docker.settings import recreation, settings_summary, successor
-from actions.http.health import HEALTH_REQUEST_TIMEOUT, check_health
-from actions.http.request import plural
-
-POLL = 0.25
-"""Seconds between looks at the new container while it settles."""
-RESTART_GRACE = 5.0
-"""Seconds spent catching a restarted container between runs, to read its exit code."""
 
 
 def memory_key(container: str) -> str:
@@ -184,7 +172,6 @@ class _Swap:
     ctx: StepContext
     client: DockerClient
     lines: list[str] = field(default_factory=list)
-    _last_answer: str = "none"
 
     # -- the record -------------------------------------------------------------------------
 
@@ -314,7 +301,7 @@ class _Swap:
             for step in order[position:]:
                 record = steps[step](record)
             if record["phase"] == "started":
-                self._verify(record)
+                Settling(self.action, self.client, self.ctx.deadline, self._say).verify(record)
                 healthy_at = datetime.now(UTC).isoformat(timespec="seconds")
                 record = self._save(record, phase="verified", healthy_at=healthy_at)
         except EngineUnreachable:
@@ -384,90 +371,6 @@ class _Swap:
         self.client.start(record["new_id"])
         self._say(f"started {record['name']} ({short_id(record['new_id'])})")
         return self._save(record, phase="started")
-
-    # -- health -----------------------------------------------------------------------------
-
-    def _verify(self, record: dict[str, Any]) -> None:
-        """Wait until the new container is healthy by every measure, or raise PermanentError."""
-        action = self.action
-        now = time.monotonic()
-        deadline = min(self.ctx.deadline - SWITCH_BACK_RESERVE, now + action.health_timeout)
-        settled_at = now + action.settle
-        url_answer = None if action.health_url else "not configured"
-        restarted_at: float | None = None
-        cadence = voice.Cadence(now)
-        while True:
-            container = self._new_container(record)
-            problem = state_problem(container, restarts=0)
-            if problem and problem.startswith("restarted"):
-                # Running again after a restart: the engine has reset its exit code, so
-                # look a little longer to catch it restarting and name the exit code.
-                restarted_at = restarted_at or time.monotonic()
-                if time.monotonic() < restarted_at + RESTART_GRACE:
-                    time.sleep(POLL / 5)
-                    continue
-            check = self._own_health(record, container, problem)
-            if action.health_url and url_answer is None:
-                url_answer = self._probe(str(action.health_url), deadline)
-            waiting = [
-                *([f"its healthcheck is {check}"] if check not in (None, "healthy") else []),
-                *([f"{action.health_url} has not answered 2xx"] if url_answer is None else []),
-                *(["it has not run its settle period"] if time.monotonic() < settled_at else []),
-            ]
-            if not waiting:
-                break
-            if cadence.due():  # never silent for long
-                self._say(f"waiting for {record['name']}: " + "; ".join(waiting))
-            if time.monotonic() > deadline:
-                raise PermanentError(
-                    f"{record['name']} ({action.to_image}) is not healthy in time: "
-                    + "; ".join(waiting)
-                    + (f" (last answer: {self._last_answer})" if url_answer is None else "")
-                )
-            time.sleep(POLL)
-        self._say(
-            f"{record['name']} stayed running for {action.settle:g}s"
-            + (f", healthcheck {check}" if check else "")
-            + (f", {action.health_url} answered {url_answer}" if action.health_url else "")
-        )
-
-    def _new_container(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Inspect the new container, or raise PermanentError saying how it went."""
-        container = self.client.container(record["new_id"])
-        if container is None and record.get("autoremove"):
-            code = self.client.exit_code(record["new_id"])
-            raise PermanentError(
-                f"{record['name']} ({self.action.to_image}) exited"
-                + (f", exit code {code}," if code is not None else "")
-                + " and the engine removed it (it runs with --rm)"
-            )
-        if container is None:
-            raise PermanentError(f"the new container {record['name']} disappeared")
-        return container
-
-    def _own_health(
-        self, record: dict[str, Any], container: dict[str, Any], problem: str | None
-    ) -> str | None:
-        """Raise if the container failed or its own healthcheck says unhealthy; else its status."""
-        if problem:
-            raise PermanentError(f"{record['name']} ({self.action.to_image}) {problem}")
-        check: str | None = (container["State"].get("Health") or {}).get("Status")
-        if check == "unhealthy":
-            raise PermanentError(
-                f"{record['name']} ({self.action.to_image}) is unhealthy by its own healthcheck: "
-                f"{last_check(container)}"
-            )
-        return check
-
-    def _probe(self, url: str, deadline: float) -> str | None:
-        timeout = max(0.5, min(HEALTH_REQUEST_TIMEOUT, deadline - time.monotonic()))
-        health = check_health(url, timeout=timeout)
-        self._last_answer = health.answer
-        return (
-            (str(health.status) if health.status is not None else health.answer)
-            if health.ok
-            else None
-        )
 
     # -- switching back ---------------------------------------------------------------------
 
@@ -620,34 +523,3 @@ class _Swap:
         data |= {"to_image": action.to_image, "to_image_id": (record or {}).get("image_id", "")}
         data |= {"healthy_at": (record or {}).get("healthy_at")}
         return StepResult(summary=summary, output="\n".join(self.lines), skipped=skipped, data=data)
-
-
-def state_problem(container: dict[str, Any], *, restarts: int | None) -> str | None:
-    """Name what is wrong with a container's state, or None when it runs steadily."""
-    state = container["State"]
-    code = state.get("ExitCode")
-    if state.get("OOMKilled"):
-        return f"was OOM-killed (exit code {code})"
-    count = container.get("RestartCount", 0)
-    if state.get("Restarting"):
-        again = (
-            f" (restarted {plural(count - restarts, 'time')})"
-            if restarts is not None and count
-            else ""
-        )
-        return f"is restarting, exit code {code}{again}"
-    if not state.get("Running"):
-        return f"is {state.get('Status')}, exit code {code}"
-    if restarts is not None and count != restarts:
-        times = plural(count - restarts, "time")
-        return f"restarted {times} (the engine resets the exit code on restart)"
-    return None
-
-
-def last_check(container: dict[str, Any]) -> str:
-    """The healthcheck's last answer: its exit code and output."""
-    log = (container["State"].get("Health") or {}).get("Log") or []
-    if not log:
-        return "no check output"
-    last = log[-1]
-    return f"exit code {last.get('ExitCode')}: {str(last.get('Output') or '').strip()[:200]}"

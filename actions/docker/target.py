@@ -62,9 +62,10 @@ from actions.docker.evidence import (
     docker_evidence,
     setup_findings,
 )
+from actions.docker.health import last_check, state_problem
 from actions.docker.params import DockerParams
 from actions.docker.settings import HISTORY_LABEL
-from actions.docker.swap import SwapContainer, last_check, state_problem
+from actions.docker.swap import SwapContainer
 from actions.http.request import plural
 
 OCI_VERSION = "org.opencontainers.image.version"

@@ -7,7 +7,9 @@ Modules: `client` (the API client, reading a Deployment, error translation),
 OrderedReady StatefulSet), `workers` (stop and restart worker Deployments),
 `autoscaling` (KEDA and HPAs on the workers), `gitops` and `owners` (Argo CD,
 Flux and Helm owners and the parents that hold them), `target`
-(KubernetesTarget), `params` (its parameters, pydantic only). Each module's
+(KubernetesTarget), `workload_target` (its StatefulSet and DaemonSet part),
+`revisions` (a revision as a ref names it and people pick it), `evidence` (the
+verdict's evidence), `params` (its parameters, pydantic only). Each module's
 docstring gives its design reasoning.
 
 Only `params` is imported with the package; every other name is imported

@@ -32,7 +32,7 @@ from typing import Any, cast
 from kubernetes.client import ApiClient, AutoscalingV2Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from actions.base import PermanentError
+from actions.base import ActionError, PermanentError, PlanningError
 from actions.kubernetes.client import REQUEST_TIMEOUT, api_for, kube_errors, merge_patch_custom
 
 KEDA = ("keda.sh", "v1alpha1", "scaledobjects")
@@ -109,6 +109,35 @@ def hpas(api: ApiClient, *, namespace: str, workers: tuple[str, ...]) -> list[Au
                     )
                 )
     return found
+
+
+def worker_notes(api: ApiClient, *, namespace: str, workers: tuple[str, ...]) -> list[str]:
+    """Say which autoscalers act on the workers; refuse an HPA that scales from zero."""
+    if not workers:
+        return []
+    try:
+        keda = scaled_objects(api, namespace=namespace, workers=workers)
+        scaling = hpas(api, namespace=namespace, workers=workers)
+    except ActionError as exc:
+        raise PlanningError(f"cannot list the workers' autoscalers: {exc}") from exc
+    from_zero = [h for h in scaling if h.min_replicas == 0]
+    if from_zero:
+        names = ", ".join(f"{h.label} (deployment/{h.worker})" for h in from_zero)
+        raise PlanningError(
+            f"{names} has minReplicas 0, so it may scale the stopped worker up during the "
+            "rollback; set minReplicas to 1 or more, or leave that worker out"
+        )
+    notes = [
+        f"{k.label} autoscales deployment/{k.worker}: paused at 0 replicas while the workers "
+        "are stopped, its own pause annotations put back after"
+        for k in keda
+    ]
+    notes += [
+        f"{h.label} autoscales deployment/{h.worker}: it does nothing while the worker has 0 "
+        "replicas (ScalingDisabled) and takes over again once it is restarted"
+        for h in scaling
+    ]
+    return notes
 
 
 def _memory_key(namespace: str, name: str) -> str:

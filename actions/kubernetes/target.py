@@ -5,12 +5,9 @@ or a DaemonSet (revisions are ControllerRevisions), configured as
 `workload: deployment|statefulset|daemonset` with `name:`; `deployment: NAME`
 still works for a Deployment, as older configs say. The plan is the undo to
 one resolved revision, then rollout status, with the configured worker
-Deployments stopped before and started after. A StatefulSet or DaemonSet
-must use the RollingUpdate strategy: with OnDelete the undo would change the
-template and no pod, so planning refuses; a StatefulSet partition is
-respected (pods below it keep their revision) and named in the plan. An
-OrderedReady StatefulSet's undo is followed by its forced rollback (forced.py):
-the pods stuck on the bad revision are deleted, as the plan says.
+Deployments stopped before and started after. What is particular to a
+StatefulSet or DaemonSet (strategy, partition, forced rollback) is in
+workload_target.py; the verdict's evidence in evidence.py.
 
 Before approval the plan names who else deploys the workload and its workers
 (Argo CD, Flux, Helm: gitops.py), with the Argo CD parents that would switch
@@ -22,17 +19,15 @@ suspending the owners' automatic sync (`gitops_guard: false` turns that off).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes.client import (
     ApiClient,
     AppsV1Api,
-    V1ControllerRevision,
     V1Deployment,
     V1ReplicaSet,
-    V1StatefulSet,
 )
 from kubernetes.client.exceptions import ApiException
 
@@ -41,7 +36,6 @@ from actions.base import (
     ActionError,
     Check,
     Finding,
-    Level,
     PermanentError,
     PlanningError,
     RollbackPoint,
@@ -49,9 +43,8 @@ from actions.base import (
     TemporaryError,
     rebuild_step,
 )
-from actions.clock import ago
 from actions.git.drill import WithdrawProposal
-from actions.git.step import ProposeGitChange, access_findings, image_pairs
+from actions.git.step import ProposeGitChange
 from actions.kubernetes import access, autoscaling, gitops, rollouts
 from actions.kubernetes.client import (
     ReadOnce,
@@ -61,11 +54,13 @@ from actions.kubernetes.client import (
     read_deployment,
 )
 from actions.kubernetes.drill import ConfirmReconcile, DrillHold, ResumeSync
+from actions.kubernetes.evidence import kubernetes_evidence
 from actions.kubernetes.forced import ForcedRollback, needs_forcing
-from actions.kubernetes.images import image_findings, pull_secret_names
-from actions.kubernetes.owners import Owner, is_parent, owner_note, parent_note
+from actions.kubernetes.images import pull_secret_names
+from actions.kubernetes.owners import Owner, is_parent, owner_note
 from actions.kubernetes.params import KubernetesParams
 from actions.kubernetes.recheck import TemplateCheck, recheck_deployment, recheck_workload
+from actions.kubernetes.revisions import parse_revision, revision_point
 from actions.kubernetes.rollout import (
     PAUSED,
     RolloutUndo,
@@ -81,31 +76,23 @@ from actions.kubernetes.rollout import (
 )
 from actions.kubernetes.status import RolloutStatus
 from actions.kubernetes.workers import StartWorkers, StopWorkers, replica_count
+from actions.kubernetes.workload_target import (
+    resolve,
+    workload_checks,
+    workload_kind,
+    workload_plan,
+    workload_points,
+)
 from actions.kubernetes.workloads import (
-    Kind,
-    Workload,
     WorkloadStatus,
     WorkloadUndo,
     dry_run_undo,
-    find_history,
-    history,
     matches,
     read_workload,
     revision_template,
-    workload_history,
 )
 from actions.kubernetes.workloads import images as template_images
 from actions.reads import Reads
-from actions.registry import image_labels
-from actions.undone import undone
-
-
-def _parse_ref(ref: str | None) -> int:
-    text = (ref or "0").strip().removeprefix("rev").strip()
-    if not text.isdigit():
-        raise PlanningError(f"{ref!r} is not a revision number")
-    return int(text)
-
 
 STEPS = (
     RolloutUndo,
@@ -133,26 +120,6 @@ class RevisionFacts:
     images: tuple[str, ...]
     pull_secrets: list[str]
     created_at: datetime | None
-
-
-BLOCKING = frozenset(
-    {
-        "deployment found",
-        "rollback revision exists",
-        "deployment not paused",
-        "update strategy RollingUpdate",
-        "workers found",
-        "permissions granted (SelfSubjectAccessReview)",
-        "undo accepted by the API server (dry run)",
-    }
-)
-
-
-def _weigh(check: Check) -> Finding:
-    """A passing check is evidence; a failing one blocks, or is risky if it only fails to tell."""
-    level = Level.OK if check.ok else Level.BLOCKED if check.name in BLOCKING else Level.RISKY
-    words = f"{check.name}: {check.detail}" if check.detail else check.name
-    return Finding(level, words if check.ok else f"{check.name} fails: {check.detail}", check.name)
 
 
 class KubernetesTarget:
@@ -183,7 +150,7 @@ class KubernetesTarget:
     def points(self) -> list[RollbackPoint]:
         """List revisions newest first, the running one marked."""
         if self.params.workload != "deployment":
-            return self._workload_points()
+            return workload_points(self)
         deployment, owned = read_with_replica_sets(
             self.apps, namespace=self.params.namespace, name=self.params.name
         )
@@ -192,7 +159,7 @@ class KubernetesTarget:
         now = datetime.now(UTC)
         return [
             dataclasses.replace(
-                _revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now),
+                revision_point(r.number, r.images, r.created_at, current=r.is_current, now=now),
                 unready=unready if r.is_current else "",
             )
             for r in history
@@ -202,7 +169,7 @@ class KubernetesTarget:
         """Check the revision exists and differs, the Deployment is not paused, workers exist."""
         if self.params.workload != "deployment":
             return [
-                *self._workload_checks(ref),
+                *workload_checks(self, ref),
                 self._workers_check(),
                 self._owner_check(),
                 self._access_check(),
@@ -226,94 +193,8 @@ class KubernetesTarget:
         ]
 
     def evidence(self, ref: str | None) -> list[Finding]:
-        """The reversibility verdict's evidence: the checks weighed, owners named, images pulled.
-
-        A failed check blocks (the undo cannot work as planned); an owner that deploys
-        from Git or Helm is risky (it puts the bad version back); each image of the
-        revision is asked for at its registry (actions.kubernetes.images).
-        """
-        findings = [
-            _weigh(c) for c in self.checks(ref) if not (c.name == "GitOps owner known" and c.ok)
-        ]
-        try:
-            owners = self.owners(tuple(self.params.workers))
-        except ActionError:
-            owners = []  # the weighed owner check says why
-        findings += [
-            Finding(
-                Level.RISKY,
-                f"{o.label} owns {', '.join(o.workloads)} and "
-                + ("syncs automatically" if o.automatic else "does not sync automatically")
-                + ": it puts the bad version back unless it is reverted at its source first",
-                basis=f"owner {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
-            )
-            for o in owners
-            if not is_parent(o)
-        ]
-        findings += [
-            Finding(
-                Level.RISKY if o.automatic else Level.OK,
-                parent_note(o),
-                basis=f"parent {o.tool} {o.namespace}/{o.name} automatic={o.automatic}",
-            )
-            for o in owners
-            if is_parent(o)
-        ]
-        findings += self._autoscaler_findings()
-        findings += self._volume_findings()
-        if self.params.git is not None:
-            findings += access_findings(self.params.git)
-        if self.params.changes is not None:
-            findings += self._undone_findings(ref)
-        try:
-            revision = self.revision_facts(ref)
-        except ActionError:
-            return findings  # the weighed revision check says why
-        if not self.params.verify_images:
-            text = "images not checked in their registries (verify_images: false)"
-            return [*findings, Finding(Level.OK, text, basis="images not checked")]
-        return findings + image_findings(
-            self.apps.api_client,
-            namespace=self.params.namespace,
-            images=revision.images,
-            secrets=revision.pull_secrets,
-        )
-
-    def _volume_findings(self) -> list[Finding]:
-        """A StatefulSet's volumeClaimTemplates: its PersistentVolumeClaims are not rolled back.
-
-        The StatefulSet controller never deletes or changes a pod's claims when the template
-        goes back (stateful_set_control.go only creates missing ones), so whatever the bad
-        version wrote to them stays: the rollback cannot make that safe, the verdict says so.
-        """
-        if self.params.workload != "statefulset":
-            return []
-        try:
-            sts = self._read_target()
-        except ActionError:
-            return []  # the workload checks say why
-        claims = [object_meta(c).name or "" for c in (sts.spec.volume_claim_templates or [])]
-        if not claims:
-            return []
-        return [
-            Finding(
-                Level.RISKY,
-                f"statefulset/{self.params.name} keeps its PersistentVolumeClaims "
-                f"({', '.join(f'{c}-{self.params.name}-N' for c in claims)}): the rollback "
-                "restores the pod template, not the data the bad version wrote there; if it "
-                "changed the data or its format, restore the data as well",
-                basis=f"volumeClaimTemplates {','.join(claims)}",
-            )
-        ]
-
-    def _autoscaler_findings(self) -> list[Finding]:
-        """The workers' autoscalers: handled (KEDA paused, HPA idle at 0), or blocking."""
-        try:
-            workers, _ = self._usable_workers(force=True)
-            notes = self._autoscaler_notes(workers)
-        except PlanningError as exc:
-            return [Finding(Level.BLOCKED, str(exc), "autoscaler refused")]
-        return [Finding(Level.OK, n, n.split(":", 1)[0]) for n in notes]
+        """The reversibility verdict's evidence: the checks weighed, owners named, images pulled."""
+        return kubernetes_evidence(self, ref)
 
     def revision_facts(self, ref: str | None) -> RevisionFacts:
         """The revision `ref` would restore: its number, images, pull secrets, creation time."""
@@ -322,7 +203,7 @@ class KubernetesTarget:
             deployment, owned = read_with_replica_sets(
                 self.apps, namespace=p.namespace, name=p.name
             )
-            target = find_revision(deployment, owned, _parse_ref(ref))
+            target = find_revision(deployment, owned, parse_revision(ref))
             template = self.apps.api_client.sanitize_for_serialization(
                 target.spec.template if target.spec else None
             )
@@ -332,7 +213,7 @@ class KubernetesTarget:
                 pull_secrets=pull_secret_names(template or {}),
                 created_at=object_meta(target).creation_timestamp,
             )
-        _, revision, _, _ = self._resolve(ref)
+        _, revision, _, _ = resolve(self, ref)
         template = revision_template(revision)
         return RevisionFacts(
             number=int(revision.revision or 0),
@@ -346,7 +227,7 @@ class KubernetesTarget:
     ) -> Check:
         name = "rollback revision exists"
         try:
-            target = find_revision(deployment, owned, _parse_ref(ref))
+            target = find_revision(deployment, owned, parse_revision(ref))
         except ActionError as exc:
             return Check(name, False, str(exc))
         number = revision_of(target)
@@ -395,12 +276,12 @@ class KubernetesTarget:
         """
         p = self.params
         if p.workload != "deployment":
-            return self._workload_plan(ref, force=force)
+            return workload_plan(self, ref, force=force)
         try:
             deployment, owned = read_with_replica_sets(
                 self.apps, namespace=p.namespace, name=p.name
             )
-            target = find_revision(deployment, owned, _parse_ref(ref))
+            target = find_revision(deployment, owned, parse_revision(ref))
         except ActionError as exc:
             raise PlanningError(f"{exc}{self._rollout_hint(exc)}") from exc
         if deployment.spec is not None and deployment.spec.paused:
@@ -424,9 +305,9 @@ class KubernetesTarget:
             or 0,
             images=images_of(target),
         )
-        return self._assemble(undo, to_revision=undo.to_revision, images=undo.images, force=force)
+        return self.assemble(undo, to_revision=undo.to_revision, images=undo.images, force=force)
 
-    def _assemble(
+    def assemble(
         self,
         undo: Action,
         *,
@@ -437,8 +318,12 @@ class KubernetesTarget:
         after_undo: list[Action] | None = None,
     ) -> TargetPlan:
         p = self.params
-        workers, found = self._usable_workers(force=force)
-        notes = [*(notes or []), *found, *self._autoscaler_notes(workers)]
+        workers, found = self.usable_workers(force=force)
+        notes = [
+            *(notes or []),
+            *found,
+            *autoscaling.worker_notes(self.apps.api_client, namespace=p.namespace, workers=workers),
+        ]
         revert = f"set {p.workload}/{p.name} back to {', '.join(images)}"
         try:
             owners = self.owners(workers)
@@ -490,7 +375,7 @@ class KubernetesTarget:
                 ProposeGitChange(
                     source=p.git,
                     workload=f"{p.workload}/{p.name}",
-                    bad_images=self._running_images(),
+                    bad_images=self.running_images(),
                     good_images=images,
                 )
             )
@@ -507,48 +392,16 @@ class KubernetesTarget:
             notes=notes,
         )
 
-    def _undone_findings(self, ref: str | None) -> list[Finding]:
-        """What the rollback takes away: commits, security fixes, migrations, configuration."""
-        changes = self.params.changes
-        assert changes is not None
-        try:
-            good = self.revision_facts(ref).images
-            bad = self._running_images()
-        except ActionError:
-            return []  # the weighed revision check says why
-        pairs = image_pairs(bad, good)
-        if not pairs:
-            return []
-        was, to = pairs[0]
-        token = changes.token.read().get_secret_value() if changes.token else None
-        found = undone(
-            running=str(was),
-            target=str(to),
-            labels_of=image_labels,
-            repository=changes.repository,
-            token=token,
-            security=changes.security,
-            migrations=changes.migrations,
-            configuration=changes.configuration,
-        )
-        basis = f"undone {was.point()}..{to.point()}"
-        findings = [Finding(Level.OK, found.said(), basis=f"{basis} {found.known}")]
-        findings += [
-            Finding(Level.RISKY, f"the rollback {reason}", basis=f"{basis} {reason}")
-            for reason in found.risky
-        ]
-        return findings
-
-    def _running_images(self) -> tuple[str, ...]:
+    def running_images(self) -> tuple[str, ...]:
         """The images the workload's pod template names now (what the rollback replaces)."""
-        return images_of(self._read_target())
+        return images_of(self.read_target())
 
     def owners(self, workers: tuple[str, ...] = ()) -> list[Owner]:
         """The Argo CD, Flux or Helm owners of the workload and the workers, one entry each."""
         p = self.params
         if not p.gitops_guard:
             return []
-        metas = [(f"{p.workload}/{p.name}", object_meta(self._read_target()))]
+        metas = [(f"{p.workload}/{p.name}", object_meta(self.read_target()))]
         for worker in workers:
             try:
                 deployment = read_deployment(self.apps, namespace=p.namespace, name=worker)
@@ -608,7 +461,7 @@ class KubernetesTarget:
         if self.params.workload != "statefulset":
             return False
         try:
-            return needs_forcing(self._read_target())
+            return needs_forcing(self.read_target())
         except ActionError:
             return True  # the workload checks say why it cannot be read
 
@@ -621,7 +474,7 @@ class KubernetesTarget:
                 deployment, owned = read_with_replica_sets(
                     self.apps, namespace=p.namespace, name=p.name
                 )
-                target = find_revision(deployment, owned, _parse_ref(ref))
+                target = find_revision(deployment, owned, parse_revision(ref))
                 if same_template(target, deployment):
                     return Check(name, True, "nothing to change")
                 with kube_errors(f"dry run of the undo of deployment/{p.name}"):
@@ -629,15 +482,15 @@ class KubernetesTarget:
                         p.name, p.namespace, undo_patch(deployment, target), dry_run="All"
                     )
             else:
-                workload, revision, _, _ = self._resolve(ref)
+                workload, revision, _, _ = resolve(self, ref)
                 if matches(self.apps, workload, revision):
                     return Check(name, True, "nothing to change")
-                dry_run_undo(self.apps, self._kind, workload, revision)
+                dry_run_undo(self.apps, workload_kind(self), workload, revision)
         except ActionError as exc:
             return Check(name, False, str(exc))
         return Check(name, True, "the undo patch passes authorization, admission and validation")
 
-    def _read_target(self) -> Any:
+    def read_target(self) -> Any:
         p = self.params
         if p.workload == "deployment":
             return read_deployment(self.apps, namespace=p.namespace, name=p.name)
@@ -655,156 +508,6 @@ class KubernetesTarget:
             True,
             "; ".join(owner_note(o, revert="revert the release") for o in owners),
         )
-
-    def _autoscaler_notes(self, workers: tuple[str, ...]) -> list[str]:
-        """Say which autoscalers act on the workers; refuse an HPA that scales from zero."""
-        if not workers:
-            return []
-        api = self.apps.api_client
-        namespace = self.params.namespace
-        try:
-            keda = autoscaling.scaled_objects(api, namespace=namespace, workers=workers)
-            hpas = autoscaling.hpas(api, namespace=namespace, workers=workers)
-        except ActionError as exc:
-            raise PlanningError(f"cannot list the workers' autoscalers: {exc}") from exc
-        from_zero = [h for h in hpas if h.min_replicas == 0]
-        if from_zero:
-            names = ", ".join(f"{h.label} (deployment/{h.worker})" for h in from_zero)
-            raise PlanningError(
-                f"{names} has minReplicas 0, so it may scale the stopped worker up during the "
-                "rollback; set minReplicas to 1 or more, or leave that worker out"
-            )
-        notes = [
-            f"{k.label} autoscales deployment/{k.worker}: paused at 0 replicas while the workers "
-            "are stopped, its own pause annotations put back after"
-            for k in keda
-        ]
-        notes += [
-            f"{h.label} autoscales deployment/{h.worker}: it does nothing while the worker has 0 "
-            "replicas (ScalingDisabled) and takes over again once it is restarted"
-            for h in hpas
-        ]
-        return notes
-
-    # --- StatefulSet and DaemonSet ------------------------------------------------------------
-
-    @property
-    def _kind(self) -> Kind:
-        kind = self.params.workload
-        assert kind != "deployment"
-        return kind
-
-    def _workload_points(self) -> list[RollbackPoint]:
-        p = self.params
-        entries = workload_history(self.apps, self._kind, namespace=p.namespace, name=p.name)
-        now = datetime.now(UTC)
-        return [
-            _revision_point(e.number, e.images, e.created_at, current=e.is_current, now=now)
-            for e in entries
-        ]
-
-    def _resolve(self, ref: str | None) -> tuple[Workload, V1ControllerRevision, int, str | None]:
-        """Return the workload, the revision to restore, the current number, a strategy problem."""
-        p = self.params
-        workload = read_workload(self.apps, self._kind, namespace=p.namespace, name=p.name)
-        revisions = history(self.apps, workload)
-        target = find_history(_parse_ref(ref), revisions)
-        current = next((r for r in revisions if matches(self.apps, workload, r)), None)
-        strategy = workload.spec.update_strategy if workload.spec else None
-        problem = None
-        if strategy is None or strategy.type != "RollingUpdate":
-            kind = strategy.type if strategy is not None else "none"
-            problem = (
-                f"{self._kind}/{p.name} uses updateStrategy {kind}: a rollback would change its "
-                "template but no pod until someone deletes them; switch it to RollingUpdate or "
-                "roll back by hand"
-            )
-        return workload, target, int(current.revision or 0) if current else 0, problem
-
-    def _workload_checks(self, ref: str | None) -> list[Check]:
-        name = "rollback revision exists"
-        try:
-            workload, target, _, problem = self._resolve(ref)
-        except ActionError as exc:
-            return [Check(name, False, str(exc))]
-        number = int(target.revision or 0)
-        template = revision_template(target)
-        if matches(self.apps, workload, target):
-            found = Check(name, False, f"revision {number} is what it already runs")
-        else:
-            found = Check(name, True, f"revision {number}: {', '.join(template_images(template))}")
-        return [found, Check("update strategy RollingUpdate", problem is None, problem or "yes")]
-
-    def _workload_plan(self, ref: str | None, *, force: bool) -> TargetPlan:
-        p = self.params
-        try:
-            workload, target, current, problem = self._resolve(ref)
-        except ActionError as exc:
-            raise PlanningError(str(exc)) from exc
-        if problem is not None:
-            raise PlanningError(problem)
-        number = int(target.revision or 0)
-        if matches(self.apps, workload, target) and not force:
-            raise PlanningError(
-                f"{self._kind}/{p.name} in {p.namespace} already runs revision {number}"
-            )
-        undo = WorkloadUndo(
-            apps=self.apps,
-            kind=self._kind,
-            namespace=p.namespace,
-            workload=p.name,
-            to_revision=number,
-            revision_name=object_meta(target).name or "",
-            from_revision=current,
-            images=template_images(revision_template(target)),
-        )
-        notes = []
-        strategy = workload.spec.update_strategy if workload.spec else None
-        rolling = strategy.rolling_update if strategy is not None else None
-        partition = getattr(rolling, "partition", None) or 0
-        if partition:
-            notes.append(
-                f"statefulset/{p.name} has partition {partition}: only pods {partition} and up "
-                f"go back to revision {number}; pods below it keep theirs"
-            )
-        forced = self._forced_rollback(workload, undo, partition=partition)
-        if forced:
-            notes.append(
-                f"statefulset/{p.name} uses podManagementPolicy OrderedReady: its controller "
-                "never replaces a pod that is not Running and Ready, so after the undo the bot "
-                f"deletes the pods still on revision {current} that are not ready (the forced "
-                "rollback of the Kubernetes documentation); ready ones are replaced by the "
-                "rolling update"
-            )
-        return self._assemble(
-            undo,
-            to_revision=number,
-            images=undo.images,
-            force=force,
-            notes=notes,
-            after_undo=forced,
-        )
-
-    def _forced_rollback(
-        self, workload: Workload, undo: WorkloadUndo, *, partition: int
-    ) -> list[Action]:
-        """The forced-rollback step an OrderedReady StatefulSet needs after its undo (or none)."""
-        if not isinstance(workload, V1StatefulSet) or not needs_forcing(workload):
-            return []
-        revisions = history(self.apps, workload)
-        bad = next((r for r in revisions if matches(self.apps, workload, r)), None)
-        if bad is None or object_meta(bad).name == undo.revision_name:
-            return []
-        return [
-            ForcedRollback(
-                apps=self.apps,
-                namespace=undo.namespace,
-                workload=undo.workload,
-                revision_name=undo.revision_name,
-                bad_revision=object_meta(bad).name or "",
-                partition=partition,
-            )
-        ]
 
     # --- after a successful rollback -----------------------------------------------------------
 
@@ -843,7 +546,7 @@ class KubernetesTarget:
             STEPS, "a Kubernetes target", name, spec, apps=self.apps, api=self.apps.api_client
         )
 
-    def _usable_workers(self, *, force: bool) -> tuple[tuple[str, ...], list[str]]:
+    def usable_workers(self, *, force: bool) -> tuple[tuple[str, ...], list[str]]:
         usable, notes = [], []
         for worker in self.params.workers:
             try:
@@ -856,23 +559,3 @@ class KubernetesTarget:
             except TemporaryError as exc:
                 raise PlanningError(f"worker deployment/{worker}: {exc}") from exc
         return tuple(usable), notes
-
-
-def _revision_point(
-    number: int,
-    images: Sequence[str],
-    created_at: datetime | None,
-    *,
-    current: bool,
-    now: datetime,
-) -> RollbackPoint:
-    """A revision as people pick it: `rev 3 · image · 2 h ago · current`; its images are its
-    version (an undo renumbers revisions, the images stay)."""
-    words = [f"rev {number}", ", ".join(images), ago(created_at, now)]
-    return RollbackPoint(
-        ref=str(number),
-        label=" · ".join(words + (["current"] if current else [])),
-        created_at=created_at,
-        is_current=current,
-        version=", ".join(images),
-    )

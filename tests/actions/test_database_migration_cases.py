@@ -23,15 +23,17 @@ import pytest
 
 from actions.base import Level, PermanentError, PlanningError, StepContext, TemporaryError
 from actions.database import DatabaseTarget
-from actions.database.migrations import (
-    FLYWAY_LOCK_MAGIC,
+from actions.database.migration_steps import (
     AlembicDowngrade,
     FlywayUndo,
     GolangMigrateDown,
+    run_alembic,
+)
+from actions.database.migrations import (
+    FLYWAY_LOCK_MAGIC,
     flyway_checksum,
     flyway_lock_id,
     golang_lock_id,
-    run_alembic,
 )
 from tests.fakes.migration_tools import (
     ALEMBIC_ENV,

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from actions.base import PlanningError
-from actions.database.migrations import (
+from actions.database.migration_steps import (
     AlembicDowngrade,
     FlywayUndo,
     GolangMigrateDown,
     RollbackMigration,
     run_alembic,
-    version_key,
 )
+from actions.database.migrations import version_key
 from tests.fakes.migration_tools import (
     ALEMBIC_ENV,
     FLYWAY_TABLE,

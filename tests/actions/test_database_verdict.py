@@ -10,8 +10,7 @@ import pytest
 
 from actions.base import Level
 from actions.database import DatabaseTarget
-from actions.database.names import iso
-from actions.database.pitr import exact
+from actions.database.names import exact, iso
 from actions.database.schema_compat import classify, write_estimate
 from tests.fakes.pg import connection, dump, execute, params, scalar
 from tests.fakes.pitr_history import History

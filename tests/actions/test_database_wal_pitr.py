@@ -24,9 +24,9 @@ from actions.database import (
     DatabaseTarget,
     SwapDatabases,
 )
-from actions.database.names import pitr_ref
+from actions.database.names import exact, pitr_ref
 from actions.database.params import PgBackRest
-from actions.database.pitr import RestoreToTime, exact
+from actions.database.pitr import RestoreToTime
 from tests.fakes.pg import run_step
 from tests.fakes.pgcluster import (
     ArchivedCluster,
