@@ -20,7 +20,8 @@ from bot.application.drill_schedule import (
 )
 from bot.application.drills import FLAGGED, DrillRecorder, Drills, DrillStatus
 from bot.application.flows import Flows
-from bot.config import ConfigError, DrillSchedule, RollbackConfig, parse_config
+from bot.config import DrillSchedule, RollbackConfig, parse_config
+from bot.config_file import ConfigError
 from bot.execution.planner import Planner
 from bot.execution.runner import NullProgress, Runner
 from bot.execution.workflow import Workflow

@@ -21,7 +21,8 @@ from bot.application.drills import (
     verdict_of,
 )
 from bot.application.flows import Flows
-from bot.config import ConfigError, RollbackConfig, parse_config
+from bot.config import RollbackConfig, parse_config
+from bot.config_file import ConfigError
 from bot.domain.plans import StoredStep
 from bot.domain.states import RunKind
 from bot.domain.verdict import Verdict
