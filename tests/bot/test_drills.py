@@ -29,7 +29,8 @@ from bot.domain.verdict import Verdict
 from bot.execution.drill_plans import build_drill
 from bot.execution.planner import Planner
 from bot.execution.planning import restore_for_run
-from bot.execution.runner import NullProgress, Runner, stored_steps
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Drill, Incident, Run
 from bot.persistence.store import StepView, Store
