@@ -35,7 +35,8 @@ from actions.base import Check, RollbackPoint, StepContext, StepResult, TargetPl
 from bot.config import parse_config
 from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
 

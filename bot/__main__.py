@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every command reads the config or the settings, both pydantic models.
     from pydantic import ValidationError
 
-    from bot.config import ConfigError
+    from bot.config_file import ConfigError
 
     try:
         return int(args.handler(args))

@@ -38,7 +38,8 @@ from bot.application.timeline import rca_template
 from bot.config import Environment
 from bot.execution.drill_plans import is_drill
 from bot.execution.outbox import RetryLater, Undeliverable
-from bot.execution.runner import Progress, stored_steps
+from bot.execution.progress import Progress
+from bot.execution.runner import stored_steps
 from bot.persistence.aftermath import RETRIED, Aftermath, aftermath
 from bot.persistence.chart import chart_filename, timeline_chart
 from bot.persistence.models import Event, Incident, OutboxMessage, Run

@@ -70,7 +70,7 @@ from bot.persistence.store import StepView, Store, TargetBusy
 
 if TYPE_CHECKING:  # flows build the Drills; the runner's Progress is wrapped here
     from bot.application.flows import Flows, Opened
-    from bot.execution.runner import Progress
+    from bot.execution.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ run again only if its action says it is safe to repeat; otherwise it is
 marked `interrupted` and the run stops for a person.
 
 The runner never talks to Slack: each state change queues its message in the
-outbox in the same transaction (`bot.execution.outbox`), and `Progress` only nudges.
+outbox in the same transaction (`bot.execution.outbox`), and `Progress`
+(`bot.execution.progress`) only nudges.
 
 Before the first step the plan is rebuilt from the config and the live
 systems and its hash compared with the approved one: an approval is for one
@@ -44,7 +45,8 @@ run (maintenance off, restart workers), on every path once the step they undo
 began, so a failed rollback does not also leave the site in maintenance with
 its workers stopped, and a run stopped before maintenance went on does not
 switch off a maintenance someone else turned on. The
-outcome then says what ran, what did not, and what state production is in.
+outcome then says what ran, what did not, and what state production is in
+(`bot.execution.outcome`).
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from actions import voice
 from actions.base import (
@@ -67,7 +69,6 @@ from actions.base import (
     StepContext,
     StepResult,
     TemporaryError,
-    running_point,
 )
 from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
@@ -75,85 +76,23 @@ from bot.domain.plans import RestoredStep, StoredStep
 from bot.domain.states import EXECUTABLE_STATES, RunState, StepState
 from bot.domain.verdict import holders_from
 from bot.execution.leases import Fenced, HandOver, Heartbeat, Hold, Watchdog, abandon_process
+from bot.execution.memory import DurableMemory
+from bot.execution.outcome import (
+    FINISHED,
+    describe_outcome,
+    earlier_failure,
+    running_now,
+    unopened,
+)
 from bot.execution.planner import Planner
 from bot.execution.planning import plan_for_run, restore_for_run
+from bot.execution.progress import Progress
 from bot.execution.recheck import Rechecks
 from bot.execution.workflow import Refused, Workflow, plan_choices
 from bot.persistence.models import Run
 from bot.persistence.store import Lease, LeaseLost, StepView, Store
 
 log = logging.getLogger(__name__)
-DONE = (StepState.SUCCEEDED, StepState.SKIPPED)
-FAILED = (StepState.FAILED, StepState.INTERRUPTED, StepState.NOT_RUN)
-FINISHED = (*DONE, *FAILED)
-ATTEMPTED = (*DONE, StepState.FAILED, StepState.INTERRUPTED, StepState.RUNNING)
-
-
-class Progress(Protocol):
-    """What the runner reports as it goes; the Slack layer implements it."""
-
-    def run_started(self, run: Run, *, resumed: bool) -> None: ...
-
-    def step_started(self, run: Run, step: dict[str, Any]) -> None: ...
-
-    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None: ...
-
-    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None: ...
-
-    def run_finished(self, run: Run) -> None: ...
-
-    def run_expired(self, run: Run) -> None: ...
-
-
-class NullProgress:
-    """Report nothing."""
-
-    def run_started(self, run: Run, *, resumed: bool) -> None:
-        return None
-
-    def step_started(self, run: Run, step: dict[str, Any]) -> None:
-        return None
-
-    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
-        return None
-
-    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
-        return None
-
-    def run_finished(self, run: Run) -> None:
-        return None
-
-    def run_expired(self, run: Run) -> None:
-        return None
-
-
-class DurableMemory(MutableMapping[str, Any]):
-    """A run's memory: every write is saved to the database before it returns."""
-
-    def __init__(
-        self, store: Store, run_id: str, initial: dict[str, Any], *, lease: Lease | None = None
-    ) -> None:
-        self._store = store
-        self._run_id = run_id
-        self._data = dict(initial)
-        self._lease = lease
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._data[key] = value
-        self._store.leases.save_memory(self._run_id, dict(self._data), lease=self._lease)
-
-    def __delitem__(self, key: str) -> None:
-        del self._data[key]
-        self._store.leases.save_memory(self._run_id, dict(self._data), lease=self._lease)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 @dataclass
@@ -370,7 +309,7 @@ class Runner:
         self.progress.run_started(run, resumed=resumed)
         records = {r.position: r for r in self.store.steps.of(run.id)}
         memory = DurableMemory(self.store, run.id, run.memory, lease=hold.lease)
-        failure = _earlier_failure(steps, records)
+        failure = earlier_failure(steps, records)
         begun = {p for p, r in records.items() if r.state != StepState.NOT_RUN}
         for step in steps:
             hold.check_boundary()
@@ -407,7 +346,7 @@ class Runner:
             return True, failure
         if failure is not None and not stored.always:
             return True, failure
-        opener = _unopened(stored, [s.stored for s in steps], begun) if failure else None
+        opener = unopened(stored, [s.stored for s in steps], begun) if failure else None
         if opener is not None:
             summary = f"not needed: {opener.words or opener.name} never ran"
             self._save(run, hold, stored, state=StepState.NOT_RUN, summary=summary)
@@ -608,7 +547,7 @@ class Runner:
         fresh = self.store.runs.get(run.id)
         assert fresh is not None
         records = {} if nothing_ran else {r.position: r for r in self.store.steps.of(run.id)}
-        live = self._running_now(fresh) if failure is not None else ""
+        live = running_now(self.planner, self.config, fresh) if failure is not None else ""
         outcome = describe_outcome(steps, records, failure=failure, live=live)
         if failure is None and self.rechecks is not None:
             self.rechecks.schedule(fresh)  # before the success is recorded: a crash keeps it
@@ -626,141 +565,7 @@ class Runner:
         log.info("%s: run %s %s", run.incident_id, run.id, fresh.state)
         self.progress.run_finished(fresh)
 
-    def _running_now(self, run: Run) -> str:
-        """What each target of a failed run runs now, read from the live systems.
-
-        The step records say what the bot did; after a failure people need what production
-        actually runs, so each target is asked for its current version (a Kubernetes
-        revision and its images, a container's image, the live traffic split). A version
-        "runs" only when it is ready (`RollbackPoint.unready` says what is not); a target that
-        reports no current version is left out; one that cannot be read says so.
-        """
-        env = self.config.environments.get(run.environment)
-        if env is None or run.target not in env.targets:
-            return ""
-        said = []
-        for member in env.members(run.target):
-            try:
-                points = self.planner.points(env, member)
-            except (ActionError, OSError) as exc:
-                said.append(f"{member} could not be read ({exc})")
-                continue
-            current = running_point(points)
-            if current is None:
-                continue
-            # The version, not the form's label ("… · 2 h ago · current"): this text stays
-            # in history and the RCA, where a relative time would be false tomorrow.
-            version = current.version or current.label
-            if current.unready:
-                said.append(f"{member} is set to {version}, but {current.unready}")
-            else:
-                said.append(f"{member} runs {version}")
-        return "; ".join(said)
-
 
 def stored_steps(run: Run) -> list[StoredStep]:
     """The run's approved steps, typed."""
     return [StoredStep.from_json(raw) for raw in run.plan]
-
-
-def _unopened(step: StoredStep, steps: list[StoredStep], begun: set[int]) -> StoredStep | None:
-    """The step an `always` step undoes, when that step never started (so it is not needed).
-
-    Maintenance off undoes maintenance on, a target's `resume` steps undo its `prepare`
-    steps (workers back, autoscalers unpaused). A failure before the opening step (a
-    restore refused in the stage phase, before maintenance) must not send "maintenance
-    off" to a site someone else may have put in maintenance. An always step with no
-    opening step in the plan runs as before.
-    """
-    if step.phase == "maintenance":
-        openers = [s for s in steps if s.phase == "maintenance" and not s.always]
-    elif step.phase == "resume":
-        openers = [s for s in steps if s.phase == "prepare" and s.source == step.source]
-    else:
-        return None
-    if not openers or any(s.position in begun for s in openers):
-        return None
-    return openers[0]
-
-
-def _earlier_failure(steps: list[RestoredStep], records: dict[int, StepView]) -> str | None:
-    """What stopped the run before it was interrupted, so a resume runs only `always` steps."""
-    for step in steps:
-        record = records.get(step.stored.position)
-        if record is not None and record.state in FAILED:
-            return record.summary or f"{step.stored.label} {record.state}"
-    return None
-
-
-def describe_outcome(
-    steps: list[StoredStep], records: dict[int, StepView], *, failure: str | None, live: str = ""
-) -> str:
-    """Say what ran, what did not, and where that leaves production, as far as the bot knows
-    (and, after a failure, what the live systems said they run: `live`)."""
-    ran = [s for s in steps if _state(records, s) in ATTEMPTED]
-    not_run = [s for s in steps if _state(records, s) not in ATTEMPTED]
-    if failure is None and not not_run:
-        skipped = [s for s in steps if _state(records, s) == StepState.SKIPPED]
-        if not skipped:
-            return "rollback completed; all steps succeeded"
-        # e.g. a resumed run skips what the killed process had already done: say which
-        return (
-            f"rollback completed; every step done, {len(skipped)} skipped: "
-            + "; ".join(
-                f"{s.position + 1}. {s.name} ({records[s.position].summary or 'skipped'})"
-                for s in skipped
-            )
-            + "."
-        )
-    parts = [failure.rstrip(".") + "." if failure else "rollback ended."]
-    if failure is not None:
-        parts.append("Manual intervention required.")
-    if ran:
-        parts.append(
-            "Ran: "
-            + "; ".join(f"{s.position + 1}. {s.name} ({_state(records, s)})" for s in ran)
-            + "."
-        )
-    else:
-        parts.append("No step ran.")
-    if not_run:
-        parts.append("Not run: " + "; ".join(s.description for s in not_run) + ".")
-    read = f"; read from the live systems: {live}" if live else ""
-    parts.append("Production now: " + production_state(steps, records) + read + ".")
-    return " ".join(parts)
-
-
-def production_state(steps: list[StoredStep], records: dict[int, StepView]) -> str:
-    """Where the run left production: the change itself, maintenance mode, stopped work."""
-    said = []
-    change = [s for s in steps if s.phase == "rollback"]
-    done = [s.name for s in change if _state(records, s) in DONE]
-    broken = [s for s in change if _state(records, s) in FAILED]
-    if broken:
-        said.append(
-            "the rollback change may be half done ("
-            + ", ".join(f"{s.name} {_state(records, s)}" for s in broken)
-            + ")"
-        )
-    elif done and len(done) == len(change):
-        said.append("rolled back (" + ", ".join(done) + ")")
-    elif done:
-        said.append("partly rolled back (" + ", ".join(done) + " done)")
-    else:
-        said.append("not rolled back (the rollback change did not run)")
-    on = any(s.name == "http.maintenance_on" and _state(records, s) in DONE for s in steps)
-    off = any(s.name == "http.maintenance_off" and _state(records, s) in DONE for s in steps)
-    if on and not off:
-        said.append("maintenance mode is ON")
-    elif on:
-        said.append("maintenance mode is off again")
-    stopped = [s for s in steps if s.phase == "prepare" and _state(records, s) in DONE]
-    pending = [s.name for s in steps if s.phase == "resume" and _state(records, s) not in DONE]
-    if stopped and pending:
-        said.append("not restarted: " + ", ".join(pending))
-    return "; ".join(said)
-
-
-def _state(records: dict[int, StepView], step: StoredStep) -> str:
-    record = records.get(step.position)
-    return record.state if record is not None else "pending"

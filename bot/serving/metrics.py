@@ -35,7 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bot.application.drills import SOURCE as DRILL_SOURCE
-from bot.execution.runner import Progress
+from bot.execution.progress import Progress
 from bot.logs import step_context
 from bot.persistence.models import Event, Incident, Run
 from bot.persistence.recovery import recovery

@@ -17,7 +17,8 @@ from actions.base import PlanningError
 from actions.database import inspect_archive
 from bot.config import RollbackConfig
 from bot.execution.planner import Planner
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine, upgrade

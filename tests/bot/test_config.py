@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from bot.__main__ import main
-from bot.config import ConfigError, UnknownTarget, load_config, parse_config
+from bot.config import UnknownTarget, load_config, parse_config
+from bot.config_file import ConfigError
 from tests.fakes.config import config_dict
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "voxflow.yml"

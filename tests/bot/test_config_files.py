@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.config import ConfigError, load_config
+from bot.config import load_config
+from bot.config_file import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "voxflow.yml"
 

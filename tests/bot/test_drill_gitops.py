@@ -20,8 +20,9 @@ from bot.application.drills import DrillRecorder, Drills
 from bot.application.flows import Flows
 from bot.config import RollbackConfig
 from bot.execution.planner import Planner
+from bot.execution.progress import NullProgress
 from bot.execution.recheck import Rechecks
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.runner import Runner
 from bot.execution.sync import held_owners
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Run

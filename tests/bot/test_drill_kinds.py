@@ -26,7 +26,8 @@ from bot.application.flows import Flows
 from bot.config import RollbackConfig, parse_config
 from bot.execution.planner import Planner
 from bot.execution.planning import restore_for_run
-from bot.execution.runner import NullProgress, Runner, stored_steps
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import StepView, Store

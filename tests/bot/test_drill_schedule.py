@@ -20,9 +20,11 @@ from bot.application.drill_schedule import (
 )
 from bot.application.drills import FLAGGED, DrillRecorder, Drills, DrillStatus
 from bot.application.flows import Flows
-from bot.config import ConfigError, DrillSchedule, RollbackConfig, parse_config
+from bot.config import DrillSchedule, RollbackConfig, parse_config
+from bot.config_file import ConfigError
 from bot.execution.planner import Planner
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Drill
 from bot.persistence.store import Store

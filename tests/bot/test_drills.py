@@ -21,14 +21,16 @@ from bot.application.drills import (
     verdict_of,
 )
 from bot.application.flows import Flows
-from bot.config import ConfigError, RollbackConfig, parse_config
+from bot.config import RollbackConfig, parse_config
+from bot.config_file import ConfigError
 from bot.domain.plans import StoredStep
 from bot.domain.states import RunKind
 from bot.domain.verdict import Verdict
 from bot.execution.drill_plans import build_drill
 from bot.execution.planner import Planner
 from bot.execution.planning import restore_for_run
-from bot.execution.runner import NullProgress, Runner, stored_steps
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner, stored_steps
 from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Drill, Incident, Run
 from bot.persistence.store import StepView, Store

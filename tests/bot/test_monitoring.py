@@ -12,7 +12,8 @@ import pytest
 from actions.http import MetricsReading
 from bot.application.flows import REARMED, Flows, ThreadNotOpened
 from bot.application.monitoring import Monitor, breaches
-from bot.config import ConfigError, RollbackConfig, parse_config
+from bot.config import RollbackConfig, parse_config
+from bot.config_file import ConfigError
 from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused, Workflow
@@ -179,7 +180,7 @@ def test_monitoring_can_never_approve_as_a_person(store: Store, planner: Planner
 
 
 def test_monitoring_target_must_exist_in_the_config() -> None:
-    from bot.config import ConfigError
+    from bot.config_file import ConfigError
 
     with pytest.raises(ConfigError, match=r"monitoring\.target: no target named 'api'"):
         parse_config(config_dict(monitoring={"target": "api"}), path=Path("t.yml"))

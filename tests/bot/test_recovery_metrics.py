@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.execution.runner import NullProgress
+from bot.execution.progress import NullProgress
 from bot.persistence.models import Run
 from bot.persistence.store import Store
 from bot.serving.metrics import BotMetrics, MeteredProgress

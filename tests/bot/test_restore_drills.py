@@ -17,7 +17,8 @@ from bot.config import RollbackConfig, parse_config
 from bot.execution.drill_evidence import DrillEvidence
 from bot.execution.planner import Planner
 from bot.execution.planning import restore_for_run
-from bot.execution.runner import NullProgress, Runner, stored_steps
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner, stored_steps
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store

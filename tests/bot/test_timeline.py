@@ -9,7 +9,8 @@ from bot.application.reviews import Reviews
 from bot.application.timeline import duration, moments, rca_template
 from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner
 from bot.execution.workflow import BREAK_GLASS_PHRASE, Workflow
 from bot.persistence.store import Store
 from tests.fakes.config import ALICE, BOB, CAROL, Clock

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import ConfigError, duration, parse_config
+from bot.config import duration, parse_config
+from bot.config_file import ConfigError
 from bot.execution.planner import Planner
 from sandbox.kubernetes import FakeKubernetes
 from tests.fakes.config import config_dict

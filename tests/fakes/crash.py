@@ -49,7 +49,8 @@ from bot.domain.states import RunKind, StepState
 from bot.execution.drill_plans import build_drill
 from bot.execution.leases import Hold
 from bot.execution.planner import Planner, TargetFactory, target_factory
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, make_engine, upgrade

@@ -19,7 +19,8 @@ from sqlalchemy.exc import OperationalError
 
 from bot.config import parse_config
 from bot.execution.planner import Planner
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.progress import NullProgress
+from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine
 from tests.fakes.config import config_dict

@@ -12,8 +12,9 @@ import pytest
 from bot.config import RollbackConfig, parse_config
 from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner
+from bot.execution.progress import NullProgress
 from bot.execution.recheck import Rechecks
-from bot.execution.runner import NullProgress, Runner
+from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import ConfigError, parse_config
+from bot.config import parse_config
+from bot.config_file import ConfigError
 from sandbox.harness import Sandbox
 from sandbox.web import Reply, WebStub
 from tests.fakes.config import ALICE, BOB, CHANNEL, config_dict

@@ -14,7 +14,8 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.config import ConfigError, parse_config
+from bot.config import parse_config
+from bot.config_file import ConfigError
 from bot.execution.planner import Planner
 from handlers import text as t
 from sandbox.harness import Sandbox
