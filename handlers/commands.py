@@ -46,7 +46,7 @@ from handlers import blocks, review_blocks
 from handlers import guard as guard_texts
 from handlers import text as t
 from handlers.deps import Deps
-from handlers.errors import tell
+from handlers.errors import correlation_id, tell
 from handlers.flows import Groups
 from handlers.guard import Clear, Clearing
 from handlers.ids import ModalMeta
@@ -54,7 +54,7 @@ from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
-from handlers.thread import after_of, correlation_id
+from handlers.thread import after_of
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")

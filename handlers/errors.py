@@ -22,6 +22,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import uuid
 from typing import Any
 
 from slack_bolt import App
@@ -33,10 +34,15 @@ from bot.application.flows import Flows
 from handlers.modal_blocks import message_view
 from handlers.notices import notices_for, transient
 from handlers.payloads import Where, where_of
-from handlers.thread import correlation_id
 from handlers.verify import EnvelopeGuard
 
 log = logging.getLogger(__name__)
+
+
+def correlation_id() -> str:
+    """A short id that ties what the user is told to the log line."""
+    return uuid.uuid4().hex[:10]
+
 
 NOT_THERE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "user_not_in_channel"})
 """chat.postEphemeral's errors for a channel the person can be reached in only by DM."""

@@ -9,7 +9,7 @@ reaches the thread through the outbox (`gitops.resumed`), like everything the
 bot says there.
 
 The messages: `MESSAGES` maps outbox kinds to their rendering, which
-`handlers.thread.SlackOutbox` calls (for `run.finished` after its own): the
+`handlers.outbox.SlackOutbox` calls (for `run.finished` after its own): the
 held-sync message with the button, posted once after a successful run that
 left a GitOps owner suspended; the resume result (the held message loses its
 button and says who resumed it); the hold's news after a Git proposal (loud for a
@@ -36,13 +36,14 @@ from bot.persistence.models import OutboxMessage, Run
 from handlers import gitops_blocks as blocks
 from handlers import payloads
 from handlers import text as t
+from handlers.delivery import delivery_error
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import Groups
 from handlers.ids import Action
 from handlers.lazy import after_ack
 from handlers.payloads import BadPayload
-from handlers.thread import IncidentThread, delivery_error
+from handlers.thread import IncidentThread
 
 HELD = "gitops:held"
 
@@ -191,4 +192,4 @@ MESSAGES: dict[str, Deliver] = {
     "recheck.steady": _steady,
     "recheck.failed": _not_rechecked,
 }
-"""Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=MESSAGES)`)."""
+"""Outbox kinds rendered here (`handlers.outbox.SlackOutbox(more=MESSAGES)`)."""
