@@ -31,7 +31,7 @@ from bot.execution.drill_plans import drill_allowed
 from bot.execution.outbox import Undeliverable
 from bot.execution.workflow import Refused
 from bot.persistence.chart import trend_chart, trend_filename
-from handlers import blocks, drill_blocks
+from handlers import command_blocks, drill_blocks
 from handlers import text as t
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
@@ -204,11 +204,15 @@ def register(app: App, deps: Deps) -> None:
             if isinstance(parsed, DrillRequest):
                 refusal = _refusal(deps, parsed)
                 if refusal:
-                    ack(response_type="ephemeral", blocks=blocks.refusal(refusal), text=refusal)
+                    ack(
+                        response_type="ephemeral",
+                        blocks=command_blocks.refusal(refusal),
+                        text=refusal,
+                    )
                     return
         except (BadPayload, DrillCommandError, UnknownTarget) as exc:
             said = t.esc(str(exc))
-            ack(blocks=blocks.refusal(said, usage=True), text=said)
+            ack(blocks=command_blocks.refusal(said, usage=True), text=said)
             return
         if isinstance(parsed, DrillList):
             statuses = drills.statuses()

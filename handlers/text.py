@@ -177,3 +177,20 @@ def section(text: str) -> SectionBlock:
 def context(*lines: str) -> ContextBlock:
     """A context block of up to ten markdown lines (Slack's limit)."""
     return ContextBlock(elements=[md(line) for line in lines[:10]])
+
+
+def sections(lines: list[str]) -> list[SectionBlock]:
+    """Put lines in as few sections as Slack's text limit allows, none cut mid-line."""
+    sections: list[SectionBlock] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = cut(line, SECTION_LIMIT - 10)
+        if chunk and size + len(line) + 1 > SECTION_LIMIT - 10:
+            sections.append(section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        sections.append(section("\n".join(chunk)))
+    return sections

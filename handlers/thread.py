@@ -34,7 +34,7 @@ from bot.persistence.chart import chart_filename, timeline_chart
 from bot.persistence.models import Event, Incident, Run
 from bot.persistence.store import StepView, Store
 from bot.persistence.verification import checklist
-from handlers import blocks, drill_blocks, review_blocks
+from handlers import announce_blocks, blocks, drill_blocks, review_blocks
 from handlers import text as t
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
@@ -382,8 +382,8 @@ class IncidentThread:
             "chat_update",
             channel=slot.channel,
             ts=slot.ts,
-            text=blocks.failure_text(fresh),
-            blocks=blocks.retried_message(fresh, retried_by=retried),
+            text=announce_blocks.failure_text(fresh),
+            blocks=announce_blocks.retried_message(fresh, retried_by=retried),
         )
 
     def _drill_measured(self, run: Run) -> None:
@@ -428,7 +428,7 @@ class IncidentThread:
                 channel=channel,
                 thread_ts=thread_ts,
                 reply_broadcast=True,
-                text=blocks.failure_text(fresh),
+                text=announce_blocks.failure_text(fresh),
                 blocks=self._failure(fresh),
             )
         else:
@@ -436,7 +436,7 @@ class IncidentThread:
                 fresh,
                 "chat_postMessage",
                 channel=channel,
-                text=blocks.success_line(fresh, link=permalink(channel, thread_ts)),
+                text=announce_blocks.success_line(fresh, link=permalink(channel, thread_ts)),
             )
         if posted is not None:
             self.deps.store.set_slack_slot(fresh.id, slot, channel=channel, ts=posted["ts"])
@@ -447,7 +447,7 @@ class IncidentThread:
         people = [run.requester, *(approved or env.approvers.users)]
         events = self.deps.store.events(run.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
-        return blocks.failure_message(
+        return announce_blocks.failure_message(
             run, people=people, after=self._after(run, events), retried_by=retried
         )
 
@@ -466,7 +466,7 @@ class IncidentThread:
                 "chat_update",
                 channel=slot.channel,
                 ts=slot.ts,
-                text=blocks.failure_text(run),
+                text=announce_blocks.failure_text(run),
                 blocks=self._failure(run),
             )
         self.refresh(run.id)
