@@ -7,7 +7,7 @@ message says where the retry is. A success is one calm line to the channel.
 
 from __future__ import annotations
 
-from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
 
 from actions.base import readable
 from bot.application.timeline import outcome_now, sentence_after
@@ -94,18 +94,14 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
     buttons: list[ButtonElement] = []
     if after is not None and after.failed is not None:
         step = after.failed
-        confirm = ConfirmObject(
-            title="Retry the failed step?",
-            text=t.cut(
-                t.esc(
-                    f"Run the approved plan again from step {step.position + 1} "
-                    f"({step.words or readable(step.name)}); the steps before it that an "
-                    "always-step undid run again first. Your click approves it."
-                ),
-                300,
+        confirm = t.confirm(
+            "Retry the failed step?",
+            t.esc(
+                f"Run the approved plan again from step {step.position + 1} "
+                f"({step.words or readable(step.name)}); the steps before it that an "
+                "always-step undid run again first. Your click approves it."
             ),
-            confirm="Retry",
-            deny="Not yet",
+            yes="Retry",
         )
         buttons.append(
             ButtonElement(
@@ -122,12 +118,11 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
             text="Mark resolved",
             action_id=Action.RESOLVE,
             value=run.id,
-            confirm=ConfirmObject(
-                title="Mark this failure resolved?",
-                text="Say that people have handled it: it leaves status and App Home, and "
+            confirm=t.confirm(
+                "Mark this failure resolved?",
+                "Say that people have handled it: it leaves status and App Home, and "
                 "the incident counts as recovered now. Your name and the time are recorded.",
-                confirm="Mark resolved",
-                deny="Not yet",
+                yes="Mark resolved",
             ),
         )
     )

@@ -18,7 +18,6 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     CheckboxesElement,
-    ConfirmObject,
     HeaderBlock,
     Option,
     SectionBlock,
@@ -314,21 +313,16 @@ def stale_message(run: Run, *, people: list[str]) -> list[Block]:
 def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel; no Approve on a blocked verdict."""
     risk = risk_summary(run)
-    confirm = ConfirmObject(
-        title="Approve this rollback?",
-        text=t.cut(  # a confirm dialog's text is mrkdwn; Slack allows 300 characters
-            t.dated(
-                t.esc(
-                    f"Roll back {run.target} in {run.environment} {from_to(run)}: "
-                    f"{len(run.plan)} steps, starting now."
-                    + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
-                ),
-                tokens=False,
+    confirm = t.confirm(
+        "Approve this rollback?",
+        t.dated(
+            t.esc(
+                f"Roll back {run.target} in {run.environment} {from_to(run)}: "
+                f"{len(run.plan)} steps, starting now." + (f" {t.sentence(risk)}" if risk else "")
             ),
-            300,
+            tokens=False,
         ),
-        confirm="Approve and run",
-        deny="Not yet",
+        yes="Approve and run",
     )
     approve = ButtonElement(
         text="Approve", action_id=Action.APPROVE, value=run.id, style="primary", confirm=confirm

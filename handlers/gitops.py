@@ -38,11 +38,10 @@ from handlers import payloads
 from handlers import text as t
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
-from handlers.errors import tell
+from handlers.errors import read_or_tell, tell
 from handlers.flows import Groups
 from handlers.ids import Action
 from handlers.lazy import after_ack
-from handlers.payloads import BadPayload
 from handlers.thread import IncidentThread
 
 HELD = "gitops:held"
@@ -59,10 +58,8 @@ def register(app: App, deps: Deps) -> None:
     @after_ack(deps.later)
     def resume_sync(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        try:
-            click = payloads.click(body)
-        except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+        click = read_or_tell(client, body, payloads.click)
+        if click is None:
             return
         run = deps.store.run(click.run_id)
         try:
@@ -71,14 +68,10 @@ def register(app: App, deps: Deps) -> None:
             user = click.where.user
             outcome = resync.resume(run.id, user=user, user_groups=groups.of(run.environment, user))
         except (Refused, UnknownTarget) as exc:
-            tell(client, click.where, f":no_entry: {t.esc(_sentence(str(exc)))}")
+            tell(client, click.where, f":no_entry: {t.esc(t.sentence(str(exc)))}")
             return
         if not outcome.resumed:
             tell(client, click.where, blocks.already_text(outcome))
-
-
-def _sentence(text: str) -> str:
-    return f"{text[:1].upper()}{text[1:]}."
 
 
 # --- outbox messages -----------------------------------------------------------------------

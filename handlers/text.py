@@ -13,13 +13,15 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import ConfirmObject, ContextBlock, MarkdownTextObject, SectionBlock
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 LABEL_LIMIT = 75
 MESSAGE_BLOCKS = 50
 MODAL_BLOCKS = 100
+CONFIRM_LIMIT = 300
+"""A confirm dialog's text (mrkdwn)."""
 CUT_MARK = "… (cut; full text attached)"
 
 
@@ -169,9 +171,19 @@ def md(text: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=cut(text, SECTION_LIMIT))
 
 
+def sentence(text: str) -> str:
+    """`text` as a sentence: capitalised, with a full stop."""
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def section(text: str) -> SectionBlock:
     """A section of markdown text (already escaped where it quotes people or systems)."""
     return SectionBlock(text=md(text))
+
+
+def confirm(title: str, text: str, *, yes: str) -> ConfirmObject:
+    """A confirm dialog, its `text` (escaped by the caller) cut to Slack's limit."""
+    return ConfirmObject(title=title, text=cut(text, CONFIRM_LIMIT), confirm=yes, deny="Not yet")
 
 
 def context(*lines: str) -> ContextBlock:

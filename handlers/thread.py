@@ -31,7 +31,7 @@ from bot.execution.drill_plans import is_drill
 from bot.execution.runner import stored_steps
 from bot.persistence.aftermath import RETRIED, Aftermath, aftermath
 from bot.persistence.chart import chart_filename, timeline_chart
-from bot.persistence.models import Event, Incident, Run
+from bot.persistence.models import Event, Incident, Run, SlackMessage
 from bot.persistence.store import StepView, Store
 from bot.persistence.verification import checklist
 from handlers import announce_blocks, blocks, drill_blocks, review_blocks
@@ -289,13 +289,7 @@ class IncidentThread:
             message=message,
         )
         if was_cut:
-            self._upload_once(
-                run,
-                key=f"file:{key}",
-                filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
-                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
-                content=record.output,
-            )
+            self._upload_output(run, step, record, key=f"file:{key}")
 
     def attach_long_output(
         self, run: Run, step: dict[str, Any], record: StepView, *, slot: str
@@ -306,13 +300,17 @@ class IncidentThread:
             return
         _, was_cut = blocks.step_output(step, record)
         if was_cut:
-            self._upload_once(
-                run,
-                key=f"file:{slot}",
-                filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
-                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
-                content=record.output,
-            )
+            self._upload_output(run, step, record, key=f"file:{slot}")
+
+    def _upload_output(self, run: Run, step: dict[str, Any], record: StepView, *, key: str) -> None:
+        """Attach a step's whole output to the thread (once per slot `key`)."""
+        self._upload_once(
+            run,
+            key=key,
+            filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
+            title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
+            content=record.output,
+        )
 
     def finished(self, run: Run) -> None:
         """Update card and plan, announce the end, then post the checklist and the RCA template.
@@ -377,13 +375,19 @@ class IncidentThread:
             return
         events = self.deps.store.events(fresh.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
+        self._redraw_announcement(
+            fresh, slot, announce_blocks.retried_message(fresh, retried_by=retried)
+        )
+
+    def _redraw_announcement(self, run: Run, slot: SlackMessage, message: list[Any]) -> None:
+        """Edit the run's end announcement in `slot` to say `message`."""
         self._call(
-            fresh,
+            run,
             "chat_update",
             channel=slot.channel,
             ts=slot.ts,
-            text=announce_blocks.failure_text(fresh),
-            blocks=announce_blocks.retried_message(fresh, retried_by=retried),
+            text=announce_blocks.failure_text(run),
+            blocks=message,
         )
 
     def _drill_measured(self, run: Run) -> None:
@@ -461,14 +465,7 @@ class IncidentThread:
             return
         slot = self.deps.store.slack_slot(run.id, _announce_slot(run, announced=True))
         if slot is not None:
-            self._call(
-                run,
-                "chat_update",
-                channel=slot.channel,
-                ts=slot.ts,
-                text=announce_blocks.failure_text(run),
-                blocks=self._failure(run),
-            )
+            self._redraw_announcement(run, slot, self._failure(run))
         self.refresh(run.id)
         if self.deps.store.slack_slot(run.id, "progress_ts") is not None:
             self.progress(run)
