@@ -4,7 +4,7 @@ The runner puts the step's `emit` in a context variable around `Action.run`
 (`speaking_to`); a wait that has no StepContext at hand (a child process, WAL replay in a
 scratch instance, a cloud API's polling) says how it is getting on with `say`, at most every
 `SAY_SECONDS` (`Cadence`), so no step is silent for longer than that: the thread's progress
-line is edited with the latest line (handlers.thread.SlackProgress). Outside a step nobody
+line is edited with the latest line (handlers.progress.SlackProgress). Outside a step nobody
 listens and `say` does nothing.
 """
 

@@ -33,7 +33,9 @@ from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
 from handlers.deps import Deps
-from handlers.thread import IncidentThread, SlackOutbox, SlackProgress
+from handlers.outbox import SlackOutbox
+from handlers.progress import SlackProgress
+from handlers.thread import IncidentThread
 from sandbox.slack import FakeSlack
 
 CHANNEL = "C0BENCH"

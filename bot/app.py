@@ -76,8 +76,9 @@ from handlers.deps import BotClient, Deps
 from handlers.flows import flows_for
 from handlers.guard_api import PREFIX as GUARD_PREFIX
 from handlers.guard_api import GuardApi
+from handlers.outbox import SlackOutbox
 from handlers.pool import Later
-from handlers.thread import SlackOutbox, SlackProgress
+from handlers.progress import SlackProgress
 from handlers.verify import SlackEndpoint
 
 log = logging.getLogger(__name__)

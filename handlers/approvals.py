@@ -27,7 +27,7 @@ from bot.execution.workflow import Refused
 from handlers import payloads
 from handlers import text as t
 from handlers.deps import Deps
-from handlers.errors import tell
+from handlers.errors import read_or_tell, tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
 from handlers.lazy import after_ack
@@ -83,10 +83,8 @@ def button(flows: Flows, verb: Verb) -> Callable[..., None]:
 
     def clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        try:
-            click = payloads.click(body)
-        except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+        click = read_or_tell(client, body, payloads.click)
+        if click is None:
             return
         key = click_key(click)
         received = flows.receive(key)
@@ -99,13 +97,18 @@ def button(flows: Flows, verb: Verb) -> Callable[..., None]:
             flows.settle(key, done)
         except (Refused, UnknownTarget) as exc:  # unknown: the config changed since the request
             flows.release(key)  # it changed nothing, so the same click may count later
-            tell(client, click.where, f":warning: {_sentence(str(exc))}")
+            tell(client, click.where, f":warning: {t.sentence(str(exc))}")
 
     return clicked
 
 
-def _sentence(text: str) -> str:
-    return f"{text[0].upper()}{text[1:]}."
+def _replan_click(body: dict[str, Any]) -> tuple[Click, str]:
+    """A Re-plan click and the trigger its form opens with."""
+    click = payloads.click(body)
+    trigger = body.get("trigger_id")
+    if not isinstance(trigger, str):
+        raise BadPayload("This click carries no trigger; click Re-plan again.")
+    return click, trigger
 
 
 def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
@@ -124,14 +127,10 @@ def register(app: App, deps: Deps) -> None:
     @after_ack(deps.later)
     def replan(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        try:
-            click = payloads.click(body)
-            trigger = body.get("trigger_id")
-            if not isinstance(trigger, str):
-                raise BadPayload("This click carries no trigger; click Re-plan again.")
-        except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+        read = read_or_tell(client, body, _replan_click)
+        if read is None:
             return
+        click, trigger = read
         run = deps.store.runs.get(click.run_id)
         if run is None:
             tell(client, click.where, ":warning: This rollback no longer exists.")
@@ -145,10 +144,8 @@ def register(app: App, deps: Deps) -> None:
     @after_ack(deps.later)
     def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        try:
-            tick = payloads.tick(body)
-        except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+        tick = read_or_tell(client, body, payloads.tick)
+        if tick is None:
             return
         run_id = _run_of_message(deps, tick.where.channel, tick.message_ts)
         if run_id is None:
@@ -165,4 +162,4 @@ def register(app: App, deps: Deps) -> None:
                 user_groups=groups_of,
             )
         except Refused as exc:
-            tell(client, tick.where, f":warning: {_sentence(str(exc))}")
+            tell(client, tick.where, f":warning: {t.sentence(str(exc))}")

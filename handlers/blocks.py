@@ -1,9 +1,10 @@
 """Pure builders for the incident thread: domain objects in, slack_sdk models out.
 
 One builder per message a person sees: the incident card, the plan with its
-Approve / Reject / Cancel buttons, the progress message, a step's output, the
-post-rollback checklist, and the replies to /rollback status, history and
-help. No I/O here; the handlers fetch, these render.
+Approve / Reject / Cancel buttons, the progress message, a step's output and the
+post-rollback checklist. The end of a run is announced by `handlers.announce_blocks`;
+the replies to /rollback status, history and help are `handlers.command_blocks`.
+No I/O here; the handlers fetch, these render.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from slack_sdk.models.blocks import (
     Block,
     ButtonElement,
     CheckboxesElement,
-    ConfirmObject,
     HeaderBlock,
     Option,
     SectionBlock,
 )
 
 from actions.base import readable
-from bot.application.timeline import from_to, outcome_now, sentence_after
+from bot.application.timeline import from_to, outcome_now
 from bot.config import Approvers
 from bot.domain.decision import Recommendation
 from bot.domain.states import RunKind
@@ -33,7 +33,6 @@ from bot.persistence.aftermath import Aftermath
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import StepView
 from bot.persistence.verification import VerifyItem
-from handlers import drill_blocks
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
@@ -230,23 +229,6 @@ def _details(plan: list[dict[str, Any]]) -> list[Block]:
     return [t.context(*[f"*Step details*\n{elements[0]}", *elements[1:]])]
 
 
-def _sections(lines: list[str]) -> list[Block]:
-    """Put lines in as few sections as Slack's text limit allows, none cut mid-line."""
-    sections: list[Block] = []
-    chunk: list[str] = []
-    size = 0
-    for line in lines:
-        line = t.cut(line, t.SECTION_LIMIT - 10)
-        if chunk and size + len(line) + 1 > t.SECTION_LIMIT - 10:
-            sections.append(t.section("\n".join(chunk)))
-            chunk, size = [], 0
-        chunk.append(line)
-        size += len(line) + 1
-    if chunk:
-        sections.append(t.section("\n".join(chunk)))
-    return sections
-
-
 def mention_approvers(approvers: Approvers, *, requester: str) -> str:
     """Mention the configured approvers and groups, except the requester."""
     users = [t.user(u) for u in approvers.users if u != requester]
@@ -267,7 +249,7 @@ def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Blo
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
     blocks: list[Block] = [
         t.section(f"*{plan_title(run)}* in *{t.esc(run.environment)}*: {versions(run)}"),
-        *_sections(_plan_lines(run.plan)),
+        *t.sections(_plan_lines(run.plan)),
         *_details(run.plan),
     ]
     notes = run.notes or []
@@ -331,21 +313,16 @@ def stale_message(run: Run, *, people: list[str]) -> list[Block]:
 def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel; no Approve on a blocked verdict."""
     risk = risk_summary(run)
-    confirm = ConfirmObject(
-        title="Approve this rollback?",
-        text=t.cut(  # a confirm dialog's text is mrkdwn; Slack allows 300 characters
-            t.dated(
-                t.esc(
-                    f"Roll back {run.target} in {run.environment} {from_to(run)}: "
-                    f"{len(run.plan)} steps, starting now."
-                    + (f" {risk[:1].upper()}{risk[1:]}." if risk else "")
-                ),
-                tokens=False,
+    confirm = t.confirm(
+        "Approve this rollback?",
+        t.dated(
+            t.esc(
+                f"Roll back {run.target} in {run.environment} {from_to(run)}: "
+                f"{len(run.plan)} steps, starting now." + (f" {t.sentence(risk)}" if risk else "")
             ),
-            300,
+            tokens=False,
         ),
-        confirm="Approve and run",
-        deny="Not yet",
+        yes="Approve and run",
     )
     approve = ButtonElement(
         text="Approve", action_id=Action.APPROVE, value=run.id, style="primary", confirm=confirm
@@ -417,155 +394,6 @@ def progress_message(
     return blocks
 
 
-def failure_message(
-    run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
-) -> list[Block]:
-    """The loud failure, broadcast from the thread: who must act, what runs now, what is left,
-    and the ways on (`bot.persistence.aftermath`): Retry failed step, Re-plan, and where the failure
-    left
-    maintenance on, Leave maintenance on / Turn maintenance off."""
-    if run.state != "failed":  # retried: its outcome was cleared and it runs again
-        return retried_message(run, retried_by=retried_by)
-    said = outcome_now(run, after)
-    now = sentence_after(said, "Production now:") or "unknown: check the target by hand"
-    undone = sentence_after(said, "Not run:") or (
-        "nothing left in the plan"
-        if after is not None and after.turned_off_by
-        else "nothing; every step was attempted"
-    )
-    first = said.split(". Ran:")[0].split(". Manual intervention required")[0]
-    mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
-    blocks: list[Block] = [
-        t.section(
-            f":red_circle: *{run.incident_id}: the rollback of {versions(run)} failed.* "
-            f"{mentions}: "
-            + (
-                "marked resolved (below)."
-                if after and after.resolved_by
-                else "manual intervention required."
-            )
-        ),
-        t.section(
-            f"*What failed:* {t.dated(t.esc(first))}\n*Production now:* {t.dated(t.esc(now))}\n"
-            f"*Left undone:* {t.dated(t.esc(undone))}"
-        ),
-    ]
-    if after is not None and after.left_on_by and after.maintenance_on:
-        blocks.append(
-            t.context(f":construction: Maintenance stays on: {t.user(after.left_on_by)} decided.")
-        )
-    if after is not None and after.turned_off_by:
-        blocks.append(
-            t.context(
-                f":white_check_mark: Maintenance turned off by {t.user(after.turned_off_by)}."
-            )
-        )
-    if after is not None and after.resolved_by:
-        blocks.append(
-            t.context(
-                f":white_check_mark: Resolved by {t.user(after.resolved_by)} at "
-                f"{t.when(after.resolved_at)}."
-            )
-        )
-        return blocks
-    blocks.append(ActionsBlock(block_id=BlockId.FAILURE, elements=_failure_buttons(run, after)))
-    return blocks
-
-
-def retried_message(run: Run, *, retried_by: str | None) -> list[Block]:
-    """A failure announcement after its retry: where the retry is now, so the announcement
-    never says "running again" of a run that has since ended."""
-    who = f" by {t.user(retried_by)}" if retried_by else ""
-    lead = f"*{run.incident_id}: the failed rollback of {versions(run)} was retried*{who}"
-    if run.state == "succeeded":
-        said = f":large_green_circle: {lead} and succeeded at {t.when(run.finished_at)}."
-    elif run.state == "failed":
-        said = f":red_circle: {lead} and failed again: see the newer failure message."
-    else:
-        said = f":arrows_counterclockwise: {lead}; it is {run.state} again, progress in the thread."
-    return [t.section(said)]
-
-
-def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
-    buttons: list[ButtonElement] = []
-    if after is not None and after.failed is not None:
-        step = after.failed
-        confirm = ConfirmObject(
-            title="Retry the failed step?",
-            text=t.cut(
-                t.esc(
-                    f"Run the approved plan again from step {step.position + 1} "
-                    f"({step.words or readable(step.name)}); the steps before it that an "
-                    "always-step undid run again first. Your click approves it."
-                ),
-                300,
-            ),
-            confirm="Retry",
-            deny="Not yet",
-        )
-        buttons.append(
-            ButtonElement(
-                text="Retry failed step",
-                action_id=Action.RETRY,
-                value=run.id,
-                style="primary",
-                confirm=confirm,
-            )
-        )
-    buttons.append(ButtonElement(text="Re-plan", action_id=Action.REPLAN, value=run.id))
-    buttons.append(
-        ButtonElement(
-            text="Mark resolved",
-            action_id=Action.RESOLVE,
-            value=run.id,
-            confirm=ConfirmObject(
-                title="Mark this failure resolved?",
-                text="Say that people have handled it: it leaves status and App Home, and "
-                "the incident counts as recovered now. Your name and the time are recorded.",
-                confirm="Mark resolved",
-                deny="Not yet",
-            ),
-        )
-    )
-    if after is not None and after.maintenance_on:
-        if not after.left_on_by:
-            buttons.append(
-                ButtonElement(
-                    text="Leave maintenance on", action_id=Action.LEAVE_MAINTENANCE_ON, value=run.id
-                )
-            )
-        buttons.append(
-            ButtonElement(
-                text="Turn maintenance off",
-                action_id=Action.MAINTENANCE_OFF,
-                value=run.id,
-                style="danger",
-            )
-        )
-    return buttons
-
-
-def failure_text(run: Run) -> str:
-    """Notification text of the failure broadcast, as the run stands now (a retry may have
-    ended it)."""
-    if run.state == "succeeded":
-        return t.esc(f"{run.incident_id}: the rollback of {run.target} succeeded on retry")
-    if run.state != "failed":
-        return t.esc(f"{run.incident_id}: the rollback of {run.target} was retried; {run.state}")
-    return t.esc(f"{run.incident_id}: the rollback of {run.target} failed; action needed")
-
-
-def success_line(run: Run, *, link: str) -> str:
-    """The one calm line to the channel when a rollback succeeded."""
-    took = t.seconds(run.started_at, run.finished_at)
-    if run.kind == RunKind.DRILL:
-        return drill_blocks.success_line(run, took=took, link=link)
-    return (
-        f":large_green_circle: {run.incident_id}: {versions(run)} rolled back"
-        f"{f' in {took}' if took else ''}. <{link}|Thread>"
-    )
-
-
 def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bool]:
     """A step's output as a thread reply; True when it was cut and needs a file."""
     header = f"{STATE_ICONS.get(record.state, '')} *{step['position'] + 1}. {label(step)}*"
@@ -596,61 +424,4 @@ def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
         ]
         if done:
             blocks.append(t.context(*done))
-    return blocks
-
-
-def run_line(
-    run: Run,
-    approvals: list[tuple[str, datetime]],
-    *,
-    approvers: Approvers | None = None,
-) -> str:
-    """One line of /rollback status or history."""
-    took = ""
-    if run.started_at and run.finished_at:
-        took = f" in {t.seconds(run.started_at, run.finished_at)}"
-    if approvals or run.state == "requested":
-        approved = approval_state(run, approvals, approvers=approvers)
-    else:
-        approved = "break-glass" if run.break_glass else "no approvals"
-    return (
-        f"*{run.incident_id}* {t.esc(run.target)}/{t.esc(run.environment)} · {run.state}{took} · "
-        f"{t.dated(t.esc(from_to(run)))} · requested by {t.user(run.requester)} · {approved} · "
-        f"{t.when(run.created_at)}"
-    )
-
-
-def lines_message(title: str, lines: list[str]) -> list[Block]:
-    """A title and lines, split over sections so no text passes Slack's limit."""
-    blocks = [t.section(f"*{title}*"), *_sections(lines or ["nothing to show"])]
-    return blocks[: t.MESSAGE_BLOCKS]
-
-
-USAGE = (
-    "*Usage*\n"
-    "`/rollback <target> <env> [to <revision|timestamp|backup>]` opens the rollback form\n"
-    "`/rollback status [INC-…]` shows active rollbacks, or one incident\n"
-    "`/rollback cancel INC-…` cancels a rollback not yet running (requester or approver)\n"
-    "`/rollback history <target> <env>` lists past rollbacks\n"
-    "`/rollback drill <target> <env>` rehearses a rollback and roll-forward (not in production); "
-    "a database's restores its newest backup into scratch (anywhere)\n"
-    "`/rollback drills` lists each target's last drill and its time to recover\n"
-    "`/rollback help` shows this"
-)
-
-
-def help_message(targets: dict[str, list[str]]) -> list[Block]:
-    """Usage and the configured targets."""
-    known = [
-        f"`{t.esc(env)}`: {', '.join(f'`{t.esc(n)}`' for n in names)}"
-        for env, names in targets.items()
-    ]
-    return [t.section(USAGE), t.section("*Targets*\n" + "\n".join(known))]
-
-
-def refusal(message: str, *, usage: bool = False) -> list[Block]:
-    """An ephemeral explanation; with the usage when the command itself was wrong."""
-    blocks: list[Block] = [t.section(f":warning: {message}")]  # callers escape what they quote
-    if usage:
-        blocks.append(t.section(USAGE))
     return blocks

@@ -42,11 +42,11 @@ from bot.domain.states import ACTIVE_STATES
 from bot.domain.versions import MalformedVersion
 from bot.execution.workflow import Refused
 from bot.persistence.models import Run
-from handlers import blocks, review_blocks
+from handlers import blocks, command_blocks, review_blocks
 from handlers import guard as guard_texts
 from handlers import text as t
 from handlers.deps import Deps
-from handlers.errors import tell
+from handlers.errors import correlation_id, tell
 from handlers.flows import Groups
 from handlers.guard import Clear, Clearing
 from handlers.ids import ModalMeta
@@ -54,7 +54,7 @@ from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
-from handlers.thread import after_of, correlation_id
+from handlers.thread import after_of
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -188,7 +188,7 @@ def register(app: App, deps: Deps) -> None:
                 )
         except (BadPayload, CommandError, UnknownTarget, MalformedVersion) as exc:
             said = t.esc(str(exc))  # it may quote what was typed
-            ack(blocks=blocks.refusal(said, usage=True), text=said)
+            ack(blocks=command_blocks.refusal(said, usage=True), text=said)
             return
         if not isinstance(parsed, Rollback | Cancel | Clear):
             ack(response_type="ephemeral", **_answered(parsed, deps))
@@ -317,17 +317,17 @@ def _answered(parsed: Command, deps: Deps) -> dict[str, Any]:
 def _answer(parsed: Command, deps: Deps) -> list[Any]:
     if isinstance(parsed, Help):
         targets = {n: list(e.targets) for n, e in deps.config.environments.items()}
-        return [*blocks.help_message(targets), t.section(guard_texts.USAGE)]
+        return [*command_blocks.help_message(targets), t.section(guard_texts.USAGE)]
     if isinstance(parsed, Status):
         return _status(parsed, deps)
     assert isinstance(parsed, History)
     try:
         deps.config.target(parsed.environment, parsed.target)
     except UnknownTarget as exc:
-        return blocks.refusal(t.esc(exc), usage=True)
+        return command_blocks.refusal(t.esc(exc), usage=True)
     runs = deps.store.runs.find(environment=parsed.environment, target=parsed.target, limit=20)
     lines = [_line(r, deps) for r in runs]
-    return blocks.lines_message(
+    return command_blocks.lines_message(
         f"Rollback history of {t.esc(parsed.target)} in {t.esc(parsed.environment)}", lines
     )
 
@@ -339,7 +339,7 @@ def _line(run: Run, deps: Deps) -> str:
         approvers = deps.config.environment(run.environment).approvers
     except UnknownTarget:  # the environment left the config since
         approvers = None
-    line = blocks.run_line(run, deps.workflow.approvals(run), approvers=approvers)
+    line = command_blocks.run_line(run, deps.workflow.approvals(run), approvers=approvers)
     link = t.thread_link(run.slack)
     return f"{line} · <{link}|thread>" if link else line
 
@@ -358,20 +358,20 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
     if parsed.incident_id is None:
         runs = deps.store.runs.find(states=ACTIVE_STATES)
         lines = [_line(r, deps) for r in runs]
-        said = blocks.lines_message("Active rollbacks", lines)
+        said = command_blocks.lines_message("Active rollbacks", lines)
         failed = deps.store.runs.unresolved_failures()
         if failed:
-            said += blocks.lines_message(
+            said += command_blocks.lines_message(
                 "Failed and not resolved (Mark resolved in the thread once handled)",
                 [_line(r, deps) for r in failed],
             )
         waiting = review_lines(deps)
         if waiting:
-            said += blocks.lines_message("Break-glass rollbacks awaiting review", waiting)
+            said += command_blocks.lines_message("Break-glass rollbacks awaiting review", waiting)
         return said[: t.MESSAGE_BLOCKS]
     incident = deps.store.incidents.get(parsed.incident_id)
     if incident is None:
-        return blocks.refusal(f"no incident {parsed.incident_id}")
+        return command_blocks.refusal(f"no incident {parsed.incident_id}")
     runs = deps.store.runs.find(incident_id=incident.id)
     lines = [_line(r, deps) for r in runs]
     lines += [
@@ -379,7 +379,7 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
     ]
     reviews = [deps.store.reviews.get(r.id) for r in runs if r.break_glass]
     lines += [f"Break-glass: {review_blocks.review_state(r)}" for r in reviews if r is not None]
-    return blocks.lines_message(
+    return command_blocks.lines_message(
         f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines
     )
 

@@ -31,15 +31,15 @@ from bot.execution.drill_plans import drill_allowed
 from bot.execution.outbox import Undeliverable
 from bot.execution.workflow import Refused
 from bot.persistence.chart import trend_chart, trend_filename
-from handlers import blocks, drill_blocks
+from handlers import command_blocks, drill_blocks
 from handlers import text as t
+from handlers.delivery import delivery_error
 from handlers.deps import Deps
 from handlers.errors import tell
 from handlers.flows import flows_for
 from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
-from handlers.thread import delivery_error
 
 if TYPE_CHECKING:  # the outbox renders through the thread, which imports these handlers' blocks
     from bot.persistence.models import OutboxMessage, Run
@@ -185,10 +185,10 @@ MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {
     OVERDUE: _overdue,
     TREND_CHART: _trend,
 }
-"""Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=...)`)."""
+"""Outbox kinds rendered here (`handlers.outbox.SlackOutbox(more=...)`)."""
 
 ALONE: dict[str, Callable[[IncidentThread, OutboxMessage], None]] = {NOT_STARTED: _not_started}
-"""Outbox kinds of no run rendered here (`handlers.thread.SlackOutbox(alone=...)`)."""
+"""Outbox kinds of no run rendered here (`handlers.outbox.SlackOutbox(alone=...)`)."""
 
 
 def register(app: App, deps: Deps) -> None:
@@ -204,11 +204,15 @@ def register(app: App, deps: Deps) -> None:
             if isinstance(parsed, DrillRequest):
                 refusal = _refusal(deps, parsed)
                 if refusal:
-                    ack(response_type="ephemeral", blocks=blocks.refusal(refusal), text=refusal)
+                    ack(
+                        response_type="ephemeral",
+                        blocks=command_blocks.refusal(refusal),
+                        text=refusal,
+                    )
                     return
         except (BadPayload, DrillCommandError, UnknownTarget) as exc:
             said = t.esc(str(exc))
-            ack(blocks=blocks.refusal(said, usage=True), text=said)
+            ack(blocks=command_blocks.refusal(said, usage=True), text=said)
             return
         if isinstance(parsed, DrillList):
             statuses = drills.statuses()

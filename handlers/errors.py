@@ -22,7 +22,9 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from slack_bolt import App
 from slack_bolt.response import BoltResponse
@@ -30,13 +32,20 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.flows import Flows
+from handlers import text as t
 from handlers.modal_blocks import message_view
 from handlers.notices import notices_for, transient
-from handlers.payloads import Where, where_of
-from handlers.thread import correlation_id
+from handlers.payloads import BadPayload, Where, where_of
 from handlers.verify import EnvelopeGuard
 
 log = logging.getLogger(__name__)
+Read = TypeVar("Read")
+
+
+def correlation_id() -> str:
+    """A short id that ties what the user is told to the log line."""
+    return uuid.uuid4().hex[:10]
+
 
 NOT_THERE = frozenset({"channel_not_found", "not_in_channel", "is_archived", "user_not_in_channel"})
 """chat.postEphemeral's errors for a channel the person can be reached in only by DM."""
@@ -59,6 +68,17 @@ def tell(client: WebClient, where: Where | None, text: str) -> None:
             notices_for(client, send).keep(where, text, reason=str(reason))
         else:
             log.warning("could not tell %s (%s): %s", where.user, reason, text)
+
+
+def read_or_tell(
+    client: WebClient, body: dict[str, Any], read: Callable[[dict[str, Any]], Read]
+) -> Read | None:
+    """Read the payload with `read`, or tell the person why it cannot be read (None)."""
+    try:
+        return read(body)
+    except BadPayload as exc:
+        tell(client, where_of(body), f":warning: {t.esc(exc)}")
+        return None
 
 
 def send(client: WebClient, where: Where, text: str) -> None:

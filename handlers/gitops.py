@@ -9,7 +9,7 @@ reaches the thread through the outbox (`gitops.resumed`), like everything the
 bot says there.
 
 The messages: `MESSAGES` maps outbox kinds to their rendering, which
-`handlers.thread.SlackOutbox` calls (for `run.finished` after its own): the
+`handlers.outbox.SlackOutbox` calls (for `run.finished` after its own): the
 held-sync message with the button, posted once after a successful run that
 left a GitOps owner suspended; the resume result (the held message loses its
 button and says who resumed it); the hold's news after a Git proposal (loud for a
@@ -36,13 +36,13 @@ from bot.persistence.models import OutboxMessage, Run
 from handlers import gitops_blocks as blocks
 from handlers import payloads
 from handlers import text as t
+from handlers.delivery import delivery_error
 from handlers.deps import Deps
-from handlers.errors import tell
+from handlers.errors import read_or_tell, tell
 from handlers.flows import Groups
 from handlers.ids import Action
 from handlers.lazy import after_ack
-from handlers.payloads import BadPayload
-from handlers.thread import IncidentThread, delivery_error
+from handlers.thread import IncidentThread
 
 HELD = "gitops:held"
 
@@ -58,10 +58,8 @@ def register(app: App, deps: Deps) -> None:
     @after_ack(deps.later)
     def resume_sync(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        try:
-            click = payloads.click(body)
-        except BadPayload as exc:
-            tell(client, payloads.where_of(body), f":warning: {t.esc(exc)}")
+        click = read_or_tell(client, body, payloads.click)
+        if click is None:
             return
         run = deps.store.runs.get(click.run_id)
         try:
@@ -70,14 +68,10 @@ def register(app: App, deps: Deps) -> None:
             user = click.where.user
             outcome = resync.resume(run.id, user=user, user_groups=groups.of(run.environment, user))
         except (Refused, UnknownTarget) as exc:
-            tell(client, click.where, f":no_entry: {t.esc(_sentence(str(exc)))}")
+            tell(client, click.where, f":no_entry: {t.esc(t.sentence(str(exc)))}")
             return
         if not outcome.resumed:
             tell(client, click.where, blocks.already_text(outcome))
-
-
-def _sentence(text: str) -> str:
-    return f"{text[:1].upper()}{text[1:]}."
 
 
 # --- outbox messages -----------------------------------------------------------------------
@@ -191,4 +185,4 @@ MESSAGES: dict[str, Deliver] = {
     "recheck.steady": _steady,
     "recheck.failed": _not_rechecked,
 }
-"""Outbox kinds rendered here (`handlers.thread.SlackOutbox(more=MESSAGES)`)."""
+"""Outbox kinds rendered here (`handlers.outbox.SlackOutbox(more=MESSAGES)`)."""

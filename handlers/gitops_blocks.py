@@ -14,7 +14,6 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
 )
 
 from bot.application.resync import HeldOwner, ResumeOutcome, revert_note
@@ -74,12 +73,11 @@ def held_message(
                     action_id=Action.RESUME_SYNC,
                     value=run.id,
                     style="primary",
-                    confirm=ConfirmObject(
-                        title="Resume the GitOps sync?",
-                        text="Only once Git no longer describes the version rolled away from: "
+                    confirm=t.confirm(
+                        "Resume the GitOps sync?",
+                        "Only once Git no longer describes the version rolled away from: "
                         "resuming before that redeploys it.",
-                        confirm="Resume sync",
-                        deny="Not yet",
+                        yes="Resume sync",
                     ),
                 )
             ],

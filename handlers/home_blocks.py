@@ -30,7 +30,7 @@ from bot.persistence.models import BreakGlassReview, Run
 from bot.persistence.recovery import Recovery as PhaseTimes
 from handlers import drill_blocks
 from handlers import text as t
-from handlers.blocks import lines_message, run_line
+from handlers.command_blocks import lines_message, run_line
 from handlers.ids import Action
 from handlers.review_blocks import review_line
 

@@ -35,8 +35,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.flows import Flows
+from handlers.delivery import TRANSIENT_ERRORS
 from handlers.payloads import Where
-from handlers.thread import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
-    ConfirmObject,
 )
 
 from bot.config import Approvers
@@ -47,14 +46,10 @@ def review_message(run: Run, review: BreakGlassReview, *, approvers: Approvers) 
             t.section(head),
             t.section(f":white_check_mark: Mandatory review done: {review_state(review)}."),
         ]
-    confirm = ConfirmObject(
-        title="Mark this review done?",
-        text=t.cut(
-            t.esc(f"You reviewed the break-glass rollback of {run.target} in {run.environment}."),
-            300,
-        ),
-        confirm="Mark reviewed",
-        deny="Not yet",
+    confirm = t.confirm(
+        "Mark this review done?",
+        t.esc(f"You reviewed the break-glass rollback of {run.target} in {run.environment}."),
+        yes="Mark reviewed",
     )
     return [
         t.section(head),

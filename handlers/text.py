@@ -13,13 +13,15 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import ConfirmObject, ContextBlock, MarkdownTextObject, SectionBlock
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 LABEL_LIMIT = 75
 MESSAGE_BLOCKS = 50
 MODAL_BLOCKS = 100
+CONFIRM_LIMIT = 300
+"""A confirm dialog's text (mrkdwn)."""
 CUT_MARK = "… (cut; full text attached)"
 
 
@@ -169,11 +171,38 @@ def md(text: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=cut(text, SECTION_LIMIT))
 
 
+def sentence(text: str) -> str:
+    """`text` as a sentence: capitalised, with a full stop."""
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def section(text: str) -> SectionBlock:
     """A section of markdown text (already escaped where it quotes people or systems)."""
     return SectionBlock(text=md(text))
 
 
+def confirm(title: str, text: str, *, yes: str) -> ConfirmObject:
+    """A confirm dialog, its `text` (escaped by the caller) cut to Slack's limit."""
+    return ConfirmObject(title=title, text=cut(text, CONFIRM_LIMIT), confirm=yes, deny="Not yet")
+
+
 def context(*lines: str) -> ContextBlock:
     """A context block of up to ten markdown lines (Slack's limit)."""
     return ContextBlock(elements=[md(line) for line in lines[:10]])
+
+
+def sections(lines: list[str]) -> list[SectionBlock]:
+    """Put lines in as few sections as Slack's text limit allows, none cut mid-line."""
+    sections: list[SectionBlock] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = cut(line, SECTION_LIMIT - 10)
+        if chunk and size + len(line) + 1 > SECTION_LIMIT - 10:
+            sections.append(section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        sections.append(section("\n".join(chunk)))
+    return sections

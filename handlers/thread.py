@@ -3,13 +3,9 @@
 Two ways in. Interactive handlers (an approval click, a checklist tick) call
 `IncidentThread` directly: an error that survives the WebClient's retry
 handlers is logged with a correlation id and said in the thread. Everything
-the runner reports goes through the outbox (`bot.execution.outbox`): the store queues a
-message with each state change, and `SlackOutbox.deliver`, called by the
-outbox's sender thread, renders it from the database and makes the calls with
-`IncidentThread(strict=True)`, which raises `RetryLater` / `Undeliverable`
-instead of swallowing, so the sender retries with backoff and a Slack outage
-never touches the rollback. `SlackProgress` is then only a producer's nudge:
-it wakes the sender.
+the runner reports comes through the outbox (`handlers.outbox.SlackOutbox`), which
+calls `IncidentThread(strict=True)`: it raises `RetryLater` / `Undeliverable`
+(`handlers.delivery`) instead of swallowing, so the sender retries.
 
 Every message the bot posts in a thread has a slot (`progress`, `checklist`,
 `step:3:1`, `rca`) whose ts is kept in `slack_messages`, so any bot process can
@@ -22,32 +18,27 @@ from __future__ import annotations
 
 import http.client
 import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.drills import measure
-from bot.application.flows import NOTICE, ThreadNotOpened
+from bot.application.flows import ThreadNotOpened
 from bot.application.timeline import rca_template
 from bot.config import Environment
 from bot.execution.drill_plans import is_drill
-from bot.execution.outbox import RetryLater, Undeliverable
-from bot.execution.progress import Progress
 from bot.execution.runner import stored_steps
 from bot.persistence.aftermath import RETRIED, Aftermath, aftermath
 from bot.persistence.chart import chart_filename, timeline_chart
-from bot.persistence.models import Event, Incident, OutboxMessage, Run
+from bot.persistence.models import Event, Incident, Run, SlackMessage
 from bot.persistence.store import StepView, Store
 from bot.persistence.verification import checklist
-from handlers import blocks, drill_blocks, review_blocks
+from handlers import announce_blocks, blocks, drill_blocks, review_blocks
 from handlers import text as t
+from handlers.delivery import delivery_error
 from handlers.deps import Deps
+from handlers.errors import correlation_id
 from handlers.names import Names
 from handlers.text import permalink
 
@@ -61,11 +52,6 @@ def after_of(store: Store, run: Run, events: list[Event] | None = None) -> After
         return None
     events = store.events.of(run.incident_id) if events is None else events
     return aftermath(run.plan, store.steps.of(run.id), events, run.id)
-
-
-def correlation_id() -> str:
-    """A short id that ties what the user is told to the log line."""
-    return uuid.uuid4().hex[:10]
 
 
 class IncidentThread:
@@ -303,13 +289,7 @@ class IncidentThread:
             message=message,
         )
         if was_cut:
-            self._upload_once(
-                run,
-                key=f"file:{key}",
-                filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
-                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
-                content=record.output,
-            )
+            self._upload_output(run, step, record, key=f"file:{key}")
 
     def attach_long_output(
         self, run: Run, step: dict[str, Any], record: StepView, *, slot: str
@@ -320,13 +300,17 @@ class IncidentThread:
             return
         _, was_cut = blocks.step_output(step, record)
         if was_cut:
-            self._upload_once(
-                run,
-                key=f"file:{slot}",
-                filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
-                title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
-                content=record.output,
-            )
+            self._upload_output(run, step, record, key=f"file:{slot}")
+
+    def _upload_output(self, run: Run, step: dict[str, Any], record: StepView, *, key: str) -> None:
+        """Attach a step's whole output to the thread (once per slot `key`)."""
+        self._upload_once(
+            run,
+            key=key,
+            filename=f"{run.incident_id}-step{step['position'] + 1}-{step['name']}.txt",
+            title=f"Full output of step {step['position'] + 1} ({blocks.label(step)})",
+            content=record.output,
+        )
 
     def finished(self, run: Run) -> None:
         """Update card and plan, announce the end, then post the checklist and the RCA template.
@@ -391,13 +375,19 @@ class IncidentThread:
             return
         events = self.deps.store.events.of(fresh.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
+        self._redraw_announcement(
+            fresh, slot, announce_blocks.retried_message(fresh, retried_by=retried)
+        )
+
+    def _redraw_announcement(self, run: Run, slot: SlackMessage, message: list[Any]) -> None:
+        """Edit the run's end announcement in `slot` to say `message`."""
         self._call(
-            fresh,
+            run,
             "chat_update",
             channel=slot.channel,
             ts=slot.ts,
-            text=blocks.failure_text(fresh),
-            blocks=blocks.retried_message(fresh, retried_by=retried),
+            text=announce_blocks.failure_text(run),
+            blocks=message,
         )
 
     def _drill_measured(self, run: Run) -> None:
@@ -442,7 +432,7 @@ class IncidentThread:
                 channel=channel,
                 thread_ts=thread_ts,
                 reply_broadcast=True,
-                text=blocks.failure_text(fresh),
+                text=announce_blocks.failure_text(fresh),
                 blocks=self._failure(fresh),
             )
         else:
@@ -450,7 +440,7 @@ class IncidentThread:
                 fresh,
                 "chat_postMessage",
                 channel=channel,
-                text=blocks.success_line(fresh, link=permalink(channel, thread_ts)),
+                text=announce_blocks.success_line(fresh, link=permalink(channel, thread_ts)),
             )
         if posted is not None:
             self.deps.store.posts.record(fresh.id, slot, channel=channel, ts=posted["ts"])
@@ -461,7 +451,7 @@ class IncidentThread:
         people = [run.requester, *(approved or env.approvers.users)]
         events = self.deps.store.events.of(run.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
-        return blocks.failure_message(
+        return announce_blocks.failure_message(
             run, people=people, after=self._after(run, events), retried_by=retried
         )
 
@@ -475,14 +465,7 @@ class IncidentThread:
             return
         slot = self.deps.store.posts.slot(run.id, _announce_slot(run, announced=True))
         if slot is not None:
-            self._call(
-                run,
-                "chat_update",
-                channel=slot.channel,
-                ts=slot.ts,
-                text=blocks.failure_text(run),
-                blocks=self._failure(run),
-            )
+            self._redraw_announcement(run, slot, self._failure(run))
         self.refresh(run.id)
         if self.deps.store.posts.slot(run.id, "progress_ts") is not None:
             self.progress(run)
@@ -551,218 +534,6 @@ class IncidentThread:
             log.exception("%s: could not tell the thread either", run.incident_id)
 
 
-TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
-
-
-def delivery_error(method: str, exc: Exception) -> RetryLater | Undeliverable:
-    """Classify a failed Web API call: worth trying again later, or never deliverable.
-
-    429 carries Retry-After (https://api.slack.com/apis/rate-limits); 5xx and the
-    `*_error`/`service_unavailable` codes are Slack's side; a dropped connection,
-    a timeout or a cut answer (OSError, HTTPException) may succeed next time.
-    Any other `ok: false` (channel_not_found, not_in_channel, invalid_blocks...) will not.
-    """
-    if isinstance(exc, SlackApiError):
-        response = exc.response
-        error = str(response.get("error") or "")
-        if response.status_code == 429 or error == "ratelimited":
-            after = (response.headers or {}).get("Retry-After") or (response.headers or {}).get(
-                "retry-after"
-            )
-            delay = float(after) if after and str(after).isdigit() else None
-            return RetryLater(f"{method}: rate limited", delay=delay)
-        if response.status_code >= 500 or error in TRANSIENT_ERRORS:
-            return RetryLater(f"{method}: Slack answered {response.status_code} {error}")
-        return Undeliverable(f"{method}: Slack said {error}")
-    return RetryLater(f"{method}: {type(exc).__name__}: {exc}")
-
-
-LIVE_EVERY = 10.0
-"""Seconds between live updates of a running step (Slack allows about one chat.update a
-second per channel: https://api.slack.com/methods/chat.update#rate_limiting)."""
-
-
-@dataclass
-class _Live:
-    started: float
-    sent: float
-    lines: int = 0
-
-
-class SlackProgress(Progress):
-    """The runner's Progress: the store already queued each message; wake the sender.
-
-    With a store, a long step's output lines also reach people: at most every `every`
-    seconds a `step.progress` message is queued with the step's last line, how long it
-    has run and how many readings it made, and the sender edits the progress message.
-    """
-
-    def __init__(
-        self,
-        wake: threading.Event,
-        store: Store | None = None,
-        *,
-        every: float = LIVE_EVERY,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.wake = wake
-        self.store = store
-        self.every = every
-        self.clock = clock
-        self._live: dict[tuple[str, int], _Live] = {}
-        self._lock = threading.Lock()
-
-    def run_started(self, run: Run, *, resumed: bool) -> None:
-        self.wake.set()
-
-    def step_started(self, run: Run, step: dict[str, Any]) -> None:
-        now = self.clock()
-        with self._lock:
-            self._live[(run.id, int(step["position"]))] = _Live(started=now, sent=now)
-        self.wake.set()
-
-    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
-        log.info("%s: %s: %s", run.incident_id, step["name"], line)
-        if self.store is None:
-            return
-        now = self.clock()
-        key = (run.id, int(step["position"]))
-        with self._lock:
-            live = self._live.setdefault(key, _Live(started=now, sent=now))
-            live.lines += 1
-            if now - live.sent < self.every:
-                return
-            live.sent = now
-            detail = {
-                "position": key[1],
-                "line": line[:300],
-                "elapsed": round(now - live.started, 1),
-                "readings": live.lines,
-            }
-        self.store.outbox.enqueue(run.id, "step.progress", detail)
-        self.wake.set()
-
-    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
-        with self._lock:
-            self._live.pop((run.id, int(step["position"])), None)
-        self.wake.set()
-
-    def run_finished(self, run: Run) -> None:
-        self.wake.set()
-
-    def run_expired(self, run: Run) -> None:
-        self.wake.set()
-
-
-def _notice(thread: IncidentThread, message: OutboxMessage) -> None:
-    """Tell one person something by direct message (`bot.application.flows.NOTICE`)."""
-    detail = message.detail
-    try:
-        thread.client.chat_postMessage(channel=detail["user"], text=detail["text"])
-    except (SlackApiError, OSError, http.client.HTTPException) as exc:
-        raise delivery_error("chat_postMessage", exc) from exc
-
-
-class SlackOutbox:
-    """Renders outbox messages into the incident thread; the outbox's sender calls `deliver`."""
-
-    def __init__(
-        self,
-        deps: Deps,
-        *,
-        more: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] | None = None,
-        alone: dict[str, Callable[[IncidentThread, OutboxMessage], None]] | None = None,
-    ) -> None:
-        self.deps = deps
-        self.thread = IncidentThread(deps, strict=True)
-        self.more = dict(more or {})
-        """Kinds other modules render (handlers/gitops.py); for a kind of this one's, after it."""
-        self.alone = {NOTICE: _notice, **(alone or {})}
-        """Kinds said without a run's thread, whether or not they belong to a run: a notice
-        to one person, and other modules' (handlers/drills.py)."""
-        self.told = IncidentThread(deps)  # an error is said in the thread, as to a click
-
-    def deliver(self, message: OutboxMessage) -> None:
-        """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
-        alone = self.alone.get(message.kind)
-        if alone is not None:  # said to a person or a channel, whether or not of a run
-            alone(self.thread, message)
-            return
-        if message.run_id is None:
-            raise Undeliverable(f"a {message.kind} message must belong to a run")
-        run = self.deps.store.runs.get(message.run_id)
-        if run is None:
-            raise Undeliverable(f"run {message.run_id} no longer exists")
-        if not run.slack:
-            raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
-        kind = message.kind
-        if not kind.startswith("step."):
-            self.deps.home.changed.set()  # a run's state changed: refresh home tabs
-        render = self._renders().get(kind)
-        if render is None and kind not in self.more:
-            raise Undeliverable(f"unknown message kind {kind}")
-        if render is not None:
-            render(run, message)
-        if kind in self.more:
-            self.more[kind](self.thread, run, message)
-
-    def _renders(self) -> dict[str, Callable[[Run, OutboxMessage], None]]:
-        """This module's kinds and how each is said in the thread."""
-        return {
-            "run.started": self._started,
-            "run.resumed": self._started,
-            # bot.application.flows.CHANGED, after a click: told as a click is
-            "run.changed": lambda run, _: self.told.refresh(run.id),
-            # bot.application.flows.DECIDED, after Retry or a maintenance choice
-            "run.decided": lambda run, _: self.told.decided(run.id),
-            "step.started": lambda run, _: self.thread.progress(run),
-            "step.progress": lambda run, m: self.thread.progress(run, live=m.detail),
-            "step.finished": lambda run, m: self._step_finished(run, m.detail),
-            "run.finished": lambda run, _: self.thread.finished(run),
-            "run.lease_lost": self._lease_lost,
-            "run.expired": self._expired,
-        }
-
-    def _started(self, run: Run, message: OutboxMessage) -> None:
-        self.thread.refresh(run.id)
-        if message.kind == "run.resumed":
-            self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
-        self.thread.progress(run)
-
-    def _lease_lost(self, run: Run, message: OutboxMessage) -> None:
-        self.thread.say(
-            run,
-            f":warning: `{message.detail.get('owner')}` lost its hold on this rollback "
-            "(its database connection failed or was too slow) and stopped at a safe "
-            "point; another bot process takes over from the approved plan.",
-            slot=f"lease_lost:{message.id}",
-        )
-
-    def _expired(self, run: Run, message: OutboxMessage) -> None:
-        self.thread.refresh(run.id)
-        self.thread.say(
-            run,
-            ":alarm_clock: The approval request expired; nothing was changed. "
-            "Request the rollback again if it is still needed.",
-            slot="expired",
-        )
-
-    def _step_finished(self, run: Run, detail: dict[str, Any]) -> None:
-        self.thread.progress(run)
-        position = int(detail["position"])
-        record = next((r for r in self.deps.store.steps.of(run.id) if r.position == position), None)
-        step = next((s for s in run.plan if s["position"] == position), None)
-        if record is None or step is None:
-            return
-        slot = f"step:{position}:{detail.get('attempts', record.attempts)}"
-        if record.state == "failed":  # a failure gets its own reply; the rest is folded
-            self.thread.step_output(run, step, record, slot=slot)
-        else:
-            self.thread.attach_long_output(run, step, record, slot=slot)
-
-
 def _announce_slot(run: Run, *, announced: bool = False) -> str:
     """The slot of the run's end announcement: one per attempt (a retry may fail again).
 
@@ -771,13 +542,3 @@ def _announce_slot(run: Run, *, announced: bool = False) -> str:
     if announced and run.state != "failed":
         retries -= 1
     return "announce" if retries <= 0 else f"announce:{retries}"
-
-
-def _resumed_text(detail: dict[str, Any]) -> str:
-    by = detail.get("by") or "another bot process"
-    before = detail.get("previous_owner")
-    stopped = f"`{before}`" if before else "The bot process running this rollback"
-    return (
-        f":arrows_counterclockwise: {stopped} stopped (crash, restart or lost lease); "
-        f"`{by}` resumed the rollback from the approved plan, without planning again."
-    )

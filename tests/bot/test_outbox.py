@@ -27,7 +27,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Base, OutboxMessage, Run
 from bot.persistence.store import Store, downgrade, make_engine, upgrade
 from handlers.deps import Deps
-from handlers.thread import SlackOutbox
+from handlers.outbox import SlackOutbox
 from sandbox.slack import FakeSlack
 from tests.fakes.config import ALICE, Clock, config_dict
 from tests.fakes.outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from bot.execution.outbox import Sender
 from handlers.deps import Deps
-from handlers.thread import SlackOutbox
+from handlers.outbox import SlackOutbox
 from sandbox.slack import FakeSlack
 from sandbox.slack.models import Call
 from tests.fakes.config import Clock

@@ -20,7 +20,8 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store
 from handlers.deps import Deps
-from handlers.thread import IncidentThread, SlackProgress
+from handlers.progress import SlackProgress
+from handlers.thread import IncidentThread
 from sandbox.slack import FakeSlack
 from tests.fakes.config import ALICE, BOB, CHANNEL, Clock
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.persistence.store import StepView
-from handlers import blocks
+from handlers import blocks, command_blocks
 from handlers import text as t
 from tests.fakes.runs import a_run, texts
 
@@ -33,7 +33,7 @@ def test_short_output_is_not_cut() -> None:
 
 
 def test_many_lines_are_split_over_sections_and_capped_at_fifty_blocks() -> None:
-    built = blocks.lines_message("History", ["z" * 500] * 1000)
+    built = command_blocks.lines_message("History", ["z" * 500] * 1000)
     assert len(built) == t.MESSAGE_BLOCKS
     assert all(len(text) <= t.SECTION_LIMIT for text in texts(built))
 

@@ -12,7 +12,7 @@ import pytest
 
 from bot.persistence.store import StepView
 from handlers import blocks
-from handlers.thread import SlackProgress
+from handlers.progress import SlackProgress
 from tests.fakes.runs import a_run
 
 
@@ -58,7 +58,7 @@ def test_without_a_store_lines_are_only_logged(caplog: pytest.LogCaptureFixture)
     run = a_run(1)
     progress.step_started(run, run.plan[0])
     wake.clear()
-    with caplog.at_level(logging.INFO, logger="handlers.thread"):
+    with caplog.at_level(logging.INFO, logger="handlers.progress"):
         progress.step_output(run, run.plan[0], "health: 503")  # nothing to queue it with
     step = run.plan[0]["name"]
     assert [r.getMessage() for r in caplog.records] == [f"{run.incident_id}: {step}: health: 503"]
