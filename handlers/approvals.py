@@ -58,17 +58,19 @@ def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
         return "you re-armed automatic rollback"
 
     return {
-        Action.RESOLVE: verb(flows.resolve, lambda _: "you marked it resolved"),
-        Action.REARM: verb(flows.rearm, rearmed),
+        Action.RESOLVE: verb(flows.failures.resolve, lambda _: "you marked it resolved"),
+        Action.REARM: verb(flows.failures.rearm, rearmed),
         Action.APPROVE: verb(flows.approve, lambda done: f"you approved it: {done.message}"),
         Action.REJECT: verb(flows.reject, lambda _: "you rejected it"),
         Action.CANCEL: verb(flows.cancel, lambda _: "you cancelled it"),
-        Action.RETRY: verb(flows.retry_failed, lambda _: "you retried it from the failed step"),
+        Action.RETRY: verb(
+            flows.failures.retry_failed, lambda _: "you retried it from the failed step"
+        ),
         Action.LEAVE_MAINTENANCE_ON: verb(
-            flows.leave_maintenance_on, lambda _: "you decided to leave maintenance on"
+            flows.failures.leave_maintenance_on, lambda _: "you decided to leave maintenance on"
         ),
         Action.MAINTENANCE_OFF: verb(
-            flows.turn_maintenance_off, lambda said: f"you turned maintenance off ({said})"
+            flows.failures.turn_maintenance_off, lambda said: f"you turned maintenance off ({said})"
         ),
     }
 

@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.application.drill_schedule import NOT_STARTED, OVERDUE
 from bot.application.drills import FLAGGED, TREND_CHART, Drills, target_status
-from bot.application.flows import ThreadNotOpened
+from bot.application.requests import ThreadNotOpened
 from bot.config import UnknownTarget
 from bot.domain.states import OutboxState
 from bot.execution.drill_plans import drill_allowed

@@ -33,7 +33,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 
 from bot.application.drills import Drills, DrillStatus
-from bot.application.flows import disarmed_by
+from bot.application.failures import disarmed_by
 from bot.application.guard import Guard
 from bot.application.reviews import Reviews
 from bot.application.timeline import service_restored

@@ -49,7 +49,8 @@ from typing import Any
 from slack_bolt import Ack
 from slack_sdk import WebClient
 
-from bot.application.flows import Flows, Received
+from bot.application.flows import Flows
+from bot.application.requests import Received
 from handlers.errors import failure_text, tell
 from handlers.payloads import Where, where_of
 from handlers.pool import Later

@@ -35,7 +35,7 @@ from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
 from bot.application.drills import Drills
-from bot.application.flows import IncidentRequest, Offer, ThreadNotOpened
+from bot.application.requests import IncidentRequest, Offer, ThreadNotOpened
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.domain.decision import Answers, Severity, decide, with_verdict
 from bot.domain.verdict import Verdict, holders_from

@@ -15,7 +15,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.application.flows import NOTICE
+from bot.application.requests import NOTICE
 from bot.execution.outbox import Undeliverable
 from bot.persistence.models import OutboxMessage, Run
 from handlers.delivery import delivery_error

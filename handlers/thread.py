@@ -24,7 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.drills import measure
-from bot.application.flows import ThreadNotOpened
+from bot.application.requests import ThreadNotOpened
 from bot.application.timeline import rca_template
 from bot.config import Environment
 from bot.execution.drill_plans import is_drill

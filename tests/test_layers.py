@@ -16,6 +16,7 @@ BESIDE_THE_LAYERS = {
     "server",
     "demo",
     "config",
+    "config_file",
     "settings",
     "logs",
     "secrets",
@@ -56,7 +57,9 @@ def test_the_layers_are_stated_on_packages_without_exceptions() -> None:
 
 def test_config_and_settings_are_forbidden_every_layer() -> None:
     (contract,) = [
-        c for c in contracts() if c.get("source_modules") == ["bot.config", "bot.settings"]
+        c
+        for c in contracts()
+        if c.get("source_modules") == ["bot.config", "bot.config_file", "bot.settings"]
     ]
     assert contract["forbidden_modules"] == bot_layers()["layers"]
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.application.drills import Drills
-from bot.application.flows import CHANGED, ThreadNotOpened
+from bot.application.requests import CHANGED, ThreadNotOpened
 from bot.config import DrillSchedule
 from bot.execution.workflow import Refused
 from bot.persistence.models import Drill, Run

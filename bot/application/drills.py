@@ -69,7 +69,8 @@ from bot.persistence.recovery import spoken
 from bot.persistence.store import StepView, Store, TargetBusy
 
 if TYPE_CHECKING:  # flows build the Drills; the runner's Progress is wrapped here
-    from bot.application.flows import Flows, Opened
+    from bot.application.flows import Flows
+    from bot.application.requests import Opened
     from bot.execution.progress import Progress
 
 log = logging.getLogger(__name__)

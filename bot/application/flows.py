@@ -28,195 +28,54 @@ Three rules live inside the flows rather than beside them:
   approved in. (A break-glass run the runner picked up in the meantime is
   not stopped: it goes on, and the person is told how to follow it.)
 
-After a failure (`bot.persistence.aftermath`): `retry_failed` approves the failed run again, by an
-approver other than the requester, to re-run its stored plan from the failed step, and
-refuses when the plan went stale; `leave_maintenance_on` and `turn_maintenance_off` are the
-two decisions on maintenance a failure can leave. `offer` lists a target's rollback points
+After a failure, the decisions people make are `Flows.failures` (`bot.application.failures`).
+`offer` lists a target's rollback points
 with what the bot remembers of its versions (the last known healthy one is the default,
 one rolled away from never is).
 
-`open_from_alert` and `auto_approve_due` are monitoring's flows; `bot.application.monitoring`
-still carries its own copy of them and should call these instead.
+`open_from_alert` and `auto_approve_due` are monitoring's flows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from actions.base import ActionError, RollbackPoint, StepContext, running_point
+from actions.base import ActionError, RollbackPoint, running_point
+from bot.application.failures import (
+    MONITORING,
+    Failures,
+    run_or_refuse,
+)
+from bot.application.requests import (
+    CHANGED,
+    NOTICE,
+    IncidentRequest,
+    Offer,
+    Opened,
+    Received,
+    Thread,
+    ThreadNotOpened,
+)
 from bot.application.reviews import Reviews
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
 from bot.domain.plans import Plan, default_point, lasting, plan_difference, remembered
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders, blocked, holders_from
-from bot.domain.versions import KnownVersions, version_key
-from bot.execution.planner import Planner, environment_step
+from bot.domain.versions import version_key
+from bot.execution.planner import Planner
 from bot.execution.planning import plan_for_run
 from bot.execution.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
-from bot.persistence.aftermath import (
-    LEFT_ON,
-    OFF,
-    RESOLVED,
-    TURNED_OFF,
-    aftermath,
-    retry_positions,
-    steps_of,
-)
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Store, TargetBusy
 from bot.persistence.verification import TICK, ticked_by
 
 log = logging.getLogger(__name__)
 
-MONITORING = "monitoring"
 CANCELLABLE = ("requested", "approved")
-
-
-class ThreadNotOpened(Exception):
-    """Slack refused the incident thread. `advice` says what to do.
-
-    `withdrawn` is True once the flow has cancelled the run; False only when a
-    break-glass run had already been started by the runner, which goes on.
-    """
-
-    def __init__(
-        self, reason: str, advice: str, *, withdrawn: bool = True, run_id: str | None = None
-    ) -> None:
-        super().__init__(f"{reason}. {advice}")
-        self.reason = reason
-        self.advice = advice
-        self.withdrawn = withdrawn
-        self.run_id = run_id
-        """The run the thread was for, so the person can still be told through the outbox."""
-
-
-NOTICE = "person.notice"
-"""Outbox message: tell one person something by direct message (`notify_person`)."""
-
-CHANGED = "run.changed"
-"""Outbox message: redraw the run's card and plan (after a click or monitoring's decision)."""
-
-DECIDED = "run.decided"
-"""Outbox message: after a person acted on a failure (retry, maintenance, resolved), redraw
-every message that states the run's state: the announcement, the card, plan and progress."""
-
-
-class Thread(Protocol):
-    """What the flows need from the Slack side."""
-
-    def open(self, incident: Incident, run: Run) -> Run:
-        """Post the incident thread; raise ThreadNotOpened if Slack refuses it."""
-
-    def post_checklist(self, run: Run) -> None:
-        """Re-render the run's verification checklist."""
-
-    def stale(self, run_id: str) -> None:
-        """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
-
-
-@dataclass(frozen=True)
-class IncidentRequest:
-    """A person's (or monitoring's) request to roll `target` back in `environment`."""
-
-    environment: str
-    target: str
-    requester: str
-    severity: Severity
-    answers: Answers
-    point: str | None = None
-    summary: str = ""
-    force: bool = False
-    break_glass: bool = False
-    confirmation: str = ""
-    ticked: frozenset[str] = frozenset()
-    leave_maintenance_on: bool = False
-    """Leave maintenance mode on if the rollback fails (for people to look;
-    `bot.persistence.aftermath`)."""
-    notify_customers: bool | None = None
-    """Send the customer e-mail after the rollback; None: as the config's policy says for
-    the severity (`CommunicationsPolicy.notify_customers`)."""
-    source: str = "slack"
-    detected_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Opened:
-    """An incident whose thread is up and whose run waits for approval (or started)."""
-
-    incident: Incident
-    run: Run
-
-    @property
-    def started(self) -> bool:
-        """Whether the run needs no further approval (break-glass)."""
-        return self.run.state == "approved"
-
-
-@dataclass(frozen=True)
-class Offer:
-    """A target's rollback points as offered to people, and the default among them.
-
-    Points rolled away from are labelled and never the default (`bot.domain.plans.remembered`);
-    the default is the last known healthy version. `default` is None when production
-    already runs that version (`at_healthy`): nothing known is better, a person chooses.
-    """
-
-    points: list[RollbackPoint]
-    default: RollbackPoint | None
-    known: KnownVersions
-
-    @property
-    def healthy_label(self) -> str:
-        """The last known healthy version in the target's words now (its ref may have moved)."""
-        point = next((p for p in self.points if version_key(p.key) == self.known.healthy), None)
-        return point.label if point is not None else self.known.healthy_label
-
-    @property
-    def at_healthy(self) -> bool:
-        """Whether what runs now is the last known healthy version."""
-        return self.known.healthy is not None and any(
-            p.is_current and version_key(p.key) == self.known.healthy for p in self.points
-        )
-
-
-@dataclass(frozen=True)
-class Received:
-    """Whether a Slack request is new, or a retry or replay, and what the first one did."""
-
-    first: bool
-    outcome: str | None = None
-
-    def repeated(self, what: str) -> str:
-        """Say to a person that their repeated request changed nothing."""
-        done = self.outcome or "it is still being handled"
-        return f"This {what} was already received ({done}); the repeat changed nothing."
-
-
-REARMED = "auto.rearmed"
-"""A person re-armed automatic rollback after monitoring used it (on that run's incident)."""
-
-
-def disarmed_by(store: Store, *, environment: str, target: str) -> Run | None:
-    """The automatic rollback that disarmed automatic rollback of `target`, or None (armed).
-
-    After monitoring rolls a target back by itself, it does not do so again until a person
-    re-arms it: a flapping alert or a rollback that did not help must never loop (an
-    automatic policy disables itself after firing). Re-arming is an event on that run's
-    incident, so the rule holds across replicas and restarts.
-    """
-    for run in store.runs.find(environment=environment, target=target, limit=50):
-        if run.requester != MONITORING or run.approved_at is None:
-            continue
-        if any(e.kind == REARMED and e.run_id == run.id for e in store.events.of(run.incident_id)):
-            return None
-        return run
-    return None
 
 
 def _leaving(points: list[RollbackPoint], avoid: dict[str, str]) -> list[RollbackPoint]:
@@ -245,6 +104,18 @@ class Flows:
     wake_runner: threading.Event = field(default_factory=threading.Event)
     wake_outbox: threading.Event = field(default_factory=threading.Event)
     """Set after queueing a message, so the outbox's sender delivers it without waiting."""
+    failures: Failures = field(init=False)
+    """The use cases of a failed run (retry, maintenance, resolve) and of re-arming."""
+
+    def __post_init__(self) -> None:
+        self.failures = Failures(
+            store=self.store,
+            workflow=self.workflow,
+            config=self.config,
+            planner=self.planner,
+            wake_runner=self.wake_runner,
+            wake_outbox=self.wake_outbox,
+        )
 
     def notify_person(self, run_id: str | None, *, user: str, text: str) -> None:
         """Queue a direct message to `user` (about a run, or about none): delivered when
@@ -626,166 +497,6 @@ class Flows:
             )
         return waiting[0]
 
-    # after a failure ----------------------------------------------------------
-
-    def retry_failed(
-        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
-    ) -> Run:
-        """Re-run a failed run's stored plan from its failed step (`bot.persistence.aftermath`).
-
-        Refused when the plan went stale: the target is gone from the config, a stored
-        step can no longer be rebuilt, or the target now runs a version the plan neither
-        rolls back from nor to (somebody changed it since). Re-plan is the way on then.
-        """
-        run = self._run(run_id)
-        if run.state != "failed":
-            raise Refused(f"this rollback is {run.state}; only a failed one can be retried")
-        records = self.store.steps.of(run.id)
-        after = aftermath(run.plan, records, self.store.events.of(run.incident_id), run.id)
-        if after.failed is None:
-            raise Refused("no step of this rollback failed; Re-plan to roll back again")
-        self._check_fresh(run, after.failed.position)
-        positions = retry_positions(run.plan, records, maintenance_on=after.maintenance_on)
-        try:
-            fresh = self.workflow.retry(
-                run_id,
-                user=user,
-                user_groups=user_groups,
-                positions=positions,
-                detail={"from_step": after.failed.position, "steps": positions},
-            )
-        except TargetBusy as exc:
-            raise Refused(str(exc)) from None
-        self._tell(run_id, DECIDED)  # redraws the announcement, the card, plan and progress
-        self.wake_runner.set()
-        return fresh
-
-    def _check_fresh(self, run: Run, failed_at: int) -> None:
-        """Refuse a retry whose stored plan no longer fits the target or the config."""
-        env = self.config.environments.get(run.environment)
-        if env is None or run.target not in env.targets:
-            raise Refused(
-                f"{run.target} in {run.environment} is no longer in the config file; Re-plan"
-            )
-        keys = {key for key in (run.from_key, run.to_key) if key}
-        if keys:
-            try:
-                points = self.planner.points(env, run.target)
-            except (ActionError, OSError) as exc:
-                raise Refused(f"the target's versions cannot be read, so no retry: {exc}") from None
-            current = running_point(points)
-            if current is not None and version_key(current.key) not in keys:
-                raise Refused(
-                    f"{run.target} now runs {current.label}, which this plan neither rolls "
-                    "back from nor to: it changed since the failure, so the stored plan is "
-                    "stale. Re-plan instead"
-                )
-        restored = self.planner.restore(
-            env_name=run.environment,
-            env=env,
-            target=run.target,
-            point=run.point,
-            force=run.force,
-            stored=[s for s in steps_of(run.plan) if s.position >= failed_at],
-        )
-        problem = next((r.problem for r in restored if r.action is None), None)
-        if problem:
-            raise Refused(f"the stored plan can no longer be rebuilt ({problem}); Re-plan instead")
-
-    def leave_maintenance_on(
-        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
-    ) -> None:
-        """Record that maintenance stays on after a failure, and who decided it."""
-        run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
-        self.store.events.add(
-            incident_id=run.incident_id, run_id=run.id, kind=LEFT_ON, actor=user, detail={}
-        )
-        self._tell(run.id, DECIDED)
-
-    def turn_maintenance_off(
-        self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
-    ) -> str:
-        """Send the plan's own maintenance-off request now; return what it answered."""
-        run = self._maintenance_run(run_id, user=user, user_groups=user_groups)
-        env = self.config.environment(run.environment)
-        stored = next((s for s in steps_of(run.plan) if s.name == OFF), None)
-        spec = stored.spec if stored is not None else {}
-        try:
-            action = environment_step(env, run.environment, run.target, OFF, spec)
-            ctx = StepContext(
-                incident_id=run.incident_id,
-                run_id=run.id,
-                deadline=time.monotonic() + action.timeout,
-            )
-            result = action.run(ctx)
-        except ActionError as exc:
-            self.store.events.add(
-                incident_id=run.incident_id,
-                run_id=run.id,
-                kind="maintenance.off_failed",
-                actor=user,
-                detail={"error": str(exc)},
-            )
-            raise Refused(f"maintenance could not be turned off: {exc}") from None
-        self.store.events.add(
-            incident_id=run.incident_id,
-            run_id=run.id,
-            kind=TURNED_OFF,
-            actor=user,
-            detail={"summary": result.summary},
-        )
-        self._tell(run.id, DECIDED)
-        return result.summary
-
-    def resolve(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> None:
-        """Record that a person has handled a failed run: who and when, on the record.
-
-        Until then the failure stays in status, App Home and the thread; afterwards its
-        incident counts as recovered at this moment (bot.persistence.recovery).
-        """
-        run = self._run(run_id)
-        env = self.config.environment(run.environment)
-        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
-            raise Refused("only the requester or an approver marks a failed rollback resolved")
-        if run.state != "failed":
-            raise Refused(f"this rollback is {run.state}, not failed; nothing to resolve")
-        after = aftermath(
-            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
-        )
-        if after.resolved_by is not None:
-            raise Refused(f"{after.resolved_by} already marked it resolved")
-        self.store.events.add(
-            incident_id=run.incident_id, run_id=run.id, kind=RESOLVED, actor=user, detail={}
-        )
-        self._tell(run.id, DECIDED)
-
-    def rearm(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> None:
-        """Re-arm automatic rollback of the target an automatic rollback (`run_id`) disarmed."""
-        run = self._run(run_id)
-        env = self.config.environment(run.environment)
-        if not self.workflow.is_approver(env, user, user_groups):
-            raise Refused("only an approver of the environment re-arms automatic rollback")
-        disarmed = disarmed_by(self.store, environment=run.environment, target=run.target)
-        if disarmed is None or disarmed.id != run.id:
-            raise Refused(f"automatic rollback of {run.target} is not disarmed by this run")
-        self.store.events.add(
-            incident_id=run.incident_id, run_id=run.id, kind=REARMED, actor=user, detail={}
-        )
-
-    def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:
-        run = self._run(run_id)
-        env = self.config.environment(run.environment)
-        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
-            raise Refused("only the requester or an approver decides on maintenance mode")
-        if run.state != "failed":
-            raise Refused(f"this rollback is {run.state}; maintenance is the plan's to handle")
-        after = aftermath(
-            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
-        )
-        if not after.maintenance_on:
-            raise Refused("maintenance mode is not on after this rollback; nothing to decide")
-        return run
-
     # after the run ------------------------------------------------------------
 
     def tick_checklist(
@@ -849,7 +560,4 @@ class Flows:
         self.store.entries.release(key)
 
     def _run(self, run_id: str) -> Run:
-        run = self.store.runs.get(run_id)
-        if run is None:
-            raise Refused("this rollback no longer exists")
-        return run
+        return run_or_refuse(self.store, run_id)

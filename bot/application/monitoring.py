@@ -52,7 +52,8 @@ from typing import Protocol
 
 from actions.base import ActionError, PlanningError, RollbackPoint, running_point
 from actions.http import MetricsReading
-from bot.application.flows import MONITORING, Opened, ThreadNotOpened, disarmed_by
+from bot.application.failures import MONITORING, disarmed_by
+from bot.application.requests import Opened, ThreadNotOpened
 from bot.config import Environment, RollbackConfig
 from bot.domain.plans import lasting
 from bot.domain.versions import VersionNote

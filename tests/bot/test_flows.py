@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.application.flows import Flows, ThreadNotOpened
+from bot.application.flows import Flows
+from bot.application.requests import ThreadNotOpened
 from bot.domain.plans import Plan
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused

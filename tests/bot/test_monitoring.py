@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from actions.http import MetricsReading
-from bot.application.flows import REARMED, Flows, ThreadNotOpened
+from bot.application.failures import REARMED
+from bot.application.flows import Flows
 from bot.application.monitoring import Monitor, breaches
+from bot.application.requests import ThreadNotOpened
 from bot.config import RollbackConfig, parse_config
 from bot.config_file import ConfigError
 from bot.domain.decision import Answers, Severity

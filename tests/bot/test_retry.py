@@ -43,7 +43,7 @@ def test_retry_reruns_from_the_failed_step_and_takes_the_target_again(
     flows = make_flows(store, planner, thread)
     run_id = _failed(flows, store, planner)
     assert store.runs.lock_holder(environment="prod", targets=["app"]) is None
-    retried = flows.retry_failed(run_id, user=CAROL)
+    retried = flows.failures.retry_failed(run_id, user=CAROL)
     assert retried.state == RunState.APPROVED and retried.retries == 1
     assert store.runs.lock_holder(environment="prod", targets=["app"]) == retried.incident_id
     assert thread.decisions == [run_id]
@@ -73,7 +73,7 @@ def test_retry_is_refused_while_another_rollback_holds_the_target(
     run_id = _failed(flows, store, planner)
     other = flows.open_incident(request(requester=CAROL))
     with pytest.raises(Refused, match=f"already being rolled back in {other.incident.id}"):
-        flows.retry_failed(run_id, user=BOB)
+        flows.failures.retry_failed(run_id, user=BOB)
     run = store.runs.get(run_id)
     assert run is not None and run.state == RunState.FAILED
 
@@ -85,10 +85,10 @@ def test_only_a_failed_run_is_retried_and_not_by_its_requester(
     flows = make_flows(store, planner, thread)
     run_id = _failed(flows, store, planner)
     with pytest.raises(Refused, match="another approver must retry it"):
-        flows.retry_failed(run_id, user=ALICE)
-    flows.retry_failed(run_id, user=BOB)
+        flows.failures.retry_failed(run_id, user=ALICE)
+    flows.failures.retry_failed(run_id, user=BOB)
     with pytest.raises(Refused, match="only a failed one can be retried"):
-        flows.retry_failed(run_id, user=CAROL)
+        flows.failures.retry_failed(run_id, user=CAROL)
     retries = [
         e for e in store.events.of(store.runs.get(run_id).incident_id) if e.kind == "run.retry"
     ]  # type: ignore[union-attr]

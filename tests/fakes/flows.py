@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.application.flows import CHANGED, DECIDED, Flows, IncidentRequest, ThreadNotOpened
+from bot.application.failures import DECIDED
+from bot.application.flows import Flows
+from bot.application.requests import CHANGED, IncidentRequest, ThreadNotOpened
 from bot.config import parse_config
 from bot.domain.decision import Answers, Severity
 from bot.execution.planner import Planner

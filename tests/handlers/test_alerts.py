@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.application.flows import disarmed_by
+from bot.application.failures import disarmed_by
 from bot.execution.workflow import Refused
 from handlers.flows import flows_for
 from sandbox.harness import Sandbox
@@ -333,8 +333,8 @@ def test_an_automatic_rollback_disarms_automatic_rollback_until_an_approver_rear
     assert newest.incident_id == second["incident"] and newest.auto_approve_at is None
 
     with pytest.raises(Refused, match="only an approver"):
-        flows_for(sandbox.process.deps).rearm(first.id, user=ALICE)
-    flows_for(sandbox.process.deps).rearm(first.id, user=BOB)
+        flows_for(sandbox.process.deps).failures.rearm(first.id, user=ALICE)
+    flows_for(sandbox.process.deps).failures.rearm(first.id, user=BOB)
     (event,) = [e for e in store.events.of(first.incident_id) if e.kind == "auto.rearmed"]
     assert event.actor == BOB
     assert disarmed_by(store, environment="prod", target="app") is None

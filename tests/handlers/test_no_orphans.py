@@ -172,7 +172,7 @@ def test_cancel_needs_an_incident_id(sandbox: Sandbox) -> None:
 
 
 def test_modal_text_tells_a_withdrawn_request_from_a_break_glass_run_that_goes_on() -> None:
-    from bot.application.flows import ThreadNotOpened
+    from bot.application.requests import ThreadNotOpened
     from handlers.modals import not_opened_text
 
     withdrawn_text = not_opened_text("app", ThreadNotOpened("Slack refused", "Invite the bot."))

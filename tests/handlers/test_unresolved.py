@@ -52,7 +52,7 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
     assert run.incident_id not in open_home(sandbox, BOB).split("Recent rollbacks")[0]
     # Resolving again (an older copy of the message) is refused and records nothing more.
     with pytest.raises(Refused, match="already marked it resolved"):
-        flows_for(sandbox.process.deps).resolve(run.id, user=ALICE)
+        flows_for(sandbox.process.deps).failures.resolve(run.id, user=ALICE)
     assert len([e for e in store.events.of(run.incident_id) if e.kind == "run.resolved"]) == 1
     assert card(sandbox)  # the card is still there, with the run's final state
 
