@@ -16,40 +16,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.application.flows import Flows
 from bot.config import UnknownTarget
 from bot.execution.workflow import Refused
+from bot.persistence.models import Run
 from handlers import payloads
-from handlers import text as t
 from handlers.deps import Deps
-from handlers.errors import read_or_tell, tell
+from handlers.errors import tell
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
 from handlers.lazy import after_ack
+from handlers.listen import Listener, on_run
 from handlers.modals import ModalService
-from handlers.payloads import BadPayload, Click
+from handlers.payloads import BadPayload, Click, Tick, Where
 
 log = logging.getLogger(__name__)
-Verb = Callable[[Click], str]
+Verb = Callable[[Click, Run], str]
 
 
 def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
     """Each button's flow; each returns what it did, for a repeated click to be told."""
 
-    def group_of(click: Click) -> frozenset[str]:
-        run = deps.store.runs.get(click.run_id)
-        if run is None:
-            raise Refused("this rollback no longer exists")
-        return groups.of(run.environment, click.where.user)
-
     def verb(flow: Callable[..., Any], said: Callable[[Any], str]) -> Verb:
-        def apply(c: Click) -> str:
-            return said(flow(c.run_id, user=c.where.user, user_groups=group_of(c)))
+        def apply(c: Click, run: Run) -> str:
+            user_groups = groups.of(run.environment, c.where.user)
+            return said(flow(c.run_id, user=c.where.user, user_groups=user_groups))
 
         return apply
 
@@ -80,14 +77,11 @@ def click_key(click: Click) -> str:
     return f"click:{click.message_ts}:{click.action_id}:{click.where.user}"
 
 
-def button(flows: Flows, verb: Verb) -> Callable[..., None]:
-    """A listener that acks, applies `verb` once and explains a refusal or a repeat."""
+def button(deps: Deps, flows: Flows, verb: Verb) -> Listener:
+    """A listener that applies `verb` once and explains a repeat (a refusal: `on_run`)."""
 
-    def clicked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        ack()
-        click = read_or_tell(client, body, payloads.click)
-        if click is None:
-            return
+    @on_run(deps, payloads.click, lambda click: click.run_id)
+    def clicked(click: Click, run: Run, client: WebClient) -> None:
         key = click_key(click)
         received = flows.receive(key)
         if not received.first:
@@ -95,22 +89,33 @@ def button(flows: Flows, verb: Verb) -> Callable[..., None]:
             return
         try:
             with flows.planner.request():  # the run and the target read once for the click
-                done = verb(click)
+                done = verb(click, run)
             flows.settle(key, done)
-        except (Refused, UnknownTarget) as exc:  # unknown: the config changed since the request
+        except (Refused, UnknownTarget):
             flows.release(key)  # it changed nothing, so the same click may count later
-            tell(client, click.where, f":warning: {t.sentence(str(exc))}")
+            raise
 
     return clicked
 
 
-def _replan_click(body: dict[str, Any]) -> tuple[Click, str]:
+@dataclass(frozen=True)
+class ReplanClick:
     """A Re-plan click and the trigger its form opens with."""
+
+    click: Click
+    trigger: str
+
+    @property
+    def where(self) -> Where:
+        return self.click.where
+
+
+def _replan_click(body: dict[str, Any]) -> ReplanClick:
     click = payloads.click(body)
     trigger = body.get("trigger_id")
     if not isinstance(trigger, str):
         raise BadPayload("This click carries no trigger; click Re-plan again.")
-    return click, trigger
+    return ReplanClick(click, trigger)
 
 
 def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
@@ -121,47 +126,33 @@ def register(app: App, deps: Deps) -> None:
     """Listen for the thread's buttons and checkboxes."""
     flows = flows_for(deps)
     for action_id, verb in _verbs(flows, Groups(deps), deps).items():
-        app.action(action_id)(after_ack(deps.later)(button(flows, verb)))
+        app.action(action_id)(after_ack(deps.later)(button(deps, flows, verb)))
 
     modals = ModalService(deps)
 
     @app.action(Action.REPLAN)
     @after_ack(deps.later)
-    def replan(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        ack()
-        read = read_or_tell(client, body, _replan_click)
-        if read is None:
-            return
-        click, trigger = read
-        run = deps.store.runs.get(click.run_id)
-        if run is None:
-            tell(client, click.where, ":warning: This rollback no longer exists.")
-            return
-        flows.replace_stale(run.id, user=click.where.user)
+    @on_run(deps, _replan_click, lambda replan: replan.click.run_id)
+    def replan(replan: ReplanClick, run: Run, client: WebClient) -> None:
+        user = replan.where.user
+        flows.replace_stale(run.id, user=user)
         modals.replan(
-            trigger_id=trigger, run=run, user=click.where.user, channel=click.where.channel or ""
+            trigger_id=replan.trigger, run=run, user=user, channel=replan.where.channel or ""
         )
 
     @app.action(Action.VERIFY)
     @after_ack(deps.later)
-    def ticked(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        ack()
-        tick = read_or_tell(client, body, payloads.tick)
-        if tick is None:
-            return
-        run_id = _run_of_message(deps, tick.where.channel, tick.message_ts)
-        if run_id is None:
-            tell(client, tick.where, ":warning: This checklist belongs to no known rollback.")
-            return
-        run = deps.store.runs.get(run_id)
-        groups_of = Groups(deps).of(run.environment, tick.where.user) if run else frozenset()
-        try:
-            flows.tick_checklist(
-                run_id,
-                user=tick.where.user,
-                selected=tick.selected,
-                shown=tick.shown,
-                user_groups=groups_of,
-            )
-        except Refused as exc:
-            tell(client, tick.where, f":warning: {t.sentence(str(exc))}")
+    @on_run(
+        deps,
+        payloads.tick,
+        lambda tick: _run_of_message(deps, tick.where.channel, tick.message_ts),
+        gone="This checklist belongs to no known rollback.",
+    )
+    def ticked(tick: Tick, run: Run, client: WebClient) -> None:
+        flows.tick_checklist(
+            run.id,
+            user=tick.where.user,
+            selected=tick.selected,
+            shown=tick.shown,
+            user_groups=Groups(deps).of(run.environment, tick.where.user),
+        )

@@ -25,23 +25,22 @@ import http.client
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.resync import Resync, held_owners
-from bot.config import UnknownTarget
-from bot.execution.workflow import Refused
 from bot.persistence.models import OutboxMessage, Run
 from handlers import gitops_blocks as blocks
 from handlers import payloads
-from handlers import text as t
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
-from handlers.errors import read_or_tell, tell
+from handlers.errors import tell
 from handlers.flows import Groups
 from handlers.ids import Action
 from handlers.lazy import after_ack
+from handlers.listen import on_run
+from handlers.payloads import Click
 from handlers.thread import IncidentThread
 
 HELD = "gitops:held"
@@ -56,20 +55,10 @@ def register(app: App, deps: Deps) -> None:
 
     @app.action(Action.RESUME_SYNC)
     @after_ack(deps.later)
-    def resume_sync(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        ack()
-        click = read_or_tell(client, body, payloads.click)
-        if click is None:
-            return
-        run = deps.store.runs.get(click.run_id)
-        try:
-            if run is None:
-                raise Refused("this rollback no longer exists")
-            user = click.where.user
-            outcome = resync.resume(run.id, user=user, user_groups=groups.of(run.environment, user))
-        except (Refused, UnknownTarget) as exc:
-            tell(client, click.where, f":no_entry: {t.esc(t.sentence(str(exc)))}")
-            return
+    @on_run(deps, payloads.click, lambda click: click.run_id)
+    def resume_sync(click: Click, run: Run, client: WebClient) -> None:
+        user = click.where.user
+        outcome = resync.resume(run.id, user=user, user_groups=groups.of(run.environment, user))
         if not outcome.resumed:
             tell(client, click.where, blocks.already_text(outcome))
 

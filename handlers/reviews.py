@@ -12,6 +12,7 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.application.reviews import Reviews
+from bot.persistence.models import Run
 from handlers.approvals import button
 from handlers.deps import Deps
 from handlers.flows import Groups, flows_for
@@ -27,10 +28,9 @@ def register(app: App, deps: Deps) -> None:
     groups = Groups(deps)
     reviews = Reviews(deps.store, deps.config, thread=IncidentThread(deps))
 
-    def mark(click: Click) -> str:
-        review = deps.store.reviews.get(click.run_id)
-        user_groups = groups.of(review.environment, click.where.user) if review else frozenset()
-        reviews.mark_reviewed(click.run_id, user=click.where.user, user_groups=user_groups)
+    def mark(click: Click, run: Run) -> str:
+        user_groups = groups.of(run.environment, click.where.user)
+        reviews.mark_reviewed(run.id, user=click.where.user, user_groups=user_groups)
         return "you marked the break-glass review done"
 
-    app.action(Action.MARK_REVIEWED)(after_ack(deps.later)(button(flows, mark)))
+    app.action(Action.MARK_REVIEWED)(after_ack(deps.later)(button(deps, flows, mark)))

@@ -23,6 +23,7 @@ from bot.persistence.aftermath import (
     OFF,
     RESOLVED,
     TURNED_OFF,
+    Aftermath,
     aftermath,
     retry_positions,
     steps_of,
@@ -194,14 +195,12 @@ class Failures:
         Until then the failure stays in status, App Home and the thread; afterwards its
         incident counts as recovered at this moment (bot.persistence.recovery).
         """
-        run = run_or_refuse(self.store, run_id)
-        env = self.config.environment(run.environment)
-        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
-            raise Refused("only the requester or an approver marks a failed rollback resolved")
-        if run.state != "failed":
-            raise Refused(f"this rollback is {run.state}, not failed; nothing to resolve")
-        after = aftermath(
-            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
+        run, after = self._failed(
+            run_id,
+            user=user,
+            user_groups=user_groups,
+            who="only the requester or an approver marks a failed rollback resolved",
+            why="only a failed one is marked resolved",
         )
         if after.resolved_by is not None:
             raise Refused(f"{after.resolved_by} already marked it resolved")
@@ -224,15 +223,29 @@ class Failures:
         )
 
     def _maintenance_run(self, run_id: str, *, user: str, user_groups: frozenset[str]) -> Run:
-        run = run_or_refuse(self.store, run_id)
-        env = self.config.environment(run.environment)
-        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
-            raise Refused("only the requester or an approver decides on maintenance mode")
-        if run.state != "failed":
-            raise Refused(f"this rollback is {run.state}; maintenance is the plan's to handle")
-        after = aftermath(
-            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
+        run, after = self._failed(
+            run_id,
+            user=user,
+            user_groups=user_groups,
+            who="only the requester or an approver decides on maintenance mode",
+            why="maintenance is the plan's to handle",
         )
         if not after.maintenance_on:
             raise Refused("maintenance mode is not on after this rollback; nothing to decide")
         return run
+
+    def _failed(
+        self, run_id: str, *, user: str, user_groups: frozenset[str], who: str, why: str
+    ) -> tuple[Run, Aftermath]:
+        """The failed run and what it left, for its requester or an approver; else Refused
+        with `who` (someone else) or `why` (a run that is not failed)."""
+        run = run_or_refuse(self.store, run_id)
+        env = self.config.environment(run.environment)
+        if user != run.requester and not self.workflow.is_approver(env, user, user_groups):
+            raise Refused(who)
+        if run.state != "failed":
+            raise Refused(f"this rollback is {run.state}; {why}")
+        after = aftermath(
+            run.plan, self.store.steps.of(run.id), self.store.events.of(run.incident_id), run.id
+        )
+        return run, after

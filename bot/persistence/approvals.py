@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.persistence.database import Conflict, Repository
-from bot.persistence.journal import add_event
+from bot.persistence.journal import add_run_event
 from bot.persistence.models import Approval, Run
 from bot.persistence.runs import bump, fresh
 
@@ -51,11 +51,10 @@ class Approvals(Repository):
                 values["approved_at"] = now
             if not bump(session, run, **values):
                 raise Conflict(f"run {run.id} changed while approving")
-            add_event(
+            add_run_event(
                 session,
+                run,
                 at=now,
-                incident_id=run.incident_id,
-                run_id=run.id,
                 kind="run.approved" if new_state != run.state else "approval.added",
                 actor=approver,
                 detail={"approvals": count, "required": run.approvals_required},

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bot.persistence.models import Event, OutboxMessage
+from bot.persistence.models import Event, OutboxMessage, Run
 
 
 def add_event(
@@ -28,6 +28,27 @@ def add_event(
     """Append an audit event to `session`'s transaction."""
     session.add(
         Event(incident_id=incident_id, run_id=run_id, at=at, kind=kind, actor=actor, detail=detail)
+    )
+
+
+def add_run_event(
+    session: Session,
+    run: Run,
+    *,
+    at: datetime,
+    kind: str,
+    actor: str | None,
+    detail: dict[str, Any],
+) -> None:
+    """Append an audit event about `run` (on its incident) to `session`'s transaction."""
+    add_event(
+        session,
+        at=at,
+        incident_id=run.incident_id,
+        run_id=run.id,
+        kind=kind,
+        actor=actor,
+        detail=detail,
     )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.domain.states import RecheckState
 from bot.persistence.database import Repository
-from bot.persistence.journal import add_event, add_message
+from bot.persistence.journal import add_event, add_message, add_run_event
 from bot.persistence.models import Recheck, Run, SyncResume
 
 
@@ -204,11 +204,10 @@ class Resumes(Repository):
             )
             said = {**detail, "by": by, "ok": ok, "outcome": outcome}
             add_message(session, at=now, run_id=run.id, kind="gitops.resumed", detail=said)
-            add_event(
+            add_run_event(
                 session,
+                run,
                 at=now,
-                incident_id=run.incident_id,
-                run_id=run.id,
                 kind="sync.resumed" if ok else "sync.resume_failed",
                 actor=by,
                 detail=said,

@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.persistence.database import Repository
-from bot.persistence.journal import add_event
+from bot.persistence.journal import add_event, add_run_event
 from bot.persistence.models import BreakGlassReview, Run
 
 
@@ -41,11 +41,10 @@ class Reviews(Repository):
                 )
                 session.add(review)
                 session.flush()
-                add_event(
+                add_run_event(
                     session,
+                    run,
                     at=now,
-                    incident_id=run.incident_id,
-                    run_id=run.id,
                     kind="review.assigned",
                     actor=None,
                     detail={"reviewer": reviewer},

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.domain.states import TERMINAL_STATES, RunState
 from bot.domain.versions import VersionNote
 from bot.persistence.database import Conflict, Repository, TargetBusy
-from bot.persistence.journal import add_event, add_message
+from bot.persistence.journal import add_message, add_run_event
 from bot.persistence.leases import Lease, fence
 from bot.persistence.models import Event, Run, StepRecord, TargetLock
 from bot.persistence.versions import remember
@@ -55,11 +55,10 @@ class Runs(Repository):
                 session.add(run)
                 session.flush()
                 self._lock(session, run, locks)
-                add_event(
+                add_run_event(
                     session,
+                    run,
                     at=now,
-                    incident_id=run.incident_id,
-                    run_id=run_id,
                     kind="run.requested",
                     actor=actor,
                     detail={"target": run.target, "point": run.point, "plan_hash": run.plan_hash},
@@ -183,15 +182,7 @@ class Runs(Repository):
                 add_message(session, at=now, run_id=run.id, kind=notify, detail=detail or {})
             if to in TERMINAL_STATES:
                 session.execute(delete(TargetLock).where(TargetLock.run_id == run.id))
-            add_event(
-                session,
-                at=now,
-                incident_id=run.incident_id,
-                run_id=run.id,
-                kind=kind,
-                actor=actor,
-                detail=detail or {},
-            )
+            add_run_event(session, run, at=now, kind=kind, actor=actor, detail=detail or {})
             return fresh(session, run.id)
 
     def retry(
@@ -220,14 +211,8 @@ class Runs(Repository):
                         StepRecord.run_id == run.id, StepRecord.position.in_(positions)
                     )
                 )
-                add_event(
-                    session,
-                    at=self.db.clock(),
-                    incident_id=run.incident_id,
-                    run_id=run.id,
-                    kind="run.retry",
-                    actor=actor,
-                    detail=detail,
+                add_run_event(
+                    session, run, at=self.db.clock(), kind="run.retry", actor=actor, detail=detail
                 )
                 return fresh(session, run.id)
         except IntegrityError:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bot.domain.states import StepState
 from bot.persistence.database import Repository
-from bot.persistence.journal import add_event, add_message
+from bot.persistence.journal import add_message, add_run_event
 from bot.persistence.leases import Lease, fence
 from bot.persistence.models import Run, StepRecord
 
@@ -92,15 +92,7 @@ class Steps(Repository):
             if notify is not None:
                 said = {"position": position, "attempts": record.attempts or 0}
                 add_message(session, at=now, run_id=run.id, kind=notify, detail=said)
-            add_event(
-                session,
-                at=now,
-                incident_id=run.incident_id,
-                run_id=run.id,
-                kind=event_kind,
-                actor=None,
-                detail=detail,
-            )
+            add_run_event(session, run, at=now, kind=event_kind, actor=None, detail=detail)
 
     def values(self, key: str, *, limit: int = 5) -> list[float]:
         """Return the numeric `data[key]` of the newest finished steps that recorded it."""
