@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
 from bot.application.requests import NOTICE
-from bot.execution.outbox import Undeliverable
+from bot.execution.outbox import RetryLater, Undeliverable
 from bot.persistence.models import OutboxMessage, Run
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
 from handlers.thread import IncidentThread
+
+OPENING = timedelta(minutes=5)
+"""How long a run's thread may take to be opened (Slack's retries included) before its
+messages are given up as undeliverable."""
 
 
 def _notice(thread: IncidentThread, message: OutboxMessage) -> None:
@@ -63,7 +68,7 @@ class SlackOutbox:
         if run is None:
             raise Undeliverable(f"run {message.run_id} no longer exists")
         if not run.slack:
-            raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
+            self._no_thread_yet(run)
         kind = message.kind
         if not kind.startswith("step."):
             self.deps.home.changed.set()  # a run's state changed: refresh home tabs
@@ -74,6 +79,16 @@ class SlackOutbox:
             render(run, message)
         if kind in self.more:
             self.more[kind](self.thread, run, message)
+
+    def _no_thread_yet(self, run: Run) -> None:
+        """A run's message queued while its thread is being opened waits for the thread
+        (RetryLater); one whose thread will never be (its opening failed and closed the
+        incident, or it was not opened within `OPENING`) is Undeliverable."""
+        incident = self.deps.store.incidents.get(run.incident_id)
+        age = self.deps.store.clock() - run.created_at
+        if incident is not None and incident.resolved_at is None and age < OPENING:
+            raise RetryLater(f"{run.incident_id}'s thread is being opened", delay=1.0)
+        raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
 
     def _renders(self) -> dict[str, Callable[[Run, OutboxMessage], None]]:
         """This module's kinds and how each is said in the thread."""

@@ -28,6 +28,7 @@ from bot.persistence.models import Base, OutboxMessage, Run
 from bot.persistence.store import Store, downgrade, make_engine, upgrade
 from handlers.deps import Deps
 from handlers.outbox import SlackOutbox
+from handlers.thread import IncidentThread
 from sandbox.slack import FakeSlack
 from tests.fakes.config import ALICE, Clock, config_dict
 from tests.fakes.outbox import EXPECTED, deliver_all, opened_run, runner_for, thread_texts
@@ -326,3 +327,36 @@ def test_migration_0013_lets_a_notice_belong_to_no_run_and_downgrades(
             )
         )
     engine.dispose()
+
+
+def test_a_message_queued_while_the_thread_is_being_opened_waits_for_the_thread(
+    deps: Deps, slack: FakeSlack, clock: Clock
+) -> None:
+    env = deps.config.environment("prod")
+    plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
+    incident, run = deps.workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    deps.store.outbox.enqueue(run.id, "run.changed")  # a click before the thread exists
+    (message,) = deps.store.outbox.messages(run.id)
+    outbox = SlackOutbox(deps)
+    with pytest.raises(RetryLater, match="being opened"):
+        outbox.deliver(message)
+    IncidentThread(deps).open(incident, run)
+    outbox.deliver(message)  # now drawn into the thread that opened meanwhile
+    assert slack.messages(CHANNEL)[0].edits >= 1  # the card, redrawn
+
+
+def test_a_message_of_a_run_whose_thread_will_never_open_is_given_up(
+    deps: Deps, clock: Clock
+) -> None:
+    env = deps.config.environment("prod")
+    plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
+    incident, run = deps.workflow.request(
+        plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
+    )
+    deps.store.outbox.enqueue(run.id, "run.changed")
+    (message,) = deps.store.outbox.messages(run.id)
+    deps.store.incidents.resolve(incident.id, at=clock.now)  # its opening failed and closed it
+    with pytest.raises(Undeliverable, match="no Slack thread"):
+        SlackOutbox(deps).deliver(message)
