@@ -164,7 +164,7 @@ def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
         raise delivery_error("files_upload_v2", exc) from exc
     files = uploaded.get("files") or [uploaded.get("file") or {}]
     file_id = str((files[0] or {}).get("id") or "uploaded")
-    store.posts.record(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
+    thread.posted.message(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
 
 
 def _not_started(thread: IncidentThread, message: OutboxMessage) -> None:

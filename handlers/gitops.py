@@ -78,7 +78,7 @@ def _post_once(thread: IncidentThread, run: Run, slot: str, **content: Any) -> N
         thread_ts=run.slack["thread_ts"],
         **content,
     )
-    store.posts.record(run.id, slot, channel=posted["channel"], ts=posted["ts"])
+    thread.posted.message(run.id, slot, channel=posted["channel"], ts=posted["ts"])
 
 
 def _call(thread: IncidentThread, method: str, **kwargs: Any) -> Any:

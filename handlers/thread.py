@@ -24,6 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.application.drills import measure
+from bot.application.posted import Posted
 from bot.application.requests import ThreadNotOpened
 from bot.application.timeline import rca_template
 from bot.config import Environment
@@ -64,6 +65,8 @@ class IncidentThread:
         """Raise RetryLater / Undeliverable instead of logging (for the outbox's sender)."""
         self.names = Names(self.client)
         """Real names for the RCA file (`users.info`, cached)."""
+        self.posted = Posted(deps.store)
+        """Where what this thread posts is recorded (through the application layer)."""
 
     # opening ------------------------------------------------------------------
 
@@ -85,7 +88,7 @@ class IncidentThread:
             raise self._not_opened(exc, env.incident_channel) from exc
         card_ts = card["ts"]
         channel = card["channel"]
-        self.deps.store.incidents.set_card(incident.id, channel=channel, card_ts=card_ts)
+        self.posted.card(incident.id, channel=channel, ts=card_ts)
         try:
             plan = self.client.chat_postMessage(
                 channel=channel,
@@ -97,9 +100,7 @@ class IncidentThread:
             refused = self._not_opened(exc, channel)
             self._strike_card(channel, card_ts, incident, refused.reason)
             raise refused from exc
-        self.deps.store.runs.set_thread(
-            run.id, channel=channel, thread_ts=card_ts, plan_ts=plan["ts"]
-        )
+        self.posted.thread(run.id, channel=channel, thread_ts=card_ts, plan_ts=plan["ts"])
         if run.break_glass:
             self.review(run.id)  # approvers mentioned at once, the review assigned
         self.deps.home.changed.set()
@@ -259,9 +260,7 @@ class IncidentThread:
         posted = self._call(run, "chat_postMessage", thread_ts=run.slack["thread_ts"], **content)
         if posted is None:
             return
-        self.deps.store.posts.record(run.id, key, channel=posted["channel"], ts=posted["ts"])
-        if key.endswith("_ts"):
-            self.deps.store.runs.note_message(run.id, key, posted["ts"])
+        self.posted.message(run.id, key, channel=posted["channel"], ts=posted["ts"])
 
     def _upload_once(self, run: Run, *, key: str, **kwargs: Any) -> None:
         """Upload a file into the thread unless slot `key` already has one."""
@@ -272,7 +271,7 @@ class IncidentThread:
             return
         files = uploaded.get("files") or [uploaded.get("file") or {}]
         file_id = str((files[0] or {}).get("id") or "uploaded")
-        self.deps.store.posts.record(run.id, key, channel=run.slack["channel"], ts=file_id)
+        self.posted.message(run.id, key, channel=run.slack["channel"], ts=file_id)
 
     def step_output(
         self, run: Run, step: dict[str, Any], record: StepView, *, slot: str | None = None
@@ -443,7 +442,7 @@ class IncidentThread:
                 text=announce_blocks.success_line(fresh, link=permalink(channel, thread_ts)),
             )
         if posted is not None:
-            self.deps.store.posts.record(fresh.id, slot, channel=channel, ts=posted["ts"])
+            self.posted.message(fresh.id, slot, channel=channel, ts=posted["ts"])
 
     def _failure(self, run: Run) -> list[Any]:
         env = self.deps.config.environment(run.environment)
