@@ -11,6 +11,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 
+from bot.application.flows import Flows
 from bot.config import RollbackConfig
 from bot.execution.planner import Planner
 from bot.execution.workflow import Workflow
@@ -46,6 +47,8 @@ class Deps:
     wake_outbox: threading.Event = field(default_factory=threading.Event)  # the sender's
     later: Later = field(default_factory=Later)  # work after the ack (handlers/lazy.py)
     home: HomeViewers = field(default_factory=HomeViewers)
+    flows: Flows | None = None
+    """The application layer, built once on these services (`handlers.flows.flows_for`)."""
 
 
 class BotClient(Middleware):

@@ -1,7 +1,7 @@
 """What handlers share to call the application layer: the flows, and who is in which group.
 
-`flows_for(deps)` builds `bot.application.flows.Flows` on the handlers' `Deps` with the
-incident thread as its Slack side. `Groups` answers which configured approver
+`flows_for(deps)` is the one `bot.application.flows.Flows` of the handlers' `Deps`, with
+the incident thread as its Slack side. `Groups` answers which configured approver
 groups a user is in: Slack knows (`usergroups.users.list`), so it is asked
 here and cached for a minute, and the flows are told the answer.
 """
@@ -19,17 +19,24 @@ from handlers.thread import IncidentThread
 GROUP_CACHE_SECONDS = 60.0
 
 
+_BUILDING = threading.Lock()
+
+
 def flows_for(deps: Deps) -> Flows:
-    """The application layer, reporting into Slack through the incident thread."""
-    return Flows(
-        store=deps.store,
-        workflow=deps.workflow,
-        config=deps.config,
-        planner=deps.planner,
-        thread=IncidentThread(deps),
-        wake_runner=deps.wake_runner,
-        wake_outbox=deps.wake_outbox,
-    )
+    """The application layer of `deps`, reporting into Slack through the incident thread:
+    built once, on first use, and the same one for every listener, monitoring and drills."""
+    with _BUILDING:
+        if deps.flows is None:
+            deps.flows = Flows(
+                store=deps.store,
+                workflow=deps.workflow,
+                config=deps.config,
+                planner=deps.planner,
+                thread=IncidentThread(deps),
+                wake_runner=deps.wake_runner,
+                wake_outbox=deps.wake_outbox,
+            )
+        return deps.flows
 
 
 class Groups:
