@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
+from sqlalchemy import Engine, Select, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.persistence.models import Run
 
 Clock = Callable[[], datetime]
+Row = TypeVar("Row")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -345,6 +346,15 @@ class Database:
             )
         now = func.timezone("UTC", func.now())
         return now + func.make_interval(0, 0, 0, 0, 0, 0, seconds) if seconds else now
+
+
+def narrowed(query: Select[Row], **given: tuple[Any, Any]) -> Select[Row]:
+    """`query` narrowed to each given (column, value): equal to it, or in it for a tuple;
+    a value of None leaves its column unfiltered."""
+    for column, value in given.values():
+        if value is not None:
+            query = query.where(column.in_(value) if isinstance(value, tuple) else column == value)
+    return query
 
 
 class Repository:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from bot.persistence.database import Repository
+from bot.persistence.database import Repository, narrowed
 from bot.persistence.models import Drill
 
 
@@ -65,12 +65,11 @@ class Drills(Repository):
         limit: int = 200,
     ) -> list[Drill]:
         """Return drills, newest first, filtered."""
-        query = select(Drill).order_by(Drill.created_at.desc(), Drill.run_id).limit(limit)
-        if environment is not None:
-            query = query.where(Drill.environment == environment)
-        if target is not None:
-            query = query.where(Drill.target == target)
-        if states is not None:
-            query = query.where(Drill.state.in_(states))
+        query = narrowed(
+            select(Drill).order_by(Drill.created_at.desc(), Drill.run_id).limit(limit),
+            environment=(Drill.environment, environment),
+            target=(Drill.target, target),
+            states=(Drill.state, states),
+        )
         with self.db.reading() as session:
             return list(session.scalars(query).all())

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.domain.states import TERMINAL_STATES, RunState
 from bot.domain.versions import VersionNote
-from bot.persistence.database import Conflict, Repository, TargetBusy
+from bot.persistence.database import Conflict, Repository, TargetBusy, narrowed
 from bot.persistence.journal import add_message, add_run_event
 from bot.persistence.leases import Lease, fence
 from bot.persistence.models import Event, Run, StepRecord, TargetLock
@@ -111,15 +111,13 @@ class Runs(Repository):
         limit: int = 50,
     ) -> list[Run]:
         """Return runs, newest first, filtered."""
-        query = select(Run).order_by(Run.created_at.desc(), Run.id).limit(limit)
-        if incident_id is not None:
-            query = query.where(Run.incident_id == incident_id)
-        if environment is not None:
-            query = query.where(Run.environment == environment)
-        if target is not None:
-            query = query.where(Run.target == target)
-        if states is not None:
-            query = query.where(Run.state.in_(states))
+        query = narrowed(
+            select(Run).order_by(Run.created_at.desc(), Run.id).limit(limit),
+            incident=(Run.incident_id, incident_id),
+            environment=(Run.environment, environment),
+            target=(Run.target, target),
+            states=(Run.state, states),
+        )
         with self.db.reading() as session:
             return list(session.scalars(query).all())
 

@@ -80,14 +80,19 @@ class VersionBook(Repository):
         with self.db.session() as session:
             remember(session, note, at=self.db.clock())
 
+    def _rows(self, *, environment: str, target: str) -> list[TargetVersion]:
+        with self.db.reading() as session:
+            return list(
+                session.scalars(
+                    select(TargetVersion)
+                    .where(TargetVersion.environment == environment, TargetVersion.target == target)
+                    .order_by(TargetVersion.at.desc())
+                ).all()
+            )
+
     def known(self, *, environment: str, target: str) -> KnownVersions:
         """Return what the bot remembers about a target's versions."""
-        with self.db.reading() as session:
-            rows = session.scalars(
-                select(TargetVersion)
-                .where(TargetVersion.environment == environment, TargetVersion.target == target)
-                .order_by(TargetVersion.at.desc())
-            ).all()
+        rows = self._rows(environment=environment, target=target)
         healthy = next((r for r in rows if r.state == VersionState.HEALTHY), None)
         return KnownVersions(
             healthy=healthy.version if healthy else None,
@@ -101,13 +106,7 @@ class VersionBook(Repository):
 
     def marks(self, *, environment: str, target: str) -> list[VersionMark]:
         """Everything kept about a target's versions, newest first."""
-        with self.db.reading() as session:
-            rows = session.scalars(
-                select(TargetVersion)
-                .where(TargetVersion.environment == environment, TargetVersion.target == target)
-                .order_by(TargetVersion.at.desc())
-            ).all()
-            return [_mark(r) for r in rows]
+        return [_mark(r) for r in self._rows(environment=environment, target=target)]
 
     def bad(self, *, limit: int = 50) -> list[VersionMark]:
         """The versions marked bad and not cleared, in every environment, newest first."""
