@@ -30,7 +30,12 @@ def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:
         tab = open_home(sandbox, user)
         assert run.incident_id in section(tab, "Active incidents")
         assert "Nothing waits for your approval" in section(tab, "Waiting for your approval")
-    assert "open thread" in bob
+    # The plan message can be seen a moment before its thread is recorded with the run; the
+    # tab is published again once it is, with the link.
+    wait_for(
+        lambda: "open thread" in shown(sandbox.slack.home(BOB).view),
+        what="the thread's link in Bob's home tab",
+    )
 
 
 def test_home_lists_unreviewed_break_glass_the_assignees_first(sandbox: Sandbox) -> None:
