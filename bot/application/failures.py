@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from actions.base import ActionError, StepContext, running_point
@@ -74,11 +75,8 @@ class Failures:
     config: RollbackConfig
     planner: Planner
     wake_runner: threading.Event
-    wake_outbox: threading.Event
-
-    def _tell(self, run_id: str, kind: str) -> None:
-        self.store.outbox.enqueue(run_id, kind)
-        self.wake_outbox.set()
+    tell: Callable[[str, str], None]
+    """Queue a redraw of the run's messages for the outbox (`Flows._tell`)."""
 
     def retry_failed(
         self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
@@ -108,7 +106,7 @@ class Failures:
             )
         except TargetBusy as exc:
             raise Refused(str(exc)) from None
-        self._tell(run_id, DECIDED)  # redraws the announcement, the card, plan and progress
+        self.tell(run_id, DECIDED)  # redraws the announcement, the card, plan and progress
         self.wake_runner.set()
         return fresh
 
@@ -152,7 +150,7 @@ class Failures:
         self.store.events.add(
             incident_id=run.incident_id, run_id=run.id, kind=LEFT_ON, actor=user, detail={}
         )
-        self._tell(run.id, DECIDED)
+        self.tell(run.id, DECIDED)
 
     def turn_maintenance_off(
         self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
@@ -186,7 +184,7 @@ class Failures:
             actor=user,
             detail={"summary": result.summary},
         )
-        self._tell(run.id, DECIDED)
+        self.tell(run.id, DECIDED)
         return result.summary
 
     def resolve(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> None:
@@ -207,7 +205,7 @@ class Failures:
         self.store.events.add(
             incident_id=run.incident_id, run_id=run.id, kind=RESOLVED, actor=user, detail={}
         )
-        self._tell(run.id, DECIDED)
+        self.tell(run.id, DECIDED)
 
     def rearm(self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()) -> None:
         """Re-arm automatic rollback of the target an automatic rollback (`run_id`) disarmed."""

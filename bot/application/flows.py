@@ -114,7 +114,7 @@ class Flows:
             config=self.config,
             planner=self.planner,
             wake_runner=self.wake_runner,
-            wake_outbox=self.wake_outbox,
+            tell=self._tell,
         )
 
     def notify_person(self, run_id: str | None, *, user: str, text: str) -> None:
