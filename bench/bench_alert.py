@@ -319,7 +319,7 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             status = kubectl(configs[1], "rollout", "status", f"deployment/{APP}")
             by_kubectl = time.perf_counter() - started
             assert undo.returncode == 0 and status.returncode == 0, undo.stderr + status.stderr
-            store = sandbox.process.deps.store
+            store = sandbox.process.store
             (run_row,) = wait_for(store.runs, timeout=120, what="the incident from Alertmanager")
             done_run = wait_for(
                 lambda: (

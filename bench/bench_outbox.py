@@ -25,6 +25,7 @@ from slack_sdk import WebClient
 
 from actions.base import Check, RollbackPoint, StepContext, StepResult, TargetPlan
 from actions.http import read_metrics
+from bot.app import wire
 from bot.config import parse_config
 from bot.domain.decision import Answers, Severity
 from bot.execution.outbox import Sender
@@ -32,7 +33,6 @@ from bot.execution.planner import Planner
 from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
-from handlers.deps import Deps
 from handlers.outbox import SlackOutbox
 from handlers.progress import SlackProgress
 from handlers.thread import IncidentThread
@@ -95,9 +95,9 @@ def one_run(*, steps: int, step_seconds: float, stall: float) -> dict[str, float
         store = Store(engine)
         workflow = Workflow(store=store, config=config)
         planner = Planner(factory=lambda params: WorkTarget(steps, step_seconds))
-        deps = Deps(
+        deps = wire(
+            store,
             config=config,
-            store=store,
             workflow=workflow,
             planner=planner,
             client=WebClient(token=slack.token, base_url=slack.url, timeout=60),

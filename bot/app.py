@@ -52,8 +52,11 @@ from slack_sdk.http_retry.builtin_handlers import (
 from actions.clock import SYSTEM, Ticker
 from bot.application.drill_schedule import DrillSchedules
 from bot.application.drills import DrillRecorder, Drills
-from bot.application.guard import Guard
+from bot.application.flows import Flows
 from bot.application.monitoring import Monitor
+from bot.application.posted import Posted
+from bot.application.reads import Reads
+from bot.application.verification import MetricsReader, read_metrics
 from bot.config import RollbackConfig
 from bot.execution.drill_evidence import DrillEvidence
 from bot.execution.fixes import StoreHistory
@@ -63,7 +66,6 @@ from bot.execution.recheck import Rechecks
 from bot.execution.runner import Runner
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Lease, SchemaOutOfDate, Store, make_engine, require_current_schema
-from bot.persistence.verification import MetricsReader, read_metrics
 from bot.persistence.versions import VersionBook
 from bot.secrets import Secrets, collect, guard_engine, install_log_redaction
 from bot.server import HttpServer, Limits
@@ -79,6 +81,7 @@ from handlers.guard_api import GuardApi
 from handlers.outbox import SlackOutbox
 from handlers.pool import Later
 from handlers.progress import SlackProgress
+from handlers.thread import IncidentThread
 from handlers.verify import SlackEndpoint
 
 log = logging.getLogger(__name__)
@@ -168,6 +171,40 @@ def _not_the_token_warning(record: logging.LogRecord) -> bool:
     return "`token` will be unused" not in record.getMessage()
 
 
+def wire(
+    store: Store,
+    *,
+    config: RollbackConfig,
+    workflow: Workflow,
+    planner: Planner,
+    client: WebClient,
+    metrics_reader: MetricsReader,
+    later: Later | None = None,
+) -> Deps:
+    """The handlers' services on `store`: what they read (`Reads`), where they record what
+    they posted (`Posted`), and the one application layer (`Flows`), whose Slack side is the
+    incident thread. Handlers get no store."""
+    deps = Deps(
+        config=config,
+        reads=Reads(store, config, workflow),
+        posted=Posted(store),
+        planner=planner,
+        client=client,
+        metrics_reader=metrics_reader,
+        later=later if later is not None else Later(),
+    )
+    deps.flows = Flows(
+        store=store,
+        workflow=workflow,
+        config=config,
+        planner=planner,
+        thread=IncidentThread(deps),
+        wake_runner=deps.wake_runner,
+        wake_outbox=deps.wake_outbox,
+    )
+    return deps
+
+
 def create_app(settings: Settings, deps: Deps) -> App:
     """Build the Bolt app and register every handler module."""
     logging.getLogger("slack_bolt.App").addFilter(_not_the_token_warning)
@@ -252,6 +289,7 @@ class BotProcess:
     ticker: Ticker = SYSTEM
     """The clock steps, live progress and the work pool's deadlines run on (a test's fake
     one runs a long poll fast)."""
+    store: Store = field(init=False)
     deps: Deps = field(init=False)
     app: App = field(init=False)
     runner: Runner = field(init=False)
@@ -276,17 +314,18 @@ class BotProcess:
         guard_engine(self.engine, self.secrets)
         self.metrics = BotMetrics()
         self.metrics.watch(self.engine)
-        store = Store(self.engine)
+        self.store = store = Store(self.engine)
         planner = self.planner or Planner(factory=target_factory(restore_rate=_rate_of(store)))
         if planner.drilled is None:  # the verdict cites each backup set's last restore drill
             planner.drilled = DrillEvidence(store, self.config)
         if planner.history is None:  # the verdict weighs other incidents' fixes
             planner.history = StoreHistory(VersionBook(store), self.config)
         self.planner = planner
-        self.deps = Deps(
+        workflow = Workflow(store=store, config=self.config)
+        self.deps = wire(
+            store,
             config=self.config,
-            store=store,
-            workflow=Workflow(store=store, config=self.config),
+            workflow=workflow,
             planner=planner,
             client=build_client(self.settings, self.secrets, self.metrics),
             metrics_reader=self.metrics_reader,
@@ -309,12 +348,14 @@ class BotProcess:
         )
         self.runner = Runner(
             store=store,
-            workflow=self.deps.workflow,
+            workflow=workflow,
             config=self.config,
             planner=planner,
             progress=DrillRecorder(
                 MeteredProgress(
-                    SlackProgress(self.sender.wake, store, clock=self.ticker.monotonic),
+                    SlackProgress(
+                        self.sender.wake, store.outbox.enqueue, clock=self.ticker.monotonic
+                    ),
                     self.metrics,
                     store,
                 ),
@@ -338,7 +379,7 @@ class BotProcess:
         self.drill_schedules = DrillSchedules(Drills(flows_for(self.deps)))  # drills: schedules
         watch_drills(self.metrics.registry, self.drill_schedules.drills.statuses)
         self.guard_api = GuardApi(
-            Guard(config=self.config, workflow=self.deps.workflow),
+            flows_for(self.deps).guard,
             token=self.settings.guard_api_token.get_secret_value(),
         )
         self.metrics.watch_waiting(
@@ -419,7 +460,7 @@ class BotProcess:
         except Exception as exc:
             problems.append(f"the bot's database does not answer: {type(exc).__name__}")
         else:
-            unwritable = self.deps.store.unwritable()
+            unwritable = self.store.unwritable()
             if unwritable is not None:
                 problems.append(unwritable)
         if self.last_beat is None:
@@ -543,7 +584,7 @@ class BotProcess:
 
     def _hand_back(self) -> None:
         """Release every run this process holds, so another replica resumes it now."""
-        store = self.deps.store
+        store = self.store
         for run in store.runs.find(states=("approved", "running"), limit=500):
             if run.lease_owner == self.runner.owner:
                 store.leases.release(Lease(run.id, run.lease_owner, run.lease_generation))

@@ -293,7 +293,7 @@ def play(sandbox: Sandbox, kube: FakeKubernetes, *, step: bool, out: TextIO) -> 
     )
     pause(step, "bob approves", out)
     bob.click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait(lambda: _finished(sandbox), seconds=45, what="the rollback finishing")
     if run.state != "succeeded":
         raise DemoFailure(f"the rollback {run.state}: {run.outcome}")
@@ -325,7 +325,7 @@ def _plan_message(sandbox: Sandbox) -> Any:
 
 
 def _finished(sandbox: Sandbox) -> Any:
-    runs = sandbox.process.deps.store.runs.find()
+    runs = sandbox.process.store.runs.find()
     done = runs and runs[0].state in ("succeeded", "failed")
     return runs[0] if done and sandbox.slack.files() else None
 

@@ -28,7 +28,7 @@ from typing import Any
 from actions.base import ActionError
 from bot.application.monitoring import Monitor
 from bot.config import UnknownTarget
-from bot.persistence.store import TargetBusy
+from bot.domain.states import TargetBusy
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1_000_000

@@ -1,7 +1,7 @@
 """Pure builders for the end of a run: a failure loudly, a success in one line.
 
 The failure is broadcast from the thread with who must act, what production runs now, what
-is left undone and the ways on (`bot.persistence.aftermath`); once retried, the same
+is left undone and the ways on (`bot.domain.aftermath`); once retried, the same
 message says where the retry is. A success is one calm line to the channel.
 """
 
@@ -11,9 +11,9 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
 
 from actions.base import readable
 from bot.application.timeline import outcome_now, sentence_after
+from bot.domain.aftermath import Aftermath
+from bot.domain.records import RunRecord
 from bot.domain.states import RunKind
-from bot.persistence.aftermath import Aftermath
-from bot.persistence.models import Run
 from handlers import drill_blocks
 from handlers import text as t
 from handlers.blocks import versions
@@ -22,10 +22,14 @@ from handlers.ids import Block as BlockId
 
 
 def failure_message(
-    run: Run, *, people: list[str], after: Aftermath | None = None, retried_by: str | None = None
+    run: RunRecord,
+    *,
+    people: list[str],
+    after: Aftermath | None = None,
+    retried_by: str | None = None,
 ) -> list[Block]:
     """The loud failure, broadcast from the thread: who must act, what runs now, what is left,
-    and the ways on (`bot.persistence.aftermath`): Retry failed step, Re-plan, and where the failure
+    and the ways on (`bot.domain.aftermath`): Retry failed step, Re-plan, and where the failure
     left
     maintenance on, Leave maintenance on / Turn maintenance off."""
     if run.state != "failed":  # retried: its outcome was cleared and it runs again
@@ -76,7 +80,7 @@ def failure_message(
     return blocks
 
 
-def retried_message(run: Run, *, retried_by: str | None) -> list[Block]:
+def retried_message(run: RunRecord, *, retried_by: str | None) -> list[Block]:
     """A failure announcement after its retry: where the retry is now, so the announcement
     never says "running again" of a run that has since ended."""
     who = f" by {t.user(retried_by)}" if retried_by else ""
@@ -90,7 +94,7 @@ def retried_message(run: Run, *, retried_by: str | None) -> list[Block]:
     return [t.section(said)]
 
 
-def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
+def _failure_buttons(run: RunRecord, after: Aftermath | None) -> list[ButtonElement]:
     buttons: list[ButtonElement] = []
     if after is not None and after.failed is not None:
         step = after.failed
@@ -144,7 +148,7 @@ def _failure_buttons(run: Run, after: Aftermath | None) -> list[ButtonElement]:
     return buttons
 
 
-def failure_text(run: Run) -> str:
+def failure_text(run: RunRecord) -> str:
     """Notification text of the failure broadcast, as the run stands now (a retry may have
     ended it)."""
     if run.state == "succeeded":
@@ -154,7 +158,7 @@ def failure_text(run: Run) -> str:
     return t.esc(f"{run.incident_id}: the rollback of {run.target} failed; action needed")
 
 
-def success_line(run: Run, *, link: str) -> str:
+def success_line(run: RunRecord, *, link: str) -> str:
     """The one calm line to the channel when a rollback succeeded."""
     took = t.seconds(run.started_at, run.finished_at)
     if run.kind == RunKind.DRILL:

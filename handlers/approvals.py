@@ -24,8 +24,8 @@ from slack_sdk import WebClient
 
 from bot.application.flows import Flows
 from bot.config import UnknownTarget
+from bot.domain.records import RunRecord
 from bot.execution.workflow import Refused
-from bot.persistence.models import Run
 from handlers import payloads
 from handlers.deps import Deps
 from handlers.errors import tell
@@ -37,14 +37,14 @@ from handlers.modals import ModalService
 from handlers.payloads import BadPayload, Click, Tick, Where
 
 log = logging.getLogger(__name__)
-Verb = Callable[[Click, Run], str]
+Verb = Callable[[Click, RunRecord], str]
 
 
 def _verbs(flows: Flows, groups: Groups, deps: Deps) -> dict[Action, Verb]:
     """Each button's flow; each returns what it did, for a repeated click to be told."""
 
     def verb(flow: Callable[..., Any], said: Callable[[Any], str]) -> Verb:
-        def apply(c: Click, run: Run) -> str:
+        def apply(c: Click, run: RunRecord) -> str:
             user_groups = groups.of(run.environment, c.where.user)
             return said(flow(c.run_id, user=c.where.user, user_groups=user_groups))
 
@@ -81,7 +81,7 @@ def button(deps: Deps, flows: Flows, verb: Verb) -> Listener:
     """A listener that applies `verb` once and explains a repeat (a refusal: `on_run`)."""
 
     @on_run(deps, payloads.click, lambda click: click.run_id)
-    def clicked(click: Click, run: Run, client: WebClient) -> None:
+    def clicked(click: Click, run: RunRecord, client: WebClient) -> None:
         key = click_key(click)
         received = flows.receive(key)
         if not received.first:
@@ -119,7 +119,7 @@ def _replan_click(body: dict[str, Any]) -> ReplanClick:
 
 
 def _run_of_message(deps: Deps, channel: str | None, ts: str) -> str | None:
-    return deps.store.posts.run_of(channel=channel, ts=ts)  # slack_messages(channel, ts)
+    return deps.reads.run_of_post(channel=channel, ts=ts)  # slack_messages(channel, ts)
 
 
 def register(app: App, deps: Deps) -> None:
@@ -133,7 +133,7 @@ def register(app: App, deps: Deps) -> None:
     @app.action(Action.REPLAN)
     @after_ack(deps.later)
     @on_run(deps, _replan_click, lambda replan: replan.click.run_id)
-    def replan(replan: ReplanClick, run: Run, client: WebClient) -> None:
+    def replan(replan: ReplanClick, run: RunRecord, client: WebClient) -> None:
         user = replan.where.user
         flows.replace_stale(run.id, user=user)
         modals.replan(
@@ -148,7 +148,7 @@ def register(app: App, deps: Deps) -> None:
         lambda tick: _run_of_message(deps, tick.where.channel, tick.message_ts),
         gone="This checklist belongs to no known rollback.",
     )
-    def ticked(tick: Tick, run: Run, client: WebClient) -> None:
+    def ticked(tick: Tick, run: RunRecord, client: WebClient) -> None:
         flows.tick_checklist(
             run.id,
             user=tick.where.user,

@@ -25,14 +25,13 @@ from slack_sdk.models.blocks import (
 
 from actions.base import readable
 from bot.application.timeline import from_to, outcome_now
+from bot.application.verification import VerifyItem
 from bot.config import Approvers
+from bot.domain.aftermath import Aftermath
 from bot.domain.decision import Recommendation
+from bot.domain.records import IncidentRecord, RunRecord, StepView
 from bot.domain.states import RunKind
 from bot.execution.drill_plans import is_drill
-from bot.persistence.aftermath import Aftermath
-from bot.persistence.models import Incident, Run
-from bot.persistence.store import StepView
-from bot.persistence.verification import VerifyItem
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
@@ -69,11 +68,11 @@ class RunFacts:
     approvers: Approvers | None = None
     """Who may approve (config), to say who still can."""
     after: Aftermath | None = None
-    """What people decided since the run failed (`bot.persistence.aftermath`)."""
+    """What people decided since the run failed (`bot.domain.aftermath`)."""
 
 
 def approval_state(
-    run: Run,
+    run: RunRecord,
     approvals: list[tuple[str, datetime]],
     *,
     approvers: Approvers | None = None,
@@ -98,7 +97,7 @@ def approval_state(
     return said
 
 
-def run_title(run: Run, after: Aftermath | None = None) -> str:
+def run_title(run: RunRecord, after: Aftermath | None = None) -> str:
     """The run's state in words: a failure a person marked resolved says who and when."""
     if run.state == "failed" and after is not None and after.resolved_by:
         return (
@@ -108,7 +107,7 @@ def run_title(run: Run, after: Aftermath | None = None) -> str:
     return RUN_TITLES[run.state]
 
 
-def _status_line(run: Run, facts: RunFacts) -> str:
+def _status_line(run: RunRecord, facts: RunFacts) -> str:
     line = run_title(run, facts.after)
     if facts.approvals or run.state == "requested":
         line += " · " + approval_state(run, facts.approvals, approvers=facts.approvers)
@@ -126,7 +125,7 @@ def _status_line(run: Run, facts: RunFacts) -> str:
     return line
 
 
-def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[Block]:
+def incident_card(incident: IncidentRecord, run: RunRecord | None, facts: RunFacts) -> list[Block]:
     """The parent message of the incident thread."""
     recommendation = (
         Recommendation(incident.recommendation).label if incident.recommendation else "—"
@@ -159,7 +158,7 @@ def incident_card(incident: Incident, run: Run | None, facts: RunFacts) -> list[
     return blocks
 
 
-def card_text(incident: Incident, run: Run | None) -> str:
+def card_text(incident: IncidentRecord, run: RunRecord | None) -> str:
     """Notification text of the card."""
     state = run.state if run else "open"
     return t.esc(
@@ -172,12 +171,12 @@ def label(step: dict[str, Any]) -> str:
     return t.esc(step.get("label") or readable(str(step["name"])))
 
 
-def versions(run: Run) -> str:
+def versions(run: RunRecord) -> str:
     """`*app* from rev 4 (v1.2.4) to rev 3 (v1.2.3)`, escaped, times as date tokens."""
     return f"*{t.esc(run.target)}* {t.dated(t.esc(from_to(run)))}"
 
 
-def outcome_words(run: Run, after: Aftermath | None = None) -> str:
+def outcome_words(run: RunRecord, after: Aftermath | None = None) -> str:
     """The run's outcome as it stands now (`outcome_now`), escaped, times as date tokens."""
     return t.dated(t.esc(outcome_now(run, after)))
 
@@ -235,17 +234,17 @@ def mention_approvers(approvers: Approvers, *, requester: str) -> str:
     return " ".join(users + [t.group(g) for g in approvers.groups])
 
 
-def plan_title(run: Run) -> str:
+def plan_title(run: RunRecord) -> str:
     """What the plan is: a rollback's, or a drill's (which rolls back and forward again)."""
     return "Rollback drill plan" if is_drill(run) else "Rollback plan"
 
 
-def plan_text(run: Run, state: str) -> str:
+def plan_text(run: RunRecord, state: str) -> str:
     """The plan message's notification text, escaped: its title, target and `state`."""
     return t.esc(f"{plan_title(run)} for {run.target} in {run.environment}: {state}")
 
 
-def plan_message(run: Run, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
+def plan_message(run: RunRecord, facts: RunFacts, *, approvers: Approvers) -> list[Block]:
     """The exact plan, with Approve / Reject / Cancel while it waits for approval."""
     blocks: list[Block] = [
         t.section(f"*{plan_title(run)}* in *{t.esc(run.environment)}*: {versions(run)}"),
@@ -293,7 +292,7 @@ STALE_TEXT = (
 )
 
 
-def replan_buttons(run: Run) -> ActionsBlock:
+def replan_buttons(run: RunRecord) -> ActionsBlock:
     """Re-plan and Cancel, for a plan that went out of date."""
     return ActionsBlock(
         block_id=BlockId.APPROVAL,
@@ -304,13 +303,13 @@ def replan_buttons(run: Run) -> ActionsBlock:
     )
 
 
-def stale_message(run: Run, *, people: list[str]) -> list[Block]:
+def stale_message(run: RunRecord, *, people: list[str]) -> list[Block]:
     """The thread reply that tells everyone the plan is out of date."""
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     return [t.section(f"{STALE_TEXT} {mentions}"), replan_buttons(run)]
 
 
-def approval_buttons(run: Run, *, approvable: bool = True) -> ActionsBlock:
+def approval_buttons(run: RunRecord, *, approvable: bool = True) -> ActionsBlock:
     """Approve (with a confirm dialog), Reject and Cancel; no Approve on a blocked verdict."""
     risk = risk_summary(run)
     confirm = t.confirm(
@@ -348,7 +347,7 @@ def _live_line(step: dict[str, Any], live: dict[str, Any]) -> str:
 
 
 def progress_message(
-    run: Run,
+    run: RunRecord,
     records: list[StepView],
     *,
     live: dict[str, Any] | None = None,
@@ -402,7 +401,7 @@ def step_output(step: dict[str, Any], record: StepView) -> tuple[list[Block], bo
     return [t.section(header), t.section(rendered)], was_cut
 
 
-def checklist_message(run: Run, items: list[VerifyItem]) -> list[Block]:
+def checklist_message(run: RunRecord, items: list[VerifyItem]) -> list[Block]:
     """The procedures' verification checklist: the bot's ticks with evidence, boxes for people."""
     auto = [i for i in items if i.automatic]
     people = [i for i in items if not i.automatic]

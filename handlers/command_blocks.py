@@ -8,13 +8,13 @@ from slack_sdk.models.blocks import Block
 
 from bot.application.timeline import from_to
 from bot.config import Approvers
-from bot.persistence.models import Run
+from bot.domain.records import RunRecord
 from handlers import text as t
 from handlers.blocks import approval_state
 
 
 def run_line(
-    run: Run,
+    run: RunRecord,
     approvals: list[tuple[str, datetime]],
     *,
     approvers: Approvers | None = None,

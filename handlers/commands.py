@@ -35,26 +35,23 @@ from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
 from bot.application.flows import Flows
-from bot.application.guard import Guard
-from bot.application.reviews import Reviews
 from bot.config import UnknownTarget
+from bot.domain.records import RunRecord
 from bot.domain.states import ACTIVE_STATES
 from bot.domain.versions import MalformedVersion
 from bot.execution.workflow import Refused
-from bot.persistence.models import Run
 from handlers import blocks, command_blocks, review_blocks
 from handlers import guard as guard_texts
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import correlation_id, tell
-from handlers.flows import Groups
+from handlers.flows import Groups, flows_for
 from handlers.guard import Clear, Clearing
 from handlers.ids import ModalMeta
 from handlers.lazy import Arrivals, act_once
 from handlers.modal_blocks import message_view
 from handlers.modals import ModalService
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
-from handlers.thread import after_of
 
 log = logging.getLogger(__name__)
 _INCIDENT = re.compile(r"^INC-\d{8}-\d{6}(-\d+)?$")
@@ -171,7 +168,7 @@ def register(app: App, deps: Deps) -> None:
     modals = ModalService(deps)
     groups = Groups(deps)
     arrivals = Arrivals()
-    guard = Guard(config=deps.config, workflow=deps.workflow)
+    guard = flows_for(deps).guard
 
     @app.command("/rollback")
     def rollback(
@@ -325,21 +322,21 @@ def _answer(parsed: Command, deps: Deps) -> list[Any]:
         deps.config.target(parsed.environment, parsed.target)
     except UnknownTarget as exc:
         return command_blocks.refusal(t.esc(exc), usage=True)
-    runs = deps.store.runs.find(environment=parsed.environment, target=parsed.target, limit=20)
+    runs = deps.reads.runs(environment=parsed.environment, target=parsed.target, limit=20)
     lines = [_line(r, deps) for r in runs]
     return command_blocks.lines_message(
         f"Rollback history of {t.esc(parsed.target)} in {t.esc(parsed.environment)}", lines
     )
 
 
-def _line(run: Run, deps: Deps) -> str:
+def _line(run: RunRecord, deps: Deps) -> str:
     """A run's line with its exact approval state (who approved, who still may, the deadline)
     and a link to its thread."""
     try:
         approvers = deps.config.environment(run.environment).approvers
     except UnknownTarget:  # the environment left the config since
         approvers = None
-    line = command_blocks.run_line(run, deps.workflow.approvals(run), approvers=approvers)
+    line = command_blocks.run_line(run, deps.reads.approvals(run), approvers=approvers)
     link = t.thread_link(run.slack)
     return f"{line} · <{link}|thread>" if link else line
 
@@ -347,8 +344,8 @@ def _line(run: Run, deps: Deps) -> str:
 def review_lines(deps: Deps) -> list[str]:
     """The break-glass runs whose mandatory review is not done yet, oldest first."""
     lines = []
-    for review in Reviews(deps.store, deps.config).unreviewed():
-        run = deps.store.runs.get(review.run_id)
+    for review in deps.reads.unreviewed():
+        run = deps.reads.run(review.run_id)
         link = t.thread_link(run.slack) if run is not None else None
         lines.append(review_blocks.review_line(review, link=link))
     return lines
@@ -356,10 +353,10 @@ def review_lines(deps: Deps) -> list[str]:
 
 def _status(parsed: Status, deps: Deps) -> list[Any]:
     if parsed.incident_id is None:
-        runs = deps.store.runs.find(states=ACTIVE_STATES)
+        runs = deps.reads.runs(states=ACTIVE_STATES)
         lines = [_line(r, deps) for r in runs]
         said = command_blocks.lines_message("Active rollbacks", lines)
-        failed = deps.store.runs.unresolved_failures()
+        failed = deps.reads.unresolved_failures()
         if failed:
             said += command_blocks.lines_message(
                 "Failed and not resolved (Mark resolved in the thread once handled)",
@@ -369,15 +366,15 @@ def _status(parsed: Status, deps: Deps) -> list[Any]:
         if waiting:
             said += command_blocks.lines_message("Break-glass rollbacks awaiting review", waiting)
         return said[: t.MESSAGE_BLOCKS]
-    incident = deps.store.incidents.get(parsed.incident_id)
+    incident = deps.reads.incident(parsed.incident_id)
     if incident is None:
         return command_blocks.refusal(f"no incident {parsed.incident_id}")
-    runs = deps.store.runs.find(incident_id=incident.id)
+    runs = deps.reads.runs(incident_id=incident.id)
     lines = [_line(r, deps) for r in runs]
     lines += [
-        f"Outcome: {blocks.outcome_words(r, after_of(deps.store, r))}" for r in runs if r.outcome
+        f"Outcome: {blocks.outcome_words(r, deps.reads.aftermath(r))}" for r in runs if r.outcome
     ]
-    reviews = [deps.store.reviews.get(r.id) for r in runs if r.break_glass]
+    reviews = [deps.reads.review(r.id) for r in runs if r.break_glass]
     lines += [f"Break-glass: {review_blocks.review_state(r)}" for r in reviews if r is not None]
     return command_blocks.lines_message(
         f"{incident.id}: {t.esc(incident.target)} in {t.esc(incident.environment)}", lines

@@ -12,11 +12,11 @@ from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 
 from bot.application.flows import Flows
+from bot.application.posted import Posted
+from bot.application.reads import Reads
+from bot.application.verification import MetricsReader
 from bot.config import RollbackConfig
 from bot.execution.planner import Planner
-from bot.execution.workflow import Workflow
-from bot.persistence.store import Store
-from bot.persistence.verification import MetricsReader
 from handlers.pool import Later
 
 
@@ -38,8 +38,10 @@ class Deps:
     """The bot's services, built once by the composition root."""
 
     config: RollbackConfig
-    store: Store
-    workflow: Workflow
+    reads: Reads
+    """What handlers read about runs (the store's read side; writes go through the flows)."""
+    posted: Posted
+    """Where handlers record what they posted in Slack (a card, a thread, each message)."""
     planner: Planner
     client: WebClient
     metrics_reader: MetricsReader

@@ -18,10 +18,10 @@ from actions.base import Finding
 from actions.database import human_size
 from bot.application.drill_schedule import RETRY
 from bot.application.drills import DrillStatus, Measured
+from bot.domain.records import RunRecord
+from bot.domain.recovery import Recovery, spoken
 from bot.execution.drill_evidence import drilled_at, is_drill_finding
 from bot.execution.drill_plans import CLEANUP, PITR
-from bot.persistence.models import Run
-from bot.persistence.recovery import Recovery, spoken
 from handlers import text as t
 
 FLAG = ":warning:"
@@ -107,7 +107,7 @@ def measured_text(target: str, measured: Measured) -> str:
     return t.cut("\n".join(lines), t.SECTION_LIMIT)
 
 
-def flagged_text(run: Run, detail: dict[str, Any]) -> str:
+def flagged_text(run: RunRecord, detail: dict[str, Any]) -> str:
     """A scheduled drill flagged: what failed or how far over the RTO it was."""
     reasons = list(detail.get("reasons") or [])
     said = f"{FLAG} *Scheduled drill flagged*: {t.esc(run.target)} in {t.esc(run.environment)}"
@@ -184,7 +184,7 @@ def not_started_text(detail: dict[str, Any]) -> str:
     )
 
 
-def success_line(run: Run, *, took: str, link: str) -> str:
+def success_line(run: RunRecord, *, took: str, link: str) -> str:
     """The one calm line to the channel when a drill succeeded."""
     within = f" in {took}" if took else ""
     if any(step.get("phase") == CLEANUP for step in run.plan):

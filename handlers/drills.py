@@ -22,15 +22,16 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.application.chart import trend_chart, trend_filename
 from bot.application.drill_schedule import NOT_STARTED, OVERDUE
-from bot.application.drills import FLAGGED, TREND_CHART, Drills, target_status
+from bot.application.drills import FLAGGED, TREND_CHART, Drills
 from bot.application.requests import ThreadNotOpened
 from bot.config import UnknownTarget
+from bot.domain.records import OutboxRecord, RunRecord
 from bot.domain.states import OutboxState
 from bot.execution.drill_plans import drill_allowed
 from bot.execution.outbox import Undeliverable
 from bot.execution.workflow import Refused
-from bot.persistence.chart import trend_chart, trend_filename
 from handlers import command_blocks, drill_blocks
 from handlers import text as t
 from handlers.delivery import delivery_error
@@ -42,7 +43,6 @@ from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
 
 if TYPE_CHECKING:  # the outbox renders through the thread, which imports these handlers' blocks
-    from bot.persistence.models import OutboxMessage, Run
     from handlers.thread import IncidentThread
 
 WORDS = ("drill", "drills")
@@ -84,19 +84,19 @@ def is_drill_command(body: dict[str, Any]) -> bool:
     return bool(words) and words[0].lower() in WORDS
 
 
-def _flagged(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _flagged(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """Say in the drill's thread why the scheduled drill is flagged (once)."""
     text = drill_blocks.flagged_text(run, dict(message.detail or {}))
     thread.say(run, text, slot=f"drill.flagged:{message.id}")
 
 
-def _overdue(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _overdue(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """Say in the environment's incident channel (not a thread) that the target's scheduled
     drills are overdue; once per period, even where two replicas queued it."""
     _once_in_channel(
         thread,
         message,
-        among=thread.deps.store.outbox.messages(run.id, kind=OVERDUE),
+        among=thread.deps.reads.outbox(run.id, kind=OVERDUE),
         same=("period",),
         environment=run.environment,
         text=drill_blocks.overdue_text,
@@ -105,9 +105,9 @@ def _overdue(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
 
 def _once_in_channel(
     thread: IncidentThread,
-    message: OutboxMessage,
+    message: OutboxRecord,
     *,
-    among: list[OutboxMessage],
+    among: list[OutboxRecord],
     same: tuple[str, ...],
     environment: str,
     text: Callable[[dict[str, Any]], str],
@@ -131,14 +131,15 @@ def _once_in_channel(
         raise delivery_error("chat_postMessage", exc) from exc
 
 
-def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _trend(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """Upload the target's trend chart into the drill's thread (once): its last drills'
     times to recover and its real rollbacks', with the RTO; nothing when there is none."""
-    store = thread.deps.store
-    env = thread.deps.config.environments.get(run.environment)
-    if env is None or store.posts.slot(run.id, TREND_CHART) is not None:
+    reads = thread.deps.reads
+    if reads.post(run.id, TREND_CHART) is not None:
         return
-    status = target_status(store, run.environment, env, run.target, now=store.clock())
+    status = reads.drill_status(run.environment, run.target)
+    if status is None:
+        return
     series = [
         ("drills: time to recover", status.trend),
         ("real rollbacks: approval to success", status.rollbacks),
@@ -167,27 +168,27 @@ def _trend(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     thread.posted.message(run.id, TREND_CHART, channel=run.slack["channel"], ts=file_id)
 
 
-def _not_started(thread: IncidentThread, message: OutboxMessage) -> None:
+def _not_started(thread: IncidentThread, message: OutboxRecord) -> None:
     """Say in the environment's incident channel that a scheduled drill could not start, and
     why; once per slot, even where two replicas queued it."""
     _once_in_channel(
         thread,
         message,
-        among=thread.deps.store.outbox.messages(None, kind=NOT_STARTED),
+        among=thread.deps.reads.outbox(None, kind=NOT_STARTED),
         same=("environment", "target", "slot"),
         environment=str((message.detail or {}).get("environment")),
         text=drill_blocks.not_started_text,
     )
 
 
-MESSAGES: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] = {
+MESSAGES: dict[str, Callable[[IncidentThread, RunRecord, OutboxRecord], None]] = {
     FLAGGED: _flagged,
     OVERDUE: _overdue,
     TREND_CHART: _trend,
 }
 """Outbox kinds rendered here (`handlers.outbox.SlackOutbox(more=...)`)."""
 
-ALONE: dict[str, Callable[[IncidentThread, OutboxMessage], None]] = {NOT_STARTED: _not_started}
+ALONE: dict[str, Callable[[IncidentThread, OutboxRecord], None]] = {NOT_STARTED: _not_started}
 """Outbox kinds of no run rendered here (`handlers.outbox.SlackOutbox(alone=...)`)."""
 
 

@@ -1,9 +1,10 @@
 """What handlers share to call the application layer: the flows, and who is in which group.
 
-`flows_for(deps)` is the one `bot.application.flows.Flows` of the handlers' `Deps`, with
-the incident thread as its Slack side. `Groups` answers which configured approver
-groups a user is in: Slack knows (`usergroups.users.list`), so it is asked
-here and cached for a minute, and the flows are told the answer.
+`flows_for(deps)` is the one `bot.application.flows.Flows` of the handlers' `Deps`, built by
+the composition root (`bot.app`) with the incident thread as its Slack side. `Groups`
+answers which configured approver groups a user is in: Slack knows
+(`usergroups.users.list`), so it is asked here and cached for a minute, and the flows are
+told the answer.
 """
 
 from __future__ import annotations
@@ -14,29 +15,17 @@ import time
 from bot.application.flows import Flows
 from bot.config import Environment
 from handlers.deps import Deps
-from handlers.thread import IncidentThread
 
 GROUP_CACHE_SECONDS = 60.0
 
 
-_BUILDING = threading.Lock()
-
-
 def flows_for(deps: Deps) -> Flows:
-    """The application layer of `deps`, reporting into Slack through the incident thread:
-    built once, on first use, and the same one for every listener, monitoring and drills."""
-    with _BUILDING:
-        if deps.flows is None:
-            deps.flows = Flows(
-                store=deps.store,
-                workflow=deps.workflow,
-                config=deps.config,
-                planner=deps.planner,
-                thread=IncidentThread(deps),
-                wake_runner=deps.wake_runner,
-                wake_outbox=deps.wake_outbox,
-            )
-        return deps.flows
+    """The application layer the composition root built for these handlers (`bot.app`), with
+    the incident thread as its Slack side: the same one for every listener, monitoring and
+    drills."""
+    if deps.flows is None:
+        raise RuntimeError("the composition root builds the flows before any listener runs")
+    return deps.flows
 
 
 class Groups:

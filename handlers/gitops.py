@@ -29,14 +29,14 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.application.resync import Resync, held_owners
-from bot.persistence.models import OutboxMessage, Run
+from bot.application.resync import held_owners
+from bot.domain.records import OutboxRecord, RunRecord
 from handlers import gitops_blocks as blocks
 from handlers import payloads
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
 from handlers.errors import tell
-from handlers.flows import Groups
+from handlers.flows import Groups, flows_for
 from handlers.ids import Action
 from handlers.lazy import after_ack
 from handlers.listen import on_run
@@ -48,15 +48,13 @@ HELD = "gitops:held"
 
 def register(app: App, deps: Deps) -> None:
     """Listen for Resume sync."""
-    resync = Resync(
-        store=deps.store, config=deps.config, planner=deps.planner, workflow=deps.workflow
-    )
+    resync = flows_for(deps).resync
     groups = Groups(deps)
 
     @app.action(Action.RESUME_SYNC)
     @after_ack(deps.later)
     @on_run(deps, payloads.click, lambda click: click.run_id)
-    def resume_sync(click: Click, run: Run, client: WebClient) -> None:
+    def resume_sync(click: Click, run: RunRecord, client: WebClient) -> None:
         user = click.where.user
         outcome = resync.resume(run.id, user=user, user_groups=groups.of(run.environment, user))
         if not outcome.resumed:
@@ -66,10 +64,9 @@ def register(app: App, deps: Deps) -> None:
 # --- outbox messages -----------------------------------------------------------------------
 
 
-def _post_once(thread: IncidentThread, run: Run, slot: str, **content: Any) -> None:
+def _post_once(thread: IncidentThread, run: RunRecord, slot: str, **content: Any) -> None:
     """Post in the run's thread unless slot `slot` already has a message; record its ts."""
-    store = thread.deps.store
-    if store.posts.slot(run.id, slot) is not None:
+    if thread.deps.reads.post(run.id, slot) is not None:
         return
     posted = _call(
         thread,
@@ -88,9 +85,9 @@ def _call(thread: IncidentThread, method: str, **kwargs: Any) -> Any:
         raise delivery_error(method, exc) from exc
 
 
-def _held(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _held(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """After a successful run that left GitOps sync suspended: what to revert, Resume sync."""
-    fresh = thread.deps.store.runs.get(run.id)
+    fresh = thread.deps.reads.run(run.id)
     if fresh is None or fresh.state != "succeeded":
         return
     owners = held_owners(fresh)
@@ -100,17 +97,17 @@ def _held(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     content = {
         "text": blocks.held_text(fresh),
         "blocks": blocks.held_message(
-            fresh, owners, approvers=env.approvers, resume=thread.deps.store.resumes.get(fresh.id)
+            fresh, owners, approvers=env.approvers, resume=thread.deps.reads.resume(fresh.id)
         ),
     }
-    slot = thread.deps.store.posts.slot(fresh.id, HELD)
+    slot = thread.deps.reads.post(fresh.id, HELD)
     if slot is None:
         _post_once(thread, fresh, HELD, **content)
     else:
         _call(thread, "chat_update", channel=slot.channel, ts=slot.ts, **content)
 
 
-def _resumed(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _resumed(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """Who resumed the sync: the held message loses its button, the thread is told."""
     if message.detail.get("ok"):
         _held(thread, run, message)
@@ -119,14 +116,14 @@ def _resumed(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     )
 
 
-def _people(thread: IncidentThread, run: Run) -> list[str]:
+def _people(thread: IncidentThread, run: RunRecord) -> list[str]:
     """Who a loud message mentions: the requester, who approved, the approvers."""
     env = thread.deps.config.environment(run.environment)
-    approved = [u for u, _ in thread.deps.workflow.approvals(run)]
+    approved = [u for u, _ in thread.deps.reads.approvals(run)]
     return [run.requester, *approved, *env.approvers.users]
 
 
-def _hold(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _hold(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """News of the hold: loud and broadcast, or the quiet line that closes it."""
     slot = f"gitops:hold:{message.id}"
     if not message.detail.get("loud"):
@@ -142,7 +139,7 @@ def _hold(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     )
 
 
-def _drift(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _drift(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     """The re-check found another template: loud, broadcast, people mentioned."""
     people = _people(thread, run)
     _post_once(
@@ -155,17 +152,17 @@ def _drift(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
     )
 
 
-def _steady(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _steady(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     slot = f"recheck:{message.detail.get('position')}"
     _post_once(thread, run, slot, text=blocks.steady_line(message.detail))
 
 
-def _not_rechecked(thread: IncidentThread, run: Run, message: OutboxMessage) -> None:
+def _not_rechecked(thread: IncidentThread, run: RunRecord, message: OutboxRecord) -> None:
     slot = f"recheck:{message.detail.get('position')}"
     _post_once(thread, run, slot, text=blocks.recheck_failed_line(message.detail))
 
 
-Deliver = Callable[[IncidentThread, Run, OutboxMessage], None]
+Deliver = Callable[[IncidentThread, RunRecord, OutboxRecord], None]
 MESSAGES: dict[str, Deliver] = {
     "run.finished": _held,
     "gitops.resumed": _resumed,

@@ -18,7 +18,7 @@ from slack_sdk.models.blocks import (
 
 from bot.application.resync import HeldOwner, ResumeOutcome, revert_note
 from bot.config import Approvers
-from bot.persistence.models import Run, SyncResume
+from bot.domain.records import ResumeRecord, RunRecord
 from handlers import text as t
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
@@ -29,17 +29,17 @@ def _approvers(approvers: Approvers) -> str:
     return ", ".join(named) or "the environment's approvers"
 
 
-def held_text(run: Run) -> str:
+def held_text(run: RunRecord) -> str:
     """Notification text of the held-sync message."""
     return t.esc(f"{run.incident_id}: GitOps sync stays suspended until Git is reverted")
 
 
 def held_message(
-    run: Run,
+    run: RunRecord,
     owners: Sequence[HeldOwner],
     *,
     approvers: Approvers,
-    resume: SyncResume | None = None,
+    resume: ResumeRecord | None = None,
 ) -> list[Block]:
     """What must be reverted in Git before resuming, and Resume sync (for approvers) or who did."""
     lines = "\n".join(f"• {t.esc(revert_note(o))}" for o in owners)
@@ -112,14 +112,14 @@ def _images(values: Any) -> str:
     return t.esc(", ".join(str(v) for v in values or []) or "no image")
 
 
-def drift_text(run: Run, detail: dict[str, Any]) -> str:
+def drift_text(run: RunRecord, detail: dict[str, Any]) -> str:
     """Notification text of the re-check alert."""
     return t.esc(
         f"{run.incident_id}: {detail.get('workload')} no longer runs what the rollback restored"
     )
 
 
-def drift_alert(run: Run, detail: dict[str, Any], *, people: Sequence[str]) -> list[Block]:
+def drift_alert(run: RunRecord, detail: dict[str, Any], *, people: Sequence[str]) -> list[Block]:
     """The loud re-check alert: who must look, what changed (image from → to)."""
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     workload = t.esc(str(detail.get("workload") or run.target))
@@ -165,7 +165,7 @@ HOLD_TITLES = {
 }
 
 
-def hold_text(run: Run, detail: dict[str, Any]) -> str:
+def hold_text(run: RunRecord, detail: dict[str, Any]) -> str:
     """Notification text of a hold message."""
     event = str(detail.get("event") or "")
     if event == "confirmed":
@@ -182,7 +182,7 @@ def _link(detail: dict[str, Any]) -> str:
     return "the Git change"
 
 
-def hold_alert(run: Run, detail: dict[str, Any], *, people: Sequence[str]) -> list[Block]:
+def hold_alert(run: RunRecord, detail: dict[str, Any], *, people: Sequence[str]) -> list[Block]:
     """A loud hold message: what happened, that sync stays held, who must look."""
     mentions = " ".join(dict.fromkeys(t.user(p) for p in people if p))
     lines = "\n".join(f"• {t.esc(str(line))}" for line in detail.get("lines") or [])

@@ -33,16 +33,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 
 from bot.application.drills import Drills, DrillStatus
-from bot.application.failures import disarmed_by
-from bot.application.guard import Guard
-from bot.application.reviews import Reviews
 from bot.application.timeline import service_restored
 from bot.config import UnknownTarget
+from bot.domain.records import ReviewRecord, RunRecord
+from bot.domain.recovery import Recovery as PhaseTimes
 from bot.domain.states import ACTIVE_STATES
 from bot.domain.versions import VersionMark
-from bot.persistence.models import BreakGlassReview, Run
-from bot.persistence.recovery import Recovery as PhaseTimes
-from bot.persistence.recovery import recent
 from handlers.deps import Deps
 from handlers.flows import Groups, flows_for
 from handlers.home_blocks import HomeContent, Recovery, TargetHistory, home_view_blocks
@@ -62,15 +58,15 @@ FINISHED = ("succeeded", "failed")
 class Snapshot:
     """What the home tab shows everyone, read once per round."""
 
-    disarmed: list[Run]
+    disarmed: list[RunRecord]
     """The automatic rollbacks that disarmed automatic rollback of their target."""
     bad_versions: list[VersionMark]
     """Versions marked bad and not cleared."""
-    active: list[tuple[Run, str | None, list[tuple[str, datetime]]]]
+    active: list[tuple[RunRecord, str | None, list[tuple[str, datetime]]]]
     """Each run waiting, approved, running, or failed and not resolved; its thread; its
     approvals so far."""
-    requested: list[Run]
-    reviews: list[tuple[BreakGlassReview, str | None]]
+    requested: list[RunRecord]
+    reviews: list[tuple[ReviewRecord, str | None]]
     history: list[TargetHistory]
     drills: list[DrillStatus]
     incidents: list[PhaseTimes]
@@ -86,53 +82,53 @@ class HomeTab:
 
     def snapshot(self) -> Snapshot:
         """Read what is the same for every viewer."""
-        store = self.deps.store
-        active = store.runs.find(states=ACTIVE_STATES)
+        reads = self.deps.reads
+        active = reads.runs(states=ACTIVE_STATES)
         # A failed run nobody has resolved still holds production (maintenance, a half
         # rollback): it stays among the active incidents until a person marks it resolved.
-        unresolved = store.runs.unresolved_failures()
+        unresolved = reads.unresolved_failures()
         reviews = []
-        for review in Reviews(store, self.deps.config).unreviewed():
-            run = store.runs.get(review.run_id)
+        for review in reads.unreviewed():
+            run = reads.run(review.run_id)
             reviews.append((review, thread_link(run.slack) if run else None))
         disarmed = [
             run
             for env_name, env in self.deps.config.environments.items()
             if env.auto_rollback
             for target in env.targets
-            if (run := disarmed_by(store, environment=env_name, target=target)) is not None
+            if (run := reads.disarmed_by(environment=env_name, target=target)) is not None
         ]
-        guard = Guard(config=self.deps.config, workflow=self.deps.workflow)
+        guard = flows_for(self.deps).guard
         return Snapshot(
             disarmed=disarmed,
             bad_versions=guard.marked_bad(),
             active=[
-                (r, thread_link(r.slack), self.deps.workflow.approvals(r))
+                (r, thread_link(r.slack), self.deps.reads.approvals(r))
                 for r in [*unresolved, *active]
             ],
             requested=[r for r in active if r.state == "requested"],
             reviews=reviews,
             history=self._history(),
             drills=self.drills.statuses(),
-            incidents=recent(store),
+            incidents=reads.recent_recoveries(),
         )
 
     def _history(self) -> list[TargetHistory]:
         histories = []
         for env_name, env in self.deps.config.environments.items():
             for target in env.targets:
-                runs = self.deps.store.runs.find(
+                runs = self.deps.reads.runs(
                     environment=env_name, target=target, states=FINISHED, limit=RECENT_PER_TARGET
                 )
                 histories.append(TargetHistory(env_name, target, [self._recovery(r) for r in runs]))
         return histories
 
-    def _recovery(self, run: Run) -> Recovery:
+    def _recovery(self, run: RunRecord) -> Recovery:
         """Time to recover: approval (or start) to the health check passing."""
         took = None
         start = run.approved_at or run.started_at
         if run.state == "succeeded" and start is not None:
-            events = [e for e in self.deps.store.events.of(run.incident_id) if e.run_id == run.id]
+            events = [e for e in self.deps.reads.events(run.incident_id) if e.run_id == run.id]
             healthy = service_restored(events)
             took = healthy - start if healthy is not None else None
         return Recovery(run=run, took=took, link=thread_link(run.slack))
@@ -151,7 +147,7 @@ class HomeTab:
             bad_versions=snapshot.bad_versions,
         )
 
-    def _may(self, run: Run, user: str) -> bool:
+    def _may(self, run: RunRecord, user: str) -> bool:
         """Whether `user` may still approve `run` (an approver, not its requester, not yet)."""
         if user == run.requester:
             return False
@@ -160,9 +156,9 @@ class HomeTab:
             groups = self.groups.of(run.environment, user) if env.approvers.groups else frozenset()
         except (UnknownTarget, SlackApiError, OSError):
             return False
-        if not self.deps.workflow.is_approver(env, user, groups):
+        if not self.deps.reads.is_approver(env, user, groups):
             return False
-        return user not in {u for u, _ in self.deps.workflow.approvals(run)}
+        return user not in {u for u, _ in self.deps.reads.approvals(run)}
 
     def publish(self, user: str, snapshot: Snapshot | None = None) -> None:
         """Publish `user`'s home tab."""

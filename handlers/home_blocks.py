@@ -25,9 +25,9 @@ from slack_sdk.models.blocks import (
 
 from bot.application.drills import DrillStatus
 from bot.application.timeline import duration
+from bot.domain.records import ReviewRecord, RunRecord
+from bot.domain.recovery import Recovery as PhaseTimes
 from bot.domain.versions import VersionMark, short
-from bot.persistence.models import BreakGlassReview, Run
-from bot.persistence.recovery import Recovery as PhaseTimes
 from handlers import drill_blocks
 from handlers import text as t
 from handlers.command_blocks import lines_message, run_line
@@ -42,7 +42,7 @@ LIST_LIMIT = 15
 class Recovery:
     """One finished rollback of a target and how long production took to recover."""
 
-    run: Run
+    run: RunRecord
     took: timedelta | None
     """From approval (or start) to verified healthy; None when it did not recover."""
     link: str | None = None
@@ -62,16 +62,18 @@ class HomeContent:
     """Everything the home tab shows one person."""
 
     viewer: str
-    active: list[tuple[Run, str | None, list[tuple[str, datetime]]]] = field(default_factory=list)
-    waiting: list[tuple[Run, str | None]] = field(default_factory=list)
+    active: list[tuple[RunRecord, str | None, list[tuple[str, datetime]]]] = field(
+        default_factory=list
+    )
+    waiting: list[tuple[RunRecord, str | None]] = field(default_factory=list)
     """Requested runs this viewer may approve (an approver, not the requester, not yet)."""
-    reviews: list[tuple[BreakGlassReview, str | None]] = field(default_factory=list)
+    reviews: list[tuple[ReviewRecord, str | None]] = field(default_factory=list)
     history: list[TargetHistory] = field(default_factory=list)
     drills: list[DrillStatus] = field(default_factory=list)
     """Each drillable target's last drill (flagged when never drilled or overdue)."""
     incidents: list[PhaseTimes] = field(default_factory=list)
     """The newest incidents' recovery phases (detect, decide, approve, recover)."""
-    disarmed: list[Run] = field(default_factory=list)
+    disarmed: list[RunRecord] = field(default_factory=list)
     """Automatic rollbacks that disarmed automatic rollback of their target until re-armed."""
     bad_versions: list[VersionMark] = field(default_factory=list)
     """Versions rolled away from and not cleared: the regression guard answers `bad`."""

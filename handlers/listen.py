@@ -16,8 +16,8 @@ from slack_bolt import Ack
 from slack_sdk import WebClient
 
 from bot.config import UnknownTarget
+from bot.domain.records import RunRecord
 from bot.execution.workflow import Refused
-from bot.persistence.models import Run
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import read_or_tell, tell
@@ -32,7 +32,7 @@ class About(Protocol):
 
 
 Item = TypeVar("Item", bound=About)
-Body = Callable[[Item, Run, WebClient], None]
+Body = Callable[[Item, RunRecord, WebClient], None]
 Listener = Callable[[Ack, dict[str, Any], WebClient], None]
 
 GONE = "This rollback no longer exists."
@@ -63,7 +63,7 @@ def on_run(
             if item is None:
                 return
             run_id = run_of(item)
-            run = deps.store.runs.get(run_id) if run_id is not None else None
+            run = deps.reads.run(run_id) if run_id is not None else None
             if run is None:
                 tell(client, item.where, f":warning: {gone}")
                 return

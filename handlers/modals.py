@@ -38,10 +38,10 @@ from bot.application.drills import Drills
 from bot.application.requests import IncidentRequest, Offer, ThreadNotOpened
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.domain.decision import Answers, Severity, decide, with_verdict
+from bot.domain.records import RunRecord
 from bot.domain.verdict import Verdict, holders_from
 from bot.execution.planner import customer_preview
 from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
-from bot.persistence.models import Run
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import failure_text, tell
@@ -125,9 +125,7 @@ class ModalService:
     def _epoch(self, meta: ModalMeta) -> Epoch:
         """The target's newest run and its state (one indexed read): a read made before a
         run started or changed state is never shown after."""
-        newest = self.deps.store.runs.find(
-            environment=meta.environment, target=meta.target, limit=1
-        )
+        newest = self.deps.reads.runs(environment=meta.environment, target=meta.target, limit=1)
         return (newest[0].id, str(newest[0].state)) if newest else None
 
     def content(self, meta: ModalMeta, form: FormState | None) -> ModalContent:
@@ -163,9 +161,7 @@ class ModalService:
         if selected and points and selected not in {p.ref for p in points}:
             points = [*points, RollbackPoint(ref=selected, label=selected)]
         checks = self._checks(meta, selected, fresh=fresh, epoch=epoch)
-        holder = self.deps.store.runs.lock_holder(
-            environment=meta.environment, targets=[meta.target]
-        )
+        holder = self.deps.reads.lock_holder(environment=meta.environment, targets=[meta.target])
         if holder:
             checks = [*checks, Check("Target not locked by another incident", False, holder)]
         else:
@@ -201,7 +197,7 @@ class ModalService:
     ) -> tuple[Verdict, ...]:
         """The reversibility verdicts, so the recommendation says when fixing forward is safer."""
         env = self.deps.config.environment(meta.environment)
-        holders = holders_from(self.deps.store.runs.lock_holder, meta.environment, exclude=None)
+        holders = holders_from(self.deps.reads.lock_holder, meta.environment, exclude=None)
         try:
             verdicts: tuple[Verdict, ...] = self._cached(
                 (meta.environment, f"{meta.target}#verdict{'#forced' * force}", point),
@@ -236,14 +232,14 @@ class ModalService:
             view_id=view_id, view=rollback_modal(self.content(meta, form))
         )
 
-    def replan(self, *, trigger_id: str, run: Run, user: str, channel: str) -> None:
+    def replan(self, *, trigger_id: str, run: RunRecord, user: str, channel: str) -> None:
         """Open the rollback form again for a failed run's target, its answers carried over.
 
         A new request from the same severity, flowchart answers, impact summary and choices
         (leave maintenance on, customers not notified); the point is chosen afresh from what
         the target lists now (the failed run changed it).
         """
-        incident = self.deps.store.incidents.get(run.incident_id)
+        incident = self.deps.reads.incident(run.incident_id)
         meta = ModalMeta(
             environment=run.environment,
             target=run.target,

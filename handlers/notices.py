@@ -112,7 +112,7 @@ class Notices:
         try:
             run_id = None
             if where.channel and where.thread_ts:
-                run_id = _run_of_thread(flows, where.channel, where.thread_ts)
+                run_id = flows.run_of_thread(where.channel, where.thread_ts)
             flows.notify_person(run_id, user=where.user, text=text)
         except Exception as exc:  # the database is away too: keep it here
             log.warning("the outbox could not take a notice to %s: %s", where.user, exc)
@@ -155,22 +155,6 @@ class Notices:
         with self._lock:
             if kept in self._kept:
                 self._kept.remove(kept)
-
-
-THREADS_SEARCHED = 200
-"""How many of the newest runs a thread's notice is matched against (their threads' ts)."""
-
-
-def _run_of_thread(flows: Flows, channel: str, thread_ts: str) -> str | None:
-    """The run whose incident thread this is: a message of it the bot recorded, else the
-    thread's parent (the incident card), looked for among the newest runs."""
-    found = flows.store.posts.run_of(channel=channel, ts=thread_ts)
-    if found is not None:
-        return found
-    for run in flows.store.runs.find(limit=THREADS_SEARCHED):
-        if run.slack.get("channel") == channel and run.slack.get("thread_ts") == thread_ts:
-            return run.id
-    return None
 
 
 def _retry_after(exc: Exception) -> float:

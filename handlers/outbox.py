@@ -17,8 +17,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot.application.requests import NOTICE
+from bot.domain.records import OutboxRecord, RunRecord
 from bot.execution.outbox import RetryLater, Undeliverable
-from bot.persistence.models import OutboxMessage, Run
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
 from handlers.thread import IncidentThread
@@ -28,7 +28,7 @@ OPENING = timedelta(minutes=5)
 messages are given up as undeliverable."""
 
 
-def _notice(thread: IncidentThread, message: OutboxMessage) -> None:
+def _notice(thread: IncidentThread, message: OutboxRecord) -> None:
     """Tell one person something by direct message (`bot.application.flows.NOTICE`)."""
     detail = message.detail
     try:
@@ -44,8 +44,8 @@ class SlackOutbox:
         self,
         deps: Deps,
         *,
-        more: dict[str, Callable[[IncidentThread, Run, OutboxMessage], None]] | None = None,
-        alone: dict[str, Callable[[IncidentThread, OutboxMessage], None]] | None = None,
+        more: dict[str, Callable[[IncidentThread, RunRecord, OutboxRecord], None]] | None = None,
+        alone: dict[str, Callable[[IncidentThread, OutboxRecord], None]] | None = None,
     ) -> None:
         self.deps = deps
         self.thread = IncidentThread(deps, strict=True)
@@ -56,7 +56,7 @@ class SlackOutbox:
         to one person, and other modules' (handlers/drills.py)."""
         self.told = IncidentThread(deps)  # an error is said in the thread, as to a click
 
-    def deliver(self, message: OutboxMessage) -> None:
+    def deliver(self, message: OutboxRecord) -> None:
         """Make the Slack calls for one message, or raise RetryLater / Undeliverable."""
         alone = self.alone.get(message.kind)
         if alone is not None:  # said to a person or a channel, whether or not of a run
@@ -64,7 +64,7 @@ class SlackOutbox:
             return
         if message.run_id is None:
             raise Undeliverable(f"a {message.kind} message must belong to a run")
-        run = self.deps.store.runs.get(message.run_id)
+        run = self.deps.reads.run(message.run_id)
         if run is None:
             raise Undeliverable(f"run {message.run_id} no longer exists")
         if not run.slack:
@@ -80,17 +80,17 @@ class SlackOutbox:
         if kind in self.more:
             self.more[kind](self.thread, run, message)
 
-    def _no_thread_yet(self, run: Run) -> None:
+    def _no_thread_yet(self, run: RunRecord) -> None:
         """A run's message queued while its thread is being opened waits for the thread
         (RetryLater); one whose thread will never be (its opening failed and closed the
         incident, or it was not opened within `OPENING`) is Undeliverable."""
-        incident = self.deps.store.incidents.get(run.incident_id)
-        age = self.deps.store.clock() - run.created_at
+        incident = self.deps.reads.incident(run.incident_id)
+        age = self.deps.reads.now() - run.created_at
         if incident is not None and incident.resolved_at is None and age < OPENING:
             raise RetryLater(f"{run.incident_id}'s thread is being opened", delay=1.0)
         raise Undeliverable(f"{run.incident_id} has no Slack thread to report in")
 
-    def _renders(self) -> dict[str, Callable[[Run, OutboxMessage], None]]:
+    def _renders(self) -> dict[str, Callable[[RunRecord, OutboxRecord], None]]:
         """This module's kinds and how each is said in the thread."""
         return {
             "run.started": self._started,
@@ -107,13 +107,13 @@ class SlackOutbox:
             "run.expired": self._expired,
         }
 
-    def _started(self, run: Run, message: OutboxMessage) -> None:
+    def _started(self, run: RunRecord, message: OutboxRecord) -> None:
         self.thread.refresh(run.id)
         if message.kind == "run.resumed":
             self.thread.say(run, _resumed_text(message.detail), slot=f"resumed:{message.id}")
         self.thread.progress(run)
 
-    def _lease_lost(self, run: Run, message: OutboxMessage) -> None:
+    def _lease_lost(self, run: RunRecord, message: OutboxRecord) -> None:
         self.thread.say(
             run,
             f":warning: `{message.detail.get('owner')}` lost its hold on this rollback "
@@ -122,7 +122,7 @@ class SlackOutbox:
             slot=f"lease_lost:{message.id}",
         )
 
-    def _expired(self, run: Run, message: OutboxMessage) -> None:
+    def _expired(self, run: RunRecord, message: OutboxRecord) -> None:
         self.thread.refresh(run.id)
         self.thread.say(
             run,
@@ -131,10 +131,10 @@ class SlackOutbox:
             slot="expired",
         )
 
-    def _step_finished(self, run: Run, detail: dict[str, Any]) -> None:
+    def _step_finished(self, run: RunRecord, detail: dict[str, Any]) -> None:
         self.thread.progress(run)
         position = int(detail["position"])
-        record = next((r for r in self.deps.store.steps.of(run.id) if r.position == position), None)
+        record = next((r for r in self.deps.reads.steps(run.id) if r.position == position), None)
         step = next((s for s in run.plan if s["position"] == position), None)
         if record is None or step is None:
             return

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain.records import RunRecord, StepView
 from bot.execution.progress import Progress
-from bot.persistence.models import Run
-from bot.persistence.store import StepView, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,38 +35,39 @@ class _Live:
 class SlackProgress(Progress):
     """The runner's Progress: the store already queued each message; wake the sender.
 
-    With a store, a long step's output lines also reach people: at most every `every`
-    seconds a `step.progress` message is queued with the step's last line, how long it
-    has run and how many readings it made, and the sender edits the progress message.
+    With a queue (the outbox's `enqueue`), a long step's output lines also reach people: at
+    most every `every` seconds a `step.progress` message is queued with the step's last line,
+    how long it has run and how many readings it made, and the sender edits the progress
+    message.
     """
 
     def __init__(
         self,
         wake: threading.Event,
-        store: Store | None = None,
+        queue: Callable[[str, str, dict[str, Any]], object] | None = None,
         *,
         every: float = LIVE_EVERY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wake = wake
-        self.store = store
+        self.queue = queue
         self.every = every
         self.clock = clock
         self._live: dict[tuple[str, int], _Live] = {}
         self._lock = threading.Lock()
 
-    def run_started(self, run: Run, *, resumed: bool) -> None:
+    def run_started(self, run: RunRecord, *, resumed: bool) -> None:
         self.wake.set()
 
-    def step_started(self, run: Run, step: dict[str, Any]) -> None:
+    def step_started(self, run: RunRecord, step: dict[str, Any]) -> None:
         now = self.clock()
         with self._lock:
             self._live[(run.id, int(step["position"]))] = _Live(started=now, sent=now)
         self.wake.set()
 
-    def step_output(self, run: Run, step: dict[str, Any], line: str) -> None:
+    def step_output(self, run: RunRecord, step: dict[str, Any], line: str) -> None:
         log.info("%s: %s: %s", run.incident_id, step["name"], line)
-        if self.store is None:
+        if self.queue is None:
             return
         now = self.clock()
         key = (run.id, int(step["position"]))
@@ -83,16 +83,16 @@ class SlackProgress(Progress):
                 "elapsed": round(now - live.started, 1),
                 "readings": live.lines,
             }
-        self.store.outbox.enqueue(run.id, "step.progress", detail)
+        self.queue(run.id, "step.progress", detail)
         self.wake.set()
 
-    def step_finished(self, run: Run, step: dict[str, Any], record: StepView) -> None:
+    def step_finished(self, run: RunRecord, step: dict[str, Any], record: StepView) -> None:
         with self._lock:
             self._live.pop((run.id, int(step["position"])), None)
         self.wake.set()
 
-    def run_finished(self, run: Run) -> None:
+    def run_finished(self, run: RunRecord) -> None:
         self.wake.set()
 
-    def run_expired(self, run: Run) -> None:
+    def run_expired(self, run: RunRecord) -> None:
         self.wake.set()

@@ -14,27 +14,27 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.config import Approvers
-from bot.persistence.models import BreakGlassReview, Run
+from bot.domain.records import ReviewRecord, RunRecord
 from handlers import text as t
 from handlers.blocks import mention_approvers, versions
 from handlers.ids import Action
 from handlers.ids import Block as BlockId
 
 
-def reviewer(review: BreakGlassReview) -> str:
+def reviewer(review: ReviewRecord) -> str:
     """The assignee as a mention: a user, or a group where only groups approve."""
     who = review.reviewer
     return t.group(who) if who.startswith("S") else t.user(who)
 
 
-def review_state(review: BreakGlassReview) -> str:
+def review_state(review: ReviewRecord) -> str:
     """`review assigned to @bob, not done yet` or `reviewed by @carol <date>`."""
     if review.reviewed_at is not None:
         return f"reviewed by {t.user(review.reviewed_by)} {t.when(review.reviewed_at)}"
     return f"review assigned to {reviewer(review)}, not done yet"
 
 
-def review_message(run: Run, review: BreakGlassReview, *, approvers: Approvers) -> list[Block]:
+def review_message(run: RunRecord, review: ReviewRecord, *, approvers: Approvers) -> list[Block]:
     """The thread message of a break-glass run's mandatory review."""
     head = (
         f":rotating_light: *Break-glass:* {t.user(run.requester)} rolled back {versions(run)} "
@@ -74,12 +74,12 @@ def review_message(run: Run, review: BreakGlassReview, *, approvers: Approvers) 
     ]
 
 
-def review_text(run: Run) -> str:
+def review_text(run: RunRecord) -> str:
     """Notification text of the review message."""
     return t.esc(f"{run.incident_id}: break-glass rollback of {run.target}, review needed")
 
 
-def review_line(review: BreakGlassReview, *, link: str | None) -> str:
+def review_line(review: ReviewRecord, *, link: str | None) -> str:
     """One unreviewed break-glass run, for /rollback status and the home tab."""
     thread = f" · <{link}|thread>" if link else ""
     return (

@@ -11,24 +11,22 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.application.reviews import Reviews
-from bot.persistence.models import Run
+from bot.domain.records import RunRecord
 from handlers.approvals import button
 from handlers.deps import Deps
 from handlers.flows import Groups, flows_for
 from handlers.ids import Action
 from handlers.lazy import after_ack
 from handlers.payloads import Click
-from handlers.thread import IncidentThread
 
 
 def register(app: App, deps: Deps) -> None:
     """Listen for Mark reviewed."""
     flows = flows_for(deps)
     groups = Groups(deps)
-    reviews = Reviews(deps.store, deps.config, thread=IncidentThread(deps))
+    reviews = flows.reviews
 
-    def mark(click: Click, run: Run) -> str:
+    def mark(click: Click, run: RunRecord) -> str:
         user_groups = groups.of(run.environment, click.where.user)
         reviews.mark_reviewed(run.id, user=click.where.user, user_groups=user_groups)
         return "you marked the break-glass review done"

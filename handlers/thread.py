@@ -23,18 +23,16 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.application.chart import chart_filename, timeline_chart
 from bot.application.drills import measure
-from bot.application.posted import Posted
 from bot.application.requests import ThreadNotOpened
 from bot.application.timeline import rca_template
+from bot.application.verification import checklist
 from bot.config import Environment
+from bot.domain.aftermath import RETRIED, Aftermath
+from bot.domain.records import EventRecord, IncidentRecord, PostRecord, RunRecord, StepView
 from bot.execution.drill_plans import is_drill
 from bot.execution.runner import stored_steps
-from bot.persistence.aftermath import RETRIED, Aftermath, aftermath
-from bot.persistence.chart import chart_filename, timeline_chart
-from bot.persistence.models import Event, Incident, Run, SlackMessage
-from bot.persistence.store import StepView, Store
-from bot.persistence.verification import checklist
 from handlers import announce_blocks, blocks, drill_blocks, review_blocks
 from handlers import text as t
 from handlers.delivery import delivery_error
@@ -44,15 +42,6 @@ from handlers.names import Names
 from handlers.text import permalink
 
 log = logging.getLogger(__name__)
-
-
-def after_of(store: Store, run: Run, events: list[Event] | None = None) -> Aftermath | None:
-    """What people decided since the run failed (`bot.persistence.aftermath`), which every
-    message stating the run's outcome renders; None for a run that has not failed."""
-    if run.state != "failed":
-        return None
-    events = store.events.of(run.incident_id) if events is None else events
-    return aftermath(run.plan, store.steps.of(run.id), events, run.id)
 
 
 class IncidentThread:
@@ -65,12 +54,12 @@ class IncidentThread:
         """Raise RetryLater / Undeliverable instead of logging (for the outbox's sender)."""
         self.names = Names(self.client)
         """Real names for the RCA file (`users.info`, cached)."""
-        self.posted = Posted(deps.store)
+        self.posted = deps.posted
         """Where what this thread posts is recorded (through the application layer)."""
 
     # opening ------------------------------------------------------------------
 
-    def open(self, incident: Incident, run: Run) -> Run:
+    def open(self, incident: IncidentRecord, run: RunRecord) -> RunRecord:
         """Post the card (in a dedicated channel if configured) and the plan under it.
 
         Raise ThreadNotOpened, saying what a person should do, when Slack refuses
@@ -104,7 +93,7 @@ class IncidentThread:
         if run.break_glass:
             self.review(run.id)  # approvers mentioned at once, the review assigned
         self.deps.home.changed.set()
-        fresh = self.deps.store.runs.get(run.id)
+        fresh = self.deps.reads.run(run.id)
         assert fresh is not None
         return fresh
 
@@ -136,7 +125,7 @@ class IncidentThread:
         except (SlackApiError, OSError):
             return "@rollback"
 
-    def _strike_card(self, channel: str, ts: str, incident: Incident, reason: str) -> None:
+    def _strike_card(self, channel: str, ts: str, incident: IncidentRecord, reason: str) -> None:
         """Say on a card whose plan could not be posted that nothing will run."""
         text = f":heavy_minus_sign: {incident.id}: not opened, nothing will run: {reason}"
         try:
@@ -144,7 +133,7 @@ class IncidentThread:
         except (SlackApiError, OSError):
             log.exception("%s: could not mark the card as not opened", incident.id)
 
-    def _channel_for(self, incident: Incident, run: Run, env: Environment) -> str:
+    def _channel_for(self, incident: IncidentRecord, run: RunRecord, env: Environment) -> str:
         if not env.dedicated_channel:
             return env.incident_channel
         name = f"inc-{incident.id.removeprefix('INC-').lower()}-{run.target}"[:80]
@@ -165,10 +154,10 @@ class IncidentThread:
     def refresh(self, run_id: str) -> None:
         """Re-render the card and the plan message from the current state."""
         self.deps.home.changed.set()  # the home tab shows run states too
-        run = self.deps.store.runs.get(run_id)
+        run = self.deps.reads.run(run_id)
         if run is None or not run.slack:
             return
-        incident = self.deps.store.incidents.get(run.incident_id)
+        incident = self.deps.reads.incident(run.incident_id)
         assert incident is not None
         env = self.deps.config.environment(run.environment)
         facts = self._facts(run)
@@ -189,14 +178,14 @@ class IncidentThread:
             blocks=blocks.plan_message(run, facts, approvers=env.approvers),
         )
 
-    def _facts(self, run: Run) -> blocks.RunFacts:
-        events = self.deps.store.events.of(run.incident_id)
+    def _facts(self, run: RunRecord) -> blocks.RunFacts:
+        events = self.deps.reads.events(run.incident_id)
         mine = [e for e in events if e.run_id == run.id]
         rejected = next((e.actor for e in mine if e.kind == "run.rejected"), None)
         cancelled = next((e.actor for e in mine if e.kind == "run.cancelled"), None)
         auto = next((e.at for e in mine if e.kind == "run.auto_approved"), None)
         return blocks.RunFacts(
-            approvals=self.deps.workflow.approvals(run),
+            approvals=self.deps.reads.approvals(run),
             rejected_by=rejected,
             cancelled_by=cancelled,
             auto_approved_at=auto,
@@ -204,14 +193,14 @@ class IncidentThread:
             after=self._after(run, events),
         )
 
-    def _after(self, run: Run, events: list[Event] | None = None) -> Aftermath | None:
-        return after_of(self.deps.store, run, events)
+    def _after(self, run: RunRecord, events: list[EventRecord] | None = None) -> Aftermath | None:
+        return self.deps.reads.aftermath(run, events)
 
     def review(self, run_id: str) -> None:
         """Post, or re-render, the break-glass review message (slot `review`)."""
         self.deps.home.changed.set()
-        run = self.deps.store.runs.get(run_id)
-        review = self.deps.store.reviews.get(run_id)
+        run = self.deps.reads.run(run_id)
+        review = self.deps.reads.review(run_id)
         if run is None or review is None or not run.slack:
             return
         env = self.deps.config.environment(run.environment)
@@ -222,7 +211,7 @@ class IncidentThread:
             message=review_blocks.review_message(run, review, approvers=env.approvers),
         )
 
-    def say(self, run: Run, text: str, *, slot: str | None = None) -> None:
+    def say(self, run: RunRecord, text: str, *, slot: str | None = None) -> None:
         """Post a plain reply in the run's thread (once per `slot`, when given)."""
         if not run.slack:
             return
@@ -233,13 +222,13 @@ class IncidentThread:
 
     # progress -----------------------------------------------------------------
 
-    def progress(self, run: Run, *, live: dict[str, Any] | None = None) -> None:
+    def progress(self, run: RunRecord, *, live: dict[str, Any] | None = None) -> None:
         """Post the progress message once, then edit it in place (`live`: a running step's
         latest reading)."""
-        fresh = self.deps.store.runs.get(run.id)
+        fresh = self.deps.reads.run(run.id)
         if fresh is None or not fresh.slack:
             return
-        records = self.deps.store.steps.of(run.id)
+        records = self.deps.reads.steps(run.id)
         self._keep_message(
             fresh,
             key="progress_ts",
@@ -247,12 +236,12 @@ class IncidentThread:
             message=blocks.progress_message(fresh, records, live=live, after=self._after(fresh)),
         )
 
-    def _keep_message(self, run: Run, *, key: str, text: str, message: list[Any]) -> None:
+    def _keep_message(self, run: RunRecord, *, key: str, text: str, message: list[Any]) -> None:
         """Edit the thread message of slot `key`, or post it and record its ts at once."""
         content: dict[str, Any] = {"channel": run.slack["channel"], "text": text}
         if message:
             content["blocks"] = message
-        slot = self.deps.store.posts.slot(run.id, key)
+        slot = self.deps.reads.post(run.id, key)
         ts = slot.ts if slot is not None else run.slack.get(key)
         if ts:
             self._call(run, "chat_update", ts=ts, **content)
@@ -262,9 +251,9 @@ class IncidentThread:
             return
         self.posted.message(run.id, key, channel=posted["channel"], ts=posted["ts"])
 
-    def _upload_once(self, run: Run, *, key: str, **kwargs: Any) -> None:
+    def _upload_once(self, run: RunRecord, *, key: str, **kwargs: Any) -> None:
         """Upload a file into the thread unless slot `key` already has one."""
-        if self.deps.store.posts.slot(run.id, key) is not None:
+        if self.deps.reads.post(run.id, key) is not None:
             return
         uploaded = self._reply(run, "files_upload_v2", **kwargs)
         if uploaded is None:
@@ -274,7 +263,7 @@ class IncidentThread:
         self.posted.message(run.id, key, channel=run.slack["channel"], ts=file_id)
 
     def step_output(
-        self, run: Run, step: dict[str, Any], record: StepView, *, slot: str | None = None
+        self, run: RunRecord, step: dict[str, Any], record: StepView, *, slot: str | None = None
     ) -> None:
         """Post a finished step's output; attach the whole of it when it was cut."""
         if not run.slack or not (record.output or record.summary):
@@ -291,7 +280,7 @@ class IncidentThread:
             self._upload_output(run, step, record, key=f"file:{key}")
 
     def attach_long_output(
-        self, run: Run, step: dict[str, Any], record: StepView, *, slot: str
+        self, run: RunRecord, step: dict[str, Any], record: StepView, *, slot: str
     ) -> None:
         """A step that did not fail: its summary is on the progress message; output too long
         for it goes into the thread as a file, nothing else (less noise)."""
@@ -301,7 +290,9 @@ class IncidentThread:
         if was_cut:
             self._upload_output(run, step, record, key=f"file:{slot}")
 
-    def _upload_output(self, run: Run, step: dict[str, Any], record: StepView, *, key: str) -> None:
+    def _upload_output(
+        self, run: RunRecord, step: dict[str, Any], record: StepView, *, key: str
+    ) -> None:
         """Attach a step's whole output to the thread (once per slot `key`)."""
         self._upload_once(
             run,
@@ -311,7 +302,7 @@ class IncidentThread:
             content=record.output,
         )
 
-    def finished(self, run: Run) -> None:
+    def finished(self, run: RunRecord) -> None:
         """Update card and plan, announce the end, then post the checklist and the RCA template.
 
         A retried run's earlier failure announcement is redrawn to say how the retry ended,
@@ -323,7 +314,7 @@ class IncidentThread:
         self.announce(run)
         self._drill_measured(run)
         self.post_checklist(run)
-        fresh = self.deps.store.runs.get(run.id) or run
+        fresh = self.deps.reads.run(run.id) or run
         if is_drill(fresh):
             return  # a drill is no incident: its report is the measure above, not an RCA
         if fresh.retries:
@@ -331,14 +322,14 @@ class IncidentThread:
         else:
             self._post_rca(fresh, key="rca", as_of="")
 
-    def _post_rca(self, run: Run, *, key: str, as_of: str) -> None:
+    def _post_rca(self, run: RunRecord, *, key: str, as_of: str) -> None:
         """Upload the RCA template and its chart once per `key`; `as_of` says which moment a
         later one is of (a file cannot be edited, so a newer state is a newer file)."""
-        incident = self.deps.store.incidents.get(run.incident_id)
+        incident = self.deps.reads.incident(run.incident_id)
         assert incident is not None
-        events = self.deps.store.events.of(run.incident_id)
-        runs = self.deps.store.runs.find(incident_id=incident.id)
-        afters = {r.id: a for r in runs if (a := after_of(self.deps.store, r, events))}
+        events = self.deps.reads.events(run.incident_id)
+        runs = self.deps.reads.runs(incident_id=incident.id)
+        afters = {r.id: a for r in runs if (a := self.deps.reads.aftermath(r, events))}
         template = rca_template(
             incident, runs, events, zone=self.deps.config.zone, names=self.names, afters=afters
         )
@@ -363,22 +354,22 @@ class IncidentThread:
             + ". Download, complete and share it.",
         )
 
-    def _retry_ended(self, run: Run) -> None:
+    def _retry_ended(self, run: RunRecord) -> None:
         """Redraw the failure announcement a retry answered, now that the retry has ended."""
-        fresh = self.deps.store.runs.get(run.id)
+        fresh = self.deps.reads.run(run.id)
         if fresh is None or not fresh.slack or not fresh.retries:
             return
         earlier = "announce" if fresh.retries == 1 else f"announce:{fresh.retries - 1}"
-        slot = self.deps.store.posts.slot(fresh.id, earlier)
+        slot = self.deps.reads.post(fresh.id, earlier)
         if slot is None:
             return
-        events = self.deps.store.events.of(fresh.incident_id)
+        events = self.deps.reads.events(fresh.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
         self._redraw_announcement(
             fresh, slot, announce_blocks.retried_message(fresh, retried_by=retried)
         )
 
-    def _redraw_announcement(self, run: Run, slot: SlackMessage, message: list[Any]) -> None:
+    def _redraw_announcement(self, run: RunRecord, slot: PostRecord, message: list[Any]) -> None:
         """Edit the run's end announcement in `slot` to say `message`."""
         self._call(
             run,
@@ -389,18 +380,18 @@ class IncidentThread:
             blocks=message,
         )
 
-    def _drill_measured(self, run: Run) -> None:
+    def _drill_measured(self, run: RunRecord) -> None:
         """Say in a drill's thread what it measured (once), from its step records."""
-        fresh = self.deps.store.runs.get(run.id)
+        fresh = self.deps.reads.run(run.id)
         if fresh is None or not is_drill(fresh):
             return
-        measured = measure(stored_steps(fresh), self.deps.store.steps.of(fresh.id))
+        measured = measure(stored_steps(fresh), self.deps.reads.steps(fresh.id))
         self.say(fresh, drill_blocks.measured_text(fresh.target, measured), slot="drill")
 
     def stale(self, run_id: str) -> None:
         """Say to everyone in the thread that the plan is out of date; offer Re-plan (once)."""
         self.refresh(run_id)
-        run = self.deps.store.runs.get(run_id)
+        run = self.deps.reads.run(run_id)
         if run is None or not run.slack:
             return
         env = self.deps.config.environment(run.environment)
@@ -412,16 +403,16 @@ class IncidentThread:
             message=blocks.stale_message(run, people=people),
         )
 
-    def announce(self, run: Run) -> None:
+    def announce(self, run: RunRecord) -> None:
         """A failure loudly (broadcast, people mentioned, a next step); a success in one line.
 
         Posted once per run (slot `announce`), so a repeated delivery does not say it twice.
         """
-        fresh = self.deps.store.runs.get(run.id)
+        fresh = self.deps.reads.run(run.id)
         if fresh is None or not fresh.slack or fresh.state not in ("failed", "succeeded"):
             return
         slot = _announce_slot(fresh)
-        if self.deps.store.posts.slot(fresh.id, slot) is not None:
+        if self.deps.reads.post(fresh.id, slot) is not None:
             return
         channel, thread_ts = fresh.slack["channel"], fresh.slack["thread_ts"]
         if fresh.state == "failed":
@@ -444,11 +435,11 @@ class IncidentThread:
         if posted is not None:
             self.posted.message(fresh.id, slot, channel=channel, ts=posted["ts"])
 
-    def _failure(self, run: Run) -> list[Any]:
+    def _failure(self, run: RunRecord) -> list[Any]:
         env = self.deps.config.environment(run.environment)
-        approved = [u for u, _ in self.deps.workflow.approvals(run)]
+        approved = [u for u, _ in self.deps.reads.approvals(run)]
         people = [run.requester, *(approved or env.approvers.users)]
-        events = self.deps.store.events.of(run.incident_id)
+        events = self.deps.reads.events(run.incident_id)
         retried = next((e.actor for e in reversed(events) if e.kind == RETRIED), None)
         return announce_blocks.failure_message(
             run, people=people, after=self._after(run, events), retried_by=retried
@@ -459,29 +450,29 @@ class IncidentThread:
         failure (retry, maintenance on or off, resolved): the failure announcement they
         clicked, then the card, the plan and the progress message. Marked resolved, the
         incident's RCA template is posted again: its outcome and recovery figures changed."""
-        run = self.deps.store.runs.get(run_id)
+        run = self.deps.reads.run(run_id)
         if run is None or not run.slack:
             return
-        slot = self.deps.store.posts.slot(run.id, _announce_slot(run, announced=True))
+        slot = self.deps.reads.post(run.id, _announce_slot(run, announced=True))
         if slot is not None:
             self._redraw_announcement(run, slot, self._failure(run))
         self.refresh(run.id)
-        if self.deps.store.posts.slot(run.id, "progress_ts") is not None:
+        if self.deps.reads.post(run.id, "progress_ts") is not None:
             self.progress(run)
-        after = after_of(self.deps.store, run)
+        after = self.deps.reads.aftermath(run)
         if after is not None and after.resolved_by and not is_drill(run):
             self._post_rca(run, key="rca:resolved", as_of="its resolution")
 
-    def post_checklist(self, run: Run) -> None:
+    def post_checklist(self, run: RunRecord) -> None:
         """Post, or re-render, the post-rollback verification checklist."""
-        fresh = self.deps.store.runs.get(run.id)
+        fresh = self.deps.reads.run(run.id)
         if fresh is None or not fresh.slack:
             return
         env = self.deps.config.environment(fresh.environment)
         items = checklist(
             env,
-            self.deps.store.steps.of(fresh.id),
-            self.deps.store.events.of(fresh.incident_id),
+            self.deps.reads.steps(fresh.id),
+            self.deps.reads.events(fresh.incident_id),
             reader=self.deps.metrics_reader,
         )
         self._keep_message(
@@ -493,13 +484,13 @@ class IncidentThread:
 
     # errors -------------------------------------------------------------------
 
-    def _reply(self, run: Run, method: str, **kwargs: Any) -> Any:
+    def _reply(self, run: RunRecord, method: str, **kwargs: Any) -> Any:
         """Call `method` in the run's thread."""
         return self._call(
             run, method, channel=run.slack["channel"], thread_ts=run.slack["thread_ts"], **kwargs
         )
 
-    def _call(self, run: Run, method: str, **kwargs: Any) -> Any:
+    def _call(self, run: RunRecord, method: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.client, method)(**kwargs)
         except (SlackApiError, OSError, http.client.HTTPException) as exc:
@@ -524,7 +515,7 @@ class IncidentThread:
                 )
             return None
 
-    def _tell(self, run: Run, text: str) -> None:
+    def _tell(self, run: RunRecord, text: str) -> None:
         try:
             self.client.chat_postMessage(
                 channel=run.slack["channel"], thread_ts=run.slack["thread_ts"], text=text
@@ -533,7 +524,7 @@ class IncidentThread:
             log.exception("%s: could not tell the thread either", run.incident_id)
 
 
-def _announce_slot(run: Run, *, announced: bool = False) -> str:
+def _announce_slot(run: RunRecord, *, announced: bool = False) -> str:
     """The slot of the run's end announcement: one per attempt (a retry may fail again).
 
     `announced`: the latest announcement made, which a retried run has not yet replaced."""

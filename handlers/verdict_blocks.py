@@ -10,8 +10,8 @@ from __future__ import annotations
 from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
 
 from actions.base import Level
+from bot.domain.records import RunRecord
 from bot.domain.verdict import Verdict
-from bot.persistence.models import Run
 from handlers import text as t
 from handlers.drill_blocks import finding_text
 
@@ -41,7 +41,7 @@ def verdict_lines(verdict: Verdict) -> tuple[str, str]:
     return headline, "\n".join(lines)
 
 
-def verdict_blocks(run: Run) -> list[Block]:
+def verdict_blocks(run: RunRecord) -> list[Block]:
     """The verdict section of the plan message (nothing for runs planned before verdicts)."""
     verdicts = run.verdicts or ()
     if not verdicts:
@@ -57,12 +57,12 @@ def verdict_blocks(run: Run) -> list[Block]:
     return blocks
 
 
-def is_blocked(run: Run) -> bool:
+def is_blocked(run: RunRecord) -> bool:
     """Whether a stored verdict of the run blocks Approve."""
     return any(v.level == Level.BLOCKED for v in run.verdicts or ())
 
 
-def risk_summary(run: Run) -> str:
+def risk_summary(run: RunRecord) -> str:
     """The verdict in one line for where people decide (the card, the Approve dialog):
     `risky: app: migration 002 drops a column …; data-loss window …`, or 'safe'."""
     verdicts = run.verdicts or ()

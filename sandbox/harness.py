@@ -18,10 +18,10 @@ from pydantic import SecretStr
 from actions.clock import SYSTEM, Ticker
 from actions.http import read_metrics
 from bot.app import BotProcess
+from bot.application.verification import MetricsReader
 from bot.config import RollbackConfig
 from bot.execution.planner import Planner
 from bot.persistence.store import make_engine, upgrade
-from bot.persistence.verification import MetricsReader
 from bot.settings import Settings
 from sandbox.platform import Person, Platform
 from sandbox.slack import FakeSlack

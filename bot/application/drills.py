@@ -50,6 +50,7 @@ from actions.database import restored_words
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.domain.plans import Plan, StoredStep
+from bot.domain.recovery import spoken
 from bot.domain.states import RunKind
 from bot.domain.verdict import worst
 from bot.execution.drill_plans import (
@@ -65,7 +66,6 @@ from bot.execution.drill_plans import (
 )
 from bot.execution.workflow import Refused
 from bot.persistence.models import Drill, Run
-from bot.persistence.recovery import spoken
 from bot.persistence.store import StepView, Store, TargetBusy
 
 if TYPE_CHECKING:  # flows build the Drills; the runner's Progress is wrapped here
@@ -491,7 +491,7 @@ class DrillRecorder:
 
 TREND_CHART = "drill.trend"
 """Outbox message: upload the target's trend chart (its last drills' and real rollbacks'
-times to recover, `bot.persistence.chart.trend_chart`) into the drill's thread, after the
+times to recover, `bot.application.chart.trend_chart`) into the drill's thread, after the
 run's own report (`handlers.drills.MESSAGES`)."""
 FLAGGED = "drill.flagged"
 """Outbox message: a scheduled target's drill failed or was slower than its RTO

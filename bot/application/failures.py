@@ -1,4 +1,4 @@
-"""After a failure (`bot.persistence.aftermath`): the decisions a failed run leaves to people.
+"""After a failure (`bot.domain.aftermath`): the decisions a failed run leaves to people.
 
 `retry_failed` approves the failed run again, by an approver other than the requester, to
 re-run its stored plan from the failed step, and refuses when the plan went stale;
@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 from actions.base import ActionError, StepContext, running_point
 from bot.config import RollbackConfig
-from bot.domain.versions import version_key
-from bot.execution.planner import Planner, environment_step
-from bot.execution.workflow import Refused, Workflow
-from bot.persistence.aftermath import (
+from bot.domain.aftermath import (
     LEFT_ON,
     OFF,
     RESOLVED,
@@ -29,6 +26,9 @@ from bot.persistence.aftermath import (
     retry_positions,
     steps_of,
 )
+from bot.domain.versions import version_key
+from bot.execution.planner import Planner, environment_step
+from bot.execution.workflow import Refused, Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store, TargetBusy
 
@@ -81,7 +81,7 @@ class Failures:
     def retry_failed(
         self, run_id: str, *, user: str, user_groups: frozenset[str] = frozenset()
     ) -> Run:
-        """Re-run a failed run's stored plan from its failed step (`bot.persistence.aftermath`).
+        """Re-run a failed run's stored plan from its failed step (`bot.domain.aftermath`).
 
         Refused when the plan went stale: the target is gone from the config, a stored
         step can no longer be rebuilt, or the target now runs a version the plan neither
@@ -191,7 +191,7 @@ class Failures:
         """Record that a person has handled a failed run: who and when, on the record.
 
         Until then the failure stays in status, App Home and the thread; afterwards its
-        incident counts as recovered at this moment (bot.persistence.recovery).
+        incident counts as recovered at this moment (bot.domain.recovery).
         """
         run, after = self._failed(
             run_id,

@@ -49,6 +49,7 @@ from bot.application.failures import (
     Failures,
     run_or_refuse,
 )
+from bot.application.guard import Guard
 from bot.application.requests import (
     CHANGED,
     NOTICE,
@@ -59,7 +60,9 @@ from bot.application.requests import (
     Thread,
     ThreadNotOpened,
 )
+from bot.application.resync import Resync
 from bot.application.reviews import Reviews
+from bot.application.verification import TICK, ticked_by
 from bot.config import Environment, FullParams, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide, with_verdict
 from bot.domain.plans import Plan, default_point, lasting, plan_difference, remembered
@@ -71,7 +74,6 @@ from bot.execution.planning import plan_for_run
 from bot.execution.workflow import ApprovalOutcome, Refused, Workflow, plan_choices
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Store, TargetBusy
-from bot.persistence.verification import TICK, ticked_by
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,10 @@ def _leaving(points: list[RollbackPoint], avoid: dict[str, str]) -> list[Rollbac
     return marked
 
 
+THREADS_SEARCHED = 200
+"""How many of the newest runs a thread's notice is matched against (their threads' ts)."""
+
+
 @dataclass
 class Flows:
     """The application layer: every use case of the bot."""
@@ -106,6 +112,12 @@ class Flows:
     """Set after queueing a message, so the outbox's sender delivers it without waiting."""
     failures: Failures = field(init=False)
     """The use cases of a failed run (retry, maintenance, resolve) and of re-arming."""
+    reviews: Reviews = field(init=False)
+    """The break-glass reviews: assigned when a run is requested, marked done by a person."""
+    resync: Resync = field(init=False)
+    """Resume sync: give a rolled-back workload back to its GitOps owners."""
+    guard: Guard = field(init=False)
+    """Versions marked bad after a rollback, and the deploy guard that keeps them out."""
 
     def __post_init__(self) -> None:
         self.failures = Failures(
@@ -116,12 +128,28 @@ class Flows:
             wake_runner=self.wake_runner,
             tell=self._tell,
         )
+        self.reviews = Reviews(self.store, self.config, thread=self.thread)
+        self.guard = Guard(config=self.config, workflow=self.workflow)
+        self.resync = Resync(
+            store=self.store, config=self.config, planner=self.planner, workflow=self.workflow
+        )
 
     def notify_person(self, run_id: str | None, *, user: str, text: str) -> None:
         """Queue a direct message to `user` (about a run, or about none): delivered when
         Slack answers again."""
         self.store.outbox.enqueue(run_id, NOTICE, {"user": user, "text": text})
         self.wake_outbox.set()
+
+    def run_of_thread(self, channel: str, thread_ts: str) -> str | None:
+        """The run whose incident thread this is: a message of it the bot recorded, else the
+        thread's parent (the incident card), looked for among the newest runs."""
+        found = self.store.posts.run_of(channel=channel, ts=thread_ts)
+        if found is not None:
+            return found
+        for run in self.store.runs.find(limit=THREADS_SEARCHED):
+            if run.slack.get("channel") == channel and run.slack.get("thread_ts") == thread_ts:
+                return run.id
+        return None
 
     def _tell(self, run_id: str, kind: str) -> None:
         """Queue a redraw for the outbox (durable, after the click's ack) and wake its sender."""
@@ -181,7 +209,7 @@ class Flows:
                     notify_customers=notify,
                     kind=RunKind.AUTOMATIC if request.requester == MONITORING else RunKind.ROLLBACK,
                 )
-                Reviews(self.store, self.config).assign(run)  # break-glass: owned before shown
+                self.reviews.assign(run)  # break-glass: owned before shown
                 if versions is not None:
                     self.store.runs.set_versions(run.id, **versions)
                 if auto_approve_at is not None:
@@ -286,7 +314,7 @@ class Flows:
 
     def _open_thread(self, incident: Incident, run: Run) -> Opened:
         try:
-            run = self.thread.open(incident, run)
+            opened = self.thread.open(incident, run)
         except ThreadNotOpened as exc:
             try:
                 self._withdraw(incident, run, exc.reason)
@@ -299,9 +327,9 @@ class Flows:
                 raise ThreadNotOpened(exc.reason, advice, withdrawn=False, run_id=run.id) from None
             exc.run_id = run.id
             raise
-        if run.state == "approved":
+        if opened.state == "approved":
             self.wake_runner.set()
-        return Opened(incident=incident, run=run)
+        return Opened(incident=incident, run=opened)
 
     def _withdraw(self, incident: Incident, run: Run, reason: str) -> None:
         self.workflow.withdraw(run.id, reason=f"the incident thread could not be opened: {reason}")

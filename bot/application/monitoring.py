@@ -54,6 +54,7 @@ from actions.base import ActionError, PlanningError, RollbackPoint, running_poin
 from actions.http import MetricsReading
 from bot.application.failures import MONITORING, disarmed_by
 from bot.application.requests import Opened, ThreadNotOpened
+from bot.application.verification import MetricsReader
 from bot.config import Environment, RollbackConfig
 from bot.domain.plans import lasting
 from bot.domain.versions import VersionNote
@@ -61,7 +62,6 @@ from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
 from bot.persistence.models import Run
 from bot.persistence.store import Store
-from bot.persistence.verification import MetricsReader
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from actions.base import RollbackPoint
 from bot.domain.decision import Answers, Severity
+from bot.domain.records import IncidentRecord, RunRecord
 from bot.domain.versions import KnownVersions, version_key
-from bot.persistence.models import Incident, Run
 
 
 class ThreadNotOpened(Exception):
@@ -42,14 +42,17 @@ CHANGED = "run.changed"
 class Thread(Protocol):
     """What the flows need from the Slack side."""
 
-    def open(self, incident: Incident, run: Run) -> Run:
+    def open(self, incident: IncidentRecord, run: RunRecord) -> RunRecord:
         """Post the incident thread; raise ThreadNotOpened if Slack refuses it."""
 
-    def post_checklist(self, run: Run) -> None:
+    def post_checklist(self, run: RunRecord) -> None:
         """Re-render the run's verification checklist."""
 
     def stale(self, run_id: str) -> None:
         """Tell everyone in the thread that the plan is out of date, with a way to re-plan."""
+
+    def review(self, run_id: str) -> None:
+        """Post, or re-render, the run's break-glass review message."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class IncidentRequest:
     ticked: frozenset[str] = frozenset()
     leave_maintenance_on: bool = False
     """Leave maintenance mode on if the rollback fails (for people to look;
-    `bot.persistence.aftermath`)."""
+    `bot.domain.aftermath`)."""
     notify_customers: bool | None = None
     """Send the customer e-mail after the rollback; None: as the config's policy says for
     the severity (`CommunicationsPolicy.notify_customers`)."""
@@ -81,8 +84,8 @@ class IncidentRequest:
 class Opened:
     """An incident whose thread is up and whose run waits for approval (or started)."""
 
-    incident: Incident
-    run: Run
+    incident: IncidentRecord
+    run: RunRecord
 
     @property
     def started(self) -> bool:

@@ -17,16 +17,18 @@ owners of `bot.application.resync`; typed run and event records in the domain, w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from actions.base import readable
+from bot.application.chart import chart_filename
 from bot.application.resync import held_owners, revert_note
-from bot.persistence.aftermath import OFF, RESOLVED, Aftermath
-from bot.persistence.chart import chart_filename
-from bot.persistence.models import Event, Incident, Run
-from bot.persistence.recovery import recovery, summary_lines
+from bot.domain.aftermath import OFF, RESOLVED, Aftermath
+from bot.domain.records import EventRecord as Event
+from bot.domain.records import IncidentRecord as Incident
+from bot.domain.records import RunRecord as Run
+from bot.domain.recovery import recovery, summary_lines
 
 Names = Callable[[str], str]
 """A person's name for a user id (the Slack side resolves it; the id when it cannot)."""
@@ -112,7 +114,7 @@ OFF_SINCE = "maintenance mode turned off since the failure"
 
 def outcome_now(run: Run, after: Aftermath | None = None) -> str:
     """The run's outcome in words (`outcome_in_words`) as it stands now: corrected by what
-    people did since it was written (`after`, `bot.persistence.aftermath`). Maintenance
+    people did since it was written (`after`, `bot.domain.aftermath`). Maintenance
     turned off is no longer ON, nor left undone; a failure marked resolved needs no more
     intervention. Every view that states the outcome (thread, card, status, RCA) renders
     this one text.
@@ -149,7 +151,7 @@ def sentence_after(text: str, lead: str) -> str:
 
 def moments(
     incident: Incident,
-    events: list[Event],
+    events: Sequence[Event],
     *,
     words: dict[str, str] | None = None,
     names: Names = mention,
@@ -182,7 +184,7 @@ def moments(
     return sorted(lines, key=lambda m: m.at)
 
 
-def service_restored(events: list[Event]) -> datetime | None:
+def service_restored(events: Sequence[Event]) -> datetime | None:
     """Return when the health check passed, or when the run succeeded if it had none."""
     for event in events:
         if event.kind == "step.succeeded" and "health" in str(event.detail.get("name", "")):
@@ -190,7 +192,7 @@ def service_restored(events: list[Event]) -> datetime | None:
     return next((e.at for e in events if e.kind == "run.succeeded"), None)
 
 
-def _first(events: list[Event], *kinds: str) -> datetime | None:
+def _first(events: Sequence[Event], *kinds: str) -> datetime | None:
     return next((e.at for e in events if e.kind in kinds), None)
 
 
@@ -222,7 +224,7 @@ def stamp(at: datetime, zone: tzinfo) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or zone}"
 
 
-def recovery_summary(incident: Incident, events: list[Event]) -> list[str]:
+def recovery_summary(incident: Incident, events: Sequence[Event]) -> list[str]:
     """The summary's recovery metrics (time to detect, decide, approve, recover) and chart."""
     return [
         *summary_lines(recovery(incident, events)),
@@ -232,8 +234,8 @@ def recovery_summary(incident: Incident, events: list[Event]) -> list[str]:
 
 def rca_template(
     incident: Incident,
-    runs: list[Run],
-    events: list[Event],
+    runs: Sequence[Run],
+    events: Sequence[Event],
     *,
     zone: tzinfo = UTC,
     names: Names = lambda user_id: user_id,

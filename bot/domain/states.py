@@ -98,3 +98,15 @@ TERMINAL_STATES = (
     RunState.EXPIRED,
     RunState.CANCELLED,
 )
+
+
+class TargetBusy(RuntimeError):
+    """Another active run holds the target: one active run per (environment, target), kept by
+    the `target_locks` primary key."""
+
+    def __init__(self, *, environment: str, target: str, incident_id: str) -> None:
+        self.incident_id = incident_id
+        super().__init__(
+            f"{target} in {environment} is already being rolled back in {incident_id}; "
+            "finish or cancel that one first"
+        )

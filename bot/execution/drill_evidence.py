@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from actions.base import Finding, Level
 from actions.database import DatabaseParams, backup_set
 from bot.config import RollbackConfig
+from bot.domain.recovery import spoken
 from bot.persistence.models import Drill
-from bot.persistence.recovery import spoken
 from bot.persistence.store import Store
 
 BASIS = "restore drill "

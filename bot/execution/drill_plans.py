@@ -49,6 +49,7 @@ from actions.database import DatabaseParams
 from actions.kubernetes import KubernetesParams
 from bot.config import Environment, FullParams
 from bot.domain.plans import Plan, PlannedStep, RestoredStep, StoredStep, default_point
+from bot.domain.records import RunRecord
 from bot.domain.states import RunKind
 from bot.domain.verdict import Holders
 from bot.execution.drill_forward import (
@@ -59,7 +60,6 @@ from bot.execution.drill_forward import (
     reversed_steps,
 )
 from bot.execution.planner import Planner, configured
-from bot.persistence.models import Run
 
 MARKER = "drill.marker"
 """The marker step's name, and its step memory key: the version it found running."""
@@ -370,7 +370,7 @@ def _forward_words(action: Action, target: str, ref: str) -> str:
     return ""
 
 
-def is_drill(run: Run) -> bool:
+def is_drill(run: RunRecord) -> bool:
     """Whether the run is a drill's."""
     return run.kind == RunKind.DRILL
 

@@ -36,7 +36,7 @@ current revision), so the runner does not plan again: it rebuilds the stored,
 approved steps from their specs (`Planner.restore`), and each action tells
 "already done" from "not started" from "half done" itself.
 
-A failed run that an approver retried (`bot.persistence.aftermath`) is approved again with its
+A failed run that an approver retried (`bot.domain.aftermath`) is approved again with its
 retried steps' records dropped; it too runs the stored steps, never a new plan.
 
 Once anything went wrong (a step failed, an interrupted step is not safe to
@@ -73,6 +73,7 @@ from actions.base import (
 from actions.clock import SYSTEM, Ticker
 from bot.config import RollbackConfig
 from bot.domain.plans import RestoredStep, StoredStep
+from bot.domain.records import RunRecord
 from bot.domain.states import EXECUTABLE_STATES, RunState, StepState
 from bot.domain.verdict import holders_from
 from bot.execution.leases import Fenced, HandOver, Heartbeat, Hold, Watchdog, abandon_process
@@ -293,7 +294,7 @@ class Runner:
 
     def _execute(self, run: Run, hold: Hold, *, previous_owner: str | None = None) -> None:
         resumed = run.state == RunState.RUNNING
-        # a retry from the failed step (`bot.persistence.aftermath`) runs the stored plan, as a
+        # a retry from the failed step (`bot.domain.aftermath`) runs the stored plan, as a
         # resume does
         retried = run.state == RunState.APPROVED and bool(run.retries)
         steps = self._resume_plan(run) if resumed or retried else self._first_plan(run, hold)
@@ -566,6 +567,6 @@ class Runner:
         self.progress.run_finished(fresh)
 
 
-def stored_steps(run: Run) -> list[StoredStep]:
+def stored_steps(run: RunRecord) -> list[StoredStep]:
     """The run's approved steps, typed."""
     return [StoredStep.from_json(raw) for raw in run.plan]

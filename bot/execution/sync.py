@@ -25,6 +25,7 @@ from actions.base import ActionError
 from actions.kubernetes import KubernetesParams
 from actions.kubernetes.owners import Owner, suspended_here
 from bot.config import RollbackConfig
+from bot.domain.records import RunRecord
 from bot.execution.planner import Planner
 from bot.persistence.models import Run
 from bot.persistence.store import Store
@@ -51,7 +52,7 @@ class HeldOwner:
         return Owner(self.tool, self.name, self.namespace, True).label  # type: ignore[arg-type]
 
 
-def held_owners(run: Run) -> list[HeldOwner]:
+def held_owners(run: RunRecord) -> list[HeldOwner]:
     """The owners the run's suspend steps switched off (recorded in its memory)."""
     held = []
     for step in run.plan:

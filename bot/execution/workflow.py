@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.config import Environment, RollbackConfig
 from bot.domain.decision import Answers, Severity, decide
+from bot.domain.records import RunRecord
 from bot.domain.states import RunKind, RunState
 from bot.domain.versions import VersionNote
 from bot.persistence.models import Incident, Run
@@ -264,7 +265,7 @@ class Workflow:
             return f"this rollback was already approved ({who}); it is {run.state}"
         return f"this rollback is {run.state}; nothing to approve"
 
-    def approvals(self, run: Run) -> list[tuple[str, datetime]]:
+    def approvals(self, run: RunRecord) -> list[tuple[str, datetime]]:
         """Return the approvals that count for the run's plan."""
         env = self.config.environment(run.environment)
         since = (run.approved_at or self.store.clock()) - timedelta(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bot.domain.records import RunRecord
 from bot.persistence.database import Conflict, Repository
 from bot.persistence.journal import add_run_event
 from bot.persistence.models import Approval, Run
@@ -61,7 +62,7 @@ class Approvals(Repository):
             )
             return fresh(session, run.id), count
 
-    def of(self, run: Run, *, since: datetime) -> list[tuple[str, datetime]]:
+    def of(self, run: RunRecord, *, since: datetime) -> list[tuple[str, datetime]]:
         """Return (approver, time) for the run's current plan, approvals at or after `since`."""
         with self.db.reading() as session:
             rows = session.execute(

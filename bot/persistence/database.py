@@ -38,17 +38,6 @@ class SchemaOutOfDate(RuntimeError):
     """The database schema is missing or older than this code."""
 
 
-class TargetBusy(RuntimeError):
-    """Another active run holds the target."""
-
-    def __init__(self, *, environment: str, target: str, incident_id: str) -> None:
-        self.incident_id = incident_id
-        super().__init__(
-            f"{target} in {environment} is already being rolled back in {incident_id}; "
-            "finish or cancel that one first"
-        )
-
-
 class Conflict(RuntimeError):
     """The row changed under us (state or version no longer as expected)."""
 

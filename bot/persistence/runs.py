@@ -17,9 +17,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.domain.states import TERMINAL_STATES, RunState
+from bot.domain.states import TERMINAL_STATES, RunState, TargetBusy
 from bot.domain.versions import VersionNote
-from bot.persistence.database import Conflict, Repository, TargetBusy, narrowed
+from bot.persistence.database import Conflict, Repository, narrowed
 from bot.persistence.journal import add_message, add_run_event
 from bot.persistence.leases import Lease, fence
 from bot.persistence.models import Event, Run, StepRecord, TargetLock

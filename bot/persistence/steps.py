@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from bot.domain.records import StepView
 from bot.domain.states import StepState
 from bot.persistence.database import Repository
 from bot.persistence.journal import add_message, add_run_event
 from bot.persistence.leases import Lease, fence
 from bot.persistence.models import Run, StepRecord
-
-
-@dataclass(frozen=True)
-class StepView:
-    """A step's record."""
-
-    position: int
-    name: str
-    state: str
-    attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    summary: str
-    output: str
-    data: dict[str, Any]
 
 
 class Steps(Repository):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from bot.domain.records import StepView
+from bot.domain.states import TargetBusy
 from bot.persistence.approvals import Approvals
 from bot.persistence.database import (
     MIGRATIONS,
@@ -18,7 +20,6 @@ from bot.persistence.database import (
     Conflict,
     Database,
     SchemaOutOfDate,
-    TargetBusy,
     _alembic_config,
     downgrade,
     head_revision,
@@ -36,7 +37,7 @@ from bot.persistence.outbox import Outbox, Posts
 from bot.persistence.rechecks import Rechecks, Resumes
 from bot.persistence.reviews import Reviews
 from bot.persistence.runs import Runs
-from bot.persistence.steps import Steps, StepView
+from bot.persistence.steps import Steps
 from bot.persistence.versions import VersionBook
 
 __all__ = [

@@ -15,7 +15,7 @@ store and the handlers need not know about metrics:
 - approvals waiting and the outbox backlog: read from the store at scrape time;
 - lease losses: an ORM `after_insert` listener on the audit `Event` of kind
   `run.lease_lost`, which the runner records when it stops for a successor;
-- recovery phases (`bot.persistence.recovery`): when a run ends, its incident's time to detect,
+- recovery phases (`bot.domain.recovery`): when a run ends, its incident's time to detect,
   decide, approve and recover, read from the audit log, observed per environment and
   target in `rollback_recovery_phase_seconds{phase=…}` (drills excluded); a drill's
   measured time to recover sets `rollback_drill_recover_seconds` for its target.
@@ -35,10 +35,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bot.application.drills import SOURCE as DRILL_SOURCE
+from bot.domain.recovery import recovery
 from bot.execution.progress import Progress
 from bot.logs import step_context
 from bot.persistence.models import Event, Incident, Run
-from bot.persistence.recovery import recovery
 from bot.persistence.store import StepView, Store
 
 STEP_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

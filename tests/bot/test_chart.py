@@ -7,7 +7,7 @@ import struct
 import zlib
 from datetime import timedelta
 
-from bot.persistence.chart import chart_filename, timeline_chart
+from bot.application.chart import chart_filename, timeline_chart
 from bot.persistence.models import Incident, Run
 from bot.persistence.store import Store
 from tests.fakes.config import BOB, Clock

@@ -27,6 +27,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Base, OutboxMessage, Run
 from bot.persistence.store import Store, downgrade, make_engine, upgrade
 from handlers.deps import Deps
+from handlers.flows import flows_for
 from handlers.outbox import SlackOutbox
 from handlers.thread import IncidentThread
 from sandbox.slack import FakeSlack
@@ -54,19 +55,19 @@ def disrupt(slack: FakeSlack, fault: str, *, times: int) -> None:
 
 @pytest.mark.parametrize("fault", ["429", "500", "drop", "stall"])
 def test_the_rollback_finishes_without_slack_and_every_message_arrives_later_in_order(
-    deps: Deps, slack: FakeSlack, clock: Clock, fault: str
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock, fault: str
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     disrupt(slack, fault, times=3)
     calls_before = len(slack.calls)
     assert runner_for(deps, sender).run_pending() == [run.id]
-    final = deps.store.runs.get(run.id)
+    final = store.runs.get(run.id)
     assert final is not None and final.state == "succeeded"
     assert len(slack.calls) == calls_before  # the run made no Slack call at all
     deliver_all(sender, clock)
-    assert thread_texts(slack, run, deps.store) == EXPECTED
-    assert {m.state for m in deps.store.outbox.messages(run.id)} == {"sent"}
+    assert thread_texts(slack, run, store) == EXPECTED
+    assert {m.state for m in store.outbox.messages(run.id)} == {"sent"}
     assert [f.name for f in slack.files()] == [
         f"{run.incident_id}-rca.md",
         f"{run.incident_id}-timeline.png",
@@ -76,10 +77,10 @@ def test_the_rollback_finishes_without_slack_and_every_message_arrives_later_in_
 
 
 def test_a_fault_at_every_call_of_the_run_still_delivers_everything_once(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     runner_for(deps, sender).run_pending()
     faults = ["429", "500", "drop", "stall"]
     methods = ["chat.update", "chat.postMessage"]
@@ -97,19 +98,19 @@ def test_a_fault_at_every_call_of_the_run_still_delivers_everything_once(
         sender.deliver_due()
         clock.advance(seconds=600)
     deliver_all(sender, clock)
-    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert thread_texts(slack, run, store) == EXPECTED
     assert [f.name for f in slack.files()] == [
         f"{run.incident_id}-rca.md",
         f"{run.incident_id}-timeline.png",
     ]
-    assert {m.state for m in deps.store.outbox.messages(run.id)} <= {"sent", "superseded"}
+    assert {m.state for m in store.outbox.messages(run.id)} <= {"sent", "superseded"}
 
 
 def test_the_sender_runs_beside_the_runner_while_slack_stalls(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     slack.stall_next("chat.update", seconds=0.5, times=20)
     slack.stall_next("chat.postMessage", seconds=0.5, times=20)
     stop = threading.Event()
@@ -117,60 +118,60 @@ def test_the_sender_runs_beside_the_runner_while_slack_stalls(
     thread.start()
     try:
         assert runner_for(deps, sender).run_pending() == [run.id]
-        final = deps.store.runs.get(run.id)
+        final = store.runs.get(run.id)
         assert final is not None and final.state == "succeeded"
     finally:
         stop.set()
         sender.wake.set()
         thread.join(timeout=60)
     deliver_all(sender, clock)
-    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert thread_texts(slack, run, store) == EXPECTED
 
 
 def test_a_delivery_repeated_after_a_crash_edits_instead_of_posting_again(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     runner_for(deps, sender).run_pending()
     deliver_all(sender, clock)
     posts = len(slack.calls_to("chat.postMessage"))
     # a crash between Slack's answer and marking the messages sent: deliver them all again
     renderer = SlackOutbox(deps)
-    for message in deps.store.outbox.messages(run.id):
+    for message in store.outbox.messages(run.id):
         renderer.deliver(message)
     assert len(slack.calls_to("chat.postMessage")) == posts
-    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert thread_texts(slack, run, store) == EXPECTED
     assert len(slack.files()) == 2  # the template and its chart, once
 
 
 def test_a_thread_slack_refuses_for_good_is_marked_failed_and_the_rest_goes_on(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     runner_for(deps, sender).run_pending()
     slack.fail_next("chat.update", error="channel_not_found", status=200, times=1)
     deliver_all(sender, clock)
-    messages = deps.store.outbox.messages(run.id)
+    messages = store.outbox.messages(run.id)
     failed = [m for m in messages if m.state == "failed"]
     assert len(failed) == 1 and "channel_not_found" in failed[0].last_error
-    assert thread_texts(slack, run, deps.store)[-2] == "Post-rollback verification checklist"
+    assert thread_texts(slack, run, store)[-2] == "Post-rollback verification checklist"
 
 
 def test_the_thread_says_when_another_process_resumed_the_run(
-    deps: Deps, slack: FakeSlack, clock: Clock, script: Path
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock, script: Path
 ) -> None:
     run = opened_run(deps)
-    assert deps.store.leases.claim(run.id, owner="host-a:41", seconds=1)
-    deps.workflow.start(run)
-    set_run_fields(deps.store, run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    assert store.leases.claim(run.id, owner="host-a:41", seconds=1)
+    flows_for(deps).workflow.start(run)
+    set_run_fields(store, run.id, lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     runner = runner_for(deps, sender)
     runner.owner = "host-b:7"
     runner.run_pending()
     deliver_all(sender, clock)
-    texts = thread_texts(slack, run, deps.store)
+    texts = thread_texts(slack, run, store)
     resumed = [t for t in texts if "resumed the rollback" in t]
     assert resumed == [
         ":arrows_counterclockwise: `host-a:41` stopped (crash, restart or lost lease); "
@@ -330,15 +331,15 @@ def test_migration_0013_lets_a_notice_belong_to_no_run_and_downgrades(
 
 
 def test_a_message_queued_while_the_thread_is_being_opened_waits_for_the_thread(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     env = deps.config.environment("prod")
     plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
-    incident, run = deps.workflow.request(
+    incident, run = flows_for(deps).workflow.request(
         plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
     )
-    deps.store.outbox.enqueue(run.id, "run.changed")  # a click before the thread exists
-    (message,) = deps.store.outbox.messages(run.id)
+    store.outbox.enqueue(run.id, "run.changed")  # a click before the thread exists
+    (message,) = store.outbox.messages(run.id)
     outbox = SlackOutbox(deps)
     with pytest.raises(RetryLater, match="being opened"):
         outbox.deliver(message)
@@ -348,15 +349,15 @@ def test_a_message_queued_while_the_thread_is_being_opened_waits_for_the_thread(
 
 
 def test_a_message_of_a_run_whose_thread_will_never_open_is_given_up(
-    deps: Deps, clock: Clock
+    deps: Deps, store: Store, clock: Clock
 ) -> None:
     env = deps.config.environment("prod")
     plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
-    incident, run = deps.workflow.request(
+    incident, run = flows_for(deps).workflow.request(
         plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
     )
-    deps.store.outbox.enqueue(run.id, "run.changed")
-    (message,) = deps.store.outbox.messages(run.id)
-    deps.store.incidents.resolve(incident.id, at=clock.now)  # its opening failed and closed it
+    store.outbox.enqueue(run.id, "run.changed")
+    (message,) = store.outbox.messages(run.id)
+    store.incidents.resolve(incident.id, at=clock.now)  # its opening failed and closed it
     with pytest.raises(Undeliverable, match="no Slack thread"):
         SlackOutbox(deps).deliver(message)

@@ -16,6 +16,7 @@ import threading
 from datetime import timedelta
 
 from bot.execution.outbox import Sender
+from bot.persistence.store import Store
 from handlers.deps import Deps
 from handlers.outbox import SlackOutbox
 from sandbox.slack import FakeSlack
@@ -44,10 +45,10 @@ def fault_every_call(slack: FakeSlack, *, rounds: int) -> None:
 
 
 def test_slack_failing_in_every_way_during_every_step_does_not_hold_the_rollback(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     run_done, inside = threading.Event(), threading.Event()
 
     def stall_the_first_call_until_the_run_is_over(call: Call) -> None:
@@ -62,10 +63,10 @@ def test_slack_failing_in_every_way_during_every_step_does_not_hold_the_rollback
     try:
         fault_every_call(slack, rounds=STEPS)
         assert runner_for(deps, sender).run_pending() == [run.id]
-        final = deps.store.runs.get(run.id)
+        final = store.runs.get(run.id)
         assert final is not None and final.state == "succeeded", final.outcome
         # Slack has answered nothing of this run yet (the sender, if it called, is held)
-        assert any(m.state == "pending" for m in deps.store.outbox.messages(run.id))
+        assert any(m.state == "pending" for m in store.outbox.messages(run.id))
     finally:
         run_done.set()
         stop.set()
@@ -73,17 +74,17 @@ def test_slack_failing_in_every_way_during_every_step_does_not_hold_the_rollback
         serving.join(timeout=120)
     assert not serving.is_alive()
     deliver_all(sender, clock)
-    assert thread_texts(slack, run, deps.store) == EXPECTED  # in order, none twice
-    assert {m.state for m in deps.store.outbox.messages(run.id)} <= {"sent", "superseded"}
+    assert thread_texts(slack, run, store) == EXPECTED  # in order, none twice
+    assert {m.state for m in store.outbox.messages(run.id)} <= {"sent", "superseded"}
     statuses = {c.status for c in slack.calls}
     assert {429, 500} <= statuses
 
 
 def test_a_rate_limited_message_waits_for_slacks_retry_after(
-    deps: Deps, slack: FakeSlack, clock: Clock
+    deps: Deps, store: Store, slack: FakeSlack, clock: Clock
 ) -> None:
     run = opened_run(deps)
-    sender = Sender(store=deps.store, deliver=SlackOutbox(deps).deliver)
+    sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
     for method in METHODS:
         slack.fail_next(method, status=429, retry_after=7)
     assert runner_for(deps, sender).run_pending() == [run.id]
@@ -91,7 +92,7 @@ def test_a_rate_limited_message_waits_for_slacks_retry_after(
     sender.deliver_due()
     limited = [c for c in slack.calls[before:] if c.status == 429]
     assert len(limited) == 1
-    (head,) = [m for m in deps.store.outbox.heads() if m.run_id == run.id]
+    (head,) = [m for m in store.outbox.heads() if m.run_id == run.id]
     assert head.attempts == 1 and head.next_attempt_at == clock() + timedelta(seconds=7)
     calls = len(slack.calls)
     clock.advance(seconds=6)
@@ -99,4 +100,4 @@ def test_a_rate_limited_message_waits_for_slacks_retry_after(
     assert len(slack.calls) == calls  # not before Retry-After
     clock.advance(seconds=1)
     deliver_all(sender, clock)
-    assert thread_texts(slack, run, deps.store) == EXPECTED
+    assert thread_texts(slack, run, store) == EXPECTED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.application.timeline import rca_template
-from bot.persistence.recovery import recovery, spoken, summary_lines
+from bot.domain.recovery import recovery, spoken, summary_lines
 from bot.persistence.store import Store
 from tests.fakes.config import BOB, Clock
 from tests.fakes.runners import incident_with_history

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from bot.application.flows import Flows
+from bot.domain.aftermath import retry_positions
 from bot.domain.states import RunState, StepState
 from bot.execution.planner import Planner
 from bot.execution.workflow import Refused
-from bot.persistence.aftermath import retry_positions
 from bot.persistence.store import StepView, Store
 from tests.fakes.config import ALICE, BOB, CAROL
 from tests.fakes.flows import RecordingThread, make_flows, request

@@ -11,6 +11,7 @@ import pytest
 from slack_sdk import WebClient
 
 from actions.http import read_metrics
+from bot.app import wire
 from bot.config import RollbackConfig
 from bot.domain.decision import Answers, Severity
 from bot.execution.outbox import Sender
@@ -20,6 +21,7 @@ from bot.execution.workflow import Workflow
 from bot.persistence.models import Run
 from bot.persistence.store import Store
 from handlers.deps import Deps
+from handlers.flows import flows_for
 from handlers.progress import SlackProgress
 from handlers.thread import IncidentThread
 from sandbox.slack import FakeSlack
@@ -38,9 +40,9 @@ def deps(
     slack: FakeSlack, store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner
 ) -> Deps:
     client = WebClient(token=slack.token, base_url=slack.url, timeout=15)
-    return Deps(
+    return wire(
+        store,
         config=config,
-        store=store,
         workflow=workflow,
         planner=planner,
         client=client,
@@ -50,20 +52,20 @@ def deps(
 
 def opened_run(deps: Deps) -> Run:
     env = deps.config.environment("prod")
-    plan = deps.planner.build(env_name="prod", env=env, target="app", point="1")
-    incident, run = deps.workflow.request(
+    plan = flows_for(deps).planner.build(env_name="prod", env=env, target="app", point="1")
+    incident, run = flows_for(deps).workflow.request(
         plan=plan, requester=ALICE, severity=Severity.HIGH, answers=Answers(functional=False)
     )
     IncidentThread(deps).open(incident, run)
-    return deps.workflow.approve(run.id, user=BOB).run
+    return flows_for(deps).workflow.approve(run.id, user=BOB).run
 
 
 def runner_for(deps: Deps, sender: Sender) -> Runner:
     return Runner(
-        store=deps.store,
-        workflow=deps.workflow,
+        store=flows_for(deps).store,
+        workflow=flows_for(deps).workflow,
         config=deps.config,
-        planner=deps.planner,
+        planner=flows_for(deps).planner,
         progress=SlackProgress(sender.wake),
         sleep=lambda s: None,
     )

@@ -82,7 +82,7 @@ def settled(sandbox: Sandbox, *, outbox: bool = False) -> None:
     wait for the outbox to be sent (its sender writes Slack calls after the work).
     """
     later = sandbox.process.deps.later
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(
         lambda: (s := later.snapshot()).queued == 0 and s.running == 0,
         what="the listeners' work to finish",
@@ -137,7 +137,7 @@ def direct_messages(sandbox: Sandbox, user: str) -> list[str]:
 
 
 def withdrawn(sandbox: Sandbox) -> None:
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (run,) = store.runs.find()
     assert run.state == "cancelled"
     reasons = [e.detail.get("reason", "") for e in store.events.of(run.incident_id)]

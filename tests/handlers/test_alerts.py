@@ -56,7 +56,7 @@ def test_firing_alert_opens_a_critical_incident_thread(
     # Monitoring answers no flowchart question: the card says why it opened, not a prompt.
     assert "Answer:" not in shown and "Is data at risk?" not in shown
     assert "No recommendation: the flowchart's questions were not answered." in shown
-    incident = sandbox.process.deps.store.incidents.get(result["incident"])
+    incident = sandbox.process.store.incidents.get(result["incident"])
     assert incident is not None and f"{incident.detected_at:%H:%M:%S}" == "02:55:00"
 
 
@@ -65,7 +65,7 @@ def test_auto_rollback_runs_after_the_veto_window(make_sandbox: Callable[..., Sa
     post(sandbox, alert(environment="prod", target="app"))
     plan = wait_for(lambda: plan_message(sandbox), what="the plan in the thread")
     assert "Monitoring rolls back automatically at" in text_of(plan)
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the automatic rollback")
     assert "Approved by monitoring" in text_of(card(sandbox))
 
@@ -76,7 +76,7 @@ def test_an_approver_can_veto_the_automatic_rollback(make_sandbox: Callable[...,
     plan = wait_for(lambda: plan_message(sandbox), what="the plan in the thread")
     sandbox.person(BOB).click(CHANNEL, plan.ts, "reject_run")
     wait_for(lambda: "Rejected" in text_of(card(sandbox)), what="the veto on the card")
-    assert sandbox.process.deps.store.runs.find()[0].state == "rejected"
+    assert sandbox.process.store.runs.find()[0].state == "rejected"
 
 
 def test_repeated_alert_does_not_open_a_second_incident(
@@ -86,14 +86,14 @@ def test_repeated_alert_does_not_open_a_second_incident(
     first = post(sandbox, alert(environment="prod", target="app")).json()["results"][0]
     second = post(sandbox, alert(environment="prod", target="app")).json()["results"][0]
     assert second["incident"] == first["incident"] and second["opened"] is False
-    assert len(sandbox.process.deps.store.runs.find()) == 1
+    assert len(sandbox.process.store.runs.find()) == 1
 
 
 def test_wrong_token_gets_401_and_changes_nothing(make_sandbox: Callable[..., Sandbox]) -> None:
     sandbox = make_sandbox(alert_token=TOKEN)
     response = post(sandbox, alert(environment="prod", target="app"), token="guess")
     assert response.status_code == 401
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_malformed_body_gets_400_saying_why(make_sandbox: Callable[..., Sandbox]) -> None:
@@ -101,7 +101,7 @@ def test_malformed_body_gets_400_saying_why(make_sandbox: Callable[..., Sandbox]
     response = post(sandbox, {"status": "firing"})
     assert response.status_code == 400
     assert "not an Alertmanager webhook body" in response.json()["error"]
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_alerts_naming_nothing_known_are_ignored_with_the_reason(
@@ -115,7 +115,7 @@ def test_alerts_naming_nothing_known_are_ignored_with_the_reason(
     assert results[0]["ignored"].startswith("unknown target 'api' in prod")
     assert results[1] == {"alert": "Old", "ignored": "labels must name 'environment' and 'target'"}
     assert "must name 'environment' and 'target'" in results[2]["ignored"]
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_webhook_is_off_without_a_token(sandbox: Sandbox) -> None:
@@ -169,7 +169,7 @@ def test_wrong_types_get_400_with_the_field_and_change_nothing(
     response = post(sandbox, body)
     assert response.status_code == 400
     assert reason in response.json()["error"]
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_deeply_nested_json_and_non_json_get_400(make_sandbox: Callable[..., Sandbox]) -> None:
@@ -185,7 +185,7 @@ def test_deeply_nested_json_and_non_json_get_400(make_sandbox: Callable[..., San
             assert response.status_code == 200
             continue
         assert response.status_code == 400 and reason in response.json()["error"]
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_a_body_over_the_limit_gets_413(make_sandbox: Callable[..., Sandbox]) -> None:
@@ -194,7 +194,7 @@ def test_a_body_over_the_limit_gets_413(make_sandbox: Callable[..., Sandbox]) ->
     body["alerts"][0]["annotations"]["description"] = "x" * 5_000_000
     response = post(sandbox, body)
     assert response.status_code == 413
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_a_resolved_alert_is_recorded_on_the_open_incident(
@@ -210,7 +210,7 @@ def test_a_resolved_alert_is_recorded_on_the_open_incident(
         "incident": opened["incident"],
         "recorded": "resolved",
     }
-    last = sandbox.process.deps.store.events.of(opened["incident"])[-1]
+    last = sandbox.process.store.events.of(opened["incident"])[-1]
     assert last.kind == "monitoring.resolved"
     assert last.detail == {"alert": "HighErrorRate", "ended_at": "2026-11-24T03:10:00Z"}
 
@@ -293,7 +293,7 @@ def test_an_alert_whose_thread_slack_refuses_leaves_no_run_and_frees_the_target(
     assert response.status_code == 200
     (result,) = response.json()["results"]
     assert not result["opened"] and "not_in_channel" in result["message"]
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (run,) = store.runs.find()
     assert run.state == "cancelled" and run.incident_id == result["incident"]
     assert store.runs.lock_holder(environment="prod", targets=["app"]) is None
@@ -311,7 +311,7 @@ def test_an_automatic_rollback_disarms_automatic_rollback_until_an_approver_rear
     target back itself, the next alert's rollback waits for a person, and App Home says why,
     with a Re-arm button for approvers."""
     sandbox = make_sandbox(alert_token=TOKEN, auto_rollback=True, veto_seconds=0.2)
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     post(sandbox, alert(environment="prod", target="app"))
     first = wait_for(
         lambda: (r := store.runs.find()[0]).state == "succeeded" and r,

@@ -34,7 +34,7 @@ def test_one_of_two_approvals_is_said_on_card_plan_and_status(
         lambda: f"1 of 2 approvals (<@{BOB}>)" in text_of(sandbox.slack.message(CHANNEL, plan.ts)),
         what="the plan message to count",
     )
-    incident = sandbox.process.deps.store.runs.find()[0].incident_id
+    incident = sandbox.process.store.runs.find()[0].incident_id
     status = sandbox.person(ALICE).slash(f"status {incident}").text
     assert f"1 of 2 approvals (<@{BOB}>)" in status and f"may still approve: <@{CAROL}>" in status
 
@@ -64,7 +64,7 @@ def test_stale_plan_is_told_to_everyone_with_replan_and_approve_is_withdrawn(
         if "action_id" in e
     ]
     assert "approve_run" not in buttons and "replan_run" in buttons
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     assert store.runs.find()[0].state == "requested"
 
     alice = sandbox.person(ALICE)
@@ -90,7 +90,7 @@ def test_replan_after_a_newer_deploy_never_preselects_the_version_the_incident_l
     which would be 'the previous version' now but is what the incident was opened to leave."""
     sandbox = make_sandbox()
     plan = request_rollback(sandbox, sandbox.person(ALICE))
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     incident = store.runs.find()[0].incident_id
     write_script(script, _current="3", _label="rev 3 deployed")  # a newer deploy since
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")

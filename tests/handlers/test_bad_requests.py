@@ -183,7 +183,7 @@ def test_malformed_approve_click_gets_an_ephemeral_and_approves_nothing(
     assert sandbox.platform.interaction(payload).status_code == 200
     told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the answer to the click")
     assert said in told[0]
-    assert sandbox.process.deps.store.runs.find()[0].state == "requested"
+    assert sandbox.process.store.runs.find()[0].state == "requested"
     no_traceback(log_records)
 
 
@@ -200,7 +200,7 @@ def test_click_without_a_channel_is_answered_by_direct_message(sandbox: Sandbox)
 
     dm = wait_for(told, what="the direct message")
     assert "older message" in dm[0].text
-    assert sandbox.process.deps.store.runs.find()[0].state == "requested"
+    assert sandbox.process.store.runs.find()[0].state == "requested"
 
 
 def test_checklist_tick_on_an_unknown_message_says_so(sandbox: Sandbox) -> None:
@@ -261,7 +261,7 @@ def test_submission_of_an_outdated_form_is_told_in_the_modal_and_opens_nothing(
     assert answer["response_action"] == "update"
     assert said in json.dumps(answer["view"]["blocks"])
     assert "type `/rollback` again" in json.dumps(answer["view"]["blocks"])
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
     no_traceback(log_records)
 
 
@@ -287,7 +287,7 @@ def test_submission_with_state_the_form_never_offered_is_refused_in_the_modal(
     answer = sandbox.platform.interaction(submission(sandbox, view)).json()
     assert answer["response_action"] == "update"
     assert said in json.dumps(answer["view"]["blocks"])
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
     no_traceback(log_records)
 
 
@@ -343,7 +343,7 @@ def test_click_on_a_run_whose_environment_left_the_config_is_refused_clearly(
     sandbox: Sandbox, log_records: pytest.LogCaptureFixture
 ) -> None:
     payload = click_payload(sandbox)
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     set_run_fields(store, store.runs.find()[0].id, environment="retired")
     assert sandbox.platform.interaction(payload).status_code == 200
     told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the answer to the click")

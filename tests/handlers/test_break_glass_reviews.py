@@ -29,7 +29,7 @@ def test_break_glass_mentions_approvers_at_once_and_assigns_a_review(sandbox: Sa
     assert f"<@{BOB}>" in said and f"<@{CAROL}>" in said and "<!subteam^SDBAS00001>" in said
     assert f"assigned to <@{BOB}>" in said  # the first approver in config order
     assert buttons(review) == ["mark_reviewed"] and valid(review.blocks)
-    run = sandbox.process.deps.store.runs.find()[0]
+    run = sandbox.process.store.runs.find()[0]
     assert run.break_glass and run.state in ("approved", "running", "succeeded")
     status = sandbox.person(MALLORY).slash("status").json()
     assert valid(status["blocks"])
@@ -39,7 +39,7 @@ def test_break_glass_mentions_approvers_at_once_and_assigns_a_review(sandbox: Sa
 
 def test_only_an_approver_other_than_the_requester_marks_it_reviewed(sandbox: Sandbox) -> None:
     review = break_glass(sandbox, sandbox.person(ALICE))
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = store.runs.find()[0]
     sandbox.person(ALICE).click(CHANNEL, review.ts, "mark_reviewed")
     wait_for(lambda: told(sandbox, ALICE), what="the requester's refusal")
@@ -77,7 +77,7 @@ def test_reviews_are_assigned_round_robin_never_to_the_requester(sandbox: Sandbo
     second = break_glass(sandbox, sandbox.person(ALICE), "db prod")
     assert f"assigned to <@{BOB}>" in text_of(first)
     assert f"assigned to <@{CAROL}>" in text_of(second)
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     reviewers = sorted(r.reviewer for r in store.reviews.pending())
     assert reviewers == sorted([BOB, CAROL])
 

@@ -27,7 +27,7 @@ def _checklist(sandbox: Sandbox) -> Any:
         ),
         what="the checklist",
     )
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(
         lambda: store.posts.run_of(channel=CHANNEL, ts=message.ts),
         what="the checklist's ts recorded",
@@ -52,7 +52,7 @@ def _tick_on_copy(sandbox: Sandbox, user: str, copy_of: Any, values: list[str]) 
 
 
 def _ticks(sandbox: Sandbox) -> dict[str, str]:
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     incident_id = store.runs.find()[0].incident_id
     now: dict[str, str] = {}
     for e in store.events.of(incident_id):

@@ -80,10 +80,10 @@ def test_status_and_history_show_runs_with_who_approved(sandbox: Sandbox) -> Non
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert "INC-" in str(sandbox.person(BOB).slash("status").json())
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    wait_for(lambda: sandbox.process.deps.store.runs.find()[0].state == "succeeded", what="the run")
+    wait_for(lambda: sandbox.process.store.runs.find()[0].state == "succeeded", what="the run")
     history = str(sandbox.person(ALICE).slash("history app prod").json())
     assert "succeeded" in history and f"1 of 1 approval (<@{BOB}>)" in history
-    incident_id = sandbox.process.deps.store.runs.find()[0].incident_id
+    incident_id = sandbox.process.store.runs.find()[0].incident_id
     status = str(sandbox.person(ALICE).slash(f"status {incident_id}").json())
     assert "Outcome: rollback completed" in status
 
@@ -97,7 +97,7 @@ def test_forged_signature_gets_401_and_changes_nothing(sandbox: Sandbox) -> None
     response = sandbox.person(ALICE).slash("app prod", secret="not-the-signing-secret")
     assert response.status_code == 401
     assert sandbox.slack.calls_to("views.open") == []
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_stale_timestamp_gets_401_and_changes_nothing(sandbox: Sandbox) -> None:
@@ -117,7 +117,7 @@ def test_forged_approval_click_changes_nothing(sandbox: Sandbox) -> None:
                 "action_id": "approve_run",
                 "block_id": "approval_buttons",
                 "type": "button",
-                "value": sandbox.process.deps.store.runs.find()[0].id,
+                "value": sandbox.process.store.runs.find()[0].id,
                 "action_ts": "1",
             }
         ],
@@ -125,7 +125,7 @@ def test_forged_approval_click_changes_nothing(sandbox: Sandbox) -> None:
     response = sandbox.platform.interaction(payload, secret="forged")
     assert response.status_code == 401
     settled(sandbox, outbox=True)
-    assert sandbox.process.deps.store.runs.find()[0].state == "requested"
+    assert sandbox.process.store.runs.find()[0].state == "requested"
 
 
 def test_healthz_answers_ok(sandbox: Sandbox) -> None:

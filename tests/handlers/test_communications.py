@@ -100,7 +100,7 @@ def test_the_plan_says_who_is_told_what_and_emails_customers_only_when_chosen(
     assert (unsent in said) is not emailed
 
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback to succeed")
     assert len(web.calls("POST", "/hook")) == 1
     assert len(web.calls("POST", "/status")) == (1 if emailed else 0)

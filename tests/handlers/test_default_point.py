@@ -67,7 +67,7 @@ def _roll_back(sandbox: Sandbox, view_id: str) -> str:
         what="the plan",
     )
     bob.click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait_for(
         lambda: next((r for r in store.runs.find() if r.state in ("succeeded", "failed")), None),
         what="the rollback to finish",
@@ -145,4 +145,4 @@ def test_a_form_without_a_chosen_point_gets_a_field_error_and_requests_nothing(
         "response_action": "errors",
         "errors": {"point": "Choose the point to roll back to."},
     }
-    assert len(sandbox.process.deps.store.runs.find()) == 1
+    assert len(sandbox.process.store.runs.find()) == 1

@@ -116,11 +116,11 @@ def test_a_drill_rolls_back_and_forward_and_its_time_shows_in_the_next_modal(
     assert plan_text.startswith("*Rollback drill plan* in *staging*")
     assert "1. Drill marker: record what app runs now (3)" in plan_text
     assert "5. Roll app forward to 3 · _forward_" in plan_text
-    stored = sandbox.process.deps.store.runs.find()[0].plan
+    stored = sandbox.process.store.runs.find()[0].plan
     assert "from revision 4 to revision 3" in stored[4]["description"]  # renumbered by then
 
     bob.click(STAGING, plan.ts, "approve_run")  # one approver is enough for a drill
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait_for(
         lambda: (r := store.runs.find()[0]).state in ("succeeded", "failed") and r, what="the drill"
     )
@@ -201,7 +201,7 @@ def test_a_drill_in_production_is_refused_and_nothing_is_recorded(
     assert answer.status_code == 200
     said = answer.json()["text"]
     assert "drills are not allowed in prod" in said and "drills_allowed: true" in said
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     assert store.runs.find() == [] and store.drills.find() == []
     assert image_of(kube) == IMAGES[-1]
 
@@ -238,7 +238,7 @@ def test_a_drill_command_is_acked_before_it_is_recorded_and_a_retry_drills_once(
     holder.execute("BEGIN IMMEDIATE")
     try:
         answer = alice.slash("drill app staging", channel=STAGING)
-        recorded_while_locked = sandbox.process.deps.store.runs.find()
+        recorded_while_locked = sandbox.process.store.runs.find()
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -247,4 +247,4 @@ def test_a_drill_command_is_acked_before_it_is_recorded_and_a_retry_drills_once(
     wait_for(lambda: plan_in(sandbox, STAGING), what="the drill's plan message")
     again = alice.slash("drill app staging", channel=STAGING)  # the same trigger id: a retry
     assert "already received" in again.json()["text"]
-    assert len(sandbox.process.deps.store.runs.find()) == 1
+    assert len(sandbox.process.store.runs.find()) == 1

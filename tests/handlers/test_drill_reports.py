@@ -21,6 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.application.chart import trend_chart
 from bot.application.drill_schedule import (
     NOT_STARTED,
     OVERDUE,
@@ -30,7 +31,6 @@ from bot.application.drill_schedule import (
 )
 from bot.application.drills import Drills
 from bot.config import DrillSchedule, parse_config
-from bot.persistence.chart import trend_chart
 from bot.persistence.models import Drill
 from handlers.drill_blocks import overdue_text
 from handlers.flows import flows_for
@@ -116,7 +116,7 @@ def test_an_overdue_scheduled_drill_is_said_in_the_channel_once_a_period(
     world: tuple[Sandbox, FakeKubernetes],
 ) -> None:
     sandbox, _ = world
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (drill,) = wait_for(
         lambda: [d for d in store.drills.find() if d.state == "succeeded"],
         timeout=60,
@@ -153,7 +153,7 @@ def test_a_drill_report_uploads_the_trend_chart_into_its_thread(
     world: tuple[Sandbox, FakeKubernetes],
 ) -> None:
     sandbox, _ = world
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (drill,) = wait_for(
         lambda: [d for d in store.drills.find() if d.state == "succeeded"],
         timeout=60,
@@ -251,7 +251,7 @@ def test_a_scheduled_drill_that_could_not_start_is_said_in_the_channel_once_a_sl
     world: tuple[Sandbox, FakeKubernetes],
 ) -> None:
     sandbox, _ = world
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     detail = {
         "environment": "staging",
         "target": "app",

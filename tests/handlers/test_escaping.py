@@ -111,7 +111,7 @@ def test_hostile_summary_label_output_and_error_reach_the_thread_escaped(
     sandbox = make_sandbox()
     plan = request_rollback(sandbox, sandbox.person(ALICE), answers={**ANSWERS, "summary": HOSTILE})
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
     wait_for(lambda: sandbox.slack.files(), what="the RCA template")
     shown = text_of(card(sandbox))

@@ -28,7 +28,7 @@ from tests.handlers.blockkit import assert_valid_block_kit
 def _finish(sandbox: Sandbox, state: str) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == state, what=f"the run to be {state}")
     wait_for(lambda: sandbox.slack.files(), what="the RCA template")
 
@@ -62,7 +62,7 @@ def test_failure_is_broadcast_to_the_channel_with_people_state_and_a_replan_butt
     assert blocks["q_severe_impact"]["element"]["initial_option"]["value"] == "yes"
     response = alice.submit(view_id)
     assert response.status_code == 200, response.text
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: len(store.runs.find()) == 2, what="the new request")
     assert store.runs.find()[0].state == "requested"
 
@@ -89,7 +89,7 @@ def test_retry_failed_step_reruns_the_stored_plan_from_the_failed_step_on_an_app
     _finish(sandbox, "failed")
     broadcast = failure_broadcast(sandbox)
     assert buttons_of(broadcast) == ["retry_failed_step", "replan_run", "mark_resolved"]
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
 
     sandbox.person(ALICE).click(CHANNEL, broadcast.ts, "retry_failed_step")
     wait_for(lambda: told(sandbox, ALICE, "another approver must retry it"), what="the refusal")
@@ -144,7 +144,7 @@ def test_retry_is_refused_when_the_target_changed_since_the_failure(
         what="the stale refusal",
     )
     assert told(sandbox, BOB, "the stored plan is stale. Re-plan instead.")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     assert store.runs.find()[0].state == "failed"
     assert not [
         e for e in store.events.of(store.runs.find()[0].incident_id) if e.kind == "run.retry"
@@ -162,7 +162,7 @@ def test_failure_that_left_maintenance_on_offers_leave_it_on_and_turn_it_off(
         plan = request_rollback(sandbox, sandbox.person(ALICE), answers=answers)
         assert "Maintenance mode off · _maintenance_ · up to 30 s\n" in text_of(plan) + "\n"
         sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-        store = sandbox.process.deps.store
+        store = sandbox.process.store
         wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
         broadcast = failure_broadcast(sandbox)
         sent = [r.json()["enabled"] for r in web.calls("POST", "/maintenance")]

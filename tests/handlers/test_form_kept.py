@@ -46,10 +46,10 @@ def test_a_plan_the_target_refuses_gives_the_form_back_to_be_corrected(
     assert "the plan could not be built: unable to find specified revision 99 in history" in said
     for block_id, value in ANSWERS.items():
         assert _initial(view, block_id) == value, block_id
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
     # Corrected and sent again, the same form opens the incident.
     alice.choose(view_id, "point", "1")
     wait_for(lambda: sandbox.process.deps.later.snapshot().queued == 0, what="the re-render")
     assert alice.submit(view_id).status_code == 200
     wait_for(lambda: plan_message(sandbox), what="the plan message")
-    assert len(sandbox.process.deps.store.runs.find()) == 1
+    assert len(sandbox.process.store.runs.find()) == 1

@@ -74,7 +74,7 @@ def said(sandbox: Sandbox, words: str) -> Message | None:
 
 def poll_now(sandbox: Sandbox) -> None:
     """Make the hold due now (its next poll is a minute away) and wake the runner's loop."""
-    store: Store = sandbox.process.deps.store
+    store: Store = sandbox.process.store
     with store.session() as session:
         session.execute(
             update(Recheck).where(Recheck.step == "git.hold").values(due_at=store.clock())
@@ -85,7 +85,7 @@ def poll_now(sandbox: Sandbox) -> None:
 def rolled_back(sandbox: Sandbox, kube: KubeCluster) -> Store:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run").status_code == 200
-    store: Store = sandbox.process.deps.store
+    store: Store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state in ("succeeded", "failed"), what="the rollback")
     assert store.runs.find()[0].state == "succeeded", store.runs.find()[0].outcome
     assert image(kube) == IMAGES[1]
@@ -114,7 +114,7 @@ def test_a_closed_pull_request_is_said_loudly_once_and_sync_stays_held(
     assert f"<@{ALICE}>" in text and f"<@{BOB}>" in text
     assert "GitOps sync stays suspended" in text
     poll_now(sandbox)
-    store: Store = sandbox.process.deps.store
+    store: Store = sandbox.process.store
     run_id = store.runs.find()[0].id
     wait_for(
         lambda: (

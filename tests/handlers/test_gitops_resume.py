@@ -105,7 +105,7 @@ def rolled_back(sandbox: Sandbox, kube: KubeCluster, *, argo: bool = True) -> Me
     """Request, approve, wait for the success and the held-sync message."""
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run").status_code == 200
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(
         lambda: store.runs.find()[0].state in ("succeeded", "failed"), what="the rollback to finish"
     )
@@ -145,9 +145,7 @@ def test_only_approvers_may_resume_and_a_refusal_changes_nothing(
         )
     assert application_patches(kube) == before and automated(kube) is None
     assert (
-        gitops_sandbox.process.deps.store.resumes.get(
-            gitops_sandbox.process.deps.store.runs.find()[0].id
-        )
+        gitops_sandbox.process.store.resumes.get(gitops_sandbox.process.store.runs.find()[0].id)
         is None
     )
 
@@ -159,7 +157,7 @@ def test_an_approver_resumes_once_and_a_second_press_is_told_who_did_it(
     stale = gitops_sandbox.person(DAVE).click_payload(CHANNEL, held.ts, RESUME)  # dave's copy
     assert gitops_sandbox.person(CAROL).click(CHANNEL, held.ts, RESUME).status_code == 200
     wait_for(lambda: automated(kube) == AUTOMATED, what="Argo CD's automated sync back")
-    store = gitops_sandbox.process.deps.store
+    store = gitops_sandbox.process.store
     run = store.runs.find()[0]
     resumed = wait_for(
         lambda: next(
@@ -201,7 +199,7 @@ def test_resuming_before_git_is_reverted_is_caught_loudly_by_the_recheck(
     held = rolled_back(gitops_sandbox, kube)
     assert gitops_sandbox.person(CAROL).click(CHANNEL, held.ts, RESUME).status_code == 200
     wait_for(lambda: image(kube) == IMAGES[2], what="Argo CD self-heal to put v3 back")
-    store = gitops_sandbox.process.deps.store
+    store = gitops_sandbox.process.store
     run = store.runs.find()[0]
     (recheck,) = store.rechecks.of(run.id)
     with store.session() as session:  # recheck_after (10m) has passed

@@ -37,7 +37,7 @@ def bot(database_url: str) -> Iterator[GuardedBot]:
 @pytest.fixture
 def incident(bot: GuardedBot) -> Run:
     """v1.2.5 rolled back to v1.2.4 in an incident."""
-    workflow: Workflow = bot.process.deps.workflow
+    workflow: Workflow = bot.process.runner.workflow
     return rolled(workflow, away=V125, to=V124)
 
 
@@ -78,7 +78,7 @@ def test_the_version_is_the_rest_of_the_path_slashes_and_all(
 def test_a_cleared_version_is_ok_and_says_who_cleared_it_and_why(
     bot: GuardedBot, incident: Run
 ) -> None:
-    book = VersionBook(bot.process.deps.store)
+    book = VersionBook(bot.process.store)
     bad = [m for m in book.marks(environment="prod", target="app") if m.bad]
     book.clear(bad, by=BOB, reason="fixed in v1.2.6")
     body = get(bot.url("prod", "app", "v1.2.5")).json()
@@ -145,7 +145,7 @@ def test_a_path_not_of_the_api_shape_is_404(bot: GuardedBot) -> None:
 
 
 def test_a_method_other_than_get_is_405_and_changes_nothing(bot: GuardedBot, incident: Run) -> None:
-    book = VersionBook(bot.process.deps.store)
+    book = VersionBook(bot.process.store)
     before = book.marks(environment="prod", target="app")
     for method in ("POST", "PUT", "DELETE"):
         response = httpx.request(method, bot.url("prod", "app", "v1.2.5"), headers=AUTH)

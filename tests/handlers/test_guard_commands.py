@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from bot.application.guard import Guard
 from bot.domain.versions import Verdict, VersionMark
 from bot.persistence.versions import VersionBook
 from handlers.commands import CommandError, parse
+from handlers.flows import flows_for
 from handlers.guard import Clear
 from sandbox.harness import Sandbox
 from tests.fakes.config import ALICE, BOB, CHANNEL, DAVE
@@ -27,12 +27,12 @@ V124, V125 = "registry.example/voxflow/api:v1.2.4", "registry.example/voxflow/ap
 
 
 def marks(sandbox: Sandbox) -> list[VersionMark]:
-    return VersionBook(sandbox.process.deps.store).marks(environment="prod", target="app")
+    return VersionBook(sandbox.process.store).marks(environment="prod", target="app")
 
 
 def verdict(sandbox: Sandbox, version: str) -> Verdict:
     deps = sandbox.process.deps
-    guard = Guard(config=deps.config, workflow=deps.workflow)
+    guard = flows_for(deps).guard
     return guard.ask(environment="prod", target="app", version=version).verdict
 
 
@@ -83,7 +83,7 @@ def test_malformed_clear_commands_say_what_is_wrong(text: str, message: str) -> 
 
 
 def test_an_approver_clears_a_bad_version_and_the_channel_is_told(sandbox: Sandbox) -> None:
-    run = rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    run = rolled(sandbox.process.runner.workflow, away=V125, to=V124)
     answer = clear(sandbox, BOB, "app prod v1.2.5 fixed in v1.2.6")
     assert answer == {
         "response_type": "ephemeral",
@@ -100,14 +100,14 @@ def test_an_approver_clears_a_bad_version_and_the_channel_is_told(sandbox: Sandb
 
 
 def test_an_approver_through_a_group_may_clear(sandbox: Sandbox) -> None:
-    rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    rolled(sandbox.process.runner.workflow, away=V125, to=V124)
     clear(sandbox, DAVE, f"app prod {V125} fixed")
     wait_for(lambda: channel_posts(sandbox), what="the clearing in the channel")
     assert verdict(sandbox, V125) == Verdict.OK
 
 
 def test_someone_not_an_approver_is_refused_and_nothing_changes(sandbox: Sandbox) -> None:
-    rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    rolled(sandbox.process.runner.workflow, away=V125, to=V124)
     before = marks(sandbox)
     clear(sandbox, ALICE, "app prod v1.2.5 looks fine to me")
     (said,) = wait_for(lambda: told(sandbox, ALICE), what="the refusal")
@@ -121,7 +121,7 @@ def test_someone_not_an_approver_is_refused_and_nothing_changes(sandbox: Sandbox
 
 
 def test_a_version_not_marked_bad_is_refused_after_the_ack(sandbox: Sandbox) -> None:
-    rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    rolled(sandbox.process.runner.workflow, away=V125, to=V124)
     before = marks(sandbox)
     clear(sandbox, BOB, "app prod v1.2.4 fixed")
     (said,) = wait_for(lambda: told(sandbox, BOB), what="the refusal")
@@ -143,7 +143,7 @@ def test_a_version_not_marked_bad_is_refused_after_the_ack(sandbox: Sandbox) -> 
 def test_bad_input_is_answered_in_the_ack_and_changes_nothing(
     sandbox: Sandbox, text: str, said: str
 ) -> None:
-    rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    rolled(sandbox.process.runner.workflow, away=V125, to=V124)
     before = marks(sandbox)
     answer = str(clear(sandbox, BOB, text))
     assert said in answer and "Usage" in answer
@@ -158,7 +158,7 @@ def test_help_shows_the_clear_command(sandbox: Sandbox) -> None:
 
 
 def test_app_home_lists_the_versions_kept_out_until_one_is_cleared(sandbox: Sandbox) -> None:
-    run = rolled(sandbox.process.deps.workflow, away=V125, to=V124)
+    run = rolled(sandbox.process.runner.workflow, away=V125, to=V124)
     title = "Versions kept out (the regression guard)"
     tab = section(open_home(sandbox, BOB), title)
     assert f"`api:v1.2.5` of *app* in prod: rolled back from in *{run.incident_id}*" in tab

@@ -20,7 +20,7 @@ from tests.fakes.waiting import wait_for
 
 def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
-    run = sandbox.process.deps.store.runs.find()[0]
+    run = sandbox.process.store.runs.find()[0]
     bob = open_home(sandbox, BOB)
     assert run.incident_id in section(bob, "Active incidents")
     assert run.incident_id in section(bob, "Waiting for your approval")
@@ -40,7 +40,7 @@ def test_home_shows_each_person_what_waits_for_them(sandbox: Sandbox) -> None:
 
 def test_home_lists_unreviewed_break_glass_the_assignees_first(sandbox: Sandbox) -> None:
     break_glass(sandbox, sandbox.person(ALICE))
-    run = sandbox.process.deps.store.runs.find()[0]
+    run = sandbox.process.store.runs.find()[0]
     bob = section(open_home(sandbox, BOB), "Break-glass rollbacks awaiting review")
     assert f"*Yours:* :rotating_light: *{run.incident_id}*" in bob
     mallory = section(open_home(sandbox, MALLORY), "Break-glass rollbacks awaiting review")
@@ -55,7 +55,7 @@ def test_home_is_refreshed_with_the_time_to_recover_when_a_rollback_ends(
     assert "*app* in prod: no rollbacks yet" in before
     published = len(sandbox.slack.calls_to("views.publish"))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback")
     run = store.runs.find()[0]
     tab = wait_for(  # refreshed without Bob opening it again

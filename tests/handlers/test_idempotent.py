@@ -103,12 +103,12 @@ def test_same_signed_submission_sent_twice_opens_one_incident(sandbox: Sandbox) 
     first = send(sandbox, body).json()
     assert first["response_action"] == "update", first
     assert "Creating incident" in json.dumps(first["view"])
-    wait_for(lambda: sandbox.process.deps.store.runs.find(), what="the incident")
+    wait_for(lambda: sandbox.process.store.runs.find(), what="the incident")
     second = send(sandbox, body).json()
     assert second["response_action"] == "update"
     assert "This form was already received" in json.dumps(second["view"])
     settled(sandbox)  # the second submission's work, had it done any, has run
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     assert len(store.runs.find()) == 1
     incident_id = store.runs.find()[0].incident_id
     wait_for(
@@ -125,9 +125,9 @@ def test_concurrent_identical_submissions_open_one_incident(sandbox: Sandbox) ->
     texts = [json.dumps(a["view"]) for a in answers]
     assert sum("Creating incident" in t for t in texts) == 1
     assert sum("already received" in t for t in texts) == 3
-    wait_for(lambda: sandbox.process.deps.store.runs.find(), what="the incident")
+    wait_for(lambda: sandbox.process.store.runs.find(), what="the incident")
     settled(sandbox)  # all four submissions' work has run
-    assert len(sandbox.process.deps.store.runs.find()) == 1
+    assert len(sandbox.process.store.runs.find()) == 1
 
 
 def ephemerals_to(sandbox: Sandbox, user: str) -> list[str]:
@@ -141,7 +141,7 @@ def test_double_reject_click_rejects_once_and_says_so(sandbox: Sandbox) -> None:
     send(sandbox, body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})
     told = wait_for(lambda: ephemerals_to(sandbox, BOB), what="the repeat's answer")
     assert "This click was already received" in told[0]
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = store.runs.find()[0]
     wait_for(lambda: (store.runs.get(run.id) or run).state == "rejected", what="the rejection")
     assert [e.kind for e in store.events.of(run.incident_id)].count("run.rejected") == 1
@@ -163,7 +163,7 @@ def test_retried_cancel_command_cancels_once_and_says_what_the_first_did(
     sandbox: Sandbox,
 ) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
-    incident_id = sandbox.process.deps.store.runs.find()[0].incident_id
+    incident_id = sandbox.process.store.runs.find()[0].incident_id
     body = command_body(sandbox, f"cancel {incident_id}")
     assert send(sandbox, body).json()["text"].startswith(":hourglass_flowing_sand: Cancelling")
     first = wait_for(lambda: ephemerals_to(sandbox, ALICE), what="the cancel's answer")
@@ -171,5 +171,5 @@ def test_retried_cancel_command_cancels_once_and_says_what_the_first_did(
     again = send(sandbox, body, **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "timeout"})
     said = again.json()["text"]  # the retry is answered in its ack, from what the first did
     assert "Slack's retry 2: timeout" in said and "Cancelled the rollback" in said
-    events = sandbox.process.deps.store.events.of(incident_id)
+    events = sandbox.process.store.events.of(incident_id)
     assert [e.kind for e in events].count("run.cancelled") == 1

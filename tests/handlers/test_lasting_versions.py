@@ -65,7 +65,7 @@ def test_a_points_age_becomes_the_time_it_counts_from_and_current_goes() -> None
 
 def test_the_card_history_and_rca_keep_times_not_ages(sandbox: Sandbox) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (run,) = store.runs.find()
     assert (run.from_version, run.to_version) == (
         "rev 2 · app:v2 · 2026-12-07 10:04 UTC",

@@ -17,11 +17,10 @@ from tests.fakes.runs import a_run
 
 
 class Queued:
-    """Records what SlackProgress queues (the store's enqueue)."""
+    """Records what SlackProgress queues (in production the outbox's enqueue)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, str, dict[str, Any]]] = []
-        self.outbox = self  # the store's outbox repository, as SlackProgress reaches it
 
     def enqueue(self, run_id: str, kind: str, detail: dict[str, Any] | None = None) -> None:
         self.messages.append((run_id, kind, detail or {}))
@@ -31,7 +30,7 @@ def test_readings_are_queued_at_most_every_interval_with_elapsed_and_count() -> 
     now = [0.0]
     queued = Queued()
     wake = threading.Event()
-    progress = SlackProgress(wake, queued, every=10.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    progress = SlackProgress(wake, queued.enqueue, every=10.0, clock=lambda: now[0])
     run = a_run(2)
     progress.step_started(run, run.plan[1])
     for second in range(1, 63):  # a health poll answering 503 once a second
@@ -52,7 +51,7 @@ def test_readings_are_queued_at_most_every_interval_with_elapsed_and_count() -> 
     assert len([m for m in queued.messages if m[1] == "step.progress"]) == 6
 
 
-def test_without_a_store_lines_are_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_without_a_queue_lines_are_only_logged(caplog: pytest.LogCaptureFixture) -> None:
     wake = threading.Event()
     progress = SlackProgress(wake, every=0.0)
     run = a_run(1)

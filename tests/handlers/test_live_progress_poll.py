@@ -67,7 +67,7 @@ def poll_world(tmp_path: Path, script: Path, ticker: FakeTicker) -> Iterator[tup
             runner_poll_seconds=0.1,
             ticker=ticker,
         ).start()
-        store = sandbox.process.deps.store
+        store = sandbox.process.store
         # each poll waits until the sender has delivered what the step queued: every
         # progress edit reaches Slack, however loaded the machine (none superseded)
 
@@ -88,7 +88,7 @@ def test_a_60_s_health_poll_edits_the_progress_message_every_10_s_with_its_readi
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert "4. Health · _health_ · up to 2 min" in text_of(plan)  # the target's timeouts
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback", timeout=60)
     progress = next(
         m

@@ -45,7 +45,7 @@ def final_modal(sandbox: Sandbox, view_id: str) -> str:
 def then_a_new_request_works(sandbox: Sandbox) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert plan is not None
-    assert sum(r.state == "requested" for r in sandbox.process.deps.store.runs.find()) == 1
+    assert sum(r.state == "requested" for r in sandbox.process.store.runs.find()) == 1
 
 
 def test_bot_not_in_the_channel_is_told_in_the_modal_with_how_to_invite_it(
@@ -135,7 +135,7 @@ def told_to(sandbox: Sandbox, user: str) -> list[str]:
 
 
 def incident_id(sandbox: Sandbox) -> str:
-    return sandbox.process.deps.store.runs.find()[0].incident_id
+    return sandbox.process.store.runs.find()[0].incident_id
 
 
 @pytest.mark.parametrize("who", [ALICE, BOB])
@@ -144,21 +144,21 @@ def test_requester_or_approver_cancels_by_incident_id(sandbox: Sandbox, who: str
     said = cancel(sandbox, who, incident_id(sandbox))
     assert "Cancelled the rollback of app in prod" in said
     wait_for(lambda: "Cancelled" in text_of(card(sandbox)), what="the card to say cancelled")
-    assert sandbox.process.deps.store.runs.find()[0].state == "cancelled"
-    assert sandbox.process.deps.store.runs.lock_holder(environment="prod", targets=["app"]) is None
+    assert sandbox.process.store.runs.find()[0].state == "cancelled"
+    assert sandbox.process.store.runs.lock_holder(environment="prod", targets=["app"]) is None
 
 
 def test_cancel_by_someone_else_is_refused_and_changes_nothing(sandbox: Sandbox) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
     said = cancel(sandbox, MALLORY, incident_id(sandbox))
     assert "Not cancelled: only the requester or an approver can cancel" in said
-    assert sandbox.process.deps.store.runs.find()[0].state == "requested"
+    assert sandbox.process.store.runs.find()[0].state == "requested"
 
 
 def test_cancel_of_a_finished_rollback_or_unknown_incident_is_refused(sandbox: Sandbox) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    wait_for(lambda: sandbox.process.deps.store.runs.find()[0].state == "succeeded", what="the run")
+    wait_for(lambda: sandbox.process.store.runs.find()[0].state == "succeeded", what="the run")
     said = cancel(sandbox, ALICE, incident_id(sandbox))
     assert "is succeeded; it can no longer be cancelled" in said
     assert "there is no incident INC-20000101-000000" in cancel(

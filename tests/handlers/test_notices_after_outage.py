@@ -52,7 +52,7 @@ def test_a_refusal_in_a_thread_reaches_the_person_once_after_a_slack_outage(
     words = "a second person must approve it"
     wait_for(lambda: told(sandbox, ALICE, words), timeout=60, what="Alice told after the outage")
     settled(sandbox, outbox=True)
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (run,) = store.runs.find()
     notices = [m for m in store.outbox.messages(run.id) if m.kind == "person.notice"]
     assert [(m.state, words in m.detail["text"]) for m in notices] == [("sent", True)]
@@ -63,7 +63,7 @@ def test_a_notice_with_no_run_waits_in_the_outbox_and_is_sent_once_slack_is_back
     sandbox: Sandbox,
 ) -> None:
     client = sandbox.process.deps.client
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     failed: list[Call] = []
     sandbox.slack.on_call(lambda call: None if call.ok else failed.append(call))
     sandbox.slack.fail_next("chat.postMessage", error="fatal_error", status=500, times=2 * TRIES)
@@ -94,7 +94,7 @@ def test_a_notice_the_database_cannot_take_either_is_kept_and_sent_once_slack_is
     assert notices.pending() == 1
     wait_for(lambda: notices.pending() == 0, timeout=60, what="the kept notice sent")
     assert len(told(sandbox, ALICE, "the command could not be answered")) == 1
-    assert sandbox.process.deps.store.outbox.messages(None) == []
+    assert sandbox.process.store.outbox.messages(None) == []
 
 
 def test_a_form_refused_while_slack_is_down_is_said_to_the_person_once_it_is_back(
@@ -117,4 +117,4 @@ def test_a_form_refused_while_slack_is_down_is_said_to_the_person_once_it_is_bac
     wait_for(lambda: notices_for(client, send).pending() == 0, what="nothing kept any more")
     assert len(told(sandbox, ALICE, words)) == 1
     assert "unable to find specified revision 99" in told(sandbox, ALICE, words)[0]
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []

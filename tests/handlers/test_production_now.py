@@ -53,7 +53,7 @@ def sandbox(tmp_path: Path, script: Path) -> Iterator[Sandbox]:
 def test_a_version_whose_container_is_unhealthy_is_set_not_running(sandbox: Sandbox) -> None:
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait_for(lambda: (r := store.runs.find()[0]).state == "failed" and r, what="the failure")
     assert run.outcome is not None
     assert f"read from the live systems: app is set to app:v2, but {UNHEALTHY}." in run.outcome

@@ -73,7 +73,7 @@ def failed(make_sandbox: Callable[..., Sandbox], script: Path) -> Iterator[Faile
         answers = {**ANSWERS, "options": ["leave_maintenance_on"]}
         plan = request_rollback(sandbox, sandbox.person(ALICE), answers=answers)
         sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-        store = sandbox.process.deps.store
+        store = sandbox.process.store
         wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
         thread = card(sandbox).ts
 
@@ -103,7 +103,7 @@ def test_turning_maintenance_off_redraws_announcement_card_plan_and_progress(
     # turning it off is no longer left undone, anywhere
     assert "Not run: Maintenance mode off" not in failed.said(failed.card)
     assert [r.json()["enabled"] for r in failed.web.calls("POST", "/maintenance")] == [True, False]
-    incident = failed.sandbox.process.deps.store.runs.find()[0].incident_id
+    incident = failed.sandbox.process.store.runs.find()[0].incident_id
     status = failed.sandbox.person(ALICE).slash(f"status {incident}").text
     assert ON not in status and "maintenance mode turned off since the failure" in status
 
@@ -136,7 +136,7 @@ def test_a_retry_that_succeeds_leaves_no_message_saying_failed_or_running_again(
     sandbox = failed.sandbox
     calls = failed.click(BOB, "retry_failed_step")
     assert updated(calls)[:3] == [failed.broadcast, failed.card, failed.plan]
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the retry to succeed")
     settled(sandbox, outbox=True)
     wait_for(lambda: len(sandbox.slack.files()) == 4, what="the RCA template of the retry")
@@ -167,7 +167,7 @@ def test_cancel_redraws_the_card_and_the_plan_once_each(
     settled(sandbox, outbox=True)
     before = len(sandbox.slack.calls_to("chat.update"))
     sandbox.person(ALICE).click(CHANNEL, plan.ts, "cancel_run")
-    wait_for(lambda: sandbox.process.deps.store.runs.find()[0].state == "cancelled", what="cancel")
+    wait_for(lambda: sandbox.process.store.runs.find()[0].state == "cancelled", what="cancel")
     settled(sandbox, outbox=True)
     calls = sandbox.slack.calls_to("chat.update")[before:]
     assert updated(calls) == [card(sandbox).ts, plan.ts]

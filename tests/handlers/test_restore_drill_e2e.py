@@ -91,7 +91,7 @@ def test_a_restore_drill_runs_in_production_and_reports_its_time_and_throughput(
     assert f"Drop the drill's scratch database {db}_drill" in plan_text
 
     bob.click(PROD, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait_for(
         lambda: (r := store.runs.find()[0]).state in ("succeeded", "failed") and r, what="the drill"
     )
@@ -132,7 +132,7 @@ def test_a_scheduled_restore_drill_of_a_corrupt_backup_runs_by_itself_and_is_fla
     # the only backup is corrupt from the start: the scheduler may start the drill at once
     sandbox, _ = started(voxflow_db, tmp_path, corrupt=True, **schedule)
     try:
-        store = sandbox.process.deps.store
+        store = sandbox.process.store
         run = wait_for(
             lambda: (
                 (runs := store.runs.find()) and runs[0].state in ("succeeded", "failed") and runs[0]

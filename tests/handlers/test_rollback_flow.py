@@ -13,7 +13,7 @@ from tests.fakes.waiting import wait_for
 
 
 def run_state(sandbox: Sandbox) -> str:
-    runs = sandbox.process.deps.store.runs.find()
+    runs = sandbox.process.store.runs.find()
     return runs[0].state if runs else "none"
 
 
@@ -70,7 +70,7 @@ def test_submission_with_unanswered_questions_gets_field_errors_and_creates_noth
     body = response.json()
     assert body["response_action"] == "errors"
     assert set(body["errors"]) == {"severity", "q_data_at_risk"}
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_whole_rollback_from_command_to_rca_template(sandbox: Sandbox, script: Path) -> None:
@@ -132,8 +132,8 @@ def test_double_approval_runs_the_plan_once(sandbox: Sandbox, script: Path) -> N
     wait_for(lambda: ephemeral_to(sandbox, BOB), what="the second click's answer")
     assert "This click was already received" in ephemeral_to(sandbox, BOB)[0]
     assert "the repeat changed nothing" in ephemeral_to(sandbox, BOB)[0]
-    run = sandbox.process.deps.store.runs.find()[0]
-    assert [a for a, _ in sandbox.process.deps.workflow.approvals(run)] == [BOB]
+    run = sandbox.process.store.runs.find()[0]
+    assert [a for a, _ in sandbox.process.runner.workflow.approvals(run)] == [BOB]
     assert script_log(script).count("undo") == 1
 
 
@@ -297,7 +297,7 @@ def test_people_tick_the_checklist_and_each_tick_is_recorded(sandbox: Sandbox) -
         ),
         what="the checklist",
     )
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback to finish")
     settled(sandbox, outbox=True)  # the bot's own edits of the checklist are in before Carol's
     carol = sandbox.person(CAROL)

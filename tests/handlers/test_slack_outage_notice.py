@@ -40,7 +40,7 @@ def test_a_person_is_told_the_incident_was_not_opened_after_a_slack_outage(
     assert len(told) == 1 and "Request the rollback again in a minute" in told[0]
     assert "Not opened" not in str(sandbox.slack.view(view_id).view)  # the modal was down
     withdrawn(sandbox)
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     (run,) = store.runs.find()
 
     def notices() -> list[tuple[str, int]]:

@@ -94,7 +94,7 @@ def test_typing_emergency_without_ticking_break_glass_is_a_field_error(
     body = alice.submit(view_id).json()
     assert body["response_action"] == "errors"
     assert "Tick Break-glass" in body["errors"]["options"]
-    assert sandbox.process.deps.store.runs.find() == []
+    assert sandbox.process.store.runs.find() == []
 
 
 def test_force_is_offered_only_where_it_changes_something(
@@ -125,7 +125,7 @@ def test_a_failed_run_says_manual_intervention_once_and_no_empty_not_run(
     sandbox = make_sandbox()
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "failed", what="the failure")
     wait_for(lambda: sandbox.slack.files(), what="the end of the thread")
     for message in sandbox.slack.thread(CHANNEL, card(sandbox).ts):
@@ -137,7 +137,7 @@ def test_a_failed_run_says_manual_intervention_once_and_no_empty_not_run(
 
 def test_status_and_history_lines_link_to_their_threads(sandbox: Sandbox) -> None:
     request_rollback(sandbox, sandbox.person(ALICE))
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait_for(lambda: (r := store.runs.find()[0]).slack.get("thread_ts") and r, what="thread")
     link = f"https://slack.com/archives/{CHANNEL}/p{run.slack['thread_ts'].replace('.', '')}"
     for text in ("status", f"status {run.incident_id}", "history app prod"):

@@ -75,7 +75,7 @@ def test_messages_show_times_only_as_date_tokens(make_sandbox: Callable[..., San
         assert TOKEN.search(text), text
         bare = TOKEN.sub("", text)
         assert not re.search(r"\d\d:\d\d(:\d\d)? UTC", bare), bare  # no time outside a token
-    run = sandbox.process.deps.store.runs.find()[0]
+    run = sandbox.process.store.runs.find()[0]
     expires = TOKEN.search(text_of(card(sandbox)))
     assert expires is not None and int(expires.group(1)) == int(run.expires_at.timestamp())
 
@@ -87,7 +87,7 @@ def test_rca_is_in_the_workspace_zone_with_dates_and_real_names(
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
     text = rca_file(sandbox).content.decode()
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     incident = store.incidents.get(store.runs.find()[0].incident_id)
     assert incident is not None and incident.detected_at is not None
     local = incident.detected_at.astimezone(ZoneInfo("America/New_York"))
@@ -112,7 +112,7 @@ def test_rca_names_a_person_by_id_when_users_info_fails(
     text = rca_file(sandbox).content.decode()
     assert f"rollback requested by {ALICE}" in text and f"Rollback approved by {BOB}" in text
     assert " UTC**: " in text  # the default zone
-    assert sandbox.process.deps.store.runs.find()[0].state == "succeeded"
+    assert sandbox.process.store.runs.find()[0].state == "succeeded"
 
 
 def test_an_unknown_time_zone_is_refused_naming_the_field() -> None:

@@ -24,7 +24,7 @@ def test_a_failed_run_stays_in_status_and_app_home_until_marked_resolved(
     sandbox = make_sandbox()
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     run = wait_for(lambda: (r := store.runs.find()[0]).state == "failed" and r, what="the failure")
     broadcast = failure_broadcast(sandbox)
     assert buttons_of(broadcast)[-1] == "mark_resolved"

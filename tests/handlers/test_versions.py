@@ -25,7 +25,7 @@ def test_versions_on_card_plan_confirmation_progress_status_history_and_rca(
     confirm = approve["elements"][0]["confirm"]["text"]["text"]
     assert confirm == f"Roll back app in prod {FROM_TO}: 4 steps, starting now. Verdict: safe."
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the run")
     wait_for(lambda: sandbox.slack.files(), what="the RCA template")
     thread = sandbox.slack.thread(CHANNEL, card(sandbox).ts)

@@ -62,7 +62,7 @@ def test_failure_progress_outcome_status_and_rca_name_steps_in_words(
     plan = request_rollback(sandbox, sandbox.person(ALICE))
     assert "1. Stop workers · _prepare_" in text_of(plan)
     sandbox.person(BOB).click(CHANNEL, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "failed", what="the run to fail")
     run = store.runs.find()[0]
     assert "step 3 (status) failed" in (run.outcome or "")  # the runner's own words

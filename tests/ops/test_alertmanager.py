@@ -82,7 +82,7 @@ def test_alertmanager_opens_an_incident_the_rollback_runs_and_the_resolution_is_
 
         wait_for(ready, timeout=60, what="Alertmanager to start")
         _amtool(amtool, url, *labels, "--annotation=summary=error rate 62% for 5m")
-        store = sandbox.process.deps.store
+        store = sandbox.process.store
         wait_for(lambda: plan_message(sandbox), timeout=60, what="the incident from Alertmanager")
         assert "HighErrorRate: error rate 62% for 5m" in text_of(card(sandbox))
         (run,) = store.runs.find()

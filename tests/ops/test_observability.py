@@ -34,7 +34,7 @@ def _auto_rollback(sandbox: Sandbox) -> str:
         sandbox.alerts_url, json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
     )
     incident = str(answer.json()["results"][0]["incident"])
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the automatic rollback")
     return incident
 
@@ -126,7 +126,7 @@ def test_json_logs_are_one_object_a_line_with_incident_run_step_and_target(
 ) -> None:
     sandbox = make_sandbox(alert_token=TOKEN, auto_rollback=True, veto_seconds=0.1)
     incident = _auto_rollback(sandbox)
-    run = sandbox.process.deps.store.runs.find()[0]
+    run = sandbox.process.store.runs.find()[0]
     entries = [json.loads(line) for line in json_lines.lines]
     assert all("\n" not in line for line in json_lines.lines)
     during_undo = [e for e in entries if e.get("step") == "undo"]

@@ -152,7 +152,7 @@ def test_planted_secrets_are_in_no_payload_log_line_row_or_file(
                     timeout=30,
                 ).text
             ]
-            store = sandbox.process.deps.store
+            store = sandbox.process.store
             run = wait_for(
                 lambda: (r := store.runs.find()) and r[0].state in ("succeeded", "failed") and r[0],
                 what="the rollback to finish",

@@ -293,7 +293,7 @@ def test_serving_takes_start_ups_objects_out_of_the_collectors_walk(
 
     _, settings = _on_sqlite(tmp_path, slack)
     process = BotProcess(settings=settings, config=parse_config(config_dict(), path=Path("t")))
-    made_at_start = [process, process.app, process.deps.config, process.deps.store]
+    made_at_start = [process, process.app, process.deps.config, process.store]
     assert all(gc.is_tracked(o) for o in made_at_start)
     stop = threading.Event()
     stop.set()  # serve, then stop at once

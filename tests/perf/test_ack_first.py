@@ -235,7 +235,7 @@ def test_a_retried_command_is_told_after_its_ack_when_only_the_database_knew_it(
     """Another process got the trigger first: this one acks, then says so and opens nothing."""
     alice = bot.person(ALICE)
     trigger = "1700000000.123456789012.0123456789abcdef"
-    assert bot.process.deps.store.entries.receive(f"command:{trigger}")  # the other process
+    assert bot.process.store.entries.receive(f"command:{trigger}")  # the other process
     monkeypatch.setattr(platform, "_trigger", lambda: trigger)
     answered = alice.slash("app prod")
     assert answered.status_code == 200
@@ -320,14 +320,14 @@ def test_form_submission_is_acked_while_another_session_holds_the_database_write
     with _WriteLock(bot):
         mark = recorder.mark()
         answered = bot.person(ALICE).submit(view_id)
-        written_while_locked = bot.process.deps.store.runs.find()
+        written_while_locked = bot.process.store.runs.find()
     assert answered.status_code == 200, answered.text
     assert answered.json()["response_action"] == "update"
     assert "Creating incident" in str(answered.json()["view"])
     assert recorder.since(mark)[0] == "ack"
     assert written_while_locked == []  # the work after the ack waited for the lock
     _plan_message(bot)  # and then opened the incident
-    assert len(bot.process.deps.store.runs.find()) == 1
+    assert len(bot.process.store.runs.find()) == 1
 
 
 def test_a_replayed_form_is_told_after_its_ack_when_only_the_database_knew_it(
@@ -337,7 +337,7 @@ def test_a_replayed_form_is_told_after_its_ack_when_only_the_database_knew_it(
     nothing."""
     view_id = _filled_form(bot, recorder)
     view = bot.slack.view(view_id)
-    assert bot.process.deps.store.entries.receive(f"view:{view_id}:{view.hash}")  # the other one
+    assert bot.process.store.entries.receive(f"view:{view_id}:{view.hash}")  # the other one
     answered = bot.person(ALICE).submit(view_id)
     assert answered.status_code == 200
     assert "Creating incident" in str(answered.json()["view"])
@@ -346,7 +346,7 @@ def test_a_replayed_form_is_told_after_its_ack_when_only_the_database_knew_it(
         what="the modal saying the form was already submitted",
     )
     assert "Already submitted" in str(bot.slack.view(view_id).view)
-    assert bot.process.deps.store.runs.find() == []
+    assert bot.process.store.runs.find() == []
 
 
 def test_a_form_for_a_target_another_incident_holds_is_refused_after_its_ack(
@@ -356,7 +356,7 @@ def test_a_form_for_a_target_another_incident_holds_is_refused_after_its_ack(
     the target and nothing is requested."""
     first = _filled_form(bot, recorder)
     bot.person(ALICE).submit(first)
-    holder = _plan_message(bot) and bot.process.deps.store.runs.find()[0].incident_id
+    holder = _plan_message(bot) and bot.process.store.runs.find()[0].incident_id
     second = _filled_form(bot, recorder)
     answered = bot.person(ALICE).submit(second)
     assert answered.status_code == 200
@@ -366,7 +366,7 @@ def test_a_form_for_a_target_another_incident_holds_is_refused_after_its_ack(
         what="the modal naming the incident that holds the target",
     )
     assert "Nothing was requested" in str(bot.slack.view(second).view)
-    assert len(bot.process.deps.store.runs.find()) == 1
+    assert len(bot.process.store.runs.find()) == 1
 
 
 def test_cancel_is_acked_while_another_session_holds_the_database_write_lock(
@@ -378,12 +378,12 @@ def test_cancel_is_acked_while_another_session_holds_the_database_write_lock(
     view_id = _filled_form(bot, recorder)
     bot.person(ALICE).submit(view_id)
     _plan_message(bot)
-    run = bot.process.deps.store.runs.find()[0]
+    run = bot.process.store.runs.find()[0]
     _quiet(recorder)
     with _WriteLock(bot):
         mark = recorder.mark()
         answered = bot.person(ALICE).slash(f"cancel {run.incident_id}")
-        state_while_locked = bot.process.deps.store.runs.get(run.id)
+        state_while_locked = bot.process.store.runs.get(run.id)
     assert answered.status_code == 200
     assert "Cancelling the rollback" in answered.json()["text"]
     assert recorder.since(mark)[0] == "ack"
@@ -400,7 +400,7 @@ def test_cancel_is_acked_while_another_session_holds_the_database_write_lock(
         what="the person told by DM that the rollback was cancelled",
     )
     assert run.incident_id in told[0]
-    assert bot.process.deps.store.runs.get(run.id).state == "cancelled"  # type: ignore[union-attr]
+    assert bot.process.store.runs.get(run.id).state == "cancelled"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("button", ["reject_run", "cancel_run"])
@@ -413,17 +413,17 @@ def test_reject_and_cancel_redraw_the_thread_from_the_outbox_after_the_ack(
     answered = bot.person(ALICE).submit(view_id)
     assert "Creating incident" in answered.text, answered.text  # not refused as outdated
     plan = _plan_message(bot)
-    run = bot.process.deps.store.runs.find()[0]
+    run = bot.process.store.runs.find()[0]
     clicker = bot.person(BOB if button == "reject_run" else ALICE)
     _acked_first(
         recorder,
         lambda: clicker.click(plan.channel, plan.ts, button),
-        lambda: bot.process.deps.store.runs.get(run.id).state in ("rejected", "cancelled"),  # type: ignore[union-attr]
+        lambda: bot.process.store.runs.get(run.id).state in ("rejected", "cancelled"),  # type: ignore[union-attr]
     )
     sent = wait_for(
         lambda: [
             m
-            for m in bot.process.deps.store.outbox.messages(run.id)
+            for m in bot.process.store.outbox.messages(run.id)
             if m.kind == "run.changed" and m.state == "sent"
         ],
         what="the redraw delivered by the outbox",

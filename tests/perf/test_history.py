@@ -141,7 +141,7 @@ def test_a_checklist_tick_on_a_run_older_than_1000_others_is_applied(
         ),
         what="the checklist",
     )
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     ours = store.runs.find(limit=1)[0]
     # 1,000 newer runs, all finished: ours is now the 1,001st newest.
     fill_history(store.engine, count=1000, until=datetime.now(UTC) + timedelta(days=30))

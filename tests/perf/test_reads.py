@@ -149,7 +149,7 @@ def test_a_form_after_a_run_started_reads_the_target_again(
     alice = sandbox.person(ALICE)
     _answer(world, alice, view_id)
     assert alice.submit(view_id).status_code == 200
-    wait_for(lambda: sandbox.process.deps.store.runs.find(), what="the run requested")
+    wait_for(lambda: sandbox.process.store.runs.find(), what="the run requested")
     settled(sandbox)  # the submission's own work (its plan, its messages) is done
     assert served.gets()[DEPLOYMENT] > before  # the request built its plan from its own read
     sent = Sent(monkeypatch)
@@ -176,7 +176,7 @@ def test_approval_reads_the_target_once(world: DemoWorld, monkeypatch: pytest.Mo
     plan = _plan_message(world)
     sent = Sent(monkeypatch)
     bob.click(plan.channel, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state != "requested", what="the approval applied")
     approving = wait_for(
         lambda: next((t for t in sent.threads() if t.startswith("later")), None),
@@ -245,7 +245,7 @@ def test_forms_after_a_rollback_with_no_point_preselected_show_points_and_checks
     alice.submit(view_id)
     plan = _plan_message(world)
     bob.click(plan.channel, plan.ts, "approve_run")
-    store = sandbox.process.deps.store
+    store = sandbox.process.store
     wait_for(lambda: store.runs.find()[0].state == "succeeded", what="the rollback", timeout=60)
     views = [_open_form(world) for _ in range(2)]
     for view in views:

@@ -6,23 +6,22 @@ configured, performance and error rates against the environment's
 thresholds. The rest are for people; each tick is an audit event, so the
 checklist can be rebuilt at any time from the log.
 
-Its layer is persistence only because it reads `Event` rows and the store's `StepView`
-(and `read_metrics` reads the metrics source); typed event and step records in the
-domain, with the metrics reading in execution, would make it pure.
+It reads the records as `bot.domain.records` describes them; `read_metrics` reads the
+environment's metrics source.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import actions.http as http_steps
 from actions.base import ActionError
 from actions.http import Metrics, MetricsReading
 from bot.config import Environment
-from bot.persistence.models import Event
-from bot.persistence.store import StepView
+from bot.domain.records import EventRecord as Event
+from bot.domain.records import StepView
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def read_metrics(metrics: Metrics) -> MetricsReading:
 def checklist(
     env: Environment,
     steps: list[StepView],
-    events: list[Event],
+    events: Sequence[Event],
     *,
     reader: MetricsReader = read_metrics,
 ) -> list[VerifyItem]:
@@ -116,7 +115,7 @@ def _metric_items(env: Environment, reader: MetricsReader) -> dict[str, tuple[bo
     return found
 
 
-def ticked_by(events: list[Event]) -> dict[str, str]:
+def ticked_by(events: Sequence[Event]) -> dict[str, str]:
     """Return who ticked each item that is ticked now, from the tick events in order."""
     ticked: dict[str, str] = {}
     for event in events:

@@ -3,7 +3,7 @@ report's trend chart (a target's times to recover over its last drills and real 
 as PNGs.
 
 People read a picture at a glance: one horizontal bar per recovery phase
-(detect, decide, approve, recover: `bot.persistence.recovery`) on a time axis counted from
+(detect, decide, approve, recover: `bot.domain.recovery`) on a time axis counted from
 the first detection, then one bar per step of each run, from its recorded start
 to its end, coloured by how it ended. Everything comes from the audit log, like
 the template it is uploaded with.
@@ -17,19 +17,21 @@ The trend chart draws one line per series it is given, oldest first, and the RTO
 line; the PNG's Description says which series it holds and how many points each has, so
 what was uploaded can be read back.
 
-Its layer is persistence only because it reads `Event`, `Incident` and `Run` rows;
-typed event and run records in the domain would make it pure.
+It reads the records as `bot.domain.records` describes them; matplotlib draws.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.persistence.models import Event, Incident, Run
-from bot.persistence.recovery import PHASE_WORDS, recovery
+from bot.domain.records import EventRecord as Event
+from bot.domain.records import IncidentRecord as Incident
+from bot.domain.records import RunRecord as Run
+from bot.domain.recovery import PHASE_WORDS, recovery
 
 STEP_END = {
     "step.succeeded": "succeeded",
@@ -74,7 +76,9 @@ def chart_filename(incident_id: str) -> str:
     return f"{incident_id}-timeline.png"
 
 
-def step_spans(runs: list[Run], events: list[Event]) -> list[tuple[str, datetime, datetime, str]]:
+def step_spans(
+    runs: Sequence[Run], events: Sequence[Event]
+) -> list[tuple[str, datetime, datetime, str]]:
     """(label, start, end, how it ended) of every finished step, in the order they started."""
     words = {
         (run.id, int(s["position"])): str(s.get("label") or s["name"])
@@ -98,7 +102,7 @@ def step_spans(runs: list[Run], events: list[Event]) -> list[tuple[str, datetime
     return sorted(spans, key=lambda s: s[1])
 
 
-def bars(incident: Incident, runs: list[Run], events: list[Event]) -> list[Bar]:
+def bars(incident: Incident, runs: Sequence[Run], events: Sequence[Event]) -> list[Bar]:
     """The chart's rows: the phases reached, then the steps, seconds from first detection."""
     rec = recovery(incident, events)
     origin = rec.phases[0].start or incident.created_at
@@ -114,7 +118,7 @@ def bars(incident: Incident, runs: list[Run], events: list[Event]) -> list[Bar]:
     return rows
 
 
-def timeline_chart(incident: Incident, runs: list[Run], events: list[Event]) -> Chart:
+def timeline_chart(incident: Incident, runs: Sequence[Run], events: Sequence[Event]) -> Chart:
     """Draw the incident's phases and steps as a PNG."""
     rows = bars(incident, runs, events)
     png = _draw(f"{incident.id}: {incident.target} in {incident.environment}", rows)

@@ -15,23 +15,20 @@ restored:
 
 A phase that has not happened (a rejected request, a failed run) has no duration.
 Pure functions: `bot.application.timeline` puts them in the RCA summary,
-`bot.persistence.chart` draws them, `bot.serving.metrics` observes them per environment
+`bot.application.chart` draws them, `bot.serving.metrics` observes them per environment
 and target.
-
-Its layer is persistence only because it reads `Event` and `Incident` rows (and `recent`
-asks the store); typed event and incident records in the domain would make it pure.
+It reads the records as `bot.domain.records` describes them; the newest incidents' phases
+are read through `bot.application.reads`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from bot.persistence.models import Event, Incident
-
-if TYPE_CHECKING:
-    from bot.persistence.store import Store
+from bot.domain.records import EventRecord as Event
+from bot.domain.records import IncidentRecord as Incident
 
 PHASES = ("detect", "decide", "approve", "recover")
 APPROVED = ("run.approved", "run.auto_approved", "run.break_glass")
@@ -81,7 +78,9 @@ class Recovery:
         return max(0.0, (last - first).total_seconds())
 
 
-def _first(events: list[Event], kinds: tuple[str, ...], after: datetime | None) -> datetime | None:
+def _first(
+    events: Sequence[Event], kinds: tuple[str, ...], after: datetime | None
+) -> datetime | None:
     if after is None:
         return None
     return next((e.at for e in events if e.kind in kinds and e.at >= after), None)
@@ -91,7 +90,7 @@ AFTER_RECOVERY = ("communicate", "keep")
 """Plan phases that run once service is back (people told, the replaced database dumped)."""
 
 
-def restored_at(events: list[Event], *, after: datetime | None) -> datetime | None:
+def restored_at(events: Sequence[Event], *, after: datetime | None) -> datetime | None:
     """The first passing health check at or after `after`; else, for a run that succeeded,
     the end of its last step before those that run once service is back."""
     if after is None:
@@ -113,7 +112,7 @@ def restored_at(events: list[Event], *, after: datetime | None) -> datetime | No
     return max(ends, default=succeeded)
 
 
-def recovery(incident: Incident, events: list[Event]) -> Recovery:
+def recovery(incident: Incident, events: Sequence[Event]) -> Recovery:
     """Measure the incident's phases from its events."""
     detected = incident.detected_at or incident.created_at
     opened = _first(events, ("incident.opened",), detected) or incident.created_at
@@ -148,20 +147,3 @@ def summary_lines(rec: Recovery) -> list[str]:
     lines = [f"- **{PHASE_WORDS[p.name]}**: {spoken(p.seconds)}" for p in rec.phases]
     lines.append(f"- **Detection to service restored**: {spoken(rec.total_seconds)}")
     return lines
-
-
-def recent(store: Store, *, limit: int = 5, skip_source: str = "drill") -> list[Recovery]:
-    """The recovery phases of the newest finished incidents (drills left out), newest first."""
-    seen: list[str] = []
-    for run in store.runs.find(states=("succeeded", "failed"), limit=limit * 4):
-        if run.incident_id not in seen:
-            seen.append(run.incident_id)
-    out = []
-    for incident_id in seen:
-        incident = store.incidents.get(incident_id)
-        if incident is None or incident.source == skip_source:
-            continue
-        out.append(recovery(incident, store.events.of(incident_id)))
-        if len(out) == limit:
-            break
-    return out

@@ -17,9 +17,6 @@ A failed rollback is announced loudly with three ways on:
 
 Everything here is pure: the stored steps, their records and the incident's events in,
 facts out. `bot.application.flows` acts on them, `handlers` renders them.
-
-Its layer is persistence only because it reads `Event` rows and the store's `StepView`;
-typed event and step records in the domain would make it pure.
 """
 
 from __future__ import annotations
@@ -30,9 +27,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.plans import StoredStep
+from bot.domain.records import EventRecord as Event
+from bot.domain.records import StepView
 from bot.domain.states import StepState
-from bot.persistence.models import Event
-from bot.persistence.store import StepView
 
 LEFT_ON = "maintenance.left_on"
 TURNED_OFF = "maintenance.turned_off"
