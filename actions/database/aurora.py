@@ -30,6 +30,7 @@ from actions.database.names import iso
 from actions.database.params import RdsInstance
 from actions.database.rds import (
     RDS_FAILED,
+    aside_name,
     cluster_follow_up,
     cluster_restore_request,
     describe_cluster,
@@ -224,9 +225,7 @@ class AuroraSwap:
         """Do whichever renames are still to do, waiting for each."""
         live = self.rds.cluster_id
         assert live is not None
-        key = f"database.aurora_swap:{live}"
-        aside = ctx.memory.get(key) or f"{live}-pre-rollback-{rds_stamp(self.now())}"
-        ctx.memory[key] = aside
+        aside = aside_name(ctx, step=self.name, live=live, now=self.now)
         poll = self.rds.poll_interval
         with rds_errors(f"swapping {self.restored_cluster} in place of {live}"):
             client = rds_client(self.rds.aws)

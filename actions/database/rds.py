@@ -141,6 +141,15 @@ def rds_stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
 
 
+def aside_name(ctx: StepContext, *, step: str, live: str, now: Callable[[], datetime]) -> str:
+    """The name a swap renames the live instance or cluster aside to: chosen once and kept in
+    the step's memory, so a resumed swap looks for the same name."""
+    key = f"{step}:{live}"
+    aside: str = ctx.memory.get(key) or f"{live}-pre-rollback-{rds_stamp(now())}"
+    ctx.memory[key] = aside
+    return aside
+
+
 def _present(pairs: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in pairs.items() if value not in (None, [], {})}
 
@@ -476,9 +485,7 @@ class RdsSwap:
 
     def _run(self, ctx: StepContext) -> StepResult:
         client, live = rds_client(self.rds.aws), self.rds.instance_id
-        key = f"database.rds_swap:{live}"
-        aside = ctx.memory.get(key) or f"{live}-pre-rollback-{rds_stamp(self.now())}"
-        ctx.memory[key] = aside
+        aside = aside_name(ctx, step=self.name, live=live, now=self.now)
         started = time.monotonic()
         if describe_instance(client, self.restored_id) is not None:
             if describe_instance(client, aside) is None:

@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 
 from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, object_meta
-from actions.kubernetes.rollout import selector_string
+from actions.kubernetes.rollout import controlled, selected
 from actions.kubernetes.status import follow
 
 POD_REVISION = "controller-revision-hash"
@@ -64,18 +64,12 @@ def stuck_pods(
     core: CoreV1Api, sts: V1StatefulSet, *, bad_revision: str, partition: int
 ) -> list[V1Pod]:
     """The set's pods on `bad_revision`, from `partition` up, not terminating, not ready."""
-    meta = object_meta(sts)
-    with kube_errors(f"listing the pods of statefulset/{meta.name}"):
-        listing = core.list_namespaced_pod(
-            meta.namespace or "default",
-            label_selector=selector_string(sts),
-            _request_timeout=REQUEST_TIMEOUT,
-        )
+    context = f"listing the pods of statefulset/{object_meta(sts).name}"
+    pods: list[V1Pod] = controlled(sts, selected(core.list_namespaced_pod, sts, context=context))
     return [
         pod
-        for pod in listing.items
-        if any(r.controller and r.uid == meta.uid for r in object_meta(pod).owner_references or [])
-        and (object_meta(pod).labels or {}).get(POD_REVISION) == bad_revision
+        for pod in pods
+        if (object_meta(pod).labels or {}).get(POD_REVISION) == bad_revision
         and _ordinal(pod) >= partition
         and object_meta(pod).deletion_timestamp is None
         and not _running_and_ready(pod)

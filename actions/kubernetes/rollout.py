@@ -18,9 +18,10 @@ its old number in revision-history, so the step finds it and reports a skip.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client import AppsV1Api, V1Deployment, V1ReplicaSet
 
@@ -76,23 +77,37 @@ def selector_string(workload: Any) -> str:
     return ",".join(parts)
 
 
-def _owned(apps: AppsV1Api, deployment: V1Deployment) -> list[V1ReplicaSet]:
-    """List the ReplicaSets the Deployment controls, oldest first (kubectl's order)."""
-    meta = object_meta(deployment)
-    context = f"failed to retrieve replica sets from deployment {meta.name}"
+def selected(lister: Callable[..., Any], workload: Any, *, context: str) -> list[Any]:
+    """List what the workload's selector selects in its namespace (`lister`: the API's
+    `list_namespaced_pod`, `list_namespaced_replica_set`, ...)."""
     with kube_errors(context):
-        listing = apps.list_namespaced_replica_set(
-            meta.namespace or "default",
-            label_selector=selector_string(deployment),
+        listing = lister(
+            object_meta(workload).namespace or "default",
+            label_selector=selector_string(workload),
             _request_timeout=REQUEST_TIMEOUT,
         )
-    owned = [
-        rs
-        for rs in listing.items
-        if any(
-            ref.controller and ref.uid == meta.uid for ref in object_meta(rs).owner_references or []
-        )
+    return list(listing.items)
+
+
+Owned = TypeVar("Owned")
+
+
+def controlled(workload: Any, found: Iterable[Owned]) -> list[Owned]:
+    """Those of `found` whose controller reference is the workload (by uid)."""
+    uid = object_meta(workload).uid
+    return [
+        item
+        for item in found
+        if any(r.controller and r.uid == uid for r in object_meta(item).owner_references or [])
     ]
+
+
+def _owned(apps: AppsV1Api, deployment: V1Deployment) -> list[V1ReplicaSet]:
+    """List the ReplicaSets the Deployment controls, oldest first (kubectl's order)."""
+    context = f"failed to retrieve replica sets from deployment {object_meta(deployment).name}"
+    owned = controlled(
+        deployment, selected(apps.list_namespaced_replica_set, deployment, context=context)
+    )
     return sorted(
         owned,
         key=lambda rs: (object_meta(rs).creation_timestamp or _EPOCH, object_meta(rs).name or ""),

@@ -37,7 +37,7 @@ from kubernetes.client.exceptions import ApiException
 
 from actions.base import ActionError, PermanentError
 from actions.kubernetes.client import REQUEST_TIMEOUT, api_for, kube_errors, object_meta
-from actions.kubernetes.rollout import selector_string
+from actions.kubernetes.rollout import selected
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
 
@@ -87,14 +87,8 @@ def _by_workload_ref(rollouts: list[dict[str, Any]], name: str) -> str | None:
 
 
 def _by_replica_sets(apps: AppsV1Api, deployment: V1Deployment) -> str | None:
-    meta = object_meta(deployment)
-    with kube_errors(f"listing the replica sets of deployment {meta.name}"):
-        listing = apps.list_namespaced_replica_set(
-            meta.namespace or "default",
-            label_selector=selector_string(deployment),
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-    for rs in listing.items:
+    context = f"listing the replica sets of deployment {object_meta(deployment).name}"
+    for rs in selected(apps.list_namespaced_replica_set, deployment, context=context):
         for ref in object_meta(rs).owner_references or []:
             if ref.controller and ref.kind == "Rollout" and ref.api_version.startswith(GROUP):
                 return str(ref.name)

@@ -80,26 +80,6 @@ def rollout_verdict(deployment: V1Deployment, *, stale_ok: bool = False) -> tupl
     return f'deployment "{name}" successfully rolled out', True
 
 
-def watch_deployment(
-    apps: AppsV1Api,
-    *,
-    namespace: str,
-    name: str,
-    remaining: Callable[[], float],
-    every: float | None = None,
-) -> Generator[V1Deployment, None, None]:
-    """Yield the Deployment now, after each change, and at least every `every` seconds, until
-    `remaining()` runs out."""
-    return follow(
-        apps.list_namespaced_deployment,
-        namespace=namespace,
-        name=name,
-        kind="deployment",
-        remaining=remaining,
-        every=every,
-    )
-
-
 def follow(
     lister: Callable[..., Any],
     *,
@@ -195,10 +175,11 @@ class RolloutStatus(Step):
     def run(self, ctx: StepContext) -> StepResult:
         """Follow the Deployment until complete; fail on its own progress deadline or ours."""
         lines: list[str] = []
-        watched = watch_deployment(
-            self.apps,
+        watched = follow(
+            self.apps.list_namespaced_deployment,
             namespace=self.namespace,
             name=self.deployment,
+            kind="deployment",
             remaining=ctx.remaining,
             every=SPEAK_EVERY,
         )

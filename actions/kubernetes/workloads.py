@@ -34,7 +34,7 @@ from kubernetes.client import AppsV1Api, V1ControllerRevision, V1DaemonSet, V1St
 
 from actions.base import PermanentError, Step, StepContext, StepResult, fixed, given
 from actions.kubernetes.client import REQUEST_TIMEOUT, kube_errors, object_meta
-from actions.kubernetes.rollout import selector_string
+from actions.kubernetes.rollout import controlled, selected
 from actions.kubernetes.status import follow
 
 Kind = Literal["statefulset", "daemonset"]
@@ -63,20 +63,9 @@ def read_workload(apps: AppsV1Api, kind: Kind, *, namespace: str, name: str) -> 
 
 def history(apps: AppsV1Api, workload: Workload) -> list[V1ControllerRevision]:
     """The ControllerRevisions the workload controls, by revision (kubectl controlledHistoryV1)."""
-    meta = object_meta(workload)
-    with kube_errors(f"failed to retrieve history of {meta.name}"):
-        listing = apps.list_namespaced_controller_revision(
-            meta.namespace or "default",
-            label_selector=selector_string(workload),
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-    owned = [
-        r
-        for r in listing.items
-        if any(
-            ref.controller and ref.uid == meta.uid for ref in object_meta(r).owner_references or []
-        )
-    ]
+    context = f"failed to retrieve history of {object_meta(workload).name}"
+    listed = selected(apps.list_namespaced_controller_revision, workload, context=context)
+    owned: list[V1ControllerRevision] = controlled(workload, listed)
     return sorted(owned, key=lambda r: (r.revision or 0, object_meta(r).name or ""))
 
 
