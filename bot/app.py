@@ -75,7 +75,7 @@ from bot.settings import Settings
 from handlers import approvals, commands, drills, errors, gitops, home, modals, reviews
 from handlers.alerts import AlertWebhook
 from handlers.deps import BotClient, Deps
-from handlers.flows import flows_for
+from handlers.flows import drills_for, flows_for
 from handlers.guard_api import PREFIX as GUARD_PREFIX
 from handlers.guard_api import GuardApi
 from handlers.outbox import SlackOutbox
@@ -202,6 +202,7 @@ def wire(
         wake_runner=deps.wake_runner,
         wake_outbox=deps.wake_outbox,
     )
+    deps.drills = Drills(deps.flows)
     return deps
 
 
@@ -376,7 +377,7 @@ class BotProcess:
         self.alerts = AlertWebhook(
             self.monitor, token=self.settings.alert_webhook_token.get_secret_value()
         )
-        self.drill_schedules = DrillSchedules(Drills(flows_for(self.deps)))  # drills: schedules
+        self.drill_schedules = DrillSchedules(drills_for(self.deps))  # drills: schedules
         watch_drills(self.metrics.registry, self.drill_schedules.drills.statuses)
         self.guard_api = GuardApi(
             flows_for(self.deps).guard,

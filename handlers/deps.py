@@ -11,6 +11,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 
+from bot.application.drills import Drills
 from bot.application.flows import Flows
 from bot.application.posted import Posted
 from bot.application.reads import Reads
@@ -50,7 +51,9 @@ class Deps:
     later: Later = field(default_factory=Later)  # work after the ack (handlers/lazy.py)
     home: HomeViewers = field(default_factory=HomeViewers)
     flows: Flows | None = None
-    """The application layer, built once on these services (`handlers.flows.flows_for`)."""
+    """The application layer, built once by the composition root (`bot.app.wire`)."""
+    drills: Drills | None = None
+    """The drills' use cases on those flows, built with them."""
 
 
 class BotClient(Middleware):

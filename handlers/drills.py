@@ -37,7 +37,7 @@ from handlers import text as t
 from handlers.delivery import delivery_error
 from handlers.deps import Deps
 from handlers.errors import tell
-from handlers.flows import flows_for
+from handlers.flows import drills_for
 from handlers.lazy import Arrivals, act_once
 from handlers.payloads import BadPayload, SlashCommand, Where, slash_command
 from handlers.text import permalink
@@ -194,7 +194,7 @@ ALONE: dict[str, Callable[[IncidentThread, OutboxRecord], None]] = {NOT_STARTED:
 
 def register(app: App, deps: Deps) -> None:
     """Listen for `/rollback drill …` and `/rollback drills` (before handlers.commands)."""
-    drills = Drills(flows_for(deps))
+    drills = drills_for(deps)
     arrivals = Arrivals()
 
     @app.command("/rollback", matchers=[is_drill_command])

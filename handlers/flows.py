@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
+from bot.application.drills import Drills
 from bot.application.flows import Flows
 from bot.config import Environment
 from handlers.deps import Deps
@@ -26,6 +27,13 @@ def flows_for(deps: Deps) -> Flows:
     if deps.flows is None:
         raise RuntimeError("the composition root builds the flows before any listener runs")
     return deps.flows
+
+
+def drills_for(deps: Deps) -> Drills:
+    """The drills' use cases the composition root built on the same flows."""
+    if deps.drills is None:
+        raise RuntimeError("the composition root builds the drills before any listener runs")
+    return deps.drills
 
 
 class Groups:

@@ -32,7 +32,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.views import View
 
-from bot.application.drills import Drills, DrillStatus
+from bot.application.drills import DrillStatus
 from bot.application.timeline import service_restored
 from bot.config import UnknownTarget
 from bot.domain.records import ReviewRecord, RunRecord
@@ -40,7 +40,7 @@ from bot.domain.recovery import Recovery as PhaseTimes
 from bot.domain.states import ACTIVE_STATES
 from bot.domain.versions import VersionMark
 from handlers.deps import Deps
-from handlers.flows import Groups, flows_for
+from handlers.flows import Groups, drills_for, flows_for
 from handlers.home_blocks import HomeContent, Recovery, TargetHistory, home_view_blocks
 from handlers.lazy import after_ack
 from handlers.text import thread_link
@@ -78,7 +78,7 @@ class HomeTab:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.groups = Groups(deps)
-        self.drills = Drills(flows_for(deps))
+        self.drills = drills_for(deps)
 
     def snapshot(self) -> Snapshot:
         """Read what is the same for every viewer."""

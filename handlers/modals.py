@@ -34,7 +34,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from actions.base import ActionError, Check, RollbackPoint
-from bot.application.drills import Drills
 from bot.application.requests import IncidentRequest, Offer, ThreadNotOpened
 from bot.config import Environment, UnknownTarget, describe_target
 from bot.domain.decision import Answers, Severity, decide, with_verdict
@@ -45,7 +44,7 @@ from bot.execution.workflow import BREAK_GLASS_PHRASE, Refused
 from handlers import text as t
 from handlers.deps import Deps
 from handlers.errors import failure_text, tell
-from handlers.flows import flows_for
+from handlers.flows import drills_for, flows_for
 from handlers.ids import QUESTION_BLOCKS, Action, Block, Callback, ModalMeta
 from handlers.lazy import BUSY, Arrivals, after_ack
 from handlers.modal_blocks import (
@@ -103,7 +102,7 @@ class ModalService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.flows = flows_for(deps)
-        self.drills = Drills(self.flows)
+        self.drills = drills_for(deps)
         self._cache: dict[tuple[str, str, str | None], tuple[float, Epoch, Any]] = {}
         self._lock = threading.Lock()
         self._newest: dict[str, float] = {}

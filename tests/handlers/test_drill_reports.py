@@ -29,11 +29,10 @@ from bot.application.drill_schedule import (
     overdue_detail,
     overdue_period,
 )
-from bot.application.drills import Drills
 from bot.config import DrillSchedule, parse_config
 from bot.persistence.models import Drill
 from handlers.drill_blocks import overdue_text
-from handlers.flows import flows_for
+from handlers.flows import drills_for
 from sandbox.harness import Sandbox
 from sandbox.kubernetes import FakeKubernetes
 from sandbox.web import Reply, WebStub
@@ -131,7 +130,7 @@ def test_an_overdue_scheduled_drill_is_said_in_the_channel_once_a_period(
     (said,) = wait_for(lambda: overdue_messages(sandbox), what="the overdue message")
     beat = sandbox.process.last_beat
     wait_for(lambda: sandbox.process.last_beat > beat + 0.3, what="a few more runner passes")
-    again = DrillSchedules(Drills(flows_for(sandbox.process.deps)))  # a restart, a replica
+    again = DrillSchedules(drills_for(sandbox.process.deps))  # a restart, a replica
 
     assert again.tell_overdue(store.clock()) == []
     assert overdue_messages(sandbox) == [said]
