@@ -37,9 +37,9 @@ Opening and approving go through the application layer (bot.application.flows: t
 `open_from_alert` and `auto_approve_due` use cases the Slack side uses), so
 monitoring's incidents get the same compensating path: if Slack refuses the
 thread (the bot not invited, a 500), the flow cancels the run with the reason
-and frees the target, and the next alert opens a fresh incident. The flows are
-built in the handlers layer (they need the incident thread), which bot/ must
-not import, so the composition root (bot/app.py) hands them in as `AlertFlows`.
+and frees the target, and the next alert opens a fresh incident. The composition
+root (bot/app.py) builds the flows with the incident thread as their Slack side and
+hands them in as `AlertFlows`.
 """
 
 from __future__ import annotations
@@ -67,8 +67,7 @@ log = logging.getLogger(__name__)
 
 
 class AlertFlows(Protocol):
-    """The use cases monitoring goes through (bot.application.flows.Flows, built in the handlers
-    layer)."""
+    """The use cases monitoring goes through (bot.application.flows.Flows)."""
 
     def open_from_alert(
         self,
