@@ -78,6 +78,8 @@ class Sandbox:
     metrics_reader: MetricsReader = read_metrics
     groups: dict[str, list[str]] = field(default_factory=dict)
     runner_poll_seconds: float = 0.2
+    recheck_every: float | None = None
+    """Seconds between two passes over the due re-checks (None: the bot's own, 5 s)."""
     alert_token: str = ""
     ticker: Ticker = SYSTEM
     slack: FakeSlack = field(init=False)
@@ -102,6 +104,9 @@ class Sandbox:
             metrics_reader=self.metrics_reader,
             ticker=self.ticker,
         )
+        rechecks = self.process.runner.rechecks
+        if self.recheck_every is not None and rechecks is not None:
+            rechecks.every = self.recheck_every
         host, port = self.process.start_http("127.0.0.1", 0)
         self.process.start_runner()
         self.platform = Platform(
