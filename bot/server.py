@@ -139,7 +139,10 @@ class HttpServer:
             max_request_header_size=limits.max_header_bytes,
             channel_timeout=limits.idle_seconds,
             cleanup_interval=max(0.2, limits.idle_seconds / 4),
-            asyncore_loop_timeout=0.2,
+            # Whole seconds: waitress reads this adjustment as an int, and 0.2 became 0, a
+            # poll that never waits (one core busy while the server ran). A finished answer
+            # wakes the loop through waitress's trigger, so nothing waits on this.
+            asyncore_loop_timeout=1,
             asyncore_use_poll=True,
             ident="rollback-bot",
             log_socket_errors=False,
