@@ -62,6 +62,9 @@ def sandbox_settings(
         runner_poll_seconds=runner_poll_seconds,
         runner_lease_seconds=10.0,
         alert_webhook_token=SecretStr(alert_token),
+        # Slack here is a local stand-in: its faults are retried at once, not seconds later.
+        slack_retry_backoff_seconds=0.01,
+        slack_retry_jitter_seconds=0.01,
     )
     upgrade(make_engine(settings.database_url))
     return settings
