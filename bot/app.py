@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterable
@@ -48,6 +49,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.jitter import Jitter
 
 from actions.clock import SYSTEM, Ticker
 from bot.application.drill_schedule import DrillSchedules
@@ -147,17 +150,31 @@ class _RedactingClient(WebClient):
         }
 
 
+class _UpTo(Jitter):
+    """Add up to `seconds` random seconds (slack_sdk's RandomJitter adds up to 1)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def recalculate(self, duration: float) -> float:
+        return duration + random.random() * self.seconds  # noqa: S311 (a jitter, not a secret)
+
+
 def build_client(
     settings: Settings, secrets: Secrets | None = None, metrics: BotMetrics | None = None
 ) -> WebClient:
     """A Web API client that retries rate limits, server errors and dropped connections."""
+    waits = BackoffRetryIntervalCalculator(
+        backoff_factor=settings.slack_retry_backoff_seconds,
+        jitter=_UpTo(settings.slack_retry_jitter_seconds),
+    )
     client = _RedactingClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=3),
-            ServerErrorRetryHandler(max_retry_count=2),
-            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=3, interval_calculator=waits),
+            ServerErrorRetryHandler(max_retry_count=2, interval_calculator=waits),
+            ConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=waits),
         ],
     )
     client.secrets = secrets or Secrets()

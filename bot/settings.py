@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     rollback_config: str = "rollback.yml"
     runner_lease_seconds: float = Field(default=30.0, gt=0)
     runner_poll_seconds: float = Field(default=1.0, gt=0)
+    # The Slack Web API client's retries (rate limits, server errors, dropped connections)
+    # wait backoff * 2^attempt plus up to `jitter` random seconds: slack_sdk's own defaults.
+    slack_retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    slack_retry_jitter_seconds: float = Field(default=1.0, ge=0)
     # The HTTP server (bot/server.py): worker threads, open connections, request limits.
     http_threads: int = Field(default=8, ge=1, le=256)
     http_connection_limit: int = Field(default=1000, ge=10)

@@ -62,6 +62,9 @@ def sandbox_settings(
         runner_poll_seconds=runner_poll_seconds,
         runner_lease_seconds=10.0,
         alert_webhook_token=SecretStr(alert_token),
+        # Slack here is a local stand-in: its faults are retried at once, not seconds later.
+        slack_retry_backoff_seconds=0.01,
+        slack_retry_jitter_seconds=0.01,
     )
     upgrade(make_engine(settings.database_url))
     return settings
@@ -78,6 +81,8 @@ class Sandbox:
     metrics_reader: MetricsReader = read_metrics
     groups: dict[str, list[str]] = field(default_factory=dict)
     runner_poll_seconds: float = 0.2
+    recheck_every: float | None = None
+    """Seconds between two passes over the due re-checks (None: the bot's own, 5 s)."""
     alert_token: str = ""
     ticker: Ticker = SYSTEM
     slack: FakeSlack = field(init=False)
@@ -102,6 +107,9 @@ class Sandbox:
             metrics_reader=self.metrics_reader,
             ticker=self.ticker,
         )
+        rechecks = self.process.runner.rechecks
+        if self.recheck_every is not None and rechecks is not None:
+            rechecks.every = self.recheck_every
         host, port = self.process.start_http("127.0.0.1", 0)
         self.process.start_runner()
         self.platform = Platform(

@@ -111,8 +111,8 @@ def test_the_sender_runs_beside_the_runner_while_slack_stalls(
 ) -> None:
     run = opened_run(deps)
     sender = Sender(store=store, deliver=SlackOutbox(deps).deliver)
-    slack.stall_next("chat.update", seconds=0.5, times=20)
-    slack.stall_next("chat.postMessage", seconds=0.5, times=20)
+    slack.stall_next("chat.update", seconds=0.2, times=20)
+    slack.stall_next("chat.postMessage", seconds=0.2, times=20)
     stop = threading.Event()
     thread = threading.Thread(target=sender.serve, args=(stop,), kwargs={"poll_seconds": 0.05})
     thread.start()

@@ -3,7 +3,7 @@
 Beside tests/bot/test_outbox.py (faults before and after a run, one kind at a
 time), here the outbox's sender runs in its own thread beside the runner, as
 in `serve`, while the sandbox's fake Slack Web API answers 429 with a real
-Retry-After, 500, drops the connection and stalls for seconds, each in turn on
+Retry-After, 500, drops the connection and stalls its answer, each in turn on
 every call the rollback's messages cause. "The rollback does not wait on
 Slack" is asserted without timing: the first call Slack receives is held
 inside the fake until the run has finished (so the run can only finish if
@@ -28,7 +28,7 @@ pytest_plugins = ["tests.fakes.outbox"]  # the `slack` and `deps` fixtures
 
 METHODS = ("chat.postMessage", "chat.update")
 STEPS = 4  # the scripted plan's steps: each one posts and updates
-STALL_SECONDS = 2.0
+STALL_SECONDS = 0.3  # a slow answer; what holds the run is tested by the held first call
 
 
 def fault_every_call(slack: FakeSlack, *, rounds: int) -> None:

@@ -1,11 +1,12 @@
 """The bot's own database for tests: a fresh PostgreSQL database, empty or from a template.
 
-Dropping a database waits for the server to flush (0.2-1 s here), longer than making one
-from a template, so a test's databases are dropped by a thread of this process while the
-next tests run; `drop_pending` waits for every drop (at the end of a pytest worker,
-tests/fakes/stores.py), so none is left behind. A database's name carries the pid of the
-process that made it, so one left by a killed run (no teardown runs after SIGKILL) is dropped
-by the next (`drop_orphans`).
+Copies of the migrated template are made ahead by a thread of this process (`Copies`), so a
+test's database is usually ready when it starts. Dropping a database waits for the server
+to flush (0.2-1 s here), longer than making one from a template, so a test's databases are
+dropped by a thread of this process while the next tests run; `drop_pending` waits for every
+drop (at the end of a pytest worker, tests/fakes/stores.py), so none is left behind. A
+database's name carries the pid of the process that made it, so one left by a killed run
+(no teardown runs after SIGKILL) is dropped by the next (`drop_orphans`).
 """
 
 from __future__ import annotations
@@ -31,18 +32,86 @@ _failed: list[str] = []
 
 @contextmanager
 def postgres_database(prefix: str = "rbtest", *, template: str | None = None) -> Iterator[str]:
-    """Create a PostgreSQL database (empty, or a copy of `template`); yield its SQLAlchemy URL;
-    drop it afterwards (in the background: see `drop_pending`)."""
+    """Create a PostgreSQL database (empty, or a copy of `template`: one copied ahead, see
+    `Copies`); yield its SQLAlchemy URL; drop it afterwards (in the background: see
+    `drop_pending`)."""
+    name = None if template is None else _copies(template).take()
+    if name is None:
+        name = _create(prefix, template)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        drop_later(name)
+
+
+def _create(prefix: str, template: str | None) -> str:
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(5)}"
     create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(create)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        drop_later(name)
+    return name
+
+
+class Copies:
+    """Copies of one template made ahead by a thread of this process, `STOCK` at a time, so a
+    test takes one made while earlier tests ran instead of waiting for CREATE DATABASE."""
+
+    STOCK = 2
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.ready: queue.Queue[str] = queue.Queue()
+        self.wanted = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._make, name="db-copier", daemon=True)
+
+    def take(self) -> str | None:
+        """A copy made ahead, or None (the caller makes one) while there is none yet."""
+        if self.thread.ident is None and not self.stopped.is_set():
+            self.thread.start()
+        self.wanted.set()
+        try:
+            return self.ready.get_nowait()
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        """Stop copying (before the template is dropped); hand the unused copies to the dropper."""
+        self.stopped.set()
+        self.wanted.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        while not self.ready.empty():
+            drop_later(self.ready.get_nowait())
+
+    def _make(self) -> None:
+        while not self.stopped.is_set():
+            self.wanted.wait()
+            self.wanted.clear()
+            while not self.stopped.is_set() and self.ready.qsize() < self.STOCK:
+                try:
+                    self.ready.put(_create("rbtest", self.template))
+                except psycopg.Error as exc:
+                    _failed.append(f"a copy of {self.template}: {exc}")
+                    return
+
+
+_copiers: dict[str, Copies] = {}
+
+
+def _copies(template: str) -> Copies:
+    with _lock:
+        return _copiers.setdefault(template, Copies(template))
+
+
+def stop_copies(template: str) -> None:
+    """Stop making copies of `template` ahead (before it is dropped)."""
+    with _lock:
+        copies = _copiers.pop(template, None)
+    if copies is not None:
+        copies.stop()
 
 
 def drop_now(name: str) -> None:

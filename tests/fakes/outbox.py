@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
 from actions.http import read_metrics
 from bot.app import wire
@@ -39,7 +41,9 @@ def slack() -> Iterator[FakeSlack]:
 def deps(
     slack: FakeSlack, store: Store, workflow: Workflow, config: RollbackConfig, planner: Planner
 ) -> Deps:
-    client = WebClient(token=slack.token, base_url=slack.url, timeout=15)
+    # slack_sdk's default retry (one, after a dropped connection), without its 0.5-1.5 s wait
+    retry = ConnectionErrorRetryHandler(interval_calculator=FixedValueRetryIntervalCalculator(0.01))
+    client = WebClient(token=slack.token, base_url=slack.url, timeout=15, retry_handlers=[retry])
     return wire(
         store,
         config=config,

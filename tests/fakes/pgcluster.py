@@ -3,7 +3,9 @@
 A cluster is made with initdb and run with pg_ctl (binaries from `pg_config --bindir`) as the
 `postgres` OS user (`runuser` when the tests run as root; PostgreSQL refuses to run as root)
 in a temporary directory owned by that user, on a free port, listening on 127.0.0.1 with
-trust authentication. `archive_command` copies each finished segment into `archive/`, and
+trust authentication; initdb runs once per test process, and each cluster starts from a copy
+of that pristine data directory (`_initialised`), which is what initdb would write again.
+`archive_command` copies each finished segment into `archive/`, and
 `base_backup()` runs pg_basebackup into `base/<n>/`, as an operator's setup would. Stopped
 with `pg_ctl stop -m immediate` and removed afterwards.
 
@@ -12,6 +14,7 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -59,6 +62,23 @@ def give_to_postgres(path: Path) -> None:
                 shutil.chown(os.path.join(root, name), OS_USER, OS_USER)
 
 
+_INITIALISED: list[Path] = []
+
+
+def _initialised(bin: Path) -> Path:
+    """A data directory fresh from initdb, made once per process and removed at its exit (or,
+    after a kill, by the next run's `stop_orphans`)."""
+    if not _INITIALISED:
+        root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}_initdb_"))
+        root.chmod(0o755)
+        give_to_postgres(root)
+        data = root / "data"
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        as_postgres([str(bin / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"])
+        _INITIALISED.append(data)
+    return _INITIALISED[0]
+
+
 class ArchivedCluster:
     """A running cluster that archives its WAL and can take base backups."""
 
@@ -79,10 +99,9 @@ class ArchivedCluster:
         give_to_postgres(self.root)
 
     def start(self) -> None:
-        """initdb, configure archiving and start the cluster."""
-        as_postgres(
-            [str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres"]
-        )
+        """Copy an initdb'd data directory, configure archiving and start the cluster."""
+        shutil.copytree(_initialised(self.bin), self.data, symlinks=True)
+        give_to_postgres(self.data)
         conf = {
             "port": str(self.port),
             "listen_addresses": "'127.0.0.1'",

@@ -19,7 +19,7 @@ from bot.config import RollbackConfig, parse_config
 from bot.execution.workflow import Workflow
 from bot.persistence.store import Store, make_engine, upgrade
 from tests.fakes.config import Clock, config_dict
-from tests.fakes.database import drop_orphans, drop_pending, postgres_database
+from tests.fakes.database import drop_orphans, drop_pending, postgres_database, stop_copies
 from tests.fakes.targets import ScriptedTarget, write_script
 
 KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -51,7 +51,9 @@ def migrated_postgres() -> Iterator[str]:
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()  # CREATE DATABASE ... TEMPLATE needs the template without sessions
-        yield url.rsplit("/", 1)[1]
+        template = url.rsplit("/", 1)[1]
+        yield template
+        stop_copies(template)
 
 
 @pytest.fixture(params=KINDS)

@@ -4,7 +4,8 @@ a real branch, the GitHub stand-in, real git and `kubectl kustomize`.
 alice requests the rollback of voxflow-api, bob approves; the bot suspends Argo CD, rolls
 back and opens the pull request. Closing it is said loudly, once; merging a second one is
 followed by the bot resuming the sync by itself and saying that one reconcile changed
-nothing. Hold polls are a minute apart: the tests make the hold's row due instead.
+nothing. Hold polls are a minute apart: the tests make the hold's row due instead; its polls for a
+reconcile and the passes over due re-checks, seconds apart, are a tenth of a second here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import update
 
 from bot.config import parse_config
+from bot.execution import hold
 from bot.execution.planner import Planner
 from bot.persistence.models import Recheck
 from bot.persistence.store import Store
@@ -41,6 +43,8 @@ def served(
     kube: KubeCluster, forges: Forges, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[Sandbox, Deploy]]:
     monkeypatch.setenv("BOT_GIT_TOKEN", "ghp_the_bots_token_for_voxflow_deploy")
+    # Once Git is merged, the hold polls every few seconds for the owner's reconcile.
+    monkeypatch.setattr(hold, "RECONCILE_POLL_SECONDS", 0.1)
     deploy = deploy_repository(tmp_path, forges)
     owned_by(kube, deploy, "argocd")
     raw = config_dict()
@@ -63,6 +67,7 @@ def served(
         planner=Planner(),
         groups={"SDBAS00001": [DAVE]},
         runner_poll_seconds=0.1,
+        recheck_every=0.1,
     ).start()
     yield sandbox, deploy
     sandbox.stop()
