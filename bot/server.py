@@ -32,6 +32,7 @@ Two things waitress's public API does not give, and what we chose:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -159,4 +160,11 @@ class HttpServer:
         left = self._edge.drain(self.limits.drain_seconds)
         if left:
             log.warning("http: %d request(s) still unanswered after the drain; closing", left)
+        # Refuse new connections now: closing the descriptor alone leaves the socket listening
+        # until the loop's poll() on it returns (up to `asyncore_loop_timeout`), as Linux
+        # keeps a file a poll is waiting on; shutdown() ends the listen at once.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._server.close()
+        if self._thread.is_alive():  # its loop ends once the map is empty and poll() returns
+            self._thread.join(timeout=self.limits.drain_seconds + 2)
