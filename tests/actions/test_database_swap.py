@@ -235,9 +235,10 @@ def tablespace() -> Iterator[str]:
 
 
 @pytest.fixture
-def phonebook_db(tablespace: str, tmp_path: Path) -> str:
+def phonebook_db(tablespace: str, tmp_path: Path) -> Iterator[str]:
     """A database with the ICU locale de-u-co-phonebk in its own tablespace, dumped, then
-    written to after the dump."""
+    written to after the dump; dropped afterwards with its kin wherever they are (a test's
+    `<db>_recovery` in the default tablespace, which the tablespace's teardown does not see)."""
     db = f"rbt_{uuid.uuid4().hex[:12]}"
     execute(
         "postgres",
@@ -248,7 +249,12 @@ def phonebook_db(tablespace: str, tmp_path: Path) -> str:
     execute(db, f"CREATE TABLE names (name text PRIMARY KEY); INSERT INTO names VALUES {WORDS}")
     dump(db, tmp_path, NOW - timedelta(hours=1))
     execute(db, "INSERT INTO names VALUES ('after the dump')")
-    return db
+    yield db
+    with pg() as conn:
+        for (name,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (db,)
+        ).fetchall():
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
 
 
 def test_a_database_with_an_icu_locale_in_its_own_tablespace_comes_back_with_both(
