@@ -121,6 +121,12 @@ class _Answer:
             done()
 
 
+POLL_SECONDS = 1
+"""How long waitress's loop waits in one poll(). Whole seconds: waitress reads this adjustment
+as an int (0.2 became 0, a poll that never waits: one core busy while the server ran). A
+finished answer wakes the loop through waitress's trigger, so no request waits on it."""
+
+
 class HttpServer:
     """One listening socket, served by waitress on a thread of its own until `stop`."""
 
@@ -140,10 +146,7 @@ class HttpServer:
             max_request_header_size=limits.max_header_bytes,
             channel_timeout=limits.idle_seconds,
             cleanup_interval=max(0.2, limits.idle_seconds / 4),
-            # Whole seconds: waitress reads this adjustment as an int, and 0.2 became 0, a
-            # poll that never waits (one core busy while the server ran). A finished answer
-            # wakes the loop through waitress's trigger, so nothing waits on this.
-            asyncore_loop_timeout=1,
+            asyncore_loop_timeout=POLL_SECONDS,
             asyncore_use_poll=True,
             ident="rollback-bot",
             log_socket_errors=False,
@@ -161,10 +164,10 @@ class HttpServer:
         if left:
             log.warning("http: %d request(s) still unanswered after the drain; closing", left)
         # Refuse new connections now: closing the descriptor alone leaves the socket listening
-        # until the loop's poll() on it returns (up to `asyncore_loop_timeout`), as Linux
+        # until the loop's poll() on it returns (up to `POLL_SECONDS`), as Linux
         # keeps a file a poll is waiting on; shutdown() ends the listen at once.
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._server.close()
         if self._thread.is_alive():  # its loop ends once the map is empty and poll() returns
-            self._thread.join(timeout=self.limits.drain_seconds + 2)
+            self._thread.join(timeout=POLL_SECONDS + 1)
